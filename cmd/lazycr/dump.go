@@ -1,0 +1,103 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/lazycr/lazycr/dump"
+
+	"github.com/spf13/cobra"
+)
+
+type dumpOptions struct {
+	pid          int
+	dir          string
+	leaveRunning bool
+	lazy         bool
+	address      string
+	port         int
+	stats        bool
+}
+
+func newDumpCmd(g *globals) *cobra.Command {
+	var o dumpOptions
+	cmd := &cobra.Command{
+		Use:   "dump --pid PID -D DIR",
+		Short: "Freeze a process and write its image set",
+		Long: `dump freezes every thread of process PID with ptrace, reads its state (threads,
+registers, memory, signals, fds, sockets) and writes an image set to DIR.
+
+By default the process is killed once its image is safely written (it now
+lives in the image); --leave-running lets it continue unchanged (a
+checkpoint). With --lazy only the skeleton and eager pages are written and the
+process stays frozen while lazycr serves its remaining pages to the target.
+
+If anything fails, the process is released exactly as it was, the partial
+image directory is removed, and dump exits 1 with the reason.`,
+		Example: `  lazycr dump --pid 1234 -D /tmp/img                  # checkpoint and kill
+  lazycr dump --pid 1234 -D /tmp/img --leave-running  # checkpoint, keep running
+  lazycr dump --pid 1234 -D /tmp/img --stats`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.pid <= 0 {
+				return usagef("dump needs --pid PID (a positive process id)")
+			}
+			if o.dir == "" && !o.lazy {
+				return usagef("dump needs -D DIR, the directory to write the image set to")
+			}
+			if o.leaveRunning && o.lazy {
+				return usagef("--leave-running and --lazy exclude each other")
+			}
+			if o.lazy {
+				return errors.New("dump --lazy (the page server) is not implemented yet")
+			}
+			mode := dump.ModeKill
+			if o.leaveRunning {
+				mode = dump.ModeLeaveRunning
+			}
+			st, err := dump.Dump(cmd.Context(), dump.Options{
+				PID: o.pid, Dir: o.dir, Mode: mode, Version: lazycrVersion(), Log: g.log,
+			})
+			if err != nil {
+				return err
+			}
+			after := "killed"
+			if o.leaveRunning {
+				after = "left running"
+			}
+			g.log.Info().Int("pid", o.pid).Str("dir", o.dir).Int("threads", st.Threads).Int("vmas", st.VMAs).
+				Str("written", humanBytes(st.BytesWritten)).Dur("frozen", st.Frozen).Msgf("dumped; process %s", after)
+			if o.stats {
+				printDumpStats(g.stdout, st)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVarP(&o.pid, "pid", "p", 0, "process to dump")
+	f.StringVarP(&o.dir, "images-dir", "D", "", "directory to write the image set to (created; must be empty or absent)")
+	f.BoolVar(&o.leaveRunning, "leave-running", false, "let the process continue after the dump instead of killing it")
+	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
+	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
+	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
+	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
+	return cmd
+}
+
+func printDumpStats(w io.Writer, st *dump.Stats) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "threads\t%d\n", st.Threads)
+	fmt.Fprintf(tw, "vmas\t%d\n", st.VMAs)
+	fmt.Fprintf(tw, "pages populated\t%d\n", st.PagesPopulated)
+	fmt.Fprintf(tw, "pages eager\t%d\n", st.PagesEager)
+	fmt.Fprintf(tw, "pages lazy\t%d\n", st.PagesLazy)
+	fmt.Fprintf(tw, "pages zero\t%d\n", st.PagesZero)
+	fmt.Fprintf(tw, "pages file\t%d\n", st.PagesFile)
+	fmt.Fprintf(tw, "bytes written\t%d (%s)\n", st.BytesWritten, humanBytes(st.BytesWritten))
+	fmt.Fprintf(tw, "freeze time\t%s\n", st.Freeze)
+	fmt.Fprintf(tw, "frozen for\t%s\n", st.Frozen)
+	fmt.Fprintf(tw, "dump time\t%s\n", st.Total)
+	tw.Flush()
+}

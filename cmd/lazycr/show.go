@@ -1,0 +1,342 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+func newShowCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show DIR",
+		Short: "Summarise an image set: process tree, threads, memory, fds, sockets",
+		Long: `show reads the image set in DIR, checks it (format version, checksums, sizes,
+consistency) and prints a summary for people, or with --json the whole image
+set as JSON (protobuf field names; 64-bit integers are strings, as protojson
+writes them).`,
+		Example: `  lazycr show /tmp/img
+  lazycr show --json /tmp/img | jq '.tree.processes[0].threads | length'`,
+		Args: exactArgs(1, "exactly one image directory"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, err := image.LoadDir(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeSetJSON(g.stdout, set)
+			}
+			return writeSetText(g.stdout, args[0], set)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the image set as JSON")
+	return cmd
+}
+
+// setJSON is the document `show --json` prints.
+type setJSON struct {
+	Inventory json.RawMessage            `json:"inventory"`
+	Tree      json.RawMessage            `json:"tree"`
+	Memory    map[string]json.RawMessage `json:"memory"` // by pid
+	Fds       map[string]json.RawMessage `json:"fds"`    // by pid
+}
+
+var pjson = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+
+func writeSetJSON(w io.Writer, s *image.Set) error {
+	m := func(msg proto.Message) (json.RawMessage, error) {
+		b, err := pjson.Marshal(msg)
+		return json.RawMessage(b), err
+	}
+	var out setJSON
+	var err error
+	if out.Inventory, err = m(s.Inventory); err != nil {
+		return err
+	}
+	if out.Tree, err = m(s.Tree); err != nil {
+		return err
+	}
+	out.Memory = map[string]json.RawMessage{}
+	out.Fds = map[string]json.RawMessage{}
+	for pid, mm := range s.Memory {
+		if out.Memory[fmt.Sprint(pid)], err = m(mm); err != nil {
+			return err
+		}
+	}
+	for pid, fds := range s.Fds {
+		if out.Fds[fmt.Sprint(pid)], err = m(fds); err != nil {
+			return err
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func writeSetText(w io.Writer, dir string, s *image.Set) error {
+	inv := s.Inventory
+	mode := "full"
+	if inv.Lazy {
+		mode = "lazy (skeleton; lazy pages come from the page server)"
+	}
+	fmt.Fprintf(w, "Image set %s\n", dir)
+	fmt.Fprintf(w, "  format %d, written by lazycr %s on %s (%s, kernel %s) at %s\n",
+		inv.FormatVersion, inv.LazycrVersion, inv.Hostname, inv.Arch, inv.KernelRelease,
+		time.Unix(0, inv.TimeUnixNano).UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "  mode %s, xsave %d bytes\n\n", mode, inv.XsaveSize)
+
+	fmt.Fprintln(w, "Process tree")
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PID\tNS PIDS\tPPID\tPGID\tSID\tTHREADS\tCOMM\tCWD")
+	for _, p := range s.Tree.Processes {
+		fmt.Fprintf(tw, "  %d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Pid, joinU32(p.NsPid), p.Ppid, p.Pgid, p.Sid, len(p.Threads), p.Comm, p.Cwd)
+	}
+	tw.Flush()
+
+	for _, p := range s.Tree.Processes {
+		fmt.Fprintf(w, "\nThreads of pid %d\n", p.Pid)
+		tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  TID\tRIP\tRSP\tFS_BASE\tBLOCKED\tPENDING\tALTSTACK\tRSEQ")
+		for _, t := range p.Threads {
+			alt := "-"
+			if t.Sigaltstack != nil && t.Sigaltstack.Flags&ssDisable == 0 && t.Sigaltstack.Size != 0 {
+				alt = fmt.Sprintf("%#x+%d", t.Sigaltstack.Sp, t.Sigaltstack.Size)
+			}
+			rseq := "-"
+			if t.Rseq != nil && t.Rseq.Addr != 0 {
+				rseq = fmt.Sprintf("%#x", t.Rseq.Addr)
+			}
+			fmt.Fprintf(tw, "  %d\t%#x\t%#x\t%#x\t%s\t%d\t%s\t%s\n", t.Tid, t.Regs.GetRip(), t.Regs.GetRsp(), t.Regs.GetFsBase(),
+				sigset(t.Sigmask), len(t.Pending), alt, rseq)
+		}
+		tw.Flush()
+
+		var handlers []string
+		for _, a := range p.Sigactions {
+			if a.Handler > 1 {
+				handlers = append(handlers, fmt.Sprintf("%s→%#x", unix.SignalName(unix.Signal(a.Signo)), a.Handler))
+			} else if a.Handler == 1 {
+				handlers = append(handlers, unix.SignalName(unix.Signal(a.Signo))+"→ignore")
+			}
+		}
+		if len(handlers) > 0 {
+			fmt.Fprintf(w, "  signal handlers: %s\n", strings.Join(handlers, ", "))
+		}
+		if len(p.SharedPending) > 0 {
+			fmt.Fprintf(w, "  process-wide pending signals: %d\n", len(p.SharedPending))
+		}
+
+		if mm := s.Memory[p.Pid]; mm != nil {
+			writeMemoryText(w, mm)
+		}
+		if fds := s.Fds[p.Pid]; fds != nil {
+			writeFdsText(w, fds)
+		}
+	}
+	return nil
+}
+
+// ssDisable is SS_DISABLE from sigaltstack(2); x/sys/unix does not define it.
+const ssDisable = 2
+
+func writeMemoryText(w io.Writer, mm *pb.MemoryMap) {
+	fmt.Fprintf(w, "\nMemory of pid %d: %d VMAs, %s of eager page data\n", mm.Pid, len(mm.Vmas), humanBytes(mm.PagesBytes))
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\t NAME\t")
+	var total image.PageCounts
+	for _, v := range mm.Vmas {
+		c := image.CountPages(v)
+		total = total.Add(c)
+		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t %s\t\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
+			kindString(v.Kind), c.Zero, c.Eager, c.Lazy, c.File, v.Name)
+	}
+	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t \t\n", total.Zero, total.Eager, total.Lazy, total.File)
+	tw.Flush()
+}
+
+func writeFdsText(w io.Writer, t *pb.FdTable) {
+	fmt.Fprintf(w, "\nFile descriptors of pid %d\n", t.Pid)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FD\tKIND\tFLAGS\tDETAIL")
+	var sockets []*pb.Fd
+	for _, f := range t.Fds {
+		kind, detail := fdDescribe(f)
+		fl := fmt.Sprintf("%#o", f.Flags)
+		if f.Cloexec {
+			fl += " cloexec"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", f.Fd, kind, fl, detail)
+		if f.GetInetSocket() != nil {
+			sockets = append(sockets, f)
+		}
+	}
+	tw.Flush()
+	if len(sockets) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nSockets of pid %d\n", t.Pid)
+	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  FD\tPROTO\tLOCAL\tPEER\tOPTIONS")
+	for _, f := range sockets {
+		s := f.GetInetSocket()
+		peer := "-"
+		if s.PeerAddr != "" {
+			peer = hostPort(s.PeerAddr, s.PeerPort)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", f.Fd, sockProto(s), hostPort(s.LocalAddr, s.LocalPort), peer, sockOpts(s.Options))
+	}
+	tw.Flush()
+}
+
+func fdDescribe(f *pb.Fd) (string, string) {
+	switch k := f.Kind.(type) {
+	case *pb.Fd_File:
+		return "file", fmt.Sprintf("%s pos %d", k.File.GetFile().GetPath(), k.File.Pos)
+	case *pb.Fd_Device:
+		return "device", fmt.Sprintf("%s (%d:%d)", k.Device.GetFile().GetPath(), k.Device.RdevMajor, k.Device.RdevMinor)
+	case *pb.Fd_Pipe:
+		end := "read end"
+		if k.Pipe.WriteEnd {
+			end = "write end"
+		}
+		d := fmt.Sprintf("pipe:[%d] %s", k.Pipe.Inode, end)
+		if len(k.Pipe.Data) > 0 {
+			d += fmt.Sprintf(", %d bytes buffered", len(k.Pipe.Data))
+		}
+		if k.Pipe.FifoPath != "" {
+			d += " fifo " + k.Pipe.FifoPath
+		}
+		return "pipe", d
+	case *pb.Fd_Eventfd:
+		return "eventfd", fmt.Sprintf("count %d semaphore %v", k.Eventfd.Count, k.Eventfd.Semaphore)
+	case *pb.Fd_Epoll:
+		var ts []string
+		for _, t := range k.Epoll.Targets {
+			ts = append(ts, fmt.Sprintf("fd %d events %#x", t.Fd, t.Events))
+		}
+		return "epoll", strings.Join(ts, "; ")
+	case *pb.Fd_Timerfd:
+		return "timerfd", fmt.Sprintf("clock %d value %s interval %s ticks %d", k.Timerfd.Clockid,
+			time.Duration(k.Timerfd.ValueNs), time.Duration(k.Timerfd.IntervalNs), k.Timerfd.Ticks)
+	case *pb.Fd_Signalfd:
+		return "signalfd", "mask " + sigset(k.Signalfd.Sigmask)
+	case *pb.Fd_InetSocket:
+		return "socket", sockProto(k.InetSocket) + " " + hostPort(k.InetSocket.LocalAddr, k.InetSocket.LocalPort)
+	default:
+		return "unknown", ""
+	}
+}
+
+func sockProto(s *pb.InetSocket) string {
+	p := "udp"
+	if s.Type == unix.SOCK_STREAM {
+		p = "tcp"
+		if s.Listening {
+			p = "tcp-listen"
+		}
+	}
+	if s.Family == unix.AF_INET6 {
+		p += "6"
+	}
+	return p
+}
+
+func sockOpts(o *pb.SocketOptions) string {
+	if o == nil {
+		return ""
+	}
+	var out []string
+	if o.Reuseaddr {
+		out = append(out, "reuseaddr")
+	}
+	if o.Reuseport {
+		out = append(out, "reuseport")
+	}
+	if o.Broadcast {
+		out = append(out, "broadcast")
+	}
+	if o.BindToDevice != "" {
+		out = append(out, "dev="+o.BindToDevice)
+	}
+	out = append(out, fmt.Sprintf("sndbuf=%d rcvbuf=%d", o.Sndbuf, o.Rcvbuf))
+	return strings.Join(out, " ")
+}
+
+func hostPort(addr string, port uint32) string {
+	if strings.Contains(addr, ":") {
+		return fmt.Sprintf("[%s]:%d", addr, port)
+	}
+	return fmt.Sprintf("%s:%d", addr, port)
+}
+
+func protString(prot uint32, shared bool) string {
+	b := []byte("---p")
+	if prot&unix.PROT_READ != 0 {
+		b[0] = 'r'
+	}
+	if prot&unix.PROT_WRITE != 0 {
+		b[1] = 'w'
+	}
+	if prot&unix.PROT_EXEC != 0 {
+		b[2] = 'x'
+	}
+	if shared {
+		b[3] = 's'
+	}
+	return string(b)
+}
+
+func kindString(k pb.VmaKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "VMA_KIND_"))
+}
+
+// sigset renders a signal mask as signal names.
+func sigset(m uint64) string {
+	if m == 0 {
+		return "-"
+	}
+	var names []string
+	for i := 0; i < 64; i++ {
+		if m&(1<<i) != 0 {
+			n := unix.SignalName(unix.Signal(i + 1))
+			if n == "" {
+				n = fmt.Sprintf("SIG%d", i+1)
+			}
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
+
+func joinU32(v []uint32) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

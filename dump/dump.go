@@ -1,0 +1,365 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/inject"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Mode says what happens to the process after its state is read.
+type Mode int
+
+const (
+	// ModeKill kills the process once its image is safely written: it now
+	// lives in the image.
+	ModeKill Mode = iota
+	// ModeLeaveRunning releases the process unchanged (a checkpoint).
+	ModeLeaveRunning
+	// ModeLazy writes only eager pages and keeps the process frozen so that
+	// its lazy pages can be served to the target.
+	ModeLazy
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeKill:
+		return "kill"
+	case ModeLeaveRunning:
+		return "leave-running"
+	case ModeLazy:
+		return "lazy"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// Options configure a dump.
+type Options struct {
+	PID     int
+	Dir     string // image directory; must be absent or empty
+	Mode    Mode
+	Version string // lazycr's version, recorded in the inventory
+	Log     zerolog.Logger
+}
+
+// Stats describe a dump.
+type Stats struct {
+	Threads        int
+	VMAs           int
+	PagesPopulated uint64
+	PagesEager     uint64
+	PagesLazy      uint64
+	PagesZero      uint64
+	PagesFile      uint64
+	BytesWritten   uint64        // page data plus image files
+	Freeze         time.Duration // from the first PTRACE_SEIZE to every thread stopped
+	Frozen         time.Duration // how long the process was stopped (full and leave-running dumps)
+	Total          time.Duration
+}
+
+// Errors a dump refuses with; wrapped with the pid and the detail.
+var (
+	// ErrUnsupported: the process holds state lazycr cannot checkpoint yet
+	// (an fd kind, seccomp, children, a deleted file …).
+	ErrUnsupported = errors.New("unsupported")
+	// ErrRefused: the process must not be dumped (PID 1, lazycr itself).
+	ErrRefused = errors.New("refused")
+)
+
+// Dump checkpoints process opts.PID into opts.Dir and then kills or releases
+// it according to opts.Mode (ModeKill or ModeLeaveRunning). On any failure
+// the process is released exactly as it was, whatever the dump wrote is
+// removed, and the error says why.
+func Dump(ctx context.Context, opts Options) (*Stats, error) {
+	if opts.Mode == ModeLazy {
+		return nil, fmt.Errorf("dump pid %d: lazy mode needs Freeze and a page server", opts.PID)
+	}
+	start := time.Now()
+	cp, err := Freeze(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.WriteImages(opts.Dir); err != nil {
+		cp.abort()
+		return nil, err
+	}
+	switch opts.Mode {
+	case ModeKill:
+		err = cp.Kill()
+	default:
+		err = cp.Release()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
+	}
+	st := cp.Stats
+	st.Frozen = time.Since(cp.frozenAt)
+	st.Total = time.Since(start)
+	opts.Log.Debug().Int("pid", opts.PID).Int("threads", st.Threads).Int("vmas", st.VMAs).
+		Uint64("pages_populated", st.PagesPopulated).Uint64("pages_eager", st.PagesEager).
+		Uint64("pages_lazy", st.PagesLazy).Uint64("pages_zero", st.PagesZero).
+		Uint64("bytes_written", st.BytesWritten).Dur("freeze", st.Freeze).Dur("frozen", st.Frozen).
+		Dur("total", st.Total).Msg("dump done")
+	return &st, nil
+}
+
+// Checkpoint is a frozen process whose state has been read.
+type Checkpoint struct {
+	Set   *image.Set
+	Stats Stats
+
+	pid      int
+	opts     Options
+	tracer   *inject.Tracer
+	proc     *inject.Process
+	frozenAt time.Time
+	eager    map[uint32][]eagerRun // pages to write, by pid
+	dirMade  bool
+	done     bool
+}
+
+// eagerRun is a run of pages whose data goes into the pages file.
+type eagerRun struct {
+	run  *pb.PageRun
+	prot uint32
+}
+
+// Freeze seizes every thread of opts.PID and reads the process's whole state.
+// The process stays frozen until Release, Kill or a failure (which releases it).
+func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
+	pid := opts.PID
+	if err := precheck(pid); err != nil {
+		return nil, err
+	}
+	tracer, err := inject.NewTracer()
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: start tracer: %w", pid, err)
+	}
+	t0 := time.Now()
+	p, err := tracer.Seize(pid)
+	if err != nil {
+		tracer.Close()
+		return nil, fmt.Errorf("dump pid %d: freeze: %w", pid, err)
+	}
+	cp := &Checkpoint{
+		pid: pid, opts: opts, tracer: tracer, proc: p, frozenAt: t0,
+		eager: map[uint32][]eagerRun{},
+	}
+	cp.Stats.Freeze = time.Since(t0)
+	opts.Log.Debug().Int("pid", pid).Int("threads", len(p.Threads())).Dur("freeze", cp.Stats.Freeze).Msg("process frozen")
+	defer func() {
+		if err != nil {
+			cp.abort()
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	// Re-check under the freeze: state may have changed since precheck.
+	if err := precheckFrozen(pid); err != nil {
+		return nil, err
+	}
+	// Every injected syscall costs two ptrace stops; running the whole
+	// collection on the tracer thread saves a goroutine hop per request.
+	if err := tracer.Do(func() error { return cp.collect(ctx) }); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (cp *Checkpoint) collect(ctx context.Context) error {
+	pid := cp.pid
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	host, _ := os.Hostname()
+	set := &image.Set{
+		Inventory: &pb.Inventory{
+			FormatVersion: image.FormatVersion,
+			LazycrVersion: cp.opts.Version,
+			KernelRelease: unix.ByteSliceToString(uts.Release[:]),
+			Arch:          runtime.GOARCH,
+			Hostname:      host,
+			TimeUnixNano:  cp.frozenAt.UnixNano(),
+			Lazy:          cp.opts.Mode == ModeLazy,
+			RootPid:       uint32(pid),
+			PageSize:      image.PageSize,
+		},
+		Tree:   &pb.ProcessTree{},
+		Memory: map[uint32]*pb.MemoryMap{},
+		Fds:    map[uint32]*pb.FdTable{},
+	}
+	cp.Set = set
+
+	// Memory first: the scratch page injected syscalls use must not appear
+	// in (or merge into) the recorded VMAs.
+	mm, runs, err := cp.collectMemory()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	process, err := cp.collectProcess()
+	if err != nil {
+		return err
+	}
+	fds, err := cp.collectFds()
+	if err != nil {
+		return err
+	}
+	set.Tree.Processes = []*pb.Process{process}
+	set.Memory[uint32(pid)] = mm
+	set.Fds[uint32(pid)] = fds
+	cp.eager[uint32(pid)] = runs
+	if len(process.Threads) > 0 && len(process.Threads[0].Xsave) > 0 {
+		set.Inventory.XsaveSize = uint32(len(process.Threads[0].Xsave))
+		set.Inventory.XsaveFeatures = xsaveFeatures(process.Threads[0].Xsave)
+	}
+	cp.Stats.Threads = len(process.Threads)
+	cp.Stats.VMAs = len(mm.Vmas)
+	for _, v := range mm.Vmas {
+		c := image.CountPages(v)
+		cp.Stats.PagesEager += c.Eager
+		cp.Stats.PagesLazy += c.Lazy
+		cp.Stats.PagesZero += c.Zero
+		cp.Stats.PagesFile += c.File
+		cp.Stats.PagesPopulated += c.Eager + c.Lazy
+	}
+	return nil
+}
+
+// WriteImages writes the image set and the eager pages into dir, which must
+// be absent or empty. On failure it removes what it wrote.
+func (cp *Checkpoint) WriteImages(dir string) (err error) {
+	pid := cp.pid
+	made, err := prepareDir(dir)
+	if err != nil {
+		return fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	cp.dirMade = made
+	defer func() {
+		if err != nil {
+			removeOutput(dir, made)
+		}
+	}()
+	var written uint64
+	for p, runs := range cp.eager {
+		w, err := image.CreatePages(dir, p)
+		if err != nil {
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		if err := cp.writePages(w, runs); err != nil {
+			w.Abort()
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		cp.Set.Memory[p].PagesBytes = w.Size()
+		written += w.Size() + image.HeaderSize
+		if err := w.Close(); err != nil {
+			return fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+	}
+	if err := image.Save(dir, cp.Set); err != nil {
+		return fmt.Errorf("dump pid %d: write images: %w", pid, err)
+	}
+	files, _ := cp.Set.Files()
+	for _, b := range files {
+		written += uint64(len(b))
+	}
+	cp.Stats.BytesWritten = written
+	return nil
+}
+
+// ReadMemory reads the frozen process's memory (used by the page server).
+func (cp *Checkpoint) ReadMemory(addr uint64, b []byte) error {
+	return cp.proc.ReadMem(uintptr(addr), b)
+}
+
+// PID is the pid of the frozen process.
+func (cp *Checkpoint) PID() int { return cp.pid }
+
+// Release lets the process continue exactly as it was.
+func (cp *Checkpoint) Release() error {
+	if cp.done {
+		return nil
+	}
+	cp.done = true
+	err := cp.proc.Release()
+	cp.tracer.Close()
+	return err
+}
+
+// Kill kills the frozen process (its image now holds it).
+func (cp *Checkpoint) Kill() error {
+	if cp.done {
+		return nil
+	}
+	cp.done = true
+	err := cp.proc.Kill()
+	cp.tracer.Close()
+	return err
+}
+
+// abort releases the process after a failure, logging a release error since
+// the original error matters more.
+func (cp *Checkpoint) abort() {
+	if err := cp.Release(); err != nil {
+		cp.opts.Log.Error().Err(err).Int("pid", cp.pid).Msg("release process after failed dump")
+	}
+}
+
+// prepareDir makes sure dir exists and is empty; it reports whether it
+// created it.
+func prepareDir(dir string) (bool, error) {
+	if dir == "" {
+		return false, errors.New("no image directory given")
+	}
+	ents, err := os.ReadDir(dir)
+	switch {
+	case err == nil:
+		if len(ents) > 0 {
+			return false, fmt.Errorf("image directory %s is not empty", dir)
+		}
+		return false, nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return false, fmt.Errorf("create image directory: %w", err)
+		}
+		return true, nil
+	default:
+		return false, fmt.Errorf("open image directory: %w", err)
+	}
+}
+
+// removeOutput removes the directory if the dump made it, else its contents.
+func removeOutput(dir string, made bool) {
+	if made {
+		os.RemoveAll(dir)
+		return
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		os.RemoveAll(dir + "/" + e.Name())
+	}
+}
+
+// xsaveFeatures returns the xfeatures word of the software-reserved bytes
+// of an XSAVE area as ptrace reports it (struct _fpx_sw_bytes at offset 464:
+// magic1, extended_size, xfeatures, …; arch/x86/include/uapi/asm/sigcontext.h).
+func xsaveFeatures(x []byte) uint64 {
+	if len(x) < 480 {
+		return 0
+	}
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(x[472+i])
+	}
+	return v
+}

@@ -1,0 +1,264 @@
+package dump
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// stackEagerPages is how many pages on each side of a thread's stack
+// pointer are always eager, so a resumed thread runs its first instructions
+// without a round trip to the source.
+const stackEagerPages = 2
+
+// readChunk is the most page data read from the process at once.
+const readChunk = 1 << 20
+
+// collectMemory reads the VMAs (smaps), classifies every page with
+// /proc/PID/pagemap and returns the memory map plus the runs whose data
+// must be written to the pages file.
+func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
+	pid := cp.pid
+	maps, err := proc.ReadSmaps(pid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	stat, err := proc.ReadStat(pid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	auxv, err := proc.ReadAuxv(pid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	mm := &pb.MemoryMap{
+		Pid: uint32(pid),
+		Mm: &pb.MmFields{
+			StartCode: stat.StartCode, EndCode: stat.EndCode,
+			StartData: stat.StartData, EndData: stat.EndData,
+			StartBrk: stat.StartBrk, StartStack: stat.StartStack,
+			ArgStart: stat.ArgStart, ArgEnd: stat.ArgEnd,
+			EnvStart: stat.EnvStart, EnvEnd: stat.EnvEnd,
+		},
+	}
+	for _, a := range auxv {
+		mm.Auxv = append(mm.Auxv, a.Type, a.Val)
+	}
+	if exe, err := proc.ReadExe(pid); err == nil {
+		mm.Exe = fileIDFromStat(exe, fmt.Sprintf("/proc/%d/exe", pid))
+	}
+	// The current brk is the end of [heap], or start_brk when it is empty.
+	mm.Mm.Brk = stat.StartBrk
+
+	var sps []uint64
+	for _, tid := range cp.proc.Threads() {
+		r, err := cp.proc.Regs(tid)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		sps = append(sps, r.Rsp)
+	}
+
+	pm, err := proc.OpenPagemap(pid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	defer pm.Close()
+
+	var runs []eagerRun
+	for i := range maps {
+		m := &maps[i]
+		v, err := cp.vmaOf(m)
+		if err != nil {
+			return nil, nil, err
+		}
+		if v.Kind == pb.VmaKind_VMA_KIND_HEAP {
+			mm.Mm.Brk = v.End
+		}
+		if err := cp.classifyPages(pm, m, v, sps); err != nil {
+			return nil, nil, err
+		}
+		for _, r := range v.Pages {
+			if r.State == pb.PageState_PAGE_STATE_EAGER {
+				runs = append(runs, eagerRun{run: r, prot: v.Prot})
+			}
+		}
+		mm.Vmas = append(mm.Vmas, v)
+	}
+	return mm, runs, nil
+}
+
+// vmaOf turns one smaps entry into a Vma, refusing what lazycr cannot
+// restore.
+func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
+	pid := cp.pid
+	v := &pb.Vma{
+		Start: m.Start, End: m.End, Prot: uint32(m.Prot()), Shared: m.Shared,
+		Offset: m.Offset, VmFlags: m.VmFlags, Name: m.Path,
+	}
+	where := fmt.Sprintf("dump pid %d: vma %#x-%#x %s", pid, m.Start, m.End, m.Path)
+	if !m.IsSpecial() {
+		for _, f := range m.VmFlags {
+			switch f {
+			case "io", "pf":
+				return nil, fmt.Errorf("%s: %w: device (I/O or PFN) mapping", where, ErrUnsupported)
+			case "ht":
+				return nil, fmt.Errorf("%s: %w: hugetlbfs mapping", where, ErrUnsupported)
+			}
+		}
+	}
+	switch {
+	case m.Path == "[heap]":
+		v.Kind = pb.VmaKind_VMA_KIND_HEAP
+	case m.Path == "[stack]":
+		v.Kind = pb.VmaKind_VMA_KIND_STACK
+	case m.Path == "[vdso]":
+		v.Kind = pb.VmaKind_VMA_KIND_VDSO
+	case m.Path == "[vvar]":
+		v.Kind = pb.VmaKind_VMA_KIND_VVAR
+	case m.Path == "[vvar_vclock]":
+		v.Kind = pb.VmaKind_VMA_KIND_VVAR_VCLOCK
+	case m.Path == "[vsyscall]":
+		v.Kind = pb.VmaKind_VMA_KIND_VSYSCALL
+	case m.Path == "" || strings.HasPrefix(m.Path, "[anon:"):
+		v.Kind = pb.VmaKind_VMA_KIND_ANON
+		if m.Shared {
+			v.Kind = pb.VmaKind_VMA_KIND_SHARED_ANON
+		}
+	case m.Path == "/dev/zero (deleted)" || strings.HasPrefix(m.Path, "[anon_shmem:"):
+		if !m.Shared {
+			v.Kind = pb.VmaKind_VMA_KIND_ANON
+		} else {
+			v.Kind = pb.VmaKind_VMA_KIND_SHARED_ANON
+		}
+	case strings.HasPrefix(m.Path, "/memfd:"):
+		return nil, fmt.Errorf("%s: %w: memfd mapping", where, ErrUnsupported)
+	case strings.HasPrefix(m.Path, "/SYSV"):
+		return nil, fmt.Errorf("%s: %w: System V shared memory", where, ErrUnsupported)
+	case m.Deleted():
+		return nil, fmt.Errorf("%s: %w: the mapped file was deleted", where, ErrUnsupported)
+	case strings.HasPrefix(m.Path, "/"):
+		v.Kind = pb.VmaKind_VMA_KIND_FILE
+		id := fileIDFromStat(m.Path, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End))
+		if id.Inode != m.Inode {
+			return nil, fmt.Errorf("%s: %w: file inode %d does not match the mapping's %d", where, ErrUnsupported, id.Inode, m.Inode)
+		}
+		v.File = id
+	default:
+		return nil, fmt.Errorf("%s: %w: special mapping %q", where, ErrUnsupported, m.Path)
+	}
+	return v, nil
+}
+
+// fileIDFromStat records path, statting via (a /proc link that reaches the
+// very file the process has, even in another mount namespace).
+func fileIDFromStat(path, via string) *pb.FileID {
+	id := &pb.FileID{Path: path}
+	var st unix.Stat_t
+	if err := unix.Stat(via, &st); err != nil {
+		if err := unix.Stat(path, &st); err != nil {
+			return id
+		}
+	}
+	id.Dev = st.Dev
+	id.Inode = st.Ino
+	id.Size = uint64(st.Size)
+	id.MtimeUnixNano = st.Mtim.Nano()
+	return id
+}
+
+// pageState decides one page's state.
+func (cp *Checkpoint) pageState(v *pb.Vma, e proc.PagemapEntry, nearSP bool) pb.PageState {
+	switch v.Kind {
+	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
+		return pb.PageState_PAGE_STATE_UNSPECIFIED // kernel-provided: no page data
+	case pb.VmaKind_VMA_KIND_FILE:
+		if v.Shared {
+			return pb.PageState_PAGE_STATE_FILE // the file itself holds the data
+		}
+		// A private file page that is present (or swapped) with bit 61
+		// clear was copied on write: its data is no longer the file's.
+		// See Documentation/admin-guide/mm/pagemap.rst.
+		if e.Populated() && !e.FileOrSharedAnon() {
+			return pb.PageState_PAGE_STATE_EAGER
+		}
+		return pb.PageState_PAGE_STATE_FILE
+	case pb.VmaKind_VMA_KIND_SHARED_ANON:
+		// Shared memory pages may exist in the shmem object without being
+		// mapped here; take the whole mapping.
+		return pb.PageState_PAGE_STATE_EAGER
+	default: // private anonymous: anon, heap, stack
+		if !e.Populated() {
+			return pb.PageState_PAGE_STATE_ZERO
+		}
+		if cp.opts.Mode == ModeLazy && !nearSP {
+			return pb.PageState_PAGE_STATE_LAZY
+		}
+		return pb.PageState_PAGE_STATE_EAGER
+	}
+}
+
+func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, sps []uint64) error {
+	switch v.Kind {
+	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
+		return nil
+	}
+	entries, err := proc.ReadPagemap(pm, m.Start, m.End)
+	if err != nil {
+		return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
+	}
+	var cur *pb.PageRun
+	for i, e := range entries {
+		addr := m.Start + uint64(i)*image.PageSize
+		near := false
+		for _, sp := range sps {
+			lo := sp&^(image.PageSize-1) - stackEagerPages*image.PageSize
+			hi := sp&^(image.PageSize-1) + (stackEagerPages+1)*image.PageSize
+			if addr >= lo && addr < hi {
+				near = true
+				break
+			}
+		}
+		st := cp.pageState(v, e, near)
+		if cur != nil && cur.State == st {
+			cur.Npages++
+			continue
+		}
+		cur = &pb.PageRun{Addr: addr, Npages: 1, State: st}
+		v.Pages = append(v.Pages, cur)
+	}
+	return nil
+}
+
+// writePages reads every eager run from the frozen process and appends it
+// to w, recording each run's offset.
+func (cp *Checkpoint) writePages(w *image.PagesWriter, runs []eagerRun) error {
+	buf := make([]byte, readChunk)
+	for _, er := range runs {
+		r := er.run
+		r.Offset = w.Size()
+		left := r.Npages * image.PageSize
+		addr := r.Addr
+		for left > 0 {
+			n := min(left, uint64(len(buf)))
+			if err := cp.proc.ReadMem(uintptr(addr), buf[:n]); err != nil {
+				return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n, err)
+			}
+			if _, err := w.Append(buf[:n]); err != nil {
+				if errno, ok := err.(syscall.Errno); ok && errno == unix.ENOSPC {
+					return fmt.Errorf("write pages: disk full: %w", err)
+				}
+				return err
+			}
+			addr += n
+			left -= n
+		}
+	}
+	return nil
+}

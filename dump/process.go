@@ -1,0 +1,346 @@
+package dump
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+	"unsafe"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// rlimitNames are the RLIMIT_* resources, in their numeric order
+// (include/uapi/asm-generic/resource.h).
+var rlimitNames = []string{"cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile",
+	"memlock", "as", "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime"}
+
+func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
+	pid := cp.pid
+	fail := func(what string, err error) error { return fmt.Errorf("dump pid %d: %s: %w", pid, what, err) }
+	st, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fail("read status", err)
+	}
+	stat, err := proc.ReadStat(pid)
+	if err != nil {
+		return nil, fail("read stat", err)
+	}
+	p := &pb.Process{
+		Pid: uint32(pid), NsPid: u32s(st.NSpid), Ppid: uint32(stat.Ppid), Pgid: uint32(stat.Pgrp),
+		Sid: uint32(stat.Session), Comm: stat.Comm, Umask: st.Umask, StartTime: stat.StartTime,
+		NoNewPrivs: st.NoNewPrivs != 0,
+		Creds: &pb.Credentials{
+			Uid: st.Uid[:], Gid: st.Gid[:], Groups: st.Groups,
+			CapInheritable: st.CapInh, CapPermitted: st.CapPrm, CapEffective: st.CapEff,
+			CapBounding: st.CapBnd, CapAmbient: st.CapAmb,
+		},
+	}
+	if p.Cwd, err = proc.ReadCwd(pid); err != nil {
+		return nil, fail("read cwd", err)
+	}
+	if p.Root, err = proc.ReadRoot(pid); err != nil {
+		return nil, fail("read root", err)
+	}
+	if p.Personality, err = proc.ReadPersonality(pid); err != nil {
+		return nil, fail("read personality", err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+		for _, a := range strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00") {
+			p.Argv = append(p.Argv, a)
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); err == nil {
+		fmt.Sscan(string(b), &p.OomScoreAdj)
+	}
+	for res := range rlimitNames {
+		var rl unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &rl); err != nil {
+			return nil, fail("prlimit "+rlimitNames[res], err)
+		}
+		p.Rlimits = append(p.Rlimits, &pb.Rlimit{Resource: int32(res), Name: rlimitNames[res], Cur: rl.Cur, Max: rl.Max})
+	}
+	p.Namespaces = readNamespaces(pid)
+
+	leader := pid
+	if p.Sigactions, err = cp.sigactions(leader); err != nil {
+		return nil, err
+	}
+	if p.Itimers, err = cp.itimers(leader); err != nil {
+		return nil, err
+	}
+	if p.PosixTimers, err = cp.posixTimers(leader); err != nil {
+		return nil, err
+	}
+	shared, err := cp.proc.PendingSignals(leader, true)
+	if err != nil {
+		return nil, fail("read shared pending signals", err)
+	}
+	p.SharedPending = siginfos(shared)
+	if v, err := cp.proc.Syscall(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE); err == nil {
+		p.Dumpable = uint32(v)
+	} else {
+		return nil, fail("injected prctl(PR_GET_DUMPABLE)", err)
+	}
+	if v, err := cp.prctlInt(leader, unix.PR_GET_PDEATHSIG); err == nil {
+		p.Pdeathsig = v
+	} else {
+		return nil, err
+	}
+	if v, err := cp.prctlInt(leader, unix.PR_GET_CHILD_SUBREAPER); err == nil {
+		p.ChildSubreaper = v != 0
+	} else {
+		return nil, err
+	}
+	if v, err := cp.proc.Syscall(leader, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS); err == nil {
+		p.Creds.Securebits = uint32(v)
+	} else {
+		return nil, fail("injected prctl(PR_GET_SECUREBITS)", err)
+	}
+
+	for _, tid := range cp.proc.Threads() {
+		t, err := cp.thread(tid)
+		if err != nil {
+			return nil, err
+		}
+		p.Threads = append(p.Threads, t)
+	}
+	return p, nil
+}
+
+func (cp *Checkpoint) thread(tid int) (*pb.Thread, error) {
+	pid := cp.pid
+	fail := func(what string, err error) error {
+		return fmt.Errorf("dump pid %d tid %d: %s: %w", pid, tid, what, err)
+	}
+	t := &pb.Thread{Tid: uint32(tid)}
+	if st, err := proc.ReadTaskStatus(pid, tid); err == nil {
+		t.NsTid = u32s(st.NSpid)
+	} else {
+		return nil, fail("read status", err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid)); err == nil {
+		t.Comm = strings.TrimSuffix(string(b), "\n")
+	}
+	r, err := cp.proc.Regs(tid)
+	if err != nil {
+		return nil, fail("read registers", err)
+	}
+	t.Regs = regsToPB(&r)
+	if t.Xsave, err = cp.proc.XState(tid); err != nil {
+		return nil, fail("read xsave area", err)
+	}
+	if t.Sigmask, err = cp.proc.SigMask(tid); err != nil {
+		return nil, fail("read signal mask", err)
+	}
+	pend, err := cp.proc.PendingSignals(tid, false)
+	if err != nil {
+		return nil, fail("read pending signals", err)
+	}
+	t.Pending = siginfos(pend)
+	rs, err := cp.proc.Rseq(tid)
+	if err != nil {
+		return nil, fail("read rseq configuration", err)
+	}
+	t.Rseq = &pb.Rseq{Addr: uint64(rs.Pointer), Len: rs.Size, Signature: rs.Signature, Flags: rs.Flags}
+
+	// sigaltstack(NULL, &old): stack_t is {void *ss_sp; int ss_flags; size_t ss_size}.
+	var ss [24]byte
+	if err := cp.injectOut(tid, ss[:], unix.SYS_SIGALTSTACK, 0, outArg); err != nil {
+		return nil, fail("injected sigaltstack", err)
+	}
+	t.Sigaltstack = &pb.SigAltStack{
+		Sp: binary.LittleEndian.Uint64(ss[0:]), Flags: int32(binary.LittleEndian.Uint32(ss[8:])),
+		Size: binary.LittleEndian.Uint64(ss[16:]),
+	}
+	var ctid [8]byte
+	if err := cp.injectOut(tid, ctid[:], unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, outArg); err != nil {
+		return nil, fail("injected prctl(PR_GET_TID_ADDRESS)", err)
+	}
+	t.ClearChildTid = binary.LittleEndian.Uint64(ctid[:])
+
+	// get_robust_list(2) works on another thread given ptrace access.
+	var head uintptr
+	var hlen uintptr
+	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&hlen))); e != 0 {
+		return nil, fail("get_robust_list", os.NewSyscallError("get_robust_list", e))
+	}
+	t.RobustList = &pb.RobustList{Head: uint64(head), Len: uint64(hlen)}
+	return t, nil
+}
+
+// outArg marks the argument of an injected syscall that points to the
+// scratch page, where the kernel writes its result.
+const outArg = ^uintptr(0)
+
+// injectOut runs syscall nr on thread tid with args; an argument equal to
+// outArg is replaced by the scratch page address, whose first len(out) bytes
+// are zeroed before and copied into out after.
+func (cp *Checkpoint) injectOut(tid int, out []byte, nr uintptr, args ...uintptr) error {
+	scratch, err := cp.proc.Scratch()
+	if err != nil {
+		return err
+	}
+	if err := cp.proc.WriteMem(scratch, make([]byte, len(out))); err != nil {
+		return err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == outArg {
+			v = scratch
+		}
+		a[i] = v
+	}
+	if _, err := cp.proc.Syscall(tid, nr, a...); err != nil {
+		return err
+	}
+	return cp.proc.ReadMem(scratch, out)
+}
+
+func (cp *Checkpoint) prctlInt(tid int, option uintptr) (uint32, error) {
+	var b [4]byte
+	if err := cp.injectOut(tid, b[:], unix.SYS_PRCTL, option, outArg); err != nil {
+		return 0, fmt.Errorf("dump pid %d: injected prctl(%d): %w", cp.pid, option, err)
+	}
+	return binary.LittleEndian.Uint32(b[:]), nil
+}
+
+// sigactions reads every handler with injected rt_sigaction(sig, NULL,
+// &old, 8); the kernel's struct sigaction is {handler, flags, restorer,
+// mask}, 32 bytes (see rt_sigaction(2), "C library/kernel differences").
+func (cp *Checkpoint) sigactions(tid int) ([]*pb.SigAction, error) {
+	var out []*pb.SigAction
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		var b [32]byte
+		if err := cp.injectOut(tid, b[:], unix.SYS_RT_SIGACTION, uintptr(sig), 0, outArg, 8); err != nil {
+			return nil, fmt.Errorf("dump pid %d: injected rt_sigaction(%d): %w", cp.pid, sig, err)
+		}
+		out = append(out, &pb.SigAction{
+			Signo:    int32(sig),
+			Handler:  binary.LittleEndian.Uint64(b[0:]),
+			Flags:    binary.LittleEndian.Uint64(b[8:]),
+			Restorer: binary.LittleEndian.Uint64(b[16:]),
+			Mask:     binary.LittleEndian.Uint64(b[24:]),
+		})
+	}
+	return out, nil
+}
+
+// itimers reads ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF with injected
+// getitimer(2) (struct itimerval: interval then value, each a timeval).
+func (cp *Checkpoint) itimers(tid int) ([]*pb.ITimer, error) {
+	var out []*pb.ITimer
+	for which := 0; which < 3; which++ {
+		var b [32]byte
+		if err := cp.injectOut(tid, b[:], unix.SYS_GETITIMER, uintptr(which), outArg); err != nil {
+			return nil, fmt.Errorf("dump pid %d: injected getitimer(%d): %w", cp.pid, which, err)
+		}
+		tv := func(o int) int64 {
+			return int64(binary.LittleEndian.Uint64(b[o:]))*1e6 + int64(binary.LittleEndian.Uint64(b[o+8:]))
+		}
+		out = append(out, &pb.ITimer{Which: int32(which), IntervalUs: tv(0), ValueUs: tv(16)})
+	}
+	return out, nil
+}
+
+// sigev_notify values (include/uapi/asm-generic/siginfo.h).
+const (
+	sigevSignal   = 0
+	sigevNone     = 1
+	sigevThread   = 2
+	sigevThreadID = 4
+)
+
+// posixTimers lists timers from /proc/PID/timers and reads each one's
+// setting with injected timer_gettime(2).
+func (cp *Checkpoint) posixTimers(tid int) ([]*pb.PosixTimer, error) {
+	timers, err := proc.ReadTimers(cp.pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+	}
+	var out []*pb.PosixTimer
+	for _, t := range timers {
+		var b [32]byte
+		if err := cp.injectOut(tid, b[:], unix.SYS_TIMER_GETTIME, uintptr(t.ID), outArg); err != nil {
+			return nil, fmt.Errorf("dump pid %d: injected timer_gettime(%d): %w", cp.pid, t.ID, err)
+		}
+		ts := func(o int) int64 {
+			return int64(binary.LittleEndian.Uint64(b[o:]))*1e9 + int64(binary.LittleEndian.Uint64(b[o+8:]))
+		}
+		pt := &pb.PosixTimer{Id: int32(t.ID), Clockid: int32(t.ClockID), Signo: int32(t.Signal),
+			SigevValue: t.SigevValue, IntervalNs: ts(0), ValueNs: ts(16)}
+		switch t.Notify {
+		case "signal":
+			pt.Notify = sigevSignal
+		case "none":
+			pt.Notify = sigevNone
+		case "thread":
+			pt.Notify = sigevThread
+		}
+		if t.NotifyThreadID {
+			pt.Notify = sigevThreadID
+			pt.NotifyTid = int32(t.NotifyPid)
+		}
+		out = append(out, pt)
+	}
+	return out, nil
+}
+
+func readNamespaces(pid int) *pb.Namespaces {
+	ino := func(name string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, name), &st); err != nil {
+			return 0
+		}
+		return st.Ino
+	}
+	return &pb.Namespaces{Net: ino("net"), Pid: ino("pid"), Mnt: ino("mnt"), Uts: ino("uts"),
+		Ipc: ino("ipc"), User: ino("user"), Cgroup: ino("cgroup"), Time: ino("time")}
+}
+
+func siginfos(raw [][]byte) []*pb.Siginfo {
+	var out []*pb.Siginfo
+	for _, b := range raw {
+		if len(b) < 12 {
+			continue
+		}
+		out = append(out, &pb.Siginfo{
+			Signo: int32(binary.LittleEndian.Uint32(b[0:])),
+			Code:  int32(binary.LittleEndian.Uint32(b[8:])),
+			Raw:   append([]byte(nil), b...),
+		})
+	}
+	return out
+}
+
+func u32s(v []int) []uint32 {
+	out := make([]uint32, len(v))
+	for i, x := range v {
+		out[i] = uint32(x)
+	}
+	return out
+}
+
+func regsToPB(r *unix.PtraceRegs) *pb.Registers {
+	return &pb.Registers{
+		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11,
+		R10: r.R10, R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
+		OrigRax: r.Orig_rax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
+		FsBase: r.Fs_base, GsBase: r.Gs_base, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
+	}
+}
+
+// RegsFromPB converts image registers back to ptrace's struct.
+func RegsFromPB(r *pb.Registers) unix.PtraceRegs {
+	return unix.PtraceRegs{
+		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11,
+		R10: r.R10, R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
+		Orig_rax: r.OrigRax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
+		Fs_base: r.FsBase, Gs_base: r.GsBase, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
+	}
+}

@@ -1,0 +1,365 @@
+package image
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/fstest"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"golang.org/x/sys/unix"
+)
+
+// Pids of the sample set: a root process with two threads and a child.
+const (
+	rootPid  = 4242
+	childPid = 4250
+)
+
+func fileID(path string, inode, size uint64) *pb.FileID {
+	return &pb.FileID{Path: path, Dev: 0x803, Inode: inode, Size: size, MtimeUnixNano: 1_700_000_000_123_456_789}
+}
+
+func regs(tid uint32) *pb.Registers {
+	t := uint64(tid)
+	return &pb.Registers{
+		R15: 0xf15 + t, R14: 0xf14, R13: 0xf13, R12: 0xf12, Rbp: 0x7ffc00020f00, Rbx: 0xb,
+		R11: 0x246, R10: 0x10, R9: 0x9, R8: 0x8, Rax: ^uint64(0) - 513 /* -ERESTARTNOHAND */, Rcx: 0x401234,
+		Rdx: 0xd, Rsi: 0x51, Rdi: 0xd1, OrigRax: 230 /* clock_nanosleep */, Rip: 0x400abc, Cs: 0x33,
+		Eflags: 0x246, Rsp: 0x7ffc00020e00 - t, Ss: 0x2b, FsBase: 0x7f0000001740 + t, GsBase: 0x1,
+		Ds: 0x2, Es: 0x3, Fs: 0x4, Gs: 0x5,
+	}
+}
+
+func siginfo(signo, code int32) *pb.Siginfo {
+	raw := make([]byte, 128)
+	binary.LittleEndian.PutUint32(raw[0:], uint32(signo))
+	binary.LittleEndian.PutUint32(raw[8:], uint32(code))
+	binary.LittleEndian.PutUint32(raw[16:], 1234) // si_pid
+	return &pb.Siginfo{Signo: signo, Code: code, Raw: raw}
+}
+
+func xsave(seed byte) []byte {
+	b := make([]byte, 2432)
+	for i := range b {
+		b[i] = seed + byte(i*7)
+	}
+	return b
+}
+
+func thread(tid uint32) *pb.Thread {
+	return &pb.Thread{
+		Tid:           tid,
+		NsTid:         []uint32{tid, tid - 4000},
+		Regs:          regs(tid),
+		Xsave:         xsave(byte(tid)),
+		Sigmask:       1<<(unix.SIGUSR2-1) | 1<<(unix.SIGPIPE-1),
+		Pending:       []*pb.Siginfo{siginfo(int32(unix.SIGUSR1), -6 /* SI_TKILL */), siginfo(34, -1)},
+		Sigaltstack:   &pb.SigAltStack{Sp: 0x7f0000008000, Flags: -1 << 31 /* SS_AUTODISARM (1U<<31) */, Size: 8192},
+		Rseq:          &pb.Rseq{Addr: 0x7f00000019e0 + uint64(tid), Len: 32, Signature: 0x53053053, Flags: 0},
+		ClearChildTid: 0x7f0000001a10,
+		RobustList:    &pb.RobustList{Head: 0x7f0000001a20, Len: 24},
+		Comm:          "worker",
+	}
+}
+
+func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
+	return &pb.Process{
+		Pid: pid, NsPid: []uint32{pid, pid - 4000}, Ppid: ppid, Pgid: rootPid, Sid: 100,
+		Comm:    "pingpong",
+		Threads: threads,
+		Creds: &pb.Credentials{
+			Uid: []uint32{1000, 1000, 1000, 1000}, Gid: []uint32{100, 100, 100, 100}, Groups: []uint32{10, 100},
+			CapInheritable: 0, CapPermitted: 0x400, CapEffective: 0x400, CapBounding: 0x1ffffffffff, CapAmbient: 0x400,
+			Securebits: 0x2f,
+		},
+		Rlimits: []*pb.Rlimit{
+			{Resource: unix.RLIMIT_NOFILE, Name: "nofile", Cur: 1024, Max: 524288},
+			{Resource: unix.RLIMIT_STACK, Name: "stack", Cur: 8 << 20, Max: ^uint64(0)},
+		},
+		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0,
+		Sigactions: []*pb.SigAction{
+			{Signo: int32(unix.SIGINT), Handler: 0x401500, Flags: 0x14000000, Restorer: 0x401600, Mask: 1 << 1},
+			{Signo: int32(unix.SIGPIPE), Handler: 1},
+		},
+		Itimers: []*pb.ITimer{{Which: 0, IntervalUs: 500_000, ValueUs: 123_456}},
+		PosixTimers: []*pb.PosixTimer{{
+			Id: 0, Clockid: unix.CLOCK_MONOTONIC, Notify: 4 /* SIGEV_THREAD_ID */, Signo: 34, /* SIGRTMIN */
+			SigevValue: 0xdead, NotifyTid: int32(pid), ValueNs: 1_000_000, IntervalNs: 10_000_000, Overrun: 3,
+		}},
+		SharedPending: []*pb.Siginfo{siginfo(int32(unix.SIGTERM), 0 /* SI_USER */)},
+		Namespaces: &pb.Namespaces{
+			Net: 4026531840, Pid: 4026531836, Mnt: 4026531841, Uts: 4026531838,
+			Ipc: 4026531839, User: 4026531837, Cgroup: 4026531835, Time: 4026531834,
+		},
+		StartTime:      987654,
+		Argv:           []string{"/usr/local/bin/pingpong", "-peer", "10.0.0.1:9000"},
+		Dumpable:       1,
+		Pdeathsig:      int32ToU32(int32(unix.SIGKILL)),
+		ChildSubreaper: pid == rootPid,
+		NoNewPrivs:     true,
+		OomScoreAdj:    -100,
+	}
+}
+
+func int32ToU32(v int32) uint32 { return uint32(v) }
+
+// run is a PageRun; eager runs get their offset assigned by sampleMemory.
+func run(addr, n uint64, st pb.PageState) *pb.PageRun {
+	return &pb.PageRun{Addr: addr, Npages: n, State: st}
+}
+
+const (
+	zero  = pb.PageState_PAGE_STATE_ZERO
+	eager = pb.PageState_PAGE_STATE_EAGER
+	lazy  = pb.PageState_PAGE_STATE_LAZY
+	file  = pb.PageState_PAGE_STATE_FILE
+)
+
+// tile builds runs of the given (pages, state) pairs starting at start.
+func tile(start uint64, spec ...any) []*pb.PageRun {
+	var runs []*pb.PageRun
+	addr := start
+	for i := 0; i < len(spec); i += 2 {
+		n := uint64(spec[i].(int))
+		runs = append(runs, run(addr, n, spec[i+1].(pb.PageState)))
+		addr += n * PageSize
+	}
+	return runs
+}
+
+// assignOffsets gives every eager run its offset in VMA order and sets
+// PagesBytes.
+func assignOffsets(mm *pb.MemoryMap) {
+	var off uint64
+	for _, v := range mm.Vmas {
+		for _, r := range v.Pages {
+			if r.State == eager {
+				r.Offset = off
+				off += r.Npages * PageSize
+			}
+		}
+	}
+	mm.PagesBytes = off
+}
+
+func sampleMemory(pid uint32) *pb.MemoryMap {
+	exe := fileID("/usr/local/bin/pingpong", 131, 0x3000)
+	const (
+		text  = 0x400000
+		data  = 0x401000
+		heap  = 0x403000
+		anon  = 0x7f0000000000
+		shm   = 0x7f0000010000
+		lib   = 0x7f0000100000
+		stack = 0x7ffc00000000
+		vvar  = 0x7ffc00100000
+		vclk  = 0x7ffc00104000
+		vdso  = 0x7ffc00106000
+		vsys  = 0xffffffffff600000
+	)
+	mm := &pb.MemoryMap{
+		Pid: pid,
+		Vmas: []*pb.Vma{
+			{Start: text, End: text + 0x1000, Prot: unix.PROT_READ | unix.PROT_EXEC, File: exe, Kind: pb.VmaKind_VMA_KIND_FILE,
+				VmFlags: []string{"rd", "ex", "mr", "mw", "me", "dw"}, Pages: tile(text, 1, file), Name: exe.Path},
+			{Start: data, End: data + 0x2000, Prot: unix.PROT_READ | unix.PROT_WRITE, Offset: 0x1000, File: exe, Kind: pb.VmaKind_VMA_KIND_FILE,
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(data, 1, eager, 1, file), Name: exe.Path},
+			{Start: heap, End: heap + 0x4000, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_HEAP,
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(heap, 2, lazy, 1, zero, 1, eager), Name: "[heap]"},
+			{Start: anon, End: anon + 16*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_ANON,
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(anon, 2, eager, 10, lazy, 4, zero)},
+			{Start: shm, End: shm + 2*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Shared: true, Kind: pb.VmaKind_VMA_KIND_SHARED_ANON,
+				File: fileID("/dev/zero (deleted)", 9, 0), VmFlags: []string{"rd", "wr", "sh", "mr", "mw", "me", "ms"},
+				Pages: tile(shm, 2, eager), Name: "/dev/zero (deleted)"},
+			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
+				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
+			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}, Pages: tile(stack, 29, zero, 2, lazy, 2, eager), Name: "[stack]"},
+			{Start: vvar, End: vvar + 4*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR,
+				VmFlags: []string{"rd", "mr", "pf", "io", "de", "dd"}, Name: "[vvar]"},
+			{Start: vclk, End: vclk + 2*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR_VCLOCK,
+				VmFlags: []string{"rd", "mr", "pf", "io", "de", "dd"}, Name: "[vvar_vclock]"},
+			{Start: vdso, End: vdso + 2*PageSize, Prot: unix.PROT_READ | unix.PROT_EXEC, Kind: pb.VmaKind_VMA_KIND_VDSO,
+				VmFlags: []string{"rd", "ex", "mr", "mw", "me", "de"}, Pages: tile(vdso, 2, eager), Name: "[vdso]"},
+			{Start: vsys, End: vsys + PageSize, Prot: unix.PROT_EXEC, Kind: pb.VmaKind_VMA_KIND_VSYSCALL,
+				VmFlags: []string{"ex"}, Pages: tile(vsys, 1, file), Name: "[vsyscall]"},
+		},
+		Mm: &pb.MmFields{
+			StartCode: text, EndCode: text + 0xabc, StartData: data, EndData: data + 0x1100,
+			StartBrk: heap, Brk: heap + 0x3800, StartStack: stack + 32*PageSize + 0x100,
+			ArgStart: stack + 32*PageSize + 0x200, ArgEnd: stack + 32*PageSize + 0x240,
+			EnvStart: stack + 32*PageSize + 0x240, EnvEnd: stack + 32*PageSize + 0xfe0,
+		},
+		Auxv: []uint64{33, vdso, 6, 4096, 3, text + 64, 4, 56, 5, 9, 9, text + 0x100, 25, stack + 32*PageSize + 0x300, 0, 0},
+		Exe:  exe,
+	}
+	assignOffsets(mm)
+	return mm
+}
+
+// smallMemory is a memory map with one lazy anon VMA and no page data.
+func smallMemory(pid uint32) *pb.MemoryMap {
+	const a = 0x7f1000000000
+	return &pb.MemoryMap{Pid: pid, Vmas: []*pb.Vma{{Start: a, End: a + 4*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE,
+		Kind: pb.VmaKind_VMA_KIND_ANON, Pages: tile(a, 3, lazy, 1, zero)}}, Mm: &pb.MmFields{}}
+}
+
+func sampleFds(pid uint32) *pb.FdTable {
+	opts := &pb.SocketOptions{
+		Reuseaddr: true, Reuseport: true, Broadcast: true, Sndbuf: 212992, Rcvbuf: 425984, Tos: 0x10, Ttl: 64,
+		BindToDevice: "veth0", Ipv6Only: true, Keepalive: true, Priority: 6, Mark: 0x42, RecvErr: true, Pktinfo: true,
+	}
+	return &pb.FdTable{Pid: pid, Fds: []*pb.Fd{
+		{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileID("/dev/pts/3", 6, 0), Pos: 0, RdevMajor: 136, RdevMinor: 3, Mode: unix.S_IFCHR | 0o620}}},
+		{Fd: 1, Flags: unix.O_WRONLY | unix.O_APPEND, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
+		{Fd: 2, Cloexec: true, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, WriteEnd: true, Capacity: 65536}}},
+		{Fd: 3, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Data: []byte("buffered\x00bytes"), Capacity: 65536}}},
+		{Fd: 4, Cloexec: true, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{Count: 7, Semaphore: true}}},
+		{Fd: 5, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
+			{Fd: 3, Events: unix.EPOLLIN, Data: 3}, {Fd: 4, Events: unix.EPOLLIN | unix.EPOLLET, Data: 0xfeed}, {Fd: 8, Events: unix.EPOLLIN | unix.EPOLLERR, Data: 8},
+		}}}},
+		{Fd: 6, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, SettimeFlags: 0, ValueNs: 250_000_000, IntervalNs: 1_000_000_000, Ticks: 2}}},
+		{Fd: 7, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1<<(unix.SIGCHLD-1) | 1<<(unix.SIGHUP-1)}}},
+		{Fd: 8, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+			LocalAddr: "10.0.0.2", LocalPort: 40000, PeerAddr: "10.0.0.1", PeerPort: 9000, Options: opts, Inode: 9001}}},
+		{Fd: 9, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET6, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
+			LocalAddr: "::", LocalPort: 8080, Listening: true, Backlog: 128, Options: &pb.SocketOptions{Reuseaddr: true, Ipv6Only: true}, Inode: 9002}}},
+		{Fd: 10, Flags: unix.O_RDONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5002, Capacity: 4096, FifoPath: "/run/pingpong.fifo"}}},
+	}}
+}
+
+// sampleSet is a realistic, fully populated image set: a root process with
+// two threads, every VMA kind, every page state and every fd kind, and a
+// child with a small lazy-only memory map and no fds.
+func sampleSet() *Set {
+	return &Set{
+		Inventory: &pb.Inventory{
+			FormatVersion: FormatVersion, LazycrVersion: "v0.1.0-test", KernelRelease: "6.18.0-lazycr", Arch: "amd64",
+			Hostname: "host-b", TimeUnixNano: 1_764_000_000_000_000_000, Lazy: true, RootPid: rootPid, XsaveSize: 2432,
+			PageSize: PageSize, XsaveFeatures: 0x2e7,
+		},
+		Tree: &pb.ProcessTree{Processes: []*pb.Process{
+			process(rootPid, 1, thread(rootPid), thread(rootPid+1)),
+			process(childPid, rootPid, thread(childPid)),
+		}},
+		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid)},
+		Fds:    map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid}},
+	}
+}
+
+// pageFill is the content of the page at addr in the sample pages files.
+func pageFill(addr uint64) []byte {
+	b := make([]byte, PageSize)
+	for i := 0; i < PageSize; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], addr+uint64(i))
+	}
+	return b
+}
+
+// pageData returns mm's page data, in offset order, as the dumper writes it.
+func pageData(mm *pb.MemoryMap) []byte {
+	out := make([]byte, mm.PagesBytes)
+	for _, v := range mm.Vmas {
+		for _, r := range v.Pages {
+			if r.State != eager {
+				continue
+			}
+			for i := uint64(0); i < r.Npages; i++ {
+				copy(out[r.Offset+i*PageSize:], pageFill(r.Addr+i*PageSize))
+			}
+		}
+	}
+	return out
+}
+
+// writePages writes mm's pages file into dir through PagesWriter, one run per
+// Append, and checks the offsets it hands out.
+func writePages(t testing.TB, dir string, mm *pb.MemoryMap) {
+	t.Helper()
+	w, err := CreatePages(dir, mm.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pageData(mm)
+	for _, v := range mm.Vmas {
+		for _, r := range v.Pages {
+			if r.State != eager {
+				continue
+			}
+			off, err := w.Append(data[r.Offset : r.Offset+r.Npages*PageSize])
+			if err != nil {
+				w.Abort()
+				t.Fatal(err)
+			}
+			if off != r.Offset {
+				w.Abort()
+				t.Fatalf("Append returned offset %d, run expects %d", off, r.Offset)
+			}
+		}
+	}
+	if w.Size() != mm.PagesBytes {
+		t.Fatalf("pages writer size %d, want %d", w.Size(), mm.PagesBytes)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// saveSample writes s and the pages files of its processes with page data.
+func saveSample(t testing.TB, dir string, s *Set) {
+	t.Helper()
+	if err := Save(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, mm := range s.Memory {
+		if mm.PagesBytes > 0 {
+			writePages(t, dir, mm)
+		}
+	}
+}
+
+// sampleFS returns the sample set as an in-memory file system.
+func sampleFS(t testing.TB, s *Set) fstest.MapFS {
+	t.Helper()
+	files, err := s.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := fstest.MapFS{}
+	for n, b := range files {
+		fsys[n] = &fstest.MapFile{Data: b, Mode: 0o600}
+	}
+	for pid, mm := range s.Memory {
+		if mm.PagesBytes > 0 {
+			fsys[PagesFile(pid)] = &fstest.MapFile{Data: pagesFile(pageData(mm)), Mode: 0o600}
+		}
+	}
+	return fsys
+}
+
+// pagesFile frames data as a pages file.
+func pagesFile(data []byte) []byte {
+	h := Header{Kind: KindPages, Version: FormatVersion, Length: uint64(len(data)), CRC: crcOf(data)}
+	return append(h.MarshalBinary(), data...)
+}
+
+func readFile(t testing.TB, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t testing.TB, dir, name string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

@@ -1,0 +1,20 @@
+package kabi
+
+// CloneArgs is struct clone_args from include/uapi/linux/sched.h, the
+// argument of clone3(2); pass unix.CLONE_ARGS_SIZE_VER2 (88) as its size to
+// use SetTid/SetTidSize and Cgroup. SetTid points to an array of SetTidSize
+// pids whose first element is the pid in the most nested PID namespace (see
+// clone(2), "set_tid").
+type CloneArgs struct {
+	Flags      uint64
+	Pidfd      uint64
+	ChildTid   uint64
+	ParentTid  uint64
+	ExitSignal uint64
+	Stack      uint64
+	StackSize  uint64
+	TLS        uint64
+	SetTid     uint64
+	SetTidSize uint64
+	Cgroup     uint64
+}

@@ -1,0 +1,167 @@
+package kabi
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestIoctlNumbers(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		got  uintptr
+		want uintptr
+	}{
+		{"UFFDIO_API", UFFDIO_API, 0xc018aa3f},
+		{"UFFDIO_REGISTER", UFFDIO_REGISTER, 0xc020aa00},
+		{"UFFDIO_UNREGISTER", UFFDIO_UNREGISTER, 0x8010aa01},
+		{"UFFDIO_WAKE", UFFDIO_WAKE, 0x8010aa02},
+		{"UFFDIO_COPY", UFFDIO_COPY, 0xc028aa03},
+		{"UFFDIO_ZEROPAGE", UFFDIO_ZEROPAGE, 0xc020aa04},
+		{"UFFDIO_MOVE", UFFDIO_MOVE, 0xc028aa05},
+		{"UFFDIO_WRITEPROTECT", UFFDIO_WRITEPROTECT, 0xc018aa06},
+		{"UFFDIO_CONTINUE", UFFDIO_CONTINUE, 0xc020aa07},
+		{"UFFDIO_POISON", UFFDIO_POISON, 0xc020aa08},
+		{"USERFAULTFD_IOC_NEW", USERFAULTFD_IOC_NEW, 0xaa00},
+		{"PAGEMAP_SCAN", PAGEMAP_SCAN, 0xc0606610},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)
+		}
+		if n := IoctlName(c.got); n != c.name {
+			t.Errorf("IoctlName(%#x) = %q, want %q", c.got, n, c.name)
+		}
+	}
+}
+
+func TestSizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"uffdio_api", unsafe.Sizeof(UffdioAPI{}), 24},
+		{"uffdio_range", unsafe.Sizeof(UffdioRange{}), 16},
+		{"uffdio_register", unsafe.Sizeof(UffdioRegister{}), 32},
+		{"uffdio_copy", unsafe.Sizeof(UffdioCopy{}), 40},
+		{"uffdio_zeropage", unsafe.Sizeof(UffdioZeropage{}), 32},
+		{"uffdio_writeprotect", unsafe.Sizeof(UffdioWriteprotect{}), 24},
+		{"uffdio_continue", unsafe.Sizeof(UffdioContinue{}), 32},
+		{"uffdio_poison", unsafe.Sizeof(UffdioPoison{}), 32},
+		{"uffdio_move", unsafe.Sizeof(UffdioMove{}), 40},
+		{"uffd_msg", unsafe.Sizeof(UffdMsg{}), 32},
+		{"page_region", unsafe.Sizeof(PageRegion{}), 24},
+		{"pm_scan_arg", unsafe.Sizeof(PmScanArg{}), 96},
+		{"ptrace_rseq_configuration", unsafe.Sizeof(PtraceRseqConfiguration{}), 24},
+		{"prctl_mm_map", unsafe.Sizeof(PrctlMmMap{}), 104},
+		{"clone_args", unsafe.Sizeof(CloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},
+	} {
+		if c.got != c.want {
+			t.Errorf("sizeof(struct %s) = %d, want %d", c.name, c.got, c.want)
+		}
+	}
+	if off := unsafe.Offsetof(UffdMsg{}.Arg); off != 8 {
+		t.Errorf("uffd_msg.arg at %d, want 8", off)
+	}
+}
+
+// TestUffdMsgAccessors checks the struct view of uffd_msg against an
+// encoding/binary reference on random bytes (STYLE rule 13).
+func TestUffdMsgAccessors(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		var raw [32]byte
+		for i := range raw {
+			raw[i] = byte(r.UintN(256))
+		}
+		m := (*UffdMsg)(unsafe.Pointer(&raw[0]))
+		le := binary.LittleEndian
+		var ref UffdMsg
+		if err := binary.Read(bytes.NewReader(raw[:]), le, &ref); err != nil {
+			t.Fatal(err)
+		}
+		if *m != ref {
+			t.Fatalf("cast %+v != binary.Read %+v", *m, ref)
+		}
+		checks := []struct {
+			name      string
+			got, want uint64
+		}{
+			{"event", uint64(m.Event), uint64(raw[0])},
+			{"pagefault.flags", m.PagefaultFlags(), le.Uint64(raw[8:])},
+			{"pagefault.address", m.PagefaultAddress(), le.Uint64(raw[16:])},
+			{"pagefault.feat.ptid", uint64(m.PagefaultPtid()), uint64(le.Uint32(raw[24:]))},
+			{"fork.ufd", uint64(m.ForkUfd()), uint64(le.Uint32(raw[8:]))},
+			{"remap.from", m.RemapFrom(), le.Uint64(raw[8:])},
+			{"remap.to", m.RemapTo(), le.Uint64(raw[16:])},
+			{"remap.len", m.RemapLen(), le.Uint64(raw[24:])},
+			{"remove.start", m.RemoveStart(), le.Uint64(raw[8:])},
+			{"remove.end", m.RemoveEnd(), le.Uint64(raw[16:])},
+		}
+		for _, c := range checks {
+			if c.got != c.want {
+				t.Fatalf("%s = %#x, want %#x", c.name, c.got, c.want)
+			}
+		}
+	}
+}
+
+func TestFeatureNames(t *testing.T) {
+	var all uint64
+	for i, f := range FeatureNames {
+		if f.Bit != 1<<i {
+			t.Errorf("FeatureNames[%d] = %s bit %#x, want %#x", i, f.Name, f.Bit, 1<<i)
+		}
+		all |= f.Bit
+		if b, ok := FeatureByName("UFFD_FEATURE_" + f.Name); !ok || b != f.Bit {
+			t.Errorf("FeatureByName(%s) = %#x, %v", f.Name, b, ok)
+		}
+	}
+	if all != UFFD_FEATURE_ALL_KNOWN || UFFD_FEATURE_ALL_KNOWN != 0x1ffff {
+		t.Errorf("all features = %#x, UFFD_FEATURE_ALL_KNOWN = %#x", all, UFFD_FEATURE_ALL_KNOWN)
+	}
+	got := FeatureMaskNames(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_THREAD_ID | 1<<40)
+	want := []string{"EVENT_FORK", "THREAD_ID", "bit40"}
+	if len(got) != len(want) {
+		t.Fatalf("FeatureMaskNames = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("FeatureMaskNames = %v, want %v", got, want)
+		}
+	}
+	if got := IoctlMaskNames(1<<UFFDIO_NR_COPY | 1<<UFFDIO_NR_API | 1<<20); len(got) != 3 || got[0] != "COPY" || got[1] != "bit20" || got[2] != "API" {
+		t.Errorf("IoctlMaskNames = %v", got)
+	}
+}
+
+func TestIoctlError(t *testing.T) {
+	f, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var c UffdioCopy
+	err = Ioctl(int(f.Fd()), UFFDIO_COPY, unsafe.Pointer(&c))
+	if !errors.Is(err, unix.ENOTTY) {
+		t.Fatalf("UFFDIO_COPY on /dev/null: %v, want ENOTTY", err)
+	}
+	var se *os.SyscallError
+	if !errors.As(err, &se) || se.Syscall != "ioctl UFFDIO_COPY" {
+		t.Fatalf("error %q does not name the ioctl", err)
+	}
+}
+
+func TestClone3Invalid(t *testing.T) {
+	// An unknown flag bit is refused before anything happens.
+	args := CloneArgs{Flags: 1 << 62}
+	_, err := Clone3(&args, unix.CLONE_ARGS_SIZE_VER2)
+	if !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("clone3 with bogus flag: %v, want EINVAL", err)
+	}
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The test command: the README's second set-up command, and what CI runs.
+# It installs what a fresh Debian machine lacks (as root), then runs vet,
+# gofmt, every test (integration tests included: they need root), each fuzz
+# target for a bounded time, and compiles every benchmark once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+need=()
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if ((${#need[@]})); then
+	if [[ $(id -u) -eq 0 ]]; then
+		echo "installing: ${need[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+	else
+		echo "missing ${need[*]} (run as root to install them)" >&2
+	fi
+fi
+
+echo "== go vet"
+go vet ./...
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [[ -n $unformatted ]]; then
+	echo "gofmt needed: $unformatted" >&2
+	exit 1
+fi
+
+echo "== fuzz targets (${FUZZTIME:=5s} each)"
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for fz in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		go test -run '^$' -fuzz "^${fz}\$" -fuzztime "$FUZZTIME" "$pkg" >/dev/null ||
+			{ echo "fuzz $pkg $fz failed" >&2; go test -run '^$' -fuzz "^${fz}\$" -fuzztime "$FUZZTIME" "$pkg"; exit 1; }
+	done
+done
+
+echo "== benchmarks compile and run once"
+go test -run '^$' -bench . -benchtime=1x ./... >/dev/null
+
+echo "== tests"
+go test -count=1 -timeout 40m ./...
