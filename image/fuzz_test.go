@@ -240,7 +240,7 @@ func FuzzLoad(f *testing.F) {
 			}
 			return nil
 		}
-		f.Add(get(InventoryFile), get(TreeFile), get(MemoryFile(pid)), get(FdsFile(pid)), get(PagesFile(pid)), pid)
+		f.Add(get(InventoryFile), get(TreeFile), get(MemoryFile(pid)), get(FdsFile(pid)), get(PagesFile(pid)), pid, true)
 	}
 	add(minimalSet(), 7)
 	add(&Set{
@@ -249,7 +249,10 @@ func FuzzLoad(f *testing.F) {
 		Memory:    map[uint32]*pb.MemoryMap{9: smallMemory(9)},
 		Fds:       map[uint32]*pb.FdTable{9: {Pid: 9}},
 	}, 9)
-	f.Fuzz(func(t *testing.T, inv, tree, mm, fds, pages []byte, pid uint32) {
+	f.Fuzz(func(t *testing.T, inv, tree, mm, fds, pages []byte, pid uint32, fix bool) {
+		if fix { // let mutated payloads past the checksums
+			inv, tree, mm, fds = fixFrame(inv), fixFrame(tree), fixFrame(mm), fixFrame(fds)
+		}
 		fsys := fstest.MapFS{}
 		for n, b := range map[string][]byte{InventoryFile: inv, TreeFile: tree, MemoryFile(pid): mm, FdsFile(pid): fds, PagesFile(pid): pages} {
 			if b != nil {

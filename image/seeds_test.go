@@ -49,7 +49,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]any {
 			"valid-empty":  {pagesFile(nil), uint64(0), uint32(1)},
 		},
 		"FuzzLoad": {
-			"valid-minimal": {minFS[InventoryFile].Data, minFS[TreeFile].Data, minFS[MemoryFile(7)].Data, minFS[FdsFile(7)].Data, minFS[PagesFile(7)].Data, uint32(7)},
+			"valid-minimal": {minFS[InventoryFile].Data, minFS[TreeFile].Data, minFS[MemoryFile(7)].Data, minFS[FdsFile(7)].Data, minFS[PagesFile(7)].Data, uint32(7), true},
 		},
 	}
 }

@@ -8,7 +8,9 @@
 // injected call is stepped with PTRACE_SYSCALL between its syscall-entry and
 // syscall-exit stops. A spawned stub gets a private gadget page
 // (`syscall; int3`) mapped through a word poked over its entry point and put
-// back at once.
+// back at once. Inside a stub, [Process.CloneThread] and
+// [Process.CloneProcess] inject clone3(2) (with set_tid to choose the id) to
+// rebuild a process's threads and keep its pid.
 //
 // Signals that arrive while a process is frozen are suppressed at their
 // signal-delivery-stop, kept with their siginfo, and queued again inside the

@@ -111,7 +111,14 @@ func (t *Tracer) seize(pid int) (*Process, error) {
 					continue // exited since the listing
 				}
 				if errors.Is(err, unix.EPERM) {
-					if st, serr := readStatus(pid); serr == nil && st.tracer != 0 {
+					// A thread that has exited but is not reaped yet refuses
+					// PTRACE_SEIZE with EPERM too (ptrace_attach checks
+					// exit_state): skip it like one that is gone.
+					st, serr := readTaskStatus(pid, tid)
+					if serr != nil || st.state == 'Z' || st.state == 'X' {
+						continue
+					}
+					if st.tracer != 0 && st.tracer != t.tid {
 						return nil, fmt.Errorf("seize pid %d tid %d: traced by pid %d: %w", pid, tid, st.tracer, ErrTraced)
 					}
 				}
@@ -313,7 +320,7 @@ func (p *Process) Threads() []int {
 }
 
 // Regs returns the registers tid had when it was frozen (or stopped at
-// execve): what [Process.Release] restores.
+// execve, or made by [Process.CloneThread]): what [Process.Release] restores.
 func (p *Process) Regs(tid int) (unix.PtraceRegs, error) {
 	var r unix.PtraceRegs
 	err := p.t.Do(func() error {
@@ -465,8 +472,17 @@ type status struct {
 }
 
 func readStatus(pid int) (status, error) {
+	return parseStatus(pid, fmt.Sprintf("/proc/%d/status", pid))
+}
+
+// readTaskStatus reads the status of one thread of pid.
+func readTaskStatus(pid, tid int) (status, error) {
+	return parseStatus(pid, fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+}
+
+func parseStatus(pid int, name string) (status, error) {
 	var st status
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 			return st, fmt.Errorf("read status of pid %d: %w", pid, ErrNoProcess)

@@ -1,0 +1,439 @@
+package restore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/proc"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// fdsStub spawns a stopped /bin/sleep under a fresh tracer and returns a
+// Process ready for restoreFds.
+func fdsStub(t *testing.T, inherit []int) *Process {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("restoreFds needs root: ptrace of a spawned stub, pidfd_getfd, SO_MARK")
+	}
+	tr, err := inject.NewTracer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tr.Spawn("/bin/sleep", []string{"sleep", "1000"}, nil)
+	if err != nil {
+		tr.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Kill(); err != nil {
+			t.Errorf("kill stub: %v", err)
+		}
+		tr.Close()
+	})
+	addr, err := p.Scratch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Process{
+		b:    &builder{p: p, pid: p.Pid, scratch: addr},
+		opts: Options{InheritFds: inherit, Log: zerolog.New(zerolog.NewTestWriter(t))},
+	}
+}
+
+// lazycrFds lists the test process's own fds (for leak checks).
+func lazycrFds(t *testing.T) []int {
+	t.Helper()
+	fds, err := proc.ReadFds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, f := range fds {
+		if !strings.Contains(f.Target, "/fd") { // the directory read itself
+			out = append(out, f.Num)
+		}
+	}
+	return out
+}
+
+// freePort returns a port of 127.0.0.1 free for socket type typ right now.
+func freePort(t *testing.T, typ int) uint32 {
+	t.Helper()
+	s, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(s)
+	if err := unix.Bind(s, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(sa.(*unix.SockaddrInet4).Port)
+}
+
+func fileIDOf(t *testing.T, path string) *pb.FileID {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return &pb.FileID{Path: path, Dev: st.Dev, Inode: st.Ino, Size: uint64(st.Size)}
+}
+
+// takeFd duplicates fd of pid into the test: pidfd_getfd(2).
+func takeFd(t *testing.T, pid, fd int) int {
+	t.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		t.Fatalf("pidfd_getfd fd %d: %v", fd, err)
+	}
+	t.Cleanup(func() { unix.Close(local) })
+	return local
+}
+
+func TestRestoreFds(t *testing.T) {
+	// The inherited fd: a pipe of ours at a fixed number.
+	const inheritNum = 250
+	var ip [2]int
+	if err := unix.Pipe2(ip[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ip[0])
+	defer unix.Close(ip[1])
+	if err := unix.Dup3(ip[1], inheritNum, unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(inheritNum)
+
+	r := fdsStub(t, []int{inheritNum})
+	pid := r.b.pid
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "data")
+	if err := os.WriteFile(path, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nullID := fileIDOf(t, "/dev/null")
+	var nullSt unix.Stat_t
+	if err := unix.Stat("/dev/null", &nullSt); err != nil {
+		t.Fatal(err)
+	}
+	// The UDP peer of fd 21.
+	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(peer)
+	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	psa, _ := unix.Getsockname(peer)
+	peerPort := uint32(psa.(*unix.SockaddrInet4).Port)
+	udpPort, connPort, tcpPort := freePort(t, unix.SOCK_DGRAM), freePort(t, unix.SOCK_DGRAM), freePort(t, unix.SOCK_STREAM)
+
+	const (
+		rdwr  = unix.O_RDWR | unix.O_LARGEFILE
+		wronl = unix.O_WRONLY | unix.O_LARGEFILE
+	)
+	udpOpts := &pb.SocketOptions{Reuseaddr: true, Sndbuf: 212992, Rcvbuf: 212992, Ttl: 64}
+	r.fds = &pb.FdTable{Pid: uint32(pid), Fds: []*pb.Fd{
+		{Fd: 3, Cloexec: true, Flags: rdwr, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileIDOf(t, path), Pos: 4, Mode: unix.S_IFREG | 0o600}}},
+		{Fd: 4, Flags: wronl, Kind: &pb.Fd_Device{Device: &pb.Device{File: nullID, RdevMajor: unix.Major(nullSt.Rdev), RdevMinor: unix.Minor(nullSt.Rdev)}}},
+		{Fd: 5, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 2222, WriteEnd: true, Capacity: 65536}}},
+		{Fd: 7, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 1111, Data: []byte("hello"), Capacity: 1 << 20}}},
+		{Fd: 9, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 1111, WriteEnd: true, Capacity: 1 << 20}}},
+		{Fd: 12, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{Count: 5}}},
+		{Fd: 13, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
+			{Fd: 7, Events: unix.EPOLLIN, Data: 0x1234},
+			{Fd: 12, Events: unix.EPOLLIN | unix.EPOLLET, Data: 0xdeadbeefcafe},
+			{Fd: 99, Events: unix.EPOLLIN, Data: 1}, // not in the table: skipped
+		}}}},
+		{Fd: 15, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, ValueNs: 10e9, IntervalNs: 10e9, Ticks: 3}}},
+		{Fd: 16, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1 << (unix.SIGUSR1 - 1)}}},
+		{Fd: 20, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{
+			Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+			LocalAddr: "127.0.0.1", LocalPort: udpPort, Options: udpOpts}}},
+		{Fd: 21, Cloexec: true, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{
+			Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+			LocalAddr: "127.0.0.1", LocalPort: connPort, PeerAddr: "127.0.0.1", PeerPort: peerPort,
+			Options: &pb.SocketOptions{Sndbuf: 8192, Rcvbuf: 8192, Tos: 0x10, Ttl: 64}}}},
+		{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{
+			Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
+			LocalAddr: "127.0.0.1", LocalPort: tcpPort, Listening: true, Backlog: 16,
+			Options: &pb.SocketOptions{Reuseaddr: true, Keepalive: true, Mark: 7}}}},
+		{Fd: inheritNum, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 3333, WriteEnd: true}}},
+	}}
+
+	before := lazycrFds(t)
+	if err := r.restoreFds(); err != nil {
+		t.Fatal(err)
+	}
+	if after := lazycrFds(t); !slices.Equal(before, after) {
+		t.Errorf("lazycr's fds changed: before %v, after %v", before, after)
+	}
+
+	// The table: exactly the image's numbers, each with its flags.
+	have, err := proc.ReadFds(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nums []int
+	for _, f := range have {
+		nums = append(nums, f.Num)
+	}
+	if want := []int{3, 4, 5, 7, 9, 12, 13, 15, 16, 20, 21, 22, inheritNum}; !slices.Equal(nums, want) {
+		t.Fatalf("fds %v, want %v", nums, want)
+	}
+	info := map[int32]*proc.FdInfo{}
+	const mask = unix.O_ACCMODE | unix.O_NONBLOCK | unix.O_APPEND | unix.O_CLOEXEC
+	for _, f := range r.fds.Fds {
+		fi, err := proc.ReadFdInfo(pid, int(f.Fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info[f.Fd] = fi
+		want := f.Flags & mask
+		if f.Cloexec {
+			want |= unix.O_CLOEXEC
+		}
+		if got := fi.Flags & mask; got != want {
+			t.Errorf("fd %d: flags %#o, want %#o", f.Fd, got, want)
+		}
+	}
+	link := func(fd int) string {
+		s, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	// File and device.
+	if l := link(3); l != path || info[3].Pos != 4 {
+		t.Errorf("fd 3 is %s at %d, want %s at 4", l, info[3].Pos, path)
+	}
+	if l := link(4); l != "/dev/null" {
+		t.Errorf("fd 4 is %s", l)
+	}
+	// Pipes: one pipe for 7 and 9 with "hello" in it, a lone write end at 5.
+	if link(7) != link(9) || !strings.HasPrefix(link(7), "pipe:") || link(5) == link(7) || !strings.HasPrefix(link(5), "pipe:") {
+		t.Errorf("pipes: fd 5 %s, fd 7 %s, fd 9 %s", link(5), link(7), link(9))
+	}
+	rd := takeFd(t, pid, 7)
+	if sz, err := unix.FcntlInt(uintptr(rd), unix.F_GETPIPE_SZ, 0); err != nil || sz != 1<<20 {
+		t.Errorf("pipe capacity %d (%v), want %d", sz, err, 1<<20)
+	}
+	buf := make([]byte, 64)
+	if n, err := unix.Read(rd, buf); err != nil || string(buf[:n]) != "hello" {
+		t.Errorf("pipe fd 7 read %q, %v; want hello", buf[:max(n, 0)], err)
+	}
+	// The inherited fd is our pipe's write end.
+	if _, err := unix.Write(takeFd(t, pid, inheritNum), []byte("via 250")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Read(ip[0], buf); err != nil || string(buf[:n]) != "via 250" {
+		t.Errorf("inherited fd: read %q, %v", buf[:max(n, 0)], err)
+	}
+	// Eventfd.
+	if c := info[12].EventfdCount; c == nil || *c != 5 {
+		t.Errorf("eventfd count %v, want 5", c)
+	}
+	if n, err := unix.Read(takeFd(t, pid, 12), buf[:8]); err != nil || n != 8 || binary.LittleEndian.Uint64(buf) != 5 {
+		t.Errorf("eventfd read %d bytes %x, %v", n, buf[:8], err)
+	}
+	// Epoll: two targets with their final numbers and data.
+	// epoll_ctl(2): EPOLLERR and EPOLLHUP are always reported, fdinfo shows them.
+	const always = unix.EPOLLERR | unix.EPOLLHUP
+	wantEp := []proc.EpollTarget{{Tfd: 7, Events: unix.EPOLLIN | always, Data: 0x1234}, {Tfd: 12, Events: unix.EPOLLIN | unix.EPOLLET | always, Data: 0xdeadbeefcafe}}
+	var gotEp []proc.EpollTarget
+	for _, e := range info[13].Epoll {
+		gotEp = append(gotEp, proc.EpollTarget{Tfd: e.Tfd, Events: e.Events, Data: e.Data})
+	}
+	slices.SortFunc(gotEp, func(a, b proc.EpollTarget) int { return a.Tfd - b.Tfd })
+	if !slices.Equal(gotEp, wantEp) {
+		t.Errorf("epoll targets %+v, want %+v", gotEp, wantEp)
+	}
+	// Timerfd: armed, relative, 10 s interval; ticks as set (or 0 when the
+	// kernel lacks TFD_IOC_SET_TICKS).
+	if tf := info[15].Timerfd; tf == nil || tf.Clockid != unix.CLOCK_MONOTONIC || tf.IntervalSec != 10 || tf.IntervalNsec != 0 ||
+		tf.ValueSec > 10 || tf.ValueSec*1e9+tf.ValueNsec <= 0 || (tf.Ticks != 3 && tf.Ticks != 0) {
+		t.Errorf("timerfd %+v", tf)
+	} else if tf.Ticks != 3 {
+		t.Logf("TFD_IOC_SET_TICKS unsupported here: ticks %d", tf.Ticks)
+	}
+	// Signalfd.
+	if m := info[16].Signalfd; m == nil || *m != 1<<(unix.SIGUSR1-1) {
+		t.Errorf("signalfd mask %v", m)
+	}
+	// Sockets.
+	s20 := takeFd(t, pid, 20)
+	if sa, err := unix.Getsockname(s20); err != nil || sa.(*unix.SockaddrInet4).Port != int(udpPort) {
+		t.Errorf("fd 20 getsockname %+v, %v", sa, err)
+	}
+	if v, _ := unix.GetsockoptInt(s20, unix.SOL_SOCKET, unix.SO_REUSEADDR); v != 1 {
+		t.Errorf("fd 20 SO_REUSEADDR %d", v)
+	}
+	s21 := takeFd(t, pid, 21)
+	if sa, err := unix.Getpeername(s21); err != nil || sa.(*unix.SockaddrInet4).Port != int(peerPort) {
+		t.Errorf("fd 21 getpeername %+v, %v", sa, err)
+	}
+	if sa, err := unix.Getsockname(s21); err != nil || sa.(*unix.SockaddrInet4).Port != int(connPort) {
+		t.Errorf("fd 21 getsockname %+v, %v", sa, err)
+	}
+	for opt, want := range map[int]int{unix.SO_SNDBUF: 8192, unix.SO_RCVBUF: 8192} {
+		if v, _ := unix.GetsockoptInt(s21, unix.SOL_SOCKET, opt); v != want {
+			t.Errorf("fd 21 option %d: %d, want %d", opt, v, want)
+		}
+	}
+	if v, _ := unix.GetsockoptInt(s21, unix.IPPROTO_IP, unix.IP_TOS); v != 0x10 {
+		t.Errorf("fd 21 IP_TOS %#x", v)
+	}
+	// A datagram from the restored connected socket reaches the peer.
+	if _, err := unix.Write(s21, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if n, from, err := unix.Recvfrom(peer, buf, 0); err != nil || string(buf[:n]) != "ping" || from.(*unix.SockaddrInet4).Port != int(connPort) {
+		t.Errorf("peer got %q from %+v, %v", buf[:max(n, 0)], from, err)
+	}
+	s22 := takeFd(t, pid, 22)
+	for opt, want := range map[int]int{unix.SO_ACCEPTCONN: 1, unix.SO_KEEPALIVE: 1, unix.SO_MARK: 7, unix.SO_REUSEADDR: 1} {
+		if v, _ := unix.GetsockoptInt(s22, unix.SOL_SOCKET, opt); v != want {
+			t.Errorf("fd 22 option %d: %d, want %d", opt, v, want)
+		}
+	}
+	if sa, err := unix.Getsockname(s22); err != nil || sa.(*unix.SockaddrInet4).Port != int(tcpPort) {
+		t.Errorf("fd 22 getsockname %+v, %v", sa, err)
+	}
+}
+
+func TestRestoreFdsFileChanged(t *testing.T) {
+	r := fdsStub(t, nil)
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := fileIDOf(t, path)
+	id.Inode++
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 6, Flags: unix.O_RDONLY, Kind: &pb.Fd_File{File: &pb.RegularFile{File: id, Mode: unix.S_IFREG | 0o600}}},
+	}}
+	err := r.restoreFds()
+	if !errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 6") {
+		t.Fatalf("restoreFds = %v, want ErrFileChanged naming fd 6", err)
+	}
+}
+
+func TestRestoreFdsInheritMissing(t *testing.T) {
+	// Find a number that is not open here.
+	n := 900
+	for ; n < 1000; n++ {
+		if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil {
+			break
+		}
+	}
+	r := fdsStub(t, []int{n})
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: int32(n), Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 1, WriteEnd: true}}},
+	}}
+	err := r.restoreFds()
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("inherit fd %d", n)) || !errors.Is(err, unix.EBADF) {
+		t.Fatalf("restoreFds = %v, want an error naming inherited fd %d", err, n)
+	}
+}
+
+func TestRestoreFdsBindError(t *testing.T) {
+	r := fdsStub(t, nil)
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 5, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{
+			Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+			LocalAddr: "192.0.2.77", LocalPort: 38374}}}, // TEST-NET-1: not on this host
+	}}
+	err := r.restoreFds()
+	if !errors.Is(err, unix.EADDRNOTAVAIL) || !strings.Contains(err.Error(), "bind fd 5 to 192.0.2.77:38374") {
+		t.Fatalf("restoreFds = %v, want bind fd 5 to 192.0.2.77:38374: EADDRNOTAVAIL", err)
+	}
+}
+
+func TestRestoreFdsEmpty(t *testing.T) {
+	r := fdsStub(t, nil)
+	r.fds = &pb.FdTable{}
+	if err := r.restoreFds(); err != nil {
+		t.Fatal(err)
+	}
+	if fds, err := proc.ReadFds(r.b.pid); err != nil || len(fds) != 0 {
+		t.Fatalf("fds %v, %v; want none", fds, err)
+	}
+}
+
+func TestRestoreFdsAboveNofile(t *testing.T) {
+	r := fdsStub(t, nil)
+	pid := r.b.pid
+	low := unix.Rlimit{Cur: 64, Max: 4096}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+		t.Fatal(err)
+	}
+	var nullSt unix.Stat_t
+	if err := unix.Stat("/dev/null", &nullSt); err != nil {
+		t.Fatal(err)
+	}
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 4000, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileIDOf(t, "/dev/null"),
+			RdevMajor: unix.Major(nullSt.Rdev), RdevMinor: unix.Minor(nullSt.Rdev)}}},
+	}}
+	if err := r.restoreFds(); err != nil {
+		t.Fatal(err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim != low {
+		t.Errorf("RLIMIT_NOFILE %+v after restoreFds, want %+v back", lim, low)
+	}
+}
+
+func TestRestoreFdsFifo(t *testing.T) {
+	r := fdsStub(t, nil)
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	// No reader anywhere: the write-only open must not fail with ENXIO.
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: st.Ino, WriteEnd: true, FifoPath: path}}},
+		{Fd: 8, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: st.Ino, FifoPath: path}}},
+	}}
+	if err := r.restoreFds(); err != nil {
+		t.Fatal(err)
+	}
+	for fd, want := range map[int]uint32{3: unix.O_WRONLY, 8: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC} {
+		fi, err := proc.ReadFdInfo(r.b.pid, fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Flags & (unix.O_ACCMODE | unix.O_NONBLOCK | unix.O_CLOEXEC); got != want || fi.Ino != st.Ino {
+			t.Errorf("fd %d: flags %#o inode %d, want %#o inode %d", fd, got, fi.Ino, want, st.Ino)
+		}
+	}
+}

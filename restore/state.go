@@ -1,0 +1,275 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"golang.org/x/sys/unix"
+)
+
+// restoreState restores the process-wide state: mm fields and exe, name,
+// umask, cwd and root, personality, limits, signal handlers, timers and
+// prctl flags. Credentials come last (restoreCreds), after the threads.
+func (r *Process) restoreState() error {
+	b := r.b
+	p := r.img
+	if err := r.setMM(); err != nil {
+		return err
+	}
+	if p.Comm != "" {
+		if err := r.setComm(b.pid, p.Comm); err != nil {
+			return err
+		}
+	}
+	if _, err := b.call(unix.SYS_UMASK, uintptr(p.Umask)); err != nil {
+		return fmt.Errorf("umask %#o: %w", p.Umask, err)
+	}
+	if p.Root != "" && p.Root != "/" {
+		path, err := b.putString(0, p.Root)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_CHROOT, path); err != nil {
+			return fmt.Errorf("chroot %s: %w", p.Root, err)
+		}
+	}
+	if p.Cwd != "" {
+		path, err := b.putString(0, p.Cwd)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_CHDIR, path); err != nil {
+			return fmt.Errorf("chdir %s: %w", p.Cwd, err)
+		}
+	}
+	if _, err := b.call(unix.SYS_PERSONALITY, uintptr(p.Personality)); err != nil {
+		return fmt.Errorf("personality %#x: %w", p.Personality, err)
+	}
+	if err := r.restoreRlimits(); err != nil {
+		return err
+	}
+	for _, a := range p.Sigactions {
+		if a.Handler == 0 && a.Flags == 0 && a.Mask == 0 {
+			continue // SIG_DFL, as in the stub
+		}
+		addr, err := b.put(0, le(a.Handler, a.Flags, a.Restorer, a.Mask))
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_RT_SIGACTION, uintptr(a.Signo), addr, 0, 8); err != nil {
+			return fmt.Errorf("rt_sigaction(%d): %w", a.Signo, err)
+		}
+	}
+	for _, t := range p.Itimers {
+		if t.ValueUs == 0 {
+			continue
+		}
+		addr, err := b.put(0, le(t.IntervalUs/1e6, t.IntervalUs%1e6, t.ValueUs/1e6, t.ValueUs%1e6))
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_SETITIMER, uintptr(t.Which), addr, 0); err != nil {
+			return fmt.Errorf("setitimer(%d): %w", t.Which, err)
+		}
+	}
+	if err := r.restorePosixTimers(); err != nil {
+		return err
+	}
+	if p.Dumpable != 1 {
+		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(p.Dumpable)); err != nil {
+			r.opts.Log.Warn().Err(err).Uint32("dumpable", p.Dumpable).Msg("prctl(PR_SET_DUMPABLE)")
+		}
+	}
+	if p.Pdeathsig != 0 {
+		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(p.Pdeathsig)); err != nil {
+			return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
+		}
+	}
+	if p.ChildSubreaper {
+		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+		}
+	}
+	if p.OomScoreAdj != 0 {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
+			r.opts.Log.Warn().Err(err).Int32("oom_score_adj", p.OomScoreAdj).Msg("set oom_score_adj")
+		}
+	}
+	return nil
+}
+
+func (r *Process) setComm(tid int, comm string) error {
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	addr, err := r.b.putString(0, comm)
+	if err != nil {
+		return err
+	}
+	if _, err := r.b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_NAME, addr); err != nil {
+		return fmt.Errorf("prctl(PR_SET_NAME, %q) on tid %d: %w", comm, tid, err)
+	}
+	return nil
+}
+
+// restoreRlimits sets every limit from lazycr with prlimit(2). A hard limit
+// above lazycr's own cannot be set without CAP_SYS_RESOURCE: it is clamped,
+// with a warning.
+func (r *Process) restoreRlimits() error {
+	for _, l := range r.img.Rlimits {
+		want := unix.Rlimit{Cur: l.Cur, Max: l.Max}
+		if err := unix.Prlimit(r.b.pid, int(l.Resource), &want, nil); err != nil {
+			var cur unix.Rlimit
+			if gerr := unix.Prlimit(r.b.pid, int(l.Resource), nil, &cur); gerr != nil {
+				return fmt.Errorf("prlimit %s: %w", l.Name, err)
+			}
+			clamped := unix.Rlimit{Cur: min(l.Cur, cur.Max), Max: min(l.Max, cur.Max)}
+			if err2 := unix.Prlimit(r.b.pid, int(l.Resource), &clamped, nil); err2 != nil {
+				return fmt.Errorf("prlimit %s to %d/%d: %w", l.Name, l.Cur, l.Max, err)
+			}
+			r.opts.Log.Warn().Str("limit", l.Name).Uint64("wanted_max", l.Max).Uint64("set_max", clamped.Max).
+				Msg("hard limit clamped (raising it needs CAP_SYS_RESOURCE)")
+		}
+	}
+	return nil
+}
+
+// prTimerCreateRestoreIDs is PR_TIMER_CREATE_RESTORE_IDS (include/uapi/
+// linux/prctl.h, Linux 6.15): while on, timer_create(2) takes the timer id
+// from *timerid instead of allocating one, so ids survive a restore.
+const prTimerCreateRestoreIDs = 77
+
+func (r *Process) restorePosixTimers() error {
+	timers := r.img.PosixTimers
+	if len(timers) == 0 {
+		return nil
+	}
+	b := r.b
+	if _, err := b.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("%d POSIX timers: this kernel cannot create timers with given ids (prctl PR_TIMER_CREATE_RESTORE_IDS): %w", len(timers), err)
+	}
+	for _, t := range timers {
+		// struct sigevent: sigev_value, sigev_signo, sigev_notify, then a
+		// union whose first member is the thread id; 64 bytes in all.
+		ev := le(t.SigevValue, t.Signo, t.Notify, t.NotifyTid)
+		ev = append(ev, make([]byte, 64-len(ev))...)
+		evAddr, err := b.put(0, ev)
+		if err != nil {
+			return err
+		}
+		idAddr, err := b.put(64, le(t.Id))
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_TIMER_CREATE, uintptr(t.Clockid), evAddr, idAddr); err != nil {
+			return fmt.Errorf("timer_create id %d: %w", t.Id, err)
+		}
+		if t.ValueNs != 0 {
+			spec, err := b.put(128, le(t.IntervalNs/1e9, t.IntervalNs%1e9, t.ValueNs/1e9, t.ValueNs%1e9))
+			if err != nil {
+				return err
+			}
+			if _, err := b.call(unix.SYS_TIMER_SETTIME, uintptr(t.Id), 0, spec, 0); err != nil {
+				return fmt.Errorf("timer_settime id %d: %w", t.Id, err)
+			}
+		}
+	}
+	if _, err := b.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_TIMER_CREATE_RESTORE_IDS, off): %w", err)
+	}
+	return nil
+}
+
+// restoreCreds sets credentials on every thread (credentials are per
+// thread in the kernel; the raw syscalls change only the caller's). It runs
+// after everything that needs privileges.
+func (r *Process) restoreCreds() error {
+	c := r.img.Creds
+	if c == nil || len(c.Uid) != 4 || len(c.Gid) != 4 {
+		return nil
+	}
+	allRoot := true
+	for i := 0; i < 4; i++ {
+		if c.Uid[i] != 0 || c.Gid[i] != 0 {
+			allRoot = false
+		}
+	}
+	if allRoot && len(c.Groups) == 0 {
+		return nil
+	}
+	b := r.b
+	for _, tid := range r.threadOrder() {
+		groups := make([]byte, 0, 4*len(c.Groups))
+		for _, g := range c.Groups {
+			groups = append(groups, le(g)...)
+		}
+		addr := uintptr(0)
+		if len(groups) > 0 {
+			var err error
+			if addr, err = b.put(0, groups); err != nil {
+				return err
+			}
+		}
+		if _, err := b.callOn(tid, unix.SYS_SETGROUPS, uintptr(len(c.Groups)), addr); err != nil {
+			return fmt.Errorf("setgroups on tid %d: %w", tid, err)
+		}
+		if _, err := b.callOn(tid, unix.SYS_SETRESGID, uintptr(c.Gid[0]), uintptr(c.Gid[1]), uintptr(c.Gid[2])); err != nil {
+			return fmt.Errorf("setresgid on tid %d: %w", tid, err)
+		}
+		if _, err := b.callOn(tid, unix.SYS_SETRESUID, uintptr(c.Uid[0]), uintptr(c.Uid[1]), uintptr(c.Uid[2])); err != nil {
+			return fmt.Errorf("setresuid on tid %d: %w", tid, err)
+		}
+		// capset(2): header {version 3, pid 0}, two data structs {effective, permitted, inheritable} (low, high words).
+		data := le(uint32(c.CapEffective), uint32(c.CapPermitted), uint32(c.CapInheritable),
+			uint32(c.CapEffective>>32), uint32(c.CapPermitted>>32), uint32(c.CapInheritable>>32))
+		hdr, err := b.put(0, le(uint32(unix.LINUX_CAPABILITY_VERSION_3), int32(0)))
+		if err != nil {
+			return err
+		}
+		dat, err := b.put(64, data)
+		if err != nil {
+			return err
+		}
+		if _, err := b.callOn(tid, unix.SYS_CAPSET, hdr, dat); err != nil {
+			return fmt.Errorf("capset on tid %d: %w", tid, err)
+		}
+	}
+	return nil
+}
+
+// signalsToQueue re-queues pending signals, process-wide and per thread,
+// with their siginfo (rt_sigqueueinfo/rt_tgsigqueueinfo from inside the
+// process: the kernel lets a process queue any si_code to itself).
+func (r *Process) requeueSignals() error {
+	b := r.b
+	queue := func(tid int, sig *pb.Siginfo, thread bool) error {
+		addr, err := b.put(0, sig.Raw)
+		if err != nil {
+			return err
+		}
+		if thread {
+			_, err = b.callOn(tid, unix.SYS_RT_TGSIGQUEUEINFO, uintptr(b.pid), uintptr(tid), uintptr(sig.Signo), addr)
+		} else {
+			_, err = b.call(unix.SYS_RT_SIGQUEUEINFO, uintptr(b.pid), uintptr(sig.Signo), addr)
+		}
+		if err != nil {
+			return fmt.Errorf("queue signal %d: %w", sig.Signo, err)
+		}
+		return nil
+	}
+	for _, s := range r.img.SharedPending {
+		if err := queue(b.pid, s, false); err != nil {
+			return err
+		}
+	}
+	for _, t := range r.img.Threads {
+		for _, s := range t.Pending {
+			if err := queue(r.tids[t.Tid], s, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
