@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -275,6 +276,53 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 	}
 	cp.Stats.BytesWritten = written
 	return nil
+}
+
+// ImageFiles returns the image set as files in memory, by name, as the page
+// server sends them: the skeleton written to dir (a temporary directory,
+// removed again, when dir is empty).
+func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
+	keep := dir != ""
+	if !keep {
+		tmp, err := os.MkdirTemp("", "lazycr-skeleton-")
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = filepath.Join(tmp, "img")
+	}
+	if err := cp.WriteImages(dir); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+	}
+	files := map[string][]byte{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+		}
+		files[e.Name()] = b
+	}
+	return files, nil
+}
+
+// LazyRuns lists the runs of pages left out of the image for the page
+// server, in address order.
+func (cp *Checkpoint) LazyRuns() []*pb.PageRun {
+	var out []*pb.PageRun
+	for _, mm := range cp.Set.Memory {
+		for _, v := range mm.Vmas {
+			for _, r := range v.Pages {
+				if r.State == pb.PageState_PAGE_STATE_LAZY {
+					out = append(out, r)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // ReadMemory reads the frozen process's memory (used by the page server).

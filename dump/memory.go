@@ -56,13 +56,20 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	// The current brk is the end of [heap], or start_brk when it is empty.
 	mm.Mm.Brk = stat.StartBrk
 
-	var sps []uint64
+	// Pages the restored process (or the kernel, before it resumes) touches
+	// first are always eager: around each stack pointer, and each thread's
+	// rseq area, which the kernel writes when rseq is registered again
+	// during restore — a lazy page there would fault before any handler runs.
+	var hot []uint64
 	for _, tid := range cp.proc.Threads() {
 		r, err := cp.proc.Regs(tid)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		sps = append(sps, r.Rsp)
+		hot = append(hot, r.Rsp)
+		if rs, err := cp.proc.Rseq(tid); err == nil && rs.Pointer != 0 {
+			hot = append(hot, uint64(rs.Pointer), uint64(rs.Pointer)+uint64(rs.Size)-1)
+		}
 	}
 
 	pm, err := proc.OpenPagemap(pid)
@@ -81,7 +88,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		if v.Kind == pb.VmaKind_VMA_KIND_HEAP {
 			mm.Mm.Brk = v.End
 		}
-		if err := cp.classifyPages(pm, m, v, sps); err != nil {
+		if err := cp.classifyPages(pm, m, v, hot); err != nil {
 			return nil, nil, err
 		}
 		for _, r := range v.Pages {
@@ -204,7 +211,7 @@ func (cp *Checkpoint) pageState(v *pb.Vma, e proc.PagemapEntry, nearSP bool) pb.
 	}
 }
 
-func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, sps []uint64) error {
+func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot []uint64) error {
 	switch v.Kind {
 	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
 		return nil
@@ -217,7 +224,7 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, sps
 	for i, e := range entries {
 		addr := m.Start + uint64(i)*image.PageSize
 		near := false
-		for _, sp := range sps {
+		for _, sp := range hot {
 			lo := sp&^(image.PageSize-1) - stackEagerPages*image.PageSize
 			hi := sp&^(image.PageSize-1) + (stackEagerPages+1)*image.PageSize
 			if addr >= lo && addr < hi {

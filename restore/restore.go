@@ -10,6 +10,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,7 @@ type Options struct {
 	Set   *image.Set
 	Pages PageReader
 
+	Lazy       bool  // create a userfaultfd in the process (post-copy)
 	NewPID     bool  // accept a new PID and TIDs
 	PIDNS      bool  // a fresh PID namespace
 	InheritFds []int // fd N of the process is lazycr's own fd N
@@ -42,6 +44,7 @@ type Stats struct {
 	Pages        time.Duration
 	State        time.Duration // mm, signals, limits, timers
 	Creds        time.Duration
+	Uffd         time.Duration
 	Fds          time.Duration
 	Threads      time.Duration
 	Resume       time.Duration
@@ -73,6 +76,7 @@ type Process struct {
 	tracer  *inject.Tracer
 	b       *builder
 	tids    map[uint32]int // image tid → tid here
+	uffd    *uffd.FD       // Lazy: the process's userfaultfd
 	started time.Time
 	done    bool
 }
@@ -158,17 +162,36 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		{"restore fds", r.restoreFds, &r.Stats.Fds},
 		{"restore process state", r.restoreState, &r.Stats.State},
 		{"create threads", r.restoreThreads, &r.Stats.Threads},
-		{"restore credentials", r.restoreCreds, &r.Stats.Creds},
 	}
-	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+	if opts.Lazy {
+		steps = append(steps, struct {
+			name string
+			run  func() error
+			d    *time.Duration
+		}{"create userfaultfd", r.setupUserfaultfd, &r.Stats.Uffd})
+	}
+	steps = append(steps, struct {
+		name string
+		run  func() error
+		d    *time.Duration
+	}{"restore credentials", r.restoreCreds, &r.Stats.Creds})
+	// Each injected syscall is several ptrace requests; running the steps on
+	// the tracer thread saves a goroutine hop per request.
+	err = r.tracer.Do(func() error {
+		for _, s := range steps {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+			}
+			if err := s.run(); err != nil {
+				return fmt.Errorf("restore pid %d: %s: %w", r.img.Pid, s.name, err)
+			}
+			mark(s.d)
+			log.Debug().Dur("took", *s.d).Msg(s.name)
 		}
-		if err := s.run(); err != nil {
-			return nil, fmt.Errorf("restore pid %d: %s: %w", r.img.Pid, s.name, err)
-		}
-		mark(s.d)
-		log.Debug().Dur("took", *s.d).Msg(s.name)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -208,6 +231,10 @@ func (r *Process) Kill() {
 	}
 	if r.tracer != nil {
 		r.tracer.Close()
+	}
+	if r.uffd != nil {
+		r.uffd.Close()
+		r.uffd = nil
 	}
 }
 

@@ -1,0 +1,77 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/uffd"
+	"golang.org/x/sys/unix"
+)
+
+// LazyFeatures are the userfaultfd features a lazy restore needs: the
+// non-cooperative events (so a page the process dropped or moved is never
+// filled with stale data, and a forked child is served too) and the
+// faulting thread's id for the traces.
+const LazyFeatures = uffd.FeaturesNonCooperative | uffd.FeatureThreadID
+
+// setupUserfaultfd creates a userfaultfd inside the process being built —
+// the uffd belongs to the mm of the process that creates it — takes it
+// into lazycr with pidfd_getfd(2), closes the process's copy and does the
+// API handshake. See Documentation/admin-guide/mm/userfaultfd.rst,
+// "Non-cooperative userfaultfd".
+func (r *Process) setupUserfaultfd() error {
+	b := r.b
+	fd, err := b.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("injected userfaultfd: %w", err)
+	}
+	pidfd, err := unix.PidfdOpen(b.pid, 0)
+	if err != nil {
+		b.call(unix.SYS_CLOSE, fd)
+		return os.NewSyscallError("pidfd_open", err)
+	}
+	local, err := unix.PidfdGetfd(pidfd, int(fd), 0)
+	unix.Close(pidfd)
+	if _, cerr := b.call(unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+		unix.Close(local)
+		return fmt.Errorf("close the process's uffd %d: %w", fd, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("take uffd %d: %w", fd, os.NewSyscallError("pidfd_getfd", err))
+	}
+	u, err := uffd.FromFd(local)
+	if err != nil {
+		unix.Close(local)
+		return err
+	}
+	if _, _, err := u.API(LazyFeatures); err != nil {
+		u.Close()
+		return fmt.Errorf("userfaultfd API handshake: %w", err)
+	}
+	r.uffd = u
+	return nil
+}
+
+// Userfaultfd is the userfaultfd of a lazy restore (Options.Lazy), already
+// past the API handshake; its lazy regions are not registered yet. The
+// caller owns it after Build.
+func (r *Process) Userfaultfd() *uffd.FD { return r.uffd }
+
+// LazyRegions lists the VMAs that hold lazy pages, with their runs, for the
+// lazy-pages handler.
+func (r *Process) LazyRegions() []uffd.Region {
+	var out []uffd.Region
+	for _, v := range r.mm.Vmas {
+		var runs []uffd.Run
+		for _, run := range v.Pages {
+			if run.State == pb.PageState_PAGE_STATE_LAZY {
+				runs = append(runs, uffd.Run{Addr: run.Addr, Npages: run.Npages})
+			}
+		}
+		if len(runs) > 0 {
+			out = append(out, uffd.Region{Start: v.Start, End: v.End, Lazy: runs})
+		}
+	}
+	return out
+}
