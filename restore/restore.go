@@ -34,6 +34,9 @@ type Options struct {
 	InheritFds []int // fd N of the process is lazycr's own fd N
 	Stub       string
 	Log        zerolog.Logger
+	// Prepare, if set, may adjust the loaded image set before anything is
+	// built (netfix rewrites socket addresses here). An error aborts.
+	Prepare func(set *image.Set) error
 }
 
 // Stats are the durations of restore's phases.
@@ -121,6 +124,11 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.set = set
+	if opts.Prepare != nil {
+		if err := opts.Prepare(set); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+	}
 	if len(set.Tree.Processes) != 1 {
 		return nil, fmt.Errorf("restore: %d processes in the image: process trees are not supported yet", len(set.Tree.Processes))
 	}

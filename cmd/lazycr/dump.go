@@ -1,12 +1,16 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
+	"net"
+	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/lazycr/lazycr/dump"
+	"github.com/lazycr/lazycr/migrate"
 
 	"github.com/spf13/cobra"
 )
@@ -19,6 +23,7 @@ type dumpOptions struct {
 	address      string
 	port         int
 	stats        bool
+	conn         connFlags
 }
 
 func newDumpCmd(g *globals) *cobra.Command {
@@ -32,17 +37,29 @@ registers, memory, signals, fds, sockets) and writes an image set to DIR.
 By default the process is killed once its image is safely written (it now
 lives in the image); --leave-running lets it continue unchanged (a
 checkpoint). With --lazy only the skeleton and eager pages are written and the
-process stays frozen while lazycr serves its remaining pages to the target.
+process stays frozen while lazycr serves the image set and its remaining
+pages to the target (lazycr restore --lazy-from HOST:PORT); when the target
+reports DONE the frozen original is killed and dump exits 0. -D then keeps a
+copy of the skeleton. If the target fails before the process resumed there,
+the original is released and keeps running; if the target is lost after it
+resumed, the pages it did not acknowledge are written to -D DIR.
 
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.`,
 		Example: `  lazycr dump --pid 1234 -D /tmp/img                  # checkpoint and kill
   lazycr dump --pid 1234 -D /tmp/img --leave-running  # checkpoint, keep running
-  lazycr dump --pid 1234 -D /tmp/img --stats`,
+  lazycr dump --pid 1234 -D /tmp/img --stats
+  lazycr dump --lazy --pid 1234 --port 27000 --token /etc/lazycr/token`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.pid <= 0 {
 				return usagef("dump needs --pid PID (a positive process id)")
+			}
+			if err := o.conn.validate(); err != nil {
+				return err
+			}
+			if o.port < 0 || o.port > 65535 {
+				return usagef("--port %d is not a TCP port", o.port)
 			}
 			if o.dir == "" && !o.lazy {
 				return usagef("dump needs -D DIR, the directory to write the image set to")
@@ -51,7 +68,7 @@ image directory is removed, and dump exits 1 with the reason.`,
 				return usagef("--leave-running and --lazy exclude each other")
 			}
 			if o.lazy {
-				return errors.New("dump --lazy (the page server) is not implemented yet")
+				return runLazyDump(cmd.Context(), g, &o)
 			}
 			mode := dump.ModeKill
 			if o.leaveRunning {
@@ -80,6 +97,7 @@ image directory is removed, and dump exits 1 with the reason.`,
 	f.StringVarP(&o.dir, "images-dir", "D", "", "directory to write the image set to (created; must be empty or absent)")
 	f.BoolVar(&o.leaveRunning, "leave-running", false, "let the process continue after the dump instead of killing it")
 	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
+	o.conn.register(f)
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
@@ -100,4 +118,36 @@ func printDumpStats(w io.Writer, st *dump.Stats) {
 	fmt.Fprintf(tw, "frozen for\t%s\n", st.Frozen)
 	fmt.Fprintf(tw, "dump time\t%s\n", st.Total)
 	tw.Flush()
+}
+
+func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
+	token, err := o.conn.token()
+	if err != nil {
+		return err
+	}
+	tlsConf, err := o.conn.serverTLS()
+	if err != nil {
+		return err
+	}
+	res, err := migrate.Source(ctx, migrate.SourceOptions{
+		PID: o.pid, Dir: o.dir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
+		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
+		Version: lazycrVersion(), Log: g.log,
+	})
+	if res != nil {
+		s := res.Served
+		g.log.Info().Int("pid", o.pid).Uint64("pages_requested", s.RequestPages).Uint64("pages_pushed", s.PushPages).
+			Str("bytes", humanBytes(s.RequestBytes+s.PushBytes)).Dur("serving", s.Duration).Dur("total", res.Total).Msg("served")
+		if o.stats {
+			printDumpStats(g.stdout, &res.Dump)
+			fmt.Fprintf(g.stdout, "pages requested\t%d\npages pushed\t%d\nbytes served\t%d\nserving time\t%s\n",
+				s.RequestPages, s.PushPages, s.RequestBytes+s.PushBytes, s.Duration)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "migrated pid %d: %d pages on request, %d pushed, %s in %s\n", o.pid,
+		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))
+	return nil
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"text/tabwriter"
 
+	"github.com/lazycr/lazycr/migrate"
 	"github.com/lazycr/lazycr/restore"
 
 	"github.com/spf13/cobra"
@@ -18,6 +21,10 @@ type restoreOptions struct {
 	pidns      bool
 	inheritFds []int
 	stats      bool
+	trace      string
+	detach     bool
+	logFile    string
+	conn       connFlags
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -38,11 +45,20 @@ was not migrated (a terminal, a shell pipe) can be taken from lazycr's own fd
 of that number with --inherit-fd.
 
 Restore is atomic: on any failure the half-built process is killed and the
-error names the step and the object. --lazy-from (post-copy) is not
-implemented yet.`,
+error names the step and the object.
+
+With --lazy-from the image set comes from the source's page server (lazycr
+dump --lazy): the process resumes as soon as its skeleton is built, with its
+lazy memory registered on userfaultfd, and each page is fetched the moment it
+is touched while the rest streams in the background. restore then prints the
+pid, serves faults until every page is in, tells the source DONE, prints a
+fault-latency summary and exits 0. --trace writes a Chrome/Perfetto trace
+(open it in ui.perfetto.dev). --detach returns as soon as the process runs and
+leaves the handler in the background, logging to --log-file.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
-  lazycr restore --lazy-from 10.0.0.2:27000`,
+  lazycr restore --lazy-from 10.0.0.2:27000
+  lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (o.dir == "") == (o.lazyFrom == "") {
@@ -51,8 +67,17 @@ implemented yet.`,
 			if o.newPID && o.pidns {
 				return usagef("--new-pid and --pidns exclude each other")
 			}
+			if err := o.conn.validate(); err != nil {
+				return err
+			}
 			if o.lazyFrom != "" {
-				return errors.New("restore --lazy-from (post-copy) is not implemented yet")
+				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
+					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
+				}
+				return runLazyRestore(cmd.Context(), g, &o)
+			}
+			if o.trace != "" || o.detach {
+				return usagef("--trace and --detach go with --lazy-from")
 			}
 			r, err := restore.Restore(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
@@ -76,6 +101,10 @@ implemented yet.`,
 	f.BoolVar(&o.pidns, "pidns", false, "restore into a fresh PID namespace, with the PIDs the process had in its own namespace")
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
+	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
+	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
+	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
+	o.conn.register(f)
 	return cmd
 }
 
@@ -92,4 +121,55 @@ func printRestoreStats(w io.Writer, st *restore.Stats) {
 		fmt.Fprintf(tw, "%s\t%v\n", row.name, row.v)
 	}
 	tw.Flush()
+}
+
+func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
+	if o.detach && os.Getenv(detachEnv) == "" {
+		return detachRestore(ctx, g)
+	}
+	token, err := o.conn.token()
+	if err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(o.lazyFrom)
+	tlsConf, err := o.conn.clientTLS(host)
+	if err != nil {
+		return err
+	}
+	var progress *os.File
+	if f, ok := g.stderr.(*os.File); ok && isTerminal(f) && !o.detach {
+		progress = f
+	}
+	opts := migrate.TargetOptions{
+		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
+		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
+		Resumed: func(pid int) {
+			fmt.Fprintf(g.stdout, "%d\n", pid)
+			g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
+			detachReady(pid)
+		},
+	}
+	if progress != nil {
+		opts.Progress = progress
+	}
+	res, err := migrate.Target(ctx, opts)
+	if res != nil && res.PID != 0 {
+		printTargetSummary(g, o, res)
+	}
+	return err
+}
+
+func printTargetSummary(g *globals, o *restoreOptions, res *migrate.TargetResult) {
+	h := res.Handler
+	g.log.Info().Int("pid", res.PID).Dur("freeze_to_resume", res.FreezeToResume).Dur("total", res.Total).
+		Msg("migration complete")
+	w := g.stderr
+	fmt.Fprintf(w, "freeze to resume   %s\n", res.FreezeToResume.Round(10*1000))
+	fmt.Fprintf(w, "%s\n", h.String())
+	if o.trace != "" {
+		fmt.Fprintf(w, "trace              %s (open in ui.perfetto.dev)\n", o.trace)
+	}
+	if o.stats {
+		printRestoreStats(w, &res.Restore)
+	}
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lazycr/lazycr/pageserver"
+	"github.com/spf13/pflag"
+)
+
+// connFlags are the page-server connection options dump --lazy and restore
+// --lazy-from share.
+type connFlags struct {
+	tlsCert, tlsKey, tlsCA string
+	tokenFile              string
+	reconnectTimeout       time.Duration
+}
+
+func (c *connFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate (PEM) for the page-server connection; needs --tls-key and --tls-ca (mutual TLS)")
+	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key (PEM)")
+	f.StringVar(&c.tlsCA, "tls-ca", "", "CA certificate (PEM) the peer's certificate must be signed by")
+	f.StringVar(&c.tokenFile, "token", "", "file holding a shared secret the target must present before anything is served")
+	f.DurationVar(&c.reconnectTimeout, "reconnect-timeout", 30*time.Second, "after the process resumed, how long a broken connection may take to come back")
+}
+
+func (c *connFlags) validate() error {
+	n := 0
+	for _, s := range []string{c.tlsCert, c.tlsKey, c.tlsCA} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 0 && n != 3 {
+		return usagef("--tls-cert, --tls-key and --tls-ca go together (mutual TLS)")
+	}
+	if c.reconnectTimeout < 0 {
+		return usagef("--reconnect-timeout must not be negative")
+	}
+	return nil
+}
+
+func (c *connFlags) token() ([]byte, error) {
+	if c.tokenFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return nil, fmt.Errorf("read token: %s is empty", c.tokenFile)
+	}
+	return []byte(t), nil
+}
+
+func (c *connFlags) serverTLS() (*tls.Config, error) {
+	if c.tlsCert == "" {
+		return nil, nil
+	}
+	return pageserver.ServerTLS(c.tlsCert, c.tlsKey, c.tlsCA)
+}
+
+func (c *connFlags) clientTLS(serverName string) (*tls.Config, error) {
+	if c.tlsCert == "" {
+		return nil, nil
+	}
+	return pageserver.ClientTLS(c.tlsCert, c.tlsKey, c.tlsCA, serverName)
+}

@@ -1,0 +1,177 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"os"
+	"testing/fstest"
+	"time"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/pageserver"
+	"github.com/lazycr/lazycr/restore"
+	"github.com/lazycr/lazycr/uffd"
+	"github.com/rs/zerolog"
+)
+
+// TargetOptions configure the target half.
+type TargetOptions struct {
+	From             string // host:port of the source
+	Token            []byte
+	TLS              *tls.Config
+	ReconnectTimeout time.Duration
+	NewPID, PIDNS    bool
+	InheritFds       []int
+	FaultAround      int
+	Trace            string // write the fault trace (Chrome trace-event JSON) here
+	Log              zerolog.Logger
+	// Resumed is called once the process runs, with its pid.
+	Resumed func(pid int)
+	// Progress, if set, gets a progress line now and then.
+	Progress io.Writer
+}
+
+// TargetResult describes a finished target half.
+type TargetResult struct {
+	PID            int
+	Restore        restore.Stats
+	FreezeToResume time.Duration // from the source's freeze to the resume here (clocks of both hosts)
+	Fetch          time.Duration // connect and fetch the image set
+	Handler        uffd.Summary
+	Total          time.Duration
+}
+
+// Target fetches the image set from the source, rebuilds the process,
+// resumes it, and serves its lazy pages until every one is in; then it
+// tells the source DONE. A failure before the resume is reported to the
+// source, which releases the original.
+func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err error) {
+	start := time.Now()
+	res = &TargetResult{}
+	c, err := pageserver.Dial(ctx, opts.From, pageserver.ClientConfig{
+		Token: opts.Token, TLS: opts.TLS, ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	resumed := false
+	defer func() {
+		if err != nil && !resumed {
+			c.Fail(err.Error())
+		}
+	}()
+	files, err := c.Images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Fetch = time.Since(start)
+	fsys := fstest.MapFS{}
+	for name, b := range files {
+		fsys[name] = &fstest.MapFile{Data: b, Mode: 0o600}
+	}
+	set, err := image.Load(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("image set from %s: %w", opts.From, err)
+	}
+	root := set.Root()
+	var pages restore.PageReader
+	if b, ok := files[image.PagesFile(root.Pid)]; ok {
+		pr, err := image.NewPagesReader(image.PagesFile(root.Pid), bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return nil, err
+		}
+		pages = pr
+	}
+	r, err := restore.Build(ctx, restore.Options{
+		Set: set, Pages: pages, Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
+		InheritFds: opts.InheritFds, Log: opts.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u := r.Userfaultfd()
+	h, err := uffd.NewHandler(u, uffd.HandlerConfig{
+		Regions: r.LazyRegions(), Source: c, FaultAround: opts.FaultAround, PID: r.PID(),
+		Log: opts.Log, Trace: opts.Trace != "",
+	})
+	if err != nil {
+		r.Kill()
+		return nil, fmt.Errorf("register lazy memory of pid %d: %w", r.PID(), err)
+	}
+	defer h.Close()
+	if err := r.Resume(); err != nil {
+		return nil, err
+	}
+	resumed = true
+	res.PID = r.PID()
+	res.Restore = r.Stats
+	res.FreezeToResume = time.Since(time.Unix(0, set.Inventory.TimeUnixNano))
+	if err := c.Resumed(); err != nil {
+		opts.Log.Warn().Err(err).Msg("tell the source the process resumed")
+	}
+	if opts.Resumed != nil {
+		opts.Resumed(res.PID)
+	}
+	stopProgress := startProgress(opts.Progress, h)
+	runErr := h.Run(ctx)
+	stopProgress()
+	res.Handler = h.Stats()
+	if opts.Trace != "" {
+		if err := writeTrace(opts.Trace, h); err != nil {
+			opts.Log.Warn().Err(err).Str("file", opts.Trace).Msg("write fault trace")
+		}
+	}
+	if runErr != nil {
+		return res, fmt.Errorf("serve lazy pages of pid %d: %w", res.PID, runErr)
+	}
+	if err := c.Done(); err != nil {
+		return res, fmt.Errorf("tell the source DONE: %w", err)
+	}
+	res.Total = time.Since(start)
+	return res, nil
+}
+
+func writeTrace(path string, h *uffd.Handler) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := h.WriteTrace(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// startProgress prints "pages in / total, MB/s" to w every half second
+// until the returned function is called.
+func startProgress(w io.Writer, h *uffd.Handler) func() {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+				in, total := h.Progress()
+				secs := time.Since(start).Seconds()
+				fmt.Fprintf(w, "\r\033[Klazy pages %d / %d (%.0f%%), %.1f MB/s", in, total,
+					100*float64(in)/float64(max(total, 1)), float64(in)*uffd.PageSize/1e6/secs)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
