@@ -11,6 +11,7 @@ import (
 
 // TestMain fails the run if a test leaks a goroutine or an fd.
 func TestMain(m *testing.M) {
+	runChildIfRequested()
 	// The runtime's netpoller (an epoll fd and an eventfd) starts with the
 	// first pollable file: start it before taking the reference list.
 	if r, w, err := os.Pipe(); err == nil {

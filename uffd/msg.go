@@ -18,6 +18,7 @@ const (
 	EventUnmap     Event = kabi.UFFD_EVENT_UNMAP
 )
 
+// String is the event name ("pagefault", "remap", ...).
 func (e Event) String() string {
 	switch e {
 	case EventPageFault:
@@ -98,6 +99,7 @@ func Decode(m *kabi.UffdMsg) (msg Msg, ok bool) {
 	return msg, true
 }
 
+// String is a one-line description of m for logs and test failures.
 func (m Msg) String() string {
 	switch m.Event {
 	case EventPageFault:

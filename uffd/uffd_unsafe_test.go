@@ -437,6 +437,15 @@ func TestRemoveEvent(t *testing.T) {
 	c := inBackground(func() error {
 		return unix.Madvise(mem[pageSize:3*pageSize], unix.MADV_DONTNEED)
 	})
+	// While the event is unread the address space is "changing": a copy
+	// is refused with ErrAgain until the events are drained.
+	if ok, err := f.Wait(hang); !ok || err != nil {
+		t.Fatalf("Wait = %v, %v", ok, err)
+	}
+	n, err := f.Copy(addr, make([]byte, pageSize), 0)
+	if !errors.Is(err, ErrAgain) || !errors.Is(err, unix.EAGAIN) || n != 0 {
+		t.Errorf("Copy with an event pending = %d, %v; want 0, ErrAgain", n, err)
+	}
 	m := next(t, f)
 	if m.Event != EventRemove || m.Remove != (Remove{start, start + 2*pageSize}) {
 		t.Errorf("got %v, want remove [%#x, %#x)", m, start, start+2*pageSize)
@@ -561,3 +570,40 @@ func TestFeaturesString(t *testing.T) {
 		t.Errorf("FeaturesNonCooperative = %v", FeaturesNonCooperative.Names())
 	}
 }
+
+// FuzzDecode checks Decode against the raw words of struct uffd_msg.
+func FuzzDecode(f *testing.F) {
+	f.Add(uint8(kabi.UFFD_EVENT_PAGEFAULT), uint64(1), uint64(0x7000), uint64(42))
+	f.Add(uint8(kabi.UFFD_EVENT_REMAP), uint64(1), uint64(2), uint64(3))
+	f.Add(uint8(0), uint64(0), uint64(0), uint64(0))
+	f.Fuzz(func(t *testing.T, ev uint8, a, b, c uint64) {
+		raw := kabi.UffdMsg{Event: ev, Arg: [3]uint64{a, b, c}}
+		m, ok := Decode(&raw)
+		if m.Event != Event(ev) {
+			t.Fatalf("event %#x decoded as %v", ev, m.Event)
+		}
+		var want Msg
+		want.Event = Event(ev)
+		switch want.Event {
+		case EventPageFault:
+			want.PageFault = PageFault{Addr: b, Flags: a, TID: int(uint32(c))}
+		case EventFork:
+			want.Fork = Fork{UFD: int(uint32(a))}
+		case EventRemap:
+			want.Remap = Remap{a, b, c}
+		case EventRemove:
+			want.Remove = Remove{a, b}
+		case EventUnmap:
+			want.Unmap = Unmap{a, b}
+		default:
+			if ok {
+				t.Fatalf("unknown event %#x decoded ok", ev)
+			}
+		}
+		if m != want {
+			t.Fatalf("Decode = %+v, want %+v", m, want)
+		}
+	})
+}
+
+func addrOfTest(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }

@@ -1,0 +1,661 @@
+package pageserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lazycr/lazycr/uffd"
+)
+
+// ClientConfig configures the target's page client.
+type ClientConfig struct {
+	Token []byte      // the source's shared secret, if it has one
+	TLS   *tls.Config // see ClientTLS
+	// ReconnectTimeout is how long the client redials a source whose
+	// connection dropped after RESUMED. Zero means do not redial.
+	ReconnectTimeout time.Duration
+	// DialTimeout bounds one dial and handshake (default 10s).
+	DialTimeout time.Duration
+	Log         zerolog.Logger
+}
+
+// Stats counts what a Client received.
+type Stats struct {
+	RequestPages, RequestBytes uint64 // in answer to requests
+	PushPages, PushBytes       uint64 // pushed
+	Requests                   uint64 // REQUEST frames sent (resends included)
+	Refused                    uint64 // requests the source refused
+	AckedPages                 uint64
+	Reconnects                 int
+}
+
+// Ack batching: an ACK frame is sent once this many bytes are acked, or
+// after ackInterval.
+const (
+	ackBytes    = 1 << 20
+	ackInterval = 50 * time.Millisecond
+)
+
+// Client is the target's side of a session. Images and Resumed are called
+// in turn by the restore; after Resumed the client is a uffd.PageSource for
+// the lazy-pages handler, running a reader and a writer goroutine and
+// reconnecting when the connection drops.
+type Client struct {
+	addr  string
+	cfg   ClientConfig
+	log   zerolog.Logger
+	lazy  *Ranges
+	pages chan uffd.PageData
+
+	session uint64
+	welcome *Welcome
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	doneCh    chan error // the run loop's end (nil = DONE acknowledged)
+	wg        sync.WaitGroup
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	w        *wire // current connection, nil while redialling
+	resumed  bool
+	running  bool
+	nextID   uint64
+	pending  map[uint64]*pendingRequest
+	queue    []uint64 // ids of requests to send
+	acks     []uffd.Run
+	ackBytes uint64
+	ackDue   bool
+	wantDone bool
+	sentDone bool
+	stats    Stats
+	err      error // the session failed for good
+	wake     chan struct{}
+}
+
+type pendingRequest struct {
+	addr      uint64
+	npages    uint64
+	remaining uint64
+}
+
+// Dial connects to the page server at addr and opens a new session.
+func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	c := &Client{
+		addr:    addr,
+		cfg:     cfg,
+		log:     cfg.Log,
+		pages:   make(chan uffd.PageData, 64),
+		closed:  make(chan struct{}),
+		doneCh:  make(chan error, 1),
+		pending: make(map[uint64]*pendingRequest),
+		wake:    make(chan struct{}, 1),
+	}
+	w, welcome, err := c.dial(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	lazy, err := NewRanges(welcome.Runs)
+	if err != nil {
+		w.conn.Close()
+		return nil, fmt.Errorf("dial page server %s: %w", addr, err)
+	}
+	c.w, c.welcome, c.session, c.lazy = w, welcome, welcome.Session, lazy
+	c.log.Info().Str("source", addr).Uint64("session", c.session).Uint64("lazy_pages", welcome.LazyPages).Msg("connected to the page server")
+	return c, nil
+}
+
+// dial connects and runs HELLO/WELCOME for session (0 = new).
+func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial page server %s: %w", c.addr, err)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if c.cfg.TLS != nil {
+		tc := tls.Client(conn, c.cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("tls handshake with page server %s: %w", c.addr, err)
+		}
+		conn = tc
+	}
+	w := newWire(conn)
+	hello := &Hello{Version: ProtocolVersion, Session: session, Token: c.cfg.Token}
+	err = w.writeFrame(TypeHello, 0, hello.Append(nil))
+	var welcome *Welcome
+	if err == nil {
+		var h *Header
+		var p []byte
+		h, p, err = w.readFrame()
+		switch {
+		case err != nil:
+		case h.Type == TypeError:
+			msg, _ := DecodeMessage(p)
+			if msg == nil {
+				msg = new(string)
+			}
+			err = fmt.Errorf("%w: %s", ErrRefused, *msg)
+		case h.Type != TypeWelcome:
+			err = fmt.Errorf("%w: %s instead of WELCOME", ErrProtocol, h.Type)
+		default:
+			welcome, err = DecodeWelcome(p)
+		}
+	}
+	if err == nil && session != 0 && welcome.Session != session {
+		err = fmt.Errorf("%w: resumed session %#x but the source answers %#x", ErrProtocol, session, welcome.Session)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("hello page server %s: %w", c.addr, err)
+	}
+	return w, welcome, nil
+}
+
+// Welcome returns the session's WELCOME: session id and lazy runs.
+func (c *Client) Welcome() *Welcome { return c.welcome }
+
+// Images fetches the image files. Call it before Resumed.
+func (c *Client) Images(ctx context.Context) (map[string][]byte, error) {
+	c.mu.Lock()
+	w, resumed := c.w, c.resumed
+	c.mu.Unlock()
+	if resumed || w == nil {
+		return nil, fmt.Errorf("fetch images from %s: %w", c.addr, ErrClosed)
+	}
+	stop := context.AfterFunc(ctx, func() { w.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	files, err := c.images(w)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("fetch images from %s: %w", c.addr, err)
+	}
+	return files, nil
+}
+
+func (c *Client) images(w *wire) (map[string][]byte, error) {
+	if err := w.writeFrame(TypeGetImages, 0); err != nil {
+		return nil, err
+	}
+	h, p, err := w.readFrame()
+	if err != nil {
+		return nil, err
+	}
+	if err := expect(h, p, TypeImages); err != nil {
+		return nil, err
+	}
+	m, err := DecodeImages(p)
+	if err != nil {
+		return nil, err
+	}
+	// Read the CHUNK frames straight into one buffer, then slice it.
+	all := make([]byte, m.Total())
+	for off := 0; off < len(all); {
+		h, err := w.readHeader()
+		if err != nil {
+			return nil, unexpectedEOF(err)
+		}
+		if h.Type != TypeChunk {
+			p, _ := w.readPayload(h)
+			return nil, expect(h, p, TypeChunk)
+		}
+		if int(h.Length) > len(all)-off {
+			return nil, fmt.Errorf("%w: CHUNK of %d bytes past the %d bytes of image files", ErrProtocol, h.Length, len(all))
+		}
+		if _, err := io.ReadFull(w.br, all[off:off+int(h.Length)]); err != nil {
+			return nil, unexpectedEOF(err)
+		}
+		off += int(h.Length)
+	}
+	files := make(map[string][]byte, len(m.Files))
+	var off uint64
+	for _, f := range m.Files {
+		files[f.Name] = all[off : off+f.Size : off+f.Size]
+		off += f.Size
+	}
+	return files, nil
+}
+
+// expect turns an ERROR frame or an unexpected type into an error.
+func expect(h *Header, p []byte, want Type) error {
+	if h.Type == want {
+		return nil
+	}
+	if h.Type == TypeError {
+		if msg, err := DecodeMessage(p); err == nil {
+			return fmt.Errorf("source says: %s", *msg)
+		}
+	}
+	return fmt.Errorf("%w: %s instead of %s", ErrProtocol, h.Type, want)
+}
+
+// Resumed tells the source the process runs on the target: from now on the
+// source never releases it, and a lost connection is redialled. It waits
+// for the source's RESUMED_OK, then starts serving Request, Pages and Ack.
+func (c *Client) Resumed() error {
+	c.mu.Lock()
+	w, resumed := c.w, c.resumed
+	c.mu.Unlock()
+	if resumed || w == nil {
+		return fmt.Errorf("report resume to %s: %w", c.addr, ErrClosed)
+	}
+	w.conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	err := w.writeFrame(TypeResumed, 0)
+	if err == nil {
+		var h *Header
+		var p []byte
+		if h, p, err = w.readFrame(); err == nil {
+			err = expect(h, p, TypeResumedOK)
+		}
+	}
+	w.conn.SetDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("report resume to %s: %w", c.addr, err)
+	}
+	c.mu.Lock()
+	c.resumed, c.running = true, true
+	c.mu.Unlock()
+	c.wg.Go(c.run)
+	return nil
+}
+
+// Request queues a request for npages pages at addr; it never blocks. The
+// range must lie inside the lazy runs.
+func (c *Client) Request(addr uint64, npages int) error {
+	if npages <= 0 || npages > MaxFramePages {
+		return fmt.Errorf("request %d pages at %#x: %w: 1 to %d pages", npages, addr, ErrOutOfRange, MaxFramePages)
+	}
+	if err := c.lazy.Check(addr, uint64(npages)); err != nil {
+		return fmt.Errorf("request pages: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = &pendingRequest{addr: addr, npages: uint64(npages), remaining: uint64(npages)}
+	c.queue = append(c.queue, id)
+	c.notify()
+	return nil
+}
+
+// Pages delivers the pages, requested or pushed; a PageData with Err set
+// reports that the source is gone for good. The channel is closed when the
+// client stops (Done, Close, or after that error).
+func (c *Client) Pages() <-chan uffd.PageData { return c.pages }
+
+// Ack tells the source these pages are installed (or dropped) and need never
+// be sent again; acks are batched.
+func (c *Client) Ack(addr uint64, npages int) {
+	if npages <= 0 || c.lazy.Check(addr, uint64(npages)) != nil {
+		c.log.Debug().Uint64("addr", addr).Int("npages", npages).Msg("ack outside the lazy runs ignored")
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.acks); n > 0 && c.acks[n-1].End() == addr {
+		c.acks[n-1].Npages += uint64(npages)
+	} else {
+		c.acks = append(c.acks, uffd.Run{Addr: addr, Npages: uint64(npages)})
+	}
+	c.stats.AckedPages += uint64(npages)
+	c.ackBytes += uint64(npages) * PageSize
+	if c.ackBytes >= ackBytes || len(c.acks) >= MaxRuns {
+		c.ackDue = true
+		c.notify()
+	}
+}
+
+// Done flushes the acks, sends DONE and waits for the source's DONE: the
+// source then ends the frozen original. If the connection drops first, DONE
+// is sent again after a reconnect; a source that exited after DONE without
+// its answer arriving makes Done fail after ReconnectTimeout.
+func (c *Client) Done() error {
+	c.mu.Lock()
+	if !c.running {
+		c.mu.Unlock()
+		return fmt.Errorf("send DONE to %s: %w", c.addr, ErrClosed)
+	}
+	c.wantDone, c.ackDue = true, true
+	c.notify()
+	c.mu.Unlock()
+	select {
+	case err := <-c.doneCh:
+		c.doneCh <- err
+		if err != nil {
+			return fmt.Errorf("send DONE to %s: %w", c.addr, err)
+		}
+		return nil
+	case <-c.closed:
+		return fmt.Errorf("send DONE to %s: %w", c.addr, ErrClosed)
+	}
+}
+
+// Fail tells the source the restore failed before resume, so it releases
+// the frozen process, and closes the client.
+func (c *Client) Fail(reason string) {
+	c.mu.Lock()
+	w := c.w
+	c.mu.Unlock()
+	if w != nil {
+		w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if err := w.writeFrame(TypeFail, 0, message(reason)); err != nil {
+			c.log.Warn().Err(err).Msg("send FAIL")
+		}
+	}
+	c.Close()
+}
+
+// Close stops the client and closes its connection; Pages is closed.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.mu.Lock()
+		w, running := c.w, c.running
+		c.mu.Unlock()
+		if w != nil {
+			w.conn.Close()
+		}
+		c.wg.Wait()
+		if !running {
+			close(c.pages)
+		}
+	})
+	return nil
+}
+
+// Stats returns the counters so far.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+func (c *Client) notify() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// errDone ends a connection after the source acknowledged DONE.
+var errDone = errors.New("done")
+
+// run serves connections until DONE, Close or a failed reconnect, then
+// closes Pages.
+func (c *Client) run() {
+	defer close(c.pages)
+	for {
+		c.mu.Lock()
+		w := c.w
+		c.mu.Unlock()
+		err := c.serveConn(w)
+		w.conn.Close()
+		select {
+		case <-c.closed:
+			c.finish(ErrClosed)
+			return
+		default:
+		}
+		if errors.Is(err, errDone) {
+			c.finish(nil)
+			return
+		}
+		c.mu.Lock()
+		c.w = nil
+		c.mu.Unlock()
+		c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
+		w, rerr := c.reconnect(err)
+		if rerr != nil {
+			c.mu.Lock()
+			c.err = rerr
+			c.mu.Unlock()
+			c.log.Error().Err(rerr).Msg("page server lost")
+			select {
+			case c.pages <- uffd.PageData{Err: rerr}:
+			case <-c.closed:
+			}
+			c.finish(rerr)
+			return
+		}
+		c.mu.Lock()
+		c.w = w
+		c.stats.Reconnects++
+		// Answers on the old connection may be lost: ask again.
+		c.queue = c.queue[:0]
+		for id, p := range c.pending {
+			p.remaining = p.npages
+			c.queue = append(c.queue, id)
+		}
+		slices.Sort(c.queue)
+		c.sentDone = false
+		c.ackDue = true
+		c.mu.Unlock()
+		select {
+		case <-c.closed: // Close raced with the reconnect and missed w
+			w.conn.Close()
+		default:
+		}
+	}
+}
+
+func (c *Client) finish(err error) {
+	select {
+	case c.doneCh <- err:
+	default:
+	}
+}
+
+// reconnect redials the session with backoff for up to ReconnectTimeout.
+func (c *Client) reconnect(cause error) (*wire, error) {
+	deadline := time.Now().Add(c.cfg.ReconnectTimeout)
+	backoff := 20 * time.Millisecond
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	last := cause
+	for ctx.Err() == nil {
+		w, _, err := c.dial(ctx, c.session)
+		if err == nil {
+			c.log.Info().Str("source", c.addr).Uint64("session", c.session).Msg("reconnected to the page server")
+			return w, nil
+		}
+		last = err
+		if errors.Is(err, ErrRefused) {
+			break
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	return nil, fmt.Errorf("page server %s lost (%w); the remaining lazy pages are on the source, which may have written them to its image directory", c.addr, last)
+}
+
+// serveConn runs a reader and a writer on w until one fails; errDone when
+// the source acknowledged DONE.
+func (c *Client) serveConn(w *wire) error {
+	var rerr error
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		rerr = c.readLoop(w)
+	}()
+	werr := c.writeLoop(w, readerDone)
+	w.conn.Close()
+	<-readerDone
+	if errors.Is(rerr, errDone) {
+		return errDone
+	}
+	if werr != nil {
+		return werr
+	}
+	return rerr
+}
+
+// readLoop reads frames and delivers pages until an error.
+func (c *Client) readLoop(w *wire) error {
+	var ab [8]byte
+	for {
+		h, err := w.readHeader()
+		if err != nil {
+			// Even after DONE was written, only the source's DONE proves
+			// it arrived: a close without it is a lost connection.
+			return fmt.Errorf("read from page server %s: %w", c.addr, err)
+		}
+		switch h.Type {
+		case TypePages:
+			if _, err := io.ReadFull(w.br, ab[:]); err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, unexpectedEOF(err))
+			}
+			addr, n, err := DecodePagesAddr(ab[:], h.Length, c.lazy)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			data := make([]byte, n*PageSize)
+			if _, err := io.ReadFull(w.br, data); err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, unexpectedEOF(err))
+			}
+			c.mu.Lock()
+			if h.ID == 0 {
+				c.stats.PushPages += uint64(n)
+				c.stats.PushBytes += uint64(len(data))
+			} else {
+				c.stats.RequestPages += uint64(n)
+				c.stats.RequestBytes += uint64(len(data))
+				if p := c.pending[h.ID]; p != nil {
+					p.remaining -= min(p.remaining, uint64(n))
+					if p.remaining == 0 {
+						delete(c.pending, h.ID)
+					}
+				}
+			}
+			c.mu.Unlock()
+			select {
+			case c.pages <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0}:
+			case <-c.closed:
+				return ErrClosed
+			}
+		case TypeError:
+			p, err := w.readPayload(h)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			msg, err := DecodeMessage(p)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			if h.ID == 0 {
+				return fmt.Errorf("page server %s: %w: %s", c.addr, ErrRefused, *msg)
+			}
+			c.mu.Lock()
+			delete(c.pending, h.ID)
+			c.stats.Refused++
+			c.mu.Unlock()
+			c.log.Error().Uint64("request", h.ID).Msg("page server refused a request: " + *msg)
+		case TypeDone:
+			return errDone
+		default:
+			return fmt.Errorf("read from page server %s: %w: unexpected %s", c.addr, ErrProtocol, h.Type)
+		}
+	}
+}
+
+// writeLoop sends queued requests, batched acks and DONE.
+func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
+	tick := time.NewTicker(ackInterval)
+	defer tick.Stop()
+	var buf []byte
+	for {
+		buf = buf[:0]
+		c.mu.Lock()
+		for _, id := range c.queue {
+			p := c.pending[id]
+			if p == nil {
+				continue
+			}
+			buf = appendFrame(buf, TypeRequest, id, (&Request{Addr: p.addr, Npages: uint32(p.npages)}).Append(nil))
+			c.stats.Requests++
+		}
+		c.queue = c.queue[:0]
+		if c.ackDue && len(c.acks) > 0 {
+			buf = appendFrame(buf, TypeAck, 0, (&Ack{Runs: normalizeRuns(c.acks)}).Append(nil))
+			c.acks, c.ackBytes = c.acks[:0], 0
+		}
+		c.ackDue = false
+		if c.wantDone && !c.sentDone {
+			buf = appendFrame(buf, TypeDone, 0, nil)
+			c.sentDone = true
+		}
+		c.mu.Unlock()
+		if len(buf) > 0 {
+			if err := w.writeRaw(buf); err != nil {
+				return fmt.Errorf("write to page server %s: %w", c.addr, err)
+			}
+		}
+		select {
+		case <-c.wake:
+		case <-tick.C:
+			c.mu.Lock()
+			c.ackDue = true
+			c.mu.Unlock()
+		case <-readerDone:
+			return nil
+		case <-c.closed:
+			return ErrClosed
+		}
+	}
+}
+
+// normalizeRuns sorts runs in place and merges overlapping or adjacent ones.
+func normalizeRuns(runs []uffd.Run) []uffd.Run {
+	slices.SortFunc(runs, func(a, b uffd.Run) int {
+		switch {
+		case a.Addr < b.Addr:
+			return -1
+		case a.Addr > b.Addr:
+			return 1
+		}
+		return 0
+	})
+	out := runs[:0]
+	for _, r := range runs {
+		if n := len(out); n > 0 && r.Addr <= out[n-1].End() {
+			if r.End() > out[n-1].End() {
+				out[n-1].Npages = (r.End() - out[n-1].Addr) / PageSize
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,63 @@
+// Package pageserver is the wire protocol between the source and the target
+// of a post-copy migration: the page server on the source (image files, then
+// lazy pages on request and by background push) and its client on the target,
+// which satisfies [uffd.PageSource].
+//
+// # Connection
+//
+// One TCP connection (optionally mutual TLS, see [ServerTLS] and [ClientTLS])
+// carries frames both ways; requests carry an id so they pipeline. A session
+// runs:
+//
+//	target                                   source
+//	HELLO{version, session 0, token}   ──▶
+//	                                   ◀──   WELCOME{session, lazy pages, bytes, runs}
+//	GET_IMAGES                         ──▶
+//	                                   ◀──   IMAGES{names, sizes}, CHUNK, CHUNK, …
+//	RESUMED                            ──▶
+//	                                   ◀──   RESUMED_OK
+//	REQUEST{id, addr, npages}          ──▶
+//	                                   ◀──   PAGES{id, addr, data}   (answers first)
+//	                                   ◀──   PAGES{0, addr, data}    (background push)
+//	ACK{runs}                          ──▶   (never pushed again)
+//	DONE                               ──▶
+//	                                   ◀──   DONE, close
+//
+// Before RESUMED a lost connection or FAIL{reason} ends the session: the
+// source releases the frozen process, which keeps running. After RESUMED the
+// target may reconnect with HELLO{session} within the source's reconnect
+// timeout; unanswered requests are sent again and unacked pages pushed again.
+// A refused peer (wrong token, wrong session, bad version) gets one
+// ERROR{message} frame and the connection is closed.
+//
+// # Frame
+//
+// Every frame starts with a 16-byte header, all integers little-endian:
+//
+//	0       2         3      4                8                        16
+//	+-------+---------+------+----------------+------------------------+
+//	| "LZ"  | version | type | payload length | request id             | payload …
+//	+-------+---------+------+----------------+------------------------+
+//
+// version is [FrameVersion]; the payload is at most [MaxPayload] bytes. The
+// payloads:
+//
+//	HELLO      version u32 | session u64 | token length u16 | token (≤ MaxToken)
+//	WELCOME    session u64 | lazy pages u64 | lazy bytes u64 | n u32 | n × (addr u64, npages u64)
+//	IMAGES     n u32 | n × (name length u8 | name | size u64)
+//	CHUNK      the next bytes of the files listed in IMAGES, concatenated in order
+//	REQUEST    addr u64 | npages u32                    (id ≠ 0 in the header)
+//	PAGES      addr u64 | npages × 4096 bytes            (id 0 = pushed)
+//	ACK        n u32 | n × (addr u64, npages u64)
+//	FAIL/ERROR UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
+//	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
+//
+// Limits: a PAGES frame or REQUEST covers 1 to [MaxFramePages] pages at a
+// page-aligned address inside the lazy runs announced in WELCOME; push
+// frames hold at most [MaxPushBytes]; WELCOME and ACK list at most [MaxRuns]
+// runs, sorted and disjoint; IMAGES lists at most [MaxFiles] files with plain
+// names (no '/', no "..", at most 64 bytes) and at most [MaxImagesSize] bytes
+// in total, sent in CHUNK frames of at most [ChunkSize] bytes. Every decoder
+// checks these bounds and returns an error wrapping [ErrProtocol] (or
+// [ErrOutOfRange]) rather than trusting a length.
+package pageserver

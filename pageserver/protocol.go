@@ -1,0 +1,716 @@
+package pageserver
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/lazycr/lazycr/uffd"
+)
+
+// Protocol constants and limits (see the package doc).
+const (
+	FrameVersion    = 1  // the header's version byte
+	ProtocolVersion = 1  // HELLO's version
+	HeaderSize      = 16 // frame header bytes
+	PageSize        = uffd.PageSize
+	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
+	MaxPayload      = MaxFramePages*PageSize + 64
+	MaxPushBytes    = 1 << 20 // page bytes in one pushed PAGES frame
+	MaxRuns         = 1 << 19 // runs in WELCOME or ACK
+	MaxFiles        = 64
+	MaxFileName     = 64
+	MaxImagesSize   = 256 << 20
+	ChunkSize       = 1 << 20
+	MaxToken        = 256
+	MaxMessage      = 1024
+)
+
+var frameMagic = [2]byte{'L', 'Z'}
+
+// Errors. Decoders wrap ErrProtocol or ErrOutOfRange; the others come from
+// Serve and the Client.
+var (
+	// ErrProtocol: a frame is malformed, too large or unexpected.
+	ErrProtocol = errors.New("page server protocol violation")
+	// ErrOutOfRange: a page range lies outside the migrated lazy runs.
+	ErrOutOfRange = errors.New("page range outside the lazy runs")
+	// ErrVersion: the peer speaks another protocol version.
+	ErrVersion = errors.New("page server protocol version mismatch")
+	// ErrRefused: the source refused this client (token, session or busy).
+	ErrRefused = errors.New("refused by the page server")
+	// ErrGaveUp: the target did not reconnect within the reconnect timeout;
+	// the unacked pages are still on the source (see Server.WriteUnacked).
+	ErrGaveUp = errors.New("target did not reconnect in time")
+	// ErrRestoreFailed: the target sent FAIL: the restore failed.
+	ErrRestoreFailed = errors.New("target reported the restore failed")
+	// ErrLostBeforeResume: the connection dropped before the target resumed
+	// the process; the caller should release the frozen process.
+	ErrLostBeforeResume = errors.New("connection lost before the target resumed")
+	// ErrClosed: the client was closed.
+	ErrClosed = net.ErrClosed
+)
+
+// Type is a frame type.
+type Type uint8
+
+// Frame types.
+const (
+	TypeHello     Type = 1 + iota // client → server
+	TypeWelcome                   // server → client
+	TypeGetImages                 // client → server
+	TypeImages                    // server → client
+	TypeChunk                     // server → client
+	TypeResumed                   // client → server
+	TypeResumedOK                 // server → client
+	TypeRequest                   // client → server
+	TypePages                     // server → client
+	TypeAck                       // client → server
+	TypeDone                      // both ways
+	TypeFail                      // client → server
+	TypeError                     // server → client
+	typeEnd
+)
+
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR"}
+
+func (t Type) String() string {
+	if t > 0 && t < typeEnd {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Header is a decoded frame header.
+type Header struct {
+	Type   Type
+	Length uint32 // payload bytes
+	ID     uint64 // request id, 0 if none
+}
+
+// Append appends the 16-byte encoding of h to b.
+func (h Header) Append(b []byte) []byte {
+	b = append(b, frameMagic[0], frameMagic[1], FrameVersion, byte(h.Type))
+	b = binary.LittleEndian.AppendUint32(b, h.Length)
+	return binary.LittleEndian.AppendUint64(b, h.ID)
+}
+
+// fixedSize is the exact payload size of fixed-size frames, -1 otherwise.
+func fixedSize(t Type) int {
+	switch t {
+	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone:
+		return 0
+	case TypeRequest:
+		return 12
+	}
+	return -1
+}
+
+// DecodeHeader decodes and checks a frame header: magic, version, a known
+// type, a payload within MaxPayload and of the size the type needs.
+func DecodeHeader(b []byte) (*Header, error) {
+	if len(b) != HeaderSize {
+		return nil, fmt.Errorf("%w: frame header of %d bytes, need %d", ErrProtocol, len(b), HeaderSize)
+	}
+	if b[0] != frameMagic[0] || b[1] != frameMagic[1] {
+		return nil, fmt.Errorf("%w: bad frame magic %#02x%02x", ErrProtocol, b[0], b[1])
+	}
+	if b[2] != FrameVersion {
+		return nil, fmt.Errorf("%w: frame version %d, this lazycr speaks %d", ErrVersion, b[2], FrameVersion)
+	}
+	h := &Header{Type: Type(b[3]), Length: binary.LittleEndian.Uint32(b[4:8]), ID: binary.LittleEndian.Uint64(b[8:16])}
+	if h.Type == 0 || h.Type >= typeEnd {
+		return nil, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, b[3])
+	}
+	if h.Length > MaxPayload {
+		return nil, fmt.Errorf("%w: %s payload of %d bytes exceeds %d", ErrProtocol, h.Type, h.Length, MaxPayload)
+	}
+	if n := fixedSize(h.Type); n >= 0 && int(h.Length) != n {
+		return nil, fmt.Errorf("%w: %s payload of %d bytes, expected %d", ErrProtocol, h.Type, h.Length, n)
+	}
+	switch h.Type {
+	case TypePages:
+		if h.Length < 8+PageSize || (h.Length-8)%PageSize != 0 {
+			return nil, fmt.Errorf("%w: PAGES payload of %d bytes is not an address and whole pages", ErrProtocol, h.Length)
+		}
+	case TypeRequest:
+		if h.ID == 0 {
+			return nil, fmt.Errorf("%w: REQUEST with id 0", ErrProtocol)
+		}
+	case TypeChunk:
+		if h.Length == 0 || h.Length > ChunkSize {
+			return nil, fmt.Errorf("%w: CHUNK of %d bytes (1 to %d)", ErrProtocol, h.Length, ChunkSize)
+		}
+	case TypeFail, TypeError:
+		if h.Length > MaxMessage {
+			return nil, fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrProtocol, h.Type, h.Length, MaxMessage)
+		}
+	}
+	return h, nil
+}
+
+// reader is a little-endian cursor over a payload that records the first
+// shortfall.
+type reader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *reader) u8() uint8 {
+	if len(r.b) < 1 {
+		r.bad = true
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) u16() uint16 {
+	if len(r.b) < 2 {
+		r.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint16(r.b)
+	r.b = r.b[2:]
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	if len(r.b) < 4 {
+		r.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) u64() uint64 {
+	if len(r.b) < 8 {
+		r.bad = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) bytes(n int) []byte {
+	if n < 0 || len(r.b) < n {
+		r.bad = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// done reports a shortfall or trailing bytes as an error about what.
+func (r *reader) done(what string) error {
+	if r.bad {
+		return fmt.Errorf("%w: %s payload is truncated", ErrProtocol, what)
+	}
+	if len(r.b) != 0 {
+		return fmt.Errorf("%w: %d bytes after the %s payload", ErrProtocol, len(r.b), what)
+	}
+	return nil
+}
+
+// Hello opens (session 0) or resumes a session.
+type Hello struct {
+	Version uint32
+	Session uint64
+	Token   []byte
+}
+
+// Append appends the payload encoding of m to b.
+func (m *Hello) Append(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, m.Version)
+	b = binary.LittleEndian.AppendUint64(b, m.Session)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(m.Token)))
+	return append(b, m.Token...)
+}
+
+// DecodeHello decodes a HELLO payload.
+func DecodeHello(p []byte) (*Hello, error) {
+	r := reader{b: p}
+	m := &Hello{Version: r.u32(), Session: r.u64()}
+	n := int(r.u16())
+	if n > MaxToken {
+		return nil, fmt.Errorf("%w: HELLO token of %d bytes exceeds %d", ErrProtocol, n, MaxToken)
+	}
+	m.Token = slices.Clone(r.bytes(n))
+	if err := r.done("HELLO"); err != nil {
+		return nil, err
+	}
+	if m.Token == nil {
+		m.Token = []byte{}
+	}
+	return m, nil
+}
+
+// Welcome accepts a client into a session and announces the lazy runs.
+type Welcome struct {
+	Session   uint64
+	LazyPages uint64
+	LazyBytes uint64
+	Runs      []uffd.Run // sorted, disjoint, not adjacent
+}
+
+// Append appends the payload encoding of m to b.
+func (m *Welcome) Append(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint64(b, m.Session)
+	b = binary.LittleEndian.AppendUint64(b, m.LazyPages)
+	b = binary.LittleEndian.AppendUint64(b, m.LazyBytes)
+	return appendRuns(b, m.Runs)
+}
+
+func appendRuns(b []byte, runs []uffd.Run) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(runs)))
+	for _, r := range runs {
+		b = binary.LittleEndian.AppendUint64(b, r.Addr)
+		b = binary.LittleEndian.AppendUint64(b, r.Npages)
+	}
+	return b
+}
+
+// readRuns reads a run list; strict demands sorted, disjoint, non-adjacent
+// runs (the canonical WELCOME form), otherwise they only must be disjoint
+// and sorted.
+func readRuns(r *reader, what string, strict bool) ([]uffd.Run, error) {
+	n := r.u32()
+	if n > MaxRuns {
+		return nil, fmt.Errorf("%w: %s lists %d runs, limit %d", ErrProtocol, what, n, MaxRuns)
+	}
+	if uint64(len(r.b)) < uint64(n)*16 {
+		return nil, fmt.Errorf("%w: %s payload is truncated", ErrProtocol, what)
+	}
+	runs := make([]uffd.Run, n)
+	var prevEnd uint64
+	for i := range runs {
+		run := uffd.Run{Addr: r.u64(), Npages: r.u64()}
+		if err := checkRun(run); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if i > 0 && (run.Addr < prevEnd || strict && run.Addr == prevEnd) {
+			return nil, fmt.Errorf("%w: %s run at %#x is not after the previous one ending %#x", ErrProtocol, what, run.Addr, prevEnd)
+		}
+		prevEnd = run.End()
+		runs[i] = run
+	}
+	return runs, nil
+}
+
+// checkRun checks a run is non-empty, page-aligned and does not wrap.
+func checkRun(r uffd.Run) error {
+	if r.Addr%PageSize != 0 {
+		return fmt.Errorf("%w: address %#x is not page-aligned", ErrProtocol, r.Addr)
+	}
+	if r.Npages == 0 || r.Npages > (^uint64(0)-r.Addr)/PageSize {
+		return fmt.Errorf("%w: run at %#x of %d pages is empty or wraps", ErrProtocol, r.Addr, r.Npages)
+	}
+	return nil
+}
+
+// DecodeWelcome decodes a WELCOME payload.
+func DecodeWelcome(p []byte) (*Welcome, error) {
+	r := reader{b: p}
+	m := &Welcome{Session: r.u64(), LazyPages: r.u64(), LazyBytes: r.u64()}
+	if r.bad {
+		return nil, r.done("WELCOME")
+	}
+	runs, err := readRuns(&r, "WELCOME", true)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.done("WELCOME"); err != nil {
+		return nil, err
+	}
+	m.Runs = runs
+	if m.Session == 0 {
+		return nil, fmt.Errorf("%w: WELCOME with session 0", ErrProtocol)
+	}
+	var total uint64
+	for _, run := range runs {
+		total += run.Npages // runs are disjoint in a 64-bit space: no overflow of the page count
+	}
+	if total != m.LazyPages || m.LazyBytes != total*PageSize {
+		return nil, fmt.Errorf("%w: WELCOME announces %d pages (%d bytes) but its runs hold %d", ErrProtocol, m.LazyPages, m.LazyBytes, total)
+	}
+	return m, nil
+}
+
+// FileEntry names one image file in an IMAGES manifest.
+type FileEntry struct {
+	Name string
+	Size uint64
+}
+
+// Images is the manifest of the image files; their contents follow in
+// CHUNK frames.
+type Images struct {
+	Files []FileEntry
+}
+
+// Append appends the payload encoding of m to b.
+func (m *Images) Append(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Files)))
+	for _, f := range m.Files {
+		b = append(b, byte(len(f.Name)))
+		b = append(b, f.Name...)
+		b = binary.LittleEndian.AppendUint64(b, f.Size)
+	}
+	return b
+}
+
+// Total is the number of bytes the CHUNK frames carry.
+func (m *Images) Total() uint64 {
+	var t uint64
+	for _, f := range m.Files {
+		t += f.Size
+	}
+	return t
+}
+
+// checkFileName refuses names that are not one plain path element.
+func checkFileName(name string) error {
+	if name == "" || len(name) > MaxFileName || name == "." || name == ".." ||
+		strings.ContainsAny(name, "/\\\x00") || strings.Contains(name, "..") || !utf8.ValidString(name) {
+		return fmt.Errorf("%w: image file name %q is not a plain file name of at most %d bytes", ErrProtocol, name, MaxFileName)
+	}
+	return nil
+}
+
+// checkImages checks a manifest's names and sizes.
+func checkImages(files []FileEntry) error {
+	if len(files) > MaxFiles {
+		return fmt.Errorf("%w: %d image files, limit %d", ErrProtocol, len(files), MaxFiles)
+	}
+	var total uint64
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		if err := checkFileName(f.Name); err != nil {
+			return err
+		}
+		if seen[f.Name] {
+			return fmt.Errorf("%w: image file %q listed twice", ErrProtocol, f.Name)
+		}
+		seen[f.Name] = true
+		if f.Size > MaxImagesSize || total+f.Size > MaxImagesSize {
+			return fmt.Errorf("%w: image files exceed %d bytes at %q", ErrProtocol, MaxImagesSize, f.Name)
+		}
+		total += f.Size
+	}
+	return nil
+}
+
+// DecodeImages decodes an IMAGES payload.
+func DecodeImages(p []byte) (*Images, error) {
+	r := reader{b: p}
+	n := r.u32()
+	if n > MaxFiles {
+		return nil, fmt.Errorf("%w: %d image files, limit %d", ErrProtocol, n, MaxFiles)
+	}
+	m := &Images{Files: make([]FileEntry, 0, n)}
+	for range n {
+		name := r.bytes(int(r.u8()))
+		size := r.u64()
+		if r.bad {
+			break
+		}
+		m.Files = append(m.Files, FileEntry{Name: string(name), Size: size})
+	}
+	if err := r.done("IMAGES"); err != nil {
+		return nil, err
+	}
+	if err := checkImages(m.Files); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Request asks for npages pages at Addr; the id is in the frame header.
+type Request struct {
+	Addr   uint64
+	Npages uint32
+}
+
+// Append appends the payload encoding of m to b.
+func (m *Request) Append(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint64(b, m.Addr)
+	return binary.LittleEndian.AppendUint32(b, m.Npages)
+}
+
+// DecodeRequest decodes a REQUEST payload. Whether the range is migrated
+// is for the caller to check (Ranges.Check), so that it can refuse the one
+// request and keep the connection.
+func DecodeRequest(p []byte) (*Request, error) {
+	r := reader{b: p}
+	m := &Request{Addr: r.u64(), Npages: r.u32()}
+	if err := r.done("REQUEST"); err != nil {
+		return nil, err
+	}
+	if m.Npages == 0 || m.Npages > MaxFramePages {
+		return nil, fmt.Errorf("%w: REQUEST for %d pages (1 to %d)", ErrProtocol, m.Npages, MaxFramePages)
+	}
+	if err := checkRun(uffd.Run{Addr: m.Addr, Npages: uint64(m.Npages)}); err != nil {
+		return nil, fmt.Errorf("REQUEST: %w", err)
+	}
+	return m, nil
+}
+
+// Pages is a decoded PAGES payload.
+type Pages struct {
+	Addr uint64
+	Data []byte
+}
+
+// Npages is the number of pages in m.
+func (m *Pages) Npages() int { return len(m.Data) / PageSize }
+
+// DecodePagesAddr checks the address word of a PAGES frame whose payload is
+// length bytes, against the lazy runs: it is what the client reads before
+// reading the page data straight into its destination.
+func DecodePagesAddr(addrWord []byte, length uint32, lazy *Ranges) (uint64, int, error) {
+	if len(addrWord) != 8 || length < 8+PageSize || (length-8)%PageSize != 0 || length-8 > MaxFramePages*PageSize {
+		return 0, 0, fmt.Errorf("%w: PAGES payload of %d bytes is not an address and 1 to %d pages", ErrProtocol, length, MaxFramePages)
+	}
+	addr := binary.LittleEndian.Uint64(addrWord)
+	n := int(length-8) / PageSize
+	if err := checkRun(uffd.Run{Addr: addr, Npages: uint64(n)}); err != nil {
+		return 0, 0, fmt.Errorf("PAGES: %w", err)
+	}
+	if err := lazy.Check(addr, uint64(n)); err != nil {
+		return 0, 0, fmt.Errorf("PAGES: %w", err)
+	}
+	return addr, n, nil
+}
+
+// DecodePages decodes a whole PAGES payload (the data aliases p).
+func DecodePages(p []byte, lazy *Ranges) (*Pages, error) {
+	if len(p) < 8 || len(p) > MaxPayload {
+		return nil, fmt.Errorf("%w: PAGES payload of %d bytes", ErrProtocol, len(p))
+	}
+	addr, _, err := DecodePagesAddr(p[:8], uint32(len(p)), lazy)
+	if err != nil {
+		return nil, err
+	}
+	return &Pages{Addr: addr, Data: p[8:]}, nil
+}
+
+// Ack lists runs installed (or dropped) by the target.
+type Ack struct {
+	Runs []uffd.Run
+}
+
+// Append appends the payload encoding of m to b.
+func (m *Ack) Append(b []byte) []byte { return appendRuns(b, m.Runs) }
+
+// DecodeAck decodes an ACK payload; every run must lie inside lazy.
+func DecodeAck(p []byte, lazy *Ranges) (*Ack, error) {
+	r := reader{b: p}
+	runs, err := readRuns(&r, "ACK", false)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.done("ACK"); err != nil {
+		return nil, err
+	}
+	for _, run := range runs {
+		if err := lazy.Check(run.Addr, run.Npages); err != nil {
+			return nil, fmt.Errorf("ACK: %w", err)
+		}
+	}
+	return &Ack{Runs: runs}, nil
+}
+
+// DecodeMessage decodes a FAIL or ERROR payload.
+func DecodeMessage(p []byte) (*string, error) {
+	if len(p) > MaxMessage {
+		return nil, fmt.Errorf("%w: message of %d bytes exceeds %d", ErrProtocol, len(p), MaxMessage)
+	}
+	if !utf8.Valid(p) {
+		return nil, fmt.Errorf("%w: message is not UTF-8", ErrProtocol)
+	}
+	s := string(p)
+	return &s, nil
+}
+
+// message truncates s to a valid MaxMessage-byte payload.
+func message(s string) []byte {
+	s = strings.ToValidUTF8(s, "?")
+	for len(s) > MaxMessage {
+		s = strings.ToValidUTF8(s[:MaxMessage-3], "") + "..."
+	}
+	return []byte(s)
+}
+
+// Ranges is a sorted set of disjoint, non-adjacent page runs: the migrated
+// lazy ranges every page address on the wire is checked against.
+type Ranges struct {
+	runs  []uffd.Run
+	pages uint64
+}
+
+// NewRanges sorts and merges runs; they must be page-aligned, non-empty and
+// must not overlap.
+func NewRanges(runs []uffd.Run) (*Ranges, error) {
+	rs := slices.Clone(runs)
+	slices.SortFunc(rs, func(a, b uffd.Run) int {
+		switch {
+		case a.Addr < b.Addr:
+			return -1
+		case a.Addr > b.Addr:
+			return 1
+		}
+		return 0
+	})
+	merged := make([]uffd.Run, 0, len(rs))
+	var pages uint64
+	for _, r := range rs {
+		if err := checkRun(r); err != nil {
+			return nil, err
+		}
+		pages += r.Npages
+		if n := len(merged); n > 0 {
+			last := &merged[n-1]
+			if r.Addr < last.End() {
+				return nil, fmt.Errorf("%w: lazy run at %#x overlaps the one ending %#x", ErrProtocol, r.Addr, last.End())
+			}
+			if r.Addr == last.End() {
+				last.Npages += r.Npages
+				continue
+			}
+		}
+		merged = append(merged, r)
+	}
+	return &Ranges{runs: merged, pages: pages}, nil
+}
+
+// Runs returns the merged runs (callers must not modify them).
+func (s *Ranges) Runs() []uffd.Run { return s.runs }
+
+// Pages is the number of pages in s.
+func (s *Ranges) Pages() uint64 { return s.pages }
+
+// find returns the index of the run containing addr, or -1.
+func (s *Ranges) find(addr uint64) int {
+	i, _ := slices.BinarySearchFunc(s.runs, addr, func(r uffd.Run, a uint64) int {
+		switch {
+		case r.End() <= a:
+			return -1
+		case r.Addr > a:
+			return 1
+		}
+		return 0
+	})
+	if i < len(s.runs) && s.runs[i].Addr <= addr && addr < s.runs[i].End() {
+		return i
+	}
+	return -1
+}
+
+// Check reports whether [addr, addr+npages pages) lies inside s, with an
+// error wrapping ErrOutOfRange naming the range.
+func (s *Ranges) Check(addr, npages uint64) error {
+	if s != nil && npages > 0 && addr%PageSize == 0 && npages <= (^uint64(0)-addr)/PageSize {
+		if i := s.find(addr); i >= 0 && addr+npages*PageSize <= s.runs[i].End() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %#x-%#x (%d pages)", ErrOutOfRange, addr, addr+npages*PageSize, npages)
+}
+
+// wire is one framed connection: buffered reads, serialized writes.
+type wire struct {
+	conn net.Conn
+	br   *bufio.Reader
+	hdr  [HeaderSize]byte
+
+	wmu sync.Mutex // serializes writes
+}
+
+func newWire(c net.Conn) *wire {
+	return &wire{conn: c, br: bufio.NewReaderSize(c, 64<<10)}
+}
+
+// readHeader reads and checks the next frame header.
+func (w *wire) readHeader() (*Header, error) {
+	if _, err := io.ReadFull(w.br, w.hdr[:]); err != nil {
+		return nil, err
+	}
+	return DecodeHeader(w.hdr[:])
+}
+
+// readPayload reads a payload of h.Length bytes into a new slice.
+func (w *wire) readPayload(h *Header) ([]byte, error) {
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(w.br, p); err != nil {
+		return nil, unexpectedEOF(err)
+	}
+	return p, nil
+}
+
+// readFrame reads a whole frame.
+func (w *wire) readFrame() (*Header, []byte, error) {
+	h, err := w.readHeader()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := w.readPayload(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, p, nil
+}
+
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// writeFrame writes one frame: header and payload parts in one writev-like
+// call (net.Buffers).
+func (w *wire) writeFrame(t Type, id uint64, parts ...[]byte) error {
+	var n int
+	for _, p := range parts {
+		n += len(p)
+	}
+	var hb [HeaderSize]byte
+	h := Header{Type: t, Length: uint32(n), ID: id}.Append(hb[:0])
+	bufs := make(net.Buffers, 0, 1+len(parts))
+	bufs = append(bufs, h)
+	for _, p := range parts {
+		if len(p) > 0 {
+			bufs = append(bufs, p)
+		}
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	_, err := bufs.WriteTo(w.conn)
+	return err
+}
+
+// writeRaw writes pre-encoded frames.
+func (w *wire) writeRaw(b []byte) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	_, err := w.conn.Write(b)
+	return err
+}
+
+// appendFrame appends a whole small frame to b.
+func appendFrame(b []byte, t Type, id uint64, payload []byte) []byte {
+	b = Header{Type: t, Length: uint32(len(payload)), ID: id}.Append(b)
+	return append(b, payload...)
+}

@@ -1,0 +1,683 @@
+package pageserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lazycr/lazycr/uffd"
+)
+
+// Memory reads the frozen process's memory at dump-time addresses, e.g.
+// with process_vm_readv(2). ReadAt fills all of b or returns an error.
+type Memory interface {
+	ReadAt(b []byte, addr uint64) error
+}
+
+// ServerConfig configures a page server.
+type ServerConfig struct {
+	Files  map[string][]byte // the image set, served by GET_IMAGES
+	Lazy   []uffd.Run        // the lazy page runs, disjoint
+	Memory Memory            // the frozen process
+	// Token, if set, is a shared secret a client must present in HELLO.
+	Token []byte
+	// TLS, if set, wraps every connection (see ServerTLS).
+	TLS *tls.Config
+	// ReconnectTimeout is how long a session that resumed waits for its
+	// target to reconnect. Zero means do not wait.
+	ReconnectTimeout time.Duration
+	// HandshakeTimeout bounds TLS and HELLO on a new connection (default 10s).
+	HandshakeTimeout time.Duration
+	Log              zerolog.Logger
+}
+
+// Result is what a Serve call did.
+type Result struct {
+	RequestPages, RequestBytes uint64 // sent in answer to requests
+	PushPages, PushBytes       uint64 // sent by the background push
+	Requests                   uint64 // requests answered
+	Refused                    uint64 // requests refused (outside the lazy runs)
+	AckedPages                 uint64 // lazy pages the target acknowledged
+	Reconnects                 int
+	Duration                   time.Duration
+	Done                       bool // the target sent DONE
+}
+
+// Server serves one migration: the image files, then the lazy pages to one
+// target session. Create it with NewServer; Serve runs once.
+type Server struct {
+	cfg ServerConfig
+	log zerolog.Logger
+
+	// mu guards everything below and the connState of the active connection.
+	mu      sync.Mutex
+	idx     *lazyIndex
+	acked   bitmap // pages the target acknowledged: never sent again
+	resumed bool   // the target said RESUMED
+	cursor  uint64 // global index the push continues from
+	res     Result
+}
+
+// NewServer returns a server for cfg; the configuration is checked by Serve.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	return &Server{cfg: cfg, log: cfg.Log}
+}
+
+// peer is a connection that passed the handshake.
+type peer struct {
+	w     *wire
+	hello *Hello
+}
+
+type connResult struct {
+	done bool
+	err  error
+}
+
+// Serve accepts targets on l and serves the session until the target sends
+// DONE. It closes l before returning.
+//
+// Before the target said RESUMED, a lost connection ends Serve with an error
+// wrapping ErrLostBeforeResume, and FAIL with ErrRestoreFailed: the caller
+// releases the frozen process. After RESUMED, Serve waits up to
+// ReconnectTimeout for the same session to reconnect, then returns
+// ErrGaveUp; WriteUnacked can then save the pages the target lacks.
+// Clients with a wrong token, version or session get an ERROR frame and
+// nothing else, without disturbing the session.
+func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
+	start := time.Now()
+	idx, err := s.init()
+	if err != nil {
+		l.Close()
+		return Result{}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	hellos := make(chan peer)
+	defer func() {
+		cancel()
+		l.Close()
+		wg.Wait()
+	}()
+	wg.Go(func() { s.acceptLoop(ctx, l, hellos, &wg) })
+
+	var (
+		session  uint64
+		active   bool
+		results  = make(chan connResult, 1)
+		giveUp   <-chan time.Time
+		timer    *time.Timer
+		welcomed int
+	)
+	result := func() Result {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r := s.res
+		r.Duration = time.Since(start)
+		return r
+	}
+	refuse := func(p peer, msg string) {
+		s.log.Warn().Str("peer", p.w.conn.RemoteAddr().String()).Msg("refuse target: " + msg)
+		wg.Go(func() { refusePeer(p.w, msg) })
+	}
+	var activeConn, waiting *peer
+	accept := func(p peer) {
+		if session == 0 {
+			session = newSession()
+		}
+		if timer != nil {
+			timer.Stop()
+			timer, giveUp = nil, nil
+		}
+		welcomed++
+		if welcomed > 1 {
+			s.mu.Lock()
+			s.res.Reconnects++
+			s.mu.Unlock()
+		}
+		active, activeConn = true, &p
+		s.log.Info().Str("peer", p.w.conn.RemoteAddr().String()).Uint64("session", session).Int("connection", welcomed).Msg("target connected")
+		wg.Go(func() { results <- s.runConn(ctx, p, session, idx) })
+	}
+	defer func() {
+		if waiting != nil {
+			waiting.w.conn.Close()
+		}
+	}()
+	for {
+		select {
+		case p := <-hellos:
+			switch {
+			case active && session != 0 && p.hello.Session == session:
+				// The target reconnected before this side noticed the old
+				// connection died: drop the old one, take the new one
+				// when it is gone.
+				if waiting != nil {
+					refuse(*waiting, "superseded by a newer connection of the session")
+				}
+				waiting = &p
+				activeConn.w.conn.Close()
+				continue
+			case active:
+				refuse(p, "another target is being served")
+				continue
+			case session == 0 && p.hello.Session != 0:
+				refuse(p, fmt.Sprintf("unknown session %#x", p.hello.Session))
+				continue
+			case session != 0 && p.hello.Session != session:
+				refuse(p, fmt.Sprintf("session %#x is not the one waiting for its target", p.hello.Session))
+				continue
+			}
+			accept(p)
+		case r := <-results:
+			active, activeConn = false, nil
+			if r.done {
+				return result(), nil
+			}
+			s.mu.Lock()
+			resumed := s.resumed
+			s.mu.Unlock()
+			if errors.Is(r.err, ErrRestoreFailed) || !resumed || ctx.Err() != nil {
+				if ctx.Err() != nil {
+					r.err = ctx.Err()
+				} else if !errors.Is(r.err, ErrRestoreFailed) {
+					r.err = fmt.Errorf("%w: %w", ErrLostBeforeResume, r.err)
+				}
+				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
+			}
+			if waiting != nil {
+				p := *waiting
+				waiting = nil
+				s.log.Warn().Err(r.err).Msg("target connection replaced by a reconnect")
+				accept(p)
+				continue
+			}
+			s.log.Warn().Err(r.err).Dur("timeout", s.cfg.ReconnectTimeout).Msg("target connection lost after resume, waiting for it to reconnect")
+			timer = time.NewTimer(s.cfg.ReconnectTimeout)
+			giveUp = timer.C
+		case <-giveUp:
+			return result(), fmt.Errorf("serve session %#x: %w after %v", session, ErrGaveUp, s.cfg.ReconnectTimeout)
+		case <-ctx.Done():
+			if active {
+				<-results // runConn closes its connection on ctx.Done
+			}
+			return result(), fmt.Errorf("serve session %#x: %w", session, ctx.Err())
+		}
+	}
+}
+
+// init validates the configuration and builds the page index.
+func (s *Server) init() (*lazyIndex, error) {
+	if s.cfg.Memory == nil && len(s.cfg.Lazy) > 0 {
+		return nil, errors.New("serve pages: no Memory to read lazy pages from")
+	}
+	files := make([]FileEntry, 0, len(s.cfg.Files))
+	for name, b := range s.cfg.Files {
+		files = append(files, FileEntry{Name: name, Size: uint64(len(b))})
+	}
+	if err := checkImages(files); err != nil {
+		return nil, fmt.Errorf("serve image files: %w", err)
+	}
+	idx, err := newLazyIndex(s.cfg.Lazy)
+	if err != nil {
+		return nil, fmt.Errorf("serve lazy runs: %w", err)
+	}
+	if len(idx.ranges.Runs()) > MaxRuns {
+		return nil, fmt.Errorf("serve lazy runs: %d runs exceed the limit of %d", len(idx.ranges.Runs()), MaxRuns)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idx != nil {
+		return nil, errors.New("serve: this server already served")
+	}
+	s.idx = idx
+	s.acked = newBitmap(idx.total)
+	return idx, nil
+}
+
+func newSession() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+// acceptLoop accepts connections until l is closed and hands those that
+// pass the handshake to hellos.
+func (s *Server) acceptLoop(ctx context.Context, l net.Listener, hellos chan<- peer, wg *sync.WaitGroup) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error().Err(err).Msg("accept target")
+			}
+			return
+		}
+		wg.Go(func() {
+			p, err := s.handshake(ctx, c)
+			if err != nil {
+				s.log.Warn().Err(err).Str("peer", c.RemoteAddr().String()).Msg("handshake")
+				return
+			}
+			select {
+			case hellos <- p:
+			case <-ctx.Done():
+				p.w.conn.Close()
+			}
+		})
+	}
+}
+
+// handshake runs TLS and reads HELLO; a wrong version or token gets an
+// ERROR frame and the connection closed.
+func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if s.cfg.TLS != nil {
+		tc := tls.Server(c, s.cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return peer{}, fmt.Errorf("tls handshake with %s: %w", c.RemoteAddr(), err)
+		}
+		c = tc
+	}
+	w := newWire(c)
+	h, p, err := w.readFrame()
+	if err == nil && h.Type != TypeHello {
+		err = fmt.Errorf("%w: %s before HELLO", ErrProtocol, h.Type)
+	}
+	var hello *Hello
+	if err == nil {
+		hello, err = DecodeHello(p)
+	}
+	if err == nil && hello.Version != ProtocolVersion {
+		err = fmt.Errorf("%w: target speaks %d, source %d", ErrVersion, hello.Version, ProtocolVersion)
+	}
+	if err == nil && !tokenOK(hello.Token, s.cfg.Token) {
+		err = fmt.Errorf("%w: wrong token", ErrRefused)
+	}
+	if err != nil {
+		refusePeer(w, err.Error())
+		return peer{}, fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err)
+	}
+	c.SetDeadline(time.Time{})
+	return peer{w: w, hello: hello}, nil
+}
+
+// tokenOK compares in constant time (hashes first, so the length does not
+// leak either).
+func tokenOK(got, want []byte) bool {
+	if len(want) == 0 {
+		return true
+	}
+	a, b := sha256.Sum256(got), sha256.Sum256(want)
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// refusePeer sends one ERROR frame and closes the connection.
+func refusePeer(w *wire, msg string) {
+	w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	w.writeFrame(TypeError, 0, message(msg))
+	w.conn.Close()
+}
+
+// connState is the per-connection state shared by its reader and writer.
+// Guarded by Server.mu.
+type connState struct {
+	sent       bitmap // sent on this connection or acked
+	reqs       []queuedRequest
+	errs       []errFrame
+	wantImages bool
+	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
+	pushing    bool // RESUMED_OK sent: push may run
+	done       bool
+	fail       string
+	readErr    error
+	wake       chan struct{}
+}
+
+type queuedRequest struct {
+	id     uint64
+	addr   uint64
+	npages uint64
+}
+
+type errFrame struct {
+	id  uint64
+	msg string
+}
+
+func (cs *connState) notify() {
+	select {
+	case cs.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runConn serves one connection until DONE, FAIL or an error.
+func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex) connResult {
+	w := p.w
+	defer w.conn.Close()
+	stop := context.AfterFunc(ctx, func() { w.conn.Close() })
+	defer stop()
+
+	s.mu.Lock()
+	// A reconnected session pushes at once: it resumed already.
+	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, wake: make(chan struct{}, 1)}
+	s.mu.Unlock()
+	welcome := &Welcome{Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize, Runs: idx.ranges.Runs()}
+	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
+		return connResult{err: fmt.Errorf("send WELCOME: %w", err)}
+	}
+
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		s.readLoop(w, cs, idx)
+	}()
+	res := s.writeLoop(ctx, w, cs, idx, readerDone)
+	w.conn.Close()
+	<-readerDone
+	return res
+}
+
+// readLoop decodes the target's frames into cs until DONE, FAIL or an error.
+func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
+	fail := func(err error) {
+		s.mu.Lock()
+		cs.readErr = err
+		s.mu.Unlock()
+		cs.notify()
+	}
+	for {
+		h, p, err := w.readFrame()
+		if err != nil {
+			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
+			return
+		}
+		s.mu.Lock()
+		switch h.Type {
+		case TypeGetImages:
+			cs.wantImages = true
+		case TypeResumed:
+			if !s.resumed {
+				s.log.Info().Msg("target resumed the process")
+			}
+			s.resumed = true
+			cs.resumedOK = true
+		case TypeRequest:
+			var req *Request
+			req, err = DecodeRequest(p)
+			if err != nil {
+				break
+			}
+			if rerr := idx.ranges.Check(req.Addr, uint64(req.Npages)); rerr != nil {
+				s.res.Refused++
+				cs.errs = append(cs.errs, errFrame{id: h.ID, msg: fmt.Sprintf("request %d: %v", h.ID, rerr)})
+				break
+			}
+			cs.reqs = append(cs.reqs, queuedRequest{id: h.ID, addr: req.Addr, npages: uint64(req.Npages)})
+		case TypeAck:
+			var ack *Ack
+			ack, err = DecodeAck(p, idx.ranges)
+			if err != nil {
+				break
+			}
+			for _, r := range ack.Runs {
+				g := idx.index(r.Addr)
+				s.res.AckedPages += s.acked.setRange(g, r.Npages)
+				cs.sent.setRange(g, r.Npages)
+			}
+		case TypeDone:
+			cs.done = true
+		case TypeFail:
+			var msg *string
+			if msg, err = DecodeMessage(p); err == nil {
+				cs.fail = *msg
+			}
+		default:
+			err = fmt.Errorf("%w: unexpected %s from the target", ErrProtocol, h.Type)
+		}
+		stop := cs.done || cs.fail != ""
+		s.mu.Unlock()
+		if err != nil {
+			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
+			return
+		}
+		cs.notify()
+		if stop {
+			return
+		}
+	}
+}
+
+// work is one thing for the writer to do, taken under Server.mu.
+type work struct {
+	errs      []errFrame
+	images    bool
+	resumedOK bool
+	req       *queuedRequest
+	push      *queuedRequest // a batch [addr, npages) inside one run
+	done      bool
+	fail      string
+	readErr   error
+}
+
+// next picks the writer's next job: replies and errors, then one request,
+// then one push batch.
+func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wk.errs, cs.errs = cs.errs, nil
+	wk.images, cs.wantImages = cs.wantImages, false
+	wk.resumedOK, cs.resumedOK = cs.resumedOK, false
+	if wk.resumedOK {
+		cs.pushing = true
+	}
+	switch {
+	case cs.fail != "":
+		wk.fail = cs.fail
+	case cs.done:
+		wk.done = true
+	case cs.readErr != nil:
+		wk.readErr = cs.readErr
+	case len(wk.errs) > 0 || wk.images || wk.resumedOK:
+	case len(cs.reqs) > 0:
+		r := cs.reqs[0]
+		cs.reqs = cs.reqs[1:]
+		wk.req = &r
+		g := idx.index(r.addr)
+		cs.sent.setRange(g, r.npages)
+		s.cursor = g + r.npages
+		if s.cursor >= idx.total {
+			s.cursor = 0
+		}
+	case cs.pushing:
+		wk.push = s.pushBatch(cs, idx)
+	}
+	ok = wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
+	return wk, ok
+}
+
+// pushBatch picks the next unsent pages from the cursor onwards (wrapping),
+// contiguous inside one run, up to MaxPushBytes, and marks them sent.
+func (s *Server) pushBatch(cs *connState, idx *lazyIndex) *queuedRequest {
+	g, ok := cs.sent.nextClear(s.cursor, idx.total)
+	if !ok {
+		if g, ok = cs.sent.nextClear(0, s.cursor); !ok {
+			return nil
+		}
+	}
+	i := idx.runOf(g)
+	left := idx.first[i] + idx.runs[i].Npages - g
+	n := cs.sent.clearRun(g, min(left, MaxPushBytes/PageSize))
+	cs.sent.setRange(g, n)
+	s.cursor = g + n
+	if s.cursor >= idx.total {
+		s.cursor = 0
+	}
+	return &queuedRequest{addr: idx.runs[i].Addr + (g-idx.first[i])*PageSize, npages: n}
+}
+
+// writeLoop sends what next picks, waiting for the reader when idle.
+func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *lazyIndex, readerDone <-chan struct{}) connResult {
+	buf := make([]byte, MaxFramePages*PageSize)
+	for {
+		wk, ok := s.next(cs, idx)
+		if !ok {
+			select {
+			case <-cs.wake:
+			case <-readerDone:
+				// The reader stopped: its reason is in cs; look once more.
+				cs.notify()
+				readerDone = nil
+			case <-ctx.Done():
+				return connResult{err: ctx.Err()}
+			}
+			continue
+		}
+		for _, e := range wk.errs {
+			s.log.Warn().Uint64("request", e.id).Msg("refuse request: " + e.msg)
+			if err := w.writeFrame(TypeError, e.id, message(e.msg)); err != nil {
+				return connResult{err: fmt.Errorf("send ERROR: %w", err)}
+			}
+		}
+		if wk.images {
+			if err := s.sendImages(w); err != nil {
+				return connResult{err: err}
+			}
+		}
+		if wk.resumedOK {
+			if err := w.writeFrame(TypeResumedOK, 0); err != nil {
+				return connResult{err: fmt.Errorf("send RESUMED_OK: %w", err)}
+			}
+		}
+		switch {
+		case wk.fail != "":
+			s.log.Warn().Str("reason", wk.fail).Msg("target reports the restore failed")
+			return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, wk.fail)}
+		case wk.done:
+			s.mu.Lock()
+			s.res.Done = true
+			s.mu.Unlock()
+			w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if err := w.writeFrame(TypeDone, 0); err != nil {
+				s.log.Warn().Err(err).Msg("send DONE")
+			}
+			return connResult{done: true}
+		case wk.readErr != nil:
+			return connResult{err: wk.readErr}
+		case wk.req != nil:
+			if err := s.sendPages(w, idx, buf, wk.req); err != nil {
+				return connResult{err: err}
+			}
+		case wk.push != nil:
+			if err := s.sendPages(w, idx, buf, wk.push); err != nil {
+				return connResult{err: err}
+			}
+		}
+	}
+}
+
+// sendImages sends the IMAGES manifest and the files in CHUNK frames.
+func (s *Server) sendImages(w *wire) error {
+	m := &Images{}
+	for name, b := range s.cfg.Files {
+		m.Files = append(m.Files, FileEntry{Name: name, Size: uint64(len(b))})
+	}
+	slices.SortFunc(m.Files, func(a, b FileEntry) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	})
+	if err := w.writeFrame(TypeImages, 0, m.Append(nil)); err != nil {
+		return fmt.Errorf("send IMAGES: %w", err)
+	}
+	// CHUNK frames are cut from the concatenation; one frame may span files.
+	var parts [][]byte
+	var n int
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		err := w.writeFrame(TypeChunk, 0, parts...)
+		parts, n = parts[:0], 0
+		return err
+	}
+	for _, f := range m.Files {
+		b := s.cfg.Files[f.Name]
+		for len(b) > 0 {
+			k := min(len(b), ChunkSize-n)
+			parts = append(parts, b[:k])
+			n += k
+			b = b[k:]
+			if n == ChunkSize {
+				if err := flush(); err != nil {
+					return fmt.Errorf("send image %s: %w", f.Name, err)
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("send image files: %w", err)
+	}
+	s.log.Debug().Int("files", len(m.Files)).Uint64("bytes", m.Total()).Msg("sent image files")
+	return nil
+}
+
+// sendPages reads a range (a request, id ≠ 0, or a push batch) from Memory
+// and sends it, one PAGES frame per run and per MaxFramePages.
+func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest) error {
+	addr, left := r.addr, r.npages
+	for left > 0 {
+		i := idx.run(addr)
+		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
+		data := buf[:n*PageSize]
+		if err := s.cfg.Memory.ReadAt(data, addr); err != nil {
+			msg := fmt.Sprintf("read pages %#x-%#x from the source process: %v", addr, addr+n*PageSize, err)
+			w.writeFrame(TypeError, r.id, message(msg))
+			return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n*PageSize, err)
+		}
+		var ab [8]byte
+		binary.LittleEndian.PutUint64(ab[:], addr)
+		if err := w.writeFrame(TypePages, r.id, ab[:], data); err != nil {
+			return fmt.Errorf("send pages %#x-%#x: %w", addr, addr+n*PageSize, err)
+		}
+		s.mu.Lock()
+		if r.id != 0 {
+			s.res.RequestPages += n
+			s.res.RequestBytes += n * PageSize
+		} else {
+			s.res.PushPages += n
+			s.res.PushBytes += n * PageSize
+		}
+		s.mu.Unlock()
+		addr += n * PageSize
+		left -= n
+	}
+	if r.id != 0 {
+		s.mu.Lock()
+		s.res.Requests++
+		s.mu.Unlock()
+	}
+	return nil
+}

@@ -1,0 +1,390 @@
+package pageserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/uffd"
+)
+
+func TestServeImagesRequestsPushDone(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	if w := c.Welcome(); w.LazyPages != 46 || len(w.Runs) != 3 {
+		t.Fatalf("WELCOME %+v: want 46 pages in 3 merged runs", w)
+	}
+	got, err := c.Images(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.EqualFunc(got, files, bytes.Equal) {
+		t.Fatalf("images differ: got %d files", len(got))
+	}
+	// A request before resume is queued and answered after it; one spanning
+	// two adjacent runs is answered in two frames.
+	span := testBase + 6*PageSize
+	if err := c.Request(span, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Request(testBase+12*PageSize, 1); err == nil || !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("Request outside the lazy runs: %v, want ErrOutOfRange", err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	counts := collect(t, c, mem, lazyPages(lazy), nil)
+	for c.Stats().RequestPages < 4 { // the answer may come after the push
+		if pd := <-c.Pages(); pd.Err != nil {
+			t.Fatal(pd.Err)
+		}
+	}
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	r := wait()
+	if r.err != nil || !r.res.Done {
+		t.Fatalf("Serve: %+v, %v", r.res, r.err)
+	}
+	st := c.Stats()
+	if st.RequestPages != 4 || r.res.RequestPages != 4 || r.res.Requests != 1 {
+		t.Errorf("request pages: client %+v, server %+v; want 4", st, r.res)
+	}
+	// The push may have sent the requested pages before the request came:
+	// each page at least once, at most twice.
+	for a, n := range counts {
+		if n > 2 {
+			t.Errorf("page %#x arrived %d times on an unbroken connection", a, n)
+		}
+	}
+	if r.res.PushPages+r.res.RequestPages < 46 || r.res.AckedPages != 46 {
+		t.Errorf("server result %+v: want 46 pages sent and acked", r.res)
+	}
+	drain(t, c)
+}
+
+// TestAckedNeverPushed acks pages before RESUMED: the push then sends
+// exactly the others.
+func TestAckedNeverPushed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	acked := []uffd.Run{{Addr: testBase + 2*PageSize, Npages: 8}, {Addr: testBase + 25*PageSize, Npages: 15}, {Addr: testBase + 63*PageSize, Npages: 1}}
+	rawSend(t, w, TypeAck, 0, (&Ack{Runs: acked}).Append(nil))
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	want := lazyPages(lazy)
+	for a := range lazyPages(acked) {
+		delete(want, a)
+	}
+	got := map[uint64]bool{}
+	for len(got) < len(want) {
+		h, p := rawExpect(t, w, TypePages)
+		if h.ID != 0 {
+			t.Fatalf("pushed PAGES with id %d", h.ID)
+		}
+		m, err := DecodePages(p, nil)
+		if err == nil || !errors.Is(err, ErrOutOfRange) {
+			t.Fatalf("DecodePages with no ranges: %v", err)
+		}
+		addr := binary.LittleEndian.Uint64(p)
+		for i := 0; i < (len(p)-8)/PageSize; i++ {
+			a := addr + uint64(i)*PageSize
+			if !want[a] || got[a] {
+				t.Fatalf("pushed page %#x: acked or sent twice", a)
+			}
+			if !bytes.Equal(p[8+i*PageSize:8+(i+1)*PageSize], mem.page(a)) {
+				t.Fatalf("page %#x has the wrong contents", a)
+			}
+			got[a] = true
+		}
+		_ = m
+	}
+	rawSend(t, w, TypeDone, 0, nil)
+	rawExpect(t, w, TypeDone) // nothing else was pushed before it
+	if r := wait(); r.err != nil || r.res.PushPages != uint64(len(want)) {
+		t.Fatalf("Serve: %+v, %v; want %d pushed", r.res, r.err, len(want))
+	}
+}
+
+func TestRequestOutsideLazyRuns(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	bad := testBase + 11*PageSize // 11 is lazy, 12 is not
+	rawSend(t, w, TypeRequest, 7, (&Request{Addr: bad, Npages: 2}).Append(nil))
+	h, p := rawExpect(t, w, TypeError)
+	if h.ID != 7 || !strings.Contains(string(p), "0x7f000000b000-0x7f000000d000") {
+		t.Fatalf("ERROR id %d %q: want id 7 naming the range", h.ID, p)
+	}
+	good := testBase + 30*PageSize
+	rawSend(t, w, TypeRequest, 8, (&Request{Addr: good, Npages: 3}).Append(nil))
+	h, p = rawExpect(t, w, TypePages)
+	ranges, _ := NewRanges(lazy)
+	m, err := DecodePages(p, ranges)
+	if err != nil || h.ID != 8 || m.Addr != good || !bytes.Equal(m.Data, mem.data[30*PageSize:33*PageSize]) {
+		t.Fatalf("answer to request 8: id %d, %v", h.ID, err)
+	}
+	rawSend(t, w, TypeDone, 0, nil)
+	rawExpect(t, w, TypeDone)
+	if r := wait(); r.err != nil || r.res.Refused != 1 || r.res.Requests != 1 {
+		t.Fatalf("Serve: %+v, %v", r.res, r.err)
+	}
+}
+
+// TestMalformedFrameEndsConnection: a frame that lies about its length
+// ends the connection (before resume: Serve fails, nothing crashes).
+func TestMalformedFrameEndsConnection(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	hb := Header{Type: TypeAck, Length: MaxPayload + 1}.Append(nil)
+	if err := w.writeRaw(hb); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.readFrame(); err == nil {
+		t.Fatal("connection still open after an oversized frame")
+	}
+	if r := wait(); !errors.Is(r.err, ErrLostBeforeResume) || !errors.Is(r.err, ErrProtocol) {
+		t.Fatalf("Serve: %v, want ErrLostBeforeResume and ErrProtocol", r.err)
+	}
+}
+
+func TestTokenRefused(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, Token: []byte("s3cret")})
+	w := rawDial(t, l.Addr().String())
+	if err := w.writeFrame(TypeHello, 0, (&Hello{Version: ProtocolVersion, Token: []byte("guess")}).Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	w.writeFrame(TypeGetImages, 0) // may fail: the server closes
+	h, p := rawExpect(t, w, TypeError)
+	if h.ID != 0 || !strings.Contains(string(p), "token") {
+		t.Fatalf("ERROR %q: want one about the token", p)
+	}
+	if rest, err := io.ReadAll(w.br); len(rest) != 0 {
+		t.Fatalf("%d more bytes after the refusal (%v)", len(rest), err)
+	}
+	if _, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Token: []byte("nope")}); !errors.Is(err, ErrRefused) {
+		t.Fatalf("Dial with a wrong token: %v, want ErrRefused", err)
+	}
+	c := dialClient(t, l.Addr().String(), ClientConfig{Token: []byte("s3cret")})
+	got, err := c.Images(context.Background())
+	if err != nil || len(got) != len(files) {
+		t.Fatalf("Images: %d files, %v", len(got), err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, c, mem, lazyPages(lazy), nil)
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(); r.err != nil || !r.res.Done {
+		t.Fatalf("Serve: %+v, %v", r.res, r.err)
+	}
+}
+
+func TestCutAfterResumedReconnects(t *testing.T) {
+	mem, lazy, files := testSetup()
+	// The last run is only served once the connection is cut.
+	gate := &gatedMemory{fakeMemory: mem, from: testBase + 50*PageSize, gate: make(chan struct{})}
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: gate, ReconnectTimeout: time.Minute})
+	c := dialClient(t, l.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute})
+	first := <-l.conns
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	counts := collect(t, c, mem, lazyPages(lazy), func() {
+		first.Close() // cut under the server's feet
+		close(gate.gate)
+		// A request while the connection is down is sent again after
+		// the reconnect.
+		if err := c.Request(testBase+60*PageSize, 2); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	r := wait()
+	if r.err != nil || !r.res.Done || r.res.Reconnects != 1 {
+		t.Fatalf("Serve: %+v, %v", r.res, r.err)
+	}
+	if st := c.Stats(); st.Reconnects != 1 {
+		t.Errorf("client stats %+v: want 1 reconnect", st)
+	}
+	if counts[testBase+60*PageSize] == 0 {
+		t.Error("page 60 never arrived")
+	}
+}
+
+type gatedMemory struct {
+	*fakeMemory
+	from uint64
+	gate chan struct{}
+}
+
+func (m *gatedMemory) ReadAt(b []byte, addr uint64) error {
+	if addr >= m.from {
+		<-m.gate
+	}
+	return m.fakeMemory.ReadAt(b, addr)
+}
+
+func TestStrangerRefusedWhileSessionWaits(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: time.Minute})
+	w := rawDial(t, l.Addr().String())
+	welcome := mustWelcome(t, w, 0)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	w.conn.Close()
+	for _, session := range []uint64{0, welcome.Session + 1} {
+		s := rawDial(t, l.Addr().String())
+		if h, p := rawHello(t, s, session, nil); h.Type != TypeError {
+			t.Fatalf("stranger with session %#x got %s", session, h.Type)
+		} else {
+			t.Logf("stranger refused: %s", p)
+		}
+	}
+	back := rawDial(t, l.Addr().String())
+	if got := mustWelcome(t, back, welcome.Session); got.Session != welcome.Session {
+		t.Fatalf("reconnected to session %#x, want %#x", got.Session, welcome.Session)
+	}
+	rawSend(t, back, TypeDone, 0, nil)
+	for {
+		h, _, err := back.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Type == TypeDone {
+			break
+		}
+	}
+	if r := wait(); r.err != nil || r.res.Reconnects != 1 {
+		t.Fatalf("Serve: %+v, %v", r.res, r.err)
+	}
+}
+
+func TestCutBeforeResumed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: time.Minute})
+	c := dialClient(t, l.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute})
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	(<-l.conns).Close()
+	if r := wait(); !errors.Is(r.err, ErrLostBeforeResume) {
+		t.Fatalf("Serve: %v, want ErrLostBeforeResume", r.err)
+	}
+	if err := c.Resumed(); err == nil {
+		t.Fatal("Resumed succeeded on a cut connection")
+	}
+}
+
+func TestFailBeforeResumed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	c.Fail("restore of pid 42: no such file")
+	r := wait()
+	if !errors.Is(r.err, ErrRestoreFailed) || !strings.Contains(r.err.Error(), "no such file") {
+		t.Fatalf("Serve: %v, want ErrRestoreFailed with the reason", r.err)
+	}
+}
+
+func TestGaveUpWritesUnacked(t *testing.T) {
+	mem, lazy, files := testSetup()
+	s, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: 50 * time.Millisecond})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	acked := []uffd.Run{{Addr: testBase + 4*PageSize, Npages: 6}, {Addr: testBase + 20*PageSize, Npages: 20}}
+	rawSend(t, w, TypeAck, 0, (&Ack{Runs: acked}).Append(nil))
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	w.conn.Close()
+	r := wait()
+	if !errors.Is(r.err, ErrGaveUp) || r.res.AckedPages != 26 {
+		t.Fatalf("Serve: %+v, %v; want ErrGaveUp with 26 acked pages", r.res, r.err)
+	}
+	dir := t.TempDir()
+	if err := s.WriteUnacked(dir, 42); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := image.OpenPages(dir, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if err := pr.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := readFile(dir, UnackedIndexFile(42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mm pb.MemoryMap
+	if err := image.Decode("index", raw, image.KindMemory, &mm); err != nil {
+		t.Fatal(err)
+	}
+	if err := image.ValidateMemory(&mm); err != nil {
+		t.Fatal(err)
+	}
+	want := lazyPages(lazy)
+	for a := range lazyPages(acked) {
+		delete(want, a)
+	}
+	saved := map[uint64]bool{}
+	for _, v := range mm.Vmas {
+		for _, run := range v.Pages {
+			if run.State != pb.PageState_PAGE_STATE_EAGER {
+				continue
+			}
+			for i := uint64(0); i < run.Npages; i++ {
+				a := run.Addr + i*PageSize
+				b := make([]byte, PageSize)
+				if err := pr.ReadAt(b, run.Offset+i*PageSize); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(b, mem.page(a)) {
+					t.Fatalf("saved page %#x has the wrong contents", a)
+				}
+				saved[a] = true
+			}
+		}
+	}
+	if !maps.Equal(saved, want) || pr.Size() != uint64(len(want))*PageSize {
+		t.Fatalf("saved %d pages (%d bytes), want exactly the %d unacked", len(saved), pr.Size(), len(want))
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	mem, _, _ := testSetup()
+	for name, cfg := range map[string]ServerConfig{
+		"overlap":   {Memory: mem, Lazy: []uffd.Run{{Addr: testBase, Npages: 4}, {Addr: testBase + PageSize, Npages: 1}}},
+		"unaligned": {Memory: mem, Lazy: []uffd.Run{{Addr: testBase + 1, Npages: 4}}},
+		"file name": {Memory: mem, Files: map[string][]byte{"../x": nil}},
+		"no memory": {Lazy: []uffd.Run{{Addr: testBase, Npages: 4}}},
+	} {
+		l := listen(t)
+		if _, err := NewServer(cfg).Serve(context.Background(), l); err == nil {
+			t.Errorf("%s: Serve accepted a bad configuration", name)
+		}
+	}
+}

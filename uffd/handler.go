@@ -1,0 +1,1103 @@
+package uffd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Errors of the lazy-pages handler.
+var (
+	// ErrSourceClosed: the PageSource closed its Pages channel while pages
+	// were still needed. The missing pages are poisoned.
+	ErrSourceClosed = errors.New("page source closed")
+	// ErrPagesLost: Run stopped before every lazy page was installed; the
+	// pages not installed were poisoned (an access raises SIGBUS). The
+	// returned error wraps it together with the cause.
+	ErrPagesLost = errors.New("pages lost")
+)
+
+// HandlerConfig configures a Handler.
+type HandlerConfig struct {
+	// Regions are the registered lazy VMAs, at their dump-time addresses
+	// (the process is restored at the same addresses). NewHandler
+	// registers each with UFFDIO_REGISTER_MODE_MISSING.
+	Regions []Region
+	// Source supplies the lazy pages.
+	Source PageSource
+	// FaultAround is the number of extra pages requested after a faulting
+	// page (pages still needed and not in flight, in the same lazy run).
+	FaultAround int
+	// PID is the restored process, for logs and as the target of SIGBUS
+	// when a page cannot be poisoned.
+	PID int
+	// Log receives per-event logs at trace level and problems at warn.
+	Log zerolog.Logger
+	// Trace keeps a FaultRecord per fault for Trace and WriteTrace.
+	Trace bool
+}
+
+// A Handler serves the missing-page faults of a restored process (and of
+// the children it forks) from a PageSource: the lazy-pages daemon of a
+// post-copy restore. See Documentation/admin-guide/mm/userfaultfd.rst,
+// "Non-cooperative userfaultfd".
+//
+// Page state is kept per member (the process and each forked child) as
+// bitmaps over the lazy pages, indexed in dump-time order; a page is needed,
+// installed or dropped in each member and in flight (requested, not yet
+// arrived) for the whole group, so it is requested once. Each member keeps a
+// translation from its current addresses to dump-time addresses that follows
+// mremap(2).
+type Handler struct {
+	cfg   HandlerConfig
+	src   PageSource
+	log   zerolog.Logger
+	start time.Time
+
+	runs  []lazyRun // every lazy run, sorted by dump address
+	total uint64    // lazy pages
+
+	// Owned by the Run goroutine (and by NewHandler/Close when Run never
+	// runs).
+	inflight bitmap
+	acked    bitmap
+	members  []*member
+	retries  []retryOp
+	primary  *member
+	lostGone uint64 // pages the primary still needed when it went away
+
+	evfd int // eventfd waking the Run loop: source data, ctx, Close
+
+	// life guards the Run/Close handshake.
+	life    sync.Mutex
+	running bool
+	closed  bool
+	runDone chan struct{}
+
+	closing atomic.Bool
+	done    atomic.Uint64 // pages installed or dropped in every member (acked)
+
+	// qmu guards queue, filled by the forwarding goroutine.
+	qmu   sync.Mutex
+	queue []PageData
+	slots chan struct{} // bounds queue
+
+	// mu guards the statistics and the trace.
+	mu    sync.Mutex
+	stats Summary
+	lat   []time.Duration
+	trace Trace
+}
+
+type lazyRun struct{ dump, n, base uint64 }
+
+// member is one process served by the handler: the restored process or a
+// child it forked (with its own uffd).
+type member struct {
+	fd        *FD
+	pid       int
+	segs      []seg // current → dump-time translation, sorted by cur
+	installed bitmap
+	dropped   bitmap
+	needed    uint64 // lazy pages neither installed nor dropped
+	waiters   map[uint64][]*pending
+	canPoison bool
+	gone      bool
+}
+
+// seg maps [cur, cur+len) in the process to [dump, dump+len) at dump time.
+type seg struct{ cur, dump, len uint64 }
+
+type pending struct {
+	rec       FaultRecord
+	requested bool // this fault sent the request
+}
+
+type retryOp struct {
+	m      *member
+	dump   uint64 // page data still to copy (nil data: a zero page at cur)
+	data   []byte
+	pushed bool
+	cur    uint64
+	p      *pending
+}
+
+type bitmap []uint64
+
+func newBitmap(n uint64) bitmap       { return make(bitmap, (n+63)/64) }
+func (b bitmap) get(i uint64) bool    { return b[i/64]&(1<<(i%64)) != 0 }
+func (b bitmap) set(i uint64)         { b[i/64] |= 1 << (i % 64) }
+func (b bitmap) clear(i uint64)       { b[i/64] &^= 1 << (i % 64) }
+func (m *member) needs(i uint64) bool { return !m.installed.get(i) && !m.dropped.get(i) }
+func (h *Handler) now() time.Duration { return time.Since(h.start) }
+func (h *Handler) dumpOf(i uint64) uint64 {
+	r := h.runs[h.runOf(i)]
+	return r.dump + (i-r.base)*PageSize
+}
+
+// NewHandler registers cfg.Regions on fd (after the caller's UFFDIO_API
+// handshake with FeaturesNonCooperative|FeatureThreadID) and returns a
+// handler for them. The handler owns fd from now on, also on error.
+func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
+	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1,
+		runDone: make(chan struct{}), slots: make(chan struct{}, 64)}
+	fail := func(err error) (*Handler, error) {
+		fd.Close()
+		return nil, err
+	}
+	if cfg.Source == nil {
+		return fail(errors.New("create lazy-pages handler: no page source"))
+	}
+	if cfg.FaultAround < 0 {
+		return fail(fmt.Errorf("create lazy-pages handler: negative fault-around %d", cfg.FaultAround))
+	}
+	regions := slices.Clone(cfg.Regions)
+	slices.SortFunc(regions, func(a, b Region) int { return cmpU(a.Start, b.Start) })
+	m := &member{fd: fd, pid: cfg.PID, waiters: map[uint64][]*pending{}, canPoison: true}
+	for k, r := range regions {
+		if r.Start%PageSize != 0 || r.End%PageSize != 0 || r.End <= r.Start || (k > 0 && r.Start < regions[k-1].End) {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad region [%#x, %#x)", cfg.PID, r.Start, r.End))
+		}
+		last := r.Start
+		for _, l := range r.Lazy {
+			if l.Addr%PageSize != 0 || l.Addr < last || l.End() > r.End || l.Npages == 0 {
+				return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad lazy run %#x+%d pages in region [%#x, %#x)", cfg.PID, l.Addr, l.Npages, r.Start, r.End))
+			}
+			h.runs = append(h.runs, lazyRun{dump: l.Addr, n: l.Npages, base: h.total})
+			h.total += l.Npages
+			last = l.End()
+		}
+		m.segs = append(m.segs, seg{cur: r.Start, dump: r.Start, len: r.End - r.Start})
+	}
+	for _, r := range regions {
+		ioctls, err := fd.Register(r.Start, r.End-r.Start, ModeMissing)
+		if err != nil {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: %w", cfg.PID, err))
+		}
+		if !ioctls.Has(kabi.UFFDIO_NR_COPY) || !ioctls.Has(kabi.UFFDIO_NR_ZEROPAGE) || !ioctls.Has(kabi.UFFDIO_NR_WAKE) {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: region [%#x, %#x) lacks COPY/ZEROPAGE/WAKE (ioctls %s)", cfg.PID, r.Start, r.End, ioctls))
+		}
+		if !ioctls.Has(kabi.UFFDIO_NR_POISON) {
+			m.canPoison = false
+		}
+	}
+	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return fail(fmt.Errorf("create lazy-pages handler wakeup eventfd: %w", os.NewSyscallError("eventfd2", err)))
+	}
+	h.evfd = ev
+	h.inflight, h.acked = newBitmap(h.total), newBitmap(h.total)
+	m.installed, m.dropped, m.needed = newBitmap(h.total), newBitmap(h.total), h.total
+	h.members, h.primary = []*member{m}, m
+	h.trace = Trace{Start: h.start, PID: cfg.PID}
+	return h, nil
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// index returns the lazy-page index of dump address a.
+func (h *Handler) index(a uint64) (uint64, bool) {
+	k := sort.Search(len(h.runs), func(k int) bool { return h.runs[k].dump+h.runs[k].n*PageSize > a })
+	if k < len(h.runs) && h.runs[k].dump <= a {
+		return h.runs[k].base + (a-h.runs[k].dump)/PageSize, true
+	}
+	return 0, false
+}
+
+func (h *Handler) runOf(i uint64) int {
+	return sort.Search(len(h.runs), func(k int) bool { return h.runs[k].base+h.runs[k].n > i })
+}
+
+// forLazy calls fn for each part of [a, b) (dump addresses) in a lazy run.
+func (h *Handler) forLazy(a, b uint64, fn func(i0, n, dump uint64)) {
+	k := sort.Search(len(h.runs), func(k int) bool { return h.runs[k].dump+h.runs[k].n*PageSize > a })
+	for ; k < len(h.runs) && h.runs[k].dump < b; k++ {
+		r := h.runs[k]
+		lo, hi := max(a, r.dump), min(b, r.dump+r.n*PageSize)
+		if lo < hi {
+			fn(r.base+(lo-r.dump)/PageSize, (hi-lo)/PageSize, lo)
+		}
+	}
+}
+
+func (m *member) toDump(cur uint64) (uint64, bool) {
+	k := sort.Search(len(m.segs), func(k int) bool { return m.segs[k].cur+m.segs[k].len > cur })
+	if k < len(m.segs) && m.segs[k].cur <= cur {
+		return m.segs[k].dump + cur - m.segs[k].cur, true
+	}
+	return 0, false
+}
+
+// forCur calls fn for each part of dump range [a, b) mapped in m, with its
+// current address.
+func (m *member) forCur(a, b uint64, fn func(cur, dump, n uint64)) {
+	for _, s := range m.segs {
+		lo, hi := max(a, s.dump), min(b, s.dump+s.len)
+		if lo < hi {
+			fn(s.cur+lo-s.dump, lo, hi-lo)
+		}
+	}
+}
+
+// forDump calls fn for each part of current range [a, b) mapped in m.
+func (m *member) forDump(a, b uint64, fn func(cur, dump, n uint64)) {
+	for _, s := range m.segs {
+		lo, hi := max(a, s.cur), min(b, s.cur+s.len)
+		if lo < hi {
+			fn(lo, s.dump+lo-s.cur, hi-lo)
+		}
+	}
+}
+
+// cut removes current range [a, b) from m's translation and returns the
+// removed pieces.
+func (m *member) cut(a, b uint64) []seg {
+	var keep, cut []seg
+	for _, s := range m.segs {
+		lo, hi := max(a, s.cur), min(b, s.cur+s.len)
+		if lo >= hi {
+			keep = append(keep, s)
+			continue
+		}
+		if s.cur < lo {
+			keep = append(keep, seg{cur: s.cur, dump: s.dump, len: lo - s.cur})
+		}
+		cut = append(cut, seg{cur: lo, dump: s.dump + lo - s.cur, len: hi - lo})
+		if hi < s.cur+s.len {
+			keep = append(keep, seg{cur: hi, dump: s.dump + hi - s.cur, len: s.cur + s.len - hi})
+		}
+	}
+	m.segs = keep
+	return cut
+}
+
+// Progress returns the lazy pages installed (or dropped by the process) in
+// every member so far, and the number of lazy pages.
+func (h *Handler) Progress() (installed, total uint64) { return h.done.Load(), h.total }
+
+// Stats returns the counters and the fault-latency summary so far.
+func (h *Handler) Stats() Summary {
+	h.mu.Lock()
+	s := h.stats
+	lat := slices.Clone(h.lat)
+	s.Histogram = nil
+	h.mu.Unlock()
+	s.setLatency(lat)
+	return s
+}
+
+// Trace returns a copy of the fault records (empty unless
+// HandlerConfig.Trace).
+func (h *Handler) Trace() Trace {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.trace
+	t.Faults = slices.Clone(t.Faults)
+	t.Installed = slices.Clone(t.Installed)
+	return t
+}
+
+// WriteTrace writes the fault records as Chrome/Perfetto trace-event JSON
+// (see Trace.WriteJSON).
+func (h *Handler) WriteTrace(w io.Writer) error {
+	t := h.Trace()
+	return t.WriteJSON(w)
+}
+
+// kick wakes the Run loop.
+func (h *Handler) kick() {
+	one := [8]byte{1}
+	unix.Write(h.evfd, one[:]) // EAGAIN only if the counter is saturated: already awake
+}
+
+// Close stops the handler. A running Run poisons the pages not yet
+// installed, closes the uffds and returns an error wrapping os.ErrClosed
+// and ErrPagesLost; Close waits for it. Without Run, Close poisons and
+// closes itself (a later Run returns os.ErrClosed).
+func (h *Handler) Close() error {
+	h.life.Lock()
+	if h.closed {
+		h.life.Unlock()
+		return nil
+	}
+	h.closed = true
+	running := h.running
+	h.life.Unlock()
+	h.closing.Store(true)
+	h.kick()
+	var err error
+	if running {
+		<-h.runDone
+	} else {
+		if h.done.Load() < h.total && len(h.members) > 0 {
+			if lerr := h.finish(os.ErrClosed); lerr != nil {
+				h.log.Warn().Err(lerr).Msg("closed before Run")
+			}
+		} else {
+			h.finish(nil)
+		}
+	}
+	if cerr := unix.Close(h.evfd); cerr != nil && err == nil {
+		err = fmt.Errorf("close eventfd %d: %w", h.evfd, os.NewSyscallError("close", cerr))
+	}
+	return err
+}
+
+// Run serves faults and events and installs arriving pages until every
+// lazy page is installed or dropped in every member (nil), ctx is
+// cancelled, Close is called (os.ErrClosed) or the source fails. On the
+// failures every page not yet installed is poisoned with UFFDIO_POISON, so a
+// thread touching it gets SIGBUS rather than a hang or a zero page, and the
+// error wraps ErrPagesLost and says how many pages were lost. Run closes the
+// uffds when it returns: with nobody reading them, the process would block
+// on its next munmap, madvise or fork.
+func (h *Handler) Run(ctx context.Context) error {
+	h.life.Lock()
+	if h.closed {
+		h.life.Unlock()
+		return fmt.Errorf("serve lazy pages of pid %d: %w", h.cfg.PID, os.ErrClosed)
+	}
+	if h.running {
+		h.life.Unlock()
+		return fmt.Errorf("serve lazy pages of pid %d: already running", h.cfg.PID)
+	}
+	h.running = true
+	h.life.Unlock()
+	defer close(h.runDone)
+
+	stopCtx := context.AfterFunc(ctx, h.kick)
+	defer stopCtx()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.forward(stop)
+	}()
+	err := h.loop(ctx)
+	close(stop)
+	wg.Wait()
+	return h.finish(err)
+}
+
+// forward moves page data from the source into the queue and wakes Run.
+func (h *Handler) forward(stop <-chan struct{}) {
+	ch := h.src.Pages()
+	for {
+		select {
+		case <-stop:
+			return
+		case h.slots <- struct{}{}:
+		}
+		select {
+		case <-stop:
+			return
+		case d, ok := <-ch:
+			if !ok {
+				d = PageData{Err: ErrSourceClosed}
+			}
+			h.qmu.Lock()
+			h.queue = append(h.queue, d)
+			h.qmu.Unlock()
+			h.kick()
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+func (h *Handler) complete() bool {
+	for _, m := range h.members {
+		if m.needed > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *Handler) loop(ctx context.Context) error {
+	var (
+		msgs [maxRead]Msg
+		pfds []unix.PollFd
+		ev   [8]byte
+	)
+	for {
+		if len(h.members) == 0 {
+			if h.lostGone > 0 {
+				return fmt.Errorf("serve lazy pages: pid %d gone with %d pages not installed: %w", h.cfg.PID, h.lostGone, ErrGone)
+			}
+			return nil
+		}
+		if h.complete() {
+			return nil
+		}
+		if h.closing.Load() {
+			return os.ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		timeout := -1
+		if len(h.retries) > 0 {
+			timeout = 1
+		}
+		pfds = append(pfds[:0], unix.PollFd{Fd: int32(h.evfd), Events: unix.POLLIN})
+		for _, m := range h.members {
+			pfds = append(pfds, unix.PollFd{Fd: int32(m.fd.Fd()), Events: unix.POLLIN})
+		}
+		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("wait on uffds of pid %d: %w", h.cfg.PID, os.NewSyscallError("poll", err))
+		}
+		if pfds[0].Revents&unix.POLLIN != 0 {
+			unix.Read(h.evfd, ev[:])
+		}
+		for k, m := range slices.Clone(h.members) {
+			if re := pfds[k+1].Revents; re&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
+				h.log.Warn().Int("pid", m.pid).Int("uffd", m.fd.Fd()).Msgf("uffd poll revents %#x: dropping member", re)
+				h.removeMember(m)
+				continue
+			}
+			if err := h.drain(m, msgs[:]); err != nil {
+				return err
+			}
+		}
+		h.qmu.Lock()
+		q := h.queue
+		h.queue = nil
+		h.qmu.Unlock()
+		for k, d := range q {
+			<-h.slots
+			if d.Err != nil {
+				for range q[k+1:] {
+					<-h.slots
+				}
+				return fmt.Errorf("page source: %w", d.Err)
+			}
+			if err := h.install(d); err != nil {
+				for range q[k+1:] {
+					<-h.slots
+				}
+				return err
+			}
+		}
+		if len(h.retries) > 0 {
+			for _, m := range slices.Clone(h.members) {
+				if err := h.drain(m, msgs[:]); err != nil {
+					return err
+				}
+			}
+			if err := h.runRetries(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// drain reads and handles every pending message of m.
+func (h *Handler) drain(m *member, buf []Msg) error {
+	for !m.gone {
+		msgs, err := m.fd.ReadMsgs(buf)
+		if err != nil {
+			return fmt.Errorf("serve lazy pages of pid %d: %w", m.pid, err)
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		now := h.now()
+		for _, msg := range msgs {
+			if err := h.handle(m, msg, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
+	if m.gone {
+		return nil
+	}
+	h.log.Trace().Int("pid", m.pid).Stringer("msg", msg).Msg("uffd message")
+	switch msg.Event {
+	case EventPageFault:
+		return h.fault(m, msg.PageFault, now)
+	case EventRemove:
+		h.drop(m, msg.Remove.Start, msg.Remove.End, true)
+	case EventUnmap:
+		h.drop(m, msg.Unmap.Start, msg.Unmap.End, false)
+		m.cut(msg.Unmap.Start, msg.Unmap.End)
+	case EventRemap:
+		h.remap(m, msg.Remap)
+	case EventFork:
+		return h.fork(m, msg.Fork.UFD)
+	default:
+		h.log.Warn().Int("pid", m.pid).Stringer("event", msg.Event).Msg("unknown uffd event ignored")
+	}
+	return nil
+}
+
+func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
+	addr := pf.Addr &^ (PageSize - 1)
+	p := &pending{rec: FaultRecord{Addr: addr, PID: m.pid, TID: pf.TID, Read: now}}
+	h.mu.Lock()
+	h.stats.Faults++
+	h.mu.Unlock()
+	dump, ok := m.toDump(addr)
+	var i uint64
+	if ok {
+		p.rec.DumpAddr = dump
+		i, ok = h.index(dump)
+	}
+	if !ok || m.dropped.get(i) {
+		return h.zero(m, addr, p)
+	}
+	if m.installed.get(i) {
+		if err := m.fd.Wake(addr, PageSize); err != nil {
+			return fmt.Errorf("serve fault at %#x of pid %d: %w", addr, m.pid, err)
+		}
+		p.rec.Path = PathPresent
+		h.finishFault(p, h.now())
+		return nil
+	}
+	m.waiters[i] = append(m.waiters[i], p)
+	if h.inflight.get(i) {
+		p.rec.Path = PathFaultAround
+		return nil
+	}
+	n := uint64(1)
+	r := h.runs[h.runOf(i)]
+	for j := i + 1; j < r.base+r.n && n <= uint64(h.cfg.FaultAround) && m.needs(j) && !h.inflight.get(j); j++ {
+		n++
+	}
+	for j := i; j < i+n; j++ {
+		h.inflight.set(j)
+	}
+	p.requested = true
+	p.rec.Path = PathRequest
+	if err := h.src.Request(dump, int(n)); err != nil {
+		return fmt.Errorf("request %d pages at %#x for pid %d: %w", n, dump, m.pid, err)
+	}
+	p.rec.Requested = h.now()
+	h.mu.Lock()
+	h.stats.Requests++
+	h.mu.Unlock()
+	return nil
+}
+
+// zero answers a fault on a page with no data with a zero page.
+func (h *Handler) zero(m *member, addr uint64, p *pending) error {
+	p.rec.Path = PathZero
+	_, err := m.fd.ZeroPage(addr, PageSize, 0)
+	switch {
+	case err == nil:
+		h.mu.Lock()
+		h.stats.Pages.Zero++
+		h.mu.Unlock()
+	case errors.Is(err, ErrExist):
+		if err := m.fd.Wake(addr, PageSize); err != nil {
+			return fmt.Errorf("serve fault at %#x of pid %d: %w", addr, m.pid, err)
+		}
+		p.rec.Path = PathPresent
+	case errors.Is(err, ErrAgain):
+		h.retries = append(h.retries, retryOp{m: m, cur: addr, p: p})
+		return nil
+	case errors.Is(err, ErrGone):
+		h.removeMember(m)
+		return nil
+	default:
+		// The range is no longer registered (it was unmapped): the thread
+		// refaults and gets what the kernel gives it.
+		h.log.Warn().Err(err).Int("pid", m.pid).Msg("zero page")
+		m.fd.Wake(addr, PageSize)
+		p.rec.Path = PathAborted
+	}
+	h.finishFault(p, h.now())
+	return nil
+}
+
+func (h *Handler) finishFault(p *pending, now time.Duration) {
+	p.rec.Done = now
+	h.mu.Lock()
+	h.stats.FaultsBy[p.rec.Path]++
+	if p.rec.Path != PathAborted {
+		h.lat = append(h.lat, p.rec.Latency())
+	}
+	if h.cfg.Trace {
+		h.trace.Faults = append(h.trace.Faults, p.rec)
+	}
+	h.mu.Unlock()
+}
+
+// install copies arriving page data into every member that needs it.
+func (h *Handler) install(d PageData) error {
+	if d.Addr%PageSize != 0 || len(d.Data)%PageSize != 0 {
+		h.log.Warn().Uint64("addr", d.Addr).Int("len", len(d.Data)).Msg("page source sent unaligned data, ignored")
+		return nil
+	}
+	replied := h.now()
+	var err error
+	h.forLazy(d.Addr, d.Addr+uint64(len(d.Data)), func(i0, n, dump uint64) {
+		if err != nil {
+			return
+		}
+		for j := i0; j < i0+n; j++ {
+			h.inflight.clear(j)
+		}
+		data := d.Data[dump-d.Addr : dump-d.Addr+n*PageSize]
+		needed := false
+		for _, m := range slices.Clone(h.members) {
+			if e := h.installMember(m, dump, i0, n, data, d.Pushed, replied, &needed); e != nil {
+				err = e
+				return
+			}
+		}
+		if !needed {
+			h.mu.Lock()
+			h.stats.Duplicates += n
+			h.mu.Unlock()
+		}
+		h.ackDone(i0, n)
+	})
+	h.sample()
+	return err
+}
+
+func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, pushed bool, replied time.Duration, needed *bool) error {
+	if m.gone {
+		return nil
+	}
+	var err error
+	m.forCur(dump, dump+n*PageSize, func(cur, d, ln uint64) {
+		j0 := i0 + (d-dump)/PageSize
+		cnt := ln / PageSize
+		for k := uint64(0); k < cnt && err == nil && !m.gone; {
+			if !m.needs(j0 + k) {
+				k++
+				continue
+			}
+			e := k
+			for e < cnt && m.needs(j0+e) {
+				e++
+			}
+			*needed = true
+			off := (d - dump) + k*PageSize
+			err = h.copyRun(m, cur+k*PageSize, j0+k, data[off:off+(e-k)*PageSize], pushed, replied)
+			k = e
+		}
+	})
+	return err
+}
+
+// copyRun copies buf to cur (pages j, j+1, ... all needed by m).
+func (h *Handler) copyRun(m *member, cur, j uint64, buf []byte, pushed bool, replied time.Duration) error {
+	mode := DontWake
+	for k := uint64(0); k < uint64(len(buf))/PageSize; k++ {
+		if len(m.waiters[j+k]) > 0 {
+			mode = 0
+			break
+		}
+	}
+	off := 0
+	for off < len(buf) {
+		nb, err := m.fd.Copy(cur+uint64(off), buf[off:], mode)
+		if nb > 0 {
+			h.installed(m, j+uint64(off)/PageSize, uint64(nb)/PageSize, pushed, replied)
+			off += nb
+		}
+		if err == nil {
+			if nb == 0 {
+				break
+			}
+			continue
+		}
+		switch {
+		case errors.Is(err, ErrExist):
+			// Filled by another path: it is there, wake its waiters; never
+			// retry the copy.
+			pg := j + uint64(off)/PageSize
+			hadWaiters := len(m.waiters[pg]) > 0
+			if hadWaiters {
+				if werr := m.fd.Wake(cur+uint64(off), PageSize); werr != nil {
+					return fmt.Errorf("install page %#x into pid %d: %w", cur+uint64(off), m.pid, werr)
+				}
+			}
+			h.mu.Lock()
+			h.stats.ExistWakes++
+			h.mu.Unlock()
+			h.markInstalled(m, pg, pushed, replied, 0)
+			off += PageSize
+		case errors.Is(err, ErrAgain):
+			pg := j + uint64(off)/PageSize
+			for k := pg; k < j+uint64(len(buf))/PageSize; k++ {
+				h.inflight.set(k)
+			}
+			h.retries = append(h.retries, retryOp{m: m, dump: h.dumpOf(pg), data: buf[off:], pushed: pushed})
+			return nil
+		case errors.Is(err, ErrGone):
+			h.removeMember(m)
+			return nil
+		default:
+			return fmt.Errorf("install %d pages at %#x into pid %d: %w", (len(buf)-off)/int(PageSize), cur+uint64(off), m.pid, err)
+		}
+	}
+	return nil
+}
+
+// installed records that pages [j, j+n) of m were copied in.
+func (h *Handler) installed(m *member, j, n uint64, pushed bool, replied time.Duration) {
+	for k := j; k < j+n; k++ {
+		h.markInstalled(m, k, pushed, replied, PageSize)
+	}
+}
+
+func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.Duration, bytes int) {
+	if !m.needs(i) {
+		return
+	}
+	m.installed.set(i)
+	m.needed--
+	ws := m.waiters[i]
+	now := h.now()
+	h.mu.Lock()
+	h.stats.Bytes += uint64(bytes)
+	if bytes > 0 {
+		switch {
+		case pushed:
+			h.stats.Pages.Push++
+		case len(ws) > 0:
+			h.stats.Pages.Fault++
+		default:
+			h.stats.Pages.FaultAround++
+		}
+	}
+	h.mu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	delete(m.waiters, i)
+	for _, p := range ws {
+		switch {
+		case pushed:
+			p.rec.Path = PathPush
+		case p.requested:
+			p.rec.Path = PathRequest
+		default:
+			p.rec.Path = PathFaultAround
+		}
+		p.rec.Replied = replied
+		p.rec.Bytes = bytes
+		h.finishFault(p, now)
+	}
+}
+
+// ackDone acks the pages of [i0, i0+n) no member needs any more.
+func (h *Handler) ackDone(i0, n uint64) {
+	start, cnt := uint64(0), uint64(0)
+	flush := func() {
+		if cnt > 0 {
+			h.src.Ack(h.dumpOf(start), int(cnt))
+			h.done.Add(cnt)
+		}
+		cnt = 0
+	}
+	for i := i0; i < i0+n; i++ {
+		doneAll := !h.acked.get(i) && !h.inflight.get(i)
+		for _, m := range h.members {
+			if doneAll && m.needs(i) {
+				doneAll = false
+			}
+		}
+		if !doneAll {
+			flush()
+			continue
+		}
+		h.acked.set(i)
+		if cnt > 0 && start+cnt == i && h.runOf(i) == h.runOf(start) {
+			cnt++
+			continue
+		}
+		flush()
+		start, cnt = i, 1
+	}
+	flush()
+}
+
+// sample adds a point to the pages-installed counter track.
+func (h *Handler) sample() {
+	if !h.cfg.Trace {
+		return
+	}
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := CounterSample{At: now, Pages: h.stats.Pages.Fault + h.stats.Pages.FaultAround + h.stats.Pages.Push}
+	if k := len(h.trace.Installed); k > 0 && now-h.trace.Installed[k-1].At < 100*time.Microsecond {
+		h.trace.Installed[k-1].Pages = s.Pages
+		return
+	}
+	h.trace.Installed = append(h.trace.Installed, s)
+}
+
+// drop marks the lazy pages of current range [a, b) dropped (madvise
+// DONTNEED/REMOVE, munmap): they must never be filled with source data. A
+// fault waiting there gets a zero page (removed) or is woken (unmapped).
+func (h *Handler) drop(m *member, a, b uint64, removed bool) {
+	a &^= PageSize - 1
+	var ackRuns [][2]uint64
+	m.forDump(a, b, func(cur, dump, n uint64) {
+		h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+			for i := i0; i < i0+cnt; i++ {
+				if m.needs(i) {
+					m.needed--
+					h.mu.Lock()
+					h.stats.RemovedLazy++
+					h.mu.Unlock()
+				}
+				m.installed.clear(i)
+				m.dropped.set(i)
+				if ws := m.waiters[i]; len(ws) > 0 {
+					delete(m.waiters, i)
+					at := cur + (d - dump) + (i-i0)*PageSize
+					for _, p := range ws {
+						if removed {
+							h.zero(m, at, p)
+						} else {
+							m.fd.Wake(at, PageSize)
+							p.rec.Path = PathAborted
+							h.finishFault(p, h.now())
+						}
+					}
+				}
+			}
+			ackRuns = append(ackRuns, [2]uint64{i0, cnt})
+		})
+	})
+	for _, r := range ackRuns {
+		h.ackDone(r[0], r[1])
+	}
+}
+
+// remap moves the translation of [From, From+Len) to To (mremap(2)).
+// Threads waiting on the old addresses are woken: they refault at the old
+// address, which is no longer mapped.
+func (h *Handler) remap(m *member, r Remap) {
+	if r.From == r.To || r.Len == 0 {
+		return
+	}
+	// Whatever was at the destination was unmapped first.
+	h.drop(m, r.To, r.To+r.Len, false)
+	m.cut(r.To, r.To+r.Len)
+	m.forDump(r.From, r.From+r.Len, func(cur, dump, n uint64) {
+		h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+			for i := i0; i < i0+cnt; i++ {
+				ws := m.waiters[i]
+				if len(ws) == 0 {
+					continue
+				}
+				old := cur + (d - dump) + (i-i0)*PageSize
+				m.fd.Wake(old, PageSize)
+				delete(m.waiters, i)
+				for _, p := range ws {
+					p.rec.Path = PathAborted
+					h.finishFault(p, h.now())
+				}
+			}
+		})
+	})
+	moved := m.cut(r.From, r.From+r.Len)
+	for _, s := range moved {
+		s.cur = s.cur - r.From + r.To
+		m.segs = append(m.segs, s)
+	}
+	slices.SortFunc(m.segs, func(a, b seg) int { return cmpU(a.cur, b.cur) })
+}
+
+// fork adds the child of m, served through ufd, with a copy of m's state.
+func (h *Handler) fork(m *member, ufd int) error {
+	fd, err := FromFd(ufd)
+	if err != nil {
+		return fmt.Errorf("adopt uffd of a child of pid %d: %w", m.pid, err)
+	}
+	c := &member{fd: fd, segs: slices.Clone(m.segs), installed: slices.Clone(m.installed),
+		dropped: slices.Clone(m.dropped), needed: m.needed, waiters: map[uint64][]*pending{}, canPoison: m.canPoison}
+	h.members = append(h.members, c)
+	for _, r := range slices.Clone(h.retries) {
+		if r.m == m && r.data != nil {
+			r.m = c
+			h.retries = append(h.retries, r)
+		}
+	}
+	h.log.Debug().Int("pid", m.pid).Int("uffd", fd.Fd()).Uint64("needed", c.needed).Msg("process forked: serving the child's uffd")
+	return nil
+}
+
+// removeMember drops a member whose process is gone.
+func (h *Handler) removeMember(m *member) {
+	if m.gone {
+		return
+	}
+	m.gone = true
+	if m == h.primary {
+		h.lostGone = m.needed
+	}
+	h.log.Debug().Int("pid", m.pid).Uint64("needed", m.needed).Msg("process gone: no longer served")
+	m.waiters = map[uint64][]*pending{}
+	h.members = slices.DeleteFunc(h.members, func(x *member) bool { return x == m })
+	m.fd.Close()
+	for _, r := range h.runs {
+		h.ackDone(r.base, r.n)
+	}
+}
+
+func (h *Handler) runRetries() error {
+	ops := h.retries
+	h.retries = nil
+	h.mu.Lock()
+	h.stats.Retries += uint64(len(ops))
+	h.mu.Unlock()
+	for _, op := range ops {
+		if op.m.gone {
+			continue
+		}
+		if op.data == nil {
+			if err := h.zero(op.m, op.cur, op.p); err != nil {
+				return err
+			}
+			continue
+		}
+		needed := false
+		i0, _ := h.index(op.dump)
+		n := uint64(len(op.data)) / PageSize
+		for j := i0; j < i0+n; j++ {
+			h.inflight.clear(j)
+		}
+		if err := h.installMember(op.m, op.dump, i0, n, op.data, op.pushed, h.now(), &needed); err != nil {
+			return err
+		}
+		h.ackDone(i0, n)
+	}
+	return nil
+}
+
+// finish poisons what is left when cause is not nil, and closes the uffds.
+func (h *Handler) finish(cause error) error {
+	var lost uint64
+	if cause != nil && !errors.Is(cause, ErrGone) {
+		lost = h.poisonAll()
+	}
+	for _, m := range h.members {
+		m.gone = true
+		m.fd.Close()
+	}
+	h.members = nil
+	if cause == nil {
+		return nil
+	}
+	if errors.Is(cause, ErrGone) {
+		return cause
+	}
+	return fmt.Errorf("serve lazy pages of pid %d: %d lazy %w: %w", h.cfg.PID, lost, ErrPagesLost, cause)
+}
+
+// poisonAll poisons every page some member still needs and returns how
+// many pages (counted once per member) were lost.
+func (h *Handler) poisonAll() uint64 {
+	var lost uint64
+	for _, m := range slices.Clone(h.members) {
+		lost += m.needed
+		var poisoned uint64
+		m.forDump(0, ^uint64(0), func(cur, dump, n uint64) {
+			h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+				for k := uint64(0); k < cnt && !m.gone; {
+					if !m.needs(i0 + k) {
+						k++
+						continue
+					}
+					e := k
+					for e < cnt && m.needs(i0+e) {
+						e++
+					}
+					at := cur + (d - dump) + k*PageSize
+					poisoned += h.poison(m, at, (e-k)*PageSize)
+					k = e
+				}
+			})
+		})
+		h.mu.Lock()
+		h.stats.Poisoned += poisoned
+		h.mu.Unlock()
+		for _, ws := range m.waiters {
+			for _, p := range ws {
+				p.rec.Path = PathAborted
+				h.finishFault(p, h.now())
+			}
+		}
+		m.waiters = map[uint64][]*pending{}
+	}
+	h.mu.Lock()
+	h.stats.Lost += lost
+	h.mu.Unlock()
+	return lost
+}
+
+// poison poisons [at, at+ln) of m, skipping pages already present, and
+// returns the pages poisoned. Without UFFDIO_POISON the process is sent
+// SIGBUS: a page it can never get must not become a zero page.
+func (h *Handler) poison(m *member, at, ln uint64) uint64 {
+	var done uint64
+	for off := uint64(0); off < ln; {
+		if !m.canPoison {
+			break
+		}
+		n, err := m.fd.Poison(at+off, ln-off, 0)
+		if n > 0 {
+			off += uint64(n)
+			done += uint64(n) / PageSize
+		}
+		switch {
+		case err == nil:
+			if n == 0 {
+				off = ln
+			}
+		case errors.Is(err, ErrExist):
+			off += PageSize
+		case errors.Is(err, ErrAgain):
+			// An event is pending; give the process a moment by draining.
+			var buf [maxRead]Msg
+			if msgs, rerr := m.fd.ReadMsgs(buf[:]); rerr != nil || len(msgs) == 0 {
+				off += PageSize
+			}
+		default:
+			h.log.Warn().Err(err).Int("pid", m.pid).Msg("poison lazy pages")
+			m.canPoison = false
+		}
+		if m.gone || errors.Is(err, ErrGone) {
+			return done
+		}
+	}
+	if !m.canPoison && m.pid > 0 {
+		h.log.Error().Int("pid", m.pid).Msg("cannot poison lost pages: sending SIGBUS")
+		unix.Kill(m.pid, unix.SIGBUS)
+	}
+	return done
+}
