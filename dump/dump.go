@@ -282,14 +282,8 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 // server sends them: the skeleton written to dir (a temporary directory,
 // removed again, when dir is empty).
 func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
-	keep := dir != ""
-	if !keep {
-		tmp, err := os.MkdirTemp("", "lazycr-skeleton-")
-		if err != nil {
-			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
-		}
-		defer os.RemoveAll(tmp)
-		dir = filepath.Join(tmp, "img")
+	if dir == "" {
+		return cp.imageFilesInMemory()
 	}
 	if err := cp.WriteImages(dir); err != nil {
 		return nil, err
@@ -308,6 +302,43 @@ func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
 	}
 	return files, nil
 }
+
+// imageFilesInMemory builds the image set without touching the disk (a
+// lazy dump's skeleton is small; fsync would dominate its time).
+func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for p, runs := range cp.eager {
+		var mb memPages
+		if err := cp.writePages(&mb, runs); err != nil {
+			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+		}
+		cp.Set.Memory[p].PagesBytes = mb.Size()
+		files[image.PagesFile(p)] = image.EncodePages(mb.b)
+	}
+	if err := cp.Set.Validate(); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+	}
+	set, err := cp.Set.Files()
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
+	}
+	for name, b := range set {
+		files[name] = b
+		cp.Stats.BytesWritten += uint64(len(b))
+	}
+	return files, nil
+}
+
+// memPages collects page data in memory.
+type memPages struct{ b []byte }
+
+func (m *memPages) Append(b []byte) (uint64, error) {
+	off := uint64(len(m.b))
+	m.b = append(m.b, b...)
+	return off, nil
+}
+
+func (m *memPages) Size() uint64 { return uint64(len(m.b)) }
 
 // LazyRuns lists the runs of pages left out of the image for the page
 // server, in address order.

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -243,9 +242,15 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 	return nil
 }
 
+// pageAppender is where eager page data goes: a pages file or memory.
+type pageAppender interface {
+	Append(b []byte) (uint64, error)
+	Size() uint64
+}
+
 // writePages reads every eager run from the frozen process and appends it
 // to w, recording each run's offset.
-func (cp *Checkpoint) writePages(w *image.PagesWriter, runs []eagerRun) error {
+func (cp *Checkpoint) writePages(w pageAppender, runs []eagerRun) error {
 	buf := make([]byte, readChunk)
 	for _, er := range runs {
 		r := er.run
@@ -258,9 +263,6 @@ func (cp *Checkpoint) writePages(w *image.PagesWriter, runs []eagerRun) error {
 				return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n, err)
 			}
 			if _, err := w.Append(buf[:n]); err != nil {
-				if errno, ok := err.(syscall.Errno); ok && errno == unix.ENOSPC {
-					return fmt.Errorf("write pages: disk full: %w", err)
-				}
 				return err
 			}
 			addr += n

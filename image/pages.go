@@ -168,3 +168,10 @@ func (r *PagesReader) Close() error {
 	}
 	return nil
 }
+
+// EncodePages frames page data as a whole pages file in memory (what
+// CreatePages, Append and Close would write to disk).
+func EncodePages(data []byte) []byte {
+	h := Header{Kind: KindPages, Version: FormatVersion, Length: uint64(len(data)), CRC: crc32.Checksum(data, castagnoli)}
+	return append(h.MarshalBinary(), data...)
+}

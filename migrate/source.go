@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
@@ -98,10 +100,17 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	case errors.Is(err, pageserver.ErrGaveUp):
 		if opts.Dir != "" {
-			if werr := srv.WriteUnacked(opts.Dir, uint32(opts.PID)); werr != nil {
-				err = errors.Join(err, fmt.Errorf("write unacknowledged pages to %s: %w", opts.Dir, werr))
+			// Not in Dir itself: the unacked pages file has an image set's
+			// file names and Dir may hold the skeleton.
+			dir := filepath.Join(opts.Dir, "unacked")
+			werr := os.MkdirAll(dir, 0o700)
+			if werr == nil {
+				werr = srv.WriteUnacked(dir, uint32(opts.PID))
+			}
+			if werr != nil {
+				err = errors.Join(err, fmt.Errorf("write unacknowledged pages to %s: %w", dir, werr))
 			} else {
-				err = fmt.Errorf("%w; the pages the target did not acknowledge are in %s", err, opts.Dir)
+				err = fmt.Errorf("%w; the pages the target did not acknowledge are in %s", err, dir)
 			}
 		} else {
 			err = fmt.Errorf("%w; no -D directory was given, the pages the target did not acknowledge are lost", err)

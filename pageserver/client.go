@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -123,6 +124,18 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", c.addr)
+	// The source may not listen yet (both halves started together): retry a
+	// refused connection until DialTimeout, backing off up to 200 ms.
+	for wait := 10 * time.Millisecond; err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, fmt.Errorf("dial page server %s: %w (gave up after %s)", c.addr, err, c.cfg.DialTimeout)
+		case <-t.C:
+		}
+		conn, err = d.DialContext(ctx, "tcp", c.addr)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial page server %s: %w", c.addr, err)
 	}
