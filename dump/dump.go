@@ -201,10 +201,13 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 
 	// Memory first: the scratch page injected syscalls use must not appear
 	// in (or merge into) the recorded VMAs.
+	t := time.Now()
 	mm, runs, err := cp.collectMemory()
 	if err != nil {
 		return err
 	}
+	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("memory collected")
+	t = time.Now()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("dump pid %d: %w", pid, err)
 	}
@@ -212,10 +215,13 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("process state collected")
+	t = time.Now()
 	fds, err := cp.collectFds()
 	if err != nil {
 		return err
 	}
+	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("fds collected")
 	set.Tree.Processes = []*pb.Process{process}
 	set.Memory[uint32(pid)] = mm
 	set.Fds[uint32(pid)] = fds

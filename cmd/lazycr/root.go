@@ -122,6 +122,8 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err != nil || level == "" {
 		return zerolog.Nop(), usagef("invalid --log-level %q: use trace, debug, info, warn or error", level)
 	}
+	// Sub-millisecond timestamps: downtime and fault latencies are read off them.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	switch format {
 	case "json":
 		return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
