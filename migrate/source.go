@@ -29,13 +29,17 @@ type SourceOptions struct {
 	Log              zerolog.Logger
 	// Listening is called once the server listens, with its address.
 	Listening func(addr net.Addr)
+	// ReleaseAddresses removes the sockets' local addresses from this host
+	// after DONE (the target took them over).
+	ReleaseAddresses bool
 }
 
 // SourceResult describes a finished source half.
 type SourceResult struct {
 	Dump   dump.Stats
-	Served pageserver.Result
-	Total  time.Duration
+	Served     pageserver.Result
+	Total      time.Duration
+	NetChanges []string // addresses released
 }
 
 // processMemory reads the frozen process's memory for the page server.
@@ -97,6 +101,14 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	case err == nil:
 		if kerr := cp.Kill(); kerr != nil {
 			return out, fmt.Errorf("kill the migrated original pid %d: %w", opts.PID, kerr)
+		}
+		if opts.ReleaseAddresses {
+			changes, rerr := releaseAddresses(cp.Set, opts.Log)
+			out.NetChanges = changes
+			if rerr != nil {
+				out.Total = time.Since(start)
+				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
+			}
 		}
 	case errors.Is(err, pageserver.ErrGaveUp):
 		if opts.Dir != "" {

@@ -32,6 +32,7 @@ type TargetOptions struct {
 	Resumed func(pid int)
 	// Progress, if set, gets a progress line now and then.
 	Progress io.Writer
+	Net      NetOptions
 }
 
 // TargetResult describes a finished target half.
@@ -42,6 +43,7 @@ type TargetResult struct {
 	Fetch          time.Duration // connect and fetch the image set
 	Handler        uffd.Summary
 	Total          time.Duration
+	NetChanges     []string // what netfix did, for people
 }
 
 // Target fetches the image set from the source, rebuilds the process,
@@ -86,13 +88,22 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		}
 		pages = pr
 	}
-	r, err := restore.Build(ctx, restore.Options{
-		Set: set, Pages: pages, Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
-		InheritFds: opts.InheritFds, Log: opts.Log,
-	})
+	nf, err := NewNetFixer(opts.Net, opts.Log)
 	if err != nil {
 		return nil, err
 	}
+	defer nf.Close()
+	r, err := restore.Build(ctx, restore.Options{
+		Set: set, Pages: pages, Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
+		InheritFds: opts.InheritFds, Log: opts.Log, Prepare: nf.Prepare,
+	})
+	if err != nil {
+		if uerr := nf.Undo(); uerr != nil {
+			opts.Log.Warn().Err(uerr).Msg("undo network changes")
+		}
+		return nil, err
+	}
+	res.NetChanges = nf.Report()
 	u := r.Userfaultfd()
 	h, err := uffd.NewHandler(u, uffd.HandlerConfig{
 		Regions: r.LazyRegions(), Source: c, FaultAround: opts.FaultAround, PID: r.PID(),

@@ -24,6 +24,7 @@ type dumpOptions struct {
 	port         int
 	stats        bool
 	conn         connFlags
+	releaseAddrs bool
 }
 
 func newDumpCmd(g *globals) *cobra.Command {
@@ -64,6 +65,9 @@ image directory is removed, and dump exits 1 with the reason.`,
 			if o.dir == "" && !o.lazy {
 				return usagef("dump needs -D DIR, the directory to write the image set to")
 			}
+			if o.releaseAddrs && !o.lazy {
+				return usagef("--release-addresses goes with --lazy")
+			}
 			if o.leaveRunning && o.lazy {
 				return usagef("--leave-running and --lazy exclude each other")
 			}
@@ -98,6 +102,7 @@ image directory is removed, and dump exits 1 with the reason.`,
 	f.BoolVar(&o.leaveRunning, "leave-running", false, "let the process continue after the dump instead of killing it")
 	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
 	o.conn.register(f)
+	f.BoolVar(&o.releaseAddrs, "release-addresses", false, "with --lazy: after DONE, remove the migrated sockets' local addresses from this host (the target took them over with --net-policy takeover)")
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
@@ -132,7 +137,7 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
 		PID: o.pid, Dir: o.dir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
 		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
-		Version: lazycrVersion(), Log: g.log,
+		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs,
 	})
 	if res != nil {
 		s := res.Served
@@ -142,6 +147,11 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 			printDumpStats(g.stdout, &res.Dump)
 			fmt.Fprintf(g.stdout, "pages requested\t%d\npages pushed\t%d\nbytes served\t%d\nserving time\t%s\n",
 				s.RequestPages, s.PushPages, s.RequestBytes+s.PushBytes, s.Duration)
+		}
+	}
+	if res != nil {
+		for _, c := range res.NetChanges {
+			g.log.Info().Str("change", c).Msg("released address")
 		}
 	}
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/lazycr/lazycr/migrate"
+	"github.com/lazycr/lazycr/netfix"
 	"github.com/lazycr/lazycr/restore"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,8 @@ type restoreOptions struct {
 	detach     bool
 	logFile    string
 	conn       connFlags
+	netPolicy  string
+	netIface   string
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -70,6 +73,9 @@ leaves the handler in the background, logging to --log-file.`,
 			if err := o.conn.validate(); err != nil {
 				return err
 			}
+			if _, err := netfix.ParsePolicy(o.netPolicy); err != nil {
+				return usagef("--net-policy %q: use rebind, takeover or fail", o.netPolicy)
+			}
 			if o.lazyFrom != "" {
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
@@ -79,11 +85,23 @@ leaves the handler in the background, logging to --log-file.`,
 			if o.trace != "" || o.detach {
 				return usagef("--trace and --detach go with --lazy-from")
 			}
-			r, err := restore.Restore(cmd.Context(), restore.Options{
-				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
-			})
+			nf, err := migrate.NewNetFixer(o.netOptions(), g.log)
 			if err != nil {
 				return err
+			}
+			defer nf.Close()
+			r, err := restore.Restore(cmd.Context(), restore.Options{
+				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
+				Prepare: nf.Prepare,
+			})
+			if err != nil {
+				if uerr := nf.Undo(); uerr != nil {
+					g.log.Warn().Err(uerr).Msg("undo network changes")
+				}
+				return err
+			}
+			for _, c := range nf.Report() {
+				g.log.Info().Str("change", c).Msg("netfix")
 			}
 			g.log.Info().Int("pid", r.PID()).Uint32("image_pid", r.Image().Pid).Int("threads", len(r.Image().Threads)).
 				Dur("took", r.Stats.Total).Msg("restored and resumed")
@@ -104,6 +122,8 @@ leaves the handler in the background, logging to --log-file.`,
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
 	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
+	f.StringVar(&o.netPolicy, "net-policy", "rebind", "a socket whose local address does not exist here: rebind (take this host's source address toward the peer, same port), takeover (add the address here, with a gratuitous ARP) or fail")
+	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
 	o.conn.register(f)
 	return cmd
 }
@@ -143,6 +163,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	opts := migrate.TargetOptions{
 		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
 		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
+		Net: o.netOptions(),
 		Resumed: func(pid int) {
 			fmt.Fprintf(g.stdout, "%d\n", pid)
 			g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
@@ -159,6 +180,11 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	return err
 }
 
+func (o *restoreOptions) netOptions() migrate.NetOptions {
+	p, _ := netfix.ParsePolicy(o.netPolicy)
+	return migrate.NetOptions{Policy: p, Iface: o.netIface}
+}
+
 func printTargetSummary(g *globals, o *restoreOptions, res *migrate.TargetResult) {
 	h := res.Handler
 	g.log.Info().Int("pid", res.PID).Dur("freeze_to_resume", res.FreezeToResume).Dur("total", res.Total).
@@ -166,6 +192,9 @@ func printTargetSummary(g *globals, o *restoreOptions, res *migrate.TargetResult
 	w := g.stderr
 	fmt.Fprintf(w, "freeze to resume   %s\n", res.FreezeToResume.Round(10*1000))
 	fmt.Fprintf(w, "%s\n", h.String())
+	for _, c := range res.NetChanges {
+		fmt.Fprintf(w, "netfix             %s\n", c)
+	}
 	if o.trace != "" {
 		fmt.Fprintf(w, "trace              %s (open in ui.perfetto.dev)\n", o.trace)
 	}
