@@ -35,5 +35,5 @@
 // Every line is written with one Write call (and flushed if the writer has a
 // Flush method), so a reader of an output file sees whole lines.
 //
-// The C program cmd/udpp/udpp.c implements the same CLI and output.
+// The C program udpp/udpp.c implements the same CLI and output.
 package udpp

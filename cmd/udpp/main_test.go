@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/lazycr/lazycr/udpp"
 	"io"
 	"os"
 	"os/exec"
@@ -61,7 +62,7 @@ func builds(t *testing.T) map[string][]string {
 	}
 	cbin := filepath.Join(cbuildDir, "udpp")
 	cbuildOnce.Do(func() {
-		out, err := exec.Command("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", cbin, "udpp.c").CombinedOutput()
+		out, err := exec.Command("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", cbin, "../../udpp/udpp.c").CombinedOutput()
 		if err != nil {
 			cbuildErr = fmt.Errorf("gcc udpp.c: %w\n%s", err, out)
 		}
@@ -228,7 +229,7 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"client", "h", "1", "--frob=1"}, 2}, {[]string{"--help"}, 0},
 	} {
 		var out, errb bytes.Buffer
-		if got := run(context.Background(), tc.args, &out, &errb, nil); got != tc.code {
+		if got := udpp.Main(context.Background(), tc.args, &out, &errb, nil); got != tc.code {
 			t.Errorf("run %q = %d, want %d (stderr %q)", tc.args, got, tc.code, errb.String())
 		}
 	}
