@@ -367,6 +367,9 @@ func (cp *Checkpoint) ReadMemory(addr uint64, b []byte) error {
 	return cp.proc.ReadMem(uintptr(addr), b)
 }
 
+// FrozenAt is when the process was frozen.
+func (cp *Checkpoint) FrozenAt() time.Time { return cp.frozenAt }
+
 // PID is the pid of the frozen process.
 func (cp *Checkpoint) PID() int { return cp.pid }
 

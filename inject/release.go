@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -205,19 +206,61 @@ func (p *Process) Kill() error {
 		if err := unix.Kill(p.Pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("kill pid %d: %w", p.Pid, err)
 		}
-		for i := len(p.threads) - 1; i >= 0; i-- { // the leader is reported last
-			th := p.threads[i]
-			for !th.gone {
-				s, err := waitStop(th.tid)
-				if err != nil {
-					if errors.Is(err, syscall.ECHILD) {
-						break
-					}
-					return fmt.Errorf("reap pid %d tid %d: %w", p.Pid, th.tid, err)
+		return p.reapAll()
+	})
+}
+
+// reapAll waits until every thread of the killed process is reaped. It
+// never blocks on one particular thread: the last thread of a PID
+// namespace's init waits in zap_pid_ns_processes until every other task of
+// the namespace, its own traced zombie threads included, is reaped — blocking
+// on it first would deadlock. So it polls each thread with WNOHANG and, when
+// none moved, blocks on any tracee of this thread.
+func (p *Process) reapAll() error {
+	byTid := map[int]*thread{}
+	for _, th := range p.threads {
+		if !th.gone {
+			byTid[th.tid] = th
+		}
+	}
+	var ws unix.WaitStatus
+	for len(byTid) > 0 {
+		progressed := false
+		for tid, th := range byTid {
+			wpid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				progressed = true
+			case errors.Is(err, syscall.ECHILD):
+				th.gone = true
+				delete(byTid, tid)
+				progressed = true
+			case err != nil:
+				return fmt.Errorf("reap pid %d tid %d: %w", p.Pid, tid, os.NewSyscallError("wait4", err))
+			case wpid == tid:
+				progressed = true
+				if ws.Exited() || ws.Signaled() {
+					th.gone = true
+					delete(byTid, tid)
 				}
-				th.gone = s.kind == stopExited
 			}
 		}
-		return nil
-	})
+		if progressed || len(byTid) == 0 {
+			continue
+		}
+		wpid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.ECHILD):
+			return nil
+		case err != nil:
+			return fmt.Errorf("reap pid %d: %w", p.Pid, os.NewSyscallError("wait4", err))
+		default:
+			if th := byTid[wpid]; th != nil && (ws.Exited() || ws.Signaled()) {
+				th.gone = true
+				delete(byTid, wpid)
+			}
+		}
+	}
+	return nil
 }

@@ -87,7 +87,8 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	}
 	st := cp.Stats
 	opts.Log.Info().Int("pid", opts.PID).Int("threads", st.Threads).Uint64("lazy_pages", st.PagesLazy).
-		Uint64("eager_pages", st.PagesEager).Str("listen", ln.Addr().String()).Msg("frozen; serving")
+		Uint64("eager_pages", st.PagesEager).Str("listen", ln.Addr().String()).
+		Str("frozen_at", cp.FrozenAt().UTC().Format(time.RFC3339Nano)).Msg("frozen; serving")
 	if opts.Listening != nil {
 		opts.Listening(ln.Addr())
 	}

@@ -584,6 +584,12 @@ func (fr *fdRestorer) timerfd(f *pb.Fd, t *pb.TimerFd) (uintptr, error) {
 	if t.SettimeFlags&unix.TFD_TIMER_CANCEL_ON_SET != 0 {
 		log.Warn().Int32("fd", f.Fd).Msg("timerfd had TFD_TIMER_CANCEL_ON_SET: it is re-armed relative, without it")
 	}
+	// An armed periodic timer that expired while the process was frozen,
+	// its ticks not yet read, shows "it_value 0" in fdinfo: it is still
+	// armed. Re-arm it one interval ahead; the missed ticks are set below.
+	if t.ValueNs == 0 && t.IntervalNs > 0 {
+		t.ValueNs = t.IntervalNs
+	}
 	if t.ValueNs > 0 {
 		spec := le(t.IntervalNs/1e9, t.IntervalNs%1e9, t.ValueNs/1e9, t.ValueNs%1e9) // struct itimerspec
 		addr, err := b.put(scratchArgs, spec)

@@ -363,8 +363,12 @@ func (r *Process) setMM() error {
 	if err != nil {
 		return err
 	}
-	exeFd := ^uint32(0)
-	if r.mm.Exe != nil && r.mm.Exe.Path != "" {
+	exeFd := ^uint32(0) // -1: keep the stub's exe
+	// The kernel refuses to change exe while the old exe is still mapped
+	// (EBUSY, kernel/sys.c prctl_set_mm_exe_file): when the process ran the
+	// very binary the stub is (lazycr restoring a lazycr-run program), the
+	// exe is already right.
+	if r.mm.Exe != nil && r.mm.Exe.Path != "" && !sameFile(r.stubExe, r.mm.Exe) {
 		path, err := b.putString(512, r.mm.Exe.Path)
 		if err != nil {
 			return err
@@ -390,4 +394,13 @@ func (r *Process) setMM() error {
 		return fmt.Errorf("prctl(PR_SET_MM_MAP): %w", err)
 	}
 	return nil
+}
+
+// sameFile reports whether path is the file id names (device and inode).
+func sameFile(path string, id *pb.FileID) bool {
+	var st unix.Stat_t
+	if path == "" || unix.Stat(path, &st) != nil {
+		return false
+	}
+	return st.Dev == id.Dev && st.Ino == id.Inode
 }

@@ -80,6 +80,7 @@ type Process struct {
 	b       *builder
 	tids    map[uint32]int // image tid → tid here
 	uffd    *uffd.FD       // Lazy: the process's userfaultfd
+	stubExe string         // the stub's binary
 	started time.Time
 	done    bool
 }
@@ -265,6 +266,7 @@ func (r *Process) startStub() error {
 			stub = exe
 		}
 	}
+	r.stubExe = stub
 	p, err := t.Spawn(stub, []string{"lazycr-stub"}, []string{})
 	if err != nil {
 		t.Close()

@@ -113,6 +113,8 @@ func newRootCmd(g *globals) *cobra.Command {
 		newRestoreCmd(g),
 		newShowCmd(g),
 		newVersionCmd(g),
+		newDemoCmd(g),
+		newUdppCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,211 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkRestore measures `lazycr restore` of one image per case: ms per
+// restore (the whole lazycr run, stub start included) and the per-phase
+// durations lazycr reports with --stats. Each case dumps testdata/progs/fill
+// once; every iteration restores it with --new-pid and kills the result
+// (outside the timer). Runs within a minute with -benchtime=1x.
+func BenchmarkRestore(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("restore needs root (ptrace, clone3 set_tid, /proc/PID/mem)")
+	}
+	if lazycrErr != nil {
+		b.Fatal(lazycrErr)
+	}
+	bin := buildCBench(b, "fill")
+	for _, c := range []struct{ mib, vmas int }{{64, 10}, {1024, 10}, {64, 1000}} {
+		b.Run(fmt.Sprintf("mem=%dMiB/vmas=%d", c.mib, c.vmas), func(b *testing.B) {
+			dir := dumpFill(b, bin, c.mib, c.vmas)
+			sums := map[string]float64{}
+			var wall time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				pid, stats := restoreStats(b, dir)
+				wall += time.Since(t0)
+				b.StopTimer()
+				killAndWait(b, pid)
+				for k, v := range stats {
+					sums[k] += v
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(wall.Microseconds())/1000/float64(b.N), "ms/restore")
+			for k, v := range sums {
+				b.ReportMetric(v/float64(b.N), k)
+			}
+		})
+	}
+}
+
+// buildCBench is buildC for a benchmark.
+func buildCBench(b *testing.B, name string) string {
+	b.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		b.Skip("gcc not found: the C test programs cannot be built (CI installs gcc)")
+	}
+	out := filepath.Join(b.TempDir(), name)
+	src, err := filepath.Abs(filepath.Join("testdata", "progs", name+".c"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	if o, err := exec.CommandContext(ctx, gcc, "-O1", "-Wall", "-Wextra", "-Werror", "-o", out, src).CombinedOutput(); err != nil {
+		b.Fatalf("gcc %s: %v\n%s", name, err, o)
+	}
+	return out
+}
+
+// dumpFill starts fill, waits for its report, dumps it (killing it) and
+// returns the image directory.
+func dumpFill(b *testing.B, bin string, mib, vmas int) string {
+	b.Helper()
+	tmp := b.TempDir()
+	out, err := os.OpenFile(filepath.Join(tmp, "stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(bin, strconv.Itoa(mib), strconv.Itoa(vmas))
+	cmd.Stdout = out
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		data, err := os.ReadFile(out.Name())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if bytes.Contains(data, []byte("\n")) {
+			break
+		}
+		select {
+		case err := <-done:
+			done <- err
+			b.Fatalf("fill exited (%v) before its report: %s", err, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("fill %d MiB %d VMAs: no report within %v", mib, vmas, lazycrTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	dir := filepath.Join(tmp, "img")
+	o, e, code := runLazycrB(b, "dump", "--pid", strconv.Itoa(cmd.Process.Pid), "-D", dir)
+	if code != 0 {
+		b.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	return dir
+}
+
+// statLine is one "name  value" line of `lazycr restore --stats`.
+var statLine = regexp.MustCompile(`^([a-z][a-z ]*[a-z])\s{2,}(\S+)$`)
+
+// restoreStats restores dir with --new-pid --stats and returns the pid and
+// the stats as benchmark metrics: durations in "<phase>-ms", sizes in
+// "<name>" (e.g. "eager-bytes").
+func restoreStats(b *testing.B, dir string) (int, map[string]float64) {
+	b.Helper()
+	out, errOut, code := runLazycrB(b, "restore", "-D", dir, "--new-pid", "--stats")
+	if code != 0 {
+		b.Fatalf("lazycr restore: exit %d\n%s", code, errOut)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		b.Fatalf("lazycr restore: stdout %q is not a pid", out)
+	}
+	stats := map[string]float64{}
+	s := bufio.NewScanner(strings.NewReader(errOut))
+	for s.Scan() {
+		m := statLine.FindStringSubmatch(s.Text())
+		if m == nil {
+			continue
+		}
+		name := strings.ReplaceAll(m[1], " ", "-")
+		if d, err := time.ParseDuration(m[2]); err == nil {
+			stats[name+"-ms"] = float64(d.Microseconds()) / 1000
+		} else if n, err := strconv.ParseFloat(m[2], 64); err == nil {
+			stats[name] = n
+		}
+	}
+	if _, ok := stats["total-ms"]; !ok {
+		b.Fatalf("lazycr restore --stats printed no total:\n%s", errOut)
+	}
+	return pid, stats
+}
+
+// killAndWait kills pid, which is not our child, and waits until it is gone.
+func killAndWait(b *testing.B, pid int) {
+	b.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		b.Fatalf("pidfd_open restored pid %d: %v", pid, err)
+	}
+	defer unix.Close(pidfd)
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		b.Fatalf("kill restored pid %d: %v", pid, err)
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, int(goneTimeout.Milliseconds()))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n == 0 {
+			b.Fatalf("restored pid %d does not end after SIGKILL: %v", pid, err)
+		}
+		return
+	}
+}
+
+// runLazycrB is runLazycr for a benchmark.
+func runLazycrB(b *testing.B, args ...string) (stdout, stderr string, code int) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), lazycrTimeout)
+	defer cancel()
+	var o, e bytes.Buffer
+	cmd := exec.CommandContext(ctx, lazycrPath, args...)
+	cmd.Stdout = &o
+	cmd.Stderr = &e
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		b.Fatalf("lazycr %s: still running after %v; stderr:\n%s", strings.Join(args, " "), lazycrTimeout, e.String())
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		b.Fatalf("run lazycr: %v", err)
+	}
+	return o.String(), e.String(), code
+}
