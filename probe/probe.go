@@ -21,6 +21,7 @@ type Result struct {
 	Value uint64 `json:"value,omitempty"`
 }
 
+// String is one line of the `lazycr check` table: name, status, detail.
 func (r Result) String() string {
 	status := "ok"
 	if !r.OK {

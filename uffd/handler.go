@@ -76,6 +76,8 @@ type Handler struct {
 	retries  []retryOp
 	primary  *member
 	lostGone uint64 // pages the primary still needed when it went away
+	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
+	arrGot   []bool // page arrBase+k got installed in some member
 
 	evfd int // eventfd waking the Run loop: source data, ctx, Close
 
@@ -90,8 +92,9 @@ type Handler struct {
 
 	// qmu guards queue, filled by the forwarding goroutine.
 	qmu   sync.Mutex
-	queue []PageData
-	slots chan struct{} // bounds queue
+	queue []PageData // at most one item per arm token
+
+	arm, disarm chan struct{} // see forward
 
 	// mu guards the statistics and the trace.
 	mu    sync.Mutex
@@ -151,7 +154,7 @@ func (h *Handler) dumpOf(i uint64) uint64 {
 // handler for them. The handler owns fd from now on, also on error.
 func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1,
-		runDone: make(chan struct{}), slots: make(chan struct{}, 64)}
+		runDone: make(chan struct{}), arm: make(chan struct{}, 1), disarm: make(chan struct{})}
 	fail := func(err error) (*Handler, error) {
 		fd.Close()
 		return nil, err
@@ -369,7 +372,8 @@ func (h *Handler) Close() error {
 // thread touching it gets SIGBUS rather than a hang or a zero page, and the
 // error wraps ErrPagesLost and says how many pages were lost. Run closes the
 // uffds when it returns: with nobody reading them, the process would block
-// on its next munmap, madvise or fork.
+// on its next munmap, madvise or fork. Call Close afterwards to release the
+// handler's own eventfd.
 func (h *Handler) Run(ctx context.Context) error {
 	h.life.Lock()
 	if h.closed {
@@ -384,8 +388,16 @@ func (h *Handler) Run(ctx context.Context) error {
 	h.life.Unlock()
 	defer close(h.runDone)
 
-	stopCtx := context.AfterFunc(ctx, h.kick)
-	defer stopCtx()
+	kicked := make(chan struct{})
+	stopCtx := context.AfterFunc(ctx, func() {
+		h.kick()
+		close(kicked)
+	})
+	defer func() {
+		if !stopCtx() {
+			<-kicked // the eventfd stays open until the kick is done
+		}
+	}()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -399,18 +411,22 @@ func (h *Handler) Run(ctx context.Context) error {
 	return h.finish(err)
 }
 
-// forward moves page data from the source into the queue and wakes Run.
+// forward moves page data from the source into the queue and wakes Run,
+// but only while Run waits in poll (armed by a token on h.arm): while Run is
+// busy, data stays in the channel and Run takes it itself, without a
+// goroutine hand-off. Each token yields one item or ends with a disarm.
 func (h *Handler) forward(stop <-chan struct{}) {
 	ch := h.src.Pages()
 	for {
 		select {
 		case <-stop:
 			return
-		case h.slots <- struct{}{}:
+		case <-h.arm:
 		}
 		select {
 		case <-stop:
 			return
+		case <-h.disarm:
 		case d, ok := <-ch:
 			if !ok {
 				d = PageData{Err: ErrSourceClosed}
@@ -437,18 +453,16 @@ func (h *Handler) complete() bool {
 
 func (h *Handler) loop(ctx context.Context) error {
 	var (
-		msgs [maxRead]Msg
-		pfds []unix.PollFd
-		ev   [8]byte
+		msgs  [maxRead]Msg
+		pfds  []unix.PollFd
+		ev    [8]byte
+		armed bool // a token is on h.arm or held by forward
 	)
 	for {
-		if len(h.members) == 0 {
+		if len(h.members) == 0 || h.complete() {
 			if h.lostGone > 0 {
 				return fmt.Errorf("serve lazy pages: pid %d gone with %d pages not installed: %w", h.cfg.PID, h.lostGone, ErrGone)
 			}
-			return nil
-		}
-		if h.complete() {
 			return nil
 		}
 		if h.closing.Load() {
@@ -461,6 +475,10 @@ func (h *Handler) loop(ctx context.Context) error {
 		if len(h.retries) > 0 {
 			timeout = 1
 		}
+		if !armed {
+			h.arm <- struct{}{}
+			armed = true
+		}
 		pfds = append(pfds[:0], unix.PollFd{Fd: int32(h.evfd), Events: unix.POLLIN})
 		for _, m := range h.members {
 			pfds = append(pfds, unix.PollFd{Fd: int32(m.fd.Fd()), Events: unix.POLLIN})
@@ -470,6 +488,11 @@ func (h *Handler) loop(ctx context.Context) error {
 		}
 		if pfds[0].Revents&unix.POLLIN != 0 {
 			unix.Read(h.evfd, ev[:])
+		}
+		select {
+		case h.disarm <- struct{}{}:
+			armed = false
+		default:
 		}
 		for k, m := range slices.Clone(h.members) {
 			if re := pfds[k+1].Revents; re&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
@@ -485,18 +508,31 @@ func (h *Handler) loop(ctx context.Context) error {
 		q := h.queue
 		h.queue = nil
 		h.qmu.Unlock()
-		for k, d := range q {
-			<-h.slots
-			if d.Err != nil {
-				for range q[k+1:] {
-					<-h.slots
+		if len(q) > 0 {
+			armed = false // the token was spent on this item
+		}
+		// Take what is ready on the channel directly too: a reply that is
+		// already there costs no goroutine hand-off.
+	more:
+		for len(q) < 64 {
+			select {
+			case d, ok := <-h.src.Pages():
+				if !ok {
+					d = PageData{Err: ErrSourceClosed}
 				}
+				q = append(q, d)
+				if !ok {
+					break more
+				}
+			default:
+				break more
+			}
+		}
+		for _, d := range q {
+			if d.Err != nil {
 				return fmt.Errorf("page source: %w", d.Err)
 			}
 			if err := h.install(d); err != nil {
-				for range q[k+1:] {
-					<-h.slots
-				}
 				return err
 			}
 		}
@@ -665,11 +701,16 @@ func (h *Handler) install(d PageData) error {
 		}
 		data := d.Data[dump-d.Addr : dump-d.Addr+n*PageSize]
 		needed := false
-		for _, m := range slices.Clone(h.members) {
-			if e := h.installMember(m, dump, i0, n, data, d.Pushed, replied, &needed); e != nil {
-				err = e
-				return
+		err = h.account(i0, n, d.Pushed, func() error {
+			for _, m := range slices.Clone(h.members) {
+				if e := h.installMember(m, dump, i0, n, data, d.Pushed, replied, &needed); e != nil {
+					return e
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return
 		}
 		if !needed {
 			h.mu.Lock()
@@ -763,6 +804,44 @@ func (h *Handler) copyRun(m *member, cur, j uint64, buf []byte, pushed bool, rep
 	return nil
 }
 
+// account runs install (which copies pages [i0, i0+n) into members) and
+// counts each page that arrived in at least one member once, by path: push,
+// fault (some member waited on it) or fault-around.
+func (h *Handler) account(i0, n uint64, pushed bool, install func() error) error {
+	waited := make([]bool, n)
+	for _, m := range h.members {
+		if len(m.waiters) == 0 {
+			continue
+		}
+		for k := range n {
+			if len(m.waiters[i0+k]) > 0 {
+				waited[k] = true
+			}
+		}
+	}
+	h.arrBase, h.arrGot = i0, make([]bool, n)
+	err := install()
+	var push, fault, around uint64
+	for k, got := range h.arrGot {
+		switch {
+		case !got:
+		case pushed:
+			push++
+		case waited[k]:
+			fault++
+		default:
+			around++
+		}
+	}
+	h.arrGot = nil
+	h.mu.Lock()
+	h.stats.Pages.Push += push
+	h.stats.Pages.Fault += fault
+	h.stats.Pages.FaultAround += around
+	h.mu.Unlock()
+	return err
+}
+
 // installed records that pages [j, j+n) of m were copied in.
 func (h *Handler) installed(m *member, j, n uint64, pushed bool, replied time.Duration) {
 	for k := j; k < j+n; k++ {
@@ -780,17 +859,10 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	now := h.now()
 	h.mu.Lock()
 	h.stats.Bytes += uint64(bytes)
-	if bytes > 0 {
-		switch {
-		case pushed:
-			h.stats.Pages.Push++
-		case len(ws) > 0:
-			h.stats.Pages.Fault++
-		default:
-			h.stats.Pages.FaultAround++
-		}
-	}
 	h.mu.Unlock()
+	if bytes > 0 && i >= h.arrBase && i-h.arrBase < uint64(len(h.arrGot)) {
+		h.arrGot[i-h.arrBase] = true
+	}
 	if len(ws) == 0 {
 		return
 	}
@@ -991,7 +1063,9 @@ func (h *Handler) runRetries() error {
 		for j := i0; j < i0+n; j++ {
 			h.inflight.clear(j)
 		}
-		if err := h.installMember(op.m, op.dump, i0, n, op.data, op.pushed, h.now(), &needed); err != nil {
+		if err := h.account(i0, n, op.pushed, func() error {
+			return h.installMember(op.m, op.dump, i0, n, op.data, op.pushed, h.now(), &needed)
+		}); err != nil {
 			return err
 		}
 		h.ackDone(i0, n)
@@ -1023,26 +1097,41 @@ func (h *Handler) finish(cause error) error {
 // many pages (counted once per member) were lost.
 func (h *Handler) poisonAll() uint64 {
 	var lost uint64
-	for _, m := range slices.Clone(h.members) {
+	// Index loop: an event handled while poisoning may add a forked child.
+	for mi := 0; mi < len(h.members); mi++ {
+		m := h.members[mi]
 		lost += m.needed
 		var poisoned uint64
-		m.forDump(0, ^uint64(0), func(cur, dump, n uint64) {
-			h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
-				for k := uint64(0); k < cnt && !m.gone; {
-					if !m.needs(i0 + k) {
-						k++
-						continue
+		// A pass stops when an event changed the layout; poisoned pages
+		// are marked dropped, so the next pass only does what is left.
+		for pass := 0; pass < 8 && m.needed > 0 && !m.gone && m.canPoison; pass++ {
+			changed := false
+			m.forDump(0, ^uint64(0), func(cur, dump, n uint64) {
+				h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+					for k := uint64(0); k < cnt && !m.gone && !changed; {
+						if !m.needs(i0 + k) {
+							k++
+							continue
+						}
+						e := k
+						for e < cnt && m.needs(i0+e) {
+							e++
+						}
+						done, ch := h.poison(m, cur+(d-dump)+k*PageSize, i0+k, e-k)
+						poisoned += done
+						changed = ch
+						k = e
 					}
-					e := k
-					for e < cnt && m.needs(i0+e) {
-						e++
-					}
-					at := cur + (d - dump) + k*PageSize
-					poisoned += h.poison(m, at, (e-k)*PageSize)
-					k = e
-				}
+				})
 			})
-		})
+			if !changed {
+				break
+			}
+		}
+		if m.needed > 0 && !m.gone && !m.canPoison && m.pid > 0 {
+			h.log.Error().Int("pid", m.pid).Uint64("pages", m.needed).Msg("cannot poison lost pages: sending SIGBUS")
+			unix.Kill(m.pid, unix.SIGBUS)
+		}
 		h.mu.Lock()
 		h.stats.Poisoned += poisoned
 		h.mu.Unlock()
@@ -1060,44 +1149,55 @@ func (h *Handler) poisonAll() uint64 {
 	return lost
 }
 
-// poison poisons [at, at+ln) of m, skipping pages already present, and
-// returns the pages poisoned. Without UFFDIO_POISON the process is sent
-// SIGBUS: a page it can never get must not become a zero page.
-func (h *Handler) poison(m *member, at, ln uint64) uint64 {
+// poison poisons cnt pages at at (lazy pages i, i+1, ...) of m with
+// UFFDIO_POISON, which also wakes the threads waiting there: they refault
+// and get SIGBUS. It returns the pages poisoned and whether a
+// non-cooperative event was handled meanwhile (the layout may have changed).
+func (h *Handler) poison(m *member, at, i, cnt uint64) (uint64, bool) {
 	var done uint64
-	for off := uint64(0); off < ln; {
-		if !m.canPoison {
-			break
+	for k := uint64(0); k < cnt; {
+		n, err := m.fd.Poison(at+k*PageSize, (cnt-k)*PageSize, 0)
+		np := uint64(max(n, 0)) / PageSize
+		for j := k; j < k+np; j++ {
+			if m.needs(i + j) {
+				m.needed--
+			}
+			m.dropped.set(i + j) // never to be filled
 		}
-		n, err := m.fd.Poison(at+off, ln-off, 0)
-		if n > 0 {
-			off += uint64(n)
-			done += uint64(n) / PageSize
-		}
+		k += np
+		done += np
 		switch {
 		case err == nil:
-			if n == 0 {
-				off = ln
+			if np == 0 {
+				return done, false
 			}
 		case errors.Is(err, ErrExist):
-			off += PageSize
-		case errors.Is(err, ErrAgain):
-			// An event is pending; give the process a moment by draining.
-			var buf [maxRead]Msg
-			if msgs, rerr := m.fd.ReadMsgs(buf[:]); rerr != nil || len(msgs) == 0 {
-				off += PageSize
+			if m.needs(i + k) { // filled by someone else: keep it
+				m.installed.set(i + k)
+				m.needed--
 			}
+			k++
+		case errors.Is(err, ErrAgain):
+			// A non-cooperative event is pending: handle the events (a
+			// fork adds a member, poisoned in its turn). Faults are left:
+			// poisoning wakes those on lazy pages, closing the uffd those
+			// on other pages (which then read zeros, as they should).
+			var buf [maxRead]Msg
+			msgs, _ := m.fd.ReadMsgs(buf[:])
+			for _, msg := range msgs {
+				if msg.Event != EventPageFault {
+					h.handle(m, msg, h.now())
+				}
+			}
+			return done, true
+		case errors.Is(err, ErrGone):
+			m.gone = true
+			return done, false
 		default:
 			h.log.Warn().Err(err).Int("pid", m.pid).Msg("poison lazy pages")
 			m.canPoison = false
-		}
-		if m.gone || errors.Is(err, ErrGone) {
-			return done
+			return done, false
 		}
 	}
-	if !m.canPoison && m.pid > 0 {
-		h.log.Error().Int("pid", m.pid).Msg("cannot poison lost pages: sending SIGBUS")
-		unix.Kill(m.pid, unix.SIGBUS)
-	}
-	return done
+	return done, false
 }

@@ -520,3 +520,80 @@ func TestHandlerCancel(t *testing.T) {
 		t.Fatal("Run not stopped by cancel")
 	}
 }
+
+// TestHandlerRemapWaiting moves a range while a thread waits on a page of
+// it: the thread is woken and refaults at the old address (gone: EFAULT
+// inside its system call), and the page is served at its new address.
+func TestHandlerRemapWaiting(t *testing.T) {
+	const pages = 4
+	x := start(t, pages, all(pages), HandlerConfig{}, true)
+	tidc, done := touch(x.page(2))
+	<-tidc
+	waitFor(t, "the request", func() bool { x.src.mu.Lock(); defer x.src.mu.Unlock(); return len(x.src.requested) == 1 })
+	_, toMem := region(t, pages)
+	if _, err := unix.MremapPtr(unsafe.Pointer(&x.mem[0]), uintptr(pages*PageSize), unsafe.Pointer(&toMem[0]),
+		uintptr(pages*PageSize), unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, unix.EFAULT) {
+			t.Errorf("thread waiting on a moved page: %v, want EFAULT", r.err)
+		}
+	case <-time.After(hang):
+		t.Fatal("thread waiting on a moved page not woken")
+	}
+	x.mem = toMem
+	x.src.gate <- struct{}{} // the reply for page 2 arrives
+	x.check(t, 2, nil)
+	x.src.push(x.addr, pages)
+	x.check(t, 0, nil)
+	if err := x.result(t); err != nil {
+		t.Fatal(err)
+	}
+	if s := x.h.Stats(); s.FaultsBy[PathAborted] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestHandlerRegions serves two regions with several lazy runs and gaps,
+// from page data that spans the gaps.
+func TestHandlerRegions(t *testing.T) {
+	needRoot(t)
+	const pages = 16
+	addr, mem := region(t, pages)
+	fd := openAPI(t, FeaturesNonCooperative|FeatureThreadID)
+	src := newFakeSource(addr, pattern(addr, pages), false)
+	defer src.close()
+	at := func(k uint64) uint64 { return addr + k*PageSize }
+	h, err := NewHandler(fd, HandlerConfig{Source: src, Regions: []Region{
+		{Start: at(8), End: at(16), Lazy: []Run{{at(9), 2}}},
+		{Start: at(0), End: at(8), Lazy: []Run{{at(0), 2}, {at(4), 2}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	run := make(chan error, 1)
+	go func() { run <- h.Run(context.Background()) }()
+	x := &fixture{addr: addr, mem: mem, src: src, h: h, run: run}
+	x.check(t, 5, nil)
+	x.check(t, 2, make([]byte, PageSize))
+	x.check(t, 15, make([]byte, PageSize))
+	src.push(at(0), 12) // covers every run and the gaps between them
+	for _, k := range []int{0, 1, 4, 9, 10} {
+		x.check(t, k, nil)
+	}
+	x.check(t, 8, make([]byte, PageSize))
+	if err := x.result(t); err != nil {
+		t.Fatal(err)
+	}
+	if in, total := h.Progress(); in != 6 || total != 6 {
+		t.Errorf("Progress = %d/%d", in, total)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if len(src.acked) != 6 {
+		t.Errorf("acked %v", src.acked)
+	}
+}

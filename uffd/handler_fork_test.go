@@ -1,0 +1,173 @@
+package uffd
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lazycr/lazycr/inject"
+	"golang.org/x/sys/unix"
+)
+
+// forkProg reads lazy pages 0..15, forks; the child reads 16..63 in a
+// scattered order and exits; the parent waits for it and reads 16..63
+// (installed in both by the child's faults). Every page must hold its own
+// address and byte k+1 at offset 100 (see pattern). The exit status says
+// which check failed.
+const forkProg = `
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#define BASE 0x200000000UL
+#define PS 4096
+static int ok(int k) {
+	volatile unsigned char *p = (unsigned char *)(BASE + (unsigned long)k * PS);
+	return *(volatile uint64_t *)p == (uint64_t)(unsigned long)p && p[100] == (unsigned char)(k + 1);
+}
+int main(void) {
+	for (int k = 0; k < 16; k++)
+		if (!ok(k)) return 10;
+	pid_t c = fork();
+	if (c < 0) return 11;
+	if (c == 0) {
+		for (int i = 0; i < 48; i++)
+			if (!ok(16 + (i * 29) % 48)) _exit(20);
+		_exit(0);
+	}
+	int st;
+	if (waitpid(c, &st, 0) != c) return 12;
+	if (!WIFEXITED(st)) return 13;
+	if (WEXITSTATUS(st) != 0) return WEXITSTATUS(st);
+	for (int k = 16; k < 64; k++)
+		if (!ok(k)) return 30;
+	return 0;
+}
+`
+
+// TestHandlerFork serves a real process that forks: the child's uffd
+// (from the FORK event) is served with the parent's state, a page requested
+// for the child is installed in both, and Run completes when neither needs
+// a page.
+func TestHandlerFork(t *testing.T) {
+	needRoot(t)
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("no gcc to build the workload")
+	}
+	const base, pages = 0x200000000, 64
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "forker")
+	if err := os.WriteFile(bin+".c", []byte(forkProg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(gcc, "-O2", "-static", "-o", bin, bin+".c").CombinedOutput(); err != nil {
+		if out2, err2 := exec.Command(gcc, "-O2", "-o", bin, bin+".c").CombinedOutput(); err2 != nil {
+			t.Fatalf("gcc: %v\n%s\n%s", err2, out, out2)
+		}
+	}
+	tr, err := inject.NewTracer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	p, err := tr.Spawn(bin, []string{bin}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	defer func() {
+		if !released {
+			p.Kill()
+		}
+	}()
+	if _, err := p.Syscall(p.Pid, unix.SYS_MMAP, base, pages*uintptr(PageSize), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uintptr(0), 0); err != nil {
+		t.Fatal(err)
+	}
+	rfd, err := p.Syscall(p.Pid, unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidfd, err := unix.PidfdOpen(p.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ufd, err := unix.PidfdGetfd(pidfd, int(rfd), 0)
+	unix.Close(pidfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The process must not keep a reference: the uffd is released (and
+	// the ranges unregistered) only when its last fd is closed.
+	if _, err := p.Syscall(p.Pid, unix.SYS_CLOSE, rfd); err != nil {
+		unix.Close(ufd)
+		t.Fatal(err)
+	}
+	fd, err := FromFd(ufd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fd.API(FeaturesNonCooperative | FeatureThreadID); err != nil {
+		fd.Close()
+		t.Fatal(err)
+	}
+	src := newFakeSource(base, pattern(base, pages), false)
+	defer src.close()
+	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{Start: base, End: base + pages*PageSize, Lazy: []Run{{base, pages}}}},
+		Source: src, PID: p.Pid, Trace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	run := make(chan error, 1)
+	go func() { run <- h.Run(context.Background()) }()
+	if err := p.Release(); err != nil {
+		t.Fatal(err)
+	}
+	released = true
+	exited := make(chan unix.WaitStatus, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(p.Pid, &ws, 0, nil)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		exited <- ws
+	}()
+	select {
+	case ws := <-exited:
+		if !ws.Exited() || ws.ExitStatus() != 0 {
+			t.Errorf("workload ended with %v (exit status %d)", ws, ws.ExitStatus())
+		}
+	case <-time.After(hang):
+		unix.Kill(p.Pid, unix.SIGKILL)
+		<-exited
+		t.Fatal("workload hung")
+	}
+	select {
+	case err := <-run:
+		if err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	case <-time.After(hang):
+		t.Fatal("Run did not complete")
+	}
+	s := h.Stats()
+	// 16 faults before the fork in the parent, 48 in the child; the parent
+	// finds 16..63 installed by the child's requests.
+	if s.Faults != pages || s.Requests != pages || s.Pages.Fault != pages || s.Bytes != (pages+48)*PageSize {
+		t.Errorf("stats %+v", s)
+	}
+	for a, n := range src.requested {
+		if n != 1 {
+			t.Errorf("page %#x requested %d times", a, n)
+		}
+	}
+	tr2 := h.Trace()
+	t.Logf("next-page faults %d of %d\n%s", Summarize(tr2.Faults).NextPage, len(tr2.Faults), s)
+}
