@@ -125,7 +125,7 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 		if err := c.Request(a, 1); err != nil {
 			b.Fatal(err)
 		}
-		for pd := <-c.Pages(); pd.Addr != a || pd.Pushed; pd = <-c.Pages() {
+		for pd := <-c.Replies(); pd.Addr != a; pd = <-c.Replies() {
 			if pd.Err != nil {
 				b.Fatal(pd.Err)
 			}

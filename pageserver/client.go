@@ -51,11 +51,13 @@ const (
 // the lazy-pages handler, running a reader and a writer goroutine and
 // reconnecting when the connection drops.
 type Client struct {
-	addr  string
-	cfg   ClientConfig
-	log   zerolog.Logger
-	lazy  *Ranges
-	pages chan uffd.PageData
+	addr    string
+	cfg     ClientConfig
+	log     zerolog.Logger
+	lazy    *Ranges
+	fifo    chan uffd.PageData // pushed pages read, not yet handed on
+	pages   chan uffd.PageData // pushed pages (and a final error), unbuffered
+	replies chan uffd.PageData // answers to requests, served first by the handler
 
 	session uint64
 	welcome *Welcome
@@ -76,6 +78,7 @@ type Client struct {
 	acks     []uffd.Run
 	ackBytes uint64
 	ackDue   bool
+	credit   uint64 // pushed bytes handed on, not yet returned in a CREDIT
 	wantDone bool
 	sentDone bool
 	stats    Stats
@@ -95,10 +98,16 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		cfg.DialTimeout = 10 * time.Second
 	}
 	c := &Client{
-		addr:    addr,
-		cfg:     cfg,
-		log:     cfg.Log,
-		pages:   make(chan uffd.PageData, 64),
+		addr: addr,
+		cfg:  cfg,
+		log:  cfg.Log,
+		// The reader queues pushed data on fifo (bounded by the push
+		// window, so the reader never blocks there and an answer behind
+		// pushed data is read at once); pump hands it to the handler one
+		// frame at a time and returns the credit when the handler took it.
+		fifo:    make(chan uffd.PageData, 2*PushWindow/PageSize+8),
+		pages:   make(chan uffd.PageData),
+		replies: make(chan uffd.PageData, 256),
 		closed:  make(chan struct{}),
 		doneCh:  make(chan error, 1),
 		pending: make(map[uint64]*pendingRequest),
@@ -312,10 +321,15 @@ func (c *Client) Request(addr uint64, npages int) error {
 	return nil
 }
 
-// Pages delivers the pages, requested or pushed; a PageData with Err set
-// reports that the source is gone for good. The channel is closed when the
-// client stops (Done, Close, or after that error).
+// Pages delivers the pushed pages; a PageData with Err set reports that the
+// source is gone for good. The channel is closed when the client stops
+// (Done, Close, or after that error). Answers to requests come on Replies.
 func (c *Client) Pages() <-chan uffd.PageData { return c.pages }
+
+// Replies delivers the answers to requests (uffd.PrioritySource): the
+// handler installs them before pushed pages, so a fault never waits behind
+// the background push. The channel is never closed.
+func (c *Client) Replies() <-chan uffd.PageData { return c.replies }
 
 // Ack tells the source these pages are installed (or dropped) and need never
 // be sent again; acks are batched.
@@ -411,13 +425,61 @@ func (c *Client) notify() {
 	}
 }
 
+// pump hands pushed pages to the handler one at a time and, once the
+// handler took a frame, returns its bytes to the server as push credit. It
+// closes Pages when the reader is done.
+func (c *Client) pump(done chan<- struct{}) {
+	defer close(done)
+	defer close(c.pages)
+	for d := range c.fifo {
+		// Hand pushed data on in pieces of at most handoffBytes: the handler
+		// looks at replies between pieces, so a fault waits for at most one
+		// piece's UFFDIO_COPY.
+		for first := true; first || len(d.Data) > 0; first = false {
+			piece := d
+			if len(d.Data) > handoffBytes {
+				piece.Data = d.Data[:handoffBytes]
+				d.Addr += handoffBytes
+				d.Data = d.Data[handoffBytes:]
+			} else {
+				d.Data = nil
+			}
+			select {
+			case c.pages <- piece:
+			case <-c.closed:
+				return
+			}
+			if piece.Err != nil {
+				break
+			}
+			c.mu.Lock()
+			c.credit += uint64(len(piece.Data))
+			due := c.credit >= creditBatch
+			c.mu.Unlock()
+			if due {
+				c.notify()
+			}
+		}
+	}
+}
+
+// handoffBytes is the largest piece of pushed data handed to the handler at
+// once.
+const handoffBytes = 64 << 10
+
+// creditBatch is how many pushed bytes are handed on before a CREDIT frame
+// returns them to the server.
+const creditBatch = PushWindow / 4
+
 // errDone ends a connection after the source acknowledged DONE.
 var errDone = errors.New("done")
 
 // run serves connections until DONE, Close or a failed reconnect, then
 // closes Pages.
 func (c *Client) run() {
-	defer close(c.pages)
+	pumped := make(chan struct{})
+	go c.pump(pumped)
+	defer func() { close(c.fifo); <-pumped }()
 	for {
 		c.mu.Lock()
 		w := c.w
@@ -445,7 +507,7 @@ func (c *Client) run() {
 			c.mu.Unlock()
 			c.log.Error().Err(rerr).Msg("page server lost")
 			select {
-			case c.pages <- uffd.PageData{Err: rerr}:
+			case c.fifo <- uffd.PageData{Err: rerr}:
 			case <-c.closed:
 			}
 			c.finish(rerr)
@@ -463,6 +525,7 @@ func (c *Client) run() {
 		slices.Sort(c.queue)
 		c.sentDone = false
 		c.ackDue = true
+		c.credit = 0 // the new connection starts with a fresh window
 		c.mu.Unlock()
 		select {
 		case <-c.closed: // Close raced with the reconnect and missed w
@@ -573,8 +636,12 @@ func (c *Client) readLoop(w *wire) error {
 				}
 			}
 			c.mu.Unlock()
+			ch := c.replies
+			if h.ID == 0 {
+				ch = c.fifo
+			}
 			select {
-			case c.pages <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0}:
+			case ch <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0}:
 			case <-c.closed:
 				return ErrClosed
 			}
@@ -625,6 +692,10 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 			c.acks, c.ackBytes = c.acks[:0], 0
 		}
 		c.ackDue = false
+		if c.credit > 0 && (c.credit >= creditBatch || len(buf) > 0) {
+			buf = appendFrame(buf, TypeCredit, 0, AppendCredit(nil, c.credit))
+			c.credit = 0
+		}
 		if c.wantDone && !c.sentDone {
 			buf = appendFrame(buf, TypeDone, 0, nil)
 			c.sentDone = true

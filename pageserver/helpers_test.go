@@ -213,8 +213,15 @@ func collect(t testing.TB, c *Client, mem *fakeMemory, want map[uint64]bool, onF
 	got := make(map[uint64]int)
 	timeout := time.After(20 * time.Second)
 	for missing := len(want); missing > 0; {
+		var pd PageData
+		var ok bool
 		select {
-		case pd, ok := <-c.Pages():
+		case pd, ok = <-c.Pages():
+		case pd, ok = <-c.Replies():
+		case <-timeout:
+			t.Fatalf("%d pages missing", missing)
+		}
+		{
 			if !ok {
 				t.Fatal("Pages closed early")
 			}
@@ -239,12 +246,13 @@ func collect(t testing.TB, c *Client, mem *fakeMemory, want map[uint64]bool, onF
 				onFirst()
 				onFirst = nil
 			}
-		case <-timeout:
-			t.Fatalf("%d pages missing", missing)
 		}
 	}
 	return got
 }
+
+// PageData is uffd.PageData.
+type PageData = uffd.PageData
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
 

@@ -23,14 +23,19 @@ const (
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
 	MaxPayload      = MaxFramePages*PageSize + 64
-	MaxPushBytes    = 1 << 20 // page bytes in one pushed PAGES frame
-	MaxRuns         = 1 << 19 // runs in WELCOME or ACK
-	MaxFiles        = 64
-	MaxFileName     = 64
-	MaxImagesSize   = 256 << 20
-	ChunkSize       = 1 << 20
-	MaxToken        = 256
-	MaxMessage      = 1024
+	MaxPushBytes    = 256 << 10 // page bytes in one pushed PAGES frame
+	// PushWindow is the push credit a connection starts with: the most
+	// pushed bytes in flight between the server and the handler. Answers to
+	// requests never wait behind more than this (see CREDIT).
+	PushWindow    = 1 << 20
+	MaxCredit     = 64 << 20 // bytes one CREDIT frame may grant
+	MaxRuns       = 1 << 19  // runs in WELCOME or ACK
+	MaxFiles      = 64
+	MaxFileName   = 64
+	MaxImagesSize = 256 << 20
+	ChunkSize     = 1 << 20
+	MaxToken      = 256
+	MaxMessage    = 1024
 )
 
 var frameMagic = [2]byte{'L', 'Z'}
@@ -76,10 +81,11 @@ const (
 	TypeDone                      // both ways
 	TypeFail                      // client → server
 	TypeError                     // server → client
+	TypeCredit                    // client → server
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -465,6 +471,23 @@ func DecodeRequest(p []byte) (*Request, error) {
 		return nil, fmt.Errorf("REQUEST: %w", err)
 	}
 	return m, nil
+}
+
+// AppendCredit appends a CREDIT payload: the client has handed n more
+// pushed bytes to the handler, so the server may push n more.
+func AppendCredit(b []byte, n uint64) []byte { return binary.LittleEndian.AppendUint64(b, n) }
+
+// DecodeCredit decodes a CREDIT payload.
+func DecodeCredit(p []byte) (uint64, error) {
+	r := reader{b: p}
+	n := r.u64()
+	if err := r.done("CREDIT"); err != nil {
+		return 0, err
+	}
+	if n == 0 || n > MaxCredit {
+		return 0, fmt.Errorf("%w: CREDIT of %d bytes (1 to %d)", ErrProtocol, n, MaxCredit)
+	}
+	return n, nil
 }
 
 // Pages is a decoded PAGES payload.

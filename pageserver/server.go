@@ -346,8 +346,9 @@ type connState struct {
 	reqs       []queuedRequest
 	errs       []errFrame
 	wantImages bool
-	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
-	pushing    bool // RESUMED_OK sent: push may run
+	resumedOK  bool   // RESUMED received, RESUMED_OK not yet sent
+	pushing    bool   // RESUMED_OK sent: push may run
+	credit     uint64 // pushed bytes the client can still take (CREDIT)
 	done       bool
 	fail       string
 	readErr    error
@@ -381,7 +382,7 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 
 	s.mu.Lock()
 	// A reconnected session pushes at once: it resumed already.
-	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, wake: make(chan struct{}, 1)}
+	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
 	s.mu.Unlock()
 	welcome := &Welcome{Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize, Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
@@ -446,6 +447,11 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				s.res.AckedPages += s.acked.setRange(g, r.Npages)
 				cs.sent.setRange(g, r.Npages)
 			}
+		case TypeCredit:
+			var n uint64
+			if n, err = DecodeCredit(p); err == nil {
+				cs.credit = min(cs.credit+n, MaxCredit)
+			}
 		case TypeDone:
 			cs.done = true
 		case TypeFail:
@@ -491,6 +497,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 	wk.resumedOK, cs.resumedOK = cs.resumedOK, false
 	if wk.resumedOK {
 		cs.pushing = true
+		cs.credit = PushWindow
 	}
 	switch {
 	case cs.fail != "":
@@ -510,8 +517,11 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		if s.cursor >= idx.total {
 			s.cursor = 0
 		}
-	case cs.pushing:
+	case cs.pushing && cs.credit >= PageSize:
 		wk.push = s.pushBatch(cs, idx)
+		if wk.push != nil {
+			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
+		}
 	}
 	ok = wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
 	return wk, ok
@@ -528,7 +538,7 @@ func (s *Server) pushBatch(cs *connState, idx *lazyIndex) *queuedRequest {
 	}
 	i := idx.runOf(g)
 	left := idx.first[i] + idx.runs[i].Npages - g
-	n := cs.sent.clearRun(g, min(left, MaxPushBytes/PageSize))
+	n := cs.sent.clearRun(g, min(left, MaxPushBytes/PageSize, max(cs.credit/PageSize, 1)))
 	cs.sent.setRange(g, n)
 	s.cursor = g + n
 	if s.cursor >= idx.total {

@@ -44,7 +44,12 @@ func TestServeImagesRequestsPushDone(t *testing.T) {
 	}
 	counts := collect(t, c, mem, lazyPages(lazy), nil)
 	for c.Stats().RequestPages < 4 { // the answer may come after the push
-		if pd := <-c.Pages(); pd.Err != nil {
+		var pd PageData
+		select {
+		case pd = <-c.Pages():
+		case pd = <-c.Replies():
+		}
+		if pd.Err != nil {
 			t.Fatal(pd.Err)
 		}
 	}

@@ -60,10 +60,13 @@ type HandlerConfig struct {
 // translation from its current addresses to dump-time addresses that follows
 // mremap(2).
 type Handler struct {
-	cfg   HandlerConfig
-	src   PageSource
-	log   zerolog.Logger
-	start time.Time
+	cfg HandlerConfig
+	src PageSource
+	// replies carries answers to requests when src is a PrioritySource
+	// (nil otherwise: a nil channel is never ready).
+	replies <-chan PageData
+	log     zerolog.Logger
+	start   time.Time
 
 	runs  []lazyRun // every lazy run, sorted by dump address
 	total uint64    // lazy pages
@@ -155,6 +158,9 @@ func (h *Handler) dumpOf(i uint64) uint64 {
 func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1,
 		runDone: make(chan struct{}), arm: make(chan struct{}, 1), disarm: make(chan struct{})}
+	if ps, ok := cfg.Source.(PrioritySource); ok {
+		h.replies = ps.Replies()
+	}
 	fail := func(err error) (*Handler, error) {
 		fd.Close()
 		return nil, err
@@ -427,6 +433,11 @@ func (h *Handler) forward(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-h.disarm:
+		case d := <-h.replies:
+			h.qmu.Lock()
+			h.queue = append(h.queue, d)
+			h.qmu.Unlock()
+			h.kick()
 		case d, ok := <-ch:
 			if !ok {
 				d = PageData{Err: ErrSourceClosed}
@@ -511,8 +522,26 @@ func (h *Handler) loop(ctx context.Context) error {
 		if len(q) > 0 {
 			armed = false // the token was spent on this item
 		}
-		// Take what is ready on the channel directly too: a reply that is
-		// already there costs no goroutine hand-off.
+		// Take what is ready on the channels directly too: a reply that is
+		// already there costs no goroutine hand-off. Replies go first.
+	replies:
+		for {
+			select {
+			case d := <-h.replies:
+				q = append(q, d)
+			default:
+				break replies
+			}
+		}
+		slices.SortStableFunc(q, func(a, b PageData) int {
+			switch {
+			case a.Pushed == b.Pushed:
+				return 0
+			case !a.Pushed:
+				return -1
+			}
+			return 1
+		})
 	more:
 		for len(q) < 64 {
 			select {
@@ -535,6 +564,19 @@ func (h *Handler) loop(ctx context.Context) error {
 			if err := h.install(d); err != nil {
 				return err
 			}
+			// Between pushed batches, answer faults first: read new faults
+			// (so their requests go out now) and install replies that came
+			// in meanwhile, instead of waiting for the rest of the queue.
+			if d.Pushed {
+				for _, m := range slices.Clone(h.members) {
+					if err := h.drain(m, msgs[:]); err != nil {
+						return err
+					}
+				}
+				if err := h.installReplies(); err != nil {
+					return err
+				}
+			}
 		}
 		if len(h.retries) > 0 {
 			for _, m := range slices.Clone(h.members) {
@@ -545,6 +587,24 @@ func (h *Handler) loop(ctx context.Context) error {
 			if err := h.runRetries(); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// installReplies installs the answers already waiting on the replies
+// channel.
+func (h *Handler) installReplies() error {
+	for {
+		select {
+		case d := <-h.replies:
+			if d.Err != nil {
+				return fmt.Errorf("page source: %w", d.Err)
+			}
+			if err := h.install(d); err != nil {
+				return err
+			}
+		default:
+			return nil
 		}
 	}
 }

@@ -46,3 +46,12 @@ type Region struct {
 	Start, End uint64
 	Lazy       []Run // sorted, inside [Start, End)
 }
+
+// A PrioritySource delivers the answers to requests on a channel of their
+// own; the handler installs them before any pushed page, so a faulting
+// thread never waits behind the background push. Pages() then carries the
+// pushed pages (and the final error). The Replies channel is never closed.
+type PrioritySource interface {
+	PageSource
+	Replies() <-chan PageData
+}
