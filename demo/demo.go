@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"github.com/lazycr/lazycr/hosts"
 	"github.com/lazycr/lazycr/udpp"
 	"github.com/rs/zerolog"
+	"github.com/vishvananda/netlink"
 )
 
 // Options configure a demo run.
@@ -58,7 +60,8 @@ type Result struct {
 	SourceLog      string
 	TargetLog      string
 	NetChanges     []string
-	BStillHasAddr  bool // takeover: B still holds its address afterwards
+	BStillHasAddr  bool       // takeover: B still holds the service address afterwards
+	Service        netip.Addr // the client's address on B (B's own, or a service address for takeover)
 }
 
 var (
@@ -197,6 +200,19 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	st.say("server on A: udpp server 7000 (pid %d)", server.Process.Pid)
 
+	// With takeover the client's address moves to C. The page server on B
+	// must stay reachable meanwhile, so the client talks from a service
+	// address of its own (B's .100, the preferred source toward A), as a
+	// migrated service would, while the migration runs over B's own address.
+	service := hB.Addr
+	if o.Policy == "takeover" {
+		if service, err = addServiceAddr(hB, netw.Subnet); err != nil {
+			return res, err
+		}
+		st.say("takeover: B gets a service address %s for the client (the page server keeps using %s)", service, hB.Addr)
+	}
+	res.Service = service
+
 	// [3] the client on B.
 	client, err := start(hB, "udpp client", append(udppCmd, "client", hA.Addr.String(), "7000",
 		"--interval", o.Interval.String()), "client.log", "client.err")
@@ -280,7 +296,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	res.Client = lastStats(path("client.log"))
 	res.Server = parseServer(path("server.log"))
 	if o.Policy == "takeover" {
-		res.BStillHasAddr = hostHasAddr(hB, hB.Addr)
+		res.BStillHasAddr = hostHasAddr(hB, service)
 	}
 
 	// [5] the story.
@@ -582,4 +598,33 @@ func hostHasAddr(h *hosts.Host, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// addServiceAddr gives host h a second address (.100 of the subnet) and makes
+// it the preferred source of the subnet route, so sockets connected toward
+// the other hosts use it.
+// Equivalent to: ip addr add $svc/24 dev eth0; ip route replace $subnet dev eth0 src $svc
+func addServiceAddr(h *hosts.Host, subnet netip.Prefix) (netip.Addr, error) {
+	b := subnet.Masked().Addr().As4()
+	b[3] = 100
+	svc := netip.AddrFrom4(b)
+	hd, err := h.Handle()
+	if err != nil {
+		return svc, fmt.Errorf("demo: netlink in host %s: %w", h.Name, err)
+	}
+	defer hd.Close()
+	link, err := hd.LinkByName(h.Iface)
+	if err != nil {
+		return svc, fmt.Errorf("demo: find %s in host %s: %w", h.Iface, h.Name, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: svc.AsSlice(), Mask: net.CIDRMask(subnet.Bits(), 32)}}
+	if err := hd.AddrReplace(link, addr); err != nil {
+		return svc, fmt.Errorf("demo: add %s to host %s: %w", svc, h.Name, err)
+	}
+	dst := &net.IPNet{IP: subnet.Masked().Addr().AsSlice(), Mask: net.CIDRMask(subnet.Bits(), 32)}
+	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Src: svc.AsSlice(), Scope: netlink.SCOPE_LINK, Protocol: 2 /* kernel */}
+	if err := hd.RouteReplace(route); err != nil {
+		return svc, fmt.Errorf("demo: route via %s in host %s: %w", svc, h.Name, err)
+	}
+	return svc, nil
 }

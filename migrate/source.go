@@ -36,7 +36,7 @@ type SourceOptions struct {
 
 // SourceResult describes a finished source half.
 type SourceResult struct {
-	Dump   dump.Stats
+	Dump       dump.Stats
 	Served     pageserver.Result
 	Total      time.Duration
 	NetChanges []string // addresses released

@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"testing/fstest"
 	"time"
 
 	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/netfix"
 	"github.com/lazycr/lazycr/pageserver"
 	"github.com/lazycr/lazycr/restore"
 	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // TargetOptions configure the target half.
@@ -88,6 +93,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		}
 		pages = pr
 	}
+	if err := checkTakeover(opts, set); err != nil {
+		return nil, err
+	}
 	nf, err := NewNetFixer(opts.Net, opts.Log)
 	if err != nil {
 		return nil, err
@@ -122,7 +130,16 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	res.Restore = r.Stats
 	res.FreezeToResume = time.Since(time.Unix(0, set.Inventory.TimeUnixNano))
 	if err := c.Resumed(); err != nil {
-		opts.Log.Warn().Err(err).Msg("tell the source the process resumed")
+		// The source did not hear that the process runs here: it has
+		// released (or will release) the original, which runs on. The copy
+		// must not run too.
+		h.Close()
+		if kerr := unix.Kill(res.PID, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
+			opts.Log.Error().Err(kerr).Int("pid", res.PID).Msg("kill the copy")
+		}
+		killed := res.PID
+		res.PID = 0
+		return res, fmt.Errorf("%w; the source keeps the original, the copy here (pid %d) was killed so the process does not run twice", err, killed)
 	}
 	if opts.Resumed != nil {
 		opts.Resumed(res.PID)
@@ -137,7 +154,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		}
 	}
 	if runErr != nil {
-		return res, fmt.Errorf("serve lazy pages of pid %d: %w", res.PID, runErr)
+		return res, runErr
 	}
 	if err := c.Done(); err != nil {
 		return res, fmt.Errorf("tell the source DONE: %w", err)
@@ -185,4 +202,26 @@ func startProgress(w io.Writer, h *uffd.Handler) func() {
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// checkTakeover refuses a takeover that would move the source's own address
+// here: the connection to the page server would then lead back to this host.
+func checkTakeover(opts TargetOptions, set *image.Set) error {
+	if opts.Net.Skip || opts.Net.Policy != netfix.Takeover {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(opts.From)
+	if err != nil {
+		return nil
+	}
+	src, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil // a name: resolved elsewhere, cannot compare
+	}
+	for _, a := range netfix.Addresses(Sockets(set)) {
+		if a.Unmap() == src.Unmap() {
+			return fmt.Errorf("--net-policy takeover would move %s, the address the page server is reached at, to this host and cut the migration; give the migrating service an address of its own, or use --net-policy rebind", src)
+		}
+	}
+	return nil
 }

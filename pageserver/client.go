@@ -135,7 +135,7 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 	conn, err := d.DialContext(ctx, "tcp", c.addr)
 	// The source may not listen yet (both halves started together): retry a
 	// refused connection until DialTimeout, backing off up to 200 ms.
-	for wait := 10 * time.Millisecond; err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
+	for wait := 10 * time.Millisecond; session == 0 && err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -269,6 +269,20 @@ func expect(h *Header, p []byte, want Type) error {
 	return fmt.Errorf("%w: %s instead of %s", ErrProtocol, h.Type, want)
 }
 
+// sendResumed sends RESUMED on w and waits for RESUMED_OK.
+func (c *Client) sendResumed(w *wire) error {
+	w.conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	defer w.conn.SetDeadline(time.Time{})
+	if err := w.writeFrame(TypeResumed, 0); err != nil {
+		return err
+	}
+	h, p, err := w.readFrame()
+	if err != nil {
+		return err
+	}
+	return expect(h, p, TypeResumedOK)
+}
+
 // Resumed tells the source the process runs on the target: from now on the
 // source never releases it, and a lost connection is redialled. It waits
 // for the source's RESUMED_OK, then starts serving Request, Pages and Ack.
@@ -279,20 +293,28 @@ func (c *Client) Resumed() error {
 	if resumed || w == nil {
 		return fmt.Errorf("report resume to %s: %w", c.addr, ErrClosed)
 	}
-	w.conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
-	err := w.writeFrame(TypeResumed, 0)
-	if err == nil {
-		var h *Header
-		var p []byte
-		if h, p, err = w.readFrame(); err == nil {
-			err = expect(h, p, TypeResumedOK)
+	err := c.sendResumed(w)
+	if err != nil {
+		// The source may have heard RESUMED and lost only the answer: then
+		// it waits for this session to come back. If it did not hear it, it
+		// released the original and the session is gone: the caller must
+		// then kill its copy (ErrLostBeforeResume).
+		c.log.Warn().Err(err).Msg("report resume: connection lost, reconnecting")
+		w.conn.Close()
+		nw, rerr := c.reconnect(err, true)
+		if rerr == nil {
+			err = c.sendResumed(nw)
+			w = nw
+		} else {
+			err = rerr
+		}
+		if err != nil {
+			w.conn.Close()
+			return fmt.Errorf("report resume to %s: %w: %w", c.addr, ErrLostBeforeResume, err)
 		}
 	}
-	w.conn.SetDeadline(time.Time{})
-	if err != nil {
-		return fmt.Errorf("report resume to %s: %w", c.addr, err)
-	}
 	c.mu.Lock()
+	c.w = w
 	c.resumed, c.running = true, true
 	c.mu.Unlock()
 	c.wg.Go(c.run)
@@ -500,7 +522,7 @@ func (c *Client) run() {
 		c.w = nil
 		c.mu.Unlock()
 		c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
-		w, rerr := c.reconnect(err)
+		w, rerr := c.reconnect(err, false)
 		if rerr != nil {
 			c.mu.Lock()
 			c.err = rerr
@@ -543,7 +565,9 @@ func (c *Client) finish(err error) {
 }
 
 // reconnect redials the session with backoff for up to ReconnectTimeout.
-func (c *Client) reconnect(cause error) (*wire, error) {
+// With refusedIsFinal, a refused connection ends the attempts: nobody
+// listens, so the source is not waiting for this session.
+func (c *Client) reconnect(cause error, refusedIsFinal bool) (*wire, error) {
 	deadline := time.Now().Add(c.cfg.ReconnectTimeout)
 	backoff := 20 * time.Millisecond
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -563,7 +587,7 @@ func (c *Client) reconnect(cause error) (*wire, error) {
 			return w, nil
 		}
 		last = err
-		if errors.Is(err, ErrRefused) {
+		if errors.Is(err, ErrRefused) || refusedIsFinal && errors.Is(err, syscall.ECONNREFUSED) {
 			break
 		}
 		t := time.NewTimer(backoff)

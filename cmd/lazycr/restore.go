@@ -175,7 +175,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	res, err := migrate.Target(ctx, opts)
 	if res != nil && res.PID != 0 {
-		printTargetSummary(g, o, res)
+		printTargetSummary(g, o, res, err)
 	}
 	return err
 }
@@ -185,10 +185,12 @@ func (o *restoreOptions) netOptions() migrate.NetOptions {
 	return migrate.NetOptions{Policy: p, Iface: o.netIface}
 }
 
-func printTargetSummary(g *globals, o *restoreOptions, res *migrate.TargetResult) {
+func printTargetSummary(g *globals, o *restoreOptions, res *migrate.TargetResult, err error) {
 	h := res.Handler
-	g.log.Info().Int("pid", res.PID).Dur("freeze_to_resume", res.FreezeToResume).Dur("total", res.Total).
-		Msg("migration complete")
+	if err == nil {
+		g.log.Info().Int("pid", res.PID).Dur("freeze_to_resume", res.FreezeToResume).Dur("total", res.Total).
+			Msg("migration complete")
+	}
 	w := g.stderr
 	fmt.Fprintf(w, "freeze to resume   %s\n", res.FreezeToResume.Round(10*1000))
 	fmt.Fprintf(w, "%s\n", h.String())

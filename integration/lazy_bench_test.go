@@ -1,0 +1,178 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkLazyMigration migrates lazy_verify (populated anonymous memory
+// that keeps verifying itself) over loopback with dump --lazy / restore
+// --lazy-from and reports, per size:
+//
+//	freeze-to-resume-ms  the target's "freeze to resume" (source freeze to
+//	                     the process running on the target; the target
+//	                     starts as soon as the source logs that it serves)
+//	fault-p50-µs, fault-p99-µs  fault latency from the target's summary
+//	lazy-GB/s            bytes the target copied in / (target start → exit)
+//	tcp-GB/s             a plain io.Copy of as many bytes between two
+//	                     loopback sockets, in the same run, for comparison
+//	target-peak-RSS-MiB  the target lazycr's ru_maxrss
+//
+// 64 MiB and 1 GiB by default (under a minute with -benchtime=1x); 4 GiB
+// too with LAZYCR_BENCH_4G=1.
+func BenchmarkLazyMigration(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("migration needs root (ptrace, userfaultfd of another process, /proc/PID/mem)")
+	}
+	if lazycrErr != nil {
+		b.Fatal(lazycrErr)
+	}
+	bin := buildCBench(b, "lazy_verify")
+	sizes := []int{64, 1024}
+	if os.Getenv("LAZYCR_BENCH_4G") == "1" {
+		sizes = append(sizes, 4096)
+	}
+	for _, mib := range sizes {
+		b.Run(fmt.Sprintf("mem=%dMiB", mib), func(b *testing.B) {
+			var sum struct {
+				freeze, p50, p99, lazyGBs, tcpGBs, rss float64
+			}
+			for b.Loop() {
+				b.StopTimer()
+				pid := startLazyVerifyBench(b, bin, mib)
+				b.StartTimer()
+				src := startLazySource(b, nil, pid, "127.0.0.1")
+				t0 := time.Now()
+				dst := startLazyTarget(b, nil, src.addr)
+				newPID := lazyResumedPID(b, dst)
+				timeout := lazycrTimeout * time.Duration(1+mib/1024)
+				if code := dst.wait(b, timeout); code != 0 {
+					_, e := dst.output()
+					b.Fatalf("target exit %d\n%s", code, e)
+				}
+				took := time.Since(t0)
+				if code := src.wait(b, timeout); code != 0 {
+					_, e := src.output()
+					b.Fatalf("source exit %d\n%s", code, e)
+				}
+				b.StopTimer()
+				_, e := dst.output()
+				s := parseLazySummary(b, e)
+				killAndWait(b, newPID)
+				sum.freeze += float64(s.freezeToResume.Microseconds()) / 1000
+				sum.p50 += float64(s.p50.Nanoseconds()) / 1000
+				sum.p99 += float64(s.p99.Nanoseconds()) / 1000
+				sum.lazyGBs += float64(s.bytesCopied) / took.Seconds() / 1e9
+				sum.tcpGBs += lazyLoopbackGBs(b, s.bytesCopied)
+				sum.rss += float64(dst.maxRSSKiB()) / 1024
+				b.StartTimer()
+			}
+			n := float64(b.N)
+			b.ReportMetric(sum.freeze/n, "freeze-to-resume-ms")
+			b.ReportMetric(sum.p50/n, "fault-p50-µs")
+			b.ReportMetric(sum.p99/n, "fault-p99-µs")
+			b.ReportMetric(sum.lazyGBs/n, "lazy-GB/s")
+			b.ReportMetric(sum.tcpGBs/n, "tcp-GB/s")
+			b.ReportMetric(sum.rss/n, "target-peak-RSS-MiB")
+		})
+	}
+}
+
+// startLazyVerifyBench starts lazy_verify with mib MiB and waits until it
+// verified its memory once. The process is our child: it is reaped after
+// the source kills it, or killed when b ends.
+func startLazyVerifyBench(b *testing.B, bin string, mib int) int {
+	b.Helper()
+	out, err := os.OpenFile(filepath.Join(b.TempDir(), "stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(bin, strconv.Itoa(mib))
+	cmd.Stdout = out
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		data, err := os.ReadFile(out.Name())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if bytes.Contains(data, []byte("\ntick verify 1\n")) {
+			return cmd.Process.Pid
+		}
+		select {
+		case <-done:
+			b.Fatalf("lazy_verify %d MiB exited before verifying once: %s", mib, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("lazy_verify %d MiB: no first verification within %v", mib, lazycrTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// lazyLoopbackGBs copies n bytes from one loopback TCP socket to another
+// with io.Copy and returns the rate in GB/s.
+func lazyLoopbackGBs(b *testing.B, n int64) float64 {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		// Hide io.Discard's ReadFrom (small buffers): both sides copy 256 KiB at a time.
+		m, _ := io.CopyBuffer(struct{ io.Writer }{io.Discard}, c, make([]byte, 256<<10))
+		got <- m
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := io.CopyBuffer(struct{ io.Writer }{c}, io.LimitReader(lazyZeroReader{}, n), make([]byte, 256<<10)); err != nil {
+		b.Fatal(err)
+	}
+	c.Close()
+	if m := <-got; m != n {
+		b.Fatalf("loopback copy: %d of %d bytes arrived", m, n)
+	}
+	return float64(n) / time.Since(t0).Seconds() / 1e9
+}
+
+// lazyZeroReader reads zeros.
+type lazyZeroReader struct{}
+
+func (lazyZeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}

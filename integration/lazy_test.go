@@ -1,0 +1,163 @@
+package integration
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Post-copy migration end to end: a program is frozen by `lazycr dump
+// --lazy`, resumed by `lazycr restore --lazy-from` with its memory arriving
+// on demand and by background push, and what the program itself reports
+// afterwards is checked. On one host the frozen original keeps its pid while
+// the copy runs, hence --new-pid.
+
+// lazyVerifyReport is lazy_verify's first line.
+type lazyVerifyReport struct {
+	Pid   int    `json:"pid"`
+	Base  hexU64 `json:"base"`
+	Pages int    `json:"pages"`
+}
+
+// lazyRequireRounds waits until key advanced by at least n more rounds, and
+// checks the process runs untraced.
+func lazyRequireRounds(t *testing.T, p *proc, key string, n uint64) {
+	t.Helper()
+	lazyWaitTick(t, p, key, progress(t, p)[key]+n)
+	requireRunning(t, p.pid)
+}
+
+// testLazyVerify migrates lazy_verify with mib MiB of populated memory and
+// checks it keeps verifying all of it.
+func testLazyVerify(t *testing.T, env lazyEnv, mib int) {
+	p := env.startProg(t, buildC(t, "lazy_verify"), strconv.Itoa(mib))
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	if r.Pages != mib*256 {
+		t.Fatalf("lazy_verify reports %d pages, want %d", r.Pages, mib*256)
+	}
+	lazyWaitTick(t, p, "verify", 1) // filled and verified once before the freeze
+	began := time.Now()
+	m := migrateLazy(t, env, p, nil, nil)
+	t.Logf("%d MiB migrated in %v (start of dump to both lazycr exited)", mib, time.Since(began))
+	// Each "verify" tick is a full pass over every populated word.
+	lazyRequireRounds(t, m.restored, "verify", 3)
+	checkSequence(t, m.restored, "verify")
+	_, e := m.target.output()
+	s := parseLazySummary(t, e)
+	if s.bytesCopied < int64(mib)<<20 {
+		t.Errorf("target copied %d bytes, want at least the %d MiB populated", s.bytesCopied, mib)
+	}
+	if env.dst != nil {
+		if got, want := lazyNetnsOf(t, m.restored.pid), lazyHostNetns(t, env.dst); got != want {
+			t.Errorf("restored pid %d runs in %s, want host %s's %s", m.restored.pid, got, env.dst.Name, want)
+		}
+	}
+}
+
+func TestLazyVerify64M(t *testing.T) {
+	t.Parallel()
+	testLazyVerify(t, lazyEnv{}, 64)
+}
+
+func TestLazyVerify1G(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1 GiB migration skipped in -short mode")
+	}
+	testLazyVerify(t, lazyEnv{}, 1024)
+}
+
+func TestLazyVerify64MHosts(t *testing.T) {
+	t.Parallel()
+	testLazyVerify(t, lazyTwoHosts(t), 64)
+}
+
+// testLazyOps migrates lazy_ops, whose rounds right after the resume
+// madvise, unmap, remap and fork over memory that has not arrived yet.
+func testLazyOps(t *testing.T, env lazyEnv) {
+	p := env.startProg(t, buildC(t, "lazy_ops"))
+	var r struct {
+		Pid    int    `json:"pid"`
+		Pool   hexU64 `json:"pool"`
+		Chunks int    `json:"chunks"`
+	}
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "round", 2)
+	m := migrateLazy(t, env, p, nil, nil)
+	// "fork" ticks only once the program sees its new pid: each one is a
+	// child that verified its copy of the parent's memory.
+	lazyRequireRounds(t, m.restored, "round", uint64(r.Chunks)+2) // every chunk at least once after the resume
+	lazyWaitTick(t, m.restored, "fork", 3)
+	checkSequence(t, m.restored, "round")
+	requireRunning(t, m.restored.pid)
+}
+
+func TestLazyOps(t *testing.T) {
+	t.Parallel()
+	testLazyOps(t, lazyEnv{})
+}
+
+// testLazyThreads migrates 8 threads that each keep verifying their own
+// region.
+func testLazyThreads(t *testing.T, env lazyEnv) {
+	p := env.startProg(t, buildC(t, "lazy_threads"), "8")
+	var r struct {
+		Pid     int `json:"pid"`
+		Threads int `json:"threads"`
+	}
+	waitReport(t, p, &r)
+	var keys []string
+	for k := range r.Threads {
+		keys = append(keys, fmt.Sprintf("t%d", k))
+	}
+	for _, k := range keys {
+		lazyWaitTick(t, p, k, 1)
+	}
+	m := migrateLazy(t, env, p, nil, nil)
+	before := progress(t, m.restored)
+	for _, k := range keys {
+		lazyWaitTick(t, m.restored, k, before[k]+2)
+	}
+	requireRunning(t, m.restored.pid)
+	if n := len(tasks(t, m.restored.pid)); n != r.Threads+1 {
+		t.Errorf("restored pid %d has %d threads, want %d", m.restored.pid, n, r.Threads+1)
+	}
+	checkSequence(t, m.restored, keys...)
+	if env.dst != nil {
+		if got, want := lazyNetnsOf(t, m.restored.pid), lazyHostNetns(t, env.dst); got != want {
+			t.Errorf("restored pid %d runs in %s, want host %s's %s", m.restored.pid, got, env.dst.Name, want)
+		}
+	}
+}
+
+func TestLazyThreads(t *testing.T) {
+	t.Parallel()
+	testLazyThreads(t, lazyEnv{})
+}
+
+func TestLazyThreadsHosts(t *testing.T) {
+	t.Parallel()
+	testLazyThreads(t, lazyTwoHosts(t))
+}
+
+func TestLazyOpsHosts(t *testing.T) {
+	t.Parallel()
+	testLazyOps(t, lazyTwoHosts(t))
+}
+
+// TestLazyTwice migrates a process, then migrates the copy again once all of
+// its memory arrived: the second dump meets a process restored by lazycr,
+// whose userfaultfd is gone.
+func TestLazyTwice(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazy_verify"), "32")
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "verify", 1)
+	m1 := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	lazyRequireRounds(t, m1.restored, "verify", 2)
+	m2 := migrateLazy(t, lazyEnv{}, m1.restored, nil, nil)
+	lazyRequireRounds(t, m2.restored, "verify", 3)
+	checkSequence(t, m2.restored, "verify")
+}
