@@ -70,6 +70,8 @@ var (
 	reStats   = regexp.MustCompile(`stats sent=(\d+) received=(\d+) lost=(\d+) duplicated=(\d+) reordered=(\d+)`)
 	rePong    = regexp.MustCompile(`^pong (\d+) from (\S+)$`)
 	reFreezTR = regexp.MustCompile(`freeze to resume\s+(\S+)`)
+	// an empty bucket of the fault-latency histogram
+	reEmptyBucket = regexp.MustCompile(`µs\s+0\s*$`)
 )
 
 type step struct {
@@ -412,7 +414,7 @@ func summaryOf(targetLog string) string {
 		if keep && (strings.HasPrefix(l, "trace ") || strings.HasPrefix(l, "netfix")) {
 			break
 		}
-		if keep && strings.TrimSpace(l) != "" && !strings.HasSuffix(strings.TrimSpace(l), " 0") {
+		if keep && strings.TrimSpace(l) != "" && !reEmptyBucket.MatchString(l) {
 			out = append(out, l)
 		}
 	}
