@@ -434,7 +434,7 @@ func TestUdppCAcrossHosts(t *testing.T) {
 		t.Skip("gcc not found: C build of udpp not tested")
 	}
 	bin := filepath.Join(t.TempDir(), "udpp")
-	if out, err := exec.Command("gcc", "-O2", "-o", bin, "../cmd/udpp/udpp.c").CombinedOutput(); err != nil {
+	if out, err := exec.Command("gcc", "-O2", "-o", bin, "../udpp/udpp.c").CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	_, hs := newNet(t, hosts.Options{}, "a", "b")
