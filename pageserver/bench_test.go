@@ -44,6 +44,9 @@ func BenchmarkPush(b *testing.B) {
 			}
 			got += len(pd.Data)
 			c.Ack(pd.Addr, len(pd.Data)/PageSize)
+			if pd.Release != nil {
+				pd.Release()
+			}
 		}
 		if err := c.Done(); err != nil {
 			b.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -457,8 +458,18 @@ func (c *Client) pump(done chan<- struct{}) {
 		// Hand pushed data on in pieces of at most handoffBytes: the handler
 		// looks at replies between pieces, so a fault waits for at most one
 		// piece's UFFDIO_COPY.
+		release := d.Release
+		var refs atomic.Int32
+		refs.Store(int32(max(1, (len(d.Data)+handoffBytes-1)/handoffBytes)))
 		for first := true; first || len(d.Data) > 0; first = false {
 			piece := d
+			if release != nil {
+				piece.Release = func() {
+					if refs.Add(-1) == 0 {
+						release()
+					}
+				}
+			}
 			if len(d.Data) > handoffBytes {
 				piece.Data = d.Data[:handoffBytes]
 				d.Addr += handoffBytes
@@ -483,6 +494,20 @@ func (c *Client) pump(done chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// bufPool recycles the buffers pushed frames are read into: fresh memory
+// costs a page fault per page, the very thing the handler is racing.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxPushBytes); return &b }}
+
+// getBuf returns a buffer of n bytes and the function that gives it back
+// (nil for a buffer too large for the pool).
+func getBuf(n int) ([]byte, func()) {
+	if n > MaxPushBytes {
+		return make([]byte, n), nil
+	}
+	bp := bufPool.Get().(*[]byte)
+	return (*bp)[:n], func() { bufPool.Put(bp) }
 }
 
 // handoffBytes is the largest piece of pushed data handed to the handler at
@@ -641,7 +666,7 @@ func (c *Client) readLoop(w *wire) error {
 			if err != nil {
 				return fmt.Errorf("read from page server %s: %w", c.addr, err)
 			}
-			data := make([]byte, n*PageSize)
+			data, release := getBuf(int(n * PageSize))
 			if _, err := io.ReadFull(w.br, data); err != nil {
 				return fmt.Errorf("read from page server %s: %w", c.addr, unexpectedEOF(err))
 			}
@@ -665,7 +690,7 @@ func (c *Client) readLoop(w *wire) error {
 				ch = c.fifo
 			}
 			select {
-			case ch <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0}:
+			case ch <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0, Release: release}:
 			case <-c.closed:
 				return ErrClosed
 			}

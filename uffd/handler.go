@@ -1,6 +1,7 @@
 package uffd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -746,6 +747,9 @@ func (h *Handler) finishFault(p *pending, now time.Duration) {
 
 // install copies arriving page data into every member that needs it.
 func (h *Handler) install(d PageData) error {
+	if d.Release != nil {
+		defer d.Release()
+	}
 	if d.Addr%PageSize != 0 || len(d.Data)%PageSize != 0 {
 		h.log.Warn().Uint64("addr", d.Addr).Int("len", len(d.Data)).Msg("page source sent unaligned data, ignored")
 		return nil
@@ -852,7 +856,8 @@ func (h *Handler) copyRun(m *member, cur, j uint64, buf []byte, pushed bool, rep
 			for k := pg; k < j+uint64(len(buf))/PageSize; k++ {
 				h.inflight.set(k)
 			}
-			h.retries = append(h.retries, retryOp{m: m, dump: h.dumpOf(pg), data: buf[off:], pushed: pushed})
+			// Copy: the source may reuse buf once install returns (Release).
+			h.retries = append(h.retries, retryOp{m: m, dump: h.dumpOf(pg), data: bytes.Clone(buf[off:]), pushed: pushed})
 			return nil
 		case errors.Is(err, ErrGone):
 			h.removeMember(m)

@@ -27,6 +27,9 @@ type PageData struct {
 	Data   []byte // whole pages
 	Pushed bool   // sent by the background push, not in answer to a request
 	Err    error  // the source failed for good; Addr and Data are unset
+	// Release, if set, is called once the consumer is done with Data (it
+	// was installed or discarded): the source may then reuse the buffer.
+	Release func()
 }
 
 // Run is a run of pages [Addr, Addr+Npages*PageSize).
