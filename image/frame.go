@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 
+	"github.com/lazycr/lazycr/image/pb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -158,4 +159,19 @@ func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrCorrupt, limit)
 	}
 	return b, nil
+}
+
+// Warm initializes the protobuf machinery of every image message (the
+// first marshal or unmarshal of a message type builds its reflection
+// tables, a few milliseconds). Call it early, off the critical path, so the
+// first image decoded during a migration's downtime does not pay for it.
+func Warm() {
+	for _, m := range []proto.Message{&pb.Inventory{}, &pb.ProcessTree{Processes: []*pb.Process{{Threads: []*pb.Thread{{Regs: &pb.Registers{}}}}}},
+		&pb.MemoryMap{Vmas: []*pb.Vma{{Pages: []*pb.PageRun{{}}, File: &pb.FileID{}}}, Mm: &pb.MmFields{}},
+		&pb.FdTable{Fds: []*pb.Fd{{Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Options: &pb.SocketOptions{}}}}}}} {
+		b, err := proto.Marshal(m)
+		if err == nil {
+			_ = proto.Unmarshal(b, m)
+		}
+	}
 }

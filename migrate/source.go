@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
+	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/pageserver"
 	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
@@ -62,6 +63,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	}
 	defer ln.Close()
+	image.Warm() // before the freeze: the encoding would otherwise pay for it
 	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})
 	if err != nil {
 		return nil, err

@@ -58,6 +58,7 @@ type TargetResult struct {
 func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err error) {
 	start := time.Now()
 	res = &TargetResult{}
+	go image.Warm() // while the image set is on its way
 	c, err := pageserver.Dial(ctx, opts.From, pageserver.ClientConfig{
 		Token: opts.Token, TLS: opts.TLS, ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
 	})
@@ -76,6 +77,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	res.Fetch = time.Since(start)
+	opts.Log.Debug().Dur("took", res.Fetch).Int("files", len(files)).Msg("image set fetched")
 	fsys := fstest.MapFS{}
 	for name, b := range files {
 		fsys[name] = &fstest.MapFile{Data: b, Mode: 0o600}
@@ -84,6 +86,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	if err != nil {
 		return nil, fmt.Errorf("image set from %s: %w", opts.From, err)
 	}
+	opts.Log.Debug().Msg("image set decoded")
 	root := set.Root()
 	var pages restore.PageReader
 	if b, ok := files[image.PagesFile(root.Pid)]; ok {

@@ -148,6 +148,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		r.opts.Pages = pr
 	}
 	mark(&r.Stats.Load)
+	opts.Log.Debug().Dur("took", r.Stats.Load).Msg("image set checked")
 
 	if err := r.startStub(); err != nil {
 		return nil, err
