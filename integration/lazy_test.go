@@ -2,7 +2,10 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -160,4 +163,43 @@ func TestLazyTwice(t *testing.T) {
 	m2 := migrateLazy(t, lazyEnv{}, m1.restored, nil, nil)
 	lazyRequireRounds(t, m2.restored, "verify", 3)
 	checkSequence(t, m2.restored, "verify")
+}
+
+// TestLazyDetach: `restore --lazy-from --detach` returns as soon as the
+// process runs, printing its pid; the handler carries on in the background,
+// logging to --log-file, until every page is in and the source exits 0.
+func TestLazyDetach(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazy_verify"), "32")
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "verify", 1)
+	progress(t, p)
+	logf := filepath.Join(t.TempDir(), "handler.log")
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	dst := startLazyTarget(t, nil, src.addr, "--detach", "--log-file", logf)
+	pid := lazyResumedPID(t, dst)
+	dst.requireExit(t, 0) // returned while the pages may still be arriving
+	rp := adopt(t, pid)
+	p.mu.Lock()
+	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
+	for k, v := range p.ticks {
+		rp.ticks[k] = v
+	}
+	p.mu.Unlock()
+	src.requireExit(t, 0) // the background handler reported DONE
+	requireLazySourceGone(t, p)
+	lazyRequireRounds(t, rp, "verify", 2)
+	checkSequence(t, rp, "verify")
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		b, _ := os.ReadFile(logf)
+		if strings.Contains(string(b), "migration complete") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background handler's log %s never says the migration completed:\n%s", logf, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
