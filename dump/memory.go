@@ -1,8 +1,10 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/lazycr/lazycr/image"
@@ -215,6 +217,20 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
 		return nil
 	}
+	switch v.Kind {
+	case pb.VmaKind_VMA_KIND_ANON, pb.VmaKind_VMA_KIND_HEAP, pb.VmaKind_VMA_KIND_STACK:
+		// Private anonymous memory only needs "populated or not": ask for
+		// ranges (PAGEMAP_SCAN) instead of reading 8 bytes per page, so
+		// the freeze does not grow with the size of the memory.
+		regions, err := proc.ScanPopulated(pm, m.Start, m.End)
+		if err == nil {
+			cp.anonRuns(v, regions, hot)
+			return nil
+		}
+		if !errors.Is(err, proc.ErrScanUnsupported) {
+			return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
+		}
+	}
 	entries, err := proc.ReadPagemap(pm, m.Start, m.End)
 	if err != nil {
 		return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
@@ -246,6 +262,65 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 type pageAppender interface {
 	Append(b []byte) (uint64, error)
 	Size() uint64
+}
+
+// anonRuns tiles a private anonymous VMA with runs from its populated
+// regions: gaps and zero-page-only ranges are ZERO; populated pages are
+// EAGER in a full dump, LAZY in a lazy one except the hot pages (around a
+// stack pointer or an rseq area), which stay EAGER.
+func (cp *Checkpoint) anonRuns(v *pb.Vma, regions []proc.PopulatedRegion, hot []uint64) {
+	add := func(addr, end uint64, st pb.PageState) {
+		if end <= addr {
+			return
+		}
+		n := (end - addr) / image.PageSize
+		if k := len(v.Pages); k > 0 && v.Pages[k-1].State == st && v.Pages[k-1].Addr+v.Pages[k-1].Npages*image.PageSize == addr {
+			v.Pages[k-1].Npages += n
+			return
+		}
+		v.Pages = append(v.Pages, &pb.PageRun{Addr: addr, Npages: n, State: st})
+	}
+	// Hot intervals inside this VMA, sorted and merged.
+	type span struct{ s, e uint64 }
+	var hs []span
+	for _, h := range hot {
+		lo := h&^(image.PageSize-1) - stackEagerPages*image.PageSize
+		hi := h&^(image.PageSize-1) + (stackEagerPages+1)*image.PageSize
+		lo, hi = max(lo, v.Start), min(hi, v.End)
+		if lo < hi {
+			hs = append(hs, span{lo, hi})
+		}
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].s < hs[j].s })
+	populated := pb.PageState_PAGE_STATE_EAGER
+	if cp.opts.Mode == ModeLazy {
+		populated = pb.PageState_PAGE_STATE_LAZY
+	}
+	at := v.Start
+	for _, r := range regions {
+		s, e := max(r.Start, v.Start), min(r.End, v.End)
+		if s >= e {
+			continue
+		}
+		add(at, s, pb.PageState_PAGE_STATE_ZERO)
+		if r.ZeroPFN {
+			add(s, e, pb.PageState_PAGE_STATE_ZERO)
+			at = e
+			continue
+		}
+		for _, h := range hs {
+			if h.e <= s || h.s >= e {
+				continue
+			}
+			add(s, max(s, h.s), populated)
+			hs0, he0 := max(s, h.s), min(e, h.e)
+			add(hs0, he0, pb.PageState_PAGE_STATE_EAGER)
+			s = he0
+		}
+		add(s, e, populated)
+		at = e
+	}
+	add(at, v.End, pb.PageState_PAGE_STATE_ZERO)
 }
 
 // writePages reads every eager run from the frozen process and appends it
