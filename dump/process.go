@@ -65,7 +65,7 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	p.Namespaces = readNamespaces(pid)
 
 	leader := pid
-	if p.Sigactions, err = cp.sigactions(leader); err != nil {
+	if p.Sigactions, err = cp.sigactions(leader, st.SigCgt|st.SigIgn); err != nil {
 		return nil, err
 	}
 	if p.Itimers, err = cp.itimers(leader); err != nil {
@@ -210,10 +210,19 @@ func (cp *Checkpoint) prctlInt(tid int, option uintptr) (uint32, error) {
 // sigactions reads every handler with injected rt_sigaction(sig, NULL,
 // &old, 8); the kernel's struct sigaction is {handler, flags, restorer,
 // mask}, 32 bytes (see rt_sigaction(2), "C library/kernel differences").
-func (cp *Checkpoint) sigactions(tid int) ([]*pb.SigAction, error) {
+//
+// Only signals with a handler or ignored (SigCgt|SigIgn of /proc/PID/status)
+// and SIGCHLD (whose SA_NOCLDWAIT/SA_NOCLDSTOP matter even with SIG_DFL)
+// are asked: every other one is SIG_DFL, whose flags have no effect. That
+// saves some 60 injected syscalls of the freeze.
+func (cp *Checkpoint) sigactions(tid int, nonDefault uint64) ([]*pb.SigAction, error) {
 	var out []*pb.SigAction
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		if nonDefault&(1<<(sig-1)) == 0 && sig != int(unix.SIGCHLD) {
+			out = append(out, &pb.SigAction{Signo: int32(sig)})
 			continue
 		}
 		var b [32]byte
