@@ -55,12 +55,16 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); err == nil {
 		fmt.Sscan(string(b), &p.OomScoreAdj)
 	}
+	// prlimit(2) on another process needs CAP_SYS_RESOURCE unless its uids
+	// and gids match ours, and root here lacks it: ask the process itself
+	// (an injected prlimit64 on pid 0 is always allowed).
 	for res := range rlimitNames {
-		var rl unix.Rlimit
-		if err := unix.Prlimit(pid, res, nil, &rl); err != nil {
-			return nil, fail("prlimit "+rlimitNames[res], err)
+		var b [16]byte
+		if err := cp.injectOut(pid, b[:], unix.SYS_PRLIMIT64, 0, uintptr(res), 0, outArg); err != nil {
+			return nil, fail("injected prlimit64 "+rlimitNames[res], err)
 		}
-		p.Rlimits = append(p.Rlimits, &pb.Rlimit{Resource: int32(res), Name: rlimitNames[res], Cur: rl.Cur, Max: rl.Max})
+		p.Rlimits = append(p.Rlimits, &pb.Rlimit{Resource: int32(res), Name: rlimitNames[res],
+			Cur: binary.LittleEndian.Uint64(b[0:]), Max: binary.LittleEndian.Uint64(b[8:])})
 	}
 	p.Namespaces = readNamespaces(pid)
 

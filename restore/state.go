@@ -236,6 +236,11 @@ func (r *Process) restoreCreds() error {
 			return fmt.Errorf("capset on tid %d: %w", tid, err)
 		}
 	}
+	// Changing the effective ids resets the mm's dumpable flag to
+	// fs.suid_dumpable (commit_creds): put the dumped value back.
+	if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(r.img.Dumpable)); err != nil {
+		r.opts.Log.Warn().Err(err).Uint32("dumpable", r.img.Dumpable).Msg("prctl(PR_SET_DUMPABLE) after credentials")
+	}
 	return nil
 }
 

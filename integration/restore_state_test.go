@@ -1,0 +1,82 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// TestRestoreCredsAndTimers round-trips a process that runs as an ordinary
+// user (uid/gid 65534, no supplementary groups) with a POSIX timer and an
+// itimer: after restore it must still be that user, and both timers must
+// keep firing (the POSIX timer under its original id).
+func TestRestoreCredsAndTimers(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "statecheck", "-lrt")
+	// The binary lives under t.TempDir() (0700 directories): let the
+	// unprivileged user reach it.
+	for d := filepath.Dir(bin); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startWith(t, func(c *exec.Cmd) {
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	}, bin)
+	var r struct {
+		Pid     int   `json:"pid"`
+		UID     int   `json:"uid"`
+		GID     int   `json:"gid"`
+		TimerID int64 `json:"timer_id"`
+	}
+	waitReport(t, p, &r)
+	if r.UID != 65534 || r.GID != 65534 {
+		t.Fatalf("statecheck runs as %d/%d, want 65534/65534", r.UID, r.GID)
+	}
+	keys := []string{"creds:65534:65534:65534:0:dumpable1", "timer", "itimer"}
+	requireProgress(t, p, keys...)
+
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, "creds:65534:65534:65534:0:dumpable1")
+}
+
+// startWith is start with a hook to adjust the command (credentials).
+func startWith(t *testing.T, adjust func(*exec.Cmd), bin string, args ...string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	p := &proc{
+		outPath: filepath.Join(dir, "stdout"),
+		errPath: filepath.Join(dir, "stderr"),
+		done:    make(chan struct{}),
+		ticks:   map[string]uint64{},
+	}
+	stdout, err := os.OpenFile(p.outPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(p.errPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
+	adjust(p.cmd)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p.pid = p.cmd.Process.Pid
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
