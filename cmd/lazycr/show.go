@@ -152,16 +152,16 @@ const ssDisable = 2
 
 func writeMemoryText(w io.Writer, mm *pb.MemoryMap) {
 	fmt.Fprintf(w, "\nMemory of pid %d: %d VMAs, %s of eager page data\n", mm.Pid, len(mm.Vmas), humanBytes(mm.PagesBytes))
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\t NAME\t")
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\tNAME")
 	var total image.PageCounts
 	for _, v := range mm.Vmas {
 		c := image.CountPages(v)
 		total = total.Add(c)
-		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t %s\t\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
+		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
 			kindString(v.Kind), c.Zero, c.Eager, c.Lazy, c.File, v.Name)
 	}
-	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t \t\n", total.Zero, total.Eager, total.Lazy, total.File)
+	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t\n", total.Zero, total.Eager, total.Lazy, total.File)
 	tw.Flush()
 }
 
