@@ -113,7 +113,10 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
 			}
 		}
-	case errors.Is(err, pageserver.ErrGaveUp):
+	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
+		// The target runs the process now (or may): the original must not
+		// run too. Interrupted (Ctrl-C) or given up, keep what the target
+		// may still need on disk, then kill the original.
 		if opts.Dir != "" {
 			// Not in Dir itself: the unacked pages file has an image set's
 			// file names and Dir may hold the skeleton.

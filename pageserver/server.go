@@ -220,6 +220,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 	}
 }
 
+// Resumed reports whether the target said the process runs there: from
+// then on the original must never be released, whatever happens.
+func (s *Server) Resumed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resumed
+}
+
 // init validates the configuration and builds the page index.
 func (s *Server) init() (*lazyIndex, error) {
 	if s.cfg.Memory == nil && len(s.cfg.Lazy) > 0 {
