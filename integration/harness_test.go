@@ -153,39 +153,7 @@ type proc struct {
 // start runs bin with args. The process is killed and reaped when t ends.
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	dir := t.TempDir()
-	p := &proc{
-		outPath: filepath.Join(dir, "stdout"),
-		errPath: filepath.Join(dir, "stderr"),
-		done:    make(chan struct{}),
-		ticks:   map[string]uint64{},
-	}
-	stdout, err := os.OpenFile(p.outPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdout.Close()
-	stderr, err := os.OpenFile(p.errPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout = stdout
-	p.cmd.Stderr = stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	p.pid = p.cmd.Process.Pid
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-	})
-	return p
+	return startWith(t, nil, bin, args...)
 }
 
 func (p *proc) exited() bool {
@@ -573,4 +541,45 @@ func (h *hexU64) UnmarshalJSON(b []byte) error {
 	}
 	*h = hexU64(v)
 	return nil
+}
+
+// startWith is start with a hook (may be nil) to adjust the command before
+// it starts, e.g. its credentials.
+func startWith(t *testing.T, adjust func(*exec.Cmd), bin string, args ...string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	p := &proc{
+		outPath: filepath.Join(dir, "stdout"),
+		errPath: filepath.Join(dir, "stderr"),
+		done:    make(chan struct{}),
+		ticks:   map[string]uint64{},
+	}
+	stdout, err := os.OpenFile(p.outPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(p.errPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
+	if adjust != nil {
+		adjust(p.cmd)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p.pid = p.cmd.Process.Pid
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
 }
