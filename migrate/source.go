@@ -78,11 +78,13 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 			opts.Log.Error().Err(err).Int("pid", opts.PID).Msg("release process")
 		}
 	}
+	t := time.Now()
 	files, err := cp.ImageFiles(opts.Dir)
 	if err != nil {
 		release()
 		return nil, err
 	}
+	opts.Log.Debug().Dur("took", time.Since(t)).Int("files", len(files)).Msg("skeleton encoded")
 	var lazy []uffd.Run
 	for _, r := range cp.LazyRuns() {
 		lazy = append(lazy, uffd.Run{Addr: r.Addr, Npages: r.Npages})

@@ -114,7 +114,13 @@ func (r *Process) buildAddressSpace() error {
 	if err := r.moveSpecials(stubSpecial, imgSpecial); err != nil {
 		return err
 	}
-	// 5. Map every VMA.
+	// 5. Map every VMA, then close the files opened for them.
+	defer func() {
+		for _, fd := range r.mapFds {
+			b.call(unix.SYS_CLOSE, fd)
+		}
+		r.mapFds = nil
+	}()
 	for _, v := range r.mm.Vmas {
 		if isSpecialKind(v.Kind) {
 			continue
@@ -270,6 +276,13 @@ func (r *Process) mapVMA(v *pb.Vma) error {
 		if v.Shared && v.Prot&unix.PROT_WRITE != 0 {
 			acc = unix.O_RDWR
 		}
+		// One open per file and access mode for all its VMAs (a library
+		// has four or five): injected syscalls are the cost of a restore.
+		key := fmt.Sprintf("%d:%s", acc, v.File.Path)
+		if f, ok := r.mapFds[key]; ok {
+			fd = f
+			break
+		}
 		path, err := b.putString(0, v.File.Path)
 		if err != nil {
 			return err
@@ -279,7 +292,10 @@ func (r *Process) mapVMA(v *pb.Vma) error {
 			return fmt.Errorf("open %s: %w", v.File.Path, err)
 		}
 		fd = f
-		defer b.call(unix.SYS_CLOSE, fd)
+		if r.mapFds == nil {
+			r.mapFds = map[string]uintptr{}
+		}
+		r.mapFds[key] = fd
 	default:
 		flags |= unix.MAP_ANONYMOUS
 	}

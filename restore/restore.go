@@ -78,9 +78,10 @@ type Process struct {
 	fds     *pb.FdTable
 	tracer  *inject.Tracer
 	b       *builder
-	tids    map[uint32]int // image tid → tid here
-	uffd    *uffd.FD       // Lazy: the process's userfaultfd
-	stubExe string         // the stub's binary
+	tids    map[uint32]int     // image tid → tid here
+	uffd    *uffd.FD           // Lazy: the process's userfaultfd
+	stubExe string             // the stub's binary
+	mapFds  map[string]uintptr // files open in the process while VMAs are mapped
 	started time.Time
 	done    bool
 }
