@@ -134,6 +134,14 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 	if err != nil {
 		return err
 	}
+	if token == nil && tlsConf == nil {
+		where := "every address"
+		if o.address != "" {
+			where = o.address
+		}
+		g.log.Warn().Int("port", o.port).Str("address", where).
+			Msg("serving the process's memory without --token or TLS: anyone who can reach this port can read it")
+	}
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
 		PID: o.pid, Dir: o.dir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
 		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
