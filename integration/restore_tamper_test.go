@@ -250,3 +250,56 @@ func checkTickLine(t *testing.T, l, key string, last uint64) uint64 {
 	}
 	return n
 }
+
+// TestRestoreReconnectsLivePipe: the program's stdout is a pipe whose read
+// end the test keeps. After dump (kill) and a plain restore on the same
+// host — no --inherit-fd — the restored program writes into that very
+// pipe again: restore found the pipe still alive in the test process and
+// reopened it through /proc.
+func TestRestoreReconnectsLivePipe(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "memcheck")
+	if lazycrErr != nil {
+		t.Fatal(lazycrErr)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(bin)
+	cmd.Stdout = w
+	p := startCmd(t, cmd)
+	w.Close()
+	lines := readLines(r)
+	if first := <-lines; !strings.HasPrefix(first, "{") {
+		t.Fatalf("first line %q is not the report", first)
+	}
+	var last uint64
+	for last < 3 {
+		last = nextTick(t, lines, "check", last)
+	}
+	dir := dumpKill(t, p)
+	for l := range lines { // EOF: the only writer is gone
+		last = checkTickLine(t, l, "check", last)
+	}
+
+	restore := exec.Command(lazycrPath, "restore", "-D", dir)
+	var out, errOut strings.Builder
+	restore.Stdout, restore.Stderr = &out, &errOut
+	if err := restore.Run(); err != nil {
+		t.Fatalf("lazycr restore: %v\n%s", err, errOut.String())
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("restore printed %q, not a pid", out.String())
+	}
+	adopt(t, pid)
+	if !strings.Contains(errOut.String(), "reconnected") {
+		t.Errorf("restore does not say it reconnected the pipe:\n%s", errOut.String())
+	}
+	lines = readLines(r) // the same pipe, written again by the restored program
+	for got := 0; got < 3; got++ {
+		last = nextTick(t, lines, "check", last)
+	}
+}
