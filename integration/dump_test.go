@@ -511,17 +511,20 @@ func pipeProbe(t *testing.T, pid, fd int, what uint) int {
 	return n
 }
 
+// signalsReport is the first line of the signals program.
+type signalsReport struct {
+	Pid          int    `json:"pid"`
+	Usr1Handler  hexU64 `json:"usr1_handler"`
+	Usr2Handler  hexU64 `json:"usr2_handler"`
+	AltstackSp   hexU64 `json:"altstack_sp"`
+	AltstackSize uint64 `json:"altstack_size"`
+	Blocked      hexU64 `json:"blocked"`
+}
+
 func TestDumpSignals(t *testing.T) {
 	t.Parallel()
 	p := start(t, buildC(t, "signals"))
-	var r struct {
-		Pid          int    `json:"pid"`
-		Usr1Handler  hexU64 `json:"usr1_handler"`
-		Usr2Handler  hexU64 `json:"usr2_handler"`
-		AltstackSp   hexU64 `json:"altstack_sp"`
-		AltstackSize uint64 `json:"altstack_size"`
-		Blocked      hexU64 `json:"blocked"`
-	}
+	var r signalsReport
 	waitReport(t, p, &r)
 	if r.Pid != p.pid || uint64(r.Blocked)&sigbit(unix.SIGUSR2) == 0 {
 		t.Fatalf("bad report %+v", r)

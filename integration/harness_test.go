@@ -91,7 +91,7 @@ func buildLazycr() {
 
 // needRoot skips t unless we are root: dump ptraces arbitrary processes and
 // reads /proc/PID/mem.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("integration tests need root (ptrace, /proc/PID/mem, pidfd_getfd)")
@@ -342,7 +342,7 @@ func tasks(t *testing.T, pid int) []int {
 
 // runLazycr runs the lazycr binary and returns its output and exit code; a
 // run that outlives lazycrTimeout fails the test.
-func runLazycr(t *testing.T, args ...string) (stdout, stderr string, code int) {
+func runLazycr(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	needRoot(t)
 	if lazycrErr != nil {

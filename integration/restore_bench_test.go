@@ -119,7 +119,7 @@ func dumpFill(b *testing.B, bin string, mib, vmas int) string {
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
 	dir := filepath.Join(tmp, "img")
-	o, e, code := runLazycrB(b, "dump", "--pid", strconv.Itoa(cmd.Process.Pid), "-D", dir)
+	o, e, code := runLazycr(b, "dump", "--pid", strconv.Itoa(cmd.Process.Pid), "-D", dir)
 	if code != 0 {
 		b.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
 	}
@@ -134,7 +134,7 @@ var statLine = regexp.MustCompile(`^([a-z][a-z ]*[a-z])\s{2,}(\S+)$`)
 // "<name>" (e.g. "eager-bytes").
 func restoreStats(b *testing.B, dir string) (int, map[string]float64) {
 	b.Helper()
-	out, errOut, code := runLazycrB(b, "restore", "-D", dir, "--new-pid", "--stats")
+	out, errOut, code := runLazycr(b, "restore", "-D", dir, "--new-pid", "--stats")
 	if code != 0 {
 		b.Fatalf("lazycr restore: exit %d\n%s", code, errOut)
 	}
@@ -186,26 +186,3 @@ func killAndWait(b *testing.B, pid int) {
 	}
 }
 
-// runLazycrB is runLazycr for a benchmark.
-func runLazycrB(b *testing.B, args ...string) (stdout, stderr string, code int) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), lazycrTimeout)
-	defer cancel()
-	var o, e bytes.Buffer
-	cmd := exec.CommandContext(ctx, lazycrPath, args...)
-	cmd.Stdout = &o
-	cmd.Stderr = &e
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		b.Fatalf("lazycr %s: still running after %v; stderr:\n%s", strings.Join(args, " "), lazycrTimeout, e.String())
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		b.Fatalf("run lazycr: %v", err)
-	}
-	return o.String(), e.String(), code
-}

@@ -275,14 +275,7 @@ func TestRestoreFds(t *testing.T) {
 func TestRestoreSignals(t *testing.T) {
 	t.Parallel()
 	p := start(t, buildC(t, "signals"))
-	var r struct {
-		Pid          int    `json:"pid"`
-		Usr1Handler  hexU64 `json:"usr1_handler"`
-		Usr2Handler  hexU64 `json:"usr2_handler"`
-		AltstackSp   hexU64 `json:"altstack_sp"`
-		AltstackSize uint64 `json:"altstack_size"`
-		Blocked      hexU64 `json:"blocked"`
-	}
+	var r signalsReport
 	waitReport(t, p, &r)
 	requireProgress(t, p, "main")
 	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
