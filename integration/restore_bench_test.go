@@ -185,4 +185,3 @@ func killAndWait(b *testing.B, pid int) {
 		return
 	}
 }
-
