@@ -235,18 +235,14 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 	if err != nil {
 		return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
 	}
+	spans := hotSpans(v, hot)
 	var cur *pb.PageRun
 	for i, e := range entries {
 		addr := m.Start + uint64(i)*image.PageSize
-		near := false
-		for _, sp := range hot {
-			lo := sp&^(image.PageSize-1) - stackEagerPages*image.PageSize
-			hi := sp&^(image.PageSize-1) + (stackEagerPages+1)*image.PageSize
-			if addr >= lo && addr < hi {
-				near = true
-				break
-			}
+		for len(spans) > 0 && spans[0].e <= addr {
+			spans = spans[1:]
 		}
+		near := len(spans) > 0 && spans[0].s <= addr
 		st := cp.pageState(v, e, near)
 		if cur != nil && cur.State == st {
 			cur.Npages++
@@ -262,6 +258,33 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 type pageAppender interface {
 	Append(b []byte) (uint64, error)
 	Size() uint64
+}
+
+// span is an address range [s, e).
+type span struct{ s, e uint64 }
+
+// hotSpans returns the ranges of v that must be eager around the hot
+// addresses (stack pointers, rseq areas), sorted and merged.
+func hotSpans(v *pb.Vma, hot []uint64) []span {
+	var hs []span
+	for _, h := range hot {
+		lo := h&^(image.PageSize-1) - stackEagerPages*image.PageSize
+		hi := h&^(image.PageSize-1) + (stackEagerPages+1)*image.PageSize
+		lo, hi = max(lo, v.Start), min(hi, v.End)
+		if lo < hi {
+			hs = append(hs, span{lo, hi})
+		}
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].s < hs[j].s })
+	merged := hs[:0]
+	for _, h := range hs {
+		if k := len(merged); k > 0 && h.s <= merged[k-1].e {
+			merged[k-1].e = max(merged[k-1].e, h.e)
+			continue
+		}
+		merged = append(merged, h)
+	}
+	return merged
 }
 
 // anonRuns tiles a private anonymous VMA with runs from its populated
@@ -280,18 +303,7 @@ func (cp *Checkpoint) anonRuns(v *pb.Vma, regions []proc.PopulatedRegion, hot []
 		}
 		v.Pages = append(v.Pages, &pb.PageRun{Addr: addr, Npages: n, State: st})
 	}
-	// Hot intervals inside this VMA, sorted and merged.
-	type span struct{ s, e uint64 }
-	var hs []span
-	for _, h := range hot {
-		lo := h&^(image.PageSize-1) - stackEagerPages*image.PageSize
-		hi := h&^(image.PageSize-1) + (stackEagerPages+1)*image.PageSize
-		lo, hi = max(lo, v.Start), min(hi, v.End)
-		if lo < hi {
-			hs = append(hs, span{lo, hi})
-		}
-	}
-	sort.Slice(hs, func(i, j int) bool { return hs[i].s < hs[j].s })
+	hs := hotSpans(v, hot)
 	populated := pb.PageState_PAGE_STATE_EAGER
 	if cp.opts.Mode == ModeLazy {
 		populated = pb.PageState_PAGE_STATE_LAZY

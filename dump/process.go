@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
@@ -132,7 +133,7 @@ func (cp *Checkpoint) thread(tid int) (*pb.Thread, error) {
 	if err != nil {
 		return nil, fail("read registers", err)
 	}
-	t.Regs = regsToPB(&r)
+	t.Regs = image.RegsToPB(&r)
 	if t.Xsave, err = cp.proc.XState(tid); err != nil {
 		return nil, fail("read xsave area", err)
 	}
@@ -337,23 +338,4 @@ func u32s(v []int) []uint32 {
 		out[i] = uint32(x)
 	}
 	return out
-}
-
-func regsToPB(r *unix.PtraceRegs) *pb.Registers {
-	return &pb.Registers{
-		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11,
-		R10: r.R10, R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
-		OrigRax: r.Orig_rax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
-		FsBase: r.Fs_base, GsBase: r.Gs_base, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}
-}
-
-// RegsFromPB converts image registers back to ptrace's struct.
-func RegsFromPB(r *pb.Registers) unix.PtraceRegs {
-	return unix.PtraceRegs{
-		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11,
-		R10: r.R10, R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
-		Orig_rax: r.OrigRax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
-		Fs_base: r.FsBase, Gs_base: r.GsBase, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}
 }

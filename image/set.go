@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"testing/fstest"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"google.golang.org/protobuf/proto"
@@ -143,6 +144,16 @@ func LoadDir(dir string) (*Set, error) {
 		return nil, fmt.Errorf("image %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// LoadFiles is Load over files held in memory, by name (an image set
+// received over the page server connection).
+func LoadFiles(files map[string][]byte) (*Set, error) {
+	fsys := fstest.MapFS{}
+	for name, b := range files {
+		fsys[name] = &fstest.MapFile{Data: b, Mode: 0o600}
+	}
+	return Load(fsys)
 }
 
 // Load reads and validates every protobuf file of an image set, and checks

@@ -13,16 +13,6 @@ type peekSigInfoArgs struct {
 	Nr    int32
 }
 
-// rseqConfiguration is struct ptrace_rseq_configuration
-// (include/uapi/linux/ptrace.h).
-type rseqConfiguration struct {
-	RseqAbiPointer uint64
-	RseqAbiSize    uint32
-	Signature      uint32
-	Flags          uint32
-	Pad            uint32
-}
-
 // RseqConfig is a thread's restartable-sequences registration as reported by
 // PTRACE_GET_RSEQ_CONFIGURATION; see rseq(2). A zero Pointer means none.
 type RseqConfig struct {

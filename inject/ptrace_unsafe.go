@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"github.com/lazycr/lazycr/internal/kabi"
 	"os"
 	"unsafe"
 
@@ -140,7 +141,7 @@ func peekSigInfo(tid int, off uint64, shared bool, b []byte) (int, error) {
 }
 
 func getRseqConfig(tid int) (RseqConfig, error) {
-	var c rseqConfiguration
+	var c kabi.PtraceRseqConfiguration
 	_, err := ptraceData(unix.PTRACE_GET_RSEQ_CONFIGURATION, tid, unsafe.Sizeof(c), unsafe.Pointer(&c))
 	return RseqConfig{Pointer: uintptr(c.RseqAbiPointer), Size: c.RseqAbiSize, Signature: c.Signature, Flags: c.Flags}, err
 }

@@ -135,7 +135,6 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		} else {
 			err = fmt.Errorf("%w; no -D directory was given, the pages the target did not acknowledge are lost", err)
 		}
-		// The target runs the process now; the original must not run too.
 		cp.Kill()
 	default:
 		release()

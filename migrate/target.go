@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"testing/fstest"
 	"time"
 
 	"github.com/lazycr/lazycr/image"
@@ -78,11 +77,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	res.Fetch = time.Since(start)
 	opts.Log.Debug().Dur("took", res.Fetch).Int("files", len(files)).Msg("image set fetched")
-	fsys := fstest.MapFS{}
-	for name, b := range files {
-		fsys[name] = &fstest.MapFile{Data: b, Mode: 0o600}
-	}
-	set, err := image.Load(fsys)
+	set, err := image.LoadFiles(files)
 	if err != nil {
 		return nil, fmt.Errorf("image set from %s: %w", opts.From, err)
 	}

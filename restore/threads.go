@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/lazycr/lazycr/dump"
+	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,12 +17,6 @@ const (
 	errRestartNoIntr       = 513
 	errRestartNoHand       = 514
 	errRestartRestartBlock = 516
-)
-
-// sigaltstack(2) flags (include/uapi/linux/signal.h).
-const (
-	ssOnstack = 1
-	ssDisable = 2
 )
 
 // threadOrder lists the tids here, leader first.
@@ -81,8 +76,8 @@ func (r *Process) createThreads(ts []*pb.Thread) error {
 func (r *Process) threadState(t *pb.Thread) error {
 	b := r.b
 	tid := r.tids[t.Tid]
-	if s := t.Sigaltstack; s != nil && s.Flags&ssDisable == 0 {
-		flags := s.Flags &^ ssOnstack // SS_ONSTACK is a state, not a setting
+	if s := t.Sigaltstack; s != nil && s.Flags&kabi.SS_DISABLE == 0 {
+		flags := s.Flags &^ kabi.SS_ONSTACK // SS_ONSTACK is a state, not a setting
 		addr, err := b.put(0, le(s.Sp, flags, int32(0), s.Size))
 		if err != nil {
 			return err
@@ -117,7 +112,7 @@ func (r *Process) threadState(t *pb.Thread) error {
 // restart block, so leaving the restart code would make the syscall fail
 // with EINTR (see DESIGN, "Interrupted syscalls").
 func finalRegs(t *pb.Thread) unix.PtraceRegs {
-	regs := dump.RegsFromPB(t.Regs)
+	regs := image.RegsFromPB(t.Regs)
 	if int64(regs.Orig_rax) >= 0 {
 		switch -int64(regs.Rax) {
 		case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlock:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -110,7 +111,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		fmt.Fprintln(tw, "  TID\tRIP\tRSP\tFS_BASE\tBLOCKED\tPENDING\tALTSTACK\tRSEQ")
 		for _, t := range p.Threads {
 			alt := "-"
-			if t.Sigaltstack != nil && t.Sigaltstack.Flags&ssDisable == 0 && t.Sigaltstack.Size != 0 {
+			if t.Sigaltstack != nil && t.Sigaltstack.Flags&kabi.SS_DISABLE == 0 && t.Sigaltstack.Size != 0 {
 				alt = fmt.Sprintf("%#x+%d", t.Sigaltstack.Sp, t.Sigaltstack.Size)
 			}
 			rseq := "-"
@@ -146,9 +147,6 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 	}
 	return nil
 }
-
-// ssDisable is SS_DISABLE from sigaltstack(2); x/sys/unix does not define it.
-const ssDisable = 2
 
 func writeMemoryText(w io.Writer, mm *pb.MemoryMap) {
 	fmt.Fprintf(w, "\nMemory of pid %d: %d VMAs, %s of eager page data\n", mm.Pid, len(mm.Vmas), humanBytes(mm.PagesBytes))
