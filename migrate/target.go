@@ -110,7 +110,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	res.NetChanges = nf.Report()
-	u := r.Userfaultfd()
+	u := r.TakeUserfaultfd() // NewHandler owns it from here on, also on error
 	h, err := uffd.NewHandler(u, uffd.HandlerConfig{
 		Regions: r.LazyRegions(), Source: c, FaultAround: opts.FaultAround, PID: r.PID(),
 		Log: opts.Log, Trace: opts.Trace != "",

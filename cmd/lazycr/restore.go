@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/lazycr/lazycr/migrate"
@@ -57,7 +59,11 @@ is touched while the rest streams in the background. restore then prints the
 pid, serves faults until every page is in, tells the source DONE, prints a
 fault-latency summary and exits 0. --trace writes a Chrome/Perfetto trace
 (open it in ui.perfetto.dev). --detach returns as soon as the process runs and
-leaves the handler in the background, logging to --log-file.`,
+leaves the handler in the background, logging to --log-file.
+
+The page server's secret is the --token file or, without --token, the hex
+value of the environment variable LAZYCR_TOKEN (dump --lazy prints the
+command line that sets it when it made a one-time secret).`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
   lazycr restore --lazy-from 10.0.0.2:27000
@@ -147,7 +153,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if o.detach && os.Getenv(detachEnv) == "" {
 		return detachRestore(ctx, g)
 	}
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
 	}
@@ -178,6 +184,29 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 		printTargetSummary(g, o, res, err)
 	}
 	return err
+}
+
+// tokenEnv names the environment variable holding the session secret in
+// hex, as printed by `lazycr dump --lazy` when it made a one-time secret
+// ("LAZYCR_TOKEN=<hex> lazycr restore --lazy-from HOST:PORT").
+const tokenEnv = "LAZYCR_TOKEN"
+
+// lazyToken is the secret to present to the page server: the --token file
+// if given (it wins), else env (the value of LAZYCR_TOKEN) hex-decoded, else
+// none.
+func lazyToken(c *connFlags, env string) ([]byte, error) {
+	if c.tokenFile != "" {
+		return c.token()
+	}
+	env = strings.TrimSpace(env)
+	if env == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(env)
+	if err != nil || len(b) == 0 {
+		return nil, usagef("%s is not a hex-encoded secret (as printed by lazycr dump --lazy)", tokenEnv)
+	}
+	return b, nil
 }
 
 func (o *restoreOptions) netOptions() migrate.NetOptions {
