@@ -191,7 +191,7 @@ func (f *FD) Unregister(start, length uint64) error {
 func (f *FD) Wake(start, length uint64) error {
 	r := kabi.UffdioRange{Start: start, Len: length}
 	if err := f.ioctl(kabi.UFFDIO_WAKE, unsafe.Pointer(&r)); err != nil {
-		return fmt.Errorf("wake [%#x, %#x) on uffd %d: %w", start, start+length, f.num, err)
+		return fmt.Errorf("wake [%#x, %#x) on uffd %d: %w", start, start+length, f.num, classify(err))
 	}
 	return nil
 }
