@@ -27,11 +27,14 @@ type TargetOptions struct {
 	Token            []byte
 	TLS              *tls.Config
 	ReconnectTimeout time.Duration
-	NewPID, PIDNS    bool
-	InheritFds       []int
-	FaultAround      int
-	Trace            string // write the fault trace (Chrome trace-event JSON) here
-	Log              zerolog.Logger
+	// WaitSource is how long a refused connection to From is retried
+	// before giving up (0: pageserver.DefaultWaitSource).
+	WaitSource    time.Duration
+	NewPID, PIDNS bool
+	InheritFds    []int
+	FaultAround   int
+	Trace         string // write the fault trace (Chrome trace-event JSON) here
+	Log           zerolog.Logger
 	// Resumed is called once the process runs, with its pid.
 	Resumed func(pid int)
 	// Progress, if set, gets a progress line now and then.
@@ -60,6 +63,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	go image.Warm() // while the image set is on its way
 	c, err := pageserver.Dial(ctx, opts.From, pageserver.ClientConfig{
 		Token: opts.Token, TLS: opts.TLS, ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
+		WaitSource: opts.WaitSource,
 	})
 	if err != nil {
 		return nil, err

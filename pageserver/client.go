@@ -27,7 +27,11 @@ type ClientConfig struct {
 	ReconnectTimeout time.Duration
 	// DialTimeout bounds one dial and handshake (default 10s).
 	DialTimeout time.Duration
-	Log         zerolog.Logger
+	// WaitSource is how long Dial keeps retrying a refused connection
+	// (nobody listens yet: the target may be started before the source);
+	// default DefaultWaitSource. The first refusal is logged at once.
+	WaitSource time.Duration
+	Log        zerolog.Logger
 }
 
 // Stats counts what a Client received.
@@ -93,10 +97,17 @@ type pendingRequest struct {
 	remaining uint64
 }
 
+// DefaultWaitSource is how long Dial waits for a page server that refuses
+// connections, unless ClientConfig.WaitSource says otherwise.
+const DefaultWaitSource = 5 * time.Second
+
 // Dial connects to the page server at addr and opens a new session.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.WaitSource == 0 {
+		cfg.WaitSource = DefaultWaitSource
 	}
 	c := &Client{
 		addr: addr,
@@ -130,25 +141,40 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 
 // dial connects and runs HELLO/WELCOME for session (0 = new).
 func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", c.addr)
-	// The source may not listen yet (both halves started together): retry a
-	// refused connection until DialTimeout, backing off up to 200 ms.
-	for wait := 10 * time.Millisecond; session == 0 && err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, fmt.Errorf("dial page server %s: %w (gave up after %s)", c.addr, err, c.cfg.DialTimeout)
-		case <-t.C:
+	dialOnce := func() (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+		defer cancel()
+		return d.DialContext(dctx, "tcp", c.addr)
+	}
+	conn, err := dialOnce()
+	if session == 0 && errors.Is(err, syscall.ECONNREFUSED) {
+		// The source may not listen yet (the target was started first):
+		// say so at once, retry a refused connection for WaitSource,
+		// backing off up to 200 ms.
+		c.log.Info().Str("source", c.addr).Dur("wait", c.cfg.WaitSource).
+			Msgf("waiting for the page server at %s (connection refused; giving up after %s, --wait-source to wait longer)", c.addr, c.cfg.WaitSource)
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitSource)
+		defer cancel()
+		for wait := 10 * time.Millisecond; err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
+			t := time.NewTimer(wait)
+			select {
+			case <-wctx.Done():
+				t.Stop()
+				if ctx.Err() != nil {
+					return nil, nil, fmt.Errorf("dial page server %s: %w", c.addr, ctx.Err())
+				}
+				return nil, nil, fmt.Errorf("dial page server %s: %w (nobody listened for %s; is lazycr dump --lazy running there? --wait-source waits longer)", c.addr, err, c.cfg.WaitSource)
+			case <-t.C:
+			}
+			conn, err = dialOnce()
 		}
-		conn, err = d.DialContext(ctx, "tcp", c.addr)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial page server %s: %w", c.addr, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if c.cfg.TLS != nil {

@@ -9,9 +9,11 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/lazycr/lazycr/migrate"
 	"github.com/lazycr/lazycr/netfix"
+	"github.com/lazycr/lazycr/pageserver"
 	"github.com/lazycr/lazycr/restore"
 
 	"github.com/spf13/cobra"
@@ -30,6 +32,7 @@ type restoreOptions struct {
 	conn       connFlags
 	netPolicy  string
 	netIface   string
+	waitSource time.Duration
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -63,7 +66,11 @@ leaves the handler in the background, logging to --log-file.
 
 The page server's secret is the --token file or, without --token, the hex
 value of the environment variable LAZYCR_TOKEN (dump --lazy prints the
-command line that sets it when it made a one-time secret).`,
+command line that sets it when it made a one-time secret).
+
+If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
+for --wait-source (5s), then gives up; pass a longer --wait-source when the
+target is started before the source.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
   lazycr restore --lazy-from 10.0.0.2:27000
@@ -81,6 +88,9 @@ command line that sets it when it made a one-time secret).`,
 			}
 			if _, err := netfix.ParsePolicy(o.netPolicy); err != nil {
 				return usagef("--net-policy %q: use rebind, takeover or fail", o.netPolicy)
+			}
+			if o.waitSource <= 0 {
+				return usagef("--wait-source must be positive")
 			}
 			if o.lazyFrom != "" {
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
@@ -130,6 +140,7 @@ command line that sets it when it made a one-time secret).`,
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
 	f.StringVar(&o.netPolicy, "net-policy", "rebind", "a socket whose local address does not exist here: rebind (take this host's source address toward the peer, same port), takeover (add the address here, with a gratuitous ARP) or fail")
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
+	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
 	o.conn.register(f)
 	return cmd
 }
@@ -167,7 +178,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 		progress = f
 	}
 	opts := migrate.TargetOptions{
-		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
+		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
 		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
 		Net: o.netOptions(),
 		Resumed: func(pid int) {
