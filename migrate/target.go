@@ -40,7 +40,30 @@ type TargetOptions struct {
 	// Progress, if set, gets a progress line now and then.
 	Progress io.Writer
 	Net      NetOptions
+
+	// Interrupts carries the user's interrupts (SIGINT, SIGTERM). Before
+	// the resume, cancel ctx instead: the restore is rolled back and the
+	// source releases the original. After the resume the copy here is the
+	// only copy that runs, and ctx is no longer looked at: the first
+	// interrupt only prints on Notice that the process is still being
+	// fetched (and how many pages are left); a second within AbortWindow
+	// aborts: the copy is killed with SIGKILL (never left running on
+	// poisoned or zero pages) and the source is told (ABORT), so it keeps
+	// the original stopped.
+	Interrupts <-chan os.Signal
+	// Notice receives the interrupt notices (stderr).
+	Notice io.Writer
+	// AbortWindow is how soon a second interrupt must follow the first to
+	// abort (default DefaultAbortWindow).
+	AbortWindow time.Duration
 }
+
+// DefaultAbortWindow is TargetOptions.AbortWindow's default.
+const DefaultAbortWindow = 5 * time.Second
+
+// ErrAborted: the user aborted the lazy phase with a second interrupt; the
+// copy was killed and the source keeps the original stopped.
+var ErrAborted = errors.New("aborted by a second interrupt")
 
 // TargetResult describes a finished target half.
 type TargetResult struct {
@@ -124,6 +147,14 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, fmt.Errorf("register lazy memory of pid %d: %w", r.PID(), err)
 	}
 	defer h.Close()
+	// A pidfd pins the process (pid reuse cannot redirect a kill) for an
+	// abort; pidfd_open(2).
+	pidfd, err := unix.PidfdOpen(r.PID(), 0)
+	if err != nil {
+		r.Kill()
+		return nil, fmt.Errorf("open pidfd of pid %d: %w", r.PID(), os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
 	if err := r.Resume(); err != nil {
 		return nil, err
 	}
@@ -147,13 +178,31 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		opts.Resumed(res.PID)
 	}
 	stopProgress := startProgress(opts.Progress, h)
-	runErr := h.Run(ctx)
+	// From now on ctx (cancelled by the first interrupt) no longer stops
+	// the handler: only an abort does.
+	runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+	var leftAtAbort uint64
+	stopWatch := watchInterrupts(opts, h, res.PID, pidfd, abort, &leftAtAbort)
+	runErr := h.Run(runCtx)
+	stopWatch()
+	abort(nil)
 	stopProgress()
 	res.Handler = h.Stats()
 	if opts.Trace != "" {
 		if err := writeTrace(opts.Trace, h); err != nil {
 			opts.Log.Warn().Err(err).Str("file", opts.Trace).Msg("write fault trace")
 		}
+	}
+	if cause := context.Cause(runCtx); errors.Is(cause, ErrAborted) {
+		_, total := h.Progress()
+		sent := c.Abort("the user aborted the target: the copy was killed", 2*time.Second)
+		killed := res.PID
+		res.PID = 0
+		told := "the source was told to keep the original stopped"
+		if !sent {
+			told = "the source could not be told; it keeps the original stopped when it loses the target"
+		}
+		return res, fmt.Errorf("%w: the copy here (pid %d) was killed with %d of %d lazy pages not fetched; %s", ErrAborted, killed, leftAtAbort, total, told)
 	}
 	if runErr != nil {
 		return res, runErr
@@ -163,6 +212,57 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	res.Total = time.Since(start)
 	return res, nil
+}
+
+// watchInterrupts applies the interrupt policy of TargetOptions.Interrupts
+// while the handler runs, until the returned function is called. An abort
+// kills the process through pidfd first, then cancels the handler with
+// ErrAborted: the pages it poisons then belong to a dead process.
+// *leftAtAbort gets the lazy pages not fetched when it aborted.
+func watchInterrupts(opts TargetOptions, h *uffd.Handler, pid, pidfd int, abort context.CancelCauseFunc, leftAtAbort *uint64) func() {
+	if opts.Interrupts == nil {
+		return func() {}
+	}
+	window := opts.AbortWindow
+	if window <= 0 {
+		window = DefaultAbortWindow
+	}
+	notice := opts.Notice
+	if notice == nil {
+		notice = io.Discard
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var first time.Time
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-opts.Interrupts:
+				in, total := h.Progress()
+				left := total - in
+				if first.IsZero() || time.Since(first) > window {
+					first = time.Now()
+					opts.Log.Warn().Int("pid", pid).Stringer("signal", sig).Uint64("pages_left", left).Msg("interrupted while the process is still being fetched: carrying on")
+					fmt.Fprintf(notice, "\nlazycr: %s: pid %d runs here and is still being fetched: %d of %d lazy pages (%.1f MiB) are only on the source.\n"+
+						"lazycr: finishing the transfer (stopping now would lose the process). Interrupt again within %s to abort: pid %d is killed and the source keeps the original stopped.\n",
+						sig, pid, left, total, float64(left)*uffd.PageSize/(1<<20), window, pid)
+					continue
+				}
+				fmt.Fprintf(notice, "lazycr: %s again: aborting: killing pid %d (%d lazy pages not fetched); the source keeps the original stopped.\n", sig, pid, left)
+				opts.Log.Warn().Int("pid", pid).Uint64("pages_left", left).Msg("aborted by a second interrupt: killing the copy")
+				if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+					opts.Log.Error().Err(err).Int("pid", pid).Msg("kill the copy")
+				}
+				*leftAtAbort = left
+				abort(ErrAborted)
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func writeTrace(path string, h *uffd.Handler) error {

@@ -86,6 +86,9 @@ type Client struct {
 	credit   uint64 // pushed bytes handed on, not yet returned in a CREDIT
 	wantDone bool
 	sentDone bool
+	abort    string        // reason of an ABORT to send, "" if none
+	aborted  chan struct{} // closed once ABORT was written
+	sentAbrt bool
 	stats    Stats
 	err      error // the session failed for good
 	wake     chan struct{}
@@ -124,6 +127,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		doneCh:  make(chan error, 1),
 		pending: make(map[uint64]*pendingRequest),
 		wake:    make(chan struct{}, 1),
+		aborted: make(chan struct{}),
 	}
 	w, welcome, err := c.dial(ctx, 0)
 	if err != nil {
@@ -425,6 +429,32 @@ func (c *Client) Done() error {
 	case <-c.closed:
 		return fmt.Errorf("send DONE to %s: %w", c.addr, ErrClosed)
 	}
+}
+
+// Abort tells the source, after Resumed, that the target killed its copy on
+// purpose (ABORT): the source must keep the original stopped. It waits up
+// to timeout for the frame to be written (not for an answer: there is
+// none), then closes the client. It reports whether the frame went out.
+func (c *Client) Abort(reason string, timeout time.Duration) bool {
+	c.mu.Lock()
+	running := c.running
+	if running && c.abort == "" {
+		c.abort = reason
+		c.notify()
+	}
+	c.mu.Unlock()
+	sent := false
+	if running {
+		t := time.NewTimer(timeout)
+		select {
+		case <-c.aborted:
+			sent = true
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.Close()
+	return sent
 }
 
 // Fail tells the source the restore failed before resume, so it releases
@@ -775,11 +805,21 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 			buf = appendFrame(buf, TypeDone, 0, nil)
 			c.sentDone = true
 		}
+		abort := c.abort != "" && !c.sentAbrt
+		if abort {
+			buf = appendFrame(buf, TypeAbort, 0, message(c.abort))
+		}
 		c.mu.Unlock()
 		if len(buf) > 0 {
 			if err := w.writeRaw(buf); err != nil {
 				return fmt.Errorf("write to page server %s: %w", c.addr, err)
 			}
+		}
+		if abort {
+			c.mu.Lock()
+			c.sentAbrt = true
+			c.mu.Unlock()
+			close(c.aborted)
 		}
 		select {
 		case <-c.wake:

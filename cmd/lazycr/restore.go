@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -67,6 +69,14 @@ leaves the handler in the background, logging to --log-file.
 The page server's secret is the --token file or, without --token, the hex
 value of the environment variable LAZYCR_TOKEN (dump --lazy prints the
 command line that sets it when it made a one-time secret).
+
+Interrupting (SIGINT, Ctrl-C, or SIGTERM) before the process resumed rolls
+the restore back: the source releases the original, which runs on. After the
+resume the process here is the only running copy and part of its memory is
+still on the source, so the first interrupt only says how much is left and
+the transfer carries on. A second interrupt within 5s aborts: the process
+here is killed outright (never left running on missing memory), and the
+source is told, so it keeps the original stopped; restore exits 1.
 
 If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
 for --wait-source (5s), then gives up; pass a longer --wait-source when the
@@ -190,6 +200,12 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if progress != nil {
 		opts.Progress = progress
 	}
+	// After the resume an interrupt must not throw the only running copy
+	// away: migrate.Target applies the policy (see --help).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	opts.Interrupts, opts.Notice = sigs, g.stderr
 	res, err := migrate.Target(ctx, opts)
 	if res != nil && res.PID != 0 {
 		printTargetSummary(g, o, res, err)
