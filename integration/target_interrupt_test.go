@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -136,9 +137,9 @@ func TestTargetInterruptFinishes(t *testing.T) {
 			t.Errorf("interrupt the target: %v", err)
 			return
 		}
-		dst.waitLine(t, true, "the still-being-fetched notice", lazycrTimeout, func(l string) bool {
-			return strings.Contains(l, "still being fetched")
-		})
+		if _, err := dst.lineOn(lazycrTimeout, func(l string) bool { return strings.Contains(l, "still being fetched") }); err != nil {
+			t.Errorf("the still-being-fetched notice: %v", err)
+		}
 	})
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
@@ -163,7 +164,10 @@ func TestTargetInterruptTwiceAborts(t *testing.T) {
 				t.Errorf("interrupt %d: %v", i+1, err)
 				return
 			}
-			dst.waitLine(t, true, "the notice "+want, lazycrTimeout, func(l string) bool { return strings.Contains(l, want) })
+			if _, err := dst.lineOn(lazycrTimeout, func(l string) bool { return strings.Contains(l, want) }); err != nil {
+				t.Errorf("the notice %q: %v", want, err)
+				return
+			}
 		}
 	})
 	if code := dst.wait(t, lazycrTimeout); code != 1 {
@@ -187,5 +191,39 @@ func TestTargetInterruptTwiceAborts(t *testing.T) {
 	// the only copy left.
 	if s := procState(orig.pid); s != "t" {
 		t.Errorf("original pid %d in state %q after the target aborted, want t (stopped by the source)", orig.pid, s)
+	}
+}
+
+// lineOn waits until match accepts a line of r's stderr and returns it, or
+// an error if r exits first or timeout passes. Unlike waitLine it never
+// fails the test itself, so it may run on a goroutine other than the
+// test's (a proxy hook).
+func (r *lazyRun) lineOn(timeout time.Duration, match func(string) bool) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		for _, l := range r.stderr {
+			if match(l) {
+				r.mu.Unlock()
+				return l, nil
+			}
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-r.done:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for _, l := range r.stderr {
+				if match(l) {
+					return l, nil
+				}
+			}
+			return "", fmt.Errorf("%s exited %d first", r.name, r.code)
+		case <-deadline.C:
+			return "", fmt.Errorf("%s: not within %v", r.name, timeout)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/uffd"
 )
@@ -31,7 +33,13 @@ type ClientConfig struct {
 	// (nobody listens yet: the target may be started before the source);
 	// default DefaultWaitSource. The first refusal is logged at once.
 	WaitSource time.Duration
-	Log        zerolog.Logger
+	// DeadPeerTimeout is how long the source may stay silent while data
+	// or a keepalive probe waits for its acknowledgement before the
+	// connection is declared dead (a partition, a dead host) and
+	// redialled: TCP_USER_TIMEOUT plus keepalive probes every second, see
+	// tcp(7). Default: a third of ReconnectTimeout, between 2s and 10s.
+	DeadPeerTimeout time.Duration
+	Log             zerolog.Logger
 }
 
 // Stats counts what a Client received.
@@ -112,6 +120,9 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	if cfg.WaitSource == 0 {
 		cfg.WaitSource = DefaultWaitSource
 	}
+	if cfg.DeadPeerTimeout == 0 {
+		cfg.DeadPeerTimeout = min(max(cfg.ReconnectTimeout/3, 2*time.Second), 10*time.Second)
+	}
 	c := &Client{
 		addr: addr,
 		cfg:  cfg,
@@ -145,7 +156,23 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 
 // dial connects and runs HELLO/WELCOME for session (0 = new).
 func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
-	var d net.Dialer
+	d := net.Dialer{
+		// A silent peer (partition, host down) is noticed within
+		// DeadPeerTimeout even when nothing is being sent: keepalive probes
+		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
+		// probes may stay unacknowledged (it overrides the probe count).
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 1 << 20},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(c.cfg.DeadPeerTimeout.Milliseconds()))
+			})
+			if err == nil && serr != nil {
+				err = os.NewSyscallError("setsockopt TCP_USER_TIMEOUT", serr)
+			}
+			return err
+		},
+	}
 	dialOnce := func() (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 		defer cancel()
@@ -602,7 +629,12 @@ func (c *Client) run() {
 		c.mu.Lock()
 		c.w = nil
 		c.mu.Unlock()
-		c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
+		if errors.Is(err, syscall.ETIMEDOUT) {
+			c.log.Warn().Err(err).Str("source", c.addr).Dur("silent_for", c.cfg.DeadPeerTimeout).
+				Msg("page server silent: dead peer or network partition; reconnecting")
+		} else {
+			c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
+		}
 		w, rerr := c.reconnect(err, false)
 		if rerr != nil {
 			c.mu.Lock()

@@ -78,6 +78,12 @@ the transfer carries on. A second interrupt within 5s aborts: the process
 here is killed outright (never left running on missing memory), and the
 source is told, so it keeps the original stopped; restore exits 1.
 
+After the resume a lost connection is redialled for --reconnect-timeout; a
+source that falls silent (network partition, dead host) is noticed after a
+third of --reconnect-timeout (at least 2s, at most 10s) and redialled the
+same way. If the source is gone for good, the pages still missing are
+poisoned: the process dies of SIGBUS when it touches one, never reads zeros.
+
 If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
 for --wait-source (5s), then gives up; pass a longer --wait-source when the
 target is started before the source.`,
