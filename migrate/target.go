@@ -56,6 +56,14 @@ type TargetOptions struct {
 	// AbortWindow is how soon a second interrupt must follow the first to
 	// abort (default DefaultAbortWindow).
 	AbortWindow time.Duration
+
+	// KeeperCommand, if set, is the command line of a keeper (see
+	// StartKeeper: lazycr re-executed, which runs RunKeeper): it holds the
+	// process's uffds while the handler serves them and kills the process
+	// if the handler dies, so its missing pages never read as zeros. Its
+	// messages go to KeeperStderr.
+	KeeperCommand []string
+	KeeperStderr  io.Writer
 }
 
 // DefaultAbortWindow is TargetOptions.AbortWindow's default.
@@ -84,6 +92,15 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	start := time.Now()
 	res = &TargetResult{}
 	go image.Warm() // while the image set is on its way
+	var keeper *Keeper
+	if len(opts.KeeperCommand) > 0 {
+		// Started first: it is up by the time the process is built.
+		keeper, err = StartKeeper(opts.KeeperCommand, opts.KeeperStderr)
+		if err != nil {
+			return nil, err
+		}
+		defer keeper.Close()
+	}
 	c, err := pageserver.Dial(ctx, opts.From, pageserver.ClientConfig{
 		Token: opts.Token, TLS: opts.TLS, ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
 		WaitSource: opts.WaitSource,
@@ -138,10 +155,19 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	res.NetChanges = nf.Report()
 	u := r.TakeUserfaultfd() // NewHandler owns it from here on, also on error
-	h, err := uffd.NewHandler(u, uffd.HandlerConfig{
+	hcfg := uffd.HandlerConfig{
 		Regions: r.LazyRegions(), Source: c, FaultAround: opts.FaultAround, PID: r.PID(),
 		Log: opts.Log, Trace: opts.Trace != "",
-	})
+	}
+	if keeper != nil {
+		hcfg.OnFork = keeper.HoldChild
+		hcfg.BeforeClose = func() {
+			if err := keeper.Release(); err != nil {
+				opts.Log.Warn().Err(err).Msg("release the keeper")
+			}
+		}
+	}
+	h, err := uffd.NewHandler(u, hcfg)
 	if err != nil {
 		r.Kill()
 		return nil, fmt.Errorf("register lazy memory of pid %d: %w", r.PID(), err)
@@ -155,6 +181,13 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, fmt.Errorf("open pidfd of pid %d: %w", r.PID(), os.NewSyscallError("pidfd_open", err))
 	}
 	defer unix.Close(pidfd)
+	if keeper != nil {
+		if err := keeper.Hold(r.PID(), pidfd, u.Fd()); err != nil {
+			r.Kill()
+			return nil, fmt.Errorf("hand pid %d's userfaultfd to the keeper (which guards it should this lazycr die): %w", r.PID(), err)
+		}
+		opts.Log.Debug().Int("keeper", keeper.PID()).Msg("keeper holds the userfaultfd")
+	}
 	if err := r.Resume(); err != nil {
 		return nil, err
 	}

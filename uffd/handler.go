@@ -49,6 +49,15 @@ type HandlerConfig struct {
 	Log zerolog.Logger
 	// Trace keeps a FaultRecord per fault for Trace and WriteTrace.
 	Trace bool
+	// OnFork, if set, is called with the uffd of each forked child the
+	// handler adopts (e.g. to hand a reference to a keeper); an error is
+	// logged.
+	OnFork func(uffd int) error
+	// BeforeClose, if set, is called once when the handler is about to
+	// close the uffds for good: every page is in, or every missing page is
+	// poisoned (or its process killed). Another holder of the uffds can let
+	// go then.
+	BeforeClose func()
 }
 
 // A Handler serves the missing-page faults of a restored process (and of
@@ -1177,6 +1186,11 @@ func (h *Handler) fork(m *member, ufd int) error {
 	}
 	c.fd = fd
 	h.members = append(h.members, c)
+	if h.cfg.OnFork != nil {
+		if err := h.cfg.OnFork(fd.Fd()); err != nil {
+			h.log.Warn().Err(err).Int("parent", m.pid).Msg("hand the forked child's uffd over")
+		}
+	}
 	for _, r := range slices.Clone(h.retries) {
 		if r.m == m && r.data != nil {
 			r.m = c
@@ -1242,6 +1256,10 @@ func (h *Handler) finish(cause error) error {
 	var lost uint64
 	if cause != nil && !errors.Is(cause, ErrGone) {
 		lost = h.poisonAll()
+	}
+	if h.cfg.BeforeClose != nil {
+		h.cfg.BeforeClose()
+		h.cfg.BeforeClose = nil
 	}
 	for _, m := range h.members {
 		m.gone = true

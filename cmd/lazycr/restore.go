@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -78,6 +80,12 @@ the transfer carries on. A second interrupt within 5s aborts: the process
 here is killed outright (never left running on missing memory), and the
 source is told, so it keeps the original stopped; restore exits 1.
 
+While pages are still missing, a small keeper process (lazycr, in a session
+of its own) holds a second reference to the process's userfaultfd. If this
+restore dies (SIGKILL, a crash) before every page is in, the keeper kills the
+process and says so on stderr: without a handler its missing memory would
+read as zeros, so it is never left running.
+
 After the resume a lost connection is redialled for --reconnect-timeout; a
 source that falls silent (network partition, dead host) is noticed after a
 third of --reconnect-timeout (at least 2s, at most 10s) and redialled the
@@ -93,6 +101,9 @@ target is started before the source.`,
   lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if v := os.Getenv(migrate.KeeperFdEnv); v != "" {
+				return runKeeper(g, v)
+			}
 			if (o.dir == "") == (o.lazyFrom == "") {
 				return usagef("restore needs exactly one of -D DIR or --lazy-from HOST:PORT")
 			}
@@ -212,11 +223,33 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	opts.Interrupts, opts.Notice = sigs, g.stderr
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find lazycr's executable for the keeper: %w", err)
+	}
+	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
 	if res != nil && res.PID != 0 {
 		printTargetSummary(g, o, res, err)
 	}
 	return err
+}
+
+// runKeeper is the keeper of a lazy restore (see migrate.RunKeeper): a
+// lazycr re-executed by restore --lazy-from with its socket as fd v.
+func runKeeper(g *globals, v string) error {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return fmt.Errorf("%s=%q is not a keeper socket fd", migrate.KeeperFdEnv, v)
+	}
+	os.Unsetenv(migrate.KeeperFdEnv)
+	if err := migrate.RunKeeper(fd, g.stderr); err != nil {
+		if !errors.Is(err, migrate.ErrHandlerDied) { // that one is told already
+			fmt.Fprintf(g.stderr, "lazycr keeper: %v\n", err)
+		}
+		return errSilentFailure
+	}
+	return nil
 }
 
 // tokenEnv names the environment variable holding the session secret in
