@@ -167,6 +167,12 @@ func (l *Lock) Dropped() (in, out uint64, err error) {
 // connections flow again. It is idempotent, and a table that is already
 // gone is success.
 //
+// Packets flow as soon as the delete is committed (about 0.3 ms here); the
+// close that follows takes longer (10–30 ms here) because the kernel's
+// NETLINK_URELEASE handler first waits for the destruction of the deleted
+// objects, which waits for an RCU grace period (nft_rcv_nl_event calls
+// nf_tables_trans_destroy_flush_work).
+//
 // Equivalent to: nft delete table inet <table>
 func (l *Lock) Unlock() error {
 	l.mu.Lock()
@@ -174,25 +180,35 @@ func (l *Lock) Unlock() error {
 	if l.nft == nil {
 		return nil
 	}
-	nft := l.nft
-	l.nft = nil
-	nft.DelTable(&nftables.Table{Name: l.table, Family: tableFamily})
-	err := nft.Flush()
-	if errors.Is(err, unix.ENOENT) {
-		err = nil
-	}
-	if err != nil {
-		err = fmt.Errorf("delete table inet %s in netns %s: %w", l.table, l.ns, err)
-	}
+	err := l.deleteTable()
 	// For an owned table, closing the socket removes it even if the
-	// delete above failed (NETLINK_URELEASE, see the package doc).
-	if cerr := nft.CloseLasting(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("close nftables socket of table inet %s: %w", l.table, cerr))
+	// delete failed (NETLINK_URELEASE, see the package doc).
+	if cerr := l.closeSocket(); cerr != nil {
+		err = errors.Join(err, cerr)
 	}
 	if err != nil {
 		return err
 	}
 	l.log.Info().Str("table", l.table).Str("netns", l.ns).Int("conns", l.conns).Msg("network unlocked")
+	return nil
+}
+
+// deleteTable deletes the table through the lock's socket; l.mu is held.
+func (l *Lock) deleteTable() error {
+	l.nft.DelTable(&nftables.Table{Name: l.table, Family: tableFamily})
+	if err := l.nft.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete table inet %s in netns %s: %w", l.table, l.ns, err)
+	}
+	return nil
+}
+
+// closeSocket closes the lock's socket and forgets it; l.mu is held.
+func (l *Lock) closeSocket() error {
+	nft := l.nft
+	l.nft = nil
+	if err := nft.CloseLasting(); err != nil {
+		return fmt.Errorf("close nftables socket of table inet %s: %w", l.table, err)
+	}
 	return nil
 }
 
