@@ -485,3 +485,53 @@ func TestAcquireRefuses(t *testing.T) {
 		t.Fatalf("tables after refused locks: %v", got)
 	}
 }
+
+// openFds counts the open file descriptors of this process.
+func openFds(tb testing.TB) int {
+	tb.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestNoFdLeak: Acquire, Unlock, a refused Acquire, a failed batch and Sweep
+// leave no descriptor open.
+func TestNoFdLeak(t *testing.T) {
+	requireRoot(t)
+	h := newHosts(t, "fd")[0]
+	ns := openNS(t, h)
+	c := []Conn{{ap("192.0.2.1:1"), ap("192.0.2.2:2")}}
+	cycle := func() {
+		l, err := Acquire(ns, c, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Acquire(ns, nil, Options{}); !errors.Is(err, ErrNoConns) {
+			t.Fatal(err)
+		}
+		nft, sock, err := dial(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sendBatch(sock, nil); err != nil { // an empty batch is fine
+			t.Fatal(err)
+		}
+		nft.CloseLasting()
+		if _, err := Sweep(ns, testLog(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // warm up: the runtime opens its poller once
+	before := openFds(t)
+	for range 3 {
+		cycle()
+	}
+	if after := openFds(t); after != before {
+		t.Fatalf("open fds: %d before, %d after 3 cycles", before, after)
+	}
+}

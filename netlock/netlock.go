@@ -51,6 +51,10 @@ type Options struct {
 }
 
 // Lock is an installed network lock. Its methods are safe for concurrent use.
+//
+// Keep a Lock reachable until Unlock: its socket is an *os.File inside
+// mdlayher/netlink, and if the Lock is garbage-collected the runtime's
+// finalizer closes that socket, which (for an owned table) removes the lock.
 type Lock struct {
 	table string
 	owned bool
