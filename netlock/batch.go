@@ -19,6 +19,10 @@ import (
 // (enum nft_table_flags); x/sys/unix does not define it.
 const nftTableFOwner = 0x2
 
+// ownerFlag is the table flag an owned lock asks for; tests set a flag the
+// kernel does not know, to exercise the fallback of old kernels.
+var ownerFlag uint32 = nftTableFOwner
+
 // nftMsg is the netlink message type of nf_tables message m
 // (NFNL_SUBSYS_NFTABLES in the high byte, see <linux/netfilter/nfnetlink.h>).
 func nftMsg(m int) netlink.HeaderType {
@@ -38,7 +42,7 @@ func nfgenmsg(family byte, resID uint16) []byte {
 func encodeLock(name string, owned bool, k4, k6 [][]byte) ([]netlink.Message, error) {
 	var flags [4]byte
 	if owned {
-		binary.BigEndian.PutUint32(flags[:], nftTableFOwner)
+		binary.BigEndian.PutUint32(flags[:], ownerFlag)
 	}
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_TABLE_NAME, Data: append([]byte(name), 0)},

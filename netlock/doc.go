@@ -46,8 +46,8 @@
 // its test dialer, never sent by it); the batch goes out on the lock's own
 // socket.
 //
-// On a kernel without owner tables (NEWTABLE with the flag fails EOPNOTSUPP)
-// the table is created without the flag and [Lock.Owned] reports false; such a
+// On a kernel without owner tables (before 5.12, NEWTABLE with the flag
+// fails EINVAL) the table is created without the flag and [Lock.Owned] reports false; such a
 // table outlives a killed lazycr, and [Sweep] removes the tables of lazycr
 // processes that are gone. Sweep must run in the PID namespace of the
 // lazycr processes whose tables it judges.

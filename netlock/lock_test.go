@@ -535,3 +535,31 @@ func TestNoFdLeak(t *testing.T) {
 		t.Fatalf("open fds: %d before, %d after 3 cycles", before, after)
 	}
 }
+
+// TestOwnerFallback: a kernel that rejects the owner flag (simulated with a
+// flag this kernel does not know) still gets a working lock, without an
+// owner, which Unlock removes.
+func TestOwnerFallback(t *testing.T) {
+	requireRoot(t)
+	h := newHosts(t, "o")[0]
+	ns := openNS(t, h)
+	ownerFlag = 0x8000
+	defer func() { ownerFlag = nftTableFOwner }()
+	l, err := Acquire(ns, []Conn{{ap("192.0.2.1:1"), ap("192.0.2.2:2")}}, Options{Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	if l.Owned() {
+		t.Fatal("lock owned although the kernel refused the flag")
+	}
+	if tab, ok := inetTables(t, ns)[l.Table()]; !ok || tab.flags != 0 || tab.owner != 0 {
+		t.Fatalf("table %s: %+v (present %v), want it without flags or owner", l.Table(), tab, ok)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if got := lockTables(t, ns); len(got) != 0 {
+		t.Fatalf("lock tables after Unlock: %v", got)
+	}
+}

@@ -115,14 +115,17 @@ func Acquire(ns netns.NsHandle, conns []Conn, opts Options) (*Lock, error) {
 
 	owned := !opts.noOwner
 	nft, err := install(ns, name, owned, k4, k6)
-	if owned && errors.Is(err, unix.EOPNOTSUPP) {
-		// Linux < 5.12 rejects the unknown table flag (NFT_TABLE_F_MASK
-		// check in nf_tables_newtable): fall back to a table that Sweep
-		// must clean up after a crash.
-		opts.Log.Warn().Str("table", name).Str("netns", nsName).Err(err).
-			Msg("kernel has no owner-bound nftables tables: a crashed lazycr leaves this lock until netlock.Sweep")
-		owned = false
-		nft, err = install(ns, name, owned, k4, k6)
+	if owned && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+		// Kernels before 5.12 know no NFT_TABLE_F_OWNER: nf_tables_newtable
+		// rejects flags other than NFT_TABLE_F_DORMANT with EINVAL (later
+		// kernels answer unknown flags with EOPNOTSUPP). Retry without the
+		// flag; only the flag differs, so if that works the flag was the
+		// cause, and the table must be cleaned up by Sweep after a crash.
+		if nft2, err2 := install(ns, name, false, k4, k6); err2 == nil {
+			opts.Log.Warn().Str("table", name).Str("netns", nsName).AnErr("owner_err", err).
+				Msg("kernel has no owner-bound nftables tables: a killed lazycr leaves this lock until netlock.Sweep")
+			nft, err, owned = nft2, nil, false
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lock %d connections in netns %s: install table inet %s: %w", len(k4)+len(k6), nsName, name, err)
