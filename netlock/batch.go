@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -65,6 +66,10 @@ func encodeLock(name string, owned bool, k4, k6 [][]byte) ([]netlink.Message, er
 	return append([]netlink.Message{table}, rest...), nil
 }
 
+// elemsPerMsg bounds the elements of one NEWSETELEM message: 512 IPv6
+// elements take about 27 KiB, well below the 64 KiB of one attribute.
+const elemsPerMsg = 512
+
 // family describes where one IP family keeps the fields of the 4-tuple.
 type family struct {
 	nfproto      byte
@@ -109,8 +114,16 @@ func addLockObjects(c *nftables.Conn, name string, k4, k6 [][]byte) error {
 			Table: t, ID: f.setID, Name: f.set, Concatenation: true,
 			KeyType: nftables.MustConcatSetType(f.addr, nftables.TypeInetService, f.addr, nftables.TypeInetService),
 		}
-		if err := c.AddSet(s, elems); err != nil {
+		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", f.set, err)
+		}
+		// The element list is one netlink attribute, whose length is 16
+		// bits (struct nlattr, <linux/netlink.h>): spread the elements over
+		// messages of at most elemsPerMsg.
+		for chunk := range slices.Chunk(elems, elemsPerMsg) {
+			if err := c.SetAddElements(s, chunk); err != nil {
+				return fmt.Errorf("add %d elements to set %s: %w", len(chunk), f.set, err)
+			}
 		}
 		// Incoming packets carry the remote end as source, outgoing ones
 		// the local end: the set key is local . lport . remote . rport.

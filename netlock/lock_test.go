@@ -563,3 +563,36 @@ func TestOwnerFallback(t *testing.T) {
 		t.Fatalf("lock tables after Unlock: %v", got)
 	}
 }
+
+// TestLockMany: thousands of connections need several element messages and
+// a batch larger than the default socket send buffer; all of them are in
+// the sets.
+func TestLockMany(t *testing.T) {
+	requireRoot(t)
+	h := newHosts(t, "m")[0]
+	ns := openNS(t, h)
+	conns := append(madeUpConns(5000, true), madeUpConns(3000, false)...)
+	l, err := Acquire(ns, conns, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	tab := &nftables.Table{Name: l.Table(), Family: tableFamily}
+	for _, s := range []struct {
+		name string
+		n    int
+	}{{set6, 5000}, {set4, 3000}} {
+		l.mu.Lock()
+		elems, err := l.nft.GetSetElements(&nftables.Set{Table: tab, Name: s.name})
+		l.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(elems) != s.n {
+			t.Fatalf("set %s has %d elements, want %d", s.name, len(elems), s.n)
+		}
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+}
