@@ -25,7 +25,10 @@
 // nothing answers it; the sender retransmits with backoff and its connection
 // stays established (tcp(7), tcp_retries2). Locally generated segments
 // dropped at the output hook are treated by TCP as a local congestion loss
-// and retransmitted later, also without an error to the application.
+// and retransmitted later, also without an error to the application. A lock
+// matches by 4-tuple, not by socket, so it can be taken before the socket
+// exists (on the restore side): a segment arriving before the restored
+// socket is live is dropped, not answered with a reset for want of a socket.
 //
 // # A lock never outlives lazycr
 //

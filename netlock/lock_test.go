@@ -596,3 +596,71 @@ func TestLockMany(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLockBeforeSocketExists: a lock taken before the local socket exists
+// (as on the restore side) drops a segment that would otherwise be answered
+// with a reset. A client connects to a port nobody listens on: while the
+// server's host is locked its SYN goes unanswered (the connect stays
+// pending); after Unlock the retransmitted SYN meets the reset the lock kept
+// away, and the connect fails ECONNREFUSED.
+func TestLockBeforeSocketExists(t *testing.T) {
+	requireRoot(t)
+	hs := newHosts(t, "srv", "cli")
+	srv, cli := hs[0], hs[1]
+	const closedPort = 7777
+	var fd int
+	var local netip.AddrPort
+	if err := cli.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: cli.Addr.As4()}); err != nil {
+			return err
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return err
+		}
+		local = netip.AddrPortFrom(cli.Addr, uint16(sa.(*unix.SockaddrInet4).Port))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+
+	l, err := Acquire(openNS(t, srv), []Conn{{netip.AddrPortFrom(srv.Addr, closedPort), local}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: srv.Addr.As4(), Port: closedPort}); !errors.Is(err, unix.EINPROGRESS) {
+		t.Fatalf("connect %s -> %s:%d: %v, want EINPROGRESS", local, srv.Addr, closedPort, err)
+	}
+	waitFor(t, "the SYN dropped", 30*time.Second, func() bool {
+		in, _, err := l.Dropped()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in > 0
+	})
+	state := func() uint8 {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State
+	}
+	const synSent, closed = 2, 7 // TCP_SYN_SENT, TCP_CLOSE
+	if st := state(); st != synSent {
+		t.Fatalf("client state while locked: %d, want SYN_SENT", st)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the connect to fail", 60*time.Second, func() bool { return state() == closed })
+	if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || unix.Errno(soerr) != unix.ECONNREFUSED {
+		t.Fatalf("connect result after Unlock: %v (%v), want ECONNREFUSED", unix.Errno(soerr), err)
+	}
+}
