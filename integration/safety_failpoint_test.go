@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,4 +235,30 @@ func dirListing(t *testing.T, dir string) []string {
 		out = append(out, fmt.Sprintf("%s:%d", e.Name(), info.Size()))
 	}
 	return out
+}
+
+// TestFailpointsInProcess runs the in-process fault-injection tests of
+// dump, restore and failpoint, which exist only in builds with -tags
+// failpoint, so that every run of the integration tests runs them too:
+// each dump and restore step fails in turn inside the test process, which
+// then checks that no goroutine, fd, child process or image directory was
+// left and that the process or pid is as before.
+func TestFailpointsInProcess(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout+lazycrTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-tags", "failpoint", "-count=1", "-run", "TestFailpointsInProcess|TestSet",
+		"github.com/lazycr/lazycr/dump", "github.com/lazycr/lazycr/restore", "github.com/lazycr/lazycr/internal/failpoint")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go test -tags failpoint: %v\n%s", err, out)
+	}
+	for _, pkg := range []string{"lazycr/dump", "lazycr/restore", "lazycr/internal/failpoint"} {
+		if !regexp.MustCompile(`(?m)^ok\s+\S*` + regexp.QuoteMeta(pkg) + `\s`).Match(out) {
+			t.Errorf("go test -tags failpoint: no ok line for %s\n%s", pkg, out)
+		}
+	}
+	if bytes.Contains(out, []byte("no tests to run")) {
+		t.Errorf("go test -tags failpoint ran no test somewhere:\n%s", out)
+	}
 }

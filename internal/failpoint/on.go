@@ -13,9 +13,9 @@ const Enabled = true
 
 var (
 	once   sync.Once
-	target string   // LAZYCR_FAILPOINT
-	log    *os.File // LAZYCR_FAILPOINT_LOG, or nil
-	mu     sync.Mutex
+	mu     sync.Mutex // guards target and writes to log
+	target string     // LAZYCR_FAILPOINT, or Set
+	log    *os.File   // LAZYCR_FAILPOINT_LOG, or nil
 )
 
 func setup() {
@@ -32,13 +32,25 @@ func setup() {
 // if name is the failpoint chosen by LAZYCR_FAILPOINT.
 func Check(name string) error {
 	once.Do(setup)
+	mu.Lock()
 	if log != nil {
-		mu.Lock()
 		fmt.Fprintln(log, name)
-		mu.Unlock()
 	}
-	if name != "" && name == target {
+	hit := name != "" && name == target
+	mu.Unlock()
+	if hit {
 		return fmt.Errorf("failpoint %s: %w", name, ErrInjected)
 	}
 	return nil
+}
+
+// Set makes Check(name) fail from now on, in this process (in-process
+// tests; "" fails nothing), overriding LAZYCR_FAILPOINT. It returns the
+// previous setting.
+func Set(name string) (previous string) {
+	once.Do(setup)
+	mu.Lock()
+	defer mu.Unlock()
+	previous, target = target, name
+	return previous
 }
