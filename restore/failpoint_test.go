@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -39,33 +40,19 @@ func TestFailpointsInProcess(t *testing.T) {
 	}
 	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	for _, step := range restoreSteps {
-		t.Run(step, func(t *testing.T) {
-			defer failpoint.Set(failpoint.Set(step))
-			children, fds := ourChildren(t), leakcheck.Fds()
-			ignore := goleak.IgnoreCurrent()
-			r, err := Build(context.Background(), Options{Dir: dir, Log: log})
-			if err == nil {
-				err = r.Resume()
+	// Lazy: with a userfaultfd, whose fd must be closed too.
+	lazySteps := append(slices.Clone(restoreSteps[:7]), "restore.uffd", "restore.creds", "restore.resume")
+	for _, c := range []struct {
+		lazy  bool
+		steps []string
+	}{{false, restoreSteps}, {true, lazySteps}} {
+		for _, step := range c.steps {
+			name := step
+			if c.lazy {
+				name = "lazy/" + step
 			}
-			if !errors.Is(err, failpoint.ErrInjected) {
-				if err == nil {
-					unixKill(r.PID())
-				}
-				t.Fatalf("restore with failpoint %s: %v, want ErrInjected", step, err)
-			}
-			requireNothingLeft(t, children, fds, ignore)
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); os.IsNotExist(err) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("pid %d still taken after the failed restore", pid)
-				}
-				time.Sleep(time.Millisecond) // poll interval
-			}
-		})
+			t.Run(name, func(t *testing.T) { failBuild(t, dir, pid, step, c.lazy, log) })
+		}
 	}
 	// Nothing failed: the restore goes through.
 	r, err := Restore(context.Background(), Options{Dir: dir, Log: log})
@@ -78,4 +65,33 @@ func TestFailpointsInProcess(t *testing.T) {
 	unixKill(r.PID())
 	var ws unix.WaitStatus
 	unix.Wait4(r.PID(), &ws, 0, nil) // our child: we are its subreaper
+}
+
+// failBuild restores from dir with failpoint step set and checks that the
+// failure left nothing behind.
+func failBuild(t *testing.T, dir string, pid int, step string, lazy bool, log zerolog.Logger) {
+	defer failpoint.Set(failpoint.Set(step))
+	children, fds := ourChildren(t), leakcheck.Fds()
+	ignore := goleak.IgnoreCurrent()
+	r, err := Build(context.Background(), Options{Dir: dir, Lazy: lazy, Log: log})
+	if err == nil {
+		err = r.Resume()
+	}
+	if !errors.Is(err, failpoint.ErrInjected) {
+		if err == nil {
+			unixKill(r.PID())
+		}
+		t.Fatalf("restore with failpoint %s: %v, want ErrInjected", step, err)
+	}
+	requireNothingLeft(t, children, fds, ignore)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still taken after the failed restore", pid)
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
 }
