@@ -26,6 +26,9 @@ type dumper struct {
 	ends map[uint64][2]bool
 	// dataTaken: the pipe's buffered data is already in the image.
 	dataTaken map[uint64]bool
+	// holders are the other processes that hold a pipe of which the
+	// process has one end only (livepipe.go).
+	holders map[uint64][]*pb.PipeHolder
 }
 
 // liveFd is one fd of the process being dumped.
@@ -75,7 +78,16 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 		}
 	}
 
-	table := &pb.FdTable{Pid: uint32(pid)}
+	lone := map[uint64]bool{}
+	for ino, e := range d.ends {
+		lone[ino] = !e[0] || !e[1]
+	}
+	d.holders = pipeHolders(lone, pid, os.Getpid())
+	boot, err := BootID()
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	table := &pb.FdTable{Pid: uint32(pid), BootId: boot}
 	for i, f := range fds {
 		info := infos[i]
 		out := &pb.Fd{Fd: int32(f.Num), Cloexec: info.Flags&unix.O_CLOEXEC != 0, Flags: info.Flags &^ unix.O_CLOEXEC}

@@ -32,6 +32,9 @@ func (pipe) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		p.Data = data
 		d.dataTaken[l.ino] = true
 	}
+	if e := d.ends[l.ino]; !e[0] || !e[1] {
+		p.Holders = d.holders[l.ino]
+	}
 	out.Kind = &pb.Fd_Pipe{Pipe: p}
 	return nil
 }
@@ -51,6 +54,12 @@ func showPipe(p *pb.Pipe) string {
 	}
 	if p.FifoPath != "" {
 		d += " fifo " + p.FifoPath
+	}
+	for i, h := range p.Holders {
+		if i == 0 {
+			d += ", peer held by"
+		}
+		d += fmt.Sprintf(" pid %d (uid %d)", h.Pid, h.Uid)
 	}
 	return d
 }

@@ -62,6 +62,7 @@ type restorer struct {
 	inherit map[int32]bool
 	pipes   map[uint64]*pipeGroup // pipe.go
 	pidfd   int                   // pidfd of the process, -1 until opened
+	bootID  string                // the image's boot id
 	// The socketpair that carries inherited fds (inherit.go): the
 	// process's receiving end (a temporary number) and lazycr's copy of
 	// the sending end.
@@ -80,11 +81,12 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		return fmt.Errorf("close the stub's fds: %w", err)
 	}
 	var fds []*pb.Fd
+	var bootID string
 	if table != nil {
-		fds = table.Fds
+		fds, bootID = table.Fds, table.BootId
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, pidfd: -1, sendFd: -1}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, pidfd: -1, sendFd: -1, bootID: bootID}
 	defer r.close()
 	for _, f := range fds {
 		r.inImage[f.Fd] = true
