@@ -29,6 +29,14 @@ type dumper struct {
 	// holders are the other processes that hold a pipe of which the
 	// process has one end only (livepipe.go).
 	holders map[uint64][]*pb.PipeHolder
+	// fds and infos are the process's fds and their fdinfo.
+	fds   []proc.Fd
+	infos []*proc.FdInfo
+	// fifos caches, per FIFO (fifo.go), whether its buffered data is
+	// the process's alone.
+	fifos map[fifoKey]*fifoState
+	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
+	diag map[[2]uint8]map[uint64]uint8
 }
 
 // liveFd is one fd of the process being dumped.
@@ -59,8 +67,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 	}
 	defer unix.Close(pidfd)
 
-	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}}
+	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fifoKey]*fifoState{}}
 	infos := make([]*proc.FdInfo, len(fds))
+	d.infos = infos
 	for i, f := range fds {
 		info, err := proc.ReadFdInfo(pid, f.Num)
 		if err != nil {

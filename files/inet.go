@@ -22,12 +22,17 @@ func (inetSocket) name() string { return "socket" }
 
 func (inetSocket) claims(l *liveFd) bool { return l.link == proc.KindSocket }
 
-func (inetSocket) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
+func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	s, err := describeSocket(l.local)
 	if err != nil {
 		return err
 	}
 	s.Inode = l.ino
+	if s.Type == unix.SOCK_DGRAM {
+		if s.Shutdown, err = d.shutdown(uint8(s.Family), uint8(s.Protocol), l.ino); err != nil {
+			return err
+		}
+	}
 	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
 	return nil
 }
@@ -37,6 +42,28 @@ func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }
 func (inetSocket) show(f *pb.Fd) string {
 	s := f.GetInetSocket()
 	return SockProto(s) + " " + HostPort(s.LocalAddr, s.LocalPort)
+}
+
+// shutdown reads sk_shutdown of socket:[ino] with sock_diag (sockdiag.go),
+// one dump request per family and protocol.
+func (d *dumper) shutdown(family, protocol uint8, ino uint64) (uint32, error) {
+	key := [2]uint8{family, protocol}
+	m, ok := d.diag[key]
+	if !ok {
+		var err error
+		if m, err = diagShutdowns(d.pid, family, protocol); err != nil {
+			return 0, fmt.Errorf("read shutdown state of socket:[%d]: %w", ino, err)
+		}
+		if d.diag == nil {
+			d.diag = map[[2]uint8]map[uint64]uint8{}
+		}
+		d.diag[key] = m
+	}
+	v, ok := m[ino]
+	if !ok {
+		return 0, fmt.Errorf("read shutdown state of socket:[%d]: sock_diag does not list it", ino)
+	}
+	return uint32(v), nil
 }
 
 // SockProto names the protocol of s as `lazycr show` prints it: udp, tcp,
@@ -63,17 +90,28 @@ func HostPort(addr string, port uint32) string {
 	return fmt.Sprintf("%s:%d", addr, port)
 }
 
-// describeSocket records an inet socket; anything else is refused.
+// getsockoptInt reads an int socket option; a variable so that tests can
+// make one fail.
+var getsockoptInt = unix.GetsockoptInt
+
+// describeSocket records an inet socket; anything else is refused. Every
+// option read must succeed: a failed getsockopt fails the dump, naming the
+// option, and is never recorded as 0.
 func describeSocket(fd int) (*pb.InetSocket, error) {
-	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return nil, os.NewSyscallError("getsockopt SO_DOMAIN", err)
+	var errs []error
+	geti := func(level, opt int, name string) int32 {
+		v, err := getsockoptInt(fd, level, opt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
+		}
+		return int32(v)
 	}
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil {
-		return nil, os.NewSyscallError("getsockopt SO_TYPE", err)
+	domain := geti(unix.SOL_SOCKET, unix.SO_DOMAIN, "SO_DOMAIN")
+	typ := geti(unix.SOL_SOCKET, unix.SO_TYPE, "SO_TYPE")
+	protocol := geti(unix.SOL_SOCKET, unix.SO_PROTOCOL, "SO_PROTOCOL")
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
-	protocol, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	switch domain {
 	case unix.AF_INET, unix.AF_INET6:
 	case unix.AF_UNIX:
@@ -85,19 +123,26 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 	default:
 		return nil, fmt.Errorf("%w: fd kind socket of family %d", ErrUnsupported, domain)
 	}
-	s := &pb.InetSocket{Family: int32(domain), Type: int32(typ), Protocol: int32(protocol)}
+	s := &pb.InetSocket{Family: domain, Type: typ, Protocol: protocol}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return nil, os.NewSyscallError("getsockname", err)
 	}
 	s.LocalAddr, s.LocalPort = sockaddr(sa)
-	if peer, err := unix.Getpeername(fd); err == nil {
+	peer, err := unix.Getpeername(fd)
+	switch {
+	case err == nil:
 		s.PeerAddr, s.PeerPort = sockaddr(peer)
+	case !errors.Is(err, unix.ENOTCONN):
+		return nil, os.NewSyscallError("getpeername", err)
 	}
 	switch {
 	case typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP:
 	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
-		acc, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN")
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
 		if acc == 0 {
 			if s.PeerAddr != "" {
 				return nil, fmt.Errorf("%w: fd kind established TCP connection %s -> %s", ErrUnsupported,
@@ -114,29 +159,33 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 		return nil, fmt.Errorf("%w: fd kind socket type %d protocol %d", ErrUnsupported, typ, protocol)
 	}
 	o := &pb.SocketOptions{}
-	geti := func(level, opt int) int32 { v, _ := unix.GetsockoptInt(fd, level, opt); return int32(v) }
-	o.Reuseaddr = geti(unix.SOL_SOCKET, unix.SO_REUSEADDR) != 0
-	o.Reuseport = geti(unix.SOL_SOCKET, unix.SO_REUSEPORT) != 0
-	o.Broadcast = geti(unix.SOL_SOCKET, unix.SO_BROADCAST) != 0
-	o.Keepalive = geti(unix.SOL_SOCKET, unix.SO_KEEPALIVE) != 0
-	o.Sndbuf = geti(unix.SOL_SOCKET, unix.SO_SNDBUF)
-	o.Rcvbuf = geti(unix.SOL_SOCKET, unix.SO_RCVBUF)
-	o.Priority = geti(unix.SOL_SOCKET, unix.SO_PRIORITY)
-	o.Mark = geti(unix.SOL_SOCKET, unix.SO_MARK)
-	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil {
-		o.BindToDevice = strings.TrimRight(dev, "\x00")
+	o.Reuseaddr = geti(unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR") != 0
+	o.Reuseport = geti(unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT") != 0
+	o.Broadcast = geti(unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST") != 0
+	o.Keepalive = geti(unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE") != 0
+	o.Sndbuf = geti(unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF")
+	o.Rcvbuf = geti(unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF")
+	o.Priority = geti(unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY")
+	o.Mark = geti(unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK")
+	dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("read SO_BINDTODEVICE: %w", os.NewSyscallError("getsockopt", err)))
 	}
+	o.BindToDevice = strings.TrimRight(dev, "\x00")
 	if domain == unix.AF_INET {
-		o.Tos = geti(unix.IPPROTO_IP, unix.IP_TOS)
-		o.Ttl = geti(unix.IPPROTO_IP, unix.IP_TTL)
-		o.RecvErr = geti(unix.IPPROTO_IP, unix.IP_RECVERR) != 0
-		o.Pktinfo = geti(unix.IPPROTO_IP, unix.IP_PKTINFO) != 0
+		o.Tos = geti(unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS")
+		o.Ttl = geti(unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL")
+		o.RecvErr = geti(unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR") != 0
+		o.Pktinfo = geti(unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO") != 0
 	} else {
-		o.Tos = geti(unix.IPPROTO_IPV6, unix.IPV6_TCLASS)
-		o.Ttl = geti(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS)
-		o.Ipv6Only = geti(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY) != 0
-		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR) != 0
-		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO) != 0
+		o.Tos = geti(unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS")
+		o.Ttl = geti(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")
+		o.Ipv6Only = geti(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY") != 0
+		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
+		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	s.Options = o
 	return s, nil
@@ -238,7 +287,37 @@ func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	case s.PeerAddr != "":
 		return 0, fmt.Errorf("socket fd %d: connected socket of type %d cannot be restored", f.Fd, s.Type)
 	}
+	if err := shutdownSocket(local, f.Fd, s); err != nil {
+		return 0, err
+	}
 	return fd, nil
+}
+
+// shutdownSocket gives the socket its recorded sk_shutdown. On a socket
+// that is not connected shutdown(2) fails ENOTCONN but still records the
+// shutdown (inet_shutdown in net/ipv4/af_inet.c sets sk_shutdown for
+// every state but listening), which is what a datagram socket of the
+// process had too.
+func shutdownSocket(fd int, num int32, s *pb.InetSocket) error {
+	const rcv, send = 1, 2 // RCV_SHUTDOWN, SEND_SHUTDOWN (include/net/sock.h)
+	var how int
+	switch s.Shutdown {
+	case 0:
+		return nil
+	case rcv:
+		how = unix.SHUT_RD
+	case send:
+		how = unix.SHUT_WR
+	case rcv | send:
+		how = unix.SHUT_RDWR
+	default:
+		return fmt.Errorf("socket fd %d: shutdown state %#x in the image", num, s.Shutdown)
+	}
+	err := unix.Shutdown(fd, how)
+	if err != nil && !(errors.Is(err, unix.ENOTCONN) && s.PeerAddr == "" && s.Type == unix.SOCK_DGRAM) {
+		return fmt.Errorf("shut down socket fd %d (how %d): %w", num, how, os.NewSyscallError("shutdown", err))
+	}
+	return nil
 }
 
 // setSockopts applies the recorded options before bind. Values that the

@@ -59,6 +59,7 @@ type restorer struct {
 	base    uintptr           // first temporary fd number: highest image fd + 1
 	temp    map[int32]uintptr // image fd → its object at a temporary number
 	inImage map[int32]bool
+	cloexec map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit map[int32]bool
 	pipes   map[uint64]*pipeGroup // pipe.go
 	pidfd   int                   // pidfd of the process, -1 until opened
@@ -88,8 +89,10 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
 		inImage: map[int32]bool{}, inherit: map[int32]bool{}, pidfd: -1, sendFd: -1, bootID: bootID}
 	defer r.close()
+	r.cloexec = map[int32]bool{}
 	for _, f := range fds {
 		r.inImage[f.Fd] = true
+		r.cloexec[f.Fd] = f.Cloexec
 	}
 	for _, n := range opts.Inherit {
 		if !r.inImage[int32(n)] {

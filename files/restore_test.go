@@ -15,6 +15,7 @@ import (
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // stub is a stopped /bin/sleep under a fresh tracer: the Remote the
@@ -195,7 +196,7 @@ func TestRestoreFds(t *testing.T) {
 		{Fd: 13, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
 			{Fd: 7, Events: unix.EPOLLIN, Data: 0x1234},
 			{Fd: 12, Events: unix.EPOLLIN | unix.EPOLLET, Data: 0xdeadbeefcafe},
-			{Fd: 99, Events: unix.EPOLLIN, Data: 1}, // not in the table: skipped
+			{Fd: 98, FileFd: proto.Int32(12), Events: unix.EPOLLOUT, Data: 98}, // a closed dup of fd 12
 		}}}},
 		{Fd: 15, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, ValueNs: 10e9, IntervalNs: 10e9, Ticks: 3}}},
 		{Fd: 16, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1 << (unix.SIGUSR1 - 1)}}},
@@ -293,7 +294,8 @@ func TestRestoreFds(t *testing.T) {
 	// Epoll: two targets with their final numbers and data.
 	// epoll_ctl(2): EPOLLERR and EPOLLHUP are always reported, fdinfo shows them.
 	const always = unix.EPOLLERR | unix.EPOLLHUP
-	wantEp := []proc.EpollTarget{{Tfd: 7, Events: unix.EPOLLIN | always, Data: 0x1234}, {Tfd: 12, Events: unix.EPOLLIN | unix.EPOLLET | always, Data: 0xdeadbeefcafe}}
+	wantEp := []proc.EpollTarget{{Tfd: 7, Events: unix.EPOLLIN | always, Data: 0x1234}, {Tfd: 12, Events: unix.EPOLLIN | unix.EPOLLET | always, Data: 0xdeadbeefcafe},
+		{Tfd: 98, Events: unix.EPOLLOUT | always, Data: 98}}
 	var gotEp []proc.EpollTarget
 	for _, e := range info[13].Epoll {
 		gotEp = append(gotEp, proc.EpollTarget{Tfd: e.Tfd, Events: e.Events, Data: e.Data})
@@ -352,6 +354,18 @@ func TestRestoreFds(t *testing.T) {
 	}
 	if sa, err := unix.Getsockname(s22); err != nil || sa.(*unix.SockaddrInet4).Port != int(tcpPort) {
 		t.Errorf("fd 22 getsockname %+v, %v", sa, err)
+	}
+}
+
+// TestRestoreEpollTargetMissing: a target whose fd is not in the image is
+// refused, never skipped.
+func TestRestoreEpollTargetMissing(t *testing.T) {
+	r := fdsStub(t, nil)
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{{Fd: 99, Events: unix.EPOLLIN}}}}},
+	}}
+	if err := r.restore(); err == nil || !strings.Contains(err.Error(), "epoll fd 3: target fd 99 is not in the image") {
+		t.Fatalf("Restore = %v, want a refusal naming epoll fd 3 and target 99", err)
 	}
 }
 
