@@ -6,9 +6,11 @@ import (
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // DumpOptions configure [Dump].
@@ -100,6 +102,16 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 	for i, f := range fds {
 		info := infos[i]
 		out := &pb.Fd{Fd: int32(f.Num), Cloexec: info.Flags&unix.O_CLOEXEC != 0, Flags: info.Flags &^ unix.O_CLOEXEC}
+		orig, err := d.sharedWith(i, table.Fds)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
+		}
+		if orig != nil {
+			out.DupOf = proto.Int32(orig.Fd)
+			out.Kind = orig.Kind
+			table.Fds = append(table.Fds, out)
+			continue
+		}
 		local, err := unix.PidfdGetfd(pidfd, f.Num, 0)
 		if err != nil {
 			return nil, fmt.Errorf("dump pid %d fd %d: pidfd_getfd: %w", pid, f.Num, os.NewSyscallError("pidfd_getfd", err))
@@ -116,6 +128,25 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 		table.Fds = append(table.Fds, out)
 	}
 	return table, nil
+}
+
+// sharedWith returns the earlier fd of recorded that shares fd i's open
+// file description (kcmp(2) KCMP_FILE; only fds with the same link target
+// can), or nil.
+func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
+	for j := 0; j < i; j++ {
+		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil {
+			continue
+		}
+		same, err := kabi.KcmpFile(d.pid, d.pid, d.fds[j].Num, d.fds[i].Num)
+		if err != nil {
+			return nil, fmt.Errorf("compare with fd %d: %w", d.fds[j].Num, err)
+		}
+		if same {
+			return recorded[j], nil
+		}
+	}
+	return nil, nil
 }
 
 // dumpOne records l with the first kind that claims it.

@@ -2,6 +2,7 @@ package files
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/lazycr/lazycr/image/pb"
 )
@@ -75,5 +76,9 @@ func Show(f *pb.Fd) (kindName, detail string) {
 	if k == nil {
 		return "unknown", ""
 	}
-	return k.name(), k.show(f)
+	detail = k.show(f)
+	if f.DupOf != nil {
+		detail += fmt.Sprintf(" (dup of fd %d)", *f.DupOf)
+	}
+	return k.name(), detail
 }

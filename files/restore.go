@@ -107,7 +107,10 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 			return fmt.Errorf("fd %d: negative fd number in the image", f.Fd)
 		}
 		maxFd = max(maxFd, f.Fd)
-		if r.inherit[f.Fd] {
+		if d := f.DupOf; d != nil && (*d >= f.Fd || !r.inImage[*d]) {
+			return fmt.Errorf("fd %d: a dup of fd %d, which is not an earlier fd of the image", f.Fd, *d)
+		}
+		if r.inherit[f.Fd] || f.DupOf != nil {
 			continue
 		}
 		if p, ok := kindOfImage(f).(preparer); ok {
@@ -147,7 +150,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	r.temp = nil
 	// Phase 3: what names final numbers.
 	for _, f := range fds {
-		if r.inherit[f.Fd] {
+		if r.inherit[f.Fd] || f.DupOf != nil {
 			continue
 		}
 		if fin, ok := kindOfImage(f).(finisher); ok {
@@ -167,6 +170,11 @@ func (r *restorer) create(f *pb.Fd) error {
 	)
 	if r.inherit[f.Fd] {
 		fd, err = r.receiveInherited(f.Fd)
+	} else if f.DupOf != nil {
+		// One open file description, as in the dumped process.
+		if fd, err = r.rem.Syscall(unix.SYS_FCNTL, r.temp[*f.DupOf], unix.F_DUPFD_CLOEXEC, r.base); err != nil {
+			err = fmt.Errorf("dup fd %d as fd %d: %w", *f.DupOf, f.Fd, err)
+		}
 	} else if k := kindOfImage(f); k != nil {
 		fd, err = k.create(r, f)
 	} else {

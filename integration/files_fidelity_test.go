@@ -5,7 +5,7 @@ import (
 )
 
 // filecheckKeys are the checks filecheck ticks once per passed round.
-var filecheckKeys = []string{"pipe", "fifo", "dev", "udp", "epoll"}
+var filecheckKeys = []string{"pipe", "fifo", "dev", "udp", "epoll", "dup"}
 
 // startFilecheck starts filecheck (see its source) and waits until every
 // check passed at least once before the dump.
@@ -24,7 +24,8 @@ func startFilecheck(t *testing.T, env lazyEnv) *proc {
 // (a non-blocking empty end reads EAGAIN, not EOF), /dev/null, /dev/zero
 // and /dev/urandom keep working, UDP sockets keep their shutdown state, and
 // an epoll set watching a dup'ed fd whose original number was closed and
-// reused still wakes for the right file — after a plain dump and restore,
+// reused still wakes for the right file, dup'ed fds share one open file
+// description — after a plain dump and restore,
 // as the program itself checks.
 func TestFilesFidelity(t *testing.T) {
 	t.Parallel()

@@ -2245,6 +2245,10 @@ type Fd struct {
 	Fd      int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
 	Cloexec bool                   `protobuf:"varint,2,opt,name=cloexec,proto3" json:"cloexec,omitempty"` // FD_CLOEXEC
 	Flags   uint32                 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`     // file status flags (O_APPEND, O_NONBLOCK, access mode…)
+	// The lowest fd of the process sharing this fd's open file description
+	// (dup(2), fork(2); found with kcmp(2) KCMP_FILE). Restore makes this fd
+	// a dup of that one; kind repeats the description's.
+	DupOf *int32 `protobuf:"varint,4,opt,name=dup_of,json=dupOf,proto3,oneof" json:"dup_of,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2307,6 +2311,13 @@ func (x *Fd) GetCloexec() bool {
 func (x *Fd) GetFlags() uint32 {
 	if x != nil {
 		return x.Flags
+	}
+	return 0
+}
+
+func (x *Fd) GetDupOf() int32 {
+	if x != nil && x.DupOf != nil {
+		return *x.DupOf
 	}
 	return 0
 }
@@ -3521,11 +3532,12 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xf5\x03\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\x9c\x04\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
-	"\x05flags\x18\x03 \x01(\rR\x05flags\x122\n" +
+	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
+	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -3536,7 +3548,8 @@ const file_image_proto_rawDesc = "" +
 	"\vinet_socket\x18\x10 \x01(\v2\x1b.lazycr.image.v1.InetSocketH\x00R\n" +
 	"inetSocket\x121\n" +
 	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06deviceB\x06\n" +
-	"\x04kind\"`\n" +
+	"\x04kindB\t\n" +
+	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +

@@ -35,3 +35,14 @@ func KcmpEpollTfd(pid1, pid2, fd int, slot *KcmpEpollSlot) (bool, error) {
 	}
 	return r == 0, nil
 }
+
+// KcmpFile wraps kcmp(pid1, pid2, KCMP_FILE, fd1, fd2): it reports whether
+// the two fds share one open file description (dup(2), fork(2)). See
+// kcmp(2).
+func KcmpFile(pid1, pid2, fd1, fd2 int) (bool, error) {
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), KCMP_FILE, uintptr(fd1), uintptr(fd2), 0)
+	if errno != 0 {
+		return false, os.NewSyscallError("kcmp KCMP_FILE", errno)
+	}
+	return r == 0, nil
+}

@@ -14,10 +14,13 @@
  *   epoll: eventfd e added with data 0x77, dup'ed to d, e closed and its
  *          number reused by another eventfd e2 (not watched). Writing e2
  *          must not wake the epoll; writing d must, with data 0x77.
+ *   dup:   DIR/data opened O_RDWR and dup'ed, a UDP socket dup'ed: each
+ *          pair shares one open file description (offset and flags move
+ *          together; the socket is one socket).
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll" per round passed.
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup" per round passed.
  */
 #include "common.h"
 #include <arpa/inet.h>
@@ -161,6 +164,16 @@ int main(int argc, char **argv)
 	if (e2 != e)
 		bad("epoll", "the second eventfd got fd %d, not %d", e2, e);
 
+	/* dup */
+	snprintf(path, sizeof path, "%s/data", argv[1]);
+	int fa = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fa < 0)
+		die("open data");
+	int fb = dup(fa);
+	int sd = dup(s0);
+	if (fb < 0 || sd < 0)
+		die("dup");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -205,6 +218,24 @@ int main(int argc, char **argv)
 		if (read(d, &v, 8) != 8)
 			die("read d");
 		tick("epoll", n);
+
+		if (write(fa, "x", 1) != 1)
+			die("write data");
+		off_t oa = lseek(fa, 0, SEEK_CUR), ob = lseek(fb, 0, SEEK_CUR);
+		if (oa != (off_t)n || ob != oa)
+			bad("dup", "offsets %ld and %ld after %lu writes: not one open file description", (long)oa, (long)ob, n);
+		int fl = getfl(fa);
+		if (fcntl(fb, F_SETFL, fl ^ O_NONBLOCK) < 0)
+			die("fcntl F_SETFL");
+		if (getfl(fa) != (fl ^ O_NONBLOCK))
+			bad("dup", "O_NONBLOCK set through the dup is not seen through the original");
+		if (fcntl(fb, F_SETFL, fl) < 0)
+			die("fcntl F_SETFL");
+		struct sockaddr_in ad;
+		al = sizeof ad;
+		if (getsockname(sd, (struct sockaddr *)&ad, &al) < 0 || ad.sin_port != a0.sin_port)
+			bad("dup", "the dup'ed socket has port %d, the original %d", ntohs(ad.sin_port), ntohs(a0.sin_port));
+		tick("dup", n);
 		pace();
 	}
 }
