@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ var vmaCases = []vmaCase{
 	{scenario: "madvise", lazy: true},
 	{scenario: "mlock", lazy: true},
 	{scenario: "mlock", args: []string{"future"}, lazy: true},
-	{scenario: "mlock", args: []string{"future", "user"}},
+	{scenario: "mlock", args: []string{"future", "user"}, lazy: true},
 	{scenario: "prctl", lazy: true},
 	{scenario: "timers", keys: []string{"tidtimer", "proctimer"}, lazy: true},
 	{scenario: "cwd", lazy: true},
@@ -89,4 +90,43 @@ func TestVMAAttrsLazy(t *testing.T) {
 			checkSequence(t, m.restored, "ok")
 		})
 	}
+}
+
+// TestVMALeaderExitedRefused: a process whose main thread exited
+// (pthread_exit) while another runs is refused with that said — not as
+// "a zombie" — and keeps running.
+func TestVMALeaderExitedRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "vmacheck", "-lrt"), "leader-exit", t.TempDir())
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	waitTick(t, p, "ok", 2)
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
+	requireExit1(t, "dump of a process whose main thread exited", errOut, code,
+		`dump pid \d+: unsupported: its main thread has exited while 1 other threads run`)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused dump left %s behind (stat: %v)", dir, err)
+	}
+	// Still ticking (requireProgress would object to the dead leader).
+	waitTick(t, p, "ok", progress(t, p)["ok"]+2)
+}
+
+// TestVMASealedRefused: a sealed mapping (mseal) cannot be made again
+// exactly; the dump names it and the process keeps running.
+func TestVMASealedRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "vmacheck", "-lrt"), "sealed", t.TempDir())
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	waitTick(t, p, "ok", 2)
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
+	requireExit1(t, "dump of a sealed mapping", errOut, code,
+		`vma 0x[0-9a-f]+-0x[0-9a-f]+ : unsupported: sealed mapping \(mseal\) \(VmFlags "sl"\)`)
+	requireProgress(t, p, "ok")
 }

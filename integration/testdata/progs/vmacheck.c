@@ -23,6 +23,9 @@
  *   cwd DIR     the current directory DIR/gone was removed: getcwd fails
  *               with ENOENT, "." has no links and mode 0750, creating a
  *               file in it fails with ENOENT.
+ *   leader-exit DIR  the main thread exits (pthread_exit); a second thread
+ *               runs the checks (none: it only ticks).
+ *   sealed DIR  a mapping sealed with mseal(2) (dump must refuse it).
  *
  * Report: {"pid":N}. Ticks: "ok" = checks passed; timers also "tidtimer"
  * (expirations the worker thread got) and "proctimer". A failed check
@@ -439,6 +442,18 @@ static void cwd_check(void)
 		fail("create a file in the removed directory: fd %d (%s), want ENOENT", fd, strerror(errno));
 }
 
+static void *ticker(void *arg)
+{
+	(void)arg;
+	for (unsigned long n = 1;; n++) {
+		tick("ok", n);
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -460,7 +475,17 @@ int main(int argc, char **argv)
 		timers_setup();
 	else if (!strcmp(sc, "cwd"))
 		cwd_setup(dir);
-	else {
+	else if (!strcmp(sc, "leader-exit")) {
+		pthread_t th;
+		emit("{\"pid\":%d}\n", getpid());
+		if (pthread_create(&th, NULL, ticker, NULL))
+			die("pthread_create");
+		pthread_exit(NULL);
+	} else if (!strcmp(sc, "sealed")) {
+		unsigned char *p = map(PG, PROT_READ);
+		if (syscall(462 /* mseal */, p, PG, 0))
+			die("mseal");
+	} else {
 		fprintf(stderr, "unknown scenario %s\n", sc);
 		return 2;
 	}
@@ -483,7 +508,7 @@ int main(int argc, char **argv)
 				tick("tidtimer", tid_seen = tid_hits);
 			if ((unsigned long)proc_hits > proc_seen)
 				tick("proctimer", proc_seen = proc_hits);
-		} else
+		} else if (!strcmp(sc, "cwd"))
 			cwd_check();
 		tick("ok", n);
 		struct timespec ts = {0, 20 * 1000 * 1000};
