@@ -82,8 +82,13 @@ func Apply(c Caller, v *pb.Vma) error {
 }
 
 // Show describes v's attributes in one line for `lazycr show`: "-" when it
-// has none beyond its protection.
+// has none beyond its protection, or is a special mapping the kernel
+// provides with its own flags ([vdso], [vvar], …), which restore moves
+// rather than makes.
 func Show(v *pb.Vma) string {
+	if special(v) {
+		return "-"
+	}
 	var out []string
 	for _, a := range vmaAttrs {
 		if s := a.show(v); s != "" {
@@ -135,6 +140,14 @@ func ShowMM(a *pb.MmAttrs) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+func special(v *pb.Vma) bool {
+	switch v.Kind {
+	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
+		return true
+	}
+	return false
 }
 
 func has(v *pb.Vma, flag string) bool { return slices.Contains(v.VmFlags, flag) }

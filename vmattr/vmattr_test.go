@@ -148,3 +148,48 @@ func TestMM(t *testing.T) {
 		t.Error("PR_GET_THP_DISABLE failing is not an error")
 	}
 }
+
+// allowed are the only syscalls restoring VMA attributes may inject: no
+// advice that drops data (MADV_DONTNEED, MADV_REMOVE, …) can come from an
+// image.
+var allowed = map[uintptr]bool{unix.SYS_MPROTECT: true, unix.SYS_MADVISE: true, unix.SYS_MLOCK2: true}
+
+var allowedAdvice = map[uintptr]bool{
+	unix.MADV_SEQUENTIAL: true, unix.MADV_RANDOM: true, unix.MADV_DONTFORK: true, unix.MADV_WIPEONFORK: true,
+	unix.MADV_DONTDUMP: true, unix.MADV_HUGEPAGE: true, unix.MADV_NOHUGEPAGE: true, unix.MADV_MERGEABLE: true,
+}
+
+type checkingCaller struct{ t *testing.T }
+
+func (c checkingCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
+	if !allowed[nr] {
+		c.t.Fatalf("syscall %d injected", nr)
+	}
+	if nr == unix.SYS_MADVISE && !allowedAdvice[args[2]] {
+		c.t.Fatalf("madvise advice %d injected", args[2])
+	}
+	return 0, nil
+}
+
+// FuzzVmFlags feeds arbitrary VmFlags and protections: Check, Show and
+// Apply never panic, and Apply injects only whitelisted calls on the VMA's
+// own range.
+func FuzzVmFlags(f *testing.F) {
+	f.Add("rd wr mr mw me ac lo lf wf dd", uint32(3), true)
+	f.Add("rd mr mw me sr rr dc hg mg", uint32(0), false)
+	f.Add("ss sl um", uint32(7), true)
+	f.Fuzz(func(t *testing.T, flags string, prot uint32, eager bool) {
+		v := vma(prot&7, strings.Fields(flags)...)
+		if !eager {
+			v.Pages[0].State = pb.PageState_PAGE_STATE_ZERO
+		}
+		_ = Check(v)
+		_ = Show(v)
+		if fp := FillProt(v); fp&v.Prot != v.Prot {
+			t.Fatalf("FillProt %#x drops bits of %#x", fp, v.Prot)
+		}
+		if err := Apply(checkingCaller{t}, v); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
