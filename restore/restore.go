@@ -281,7 +281,9 @@ func (r *Process) Resume() error {
 	return nil
 }
 
-// Kill kills the half-built process and forgets it.
+// Kill kills the half-built process and forgets it. It closes the
+// process's userfaultfd only if it was not handed over (TakeUserfaultfd):
+// one owner per fd.
 func (r *Process) Kill() {
 	if r.done {
 		return
