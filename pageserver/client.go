@@ -96,16 +96,16 @@ type Client struct {
 	// would push those pages again.
 	ackedAll  []uffd.Run
 	ackedNorm int // len(ackedAll) after its last merge
-	ackDue   bool
-	credit   uint64 // pushed bytes handed on, not yet returned in a CREDIT
-	wantDone bool
-	sentDone bool
-	abort    string        // reason of an ABORT to send, "" if none
-	aborted  chan struct{} // closed once ABORT was written
-	sentAbrt bool
-	stats    Stats
-	err      error // the session failed for good
-	wake     chan struct{}
+	ackDue    bool
+	credit    uint64 // pushed bytes handed on, not yet returned in a CREDIT
+	wantDone  bool
+	sentDone  bool
+	abort     string        // reason of an ABORT to send, "" if none
+	aborted   chan struct{} // closed once ABORT was written
+	sentAbrt  bool
+	stats     Stats
+	err       error // the session failed for good
+	wake      chan struct{}
 }
 
 type pendingRequest struct {
