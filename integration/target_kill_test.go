@@ -18,6 +18,7 @@ import (
 func TestTargetKilledMidPush(t *testing.T) {
 	t.Parallel()
 	var killedAt time.Time
+	kmsg := kernelLogFromNow(t)
 	orig, _, dst, cp := interruptMidFetch(t, func(dst *lazyRun, pid int) {
 		killedAt = time.Now()
 		if err := dst.cmd.Process.Kill(); err != nil {
@@ -40,7 +41,7 @@ func TestTargetKilledMidPush(t *testing.T) {
 	// Zeros where pointers were usually crash the program before it can
 	// verify anything (measured: "segfault at 28 … in ld-linux"): the
 	// kernel logs such a death (show_unhandled_signals).
-	if l := kernelLogLine(t, fmt.Sprintf("[%d]: segfault", cp.pid)); l != "" {
+	if l := kernelLogLine(t, kmsg, fmt.Sprintf("[%d]: segfault", cp.pid)); l != "" {
 		t.Fatalf("the copy crashed on its memory after its handler died: %s", l)
 	}
 	_, e := dst.output()
@@ -53,18 +54,32 @@ func TestTargetKilledMidPush(t *testing.T) {
 	}
 }
 
-// kernelLogLine returns the first record of the kernel log (/dev/kmsg)
-// that contains sub, or "" if none does (or the log cannot be read). Raw
-// reads: each read(2) returns one record, EAGAIN after the last (an
-// os.File would wait for more instead).
-func kernelLogLine(t *testing.T, sub string) string {
+// kernelLogFromNow opens the kernel log (/dev/kmsg) positioned after its
+// last record, for kernelLogLine; -1 if it cannot be read.
+func kernelLogFromNow(t *testing.T) int {
 	t.Helper()
 	fd, err := syscall.Open("/dev/kmsg", syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		t.Logf("kernel log not checked: %v", err)
+		return -1
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if _, err := syscall.Seek(fd, 0, 2 /* SEEK_END */); err != nil {
+		t.Logf("kernel log not checked: seek: %v", err)
+		return -1
+	}
+	return fd
+}
+
+// kernelLogLine returns the first record of the kernel log fd (see
+// kernelLogFromNow) that contains sub, or "" if none does. Raw reads: each
+// read(2) returns one record, EAGAIN after the last (an os.File would wait
+// for more instead).
+func kernelLogLine(t *testing.T, fd int, sub string) string {
+	t.Helper()
+	if fd < 0 {
 		return ""
 	}
-	defer syscall.Close(fd)
 	buf := make([]byte, 8192)
 	for {
 		n, err := syscall.Read(fd, buf)
