@@ -167,7 +167,7 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		// DeadPeerTimeout even when nothing is being sent: keepalive probes
 		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
 		// probes may stay unacknowledged (it overrides the probe count).
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 1 << 20},
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 127 /* MAX_TCP_KEEPCNT */},
 		Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
