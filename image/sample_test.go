@@ -233,6 +233,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 11, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5003, WriteEnd: true, Capacity: 65536,
 			Holders: []*pb.PipeHolder{{Pid: 4242, StartTime: 123456, Uid: 1000, PidNs: 4026531836}}}}},
 		{Fd: 13, Flags: unix.O_WRONLY | unix.O_APPEND, DupOf: proto.Int32(1), Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
+		{Fd: 14, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDPLITE,
+			LocalAddr: "10.0.0.2", LocalPort: 40001, Options: &pb.SocketOptions{UdpliteSendCscov: 20, UdpliteRecvCscov: 16}, Inode: 9003}}},
 	}}
 }
 

@@ -3092,23 +3092,27 @@ func (x *InetSocket) GetShutdown() uint32 {
 }
 
 type SocketOptions struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reuseaddr     bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
-	Reuseport     bool                   `protobuf:"varint,2,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
-	Broadcast     bool                   `protobuf:"varint,3,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
-	Sndbuf        int32                  `protobuf:"varint,4,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
-	Rcvbuf        int32                  `protobuf:"varint,5,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
-	Tos           int32                  `protobuf:"varint,6,opt,name=tos,proto3" json:"tos,omitempty"`
-	Ttl           int32                  `protobuf:"varint,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	BindToDevice  string                 `protobuf:"bytes,8,opt,name=bind_to_device,json=bindToDevice,proto3" json:"bind_to_device,omitempty"`
-	Ipv6Only      bool                   `protobuf:"varint,9,opt,name=ipv6_only,json=ipv6Only,proto3" json:"ipv6_only,omitempty"`
-	Keepalive     bool                   `protobuf:"varint,10,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
-	Priority      int32                  `protobuf:"varint,11,opt,name=priority,proto3" json:"priority,omitempty"`
-	Mark          int32                  `protobuf:"varint,12,opt,name=mark,proto3" json:"mark,omitempty"`
-	RecvErr       bool                   `protobuf:"varint,13,opt,name=recv_err,json=recvErr,proto3" json:"recv_err,omitempty"`
-	Pktinfo       bool                   `protobuf:"varint,14,opt,name=pktinfo,proto3" json:"pktinfo,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Reuseaddr    bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
+	Reuseport    bool                   `protobuf:"varint,2,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
+	Broadcast    bool                   `protobuf:"varint,3,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
+	Sndbuf       int32                  `protobuf:"varint,4,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf       int32                  `protobuf:"varint,5,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Tos          int32                  `protobuf:"varint,6,opt,name=tos,proto3" json:"tos,omitempty"`
+	Ttl          int32                  `protobuf:"varint,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	BindToDevice string                 `protobuf:"bytes,8,opt,name=bind_to_device,json=bindToDevice,proto3" json:"bind_to_device,omitempty"`
+	Ipv6Only     bool                   `protobuf:"varint,9,opt,name=ipv6_only,json=ipv6Only,proto3" json:"ipv6_only,omitempty"`
+	Keepalive    bool                   `protobuf:"varint,10,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	Priority     int32                  `protobuf:"varint,11,opt,name=priority,proto3" json:"priority,omitempty"`
+	Mark         int32                  `protobuf:"varint,12,opt,name=mark,proto3" json:"mark,omitempty"`
+	RecvErr      bool                   `protobuf:"varint,13,opt,name=recv_err,json=recvErr,proto3" json:"recv_err,omitempty"`
+	Pktinfo      bool                   `protobuf:"varint,14,opt,name=pktinfo,proto3" json:"pktinfo,omitempty"`
+	// UDP-Lite checksum coverage (udplite(7)): UDPLITE_SEND_CSCOV,
+	// UDPLITE_RECV_CSCOV; 0 = the whole datagram.
+	UdpliteSendCscov int32 `protobuf:"varint,15,opt,name=udplite_send_cscov,json=udpliteSendCscov,proto3" json:"udplite_send_cscov,omitempty"`
+	UdpliteRecvCscov int32 `protobuf:"varint,16,opt,name=udplite_recv_cscov,json=udpliteRecvCscov,proto3" json:"udplite_recv_cscov,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SocketOptions) Reset() {
@@ -3237,6 +3241,20 @@ func (x *SocketOptions) GetPktinfo() bool {
 		return x.Pktinfo
 	}
 	return false
+}
+
+func (x *SocketOptions) GetUdpliteSendCscov() int32 {
+	if x != nil {
+		return x.UdpliteSendCscov
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetUdpliteRecvCscov() int32 {
+	if x != nil {
+		return x.UdpliteRecvCscov
+	}
+	return 0
 }
 
 type Device struct {
@@ -3605,7 +3623,7 @@ const file_image_proto_rawDesc = "" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
-	"\bshutdown\x18\f \x01(\rR\bshutdown\"\x83\x03\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xdf\x03\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -3621,7 +3639,9 @@ const file_image_proto_rawDesc = "" +
 	"\bpriority\x18\v \x01(\x05R\bpriority\x12\x12\n" +
 	"\x04mark\x18\f \x01(\x05R\x04mark\x12\x19\n" +
 	"\brecv_err\x18\r \x01(\bR\arecvErr\x12\x18\n" +
-	"\apktinfo\x18\x0e \x01(\bR\apktinfo\"\x99\x01\n" +
+	"\apktinfo\x18\x0e \x01(\bR\apktinfo\x12,\n" +
+	"\x12udplite_send_cscov\x18\x0f \x01(\x05R\x10udpliteSendCscov\x12,\n" +
+	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x99\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +

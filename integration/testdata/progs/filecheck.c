@@ -17,10 +17,13 @@
  *   dup:   DIR/data opened O_RDWR and dup'ed, a UDP socket dup'ed: each
  *          pair shares one open file description (offset and flags move
  *          together; the socket is one socket).
+ *   udplite: a UDP-Lite socket with send/receive checksum coverage 20/16,
+ *          connected to itself: options kept, a datagram goes round.
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup" per round passed.
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite" per round
+ *         passed.
  */
 #include "common.h"
 #include <arpa/inet.h>
@@ -174,6 +177,23 @@ int main(int argc, char **argv)
 	if (fb < 0 || sd < 0)
 		die("dup");
 
+	/* udplite (udplite(7): level IPPROTO_UDPLITE, options 10 and 11) */
+	int ul = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+	if (ul < 0)
+		die("socket UDP-Lite");
+	struct sockaddr_in la = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(ul, (struct sockaddr *)&la, sizeof la) < 0)
+		die("bind UDP-Lite");
+	al = sizeof la;
+	if (getsockname(ul, (struct sockaddr *)&la, &al) < 0 || connect(ul, (struct sockaddr *)&la, sizeof la) < 0)
+		die("connect UDP-Lite");
+	int cov = 20;
+	if (setsockopt(ul, IPPROTO_UDPLITE, 10, &cov, sizeof cov) < 0)
+		die("UDPLITE_SEND_CSCOV");
+	cov = 16;
+	if (setsockopt(ul, IPPROTO_UDPLITE, 11, &cov, sizeof cov) < 0)
+		die("UDPLITE_RECV_CSCOV");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -236,6 +256,22 @@ int main(int argc, char **argv)
 		if (getsockname(sd, (struct sockaddr *)&ad, &al) < 0 || ad.sin_port != a0.sin_port)
 			bad("dup", "the dup'ed socket has port %d, the original %d", ntohs(ad.sin_port), ntohs(a0.sin_port));
 		tick("dup", n);
+
+		int sc = 0, rc = 0, proto = 0;
+		socklen_t ol = sizeof sc;
+		getsockopt(ul, IPPROTO_UDPLITE, 10, &sc, &ol);
+		ol = sizeof rc;
+		getsockopt(ul, IPPROTO_UDPLITE, 11, &rc, &ol);
+		ol = sizeof proto;
+		getsockopt(ul, SOL_SOCKET, SO_PROTOCOL, &proto, &ol);
+		if (sc != 20 || rc != 16 || proto != IPPROTO_UDPLITE)
+			bad("udplite", "protocol %d coverage %d/%d, want %d 20/16", proto, sc, rc, IPPROTO_UDPLITE);
+		if (send(ul, "lite", 4, 0) != 4)
+			bad("udplite", "send: %s", strerror(errno));
+		char lb[8];
+		if (recv(ul, lb, sizeof lb, 0) != 4 || memcmp(lb, "lite", 4) != 0)
+			bad("udplite", "recv: not the datagram sent");
+		tick("udplite", n);
 		pace();
 	}
 }
