@@ -39,6 +39,8 @@ type dumper struct {
 	fifos map[fifoKey]*fifoState
 	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
 	diag map[[2]uint8]map[uint64]uint8
+	// memfdTaken: the memfd's content is already in the image (memfd.go).
+	memfdTaken map[uint64]bool
 }
 
 // liveFd is one fd of the process being dumped.
@@ -107,9 +109,16 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
 		}
 		if orig != nil {
-			out.DupOf = proto.Int32(orig.Fd)
-			out.Kind = orig.Kind
-			table.Fds = append(table.Fds, out)
+			// The description's kind, without a second copy of its data.
+			dup := proto.CloneOf(orig)
+			dup.Fd, dup.Cloexec, dup.DupOf = out.Fd, out.Cloexec, proto.Int32(orig.Fd)
+			if p := dup.GetPipe(); p != nil {
+				p.Data = nil
+			}
+			if m := dup.GetMemfd(); m != nil {
+				m.Data = nil
+			}
+			table.Fds = append(table.Fds, dup)
 			continue
 		}
 		local, err := unix.PidfdGetfd(pidfd, f.Num, 0)

@@ -49,6 +49,7 @@ type finisher interface {
 // live fd (the first that claims it records it).
 var kinds = []kind{
 	regularFile{},
+	memfd{},
 	device{},
 	fifo{},
 	pipe{},

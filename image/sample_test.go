@@ -235,6 +235,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 13, Flags: unix.O_WRONLY | unix.O_APPEND, DupOf: proto.Int32(1), Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
 		{Fd: 14, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDPLITE,
 			LocalAddr: "10.0.0.2", LocalPort: 40001, Options: &pb.SocketOptions{UdpliteSendCscov: 20, UdpliteRecvCscov: 16}, Inode: 9003}}},
+		{Fd: 15, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_Memfd{Memfd: &pb.MemFd{Name: "pingpong-state", Inode: 3131, Data: []byte("state\x00"), Seals: unix.F_SEAL_SHRINK | unix.F_SEAL_GROW, Mode: 0o777, Pos: 2}}},
 	}}
 }
 

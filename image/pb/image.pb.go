@@ -2259,6 +2259,7 @@ type Fd struct {
 	//	*Fd_Signalfd
 	//	*Fd_InetSocket
 	//	*Fd_Device
+	//	*Fd_Memfd
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2401,6 +2402,15 @@ func (x *Fd) GetDevice() *Device {
 	return nil
 }
 
+func (x *Fd) GetMemfd() *MemFd {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Memfd); ok {
+			return x.Memfd
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -2437,6 +2447,10 @@ type Fd_Device struct {
 	Device *Device `protobuf:"bytes,17,opt,name=device,proto3,oneof"`
 }
 
+type Fd_Memfd struct {
+	Memfd *MemFd `protobuf:"bytes,18,opt,name=memfd,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -2452,6 +2466,8 @@ func (*Fd_Signalfd) isFd_Kind() {}
 func (*Fd_InetSocket) isFd_Kind() {}
 
 func (*Fd_Device) isFd_Kind() {}
+
+func (*Fd_Memfd) isFd_Kind() {}
 
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3257,6 +3273,92 @@ func (x *SocketOptions) GetUdpliteRecvCscov() int32 {
 	return 0
 }
 
+// MemFd is a memfd_create(2) file that is not mapped: its whole content
+// is in the image (bounded, see package files).
+type MemFd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`    // without the "memfd:" prefix
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"` // fds with the same inode share the file
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`    // the content; size is its length
+	Seals         uint32                 `protobuf:"varint,4,opt,name=seals,proto3" json:"seals,omitempty"` // F_GET_SEALS (F_SEAL_SEAL set: sealing not allowed)
+	Mode          uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`   // permission bits (fchmod)
+	Pos           int64                  `protobuf:"varint,6,opt,name=pos,proto3" json:"pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemFd) Reset() {
+	*x = MemFd{}
+	mi := &file_image_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemFd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemFd) ProtoMessage() {}
+
+func (x *MemFd) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
+func (*MemFd) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *MemFd) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemFd) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *MemFd) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *MemFd) GetSeals() uint32 {
+	if x != nil {
+		return x.Seals
+	}
+	return 0
+}
+
+func (x *MemFd) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *MemFd) GetPos() int64 {
+	if x != nil {
+		return x.Pos
+	}
+	return 0
+}
+
 type Device struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -3270,7 +3372,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3282,7 +3384,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3295,7 +3397,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3550,7 +3652,7 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\x9c\x04\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xcc\x04\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -3565,7 +3667,8 @@ const file_image_proto_rawDesc = "" +
 	"\bsignalfd\x18\x0f \x01(\v2\x19.lazycr.image.v1.SignalFdH\x00R\bsignalfd\x12>\n" +
 	"\vinet_socket\x18\x10 \x01(\v2\x1b.lazycr.image.v1.InetSocketH\x00R\n" +
 	"inetSocket\x121\n" +
-	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06deviceB\x06\n" +
+	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
+	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfdB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
@@ -3641,7 +3744,14 @@ const file_image_proto_rawDesc = "" +
 	"\brecv_err\x18\r \x01(\bR\arecvErr\x12\x18\n" +
 	"\apktinfo\x18\x0e \x01(\bR\apktinfo\x12,\n" +
 	"\x12udplite_send_cscov\x18\x0f \x01(\x05R\x10udpliteSendCscov\x12,\n" +
-	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x99\x01\n" +
+	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x81\x01\n" +
+	"\x05MemFd\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x14\n" +
+	"\x05seals\x18\x04 \x01(\rR\x05seals\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"\x99\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -3681,7 +3791,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -3717,7 +3827,8 @@ var file_image_proto_goTypes = []any{
 	(*SignalFd)(nil),      // 31: lazycr.image.v1.SignalFd
 	(*InetSocket)(nil),    // 32: lazycr.image.v1.InetSocket
 	(*SocketOptions)(nil), // 33: lazycr.image.v1.SocketOptions
-	(*Device)(nil),        // 34: lazycr.image.v1.Device
+	(*MemFd)(nil),         // 34: lazycr.image.v1.MemFd
+	(*Device)(nil),        // 35: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -3749,17 +3860,18 @@ var file_image_proto_depIdxs = []int32{
 	30, // 26: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	31, // 27: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	32, // 28: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	34, // 29: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	19, // 30: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	26, // 31: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	28, // 32: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	33, // 33: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	19, // 34: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	35, // 29: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	34, // 30: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	19, // 31: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	26, // 32: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	28, // 33: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	33, // 34: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	19, // 35: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3776,6 +3888,7 @@ func file_image_proto_init() {
 		(*Fd_Signalfd)(nil),
 		(*Fd_InetSocket)(nil),
 		(*Fd_Device)(nil),
+		(*Fd_Memfd)(nil),
 	}
 	file_image_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
@@ -3784,7 +3897,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -19,10 +19,12 @@
  *          together; the socket is one socket).
  *   udplite: a UDP-Lite socket with send/receive checksum coverage 20/16,
  *          connected to itself: options kept, a datagram goes round.
+ *   memfd: memfd "lazycr-check" holding "memfd-content", sealed against
+ *          shrinking and growing, offset 3: name, content, seals, offset.
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd" per round
  *         passed.
  */
 #include "common.h"
@@ -32,6 +34,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -194,6 +197,18 @@ int main(int argc, char **argv)
 	if (setsockopt(ul, IPPROTO_UDPLITE, 11, &cov, sizeof cov) < 0)
 		die("UDPLITE_RECV_CSCOV");
 
+	/* memfd */
+	int mfd = memfd_create("lazycr-check", MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		die("memfd_create");
+	if (write(mfd, "memfd-content", 13) != 13)
+		die("write memfd");
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+		die("F_ADD_SEALS");
+	if (lseek(mfd, 3, SEEK_SET) != 3)
+		die("lseek memfd");
+	int mseals = fcntl(mfd, F_GET_SEALS);
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -272,6 +287,23 @@ int main(int argc, char **argv)
 		if (recv(ul, lb, sizeof lb, 0) != 4 || memcmp(lb, "lite", 4) != 0)
 			bad("udplite", "recv: not the datagram sent");
 		tick("udplite", n);
+
+		char link[256], want[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", mfd);
+		ssize_t ll = readlink(path, link, sizeof link - 1);
+		link[ll < 0 ? 0 : ll] = 0;
+		if (strcmp(link, "/memfd:lazycr-check (deleted)") != 0)
+			bad("memfd", "fd %d is %s", mfd, link);
+		if (fcntl(mfd, F_GET_SEALS) != mseals)
+			bad("memfd", "seals %#x, were %#x", fcntl(mfd, F_GET_SEALS), mseals);
+		if (lseek(mfd, 0, SEEK_CUR) != 3)
+			bad("memfd", "offset %ld, was 3", (long)lseek(mfd, 0, SEEK_CUR));
+		memset(want, 0, sizeof want);
+		if (pread(mfd, want, sizeof want, 0) != 13 || memcmp(want, "memfd-content", 13) != 0)
+			bad("memfd", "content %s", want);
+		if (pwrite(mfd, "x", 1, 13) != -1 || errno != EPERM)
+			bad("memfd", "growing it did not fail EPERM (F_SEAL_GROW lost)");
+		tick("memfd", n);
 		pace();
 	}
 }
