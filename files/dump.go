@@ -36,11 +36,13 @@ type dumper struct {
 	infos []*proc.FdInfo
 	// fifos caches, per FIFO (fifo.go), whether its buffered data is
 	// the process's alone.
-	fifos map[fifoKey]*fifoState
+	fifos map[fileKey]*fifoState
 	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
 	diag map[[2]uint8]map[uint64]uint8
 	// memfdTaken: the memfd's content is already in the image (memfd.go).
 	memfdTaken map[uint64]bool
+	// deletedTaken: the deleted file's content is already in the image.
+	deletedTaken map[fileKey]bool
 }
 
 // liveFd is one fd of the process being dumped.
@@ -71,7 +73,7 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 	}
 	defer unix.Close(pidfd)
 
-	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fifoKey]*fifoState{}}
+	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
 	infos := make([]*proc.FdInfo, len(fds))
 	d.infos = infos
 	for i, f := range fds {
@@ -117,6 +119,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 			}
 			if m := dup.GetMemfd(); m != nil {
 				m.Data = nil
+			}
+			if df := dup.GetDeletedFile(); df != nil {
+				df.Data = nil
 			}
 			table.Fds = append(table.Fds, dup)
 			continue

@@ -50,6 +50,7 @@ type finisher interface {
 var kinds = []kind{
 	regularFile{},
 	memfd{},
+	deletedFile{},
 	device{},
 	fifo{},
 	pipe{},

@@ -61,10 +61,11 @@ type restorer struct {
 	inImage map[int32]bool
 	cloexec map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit map[int32]bool
-	pipes   map[uint64]*pipeGroup  // pipe.go
-	memfds  map[uint64]*memfdGroup // memfd.go
-	pidfd   int                    // pidfd of the process, -1 until opened
-	bootID  string                 // the image's boot id
+	pipes   map[uint64]*pipeGroup     // pipe.go
+	memfds  map[uint64]*memfdGroup    // memfd.go
+	deleted map[fileKey]*deletedGroup // deleted.go
+	pidfd   int                       // pidfd of the process, -1 until opened
+	bootID  string                    // the image's boot id
 	// The socketpair that carries inherited fds (inherit.go): the
 	// process's receiving end (a temporary number) and lazycr's copy of
 	// the sending end.

@@ -236,6 +236,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 14, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDPLITE,
 			LocalAddr: "10.0.0.2", LocalPort: 40001, Options: &pb.SocketOptions{UdpliteSendCscov: 20, UdpliteRecvCscov: 16}, Inode: 9003}}},
 		{Fd: 15, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_Memfd{Memfd: &pb.MemFd{Name: "pingpong-state", Inode: 3131, Data: []byte("state\x00"), Seals: unix.F_SEAL_SHRINK | unix.F_SEAL_GROW, Mode: 0o777, Pos: 2}}},
+		{Fd: 16, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_DeletedFile{DeletedFile: &pb.DeletedFile{File: fileID("/tmp/pingpong.tmp", 88, 5), Data: []byte("ghost"),
+			Mode: unix.S_IFREG | 0o600, Uid: 1000, Gid: 1000, Pos: 5}}},
 	}}
 }
 

@@ -2260,6 +2260,7 @@ type Fd struct {
 	//	*Fd_InetSocket
 	//	*Fd_Device
 	//	*Fd_Memfd
+	//	*Fd_DeletedFile
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2411,6 +2412,15 @@ func (x *Fd) GetMemfd() *MemFd {
 	return nil
 }
 
+func (x *Fd) GetDeletedFile() *DeletedFile {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_DeletedFile); ok {
+			return x.DeletedFile
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -2451,6 +2461,10 @@ type Fd_Memfd struct {
 	Memfd *MemFd `protobuf:"bytes,18,opt,name=memfd,proto3,oneof"`
 }
 
+type Fd_DeletedFile struct {
+	DeletedFile *DeletedFile `protobuf:"bytes,19,opt,name=deleted_file,json=deletedFile,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -2468,6 +2482,8 @@ func (*Fd_InetSocket) isFd_Kind() {}
 func (*Fd_Device) isFd_Kind() {}
 
 func (*Fd_Memfd) isFd_Kind() {}
+
+func (*Fd_DeletedFile) isFd_Kind() {}
 
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3359,6 +3375,93 @@ func (x *MemFd) GetPos() int64 {
 	return 0
 }
 
+// DeletedFile is a regular file that was unlinked while open (no name
+// left): its content is in the image (bounded, see package files).
+// file.path is the name it had, without " (deleted)".
+type DeletedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`  // the content; size is its length
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pos           int64                  `protobuf:"varint,6,opt,name=pos,proto3" json:"pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletedFile) Reset() {
+	*x = DeletedFile{}
+	mi := &file_image_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletedFile) ProtoMessage() {}
+
+func (x *DeletedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
+func (*DeletedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeletedFile) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *DeletedFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DeletedFile) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetPos() int64 {
+	if x != nil {
+		return x.Pos
+	}
+	return 0
+}
+
 type Device struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -3372,7 +3475,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3384,7 +3487,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3397,7 +3500,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3652,7 +3755,7 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xcc\x04\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\x8f\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -3668,7 +3771,8 @@ const file_image_proto_rawDesc = "" +
 	"\vinet_socket\x18\x10 \x01(\v2\x1b.lazycr.image.v1.InetSocketH\x00R\n" +
 	"inetSocket\x121\n" +
 	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
-	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfdB\x06\n" +
+	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfd\x12A\n" +
+	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFileB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
@@ -3751,6 +3855,13 @@ const file_image_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x14\n" +
 	"\x05seals\x18\x04 \x01(\rR\x05seals\x12\x12\n" +
 	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"\x98\x01\n" +
+	"\vDeletedFile\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x10\n" +
 	"\x03pos\x18\x06 \x01(\x03R\x03pos\"\x99\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
@@ -3791,7 +3902,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -3828,7 +3939,8 @@ var file_image_proto_goTypes = []any{
 	(*InetSocket)(nil),    // 32: lazycr.image.v1.InetSocket
 	(*SocketOptions)(nil), // 33: lazycr.image.v1.SocketOptions
 	(*MemFd)(nil),         // 34: lazycr.image.v1.MemFd
-	(*Device)(nil),        // 35: lazycr.image.v1.Device
+	(*DeletedFile)(nil),   // 35: lazycr.image.v1.DeletedFile
+	(*Device)(nil),        // 36: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -3860,18 +3972,20 @@ var file_image_proto_depIdxs = []int32{
 	30, // 26: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	31, // 27: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	32, // 28: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	35, // 29: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	36, // 29: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
 	34, // 30: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	19, // 31: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	26, // 32: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	28, // 33: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	33, // 34: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	19, // 35: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	35, // 31: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	19, // 32: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	26, // 33: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	28, // 34: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	33, // 35: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	19, // 36: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	19, // 37: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3889,6 +4003,7 @@ func file_image_proto_init() {
 		(*Fd_InetSocket)(nil),
 		(*Fd_Device)(nil),
 		(*Fd_Memfd)(nil),
+		(*Fd_DeletedFile)(nil),
 	}
 	file_image_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
@@ -3897,7 +4012,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

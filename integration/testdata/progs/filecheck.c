@@ -21,10 +21,13 @@
  *          connected to itself: options kept, a datagram goes round.
  *   memfd: memfd "lazycr-check" holding "memfd-content", sealed against
  *          shrinking and growing, offset 3: name, content, seals, offset.
+ *   deleted: DIR/gone written "ghost-data", mode 0640, offset 2, reopened
+ *          read-only through /proc (offset 0), then unlinked: both fds
+ *          still name "DIR/gone (deleted)", content, mode and offsets kept.
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted" per round
  *         passed.
  */
 #include "common.h"
@@ -209,6 +212,18 @@ int main(int argc, char **argv)
 		die("lseek memfd");
 	int mseals = fcntl(mfd, F_GET_SEALS);
 
+	/* deleted */
+	char gone[4096], gonelink[4200];
+	snprintf(gone, sizeof gone, "%s/gone", argv[1]);
+	snprintf(gonelink, sizeof gonelink, "%s (deleted)", gone);
+	int g1 = open(gone, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (g1 < 0 || write(g1, "ghost-data", 10) != 10 || fchmod(g1, 0640) < 0 || lseek(g1, 2, SEEK_SET) != 2)
+		die("make DIR/gone");
+	snprintf(path, sizeof path, "/proc/self/fd/%d", g1);
+	int g2 = open(path, O_RDONLY);
+	if (g2 < 0 || unlink(gone) < 0)
+		die("reopen and unlink DIR/gone");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -304,6 +319,22 @@ int main(int argc, char **argv)
 		if (pwrite(mfd, "x", 1, 13) != -1 || errno != EPERM)
 			bad("memfd", "growing it did not fail EPERM (F_SEAL_GROW lost)");
 		tick("memfd", n);
+
+		int gfd[2] = {g1, g2};
+		for (int i = 0; i < 2; i++) {
+			snprintf(path, sizeof path, "/proc/self/fd/%d", gfd[i]);
+			ssize_t gl = readlink(path, link, sizeof link - 1);
+			link[gl < 0 ? 0 : gl] = 0;
+			struct stat st;
+			if (strcmp(link, gonelink) != 0 || fstat(gfd[i], &st) < 0 || st.st_nlink != 0 || (st.st_mode & 07777) != 0640 || st.st_size != 10)
+				bad("deleted", "fd %d is %s (nlink %lu mode %#o size %ld)", gfd[i], link, (unsigned long)st.st_nlink, st.st_mode & 07777, (long)st.st_size);
+			memset(want, 0, sizeof want);
+			if (pread(gfd[i], want, sizeof want, 0) != 10 || memcmp(want, "ghost-data", 10) != 0)
+				bad("deleted", "fd %d content %s", gfd[i], want);
+		}
+		if (lseek(g1, 0, SEEK_CUR) != 2 || lseek(g2, 0, SEEK_CUR) != 0)
+			bad("deleted", "offsets %ld and %ld, were 2 and 0", (long)lseek(g1, 0, SEEK_CUR), (long)lseek(g2, 0, SEEK_CUR));
+		tick("deleted", n);
 		pace();
 	}
 }
