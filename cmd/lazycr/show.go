@@ -12,6 +12,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/vmattr"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -151,16 +152,23 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 func writeMemoryText(w io.Writer, mm *pb.MemoryMap) {
 	fmt.Fprintf(w, "\nMemory of pid %d: %d VMAs, %s of eager page data\n", mm.Pid, len(mm.Vmas), humanBytes(mm.PagesBytes))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\tNAME")
+	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\tNAME\tATTRS")
 	var total image.PageCounts
 	for _, v := range mm.Vmas {
 		c := image.CountPages(v)
 		total = total.Add(c)
-		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
-			kindString(v.Kind), c.Zero, c.Eager, c.Lazy, c.File, v.Name)
+		name := v.Name
+		if name == "" {
+			name = "-"
+		}
+		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
+			kindString(v.Kind), c.Zero, c.Eager, c.Lazy, c.File, name, vmattr.Show(v))
 	}
-	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t\n", total.Zero, total.Eager, total.Lazy, total.File)
+	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t\t\n", total.Zero, total.Eager, total.Lazy, total.File)
 	tw.Flush()
+	if a := vmattr.ShowMM(mm.Attrs); a != "" {
+		fmt.Fprintf(w, "  address space: %s\n", a)
+	}
 }
 
 func writeFdsText(w io.Writer, t *pb.FdTable) {

@@ -61,10 +61,17 @@ func TestSizes(t *testing.T) {
 		{"ptrace_rseq_configuration", unsafe.Sizeof(PtraceRseqConfiguration{}), 24},
 		{"prctl_mm_map", unsafe.Sizeof(PrctlMmMap{}), 104},
 		{"clone_args", unsafe.Sizeof(CloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},
+		{"clone_args (remote)", unsafe.Sizeof(RemoteCloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},
 	} {
 		if c.got != c.want {
 			t.Errorf("sizeof(struct %s) = %d, want %d", c.name, c.got, c.want)
 		}
+	}
+	if a, b := unsafe.Offsetof(CloneArgs{}.SetTid), unsafe.Offsetof(RemoteCloneArgs{}.SetTid); a != 64 || b != 64 {
+		t.Errorf("clone_args.set_tid at %d (remote %d), want 64", a, b)
+	}
+	if off := unsafe.Offsetof(PmScanArg{}.Vec); off != 40 {
+		t.Errorf("pm_scan_arg.vec at %d, want 40", off)
 	}
 	if off := unsafe.Offsetof(UffdMsg{}.Arg); off != 8 {
 		t.Errorf("uffd_msg.arg at %d, want 8", off)
