@@ -41,7 +41,22 @@ func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }
 
 func (inetSocket) show(f *pb.Fd) string {
 	s := f.GetInetSocket()
-	return SockProto(s) + " " + HostPort(s.LocalAddr, s.LocalPort)
+	d := SockProto(s) + " " + HostPort(s.LocalAddr, s.LocalPort)
+	if s.PeerAddr != "" {
+		d += " -> " + HostPort(s.PeerAddr, s.PeerPort)
+	}
+	switch s.Shutdown {
+	case 1:
+		d += ", shut down for reading"
+	case 2:
+		d += ", shut down for writing"
+	case 3:
+		d += ", shut down"
+	}
+	if o := s.Options; o != nil && (o.UdpliteSendCscov != 0 || o.UdpliteRecvCscov != 0) {
+		d += fmt.Sprintf(", checksum coverage send %d recv %d", o.UdpliteSendCscov, o.UdpliteRecvCscov)
+	}
+	return d
 }
 
 // shutdown reads sk_shutdown of socket:[ino] with sock_diag (sockdiag.go),
