@@ -43,6 +43,8 @@ type dumper struct {
 	memfdTaken map[uint64]bool
 	// deletedTaken: the deleted file's content is already in the image.
 	deletedTaken map[fileKey]bool
+	// mounts of the process's mount namespace (inotify.go), read once.
+	mounts []mount
 }
 
 // liveFd is one fd of the process being dumped.

@@ -129,10 +129,17 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	}
 	defer restoreLimit()
 
-	// Phase 1: every object at a temporary number.
-	for _, f := range fds {
-		if err := r.create(f); err != nil {
-			return err
+	// Phase 1: every object at a temporary number; kinds that observe
+	// the others (inotify) last, so that what the restore does is not
+	// what they report.
+	for _, late := range []bool{false, true} {
+		for _, f := range fds {
+			_, isLate := kindOfImage(f).(lateKind)
+			if isLate == late {
+				if err := r.create(f); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	r.closeInheritChannel()

@@ -238,6 +238,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 15, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_Memfd{Memfd: &pb.MemFd{Name: "pingpong-state", Inode: 3131, Data: []byte("state\x00"), Seals: unix.F_SEAL_SHRINK | unix.F_SEAL_GROW, Mode: 0o777, Pos: 2}}},
 		{Fd: 16, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_DeletedFile{DeletedFile: &pb.DeletedFile{File: fileID("/tmp/pingpong.tmp", 88, 5), Data: []byte("ghost"),
 			Mode: unix.S_IFREG | 0o600, Uid: 1000, Gid: 1000, Pos: 5}}},
+		{Fd: 17, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Inotify{Inotify: &pb.Inotify{Watches: []*pb.InotifyWatch{
+			{Wd: 1, File: fileID("/var/log", 12, 4096), Mask: unix.IN_CREATE | unix.IN_MOVED_TO}, {Wd: 3, File: fileID("/var/log/pingpong.log", 77, 4096), Mask: unix.IN_MODIFY}}}}},
 	}}
 }
 

@@ -2404,6 +2404,7 @@ type Fd struct {
 	//	*Fd_Device
 	//	*Fd_Memfd
 	//	*Fd_DeletedFile
+	//	*Fd_Inotify
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2564,6 +2565,15 @@ func (x *Fd) GetDeletedFile() *DeletedFile {
 	return nil
 }
 
+func (x *Fd) GetInotify() *Inotify {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Inotify); ok {
+			return x.Inotify
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -2608,6 +2618,10 @@ type Fd_DeletedFile struct {
 	DeletedFile *DeletedFile `protobuf:"bytes,19,opt,name=deleted_file,json=deletedFile,proto3,oneof"`
 }
 
+type Fd_Inotify struct {
+	Inotify *Inotify `protobuf:"bytes,20,opt,name=inotify,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -2627,6 +2641,8 @@ func (*Fd_Device) isFd_Kind() {}
 func (*Fd_Memfd) isFd_Kind() {}
 
 func (*Fd_DeletedFile) isFd_Kind() {}
+
+func (*Fd_Inotify) isFd_Kind() {}
 
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3605,6 +3621,111 @@ func (x *DeletedFile) GetPos() int64 {
 	return 0
 }
 
+// Inotify is an inotify(7) instance; its watches are re-added by path.
+type Inotify struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Watches       []*InotifyWatch        `protobuf:"bytes,1,rep,name=watches,proto3" json:"watches,omitempty"` // ascending wd
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inotify) Reset() {
+	*x = Inotify{}
+	mi := &file_image_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inotify) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inotify) ProtoMessage() {}
+
+func (x *Inotify) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
+func (*Inotify) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Inotify) GetWatches() []*InotifyWatch {
+	if x != nil {
+		return x.Watches
+	}
+	return nil
+}
+
+type InotifyWatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wd            int32                  `protobuf:"varint,1,opt,name=wd,proto3" json:"wd,omitempty"`
+	File          *FileID                `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`  // the watched inode and a path to it found at dump time
+	Mask          uint32                 `protobuf:"varint,3,opt,name=mask,proto3" json:"mask,omitempty"` // as fdinfo shows it (events, IN_ONESHOT, IN_EXCL_UNLINK)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InotifyWatch) Reset() {
+	*x = InotifyWatch{}
+	mi := &file_image_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InotifyWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InotifyWatch) ProtoMessage() {}
+
+func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
+func (*InotifyWatch) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *InotifyWatch) GetWd() int32 {
+	if x != nil {
+		return x.Wd
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *InotifyWatch) GetMask() uint32 {
+	if x != nil {
+		return x.Mask
+	}
+	return 0
+}
+
 type Device struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -3618,7 +3739,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3630,7 +3751,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3643,7 +3764,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3911,7 +4032,7 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\x8f\x05\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xc5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -3928,7 +4049,8 @@ const file_image_proto_rawDesc = "" +
 	"inetSocket\x121\n" +
 	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
 	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfd\x12A\n" +
-	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFileB\x06\n" +
+	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
+	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
@@ -4018,7 +4140,13 @@ const file_image_proto_rawDesc = "" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x10\n" +
-	"\x03pos\x18\x06 \x01(\x03R\x03pos\"\x99\x01\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"B\n" +
+	"\aInotify\x127\n" +
+	"\awatches\x18\x01 \x03(\v2\x1d.lazycr.image.v1.InotifyWatchR\awatches\"_\n" +
+	"\fInotifyWatch\x12\x0e\n" +
+	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
+	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x99\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -4058,7 +4186,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -4098,7 +4226,9 @@ var file_image_proto_goTypes = []any{
 	(*SocketOptions)(nil), // 35: lazycr.image.v1.SocketOptions
 	(*MemFd)(nil),         // 36: lazycr.image.v1.MemFd
 	(*DeletedFile)(nil),   // 37: lazycr.image.v1.DeletedFile
-	(*Device)(nil),        // 38: lazycr.image.v1.Device
+	(*Inotify)(nil),       // 38: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 39: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 40: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -4132,20 +4262,23 @@ var file_image_proto_depIdxs = []int32{
 	32, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	33, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	34, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	38, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	40, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
 	36, // 32: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
 	37, // 33: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	21, // 34: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	28, // 35: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	30, // 36: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	35, // 37: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	21, // 38: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	21, // 39: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	38, // 34: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	21, // 35: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	28, // 36: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	30, // 37: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	35, // 38: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	21, // 39: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	39, // 40: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	21, // 41: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	21, // 42: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4164,6 +4297,7 @@ func file_image_proto_init() {
 		(*Fd_Device)(nil),
 		(*Fd_Memfd)(nil),
 		(*Fd_DeletedFile)(nil),
+		(*Fd_Inotify)(nil),
 	}
 	file_image_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
@@ -4172,7 +4306,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,10 +24,14 @@
  *   deleted: DIR/gone written "ghost-data", mode 0640, offset 2, reopened
  *          read-only through /proc (offset 0), then unlinked: both fds
  *          still name "DIR/gone (deleted)", content, mode and offsets kept.
+ *   inotify: watches on DIR/w0 (removed again: a gap), DIR (IN_CREATE) and
+ *          DIR/w1 (IN_MODIFY). Each round a file DIR/nN is created and
+ *          DIR/w1 written: exactly those two events arrive, with the
+ *          watch descriptors inotify_add_watch returned.
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify" per round
  *         passed.
  */
 #include "common.h"
@@ -37,6 +41,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -224,6 +229,27 @@ int main(int argc, char **argv)
 	if (g2 < 0 || unlink(gone) < 0)
 		die("reopen and unlink DIR/gone");
 
+	/* inotify */
+	int in = inotify_init1(IN_NONBLOCK);
+	if (in < 0)
+		die("inotify_init1");
+	char w0[4096], w1[4096];
+	snprintf(w0, sizeof w0, "%s/w0", argv[1]);
+	snprintf(w1, sizeof w1, "%s/w1", argv[1]);
+	int tmp = open(w0, O_WRONLY | O_CREAT, 0600), w1fd = open(w1, O_WRONLY | O_CREAT, 0600);
+	if (tmp < 0 || w1fd < 0)
+		die("create DIR/w0, DIR/w1");
+	close(tmp);
+	int wd0 = inotify_add_watch(in, w0, IN_MODIFY);
+	if (wd0 < 0 || inotify_rm_watch(in, wd0) < 0)
+		die("watch DIR/w0");
+	char evbuf[4096];
+	while (read(in, evbuf, sizeof evbuf) > 0) /* IN_IGNORED of wd0 */
+		;
+	int wddir = inotify_add_watch(in, argv[1], IN_CREATE), wd1 = inotify_add_watch(in, w1, IN_MODIFY);
+	if (wddir < 0 || wd1 < 0)
+		die("inotify_add_watch");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -335,6 +361,41 @@ int main(int argc, char **argv)
 		if (lseek(g1, 0, SEEK_CUR) != 2 || lseek(g2, 0, SEEK_CUR) != 0)
 			bad("deleted", "offsets %ld and %ld, were 2 and 0", (long)lseek(g1, 0, SEEK_CUR), (long)lseek(g2, 0, SEEK_CUR));
 		tick("deleted", n);
+
+		snprintf(path, sizeof path, "%s/n%lu", argv[1], n);
+		int nf = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (nf < 0 || write(w1fd, "m", 1) != 1)
+			die("create DIR/nN, write DIR/w1");
+		close(nf);
+		char nname[64];
+		snprintf(nname, sizeof nname, "n%lu", n);
+		int created = 0, modified = 0;
+		while (created + modified < 2) {
+			struct pollfd pfd = {.fd = in, .events = POLLIN};
+			if (poll(&pfd, 1, 5000) != 1)
+				bad("inotify", "round %lu: %d create and %d modify events, then nothing", n, created, modified);
+			ssize_t got = read(in, evbuf, sizeof evbuf);
+			if (got < 0 && errno == EAGAIN)
+				continue;
+			if (got <= 0)
+				bad("inotify", "read: %s", strerror(errno));
+			for (char *q = evbuf; q < evbuf + got;) {
+				struct inotify_event *ie = (struct inotify_event *)q;
+				if (ie->wd == wddir && (ie->mask & IN_CREATE) && ie->len && strcmp(ie->name, nname) == 0)
+					created++;
+				else if (ie->wd == wd1 && (ie->mask & IN_MODIFY))
+					modified++;
+				else
+					bad("inotify", "unexpected event wd %d mask %#x name %s (watches: dir %d, w1 %d)",
+					    ie->wd, ie->mask, ie->len ? ie->name : "", wddir, wd1);
+				q += sizeof *ie + ie->len;
+			}
+		}
+		if (created != 1 || modified != 1)
+			bad("inotify", "round %lu: %d create and %d modify events", n, created, modified);
+		unlink(path);
+		/* the unlink is not watched (no IN_DELETE in the mask) */
+		tick("inotify", n);
 		pace();
 	}
 }
