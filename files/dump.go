@@ -37,8 +37,8 @@ type dumper struct {
 	// fifos caches, per FIFO (fifo.go), whether its buffered data is
 	// the process's alone.
 	fifos map[fileKey]*fifoState
-	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
-	diag map[[2]uint8]map[uint64]uint8
+	// diag caches sock_diag answers: family, protocol → inode → state.
+	diag map[[2]uint8]map[uint64]diagSock
 	// memfdTaken: the memfd's content is already in the image (memfd.go).
 	memfdTaken map[uint64]bool
 	// deletedTaken: the deleted file's content is already in the image.
