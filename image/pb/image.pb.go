@@ -3102,12 +3102,16 @@ func (x *Epoll) GetTargets() []*EpollTarget {
 }
 
 type TimerFd struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Clockid       int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
-	SettimeFlags  int32                  `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"`
-	ValueNs       int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
-	IntervalNs    int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
-	Ticks         uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Clockid      int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
+	SettimeFlags int32                  `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"`
+	ValueNs      int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
+	IntervalNs   int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	Ticks        uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
+	// For an absolute (TFD_TIMER_ABSTIME) timer on CLOCK_REALTIME or
+	// CLOCK_REALTIME_ALARM: the deadline on that clock, as the dump computed
+	// it (now + value_ns; fdinfo shows only the time left).
+	DeadlineNs    int64 `protobuf:"varint,6,opt,name=deadline_ns,json=deadlineNs,proto3" json:"deadline_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3173,6 +3177,13 @@ func (x *TimerFd) GetIntervalNs() int64 {
 func (x *TimerFd) GetTicks() uint64 {
 	if x != nil {
 		return x.Ticks
+	}
+	return 0
+}
+
+func (x *TimerFd) GetDeadlineNs() int64 {
+	if x != nil {
+		return x.DeadlineNs
 	}
 	return 0
 }
@@ -4160,14 +4171,16 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"\b_file_fd\"?\n" +
 	"\x05Epoll\x126\n" +
-	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\x9a\x01\n" +
+	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\xbb\x01\n" +
 	"\aTimerFd\x12\x18\n" +
 	"\aclockid\x18\x01 \x01(\x05R\aclockid\x12#\n" +
 	"\rsettime_flags\x18\x02 \x01(\x05R\fsettimeFlags\x12\x19\n" +
 	"\bvalue_ns\x18\x03 \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\x04 \x01(\x03R\n" +
 	"intervalNs\x12\x14\n" +
-	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\"$\n" +
+	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\x12\x1f\n" +
+	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
+	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
 	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
 	"\n" +
