@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
@@ -79,7 +80,7 @@ type Stats struct {
 var (
 	// ErrUnsupported: the process holds state lazycr cannot checkpoint yet
 	// (an fd kind, seccomp, children, a deleted file …).
-	ErrUnsupported = errors.New("unsupported")
+	ErrUnsupported = files.ErrUnsupported
 	// ErrRefused: the process must not be dumped (PID 1, lazycr itself).
 	ErrRefused = errors.New("refused")
 )

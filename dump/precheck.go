@@ -36,6 +36,12 @@ func precheck(pid int) error {
 	}
 	switch st.State {
 	case 'Z':
+		if st.Threads > 1 {
+			// The main thread called pthread_exit (or SYS_exit) and the
+			// others run on: /proc/PID shows no memory or fds any more,
+			// and a restored process cannot have a dead leader.
+			return fmt.Errorf("dump pid %d: %w: its main thread has exited while %d other threads run (pthread_exit in main)", pid, ErrUnsupported, st.Threads-1)
+		}
 		return fmt.Errorf("dump pid %d: %w", pid, inject.ErrZombie)
 	case 'X':
 		return fmt.Errorf("dump pid %d: %w", pid, inject.ErrNoProcess)

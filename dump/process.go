@@ -42,6 +42,15 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	if p.Cwd, err = proc.ReadCwd(pid); err != nil {
 		return nil, fail("read cwd", err)
 	}
+	if strings.HasSuffix(p.Cwd, " (deleted)") {
+		// The directory was removed while the process was in it: keep what
+		// is left to see of it (restore makes one like it and removes it).
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st); err != nil {
+			return nil, fail("stat removed current directory "+p.Cwd, err)
+		}
+		p.CwdDeleted = &pb.DeletedDir{Mode: st.Mode & 0o7777, Uid: st.Uid, Gid: st.Gid}
+	}
 	if p.Root, err = proc.ReadRoot(pid); err != nil {
 		return nil, fail("read root", err)
 	}

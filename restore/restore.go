@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
@@ -66,7 +67,7 @@ var (
 	ErrPIDTaken = errors.New("pid is taken")
 	// ErrFileChanged: a file the process mapped or had open is not the one
 	// it was.
-	ErrFileChanged = errors.New("file changed since the dump")
+	ErrFileChanged = files.ErrFileChanged
 )
 
 // Process is a process being built; Resume lets it run.
@@ -280,7 +281,9 @@ func (r *Process) Resume() error {
 	return nil
 }
 
-// Kill kills the half-built process and forgets it.
+// Kill kills the half-built process and forgets it. It closes the
+// process's userfaultfd only if it was not handed over (TakeUserfaultfd):
+// one owner per fd.
 func (r *Process) Kill() {
 	if r.done {
 		return

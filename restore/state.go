@@ -1,9 +1,12 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
@@ -35,14 +38,8 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("chroot %s: %w", p.Root, err)
 		}
 	}
-	if p.Cwd != "" {
-		path, err := b.putString(0, p.Cwd)
-		if err != nil {
-			return err
-		}
-		if _, err := b.call(unix.SYS_CHDIR, path); err != nil {
-			return fmt.Errorf("chdir %s: %w", p.Cwd, err)
-		}
+	if err := r.restoreCwd(); err != nil {
+		return err
 	}
 	if _, err := b.call(unix.SYS_PERSONALITY, uintptr(p.Personality)); err != nil {
 		return fmt.Errorf("personality %#x: %w", p.Personality, err)
@@ -74,12 +71,16 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("setitimer(%d): %w", t.Which, err)
 		}
 	}
-	if err := r.restorePosixTimers(); err != nil {
+	if err := r.setDumpable(); err != nil {
 		return err
 	}
-	if p.Dumpable != 1 {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(p.Dumpable)); err != nil {
-			r.opts.Log.Warn().Err(err).Uint32("dumpable", p.Dumpable).Msg("prctl(PR_SET_DUMPABLE)")
+	// no_new_privs is per thread and inherited by clone: set on the leader
+	// before the other threads are created, every thread has it
+	// (prctl(2) PR_SET_NO_NEW_PRIVS; it cannot be unset, and nothing
+	// restore does later needs execve).
+	if p.NoNewPrivs {
+		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
 		}
 	}
 	if p.Pdeathsig != 0 {
@@ -96,6 +97,83 @@ func (r *Process) restoreState() error {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
 			r.opts.Log.Warn().Err(err).Int32("oom_score_adj", p.OomScoreAdj).Msg("set oom_score_adj")
 		}
+	}
+	return nil
+}
+
+// setDumpable sets the dumped PR_SET_DUMPABLE value. prctl(2) accepts only
+// 0 and 1; 2 (SUID_DUMP_ROOT) is what the kernel sets itself on a
+// credential change when fs.suid_dumpable is 2: it is refused rather than
+// approximated.
+func (r *Process) setDumpable() error {
+	d := r.img.Dumpable
+	if d > 1 {
+		return fmt.Errorf("dumpable mode %d cannot be set with prctl(PR_SET_DUMPABLE)", d)
+	}
+	if _, err := r.b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(d)); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE, %d): %w", d, err)
+	}
+	return nil
+}
+
+// deletedSuffix is what the kernel appends to the path of a removed file or
+// directory in /proc/PID/cwd and friends (d_path).
+const deletedSuffix = " (deleted)"
+
+// restoreCwd enters the dumped current directory. A directory that had
+// been removed while the process was in it is made again — at its old path
+// if that is free, else under a hidden name beside it — entered and
+// removed: the process is then in a removed directory with the same mode
+// and owner, where creating a file fails with ENOENT and getcwd(3) too, as
+// before (see rmdir(2), getcwd(2) "ENOENT The current working directory has
+// been unlinked").
+func (r *Process) restoreCwd() error {
+	b := r.b
+	p := r.img
+	if p.Cwd == "" {
+		return nil
+	}
+	cwd, deleted := strings.CutSuffix(p.Cwd, deletedSuffix)
+	if !deleted || p.CwdDeleted == nil {
+		path, err := b.putString(0, p.Cwd)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_CHDIR, path); err != nil {
+			return fmt.Errorf("chdir %s: %w", p.Cwd, err)
+		}
+		return nil
+	}
+	d := p.CwdDeleted
+	names := []string{cwd, fmt.Sprintf("%s/.lazycr-deleted-cwd-%d", filepath.Dir(cwd), b.pid)}
+	for i, name := range names {
+		path, err := b.putString(0, name)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
+			if errors.Is(err, unix.EEXIST) && i == 0 {
+				continue
+			}
+			return fmt.Errorf("current directory %s was removed; make it again at %s: %w", cwd, name, err)
+		}
+		steps := []struct {
+			what string
+			nr   uintptr
+			args []uintptr
+		}{
+			{"chdir", unix.SYS_CHDIR, []uintptr{path}},
+			{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
+			{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
+			{"rmdir", unix.SYS_UNLINKAT, []uintptr{atFdcwd, path, unix.AT_REMOVEDIR}},
+		}
+		for _, s := range steps {
+			if _, err := b.call(s.nr, s.args...); err != nil {
+				b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR)
+				return fmt.Errorf("current directory %s was removed; %s %s: %w", cwd, s.what, name, err)
+			}
+		}
+		return nil
 	}
 	return nil
 }
@@ -141,6 +219,26 @@ func (r *Process) restoreRlimits() error {
 // from *timerid instead of allocating one, so ids survive a restore.
 const prTimerCreateRestoreIDs = 77
 
+// sigevThreadID is SIGEV_THREAD_ID (include/uapi/asm-generic/siginfo.h).
+const sigevThreadID = 4
+
+// threadIDHere is the id the restored process itself sees for the thread
+// the image calls tid (timer_create(2) looks sigev_notify_thread_id up in
+// the caller's PID namespace).
+func (r *Process) threadIDHere(tid uint32) (int32, bool) {
+	for _, t := range r.img.Threads {
+		if t.Tid != tid {
+			continue
+		}
+		if r.opts.PIDNS && !r.opts.NewPID && len(t.NsTid) > 0 {
+			return int32(t.NsTid[len(t.NsTid)-1]), true
+		}
+		here, ok := r.tids[tid]
+		return int32(here), ok
+	}
+	return 0, false
+}
+
 func (r *Process) restorePosixTimers() error {
 	timers := r.img.PosixTimers
 	if len(timers) == 0 {
@@ -151,9 +249,16 @@ func (r *Process) restorePosixTimers() error {
 		return fmt.Errorf("%d POSIX timers: this kernel cannot create timers with given ids (prctl PR_TIMER_CREATE_RESTORE_IDS): %w", len(timers), err)
 	}
 	for _, t := range timers {
+		tid := t.NotifyTid
+		if t.Notify&sigevThreadID != 0 {
+			var ok bool
+			if tid, ok = r.threadIDHere(uint32(t.NotifyTid)); !ok {
+				return fmt.Errorf("timer_create id %d: it signals tid %d, not a thread of the image", t.Id, t.NotifyTid)
+			}
+		}
 		// struct sigevent: sigev_value, sigev_signo, sigev_notify, then a
 		// union whose first member is the thread id; 64 bytes in all.
-		ev := le(t.SigevValue, t.Signo, t.Notify, t.NotifyTid)
+		ev := le(t.SigevValue, t.Signo, t.Notify, tid)
 		ev = append(ev, make([]byte, 64-len(ev))...)
 		evAddr, err := b.put(0, ev)
 		if err != nil {
@@ -238,10 +343,7 @@ func (r *Process) restoreCreds() error {
 	}
 	// Changing the effective ids resets the mm's dumpable flag to
 	// fs.suid_dumpable (commit_creds): put the dumped value back.
-	if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(r.img.Dumpable)); err != nil {
-		r.opts.Log.Warn().Err(err).Uint32("dumpable", r.img.Dumpable).Msg("prctl(PR_SET_DUMPABLE) after credentials")
-	}
-	return nil
+	return r.setDumpable()
 }
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,
