@@ -277,9 +277,15 @@ func TestRestoreRetryAfterFailure(t *testing.T) {
 	requireProgress(t, p, "check")
 	dir := dumpKill(t, p)
 
-	_, errOut, code := runFailpoint(t, lazycr, "restore.mm", "", "restore", "-D", dir)
-	requireExit1(t, "restore with failpoint restore.mm", errOut, code, "injected failure")
-	rp := restoreFrom(t, p, dir) // at once
+	for _, step := range []string{"restore.mm", "restore.resume"} {
+		_, errOut, code := runFailpoint(t, lazycr, step, "", "restore", "-D", dir)
+		requireExit1(t, "restore with failpoint "+step, errOut, code, "injected failure")
+		// At once: the pid must be free, so this one gets as far as its
+		// failpoint, which lies past taking the pid.
+		_, errOut, code = runFailpoint(t, lazycr, "restore.stub", "", "restore", "-D", dir)
+		requireExit1(t, "restore right after a failure", errOut, code, "failpoint restore.stub")
+	}
+	rp := restoreFrom(t, p, dir)
 	if rp.pid != p.pid {
 		t.Errorf("restored with pid %d, want the original %d", rp.pid, p.pid)
 	}

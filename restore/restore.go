@@ -87,6 +87,10 @@ type Process struct {
 	mapFds  map[string]uintptr // files open in the process while VMAs are mapped
 	started time.Time
 	done    bool
+	claimed struct {
+		pid   int
+		start uint64
+	} // the pid takePID gave the process, and its start time
 }
 
 // PID is the restored process's pid on this host.
@@ -267,6 +271,7 @@ func (r *Process) Resume() error {
 	}
 	if err != nil {
 		r.Kill()
+		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: set registers: %w", r.img.Pid, err)
 	}
 	err = r.b.p.Detach()
@@ -369,8 +374,8 @@ func (r *Process) takePID(undo *undoStack) error {
 		return fmt.Errorf("restore: create process with pid %d: %w", want, err)
 	}
 	// Undone last first: the process is killed, then its pid awaited.
-	start := startTimeOf(child.Pid)
-	undo.push(func() { r.waitPIDFree(child.Pid, start) })
+	r.claimed.pid, r.claimed.start = child.Pid, startTimeOf(child.Pid)
+	undo.push(r.waitClaimedFree)
 	undo.push(func() { killTraced(child, r.opts.Log) })
 	if err := stub.Kill(); err != nil {
 		r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
@@ -395,6 +400,13 @@ func startTimeOf(pid int) uint64 {
 		return 0
 	}
 	return st.StartTime
+}
+
+// waitClaimedFree is waitPIDFree for the pid takePID claimed, if any.
+func (r *Process) waitClaimedFree() {
+	if r.claimed.pid > 0 {
+		r.waitPIDFree(r.claimed.pid, r.claimed.start)
+	}
 }
 
 // waitPIDFree waits, after a failed restore killed the half-built process,
