@@ -10,6 +10,7 @@ import (
 
 	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // Pids of the sample set: a root process with two threads and a child.
@@ -212,7 +213,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 		Reuseaddr: true, Reuseport: true, Broadcast: true, Sndbuf: 212992, Rcvbuf: 425984, Tos: 0x10, Ttl: 64,
 		BindToDevice: "veth0", Ipv6Only: true, Keepalive: true, Priority: 6, Mark: 0x42, RecvErr: true, Pktinfo: true,
 	}
-	return &pb.FdTable{Pid: pid, Fds: []*pb.Fd{
+	return &pb.FdTable{Pid: pid, BootId: "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab", Fds: []*pb.Fd{
 		{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileID("/dev/pts/3", 6, 0), Pos: 0, RdevMajor: 136, RdevMinor: 3, Mode: unix.S_IFCHR | 0o620}}},
 		{Fd: 1, Flags: unix.O_WRONLY | unix.O_APPEND, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
 		{Fd: 2, Cloexec: true, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, WriteEnd: true, Capacity: 65536}}},
@@ -220,14 +221,18 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 4, Cloexec: true, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{Count: 7, Semaphore: true}}},
 		{Fd: 5, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
 			{Fd: 3, Events: unix.EPOLLIN, Data: 3}, {Fd: 4, Events: unix.EPOLLIN | unix.EPOLLET, Data: 0xfeed}, {Fd: 8, Events: unix.EPOLLIN | unix.EPOLLERR, Data: 8},
+			{Fd: 12, FileFd: proto.Int32(4), Events: unix.EPOLLOUT, Data: 12}, // fd 12 was a dup of 4, closed since
 		}}}},
 		{Fd: 6, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, SettimeFlags: 0, ValueNs: 250_000_000, IntervalNs: 1_000_000_000, Ticks: 2}}},
 		{Fd: 7, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1<<(unix.SIGCHLD-1) | 1<<(unix.SIGHUP-1)}}},
 		{Fd: 8, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
-			LocalAddr: "10.0.0.2", LocalPort: 40000, PeerAddr: "10.0.0.1", PeerPort: 9000, Options: opts, Inode: 9001}}},
+			LocalAddr: "10.0.0.2", LocalPort: 40000, PeerAddr: "10.0.0.1", PeerPort: 9000, Options: opts, Inode: 9001, Shutdown: 2}}},
 		{Fd: 9, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET6, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
 			LocalAddr: "::", LocalPort: 8080, Listening: true, Backlog: 128, Options: &pb.SocketOptions{Reuseaddr: true, Ipv6Only: true}, Inode: 9002}}},
 		{Fd: 10, Flags: unix.O_RDONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5002, Capacity: 4096, FifoPath: "/run/pingpong.fifo"}}},
+		{Fd: 11, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5003, WriteEnd: true, Capacity: 65536,
+			Holders: []*pb.PipeHolder{{Pid: 4242, StartTime: 123456, Uid: 1000, PidNs: 4026531836}}}}},
+		{Fd: 13, Flags: unix.O_WRONLY | unix.O_APPEND, DupOf: proto.Int32(1), Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
 	}}
 }
 

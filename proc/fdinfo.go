@@ -72,6 +72,10 @@ type FdInfo struct {
 
 	Fanotify bool
 
+	// Locks are the file locks and leases taken through this open file
+	// description ("lock:" lines, see [Lock]).
+	Locks []Lock
+
 	Raw map[string]string
 }
 
@@ -224,6 +228,12 @@ func ParseFdInfo(r io.Reader) (*FdInfo, error) {
 			if !ok {
 				return nil, bad()
 			}
+		case "lock":
+			l, err := ParseLock(val)
+			if err != nil {
+				return nil, lr.malformed("lock line %q", val)
+			}
+			fi.Locks = append(fi.Locks, *l)
 		case "sigmask":
 			v, ok := parseHex(val)
 			if !ok {

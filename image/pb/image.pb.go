@@ -2322,9 +2322,12 @@ func (x *PageRun) GetOffset() uint64 {
 
 // FdTable is one process's file descriptors.
 type FdTable struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Fds           []*Fd                  `protobuf:"bytes,2,rep,name=fds,proto3" json:"fds,omitempty"` // sorted by fd
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fds   []*Fd                  `protobuf:"bytes,2,rep,name=fds,proto3" json:"fds,omitempty"` // sorted by fd
+	// /proc/sys/kernel/random/boot_id of the dumping host: live objects
+	// (PipeHolder) are only ever matched on the same boot.
+	BootId        string `protobuf:"bytes,3,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2373,11 +2376,22 @@ func (x *FdTable) GetFds() []*Fd {
 	return nil
 }
 
+func (x *FdTable) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
 type Fd struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Fd      int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
 	Cloexec bool                   `protobuf:"varint,2,opt,name=cloexec,proto3" json:"cloexec,omitempty"` // FD_CLOEXEC
 	Flags   uint32                 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`     // file status flags (O_APPEND, O_NONBLOCK, access mode…)
+	// The lowest fd of the process sharing this fd's open file description
+	// (dup(2), fork(2); found with kcmp(2) KCMP_FILE). Restore makes this fd
+	// a dup of that one; kind repeats the description's.
+	DupOf *int32 `protobuf:"varint,4,opt,name=dup_of,json=dupOf,proto3,oneof" json:"dup_of,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2440,6 +2454,13 @@ func (x *Fd) GetCloexec() bool {
 func (x *Fd) GetFlags() uint32 {
 	if x != nil {
 		return x.Flags
+	}
+	return 0
+}
+
+func (x *Fd) GetDupOf() int32 {
+	if x != nil && x.DupOf != nil {
+		return *x.DupOf
 	}
 	return 0
 }
@@ -2636,12 +2657,17 @@ func (x *RegularFile) GetMode() uint32 {
 }
 
 type Pipe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // identifies the pipe: fds with the same inode share it
-	WriteEnd      bool                   `protobuf:"varint,2,opt,name=write_end,json=writeEnd,proto3" json:"write_end,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the read end, when both ends were dumped
-	Capacity      uint32                 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`                // F_GETPIPE_SZ
-	FifoPath      string                 `protobuf:"bytes,5,opt,name=fifo_path,json=fifoPath,proto3" json:"fifo_path,omitempty"` // set for a named FIFO
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // identifies the pipe: fds with the same inode share it
+	WriteEnd bool                   `protobuf:"varint,2,opt,name=write_end,json=writeEnd,proto3" json:"write_end,omitempty"`
+	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the read end, when both ends were dumped
+	Capacity uint32                 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`                // F_GETPIPE_SZ
+	FifoPath string                 `protobuf:"bytes,5,opt,name=fifo_path,json=fifoPath,proto3" json:"fifo_path,omitempty"` // set for a named FIFO
+	// Processes outside the dump that held this pipe when it was dumped
+	// (only for a pipe with one end in the image). Restore reconnects to
+	// one of them only on the same boot and if it is provably the same
+	// process with the same owner.
+	Holders       []*PipeHolder `protobuf:"bytes,6,rep,name=holders,proto3" json:"holders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2711,6 +2737,82 @@ func (x *Pipe) GetFifoPath() string {
 	return ""
 }
 
+func (x *Pipe) GetHolders() []*PipeHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+// PipeHolder identifies a live process by pid, start time and owner.
+type PipeHolder struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime     uint64                 `protobuf:"varint,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"` // /proc/PID/stat field 22, clock ticks after boot
+	Uid           uint32                 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`                              // real uid
+	PidNs         uint64                 `protobuf:"varint,4,opt,name=pid_ns,json=pidNs,proto3" json:"pid_ns,omitempty"`             // inode of the pid namespace pid is numbered in
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipeHolder) Reset() {
+	*x = PipeHolder{}
+	mi := &file_image_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipeHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipeHolder) ProtoMessage() {}
+
+func (x *PipeHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
+func (*PipeHolder) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PipeHolder) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *PipeHolder) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *PipeHolder) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *PipeHolder) GetPidNs() uint64 {
+	if x != nil {
+		return x.PidNs
+	}
+	return 0
+}
+
 type EventFd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
@@ -2721,7 +2823,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2733,7 +2835,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2746,7 +2848,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -2764,17 +2866,21 @@ func (x *EventFd) GetSemaphore() bool {
 }
 
 type EpollTarget struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
-	Events        uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	Data          uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Fd     int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"` // the fd number the target was added with (its key)
+	Events uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Data   uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	// When fd no longer refers to the watched file (closed, or reused for
+	// another file): an fd of the process that does, found with kcmp(2)
+	// KCMP_EPOLL_TFD. Restore adds the target through it, under number fd.
+	FileFd        *int32 `protobuf:"varint,4,opt,name=file_fd,json=fileFd,proto3,oneof" json:"file_fd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +2892,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +2905,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -2823,6 +2929,13 @@ func (x *EpollTarget) GetData() uint64 {
 	return 0
 }
 
+func (x *EpollTarget) GetFileFd() int32 {
+	if x != nil && x.FileFd != nil {
+		return *x.FileFd
+	}
+	return 0
+}
+
 type Epoll struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Targets       []*EpollTarget         `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
@@ -2832,7 +2945,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +2957,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +2970,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -2880,7 +2993,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3005,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3018,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -2952,7 +3065,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3077,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3090,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -2988,25 +3101,28 @@ func (x *SignalFd) GetSigmask() uint64 {
 }
 
 type InetSocket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Family        int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
-	Type          int32                  `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`     // SOCK_DGRAM, SOCK_STREAM
-	Protocol      int32                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	LocalAddr     string                 `protobuf:"bytes,4,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
-	LocalPort     uint32                 `protobuf:"varint,5,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
-	PeerAddr      string                 `protobuf:"bytes,6,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"` // empty when not connected
-	PeerPort      uint32                 `protobuf:"varint,7,opt,name=peer_port,json=peerPort,proto3" json:"peer_port,omitempty"`
-	Listening     bool                   `protobuf:"varint,8,opt,name=listening,proto3" json:"listening,omitempty"`
-	Backlog       int32                  `protobuf:"varint,9,opt,name=backlog,proto3" json:"backlog,omitempty"`
-	Options       *SocketOptions         `protobuf:"bytes,10,opt,name=options,proto3" json:"options,omitempty"`
-	Inode         uint64                 `protobuf:"varint,11,opt,name=inode,proto3" json:"inode,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Family    int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
+	Type      int32                  `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`     // SOCK_DGRAM, SOCK_STREAM
+	Protocol  int32                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	LocalAddr string                 `protobuf:"bytes,4,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
+	LocalPort uint32                 `protobuf:"varint,5,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	PeerAddr  string                 `protobuf:"bytes,6,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"` // empty when not connected
+	PeerPort  uint32                 `protobuf:"varint,7,opt,name=peer_port,json=peerPort,proto3" json:"peer_port,omitempty"`
+	Listening bool                   `protobuf:"varint,8,opt,name=listening,proto3" json:"listening,omitempty"`
+	Backlog   int32                  `protobuf:"varint,9,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Options   *SocketOptions         `protobuf:"bytes,10,opt,name=options,proto3" json:"options,omitempty"`
+	Inode     uint64                 `protobuf:"varint,11,opt,name=inode,proto3" json:"inode,omitempty"`
+	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
+	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
+	Shutdown      uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3134,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3147,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3111,6 +3227,13 @@ func (x *InetSocket) GetInode() uint64 {
 	return 0
 }
 
+func (x *InetSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
 type SocketOptions struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reuseaddr     bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
@@ -3133,7 +3256,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3268,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3281,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3272,7 +3395,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3407,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3420,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3561,14 +3684,16 @@ const file_image_proto_rawDesc = "" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x1a.lazycr.image.v1.PageStateR\x05state\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"B\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"[\n" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
-	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\"\xf5\x03\n" +
+	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\x9c\x04\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
-	"\x05flags\x18\x03 \x01(\rR\x05flags\x122\n" +
+	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
+	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -3579,24 +3704,36 @@ const file_image_proto_rawDesc = "" +
 	"\vinet_socket\x18\x10 \x01(\v2\x1b.lazycr.image.v1.InetSocketH\x00R\n" +
 	"inetSocket\x121\n" +
 	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06deviceB\x06\n" +
-	"\x04kind\"`\n" +
+	"\x04kindB\t\n" +
+	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x86\x01\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xbd\x01\n" +
 	"\x04Pipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1b\n" +
 	"\twrite_end\x18\x02 \x01(\bR\bwriteEnd\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x04 \x01(\rR\bcapacity\x12\x1b\n" +
-	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\"=\n" +
+	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\x125\n" +
+	"\aholders\x18\x06 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aholders\"f\n" +
+	"\n" +
+	"PipeHolder\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\x04R\tstartTime\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x15\n" +
+	"\x06pid_ns\x18\x04 \x01(\x04R\x05pidNs\"=\n" +
 	"\aEventFd\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x1c\n" +
-	"\tsemaphore\x18\x02 \x01(\bR\tsemaphore\"I\n" +
+	"\tsemaphore\x18\x02 \x01(\bR\tsemaphore\"s\n" +
 	"\vEpollTarget\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"?\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\x12\x1c\n" +
+	"\afile_fd\x18\x04 \x01(\x05H\x00R\x06fileFd\x88\x01\x01B\n" +
+	"\n" +
+	"\b_file_fd\"?\n" +
 	"\x05Epoll\x126\n" +
 	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\x9a\x01\n" +
 	"\aTimerFd\x12\x18\n" +
@@ -3607,7 +3744,7 @@ const file_image_proto_rawDesc = "" +
 	"intervalNs\x12\x14\n" +
 	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xd4\x02\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -3623,7 +3760,8 @@ const file_image_proto_rawDesc = "" +
 	"\abacklog\x18\t \x01(\x05R\abacklog\x128\n" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
-	"\x05inode\x18\v \x01(\x04R\x05inode\"\x83\x03\n" +
+	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\"\x83\x03\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -3679,7 +3817,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -3709,14 +3847,15 @@ var file_image_proto_goTypes = []any{
 	(*Fd)(nil),            // 25: lazycr.image.v1.Fd
 	(*RegularFile)(nil),   // 26: lazycr.image.v1.RegularFile
 	(*Pipe)(nil),          // 27: lazycr.image.v1.Pipe
-	(*EventFd)(nil),       // 28: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 29: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 30: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 31: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 32: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 33: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 34: lazycr.image.v1.SocketOptions
-	(*Device)(nil),        // 35: lazycr.image.v1.Device
+	(*PipeHolder)(nil),    // 28: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 29: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 30: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 31: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 32: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 33: lazycr.image.v1.SignalFd
+	(*InetSocket)(nil),    // 34: lazycr.image.v1.InetSocket
+	(*SocketOptions)(nil), // 35: lazycr.image.v1.SocketOptions
+	(*Device)(nil),        // 36: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -3745,21 +3884,22 @@ var file_image_proto_depIdxs = []int32{
 	25, // 23: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
 	26, // 24: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
 	27, // 25: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	28, // 26: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	30, // 27: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	31, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	32, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	33, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	35, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	29, // 26: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	31, // 27: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	32, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	33, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	34, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	36, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
 	21, // 32: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	29, // 33: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	34, // 34: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	21, // 35: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	28, // 33: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	30, // 34: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	35, // 35: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	21, // 36: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3777,13 +3917,14 @@ func file_image_proto_init() {
 		(*Fd_InetSocket)(nil),
 		(*Fd_Device)(nil),
 	}
+	file_image_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
