@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -306,8 +307,13 @@ func (cp *Checkpoint) posixTimers(tid int) ([]*pb.PosixTimer, error) {
 			pt.Notify = sigevThread
 		}
 		if t.NotifyThreadID {
-			pt.Notify = sigevThreadID
+			pt.Notify |= sigevThreadID
 			pt.NotifyTid = int32(t.NotifyPid)
+			// The thread it signals must be one restore creates again
+			// (timer_create(2): EINVAL for a thread not in the group).
+			if !slices.Contains(cp.proc.Threads(), t.NotifyPid) {
+				return nil, fmt.Errorf("dump pid %d: %w: POSIX timer %d signals thread %d, which has exited", cp.pid, ErrUnsupported, t.ID, t.NotifyPid)
+			}
 		}
 		out = append(out, pt)
 	}

@@ -103,17 +103,35 @@ func (r *Process) restoreState() error {
 
 // setDumpable sets the dumped PR_SET_DUMPABLE value. prctl(2) accepts only
 // 0 and 1; 2 (SUID_DUMP_ROOT) is what the kernel sets itself on a
-// credential change when fs.suid_dumpable is 2: it is refused rather than
-// approximated.
+// credential change when fs.suid_dumpable is 2 (checkDumpable sees whether
+// it did).
 func (r *Process) setDumpable() error {
 	d := r.img.Dumpable
 	if d > 1 {
-		return fmt.Errorf("dumpable mode %d cannot be set with prctl(PR_SET_DUMPABLE)", d)
+		return nil
 	}
 	if _, err := r.b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(d)); err != nil {
 		return fmt.Errorf("prctl(PR_SET_DUMPABLE, %d): %w", d, err)
 	}
 	return nil
+}
+
+// checkDumpable makes the dumpable mode the dumped one once credentials
+// are set, or refuses: a mode prctl cannot set that the credential change
+// did not bring is not approximated.
+func (r *Process) checkDumpable() error {
+	d := r.img.Dumpable
+	cur, err := r.b.call(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
+	if err != nil {
+		return fmt.Errorf("prctl(PR_GET_DUMPABLE): %w", err)
+	}
+	switch {
+	case uint32(cur) == d:
+		return nil
+	case d > 1:
+		return fmt.Errorf("dumpable mode %d: prctl(PR_SET_DUMPABLE) cannot set it and setting the credentials gave %d (fs.suid_dumpable differs here)", d, cur)
+	}
+	return r.setDumpable()
 }
 
 // deletedSuffix is what the kernel appends to the path of a removed file or
@@ -291,6 +309,16 @@ func (r *Process) restorePosixTimers() error {
 // thread in the kernel; the raw syscalls change only the caller's). It runs
 // after everything that needs privileges.
 func (r *Process) restoreCreds() error {
+	if err := r.setCreds(); err != nil {
+		return err
+	}
+	// Changing the effective ids resets the mm's dumpable flag to
+	// fs.suid_dumpable (commit_creds): check it and put the dumped value
+	// back.
+	return r.checkDumpable()
+}
+
+func (r *Process) setCreds() error {
 	c := r.img.Creds
 	if c == nil || len(c.Uid) != 4 || len(c.Gid) != 4 {
 		return nil
@@ -341,9 +369,7 @@ func (r *Process) restoreCreds() error {
 			return fmt.Errorf("capset on tid %d: %w", tid, err)
 		}
 	}
-	// Changing the effective ids resets the mm's dumpable flag to
-	// fs.suid_dumpable (commit_creds): put the dumped value back.
-	return r.setDumpable()
+	return nil
 }
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,
