@@ -11,6 +11,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
+	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,7 +34,6 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	p := &pb.Process{
 		Pid: uint32(pid), NsPid: u32s(st.NSpid), Ppid: uint32(stat.Ppid), Pgid: uint32(stat.Pgrp),
 		Sid: uint32(stat.Session), Comm: stat.Comm, Umask: st.Umask, StartTime: stat.StartTime,
-		NoNewPrivs: st.NoNewPrivs != 0,
 		Creds: &pb.Credentials{
 			Uid: st.Uid[:], Gid: st.Gid[:], Groups: st.Groups,
 			CapInheritable: st.CapInh, CapPermitted: st.CapPrm, CapEffective: st.CapEff,
@@ -54,9 +54,6 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	}
 	if p.Root, err = proc.ReadRoot(pid); err != nil {
 		return nil, fail("read root", err)
-	}
-	if p.Personality, err = proc.ReadPersonality(pid); err != nil {
-		return nil, fail("read personality", err)
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
 		for _, a := range strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00") {
@@ -94,20 +91,8 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		return nil, fail("read shared pending signals", err)
 	}
 	p.SharedPending = siginfos(shared)
-	if v, err := cp.proc.Syscall(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE); err == nil {
-		p.Dumpable = uint32(v)
-	} else {
-		return nil, fail("injected prctl(PR_GET_DUMPABLE)", err)
-	}
-	if v, err := cp.prctlInt(leader, unix.PR_GET_PDEATHSIG); err == nil {
-		p.Pdeathsig = v
-	} else {
-		return nil, err
-	}
-	if v, err := cp.prctlInt(leader, unix.PR_GET_CHILD_SUBREAPER); err == nil {
-		p.ChildSubreaper = v != 0
-	} else {
-		return nil, err
+	if err := procattr.Dump(callerOn{cp, leader}, p); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	if v, err := cp.proc.Syscall(leader, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS); err == nil {
 		p.Creds.Securebits = uint32(v)
@@ -212,14 +197,6 @@ func (cp *Checkpoint) injectOut(tid int, out []byte, nr uintptr, args ...uintptr
 		return err
 	}
 	return cp.proc.ReadMem(scratch, out)
-}
-
-func (cp *Checkpoint) prctlInt(tid int, option uintptr) (uint32, error) {
-	var b [4]byte
-	if err := cp.injectOut(tid, b[:], unix.SYS_PRCTL, option, outArg); err != nil {
-		return 0, fmt.Errorf("dump pid %d: injected prctl(%d): %w", cp.pid, option, err)
-	}
-	return binary.LittleEndian.Uint32(b[:]), nil
 }
 
 // sigactions reads every handler with injected rt_sigaction(sig, NULL,

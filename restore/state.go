@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,9 +42,6 @@ func (r *Process) restoreState() error {
 	if err := r.restoreCwd(); err != nil {
 		return err
 	}
-	if _, err := b.call(unix.SYS_PERSONALITY, uintptr(p.Personality)); err != nil {
-		return fmt.Errorf("personality %#x: %w", p.Personality, err)
-	}
 	if err := r.restoreRlimits(); err != nil {
 		return err
 	}
@@ -71,27 +69,10 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("setitimer(%d): %w", t.Which, err)
 		}
 	}
-	if err := r.setDumpable(); err != nil {
+	// personality, dumpable, parent-death signal, child subreaper,
+	// no_new_privs: before the threads, which inherit what is per thread.
+	if err := procattr.Restore(builderCaller{b}, p); err != nil {
 		return err
-	}
-	// no_new_privs is per thread and inherited by clone: set on the leader
-	// before the other threads are created, every thread has it
-	// (prctl(2) PR_SET_NO_NEW_PRIVS; it cannot be unset, and nothing
-	// restore does later needs execve).
-	if p.NoNewPrivs {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
-		}
-	}
-	if p.Pdeathsig != 0 {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(p.Pdeathsig)); err != nil {
-			return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
-		}
-	}
-	if p.ChildSubreaper {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
-		}
 	}
 	if p.OomScoreAdj != 0 {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
@@ -99,39 +80,6 @@ func (r *Process) restoreState() error {
 		}
 	}
 	return nil
-}
-
-// setDumpable sets the dumped PR_SET_DUMPABLE value. prctl(2) accepts only
-// 0 and 1; 2 (SUID_DUMP_ROOT) is what the kernel sets itself on a
-// credential change when fs.suid_dumpable is 2 (checkDumpable sees whether
-// it did).
-func (r *Process) setDumpable() error {
-	d := r.img.Dumpable
-	if d > 1 {
-		return nil
-	}
-	if _, err := r.b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(d)); err != nil {
-		return fmt.Errorf("prctl(PR_SET_DUMPABLE, %d): %w", d, err)
-	}
-	return nil
-}
-
-// checkDumpable makes the dumpable mode the dumped one once credentials
-// are set, or refuses: a mode prctl cannot set that the credential change
-// did not bring is not approximated.
-func (r *Process) checkDumpable() error {
-	d := r.img.Dumpable
-	cur, err := r.b.call(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
-	if err != nil {
-		return fmt.Errorf("prctl(PR_GET_DUMPABLE): %w", err)
-	}
-	switch {
-	case uint32(cur) == d:
-		return nil
-	case d > 1:
-		return fmt.Errorf("dumpable mode %d: prctl(PR_SET_DUMPABLE) cannot set it and setting the credentials gave %d (fs.suid_dumpable differs here)", d, cur)
-	}
-	return r.setDumpable()
 }
 
 // deletedSuffix is what the kernel appends to the path of a removed file or
@@ -315,7 +263,7 @@ func (r *Process) restoreCreds() error {
 	// Changing the effective ids resets the mm's dumpable flag to
 	// fs.suid_dumpable (commit_creds): check it and put the dumped value
 	// back.
-	return r.checkDumpable()
+	return procattr.AfterCreds(builderCaller{r.b}, r.img)
 }
 
 func (r *Process) setCreds() error {
