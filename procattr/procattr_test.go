@@ -14,7 +14,7 @@ import (
 // state and records what is set.
 type fakeProcess struct {
 	personality, dumpable, pdeathsig, subreaper, nnp uintptr
-	calls                                           []string
+	calls                                            []string
 }
 
 func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
