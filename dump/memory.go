@@ -140,7 +140,8 @@ func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
 	return a, nil
 }
 
-// callerOn runs injected syscalls on one thread of the frozen process.
+// callerOn runs injected syscalls on one thread of the frozen process
+// (vmattr.Caller, procattr.Caller).
 type callerOn struct {
 	cp  *Checkpoint
 	tid int
@@ -148,6 +149,11 @@ type callerOn struct {
 
 func (c callerOn) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	return c.cp.proc.Syscall(c.tid, nr, args...)
+}
+
+// CallOut is injectOut: procattr.Out and outArg are the same marker.
+func (c callerOn) CallOut(out []byte, nr uintptr, args ...uintptr) error {
+	return c.cp.injectOut(c.tid, out, nr, args...)
 }
 
 // vmaOf turns one smaps entry into a Vma, refusing what lazycr cannot

@@ -102,6 +102,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		ChildSubreaper: pid == rootPid,
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
+		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
 	}
 }
 
@@ -194,8 +195,9 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 			ArgStart: stack + 32*PageSize + 0x200, ArgEnd: stack + 32*PageSize + 0x240,
 			EnvStart: stack + 32*PageSize + 0x240, EnvEnd: stack + 32*PageSize + 0xfe0,
 		},
-		Auxv: []uint64{33, vdso, 6, 4096, 3, text + 64, 4, 56, 5, 9, 9, text + 0x100, 25, stack + 32*PageSize + 0x300, 0, 0},
-		Exe:  exe,
+		Auxv:  []uint64{33, vdso, 6, 4096, 3, text + 64, 4, 56, 5, 9, 9, text + 0x100, 25, stack + 32*PageSize + 0x300, 0, 0},
+		Exe:   exe,
+		Attrs: &pb.MmAttrs{Mlockall: unix.MCL_FUTURE | unix.MCL_ONFAULT, ThpDisable: 1, MemoryMerge: true},
 	}
 	assignOffsets(mm)
 	return mm

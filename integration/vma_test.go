@@ -130,3 +130,21 @@ func TestVMASealedRefused(t *testing.T) {
 		`vma 0x[0-9a-f]+-0x[0-9a-f]+ : unsupported: sealed mapping \(mseal\) \(VmFlags "sl"\)`)
 	requireProgress(t, p, "ok")
 }
+
+// TestVMATimerOrphanRefused: a POSIX timer that signals a thread which has
+// since exited cannot be created again; the dump names it and the process
+// keeps running.
+func TestVMATimerOrphanRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "vmacheck", "-lrt"), "timer-orphan", t.TempDir())
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	waitTick(t, p, "ok", 2)
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
+	requireExit1(t, "dump of a timer signalling an exited thread", errOut, code,
+		`unsupported: POSIX timer 0 signals thread \d+, which has exited`)
+	requireProgress(t, p, "ok")
+}

@@ -219,25 +219,29 @@ func RunKeeper(fd int, stderr io.Writer) error {
 				}
 			}
 		}
-		msg := string(buf[:n])
-		switch {
-		case strings.HasPrefix(msg, "hold ") && len(got) == 2:
-			p, perr := strconv.Atoi(strings.TrimPrefix(msg, "hold "))
-			if perr != nil || p <= 0 || pidfd >= 0 {
-				closeAll(got)
-				return fmt.Errorf("keeper: bad message %q", msg)
+		kind, p, perr := parseKeeperMsg(buf[:n], len(got))
+		if perr == nil && kind == keeperHold && pidfd >= 0 {
+			perr = errors.New("a second hold")
+		}
+		if perr != nil {
+			closeAll(got)
+			if pid > 0 && pidfd >= 0 {
+				// Not our handler talking: safer to end the process than
+				// to go on guarding it blind.
+				killHeld(pid, pidfd, stderr)
 			}
+			return fmt.Errorf("keeper: %w", perr)
+		}
+		switch kind {
+		case keeperHold:
 			pid, pidfd = p, got[0]
 			uffds = append(uffds, got[1])
-		case msg == "child" && len(got) == 1:
+		case keeperChild:
 			uffds = append(uffds, got[0])
-		case msg == "release" && len(got) == 0:
+		case keeperRelease:
 			release()
 			unix.Sendmsg(fd, []byte("ok"), nil, nil, 0)
 			return nil
-		default:
-			closeAll(got)
-			return fmt.Errorf("keeper: bad message %q with %d fds", msg, len(got))
 		}
 		if err := unix.Sendmsg(fd, []byte("ok"), nil, nil, 0); err != nil {
 			// The handler went away between its message and our answer:
@@ -245,6 +249,33 @@ func RunKeeper(fd int, stderr io.Writer) error {
 			continue
 		}
 	}
+}
+
+type keeperMsg int
+
+const (
+	keeperHold keeperMsg = 1 + iota
+	keeperChild
+	keeperRelease
+)
+
+// parseKeeperMsg decodes a message to the keeper that came with nfds fds:
+// "hold PID" (2 fds), "child" (1 fd) or "release" (none).
+func parseKeeperMsg(b []byte, nfds int) (kind keeperMsg, pid int, err error) {
+	msg := string(b)
+	switch {
+	case strings.HasPrefix(msg, "hold "):
+		p, perr := strconv.Atoi(strings.TrimPrefix(msg, "hold "))
+		if perr != nil || p <= 0 || nfds != 2 {
+			return 0, 0, fmt.Errorf("bad message %q with %d fds", msg, nfds)
+		}
+		return keeperHold, p, nil
+	case msg == "child" && nfds == 1:
+		return keeperChild, 0, nil
+	case msg == "release" && nfds == 0:
+		return keeperRelease, 0, nil
+	}
+	return 0, 0, fmt.Errorf("bad message %q with %d fds", msg, nfds)
 }
 
 func closeAll(fds []int) {

@@ -92,15 +92,6 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	start := time.Now()
 	res = &TargetResult{}
 	go image.Warm() // while the image set is on its way
-	var keeper *Keeper
-	if len(opts.KeeperCommand) > 0 {
-		// Started first: it is up by the time the process is built.
-		keeper, err = StartKeeper(opts.KeeperCommand, opts.KeeperStderr)
-		if err != nil {
-			return nil, err
-		}
-		defer keeper.Close()
-	}
 	c, err := pageserver.Dial(ctx, opts.From, pageserver.ClientConfig{
 		Token: opts.Token, TLS: opts.TLS, ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
 		WaitSource: opts.WaitSource,
@@ -109,6 +100,18 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	defer c.Close()
+	var keeper *Keeper
+	if len(opts.KeeperCommand) > 0 {
+		// Started once the source answered (not while it freezes the
+		// process: both would compete for the CPUs), it is up long before
+		// the process is built.
+		keeper, err = StartKeeper(opts.KeeperCommand, opts.KeeperStderr)
+		if err != nil {
+			c.Fail(err.Error())
+			return nil, err
+		}
+		defer keeper.Close()
+	}
 	resumed := false
 	defer func() {
 		if err != nil && !resumed {
@@ -182,11 +185,12 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	defer unix.Close(pidfd)
 	if keeper != nil {
+		held := time.Now()
 		if err := keeper.Hold(r.PID(), pidfd, u.Fd()); err != nil {
 			r.Kill()
 			return nil, fmt.Errorf("hand pid %d's userfaultfd to the keeper (which guards it should this lazycr die): %w", r.PID(), err)
 		}
-		opts.Log.Debug().Int("keeper", keeper.PID()).Msg("keeper holds the userfaultfd")
+		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
 	}
 	if err := r.Resume(); err != nil {
 		return nil, err

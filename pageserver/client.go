@@ -182,12 +182,14 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 	if session == 0 && errors.Is(err, syscall.ECONNREFUSED) {
 		// The source may not listen yet (the target was started first):
 		// say so at once, retry a refused connection for WaitSource,
-		// backing off up to 200 ms.
+		// every 20 ms: a refused connect costs a SYN and a RST, and the
+		// time between the source starting to listen and the next attempt
+		// is downtime of the process (the source froze it already).
 		c.log.Info().Str("source", c.addr).Dur("wait", c.cfg.WaitSource).
 			Msgf("waiting for the page server at %s (connection refused; giving up after %s, --wait-source to wait longer)", c.addr, c.cfg.WaitSource)
 		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitSource)
 		defer cancel()
-		for wait := 10 * time.Millisecond; err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
+		for wait := 5 * time.Millisecond; err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 20*time.Millisecond) {
 			t := time.NewTimer(wait)
 			select {
 			case <-wctx.Done():

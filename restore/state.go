@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,9 +42,6 @@ func (r *Process) restoreState() error {
 	if err := r.restoreCwd(); err != nil {
 		return err
 	}
-	if _, err := b.call(unix.SYS_PERSONALITY, uintptr(p.Personality)); err != nil {
-		return fmt.Errorf("personality %#x: %w", p.Personality, err)
-	}
 	if err := r.restoreRlimits(); err != nil {
 		return err
 	}
@@ -71,47 +69,15 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("setitimer(%d): %w", t.Which, err)
 		}
 	}
-	if err := r.setDumpable(); err != nil {
+	// personality, dumpable, parent-death signal, child subreaper,
+	// no_new_privs: before the threads, which inherit what is per thread.
+	if err := procattr.Restore(builderCaller{b}, p); err != nil {
 		return err
-	}
-	// no_new_privs is per thread and inherited by clone: set on the leader
-	// before the other threads are created, every thread has it
-	// (prctl(2) PR_SET_NO_NEW_PRIVS; it cannot be unset, and nothing
-	// restore does later needs execve).
-	if p.NoNewPrivs {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
-		}
-	}
-	if p.Pdeathsig != 0 {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(p.Pdeathsig)); err != nil {
-			return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
-		}
-	}
-	if p.ChildSubreaper {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
-		}
 	}
 	if p.OomScoreAdj != 0 {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
 			r.opts.Log.Warn().Err(err).Int32("oom_score_adj", p.OomScoreAdj).Msg("set oom_score_adj")
 		}
-	}
-	return nil
-}
-
-// setDumpable sets the dumped PR_SET_DUMPABLE value. prctl(2) accepts only
-// 0 and 1; 2 (SUID_DUMP_ROOT) is what the kernel sets itself on a
-// credential change when fs.suid_dumpable is 2: it is refused rather than
-// approximated.
-func (r *Process) setDumpable() error {
-	d := r.img.Dumpable
-	if d > 1 {
-		return fmt.Errorf("dumpable mode %d cannot be set with prctl(PR_SET_DUMPABLE)", d)
-	}
-	if _, err := r.b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(d)); err != nil {
-		return fmt.Errorf("prctl(PR_SET_DUMPABLE, %d): %w", d, err)
 	}
 	return nil
 }
@@ -291,6 +257,16 @@ func (r *Process) restorePosixTimers() error {
 // thread in the kernel; the raw syscalls change only the caller's). It runs
 // after everything that needs privileges.
 func (r *Process) restoreCreds() error {
+	if err := r.setCreds(); err != nil {
+		return err
+	}
+	// Changing the effective ids resets the mm's dumpable flag to
+	// fs.suid_dumpable (commit_creds): check it and put the dumped value
+	// back.
+	return procattr.AfterCreds(builderCaller{r.b}, r.img)
+}
+
+func (r *Process) setCreds() error {
 	c := r.img.Creds
 	if c == nil || len(c.Uid) != 4 || len(c.Gid) != 4 {
 		return nil
@@ -341,9 +317,7 @@ func (r *Process) restoreCreds() error {
 			return fmt.Errorf("capset on tid %d: %w", tid, err)
 		}
 	}
-	// Changing the effective ids resets the mm's dumpable flag to
-	// fs.suid_dumpable (commit_creds): put the dumped value back.
-	return r.setDumpable()
+	return nil
 }
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,
