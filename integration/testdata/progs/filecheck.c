@@ -10,7 +10,8 @@
  *          O_RDONLY|O_NONBLOCK: flags kept, writes/reads behave.
  *   udp:   three UDP sockets on 127.0.0.1: s0 receives; s1 connected to
  *          s0 and shut down for writing (send fails EPIPE); s2 connected to
- *          s0 and shut down for reading (poll keeps saying POLLRDHUP).
+ *          s0 and shut down for reading (poll keeps saying POLLRDHUP);
+ *          s0 has SO_RCVTIMEO 500 ms and IP_MULTICAST_TTL 5.
  *   epoll: eventfd e added with data 0x77, dup'ed to d, e closed and its
  *          number reused by another eventfd e2 (not watched). Writing e2
  *          must not wake the epoll; writing d must, with data 0x77.
@@ -165,6 +166,10 @@ int main(int argc, char **argv)
 	socklen_t al = sizeof a0;
 	if (getsockname(s0, (struct sockaddr *)&a0, &al) < 0)
 		die("getsockname");
+	struct timeval rto = {0, 500000}; /* a whole number of jiffies for any HZ */
+	int mttl = 5;
+	if (setsockopt(s0, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto) < 0 || setsockopt(s0, IPPROTO_IP, IP_MULTICAST_TTL, &mttl, sizeof mttl) < 0)
+		die("setsockopt s0");
 	int s1 = udpsock(&a0), s2 = udpsock(&a0);
 	if (shutdown(s1, SHUT_WR) < 0)
 		die("shutdown SHUT_WR");
@@ -303,6 +308,13 @@ int main(int argc, char **argv)
 		long got = probe(s2);
 		if (got != p2)
 			bad("udp", "poll on the socket shut down for reading gives %#lx, gave %#lx", got, p2);
+		struct timeval gto;
+		socklen_t gl = sizeof gto;
+		int gttl = 0;
+		socklen_t tl = sizeof gttl;
+		if (getsockopt(s0, SOL_SOCKET, SO_RCVTIMEO, &gto, &gl) < 0 || gto.tv_sec != 0 || gto.tv_usec != 500000 ||
+		    getsockopt(s0, IPPROTO_IP, IP_MULTICAST_TTL, &gttl, &tl) < 0 || gttl != 5)
+			bad("udp", "SO_RCVTIMEO %ld.%06ld s, IP_MULTICAST_TTL %d; want 0.500000 s and 5", (long)gto.tv_sec, (long)gto.tv_usec, gttl);
 		tick("udp", n);
 
 		struct epoll_event out;
