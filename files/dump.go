@@ -20,8 +20,9 @@ type DumpOptions struct {
 
 // dumper holds the state of one Dump run that kinds share.
 type dumper struct {
-	pid  int
-	opts DumpOptions
+	pid   int
+	pidfd int // the process's pidfd, for pidfd_getfd(2)
+	opts  DumpOptions
 	// ends records, per pipe inode, whether a read ([0]) and a write ([1])
 	// end are among the process's fds: only then is the buffered data part
 	// of the process (and safe to copy: nobody else writes or reads).
@@ -75,7 +76,7 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 	}
 	defer unix.Close(pidfd)
 
-	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
+	d := &dumper{pid: pid, pidfd: pidfd, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
 	infos := make([]*proc.FdInfo, len(fds))
 	d.infos = infos
 	for i, f := range fds {

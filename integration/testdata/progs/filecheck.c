@@ -32,10 +32,13 @@
  *   async: a UDP socket with O_ASYNC, owner the process (F_SETOWN_EX) and
  *          SIGUSR2 (F_SETSIG): each datagram sent to it raises SIGUSR2
  *          with si_fd set.
+ *   oneshot: an epoll set with an eventfd added EPOLLIN|EPOLLONESHOT that
+ *          has fired: it stays disarmed (more writes wake nothing, and
+ *          fdinfo shows its events as EPOLLONESHOT alone).
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async", "oneshot" per round
  *         passed.
  */
 #include "common.h"
@@ -283,6 +286,14 @@ int main(int argc, char **argv)
 	if (fcntl(as, F_SETOWN_EX, &own) < 0 || fcntl(as, F_SETSIG, SIGUSR2) < 0 || fcntl(as, F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
 		die("fcntl async");
 
+	/* oneshot */
+	int ep2 = epoll_create1(0), eo = eventfd(0, EFD_NONBLOCK);
+	if (ep2 < 0 || eo < 0)
+		die("epoll_create1/eventfd");
+	struct epoll_event oev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = 0x1};
+	if (epoll_ctl(ep2, EPOLL_CTL_ADD, eo, &oev) < 0 || write(eo, &(uint64_t){1}, 8) != 8 || epoll_wait(ep2, &oev, 1, 0) != 1)
+		die("fire the oneshot entry");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -456,6 +467,25 @@ int main(int argc, char **argv)
 		if (recv(as, ab, sizeof ab, 0) != 1)
 			bad("async", "recv: %s", strerror(errno));
 		tick("async", n);
+
+		if (write(eo, &(uint64_t){1}, 8) != 8)
+			die("write eo");
+		if (epoll_wait(ep2, &oev, 1, 0) != 0)
+			bad("oneshot", "the fired EPOLLONESHOT entry woke again");
+		snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep2);
+		FILE *fi = fopen(path, "r");
+		if (!fi)
+			die("open fdinfo");
+		char fline[256];
+		unsigned int oevents = 0;
+		int otfd = -1;
+		while (fgets(fline, sizeof fline, fi))
+			if (sscanf(fline, "tfd: %d events: %x", &otfd, &oevents) == 2)
+				break;
+		fclose(fi);
+		if (otfd != eo || oevents != EPOLLONESHOT)
+			bad("oneshot", "fdinfo: tfd %d events %#x, want tfd %d events %#x", otfd, oevents, eo, (unsigned)EPOLLONESHOT);
+		tick("oneshot", n);
 		pace();
 	}
 }
