@@ -151,11 +151,15 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 }
 
 // sharedWith returns the earlier fd of recorded that shares fd i's open
-// file description (kcmp(2) KCMP_FILE; only fds with the same link target
-// can), or nil.
+// file description (kcmp(2) KCMP_FILE), or nil. Only fds that show the
+// same description state in /proc (link target, status flags, offset,
+// inode, eventfd id) can share one, so only those are compared.
 func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
+	same := func(a, b *proc.FdInfo) bool {
+		return a.Flags&^unix.O_CLOEXEC == b.Flags&^unix.O_CLOEXEC && a.Pos == b.Pos && a.Ino == b.Ino && a.EventfdID == b.EventfdID
+	}
 	for j := 0; j < i; j++ {
-		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil {
+		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil || !same(d.infos[i], d.infos[j]) {
 			continue
 		}
 		same, err := kabi.KcmpFile(d.pid, d.pid, d.fds[j].Num, d.fds[i].Num)

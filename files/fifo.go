@@ -87,24 +87,24 @@ func sameFile(path string, key fileKey) bool {
 	return unix.Stat(path, &st) == nil && st.Dev == key.dev && st.Ino == key.ino
 }
 
-// heldElsewhere reports whether a process other than skip has the file
-// key (opened as path) open.
-func heldElsewhere(path string, key fileKey, skip ...int) bool {
+// heldElsewhere reports whether a process other than pid and self has the
+// file key (opened as path) open.
+func heldElsewhere(path string, key fileKey, pid, self int) bool {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return true // cannot tell: the data is not taken
 	}
 	for _, e := range procs {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == skip[0] || pid == skip[1] {
+		other, err := strconv.Atoi(e.Name())
+		if err != nil || other == pid || other == self {
 			continue
 		}
-		fds, err := proc.ReadFds(pid)
+		fds, err := proc.ReadFds(other)
 		if err != nil {
 			continue
 		}
 		for _, f := range fds {
-			if f.Target == path && sameFile(fmt.Sprintf("/proc/%d/fd/%d", pid, f.Num), key) {
+			if f.Target == path && sameFile(fmt.Sprintf("/proc/%d/fd/%d", other, f.Num), key) {
 				return true
 			}
 		}
