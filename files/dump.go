@@ -98,7 +98,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 
 	lone := map[uint64]bool{}
 	for ino, e := range d.ends {
-		lone[ino] = !e[0] || !e[1]
+		if !e[0] || !e[1] {
+			lone[ino] = true
+		}
 	}
 	d.holders = pipeHolders(lone, pid, os.Getpid())
 	boot, err := BootID()
