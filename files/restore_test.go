@@ -581,3 +581,55 @@ func TestRestoreEpollDisarmedOneshot(t *testing.T) {
 		t.Fatalf("Restore = %v, want a refusal naming the oneshot entry of fd 3", err)
 	}
 }
+
+// TestRestorePtySlave: a /dev/pts/N is reopened only if it is the same pty
+// (same boot, same allocation time); pty numbers are reused, so another
+// one at the same path is refused.
+func TestRestorePtySlave(t *testing.T) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no pty here: %v", err)
+	}
+	defer unix.Close(m)
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/dev/pts/%d", n)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	boot, err := BootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		boot  string
+		ctime int64
+		ok    bool
+	}{
+		{"same pty", boot, st.Ctim.Nano(), true},
+		{"later pty with the same number", boot, st.Ctim.Nano() - 1, false},
+		{"other boot", "00000000-0000-4000-8000-000000000000", st.Ctim.Nano(), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := fdsStub(t, nil)
+			r.fds = &pb.FdTable{BootId: c.boot, Fds: []*pb.Fd{
+				{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: &pb.FileID{Path: path, Dev: st.Dev, Inode: st.Ino},
+					Mode: st.Mode, RdevMajor: unix.Major(st.Rdev), RdevMinor: unix.Minor(st.Rdev), CtimeNs: c.ctime}}},
+			}}
+			err := r.restore()
+			if c.ok && err != nil {
+				t.Fatal(err)
+			}
+			if !c.ok && (!errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 0")) {
+				t.Fatalf("Restore = %v, want ErrFileChanged naming fd 0", err)
+			}
+		})
+	}
+}

@@ -3914,12 +3914,16 @@ func (x *InotifyWatch) GetMask() uint32 {
 }
 
 type Device struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
-	Pos           int64                  `protobuf:"varint,2,opt,name=pos,proto3" json:"pos,omitempty"`
-	RdevMajor     uint32                 `protobuf:"varint,3,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"`
-	RdevMinor     uint32                 `protobuf:"varint,4,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
-	Mode          uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Pos       int64                  `protobuf:"varint,2,opt,name=pos,proto3" json:"pos,omitempty"`
+	RdevMajor uint32                 `protobuf:"varint,3,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"`
+	RdevMinor uint32                 `protobuf:"varint,4,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
+	Mode      uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// For a pseudo-terminal slave (/dev/pts/N): the inode's ctime, set when
+	// the pty was allocated. With the boot id it tells this pty from a later
+	// one that got the same number.
+	CtimeNs       int64 `protobuf:"varint,6,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3985,6 +3989,13 @@ func (x *Device) GetRdevMinor() uint32 {
 func (x *Device) GetMode() uint32 {
 	if x != nil {
 		return x.Mode
+	}
+	return 0
+}
+
+func (x *Device) GetCtimeNs() int64 {
+	if x != nil {
+		return x.CtimeNs
 	}
 	return 0
 }
@@ -4353,7 +4364,7 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
 	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
-	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x99\x01\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\xb4\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -4361,7 +4372,8 @@ const file_image_proto_rawDesc = "" +
 	"rdev_major\x18\x03 \x01(\rR\trdevMajor\x12\x1d\n" +
 	"\n" +
 	"rdev_minor\x18\x04 \x01(\rR\trdevMinor\x12\x12\n" +
-	"\x04mode\x18\x05 \x01(\rR\x04mode*\xe1\x01\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x19\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*\xe1\x01\n" +
 	"\aVmaKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVMA_KIND_ANON\x10\x01\x12\x11\n" +
