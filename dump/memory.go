@@ -151,6 +151,26 @@ func (c callerOn) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	return c.cp.proc.Syscall(c.tid, nr, args...)
 }
 
+// CallIn writes in at the start of the scratch page and passes its address
+// for the argument equal to vmattr.In.
+func (c callerOn) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	scratch, err := c.cp.proc.Scratch()
+	if err != nil {
+		return 0, err
+	}
+	if err := c.cp.proc.WriteMem(scratch, in); err != nil {
+		return 0, err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == vmattr.In {
+			v = scratch
+		}
+		a[i] = v
+	}
+	return c.cp.proc.Syscall(c.tid, nr, a...)
+}
+
 // CallOut is injectOut: procattr.Out and outArg are the same marker.
 func (c callerOn) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 	return c.cp.injectOut(c.tid, out, nr, args...)

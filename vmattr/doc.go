@@ -10,6 +10,7 @@
 //	madvise.go  MADV_WIPEONFORK, DONTDUMP, DONTFORK, SEQUENTIAL, RANDOM
 //	thp.go      MADV_HUGEPAGE/NOHUGEPAGE and prctl(PR_SET_THP_DISABLE)
 //	ksm.go      MADV_MERGEABLE and prctl(PR_SET_MEMORY_MERGE)
+//	anonname.go the name of an anonymous mapping (prctl PR_SET_VMA_ANON_NAME)
 //	mlock.go    mlock/mlock2(MLOCK_ONFAULT) and mlockall(MCL_FUTURE)
 //
 // The per-VMA half reads nothing new: the image's Vma.vm_flags are the
