@@ -37,9 +37,15 @@ type dumper struct {
 	infos []*proc.FdInfo
 	// fifos caches, per FIFO (fifo.go), whether its buffered data is
 	// the process's alone.
-	fifos map[fifoKey]*fifoState
+	fifos map[fileKey]*fifoState
 	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
 	diag map[[2]uint8]map[uint64]uint8
+	// memfdTaken: the memfd's content is already in the image (memfd.go).
+	memfdTaken map[uint64]bool
+	// deletedTaken: the deleted file's content is already in the image.
+	deletedTaken map[fileKey]bool
+	// mounts of the process's mount namespace (inotify.go), read once.
+	mounts []mount
 }
 
 // liveFd is one fd of the process being dumped.
@@ -76,7 +82,7 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 	}
 	defer unix.Close(pidfd)
 
-	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fifoKey]*fifoState{}}
+	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
 	infos := make([]*proc.FdInfo, len(fds))
 	d.infos = infos
 	for i, f := range fds {
@@ -114,9 +120,19 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
 		}
 		if orig != nil {
-			out.DupOf = proto.Int32(orig.Fd)
-			out.Kind = orig.Kind
-			table.Fds = append(table.Fds, out)
+			// The description's kind, without a second copy of its data.
+			dup := proto.CloneOf(orig)
+			dup.Fd, dup.Cloexec, dup.DupOf = out.Fd, out.Cloexec, proto.Int32(orig.Fd)
+			if p := dup.GetPipe(); p != nil {
+				p.Data = nil
+			}
+			if m := dup.GetMemfd(); m != nil {
+				m.Data = nil
+			}
+			if df := dup.GetDeletedFile(); df != nil {
+				df.Data = nil
+			}
+			table.Fds = append(table.Fds, dup)
 			continue
 		}
 		local, err := unix.PidfdGetfd(pidfd, f.Num, 0)

@@ -18,8 +18,8 @@ import (
 // stays in the kernel, kept by the other holder.
 type fifo struct{}
 
-// fifoKey identifies a FIFO: device and inode.
-type fifoKey struct{ dev, ino uint64 }
+// fileKey identifies a file: device and inode.
+type fileKey struct{ dev, ino uint64 }
 
 // fifoState is what the dump found out about one FIFO.
 type fifoState struct {
@@ -57,7 +57,7 @@ func (fifo) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // fifo finds out whether the process alone holds the FIFO l has open,
 // with a reader and a writer.
 func (d *dumper) fifo(l *liveFd) *fifoState {
-	key := fifoKey{l.st.Dev, l.st.Ino}
+	key := fileKey{l.st.Dev, l.st.Ino}
 	if s := d.fifos[key]; s != nil {
 		return s
 	}
@@ -82,14 +82,14 @@ func (d *dumper) fifo(l *liveFd) *fifoState {
 }
 
 // sameFile reports whether path (a /proc fd link, followed) is the file key.
-func sameFile(path string, key fifoKey) bool {
+func sameFile(path string, key fileKey) bool {
 	var st unix.Stat_t
 	return unix.Stat(path, &st) == nil && st.Dev == key.dev && st.Ino == key.ino
 }
 
 // heldElsewhere reports whether a process other than skip has the file
 // key (opened as path) open.
-func heldElsewhere(path string, key fifoKey, skip ...int) bool {
+func heldElsewhere(path string, key fileKey, skip ...int) bool {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return true // cannot tell: the data is not taken

@@ -41,7 +41,22 @@ func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }
 
 func (inetSocket) show(f *pb.Fd) string {
 	s := f.GetInetSocket()
-	return SockProto(s) + " " + HostPort(s.LocalAddr, s.LocalPort)
+	d := SockProto(s) + " " + HostPort(s.LocalAddr, s.LocalPort)
+	if s.PeerAddr != "" {
+		d += " -> " + HostPort(s.PeerAddr, s.PeerPort)
+	}
+	switch s.Shutdown {
+	case 1:
+		d += ", shut down for reading"
+	case 2:
+		d += ", shut down for writing"
+	case 3:
+		d += ", shut down"
+	}
+	if o := s.Options; o != nil && (o.UdpliteSendCscov != 0 || o.UdpliteRecvCscov != 0) {
+		d += fmt.Sprintf(", checksum coverage send %d recv %d", o.UdpliteSendCscov, o.UdpliteRecvCscov)
+	}
+	return d
 }
 
 // shutdown reads sk_shutdown of socket:[ino] with sock_diag (sockdiag.go),
@@ -70,6 +85,9 @@ func (d *dumper) shutdown(family, protocol uint8, ino uint64) (uint32, error) {
 // tcp-listen, with a 6 for IPv6.
 func SockProto(s *pb.InetSocket) string {
 	p := "udp"
+	if s.Protocol == unix.IPPROTO_UDPLITE {
+		p = "udplite"
+	}
 	if s.Type == unix.SOCK_STREAM {
 		p = "tcp"
 		if s.Listening {
@@ -89,6 +107,14 @@ func HostPort(addr string, port uint32) string {
 	}
 	return fmt.Sprintf("%s:%d", addr, port)
 }
+
+// UDP-Lite socket options, include/uapi/linux/udp.h and udplite(7); the
+// option level is the protocol number.
+const (
+	solUDPLite       = unix.IPPROTO_UDPLITE
+	udpliteSendCscov = 10
+	udpliteRecvCscov = 11
+)
 
 // getsockoptInt reads an int socket option; a variable so that tests can
 // make one fail.
@@ -137,7 +163,7 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 		return nil, os.NewSyscallError("getpeername", err)
 	}
 	switch {
-	case typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP:
+	case typ == unix.SOCK_DGRAM && (protocol == unix.IPPROTO_UDP || protocol == unix.IPPROTO_UDPLITE):
 	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
 		acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN")
 		if err := errors.Join(errs...); err != nil {
@@ -183,6 +209,10 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 		o.Ipv6Only = geti(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY") != 0
 		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
 		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
+	}
+	if protocol == unix.IPPROTO_UDPLITE {
+		o.UdpliteSendCscov = geti(solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV")
+		o.UdpliteRecvCscov = geti(solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV")
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -375,6 +405,11 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 		setIf(o.Mark != 0, unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK", int(o.Mark)),
 		setBuf(unix.SO_SNDBUF, "SO_SNDBUF", o.Sndbuf),
 		setBuf(unix.SO_RCVBUF, "SO_RCVBUF", o.Rcvbuf),
+	}
+	if s.Protocol == unix.IPPROTO_UDPLITE {
+		errs = append(errs,
+			setIf(o.UdpliteSendCscov != 0, solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV", int(o.UdpliteSendCscov)),
+			setIf(o.UdpliteRecvCscov != 0, solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV", int(o.UdpliteRecvCscov)))
 	}
 	if o.BindToDevice != "" {
 		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, o.BindToDevice); err != nil {

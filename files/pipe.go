@@ -49,11 +49,11 @@ func showPipe(p *pb.Pipe) string {
 		end = "write end"
 	}
 	d := fmt.Sprintf("pipe:[%d] %s", p.Inode, end)
+	if p.FifoPath != "" {
+		d = fmt.Sprintf("%s (inode %d) %s", p.FifoPath, p.Inode, end)
+	}
 	if len(p.Data) > 0 {
 		d += fmt.Sprintf(", %d bytes buffered", len(p.Data))
-	}
-	if p.FifoPath != "" {
-		d += " fifo " + p.FifoPath
 	}
 	for i, h := range p.Holders {
 		if i == 0 {

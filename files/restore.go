@@ -61,9 +61,11 @@ type restorer struct {
 	inImage map[int32]bool
 	cloexec map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit map[int32]bool
-	pipes   map[uint64]*pipeGroup // pipe.go
-	pidfd   int                   // pidfd of the process, -1 until opened
-	bootID  string                // the image's boot id
+	pipes   map[uint64]*pipeGroup     // pipe.go
+	memfds  map[uint64]*memfdGroup    // memfd.go
+	deleted map[fileKey]*deletedGroup // deleted.go
+	pidfd   int                       // pidfd of the process, -1 until opened
+	bootID  string                    // the image's boot id
 	// The socketpair that carries inherited fds (inherit.go): the
 	// process's receiving end (a temporary number) and lazycr's copy of
 	// the sending end.
@@ -127,10 +129,17 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	}
 	defer restoreLimit()
 
-	// Phase 1: every object at a temporary number.
-	for _, f := range fds {
-		if err := r.create(f); err != nil {
-			return err
+	// Phase 1: every object at a temporary number; kinds that observe
+	// the others (inotify) last, so that what the restore does is not
+	// what they report.
+	for _, late := range []bool{false, true} {
+		for _, f := range fds {
+			_, isLate := kindOfImage(f).(lateKind)
+			if isLate == late {
+				if err := r.create(f); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	r.closeInheritChannel()

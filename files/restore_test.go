@@ -483,3 +483,25 @@ func TestRestoreFdsFifo(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreDeletedFileNameTaken: a deleted file whose old name is taken
+// now is refused (its fd's link would name another path), and the file
+// under that name is left alone.
+func TestRestoreDeletedFileNameTaken(t *testing.T) {
+	r := fdsStub(t, nil)
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("new file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 4, Flags: unix.O_WRONLY, Kind: &pb.Fd_DeletedFile{DeletedFile: &pb.DeletedFile{
+			File: &pb.FileID{Path: path, Inode: 1}, Data: []byte("old"), Mode: unix.S_IFREG | 0o600}}},
+	}}
+	err := r.restore()
+	if !errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 4") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Restore = %v, want ErrFileChanged naming fd 4 and %s", err, path)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "new file" {
+		t.Errorf("%s now holds %q (%v)", path, b, err)
+	}
+}

@@ -236,6 +236,13 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 11, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5003, WriteEnd: true, Capacity: 65536,
 			Holders: []*pb.PipeHolder{{Pid: 4242, StartTime: 123456, Uid: 1000, PidNs: 4026531836}}}}},
 		{Fd: 13, Flags: unix.O_WRONLY | unix.O_APPEND, DupOf: proto.Int32(1), Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
+		{Fd: 14, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDPLITE,
+			LocalAddr: "10.0.0.2", LocalPort: 40001, Options: &pb.SocketOptions{UdpliteSendCscov: 20, UdpliteRecvCscov: 16}, Inode: 9003}}},
+		{Fd: 15, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_Memfd{Memfd: &pb.MemFd{Name: "pingpong-state", Inode: 3131, Data: []byte("state\x00"), Seals: unix.F_SEAL_SHRINK | unix.F_SEAL_GROW, Mode: 0o777, Pos: 2}}},
+		{Fd: 16, Flags: unix.O_RDWR | unix.O_LARGEFILE, Kind: &pb.Fd_DeletedFile{DeletedFile: &pb.DeletedFile{File: fileID("/tmp/pingpong.tmp", 88, 5), Data: []byte("ghost"),
+			Mode: unix.S_IFREG | 0o600, Uid: 1000, Gid: 1000, Pos: 5}}},
+		{Fd: 17, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Inotify{Inotify: &pb.Inotify{Watches: []*pb.InotifyWatch{
+			{Wd: 1, File: fileID("/var/log", 12, 4096), Mask: unix.IN_CREATE | unix.IN_MOVED_TO}, {Wd: 3, File: fileID("/var/log/pingpong.log", 77, 4096), Mask: unix.IN_MODIFY}}}}},
 	}}
 }
 

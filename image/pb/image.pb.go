@@ -2413,6 +2413,9 @@ type Fd struct {
 	//	*Fd_Signalfd
 	//	*Fd_InetSocket
 	//	*Fd_Device
+	//	*Fd_Memfd
+	//	*Fd_DeletedFile
+	//	*Fd_Inotify
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2555,6 +2558,33 @@ func (x *Fd) GetDevice() *Device {
 	return nil
 }
 
+func (x *Fd) GetMemfd() *MemFd {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Memfd); ok {
+			return x.Memfd
+		}
+	}
+	return nil
+}
+
+func (x *Fd) GetDeletedFile() *DeletedFile {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_DeletedFile); ok {
+			return x.DeletedFile
+		}
+	}
+	return nil
+}
+
+func (x *Fd) GetInotify() *Inotify {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Inotify); ok {
+			return x.Inotify
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -2591,6 +2621,18 @@ type Fd_Device struct {
 	Device *Device `protobuf:"bytes,17,opt,name=device,proto3,oneof"`
 }
 
+type Fd_Memfd struct {
+	Memfd *MemFd `protobuf:"bytes,18,opt,name=memfd,proto3,oneof"`
+}
+
+type Fd_DeletedFile struct {
+	DeletedFile *DeletedFile `protobuf:"bytes,19,opt,name=deleted_file,json=deletedFile,proto3,oneof"`
+}
+
+type Fd_Inotify struct {
+	Inotify *Inotify `protobuf:"bytes,20,opt,name=inotify,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -2606,6 +2648,12 @@ func (*Fd_Signalfd) isFd_Kind() {}
 func (*Fd_InetSocket) isFd_Kind() {}
 
 func (*Fd_Device) isFd_Kind() {}
+
+func (*Fd_Memfd) isFd_Kind() {}
+
+func (*Fd_DeletedFile) isFd_Kind() {}
+
+func (*Fd_Inotify) isFd_Kind() {}
 
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3246,23 +3294,27 @@ func (x *InetSocket) GetShutdown() uint32 {
 }
 
 type SocketOptions struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reuseaddr     bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
-	Reuseport     bool                   `protobuf:"varint,2,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
-	Broadcast     bool                   `protobuf:"varint,3,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
-	Sndbuf        int32                  `protobuf:"varint,4,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
-	Rcvbuf        int32                  `protobuf:"varint,5,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
-	Tos           int32                  `protobuf:"varint,6,opt,name=tos,proto3" json:"tos,omitempty"`
-	Ttl           int32                  `protobuf:"varint,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	BindToDevice  string                 `protobuf:"bytes,8,opt,name=bind_to_device,json=bindToDevice,proto3" json:"bind_to_device,omitempty"`
-	Ipv6Only      bool                   `protobuf:"varint,9,opt,name=ipv6_only,json=ipv6Only,proto3" json:"ipv6_only,omitempty"`
-	Keepalive     bool                   `protobuf:"varint,10,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
-	Priority      int32                  `protobuf:"varint,11,opt,name=priority,proto3" json:"priority,omitempty"`
-	Mark          int32                  `protobuf:"varint,12,opt,name=mark,proto3" json:"mark,omitempty"`
-	RecvErr       bool                   `protobuf:"varint,13,opt,name=recv_err,json=recvErr,proto3" json:"recv_err,omitempty"`
-	Pktinfo       bool                   `protobuf:"varint,14,opt,name=pktinfo,proto3" json:"pktinfo,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Reuseaddr    bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
+	Reuseport    bool                   `protobuf:"varint,2,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
+	Broadcast    bool                   `protobuf:"varint,3,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
+	Sndbuf       int32                  `protobuf:"varint,4,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf       int32                  `protobuf:"varint,5,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Tos          int32                  `protobuf:"varint,6,opt,name=tos,proto3" json:"tos,omitempty"`
+	Ttl          int32                  `protobuf:"varint,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	BindToDevice string                 `protobuf:"bytes,8,opt,name=bind_to_device,json=bindToDevice,proto3" json:"bind_to_device,omitempty"`
+	Ipv6Only     bool                   `protobuf:"varint,9,opt,name=ipv6_only,json=ipv6Only,proto3" json:"ipv6_only,omitempty"`
+	Keepalive    bool                   `protobuf:"varint,10,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	Priority     int32                  `protobuf:"varint,11,opt,name=priority,proto3" json:"priority,omitempty"`
+	Mark         int32                  `protobuf:"varint,12,opt,name=mark,proto3" json:"mark,omitempty"`
+	RecvErr      bool                   `protobuf:"varint,13,opt,name=recv_err,json=recvErr,proto3" json:"recv_err,omitempty"`
+	Pktinfo      bool                   `protobuf:"varint,14,opt,name=pktinfo,proto3" json:"pktinfo,omitempty"`
+	// UDP-Lite checksum coverage (udplite(7)): UDPLITE_SEND_CSCOV,
+	// UDPLITE_RECV_CSCOV; 0 = the whole datagram.
+	UdpliteSendCscov int32 `protobuf:"varint,15,opt,name=udplite_send_cscov,json=udpliteSendCscov,proto3" json:"udplite_send_cscov,omitempty"`
+	UdpliteRecvCscov int32 `protobuf:"varint,16,opt,name=udplite_recv_cscov,json=udpliteRecvCscov,proto3" json:"udplite_recv_cscov,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SocketOptions) Reset() {
@@ -3393,6 +3445,298 @@ func (x *SocketOptions) GetPktinfo() bool {
 	return false
 }
 
+func (x *SocketOptions) GetUdpliteSendCscov() int32 {
+	if x != nil {
+		return x.UdpliteSendCscov
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetUdpliteRecvCscov() int32 {
+	if x != nil {
+		return x.UdpliteRecvCscov
+	}
+	return 0
+}
+
+// MemFd is a memfd_create(2) file that is not mapped: its whole content
+// is in the image (bounded, see package files).
+type MemFd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`    // without the "memfd:" prefix
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"` // fds with the same inode share the file
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`    // the content; size is its length
+	Seals         uint32                 `protobuf:"varint,4,opt,name=seals,proto3" json:"seals,omitempty"` // F_GET_SEALS (F_SEAL_SEAL set: sealing not allowed)
+	Mode          uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`   // permission bits (fchmod)
+	Pos           int64                  `protobuf:"varint,6,opt,name=pos,proto3" json:"pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemFd) Reset() {
+	*x = MemFd{}
+	mi := &file_image_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemFd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemFd) ProtoMessage() {}
+
+func (x *MemFd) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
+func (*MemFd) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MemFd) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemFd) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *MemFd) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *MemFd) GetSeals() uint32 {
+	if x != nil {
+		return x.Seals
+	}
+	return 0
+}
+
+func (x *MemFd) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *MemFd) GetPos() int64 {
+	if x != nil {
+		return x.Pos
+	}
+	return 0
+}
+
+// DeletedFile is a regular file that was unlinked while open (no name
+// left): its content is in the image (bounded, see package files).
+// file.path is the name it had, without " (deleted)".
+type DeletedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`  // the content; size is its length
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pos           int64                  `protobuf:"varint,6,opt,name=pos,proto3" json:"pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletedFile) Reset() {
+	*x = DeletedFile{}
+	mi := &file_image_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletedFile) ProtoMessage() {}
+
+func (x *DeletedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
+func (*DeletedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DeletedFile) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *DeletedFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DeletedFile) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetPos() int64 {
+	if x != nil {
+		return x.Pos
+	}
+	return 0
+}
+
+// Inotify is an inotify(7) instance; its watches are re-added by path.
+type Inotify struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Watches       []*InotifyWatch        `protobuf:"bytes,1,rep,name=watches,proto3" json:"watches,omitempty"` // ascending wd
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inotify) Reset() {
+	*x = Inotify{}
+	mi := &file_image_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inotify) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inotify) ProtoMessage() {}
+
+func (x *Inotify) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
+func (*Inotify) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Inotify) GetWatches() []*InotifyWatch {
+	if x != nil {
+		return x.Watches
+	}
+	return nil
+}
+
+type InotifyWatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wd            int32                  `protobuf:"varint,1,opt,name=wd,proto3" json:"wd,omitempty"`
+	File          *FileID                `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`  // the watched inode and a path to it found at dump time
+	Mask          uint32                 `protobuf:"varint,3,opt,name=mask,proto3" json:"mask,omitempty"` // as fdinfo shows it (events, IN_ONESHOT, IN_EXCL_UNLINK)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InotifyWatch) Reset() {
+	*x = InotifyWatch{}
+	mi := &file_image_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InotifyWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InotifyWatch) ProtoMessage() {}
+
+func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
+func (*InotifyWatch) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *InotifyWatch) GetWd() int32 {
+	if x != nil {
+		return x.Wd
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *InotifyWatch) GetMask() uint32 {
+	if x != nil {
+		return x.Mask
+	}
+	return 0
+}
+
 type Device struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -3406,7 +3750,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3762,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3775,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3700,7 +4044,7 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\x9c\x04\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xc5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -3715,7 +4059,10 @@ const file_image_proto_rawDesc = "" +
 	"\bsignalfd\x18\x0f \x01(\v2\x19.lazycr.image.v1.SignalFdH\x00R\bsignalfd\x12>\n" +
 	"\vinet_socket\x18\x10 \x01(\v2\x1b.lazycr.image.v1.InetSocketH\x00R\n" +
 	"inetSocket\x121\n" +
-	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06deviceB\x06\n" +
+	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
+	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfd\x12A\n" +
+	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
+	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
@@ -3773,7 +4120,7 @@ const file_image_proto_rawDesc = "" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
-	"\bshutdown\x18\f \x01(\rR\bshutdown\"\x83\x03\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xdf\x03\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -3789,7 +4136,29 @@ const file_image_proto_rawDesc = "" +
 	"\bpriority\x18\v \x01(\x05R\bpriority\x12\x12\n" +
 	"\x04mark\x18\f \x01(\x05R\x04mark\x12\x19\n" +
 	"\brecv_err\x18\r \x01(\bR\arecvErr\x12\x18\n" +
-	"\apktinfo\x18\x0e \x01(\bR\apktinfo\"\x99\x01\n" +
+	"\apktinfo\x18\x0e \x01(\bR\apktinfo\x12,\n" +
+	"\x12udplite_send_cscov\x18\x0f \x01(\x05R\x10udpliteSendCscov\x12,\n" +
+	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x81\x01\n" +
+	"\x05MemFd\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x14\n" +
+	"\x05seals\x18\x04 \x01(\rR\x05seals\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"\x98\x01\n" +
+	"\vDeletedFile\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"B\n" +
+	"\aInotify\x127\n" +
+	"\awatches\x18\x01 \x03(\v2\x1d.lazycr.image.v1.InotifyWatchR\awatches\"_\n" +
+	"\fInotifyWatch\x12\x0e\n" +
+	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
+	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x99\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -3829,7 +4198,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -3867,7 +4236,11 @@ var file_image_proto_goTypes = []any{
 	(*SignalFd)(nil),      // 33: lazycr.image.v1.SignalFd
 	(*InetSocket)(nil),    // 34: lazycr.image.v1.InetSocket
 	(*SocketOptions)(nil), // 35: lazycr.image.v1.SocketOptions
-	(*Device)(nil),        // 36: lazycr.image.v1.Device
+	(*MemFd)(nil),         // 36: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 37: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 38: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 39: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 40: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -3901,17 +4274,23 @@ var file_image_proto_depIdxs = []int32{
 	32, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	33, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	34, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	36, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	21, // 32: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	28, // 33: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	30, // 34: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	35, // 35: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	21, // 36: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	40, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	36, // 32: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	37, // 33: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	38, // 34: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	21, // 35: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	28, // 36: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	30, // 37: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	35, // 38: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	21, // 39: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	39, // 40: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	21, // 41: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	21, // 42: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3928,6 +4307,9 @@ func file_image_proto_init() {
 		(*Fd_Signalfd)(nil),
 		(*Fd_InetSocket)(nil),
 		(*Fd_Device)(nil),
+		(*Fd_Memfd)(nil),
+		(*Fd_DeletedFile)(nil),
+		(*Fd_Inotify)(nil),
 	}
 	file_image_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
@@ -3936,7 +4318,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

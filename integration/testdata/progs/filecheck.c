@@ -17,10 +17,22 @@
  *   dup:   DIR/data opened O_RDWR and dup'ed, a UDP socket dup'ed: each
  *          pair shares one open file description (offset and flags move
  *          together; the socket is one socket).
+ *   udplite: a UDP-Lite socket with send/receive checksum coverage 20/16,
+ *          connected to itself: options kept, a datagram goes round.
+ *   memfd: memfd "lazycr-check" holding "memfd-content", sealed against
+ *          shrinking and growing, offset 3: name, content, seals, offset.
+ *   deleted: DIR/gone written "ghost-data", mode 0640, offset 2, reopened
+ *          read-only through /proc (offset 0), then unlinked: both fds
+ *          still name "DIR/gone (deleted)", content, mode and offsets kept.
+ *   inotify: watches on DIR/w0 (removed again: a gap), DIR (IN_CREATE) and
+ *          DIR/w1 (IN_MODIFY). Each round a file DIR/nN is created and
+ *          DIR/w1 written: exactly those two events arrive, with the
+ *          watch descriptors inotify_add_watch returned.
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup" per round passed.
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify" per round
+ *         passed.
  */
 #include "common.h"
 #include <arpa/inet.h>
@@ -29,6 +41,8 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -174,6 +188,68 @@ int main(int argc, char **argv)
 	if (fb < 0 || sd < 0)
 		die("dup");
 
+	/* udplite (udplite(7): level IPPROTO_UDPLITE, options 10 and 11) */
+	int ul = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+	if (ul < 0)
+		die("socket UDP-Lite");
+	struct sockaddr_in la = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(ul, (struct sockaddr *)&la, sizeof la) < 0)
+		die("bind UDP-Lite");
+	al = sizeof la;
+	if (getsockname(ul, (struct sockaddr *)&la, &al) < 0 || connect(ul, (struct sockaddr *)&la, sizeof la) < 0)
+		die("connect UDP-Lite");
+	int cov = 20;
+	if (setsockopt(ul, IPPROTO_UDPLITE, 10, &cov, sizeof cov) < 0)
+		die("UDPLITE_SEND_CSCOV");
+	cov = 16;
+	if (setsockopt(ul, IPPROTO_UDPLITE, 11, &cov, sizeof cov) < 0)
+		die("UDPLITE_RECV_CSCOV");
+
+	/* memfd */
+	int mfd = memfd_create("lazycr-check", MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		die("memfd_create");
+	if (write(mfd, "memfd-content", 13) != 13)
+		die("write memfd");
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+		die("F_ADD_SEALS");
+	if (lseek(mfd, 3, SEEK_SET) != 3)
+		die("lseek memfd");
+	int mseals = fcntl(mfd, F_GET_SEALS);
+
+	/* deleted */
+	char gone[4096], gonelink[4200];
+	snprintf(gone, sizeof gone, "%s/gone", argv[1]);
+	snprintf(gonelink, sizeof gonelink, "%s (deleted)", gone);
+	int g1 = open(gone, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (g1 < 0 || write(g1, "ghost-data", 10) != 10 || fchmod(g1, 0640) < 0 || lseek(g1, 2, SEEK_SET) != 2)
+		die("make DIR/gone");
+	snprintf(path, sizeof path, "/proc/self/fd/%d", g1);
+	int g2 = open(path, O_RDONLY);
+	if (g2 < 0 || unlink(gone) < 0)
+		die("reopen and unlink DIR/gone");
+
+	/* inotify */
+	int in = inotify_init1(IN_NONBLOCK);
+	if (in < 0)
+		die("inotify_init1");
+	char w0[4096], w1[4096];
+	snprintf(w0, sizeof w0, "%s/w0", argv[1]);
+	snprintf(w1, sizeof w1, "%s/w1", argv[1]);
+	int tmp = open(w0, O_WRONLY | O_CREAT, 0600), w1fd = open(w1, O_WRONLY | O_CREAT, 0600);
+	if (tmp < 0 || w1fd < 0)
+		die("create DIR/w0, DIR/w1");
+	close(tmp);
+	int wd0 = inotify_add_watch(in, w0, IN_MODIFY);
+	if (wd0 < 0 || inotify_rm_watch(in, wd0) < 0)
+		die("watch DIR/w0");
+	char evbuf[4096];
+	while (read(in, evbuf, sizeof evbuf) > 0) /* IN_IGNORED of wd0 */
+		;
+	int wddir = inotify_add_watch(in, argv[1], IN_CREATE), wd1 = inotify_add_watch(in, w1, IN_MODIFY);
+	if (wddir < 0 || wd1 < 0)
+		die("inotify_add_watch");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -236,6 +312,90 @@ int main(int argc, char **argv)
 		if (getsockname(sd, (struct sockaddr *)&ad, &al) < 0 || ad.sin_port != a0.sin_port)
 			bad("dup", "the dup'ed socket has port %d, the original %d", ntohs(ad.sin_port), ntohs(a0.sin_port));
 		tick("dup", n);
+
+		int sc = 0, rc = 0, proto = 0;
+		socklen_t ol = sizeof sc;
+		getsockopt(ul, IPPROTO_UDPLITE, 10, &sc, &ol);
+		ol = sizeof rc;
+		getsockopt(ul, IPPROTO_UDPLITE, 11, &rc, &ol);
+		ol = sizeof proto;
+		getsockopt(ul, SOL_SOCKET, SO_PROTOCOL, &proto, &ol);
+		if (sc != 20 || rc != 16 || proto != IPPROTO_UDPLITE)
+			bad("udplite", "protocol %d coverage %d/%d, want %d 20/16", proto, sc, rc, IPPROTO_UDPLITE);
+		if (send(ul, "lite", 4, 0) != 4)
+			bad("udplite", "send: %s", strerror(errno));
+		char lb[8];
+		if (recv(ul, lb, sizeof lb, 0) != 4 || memcmp(lb, "lite", 4) != 0)
+			bad("udplite", "recv: not the datagram sent");
+		tick("udplite", n);
+
+		char link[256], want[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", mfd);
+		ssize_t ll = readlink(path, link, sizeof link - 1);
+		link[ll < 0 ? 0 : ll] = 0;
+		if (strcmp(link, "/memfd:lazycr-check (deleted)") != 0)
+			bad("memfd", "fd %d is %s", mfd, link);
+		if (fcntl(mfd, F_GET_SEALS) != mseals)
+			bad("memfd", "seals %#x, were %#x", fcntl(mfd, F_GET_SEALS), mseals);
+		if (lseek(mfd, 0, SEEK_CUR) != 3)
+			bad("memfd", "offset %ld, was 3", (long)lseek(mfd, 0, SEEK_CUR));
+		memset(want, 0, sizeof want);
+		if (pread(mfd, want, sizeof want, 0) != 13 || memcmp(want, "memfd-content", 13) != 0)
+			bad("memfd", "content %s", want);
+		if (pwrite(mfd, "x", 1, 13) != -1 || errno != EPERM)
+			bad("memfd", "growing it did not fail EPERM (F_SEAL_GROW lost)");
+		tick("memfd", n);
+
+		int gfd[2] = {g1, g2};
+		for (int i = 0; i < 2; i++) {
+			snprintf(path, sizeof path, "/proc/self/fd/%d", gfd[i]);
+			ssize_t gl = readlink(path, link, sizeof link - 1);
+			link[gl < 0 ? 0 : gl] = 0;
+			struct stat st;
+			if (strcmp(link, gonelink) != 0 || fstat(gfd[i], &st) < 0 || st.st_nlink != 0 || (st.st_mode & 07777) != 0640 || st.st_size != 10)
+				bad("deleted", "fd %d is %s (nlink %lu mode %#o size %ld)", gfd[i], link, (unsigned long)st.st_nlink, st.st_mode & 07777, (long)st.st_size);
+			memset(want, 0, sizeof want);
+			if (pread(gfd[i], want, sizeof want, 0) != 10 || memcmp(want, "ghost-data", 10) != 0)
+				bad("deleted", "fd %d content %s", gfd[i], want);
+		}
+		if (lseek(g1, 0, SEEK_CUR) != 2 || lseek(g2, 0, SEEK_CUR) != 0)
+			bad("deleted", "offsets %ld and %ld, were 2 and 0", (long)lseek(g1, 0, SEEK_CUR), (long)lseek(g2, 0, SEEK_CUR));
+		tick("deleted", n);
+
+		snprintf(path, sizeof path, "%s/n%lu", argv[1], n);
+		int nf = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (nf < 0 || write(w1fd, "m", 1) != 1)
+			die("create DIR/nN, write DIR/w1");
+		close(nf);
+		char nname[64];
+		snprintf(nname, sizeof nname, "n%lu", n);
+		int created = 0, modified = 0;
+		while (created + modified < 2) {
+			struct pollfd pfd = {.fd = in, .events = POLLIN};
+			if (poll(&pfd, 1, 5000) != 1)
+				bad("inotify", "round %lu: %d create and %d modify events, then nothing", n, created, modified);
+			ssize_t got = read(in, evbuf, sizeof evbuf);
+			if (got < 0 && errno == EAGAIN)
+				continue;
+			if (got <= 0)
+				bad("inotify", "read: %s", strerror(errno));
+			for (char *q = evbuf; q < evbuf + got;) {
+				struct inotify_event *ie = (struct inotify_event *)q;
+				if (ie->wd == wddir && (ie->mask & IN_CREATE) && ie->len && strcmp(ie->name, nname) == 0)
+					created++;
+				else if (ie->wd == wd1 && (ie->mask & IN_MODIFY))
+					modified++;
+				else
+					bad("inotify", "unexpected event wd %d mask %#x name %s (watches: dir %d, w1 %d)",
+					    ie->wd, ie->mask, ie->len ? ie->name : "", wddir, wd1);
+				q += sizeof *ie + ie->len;
+			}
+		}
+		if (created != 1 || modified != 1)
+			bad("inotify", "round %lu: %d create and %d modify events", n, created, modified);
+		unlink(path);
+		/* the unlink is not watched (no IN_DELETE in the mask) */
+		tick("inotify", n);
 		pace();
 	}
 }
