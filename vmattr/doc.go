@@ -4,7 +4,10 @@
 // settings, mlock and mlockall.
 //
 // Each attribute lives in one file holding both halves, the way CRIU keeps
-// one file per kind:
+// one file per kind. A package of its own (not files in dump and restore)
+// is what makes that possible: dump and restore both import it, so adding
+// an attribute is one file here plus a test, and the halves cannot drift
+// apart. The files:
 //
 //	prot.go     protection, max protection (VM_MAY*), file access mode
 //	madvise.go  MADV_WIPEONFORK, DONTDUMP, DONTFORK, SEQUENTIAL, RANDOM
