@@ -19,7 +19,35 @@ func (device) claims(l *liveFd) bool {
 	return l.st.Mode&unix.S_IFMT == unix.S_IFCHR && isPath(l)
 }
 
+// cloningDevice names the character devices whose every open makes a new
+// object (or that depend on the opener), so reopening one by path would
+// not give the process what it had; "" for the others. See
+// Documentation/admin-guide/devices.txt.
+func cloningDevice(major, minor uint32) string {
+	switch {
+	case major == 5 && minor == 0:
+		return "/dev/tty (the opener's controlling terminal)"
+	case major == 5 && minor == 2:
+		return "a pseudo-terminal master (/dev/ptmx makes a new pty on every open)"
+	case major == 2:
+		return "a BSD pseudo-terminal master"
+	case major == 1 && minor == 11:
+		return "/dev/kmsg (each open has its own read position in the log)"
+	case major == 10 && minor == 200:
+		return "/dev/net/tun (each open is a new, unattached queue)"
+	case major == 10 && minor == 229:
+		return "/dev/fuse (each open is a new connection)"
+	case major == 10 && minor == 126:
+		return "/dev/userfaultfd"
+	}
+	return ""
+}
+
 func (device) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
+	maj, min := unix.Major(l.st.Rdev), unix.Minor(l.st.Rdev)
+	if what := cloningDevice(maj, min); what != "" {
+		return fmt.Errorf("%w: character device %s (%d:%d) is %s", ErrUnsupported, l.target, maj, min, what)
+	}
 	out.Kind = &pb.Fd_Device{Device: &pb.Device{File: fileID(l), Pos: l.info.Pos, Mode: l.st.Mode,
 		RdevMajor: unix.Major(l.st.Rdev), RdevMinor: unix.Minor(l.st.Rdev)}}
 	return nil

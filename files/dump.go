@@ -38,8 +38,8 @@ type dumper struct {
 	// fifos caches, per FIFO (fifo.go), whether its buffered data is
 	// the process's alone.
 	fifos map[fileKey]*fifoState
-	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
-	diag map[[2]uint8]map[uint64]uint8
+	// diag caches sock_diag answers: family, protocol → inode → state.
+	diag map[[2]uint8]map[uint64]diagSock
 	// memfdTaken: the memfd's content is already in the image (memfd.go).
 	memfdTaken map[uint64]bool
 	// deletedTaken: the deleted file's content is already in the image.
@@ -144,6 +144,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 		l.link, name, l.ino = proc.Kind(f.Target)
 		l.anon = strings.Trim(name, "[]")
 		err = d.dumpOne(l, out)
+		if err == nil {
+			out.Owner, err = d.owner(local)
+		}
 		unix.Close(local)
 		if err != nil {
 			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
@@ -170,6 +173,27 @@ func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
 		}
 	}
 	return nil, nil
+}
+
+// owner reads who gets the description's SIGIO (fcntl(2) F_GETOWN_EX,
+// F_GETSIG): nil when nobody and the default signal. Only the process
+// itself can be restored as the owner.
+func (d *dumper) owner(local int) (*pb.FdOwner, error) {
+	o, err := kabi.FcntlGetOwnerEx(local)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := unix.FcntlInt(uintptr(local), unix.F_GETSIG, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl F_GETSIG", err)
+	}
+	if o.Pid == 0 && sig == 0 {
+		return nil, nil
+	}
+	if o.Pid != 0 && (o.Pid != int32(d.pid) || o.Type == kabi.F_OWNER_PGRP) {
+		return nil, fmt.Errorf("%w: signal-driven I/O owner (type %d) %d is not the process itself", ErrUnsupported, o.Type, o.Pid)
+	}
+	return &pb.FdOwner{Type: o.Type, Pid: o.Pid, Signal: int32(sig)}, nil
 }
 
 // dumpOne records l with the first kind that claims it.

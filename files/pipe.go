@@ -119,7 +119,14 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.rem.Syscall(unix.SYS_PIPE2, addr, unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	// O_DIRECT ("packet mode", pipe(7)) can only be set by pipe2(2).
+	pflags := uintptr(unix.O_CLOEXEC | unix.O_NONBLOCK)
+	for _, f := range append(slices.Clone(g.read), g.write...) {
+		if f.Flags&unix.O_DIRECT != 0 {
+			pflags |= unix.O_DIRECT
+		}
+	}
+	if _, err := r.rem.Syscall(unix.SYS_PIPE2, addr, pflags); err != nil {
 		return fmt.Errorf("create %s: %w", what, err)
 	}
 	rfd, wfd, err := r.pair()

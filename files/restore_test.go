@@ -505,3 +505,30 @@ func TestRestoreDeletedFileNameTaken(t *testing.T) {
 		t.Errorf("%s now holds %q (%v)", path, b, err)
 	}
 }
+
+// TestRestoreTimerfdAbsolute: an absolute CLOCK_REALTIME timer with
+// TFD_TIMER_CANCEL_ON_SET comes back absolute, with both flags, due at its
+// deadline (before, it was re-armed relative and lost CANCEL_ON_SET).
+func TestRestoreTimerfdAbsolute(t *testing.T) {
+	r := fdsStub(t, nil)
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &now); err != nil {
+		t.Fatal(err)
+	}
+	deadline := now.Nano() + 3600e9
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_REALTIME,
+			SettimeFlags: unix.TFD_TIMER_ABSTIME | unix.TFD_TIMER_CANCEL_ON_SET, ValueNs: 3600e9, DeadlineNs: deadline}}},
+	}}
+	if err := r.restore(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := proc.ReadFdInfo(r.pid, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf := fi.Timerfd
+	if tf == nil || tf.SettimeFlags != unix.TFD_TIMER_ABSTIME|unix.TFD_TIMER_CANCEL_ON_SET || tf.ValueSec < 3590 || tf.ValueSec > 3600 {
+		t.Errorf("timerfd %+v, want flags %#o and about 3600 s left", tf, unix.TFD_TIMER_ABSTIME|unix.TFD_TIMER_CANCEL_ON_SET)
+	}
+}

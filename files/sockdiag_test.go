@@ -13,19 +13,20 @@ import (
 // diagReply encodes a sock_diag dump reply: one inet_diag_msg per inode
 // with an INET_DIAG_SHUTDOWN attribute (after an unrelated attribute), then
 // NLMSG_DONE.
-func diagReply(socks map[uint64]uint8) []byte {
+func diagReply(socks map[uint64]diagSock) []byte {
 	var b []byte
-	for ino, sh := range socks {
+	for ino, ds := range socks {
 		msg := make([]byte, nlmsgHdrLen+inetDiagMsgLen+8+8)
 		binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
 		binary.LittleEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+56:], ds.rqueue)
 		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+68:], uint32(ino))
 		a := msg[nlmsgHdrLen+inetDiagMsgLen:]
 		binary.LittleEndian.PutUint16(a, 8) // INET_DIAG_MARK-like u32 attribute
 		binary.LittleEndian.PutUint16(a[2:], 15)
 		binary.LittleEndian.PutUint16(a[8:], 5)
 		binary.LittleEndian.PutUint16(a[10:], inetDiagShutdown)
-		a[12] = sh
+		a[12] = ds.shutdown
 		b = append(b, msg...)
 	}
 	done := make([]byte, nlmsgHdrLen+4)
@@ -35,8 +36,8 @@ func diagReply(socks map[uint64]uint8) []byte {
 }
 
 func TestParseDiag(t *testing.T) {
-	want := map[uint64]uint8{7: 0, 9001: 1, 0xfffffffe: 3}
-	got := map[uint64]uint8{}
+	want := map[uint64]diagSock{7: {}, 9001: {shutdown: 1, rqueue: 768}, 0xfffffffe: {shutdown: 3}}
+	got := map[uint64]diagSock{}
 	done, err := parseDiag(diagReply(want), got)
 	if err != nil || !done {
 		t.Fatalf("parseDiag = %v, %v", done, err)
@@ -46,7 +47,7 @@ func TestParseDiag(t *testing.T) {
 	}
 	for k, v := range want {
 		if got[k] != v {
-			t.Errorf("inode %d: shutdown %d, want %d", k, got[k], v)
+			t.Errorf("inode %d: %+v, want %+v", k, got[k], v)
 		}
 	}
 	e := make([]byte, nlmsgHdrLen+4)
@@ -78,7 +79,10 @@ func TestDiagShutdowns(t *testing.T) {
 	}
 	_ = unix.Shutdown(socks[1], unix.SHUT_RD)   // ENOTCONN, but recorded
 	_ = unix.Shutdown(socks[2], unix.SHUT_RDWR) // likewise
-	got, err := diagShutdowns(os.Getpid(), unix.AF_INET, unix.IPPROTO_UDP)
+	if err := unix.Sendto(socks[0], []byte("queued"), 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: localPort(t, socks[0])}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := diagSockets(os.Getpid(), unix.AF_INET, unix.IPPROTO_UDP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +91,23 @@ func TestDiagShutdowns(t *testing.T) {
 		if err := unix.Fstat(socks[i], &st); err != nil {
 			t.Fatal(err)
 		}
-		if v, ok := got[st.Ino]; !ok || v != want {
-			t.Errorf("socket %d (inode %d): shutdown %d (listed %v), want %d", i, st.Ino, v, ok, want)
+		if v, ok := got[st.Ino]; !ok || v.shutdown != want {
+			t.Errorf("socket %d (inode %d): shutdown %d (listed %v), want %d", i, st.Ino, v.shutdown, ok, want)
+		}
+		if v := got[st.Ino]; (v.rqueue > 0) != (i == 0) {
+			t.Errorf("socket %d: %d bytes queued, want some only on socket 0 (it sent itself a datagram)", i, v.rqueue)
 		}
 	}
+}
+
+// localPort is the port socket s is bound to.
+func localPort(t *testing.T, s int) int {
+	t.Helper()
+	sa, err := unix.Getsockname(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*unix.SockaddrInet4).Port
 }
 
 // TestDescribeSocketGetsockoptFails: a failed getsockopt fails the dump
@@ -122,19 +139,20 @@ func TestDescribeSocketGetsockoptFails(t *testing.T) {
 // FuzzParseDiag: parseDiag never panics, fills nothing it did not decode
 // on a clean reply, and round-trips encoded replies.
 func FuzzParseDiag(f *testing.F) {
-	f.Add(diagReply(map[uint64]uint8{1: 2, 3: 0}))
+	f.Add(diagReply(map[uint64]diagSock{1: {shutdown: 2, rqueue: 5}, 3: {}}))
 	f.Add(diagReply(nil))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out := map[uint64]uint8{}
+		out := map[uint64]diagSock{}
 		done, err := parseDiag(data, out)
 		if err != nil && done {
 			t.Fatalf("done and error %v", err)
 		}
 		if len(data) >= 8 {
 			// Round trip: an encoded reply of what the input says.
-			want := map[uint64]uint8{uint64(binary.LittleEndian.Uint32(data)): data[4], uint64(binary.LittleEndian.Uint16(data[5:])): data[7]}
-			got := map[uint64]uint8{}
+			want := map[uint64]diagSock{uint64(binary.LittleEndian.Uint32(data)): {shutdown: data[4], rqueue: uint32(data[6])},
+				uint64(binary.LittleEndian.Uint16(data[5:])): {shutdown: data[7]}}
+			got := map[uint64]diagSock{}
 			done, err := parseDiag(diagReply(want), got)
 			if err != nil || !done || len(got) != len(want) {
 				t.Fatalf("round trip of %v: %v, %v, %v", want, got, done, err)

@@ -228,7 +228,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 		}}}},
 		{Fd: 6, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, SettimeFlags: 0, ValueNs: 250_000_000, IntervalNs: 1_000_000_000, Ticks: 2}}},
 		{Fd: 7, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1<<(unix.SIGCHLD-1) | 1<<(unix.SIGHUP-1)}}},
-		{Fd: 8, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+		{Fd: 8, Flags: unix.O_RDWR | unix.O_ASYNC, Owner: &pb.FdOwner{Type: 1, Pid: int32(pid), Signal: int32(unix.SIGUSR2)}, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
 			LocalAddr: "10.0.0.2", LocalPort: 40000, PeerAddr: "10.0.0.1", PeerPort: 9000, Options: opts, Inode: 9001, Shutdown: 2}}},
 		{Fd: 9, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET6, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
 			LocalAddr: "::", LocalPort: 8080, Listening: true, Backlog: 128, Options: &pb.SocketOptions{Reuseaddr: true, Ipv6Only: true}, Inode: 9002}}},
@@ -243,6 +243,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Mode: unix.S_IFREG | 0o600, Uid: 1000, Gid: 1000, Pos: 5}}},
 		{Fd: 17, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Inotify{Inotify: &pb.Inotify{Watches: []*pb.InotifyWatch{
 			{Wd: 1, File: fileID("/var/log", 12, 4096), Mask: unix.IN_CREATE | unix.IN_MOVED_TO}, {Wd: 3, File: fileID("/var/log/pingpong.log", 77, 4096), Mask: unix.IN_MODIFY}}}}},
+		{Fd: 18, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_REALTIME, SettimeFlags: unix.TFD_TIMER_ABSTIME | unix.TFD_TIMER_CANCEL_ON_SET,
+			ValueNs: 5_000_000_000, DeadlineNs: 1_764_000_005_000_000_000}}},
 	}}
 }
 

@@ -2403,6 +2403,9 @@ type Fd struct {
 	// (dup(2), fork(2); found with kcmp(2) KCMP_FILE). Restore makes this fd
 	// a dup of that one; kind repeats the description's.
 	DupOf *int32 `protobuf:"varint,4,opt,name=dup_of,json=dupOf,proto3,oneof" json:"dup_of,omitempty"`
+	// Signal-driven I/O (fcntl(2) F_SETOWN_EX, F_SETSIG): set when the
+	// description has an owner or a signal.
+	Owner *FdOwner `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2477,6 +2480,13 @@ func (x *Fd) GetDupOf() int32 {
 		return *x.DupOf
 	}
 	return 0
+}
+
+func (x *Fd) GetOwner() *FdOwner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
 }
 
 func (x *Fd) GetKind() isFd_Kind {
@@ -2655,6 +2665,69 @@ func (*Fd_DeletedFile) isFd_Kind() {}
 
 func (*Fd_Inotify) isFd_Kind() {}
 
+// FdOwner is who gets an open file description's SIGIO/SIGURG. Only the
+// process itself (F_OWNER_PID or F_OWNER_TID with its pid) is recorded;
+// other owners are refused.
+type FdOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`     // F_OWNER_TID 0, F_OWNER_PID 1
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`       // the dumped process's pid
+	Signal        int32                  `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"` // F_GETSIG; 0 = SIGIO
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FdOwner) Reset() {
+	*x = FdOwner{}
+	mi := &file_image_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FdOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FdOwner) ProtoMessage() {}
+
+func (x *FdOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
+func (*FdOwner) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FdOwner) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *FdOwner) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FdOwner) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -2666,7 +2739,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2751,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2764,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -2733,7 +2806,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2818,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2831,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -2816,7 +2889,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +2901,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +2914,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -2882,7 +2955,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +2967,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +2980,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -2939,7 +3012,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2951,7 +3024,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2964,7 +3037,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3004,7 +3077,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3089,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3102,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3040,19 +3113,23 @@ func (x *Epoll) GetTargets() []*EpollTarget {
 }
 
 type TimerFd struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Clockid       int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
-	SettimeFlags  int32                  `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"`
-	ValueNs       int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
-	IntervalNs    int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
-	Ticks         uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Clockid      int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
+	SettimeFlags int32                  `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"`
+	ValueNs      int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
+	IntervalNs   int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	Ticks        uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
+	// For an absolute (TFD_TIMER_ABSTIME) timer on CLOCK_REALTIME or
+	// CLOCK_REALTIME_ALARM: the deadline on that clock, as the dump computed
+	// it (now + value_ns; fdinfo shows only the time left).
+	DeadlineNs    int64 `protobuf:"varint,6,opt,name=deadline_ns,json=deadlineNs,proto3" json:"deadline_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3141,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3154,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3115,6 +3192,13 @@ func (x *TimerFd) GetTicks() uint64 {
 	return 0
 }
 
+func (x *TimerFd) GetDeadlineNs() int64 {
+	if x != nil {
+		return x.DeadlineNs
+	}
+	return 0
+}
+
 type SignalFd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sigmask       uint64                 `protobuf:"varint,1,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
@@ -3124,7 +3208,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3220,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3233,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3181,7 +3265,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3277,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3290,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3319,7 +3403,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3415,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3428,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3475,7 +3559,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3571,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3584,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MemFd) GetName() string {
@@ -3562,7 +3646,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3574,7 +3658,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3587,7 +3671,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -3642,7 +3726,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3738,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3751,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3688,7 +3772,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +3784,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +3797,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3750,7 +3834,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +3846,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +3859,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4044,12 +4128,13 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xc5\x05\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xf5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
-	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x122\n" +
+	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x12.\n" +
+	"\x05owner\x18\x05 \x01(\v2\x18.lazycr.image.v1.FdOwnerR\x05owner\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -4064,7 +4149,11 @@ const file_image_proto_rawDesc = "" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
 	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
 	"\x04kindB\t\n" +
-	"\a_dup_of\"`\n" +
+	"\a_dup_of\"G\n" +
+	"\aFdOwner\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x03 \x01(\x05R\x06signal\"`\n" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
@@ -4094,14 +4183,16 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"\b_file_fd\"?\n" +
 	"\x05Epoll\x126\n" +
-	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\x9a\x01\n" +
+	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\xbb\x01\n" +
 	"\aTimerFd\x12\x18\n" +
 	"\aclockid\x18\x01 \x01(\x05R\aclockid\x12#\n" +
 	"\rsettime_flags\x18\x02 \x01(\x05R\fsettimeFlags\x12\x19\n" +
 	"\bvalue_ns\x18\x03 \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\x04 \x01(\x03R\n" +
 	"intervalNs\x12\x14\n" +
-	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\"$\n" +
+	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\x12\x1f\n" +
+	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
+	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
 	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
 	"\n" +
@@ -4198,7 +4289,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -4226,21 +4317,22 @@ var file_image_proto_goTypes = []any{
 	(*PageRun)(nil),       // 23: lazycr.image.v1.PageRun
 	(*FdTable)(nil),       // 24: lazycr.image.v1.FdTable
 	(*Fd)(nil),            // 25: lazycr.image.v1.Fd
-	(*RegularFile)(nil),   // 26: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 27: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 28: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 29: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 30: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 31: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 32: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 33: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 34: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 35: lazycr.image.v1.SocketOptions
-	(*MemFd)(nil),         // 36: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 37: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 38: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 39: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 40: lazycr.image.v1.Device
+	(*FdOwner)(nil),       // 26: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),   // 27: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 28: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 29: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 30: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 31: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 32: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 33: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 34: lazycr.image.v1.SignalFd
+	(*InetSocket)(nil),    // 35: lazycr.image.v1.InetSocket
+	(*SocketOptions)(nil), // 36: lazycr.image.v1.SocketOptions
+	(*MemFd)(nil),         // 37: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 38: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 39: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 40: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 41: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -4267,30 +4359,31 @@ var file_image_proto_depIdxs = []int32{
 	23, // 21: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
 	1,  // 22: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
 	25, // 23: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	26, // 24: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	27, // 25: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	29, // 26: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	31, // 27: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	32, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	33, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	34, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	40, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	36, // 32: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	37, // 33: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	38, // 34: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	21, // 35: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	28, // 36: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	30, // 37: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	35, // 38: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	21, // 39: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	39, // 40: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	21, // 41: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	21, // 42: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	26, // 24: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	27, // 25: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	28, // 26: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	30, // 27: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	32, // 28: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	33, // 29: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	34, // 30: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	35, // 31: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	41, // 32: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	37, // 33: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	38, // 34: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	39, // 35: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	21, // 36: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	29, // 37: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	31, // 38: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	36, // 39: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	21, // 40: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	40, // 41: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	21, // 42: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	21, // 43: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4311,14 +4404,14 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 	}
-	file_image_proto_msgTypes[28].OneofWrappers = []any{}
+	file_image_proto_msgTypes[29].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -28,15 +28,19 @@
  *          DIR/w1 (IN_MODIFY). Each round a file DIR/nN is created and
  *          DIR/w1 written: exactly those two events arrive, with the
  *          watch descriptors inotify_add_watch returned.
+ *   async: a UDP socket with O_ASYNC, owner the process (F_SETOWN_EX) and
+ *          SIGUSR2 (F_SETSIG): each datagram sent to it raises SIGUSR2
+ *          with si_fd set.
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async" per round
  *         passed.
  */
 #include "common.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -45,6 +49,16 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+
+static volatile sig_atomic_t usr2, usr2fd;
+
+static void on_usr2(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	usr2fd = si->si_fd;
+	usr2++;
+}
 
 static void bad(const char *key, const char *fmt, ...)
 {
@@ -250,6 +264,20 @@ int main(int argc, char **argv)
 	if (wddir < 0 || wd1 < 0)
 		die("inotify_add_watch");
 
+	/* async */
+	struct sigaction sa2 = {.sa_sigaction = on_usr2, .sa_flags = SA_SIGINFO | SA_RESTART};
+	sigemptyset(&sa2.sa_mask);
+	if (sigaction(SIGUSR2, &sa2, NULL) < 0)
+		die("sigaction SIGUSR2");
+	int as = udpsock(NULL);
+	struct sockaddr_in aa;
+	al = sizeof aa;
+	if (getsockname(as, (struct sockaddr *)&aa, &al) < 0)
+		die("getsockname");
+	struct f_owner_ex own = {.type = F_OWNER_PID, .pid = getpid()};
+	if (fcntl(as, F_SETOWN_EX, &own) < 0 || fcntl(as, F_SETSIG, SIGUSR2) < 0 || fcntl(as, F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
+		die("fcntl async");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -396,6 +424,26 @@ int main(int argc, char **argv)
 		unlink(path);
 		/* the unlink is not watched (no IN_DELETE in the mask) */
 		tick("inotify", n);
+
+		struct f_owner_ex o;
+		if (fcntl(as, F_GETOWN_EX, &o) < 0 || o.type != F_OWNER_PID || o.pid != getpid() || fcntl(as, F_GETSIG) != SIGUSR2 ||
+		    (getfl(as) & (O_ASYNC | O_NONBLOCK)) != (O_ASYNC | O_NONBLOCK))
+			bad("async", "owner type %d pid %d (self %d), signal %d, flags %#o", o.type, o.pid, getpid(), fcntl(as, F_GETSIG), getfl(as));
+		sig_atomic_t before = usr2;
+		if (sendto(s0, "a", 1, 0, (struct sockaddr *)&aa, sizeof aa) != 1)
+			die("sendto async socket");
+		for (int i = 0; usr2 == before; i++) {
+			if (i == 5000)
+				bad("async", "no SIGUSR2 within 5 s of a datagram");
+			struct timespec ms = {0, 1000000};
+			nanosleep(&ms, NULL);
+		}
+		if (usr2fd != as)
+			bad("async", "SIGUSR2 for fd %d, want %d", (int)usr2fd, as);
+		char ab[4];
+		if (recv(as, ab, sizeof ab, 0) != 1)
+			bad("async", "recv: %s", strerror(errno));
+		tick("async", n);
 		pace();
 	}
 }
