@@ -78,13 +78,13 @@ image directory is removed, and dump exits 1 with the reason.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.adopt != 0 {
 				if o.adopt < 0 || !o.lazy {
-					return usagef("--adopt PID goes with --lazy and a positive process id")
+					return usagef("--adopt PID needs --lazy and a positive process id")
 				}
 				if o.pid != 0 && o.pid != o.adopt {
-					return usagef("--pid %d and --adopt %d name different processes", o.pid, o.adopt)
+					return usagef("--pid %d and --adopt %d exclude each other: they name different processes", o.pid, o.adopt)
 				}
 				if o.releaseAddrs {
-					return usagef("--release-addresses does not go with --adopt")
+					return usagef("--release-addresses and --adopt exclude each other")
 				}
 				o.pid = o.adopt
 			}
@@ -107,10 +107,10 @@ image directory is removed, and dump exits 1 with the reason.`,
 				return usagef("--leave-running and --lazy exclude each other")
 			}
 			if o.insecure && !o.lazy {
-				return usagef("--insecure goes with --lazy")
+				return usagef("--insecure needs --lazy")
 			}
 			if o.insecure && (o.conn.tokenFile != "" || o.conn.tlsCert != "") {
-				return usagef("--insecure excludes --token and TLS")
+				return usagef("--insecure and --token or TLS exclude each other")
 			}
 			if o.adopt != 0 {
 				return runAdopt(cmd, g, &o)
@@ -177,7 +177,7 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 		return err
 	}
 	if o.insecure && token != nil {
-		return usagef("--insecure excludes $%s", TokenEnv)
+		return usagef("--insecure and $%s exclude each other", TokenEnv)
 	}
 	tlsConf, err := o.conn.serverTLS()
 	if err != nil {
