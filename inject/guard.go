@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,10 +94,38 @@ func (p *Process) unguard() error {
 	if _, err := p.inject(th, unix.SYS_GETPID); err != nil {
 		return fmt.Errorf("take back the guard SIGSTOP of pid %d: %w", p.Pid, err)
 	}
-	if !p.guardTaken {
-		return fmt.Errorf("take back the guard SIGSTOP of pid %d: it was not dequeued (a SIGCONT may have discarded it, or a SIGSTOP merged with it)", p.Pid)
+	if p.guardTaken {
+		return nil
 	}
+	// Not met: a SIGCONT discarded it (fine), unless it is still pending.
+	pending, err := shdPnd(p.Pid)
+	if err != nil {
+		return fmt.Errorf("take back the guard SIGSTOP of pid %d: %w", p.Pid, err)
+	}
+	if pending&(1<<(unix.SIGSTOP-1)) != 0 {
+		return fmt.Errorf("take back the guard SIGSTOP of pid %d: still pending after an injected syscall", p.Pid)
+	}
+	p.guardTaken = true
 	return nil
+}
+
+// shdPnd reads the process-wide pending signal set (ShdPnd in
+// /proc/PID/status, proc(5)); bit n-1 is signal n.
+func shdPnd(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "ShdPnd:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read ShdPnd of pid %d: %w", pid, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("read status of pid %d: no ShdPnd", pid)
 }
 
 // DetachStopped is Release, except that the process ends stopped (state T,

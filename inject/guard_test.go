@@ -262,3 +262,45 @@ func TestDetachStopped(t *testing.T) {
 	requireStoppedUntraced(t, pid, addr, frozen)
 	requireRunsAgain(t, pid, addr, frozen)
 }
+
+// TestGuardDiscardedBySIGCONT: a SIGCONT sent to the frozen process
+// discards the pending guard (signal(7)). Release then has nothing to take
+// back and succeeds; DetachStopped queues it again, so the process still
+// ends stopped.
+func TestGuardDiscardedBySIGCONT(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keepStopped=%v", keep), func(t *testing.T) {
+			pr, addr := startGuardProg(t)
+			pid := pr.pid()
+			tr := newTracer(t)
+			p := seize(t, tr, pid)
+			if err := p.Guard(); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the guard to be discarded", func() bool {
+				n, err := shdPnd(pid)
+				return err == nil && n&(1<<(unix.SIGSTOP-1)) == 0
+			})
+			frozen := make([]byte, 8*guardN)
+			if err := p.ReadMem(addr, frozen); err != nil {
+				t.Fatal(err)
+			}
+			if keep {
+				if err := p.DetachStopped(); err != nil {
+					t.Fatal(err)
+				}
+				requireStoppedUntraced(t, pid, addr, frozen)
+				requireRunsAgain(t, pid, addr, frozen)
+				return
+			}
+			if err := p.Release(); err != nil {
+				t.Fatal(err)
+			}
+			assertRunning(t, pid)
+			waitFor(t, "the counters to move", func() bool { return !bytes.Equal(readCounters(t, pid, addr), frozen) })
+		})
+	}
+}

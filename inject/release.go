@@ -89,8 +89,10 @@ func (p *Process) letGo(final, keepStopped bool) error {
 		}
 		p.scratch, p.scratchLen = 0, 0
 	}
-	if keepStopped && (!p.guarded || p.guardTaken) {
-		// Pending before the first thread is detached: none may run.
+	if keepStopped {
+		// Pending before the first thread is detached: none may run. Sent
+		// again even if it looks pending: a SIGCONT may have discarded it
+		// (a second SIGSTOP merges with a pending one).
 		if err := p.sendGuard(); err != nil {
 			return errors.Join(append(errs, err)...) // still traced: the caller may kill it
 		}
