@@ -32,6 +32,9 @@ type Process struct {
 	mem        *os.File // /proc/PID/mem, opened on first use
 	done       bool     // released, detached or killed
 	leaderGone bool     // the leader is a zombie; other threads run
+	guarded    bool     // the guard SIGSTOP was queued (Guard)
+	guardTaken bool     // and a thread dequeued it since (suppressed)
+	keepStop   bool     // letGo of DetachStopped: the guard must act
 }
 
 type thread struct {
@@ -248,6 +251,8 @@ func (p *Process) settle(th *thread) error {
 				return fmt.Errorf("read siginfo of pid %d tid %d: %w", p.Pid, th.tid, err)
 			case p.spawned && siginfoSigno(info) == int(unix.SIGSTOP) && !th.settled:
 				// The first stop of a child auto-attached to a PTRACE_TRACEME tracee.
+			case p.takeGuard(info):
+				again = true
 			default:
 				th.queued = append(th.queued, info)
 				again = !p.spawned
