@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -71,6 +72,12 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+		// pid is a thread, not a leader: the process's leader has exited
+		// and its files are read through a live thread (PIDFD_THREAD,
+		// Linux 6.9; pidfd_getfd(2) then takes that thread's fds).
+		pidfd, err = unix.PidfdOpen(pid, unix.PIDFD_THREAD)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: pidfd_open: %w", pid, os.NewSyscallError("pidfd_open", err))
 	}

@@ -103,6 +103,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
+		LeaderExited:   pid != rootPid,
 	}
 }
 

@@ -52,7 +52,8 @@ var (
 	// ErrRefused: the source refused this client (token, session or busy).
 	ErrRefused = errors.New("refused by the page server")
 	// ErrGaveUp: the target did not reconnect within the reconnect timeout;
-	// the unacked pages are still on the source (see Server.WriteUnacked).
+	// the pages it lacks are only in the frozen process, which the caller
+	// keeps (an Adopted server can serve them again).
 	ErrGaveUp = errors.New("target did not reconnect in time")
 	// ErrRestoreFailed: the target sent FAIL: the restore failed.
 	ErrRestoreFailed = errors.New("target reported the restore failed")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,6 +146,11 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"dump", "--pid", "x"}, exitUsage, "invalid argument"},
 		{[]string{"dump", "--pid", "1"}, exitUsage, "-D DIR"},
 		{[]string{"dump", "--pid", "1", "-D", dir, "--lazy", "--leave-running"}, exitUsage, "exclude each other"},
+		{[]string{"dump", "--pid", "1", "--lazy", "--insecure", "--token", dir}, exitUsage, "--insecure and --token or TLS exclude each other"},
+		{[]string{"dump", "--pid", "1", "-D", dir, "--insecure"}, exitUsage, "--insecure needs --lazy"},
+		{[]string{"dump", "--adopt", "5"}, exitUsage, "--adopt PID needs --lazy"},
+		{[]string{"dump", "--lazy", "--adopt", "5", "--pid", "6"}, exitUsage, "name different processes"},
+		{[]string{"dump", "--lazy", "--adopt", "5", "--release-addresses"}, exitUsage, "--release-addresses and --adopt exclude each other"},
 		{[]string{"restore"}, exitUsage, "-D DIR or --lazy-from"},
 		{[]string{"restore", "-D", dir, "--lazy-from", "h:1"}, exitUsage, "exactly one of"},
 		{[]string{"restore", "-D", dir, "--new-pid", "--pidns"}, exitUsage, "exclude each other"},
@@ -196,5 +202,28 @@ func TestShowBrokenImages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTokenSources: --token FILE wins over $LAZYCR_TOKEN, which is hex.
+func TestTokenSources(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(TokenEnv, "")
+	if tok, err := (&connFlags{}).token(); tok != nil || err != nil {
+		t.Fatalf("no token anywhere: %q, %v", tok, err)
+	}
+	t.Setenv(TokenEnv, "00ff10")
+	if tok, err := (&connFlags{}).token(); err != nil || !bytes.Equal(tok, []byte{0, 0xff, 0x10}) {
+		t.Fatalf("$%s=00ff10: %x, %v", TokenEnv, tok, err)
+	}
+	if tok, err := (&connFlags{tokenFile: file}).token(); err != nil || string(tok) != "from-file" {
+		t.Fatalf("--token FILE with $%s set: %q, %v", TokenEnv, tok, err)
+	}
+	t.Setenv(TokenEnv, "not hex")
+	if tok, err := (&connFlags{}).token(); err == nil {
+		t.Fatalf("$%s=not hex: %q, want an error", TokenEnv, tok)
 	}
 }

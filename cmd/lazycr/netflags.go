@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -23,7 +24,7 @@ func (c *connFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate (PEM) for the page-server connection; needs --tls-key and --tls-ca (mutual TLS)")
 	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key (PEM)")
 	f.StringVar(&c.tlsCA, "tls-ca", "", "CA certificate (PEM) the peer's certificate must be signed by")
-	f.StringVar(&c.tokenFile, "token", "", "file holding a shared secret the target must present before anything is served")
+	f.StringVar(&c.tokenFile, "token", "", "file holding a shared secret the target must present before anything is served (or set $LAZYCR_TOKEN to it, hex-encoded)")
 	f.DurationVar(&c.reconnectTimeout, "reconnect-timeout", 30*time.Second, "after the process resumed, how long a broken connection may take to come back")
 }
 
@@ -43,9 +44,16 @@ func (c *connFlags) validate() error {
 	return nil
 }
 
+// TokenEnv is the environment variable that carries the page-server token,
+// hex-encoded (the token is the decoded bytes): in the environment the
+// secret stays out of /proc/*/cmdline. --token FILE takes precedence.
+const TokenEnv = "LAZYCR_TOKEN"
+
+// token returns the shared secret from --token FILE, else from $LAZYCR_TOKEN,
+// else nil.
 func (c *connFlags) token() ([]byte, error) {
 	if c.tokenFile == "" {
-		return nil, nil
+		return tokenFromEnv()
 	}
 	b, err := os.ReadFile(c.tokenFile)
 	if err != nil {
@@ -70,4 +78,17 @@ func (c *connFlags) clientTLS(serverName string) (*tls.Config, error) {
 		return nil, nil
 	}
 	return pageserver.ClientTLS(c.tlsCert, c.tlsKey, c.tlsCA, serverName)
+}
+
+// tokenFromEnv decodes $LAZYCR_TOKEN; unset or empty means no token.
+func tokenFromEnv() ([]byte, error) {
+	v := strings.TrimSpace(os.Getenv(TokenEnv))
+	if v == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(v)
+	if err != nil {
+		return nil, fmt.Errorf("read token from $%s: want hex: %w", TokenEnv, err)
+	}
+	return b, nil
 }

@@ -361,7 +361,11 @@ type Process struct {
 	// Set when the current directory had been removed (cwd ends in
 	// " (deleted)"): restore makes a directory like it, enters it and
 	// removes it again.
-	CwdDeleted    *DeletedDir `protobuf:"bytes,26,opt,name=cwd_deleted,json=cwdDeleted,proto3" json:"cwd_deleted,omitempty"`
+	CwdDeleted *DeletedDir `protobuf:"bytes,26,opt,name=cwd_deleted,json=cwdDeleted,proto3" json:"cwd_deleted,omitempty"`
+	// The main thread had exited (pthread_exit) while the others ran: it is
+	// not among threads; restore makes the leader exit again before the
+	// process resumes, so the pid is once more a zombie leader.
+	LeaderExited  bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -576,6 +580,13 @@ func (x *Process) GetCwdDeleted() *DeletedDir {
 		return x.CwdDeleted
 	}
 	return nil
+}
+
+func (x *Process) GetLeaderExited() bool {
+	if x != nil {
+		return x.LeaderExited
+	}
+	return false
 }
 
 // DeletedDir is what is left to see of a removed directory a process is
@@ -4020,7 +4031,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\bpageSize\x12%\n" +
 	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"E\n" +
 	"\vProcessTree\x126\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xbf\a\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xe4\a\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4055,7 +4066,8 @@ const file_image_proto_rawDesc = "" +
 	"noNewPrivs\x12\"\n" +
 	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\x12<\n" +
 	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
-	"cwdDeleted\"D\n" +
+	"cwdDeleted\x12#\n" +
+	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
