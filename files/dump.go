@@ -25,8 +25,8 @@ type dumper struct {
 	pidfd int // the process's pidfd, for pidfd_getfd(2)
 	opts  DumpOptions
 	// ends records, per pipe inode, whether a read ([0]) and a write ([1])
-	// end are among the process's fds: only then is the buffered data part
-	// of the process (and safe to copy: nobody else writes or reads).
+	// end are among the process's fds: a pipe with one end only may be
+	// reconnected to its live peer (livepipe.go).
 	ends map[uint64][2]bool
 	// dataTaken: the pipe's buffered data is already in the image.
 	dataTaken map[uint64]bool

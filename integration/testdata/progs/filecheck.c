@@ -35,10 +35,12 @@
  *   oneshot: an epoll set with an eventfd added EPOLLIN|EPOLLONESHOT that
  *          has fired: it stays disarmed (more writes wake nothing, and
  *          fdinfo shows its events as EPOLLONESHOT alone).
+ *   lone:  a pipe and the FIFO DIR/f2 whose only writer wrote "lone" and
+ *          closed: the read ends keep the 4 bytes buffered (FIONREAD).
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async", "oneshot" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async", "oneshot", "lone" per round
  *         passed.
  */
 #include "common.h"
@@ -49,6 +51,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -250,6 +253,19 @@ int main(int argc, char **argv)
 	int g2 = open(path, O_RDONLY);
 	if (g2 < 0 || unlink(gone) < 0)
 		die("reopen and unlink DIR/gone");
+
+	/* lone */
+	int lp[2];
+	if (pipe(lp) < 0 || write(lp[1], "lone", 4) != 4)
+		die("lone pipe");
+	close(lp[1]);
+	snprintf(path, sizeof path, "%s/f2", argv[1]);
+	if (mkfifo(path, 0600) < 0)
+		die("mkfifo f2");
+	int lf = open(path, O_RDONLY | O_NONBLOCK), lfw = open(path, O_WRONLY | O_NONBLOCK);
+	if (lf < 0 || lfw < 0 || write(lfw, "lone", 4) != 4)
+		die("lone fifo");
+	close(lfw);
 
 	/* inotify */
 	int in = inotify_init1(IN_NONBLOCK);
@@ -486,6 +502,11 @@ int main(int argc, char **argv)
 		if (otfd != eo || oevents != EPOLLONESHOT)
 			bad("oneshot", "fdinfo: tfd %d events %#x, want tfd %d events %#x", otfd, oevents, eo, (unsigned)EPOLLONESHOT);
 		tick("oneshot", n);
+
+		int lq = -1, lfq = -1;
+		if (ioctl(lp[0], FIONREAD, &lq) < 0 || ioctl(lf, FIONREAD, &lfq) < 0 || lq != 4 || lfq != 4)
+			bad("lone", "pipe holds %d bytes, FIFO %d; want 4 and 4", lq, lfq);
+		tick("lone", n);
 		pace();
 	}
 }
