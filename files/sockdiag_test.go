@@ -210,6 +210,16 @@ func TestSockoptsRoundTrip(t *testing.T) {
 			if err := unix.SetsockoptLinger(a, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3}); err != nil {
 				t.Fatal(err)
 			}
+			if k.family == unix.AF_INET && k.proto == unix.IPPROTO_UDP {
+				// A classic filter (accept 0x7fff bytes of everything), locked.
+				prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0x7fff}}
+				if err := unix.SetsockoptSockFprog(a, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.SetsockoptInt(a, unix.SOL_SOCKET, unix.SO_LOCK_FILTER, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if k.listen {
 				if err := unix.Listen(a, 1); err != nil {
 					t.Fatal(err)
@@ -221,6 +231,9 @@ func TestSockoptsRoundTrip(t *testing.T) {
 			}
 			if want.Options.RcvtimeoUs != 1_500_000 || !want.Options.Linger || want.Options.LingerSec != 3 {
 				t.Errorf("recorded %+v", want.Options)
+			}
+			if filtered := k.family == unix.AF_INET && k.proto == unix.IPPROTO_UDP; filtered != (len(want.Options.Filter) == 8 && want.Options.LockFilter) {
+				t.Errorf("recorded filter %x lock %v", want.Options.Filter, want.Options.LockFilter)
 			}
 			b := mk()
 			if err := setSockopts(b, 9, want); err != nil {

@@ -1,11 +1,13 @@
 package files
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,6 +140,20 @@ func readMoreSockopts(fd int, s *pb.InetSocket, o *pb.SocketOptions) error {
 		}
 		*t.dst = tv.Sec*1e6 + tv.Usec
 	}
+	filter, err := kabi.GetsockoptFilter(fd)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, in := range filter {
+		o.Filter = binary.LittleEndian.AppendUint16(o.Filter, in.Code)
+		o.Filter = append(o.Filter, in.Jt, in.Jf)
+		o.Filter = binary.LittleEndian.AppendUint32(o.Filter, in.K)
+	}
+	lock, err := getsockoptInt(fd, unix.SOL_SOCKET, unix.SO_LOCK_FILTER)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("read SO_LOCK_FILTER: %w", os.NewSyscallError("getsockopt", err)))
+	}
+	o.LockFilter = lock != 0
 	l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("read SO_LINGER: %w", os.NewSyscallError("getsockopt", err)))
@@ -145,6 +161,24 @@ func readMoreSockopts(fd int, s *pb.InetSocket, o *pb.SocketOptions) error {
 		o.Linger, o.LingerSec = l.Onoff != 0, l.Linger
 	}
 	return errors.Join(errs...)
+}
+
+// attachFilter attaches the classic BPF program b (struct sock_filter, 8
+// bytes each) with SO_ATTACH_FILTER. See socket(7).
+func attachFilter(fd int, b []byte) error {
+	if len(b)%8 != 0 || len(b)/8 > 4096 {
+		return fmt.Errorf("filter of %d bytes in the image: not whole instructions or longer than BPF_MAXINSNS", len(b))
+	}
+	prog := make([]unix.SockFilter, len(b)/8)
+	for i := range prog {
+		in := b[i*8:]
+		prog[i] = unix.SockFilter{Code: binary.LittleEndian.Uint16(in), Jt: in[2], Jf: in[3], K: binary.LittleEndian.Uint32(in[4:])}
+	}
+	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+		return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
+	}
+	return nil
 }
 
 // setMoreSockopts gives a fresh socket the recorded values of the table's
@@ -186,6 +220,16 @@ func setMoreSockopts(fd int, num int32, o *pb.SocketOptions) error {
 		l := unix.Linger{Onoff: 1, Linger: o.LingerSec}
 		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l); err != nil {
 			errs = append(errs, fmt.Errorf("set SO_LINGER=%ds on socket fd %d: %w", o.LingerSec, num, os.NewSyscallError("setsockopt", err)))
+		}
+	}
+	if len(o.Filter) > 0 {
+		if err := attachFilter(fd, o.Filter); err != nil {
+			errs = append(errs, fmt.Errorf("attach the BPF filter of socket fd %d: %w", num, err))
+		}
+	}
+	if o.LockFilter {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_LOCK_FILTER, 1); err != nil {
+			errs = append(errs, fmt.Errorf("set SO_LOCK_FILTER on socket fd %d: %w", num, os.NewSyscallError("setsockopt", err)))
 		}
 	}
 	return errors.Join(errs...)

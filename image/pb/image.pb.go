@@ -3399,11 +3399,15 @@ type SocketOptions struct {
 	UdpliteRecvCscov int32 `protobuf:"varint,16,opt,name=udplite_recv_cscov,json=udpliteRecvCscov,proto3" json:"udplite_recv_cscov,omitempty"`
 	// Further int options of the table in files/sockopts.go, each recorded
 	// with its value (options this kernel does not know are left out).
-	More          []*IntSockopt `protobuf:"bytes,17,rep,name=more,proto3" json:"more,omitempty"`
-	RcvtimeoUs    int64         `protobuf:"varint,18,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"` // SO_RCVTIMEO, 0 = none
-	SndtimeoUs    int64         `protobuf:"varint,19,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"` // SO_SNDTIMEO
-	Linger        bool          `protobuf:"varint,20,opt,name=linger,proto3" json:"linger,omitempty"`                           // SO_LINGER l_onoff
-	LingerSec     int32         `protobuf:"varint,21,opt,name=linger_sec,json=lingerSec,proto3" json:"linger_sec,omitempty"`    // SO_LINGER l_linger
+	More       []*IntSockopt `protobuf:"bytes,17,rep,name=more,proto3" json:"more,omitempty"`
+	RcvtimeoUs int64         `protobuf:"varint,18,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"` // SO_RCVTIMEO, 0 = none
+	SndtimeoUs int64         `protobuf:"varint,19,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"` // SO_SNDTIMEO
+	Linger     bool          `protobuf:"varint,20,opt,name=linger,proto3" json:"linger,omitempty"`                           // SO_LINGER l_onoff
+	LingerSec  int32         `protobuf:"varint,21,opt,name=linger_sec,json=lingerSec,proto3" json:"linger_sec,omitempty"`    // SO_LINGER l_linger
+	// The classic BPF filter (SO_ATTACH_FILTER), struct sock_filter
+	// little-endian, 8 bytes per instruction; empty = none.
+	Filter        []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
+	LockFilter    bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3583,6 +3587,20 @@ func (x *SocketOptions) GetLingerSec() int32 {
 		return x.LingerSec
 	}
 	return 0
+}
+
+func (x *SocketOptions) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *SocketOptions) GetLockFilter() bool {
+	if x != nil {
+		return x.LockFilter
+	}
+	return false
 }
 
 // IntSockopt is one int socket option: getsockopt(level, name) = value.
@@ -4325,7 +4343,7 @@ const file_image_proto_rawDesc = "" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
-	"\bshutdown\x18\f \x01(\rR\bshutdown\"\x89\x05\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xc2\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -4351,7 +4369,10 @@ const file_image_proto_rawDesc = "" +
 	"sndtimeoUs\x12\x16\n" +
 	"\x06linger\x18\x14 \x01(\bR\x06linger\x12\x1d\n" +
 	"\n" +
-	"linger_sec\x18\x15 \x01(\x05R\tlingerSec\"L\n" +
+	"linger_sec\x18\x15 \x01(\x05R\tlingerSec\x12\x16\n" +
+	"\x06filter\x18\x16 \x01(\fR\x06filter\x12\x1f\n" +
+	"\vlock_filter\x18\x17 \x01(\bR\n" +
+	"lockFilter\"L\n" +
 	"\n" +
 	"IntSockopt\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
