@@ -260,7 +260,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	target, err := start(hC, "lazycr restore", []string{o.Lazycr, "restore", "--lazy-from",
 		netip.AddrPortFrom(hB.Addr, uint16(o.Port)).String(), "--new-pid", "--net-policy", o.Policy,
-		"--trace", res.Trace}, "target.out", "target.log", tokenEnv)
+		"--trace", res.Trace, "--wait-source", "60s"}, "target.out", "target.log", tokenEnv)
 	if err != nil {
 		return res, err
 	}

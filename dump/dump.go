@@ -9,9 +9,12 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/internal/failpoint"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +52,14 @@ type Options struct {
 	Mode    Mode
 	Version string // lazycr's version, recorded in the inventory
 	Log     zerolog.Logger
+	// ReapTimeout bounds how long a ModeKill dump waits for the killed
+	// process's parent to reap it, so that its pid is free for a restore
+	// (default DefaultReapTimeout).
+	ReapTimeout time.Duration
 }
+
+// DefaultReapTimeout is the default of Options.ReapTimeout.
+const DefaultReapTimeout = 5 * time.Second
 
 // Stats describe a dump.
 type Stats struct {
@@ -70,7 +80,7 @@ type Stats struct {
 var (
 	// ErrUnsupported: the process holds state lazycr cannot checkpoint yet
 	// (an fd kind, seccomp, children, a deleted file …).
-	ErrUnsupported = errors.New("unsupported")
+	ErrUnsupported = files.ErrUnsupported
 	// ErrRefused: the process must not be dumped (PID 1, lazycr itself).
 	ErrRefused = errors.New("refused")
 )
@@ -92,9 +102,18 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 		cp.abort()
 		return nil, err
 	}
+	if err := failpoint.Check("dump.done"); err != nil {
+		cp.abort()
+		removeOutput(opts.Dir, cp.dirMade)
+		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
+	}
 	switch opts.Mode {
 	case ModeKill:
+		parent := parentOf(opts.PID)
 		err = cp.Kill()
+		if err == nil {
+			cp.waitReaped(parent)
+		}
 	default:
 		err = cp.Release()
 	}
@@ -117,14 +136,15 @@ type Checkpoint struct {
 	Set   *image.Set
 	Stats Stats
 
-	pid      int
-	opts     Options
-	tracer   *inject.Tracer
-	proc     *inject.Process
-	frozenAt time.Time
-	eager    map[uint32][]eagerRun // pages to write, by pid
-	dirMade  bool
-	done     bool
+	pid       int
+	opts      Options
+	tracer    *inject.Tracer
+	proc      *inject.Process
+	frozenAt  time.Time
+	startTime uint64                // the process's start time (/proc/PID/stat field 22): with pid, its identity
+	eager     map[uint32][]eagerRun // pages to write, by pid
+	dirMade   bool
+	done      bool
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
@@ -139,6 +159,9 @@ func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	pid := opts.PID
 	if err := precheck(pid); err != nil {
 		return nil, err
+	}
+	if err := failpoint.Check("dump.precheck"); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	tracer, err := inject.NewTracer()
 	if err != nil {
@@ -155,6 +178,9 @@ func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 		eager: map[uint32][]eagerRun{},
 	}
 	cp.Stats.Freeze = time.Since(t0)
+	if st, err := proc.ReadStat(pid); err == nil {
+		cp.startTime = st.StartTime
+	}
 	opts.Log.Debug().Int("pid", pid).Int("threads", len(p.Threads())).Dur("freeze", cp.Stats.Freeze).Msg("process frozen")
 	defer func() {
 		if err != nil {
@@ -167,6 +193,9 @@ func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	// Re-check under the freeze: state may have changed since precheck.
 	if err := precheckFrozen(pid); err != nil {
 		return nil, err
+	}
+	if err := failpoint.Check("dump.freeze"); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	// Every injected syscall costs two ptrace stops; running the whole
 	// collection on the tracer thread saves a goroutine hop per request.
@@ -203,6 +232,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	// in (or merge into) the recorded VMAs.
 	t := time.Now()
 	mm, runs, err := cp.collectMemory()
+	if err == nil {
+		err = failpoint.Check("dump.memory")
+	}
 	if err != nil {
 		return err
 	}
@@ -212,12 +244,18 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		return fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	process, err := cp.collectProcess()
+	if err == nil {
+		err = failpoint.Check("dump.process")
+	}
 	if err != nil {
 		return err
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("process state collected")
 	t = time.Now()
 	fds, err := cp.collectFds()
+	if err == nil {
+		err = failpoint.Check("dump.fds")
+	}
 	if err != nil {
 		return err
 	}
@@ -273,8 +311,14 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
 	}
+	if err := failpoint.Check("dump.pages"); err != nil {
+		return fmt.Errorf("dump pid %d: %w", pid, err)
+	}
 	if err := image.Save(dir, cp.Set); err != nil {
 		return fmt.Errorf("dump pid %d: write images: %w", pid, err)
+	}
+	if err := failpoint.Check("dump.images"); err != nil {
+		return fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	files, _ := cp.Set.Files()
 	for _, b := range files {
@@ -393,6 +437,55 @@ func (cp *Checkpoint) Kill() error {
 	err := cp.proc.Kill()
 	cp.tracer.Close()
 	return err
+}
+
+// parentOf names the parent of pid (zero if unknown).
+func parentOf(pid int) procIdentity {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return procIdentity{}
+	}
+	id := procIdentity{pid: st.Ppid}
+	if ps, err := proc.ReadStat(st.Ppid); err == nil {
+		id.comm = ps.Comm
+	}
+	return id
+}
+
+// procIdentity names a process for messages.
+type procIdentity struct {
+	pid  int
+	comm string
+}
+
+// waitReaped waits, up to opts.ReapTimeout, until the killed process's pid
+// is free. Killing it does not free the pid: the process stays a zombie
+// until its parent waits for it (wait(2), "zombie"), and a restore with the
+// same pid fails until then. If the parent does not reap it in time, the
+// warning names the pid and the parent.
+func (cp *Checkpoint) waitReaped(parent procIdentity) {
+	timeout := cp.opts.ReapTimeout
+	if timeout <= 0 {
+		timeout = DefaultReapTimeout
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		st, err := proc.ReadStat(cp.pid)
+		if err != nil || st.StartTime != cp.startTime {
+			// Gone (or already reused by a new process: not ours to wait for).
+			if d := time.Since(start); d > time.Millisecond {
+				cp.opts.Log.Debug().Int("pid", cp.pid).Int("parent", parent.pid).Dur("took", d).Msg("killed process reaped by its parent")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			cp.opts.Log.Warn().Int("pid", cp.pid).Int("parent", st.Ppid).Str("parent_comm", parent.comm).Dur("waited", timeout).
+				Msgf("pid %d is still a zombie: its parent pid %d (%s) has not reaped it; a restore that keeps pid %d fails until it does", cp.pid, st.Ppid, parent.comm, cp.pid)
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
 }
 
 // abort releases the process after a failure, logging a release error since

@@ -10,6 +10,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
+	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,7 +100,60 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		}
 		mm.Vmas = append(mm.Vmas, v)
 	}
+	if mm.Attrs, err = cp.mmAttrs(); err != nil {
+		return nil, nil, err
+	}
 	return mm, runs, nil
+}
+
+// mmAttrs reads the address space's own attributes (package vmattr). The
+// VmFlags mm->def_flags gives new mappings are read off the scratch
+// mapping, made now that the VMAs are recorded; only when something is
+// locked (VmLck in /proc/PID/status, which counts the scratch too if
+// mlockall(MCL_FUTURE) is on) is smaps read again to see them.
+func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
+	pid := cp.pid
+	scratch, err := cp.proc.Scratch()
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	st, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	var fresh []string
+	if lck := st.Other["VmLck"]; lck != "" && lck != "0 kB" {
+		maps, err := proc.ReadSmaps(pid)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+		}
+		for _, m := range maps {
+			if m.Start <= uint64(scratch) && uint64(scratch) < m.End {
+				fresh = m.VmFlags
+			}
+		}
+	}
+	a, err := vmattr.DumpMM(callerOn{cp, pid}, fresh)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	return a, nil
+}
+
+// callerOn runs injected syscalls on one thread of the frozen process
+// (vmattr.Caller, procattr.Caller).
+type callerOn struct {
+	cp  *Checkpoint
+	tid int
+}
+
+func (c callerOn) Call(nr uintptr, args ...uintptr) (uintptr, error) {
+	return c.cp.proc.Syscall(c.tid, nr, args...)
+}
+
+// CallOut is injectOut: procattr.Out and outArg are the same marker.
+func (c callerOn) CallOut(out []byte, nr uintptr, args ...uintptr) error {
+	return c.cp.injectOut(c.tid, out, nr, args...)
 }
 
 // vmaOf turns one smaps entry into a Vma, refusing what lazycr cannot
@@ -111,6 +165,14 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 		Offset: m.Offset, VmFlags: m.VmFlags, Name: m.Path,
 	}
 	where := fmt.Sprintf("dump pid %d: vma %#x-%#x %s", pid, m.Start, m.End, m.Path)
+	if m.ProtectionKey != 0 {
+		return nil, fmt.Errorf("%s: %w: memory protection key %d (pkey_mprotect)", where, ErrUnsupported, m.ProtectionKey)
+	}
+	if !m.IsSpecial() {
+		if err := vmattr.Check(v); err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", where, ErrUnsupported, err)
+		}
+	}
 	if !m.IsSpecial() {
 		for _, f := range m.VmFlags {
 			switch f {
@@ -181,6 +243,14 @@ func fileIDFromStat(path, via string) *pb.FileID {
 	return id
 }
 
+// lazy reports whether v's populated private anonymous pages may be left
+// for the page server: in a lazy dump, unless the VMA is locked (mlock
+// populates the whole range on restore, before any fault could be served;
+// see vmattr.Populated).
+func (cp *Checkpoint) lazy(v *pb.Vma) bool {
+	return cp.opts.Mode == ModeLazy && !vmattr.Populated(v)
+}
+
 // pageState decides one page's state.
 func (cp *Checkpoint) pageState(v *pb.Vma, e proc.PagemapEntry, nearSP bool) pb.PageState {
 	switch v.Kind {
@@ -205,7 +275,7 @@ func (cp *Checkpoint) pageState(v *pb.Vma, e proc.PagemapEntry, nearSP bool) pb.
 		if !e.Populated() {
 			return pb.PageState_PAGE_STATE_ZERO
 		}
-		if cp.opts.Mode == ModeLazy && !nearSP {
+		if cp.lazy(v) && !nearSP {
 			return pb.PageState_PAGE_STATE_LAZY
 		}
 		return pb.PageState_PAGE_STATE_EAGER
@@ -305,7 +375,7 @@ func (cp *Checkpoint) anonRuns(v *pb.Vma, regions []proc.PopulatedRegion, hot []
 	}
 	hs := hotSpans(v, hot)
 	populated := pb.PageState_PAGE_STATE_EAGER
-	if cp.opts.Mode == ModeLazy {
+	if cp.lazy(v) {
 		populated = pb.PageState_PAGE_STATE_LAZY
 	}
 	at := v.Start

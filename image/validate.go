@@ -1,8 +1,10 @@
 package image
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
 )
@@ -160,4 +162,76 @@ func CountPages(v *pb.Vma) PageCounts {
 		c.Zero += total - covered
 	}
 	return c
+}
+
+// ErrLazySkeleton: the image set is the skeleton of a post-copy dump
+// (`dump --lazy`): the data of its lazy pages was never written, it lives
+// only in the frozen source process and comes from its page server.
+var ErrLazySkeleton = errors.New("image set is a lazy skeleton without the data of its lazy pages")
+
+// maxNamedRuns bounds how many VMAs and runs CheckComplete names.
+const maxNamedRuns = 8
+
+// CheckComplete refuses a set whose memory is not all in the set itself:
+// a page run in the lazy state has no data here (only a page server can
+// provide it), and a restore from the directory would give the process
+// zero pages where its data was. The error names the VMAs and runs.
+func (s *Set) CheckComplete() error {
+	var pages, vmas uint64
+	var named []string
+	for _, p := range s.Tree.GetProcesses() {
+		mm := s.Memory[p.Pid]
+		for _, v := range mm.GetVmas() {
+			var runs []string
+			var n uint64
+			for _, r := range v.Pages {
+				if r.State != pb.PageState_PAGE_STATE_LAZY {
+					continue
+				}
+				n += r.Npages
+				if len(runs) < maxNamedRuns {
+					runs = append(runs, fmt.Sprintf("%#x+%d", r.Addr, r.Npages))
+				}
+			}
+			if n == 0 {
+				continue
+			}
+			vmas++
+			pages += n
+			if len(named) < maxNamedRuns {
+				name := v.Name
+				if name == "" {
+					name = "anonymous"
+				}
+				more := ""
+				if k := countLazyRuns(v) - len(runs); k > 0 {
+					more = fmt.Sprintf(" and %d more runs", k)
+				}
+				named = append(named, fmt.Sprintf("pid %d vma %#x-%#x (%s): %d pages in runs %s%s",
+					p.Pid, v.Start, v.End, name, n, strings.Join(runs, ", "), more))
+			}
+		}
+	}
+	if pages == 0 {
+		return nil
+	}
+	if k := vmas - uint64(len(named)); k > 0 {
+		named = append(named, fmt.Sprintf("%d more VMAs", k))
+	}
+	hint := ""
+	if s.Inventory.GetLazy() {
+		hint = " (written by dump --lazy)"
+	}
+	return fmt.Errorf("%w%s: %d pages in %d VMAs are missing: %s; restore it with restore --lazy-from HOST:PORT from the source that serves it",
+		ErrLazySkeleton, hint, pages, vmas, strings.Join(named, "; "))
+}
+
+func countLazyRuns(v *pb.Vma) int {
+	n := 0
+	for _, r := range v.Pages {
+		if r.State == pb.PageState_PAGE_STATE_LAZY {
+			n++
+		}
+	}
+	return n
 }

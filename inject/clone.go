@@ -140,7 +140,7 @@ func (p *Process) clone3(th *thread, flags, exitSignal uint64, setTid int) (int,
 	if err != nil {
 		return 0, err
 	}
-	args := kabi.CloneArgs{Flags: flags, ExitSignal: exitSignal}
+	args := kabi.RemoteCloneArgs{Flags: flags, ExitSignal: exitSignal}
 	buf := make([]byte, unix.CLONE_ARGS_SIZE_VER2, unix.CLONE_ARGS_SIZE_VER2+8)
 	if setTid != 0 {
 		args.SetTid = uint64(addr) + unix.CLONE_ARGS_SIZE_VER2

@@ -241,7 +241,7 @@ func (p *Process) Kill() error {
 // namespace's init waits in zap_pid_ns_processes until every other task of
 // the namespace, its own traced zombie threads included, is reaped — blocking
 // on it first would deadlock. So it polls each thread with WNOHANG and, when
-// none moved, blocks on any tracee of this thread.
+// none moved, blocks on any tracee (or child) of this thread.
 func (p *Process) reapAll() error {
 	byTid := map[int]*thread{}
 	for _, th := range p.threads {
@@ -274,7 +274,10 @@ func (p *Process) reapAll() error {
 		if progressed || len(byTid) == 0 {
 			continue
 		}
-		wpid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+		// __WNOTHREAD: only this thread's children and tracees (wait(2)),
+		// not every child of the process. (A child forked earlier by a
+		// goroutine on this same OS thread can still be reaped here.)
+		wpid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
 		switch {
 		case errors.Is(err, syscall.EINTR):
 		case errors.Is(err, syscall.ECHILD):

@@ -50,11 +50,12 @@ func BenchmarkLazyMigration(b *testing.B) {
 				pid := startLazyVerifyBench(b, bin, mib)
 				b.StartTimer()
 				// The target is started first and waits for the source (it
-				// retries a refused dial), as an operator would run both: the
-				// freeze-to-resume time then excludes starting lazycr.
+				// retries a refused dial for --wait-source), as an operator
+				// would run both: the freeze-to-resume time then excludes
+				// starting lazycr.
 				port := freePort(b)
 				t0 := time.Now()
-				dst := startLazyTarget(b, nil, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+				dst := startLazyTarget(b, nil, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "--wait-source", "2m")
 				src := startLazySource(b, nil, pid, "127.0.0.1", "--port", strconv.Itoa(port))
 				newPID := lazyResumedPID(b, dst)
 				timeout := lazycrTimeout * time.Duration(1+mib/1024)

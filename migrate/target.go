@@ -27,17 +27,51 @@ type TargetOptions struct {
 	Token            []byte
 	TLS              *tls.Config
 	ReconnectTimeout time.Duration
-	NewPID, PIDNS    bool
-	InheritFds       []int
-	FaultAround      int
-	Trace            string // write the fault trace (Chrome trace-event JSON) here
-	Log              zerolog.Logger
+	// WaitSource is how long a refused connection to From is retried
+	// before giving up (0: pageserver.DefaultWaitSource).
+	WaitSource    time.Duration
+	NewPID, PIDNS bool
+	InheritFds    []int
+	FaultAround   int
+	Trace         string // write the fault trace (Chrome trace-event JSON) here
+	Log           zerolog.Logger
 	// Resumed is called once the process runs, with its pid.
 	Resumed func(pid int)
 	// Progress, if set, gets a progress line now and then.
 	Progress io.Writer
 	Net      NetOptions
+
+	// Interrupts carries the user's interrupts (SIGINT, SIGTERM). Before
+	// the resume, cancel ctx instead: the restore is rolled back and the
+	// source releases the original. After the resume the copy here is the
+	// only copy that runs, and ctx is no longer looked at: the first
+	// interrupt only prints on Notice that the process is still being
+	// fetched (and how many pages are left); a second within AbortWindow
+	// aborts: the copy is killed with SIGKILL (never left running on
+	// poisoned or zero pages) and the source is told (ABORT), so it keeps
+	// the original stopped.
+	Interrupts <-chan os.Signal
+	// Notice receives the interrupt notices (stderr).
+	Notice io.Writer
+	// AbortWindow is how soon a second interrupt must follow the first to
+	// abort (default DefaultAbortWindow).
+	AbortWindow time.Duration
+
+	// KeeperCommand, if set, is the command line of a keeper (see
+	// StartKeeper: lazycr re-executed, which runs RunKeeper): it holds the
+	// process's uffds while the handler serves them and kills the process
+	// if the handler dies, so its missing pages never read as zeros. Its
+	// messages go to KeeperStderr.
+	KeeperCommand []string
+	KeeperStderr  io.Writer
 }
+
+// DefaultAbortWindow is TargetOptions.AbortWindow's default.
+const DefaultAbortWindow = 5 * time.Second
+
+// ErrAborted: the user aborted the lazy phase with a second interrupt; the
+// copy was killed and the source keeps the original stopped.
+var ErrAborted = errors.New("aborted by a second interrupt")
 
 // TargetResult describes a finished target half.
 type TargetResult struct {
@@ -60,11 +94,24 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	go image.Warm() // while the image set is on its way
 	c, err := pageserver.Dial(ctx, opts.From, pageserver.ClientConfig{
 		Token: opts.Token, TLS: opts.TLS, ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
+		WaitSource: opts.WaitSource,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
+	var keeper *Keeper
+	if len(opts.KeeperCommand) > 0 {
+		// Started once the source answered (not while it freezes the
+		// process: both would compete for the CPUs), it is up long before
+		// the process is built.
+		keeper, err = StartKeeper(opts.KeeperCommand, opts.KeeperStderr)
+		if err != nil {
+			c.Fail(err.Error())
+			return nil, err
+		}
+		defer keeper.Close()
+	}
 	resumed := false
 	defer func() {
 		if err != nil && !resumed {
@@ -110,16 +157,41 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	res.NetChanges = nf.Report()
-	u := r.Userfaultfd()
-	h, err := uffd.NewHandler(u, uffd.HandlerConfig{
+	u := r.TakeUserfaultfd() // NewHandler owns it from here on, also on error
+	hcfg := uffd.HandlerConfig{
 		Regions: r.LazyRegions(), Source: c, FaultAround: opts.FaultAround, PID: r.PID(),
 		Log: opts.Log, Trace: opts.Trace != "",
-	})
+	}
+	if keeper != nil {
+		hcfg.OnFork = keeper.HoldChild
+		hcfg.BeforeClose = func() {
+			if err := keeper.Release(); err != nil {
+				opts.Log.Warn().Err(err).Msg("release the keeper")
+			}
+		}
+	}
+	h, err := uffd.NewHandler(u, hcfg)
 	if err != nil {
 		r.Kill()
 		return nil, fmt.Errorf("register lazy memory of pid %d: %w", r.PID(), err)
 	}
 	defer h.Close()
+	// A pidfd pins the process (pid reuse cannot redirect a kill) for an
+	// abort; pidfd_open(2).
+	pidfd, err := unix.PidfdOpen(r.PID(), 0)
+	if err != nil {
+		r.Kill()
+		return nil, fmt.Errorf("open pidfd of pid %d: %w", r.PID(), os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+	if keeper != nil {
+		held := time.Now()
+		if err := keeper.Hold(r.PID(), pidfd, u.Fd()); err != nil {
+			r.Kill()
+			return nil, fmt.Errorf("hand pid %d's userfaultfd to the keeper (which guards it should this lazycr die): %w", r.PID(), err)
+		}
+		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
+	}
 	if err := r.Resume(); err != nil {
 		return nil, err
 	}
@@ -143,13 +215,31 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		opts.Resumed(res.PID)
 	}
 	stopProgress := startProgress(opts.Progress, h)
-	runErr := h.Run(ctx)
+	// From now on ctx (cancelled by the first interrupt) no longer stops
+	// the handler: only an abort does.
+	runCtx, abort := context.WithCancelCause(context.WithoutCancel(ctx))
+	var leftAtAbort uint64
+	stopWatch := watchInterrupts(opts, h, res.PID, pidfd, abort, &leftAtAbort)
+	runErr := h.Run(runCtx)
+	stopWatch()
+	abort(nil)
 	stopProgress()
 	res.Handler = h.Stats()
 	if opts.Trace != "" {
 		if err := writeTrace(opts.Trace, h); err != nil {
 			opts.Log.Warn().Err(err).Str("file", opts.Trace).Msg("write fault trace")
 		}
+	}
+	if cause := context.Cause(runCtx); errors.Is(cause, ErrAborted) {
+		_, total := h.Progress()
+		sent := c.Abort("the user aborted the target: the copy was killed", 2*time.Second)
+		killed := res.PID
+		res.PID = 0
+		told := "the source was told to keep the original stopped"
+		if !sent {
+			told = "the source could not be told; it keeps the original stopped when it loses the target"
+		}
+		return res, fmt.Errorf("%w: the copy here (pid %d) was killed with %d of %d lazy pages not fetched; %s", ErrAborted, killed, leftAtAbort, total, told)
 	}
 	if runErr != nil {
 		return res, runErr
@@ -159,6 +249,57 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	res.Total = time.Since(start)
 	return res, nil
+}
+
+// watchInterrupts applies the interrupt policy of TargetOptions.Interrupts
+// while the handler runs, until the returned function is called. An abort
+// kills the process through pidfd first, then cancels the handler with
+// ErrAborted: the pages it poisons then belong to a dead process.
+// *leftAtAbort gets the lazy pages not fetched when it aborted.
+func watchInterrupts(opts TargetOptions, h *uffd.Handler, pid, pidfd int, abort context.CancelCauseFunc, leftAtAbort *uint64) func() {
+	if opts.Interrupts == nil {
+		return func() {}
+	}
+	window := opts.AbortWindow
+	if window <= 0 {
+		window = DefaultAbortWindow
+	}
+	notice := opts.Notice
+	if notice == nil {
+		notice = io.Discard
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var first time.Time
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-opts.Interrupts:
+				in, total := h.Progress()
+				left := total - in
+				if first.IsZero() || time.Since(first) > window {
+					first = time.Now()
+					opts.Log.Warn().Int("pid", pid).Stringer("signal", sig).Uint64("pages_left", left).Msg("interrupted while the process is still being fetched: carrying on")
+					fmt.Fprintf(notice, "\nlazycr: %s: pid %d runs here and is still being fetched: %d of %d lazy pages (%.1f MiB) are only on the source.\n"+
+						"lazycr: finishing the transfer (stopping now would lose the process). Interrupt again within %s to abort: pid %d is killed and the source keeps the original stopped.\n",
+						sig, pid, left, total, float64(left)*uffd.PageSize/(1<<20), window, pid)
+					continue
+				}
+				fmt.Fprintf(notice, "lazycr: %s again: aborting: killing pid %d (%d lazy pages not fetched); the source keeps the original stopped.\n", sig, pid, left)
+				opts.Log.Warn().Int("pid", pid).Uint64("pages_left", left).Msg("aborted by a second interrupt: killing the copy")
+				if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+					opts.Log.Error().Err(err).Int("pid", pid).Msg("kill the copy")
+				}
+				*leftAtAbort = left
+				abort(ErrAborted)
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func writeTrace(path string, h *uffd.Handler) error {

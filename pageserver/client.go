@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/uffd"
 )
@@ -27,7 +29,17 @@ type ClientConfig struct {
 	ReconnectTimeout time.Duration
 	// DialTimeout bounds one dial and handshake (default 10s).
 	DialTimeout time.Duration
-	Log         zerolog.Logger
+	// WaitSource is how long Dial keeps retrying a refused connection
+	// (nobody listens yet: the target may be started before the source);
+	// default DefaultWaitSource. The first refusal is logged at once.
+	WaitSource time.Duration
+	// DeadPeerTimeout is how long the source may stay silent while data
+	// or a keepalive probe waits for its acknowledgement before the
+	// connection is declared dead (a partition, a dead host) and
+	// redialled: TCP_USER_TIMEOUT plus keepalive probes every second, see
+	// tcp(7). Default: a third of ReconnectTimeout, between 2s and 10s.
+	DeadPeerTimeout time.Duration
+	Log             zerolog.Logger
 }
 
 // Stats counts what a Client received.
@@ -82,6 +94,9 @@ type Client struct {
 	credit   uint64 // pushed bytes handed on, not yet returned in a CREDIT
 	wantDone bool
 	sentDone bool
+	abort    string        // reason of an ABORT to send, "" if none
+	aborted  chan struct{} // closed once ABORT was written
+	sentAbrt bool
 	stats    Stats
 	err      error // the session failed for good
 	wake     chan struct{}
@@ -93,10 +108,20 @@ type pendingRequest struct {
 	remaining uint64
 }
 
+// DefaultWaitSource is how long Dial waits for a page server that refuses
+// connections, unless ClientConfig.WaitSource says otherwise.
+const DefaultWaitSource = 5 * time.Second
+
 // Dial connects to the page server at addr and opens a new session.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.WaitSource == 0 {
+		cfg.WaitSource = DefaultWaitSource
+	}
+	if cfg.DeadPeerTimeout == 0 {
+		cfg.DeadPeerTimeout = min(max(cfg.ReconnectTimeout/3, 2*time.Second), 10*time.Second)
 	}
 	c := &Client{
 		addr: addr,
@@ -113,6 +138,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		doneCh:  make(chan error, 1),
 		pending: make(map[uint64]*pendingRequest),
 		wake:    make(chan struct{}, 1),
+		aborted: make(chan struct{}),
 	}
 	w, welcome, err := c.dial(ctx, 0)
 	if err != nil {
@@ -130,25 +156,58 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 
 // dial connects and runs HELLO/WELCOME for session (0 = new).
 func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", c.addr)
-	// The source may not listen yet (both halves started together): retry a
-	// refused connection until DialTimeout, backing off up to 200 ms.
-	for wait := 10 * time.Millisecond; session == 0 && err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 200*time.Millisecond) {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, fmt.Errorf("dial page server %s: %w (gave up after %s)", c.addr, err, c.cfg.DialTimeout)
-		case <-t.C:
+	d := net.Dialer{
+		// A silent peer (partition, host down) is noticed within
+		// DeadPeerTimeout even when nothing is being sent: keepalive probes
+		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
+		// probes may stay unacknowledged (it overrides the probe count).
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 1 << 20},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(c.cfg.DeadPeerTimeout.Milliseconds()))
+			})
+			if err == nil && serr != nil {
+				err = os.NewSyscallError("setsockopt TCP_USER_TIMEOUT", serr)
+			}
+			return err
+		},
+	}
+	dialOnce := func() (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+		defer cancel()
+		return d.DialContext(dctx, "tcp", c.addr)
+	}
+	conn, err := dialOnce()
+	if session == 0 && errors.Is(err, syscall.ECONNREFUSED) {
+		// The source may not listen yet (the target was started first):
+		// say so at once, retry a refused connection for WaitSource,
+		// every 20 ms: a refused connect costs a SYN and a RST, and the
+		// time between the source starting to listen and the next attempt
+		// is downtime of the process (the source froze it already).
+		c.log.Info().Str("source", c.addr).Dur("wait", c.cfg.WaitSource).
+			Msgf("waiting for the page server at %s (connection refused; giving up after %s, --wait-source to wait longer)", c.addr, c.cfg.WaitSource)
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitSource)
+		defer cancel()
+		for wait := 5 * time.Millisecond; err != nil && errors.Is(err, syscall.ECONNREFUSED); wait = min(2*wait, 20*time.Millisecond) {
+			t := time.NewTimer(wait)
+			select {
+			case <-wctx.Done():
+				t.Stop()
+				if ctx.Err() != nil {
+					return nil, nil, fmt.Errorf("dial page server %s: %w", c.addr, ctx.Err())
+				}
+				return nil, nil, fmt.Errorf("dial page server %s: %w (nobody listened for %s; is lazycr dump --lazy running there? --wait-source waits longer)", c.addr, err, c.cfg.WaitSource)
+			case <-t.C:
+			}
+			conn, err = dialOnce()
 		}
-		conn, err = d.DialContext(ctx, "tcp", c.addr)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial page server %s: %w", c.addr, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if c.cfg.TLS != nil {
@@ -401,6 +460,32 @@ func (c *Client) Done() error {
 	}
 }
 
+// Abort tells the source, after Resumed, that the target killed its copy on
+// purpose (ABORT): the source must keep the original stopped. It waits up
+// to timeout for the frame to be written (not for an answer: there is
+// none), then closes the client. It reports whether the frame went out.
+func (c *Client) Abort(reason string, timeout time.Duration) bool {
+	c.mu.Lock()
+	running := c.running
+	if running && c.abort == "" {
+		c.abort = reason
+		c.notify()
+	}
+	c.mu.Unlock()
+	sent := false
+	if running {
+		t := time.NewTimer(timeout)
+		select {
+		case <-c.aborted:
+			sent = true
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.Close()
+	return sent
+}
+
 // Fail tells the source the restore failed before resume, so it releases
 // the frozen process, and closes the client.
 func (c *Client) Fail(reason string) {
@@ -546,7 +631,12 @@ func (c *Client) run() {
 		c.mu.Lock()
 		c.w = nil
 		c.mu.Unlock()
-		c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
+		if errors.Is(err, syscall.ETIMEDOUT) {
+			c.log.Warn().Err(err).Str("source", c.addr).Dur("silent_for", c.cfg.DeadPeerTimeout).
+				Msg("page server silent: dead peer or network partition; reconnecting")
+		} else {
+			c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
+		}
 		w, rerr := c.reconnect(err, false)
 		if rerr != nil {
 			c.mu.Lock()
@@ -749,11 +839,21 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 			buf = appendFrame(buf, TypeDone, 0, nil)
 			c.sentDone = true
 		}
+		abort := c.abort != "" && !c.sentAbrt
+		if abort {
+			buf = appendFrame(buf, TypeAbort, 0, message(c.abort))
+		}
 		c.mu.Unlock()
 		if len(buf) > 0 {
 			if err := w.writeRaw(buf); err != nil {
 				return fmt.Errorf("write to page server %s: %w", c.addr, err)
 			}
+		}
+		if abort {
+			c.mu.Lock()
+			c.sentAbrt = true
+			c.mu.Unlock()
+			close(c.aborted)
 		}
 		select {
 		case <-c.wake:

@@ -62,6 +62,9 @@ var (
 	ErrLostBeforeResume = errors.New("connection lost before the target resumed")
 	// ErrClosed: the client was closed.
 	ErrClosed = net.ErrClosed
+	// ErrTargetAborted: the target sent ABORT after RESUMED: it killed its
+	// copy on purpose. The original is the only copy: keep it stopped.
+	ErrTargetAborted = errors.New("target aborted and killed its copy of the process")
 )
 
 // Type is a frame type.
@@ -83,10 +86,16 @@ const (
 	TypeFail                      // client → server
 	TypeError                     // server → client
 	TypeCredit                    // client → server
+	// TypeAbort (client → server, after RESUMED; payload: UTF-8 reason,
+	// as FAIL): the target killed its copy of the process on purpose (the
+	// user aborted). The original, frozen on the source, is now the only
+	// copy: the source must keep it stopped (never release it, never kill
+	// it) so that it can be served again.
+	TypeAbort
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {

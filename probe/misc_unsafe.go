@@ -21,7 +21,7 @@ func probeClone3SetTid() Result {
 	tid := int32(os.Getpid())
 	args := kabi.CloneArgs{
 		Flags:      unix.CLONE_VM | unix.CLONE_THREAD | unix.CLONE_SIGHAND,
-		SetTid:     uint64(uintptr(unsafe.Pointer(&tid))),
+		SetTid:     unsafe.Pointer(&tid),
 		SetTidSize: 1,
 	}
 	got, err := kabi.Clone3(&args, unix.CLONE_ARGS_SIZE_VER2)
@@ -74,7 +74,7 @@ func probePagemapScan() Result {
 		Size:         kabi.SizeofPmScanArg,
 		Start:        start,
 		End:          start + uint64(4*page),
-		Vec:          uint64(uintptr(unsafe.Pointer(&regions[0]))),
+		Vec:          unsafe.Pointer(&regions[0]),
 		VecLen:       uint64(len(regions)),
 		CategoryMask: kabi.PAGE_IS_PRESENT,
 		ReturnMask:   kabi.PAGE_IS_PRESENT,

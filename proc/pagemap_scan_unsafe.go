@@ -35,7 +35,7 @@ func ScanPopulated(f *os.File, start, end uint64) ([]PopulatedRegion, error) {
 			Size:              kabi.SizeofPmScanArg,
 			Start:             start,
 			End:               end,
-			Vec:               uint64(uintptr(unsafe.Pointer(&vec[0]))),
+			Vec:               unsafe.Pointer(&vec[0]),
 			VecLen:            uint64(len(vec)),
 			CategoryAnyofMask: kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
 			ReturnMask:        kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED | kabi.PAGE_IS_PFNZERO,

@@ -40,9 +40,11 @@ func (r *Process) setupUserfaultfd() error {
 	if err != nil {
 		return fmt.Errorf("take uffd %d: %w", fd, os.NewSyscallError("pidfd_getfd", err))
 	}
+	// FromFd owns local from here on, also when it fails (it closes it
+	// then): closing it again here could close another fd that reused the
+	// number, such as the page client's socket.
 	u, err := uffd.FromFd(local)
 	if err != nil {
-		unix.Close(local)
 		return err
 	}
 	if _, _, err := u.API(LazyFeatures); err != nil {
@@ -53,10 +55,15 @@ func (r *Process) setupUserfaultfd() error {
 	return nil
 }
 
-// Userfaultfd is the userfaultfd of a lazy restore (Options.Lazy), already
-// past the API handshake; its lazy regions are not registered yet. The
-// caller owns it after Build.
-func (r *Process) Userfaultfd() *uffd.FD { return r.uffd }
+// TakeUserfaultfd hands over the userfaultfd of a lazy restore
+// (Options.Lazy), already past the API handshake; its lazy regions are not
+// registered yet. The caller owns it from then on (Kill no longer closes
+// it); a second call returns nil. Until it is taken, Kill closes it.
+func (r *Process) TakeUserfaultfd() *uffd.FD {
+	u := r.uffd
+	r.uffd = nil
+	return u
+}
 
 // LazyRegions lists the VMAs that hold lazy pages, with their runs, for the
 // lazy-pages handler.

@@ -10,6 +10,8 @@ import (
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
+	"github.com/lazycr/lazycr/procattr"
+	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -268,14 +270,15 @@ func (r *Process) mapVMA(v *pb.Vma) error {
 			flags |= unix.MAP_NORESERVE
 		}
 	}
-	prot := uintptr(v.Prot)
+	// Mapped with room to write its page data; writePages gives it its
+	// own protection and attributes afterwards (package vmattr).
+	prot := uintptr(vmattr.FillProt(v))
 	fd := ^uintptr(0)
 	switch v.Kind {
 	case pb.VmaKind_VMA_KIND_FILE:
-		acc := unix.O_RDONLY
-		if v.Shared && v.Prot&unix.PROT_WRITE != 0 {
-			acc = unix.O_RDWR
-		}
+		// The access the file was open with decides what mprotect may
+		// later allow (VM_MAYWRITE): see vmattr.OpenAccess.
+		acc := vmattr.OpenAccess(v)
 		// One open per file and access mode for all its VMAs (a library
 		// has four or five): injected syscalls are the cost of a restore.
 		key := fmt.Sprintf("%d:%s", acc, v.File.Path)
@@ -306,31 +309,74 @@ func (r *Process) mapVMA(v *pb.Vma) error {
 	if uint64(got) != v.Start {
 		return fmt.Errorf("mmap returned %#x", got)
 	}
-	for _, f := range v.VmFlags {
-		var advice uintptr
-		switch f {
-		case "dd":
-			advice = unix.MADV_DONTDUMP
-		case "hg":
-			advice = unix.MADV_HUGEPAGE
-		case "nh":
-			advice = unix.MADV_NOHUGEPAGE
-		case "dc":
-			advice = unix.MADV_DONTFORK
-		case "wf":
-			advice = unix.MADV_WIPEONFORK
-		default:
+	return nil
+}
+
+// writePages writes every eager page into the process, then gives every
+// VMA its own protection and attributes and the address space its own
+// (finishMemory): a page cannot be written into a PROT_NONE or read-only
+// mapping, so they were mapped writable (vmattr.FillProt).
+func (r *Process) writePages() error {
+	if err := r.fillPages(); err != nil {
+		return err
+	}
+	return r.finishMemory()
+}
+
+// finishMemory applies the per-VMA attributes, then the address-space ones
+// (mlockall(MCL_FUTURE) last: it would lock whatever is mapped after it).
+// It runs before the credentials are set, so locking memory is allowed as
+// it was when the process did it (mlock(2): CAP_IPC_LOCK or RLIMIT_MEMLOCK).
+func (r *Process) finishMemory() error {
+	c := builderCaller{r.b}
+	for _, v := range r.mm.Vmas {
+		if isSpecialKind(v.Kind) {
 			continue
 		}
-		if _, err := b.call(unix.SYS_MADVISE, uintptr(v.Start), length, advice); err != nil {
-			r.opts.Log.Warn().Err(err).Str("vmflag", f).Uint64("start", v.Start).Msg("madvise for vma flag")
+		if err := vmattr.Apply(c, v); err != nil {
+			return fmt.Errorf("%s: %w", v.Name, err)
 		}
+	}
+	if err := vmattr.ApplyMM(c, r.mm.Attrs); err != nil {
+		return fmt.Errorf("address space: %w", err)
 	}
 	return nil
 }
 
-// writePages writes every eager page into the process.
-func (r *Process) writePages() error {
+// builderCaller injects syscalls on the process's leader
+// (vmattr.Caller, procattr.Caller).
+type builderCaller struct{ b *builder }
+
+func (c builderCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
+	return c.b.call(nr, args...)
+}
+
+// CallOut passes the start of the scratch page for the argument equal to
+// procattr.Out.
+func (c builderCaller) CallOut(out []byte, nr uintptr, args ...uintptr) error {
+	addr, err := c.b.put(0, make([]byte, len(out)))
+	if err != nil {
+		return err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == procattr.Out {
+			v = addr
+		}
+		a[i] = v
+	}
+	if _, err := c.b.call(nr, a...); err != nil {
+		return err
+	}
+	got, err := c.b.get(0, len(out))
+	if err != nil {
+		return err
+	}
+	copy(out, got)
+	return nil
+}
+
+func (r *Process) fillPages() error {
 	if r.opts.Pages == nil {
 		return nil
 	}

@@ -7,9 +7,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/internal/failpoint"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -64,7 +67,7 @@ var (
 	ErrPIDTaken = errors.New("pid is taken")
 	// ErrFileChanged: a file the process mapped or had open is not the one
 	// it was.
-	ErrFileChanged = errors.New("file changed since the dump")
+	ErrFileChanged = files.ErrFileChanged
 )
 
 // Process is a process being built; Resume lets it run.
@@ -84,6 +87,10 @@ type Process struct {
 	mapFds  map[string]uintptr // files open in the process while VMAs are mapped
 	started time.Time
 	done    bool
+	claimed struct {
+		pid   int
+		start uint64
+	} // the pid takePID gave the process, and its start time
 }
 
 // PID is the restored process's pid on this host.
@@ -108,9 +115,17 @@ func Restore(ctx context.Context, opts Options) (*Process, error) {
 }
 
 // Build turns a stub into the process, stopped just before it would run.
-// On failure everything is undone: the half-built process is killed.
+// On failure everything is undone: each step registers its undo as it
+// succeeds (the tracer thread, the stub, the process being built) and a
+// failure runs them, last first, so no stub, tracer thread or fd is left.
 func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	r := &Process{opts: opts, started: time.Now(), tids: map[uint32]int{}}
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			undo.run()
+		}
+	}()
 	phase := time.Now()
 	mark := func(d *time.Duration) {
 		*d = time.Since(phase)
@@ -126,6 +141,12 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.set = set
+	if !opts.Lazy {
+		// Without a page server, lazy runs would come back as zero pages.
+		if err := set.CheckComplete(); err != nil {
+			return nil, fmt.Errorf("restore %s: %w", describeSource(opts), err)
+		}
+	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
@@ -148,44 +169,40 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		defer pr.Close()
 		r.opts.Pages = pr
 	}
+	if err := failpoint.Check("restore.load"); err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+	}
 	mark(&r.Stats.Load)
 	opts.Log.Debug().Dur("took", r.Stats.Load).Msg("image set checked")
 
-	if err := r.startStub(); err != nil {
+	if err := r.startStub(&undo); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			r.Kill()
-		}
-	}()
+	undo.push(r.Kill) // from here on the process being built holds it all
+	if err := failpoint.Check("restore.stub"); err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+	}
 	mark(&r.Stats.StubStart)
 	log := opts.Log.With().Int("pid", r.b.pid).Logger()
 	log.Debug().Uint32("image_pid", r.img.Pid).Msg("stub ready")
 
-	steps := []struct {
+	type step struct {
 		name string
+		fp   string // failpoint name
 		run  func() error
 		d    *time.Duration
-	}{
-		{"build address space", r.buildAddressSpace, &r.Stats.AddressSpace},
-		{"write pages", r.writePages, &r.Stats.Pages},
-		{"restore fds", r.restoreFds, &r.Stats.Fds},
-		{"restore process state", r.restoreState, &r.Stats.State},
-		{"create threads", r.restoreThreads, &r.Stats.Threads},
+	}
+	steps := []step{
+		{"build address space", "restore.mm", r.buildAddressSpace, &r.Stats.AddressSpace},
+		{"write pages", "restore.pages", r.writePages, &r.Stats.Pages},
+		{"restore fds", "restore.fds", r.restoreFds, &r.Stats.Fds},
+		{"restore process state", "restore.state", r.restoreState, &r.Stats.State},
+		{"create threads", "restore.threads", r.restoreThreads, &r.Stats.Threads},
 	}
 	if opts.Lazy {
-		steps = append(steps, struct {
-			name string
-			run  func() error
-			d    *time.Duration
-		}{"create userfaultfd", r.setupUserfaultfd, &r.Stats.Uffd})
+		steps = append(steps, step{"create userfaultfd", "restore.uffd", r.setupUserfaultfd, &r.Stats.Uffd})
 	}
-	steps = append(steps, struct {
-		name string
-		run  func() error
-		d    *time.Duration
-	}{"restore credentials", r.restoreCreds, &r.Stats.Creds})
+	steps = append(steps, step{"restore credentials", "restore.creds", r.restoreCreds, &r.Stats.Creds})
 	// Each injected syscall is several ptrace requests; running the steps on
 	// the tracer thread saves a goroutine hop per request.
 	err = r.tracer.Do(func() error {
@@ -193,7 +210,11 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
 			}
-			if err := s.run(); err != nil {
+			err := s.run()
+			if err == nil {
+				err = failpoint.Check(s.fp)
+			}
+			if err != nil {
 				return fmt.Errorf("restore pid %d: %s: %w", r.img.Pid, s.name, err)
 			}
 			mark(s.d)
@@ -207,17 +228,53 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	return r, nil
 }
 
+// describeSource names where the image set came from, for errors.
+func describeSource(opts Options) string {
+	if opts.Set == nil && opts.Dir != "" {
+		return opts.Dir
+	}
+	return "image set"
+}
+
+// undoStack is the rollback of a build, written once (gVisor pkg/cleanup):
+// each step that succeeds pushes its undo, a failure runs them last first.
+// Every undo must be safe to run after a later one already undid its
+// object.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+func (u *undoStack) run() {
+	for i := len(*u) - 1; i >= 0; i-- {
+		(*u)[i]()
+	}
+	*u = nil
+}
+
+// killTraced kills a traced process for an undo; a process already killed
+// or released (by a later undo, or on purpose) is not an error.
+func killTraced(p *inject.Process, log zerolog.Logger) {
+	if err := p.Kill(); err != nil && !errors.Is(err, inject.ErrReleased) && !errors.Is(err, inject.ErrClosed) {
+		log.Warn().Err(err).Int("pid", p.Pid).Msg("kill half-built process")
+	}
+}
+
 // Resume sets every thread's final registers and lets the process run.
 func (r *Process) Resume() error {
 	if r.done {
 		return errors.New("restore: process already resumed or killed")
 	}
 	t := time.Now()
-	if err := r.setFinalRegisters(); err != nil {
+	err := failpoint.Check("restore.resume")
+	if err == nil {
+		err = r.setFinalRegisters()
+	}
+	if err != nil {
 		r.Kill()
+		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: set registers: %w", r.img.Pid, err)
 	}
-	err := r.b.p.Detach()
+	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()
 	if err != nil {
@@ -229,7 +286,9 @@ func (r *Process) Resume() error {
 	return nil
 }
 
-// Kill kills the half-built process and forgets it.
+// Kill kills the half-built process and forgets it. It closes the
+// process's userfaultfd only if it was not handed over (TakeUserfaultfd):
+// one owner per fd.
 func (r *Process) Kill() {
 	if r.done {
 		return
@@ -256,12 +315,15 @@ func (r *Process) stubPath() string {
 	return "/proc/self/exe"
 }
 
-func (r *Process) startStub() error {
+// startStub starts the tracer thread and the stub, and makes the stub the
+// process being built (takePID); each piece's undo goes on undo.
+func (r *Process) startStub(undo *undoStack) error {
 	t, err := inject.NewTracer()
 	if err != nil {
 		return fmt.Errorf("restore: start tracer: %w", err)
 	}
 	r.tracer = t
+	undo.push(func() { t.Close() })
 	stub := r.stubPath()
 	if stub == "/proc/self/exe" {
 		if exe, err := os.Executable(); err == nil {
@@ -271,12 +333,11 @@ func (r *Process) startStub() error {
 	r.stubExe = stub
 	p, err := t.Spawn(stub, []string{"lazycr-stub"}, []string{})
 	if err != nil {
-		t.Close()
-		r.tracer = nil
 		return fmt.Errorf("restore: start stub %s: %w", stub, err)
 	}
+	undo.push(func() { killTraced(p, r.opts.Log) })
 	r.b = &builder{p: p, pid: p.Pid}
-	return r.takePID()
+	return r.takePID(undo)
 }
 
 // takePID makes the process being built carry its original PID: the stub
@@ -284,7 +345,7 @@ func (r *Process) startStub() error {
 // the process, and the stub goes. With --new-pid the stub itself becomes the
 // process; with --pidns the child is created in a fresh PID namespace with
 // the PID the process had in its own namespace.
-func (r *Process) takePID() error {
+func (r *Process) takePID(undo *undoStack) error {
 	if r.opts.NewPID {
 		return nil
 	}
@@ -298,25 +359,101 @@ func (r *Process) takePID() error {
 			return fmt.Errorf("restore: --pidns: the process had pid %d in its namespace; only a namespace's init (pid 1) can start a fresh PID namespace, use --new-pid", want)
 		}
 		flags = unix.CLONE_NEWPID
-	} else if _, err := os.Stat(fmt.Sprintf("/proc/%d", want)); err == nil {
-		return fmt.Errorf("restore: %w: pid %d is in use here; use --new-pid to accept a new PID, or --pidns to restore into a fresh PID namespace", ErrPIDTaken, want)
+	} else if err := pidFree(want); err != nil {
+		return err
 	}
 	stub := r.b.p
 	child, err := stub.CloneProcess(want, flags)
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
+			if perr := pidFree(want); perr != nil && !r.opts.PIDNS {
+				return fmt.Errorf("%w (clone3: %v)", perr, err)
+			}
 			return fmt.Errorf("restore: %w: pid %d is in use here; use --new-pid or --pidns: %v", ErrPIDTaken, want, err)
 		}
 		return fmt.Errorf("restore: create process with pid %d: %w", want, err)
 	}
+	// Undone last first: the process is killed, then its pid awaited.
+	r.claimed.pid, r.claimed.start = child.Pid, startTimeOf(child.Pid)
+	undo.push(r.waitClaimedFree)
+	undo.push(func() { killTraced(child, r.opts.Log) })
 	if err := stub.Kill(); err != nil {
 		r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
 	}
 	scratch, err := child.Scratch()
 	if err != nil {
-		child.Kill()
 		return err
 	}
 	r.b = &builder{p: child, pid: child.Pid, scratch: scratch}
 	return nil
+}
+
+// pidFreeTimeout bounds how long a failed restore waits for the pid it
+// had claimed to be free again.
+const pidFreeTimeout = 5 * time.Second
+
+// startTimeOf is the start time of pid (/proc/PID/stat field 22), 0 if
+// unknown.
+func startTimeOf(pid int) uint64 {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return 0
+	}
+	return st.StartTime
+}
+
+// waitClaimedFree is waitPIDFree for the pid takePID claimed, if any.
+func (r *Process) waitClaimedFree() {
+	if r.claimed.pid > 0 {
+		r.waitPIDFree(r.claimed.pid, r.claimed.start)
+	}
+}
+
+// waitPIDFree waits, after a failed restore killed the half-built process,
+// until its pid is free again, so that a retry is not refused with "pid is
+// taken". The process was orphaned when the stub went, so its zombie waits
+// for the new parent, usually PID 1, to reap it (wait(2); here PID 1 takes
+// 1-1.6 s). If that takes longer than pidFreeTimeout it warns, naming the
+// pid and the parent.
+func (r *Process) waitPIDFree(pid int, start uint64) {
+	deadline := time.Now().Add(pidFreeTimeout)
+	for {
+		st, err := proc.ReadStat(pid)
+		if err != nil || st.StartTime != start {
+			return // gone, or reused by another process
+		}
+		if time.Now().After(deadline) {
+			parent := "?"
+			if ps, err := proc.ReadStat(st.Ppid); err == nil {
+				parent = ps.Comm
+			}
+			r.opts.Log.Warn().Int("pid", pid).Int("parent", st.Ppid).Str("parent_comm", parent).
+				Msgf("pid %d of the killed half-built process is still a zombie: its parent pid %d (%s) has not reaped it; a restore that keeps pid %d fails until it does", pid, st.Ppid, parent, pid)
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+}
+
+// pidFree returns nil if pid is free here, else an ErrPIDTaken error that
+// says who holds it: a zombie whose parent has not reaped it yet (it goes
+// once the parent waits for it, so --new-pid is not the answer) or a live
+// process (see proc(5), /proc/PID/stat fields 3 and 4).
+func pidFree(pid int) error {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("restore: %w: pid %d is in use here (%v); use --new-pid to accept a new PID, or --pidns to restore into a fresh PID namespace", ErrPIDTaken, pid, err)
+	}
+	if st.State == 'Z' || st.State == 'X' {
+		parent := "?"
+		if ps, err := proc.ReadStat(st.Ppid); err == nil {
+			parent = ps.Comm
+		}
+		return fmt.Errorf("restore: %w: pid %d is a zombie (%s) that its parent pid %d (%s) has not reaped yet; it is free once pid %d waits for it (or exits): retry then, rather than --new-pid",
+			ErrPIDTaken, pid, st.Comm, st.Ppid, parent, st.Ppid)
+	}
+	return fmt.Errorf("restore: %w: pid %d is in use here by %s (state %c); use --new-pid to accept a new PID, or --pidns to restore into a fresh PID namespace", ErrPIDTaken, pid, st.Comm, st.State)
 }

@@ -1,11 +1,15 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,17 +39,8 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("chroot %s: %w", p.Root, err)
 		}
 	}
-	if p.Cwd != "" {
-		path, err := b.putString(0, p.Cwd)
-		if err != nil {
-			return err
-		}
-		if _, err := b.call(unix.SYS_CHDIR, path); err != nil {
-			return fmt.Errorf("chdir %s: %w", p.Cwd, err)
-		}
-	}
-	if _, err := b.call(unix.SYS_PERSONALITY, uintptr(p.Personality)); err != nil {
-		return fmt.Errorf("personality %#x: %w", p.Personality, err)
+	if err := r.restoreCwd(); err != nil {
+		return err
 	}
 	if err := r.restoreRlimits(); err != nil {
 		return err
@@ -74,28 +69,77 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("setitimer(%d): %w", t.Which, err)
 		}
 	}
-	if err := r.restorePosixTimers(); err != nil {
+	// personality, dumpable, parent-death signal, child subreaper,
+	// no_new_privs: before the threads, which inherit what is per thread.
+	if err := procattr.Restore(builderCaller{b}, p); err != nil {
 		return err
-	}
-	if p.Dumpable != 1 {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(p.Dumpable)); err != nil {
-			r.opts.Log.Warn().Err(err).Uint32("dumpable", p.Dumpable).Msg("prctl(PR_SET_DUMPABLE)")
-		}
-	}
-	if p.Pdeathsig != 0 {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(p.Pdeathsig)); err != nil {
-			return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
-		}
-	}
-	if p.ChildSubreaper {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
-		}
 	}
 	if p.OomScoreAdj != 0 {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
 			r.opts.Log.Warn().Err(err).Int32("oom_score_adj", p.OomScoreAdj).Msg("set oom_score_adj")
 		}
+	}
+	return nil
+}
+
+// deletedSuffix is what the kernel appends to the path of a removed file or
+// directory in /proc/PID/cwd and friends (d_path).
+const deletedSuffix = " (deleted)"
+
+// restoreCwd enters the dumped current directory. A directory that had
+// been removed while the process was in it is made again — at its old path
+// if that is free, else under a hidden name beside it — entered and
+// removed: the process is then in a removed directory with the same mode
+// and owner, where creating a file fails with ENOENT and getcwd(3) too, as
+// before (see rmdir(2), getcwd(2) "ENOENT The current working directory has
+// been unlinked").
+func (r *Process) restoreCwd() error {
+	b := r.b
+	p := r.img
+	if p.Cwd == "" {
+		return nil
+	}
+	cwd, deleted := strings.CutSuffix(p.Cwd, deletedSuffix)
+	if !deleted || p.CwdDeleted == nil {
+		path, err := b.putString(0, p.Cwd)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_CHDIR, path); err != nil {
+			return fmt.Errorf("chdir %s: %w", p.Cwd, err)
+		}
+		return nil
+	}
+	d := p.CwdDeleted
+	names := []string{cwd, fmt.Sprintf("%s/.lazycr-deleted-cwd-%d", filepath.Dir(cwd), b.pid)}
+	for i, name := range names {
+		path, err := b.putString(0, name)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
+			if errors.Is(err, unix.EEXIST) && i == 0 {
+				continue
+			}
+			return fmt.Errorf("current directory %s was removed; make it again at %s: %w", cwd, name, err)
+		}
+		steps := []struct {
+			what string
+			nr   uintptr
+			args []uintptr
+		}{
+			{"chdir", unix.SYS_CHDIR, []uintptr{path}},
+			{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
+			{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
+			{"rmdir", unix.SYS_UNLINKAT, []uintptr{atFdcwd, path, unix.AT_REMOVEDIR}},
+		}
+		for _, s := range steps {
+			if _, err := b.call(s.nr, s.args...); err != nil {
+				b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR)
+				return fmt.Errorf("current directory %s was removed; %s %s: %w", cwd, s.what, name, err)
+			}
+		}
+		return nil
 	}
 	return nil
 }
@@ -141,6 +185,26 @@ func (r *Process) restoreRlimits() error {
 // from *timerid instead of allocating one, so ids survive a restore.
 const prTimerCreateRestoreIDs = 77
 
+// sigevThreadID is SIGEV_THREAD_ID (include/uapi/asm-generic/siginfo.h).
+const sigevThreadID = 4
+
+// threadIDHere is the id the restored process itself sees for the thread
+// the image calls tid (timer_create(2) looks sigev_notify_thread_id up in
+// the caller's PID namespace).
+func (r *Process) threadIDHere(tid uint32) (int32, bool) {
+	for _, t := range r.img.Threads {
+		if t.Tid != tid {
+			continue
+		}
+		if r.opts.PIDNS && !r.opts.NewPID && len(t.NsTid) > 0 {
+			return int32(t.NsTid[len(t.NsTid)-1]), true
+		}
+		here, ok := r.tids[tid]
+		return int32(here), ok
+	}
+	return 0, false
+}
+
 func (r *Process) restorePosixTimers() error {
 	timers := r.img.PosixTimers
 	if len(timers) == 0 {
@@ -151,9 +215,16 @@ func (r *Process) restorePosixTimers() error {
 		return fmt.Errorf("%d POSIX timers: this kernel cannot create timers with given ids (prctl PR_TIMER_CREATE_RESTORE_IDS): %w", len(timers), err)
 	}
 	for _, t := range timers {
+		tid := t.NotifyTid
+		if t.Notify&sigevThreadID != 0 {
+			var ok bool
+			if tid, ok = r.threadIDHere(uint32(t.NotifyTid)); !ok {
+				return fmt.Errorf("timer_create id %d: it signals tid %d, not a thread of the image", t.Id, t.NotifyTid)
+			}
+		}
 		// struct sigevent: sigev_value, sigev_signo, sigev_notify, then a
 		// union whose first member is the thread id; 64 bytes in all.
-		ev := le(t.SigevValue, t.Signo, t.Notify, t.NotifyTid)
+		ev := le(t.SigevValue, t.Signo, t.Notify, tid)
 		ev = append(ev, make([]byte, 64-len(ev))...)
 		evAddr, err := b.put(0, ev)
 		if err != nil {
@@ -186,6 +257,16 @@ func (r *Process) restorePosixTimers() error {
 // thread in the kernel; the raw syscalls change only the caller's). It runs
 // after everything that needs privileges.
 func (r *Process) restoreCreds() error {
+	if err := r.setCreds(); err != nil {
+		return err
+	}
+	// Changing the effective ids resets the mm's dumpable flag to
+	// fs.suid_dumpable (commit_creds): check it and put the dumped value
+	// back.
+	return procattr.AfterCreds(builderCaller{r.b}, r.img)
+}
+
+func (r *Process) setCreds() error {
 	c := r.img.Creds
 	if c == nil || len(c.Uid) != 4 || len(c.Gid) != 4 {
 		return nil
@@ -235,11 +316,6 @@ func (r *Process) restoreCreds() error {
 		if _, err := b.callOn(tid, unix.SYS_CAPSET, hdr, dat); err != nil {
 			return fmt.Errorf("capset on tid %d: %w", tid, err)
 		}
-	}
-	// Changing the effective ids resets the mm's dumpable flag to
-	// fs.suid_dumpable (commit_creds): put the dumped value back.
-	if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(r.img.Dumpable)); err != nil {
-		r.opts.Log.Warn().Err(err).Uint32("dumpable", r.img.Dumpable).Msg("prctl(PR_SET_DUMPABLE) after credentials")
 	}
 	return nil
 }

@@ -46,7 +46,10 @@ func (r *Process) restoreThreads() error {
 			return err
 		}
 	}
-	return nil
+	// POSIX timers come after the threads: one that signals a given
+	// thread (SIGEV_THREAD_ID) names a thread that must exist
+	// (timer_create(2) EINVAL otherwise).
+	return r.restorePosixTimers()
 }
 
 // createThreads clones every thread but the leader from the leader, with

@@ -23,8 +23,10 @@ type FD struct {
 	// mu is held shared by every operation using the fds and exclusively by
 	// Close, so an fd number is never closed (and reused) under a call.
 	mu   sync.RWMutex
-	fd   int // userfaultfd, O_CLOEXEC|O_NONBLOCK
-	wake int // eventfd, written by Close
+	fd   int // userfaultfd, O_CLOEXEC|O_NONBLOCK; -1 once closed
+	wake int // eventfd, written by Close; -1 once closed
+
+	num int // fd's number when adopted, for error messages only
 
 	features atomic.Uint64 // accepted by API
 }
@@ -87,11 +89,15 @@ func newFD(fd int) (*FD, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("create wakeup eventfd for uffd %d: %w", fd, os.NewSyscallError("eventfd2", err))
 	}
-	return &FD{fd: fd, wake: wake}, nil
+	return &FD{fd: fd, wake: wake, num: fd}, nil
 }
 
-// Fd returns the raw userfaultfd, valid until Close.
-func (f *FD) Fd() int { return f.fd }
+// Fd returns the raw userfaultfd, valid until Close; -1 after Close.
+func (f *FD) Fd() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.fd
+}
 
 // Features returns the features accepted by API (0 before it).
 func (f *FD) Features() Features { return Features(f.features.Load()) }
@@ -104,16 +110,25 @@ func (f *FD) Close() error {
 		return nil
 	}
 	var one = [8]byte{1}
-	unix.Write(f.wake, one[:]) // only wakes; cannot usefully fail
+	f.mu.RLock()
+	if f.wake >= 0 {
+		unix.Write(f.wake, one[:]) // only wakes; cannot usefully fail
+	}
+	f.mu.RUnlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	errW := unix.Close(f.wake)
-	errU := unix.Close(f.fd)
+	fd, wake := f.fd, f.wake
+	f.fd, f.wake = -1, -1 // one owner: nothing may use the numbers again
+	var errW error
+	if wake >= 0 {
+		errW = unix.Close(wake)
+	}
+	errU := unix.Close(fd)
 	if errU != nil {
-		return fmt.Errorf("close uffd %d: %w", f.fd, os.NewSyscallError("close", errU))
+		return fmt.Errorf("close uffd %d: %w", fd, os.NewSyscallError("close", errU))
 	}
 	if errW != nil {
-		return fmt.Errorf("close eventfd %d: %w", f.wake, os.NewSyscallError("close", errW))
+		return fmt.Errorf("close eventfd %d: %w", wake, os.NewSyscallError("close", errW))
 	}
 	return nil
 }
@@ -145,7 +160,7 @@ func (f *FD) ioctl(req uintptr, arg unsafe.Pointer) error {
 func (f *FD) API(wanted Features) (offered Features, ioctls Ioctls, err error) {
 	a := kabi.UffdioAPI{API: kabi.UFFD_API, Features: uint64(wanted)}
 	if err := f.ioctl(kabi.UFFDIO_API, unsafe.Pointer(&a)); err != nil {
-		return 0, 0, fmt.Errorf("negotiate features %s on uffd %d: %w", wanted, f.fd, err)
+		return 0, 0, fmt.Errorf("negotiate features %s on uffd %d: %w", wanted, f.num, err)
 	}
 	f.features.Store(uint64(wanted))
 	return Features(a.Features), Ioctls(a.Ioctls), nil
@@ -156,7 +171,7 @@ func (f *FD) API(wanted Features) (offered Features, ioctls Ioctls, err error) {
 func (f *FD) Register(start, length uint64, mode Mode) (Ioctls, error) {
 	r := kabi.UffdioRegister{Range: kabi.UffdioRange{Start: start, Len: length}, Mode: uint64(mode)}
 	if err := f.ioctl(kabi.UFFDIO_REGISTER, unsafe.Pointer(&r)); err != nil {
-		return 0, fmt.Errorf("register [%#x, %#x) mode %#x on uffd %d: %w", start, start+length, uint64(mode), f.fd, err)
+		return 0, fmt.Errorf("register [%#x, %#x) mode %#x on uffd %d: %w", start, start+length, uint64(mode), f.num, err)
 	}
 	return Ioctls(r.Ioctls), nil
 }
@@ -166,7 +181,7 @@ func (f *FD) Register(start, length uint64, mode Mode) (Ioctls, error) {
 func (f *FD) Unregister(start, length uint64) error {
 	r := kabi.UffdioRange{Start: start, Len: length}
 	if err := f.ioctl(kabi.UFFDIO_UNREGISTER, unsafe.Pointer(&r)); err != nil {
-		return fmt.Errorf("unregister [%#x, %#x) on uffd %d: %w", start, start+length, f.fd, err)
+		return fmt.Errorf("unregister [%#x, %#x) on uffd %d: %w", start, start+length, f.num, err)
 	}
 	return nil
 }
@@ -176,7 +191,7 @@ func (f *FD) Unregister(start, length uint64) error {
 func (f *FD) Wake(start, length uint64) error {
 	r := kabi.UffdioRange{Start: start, Len: length}
 	if err := f.ioctl(kabi.UFFDIO_WAKE, unsafe.Pointer(&r)); err != nil {
-		return fmt.Errorf("wake [%#x, %#x) on uffd %d: %w", start, start+length, f.fd, err)
+		return fmt.Errorf("wake [%#x, %#x) on uffd %d: %w", start, start+length, f.num, classify(err))
 	}
 	return nil
 }
@@ -192,14 +207,14 @@ func (f *FD) Copy(dst uint64, src []byte, mode CopyMode) (n int, err error) {
 	if len(src) == 0 {
 		return 0, nil
 	}
-	c := kabi.UffdioCopy{Dst: dst, Src: uint64(uintptr(unsafe.Pointer(&src[0]))), Len: uint64(len(src)), Mode: uint64(mode)}
+	c := kabi.UffdioCopy{Dst: dst, Src: unsafe.Pointer(&src[0]), Len: uint64(len(src)), Mode: uint64(mode)}
 	err = f.ioctl(kabi.UFFDIO_COPY, unsafe.Pointer(&c))
 	runtime.KeepAlive(src)
 	if c.Copy > 0 {
 		n = int(c.Copy)
 	}
 	if err != nil {
-		return n, fmt.Errorf("copy %d bytes to %#x via uffd %d: %w", len(src), dst, f.fd, classify(err))
+		return n, fmt.Errorf("copy %d bytes to %#x via uffd %d: %w", len(src), dst, f.num, classify(err))
 	}
 	return n, nil
 }
@@ -213,7 +228,7 @@ func (f *FD) ZeroPage(start, length uint64, mode CopyMode) (n int, err error) {
 		n = int(z.Zeropage)
 	}
 	if err != nil {
-		return n, fmt.Errorf("zero [%#x, %#x) via uffd %d: %w", start, start+length, f.fd, classify(err))
+		return n, fmt.Errorf("zero [%#x, %#x) via uffd %d: %w", start, start+length, f.num, classify(err))
 	}
 	return n, nil
 }
@@ -229,7 +244,7 @@ func (f *FD) Poison(start, length uint64, mode CopyMode) (n int, err error) {
 		n = int(p.Updated)
 	}
 	if err != nil {
-		return n, fmt.Errorf("poison [%#x, %#x) via uffd %d: %w", start, start+length, f.fd, classify(err))
+		return n, fmt.Errorf("poison [%#x, %#x) via uffd %d: %w", start, start+length, f.num, classify(err))
 	}
 	return n, nil
 }
@@ -266,7 +281,7 @@ func (f *FD) ReadMsgs(buf []Msg) ([]Msg, error) {
 	case unix.EAGAIN:
 		return buf[:0], nil
 	default:
-		return buf[:0], fmt.Errorf("read events from uffd %d: %w", f.fd, os.NewSyscallError("read", errno))
+		return buf[:0], fmt.Errorf("read events from uffd %d: %w", f.num, os.NewSyscallError("read", errno))
 	}
 	n := int(r) / kabi.SizeofUffdMsg
 	for i := range n {
@@ -305,13 +320,13 @@ func (f *FD) Wait(timeout time.Duration) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("wait on uffd %d: %w", f.fd, os.NewSyscallError("poll", err))
+			return false, fmt.Errorf("wait on uffd %d: %w", f.num, os.NewSyscallError("poll", err))
 		}
 		if n == 0 {
 			return false, nil
 		}
 		if pfd[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
-			return false, fmt.Errorf("wait on uffd %d: poll revents %#x (API handshake not done?)", f.fd, pfd[0].Revents)
+			return false, fmt.Errorf("wait on uffd %d: poll revents %#x (API handshake not done?)", f.num, pfd[0].Revents)
 		}
 		if pfd[0].Revents&unix.POLLIN != 0 {
 			return true, nil

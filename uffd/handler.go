@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,15 @@ type HandlerConfig struct {
 	Log zerolog.Logger
 	// Trace keeps a FaultRecord per fault for Trace and WriteTrace.
 	Trace bool
+	// OnFork, if set, is called with the uffd of each forked child the
+	// handler adopts (e.g. to hand a reference to a keeper); an error is
+	// logged.
+	OnFork func(uffd int) error
+	// BeforeClose, if set, is called once when the handler is about to
+	// close the uffds for good: every page is in, or every missing page is
+	// poisoned (or its process killed). Another holder of the uffds can let
+	// go then.
+	BeforeClose func()
 }
 
 // A Handler serves the missing-page faults of a restored process (and of
@@ -83,7 +94,8 @@ type Handler struct {
 	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
 	arrGot   []bool // page arrBase+k got installed in some member
 
-	evfd int // eventfd waking the Run loop: source data, ctx, Close
+	evfd  int // eventfd waking the Run loop: source data, ctx, Close
+	pidfd int // pidfd of cfg.PID (-1 if none): readable once it exited
 
 	// life guards the Run/Close handshake.
 	life    sync.Mutex
@@ -112,8 +124,12 @@ type lazyRun struct{ dump, n, base uint64 }
 // member is one process served by the handler: the restored process or a
 // child it forked (with its own uffd).
 type member struct {
-	fd        *FD
+	fd *FD
+	// pid is the process's pid; 0 for a forked child until it is known
+	// (the FORK event comes before the child has a pid: it is learnt from
+	// its first fault's thread id, or looked up among parent's children).
 	pid       int
+	parent    int   // a forked child's parent pid (0 for the restored process)
 	segs      []seg // current → dump-time translation, sorted by cur
 	installed bitmap
 	dropped   bitmap
@@ -157,7 +173,7 @@ func (h *Handler) dumpOf(i uint64) uint64 {
 // handshake with FeaturesNonCooperative|FeatureThreadID) and returns a
 // handler for them. The handler owns fd from now on, also on error.
 func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
-	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1,
+	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1, pidfd: -1,
 		runDone: make(chan struct{}), arm: make(chan struct{}, 1), disarm: make(chan struct{})}
 	if ps, ok := cfg.Source.(PrioritySource); ok {
 		h.replies = ps.Replies()
@@ -207,6 +223,16 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		return fail(fmt.Errorf("create lazy-pages handler wakeup eventfd: %w", os.NewSyscallError("eventfd2", err)))
 	}
 	h.evfd = ev
+	if cfg.PID > 0 {
+		// An exited process is noticed through its pidfd (pidfd_open(2):
+		// readable once it terminated), not only when an ioctl fails ESRCH:
+		// a process that exits between faults must not leave Run waiting.
+		if pfd, err := unix.PidfdOpen(cfg.PID, 0); err == nil {
+			h.pidfd = pfd
+		} else {
+			h.log.Debug().Err(err).Int("pid", cfg.PID).Msg("pidfd_open: exit noticed through ESRCH only")
+		}
+	}
 	h.inflight, h.acked = newBitmap(h.total), newBitmap(h.total)
 	m.installed, m.dropped, m.needed = newBitmap(h.total), newBitmap(h.total), h.total
 	h.members, h.primary = []*member{m}, m
@@ -369,6 +395,11 @@ func (h *Handler) Close() error {
 	if cerr := unix.Close(h.evfd); cerr != nil && err == nil {
 		err = fmt.Errorf("close eventfd %d: %w", h.evfd, os.NewSyscallError("close", cerr))
 	}
+	h.evfd = -1
+	if h.pidfd >= 0 {
+		unix.Close(h.pidfd)
+		h.pidfd = -1
+	}
 	return err
 }
 
@@ -495,6 +526,10 @@ func (h *Handler) loop(ctx context.Context) error {
 		for _, m := range h.members {
 			pfds = append(pfds, unix.PollFd{Fd: int32(m.fd.Fd()), Events: unix.POLLIN})
 		}
+		watchPID := h.pidfd >= 0 && !h.primary.gone
+		if watchPID {
+			pfds = append(pfds, unix.PollFd{Fd: int32(h.pidfd), Events: unix.POLLIN})
+		}
 		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("wait on uffds of pid %d: %w", h.cfg.PID, os.NewSyscallError("poll", err))
 		}
@@ -506,7 +541,20 @@ func (h *Handler) loop(ctx context.Context) error {
 			armed = false
 		default:
 		}
-		for k, m := range slices.Clone(h.members) {
+		members := slices.Clone(h.members)
+		if watchPID && pfds[len(pfds)-1].Revents != 0 {
+			// Read what it left first: a fault it raised is answered before
+			// ESRCH would tell, and its events are accounted.
+			if err := h.drain(h.primary, msgs[:]); err != nil {
+				h.log.Warn().Err(err).Int("pid", h.cfg.PID).Msg("read the last events of an exited process")
+			}
+			h.log.Debug().Int("pid", h.cfg.PID).Msg("process exited")
+			h.removeMember(h.primary)
+		}
+		for k, m := range members {
+			if m.gone {
+				continue
+			}
 			if re := pfds[k+1].Revents; re&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
 				h.log.Warn().Int("pid", m.pid).Int("uffd", m.fd.Fd()).Msgf("uffd poll revents %#x: dropping member", re)
 				h.removeMember(m)
@@ -639,12 +687,13 @@ func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
 	case EventPageFault:
 		return h.fault(m, msg.PageFault, now)
 	case EventRemove:
-		h.drop(m, msg.Remove.Start, msg.Remove.End, true)
+		return h.drop(m, msg.Remove.Start, msg.Remove.End, true)
 	case EventUnmap:
-		h.drop(m, msg.Unmap.Start, msg.Unmap.End, false)
+		err := h.drop(m, msg.Unmap.Start, msg.Unmap.End, false)
 		m.cut(msg.Unmap.Start, msg.Unmap.End)
+		return err
 	case EventRemap:
-		h.remap(m, msg.Remap)
+		return h.remap(m, msg.Remap)
 	case EventFork:
 		return h.fork(m, msg.Fork.UFD)
 	default:
@@ -654,6 +703,11 @@ func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
 }
 
 func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
+	if m.pid == 0 && pf.TID > 0 {
+		// A thread of the child: kill(2) of a thread id signals its whole
+		// thread group, which is what the SIGBUS fallback needs.
+		m.pid = pf.TID
+	}
 	addr := pf.Addr &^ (PageSize - 1)
 	p := &pending{rec: FaultRecord{Addr: addr, PID: m.pid, TID: pf.TID, Read: now}}
 	h.mu.Lock()
@@ -669,7 +723,7 @@ func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 		return h.zero(m, addr, p)
 	}
 	if m.installed.get(i) {
-		if err := m.fd.Wake(addr, PageSize); err != nil {
+		if err := h.wake(m, addr); err != nil {
 			return fmt.Errorf("serve fault at %#x of pid %d: %w", addr, m.pid, err)
 		}
 		p.rec.Path = PathPresent
@@ -711,7 +765,7 @@ func (h *Handler) zero(m *member, addr uint64, p *pending) error {
 		h.stats.Pages.Zero++
 		h.mu.Unlock()
 	case errors.Is(err, ErrExist):
-		if err := m.fd.Wake(addr, PageSize); err != nil {
+		if err := h.wake(m, addr); err != nil {
 			return fmt.Errorf("serve fault at %#x of pid %d: %w", addr, m.pid, err)
 		}
 		p.rec.Path = PathPresent
@@ -723,13 +777,28 @@ func (h *Handler) zero(m *member, addr uint64, p *pending) error {
 		return nil
 	default:
 		// The range is no longer registered (it was unmapped): the thread
-		// refaults and gets what the kernel gives it.
-		h.log.Warn().Err(err).Int("pid", m.pid).Msg("zero page")
-		m.fd.Wake(addr, PageSize)
+		// refaults and gets what the kernel gives it. If it cannot even be
+		// woken it would sleep for good: that is an error of the handler.
+		h.log.Warn().Err(err).Int("pid", m.pid).Uint64("addr", addr).Msg("zero page")
+		if werr := h.wake(m, addr); werr != nil {
+			return fmt.Errorf("serve fault at %#x of pid %d: %w (after %w)", addr, m.pid, werr, err)
+		}
 		p.rec.Path = PathAborted
 	}
 	h.finishFault(p, h.now())
 	return nil
+}
+
+// wake wakes the threads waiting on the page at addr in m. A process that
+// is gone is removed (not an error); any other failure is returned: the
+// thread would otherwise sleep for good.
+func (h *Handler) wake(m *member, addr uint64) error {
+	err := m.fd.Wake(addr, PageSize)
+	if errors.Is(err, ErrGone) {
+		h.removeMember(m)
+		return nil
+	}
+	return err
 }
 
 func (h *Handler) finishFault(p *pending, now time.Duration) {
@@ -842,7 +911,7 @@ func (h *Handler) copyRun(m *member, cur, j uint64, buf []byte, pushed bool, rep
 			pg := j + uint64(off)/PageSize
 			hadWaiters := len(m.waiters[pg]) > 0
 			if hadWaiters {
-				if werr := m.fd.Wake(cur+uint64(off), PageSize); werr != nil {
+				if werr := h.wake(m, cur+uint64(off)); werr != nil {
 					return fmt.Errorf("install page %#x into pid %d: %w", cur+uint64(off), m.pid, werr)
 				}
 			}
@@ -998,9 +1067,12 @@ func (h *Handler) sample() {
 // drop marks the lazy pages of current range [a, b) dropped (madvise
 // DONTNEED/REMOVE, munmap): they must never be filled with source data. A
 // fault waiting there gets a zero page (removed) or is woken (unmapped).
-func (h *Handler) drop(m *member, a, b uint64, removed bool) {
+// The first failure to answer a waiting fault is returned, after the
+// bookkeeping is complete.
+func (h *Handler) drop(m *member, a, b uint64, removed bool) error {
 	a &^= PageSize - 1
 	var ackRuns [][2]uint64
+	var err error
 	m.forDump(a, b, func(cur, dump, n uint64) {
 		h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
 			for i := i0; i < i0+cnt; i++ {
@@ -1017,9 +1089,13 @@ func (h *Handler) drop(m *member, a, b uint64, removed bool) {
 					at := cur + (d - dump) + (i-i0)*PageSize
 					for _, p := range ws {
 						if removed {
-							h.zero(m, at, p)
+							if e := h.zero(m, at, p); e != nil && err == nil {
+								err = e
+							}
 						} else {
-							m.fd.Wake(at, PageSize)
+							if e := h.wake(m, at); e != nil && err == nil {
+								err = fmt.Errorf("wake fault at %#x of pid %d after munmap: %w", at, m.pid, e)
+							}
 							p.rec.Path = PathAborted
 							h.finishFault(p, h.now())
 						}
@@ -1032,17 +1108,18 @@ func (h *Handler) drop(m *member, a, b uint64, removed bool) {
 	for _, r := range ackRuns {
 		h.ackDone(r[0], r[1])
 	}
+	return err
 }
 
 // remap moves the translation of [From, From+Len) to To (mremap(2)).
 // Threads waiting on the old addresses are woken: they refault at the old
 // address, which is no longer mapped.
-func (h *Handler) remap(m *member, r Remap) {
+func (h *Handler) remap(m *member, r Remap) error {
 	if r.From == r.To || r.Len == 0 {
-		return
+		return nil
 	}
 	// Whatever was at the destination was unmapped first.
-	h.drop(m, r.To, r.To+r.Len, false)
+	err := h.drop(m, r.To, r.To+r.Len, false)
 	m.cut(r.To, r.To+r.Len)
 	m.forDump(r.From, r.From+r.Len, func(cur, dump, n uint64) {
 		h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
@@ -1052,7 +1129,9 @@ func (h *Handler) remap(m *member, r Remap) {
 					continue
 				}
 				old := cur + (d - dump) + (i-i0)*PageSize
-				m.fd.Wake(old, PageSize)
+				if e := h.wake(m, old); e != nil && err == nil {
+					err = fmt.Errorf("wake fault at %#x of pid %d after mremap: %w", old, m.pid, e)
+				}
 				delete(m.waiters, i)
 				for _, p := range ws {
 					p.rec.Path = PathAborted
@@ -1067,17 +1146,51 @@ func (h *Handler) remap(m *member, r Remap) {
 		m.segs = append(m.segs, s)
 	}
 	slices.SortFunc(m.segs, func(a, b seg) int { return cmpU(a.cur, b.cur) })
+	return err
 }
 
+// adoptFork takes the uffd of a forked child (a FORK event's fd). A test
+// replaces it to make adoption fail.
+var adoptFork = FromFd
+
 // fork adds the child of m, served through ufd, with a copy of m's state.
+// If the uffd cannot be adopted the child can never be served: its pages
+// still needed are poisoned through the raw fd (or, without
+// UFFDIO_POISON, the child is killed) before the fd is closed, so they
+// never read as zeros.
 func (h *Handler) fork(m *member, ufd int) error {
-	fd, err := FromFd(ufd)
-	if err != nil {
-		return fmt.Errorf("adopt uffd of a child of pid %d: %w", m.pid, err)
-	}
-	c := &member{fd: fd, segs: slices.Clone(m.segs), installed: slices.Clone(m.installed),
+	c := &member{segs: slices.Clone(m.segs), installed: slices.Clone(m.installed), parent: m.pid,
 		dropped: slices.Clone(m.dropped), needed: m.needed, waiters: map[uint64][]*pending{}, canPoison: m.canPoison}
+	raw, err := unix.Dup(ufd) // kept until the child is served or poisoned
+	if err != nil {
+		raw = -1
+	} else {
+		unix.CloseOnExec(raw)
+	}
+	fd, err := adoptFork(ufd) // owns ufd, also on error
+	if err != nil {
+		h.log.Error().Err(err).Int("parent", m.pid).Uint64("needed", c.needed).
+			Msg("cannot adopt the uffd of a forked child: poisoning its lazy pages")
+		if raw < 0 {
+			h.killChild(c, unix.SIGKILL)
+			return nil
+		}
+		c.fd = &FD{fd: raw, wake: -1, num: raw}
+		h.members = append(h.members, c)
+		h.poisonMember(c)
+		h.removeMember(c)
+		return nil
+	}
+	if raw >= 0 {
+		unix.Close(raw)
+	}
+	c.fd = fd
 	h.members = append(h.members, c)
+	if h.cfg.OnFork != nil {
+		if err := h.cfg.OnFork(fd.Fd()); err != nil {
+			h.log.Warn().Err(err).Int("parent", m.pid).Msg("hand the forked child's uffd over")
+		}
+	}
 	for _, r := range slices.Clone(h.retries) {
 		if r.m == m && r.data != nil {
 			r.m = c
@@ -1144,6 +1257,10 @@ func (h *Handler) finish(cause error) error {
 	if cause != nil && !errors.Is(cause, ErrGone) {
 		lost = h.poisonAll()
 	}
+	if h.cfg.BeforeClose != nil {
+		h.cfg.BeforeClose()
+		h.cfg.BeforeClose = nil
+	}
 	for _, m := range h.members {
 		m.gone = true
 		m.fd.Close()
@@ -1164,8 +1281,19 @@ func (h *Handler) poisonAll() uint64 {
 	var lost uint64
 	// Index loop: an event handled while poisoning may add a forked child.
 	for mi := 0; mi < len(h.members); mi++ {
-		m := h.members[mi]
-		lost += m.needed
+		lost += h.poisonMember(h.members[mi])
+	}
+	h.mu.Lock()
+	h.stats.Lost += lost
+	h.mu.Unlock()
+	return lost
+}
+
+// poisonMember poisons every page m still needs, or kills it with SIGBUS
+// when poisoning is not possible, and returns how many pages it needed.
+func (h *Handler) poisonMember(m *member) uint64 {
+	lost := m.needed
+	{
 		var poisoned uint64
 		// A pass stops when an event changed the layout; poisoned pages
 		// are marked dropped, so the next pass only does what is left.
@@ -1193,9 +1321,9 @@ func (h *Handler) poisonAll() uint64 {
 				break
 			}
 		}
-		if m.needed > 0 && !m.gone && !m.canPoison && m.pid > 0 {
-			h.log.Error().Int("pid", m.pid).Uint64("pages", m.needed).Msg("cannot poison lost pages: sending SIGBUS")
-			unix.Kill(m.pid, unix.SIGBUS)
+		if m.needed > 0 && !m.gone {
+			h.log.Error().Int("pid", m.pid).Uint64("pages", m.needed).Msg("cannot poison lost pages: killing the process with SIGBUS")
+			h.killChild(m, unix.SIGBUS)
 		}
 		h.mu.Lock()
 		h.stats.Poisoned += poisoned
@@ -1208,10 +1336,58 @@ func (h *Handler) poisonAll() uint64 {
 		}
 		m.waiters = map[uint64][]*pending{}
 	}
-	h.mu.Lock()
-	h.stats.Lost += lost
-	h.mu.Unlock()
 	return lost
+}
+
+// killChild sends sig to m's process. A forked child whose pid is not
+// known yet is looked up among its parent's children that are not members
+// with a known pid; if that is ambiguous, each candidate gets sig (each is
+// a fork of the restored process sharing its lazy memory: better dead
+// than running on zeros).
+func (h *Handler) killChild(m *member, sig unix.Signal) {
+	pids := []int{m.pid}
+	if m.pid == 0 {
+		pids = h.unknownChildren(m.parent)
+		if len(pids) == 1 {
+			m.pid = pids[0]
+		}
+	}
+	if len(pids) == 0 {
+		h.log.Error().Int("parent", m.parent).Msg("forked child with lost pages not found: it may read zeros")
+		return
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			h.log.Error().Err(err).Int("pid", pid).Stringer("signal", sig).Msg("kill a process with lost pages")
+		}
+	}
+}
+
+// unknownChildren lists the children of parent (from
+// /proc/PARENT/task/*/children, see proc(5)) that are not members with a
+// known pid.
+func (h *Handler) unknownChildren(parent int) []int {
+	if parent <= 0 {
+		return nil
+	}
+	known := map[int]bool{}
+	for _, m := range h.members {
+		known[m.pid] = true
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", parent))
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", parent, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && !known[pid] {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
 }
 
 // poison poisons cnt pages at at (lazy pages i, i+1, ...) of m with
@@ -1248,10 +1424,17 @@ func (h *Handler) poison(m *member, at, i, cnt uint64) (uint64, bool) {
 			// poisoning wakes those on lazy pages, closing the uffd those
 			// on other pages (which then read zeros, as they should).
 			var buf [maxRead]Msg
-			msgs, _ := m.fd.ReadMsgs(buf[:])
+			msgs, rerr := m.fd.ReadMsgs(buf[:])
+			if rerr != nil {
+				h.log.Warn().Err(rerr).Int("pid", m.pid).Msg("poison lazy pages: read events")
+				m.canPoison = false
+				return done, false
+			}
 			for _, msg := range msgs {
 				if msg.Event != EventPageFault {
-					h.handle(m, msg, h.now())
+					if herr := h.handle(m, msg, h.now()); herr != nil {
+						h.log.Warn().Err(herr).Int("pid", m.pid).Stringer("event", msg.Event).Msg("poison lazy pages: handle event")
+					}
 				}
 			}
 			return done, true

@@ -2,6 +2,7 @@ package uffd
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,50 @@ int main(void) {
 // for the child is installed in both, and Run completes when neither needs
 // a page.
 func TestHandlerFork(t *testing.T) {
+	const pages = 64
+	ws, runErr, h, src := runForker(t)
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("workload ended with %v (exit status %d)", ws, ws.ExitStatus())
+	}
+	if runErr != nil {
+		t.Errorf("Run = %v", runErr)
+	}
+	s := h.Stats()
+	// 16 faults before the fork in the parent, 48 in the child; the parent
+	// finds 16..63 installed by the child's requests.
+	if s.Faults != pages || s.Requests != pages || s.Pages.Fault != pages || s.Bytes != (pages+48)*PageSize {
+		t.Errorf("stats %+v", s)
+	}
+	for a, n := range src.requested {
+		if n != 1 {
+			t.Errorf("page %#x requested %d times", a, n)
+		}
+	}
+	tr2 := h.Trace()
+	t.Logf("next-page faults %d of %d\n%s", Summarize(tr2.Faults).NextPage, len(tr2.Faults), s)
+}
+
+// TestHandlerForkAdoptFails: the child's uffd cannot be adopted. Its lazy
+// pages must not read as zeros (the child would _exit(20)): they are
+// poisoned, the child dies of SIGBUS on the first one and the parent
+// reports that (exit 13).
+func TestHandlerForkAdoptFails(t *testing.T) {
+	adoptFork = func(fd int) (*FD, error) {
+		unix.Close(fd)
+		return nil, errors.New("adoption refused by the test")
+	}
+	defer func() { adoptFork = FromFd }()
+	ws, runErr, _, _ := runForker(t)
+	if !ws.Exited() || ws.ExitStatus() != 13 {
+		t.Errorf("workload ended with %v (exit status %d), want exit 13 (child killed by a signal; 20 = child read zeros)", ws, ws.ExitStatus())
+	}
+	t.Logf("Run = %v", runErr)
+}
+
+// runForker runs forkProg served by a Handler until the workload exits and
+// Run returns.
+func runForker(t *testing.T) (unix.WaitStatus, error, *Handler, *fakeSource) {
+	t.Helper()
 	needRoot(t)
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -115,13 +160,13 @@ func TestHandlerFork(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := newFakeSource(base, pattern(base, pages), false)
-	defer src.close()
+	t.Cleanup(src.close)
 	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{Start: base, End: base + pages*PageSize, Lazy: []Run{{base, pages}}}},
 		Source: src, PID: p.Pid, Trace: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	t.Cleanup(func() { h.Close() })
 	run := make(chan error, 1)
 	go func() { run <- h.Run(context.Background()) }()
 	if err := p.Release(); err != nil {
@@ -139,35 +184,19 @@ func TestHandlerFork(t *testing.T) {
 		}
 		exited <- ws
 	}()
+	var ws unix.WaitStatus
 	select {
-	case ws := <-exited:
-		if !ws.Exited() || ws.ExitStatus() != 0 {
-			t.Errorf("workload ended with %v (exit status %d)", ws, ws.ExitStatus())
-		}
+	case ws = <-exited:
 	case <-time.After(hang):
 		unix.Kill(p.Pid, unix.SIGKILL)
 		<-exited
 		t.Fatal("workload hung")
 	}
+	var runErr error
 	select {
-	case err := <-run:
-		if err != nil {
-			t.Errorf("Run = %v", err)
-		}
+	case runErr = <-run:
 	case <-time.After(hang):
 		t.Fatal("Run did not complete")
 	}
-	s := h.Stats()
-	// 16 faults before the fork in the parent, 48 in the child; the parent
-	// finds 16..63 installed by the child's requests.
-	if s.Faults != pages || s.Requests != pages || s.Pages.Fault != pages || s.Bytes != (pages+48)*PageSize {
-		t.Errorf("stats %+v", s)
-	}
-	for a, n := range src.requested {
-		if n != 1 {
-			t.Errorf("page %#x requested %d times", a, n)
-		}
-	}
-	tr2 := h.Trace()
-	t.Logf("next-page faults %d of %d\n%s", Summarize(tr2.Faults).NextPage, len(tr2.Faults), s)
+	return ws, runErr, h, src
 }

@@ -172,12 +172,12 @@ func printDumpStats(w io.Writer, st *dump.Stats) {
 }
 
 func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
 	}
 	if o.insecure && token != nil {
-		return usagef("--insecure and $%s exclude each other", TokenEnv)
+		return usagef("--insecure and $%s exclude each other", tokenEnv)
 	}
 	tlsConf, err := o.conn.serverTLS()
 	if err != nil {
@@ -260,7 +260,7 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 	case o.conn.tokenFile != "":
 		cmd += " --token " + o.conn.tokenFile + " # a copy of the file"
 	case len(token) > 0:
-		cmd = TokenEnv + "=" + hex.EncodeToString(token) + " " + cmd
+		cmd = tokenEnv + "=" + hex.EncodeToString(token) + " " + cmd
 	}
 	if o.conn.tlsCert != "" {
 		cmd += " --tls-cert CERT --tls-key KEY --tls-ca CA"
@@ -277,7 +277,7 @@ func adoptDirFlag(dir string) string {
 
 // runAdopt serves a stopped original again (migrate.Adopt).
 func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions) error {
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,8 @@ func imgSet() *image.Set {
 			{Start: 0x400000, End: 0x401000, Prot: 5, File: exe, Kind: pb.VmaKind_VMA_KIND_FILE, Pages: runs(0x400000, 1, file), Name: exe.Path},
 			{Start: 0x401000, End: 0x403000, Prot: 3, Offset: 0x1000, File: exe, Kind: pb.VmaKind_VMA_KIND_FILE, Pages: runs(0x401000, 1, eager, 1, file), Name: exe.Path},
 			{Start: 0x403000, End: 0x407000, Prot: 3, Kind: pb.VmaKind_VMA_KIND_HEAP, Pages: runs(0x403000, 2, lazy, 2, zero), Name: "[heap]"},
-			{Start: 0x7f5500000000, End: 0x7f5500010000, Prot: 3, Kind: pb.VmaKind_VMA_KIND_ANON, Pages: runs(0x7f5500000000, 1, eager, 10, lazy, 5, zero)},
+			{Start: 0x7f5500000000, End: 0x7f5500010000, Prot: 3, Kind: pb.VmaKind_VMA_KIND_ANON, Pages: runs(0x7f5500000000, 1, eager, 10, lazy, 5, zero),
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "dc", "ac", "wf", "nh", "lo", "lf"}},
 			{Start: 0x7f5500010000, End: 0x7f5500012000, Prot: 3, Shared: true, Kind: pb.VmaKind_VMA_KIND_SHARED_ANON, Pages: runs(0x7f5500010000, 2, eager), Name: "/dev/zero (deleted)"},
 			{Start: 0x7ffd00000000, End: 0x7ffd00020000, Prot: 3, Kind: pb.VmaKind_VMA_KIND_STACK, Pages: runs(0x7ffd00000000, 30, zero, 2, eager), Name: "[stack]"},
 			{Start: 0x7ffd00100000, End: 0x7ffd00104000, Prot: 1, Kind: pb.VmaKind_VMA_KIND_VVAR, Name: "[vvar]"},
@@ -98,9 +99,10 @@ func imgSet() *image.Set {
 			{Start: 0x7ffd00106000, End: 0x7ffd00108000, Prot: 5, Kind: pb.VmaKind_VMA_KIND_VDSO, Pages: runs(0x7ffd00106000, 2, eager), Name: "[vdso]"},
 			{Start: 0xffffffffff600000, End: 0xffffffffff601000, Prot: 4, Kind: pb.VmaKind_VMA_KIND_VSYSCALL, Name: "[vsyscall]"},
 		},
-		Mm:   &pb.MmFields{StartCode: 0x400000, EndCode: 0x400fff, StartBrk: 0x403000, Brk: 0x405000},
-		Auxv: []uint64{33, 0x7ffd00106000, 6, ps, 0, 0},
-		Exe:  exe,
+		Mm:    &pb.MmFields{StartCode: 0x400000, EndCode: 0x400fff, StartBrk: 0x403000, Brk: 0x405000},
+		Auxv:  []uint64{33, 0x7ffd00106000, 6, ps, 0, 0},
+		Exe:   exe,
+		Attrs: &pb.MmAttrs{Mlockall: unix.MCL_FUTURE, ThpDisable: 1},
 	}
 	var off uint64
 	for _, v := range mm.Vmas {
@@ -137,7 +139,8 @@ func imgSet() *image.Set {
 			Cwd:     "/srv", Root: "/",
 			Sigactions: []*pb.SigAction{{Signo: int32(unix.SIGINT), Handler: 0x401500, Flags: 0x04000000, Restorer: 0x401600},
 				{Signo: int32(unix.SIGPIPE), Handler: 1}},
-			Argv: []string{"pingpong", "10.0.0.1:9000"},
+			Argv:     []string{"pingpong", "10.0.0.1:9000"},
+			Dumpable: 1, Pdeathsig: uint32(unix.SIGTERM), NoNewPrivs: true,
 		}}},
 		Memory: map[uint32]*pb.MemoryMap{imgPid: mm},
 		Fds:    map[uint32]*pb.FdTable{imgPid: fds},

@@ -2,14 +2,22 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/lazycr/lazycr/migrate"
 	"github.com/lazycr/lazycr/netfix"
+	"github.com/lazycr/lazycr/pageserver"
 	"github.com/lazycr/lazycr/restore"
 
 	"github.com/spf13/cobra"
@@ -28,6 +36,7 @@ type restoreOptions struct {
 	conn       connFlags
 	netPolicy  string
 	netIface   string
+	waitSource time.Duration
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -57,13 +66,44 @@ is touched while the rest streams in the background. restore then prints the
 pid, serves faults until every page is in, tells the source DONE, prints a
 fault-latency summary and exits 0. --trace writes a Chrome/Perfetto trace
 (open it in ui.perfetto.dev). --detach returns as soon as the process runs and
-leaves the handler in the background, logging to --log-file.`,
+leaves the handler in the background, logging to --log-file.
+
+The page server's secret is the --token file or, without --token, the hex
+value of the environment variable LAZYCR_TOKEN (dump --lazy prints the
+command line that sets it when it made a one-time secret).
+
+Interrupting (SIGINT, Ctrl-C, or SIGTERM) before the process resumed rolls
+the restore back: the source releases the original, which runs on. After the
+resume the process here is the only running copy and part of its memory is
+still on the source, so the first interrupt only says how much is left and
+the transfer carries on. A second interrupt within 5s aborts: the process
+here is killed outright (never left running on missing memory), and the
+source is told, so it keeps the original stopped; restore exits 1.
+
+While pages are still missing, a small keeper process (lazycr, in a session
+of its own) holds a second reference to the process's userfaultfd. If this
+restore dies (SIGKILL, a crash) before every page is in, the keeper kills the
+process and says so on stderr: without a handler its missing memory would
+read as zeros, so it is never left running.
+
+After the resume a lost connection is redialled for --reconnect-timeout; a
+source that falls silent (network partition, dead host) is noticed after a
+third of --reconnect-timeout (at least 2s, at most 10s) and redialled the
+same way. If the source is gone for good, the pages still missing are
+poisoned: the process dies of SIGBUS when it touches one, never reads zeros.
+
+If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
+for --wait-source (5s), then gives up; pass a longer --wait-source when the
+target is started before the source.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
   lazycr restore --lazy-from 10.0.0.2:27000
   lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if v := os.Getenv(migrate.KeeperFdEnv); v != "" {
+				return runKeeper(g, v)
+			}
 			if (o.dir == "") == (o.lazyFrom == "") {
 				return usagef("restore needs exactly one of -D DIR or --lazy-from HOST:PORT")
 			}
@@ -75,6 +115,9 @@ leaves the handler in the background, logging to --log-file.`,
 			}
 			if _, err := netfix.ParsePolicy(o.netPolicy); err != nil {
 				return usagef("--net-policy %q: use rebind, takeover or fail", o.netPolicy)
+			}
+			if o.waitSource <= 0 {
+				return usagef("--wait-source must be positive")
 			}
 			if o.lazyFrom != "" {
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
@@ -124,6 +167,7 @@ leaves the handler in the background, logging to --log-file.`,
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
 	f.StringVar(&o.netPolicy, "net-policy", "rebind", "a socket whose local address does not exist here: rebind (take this host's source address toward the peer, same port), takeover (add the address here, with a gratuitous ARP) or fail")
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
+	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
 	o.conn.register(f)
 	return cmd
 }
@@ -147,7 +191,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if o.detach && os.Getenv(detachEnv) == "" {
 		return detachRestore(ctx, g)
 	}
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
 	}
@@ -161,7 +205,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 		progress = f
 	}
 	opts := migrate.TargetOptions{
-		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
+		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
 		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
 		Net: o.netOptions(),
 		Resumed: func(pid int) {
@@ -173,11 +217,62 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if progress != nil {
 		opts.Progress = progress
 	}
+	// After the resume an interrupt must not throw the only running copy
+	// away: migrate.Target applies the policy (see --help).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	opts.Interrupts, opts.Notice = sigs, g.stderr
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find lazycr's executable for the keeper: %w", err)
+	}
+	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
 	if res != nil && res.PID != 0 {
 		printTargetSummary(g, o, res, err)
 	}
 	return err
+}
+
+// runKeeper is the keeper of a lazy restore (see migrate.RunKeeper): a
+// lazycr re-executed by restore --lazy-from with its socket as fd v.
+func runKeeper(g *globals, v string) error {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return fmt.Errorf("%s=%q is not a keeper socket fd", migrate.KeeperFdEnv, v)
+	}
+	os.Unsetenv(migrate.KeeperFdEnv)
+	if err := migrate.RunKeeper(fd, g.stderr); err != nil {
+		if !errors.Is(err, migrate.ErrHandlerDied) { // that one is told already
+			fmt.Fprintf(g.stderr, "lazycr keeper: %v\n", err)
+		}
+		return errSilentFailure
+	}
+	return nil
+}
+
+// tokenEnv names the environment variable holding the session secret in
+// hex, as printed by `lazycr dump --lazy` when it made a one-time secret
+// ("LAZYCR_TOKEN=<hex> lazycr restore --lazy-from HOST:PORT").
+const tokenEnv = "LAZYCR_TOKEN"
+
+// lazyToken is the secret to present to the page server: the --token file
+// if given (it wins), else env (the value of LAZYCR_TOKEN) hex-decoded, else
+// none.
+func lazyToken(c *connFlags, env string) ([]byte, error) {
+	if c.tokenFile != "" {
+		return c.token()
+	}
+	env = strings.TrimSpace(env)
+	if env == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(env)
+	if err != nil || len(b) == 0 {
+		return nil, usagef("%s is not a hex-encoded secret (as printed by lazycr dump --lazy)", tokenEnv)
+	}
+	return b, nil
 }
 
 func (o *restoreOptions) netOptions() migrate.NetOptions {

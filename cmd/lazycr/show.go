@@ -4,14 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/procattr"
+	"github.com/lazycr/lazycr/vmattr"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -119,7 +121,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 				rseq = fmt.Sprintf("%#x", t.Rseq.Addr)
 			}
 			fmt.Fprintf(tw, "  %d\t%#x\t%#x\t%#x\t%s\t%d\t%s\t%s\n", t.Tid, t.Regs.GetRip(), t.Regs.GetRsp(), t.Regs.GetFsBase(),
-				sigset(t.Sigmask), len(t.Pending), alt, rseq)
+				files.Sigset(t.Sigmask), len(t.Pending), alt, rseq)
 		}
 		tw.Flush()
 
@@ -137,6 +139,9 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		if len(p.SharedPending) > 0 {
 			fmt.Fprintf(w, "  process-wide pending signals: %d\n", len(p.SharedPending))
 		}
+		if a := procattr.Show(p); a != "" {
+			fmt.Fprintf(w, "  attributes: %s\n", a)
+		}
 
 		if mm := s.Memory[p.Pid]; mm != nil {
 			writeMemoryText(w, mm)
@@ -151,16 +156,23 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 func writeMemoryText(w io.Writer, mm *pb.MemoryMap) {
 	fmt.Fprintf(w, "\nMemory of pid %d: %d VMAs, %s of eager page data\n", mm.Pid, len(mm.Vmas), humanBytes(mm.PagesBytes))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\tNAME")
+	fmt.Fprintln(tw, "  START\tEND\tSIZE\tPROT\tKIND\tZERO\tEAGER\tLAZY\tFILE\tNAME\tATTRS")
 	var total image.PageCounts
 	for _, v := range mm.Vmas {
 		c := image.CountPages(v)
 		total = total.Add(c)
-		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
-			kindString(v.Kind), c.Zero, c.Eager, c.Lazy, c.File, v.Name)
+		name := v.Name
+		if name == "" {
+			name = "-"
+		}
+		fmt.Fprintf(tw, "  %x\t%x\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", v.Start, v.End, humanBytes(v.End-v.Start), protString(v.Prot, v.Shared),
+			kindString(v.Kind), c.Zero, c.Eager, c.Lazy, c.File, name, vmattr.Show(v))
 	}
-	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t\n", total.Zero, total.Eager, total.Lazy, total.File)
+	fmt.Fprintf(tw, "  \t\t\t\ttotal\t%d\t%d\t%d\t%d\t\t\n", total.Zero, total.Eager, total.Lazy, total.File)
 	tw.Flush()
+	if a := vmattr.ShowMM(mm.Attrs); a != "" {
+		fmt.Fprintf(w, "  address space: %s\n", a)
+	}
 }
 
 func writeFdsText(w io.Writer, t *pb.FdTable) {
@@ -169,7 +181,7 @@ func writeFdsText(w io.Writer, t *pb.FdTable) {
 	fmt.Fprintln(tw, "  FD\tKIND\tFLAGS\tDETAIL")
 	var sockets []*pb.Fd
 	for _, f := range t.Fds {
-		kind, detail := fdDescribe(f)
+		kind, detail := files.Show(f)
 		fl := fmt.Sprintf("%#o", f.Flags)
 		if f.Cloexec {
 			fl += " cloexec"
@@ -190,64 +202,11 @@ func writeFdsText(w io.Writer, t *pb.FdTable) {
 		s := f.GetInetSocket()
 		peer := "-"
 		if s.PeerAddr != "" {
-			peer = hostPort(s.PeerAddr, s.PeerPort)
+			peer = files.HostPort(s.PeerAddr, s.PeerPort)
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", f.Fd, sockProto(s), hostPort(s.LocalAddr, s.LocalPort), peer, sockOpts(s.Options))
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", f.Fd, files.SockProto(s), files.HostPort(s.LocalAddr, s.LocalPort), peer, sockOpts(s.Options))
 	}
 	tw.Flush()
-}
-
-func fdDescribe(f *pb.Fd) (string, string) {
-	switch k := f.Kind.(type) {
-	case *pb.Fd_File:
-		return "file", fmt.Sprintf("%s pos %d", k.File.GetFile().GetPath(), k.File.Pos)
-	case *pb.Fd_Device:
-		return "device", fmt.Sprintf("%s (%d:%d)", k.Device.GetFile().GetPath(), k.Device.RdevMajor, k.Device.RdevMinor)
-	case *pb.Fd_Pipe:
-		end := "read end"
-		if k.Pipe.WriteEnd {
-			end = "write end"
-		}
-		d := fmt.Sprintf("pipe:[%d] %s", k.Pipe.Inode, end)
-		if len(k.Pipe.Data) > 0 {
-			d += fmt.Sprintf(", %d bytes buffered", len(k.Pipe.Data))
-		}
-		if k.Pipe.FifoPath != "" {
-			d += " fifo " + k.Pipe.FifoPath
-		}
-		return "pipe", d
-	case *pb.Fd_Eventfd:
-		return "eventfd", fmt.Sprintf("count %d semaphore %v", k.Eventfd.Count, k.Eventfd.Semaphore)
-	case *pb.Fd_Epoll:
-		var ts []string
-		for _, t := range k.Epoll.Targets {
-			ts = append(ts, fmt.Sprintf("fd %d events %#x", t.Fd, t.Events))
-		}
-		return "epoll", strings.Join(ts, "; ")
-	case *pb.Fd_Timerfd:
-		return "timerfd", fmt.Sprintf("clock %d value %s interval %s ticks %d", k.Timerfd.Clockid,
-			time.Duration(k.Timerfd.ValueNs), time.Duration(k.Timerfd.IntervalNs), k.Timerfd.Ticks)
-	case *pb.Fd_Signalfd:
-		return "signalfd", "mask " + sigset(k.Signalfd.Sigmask)
-	case *pb.Fd_InetSocket:
-		return "socket", sockProto(k.InetSocket) + " " + hostPort(k.InetSocket.LocalAddr, k.InetSocket.LocalPort)
-	default:
-		return "unknown", ""
-	}
-}
-
-func sockProto(s *pb.InetSocket) string {
-	p := "udp"
-	if s.Type == unix.SOCK_STREAM {
-		p = "tcp"
-		if s.Listening {
-			p = "tcp-listen"
-		}
-	}
-	if s.Family == unix.AF_INET6 {
-		p += "6"
-	}
-	return p
 }
 
 func sockOpts(o *pb.SocketOptions) string {
@@ -271,13 +230,6 @@ func sockOpts(o *pb.SocketOptions) string {
 	return strings.Join(out, " ")
 }
 
-func hostPort(addr string, port uint32) string {
-	if strings.Contains(addr, ":") {
-		return fmt.Sprintf("[%s]:%d", addr, port)
-	}
-	return fmt.Sprintf("%s:%d", addr, port)
-}
-
 func protString(prot uint32, shared bool) string {
 	b := []byte("---p")
 	if prot&unix.PROT_READ != 0 {
@@ -297,25 +249,6 @@ func protString(prot uint32, shared bool) string {
 
 func kindString(k pb.VmaKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "VMA_KIND_"))
-}
-
-// sigset renders a signal mask as signal names.
-func sigset(m uint64) string {
-	if m == 0 {
-		return "-"
-	}
-	var names []string
-	for i := 0; i < 64; i++ {
-		if m&(1<<i) != 0 {
-			n := unix.SignalName(unix.Signal(i + 1))
-			if n == "" {
-				n = fmt.Sprintf("SIG%d", i+1)
-			}
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	return strings.Join(names, ",")
 }
 
 func joinU32(v []uint32) string {

@@ -358,8 +358,12 @@ type Process struct {
 	ChildSubreaper bool                   `protobuf:"varint,23,opt,name=child_subreaper,json=childSubreaper,proto3" json:"child_subreaper,omitempty"`
 	NoNewPrivs     bool                   `protobuf:"varint,24,opt,name=no_new_privs,json=noNewPrivs,proto3" json:"no_new_privs,omitempty"`
 	OomScoreAdj    int32                  `protobuf:"varint,25,opt,name=oom_score_adj,json=oomScoreAdj,proto3" json:"oom_score_adj,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set when the current directory had been removed (cwd ends in
+	// " (deleted)"): restore makes a directory like it, enters it and
+	// removes it again.
+	CwdDeleted    *DeletedDir `protobuf:"bytes,26,opt,name=cwd_deleted,json=cwdDeleted,proto3" json:"cwd_deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -567,6 +571,75 @@ func (x *Process) GetOomScoreAdj() int32 {
 	return 0
 }
 
+func (x *Process) GetCwdDeleted() *DeletedDir {
+	if x != nil {
+		return x.CwdDeleted
+	}
+	return nil
+}
+
+// DeletedDir is what is left to see of a removed directory a process is
+// still in: its mode and owner (fstat on ".").
+type DeletedDir struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mode          uint32                 `protobuf:"varint,1,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode permission bits
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletedDir) Reset() {
+	*x = DeletedDir{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletedDir) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletedDir) ProtoMessage() {}
+
+func (x *DeletedDir) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
+func (*DeletedDir) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeletedDir) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *DeletedDir) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *DeletedDir) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 type Thread struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tid           uint32                 `protobuf:"varint,1,opt,name=tid,proto3" json:"tid,omitempty"`
@@ -586,7 +659,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +671,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +684,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -727,7 +800,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +812,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +825,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -955,7 +1028,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1040,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1053,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1015,7 +1088,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1100,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1113,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1076,7 +1149,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1161,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1174,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1142,7 +1215,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1227,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1240,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1201,7 +1274,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1286,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1299,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -1304,7 +1377,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1389,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1402,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -1374,7 +1447,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1459,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1472,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1448,7 +1521,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1533,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1546,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -1514,7 +1587,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1599,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1612,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -1622,7 +1695,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1707,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1720,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -1715,13 +1788,14 @@ type MemoryMap struct {
 	Auxv          []uint64               `protobuf:"varint,4,rep,packed,name=auxv,proto3" json:"auxv,omitempty"` // (type, value) pairs, AT_NULL included
 	Exe           *FileID                `protobuf:"bytes,5,opt,name=exe,proto3" json:"exe,omitempty"`
 	PagesBytes    uint64                 `protobuf:"varint,6,opt,name=pages_bytes,json=pagesBytes,proto3" json:"pages_bytes,omitempty"` // the size of pages-<pid>.img's data
+	Attrs         *MmAttrs               `protobuf:"bytes,7,opt,name=attrs,proto3" json:"attrs,omitempty"`                              // address-space-wide attributes (package vmattr)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1807,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1820,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -1791,6 +1865,75 @@ func (x *MemoryMap) GetPagesBytes() uint64 {
 	return 0
 }
 
+func (x *MemoryMap) GetAttrs() *MmAttrs {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
+// MmAttrs are the address space's own attributes, beside the per-VMA ones
+// (which are the Vma's vm_flags). Package vmattr reads and restores them.
+type MmAttrs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mlockall      uint32                 `protobuf:"varint,1,opt,name=mlockall,proto3" json:"mlockall,omitempty"`                          // MCL_FUTURE|MCL_ONFAULT in force (mm->def_flags)
+	ThpDisable    uint32                 `protobuf:"varint,2,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`    // prctl(PR_GET_THP_DISABLE): 0, 1, or 1|PR_THP_DISABLE_EXCEPT_ADVISED
+	MemoryMerge   bool                   `protobuf:"varint,3,opt,name=memory_merge,json=memoryMerge,proto3" json:"memory_merge,omitempty"` // prctl(PR_GET_MEMORY_MERGE): KSM for every VMA
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MmAttrs) Reset() {
+	*x = MmAttrs{}
+	mi := &file_image_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MmAttrs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MmAttrs) ProtoMessage() {}
+
+func (x *MmAttrs) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
+func (*MmAttrs) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MmAttrs) GetMlockall() uint32 {
+	if x != nil {
+		return x.Mlockall
+	}
+	return 0
+}
+
+func (x *MmAttrs) GetThpDisable() uint32 {
+	if x != nil {
+		return x.ThpDisable
+	}
+	return 0
+}
+
+func (x *MmAttrs) GetMemoryMerge() bool {
+	if x != nil {
+		return x.MemoryMerge
+	}
+	return false
+}
+
 type MmFields struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StartCode     uint64                 `protobuf:"varint,1,opt,name=start_code,json=startCode,proto3" json:"start_code,omitempty"`
@@ -1810,7 +1953,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1965,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1978,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -1930,7 +2073,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2085,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2098,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FileID) GetPath() string {
@@ -2002,7 +2145,7 @@ type Vma struct {
 	Offset        uint64                 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"` // file offset in bytes
 	File          *FileID                `protobuf:"bytes,6,opt,name=file,proto3" json:"file,omitempty"`      // file-backed VMAs
 	Kind          VmaKind                `protobuf:"varint,7,opt,name=kind,proto3,enum=lazycr.image.v1.VmaKind" json:"kind,omitempty"`
-	VmFlags       []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …)
+	VmFlags       []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …): restore re-creates the per-VMA attributes from them (package vmattr)
 	Pages         []*PageRun             `protobuf:"bytes,9,rep,name=pages,proto3" json:"pages,omitempty"`                    // tile [start, end) in order; none for the kernel-provided special mappings ([vdso], [vvar], …), which hold no page data
 	Name          string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                     // the maps path column as the kernel printed it
 	unknownFields protoimpl.UnknownFields
@@ -2011,7 +2154,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2166,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2179,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2121,7 +2264,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2276,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2289,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -2179,16 +2322,19 @@ func (x *PageRun) GetOffset() uint64 {
 
 // FdTable is one process's file descriptors.
 type FdTable struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Fds           []*Fd                  `protobuf:"bytes,2,rep,name=fds,proto3" json:"fds,omitempty"` // sorted by fd
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fds   []*Fd                  `protobuf:"bytes,2,rep,name=fds,proto3" json:"fds,omitempty"` // sorted by fd
+	// /proc/sys/kernel/random/boot_id of the dumping host: live objects
+	// (PipeHolder) are only ever matched on the same boot.
+	BootId        string `protobuf:"bytes,3,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2346,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2359,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -2230,11 +2376,22 @@ func (x *FdTable) GetFds() []*Fd {
 	return nil
 }
 
+func (x *FdTable) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
 type Fd struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Fd      int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
 	Cloexec bool                   `protobuf:"varint,2,opt,name=cloexec,proto3" json:"cloexec,omitempty"` // FD_CLOEXEC
 	Flags   uint32                 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`     // file status flags (O_APPEND, O_NONBLOCK, access mode…)
+	// The lowest fd of the process sharing this fd's open file description
+	// (dup(2), fork(2); found with kcmp(2) KCMP_FILE). Restore makes this fd
+	// a dup of that one; kind repeats the description's.
+	DupOf *int32 `protobuf:"varint,4,opt,name=dup_of,json=dupOf,proto3,oneof" json:"dup_of,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2245,6 +2402,9 @@ type Fd struct {
 	//	*Fd_Signalfd
 	//	*Fd_InetSocket
 	//	*Fd_Device
+	//	*Fd_Memfd
+	//	*Fd_DeletedFile
+	//	*Fd_Inotify
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2252,7 +2412,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2424,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2437,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2297,6 +2457,13 @@ func (x *Fd) GetCloexec() bool {
 func (x *Fd) GetFlags() uint32 {
 	if x != nil {
 		return x.Flags
+	}
+	return 0
+}
+
+func (x *Fd) GetDupOf() int32 {
+	if x != nil && x.DupOf != nil {
+		return *x.DupOf
 	}
 	return 0
 }
@@ -2380,6 +2547,33 @@ func (x *Fd) GetDevice() *Device {
 	return nil
 }
 
+func (x *Fd) GetMemfd() *MemFd {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Memfd); ok {
+			return x.Memfd
+		}
+	}
+	return nil
+}
+
+func (x *Fd) GetDeletedFile() *DeletedFile {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_DeletedFile); ok {
+			return x.DeletedFile
+		}
+	}
+	return nil
+}
+
+func (x *Fd) GetInotify() *Inotify {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Inotify); ok {
+			return x.Inotify
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -2416,6 +2610,18 @@ type Fd_Device struct {
 	Device *Device `protobuf:"bytes,17,opt,name=device,proto3,oneof"`
 }
 
+type Fd_Memfd struct {
+	Memfd *MemFd `protobuf:"bytes,18,opt,name=memfd,proto3,oneof"`
+}
+
+type Fd_DeletedFile struct {
+	DeletedFile *DeletedFile `protobuf:"bytes,19,opt,name=deleted_file,json=deletedFile,proto3,oneof"`
+}
+
+type Fd_Inotify struct {
+	Inotify *Inotify `protobuf:"bytes,20,opt,name=inotify,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -2432,6 +2638,12 @@ func (*Fd_InetSocket) isFd_Kind() {}
 
 func (*Fd_Device) isFd_Kind() {}
 
+func (*Fd_Memfd) isFd_Kind() {}
+
+func (*Fd_DeletedFile) isFd_Kind() {}
+
+func (*Fd_Inotify) isFd_Kind() {}
+
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -2443,7 +2655,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2667,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2680,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -2493,19 +2705,24 @@ func (x *RegularFile) GetMode() uint32 {
 }
 
 type Pipe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // identifies the pipe: fds with the same inode share it
-	WriteEnd      bool                   `protobuf:"varint,2,opt,name=write_end,json=writeEnd,proto3" json:"write_end,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the read end, when both ends were dumped
-	Capacity      uint32                 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`                // F_GETPIPE_SZ
-	FifoPath      string                 `protobuf:"bytes,5,opt,name=fifo_path,json=fifoPath,proto3" json:"fifo_path,omitempty"` // set for a named FIFO
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // identifies the pipe: fds with the same inode share it
+	WriteEnd bool                   `protobuf:"varint,2,opt,name=write_end,json=writeEnd,proto3" json:"write_end,omitempty"`
+	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the read end, when both ends were dumped
+	Capacity uint32                 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`                // F_GETPIPE_SZ
+	FifoPath string                 `protobuf:"bytes,5,opt,name=fifo_path,json=fifoPath,proto3" json:"fifo_path,omitempty"` // set for a named FIFO
+	// Processes outside the dump that held this pipe when it was dumped
+	// (only for a pipe with one end in the image). Restore reconnects to
+	// one of them only on the same boot and if it is provably the same
+	// process with the same owner.
+	Holders       []*PipeHolder `protobuf:"bytes,6,rep,name=holders,proto3" json:"holders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2517,7 +2734,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2530,7 +2747,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -2568,6 +2785,82 @@ func (x *Pipe) GetFifoPath() string {
 	return ""
 }
 
+func (x *Pipe) GetHolders() []*PipeHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+// PipeHolder identifies a live process by pid, start time and owner.
+type PipeHolder struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime     uint64                 `protobuf:"varint,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"` // /proc/PID/stat field 22, clock ticks after boot
+	Uid           uint32                 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`                              // real uid
+	PidNs         uint64                 `protobuf:"varint,4,opt,name=pid_ns,json=pidNs,proto3" json:"pid_ns,omitempty"`             // inode of the pid namespace pid is numbered in
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipeHolder) Reset() {
+	*x = PipeHolder{}
+	mi := &file_image_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipeHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipeHolder) ProtoMessage() {}
+
+func (x *PipeHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
+func (*PipeHolder) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PipeHolder) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *PipeHolder) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *PipeHolder) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *PipeHolder) GetPidNs() uint64 {
+	if x != nil {
+		return x.PidNs
+	}
+	return 0
+}
+
 type EventFd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
@@ -2578,7 +2871,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2883,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2896,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -2621,17 +2914,21 @@ func (x *EventFd) GetSemaphore() bool {
 }
 
 type EpollTarget struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fd            int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
-	Events        uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	Data          uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Fd     int32                  `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"` // the fd number the target was added with (its key)
+	Events uint32                 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Data   uint64                 `protobuf:"varint,3,opt,name=data,proto3" json:"data,omitempty"`
+	// When fd no longer refers to the watched file (closed, or reused for
+	// another file): an fd of the process that does, found with kcmp(2)
+	// KCMP_EPOLL_TFD. Restore adds the target through it, under number fd.
+	FileFd        *int32 `protobuf:"varint,4,opt,name=file_fd,json=fileFd,proto3,oneof" json:"file_fd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2940,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2953,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -2680,6 +2977,13 @@ func (x *EpollTarget) GetData() uint64 {
 	return 0
 }
 
+func (x *EpollTarget) GetFileFd() int32 {
+	if x != nil && x.FileFd != nil {
+		return *x.FileFd
+	}
+	return 0
+}
+
 type Epoll struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Targets       []*EpollTarget         `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
@@ -2689,7 +2993,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +3005,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +3018,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -2737,7 +3041,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3053,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3066,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -2809,7 +3113,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +3125,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +3138,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -2845,25 +3149,28 @@ func (x *SignalFd) GetSigmask() uint64 {
 }
 
 type InetSocket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Family        int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
-	Type          int32                  `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`     // SOCK_DGRAM, SOCK_STREAM
-	Protocol      int32                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	LocalAddr     string                 `protobuf:"bytes,4,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
-	LocalPort     uint32                 `protobuf:"varint,5,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
-	PeerAddr      string                 `protobuf:"bytes,6,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"` // empty when not connected
-	PeerPort      uint32                 `protobuf:"varint,7,opt,name=peer_port,json=peerPort,proto3" json:"peer_port,omitempty"`
-	Listening     bool                   `protobuf:"varint,8,opt,name=listening,proto3" json:"listening,omitempty"`
-	Backlog       int32                  `protobuf:"varint,9,opt,name=backlog,proto3" json:"backlog,omitempty"`
-	Options       *SocketOptions         `protobuf:"bytes,10,opt,name=options,proto3" json:"options,omitempty"`
-	Inode         uint64                 `protobuf:"varint,11,opt,name=inode,proto3" json:"inode,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Family    int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
+	Type      int32                  `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`     // SOCK_DGRAM, SOCK_STREAM
+	Protocol  int32                  `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	LocalAddr string                 `protobuf:"bytes,4,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
+	LocalPort uint32                 `protobuf:"varint,5,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	PeerAddr  string                 `protobuf:"bytes,6,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"` // empty when not connected
+	PeerPort  uint32                 `protobuf:"varint,7,opt,name=peer_port,json=peerPort,proto3" json:"peer_port,omitempty"`
+	Listening bool                   `protobuf:"varint,8,opt,name=listening,proto3" json:"listening,omitempty"`
+	Backlog   int32                  `protobuf:"varint,9,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Options   *SocketOptions         `protobuf:"bytes,10,opt,name=options,proto3" json:"options,omitempty"`
+	Inode     uint64                 `protobuf:"varint,11,opt,name=inode,proto3" json:"inode,omitempty"`
+	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
+	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
+	Shutdown      uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +3182,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +3195,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -2968,29 +3275,40 @@ func (x *InetSocket) GetInode() uint64 {
 	return 0
 }
 
+func (x *InetSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
 type SocketOptions struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reuseaddr     bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
-	Reuseport     bool                   `protobuf:"varint,2,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
-	Broadcast     bool                   `protobuf:"varint,3,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
-	Sndbuf        int32                  `protobuf:"varint,4,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
-	Rcvbuf        int32                  `protobuf:"varint,5,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
-	Tos           int32                  `protobuf:"varint,6,opt,name=tos,proto3" json:"tos,omitempty"`
-	Ttl           int32                  `protobuf:"varint,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	BindToDevice  string                 `protobuf:"bytes,8,opt,name=bind_to_device,json=bindToDevice,proto3" json:"bind_to_device,omitempty"`
-	Ipv6Only      bool                   `protobuf:"varint,9,opt,name=ipv6_only,json=ipv6Only,proto3" json:"ipv6_only,omitempty"`
-	Keepalive     bool                   `protobuf:"varint,10,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
-	Priority      int32                  `protobuf:"varint,11,opt,name=priority,proto3" json:"priority,omitempty"`
-	Mark          int32                  `protobuf:"varint,12,opt,name=mark,proto3" json:"mark,omitempty"`
-	RecvErr       bool                   `protobuf:"varint,13,opt,name=recv_err,json=recvErr,proto3" json:"recv_err,omitempty"`
-	Pktinfo       bool                   `protobuf:"varint,14,opt,name=pktinfo,proto3" json:"pktinfo,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Reuseaddr    bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
+	Reuseport    bool                   `protobuf:"varint,2,opt,name=reuseport,proto3" json:"reuseport,omitempty"`
+	Broadcast    bool                   `protobuf:"varint,3,opt,name=broadcast,proto3" json:"broadcast,omitempty"`
+	Sndbuf       int32                  `protobuf:"varint,4,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`
+	Rcvbuf       int32                  `protobuf:"varint,5,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`
+	Tos          int32                  `protobuf:"varint,6,opt,name=tos,proto3" json:"tos,omitempty"`
+	Ttl          int32                  `protobuf:"varint,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	BindToDevice string                 `protobuf:"bytes,8,opt,name=bind_to_device,json=bindToDevice,proto3" json:"bind_to_device,omitempty"`
+	Ipv6Only     bool                   `protobuf:"varint,9,opt,name=ipv6_only,json=ipv6Only,proto3" json:"ipv6_only,omitempty"`
+	Keepalive    bool                   `protobuf:"varint,10,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	Priority     int32                  `protobuf:"varint,11,opt,name=priority,proto3" json:"priority,omitempty"`
+	Mark         int32                  `protobuf:"varint,12,opt,name=mark,proto3" json:"mark,omitempty"`
+	RecvErr      bool                   `protobuf:"varint,13,opt,name=recv_err,json=recvErr,proto3" json:"recv_err,omitempty"`
+	Pktinfo      bool                   `protobuf:"varint,14,opt,name=pktinfo,proto3" json:"pktinfo,omitempty"`
+	// UDP-Lite checksum coverage (udplite(7)): UDPLITE_SEND_CSCOV,
+	// UDPLITE_RECV_CSCOV; 0 = the whole datagram.
+	UdpliteSendCscov int32 `protobuf:"varint,15,opt,name=udplite_send_cscov,json=udpliteSendCscov,proto3" json:"udplite_send_cscov,omitempty"`
+	UdpliteRecvCscov int32 `protobuf:"varint,16,opt,name=udplite_recv_cscov,json=udpliteRecvCscov,proto3" json:"udplite_recv_cscov,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3002,7 +3320,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3015,7 +3333,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3116,6 +3434,298 @@ func (x *SocketOptions) GetPktinfo() bool {
 	return false
 }
 
+func (x *SocketOptions) GetUdpliteSendCscov() int32 {
+	if x != nil {
+		return x.UdpliteSendCscov
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetUdpliteRecvCscov() int32 {
+	if x != nil {
+		return x.UdpliteRecvCscov
+	}
+	return 0
+}
+
+// MemFd is a memfd_create(2) file that is not mapped: its whole content
+// is in the image (bounded, see package files).
+type MemFd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`    // without the "memfd:" prefix
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"` // fds with the same inode share the file
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`    // the content; size is its length
+	Seals         uint32                 `protobuf:"varint,4,opt,name=seals,proto3" json:"seals,omitempty"` // F_GET_SEALS (F_SEAL_SEAL set: sealing not allowed)
+	Mode          uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`   // permission bits (fchmod)
+	Pos           int64                  `protobuf:"varint,6,opt,name=pos,proto3" json:"pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemFd) Reset() {
+	*x = MemFd{}
+	mi := &file_image_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemFd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemFd) ProtoMessage() {}
+
+func (x *MemFd) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
+func (*MemFd) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MemFd) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemFd) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *MemFd) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *MemFd) GetSeals() uint32 {
+	if x != nil {
+		return x.Seals
+	}
+	return 0
+}
+
+func (x *MemFd) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *MemFd) GetPos() int64 {
+	if x != nil {
+		return x.Pos
+	}
+	return 0
+}
+
+// DeletedFile is a regular file that was unlinked while open (no name
+// left): its content is in the image (bounded, see package files).
+// file.path is the name it had, without " (deleted)".
+type DeletedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`  // the content; size is its length
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pos           int64                  `protobuf:"varint,6,opt,name=pos,proto3" json:"pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletedFile) Reset() {
+	*x = DeletedFile{}
+	mi := &file_image_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletedFile) ProtoMessage() {}
+
+func (x *DeletedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
+func (*DeletedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DeletedFile) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *DeletedFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DeletedFile) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *DeletedFile) GetPos() int64 {
+	if x != nil {
+		return x.Pos
+	}
+	return 0
+}
+
+// Inotify is an inotify(7) instance; its watches are re-added by path.
+type Inotify struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Watches       []*InotifyWatch        `protobuf:"bytes,1,rep,name=watches,proto3" json:"watches,omitempty"` // ascending wd
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inotify) Reset() {
+	*x = Inotify{}
+	mi := &file_image_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inotify) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inotify) ProtoMessage() {}
+
+func (x *Inotify) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
+func (*Inotify) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Inotify) GetWatches() []*InotifyWatch {
+	if x != nil {
+		return x.Watches
+	}
+	return nil
+}
+
+type InotifyWatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wd            int32                  `protobuf:"varint,1,opt,name=wd,proto3" json:"wd,omitempty"`
+	File          *FileID                `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`  // the watched inode and a path to it found at dump time
+	Mask          uint32                 `protobuf:"varint,3,opt,name=mask,proto3" json:"mask,omitempty"` // as fdinfo shows it (events, IN_ONESHOT, IN_EXCL_UNLINK)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InotifyWatch) Reset() {
+	*x = InotifyWatch{}
+	mi := &file_image_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InotifyWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InotifyWatch) ProtoMessage() {}
+
+func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
+func (*InotifyWatch) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *InotifyWatch) GetWd() int32 {
+	if x != nil {
+		return x.Wd
+	}
+	return 0
+}
+
+func (x *InotifyWatch) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *InotifyWatch) GetMask() uint32 {
+	if x != nil {
+		return x.Mask
+	}
+	return 0
+}
+
 type Device struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -3129,7 +3739,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3141,7 +3751,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3154,7 +3764,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3212,7 +3822,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\bpageSize\x12%\n" +
 	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"E\n" +
 	"\vProcessTree\x126\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\x81\a\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xbf\a\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -3245,7 +3855,14 @@ const file_image_proto_rawDesc = "" +
 	"\x0fchild_subreaper\x18\x17 \x01(\bR\x0echildSubreaper\x12 \n" +
 	"\fno_new_privs\x18\x18 \x01(\bR\n" +
 	"noNewPrivs\x12\"\n" +
-	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\"\xaa\x03\n" +
+	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\x12<\n" +
+	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
+	"cwdDeleted\"D\n" +
+	"\n" +
+	"DeletedDir\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"\xaa\x03\n" +
 	"\x06Thread\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\rR\x03tid\x12\x15\n" +
 	"\x06ns_tid\x18\x02 \x03(\rR\x05nsTid\x12.\n" +
@@ -3358,7 +3975,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03ipc\x18\x05 \x01(\x04R\x03ipc\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\x04R\x04user\x12\x16\n" +
 	"\x06cgroup\x18\a \x01(\x04R\x06cgroup\x12\x12\n" +
-	"\x04time\x18\b \x01(\x04R\x04time\"\xd2\x01\n" +
+	"\x04time\x18\b \x01(\x04R\x04time\"\x82\x02\n" +
 	"\tMemoryMap\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12(\n" +
 	"\x04vmas\x18\x02 \x03(\v2\x14.lazycr.image.v1.VmaR\x04vmas\x12)\n" +
@@ -3366,7 +3983,13 @@ const file_image_proto_rawDesc = "" +
 	"\x04auxv\x18\x04 \x03(\x04R\x04auxv\x12)\n" +
 	"\x03exe\x18\x05 \x01(\v2\x17.lazycr.image.v1.FileIDR\x03exe\x12\x1f\n" +
 	"\vpages_bytes\x18\x06 \x01(\x04R\n" +
-	"pagesBytes\"\xba\x02\n" +
+	"pagesBytes\x12.\n" +
+	"\x05attrs\x18\a \x01(\v2\x18.lazycr.image.v1.MmAttrsR\x05attrs\"i\n" +
+	"\aMmAttrs\x12\x1a\n" +
+	"\bmlockall\x18\x01 \x01(\rR\bmlockall\x12\x1f\n" +
+	"\vthp_disable\x18\x02 \x01(\rR\n" +
+	"thpDisable\x12!\n" +
+	"\fmemory_merge\x18\x03 \x01(\bR\vmemoryMerge\"\xba\x02\n" +
 	"\bMmFields\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -3405,14 +4028,16 @@ const file_image_proto_rawDesc = "" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x1a.lazycr.image.v1.PageStateR\x05state\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"B\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"[\n" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
-	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\"\xf5\x03\n" +
+	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xc5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
-	"\x05flags\x18\x03 \x01(\rR\x05flags\x122\n" +
+	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
+	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -3422,25 +4047,40 @@ const file_image_proto_rawDesc = "" +
 	"\bsignalfd\x18\x0f \x01(\v2\x19.lazycr.image.v1.SignalFdH\x00R\bsignalfd\x12>\n" +
 	"\vinet_socket\x18\x10 \x01(\v2\x1b.lazycr.image.v1.InetSocketH\x00R\n" +
 	"inetSocket\x121\n" +
-	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06deviceB\x06\n" +
-	"\x04kind\"`\n" +
+	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
+	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfd\x12A\n" +
+	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
+	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
+	"\x04kindB\t\n" +
+	"\a_dup_of\"`\n" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x86\x01\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xbd\x01\n" +
 	"\x04Pipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1b\n" +
 	"\twrite_end\x18\x02 \x01(\bR\bwriteEnd\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x04 \x01(\rR\bcapacity\x12\x1b\n" +
-	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\"=\n" +
+	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\x125\n" +
+	"\aholders\x18\x06 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aholders\"f\n" +
+	"\n" +
+	"PipeHolder\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\x04R\tstartTime\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x15\n" +
+	"\x06pid_ns\x18\x04 \x01(\x04R\x05pidNs\"=\n" +
 	"\aEventFd\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x1c\n" +
-	"\tsemaphore\x18\x02 \x01(\bR\tsemaphore\"I\n" +
+	"\tsemaphore\x18\x02 \x01(\bR\tsemaphore\"s\n" +
 	"\vEpollTarget\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\rR\x06events\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\x04R\x04data\"?\n" +
+	"\x04data\x18\x03 \x01(\x04R\x04data\x12\x1c\n" +
+	"\afile_fd\x18\x04 \x01(\x05H\x00R\x06fileFd\x88\x01\x01B\n" +
+	"\n" +
+	"\b_file_fd\"?\n" +
 	"\x05Epoll\x126\n" +
 	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\x9a\x01\n" +
 	"\aTimerFd\x12\x18\n" +
@@ -3451,7 +4091,7 @@ const file_image_proto_rawDesc = "" +
 	"intervalNs\x12\x14\n" +
 	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xd4\x02\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -3467,7 +4107,8 @@ const file_image_proto_rawDesc = "" +
 	"\abacklog\x18\t \x01(\x05R\abacklog\x128\n" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
-	"\x05inode\x18\v \x01(\x04R\x05inode\"\x83\x03\n" +
+	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xdf\x03\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -3483,7 +4124,29 @@ const file_image_proto_rawDesc = "" +
 	"\bpriority\x18\v \x01(\x05R\bpriority\x12\x12\n" +
 	"\x04mark\x18\f \x01(\x05R\x04mark\x12\x19\n" +
 	"\brecv_err\x18\r \x01(\bR\arecvErr\x12\x18\n" +
-	"\apktinfo\x18\x0e \x01(\bR\apktinfo\"\x99\x01\n" +
+	"\apktinfo\x18\x0e \x01(\bR\apktinfo\x12,\n" +
+	"\x12udplite_send_cscov\x18\x0f \x01(\x05R\x10udpliteSendCscov\x12,\n" +
+	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x81\x01\n" +
+	"\x05MemFd\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x14\n" +
+	"\x05seals\x18\x04 \x01(\rR\x05seals\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"\x98\x01\n" +
+	"\vDeletedFile\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pos\x18\x06 \x01(\x03R\x03pos\"B\n" +
+	"\aInotify\x127\n" +
+	"\awatches\x18\x01 \x03(\v2\x1d.lazycr.image.v1.InotifyWatchR\awatches\"_\n" +
+	"\fInotifyWatch\x12\x0e\n" +
+	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
+	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x99\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -3523,83 +4186,99 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
 	(*Inventory)(nil),     // 2: lazycr.image.v1.Inventory
 	(*ProcessTree)(nil),   // 3: lazycr.image.v1.ProcessTree
 	(*Process)(nil),       // 4: lazycr.image.v1.Process
-	(*Thread)(nil),        // 5: lazycr.image.v1.Thread
-	(*Registers)(nil),     // 6: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 7: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 8: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 9: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 10: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 11: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 12: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 13: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 14: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 15: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 16: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 17: lazycr.image.v1.MemoryMap
-	(*MmFields)(nil),      // 18: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 19: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 20: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 21: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 22: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 23: lazycr.image.v1.Fd
-	(*RegularFile)(nil),   // 24: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 25: lazycr.image.v1.Pipe
-	(*EventFd)(nil),       // 26: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 27: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 28: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 29: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 30: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 31: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 32: lazycr.image.v1.SocketOptions
-	(*Device)(nil),        // 33: lazycr.image.v1.Device
+	(*DeletedDir)(nil),    // 5: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),        // 6: lazycr.image.v1.Thread
+	(*Registers)(nil),     // 7: lazycr.image.v1.Registers
+	(*Siginfo)(nil),       // 8: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),   // 9: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),          // 10: lazycr.image.v1.Rseq
+	(*RobustList)(nil),    // 11: lazycr.image.v1.RobustList
+	(*Credentials)(nil),   // 12: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),        // 13: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),     // 14: lazycr.image.v1.SigAction
+	(*ITimer)(nil),        // 15: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),    // 16: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),    // 17: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),     // 18: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),       // 19: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),      // 20: lazycr.image.v1.MmFields
+	(*FileID)(nil),        // 21: lazycr.image.v1.FileID
+	(*Vma)(nil),           // 22: lazycr.image.v1.Vma
+	(*PageRun)(nil),       // 23: lazycr.image.v1.PageRun
+	(*FdTable)(nil),       // 24: lazycr.image.v1.FdTable
+	(*Fd)(nil),            // 25: lazycr.image.v1.Fd
+	(*RegularFile)(nil),   // 26: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 27: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 28: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 29: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 30: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 31: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 32: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 33: lazycr.image.v1.SignalFd
+	(*InetSocket)(nil),    // 34: lazycr.image.v1.InetSocket
+	(*SocketOptions)(nil), // 35: lazycr.image.v1.SocketOptions
+	(*MemFd)(nil),         // 36: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 37: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 38: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 39: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 40: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
-	5,  // 1: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	11, // 2: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	12, // 3: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	13, // 4: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	14, // 5: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	15, // 6: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	7,  // 7: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	16, // 8: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	6,  // 9: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	7,  // 10: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	8,  // 11: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	9,  // 12: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	10, // 13: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	20, // 14: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	18, // 15: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	19, // 16: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	19, // 17: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	0,  // 18: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	21, // 19: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	1,  // 20: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	23, // 21: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	24, // 22: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	25, // 23: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	26, // 24: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	28, // 25: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	29, // 26: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	30, // 27: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	31, // 28: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	33, // 29: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	19, // 30: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	27, // 31: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	32, // 32: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	19, // 33: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	6,  // 1: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	12, // 2: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	13, // 3: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	14, // 4: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	15, // 5: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	16, // 6: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	8,  // 7: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	17, // 8: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	5,  // 9: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	7,  // 10: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	8,  // 11: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	9,  // 12: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	10, // 13: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	11, // 14: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	22, // 15: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	20, // 16: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	21, // 17: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	19, // 18: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	21, // 19: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	0,  // 20: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	23, // 21: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	1,  // 22: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	25, // 23: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	26, // 24: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	27, // 25: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	29, // 26: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	31, // 27: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	32, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	33, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	34, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	40, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	36, // 32: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	37, // 33: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	38, // 34: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	21, // 35: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	28, // 36: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	30, // 37: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	35, // 38: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	21, // 39: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	39, // 40: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	21, // 41: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	21, // 42: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -3607,7 +4286,7 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
-	file_image_proto_msgTypes[21].OneofWrappers = []any{
+	file_image_proto_msgTypes[23].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -3616,14 +4295,18 @@ func file_image_proto_init() {
 		(*Fd_Signalfd)(nil),
 		(*Fd_InetSocket)(nil),
 		(*Fd_Device)(nil),
+		(*Fd_Memfd)(nil),
+		(*Fd_DeletedFile)(nil),
+		(*Fd_Inotify)(nil),
 	}
+	file_image_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,11 +1,10 @@
 package kabi
 
-// CloneArgs is struct clone_args from include/uapi/linux/sched.h, the
-// argument of clone3(2); pass unix.CLONE_ARGS_SIZE_VER2 (88) as its size to
-// use SetTid/SetTidSize and Cgroup. SetTid points to an array of SetTidSize
-// pids whose first element is the pid in the most nested PID namespace (see
-// clone(2), "set_tid").
-type CloneArgs struct {
+// RemoteCloneArgs is struct clone_args from include/uapi/linux/sched.h as
+// it is written into another process's memory for an injected clone3(2):
+// SetTid is an address in that process, so an integer. For a clone3 made by
+// this process use [CloneArgs], whose SetTid is a pointer.
+type RemoteCloneArgs struct {
 	Flags      uint64
 	Pidfd      uint64
 	ChildTid   uint64

@@ -48,6 +48,7 @@ func TestSizes(t *testing.T) {
 		{"uffdio_api", unsafe.Sizeof(UffdioAPI{}), 24},
 		{"uffdio_range", unsafe.Sizeof(UffdioRange{}), 16},
 		{"uffdio_register", unsafe.Sizeof(UffdioRegister{}), 32},
+		{"kcmp_epoll_slot", unsafe.Sizeof(KcmpEpollSlot{}), 12},
 		{"uffdio_copy", unsafe.Sizeof(UffdioCopy{}), 40},
 		{"uffdio_zeropage", unsafe.Sizeof(UffdioZeropage{}), 32},
 		{"uffdio_writeprotect", unsafe.Sizeof(UffdioWriteprotect{}), 24},
@@ -60,10 +61,17 @@ func TestSizes(t *testing.T) {
 		{"ptrace_rseq_configuration", unsafe.Sizeof(PtraceRseqConfiguration{}), 24},
 		{"prctl_mm_map", unsafe.Sizeof(PrctlMmMap{}), 104},
 		{"clone_args", unsafe.Sizeof(CloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},
+		{"clone_args (remote)", unsafe.Sizeof(RemoteCloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},
 	} {
 		if c.got != c.want {
 			t.Errorf("sizeof(struct %s) = %d, want %d", c.name, c.got, c.want)
 		}
+	}
+	if a, b := unsafe.Offsetof(CloneArgs{}.SetTid), unsafe.Offsetof(RemoteCloneArgs{}.SetTid); a != 64 || b != 64 {
+		t.Errorf("clone_args.set_tid at %d (remote %d), want 64", a, b)
+	}
+	if off := unsafe.Offsetof(PmScanArg{}.Vec); off != 40 {
+		t.Errorf("pm_scan_arg.vec at %d, want 40", off)
 	}
 	if off := unsafe.Offsetof(UffdMsg{}.Arg); off != 8 {
 		t.Errorf("uffd_msg.arg at %d, want 8", off)

@@ -29,20 +29,3 @@ type PageRegion struct {
 	End        uint64
 	Categories uint64
 }
-
-// PmScanArg is struct pm_scan_arg. Size must be sizeof(struct pm_scan_arg);
-// WalkEnd is written by the kernel (where the walk stopped).
-type PmScanArg struct {
-	Size              uint64
-	Flags             uint64
-	Start             uint64
-	End               uint64
-	WalkEnd           uint64
-	Vec               uint64
-	VecLen            uint64
-	MaxPages          uint64
-	CategoryInverted  uint64
-	CategoryMask      uint64
-	CategoryAnyofMask uint64
-	ReturnMask        uint64
-}

@@ -203,16 +203,6 @@ type UffdioRegister struct {
 	Ioctls uint64
 }
 
-// UffdioCopy is struct uffdio_copy. Copy is written by the kernel: bytes
-// copied, or a negative errno.
-type UffdioCopy struct {
-	Dst  uint64
-	Src  uint64
-	Len  uint64
-	Mode uint64
-	Copy int64
-}
-
 // UffdioZeropage is struct uffdio_zeropage.
 type UffdioZeropage struct {
 	Range    UffdioRange

@@ -20,5 +20,19 @@ var (
 	USERFAULTFD_IOC_NEW = IO(USERFAULTFD_IOC, 0x00)
 )
 
+// UffdioCopy is struct uffdio_copy. Src points to the caller's buffer, so
+// it is an unsafe.Pointer: the garbage collector then keeps the buffer
+// alive and in place for the ioctl (a uint64 would not pin it, and a buffer
+// on a goroutine stack could move when the stack grows). Dst is an address
+// in the registered process, not in ours. Copy is written by the kernel:
+// bytes copied, or a negative errno.
+type UffdioCopy struct {
+	Dst  uint64
+	Src  unsafe.Pointer
+	Len  uint64
+	Mode uint64
+	Copy int64
+}
+
 // SizeofUffdMsg is sizeof(struct uffd_msg).
 const SizeofUffdMsg = int(unsafe.Sizeof(UffdMsg{}))

@@ -1,4 +1,4 @@
-package restore
+package files
 
 import (
 	"encoding/binary"
@@ -15,14 +15,50 @@ import (
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
-// fdsStub spawns a stopped /bin/sleep under a fresh tracer and returns a
-// Process ready for restoreFds.
-func fdsStub(t *testing.T, inherit []int) *Process {
+// stub is a stopped /bin/sleep under a fresh tracer: the Remote the
+// tests restore fd tables into.
+type stub struct {
+	p       *inject.Process
+	pid     int
+	scratch uintptr
+	inherit []int
+	log     zerolog.Logger
+	fds     *pb.FdTable
+}
+
+func (s *stub) Pid() int { return s.pid }
+func (s *stub) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
+	return s.p.Syscall(s.pid, nr, args...)
+}
+func (s *stub) Scratch() uintptr { return s.scratch }
+func (s *stub) Put(off int, data []byte) (uintptr, error) {
+	if off < 0 || off+len(data) > 4096 {
+		return 0, fmt.Errorf("scratch: %d bytes at offset %d do not fit", len(data), off)
+	}
+	return s.scratch + uintptr(off), s.p.WriteMem(s.scratch+uintptr(off), data)
+}
+func (s *stub) Get(off, n int) ([]byte, error) {
+	if off < 0 || off+n > 4096 {
+		return nil, fmt.Errorf("scratch: %d bytes at offset %d do not fit", n, off)
+	}
+	buf := make([]byte, n)
+	return buf, s.p.ReadMem(s.scratch+uintptr(off), buf)
+}
+
+// restore rebuilds s.fds in the stub.
+func (s *stub) restore() error {
+	return Restore(s, s.fds, RestoreOptions{Inherit: s.inherit, Log: s.log})
+}
+
+// fdsStub spawns a stopped /bin/sleep under a fresh tracer, ready for
+// Restore.
+func fdsStub(t *testing.T, inherit []int) *stub {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("restoreFds needs root: ptrace of a spawned stub, pidfd_getfd, SO_MARK")
+		t.Skip("Restore needs root: ptrace of a spawned stub, pidfd_getfd, SO_MARK")
 	}
 	tr, err := inject.NewTracer()
 	if err != nil {
@@ -43,10 +79,7 @@ func fdsStub(t *testing.T, inherit []int) *Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Process{
-		b:    &builder{p: p, pid: p.Pid, scratch: addr},
-		opts: Options{InheritFds: inherit, Log: zerolog.New(zerolog.NewTestWriter(t))},
-	}
+	return &stub{p: p, pid: p.Pid, scratch: addr, inherit: inherit, log: zerolog.New(zerolog.NewTestWriter(t))}
 }
 
 // lazycrFds lists the test process's own fds (for leak checks).
@@ -123,7 +156,7 @@ func TestRestoreFds(t *testing.T) {
 	defer unix.Close(inheritNum)
 
 	r := fdsStub(t, []int{inheritNum})
-	pid := r.b.pid
+	pid := r.pid
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "data")
@@ -163,7 +196,7 @@ func TestRestoreFds(t *testing.T) {
 		{Fd: 13, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
 			{Fd: 7, Events: unix.EPOLLIN, Data: 0x1234},
 			{Fd: 12, Events: unix.EPOLLIN | unix.EPOLLET, Data: 0xdeadbeefcafe},
-			{Fd: 99, Events: unix.EPOLLIN, Data: 1}, // not in the table: skipped
+			{Fd: 98, FileFd: proto.Int32(12), Events: unix.EPOLLOUT, Data: 98}, // a closed dup of fd 12
 		}}}},
 		{Fd: 15, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, ValueNs: 10e9, IntervalNs: 10e9, Ticks: 3}}},
 		{Fd: 16, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1 << (unix.SIGUSR1 - 1)}}},
@@ -182,7 +215,7 @@ func TestRestoreFds(t *testing.T) {
 	}}
 
 	before := lazycrFds(t)
-	if err := r.restoreFds(); err != nil {
+	if err := r.restore(); err != nil {
 		t.Fatal(err)
 	}
 	if after := lazycrFds(t); !slices.Equal(before, after) {
@@ -261,7 +294,8 @@ func TestRestoreFds(t *testing.T) {
 	// Epoll: two targets with their final numbers and data.
 	// epoll_ctl(2): EPOLLERR and EPOLLHUP are always reported, fdinfo shows them.
 	const always = unix.EPOLLERR | unix.EPOLLHUP
-	wantEp := []proc.EpollTarget{{Tfd: 7, Events: unix.EPOLLIN | always, Data: 0x1234}, {Tfd: 12, Events: unix.EPOLLIN | unix.EPOLLET | always, Data: 0xdeadbeefcafe}}
+	wantEp := []proc.EpollTarget{{Tfd: 7, Events: unix.EPOLLIN | always, Data: 0x1234}, {Tfd: 12, Events: unix.EPOLLIN | unix.EPOLLET | always, Data: 0xdeadbeefcafe},
+		{Tfd: 98, Events: unix.EPOLLOUT | always, Data: 98}}
 	var gotEp []proc.EpollTarget
 	for _, e := range info[13].Epoll {
 		gotEp = append(gotEp, proc.EpollTarget{Tfd: e.Tfd, Events: e.Events, Data: e.Data})
@@ -323,6 +357,18 @@ func TestRestoreFds(t *testing.T) {
 	}
 }
 
+// TestRestoreEpollTargetMissing: a target whose fd is not in the image is
+// refused, never skipped.
+func TestRestoreEpollTargetMissing(t *testing.T) {
+	r := fdsStub(t, nil)
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{{Fd: 99, Events: unix.EPOLLIN}}}}},
+	}}
+	if err := r.restore(); err == nil || !strings.Contains(err.Error(), "epoll fd 3: target fd 99 is not in the image") {
+		t.Fatalf("Restore = %v, want a refusal naming epoll fd 3 and target 99", err)
+	}
+}
+
 func TestRestoreFdsFileChanged(t *testing.T) {
 	r := fdsStub(t, nil)
 	path := filepath.Join(t.TempDir(), "f")
@@ -334,9 +380,9 @@ func TestRestoreFdsFileChanged(t *testing.T) {
 	r.fds = &pb.FdTable{Fds: []*pb.Fd{
 		{Fd: 6, Flags: unix.O_RDONLY, Kind: &pb.Fd_File{File: &pb.RegularFile{File: id, Mode: unix.S_IFREG | 0o600}}},
 	}}
-	err := r.restoreFds()
+	err := r.restore()
 	if !errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 6") {
-		t.Fatalf("restoreFds = %v, want ErrFileChanged naming fd 6", err)
+		t.Fatalf("Restore = %v, want ErrFileChanged naming fd 6", err)
 	}
 }
 
@@ -352,9 +398,9 @@ func TestRestoreFdsInheritMissing(t *testing.T) {
 	r.fds = &pb.FdTable{Fds: []*pb.Fd{
 		{Fd: int32(n), Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 1, WriteEnd: true}}},
 	}}
-	err := r.restoreFds()
+	err := r.restore()
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("inherit fd %d", n)) || !errors.Is(err, unix.EBADF) {
-		t.Fatalf("restoreFds = %v, want an error naming inherited fd %d", err, n)
+		t.Fatalf("Restore = %v, want an error naming inherited fd %d", err, n)
 	}
 }
 
@@ -365,26 +411,26 @@ func TestRestoreFdsBindError(t *testing.T) {
 			Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
 			LocalAddr: "192.0.2.77", LocalPort: 38374}}}, // TEST-NET-1: not on this host
 	}}
-	err := r.restoreFds()
+	err := r.restore()
 	if !errors.Is(err, unix.EADDRNOTAVAIL) || !strings.Contains(err.Error(), "bind fd 5 to 192.0.2.77:38374") {
-		t.Fatalf("restoreFds = %v, want bind fd 5 to 192.0.2.77:38374: EADDRNOTAVAIL", err)
+		t.Fatalf("Restore = %v, want bind fd 5 to 192.0.2.77:38374: EADDRNOTAVAIL", err)
 	}
 }
 
 func TestRestoreFdsEmpty(t *testing.T) {
 	r := fdsStub(t, nil)
 	r.fds = &pb.FdTable{}
-	if err := r.restoreFds(); err != nil {
+	if err := r.restore(); err != nil {
 		t.Fatal(err)
 	}
-	if fds, err := proc.ReadFds(r.b.pid); err != nil || len(fds) != 0 {
+	if fds, err := proc.ReadFds(r.pid); err != nil || len(fds) != 0 {
 		t.Fatalf("fds %v, %v; want none", fds, err)
 	}
 }
 
 func TestRestoreFdsAboveNofile(t *testing.T) {
 	r := fdsStub(t, nil)
-	pid := r.b.pid
+	pid := r.pid
 	low := unix.Rlimit{Cur: 64, Max: 4096}
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
 		t.Fatal(err)
@@ -397,7 +443,7 @@ func TestRestoreFdsAboveNofile(t *testing.T) {
 		{Fd: 4000, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileIDOf(t, "/dev/null"),
 			RdevMajor: unix.Major(nullSt.Rdev), RdevMinor: unix.Minor(nullSt.Rdev)}}},
 	}}
-	if err := r.restoreFds(); err != nil {
+	if err := r.restore(); err != nil {
 		t.Fatal(err)
 	}
 	var lim unix.Rlimit
@@ -405,7 +451,7 @@ func TestRestoreFdsAboveNofile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if lim != low {
-		t.Errorf("RLIMIT_NOFILE %+v after restoreFds, want %+v back", lim, low)
+		t.Errorf("RLIMIT_NOFILE %+v after Restore, want %+v back", lim, low)
 	}
 }
 
@@ -424,16 +470,38 @@ func TestRestoreFdsFifo(t *testing.T) {
 		{Fd: 3, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: st.Ino, WriteEnd: true, FifoPath: path}}},
 		{Fd: 8, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: st.Ino, FifoPath: path}}},
 	}}
-	if err := r.restoreFds(); err != nil {
+	if err := r.restore(); err != nil {
 		t.Fatal(err)
 	}
 	for fd, want := range map[int]uint32{3: unix.O_WRONLY, 8: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC} {
-		fi, err := proc.ReadFdInfo(r.b.pid, fd)
+		fi, err := proc.ReadFdInfo(r.pid, fd)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := fi.Flags & (unix.O_ACCMODE | unix.O_NONBLOCK | unix.O_CLOEXEC); got != want || fi.Ino != st.Ino {
 			t.Errorf("fd %d: flags %#o inode %d, want %#o inode %d", fd, got, fi.Ino, want, st.Ino)
 		}
+	}
+}
+
+// TestRestoreDeletedFileNameTaken: a deleted file whose old name is taken
+// now is refused (its fd's link would name another path), and the file
+// under that name is left alone.
+func TestRestoreDeletedFileNameTaken(t *testing.T) {
+	r := fdsStub(t, nil)
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("new file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 4, Flags: unix.O_WRONLY, Kind: &pb.Fd_DeletedFile{DeletedFile: &pb.DeletedFile{
+			File: &pb.FileID{Path: path, Inode: 1}, Data: []byte("old"), Mode: unix.S_IFREG | 0o600}}},
+	}}
+	err := r.restore()
+	if !errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 4") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Restore = %v, want ErrFileChanged naming fd 4 and %s", err, path)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "new file" {
+		t.Errorf("%s now holds %q (%v)", path, b, err)
 	}
 }

@@ -1,0 +1,214 @@
+package files
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/proc"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// DumpOptions configure [Dump].
+type DumpOptions struct {
+	Log zerolog.Logger
+}
+
+// dumper holds the state of one Dump run that kinds share.
+type dumper struct {
+	pid  int
+	opts DumpOptions
+	// ends records, per pipe inode, whether a read ([0]) and a write ([1])
+	// end are among the process's fds: only then is the buffered data part
+	// of the process (and safe to copy: nobody else writes or reads).
+	ends map[uint64][2]bool
+	// dataTaken: the pipe's buffered data is already in the image.
+	dataTaken map[uint64]bool
+	// holders are the other processes that hold a pipe of which the
+	// process has one end only (livepipe.go).
+	holders map[uint64][]*pb.PipeHolder
+	// fds and infos are the process's fds and their fdinfo.
+	fds   []proc.Fd
+	infos []*proc.FdInfo
+	// fifos caches, per FIFO (fifo.go), whether its buffered data is
+	// the process's alone.
+	fifos map[fileKey]*fifoState
+	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
+	diag map[[2]uint8]map[uint64]uint8
+	// memfdTaken: the memfd's content is already in the image (memfd.go).
+	memfdTaken map[uint64]bool
+	// deletedTaken: the deleted file's content is already in the image.
+	deletedTaken map[fileKey]bool
+	// mounts of the process's mount namespace (inotify.go), read once.
+	mounts []mount
+}
+
+// liveFd is one fd of the process being dumped.
+type liveFd struct {
+	num    int
+	target string // the /proc/PID/fd link
+	link   proc.FdKind
+	anon   string // anon_inode name without brackets ("eventfd")
+	ino    uint64 // pipe:[INO], socket:[INO]
+	info   *proc.FdInfo
+	local  int // lazycr's pidfd_getfd(2) copy, sharing the open file description
+	st     unix.Stat_t
+}
+
+// Dump records every fd of the (frozen) process pid. Each fd is duplicated
+// into lazycr with pidfd_getfd(2) so that sockets and pipes can be
+// inspected with ordinary syscalls (getsockopt, tee) without disturbing the
+// process. An fd no kind can record exactly fails the dump with
+// [ErrUnsupported], naming it.
+func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
+	fds, err := proc.ReadFds(pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: pidfd_open: %w", pid, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+
+	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
+	infos := make([]*proc.FdInfo, len(fds))
+	d.infos = infos
+	for i, f := range fds {
+		info, err := proc.ReadFdInfo(pid, f.Num)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d fd %d: %w", pid, f.Num, err)
+		}
+		infos[i] = info
+		if k, _, ino := proc.Kind(f.Target); k == proc.KindPipe {
+			e := d.ends[ino]
+			if info.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+				e[1] = true
+			} else {
+				e[0] = true
+			}
+			d.ends[ino] = e
+		}
+	}
+
+	lone := map[uint64]bool{}
+	for ino, e := range d.ends {
+		lone[ino] = !e[0] || !e[1]
+	}
+	d.holders = pipeHolders(lone, pid, os.Getpid())
+	boot, err := BootID()
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	table := &pb.FdTable{Pid: uint32(pid), BootId: boot}
+	for i, f := range fds {
+		info := infos[i]
+		out := &pb.Fd{Fd: int32(f.Num), Cloexec: info.Flags&unix.O_CLOEXEC != 0, Flags: info.Flags &^ unix.O_CLOEXEC}
+		orig, err := d.sharedWith(i, table.Fds)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
+		}
+		if orig != nil {
+			// The description's kind, without a second copy of its data.
+			dup := proto.CloneOf(orig)
+			dup.Fd, dup.Cloexec, dup.DupOf = out.Fd, out.Cloexec, proto.Int32(orig.Fd)
+			if p := dup.GetPipe(); p != nil {
+				p.Data = nil
+			}
+			if m := dup.GetMemfd(); m != nil {
+				m.Data = nil
+			}
+			if df := dup.GetDeletedFile(); df != nil {
+				df.Data = nil
+			}
+			table.Fds = append(table.Fds, dup)
+			continue
+		}
+		local, err := unix.PidfdGetfd(pidfd, f.Num, 0)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d fd %d: pidfd_getfd: %w", pid, f.Num, os.NewSyscallError("pidfd_getfd", err))
+		}
+		l := &liveFd{num: f.Num, target: f.Target, info: info, local: local}
+		var name string
+		l.link, name, l.ino = proc.Kind(f.Target)
+		l.anon = strings.Trim(name, "[]")
+		err = d.dumpOne(l, out)
+		unix.Close(local)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
+		}
+		table.Fds = append(table.Fds, out)
+	}
+	return table, nil
+}
+
+// sharedWith returns the earlier fd of recorded that shares fd i's open
+// file description (kcmp(2) KCMP_FILE; only fds with the same link target
+// can), or nil.
+func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
+	for j := 0; j < i; j++ {
+		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil {
+			continue
+		}
+		same, err := kabi.KcmpFile(d.pid, d.pid, d.fds[j].Num, d.fds[i].Num)
+		if err != nil {
+			return nil, fmt.Errorf("compare with fd %d: %w", d.fds[j].Num, err)
+		}
+		if same {
+			return recorded[j], nil
+		}
+	}
+	return nil, nil
+}
+
+// dumpOne records l with the first kind that claims it.
+func (d *dumper) dumpOne(l *liveFd, out *pb.Fd) error {
+	if err := unix.Fstat(l.local, &l.st); err != nil {
+		return os.NewSyscallError("fstat", err)
+	}
+	for _, k := range kinds {
+		if k.claims(l) {
+			return k.dump(d, l, out)
+		}
+	}
+	return refusal(l)
+}
+
+// refusal says why no kind claimed l.
+func refusal(l *liveFd) error {
+	switch l.link {
+	case proc.KindFile:
+		switch {
+		case strings.HasPrefix(l.target, "/memfd:"):
+			return fmt.Errorf("%w: fd kind memfd", ErrUnsupported)
+		case isDeleted(l):
+			return fmt.Errorf("%w: the file was deleted", ErrUnsupported)
+		case l.st.Mode&unix.S_IFMT == unix.S_IFBLK:
+			return fmt.Errorf("%w: fd kind block device", ErrUnsupported)
+		}
+		return fmt.Errorf("%w: file type %#o", ErrUnsupported, l.st.Mode&unix.S_IFMT)
+	case proc.KindAnonInode:
+		return fmt.Errorf("%w: fd kind %s", ErrUnsupported, l.anon)
+	}
+	return fmt.Errorf("%w: fd kind %q", ErrUnsupported, l.target)
+}
+
+// isDeleted: the path the fd was opened by no longer names it.
+func isDeleted(l *liveFd) bool {
+	return strings.HasSuffix(l.target, " (deleted)") || l.st.Nlink == 0 && l.st.Mode&unix.S_IFMT == unix.S_IFREG
+}
+
+// isPath: l was opened by a path that still names it (not a memfd, not
+// deleted).
+func isPath(l *liveFd) bool {
+	return l.link == proc.KindFile && !strings.HasPrefix(l.target, "/memfd:") && !isDeleted(l)
+}
+
+// fileID identifies the file l has open.
+func fileID(l *liveFd) *pb.FileID {
+	return &pb.FileID{Path: l.target, Dev: l.st.Dev, Inode: l.st.Ino, Size: uint64(l.st.Size), MtimeUnixNano: l.st.Mtim.Nano()}
+}

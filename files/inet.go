@@ -1,0 +1,444 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// inetSocket is an AF_INET/AF_INET6 socket: UDP (bound, connected) or a
+// listening TCP socket, with its options (socket(7), ip(7), ipv6(7)). Other
+// families and established TCP connections are refused.
+type inetSocket struct{}
+
+func (inetSocket) name() string { return "socket" }
+
+func (inetSocket) claims(l *liveFd) bool { return l.link == proc.KindSocket }
+
+func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
+	s, err := describeSocket(l.local)
+	if err != nil {
+		return err
+	}
+	s.Inode = l.ino
+	if s.Type == unix.SOCK_DGRAM {
+		if s.Shutdown, err = d.shutdown(uint8(s.Family), uint8(s.Protocol), l.ino); err != nil {
+			return err
+		}
+	}
+	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
+	return nil
+}
+
+func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }
+
+func (inetSocket) show(f *pb.Fd) string {
+	s := f.GetInetSocket()
+	d := SockProto(s) + " " + HostPort(s.LocalAddr, s.LocalPort)
+	if s.PeerAddr != "" {
+		d += " -> " + HostPort(s.PeerAddr, s.PeerPort)
+	}
+	switch s.Shutdown {
+	case 1:
+		d += ", shut down for reading"
+	case 2:
+		d += ", shut down for writing"
+	case 3:
+		d += ", shut down"
+	}
+	if o := s.Options; o != nil && (o.UdpliteSendCscov != 0 || o.UdpliteRecvCscov != 0) {
+		d += fmt.Sprintf(", checksum coverage send %d recv %d", o.UdpliteSendCscov, o.UdpliteRecvCscov)
+	}
+	return d
+}
+
+// shutdown reads sk_shutdown of socket:[ino] with sock_diag (sockdiag.go),
+// one dump request per family and protocol.
+func (d *dumper) shutdown(family, protocol uint8, ino uint64) (uint32, error) {
+	key := [2]uint8{family, protocol}
+	m, ok := d.diag[key]
+	if !ok {
+		var err error
+		if m, err = diagShutdowns(d.pid, family, protocol); err != nil {
+			return 0, fmt.Errorf("read shutdown state of socket:[%d]: %w", ino, err)
+		}
+		if d.diag == nil {
+			d.diag = map[[2]uint8]map[uint64]uint8{}
+		}
+		d.diag[key] = m
+	}
+	v, ok := m[ino]
+	if !ok {
+		return 0, fmt.Errorf("read shutdown state of socket:[%d]: sock_diag does not list it", ino)
+	}
+	return uint32(v), nil
+}
+
+// SockProto names the protocol of s as `lazycr show` prints it: udp, tcp,
+// tcp-listen, with a 6 for IPv6.
+func SockProto(s *pb.InetSocket) string {
+	p := "udp"
+	if s.Protocol == unix.IPPROTO_UDPLITE {
+		p = "udplite"
+	}
+	if s.Type == unix.SOCK_STREAM {
+		p = "tcp"
+		if s.Listening {
+			p = "tcp-listen"
+		}
+	}
+	if s.Family == unix.AF_INET6 {
+		p += "6"
+	}
+	return p
+}
+
+// HostPort joins an address and a port, bracketing IPv6 addresses.
+func HostPort(addr string, port uint32) string {
+	if strings.Contains(addr, ":") {
+		return fmt.Sprintf("[%s]:%d", addr, port)
+	}
+	return fmt.Sprintf("%s:%d", addr, port)
+}
+
+// UDP-Lite socket options, include/uapi/linux/udp.h and udplite(7); the
+// option level is the protocol number.
+const (
+	solUDPLite       = unix.IPPROTO_UDPLITE
+	udpliteSendCscov = 10
+	udpliteRecvCscov = 11
+)
+
+// getsockoptInt reads an int socket option; a variable so that tests can
+// make one fail.
+var getsockoptInt = unix.GetsockoptInt
+
+// describeSocket records an inet socket; anything else is refused. Every
+// option read must succeed: a failed getsockopt fails the dump, naming the
+// option, and is never recorded as 0.
+func describeSocket(fd int) (*pb.InetSocket, error) {
+	var errs []error
+	geti := func(level, opt int, name string) int32 {
+		v, err := getsockoptInt(fd, level, opt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
+		}
+		return int32(v)
+	}
+	domain := geti(unix.SOL_SOCKET, unix.SO_DOMAIN, "SO_DOMAIN")
+	typ := geti(unix.SOL_SOCKET, unix.SO_TYPE, "SO_TYPE")
+	protocol := geti(unix.SOL_SOCKET, unix.SO_PROTOCOL, "SO_PROTOCOL")
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	switch domain {
+	case unix.AF_INET, unix.AF_INET6:
+	case unix.AF_UNIX:
+		return nil, fmt.Errorf("%w: fd kind unix socket", ErrUnsupported)
+	case unix.AF_NETLINK:
+		return nil, fmt.Errorf("%w: fd kind netlink socket", ErrUnsupported)
+	case unix.AF_PACKET:
+		return nil, fmt.Errorf("%w: fd kind packet socket", ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("%w: fd kind socket of family %d", ErrUnsupported, domain)
+	}
+	s := &pb.InetSocket{Family: domain, Type: typ, Protocol: protocol}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, os.NewSyscallError("getsockname", err)
+	}
+	s.LocalAddr, s.LocalPort = sockaddr(sa)
+	peer, err := unix.Getpeername(fd)
+	switch {
+	case err == nil:
+		s.PeerAddr, s.PeerPort = sockaddr(peer)
+	case !errors.Is(err, unix.ENOTCONN):
+		return nil, os.NewSyscallError("getpeername", err)
+	}
+	switch {
+	case typ == unix.SOCK_DGRAM && (protocol == unix.IPPROTO_UDP || protocol == unix.IPPROTO_UDPLITE):
+	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
+		acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN")
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		if acc == 0 {
+			if s.PeerAddr != "" {
+				return nil, fmt.Errorf("%w: fd kind established TCP connection %s -> %s", ErrUnsupported,
+					netip.AddrPortFrom(netip.MustParseAddr(s.LocalAddr), uint16(s.LocalPort)),
+					netip.AddrPortFrom(netip.MustParseAddr(s.PeerAddr), uint16(s.PeerPort)))
+			}
+			return nil, fmt.Errorf("%w: fd kind unconnected, non-listening TCP socket", ErrUnsupported)
+		}
+		s.Listening = true
+		// The backlog is not readable back from the kernel with getsockopt;
+		// SOMAXCONN is what listen(2) clamps to anyway.
+		s.Backlog = unix.SOMAXCONN
+	default:
+		return nil, fmt.Errorf("%w: fd kind socket type %d protocol %d", ErrUnsupported, typ, protocol)
+	}
+	o := &pb.SocketOptions{}
+	o.Reuseaddr = geti(unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR") != 0
+	o.Reuseport = geti(unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT") != 0
+	o.Broadcast = geti(unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST") != 0
+	o.Keepalive = geti(unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE") != 0
+	o.Sndbuf = geti(unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF")
+	o.Rcvbuf = geti(unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF")
+	o.Priority = geti(unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY")
+	o.Mark = geti(unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK")
+	dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("read SO_BINDTODEVICE: %w", os.NewSyscallError("getsockopt", err)))
+	}
+	o.BindToDevice = strings.TrimRight(dev, "\x00")
+	if domain == unix.AF_INET {
+		o.Tos = geti(unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS")
+		o.Ttl = geti(unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL")
+		o.RecvErr = geti(unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR") != 0
+		o.Pktinfo = geti(unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO") != 0
+	} else {
+		o.Tos = geti(unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS")
+		o.Ttl = geti(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")
+		o.Ipv6Only = geti(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY") != 0
+		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
+		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
+	}
+	if protocol == unix.IPPROTO_UDPLITE {
+		o.UdpliteSendCscov = geti(solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV")
+		o.UdpliteRecvCscov = geti(solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV")
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.Options = o
+	return s, nil
+}
+
+func sockaddr(sa unix.Sockaddr) (string, uint32) {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr).String(), uint32(a.Port)
+	case *unix.SockaddrInet6:
+		addr := netip.AddrFrom16(a.Addr)
+		if a.ZoneId != 0 {
+			addr = addr.WithZone(fmt.Sprint(a.ZoneId))
+		}
+		return addr.String(), uint32(a.Port)
+	}
+	return "", 0
+}
+
+// localAddrFor is the address an inet socket is bound to here. netfix may
+// later map the image's addresses to this host's.
+func localAddrFor(s *pb.InetSocket) string {
+	return s.LocalAddr
+}
+
+// sockaddrOf builds the sockaddr of addr:port for family.
+func sockaddrOf(family int32, addr string, port uint32) (unix.Sockaddr, netip.AddrPort, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("parse address %q: %w", addr, err)
+	}
+	ap := netip.AddrPortFrom(a, uint16(port))
+	switch family {
+	case unix.AF_INET:
+		if !a.Unmap().Is4() {
+			return nil, ap, fmt.Errorf("address %s is not IPv4", a)
+		}
+		return &unix.SockaddrInet4{Port: int(port), Addr: a.Unmap().As4()}, ap, nil
+	case unix.AF_INET6:
+		sa := &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
+		if z := a.Zone(); z != "" {
+			id, err := strconv.ParseUint(z, 10, 32)
+			if err != nil {
+				return nil, ap, fmt.Errorf("address %s: zone is not an interface index", a)
+			}
+			sa.ZoneId = uint32(id)
+		}
+		return sa, ap, nil
+	}
+	return nil, ap, fmt.Errorf("socket family %d is not inet", family)
+}
+
+// create makes an inet socket in the process and configures it from
+// lazycr through a pidfd_getfd copy: options, bind, connect or listen act
+// on the socket (and its network namespace), not on the fd.
+func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
+	s := f.GetInetSocket()
+	typ := uintptr(s.Type) | unix.SOCK_CLOEXEC
+	if f.Flags&unix.O_NONBLOCK != 0 {
+		typ |= unix.SOCK_NONBLOCK
+	}
+	fd, err := r.rem.Syscall(unix.SYS_SOCKET, uintptr(s.Family), typ, uintptr(s.Protocol))
+	if err != nil {
+		return 0, fmt.Errorf("create socket fd %d (family %d type %d protocol %d): %w", f.Fd, s.Family, s.Type, s.Protocol, err)
+	}
+	if fd, err = r.moveHigh(fd); err != nil {
+		return 0, fmt.Errorf("create socket fd %d: %w", f.Fd, err)
+	}
+	local, err := r.getfd(fd)
+	if err != nil {
+		return 0, fmt.Errorf("socket fd %d: %w", f.Fd, err)
+	}
+	defer unix.Close(local)
+	if err := setSockopts(local, f.Fd, s); err != nil {
+		return 0, err
+	}
+	la, lap, err := sockaddrOf(s.Family, localAddrFor(s), s.LocalPort)
+	if err != nil {
+		return 0, fmt.Errorf("socket fd %d: local %w", f.Fd, err)
+	}
+	if s.LocalPort != 0 || !lap.Addr().IsUnspecified() {
+		if err := unix.Bind(local, la); err != nil {
+			return 0, fmt.Errorf("bind fd %d to %s: %w", f.Fd, lap, err)
+		}
+	}
+	switch {
+	case s.Listening:
+		if err := unix.Listen(local, int(s.Backlog)); err != nil {
+			return 0, fmt.Errorf("listen on fd %d %s: %w", f.Fd, lap, err)
+		}
+	case s.PeerAddr != "" && s.Type == unix.SOCK_DGRAM:
+		pa, pap, err := sockaddrOf(s.Family, s.PeerAddr, s.PeerPort)
+		if err != nil {
+			return 0, fmt.Errorf("socket fd %d: peer %w", f.Fd, err)
+		}
+		if err := unix.Connect(local, pa); err != nil {
+			return 0, fmt.Errorf("connect fd %d to %s: %w", f.Fd, pap, err)
+		}
+	case s.PeerAddr != "":
+		return 0, fmt.Errorf("socket fd %d: connected socket of type %d cannot be restored", f.Fd, s.Type)
+	}
+	if err := shutdownSocket(local, f.Fd, s); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
+// shutdownSocket gives the socket its recorded sk_shutdown. On a socket
+// that is not connected shutdown(2) fails ENOTCONN but still records the
+// shutdown (inet_shutdown in net/ipv4/af_inet.c sets sk_shutdown for
+// every state but listening), which is what a datagram socket of the
+// process had too.
+func shutdownSocket(fd int, num int32, s *pb.InetSocket) error {
+	const rcv, send = 1, 2 // RCV_SHUTDOWN, SEND_SHUTDOWN (include/net/sock.h)
+	var how int
+	switch s.Shutdown {
+	case 0:
+		return nil
+	case rcv:
+		how = unix.SHUT_RD
+	case send:
+		how = unix.SHUT_WR
+	case rcv | send:
+		how = unix.SHUT_RDWR
+	default:
+		return fmt.Errorf("socket fd %d: shutdown state %#x in the image", num, s.Shutdown)
+	}
+	err := unix.Shutdown(fd, how)
+	if err != nil && !(errors.Is(err, unix.ENOTCONN) && s.PeerAddr == "" && s.Type == unix.SOCK_DGRAM) {
+		return fmt.Errorf("shut down socket fd %d (how %d): %w", num, how, os.NewSyscallError("shutdown", err))
+	}
+	return nil
+}
+
+// setSockopts applies the recorded options before bind. Values that the
+// kernel derives (buffer sizes, TOS, TTL, V6ONLY) are set only when they
+// differ from what the fresh socket has, so that defaults stay defaults
+// (a set SO_RCVBUF turns TCP autotuning off). See socket(7), ip(7), ipv6(7).
+func setSockopts(fd int, num int32, s *pb.InetSocket) error {
+	o := s.Options
+	if o == nil {
+		return nil
+	}
+	set := func(level, opt int, name string, v int) error {
+		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+			return fmt.Errorf("set %s=%d on socket fd %d: %w", name, v, num, os.NewSyscallError("setsockopt", err))
+		}
+		return nil
+	}
+	setIf := func(cond bool, level, opt int, name string, v int) error {
+		if !cond {
+			return nil
+		}
+		return set(level, opt, name, v)
+	}
+	setDiff := func(level, opt int, name string, want int) error {
+		have, err := unix.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			return fmt.Errorf("read %s of socket fd %d: %w", name, num, os.NewSyscallError("getsockopt", err))
+		}
+		if have == want {
+			return nil
+		}
+		return set(level, opt, name, want)
+	}
+	setBuf := func(opt int, name string, want int32) error {
+		// The kernel doubles what is set; the record is the doubled value.
+		if want <= 0 {
+			return nil
+		}
+		have, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
+		if err != nil {
+			return fmt.Errorf("read %s of socket fd %d: %w", name, num, os.NewSyscallError("getsockopt", err))
+		}
+		if have == int(want) {
+			return nil
+		}
+		return set(unix.SOL_SOCKET, opt, name, int(want/2))
+	}
+	v6 := s.Family == unix.AF_INET6
+	errs := []error{
+		setIf(o.Reuseaddr, unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR", 1),
+		setIf(o.Reuseport, unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT", 1),
+		setIf(o.Broadcast, unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST", 1),
+		setIf(o.Keepalive, unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", 1),
+		setIf(o.Priority != 0, unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY", int(o.Priority)),
+		setIf(o.Mark != 0, unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK", int(o.Mark)),
+		setBuf(unix.SO_SNDBUF, "SO_SNDBUF", o.Sndbuf),
+		setBuf(unix.SO_RCVBUF, "SO_RCVBUF", o.Rcvbuf),
+	}
+	if s.Protocol == unix.IPPROTO_UDPLITE {
+		errs = append(errs,
+			setIf(o.UdpliteSendCscov != 0, solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV", int(o.UdpliteSendCscov)),
+			setIf(o.UdpliteRecvCscov != 0, solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV", int(o.UdpliteRecvCscov)))
+	}
+	if o.BindToDevice != "" {
+		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, o.BindToDevice); err != nil {
+			errs = append(errs, fmt.Errorf("bind socket fd %d to device %s: %w", num, o.BindToDevice, os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)))
+		}
+	}
+	if v6 {
+		v6only := 0
+		if o.Ipv6Only {
+			v6only = 1
+		}
+		errs = append(errs,
+			setDiff(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY", v6only),
+			setIf(o.Tos != 0, unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS", int(o.Tos)),
+			setIf(o.RecvErr, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR", 1),
+			setIf(o.Pktinfo, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 1),
+		)
+		if o.Ttl > 0 {
+			errs = append(errs, setDiff(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", int(o.Ttl)))
+		}
+	} else {
+		errs = append(errs,
+			setDiff(unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS", int(o.Tos)),
+			setIf(o.RecvErr, unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR", 1),
+			setIf(o.Pktinfo, unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO", 1),
+		)
+		if o.Ttl > 0 {
+			errs = append(errs, setDiff(unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL", int(o.Ttl)))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,204 @@
+package files
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// A pipe of which the image has one end only (its peer was not dumped: a
+// shell pipeline, a harness reading stdout) can be reconnected on restore
+// to the live peer, but never by guessing: a pipe inode number means
+// nothing on another host or after a reboot, and any process holding a
+// pipe with that number could be joined. The dump records the boot id and
+// the processes that held the pipe (pid, start time, real uid); restore
+// reconnects only on the same boot, through a holder that is still the
+// same process with the same owner and still holds pipe:[INO]. Anything
+// else gets a fresh pipe (or what --inherit-fd names).
+
+// maxHolders bounds the holders recorded per pipe.
+const maxHolders = 16
+
+// bootIDPath is where the kernel publishes this boot's random id (see
+// random(4), /proc/sys/kernel/random/boot_id).
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// BootID returns this boot's id.
+func BootID() (string, error) {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read boot id: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
+}
+
+// pipeHolders returns, for each inode of lone, the processes other than
+// skip that hold pipe:[INO] open.
+func pipeHolders(lone map[uint64]bool, skip ...int) map[uint64][]*pb.PipeHolder {
+	out := map[uint64][]*pb.PipeHolder{}
+	if len(lone) == 0 {
+		return out
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	ns, err := pidNS()
+	if err != nil {
+		return out
+	}
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || slices.Contains(skip, pid) {
+			continue
+		}
+		seen := map[uint64]bool{}
+		for _, ino := range pipesHeldBy(pid) {
+			if !lone[ino] || seen[ino] || len(out[ino]) >= maxHolders {
+				continue
+			}
+			seen[ino] = true
+			start, err := proc.ProcessIdentity(pid)
+			if err != nil {
+				continue
+			}
+			st, err := proc.ReadStatus(pid)
+			if err != nil {
+				continue
+			}
+			out[ino] = append(out[ino], &pb.PipeHolder{Pid: uint32(pid), StartTime: start, Uid: st.Uid[0], PidNs: ns})
+		}
+	}
+	return out
+}
+
+// pidNS is the inode of the pid namespace /proc numbers pids in (lazycr's
+// own; see pid_namespaces(7)).
+func pidNS() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return 0, fmt.Errorf("stat /proc/self/ns/pid: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// pipesHeldBy lists the pipe inodes pid has open (best effort: a process
+// may vanish or forbid the read).
+func pipesHeldBy(pid int) []uint64 {
+	fds, err := proc.ReadFds(pid)
+	if err != nil {
+		return nil
+	}
+	var out []uint64
+	for _, f := range fds {
+		if k, _, ino := proc.Kind(f.Target); k == proc.KindPipe {
+			out = append(out, ino)
+		}
+	}
+	return out
+}
+
+// holderFd returns /proc/PID/fd/N of h if h is still the process the dump
+// saw (same start time, same real uid) and holds pipe:[ino].
+func holderFd(h *pb.PipeHolder, ino uint64) (string, error) {
+	pid := int(h.Pid)
+	ns, err := pidNS()
+	if err != nil {
+		return "", err
+	}
+	if ns != h.PidNs {
+		return "", fmt.Errorf("pid %d was numbered in pid namespace %d, lazycr runs in %d", pid, h.PidNs, ns)
+	}
+	start, err := proc.ProcessIdentity(pid)
+	if err != nil {
+		return "", err
+	}
+	if start != h.StartTime {
+		return "", fmt.Errorf("pid %d is another process now (started at tick %d, the holder at %d)", pid, start, h.StartTime)
+	}
+	st, err := proc.ReadStatus(pid)
+	if err != nil {
+		return "", err
+	}
+	if st.Uid[0] != h.Uid {
+		return "", fmt.Errorf("pid %d is owned by uid %d now, the dump saw uid %d", pid, st.Uid[0], h.Uid)
+	}
+	fds, err := proc.ReadFds(pid)
+	if err != nil {
+		return "", err
+	}
+	want := fmt.Sprintf("pipe:[%d]", ino)
+	for _, f := range fds {
+		if f.Target == want {
+			return fmt.Sprintf("/proc/%d/fd/%d", pid, f.Num), nil
+		}
+	}
+	return "", fmt.Errorf("pid %d no longer holds pipe:[%d]", pid, ino)
+}
+
+// reopenLivePipe reconnects the lone end of pipe:[ino] to a recorded
+// holder (see the top of this file), opening it through /proc/PID/fd/N —
+// a pipe reopened through /proc is the same pipe, with the access mode
+// asked for (proc(5), /proc/pid/fd). It reports whether it did.
+func (r *restorer) reopenLivePipe(ino uint64, g *pipeGroup, what string) bool {
+	end, fds, acc := &g.r, g.read, unix.O_RDONLY
+	if len(g.read) == 0 {
+		end, fds, acc = &g.w, g.write, unix.O_WRONLY
+	}
+	holders := fds[0].GetPipe().Holders
+	if len(holders) == 0 {
+		return false
+	}
+	log := r.log.With().Int32("fd", fds[0].Fd).Uint64("pipe", ino).Logger()
+	here, err := BootID()
+	if err != nil || r.bootID == "" || here != r.bootID {
+		log.Warn().Str("image_boot_id", r.bootID).Str("boot_id", here).
+			Msgf("fd %d: not reconnected to the processes that held its pipe: the image comes from another boot or host", fds[0].Fd)
+		return false
+	}
+	for _, h := range holders {
+		holder, err := holderFd(h, ino)
+		if err != nil {
+			log.Debug().Err(err).Msg("reopen " + what)
+			continue
+		}
+		path, err := r.putString(scratchPath, holder)
+		if err != nil {
+			return false
+		}
+		// O_NONBLOCK: opening a pipe for writing with no reader would
+		// block (it fails ENXIO instead, and a fresh pipe is made).
+		fd, err := r.rem.Syscall(unix.SYS_OPENAT, atFdcwd, path, uintptr(acc|unix.O_CLOEXEC|unix.O_NONBLOCK), 0)
+		if err != nil {
+			log.Debug().Err(err).Str("holder", holder).Msg("reopen " + what)
+			continue
+		}
+		if fd, err = r.moveHigh(fd); err != nil {
+			return false
+		}
+		// What was opened is pipe:[ino], and the holder is still the same
+		// process (its pid was not reused during the open).
+		var st unix.Stat_t
+		err = unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), &st)
+		start, serr := proc.ProcessIdentity(int(h.Pid))
+		if err != nil || st.Ino != ino || serr != nil || start != h.StartTime {
+			r.closeRemote(fd)
+			continue
+		}
+		if err := r.setfl(fd, fds[0].Flags); err != nil {
+			r.closeRemote(fd)
+			return false
+		}
+		*end = fd
+		log.Info().Str("via", holder).
+			Msgf("fd %d: its pipe's peer was not dumped but the pipe is still alive here (held by pid %d, uid %d, since the dump): reconnected to it", fds[0].Fd, h.Pid, h.Uid)
+		return true
+	}
+	return false
+}

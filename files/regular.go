@@ -1,0 +1,85 @@
+package files
+
+import (
+	"fmt"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"golang.org/x/sys/unix"
+)
+
+// regularFile is an fd opened by a path that still names it: a regular
+// file, a directory, or a symlink opened O_PATH|O_NOFOLLOW. It is reopened
+// by path, checked to be the same inode, and seeked to its offset.
+type regularFile struct{}
+
+func (regularFile) name() string { return "file" }
+
+func (regularFile) claims(l *liveFd) bool {
+	switch l.st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
+		return isPath(l)
+	}
+	return false
+}
+
+func (regularFile) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
+	out.Kind = &pb.Fd_File{File: &pb.RegularFile{File: fileID(l), Pos: l.info.Pos, Mode: l.st.Mode}}
+	return nil
+}
+
+func (regularFile) owns(f *pb.Fd) bool { return f.GetFile() != nil }
+
+func (regularFile) create(r *restorer, f *pb.Fd) (uintptr, error) {
+	file := f.GetFile()
+	if err := checkFdFile(f.Fd, file.File, file.Mode); err != nil {
+		return 0, err
+	}
+	fd, err := r.openAt(file.File.Path, openFlags(f.Flags))
+	if err != nil {
+		return 0, fmt.Errorf("open fd %d %s: %w", f.Fd, file.File.Path, err)
+	}
+	if file.Pos != 0 && f.Flags&unix.O_PATH == 0 {
+		if _, err := r.rem.Syscall(unix.SYS_LSEEK, fd, uintptr(file.Pos), unix.SEEK_SET); err != nil {
+			return 0, fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, file.File.Path, file.Pos, err)
+		}
+	}
+	return fd, nil
+}
+
+func (regularFile) show(f *pb.Fd) string {
+	k := f.GetFile()
+	return fmt.Sprintf("%s pos %d", k.GetFile().GetPath(), k.Pos)
+}
+
+// oTmpfileOnly is __O_TMPFILE without O_DIRECTORY: never passed to openat
+// when reopening a file by path.
+const oTmpfileOnly = unix.O_TMPFILE &^ unix.O_DIRECTORY
+
+// openFlags are the flags to reopen an fd by path with: the recorded ones
+// without those that create or truncate, O_CLOEXEC (the final FD_CLOEXEC is
+// set by dup3) and O_NOCTTY (a tty must not become the stub's controlling
+// terminal by accident).
+func openFlags(flags uint32) uintptr {
+	return uintptr(flags&^(unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL|oTmpfileOnly)) | unix.O_CLOEXEC | unix.O_NOCTTY
+}
+
+// checkFdFile makes sure path is still the file (inode and device) the
+// dump saw; a symlink opened with O_PATH|O_NOFOLLOW is checked itself.
+func checkFdFile(fd int32, id *pb.FileID, mode uint32) error {
+	if id == nil {
+		return fmt.Errorf("fd %d: %w: no file recorded", fd, ErrFileChanged)
+	}
+	var st unix.Stat_t
+	stat := unix.Stat
+	if mode&unix.S_IFMT == unix.S_IFLNK {
+		stat = unix.Lstat
+	}
+	if err := stat(id.Path, &st); err != nil {
+		return fmt.Errorf("fd %d: %w: %s: %w", fd, ErrFileChanged, id.Path, err)
+	}
+	if st.Ino != id.Inode || st.Dev != id.Dev {
+		return fmt.Errorf("fd %d: %w: %s is now inode %d on device %#x, the dump had inode %d on %#x",
+			fd, ErrFileChanged, id.Path, st.Ino, st.Dev, id.Inode, id.Dev)
+	}
+	return nil
+}

@@ -1,0 +1,334 @@
+package files
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Remote runs syscalls inside the process being built and moves small data
+// through a scratch page of it. restore's builder satisfies it; the page is
+// the fd step's for the whole of [Restore].
+type Remote interface {
+	// Pid is the process being built.
+	Pid() int
+	// Syscall runs syscall nr in it and returns its result.
+	Syscall(nr uintptr, args ...uintptr) (uintptr, error)
+	// Put writes data at offset off of the scratch page and returns its
+	// address in the process.
+	Put(off int, data []byte) (uintptr, error)
+	// Get reads n bytes at offset off of the scratch page.
+	Get(off, n int) ([]byte, error)
+	// Scratch is the scratch page's address in the process.
+	Scratch() uintptr
+}
+
+// RestoreOptions configure [Restore].
+type RestoreOptions struct {
+	// Inherit lists fds of lazycr that are passed to the process at the
+	// same number instead of being rebuilt (--inherit-fd).
+	Inherit []int
+	Log     zerolog.Logger
+}
+
+// allFds is ~0U, the last fd of close_range(2).
+const allFds = uintptr(math.MaxUint32)
+
+// atFdcwd is AT_FDCWD (-100) as a syscall argument.
+const atFdcwd = ^uintptr(99)
+
+// Scratch page layout while fds are restored.
+const (
+	scratchPath = 0    // a path for openat, up to 2048 bytes
+	scratchArgs = 2048 // small structs: pipe2/socketpair results, itimerspec, epoll_event...
+	scratchMsg  = 3072 // recvmsg: msghdr (56), iovec (16), data byte, cmsg buffer (24)
+)
+
+// restorer holds the state of one Restore run.
+type restorer struct {
+	rem     Remote
+	pid     int
+	log     zerolog.Logger
+	base    uintptr           // first temporary fd number: highest image fd + 1
+	temp    map[int32]uintptr // image fd → its object at a temporary number
+	inImage map[int32]bool
+	cloexec map[int32]bool // the image's FD_CLOEXEC per fd
+	inherit map[int32]bool
+	pipes   map[uint64]*pipeGroup     // pipe.go
+	memfds  map[uint64]*memfdGroup    // memfd.go
+	deleted map[fileKey]*deletedGroup // deleted.go
+	pidfd   int                       // pidfd of the process, -1 until opened
+	bootID  string                    // the image's boot id
+	// The socketpair that carries inherited fds (inherit.go): the
+	// process's receiving end (a temporary number) and lazycr's copy of
+	// the sending end.
+	recvFd uintptr
+	sendFd int
+}
+
+// Restore re-creates the image's fd table at its exact numbers in the
+// process rem is building, in three phases: every object is created at a
+// temporary number above the image's highest fd, then dup3(2)'d to its
+// number with its FD_CLOEXEC, then the kinds that name other fds (epoll)
+// finish. The stub's own fds are closed first. See close_range(2), fcntl(2)
+// F_DUPFD_CLOEXEC.
+func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
+	if _, err := rem.Syscall(unix.SYS_CLOSE_RANGE, 0, allFds, 0); err != nil {
+		return fmt.Errorf("close the stub's fds: %w", err)
+	}
+	var fds []*pb.Fd
+	var bootID string
+	if table != nil {
+		fds, bootID = table.Fds, table.BootId
+	}
+	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, pidfd: -1, sendFd: -1, bootID: bootID}
+	defer r.close()
+	r.cloexec = map[int32]bool{}
+	for _, f := range fds {
+		r.inImage[f.Fd] = true
+		r.cloexec[f.Fd] = f.Cloexec
+	}
+	for _, n := range opts.Inherit {
+		if !r.inImage[int32(n)] {
+			r.log.Warn().Int("fd", n).Msg("inherited fd is not in the image: ignored")
+			continue
+		}
+		r.inherit[int32(n)] = true
+	}
+	var maxFd int32 = -1
+	for _, f := range fds {
+		if f.Fd < 0 {
+			return fmt.Errorf("fd %d: negative fd number in the image", f.Fd)
+		}
+		maxFd = max(maxFd, f.Fd)
+		if d := f.DupOf; d != nil && (*d >= f.Fd || !r.inImage[*d]) {
+			return fmt.Errorf("fd %d: a dup of fd %d, which is not an earlier fd of the image", f.Fd, *d)
+		}
+		if r.inherit[f.Fd] || f.DupOf != nil {
+			continue
+		}
+		if p, ok := kindOfImage(f).(preparer); ok {
+			p.prepare(r, f)
+		}
+	}
+	r.base = uintptr(maxFd + 1)
+	if len(fds) == 0 {
+		return r.checkTable(nil)
+	}
+	restoreLimit, err := r.raiseNofile(len(fds))
+	if err != nil {
+		return err
+	}
+	defer restoreLimit()
+
+	// Phase 1: every object at a temporary number; kinds that observe
+	// the others (inotify) last, so that what the restore does is not
+	// what they report.
+	for _, late := range []bool{false, true} {
+		for _, f := range fds {
+			_, isLate := kindOfImage(f).(lateKind)
+			if isLate == late {
+				if err := r.create(f); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	r.closeInheritChannel()
+	// Phase 2: the final numbers.
+	for _, f := range fds {
+		var flags uintptr
+		if f.Cloexec {
+			flags = unix.O_CLOEXEC
+		}
+		if _, err := rem.Syscall(unix.SYS_DUP3, r.temp[f.Fd], uintptr(f.Fd), flags); err != nil {
+			return fmt.Errorf("dup3 fd %d to %d: %w", r.temp[f.Fd], f.Fd, err)
+		}
+	}
+	if _, err := rem.Syscall(unix.SYS_CLOSE_RANGE, r.base, allFds, 0); err != nil {
+		return fmt.Errorf("close temporary fds from %d: %w", r.base, err)
+	}
+	r.temp = nil
+	// Phase 3: what names final numbers.
+	for _, f := range fds {
+		if r.inherit[f.Fd] || f.DupOf != nil {
+			continue
+		}
+		if fin, ok := kindOfImage(f).(finisher); ok {
+			if err := fin.finish(r, f); err != nil {
+				return err
+			}
+		}
+	}
+	return r.checkTable(fds)
+}
+
+// create makes the object of image fd f at a temporary number.
+func (r *restorer) create(f *pb.Fd) error {
+	var (
+		fd  uintptr
+		err error
+	)
+	if r.inherit[f.Fd] {
+		fd, err = r.receiveInherited(f.Fd)
+	} else if f.DupOf != nil {
+		// One open file description, as in the dumped process.
+		if fd, err = r.rem.Syscall(unix.SYS_FCNTL, r.temp[*f.DupOf], unix.F_DUPFD_CLOEXEC, r.base); err != nil {
+			err = fmt.Errorf("dup fd %d as fd %d: %w", *f.DupOf, f.Fd, err)
+		}
+	} else if k := kindOfImage(f); k != nil {
+		fd, err = k.create(r, f)
+	} else {
+		return fmt.Errorf("fd %d: unknown kind %T in the image", f.Fd, f.Kind)
+	}
+	if err != nil {
+		return err
+	}
+	r.temp[f.Fd] = fd
+	return nil
+}
+
+// checkTable makes sure /proc/PID/fd lists exactly the image's fds.
+func (r *restorer) checkTable(want []*pb.Fd) error {
+	have, err := proc.ReadFds(r.pid)
+	if err != nil {
+		return fmt.Errorf("list fds of pid %d: %w", r.pid, err)
+	}
+	var h, w []int
+	for _, f := range have {
+		h = append(h, f.Num)
+	}
+	for _, f := range want {
+		w = append(w, int(f.Fd))
+	}
+	slices.Sort(w)
+	if !slices.Equal(h, w) {
+		return fmt.Errorf("pid %d has fds %v after restore, the image has %v", r.pid, h, w)
+	}
+	return nil
+}
+
+// raiseNofile makes room for the temporary fds: the stub inherits the soft
+// RLIMIT_NOFILE lazycr started with, which may be below base+n. It returns
+// the function that puts the old limit back (restore then sets the
+// image's). See prlimit(2).
+func (r *restorer) raiseNofile(n int) (func(), error) {
+	pid := r.pid
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		return nil, fmt.Errorf("read RLIMIT_NOFILE of pid %d: %w", pid, os.NewSyscallError("prlimit64", err))
+	}
+	need := uint64(r.base) + uint64(n) + 16
+	if old.Cur >= need {
+		return func() {}, nil
+	}
+	lim := unix.Rlimit{Cur: need, Max: max(old.Max, need)}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_NOFILE of pid %d to %d for fds up to %d: %w", pid, need, r.base-1, os.NewSyscallError("prlimit64", err))
+	}
+	return func() {
+		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+			r.log.Warn().Err(err).Int("pid", pid).Msg("put back RLIMIT_NOFILE")
+		}
+	}, nil
+}
+
+// close releases lazycr's own fds.
+func (r *restorer) close() {
+	r.closeInheritChannel()
+	if r.pidfd >= 0 {
+		unix.Close(r.pidfd)
+		r.pidfd = -1
+	}
+}
+
+// getfd duplicates the process's fd into lazycr: pidfd_getfd(2). The copy
+// is O_CLOEXEC and shares the open file description.
+func (r *restorer) getfd(fd uintptr) (int, error) {
+	if r.pidfd < 0 {
+		pfd, err := unix.PidfdOpen(r.pid, 0)
+		if err != nil {
+			return -1, fmt.Errorf("pidfd_open pid %d: %w", r.pid, os.NewSyscallError("pidfd_open", err))
+		}
+		r.pidfd = pfd
+	}
+	local, err := unix.PidfdGetfd(r.pidfd, int(fd), 0)
+	if err != nil {
+		return -1, fmt.Errorf("take fd %d of pid %d: %w", fd, r.pid, os.NewSyscallError("pidfd_getfd", err))
+	}
+	return local, nil
+}
+
+// moveHigh moves a fresh fd of the process to the lowest free number >=
+// base (F_DUPFD_CLOEXEC) and closes the original.
+func (r *restorer) moveHigh(fd uintptr) (uintptr, error) {
+	hi, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, r.base)
+	if err != nil {
+		_, _ = r.rem.Syscall(unix.SYS_CLOSE, fd)
+		return 0, fmt.Errorf("move fd %d above %d: %w", fd, r.base-1, err)
+	}
+	if _, err := r.rem.Syscall(unix.SYS_CLOSE, fd); err != nil {
+		return 0, fmt.Errorf("close fd %d: %w", fd, err)
+	}
+	return hi, nil
+}
+
+// closeRemote closes fd in the process, for cleanup paths.
+func (r *restorer) closeRemote(fd uintptr) {
+	_, _ = r.rem.Syscall(unix.SYS_CLOSE, fd)
+}
+
+// putString writes a NUL-terminated string at offset off of the scratch page.
+func (r *restorer) putString(off int, s string) (uintptr, error) {
+	return r.rem.Put(off, append([]byte(s), 0))
+}
+
+// openAt opens path in the process and moves it to a temporary number.
+func (r *restorer) openAt(path string, flags uintptr) (uintptr, error) {
+	addr, err := r.putString(scratchPath, path)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := r.rem.Syscall(unix.SYS_OPENAT, atFdcwd, addr, flags, 0)
+	if err != nil {
+		return 0, err
+	}
+	return r.moveHigh(fd)
+}
+
+// setfl sets an fd's file status flags; F_SETFL changes only O_APPEND,
+// O_ASYNC, O_DIRECT, O_NOATIME and O_NONBLOCK and ignores the rest
+// (fcntl(2)).
+func (r *restorer) setfl(fd uintptr, flags uint32) error {
+	_, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_SETFL, uintptr(flags&^unix.O_CLOEXEC))
+	return err
+}
+
+// pair reads the two ints pipe2(2) or socketpair(2) wrote at scratchArgs.
+func (r *restorer) pair() (uintptr, uintptr, error) {
+	out, err := r.rem.Get(scratchArgs, 8)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uintptr(binary.LittleEndian.Uint32(out)), uintptr(binary.LittleEndian.Uint32(out[4:])), nil
+}
+
+// le encodes fixed-size values little-endian (kernel structs on x86-64).
+func le(vals ...any) []byte {
+	var buf []byte
+	for _, v := range vals {
+		var err error
+		if buf, err = binary.Append(buf, binary.LittleEndian, v); err != nil {
+			panic(fmt.Sprintf("files: encode %T: %v", v, err)) // a programming error: only fixed-size values are passed
+		}
+	}
+	return buf
+}

@@ -1,0 +1,197 @@
+package files
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The sock_diag(7) netlink interface reads socket state that getsockopt
+// does not show: here sk_shutdown (INET_DIAG_SHUTDOWN), which shutdown(2)
+// sets on a UDP socket. Structs from include/uapi/linux/inet_diag.h and
+// include/uapi/linux/netlink.h, encoded by hand (little-endian x86-64;
+// ports and addresses in inet_diag_sockid are big-endian and unused here).
+//
+//	nlmsghdr (16)         len u32 | type u16 | flags u16 | seq u32 | pid u32
+//	inet_diag_req_v2 (56) family u8 | protocol u8 | ext u8 | pad u8 | states u32 | inet_diag_sockid (48)
+//	inet_diag_msg (72)    family u8 | state u8 | timer u8 | retrans u8 | inet_diag_sockid (48) |
+//	                      expires u32 | rqueue u32 | wqueue u32 | uid u32 | inode u32
+//	then rtattrs          len u16 | type u16 | payload, each padded to 4 bytes
+const (
+	nlmsgHdrLen      = 16
+	inetDiagReqLen   = 56
+	inetDiagMsgLen   = 72
+	inetDiagShutdown = 8 // INET_DIAG_SHUTDOWN: u8 sk_shutdown
+	nlmsgError       = 2 // NLMSG_ERROR
+	nlmsgDone        = 3 // NLMSG_DONE
+	diagMaxReply     = 1 << 20
+)
+
+// errDiagShort: a sock_diag reply is cut short or malformed.
+var errDiagShort = errors.New("malformed sock_diag reply")
+
+// diagRequest is a dump request for every socket of family and protocol.
+func diagRequest(family, protocol uint8, seq uint32) []byte {
+	b := make([]byte, nlmsgHdrLen+inetDiagReqLen)
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.LittleEndian.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.LittleEndian.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.LittleEndian.PutUint32(b[8:], seq)
+	b[16], b[17] = family, protocol
+	binary.LittleEndian.PutUint32(b[20:], ^uint32(0)) // every state
+	return b
+}
+
+// parseDiag decodes one datagram of a sock_diag dump reply into out
+// (socket inode → sk_shutdown). It reports whether the dump is done; a
+// socket without INET_DIAG_SHUTDOWN is an error (the state cannot be read
+// exactly).
+func parseDiag(b []byte, out map[uint64]uint8) (done bool, err error) {
+	for len(b) > 0 {
+		if len(b) < nlmsgHdrLen {
+			return false, fmt.Errorf("%w: %d bytes left, a header is %d", errDiagShort, len(b), nlmsgHdrLen)
+		}
+		n := int(binary.LittleEndian.Uint32(b))
+		typ := binary.LittleEndian.Uint16(b[4:])
+		if n < nlmsgHdrLen || n > len(b) {
+			return false, fmt.Errorf("%w: message length %d of %d bytes", errDiagShort, n, len(b))
+		}
+		msg := b[nlmsgHdrLen:n]
+		if a := (n + 3) &^ 3; a < len(b) {
+			b = b[a:]
+		} else {
+			b = nil
+		}
+		switch typ {
+		case nlmsgDone:
+			return true, nil
+		case nlmsgError:
+			if len(msg) < 4 {
+				return false, fmt.Errorf("%w: short NLMSG_ERROR", errDiagShort)
+			}
+			if e := int32(binary.LittleEndian.Uint32(msg)); e < 0 {
+				return false, os.NewSyscallError("sock_diag", syscall.Errno(-e))
+			}
+			continue
+		case unix.SOCK_DIAG_BY_FAMILY:
+		default:
+			continue
+		}
+		if len(msg) < inetDiagMsgLen {
+			return false, fmt.Errorf("%w: inet_diag_msg of %d bytes", errDiagShort, len(msg))
+		}
+		ino := uint64(binary.LittleEndian.Uint32(msg[68:]))
+		found := false
+		for attrs := msg[inetDiagMsgLen:]; len(attrs) >= 4; {
+			al := int(binary.LittleEndian.Uint16(attrs))
+			at := binary.LittleEndian.Uint16(attrs[2:])
+			if al < 4 || al > len(attrs) {
+				return false, fmt.Errorf("%w: attribute length %d of %d bytes", errDiagShort, al, len(attrs))
+			}
+			if at == inetDiagShutdown && al >= 5 {
+				out[ino] = attrs[4]
+				found = true
+			}
+			if a := (al + 3) &^ 3; a < len(attrs) {
+				attrs = attrs[a:]
+			} else {
+				attrs = nil
+			}
+		}
+		if !found {
+			return false, fmt.Errorf("%w: socket inode %d without INET_DIAG_SHUTDOWN", errDiagShort, ino)
+		}
+	}
+	return false, nil
+}
+
+// diagShutdowns returns sk_shutdown of every socket of family and protocol
+// in the network namespace of pid, by socket inode.
+func diagShutdowns(pid int, family, protocol uint8) (map[uint64]uint8, error) {
+	s, err := diagSocketIn(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(s)
+	tv := unix.Timeval{Sec: 10}
+	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return nil, os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
+	}
+	if err := unix.Sendto(s, diagRequest(family, protocol, 1), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, os.NewSyscallError("sendto sock_diag", err)
+	}
+	out := map[uint64]uint8{}
+	buf := make([]byte, 64<<10)
+	for total := 0; total < diagMaxReply; {
+		n, _, err := unix.Recvfrom(s, buf, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("recvfrom sock_diag", err)
+		}
+		total += n
+		done, err := parseDiag(buf[:n], out)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: more than %d bytes", errDiagShort, diagMaxReply)
+}
+
+// diagSocketIn opens a NETLINK_SOCK_DIAG socket in the network namespace of
+// pid: sock_diag answers for the namespace its socket was created in. When
+// that is not lazycr's, the socket is made on a throwaway OS thread that
+// joins the namespace with setns(2) and is never handed back to the Go
+// scheduler (the goroutine exits locked, so the thread ends).
+func diagSocketIn(pid int) (int, error) {
+	open := func() (int, error) {
+		s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return -1, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+		}
+		return s, nil
+	}
+	var self, target unix.Stat_t
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return -1, fmt.Errorf("stat /proc/self/ns/net: %w", err)
+	}
+	if err := unix.Stat(nsPath, &target); err != nil {
+		return -1, fmt.Errorf("stat %s: %w", nsPath, err)
+	}
+	if self.Ino == target.Ino && self.Dev == target.Dev {
+		return open()
+	}
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{-1, fmt.Errorf("open %s: %w", nsPath, os.NewSyscallError("open", err))}
+			return
+		}
+		err = unix.Setns(ns, unix.CLONE_NEWNET)
+		unix.Close(ns)
+		if err != nil {
+			ch <- result{-1, fmt.Errorf("join network namespace of pid %d: %w", pid, os.NewSyscallError("setns", err))}
+			return
+		}
+		fd, err := open()
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	return r.fd, r.err
+}

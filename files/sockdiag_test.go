@@ -1,0 +1,149 @@
+package files
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// diagReply encodes a sock_diag dump reply: one inet_diag_msg per inode
+// with an INET_DIAG_SHUTDOWN attribute (after an unrelated attribute), then
+// NLMSG_DONE.
+func diagReply(socks map[uint64]uint8) []byte {
+	var b []byte
+	for ino, sh := range socks {
+		msg := make([]byte, nlmsgHdrLen+inetDiagMsgLen+8+8)
+		binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
+		binary.LittleEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+68:], uint32(ino))
+		a := msg[nlmsgHdrLen+inetDiagMsgLen:]
+		binary.LittleEndian.PutUint16(a, 8) // INET_DIAG_MARK-like u32 attribute
+		binary.LittleEndian.PutUint16(a[2:], 15)
+		binary.LittleEndian.PutUint16(a[8:], 5)
+		binary.LittleEndian.PutUint16(a[10:], inetDiagShutdown)
+		a[12] = sh
+		b = append(b, msg...)
+	}
+	done := make([]byte, nlmsgHdrLen+4)
+	binary.LittleEndian.PutUint32(done, uint32(len(done)))
+	binary.LittleEndian.PutUint16(done[4:], nlmsgDone)
+	return append(b, done...)
+}
+
+func TestParseDiag(t *testing.T) {
+	want := map[uint64]uint8{7: 0, 9001: 1, 0xfffffffe: 3}
+	got := map[uint64]uint8{}
+	done, err := parseDiag(diagReply(want), got)
+	if err != nil || !done {
+		t.Fatalf("parseDiag = %v, %v", done, err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("inode %d: shutdown %d, want %d", k, got[k], v)
+		}
+	}
+	e := make([]byte, nlmsgHdrLen+4)
+	binary.LittleEndian.PutUint32(e, uint32(len(e)))
+	binary.LittleEndian.PutUint16(e[4:], nlmsgError)
+	enoent := -int32(unix.ENOENT)
+	binary.LittleEndian.PutUint32(e[nlmsgHdrLen:], uint32(enoent))
+	if _, err := parseDiag(e, got); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("NLMSG_ERROR ENOENT: %v", err)
+	}
+}
+
+// TestDiagShutdowns reads real sockets' shutdown state.
+func TestDiagShutdowns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sock_diag of every socket needs root")
+	}
+	var socks [3]int
+	for i := range socks {
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(s)
+		if err := unix.Bind(s, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		socks[i] = s
+	}
+	_ = unix.Shutdown(socks[1], unix.SHUT_RD)   // ENOTCONN, but recorded
+	_ = unix.Shutdown(socks[2], unix.SHUT_RDWR) // likewise
+	got, err := diagShutdowns(os.Getpid(), unix.AF_INET, unix.IPPROTO_UDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []uint8{0, 1, 3} {
+		var st unix.Stat_t
+		if err := unix.Fstat(socks[i], &st); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := got[st.Ino]; !ok || v != want {
+			t.Errorf("socket %d (inode %d): shutdown %d (listed %v), want %d", i, st.Ino, v, ok, want)
+		}
+	}
+}
+
+// TestDescribeSocketGetsockoptFails: a failed getsockopt fails the dump
+// naming the option; it is never recorded as 0.
+func TestDescribeSocketGetsockoptFails(t *testing.T) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(s)
+	orig := getsockoptInt
+	defer func() { getsockoptInt = orig }()
+	getsockoptInt = func(fd, level, opt int) (int, error) {
+		if level == unix.SOL_SOCKET && opt == unix.SO_MARK {
+			return 0, unix.ENOPROTOOPT
+		}
+		return orig(fd, level, opt)
+	}
+	got, err := describeSocket(s)
+	if got != nil || !errors.Is(err, unix.ENOPROTOOPT) || !strings.Contains(err.Error(), "SO_MARK") {
+		t.Fatalf("describeSocket = %v, %v; want nil and an error naming SO_MARK", got, err)
+	}
+	getsockoptInt = orig
+	if got, err := describeSocket(s); err != nil || got == nil {
+		t.Fatalf("describeSocket = %v, %v", got, err)
+	}
+}
+
+// FuzzParseDiag: parseDiag never panics, fills nothing it did not decode
+// on a clean reply, and round-trips encoded replies.
+func FuzzParseDiag(f *testing.F) {
+	f.Add(diagReply(map[uint64]uint8{1: 2, 3: 0}))
+	f.Add(diagReply(nil))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out := map[uint64]uint8{}
+		done, err := parseDiag(data, out)
+		if err != nil && done {
+			t.Fatalf("done and error %v", err)
+		}
+		if len(data) >= 8 {
+			// Round trip: an encoded reply of what the input says.
+			want := map[uint64]uint8{uint64(binary.LittleEndian.Uint32(data)): data[4], uint64(binary.LittleEndian.Uint16(data[5:])): data[7]}
+			got := map[uint64]uint8{}
+			done, err := parseDiag(diagReply(want), got)
+			if err != nil || !done || len(got) != len(want) {
+				t.Fatalf("round trip of %v: %v, %v, %v", want, got, done, err)
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Fatalf("round trip of %v: %v", want, got)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,95 @@
+package pageserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// TestDialRefused: nobody listens. Dial says at once that it waits for the
+// page server, names the address, and gives up after WaitSource with an
+// error wrapping ECONNREFUSED.
+func TestDialRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a port nobody listens on (refused)
+	var logs bytes.Buffer
+	_, err = Dial(context.Background(), addr, ClientConfig{WaitSource: 200 * time.Millisecond, Log: zerolog.New(&logs)})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("Dial = %v, want ECONNREFUSED", err)
+	}
+	if !strings.Contains(err.Error(), "--wait-source") {
+		t.Errorf("error %q does not say how to wait longer", err)
+	}
+	if !strings.Contains(logs.String(), "waiting for the page server at "+addr) {
+		t.Errorf("no waiting message naming %s in the log:\n%s", addr, logs.String())
+	}
+}
+
+// TestDialWaitsForSource: the source starts listening while Dial waits;
+// Dial connects (the HELLO is answered by whoever listens).
+func TestDialWaitsForSource(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := Dial(context.Background(), addr, ClientConfig{WaitSource: time.Minute, Log: zerolog.New(&logs)})
+		done <- err
+	}()
+	// Listen once the client said it waits: the wait is then under way.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), "waiting for the page server") {
+		if time.Now().After(deadline) {
+			t.Fatal("no waiting message")
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", addr, err)
+	}
+	defer ln2.Close()
+	c, err := ln2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // no WELCOME: Dial fails, but past the connect
+	err = <-done
+	if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("Dial = %v, want a handshake error after connecting", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

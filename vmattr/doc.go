@@ -1,0 +1,26 @@
+// Package vmattr keeps the attributes of a mapping (and of the address
+// space as a whole) that are not its data: protection and the access the
+// mapping may be given later, madvise state, KSM and transparent huge page
+// settings, mlock and mlockall.
+//
+// Each attribute lives in one file holding both halves, the way CRIU keeps
+// one file per kind:
+//
+//	prot.go     protection, max protection (VM_MAY*), file access mode
+//	madvise.go  MADV_WIPEONFORK, DONTDUMP, DONTFORK, SEQUENTIAL, RANDOM
+//	thp.go      MADV_HUGEPAGE/NOHUGEPAGE and prctl(PR_SET_THP_DISABLE)
+//	ksm.go      MADV_MERGEABLE and prctl(PR_SET_MEMORY_MERGE)
+//	mlock.go    mlock/mlock2(MLOCK_ONFAULT) and mlockall(MCL_FUTURE)
+//
+// The per-VMA half reads nothing new: the image's Vma.vm_flags are the
+// kernel's own record (the VmFlags line of /proc/PID/smaps, see proc(5)),
+// so the dump half only refuses what cannot come back, and the restore
+// half turns flags into injected syscalls. The address-space half
+// (pb.MmAttrs) is read with injected prctl(2) calls and from the VmFlags of
+// a mapping created while the process is frozen (mm->def_flags, which
+// mlockall(MCL_FUTURE) sets, shows nowhere else).
+//
+// The package does no I/O of its own: both halves work through a [Caller]
+// that runs a syscall inside the process (the ptrace engine), so the
+// decisions are testable with a recording fake.
+package vmattr

@@ -1,0 +1,162 @@
+package vmattr
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/lazycr/lazycr/image/pb"
+)
+
+// Caller runs system call nr with args inside the process being dumped or
+// restored and returns its result (the ptrace engine's injected syscall).
+type Caller interface {
+	Call(nr uintptr, args ...uintptr) (uintptr, error)
+}
+
+// vmaAttr is one per-VMA attribute.
+type vmaAttr interface {
+	// check refuses a VMA whose attribute cannot be restored exactly
+	// (dump half: nil when it can).
+	check(v *pb.Vma) error
+	// apply re-creates the attribute on the mapped VMA, once its data is
+	// in (restore half).
+	apply(c Caller, v *pb.Vma) error
+	// show describes the attribute for `lazycr show`, "" when the VMA
+	// does not have it.
+	show(v *pb.Vma) string
+}
+
+// vmaAttrs in restore order: the final protection first (mlock populates
+// according to it, as it did in the original), then advice, then locking.
+var vmaAttrs = []vmaAttr{protAttr{}, madviseAttr{}, thpAttr{}, ksmAttr{}, mlockAttr{}}
+
+// mmAttr is one address-space-wide attribute.
+type mmAttr interface {
+	// dump reads the attribute into a; fresh are the VmFlags of a mapping
+	// the process got while frozen.
+	dump(c Caller, fresh []string, a *pb.MmAttrs) error
+	// apply sets it in the restored process after every VMA is mapped.
+	apply(c Caller, a *pb.MmAttrs) error
+	show(a *pb.MmAttrs) string
+}
+
+var mmAttrs = []mmAttr{thpDisableAttr{}, memoryMergeAttr{}, mlockallAttr{}}
+
+// refused are VmFlags lazycr cannot re-create, with the reason.
+var refused = map[string]string{
+	"ss": "shadow stack",
+	"sl": "sealed mapping (mseal)",
+	"um": "registered with a userfaultfd of the process (missing mode)",
+	"uw": "registered with a userfaultfd of the process (write-protect mode)",
+	"ui": "registered with a userfaultfd of the process (minor mode)",
+	"sf": "synchronous page faults (MAP_SYNC)",
+}
+
+// Check refuses a VMA with an attribute that cannot be restored exactly,
+// naming it (the caller wraps it as unsupported); it is the dump half of
+// every per-VMA attribute.
+func Check(v *pb.Vma) error {
+	for _, f := range v.VmFlags {
+		if why, ok := refused[f]; ok {
+			return fmt.Errorf("%s (VmFlags %q)", why, f)
+		}
+	}
+	for _, a := range vmaAttrs {
+		if err := a.check(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply re-creates every attribute of v, a VMA already mapped at its
+// address (with [FillProt]) and holding its data.
+func Apply(c Caller, v *pb.Vma) error {
+	for _, a := range vmaAttrs {
+		if err := a.apply(c, v); err != nil {
+			return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+		}
+	}
+	return nil
+}
+
+// Show describes v's attributes in one line for `lazycr show`: "-" when it
+// has none beyond its protection, or is a special mapping the kernel
+// provides with its own flags ([vdso], [vvar], …), which restore moves
+// rather than makes.
+func Show(v *pb.Vma) string {
+	if special(v) {
+		return "-"
+	}
+	var out []string
+	for _, a := range vmaAttrs {
+		if s := a.show(v); s != "" {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, " ")
+}
+
+// DumpMM reads the address space's own attributes; fresh are the VmFlags
+// of a mapping made in the frozen process (it inherits mm->def_flags).
+func DumpMM(c Caller, fresh []string) (*pb.MmAttrs, error) {
+	a := &pb.MmAttrs{}
+	for _, m := range mmAttrs {
+		if err := m.dump(c, fresh, a); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// ApplyMM sets the address space's attributes; it runs after every VMA is
+// mapped, filled and given its own attributes (mlockall(MCL_FUTURE) would
+// lock, and populate, whatever is mapped after it).
+func ApplyMM(c Caller, a *pb.MmAttrs) error {
+	if a == nil {
+		return nil
+	}
+	for _, m := range mmAttrs {
+		if err := m.apply(c, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ShowMM describes the address-space attributes, "" when there are none.
+func ShowMM(a *pb.MmAttrs) string {
+	if a == nil {
+		return ""
+	}
+	var out []string
+	for _, m := range mmAttrs {
+		if s := m.show(a); s != "" {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func special(v *pb.Vma) bool {
+	switch v.Kind {
+	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
+		return true
+	}
+	return false
+}
+
+func has(v *pb.Vma, flag string) bool { return slices.Contains(v.VmFlags, flag) }
+
+// call runs a syscall and names it in the error.
+func call(c Caller, what string, nr uintptr, args ...uintptr) (uintptr, error) {
+	r, err := c.Call(nr, args...)
+	if err != nil {
+		return 0, fmt.Errorf("injected %s: %w", what, err)
+	}
+	return r, nil
+}

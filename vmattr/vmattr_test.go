@@ -1,0 +1,195 @@
+package vmattr
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"golang.org/x/sys/unix"
+)
+
+// fakeCaller records the syscalls it is asked to run, as text, and answers
+// from results (by syscall number; 0 when absent).
+type fakeCaller struct {
+	calls   []string
+	results map[uintptr]uintptr
+	errs    map[uintptr]error
+}
+
+func (f *fakeCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
+	s := fmt.Sprint(nr)
+	for _, a := range args {
+		s += fmt.Sprintf(" %#x", a)
+	}
+	f.calls = append(f.calls, s)
+	return f.results[nr], f.errs[nr]
+}
+
+func vma(prot uint32, flags ...string) *pb.Vma {
+	return &pb.Vma{Start: 0x10000, End: 0x14000, Prot: prot, Kind: pb.VmaKind_VMA_KIND_ANON,
+		VmFlags: append([]string{"mr", "mw", "me"}, flags...),
+		Pages:   []*pb.PageRun{{Addr: 0x10000, Npages: 4, State: pb.PageState_PAGE_STATE_EAGER}}}
+}
+
+func TestApplyRecordsSyscalls(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    *pb.Vma
+		want []string
+	}{
+		{"plain rw", vma(unix.PROT_READ | unix.PROT_WRITE), nil},
+		{"prot none with data", vma(unix.PROT_NONE),
+			[]string{fmt.Sprintf("%d 0x10000 0x4000 0x0", unix.SYS_MPROTECT)}},
+		{"read-only with data", vma(unix.PROT_READ),
+			[]string{fmt.Sprintf("%d 0x10000 0x4000 0x1", unix.SYS_MPROTECT)}},
+		{"madvise, in table order", vma(3, "wf", "dd", "sr"), []string{
+			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MADVISE, unix.MADV_SEQUENTIAL),
+			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MADVISE, unix.MADV_WIPEONFORK),
+			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MADVISE, unix.MADV_DONTDUMP)}},
+		{"thp and ksm", vma(3, "nh", "mg"), []string{
+			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MADVISE, unix.MADV_NOHUGEPAGE),
+			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MADVISE, unix.MADV_MERGEABLE)}},
+		{"locked after the final protection", vma(unix.PROT_READ, "lo"), []string{
+			fmt.Sprintf("%d 0x10000 0x4000 0x1", unix.SYS_MPROTECT),
+			fmt.Sprintf("%d 0x10000 0x4000 0x0", unix.SYS_MLOCK2)}},
+		{"locked on fault", vma(3, "lo", "lf"), []string{
+			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MLOCK2, unix.MLOCK_ONFAULT)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f fakeCaller
+			if err := Apply(&f, tc.v); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.Join(f.calls, "\n"), strings.Join(tc.want, "\n"); got != want {
+				t.Errorf("syscalls:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestApplyErrorNamesVMA(t *testing.T) {
+	f := fakeCaller{errs: map[uintptr]error{unix.SYS_MADVISE: unix.EINVAL}}
+	err := Apply(&f, vma(3, "mg"))
+	if err == nil || !strings.Contains(err.Error(), "vma 0x10000-0x14000: injected madvise(mergeable)") {
+		t.Fatalf("error %v does not name the vma and the advice", err)
+	}
+}
+
+func TestFillProt(t *testing.T) {
+	none := vma(unix.PROT_NONE)
+	if got := FillProt(none); got != unix.PROT_READ|unix.PROT_WRITE {
+		t.Errorf("PROT_NONE with data: fill %#x, want rw", got)
+	}
+	empty := vma(unix.PROT_NONE)
+	empty.Pages[0].State = pb.PageState_PAGE_STATE_ZERO
+	if got := FillProt(empty); got != unix.PROT_NONE {
+		t.Errorf("PROT_NONE without data: fill %#x, want none", got)
+	}
+	shared := vma(unix.PROT_READ)
+	shared.Kind, shared.Shared = pb.VmaKind_VMA_KIND_FILE, true
+	if got := FillProt(shared); got != unix.PROT_READ {
+		t.Errorf("shared file: fill %#x, want its own r", got)
+	}
+	if OpenAccess(shared) != unix.O_RDWR {
+		t.Error("shared file with mw: want O_RDWR")
+	}
+	shared.VmFlags = []string{"rd", "mr", "me"}
+	if OpenAccess(shared) != unix.O_RDONLY {
+		t.Error("shared file without mw: want O_RDONLY")
+	}
+	shared.Shared = false
+	if OpenAccess(shared) != unix.O_RDONLY {
+		t.Error("private file: want O_RDONLY")
+	}
+}
+
+func TestCheckRefuses(t *testing.T) {
+	for _, f := range []string{"ss", "sl", "um", "uw"} {
+		if err := Check(vma(3, f)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", f)) {
+			t.Errorf("VmFlags %s: %v, want a refusal naming it", f, err)
+		}
+	}
+	if err := Check(vma(3, "hg", "nh")); err == nil {
+		t.Error("hg with nh accepted")
+	}
+	if err := Check(vma(3, "wf", "dd", "lo", "mg", "hg")); err != nil {
+		t.Errorf("restorable flags refused: %v", err)
+	}
+}
+
+func TestMM(t *testing.T) {
+	f := fakeCaller{results: map[uintptr]uintptr{unix.SYS_PRCTL: 1}}
+	a, err := DumpMM(&f, []string{"rd", "wr", "lo", "lf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Mlockall != unix.MCL_FUTURE|unix.MCL_ONFAULT || a.ThpDisable != 1 || !a.MemoryMerge {
+		t.Fatalf("DumpMM = %v", a)
+	}
+	f.calls = nil
+	if err := ApplyMM(&f, a); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		fmt.Sprintf("%d %#x 0x1 0x0 0x0 0x0", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE),
+		fmt.Sprintf("%d %#x 0x1 0x0 0x0 0x0", unix.SYS_PRCTL, unix.PR_SET_MEMORY_MERGE),
+		fmt.Sprintf("%d %#x", unix.SYS_MLOCKALL, unix.MCL_FUTURE|unix.MCL_ONFAULT),
+	}
+	if got := strings.Join(f.calls, "\n"); got != strings.Join(want, "\n") {
+		t.Errorf("ApplyMM syscalls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	if s := ShowMM(a); s != "THP disabled, KSM for every mapping, mlockall(MCL_FUTURE|MCL_ONFAULT)" {
+		t.Errorf("ShowMM = %q", s)
+	}
+	// Without KSM the kernel says EINVAL: nothing to restore.
+	f = fakeCaller{errs: map[uintptr]error{unix.SYS_PRCTL: unix.EINVAL}}
+	if _, err := DumpMM(&f, nil); err == nil {
+		t.Error("PR_GET_THP_DISABLE failing is not an error")
+	}
+}
+
+// allowed are the only syscalls restoring VMA attributes may inject: no
+// advice that drops data (MADV_DONTNEED, MADV_REMOVE, …) can come from an
+// image.
+var allowed = map[uintptr]bool{unix.SYS_MPROTECT: true, unix.SYS_MADVISE: true, unix.SYS_MLOCK2: true}
+
+var allowedAdvice = map[uintptr]bool{
+	unix.MADV_SEQUENTIAL: true, unix.MADV_RANDOM: true, unix.MADV_DONTFORK: true, unix.MADV_WIPEONFORK: true,
+	unix.MADV_DONTDUMP: true, unix.MADV_HUGEPAGE: true, unix.MADV_NOHUGEPAGE: true, unix.MADV_MERGEABLE: true,
+}
+
+type checkingCaller struct{ t *testing.T }
+
+func (c checkingCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
+	if !allowed[nr] {
+		c.t.Fatalf("syscall %d injected", nr)
+	}
+	if nr == unix.SYS_MADVISE && !allowedAdvice[args[2]] {
+		c.t.Fatalf("madvise advice %d injected", args[2])
+	}
+	return 0, nil
+}
+
+// FuzzVmFlags feeds arbitrary VmFlags and protections: Check, Show and
+// Apply never panic, and Apply injects only whitelisted calls on the VMA's
+// own range.
+func FuzzVmFlags(f *testing.F) {
+	f.Add("rd wr mr mw me ac lo lf wf dd", uint32(3), true)
+	f.Add("rd mr mw me sr rr dc hg mg", uint32(0), false)
+	f.Add("ss sl um", uint32(7), true)
+	f.Fuzz(func(t *testing.T, flags string, prot uint32, eager bool) {
+		v := vma(prot&7, strings.Fields(flags)...)
+		if !eager {
+			v.Pages[0].State = pb.PageState_PAGE_STATE_ZERO
+		}
+		_ = Check(v)
+		_ = Show(v)
+		if fp := FillProt(v); fp&v.Prot != v.Prot {
+			t.Fatalf("FillProt %#x drops bits of %#x", fp, v.Prot)
+		}
+		if err := Apply(checkingCaller{t}, v); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
