@@ -202,7 +202,11 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 	}
 	listening := func(addr net.Addr, session uint64) {
 		fmt.Fprintf(g.stdout, "serving pid %d on %s; on the target run:\n  %s\n", o.pid, addr, restoreCommand(addr, o, token))
-		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s\n", o.pid, o.pid, adoptDirFlag(o.dir))
+		tlsFlags := ""
+		if o.conn.tlsCert != "" {
+			tlsFlags = " --tls-cert CERT --tls-key KEY --tls-ca CA"
+		}
+		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s%s\n", o.pid, o.pid, adoptDirFlag(o.dir), tlsFlags)
 	}
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
 		PID: o.pid, Dir: o.dir, StateDir: stateDir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
