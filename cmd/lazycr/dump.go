@@ -206,7 +206,8 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 		if o.conn.tlsCert != "" {
 			tlsFlags = " --tls-cert CERT --tls-key KEY --tls-ca CA"
 		}
-		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s%s\n", o.pid, o.pid, adoptDirFlag(o.dir), tlsFlags)
+		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s%s\n"+
+			"(or, if the target never resumed it or killed its copy: kill -CONT %d)\n", o.pid, o.pid, adoptDirFlag(o.dir), tlsFlags, o.pid)
 	}
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
 		PID: o.pid, Dir: o.dir, StateDir: stateDir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
