@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"unsafe"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
+	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +22,17 @@ var rlimitNames = []string{"cpu", "fsize", "data", "stack", "core", "rss", "npro
 
 func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	pid := cp.pid
+	// When the leader has exited, /proc/PID still names the process (ids,
+	// parent, group, session, name) but shows no memory, files, working
+	// directory or umask: those come from a live thread's /proc/TID, and
+	// injected syscalls run on that thread.
+	pp, leader := cp.proc.ProcPid(), cp.live()
 	fail := func(what string, err error) error { return fmt.Errorf("dump pid %d: %s: %w", pid, what, err) }
-	st, err := proc.ReadStatus(pid)
+	idst, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fail("read status", err)
+	}
+	st, err := proc.ReadStatus(pp)
 	if err != nil {
 		return nil, fail("read status", err)
 	}
@@ -30,34 +41,31 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		return nil, fail("read stat", err)
 	}
 	p := &pb.Process{
-		Pid: uint32(pid), NsPid: u32s(st.NSpid), Ppid: uint32(stat.Ppid), Pgid: uint32(stat.Pgrp),
+		LeaderExited: cp.proc.LeaderExited(),
+		Pid:          uint32(pid), NsPid: u32s(idst.NSpid), Ppid: uint32(stat.Ppid), Pgid: uint32(stat.Pgrp),
 		Sid: uint32(stat.Session), Comm: stat.Comm, Umask: st.Umask, StartTime: stat.StartTime,
-		NoNewPrivs: st.NoNewPrivs != 0,
 		Creds: &pb.Credentials{
 			Uid: st.Uid[:], Gid: st.Gid[:], Groups: st.Groups,
 			CapInheritable: st.CapInh, CapPermitted: st.CapPrm, CapEffective: st.CapEff,
 			CapBounding: st.CapBnd, CapAmbient: st.CapAmb,
 		},
 	}
-	if p.Cwd, err = proc.ReadCwd(pid); err != nil {
+	if p.Cwd, err = proc.ReadCwd(pp); err != nil {
 		return nil, fail("read cwd", err)
 	}
 	if strings.HasSuffix(p.Cwd, " (deleted)") {
 		// The directory was removed while the process was in it: keep what
 		// is left to see of it (restore makes one like it and removes it).
 		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st); err != nil {
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/cwd", pp), &st); err != nil {
 			return nil, fail("stat removed current directory "+p.Cwd, err)
 		}
 		p.CwdDeleted = &pb.DeletedDir{Mode: st.Mode & 0o7777, Uid: st.Uid, Gid: st.Gid}
 	}
-	if p.Root, err = proc.ReadRoot(pid); err != nil {
+	if p.Root, err = proc.ReadRoot(pp); err != nil {
 		return nil, fail("read root", err)
 	}
-	if p.Personality, err = proc.ReadPersonality(pid); err != nil {
-		return nil, fail("read personality", err)
-	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pp)); err == nil {
 		for _, a := range strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00") {
 			p.Argv = append(p.Argv, a)
 		}
@@ -70,15 +78,14 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	// (an injected prlimit64 on pid 0 is always allowed).
 	for res := range rlimitNames {
 		var b [16]byte
-		if err := cp.injectOut(pid, b[:], unix.SYS_PRLIMIT64, 0, uintptr(res), 0, outArg); err != nil {
+		if err := cp.injectOut(leader, b[:], unix.SYS_PRLIMIT64, 0, uintptr(res), 0, outArg); err != nil {
 			return nil, fail("injected prlimit64 "+rlimitNames[res], err)
 		}
 		p.Rlimits = append(p.Rlimits, &pb.Rlimit{Resource: int32(res), Name: rlimitNames[res],
 			Cur: binary.LittleEndian.Uint64(b[0:]), Max: binary.LittleEndian.Uint64(b[8:])})
 	}
-	p.Namespaces = readNamespaces(pid)
+	p.Namespaces = readNamespaces(pp)
 
-	leader := pid
 	if p.Sigactions, err = cp.sigactions(leader, st.SigCgt|st.SigIgn); err != nil {
 		return nil, err
 	}
@@ -93,20 +100,8 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		return nil, fail("read shared pending signals", err)
 	}
 	p.SharedPending = siginfos(shared)
-	if v, err := cp.proc.Syscall(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE); err == nil {
-		p.Dumpable = uint32(v)
-	} else {
-		return nil, fail("injected prctl(PR_GET_DUMPABLE)", err)
-	}
-	if v, err := cp.prctlInt(leader, unix.PR_GET_PDEATHSIG); err == nil {
-		p.Pdeathsig = v
-	} else {
-		return nil, err
-	}
-	if v, err := cp.prctlInt(leader, unix.PR_GET_CHILD_SUBREAPER); err == nil {
-		p.ChildSubreaper = v != 0
-	} else {
-		return nil, err
+	if err := procattr.Dump(callerOn{cp, leader}, p); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	if v, err := cp.proc.Syscall(leader, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS); err == nil {
 		p.Creds.Securebits = uint32(v)
@@ -213,14 +208,6 @@ func (cp *Checkpoint) injectOut(tid int, out []byte, nr uintptr, args ...uintptr
 	return cp.proc.ReadMem(scratch, out)
 }
 
-func (cp *Checkpoint) prctlInt(tid int, option uintptr) (uint32, error) {
-	var b [4]byte
-	if err := cp.injectOut(tid, b[:], unix.SYS_PRCTL, option, outArg); err != nil {
-		return 0, fmt.Errorf("dump pid %d: injected prctl(%d): %w", cp.pid, option, err)
-	}
-	return binary.LittleEndian.Uint32(b[:]), nil
-}
-
 // sigactions reads every handler with injected rt_sigaction(sig, NULL,
 // &old, 8); the kernel's struct sigaction is {handler, flags, restorer,
 // mask}, 32 bytes (see rt_sigaction(2), "C library/kernel differences").
@@ -306,8 +293,13 @@ func (cp *Checkpoint) posixTimers(tid int) ([]*pb.PosixTimer, error) {
 			pt.Notify = sigevThread
 		}
 		if t.NotifyThreadID {
-			pt.Notify = sigevThreadID
+			pt.Notify |= sigevThreadID
 			pt.NotifyTid = int32(t.NotifyPid)
+			// The thread it signals must be one restore creates again
+			// (timer_create(2): EINVAL for a thread not in the group).
+			if !slices.Contains(cp.proc.Threads(), t.NotifyPid) {
+				return nil, fmt.Errorf("dump pid %d: %w: POSIX timer %d signals thread %d, which has exited", cp.pid, ErrUnsupported, t.ID, t.NotifyPid)
+			}
 		}
 		out = append(out, pt)
 	}

@@ -45,10 +45,18 @@ type finisher interface {
 	finish(r *restorer, f *pb.Fd) error
 }
 
+// lateKind is a kind created after all others in the process (it would
+// see the restore's own file activity otherwise).
+type lateKind interface {
+	late()
+}
+
 // kinds is every supported kind, in the order the dump asks them to claim a
 // live fd (the first that claims it records it).
 var kinds = []kind{
 	regularFile{},
+	memfd{},
+	deletedFile{},
 	device{},
 	fifo{},
 	pipe{},
@@ -56,6 +64,7 @@ var kinds = []kind{
 	epoll{},
 	timerfd{},
 	signalfd{},
+	inotify{},
 	inetSocket{},
 }
 
@@ -79,6 +88,9 @@ func Show(f *pb.Fd) (kindName, detail string) {
 	detail = k.show(f)
 	if f.DupOf != nil {
 		detail += fmt.Sprintf(" (dup of fd %d)", *f.DupOf)
+	}
+	if o := f.Owner; o != nil {
+		detail += fmt.Sprintf(" (SIGIO owner pid %d, signal %d)", o.Pid, o.Signal)
 	}
 	return k.name(), detail
 }

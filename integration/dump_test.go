@@ -662,12 +662,14 @@ func TestDumpGoHello(t *testing.T) {
 	}
 }
 
-func TestDumpInotifyRefused(t *testing.T) {
+// TestDumpFanotifyRefused: fanotify is refused, naming the fd (inotify is
+// dumped: see TestFilesFidelity).
+func TestDumpFanotifyRefused(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "inotify"))
+	p := start(t, buildC(t, "fanotify"))
 	var r struct {
-		Pid     int `json:"pid"`
-		Inotify int `json:"inotify"`
+		Pid      int `json:"pid"`
+		Fanotify int `json:"fanotify"`
 	}
 	waitReport(t, p, &r)
 	if r.Pid != p.pid {
@@ -678,10 +680,10 @@ func TestDumpInotifyRefused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "img")
 	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir, "--leave-running")
 	if code != 1 {
-		t.Errorf("dump of a process with an inotify fd: exit %d, want 1; stderr:\n%s", code, errOut)
+		t.Errorf("dump of a process with an fanotify fd: exit %d, want 1; stderr:\n%s", code, errOut)
 	}
-	if !regexp.MustCompile(`(?i)inotify`).MatchString(errOut) || !regexp.MustCompile(`\bfd[ =:#]*`+strconv.Itoa(r.Inotify)+`\b`).MatchString(errOut) {
-		t.Errorf("stderr does not name inotify fd %d:\n%s", r.Inotify, errOut)
+	if !regexp.MustCompile(`(?i)fanotify`).MatchString(errOut) || !regexp.MustCompile(`\bfd[ =:#]*`+strconv.Itoa(r.Fanotify)+`\b`).MatchString(errOut) {
+		t.Errorf("stderr does not name fanotify fd %d:\n%s", r.Fanotify, errOut)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the failed dump left %s behind (stat: %v)", dir, err)

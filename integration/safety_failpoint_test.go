@@ -262,3 +262,32 @@ func TestFailpointsInProcess(t *testing.T) {
 		t.Errorf("go test -tags failpoint ran no test somewhere:\n%s", out)
 	}
 }
+
+// TestRestoreRetryAfterFailure: a restore that fails once the process has
+// its pid, run as users run it (no subreaper: the killed half-built process
+// is left to PID 1 to reap), must not leave the pid taken for the retry
+// that follows at once. It used to: the retry was refused with "pid is
+// taken" by the failed attempt's zombie.
+func TestRestoreRetryAfterFailure(t *testing.T) {
+	t.Parallel()
+	lazycr := failpointLazycr(t)
+	p := start(t, buildC(t, "memcheck"))
+	var r memcheckReport
+	waitReport(t, p, &r)
+	requireProgress(t, p, "check")
+	dir := dumpKill(t, p)
+
+	for _, step := range []string{"restore.mm", "restore.resume"} {
+		_, errOut, code := runFailpoint(t, lazycr, step, "", "restore", "-D", dir)
+		requireExit1(t, "restore with failpoint "+step, errOut, code, "injected failure")
+		// At once: the pid must be free, so this one gets as far as its
+		// failpoint, which lies past taking the pid.
+		_, errOut, code = runFailpoint(t, lazycr, "restore.stub", "", "restore", "-D", dir)
+		requireExit1(t, "restore right after a failure", errOut, code, "failpoint restore.stub")
+	}
+	rp := restoreFrom(t, p, dir)
+	if rp.pid != p.pid {
+		t.Errorf("restored with pid %d, want the original %d", rp.pid, p.pid)
+	}
+	requireProgress(t, rp, "check")
+}

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"bytes"
+	"encoding/hex"
 	"io"
 	"strconv"
 )
@@ -45,6 +46,11 @@ type InotifyWatch struct {
 	Sdev        uint64
 	Mask        uint32
 	IgnoredMask uint32
+	// FhandleType and Fhandle are the watched inode's file handle
+	// (name_to_handle_at(2)), when its filesystem exports one; Fhandle is
+	// nil otherwise.
+	FhandleType int32
+	Fhandle     []byte
 }
 
 // FdInfo is /proc/PID/fdinfo/FD. The first four fields are common to all
@@ -258,6 +264,15 @@ func ParseFdInfo(r io.Reader) (*FdInfo, error) {
 					return nil, lr.malformed("inotify line")
 				}
 				w.Wd, w.Ino, w.Sdev, w.Mask, w.IgnoredMask = int(wd), ino, sdev, uint32(mask), uint32(ign)
+				if hb, ok := kv["f_handle"]; ok {
+					n, ok1 := parseHex(kv["fhandle-bytes"])
+					typ, ok2 := parseHex(kv["fhandle-type"])
+					h, err := hex.DecodeString(string(hb))
+					if !ok1 || !ok2 || err != nil || n != uint64(len(h)) || typ > 1<<31-1 {
+						return nil, lr.malformed("inotify line")
+					}
+					w.FhandleType, w.Fhandle = int32(typ), h
+				}
 				fi.InotifyWatches = append(fi.InotifyWatches, w)
 				continue
 			case bytes.HasPrefix(line, []byte("fanotify ")):

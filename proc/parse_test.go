@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -203,7 +204,8 @@ func TestParseFdInfoSamples(t *testing.T) {
 		t.Errorf("signalfd %+v", fi)
 	}
 	fi = parse(fdinfoInotify)
-	if !fi.Inotify || len(fi.InotifyWatches) != 1 || fi.InotifyWatches[0] != (InotifyWatch{Wd: 1, Ino: 0x3c4a3, Sdev: 0xfe00000, Mask: unix.IN_CREATE}) {
+	if !fi.Inotify || len(fi.InotifyWatches) != 1 || !reflect.DeepEqual(fi.InotifyWatches[0], InotifyWatch{Wd: 1, Ino: 0x3c4a3, Sdev: 0xfe00000, Mask: unix.IN_CREATE,
+		FhandleType: 1, Fhandle: []byte{0xa3, 0xc4, 0x03, 0, 0, 0, 0, 0}}) {
 		t.Errorf("inotify %+v", fi)
 	}
 	if fi = parse(fdinfoFanotify); !fi.Fanotify {

@@ -10,6 +10,7 @@ import (
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
+	"github.com/lazycr/lazycr/procattr"
 	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
@@ -342,11 +343,54 @@ func (r *Process) finishMemory() error {
 	return nil
 }
 
-// builderCaller injects syscalls on the process's leader.
+// builderCaller injects syscalls on the process's leader
+// (vmattr.Caller, procattr.Caller).
 type builderCaller struct{ b *builder }
 
 func (c builderCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	return c.b.call(nr, args...)
+}
+
+// CallIn passes a copy of in at the start of the scratch page for the
+// argument equal to vmattr.In.
+func (c builderCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	addr, err := c.b.put(0, in)
+	if err != nil {
+		return 0, err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == vmattr.In {
+			v = addr
+		}
+		a[i] = v
+	}
+	return c.b.call(nr, a...)
+}
+
+// CallOut passes the start of the scratch page for the argument equal to
+// procattr.Out.
+func (c builderCaller) CallOut(out []byte, nr uintptr, args ...uintptr) error {
+	addr, err := c.b.put(0, make([]byte, len(out)))
+	if err != nil {
+		return err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == procattr.Out {
+			v = addr
+		}
+		a[i] = v
+	}
+	if _, err := c.b.call(nr, a...); err != nil {
+		return err
+	}
+	got, err := c.b.get(0, len(out))
+	if err != nil {
+		return err
+	}
+	copy(out, got)
+	return nil
 }
 
 func (r *Process) fillPages() error {

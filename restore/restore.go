@@ -87,6 +87,10 @@ type Process struct {
 	mapFds  map[string]uintptr // files open in the process while VMAs are mapped
 	started time.Time
 	done    bool
+	claimed struct {
+		pid   int
+		start uint64
+	} // the pid takePID gave the process, and its start time
 }
 
 // PID is the restored process's pid on this host.
@@ -267,6 +271,7 @@ func (r *Process) Resume() error {
 	}
 	if err != nil {
 		r.Kill()
+		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: set registers: %w", r.img.Pid, err)
 	}
 	err = r.b.p.Detach()
@@ -368,6 +373,9 @@ func (r *Process) takePID(undo *undoStack) error {
 		}
 		return fmt.Errorf("restore: create process with pid %d: %w", want, err)
 	}
+	// Undone last first: the process is killed, then its pid awaited.
+	r.claimed.pid, r.claimed.start = child.Pid, startTimeOf(child.Pid)
+	undo.push(r.waitClaimedFree)
 	undo.push(func() { killTraced(child, r.opts.Log) })
 	if err := stub.Kill(); err != nil {
 		r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
@@ -378,6 +386,53 @@ func (r *Process) takePID(undo *undoStack) error {
 	}
 	r.b = &builder{p: child, pid: child.Pid, scratch: scratch}
 	return nil
+}
+
+// pidFreeTimeout bounds how long a failed restore waits for the pid it
+// had claimed to be free again.
+const pidFreeTimeout = 5 * time.Second
+
+// startTimeOf is the start time of pid (/proc/PID/stat field 22), 0 if
+// unknown.
+func startTimeOf(pid int) uint64 {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return 0
+	}
+	return st.StartTime
+}
+
+// waitClaimedFree is waitPIDFree for the pid takePID claimed, if any.
+func (r *Process) waitClaimedFree() {
+	if r.claimed.pid > 0 {
+		r.waitPIDFree(r.claimed.pid, r.claimed.start)
+	}
+}
+
+// waitPIDFree waits, after a failed restore killed the half-built process,
+// until its pid is free again, so that a retry is not refused with "pid is
+// taken". The process was orphaned when the stub went, so its zombie waits
+// for the new parent, usually PID 1, to reap it (wait(2); here PID 1 takes
+// 1-1.6 s). If that takes longer than pidFreeTimeout it warns, naming the
+// pid and the parent.
+func (r *Process) waitPIDFree(pid int, start uint64) {
+	deadline := time.Now().Add(pidFreeTimeout)
+	for {
+		st, err := proc.ReadStat(pid)
+		if err != nil || st.StartTime != start {
+			return // gone, or reused by another process
+		}
+		if time.Now().After(deadline) {
+			parent := "?"
+			if ps, err := proc.ReadStat(st.Ppid); err == nil {
+				parent = ps.Comm
+			}
+			r.opts.Log.Warn().Int("pid", pid).Int("parent", st.Ppid).Str("parent_comm", parent).
+				Msgf("pid %d of the killed half-built process is still a zombie: its parent pid %d (%s) has not reaped it; a restore that keeps pid %d fails until it does", pid, st.Ppid, parent, pid)
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
 }
 
 // pidFree returns nil if pid is free here, else an ErrPIDTaken error that

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,9 +41,6 @@ func (r *Process) restoreState() error {
 	if err := r.restoreCwd(); err != nil {
 		return err
 	}
-	if _, err := b.call(unix.SYS_PERSONALITY, uintptr(p.Personality)); err != nil {
-		return fmt.Errorf("personality %#x: %w", p.Personality, err)
-	}
 	if err := r.restoreRlimits(); err != nil {
 		return err
 	}
@@ -71,27 +68,10 @@ func (r *Process) restoreState() error {
 			return fmt.Errorf("setitimer(%d): %w", t.Which, err)
 		}
 	}
-	if err := r.setDumpable(); err != nil {
+	// personality, dumpable, parent-death signal, child subreaper,
+	// no_new_privs: before the threads, which inherit what is per thread.
+	if err := procattr.Restore(builderCaller{b}, p); err != nil {
 		return err
-	}
-	// no_new_privs is per thread and inherited by clone: set on the leader
-	// before the other threads are created, every thread has it
-	// (prctl(2) PR_SET_NO_NEW_PRIVS; it cannot be unset, and nothing
-	// restore does later needs execve).
-	if p.NoNewPrivs {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
-		}
-	}
-	if p.Pdeathsig != 0 {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(p.Pdeathsig)); err != nil {
-			return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
-		}
-	}
-	if p.ChildSubreaper {
-		if _, err := b.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
-		}
 	}
 	if p.OomScoreAdj != 0 {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
@@ -101,32 +81,17 @@ func (r *Process) restoreState() error {
 	return nil
 }
 
-// setDumpable sets the dumped PR_SET_DUMPABLE value. prctl(2) accepts only
-// 0 and 1; 2 (SUID_DUMP_ROOT) is what the kernel sets itself on a
-// credential change when fs.suid_dumpable is 2: it is refused rather than
-// approximated.
-func (r *Process) setDumpable() error {
-	d := r.img.Dumpable
-	if d > 1 {
-		return fmt.Errorf("dumpable mode %d cannot be set with prctl(PR_SET_DUMPABLE)", d)
-	}
-	if _, err := r.b.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(d)); err != nil {
-		return fmt.Errorf("prctl(PR_SET_DUMPABLE, %d): %w", d, err)
-	}
-	return nil
-}
-
 // deletedSuffix is what the kernel appends to the path of a removed file or
 // directory in /proc/PID/cwd and friends (d_path).
 const deletedSuffix = " (deleted)"
 
 // restoreCwd enters the dumped current directory. A directory that had
-// been removed while the process was in it is made again — at its old path
-// if that is free, else under a hidden name beside it — entered and
-// removed: the process is then in a removed directory with the same mode
-// and owner, where creating a file fails with ENOENT and getcwd(3) too, as
-// before (see rmdir(2), getcwd(2) "ENOENT The current working directory has
-// been unlinked").
+// been removed while the process was in it is made again at its path,
+// entered and removed: the process is then in a removed directory with the
+// same path in /proc/PID/cwd, mode and owner, where creating a file fails
+// with ENOENT and getcwd(3) too, as before (see rmdir(2), getcwd(2)
+// "ENOENT The current working directory has been unlinked"). If something
+// else has that path now, the restore is refused.
 func (r *Process) restoreCwd() error {
 	b := r.b
 	p := r.img
@@ -145,35 +110,33 @@ func (r *Process) restoreCwd() error {
 		return nil
 	}
 	d := p.CwdDeleted
-	names := []string{cwd, fmt.Sprintf("%s/.lazycr-deleted-cwd-%d", filepath.Dir(cwd), b.pid)}
-	for i, name := range names {
-		path, err := b.putString(0, name)
-		if err != nil {
-			return err
+	path, err := b.putString(0, cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			// Another name would show in /proc/PID/cwd: refused, not
+			// approximated.
+			return fmt.Errorf("current directory %s was removed, and %s exists again here: %w", cwd, cwd, err)
 		}
-		if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
-			if errors.Is(err, unix.EEXIST) && i == 0 {
-				continue
-			}
-			return fmt.Errorf("current directory %s was removed; make it again at %s: %w", cwd, name, err)
+		return fmt.Errorf("current directory %s was removed; make it again: %w", cwd, err)
+	}
+	steps := []struct {
+		what string
+		nr   uintptr
+		args []uintptr
+	}{
+		{"chdir", unix.SYS_CHDIR, []uintptr{path}},
+		{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
+		{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
+		{"rmdir", unix.SYS_UNLINKAT, []uintptr{atFdcwd, path, unix.AT_REMOVEDIR}},
+	}
+	for _, s := range steps {
+		if _, err := b.call(s.nr, s.args...); err != nil {
+			b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR) // best effort: the error below matters
+			return fmt.Errorf("current directory %s was removed; %s it again: %w", cwd, s.what, err)
 		}
-		steps := []struct {
-			what string
-			nr   uintptr
-			args []uintptr
-		}{
-			{"chdir", unix.SYS_CHDIR, []uintptr{path}},
-			{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
-			{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
-			{"rmdir", unix.SYS_UNLINKAT, []uintptr{atFdcwd, path, unix.AT_REMOVEDIR}},
-		}
-		for _, s := range steps {
-			if _, err := b.call(s.nr, s.args...); err != nil {
-				b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR)
-				return fmt.Errorf("current directory %s was removed; %s %s: %w", cwd, s.what, name, err)
-			}
-		}
-		return nil
 	}
 	return nil
 }
@@ -291,6 +254,16 @@ func (r *Process) restorePosixTimers() error {
 // thread in the kernel; the raw syscalls change only the caller's). It runs
 // after everything that needs privileges.
 func (r *Process) restoreCreds() error {
+	if err := r.setCreds(); err != nil {
+		return err
+	}
+	// Changing the effective ids resets the mm's dumpable flag to
+	// fs.suid_dumpable (commit_creds): check it and put the dumped value
+	// back.
+	return procattr.AfterCreds(builderCaller{r.b}, r.img)
+}
+
+func (r *Process) setCreds() error {
 	c := r.img.Creds
 	if c == nil || len(c.Uid) != 4 || len(c.Gid) != 4 {
 		return nil
@@ -341,9 +314,7 @@ func (r *Process) restoreCreds() error {
 			return fmt.Errorf("capset on tid %d: %w", tid, err)
 		}
 	}
-	// Changing the effective ids resets the mm's dumpable flag to
-	// fs.suid_dumpable (commit_creds): put the dumped value back.
-	return r.setDumpable()
+	return nil
 }
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,

@@ -12,6 +12,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/procattr"
 	"github.com/lazycr/lazycr/vmattr"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -137,6 +138,12 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		}
 		if len(p.SharedPending) > 0 {
 			fmt.Fprintf(w, "  process-wide pending signals: %d\n", len(p.SharedPending))
+		}
+		if a := procattr.Show(p); a != "" {
+			fmt.Fprintf(w, "  attributes: %s\n", a)
+		}
+		if p.LeaderExited {
+			fmt.Fprintf(w, "  main thread %d exited (pthread_exit): it exits again on restore, a zombie leader\n", p.Pid)
 		}
 
 		if mm := s.Memory[p.Pid]; mm != nil {

@@ -26,6 +26,8 @@
  *   leader-exit DIR  the main thread exits (pthread_exit); a second thread
  *               runs the checks (none: it only ticks).
  *   sealed DIR  a mapping sealed with mseal(2) (dump must refuse it).
+ *   timer-orphan DIR  a SIGEV_THREAD_ID timer whose thread has exited
+ *               (dump must refuse it).
  *
  * Report: {"pid":N}. Ticks: "ok" = checks passed; timers also "tidtimer"
  * (expirations the worker thread got) and "proctimer". A failed check
@@ -43,6 +45,10 @@
 #include <stdint.h>
 
 #define PG 4096UL
+#ifndef PR_SET_MEMORY_MERGE /* include/uapi/linux/prctl.h, Linux 6.4 */
+#define PR_SET_MEMORY_MERGE 67
+#define PR_GET_MEMORY_MERGE 68
+#endif
 
 static void fail(const char *fmt, ...)
 {
@@ -306,8 +312,11 @@ static void mlock_check(void)
 /* ---- prctl ---- */
 #define PERSONA (PER_LINUX | ADDR_NO_RANDOMIZE | UNAME26)
 
+static int ksm_all; /* PR_SET_MEMORY_MERGE worked (a kernel with KSM) */
+
 static void prctl_setup(void)
 {
+	ksm_all = prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0;
 	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_NAME, "vmachk-named") ||
 	    prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
 	    prctl(PR_SET_DUMPABLE, 0))
@@ -330,6 +339,8 @@ static void prctl_check(void)
 		fail("no_new_privs off");
 	if (prctl(PR_GET_DUMPABLE) != 0)
 		fail("dumpable %d, want 0", prctl(PR_GET_DUMPABLE));
+	if (ksm_all && prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) != 1)
+		fail("PR_GET_MEMORY_MERGE = %d, want 1", prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0));
 	int p = personality(0xffffffff);
 	if (p != PERSONA)
 		fail("personality %#x, want %#x", p, PERSONA);
@@ -442,6 +453,18 @@ static void cwd_check(void)
 		fail("create a file in the removed directory: fd %d (%s), want ENOENT", fd, strerror(errno));
 }
 
+static volatile int waiter_go;
+
+/* waiter lives until told to go: a timer is made to signal it meanwhile. */
+static void *waiter(void *arg)
+{
+	(void)arg;
+	worker_tid = (pid_t)syscall(SYS_gettid);
+	while (!waiter_go)
+		pace();
+	return NULL;
+}
+
 static void *ticker(void *arg)
 {
 	(void)arg;
@@ -481,6 +504,22 @@ int main(int argc, char **argv)
 		if (pthread_create(&th, NULL, ticker, NULL))
 			die("pthread_create");
 		pthread_exit(NULL);
+	} else if (!strcmp(sc, "timer-orphan")) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, waiter, NULL))
+			die("pthread_create");
+		while (!worker_tid)
+			pace();
+		struct sigevent sev = {0};
+		timer_t id;
+		sev.sigev_notify = SIGEV_THREAD_ID;
+		sev.sigev_signo = SIGRTMIN + 2;
+		sev._sigev_un._tid = worker_tid;
+		if (timer_create(CLOCK_MONOTONIC, &sev, &id))
+			die("timer_create");
+		waiter_go = 1;
+		if (pthread_join(th, NULL))
+			die("pthread_join");
 	} else if (!strcmp(sc, "sealed")) {
 		unsigned char *p = map(PG, PROT_READ);
 		if (syscall(462 /* mseal */, p, PG, 0))

@@ -1,0 +1,59 @@
+package dump
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkCheckLocks measures the lock check (one fdinfo read per fd),
+// which also runs while the process is frozen, on this process with 1000
+// extra fds open.
+func BenchmarkCheckLocks(b *testing.B) {
+	var fds []int
+	for range 1000 {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fds = append(fds, fd)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := checkLocks(os.Getpid()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestCheckLocks: this process holds no lock, then an flock on a file,
+// which checkLocks names with its fd and path.
+func TestCheckLocks(t *testing.T) {
+	if err := checkLocks(os.Getpid()); err != nil {
+		t.Fatalf("checkLocks without locks: %v", err)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "locked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	err = checkLocks(os.Getpid())
+	if err == nil {
+		t.Fatal("checkLocks with an flock held: no error")
+	}
+	want := "(" + f.Name() + "): flock WRITE lock"
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("checkLocks: %v, want ErrUnsupported naming %q", err, want)
+	}
+}

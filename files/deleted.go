@@ -1,0 +1,182 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// deletedFile is a regular file the process holds open after its last
+// name was unlinked. Its content (at most maxMemfdSize), mode, owner,
+// mtime and each fd's offset are recorded. Restore recreates it under its
+// old name — which must be free: another name would show in the fd's
+// /proc link, so a taken name is refused — opens every fd of it through
+// /proc/PID/fd, and unlinks the name again. (CRIU calls these ghost
+// files.) A file still linked under another name is refused: that name
+// cannot be found from the fd.
+type deletedFile struct{}
+
+func (deletedFile) name() string { return "deleted file" }
+
+func (deletedFile) claims(l *liveFd) bool {
+	return l.link == proc.KindFile && !strings.HasPrefix(l.target, "/memfd:") &&
+		l.st.Mode&unix.S_IFMT == unix.S_IFREG && l.st.Nlink == 0
+}
+
+func (deletedFile) dump(d *dumper, l *liveFd, out *pb.Fd) error {
+	id := fileID(l)
+	id.Path = strings.TrimSuffix(id.Path, " (deleted)")
+	df := &pb.DeletedFile{File: id, Mode: l.st.Mode, Uid: l.st.Uid, Gid: l.st.Gid, Pos: l.info.Pos}
+	key := fileKey{l.st.Dev, l.st.Ino}
+	if d.deletedTaken == nil {
+		d.deletedTaken = map[fileKey]bool{}
+	}
+	if !d.deletedTaken[key] {
+		if l.st.Size > maxMemfdSize {
+			return fmt.Errorf("%w: deleted file %s of %d bytes (lazycr keeps at most %d in the image)", ErrUnsupported, id.Path, l.st.Size, maxMemfdSize)
+		}
+		data, err := readAll(l.local, int(l.st.Size))
+		if err != nil {
+			return fmt.Errorf("read deleted file %s: %w", id.Path, err)
+		}
+		df.Data = data
+		d.deletedTaken[key] = true
+	}
+	out.Kind = &pb.Fd_DeletedFile{DeletedFile: df}
+	return nil
+}
+
+func (deletedFile) owns(f *pb.Fd) bool { return f.GetDeletedFile() != nil }
+
+func (deletedFile) show(f *pb.Fd) string {
+	df := f.GetDeletedFile()
+	d := fmt.Sprintf("%s (deleted) inode %d pos %d", df.GetFile().GetPath(), df.GetFile().GetInode(), df.Pos)
+	if len(df.Data) > 0 {
+		d += fmt.Sprintf(", %d bytes", len(df.Data))
+	}
+	return d
+}
+
+// deletedGroup is one deleted file: the image fds that have it open.
+type deletedGroup struct {
+	fds   []*pb.Fd
+	made  bool
+	temps map[int32]uintptr
+}
+
+func (deletedFile) prepare(r *restorer, f *pb.Fd) {
+	if r.deleted == nil {
+		r.deleted = map[fileKey]*deletedGroup{}
+	}
+	id := f.GetDeletedFile().GetFile()
+	key := fileKey{id.GetDev(), id.GetInode()}
+	g := r.deleted[key]
+	if g == nil {
+		g = &deletedGroup{temps: map[int32]uintptr{}}
+		r.deleted[key] = g
+	}
+	g.fds = append(g.fds, f)
+}
+
+func (deletedFile) create(r *restorer, f *pb.Fd) (uintptr, error) {
+	id := f.GetDeletedFile().GetFile()
+	g := r.deleted[fileKey{id.GetDev(), id.GetInode()}]
+	if !g.made {
+		g.made = true
+		if err := r.makeDeleted(g); err != nil {
+			return 0, err
+		}
+	}
+	return g.temps[f.Fd], nil
+}
+
+// makeDeleted recreates the file of g under its old name (O_EXCL), fills
+// it, opens every fd of g and unlinks the name.
+func (r *restorer) makeDeleted(g *deletedGroup) error {
+	first := g.fds[0].GetDeletedFile()
+	if first.GetFile() == nil {
+		return fmt.Errorf("fd %d: %w: no file recorded", g.fds[0].Fd, ErrFileChanged)
+	}
+	var data []byte
+	for _, f := range g.fds {
+		if df := f.GetDeletedFile(); len(df.Data) > 0 {
+			data = df.Data
+		}
+	}
+	path := first.File.Path
+	what := fmt.Sprintf("deleted file %s of fd %d", path, g.fds[0].Fd)
+	fd, err := r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("recreate %s: %w", what, err)
+	}
+	linked := true
+	defer func() {
+		if linked {
+			r.unlink(path)
+		}
+		r.closeRemote(fd)
+	}()
+	local, err := r.getfd(fd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer unix.Close(local)
+	for off := 0; off < len(data); {
+		n, err := unix.Pwrite(local, data[off:], int64(off))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", what, os.NewSyscallError("pwrite", err))
+		}
+		off += n
+	}
+	if err := unix.Fchown(local, int(first.Uid), int(first.Gid)); err != nil {
+		return fmt.Errorf("chown %s to %d:%d: %w", what, first.Uid, first.Gid, os.NewSyscallError("fchown", err))
+	}
+	if err := unix.Fchmod(local, first.Mode&0o7777); err != nil {
+		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode&0o7777, os.NewSyscallError("fchmod", err))
+	}
+	for _, f := range g.fds {
+		df := f.GetDeletedFile()
+		t, err := r.openAt(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), openFlags(f.Flags))
+		if err != nil {
+			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
+		}
+		if df.Pos != 0 {
+			if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(df.Pos), unix.SEEK_SET); err != nil {
+				return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, df.Pos, err)
+			}
+		}
+		g.temps[f.Fd] = t
+	}
+	if m := first.File.MtimeUnixNano; m != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
+			return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
+		}
+	}
+	linked = false
+	if err := r.unlink(path); err != nil {
+		return fmt.Errorf("unlink %s again: %w", what, err)
+	}
+	return nil
+}
+
+// unlink removes path in the process's mount namespace.
+func (r *restorer) unlink(path string) error {
+	addr, err := r.putString(scratchPath, path)
+	if err != nil {
+		return err
+	}
+	_, err = r.rem.Syscall(unix.SYS_UNLINKAT, atFdcwd, addr, 0)
+	return err
+}
