@@ -646,7 +646,7 @@ func (c *Client) run() {
 		c.mu.Lock()
 		c.w = nil
 		c.mu.Unlock()
-		if errors.Is(err, syscall.ETIMEDOUT) {
+		if silentPeer(err) {
 			c.log.Warn().Err(err).Str("source", c.addr).Dur("silent_for", c.cfg.DeadPeerTimeout).
 				Msg("page server silent: dead peer or network partition; reconnecting")
 		} else {
@@ -699,6 +699,14 @@ func (c *Client) finish(err error) {
 	}
 }
 
+// silentPeer reports whether err ended a connection because the peer stopped
+// answering: TCP_USER_TIMEOUT or keepalive expired, reported as ETIMEDOUT,
+// or as the last soft error seen meanwhile (EHOSTUNREACH, ENETUNREACH once
+// neighbour resolution failed); see tcp(7).
+func silentPeer(err error) bool {
+	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
 // reconnect redials the session with backoff for up to ReconnectTimeout.
 // With refusedIsFinal, a refused connection ends the attempts: nobody
 // listens, so the source is not waiting for this session.
@@ -733,7 +741,7 @@ func (c *Client) reconnect(cause error, refusedIsFinal bool) (*wire, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	return nil, fmt.Errorf("page server %s lost (%w); the remaining lazy pages are on the source, which may have written them to its image directory", c.addr, last)
+	return nil, fmt.Errorf("page server %s lost (%w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)", c.addr, last)
 }
 
 // serveConn runs a reader and a writer on w until one fails; errDone when
