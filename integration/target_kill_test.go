@@ -14,12 +14,14 @@ import (
 // SIGKILLed while most of the process's memory is still on the source. The
 // kernel drops a userfaultfd's ranges when its last reference closes, and
 // later faults there read zero pages: the copy must never run on them. It
-// must be dead, with a log line saying why, and never report a wrong page.
+// must be dead, with a log line saying why, and never report a wrong page;
+// the original, kept stopped by the source once it gave up on the target,
+// is then the one copy left, with all its memory (it runs on when let go).
 func TestTargetKilledMidPush(t *testing.T) {
 	t.Parallel()
 	var killedAt time.Time
 	kmsg := kernelLogFromNow(t)
-	orig, _, dst, cp := interruptMidFetch(t, func(dst *lazyRun, pid int) {
+	orig, src, dst, cp := interruptMidFetchWith(t, "2s", func(dst *lazyRun, pid int) {
 		killedAt = time.Now()
 		if err := dst.cmd.Process.Kill(); err != nil {
 			t.Errorf("kill the target: %v", err)
@@ -52,6 +54,13 @@ func TestTargetKilledMidPush(t *testing.T) {
 	if !strings.Contains(e, "handler") || !strings.Contains(e, "killing pid") {
 		t.Errorf("nothing on the target's stderr says the copy was killed because its handler died:\n%s", e)
 	}
+	// The source gives up on the target after its reconnect timeout and
+	// keeps the original stopped: exactly one copy is left.
+	if code := src.wait(t, lazycrTimeout); code == 0 {
+		t.Errorf("source exit 0 although the target never said DONE")
+	}
+	requireStoppedOriginal(t, orig)
+	requireOriginalRunsOn(t, orig)
 }
 
 // kernelLogFromNow opens the kernel log (/dev/kmsg) positioned after its
