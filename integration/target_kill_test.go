@@ -20,8 +20,10 @@ import (
 func TestTargetKilledMidPush(t *testing.T) {
 	t.Parallel()
 	var killedAt time.Time
+	hooked := make(chan struct{})
 	kmsg := kernelLogFromNow(t)
 	orig, src, dst, cp := interruptMidFetchWith(t, "2s", func(dst *lazyRun, pid int) {
+		defer close(hooked)
 		killedAt = time.Now()
 		if err := dst.cmd.Process.Kill(); err != nil {
 			t.Errorf("kill the target: %v", err)
@@ -31,6 +33,7 @@ func TestTargetKilledMidPush(t *testing.T) {
 	if code := dst.wait(t, lazycrTimeout); code != -1 {
 		t.Errorf("target exit %d, want -1 (killed)", code)
 	}
+	<-hooked
 	select {
 	case <-cp.done:
 		t.Logf("the copy pid %d died %v after its handler", cp.pid, time.Since(killedAt).Round(time.Millisecond))
