@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -88,4 +89,41 @@ func TestTargetHit(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestTargetInterruptBeforeResume: SIGINT to the target while it fetches
+// the skeleton. Nothing runs here yet, so the restore is rolled back: the
+// target exits 1 without a pid and the source releases the original,
+// which runs on as before.
+func TestTargetInterruptBeforeResume(t *testing.T) {
+	t.Parallel()
+	orig := start(t, buildC(t, "lazy_verify"), "16")
+	var r lazyVerifyReport
+	waitReport(t, orig, &r)
+	lazyWaitTick(t, orig, "verify", 1)
+	progress(t, orig)
+	src := startLazySource(t, nil, orig.pid, "127.0.0.1", "--reconnect-timeout", "2s")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dst *lazyRun
+	started := make(chan struct{})
+	startPausingProxy(t, ln, func() (net.Conn, error) { return net.Dial("tcp", src.addr) }, lazyCutBeforeResume, func() {
+		<-started
+		if err := dst.cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Errorf("interrupt the target: %v", err)
+		}
+		<-dst.done
+	})
+	dst = startLazyTarget(t, nil, ln.Addr().String())
+	close(started)
+	if code := dst.wait(t, lazycrTimeout); code != 1 {
+		o, e := dst.output()
+		t.Errorf("target exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, o, e)
+	}
+	if o, _ := dst.output(); o != "" {
+		t.Errorf("target printed %q on stdout: it resumed a process", o)
+	}
+	requireLazyReleased(t, src, orig)
 }
