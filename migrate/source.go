@@ -98,6 +98,9 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	if stateDir == "" {
 		stateDir = DefaultStateDir(opts.PID)
 	}
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs // it is printed in the --adopt command
+	}
 	stat, err := proc.ReadStat(opts.PID)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
