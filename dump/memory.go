@@ -27,15 +27,16 @@ const readChunk = 1 << 20
 // must be written to the pages file.
 func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	pid := cp.pid
-	maps, err := proc.ReadSmaps(pid)
+	pp := cp.proc.ProcPid() // a live thread's /proc when the leader has exited
+	maps, err := proc.ReadSmaps(pp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
-	stat, err := proc.ReadStat(pid)
+	stat, err := proc.ReadStat(pp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
-	auxv, err := proc.ReadAuxv(pid)
+	auxv, err := proc.ReadAuxv(pp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
@@ -52,8 +53,8 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	for _, a := range auxv {
 		mm.Auxv = append(mm.Auxv, a.Type, a.Val)
 	}
-	if exe, err := proc.ReadExe(pid); err == nil {
-		mm.Exe = fileIDFromStat(exe, fmt.Sprintf("/proc/%d/exe", pid))
+	if exe, err := proc.ReadExe(pp); err == nil {
+		mm.Exe = fileIDFromStat(exe, fmt.Sprintf("/proc/%d/exe", pp))
 	}
 	// The current brk is the end of [heap], or start_brk when it is empty.
 	mm.Mm.Brk = stat.StartBrk
@@ -74,7 +75,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		}
 	}
 
-	pm, err := proc.OpenPagemap(pid)
+	pm, err := proc.OpenPagemap(pp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
@@ -112,18 +113,18 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 // locked (VmLck in /proc/PID/status, which counts the scratch too if
 // mlockall(MCL_FUTURE) is on) is smaps read again to see them.
 func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
-	pid := cp.pid
+	pid, pp := cp.pid, cp.proc.ProcPid()
 	scratch, err := cp.proc.Scratch()
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
-	st, err := proc.ReadStatus(pid)
+	st, err := proc.ReadStatus(pp)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	var fresh []string
 	if lck := st.Other["VmLck"]; lck != "" && lck != "0 kB" {
-		maps, err := proc.ReadSmaps(pid)
+		maps, err := proc.ReadSmaps(pp)
 		if err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -133,11 +134,20 @@ func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
 			}
 		}
 	}
-	a, err := vmattr.DumpMM(callerOn{cp, pid}, fresh)
+	a, err := vmattr.DumpMM(callerOn{cp, cp.live()}, fresh)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	return a, nil
+}
+
+// live is a thread to inject syscalls on: the leader, or the first live
+// thread when the leader has exited.
+func (cp *Checkpoint) live() int {
+	if ts := cp.proc.Threads(); len(ts) > 0 {
+		return ts[0]
+	}
+	return cp.pid
 }
 
 // callerOn runs injected syscalls on one thread of the frozen process
@@ -149,6 +159,26 @@ type callerOn struct {
 
 func (c callerOn) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	return c.cp.proc.Syscall(c.tid, nr, args...)
+}
+
+// CallIn writes in at the start of the scratch page and passes its address
+// for the argument equal to vmattr.In.
+func (c callerOn) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	scratch, err := c.cp.proc.Scratch()
+	if err != nil {
+		return 0, err
+	}
+	if err := c.cp.proc.WriteMem(scratch, in); err != nil {
+		return 0, err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == vmattr.In {
+			v = scratch
+		}
+		a[i] = v
+	}
+	return c.cp.proc.Syscall(c.tid, nr, a...)
 }
 
 // CallOut is injectOut: procattr.Out and outArg are the same marker.
@@ -215,7 +245,7 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 		return nil, fmt.Errorf("%s: %w: the mapped file was deleted", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/"):
 		v.Kind = pb.VmaKind_VMA_KIND_FILE
-		id := fileIDFromStat(m.Path, fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End))
+		id := fileIDFromStat(m.Path, fmt.Sprintf("/proc/%d/map_files/%x-%x", cp.proc.ProcPid(), m.Start, m.End))
 		if id.Inode != m.Inode {
 			return nil, fmt.Errorf("%s: %w: file inode %d does not match the mapping's %d", where, ErrUnsupported, id.Inode, m.Inode)
 		}

@@ -228,7 +228,7 @@ func (p *Process) gadgetAddr() (uintptr, error) {
 			return at, nil
 		}
 	}
-	maps, err := execMappings(p.Pid)
+	maps, err := execMappings(p.ProcPid())
 	if err != nil {
 		return 0, err
 	}
