@@ -369,3 +369,26 @@ func TestSourceKilledThreads(t *testing.T) {
 	}
 	checkSequence(t, rp, keys...)
 }
+
+// TestSourceGuardSurvivesSIGCONT: a SIGCONT sent to the frozen original
+// discards the pending guard SIGSTOP; the serving source notices and queues
+// it again, so its SIGKILL still leaves the original stopped.
+func TestSourceGuardSurvivesSIGCONT(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazy_verify"), "4")
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "verify", 1)
+	progress(t, p)
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	if err := syscall.Kill(p.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	src.waitLine(t, true, "the guard queued again", lazycrTimeout, func(l string) bool { return strings.Contains(l, "queued again") })
+	if err := src.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-src.done
+	requireStoppedOriginal(t, p)
+	requireOriginalRunsOn(t, p)
+}
