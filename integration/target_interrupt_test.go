@@ -101,13 +101,20 @@ func (p *pausingProxy) forward(n int, c net.Conn) {
 // resumed the process and most of its memory is still on the source.
 func interruptMidFetch(t *testing.T, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
 	t.Helper()
+	return interruptMidFetchWith(t, "60s", hook)
+}
+
+// interruptMidFetchWith is interruptMidFetch with the source's
+// --reconnect-timeout.
+func interruptMidFetchWith(t *testing.T, srcReconnect string, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
+	t.Helper()
 	orig = start(t, buildC(t, "lazy_verify"), "64")
 	var r lazyVerifyReport
 	waitReport(t, orig, &r)
 	lazyWaitTick(t, orig, "verify", 1)
 	progress(t, orig)
 
-	src = startLazySource(t, nil, orig.pid, "127.0.0.1", "--reconnect-timeout", "60s")
+	src = startLazySource(t, nil, orig.pid, "127.0.0.1", "--reconnect-timeout", srcReconnect)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
