@@ -149,6 +149,7 @@ type Checkpoint struct {
 
 // eagerRun is a run of pages whose data goes into the pages file.
 type eagerRun struct {
+	vma  *pb.Vma
 	run  *pb.PageRun
 	prot uint32
 }
@@ -296,12 +297,12 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 		}
 	}()
 	var written uint64
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		w, err := image.CreatePages(dir, p)
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		if err := cp.writePages(w, runs); err != nil {
+		if err := cp.writePages(w, p); err != nil {
 			w.Abort()
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -357,9 +358,9 @@ func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
 // lazy dump's skeleton is small; fsync would dominate its time).
 func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		var mb memPages
-		if err := cp.writePages(&mb, runs); err != nil {
+		if err := cp.writePages(&mb, p); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()

@@ -114,7 +114,9 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 		Files: map[string][]byte{}, Lazy: lazy, Memory: traceeMemory{p}, Token: token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Adopted: true, Log: opts.Log,
 	})
+	stopRefresh := refreshGuard(p.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
+	stopRefresh()
 	out := &SourceResult{Served: res}
 	out.Total = time.Since(start)
 	if err == nil {

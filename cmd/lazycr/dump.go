@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -276,6 +277,9 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 func adoptDirFlag(dir string) string {
 	if dir == "" {
 		return ""
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
 	}
 	return " -D " + dir
 }
