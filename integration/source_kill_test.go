@@ -396,7 +396,7 @@ func TestSourceGuardSurvivesSIGCONT(t *testing.T) {
 	waitReport(t, p, &r)
 	lazyWaitTick(t, p, "verify", 1)
 	progress(t, p)
-	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	src := startLazySource(t, nil, p.pid, "127.0.0.1", "-D", filepath.Join(t.TempDir(), "img"))
 	if err := syscall.Kill(p.pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
