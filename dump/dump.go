@@ -145,6 +145,7 @@ type Checkpoint struct {
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
 	done      bool
+	tcp       *files.TCPDump // established TCP connections (files/tcp.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
@@ -425,7 +426,7 @@ func (cp *Checkpoint) Release() error {
 	cp.done = true
 	err := cp.proc.Release()
 	cp.tracer.Close()
-	return err
+	return errors.Join(err, cp.tcp.Resume())
 }
 
 // Kill kills the frozen process (its image now holds it).
@@ -433,10 +434,15 @@ func (cp *Checkpoint) Kill() error {
 	if cp.done {
 		return nil
 	}
+	// The held lock goes in before the process dies: its TCP peers must
+	// never meet a missing socket (files.TCPDump).
+	if err := cp.tcp.Hold(); err != nil {
+		return errors.Join(fmt.Errorf("hold TCP connections: %w", err), cp.Release())
+	}
 	cp.done = true
 	err := cp.proc.Kill()
 	cp.tracer.Close()
-	return err
+	return errors.Join(err, cp.tcp.Close())
 }
 
 // parentOf names the parent of pid (zero if unknown).
