@@ -424,9 +424,12 @@ func (cp *Checkpoint) Release() error {
 		return nil
 	}
 	cp.done = true
+	// Repair off before the process runs: a read(2) it restarts on a
+	// socket still in repair mode fails EPERM (tcp_recvmsg_locked).
+	terr := cp.tcp.Resume()
 	err := cp.proc.Release()
 	cp.tracer.Close()
-	return errors.Join(err, cp.tcp.Resume())
+	return errors.Join(err, terr)
 }
 
 // Kill kills the frozen process (its image now holds it).
