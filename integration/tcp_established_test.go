@@ -2,16 +2,19 @@ package integration
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/netlock"
 )
@@ -239,4 +242,68 @@ func heldLockExists(t *testing.T, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestTCPUnlockHeld: the held lock of an image that is not restored stays
+// (its peer's packets are dropped: the connection hangs, it is not reset)
+// until `lazycr unlock` removes it; then the peer's next segment meets no
+// socket and the connection is reset.
+func TestTCPUnlockHeld(t *testing.T) {
+	bin := buildC(t, "tcpecho")
+	p, c, _ := tcpPeer(t, bin, false, "server")
+	echoRoundTrip(t, c, "before")
+	dir := dumpKill(t, p)
+	lock := show(t, dir).fds(t, p.pid).TcpLock
+	out, errOut, code := runLazycr(t, "unlock")
+	if code != 0 || !strings.Contains(out, lock+"\n") {
+		t.Fatalf("lazycr unlock: exit %d, stdout %q (want %s listed)\n%s", code, out, lock, errOut)
+	}
+	// Held: the write is dropped, no reset comes back, and the peer
+	// retransmits; once it has, its connection must still be established.
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		ti := tcpInfoOf(t, c)
+		if ti.State != 1 {
+			t.Fatalf("peer in TCP state %d while the lock is held, want ESTABLISHED", ti.State)
+		}
+		if ti.Total_retrans > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the peer never retransmitted its dropped write")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	if _, errOut, code := runLazycr(t, "unlock", lock); code != 0 {
+		t.Fatalf("lazycr unlock %s: exit %d\n%s", lock, code, errOut)
+	}
+	if heldLockExists(t, lock) {
+		t.Fatalf("%s still there after lazycr unlock", lock)
+	}
+	// The peer's retransmission now meets no socket: reset.
+	c.SetReadDeadline(time.Now().Add(lazycrTimeout))
+	if n, err := c.Read(make([]byte, 8)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after unlock: %d bytes, %v; want ECONNRESET", n, err)
+	}
+}
+
+// tcpInfoOf reads TCP_INFO of the test's end of a connection.
+func tcpInfoOf(t *testing.T, c *net.TCPConn) *unix.TCPInfo {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ti *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { ti, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return ti
 }
