@@ -2,6 +2,8 @@ package files
 
 import (
 	"bufio"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -10,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/proc"
 )
 
 // inNewNetns runs f on a thread of its own in a fresh network namespace
@@ -242,6 +247,65 @@ func TestRepairRoundTrip(t *testing.T) {
 		}
 		if k, err := unix.Read(n, buf); err != nil || string(buf[:k]) != "w" {
 			return fmt.Errorf("restored socket reads %q, %v; want \"w\"", buf[:k], err)
+		}
+		return nil
+	})
+}
+
+// md5Key sets a TCP-MD5 key for peer 127.0.0.1 on fd: struct tcp_md5sig
+// (include/uapi/linux/tcp.h): sockaddr_storage (128), flags, prefixlen,
+// keylen (u16), ifindex (int), key[80].
+func md5Key(fd int) error {
+	b := make([]byte, 216)
+	binary.LittleEndian.PutUint16(b, unix.AF_INET)
+	copy(b[4:8], []byte{127, 0, 0, 1})
+	binary.LittleEndian.PutUint16(b[130:], 6)
+	copy(b[136:], "secret")
+	return kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_MD5SIG, b)
+}
+
+// TestTCPRefusesMD5: a connection signed with TCP-MD5 is refused (its keys
+// cannot be read back), found through sock_diag's INET_DIAG_MD5SIG.
+func TestTCPRefusesMD5(t *testing.T) {
+	inNewNetns(t, func() error {
+		l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(l)
+		if err := md5Key(l); err != nil {
+			return fmt.Errorf("TCP_MD5SIG on the listener: %w", err)
+		}
+		if err := unix.Bind(l, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		if err := unix.Listen(l, 1); err != nil {
+			return err
+		}
+		sa, _ := unix.Getsockname(l)
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(c)
+		if err := md5Key(c); err != nil {
+			return fmt.Errorf("TCP_MD5SIG on the client: %w", err)
+		}
+		if err := unix.Connect(c, sa); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(c, &st); err != nil {
+			return err
+		}
+		d := &dumper{pid: os.Getpid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
+		l0 := &liveFd{num: 3, link: proc.KindSocket, ino: st.Ino, local: c}
+		if !(tcpConn{}).claims(l0) {
+			return fmt.Errorf("the connection is not claimed as a TCP connection")
+		}
+		err = (tcpConn{}).dump(d, l0, &pb.Fd{})
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "TCP-MD5") {
+			return fmt.Errorf("dump of an MD5-signed connection: %v, want a refusal naming TCP-MD5", err)
 		}
 		return nil
 	})
