@@ -191,6 +191,12 @@ func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts uint8) error {
 
 func (tcpConn) owns(f *pb.Fd) bool { return f.GetInetSocket().GetTcp() != nil }
 
+// late: connections are re-created after every other socket. A connection
+// binds its port with SK_FORCE_REUSE (repair mode); a listener of the same
+// port bound after it would conflict with it unless it has SO_REUSEADDR
+// (inet_csk_bind_conflict), while bound first it never does.
+func (tcpConn) late() {}
+
 func (tcpConn) show(f *pb.Fd) string {
 	s := f.GetInetSocket()
 	t := s.Tcp

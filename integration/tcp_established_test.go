@@ -84,8 +84,8 @@ func tcpPeer(t *testing.T, bin string, v6 bool, mode string) (*proc, *net.TCPCon
 		fam = "6"
 	}
 	var rep tcpReport
-	if mode == "server" {
-		p := start(t, bin, fam, "server")
+	if strings.HasPrefix(mode, "server") {
+		p := start(t, bin, fam, mode)
 		waitReport(t, p, &rep)
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", loopbackAddr(v6), rep.Port), reportTimeout)
 		if err != nil {
@@ -116,13 +116,14 @@ func tcpPeer(t *testing.T, bin string, v6 bool, mode string) (*proc, *net.TCPCon
 }
 
 // TestTCPEstablishedDumpRestore: IPv4 and IPv6, the process on the server
-// and on the client side. The test writes a 16 MiB stream without reading
+// and on the client side (and, on the server side, with the connection at
+// a lower fd than its listener). The test writes a 16 MiB stream without reading
 // until the process's socket has bytes in both its queues, dumps it (the
 // process is killed), restores it, then reads the echo and compares it.
 func TestTCPEstablishedDumpRestore(t *testing.T) {
 	bin := buildC(t, "tcpecho")
 	for _, v6 := range []bool{false, true} {
-		for _, mode := range []string{"server", "client"} {
+		for _, mode := range []string{"server", "client", "server-lowfd"} {
 			name := "ipv4"
 			if v6 {
 				name = "ipv6"

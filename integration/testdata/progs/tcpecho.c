@@ -2,6 +2,8 @@
  * tcpecho: one TCP connection over the loopback, echoed byte for byte.
  *   tcpecho 4|6 server          listen on 127.0.0.1 / ::1, port 0; accept one
  *                               connection and echo it
+ *   tcpecho 4|6 server-lowfd    the same, but the connection moves to fd 3
+ *                               and the listener (no SO_REUSEADDR) above it
  *   tcpecho 4|6 client PORT     connect to the loopback PORT and echo
  *   tcpecho 4|6 bpf PORT        client with a classic BPF socket filter
  *                               (accept all) attached to its connection
@@ -87,7 +89,7 @@ int main(int argc, char **argv)
 	int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
 	if (s < 0)
 		die("socket");
-	if (!strcmp(mode, "server")) {
+	if (!strncmp(mode, "server", 6)) {
 		socklen_t l = loopback(&ss, 0);
 		if (bind(s, (struct sockaddr *)&ss, l) < 0)
 			die("bind");
@@ -98,6 +100,11 @@ int main(int argc, char **argv)
 		while ((c = accept(s, NULL, NULL)) < 0)
 			if (errno != EINTR)
 				die("accept");
+		if (!strcmp(mode, "server-lowfd")) {
+			if (dup2(s, 10) < 0 || dup2(c, 3) < 0 || close(c) < 0)
+				die("dup2");
+			c = 3;
+		}
 		echo(c);
 	}
 	if (!strcmp(mode, "syn")) {
