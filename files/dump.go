@@ -24,11 +24,12 @@ type DumpOptions struct {
 
 // dumper holds the state of one Dump run that kinds share.
 type dumper struct {
-	pid  int
-	opts DumpOptions
+	pid   int
+	pidfd int // the process's pidfd, for pidfd_getfd(2)
+	opts  DumpOptions
 	// ends records, per pipe inode, whether a read ([0]) and a write ([1])
-	// end are among the process's fds: only then is the buffered data part
-	// of the process (and safe to copy: nobody else writes or reads).
+	// end are among the process's fds: a pipe with one end only may be
+	// reconnected to its live peer (livepipe.go).
 	ends map[uint64][2]bool
 	// dataTaken: the pipe's buffered data is already in the image.
 	dataTaken map[uint64]bool
@@ -92,7 +93,7 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 	}
 	defer unix.Close(pidfd)
 
-	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
+	d := &dumper{pid: pid, pidfd: pidfd, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
 	infos := make([]*proc.FdInfo, len(fds))
 	d.infos = infos
 	for i, f := range fds {
@@ -114,7 +115,9 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 
 	lone := map[uint64]bool{}
 	for ino, e := range d.ends {
-		lone[ino] = !e[0] || !e[1]
+		if !e[0] || !e[1] {
+			lone[ino] = true
+		}
 	}
 	d.holders = pipeHolders(lone, pid, os.Getpid())
 	boot, err := BootID()
@@ -170,11 +173,15 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 }
 
 // sharedWith returns the earlier fd of recorded that shares fd i's open
-// file description (kcmp(2) KCMP_FILE; only fds with the same link target
-// can), or nil.
+// file description (kcmp(2) KCMP_FILE), or nil. Only fds that show the
+// same description state in /proc (link target, status flags, offset,
+// inode, eventfd id) can share one, so only those are compared.
 func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
+	same := func(a, b *proc.FdInfo) bool {
+		return a.Flags&^unix.O_CLOEXEC == b.Flags&^unix.O_CLOEXEC && a.Pos == b.Pos && a.Ino == b.Ino && a.EventfdID == b.EventfdID
+	}
 	for j := 0; j < i; j++ {
-		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil {
+		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil || !same(d.infos[i], d.infos[j]) {
 			continue
 		}
 		same, err := kabi.KcmpFile(d.pid, d.pid, d.fds[j].Num, d.fds[i].Num)

@@ -235,6 +235,9 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
 		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
 	}
+	if err := readMoreSockopts(fd, s, o); err != nil {
+		errs = append(errs, err)
+	}
 	if protocol == unix.IPPROTO_UDPLITE {
 		o.UdpliteSendCscov = geti(solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV")
 		o.UdpliteRecvCscov = geti(solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV")
@@ -436,6 +439,7 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 			setIf(o.UdpliteSendCscov != 0, solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV", int(o.UdpliteSendCscov)),
 			setIf(o.UdpliteRecvCscov != 0, solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV", int(o.UdpliteRecvCscov)))
 	}
+	errs = append(errs, setMoreSockopts(fd, num, o))
 	if o.BindToDevice != "" {
 		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, o.BindToDevice); err != nil {
 			errs = append(errs, fmt.Errorf("bind socket fd %d to device %s: %w", num, o.BindToDevice, os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)))

@@ -3,11 +3,13 @@ package files
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // diagReply encodes a sock_diag dump reply: one inet_diag_msg per inode
@@ -167,4 +169,91 @@ func FuzzParseDiag(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSockoptsRoundTrip: on every socket kind the dump takes, the option
+// table reads without error, and options set on one socket come back on a
+// fresh one through setSockopts (compared as recorded).
+func TestSockoptsRoundTrip(t *testing.T) {
+	type kind struct {
+		family, typ, proto int
+		listen             bool
+		set                []sockopt // set to 7 (or 1 for flags) before the dump
+	}
+	for _, k := range []kind{
+		{unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP, false, []sockopt{{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, "", 0, 0}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, "", 0, 0}, {unix.IPPROTO_UDP, unix.UDP_GRO, "", 0, 0}}},
+		{unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_UDP, false, []sockopt{{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, "", 0, 0}, {unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, "", 0, 0}}},
+		{unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE, false, []sockopt{{unix.IPPROTO_IP, unix.IP_RECVTTL, "", 0, 0}}},
+		{unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_TCP, true, []sockopt{{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "", 0, 0}, {unix.IPPROTO_TCP, unix.TCP_NODELAY, "", 0, 0}}},
+		{unix.AF_INET6, unix.SOCK_STREAM, unix.IPPROTO_TCP, true, []sockopt{{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "", 0, 0}}},
+	} {
+		t.Run(fmt.Sprintf("%d/%d/%d", k.family, k.typ, k.proto), func(t *testing.T) {
+			mk := func() int {
+				s, err := unix.Socket(k.family, k.typ|unix.SOCK_CLOEXEC, k.proto)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { unix.Close(s) })
+				return s
+			}
+			a := mk()
+			for _, o := range k.set {
+				v := 7
+				if o.name == unix.SO_TIMESTAMPNS || o.name == unix.IPV6_RECVTCLASS || o.name == unix.IP_RECVTTL || o.name == unix.TCP_NODELAY || o.name == unix.UDP_GRO {
+					v = 1
+				}
+				if err := unix.SetsockoptInt(a, o.level, o.name, v); err != nil {
+					t.Fatalf("set %d/%d: %v", o.level, o.name, err)
+				}
+			}
+			tv := unix.Timeval{Sec: 1, Usec: 500000}
+			if err := unix.SetsockoptTimeval(a, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.SetsockoptLinger(a, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3}); err != nil {
+				t.Fatal(err)
+			}
+			if k.family == unix.AF_INET && k.proto == unix.IPPROTO_UDP {
+				// A classic filter (accept 0x7fff bytes of everything), locked.
+				prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0x7fff}}
+				if err := unix.SetsockoptSockFprog(a, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.SetsockoptInt(a, unix.SOL_SOCKET, unix.SO_LOCK_FILTER, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if k.listen {
+				if err := unix.Listen(a, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := describeSocket(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want.Options.RcvtimeoUs != 1_500_000 || !want.Options.Linger || want.Options.LingerSec != 3 {
+				t.Errorf("recorded %+v", want.Options)
+			}
+			if filtered := k.family == unix.AF_INET && k.proto == unix.IPPROTO_UDP; filtered != (len(want.Options.Filter) == 8 && want.Options.LockFilter) {
+				t.Errorf("recorded filter %x lock %v", want.Options.Filter, want.Options.LockFilter)
+			}
+			b := mk()
+			if err := setSockopts(b, 9, want); err != nil {
+				t.Fatal(err)
+			}
+			if k.listen {
+				if err := unix.Listen(b, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := describeSocket(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got.Options, want.Options) {
+				t.Errorf("options after restore:\n%v\nwant\n%v", got.Options, want.Options)
+			}
+		})
+	}
 }

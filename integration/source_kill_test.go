@@ -267,3 +267,35 @@ func withoutToken(env []string) []string {
 	}
 	return out
 }
+
+// TestSourceAfterTargetAbort: the target aborts mid-fetch (two SIGINTs) and
+// kills its copy. The source hears ABORT, keeps the original stopped at
+// once (no wait for a reconnect), says it is the only copy and how to let it
+// run, and exits 1; sent SIGCONT, the original verifies all its memory.
+func TestSourceAfterTargetAbort(t *testing.T) {
+	t.Parallel()
+	orig, src, dst, cp := interruptMidFetch(t, func(dst *lazyRun, pid int) {
+		for i, want := range []string{"still being fetched", "aborting"} {
+			if err := dst.cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Errorf("interrupt %d: %v", i+1, err)
+				return
+			}
+			if _, err := dst.lineOn(lazycrTimeout, func(l string) bool { return strings.Contains(l, want) }); err != nil {
+				t.Errorf("the notice %q: %v", want, err)
+				return
+			}
+		}
+	})
+	if code := dst.wait(t, lazycrTimeout); code != 1 {
+		t.Fatalf("target exit %d, want 1", code)
+	}
+	<-cp.done
+	// Its reconnect timeout is 60s: exiting well before says it did not wait.
+	src.requireExit(t, 1)
+	_, e := src.output()
+	if want := fmt.Sprintf("kill -CONT %d", orig.pid); !strings.Contains(e, "only copy") || !strings.Contains(e, want) {
+		t.Errorf("source does not say the original is the only copy and how to let it run (%q):\n%s", want, e)
+	}
+	requireStoppedOriginal(t, orig)
+	requireOriginalRunsOn(t, orig)
+}

@@ -171,6 +171,15 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
 			}
 		}
+	case errors.Is(err, pageserver.ErrTargetAborted):
+		// The target killed its copy: the original, which never ran since
+		// the freeze, is the only one left. Kept stopped as the target
+		// asks (a target is not trusted to let the original run);
+		// SIGCONT lets it run on here.
+		if kerr := cp.KeepStopped(); kerr != nil {
+			err = errors.Join(err, kerr)
+		}
+		err = fmt.Errorf("%w; pid %d, kept stopped (state T), is now the only copy of the process: `kill -CONT %d` lets it run on here", err, opts.PID, opts.PID)
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.

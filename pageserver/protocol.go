@@ -62,6 +62,9 @@ var (
 	ErrLostBeforeResume = errors.New("connection lost before the target resumed")
 	// ErrClosed: the client was closed.
 	ErrClosed = net.ErrClosed
+	// ErrTargetAborted: the target sent ABORT after RESUMED: it killed its
+	// copy on purpose. The original is the only copy: keep it stopped.
+	ErrTargetAborted = errors.New("target aborted and killed its copy of the process")
 )
 
 // Type is a frame type.

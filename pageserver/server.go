@@ -211,10 +211,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			s.mu.Lock()
 			resumed := s.resumed
 			s.mu.Unlock()
-			if errors.Is(r.err, ErrRestoreFailed) || !resumed || ctx.Err() != nil {
+			if errors.Is(r.err, ErrRestoreFailed) || errors.Is(r.err, ErrTargetAborted) || !resumed || ctx.Err() != nil {
 				if ctx.Err() != nil {
 					r.err = ctx.Err()
-				} else if !errors.Is(r.err, ErrRestoreFailed) {
+				} else if !errors.Is(r.err, ErrRestoreFailed) && !errors.Is(r.err, ErrTargetAborted) {
 					r.err = fmt.Errorf("%w: %w", ErrLostBeforeResume, r.err)
 				}
 				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
@@ -402,6 +402,7 @@ type connState struct {
 	credit     uint64 // pushed bytes the client can still take (CREDIT)
 	done       bool
 	fail       string
+	abort      string // ABORT received: the target killed its copy
 	readErr    error
 	wake       chan struct{}
 }
@@ -510,10 +511,18 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 			if msg, err = DecodeMessage(p); err == nil {
 				cs.fail = *msg
 			}
+		case TypeAbort:
+			var msg *string
+			if msg, err = DecodeMessage(p); err == nil {
+				cs.abort = *msg
+				if cs.abort == "" {
+					cs.abort = "no reason given"
+				}
+			}
 		default:
 			err = fmt.Errorf("%w: unexpected %s from the target", ErrProtocol, h.Type)
 		}
-		stop := cs.done || cs.fail != ""
+		stop := cs.done || cs.fail != "" || cs.abort != ""
 		s.mu.Unlock()
 		if err != nil {
 			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
@@ -535,6 +544,7 @@ type work struct {
 	push      *queuedRequest // a batch [addr, npages) inside one run
 	done      bool
 	fail      string
+	abort     string
 	readErr   error
 }
 
@@ -551,6 +561,8 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.credit = PushWindow
 	}
 	switch {
+	case cs.abort != "":
+		wk.abort = cs.abort
 	case cs.fail != "":
 		wk.fail = cs.fail
 	case cs.done:
@@ -574,7 +586,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
 		}
 	}
-	ok = wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
+	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
 	return wk, ok
 }
 
@@ -632,6 +644,9 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			}
 		}
 		switch {
+		case wk.abort != "":
+			s.log.Warn().Str("reason", wk.abort).Msg("target aborted: it killed its copy of the process")
+			return connResult{err: fmt.Errorf("%w: %s", ErrTargetAborted, wk.abort)}
 		case wk.fail != "":
 			s.log.Warn().Str("reason", wk.fail).Msg("target reports the restore failed")
 			return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, wk.fail)}

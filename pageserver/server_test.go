@@ -472,3 +472,22 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortAfterResumed: ABORT ends Serve at once with ErrTargetAborted
+// (no wait for a reconnect: the target killed its copy).
+func TestAbortAfterResumed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	s, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: time.Hour})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	rawSend(t, w, TypeAbort, 0, message("user pressed Ctrl-C twice"))
+	r := wait()
+	if !errors.Is(r.err, ErrTargetAborted) || !strings.Contains(r.err.Error(), "Ctrl-C") {
+		t.Fatalf("Serve: %v, want ErrTargetAborted with the reason", r.err)
+	}
+	if !s.Resumed() {
+		t.Error("Resumed() false after RESUMED")
+	}
+}

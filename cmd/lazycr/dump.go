@@ -172,12 +172,12 @@ func printDumpStats(w io.Writer, st *dump.Stats) {
 }
 
 func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
 	}
 	if o.insecure && token != nil {
-		return usagef("--insecure and $%s exclude each other", TokenEnv)
+		return usagef("--insecure and $%s exclude each other", tokenEnv)
 	}
 	tlsConf, err := o.conn.serverTLS()
 	if err != nil {
@@ -202,7 +202,12 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 	}
 	listening := func(addr net.Addr, session uint64) {
 		fmt.Fprintf(g.stdout, "serving pid %d on %s; on the target run:\n  %s\n", o.pid, addr, restoreCommand(addr, o, token))
-		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s\n", o.pid, o.pid, adoptDirFlag(o.dir))
+		tlsFlags := ""
+		if o.conn.tlsCert != "" {
+			tlsFlags = " --tls-cert CERT --tls-key KEY --tls-ca CA"
+		}
+		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s%s\n"+
+			"(or, if the target never resumed it or killed its copy: kill -CONT %d)\n", o.pid, o.pid, adoptDirFlag(o.dir), tlsFlags, o.pid)
 	}
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
 		PID: o.pid, Dir: o.dir, StateDir: stateDir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
@@ -260,7 +265,7 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 	case o.conn.tokenFile != "":
 		cmd += " --token " + o.conn.tokenFile + " # a copy of the file"
 	case len(token) > 0:
-		cmd = TokenEnv + "=" + hex.EncodeToString(token) + " " + cmd
+		cmd = tokenEnv + "=" + hex.EncodeToString(token) + " " + cmd
 	}
 	if o.conn.tlsCert != "" {
 		cmd += " --tls-cert CERT --tls-key KEY --tls-ca CA"
@@ -277,7 +282,7 @@ func adoptDirFlag(dir string) string {
 
 // runAdopt serves a stopped original again (migrate.Adopt).
 func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions) error {
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,28 +201,5 @@ func TestShowBrokenImages(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestTokenSources: --token FILE wins over $LAZYCR_TOKEN, which is hex.
-func TestTokenSources(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(TokenEnv, "")
-	if tok, err := (&connFlags{}).token(); tok != nil || err != nil {
-		t.Fatalf("no token anywhere: %q, %v", tok, err)
-	}
-	t.Setenv(TokenEnv, "00ff10")
-	if tok, err := (&connFlags{}).token(); err != nil || !bytes.Equal(tok, []byte{0, 0xff, 0x10}) {
-		t.Fatalf("$%s=00ff10: %x, %v", TokenEnv, tok, err)
-	}
-	if tok, err := (&connFlags{tokenFile: file}).token(); err != nil || string(tok) != "from-file" {
-		t.Fatalf("--token FILE with $%s set: %q, %v", TokenEnv, tok, err)
-	}
-	t.Setenv(TokenEnv, "not hex")
-	if tok, err := (&connFlags{}).token(); err == nil {
-		t.Fatalf("$%s=not hex: %q, want an error", TokenEnv, tok)
 	}
 }

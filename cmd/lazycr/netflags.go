@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -44,16 +43,11 @@ func (c *connFlags) validate() error {
 	return nil
 }
 
-// TokenEnv is the environment variable that carries the page-server token,
-// hex-encoded (the token is the decoded bytes): in the environment the
-// secret stays out of /proc/*/cmdline. --token FILE takes precedence.
-const TokenEnv = "LAZYCR_TOKEN"
-
-// token returns the shared secret from --token FILE, else from $LAZYCR_TOKEN,
-// else nil.
+// token returns the shared secret from --token FILE, or nil (see lazyToken
+// for $LAZYCR_TOKEN).
 func (c *connFlags) token() ([]byte, error) {
 	if c.tokenFile == "" {
-		return tokenFromEnv()
+		return nil, nil
 	}
 	b, err := os.ReadFile(c.tokenFile)
 	if err != nil {
@@ -78,17 +72,4 @@ func (c *connFlags) clientTLS(serverName string) (*tls.Config, error) {
 		return nil, nil
 	}
 	return pageserver.ClientTLS(c.tlsCert, c.tlsKey, c.tlsCA, serverName)
-}
-
-// tokenFromEnv decodes $LAZYCR_TOKEN; unset or empty means no token.
-func tokenFromEnv() ([]byte, error) {
-	v := strings.TrimSpace(os.Getenv(TokenEnv))
-	if v == "" {
-		return nil, nil
-	}
-	b, err := hex.DecodeString(v)
-	if err != nil {
-		return nil, fmt.Errorf("read token from $%s: want hex: %w", TokenEnv, err)
-	}
-	return b, nil
 }

@@ -3718,8 +3718,19 @@ type SocketOptions struct {
 	// UDPLITE_RECV_CSCOV; 0 = the whole datagram.
 	UdpliteSendCscov int32 `protobuf:"varint,15,opt,name=udplite_send_cscov,json=udpliteSendCscov,proto3" json:"udplite_send_cscov,omitempty"`
 	UdpliteRecvCscov int32 `protobuf:"varint,16,opt,name=udplite_recv_cscov,json=udpliteRecvCscov,proto3" json:"udplite_recv_cscov,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Further int options of the table in files/sockopts.go, each recorded
+	// with its value (options this kernel does not know are left out).
+	More       []*IntSockopt `protobuf:"bytes,17,rep,name=more,proto3" json:"more,omitempty"`
+	RcvtimeoUs int64         `protobuf:"varint,18,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"` // SO_RCVTIMEO, 0 = none
+	SndtimeoUs int64         `protobuf:"varint,19,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"` // SO_SNDTIMEO
+	Linger     bool          `protobuf:"varint,20,opt,name=linger,proto3" json:"linger,omitempty"`                           // SO_LINGER l_onoff
+	LingerSec  int32         `protobuf:"varint,21,opt,name=linger_sec,json=lingerSec,proto3" json:"linger_sec,omitempty"`    // SO_LINGER l_linger
+	// The classic BPF filter (SO_ATTACH_FILTER), struct sock_filter
+	// little-endian, 8 bytes per instruction; empty = none.
+	Filter        []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
+	LockFilter    bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SocketOptions) Reset() {
@@ -3864,6 +3875,116 @@ func (x *SocketOptions) GetUdpliteRecvCscov() int32 {
 	return 0
 }
 
+func (x *SocketOptions) GetMore() []*IntSockopt {
+	if x != nil {
+		return x.More
+	}
+	return nil
+}
+
+func (x *SocketOptions) GetRcvtimeoUs() int64 {
+	if x != nil {
+		return x.RcvtimeoUs
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetSndtimeoUs() int64 {
+	if x != nil {
+		return x.SndtimeoUs
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetLinger() bool {
+	if x != nil {
+		return x.Linger
+	}
+	return false
+}
+
+func (x *SocketOptions) GetLingerSec() int32 {
+	if x != nil {
+		return x.LingerSec
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *SocketOptions) GetLockFilter() bool {
+	if x != nil {
+		return x.LockFilter
+	}
+	return false
+}
+
+// IntSockopt is one int socket option: getsockopt(level, name) = value.
+type IntSockopt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Level         int32                  `protobuf:"varint,1,opt,name=level,proto3" json:"level,omitempty"`
+	Name          int32                  `protobuf:"varint,2,opt,name=name,proto3" json:"name,omitempty"`
+	Value         int32                  `protobuf:"varint,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntSockopt) Reset() {
+	*x = IntSockopt{}
+	mi := &file_image_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntSockopt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntSockopt) ProtoMessage() {}
+
+func (x *IntSockopt) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
+func (*IntSockopt) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *IntSockopt) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *IntSockopt) GetName() int32 {
+	if x != nil {
+		return x.Name
+	}
+	return 0
+}
+
+func (x *IntSockopt) GetValue() int32 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 // MemFd is a memfd_create(2) file that is not mapped: its whole content
 // is in the image (bounded, see package files).
 type MemFd struct {
@@ -3880,7 +4001,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3892,7 +4013,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3905,7 +4026,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MemFd) GetName() string {
@@ -3967,7 +4088,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3979,7 +4100,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3992,7 +4113,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4047,7 +4168,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4180,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4193,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4093,7 +4214,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4226,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4239,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4143,19 +4264,23 @@ func (x *InotifyWatch) GetMask() uint32 {
 }
 
 type Device struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
-	Pos           int64                  `protobuf:"varint,2,opt,name=pos,proto3" json:"pos,omitempty"`
-	RdevMajor     uint32                 `protobuf:"varint,3,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"`
-	RdevMinor     uint32                 `protobuf:"varint,4,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
-	Mode          uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Pos       int64                  `protobuf:"varint,2,opt,name=pos,proto3" json:"pos,omitempty"`
+	RdevMajor uint32                 `protobuf:"varint,3,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"`
+	RdevMinor uint32                 `protobuf:"varint,4,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
+	Mode      uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// For a pseudo-terminal slave (/dev/pts/N): the inode's ctime, set when
+	// the pty was allocated. With the boot id it tells this pty from a later
+	// one that got the same number.
+	CtimeNs       int64 `protobuf:"varint,6,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4167,7 +4292,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4180,7 +4305,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4214,6 +4339,13 @@ func (x *Device) GetRdevMinor() uint32 {
 func (x *Device) GetMode() uint32 {
 	if x != nil {
 		return x.Mode
+	}
+	return 0
+}
+
+func (x *Device) GetCtimeNs() int64 {
+	if x != nil {
+		return x.CtimeNs
 	}
 	return 0
 }
@@ -4571,7 +4703,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\x03 \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x04 \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xdf\x03\n" +
+	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xc2\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -4589,7 +4721,23 @@ const file_image_proto_rawDesc = "" +
 	"\brecv_err\x18\r \x01(\bR\arecvErr\x12\x18\n" +
 	"\apktinfo\x18\x0e \x01(\bR\apktinfo\x12,\n" +
 	"\x12udplite_send_cscov\x18\x0f \x01(\x05R\x10udpliteSendCscov\x12,\n" +
-	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x81\x01\n" +
+	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\x12/\n" +
+	"\x04more\x18\x11 \x03(\v2\x1b.lazycr.image.v1.IntSockoptR\x04more\x12\x1f\n" +
+	"\vrcvtimeo_us\x18\x12 \x01(\x03R\n" +
+	"rcvtimeoUs\x12\x1f\n" +
+	"\vsndtimeo_us\x18\x13 \x01(\x03R\n" +
+	"sndtimeoUs\x12\x16\n" +
+	"\x06linger\x18\x14 \x01(\bR\x06linger\x12\x1d\n" +
+	"\n" +
+	"linger_sec\x18\x15 \x01(\x05R\tlingerSec\x12\x16\n" +
+	"\x06filter\x18\x16 \x01(\fR\x06filter\x12\x1f\n" +
+	"\vlock_filter\x18\x17 \x01(\bR\n" +
+	"lockFilter\"L\n" +
+	"\n" +
+	"IntSockopt\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\x05R\x04name\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x05R\x05value\"\x81\x01\n" +
 	"\x05MemFd\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
@@ -4609,7 +4757,7 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
 	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
-	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x99\x01\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\xb4\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -4617,7 +4765,8 @@ const file_image_proto_rawDesc = "" +
 	"rdev_major\x18\x03 \x01(\rR\trdevMajor\x12\x1d\n" +
 	"\n" +
 	"rdev_minor\x18\x04 \x01(\rR\trdevMinor\x12\x12\n" +
-	"\x04mode\x18\x05 \x01(\rR\x04mode*\xe1\x01\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x19\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*\xe1\x01\n" +
 	"\aVmaKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVMA_KIND_ANON\x10\x01\x12\x11\n" +
@@ -4649,7 +4798,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -4690,11 +4839,12 @@ var file_image_proto_goTypes = []any{
 	(*TcpStream)(nil),     // 36: lazycr.image.v1.TcpStream
 	(*TcpWindow)(nil),     // 37: lazycr.image.v1.TcpWindow
 	(*SocketOptions)(nil), // 38: lazycr.image.v1.SocketOptions
-	(*MemFd)(nil),         // 39: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 40: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 41: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 42: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 43: lazycr.image.v1.Device
+	(*IntSockopt)(nil),    // 39: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 40: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 41: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 42: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 43: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 44: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -4729,25 +4879,26 @@ var file_image_proto_depIdxs = []int32{
 	33, // 29: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	34, // 30: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	35, // 31: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	43, // 32: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	39, // 33: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	40, // 34: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	41, // 35: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	44, // 32: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	40, // 33: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	41, // 34: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	42, // 35: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	21, // 36: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	29, // 37: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
 	31, // 38: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
 	38, // 39: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
 	36, // 40: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
 	37, // 41: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	21, // 42: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	42, // 43: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	21, // 44: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	21, // 45: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	39, // 42: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	21, // 43: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	43, // 44: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	21, // 45: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	21, // 46: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4775,7 +4926,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,7 +10,8 @@
  *          O_RDONLY|O_NONBLOCK: flags kept, writes/reads behave.
  *   udp:   three UDP sockets on 127.0.0.1: s0 receives; s1 connected to
  *          s0 and shut down for writing (send fails EPIPE); s2 connected to
- *          s0 and shut down for reading (poll keeps saying POLLRDHUP).
+ *          s0 and shut down for reading (poll keeps saying POLLRDHUP);
+ *          s0 has SO_RCVTIMEO 500 ms and IP_MULTICAST_TTL 5.
  *   epoll: eventfd e added with data 0x77, dup'ed to d, e closed and its
  *          number reused by another eventfd e2 (not watched). Writing e2
  *          must not wake the epoll; writing d must, with data 0x77.
@@ -31,10 +32,15 @@
  *   async: a UDP socket with O_ASYNC, owner the process (F_SETOWN_EX) and
  *          SIGUSR2 (F_SETSIG): each datagram sent to it raises SIGUSR2
  *          with si_fd set.
+ *   oneshot: an epoll set with an eventfd added EPOLLIN|EPOLLONESHOT that
+ *          has fired: it stays disarmed (more writes wake nothing, and
+ *          fdinfo shows its events as EPOLLONESHOT alone).
+ *   lone:  a pipe and the FIFO DIR/f2 whose only writer wrote "lone" and
+ *          closed: the read ends keep the 4 bytes buffered (FIONREAD).
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async", "oneshot", "lone" per round
  *         passed.
  */
 #include "common.h"
@@ -45,6 +51,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -165,6 +172,10 @@ int main(int argc, char **argv)
 	socklen_t al = sizeof a0;
 	if (getsockname(s0, (struct sockaddr *)&a0, &al) < 0)
 		die("getsockname");
+	struct timeval rto = {0, 500000}; /* a whole number of jiffies for any HZ */
+	int mttl = 5;
+	if (setsockopt(s0, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto) < 0 || setsockopt(s0, IPPROTO_IP, IP_MULTICAST_TTL, &mttl, sizeof mttl) < 0)
+		die("setsockopt s0");
 	int s1 = udpsock(&a0), s2 = udpsock(&a0);
 	if (shutdown(s1, SHUT_WR) < 0)
 		die("shutdown SHUT_WR");
@@ -243,6 +254,19 @@ int main(int argc, char **argv)
 	if (g2 < 0 || unlink(gone) < 0)
 		die("reopen and unlink DIR/gone");
 
+	/* lone */
+	int lp[2];
+	if (pipe(lp) < 0 || write(lp[1], "lone", 4) != 4)
+		die("lone pipe");
+	close(lp[1]);
+	snprintf(path, sizeof path, "%s/f2", argv[1]);
+	if (mkfifo(path, 0600) < 0)
+		die("mkfifo f2");
+	int lf = open(path, O_RDONLY | O_NONBLOCK), lfw = open(path, O_WRONLY | O_NONBLOCK);
+	if (lf < 0 || lfw < 0 || write(lfw, "lone", 4) != 4)
+		die("lone fifo");
+	close(lfw);
+
 	/* inotify */
 	int in = inotify_init1(IN_NONBLOCK);
 	if (in < 0)
@@ -278,6 +302,14 @@ int main(int argc, char **argv)
 	if (fcntl(as, F_SETOWN_EX, &own) < 0 || fcntl(as, F_SETSIG, SIGUSR2) < 0 || fcntl(as, F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
 		die("fcntl async");
 
+	/* oneshot */
+	int ep2 = epoll_create1(0), eo = eventfd(0, EFD_NONBLOCK);
+	if (ep2 < 0 || eo < 0)
+		die("epoll_create1/eventfd");
+	struct epoll_event oev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = 0x1};
+	if (epoll_ctl(ep2, EPOLL_CTL_ADD, eo, &oev) < 0 || write(eo, &(uint64_t){1}, 8) != 8 || epoll_wait(ep2, &oev, 1, 0) != 1)
+		die("fire the oneshot entry");
+
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
 		checkpipe("pipe", p[0], p[1], prfl, pwfl, "abc");
@@ -303,6 +335,13 @@ int main(int argc, char **argv)
 		long got = probe(s2);
 		if (got != p2)
 			bad("udp", "poll on the socket shut down for reading gives %#lx, gave %#lx", got, p2);
+		struct timeval gto;
+		socklen_t gl = sizeof gto;
+		int gttl = 0;
+		socklen_t tl = sizeof gttl;
+		if (getsockopt(s0, SOL_SOCKET, SO_RCVTIMEO, &gto, &gl) < 0 || gto.tv_sec != 0 || gto.tv_usec != 500000 ||
+		    getsockopt(s0, IPPROTO_IP, IP_MULTICAST_TTL, &gttl, &tl) < 0 || gttl != 5)
+			bad("udp", "SO_RCVTIMEO %ld.%06ld s, IP_MULTICAST_TTL %d; want 0.500000 s and 5", (long)gto.tv_sec, (long)gto.tv_usec, gttl);
 		tick("udp", n);
 
 		struct epoll_event out;
@@ -444,6 +483,30 @@ int main(int argc, char **argv)
 		if (recv(as, ab, sizeof ab, 0) != 1)
 			bad("async", "recv: %s", strerror(errno));
 		tick("async", n);
+
+		if (write(eo, &(uint64_t){1}, 8) != 8)
+			die("write eo");
+		if (epoll_wait(ep2, &oev, 1, 0) != 0)
+			bad("oneshot", "the fired EPOLLONESHOT entry woke again");
+		snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep2);
+		FILE *fi = fopen(path, "r");
+		if (!fi)
+			die("open fdinfo");
+		char fline[256];
+		unsigned int oevents = 0;
+		int otfd = -1;
+		while (fgets(fline, sizeof fline, fi))
+			if (sscanf(fline, "tfd: %d events: %x", &otfd, &oevents) == 2)
+				break;
+		fclose(fi);
+		if (otfd != eo || oevents != EPOLLONESHOT)
+			bad("oneshot", "fdinfo: tfd %d events %#x, want tfd %d events %#x", otfd, oevents, eo, (unsigned)EPOLLONESHOT);
+		tick("oneshot", n);
+
+		int lq = -1, lfq = -1;
+		if (ioctl(lp[0], FIONREAD, &lq) < 0 || ioctl(lf, FIONREAD, &lfq) < 0 || lq != 4 || lfq != 4)
+			bad("lone", "pipe holds %d bytes, FIFO %d; want 4 and 4", lq, lfq);
+		tick("lone", n);
 		pace();
 	}
 }
