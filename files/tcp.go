@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
@@ -704,6 +705,7 @@ func repairSocket(fd int, num int32, s *pb.InetSocket) error {
 	o := proto.CloneOf(s.Options)
 	if o != nil {
 		o.Sndbuf, o.Rcvbuf, o.Reuseaddr = 0, 0, false
+		o.More = slices.DeleteFunc(o.More, notForConnection)
 	}
 	if err := setSockopts(fd, num, &pb.InetSocket{Family: s.Family, Type: s.Type, Protocol: s.Protocol, Options: o}); err != nil {
 		return err
@@ -795,6 +797,33 @@ func repairSocket(fd int, num int32, s *pb.InetSocket) error {
 		}
 	}
 	return setTCPOpts(fd, st)
+}
+
+// notForConnection: an option of the generic table (sockopts.go) that a
+// re-created connection does not take through setsockopt. The MSS is the
+// repair option's (TCP_MAXSEG reads mss_cache, which may exceed what
+// setsockopt accepts, MAX_TCP_WINDOW); window_clamp is derived by the
+// kernel; listener-only options; and multicast options, which stream
+// sockets refuse (EINVAL, ENOPROTOOPT) while reading derived values back.
+func notForConnection(m *pb.IntSockopt) bool {
+	switch m.Level {
+	case unix.IPPROTO_TCP:
+		switch m.Name {
+		case unix.TCP_MAXSEG, unix.TCP_WINDOW_CLAMP, unix.TCP_DEFER_ACCEPT, unix.TCP_FASTOPEN:
+			return true
+		}
+	case unix.IPPROTO_IP:
+		switch m.Name {
+		case unix.IP_MULTICAST_TTL, unix.IP_MULTICAST_LOOP, unix.IP_MULTICAST_ALL:
+			return true
+		}
+	case unix.IPPROTO_IPV6:
+		switch m.Name {
+		case unix.IPV6_MULTICAST_HOPS, unix.IPV6_MULTICAST_LOOP, unix.IPV6_MULTICAST_IF, unix.IPV6_MULTICAST_ALL:
+			return true
+		}
+	}
+	return false
 }
 
 func setQueueSeq(fd, queue int, seq uint32) error {
