@@ -109,6 +109,13 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	}
 	switch opts.Mode {
 	case ModeKill:
+		// The held lock first: if it cannot be taken the dump fails as a
+		// whole (the process keeps its connections, no image is left).
+		if err := cp.tcp.Hold(); err != nil {
+			cp.abort()
+			removeOutput(opts.Dir, cp.dirMade)
+			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", opts.PID, err)
+		}
 		parent := parentOf(opts.PID)
 		err = cp.Kill()
 		if err == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/lazycr/lazycr/netlock"
+	lzproc "github.com/lazycr/lazycr/proc"
 )
 
 // echoRoundTrip writes msg on c and reads it back: the connection to
@@ -165,4 +166,35 @@ func TestTCPFailpoints(t *testing.T) {
 	if got := lazycrTables(t, p.pid); len(got) > 0 {
 		t.Fatalf("locks left after a failed restore: %v", got)
 	}
+}
+
+// TestTCPHoldFails: when the held lock cannot be installed (a table of its
+// name is already there), the dump fails as a whole at its last step: no
+// image, the process runs on with its connection.
+func TestTCPHoldFails(t *testing.T) {
+	bin := buildC(t, "tcpecho")
+	p, c, _ := tcpPeer(t, bin, false, "client")
+	start, err := lzproc.ProcessIdentity(p.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	name := netlock.HeldName(p.pid, start)
+	squat := []netlock.Conn{{Local: netip.MustParseAddrPort("192.0.2.1:1"), Remote: netip.MustParseAddrPort("192.0.2.2:2")}}
+	if err := netlock.Hold(ns, name, squat, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	defer netlock.RemoveHeld(ns, name, zerolog.Nop())
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
+	requireExit1(t, "dump whose held lock is taken", errOut, code, `hold TCP connections`, name)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the failed dump left %s behind (stat: %v)", dir, err)
+	}
+	requireRunning(t, p.pid)
+	echoRoundTrip(t, c, "after the failed dump")
 }
