@@ -87,7 +87,11 @@ func tcpPeer(t *testing.T, bin string, v6 bool, mode string) (*proc, *net.TCPCon
 	if strings.HasPrefix(mode, "server") {
 		p := start(t, bin, fam, mode)
 		waitReport(t, p, &rep)
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", loopbackAddr(v6), rep.Port), reportTimeout)
+		addr := loopbackAddr(v6)
+		if mode == "server-dual" {
+			addr = "127.0.0.1" // an IPv4 peer of an IPv6 socket
+		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", addr, rep.Port), reportTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,13 +121,18 @@ func tcpPeer(t *testing.T, bin string, v6 bool, mode string) (*proc, *net.TCPCon
 
 // TestTCPEstablishedDumpRestore: IPv4 and IPv6, the process on the server
 // and on the client side (and, on the server side, with the connection at
-// a lower fd than its listener). The test writes a 16 MiB stream without reading
+// a lower fd than its listener, and an IPv6 socket talking IPv4 through a
+// v4-mapped address). The test writes a 16 MiB stream without reading
 // until the process's socket has bytes in both its queues, dumps it (the
 // process is killed), restores it, then reads the echo and compares it.
 func TestTCPEstablishedDumpRestore(t *testing.T) {
 	bin := buildC(t, "tcpecho")
 	for _, v6 := range []bool{false, true} {
-		for _, mode := range []string{"server", "client", "server-lowfd"} {
+		modes := []string{"server", "client", "server-lowfd"}
+		if v6 {
+			modes = append(modes, "server-dual")
+		}
+		for _, mode := range modes {
 			name := "ipv4"
 			if v6 {
 				name = "ipv6"

@@ -4,6 +4,8 @@
  *                               connection and echo it
  *   tcpecho 4|6 server-lowfd    the same, but the connection moves to fd 3
  *                               and the listener (no SO_REUSEADDR) above it
+ *   tcpecho 6 server-dual       the same on [::]:0, dual-stack: an IPv4 peer
+ *                               is seen as ::ffff:127.0.0.1
  *   tcpecho 4|6 client PORT     connect to the loopback PORT and echo
  *   tcpecho 4|6 bpf PORT        client with a classic BPF socket filter
  *                               (accept all) attached to its connection
@@ -91,6 +93,8 @@ int main(int argc, char **argv)
 		die("socket");
 	if (!strncmp(mode, "server", 6)) {
 		socklen_t l = loopback(&ss, 0);
+		if (!strcmp(mode, "server-dual"))
+			((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_any;
 		if (bind(s, (struct sockaddr *)&ss, l) < 0)
 			die("bind");
 		if (listen(s, 8) < 0)
