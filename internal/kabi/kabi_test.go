@@ -197,3 +197,26 @@ func TestTCPRepairEncoding(t *testing.T) {
 		t.Errorf("options encoded as %+v, want %+v", got, o)
 	}
 }
+
+// FuzzDecodeTCPRepairWindow: a decode succeeds exactly for 20 bytes or
+// more, agrees with the struct layout read in place, and re-encodes to the
+// same 20 bytes.
+func FuzzDecodeTCPRepairWindow(f *testing.F) {
+	f.Add(TCPRepairWindow{1, 2, 3, 4, 5}.Encode())
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w, ok := DecodeTCPRepairWindow(b)
+		if ok != (len(b) >= TCPRepairWindowLen) {
+			t.Fatalf("decode of %d bytes: ok %v", len(b), ok)
+		}
+		if !ok {
+			return
+		}
+		if !bytes.Equal(w.Encode(), b[:TCPRepairWindowLen]) {
+			t.Fatalf("round trip of %x gives %x", b[:TCPRepairWindowLen], w.Encode())
+		}
+		if in := *(*TCPRepairWindow)(unsafe.Pointer(&b[0])); in != w {
+			t.Fatalf("decoded %+v, in place %+v", w, in)
+		}
+	})
+}
