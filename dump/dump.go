@@ -162,9 +162,8 @@ type eagerRun struct {
 	prot uint32
 }
 
-// Freeze seizes every thread of opts.PID and reads the process's whole state.
-// The process stays frozen until Release, Kill or a failure (which releases it).
-func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
+// freezeOnce is one attempt of [Freeze].
+func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	pid := opts.PID
 	if err := precheck(pid); err != nil {
 		return nil, err
