@@ -245,6 +245,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	}
 	process, err := cp.collectProcess()
 	if err == nil {
+		err = recordSession(pid, process)
+	}
+	if err == nil {
 		err = failpoint.Check("dump.process")
 	}
 	if err != nil {

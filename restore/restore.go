@@ -347,7 +347,7 @@ func (r *Process) startStub(undo *undoStack) error {
 // the PID the process had in its own namespace.
 func (r *Process) takePID(undo *undoStack) error {
 	if r.opts.NewPID {
-		return nil
+		return r.newPIDSession()
 	}
 	want := int(r.img.Pid)
 	var flags uint64
@@ -363,7 +363,17 @@ func (r *Process) takePID(undo *undoStack) error {
 		return err
 	}
 	stub := r.b.p
-	child, err := stub.CloneProcess(want, flags)
+	// The process must be cloned from a process of its session (see
+	// tree_session.go); helpers that stand in for leaders not in the dump
+	// go once it is in its group.
+	ids := wantSession(r.img, r.opts.PIDNS)
+	var helpers []*inject.Process
+	defer func() { r.killHelpers(helpers) }()
+	parent, err := r.sessionParent(stub, want, ids, &helpers)
+	if err != nil {
+		return err
+	}
+	child, err := parent.CloneProcess(want, flags)
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			if perr := pidFree(want); perr != nil && !r.opts.PIDNS {
@@ -377,6 +387,14 @@ func (r *Process) takePID(undo *undoStack) error {
 	r.claimed.pid, r.claimed.start = child.Pid, startTimeOf(child.Pid)
 	undo.push(r.waitClaimedFree)
 	undo.push(func() { killTraced(child, r.opts.Log) })
+	if err := r.enterSession(child, parent, want, ids, &helpers); err != nil {
+		return err
+	}
+	if !r.opts.PIDNS {
+		if err := checkSession(child.Pid, ids); err != nil {
+			return err
+		}
+	}
 	if err := stub.Kill(); err != nil {
 		r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
 	}

@@ -288,8 +288,15 @@ func (x *Inventory) GetXsaveFeatures() uint64 {
 
 // ProcessTree lists every dumped process, root first.
 type ProcessTree struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Processes     []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Processes []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	// Open file descriptions held by more than one member (inherited across
+	// fork): restore builds each once, in the first holder, and gives it to
+	// the others.
+	SharedFiles []*SharedFile `protobuf:"bytes,2,rep,name=shared_files,json=sharedFiles,proto3" json:"shared_files,omitempty"`
+	// Anonymous pipes with ends in more than one member and none outside the
+	// tree: restore makes each once, with its buffered data.
+	Pipes         []*TreePipe `protobuf:"bytes,3,rep,name=pipes,proto3" json:"pipes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +338,190 @@ func (x *ProcessTree) GetProcesses() []*Process {
 	return nil
 }
 
+func (x *ProcessTree) GetSharedFiles() []*SharedFile {
+	if x != nil {
+		return x.SharedFiles
+	}
+	return nil
+}
+
+func (x *ProcessTree) GetPipes() []*TreePipe {
+	if x != nil {
+		return x.Pipes
+	}
+	return nil
+}
+
+// FdRef names one fd of one member.
+type FdRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fd            int32                  `protobuf:"varint,2,opt,name=fd,proto3" json:"fd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FdRef) Reset() {
+	*x = FdRef{}
+	mi := &file_image_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FdRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FdRef) ProtoMessage() {}
+
+func (x *FdRef) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FdRef.ProtoReflect.Descriptor instead.
+func (*FdRef) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FdRef) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FdRef) GetFd() int32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
+// SharedFile is one open file description of several members (kcmp(2)
+// KCMP_FILE). owner is the first holder in tree order: its fd table
+// describes the object; users' fds of it are copies of owner's.
+type SharedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         *FdRef                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Users         []*FdRef               `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedFile) Reset() {
+	*x = SharedFile{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedFile) ProtoMessage() {}
+
+func (x *SharedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedFile.ProtoReflect.Descriptor instead.
+func (*SharedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SharedFile) GetOwner() *FdRef {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+func (x *SharedFile) GetUsers() []*FdRef {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// TreePipe is an anonymous pipe between members: every fd of the tree
+// whose Pipe.inode is inode is one of its two ends.
+type TreePipe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`          // the buffered bytes
+	Capacity      uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"` // F_GETPIPE_SZ
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreePipe) Reset() {
+	*x = TreePipe{}
+	mi := &file_image_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreePipe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreePipe) ProtoMessage() {}
+
+func (x *TreePipe) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreePipe.ProtoReflect.Descriptor instead.
+func (*TreePipe) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TreePipe) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *TreePipe) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *TreePipe) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
 type Process struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Pid            uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`                         // in the dumper's PID namespace
@@ -361,14 +552,23 @@ type Process struct {
 	// Set when the current directory had been removed (cwd ends in
 	// " (deleted)"): restore makes a directory like it, enters it and
 	// removes it again.
-	CwdDeleted    *DeletedDir `protobuf:"bytes,26,opt,name=cwd_deleted,json=cwdDeleted,proto3" json:"cwd_deleted,omitempty"`
+	CwdDeleted *DeletedDir `protobuf:"bytes,26,opt,name=cwd_deleted,json=cwdDeleted,proto3" json:"cwd_deleted,omitempty"`
+	// NSpgid and NSsid (/proc/PID/status): the process group and session in
+	// each PID namespace, outermost first; pgid and sid above are in the
+	// dumper's. 0 = the leader is outside that namespace.
+	NsPgid []uint32 `protobuf:"varint,27,rep,packed,name=ns_pgid,json=nsPgid,proto3" json:"ns_pgid,omitempty"`
+	NsSid  []uint32 `protobuf:"varint,28,rep,packed,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
+	// A zombie member: it had exited and its parent (a member) had not
+	// reaped it yet. Restore makes a child that exits with exit_code.
+	Zombie        bool  `protobuf:"varint,29,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitCode      int32 `protobuf:"varint,30,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +580,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +593,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -578,6 +778,34 @@ func (x *Process) GetCwdDeleted() *DeletedDir {
 	return nil
 }
 
+func (x *Process) GetNsPgid() []uint32 {
+	if x != nil {
+		return x.NsPgid
+	}
+	return nil
+}
+
+func (x *Process) GetNsSid() []uint32 {
+	if x != nil {
+		return x.NsSid
+	}
+	return nil
+}
+
+func (x *Process) GetZombie() bool {
+	if x != nil {
+		return x.Zombie
+	}
+	return false
+}
+
+func (x *Process) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
 // DeletedDir is what is left to see of a removed directory a process is
 // still in: its mode and owner (fstat on ".").
 type DeletedDir struct {
@@ -591,7 +819,7 @@ type DeletedDir struct {
 
 func (x *DeletedDir) Reset() {
 	*x = DeletedDir{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +831,7 @@ func (x *DeletedDir) String() string {
 func (*DeletedDir) ProtoMessage() {}
 
 func (x *DeletedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +844,7 @@ func (x *DeletedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
 func (*DeletedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeletedDir) GetMode() uint32 {
@@ -659,7 +887,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +899,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +912,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -800,7 +1028,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1040,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1053,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1028,7 +1256,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1268,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1281,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1088,7 +1316,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1328,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1341,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1149,7 +1377,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1389,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1402,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1215,7 +1443,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1455,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1468,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1274,7 +1502,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1514,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1527,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -1377,7 +1605,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1617,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1630,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -1447,7 +1675,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1687,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1700,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1521,7 +1749,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1761,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1774,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -1587,7 +1815,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1827,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1840,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -1695,7 +1923,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1935,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1948,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -1795,7 +2023,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2035,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2048,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -1885,7 +2113,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2125,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2138,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -1953,7 +2181,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2193,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2206,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2073,7 +2301,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2313,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2326,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FileID) GetPath() string {
@@ -2154,7 +2382,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2394,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2407,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2264,7 +2492,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2504,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2517,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -2334,7 +2562,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2574,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2587,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -2412,7 +2640,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2652,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2665,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2655,7 +2883,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2895,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2908,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -2722,7 +2950,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2962,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2975,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -2805,7 +3033,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +3045,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3058,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -2871,7 +3099,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3111,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3124,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -2928,7 +3156,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3168,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3181,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -2993,7 +3221,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +3233,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +3246,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3041,7 +3269,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3053,7 +3281,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3066,7 +3294,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3113,7 +3341,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3353,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3366,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3170,7 +3398,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3182,7 +3410,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3195,7 +3423,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3308,7 +3536,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3320,7 +3548,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3333,7 +3561,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3464,7 +3692,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3476,7 +3704,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3489,7 +3717,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MemFd) GetName() string {
@@ -3551,7 +3779,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +3791,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +3804,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -3631,7 +3859,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3643,7 +3871,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3656,7 +3884,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3677,7 +3905,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3689,7 +3917,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3702,7 +3930,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3739,7 +3967,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3979,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3992,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -3820,9 +4048,22 @@ const file_image_proto_rawDesc = "" +
 	"xsave_size\x18\t \x01(\rR\txsaveSize\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x04R\bpageSize\x12%\n" +
-	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"E\n" +
+	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xb6\x01\n" +
 	"\vProcessTree\x126\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xbf\a\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
+	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
+	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\")\n" +
+	"\x05FdRef\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x0e\n" +
+	"\x02fd\x18\x02 \x01(\x05R\x02fd\"h\n" +
+	"\n" +
+	"SharedFile\x12,\n" +
+	"\x05owner\x18\x01 \x01(\v2\x16.lazycr.image.v1.FdRefR\x05owner\x12,\n" +
+	"\x05users\x18\x02 \x03(\v2\x16.lazycr.image.v1.FdRefR\x05users\"P\n" +
+	"\bTreePipe\x12\x14\n" +
+	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xa4\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -3857,7 +4098,11 @@ const file_image_proto_rawDesc = "" +
 	"noNewPrivs\x12\"\n" +
 	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\x12<\n" +
 	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
-	"cwdDeleted\"D\n" +
+	"cwdDeleted\x12\x17\n" +
+	"\ans_pgid\x18\x1b \x03(\rR\x06nsPgid\x12\x15\n" +
+	"\x06ns_sid\x18\x1c \x03(\rR\x05nsSid\x12\x16\n" +
+	"\x06zombie\x18\x1d \x01(\bR\x06zombie\x12\x1b\n" +
+	"\texit_code\x18\x1e \x01(\x05R\bexitCode\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -4186,99 +4431,106 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
 	(*Inventory)(nil),     // 2: lazycr.image.v1.Inventory
 	(*ProcessTree)(nil),   // 3: lazycr.image.v1.ProcessTree
-	(*Process)(nil),       // 4: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 5: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 6: lazycr.image.v1.Thread
-	(*Registers)(nil),     // 7: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 8: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 9: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 10: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 11: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 12: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 13: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 14: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 15: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 16: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 17: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 18: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 19: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 20: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 21: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 22: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 23: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 24: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 25: lazycr.image.v1.Fd
-	(*RegularFile)(nil),   // 26: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 27: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 28: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 29: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 30: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 31: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 32: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 33: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 34: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 35: lazycr.image.v1.SocketOptions
-	(*MemFd)(nil),         // 36: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 37: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 38: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 39: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 40: lazycr.image.v1.Device
+	(*FdRef)(nil),         // 4: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),    // 5: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),      // 6: lazycr.image.v1.TreePipe
+	(*Process)(nil),       // 7: lazycr.image.v1.Process
+	(*DeletedDir)(nil),    // 8: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),        // 9: lazycr.image.v1.Thread
+	(*Registers)(nil),     // 10: lazycr.image.v1.Registers
+	(*Siginfo)(nil),       // 11: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),   // 12: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),          // 13: lazycr.image.v1.Rseq
+	(*RobustList)(nil),    // 14: lazycr.image.v1.RobustList
+	(*Credentials)(nil),   // 15: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),        // 16: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),     // 17: lazycr.image.v1.SigAction
+	(*ITimer)(nil),        // 18: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),    // 19: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),    // 20: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),     // 21: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),       // 22: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),      // 23: lazycr.image.v1.MmFields
+	(*FileID)(nil),        // 24: lazycr.image.v1.FileID
+	(*Vma)(nil),           // 25: lazycr.image.v1.Vma
+	(*PageRun)(nil),       // 26: lazycr.image.v1.PageRun
+	(*FdTable)(nil),       // 27: lazycr.image.v1.FdTable
+	(*Fd)(nil),            // 28: lazycr.image.v1.Fd
+	(*RegularFile)(nil),   // 29: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 30: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 31: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 32: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 33: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 34: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 35: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 36: lazycr.image.v1.SignalFd
+	(*InetSocket)(nil),    // 37: lazycr.image.v1.InetSocket
+	(*SocketOptions)(nil), // 38: lazycr.image.v1.SocketOptions
+	(*MemFd)(nil),         // 39: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 40: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 41: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 42: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 43: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
-	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
-	6,  // 1: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	12, // 2: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	13, // 3: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	14, // 4: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	15, // 5: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	16, // 6: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	8,  // 7: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	17, // 8: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	5,  // 9: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	7,  // 10: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	8,  // 11: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	9,  // 12: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	10, // 13: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	11, // 14: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	22, // 15: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	20, // 16: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	21, // 17: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	19, // 18: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	21, // 19: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	0,  // 20: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	23, // 21: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	1,  // 22: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	25, // 23: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	26, // 24: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	27, // 25: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	29, // 26: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	31, // 27: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	32, // 28: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	33, // 29: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	34, // 30: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	40, // 31: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	36, // 32: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	37, // 33: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	38, // 34: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	21, // 35: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	28, // 36: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	30, // 37: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	35, // 38: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	21, // 39: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	39, // 40: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	21, // 41: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	21, // 42: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	7,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
+	5,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
+	6,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
+	4,  // 3: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
+	4,  // 4: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
+	9,  // 5: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	15, // 6: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	16, // 7: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	17, // 8: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	18, // 9: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	19, // 10: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	11, // 11: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	20, // 12: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	8,  // 13: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	10, // 14: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	11, // 15: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	12, // 16: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	13, // 17: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	14, // 18: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	25, // 19: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	23, // 20: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	24, // 21: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	22, // 22: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	24, // 23: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	0,  // 24: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	26, // 25: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	1,  // 26: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	28, // 27: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	29, // 28: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	30, // 29: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	32, // 30: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	34, // 31: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	35, // 32: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	36, // 33: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	37, // 34: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	43, // 35: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	39, // 36: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	40, // 37: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	41, // 38: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	24, // 39: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	31, // 40: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	33, // 41: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	38, // 42: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	24, // 43: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	42, // 44: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	24, // 45: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	24, // 46: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4286,7 +4538,7 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
-	file_image_proto_msgTypes[23].OneofWrappers = []any{
+	file_image_proto_msgTypes[26].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -4299,14 +4551,14 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 	}
-	file_image_proto_msgTypes[28].OneofWrappers = []any{}
+	file_image_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
