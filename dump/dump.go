@@ -113,6 +113,9 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 		err = cp.Kill()
 		if err == nil {
 			cp.waitReaped(parent)
+			for _, m := range cp.members {
+				m.waitReaped(parentOf(m.pid))
+			}
 		}
 	default:
 		err = cp.Release()
@@ -145,6 +148,11 @@ type Checkpoint struct {
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
 	done      bool
+	// members are the root's descendants, in tree order (tree.go); each
+	// is a Checkpoint of its own sharing the root's tracer. Zombies have
+	// no proc.
+	members []*Checkpoint
+	zombie  bool
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
@@ -194,12 +202,16 @@ func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err := precheckFrozen(pid); err != nil {
 		return nil, err
 	}
+	// The descendants, each frozen before its children are listed.
+	if err := cp.freezeTree(); err != nil {
+		return nil, err
+	}
 	if err := failpoint.Check("dump.freeze"); err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	// Every injected syscall costs two ptrace stops; running the whole
 	// collection on the tracer thread saves a goroutine hop per request.
-	if err := tracer.Do(func() error { return cp.collect(ctx) }); err != nil {
+	if err := tracer.Do(func() error { return cp.collectAll(ctx) }); err != nil {
 		return nil, err
 	}
 	return cp, nil
@@ -304,7 +316,7 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		if err := cp.writePages(w, runs); err != nil {
+		if err := cp.member(p).writePages(w, runs); err != nil {
 			w.Abort()
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -362,7 +374,7 @@ func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 	files := map[string][]byte{}
 	for p, runs := range cp.eager {
 		var mb memPages
-		if err := cp.writePages(&mb, runs); err != nil {
+		if err := cp.member(p).writePages(&mb, runs); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()
@@ -426,9 +438,16 @@ func (cp *Checkpoint) Release() error {
 		return nil
 	}
 	cp.done = true
-	err := cp.proc.Release()
+	// Descendants first, the deepest last-listed first.
+	var errs []error
+	for i := len(cp.members) - 1; i >= 0; i-- {
+		if m := cp.members[i]; m.proc != nil {
+			errs = append(errs, m.proc.Release())
+		}
+	}
+	errs = append(errs, cp.proc.Release())
 	cp.tracer.Close()
-	return err
+	return errors.Join(errs...)
 }
 
 // Kill kills the frozen process (its image now holds it).
@@ -437,9 +456,16 @@ func (cp *Checkpoint) Kill() error {
 		return nil
 	}
 	cp.done = true
-	err := cp.proc.Kill()
+	// Descendants first, the deepest last-listed first.
+	var errs []error
+	for i := len(cp.members) - 1; i >= 0; i-- {
+		if m := cp.members[i]; m.proc != nil {
+			errs = append(errs, m.proc.Kill())
+		}
+	}
+	errs = append(errs, cp.proc.Kill())
 	cp.tracer.Close()
-	return err
+	return errors.Join(errs...)
 }
 
 // parentOf names the parent of pid (zero if unknown).

@@ -91,6 +91,8 @@ type Process struct {
 		pid   int
 		start uint64
 	} // the pid takePID gave the process, and its start time
+	tree  *tree         // a process tree's other members (tree.go); nil for one process
+	given map[int32]int // fds whose description lazycr passes in (tree members)
 }
 
 // PID is the restored process's pid on this host.
@@ -128,7 +130,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	}()
 	phase := time.Now()
 	mark := func(d *time.Duration) {
-		*d = time.Since(phase)
+		*d += time.Since(phase) // summed over the members of a tree
 		phase = time.Now()
 	}
 	set := opts.Set
@@ -152,8 +154,8 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 	}
-	if len(set.Tree.Processes) != 1 {
-		return nil, fmt.Errorf("restore: %d processes in the image: process trees are not supported yet", len(set.Tree.Processes))
+	if err := checkTreeOptions(set, opts); err != nil {
+		return nil, err
 	}
 	r.img = set.Root()
 	r.mm = set.Memory[r.img.Pid]
@@ -185,6 +187,13 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	mark(&r.Stats.StubStart)
 	log := opts.Log.With().Int("pid", r.b.pid).Logger()
 	log.Debug().Uint32("image_pid", r.img.Pid).Msg("stub ready")
+	defer func() { r.tree.close() }()
+	if err := r.tracer.Do(func() error { return r.cloneMembers(&undo) }); err != nil {
+		return nil, err
+	}
+	if err := r.makeTreePipes(); err != nil {
+		return nil, err
+	}
 
 	type step struct {
 		name string
@@ -192,33 +201,52 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		run  func() error
 		d    *time.Duration
 	}
-	steps := []step{
-		{"build address space", "restore.mm", r.buildAddressSpace, &r.Stats.AddressSpace},
-		{"write pages", "restore.pages", r.writePages, &r.Stats.Pages},
-		{"restore fds", "restore.fds", r.restoreFds, &r.Stats.Fds},
-		{"restore process state", "restore.state", r.restoreState, &r.Stats.State},
-		{"create threads", "restore.threads", r.restoreThreads, &r.Stats.Threads},
+	stepsOf := func(m *Process) []step {
+		steps := []step{
+			{"build address space", "restore.mm", m.buildAddressSpace, &r.Stats.AddressSpace},
+			{"write pages", "restore.pages", m.writePages, &r.Stats.Pages},
+			{"restore fds", "restore.fds", m.restoreFds, &r.Stats.Fds},
+			{"restore process state", "restore.state", m.restoreState, &r.Stats.State},
+			{"create threads", "restore.threads", m.restoreThreads, &r.Stats.Threads},
+		}
+		if opts.Lazy {
+			steps = append(steps, step{"create userfaultfd", "restore.uffd", m.setupUserfaultfd, &r.Stats.Uffd})
+		}
+		return append(steps, step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})
 	}
-	if opts.Lazy {
-		steps = append(steps, step{"create userfaultfd", "restore.uffd", r.setupUserfaultfd, &r.Stats.Uffd})
+	// The root, then the other members of a tree in image order (an fd
+	// they share is made by the first that has it).
+	order := []*Process{r}
+	if r.tree != nil {
+		order = append(order, r.tree.members...)
 	}
-	steps = append(steps, step{"restore credentials", "restore.creds", r.restoreCreds, &r.Stats.Creds})
 	// Each injected syscall is several ptrace requests; running the steps on
 	// the tracer thread saves a goroutine hop per request.
 	err = r.tracer.Do(func() error {
-		for _, s := range steps {
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+		for _, m := range order {
+			if m != r {
+				if err := r.prepareMember(m); err != nil {
+					return err
+				}
+			} else if r.tree != nil {
+				if err := r.giveShared(r); err != nil {
+					return err
+				}
 			}
-			err := s.run()
-			if err == nil {
-				err = failpoint.Check(s.fp)
+			for _, s := range stepsOf(m) {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+				}
+				err := s.run()
+				if err == nil {
+					err = failpoint.Check(s.fp)
+				}
+				if err != nil {
+					return fmt.Errorf("restore pid %d: %s: %w", m.img.Pid, s.name, err)
+				}
+				mark(s.d)
+				log.Debug().Uint32("image_pid", m.img.Pid).Dur("took", *s.d).Msg(s.name)
 			}
-			if err != nil {
-				return fmt.Errorf("restore pid %d: %s: %w", r.img.Pid, s.name, err)
-			}
-			mark(s.d)
-			log.Debug().Dur("took", *s.d).Msg(s.name)
 		}
 		return nil
 	})
@@ -267,6 +295,9 @@ func (r *Process) Resume() error {
 	t := time.Now()
 	err := failpoint.Check("restore.resume")
 	if err == nil {
+		err = r.resumeMembers()
+	}
+	if err == nil {
 		err = r.setFinalRegisters()
 	}
 	if err != nil {
@@ -294,6 +325,7 @@ func (r *Process) Kill() {
 		return
 	}
 	r.done = true
+	r.killMembers()
 	if r.b != nil {
 		if err := r.b.p.Kill(); err != nil {
 			r.opts.Log.Warn().Err(err).Int("pid", r.b.pid).Msg("kill half-built process")
