@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,4 +72,38 @@ func statField(t *testing.T, pid, n int) string {
 		t.Fatalf("pid %d: no stat field %d in %q", pid, n, b)
 	}
 	return f[n-3]
+}
+
+// TestTreeZombie dumps a process whose child has exited (status 3) and is
+// not reaped yet: after restore the child is again its zombie, with the
+// same pid and exit status, and the parent runs on.
+func TestTreeZombie(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "zombie"))
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	deadline := time.Now().Add(reportTimeout)
+	for procState(r.Child) != "Z" {
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d is in state %q, not a zombie", r.Child, procState(r.Child))
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	requireProgress(t, p, "main", "chld1")
+	dir := dumpKill(t, p)
+	waitGone(t, r.Child) // orphaned by the kill: PID 1 reaps it
+	rp := restoreFrom(t, p, dir)
+	if procState(r.Child) != "Z" || statField(t, r.Child, 4) != fmt.Sprint(r.Pid) {
+		t.Fatalf("child %d after restore: state %q, parent %s; want a zombie of %d", r.Child, procState(r.Child), statField(t, r.Child, 4), r.Pid)
+	}
+	if got := statField(t, r.Child, 52); got != fmt.Sprint(3<<8) {
+		t.Errorf("zombie %d has exit code %s, want %d", r.Child, got, 3<<8)
+	}
+	// The parent counted one SIGCHLD before the dump; the exit that
+	// recreates the zombie must not give it a second.
+	requireProgress(t, rp, "main", "chld1")
+	checkSequence(t, rp, "main", "chld1")
 }
