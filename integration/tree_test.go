@@ -3,11 +3,14 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,4 +109,121 @@ func TestTreeZombie(t *testing.T) {
 	// recreates the zombie must not give it a second.
 	requireProgress(t, rp, "main", "chld1")
 	checkSequence(t, rp, "main", "chld1")
+}
+
+// TestTreeLeaveRunning checkpoints the self-checking tree with
+// --leave-running: the image holds every member with its links, the pipe
+// between two members and the description three of them share; the tree
+// runs on untraced, its checks holding.
+func TestTreeLeaveRunning(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
+	var r struct {
+		Pid int `json:"pid"`
+		C1  int `json:"c1"`
+		C2  int `json:"c2"`
+		G   int `json:"g"`
+	}
+	waitReport(t, p, &r)
+	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
+	requireProgress(t, p, keys...)
+	img := dumpLeaveRunning(t, r.Pid)
+	want := map[int]int{r.C1: r.Pid, r.C2: r.Pid, r.G: r.C1}
+	if n := len(img.Tree.Processes); n != 4 {
+		t.Fatalf("the image holds %d processes, want 4", n)
+	}
+	for pid, parent := range want {
+		if got := img.process(t, pid).Ppid; got != uint32(parent) {
+			t.Errorf("image: pid %d has parent %d, want %d", pid, got, parent)
+		}
+	}
+	if c2 := img.process(t, r.C2); c2.Sid != uint32(r.C2) || c2.Pgid != uint32(r.C2) {
+		t.Errorf("image: c2 is in session %d group %d, want its own", c2.Sid, c2.Pgid)
+	}
+	if c1 := img.process(t, r.C1); c1.Pgid != uint32(r.C1) || img.process(t, r.G).Pgid != uint32(r.C1) {
+		t.Errorf("image: c1's group is %d, g's %d, want %d", c1.Pgid, img.process(t, r.G).Pgid, r.C1)
+	}
+	if len(img.Tree.Pipes) != 1 {
+		t.Errorf("image: %d pipes between members, want 1 (c2 → root): %v", len(img.Tree.Pipes), img.Tree.Pipes)
+	}
+	records := false
+	for _, sf := range img.Tree.SharedFiles {
+		f := fdIn(img, sf.Owner.Pid, sf.Owner.Fd)
+		if strings.HasSuffix(f.GetFile().GetFile().GetPath(), "/records") {
+			records = true
+			if sf.Owner.Pid != uint32(r.Pid) || len(sf.Users) != 2 {
+				t.Errorf("image: the records file is shared by %v + %v, want root + c1, g", sf.Owner, sf.Users)
+			}
+		}
+	}
+	if !records {
+		t.Errorf("image: the records file is not shared: %v", img.Tree.SharedFiles)
+	}
+	requireProgress(t, p, keys...)
+	for pid := range want {
+		requireRunning(t, pid)
+	}
+}
+
+func fdIn(img *imageSet, pid uint32, fd int32) *pb.Fd {
+	for _, f := range img.Fds[pid].GetFds() {
+		if f.Fd == fd {
+			return f
+		}
+	}
+	return nil
+}
+
+// TestTreeDumpRefusedMember dumps a shell whose child holds a file lock: the
+// dump is refused naming the lock, and every member of the tree runs on,
+// neither stopped nor traced.
+func TestTreeDumpRefusedMember(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	for _, tool := range []string{"bash", "flock"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found", tool)
+		}
+	}
+	lock := filepath.Join(t.TempDir(), "lock")
+	cmd := exec.Command("bash", "-c", `(flock 9; while true; do sleep 0.05; done) 9>`+lock+` & while true; do sleep 0.05; done`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	pid := cmd.Process.Pid
+	var sub int
+	t.Cleanup(func() {
+		if sub > 0 {
+			unix.Kill(sub, unix.SIGKILL)
+		}
+		cmd.Process.Kill()
+		<-done
+	})
+	// The subshell is the child that holds fd 9 with the lock on it.
+	deadline := time.Now().Add(reportTimeout)
+	for sub == 0 {
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, k := range strings.Fields(string(kids)) {
+			c, _ := strconv.Atoi(k)
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/9", c)); err == nil && strings.Contains(string(b), "lock:") {
+				sub = c
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no child of pid %d holds the lock", pid)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
+	if code != 1 || !strings.Contains(errOut, "lock") || !strings.Contains(errOut, strconv.Itoa(sub)) {
+		t.Fatalf("dump of a tree whose member %d holds a lock: exit %d, want 1 naming the pid and the lock; stderr:\n%s", sub, code, errOut)
+	}
+	requireRunning(t, pid)
+	requireRunning(t, sub)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the failed dump left %s behind (stat: %v)", dir, err)
+	}
 }
