@@ -227,3 +227,44 @@ func TestTreeDumpRefusedMember(t *testing.T) {
 		t.Errorf("the failed dump left %s behind (stat: %v)", dir, err)
 	}
 }
+
+// TestTreeRestoreFailpoints fails a tree restore after the members are
+// cloned, before the first member but the root is rebuilt, and once a
+// member already runs: each time no process of the tree may be left (every
+// pid is free again), and a restore without the failure then succeeds.
+func TestTreeRestoreFailpoints(t *testing.T) {
+	t.Parallel()
+	lazycr := failpointLazycr(t)
+	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
+	var r struct {
+		Pid int `json:"pid"`
+		C1  int `json:"c1"`
+		C2  int `json:"c2"`
+		G   int `json:"g"`
+	}
+	waitReport(t, p, &r)
+	pids := []int{r.Pid, r.C1, r.C2, r.G}
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
+	requireProgress(t, p, keys...)
+	dir := dumpKill(t, p)
+	for _, pid := range pids {
+		waitGone(t, pid)
+	}
+	for _, fp := range []string{"restore.tree.members", "restore.tree.member", "restore.tree.resume"} {
+		_, errOut, code := runFailpoint(t, lazycr, fp, "", "restore", "-D", dir)
+		if code != 1 || !strings.Contains(errOut, "injected") {
+			t.Fatalf("restore with failpoint %s: exit %d, want 1; stderr:\n%s", fp, code, errOut)
+		}
+		for _, pid := range pids {
+			waitGone(t, pid)
+		}
+	}
+	rp := restoreFrom(t, p, dir)
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, keys...)
+}

@@ -191,6 +191,11 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	if err := r.tracer.Do(func() error { return r.cloneMembers(&undo) }); err != nil {
 		return nil, err
 	}
+	if r.tree != nil {
+		if err := failpoint.Check("restore.tree.members"); err != nil {
+			return nil, fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+		}
+	}
 	if err := r.makeTreePipes(); err != nil {
 		return nil, err
 	}
@@ -225,6 +230,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	err = r.tracer.Do(func() error {
 		for _, m := range order {
 			if m != r {
+				if err := failpoint.Check("restore.tree.member"); err != nil {
+					return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+				}
 				if err := r.prepareMember(m); err != nil {
 					return err
 				}
@@ -310,6 +318,7 @@ func (r *Process) Resume() error {
 	r.tracer.Close()
 	if err != nil {
 		unixKill(r.b.pid)
+		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore pid %d: resume: %w", r.img.Pid, err)
 	}
 	r.Stats.Resume = time.Since(t)

@@ -9,6 +9,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/internal/failpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -344,15 +345,19 @@ func (r *Process) resumeMembers() error {
 			return fmt.Errorf("pid %d: %w", m.img.Pid, err)
 		}
 	}
-	var errs []error
 	for i := len(t.members) - 1; i >= 0; i-- {
 		m := t.members[i]
-		if err := m.b.p.Detach(); err != nil {
-			errs = append(errs, fmt.Errorf("resume pid %d: %w", m.img.Pid, err))
-		}
+		err := m.b.p.Detach()
 		m.done = true
+		if err == nil && i == len(t.members)-1 {
+			// A member already runs: the failure path must kill it.
+			err = failpoint.Check("restore.tree.resume")
+		}
+		if err != nil {
+			return fmt.Errorf("resume pid %d: %w", m.img.Pid, err)
+		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // killMembers kills the members of a tree that is not resumed.
