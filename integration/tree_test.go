@@ -268,3 +268,78 @@ func TestTreeRestoreFailpoints(t *testing.T) {
 	requireProgress(t, rp, keys...)
 	checkSequence(t, rp, keys...)
 }
+
+// TestTreePIDNS restores the self-checking tree whose root is the init of
+// its own PID namespace with --pidns: every member keeps its pid, parent,
+// session and group as seen inside the namespace.
+func TestTreePIDNS(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var r struct {
+		Pid int `json:"pid"`
+		C1  int `json:"c1"`
+		C2  int `json:"c2"`
+		G   int `json:"g"`
+	}
+	waitReport(t, p, &r)
+	if r.Pid != 1 {
+		t.Fatalf("the root reports pid %d in its namespace, want 1", r.Pid)
+	}
+	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
+	requireProgress(t, p, keys...)
+	hostPids := descendants(t, p.pid)
+	dir := dumpKill(t, p)
+	for _, pid := range hostPids {
+		waitGone(t, pid)
+	}
+	rp := restoreFrom(t, p, dir, "--pidns")
+	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: the rest goes with it
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, keys...)
+	got := map[string]bool{}
+	for _, pid := range descendants(t, rp.pid) {
+		st := readStatusFile(t, pid)
+		got[statusField(st, "NSpid")+" ppid "+statusField(st, "PPid")] = true
+	}
+	if len(got) != 3 {
+		t.Errorf("the restored root has %d descendants, want 3: %v", len(got), got)
+	}
+	if s := rp.stderr(); s != "" {
+		t.Errorf("the tree complains:\n%s", s)
+	}
+}
+
+// descendants lists the pids of pid's descendants, breadth first.
+func descendants(t *testing.T, pid int) []int {
+	t.Helper()
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			c, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+func readStatusFile(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

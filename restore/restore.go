@@ -431,10 +431,8 @@ func (r *Process) takePID(undo *undoStack) error {
 	if err := r.enterSession(child, parent, want, ids, &helpers); err != nil {
 		return err
 	}
-	if !r.opts.PIDNS {
-		if err := checkSession(child.Pid, ids); err != nil {
-			return err
-		}
+	if err := checkSession(child.Pid, ids, r.opts.PIDNS); err != nil {
+		return err
 	}
 	if err := stub.Kill(); err != nil {
 		r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")

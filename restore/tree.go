@@ -47,8 +47,6 @@ func checkTreeOptions(set *image.Set, opts Options) error {
 		return fmt.Errorf("restore: %d processes in the image: lazy restore of a process tree is not supported yet", n)
 	case opts.NewPID:
 		return fmt.Errorf("restore: %d processes in the image: --new-pid with a process tree is not supported yet", n)
-	case opts.PIDNS:
-		return fmt.Errorf("restore: %d processes in the image: --pidns with a process tree is not supported yet", n)
 	}
 	return nil
 }
@@ -71,6 +69,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	for _, p := range procs {
 		byPid[p.Pid] = p
 	}
+	pidns := r.opts.PIDNS
 	var made []*pb.Process
 	for _, img := range procs[1:] {
 		parent := t.procs[img.Ppid]
@@ -78,13 +77,16 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 		if parent == nil || pimg == nil {
 			return fmt.Errorf("restore pid %d: its parent pid %d is not restored before it", img.Pid, img.Ppid)
 		}
-		if err := pidFree(int(img.Pid)); err != nil {
-			return err
+		own := nsPid(img, pidns)
+		if !pidns {
+			if err := pidFree(own); err != nil {
+				return err
+			}
 		}
-		c, err := parent.CloneProcess(int(img.Pid), 0)
+		c, err := parent.CloneProcess(own, 0)
 		if err != nil {
 			if errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("restore: %w: pid %d is in use here: %v", ErrPIDTaken, img.Pid, err)
+				return fmt.Errorf("restore: %w: pid %d is in use here: %v", ErrPIDTaken, own, err)
 			}
 			return fmt.Errorf("restore pid %d: clone it from its parent pid %d: %w", img.Pid, img.Ppid, err)
 		}
@@ -105,19 +107,21 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			t.members = append(t.members, m)
 		}
 		made = append(made, img)
+		ids, pids := wantSession(img, pidns), wantSession(pimg, pidns)
 		switch {
-		case img.Sid == img.Pid:
+		case ids.sid == own:
 			if _, err := c.Syscall(c.Pid, unix.SYS_SETSID); err != nil {
 				return fmt.Errorf("restore pid %d: setsid: %w", img.Pid, err)
 			}
-		case img.Sid != pimg.Sid:
-			return fmt.Errorf("restore pid %d: it is in session %d, its parent pid %d in session %d, and it does not lead its session: not supported yet", img.Pid, img.Sid, img.Ppid, pimg.Sid)
+		case ids.sid != pids.sid:
+			return fmt.Errorf("restore pid %d: it is in session %d, its parent pid %d in session %d, and it does not lead its session: not supported yet", img.Pid, ids.sid, img.Ppid, pids.sid)
 		}
 	}
 	// Groups: the leaders first, so that the others find their group.
 	for _, leaders := range []bool{true, false} {
 		for _, img := range made {
-			if (img.Pgid == img.Pid) != leaders || img.Sid == img.Pid {
+			ids, own := wantSession(img, pidns), nsPid(img, pidns)
+			if (ids.pgid == own) != leaders || ids.sid == own || ids.pgid == 0 {
 				continue
 			}
 			c := t.procs[img.Pid]
@@ -125,23 +129,23 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			if err != nil {
 				return fmt.Errorf("restore pid %d: getpgid: %w", img.Pid, err)
 			}
-			if int(cur) == int(img.Pgid) {
+			if int(cur) == ids.pgid {
 				continue
 			}
-			arg := uintptr(img.Pgid)
+			arg := uintptr(ids.pgid)
 			if leaders {
 				arg = 0
 			}
 			if _, err := c.Syscall(c.Pid, unix.SYS_SETPGID, 0, arg); err != nil {
 				if errors.Is(err, unix.EPERM) {
-					return fmt.Errorf("restore pid %d: join process group %d: its leader is not part of the dump and no member is in it yet (not supported yet): %w", img.Pid, img.Pgid, err)
+					return fmt.Errorf("restore pid %d: join process group %d: its leader is not part of the dump and no member is in it yet (not supported yet): %w", img.Pid, ids.pgid, err)
 				}
-				return fmt.Errorf("restore pid %d: setpgid(0, %d): %w", img.Pid, img.Pgid, err)
+				return fmt.Errorf("restore pid %d: setpgid(0, %d): %w", img.Pid, ids.pgid, err)
 			}
 		}
 	}
 	for _, img := range made {
-		if err := checkSession(int(img.Pid), sessionIDs{sid: int(img.Sid), pgid: int(img.Pgid)}); err != nil {
+		if err := checkSession(t.procs[img.Pid].Pid, wantSession(img, pidns), pidns); err != nil {
 			return err
 		}
 	}
@@ -236,7 +240,11 @@ func (r *Process) giveShared(m *Process) error {
 			if u.Pid != m.img.Pid {
 				continue
 			}
-			local, err := takeFd(int(sf.Owner.Pid), int(sf.Owner.Fd))
+			owner := t.procs[sf.Owner.Pid]
+			if owner == nil {
+				return fmt.Errorf("restore pid %d fd %d: the description's owner pid %d is not restored", u.Pid, u.Fd, sf.Owner.Pid)
+			}
+			local, err := takeFd(owner.Pid, int(sf.Owner.Fd))
 			if err != nil {
 				return fmt.Errorf("restore pid %d fd %d: the description it shares with pid %d fd %d: %w", u.Pid, u.Fd, sf.Owner.Pid, sf.Owner.Fd, err)
 			}
@@ -376,4 +384,13 @@ func (r *Process) killMembers() {
 		m.done = true
 		killTraced(m.b.p, r.opts.Log)
 	}
+}
+
+// nsPid is img's pid where it is restored: in its own namespace with
+// --pidns, else the dumper's number.
+func nsPid(img *pb.Process, pidns bool) int {
+	if n := len(img.NsPid); pidns && n > 0 {
+		return int(img.NsPid[n-1])
+	}
+	return int(img.Pid)
 }

@@ -162,15 +162,32 @@ func (r *Process) enterSession(child, parent *inject.Process, own int, want sess
 	return nil
 }
 
-// checkSession verifies that pid ended in the session and group the image
-// gives (only in the dumper's numbering, i.e. without --pidns).
-func checkSession(pid int, want sessionIDs) error {
-	st, err := proc.ReadStat(pid)
-	if err != nil {
-		return fmt.Errorf("restore: read stat of pid %d: %w", pid, err)
+// checkSession verifies that pid (lazycr's number) ended in the session
+// and group the image gives: in lazycr's numbering, or with pidns in the
+// process's own namespace (NSsid, NSpgid of /proc/PID/status; 0 = not
+// visible there, not checked).
+func checkSession(pid int, want sessionIDs, pidns bool) error {
+	var sid, pgid int
+	if pidns {
+		st, err := proc.ReadStatus(pid)
+		if err != nil {
+			return fmt.Errorf("restore: read status of pid %d: %w", pid, err)
+		}
+		if n := len(st.NSsid); n > 0 {
+			sid = st.NSsid[n-1]
+		}
+		if n := len(st.NSpgid); n > 0 {
+			pgid = st.NSpgid[n-1]
+		}
+	} else {
+		st, err := proc.ReadStat(pid)
+		if err != nil {
+			return fmt.Errorf("restore: read stat of pid %d: %w", pid, err)
+		}
+		sid, pgid = st.Session, st.Pgrp
 	}
-	if (want.sid != 0 && st.Session != want.sid) || (want.pgid != 0 && st.Pgrp != want.pgid) {
-		return fmt.Errorf("restore: pid %d is in session %d, process group %d; the image has session %d, group %d", pid, st.Session, st.Pgrp, want.sid, want.pgid)
+	if (want.sid != 0 && sid != want.sid) || (want.pgid != 0 && pgid != want.pgid) {
+		return fmt.Errorf("restore: pid %d is in session %d, process group %d; the image has session %d, group %d", pid, sid, pgid, want.sid, want.pgid)
 	}
 	return nil
 }
