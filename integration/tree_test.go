@@ -343,3 +343,30 @@ func readStatusFile(t *testing.T, pid int) string {
 	}
 	return string(b)
 }
+
+// TestTreeOrphan restores a child subreaper with an orphan re-parented to
+// it (its parent exited): the orphan comes back as the subreaper's child,
+// with its second thread.
+func TestTreeOrphan(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "orphan"))
+	var r struct {
+		Pid    int `json:"pid"`
+		Orphan int `json:"orphan"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() { unix.Kill(r.Orphan, unix.SIGKILL) })
+	keys := []string{"root", "orphan:ok", "orphan:thread"}
+	requireProgress(t, p, keys...)
+	dir := dumpKill(t, p)
+	waitGone(t, r.Orphan)
+	rp := restoreFrom(t, p, dir)
+	if got := statField(t, r.Orphan, 4); got != fmt.Sprint(r.Pid) {
+		t.Errorf("the orphan %d has parent %s after restore, want %d", r.Orphan, got, r.Pid)
+	}
+	if n := len(tasks(t, r.Orphan)); n != 2 {
+		t.Errorf("the orphan has %d threads after restore, want 2", n)
+	}
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, keys...)
+}
