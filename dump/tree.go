@@ -199,6 +199,9 @@ func (cp *Checkpoint) collectTree() error {
 	if err := refuseSharedMemory(cp.pid, set, live); err != nil {
 		return err
 	}
+	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
+		return err
+	}
 	// Every fd of every member, with its /proc link target.
 	var refs []liveRef
 	pipeMembers := map[uint64]map[uint32]bool{}
@@ -446,4 +449,28 @@ func (cp *Checkpoint) member(pid uint32) *Checkpoint {
 		}
 	}
 	return cp
+}
+
+// refuseOtherNamespaces refuses a member in namespaces other than the
+// root's (a child made with unshare or clone flags): restore builds every
+// member in the root's.
+func refuseOtherNamespaces(root int, live []*pb.Process) error {
+	r := live[0].GetNamespaces()
+	for _, p := range live[1:] {
+		n := p.GetNamespaces()
+		for _, ns := range []struct {
+			name string
+			a, b uint64
+		}{
+			{"net", r.GetNet(), n.GetNet()}, {"pid", r.GetPid(), n.GetPid()}, {"mnt", r.GetMnt(), n.GetMnt()},
+			{"uts", r.GetUts(), n.GetUts()}, {"ipc", r.GetIpc(), n.GetIpc()}, {"user", r.GetUser(), n.GetUser()},
+			{"cgroup", r.GetCgroup(), n.GetCgroup()}, {"time", r.GetTime(), n.GetTime()},
+		} {
+			if ns.a != ns.b {
+				return fmt.Errorf("dump pid %d: %w: pid %d is in %s namespace %d, the root pid %d in %d; members in namespaces of their own are not restored yet",
+					root, ErrUnsupported, p.Pid, ns.name, ns.b, root, ns.a)
+			}
+		}
+	}
+	return nil
 }

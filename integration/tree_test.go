@@ -370,3 +370,53 @@ func TestTreeOrphan(t *testing.T) {
 	requireProgress(t, rp, keys...)
 	checkSequence(t, rp, keys...)
 }
+
+// TestTreeRefusesOtherNamespace dumps a shell whose child runs in a UTS
+// namespace of its own: refused, naming the child and the namespace, and
+// both run on.
+func TestTreeRefusesOtherNamespace(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	for _, tool := range []string{"bash", "unshare", "sleep"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found", tool)
+		}
+	}
+	cmd := exec.Command("bash", "-c", "unshare --uts sleep 1000 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	pid := cmd.Process.Pid
+	var child int
+	t.Cleanup(func() {
+		if child > 0 {
+			unix.Kill(child, unix.SIGKILL)
+		}
+		cmd.Process.Kill()
+		<-done
+	})
+	deadline := time.Now().Add(reportTimeout)
+	for {
+		if kids := descendants(t, pid); len(kids) == 1 {
+			own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", pid))
+			theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", kids[0]))
+			if theirs != "" && theirs != own {
+				child = kids[0]
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d has no child in a UTS namespace of its own", pid)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
+	if code != 1 || !strings.Contains(errOut, "uts namespace") || !strings.Contains(errOut, strconv.Itoa(child)) {
+		t.Fatalf("dump of a tree with a member in its own UTS namespace: exit %d, want 1 naming pid %d and the namespace; stderr:\n%s", code, child, errOut)
+	}
+	requireRunning(t, pid)
+	requireRunning(t, child)
+}
