@@ -19,6 +19,23 @@ import (
 // carry on in the same file, with no number missing or repeated.
 func TestTreeShellLoop(t *testing.T) {
 	t.Parallel()
+	shellLoop(t, "i=0; while true; do sleep 0.2; echo $((i++)); done", 0)
+}
+
+// TestTreeShellPipeline is TestTreeShellLoop through a pipeline, `while
+// …; do echo $((i++)); sleep 0.05; done | cat`: the loop's subshell, its
+// sleep and cat are members, with a pipe between them (usually holding a
+// number cat has not read yet).
+func TestTreeShellPipeline(t *testing.T) {
+	t.Parallel()
+	shellLoop(t, "i=0; while true; do echo $((i++)); sleep 0.05; done | cat", 1)
+}
+
+// shellLoop runs `bash -c script`, whose stdout is a file of consecutive
+// numbers from 0, dumps and restores it three times at different points,
+// and checks the numbers carry on with none missing or repeated. The image
+// must hold pipes pipes between members.
+func shellLoop(t *testing.T, script string, pipes int) {
 	needRoot(t)
 	bash, err := exec.LookPath("bash")
 	if err != nil {
@@ -32,7 +49,7 @@ func TestTreeShellLoop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(bash, "-c", "i=0; while true; do sleep 0.2; echo $((i++)); done")
+			cmd := exec.Command(bash, "-c", script)
 			cmd.Stdout = f
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -57,6 +74,9 @@ func TestTreeShellLoop(t *testing.T) {
 				members = append(members, int(p.Pid))
 				t.Logf("member pid %d ppid %d comm %s zombie %v", p.Pid, p.Ppid, p.Comm, p.Zombie)
 			}
+			if n := len(img.Tree.Pipes); n != pipes {
+				t.Errorf("the image has %d pipes between members, want %d: %v", n, pipes, img.Tree.Pipes)
+			}
 			for _, m := range members {
 				waitGone(t, m)
 			}
@@ -68,7 +88,11 @@ func TestTreeShellLoop(t *testing.T) {
 			if got := strings.TrimSpace(o); got != strconv.Itoa(pid) {
 				t.Fatalf("restored as pid %s, want %d", got, pid)
 			}
-			t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) }) // its sleep ends by itself
+			t.Cleanup(func() {
+				for _, m := range members {
+					unix.Kill(m, unix.SIGKILL)
+				}
+			})
 			waitCount(t, out, n+3)
 			got := readCount(t, out)
 			for i, v := range got {
