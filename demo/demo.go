@@ -173,10 +173,14 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	st.say("hosts: A %s (server), B %s (source), C %s (target) — network namespaces %s-%s-*, joined by a bridge",
 		hA.Addr, hB.Addr, hC.Addr, netw.Prefix, netw.RunID)
 
-	start := func(h *hosts.Host, name string, argv []string, stdout, stderr string) (*exec.Cmd, error) {
+	start := func(h *hosts.Host, name string, argv []string, stdout, stderr string, env ...string) (*exec.Cmd, error) {
 		cmd := h.Command(ctx, argv[0], argv[1:]...)
+		if len(env) > 0 {
+			cmd.Env = append(os.Environ(), env...)
+		}
 		var err error
-		if cmd.Stdout, err = os.OpenFile(filepath.Join(o.WorkDir, stdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+		// 0600: the source prints the session secret on its stdout.
+		if cmd.Stdout, err = os.OpenFile(filepath.Join(o.WorkDir, stdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
 			return nil, err
 		}
 		if cmd.Stderr, err = os.OpenFile(filepath.Join(o.WorkDir, stderr), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
@@ -243,15 +247,26 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	// The source makes a one-time secret and prints the restore command
+	// carrying it in $LAZYCR_TOKEN: take it from there.
+	var tokenEnv string
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		b, _ := os.ReadFile(path("source.out"))
+		m := regexp.MustCompile(`LAZYCR_TOKEN=[0-9a-f]+`).Find(b)
+		tokenEnv = string(m)
+		return m != nil
+	}); err != nil {
+		return res, fmt.Errorf("demo: the source printed no restore command: %w (%s)", err, tail(path("source.log")))
+	}
 	target, err := start(hC, "lazycr restore", []string{o.Lazycr, "restore", "--lazy-from",
 		netip.AddrPortFrom(hB.Addr, uint16(o.Port)).String(), "--new-pid", "--net-policy", o.Policy,
-		"--trace", res.Trace, "--wait-source", "60s"}, "target.out", "target.log")
+		"--trace", res.Trace, "--wait-source", "60s"}, "target.out", "target.log", tokenEnv)
 	if err != nil {
 		return res, err
 	}
 	st.say("migrating pid %d from B to C:", res.SourcePID)
 	st.detail("on B: %s", strings.Join(dumpArgs[1:], " "))
-	st.detail("on C: lazycr restore --lazy-from %s:%d --new-pid --net-policy %s --trace %s", hB.Addr, o.Port, o.Policy, res.Trace)
+	st.detail("on C: LAZYCR_TOKEN=… lazycr restore --lazy-from %s:%d --new-pid --net-policy %s --trace %s", hB.Addr, o.Port, o.Policy, res.Trace)
 	res.SourceLog, res.TargetLog = path("source.log"), path("target.log")
 	terr := waitExit(ctx, target, 90*time.Second)
 	serr := waitExit(ctx, source, 30*time.Second)

@@ -157,6 +157,7 @@ type Checkpoint struct {
 
 // eagerRun is a run of pages whose data goes into the pages file.
 type eagerRun struct {
+	vma  *pb.Vma
 	run  *pb.PageRun
 	prot uint32
 }
@@ -311,12 +312,12 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 		}
 	}()
 	var written uint64
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		w, err := image.CreatePages(dir, p)
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		if err := cp.member(p).writePages(w, runs); err != nil {
+		if err := cp.writeMemberPages(w, p); err != nil {
 			w.Abort()
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -372,9 +373,9 @@ func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
 // lazy dump's skeleton is small; fsync would dominate its time).
 func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		var mb memPages
-		if err := cp.member(p).writePages(&mb, runs); err != nil {
+		if err := cp.writeMemberPages(&mb, p); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()

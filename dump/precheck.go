@@ -38,9 +38,9 @@ func precheck(pid int) error {
 	case 'Z':
 		if st.Threads > 1 {
 			// The main thread called pthread_exit (or SYS_exit) and the
-			// others run on: /proc/PID shows no memory or fds any more,
-			// and a restored process cannot have a dead leader.
-			return fmt.Errorf("dump pid %d: %w: its main thread has exited while %d other threads run (pthread_exit in main)", pid, ErrUnsupported, st.Threads-1)
+			// others run on: dumped from a live thread, restored with the
+			// leader exiting again (see pb.Process.leader_exited).
+			break
 		}
 		return fmt.Errorf("dump pid %d: %w", pid, inject.ErrZombie)
 	case 'X':

@@ -22,8 +22,17 @@ var rlimitNames = []string{"cpu", "fsize", "data", "stack", "core", "rss", "npro
 
 func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	pid := cp.pid
+	// When the leader has exited, /proc/PID still names the process (ids,
+	// parent, group, session, name) but shows no memory, files, working
+	// directory or umask: those come from a live thread's /proc/TID, and
+	// injected syscalls run on that thread.
+	pp, leader := cp.proc.ProcPid(), cp.live()
 	fail := func(what string, err error) error { return fmt.Errorf("dump pid %d: %s: %w", pid, what, err) }
-	st, err := proc.ReadStatus(pid)
+	idst, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fail("read status", err)
+	}
+	st, err := proc.ReadStatus(pp)
 	if err != nil {
 		return nil, fail("read status", err)
 	}
@@ -32,7 +41,8 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		return nil, fail("read stat", err)
 	}
 	p := &pb.Process{
-		Pid: uint32(pid), NsPid: u32s(st.NSpid), Ppid: uint32(stat.Ppid), Pgid: uint32(stat.Pgrp),
+		LeaderExited: cp.proc.LeaderExited(),
+		Pid:          uint32(pid), NsPid: u32s(idst.NSpid), Ppid: uint32(stat.Ppid), Pgid: uint32(stat.Pgrp),
 		Sid: uint32(stat.Session), Comm: stat.Comm, Umask: st.Umask, StartTime: stat.StartTime,
 		Creds: &pb.Credentials{
 			Uid: st.Uid[:], Gid: st.Gid[:], Groups: st.Groups,
@@ -40,22 +50,22 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 			CapBounding: st.CapBnd, CapAmbient: st.CapAmb,
 		},
 	}
-	if p.Cwd, err = proc.ReadCwd(pid); err != nil {
+	if p.Cwd, err = proc.ReadCwd(pp); err != nil {
 		return nil, fail("read cwd", err)
 	}
 	if strings.HasSuffix(p.Cwd, " (deleted)") {
 		// The directory was removed while the process was in it: keep what
 		// is left to see of it (restore makes one like it and removes it).
 		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st); err != nil {
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/cwd", pp), &st); err != nil {
 			return nil, fail("stat removed current directory "+p.Cwd, err)
 		}
 		p.CwdDeleted = &pb.DeletedDir{Mode: st.Mode & 0o7777, Uid: st.Uid, Gid: st.Gid}
 	}
-	if p.Root, err = proc.ReadRoot(pid); err != nil {
+	if p.Root, err = proc.ReadRoot(pp); err != nil {
 		return nil, fail("read root", err)
 	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pp)); err == nil {
 		for _, a := range strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00") {
 			p.Argv = append(p.Argv, a)
 		}
@@ -68,15 +78,14 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	// (an injected prlimit64 on pid 0 is always allowed).
 	for res := range rlimitNames {
 		var b [16]byte
-		if err := cp.injectOut(pid, b[:], unix.SYS_PRLIMIT64, 0, uintptr(res), 0, outArg); err != nil {
+		if err := cp.injectOut(leader, b[:], unix.SYS_PRLIMIT64, 0, uintptr(res), 0, outArg); err != nil {
 			return nil, fail("injected prlimit64 "+rlimitNames[res], err)
 		}
 		p.Rlimits = append(p.Rlimits, &pb.Rlimit{Resource: int32(res), Name: rlimitNames[res],
 			Cur: binary.LittleEndian.Uint64(b[0:]), Max: binary.LittleEndian.Uint64(b[8:])})
 	}
-	p.Namespaces = readNamespaces(pid)
+	p.Namespaces = readNamespaces(pp)
 
-	leader := pid
 	if p.Sigactions, err = cp.sigactions(leader, st.SigCgt|st.SigIgn); err != nil {
 		return nil, err
 	}

@@ -19,9 +19,67 @@ func (device) claims(l *liveFd) bool {
 	return l.st.Mode&unix.S_IFMT == unix.S_IFCHR && isPath(l)
 }
 
+// cloningDevice names the character devices whose every open makes a new
+// object (or that depend on the opener), so reopening one by path would
+// not give the process what it had; "" for the others. See
+// Documentation/admin-guide/devices.txt.
+func cloningDevice(major, minor uint32) string {
+	switch {
+	case major == 5 && minor == 0:
+		return "/dev/tty (the opener's controlling terminal)"
+	case major == 5 && minor == 2:
+		return "a pseudo-terminal master (/dev/ptmx makes a new pty on every open)"
+	case major == 2:
+		return "a BSD pseudo-terminal master"
+	case major == 1 && minor == 11:
+		return "/dev/kmsg (each open has its own read position in the log)"
+	case major == 10 && minor == 200:
+		return "/dev/net/tun (each open is a new, unattached queue)"
+	case major == 10 && minor == 229:
+		return "/dev/fuse (each open is a new connection)"
+	case major == 10 && minor == 126:
+		return "/dev/userfaultfd"
+	}
+	return ""
+}
+
 func (device) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
-	out.Kind = &pb.Fd_Device{Device: &pb.Device{File: fileID(l), Pos: l.info.Pos, Mode: l.st.Mode,
-		RdevMajor: unix.Major(l.st.Rdev), RdevMinor: unix.Minor(l.st.Rdev)}}
+	maj, min := unix.Major(l.st.Rdev), unix.Minor(l.st.Rdev)
+	if what := cloningDevice(maj, min); what != "" {
+		return fmt.Errorf("%w: character device %s (%d:%d) is %s", ErrUnsupported, l.target, maj, min, what)
+	}
+	dev := &pb.Device{File: fileID(l), Pos: l.info.Pos, Mode: l.st.Mode, RdevMajor: maj, RdevMinor: min}
+	if isPtySlave(maj) {
+		dev.CtimeNs = l.st.Ctim.Nano()
+	}
+	out.Kind = &pb.Fd_Device{Device: dev}
+	return nil
+}
+
+// isPtySlave: UNIX98 pseudo-terminal slaves have majors 136-143
+// (Documentation/admin-guide/devices.txt). Their numbers are reused: a
+// /dev/pts/N on another host, or after the pty was closed, is someone
+// else's terminal.
+func isPtySlave(major uint32) bool { return major >= 136 && major <= 143 }
+
+// checkPty makes sure the pty slave at path is the one the dump saw: same
+// boot, same inode ctime (set when the pty was allocated).
+func (r *restorer) checkPty(f *pb.Fd, dev *pb.Device) error {
+	here, err := BootID()
+	if err != nil {
+		return err
+	}
+	if r.bootID == "" || here != r.bootID {
+		return fmt.Errorf("fd %d: %w: %s is a pseudo-terminal of another boot or host (pass a terminal with --inherit-fd %d)", f.Fd, ErrFileChanged, dev.File.Path, f.Fd)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dev.File.Path, &st); err != nil {
+		return fmt.Errorf("fd %d: %w: %s: %w", f.Fd, ErrFileChanged, dev.File.Path, err)
+	}
+	if st.Ctim.Nano() != dev.CtimeNs {
+		return fmt.Errorf("fd %d: %w: %s is another pseudo-terminal now (allocated at %d, the dump's at %d; pass a terminal with --inherit-fd %d)",
+			f.Fd, ErrFileChanged, dev.File.Path, st.Ctim.Nano(), dev.CtimeNs, f.Fd)
+	}
 	return nil
 }
 
@@ -33,6 +91,11 @@ func (device) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		return 0, fmt.Errorf("fd %d: %w: no device file recorded", f.Fd, ErrFileChanged)
 	}
 	path := dev.File.Path
+	if isPtySlave(dev.RdevMajor) {
+		if err := r.checkPty(f, dev); err != nil {
+			return 0, err
+		}
+	}
 	fd, err := r.openAt(path, openFlags(f.Flags))
 	if err != nil {
 		return 0, fmt.Errorf("open fd %d %s: %w", f.Fd, path, err)

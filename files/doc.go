@@ -1,8 +1,13 @@
 // Package files checkpoints and rebuilds a process's file descriptors: one
-// file per fd kind (regular file, device, pipe, FIFO, eventfd, timerfd,
-// signalfd, epoll, inet socket, inherited fd), each holding both halves —
-// reading the fd from /proc and a pidfd_getfd(2) copy, its image message,
-// rebuilding it by remote syscalls in the restore stub, and its `show` line.
+// file per fd kind — regular file, character device, anonymous pipe, FIFO,
+// memfd, file unlinked while open, eventfd, timerfd, signalfd, epoll,
+// inotify, inet socket (UDP, UDP-Lite, listening TCP), inherited fd — each
+// holding both halves: reading the fd from /proc and a pidfd_getfd(2)
+// copy, its image message, rebuilding it by remote syscalls in the restore
+// stub, and its `show` line. What is shared by all kinds lives in dump.go
+// and restore.go: fds sharing an open file description (kcmp(2)), status
+// flags, signal-driven I/O owners. Whatever cannot come back exactly is
+// refused at dump, naming the fd and the object.
 //
 // Adding a kind is one file implementing [kind] plus its entry in [kinds],
 // and one test.

@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -20,11 +21,12 @@ type DumpOptions struct {
 
 // dumper holds the state of one Dump run that kinds share.
 type dumper struct {
-	pid  int
-	opts DumpOptions
+	pid   int
+	pidfd int // the process's pidfd, for pidfd_getfd(2)
+	opts  DumpOptions
 	// ends records, per pipe inode, whether a read ([0]) and a write ([1])
-	// end are among the process's fds: only then is the buffered data part
-	// of the process (and safe to copy: nobody else writes or reads).
+	// end are among the process's fds: a pipe with one end only may be
+	// reconnected to its live peer (livepipe.go).
 	ends map[uint64][2]bool
 	// dataTaken: the pipe's buffered data is already in the image.
 	dataTaken map[uint64]bool
@@ -37,8 +39,8 @@ type dumper struct {
 	// fifos caches, per FIFO (fifo.go), whether its buffered data is
 	// the process's alone.
 	fifos map[fileKey]*fifoState
-	// diag caches sock_diag answers: family, protocol → inode → sk_shutdown.
-	diag map[[2]uint8]map[uint64]uint8
+	// diag caches sock_diag answers: family, protocol → inode → state.
+	diag map[[2]uint8]map[uint64]diagSock
 	// memfdTaken: the memfd's content is already in the image (memfd.go).
 	memfdTaken map[uint64]bool
 	// deletedTaken: the deleted file's content is already in the image.
@@ -70,12 +72,18 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+		// pid is a thread, not a leader: the process's leader has exited
+		// and its files are read through a live thread (PIDFD_THREAD,
+		// Linux 6.9; pidfd_getfd(2) then takes that thread's fds).
+		pidfd, err = unix.PidfdOpen(pid, unix.PIDFD_THREAD)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: pidfd_open: %w", pid, os.NewSyscallError("pidfd_open", err))
 	}
 	defer unix.Close(pidfd)
 
-	d := &dumper{pid: pid, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
+	d := &dumper{pid: pid, pidfd: pidfd, opts: opts, ends: map[uint64][2]bool{}, dataTaken: map[uint64]bool{}, fds: fds, fifos: map[fileKey]*fifoState{}}
 	infos := make([]*proc.FdInfo, len(fds))
 	d.infos = infos
 	for i, f := range fds {
@@ -97,7 +105,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 
 	lone := map[uint64]bool{}
 	for ino, e := range d.ends {
-		lone[ino] = !e[0] || !e[1]
+		if !e[0] || !e[1] {
+			lone[ino] = true
+		}
 	}
 	d.holders = pipeHolders(lone, pid, os.Getpid())
 	boot, err := BootID()
@@ -137,6 +147,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 		l.link, name, l.ino = proc.Kind(f.Target)
 		l.anon = strings.Trim(name, "[]")
 		err = d.dumpOne(l, out)
+		if err == nil {
+			out.Owner, err = d.owner(local)
+		}
 		unix.Close(local)
 		if err != nil {
 			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
@@ -147,11 +160,15 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 }
 
 // sharedWith returns the earlier fd of recorded that shares fd i's open
-// file description (kcmp(2) KCMP_FILE; only fds with the same link target
-// can), or nil.
+// file description (kcmp(2) KCMP_FILE), or nil. Only fds that show the
+// same description state in /proc (link target, status flags, offset,
+// inode, eventfd id) can share one, so only those are compared.
 func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
+	same := func(a, b *proc.FdInfo) bool {
+		return a.Flags&^unix.O_CLOEXEC == b.Flags&^unix.O_CLOEXEC && a.Pos == b.Pos && a.Ino == b.Ino && a.EventfdID == b.EventfdID
+	}
 	for j := 0; j < i; j++ {
-		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil {
+		if d.fds[j].Target != d.fds[i].Target || recorded[j].DupOf != nil || !same(d.infos[i], d.infos[j]) {
 			continue
 		}
 		same, err := kabi.KcmpFile(d.pid, d.pid, d.fds[j].Num, d.fds[i].Num)
@@ -163,6 +180,27 @@ func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
 		}
 	}
 	return nil, nil
+}
+
+// owner reads who gets the description's SIGIO (fcntl(2) F_GETOWN_EX,
+// F_GETSIG): nil when nobody and the default signal. Only the process
+// itself can be restored as the owner.
+func (d *dumper) owner(local int) (*pb.FdOwner, error) {
+	o, err := kabi.FcntlGetOwnerEx(local)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := unix.FcntlInt(uintptr(local), unix.F_GETSIG, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl F_GETSIG", err)
+	}
+	if o.Pid == 0 && sig == 0 {
+		return nil, nil
+	}
+	if o.Pid != 0 && (o.Pid != int32(d.pid) || o.Type == kabi.F_OWNER_PGRP) {
+		return nil, fmt.Errorf("%w: signal-driven I/O owner (type %d) %d is not the process itself", ErrUnsupported, o.Type, o.Pid)
+	}
+	return &pb.FdOwner{Type: o.Type, Pid: o.Pid, Signal: int32(sig)}, nil
 }
 
 // dumpOne records l with the first kind that claims it.

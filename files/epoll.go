@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/lazycr/lazycr/internal/kabi"
@@ -42,9 +43,34 @@ func (epoll) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		if file != t.Tfd {
 			et.FileFd = proto.Int32(int32(file))
 		}
+		if disarmed(t.Events) {
+			if err := d.canFire(file); err != nil {
+				return fmt.Errorf("disarmed EPOLLONESHOT entry of fd %d: %w", t.Tfd, err)
+			}
+		}
 		ep.Targets = append(ep.Targets, et)
 	}
 	out.Kind = &pb.Fd_Epoll{Epoll: ep}
+	return nil
+}
+
+// canFire checks that the file at fd is ready for some event now: restore
+// re-creates a disarmed EPOLLONESHOT entry by making it fire (see finish),
+// which needs that. poll(2) on a copy of the fd.
+func (d *dumper) canFire(fd int) error {
+	local, err := unix.PidfdGetfd(d.pidfd, fd, 0)
+	if err != nil {
+		return os.NewSyscallError("pidfd_getfd", err)
+	}
+	defer unix.Close(local)
+	pfd := []unix.PollFd{{Fd: int32(local), Events: unix.POLLIN | unix.POLLOUT | unix.POLLPRI | unix.POLLRDHUP}}
+	n, err := unix.Poll(pfd, 0)
+	if err != nil {
+		return os.NewSyscallError("poll", err)
+	}
+	if n == 0 || pfd[0].Revents == 0 {
+		return fmt.Errorf("%w: its file is ready for no event, so restore could not re-create it disarmed", ErrUnsupported)
+	}
 	return nil
 }
 
@@ -86,34 +112,109 @@ func (epoll) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	return fd, nil
 }
 
+// epPrivateBits are the epoll_event flags that are not events
+// (EP_PRIVATE_BITS in fs/eventpoll.c): an EPOLLONESHOT entry that has
+// fired keeps only these, and is disarmed until EPOLL_CTL_MOD.
+const epPrivateBits = unix.EPOLLWAKEUP | unix.EPOLLONESHOT | unix.EPOLLET | unix.EPOLLEXCLUSIVE
+
+// disarmed: a fired EPOLLONESHOT entry.
+func disarmed(events uint32) bool {
+	return events&unix.EPOLLONESHOT != 0 && events&^uint32(epPrivateBits) == 0
+}
+
 // finish adds the recorded targets (final numbers). struct epoll_event is
 // packed on x86-64: 12 bytes. See epoll_ctl(2). A target whose file is
 // at another number (FileFd) is added under its own number all the same:
 // the file is dup3'ed there for the time of the EPOLL_CTL_ADD (the number
 // is free, or its fd is set aside and put back), so the interest list has
 // the same (file, fd) key as in the dumped process.
+//
+// EPOLL_CTL_ADD always adds EPOLLERR|EPOLLHUP, so a disarmed EPOLLONESHOT
+// entry cannot be added as it is. It is added first, alone, armed for
+// every event, and made to fire with an epoll_wait(2) in the process, which
+// disarms it exactly as the process's own epoll_wait did; an entry whose
+// file is not ready for any event cannot be disarmed that way and fails
+// the restore.
 func (epoll) finish(r *restorer, f *pb.Fd) error {
-	for _, t := range f.GetEpoll().Targets {
+	targets := f.GetEpoll().Targets
+	var first, rest []*pb.EpollTarget
+	for _, t := range targets {
 		if t.FileFd == nil && !r.inImage[t.Fd] {
 			return fmt.Errorf("epoll fd %d: target fd %d is not in the image", f.Fd, t.Fd)
 		}
 		if t.FileFd != nil && !r.inImage[*t.FileFd] {
 			return fmt.Errorf("epoll fd %d: target fd %d's file, fd %d, is not in the image", f.Fd, t.Fd, *t.FileFd)
 		}
-		addr, err := r.rem.Put(scratchArgs, le(t.Events, t.Data))
-		if err != nil {
+		if disarmed(t.Events) {
+			first = append(first, t)
+		} else {
+			rest = append(rest, t)
+		}
+	}
+	const every = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLPRI | unix.EPOLLRDHUP | unix.EPOLLERR | unix.EPOLLHUP
+	for _, t := range first {
+		if err := r.epollAdd(f.Fd, t, t.Events|every); err != nil {
 			return err
 		}
-		undo, err := r.lendNumber(t)
-		if err != nil {
-			return fmt.Errorf("epoll fd %d target fd %d: %w", f.Fd, t.Fd, err)
+	}
+	if len(first) > 0 {
+		if err := r.fireOneshots(f.Fd, first); err != nil {
+			return err
 		}
-		_, err = r.rem.Syscall(unix.SYS_EPOLL_CTL, uintptr(f.Fd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr)
-		if uerr := undo(); uerr != nil && err == nil {
-			err = uerr
+	}
+	for _, t := range rest {
+		if err := r.epollAdd(f.Fd, t, t.Events); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("add fd %d (events %#x) to epoll fd %d: %w", t.Fd, t.Events, f.Fd, err)
+	}
+	return nil
+}
+
+// epollAdd adds target t to epoll fd epfd with events.
+func (r *restorer) epollAdd(epfd int32, t *pb.EpollTarget, events uint32) error {
+	addr, err := r.rem.Put(scratchArgs, le(events, t.Data))
+	if err != nil {
+		return err
+	}
+	undo, err := r.lendNumber(t)
+	if err != nil {
+		return fmt.Errorf("epoll fd %d target fd %d: %w", epfd, t.Fd, err)
+	}
+	_, err = r.rem.Syscall(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr)
+	if uerr := undo(); uerr != nil && err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return fmt.Errorf("add fd %d (events %#x) to epoll fd %d: %w", t.Fd, events, epfd, err)
+	}
+	return nil
+}
+
+// fireOneshots runs epoll_wait(epfd, timeout 0) in the process, with only
+// the oneshot entries in the set, and checks through fdinfo that each is
+// disarmed now.
+func (r *restorer) fireOneshots(epfd int32, oneshots []*pb.EpollTarget) error {
+	const evSize = 12
+	n := len(oneshots)
+	if scratchArgs+n*evSize > scratchMsg+1024 {
+		return fmt.Errorf("epoll fd %d: %d disarmed EPOLLONESHOT entries, more than lazycr can re-create at once", epfd, n)
+	}
+	addr, err := r.rem.Put(scratchArgs, make([]byte, n*evSize))
+	if err != nil {
+		return err
+	}
+	if _, err := r.rem.Syscall(unix.SYS_EPOLL_PWAIT, uintptr(epfd), addr, uintptr(n), 0, 0, 8); err != nil {
+		return fmt.Errorf("epoll fd %d: fire its disarmed EPOLLONESHOT entries: %w", epfd, err)
+	}
+	info, err := proc.ReadFdInfo(r.pid, int(epfd))
+	if err != nil {
+		return fmt.Errorf("epoll fd %d: %w", epfd, err)
+	}
+	for _, t := range oneshots {
+		for _, e := range info.Epoll {
+			if int32(e.Tfd) == t.Fd && e.Data == t.Data && !disarmed(e.Events) {
+				return fmt.Errorf("epoll fd %d: the disarmed EPOLLONESHOT entry of fd %d cannot be re-created (its file is not ready for any event, so it cannot be made to fire)", epfd, t.Fd)
+			}
 		}
 	}
 	return nil

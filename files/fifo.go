@@ -12,10 +12,10 @@ import (
 )
 
 // fifo is one end of a named FIFO (fifo(7)), reopened by its path. Its
-// buffered data is recorded (on the first read end) when the process holds
-// both a reader and a writer and no other process has the FIFO open: then
-// the data dies with the process and must come back with it. Otherwise it
-// stays in the kernel, kept by the other holder.
+// buffered data is recorded (on the first read end) when no other process
+// has the FIFO open: then the data dies with the process and must come
+// back with it. Otherwise it stays in the kernel, kept by the other
+// holder.
 type fifo struct{}
 
 // fileKey identifies a file: device and inode.
@@ -54,8 +54,8 @@ func (fifo) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	return nil
 }
 
-// fifo finds out whether the process alone holds the FIFO l has open,
-// with a reader and a writer.
+// fifo finds out whether the process alone holds the FIFO l has open, with
+// a reader (the data is peeked through a read end).
 func (d *dumper) fifo(l *liveFd) *fifoState {
 	key := fileKey{l.st.Dev, l.st.Ino}
 	if s := d.fifos[key]; s != nil {
@@ -63,21 +63,16 @@ func (d *dumper) fifo(l *liveFd) *fifoState {
 	}
 	s := &fifoState{}
 	d.fifos[key] = s
-	var reader, writer bool
+	var reader bool
 	for i, f := range d.fds {
 		if f.Target != l.target || !sameFile(fmt.Sprintf("/proc/%d/fd/%d", d.pid, f.Num), key) {
 			continue
 		}
-		switch d.infos[i].Flags & unix.O_ACCMODE {
-		case unix.O_RDONLY:
+		if d.infos[i].Flags&unix.O_ACCMODE != unix.O_WRONLY {
 			reader = true
-		case unix.O_WRONLY:
-			writer = true
-		default:
-			reader, writer = true, true
 		}
 	}
-	s.own = reader && writer && !heldElsewhere(l.target, key, d.pid, os.Getpid())
+	s.own = reader && !heldElsewhere(l.target, key, d.pid, os.Getpid())
 	return s
 }
 
@@ -87,24 +82,24 @@ func sameFile(path string, key fileKey) bool {
 	return unix.Stat(path, &st) == nil && st.Dev == key.dev && st.Ino == key.ino
 }
 
-// heldElsewhere reports whether a process other than skip has the file
-// key (opened as path) open.
-func heldElsewhere(path string, key fileKey, skip ...int) bool {
+// heldElsewhere reports whether a process other than pid and self has the
+// file key (opened as path) open.
+func heldElsewhere(path string, key fileKey, pid, self int) bool {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return true // cannot tell: the data is not taken
 	}
 	for _, e := range procs {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == skip[0] || pid == skip[1] {
+		other, err := strconv.Atoi(e.Name())
+		if err != nil || other == pid || other == self {
 			continue
 		}
-		fds, err := proc.ReadFds(pid)
+		fds, err := proc.ReadFds(other)
 		if err != nil {
 			continue
 		}
 		for _, f := range fds {
-			if f.Target == path && sameFile(fmt.Sprintf("/proc/%d/fd/%d", pid, f.Num), key) {
+			if f.Target == path && sameFile(fmt.Sprintf("/proc/%d/fd/%d", other, f.Num), key) {
 				return true
 			}
 		}

@@ -28,9 +28,27 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		return err
 	}
 	s.Inode = l.ino
-	if s.Type == unix.SOCK_DGRAM {
-		if s.Shutdown, err = d.shutdown(uint8(s.Family), uint8(s.Protocol), l.ino); err != nil {
-			return err
+	// UDP: the shutdown state must be read exactly. Datagrams waiting to
+	// be read, and connections waiting in a listener's accept queue, are
+	// not carried over (the peer sees them lost, as on the network): the
+	// dump says so.
+	ds, err := d.diagOf(uint8(s.Family), uint8(s.Protocol), l.ino)
+	switch {
+	case err != nil && s.Type == unix.SOCK_DGRAM:
+		return err
+	case err != nil:
+		d.opts.Log.Debug().Err(err).Int("fd", l.num).Msg("no sock_diag for the listening socket")
+	default:
+		if s.Type == unix.SOCK_DGRAM {
+			s.Shutdown = uint32(ds.shutdown)
+		}
+		if ds.rqueue > 0 {
+			what := "bytes of datagrams waiting to be read"
+			if s.Listening {
+				what = "connections waiting to be accepted"
+			}
+			d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", ds.rqueue).
+				Msgf("fd %d: %d %s are not carried over (lost, as on the network)", l.num, ds.rqueue, what)
 		}
 	}
 	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
@@ -59,26 +77,26 @@ func (inetSocket) show(f *pb.Fd) string {
 	return d
 }
 
-// shutdown reads sk_shutdown of socket:[ino] with sock_diag (sockdiag.go),
-// one dump request per family and protocol.
-func (d *dumper) shutdown(family, protocol uint8, ino uint64) (uint32, error) {
+// diagOf reads what sock_diag knows of socket:[ino] (sockdiag.go), one
+// dump request per family and protocol.
+func (d *dumper) diagOf(family, protocol uint8, ino uint64) (diagSock, error) {
 	key := [2]uint8{family, protocol}
 	m, ok := d.diag[key]
 	if !ok {
 		var err error
-		if m, err = diagShutdowns(d.pid, family, protocol); err != nil {
-			return 0, fmt.Errorf("read shutdown state of socket:[%d]: %w", ino, err)
+		if m, err = diagSockets(d.pid, family, protocol); err != nil {
+			return diagSock{}, fmt.Errorf("read the state of socket:[%d]: %w", ino, err)
 		}
 		if d.diag == nil {
-			d.diag = map[[2]uint8]map[uint64]uint8{}
+			d.diag = map[[2]uint8]map[uint64]diagSock{}
 		}
 		d.diag[key] = m
 	}
 	v, ok := m[ino]
 	if !ok {
-		return 0, fmt.Errorf("read shutdown state of socket:[%d]: sock_diag does not list it", ino)
+		return diagSock{}, fmt.Errorf("read the state of socket:[%d]: sock_diag does not list it", ino)
 	}
-	return uint32(v), nil
+	return v, nil
 }
 
 // SockProto names the protocol of s as `lazycr show` prints it: udp, tcp,
@@ -209,6 +227,9 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 		o.Ipv6Only = geti(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY") != 0
 		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
 		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
+	}
+	if err := readMoreSockopts(fd, s, o); err != nil {
+		errs = append(errs, err)
 	}
 	if protocol == unix.IPPROTO_UDPLITE {
 		o.UdpliteSendCscov = geti(solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV")
@@ -411,6 +432,7 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 			setIf(o.UdpliteSendCscov != 0, solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV", int(o.UdpliteSendCscov)),
 			setIf(o.UdpliteRecvCscov != 0, solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV", int(o.UdpliteRecvCscov)))
 	}
+	errs = append(errs, setMoreSockopts(fd, num, o))
 	if o.BindToDevice != "" {
 		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, o.BindToDevice); err != nil {
 			errs = append(errs, fmt.Errorf("bind socket fd %d to device %s: %w", num, o.BindToDevice, os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)))

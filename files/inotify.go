@@ -126,6 +126,9 @@ var burnPaths = []string{"/", "/proc", "/dev", "/sys", "/tmp"}
 func (inotify) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	in := f.GetInotify()
 	fd, err := r.rem.Syscall(unix.SYS_INOTIFY_INIT1, unix.IN_CLOEXEC|unix.IN_NONBLOCK)
+	if errors.Is(err, unix.EMFILE) {
+		return 0, fmt.Errorf("create inotify fd %d: %w (the limit is fs.inotify.max_user_instances)", f.Fd, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("create inotify fd %d: %w", f.Fd, err)
 	}
@@ -172,6 +175,9 @@ func (inotify) create(r *restorer, f *pb.Fd) (uintptr, error) {
 			}
 		}
 		got, err := r.addWatch(fd, w.File.Path, mask)
+		if errors.Is(err, unix.ENOSPC) {
+			return 0, fmt.Errorf("inotify fd %d: add watch %d on %s: %w (the limit is fs.inotify.max_user_watches)", f.Fd, w.Wd, w.File.Path, err)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("inotify fd %d: add watch %d on %s (mask %#x): %w", f.Fd, w.Wd, w.File.Path, w.Mask, err)
 		}

@@ -39,7 +39,9 @@ func BootID() (string, error) {
 }
 
 // pipeHolders returns, for each inode of lone, the processes other than
-// skip that hold pipe:[INO] open.
+// skip that hold pipe:[INO] open. It reads every process's fd table, so it
+// runs only when the process has a lone pipe end (it adds to the freeze:
+// about 2 ms with a few hundred processes here).
 func pipeHolders(lone map[uint64]bool, skip ...int) map[uint64][]*pb.PipeHolder {
 	out := map[uint64][]*pb.PipeHolder{}
 	if len(lone) == 0 {

@@ -11,8 +11,7 @@ import (
 )
 
 // pipe is one end of an anonymous pipe. Fds with the same inode share one
-// pipe; its buffered data is part of the image when both ends are the
-// process's (pipe(7)).
+// pipe; its buffered data is part of the image (pipe(7)).
 type pipe struct{}
 
 func (pipe) name() string { return "pipe" }
@@ -24,7 +23,10 @@ func (pipe) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	if sz, err := unix.FcntlInt(uintptr(l.local), unix.F_GETPIPE_SZ, 0); err == nil {
 		p.Capacity = uint32(sz)
 	}
-	if e := d.ends[l.ino]; e[0] && e[1] && !p.WriteEnd && !d.dataTaken[l.ino] {
+	// The data is recorded on the first read end even when the write end
+	// is not the process's: restore writes it back only into a fresh
+	// pipe (a reconnected live pipe still has it).
+	if !p.WriteEnd && !d.dataTaken[l.ino] {
 		data, err := peekPipe(l.local, int(p.Capacity))
 		if err != nil {
 			return fmt.Errorf("copy pipe:[%d] data: %w", l.ino, err)
@@ -119,7 +121,14 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.rem.Syscall(unix.SYS_PIPE2, addr, unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	// O_DIRECT ("packet mode", pipe(7)) can only be set by pipe2(2).
+	pflags := uintptr(unix.O_CLOEXEC | unix.O_NONBLOCK)
+	for _, f := range append(slices.Clone(g.read), g.write...) {
+		if f.Flags&unix.O_DIRECT != 0 {
+			pflags |= unix.O_DIRECT
+		}
+	}
+	if _, err := r.rem.Syscall(unix.SYS_PIPE2, addr, pflags); err != nil {
 		return fmt.Errorf("create %s: %w", what, err)
 	}
 	rfd, wfd, err := r.pair()

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -57,20 +58,21 @@ const (
 
 // restorer holds the state of one Restore run.
 type restorer struct {
-	rem     Remote
-	pid     int
-	log     zerolog.Logger
-	base    uintptr           // first temporary fd number: highest image fd + 1
-	temp    map[int32]uintptr // image fd → its object at a temporary number
-	inImage map[int32]bool
-	cloexec map[int32]bool // the image's FD_CLOEXEC per fd
-	inherit map[int32]bool
-	given   map[int32]int
-	pipes   map[uint64]*pipeGroup     // pipe.go
-	memfds  map[uint64]*memfdGroup    // memfd.go
-	deleted map[fileKey]*deletedGroup // deleted.go
-	pidfd   int                       // pidfd of the process, -1 until opened
-	bootID  string                    // the image's boot id
+	rem      Remote
+	pid      int
+	log      zerolog.Logger
+	base     uintptr           // first temporary fd number: highest image fd + 1
+	temp     map[int32]uintptr // image fd → its object at a temporary number
+	inImage  map[int32]bool
+	cloexec  map[int32]bool // the image's FD_CLOEXEC per fd
+	inherit  map[int32]bool
+	given    map[int32]int // image fd → lazycr's fd of its description (RestoreOptions.Given)
+	pipes    map[uint64]*pipeGroup     // pipe.go
+	memfds   map[uint64]*memfdGroup    // memfd.go
+	deleted  map[fileKey]*deletedGroup // deleted.go
+	pidfd    int                       // pidfd of the process, -1 until opened
+	bootID   string                    // the image's boot id
+	imagePid uint32                    // the dumped process's pid
 	// The socketpair that carries inherited fds (inherit.go): the
 	// process's receiving end (a temporary number) and lazycr's copy of
 	// the sending end.
@@ -90,11 +92,12 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	}
 	var fds []*pb.Fd
 	var bootID string
+	var imagePid uint32
 	if table != nil {
-		fds, bootID = table.Fds, table.BootId
+		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid}
 	defer r.close()
 	r.cloexec = map[int32]bool{}
 	for _, f := range fds {
@@ -148,6 +151,16 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		}
 	}
 	r.closeInheritChannel()
+	// Every open file description has the status flags it had (a given
+	// one has them already: it is another member's).
+	for _, f := range fds {
+		if _, given := r.given[f.Fd]; given || r.inherit[f.Fd] || f.DupOf != nil {
+			continue
+		}
+		if err := r.checkFlags(f); err != nil {
+			return err
+		}
+	}
 	// Phase 2: the final numbers.
 	for _, f := range fds {
 		var flags uintptr
@@ -164,6 +177,13 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	r.temp = nil
 	// Phase 3: what names final numbers.
 	for _, f := range fds {
+		if _, given := r.given[f.Fd]; f.Flags&unix.O_ASYNC != 0 && !given && !r.inherit[f.Fd] && f.DupOf == nil {
+			if err := r.setAsync(f); err != nil {
+				return err
+			}
+		}
+	}
+	for _, f := range fds {
 		if _, given := r.given[f.Fd]; given || r.inherit[f.Fd] || f.DupOf != nil {
 			continue
 		}
@@ -174,6 +194,86 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		}
 	}
 	return r.checkTable(fds)
+}
+
+// Status flags: those F_SETFL can change (fcntl(2)), and those that do
+// not matter (O_CLOEXEC is per fd and set by dup3; open(2) forces
+// O_LARGEFILE on 64-bit).
+const (
+	setflFlags  = unix.O_APPEND | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK
+	ignoreFlags = unix.O_CLOEXEC | oLargefile
+	// oLargefile is the kernel's O_LARGEFILE (include/uapi/asm-generic/fcntl.h);
+	// x/sys/unix defines it as 0 on amd64.
+	oLargefile = 0o100000
+)
+
+// checkFlags gives f's description the recorded status flags where
+// creating it did not (F_SETFL), and refuses what still differs: a kind
+// that lost a flag must not come back silently changed.
+func (r *restorer) checkFlags(f *pb.Fd) error {
+	fd := r.temp[f.Fd]
+	if err := r.setOwner(f, fd); err != nil {
+		return err
+	}
+	got, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_GETFL)
+	if err != nil {
+		return fmt.Errorf("read flags of fd %d: %w", f.Fd, err)
+	}
+	// O_ASYNC is set last, at the final number: the kernel reports the fd
+	// number O_ASYNC was set through in SIGIO's si_fd (fasync_helper).
+	want := uintptr(f.Flags) &^ unix.O_ASYNC
+	if (got^want)&setflFlags != 0 {
+		if _, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_SETFL, got&^setflFlags|want&setflFlags); err != nil {
+			return fmt.Errorf("set flags %#o of fd %d: %w", want&setflFlags, f.Fd, err)
+		}
+		if got, err = r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_GETFL); err != nil {
+			return fmt.Errorf("read flags of fd %d: %w", f.Fd, err)
+		}
+	}
+	if (got^want)&^ignoreFlags != 0 {
+		return fmt.Errorf("fd %d: status flags %#o after restore, the dump had %#o", f.Fd, got&^ignoreFlags, want&^ignoreFlags)
+	}
+	return nil
+}
+
+// setAsync sets O_ASYNC on image fd f at its final number.
+func (r *restorer) setAsync(f *pb.Fd) error {
+	got, err := r.rem.Syscall(unix.SYS_FCNTL, uintptr(f.Fd), unix.F_GETFL)
+	if err != nil {
+		return fmt.Errorf("read flags of fd %d: %w", f.Fd, err)
+	}
+	if _, err := r.rem.Syscall(unix.SYS_FCNTL, uintptr(f.Fd), unix.F_SETFL, got|unix.O_ASYNC); err != nil {
+		return fmt.Errorf("set O_ASYNC on fd %d: %w", f.Fd, err)
+	}
+	return nil
+}
+
+// setOwner gives the description its signal-driven I/O owner (the
+// process itself, under its pid here) and signal, before O_ASYNC is set.
+// struct f_owner_ex is two ints. See fcntl(2) F_SETOWN_EX, F_SETSIG.
+func (r *restorer) setOwner(f *pb.Fd, fd uintptr) error {
+	o := f.Owner
+	if o == nil {
+		return nil
+	}
+	if o.Pid != 0 {
+		if o.Pid != int32(r.imagePid) || (o.Type != kabi.F_OWNER_PID && o.Type != kabi.F_OWNER_TID) {
+			return fmt.Errorf("fd %d: signal-driven I/O owner (type %d) %d is not the process", f.Fd, o.Type, o.Pid)
+		}
+		addr, err := r.rem.Put(scratchArgs, le(o.Type, int32(r.pid)))
+		if err != nil {
+			return err
+		}
+		if _, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_SETOWN_EX, addr); err != nil {
+			return fmt.Errorf("set the owner of fd %d: %w", f.Fd, err)
+		}
+	}
+	if o.Signal != 0 {
+		if _, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_SETSIG, uintptr(o.Signal)); err != nil {
+			return fmt.Errorf("set the signal of fd %d to %d: %w", f.Fd, o.Signal, err)
+		}
+	}
+	return nil
 }
 
 // create makes the object of image fd f at a temporary number.

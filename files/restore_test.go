@@ -505,3 +505,131 @@ func TestRestoreDeletedFileNameTaken(t *testing.T) {
 		t.Errorf("%s now holds %q (%v)", path, b, err)
 	}
 }
+
+// TestRestoreTimerfdAbsolute: an absolute CLOCK_REALTIME timer with
+// TFD_TIMER_CANCEL_ON_SET comes back absolute, with both flags, due at its
+// deadline (before, it was re-armed relative and lost CANCEL_ON_SET).
+func TestRestoreTimerfdAbsolute(t *testing.T) {
+	r := fdsStub(t, nil)
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &now); err != nil {
+		t.Fatal(err)
+	}
+	deadline := now.Nano() + 3600e9
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_REALTIME,
+			SettimeFlags: unix.TFD_TIMER_ABSTIME | unix.TFD_TIMER_CANCEL_ON_SET, ValueNs: 3600e9, DeadlineNs: deadline}}},
+	}}
+	if err := r.restore(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := proc.ReadFdInfo(r.pid, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf := fi.Timerfd
+	if tf == nil || tf.SettimeFlags != unix.TFD_TIMER_ABSTIME|unix.TFD_TIMER_CANCEL_ON_SET || tf.ValueSec < 3590 || tf.ValueSec > 3600 {
+		t.Errorf("timerfd %+v, want flags %#o and about 3600 s left", tf, unix.TFD_TIMER_ABSTIME|unix.TFD_TIMER_CANCEL_ON_SET)
+	}
+}
+
+// TestRestoreEpollDisarmedOneshot: a fired EPOLLONESHOT entry comes back
+// disarmed (events only EPOLLONESHOT), not armed for EPOLLERR|EPOLLHUP as a
+// plain EPOLL_CTL_ADD would leave it; one whose file is never ready is
+// refused.
+func TestRestoreEpollDisarmedOneshot(t *testing.T) {
+	r := fdsStub(t, nil)
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_RDWR, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{}}},
+		{Fd: 4, Flags: unix.O_RDWR, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{Count: 1}}},
+		{Fd: 5, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
+			{Fd: 3, Events: unix.EPOLLONESHOT, Data: 3},
+			{Fd: 4, Events: unix.EPOLLIN | unix.EPOLLET, Data: 4},
+		}}}},
+	}}
+	if err := r.restore(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := proc.ReadFdInfo(r.pid, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]uint32{}
+	for _, e := range fi.Epoll {
+		got[e.Tfd] = e.Events
+	}
+	if got[3] != unix.EPOLLONESHOT || got[4] != unix.EPOLLIN|unix.EPOLLET|unix.EPOLLERR|unix.EPOLLHUP {
+		t.Errorf("epoll entries %#x, want fd 3 %#x (disarmed) and fd 4 %#x", got, unix.EPOLLONESHOT, unix.EPOLLIN|unix.EPOLLET|unix.EPOLLERR|unix.EPOLLHUP)
+	}
+	// The eventfd of fd 4 is still readable through epoll: firing the
+	// oneshot did not consume its edge.
+	ep := takeFd(t, r.pid, 5)
+	evs := make([]unix.EpollEvent, 2)
+	if n, err := unix.EpollWait(ep, evs, 0); err != nil || n != 1 || evs[0].Fd != 4 {
+		t.Errorf("epoll_wait = %d %+v, %v; want fd 4's event", n, evs[:max(n, 0)], err)
+	}
+
+	// A pipe read end with its writer alive and nothing buffered is ready
+	// for nothing: its disarmed entry cannot be re-created.
+	r = fdsStub(t, nil)
+	r.fds = &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Flags: unix.O_RDONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 77, Capacity: 65536}}},
+		{Fd: 4, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 77, WriteEnd: true, Capacity: 65536}}},
+		{Fd: 5, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{{Fd: 3, Events: unix.EPOLLONESHOT, Data: 3}}}}},
+	}}
+	if err := r.restore(); err == nil || !strings.Contains(err.Error(), "EPOLLONESHOT entry of fd 3") {
+		t.Fatalf("Restore = %v, want a refusal naming the oneshot entry of fd 3", err)
+	}
+}
+
+// TestRestorePtySlave: a /dev/pts/N is reopened only if it is the same pty
+// (same boot, same allocation time); pty numbers are reused, so another
+// one at the same path is refused.
+func TestRestorePtySlave(t *testing.T) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no pty here: %v", err)
+	}
+	defer unix.Close(m)
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/dev/pts/%d", n)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	boot, err := BootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		boot  string
+		ctime int64
+		ok    bool
+	}{
+		{"same pty", boot, st.Ctim.Nano(), true},
+		{"later pty with the same number", boot, st.Ctim.Nano() - 1, false},
+		{"other boot", "00000000-0000-4000-8000-000000000000", st.Ctim.Nano(), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := fdsStub(t, nil)
+			r.fds = &pb.FdTable{BootId: c.boot, Fds: []*pb.Fd{
+				{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: &pb.FileID{Path: path, Dev: st.Dev, Inode: st.Ino},
+					Mode: st.Mode, RdevMajor: unix.Major(st.Rdev), RdevMinor: unix.Minor(st.Rdev), CtimeNs: c.ctime}}},
+			}}
+			err := r.restore()
+			if c.ok && err != nil {
+				t.Fatal(err)
+			}
+			if !c.ok && (!errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 0")) {
+				t.Fatalf("Restore = %v, want ErrFileChanged naming fd 0", err)
+			}
+		})
+	}
+}

@@ -32,26 +32,34 @@ const (
 	diagMaxReply     = 1 << 20
 )
 
+// diagSock is what sock_diag says about one socket.
+type diagSock struct {
+	shutdown uint8  // INET_DIAG_SHUTDOWN
+	rqueue   uint32 // bytes queued for reading (a listener: connections waiting for accept)
+}
+
 // errDiagShort: a sock_diag reply is cut short or malformed.
 var errDiagShort = errors.New("malformed sock_diag reply")
 
-// diagRequest is a dump request for every socket of family and protocol.
-func diagRequest(family, protocol uint8, seq uint32) []byte {
+// diagRequest is a dump request for the sockets of family and protocol in
+// the TCP states of mask (1 << TCP_LISTEN...; UDP sockets are CLOSE or
+// ESTABLISHED).
+func diagRequest(family, protocol uint8, states, seq uint32) []byte {
 	b := make([]byte, nlmsgHdrLen+inetDiagReqLen)
 	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
 	binary.LittleEndian.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
 	binary.LittleEndian.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	binary.LittleEndian.PutUint32(b[8:], seq)
 	b[16], b[17] = family, protocol
-	binary.LittleEndian.PutUint32(b[20:], ^uint32(0)) // every state
+	binary.LittleEndian.PutUint32(b[20:], states)
 	return b
 }
 
 // parseDiag decodes one datagram of a sock_diag dump reply into out
-// (socket inode → sk_shutdown). It reports whether the dump is done; a
+// (by socket inode). It reports whether the dump is done; a
 // socket without INET_DIAG_SHUTDOWN is an error (the state cannot be read
 // exactly).
-func parseDiag(b []byte, out map[uint64]uint8) (done bool, err error) {
+func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 	for len(b) > 0 {
 		if len(b) < nlmsgHdrLen {
 			return false, fmt.Errorf("%w: %d bytes left, a header is %d", errDiagShort, len(b), nlmsgHdrLen)
@@ -86,6 +94,7 @@ func parseDiag(b []byte, out map[uint64]uint8) (done bool, err error) {
 			return false, fmt.Errorf("%w: inet_diag_msg of %d bytes", errDiagShort, len(msg))
 		}
 		ino := uint64(binary.LittleEndian.Uint32(msg[68:]))
+		rq := binary.LittleEndian.Uint32(msg[56:])
 		found := false
 		for attrs := msg[inetDiagMsgLen:]; len(attrs) >= 4; {
 			al := int(binary.LittleEndian.Uint16(attrs))
@@ -94,7 +103,7 @@ func parseDiag(b []byte, out map[uint64]uint8) (done bool, err error) {
 				return false, fmt.Errorf("%w: attribute length %d of %d bytes", errDiagShort, al, len(attrs))
 			}
 			if at == inetDiagShutdown && al >= 5 {
-				out[ino] = attrs[4]
+				out[ino] = diagSock{shutdown: attrs[4], rqueue: rq}
 				found = true
 			}
 			if a := (al + 3) &^ 3; a < len(attrs) {
@@ -110,9 +119,9 @@ func parseDiag(b []byte, out map[uint64]uint8) (done bool, err error) {
 	return false, nil
 }
 
-// diagShutdowns returns sk_shutdown of every socket of family and protocol
-// in the network namespace of pid, by socket inode.
-func diagShutdowns(pid int, family, protocol uint8) (map[uint64]uint8, error) {
+// diagSockets describes every socket of family and protocol in the network
+// namespace of pid, by socket inode.
+func diagSockets(pid int, family, protocol uint8) (map[uint64]diagSock, error) {
 	s, err := diagSocketIn(pid)
 	if err != nil {
 		return nil, err
@@ -122,10 +131,14 @@ func diagShutdowns(pid int, family, protocol uint8) (map[uint64]uint8, error) {
 	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return nil, os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
 	}
-	if err := unix.Sendto(s, diagRequest(family, protocol, 1), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	states := ^uint32(0)
+	if protocol == unix.IPPROTO_TCP {
+		states = 1 << 10 // TCP_LISTEN: only listeners are dumped (and time-wait entries carry no shutdown state)
+	}
+	if err := unix.Sendto(s, diagRequest(family, protocol, states, 1), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto sock_diag", err)
 	}
-	out := map[uint64]uint8{}
+	out := map[uint64]diagSock{}
 	buf := make([]byte, 64<<10)
 	for total := 0; total < diagMaxReply; {
 		n, _, err := unix.Recvfrom(s, buf, 0)

@@ -3,29 +3,32 @@ package files
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // diagReply encodes a sock_diag dump reply: one inet_diag_msg per inode
 // with an INET_DIAG_SHUTDOWN attribute (after an unrelated attribute), then
 // NLMSG_DONE.
-func diagReply(socks map[uint64]uint8) []byte {
+func diagReply(socks map[uint64]diagSock) []byte {
 	var b []byte
-	for ino, sh := range socks {
+	for ino, ds := range socks {
 		msg := make([]byte, nlmsgHdrLen+inetDiagMsgLen+8+8)
 		binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
 		binary.LittleEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+56:], ds.rqueue)
 		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+68:], uint32(ino))
 		a := msg[nlmsgHdrLen+inetDiagMsgLen:]
 		binary.LittleEndian.PutUint16(a, 8) // INET_DIAG_MARK-like u32 attribute
 		binary.LittleEndian.PutUint16(a[2:], 15)
 		binary.LittleEndian.PutUint16(a[8:], 5)
 		binary.LittleEndian.PutUint16(a[10:], inetDiagShutdown)
-		a[12] = sh
+		a[12] = ds.shutdown
 		b = append(b, msg...)
 	}
 	done := make([]byte, nlmsgHdrLen+4)
@@ -35,8 +38,8 @@ func diagReply(socks map[uint64]uint8) []byte {
 }
 
 func TestParseDiag(t *testing.T) {
-	want := map[uint64]uint8{7: 0, 9001: 1, 0xfffffffe: 3}
-	got := map[uint64]uint8{}
+	want := map[uint64]diagSock{7: {}, 9001: {shutdown: 1, rqueue: 768}, 0xfffffffe: {shutdown: 3}}
+	got := map[uint64]diagSock{}
 	done, err := parseDiag(diagReply(want), got)
 	if err != nil || !done {
 		t.Fatalf("parseDiag = %v, %v", done, err)
@@ -46,7 +49,7 @@ func TestParseDiag(t *testing.T) {
 	}
 	for k, v := range want {
 		if got[k] != v {
-			t.Errorf("inode %d: shutdown %d, want %d", k, got[k], v)
+			t.Errorf("inode %d: %+v, want %+v", k, got[k], v)
 		}
 	}
 	e := make([]byte, nlmsgHdrLen+4)
@@ -78,7 +81,10 @@ func TestDiagShutdowns(t *testing.T) {
 	}
 	_ = unix.Shutdown(socks[1], unix.SHUT_RD)   // ENOTCONN, but recorded
 	_ = unix.Shutdown(socks[2], unix.SHUT_RDWR) // likewise
-	got, err := diagShutdowns(os.Getpid(), unix.AF_INET, unix.IPPROTO_UDP)
+	if err := unix.Sendto(socks[0], []byte("queued"), 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: localPort(t, socks[0])}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := diagSockets(os.Getpid(), unix.AF_INET, unix.IPPROTO_UDP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +93,23 @@ func TestDiagShutdowns(t *testing.T) {
 		if err := unix.Fstat(socks[i], &st); err != nil {
 			t.Fatal(err)
 		}
-		if v, ok := got[st.Ino]; !ok || v != want {
-			t.Errorf("socket %d (inode %d): shutdown %d (listed %v), want %d", i, st.Ino, v, ok, want)
+		if v, ok := got[st.Ino]; !ok || v.shutdown != want {
+			t.Errorf("socket %d (inode %d): shutdown %d (listed %v), want %d", i, st.Ino, v.shutdown, ok, want)
+		}
+		if v := got[st.Ino]; (v.rqueue > 0) != (i == 0) {
+			t.Errorf("socket %d: %d bytes queued, want some only on socket 0 (it sent itself a datagram)", i, v.rqueue)
 		}
 	}
+}
+
+// localPort is the port socket s is bound to.
+func localPort(t *testing.T, s int) int {
+	t.Helper()
+	sa, err := unix.Getsockname(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*unix.SockaddrInet4).Port
 }
 
 // TestDescribeSocketGetsockoptFails: a failed getsockopt fails the dump
@@ -122,19 +141,20 @@ func TestDescribeSocketGetsockoptFails(t *testing.T) {
 // FuzzParseDiag: parseDiag never panics, fills nothing it did not decode
 // on a clean reply, and round-trips encoded replies.
 func FuzzParseDiag(f *testing.F) {
-	f.Add(diagReply(map[uint64]uint8{1: 2, 3: 0}))
+	f.Add(diagReply(map[uint64]diagSock{1: {shutdown: 2, rqueue: 5}, 3: {}}))
 	f.Add(diagReply(nil))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out := map[uint64]uint8{}
+		out := map[uint64]diagSock{}
 		done, err := parseDiag(data, out)
 		if err != nil && done {
 			t.Fatalf("done and error %v", err)
 		}
 		if len(data) >= 8 {
 			// Round trip: an encoded reply of what the input says.
-			want := map[uint64]uint8{uint64(binary.LittleEndian.Uint32(data)): data[4], uint64(binary.LittleEndian.Uint16(data[5:])): data[7]}
-			got := map[uint64]uint8{}
+			want := map[uint64]diagSock{uint64(binary.LittleEndian.Uint32(data)): {shutdown: data[4], rqueue: uint32(data[6])},
+				uint64(binary.LittleEndian.Uint16(data[5:])): {shutdown: data[7]}}
+			got := map[uint64]diagSock{}
 			done, err := parseDiag(diagReply(want), got)
 			if err != nil || !done || len(got) != len(want) {
 				t.Fatalf("round trip of %v: %v, %v, %v", want, got, done, err)
@@ -146,4 +166,91 @@ func FuzzParseDiag(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSockoptsRoundTrip: on every socket kind the dump takes, the option
+// table reads without error, and options set on one socket come back on a
+// fresh one through setSockopts (compared as recorded).
+func TestSockoptsRoundTrip(t *testing.T) {
+	type kind struct {
+		family, typ, proto int
+		listen             bool
+		set                []sockopt // set to 7 (or 1 for flags) before the dump
+	}
+	for _, k := range []kind{
+		{unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP, false, []sockopt{{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, "", 0, 0}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, "", 0, 0}, {unix.IPPROTO_UDP, unix.UDP_GRO, "", 0, 0}}},
+		{unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_UDP, false, []sockopt{{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, "", 0, 0}, {unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, "", 0, 0}}},
+		{unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE, false, []sockopt{{unix.IPPROTO_IP, unix.IP_RECVTTL, "", 0, 0}}},
+		{unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_TCP, true, []sockopt{{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "", 0, 0}, {unix.IPPROTO_TCP, unix.TCP_NODELAY, "", 0, 0}}},
+		{unix.AF_INET6, unix.SOCK_STREAM, unix.IPPROTO_TCP, true, []sockopt{{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "", 0, 0}}},
+	} {
+		t.Run(fmt.Sprintf("%d/%d/%d", k.family, k.typ, k.proto), func(t *testing.T) {
+			mk := func() int {
+				s, err := unix.Socket(k.family, k.typ|unix.SOCK_CLOEXEC, k.proto)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { unix.Close(s) })
+				return s
+			}
+			a := mk()
+			for _, o := range k.set {
+				v := 7
+				if o.name == unix.SO_TIMESTAMPNS || o.name == unix.IPV6_RECVTCLASS || o.name == unix.IP_RECVTTL || o.name == unix.TCP_NODELAY || o.name == unix.UDP_GRO {
+					v = 1
+				}
+				if err := unix.SetsockoptInt(a, o.level, o.name, v); err != nil {
+					t.Fatalf("set %d/%d: %v", o.level, o.name, err)
+				}
+			}
+			tv := unix.Timeval{Sec: 1, Usec: 500000}
+			if err := unix.SetsockoptTimeval(a, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.SetsockoptLinger(a, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3}); err != nil {
+				t.Fatal(err)
+			}
+			if k.family == unix.AF_INET && k.proto == unix.IPPROTO_UDP {
+				// A classic filter (accept 0x7fff bytes of everything), locked.
+				prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0x7fff}}
+				if err := unix.SetsockoptSockFprog(a, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.SetsockoptInt(a, unix.SOL_SOCKET, unix.SO_LOCK_FILTER, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if k.listen {
+				if err := unix.Listen(a, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := describeSocket(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want.Options.RcvtimeoUs != 1_500_000 || !want.Options.Linger || want.Options.LingerSec != 3 {
+				t.Errorf("recorded %+v", want.Options)
+			}
+			if filtered := k.family == unix.AF_INET && k.proto == unix.IPPROTO_UDP; filtered != (len(want.Options.Filter) == 8 && want.Options.LockFilter) {
+				t.Errorf("recorded filter %x lock %v", want.Options.Filter, want.Options.LockFilter)
+			}
+			b := mk()
+			if err := setSockopts(b, 9, want); err != nil {
+				t.Fatal(err)
+			}
+			if k.listen {
+				if err := unix.Listen(b, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := describeSocket(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got.Options, want.Options) {
+				t.Errorf("options after restore:\n%v\nwant\n%v", got.Options, want.Options)
+			}
+		})
+	}
 }

@@ -2,6 +2,7 @@ package files
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -27,11 +28,34 @@ func (timerfd) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
 	if t == nil {
 		return fmt.Errorf("%w: timerfd without its setting in fdinfo", ErrUnsupported)
 	}
-	out.Kind = &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{
+	tf := &pb.TimerFd{
 		Clockid: int32(t.Clockid), SettimeFlags: int32(t.SettimeFlags), Ticks: t.Ticks,
 		ValueNs: t.ValueSec*1e9 + t.ValueNsec, IntervalNs: t.IntervalSec*1e9 + t.IntervalNsec,
-	}}
+	}
+	if wallAbsolute(tf) {
+		var now unix.Timespec
+		if err := unix.ClockGettime(tf.Clockid, &now); err != nil {
+			return fmt.Errorf("read clock %d: %w", tf.Clockid, os.NewSyscallError("clock_gettime", err))
+		}
+		left := tf.ValueNs
+		if left == 0 && tf.IntervalNs > 0 {
+			left = tf.IntervalNs // expired, unread: see create
+		}
+		if left > 0 {
+			tf.DeadlineNs = now.Nano() + left
+		}
+	}
+	out.Kind = &pb.Fd_Timerfd{Timerfd: tf}
 	return nil
+}
+
+// wallAbsolute: an absolute timer on a wall clock, which means the same
+// on any host, so it is re-armed absolute (with TFD_TIMER_CANCEL_ON_SET if
+// it had it). Other clocks differ between hosts: their timers are re-armed
+// relative, with the time they had left.
+func wallAbsolute(t *pb.TimerFd) bool {
+	return t.SettimeFlags&unix.TFD_TIMER_ABSTIME != 0 &&
+		(t.Clockid == unix.CLOCK_REALTIME || t.Clockid == unix.CLOCK_REALTIME_ALARM)
 }
 
 func (timerfd) owns(f *pb.Fd) bool { return f.GetTimerfd() != nil }
@@ -51,8 +75,9 @@ func (timerfd) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	if fd, err = r.moveHigh(fd); err != nil {
 		return 0, fmt.Errorf("create timerfd fd %d: %w", f.Fd, err)
 	}
-	if t.SettimeFlags&unix.TFD_TIMER_CANCEL_ON_SET != 0 {
-		r.log.Warn().Int32("fd", f.Fd).Msg("timerfd had TFD_TIMER_CANCEL_ON_SET: it is re-armed relative, without it")
+	var setFlags uintptr
+	if wallAbsolute(t) && t.DeadlineNs > 0 {
+		setFlags = uintptr(t.SettimeFlags) & (unix.TFD_TIMER_ABSTIME | unix.TFD_TIMER_CANCEL_ON_SET)
 	}
 	// An armed periodic timer that expired while the process was frozen,
 	// its ticks not yet read, shows "it_value 0" in fdinfo: it is still
@@ -61,13 +86,16 @@ func (timerfd) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	if value == 0 && t.IntervalNs > 0 {
 		value = t.IntervalNs
 	}
+	if setFlags != 0 {
+		value = t.DeadlineNs
+	}
 	if value > 0 {
 		spec := le(t.IntervalNs/1e9, t.IntervalNs%1e9, value/1e9, value%1e9) // struct itimerspec
 		addr, err := r.rem.Put(scratchArgs, spec)
 		if err != nil {
 			return 0, err
 		}
-		if _, err := r.rem.Syscall(unix.SYS_TIMERFD_SETTIME, fd, 0, addr, 0); err != nil {
+		if _, err := r.rem.Syscall(unix.SYS_TIMERFD_SETTIME, fd, setFlags, addr, 0); err != nil {
 			return 0, fmt.Errorf("arm timerfd fd %d (%d ns left, interval %d ns): %w", f.Fd, value, t.IntervalNs, err)
 		}
 	}

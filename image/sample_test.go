@@ -113,6 +113,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
+		LeaderExited:   pid != rootPid,
 	}
 }
 
@@ -224,9 +225,11 @@ func sampleFds(pid uint32) *pb.FdTable {
 	opts := &pb.SocketOptions{
 		Reuseaddr: true, Reuseport: true, Broadcast: true, Sndbuf: 212992, Rcvbuf: 425984, Tos: 0x10, Ttl: 64,
 		BindToDevice: "veth0", Ipv6Only: true, Keepalive: true, Priority: 6, Mark: 0x42, RecvErr: true, Pktinfo: true,
+		More:       []*pb.IntSockopt{{Level: unix.IPPROTO_IP, Name: unix.IP_MULTICAST_TTL, Value: 5}, {Level: unix.SOL_SOCKET, Name: unix.SO_TIMESTAMPNS, Value: 1}},
+		RcvtimeoUs: 1_500_000, SndtimeoUs: 250_000, Linger: true, LingerSec: 3, Filter: []byte{0x06, 0, 0, 0, 0xff, 0x7f, 0, 0}, LockFilter: true,
 	}
 	return &pb.FdTable{Pid: pid, BootId: "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab", Fds: []*pb.Fd{
-		{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileID("/dev/pts/3", 6, 0), Pos: 0, RdevMajor: 136, RdevMinor: 3, Mode: unix.S_IFCHR | 0o620}}},
+		{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileID("/dev/pts/3", 6, 0), Pos: 0, RdevMajor: 136, RdevMinor: 3, Mode: unix.S_IFCHR | 0o620, CtimeNs: 1_763_999_000_000_000_000}}},
 		{Fd: 1, Flags: unix.O_WRONLY | unix.O_APPEND, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
 		{Fd: 2, Cloexec: true, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, WriteEnd: true, Capacity: 65536}}},
 		{Fd: 3, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Data: []byte("buffered\x00bytes"), Capacity: 65536}}},
@@ -237,7 +240,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 		}}}},
 		{Fd: 6, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_MONOTONIC, SettimeFlags: 0, ValueNs: 250_000_000, IntervalNs: 1_000_000_000, Ticks: 2}}},
 		{Fd: 7, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Signalfd{Signalfd: &pb.SignalFd{Sigmask: 1<<(unix.SIGCHLD-1) | 1<<(unix.SIGHUP-1)}}},
-		{Fd: 8, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+		{Fd: 8, Flags: unix.O_RDWR | unix.O_ASYNC, Owner: &pb.FdOwner{Type: 1, Pid: int32(pid), Signal: int32(unix.SIGUSR2)}, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
 			LocalAddr: "10.0.0.2", LocalPort: 40000, PeerAddr: "10.0.0.1", PeerPort: 9000, Options: opts, Inode: 9001, Shutdown: 2}}},
 		{Fd: 9, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET6, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
 			LocalAddr: "::", LocalPort: 8080, Listening: true, Backlog: 128, Options: &pb.SocketOptions{Reuseaddr: true, Ipv6Only: true}, Inode: 9002}}},
@@ -252,6 +255,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Mode: unix.S_IFREG | 0o600, Uid: 1000, Gid: 1000, Pos: 5}}},
 		{Fd: 17, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Inotify{Inotify: &pb.Inotify{Watches: []*pb.InotifyWatch{
 			{Wd: 1, File: fileID("/var/log", 12, 4096), Mask: unix.IN_CREATE | unix.IN_MOVED_TO}, {Wd: 3, File: fileID("/var/log/pingpong.log", 77, 4096), Mask: unix.IN_MODIFY}}}}},
+		{Fd: 18, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_REALTIME, SettimeFlags: unix.TFD_TIMER_ABSTIME | unix.TFD_TIMER_CANCEL_ON_SET,
+			ValueNs: 5_000_000_000, DeadlineNs: 1_764_000_005_000_000_000}}},
 	}}
 }
 

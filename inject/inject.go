@@ -170,7 +170,9 @@ func (p *Process) waitSyscallStop(th *thread, name string) error {
 						return fmt.Errorf("pid %d tid %d: inject %s: gadget at %#x raised %v (code %d)", p.Pid, th.tid, name, p.gadget, unix.Signal(sig), code)
 					}
 				}
-				th.queued = append(th.queued, info)
+				if !p.takeGuard(info) {
+					th.queued = append(th.queued, info)
+				}
 			}
 		}
 		if err := ptrace(unix.PTRACE_SYSCALL, th.tid, 0, 0); err != nil {
@@ -226,7 +228,7 @@ func (p *Process) gadgetAddr() (uintptr, error) {
 			return at, nil
 		}
 	}
-	maps, err := execMappings(p.Pid)
+	maps, err := execMappings(p.ProcPid())
 	if err != nil {
 		return 0, err
 	}

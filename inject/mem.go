@@ -34,7 +34,7 @@ func (p *Process) readMem(addr uintptr, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	n, _ := unix.ProcessVMReadv(p.Pid,
+	n, _ := unix.ProcessVMReadv(p.ProcPid(),
 		[]unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
 		[]unix.RemoteIovec{{Base: addr, Len: len(b)}}, 0)
 	n = max(n, 0)
@@ -55,7 +55,7 @@ func (p *Process) writeMem(addr uintptr, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	n, _ := unix.ProcessVMWritev(p.Pid,
+	n, _ := unix.ProcessVMWritev(p.ProcPid(),
 		[]unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
 		[]unix.RemoteIovec{{Base: addr, Len: len(b)}}, 0)
 	n = max(n, 0)
@@ -77,7 +77,7 @@ func (p *Process) memFile() (*os.File, error) {
 	if p.mem != nil {
 		return p.mem, nil
 	}
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.Pid), os.O_RDWR, 0)
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.ProcPid()), os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open memory of pid %d: %w", p.Pid, err)
 	}

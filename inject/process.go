@@ -31,6 +31,10 @@ type Process struct {
 	scratchLen uintptr
 	mem        *os.File // /proc/PID/mem, opened on first use
 	done       bool     // released, detached or killed
+	leaderGone bool     // the leader is a zombie; other threads run
+	guarded    bool     // the guard SIGSTOP was queued (Guard)
+	guardTaken bool     // and a thread dequeued it since (suppressed)
+	keepStop   bool     // letGo of DetachStopped: the guard must act
 }
 
 type thread struct {
@@ -138,11 +142,42 @@ func (t *Tracer) seize(pid int) (*Process, error) {
 		}
 	}
 	p.prune()
-	if len(p.threads) == 0 || p.threads[0].tid != pid {
+	if len(p.threads) == 0 {
 		return nil, fmt.Errorf("seize pid %d: %w", pid, ErrNoProcess)
+	}
+	if p.threads[0].tid != pid {
+		// The leader may have exited (pthread_exit in main) while other
+		// threads run: it stays a zombie until they are gone, and holds no
+		// memory or files any more (see [Process.LeaderExited]).
+		st, err := readTaskStatus(pid, pid)
+		if err != nil || (st.state != 'Z' && st.state != 'X') {
+			return nil, fmt.Errorf("seize pid %d: %w", pid, ErrNoProcess)
+		}
+		p.leaderGone = true
 	}
 	ok = true
 	return p, nil
+}
+
+// LeaderExited reports whether the process's main thread has exited while
+// others run on: it is a zombie, not traced, and not in [Process.Threads].
+// /proc/PID shows no memory, files or working directory for it; read them
+// through [Process.ProcPid].
+func (p *Process) LeaderExited() bool { return p.leaderGone }
+
+// ProcPid is the id whose /proc directory shows the process's memory,
+// files and working directory: the pid, or a live thread's id when the
+// leader has exited (/proc/TID works for any thread, see proc(5)).
+func (p *Process) ProcPid() int {
+	if !p.leaderGone {
+		return p.Pid
+	}
+	for _, th := range p.threads {
+		if !th.gone && !th.foreign {
+			return th.tid
+		}
+	}
+	return p.Pid
 }
 
 // add records a traced thread; the leader goes first.
@@ -216,6 +251,8 @@ func (p *Process) settle(th *thread) error {
 				return fmt.Errorf("read siginfo of pid %d tid %d: %w", p.Pid, th.tid, err)
 			case p.spawned && siginfoSigno(info) == int(unix.SIGSTOP) && !th.settled:
 				// The first stop of a child auto-attached to a PTRACE_TRACEME tracee.
+			case p.takeGuard(info):
+				again = true
 			default:
 				th.queued = append(th.queued, info)
 				again = !p.spawned

@@ -19,8 +19,11 @@ import (
 // from that stop lets the kernel itself restart an interrupted syscall (or
 // deliver the re-queued signals, with the usual SA_RESTART rules), exactly as
 // it would have without the freeze.
+//
+// A guard SIGSTOP ([Process.Guard]) is taken back first: the process never
+// sees it.
 func (p *Process) Release() error {
-	return p.t.Do(func() error { return p.letGo(false) })
+	return p.t.Do(func() error { return p.letGo(false, false) })
 }
 
 // Detach is Release, except that each thread is left with the registers set
@@ -29,10 +32,12 @@ func (p *Process) Release() error {
 // set at its syscall-exit stop and the thread detached from there: the kernel
 // applies no syscall restart, the caller's registers are final.
 func (p *Process) Detach() error {
-	return p.t.Do(func() error { return p.letGo(true) })
+	return p.t.Do(func() error { return p.letGo(true, false) })
 }
 
-func (p *Process) letGo(final bool) error {
+// letGo detaches every thread; with keepStopped (DetachStopped) the guard
+// SIGSTOP is left pending, otherwise it is taken back.
+func (p *Process) letGo(final, keepStopped bool) error {
 	if p.done {
 		return fmt.Errorf("pid %d: %w", p.Pid, ErrReleased)
 	}
@@ -44,6 +49,12 @@ func (p *Process) letGo(final bool) error {
 		}
 	}
 	p.prune()
+	p.keepStop = keepStopped
+	if !keepStopped && !p.spawned {
+		if err := p.unguard(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 
 	// Queue suppressed signals again, inside the process, while every signal
 	// is blocked (so none is taken before the thread is detached).
@@ -77,6 +88,14 @@ func (p *Process) letGo(final bool) error {
 			}
 		}
 		p.scratch, p.scratchLen = 0, 0
+	}
+	if keepStopped {
+		// Pending before the first thread is detached: none may run. Sent
+		// again even if it looks pending: a SIGCONT may have discarded it
+		// (a second SIGSTOP merges with a pending one).
+		if err := p.sendGuard(); err != nil {
+			return errors.Join(append(errs, err)...) // still traced: the caller may kill it
+		}
 	}
 
 	for _, th := range p.threads {
@@ -188,6 +207,13 @@ func (p *Process) park(th *thread) (int, error) {
 				return 0, nil
 			}
 		case stopSignal:
+			if info, err := getSigInfo(th.tid); err == nil && p.takeGuard(info) && !p.keepStop {
+				// Swallow it, and stop again without running.
+				if err := ptrace(unix.PTRACE_INTERRUPT, th.tid, 0, 0); err != nil {
+					return 0, fmt.Errorf("interrupt pid %d tid %d: %w", p.Pid, th.tid, err)
+				}
+				continue
+			}
 			th.parked = true
 			return s.sig, nil
 		}

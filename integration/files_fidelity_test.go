@@ -5,7 +5,7 @@ import (
 )
 
 // filecheckKeys are the checks filecheck ticks once per passed round.
-var filecheckKeys = []string{"pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify"}
+var filecheckKeys = []string{"pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async", "oneshot", "lone"}
 
 // startFilecheck starts filecheck (see its source) and waits until every
 // check passed at least once before the dump.
@@ -28,7 +28,9 @@ func startFilecheck(t *testing.T, env lazyEnv) *proc {
 // description, a UDP-Lite socket keeps its checksum coverage, a memfd its name,
 // content, seals and offset, and a file unlinked while open its
 // content, mode, name and offsets, an inotify instance its watches (and
-// their descriptors, gap included) — after a plain dump and restore,
+// their descriptors, gap included), a socket its O_ASYNC owner and
+// signal, a fired EPOLLONESHOT entry stays disarmed, a pipe and a FIFO
+// whose writer is gone keep their data — after a plain dump and restore,
 // as the program itself checks.
 func TestFilesFidelity(t *testing.T) {
 	t.Parallel()

@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,10 +239,12 @@ func TestLazyResumedLost(t *testing.T) {
 }
 
 // TestLazyGaveUp: after the resume the connection is cut for good. Both
-// sides wait their reconnect timeout, then give up: the source writes the
-// pages the target never acknowledged under -D/unacked, kills the original
-// and exits 1; the target exits non-zero and the copy, which touches every
-// page, dies on a poisoned one instead of reading zeros.
+// sides wait their reconnect timeout, then give up: the source keeps the
+// original stopped (never released: the target resumed it), says how to
+// serve it again (--adopt) and exits 1; the target exits non-zero and the
+// copy, which touches every page, dies on a poisoned one instead of reading
+// zeros. The stopped original still holds every page: sent SIGCONT, it
+// verifies all of its memory.
 func TestLazyGaveUp(t *testing.T) {
 	t.Parallel()
 	p := start(t, buildC(t, "lazy_verify"), "64")
@@ -257,13 +262,13 @@ func TestLazyGaveUp(t *testing.T) {
 
 	src.requireExit(t, 1)
 	_, e := src.output()
-	if !strings.Contains(e, filepath.Join(dir, "unacked")) {
-		t.Errorf("source stderr does not name %s/unacked:\n%s", dir, e)
+	if want := fmt.Sprintf("--adopt %d -D %s", p.pid, dir); !strings.Contains(e, want) {
+		t.Errorf("source stderr does not say how to serve the original again (%q):\n%s", want, e)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "unacked")); err != nil {
-		t.Errorf("unacknowledged pages: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "unacked")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("source wrote %s/unacked (nothing reads it): %v", dir, err)
 	}
-	requireLazySourceGone(t, p)
+	requireStoppedOriginal(t, p)
 	if code := dst.wait(t, lazycrTimeout); code == 0 {
 		o, e := dst.output()
 		t.Errorf("target exit 0 without the pages\nstdout:\n%s\nstderr:\n%s", o, e)
@@ -276,6 +281,9 @@ func TestLazyGaveUp(t *testing.T) {
 	if b, _ := os.ReadFile(p.errPath); strings.Contains(string(b), "verify FAIL") {
 		t.Errorf("the copy read wrong memory instead of dying on a poisoned page:\n%s", b)
 	}
-	_, e = dst.output()
-	t.Logf("target: %s", e)
+	// Both gave up and the copy is gone: the original is the one copy left.
+	if err := syscall.Kill(p.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, p, "verify")
 }

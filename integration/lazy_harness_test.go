@@ -3,7 +3,9 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,6 +96,13 @@ func startLazyRun(t testing.TB, name string, cmd *exec.Cmd) *lazyRun {
 	return r
 }
 
+// lazyTestToken is the page-server secret of every test migration, hex.
+var lazyTestToken = func() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}()
+
 // lazyCmd is the command line of the lazycr binary, inside h if h is not
 // nil.
 func lazyCmd(t testing.TB, h *hosts.Host, args ...string) *exec.Cmd {
@@ -104,10 +113,17 @@ func lazyCmd(t testing.TB, h *hosts.Host, args ...string) *exec.Cmd {
 	if lazycrErr != nil {
 		t.Fatal(lazycrErr)
 	}
+	var cmd *exec.Cmd
 	if h != nil {
-		return h.Command(context.Background(), lazycrPath, args...)
+		cmd = h.Command(context.Background(), lazycrPath, args...)
+	} else {
+		cmd = exec.Command(lazycrPath, args...)
 	}
-	return exec.Command(lazycrPath, args...)
+	// dump --lazy refuses to serve without a secret (or --insecure): both
+	// halves share this one, as a user would after copying the printed
+	// restore command.
+	cmd.Env = append(os.Environ(), "LAZYCR_TOKEN="+lazyTestToken)
+	return cmd
 }
 
 func (r *lazyRun) output() (stdout, stderr string) {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,27 +93,53 @@ func TestVMAAttrsLazy(t *testing.T) {
 	}
 }
 
-// TestVMALeaderExitedRefused: a process whose main thread exited
-// (pthread_exit) while another runs is refused with that said — not as
-// "a zombie" — and keeps running.
-func TestVMALeaderExitedRefused(t *testing.T) {
-	t.Parallel()
-	p := start(t, buildC(t, "vmacheck", "-lrt"), "leader-exit", t.TempDir())
-	var r struct {
-		Pid int `json:"pid"`
+// requireLeaderExited checks that pid's leader is a zombie while its
+// other thread runs on, as vmacheck leader-exit left it.
+func requireLeaderExited(t *testing.T, pid int) {
+	t.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
 	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 2)
-	dir := filepath.Join(t.TempDir(), "img")
-	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
-	requireExit1(t, "dump of a process whose main thread exited", errOut, code,
-		`dump pid \d+: unsupported: its main thread has exited while 1 other threads run`)
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("the refused dump left %s behind (stat: %v)", dir, err)
+	if s, n := statusField(string(st), "State"), statusField(string(st), "Threads"); !strings.HasPrefix(s, "Z") || n != "2" {
+		t.Errorf("pid %d: State %q with %s threads, want a zombie leader and 2 threads", pid, s, n)
 	}
-	// Still ticking (requireProgress would object to the dead leader).
-	waitTick(t, p, "ok", progress(t, p)["ok"]+2)
 }
+
+// TestVMALeaderExited: a process whose main thread exited (pthread_exit)
+// while another runs is dumped from that thread and restored with its
+// leader exiting again: the pid is a zombie leader and the thread ticks on.
+func TestVMALeaderExited(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "vmacheck", "-lrt")
+	start := func(t *testing.T, startProg func(*testing.T, string, ...string) *proc) *proc {
+		p := startProg(t, bin, "leader-exit", t.TempDir())
+		var r struct {
+			Pid int `json:"pid"`
+		}
+		waitReport(t, p, &r)
+		waitTick(t, p, "ok", 2)
+		requireLeaderExited(t, p.pid)
+		return p
+	}
+	t.Run("plain", func(t *testing.T) {
+		p := start(t, startVMAProg)
+		rp := restoreFrom(t, p, dumpKill(t, p))
+		waitTick(t, rp, "ok", progress(t, rp)["ok"]+3)
+		requireLeaderExited(t, rp.pid)
+		checkSequence(t, rp, "ok")
+	})
+	t.Run("lazy", func(t *testing.T) {
+		env := lazyEnv{}
+		p := start(t, env.startProg)
+		m := migrateLazy(t, env, p, nil, nil)
+		waitTick(t, m.restored, "ok", progress(t, m.restored)["ok"]+3)
+		requireLeaderExited(t, m.restored.pid)
+		checkSequence(t, m.restored, "ok")
+	})
+}
+
+func startVMAProg(t *testing.T, bin string, args ...string) *proc { return start(t, bin, args...) }
 
 // TestVMASealedRefused: a sealed mapping (mseal) cannot be made again
 // exactly; the dump names it and the process keeps running.

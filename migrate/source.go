@@ -13,23 +13,28 @@ import (
 	"github.com/lazycr/lazycr/dump"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/pageserver"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
 )
 
 // SourceOptions configure the source half.
 type SourceOptions struct {
-	PID              int
-	Dir              string // optional: keep the skeleton here; unacked pages go here if the target is lost
-	Listen           string // host:port to serve on
-	Listener         net.Listener
+	PID      int
+	Dir      string // optional: keep the skeleton here
+	StateDir string // where the session state goes (default Dir, else DefaultStateDir(PID))
+	Listen   string // host:port to serve on
+	Listener net.Listener
+	// Token is the secret the target must present; nil serves anyone who
+	// can connect (the CLI allows that only with --insecure).
 	Token            []byte
 	TLS              *tls.Config
 	ReconnectTimeout time.Duration
 	Version          string
 	Log              zerolog.Logger
-	// Listening is called once the server listens, with its address.
-	Listening func(addr net.Addr)
+	// Listening is called once the server listens, with its address and
+	// the session id.
+	Listening func(addr net.Addr, session uint64)
 	// ReleaseAddresses removes the sockets' local addresses from this host
 	// after DONE (the target took them over).
 	ReleaseAddresses bool
@@ -43,6 +48,25 @@ type SourceResult struct {
 	NetChanges []string // addresses released
 }
 
+// KeptStoppedError reports that the source stopped serving after the target
+// resumed the process (it gave up waiting for a reconnect, or was
+// interrupted): the original is kept stopped (state T, untraced), never
+// released, since the target's copy may run; its memory is what the
+// target still needs. `lazycr dump --lazy --adopt PID -D StateDir` serves
+// it again; a target still within its reconnect timeout carries on.
+type KeptStoppedError struct {
+	PID      int
+	StateDir string
+	Err      error
+}
+
+func (e *KeptStoppedError) Error() string {
+	return fmt.Sprintf("%v; pid %d is kept stopped (state T) with the pages the target may still need: serve them again with `lazycr dump --lazy --adopt %d -D %s`",
+		e.Err, e.PID, e.PID, e.StateDir)
+}
+
+func (e *KeptStoppedError) Unwrap() error { return e.Err }
+
 // processMemory reads the frozen process's memory for the page server.
 type processMemory struct{ cp *dump.Checkpoint }
 
@@ -51,8 +75,12 @@ func (m processMemory) ReadAt(b []byte, addr uint64) error { return m.cp.ReadMem
 // Source freezes opts.PID, serves its image set and lazy pages until the
 // target reports DONE, then kills the frozen original. If anything fails
 // before the target resumed the process, the original is released and keeps
-// running. If the target is lost after it resumed and does not come back in
-// time, every page it did not acknowledge is written to opts.Dir first.
+// running. From the freeze on a guard SIGSTOP is queued for the process
+// (dump.Checkpoint.Guard): if this lazycr dies (SIGKILL), the original stops
+// instead of running on, and the session state in opts.StateDir lets `lazycr
+// dump --lazy --adopt` serve it again. If the target is lost after it
+// resumed and does not come back in time, the original is kept stopped the
+// same way and Source returns a *KeptStoppedError.
 func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	start := time.Now()
 	ln := opts.Listener
@@ -63,12 +91,27 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	}
 	defer ln.Close()
+	stateDir := opts.StateDir
+	if stateDir == "" {
+		stateDir = opts.Dir
+	}
+	if stateDir == "" {
+		stateDir = DefaultStateDir(opts.PID)
+	}
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs // it is printed in the --adopt command
+	}
+	stat, err := proc.ReadStat(opts.PID)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
+	}
 	image.Warm() // before the freeze: the encoding would otherwise pay for it
 	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})
 	if err != nil {
 		return nil, err
 	}
 	released := false
+	stateWritten := false
 	release := func() {
 		if released {
 			return
@@ -77,6 +120,13 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		if err := cp.Release(); err != nil {
 			opts.Log.Error().Err(err).Int("pid", opts.PID).Msg("release process")
 		}
+		if stateWritten {
+			removeState(stateDir, opts.Log)
+		}
+	}
+	if err := cp.Guard(); err != nil {
+		release()
+		return nil, err
 	}
 	t := time.Now()
 	files, err := cp.ImageFiles(opts.Dir)
@@ -89,24 +139,35 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	for _, r := range cp.LazyRuns() {
 		lazy = append(lazy, uffd.Run{Addr: r.Addr, Npages: r.Npages})
 	}
+	session := pageserver.NewSessionID()
+	// Under the freeze the pid cannot be reused: the start time read before
+	// it is this process's.
+	if err := WriteState(stateDir, newState(opts.PID, stat.StartTime, session, opts.Token, ln.Addr().String(), lazy)); err != nil {
+		release()
+		return nil, err
+	}
+	stateWritten = true
 	st := cp.Stats
 	opts.Log.Info().Int("pid", opts.PID).Int("threads", st.Threads).Uint64("lazy_pages", st.PagesLazy).
-		Uint64("eager_pages", st.PagesEager).Str("listen", ln.Addr().String()).
+		Uint64("eager_pages", st.PagesEager).Str("listen", ln.Addr().String()).Str("state", stateDir).
 		Str("frozen_at", cp.FrozenAt().UTC().Format(time.RFC3339Nano)).Msg("frozen; serving")
 	if opts.Listening != nil {
-		opts.Listening(ln.Addr())
+		opts.Listening(ln.Addr(), session)
 	}
 	srv := pageserver.NewServer(pageserver.ServerConfig{
 		Files: files, Lazy: lazy, Memory: processMemory{cp}, Token: opts.Token, TLS: opts.TLS,
-		ReconnectTimeout: opts.ReconnectTimeout, Log: opts.Log,
+		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
 	})
+	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
+	stopRefresh()
 	out := &SourceResult{Dump: st, Served: res}
 	switch {
 	case err == nil:
 		if kerr := cp.Kill(); kerr != nil {
 			return out, fmt.Errorf("kill the migrated original pid %d: %w", opts.PID, kerr)
 		}
+		removeState(stateDir, opts.Log)
 		if opts.ReleaseAddresses {
 			changes, rerr := releaseAddresses(cp.Set, opts.Log)
 			out.NetChanges = changes
@@ -115,31 +176,68 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
 			}
 		}
-	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
-		// The target runs the process now (or may): the original must not
-		// run too. Interrupted (Ctrl-C) or given up, keep what the target
-		// may still need on disk, then kill the original.
-		if opts.Dir != "" {
-			// Not in Dir itself: the unacked pages file has an image set's
-			// file names and Dir may hold the skeleton.
-			dir := filepath.Join(opts.Dir, "unacked")
-			werr := os.MkdirAll(dir, 0o700)
-			if werr == nil {
-				werr = srv.WriteUnacked(dir, uint32(opts.PID))
-			}
-			if werr != nil {
-				err = errors.Join(err, fmt.Errorf("write unacknowledged pages to %s: %w", dir, werr))
-			} else {
-				err = fmt.Errorf("%w; the pages the target did not acknowledge are in %s", err, dir)
-			}
-		} else {
-			err = fmt.Errorf("%w; no -D directory was given, the pages the target did not acknowledge are lost", err)
+	case errors.Is(err, pageserver.ErrTargetAborted):
+		// The target killed its copy: the original, which never ran since
+		// the freeze, is the only one left. Kept stopped as the target
+		// asks (a target is not trusted to let the original run);
+		// SIGCONT lets it run on here.
+		if kerr := cp.KeepStopped(); kerr != nil {
+			err = errors.Join(err, kerr)
 		}
-		cp.Kill()
+		err = fmt.Errorf("%w; pid %d, kept stopped (state T), is now the only copy of the process: `kill -CONT %d` lets it run on here", err, opts.PID, opts.PID)
+	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
+		// The target runs the process now (or may): the original must
+		// never run again, but its memory is all the target can still get.
+		if kerr := cp.KeepStopped(); kerr != nil {
+			// Still traced (or half detached): this lazycr's exit lets
+			// the guard stop it, if it is still queued.
+			err = errors.Join(err, kerr)
+		}
+		err = &KeptStoppedError{PID: opts.PID, StateDir: stateDir, Err: err}
 	default:
 		release()
 		err = fmt.Errorf("%w; pid %d released, it keeps running", err, opts.PID)
 	}
 	out.Total = time.Since(start)
 	return out, err
+}
+
+// removeState removes the session state file once nothing can need it.
+func removeState(dir string, log zerolog.Logger) {
+	if err := os.Remove(filepath.Join(dir, StateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Warn().Err(err).Str("dir", dir).Msg("remove session state")
+	}
+	_ = os.Remove(dir) // only if empty: a -D directory keeps the skeleton
+}
+
+// guardRefreshInterval is how often a serving source checks that the guard
+// SIGSTOP is still pending.
+const guardRefreshInterval = 500 * time.Millisecond
+
+// refreshGuard calls refresh every guardRefreshInterval until the returned
+// function is called (which waits for the goroutine): a SIGCONT sent to the
+// frozen original meanwhile discards the guard, and lazycr's death would
+// then let the original run.
+func refreshGuard(refresh func() (bool, error), pid int, log zerolog.Logger) func() {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(guardRefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				again, err := refresh()
+				if err != nil {
+					log.Warn().Err(err).Int("pid", pid).Msg("refresh the guard SIGSTOP")
+				} else if again {
+					log.Warn().Int("pid", pid).Msg("the guard SIGSTOP was discarded (a SIGCONT was sent to the frozen process): queued again")
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

@@ -290,6 +290,14 @@ func watchInterrupts(opts TargetOptions, h *uffd.Handler, pid, pidfd int, abort 
 				}
 				fmt.Fprintf(notice, "lazycr: %s again: aborting: killing pid %d (%d lazy pages not fetched); the source keeps the original stopped.\n", sig, pid, left)
 				opts.Log.Warn().Int("pid", pid).Uint64("pages_left", left).Msg("aborted by a second interrupt: killing the copy")
+				// Its children first (listed while it still is their
+				// parent): forked during the lazy phase, they share its
+				// missing memory.
+				for _, k := range descendants(pid) {
+					if err := unix.Kill(k, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+						opts.Log.Error().Err(err).Int("pid", k).Msg("kill a child of the copy")
+					}
+				}
 				if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 					opts.Log.Error().Err(err).Int("pid", pid).Msg("kill the copy")
 				}

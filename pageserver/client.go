@@ -90,16 +90,22 @@ type Client struct {
 	queue    []uint64 // ids of requests to send
 	acks     []uffd.Run
 	ackBytes uint64
-	ackDue   bool
-	credit   uint64 // pushed bytes handed on, not yet returned in a CREDIT
-	wantDone bool
-	sentDone bool
-	abort    string        // reason of an ABORT to send, "" if none
-	aborted  chan struct{} // closed once ABORT was written
-	sentAbrt bool
-	stats    Stats
-	err      error // the session failed for good
-	wake     chan struct{}
+	// ackedAll is every run acked in this session (merged now and then),
+	// announced again on a reconnect: a source that restarted and adopted
+	// the session (dump --lazy --adopt) knows nothing of earlier acks and
+	// would push those pages again.
+	ackedAll  []uffd.Run
+	ackedNorm int // len(ackedAll) after its last merge
+	ackDue    bool
+	credit    uint64 // pushed bytes handed on, not yet returned in a CREDIT
+	wantDone  bool
+	sentDone  bool
+	abort     string        // reason of an ABORT to send, "" if none
+	aborted   chan struct{} // closed once ABORT was written
+	sentAbrt  bool
+	stats     Stats
+	err       error // the session failed for good
+	wake      chan struct{}
 }
 
 type pendingRequest struct {
@@ -161,7 +167,7 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		// DeadPeerTimeout even when nothing is being sent: keepalive probes
 		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
 		// probes may stay unacknowledged (it overrides the probe count).
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 1 << 20},
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 127 /* MAX_TCP_KEEPCNT */},
 		Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
@@ -427,6 +433,15 @@ func (c *Client) Ack(addr uint64, npages int) {
 	} else {
 		c.acks = append(c.acks, uffd.Run{Addr: addr, Npages: uint64(npages)})
 	}
+	if n := len(c.ackedAll); n > 0 && c.ackedAll[n-1].End() == addr {
+		c.ackedAll[n-1].Npages += uint64(npages)
+	} else {
+		c.ackedAll = append(c.ackedAll, uffd.Run{Addr: addr, Npages: uint64(npages)})
+		if len(c.ackedAll) > 2*c.ackedNorm+1024 {
+			c.ackedAll = normalizeRuns(c.ackedAll)
+			c.ackedNorm = len(c.ackedAll)
+		}
+	}
 	c.stats.AckedPages += uint64(npages)
 	c.ackBytes += uint64(npages) * PageSize
 	if c.ackBytes >= ackBytes || len(c.acks) >= MaxRuns {
@@ -631,7 +646,7 @@ func (c *Client) run() {
 		c.mu.Lock()
 		c.w = nil
 		c.mu.Unlock()
-		if errors.Is(err, syscall.ETIMEDOUT) {
+		if silentPeer(err) {
 			c.log.Warn().Err(err).Str("source", c.addr).Dur("silent_for", c.cfg.DeadPeerTimeout).
 				Msg("page server silent: dead peer or network partition; reconnecting")
 		} else {
@@ -661,6 +676,11 @@ func (c *Client) run() {
 		}
 		slices.Sort(c.queue)
 		c.sentDone = false
+		// Announce every ack again (idempotent for a source that kept
+		// its state, essential for one that adopted the session).
+		c.ackedAll = normalizeRuns(c.ackedAll)
+		c.ackedNorm = len(c.ackedAll)
+		c.acks = append(c.acks[:0], c.ackedAll...)
 		c.ackDue = true
 		c.credit = 0 // the new connection starts with a fresh window
 		c.mu.Unlock()
@@ -677,6 +697,14 @@ func (c *Client) finish(err error) {
 	case c.doneCh <- err:
 	default:
 	}
+}
+
+// silentPeer reports whether err ended a connection because the peer stopped
+// answering: TCP_USER_TIMEOUT or keepalive expired, reported as ETIMEDOUT,
+// or as the last soft error seen meanwhile (EHOSTUNREACH, ENETUNREACH once
+// neighbour resolution failed); see tcp(7).
+func silentPeer(err error) bool {
+	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
 // reconnect redials the session with backoff for up to ReconnectTimeout.
@@ -713,7 +741,7 @@ func (c *Client) reconnect(cause error, refusedIsFinal bool) (*wire, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	return nil, fmt.Errorf("page server %s lost (%w); the remaining lazy pages are on the source, which may have written them to its image directory", c.addr, last)
+	return nil, fmt.Errorf("page server %s lost (%w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)", c.addr, last)
 }
 
 // serveConn runs a reader and a writer on w until one fails; errDone when
@@ -827,7 +855,11 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 		}
 		c.queue = c.queue[:0]
 		if c.ackDue && len(c.acks) > 0 {
-			buf = appendFrame(buf, TypeAck, 0, (&Ack{Runs: normalizeRuns(c.acks)}).Append(nil))
+			for runs := normalizeRuns(c.acks); len(runs) > 0; {
+				n := min(len(runs), maxAckRuns)
+				buf = appendFrame(buf, TypeAck, 0, (&Ack{Runs: runs[:n]}).Append(nil))
+				runs = runs[n:]
+			}
 			c.acks, c.ackBytes = c.acks[:0], 0
 		}
 		c.ackDue = false
@@ -868,6 +900,10 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 		}
 	}
 }
+
+// maxAckRuns is the most runs one ACK frame carries: MaxRuns, and no more
+// than fit in MaxPayload (a count, then 16 bytes per run).
+const maxAckRuns = min(MaxRuns, (MaxPayload-4)/16)
 
 // normalizeRuns sorts runs in place and merges overlapping or adjacent ones.
 func normalizeRuns(runs []uffd.Run) []uffd.Run {

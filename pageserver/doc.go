@@ -27,6 +27,11 @@
 // source releases the frozen process, which keeps running. After RESUMED the
 // target may reconnect with HELLO{session} within the source's reconnect
 // timeout; unanswered requests are sent again and unacked pages pushed again.
+// ABORT{reason} after RESUMED says the target killed its copy on purpose: the
+// source keeps the original stopped and ends the session at once. A source
+// that died or gave up after RESUMED is continued by a new server for the
+// same session ([ServerConfig.Adopted]): it accepts only HELLO{session} and
+// pushes at once.
 // A refused peer (wrong token, wrong session, bad version) gets one
 // ERROR{message} frame and the connection is closed.
 //
@@ -49,7 +54,7 @@
 //	REQUEST    addr u64 | npages u32                    (id ≠ 0 in the header)
 //	PAGES      addr u64 | npages × 4096 bytes            (id 0 = pushed)
 //	ACK        n u32 | n × (addr u64, npages u64)
-//	FAIL/ERROR UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
+//	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
 //	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
 //
 // Limits: a PAGES frame or REQUEST covers 1 to [MaxFramePages] pages at a

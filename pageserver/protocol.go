@@ -52,7 +52,8 @@ var (
 	// ErrRefused: the source refused this client (token, session or busy).
 	ErrRefused = errors.New("refused by the page server")
 	// ErrGaveUp: the target did not reconnect within the reconnect timeout;
-	// the unacked pages are still on the source (see Server.WriteUnacked).
+	// the pages it lacks are only in the frozen process, which the caller
+	// keeps (an Adopted server can serve them again).
 	ErrGaveUp = errors.New("target did not reconnect in time")
 	// ErrRestoreFailed: the target sent FAIL: the restore failed.
 	ErrRestoreFailed = errors.New("target reported the restore failed")
@@ -61,6 +62,9 @@ var (
 	ErrLostBeforeResume = errors.New("connection lost before the target resumed")
 	// ErrClosed: the client was closed.
 	ErrClosed = net.ErrClosed
+	// ErrTargetAborted: the target sent ABORT after RESUMED: it killed its
+	// copy on purpose. The original is the only copy: keep it stopped.
+	ErrTargetAborted = errors.New("target aborted and killed its copy of the process")
 )
 
 // Type is a frame type.

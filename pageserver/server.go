@@ -39,7 +39,17 @@ type ServerConfig struct {
 	ReconnectTimeout time.Duration
 	// HandshakeTimeout bounds TLS and HELLO on a new connection (default 10s).
 	HandshakeTimeout time.Duration
-	Log              zerolog.Logger
+	// Session is the session id WELCOME announces; zero picks a random one
+	// (see NewSessionID). Set it to name the session before serving, so it
+	// can be printed for a later Adopted server.
+	Session uint64
+	// Adopted continues a session whose target resumed the process under an
+	// earlier server (one that died or gave up): only reconnects of Session
+	// are accepted, pages are pushed at once, and Serve gives up if none
+	// comes within ReconnectTimeout. Nothing is acknowledged yet, so pages
+	// the target already has may be sent again (it ignores them).
+	Adopted bool
+	Log     zerolog.Logger
 }
 
 // Result is what a Serve call did.
@@ -95,7 +105,8 @@ type connResult struct {
 // wrapping ErrLostBeforeResume, and FAIL with ErrRestoreFailed: the caller
 // releases the frozen process. After RESUMED, Serve waits up to
 // ReconnectTimeout for the same session to reconnect, then returns
-// ErrGaveUp; WriteUnacked can then save the pages the target lacks.
+// ErrGaveUp: the caller keeps the frozen process (the target may still come
+// back to an Adopted server).
 // Clients with a wrong token, version or session get an ERROR frame and
 // nothing else, without disturbing the session.
 func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
@@ -137,14 +148,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 	var activeConn, waiting *peer
 	accept := func(p peer) {
 		if session == 0 {
-			session = newSession()
+			session = s.cfg.Session
+			if session == 0 {
+				session = NewSessionID()
+			}
 		}
 		if timer != nil {
 			timer.Stop()
 			timer, giveUp = nil, nil
 		}
 		welcomed++
-		if welcomed > 1 {
+		if welcomed > 1 || s.cfg.Adopted {
 			s.mu.Lock()
 			s.res.Reconnects++
 			s.mu.Unlock()
@@ -158,6 +172,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			waiting.w.conn.Close()
 		}
 	}()
+	if s.cfg.Adopted {
+		session = s.cfg.Session
+		timer = time.NewTimer(s.cfg.ReconnectTimeout)
+		giveUp = timer.C
+		s.log.Info().Uint64("session", session).Dur("timeout", s.cfg.ReconnectTimeout).Msg("adopted session: waiting for its target to reconnect")
+	}
 	for {
 		select {
 		case p := <-hellos:
@@ -191,10 +211,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			s.mu.Lock()
 			resumed := s.resumed
 			s.mu.Unlock()
-			if errors.Is(r.err, ErrRestoreFailed) || !resumed || ctx.Err() != nil {
+			if errors.Is(r.err, ErrRestoreFailed) || errors.Is(r.err, ErrTargetAborted) || !resumed || ctx.Err() != nil {
 				if ctx.Err() != nil {
 					r.err = ctx.Err()
-				} else if !errors.Is(r.err, ErrRestoreFailed) {
+				} else if !errors.Is(r.err, ErrRestoreFailed) && !errors.Is(r.err, ErrTargetAborted) {
 					r.err = fmt.Errorf("%w: %w", ErrLostBeforeResume, r.err)
 				}
 				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
@@ -233,6 +253,9 @@ func (s *Server) init() (*lazyIndex, error) {
 	if s.cfg.Memory == nil && len(s.cfg.Lazy) > 0 {
 		return nil, errors.New("serve pages: no Memory to read lazy pages from")
 	}
+	if s.cfg.Adopted && s.cfg.Session == 0 {
+		return nil, errors.New("serve an adopted session: no session id")
+	}
 	files := make([]FileEntry, 0, len(s.cfg.Files))
 	for name, b := range s.cfg.Files {
 		files = append(files, FileEntry{Name: name, Size: uint64(len(b))})
@@ -254,10 +277,12 @@ func (s *Server) init() (*lazyIndex, error) {
 	}
 	s.idx = idx
 	s.acked = newBitmap(idx.total)
+	s.resumed = s.cfg.Adopted
 	return idx, nil
 }
 
-func newSession() uint64 {
+// NewSessionID returns a random non-zero session id.
+func NewSessionID() uint64 {
 	var b [8]byte
 	for {
 		rand.Read(b[:])
@@ -267,17 +292,35 @@ func newSession() uint64 {
 	}
 }
 
-// acceptLoop accepts connections until l is closed and hands those that
-// pass the handshake to hellos.
+// acceptLoop accepts connections until l is closed (or ctx ends) and hands
+// those that pass the handshake to hellos. Any other Accept error (EMFILE,
+// ENFILE, ENOBUFS, ECONNABORTED, …) is logged and retried with an
+// exponential backoff from 5 ms to 1 s, as net/http's Server does: a
+// transient shortage must not end every later reconnect. See accept(2),
+// ERRORS.
 func (s *Server) acceptLoop(ctx context.Context, l net.Listener, hellos chan<- peer, wg *sync.WaitGroup) {
+	var delay time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error().Err(err).Msg("accept target")
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				if ctx.Err() == nil {
+					s.log.Error().Err(err).Msg("accept target: listener closed")
+				}
+				return
 			}
-			return
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn().Err(err).Dur("retry_in", delay).Msg("accept target")
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			continue
 		}
+		delay = 0
 		wg.Go(func() {
 			p, err := s.handshake(ctx, c)
 			if err != nil {
@@ -359,6 +402,7 @@ type connState struct {
 	credit     uint64 // pushed bytes the client can still take (CREDIT)
 	done       bool
 	fail       string
+	abort      string // ABORT received: the target killed its copy
 	readErr    error
 	wake       chan struct{}
 }
@@ -467,10 +511,18 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 			if msg, err = DecodeMessage(p); err == nil {
 				cs.fail = *msg
 			}
+		case TypeAbort:
+			var msg *string
+			if msg, err = DecodeMessage(p); err == nil {
+				cs.abort = *msg
+				if cs.abort == "" {
+					cs.abort = "no reason given"
+				}
+			}
 		default:
 			err = fmt.Errorf("%w: unexpected %s from the target", ErrProtocol, h.Type)
 		}
-		stop := cs.done || cs.fail != ""
+		stop := cs.done || cs.fail != "" || cs.abort != ""
 		s.mu.Unlock()
 		if err != nil {
 			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
@@ -492,6 +544,7 @@ type work struct {
 	push      *queuedRequest // a batch [addr, npages) inside one run
 	done      bool
 	fail      string
+	abort     string
 	readErr   error
 }
 
@@ -508,6 +561,8 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.credit = PushWindow
 	}
 	switch {
+	case cs.abort != "":
+		wk.abort = cs.abort
 	case cs.fail != "":
 		wk.fail = cs.fail
 	case cs.done:
@@ -531,7 +586,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
 		}
 	}
-	ok = wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
+	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
 	return wk, ok
 }
 
@@ -589,6 +644,9 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			}
 		}
 		switch {
+		case wk.abort != "":
+			s.log.Warn().Str("reason", wk.abort).Msg("target aborted: it killed its copy of the process")
+			return connResult{err: fmt.Errorf("%w: %s", ErrTargetAborted, wk.abort)}
 		case wk.fail != "":
 			s.log.Warn().Str("reason", wk.fail).Msg("target reports the restore failed")
 			return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, wk.fail)}

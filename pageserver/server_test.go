@@ -7,12 +7,16 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"net"
+	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/lazycr/lazycr/image"
-	"github.com/lazycr/lazycr/image/pb"
+	"github.com/rs/zerolog"
+
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -314,9 +318,9 @@ func TestFailBeforeResumed(t *testing.T) {
 	}
 }
 
-func TestGaveUpWritesUnacked(t *testing.T) {
+func TestGaveUp(t *testing.T) {
 	mem, lazy, files := testSetup()
-	s, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: 50 * time.Millisecond})
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: 50 * time.Millisecond})
 	w := rawDial(t, l.Addr().String())
 	mustWelcome(t, w, 0)
 	acked := []uffd.Run{{Addr: testBase + 4*PageSize, Npages: 6}, {Addr: testBase + 20*PageSize, Npages: 20}}
@@ -328,54 +332,129 @@ func TestGaveUpWritesUnacked(t *testing.T) {
 	if !errors.Is(r.err, ErrGaveUp) || r.res.AckedPages != 26 {
 		t.Fatalf("Serve: %+v, %v; want ErrGaveUp with 26 acked pages", r.res, r.err)
 	}
-	dir := t.TempDir()
-	if err := s.WriteUnacked(dir, 42); err != nil {
+}
+
+// TestAdoptedContinuesSession: a second server, Adopted with the session
+// of a first one that gave up, accepts only that session's reconnect,
+// pushes at once without a new RESUMED, and ends on DONE.
+func TestAdoptedContinuesSession(t *testing.T) {
+	mem, lazy, files := testSetup()
+	const session = 0x1234_5678_9abc
+	first, l1, wait1 := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, Session: session, ReconnectTimeout: 50 * time.Millisecond})
+	c := dialClient(t, l1.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute})
+	conn1 := <-l1.conns
+	if c.Welcome().Session != session {
+		t.Fatalf("WELCOME session %#x, want the configured %#x", c.Welcome().Session, uint64(session))
+	}
+	if _, err := c.Images(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	pr, err := image.OpenPages(dir, 42)
-	if err != nil {
+	if err := c.Resumed(); err != nil {
 		t.Fatal(err)
 	}
-	defer pr.Close()
-	if err := pr.Verify(); err != nil {
-		t.Fatal(err)
+	if !first.Resumed() {
+		t.Fatal("first server did not hear RESUMED")
 	}
-	raw, err := readFile(dir, UnackedIndexFile(42))
-	if err != nil {
-		t.Fatal(err)
+	// The first server dies: the client redials the same address until the
+	// adopter listens there.
+	addr := l1.Addr().String()
+	l1.Close()
+	conn1.Close()
+	if r := wait1(); !errors.Is(r.err, ErrGaveUp) {
+		t.Fatalf("first server: %+v, %v; want ErrGaveUp", r.res, r.err)
 	}
-	var mm pb.MemoryMap
-	if err := image.Decode("index", raw, image.KindMemory, &mm); err != nil {
-		t.Fatal(err)
-	}
-	if err := image.ValidateMemory(&mm); err != nil {
-		t.Fatal(err)
-	}
-	want := lazyPages(lazy)
-	for a := range lazyPages(acked) {
-		delete(want, a)
-	}
-	saved := map[uint64]bool{}
-	for _, v := range mm.Vmas {
-		for _, run := range v.Pages {
-			if run.State != pb.PageState_PAGE_STATE_EAGER {
-				continue
-			}
-			for i := uint64(0); i < run.Npages; i++ {
-				a := run.Addr + i*PageSize
-				b := make([]byte, PageSize)
-				if err := pr.ReadAt(b, run.Offset+i*PageSize); err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(b, mem.page(a)) {
-					t.Fatalf("saved page %#x has the wrong contents", a)
-				}
-				saved[a] = true
-			}
+	var l2 net.Listener
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if l2, err = net.Listen("tcp", addr); err == nil {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listen again on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
 	}
-	if !maps.Equal(saved, want) || pr.Size() != uint64(len(want))*PageSize {
-		t.Fatalf("saved %d pages (%d bytes), want exactly the %d unacked", len(saved), pr.Size(), len(want))
+	cfg := ServerConfig{Files: files, Lazy: lazy, Memory: mem, Session: session, Adopted: true, ReconnectTimeout: time.Minute, Log: zerolog.Nop()}
+	second := NewServer(cfg)
+	ch := make(chan served, 1)
+	go func() {
+		res, err := second.Serve(context.Background(), l2)
+		ch <- served{res, err}
+	}()
+	// A stranger's new session is refused.
+	w := rawDial(t, addr)
+	if h, p := rawHello(t, w, 0, nil); h.Type != TypeError {
+		t.Fatalf("adopted server answered a new session with %s %q, want ERROR", h.Type, p)
+	}
+	collect(t, c, mem, lazyPages(lazy), nil)
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	var r served
+	select {
+	case r = <-ch:
+	case <-time.After(20 * time.Second):
+		t.Fatal("adopted Serve did not return after DONE")
+	}
+	if r.err != nil || !r.res.Done || r.res.Reconnects != 1 {
+		t.Fatalf("adopted Serve: %+v, %v; want DONE after 1 reconnect", r.res, r.err)
+	}
+	drain(t, c)
+}
+
+// TestAdoptedGivesUp: an adopted server whose target never comes back
+// gives up after ReconnectTimeout.
+func TestAdoptedGivesUp(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, _, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, Session: 7, Adopted: true, ReconnectTimeout: 20 * time.Millisecond})
+	if r := wait(); !errors.Is(r.err, ErrGaveUp) {
+		t.Fatalf("Serve: %v, want ErrGaveUp", r.err)
+	}
+}
+
+// flakyListener fails its first Accept calls with EMFILE.
+type flakyListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	fail := l.fails > 0
+	if fail {
+		l.fails--
+	}
+	l.mu.Unlock()
+	if fail {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptRetriesTemporaryErrors: EMFILE from Accept does not end the
+// accept loop.
+func TestAcceptRetriesTemporaryErrors(t *testing.T) {
+	mem, lazy, files := testSetup()
+	l := &flakyListener{Listener: listen(t), fails: 3}
+	s := NewServer(ServerConfig{Files: files, Lazy: lazy, Memory: mem, Log: zerolog.Nop()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := make(chan error, 1)
+	go func() {
+		_, err := s.Serve(ctx, l)
+		ch <- err
+	}()
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	rawSend(t, w, TypeFail, 0, message("test over"))
+	if err := <-ch; !errors.Is(err, ErrRestoreFailed) {
+		t.Fatalf("Serve: %v, want ErrRestoreFailed", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fails != 0 {
+		t.Fatalf("%d EMFILE errors left unseen", l.fails)
 	}
 }
 
@@ -391,5 +470,24 @@ func TestBadConfig(t *testing.T) {
 		if _, err := NewServer(cfg).Serve(context.Background(), l); err == nil {
 			t.Errorf("%s: Serve accepted a bad configuration", name)
 		}
+	}
+}
+
+// TestAbortAfterResumed: ABORT ends Serve at once with ErrTargetAborted
+// (no wait for a reconnect: the target killed its copy).
+func TestAbortAfterResumed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	s, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: time.Hour})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	rawSend(t, w, TypeAbort, 0, message("user pressed Ctrl-C twice"))
+	r := wait()
+	if !errors.Is(r.err, ErrTargetAborted) || !strings.Contains(r.err.Error(), "Ctrl-C") {
+		t.Fatalf("Serve: %v, want ErrTargetAborted with the reason", r.err)
+	}
+	if !s.Resumed() {
+		t.Error("Resumed() false after RESUMED")
 	}
 }

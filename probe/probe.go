@@ -49,6 +49,7 @@ func All(ctx context.Context) []Result {
 		func() []Result { return []Result{probeNetns()} },
 		func() []Result { return []Result{probeSpecialLayout()} },
 		func() []Result { return []Result{probeXSaveCPUID()} },
+		fileProbes,
 		infoProbes,
 	}
 	var out []Result

@@ -351,6 +351,23 @@ func (c builderCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	return c.b.call(nr, args...)
 }
 
+// CallIn passes a copy of in at the start of the scratch page for the
+// argument equal to vmattr.In.
+func (c builderCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	addr, err := c.b.put(0, in)
+	if err != nil {
+		return 0, err
+	}
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == vmattr.In {
+			v = addr
+		}
+		a[i] = v
+	}
+	return c.b.call(nr, a...)
+}
+
 // CallOut passes the start of the scratch page for the argument equal to
 // procattr.Out.
 func (c builderCaller) CallOut(out []byte, nr uintptr, args ...uintptr) error {

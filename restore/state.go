@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -87,12 +86,12 @@ func (r *Process) restoreState() error {
 const deletedSuffix = " (deleted)"
 
 // restoreCwd enters the dumped current directory. A directory that had
-// been removed while the process was in it is made again — at its old path
-// if that is free, else under a hidden name beside it — entered and
-// removed: the process is then in a removed directory with the same mode
-// and owner, where creating a file fails with ENOENT and getcwd(3) too, as
-// before (see rmdir(2), getcwd(2) "ENOENT The current working directory has
-// been unlinked").
+// been removed while the process was in it is made again at its path,
+// entered and removed: the process is then in a removed directory with the
+// same path in /proc/PID/cwd, mode and owner, where creating a file fails
+// with ENOENT and getcwd(3) too, as before (see rmdir(2), getcwd(2)
+// "ENOENT The current working directory has been unlinked"). If something
+// else has that path now, the restore is refused.
 func (r *Process) restoreCwd() error {
 	b := r.b
 	p := r.img
@@ -111,35 +110,33 @@ func (r *Process) restoreCwd() error {
 		return nil
 	}
 	d := p.CwdDeleted
-	names := []string{cwd, fmt.Sprintf("%s/.lazycr-deleted-cwd-%d", filepath.Dir(cwd), b.pid)}
-	for i, name := range names {
-		path, err := b.putString(0, name)
-		if err != nil {
-			return err
+	path, err := b.putString(0, cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			// Another name would show in /proc/PID/cwd: refused, not
+			// approximated.
+			return fmt.Errorf("current directory %s was removed, and %s exists again here: %w", cwd, cwd, err)
 		}
-		if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
-			if errors.Is(err, unix.EEXIST) && i == 0 {
-				continue
-			}
-			return fmt.Errorf("current directory %s was removed; make it again at %s: %w", cwd, name, err)
+		return fmt.Errorf("current directory %s was removed; make it again: %w", cwd, err)
+	}
+	steps := []struct {
+		what string
+		nr   uintptr
+		args []uintptr
+	}{
+		{"chdir", unix.SYS_CHDIR, []uintptr{path}},
+		{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
+		{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
+		{"rmdir", unix.SYS_UNLINKAT, []uintptr{atFdcwd, path, unix.AT_REMOVEDIR}},
+	}
+	for _, s := range steps {
+		if _, err := b.call(s.nr, s.args...); err != nil {
+			b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR) // best effort: the error below matters
+			return fmt.Errorf("current directory %s was removed; %s it again: %w", cwd, s.what, err)
 		}
-		steps := []struct {
-			what string
-			nr   uintptr
-			args []uintptr
-		}{
-			{"chdir", unix.SYS_CHDIR, []uintptr{path}},
-			{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
-			{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
-			{"rmdir", unix.SYS_UNLINKAT, []uintptr{atFdcwd, path, unix.AT_REMOVEDIR}},
-		}
-		for _, s := range steps {
-			if _, err := b.call(s.nr, s.args...); err != nil {
-				b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR)
-				return fmt.Errorf("current directory %s was removed; %s %s: %w", cwd, s.what, name, err)
-			}
-		}
-		return nil
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -19,9 +20,13 @@ const (
 	errRestartRestartBlock = 516
 )
 
-// threadOrder lists the tids here, leader first.
+// threadOrder lists the tids here, leader first (also when it is to exit
+// again: a zombie leader keeps the credentials it had).
 func (r *Process) threadOrder() []int {
 	out := []int{}
+	if r.img.LeaderExited {
+		out = append(out, r.b.pid)
+	}
 	for _, t := range r.img.Threads {
 		if tid, ok := r.tids[t.Tid]; ok {
 			out = append(out, tid)
@@ -35,10 +40,18 @@ func (r *Process) threadOrder() []int {
 // rseq, name).
 func (r *Process) restoreThreads() error {
 	threads := r.img.Threads
-	r.tids[threads[0].Tid] = r.b.pid
-	if len(threads) > 1 {
-		if err := r.createThreads(threads[1:]); err != nil {
+	if r.img.LeaderExited {
+		// Every dumped thread is created; the leader here only exits
+		// again at the resume (leaderExit).
+		if err := r.createThreads(threads); err != nil {
 			return err
+		}
+	} else {
+		r.tids[threads[0].Tid] = r.b.pid
+		if len(threads) > 1 {
+			if err := r.createThreads(threads[1:]); err != nil {
+				return err
+			}
 		}
 	}
 	for _, t := range threads {
@@ -151,7 +164,54 @@ func (r *Process) setFinalRegisters() error {
 			return fmt.Errorf("tid %d: %w", tid, err)
 		}
 	}
+	if r.img.LeaderExited {
+		return r.leaderExit()
+	}
 	return nil
+}
+
+// leaderExit sets the leader up to exit as its first act once detached:
+// every signal blocked, rip at a `syscall` instruction of the process's own
+// code, rax = SYS_exit (the thread only, exit(2)). It then stays a zombie
+// while the other threads run, as the dumped leader was (a thread group
+// leader is reaped only with the last thread; see exit(2) and
+// clone(2) CLONE_THREAD).
+func (r *Process) leaderExit() error {
+	p := r.b.p
+	at, err := r.syscallInsn()
+	if err != nil {
+		return err
+	}
+	regs := image.RegsFromPB(r.img.Threads[0].Regs)
+	regs.Rip, regs.Rax, regs.Rdi, regs.Orig_rax = at, unix.SYS_EXIT, 0, ^uint64(0)
+	if err := p.SetSigMask(r.b.pid, ^uint64(0)); err != nil {
+		return fmt.Errorf("leader %d: %w", r.b.pid, err)
+	}
+	if err := p.SetRegs(r.b.pid, regs); err != nil {
+		return fmt.Errorf("leader %d: %w", r.b.pid, err)
+	}
+	return nil
+}
+
+// syscallInsn finds a `syscall` instruction (0f 05) in the process's
+// executable file mappings, which stay after the engine's gadget page goes.
+func (r *Process) syscallInsn() (uint64, error) {
+	buf := make([]byte, 64<<10)
+	for _, v := range r.mm.Vmas {
+		if v.Kind != pb.VmaKind_VMA_KIND_FILE || v.Prot&unix.PROT_EXEC == 0 || v.Prot&unix.PROT_READ == 0 {
+			continue
+		}
+		for at := v.Start; at < v.End; at += uint64(len(buf)) - 1 {
+			n := min(uint64(len(buf)), v.End-at)
+			if err := r.b.p.ReadMem(uintptr(at), buf[:n]); err != nil {
+				return 0, fmt.Errorf("look for a syscall instruction at %#x: %w", at, err)
+			}
+			if i := bytes.Index(buf[:n], []byte{0x0f, 0x05}); i >= 0 {
+				return at + uint64(i), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no syscall instruction in the process's code for its leader to exit with")
 }
 
 func unixKill(pid int) { _ = unix.Kill(pid, unix.SIGKILL) }

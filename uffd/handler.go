@@ -1161,11 +1161,10 @@ var adoptFork = FromFd
 func (h *Handler) fork(m *member, ufd int) error {
 	c := &member{segs: slices.Clone(m.segs), installed: slices.Clone(m.installed), parent: m.pid,
 		dropped: slices.Clone(m.dropped), needed: m.needed, waiters: map[uint64][]*pending{}, canPoison: m.canPoison}
-	raw, err := unix.Dup(ufd) // kept until the child is served or poisoned
+	// A second fd, kept until the child is served or poisoned.
+	raw, err := unix.FcntlInt(uintptr(ufd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		raw = -1
-	} else {
-		unix.CloseOnExec(raw)
 	}
 	fd, err := adoptFork(ufd) // owns ufd, also on error
 	if err != nil {

@@ -73,6 +73,21 @@ func TestHandlerFork(t *testing.T) {
 		}
 	}
 	tr2 := h.Trace()
+	// The child's member learns its pid from its first fault (the FORK
+	// event comes before the child has one): no record may name pid 0,
+	// and some must name the child.
+	child := 0
+	for _, f := range tr2.Faults {
+		switch {
+		case f.PID == 0:
+			t.Errorf("fault at %#x recorded for pid 0", f.Addr)
+		case f.PID != tr2.PID:
+			child++
+		}
+	}
+	if child != 48 {
+		t.Errorf("%d faults recorded for the child, want 48", child)
+	}
 	t.Logf("next-page faults %d of %d\n%s", Summarize(tr2.Faults).NextPage, len(tr2.Faults), s)
 }
 

@@ -4,12 +4,16 @@
 // settings, mlock and mlockall.
 //
 // Each attribute lives in one file holding both halves, the way CRIU keeps
-// one file per kind:
+// one file per kind. A package of its own (not files in dump and restore)
+// is what makes that possible: dump and restore both import it, so adding
+// an attribute is one file here plus a test, and the halves cannot drift
+// apart. The files:
 //
 //	prot.go     protection, max protection (VM_MAY*), file access mode
 //	madvise.go  MADV_WIPEONFORK, DONTDUMP, DONTFORK, SEQUENTIAL, RANDOM
 //	thp.go      MADV_HUGEPAGE/NOHUGEPAGE and prctl(PR_SET_THP_DISABLE)
 //	ksm.go      MADV_MERGEABLE and prctl(PR_SET_MEMORY_MERGE)
+//	anonname.go the name of an anonymous mapping (prctl PR_SET_VMA_ANON_NAME)
 //	mlock.go    mlock/mlock2(MLOCK_ONFAULT) and mlockall(MCL_FUTURE)
 //
 // The per-VMA half reads nothing new: the image's Vma.vm_flags are the

@@ -8,11 +8,18 @@ import (
 	"github.com/lazycr/lazycr/image/pb"
 )
 
-// Caller runs system call nr with args inside the process being dumped or
-// restored and returns its result (the ptrace engine's injected syscall).
+// Caller runs system calls inside the process being dumped or restored
+// (the ptrace engine's injected syscalls).
 type Caller interface {
+	// Call runs nr with args and returns its result.
 	Call(nr uintptr, args ...uintptr) (uintptr, error)
+	// CallIn runs nr with args, the argument equal to [In] replaced by the
+	// address of a copy of in inside the process.
+	CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error)
 }
+
+// In marks the argument of [Caller.CallIn] that points to its input.
+const In = ^uintptr(0) - 1
 
 // vmaAttr is one per-VMA attribute.
 type vmaAttr interface {
@@ -29,7 +36,7 @@ type vmaAttr interface {
 
 // vmaAttrs in restore order: the final protection first (mlock populates
 // according to it, as it did in the original), then advice, then locking.
-var vmaAttrs = []vmaAttr{protAttr{}, madviseAttr{}, thpAttr{}, ksmAttr{}, mlockAttr{}}
+var vmaAttrs = []vmaAttr{protAttr{}, madviseAttr{}, thpAttr{}, ksmAttr{}, anonNameAttr{}, mlockAttr{}}
 
 // mmAttr is one address-space-wide attribute.
 type mmAttr interface {

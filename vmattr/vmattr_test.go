@@ -26,6 +26,12 @@ func (f *fakeCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	return f.results[nr], f.errs[nr]
 }
 
+func (f *fakeCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	r, err := f.Call(nr, args...)
+	f.calls[len(f.calls)-1] += fmt.Sprintf(" in=%q", in)
+	return r, err
+}
+
 func vma(prot uint32, flags ...string) *pb.Vma {
 	return &pb.Vma{Start: 0x10000, End: 0x14000, Prot: prot, Kind: pb.VmaKind_VMA_KIND_ANON,
 		VmFlags: append([]string{"mr", "mw", "me"}, flags...),
@@ -53,6 +59,8 @@ func TestApplyRecordsSyscalls(t *testing.T) {
 		{"locked after the final protection", vma(unix.PROT_READ, "lo"), []string{
 			fmt.Sprintf("%d 0x10000 0x4000 0x1", unix.SYS_MPROTECT),
 			fmt.Sprintf("%d 0x10000 0x4000 0x0", unix.SYS_MLOCK2)}},
+		{"named", func() *pb.Vma { v := vma(3); v.Name = "[anon:arena 1]"; return v }(), []string{
+			fmt.Sprintf("%d %#x %#x 0x10000 0x4000 %#x in=\"arena 1\\x00\"", unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, In)}},
 		{"locked on fault", vma(3, "lo", "lf"), []string{
 			fmt.Sprintf("%d 0x10000 0x4000 %#x", unix.SYS_MLOCK2, unix.MLOCK_ONFAULT)}},
 	} {
@@ -152,7 +160,7 @@ func TestMM(t *testing.T) {
 // allowed are the only syscalls restoring VMA attributes may inject: no
 // advice that drops data (MADV_DONTNEED, MADV_REMOVE, …) can come from an
 // image.
-var allowed = map[uintptr]bool{unix.SYS_MPROTECT: true, unix.SYS_MADVISE: true, unix.SYS_MLOCK2: true}
+var allowed = map[uintptr]bool{unix.SYS_MPROTECT: true, unix.SYS_MADVISE: true, unix.SYS_MLOCK2: true, unix.SYS_PRCTL: true}
 
 var allowedAdvice = map[uintptr]bool{
 	unix.MADV_SEQUENTIAL: true, unix.MADV_RANDOM: true, unix.MADV_DONTFORK: true, unix.MADV_WIPEONFORK: true,
@@ -168,18 +176,30 @@ func (c checkingCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	if nr == unix.SYS_MADVISE && !allowedAdvice[args[2]] {
 		c.t.Fatalf("madvise advice %d injected", args[2])
 	}
+	if nr == unix.SYS_PRCTL && (args[0] != unix.PR_SET_VMA || args[1] != unix.PR_SET_VMA_ANON_NAME) {
+		c.t.Fatalf("prctl %d %d injected", args[0], args[1])
+	}
 	return 0, nil
+}
+
+func (c checkingCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	if len(in) > maxAnonName {
+		c.t.Fatalf("%d bytes passed in", len(in))
+	}
+	return c.Call(nr, args...)
 }
 
 // FuzzVmFlags feeds arbitrary VmFlags and protections: Check, Show and
 // Apply never panic, and Apply injects only whitelisted calls on the VMA's
 // own range.
 func FuzzVmFlags(f *testing.F) {
-	f.Add("rd wr mr mw me ac lo lf wf dd", uint32(3), true)
-	f.Add("rd mr mw me sr rr dc hg mg", uint32(0), false)
-	f.Add("ss sl um", uint32(7), true)
-	f.Fuzz(func(t *testing.T, flags string, prot uint32, eager bool) {
+	f.Add("rd wr mr mw me ac lo lf wf dd", uint32(3), true, "")
+	f.Add("rd mr mw me sr rr dc hg mg", uint32(0), false, "[anon_shmem:x]")
+	f.Add("ss sl um", uint32(7), true, "[heap]")
+	f.Add("rd wr", uint32(3), true, "[anon:heap of mine]")
+	f.Fuzz(func(t *testing.T, flags string, prot uint32, eager bool, name string) {
 		v := vma(prot&7, strings.Fields(flags)...)
+		v.Name = name
 		if !eager {
 			v.Pages[0].State = pb.PageState_PAGE_STATE_ZERO
 		}
@@ -188,8 +208,8 @@ func FuzzVmFlags(f *testing.F) {
 		if fp := FillProt(v); fp&v.Prot != v.Prot {
 			t.Fatalf("FillProt %#x drops bits of %#x", fp, v.Prot)
 		}
-		if err := Apply(checkingCaller{t}, v); err != nil {
-			t.Fatal(err)
+		if err := Apply(checkingCaller{t}, v); err != nil && Check(v) == nil {
+			t.Fatalf("Apply fails on a VMA Check accepts: %v", err)
 		}
 	})
 }

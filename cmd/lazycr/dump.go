@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -25,6 +29,8 @@ type dumpOptions struct {
 	stats        bool
 	conn         connFlags
 	releaseAddrs bool
+	insecure     bool
+	adopt        int
 }
 
 func newDumpCmd(g *globals) *cobra.Command {
@@ -42,17 +48,47 @@ process stays frozen while lazycr serves the image set and its remaining
 pages to the target (lazycr restore --lazy-from HOST:PORT); when the target
 reports DONE the frozen original is killed and dump exits 0. -D then keeps a
 copy of the skeleton. If the target fails before the process resumed there,
-the original is released and keeps running; if the target is lost after it
-resumed, the pages it did not acknowledge are written to -D DIR.
+the original is released and keeps running.
+
+Secure by default: without --token, $LAZYCR_TOKEN or TLS, dump --lazy makes a
+one-time random secret and prints the exact restore command that carries it
+(LAZYCR_TOKEN=<hex> lazycr restore --lazy-from HOST:PORT); serving with no
+secret at all needs --insecure.
+
+The original never runs twice: from the freeze on, a SIGSTOP is queued for it,
+so if this lazycr dies (SIGKILL) the original stops (state T) instead of
+running on. If the target is lost after it resumed the process and does not
+reconnect within --reconnect-timeout (or dump is interrupted then), the
+original is kept stopped the same way and dump exits 1. In both cases
+"lazycr dump --lazy --adopt PID" (with the same -D, or none if none was given)
+serves the stopped original again: a target still reconnecting carries on,
+and the original is killed when it reports DONE. The session state it needs
+(session id, token, lazy page runs) is in -D DIR, or /run/lazycr/pid-PID,
+written 0600 in a 0700 directory. If the target never resumed the process,
+"kill -CONT PID" lets the original run on instead.
 
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.`,
 		Example: `  lazycr dump --pid 1234 -D /tmp/img                  # checkpoint and kill
   lazycr dump --pid 1234 -D /tmp/img --leave-running  # checkpoint, keep running
   lazycr dump --pid 1234 -D /tmp/img --stats
-  lazycr dump --lazy --pid 1234 --port 27000 --token /etc/lazycr/token`,
+  lazycr dump --lazy --pid 1234 --port 27000           # prints the restore command
+  lazycr dump --lazy --pid 1234 --port 27000 --token /etc/lazycr/token
+  lazycr dump --lazy --adopt 1234                     # serve a stopped original again`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.adopt != 0 {
+				if o.adopt < 0 || !o.lazy {
+					return usagef("--adopt PID needs --lazy and a positive process id")
+				}
+				if o.pid != 0 && o.pid != o.adopt {
+					return usagef("--pid %d and --adopt %d exclude each other: they name different processes", o.pid, o.adopt)
+				}
+				if o.releaseAddrs {
+					return usagef("--release-addresses and --adopt exclude each other")
+				}
+				o.pid = o.adopt
+			}
 			if o.pid <= 0 {
 				return usagef("dump needs --pid PID (a positive process id)")
 			}
@@ -70,6 +106,15 @@ image directory is removed, and dump exits 1 with the reason.`,
 			}
 			if o.leaveRunning && o.lazy {
 				return usagef("--leave-running and --lazy exclude each other")
+			}
+			if o.insecure && !o.lazy {
+				return usagef("--insecure needs --lazy")
+			}
+			if o.insecure && (o.conn.tokenFile != "" || o.conn.tlsCert != "") {
+				return usagef("--insecure and --token or TLS exclude each other")
+			}
+			if o.adopt != 0 {
+				return runAdopt(cmd, g, &o)
 			}
 			if o.lazy {
 				return runLazyDump(cmd.Context(), g, &o)
@@ -103,6 +148,8 @@ image directory is removed, and dump exits 1 with the reason.`,
 	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
 	o.conn.register(f)
 	f.BoolVar(&o.releaseAddrs, "release-addresses", false, "with --lazy: after DONE, remove the migrated sockets' local addresses from this host (the target took them over with --net-policy takeover)")
+	f.BoolVar(&o.insecure, "insecure", false, "with --lazy: serve without any secret (no --token, no TLS, none generated): anyone who can reach the port can read the process's memory")
+	f.IntVar(&o.adopt, "adopt", 0, "with --lazy: serve again the stopped original PID of a session whose source died or gave up after the target resumed (state in -D DIR, default /run/lazycr/pid-PID)")
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
@@ -126,26 +173,47 @@ func printDumpStats(w io.Writer, st *dump.Stats) {
 }
 
 func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
-	token, err := o.conn.token()
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
+	}
+	if o.insecure && token != nil {
+		return usagef("--insecure and $%s exclude each other", tokenEnv)
 	}
 	tlsConf, err := o.conn.serverTLS()
 	if err != nil {
 		return err
 	}
-	if token == nil && tlsConf == nil {
+	if token == nil && tlsConf == nil && !o.insecure {
+		if token, err = newToken(); err != nil {
+			return err
+		}
+	}
+	if o.insecure {
 		where := "every address"
 		if o.address != "" {
 			where = o.address
 		}
 		g.log.Warn().Int("port", o.port).Str("address", where).
-			Msg("serving the process's memory without --token or TLS: anyone who can reach this port can read it")
+			Msg("--insecure: serving the process's memory without a token or TLS: anyone who can reach this port can read it")
+	}
+	stateDir := o.dir
+	if stateDir == "" {
+		stateDir = migrate.DefaultStateDir(o.pid)
+	}
+	listening := func(addr net.Addr, session uint64) {
+		fmt.Fprintf(g.stdout, "serving pid %d on %s; on the target run:\n  %s\n", o.pid, addr, restoreCommand(addr, o, token))
+		tlsFlags := ""
+		if o.conn.tlsCert != "" {
+			tlsFlags = " --tls-cert CERT --tls-key KEY --tls-ca CA"
+		}
+		fmt.Fprintf(g.stdout, "if this lazycr dies, pid %d stays stopped; serve it again with:\n  lazycr dump --lazy --adopt %d%s%s\n"+
+			"(or, if the target never resumed it or killed its copy: kill -CONT %d)\n", o.pid, o.pid, adoptDirFlag(o.dir), tlsFlags, o.pid)
 	}
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
-		PID: o.pid, Dir: o.dir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
+		PID: o.pid, Dir: o.dir, StateDir: stateDir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
 		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
-		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs,
+		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs, Listening: listening,
 	})
 	if res != nil {
 		s := res.Served
@@ -166,6 +234,87 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "migrated pid %d: %d pages on request, %d pushed, %s in %s\n", o.pid,
+		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))
+	return nil
+}
+
+// newToken makes a one-time session secret (16 random bytes).
+func newToken() ([]byte, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("make a session token: %w", err)
+	}
+	return b, nil
+}
+
+// restoreCommand is the command line the target runs: the token travels
+// in $LAZYCR_TOKEN (not in /proc/*/cmdline) unless it came from a file.
+func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
+	host := o.address
+	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		host = "HOST"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		}
+	}
+	port := strconv.Itoa(o.port)
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		port = strconv.Itoa(ta.Port)
+	}
+	cmd := "lazycr restore --lazy-from " + net.JoinHostPort(host, port)
+	switch {
+	case o.conn.tokenFile != "":
+		cmd += " --token " + o.conn.tokenFile + " # a copy of the file"
+	case len(token) > 0:
+		cmd = tokenEnv + "=" + hex.EncodeToString(token) + " " + cmd
+	}
+	if o.conn.tlsCert != "" {
+		cmd += " --tls-cert CERT --tls-key KEY --tls-ca CA"
+	}
+	return cmd
+}
+
+func adoptDirFlag(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return " -D " + dir
+}
+
+// runAdopt serves a stopped original again (migrate.Adopt).
+func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions) error {
+	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
+	if err != nil {
+		return err
+	}
+	tlsConf, err := o.conn.serverTLS()
+	if err != nil {
+		return err
+	}
+	stateDir := o.dir
+	if stateDir == "" {
+		stateDir = migrate.DefaultStateDir(o.pid)
+	}
+	listen := ""
+	if f := cmd.Flags(); f.Changed("port") || f.Changed("address") {
+		listen = net.JoinHostPort(o.address, strconv.Itoa(o.port))
+	}
+	res, err := migrate.Adopt(cmd.Context(), migrate.AdoptOptions{
+		PID: o.pid, StateDir: stateDir, Listen: listen, Token: token, TLS: tlsConf,
+		ReconnectTimeout: o.conn.reconnectTimeout, Log: g.log,
+	})
+	if res != nil {
+		s := res.Served
+		g.log.Info().Int("pid", o.pid).Uint64("pages_requested", s.RequestPages).Uint64("pages_pushed", s.PushPages).
+			Str("bytes", humanBytes(s.RequestBytes+s.PushBytes)).Dur("serving", s.Duration).Msg("served")
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "migrated pid %d (adopted): %d pages on request, %d pushed, %s in %s\n", o.pid,
 		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))
 	return nil
 }

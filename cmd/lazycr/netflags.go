@@ -23,7 +23,7 @@ func (c *connFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate (PEM) for the page-server connection; needs --tls-key and --tls-ca (mutual TLS)")
 	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key (PEM)")
 	f.StringVar(&c.tlsCA, "tls-ca", "", "CA certificate (PEM) the peer's certificate must be signed by")
-	f.StringVar(&c.tokenFile, "token", "", "file holding a shared secret the target must present before anything is served")
+	f.StringVar(&c.tokenFile, "token", "", "file holding a shared secret the target must present before anything is served (or set $LAZYCR_TOKEN to it, hex-encoded)")
 	f.DurationVar(&c.reconnectTimeout, "reconnect-timeout", 30*time.Second, "after the process resumed, how long a broken connection may take to come back")
 }
 
@@ -43,6 +43,8 @@ func (c *connFlags) validate() error {
 	return nil
 }
 
+// token returns the shared secret from --token FILE, or nil (see lazyToken
+// for $LAZYCR_TOKEN).
 func (c *connFlags) token() ([]byte, error) {
 	if c.tokenFile == "" {
 		return nil, nil

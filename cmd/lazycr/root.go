@@ -126,6 +126,9 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	}
 	// Sub-millisecond timestamps: downtime and fault latencies are read off them.
 	zerolog.TimeFieldFormat = time.RFC3339Nano
+	// Durations print with their unit ("1.29ms"), in both formats: a bare
+	// float of milliseconds is easy to misread.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	switch format {
 	case "json":
 		return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil

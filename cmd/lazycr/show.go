@@ -146,6 +146,9 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		if a := procattr.Show(p); a != "" {
 			fmt.Fprintf(w, "  attributes: %s\n", a)
 		}
+		if p.LeaderExited {
+			fmt.Fprintf(w, "  main thread %d exited (pthread_exit): it exits again on restore, a zombie leader\n", p.Pid)
+		}
 
 		if mm := s.Memory[p.Pid]; mm != nil {
 			writeMemoryText(w, mm)

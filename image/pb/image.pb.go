@@ -553,15 +553,19 @@ type Process struct {
 	// " (deleted)"): restore makes a directory like it, enters it and
 	// removes it again.
 	CwdDeleted *DeletedDir `protobuf:"bytes,26,opt,name=cwd_deleted,json=cwdDeleted,proto3" json:"cwd_deleted,omitempty"`
+	// The main thread had exited (pthread_exit) while the others ran: it is
+	// not among threads; restore makes the leader exit again before the
+	// process resumes, so the pid is once more a zombie leader.
+	LeaderExited bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
 	// NSpgid and NSsid (/proc/PID/status): the process group and session in
 	// each PID namespace, outermost first; pgid and sid above are in the
 	// dumper's. 0 = the leader is outside that namespace.
-	NsPgid []uint32 `protobuf:"varint,27,rep,packed,name=ns_pgid,json=nsPgid,proto3" json:"ns_pgid,omitempty"`
-	NsSid  []uint32 `protobuf:"varint,28,rep,packed,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
+	NsPgid []uint32 `protobuf:"varint,28,rep,packed,name=ns_pgid,json=nsPgid,proto3" json:"ns_pgid,omitempty"`
+	NsSid  []uint32 `protobuf:"varint,29,rep,packed,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
 	// A zombie member: it had exited and its parent (a member) had not
 	// reaped it yet. Restore makes a child that exits with exit_code.
-	Zombie        bool  `protobuf:"varint,29,opt,name=zombie,proto3" json:"zombie,omitempty"`
-	ExitCode      int32 `protobuf:"varint,30,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
+	Zombie        bool  `protobuf:"varint,30,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitCode      int32 `protobuf:"varint,31,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -776,6 +780,13 @@ func (x *Process) GetCwdDeleted() *DeletedDir {
 		return x.CwdDeleted
 	}
 	return nil
+}
+
+func (x *Process) GetLeaderExited() bool {
+	if x != nil {
+		return x.LeaderExited
+	}
+	return false
 }
 
 func (x *Process) GetNsPgid() []uint32 {
@@ -2620,6 +2631,9 @@ type Fd struct {
 	// (dup(2), fork(2); found with kcmp(2) KCMP_FILE). Restore makes this fd
 	// a dup of that one; kind repeats the description's.
 	DupOf *int32 `protobuf:"varint,4,opt,name=dup_of,json=dupOf,proto3,oneof" json:"dup_of,omitempty"`
+	// Signal-driven I/O (fcntl(2) F_SETOWN_EX, F_SETSIG): set when the
+	// description has an owner or a signal.
+	Owner *FdOwner `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2694,6 +2708,13 @@ func (x *Fd) GetDupOf() int32 {
 		return *x.DupOf
 	}
 	return 0
+}
+
+func (x *Fd) GetOwner() *FdOwner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
 }
 
 func (x *Fd) GetKind() isFd_Kind {
@@ -2872,6 +2893,69 @@ func (*Fd_DeletedFile) isFd_Kind() {}
 
 func (*Fd_Inotify) isFd_Kind() {}
 
+// FdOwner is who gets an open file description's SIGIO/SIGURG. Only the
+// process itself (F_OWNER_PID or F_OWNER_TID with its pid) is recorded;
+// other owners are refused.
+type FdOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          int32                  `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`     // F_OWNER_TID 0, F_OWNER_PID 1
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`       // the dumped process's pid
+	Signal        int32                  `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"` // F_GETSIG; 0 = SIGIO
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FdOwner) Reset() {
+	*x = FdOwner{}
+	mi := &file_image_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FdOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FdOwner) ProtoMessage() {}
+
+func (x *FdOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
+func (*FdOwner) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *FdOwner) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *FdOwner) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FdOwner) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
 type RegularFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -2883,7 +2967,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +2979,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +2992,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -2950,7 +3034,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3046,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3059,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3033,7 +3117,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3045,7 +3129,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3058,7 +3142,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3099,7 +3183,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3195,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3208,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3156,7 +3240,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3252,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3265,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3221,7 +3305,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3233,7 +3317,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3246,7 +3330,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3257,19 +3341,23 @@ func (x *Epoll) GetTargets() []*EpollTarget {
 }
 
 type TimerFd struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Clockid       int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
-	SettimeFlags  int32                  `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"`
-	ValueNs       int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
-	IntervalNs    int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
-	Ticks         uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Clockid      int32                  `protobuf:"varint,1,opt,name=clockid,proto3" json:"clockid,omitempty"`
+	SettimeFlags int32                  `protobuf:"varint,2,opt,name=settime_flags,json=settimeFlags,proto3" json:"settime_flags,omitempty"`
+	ValueNs      int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
+	IntervalNs   int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	Ticks        uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
+	// For an absolute (TFD_TIMER_ABSTIME) timer on CLOCK_REALTIME or
+	// CLOCK_REALTIME_ALARM: the deadline on that clock, as the dump computed
+	// it (now + value_ns; fdinfo shows only the time left).
+	DeadlineNs    int64 `protobuf:"varint,6,opt,name=deadline_ns,json=deadlineNs,proto3" json:"deadline_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3369,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3382,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3332,6 +3420,13 @@ func (x *TimerFd) GetTicks() uint64 {
 	return 0
 }
 
+func (x *TimerFd) GetDeadlineNs() int64 {
+	if x != nil {
+		return x.DeadlineNs
+	}
+	return 0
+}
+
 type SignalFd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sigmask       uint64                 `protobuf:"varint,1,opt,name=sigmask,proto3" json:"sigmask,omitempty"`
@@ -3341,7 +3436,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3353,7 +3448,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3366,7 +3461,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3398,7 +3493,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3505,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3518,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3530,13 +3625,24 @@ type SocketOptions struct {
 	// UDPLITE_RECV_CSCOV; 0 = the whole datagram.
 	UdpliteSendCscov int32 `protobuf:"varint,15,opt,name=udplite_send_cscov,json=udpliteSendCscov,proto3" json:"udplite_send_cscov,omitempty"`
 	UdpliteRecvCscov int32 `protobuf:"varint,16,opt,name=udplite_recv_cscov,json=udpliteRecvCscov,proto3" json:"udplite_recv_cscov,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Further int options of the table in files/sockopts.go, each recorded
+	// with its value (options this kernel does not know are left out).
+	More       []*IntSockopt `protobuf:"bytes,17,rep,name=more,proto3" json:"more,omitempty"`
+	RcvtimeoUs int64         `protobuf:"varint,18,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"` // SO_RCVTIMEO, 0 = none
+	SndtimeoUs int64         `protobuf:"varint,19,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"` // SO_SNDTIMEO
+	Linger     bool          `protobuf:"varint,20,opt,name=linger,proto3" json:"linger,omitempty"`                           // SO_LINGER l_onoff
+	LingerSec  int32         `protobuf:"varint,21,opt,name=linger_sec,json=lingerSec,proto3" json:"linger_sec,omitempty"`    // SO_LINGER l_linger
+	// The classic BPF filter (SO_ATTACH_FILTER), struct sock_filter
+	// little-endian, 8 bytes per instruction; empty = none.
+	Filter        []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
+	LockFilter    bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3654,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3667,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3676,6 +3782,116 @@ func (x *SocketOptions) GetUdpliteRecvCscov() int32 {
 	return 0
 }
 
+func (x *SocketOptions) GetMore() []*IntSockopt {
+	if x != nil {
+		return x.More
+	}
+	return nil
+}
+
+func (x *SocketOptions) GetRcvtimeoUs() int64 {
+	if x != nil {
+		return x.RcvtimeoUs
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetSndtimeoUs() int64 {
+	if x != nil {
+		return x.SndtimeoUs
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetLinger() bool {
+	if x != nil {
+		return x.Linger
+	}
+	return false
+}
+
+func (x *SocketOptions) GetLingerSec() int32 {
+	if x != nil {
+		return x.LingerSec
+	}
+	return 0
+}
+
+func (x *SocketOptions) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *SocketOptions) GetLockFilter() bool {
+	if x != nil {
+		return x.LockFilter
+	}
+	return false
+}
+
+// IntSockopt is one int socket option: getsockopt(level, name) = value.
+type IntSockopt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Level         int32                  `protobuf:"varint,1,opt,name=level,proto3" json:"level,omitempty"`
+	Name          int32                  `protobuf:"varint,2,opt,name=name,proto3" json:"name,omitempty"`
+	Value         int32                  `protobuf:"varint,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntSockopt) Reset() {
+	*x = IntSockopt{}
+	mi := &file_image_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntSockopt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntSockopt) ProtoMessage() {}
+
+func (x *IntSockopt) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
+func (*IntSockopt) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *IntSockopt) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *IntSockopt) GetName() int32 {
+	if x != nil {
+		return x.Name
+	}
+	return 0
+}
+
+func (x *IntSockopt) GetValue() int32 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 // MemFd is a memfd_create(2) file that is not mapped: its whole content
 // is in the image (bounded, see package files).
 type MemFd struct {
@@ -3692,7 +3908,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3704,7 +3920,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3717,7 +3933,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MemFd) GetName() string {
@@ -3779,7 +3995,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +4007,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +4020,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -3859,7 +4075,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3871,7 +4087,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3884,7 +4100,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3905,7 +4121,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3917,7 +4133,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3930,7 +4146,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3955,19 +4171,23 @@ func (x *InotifyWatch) GetMask() uint32 {
 }
 
 type Device struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
-	Pos           int64                  `protobuf:"varint,2,opt,name=pos,proto3" json:"pos,omitempty"`
-	RdevMajor     uint32                 `protobuf:"varint,3,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"`
-	RdevMinor     uint32                 `protobuf:"varint,4,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
-	Mode          uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Pos       int64                  `protobuf:"varint,2,opt,name=pos,proto3" json:"pos,omitempty"`
+	RdevMajor uint32                 `protobuf:"varint,3,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"`
+	RdevMinor uint32                 `protobuf:"varint,4,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
+	Mode      uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// For a pseudo-terminal slave (/dev/pts/N): the inode's ctime, set when
+	// the pty was allocated. With the boot id it tells this pty from a later
+	// one that got the same number.
+	CtimeNs       int64 `protobuf:"varint,6,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3979,7 +4199,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3992,7 +4212,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4030,6 +4250,13 @@ func (x *Device) GetMode() uint32 {
 	return 0
 }
 
+func (x *Device) GetCtimeNs() int64 {
+	if x != nil {
+		return x.CtimeNs
+	}
+	return 0
+}
+
 var File_image_proto protoreflect.FileDescriptor
 
 const file_image_proto_rawDesc = "" +
@@ -4063,7 +4290,7 @@ const file_image_proto_rawDesc = "" +
 	"\bTreePipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xa4\b\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xc9\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4098,11 +4325,12 @@ const file_image_proto_rawDesc = "" +
 	"noNewPrivs\x12\"\n" +
 	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\x12<\n" +
 	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
-	"cwdDeleted\x12\x17\n" +
-	"\ans_pgid\x18\x1b \x03(\rR\x06nsPgid\x12\x15\n" +
-	"\x06ns_sid\x18\x1c \x03(\rR\x05nsSid\x12\x16\n" +
-	"\x06zombie\x18\x1d \x01(\bR\x06zombie\x12\x1b\n" +
-	"\texit_code\x18\x1e \x01(\x05R\bexitCode\"D\n" +
+	"cwdDeleted\x12#\n" +
+	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\x12\x17\n" +
+	"\ans_pgid\x18\x1c \x03(\rR\x06nsPgid\x12\x15\n" +
+	"\x06ns_sid\x18\x1d \x03(\rR\x05nsSid\x12\x16\n" +
+	"\x06zombie\x18\x1e \x01(\bR\x06zombie\x12\x1b\n" +
+	"\texit_code\x18\x1f \x01(\x05R\bexitCode\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -4277,12 +4505,13 @@ const file_image_proto_rawDesc = "" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xc5\x05\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xf5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
-	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x122\n" +
+	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x12.\n" +
+	"\x05owner\x18\x05 \x01(\v2\x18.lazycr.image.v1.FdOwnerR\x05owner\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -4297,7 +4526,11 @@ const file_image_proto_rawDesc = "" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
 	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
 	"\x04kindB\t\n" +
-	"\a_dup_of\"`\n" +
+	"\a_dup_of\"G\n" +
+	"\aFdOwner\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x03 \x01(\x05R\x06signal\"`\n" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
@@ -4327,14 +4560,16 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"\b_file_fd\"?\n" +
 	"\x05Epoll\x126\n" +
-	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\x9a\x01\n" +
+	"\atargets\x18\x01 \x03(\v2\x1c.lazycr.image.v1.EpollTargetR\atargets\"\xbb\x01\n" +
 	"\aTimerFd\x12\x18\n" +
 	"\aclockid\x18\x01 \x01(\x05R\aclockid\x12#\n" +
 	"\rsettime_flags\x18\x02 \x01(\x05R\fsettimeFlags\x12\x19\n" +
 	"\bvalue_ns\x18\x03 \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\x04 \x01(\x03R\n" +
 	"intervalNs\x12\x14\n" +
-	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\"$\n" +
+	"\x05ticks\x18\x05 \x01(\x04R\x05ticks\x12\x1f\n" +
+	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
+	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
 	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
 	"\n" +
@@ -4353,7 +4588,7 @@ const file_image_proto_rawDesc = "" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
-	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xdf\x03\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xc2\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -4371,7 +4606,23 @@ const file_image_proto_rawDesc = "" +
 	"\brecv_err\x18\r \x01(\bR\arecvErr\x12\x18\n" +
 	"\apktinfo\x18\x0e \x01(\bR\apktinfo\x12,\n" +
 	"\x12udplite_send_cscov\x18\x0f \x01(\x05R\x10udpliteSendCscov\x12,\n" +
-	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\"\x81\x01\n" +
+	"\x12udplite_recv_cscov\x18\x10 \x01(\x05R\x10udpliteRecvCscov\x12/\n" +
+	"\x04more\x18\x11 \x03(\v2\x1b.lazycr.image.v1.IntSockoptR\x04more\x12\x1f\n" +
+	"\vrcvtimeo_us\x18\x12 \x01(\x03R\n" +
+	"rcvtimeoUs\x12\x1f\n" +
+	"\vsndtimeo_us\x18\x13 \x01(\x03R\n" +
+	"sndtimeoUs\x12\x16\n" +
+	"\x06linger\x18\x14 \x01(\bR\x06linger\x12\x1d\n" +
+	"\n" +
+	"linger_sec\x18\x15 \x01(\x05R\tlingerSec\x12\x16\n" +
+	"\x06filter\x18\x16 \x01(\fR\x06filter\x12\x1f\n" +
+	"\vlock_filter\x18\x17 \x01(\bR\n" +
+	"lockFilter\"L\n" +
+	"\n" +
+	"IntSockopt\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\x05R\x04name\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x05R\x05value\"\x81\x01\n" +
 	"\x05MemFd\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
@@ -4391,7 +4642,7 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
 	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
-	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x99\x01\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\xb4\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -4399,7 +4650,8 @@ const file_image_proto_rawDesc = "" +
 	"rdev_major\x18\x03 \x01(\rR\trdevMajor\x12\x1d\n" +
 	"\n" +
 	"rdev_minor\x18\x04 \x01(\rR\trdevMinor\x12\x12\n" +
-	"\x04mode\x18\x05 \x01(\rR\x04mode*\xe1\x01\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x19\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*\xe1\x01\n" +
 	"\aVmaKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVMA_KIND_ANON\x10\x01\x12\x11\n" +
@@ -4431,7 +4683,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -4462,21 +4714,23 @@ var file_image_proto_goTypes = []any{
 	(*PageRun)(nil),       // 26: lazycr.image.v1.PageRun
 	(*FdTable)(nil),       // 27: lazycr.image.v1.FdTable
 	(*Fd)(nil),            // 28: lazycr.image.v1.Fd
-	(*RegularFile)(nil),   // 29: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 30: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 31: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 32: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 33: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 34: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 35: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 36: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 37: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 38: lazycr.image.v1.SocketOptions
-	(*MemFd)(nil),         // 39: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 40: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 41: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 42: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 43: lazycr.image.v1.Device
+	(*FdOwner)(nil),       // 29: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),   // 30: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 31: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 32: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 33: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 34: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 35: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 36: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 37: lazycr.image.v1.SignalFd
+	(*InetSocket)(nil),    // 38: lazycr.image.v1.InetSocket
+	(*SocketOptions)(nil), // 39: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 40: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 41: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 42: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 43: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 44: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 45: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	7,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -4507,30 +4761,32 @@ var file_image_proto_depIdxs = []int32{
 	26, // 25: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
 	1,  // 26: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
 	28, // 27: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	29, // 28: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	30, // 29: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	32, // 30: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	34, // 31: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	35, // 32: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	36, // 33: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	37, // 34: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	43, // 35: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	39, // 36: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	40, // 37: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	41, // 38: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	24, // 39: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	31, // 40: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	33, // 41: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	38, // 42: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	24, // 43: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	42, // 44: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	24, // 45: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	24, // 46: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	29, // 28: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	30, // 29: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	31, // 30: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	33, // 31: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	35, // 32: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	36, // 33: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	37, // 34: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	38, // 35: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	45, // 36: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	41, // 37: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	42, // 38: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	43, // 39: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	24, // 40: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	32, // 41: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	34, // 42: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	39, // 43: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	40, // 44: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	24, // 45: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	44, // 46: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	24, // 47: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	24, // 48: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4551,14 +4807,14 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 	}
-	file_image_proto_msgTypes[31].OneofWrappers = []any{}
+	file_image_proto_msgTypes[32].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

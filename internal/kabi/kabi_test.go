@@ -49,6 +49,7 @@ func TestSizes(t *testing.T) {
 		{"uffdio_range", unsafe.Sizeof(UffdioRange{}), 16},
 		{"uffdio_register", unsafe.Sizeof(UffdioRegister{}), 32},
 		{"kcmp_epoll_slot", unsafe.Sizeof(KcmpEpollSlot{}), 12},
+		{"f_owner_ex", unsafe.Sizeof(FOwnerEx{}), 8},
 		{"uffdio_copy", unsafe.Sizeof(UffdioCopy{}), 40},
 		{"uffdio_zeropage", unsafe.Sizeof(UffdioZeropage{}), 32},
 		{"uffdio_writeprotect", unsafe.Sizeof(UffdioWriteprotect{}), 24},

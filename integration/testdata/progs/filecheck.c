@@ -10,7 +10,8 @@
  *          O_RDONLY|O_NONBLOCK: flags kept, writes/reads behave.
  *   udp:   three UDP sockets on 127.0.0.1: s0 receives; s1 connected to
  *          s0 and shut down for writing (send fails EPIPE); s2 connected to
- *          s0 and shut down for reading (poll keeps saying POLLRDHUP).
+ *          s0 and shut down for reading (poll keeps saying POLLRDHUP);
+ *          s0 has SO_RCVTIMEO 500 ms and IP_MULTICAST_TTL 5.
  *   epoll: eventfd e added with data 0x77, dup'ed to d, e closed and its
  *          number reused by another eventfd e2 (not watched). Writing e2
  *          must not wake the epoll; writing d must, with data 0x77.
@@ -28,23 +29,43 @@
  *          DIR/w1 (IN_MODIFY). Each round a file DIR/nN is created and
  *          DIR/w1 written: exactly those two events arrive, with the
  *          watch descriptors inotify_add_watch returned.
+ *   async: a UDP socket with O_ASYNC, owner the process (F_SETOWN_EX) and
+ *          SIGUSR2 (F_SETSIG): each datagram sent to it raises SIGUSR2
+ *          with si_fd set.
+ *   oneshot: an epoll set with an eventfd added EPOLLIN|EPOLLONESHOT that
+ *          has fired: it stays disarmed (more writes wake nothing, and
+ *          fdinfo shows its events as EPOLLONESHOT alone).
+ *   lone:  a pipe and the FIFO DIR/f2 whose only writer wrote "lone" and
+ *          closed: the read ends keep the 4 bytes buffered (FIONREAD).
  * On a mismatch it prints "bad KEY: detail" on stderr and exits 1.
  *
  * Report: {"pid":N}
- * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify" per round
+ * Ticks:  "pipe", "fifo", "dev", "udp", "epoll", "dup", "udplite", "memfd", "deleted", "inotify", "async", "oneshot", "lone" per round
  *         passed.
  */
 #include "common.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+
+static volatile sig_atomic_t usr2, usr2fd;
+
+static void on_usr2(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	usr2fd = si->si_fd;
+	usr2++;
+}
 
 static void bad(const char *key, const char *fmt, ...)
 {
@@ -151,6 +172,10 @@ int main(int argc, char **argv)
 	socklen_t al = sizeof a0;
 	if (getsockname(s0, (struct sockaddr *)&a0, &al) < 0)
 		die("getsockname");
+	struct timeval rto = {0, 500000}; /* a whole number of jiffies for any HZ */
+	int mttl = 5;
+	if (setsockopt(s0, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto) < 0 || setsockopt(s0, IPPROTO_IP, IP_MULTICAST_TTL, &mttl, sizeof mttl) < 0)
+		die("setsockopt s0");
 	int s1 = udpsock(&a0), s2 = udpsock(&a0);
 	if (shutdown(s1, SHUT_WR) < 0)
 		die("shutdown SHUT_WR");
@@ -229,6 +254,19 @@ int main(int argc, char **argv)
 	if (g2 < 0 || unlink(gone) < 0)
 		die("reopen and unlink DIR/gone");
 
+	/* lone */
+	int lp[2];
+	if (pipe(lp) < 0 || write(lp[1], "lone", 4) != 4)
+		die("lone pipe");
+	close(lp[1]);
+	snprintf(path, sizeof path, "%s/f2", argv[1]);
+	if (mkfifo(path, 0600) < 0)
+		die("mkfifo f2");
+	int lf = open(path, O_RDONLY | O_NONBLOCK), lfw = open(path, O_WRONLY | O_NONBLOCK);
+	if (lf < 0 || lfw < 0 || write(lfw, "lone", 4) != 4)
+		die("lone fifo");
+	close(lfw);
+
 	/* inotify */
 	int in = inotify_init1(IN_NONBLOCK);
 	if (in < 0)
@@ -249,6 +287,28 @@ int main(int argc, char **argv)
 	int wddir = inotify_add_watch(in, argv[1], IN_CREATE), wd1 = inotify_add_watch(in, w1, IN_MODIFY);
 	if (wddir < 0 || wd1 < 0)
 		die("inotify_add_watch");
+
+	/* async */
+	struct sigaction sa2 = {.sa_sigaction = on_usr2, .sa_flags = SA_SIGINFO | SA_RESTART};
+	sigemptyset(&sa2.sa_mask);
+	if (sigaction(SIGUSR2, &sa2, NULL) < 0)
+		die("sigaction SIGUSR2");
+	int as = udpsock(NULL);
+	struct sockaddr_in aa;
+	al = sizeof aa;
+	if (getsockname(as, (struct sockaddr *)&aa, &al) < 0)
+		die("getsockname");
+	struct f_owner_ex own = {.type = F_OWNER_PID, .pid = getpid()};
+	if (fcntl(as, F_SETOWN_EX, &own) < 0 || fcntl(as, F_SETSIG, SIGUSR2) < 0 || fcntl(as, F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
+		die("fcntl async");
+
+	/* oneshot */
+	int ep2 = epoll_create1(0), eo = eventfd(0, EFD_NONBLOCK);
+	if (ep2 < 0 || eo < 0)
+		die("epoll_create1/eventfd");
+	struct epoll_event oev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = 0x1};
+	if (epoll_ctl(ep2, EPOLL_CTL_ADD, eo, &oev) < 0 || write(eo, &(uint64_t){1}, 8) != 8 || epoll_wait(ep2, &oev, 1, 0) != 1)
+		die("fire the oneshot entry");
 
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
@@ -275,6 +335,13 @@ int main(int argc, char **argv)
 		long got = probe(s2);
 		if (got != p2)
 			bad("udp", "poll on the socket shut down for reading gives %#lx, gave %#lx", got, p2);
+		struct timeval gto;
+		socklen_t gl = sizeof gto;
+		int gttl = 0;
+		socklen_t tl = sizeof gttl;
+		if (getsockopt(s0, SOL_SOCKET, SO_RCVTIMEO, &gto, &gl) < 0 || gto.tv_sec != 0 || gto.tv_usec != 500000 ||
+		    getsockopt(s0, IPPROTO_IP, IP_MULTICAST_TTL, &gttl, &tl) < 0 || gttl != 5)
+			bad("udp", "SO_RCVTIMEO %ld.%06ld s, IP_MULTICAST_TTL %d; want 0.500000 s and 5", (long)gto.tv_sec, (long)gto.tv_usec, gttl);
 		tick("udp", n);
 
 		struct epoll_event out;
@@ -396,6 +463,50 @@ int main(int argc, char **argv)
 		unlink(path);
 		/* the unlink is not watched (no IN_DELETE in the mask) */
 		tick("inotify", n);
+
+		struct f_owner_ex o;
+		if (fcntl(as, F_GETOWN_EX, &o) < 0 || o.type != F_OWNER_PID || o.pid != getpid() || fcntl(as, F_GETSIG) != SIGUSR2 ||
+		    (getfl(as) & (O_ASYNC | O_NONBLOCK)) != (O_ASYNC | O_NONBLOCK))
+			bad("async", "owner type %d pid %d (self %d), signal %d, flags %#o", o.type, o.pid, getpid(), fcntl(as, F_GETSIG), getfl(as));
+		sig_atomic_t before = usr2;
+		if (sendto(s0, "a", 1, 0, (struct sockaddr *)&aa, sizeof aa) != 1)
+			die("sendto async socket");
+		for (int i = 0; usr2 == before; i++) {
+			if (i == 5000)
+				bad("async", "no SIGUSR2 within 5 s of a datagram");
+			struct timespec ms = {0, 1000000};
+			nanosleep(&ms, NULL);
+		}
+		if (usr2fd != as)
+			bad("async", "SIGUSR2 for fd %d, want %d", (int)usr2fd, as);
+		char ab[4];
+		if (recv(as, ab, sizeof ab, 0) != 1)
+			bad("async", "recv: %s", strerror(errno));
+		tick("async", n);
+
+		if (write(eo, &(uint64_t){1}, 8) != 8)
+			die("write eo");
+		if (epoll_wait(ep2, &oev, 1, 0) != 0)
+			bad("oneshot", "the fired EPOLLONESHOT entry woke again");
+		snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep2);
+		FILE *fi = fopen(path, "r");
+		if (!fi)
+			die("open fdinfo");
+		char fline[256];
+		unsigned int oevents = 0;
+		int otfd = -1;
+		while (fgets(fline, sizeof fline, fi))
+			if (sscanf(fline, "tfd: %d events: %x", &otfd, &oevents) == 2)
+				break;
+		fclose(fi);
+		if (otfd != eo || oevents != EPOLLONESHOT)
+			bad("oneshot", "fdinfo: tfd %d events %#x, want tfd %d events %#x", otfd, oevents, eo, (unsigned)EPOLLONESHOT);
+		tick("oneshot", n);
+
+		int lq = -1, lfq = -1;
+		if (ioctl(lp[0], FIONREAD, &lq) < 0 || ioctl(lf, FIONREAD, &lfq) < 0 || lq != 4 || lfq != 4)
+			bad("lone", "pipe holds %d bytes, FIFO %d; want 4 and 4", lq, lfq);
+		tick("lone", n);
 		pace();
 	}
 }

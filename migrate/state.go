@@ -1,0 +1,162 @@
+package migrate
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/lazycr/lazycr/pageserver"
+	"github.com/lazycr/lazycr/uffd"
+)
+
+// StateFile is the name of the file, in the source's state directory, that
+// lets a later `lazycr dump --lazy --adopt PID` serve a session again. It
+// holds the session's secret token: it is written 0600 in a 0700 directory.
+const StateFile = "lazy-session.json"
+
+// maxStateSize bounds what ReadState reads.
+const maxStateSize = 16 << 20
+
+// SessionState is what serving a session again needs, besides the stopped
+// process itself: which process (pid and start time, so a reused pid is
+// never taken for it), the session id the target reconnects with, its token,
+// the address it listened on and the lazy runs announced in WELCOME.
+type SessionState struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"` // /proc/PID/stat field 22
+	Session   string `json:"session"`    // hex
+	Token     string `json:"token,omitempty"`
+	Listen    string `json:"listen"`
+	Runs      []Run  `json:"runs"`
+}
+
+// Run is one lazy run in a SessionState.
+type Run struct {
+	Addr   uint64 `json:"addr"`
+	Npages uint64 `json:"npages"`
+}
+
+// DefaultStateDir is where the session state goes when dump --lazy has no
+// -D directory.
+func DefaultStateDir(pid int) string {
+	return filepath.Join("/run/lazycr", "pid-"+strconv.Itoa(pid))
+}
+
+func newState(pid int, start uint64, session uint64, token []byte, listen string, runs []uffd.Run) *SessionState {
+	st := &SessionState{PID: pid, StartTime: start, Session: strconv.FormatUint(session, 16), Listen: listen}
+	if len(token) > 0 {
+		st.Token = hex.EncodeToString(token)
+	}
+	for _, r := range runs {
+		st.Runs = append(st.Runs, Run{Addr: r.Addr, Npages: r.Npages})
+	}
+	return st
+}
+
+// SessionID is the session id as a number.
+func (st *SessionState) SessionID() (uint64, error) {
+	v, err := strconv.ParseUint(st.Session, 16, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("session %q: want a non-zero hex number", st.Session)
+	}
+	return v, nil
+}
+
+// TokenBytes is the token, hex-decoded.
+func (st *SessionState) TokenBytes() ([]byte, error) {
+	b, err := hex.DecodeString(st.Token)
+	if err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	return b, nil
+}
+
+// LazyRuns returns the runs, checked as the page server checks them.
+func (st *SessionState) LazyRuns() ([]uffd.Run, error) {
+	runs := make([]uffd.Run, 0, len(st.Runs))
+	for _, r := range st.Runs {
+		runs = append(runs, uffd.Run{Addr: r.Addr, Npages: r.Npages})
+	}
+	if _, err := pageserver.NewRanges(runs); err != nil {
+		return nil, err
+	}
+	return runs, nil
+}
+
+// DecodeState parses and checks a state file.
+func DecodeState(b []byte) (*SessionState, error) {
+	var st SessionState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("decode session state: %w", err)
+	}
+	if st.PID <= 0 {
+		return nil, fmt.Errorf("decode session state: pid %d", st.PID)
+	}
+	if _, err := st.SessionID(); err != nil {
+		return nil, fmt.Errorf("decode session state: %w", err)
+	}
+	if _, err := st.TokenBytes(); err != nil {
+		return nil, fmt.Errorf("decode session state: %w", err)
+	}
+	if _, err := st.LazyRuns(); err != nil {
+		return nil, fmt.Errorf("decode session state: %w", err)
+	}
+	return &st, nil
+}
+
+// WriteState writes st to dir/StateFile (0600; dir is created 0700),
+// atomically (a temporary file renamed into place).
+func WriteState(dir string, st *SessionState) error {
+	b, err := json.MarshalIndent(st, "", " ")
+	if err != nil {
+		return fmt.Errorf("write session state of pid %d: %w", st.PID, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("write session state of pid %d: %w", st.PID, err)
+	}
+	f, err := os.CreateTemp(dir, StateFile+".*")
+	if err != nil { // CreateTemp makes it 0600
+		return fmt.Errorf("write session state of pid %d: %w", st.PID, err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, StateFile))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write session state of pid %d in %s: %w", st.PID, dir, err)
+	}
+	return nil
+}
+
+// ReadState reads dir/StateFile.
+func ReadState(dir string) (*SessionState, error) {
+	name := filepath.Join(dir, StateFile)
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read session state: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read session state %s: %w", name, err)
+	}
+	if len(b) > maxStateSize {
+		return nil, fmt.Errorf("read session state %s: larger than %d bytes", name, maxStateSize)
+	}
+	st, err := DecodeState(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return st, nil
+}
