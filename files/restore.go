@@ -66,7 +66,7 @@ type restorer struct {
 	inImage  map[int32]bool
 	cloexec  map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit  map[int32]bool
-	given    map[int32]int // image fd → lazycr's fd of its description (RestoreOptions.Given)
+	given    map[int32]int             // image fd → lazycr's fd of its description (RestoreOptions.Given)
 	pipes    map[uint64]*pipeGroup     // pipe.go
 	memfds   map[uint64]*memfdGroup    // memfd.go
 	deleted  map[fileKey]*deletedGroup // deleted.go

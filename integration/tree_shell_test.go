@@ -2,11 +2,13 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +21,7 @@ import (
 // carry on in the same file, with no number missing or repeated.
 func TestTreeShellLoop(t *testing.T) {
 	t.Parallel()
-	shellLoop(t, "i=0; while true; do sleep 0.2; echo $((i++)); done", 0)
+	shellLoop(t, "i=0; while true; do sleep 0.2; echo $((i++)); done", 0, false)
 }
 
 // TestTreeShellPipeline is TestTreeShellLoop through a pipeline, `while
@@ -28,14 +30,27 @@ func TestTreeShellLoop(t *testing.T) {
 // number cat has not read yet).
 func TestTreeShellPipeline(t *testing.T) {
 	t.Parallel()
-	shellLoop(t, "i=0; while true; do echo $((i++)); sleep 0.05; done | cat", 1)
+	shellLoop(t, "i=0; while true; do echo $((i++)); sleep 0.05; done | cat", 1, false)
+}
+
+// TestTreeShellJobControl runs the loop as the second element of a
+// pipeline in a shell with job control (set -m) that leads its own
+// session: the pipeline is a process group whose leader, `true`, has
+// exited. After restore the shell leads its session again and the loop's
+// subshell is in that leaderless group (made by a helper with the
+// leader's pid).
+func TestTreeShellJobControl(t *testing.T) {
+	t.Parallel()
+	shellLoop(t, "set -m; i=0; true | while true; do sleep 0.05; echo $((i++)); done", -1, true)
 }
 
 // shellLoop runs `bash -c script`, whose stdout is a file of consecutive
 // numbers from 0, dumps and restores it three times at different points,
 // and checks the numbers carry on with none missing or repeated. The image
-// must hold pipes pipes between members.
-func shellLoop(t *testing.T, script string, pipes int) {
+// must hold pipes pipes between members (any number if pipes < 0). With setsid the shell leads a
+// session of its own. Every shell of the tree must come back in its session
+// and process group.
+func shellLoop(t *testing.T, script string, pipes int, setsid bool) {
 	needRoot(t)
 	bash, err := exec.LookPath("bash")
 	if err != nil {
@@ -51,6 +66,7 @@ func shellLoop(t *testing.T, script string, pipes int) {
 			}
 			cmd := exec.Command(bash, "-c", script)
 			cmd.Stdout = f
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +90,7 @@ func shellLoop(t *testing.T, script string, pipes int) {
 				members = append(members, int(p.Pid))
 				t.Logf("member pid %d ppid %d comm %s zombie %v", p.Pid, p.Ppid, p.Comm, p.Zombie)
 			}
-			if n := len(img.Tree.Pipes); n != pipes {
+			if n := len(img.Tree.Pipes); pipes >= 0 && n != pipes {
 				t.Errorf("the image has %d pipes between members, want %d: %v", n, pipes, img.Tree.Pipes)
 			}
 			for _, m := range members {
@@ -93,6 +109,14 @@ func shellLoop(t *testing.T, script string, pipes int) {
 					unix.Kill(m, unix.SIGKILL)
 				}
 			})
+			for _, p := range img.Tree.GetProcesses() {
+				if p.Comm != "bash" {
+					continue // a sleep ends and is replaced
+				}
+				if sid, pgid := statField(t, int(p.Pid), 6), statField(t, int(p.Pid), 5); sid != fmt.Sprint(p.Sid) || pgid != fmt.Sprint(p.Pgid) {
+					t.Errorf("pid %d (bash) is in session %s, group %s after restore; the image has %d, %d", p.Pid, sid, pgid, p.Sid, p.Pgid)
+				}
+			}
 			waitCount(t, out, n+3)
 			got := readCount(t, out)
 			for i, v := range got {

@@ -125,6 +125,11 @@ func TestTreeLeaveRunning(t *testing.T) {
 		G   int `json:"g"`
 	}
 	waitReport(t, p, &r)
+	t.Cleanup(func() {
+		for _, pid := range []int{r.C1, r.C2, r.G} {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
 	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
 	requireProgress(t, p, keys...)
 	img := dumpLeaveRunning(t, r.Pid)

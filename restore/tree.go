@@ -136,10 +136,13 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			if leaders {
 				arg = 0
 			}
-			if _, err := c.Syscall(c.Pid, unix.SYS_SETPGID, 0, arg); err != nil {
-				if errors.Is(err, unix.EPERM) {
-					return fmt.Errorf("restore pid %d: join process group %d: its leader is not part of the dump and no member is in it yet (not supported yet): %w", img.Pid, ids.pgid, err)
-				}
+			_, err = c.Syscall(c.Pid, unix.SYS_SETPGID, 0, arg)
+			if errors.Is(err, unix.EPERM) && !leaders {
+				// No such group in the session: its leader was not
+				// dumped and no member has made it yet.
+				err = r.groupByHelper(t.procs[img.Ppid], c, ids.pgid)
+			}
+			if err != nil {
 				return fmt.Errorf("restore pid %d: setpgid(0, %d): %w", img.Pid, ids.pgid, err)
 			}
 		}
@@ -168,11 +171,20 @@ func (r *Process) makeZombie(z *pb.Process) error {
 	if err := c.Exit(int(z.ExitCode)); err != nil {
 		return fmt.Errorf("restore zombie pid %d: %w", z.Pid, err)
 	}
-	// The exit's SIGCHLD: an unblocked one stops the parent at its next
-	// resume and the engine keeps it aside (dropped here); a blocked one
-	// stays pending (taken with a zero-timeout rt_sigtimedwait(2)).
+	if err := takeSigchld(parent); err != nil {
+		return fmt.Errorf("restore zombie pid %d: take its SIGCHLD from pid %d: %w", z.Pid, z.Ppid, err)
+	}
+	r.opts.Log.Debug().Uint32("pid", z.Pid).Uint32("parent", z.Ppid).Int32("status", z.ExitCode).Msg("zombie recreated")
+	return nil
+}
+
+// takeSigchld takes back the SIGCHLD a child's exit sent parent (a copy of
+// the stub not rebuilt yet): an unblocked one stops the parent at its next
+// resume and the engine keeps it aside (dropped here); a blocked one stays
+// pending (taken with a zero-timeout rt_sigtimedwait(2)).
+func takeSigchld(parent *inject.Process) error {
 	if _, err := parent.Syscall(parent.Pid, unix.SYS_GETPID); err != nil {
-		return fmt.Errorf("restore zombie pid %d: parent pid %d: %w", z.Pid, z.Ppid, err)
+		return err
 	}
 	parent.DropQueued(unix.SIGCHLD)
 	scratch, err := parent.Scratch()
@@ -186,9 +198,54 @@ func (r *Process) makeZombie(z *pb.Process) error {
 		return err
 	}
 	if _, err := parent.Syscall(parent.Pid, unix.SYS_RT_SIGTIMEDWAIT, scratch, 0, scratch+8, 8); err != nil && !errors.Is(err, unix.EAGAIN) {
-		return fmt.Errorf("restore zombie pid %d: take its SIGCHLD from pid %d: %w", z.Pid, z.Ppid, err)
+		return err
 	}
-	r.opts.Log.Debug().Uint32("pid", z.Pid).Uint32("parent", z.Ppid).Int32("status", z.ExitCode).Msg("zombie recreated")
+	return nil
+}
+
+// groupByHelper makes process group g, whose leader was not dumped, for
+// member c (a copy of the stub, like its parent): a helper cloned from
+// c's parent with pid g (so in c's session) makes the group, c joins it,
+// the helper exits and the parent reaps it at once (an injected wait4(2))
+// and gets its SIGCHLD taken back: no restored process ever sees it. The
+// group outlives its leader as long as c is in it (setpgid(2), and the
+// pid stays allocated by c's group link, kernel/pid.c).
+func (r *Process) groupByHelper(parent, c *inject.Process, g int) error {
+	if !r.opts.PIDNS {
+		if err := pidFree(g); err != nil {
+			return fmt.Errorf("process group %d: %w", g, err)
+		}
+	}
+	h, err := parent.CloneProcess(g, 0)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%w: process group %d: id %d is in use here: %v", ErrPIDTaken, g, g, err)
+		}
+		return fmt.Errorf("create the leader of process group %d: %w", g, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			killTraced(h, r.opts.Log)
+		}
+	}()
+	if _, err := h.Syscall(h.Pid, unix.SYS_SETPGID, 0, 0); err != nil {
+		return fmt.Errorf("setpgid in the leader of process group %d: %w", g, err)
+	}
+	if _, err := c.Syscall(c.Pid, unix.SYS_SETPGID, 0, uintptr(g)); err != nil {
+		return fmt.Errorf("join process group %d: %w", g, err)
+	}
+	ok = true
+	if err := h.Exit(0); err != nil {
+		return fmt.Errorf("end the leader of process group %d: %w", g, err)
+	}
+	if _, err := parent.Syscall(parent.Pid, unix.SYS_WAIT4, uintptr(g), 0, unix.WALL, 0); err != nil {
+		return fmt.Errorf("reap the leader of process group %d in pid %d: %w", g, parent.Pid, err)
+	}
+	if err := takeSigchld(parent); err != nil {
+		return fmt.Errorf("take the SIGCHLD of the leader of process group %d from pid %d: %w", g, parent.Pid, err)
+	}
+	r.opts.Log.Debug().Int("pgid", g).Int("member", c.Pid).Msg("process group recreated by a helper (its leader was not dumped)")
 	return nil
 }
 
