@@ -255,6 +255,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 				mark(s.d)
 				log.Debug().Uint32("image_pid", m.img.Pid).Dur("took", *s.d).Msg(s.name)
 			}
+			if m != r {
+				r.Stats.EagerBytes += m.Stats.EagerBytes
+			}
 		}
 		return nil
 	})
