@@ -67,9 +67,6 @@ func (cp *Checkpoint) freezeTree() error {
 			}
 		}
 	}
-	if len(cp.members) > 0 && cp.opts.Mode == ModeLazy {
-		return fmt.Errorf("dump pid %d: %w: lazy migration of a process tree (children %v): use a plain dump (-D)", cp.pid, ErrUnsupported, cp.memberPids())
-	}
 	if len(cp.members) > 0 {
 		cp.opts.Log.Debug().Int("pid", cp.pid).Ints("members", cp.memberPids()).Msg("process tree frozen")
 	}
@@ -88,6 +85,12 @@ func (cp *Checkpoint) memberPids() []int {
 func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
 	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}}
 	m.opts.PID = pid
+	if m.opts.Mode == ModeLazy {
+		// Only the root's memory is served lazily (the page server
+		// addresses one process): every member's populated pages go into
+		// the skeleton. The member stays frozen with the root all the same.
+		m.opts.Mode = ModeKill
+	}
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: child pid %d: %w", cp.pid, pid, err)

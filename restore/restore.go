@@ -30,6 +30,10 @@ type Options struct {
 	Dir   string
 	Set   *image.Set
 	Pages PageReader
+	// MemberPages gives the eager page data of a tree member other than
+	// the root when the image set is in memory (Set); with Dir the pages
+	// files are read from there.
+	MemberPages func(pid uint32) (PageReader, error)
 
 	Lazy       bool  // create a userfaultfd in the process (post-copy)
 	NewPID     bool  // accept a new PID and TIDs
@@ -214,7 +218,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			{"restore process state", "restore.state", m.restoreState, &r.Stats.State},
 			{"create threads", "restore.threads", m.restoreThreads, &r.Stats.Threads},
 		}
-		if opts.Lazy {
+		if opts.Lazy && m == r {
+			// Only the root's memory is lazy (the members' is all in
+			// the skeleton, see package dump).
 			steps = append(steps, step{"create userfaultfd", "restore.uffd", m.setupUserfaultfd, &r.Stats.Uffd})
 		}
 		return append(steps, step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})

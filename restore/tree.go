@@ -43,8 +43,6 @@ func checkTreeOptions(set *image.Set, opts Options) error {
 		return nil
 	}
 	switch {
-	case opts.Lazy:
-		return fmt.Errorf("restore: %d processes in the image: lazy restore of a process tree is not supported yet", n)
 	case opts.NewPID:
 		return fmt.Errorf("restore: %d processes in the image: --new-pid with a process tree is not supported yet", n)
 	}
@@ -254,15 +252,23 @@ func (r *Process) groupByHelper(parent, c *inject.Process, g int) error {
 func (r *Process) prepareMember(m *Process) error {
 	t := r.tree
 	if m.mm.GetPagesBytes() > 0 {
-		if r.opts.Dir == "" {
-			return fmt.Errorf("restore pid %d: eager pages of a tree member need the image directory", m.img.Pid)
+		switch {
+		case r.opts.MemberPages != nil:
+			pr, err := r.opts.MemberPages(m.img.Pid)
+			if err != nil {
+				return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+			}
+			m.opts.Pages = pr
+		case r.opts.Dir != "":
+			pr, err := image.OpenPages(r.opts.Dir, m.img.Pid)
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			t.closers = append(t.closers, func() { pr.Close() })
+			m.opts.Pages = pr
+		default:
+			return fmt.Errorf("restore pid %d: no page data for a tree member (Options.MemberPages)", m.img.Pid)
 		}
-		pr, err := image.OpenPages(r.opts.Dir, m.img.Pid)
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		t.closers = append(t.closers, func() { pr.Close() })
-		m.opts.Pages = pr
 	}
 	return r.giveShared(m)
 }
