@@ -109,6 +109,13 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	}
 	switch opts.Mode {
 	case ModeKill:
+		// The held lock first: if it cannot be taken the dump fails as a
+		// whole (the process keeps its connections, no image is left).
+		if err := cp.tcp.Hold(); err != nil {
+			cp.abort()
+			removeOutput(opts.Dir, cp.dirMade)
+			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", opts.PID, err)
+		}
 		parent := parentOf(opts.PID)
 		err = cp.Kill()
 		if err == nil {
@@ -153,6 +160,7 @@ type Checkpoint struct {
 	// no proc.
 	members []*Checkpoint
 	zombie  bool
+	tcp     *files.TCPDump // established TCP connections (files/tcp.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
@@ -439,14 +447,16 @@ func (cp *Checkpoint) Release() error {
 		return nil
 	}
 	cp.done = true
-	// Descendants first, the deepest last-listed first.
+	// Descendants first, the deepest last-listed first. Repair off
+	// before a process runs: a read(2) it restarts on a socket still in
+	// repair mode fails EPERM (tcp_recvmsg_locked).
 	var errs []error
 	for i := len(cp.members) - 1; i >= 0; i-- {
 		if m := cp.members[i]; m.proc != nil {
-			errs = append(errs, m.proc.Release())
+			errs = append(errs, m.tcp.Resume(), m.proc.Release())
 		}
 	}
-	errs = append(errs, cp.proc.Release())
+	errs = append(errs, cp.tcp.Resume(), cp.proc.Release())
 	cp.tracer.Close()
 	return errors.Join(errs...)
 }
@@ -455,6 +465,11 @@ func (cp *Checkpoint) Release() error {
 func (cp *Checkpoint) Kill() error {
 	if cp.done {
 		return nil
+	}
+	// The held lock goes in before the process dies: its TCP peers must
+	// never meet a missing socket (files.TCPDump).
+	if err := cp.tcp.Hold(); err != nil {
+		return errors.Join(fmt.Errorf("hold TCP connections: %w", err), cp.Release())
 	}
 	cp.done = true
 	// Descendants first, the deepest last-listed first.
@@ -466,6 +481,10 @@ func (cp *Checkpoint) Kill() error {
 	}
 	errs = append(errs, cp.proc.Kill())
 	cp.tracer.Close()
+	errs = append(errs, cp.tcp.Close())
+	for _, m := range cp.members {
+		errs = append(errs, m.tcp.Close())
+	}
 	return errors.Join(errs...)
 }
 

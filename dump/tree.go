@@ -199,6 +199,11 @@ func (cp *Checkpoint) collectTree() error {
 			live = append(live, p)
 		}
 	}
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if n := m.tcp.Conns(); n > 0 {
+			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not restored yet", cp.pid, ErrUnsupported, m.pid, n)
+		}
+	}
 	if err := refuseSharedMemory(cp.pid, set, live); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -339,8 +340,9 @@ func TestSourceKilledThreads(t *testing.T) {
 	}
 	progress(t, p)
 
-	dir := filepath.Join(t.TempDir(), "img")
-	src := startLazySource(t, nil, p.pid, "127.0.0.1", "--reconnect-timeout", "60s", "-D", dir)
+	// No -D: the state goes to /run/lazycr/pid-PID-START, found again by
+	// --adopt PID alone.
+	src := startLazySource(t, nil, p.pid, "127.0.0.1", "--reconnect-timeout", "60s")
 	px := startLazyProxy(t, &lazyProxy{upstream: src.addr, cutAt: map[int]int64{1: 6 << 20}, beforeCut: func(int) {
 		src.cmd.Process.Kill()
 		<-src.done
@@ -359,10 +361,24 @@ func TestSourceKilledThreads(t *testing.T) {
 		t.Errorf("stopped original has %d threads, want %d", n, r.Threads+1)
 	}
 
-	ad := startLazyRun(t, "adopting lazycr", lazyCmd(t, nil, "dump", "--lazy", "--adopt", fmt.Sprint(p.pid), "-D", dir, "--reconnect-timeout", "60s"))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := string(b)
+	stateDir := fmt.Sprintf("/run/lazycr/pid-%d-%s", p.pid, strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])[19])
+	for name, perm := range map[string]os.FileMode{stateDir: 0o700, filepath.Join(stateDir, "lazy-session.json"): 0o600} {
+		if fi, err := os.Stat(name); err != nil || fi.Mode().Perm() != perm {
+			t.Errorf("session state %s: %v, want mode %v", name, err, perm)
+		}
+	}
+	ad := startLazyRun(t, "adopting lazycr", lazyCmd(t, nil, "dump", "--lazy", "--adopt", fmt.Sprint(p.pid), "--reconnect-timeout", "60s"))
 	dst.requireExit(t, 0)
 	ad.requireExit(t, 0)
 	requireLazySourceGone(t, p)
+	if _, err := os.Stat(stateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("session state directory %s left after DONE: %v", stateDir, err)
+	}
 	before := progress(t, rp)
 	for _, k := range keys {
 		lazyWaitTick(t, rp, k, before[k]+2)
@@ -380,7 +396,7 @@ func TestSourceGuardSurvivesSIGCONT(t *testing.T) {
 	waitReport(t, p, &r)
 	lazyWaitTick(t, p, "verify", 1)
 	progress(t, p)
-	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	src := startLazySource(t, nil, p.pid, "127.0.0.1", "-D", filepath.Join(t.TempDir(), "img"))
 	if err := syscall.Kill(p.pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,14 @@ func interruptMidFetch(t *testing.T, hook func(dst *lazyRun, pid int)) (orig *pr
 // --reconnect-timeout.
 func interruptMidFetchWith(t *testing.T, srcReconnect string, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
 	t.Helper()
+	return lazyPausedAt(t, srcReconnect, 8<<20, hook)
+}
+
+// lazyPausedAt migrates a 64 MiB lazy_verify through a pausing proxy whose
+// hook runs once pauseAt bytes came from the source (past the skeleton,
+// about 100 KiB: the process has resumed) and the resumed pid was read.
+func lazyPausedAt(t *testing.T, srcReconnect string, pauseAt int64, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
+	t.Helper()
 	orig = start(t, buildC(t, "lazy_verify"), "64")
 	var r lazyVerifyReport
 	waitReport(t, orig, &r)
@@ -120,7 +128,7 @@ func interruptMidFetchWith(t *testing.T, srcReconnect string, hook func(dst *laz
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
-	px := startPausingProxy(t, ln, func() (net.Conn, error) { return net.Dial("tcp", src.addr) }, 8<<20, func() {
+	px := startPausingProxy(t, ln, func() (net.Conn, error) { return net.Dial("tcp", src.addr) }, pauseAt, func() {
 		<-ready
 		hook(dst, cp.pid)
 	})

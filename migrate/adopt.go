@@ -52,6 +52,13 @@ func (m traceeMemory) ReadAt(b []byte, addr uint64) error { return m.p.ReadMem(u
 // so.
 func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 	start := time.Now()
+	if opts.StateDir == "" {
+		stat, err := proc.ReadStat(opts.PID)
+		if err != nil {
+			return nil, fmt.Errorf("adopt pid %d: %w", opts.PID, err)
+		}
+		opts.StateDir = DefaultStateDir(opts.PID, stat.StartTime)
+	}
 	st, err := ReadState(opts.StateDir)
 	if err != nil {
 		return nil, err

@@ -22,7 +22,7 @@ import (
 type SourceOptions struct {
 	PID      int
 	Dir      string // optional: keep the skeleton here
-	StateDir string // where the session state goes (default Dir, else DefaultStateDir(PID))
+	StateDir string // where the session state goes (default Dir, else DefaultStateDir)
 	Listen   string // host:port to serve on
 	Listener net.Listener
 	// Token is the secret the target must present; nil serves anyone who
@@ -91,19 +91,19 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	}
 	defer ln.Close()
+	stat, err := proc.ReadStat(opts.PID)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
+	}
 	stateDir := opts.StateDir
 	if stateDir == "" {
 		stateDir = opts.Dir
 	}
 	if stateDir == "" {
-		stateDir = DefaultStateDir(opts.PID)
+		stateDir = DefaultStateDir(opts.PID, stat.StartTime)
 	}
 	if abs, err := filepath.Abs(stateDir); err == nil {
 		stateDir = abs // it is printed in the --adopt command
-	}
-	stat, err := proc.ReadStat(opts.PID)
-	if err != nil {
-		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
 	}
 	image.Warm() // before the freeze: the encoding would otherwise pay for it
 	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})

@@ -2566,7 +2566,11 @@ type FdTable struct {
 	Fds   []*Fd                  `protobuf:"bytes,2,rep,name=fds,proto3" json:"fds,omitempty"` // sorted by fd
 	// /proc/sys/kernel/random/boot_id of the dumping host: live objects
 	// (PipeHolder) are only ever matched on the same boot.
-	BootId        string `protobuf:"bytes,3,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	BootId string `protobuf:"bytes,3,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// The held network lock (netlock.HeldName) that keeps the peers of the
+	// process's TCP connections from seeing a reset until a restore
+	// re-creates them; empty without TCP connections.
+	TcpLock       string `protobuf:"bytes,20,opt,name=tcp_lock,json=tcpLock,proto3" json:"tcp_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2618,6 +2622,13 @@ func (x *FdTable) GetFds() []*Fd {
 func (x *FdTable) GetBootId() string {
 	if x != nil {
 		return x.BootId
+	}
+	return ""
+}
+
+func (x *FdTable) GetTcpLock() string {
+	if x != nil {
+		return x.TcpLock
 	}
 	return ""
 }
@@ -3486,7 +3497,10 @@ type InetSocket struct {
 	Inode     uint64                 `protobuf:"varint,11,opt,name=inode,proto3" json:"inode,omitempty"`
 	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
 	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
-	Shutdown      uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	Shutdown uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	// An established TCP connection (files/tcp.go): its state read in
+	// TCP_REPAIR mode. peer_addr/peer_port name the peer.
+	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3605,6 +3619,313 @@ func (x *InetSocket) GetShutdown() uint32 {
 	return 0
 }
 
+func (x *InetSocket) GetTcp() *TcpStream {
+	if x != nil {
+		return x.Tcp
+	}
+	return nil
+}
+
+// TcpStream is the TCP state of an established connection, read with the
+// socket in repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers
+// as the kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq.
+type TcpStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                             // TCP_ESTABLISHED (1); other states are refused
+	InqSeq        uint32                 `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
+	Inq           []byte                 `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
+	OutqSeq       uint32                 `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
+	Outq          []byte                 `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
+	OutqUnsent    uint32                 `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
+	MssClamp      uint32                 `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
+	Options       uint32                 `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
+	SndWscale     uint32                 `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale     uint32                 `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	Timestamp     uint32                 `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
+	Window        *TcpWindow             `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
+	Nodelay       bool                   `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
+	Cork          bool                   `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
+	Keepidle      int32                  `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
+	Keepintvl     int32                  `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
+	Keepcnt       int32                  `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
+	UserTimeout   int32                  `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
+	Congestion    string                 `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
+	NotsentLowat  int32                  `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
+	BufLock       int32                  `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
+	WindowClamp   int32                  `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
+	Linger2       int32                  `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TcpStream) Reset() {
+	*x = TcpStream{}
+	mi := &file_image_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TcpStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TcpStream) ProtoMessage() {}
+
+func (x *TcpStream) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
+func (*TcpStream) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *TcpStream) GetState() uint32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *TcpStream) GetInqSeq() uint32 {
+	if x != nil {
+		return x.InqSeq
+	}
+	return 0
+}
+
+func (x *TcpStream) GetInq() []byte {
+	if x != nil {
+		return x.Inq
+	}
+	return nil
+}
+
+func (x *TcpStream) GetOutqSeq() uint32 {
+	if x != nil {
+		return x.OutqSeq
+	}
+	return 0
+}
+
+func (x *TcpStream) GetOutq() []byte {
+	if x != nil {
+		return x.Outq
+	}
+	return nil
+}
+
+func (x *TcpStream) GetOutqUnsent() uint32 {
+	if x != nil {
+		return x.OutqUnsent
+	}
+	return 0
+}
+
+func (x *TcpStream) GetMssClamp() uint32 {
+	if x != nil {
+		return x.MssClamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetOptions() uint32 {
+	if x != nil {
+		return x.Options
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSndWscale() uint32 {
+	if x != nil {
+		return x.SndWscale
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRcvWscale() uint32 {
+	if x != nil {
+		return x.RcvWscale
+	}
+	return 0
+}
+
+func (x *TcpStream) GetTimestamp() uint32 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetWindow() *TcpWindow {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *TcpStream) GetNodelay() bool {
+	if x != nil {
+		return x.Nodelay
+	}
+	return false
+}
+
+func (x *TcpStream) GetCork() bool {
+	if x != nil {
+		return x.Cork
+	}
+	return false
+}
+
+func (x *TcpStream) GetKeepidle() int32 {
+	if x != nil {
+		return x.Keepidle
+	}
+	return 0
+}
+
+func (x *TcpStream) GetKeepintvl() int32 {
+	if x != nil {
+		return x.Keepintvl
+	}
+	return 0
+}
+
+func (x *TcpStream) GetKeepcnt() int32 {
+	if x != nil {
+		return x.Keepcnt
+	}
+	return 0
+}
+
+func (x *TcpStream) GetUserTimeout() int32 {
+	if x != nil {
+		return x.UserTimeout
+	}
+	return 0
+}
+
+func (x *TcpStream) GetCongestion() string {
+	if x != nil {
+		return x.Congestion
+	}
+	return ""
+}
+
+func (x *TcpStream) GetNotsentLowat() int32 {
+	if x != nil {
+		return x.NotsentLowat
+	}
+	return 0
+}
+
+func (x *TcpStream) GetBufLock() int32 {
+	if x != nil {
+		return x.BufLock
+	}
+	return 0
+}
+
+func (x *TcpStream) GetWindowClamp() int32 {
+	if x != nil {
+		return x.WindowClamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetLinger2() int32 {
+	if x != nil {
+		return x.Linger2
+	}
+	return 0
+}
+
+// TcpWindow is struct tcp_repair_window.
+type TcpWindow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SndWl1        uint32                 `protobuf:"varint,1,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"`
+	SndWnd        uint32                 `protobuf:"varint,2,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
+	MaxWindow     uint32                 `protobuf:"varint,3,opt,name=max_window,json=maxWindow,proto3" json:"max_window,omitempty"`
+	RcvWnd        uint32                 `protobuf:"varint,4,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
+	RcvWup        uint32                 `protobuf:"varint,5,opt,name=rcv_wup,json=rcvWup,proto3" json:"rcv_wup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TcpWindow) Reset() {
+	*x = TcpWindow{}
+	mi := &file_image_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TcpWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TcpWindow) ProtoMessage() {}
+
+func (x *TcpWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
+func (*TcpWindow) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *TcpWindow) GetSndWl1() uint32 {
+	if x != nil {
+		return x.SndWl1
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetSndWnd() uint32 {
+	if x != nil {
+		return x.SndWnd
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetMaxWindow() uint32 {
+	if x != nil {
+		return x.MaxWindow
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetRcvWnd() uint32 {
+	if x != nil {
+		return x.RcvWnd
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetRcvWup() uint32 {
+	if x != nil {
+		return x.RcvWup
+	}
+	return 0
+}
+
 type SocketOptions struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Reuseaddr    bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
@@ -3642,7 +3963,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3975,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3988,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3843,7 +4164,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3855,7 +4176,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3868,7 +4189,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -3908,7 +4229,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3920,7 +4241,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3933,7 +4254,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MemFd) GetName() string {
@@ -3995,7 +4316,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4328,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4341,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4075,7 +4396,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4087,7 +4408,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4100,7 +4421,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4121,7 +4442,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4133,7 +4454,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4146,7 +4467,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4187,7 +4508,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4199,7 +4520,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4212,7 +4533,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4501,11 +4822,12 @@ const file_image_proto_rawDesc = "" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x1a.lazycr.image.v1.PageStateR\x05state\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"[\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"v\n" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xf5\x05\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xf5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -4571,7 +4893,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4588,7 +4910,45 @@ const file_image_proto_rawDesc = "" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
-	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xc2\x05\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\x12,\n" +
+	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xa5\x05\n" +
+	"\tTcpStream\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\rR\x05state\x12\x17\n" +
+	"\ainq_seq\x18\x02 \x01(\rR\x06inqSeq\x12\x10\n" +
+	"\x03inq\x18\x03 \x01(\fR\x03inq\x12\x19\n" +
+	"\boutq_seq\x18\x04 \x01(\rR\aoutqSeq\x12\x12\n" +
+	"\x04outq\x18\x05 \x01(\fR\x04outq\x12\x1f\n" +
+	"\voutq_unsent\x18\x06 \x01(\rR\n" +
+	"outqUnsent\x12\x1b\n" +
+	"\tmss_clamp\x18\a \x01(\rR\bmssClamp\x12\x18\n" +
+	"\aoptions\x18\b \x01(\rR\aoptions\x12\x1d\n" +
+	"\n" +
+	"snd_wscale\x18\t \x01(\rR\tsndWscale\x12\x1d\n" +
+	"\n" +
+	"rcv_wscale\x18\n" +
+	" \x01(\rR\trcvWscale\x12\x1c\n" +
+	"\ttimestamp\x18\v \x01(\rR\ttimestamp\x122\n" +
+	"\x06window\x18\f \x01(\v2\x1a.lazycr.image.v1.TcpWindowR\x06window\x12\x18\n" +
+	"\anodelay\x18\r \x01(\bR\anodelay\x12\x12\n" +
+	"\x04cork\x18\x0e \x01(\bR\x04cork\x12\x1a\n" +
+	"\bkeepidle\x18\x0f \x01(\x05R\bkeepidle\x12\x1c\n" +
+	"\tkeepintvl\x18\x10 \x01(\x05R\tkeepintvl\x12\x18\n" +
+	"\akeepcnt\x18\x11 \x01(\x05R\akeepcnt\x12!\n" +
+	"\fuser_timeout\x18\x12 \x01(\x05R\vuserTimeout\x12\x1e\n" +
+	"\n" +
+	"congestion\x18\x13 \x01(\tR\n" +
+	"congestion\x12#\n" +
+	"\rnotsent_lowat\x18\x14 \x01(\x05R\fnotsentLowat\x12\x19\n" +
+	"\bbuf_lock\x18\x15 \x01(\x05R\abufLock\x12!\n" +
+	"\fwindow_clamp\x18\x16 \x01(\x05R\vwindowClamp\x12\x18\n" +
+	"\alinger2\x18\x17 \x01(\x05R\alinger2\"\x8e\x01\n" +
+	"\tTcpWindow\x12\x17\n" +
+	"\asnd_wl1\x18\x01 \x01(\rR\x06sndWl1\x12\x17\n" +
+	"\asnd_wnd\x18\x02 \x01(\rR\x06sndWnd\x12\x1d\n" +
+	"\n" +
+	"max_window\x18\x03 \x01(\rR\tmaxWindow\x12\x17\n" +
+	"\arcv_wnd\x18\x04 \x01(\rR\x06rcvWnd\x12\x17\n" +
+	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xc2\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -4683,7 +5043,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -4724,13 +5084,15 @@ var file_image_proto_goTypes = []any{
 	(*TimerFd)(nil),       // 36: lazycr.image.v1.TimerFd
 	(*SignalFd)(nil),      // 37: lazycr.image.v1.SignalFd
 	(*InetSocket)(nil),    // 38: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 39: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 40: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 41: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 42: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 43: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 44: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 45: lazycr.image.v1.Device
+	(*TcpStream)(nil),     // 39: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 40: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 41: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 42: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 43: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 44: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 45: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 46: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 47: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	7,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -4769,24 +5131,26 @@ var file_image_proto_depIdxs = []int32{
 	36, // 33: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	37, // 34: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	38, // 35: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	45, // 36: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	41, // 37: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	42, // 38: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	43, // 39: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	47, // 36: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	43, // 37: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	44, // 38: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	45, // 39: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	24, // 40: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	32, // 41: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
 	34, // 42: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	39, // 43: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	40, // 44: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	24, // 45: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	44, // 46: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	24, // 47: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	24, // 48: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	41, // 43: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	39, // 44: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	40, // 45: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	42, // 46: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	24, // 47: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	46, // 48: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	24, // 49: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	24, // 50: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4814,7 +5178,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
