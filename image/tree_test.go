@@ -15,9 +15,9 @@ func TestValidateTree(t *testing.T) {
 		t.Fatalf("sample set: %v", err)
 	}
 	for _, c := range []struct {
-		name  string
+		name    string
 		breakIt func(s *Set)
-		want  string
+		want    string
 	}{
 		{"parent outside", func(s *Set) { s.Tree.Processes[1].Ppid = 77 }, "parent pid 77, which is not in the tree"},
 		{"root with member parent", func(s *Set) { s.Tree.Processes[0].Ppid = childPid }, "has a member"},
