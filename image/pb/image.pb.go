@@ -365,7 +365,10 @@ type Process struct {
 	// The main thread had exited (pthread_exit) while the others ran: it is
 	// not among threads; restore makes the leader exit again before the
 	// process resumes, so the pid is once more a zombie leader.
-	LeaderExited  bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
+	LeaderExited bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
+	// The nice value (setpriority(2) PRIO_PROCESS) of every thread; unset
+	// in images made before it was recorded (restore then leaves it).
+	Nice          *int32 `protobuf:"varint,28,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -587,6 +590,13 @@ func (x *Process) GetLeaderExited() bool {
 		return x.LeaderExited
 	}
 	return false
+}
+
+func (x *Process) GetNice() int32 {
+	if x != nil && x.Nice != nil {
+		return *x.Nice
+	}
+	return 0
 }
 
 // DeletedDir is what is left to see of a removed directory a process is
@@ -4370,7 +4380,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\bpageSize\x12%\n" +
 	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"E\n" +
 	"\vProcessTree\x126\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xe4\a\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\x86\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4406,7 +4416,9 @@ const file_image_proto_rawDesc = "" +
 	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\x12<\n" +
 	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
 	"cwdDeleted\x12#\n" +
-	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\"D\n" +
+	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\x12\x17\n" +
+	"\x04nice\x18\x1c \x01(\x05H\x00R\x04nice\x88\x01\x01B\a\n" +
+	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -4906,6 +4918,7 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
+	file_image_proto_msgTypes[2].OneofWrappers = []any{}
 	file_image_proto_msgTypes[23].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
