@@ -564,8 +564,11 @@ type Process struct {
 	NsSid  []uint32 `protobuf:"varint,29,rep,packed,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
 	// A zombie member: it had exited and its parent (a member) had not
 	// reaped it yet. Restore makes a child that exits with exit_code.
-	Zombie        bool  `protobuf:"varint,30,opt,name=zombie,proto3" json:"zombie,omitempty"`
-	ExitCode      int32 `protobuf:"varint,31,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
+	Zombie   bool  `protobuf:"varint,30,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitCode int32 `protobuf:"varint,31,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
+	// The nice value (setpriority(2) PRIO_PROCESS) of every thread; unset
+	// in images made before it was recorded (restore then leaves it).
+	Nice          *int32 `protobuf:"varint,32,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -813,6 +816,13 @@ func (x *Process) GetZombie() bool {
 func (x *Process) GetExitCode() int32 {
 	if x != nil {
 		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *Process) GetNice() int32 {
+	if x != nil && x.Nice != nil {
+		return *x.Nice
 	}
 	return 0
 }
@@ -4611,7 +4621,7 @@ const file_image_proto_rawDesc = "" +
 	"\bTreePipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xc9\b\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xeb\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4651,7 +4661,9 @@ const file_image_proto_rawDesc = "" +
 	"\ans_pgid\x18\x1c \x03(\rR\x06nsPgid\x12\x15\n" +
 	"\x06ns_sid\x18\x1d \x03(\rR\x05nsSid\x12\x16\n" +
 	"\x06zombie\x18\x1e \x01(\bR\x06zombie\x12\x1b\n" +
-	"\texit_code\x18\x1f \x01(\x05R\bexitCode\"D\n" +
+	"\texit_code\x18\x1f \x01(\x05R\bexitCode\x12\x17\n" +
+	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01B\a\n" +
+	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -5158,6 +5170,7 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
+	file_image_proto_msgTypes[5].OneofWrappers = []any{}
 	file_image_proto_msgTypes[26].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
