@@ -368,7 +368,11 @@ type Process struct {
 	LeaderExited bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
 	// The nice value (setpriority(2) PRIO_PROCESS) of every thread; unset
 	// in images made before it was recorded (restore then leaves it).
-	Nice          *int32 `protobuf:"varint,28,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
+	Nice *int32 `protobuf:"varint,28,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
+	// The process was in a job-control stop (state T) when dumped: the
+	// signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU); 0 when it
+	// was running. Restore leaves it stopped until a SIGCONT.
+	StopSignal    uint32 `protobuf:"varint,29,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +599,13 @@ func (x *Process) GetLeaderExited() bool {
 func (x *Process) GetNice() int32 {
 	if x != nil && x.Nice != nil {
 		return *x.Nice
+	}
+	return 0
+}
+
+func (x *Process) GetStopSignal() uint32 {
+	if x != nil {
+		return x.StopSignal
 	}
 	return 0
 }
@@ -4380,7 +4391,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\x04R\bpageSize\x12%\n" +
 	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"E\n" +
 	"\vProcessTree\x126\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\x86\b\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xa7\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4417,7 +4428,9 @@ const file_image_proto_rawDesc = "" +
 	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
 	"cwdDeleted\x12#\n" +
 	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\x12\x17\n" +
-	"\x04nice\x18\x1c \x01(\x05H\x00R\x04nice\x88\x01\x01B\a\n" +
+	"\x04nice\x18\x1c \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
+	"\vstop_signal\x18\x1d \x01(\rR\n" +
+	"stopSignalB\a\n" +
 	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
