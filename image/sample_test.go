@@ -90,7 +90,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 			{Resource: unix.RLIMIT_NOFILE, Name: "nofile", Cur: 1024, Max: 524288},
 			{Resource: unix.RLIMIT_STACK, Name: "stack", Cur: 8 << 20, Max: ^uint64(0)},
 		},
-		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5),
+		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5), StopSignal: 19,
 		Sigactions: []*pb.SigAction{
 			{Signo: int32(unix.SIGINT), Handler: 0x401500, Flags: 0x14000000, Restorer: 0x401600, Mask: 1 << 1},
 			{Signo: int32(unix.SIGPIPE), Handler: 1},
