@@ -415,3 +415,23 @@ func TestRestorePython(t *testing.T) {
 	checkSequence(t, rp)
 	t.Logf("counter frozen at %d, now %d", frozen, progress(t, rp)["count"])
 }
+
+// TestRestoreGoHTTP (F11): a plain Go HTTP server, whose listener Go 1.24+
+// makes MPTCP, is dumped and restored, and serves again (it requests
+// itself; the served key advances only on a right answer).
+func TestRestoreGoHTTP(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildGo(t, "gohttp"))
+	var r struct {
+		Pid      int `json:"pid"`
+		Port     int `json:"port"`
+		Protocol int `json:"protocol"`
+	}
+	waitReport(t, p, &r)
+	t.Logf("listener protocol %d", r.Protocol)
+	requireProgress(t, p, "served")
+
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	requireProgress(t, rp, "served")
+	checkSequence(t, rp, "served")
+}
