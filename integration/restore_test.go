@@ -435,3 +435,30 @@ func TestRestoreGoHTTP(t *testing.T) {
 	requireProgress(t, rp, "served")
 	checkSequence(t, rp, "served")
 }
+
+// TestRestorePythonAsyncio (F12): an asyncio program, whose event loop
+// holds a socketpair (the self-pipe) woken from another thread, with a
+// TCP server it talks to, is restored and both go on working.
+func TestRestorePythonAsyncio(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 on this machine")
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "progs", "asyncioserve.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, py, "-u", script)
+	var r struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wake", "echo")
+
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	requireProgress(t, rp, "wake", "echo")
+	checkSequence(t, rp, "wake", "echo")
+}
