@@ -262,6 +262,9 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Tcp: &pb.TcpStream{State: 1, InqSeq: 0x1000, Inq: []byte("GET /"), OutqSeq: 0xfffffff0, Outq: []byte("HTTP/1.1 200"), OutqUnsent: 4, MssClamp: 1440,
 				Options: 7, SndWscale: 7, RcvWscale: 9, Timestamp: 123456789, Window: &pb.TcpWindow{SndWl1: 0xfff, SndWnd: 65535, MaxWindow: 65535, RcvWnd: 65483, RcvWup: 0xffb},
 				Nodelay: true, Cork: true, Keepidle: 60, Keepintvl: 10, Keepcnt: 5, UserTimeout: 30000, Congestion: "cubic", NotsentLowat: 16384, BufLock: 1, WindowClamp: 32768, Linger2: 60}}}},
+		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
+			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
+		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
