@@ -37,3 +37,7 @@ func (cp *Checkpoint) RefreshGuard() (bool, error) {
 	}
 	return cp.proc.RefreshGuard()
 }
+
+// Stopped reports whether the process was in a job-control stop (state T)
+// when it was frozen: Release then leaves it stopped, as it was.
+func (cp *Checkpoint) Stopped() bool { return cp.proc.GroupStop() != 0 }

@@ -486,13 +486,13 @@ func refuseOtherNamespaces(root int, live []*pb.Process) error {
 // writeMemberPages writes the eager pages of member pid from its own
 // frozen process, and keeps the root's record of them (its eager runs and
 // page counts) in step with what writing them changed.
-func (cp *Checkpoint) writeMemberPages(w pageAppender, pid uint32) error {
+func (cp *Checkpoint) writeMemberPages(ctx context.Context, w pageAppender, pid uint32) error {
 	m := cp.member(pid)
 	if m == cp {
-		return cp.writePages(w, pid)
+		return cp.writePages(ctx, w, pid)
 	}
 	before := m.Stats
-	err := m.writePages(w, pid)
+	err := m.writePages(ctx, w, pid)
 	cp.eager[pid] = m.eager[pid]
 	cp.Stats.PagesEager += m.Stats.PagesEager - before.PagesEager
 	cp.Stats.PagesZero += m.Stats.PagesZero - before.PagesZero

@@ -98,6 +98,7 @@ func (p *Process) letGo(final, keepStopped bool) error {
 		}
 	}
 
+	stopping := p.spawned && p.stopOnDetach
 	for _, th := range p.threads {
 		if th.gone {
 			continue
@@ -109,6 +110,14 @@ func (p *Process) letGo(final, keepStopped bool) error {
 		if p.spawned {
 			if err := setRegs(th.tid, &regs); err != nil {
 				errs = append(errs, fmt.Errorf("set registers of pid %d tid %d: %w", p.Pid, th.tid, err))
+			}
+			if stopping {
+				// The first thread starts the group-stop before any is
+				// detached (groupstop.go).
+				stopping = false
+				if err := p.enterGroupStop(th); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			if err := ptrace(unix.PTRACE_DETACH, th.tid, 0, 0); err != nil {
 				errs = append(errs, fmt.Errorf("detach pid %d tid %d: %w", p.Pid, th.tid, err))

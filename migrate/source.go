@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
@@ -195,8 +196,12 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 		err = &KeptStoppedError{PID: opts.PID, StateDir: stateDir, Err: err}
 	default:
+		how := "it keeps running"
+		if cp.Stopped() {
+			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
+		}
 		release()
-		err = fmt.Errorf("%w; pid %d released, it keeps running", err, opts.PID)
+		err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
 	}
 	out.Total = time.Since(start)
 	return out, err

@@ -328,6 +328,9 @@ func (r *Process) Resume() error {
 		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: TCP connections: %w", r.img.Pid, err)
 	}
+	if r.img.StopSignal != 0 {
+		r.b.p.StopOnDetach() // it was in a job-control stop (state T)
+	}
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()

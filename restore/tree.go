@@ -418,6 +418,9 @@ func (r *Process) resumeMembers() error {
 	}
 	for i := len(t.members) - 1; i >= 0; i-- {
 		m := t.members[i]
+		if m.img.StopSignal != 0 {
+			m.b.p.StopOnDetach() // it was in a job-control stop (state T)
+		}
 		err := m.b.p.Detach()
 		m.done = true
 		if err == nil && i == len(t.members)-1 {
