@@ -638,10 +638,13 @@ func (t *TCPRestore) unlock() error {
 		t.ns.Close()
 		t.ns = netns.None()
 	}()
-	if _, err := netlock.Sweep(t.ns, t.log); err != nil {
-		t.log.Warn().Err(err).Msg("sweep stale network locks")
+	// The held lock first: the peers' packets flow again as soon as its
+	// delete is committed.
+	err := netlock.RemoveHeld(t.ns, t.lock, t.log)
+	if _, serr := netlock.Sweep(t.ns, t.log); serr != nil {
+		t.log.Warn().Err(serr).Msg("sweep stale network locks")
 	}
-	return netlock.RemoveHeld(t.ns, t.lock, t.log)
+	return err
 }
 
 // tcpMaxBuf is what SO_SNDBUFFORCE/SO_RCVBUFFORCE get while the queues are
