@@ -49,7 +49,8 @@ import (
 // SYN_RECV and the half-closed ones: their FINs are not restored yet), a
 // socket filter (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly),
 // TCP-MD5 or TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP:
-// kTLS...), negotiated ECN (no repair option carries it), and a receive
+// kTLS...), negotiated ECN or microsecond timestamps (no repair option
+// carries them), and a receive
 // queue that cannot be read whole (urgent data stops recv at the mark).
 type tcpConn struct{}
 
@@ -186,6 +187,11 @@ func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts uint8) error {
 	}
 	if opts&(kabi.TCPI_OPT_ECN|kabi.TCPI_OPT_ECN_SEEN) != 0 {
 		return fmt.Errorf("%w: ECN was negotiated; TCP repair cannot restore it", ErrUnsupported)
+	}
+	if opts&kabi.TCPI_OPT_USEC_TS != 0 {
+		// Microsecond timestamps (route option tcp_usec_ts, Linux 6.7):
+		// TCP_REPAIR_OPTIONS turns timestamps on in milliseconds only.
+		return fmt.Errorf("%w: microsecond TCP timestamps were negotiated; TCP repair restores millisecond ones", ErrUnsupported)
 	}
 	return nil
 }
