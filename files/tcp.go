@@ -22,17 +22,19 @@ import (
 // CRIU's soccr/soccr.c are the reference for the sequence):
 //
 // Dump: the connection's packets are locked out (netlock) before anything
-// is read, so the state cannot move under the dump; then, on lazycr's
+// is read, so the state cannot move under the dump (nor, as seen by the
+// peer, after it); then, on lazycr's
 // pidfd_getfd(2) copy of the socket, TCP_REPAIR=1 and: TCP_INFO (state,
 // negotiated options, window scales), SIOCINQ/SIOCOUTQ/SIOCOUTQNSD (queue
 // lengths), for each queue TCP_REPAIR_QUEUE + TCP_QUEUE_SEQ and a
 // recv(MSG_PEEK) of its bytes (in repair mode recv on TCP_SEND_QUEUE reads
 // the send queue), TCP_MAXSEG (the MSS clamp in repair mode), TCP_TIMESTAMP
-// and TCP_REPAIR_WINDOW. The socket stays in repair mode: when the killed
+// and TCP_REPAIR_WINDOW; then repair off again while the images are
+// written. Right before the kill repair goes back on: when the killed
 // process's socket is finally closed, __tcp_close → tcp_disconnect sees
 // tp->repair and neither sends a FIN nor a RST (net/ipv4/tcp.c), so the
-// peer sees nothing; on a failed or leave-running dump repair is turned
-// off again and the connection carries on.
+// peer sees nothing; on a failed or leave-running dump the lock goes and
+// the connection carries on.
 //
 // Restore: socket, TCP_REPAIR=1 (which also sets SK_FORCE_REUSE, so the
 // bind succeeds next to a listener of the same port), the options, the
@@ -289,8 +291,36 @@ func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
 		if err := readStream(k.fd, k.s.Tcp); err != nil {
 			return fmt.Errorf("fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
 		}
+		// Repair goes off again at once, and back on only right before
+		// the kill (Hold): a lazycr killed in between must not leave the
+		// process (which ptrace then lets run) with sockets in repair
+		// mode, where its reads fail EPERM. Under the lock the recorded
+		// state stays what the peer knows: nothing the socket sends from
+		// now on (retransmissions, ACKs, window updates) reaches the peer,
+		// nothing the peer sends reaches the socket, and the process is
+		// frozen.
+		if err := repairOff(k); err != nil {
+			return err
+		}
 	}
 	table.TcpLock = t.name
+	return nil
+}
+
+// repairOff ends repair mode on a dumped socket and gives back
+// SO_REUSEADDR (TCP_REPAIR off resets sk_reuse, do_tcp_setsockopt).
+func repairOff(k *tcpSock) error {
+	if !k.repaired {
+		return nil
+	}
+	errs := []error{setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR")}
+	if k.s.Options.GetReuseaddr() {
+		errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"))
+	}
+	k.repaired = false
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("resume fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
+	}
 	return nil
 }
 
@@ -441,17 +471,7 @@ func (t *TCPDump) Resume() error {
 		if k.fd < 0 {
 			continue
 		}
-		if k.repaired {
-			if err := setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR"); err != nil {
-				errs = append(errs, fmt.Errorf("resume fd %d (TCP connection %s): %w", k.num, connName(k.s), err))
-			}
-			if k.s.Options.GetReuseaddr() {
-				if err := setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"); err != nil {
-					errs = append(errs, fmt.Errorf("resume fd %d: %w", k.num, err))
-				}
-			}
-			k.repaired = false
-		}
+		errs = append(errs, repairOff(k))
 		unix.Close(k.fd)
 		k.fd = -1
 	}
@@ -464,9 +484,11 @@ func (t *TCPDump) Resume() error {
 	return errors.Join(errs...)
 }
 
-// Hold installs the held lock the image names, next to the dump's own: from
-// now on the connections stay locked even after lazycr exits. Call it
-// before killing the process.
+// Hold installs the held lock the image names, next to the dump's own
+// (from now on the connections stay locked even after lazycr exits), and
+// puts the sockets back in repair mode, so that the kill closes them
+// without a FIN or RST. Call it right before killing the process; on
+// failure it undoes both.
 func (t *TCPDump) Hold() error {
 	if t == nil || len(t.socks) == 0 || t.held != "" {
 		return nil
@@ -475,6 +497,18 @@ func (t *TCPDump) Hold() error {
 		return err
 	}
 	t.held = t.name
+	for _, k := range t.socks {
+		if err := setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+			err = fmt.Errorf("fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
+			for _, k := range t.socks {
+				err = errors.Join(err, repairOff(k))
+			}
+			err = errors.Join(err, netlock.RemoveHeld(t.ns, t.held, t.log))
+			t.held = ""
+			return err
+		}
+		k.repaired = true
+	}
 	return nil
 }
 
