@@ -120,6 +120,9 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 		err = cp.Kill()
 		if err == nil {
 			cp.waitReaped(parent)
+			for _, m := range cp.members {
+				m.waitReaped(parentOf(m.pid))
+			}
 		}
 	default:
 		err = cp.Release()
@@ -152,18 +155,23 @@ type Checkpoint struct {
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
 	done      bool
-	tcp       *files.TCPDump // established TCP connections (files/tcp.go)
+	// members are the root's descendants, in tree order (tree.go); each
+	// is a Checkpoint of its own sharing the root's tracer. Zombies have
+	// no proc.
+	members []*Checkpoint
+	zombie  bool
+	tcp     *files.TCPDump // established TCP connections (files/tcp.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
 type eagerRun struct {
+	vma  *pb.Vma
 	run  *pb.PageRun
 	prot uint32
 }
 
-// Freeze seizes every thread of opts.PID and reads the process's whole state.
-// The process stays frozen until Release, Kill or a failure (which releases it).
-func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
+// freezeOnce is one attempt of [Freeze].
+func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	pid := opts.PID
 	if err := precheck(pid); err != nil {
 		return nil, err
@@ -202,12 +210,16 @@ func Freeze(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err := precheckFrozen(pid); err != nil {
 		return nil, err
 	}
+	// The descendants, each frozen before its children are listed.
+	if err := cp.freezeTree(); err != nil {
+		return nil, err
+	}
 	if err := failpoint.Check("dump.freeze"); err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	// Every injected syscall costs two ptrace stops; running the whole
 	// collection on the tracer thread saves a goroutine hop per request.
-	if err := tracer.Do(func() error { return cp.collect(ctx) }); err != nil {
+	if err := tracer.Do(func() error { return cp.collectAll(ctx) }); err != nil {
 		return nil, err
 	}
 	return cp, nil
@@ -252,6 +264,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		return fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	process, err := cp.collectProcess()
+	if err == nil {
+		err = recordSession(pid, process)
+	}
 	if err == nil {
 		err = failpoint.Check("dump.process")
 	}
@@ -304,12 +319,12 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 		}
 	}()
 	var written uint64
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		w, err := image.CreatePages(dir, p)
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		if err := cp.writePages(w, runs); err != nil {
+		if err := cp.writeMemberPages(w, p); err != nil {
 			w.Abort()
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -365,9 +380,9 @@ func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
 // lazy dump's skeleton is small; fsync would dominate its time).
 func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		var mb memPages
-		if err := cp.writePages(&mb, runs); err != nil {
+		if err := cp.writeMemberPages(&mb, p); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()
@@ -431,12 +446,18 @@ func (cp *Checkpoint) Release() error {
 		return nil
 	}
 	cp.done = true
-	// Repair off before the process runs: a read(2) it restarts on a
-	// socket still in repair mode fails EPERM (tcp_recvmsg_locked).
-	terr := cp.tcp.Resume()
-	err := cp.proc.Release()
+	// Descendants first, the deepest last-listed first. Repair off
+	// before a process runs: a read(2) it restarts on a socket still in
+	// repair mode fails EPERM (tcp_recvmsg_locked).
+	var errs []error
+	for i := len(cp.members) - 1; i >= 0; i-- {
+		if m := cp.members[i]; m.proc != nil {
+			errs = append(errs, m.tcp.Resume(), m.proc.Release())
+		}
+	}
+	errs = append(errs, cp.tcp.Resume(), cp.proc.Release())
 	cp.tracer.Close()
-	return errors.Join(err, terr)
+	return errors.Join(errs...)
 }
 
 // Kill kills the frozen process (its image now holds it).
@@ -450,9 +471,20 @@ func (cp *Checkpoint) Kill() error {
 		return errors.Join(fmt.Errorf("hold TCP connections: %w", err), cp.Release())
 	}
 	cp.done = true
-	err := cp.proc.Kill()
+	// Descendants first, the deepest last-listed first.
+	var errs []error
+	for i := len(cp.members) - 1; i >= 0; i-- {
+		if m := cp.members[i]; m.proc != nil {
+			errs = append(errs, m.proc.Kill())
+		}
+	}
+	errs = append(errs, cp.proc.Kill())
 	cp.tracer.Close()
-	return errors.Join(err, cp.tcp.Close())
+	errs = append(errs, cp.tcp.Close())
+	for _, m := range cp.members {
+		errs = append(errs, m.tcp.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // parentOf names the parent of pid (zero if unknown).

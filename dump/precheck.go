@@ -62,13 +62,7 @@ func precheckFrozen(pid int) error {
 	if st.Seccomp != 0 {
 		return fmt.Errorf("dump pid %d: %w: seccomp mode %d with %d filters", pid, ErrUnsupported, st.Seccomp, st.SeccompFilters)
 	}
-	children, err := proc.Children(pid)
-	if err != nil {
-		return fmt.Errorf("dump pid %d: %w", pid, err)
-	}
-	if len(children) > 0 {
-		return fmt.Errorf("dump pid %d: %w: it has child processes %v (process trees are not supported yet)", pid, ErrUnsupported, children)
-	}
+	// Children are not refused: they are members of the tree (tree.go).
 	return checkLocks(pid)
 }
 

@@ -114,6 +114,9 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := procattr.ThreadNice(callerOn{cp, leader}, p, tid); err != nil {
+			return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
+		}
 		p.Threads = append(p.Threads, t)
 	}
 	return p, nil

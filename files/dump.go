@@ -104,9 +104,12 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 		infos[i] = info
 		if k, _, ino := proc.Kind(f.Target); k == proc.KindPipe {
 			e := d.ends[ino]
-			if info.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+			switch info.Flags & unix.O_ACCMODE {
+			case unix.O_WRONLY:
 				e[1] = true
-			} else {
+			case unix.O_RDWR: // both ends at once (pipe.go)
+				e[0], e[1] = true, true
+			default:
 				e[0] = true
 			}
 			d.ends[ino] = e

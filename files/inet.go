@@ -325,7 +325,11 @@ func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		return 0, fmt.Errorf("socket fd %d: local %w", f.Fd, err)
 	}
 	if s.LocalPort != 0 || !lap.Addr().IsUnspecified() {
-		if err := unix.Bind(local, la); err != nil {
+		err := unix.Bind(local, la)
+		if errors.Is(err, unix.EADDRINUSE) && s.Listening {
+			err = r.bindOverTimeWait(local, la, lap, s, err)
+		}
+		if err != nil {
 			return 0, fmt.Errorf("bind fd %d to %s: %w", f.Fd, lap, err)
 		}
 	}
@@ -349,6 +353,30 @@ func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		return 0, err
 	}
 	return fd, nil
+}
+
+// bindOverTimeWait retries the bind of a listener that failed with
+// bindErr after removing the TIME_WAIT entries of its port (timewait.go
+// says why); with none to remove, bindErr stands.
+func (r *restorer) bindOverTimeWait(fd int, sa unix.Sockaddr, ap netip.AddrPort, s *pb.InetSocket, bindErr error) error {
+	families := []uint8{uint8(s.Family)}
+	if s.Family == unix.AF_INET6 && ap.Addr().IsUnspecified() && !s.GetOptions().GetIpv6Only() {
+		families = append(families, unix.AF_INET) // [::] also holds the IPv4 port
+	}
+	removed := 0
+	for _, fam := range families {
+		n, err := clearTimeWait(r.pid, fam, ap.Addr().Unmap(), ap.Port())
+		removed += n
+		if err != nil {
+			return fmt.Errorf("%w (clearing its TIME_WAIT entries: %w)", bindErr, err)
+		}
+	}
+	if removed == 0 {
+		return bindErr
+	}
+	r.log.Info().Uint16("port", ap.Port()).Int("entries", removed).
+		Msgf("removed %d TIME_WAIT entries of port %d that kept the listener from binding", removed, ap.Port())
+	return unix.Bind(fd, sa)
 }
 
 // shutdownSocket gives the socket its recorded sk_shutdown. On a socket

@@ -12,10 +12,16 @@ import (
 // SCM_RIGHTS over an injected AF_UNIX socketpair (see unix(7)) and returns
 // it at a temporary number.
 func (r *restorer) receiveInherited(n int32) (uintptr, error) {
-	rem := r.rem
 	if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil {
 		return 0, fmt.Errorf("inherit fd %d: lazycr has no fd %d open: %w", n, n, os.NewSyscallError("fcntl F_GETFD", err))
 	}
+	return r.receive(int(n), n)
+}
+
+// receive passes lazycr's fd local into the process with SCM_RIGHTS (for
+// image fd n) and returns it at a temporary number.
+func (r *restorer) receive(local int, n int32) (uintptr, error) {
+	rem := r.rem
 	if r.sendFd < 0 {
 		addr, err := rem.Put(scratchArgs, make([]byte, 8))
 		if err != nil {
@@ -40,7 +46,7 @@ func (r *restorer) receiveInherited(n int32) (uintptr, error) {
 		}
 		r.sendFd = local
 	}
-	if err := unix.Sendmsg(r.sendFd, []byte{0}, unix.UnixRights(int(n)), nil, 0); err != nil {
+	if err := unix.Sendmsg(r.sendFd, []byte{0}, unix.UnixRights(local), nil, 0); err != nil {
 		return 0, fmt.Errorf("inherit fd %d: send it: %w", n, os.NewSyscallError("sendmsg", err))
 	}
 	// struct msghdr (56 bytes), then one iovec of one byte, then the

@@ -36,7 +36,7 @@ func (inotify) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		return os.NewSyscallError("ioctl FIONREAD", err)
 	}
 	if n > 0 {
-		return fmt.Errorf("%w: inotify with %d bytes of unread events", ErrUnsupported, n)
+		return fmt.Errorf("%w: inotify with %d bytes of unread events (%w: lazycr cannot queue them again)", ErrUnsupported, n, ErrTransient)
 	}
 	in := &pb.Inotify{}
 	for _, w := range l.info.InotifyWatches {

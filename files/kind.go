@@ -11,6 +11,10 @@ var (
 	// ErrUnsupported: the process holds an fd lazycr cannot checkpoint
 	// exactly; the dump refuses it, naming the fd and the object.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrTransient marks a refusal of a passing state (e.g. inotify events
+	// not yet read): the same dump a moment later may succeed, so the
+	// caller may release the process, let it run briefly and freeze again.
+	ErrTransient = errors.New("transient state")
 	// ErrFileChanged: a file the process had open is not the one it was.
 	ErrFileChanged = errors.New("file changed since the dump")
 )

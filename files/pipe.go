@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
@@ -11,7 +12,12 @@ import (
 )
 
 // pipe is one end of an anonymous pipe. Fds with the same inode share one
-// pipe; its buffered data is part of the image (pipe(7)).
+// pipe; its buffered data is part of the image (pipe(7)). An fd opened
+// O_RDWR on a pipe (open(2) of /proc/PID/fd/N, or bash's `exec 9<> <(:)`)
+// is both ends at once, its own peer: fifo(7) says such an open of a FIFO
+// "will succeed"; the pipe stays open for writing as long as it is. It is
+// recorded as a read end (WriteEnd false, Flags O_RDWR) and restored by
+// reopening the new pipe's read end O_RDWR.
 type pipe struct{}
 
 func (pipe) name() string { return "pipe" }
@@ -43,7 +49,13 @@ func (pipe) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 
 func (pipe) owns(f *pb.Fd) bool { p := f.GetPipe(); return p != nil && p.FifoPath == "" }
 
-func (pipe) show(f *pb.Fd) string { return showPipe(f.GetPipe()) }
+func (pipe) show(f *pb.Fd) string {
+	d := showPipe(f.GetPipe())
+	if isRdwr(f) {
+		d = strings.Replace(d, "read end", "both ends (opened read-write)", 1)
+	}
+	return d
+}
 
 func showPipe(p *pb.Pipe) string {
 	end := "read end"
@@ -69,8 +81,15 @@ func showPipe(p *pb.Pipe) string {
 // pipeGroup is one anonymous pipe: the image fds of its ends.
 type pipeGroup struct {
 	read, write []*pb.Fd
+	rdwr        []*pb.Fd // fds opened O_RDWR: both ends
 	made        bool
 	r, w        uintptr // temporary numbers of the ends; 0 when the end is absent
+	rw          uintptr // temporary number of the O_RDWR description; 0 when none
+}
+
+// isRdwr reports whether image fd f is a pipe opened O_RDWR.
+func isRdwr(f *pb.Fd) bool {
+	return !f.GetPipe().GetWriteEnd() && f.Flags&unix.O_ACCMODE == unix.O_RDWR
 }
 
 func (pipe) prepare(r *restorer, f *pb.Fd) {
@@ -80,9 +99,12 @@ func (pipe) prepare(r *restorer, f *pb.Fd) {
 		g = &pipeGroup{}
 		r.pipes[p.Inode] = g
 	}
-	if p.WriteEnd {
+	switch {
+	case p.WriteEnd:
 		g.write = append(g.write, f)
-	} else {
+	case isRdwr(f):
+		g.rdwr = append(g.rdwr, f)
+	default:
 		g.read = append(g.read, f)
 	}
 }
@@ -97,8 +119,11 @@ func (pipe) create(r *restorer, f *pb.Fd) (uintptr, error) {
 			return 0, err
 		}
 	}
-	if p.WriteEnd {
+	switch {
+	case p.WriteEnd:
 		return g.w, nil
+	case isRdwr(f):
+		return g.rw, nil
 	}
 	return g.r, nil
 }
@@ -111,10 +136,14 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 	g.made = true
 	first := g.read
 	if len(first) == 0 {
+		first = g.rdwr
+	}
+	if len(first) == 0 {
 		first = g.write
 	}
 	what := fmt.Sprintf("pipe:[%d] of fd %d", ino, first[0].Fd)
-	if (len(g.read) == 0 || len(g.write) == 0) && r.reopenLivePipe(ino, g, what) {
+	lone := len(g.rdwr) == 0 && (len(g.read) == 0 || len(g.write) == 0)
+	if lone && r.reopenLivePipe(ino, g, what) {
 		return nil
 	}
 	addr, err := r.rem.Put(scratchArgs, make([]byte, 8))
@@ -123,7 +152,8 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 	}
 	// O_DIRECT ("packet mode", pipe(7)) can only be set by pipe2(2).
 	pflags := uintptr(unix.O_CLOEXEC | unix.O_NONBLOCK)
-	for _, f := range append(slices.Clone(g.read), g.write...) {
+	all := slices.Concat(g.read, g.rdwr, g.write)
+	for _, f := range all {
 		if f.Flags&unix.O_DIRECT != 0 {
 			pflags |= unix.O_DIRECT
 		}
@@ -145,7 +175,7 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 
 	var capacity uint32
 	var data []byte
-	for _, f := range append(slices.Clone(g.read), g.write...) {
+	for _, f := range all {
 		p := f.GetPipe()
 		capacity = max(capacity, p.Capacity)
 		if len(p.Data) > 0 {
@@ -163,10 +193,15 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 			return fmt.Errorf("write %d buffered bytes into %s: %w", len(data), what, err)
 		}
 	}
+	if len(g.rdwr) > 0 {
+		if g.rw, err = r.reopenRdwr(g.r); err != nil {
+			return fmt.Errorf("reopen %s read-write for fd %d: %w", what, g.rdwr[0].Fd, err)
+		}
+	}
 	for _, end := range []struct {
 		fds []*pb.Fd
 		fd  *uintptr
-	}{{g.read, &g.r}, {g.write, &g.w}} {
+	}{{g.read, &g.r}, {g.write, &g.w}, {g.rdwr, &g.rw}} {
 		if len(end.fds) == 0 {
 			r.closeRemote(*end.fd)
 			*end.fd = 0
@@ -183,7 +218,7 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 			return fmt.Errorf("set flags %#o of fd %d (%s): %w", flags, end.fds[0].Fd, what, err)
 		}
 	}
-	if len(g.read) == 0 || len(g.write) == 0 {
+	if lone {
 		f, missing := first[0], "write"
 		if len(g.read) == 0 {
 			missing = "read"
@@ -192,6 +227,26 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 			Msgf("fd %d is one end of a pipe whose %s end was not dumped: it gets a fresh pipe with no peer (use --inherit-fd %d to pass one)", f.Fd, missing, f.Fd)
 	}
 	return nil
+}
+
+// reopenRdwr opens the process's pipe end fd again O_RDWR, as a new open
+// file description of the same pipe (pipe_open in fs/pipe.c allows it),
+// and passes it into the process: it returns its temporary number there.
+// lazycr opens its own /proc/self/fd link, which needs no /proc of the
+// process's namespaces.
+func (r *restorer) reopenRdwr(fd uintptr) (uintptr, error) {
+	local, err := r.getfd(fd)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(local)
+	path := fmt.Sprintf("/proc/self/fd/%d", local)
+	rw, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", path, os.NewSyscallError("open", err))
+	}
+	defer unix.Close(rw)
+	return r.receiveInherited(int32(rw))
 }
 
 // fillPipe writes data into the process's pipe write end wfd from lazycr,

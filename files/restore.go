@@ -36,7 +36,11 @@ type RestoreOptions struct {
 	// Inherit lists fds of lazycr that are passed to the process at the
 	// same number instead of being rebuilt (--inherit-fd).
 	Inherit []int
-	Log     zerolog.Logger
+	// Given maps image fds to lazycr's own fds whose open file
+	// description they are (a description a process tree shares, made
+	// in another member): passed in like inherited fds.
+	Given map[int32]int
+	Log   zerolog.Logger
 	// TCP receives the re-created TCP connections (tcp.go); without it
 	// an image with one fails.
 	TCP *TCPRestore
@@ -65,6 +69,7 @@ type restorer struct {
 	inImage  map[int32]bool
 	cloexec  map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit  map[int32]bool
+	given    map[int32]int             // image fd → lazycr's fd of its description (RestoreOptions.Given)
 	pipes    map[uint64]*pipeGroup     // pipe.go
 	memfds   map[uint64]*memfdGroup    // memfd.go
 	deleted  map[fileKey]*deletedGroup // deleted.go
@@ -96,7 +101,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP
@@ -125,7 +130,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		if d := f.DupOf; d != nil && (*d >= f.Fd || !r.inImage[*d]) {
 			return fmt.Errorf("fd %d: a dup of fd %d, which is not an earlier fd of the image", f.Fd, *d)
 		}
-		if r.inherit[f.Fd] || f.DupOf != nil {
+		if _, given := r.given[f.Fd]; given || r.inherit[f.Fd] || f.DupOf != nil {
 			continue
 		}
 		if p, ok := kindOfImage(f).(preparer); ok {
@@ -156,9 +161,10 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		}
 	}
 	r.closeInheritChannel()
-	// Every open file description has the status flags it had.
+	// Every open file description has the status flags it had (a given
+	// one has them already: it is another member's).
 	for _, f := range fds {
-		if r.inherit[f.Fd] || f.DupOf != nil {
+		if _, given := r.given[f.Fd]; given || r.inherit[f.Fd] || f.DupOf != nil {
 			continue
 		}
 		if err := r.checkFlags(f); err != nil {
@@ -181,14 +187,14 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	r.temp = nil
 	// Phase 3: what names final numbers.
 	for _, f := range fds {
-		if f.Flags&unix.O_ASYNC != 0 && !r.inherit[f.Fd] && f.DupOf == nil {
+		if _, given := r.given[f.Fd]; f.Flags&unix.O_ASYNC != 0 && !given && !r.inherit[f.Fd] && f.DupOf == nil {
 			if err := r.setAsync(f); err != nil {
 				return err
 			}
 		}
 	}
 	for _, f := range fds {
-		if r.inherit[f.Fd] || f.DupOf != nil {
+		if _, given := r.given[f.Fd]; given || r.inherit[f.Fd] || f.DupOf != nil {
 			continue
 		}
 		if fin, ok := kindOfImage(f).(finisher); ok {
@@ -286,7 +292,9 @@ func (r *restorer) create(f *pb.Fd) error {
 		fd  uintptr
 		err error
 	)
-	if r.inherit[f.Fd] {
+	if local, ok := r.given[f.Fd]; ok {
+		fd, err = r.receive(local, f.Fd)
+	} else if r.inherit[f.Fd] {
 		fd, err = r.receiveInherited(f.Fd)
 	} else if f.DupOf != nil {
 		// One open file description, as in the dumped process.

@@ -633,3 +633,41 @@ func TestRestorePtySlave(t *testing.T) {
 		})
 	}
 }
+
+// TestRestorePipeRdwr (F4): a pipe fd opened O_RDWR (bash `exec 9<> <(:)`)
+// is both ends of its pipe: it comes back O_RDWR with its data, and what
+// it writes it reads back.
+func TestRestorePipeRdwr(t *testing.T) {
+	r := fdsStub(t, nil)
+	r.fds = &pb.FdTable{Pid: uint32(r.pid), Fds: []*pb.Fd{
+		{Fd: 9, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 4444, Data: []byte("old"), Capacity: 65536}}},
+		{Fd: 10, Flags: unix.O_RDONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 4444, Capacity: 65536}}},
+	}}
+	if err := r.restore(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := proc.ReadFdInfo(r.pid, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Flags & (unix.O_ACCMODE | unix.O_NONBLOCK); got != unix.O_RDWR|unix.O_NONBLOCK {
+		t.Errorf("fd 9 flags %#o, want %#o", got, unix.O_RDWR|unix.O_NONBLOCK)
+	}
+	l9, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/9", r.pid))
+	l10, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/10", r.pid))
+	if l9 != l10 || !strings.HasPrefix(l9, "pipe:") {
+		t.Errorf("fd 9 %s, fd 10 %s: want one pipe", l9, l10)
+	}
+	s := takeFd(t, r.pid, 9)
+	if _, err := unix.Write(s, []byte("new")); err != nil {
+		t.Fatalf("write through the O_RDWR fd: %v", err)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Read(s, buf); err != nil || string(buf[:n]) != "oldnew" {
+		t.Errorf("read %q, %v; want oldnew", buf[:max(n, 0)], err)
+	}
+	// Its own writer: empty, it reads EAGAIN, not EOF.
+	if n, err := unix.Read(s, buf); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("read of the empty pipe: %d, %v; want EAGAIN", n, err)
+	}
+}

@@ -157,7 +157,7 @@ func TestSaveLoadDir(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	want := []string{FdsFile(rootPid), FdsFile(childPid), InventoryFile, MemoryFile(rootPid), MemoryFile(childPid), PagesFile(rootPid), TreeFile}
+	want := []string{FdsFile(rootPid), FdsFile(childPid), FdsFile(zombiePid), InventoryFile, MemoryFile(rootPid), MemoryFile(childPid), MemoryFile(zombiePid), PagesFile(rootPid), TreeFile}
 	sort.Strings(want)
 	if !equalStrings(names, want) {
 		t.Errorf("image directory holds %q, want %q", names, want)

@@ -17,7 +17,16 @@ import (
 const (
 	rootPid  = 4242
 	childPid = 4250
+	// zombiePid is a child of the root that had exited, unreaped.
+	zombiePid = 4251
 )
+
+// zombie is a member that had exited: no memory, no fds, its leader's
+// registers are never used.
+func zombie(pid, ppid uint32) *pb.Process {
+	return &pb.Process{Pid: pid, Ppid: ppid, Pgid: rootPid, Sid: 100, Comm: "worker", Zombie: true, ExitCode: 3 << 8,
+		Threads: []*pb.Thread{{Tid: pid, Regs: &pb.Registers{}}}}
+}
 
 func fileID(path string, inode, size uint64) *pb.FileID {
 	return &pb.FileID{Path: path, Dev: 0x803, Inode: inode, Size: size, MtimeUnixNano: 1_700_000_000_123_456_789}
@@ -69,6 +78,7 @@ func thread(tid uint32) *pb.Thread {
 func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 	return &pb.Process{
 		Pid: pid, NsPid: []uint32{pid, pid - 4000}, Ppid: ppid, Pgid: rootPid, Sid: 100,
+		NsPgid: []uint32{rootPid, rootPid - 4000}, NsSid: []uint32{100, 0},
 		Comm:    "pingpong",
 		Threads: threads,
 		Creds: &pb.Credentials{
@@ -80,7 +90,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 			{Resource: unix.RLIMIT_NOFILE, Name: "nofile", Cur: 1024, Max: 524288},
 			{Resource: unix.RLIMIT_STACK, Name: "stack", Cur: 8 << 20, Max: ^uint64(0)},
 		},
-		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0,
+		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5),
 		Sigactions: []*pb.SigAction{
 			{Signo: int32(unix.SIGINT), Handler: 0x401500, Flags: 0x14000000, Restorer: 0x401600, Mask: 1 << 1},
 			{Signo: int32(unix.SIGPIPE), Handler: 1},
@@ -268,9 +278,16 @@ func sampleSet() *Set {
 		Tree: &pb.ProcessTree{Processes: []*pb.Process{
 			process(rootPid, 1, thread(rootPid), thread(rootPid+1)),
 			process(childPid, rootPid, thread(childPid)),
-		}},
-		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid)},
-		Fds:    map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid}},
+			zombie(zombiePid, rootPid),
+		},
+			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: rootPid, Fd: 3}, Users: []*pb.FdRef{{Pid: childPid, Fd: 0}}}},
+			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536}},
+		},
+		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid), zombiePid: {Pid: zombiePid}},
+		Fds: map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid, Fds: []*pb.Fd{
+			{Fd: 0, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Capacity: 65536}}},
+			{Fd: 1, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5010, WriteEnd: true, Capacity: 65536}}},
+		}}, zombiePid: {Pid: zombiePid}},
 	}
 }
 

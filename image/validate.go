@@ -55,7 +55,7 @@ func (s *Set) Validate() error {
 			return fmt.Errorf("%s: %w", FdsFile(p.Pid), err)
 		}
 	}
-	return nil
+	return s.validateTree()
 }
 
 // ValidateMemory checks one memory map on its own (see Set.Validate).

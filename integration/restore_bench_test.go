@@ -134,7 +134,13 @@ var statLine = regexp.MustCompile(`^([a-z][a-z ]*[a-z])\s{2,}(\S+)$`)
 // "<name>" (e.g. "eager-bytes").
 func restoreStats(b *testing.B, dir string) (int, map[string]float64) {
 	b.Helper()
-	out, errOut, code := runLazycr(b, "restore", "-D", dir, "--new-pid", "--stats")
+	return restoreStatsWith(b, dir, "--new-pid")
+}
+
+// restoreStatsWith is restoreStats with flag instead of --new-pid.
+func restoreStatsWith(b *testing.B, dir, flag string) (int, map[string]float64) {
+	b.Helper()
+	out, errOut, code := runLazycr(b, "restore", "-D", dir, flag, "--stats")
 	if code != 0 {
 		b.Fatalf("lazycr restore: exit %d\n%s", code, errOut)
 	}

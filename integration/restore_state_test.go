@@ -10,8 +10,9 @@ import (
 
 // TestRestoreCredsAndTimers round-trips a process that runs as an ordinary
 // user (uid/gid 65534, no supplementary groups) with a POSIX timer and an
-// itimer: after restore it must still be that user, and both timers must
-// keep firing (the POSIX timer under its original id).
+// itimer, at nice 7: after restore it must still be that user at nice 7
+// (F3), and both timers must keep firing (the POSIX timer under its
+// original id).
 func TestRestoreCredsAndTimers(t *testing.T) {
 	t.Parallel()
 	bin := buildC(t, "statecheck", "-lrt")
@@ -35,10 +36,10 @@ func TestRestoreCredsAndTimers(t *testing.T) {
 	if r.UID != 65534 || r.GID != 65534 {
 		t.Fatalf("statecheck runs as %d/%d, want 65534/65534", r.UID, r.GID)
 	}
-	keys := []string{"creds:65534:65534:65534:0:dumpable1", "timer", "itimer"}
+	keys := []string{"creds:65534:65534:65534:0:dumpable1:nice7", "timer", "itimer"}
 	requireProgress(t, p, keys...)
 
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	requireProgress(t, rp, keys...)
-	checkSequence(t, rp, "creds:65534:65534:65534:0:dumpable1")
+	checkSequence(t, rp, "creds:65534:65534:65534:0:dumpable1:nice7")
 }

@@ -147,7 +147,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	defer nf.Close()
 	r, err := restore.Build(ctx, restore.Options{
-		Set: set, Pages: pages, Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
+		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
 		InheritFds: opts.InheritFds, Log: opts.Log, Prepare: nf.Prepare,
 	})
 	if err != nil {

@@ -1,6 +1,6 @@
-// Package procattr keeps the process-level attributes set with prctl(2)
-// and personality(2) — personality, dumpable, parent-death signal, child
-// subreaper, no_new_privs — one file each, holding both halves: read from
+// Package procattr keeps the process-level attributes set with prctl(2),
+// personality(2) and setpriority(2) — personality, dumpable, parent-death
+// signal, child subreaper, no_new_privs, nice value — one file each, holding both halves: read from
 // the frozen process by injected syscalls, set in the process being
 // restored by injected syscalls, and the words `lazycr show` prints.
 //

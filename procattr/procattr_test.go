@@ -14,6 +14,8 @@ import (
 // state and records what is set.
 type fakeProcess struct {
 	personality, dumpable, pdeathsig, subreaper, nnp uintptr
+	nice                                             int // of the calling thread
+	threadNice                                       map[int]int
 	calls                                            []string
 }
 
@@ -24,6 +26,15 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.personality, nil
 	case nr == unix.SYS_PERSONALITY:
 		f.personality = args[0]
+		return 0, nil
+	case nr == unix.SYS_GETPRIORITY && args[0] == unix.PRIO_PROCESS:
+		n := f.nice
+		if args[1] != 0 {
+			n = f.threadNice[int(args[1])]
+		}
+		return uintptr(20 - n), nil // the raw syscall's 20 - nice
+	case nr == unix.SYS_SETPRIORITY && args[0] == unix.PRIO_PROCESS && args[1] == 0:
+		f.nice = int(int32(args[2]))
 		return 0, nil
 	case nr != unix.SYS_PRCTL:
 		return 0, unix.ENOSYS
@@ -66,20 +77,20 @@ func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 }
 
 func TestRoundTrip(t *testing.T) {
-	src := &fakeProcess{personality: 0x0040000, dumpable: 0, pdeathsig: uintptr(unix.SIGTERM), subreaper: 1, nnp: 1}
+	src := &fakeProcess{personality: 0x0040000, dumpable: 0, pdeathsig: uintptr(unix.SIGTERM), subreaper: 1, nnp: 1, nice: -3}
 	p := &pb.Process{}
 	if err := Dump(src, p); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := Show(p), "personality 0x40000, dumpable 0, parent-death signal SIGTERM, child subreaper, no_new_privs"; got != want {
+	if got, want := Show(p), "personality 0x40000, dumpable 0, parent-death signal SIGTERM, child subreaper, no_new_privs, nice -3"; got != want {
 		t.Errorf("Show = %q, want %q", got, want)
 	}
-	dst := &fakeProcess{dumpable: 1}
+	dst := &fakeProcess{dumpable: 1, nice: 5}
 	if err := Restore(dst, p); err != nil {
 		t.Fatal(err)
 	}
-	state := func(f *fakeProcess) [5]uintptr {
-		return [5]uintptr{f.personality, f.dumpable, f.pdeathsig, f.subreaper, f.nnp}
+	state := func(f *fakeProcess) [6]uintptr {
+		return [6]uintptr{f.personality, f.dumpable, f.pdeathsig, f.subreaper, f.nnp, uintptr(f.nice)}
 	}
 	if state(dst) != state(src) {
 		t.Errorf("restored %v, dumped %v", state(dst), state(src))
@@ -105,6 +116,40 @@ func TestDefaultsCostNothing(t *testing.T) {
 	}
 	if s := Show(p); s != "" {
 		t.Errorf("Show of defaults = %q", s)
+	}
+}
+
+// TestNice (F3): the nice value is read as 20 - the raw getpriority
+// result, set back even when 0 (the stub has lazycr's), left alone for an
+// image without it, and a thread with another value is refused.
+func TestNice(t *testing.T) {
+	for _, n := range []int{-20, 0, 7, 19} {
+		src := &fakeProcess{nice: n, threadNice: map[int]int{101: n, 102: 5}}
+		p := &pb.Process{}
+		if err := Dump(src, p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Nice == nil || int(*p.Nice) != n {
+			t.Fatalf("dumped nice %v, want %d", p.Nice, n)
+		}
+		dst := &fakeProcess{nice: 4}
+		if err := Restore(dst, p); err != nil || dst.nice != n {
+			t.Errorf("restored nice %d (%v), want %d", dst.nice, err, n)
+		}
+		if err := ThreadNice(src, p, 101); err != nil {
+			t.Errorf("thread with the leader's nice: %v", err)
+		}
+		if err := ThreadNice(src, p, 102); err == nil || !strings.Contains(err.Error(), "thread 102 has nice value") {
+			t.Errorf("thread with another nice: %v, want a refusal", err)
+		}
+	}
+	old := &fakeProcess{nice: 4}
+	if err := Restore(old, &pb.Process{Dumpable: 1}); err != nil || old.nice != 4 {
+		t.Errorf("image without a nice value: nice %d, %v; want 4 left alone", old.nice, err)
+	}
+	bad := int32(40)
+	if err := Restore(&fakeProcess{}, &pb.Process{Dumpable: 1, Nice: &bad}); err == nil {
+		t.Error("nice 40 in the image restored without an error")
 	}
 }
 

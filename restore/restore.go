@@ -30,6 +30,10 @@ type Options struct {
 	Dir   string
 	Set   *image.Set
 	Pages PageReader
+	// MemberPages gives the eager page data of a tree member other than
+	// the root when the image set is in memory (Set); with Dir the pages
+	// files are read from there.
+	MemberPages func(pid uint32) (PageReader, error)
 
 	Lazy       bool  // create a userfaultfd in the process (post-copy)
 	NewPID     bool  // accept a new PID and TIDs
@@ -92,6 +96,8 @@ type Process struct {
 		pid   int
 		start uint64
 	} // the pid takePID gave the process, and its start time
+	tree  *tree         // a process tree's other members (tree.go); nil for one process
+	given map[int32]int // fds whose description lazycr passes in (tree members)
 }
 
 // PID is the restored process's pid on this host.
@@ -129,7 +135,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	}()
 	phase := time.Now()
 	mark := func(d *time.Duration) {
-		*d = time.Since(phase)
+		*d += time.Since(phase) // summed over the members of a tree
 		phase = time.Now()
 	}
 	set := opts.Set
@@ -153,8 +159,8 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 	}
-	if len(set.Tree.Processes) != 1 {
-		return nil, fmt.Errorf("restore: %d processes in the image: process trees are not supported yet", len(set.Tree.Processes))
+	if err := checkTreeOptions(set, opts); err != nil {
+		return nil, err
 	}
 	r.img = set.Root()
 	r.mm = set.Memory[r.img.Pid]
@@ -186,6 +192,18 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	mark(&r.Stats.StubStart)
 	log := opts.Log.With().Int("pid", r.b.pid).Logger()
 	log.Debug().Uint32("image_pid", r.img.Pid).Msg("stub ready")
+	defer func() { r.tree.close() }()
+	if err := r.tracer.Do(func() error { return r.cloneMembers(&undo) }); err != nil {
+		return nil, err
+	}
+	if r.tree != nil {
+		if err := failpoint.Check("restore.tree.members"); err != nil {
+			return nil, fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+		}
+	}
+	if err := r.makeTreePipes(); err != nil {
+		return nil, err
+	}
 
 	type step struct {
 		name string
@@ -193,33 +211,60 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		run  func() error
 		d    *time.Duration
 	}
-	steps := []step{
-		{"build address space", "restore.mm", r.buildAddressSpace, &r.Stats.AddressSpace},
-		{"write pages", "restore.pages", r.writePages, &r.Stats.Pages},
-		{"restore fds", "restore.fds", r.restoreFds, &r.Stats.Fds},
-		{"restore process state", "restore.state", r.restoreState, &r.Stats.State},
-		{"create threads", "restore.threads", r.restoreThreads, &r.Stats.Threads},
+	stepsOf := func(m *Process) []step {
+		steps := []step{
+			{"build address space", "restore.mm", m.buildAddressSpace, &r.Stats.AddressSpace},
+			{"write pages", "restore.pages", m.writePages, &r.Stats.Pages},
+			{"restore fds", "restore.fds", m.restoreFds, &r.Stats.Fds},
+			{"restore process state", "restore.state", m.restoreState, &r.Stats.State},
+			{"create threads", "restore.threads", m.restoreThreads, &r.Stats.Threads},
+		}
+		if opts.Lazy && m == r {
+			// Only the root's memory is lazy (the members' is all in
+			// the skeleton, see package dump).
+			steps = append(steps, step{"create userfaultfd", "restore.uffd", m.setupUserfaultfd, &r.Stats.Uffd})
+		}
+		return append(steps, step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})
 	}
-	if opts.Lazy {
-		steps = append(steps, step{"create userfaultfd", "restore.uffd", r.setupUserfaultfd, &r.Stats.Uffd})
+	// The root, then the other members of a tree in image order (an fd
+	// they share is made by the first that has it).
+	order := []*Process{r}
+	if r.tree != nil {
+		order = append(order, r.tree.members...)
 	}
-	steps = append(steps, step{"restore credentials", "restore.creds", r.restoreCreds, &r.Stats.Creds})
 	// Each injected syscall is several ptrace requests; running the steps on
 	// the tracer thread saves a goroutine hop per request.
 	err = r.tracer.Do(func() error {
-		for _, s := range steps {
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+		for _, m := range order {
+			if m != r {
+				if err := failpoint.Check("restore.tree.member"); err != nil {
+					return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+				}
+				if err := r.prepareMember(m); err != nil {
+					return err
+				}
+			} else if r.tree != nil {
+				if err := r.giveShared(r); err != nil {
+					return err
+				}
 			}
-			err := s.run()
-			if err == nil {
-				err = failpoint.Check(s.fp)
+			for _, s := range stepsOf(m) {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+				}
+				err := s.run()
+				if err == nil {
+					err = failpoint.Check(s.fp)
+				}
+				if err != nil {
+					return fmt.Errorf("restore pid %d: %s: %w", m.img.Pid, s.name, err)
+				}
+				mark(s.d)
+				log.Debug().Uint32("image_pid", m.img.Pid).Dur("took", *s.d).Msg(s.name)
 			}
-			if err != nil {
-				return fmt.Errorf("restore pid %d: %s: %w", r.img.Pid, s.name, err)
+			if m != r {
+				r.Stats.EagerBytes += m.Stats.EagerBytes
 			}
-			mark(s.d)
-			log.Debug().Dur("took", *s.d).Msg(s.name)
 		}
 		return nil
 	})
@@ -268,6 +313,9 @@ func (r *Process) Resume() error {
 	t := time.Now()
 	err := failpoint.Check("restore.resume")
 	if err == nil {
+		err = r.resumeMembers()
+	}
+	if err == nil {
 		err = r.setFinalRegisters()
 	}
 	if err != nil {
@@ -285,6 +333,7 @@ func (r *Process) Resume() error {
 	r.tracer.Close()
 	if err != nil {
 		unixKill(r.b.pid)
+		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore pid %d: resume: %w", r.img.Pid, err)
 	}
 	r.Stats.Resume = time.Since(t)
@@ -300,6 +349,7 @@ func (r *Process) Kill() {
 		return
 	}
 	r.done = true
+	r.killMembers()
 	if r.b != nil {
 		if err := r.b.p.Kill(); err != nil {
 			r.opts.Log.Warn().Err(err).Int("pid", r.b.pid).Msg("kill half-built process")
@@ -354,7 +404,7 @@ func (r *Process) startStub(undo *undoStack) error {
 // the PID the process had in its own namespace.
 func (r *Process) takePID(undo *undoStack) error {
 	if r.opts.NewPID {
-		return nil
+		return r.newPIDSession()
 	}
 	want := int(r.img.Pid)
 	var flags uint64
@@ -370,7 +420,17 @@ func (r *Process) takePID(undo *undoStack) error {
 		return err
 	}
 	stub := r.b.p
-	child, err := stub.CloneProcess(want, flags)
+	// The process must be cloned from a process of its session (see
+	// tree_session.go); helpers that stand in for leaders not in the dump
+	// go once it is in its group.
+	ids := wantSession(r.img, r.opts.PIDNS)
+	var helpers []*inject.Process
+	defer func() { r.killHelpers(helpers) }()
+	parent, err := r.sessionParent(stub, want, ids, &helpers)
+	if err != nil {
+		return err
+	}
+	child, err := parent.CloneProcess(want, flags)
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			if perr := pidFree(want); perr != nil && !r.opts.PIDNS {
@@ -384,6 +444,12 @@ func (r *Process) takePID(undo *undoStack) error {
 	r.claimed.pid, r.claimed.start = child.Pid, startTimeOf(child.Pid)
 	undo.push(r.waitClaimedFree)
 	undo.push(func() { killTraced(child, r.opts.Log) })
+	if err := r.enterSession(child, parent, want, ids, &helpers); err != nil {
+		return err
+	}
+	if err := checkSession(child.Pid, ids, r.opts.PIDNS); err != nil {
+		return err
+	}
 	if err := stub.Kill(); err != nil {
 		r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
 	}

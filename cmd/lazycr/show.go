@@ -101,13 +101,17 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 
 	fmt.Fprintln(w, "Process tree")
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PID\tNS PIDS\tPPID\tPGID\tSID\tTHREADS\tCOMM\tCWD")
+	fmt.Fprintln(tw, "  PID\tNS PIDS\tPPID\tPGID\tSID\tTHREADS\tSTATE\tCOMM\tCWD")
 	for _, p := range s.Tree.Processes {
-		fmt.Fprintf(tw, "  %d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Pid, joinU32(p.NsPid), p.Ppid, p.Pgid, p.Sid, len(p.Threads), p.Comm, p.Cwd)
+		fmt.Fprintf(tw, "  %d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", p.Pid, joinU32(p.NsPid), p.Ppid, p.Pgid, p.Sid, len(p.Threads), processState(p), p.Comm, p.Cwd)
 	}
 	tw.Flush()
+	writeTreeSharing(w, s)
 
 	for _, p := range s.Tree.Processes {
+		if p.Zombie {
+			continue // nothing left of it but its exit status
+		}
 		fmt.Fprintf(w, "\nThreads of pid %d\n", p.Pid)
 		tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  TID\tRIP\tRSP\tFS_BASE\tBLOCKED\tPENDING\tALTSTACK\tRSEQ")

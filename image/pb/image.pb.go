@@ -288,8 +288,15 @@ func (x *Inventory) GetXsaveFeatures() uint64 {
 
 // ProcessTree lists every dumped process, root first.
 type ProcessTree struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Processes     []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Processes []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	// Open file descriptions held by more than one member (inherited across
+	// fork): restore builds each once, in the first holder, and gives it to
+	// the others.
+	SharedFiles []*SharedFile `protobuf:"bytes,2,rep,name=shared_files,json=sharedFiles,proto3" json:"shared_files,omitempty"`
+	// Anonymous pipes with ends in more than one member and none outside the
+	// tree: restore makes each once, with its buffered data.
+	Pipes         []*TreePipe `protobuf:"bytes,3,rep,name=pipes,proto3" json:"pipes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +338,190 @@ func (x *ProcessTree) GetProcesses() []*Process {
 	return nil
 }
 
+func (x *ProcessTree) GetSharedFiles() []*SharedFile {
+	if x != nil {
+		return x.SharedFiles
+	}
+	return nil
+}
+
+func (x *ProcessTree) GetPipes() []*TreePipe {
+	if x != nil {
+		return x.Pipes
+	}
+	return nil
+}
+
+// FdRef names one fd of one member.
+type FdRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Fd            int32                  `protobuf:"varint,2,opt,name=fd,proto3" json:"fd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FdRef) Reset() {
+	*x = FdRef{}
+	mi := &file_image_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FdRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FdRef) ProtoMessage() {}
+
+func (x *FdRef) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FdRef.ProtoReflect.Descriptor instead.
+func (*FdRef) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FdRef) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *FdRef) GetFd() int32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
+// SharedFile is one open file description of several members (kcmp(2)
+// KCMP_FILE). owner is the first holder in tree order: its fd table
+// describes the object; users' fds of it are copies of owner's.
+type SharedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         *FdRef                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Users         []*FdRef               `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedFile) Reset() {
+	*x = SharedFile{}
+	mi := &file_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedFile) ProtoMessage() {}
+
+func (x *SharedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedFile.ProtoReflect.Descriptor instead.
+func (*SharedFile) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SharedFile) GetOwner() *FdRef {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+func (x *SharedFile) GetUsers() []*FdRef {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// TreePipe is an anonymous pipe between members: every fd of the tree
+// whose Pipe.inode is inode is one of its two ends.
+type TreePipe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`          // the buffered bytes
+	Capacity      uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"` // F_GETPIPE_SZ
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreePipe) Reset() {
+	*x = TreePipe{}
+	mi := &file_image_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreePipe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreePipe) ProtoMessage() {}
+
+func (x *TreePipe) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreePipe.ProtoReflect.Descriptor instead.
+func (*TreePipe) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TreePipe) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *TreePipe) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *TreePipe) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
 type Process struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Pid            uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`                         // in the dumper's PID namespace
@@ -365,14 +556,26 @@ type Process struct {
 	// The main thread had exited (pthread_exit) while the others ran: it is
 	// not among threads; restore makes the leader exit again before the
 	// process resumes, so the pid is once more a zombie leader.
-	LeaderExited  bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
+	LeaderExited bool `protobuf:"varint,27,opt,name=leader_exited,json=leaderExited,proto3" json:"leader_exited,omitempty"`
+	// NSpgid and NSsid (/proc/PID/status): the process group and session in
+	// each PID namespace, outermost first; pgid and sid above are in the
+	// dumper's. 0 = the leader is outside that namespace.
+	NsPgid []uint32 `protobuf:"varint,28,rep,packed,name=ns_pgid,json=nsPgid,proto3" json:"ns_pgid,omitempty"`
+	NsSid  []uint32 `protobuf:"varint,29,rep,packed,name=ns_sid,json=nsSid,proto3" json:"ns_sid,omitempty"`
+	// A zombie member: it had exited and its parent (a member) had not
+	// reaped it yet. Restore makes a child that exits with exit_code.
+	Zombie   bool  `protobuf:"varint,30,opt,name=zombie,proto3" json:"zombie,omitempty"`
+	ExitCode int32 `protobuf:"varint,31,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
+	// The nice value (setpriority(2) PRIO_PROCESS) of every thread; unset
+	// in images made before it was recorded (restore then leaves it).
+	Nice          *int32 `protobuf:"varint,32,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +587,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +600,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -589,6 +792,41 @@ func (x *Process) GetLeaderExited() bool {
 	return false
 }
 
+func (x *Process) GetNsPgid() []uint32 {
+	if x != nil {
+		return x.NsPgid
+	}
+	return nil
+}
+
+func (x *Process) GetNsSid() []uint32 {
+	if x != nil {
+		return x.NsSid
+	}
+	return nil
+}
+
+func (x *Process) GetZombie() bool {
+	if x != nil {
+		return x.Zombie
+	}
+	return false
+}
+
+func (x *Process) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *Process) GetNice() int32 {
+	if x != nil && x.Nice != nil {
+		return *x.Nice
+	}
+	return 0
+}
+
 // DeletedDir is what is left to see of a removed directory a process is
 // still in: its mode and owner (fstat on ".").
 type DeletedDir struct {
@@ -602,7 +840,7 @@ type DeletedDir struct {
 
 func (x *DeletedDir) Reset() {
 	*x = DeletedDir{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +852,7 @@ func (x *DeletedDir) String() string {
 func (*DeletedDir) ProtoMessage() {}
 
 func (x *DeletedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +865,7 @@ func (x *DeletedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
 func (*DeletedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeletedDir) GetMode() uint32 {
@@ -670,7 +908,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +920,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +933,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -811,7 +1049,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +1061,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1074,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1039,7 +1277,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1289,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1302,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1099,7 +1337,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1349,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1362,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1160,7 +1398,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1410,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1423,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1226,7 +1464,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1476,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1489,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1285,7 +1523,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1535,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1548,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -1388,7 +1626,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1638,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1651,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -1458,7 +1696,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1708,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1721,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1532,7 +1770,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1782,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1795,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -1598,7 +1836,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1848,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1861,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -1706,7 +1944,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1956,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1969,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -1806,7 +2044,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +2056,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +2069,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -1896,7 +2134,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2146,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2159,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -1964,7 +2202,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2214,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2227,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2084,7 +2322,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2334,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2347,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FileID) GetPath() string {
@@ -2165,7 +2403,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2415,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2428,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2275,7 +2513,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2525,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2538,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -2349,7 +2587,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2599,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2612,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -2437,7 +2675,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2687,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2700,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2690,7 +2928,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2940,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2953,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -2750,7 +2988,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +3000,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +3013,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -2817,7 +3055,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +3067,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +3080,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -2900,7 +3138,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3150,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3163,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -2966,7 +3204,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3216,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3229,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3023,7 +3261,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3273,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3286,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3088,7 +3326,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3338,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3351,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3140,7 +3378,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3390,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3403,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3219,7 +3457,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3231,7 +3469,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3244,7 +3482,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3279,7 +3517,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +3529,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,7 +3542,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3432,7 +3670,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3682,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3695,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -3635,7 +3873,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3885,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3898,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -3735,7 +3973,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +3985,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +3998,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3936,7 +4174,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3948,7 +4186,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3961,7 +4199,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4001,7 +4239,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4251,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4264,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MemFd) GetName() string {
@@ -4088,7 +4326,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4100,7 +4338,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4113,7 +4351,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4168,7 +4406,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4180,7 +4418,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4193,7 +4431,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4214,7 +4452,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4226,7 +4464,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4239,7 +4477,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4280,7 +4518,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4292,7 +4530,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4305,7 +4543,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4368,9 +4606,22 @@ const file_image_proto_rawDesc = "" +
 	"xsave_size\x18\t \x01(\rR\txsaveSize\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x04R\bpageSize\x12%\n" +
-	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"E\n" +
+	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xb6\x01\n" +
 	"\vProcessTree\x126\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\"\xe4\a\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
+	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
+	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\")\n" +
+	"\x05FdRef\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x0e\n" +
+	"\x02fd\x18\x02 \x01(\x05R\x02fd\"h\n" +
+	"\n" +
+	"SharedFile\x12,\n" +
+	"\x05owner\x18\x01 \x01(\v2\x16.lazycr.image.v1.FdRefR\x05owner\x12,\n" +
+	"\x05users\x18\x02 \x03(\v2\x16.lazycr.image.v1.FdRefR\x05users\"P\n" +
+	"\bTreePipe\x12\x14\n" +
+	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xeb\b\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4406,7 +4657,13 @@ const file_image_proto_rawDesc = "" +
 	"\room_score_adj\x18\x19 \x01(\x05R\voomScoreAdj\x12<\n" +
 	"\vcwd_deleted\x18\x1a \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\n" +
 	"cwdDeleted\x12#\n" +
-	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\"D\n" +
+	"\rleader_exited\x18\x1b \x01(\bR\fleaderExited\x12\x17\n" +
+	"\ans_pgid\x18\x1c \x03(\rR\x06nsPgid\x12\x15\n" +
+	"\x06ns_sid\x18\x1d \x03(\rR\x05nsSid\x12\x16\n" +
+	"\x06zombie\x18\x1e \x01(\bR\x06zombie\x12\x1b\n" +
+	"\texit_code\x18\x1f \x01(\x05R\bexitCode\x12\x17\n" +
+	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01B\a\n" +
+	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -4798,107 +5055,114 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
 	(*Inventory)(nil),     // 2: lazycr.image.v1.Inventory
 	(*ProcessTree)(nil),   // 3: lazycr.image.v1.ProcessTree
-	(*Process)(nil),       // 4: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 5: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 6: lazycr.image.v1.Thread
-	(*Registers)(nil),     // 7: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 8: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 9: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 10: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 11: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 12: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 13: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 14: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 15: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 16: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 17: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 18: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 19: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 20: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 21: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 22: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 23: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 24: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 25: lazycr.image.v1.Fd
-	(*FdOwner)(nil),       // 26: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 27: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 28: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 29: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 30: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 31: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 32: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 33: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 34: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 35: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 36: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 37: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 38: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 39: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 40: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 41: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 42: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 43: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 44: lazycr.image.v1.Device
+	(*FdRef)(nil),         // 4: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),    // 5: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),      // 6: lazycr.image.v1.TreePipe
+	(*Process)(nil),       // 7: lazycr.image.v1.Process
+	(*DeletedDir)(nil),    // 8: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),        // 9: lazycr.image.v1.Thread
+	(*Registers)(nil),     // 10: lazycr.image.v1.Registers
+	(*Siginfo)(nil),       // 11: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),   // 12: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),          // 13: lazycr.image.v1.Rseq
+	(*RobustList)(nil),    // 14: lazycr.image.v1.RobustList
+	(*Credentials)(nil),   // 15: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),        // 16: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),     // 17: lazycr.image.v1.SigAction
+	(*ITimer)(nil),        // 18: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),    // 19: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),    // 20: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),     // 21: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),       // 22: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),      // 23: lazycr.image.v1.MmFields
+	(*FileID)(nil),        // 24: lazycr.image.v1.FileID
+	(*Vma)(nil),           // 25: lazycr.image.v1.Vma
+	(*PageRun)(nil),       // 26: lazycr.image.v1.PageRun
+	(*FdTable)(nil),       // 27: lazycr.image.v1.FdTable
+	(*Fd)(nil),            // 28: lazycr.image.v1.Fd
+	(*FdOwner)(nil),       // 29: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),   // 30: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 31: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 32: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 33: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 34: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 35: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 36: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 37: lazycr.image.v1.SignalFd
+	(*InetSocket)(nil),    // 38: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 39: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 40: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 41: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 42: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 43: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 44: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 45: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 46: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 47: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
-	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
-	6,  // 1: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	12, // 2: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	13, // 3: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	14, // 4: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	15, // 5: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	16, // 6: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	8,  // 7: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	17, // 8: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	5,  // 9: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	7,  // 10: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	8,  // 11: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	9,  // 12: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	10, // 13: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	11, // 14: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	22, // 15: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	20, // 16: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	21, // 17: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	19, // 18: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	21, // 19: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	0,  // 20: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	23, // 21: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	1,  // 22: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	25, // 23: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	26, // 24: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	27, // 25: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	28, // 26: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	30, // 27: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	32, // 28: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	33, // 29: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	34, // 30: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	35, // 31: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	44, // 32: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	40, // 33: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	41, // 34: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	42, // 35: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	21, // 36: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	29, // 37: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	31, // 38: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	38, // 39: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	36, // 40: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	37, // 41: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	39, // 42: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	21, // 43: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	43, // 44: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	21, // 45: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	21, // 46: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	7,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
+	5,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
+	6,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
+	4,  // 3: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
+	4,  // 4: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
+	9,  // 5: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	15, // 6: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	16, // 7: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	17, // 8: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	18, // 9: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	19, // 10: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	11, // 11: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	20, // 12: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	8,  // 13: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	10, // 14: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	11, // 15: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	12, // 16: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	13, // 17: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	14, // 18: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	25, // 19: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	23, // 20: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	24, // 21: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	22, // 22: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	24, // 23: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	0,  // 24: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	26, // 25: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	1,  // 26: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	28, // 27: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	29, // 28: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	30, // 29: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	31, // 30: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	33, // 31: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	35, // 32: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	36, // 33: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	37, // 34: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	38, // 35: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	47, // 36: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	43, // 37: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	44, // 38: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	45, // 39: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	24, // 40: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	32, // 41: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	34, // 42: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	41, // 43: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	39, // 44: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	40, // 45: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	42, // 46: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	24, // 47: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	46, // 48: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	24, // 49: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	24, // 50: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4906,7 +5170,8 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
-	file_image_proto_msgTypes[23].OneofWrappers = []any{
+	file_image_proto_msgTypes[5].OneofWrappers = []any{}
+	file_image_proto_msgTypes[26].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -4919,14 +5184,14 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 	}
-	file_image_proto_msgTypes[29].OneofWrappers = []any{}
+	file_image_proto_msgTypes[32].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -5,7 +5,9 @@
  *   - a POSIX timer (timer_create, SIGEV_SIGNAL with SIGRTMIN+1, every
  *     10 ms): the "timer" key is the number of expirations handled, which
  *     only keeps growing if the timer is re-armed with its id after restore;
- *   - an itimer (ITIMER_REAL, every 10 ms, SIGALRM): the "itimer" key.
+ *   - an itimer (ITIMER_REAL, every 10 ms, SIGALRM): the "itimer" key;
+ *   - the nice value: it sets 7 (setpriority(2)) and the creds key names
+ *     the value it reads back.
  * Report: {"pid","uid","gid","timer_id"}.
  */
 #include "common.h"
@@ -13,6 +15,7 @@
 #include <sys/time.h>
 #include <grp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 static volatile sig_atomic_t timer_hits, itimer_hits;
 
@@ -21,6 +24,7 @@ static void on_alarm(int sig) { (void)sig; itimer_hits++; }
 
 int main(void)
 {
+	if (setpriority(PRIO_PROCESS, 0, 7)) die("setpriority");
 	struct sigaction sa = {0};
 	sa.sa_handler = on_timer;
 	sa.sa_flags = SA_RESTART;
@@ -46,7 +50,10 @@ int main(void)
 		struct itimerspec cur;
 		if (timer_gettime(id, &cur)) die("timer_gettime");
 		int ng = getgroups(0, NULL);
-		emit("tick creds:%d:%d:%d:%d:dumpable%d %lu\n", getuid(), geteuid(), getgid(), ng, prctl(PR_GET_DUMPABLE), n);
+		errno = 0;
+		int nice = getpriority(PRIO_PROCESS, 0);
+		if (errno) die("getpriority");
+		emit("tick creds:%d:%d:%d:%d:dumpable%d:nice%d %lu\n", getuid(), geteuid(), getgid(), ng, prctl(PR_GET_DUMPABLE), nice, n);
 		emit("tick timer %d\n", (int)timer_hits);
 		emit("tick itimer %d\n", (int)itimer_hits);
 	}

@@ -1,0 +1,47 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lazycr/lazycr/files"
+)
+
+// freezeAttempts bounds how often Freeze tries again after a refusal of a
+// passing state ([files.ErrTransient]); the pauses between tries double from
+// freezeRetryPause, so the process runs for about 150 ms in all.
+const (
+	freezeAttempts   = 5
+	freezeRetryPause = 10 * time.Millisecond
+)
+
+// Freeze seizes every thread of opts.PID and reads the process's whole state.
+// The process stays frozen until Release, Kill or a failure (which releases it).
+//
+// A refusal of a passing state — an inotify instance holding events the
+// program has not read yet, which cannot be queued again on restore — is
+// not final: the process is released untouched, runs for a moment (a
+// program that watches files reads its events within microseconds) and is
+// frozen again, a few times, before the refusal is returned.
+func Freeze(ctx context.Context, opts Options) (*Checkpoint, error) {
+	pause := freezeRetryPause
+	for attempt := 1; ; attempt++ {
+		cp, err := freezeOnce(ctx, opts)
+		if err == nil || !errors.Is(err, files.ErrTransient) || attempt == freezeAttempts {
+			if err != nil && attempt > 1 {
+				err = fmt.Errorf("%w (after %d tries)", err, attempt)
+			}
+			return cp, err
+		}
+		opts.Log.Info().Err(err).Int("pid", opts.PID).Int("attempt", attempt).Stringer("pause", pause).
+			Msg("passing state refused; the process runs on briefly and is frozen again")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dump pid %d: %w", opts.PID, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
+}

@@ -1,0 +1,500 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// A dump takes the process and all its descendants: the tree. Each member
+// is frozen before its children are listed (/proc/PID/task/TID/children),
+// so a frozen parent cannot fork a member we would miss, and a child that
+// exits meanwhile stays a zombie its frozen parent cannot reap: the listing
+// is exact. Members are kept in breadth-first order, parents before their
+// children, which is the order restore clones them in.
+
+// maxMembers bounds the size of a tree (each member is a frozen process and
+// one more ptrace tracee of the tracer thread).
+const maxMembers = 512
+
+// recordSession adds what /proc/PID/status says of pid's process group and
+// session in each PID namespace (NSpgid, NSsid; proc(5)): a restore into a
+// fresh PID namespace needs the process's own view.
+func recordSession(pid int, p *pb.Process) error {
+	st, err := proc.ReadStatus(pid)
+	if err != nil {
+		return fmt.Errorf("dump pid %d: read status: %w", pid, err)
+	}
+	p.NsPgid, p.NsSid = u32s(st.NSpgid), u32s(st.NSsid)
+	return nil
+}
+
+// freezeTree freezes every descendant of the (frozen) root.
+func (cp *Checkpoint) freezeTree() error {
+	queue := []*Checkpoint{cp}
+	for i := 0; i < len(queue); i++ {
+		parent := queue[i]
+		if parent.zombie {
+			continue
+		}
+		kids, err := proc.Children(parent.pid)
+		if err != nil {
+			return fmt.Errorf("dump pid %d: list children of pid %d: %w", cp.pid, parent.pid, err)
+		}
+		for _, k := range kids {
+			if len(cp.members)+1 >= maxMembers {
+				return fmt.Errorf("dump pid %d: %w: the process tree has more than %d processes", cp.pid, ErrUnsupported, maxMembers)
+			}
+			m, err := cp.freezeMember(k)
+			if m != nil {
+				// Released with the others whatever happens next.
+				cp.members = append(cp.members, m)
+				queue = append(queue, m)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if len(cp.members) > 0 {
+		cp.opts.Log.Debug().Int("pid", cp.pid).Ints("members", cp.memberPids()).Msg("process tree frozen")
+	}
+	return nil
+}
+
+func (cp *Checkpoint) memberPids() []int {
+	out := make([]int, len(cp.members))
+	for i, m := range cp.members {
+		out[i] = m.pid
+	}
+	return out
+}
+
+// freezeMember freezes descendant pid, or records it as a zombie.
+func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
+	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}}
+	m.opts.PID = pid
+	if m.opts.Mode == ModeLazy {
+		// Only the root's memory is served lazily (the page server
+		// addresses one process): every member's populated pages go into
+		// the skeleton. The member stays frozen with the root all the same.
+		m.opts.Mode = ModeKill
+	}
+	st, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: child pid %d: %w", cp.pid, pid, err)
+	}
+	if st.State == 'Z' && st.Threads <= 1 {
+		m.zombie = true
+		return m, nil
+	}
+	if st.TracerPid != 0 {
+		return nil, fmt.Errorf("dump pid %d: child pid %d: %w by pid %d", cp.pid, pid, inject.ErrTraced, st.TracerPid)
+	}
+	p, err := cp.tracer.Seize(pid)
+	if errors.Is(err, inject.ErrZombie) {
+		m.zombie = true
+		return m, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: freeze child pid %d: %w", cp.pid, pid, err)
+	}
+	m.proc = p
+	if s, err := proc.ReadStat(pid); err == nil {
+		m.startTime = s.StartTime
+	}
+	if err := precheckFrozen(pid); err != nil {
+		return m, fmt.Errorf("dump pid %d: descendant: %w", cp.pid, err)
+	}
+	return m, nil
+}
+
+// collectAll reads the root, then every member, into one image set, then
+// what members share.
+func (cp *Checkpoint) collectAll(ctx context.Context) error {
+	if err := cp.collect(ctx); err != nil {
+		return err
+	}
+	for _, m := range cp.members {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("dump pid %d: %w", cp.pid, err)
+		}
+		if m.zombie {
+			z, err := zombieProcess(m.pid)
+			if err != nil {
+				return fmt.Errorf("dump pid %d: %w", cp.pid, err)
+			}
+			cp.Set.Tree.Processes = append(cp.Set.Tree.Processes, z)
+			cp.Set.Memory[uint32(m.pid)] = &pb.MemoryMap{Pid: uint32(m.pid)}
+			cp.Set.Fds[uint32(m.pid)] = &pb.FdTable{Pid: uint32(m.pid)}
+			continue
+		}
+		if err := m.collect(ctx); err != nil {
+			return err
+		}
+		p := uint32(m.pid)
+		cp.Set.Tree.Processes = append(cp.Set.Tree.Processes, m.Set.Tree.Processes...)
+		cp.Set.Memory[p] = m.Set.Memory[p]
+		cp.Set.Fds[p] = m.Set.Fds[p]
+		cp.eager[p] = m.eager[p]
+		st := &cp.Stats
+		st.Threads += m.Stats.Threads
+		st.VMAs += m.Stats.VMAs
+		st.PagesEager += m.Stats.PagesEager
+		st.PagesLazy += m.Stats.PagesLazy
+		st.PagesZero += m.Stats.PagesZero
+		st.PagesFile += m.Stats.PagesFile
+		st.PagesPopulated += m.Stats.PagesPopulated
+	}
+	if len(cp.members) == 0 {
+		return nil
+	}
+	return cp.collectTree()
+}
+
+// zombieProcess records a member that has exited and waits for its
+// parent (a member) to reap it: what wait(2) would tell the parent.
+func zombieProcess(pid int) (*pb.Process, error) {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read stat of zombie pid %d: %w", pid, err)
+	}
+	if st.State != 'Z' {
+		return nil, fmt.Errorf("pid %d: state %c, expected a zombie", pid, st.State)
+	}
+	return &pb.Process{
+		Pid: uint32(pid), Ppid: uint32(st.Ppid), Pgid: uint32(st.Pgrp), Sid: uint32(st.Session), Comm: st.Comm,
+		StartTime: st.StartTime, Zombie: true, ExitCode: int32(st.ExitCode),
+		Threads: []*pb.Thread{{Tid: uint32(pid), Regs: &pb.Registers{}}},
+	}, nil
+}
+
+// liveRef is one fd of a member, with its link target.
+type liveRef struct {
+	pid    int
+	fd     *pb.Fd
+	target string
+}
+
+// collectTree records what members share: pipes between them (made once
+// on restore, with their buffered data), open file descriptions inherited
+// across fork (one description on restore) — and refuses shared anonymous
+// memory between members, which a restore would not keep shared.
+func (cp *Checkpoint) collectTree() error {
+	set := cp.Set
+	var live []*pb.Process
+	for _, p := range set.Tree.Processes {
+		if !p.Zombie {
+			live = append(live, p)
+		}
+	}
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if n := m.tcp.Conns(); n > 0 {
+			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not restored yet", cp.pid, ErrUnsupported, m.pid, n)
+		}
+	}
+	if err := refuseSharedMemory(cp.pid, set, live); err != nil {
+		return err
+	}
+	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
+		return err
+	}
+	// Every fd of every member, with its /proc link target.
+	var refs []liveRef
+	pipeMembers := map[uint64]map[uint32]bool{}
+	for _, p := range live {
+		fds, err := proc.ReadFds(int(p.Pid))
+		if err != nil {
+			return fmt.Errorf("dump pid %d: list fds of pid %d: %w", cp.pid, p.Pid, err)
+		}
+		target := map[int32]string{}
+		for _, f := range fds {
+			target[int32(f.Num)] = f.Target
+		}
+		for _, f := range set.Fds[p.Pid].GetFds() {
+			refs = append(refs, liveRef{pid: int(p.Pid), fd: f, target: target[f.Fd]})
+			if pp := f.GetPipe(); pp != nil && pp.FifoPath == "" {
+				if pipeMembers[pp.Inode] == nil {
+					pipeMembers[pp.Inode] = map[uint32]bool{}
+				}
+				pipeMembers[pp.Inode][p.Pid] = true
+			}
+		}
+	}
+	members := map[int]bool{}
+	for _, p := range set.Tree.Processes {
+		members[int(p.Pid)] = true
+	}
+	// Pipes held by more than one member and by nobody else.
+	cand := map[uint64]bool{}
+	for ino, ms := range pipeMembers {
+		if len(ms) > 1 {
+			cand[ino] = true
+		}
+	}
+	outside := pipesHeldOutside(cand, members)
+	treePipes := map[uint64]*pb.TreePipe{}
+	for _, r := range refs {
+		pp := r.fd.GetPipe()
+		if pp == nil || !cand[pp.Inode] || outside[pp.Inode] != 0 {
+			continue
+		}
+		tp := treePipes[pp.Inode]
+		if tp == nil {
+			tp = &pb.TreePipe{Inode: pp.Inode}
+			treePipes[pp.Inode] = tp
+			set.Tree.Pipes = append(set.Tree.Pipes, tp)
+		}
+		tp.Capacity = max(tp.Capacity, pp.Capacity)
+		if len(pp.Data) > 0 {
+			tp.Data = pp.Data
+		}
+	}
+	for ino, tp := range treePipes {
+		if tp.Data != nil {
+			continue
+		}
+		for _, r := range refs {
+			if pp := r.fd.GetPipe(); pp != nil && pp.Inode == ino && !pp.WriteEnd {
+				data, err := peekPipeOf(r.pid, int(r.fd.Fd), int(tp.Capacity))
+				if err != nil {
+					return fmt.Errorf("dump pid %d: pid %d fd %d (pipe:[%d]): copy buffered data: %w", cp.pid, r.pid, r.fd.Fd, ino, err)
+				}
+				tp.Data = data
+				break
+			}
+		}
+	}
+	for _, r := range refs {
+		if pp := r.fd.GetPipe(); pp != nil && treePipes[pp.Inode] != nil {
+			// The tree's record holds the data; the holders were members.
+			pp.Data, pp.Holders = nil, nil
+		}
+	}
+	for ino, n := range outside {
+		cp.opts.Log.Debug().Uint64("pipe", ino).Int("holder", n).Msg("pipe between members is also held outside the tree: each member's end is restored on its own")
+	}
+	slices.SortFunc(set.Tree.Pipes, func(a, b *pb.TreePipe) int { return cmpU64(a.Inode, b.Inode) })
+
+	// Open file descriptions shared across members (kcmp KCMP_FILE; only
+	// fds with the same link target can share one).
+	var owners []liveRef
+	shared := map[[2]int64]*pb.SharedFile{}
+	for _, r := range refs {
+		if r.fd.DupOf != nil {
+			continue // a dup inside its member: it follows its original
+		}
+		if pp := r.fd.GetPipe(); pp != nil && treePipes[pp.Inode] != nil {
+			continue
+		}
+		var owner *liveRef
+		for i := range owners {
+			o := &owners[i]
+			if o.pid == r.pid || o.target != r.target {
+				continue
+			}
+			same, err := kabi.KcmpFile(o.pid, r.pid, int(o.fd.Fd), int(r.fd.Fd))
+			if err != nil {
+				return fmt.Errorf("dump pid %d: compare pid %d fd %d with pid %d fd %d: %w", cp.pid, o.pid, o.fd.Fd, r.pid, r.fd.Fd, err)
+			}
+			if same {
+				owner = o
+				break
+			}
+		}
+		if owner == nil {
+			owners = append(owners, r)
+			continue
+		}
+		k := [2]int64{int64(owner.pid), int64(owner.fd.Fd)}
+		sf := shared[k]
+		if sf == nil {
+			sf = &pb.SharedFile{Owner: &pb.FdRef{Pid: uint32(owner.pid), Fd: owner.fd.Fd}}
+			shared[k] = sf
+			set.Tree.SharedFiles = append(set.Tree.SharedFiles, sf)
+		}
+		sf.Users = append(sf.Users, &pb.FdRef{Pid: uint32(r.pid), Fd: r.fd.Fd})
+	}
+	return nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// refuseSharedMemory refuses shared anonymous memory that more than one
+// member maps (inherited across fork: both map it at the same address):
+// each member's copy would be restored on its own, no longer shared.
+func refuseSharedMemory(root int, set *image.Set, live []*pb.Process) error {
+	at := map[uint64]uint32{}
+	for _, p := range live {
+		for _, v := range set.Memory[p.Pid].GetVmas() {
+			if v.Kind != pb.VmaKind_VMA_KIND_SHARED_ANON {
+				continue
+			}
+			if other, ok := at[v.Start]; ok {
+				return fmt.Errorf("dump pid %d: %w: pid %d and pid %d map shared anonymous memory at %#x-%#x (%s); memory shared between processes of a tree is not restored yet",
+					root, ErrUnsupported, other, p.Pid, v.Start, v.End, v.Name)
+			}
+			at[v.Start] = p.Pid
+		}
+	}
+	return nil
+}
+
+// pipesHeldOutside returns, for each pipe inode of inos that a process
+// outside members (and other than lazycr) holds, one such pid. It scans
+// /proc/*/fd: the members are frozen, but nobody else is, so this is a
+// snapshot (see also files' pipe holders).
+func pipesHeldOutside(inos map[uint64]bool, members map[int]bool) map[uint64]int {
+	out := map[uint64]int{}
+	if len(inos) == 0 {
+		return out
+	}
+	self := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self || members[pid] {
+			continue
+		}
+		fds, err := proc.ReadFds(pid)
+		if err != nil {
+			continue // gone, or a kernel thread
+		}
+		for _, f := range fds {
+			if !strings.HasPrefix(f.Target, "pipe:[") {
+				continue
+			}
+			if k, _, ino := proc.Kind(f.Target); k == proc.KindPipe && inos[ino] && out[ino] == 0 {
+				out[ino] = pid
+			}
+		}
+	}
+	return out
+}
+
+// peekPipeOf returns the bytes buffered in the pipe whose read end is fd of
+// pid, without consuming them: a pidfd_getfd(2) copy of the end is tee(2)d
+// into a pipe of lazycr's (the members are frozen: nobody else reads).
+func peekPipeOf(pid, fd, capacity int) ([]byte, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("pidfd_open", err)
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("pidfd_getfd", err)
+	}
+	defer unix.Close(local)
+	n, err := unix.IoctlGetInt(local, unix.TIOCINQ) // FIONREAD
+	if err != nil {
+		return nil, os.NewSyscallError("ioctl FIONREAD", err)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if n > image.MaxTreePipeData {
+		return nil, fmt.Errorf("%w: %d bytes buffered, more than %d", ErrUnsupported, n, image.MaxTreePipeData)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, os.NewSyscallError("pipe2", err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, max(capacity, n)); err != nil {
+		return nil, fmt.Errorf("grow pipe to %d bytes (fs.pipe-max-size?): %w", max(capacity, n), os.NewSyscallError("fcntl F_SETPIPE_SZ", err))
+	}
+	got, err := unix.Tee(local, p[1], n, unix.SPLICE_F_NONBLOCK)
+	if err != nil {
+		return nil, os.NewSyscallError("tee", err)
+	}
+	if int(got) < n {
+		return nil, fmt.Errorf("tee copied %d of %d buffered bytes", got, n)
+	}
+	buf := make([]byte, got)
+	for off := 0; off < len(buf); {
+		m, err := unix.Read(p[0], buf[off:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("read", err)
+		}
+		if m == 0 {
+			return nil, fmt.Errorf("read %d of %d teed bytes", off, len(buf))
+		}
+		off += m
+	}
+	return buf, nil
+}
+
+// member returns the checkpoint of member pid (the root's own for the
+// root): the one whose frozen process holds pid's memory.
+func (cp *Checkpoint) member(pid uint32) *Checkpoint {
+	for _, m := range cp.members {
+		if uint32(m.pid) == pid {
+			return m
+		}
+	}
+	return cp
+}
+
+// refuseOtherNamespaces refuses a member in namespaces other than the
+// root's (a child made with unshare or clone flags): restore builds every
+// member in the root's.
+func refuseOtherNamespaces(root int, live []*pb.Process) error {
+	r := live[0].GetNamespaces()
+	for _, p := range live[1:] {
+		n := p.GetNamespaces()
+		for _, ns := range []struct {
+			name string
+			a, b uint64
+		}{
+			{"net", r.GetNet(), n.GetNet()}, {"pid", r.GetPid(), n.GetPid()}, {"mnt", r.GetMnt(), n.GetMnt()},
+			{"uts", r.GetUts(), n.GetUts()}, {"ipc", r.GetIpc(), n.GetIpc()}, {"user", r.GetUser(), n.GetUser()},
+			{"cgroup", r.GetCgroup(), n.GetCgroup()}, {"time", r.GetTime(), n.GetTime()},
+		} {
+			if ns.a != ns.b {
+				return fmt.Errorf("dump pid %d: %w: pid %d is in %s namespace %d, the root pid %d in %d; members in namespaces of their own are not restored yet",
+					root, ErrUnsupported, p.Pid, ns.name, ns.b, root, ns.a)
+			}
+		}
+	}
+	return nil
+}
+
+// writeMemberPages writes the eager pages of member pid from its own
+// frozen process, and keeps the root's record of them (its eager runs and
+// page counts) in step with what writing them changed.
+func (cp *Checkpoint) writeMemberPages(w pageAppender, pid uint32) error {
+	m := cp.member(pid)
+	if m == cp {
+		return cp.writePages(w, pid)
+	}
+	before := m.Stats
+	err := m.writePages(w, pid)
+	cp.eager[pid] = m.eager[pid]
+	cp.Stats.PagesEager += m.Stats.PagesEager - before.PagesEager
+	cp.Stats.PagesZero += m.Stats.PagesZero - before.PagesZero
+	return err
+}

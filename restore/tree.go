@@ -1,0 +1,459 @@
+package restore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/internal/failpoint"
+	"golang.org/x/sys/unix"
+)
+
+// Process trees. The root is made as a single process is (a stub, then a
+// clone3 set_tid copy of it in its session and group, see takePID). Before
+// anything of it is rebuilt, every other member is cloned, in the image's
+// order (parents before children), from inside its own parent, a copy of
+// the stub too: clone3 set_tid gives it its pid and the fork its parent,
+// so getppid is exact. A member that led its session calls setsid(2) at
+// once, before its own children are cloned (they inherit the session);
+// once every member exists, each joins its process group (leaders first).
+// Zombies then exit with their recorded status (their parent reaps them
+// when it wants, as it would have). Each live member is then rebuilt by
+// the same steps as a single process; fds that members share come from
+// the member that made them (pidfd_getfd(2) into lazycr, SCM_RIGHTS into
+// the next), pipes between members are made by lazycr with their data.
+
+// tree is the state of a tree restore, held by the root.
+type tree struct {
+	procs   map[uint32]*inject.Process // image pid → the process (root included)
+	members []*Process                 // live members but the root, in image order
+	zombies []*pb.Process
+	pipes   map[uint64][2]int // lazycr's read and write ends of pipes between members
+	closers []func()
+}
+
+// checkTreeOptions refuses what a tree restore does not do yet.
+func checkTreeOptions(set *image.Set, opts Options) error {
+	n := len(set.Tree.Processes)
+	if n == 1 {
+		return nil
+	}
+	switch {
+	case opts.NewPID:
+		return fmt.Errorf("restore: %d processes in the image: --new-pid with a process tree is not supported yet", n)
+	}
+	return nil
+}
+
+// cloneMembers creates every member but the root from inside its parent
+// and puts it into its session and process group; zombies exit.
+func (r *Process) cloneMembers(undo *undoStack) error {
+	procs := r.set.Tree.Processes
+	if len(procs) == 1 {
+		return nil
+	}
+	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}}
+	r.tree = t
+	undo.push(func() {
+		for _, m := range t.members {
+			killTraced(m.b.p, r.opts.Log)
+		}
+	})
+	byPid := map[uint32]*pb.Process{}
+	for _, p := range procs {
+		byPid[p.Pid] = p
+	}
+	pidns := r.opts.PIDNS
+	var made []*pb.Process
+	for _, img := range procs[1:] {
+		parent := t.procs[img.Ppid]
+		pimg := byPid[img.Ppid]
+		if parent == nil || pimg == nil {
+			return fmt.Errorf("restore pid %d: its parent pid %d is not restored before it", img.Pid, img.Ppid)
+		}
+		own := nsPid(img, pidns)
+		if !pidns {
+			if err := pidFree(own); err != nil {
+				return err
+			}
+		}
+		c, err := parent.CloneProcess(own, 0)
+		if err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("restore: %w: pid %d is in use here: %v", ErrPIDTaken, own, err)
+			}
+			return fmt.Errorf("restore pid %d: clone it from its parent pid %d: %w", img.Pid, img.Ppid, err)
+		}
+		t.procs[img.Pid] = c
+		if img.Zombie {
+			t.zombies = append(t.zombies, img)
+			undo.push(func() { killTraced(c, r.opts.Log) })
+		} else {
+			scratch, err := c.Scratch()
+			if err != nil {
+				killTraced(c, r.opts.Log)
+				return err
+			}
+			m := &Process{opts: r.opts, set: r.set, img: img, mm: r.set.Memory[img.Pid], fds: r.set.Fds[img.Pid],
+				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started,
+				b: &builder{p: c, pid: c.Pid, scratch: scratch}}
+			m.opts.Pages = nil
+			t.members = append(t.members, m)
+		}
+		made = append(made, img)
+		ids, pids := wantSession(img, pidns), wantSession(pimg, pidns)
+		switch {
+		case ids.sid == own:
+			if _, err := c.Syscall(c.Pid, unix.SYS_SETSID); err != nil {
+				return fmt.Errorf("restore pid %d: setsid: %w", img.Pid, err)
+			}
+		case ids.sid != pids.sid:
+			return fmt.Errorf("restore pid %d: it is in session %d, its parent pid %d in session %d, and it does not lead its session: not supported yet", img.Pid, ids.sid, img.Ppid, pids.sid)
+		}
+	}
+	// Groups: the leaders first, so that the others find their group.
+	for _, leaders := range []bool{true, false} {
+		for _, img := range made {
+			ids, own := wantSession(img, pidns), nsPid(img, pidns)
+			if (ids.pgid == own) != leaders || ids.sid == own || ids.pgid == 0 {
+				continue
+			}
+			c := t.procs[img.Pid]
+			cur, err := c.Syscall(c.Pid, unix.SYS_GETPGID, 0)
+			if err != nil {
+				return fmt.Errorf("restore pid %d: getpgid: %w", img.Pid, err)
+			}
+			if int(cur) == ids.pgid {
+				continue
+			}
+			arg := uintptr(ids.pgid)
+			if leaders {
+				arg = 0
+			}
+			_, err = c.Syscall(c.Pid, unix.SYS_SETPGID, 0, arg)
+			if errors.Is(err, unix.EPERM) && !leaders {
+				// No such group in the session: its leader was not
+				// dumped and no member has made it yet.
+				err = r.groupByHelper(t.procs[img.Ppid], c, ids.pgid)
+			}
+			if err != nil {
+				return fmt.Errorf("restore pid %d: setpgid(0, %d): %w", img.Pid, ids.pgid, err)
+			}
+		}
+	}
+	for _, img := range made {
+		if err := checkSession(t.procs[img.Pid].Pid, wantSession(img, pidns), pidns); err != nil {
+			return err
+		}
+	}
+	for _, z := range t.zombies {
+		if err := r.makeZombie(z); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeZombie ends the copy that stands for zombie z with z's wait status
+// and takes the SIGCHLD this sends its parent back out of the parent (the
+// parent's own pending signals, SIGCHLD included, are queued again from
+// the image later).
+func (r *Process) makeZombie(z *pb.Process) error {
+	t := r.tree
+	c := t.procs[z.Pid]
+	parent := t.procs[z.Ppid]
+	if err := c.Exit(int(z.ExitCode)); err != nil {
+		return fmt.Errorf("restore zombie pid %d: %w", z.Pid, err)
+	}
+	if err := takeSigchld(parent); err != nil {
+		return fmt.Errorf("restore zombie pid %d: take its SIGCHLD from pid %d: %w", z.Pid, z.Ppid, err)
+	}
+	r.opts.Log.Debug().Uint32("pid", z.Pid).Uint32("parent", z.Ppid).Int32("status", z.ExitCode).Msg("zombie recreated")
+	return nil
+}
+
+// takeSigchld takes back the SIGCHLD a child's exit sent parent (a copy of
+// the stub not rebuilt yet): an unblocked one stops the parent at its next
+// resume and the engine keeps it aside (dropped here); a blocked one stays
+// pending (taken with a zero-timeout rt_sigtimedwait(2)).
+func takeSigchld(parent *inject.Process) error {
+	if _, err := parent.Syscall(parent.Pid, unix.SYS_GETPID); err != nil {
+		return err
+	}
+	parent.DropQueued(unix.SIGCHLD)
+	scratch, err := parent.Scratch()
+	if err != nil {
+		return err
+	}
+	set := make([]byte, 8)
+	binary.LittleEndian.PutUint64(set, 1<<(uint(unix.SIGCHLD)-1))
+	ts := make([]byte, 16) // struct timespec {0, 0}
+	if err := parent.WriteMem(scratch, append(set, ts...)); err != nil {
+		return err
+	}
+	if _, err := parent.Syscall(parent.Pid, unix.SYS_RT_SIGTIMEDWAIT, scratch, 0, scratch+8, 8); err != nil && !errors.Is(err, unix.EAGAIN) {
+		return err
+	}
+	return nil
+}
+
+// groupByHelper makes process group g, whose leader was not dumped, for
+// member c (a copy of the stub, like its parent): a helper cloned from
+// c's parent with pid g (so in c's session) makes the group, c joins it,
+// the helper exits and the parent reaps it at once (an injected wait4(2))
+// and gets its SIGCHLD taken back: no restored process ever sees it. The
+// group outlives its leader as long as c is in it (setpgid(2), and the
+// pid stays allocated by c's group link, kernel/pid.c).
+func (r *Process) groupByHelper(parent, c *inject.Process, g int) error {
+	if !r.opts.PIDNS {
+		if err := pidFree(g); err != nil {
+			return fmt.Errorf("process group %d: %w", g, err)
+		}
+	}
+	h, err := parent.CloneProcess(g, 0)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%w: process group %d: id %d is in use here: %v", ErrPIDTaken, g, g, err)
+		}
+		return fmt.Errorf("create the leader of process group %d: %w", g, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			killTraced(h, r.opts.Log)
+		}
+	}()
+	if _, err := h.Syscall(h.Pid, unix.SYS_SETPGID, 0, 0); err != nil {
+		return fmt.Errorf("setpgid in the leader of process group %d: %w", g, err)
+	}
+	if _, err := c.Syscall(c.Pid, unix.SYS_SETPGID, 0, uintptr(g)); err != nil {
+		return fmt.Errorf("join process group %d: %w", g, err)
+	}
+	ok = true
+	if err := h.Exit(0); err != nil {
+		return fmt.Errorf("end the leader of process group %d: %w", g, err)
+	}
+	if _, err := parent.Syscall(parent.Pid, unix.SYS_WAIT4, uintptr(g), 0, unix.WALL, 0); err != nil {
+		return fmt.Errorf("reap the leader of process group %d in pid %d: %w", g, parent.Pid, err)
+	}
+	if err := takeSigchld(parent); err != nil {
+		return fmt.Errorf("take the SIGCHLD of the leader of process group %d from pid %d: %w", g, parent.Pid, err)
+	}
+	r.opts.Log.Debug().Int("pgid", g).Int("member", c.Pid).Msg("process group recreated by a helper (its leader was not dumped)")
+	return nil
+}
+
+// prepareMember gets member m ready for its steps: its pages reader and
+// the fds it shares with members already built.
+func (r *Process) prepareMember(m *Process) error {
+	t := r.tree
+	if m.mm.GetPagesBytes() > 0 {
+		switch {
+		case r.opts.MemberPages != nil:
+			pr, err := r.opts.MemberPages(m.img.Pid)
+			if err != nil {
+				return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+			}
+			m.opts.Pages = pr
+		case r.opts.Dir != "":
+			pr, err := image.OpenPages(r.opts.Dir, m.img.Pid)
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			t.closers = append(t.closers, func() { pr.Close() })
+			m.opts.Pages = pr
+		default:
+			return fmt.Errorf("restore pid %d: no page data for a tree member (Options.MemberPages)", m.img.Pid)
+		}
+	}
+	return r.giveShared(m)
+}
+
+// giveShared fills m.given: the fds of m that are ends of pipes between
+// members (lazycr's ends) or copies of descriptions an earlier member
+// made (taken from it with pidfd_getfd).
+func (r *Process) giveShared(m *Process) error {
+	t := r.tree
+	m.given = map[int32]int{}
+	tps := map[uint64]bool{}
+	for _, tp := range r.set.Tree.Pipes {
+		tps[tp.Inode] = true
+	}
+	for _, f := range m.fds.GetFds() {
+		p := f.GetPipe()
+		if f.DupOf != nil || p == nil || !tps[p.Inode] || p.FifoPath != "" {
+			continue
+		}
+		ends, ok := t.pipes[p.Inode]
+		if !ok {
+			return fmt.Errorf("restore pid %d fd %d: pipe:[%d] between members was not made", m.img.Pid, f.Fd, p.Inode)
+		}
+		if p.WriteEnd {
+			m.given[f.Fd] = ends[1]
+		} else {
+			m.given[f.Fd] = ends[0]
+		}
+	}
+	for _, sf := range r.set.Tree.SharedFiles {
+		for _, u := range sf.Users {
+			if u.Pid != m.img.Pid {
+				continue
+			}
+			owner := t.procs[sf.Owner.Pid]
+			if owner == nil {
+				return fmt.Errorf("restore pid %d fd %d: the description's owner pid %d is not restored", u.Pid, u.Fd, sf.Owner.Pid)
+			}
+			local, err := takeFd(owner.Pid, int(sf.Owner.Fd))
+			if err != nil {
+				return fmt.Errorf("restore pid %d fd %d: the description it shares with pid %d fd %d: %w", u.Pid, u.Fd, sf.Owner.Pid, sf.Owner.Fd, err)
+			}
+			t.closers = append(t.closers, func() { unix.Close(local) })
+			m.given[u.Fd] = local
+		}
+	}
+	return nil
+}
+
+// takeFd duplicates fd of pid into lazycr (pidfd_getfd(2), O_CLOEXEC).
+func takeFd(pid, fd int) (int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("pidfd_open", err)
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("pidfd_getfd", err)
+	}
+	return local, nil
+}
+
+// makeTreePipes creates the pipes between members in lazycr, with their
+// capacity, buffered data and each end's status flags (pipe(7),
+// fcntl(2) F_SETPIPE_SZ, F_SETFL); members get the ends as given fds.
+func (r *Process) makeTreePipes() error {
+	t := r.tree
+	if t == nil {
+		return nil
+	}
+	flags := map[uint64]*[2]uint32{}
+	for _, p := range r.set.Tree.Processes {
+		for _, f := range r.set.Fds[p.Pid].GetFds() {
+			pp := f.GetPipe()
+			if pp == nil || f.DupOf != nil {
+				continue
+			}
+			fl := flags[pp.Inode]
+			if fl == nil {
+				fl = &[2]uint32{unix.O_RDONLY, unix.O_WRONLY}
+				flags[pp.Inode] = fl
+			}
+			if pp.WriteEnd {
+				fl[1] = f.Flags
+			} else {
+				fl[0] = f.Flags
+			}
+		}
+	}
+	for _, tp := range r.set.Tree.Pipes {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+			return fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
+		}
+		t.closers = append(t.closers, func() { unix.Close(p[0]); unix.Close(p[1]) })
+		t.pipes[tp.Inode] = p
+		if tp.Capacity > 0 {
+			if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, int(tp.Capacity)); err != nil {
+				r.opts.Log.Warn().Err(err).Uint64("pipe", tp.Inode).Uint32("capacity", tp.Capacity).
+					Msg("cannot give the pipe its recorded capacity (fs.pipe-max-size?): keeping the default")
+			}
+		}
+		for data := tp.Data; len(data) > 0; {
+			n, err := unix.Write(p[1], data)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("restore: write %d buffered bytes into pipe:[%d]: %w", len(tp.Data), tp.Inode, os.NewSyscallError("write", err))
+			}
+			data = data[n:]
+		}
+		if fl := flags[tp.Inode]; fl != nil {
+			for end := range 2 {
+				if _, err := unix.FcntlInt(uintptr(p[end]), unix.F_SETFL, int(fl[end]&^unix.O_CLOEXEC)); err != nil {
+					return fmt.Errorf("restore: set flags %#o of pipe:[%d]: %w", fl[end], tp.Inode, os.NewSyscallError("fcntl F_SETFL", err))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// closeTree releases lazycr's copies of shared fds and the pages readers.
+func (t *tree) close() {
+	if t == nil {
+		return
+	}
+	for _, c := range t.closers {
+		c()
+	}
+	t.closers = nil
+}
+
+// resumeMembers sets every member's final registers and lets them run,
+// the last-listed (deepest) first; the root goes after them.
+func (r *Process) resumeMembers() error {
+	t := r.tree
+	if t == nil {
+		return nil
+	}
+	for _, m := range t.members {
+		if err := m.setFinalRegisters(); err != nil {
+			return fmt.Errorf("pid %d: %w", m.img.Pid, err)
+		}
+	}
+	for i := len(t.members) - 1; i >= 0; i-- {
+		m := t.members[i]
+		err := m.b.p.Detach()
+		m.done = true
+		if err == nil && i == len(t.members)-1 {
+			// A member already runs: the failure path must kill it.
+			err = failpoint.Check("restore.tree.resume")
+		}
+		if err != nil {
+			return fmt.Errorf("resume pid %d: %w", m.img.Pid, err)
+		}
+	}
+	return nil
+}
+
+// killMembers kills the members of a tree that is not resumed.
+func (r *Process) killMembers() {
+	if r.tree == nil {
+		return
+	}
+	for i := len(r.tree.members) - 1; i >= 0; i-- {
+		m := r.tree.members[i]
+		if m.done {
+			// Already running (a failure during Resume): it must not
+			// run on without the rest of its tree.
+			unixKill(m.b.pid)
+			continue
+		}
+		m.done = true
+		killTraced(m.b.p, r.opts.Log)
+	}
+}
+
+// nsPid is img's pid where it is restored: in its own namespace with
+// --pidns, else the dumper's number.
+func nsPid(img *pb.Process, pidns bool) int {
+	if n := len(img.NsPid); pidns && n > 0 {
+		return int(img.NsPid[n-1])
+	}
+	return int(img.Pid)
+}
