@@ -587,6 +587,13 @@ func (t *TCPRestore) begin(pid int, lock string) error {
 		return fmt.Errorf("open network namespace of pid %d: %w", pid, err)
 	}
 	t.ns = ns
+	// Without its held lock (removed by `lazycr unlock`, or a restore in
+	// another namespace) a peer that sent anything since the dump has
+	// been answered with a reset: the connection is restored, and the
+	// process will see the reset.
+	if held, err := netlock.ListHeld(ns); err != nil || !slices.Contains(held, lock) {
+		t.log.Warn().Err(err).Str("table", lock).Msg("the image's held network lock is not here: its TCP peers may have been reset since the dump")
+	}
 	return nil
 }
 
