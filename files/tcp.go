@@ -534,6 +534,24 @@ func (t *TCPDump) Close() error {
 	return err
 }
 
+// Unhold removes the held lock after Close, once nothing can send the
+// connections' packets to this host any more (a migration's source after
+// its addresses were released). It acts in lazycr's own network namespace,
+// where the source of a migration runs.
+func (t *TCPDump) Unhold() error {
+	if t == nil || t.name == "" {
+		return nil
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open lazycr's network namespace: %w", err)
+	}
+	defer ns.Close()
+	err = netlock.RemoveHeld(ns, t.name, t.log)
+	t.held = ""
+	return err
+}
+
 func (t *TCPDump) release() error {
 	if t.lock == nil {
 		return nil
@@ -564,10 +582,15 @@ func setInt(fd, level, opt, v int, name string) error {
 // process runs) or [TCPRestore.Abort] (after it was killed). Methods are
 // no-ops on a nil TCPRestore or one without connections.
 type TCPRestore struct {
-	log   zerolog.Logger
-	pid   int
-	lock  string         // the held lock of the image
-	ns    netns.NsHandle // the process's network namespace, opened while it lives
+	log  zerolog.Logger
+	pid  int
+	lock string         // the held lock of the image
+	ns   netns.NsHandle // the process's network namespace, opened while it lives
+	// owned is the target's own lock of a lazy migration (LockFor), and
+	// conns the 4-tuples it locks: a connection must come back on one of
+	// them.
+	owned *netlock.Lock
+	conns []netlock.Conn
 	socks []*tcpSock
 	done  bool
 }
@@ -575,11 +598,53 @@ type TCPRestore struct {
 // NewTCPRestore makes the TCP half of a restore.
 func NewTCPRestore(log zerolog.Logger) *TCPRestore { return &TCPRestore{log: log, ns: netns.None()} }
 
+// LockFor takes the target's own lock for the connections of table, in
+// lazycr's network namespace, for a lazy migration from another host:
+// before anything (netfix's address takeover) makes their local addresses
+// live here, so that a peer's segment arriving before its socket is
+// re-created is dropped, not answered with a reset. Live and Abort release
+// it (and the kernel, if lazycr dies: it is owner-bound).
+func (t *TCPRestore) LockFor(table *pb.FdTable) error {
+	if t == nil || t.owned != nil {
+		return nil
+	}
+	var conns []netlock.Conn
+	for _, f := range table.GetFds() {
+		s := f.GetInetSocket()
+		if s.GetTcp() == nil || f.DupOf != nil {
+			continue
+		}
+		c, err := lockConn(s)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", f.Fd, err)
+		}
+		conns = append(conns, c)
+	}
+	if len(conns) == 0 {
+		return nil
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open lazycr's network namespace: %w", err)
+	}
+	defer ns.Close()
+	if t.owned, err = netlock.Acquire(ns, conns, netlock.Options{Log: t.log}); err != nil {
+		return err
+	}
+	t.conns = conns
+	return nil
+}
+
 // begin records the process and the image's held lock, and opens the
-// process's network namespace: Abort runs after the process is gone.
+// process's network namespace: Abort runs after the process is gone. With
+// a lock of its own (LockFor) the image's held lock is the source host's
+// business, not this restore's.
 func (t *TCPRestore) begin(pid int, lock string) error {
 	t.pid, t.lock = pid, lock
-	if lock == "" || t.ns.IsOpen() {
+	if t.owned != nil {
+		t.lock = ""
+	}
+	if t.lock == "" || t.ns.IsOpen() {
 		return nil
 	}
 	ns, err := netns.GetFromPid(pid)
@@ -678,6 +743,11 @@ func (t *TCPRestore) Abort() {
 // unlock removes the held lock (and sweeps stale ones) in the process's
 // network namespace.
 func (t *TCPRestore) unlock() error {
+	if t.owned != nil {
+		err := t.owned.Unlock()
+		t.owned = nil
+		return err
+	}
 	if t.lock == "" {
 		return nil
 	}
@@ -709,6 +779,12 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	}
 	if st.State != tcpEstablished {
 		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %d in the image", f.Fd, connName(s), st.State)
+	}
+	if t := r.tcp; t.conns != nil {
+		c, err := lockConn(s)
+		if err != nil || !slices.Contains(t.conns, c) {
+			return 0, fmt.Errorf("socket fd %d: TCP connection %s: its addresses changed since the dump (%v); a connection keeps its 4-tuple: use --net-policy takeover", f.Fd, connName(s), err)
+		}
 	}
 	if int(st.OutqUnsent) > len(st.Outq) {
 		return 0, fmt.Errorf("socket fd %d: %d unsent bytes of a %d-byte send queue in the image", f.Fd, st.OutqUnsent, len(st.Outq))
