@@ -21,26 +21,31 @@ import (
 	"github.com/lazycr/lazycr/netlock"
 )
 
-// TestTCPLazyMigration: an echo server on host B, with one connection from
-// a client on host A (the test), migrates post-copy to host C with the
-// takeover policy (its service address moves from B to C). The client keeps
-// its one connection: the 16 MiB it streams (in flight in both directions
-// during the migration) come back echoed byte for byte; the source held
-// its side locked and silent, the target locked its side until the
-// connection was live, and no lock is left on B or C.
-func TestTCPLazyMigration(t *testing.T) {
+// lazyTCP is the three-host set-up of the lazy TCP tests: tcpecho on B
+// (listening on any address) with one connection from the test on A to
+// B's service address svc.
+type lazyTCP struct {
+	ctx        context.Context
+	hA, hB, hC *hosts.Host
+	svc        netip.Addr
+	p          *proc
+	port       int
+	c          *net.TCPConn
+}
+
+func newLazyTCP(t *testing.T) *lazyTCP {
 	bin := buildC(t, "tcpecho")
 	buildLazycr()
 	if lazycrErr != nil {
 		t.Fatal(lazycrErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	netw, err := hosts.New(hosts.Options{Prefix: "tcpl"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer netw.Close()
+	t.Cleanup(func() { netw.Close() })
 	var hs []*hosts.Host
 	for _, name := range []string{"a", "b", "c"} {
 		h, err := netw.AddHost(name)
@@ -65,10 +70,75 @@ func TestTCPLazyMigration(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	waitTick(t, p, "conn", 1)
 	echoRoundTrip(t, c, "before")
+	return &lazyTCP{ctx: ctx, hA: hA, hB: hB, hC: hC, svc: svc, p: p, port: rep.Port, c: c}
+}
 
+// migrate runs `lazycr dump --lazy` on B and `lazycr restore --lazy-from`
+// on C with policy, and returns the target's error, and the source's and
+// target's log files.
+func (l *lazyTCP) migrate(t *testing.T, policy string) (targetErr error, srcLog, dstLog, dstOut string) {
+	t.Helper()
+	dir := t.TempDir()
+	const port = 27013 // the page server's, inside B's own fresh namespace
+	src := l.hB.Command(l.ctx, lazycrPath, "dump", "--lazy", "--pid", strconv.Itoa(l.p.pid), "--port", strconv.Itoa(port), "--release-addresses")
+	srcOut, srcErr := filepath.Join(dir, "source.out"), filepath.Join(dir, "source.log")
+	src.Stdout, src.Stderr = mustCreate(t, srcOut), mustCreate(t, srcErr)
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Process.Kill()
+	var token string
+	deadline := time.Now().Add(30 * time.Second)
+	for token == "" {
+		b, _ := os.ReadFile(srcOut)
+		token = string(regexp.MustCompile(`LAZYCR_TOKEN=[0-9a-f]+`).Find(b))
+		if time.Now().After(deadline) {
+			e, _ := os.ReadFile(srcErr)
+			t.Fatalf("the source printed no restore command:\n%s", e)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	dst := l.hC.Command(l.ctx, lazycrPath, "restore", "--lazy-from", netip.AddrPortFrom(l.hB.Addr, port).String(),
+		"--new-pid", "--net-policy", policy, "--wait-source", "60s")
+	dst.Env = append(os.Environ(), token)
+	dstOut, dstErr := filepath.Join(dir, "target.out"), filepath.Join(dir, "target.log")
+	dst.Stdout, dst.Stderr = mustCreate(t, dstOut), mustCreate(t, dstErr)
+	targetErr = dst.Run()
+	if err := src.Wait(); err != nil && targetErr == nil {
+		e, _ := os.ReadFile(srcErr)
+		t.Fatalf("lazycr dump --lazy on B: %v\n%s", err, e)
+	}
+	return targetErr, srcErr, dstErr, dstOut
+}
+
+// heldOn lists the held locks of host h.
+func heldOn(t *testing.T, h *hosts.Host) []string {
+	t.Helper()
+	ns, err := h.NetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	held, err := netlock.ListHeld(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held
+}
+
+// TestTCPLazyMigration: an echo server on host B, with one connection from
+// a client on host A (the test), migrates post-copy to host C with the
+// takeover policy (its service address moves from B to C). The client keeps
+// its one connection: the 16 MiB it streams (in flight in both directions
+// during the migration) come back echoed byte for byte; the source held
+// its side locked and silent, the target locked its side until the
+// connection was live, and no lock is left on B or C.
+func TestTCPLazyMigration(t *testing.T) {
+	l := newLazyTCP(t)
+	hB, c, p := l.hB, l.c, l.p
 	const total = 16 << 20
 	if err := c.SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
 		t.Fatal(err)
@@ -97,7 +167,7 @@ func TestTCPLazyMigration(t *testing.T) {
 		var tx, rx uint64
 		var ok bool
 		hB.Do(func() error {
-			tx, rx, ok = tcpQueuesAt(t, "/proc/thread-self/net/tcp", rep.Port)
+			tx, rx, ok = tcpQueuesAt(t, "/proc/thread-self/net/tcp", l.port)
 			return nil
 		})
 		if ok && tx > 0 && rx > 0 {
@@ -110,39 +180,10 @@ func TestTCPLazyMigration(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // poll interval
 	}
 
-	dir := t.TempDir()
-	const port = 27013 // the page server's, inside B's own fresh namespace
-	src := hB.Command(ctx, lazycrPath, "dump", "--lazy", "--pid", strconv.Itoa(p.pid), "--port", strconv.Itoa(port), "--release-addresses")
-	srcOut, srcErr := filepath.Join(dir, "source.out"), filepath.Join(dir, "source.log")
-	src.Stdout, src.Stderr = mustCreate(t, srcOut), mustCreate(t, srcErr)
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer src.Process.Kill()
-	var token string
-	deadline = time.Now().Add(30 * time.Second)
-	for token == "" {
-		b, _ := os.ReadFile(srcOut)
-		token = string(regexp.MustCompile(`LAZYCR_TOKEN=[0-9a-f]+`).Find(b))
-		if time.Now().After(deadline) {
-			e, _ := os.ReadFile(srcErr)
-			t.Fatalf("the source printed no restore command:\n%s", e)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
-	dst := hC.Command(ctx, lazycrPath, "restore", "--lazy-from", netip.AddrPortFrom(hB.Addr, port).String(),
-		"--new-pid", "--net-policy", "takeover", "--wait-source", "60s")
-	dst.Env = append(os.Environ(), token)
-	dstOut, dstErr := filepath.Join(dir, "target.out"), filepath.Join(dir, "target.log")
-	dst.Stdout, dst.Stderr = mustCreate(t, dstOut), mustCreate(t, dstErr)
-	if err := dst.Run(); err != nil {
+	terr, srcErr, dstErr, dstOut := l.migrate(t, "takeover")
+	if terr != nil {
 		e, _ := os.ReadFile(dstErr)
-		s, _ := os.ReadFile(srcErr)
-		t.Fatalf("lazycr restore on C: %v\n%s\nsource:\n%s", err, e, s)
-	}
-	if err := src.Wait(); err != nil {
-		e, _ := os.ReadFile(srcErr)
-		t.Fatalf("lazycr dump --lazy on B: %v\n%s", err, e)
+		t.Fatalf("lazycr restore on C: %v\n%s", terr, e)
 	}
 	b, _ := os.ReadFile(dstOut)
 	npid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
@@ -154,7 +195,7 @@ func TestTCPLazyMigration(t *testing.T) {
 	// The order of events as each side logged them: on C the connection
 	// is locked before its address moves there and unlocked only once it
 	// is live; on B it is held from the freeze until its address is gone.
-	requireOrder(t, dstErr, "network locked", "takeover: "+svc.String()+" moved to this host", "network unlocked", "resumed; serving lazy pages")
+	requireOrder(t, dstErr, "network locked", "takeover: "+l.svc.String()+" moved to this host", "network unlocked", "resumed; serving lazy pages")
 	requireOrder(t, srcErr, "network lock held for a restore", "target resumed the process", "held network lock removed")
 
 	br := bufio.NewReaderSize(c, 64<<10)
@@ -178,20 +219,26 @@ func TestTCPLazyMigration(t *testing.T) {
 	if n, err := br.Read(buf); err != io.EOF {
 		t.Fatalf("after the echo: %d bytes, %v; want EOF", n, err)
 	}
-	for _, h := range []*hosts.Host{hB, hC} {
-		var held []string
-		if err := h.Do(func() error {
-			ns, err := h.NetNS()
-			if err != nil {
-				return err
-			}
-			defer ns.Close()
-			held, err = netlock.ListHeld(ns)
-			return err
-		}); err != nil {
-			t.Fatal(err)
+	for _, h := range []*hosts.Host{hB, l.hC} {
+		if held := heldOn(t, h); len(held) > 0 {
+			t.Errorf("host %s keeps held locks %v", h.Name, held)
 		}
-		if len(held) > 0 {
+	}
+}
+
+// TestTCPLazyRebindRefused: with the rebind policy the connection's local
+// address would change: the target refuses it, the migration is rolled
+// back, and the connection on B goes on as before (repair off, locks gone).
+func TestTCPLazyRebindRefused(t *testing.T) {
+	l := newLazyTCP(t)
+	terr, _, dstErr, _ := l.migrate(t, "rebind")
+	e, _ := os.ReadFile(dstErr)
+	if terr == nil || !strings.Contains(string(e), "use --net-policy takeover") {
+		t.Fatalf("restore with rebind: %v, want a refusal naming the takeover policy:\n%s", terr, e)
+	}
+	echoRoundTrip(t, l.c, "after the refused migration")
+	for _, h := range []*hosts.Host{l.hB, l.hC} {
+		if held := heldOn(t, h); len(held) > 0 {
 			t.Errorf("host %s keeps held locks %v", h.Name, held)
 		}
 	}
