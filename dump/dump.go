@@ -109,6 +109,13 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	}
 	switch opts.Mode {
 	case ModeKill:
+		// The held lock first: if it cannot be taken the dump fails as a
+		// whole (the process keeps its connections, no image is left).
+		if err := cp.tcp.Hold(); err != nil {
+			cp.abort()
+			removeOutput(opts.Dir, cp.dirMade)
+			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", opts.PID, err)
+		}
 		parent := parentOf(opts.PID)
 		err = cp.Kill()
 		if err == nil {
@@ -145,10 +152,12 @@ type Checkpoint struct {
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
 	done      bool
+	tcp       *files.TCPDump // established TCP connections (files/tcp.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
 type eagerRun struct {
+	vma  *pb.Vma
 	run  *pb.PageRun
 	prot uint32
 }
@@ -296,12 +305,12 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 		}
 	}()
 	var written uint64
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		w, err := image.CreatePages(dir, p)
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		if err := cp.writePages(w, runs); err != nil {
+		if err := cp.writePages(w, p); err != nil {
 			w.Abort()
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -357,9 +366,9 @@ func (cp *Checkpoint) ImageFiles(dir string) (map[string][]byte, error) {
 // lazy dump's skeleton is small; fsync would dominate its time).
 func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for p, runs := range cp.eager {
+	for p := range cp.eager {
 		var mb memPages
-		if err := cp.writePages(&mb, runs); err != nil {
+		if err := cp.writePages(&mb, p); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()
@@ -423,9 +432,12 @@ func (cp *Checkpoint) Release() error {
 		return nil
 	}
 	cp.done = true
+	// Repair off before the process runs: a read(2) it restarts on a
+	// socket still in repair mode fails EPERM (tcp_recvmsg_locked).
+	terr := cp.tcp.Resume()
 	err := cp.proc.Release()
 	cp.tracer.Close()
-	return err
+	return errors.Join(err, terr)
 }
 
 // Kill kills the frozen process (its image now holds it).
@@ -433,10 +445,15 @@ func (cp *Checkpoint) Kill() error {
 	if cp.done {
 		return nil
 	}
+	// The held lock goes in before the process dies: its TCP peers must
+	// never meet a missing socket (files.TCPDump).
+	if err := cp.tcp.Hold(); err != nil {
+		return errors.Join(fmt.Errorf("hold TCP connections: %w", err), cp.Release())
+	}
 	cp.done = true
 	err := cp.proc.Kill()
 	cp.tracer.Close()
-	return err
+	return errors.Join(err, cp.tcp.Close())
 }
 
 // parentOf names the parent of pid (zero if unknown).

@@ -28,3 +28,12 @@ func (cp *Checkpoint) KeepStopped() error {
 	}
 	return nil
 }
+
+// RefreshGuard queues the guard again if a SIGCONT discarded it (see
+// [inject.Process.RefreshGuard]); it reports whether it had to.
+func (cp *Checkpoint) RefreshGuard() (bool, error) {
+	if cp.done {
+		return false, fmt.Errorf("refresh the guard of pid %d: already released", cp.pid)
+	}
+	return cp.proc.RefreshGuard()
+}

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -96,7 +97,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		}
 		for _, r := range v.Pages {
 			if r.State == pb.PageState_PAGE_STATE_EAGER {
-				runs = append(runs, eagerRun{run: r, prot: v.Prot})
+				runs = append(runs, eagerRun{vma: v, run: r, prot: v.Prot})
 			}
 		}
 		mm.Vmas = append(mm.Vmas, v)
@@ -435,26 +436,138 @@ func (cp *Checkpoint) anonRuns(v *pb.Vma, regions []proc.PopulatedRegion, hot []
 	add(at, v.End, pb.PageState_PAGE_STATE_ZERO)
 }
 
-// writePages reads every eager run from the frozen process and appends it
-// to w, recording each run's offset.
-func (cp *Checkpoint) writePages(w pageAppender, runs []eagerRun) error {
+// writePages reads every eager run of pid from the frozen process and
+// appends it to w, recording each run's offset. In a full dump, pages of private or
+// shared anonymous memory that hold only zeros are left out: their run is
+// split and they become ZERO runs, which restore leaves unpopulated (a fresh
+// anonymous page reads as zero, see mmap(2) MAP_ANONYMOUS), so the image is
+// the size of the data. The check costs next to nothing: a page of data
+// differs from zero within its first bytes, and the pages are read anyway.
+// A lazy dump keeps its few eager pages whole (they are there so that the
+// kernel and the first instructions never fault on a registered range).
+func (cp *Checkpoint) writePages(w pageAppender, pid uint32) error {
+	runs := cp.eager[pid]
 	buf := make([]byte, readChunk)
+	split := map[*pb.PageRun][]*pb.PageRun{}
+	var skipped uint64
 	for _, er := range runs {
 		r := er.run
+		sparse := cp.opts.Mode != ModeLazy && zeroSkippable(er.vma)
 		r.Offset = w.Size()
 		left := r.Npages * image.PageSize
 		addr := r.Addr
+		var parts []*pb.PageRun
 		for left > 0 {
 			n := min(left, uint64(len(buf)))
 			if err := cp.proc.ReadMem(uintptr(addr), buf[:n]); err != nil {
 				return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n, err)
 			}
-			if _, err := w.Append(buf[:n]); err != nil {
-				return err
+			if !sparse {
+				if _, err := w.Append(buf[:n]); err != nil {
+					return err
+				}
+				addr += n
+				left -= n
+				continue
+			}
+			// Append each stretch of non-zero pages at once.
+			for p := uint64(0); p < n; {
+				zero := isZero(buf[p : p+image.PageSize])
+				q := p + image.PageSize
+				for q < n && isZero(buf[q:q+image.PageSize]) == zero {
+					q += image.PageSize
+				}
+				run := &pb.PageRun{Addr: addr + p, Npages: (q - p) / image.PageSize, State: pb.PageState_PAGE_STATE_ZERO}
+				if zero {
+					skipped += run.Npages
+				} else {
+					off, err := w.Append(buf[p:q])
+					if err != nil {
+						return err
+					}
+					run.State, run.Offset = pb.PageState_PAGE_STATE_EAGER, off
+				}
+				parts = appendRun(parts, run)
+				p = q
 			}
 			addr += n
 			left -= n
 		}
+		if sparse {
+			split[r] = parts
+		}
 	}
+	if len(split) == 0 {
+		return nil
+	}
+	// The eager runs are now the parts: a second call writes those.
+	var now []eagerRun
+	done := map[*pb.Vma]bool{}
+	for _, er := range runs {
+		v := er.vma
+		if done[v] {
+			continue
+		}
+		done[v] = true
+		v.Pages = resplit(v.Pages, split)
+		for _, r := range v.Pages {
+			if r.State == pb.PageState_PAGE_STATE_EAGER {
+				now = append(now, eagerRun{vma: v, run: r, prot: er.prot})
+			}
+		}
+	}
+	cp.eager[pid] = now
+	cp.Stats.PagesEager -= skipped
+	cp.Stats.PagesZero += skipped
 	return nil
 }
+
+// appendRun appends r to runs, or extends the last run with it when r
+// continues it: same state, next address and, for EAGER, next offset in the
+// pages file.
+func appendRun(runs []*pb.PageRun, r *pb.PageRun) []*pb.PageRun {
+	if k := len(runs); k > 0 {
+		last := runs[k-1]
+		if last.State == r.State && last.Addr+last.Npages*image.PageSize == r.Addr &&
+			(r.State != pb.PageState_PAGE_STATE_EAGER || last.Offset+last.Npages*image.PageSize == r.Offset) {
+			last.Npages += r.Npages
+			return runs
+		}
+	}
+	return append(runs, r)
+}
+
+// resplit replaces the runs writePages split by their parts, merging
+// neighbours that continue each other (appendRun).
+func resplit(pages []*pb.PageRun, split map[*pb.PageRun][]*pb.PageRun) []*pb.PageRun {
+	var out []*pb.PageRun
+	for _, r := range pages {
+		parts, ok := split[r]
+		if !ok {
+			parts = []*pb.PageRun{r}
+		}
+		for _, p := range parts {
+			out = appendRun(out, p)
+		}
+	}
+	return out
+}
+
+// zeroSkippable reports whether v's pages that read as zero may be left out
+// of the image: anonymous memory, private or shared, whose restore maps it
+// fresh (and so zero) before writing the eager pages. A private file
+// mapping's copied-on-write page must stay even when zero: leaving it out
+// would show the file's data there again.
+func zeroSkippable(v *pb.Vma) bool {
+	switch v.Kind {
+	case pb.VmaKind_VMA_KIND_ANON, pb.VmaKind_VMA_KIND_HEAP, pb.VmaKind_VMA_KIND_STACK, pb.VmaKind_VMA_KIND_SHARED_ANON:
+		return true
+	}
+	return false
+}
+
+// zeroPage is a page of zeros to compare with.
+var zeroPage = make([]byte, image.PageSize)
+
+// isZero reports whether the page b holds only zero bytes.
+func isZero(b []byte) bool { return bytes.Equal(b, zeroPage) }

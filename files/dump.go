@@ -17,6 +17,9 @@ import (
 // DumpOptions configure [Dump].
 type DumpOptions struct {
 	Log zerolog.Logger
+	// TCP receives the established TCP connections (tcp.go); without it
+	// they are refused.
+	TCP *TCPDump
 }
 
 // dumper holds the state of one Dump run that kinds share.
@@ -66,7 +69,14 @@ type liveFd struct {
 // inspected with ordinary syscalls (getsockopt, tee) without disturbing the
 // process. An fd no kind can record exactly fails the dump with
 // [ErrUnsupported], naming it.
-func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
+func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
+	defer func() {
+		if err != nil {
+			if rerr := opts.TCP.Resume(); rerr != nil {
+				opts.Log.Error().Err(rerr).Int("pid", pid).Msg("resume TCP connections after a failed dump")
+			}
+		}
+	}()
 	fds, err := proc.ReadFds(pid)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
@@ -155,6 +165,9 @@ func Dump(pid int, opts DumpOptions) (*pb.FdTable, error) {
 			return nil, fmt.Errorf("dump pid %d fd %d (%s): %w", pid, f.Num, f.Target, err)
 		}
 		table.Fds = append(table.Fds, out)
+	}
+	if err := opts.TCP.freeze(pid, table); err != nil {
+		return nil, fmt.Errorf("dump pid %d: TCP connections: %w", pid, err)
 	}
 	return table, nil
 }

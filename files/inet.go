@@ -141,7 +141,12 @@ var getsockoptInt = unix.GetsockoptInt
 // describeSocket records an inet socket; anything else is refused. Every
 // option read must succeed: a failed getsockopt fails the dump, naming the
 // option, and is never recorded as 0.
-func describeSocket(fd int) (*pb.InetSocket, error) {
+func describeSocket(fd int) (*pb.InetSocket, error) { return describeInet(fd, false) }
+
+// describeInet is describeSocket that, with connected, also records an
+// established TCP connection's addresses and options (tcp.go reads the
+// rest).
+func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 	var errs []error
 	geti := func(level, opt int, name string) int32 {
 		v, err := getsockoptInt(fd, level, opt)
@@ -187,7 +192,7 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
-		if acc == 0 {
+		if acc == 0 && !(connected && s.PeerAddr != "") {
 			if s.PeerAddr != "" {
 				return nil, fmt.Errorf("%w: fd kind established TCP connection %s -> %s", ErrUnsupported,
 					netip.AddrPortFrom(netip.MustParseAddr(s.LocalAddr), uint16(s.LocalPort)),
@@ -195,10 +200,12 @@ func describeSocket(fd int) (*pb.InetSocket, error) {
 			}
 			return nil, fmt.Errorf("%w: fd kind unconnected, non-listening TCP socket", ErrUnsupported)
 		}
-		s.Listening = true
-		// The backlog is not readable back from the kernel with getsockopt;
-		// SOMAXCONN is what listen(2) clamps to anyway.
-		s.Backlog = unix.SOMAXCONN
+		if acc != 0 {
+			s.Listening = true
+			// The backlog is not readable back from the kernel with getsockopt;
+			// SOMAXCONN is what listen(2) clamps to anyway.
+			s.Backlog = unix.SOMAXCONN
+		}
 	default:
 		return nil, fmt.Errorf("%w: fd kind socket type %d protocol %d", ErrUnsupported, typ, protocol)
 	}

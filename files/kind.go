@@ -65,6 +65,7 @@ var kinds = []kind{
 	timerfd{},
 	signalfd{},
 	inotify{},
+	tcpConn{}, // before inetSocket, which takes every other inet socket
 	inetSocket{},
 }
 

@@ -37,6 +37,9 @@ type RestoreOptions struct {
 	// same number instead of being rebuilt (--inherit-fd).
 	Inherit []int
 	Log     zerolog.Logger
+	// TCP receives the re-created TCP connections (tcp.go); without it
+	// an image with one fails.
+	TCP *TCPRestore
 }
 
 // allFds is ~0U, the last fd of close_range(2).
@@ -73,6 +76,7 @@ type restorer struct {
 	// the sending end.
 	recvFd uintptr
 	sendFd int
+	tcp    *TCPRestore
 }
 
 // Restore re-creates the image's fd table at its exact numbers in the
@@ -94,6 +98,12 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
 		inImage: map[int32]bool{}, inherit: map[int32]bool{}, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid}
 	defer r.close()
+	if opts.TCP != nil {
+		r.tcp = opts.TCP
+		if err := r.tcp.begin(r.pid, table.GetTcpLock()); err != nil {
+			return err
+		}
+	}
 	r.cloexec = map[int32]bool{}
 	for _, f := range fds {
 		r.inImage[f.Fd] = true

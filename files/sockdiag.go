@@ -26,16 +26,19 @@ const (
 	nlmsgHdrLen      = 16
 	inetDiagReqLen   = 56
 	inetDiagMsgLen   = 72
-	inetDiagShutdown = 8 // INET_DIAG_SHUTDOWN: u8 sk_shutdown
-	nlmsgError       = 2 // NLMSG_ERROR
-	nlmsgDone        = 3 // NLMSG_DONE
-	diagMaxReply     = 1 << 20
+	inetDiagInfo     = 2        // INET_DIAG_INFO: asking for it also brings the auxiliary attributes
+	inetDiagShutdown = 8        // INET_DIAG_SHUTDOWN: u8 sk_shutdown
+	inetDiagMD5Sig   = 18       // INET_DIAG_MD5SIG: the socket's TCP-MD5 keys (to CAP_NET_ADMIN only)
+	nlmsgError       = 2        // NLMSG_ERROR
+	nlmsgDone        = 3        // NLMSG_DONE
+	diagMaxReply     = 16 << 20 // about 40000 TCP sockets with their tcp_info
 )
 
 // diagSock is what sock_diag says about one socket.
 type diagSock struct {
 	shutdown uint8  // INET_DIAG_SHUTDOWN
 	rqueue   uint32 // bytes queued for reading (a listener: connections waiting for accept)
+	md5      bool   // INET_DIAG_MD5SIG present: the socket has TCP-MD5 keys (RFC 2385)
 }
 
 // errDiagShort: a sock_diag reply is cut short or malformed.
@@ -96,15 +99,19 @@ func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 		ino := uint64(binary.LittleEndian.Uint32(msg[68:]))
 		rq := binary.LittleEndian.Uint32(msg[56:])
 		found := false
+		v := diagSock{rqueue: rq}
 		for attrs := msg[inetDiagMsgLen:]; len(attrs) >= 4; {
 			al := int(binary.LittleEndian.Uint16(attrs))
 			at := binary.LittleEndian.Uint16(attrs[2:])
 			if al < 4 || al > len(attrs) {
 				return false, fmt.Errorf("%w: attribute length %d of %d bytes", errDiagShort, al, len(attrs))
 			}
-			if at == inetDiagShutdown && al >= 5 {
-				out[ino] = diagSock{shutdown: attrs[4], rqueue: rq}
+			switch {
+			case at == inetDiagShutdown && al >= 5:
+				v.shutdown = attrs[4]
 				found = true
+			case at == inetDiagMD5Sig:
+				v.md5 = true
 			}
 			if a := (al + 3) &^ 3; a < len(attrs) {
 				attrs = attrs[a:]
@@ -115,6 +122,7 @@ func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 		if !found {
 			return false, fmt.Errorf("%w: socket inode %d without INET_DIAG_SHUTDOWN", errDiagShort, ino)
 		}
+		out[ino] = v
 	}
 	return false, nil
 }
@@ -132,10 +140,20 @@ func diagSockets(pid int, family, protocol uint8) (map[uint64]diagSock, error) {
 		return nil, os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
 	}
 	states := ^uint32(0)
+	req := diagRequest(family, protocol, states, 1)
 	if protocol == unix.IPPROTO_TCP {
-		states = 1 << 10 // TCP_LISTEN: only listeners are dumped (and time-wait entries carry no shutdown state)
+		// Full sockets only: time-wait and request sockets carry no
+		// shutdown state (ESTABLISHED 1, SYN_SENT 2, FIN_WAIT1 4,
+		// FIN_WAIT2 5, CLOSE 7, CLOSE_WAIT 8, LAST_ACK 9, LISTEN 10,
+		// CLOSING 11; include/net/tcp_states.h).
+		states = 1<<1 | 1<<2 | 1<<4 | 1<<5 | 1<<7 | 1<<8 | 1<<9 | 1<<10 | 1<<11
+		req = diagRequest(family, protocol, states, 1)
+		// idiag_ext INET_DIAG_INFO: inet_sk_diag_fill adds the protocol's
+		// auxiliary attributes (tcp_diag_get_aux: INET_DIAG_MD5SIG) only
+		// when it is asked (net/ipv4/inet_diag.c).
+		req[nlmsgHdrLen+2] = 1 << (inetDiagInfo - 1)
 	}
-	if err := unix.Sendto(s, diagRequest(family, protocol, states, 1), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto sock_diag", err)
 	}
 	out := map[uint64]diagSock{}

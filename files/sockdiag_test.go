@@ -26,6 +26,9 @@ func diagReply(socks map[uint64]diagSock) []byte {
 		a := msg[nlmsgHdrLen+inetDiagMsgLen:]
 		binary.LittleEndian.PutUint16(a, 8) // INET_DIAG_MARK-like u32 attribute
 		binary.LittleEndian.PutUint16(a[2:], 15)
+		if ds.md5 {
+			binary.LittleEndian.PutUint16(a[2:], inetDiagMD5Sig) // a key (truncated: only its presence counts)
+		}
 		binary.LittleEndian.PutUint16(a[8:], 5)
 		binary.LittleEndian.PutUint16(a[10:], inetDiagShutdown)
 		a[12] = ds.shutdown
@@ -38,7 +41,7 @@ func diagReply(socks map[uint64]diagSock) []byte {
 }
 
 func TestParseDiag(t *testing.T) {
-	want := map[uint64]diagSock{7: {}, 9001: {shutdown: 1, rqueue: 768}, 0xfffffffe: {shutdown: 3}}
+	want := map[uint64]diagSock{7: {}, 9001: {shutdown: 1, rqueue: 768}, 0xfffffffe: {shutdown: 3}, 12: {md5: true}}
 	got := map[uint64]diagSock{}
 	done, err := parseDiag(diagReply(want), got)
 	if err != nil || !done {

@@ -247,7 +247,12 @@ func sampleFds(pid uint32) *pb.FdTable {
 			{Wd: 1, File: fileID("/var/log", 12, 4096), Mask: unix.IN_CREATE | unix.IN_MOVED_TO}, {Wd: 3, File: fileID("/var/log/pingpong.log", 77, 4096), Mask: unix.IN_MODIFY}}}}},
 		{Fd: 18, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Timerfd{Timerfd: &pb.TimerFd{Clockid: unix.CLOCK_REALTIME, SettimeFlags: unix.TFD_TIMER_ABSTIME | unix.TFD_TIMER_CANCEL_ON_SET,
 			ValueNs: 5_000_000_000, DeadlineNs: 1_764_000_005_000_000_000}}},
-	}}
+		{Fd: 19, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET6, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
+			LocalAddr: "fd00::2", LocalPort: 8080, PeerAddr: "fd00::1", PeerPort: 51234, Options: &pb.SocketOptions{Reuseaddr: true, Sndbuf: 87040, Rcvbuf: 131072}, Inode: 9004,
+			Tcp: &pb.TcpStream{State: 1, InqSeq: 0x1000, Inq: []byte("GET /"), OutqSeq: 0xfffffff0, Outq: []byte("HTTP/1.1 200"), OutqUnsent: 4, MssClamp: 1440,
+				Options: 7, SndWscale: 7, RcvWscale: 9, Timestamp: 123456789, Window: &pb.TcpWindow{SndWl1: 0xfff, SndWnd: 65535, MaxWindow: 65535, RcvWnd: 65483, RcvWup: 0xffb},
+				Nodelay: true, Cork: true, Keepidle: 60, Keepintvl: 10, Keepcnt: 5, UserTimeout: 30000, Congestion: "cubic", NotsentLowat: 16384, BufLock: 1, WindowClamp: 32768, Linger2: 60}}}},
+	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
 // sampleSet is a realistic, fully populated image set: a root process with

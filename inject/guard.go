@@ -143,3 +143,30 @@ func (p *Process) DetachStopped() error {
 		return p.letGo(false, true)
 	})
 }
+
+// RefreshGuard queues the guard SIGSTOP again if it is no longer pending (a
+// SIGCONT sent to the frozen process discards it, signal(7)) and reports
+// whether it had to. Call it now and then while the process stays frozen
+// with no syscall injected (a page server reading its memory); it does
+// nothing before Guard or after the process was let go.
+func (p *Process) RefreshGuard() (bool, error) {
+	again := false
+	err := p.t.Do(func() error {
+		if p.done {
+			return fmt.Errorf("pid %d: %w", p.Pid, ErrReleased)
+		}
+		if !p.guarded {
+			return nil
+		}
+		pending, err := shdPnd(p.Pid)
+		if err != nil {
+			return fmt.Errorf("refresh the guard SIGSTOP of pid %d: %w", p.Pid, err)
+		}
+		if pending&(1<<(unix.SIGSTOP-1)) != 0 {
+			return nil
+		}
+		again = true
+		return p.sendGuard()
+	})
+	return again, err
+}

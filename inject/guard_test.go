@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -302,5 +303,44 @@ func TestGuardDiscardedBySIGCONT(t *testing.T) {
 			assertRunning(t, pid)
 			waitFor(t, "the counters to move", func() bool { return !bytes.Equal(readCounters(t, pid, addr), frozen) })
 		})
+	}
+}
+
+// TestRefreshGuard: after a SIGCONT discarded the guard, RefreshGuard
+// queues it again (and says so); while it is pending it does nothing.
+func TestRefreshGuard(t *testing.T) {
+	pr, _ := startGuardProg(t)
+	pid := pr.pid()
+	tr := newTracer(t)
+	p := seize(t, tr, pid)
+	if again, err := p.RefreshGuard(); again || err != nil {
+		t.Fatalf("RefreshGuard before Guard: %v, %v", again, err)
+	}
+	if err := p.Guard(); err != nil {
+		t.Fatal(err)
+	}
+	stopPending := func() bool {
+		n, err := shdPnd(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n&(1<<(unix.SIGSTOP-1)) != 0
+	}
+	if again, err := p.RefreshGuard(); again || err != nil || !stopPending() {
+		t.Fatalf("RefreshGuard with the guard pending: %v, %v", again, err)
+	}
+	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the guard to be discarded", func() bool { return !stopPending() })
+	if again, err := p.RefreshGuard(); !again || err != nil || !stopPending() {
+		t.Fatalf("RefreshGuard after SIGCONT: %v, %v; want it queued again", again, err)
+	}
+	if err := p.Release(); err != nil {
+		t.Fatal(err)
+	}
+	assertRunning(t, pid)
+	if _, err := p.RefreshGuard(); !errors.Is(err, ErrReleased) {
+		t.Fatalf("RefreshGuard after Release: %v, want ErrReleased", err)
 	}
 }

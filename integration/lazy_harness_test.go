@@ -236,11 +236,16 @@ func startLazySource(t testing.TB, h *hosts.Host, pid int, listenHost string, ex
 		var m struct {
 			Message string `json:"message"`
 			Listen  string `json:"listen"`
+			State   string `json:"state"`
 		}
 		if json.Unmarshal([]byte(l), &m) != nil || m.Message != "frozen; serving" {
 			return false
 		}
 		listen = m.Listen
+		if strings.HasPrefix(m.State, "/run/lazycr/") {
+			// The session state a kept-stopped original leaves behind.
+			t.Cleanup(func() { os.RemoveAll(m.State) })
+		}
 		return true
 	})
 	_, port, err := net.SplitHostPort(listen)

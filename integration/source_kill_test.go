@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,8 +39,9 @@ func taskStates(pid int) string {
 }
 
 // requireStoppedOriginal checks that every thread of the original is
-// group-stopped (T), untraced, and stays so while its verify tick does not
-// move: it runs no instruction of its own.
+// group-stopped (T), untraced, and stays so while its user CPU time does not
+// move: it runs no instruction of its own. (Its ticks cannot tell: a
+// restored copy writes to the same output file.)
 func requireStoppedOriginal(t *testing.T, p *proc) {
 	t.Helper()
 	deadline := time.Now().Add(goneTimeout)
@@ -54,18 +57,34 @@ func requireStoppedOriginal(t *testing.T, p *proc) {
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
-	before := progress(t, p)["verify"]
-	// Stopped means no tick: look again after a few of the program's rounds
-	// would have passed had it run (it verifies continuously).
+	before := userTicks(t, p.pid)
+	// A few scheduler ticks in which a running program would have used CPU.
 	for range 3 {
 		if st := taskStates(p.pid); strings.Trim(st, "T") != "" {
 			t.Fatalf("original pid %d left the stop: thread states %q", p.pid, st)
 		}
 		time.Sleep(50 * time.Millisecond) // observation window, not synchronisation
 	}
-	if now := progress(t, p)["verify"]; now != before {
-		t.Fatalf("original pid %d verified %d rounds while stopped", p.pid, now-before)
+	if now := userTicks(t, p.pid); now != before {
+		t.Fatalf("original pid %d used %d clock ticks of user time while stopped", p.pid, now-before)
 	}
+}
+
+// userTicks is pid's user CPU time in clock ticks (utime, field 14 of
+// /proc/PID/stat, all threads).
+func userTicks(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	v, err := strconv.ParseUint(f[11], 10, 64) // field 14 is the 12th after the state
+	if err != nil {
+		t.Fatalf("pid %d stat %q: %v", pid, s, err)
+	}
+	return v
 }
 
 // requireOriginalRunsOn sends SIGCONT and checks the original verifies its
@@ -298,4 +317,94 @@ func TestSourceAfterTargetAbort(t *testing.T) {
 	}
 	requireStoppedOriginal(t, orig)
 	requireOriginalRunsOn(t, orig)
+}
+
+// TestSourceKilledThreads: SIGKILL of the source mid-push with 8 threads
+// faulting at once. Every thread of the original stops; the adopter serves
+// the target's reconnect and every thread of the copy keeps verifying its
+// region.
+func TestSourceKilledThreads(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazy_threads"), "2")
+	var r struct {
+		Pid     int `json:"pid"`
+		Threads int `json:"threads"`
+	}
+	waitReport(t, p, &r)
+	var keys []string
+	for k := range r.Threads {
+		keys = append(keys, fmt.Sprintf("t%d", k))
+	}
+	for _, k := range keys {
+		lazyWaitTick(t, p, k, 1)
+	}
+	progress(t, p)
+
+	// No -D: the state goes to /run/lazycr/pid-PID-START, found again by
+	// --adopt PID alone.
+	src := startLazySource(t, nil, p.pid, "127.0.0.1", "--reconnect-timeout", "60s")
+	px := startLazyProxy(t, &lazyProxy{upstream: src.addr, cutAt: map[int]int64{1: 6 << 20}, beforeCut: func(int) {
+		src.cmd.Process.Kill()
+		<-src.done
+	}})
+	dst := startLazyTarget(t, nil, px.addr(), "--reconnect-timeout", "60s")
+	rp := adopt(t, lazyResumedPID(t, dst))
+	p.mu.Lock()
+	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
+	for k, v := range p.ticks {
+		rp.ticks[k] = v
+	}
+	p.mu.Unlock()
+	<-src.done
+	requireStoppedOriginal(t, p)
+	if n := len(taskStates(p.pid)); n != r.Threads+1 {
+		t.Errorf("stopped original has %d threads, want %d", n, r.Threads+1)
+	}
+
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := string(b)
+	stateDir := fmt.Sprintf("/run/lazycr/pid-%d-%s", p.pid, strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])[19])
+	for name, perm := range map[string]os.FileMode{stateDir: 0o700, filepath.Join(stateDir, "lazy-session.json"): 0o600} {
+		if fi, err := os.Stat(name); err != nil || fi.Mode().Perm() != perm {
+			t.Errorf("session state %s: %v, want mode %v", name, err, perm)
+		}
+	}
+	ad := startLazyRun(t, "adopting lazycr", lazyCmd(t, nil, "dump", "--lazy", "--adopt", fmt.Sprint(p.pid), "--reconnect-timeout", "60s"))
+	dst.requireExit(t, 0)
+	ad.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	if _, err := os.Stat(stateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("session state directory %s left after DONE: %v", stateDir, err)
+	}
+	before := progress(t, rp)
+	for _, k := range keys {
+		lazyWaitTick(t, rp, k, before[k]+2)
+	}
+	checkSequence(t, rp, keys...)
+}
+
+// TestSourceGuardSurvivesSIGCONT: a SIGCONT sent to the frozen original
+// discards the pending guard SIGSTOP; the serving source notices and queues
+// it again, so its SIGKILL still leaves the original stopped.
+func TestSourceGuardSurvivesSIGCONT(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazy_verify"), "4")
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "verify", 1)
+	progress(t, p)
+	src := startLazySource(t, nil, p.pid, "127.0.0.1", "-D", filepath.Join(t.TempDir(), "img"))
+	if err := syscall.Kill(p.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	src.waitLine(t, true, "the guard queued again", lazycrTimeout, func(l string) bool { return strings.Contains(l, "queued again") })
+	if err := src.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-src.done
+	requireStoppedOriginal(t, p)
+	requireOriginalRunsOn(t, p)
 }

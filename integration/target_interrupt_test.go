@@ -101,19 +101,34 @@ func (p *pausingProxy) forward(n int, c net.Conn) {
 // resumed the process and most of its memory is still on the source.
 func interruptMidFetch(t *testing.T, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
 	t.Helper()
+	return interruptMidFetchWith(t, "60s", hook)
+}
+
+// interruptMidFetchWith is interruptMidFetch with the source's
+// --reconnect-timeout.
+func interruptMidFetchWith(t *testing.T, srcReconnect string, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
+	t.Helper()
+	return lazyPausedAt(t, srcReconnect, 8<<20, hook)
+}
+
+// lazyPausedAt migrates a 64 MiB lazy_verify through a pausing proxy whose
+// hook runs once pauseAt bytes came from the source (past the skeleton,
+// about 100 KiB: the process has resumed) and the resumed pid was read.
+func lazyPausedAt(t *testing.T, srcReconnect string, pauseAt int64, hook func(dst *lazyRun, pid int)) (orig *proc, src *lazySource, dst *lazyRun, cp *proc) {
+	t.Helper()
 	orig = start(t, buildC(t, "lazy_verify"), "64")
 	var r lazyVerifyReport
 	waitReport(t, orig, &r)
 	lazyWaitTick(t, orig, "verify", 1)
 	progress(t, orig)
 
-	src = startLazySource(t, nil, orig.pid, "127.0.0.1", "--reconnect-timeout", "60s")
+	src = startLazySource(t, nil, orig.pid, "127.0.0.1", "--reconnect-timeout", srcReconnect)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
-	px := startPausingProxy(t, ln, func() (net.Conn, error) { return net.Dial("tcp", src.addr) }, 8<<20, func() {
+	px := startPausingProxy(t, ln, func() (net.Conn, error) { return net.Dial("tcp", src.addr) }, pauseAt, func() {
 		<-ready
 		hook(dst, cp.pid)
 	})

@@ -52,6 +52,13 @@ func (m traceeMemory) ReadAt(b []byte, addr uint64) error { return m.p.ReadMem(u
 // so.
 func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 	start := time.Now()
+	if opts.StateDir == "" {
+		stat, err := proc.ReadStat(opts.PID)
+		if err != nil {
+			return nil, fmt.Errorf("adopt pid %d: %w", opts.PID, err)
+		}
+		opts.StateDir = DefaultStateDir(opts.PID, stat.StartTime)
+	}
 	st, err := ReadState(opts.StateDir)
 	if err != nil {
 		return nil, err
@@ -114,7 +121,9 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 		Files: map[string][]byte{}, Lazy: lazy, Memory: traceeMemory{p}, Token: token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Adopted: true, Log: opts.Log,
 	})
+	stopRefresh := refreshGuard(p.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
+	stopRefresh()
 	out := &SourceResult{Served: res}
 	out.Total = time.Since(start)
 	if err == nil {

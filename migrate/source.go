@@ -22,7 +22,7 @@ import (
 type SourceOptions struct {
 	PID      int
 	Dir      string // optional: keep the skeleton here
-	StateDir string // where the session state goes (default Dir, else DefaultStateDir(PID))
+	StateDir string // where the session state goes (default Dir, else DefaultStateDir)
 	Listen   string // host:port to serve on
 	Listener net.Listener
 	// Token is the secret the target must present; nil serves anyone who
@@ -91,16 +91,19 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	}
 	defer ln.Close()
+	stat, err := proc.ReadStat(opts.PID)
+	if err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
+	}
 	stateDir := opts.StateDir
 	if stateDir == "" {
 		stateDir = opts.Dir
 	}
 	if stateDir == "" {
-		stateDir = DefaultStateDir(opts.PID)
+		stateDir = DefaultStateDir(opts.PID, stat.StartTime)
 	}
-	stat, err := proc.ReadStat(opts.PID)
-	if err != nil {
-		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs // it is printed in the --adopt command
 	}
 	image.Warm() // before the freeze: the encoding would otherwise pay for it
 	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})
@@ -155,7 +158,9 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		Files: files, Lazy: lazy, Memory: processMemory{cp}, Token: opts.Token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
 	})
+	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
+	stopRefresh()
 	out := &SourceResult{Dump: st, Served: res}
 	switch {
 	case err == nil:
@@ -203,4 +208,36 @@ func removeState(dir string, log zerolog.Logger) {
 		log.Warn().Err(err).Str("dir", dir).Msg("remove session state")
 	}
 	_ = os.Remove(dir) // only if empty: a -D directory keeps the skeleton
+}
+
+// guardRefreshInterval is how often a serving source checks that the guard
+// SIGSTOP is still pending.
+const guardRefreshInterval = 500 * time.Millisecond
+
+// refreshGuard calls refresh every guardRefreshInterval until the returned
+// function is called (which waits for the goroutine): a SIGCONT sent to the
+// frozen original meanwhile discards the guard, and lazycr's death would
+// then let the original run.
+func refreshGuard(refresh func() (bool, error), pid int, log zerolog.Logger) func() {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(guardRefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				again, err := refresh()
+				if err != nil {
+					log.Warn().Err(err).Int("pid", pid).Msg("refresh the guard SIGSTOP")
+				} else if again {
+					log.Warn().Int("pid", pid).Msg("the guard SIGSTOP was discarded (a SIGCONT was sent to the frozen process): queued again")
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

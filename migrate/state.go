@@ -40,10 +40,13 @@ type Run struct {
 	Npages uint64 `json:"npages"`
 }
 
-// DefaultStateDir is where the session state goes when dump --lazy has no
-// -D directory.
-func DefaultStateDir(pid int) string {
-	return filepath.Join("/run/lazycr", "pid-"+strconv.Itoa(pid))
+// DefaultStateDir is where the session state of process pid, started at
+// tick start (/proc/PID/stat field 22), goes when dump --lazy has no -D
+// directory: /run/lazycr/pid-PID-START. With the start time in the name, a
+// process of the same pid in another PID namespace, or a later one reusing
+// the pid, never shares it.
+func DefaultStateDir(pid int, start uint64) string {
+	return filepath.Join("/run/lazycr", fmt.Sprintf("pid-%d-%d", pid, start))
 }
 
 func newState(pid int, start uint64, session uint64, token []byte, listen string, runs []uffd.Run) *SessionState {

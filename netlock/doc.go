@@ -55,6 +55,22 @@
 // processes that are gone. Sweep must run in the PID namespace of the
 // lazycr processes whose tables it judges.
 //
+// # Held locks: the one lock that outlives lazycr
+//
+// A plain `dump -D` kills the process while its connections must stay
+// silent until some later `restore -D` re-creates them: that lock cannot
+// belong to the dump's socket. The dump takes an owned lock first (so a
+// dump killed half-way leaves nothing), and only once the image is written,
+// right before killing the process, adds a held lock ([Hold]): an unowned
+// table named lazycr_hold_<pid>_<starttime> after the dumped process and
+// recorded in its image. Then the dump's own lock goes and the dump exits.
+// The restore removes the held lock ([RemoveHeld]) once the re-created
+// sockets are live, and also when it fails (the connections are lost then:
+// their peers get a reset at their next segment). Sweep never judges held
+// locks; `lazycr unlock` lists and removes those of images that will not be
+// restored, and every restore with TCP connections sweeps dead lazycrs'
+// tables on the way.
+//
 // # Namespaces
 //
 // Every netlink socket is created on a goroutine locked to an OS thread that

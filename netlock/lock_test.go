@@ -664,3 +664,36 @@ func TestLockBeforeSocketExists(t *testing.T) {
 		t.Fatalf("connect result after Unlock: %v (%v), want ECONNREFUSED", unix.Errno(soerr), err)
 	}
 }
+
+// TestHeld: a held lock stays without any socket of ours, Sweep leaves it,
+// ListHeld lists it, RemoveHeld removes it (twice is success).
+func TestHeld(t *testing.T) {
+	requireRoot(t)
+	h := newHosts(t, "h")[0]
+	ns := openNS(t, h)
+	name := HeldName(os.Getpid(), 1)
+	c := []Conn{{ap("192.0.2.1:1"), ap("192.0.2.2:2")}}
+	if err := Hold(ns, name, c, testLog(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Hold(ns, name, c, testLog(t)); !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("second Hold: %v, want EEXIST", err)
+	}
+	if removed, err := Sweep(ns, testLog(t)); err != nil || len(removed) > 0 {
+		t.Fatalf("Sweep removed %v (%v)", removed, err)
+	}
+	if got, err := ListHeld(ns); err != nil || !slices.Equal(got, []string{name}) {
+		t.Fatalf("ListHeld = %v, %v", got, err)
+	}
+	if ti := inetTables(t, ns)[name]; ti.flags&nftTableFOwner != 0 {
+		t.Fatalf("held table has flags %#x", ti.flags)
+	}
+	for range 2 {
+		if err := RemoveHeld(ns, name, testLog(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := lockTables(t, ns); len(got) != 0 {
+		t.Fatalf("tables after RemoveHeld: %v", got)
+	}
+}

@@ -177,3 +177,18 @@ func TestParseTableMsg(t *testing.T) {
 		t.Fatalf("parse = %+v, %v; want %+v", got, err, want)
 	}
 }
+
+func TestHeldName(t *testing.T) {
+	n := HeldName(4242, 99)
+	if n != "lazycr_hold_4242_99" || !IsHeldName(n) {
+		t.Fatalf("HeldName = %q (held %v)", n, IsHeldName(n))
+	}
+	if _, err := parseTableName(n); err == nil {
+		t.Fatalf("%s parses as an owner's lock table: Sweep would judge it", n)
+	}
+	for _, bad := range []string{"lazycr_hold_", "lazycr_hold_1", "lazycr_hold_01_2", "lazycr_hold_1_2_3", "lazycr_1_2_3", "lazycr_hold_x_2"} {
+		if IsHeldName(bad) {
+			t.Errorf("IsHeldName(%q) = true", bad)
+		}
+	}
+}

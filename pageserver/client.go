@@ -167,7 +167,7 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		// DeadPeerTimeout even when nothing is being sent: keepalive probes
 		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
 		// probes may stay unacknowledged (it overrides the probe count).
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 1 << 20},
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 127 /* MAX_TCP_KEEPCNT */},
 		Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
@@ -646,7 +646,7 @@ func (c *Client) run() {
 		c.mu.Lock()
 		c.w = nil
 		c.mu.Unlock()
-		if errors.Is(err, syscall.ETIMEDOUT) {
+		if silentPeer(err) {
 			c.log.Warn().Err(err).Str("source", c.addr).Dur("silent_for", c.cfg.DeadPeerTimeout).
 				Msg("page server silent: dead peer or network partition; reconnecting")
 		} else {
@@ -699,6 +699,14 @@ func (c *Client) finish(err error) {
 	}
 }
 
+// silentPeer reports whether err ended a connection because the peer stopped
+// answering: TCP_USER_TIMEOUT or keepalive expired, reported as ETIMEDOUT,
+// or as the last soft error seen meanwhile (EHOSTUNREACH, ENETUNREACH once
+// neighbour resolution failed); see tcp(7).
+func silentPeer(err error) bool {
+	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
 // reconnect redials the session with backoff for up to ReconnectTimeout.
 // With refusedIsFinal, a refused connection ends the attempts: nobody
 // listens, so the source is not waiting for this session.
@@ -733,7 +741,7 @@ func (c *Client) reconnect(cause error, refusedIsFinal bool) (*wire, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	return nil, fmt.Errorf("page server %s lost (%w); the remaining lazy pages are on the source, which may have written them to its image directory", c.addr, last)
+	return nil, fmt.Errorf("page server %s lost (%w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)", c.addr, last)
 }
 
 // serveConn runs a reader and a writer on w until one fails; errDone when

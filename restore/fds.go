@@ -7,7 +7,10 @@ import (
 // restoreFds re-creates the image's fd table at its exact numbers: see
 // [files.Restore].
 func (r *Process) restoreFds() error {
-	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Log: r.opts.Log})
+	if !r.opts.Lazy {
+		r.tcp = files.NewTCPRestore(r.opts.Log)
+	}
+	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Log: r.opts.Log, TCP: r.tcp})
 }
 
 // remote lends the builder to package files.

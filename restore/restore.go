@@ -87,6 +87,7 @@ type Process struct {
 	mapFds  map[string]uintptr // files open in the process while VMAs are mapped
 	started time.Time
 	done    bool
+	tcp     *files.TCPRestore // TCP connections in repair mode until Resume (files/tcp.go)
 	claimed struct {
 		pid   int
 		start uint64
@@ -274,6 +275,11 @@ func (r *Process) Resume() error {
 		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: set registers: %w", r.img.Pid, err)
 	}
+	if err := r.tcp.Live(); err != nil {
+		r.Kill()
+		r.waitClaimedFree()
+		return fmt.Errorf("restore pid %d: TCP connections: %w", r.img.Pid, err)
+	}
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()
@@ -302,6 +308,7 @@ func (r *Process) Kill() {
 	if r.tracer != nil {
 		r.tracer.Close()
 	}
+	r.tcp.Abort() // after the kill: the sockets die in repair mode
 	if r.uffd != nil {
 		r.uffd.Close()
 		r.uffd = nil

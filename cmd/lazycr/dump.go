@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -62,7 +63,7 @@ original is kept stopped the same way and dump exits 1. In both cases
 "lazycr dump --lazy --adopt PID" (with the same -D, or none if none was given)
 serves the stopped original again: a target still reconnecting carries on,
 and the original is killed when it reports DONE. The session state it needs
-(session id, token, lazy page runs) is in -D DIR, or /run/lazycr/pid-PID,
+(session id, token, lazy page runs) is in -D DIR, or /run/lazycr/pid-PID-START,
 written 0600 in a 0700 directory. If the target never resumed the process,
 "kill -CONT PID" lets the original run on instead.
 
@@ -148,7 +149,7 @@ image directory is removed, and dump exits 1 with the reason.`,
 	o.conn.register(f)
 	f.BoolVar(&o.releaseAddrs, "release-addresses", false, "with --lazy: after DONE, remove the migrated sockets' local addresses from this host (the target took them over with --net-policy takeover)")
 	f.BoolVar(&o.insecure, "insecure", false, "with --lazy: serve without any secret (no --token, no TLS, none generated): anyone who can reach the port can read the process's memory")
-	f.IntVar(&o.adopt, "adopt", 0, "with --lazy: serve again the stopped original PID of a session whose source died or gave up after the target resumed (state in -D DIR, default /run/lazycr/pid-PID)")
+	f.IntVar(&o.adopt, "adopt", 0, "with --lazy: serve again the stopped original PID of a session whose source died or gave up after the target resumed (state in -D DIR, default /run/lazycr/pid-PID-START)")
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
@@ -196,10 +197,6 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 		g.log.Warn().Int("port", o.port).Str("address", where).
 			Msg("--insecure: serving the process's memory without a token or TLS: anyone who can reach this port can read it")
 	}
-	stateDir := o.dir
-	if stateDir == "" {
-		stateDir = migrate.DefaultStateDir(o.pid)
-	}
 	listening := func(addr net.Addr, session uint64) {
 		fmt.Fprintf(g.stdout, "serving pid %d on %s; on the target run:\n  %s\n", o.pid, addr, restoreCommand(addr, o, token))
 		tlsFlags := ""
@@ -210,7 +207,7 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 			"(or, if the target never resumed it or killed its copy: kill -CONT %d)\n", o.pid, o.pid, adoptDirFlag(o.dir), tlsFlags, o.pid)
 	}
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
-		PID: o.pid, Dir: o.dir, StateDir: stateDir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
+		PID: o.pid, Dir: o.dir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
 		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
 		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs, Listening: listening,
 	})
@@ -277,6 +274,9 @@ func adoptDirFlag(dir string) string {
 	if dir == "" {
 		return ""
 	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
 	return " -D " + dir
 }
 
@@ -290,16 +290,12 @@ func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions) error {
 	if err != nil {
 		return err
 	}
-	stateDir := o.dir
-	if stateDir == "" {
-		stateDir = migrate.DefaultStateDir(o.pid)
-	}
 	listen := ""
 	if f := cmd.Flags(); f.Changed("port") || f.Changed("address") {
 		listen = net.JoinHostPort(o.address, strconv.Itoa(o.port))
 	}
 	res, err := migrate.Adopt(cmd.Context(), migrate.AdoptOptions{
-		PID: o.pid, StateDir: stateDir, Listen: listen, Token: token, TLS: tlsConf,
+		PID: o.pid, StateDir: o.dir, Listen: listen, Token: token, TLS: tlsConf,
 		ReconnectTimeout: o.conn.reconnectTimeout, Log: g.log,
 	})
 	if res != nil {

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +36,29 @@ func TestLazyToken(t *testing.T) {
 				t.Errorf("lazyToken = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRestoreWaitsForSource: nobody listens at --lazy-from. restore says at
+// once that it waits for the page server there, gives up after
+// --wait-source, exits 1 and says how to wait longer.
+func TestRestoreWaitsForSource(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused from now on
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"restore", "--lazy-from", addr, "--wait-source", "300ms"}, &stdout, &stderr)
+	if code != exitFailed {
+		t.Errorf("exit %d, want %d", code, exitFailed)
+	}
+	e := stderr.String()
+	if !strings.Contains(e, "waiting for the page server at "+addr) || !strings.Contains(e, "--wait-source") {
+		t.Errorf("stderr does not say it waits for %s and how to wait longer:\n%s", addr, e)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q: no process was restored", stdout.String())
 	}
 }

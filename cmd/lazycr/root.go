@@ -112,6 +112,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		newDumpCmd(g),
 		newRestoreCmd(g),
 		newShowCmd(g),
+		newUnlockCmd(g),
 		newVersionCmd(g),
 		newDemoCmd(g),
 		newUdppCmd(g),

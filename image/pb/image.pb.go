@@ -2338,7 +2338,11 @@ type FdTable struct {
 	Fds   []*Fd                  `protobuf:"bytes,2,rep,name=fds,proto3" json:"fds,omitempty"` // sorted by fd
 	// /proc/sys/kernel/random/boot_id of the dumping host: live objects
 	// (PipeHolder) are only ever matched on the same boot.
-	BootId        string `protobuf:"bytes,3,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	BootId string `protobuf:"bytes,3,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// The held network lock (netlock.HeldName) that keeps the peers of the
+	// process's TCP connections from seeing a reset until a restore
+	// re-creates them; empty without TCP connections.
+	TcpLock       string `protobuf:"bytes,20,opt,name=tcp_lock,json=tcpLock,proto3" json:"tcp_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2390,6 +2394,13 @@ func (x *FdTable) GetFds() []*Fd {
 func (x *FdTable) GetBootId() string {
 	if x != nil {
 		return x.BootId
+	}
+	return ""
+}
+
+func (x *FdTable) GetTcpLock() string {
+	if x != nil {
+		return x.TcpLock
 	}
 	return ""
 }
@@ -3258,7 +3269,10 @@ type InetSocket struct {
 	Inode     uint64                 `protobuf:"varint,11,opt,name=inode,proto3" json:"inode,omitempty"`
 	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
 	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
-	Shutdown      uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	Shutdown uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
+	// An established TCP connection (files/tcp.go): its state read in
+	// TCP_REPAIR mode. peer_addr/peer_port name the peer.
+	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3377,6 +3391,313 @@ func (x *InetSocket) GetShutdown() uint32 {
 	return 0
 }
 
+func (x *InetSocket) GetTcp() *TcpStream {
+	if x != nil {
+		return x.Tcp
+	}
+	return nil
+}
+
+// TcpStream is the TCP state of an established connection, read with the
+// socket in repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers
+// as the kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq.
+type TcpStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                             // TCP_ESTABLISHED (1); other states are refused
+	InqSeq        uint32                 `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
+	Inq           []byte                 `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
+	OutqSeq       uint32                 `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
+	Outq          []byte                 `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
+	OutqUnsent    uint32                 `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
+	MssClamp      uint32                 `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
+	Options       uint32                 `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
+	SndWscale     uint32                 `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale     uint32                 `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	Timestamp     uint32                 `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
+	Window        *TcpWindow             `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
+	Nodelay       bool                   `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
+	Cork          bool                   `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
+	Keepidle      int32                  `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
+	Keepintvl     int32                  `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
+	Keepcnt       int32                  `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
+	UserTimeout   int32                  `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
+	Congestion    string                 `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
+	NotsentLowat  int32                  `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
+	BufLock       int32                  `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
+	WindowClamp   int32                  `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
+	Linger2       int32                  `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TcpStream) Reset() {
+	*x = TcpStream{}
+	mi := &file_image_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TcpStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TcpStream) ProtoMessage() {}
+
+func (x *TcpStream) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
+func (*TcpStream) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TcpStream) GetState() uint32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *TcpStream) GetInqSeq() uint32 {
+	if x != nil {
+		return x.InqSeq
+	}
+	return 0
+}
+
+func (x *TcpStream) GetInq() []byte {
+	if x != nil {
+		return x.Inq
+	}
+	return nil
+}
+
+func (x *TcpStream) GetOutqSeq() uint32 {
+	if x != nil {
+		return x.OutqSeq
+	}
+	return 0
+}
+
+func (x *TcpStream) GetOutq() []byte {
+	if x != nil {
+		return x.Outq
+	}
+	return nil
+}
+
+func (x *TcpStream) GetOutqUnsent() uint32 {
+	if x != nil {
+		return x.OutqUnsent
+	}
+	return 0
+}
+
+func (x *TcpStream) GetMssClamp() uint32 {
+	if x != nil {
+		return x.MssClamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetOptions() uint32 {
+	if x != nil {
+		return x.Options
+	}
+	return 0
+}
+
+func (x *TcpStream) GetSndWscale() uint32 {
+	if x != nil {
+		return x.SndWscale
+	}
+	return 0
+}
+
+func (x *TcpStream) GetRcvWscale() uint32 {
+	if x != nil {
+		return x.RcvWscale
+	}
+	return 0
+}
+
+func (x *TcpStream) GetTimestamp() uint32 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetWindow() *TcpWindow {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *TcpStream) GetNodelay() bool {
+	if x != nil {
+		return x.Nodelay
+	}
+	return false
+}
+
+func (x *TcpStream) GetCork() bool {
+	if x != nil {
+		return x.Cork
+	}
+	return false
+}
+
+func (x *TcpStream) GetKeepidle() int32 {
+	if x != nil {
+		return x.Keepidle
+	}
+	return 0
+}
+
+func (x *TcpStream) GetKeepintvl() int32 {
+	if x != nil {
+		return x.Keepintvl
+	}
+	return 0
+}
+
+func (x *TcpStream) GetKeepcnt() int32 {
+	if x != nil {
+		return x.Keepcnt
+	}
+	return 0
+}
+
+func (x *TcpStream) GetUserTimeout() int32 {
+	if x != nil {
+		return x.UserTimeout
+	}
+	return 0
+}
+
+func (x *TcpStream) GetCongestion() string {
+	if x != nil {
+		return x.Congestion
+	}
+	return ""
+}
+
+func (x *TcpStream) GetNotsentLowat() int32 {
+	if x != nil {
+		return x.NotsentLowat
+	}
+	return 0
+}
+
+func (x *TcpStream) GetBufLock() int32 {
+	if x != nil {
+		return x.BufLock
+	}
+	return 0
+}
+
+func (x *TcpStream) GetWindowClamp() int32 {
+	if x != nil {
+		return x.WindowClamp
+	}
+	return 0
+}
+
+func (x *TcpStream) GetLinger2() int32 {
+	if x != nil {
+		return x.Linger2
+	}
+	return 0
+}
+
+// TcpWindow is struct tcp_repair_window.
+type TcpWindow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SndWl1        uint32                 `protobuf:"varint,1,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"`
+	SndWnd        uint32                 `protobuf:"varint,2,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
+	MaxWindow     uint32                 `protobuf:"varint,3,opt,name=max_window,json=maxWindow,proto3" json:"max_window,omitempty"`
+	RcvWnd        uint32                 `protobuf:"varint,4,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
+	RcvWup        uint32                 `protobuf:"varint,5,opt,name=rcv_wup,json=rcvWup,proto3" json:"rcv_wup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TcpWindow) Reset() {
+	*x = TcpWindow{}
+	mi := &file_image_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TcpWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TcpWindow) ProtoMessage() {}
+
+func (x *TcpWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
+func (*TcpWindow) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *TcpWindow) GetSndWl1() uint32 {
+	if x != nil {
+		return x.SndWl1
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetSndWnd() uint32 {
+	if x != nil {
+		return x.SndWnd
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetMaxWindow() uint32 {
+	if x != nil {
+		return x.MaxWindow
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetRcvWnd() uint32 {
+	if x != nil {
+		return x.RcvWnd
+	}
+	return 0
+}
+
+func (x *TcpWindow) GetRcvWup() uint32 {
+	if x != nil {
+		return x.RcvWup
+	}
+	return 0
+}
+
 type SocketOptions struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Reuseaddr    bool                   `protobuf:"varint,1,opt,name=reuseaddr,proto3" json:"reuseaddr,omitempty"`
@@ -3414,7 +3735,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3747,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3760,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -3615,7 +3936,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3948,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3961,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -3680,7 +4001,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3692,7 +4013,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3705,7 +4026,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MemFd) GetName() string {
@@ -3767,7 +4088,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +4100,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +4113,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -3847,7 +4168,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3859,7 +4180,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3872,7 +4193,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -3893,7 +4214,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3905,7 +4226,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3918,7 +4239,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -3959,7 +4280,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4292,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4305,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4256,11 +4577,12 @@ const file_image_proto_rawDesc = "" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x1a.lazycr.image.v1.PageStateR\x05state\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"[\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"v\n" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
-	"\aboot_id\x18\x03 \x01(\tR\x06bootId\"\xf5\x05\n" +
+	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xf5\x05\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -4326,7 +4648,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf0\x02\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -4343,7 +4665,45 @@ const file_image_proto_rawDesc = "" +
 	"\aoptions\x18\n" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
-	"\bshutdown\x18\f \x01(\rR\bshutdown\"\xc2\x05\n" +
+	"\bshutdown\x18\f \x01(\rR\bshutdown\x12,\n" +
+	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xa5\x05\n" +
+	"\tTcpStream\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\rR\x05state\x12\x17\n" +
+	"\ainq_seq\x18\x02 \x01(\rR\x06inqSeq\x12\x10\n" +
+	"\x03inq\x18\x03 \x01(\fR\x03inq\x12\x19\n" +
+	"\boutq_seq\x18\x04 \x01(\rR\aoutqSeq\x12\x12\n" +
+	"\x04outq\x18\x05 \x01(\fR\x04outq\x12\x1f\n" +
+	"\voutq_unsent\x18\x06 \x01(\rR\n" +
+	"outqUnsent\x12\x1b\n" +
+	"\tmss_clamp\x18\a \x01(\rR\bmssClamp\x12\x18\n" +
+	"\aoptions\x18\b \x01(\rR\aoptions\x12\x1d\n" +
+	"\n" +
+	"snd_wscale\x18\t \x01(\rR\tsndWscale\x12\x1d\n" +
+	"\n" +
+	"rcv_wscale\x18\n" +
+	" \x01(\rR\trcvWscale\x12\x1c\n" +
+	"\ttimestamp\x18\v \x01(\rR\ttimestamp\x122\n" +
+	"\x06window\x18\f \x01(\v2\x1a.lazycr.image.v1.TcpWindowR\x06window\x12\x18\n" +
+	"\anodelay\x18\r \x01(\bR\anodelay\x12\x12\n" +
+	"\x04cork\x18\x0e \x01(\bR\x04cork\x12\x1a\n" +
+	"\bkeepidle\x18\x0f \x01(\x05R\bkeepidle\x12\x1c\n" +
+	"\tkeepintvl\x18\x10 \x01(\x05R\tkeepintvl\x12\x18\n" +
+	"\akeepcnt\x18\x11 \x01(\x05R\akeepcnt\x12!\n" +
+	"\fuser_timeout\x18\x12 \x01(\x05R\vuserTimeout\x12\x1e\n" +
+	"\n" +
+	"congestion\x18\x13 \x01(\tR\n" +
+	"congestion\x12#\n" +
+	"\rnotsent_lowat\x18\x14 \x01(\x05R\fnotsentLowat\x12\x19\n" +
+	"\bbuf_lock\x18\x15 \x01(\x05R\abufLock\x12!\n" +
+	"\fwindow_clamp\x18\x16 \x01(\x05R\vwindowClamp\x12\x18\n" +
+	"\alinger2\x18\x17 \x01(\x05R\alinger2\"\x8e\x01\n" +
+	"\tTcpWindow\x12\x17\n" +
+	"\asnd_wl1\x18\x01 \x01(\rR\x06sndWl1\x12\x17\n" +
+	"\asnd_wnd\x18\x02 \x01(\rR\x06sndWnd\x12\x1d\n" +
+	"\n" +
+	"max_window\x18\x03 \x01(\rR\tmaxWindow\x12\x17\n" +
+	"\arcv_wnd\x18\x04 \x01(\rR\x06rcvWnd\x12\x17\n" +
+	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xc2\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -4438,7 +4798,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_image_proto_goTypes = []any{
 	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 1: lazycr.image.v1.PageState
@@ -4476,13 +4836,15 @@ var file_image_proto_goTypes = []any{
 	(*TimerFd)(nil),       // 33: lazycr.image.v1.TimerFd
 	(*SignalFd)(nil),      // 34: lazycr.image.v1.SignalFd
 	(*InetSocket)(nil),    // 35: lazycr.image.v1.InetSocket
-	(*SocketOptions)(nil), // 36: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 37: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 38: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 39: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 40: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 41: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 42: lazycr.image.v1.Device
+	(*TcpStream)(nil),     // 36: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 37: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 38: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 39: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 40: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 41: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 42: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 43: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 44: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	4,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -4517,24 +4879,26 @@ var file_image_proto_depIdxs = []int32{
 	33, // 29: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	34, // 30: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	35, // 31: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	42, // 32: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	38, // 33: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	39, // 34: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	40, // 35: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	44, // 32: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	40, // 33: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	41, // 34: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	42, // 35: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	21, // 36: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	29, // 37: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
 	31, // 38: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	36, // 39: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	37, // 40: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	21, // 41: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	41, // 42: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	21, // 43: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	21, // 44: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	38, // 39: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	36, // 40: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	37, // 41: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	39, // 42: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	21, // 43: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	43, // 44: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	21, // 45: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	21, // 46: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -4562,7 +4926,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

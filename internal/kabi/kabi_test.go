@@ -50,6 +50,8 @@ func TestSizes(t *testing.T) {
 		{"uffdio_register", unsafe.Sizeof(UffdioRegister{}), 32},
 		{"kcmp_epoll_slot", unsafe.Sizeof(KcmpEpollSlot{}), 12},
 		{"f_owner_ex", unsafe.Sizeof(FOwnerEx{}), 8},
+		{"tcp_repair_window", unsafe.Sizeof(TCPRepairWindow{}), TCPRepairWindowLen},
+		{"tcp_repair_opt", unsafe.Sizeof(TCPRepairOpt{}), TCPRepairOptLen},
 		{"uffdio_copy", unsafe.Sizeof(UffdioCopy{}), 40},
 		{"uffdio_zeropage", unsafe.Sizeof(UffdioZeropage{}), 32},
 		{"uffdio_writeprotect", unsafe.Sizeof(UffdioWriteprotect{}), 24},
@@ -173,4 +175,48 @@ func TestClone3Invalid(t *testing.T) {
 	if !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("clone3 with bogus flag: %v, want EINVAL", err)
 	}
+}
+
+// TestTCPRepairEncoding: the hand encodings match the struct layouts, and a
+// window survives a round trip.
+func TestTCPRepairEncoding(t *testing.T) {
+	w := TCPRepairWindow{1, 2, 3, 4, 5}
+	b := w.Encode()
+	if got := *(*TCPRepairWindow)(unsafe.Pointer(&b[0])); got != w {
+		t.Errorf("window encoded as %+v, want %+v", got, w)
+	}
+	if got, ok := DecodeTCPRepairWindow(b); !ok || got != w {
+		t.Errorf("window decoded as %+v, %v", got, ok)
+	}
+	if _, ok := DecodeTCPRepairWindow(b[:19]); ok {
+		t.Error("a short window decoded")
+	}
+	o := []TCPRepairOpt{{2, 1460}, {3, 7 | 7<<16}}
+	ob := EncodeTCPRepairOpts(o)
+	if got := unsafe.Slice((*TCPRepairOpt)(unsafe.Pointer(&ob[0])), 2); got[0] != o[0] || got[1] != o[1] {
+		t.Errorf("options encoded as %+v, want %+v", got, o)
+	}
+}
+
+// FuzzDecodeTCPRepairWindow: a decode succeeds exactly for 20 bytes or
+// more, agrees with the struct layout read in place, and re-encodes to the
+// same 20 bytes.
+func FuzzDecodeTCPRepairWindow(f *testing.F) {
+	f.Add(TCPRepairWindow{1, 2, 3, 4, 5}.Encode())
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w, ok := DecodeTCPRepairWindow(b)
+		if ok != (len(b) >= TCPRepairWindowLen) {
+			t.Fatalf("decode of %d bytes: ok %v", len(b), ok)
+		}
+		if !ok {
+			return
+		}
+		if !bytes.Equal(w.Encode(), b[:TCPRepairWindowLen]) {
+			t.Fatalf("round trip of %x gives %x", b[:TCPRepairWindowLen], w.Encode())
+		}
+		if in := *(*TCPRepairWindow)(unsafe.Pointer(&b[0])); in != w {
+			t.Fatalf("decoded %+v, in place %+v", w, in)
+		}
+	})
 }

@@ -1,0 +1,901 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/netlock"
+	"github.com/lazycr/lazycr/proc"
+	"github.com/rs/zerolog"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// tcpConn is an established TCP connection (IPv4 or IPv6, either side),
+// checkpointed with TCP_REPAIR (tcp(7); Documentation/networking and
+// CRIU's soccr/soccr.c are the reference for the sequence):
+//
+// Dump: the connection's packets are locked out (netlock) before anything
+// is read, so the state cannot move under the dump; then, on lazycr's
+// pidfd_getfd(2) copy of the socket, TCP_REPAIR=1 and: TCP_INFO (state,
+// negotiated options, window scales), SIOCINQ/SIOCOUTQ/SIOCOUTQNSD (queue
+// lengths), for each queue TCP_REPAIR_QUEUE + TCP_QUEUE_SEQ and a
+// recv(MSG_PEEK) of its bytes (in repair mode recv on TCP_SEND_QUEUE reads
+// the send queue), TCP_MAXSEG (the MSS clamp in repair mode), TCP_TIMESTAMP
+// and TCP_REPAIR_WINDOW. The socket stays in repair mode: when the killed
+// process's socket is finally closed, __tcp_close → tcp_disconnect sees
+// tp->repair and neither sends a FIN nor a RST (net/ipv4/tcp.c), so the
+// peer sees nothing; on a failed or leave-running dump repair is turned
+// off again and the connection carries on.
+//
+// Restore: socket, TCP_REPAIR=1 (which also sets SK_FORCE_REUSE, so the
+// bind succeeds next to a listener of the same port), the options, the
+// queue sequence numbers (TCP_QUEUE_SEQ, the start of each queue), bind,
+// connect (in repair mode tcp_connect calls tcp_finish_connect: no SYN is
+// sent and the socket is ESTABLISHED at once), TCP_REPAIR_OPTIONS (SACK,
+// window scales, timestamps, MSS clamp), TCP_TIMESTAMP, the queues (the
+// received bytes with TCP_RECV_QUEUE; the sent-unacknowledged bytes with
+// TCP_SEND_QUEUE; the never-sent tail with repair off, as a normal send),
+// TCP_REPAIR_WINDOW. Repair is turned off only when the process is about to
+// run ([TCPRestore.Live]), so a failed restore closes the sockets silently.
+//
+// Refused, naming the connection: any state but ESTABLISHED (SYN_SENT,
+// SYN_RECV and the half-closed ones: their FINs are not restored yet), a
+// socket filter (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly),
+// TCP-MD5 or TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP:
+// kTLS...), negotiated ECN (no repair option carries it), and a receive
+// queue that cannot be read whole (urgent data stops recv at the mark).
+type tcpConn struct{}
+
+func (tcpConn) name() string { return "socket" }
+
+func (tcpConn) claims(l *liveFd) bool {
+	if l.link != proc.KindSocket {
+		return false
+	}
+	get := func(opt int) int {
+		v, err := getsockoptInt(l.local, unix.SOL_SOCKET, opt)
+		if err != nil {
+			return -1
+		}
+		return v
+	}
+	dom := get(unix.SO_DOMAIN)
+	return (dom == unix.AF_INET || dom == unix.AF_INET6) && get(unix.SO_TYPE) == unix.SOCK_STREAM &&
+		get(unix.SO_PROTOCOL) == unix.IPPROTO_TCP && get(unix.SO_ACCEPTCONN) == 0
+}
+
+// TCP states, include/net/tcp_states.h.
+var tcpStates = map[uint8]string{
+	1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+	7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+const tcpEstablished = 1
+
+// tcpInfo reads the head of struct tcp_info: state, options, window scales.
+func tcpInfo(fd int) (state, options, sndWscale, rcvWscale uint8, err error) {
+	buf := make([]byte, 256)
+	n, err := kabi.GetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, buf)
+	if err != nil {
+		return 0, 0, 0, 0, fmt.Errorf("read TCP_INFO: %w", err)
+	}
+	if n < kabi.TCPInfoMinLen {
+		return 0, 0, 0, 0, fmt.Errorf("read TCP_INFO: %d bytes", n)
+	}
+	return buf[0], buf[5], buf[6] & 0xf, buf[6] >> 4, nil
+}
+
+func connName(s *pb.InetSocket) string {
+	return HostPort(s.LocalAddr, s.LocalPort) + " -> " + HostPort(s.PeerAddr, s.PeerPort)
+}
+
+func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
+	state, opts, _, _, err := tcpInfo(l.local)
+	if err != nil {
+		return err
+	}
+	if state != tcpEstablished {
+		what := "TCP socket"
+		if sa, err := unix.Getsockname(l.local); err == nil {
+			a, p := sockaddr(sa)
+			what += " " + HostPort(a, p)
+		}
+		if pa, err := unix.Getpeername(l.local); err == nil {
+			a, p := sockaddr(pa)
+			what += " -> " + HostPort(a, p)
+		}
+		name := tcpStates[state]
+		if name == "" {
+			name = fmt.Sprint(state)
+		}
+		switch state {
+		case 2:
+			name += ": still connecting"
+		case 7:
+			name += ": neither connected nor listening"
+		}
+		return fmt.Errorf("%w: %s in state %s", ErrUnsupported, what, name)
+	}
+	s, err := describeInet(l.local, true)
+	if err != nil {
+		return err
+	}
+	s.Inode = l.ino
+	conn := "TCP connection " + connName(s)
+	if err := tcpRefusals(d, l, s, opts); err != nil {
+		return fmt.Errorf("%s: %w", conn, err)
+	}
+	if d.opts.TCP == nil {
+		return fmt.Errorf("%w: established %s: this kind of dump cannot hold its peer yet (lazy mode)", ErrUnsupported, conn)
+	}
+	local, err := unix.FcntlInt(uintptr(l.local), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: keep socket: %w", conn, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+	}
+	s.Tcp = &pb.TcpStream{}
+	d.opts.TCP.socks = append(d.opts.TCP.socks, &tcpSock{fd: local, num: l.num, s: s})
+	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
+	return nil
+}
+
+// tcpRefusals refuses what a TCP repair cannot carry over exactly.
+func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts uint8) error {
+	// SO_GET_FILTER with an empty buffer returns the length of a classic
+	// filter (0: none), and EACCES for an eBPF program, whose original
+	// cannot be read back (sk_get_filter, net/core/filter.c).
+	n, err := kabi.GetsockoptBytes(l.local, unix.SOL_SOCKET, unix.SO_GET_FILTER, nil)
+	switch {
+	case errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w: an eBPF socket filter is attached (SO_ATTACH_BPF)", ErrUnsupported)
+	case err != nil:
+		return fmt.Errorf("read SO_GET_FILTER: %w", err)
+	case n > 0:
+		return fmt.Errorf("%w: a socket filter of %d instructions is attached (SO_ATTACH_FILTER)", ErrUnsupported, n)
+	}
+	ulp, err := unix.GetsockoptString(l.local, unix.IPPROTO_TCP, unix.TCP_ULP)
+	if err != nil {
+		return fmt.Errorf("read TCP_ULP: %w", os.NewSyscallError("getsockopt", err))
+	}
+	if ulp != "" {
+		return fmt.Errorf("%w: upper-layer protocol %q (TCP_ULP)", ErrUnsupported, ulp)
+	}
+	buf := make([]byte, 64)
+	switch _, err := kabi.GetsockoptBytes(l.local, unix.IPPROTO_TCP, kabi.TCP_AO_INFO, buf); {
+	case err == nil:
+		return fmt.Errorf("%w: TCP-AO keys (RFC 5925) cannot be read back", ErrUnsupported)
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOPROTOOPT), errors.Is(err, unix.EINVAL):
+	default:
+		return fmt.Errorf("read TCP_AO_INFO: %w", err)
+	}
+	ds, err := d.diagOf(uint8(s.Family), unix.IPPROTO_TCP, l.ino)
+	if err != nil {
+		return err
+	}
+	if ds.md5 {
+		return fmt.Errorf("%w: TCP-MD5 keys (TCP_MD5SIG) cannot be read back", ErrUnsupported)
+	}
+	if ds.shutdown != 0 {
+		return fmt.Errorf("%w: shut down (%#x) while established", ErrUnsupported, ds.shutdown)
+	}
+	if opts&(kabi.TCPI_OPT_ECN|kabi.TCPI_OPT_ECN_SEEN) != 0 {
+		return fmt.Errorf("%w: ECN was negotiated; TCP repair cannot restore it", ErrUnsupported)
+	}
+	return nil
+}
+
+func (tcpConn) owns(f *pb.Fd) bool { return f.GetInetSocket().GetTcp() != nil }
+
+// late: connections are re-created after every other socket. A connection
+// binds its port with SK_FORCE_REUSE (repair mode); a listener of the same
+// port bound after it would conflict with it unless it has SO_REUSEADDR
+// (inet_csk_bind_conflict), while bound first it never does.
+func (tcpConn) late() {}
+
+func (tcpConn) show(f *pb.Fd) string {
+	s := f.GetInetSocket()
+	t := s.Tcp
+	return fmt.Sprintf("%s %s, %d bytes unread, %d unacknowledged (%d unsent)", SockProto(s), connName(s),
+		len(t.Inq), len(t.Outq)-int(t.OutqUnsent), t.OutqUnsent)
+}
+
+// tcpSock is one repaired connection of a dump: lazycr's own copy of the
+// socket (which keeps it, and its repair mode, after the process is gone).
+type tcpSock struct {
+	fd  int // -1 once closed
+	num int
+	s   *pb.InetSocket
+	// repaired: TCP_REPAIR is on.
+	repaired bool
+}
+
+// TCPDump carries the established TCP connections of one dump from their
+// lock to their fate. Pass a fresh one in [DumpOptions]; after [Dump]
+// returned successfully call exactly one of:
+//
+//   - [TCPDump.Resume] (leave-running dump, or a failure after Dump): repair
+//     off, lock released, the connections carry on;
+//   - [TCPDump.Hold] before killing the process and [TCPDump.Close] after:
+//     the held lock (named in the image) keeps the peers' packets away
+//     until a restore removes it, and the sockets die in repair mode, with
+//     neither FIN nor RST.
+//
+// A failed Dump resumes the connections itself. All methods are no-ops on
+// a nil TCPDump or one without connections.
+type TCPDump struct {
+	log   zerolog.Logger
+	socks []*tcpSock
+	ns    netns.NsHandle
+	lock  *netlock.Lock
+	conns []netlock.Conn
+	held  string // the held lock's name, set once Hold installed it
+	name  string // the name the held lock will have
+}
+
+// NewTCPDump makes the TCP half of a dump.
+func NewTCPDump(log zerolog.Logger) *TCPDump { return &TCPDump{log: log, ns: netns.None()} }
+
+// Conns is the number of established connections the dump holds.
+func (t *TCPDump) Conns() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.socks)
+}
+
+// freeze locks every connection in pid's network namespace, then puts
+// each in repair mode and reads its state. The lock comes first: a frozen
+// process's sockets still receive and acknowledge, and a byte acknowledged
+// after its queue was read would be lost.
+func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
+	if t == nil || len(t.socks) == 0 {
+		return nil
+	}
+	start, err := proc.ProcessIdentity(pid)
+	if err != nil {
+		return fmt.Errorf("read start time of pid %d: %w", pid, err)
+	}
+	t.name = netlock.HeldName(pid, start)
+	for _, k := range t.socks {
+		c, err := lockConn(k.s)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", k.num, err)
+		}
+		t.conns = append(t.conns, c)
+	}
+	if t.ns, err = netns.GetFromPid(pid); err != nil {
+		return fmt.Errorf("open network namespace of pid %d: %w", pid, err)
+	}
+	if t.lock, err = netlock.Acquire(t.ns, t.conns, netlock.Options{Log: t.log}); err != nil {
+		return err
+	}
+	for _, k := range t.socks {
+		if err := setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+			return fmt.Errorf("fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
+		}
+		k.repaired = true
+		if err := readStream(k.fd, k.s.Tcp); err != nil {
+			return fmt.Errorf("fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
+		}
+	}
+	table.TcpLock = t.name
+	return nil
+}
+
+// lockConn is the 4-tuple of s for the lock.
+func lockConn(s *pb.InetSocket) (netlock.Conn, error) {
+	l, err := netip.ParseAddr(s.LocalAddr)
+	if err != nil {
+		return netlock.Conn{}, fmt.Errorf("local address %q: %w", s.LocalAddr, err)
+	}
+	p, err := netip.ParseAddr(s.PeerAddr)
+	if err != nil {
+		return netlock.Conn{}, fmt.Errorf("peer address %q: %w", s.PeerAddr, err)
+	}
+	return netlock.Conn{Local: netip.AddrPortFrom(l, uint16(s.LocalPort)), Remote: netip.AddrPortFrom(p, uint16(s.PeerPort))}, nil
+}
+
+// readStream reads a repaired socket's state into st.
+func readStream(fd int, st *pb.TcpStream) error {
+	state, opts, sndWs, rcvWs, err := tcpInfo(fd)
+	if err != nil {
+		return err
+	}
+	if state != tcpEstablished {
+		return fmt.Errorf("%w: state %s under the lock", ErrUnsupported, tcpStates[state])
+	}
+	st.State = uint32(state)
+	st.Options = uint32(opts) & (kabi.TCPI_OPT_TIMESTAMPS | kabi.TCPI_OPT_SACK | kabi.TCPI_OPT_WSCALE)
+	if opts&kabi.TCPI_OPT_WSCALE != 0 {
+		st.SndWscale, st.RcvWscale = uint32(sndWs), uint32(rcvWs)
+	}
+	// Queue lengths (tcp(7) ioctls): SIOCINQ = rcv_nxt - copied_seq,
+	// SIOCOUTQ = write_seq - snd_una, SIOCOUTQNSD = write_seq - snd_nxt.
+	inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return fmt.Errorf("read SIOCINQ: %w", os.NewSyscallError("ioctl", err))
+	}
+	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return fmt.Errorf("read SIOCOUTQ: %w", os.NewSyscallError("ioctl", err))
+	}
+	unsent, err := unix.IoctlGetInt(fd, unix.SIOCOUTQNSD)
+	if err != nil {
+		return fmt.Errorf("read SIOCOUTQNSD: %w", os.NewSyscallError("ioctl", err))
+	}
+	if unsent > outq {
+		return fmt.Errorf("send queue of %d bytes with %d unsent", outq, unsent)
+	}
+	st.OutqUnsent = uint32(unsent)
+	if st.InqSeq, st.Inq, err = readQueue(fd, kabi.TCP_RECV_QUEUE, inq); err != nil {
+		return fmt.Errorf("read receive queue: %w", err)
+	}
+	if st.OutqSeq, st.Outq, err = readQueue(fd, kabi.TCP_SEND_QUEUE, outq); err != nil {
+		return fmt.Errorf("read send queue: %w", err)
+	}
+	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_NO_QUEUE, "TCP_REPAIR_QUEUE"); err != nil {
+		return err
+	}
+	// In repair mode TCP_MAXSEG reads rx_opt.mss_clamp (do_tcp_getsockopt).
+	mss, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG)
+	if err != nil {
+		return fmt.Errorf("read TCP_MAXSEG: %w", os.NewSyscallError("getsockopt", err))
+	}
+	st.MssClamp = uint32(mss)
+	if opts&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		ts, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+		if err != nil {
+			return fmt.Errorf("read TCP_TIMESTAMP: %w", os.NewSyscallError("getsockopt", err))
+		}
+		st.Timestamp = uint32(ts)
+	}
+	wb := make([]byte, kabi.TCPRepairWindowLen)
+	n, err := kabi.GetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, wb)
+	if err != nil {
+		return fmt.Errorf("read TCP_REPAIR_WINDOW: %w", err)
+	}
+	w, ok := kabi.DecodeTCPRepairWindow(wb[:n])
+	if !ok {
+		return fmt.Errorf("read TCP_REPAIR_WINDOW: %d bytes", n)
+	}
+	st.Window = &pb.TcpWindow{SndWl1: w.SndWl1, SndWnd: w.SndWnd, MaxWindow: w.MaxWindow, RcvWnd: w.RcvWnd, RcvWup: w.RcvWup}
+	return readTCPOpts(fd, st)
+}
+
+// readQueue reads the sequence number and the n bytes of one queue. It
+// asks for one byte more than it expects, so that a queue longer than its
+// ioctl said is caught (as CRIU does).
+func readQueue(fd, queue, n int) (uint32, []byte, error) {
+	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE"); err != nil {
+		return 0, nil, err
+	}
+	seq, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
+	if err != nil {
+		return 0, nil, fmt.Errorf("read TCP_QUEUE_SEQ: %w", os.NewSyscallError("getsockopt", err))
+	}
+	if n == 0 {
+		return uint32(seq), nil, nil
+	}
+	buf := make([]byte, n+1)
+	got, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err != nil {
+		return 0, nil, fmt.Errorf("peek %d bytes: %w", n, os.NewSyscallError("recvfrom", err))
+	}
+	if got != n {
+		// Urgent data stops recv at its mark (tcp_recvmsg).
+		return 0, nil, fmt.Errorf("%w: peeked %d of %d queued bytes (urgent data?)", ErrUnsupported, got, n)
+	}
+	return uint32(seq), buf[:n], nil
+}
+
+// readTCPOpts records the TCP-level options a restore must set again.
+func readTCPOpts(fd int, st *pb.TcpStream) error {
+	var errs []error
+	geti := func(level, opt int, name string) int32 {
+		v, err := unix.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
+		}
+		return int32(v)
+	}
+	st.Nodelay = geti(unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY") != 0
+	st.Cork = geti(unix.IPPROTO_TCP, unix.TCP_CORK, "TCP_CORK") != 0
+	st.Keepidle = geti(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE")
+	st.Keepintvl = geti(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL")
+	st.Keepcnt = geti(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT")
+	st.UserTimeout = geti(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")
+	st.NotsentLowat = geti(unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT")
+	st.WindowClamp = geti(unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP")
+	st.Linger2 = geti(unix.IPPROTO_TCP, unix.TCP_LINGER2, "TCP_LINGER2")
+	st.BufLock = geti(unix.SOL_SOCKET, unix.SO_BUF_LOCK, "SO_BUF_LOCK")
+	cc, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("read TCP_CONGESTION: %w", os.NewSyscallError("getsockopt", err)))
+	}
+	st.Congestion = cc
+	return errors.Join(errs...)
+}
+
+// Resume turns repair off on every connection, gives back SO_REUSEADDR
+// (TCP_REPAIR off resets sk_reuse, do_tcp_setsockopt) and releases the
+// lock: the connections carry on as if nothing happened. For a failed or
+// leave-running dump.
+func (t *TCPDump) Resume() error {
+	if t == nil {
+		return nil
+	}
+	var errs []error
+	for _, k := range t.socks {
+		if k.fd < 0 {
+			continue
+		}
+		if k.repaired {
+			if err := setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR"); err != nil {
+				errs = append(errs, fmt.Errorf("resume fd %d (TCP connection %s): %w", k.num, connName(k.s), err))
+			}
+			if k.s.Options.GetReuseaddr() {
+				if err := setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"); err != nil {
+					errs = append(errs, fmt.Errorf("resume fd %d: %w", k.num, err))
+				}
+			}
+			k.repaired = false
+		}
+		unix.Close(k.fd)
+		k.fd = -1
+	}
+	errs = append(errs, t.release())
+	if t.held != "" {
+		errs = append(errs, netlock.RemoveHeld(t.ns, t.held, t.log))
+		t.held = ""
+	}
+	t.closeNS()
+	return errors.Join(errs...)
+}
+
+// Hold installs the held lock the image names, next to the dump's own: from
+// now on the connections stay locked even after lazycr exits. Call it
+// before killing the process.
+func (t *TCPDump) Hold() error {
+	if t == nil || len(t.socks) == 0 || t.held != "" {
+		return nil
+	}
+	if err := netlock.Hold(t.ns, t.name, t.conns, t.log); err != nil {
+		return err
+	}
+	t.held = t.name
+	return nil
+}
+
+// Close ends the dump's hold on the connections once the process is dead:
+// its own lock goes (the held one stays) and its copies of the sockets are
+// closed while still in repair mode, so the kernel sends neither FIN nor
+// RST.
+func (t *TCPDump) Close() error {
+	if t == nil {
+		return nil
+	}
+	if t.held == "" && len(t.socks) > 0 {
+		return errors.New("close TCP connections: no held lock; resume them instead")
+	}
+	for _, k := range t.socks {
+		if k.fd >= 0 {
+			unix.Close(k.fd)
+			k.fd = -1
+		}
+	}
+	err := t.release()
+	t.closeNS()
+	return err
+}
+
+func (t *TCPDump) release() error {
+	if t.lock == nil {
+		return nil
+	}
+	err := t.lock.Unlock()
+	t.lock = nil
+	return err
+}
+
+func (t *TCPDump) closeNS() {
+	if t.ns.IsOpen() {
+		t.ns.Close()
+	}
+	t.ns = netns.None()
+}
+
+// setInt sets an int socket option, naming it in the error.
+func setInt(fd, level, opt, v int, name string) error {
+	if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+		return fmt.Errorf("set %s=%d: %w", name, v, os.NewSyscallError("setsockopt", err))
+	}
+	return nil
+}
+
+// TCPRestore carries the re-created TCP connections of one restore from
+// their creation (in repair mode) to their going live. Pass a fresh one in
+// [RestoreOptions]; then exactly one of [TCPRestore.Live] (right before the
+// process runs) or [TCPRestore.Abort] (after it was killed). Methods are
+// no-ops on a nil TCPRestore or one without connections.
+type TCPRestore struct {
+	log   zerolog.Logger
+	pid   int
+	lock  string         // the held lock of the image
+	ns    netns.NsHandle // the process's network namespace, opened while it lives
+	socks []*tcpSock
+	done  bool
+}
+
+// NewTCPRestore makes the TCP half of a restore.
+func NewTCPRestore(log zerolog.Logger) *TCPRestore { return &TCPRestore{log: log, ns: netns.None()} }
+
+// begin records the process and the image's held lock, and opens the
+// process's network namespace: Abort runs after the process is gone.
+func (t *TCPRestore) begin(pid int, lock string) error {
+	t.pid, t.lock = pid, lock
+	if lock == "" || t.ns.IsOpen() {
+		return nil
+	}
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return fmt.Errorf("open network namespace of pid %d: %w", pid, err)
+	}
+	t.ns = ns
+	return nil
+}
+
+// Conns is the number of connections re-created so far.
+func (t *TCPRestore) Conns() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.socks)
+}
+
+// Live turns repair off on every re-created connection (which sends a
+// window probe), gives each its final buffer sizes and SO_REUSEADDR, and
+// then removes the image's held lock: the peers' packets reach the new
+// sockets. Stale locks of crashed lazycr processes are swept on the way.
+func (t *TCPRestore) Live() error {
+	if t == nil || t.done {
+		return nil
+	}
+	t.done = true
+	var errs []error
+	for _, k := range t.socks {
+		errs = append(errs, goLive(k))
+		unix.Close(k.fd)
+		k.fd = -1
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return t.unlock()
+}
+
+// goLive ends repair mode on one restored socket and sets what repair
+// mode or the queue restore changed: SO_REUSEADDR, the buffer sizes and
+// whether they are locked (SO_BUF_LOCK: an unlocked buffer keeps growing
+// by TCP autotuning, as it did before the dump).
+func goLive(k *tcpSock) error {
+	s, st := k.s, k.s.Tcp
+	errs := []error{setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR")}
+	k.repaired = false
+	if o := s.Options; o != nil {
+		if o.Reuseaddr {
+			errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"))
+		}
+		// The kernel doubles what is set; the record is the doubled value.
+		if o.Sndbuf > 0 {
+			errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, int(o.Sndbuf/2), "SO_SNDBUFFORCE"))
+		}
+		if o.Rcvbuf > 0 {
+			errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, int(o.Rcvbuf/2), "SO_RCVBUFFORCE"))
+		}
+	}
+	errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK, int(st.BufLock), "SO_BUF_LOCK"))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("socket fd %d (TCP connection %s): %w", k.num, connName(s), err)
+	}
+	return nil
+}
+
+// Abort forgets the re-created connections after the process was killed:
+// lazycr's copies are closed still in repair mode, so the kernel sends
+// nothing. The held lock is removed too (the image's connections are lost:
+// a peer's next segment now meets no socket and is answered with a reset).
+func (t *TCPRestore) Abort() {
+	if t == nil || t.done {
+		return
+	}
+	t.done = true
+	for _, k := range t.socks {
+		if k.fd >= 0 {
+			unix.Close(k.fd)
+			k.fd = -1
+		}
+	}
+	if err := t.unlock(); err != nil {
+		t.log.Warn().Err(err).Str("table", t.lock).Msg("remove held network lock after a failed restore")
+	} else if t.lock != "" {
+		t.log.Warn().Str("table", t.lock).Msg("restore failed: the held network lock is removed, the image's TCP connections are lost")
+	}
+}
+
+// unlock removes the held lock (and sweeps stale ones) in the process's
+// network namespace.
+func (t *TCPRestore) unlock() error {
+	if t.lock == "" {
+		return nil
+	}
+	defer func() {
+		t.ns.Close()
+		t.ns = netns.None()
+	}()
+	if _, err := netlock.Sweep(t.ns, t.log); err != nil {
+		t.log.Warn().Err(err).Msg("sweep stale network locks")
+	}
+	return netlock.RemoveHeld(t.ns, t.lock, t.log)
+}
+
+// tcpMaxBuf is what SO_SNDBUFFORCE/SO_RCVBUFFORCE get while the queues are
+// restored: in repair mode the receive queue is restored as one linear skb
+// per send(2) and must fit the receive buffer, the send queue the send
+// buffer (CRIU does the same, restore_prepare_socket). Live sets the
+// recorded sizes.
+const tcpMaxBuf = 1 << 30
+
+func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
+	s := f.GetInetSocket()
+	st := s.Tcp
+	if r.tcp == nil {
+		return 0, fmt.Errorf("socket fd %d: TCP connection %s: this restore cannot re-create TCP connections", f.Fd, connName(s))
+	}
+	if st.State != tcpEstablished {
+		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %d in the image", f.Fd, connName(s), st.State)
+	}
+	if int(st.OutqUnsent) > len(st.Outq) {
+		return 0, fmt.Errorf("socket fd %d: %d unsent bytes of a %d-byte send queue in the image", f.Fd, st.OutqUnsent, len(st.Outq))
+	}
+	typ := uintptr(unix.SOCK_STREAM) | unix.SOCK_CLOEXEC
+	if f.Flags&unix.O_NONBLOCK != 0 {
+		typ |= unix.SOCK_NONBLOCK
+	}
+	fd, err := r.rem.Syscall(unix.SYS_SOCKET, uintptr(s.Family), typ, unix.IPPROTO_TCP)
+	if err != nil {
+		return 0, fmt.Errorf("create socket fd %d (TCP connection %s): %w", f.Fd, connName(s), err)
+	}
+	if fd, err = r.moveHigh(fd); err != nil {
+		return 0, fmt.Errorf("create socket fd %d: %w", f.Fd, err)
+	}
+	local, err := r.getfd(fd)
+	if err != nil {
+		return 0, fmt.Errorf("socket fd %d: %w", f.Fd, err)
+	}
+	k := &tcpSock{fd: local, num: int(f.Fd), s: s}
+	defer func() {
+		if err != nil {
+			unix.Close(local)
+			return
+		}
+		r.tcp.socks = append(r.tcp.socks, k)
+	}()
+	if err := repairSocket(local, f.Fd, s); err != nil {
+		return 0, fmt.Errorf("socket fd %d (TCP connection %s): %w", f.Fd, connName(s), err)
+	}
+	k.repaired = true
+	return fd, nil
+}
+
+// repairSocket builds the connection of s on the fresh socket fd, in
+// repair mode, which it leaves on.
+func repairSocket(fd int, num int32, s *pb.InetSocket) error {
+	st := s.Tcp
+	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+		return err
+	}
+	// Options first (IPV6_V6ONLY must precede bind); the buffers and
+	// SO_REUSEADDR only at Live (repair off resets sk_reuse).
+	o := proto.CloneOf(s.Options)
+	if o != nil {
+		o.Sndbuf, o.Rcvbuf, o.Reuseaddr = 0, 0, false
+		o.More = slices.DeleteFunc(o.More, notForConnection)
+	}
+	if err := setSockopts(fd, num, &pb.InetSocket{Family: s.Family, Type: s.Type, Protocol: s.Protocol, Options: o}); err != nil {
+		return err
+	}
+	if err := setInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, tcpMaxBuf, "SO_SNDBUFFORCE"); err != nil {
+		return err
+	}
+	if err := setInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, tcpMaxBuf, "SO_RCVBUFFORCE"); err != nil {
+		return err
+	}
+	// The sequence numbers are those of the start of each queue: the
+	// kernel advances them as the queues are filled.
+	if err := setQueueSeq(fd, kabi.TCP_RECV_QUEUE, st.InqSeq-uint32(len(st.Inq))); err != nil {
+		return err
+	}
+	if err := setQueueSeq(fd, kabi.TCP_SEND_QUEUE, st.OutqSeq-uint32(len(st.Outq))); err != nil {
+		return err
+	}
+	la, lap, err := sockaddrOf(s.Family, localAddrFor(s), s.LocalPort)
+	if err != nil {
+		return fmt.Errorf("local %w", err)
+	}
+	if err := unix.Bind(fd, la); err != nil {
+		return fmt.Errorf("bind to %s: %w", lap, os.NewSyscallError("bind", err))
+	}
+	pa, pap, err := sockaddrOf(s.Family, s.PeerAddr, s.PeerPort)
+	if err != nil {
+		return fmt.Errorf("peer %w", err)
+	}
+	if err := unix.Connect(fd, pa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		return fmt.Errorf("connect to %s in repair mode: %w", pap, os.NewSyscallError("connect", err))
+	}
+	var opts []kabi.TCPRepairOpt
+	if st.Options&kabi.TCPI_OPT_SACK != 0 {
+		opts = append(opts, kabi.TCPRepairOpt{Code: unix.TCPOPT_SACK_PERMITTED})
+	}
+	if st.Options&kabi.TCPI_OPT_WSCALE != 0 {
+		opts = append(opts, kabi.TCPRepairOpt{Code: unix.TCPOPT_WINDOW, Val: st.SndWscale | st.RcvWscale<<16})
+	}
+	if st.Options&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		opts = append(opts, kabi.TCPRepairOpt{Code: unix.TCPOPT_TIMESTAMP})
+	}
+	opts = append(opts, kabi.TCPRepairOpt{Code: unix.TCPOPT_MAXSEG, Val: st.MssClamp})
+	if err := kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, kabi.EncodeTCPRepairOpts(opts)); err != nil {
+		return fmt.Errorf("set TCP_REPAIR_OPTIONS: %w", err)
+	}
+	if st.Options&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		// The timestamp clock continues from the dumped one (tsoffset).
+		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP, int(st.Timestamp), "TCP_TIMESTAMP"); err != nil {
+			return err
+		}
+	}
+	if len(st.Inq) > 0 {
+		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE"); err != nil {
+			return err
+		}
+		if err := sendAll(fd, st.Inq); err != nil {
+			return fmt.Errorf("restore receive queue: %w", err)
+		}
+	}
+	sent := st.Outq[:len(st.Outq)-int(st.OutqUnsent)]
+	if len(sent) > 0 {
+		// Sent but unacknowledged: restored as sent, so that the peer's
+		// acknowledgements match and the retransmit timer covers them.
+		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE"); err != nil {
+			return err
+		}
+		if err := sendAll(fd, sent); err != nil {
+			return fmt.Errorf("restore send queue: %w", err)
+		}
+	}
+	if st.Window != nil {
+		w := kabi.TCPRepairWindow{SndWl1: st.Window.SndWl1, SndWnd: st.Window.SndWnd, MaxWindow: st.Window.MaxWindow, RcvWnd: st.Window.RcvWnd, RcvWup: st.Window.RcvWup}
+		if err := kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w.Encode()); err != nil {
+			return fmt.Errorf("set TCP_REPAIR_WINDOW: %w", err)
+		}
+	}
+	if unsent := st.Outq[len(sent):]; len(unsent) > 0 {
+		// Never sent: an ordinary send, with repair off for it (the lock
+		// drops what goes out now; it is retransmitted once live).
+		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR"); err != nil {
+			return err
+		}
+		if err := sendAll(fd, unsent); err != nil {
+			return fmt.Errorf("restore unsent data: %w", err)
+		}
+		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+			return err
+		}
+	}
+	return setTCPOpts(fd, st)
+}
+
+// notForConnection: an option of the generic table (sockopts.go) that a
+// re-created connection does not take through setsockopt. The MSS is the
+// repair option's (TCP_MAXSEG reads mss_cache, which may exceed what
+// setsockopt accepts, MAX_TCP_WINDOW); window_clamp is derived by the
+// kernel; listener-only options; and multicast options, which stream
+// sockets refuse (EINVAL, ENOPROTOOPT) while reading derived values back.
+func notForConnection(m *pb.IntSockopt) bool {
+	switch m.Level {
+	case unix.IPPROTO_TCP:
+		switch m.Name {
+		case unix.TCP_MAXSEG, unix.TCP_WINDOW_CLAMP, unix.TCP_DEFER_ACCEPT, unix.TCP_FASTOPEN:
+			return true
+		}
+	case unix.IPPROTO_IP:
+		switch m.Name {
+		case unix.IP_MULTICAST_TTL, unix.IP_MULTICAST_LOOP, unix.IP_MULTICAST_ALL:
+			return true
+		}
+	case unix.IPPROTO_IPV6:
+		switch m.Name {
+		case unix.IPV6_MULTICAST_HOPS, unix.IPV6_MULTICAST_LOOP, unix.IPV6_MULTICAST_IF, unix.IPV6_MULTICAST_ALL:
+			return true
+		}
+	}
+	return false
+}
+
+func setQueueSeq(fd, queue int, seq uint32) error {
+	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE"); err != nil {
+		return err
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, int(int32(seq))); err != nil {
+		return fmt.Errorf("set TCP_QUEUE_SEQ of queue %d to %d: %w", queue, seq, os.NewSyscallError("setsockopt", err))
+	}
+	return nil
+}
+
+// sendAll writes b in chunks; a chunk the kernel refuses is halved down to
+// 1 KiB (a repair-mode receive queue is one linear skb per send, which can
+// fail ENOMEM when large; CRIU's __send_queue).
+func sendAll(fd int, b []byte) error {
+	chunk := len(b)
+	for len(b) > 0 {
+		n, err := unix.SendmsgN(fd, b[:min(chunk, len(b))], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if err != nil || n <= 0 {
+			if chunk > 1024 {
+				chunk /= 2
+				continue
+			}
+			if err == nil {
+				err = errors.New("sent nothing")
+			}
+			return fmt.Errorf("send %d bytes: %w", min(chunk, len(b)), os.NewSyscallError("sendmsg", err))
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// setTCPOpts sets the recorded TCP-level options where the fresh socket
+// differs.
+func setTCPOpts(fd int, st *pb.TcpStream) error {
+	var errs []error
+	setDiff := func(level, opt int, name string, want int32) {
+		have, err := unix.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
+			return
+		}
+		if int32(have) != want {
+			errs = append(errs, setInt(fd, level, opt, int(want), name))
+		}
+	}
+	b := func(v bool) int32 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	setDiff(unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY", b(st.Nodelay))
+	setDiff(unix.IPPROTO_TCP, unix.TCP_CORK, "TCP_CORK", b(st.Cork))
+	setDiff(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", st.Keepidle)
+	setDiff(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", st.Keepintvl)
+	setDiff(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT", st.Keepcnt)
+	setDiff(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", st.UserTimeout)
+	setDiff(unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", st.NotsentLowat)
+	setDiff(unix.IPPROTO_TCP, unix.TCP_LINGER2, "TCP_LINGER2", st.Linger2)
+	// window_clamp is recorded, not set: the kernel derives it from the
+	// buffers unless the process set it, and the two cannot be told apart.
+	if st.Congestion != "" {
+		have, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		if err == nil && have != st.Congestion {
+			err = unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, st.Congestion)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("set TCP_CONGESTION=%s: %w", st.Congestion, os.NewSyscallError("setsockopt", err)))
+		}
+	}
+	return errors.Join(errs...)
+}

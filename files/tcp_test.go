@@ -1,0 +1,312 @@
+package files
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/proc"
+)
+
+// inNewNetns runs f on a thread of its own in a fresh network namespace
+// with lo up; the thread is thrown away afterwards (the goroutine exits
+// locked). The namespace's counters see only what f does.
+func inNewNetns(t *testing.T, f func() error) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("unshare CLONE_NEWNET: %w", err)
+			return
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err != nil {
+			done <- fmt.Errorf("bring lo up: %w", err)
+			return
+		}
+		done <- f()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tcpCounters reads Tcp OutSegs and OutRsts of the calling thread's network
+// namespace (/proc/thread-self/net/snmp, proc(5)).
+func tcpCounters() (outSegs, outRsts uint64, err error) {
+	f, err := os.Open("/proc/thread-self/net/snmp")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || fields[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = fields
+			continue
+		}
+		for i, n := range names {
+			if i >= len(fields) {
+				break
+			}
+			v, _ := strconv.ParseUint(fields[i], 10, 64)
+			switch n {
+			case "OutSegs":
+				outSegs = v
+			case "OutRsts":
+				outRsts = v
+			}
+		}
+		return outSegs, outRsts, nil
+	}
+	return 0, 0, fmt.Errorf("no Tcp counters in /proc/thread-self/net/snmp")
+}
+
+// loopbackPair connects two sockets over 127.0.0.1 and returns them with
+// one byte the second sent sitting unread in the first's receive queue, and
+// its acknowledgement already back (so no delayed ACK is pending).
+func loopbackPair() (c, a int, err error) {
+	l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, err
+	}
+	defer unix.Close(l)
+	if err := unix.Bind(l, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return -1, -1, err
+	}
+	if err := unix.Listen(l, 1); err != nil {
+		return -1, -1, err
+	}
+	sa, err := unix.Getsockname(l)
+	if err != nil {
+		return -1, -1, err
+	}
+	if c, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		return -1, -1, err
+	}
+	if err := unix.Connect(c, sa); err != nil {
+		unix.Close(c)
+		return -1, -1, err
+	}
+	if a, _, err = unix.Accept4(l, unix.SOCK_CLOEXEC); err != nil {
+		unix.Close(c)
+		return -1, -1, err
+	}
+	if _, err := unix.Write(a, []byte("x")); err != nil {
+		return c, a, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inq, err1 := unix.IoctlGetInt(c, unix.SIOCINQ)
+		outq, err2 := unix.IoctlGetInt(a, unix.SIOCOUTQ)
+		if err1 != nil || err2 != nil {
+			return c, a, fmt.Errorf("queue sizes: %v %v", err1, err2)
+		}
+		if inq == 1 && outq == 0 {
+			return c, a, nil
+		}
+		if time.Now().After(deadline) {
+			return c, a, fmt.Errorf("byte not delivered and acknowledged: inq %d outq %d", inq, outq)
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+}
+
+// TestRepairCloseIsSilent verifies on this kernel what the dump relies on:
+// closing a socket in TCP_REPAIR mode sends nothing — no FIN, and no RST
+// although unread data is queued (tcp_close → tcp_disconnect checks
+// tp->repair) — and the peer stays ESTABLISHED. The same close without
+// repair sends a RST (unread data), so the test can fail.
+func TestRepairCloseIsSilent(t *testing.T) {
+	for _, repair := range []bool{false, true} {
+		t.Run(fmt.Sprintf("repair=%v", repair), func(t *testing.T) {
+			inNewNetns(t, func() error {
+				c, a, err := loopbackPair()
+				if err != nil {
+					return err
+				}
+				defer unix.Close(a)
+				if repair {
+					if err := setInt(c, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+						unix.Close(c)
+						return err
+					}
+				}
+				segs0, rsts0, err := tcpCounters()
+				if err != nil {
+					return err
+				}
+				unix.Close(c)
+				segs1, rsts1, err := tcpCounters()
+				if err != nil {
+					return err
+				}
+				state, _, _, _, err := tcpInfo(a)
+				if err != nil {
+					return err
+				}
+				switch {
+				case repair && (segs1 != segs0 || rsts1 != rsts0 || state != tcpEstablished):
+					return fmt.Errorf("close in repair mode sent %d segments (%d resets); the peer is %s", segs1-segs0, rsts1-rsts0, tcpStates[state])
+				case !repair && rsts1 == rsts0:
+					return fmt.Errorf("close with unread data outside repair mode sent no reset (%d segments)", segs1-segs0)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestRepairRoundTrip dumps one end of a loopback connection with unread
+// data in repair mode, closes it silently, rebuilds it on a fresh
+// socket with repairSocket and checks the peer sees the same stream: what
+// it had sent is read back in order, and what it had not yet received
+// arrives.
+func TestRepairRoundTrip(t *testing.T) {
+	inNewNetns(t, func() error {
+		c, a, err := loopbackPair() // "x" unread in c
+		if err != nil {
+			return err
+		}
+		defer unix.Close(a)
+		s, err := describeInet(c, true)
+		if err != nil {
+			unix.Close(c)
+			return err
+		}
+		if err := setInt(c, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+			unix.Close(c)
+			return err
+		}
+		// Over an idle loopback the send queue is empty: this covers the
+		// receive queue, sequence numbers, options and window; the
+		// integration tests cover full send queues.
+		s.Tcp = &pb.TcpStream{}
+		if err := readStream(c, s.Tcp); err != nil {
+			unix.Close(c)
+			return err
+		}
+		unix.Close(c)
+		if string(s.Tcp.Inq) != "x" {
+			return fmt.Errorf("receive queue %q, want \"x\"", s.Tcp.Inq)
+		}
+		n, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(n)
+		if err := repairSocket(n, 9, s); err != nil {
+			return err
+		}
+		if err := goLive(&tcpSock{fd: n, num: 9, s: s}); err != nil {
+			return err
+		}
+		buf := make([]byte, 8)
+		if k, err := unix.Read(n, buf); err != nil || string(buf[:k]) != "x" {
+			return fmt.Errorf("restored socket reads %q, %v; want \"x\"", buf[:k], err)
+		}
+		if _, err := unix.Write(n, []byte("yz")); err != nil {
+			return err
+		}
+		if _, err := unix.Write(a, []byte("w")); err != nil {
+			return err
+		}
+		tv := unix.Timeval{Sec: 10}
+		for _, fd := range []int{a, n} {
+			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				return err
+			}
+		}
+		if k, err := unix.Read(a, buf); err != nil || string(buf[:k]) != "yz" {
+			return fmt.Errorf("peer reads %q, %v; want \"yz\"", buf[:k], err)
+		}
+		if k, err := unix.Read(n, buf); err != nil || string(buf[:k]) != "w" {
+			return fmt.Errorf("restored socket reads %q, %v; want \"w\"", buf[:k], err)
+		}
+		return nil
+	})
+}
+
+// md5Key sets a TCP-MD5 key for peer 127.0.0.1 on fd: struct tcp_md5sig
+// (include/uapi/linux/tcp.h): sockaddr_storage (128), flags, prefixlen,
+// keylen (u16), ifindex (int), key[80].
+func md5Key(fd int) error {
+	b := make([]byte, 216)
+	binary.LittleEndian.PutUint16(b, unix.AF_INET)
+	copy(b[4:8], []byte{127, 0, 0, 1})
+	binary.LittleEndian.PutUint16(b[130:], 6)
+	copy(b[136:], "secret")
+	return kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_MD5SIG, b)
+}
+
+// TestTCPRefusesMD5: a connection signed with TCP-MD5 is refused (its keys
+// cannot be read back), found through sock_diag's INET_DIAG_MD5SIG.
+func TestTCPRefusesMD5(t *testing.T) {
+	inNewNetns(t, func() error {
+		l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(l)
+		if err := md5Key(l); err != nil {
+			return fmt.Errorf("TCP_MD5SIG on the listener: %w", err)
+		}
+		if err := unix.Bind(l, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		if err := unix.Listen(l, 1); err != nil {
+			return err
+		}
+		sa, _ := unix.Getsockname(l)
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(c)
+		if err := md5Key(c); err != nil {
+			return fmt.Errorf("TCP_MD5SIG on the client: %w", err)
+		}
+		if err := unix.Connect(c, sa); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(c, &st); err != nil {
+			return err
+		}
+		d := &dumper{pid: os.Getpid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
+		l0 := &liveFd{num: 3, link: proc.KindSocket, ino: st.Ino, local: c}
+		if !(tcpConn{}).claims(l0) {
+			return fmt.Errorf("the connection is not claimed as a TCP connection")
+		}
+		err = (tcpConn{}).dump(d, l0, &pb.Fd{})
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "TCP-MD5") {
+			return fmt.Errorf("dump of an MD5-signed connection: %v, want a refusal naming TCP-MD5", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,144 @@
+package netlock
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/rs/zerolog"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// A held lock is a lock handed from one lazycr process to another: `dump`
+// takes it for the connections of a process it kills, and the `restore`
+// that re-creates their sockets removes it. It is a table like any lock
+// (see the package doc) but without NFT_TABLE_F_OWNER, because it must
+// outlive the dump process, and named after the dumped process
+// (lazycr_hold_<pid>_<starttime>), so that the image names it and [Sweep]
+// never takes it for a crashed lazycr's. Nothing removes it by itself: a
+// restore removes it ([RemoveHeld]), and `lazycr unlock` lists and removes
+// the held locks of an image that will never be restored.
+
+// heldPrefix starts the name of every held lock table.
+const heldPrefix = TablePrefix + "hold_"
+
+// ErrNotHeld reports a name that is not a held lock's.
+var ErrNotHeld = errors.New("not a held lock table")
+
+// HeldName is the name of the held lock of the process pid with start time
+// start (field 22 of /proc/PID/stat).
+func HeldName(pid int, start uint64) string {
+	return heldPrefix + strconv.Itoa(pid) + "_" + strconv.FormatUint(start, 10)
+}
+
+// IsHeldName reports whether name is one HeldName makes.
+func IsHeldName(name string) bool {
+	rest, ok := strings.CutPrefix(name, heldPrefix)
+	if !ok {
+		return false
+	}
+	f := strings.Split(rest, "_")
+	if len(f) != 2 {
+		return false
+	}
+	for _, x := range f {
+		if x == "" || (len(x) > 1 && x[0] == '0') {
+			return false
+		}
+		if _, err := strconv.ParseUint(x, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Hold installs the held lock name for conns in ns and returns with the
+// table in place and no socket of lazycr bound to it: it stays until
+// [RemoveHeld]. A held lock of that name already there is an error (EEXIST).
+//
+// Equivalent to `nft -f` of the table in the package doc, without `flags
+// owner`.
+func Hold(ns netns.NsHandle, name string, conns []Conn, log zerolog.Logger) error {
+	if !IsHeldName(name) {
+		return fmt.Errorf("hold %d connections as table inet %s: %w", len(conns), name, ErrNotHeld)
+	}
+	if !ns.IsOpen() {
+		return fmt.Errorf("hold %d connections: %w", len(conns), ErrNoNetns)
+	}
+	k4, k6, err := keys(conns)
+	if err != nil {
+		return fmt.Errorf("hold %d connections in netns %s: %w", len(conns), ns.UniqueId(), err)
+	}
+	nft, err := install(ns, name, false, k4, k6)
+	if err != nil {
+		return fmt.Errorf("hold %d connections in netns %s: install table inet %s: %w", len(k4)+len(k6), ns.UniqueId(), name, err)
+	}
+	if err := nft.CloseLasting(); err != nil {
+		return fmt.Errorf("close nftables socket of table inet %s: %w", name, err)
+	}
+	log.Info().Str("table", name).Str("netns", ns.UniqueId()).Int("conns", len(k4)+len(k6)).Msg("network lock held for a restore")
+	return nil
+}
+
+// RemoveHeld deletes the held lock name in ns; a lock that is not there is
+// success.
+//
+// Equivalent to: nft delete table inet <name>
+func RemoveHeld(ns netns.NsHandle, name string, log zerolog.Logger) (err error) {
+	if !IsHeldName(name) {
+		return fmt.Errorf("remove table inet %s: %w", name, ErrNotHeld)
+	}
+	if !ns.IsOpen() {
+		return fmt.Errorf("remove table inet %s: %w", name, ErrNoNetns)
+	}
+	nft, _, err := dial(ns)
+	if err != nil {
+		return fmt.Errorf("remove table inet %s in netns %s: %w", name, ns.UniqueId(), err)
+	}
+	defer func() {
+		if cerr := nft.CloseLasting(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close nftables socket in netns %s: %w", ns.UniqueId(), cerr))
+		}
+	}()
+	nft.DelTable(&nftables.Table{Name: name, Family: tableFamily})
+	switch err := nft.Flush(); {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("remove table inet %s in netns %s: %w", name, ns.UniqueId(), err)
+	}
+	log.Info().Str("table", name).Str("netns", ns.UniqueId()).Msg("held network lock removed")
+	return nil
+}
+
+// ListHeld names the held locks in ns.
+//
+// Equivalent to: nft list tables inet | grep lazycr_hold_
+func ListHeld(ns netns.NsHandle) (_ []string, err error) {
+	if !ns.IsOpen() {
+		return nil, fmt.Errorf("list held locks: %w", ErrNoNetns)
+	}
+	nft, sock, err := dial(ns)
+	if err != nil {
+		return nil, fmt.Errorf("list held locks in netns %s: %w", ns.UniqueId(), err)
+	}
+	defer func() {
+		if cerr := nft.CloseLasting(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close nftables socket in netns %s: %w", ns.UniqueId(), cerr))
+		}
+	}()
+	tables, err := listTables(sock)
+	if err != nil {
+		return nil, fmt.Errorf("list held locks in netns %s: %w", ns.UniqueId(), err)
+	}
+	var out []string
+	for _, t := range tables {
+		if IsHeldName(t.name) {
+			out = append(out, t.name)
+		}
+	}
+	return out, nil
+}
