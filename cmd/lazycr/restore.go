@@ -275,6 +275,9 @@ func lazyToken(c *connFlags, env string) ([]byte, error) {
 	if err != nil || len(b) == 0 {
 		return nil, usagef("%s is not a hex-encoded secret (as printed by lazycr dump --lazy)", tokenEnv)
 	}
+	if err := checkTokenStrength(b, "$"+tokenEnv); err != nil {
+		return nil, usageError{err}
+	}
 	return b, nil
 }
 
