@@ -183,6 +183,12 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		defer pr.Close()
+		// The page data's checksum is checked before any of it is used: a
+		// flipped byte on disk must refuse the restore, not run the process
+		// with one byte of its memory changed.
+		if err := pr.Verify(); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 		r.opts.Pages = pr
 	}
 	if err := failpoint.Check("restore.load"); err != nil {
