@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QA regression tests: a user's view of dump/restore. Each starts
@@ -307,4 +309,60 @@ func TestQABadInput(t *testing.T) {
 		t.Errorf("a refused dump into a non-empty directory touched its file: %q, %v", b, err)
 	}
 	requireProgress(t, p, "main")
+}
+
+// TestQAManyThreadsSharedAnon: 150 threads with TLS, a MAP_SHARED
+// anonymous region, a MADV_HUGEPAGE region and an fd at 5000 under a
+// raised RLIMIT_NOFILE come back intact, plain and post-copy.
+func TestQAManyThreadsSharedAnon(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "qa_misc")
+	for _, mode := range []string{"plain", "lazy"} {
+		t.Run(mode, func(t *testing.T) {
+			gofile := filepath.Join(t.TempDir(), "go")
+			p := start(t, bin, gofile)
+			var r struct {
+				Pid int `json:"pid"`
+			}
+			waitReport(t, p, &r)
+			requireProgress(t, p, "main")
+			var rp *proc
+			if mode == "plain" {
+				rp = restoreFrom(t, p, dumpKill(t, p))
+			} else {
+				rp = migrateLazy(t, lazyEnv{}, p, nil, nil).restored
+			}
+			if err := os.WriteFile(gofile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// qa_misc raises its soft RLIMIT_NOFILE to 8000, or to the hard limit it inherited.
+			var lim unix.Rlimit
+			if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("verdict threads=150/150 shared-bad=0 huge-bad=0 fd5000=4 nofile=%d", min(lim.Max, 8000))
+			deadline := time.Now().Add(lazycrTimeout)
+			for {
+				b, err := os.ReadFile(p.outPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i := strings.Index(string(b), "verdict "); i >= 0 {
+					line, _, _ := strings.Cut(string(b[i:]), "\n")
+					if line != want {
+						t.Fatalf("restored pid %d: %q, want %q", rp.pid, line, want)
+					}
+					break
+				}
+				if rp.exited() {
+					t.Fatalf("restored pid %d exited (%v) before its verdict", rp.pid, rp.waitErr)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("restored pid %d: no verdict within %v (state %s)", rp.pid, lazycrTimeout, procState(rp.pid))
+				}
+				time.Sleep(5 * time.Millisecond) // poll interval
+			}
+			requireRunning(t, rp.pid)
+		})
+	}
 }
