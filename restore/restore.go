@@ -97,6 +97,7 @@ type Process struct {
 		start uint64
 	} // the pid takePID gave the process, and its start time
 	tree  *tree         // a process tree's other members (tree.go); nil for one process
+	shm   *shmState     // shared memory objects, shared by the members (shm.go)
 	given map[int32]int // fds whose description lazycr passes in (tree members)
 }
 
@@ -162,6 +163,10 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	if err := checkTreeOptions(set, opts); err != nil {
 		return nil, err
 	}
+	if r.shm, err = newShmState(set); err != nil {
+		return nil, err
+	}
+	defer r.shm.close()
 	r.img = set.Root()
 	r.mm = set.Memory[r.img.Pid]
 	r.fds = set.Fds[r.img.Pid]
@@ -268,6 +273,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = r.shm.seal()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,221 @@
+package dump
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// Shared memory objects. A shared mapping of a shmem inode — anonymous
+// shared memory (MAP_SHARED|MAP_ANONYMOUS, which the kernel backs with an
+// unlinked "/dev/zero" shmem file, mm/shmem.c shmem_zero_setup), a memfd,
+// or an unlinked tmpfs file such as a POSIX semaphore or shm_open segment
+// under /dev/shm after sem_unlink/shm_unlink — is one object however many
+// VMAs of however many members map it (fork copies the VMA, mremap(2) with
+// old_size 0 duplicates it). /proc/PID/maps names the object by device and
+// inode; each object is recorded once (pb.ShmObject) and every VMA of it
+// points to it (Vma.shm). Its content is written once: the first VMA in
+// tree order (root first, members in image order, each by address) that
+// maps a page of the object keeps that page's EAGER run; the later VMAs
+// have FILE runs there. Restore makes the object once and maps it in every
+// VMA (restore/shm.go).
+
+// shmRef is what vmaOf saw of a shared object mapping.
+type shmRef struct {
+	kind pb.ShmKind
+	dev  uint64
+	ino  uint64
+	name string // memfd name, or the deleted file's path
+	via  string // /proc/PID/map_files/START-END: opens the object itself
+}
+
+// shmOf classifies a shared mapping of a shmem object; ok is false for
+// anything else.
+func (cp *Checkpoint) shmOf(m *proc.Mapping) (shmRef, bool, error) {
+	if !m.Shared {
+		return shmRef{}, false, nil
+	}
+	ref := shmRef{
+		dev: unix.Mkdev(m.Major, m.Minor), ino: m.Inode,
+		via: fmt.Sprintf("/proc/%d/map_files/%x-%x", cp.proc.ProcPid(), m.Start, m.End),
+	}
+	switch {
+	case m.Path == "/dev/zero (deleted)" || strings.HasPrefix(m.Path, "[anon_shmem:"):
+		ref.kind = pb.ShmKind_SHM_KIND_ANON
+	case strings.HasPrefix(m.Path, "/memfd:"):
+		ref.kind = pb.ShmKind_SHM_KIND_MEMFD
+		ref.name = strings.TrimSuffix(strings.TrimPrefix(m.Path, "/memfd:"), " (deleted)")
+	case strings.HasPrefix(m.Path, "/SYSV"):
+		return shmRef{}, false, nil
+	case m.Deleted() && strings.HasPrefix(m.Path, "/"):
+		var fs unix.Statfs_t
+		if err := unix.Statfs(ref.via, &fs); err != nil {
+			return shmRef{}, false, fmt.Errorf("statfs %s: %w", ref.via, os.NewSyscallError("statfs", err))
+		}
+		if fs.Type != unix.TMPFS_MAGIC {
+			return shmRef{}, false, nil
+		}
+		ref.kind = pb.ShmKind_SHM_KIND_DELETED_FILE
+		ref.name = strings.TrimSuffix(m.Path, " (deleted)")
+	default:
+		return shmRef{}, false, nil
+	}
+	return ref, true, nil
+}
+
+// collectShm records the shared memory objects the live processes map and
+// leaves each object page's data in the first VMA that maps it.
+func (cp *Checkpoint) collectShm() error {
+	set := cp.Set
+	objs := map[[2]uint64]*pb.ShmObject{}
+	covered := map[uint32]map[uint64]bool{} // object id → object pages taken
+	fdInodes := map[uint64]string{}         // memfds and deleted files held as fds
+	for _, t := range set.Fds {
+		for _, f := range t.GetFds() {
+			if m := f.GetMemfd(); m != nil {
+				fdInodes[m.Inode] = fmt.Sprintf("memfd %q", m.Name)
+			}
+			if d := f.GetDeletedFile(); d != nil && d.File != nil {
+				fdInodes[d.File.Inode] = fmt.Sprintf("deleted file %s", d.File.Path)
+			}
+		}
+	}
+	for _, p := range set.Tree.Processes {
+		if p.Zombie {
+			continue
+		}
+		m := cp.member(p.Pid)
+		changed := false
+		for _, v := range set.Memory[p.Pid].GetVmas() {
+			ref, ok := m.shm[v]
+			if !ok {
+				continue
+			}
+			key := [2]uint64{ref.dev, ref.ino}
+			obj := objs[key]
+			if obj == nil {
+				var err error
+				if obj, err = shmObject(ref, uint32(len(set.Tree.Shm)+1)); err != nil {
+					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x %s: %w", cp.pid, p.Pid, v.Start, v.End, v.Name, err)
+				}
+				if what, held := fdInodes[ref.ino]; held && ref.kind != pb.ShmKind_SHM_KIND_ANON {
+					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: the %s is both mapped and open as an fd; restoring it as one object is not supported yet",
+						cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, what)
+				}
+				objs[key] = obj
+				covered[obj.Id] = map[uint64]bool{}
+				set.Tree.Shm = append(set.Tree.Shm, obj)
+			}
+			v.Shm = obj.Id
+			if v.Offset+(v.End-v.Start) > alignUp(obj.Size) {
+				return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: it maps past the end of its shared memory object (%d bytes)", cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, obj.Size)
+			}
+			moved := takeShmPages(v, covered[obj.Id])
+			if moved > 0 {
+				changed = true
+				m.Stats.PagesEager -= moved
+				m.Stats.PagesFile += moved
+				m.Stats.PagesPopulated -= moved
+				if m != cp {
+					cp.Stats.PagesEager -= moved
+					cp.Stats.PagesFile += moved
+					cp.Stats.PagesPopulated -= moved
+				}
+			}
+		}
+		if changed {
+			m.eager[p.Pid] = eagerRunsOf(set.Memory[p.Pid])
+		}
+	}
+	return nil
+}
+
+// takeShmPages turns v's EAGER pages whose object page an earlier VMA
+// already holds into FILE pages, marks v's object pages as held, and
+// returns how many pages it turned.
+func takeShmPages(v *pb.Vma, held map[uint64]bool) uint64 {
+	var out []*pb.PageRun
+	var moved uint64
+	for _, r := range v.Pages {
+		if r.State != pb.PageState_PAGE_STATE_EAGER {
+			out = appendRun(out, r)
+			continue
+		}
+		for i := range r.Npages {
+			addr := r.Addr + i*image.PageSize
+			st := pb.PageState_PAGE_STATE_EAGER
+			if held[(addr-v.Start+v.Offset)/image.PageSize] {
+				st = pb.PageState_PAGE_STATE_FILE
+				moved++
+			}
+			out = appendRun(out, &pb.PageRun{Addr: addr, Npages: 1, State: st})
+		}
+	}
+	for a := v.Start; a < v.End; a += image.PageSize {
+		held[(a-v.Start+v.Offset)/image.PageSize] = true
+	}
+	if moved > 0 {
+		v.Pages = out
+	}
+	return moved
+}
+
+// eagerRunsOf lists the EAGER runs of mm, to be read from the process.
+func eagerRunsOf(mm *pb.MemoryMap) []eagerRun {
+	var runs []eagerRun
+	for _, v := range mm.Vmas {
+		for _, r := range v.Pages {
+			if r.State == pb.PageState_PAGE_STATE_EAGER {
+				runs = append(runs, eagerRun{vma: v, run: r, prot: v.Prot})
+			}
+		}
+	}
+	return runs
+}
+
+func alignUp(n uint64) uint64 { return (n + image.PageSize - 1) &^ (image.PageSize - 1) }
+
+// shmObject reads what restore needs to make the object again: its size,
+// owner and mode (stat of the map_files link, which opens the object
+// itself), and a memfd's seals (fcntl(2) F_GET_SEALS).
+func shmObject(ref shmRef, id uint32) (*pb.ShmObject, error) {
+	f, err := os.OpenFile(ref.via, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open shared memory object: %w", err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("stat shared memory object %s: %w", ref.via, os.NewSyscallError("fstat", err))
+	}
+	if st.Ino != ref.ino {
+		return nil, fmt.Errorf("shared memory object %s is inode %d, the mapping's is %d", ref.via, st.Ino, ref.ino)
+	}
+	obj := &pb.ShmObject{
+		Id: id, Kind: ref.kind, Dev: ref.dev, Inode: ref.ino, Size: uint64(st.Size), Name: ref.name,
+		Mode: st.Mode & 0o7777, Uid: st.Uid, Gid: st.Gid,
+	}
+	if ref.kind == pb.ShmKind_SHM_KIND_MEMFD {
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+			return nil, fmt.Errorf("statfs memfd %q: %w", ref.name, os.NewSyscallError("fstatfs", err))
+		}
+		if fs.Type == unix.HUGETLBFS_MAGIC {
+			return nil, fmt.Errorf("%w: hugetlb memfd %q", ErrUnsupported, ref.name)
+		}
+		seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+		if err != nil {
+			return nil, fmt.Errorf("read seals of memfd %q: %w", ref.name, os.NewSyscallError("fcntl F_GET_SEALS", err))
+		}
+		obj.Seals = uint32(seals)
+	}
+	if obj.Size > image.MaxPagesSize {
+		return nil, fmt.Errorf("%w: shared memory object of %d bytes", ErrUnsupported, obj.Size)
+	}
+	return obj, nil
+}
