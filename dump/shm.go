@@ -7,6 +7,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
@@ -51,7 +52,8 @@ func (cp *Checkpoint) shmOf(m *proc.Mapping) (shmRef, bool, error) {
 		ref.kind = pb.ShmKind_SHM_KIND_MEMFD
 		ref.name = strings.TrimSuffix(strings.TrimPrefix(m.Path, "/memfd:"), " (deleted)")
 	case strings.HasPrefix(m.Path, "/SYSV"):
-		return shmRef{}, false, nil
+		// The inode of a segment's file is its id (ipc/shm.c newseg).
+		ref.kind = pb.ShmKind_SHM_KIND_SYSV
 	case m.Deleted() && strings.HasPrefix(m.Path, "/"):
 		var fs unix.Statfs_t
 		if err := unix.Statfs(ref.via, &fs); err != nil {
@@ -99,11 +101,16 @@ func (cp *Checkpoint) collectShm() error {
 			key := [2]uint64{ref.dev, ref.ino}
 			obj := objs[key]
 			if obj == nil {
+				if ref.kind == pb.ShmKind_SHM_KIND_SYSV {
+					if err := sameIPCNamespace(p); err != nil {
+						return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x %s: %w", cp.pid, p.Pid, v.Start, v.End, v.Name, err)
+					}
+				}
 				var err error
 				if obj, err = shmObject(ref, uint32(len(set.Tree.Shm)+1)); err != nil {
 					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x %s: %w", cp.pid, p.Pid, v.Start, v.End, v.Name, err)
 				}
-				if what, held := fdInodes[ref.ino]; held && ref.kind != pb.ShmKind_SHM_KIND_ANON {
+				if what, held := fdInodes[ref.ino]; held && (ref.kind == pb.ShmKind_SHM_KIND_MEMFD || ref.kind == pb.ShmKind_SHM_KIND_DELETED_FILE) {
 					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: the %s is both mapped and open as an fd; restoring it as one object is not supported yet",
 						cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, what)
 				}
@@ -112,6 +119,10 @@ func (cp *Checkpoint) collectShm() error {
 				set.Tree.Shm = append(set.Tree.Shm, obj)
 			}
 			v.Shm = obj.Id
+			if obj.Kind == pb.ShmKind_SHM_KIND_SYSV && (v.Offset != 0 || v.End-v.Start != alignUp(obj.Size)) {
+				return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: System V shm segment %d is attached only in part (offset %d, %d of %d bytes; unmapped or mprotected in part); only whole attaches are restored",
+					cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, obj.SysvId, v.Offset, v.End-v.Start, obj.Size)
+			}
 			if v.Offset+(v.End-v.Start) > alignUp(obj.Size) {
 				return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: it maps past the end of its shared memory object (%d bytes)", cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, obj.Size)
 			}
@@ -139,11 +150,20 @@ func (cp *Checkpoint) collectShm() error {
 // already holds into FILE pages, marks v's object pages as held, and
 // returns how many pages it turned.
 func takeShmPages(v *pb.Vma, held map[uint64]bool) uint64 {
+	// Runs have no pages-file offset yet (writePages gives them one):
+	// neighbours of one state merge by address alone.
 	var out []*pb.PageRun
+	add := func(r *pb.PageRun) {
+		if k := len(out); k > 0 && out[k-1].State == r.State && out[k-1].Addr+out[k-1].Npages*image.PageSize == r.Addr {
+			out[k-1].Npages += r.Npages
+			return
+		}
+		out = append(out, r)
+	}
 	var moved uint64
 	for _, r := range v.Pages {
 		if r.State != pb.PageState_PAGE_STATE_EAGER {
-			out = appendRun(out, r)
+			add(&pb.PageRun{Addr: r.Addr, Npages: r.Npages, State: r.State})
 			continue
 		}
 		for i := range r.Npages {
@@ -153,7 +173,7 @@ func takeShmPages(v *pb.Vma, held map[uint64]bool) uint64 {
 				st = pb.PageState_PAGE_STATE_FILE
 				moved++
 			}
-			out = appendRun(out, &pb.PageRun{Addr: addr, Npages: 1, State: st})
+			add(&pb.PageRun{Addr: addr, Npages: 1, State: st})
 		}
 	}
 	for a := v.Start; a < v.End; a += image.PageSize {
@@ -200,6 +220,11 @@ func shmObject(ref shmRef, id uint32) (*pb.ShmObject, error) {
 		Id: id, Kind: ref.kind, Dev: ref.dev, Inode: ref.ino, Size: uint64(st.Size), Name: ref.name,
 		Mode: st.Mode & 0o7777, Uid: st.Uid, Gid: st.Gid,
 	}
+	if ref.kind == pb.ShmKind_SHM_KIND_SYSV {
+		if err := sysvSegment(obj, ref.ino); err != nil {
+			return nil, err
+		}
+	}
 	if ref.kind == pb.ShmKind_SHM_KIND_MEMFD {
 		var fs unix.Statfs_t
 		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
@@ -218,4 +243,36 @@ func shmObject(ref shmRef, id uint32) (*pb.ShmObject, error) {
 		return nil, fmt.Errorf("%w: shared memory object of %d bytes", ErrUnsupported, obj.Size)
 	}
 	return obj, nil
+}
+
+// sysvSegment fills obj from shmctl(2) IPC_STAT of segment id: key,
+// owner, mode (with SHM_DEST and SHM_LOCKED) and size.
+func sysvSegment(obj *pb.ShmObject, id uint64) error {
+	if id > 1<<31-1 {
+		return fmt.Errorf("System V shm segment id %d out of range", id)
+	}
+	var d unix.SysvShmDesc
+	if _, err := unix.SysvShmCtl(int(id), unix.IPC_STAT, &d); err != nil {
+		return fmt.Errorf("read System V shm segment %d: %w", id, os.NewSyscallError("shmctl IPC_STAT", err))
+	}
+	obj.SysvId, obj.SysvKey = int32(id), d.Perm.Key
+	obj.Size, obj.Uid, obj.Gid = d.Segsz, d.Perm.Uid, d.Perm.Gid
+	obj.Mode = d.Perm.Mode & (0o777 | kabi.SHM_DEST | kabi.SHM_LOCKED)
+	if obj.Size == 0 {
+		return fmt.Errorf("System V shm segment %d has size 0", id)
+	}
+	return nil
+}
+
+// sameIPCNamespace refuses a process whose System V IPC namespace is not
+// lazycr's: its segments are read (and made again) by id in lazycr's own.
+func sameIPCNamespace(p *pb.Process) error {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/ipc", &st); err != nil {
+		return fmt.Errorf("stat /proc/self/ns/ipc: %w", os.NewSyscallError("stat", err))
+	}
+	if ns := p.GetNamespaces().GetIpc(); ns != 0 && ns != st.Ino {
+		return fmt.Errorf("%w: System V shared memory of IPC namespace %d, lazycr runs in %d: run lazycr in the process's IPC namespace", ErrUnsupported, ns, st.Ino)
+	}
+	return nil
 }

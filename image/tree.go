@@ -110,7 +110,7 @@ func (s *Set) validateShm() error {
 			return fmt.Errorf("%s: %w: shared memory object id %d is zero or listed twice", TreeFile, ErrInvalid, o.Id)
 		}
 		switch o.Kind {
-		case pb.ShmKind_SHM_KIND_ANON, pb.ShmKind_SHM_KIND_MEMFD, pb.ShmKind_SHM_KIND_DELETED_FILE:
+		case pb.ShmKind_SHM_KIND_ANON, pb.ShmKind_SHM_KIND_MEMFD, pb.ShmKind_SHM_KIND_DELETED_FILE, pb.ShmKind_SHM_KIND_SYSV:
 		default:
 			return fmt.Errorf("%s: %w: shared memory object %d has unknown kind %d", TreeFile, ErrInvalid, o.Id, o.Kind)
 		}

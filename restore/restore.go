@@ -72,6 +72,9 @@ var (
 	// ErrFileChanged: a file the process mapped or had open is not the one
 	// it was.
 	ErrFileChanged = files.ErrFileChanged
+	// ErrSysvTaken: the id or key of a System V shm segment the process
+	// attached is in use here.
+	ErrSysvTaken = errors.New("System V shm id or key is taken")
 )
 
 // Process is a process being built; Resume lets it run.
@@ -167,6 +170,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		return nil, err
 	}
 	defer r.shm.close()
+	undo.push(r.shm.removeSysv)
 	r.img = set.Root()
 	r.mm = set.Memory[r.img.Pid]
 	r.fds = set.Fds[r.img.Pid]

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,7 @@ import (
 type shmState struct {
 	objs map[uint32]*pb.ShmObject
 	fds  map[uint32]int // lazycr's fd of each object made
+	sysv []int          // System V segments made (removed if the restore fails)
 }
 
 func newShmState(set *image.Set) (*shmState, error) {
@@ -70,7 +72,15 @@ func (s *shmState) object(id uint32) (*pb.ShmObject, int, error) {
 	if fd, ok := s.fds[id]; ok {
 		return o, fd, nil
 	}
-	fd, err := makeShmObject(o)
+	var (
+		fd  int
+		err error
+	)
+	if o.Kind == pb.ShmKind_SHM_KIND_SYSV {
+		fd, err = s.makeSysv(o)
+	} else {
+		fd, err = makeShmObject(o)
+	}
 	if err != nil {
 		return nil, -1, err
 	}
@@ -94,6 +104,8 @@ func makeShmObject(o *pb.ShmObject) (int, error) {
 		}
 	case pb.ShmKind_SHM_KIND_DELETED_FILE:
 		fd, err = makeDeletedFile(o.Name)
+	case pb.ShmKind_SHM_KIND_SYSV:
+		return -1, errors.New("a System V segment is made by shmState.object")
 	default:
 		return -1, fmt.Errorf("%w: shared memory object %d of unknown kind %d", image.ErrInvalid, o.Id, o.Kind)
 	}
@@ -113,6 +125,8 @@ func shmWhat(o *pb.ShmObject) string {
 		return "anonymous shared memory"
 	case pb.ShmKind_SHM_KIND_MEMFD:
 		return fmt.Sprintf("memfd %q", o.Name)
+	case pb.ShmKind_SHM_KIND_SYSV:
+		return fmt.Sprintf("System V shm segment %d (key %#x)", o.SysvId, uint32(o.SysvKey))
 	}
 	return fmt.Sprintf("deleted file %s", o.Name)
 }
@@ -186,7 +200,7 @@ func makeDeletedFile(path string) (int, error) {
 
 // writeShm writes v's EAGER runs into its object at their object offset
 // (the first VMA to map a page holds its data, see dump/shm.go).
-func (r *Process) writeShm(v *pb.Vma, fd int) error {
+func (r *Process) writeShm(v *pb.Vma, o *pb.ShmObject, fd int) error {
 	var buf []byte
 	for _, run := range v.Pages {
 		if run.State != pb.PageState_PAGE_STATE_EAGER {
@@ -204,9 +218,15 @@ func (r *Process) writeShm(v *pb.Vma, fd int) error {
 			if err := r.opts.Pages.ReadAt(buf[:n], off); err != nil {
 				return err
 			}
-			at := int64(addr - v.Start + v.Offset)
-			for done := uint64(0); done < n; {
-				w, err := unix.Pwrite(fd, buf[done:n], at+int64(done))
+			// The last page's bytes past the object's size are not
+			// written: that would grow the object.
+			at := addr - v.Start + v.Offset
+			m := n
+			if at+m > o.Size {
+				m = o.Size - min(at, o.Size)
+			}
+			for done := uint64(0); done < m; {
+				w, err := unix.Pwrite(fd, buf[done:m], int64(at+done))
 				if errors.Is(err, unix.EINTR) {
 					continue
 				}
@@ -234,8 +254,11 @@ func (r *Process) mapShm(v *pb.Vma, flags uintptr) error {
 	if v.Offset%image.PageSize != 0 || v.Offset+(v.End-v.Start) > (o.Size+image.PageSize-1)&^(image.PageSize-1) {
 		return fmt.Errorf("%w: vma maps %d bytes at offset %d of a %d-byte object", image.ErrInvalid, v.End-v.Start, v.Offset, o.Size)
 	}
-	if err := r.writeShm(v, local); err != nil {
+	if err := r.writeShm(v, o, local); err != nil {
 		return fmt.Errorf("%s: %w", shmWhat(o), err)
+	}
+	if o.Kind == pb.ShmKind_SHM_KIND_SYSV {
+		return r.attachSysv(v, o)
 	}
 	b := r.b
 	acc := vmattr.OpenAccess(v)
@@ -267,10 +290,108 @@ func (r *Process) mapShm(v *pb.Vma, flags uintptr) error {
 	return nil
 }
 
-// sealShm adds the memfds' seals once every VMA is mapped.
+// attachSysv attaches System V segment o at v's address in the process
+// (shmat(2); read-only unless v may be written, executable if v is), so
+// the attach counts and shmdt(2) works as it did.
+func (r *Process) attachSysv(v *pb.Vma, o *pb.ShmObject) error {
+	flags := uintptr(0)
+	if vmattr.OpenAccess(v) == unix.O_RDONLY {
+		flags |= unix.SHM_RDONLY
+	}
+	if v.Prot&unix.PROT_EXEC != 0 {
+		flags |= kabi.SHM_EXEC
+	}
+	got, err := r.b.call(unix.SYS_SHMAT, uintptr(o.SysvId), uintptr(v.Start), flags)
+	if err != nil {
+		return fmt.Errorf("shmat %s: %w", shmWhat(o), err)
+	}
+	if uint64(got) != v.Start {
+		return fmt.Errorf("shmat %s returned %#x", shmWhat(o), got)
+	}
+	return nil
+}
+
+// makeSysv makes System V segment o with its id and key (shm_next_id,
+// then shmget(2) IPC_CREAT|IPC_EXCL), owner and mode (shmctl(2) IPC_SET),
+// lock; it refuses when the id or key is taken here. It returns an fd of
+// the segment's memory: lazycr attaches it, opens the attach through
+// /proc/self/map_files and detaches again.
+func (s *shmState) makeSysv(o *pb.ShmObject) (int, error) {
+	what := shmWhat(o)
+	var d unix.SysvShmDesc
+	if _, err := unix.SysvShmCtl(int(o.SysvId), unix.IPC_STAT, &d); err == nil {
+		return -1, fmt.Errorf("%w: %s: the id is taken here by a segment of key %#x (%d bytes, %d attaches); remove it (ipcrm -m %d) or restore into a fresh IPC namespace",
+			ErrSysvTaken, what, uint32(d.Perm.Key), d.Segsz, d.Nattch, o.SysvId)
+	}
+	if o.SysvKey != unix.IPC_PRIVATE {
+		if id, err := unix.SysvShmGet(int(o.SysvKey), 0, 0); err == nil {
+			return -1, fmt.Errorf("%w: %s: the key is taken here by segment %d", ErrSysvTaken, what, id)
+		}
+	}
+	if err := os.WriteFile(kabi.ShmNextID, []byte(fmt.Sprint(o.SysvId)), 0); err != nil {
+		return -1, fmt.Errorf("%s: set the next id: %w", what, err)
+	}
+	id, err := unix.SysvShmGet(int(o.SysvKey), int(o.Size), unix.IPC_CREAT|unix.IPC_EXCL|int(o.Mode&0o777))
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", what, os.NewSyscallError("shmget", err))
+	}
+	s.sysv = append(s.sysv, id)
+	if id != int(o.SysvId) {
+		return -1, fmt.Errorf("%w: %s: made as segment %d (another shmget took the id meanwhile?)", ErrSysvTaken, what, id)
+	}
+	d = unix.SysvShmDesc{}
+	if _, err := unix.SysvShmCtl(id, unix.IPC_STAT, &d); err != nil {
+		return -1, fmt.Errorf("%s: %w", what, os.NewSyscallError("shmctl IPC_STAT", err))
+	}
+	d.Perm.Uid, d.Perm.Gid, d.Perm.Mode = o.Uid, o.Gid, o.Mode&0o777
+	if _, err := unix.SysvShmCtl(id, unix.IPC_SET, &d); err != nil {
+		return -1, fmt.Errorf("%s: set owner %d:%d and mode %#o: %w", what, o.Uid, o.Gid, o.Mode&0o777, os.NewSyscallError("shmctl IPC_SET", err))
+	}
+	if o.Mode&kabi.SHM_LOCKED != 0 {
+		if _, err := unix.SysvShmCtl(id, kabi.SHM_LOCK, nil); err != nil {
+			return -1, fmt.Errorf("%s: %w", what, os.NewSyscallError("shmctl SHM_LOCK", err))
+		}
+	}
+	b, err := unix.SysvShmAttach(id, 0, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%s: attach in lazycr: %w", what, os.NewSyscallError("shmat", err))
+	}
+	defer unix.SysvShmDetach(b)
+	start := unsafeAddr(b)
+	end := (start + uintptr(len(b)) + image.PageSize - 1) &^ (image.PageSize - 1)
+	path := fmt.Sprintf("/proc/self/map_files/%x-%x", start, end)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%s: open %s: %w", what, path, os.NewSyscallError("open", err))
+	}
+	return fd, nil
+}
+
+// removeSysv removes the segments a failed restore made.
+func (s *shmState) removeSysv() {
+	if s == nil {
+		return
+	}
+	for _, id := range s.sysv {
+		unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+	}
+	s.sysv = nil
+}
+
+// seal adds the memfds' seals once every VMA is mapped, and removes the
+// System V segments that were marked for destruction (they go with their
+// last detach, as they would have).
 func (s *shmState) seal() error {
 	if s == nil {
 		return nil
+	}
+	for id := range s.fds {
+		o := s.objs[id]
+		if o.Kind == pb.ShmKind_SHM_KIND_SYSV && o.Mode&kabi.SHM_DEST != 0 {
+			if _, err := unix.SysvShmCtl(int(o.SysvId), unix.IPC_RMID, nil); err != nil {
+				return fmt.Errorf("restore: remove %s (it was marked for destruction): %w", shmWhat(o), os.NewSyscallError("shmctl IPC_RMID", err))
+			}
+		}
 	}
 	for id, fd := range s.fds {
 		o := s.objs[id]

@@ -43,6 +43,7 @@ const (
 	ShmKind_SHM_KIND_ANON         ShmKind = 1 // MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)")
 	ShmKind_SHM_KIND_MEMFD        ShmKind = 2 // memfd_create(2) ("/memfd:NAME (deleted)")
 	ShmKind_SHM_KIND_DELETED_FILE ShmKind = 3 // an unlinked tmpfs file (shm_open then shm_unlink)
+	ShmKind_SHM_KIND_SYSV         ShmKind = 4 // a System V shm segment ("/SYSV%08x (deleted)"), attached with shmat(2)
 )
 
 // Enum value maps for ShmKind.
@@ -52,12 +53,14 @@ var (
 		1: "SHM_KIND_ANON",
 		2: "SHM_KIND_MEMFD",
 		3: "SHM_KIND_DELETED_FILE",
+		4: "SHM_KIND_SYSV",
 	}
 	ShmKind_value = map[string]int32{
 		"SHM_KIND_UNSPECIFIED":  0,
 		"SHM_KIND_ANON":         1,
 		"SHM_KIND_MEMFD":        2,
 		"SHM_KIND_DELETED_FILE": 3,
+		"SHM_KIND_SYSV":         4,
 	}
 )
 
@@ -419,17 +422,22 @@ func (x *ProcessTree) GetShm() []*ShmObject {
 // to map a page of the object holds that page's data; the later ones have
 // FILE runs there (the object holds the data).
 type ShmObject struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // Vma.shm of the VMAs that map it; 1, 2, …
-	Kind          ShmKind                `protobuf:"varint,2,opt,name=kind,proto3,enum=lazycr.image.v1.ShmKind" json:"kind,omitempty"`
-	Dev           uint64                 `protobuf:"varint,3,opt,name=dev,proto3" json:"dev,omitempty"` // st_dev and inode on the source
-	Inode         uint64                 `protobuf:"varint,4,opt,name=inode,proto3" json:"inode,omitempty"`
-	Size          uint64                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`   // st_size: a page beyond it faults with SIGBUS
-	Name          string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`    // memfd: its name without "memfd:"; deleted file: its path
-	Seals         uint32                 `protobuf:"varint,7,opt,name=seals,proto3" json:"seals,omitempty"` // memfd: F_GET_SEALS
-	Mode          uint32                 `protobuf:"varint,8,opt,name=mode,proto3" json:"mode,omitempty"`   // permission bits
-	Uid           uint32                 `protobuf:"varint,9,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,10,opt,name=gid,proto3" json:"gid,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // Vma.shm of the VMAs that map it; 1, 2, …
+	Kind  ShmKind                `protobuf:"varint,2,opt,name=kind,proto3,enum=lazycr.image.v1.ShmKind" json:"kind,omitempty"`
+	Dev   uint64                 `protobuf:"varint,3,opt,name=dev,proto3" json:"dev,omitempty"` // st_dev and inode on the source
+	Inode uint64                 `protobuf:"varint,4,opt,name=inode,proto3" json:"inode,omitempty"`
+	Size  uint64                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`   // st_size: a page beyond it faults with SIGBUS
+	Name  string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`    // memfd: its name without "memfd:"; deleted file: its path
+	Seals uint32                 `protobuf:"varint,7,opt,name=seals,proto3" json:"seals,omitempty"` // memfd: F_GET_SEALS
+	Mode  uint32                 `protobuf:"varint,8,opt,name=mode,proto3" json:"mode,omitempty"`   // permission bits
+	Uid   uint32                 `protobuf:"varint,9,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid   uint32                 `protobuf:"varint,10,opt,name=gid,proto3" json:"gid,omitempty"`
+	// System V: the segment's key and id (restore makes it with the same
+	// id, shm_next_id, and refuses if the id or key is taken); mode keeps
+	// SHM_DEST (removed once attached) and SHM_LOCKED.
+	SysvKey       int32 `protobuf:"varint,11,opt,name=sysv_key,json=sysvKey,proto3" json:"sysv_key,omitempty"`
+	SysvId        int32 `protobuf:"varint,12,opt,name=sysv_id,json=sysvId,proto3" json:"sysv_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,6 +538,20 @@ func (x *ShmObject) GetUid() uint32 {
 func (x *ShmObject) GetGid() uint32 {
 	if x != nil {
 		return x.Gid
+	}
+	return 0
+}
+
+func (x *ShmObject) GetSysvKey() int32 {
+	if x != nil {
+		return x.SysvKey
+	}
+	return 0
+}
+
+func (x *ShmObject) GetSysvId() int32 {
+	if x != nil {
+		return x.SysvId
 	}
 	return 0
 }
@@ -4801,7 +4823,7 @@ const file_image_proto_rawDesc = "" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
 	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
 	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\x12,\n" +
-	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\xe7\x01\n" +
+	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\x9b\x02\n" +
 	"\tShmObject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.lazycr.image.v1.ShmKindR\x04kind\x12\x10\n" +
@@ -4813,7 +4835,9 @@ const file_image_proto_rawDesc = "" +
 	"\x04mode\x18\b \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\t \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\n" +
-	" \x01(\rR\x03gid\")\n" +
+	" \x01(\rR\x03gid\x12\x19\n" +
+	"\bsysv_key\x18\v \x01(\x05R\asysvKey\x12\x17\n" +
+	"\asysv_id\x18\f \x01(\x05R\x06sysvId\")\n" +
 	"\x05FdRef\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\"h\n" +
@@ -5227,12 +5251,13 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"rdev_minor\x18\x04 \x01(\rR\trdevMinor\x12\x12\n" +
 	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x19\n" +
-	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*e\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*x\n" +
 	"\aShmKind\x12\x18\n" +
 	"\x14SHM_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSHM_KIND_ANON\x10\x01\x12\x12\n" +
 	"\x0eSHM_KIND_MEMFD\x10\x02\x12\x19\n" +
-	"\x15SHM_KIND_DELETED_FILE\x10\x03*\xe1\x01\n" +
+	"\x15SHM_KIND_DELETED_FILE\x10\x03\x12\x11\n" +
+	"\rSHM_KIND_SYSV\x10\x04*\xe1\x01\n" +
 	"\aVmaKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVMA_KIND_ANON\x10\x01\x12\x11\n" +

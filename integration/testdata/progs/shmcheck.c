@@ -10,7 +10,8 @@
  * whenever it sees the child's counter move on there (so a tick stops as
  * soon as the memory is no longer shared), checks that a write through the
  * alias reads back through the first mapping, and both check the pattern
- * the parent wrote into page 1 before the fork.
+ * the parent wrote into page 1 before the fork; the parent also checks
+ * the memfd's and the shm segment's sizes (not page multiples).
  *
  * Report: {"pid":N,"child":N}
  * Ticks:  parent: "anon", "memfd", "devshm", "sem", "alias";
@@ -25,6 +26,24 @@
 
 #define PG 4096UL
 #define ANON_PAGES 4
+#define MEMFD_SIZE (2 * PG - 50)
+#define DEVSHM_SIZE 100
+
+/* check_size checks the size of the object mapped at p (len bytes). */
+static void check_size(const volatile void *p, unsigned long len, off_t want, const char *what)
+{
+	char path[128];
+	struct stat st;
+	snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", (unsigned long)p, (unsigned long)p + len);
+	if (stat(path, &st)) {
+		fprintf(stderr, "parent: stat %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	if (st.st_size != want) {
+		fprintf(stderr, "parent: the %s is %ld bytes, want %ld\n", what, (long)st.st_size, (long)want);
+		exit(1);
+	}
+}
 
 static void check_pattern(const unsigned char *p, const char *who)
 {
@@ -44,7 +63,7 @@ int main(void)
 		anon[PG + i] = pattern(7, i);
 
 	int mfd = memfd_create("shmcheck", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (mfd < 0 || ftruncate(mfd, 2 * PG))
+	if (mfd < 0 || ftruncate(mfd, MEMFD_SIZE))
 		die("memfd");
 	volatile unsigned long *mem = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	if (mem == MAP_FAILED)
@@ -56,7 +75,7 @@ int main(void)
 	char name[64];
 	snprintf(name, sizeof name, "/shmcheck-%d", getpid());
 	int sfd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (sfd < 0 || ftruncate(sfd, PG))
+	if (sfd < 0 || ftruncate(sfd, DEVSHM_SIZE))
 		die("shm_open");
 	volatile unsigned long *dev = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, sfd, 0);
 	if (dev == MAP_FAILED)
@@ -123,6 +142,8 @@ int main(void)
 		}
 		tick("alias", ticks[4]);
 		check_pattern(anon, "parent");
+		check_size(mem, 2 * PG, MEMFD_SIZE, "memfd");
+		check_size(dev, PG, DEVSHM_SIZE, "shm segment");
 		pace();
 	}
 }
