@@ -75,15 +75,15 @@ func (cp *Checkpoint) shmOf(m *proc.Mapping) (shmRef, bool, error) {
 func (cp *Checkpoint) collectShm() error {
 	set := cp.Set
 	objs := map[[2]uint64]*pb.ShmObject{}
-	covered := map[uint32]map[uint64]bool{} // object id → object pages taken
-	fdInodes := map[uint64]string{}         // memfds and deleted files held as fds
+	covered := map[uint32]pages{} // object id → object pages taken
+	fdInodes := map[uint64]bool{} // memfds and deleted files held as fds
 	for _, t := range set.Fds {
 		for _, f := range t.GetFds() {
 			if m := f.GetMemfd(); m != nil {
-				fdInodes[m.Inode] = fmt.Sprintf("memfd %q", m.Name)
+				fdInodes[m.Inode] = true
 			}
 			if d := f.GetDeletedFile(); d != nil && d.File != nil {
-				fdInodes[d.File.Inode] = fmt.Sprintf("deleted file %s", d.File.Path)
+				fdInodes[d.File.Inode] = true
 			}
 		}
 	}
@@ -110,12 +110,12 @@ func (cp *Checkpoint) collectShm() error {
 				if obj, err = shmObject(ref, uint32(len(set.Tree.Shm)+1)); err != nil {
 					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x %s: %w", cp.pid, p.Pid, v.Start, v.End, v.Name, err)
 				}
-				if what, held := fdInodes[ref.ino]; held && (ref.kind == pb.ShmKind_SHM_KIND_MEMFD || ref.kind == pb.ShmKind_SHM_KIND_DELETED_FILE) {
-					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: the %s is both mapped and open as an fd; restoring it as one object is not supported yet",
-						cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, what)
+				if fdInodes[ref.ino] && (ref.kind == pb.ShmKind_SHM_KIND_MEMFD || ref.kind == pb.ShmKind_SHM_KIND_DELETED_FILE) {
+					// Its whole content is in the fd images already.
+					obj.FdContent = true
 				}
 				objs[key] = obj
-				covered[obj.Id] = map[uint64]bool{}
+				covered[obj.Id] = pages{}
 				set.Tree.Shm = append(set.Tree.Shm, obj)
 			}
 			v.Shm = obj.Id
@@ -126,7 +126,11 @@ func (cp *Checkpoint) collectShm() error {
 			if v.Offset+(v.End-v.Start) > alignUp(obj.Size) {
 				return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: it maps past the end of its shared memory object (%d bytes)", cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, obj.Size)
 			}
-			moved := takeShmPages(v, covered[obj.Id])
+			var held pageSet = covered[obj.Id]
+			if obj.FdContent {
+				held = allHeld{}
+			}
+			moved := takeShmPages(v, held)
 			if moved > 0 {
 				changed = true
 				m.Stats.PagesEager -= moved
@@ -149,7 +153,7 @@ func (cp *Checkpoint) collectShm() error {
 // takeShmPages turns v's EAGER pages whose object page an earlier VMA
 // already holds into FILE pages, marks v's object pages as held, and
 // returns how many pages it turned.
-func takeShmPages(v *pb.Vma, held map[uint64]bool) uint64 {
+func takeShmPages(v *pb.Vma, held pageSet) uint64 {
 	// Runs have no pages-file offset yet (writePages gives them one):
 	// neighbours of one state merge by address alone.
 	var out []*pb.PageRun
@@ -169,7 +173,7 @@ func takeShmPages(v *pb.Vma, held map[uint64]bool) uint64 {
 		for i := range r.Npages {
 			addr := r.Addr + i*image.PageSize
 			st := pb.PageState_PAGE_STATE_EAGER
-			if held[(addr-v.Start+v.Offset)/image.PageSize] {
+			if held.has((addr - v.Start + v.Offset) / image.PageSize) {
 				st = pb.PageState_PAGE_STATE_FILE
 				moved++
 			}
@@ -177,7 +181,7 @@ func takeShmPages(v *pb.Vma, held map[uint64]bool) uint64 {
 		}
 	}
 	for a := v.Start; a < v.End; a += image.PageSize {
-		held[(a-v.Start+v.Offset)/image.PageSize] = true
+		held.add((a - v.Start + v.Offset) / image.PageSize)
 	}
 	if moved > 0 {
 		v.Pages = out
@@ -276,3 +280,21 @@ func sameIPCNamespace(p *pb.Process) error {
 	}
 	return nil
 }
+
+// pageSet is a set of object page numbers.
+type pageSet interface {
+	has(uint64) bool
+	add(uint64)
+}
+
+// pages is a pageSet.
+type pages map[uint64]bool
+
+func (p pages) has(n uint64) bool { return p[n] }
+func (p pages) add(n uint64)      { p[n] = true }
+
+// allHeld holds every page: the object's content is elsewhere.
+type allHeld struct{}
+
+func (allHeld) has(uint64) bool { return true }
+func (allHeld) add(uint64)      {}

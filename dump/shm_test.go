@@ -21,7 +21,7 @@ func TestTakeShmPages(t *testing.T) {
 		}
 		return s
 	}
-	held := map[uint64]bool{}
+	held := pages{}
 	// Object pages 0-3 at 0x10000.
 	a := &pb.Vma{Start: 0x10000, End: 0x10000 + 4*P, Pages: []*pb.PageRun{
 		{Addr: 0x10000, Npages: 3, State: eager}, {Addr: 0x10000 + 3*P, Npages: 1, State: zero}}}

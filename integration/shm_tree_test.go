@@ -79,3 +79,51 @@ func shmObject(img *imageSet, id uint32) *pb.ShmObject {
 	}
 	return &pb.ShmObject{}
 }
+
+// TestShmFdRestore dumps a parent and child that share a memfd and an
+// unlinked /dev/shm file, each both mapped and held as an fd: after
+// restore, what the child writes through the mapping (memfd) or the fd
+// (file) must reach the parent through the other (pread, mapping), the
+// memfd keeping its size and seals and the data written before the dump.
+// The image holds each object once, with its content in the fd images
+// only.
+func TestShmFdRestore(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "shmfdcheck"))
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	keys := []string{"memfd", "devshm", "writer"}
+	requireProgress(t, p, keys...)
+
+	dir := dumpKill(t, p)
+	waitGone(t, r.Child)
+	img := show(t, dir)
+	if n := len(img.Tree.Shm); n != 2 {
+		t.Errorf("image: %d shared memory objects, want 2: %v", n, img.Tree.Shm)
+	}
+	for _, o := range img.Tree.Shm {
+		if !o.FdContent {
+			t.Errorf("image: object %d (%s %s) does not say its content is in the fd images", o.Id, o.Kind, o.Name)
+		}
+	}
+	for _, pid := range []int{r.Pid, r.Child} {
+		for _, v := range img.Memory[uint32(pid)].GetVmas() {
+			for _, run := range v.Pages {
+				if v.Shm != 0 && run.State == pb.PageState_PAGE_STATE_EAGER {
+					t.Errorf("image: pid %d vma %#x-%#x of object %d has eager pages", pid, v.Start, v.End, v.Shm)
+				}
+			}
+		}
+	}
+
+	rp := restoreFrom(t, p, dir)
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, keys...)
+	if s := rp.stderr(); s != "" {
+		t.Errorf("the tree complains:\n%s", s)
+	}
+}

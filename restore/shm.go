@@ -36,13 +36,14 @@ import (
 
 // shmState is the objects of a restore, shared by every member.
 type shmState struct {
-	objs map[uint32]*pb.ShmObject
-	fds  map[uint32]int // lazycr's fd of each object made
-	sysv []int          // System V segments made (removed if the restore fails)
+	objs   map[uint32]*pb.ShmObject
+	fds    map[uint32]int  // lazycr's fd of each object made
+	sysv   []int           // System V segments made (removed if the restore fails)
+	filled map[uint32]bool // objects package files has filled (forFiles)
 }
 
 func newShmState(set *image.Set) (*shmState, error) {
-	s := &shmState{objs: map[uint32]*pb.ShmObject{}, fds: map[uint32]int{}}
+	s := &shmState{objs: map[uint32]*pb.ShmObject{}, fds: map[uint32]int{}, filled: map[uint32]bool{}}
 	for _, o := range set.Tree.GetShm() {
 		if o.Id == 0 || s.objs[o.Id] != nil {
 			return nil, fmt.Errorf("restore: %w: shared memory object id %d is zero or listed twice", image.ErrInvalid, o.Id)
@@ -50,6 +51,30 @@ func newShmState(set *image.Set) (*shmState, error) {
 		s.objs[o.Id] = o
 	}
 	return s, nil
+}
+
+// forFiles is the files.SharedMemoryFunc: lazycr's fd of the object a
+// memfd (dev 0, matched by inode) or deleted file (device and inode) is
+// also mapped as, made if no VMA has made it yet; -1 if none.
+func (s *shmState) forFiles(dev, inode uint64) (int, bool, error) {
+	if s == nil {
+		return -1, false, nil
+	}
+	for id, o := range s.objs {
+		match := o.Inode == inode && ((dev == 0 && o.Kind == pb.ShmKind_SHM_KIND_MEMFD) ||
+			(dev != 0 && o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE && o.Dev == dev))
+		if !match {
+			continue
+		}
+		_, fd, err := s.object(id)
+		if err != nil {
+			return -1, false, err
+		}
+		first := !s.filled[id]
+		s.filled[id] = true
+		return fd, first, nil
+	}
+	return -1, false, nil
 }
 
 // close closes lazycr's fds of the objects (the mappings keep them).
@@ -397,6 +422,13 @@ func (s *shmState) seal() error {
 		o := s.objs[id]
 		if o.Kind != pb.ShmKind_SHM_KIND_MEMFD || o.Seals == 0 {
 			continue
+		}
+		cur, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+		if err != nil {
+			return fmt.Errorf("restore: read seals of memfd %q: %w", o.Name, os.NewSyscallError("fcntl F_GET_SEALS", err))
+		}
+		if uint32(cur) == o.Seals {
+			continue // sealed by package files (an fd of it)
 		}
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, int(o.Seals)); err != nil {
 			return fmt.Errorf("restore: seal memfd %q with %#x: %w", o.Name, o.Seals, os.NewSyscallError("fcntl F_ADD_SEALS", err))

@@ -436,8 +436,11 @@ type ShmObject struct {
 	// System V: the segment's key and id (restore makes it with the same
 	// id, shm_next_id, and refuses if the id or key is taken); mode keeps
 	// SHM_DEST (removed once attached) and SHM_LOCKED.
-	SysvKey       int32 `protobuf:"varint,11,opt,name=sysv_key,json=sysvKey,proto3" json:"sysv_key,omitempty"`
-	SysvId        int32 `protobuf:"varint,12,opt,name=sysv_id,json=sysvId,proto3" json:"sysv_id,omitempty"`
+	SysvKey int32 `protobuf:"varint,11,opt,name=sysv_key,json=sysvKey,proto3" json:"sysv_key,omitempty"`
+	SysvId  int32 `protobuf:"varint,12,opt,name=sysv_id,json=sysvId,proto3" json:"sysv_id,omitempty"`
+	// A memfd or deleted file also held as an fd: its content is in the fd
+	// images (package files), every run of its VMAs is FILE.
+	FdContent     bool `protobuf:"varint,13,opt,name=fd_content,json=fdContent,proto3" json:"fd_content,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +557,13 @@ func (x *ShmObject) GetSysvId() int32 {
 		return x.SysvId
 	}
 	return 0
+}
+
+func (x *ShmObject) GetFdContent() bool {
+	if x != nil {
+		return x.FdContent
+	}
+	return false
 }
 
 // FdRef names one fd of one member.
@@ -4823,7 +4833,7 @@ const file_image_proto_rawDesc = "" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
 	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
 	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\x12,\n" +
-	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\x9b\x02\n" +
+	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\xba\x02\n" +
 	"\tShmObject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.lazycr.image.v1.ShmKindR\x04kind\x12\x10\n" +
@@ -4837,7 +4847,9 @@ const file_image_proto_rawDesc = "" +
 	"\x03gid\x18\n" +
 	" \x01(\rR\x03gid\x12\x19\n" +
 	"\bsysv_key\x18\v \x01(\x05R\asysvKey\x12\x17\n" +
-	"\asysv_id\x18\f \x01(\x05R\x06sysvId\")\n" +
+	"\asysv_id\x18\f \x01(\x05R\x06sysvId\x12\x1d\n" +
+	"\n" +
+	"fd_content\x18\r \x01(\bR\tfdContent\")\n" +
 	"\x05FdRef\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\"h\n" +
