@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/lazycr/lazycr/image"
@@ -75,8 +76,9 @@ func (cp *Checkpoint) shmOf(m *proc.Mapping) (shmRef, bool, error) {
 func (cp *Checkpoint) collectShm() error {
 	set := cp.Set
 	objs := map[[2]uint64]*pb.ShmObject{}
-	covered := map[uint32]pages{} // object id → object pages taken
-	fdInodes := map[uint64]bool{} // memfds and deleted files held as fds
+	covered := map[uint32]pages{}   // object id → object pages taken
+	attaches := map[uint32]uint64{} // object id → VMAs of it in the tree
+	fdInodes := map[uint64]bool{}   // memfds and deleted files held as fds
 	for _, t := range set.Fds {
 		for _, f := range t.GetFds() {
 			if m := f.GetMemfd(); m != nil {
@@ -119,6 +121,7 @@ func (cp *Checkpoint) collectShm() error {
 				set.Tree.Shm = append(set.Tree.Shm, obj)
 			}
 			v.Shm = obj.Id
+			attaches[obj.Id]++
 			if obj.Kind == pb.ShmKind_SHM_KIND_SYSV && (v.Offset != 0 || v.End-v.Start != alignUp(obj.Size)) {
 				return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x: %w: System V shm segment %d is attached only in part (offset %d, %d of %d bytes; unmapped or mprotected in part); only whole attaches are restored",
 					cp.pid, p.Pid, v.Start, v.End, ErrUnsupported, obj.SysvId, v.Offset, v.End-v.Start, obj.Size)
@@ -145,6 +148,64 @@ func (cp *Checkpoint) collectShm() error {
 		}
 		if changed {
 			m.eager[p.Pid] = eagerRunsOf(set.Memory[p.Pid])
+		}
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	return cp.refuseShmOutside(objs, attaches)
+}
+
+// refuseShmOutside refuses an object that a process outside the tree
+// maps too (a restore would make it anew, no longer shared with that
+// process): for System V segments, more attaches (shm_nattch) than the
+// tree's VMAs of it; for the others, a mapping of the same device and
+// inode in /proc/PID/maps of a process that is not a member. The members
+// are frozen, the others not: this is a snapshot, as for pipes
+// (pipesHeldOutside).
+func (cp *Checkpoint) refuseShmOutside(objs map[[2]uint64]*pb.ShmObject, attaches map[uint32]uint64) error {
+	members := map[int]bool{os.Getpid(): true}
+	for _, p := range cp.Set.Tree.Processes {
+		members[int(p.Pid)] = true
+	}
+	scan := false
+	for _, o := range objs {
+		if o.Kind != pb.ShmKind_SHM_KIND_SYSV {
+			scan = true
+			continue
+		}
+		var d unix.SysvShmDesc
+		if _, err := unix.SysvShmCtl(int(o.SysvId), unix.IPC_STAT, &d); err != nil {
+			return fmt.Errorf("dump pid %d: read System V shm segment %d: %w", cp.pid, o.SysvId, os.NewSyscallError("shmctl IPC_STAT", err))
+		}
+		if d.Nattch != attaches[o.Id] {
+			return fmt.Errorf("dump pid %d: %w: System V shm segment %d (key %#x) has %d attaches, the tree %d: a process outside the tree has it attached (last attach by pid %d)",
+				cp.pid, ErrUnsupported, o.SysvId, uint32(o.SysvKey), d.Nattch, attaches[o.Id], d.Lpid)
+		}
+	}
+	if !scan {
+		return nil
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || members[pid] {
+			continue
+		}
+		maps, err := proc.ReadMaps(pid)
+		if err != nil {
+			continue // gone, or a kernel thread
+		}
+		for _, m := range maps {
+			if !m.Shared || m.Inode == 0 {
+				continue
+			}
+			o := objs[[2]uint64{unix.Mkdev(m.Major, m.Minor), m.Inode}]
+			if o == nil || o.Kind == pb.ShmKind_SHM_KIND_SYSV {
+				continue
+			}
+			return fmt.Errorf("dump pid %d: %w: pid %d, outside the tree, maps the shared memory object %s (inode %d) at %#x-%#x too: restored, it would no longer be shared with it",
+				cp.pid, ErrUnsupported, pid, m.Path, m.Inode, m.Start, m.End)
 		}
 	}
 	return nil

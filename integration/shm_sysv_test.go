@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,7 +11,8 @@ import (
 )
 
 // TestShmSysvRestore dumps a parent and child that share two System V shm
-// segments (one keyed, one IPC_PRIVATE marked for destruction). While the
+// segments (one keyed, one IPC_PRIVATE marked for destruction); the
+// child alone is refused (its parent has the segments attached too). While the
 // keyed segment outlives the dumped processes (nobody removed it), a
 // restore must refuse, naming the id, and leave nothing behind; once it
 // is removed, the restore must bring both segments back with their ids,
@@ -33,6 +35,10 @@ func TestShmSysvRestore(t *testing.T) {
 		unix.SysvShmCtl(r.Private, unix.IPC_RMID, nil)
 	})
 	keys := []string{"sysv", "private", "writer"}
+	requireProgress(t, p, keys...)
+	// The child alone: its parent, outside the dump, has both attached.
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Child), "-D", filepath.Join(t.TempDir(), "child"))
+	requireExit1(t, "dump of the child alone", errOut, code, `System V shm segment \d+ \(key 0x[0-9a-f]+\) has 2 attaches, the tree 1`)
 	requireProgress(t, p, keys...)
 
 	dir := dumpKill(t, p)

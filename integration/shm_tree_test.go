@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -126,4 +127,24 @@ func TestShmFdRestore(t *testing.T) {
 	if s := rp.stderr(); s != "" {
 		t.Errorf("the tree complains:\n%s", s)
 	}
+}
+
+// TestShmSharedOutsideRefused dumps only the child of shmcheck: its
+// shared memory is also its (not dumped) parent's, which a restore could
+// not share again, so the dump is refused naming the parent, and both run
+// on, the memory still shared.
+func TestShmSharedOutsideRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "shmcheck"))
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	keys := []string{"anon", "memfd", "devshm", "sem", "writer"}
+	requireProgress(t, p, keys...)
+	_, errOut, code := runLazycr(t, "dump", "--pid", fmt.Sprint(r.Child), "-D", filepath.Join(t.TempDir(), "img"))
+	requireExit1(t, "dump of the child alone", errOut, code, fmt.Sprintf(`pid %d, outside the tree, maps the shared memory object`, r.Pid))
+	requireProgress(t, p, keys...)
 }
