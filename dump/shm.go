@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -78,6 +79,7 @@ func (cp *Checkpoint) collectShm() error {
 	objs := map[[2]uint64]*pb.ShmObject{}
 	covered := map[uint32]pages{}   // object id → object pages taken
 	attaches := map[uint32]uint64{} // object id → VMAs of it in the tree
+	withData := map[uint32]pages{}  // object id → its pages that hold data
 	fdInodes := map[uint64]bool{}   // memfds and deleted files held as fds
 	for _, t := range set.Fds {
 		for _, f := range t.GetFds() {
@@ -108,10 +110,14 @@ func (cp *Checkpoint) collectShm() error {
 						return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x %s: %w", cp.pid, p.Pid, v.Start, v.End, v.Name, err)
 					}
 				}
-				var err error
-				if obj, err = shmObject(ref, uint32(len(set.Tree.Shm)+1)); err != nil {
+				var (
+					data pages
+					err  error
+				)
+				if obj, data, err = shmObject(ref, uint32(len(set.Tree.Shm)+1)); err != nil {
 					return fmt.Errorf("dump pid %d: pid %d vma %#x-%#x %s: %w", cp.pid, p.Pid, v.Start, v.End, v.Name, err)
 				}
+				withData[obj.Id] = data
 				if fdInodes[ref.ino] && (ref.kind == pb.ShmKind_SHM_KIND_MEMFD || ref.kind == pb.ShmKind_SHM_KIND_DELETED_FILE) {
 					// Its whole content is in the fd images already.
 					obj.FdContent = true
@@ -133,16 +139,17 @@ func (cp *Checkpoint) collectShm() error {
 			if obj.FdContent {
 				held = allHeld{}
 			}
-			moved := takeShmPages(v, held)
-			if moved > 0 {
+			toFile, toZero := takeShmPages(v, held, withData[obj.Id])
+			if toFile+toZero > 0 {
 				changed = true
-				m.Stats.PagesEager -= moved
-				m.Stats.PagesFile += moved
-				m.Stats.PagesPopulated -= moved
-				if m != cp {
-					cp.Stats.PagesEager -= moved
-					cp.Stats.PagesFile += moved
-					cp.Stats.PagesPopulated -= moved
+				for _, st := range []*Stats{&m.Stats, &cp.Stats} {
+					st.PagesEager -= toFile + toZero
+					st.PagesFile += toFile
+					st.PagesZero += toZero
+					st.PagesPopulated -= toFile + toZero
+					if m == cp {
+						break
+					}
 				}
 			}
 		}
@@ -212,9 +219,11 @@ func (cp *Checkpoint) refuseShmOutside(objs map[[2]uint64]*pb.ShmObject, attache
 }
 
 // takeShmPages turns v's EAGER pages whose object page an earlier VMA
-// already holds into FILE pages, marks v's object pages as held, and
-// returns how many pages it turned.
-func takeShmPages(v *pb.Vma, held pageSet) uint64 {
+// already holds into FILE pages, and those whose object page is a hole
+// (not in data; nil data: no hole) into ZERO pages — a fresh object
+// reads zero there; it marks v's object pages as held and returns how
+// many pages it turned into FILE and into ZERO.
+func takeShmPages(v *pb.Vma, held pageSet, data pages) (toFile, toZero uint64) {
 	// Runs have no pages-file offset yet (writePages gives them one):
 	// neighbours of one state merge by address alone.
 	var out []*pb.PageRun
@@ -225,7 +234,6 @@ func takeShmPages(v *pb.Vma, held pageSet) uint64 {
 		}
 		out = append(out, r)
 	}
-	var moved uint64
 	for _, r := range v.Pages {
 		if r.State != pb.PageState_PAGE_STATE_EAGER {
 			add(&pb.PageRun{Addr: r.Addr, Npages: r.Npages, State: r.State})
@@ -233,10 +241,15 @@ func takeShmPages(v *pb.Vma, held pageSet) uint64 {
 		}
 		for i := range r.Npages {
 			addr := r.Addr + i*image.PageSize
+			pg := (addr - v.Start + v.Offset) / image.PageSize
 			st := pb.PageState_PAGE_STATE_EAGER
-			if held.has((addr - v.Start + v.Offset) / image.PageSize) {
+			switch {
+			case held.has(pg):
 				st = pb.PageState_PAGE_STATE_FILE
-				moved++
+				toFile++
+			case data != nil && !data[pg]:
+				st = pb.PageState_PAGE_STATE_ZERO
+				toZero++
 			}
 			add(&pb.PageRun{Addr: addr, Npages: 1, State: st})
 		}
@@ -244,10 +257,37 @@ func takeShmPages(v *pb.Vma, held pageSet) uint64 {
 	for a := v.Start; a < v.End; a += image.PageSize {
 		held.add((a - v.Start + v.Offset) / image.PageSize)
 	}
-	if moved > 0 {
+	if toFile+toZero > 0 {
 		v.Pages = out
 	}
-	return moved
+	return toFile, toZero
+}
+
+// dataPages lists the pages of the object fd has open that hold data:
+// lseek(2) SEEK_DATA/SEEK_HOLE, which shmem answers from its page cache
+// and swap (a hole was never written, or was punched). Reading the holes
+// through a mapping instead would allocate them (a shmem read fault
+// allocates a page, mm/shmem.c), growing the dumped process's memory.
+func dataPages(fd int, size uint64) (pages, error) {
+	out := pages{}
+	for off := int64(0); uint64(off) < size; {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // no data past off
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("lseek SEEK_DATA", err)
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, os.NewSyscallError("lseek SEEK_HOLE", err)
+		}
+		for pg := uint64(d) / image.PageSize; pg*image.PageSize < uint64(h); pg++ {
+			out[pg] = true
+		}
+		off = h
+	}
+	return out, nil
 }
 
 // eagerRunsOf lists the EAGER runs of mm, to be read from the process.
@@ -268,18 +308,18 @@ func alignUp(n uint64) uint64 { return (n + image.PageSize - 1) &^ (image.PageSi
 // shmObject reads what restore needs to make the object again: its size,
 // owner and mode (stat of the map_files link, which opens the object
 // itself), and a memfd's seals (fcntl(2) F_GET_SEALS).
-func shmObject(ref shmRef, id uint32) (*pb.ShmObject, error) {
+func shmObject(ref shmRef, id uint32) (*pb.ShmObject, pages, error) {
 	f, err := os.OpenFile(ref.via, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open shared memory object: %w", err)
+		return nil, nil, fmt.Errorf("open shared memory object: %w", err)
 	}
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, fmt.Errorf("stat shared memory object %s: %w", ref.via, os.NewSyscallError("fstat", err))
+		return nil, nil, fmt.Errorf("stat shared memory object %s: %w", ref.via, os.NewSyscallError("fstat", err))
 	}
 	if st.Ino != ref.ino {
-		return nil, fmt.Errorf("shared memory object %s is inode %d, the mapping's is %d", ref.via, st.Ino, ref.ino)
+		return nil, nil, fmt.Errorf("shared memory object %s is inode %d, the mapping's is %d", ref.via, st.Ino, ref.ino)
 	}
 	obj := &pb.ShmObject{
 		Id: id, Kind: ref.kind, Dev: ref.dev, Inode: ref.ino, Size: uint64(st.Size), Name: ref.name,
@@ -287,27 +327,31 @@ func shmObject(ref shmRef, id uint32) (*pb.ShmObject, error) {
 	}
 	if ref.kind == pb.ShmKind_SHM_KIND_SYSV {
 		if err := sysvSegment(obj, ref.ino); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if ref.kind == pb.ShmKind_SHM_KIND_MEMFD {
 		var fs unix.Statfs_t
 		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
-			return nil, fmt.Errorf("statfs memfd %q: %w", ref.name, os.NewSyscallError("fstatfs", err))
+			return nil, nil, fmt.Errorf("statfs memfd %q: %w", ref.name, os.NewSyscallError("fstatfs", err))
 		}
 		if fs.Type == unix.HUGETLBFS_MAGIC {
-			return nil, fmt.Errorf("%w: hugetlb memfd %q", ErrUnsupported, ref.name)
+			return nil, nil, fmt.Errorf("%w: hugetlb memfd %q", ErrUnsupported, ref.name)
 		}
 		seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
 		if err != nil {
-			return nil, fmt.Errorf("read seals of memfd %q: %w", ref.name, os.NewSyscallError("fcntl F_GET_SEALS", err))
+			return nil, nil, fmt.Errorf("read seals of memfd %q: %w", ref.name, os.NewSyscallError("fcntl F_GET_SEALS", err))
 		}
 		obj.Seals = uint32(seals)
 	}
 	if obj.Size > image.MaxPagesSize {
-		return nil, fmt.Errorf("%w: shared memory object of %d bytes", ErrUnsupported, obj.Size)
+		return nil, nil, fmt.Errorf("%w: shared memory object of %d bytes", ErrUnsupported, obj.Size)
 	}
-	return obj, nil
+	data, err := dataPages(int(f.Fd()), alignUp(obj.Size))
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the data of shared memory object %s: %w", ref.via, err)
+	}
+	return obj, data, nil
 }
 
 // sysvSegment fills obj from shmctl(2) IPC_STAT of segment id: key,
