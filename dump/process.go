@@ -114,8 +114,10 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := procattr.ThreadNice(callerOn{cp, leader}, p, tid); err != nil {
-			return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
+		// Asked of the thread itself (who 0, getpriority(2)): its tid as
+		// lazycr sees it means nothing inside another PID namespace.
+		if err := procattr.ThreadNice(callerOn{cp, tid}, p, 0); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
 		p.Threads = append(p.Threads, t)
 	}
