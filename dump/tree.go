@@ -85,12 +85,8 @@ func (cp *Checkpoint) memberPids() []int {
 func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
 	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}}
 	m.opts.PID = pid
-	if m.opts.Mode == ModeLazy {
-		// Only the root's memory is served lazily (the page server
-		// addresses one process): every member's populated pages go into
-		// the skeleton. The member stays frozen with the root all the same.
-		m.opts.Mode = ModeKill
-	}
+	// In a lazy dump every member's memory is served lazily too (see
+	// lazy.go); each stays frozen with the root until DONE.
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: child pid %d: %w", cp.pid, pid, err)
