@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -57,6 +58,13 @@ func (cp *Checkpoint) freezeTree() error {
 				return fmt.Errorf("dump pid %d: %w: the process tree has more than %d processes", cp.pid, ErrUnsupported, maxMembers)
 			}
 			m, err := cp.freezeMember(k)
+			if m == nil && (errors.Is(err, inject.ErrNoProcess) || errors.Is(err, fs.ErrNotExist)) {
+				// Gone between the listing and the seize: reaped by its
+				// parent, not frozen yet (a frozen parent would have left a
+				// zombie), so it is no longer part of the tree.
+				cp.opts.Log.Debug().Int("pid", k).Int("parent", parent.pid).Msg("child exited before it could be frozen")
+				continue
+			}
 			if m != nil {
 				// Released with the others whatever happens next.
 				cp.members = append(cp.members, m)
