@@ -30,10 +30,12 @@ const (
 	// PushWindow is the push credit a connection starts with: the most
 	// pushed bytes in flight between the server and the handler. Answers to
 	// requests never wait behind more than this (see CREDIT).
-	PushWindow    = 1 << 20
-	MaxCredit     = 64 << 20 // bytes one CREDIT frame may grant
-	MaxRuns       = 1 << 19  // runs in WELCOME or ACK
-	MaxFiles      = 64
+	PushWindow = 1 << 20
+	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
+	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
+	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
+	// few of its own.
+	MaxFiles      = 4096
 	MaxFileName   = 64
 	MaxImagesSize = 256 << 20
 	ChunkSize     = 1 << 20
