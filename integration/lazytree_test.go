@@ -140,3 +140,38 @@ func TestLazyTreeShellLoop(t *testing.T) {
 	_, e := dst.output()
 	t.Logf("target summary:\n%s", e)
 }
+
+// TestLazyTreeSourceKilled kills the source lazycr (SIGKILL) while it
+// serves a frozen tree: every member, not only the root, must stay stopped
+// (state T, untraced, using no CPU), since in a lazy migration each
+// member's memory is served from its frozen original and a copy may run on
+// the target.
+func TestLazyTreeSourceKilled(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazytree"), "4")
+	var r struct {
+		Pid int `json:"pid"`
+		C1  int `json:"c1"`
+		C2  int `json:"c2"`
+		G   int `json:"g"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "root:ok", "c1:ok", "c2:ok", "g:ok")
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	members := descendants(t, p.pid)
+	t.Cleanup(func() {
+		for _, m := range members {
+			unix.Kill(m, unix.SIGKILL)
+		}
+	})
+	if err := src.cmd.Process.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-src.done
+	for _, pid := range append([]int{p.pid}, members...) {
+		requireStoppedOriginal(t, &proc{pid: pid})
+	}
+	if len(members) < 3 {
+		t.Errorf("the tree had %d members besides the root, want at least 3", len(members))
+	}
+}
