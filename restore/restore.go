@@ -243,9 +243,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			{"restore process state", "restore.state", m.restoreState, &r.Stats.State},
 			{"create threads", "restore.threads", m.restoreThreads, &r.Stats.Threads},
 		}
-		if opts.Lazy && m == r {
-			// Only the root's memory is lazy (the members' is all in
-			// the skeleton, see package dump).
+		if opts.Lazy {
+			// Every member's lazy memory is served on its own uffd
+			// (TakeLazyMembers).
 			steps = append(steps, step{"create userfaultfd", "restore.uffd", m.setupUserfaultfd, &r.Stats.Uffd})
 		}
 		return append(steps, step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})
@@ -393,6 +393,7 @@ func (r *Process) Kill() {
 		r.uffd.Close()
 		r.uffd = nil
 	}
+	r.closeMemberUffds()
 }
 
 func (r *Process) stubPath() string {
