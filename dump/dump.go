@@ -93,6 +93,11 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	if opts.Mode == ModeLazy {
 		return nil, fmt.Errorf("dump pid %d: lazy mode needs Freeze and a page server", opts.PID)
 	}
+	if opts.Mode == ModeKill {
+		if err := canRestore(opts.PID); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	cp, err := Freeze(ctx, opts)
 	if err != nil {

@@ -115,7 +115,13 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := procattr.ThreadNice(callerOn{cp, leader}, p, tid); err != nil {
+		// getpriority runs inside the process: it names the thread by its
+		// id in the process's own (innermost) PID namespace.
+		who := tid
+		if n := len(t.NsTid); n > 0 {
+			who = int(t.NsTid[n-1])
+		}
+		if err := procattr.ThreadNice(callerOn{cp, leader}, p, who); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
 		}
 		p.Threads = append(p.Threads, t)

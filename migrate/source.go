@@ -172,6 +172,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		if opts.ReleaseAddresses {
 			changes, rerr := releaseAddresses(cp.Set, opts.Log)
 			out.NetChanges = changes
+			if rerr == nil {
+				// The addresses are gone: no stale packet can reach the
+				// dead sockets here, the held TCP lock has done its job.
+				rerr = cp.UnholdTCP()
+			}
 			if rerr != nil {
 				out.Total = time.Since(start)
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
@@ -189,6 +194,10 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.
+		// Its TCP connections stay locked and silent here.
+		if herr := cp.HoldTCP(); herr != nil {
+			err = errors.Join(err, herr)
+		}
 		if kerr := cp.KeepStopped(); kerr != nil {
 			// Still traced (or half detached): this lazycr's exit lets
 			// the guard stop it, if it is still queued.

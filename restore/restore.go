@@ -154,6 +154,15 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore %s: %w", describeSource(opts), err)
 		}
 	}
+	r.tcp = files.NewTCPRestore(opts.Log)
+	if opts.Lazy && set.Root() != nil {
+		// A lazy migration's TCP connections are locked here before
+		// Prepare (netfix) makes their addresses live (files.TCPRestore).
+		if err := r.tcp.LockFor(set.Fds[set.Root().Pid]); err != nil {
+			return nil, fmt.Errorf("restore: lock TCP connections: %w", err)
+		}
+		undo.push(r.tcp.Abort)
+	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
@@ -174,6 +183,12 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		defer pr.Close()
+		// The page data's checksum is checked before any of it is used: a
+		// flipped byte on disk must refuse the restore, not run the process
+		// with one byte of its memory changed.
+		if err := pr.Verify(); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 		r.opts.Pages = pr
 	}
 	if err := failpoint.Check("restore.load"); err != nil {

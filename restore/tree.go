@@ -265,6 +265,9 @@ func (r *Process) prepareMember(m *Process) error {
 				return fmt.Errorf("restore: %w", err)
 			}
 			t.closers = append(t.closers, func() { pr.Close() })
+			if err := pr.Verify(); err != nil { // see Build
+				return fmt.Errorf("restore: %w", err)
+			}
 			m.opts.Pages = pr
 		default:
 			return fmt.Errorf("restore pid %d: no page data for a tree member (Options.MemberPages)", m.img.Pid)
