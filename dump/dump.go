@@ -175,7 +175,8 @@ type Checkpoint struct {
 	// no proc.
 	members []*Checkpoint
 	zombie  bool
-	tcp     *files.TCPDump // established TCP connections (files/tcp.go)
+	tcp     *files.TCPDump     // established TCP connections (files/tcp.go)
+	shm     map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.

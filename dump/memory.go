@@ -215,6 +215,16 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 			}
 		}
 	}
+	shm, isShm, err := cp.shmOf(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if isShm {
+		if cp.shm == nil {
+			cp.shm = map[*pb.Vma]shmRef{}
+		}
+		cp.shm[v] = shm
+	}
 	switch {
 	case m.Path == "[heap]":
 		v.Kind = pb.VmaKind_VMA_KIND_HEAP
@@ -239,6 +249,10 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 		} else {
 			v.Kind = pb.VmaKind_VMA_KIND_SHARED_ANON
 		}
+	case m.Shared && shm.kind != pb.ShmKind_SHM_KIND_UNSPECIFIED:
+		// A memfd or an unlinked tmpfs file mapped shared: its pages
+		// are taken like shared anonymous memory's (shm.go).
+		v.Kind = pb.VmaKind_VMA_KIND_SHARED_ANON
 	case strings.HasPrefix(m.Path, "/memfd:"):
 		return nil, fmt.Errorf("%s: %w: memfd mapping", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/SYSV"):

@@ -115,14 +115,10 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err != nil {
 			return nil, err
 		}
-		// getpriority runs inside the process: it names the thread by its
-		// id in the process's own (innermost) PID namespace.
-		who := tid
-		if n := len(t.NsTid); n > 0 {
-			who = int(t.NsTid[n-1])
-		}
-		if err := procattr.ThreadNice(callerOn{cp, leader}, p, who); err != nil {
-			return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
+		// Asked of the thread itself (who 0, getpriority(2)): its tid as
+		// lazycr sees it means nothing inside another PID namespace.
+		if err := procattr.ThreadNice(callerOn{cp, tid}, p, 0); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
 		p.Threads = append(p.Threads, t)
 	}

@@ -186,7 +186,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(anon, 2, eager, 10, lazy, 4, zero)},
 			{Start: shm, End: shm + 2*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Shared: true, Kind: pb.VmaKind_VMA_KIND_SHARED_ANON,
 				File: fileID("/dev/zero (deleted)", 9, 0), VmFlags: []string{"rd", "wr", "sh", "mr", "mw", "me", "ms"},
-				Pages: tile(shm, 2, eager), Name: "/dev/zero (deleted)"},
+				Pages: tile(shm, 2, eager), Name: "/dev/zero (deleted)", Shm: 1},
 			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
 				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
 			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
@@ -285,6 +285,12 @@ func sampleSet() *Set {
 		},
 			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: rootPid, Fd: 3}, Users: []*pb.FdRef{{Pid: childPid, Fd: 0}}}},
 			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536}},
+			Shm: []*pb.ShmObject{
+				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Dev: 1, Inode: 1229, Size: 2 * PageSize, Mode: 0o777},
+				{Id: 2, Kind: pb.ShmKind_SHM_KIND_MEMFD, Dev: 1, Inode: 1230, Size: PageSize, Name: "ring", Seals: 0x1c, Mode: 0o600, FdContent: true},
+				{Id: 3, Kind: pb.ShmKind_SHM_KIND_DELETED_FILE, Dev: 0x1b, Inode: 8, Size: 32, Name: "/dev/shm/sem.mp-x1", Mode: 0o600, Uid: 1000, Gid: 1000},
+				{Id: 4, Kind: pb.ShmKind_SHM_KIND_SYSV, Dev: 1, Inode: 32769, Size: 56, Mode: 0o1600, SysvKey: 0x0052e2c1, SysvId: 32769},
+			},
 		},
 		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid), zombiePid: {Pid: zombiePid}},
 		Fds: map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid, Fds: []*pb.Fd{
