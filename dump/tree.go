@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -57,6 +58,13 @@ func (cp *Checkpoint) freezeTree() error {
 				return fmt.Errorf("dump pid %d: %w: the process tree has more than %d processes", cp.pid, ErrUnsupported, maxMembers)
 			}
 			m, err := cp.freezeMember(k)
+			if m == nil && (errors.Is(err, inject.ErrNoProcess) || errors.Is(err, fs.ErrNotExist)) {
+				// Gone between the listing and the seize: reaped by its
+				// parent, not frozen yet (a frozen parent would have left a
+				// zombie), so it is no longer part of the tree.
+				cp.opts.Log.Debug().Int("pid", k).Int("parent", parent.pid).Msg("child exited before it could be frozen")
+				continue
+			}
 			if m != nil {
 				// Released with the others whatever happens next.
 				cp.members = append(cp.members, m)
@@ -85,12 +93,8 @@ func (cp *Checkpoint) memberPids() []int {
 func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
 	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}}
 	m.opts.PID = pid
-	if m.opts.Mode == ModeLazy {
-		// Only the root's memory is served lazily (the page server
-		// addresses one process): every member's populated pages go into
-		// the skeleton. The member stays frozen with the root all the same.
-		m.opts.Mode = ModeKill
-	}
+	// In a lazy dump every member's memory is served lazily too (see
+	// lazy.go); each stays frozen with the root until DONE.
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: child pid %d: %w", cp.pid, pid, err)
@@ -157,6 +161,9 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 		st.PagesFile += m.Stats.PagesFile
 		st.PagesPopulated += m.Stats.PagesPopulated
 	}
+	if err := cp.collectShm(); err != nil {
+		return err
+	}
 	if len(cp.members) == 0 {
 		return nil
 	}
@@ -189,8 +196,8 @@ type liveRef struct {
 
 // collectTree records what members share: pipes between them (made once
 // on restore, with their buffered data), open file descriptions inherited
-// across fork (one description on restore) — and refuses shared anonymous
-// memory between members, which a restore would not keep shared.
+// across fork (one description on restore). Shared memory is recorded by
+// collectShm (shm.go).
 func (cp *Checkpoint) collectTree() error {
 	set := cp.Set
 	var live []*pb.Process
@@ -203,9 +210,6 @@ func (cp *Checkpoint) collectTree() error {
 		if n := m.tcp.Conns(); n > 0 {
 			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not restored yet", cp.pid, ErrUnsupported, m.pid, n)
 		}
-	}
-	if err := refuseSharedMemory(cp.pid, set, live); err != nil {
-		return err
 	}
 	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
 		return err
@@ -339,26 +343,6 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-// refuseSharedMemory refuses shared anonymous memory that more than one
-// member maps (inherited across fork: both map it at the same address):
-// each member's copy would be restored on its own, no longer shared.
-func refuseSharedMemory(root int, set *image.Set, live []*pb.Process) error {
-	at := map[uint64]uint32{}
-	for _, p := range live {
-		for _, v := range set.Memory[p.Pid].GetVmas() {
-			if v.Kind != pb.VmaKind_VMA_KIND_SHARED_ANON {
-				continue
-			}
-			if other, ok := at[v.Start]; ok {
-				return fmt.Errorf("dump pid %d: %w: pid %d and pid %d map shared anonymous memory at %#x-%#x (%s); memory shared between processes of a tree is not restored yet",
-					root, ErrUnsupported, other, p.Pid, v.Start, v.End, v.Name)
-			}
-			at[v.Start] = p.Pid
-		}
-	}
-	return nil
-}
-
 // pipesHeldOutside returns, for each pipe inode of inos that a process
 // outside members (and other than lazycr) holds, one such pid. It scans
 // /proc/*/fd: the members are frozen, but nobody else is, so this is a
@@ -486,13 +470,13 @@ func refuseOtherNamespaces(root int, live []*pb.Process) error {
 // writeMemberPages writes the eager pages of member pid from its own
 // frozen process, and keeps the root's record of them (its eager runs and
 // page counts) in step with what writing them changed.
-func (cp *Checkpoint) writeMemberPages(w pageAppender, pid uint32) error {
+func (cp *Checkpoint) writeMemberPages(ctx context.Context, w pageAppender, pid uint32) error {
 	m := cp.member(pid)
 	if m == cp {
-		return cp.writePages(w, pid)
+		return cp.writePages(ctx, w, pid)
 	}
 	before := m.Stats
-	err := m.writePages(w, pid)
+	err := m.writePages(ctx, w, pid)
 	cp.eager[pid] = m.eager[pid]
 	cp.Stats.PagesEager += m.Stats.PagesEager - before.PagesEager
 	cp.Stats.PagesZero += m.Stats.PagesZero - before.PagesZero

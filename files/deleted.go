@@ -110,25 +110,37 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	}
 	path := first.File.Path
 	what := fmt.Sprintf("deleted file %s of fd %d", path, g.fds[0].Fd)
-	fd, err := r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
-	if errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
-	}
+	fd, local, fresh, err := r.sharedObject(first.File.Dev, first.File.Inode)
 	if err != nil {
-		return fmt.Errorf("recreate %s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	linked := true
+	linked := false // the shared memory object is made unlinked
+	if local < 0 {
+		fresh = true
+		fd, err = r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
+		}
+		if err != nil {
+			return fmt.Errorf("recreate %s: %w", what, err)
+		}
+		linked = true
+		if local, err = r.getfd(fd); err != nil {
+			r.unlink(path)
+			r.closeRemote(fd)
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	defer func() {
 		if linked {
 			r.unlink(path)
 		}
 		r.closeRemote(fd)
 	}()
-	local, err := r.getfd(fd)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
 	defer unix.Close(local)
+	if !fresh {
+		data = nil // written by the member that opened it first
+	}
 	for off := 0; off < len(data); {
 		n, err := unix.Pwrite(local, data[off:], int64(off))
 		if err == unix.EINTR {
@@ -163,6 +175,9 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
 			return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
 		}
+	}
+	if !linked {
+		return nil
 	}
 	linked = false
 	if err := r.unlink(path); err != nil {

@@ -10,7 +10,8 @@ func (r *Process) restoreFds() error {
 	if r.tcp == nil {
 		r.tcp = files.NewTCPRestore(r.opts.Log)
 	}
-	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Given: r.given, Log: r.opts.Log, TCP: r.tcp})
+	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Given: r.given, Log: r.opts.Log, TCP: r.tcp,
+		SharedMemory: r.shm.forFiles})
 }
 
 // remote lends the builder to package files.
