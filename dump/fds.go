@@ -1,6 +1,8 @@
 package dump
 
 import (
+	"fmt"
+
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image/pb"
 )
@@ -8,16 +10,23 @@ import (
 // collectFds records every fd of the process: see [files.Dump].
 func (cp *Checkpoint) collectFds() (*pb.FdTable, error) {
 	// A live thread's /proc when the leader has exited (its files are gone).
-	opts := files.DumpOptions{Log: cp.opts.Log}
-	if cp.opts.Mode != ModeLazy {
-		// Established TCP connections: locked and in repair mode from
-		// here until Release (resumed) or Kill (handed to a restore).
-		cp.tcp = files.NewTCPDump(cp.opts.Log)
-		opts.TCP = cp.tcp
-	}
+	// Established TCP connections: locked from here until Release
+	// (resumed) or Kill (held for the restore, closed in repair mode).
+	cp.tcp = files.NewTCPDump(cp.opts.Log)
+	opts := files.DumpOptions{Log: cp.opts.Log, TCP: cp.tcp}
 	t, err := files.Dump(cp.proc.ProcPid(), opts)
 	if err != nil {
 		return nil, err
+	}
+	if cp.opts.Mode == ModeLazy {
+		// A lazy source's lock must outlive a crash of this lazycr: the
+		// target may already run on the state read here, and the guard
+		// keeps the original stopped, so its sockets must stay silent
+		// and their peers' packets away until the migration is over (or
+		// rolled back: Release removes it again).
+		if err := cp.tcp.Hold(); err != nil {
+			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", cp.pid, err)
+		}
 	}
 	t.Pid = uint32(cp.pid)
 	return t, nil

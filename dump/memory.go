@@ -2,6 +2,7 @@ package dump
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -459,7 +460,10 @@ func (cp *Checkpoint) anonRuns(v *pb.Vma, regions []proc.PopulatedRegion, hot []
 // differs from zero within its first bytes, and the pages are read anyway.
 // A lazy dump keeps its few eager pages whole (they are there so that the
 // kernel and the first instructions never fault on a registered range).
-func (cp *Checkpoint) writePages(w pageAppender, pid uint32) error {
+//
+// ctx is checked before each chunk: an interrupt (Ctrl-C) stops the
+// writing, and the dump fails as a whole.
+func (cp *Checkpoint) writePages(ctx context.Context, w pageAppender, pid uint32) error {
 	runs := cp.eager[pid]
 	buf := make([]byte, readChunk)
 	split := map[*pb.PageRun][]*pb.PageRun{}
@@ -473,6 +477,9 @@ func (cp *Checkpoint) writePages(w pageAppender, pid uint32) error {
 		var parts []*pb.PageRun
 		for left > 0 {
 			n := min(left, uint64(len(buf)))
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			if err := cp.proc.ReadMem(uintptr(addr), buf[:n]); err != nil {
 				return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n, err)
 			}

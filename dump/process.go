@@ -100,6 +100,7 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		return nil, fail("read shared pending signals", err)
 	}
 	p.SharedPending = siginfos(shared)
+	p.StopSignal = uint32(cp.proc.GroupStop()) // job-control stop (state T)
 	if err := procattr.Dump(callerOn{cp, leader}, p); err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
@@ -114,8 +115,10 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := procattr.ThreadNice(callerOn{cp, leader}, p, tid); err != nil {
-			return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
+		// Asked of the thread itself (who 0, getpriority(2)): its tid as
+		// lazycr sees it means nothing inside another PID namespace.
+		if err := procattr.ThreadNice(callerOn{cp, tid}, p, 0); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
 		p.Threads = append(p.Threads, t)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -57,6 +58,13 @@ func (cp *Checkpoint) freezeTree() error {
 				return fmt.Errorf("dump pid %d: %w: the process tree has more than %d processes", cp.pid, ErrUnsupported, maxMembers)
 			}
 			m, err := cp.freezeMember(k)
+			if m == nil && (errors.Is(err, inject.ErrNoProcess) || errors.Is(err, fs.ErrNotExist)) {
+				// Gone between the listing and the seize: reaped by its
+				// parent, not frozen yet (a frozen parent would have left a
+				// zombie), so it is no longer part of the tree.
+				cp.opts.Log.Debug().Int("pid", k).Int("parent", parent.pid).Msg("child exited before it could be frozen")
+				continue
+			}
 			if m != nil {
 				// Released with the others whatever happens next.
 				cp.members = append(cp.members, m)
@@ -85,12 +93,8 @@ func (cp *Checkpoint) memberPids() []int {
 func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
 	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}}
 	m.opts.PID = pid
-	if m.opts.Mode == ModeLazy {
-		// Only the root's memory is served lazily (the page server
-		// addresses one process): every member's populated pages go into
-		// the skeleton. The member stays frozen with the root all the same.
-		m.opts.Mode = ModeKill
-	}
+	// In a lazy dump every member's memory is served lazily too (see
+	// lazy.go); each stays frozen with the root until DONE.
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: child pid %d: %w", cp.pid, pid, err)
@@ -466,13 +470,13 @@ func refuseOtherNamespaces(root int, live []*pb.Process) error {
 // writeMemberPages writes the eager pages of member pid from its own
 // frozen process, and keeps the root's record of them (its eager runs and
 // page counts) in step with what writing them changed.
-func (cp *Checkpoint) writeMemberPages(w pageAppender, pid uint32) error {
+func (cp *Checkpoint) writeMemberPages(ctx context.Context, w pageAppender, pid uint32) error {
 	m := cp.member(pid)
 	if m == cp {
-		return cp.writePages(w, pid)
+		return cp.writePages(ctx, w, pid)
 	}
 	before := m.Stats
-	err := m.writePages(w, pid)
+	err := m.writePages(ctx, w, pid)
 	cp.eager[pid] = m.eager[pid]
 	cp.Stats.PagesEager += m.Stats.PagesEager - before.PagesEager
 	cp.Stats.PagesZero += m.Stats.PagesZero - before.PagesZero

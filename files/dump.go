@@ -50,6 +50,9 @@ type dumper struct {
 	deletedTaken map[fileKey]bool
 	// mounts of the process's mount namespace (inotify.go), read once.
 	mounts []mount
+	// unixDiag is sock_diag's view of the unix sockets (unixsock.go),
+	// read once.
+	unixDiag map[uint64]unixDiag
 }
 
 // liveFd is one fd of the process being dumped.

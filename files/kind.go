@@ -69,7 +69,8 @@ var kinds = []kind{
 	timerfd{},
 	signalfd{},
 	inotify{},
-	tcpConn{}, // before inetSocket, which takes every other inet socket
+	unixSocket{}, // before inetSocket, which refuses every other socket
+	tcpConn{},    // before inetSocket, which takes every other inet socket
 	inetSocket{},
 }
 

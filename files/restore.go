@@ -74,6 +74,7 @@ type restorer struct {
 	inherit  map[int32]bool
 	given    map[int32]int             // image fd → lazycr's fd of its description (RestoreOptions.Given)
 	pipes    map[uint64]*pipeGroup     // pipe.go
+	pairs    map[uint64]*unixPair      // unixsock.go, by the lower inode
 	memfds   map[uint64]*memfdGroup    // memfd.go
 	deleted  map[fileKey]*deletedGroup // deleted.go
 	pidfd    int                       // pidfd of the process, -1 until opened
@@ -104,7 +105,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	if table != nil {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
-	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
+	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
 		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory}
 	defer r.close()
 	if opts.TCP != nil {

@@ -90,7 +90,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 			{Resource: unix.RLIMIT_NOFILE, Name: "nofile", Cur: 1024, Max: 524288},
 			{Resource: unix.RLIMIT_STACK, Name: "stack", Cur: 8 << 20, Max: ^uint64(0)},
 		},
-		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5),
+		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5), StopSignal: 19,
 		Sigactions: []*pb.SigAction{
 			{Signo: int32(unix.SIGINT), Handler: 0x401500, Flags: 0x14000000, Restorer: 0x401600, Mask: 1 << 1},
 			{Signo: int32(unix.SIGPIPE), Handler: 1},
@@ -262,6 +262,9 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Tcp: &pb.TcpStream{State: 1, InqSeq: 0x1000, Inq: []byte("GET /"), OutqSeq: 0xfffffff0, Outq: []byte("HTTP/1.1 200"), OutqUnsent: 4, MssClamp: 1440,
 				Options: 7, SndWscale: 7, RcvWscale: 9, Timestamp: 123456789, Window: &pb.TcpWindow{SndWl1: 0xfff, SndWnd: 65535, MaxWindow: 65535, RcvWnd: 65483, RcvWup: 0xffb},
 				Nodelay: true, Cork: true, Keepidle: 60, Keepintvl: 10, Keepcnt: 5, UserTimeout: 30000, Congestion: "cubic", NotsentLowat: 16384, BufLock: 1, WindowClamp: 32768, Linger2: 60}}}},
+		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
+			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
+		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 

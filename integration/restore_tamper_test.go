@@ -75,6 +75,30 @@ func TestRestoreTampered(t *testing.T) {
 			}
 		}, []string{regexp.QuoteMeta(image.PagesFile(pid)), `(?i)truncated`}},
 
+		// QA F7: one flipped byte inside the page data (the header and size
+		// are intact) must refuse the restore, not change the memory.
+		{"flipped page byte", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, image.PagesFile(pid))
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 1)
+			off := st.Size() * 2 / 3
+			if _, err := f.ReadAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 0xff
+			if _, err := f.WriteAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{regexp.QuoteMeta(image.PagesFile(pid)), `(?i)corrupt|checksum`}},
+
 		{"overlapping VMAs", func(t *testing.T, dir string) {
 			path := filepath.Join(dir, image.MemoryFile(pid))
 			b, err := os.ReadFile(path)

@@ -66,6 +66,9 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 	if st.PID != opts.PID {
 		return nil, fmt.Errorf("adopt pid %d: the session state in %s is for pid %d", opts.PID, opts.StateDir, st.PID)
 	}
+	if pids := st.ProcessPids(); len(pids) > 1 {
+		return nil, fmt.Errorf("adopt pid %d: the session serves a process tree (pids %v): adopting a tree session is not supported yet; its members are kept stopped (state T)", opts.PID, pids)
+	}
 	session, _ := st.SessionID() // checked by ReadState
 	lazy, _ := st.LazyRuns()
 	token := opts.Token
@@ -118,7 +121,7 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 		opts.Listening(ln.Addr(), session)
 	}
 	srv := pageserver.NewServer(pageserver.ServerConfig{
-		Files: map[string][]byte{}, Lazy: lazy, Memory: traceeMemory{p}, Token: token, TLS: opts.TLS,
+		Files: map[string][]byte{}, Lazy: lazy, Pids: st.ProcessPids(), Memory: traceeMemory{p}, Token: token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Adopted: true, Log: opts.Log,
 	})
 	stopRefresh := refreshGuard(p.RefreshGuard, opts.PID, opts.Log)

@@ -24,7 +24,7 @@ func TestAdoptRefuses(t *testing.T) {
 	}
 	dir := t.TempDir()
 	runs := []uffd.Run{{Addr: 0x7f0000000000, Npages: 1}}
-	if err := WriteState(dir, newState(self, st.StartTime, 0x42, nil, "127.0.0.1:0", runs)); err != nil {
+	if err := WriteState(dir, newState(self, st.StartTime, 0x42, nil, "127.0.0.1:0", nil, runs)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

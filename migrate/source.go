@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
@@ -67,10 +68,38 @@ func (e *KeptStoppedError) Error() string {
 
 func (e *KeptStoppedError) Unwrap() error { return e.Err }
 
-// processMemory reads the frozen process's memory for the page server.
-type processMemory struct{ cp *dump.Checkpoint }
+// processMemory reads the frozen processes' memory for the page server:
+// keyed address (uffd.SpaceAddr) space k is process pids[k].
+type processMemory struct {
+	cp   *dump.Checkpoint
+	pids []uint32
+}
 
-func (m processMemory) ReadAt(b []byte, addr uint64) error { return m.cp.ReadMemory(addr, b) }
+func (m processMemory) ReadAt(b []byte, key uint64) error {
+	sp, addr := uffd.SplitSpace(key)
+	if sp >= len(m.pids) {
+		return fmt.Errorf("read pages at %#x: no process in space %d", addr, sp)
+	}
+	return m.cp.ReadProcessMemory(m.pids[sp], addr, b)
+}
+
+// lazySpaces keys every process's lazy runs by its space (its index in
+// the ascending pid list), as the page server serves them.
+func lazySpaces(cp *dump.Checkpoint) ([]uint32, []uffd.Run, error) {
+	spaces := cp.LazySpaces()
+	if len(spaces) > pageserver.MaxProcesses {
+		return nil, nil, fmt.Errorf("dump pid %d: %d processes: a lazy migration serves at most %d; use a plain dump (-D)", cp.PID(), len(spaces), pageserver.MaxProcesses)
+	}
+	var pids []uint32
+	var lazy []uffd.Run
+	for k, sp := range spaces {
+		pids = append(pids, sp.PID)
+		for _, r := range sp.Runs {
+			lazy = append(lazy, uffd.Run{Addr: uffd.SpaceAddr(k, r.Addr), Npages: r.Npages})
+		}
+	}
+	return pids, lazy, nil
+}
 
 // Source freezes opts.PID, serves its image set and lazy pages until the
 // target reports DONE, then kills the frozen original. If anything fails
@@ -135,14 +164,15 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		return nil, err
 	}
 	opts.Log.Debug().Dur("took", time.Since(t)).Int("files", len(files)).Msg("skeleton encoded")
-	var lazy []uffd.Run
-	for _, r := range cp.LazyRuns() {
-		lazy = append(lazy, uffd.Run{Addr: r.Addr, Npages: r.Npages})
+	pids, lazy, err := lazySpaces(cp)
+	if err != nil {
+		release()
+		return nil, err
 	}
 	session := pageserver.NewSessionID()
 	// Under the freeze the pid cannot be reused: the start time read before
 	// it is this process's.
-	if err := WriteState(stateDir, newState(opts.PID, stat.StartTime, session, opts.Token, ln.Addr().String(), lazy)); err != nil {
+	if err := WriteState(stateDir, newState(opts.PID, stat.StartTime, session, opts.Token, ln.Addr().String(), pids, lazy)); err != nil {
 		release()
 		return nil, err
 	}
@@ -155,7 +185,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		opts.Listening(ln.Addr(), session)
 	}
 	srv := pageserver.NewServer(pageserver.ServerConfig{
-		Files: files, Lazy: lazy, Memory: processMemory{cp}, Token: opts.Token, TLS: opts.TLS,
+		Files: files, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
@@ -171,6 +201,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		if opts.ReleaseAddresses {
 			changes, rerr := releaseAddresses(cp.Set, opts.Log)
 			out.NetChanges = changes
+			if rerr == nil {
+				// The addresses are gone: no stale packet can reach the
+				// dead sockets here, the held TCP lock has done its job.
+				rerr = cp.UnholdTCP()
+			}
 			if rerr != nil {
 				out.Total = time.Since(start)
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
@@ -188,6 +223,10 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.
+		// Its TCP connections stay locked and silent here.
+		if herr := cp.HoldTCP(); herr != nil {
+			err = errors.Join(err, herr)
+		}
 		if kerr := cp.KeepStopped(); kerr != nil {
 			// Still traced (or half detached): this lazycr's exit lets
 			// the guard stop it, if it is still queued.
@@ -195,8 +234,12 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 		err = &KeptStoppedError{PID: opts.PID, StateDir: stateDir, Err: err}
 	default:
+		how := "it keeps running"
+		if cp.Stopped() {
+			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
+		}
 		release()
-		err = fmt.Errorf("%w; pid %d released, it keeps running", err, opts.PID)
+		err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
 	}
 	out.Total = time.Since(start)
 	return out, err

@@ -31,7 +31,11 @@ type SessionState struct {
 	Session   string `json:"session"`    // hex
 	Token     string `json:"token,omitempty"`
 	Listen    string `json:"listen"`
-	Runs      []Run  `json:"runs"`
+	Runs      []Run  `json:"runs"` // keyed by process (uffd.SpaceAddr)
+	// Pids are the processes served (pids in the image, ascending): the
+	// root alone, or a whole tree. Empty in states written before trees
+	// were served lazily: the root alone.
+	Pids []uint32 `json:"pids,omitempty"`
 }
 
 // Run is one lazy run in a SessionState.
@@ -49,8 +53,8 @@ func DefaultStateDir(pid int, start uint64) string {
 	return filepath.Join("/run/lazycr", fmt.Sprintf("pid-%d-%d", pid, start))
 }
 
-func newState(pid int, start uint64, session uint64, token []byte, listen string, runs []uffd.Run) *SessionState {
-	st := &SessionState{PID: pid, StartTime: start, Session: strconv.FormatUint(session, 16), Listen: listen}
+func newState(pid int, start uint64, session uint64, token []byte, listen string, pids []uint32, runs []uffd.Run) *SessionState {
+	st := &SessionState{PID: pid, StartTime: start, Session: strconv.FormatUint(session, 16), Listen: listen, Pids: pids}
 	if len(token) > 0 {
 		st.Token = hex.EncodeToString(token)
 	}
@@ -84,10 +88,19 @@ func (st *SessionState) LazyRuns() ([]uffd.Run, error) {
 	for _, r := range st.Runs {
 		runs = append(runs, uffd.Run{Addr: r.Addr, Npages: r.Npages})
 	}
-	if _, err := pageserver.NewRanges(runs); err != nil {
+	if _, err := pageserver.NewTreeRanges(st.ProcessPids(), runs); err != nil {
 		return nil, err
 	}
 	return runs, nil
+}
+
+// ProcessPids are the processes the session serves: Pids, or the root
+// alone in an older state.
+func (st *SessionState) ProcessPids() []uint32 {
+	if len(st.Pids) == 0 {
+		return []uint32{uint32(st.PID)}
+	}
+	return st.Pids
 }
 
 // DecodeState parses and checks a state file.

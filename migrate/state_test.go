@@ -12,7 +12,7 @@ import (
 func TestStateRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	runs := []uffd.Run{{Addr: 0x7f0000000000, Npages: 3}, {Addr: 0x7f0000010000, Npages: 1}}
-	want := newState(42, 12345, 0xabcdef, []byte{1, 2, 3}, "127.0.0.1:27000", runs)
+	want := newState(42, 12345, 0xabcdef, []byte{1, 2, 3}, "127.0.0.1:27000", []uint32{42}, runs)
 	if err := WriteState(dir, want); err != nil {
 		t.Fatal(err)
 	}

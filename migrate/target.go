@@ -158,9 +158,18 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	res.NetChanges = nf.Report()
 	u := r.TakeUserfaultfd() // NewHandler owns it from here on, also on error
+	members := r.TakeLazyMembers()
 	hcfg := uffd.HandlerConfig{
 		Regions: r.LazyRegions(), Source: c, FaultAround: opts.FaultAround, PID: r.PID(),
 		Log: opts.Log, Trace: opts.Trace != "",
+	}
+	if err := treeSpaces(&hcfg, c.Welcome().Pids, root.Pid, members); err != nil {
+		u.Close()
+		for _, m := range members {
+			m.FD.Close()
+		}
+		r.Kill()
+		return nil, err
 	}
 	if keeper != nil {
 		hcfg.OnFork = keeper.HoldChild
@@ -189,6 +198,14 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		if err := keeper.Hold(r.PID(), pidfd, u.Fd()); err != nil {
 			r.Kill()
 			return nil, fmt.Errorf("hand pid %d's userfaultfd to the keeper (which guards it should this lazycr die): %w", r.PID(), err)
+		}
+		for _, m := range members {
+			// The members are the root's descendants: the keeper kills
+			// them with it.
+			if err := keeper.HoldChild(m.FD.Fd()); err != nil {
+				r.Kill()
+				return nil, fmt.Errorf("hand tree member pid %d's userfaultfd to the keeper: %w", m.PID, err)
+			}
 		}
 		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
 	}

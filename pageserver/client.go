@@ -150,7 +150,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	lazy, err := NewRanges(welcome.Runs)
+	lazy, err := NewTreeRanges(welcome.Pids, welcome.Runs)
 	if err != nil {
 		w.conn.Close()
 		return nil, fmt.Errorf("dial page server %s: %w", addr, err)
@@ -245,6 +245,9 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		default:
 			welcome, err = DecodeWelcome(p)
 		}
+	}
+	if err == nil && welcome.Version != ProtocolVersion {
+		err = fmt.Errorf("%w: the source speaks protocol %d, this lazycr %d: use the same lazycr version on both hosts", ErrVersion, welcome.Version, ProtocolVersion)
 	}
 	if err == nil && session != 0 && welcome.Session != session {
 		err = fmt.Errorf("%w: resumed session %#x but the source answers %#x", ErrProtocol, session, welcome.Session)
@@ -767,7 +770,7 @@ func (c *Client) serveConn(w *wire) error {
 
 // readLoop reads frames and delivers pages until an error.
 func (c *Client) readLoop(w *wire) error {
-	var ab [8]byte
+	var ab [pagesHead]byte
 	for {
 		h, err := w.readHeader()
 		if err != nil {
@@ -850,14 +853,15 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 			if p == nil {
 				continue
 			}
-			buf = appendFrame(buf, TypeRequest, id, (&Request{Addr: p.addr, Npages: uint32(p.npages)}).Append(nil))
+			pid, addr := wireAddr(c.lazy.pids, p.addr)
+			buf = appendFrame(buf, TypeRequest, id, (&Request{Pid: pid, Addr: addr, Npages: uint32(p.npages)}).Append(nil))
 			c.stats.Requests++
 		}
 		c.queue = c.queue[:0]
 		if c.ackDue && len(c.acks) > 0 {
 			for runs := normalizeRuns(c.acks); len(runs) > 0; {
 				n := min(len(runs), maxAckRuns)
-				buf = appendFrame(buf, TypeAck, 0, (&Ack{Runs: runs[:n]}).Append(nil))
+				buf = appendFrame(buf, TypeAck, 0, (&Ack{Runs: runs[:n]}).Append(nil, c.lazy))
 				runs = runs[n:]
 			}
 			c.acks, c.ackBytes = c.acks[:0], 0
@@ -903,7 +907,7 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 
 // maxAckRuns is the most runs one ACK frame carries: MaxRuns, and no more
 // than fit in MaxPayload (a count, then 16 bytes per run).
-const maxAckRuns = min(MaxRuns, (MaxPayload-4)/16)
+const maxAckRuns = min(MaxRuns, (MaxPayload-4)/runSize)
 
 // normalizeRuns sorts runs in place and merges overlapping or adjacent ones.
 func normalizeRuns(runs []uffd.Run) []uffd.Run {

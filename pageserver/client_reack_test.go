@@ -42,7 +42,7 @@ func TestReconnectAnnouncesAcks(t *testing.T) {
 				if _, _, err := w.readFrame(); err != nil { // HELLO
 					return err
 				}
-				wel := &Welcome{Session: 7, LazyPages: run.Npages, LazyBytes: run.Npages * PageSize, Runs: []uffd.Run{run}}
+				wel := &Welcome{Version: ProtocolVersion, Pids: []uint32{0}, Session: 7, LazyPages: run.Npages, LazyBytes: run.Npages * PageSize, Runs: []uffd.Run{run}}
 				if err := w.writeFrame(TypeWelcome, 0, wel.Append(nil)); err != nil {
 					return err
 				}

@@ -11,14 +11,14 @@
 //
 //	target                                   source
 //	HELLO{version, session 0, token}   ──▶
-//	                                   ◀──   WELCOME{session, lazy pages, bytes, runs}
+//	                                   ◀──   WELCOME{version, session, lazy pages, bytes, pids, runs}
 //	GET_IMAGES                         ──▶
 //	                                   ◀──   IMAGES{names, sizes}, CHUNK, CHUNK, …
 //	RESUMED                            ──▶
 //	                                   ◀──   RESUMED_OK
-//	REQUEST{id, addr, npages}          ──▶
-//	                                   ◀──   PAGES{id, addr, data}   (answers first)
-//	                                   ◀──   PAGES{0, addr, data}    (background push)
+//	REQUEST{id, pid, addr, npages}     ──▶
+//	                                   ◀──   PAGES{id, pid, addr, data}   (answers first)
+//	                                   ◀──   PAGES{0, pid, addr, data}    (background push)
 //	ACK{runs}                          ──▶   (never pushed again)
 //	DONE                               ──▶
 //	                                   ◀──   DONE, close
@@ -33,7 +33,16 @@
 // same session ([ServerConfig.Adopted]): it accepts only HELLO{session} and
 // pushes at once.
 // A refused peer (wrong token, wrong session, bad version) gets one
-// ERROR{message} frame and the connection is closed.
+// ERROR{message} frame and the connection is closed; a client refuses a
+// WELCOME of another version ([ErrVersion], naming both).
+//
+// # Processes
+//
+// One session serves a whole process tree: every page on the wire names
+// its process by its pid in the image, and WELCOME lists those pids
+// (ascending). Inside lazycr a page is keyed by the process's index in that
+// list, its space (uffd.SpaceAddr), so one index, one handler and one push
+// cover every process.
 //
 // # Frame
 //
@@ -48,17 +57,20 @@
 // payloads:
 //
 //	HELLO      version u32 | session u64 | token length u16 | token (≤ MaxToken)
-//	WELCOME    session u64 | lazy pages u64 | lazy bytes u64 | n u32 | n × (addr u64, npages u64)
+//	WELCOME    version u32 | session u64 | lazy pages u64 | lazy bytes u64 |
+//	           p u32 | p × pid u32 | n u32 | n × (pid u32, addr u64, npages u64)
 //	IMAGES     n u32 | n × (name length u8 | name | size u64)
 //	CHUNK      the next bytes of the files listed in IMAGES, concatenated in order
-//	REQUEST    addr u64 | npages u32                    (id ≠ 0 in the header)
-//	PAGES      addr u64 | npages × 4096 bytes            (id 0 = pushed)
-//	ACK        n u32 | n × (addr u64, npages u64)
+//	REQUEST    pid u32 | addr u64 | npages u32          (id ≠ 0 in the header)
+//	PAGES      pid u32 | addr u64 | npages × 4096 bytes  (id 0 = pushed)
+//	ACK        n u32 | n × (pid u32, addr u64, npages u64)
 //	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
 //	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
 //
 // Limits: a PAGES frame or REQUEST covers 1 to [MaxFramePages] pages at a
-// page-aligned address inside the lazy runs announced in WELCOME; push
+// page-aligned address inside the lazy runs announced in WELCOME for that
+// pid (every run ends at most at [MaxAddr]); WELCOME names 1 to
+// [MaxProcesses] pids; push
 // frames hold at most [MaxPushBytes]; WELCOME and ACK list at most [MaxRuns]
 // runs, sorted and disjoint; IMAGES lists at most [MaxFiles] files with plain
 // names (no '/', no "..", at most 64 bytes) and at most [MaxImagesSize] bytes

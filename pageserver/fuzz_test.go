@@ -15,7 +15,12 @@ import (
 // Committed seed corpora live in testdata/fuzz/<FuzzName>; TestFuzzSeeds
 // regenerates them with LAZYCR_WRITE_FUZZ_SEEDS=1.
 
-var fuzzRanges, _ = NewRanges([]uffd.Run{{Addr: 0x10000, Npages: 16}, {Addr: 0x40000, Npages: 4}})
+// fuzzRanges are two processes, pids 7 and 42, with lazy pages at the same
+// address in both.
+var fuzzRanges, _ = NewTreeRanges([]uint32{7, 42}, []uffd.Run{
+	{Addr: uffd.SpaceAddr(0, 0x10000), Npages: 16}, {Addr: uffd.SpaceAddr(0, 0x40000), Npages: 4},
+	{Addr: uffd.SpaceAddr(1, 0x10000), Npages: 4},
+})
 
 func decodeErr(t *testing.T, err error) {
 	if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrOutOfRange) && !errors.Is(err, ErrVersion) {
@@ -77,14 +82,14 @@ func FuzzDecodeRequest(f *testing.F) {
 func FuzzDecodePages(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		fuzzRoundTrip(t, p, func(p []byte) (*Pages, error) { return DecodePages(p, fuzzRanges) }, func(m *Pages) []byte {
-			return append(binaryAddr(m.Addr), m.Data...)
+			return append(AppendPagesHead(nil, m.Addr, fuzzRanges), m.Data...)
 		})
 	})
 }
 
 func FuzzDecodeAck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
-		fuzzRoundTrip(t, p, func(p []byte) (*Ack, error) { return DecodeAck(p, fuzzRanges) }, func(m *Ack) []byte { return m.Append(nil) })
+		fuzzRoundTrip(t, p, func(p []byte) (*Ack, error) { return DecodeAck(p, fuzzRanges) }, func(m *Ack) []byte { return m.Append(nil, fuzzRanges) })
 	})
 }
 
@@ -94,28 +99,42 @@ func FuzzDecodeMessage(f *testing.F) {
 	})
 }
 
-func binaryAddr(a uint64) []byte { return (&Request{Addr: a}).Append(nil)[:8] }
+// pagesHead0 is a PAGES head for pid and addr, whatever the ranges.
+func pagesHead0(pid uint32, addr uint64) []byte {
+	return (&Request{Pid: pid, Addr: addr}).Append(nil)[:pagesHead]
+}
 
 // fuzzSeeds are the committed corpora, by target and file name.
 func fuzzSeeds() map[string]map[string][]byte {
 	page := bytes.Repeat([]byte{0xab}, PageSize)
 	return map[string]map[string][]byte{
 		"FuzzDecodeHeader": {
-			"valid-pages":  Header{Type: TypePages, Length: 8 + PageSize, ID: 3}.Append(nil),
+			"valid-pages":  Header{Type: TypePages, Length: pagesHead + PageSize, ID: 3}.Append(nil),
 			"valid-done":   Header{Type: TypeDone}.Append(nil),
 			"bad-length":   Header{Type: TypeAck, Length: MaxPayload + 1}.Append(nil),
 			"bad-magic":    append([]byte("XX"), Header{Type: TypeDone}.Append(nil)[2:]...),
-			"request-id-0": Header{Type: TypeRequest, Length: 12}.Append(nil),
+			"request-id-0": Header{Type: TypeRequest, Length: 16}.Append(nil),
+			"request-v1":   Header{Type: TypeRequest, Length: 12, ID: 1}.Append(nil),
 		},
 		"FuzzDecodeHello": {
-			"valid-new":    (&Hello{Version: 1, Token: []byte("tok")}).Append(nil),
-			"valid-resume": (&Hello{Version: 1, Session: 99, Token: []byte{}}).Append(nil),
-			"long-token":   (&Hello{Version: 1, Token: make([]byte, MaxToken+1)}).Append(nil),
+			"valid-new":    (&Hello{Version: ProtocolVersion, Token: []byte("tok")}).Append(nil),
+			"valid-resume": (&Hello{Version: ProtocolVersion, Session: 99, Token: []byte{}}).Append(nil),
+			"long-token":   (&Hello{Version: ProtocolVersion, Token: make([]byte, MaxToken+1)}).Append(nil),
 		},
 		"FuzzDecodeWelcome": {
-			"valid":    (&Welcome{Session: 5, LazyPages: 20, LazyBytes: 20 * PageSize, Runs: []uffd.Run{{Addr: 0x10000, Npages: 16}, {Addr: 0x40000, Npages: 4}}}).Append(nil),
-			"adjacent": (&Welcome{Session: 5, LazyPages: 2, LazyBytes: 2 * PageSize, Runs: []uffd.Run{{Addr: 0x1000, Npages: 1}, {Addr: 0x2000, Npages: 1}}}).Append(nil),
-			"wrap":     (&Welcome{Session: 5, LazyPages: 2, LazyBytes: 2 * PageSize, Runs: []uffd.Run{{Addr: ^uint64(0) &^ 0xfff, Npages: 2}}}).Append(nil),
+			"valid": (&Welcome{Version: ProtocolVersion, Session: 5, LazyPages: 20, LazyBytes: 20 * PageSize, Pids: []uint32{1},
+				Runs: []uffd.Run{{Addr: 0x10000, Npages: 16}, {Addr: 0x40000, Npages: 4}}}).Append(nil),
+			"valid-tree": (&Welcome{Version: ProtocolVersion, Session: 5, LazyPages: 24, LazyBytes: 24 * PageSize, Pids: []uint32{7, 42},
+				Runs: []uffd.Run{{Addr: 0x10000, Npages: 16}, {Addr: uffd.SpaceAddr(1, 0x10000), Npages: 8}}}).Append(nil),
+			"adjacent": (&Welcome{Version: ProtocolVersion, Session: 5, LazyPages: 2, LazyBytes: 2 * PageSize, Pids: []uint32{1},
+				Runs: []uffd.Run{{Addr: 0x1000, Npages: 1}, {Addr: 0x2000, Npages: 1}}}).Append(nil),
+			"wrap": (&Welcome{Version: ProtocolVersion, Session: 5, LazyPages: 2, LazyBytes: 2 * PageSize, Pids: []uint32{1},
+				Runs: []uffd.Run{{Addr: MaxAddr, Npages: 2}}}).Append(nil),
+			"unknown-pid": (&Welcome{Version: ProtocolVersion, Session: 5, LazyPages: 1, LazyBytes: PageSize, Pids: []uint32{1},
+				Runs: []uffd.Run{{Addr: uffd.SpaceAddr(1, 0x1000), Npages: 1}}}).Append(nil),
+			"pids-unsorted": (&Welcome{Version: ProtocolVersion, Session: 5, LazyPages: 1, LazyBytes: PageSize, Pids: []uint32{9, 3},
+				Runs: []uffd.Run{{Addr: 0x1000, Npages: 1}}}).Append(nil),
+			"no-pids": (&Welcome{Version: ProtocolVersion, Session: 5}).Append(nil),
 		},
 		"FuzzDecodeImages": {
 			"valid":   (&Images{Files: []FileEntry{{"inventory.img", 10}, {"pages-1.img", 4096}}}).Append(nil),
@@ -123,19 +142,25 @@ func fuzzSeeds() map[string]map[string][]byte {
 			"too-big": (&Images{Files: []FileEntry{{"a", MaxImagesSize}, {"b", 1}}}).Append(nil),
 		},
 		"FuzzDecodeRequest": {
-			"valid":     (&Request{Addr: 0x10000, Npages: 4}).Append(nil),
-			"unaligned": (&Request{Addr: 0x10001, Npages: 4}).Append(nil),
-			"zero":      (&Request{Addr: 0x10000}).Append(nil),
+			"valid":     (&Request{Pid: 42, Addr: 0x10000, Npages: 4}).Append(nil),
+			"unaligned": (&Request{Pid: 42, Addr: 0x10001, Npages: 4}).Append(nil),
+			"zero":      (&Request{Pid: 42, Addr: 0x10000}).Append(nil),
+			"above-max": (&Request{Pid: 42, Addr: MaxAddr, Npages: 1}).Append(nil),
 		},
 		"FuzzDecodePages": {
-			"valid":   append(binaryAddr(0x10000), page...),
-			"outside": append(binaryAddr(0x20000), page...),
-			"partial": append(binaryAddr(0x10000), page[:100]...),
+			"valid":       append(pagesHead0(7, 0x10000), page...),
+			"valid-42":    append(pagesHead0(42, 0x13000), page...),
+			"outside-42":  append(pagesHead0(42, 0x14000), page...),
+			"unknown-pid": append(pagesHead0(8, 0x10000), page...),
+			"outside":     append(pagesHead0(7, 0x20000), page...),
+			"partial":     append(pagesHead0(7, 0x10000), page[:100]...),
 		},
 		"FuzzDecodeAck": {
-			"valid":   (&Ack{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x40000, Npages: 4}}}).Append(nil),
-			"overlap": (&Ack{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x11000, Npages: 4}}}).Append(nil),
-			"outside": (&Ack{Runs: []uffd.Run{{Addr: 0x50000, Npages: 1}}}).Append(nil),
+			"valid":       (&Ack{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x40000, Npages: 4}, {Addr: uffd.SpaceAddr(1, 0x10000), Npages: 4}}}).Append(nil, fuzzRanges),
+			"overlap":     (&Ack{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x11000, Npages: 4}}}).Append(nil, fuzzRanges),
+			"outside":     (&Ack{Runs: []uffd.Run{{Addr: 0x50000, Npages: 1}}}).Append(nil, fuzzRanges),
+			"outside-42":  (&Ack{Runs: []uffd.Run{{Addr: uffd.SpaceAddr(1, 0x40000), Npages: 1}}}).Append(nil, fuzzRanges),
+			"unknown-pid": (&Ack{Runs: []uffd.Run{{Addr: uffd.SpaceAddr(2, 0x10000), Npages: 1}}}).Append(nil, fuzzRanges),
 		},
 		"FuzzDecodeMessage": {
 			"valid":    []byte("restore of pid 7 failed"),

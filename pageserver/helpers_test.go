@@ -273,3 +273,12 @@ func drain(t testing.TB, c *Client) {
 		}
 	}
 }
+
+func mustRanges(t testing.TB, runs []uffd.Run) *Ranges {
+	t.Helper()
+	r, err := NewRanges(runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

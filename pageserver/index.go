@@ -17,8 +17,8 @@ type lazyIndex struct {
 	ranges *Ranges // merged, for bounds checks and WELCOME
 }
 
-func newLazyIndex(runs []uffd.Run) (*lazyIndex, error) {
-	ranges, err := NewRanges(runs) // validates alignment and overlap
+func newLazyIndex(pids []uint32, runs []uffd.Run) (*lazyIndex, error) {
+	ranges, err := NewTreeRanges(pids, runs) // validates spaces, alignment and overlap
 	if err != nil {
 		return nil, err
 	}

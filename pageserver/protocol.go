@@ -17,8 +17,11 @@ import (
 
 // Protocol constants and limits (see the package doc).
 const (
-	FrameVersion    = 1  // the header's version byte
-	ProtocolVersion = 1  // HELLO's version
+	FrameVersion = 1 // the header's version byte
+	// ProtocolVersion is the version HELLO and WELCOME carry. 2: every
+	// page address on the wire names its process (pid in the image), so
+	// one session serves a whole process tree.
+	ProtocolVersion = 2
 	HeaderSize      = 16 // frame header bytes
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
@@ -27,15 +30,26 @@ const (
 	// PushWindow is the push credit a connection starts with: the most
 	// pushed bytes in flight between the server and the handler. Answers to
 	// requests never wait behind more than this (see CREDIT).
-	PushWindow    = 1 << 20
-	MaxCredit     = 64 << 20 // bytes one CREDIT frame may grant
-	MaxRuns       = 1 << 19  // runs in WELCOME or ACK
-	MaxFiles      = 64
+	PushWindow = 1 << 20
+	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
+	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
+	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
+	// few of its own.
+	MaxFiles      = 4096
 	MaxFileName   = 64
 	MaxImagesSize = 256 << 20
 	ChunkSize     = 1 << 20
 	MaxToken      = 256
 	MaxMessage    = 1024
+	// MaxAddr bounds every page address on the wire (run ends included):
+	// TASK_SIZE of x86-64 with 5-level paging, so that a process's pages
+	// fit below uffd.SpaceSize and spaces never touch.
+	MaxAddr = uffd.SpaceSize - PageSize
+	// MaxProcesses is how many processes one session serves.
+	MaxProcesses = uffd.MaxSpaces
+	// pagesHead is the PAGES payload before the page data: pid and address.
+	pagesHead = 12
+	runSize   = 20 // a run on the wire: pid u32, addr u64, npages u64
 )
 
 var frameMagic = [2]byte{'L', 'Z'}
@@ -124,7 +138,7 @@ func fixedSize(t Type) int {
 	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone:
 		return 0
 	case TypeRequest:
-		return 12
+		return 16
 	}
 	return -1
 }
@@ -153,8 +167,8 @@ func DecodeHeader(b []byte) (*Header, error) {
 	}
 	switch h.Type {
 	case TypePages:
-		if h.Length < 8+PageSize || (h.Length-8)%PageSize != 0 {
-			return nil, fmt.Errorf("%w: PAGES payload of %d bytes is not an address and whole pages", ErrProtocol, h.Length)
+		if h.Length < pagesHead+PageSize || (h.Length-pagesHead)%PageSize != 0 {
+			return nil, fmt.Errorf("%w: PAGES payload of %d bytes is not a pid, an address and whole pages", ErrProtocol, h.Length)
 		}
 	case TypeRequest:
 		if h.ID == 0 {
@@ -273,51 +287,109 @@ func DecodeHello(p []byte) (*Hello, error) {
 	return m, nil
 }
 
-// Welcome accepts a client into a session and announces the lazy runs.
+// Welcome accepts a client into a session and announces the processes
+// and their lazy runs.
 type Welcome struct {
+	Version   uint32
 	Session   uint64
 	LazyPages uint64
 	LazyBytes uint64
-	Runs      []uffd.Run // sorted, disjoint, not adjacent
+	// Pids are the processes served (pids in the image), ascending: the
+	// process Pids[k] is space k of the keyed addresses in Runs.
+	Pids []uint32
+	Runs []uffd.Run // keyed (uffd.SpaceAddr), sorted, disjoint, not adjacent
 }
 
 // Append appends the payload encoding of m to b.
 func (m *Welcome) Append(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, m.Version)
 	b = binary.LittleEndian.AppendUint64(b, m.Session)
 	b = binary.LittleEndian.AppendUint64(b, m.LazyPages)
 	b = binary.LittleEndian.AppendUint64(b, m.LazyBytes)
-	return appendRuns(b, m.Runs)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Pids)))
+	for _, pid := range m.Pids {
+		b = binary.LittleEndian.AppendUint32(b, pid)
+	}
+	return appendRuns(b, m.Runs, m.Pids)
 }
 
-func appendRuns(b []byte, runs []uffd.Run) []byte {
+// appendRuns appends keyed runs in their wire form (pid, address, pages).
+func appendRuns(b []byte, runs []uffd.Run, pids []uint32) []byte {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(runs)))
 	for _, r := range runs {
-		b = binary.LittleEndian.AppendUint64(b, r.Addr)
+		pid, addr := wireAddr(pids, r.Addr)
+		b = binary.LittleEndian.AppendUint32(b, pid)
+		b = binary.LittleEndian.AppendUint64(b, addr)
 		b = binary.LittleEndian.AppendUint64(b, r.Npages)
 	}
 	return b
 }
 
-// readRuns reads a run list; strict demands sorted, disjoint, non-adjacent
-// runs (the canonical WELCOME form), otherwise they only must be disjoint
-// and sorted.
-func readRuns(r *reader, what string, strict bool) ([]uffd.Run, error) {
+// wireAddr splits a keyed address into its process's pid and address (pid
+// 0xffffffff for a space pids does not name: no such pid exists).
+func wireAddr(pids []uint32, key uint64) (uint32, uint64) {
+	sp, addr := uffd.SplitSpace(key)
+	if sp < len(pids) {
+		return pids[sp], addr
+	}
+	return ^uint32(0), addr
+}
+
+// keyOf keys address addr of process pid, if pids names it.
+func keyOf(pids []uint32, pid uint32, addr uint64) (uint64, bool) {
+	sp, ok := slices.BinarySearch(pids, pid)
+	if !ok || addr >= uffd.SpaceSize {
+		return 0, false
+	}
+	return uffd.SpaceAddr(sp, addr), true
+}
+
+// readPids reads a WELCOME's process table: 1 to MaxProcesses pids,
+// strictly ascending.
+func readPids(r *reader) ([]uint32, error) {
+	n := r.u32()
+	if n == 0 || n > MaxProcesses {
+		return nil, fmt.Errorf("%w: WELCOME names %d processes (1 to %d)", ErrProtocol, n, MaxProcesses)
+	}
+	if uint64(len(r.b)) < uint64(n)*4 {
+		return nil, fmt.Errorf("%w: WELCOME payload is truncated", ErrProtocol)
+	}
+	pids := make([]uint32, n)
+	for i := range pids {
+		pids[i] = r.u32()
+		if i > 0 && pids[i] <= pids[i-1] {
+			return nil, fmt.Errorf("%w: WELCOME pid %d is not above the previous %d", ErrProtocol, pids[i], pids[i-1])
+		}
+	}
+	return pids, nil
+}
+
+// readRuns reads a wire run list into keyed runs; strict demands sorted,
+// disjoint, non-adjacent runs (the canonical WELCOME form), otherwise they
+// only must be disjoint and sorted. A pid pids does not name is out of
+// range.
+func readRuns(r *reader, what string, strict bool, pids []uint32) ([]uffd.Run, error) {
 	n := r.u32()
 	if n > MaxRuns {
 		return nil, fmt.Errorf("%w: %s lists %d runs, limit %d", ErrProtocol, what, n, MaxRuns)
 	}
-	if uint64(len(r.b)) < uint64(n)*16 {
+	if uint64(len(r.b)) < uint64(n)*runSize {
 		return nil, fmt.Errorf("%w: %s payload is truncated", ErrProtocol, what)
 	}
 	runs := make([]uffd.Run, n)
 	var prevEnd uint64
 	for i := range runs {
-		run := uffd.Run{Addr: r.u64(), Npages: r.u64()}
-		if err := checkRun(run); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
+		pid, addr, npages := r.u32(), r.u64(), r.u64()
+		if err := checkRun(uffd.Run{Addr: addr, Npages: npages}); err != nil {
+			return nil, fmt.Errorf("%s: pid %d: %w", what, pid, err)
 		}
+		key, ok := keyOf(pids, pid, addr)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s: pid %d is not served in this session", ErrOutOfRange, what, pid)
+		}
+		run := uffd.Run{Addr: key, Npages: npages}
 		if i > 0 && (run.Addr < prevEnd || strict && run.Addr == prevEnd) {
-			return nil, fmt.Errorf("%w: %s run at %#x is not after the previous one ending %#x", ErrProtocol, what, run.Addr, prevEnd)
+			return nil, fmt.Errorf("%w: %s run at pid %d %#x is not after the previous one", ErrProtocol, what, pid, addr)
 		}
 		prevEnd = run.End()
 		runs[i] = run
@@ -325,32 +397,41 @@ func readRuns(r *reader, what string, strict bool) ([]uffd.Run, error) {
 	return runs, nil
 }
 
-// checkRun checks a run is non-empty, page-aligned and does not wrap.
+// checkRun checks a wire run is non-empty, page-aligned and ends at most
+// at MaxAddr.
 func checkRun(r uffd.Run) error {
 	if r.Addr%PageSize != 0 {
 		return fmt.Errorf("%w: address %#x is not page-aligned", ErrProtocol, r.Addr)
 	}
-	if r.Npages == 0 || r.Npages > (^uint64(0)-r.Addr)/PageSize {
-		return fmt.Errorf("%w: run at %#x of %d pages is empty or wraps", ErrProtocol, r.Addr, r.Npages)
+	if r.Npages == 0 || r.Addr > MaxAddr || r.Npages > (MaxAddr-r.Addr)/PageSize {
+		return fmt.Errorf("%w: run at %#x of %d pages is empty or ends above %#x", ErrProtocol, r.Addr, r.Npages, uint64(MaxAddr))
 	}
 	return nil
 }
 
-// DecodeWelcome decodes a WELCOME payload.
+// DecodeWelcome decodes a WELCOME payload. Whether its version is the one
+// this lazycr speaks is for the caller to check (it says so, naming both).
 func DecodeWelcome(p []byte) (*Welcome, error) {
 	r := reader{b: p}
-	m := &Welcome{Session: r.u64(), LazyPages: r.u64(), LazyBytes: r.u64()}
+	m := &Welcome{Version: r.u32(), Session: r.u64(), LazyPages: r.u64(), LazyBytes: r.u64()}
 	if r.bad {
 		return nil, r.done("WELCOME")
 	}
-	runs, err := readRuns(&r, "WELCOME", true)
+	pids, err := readPids(&r)
 	if err != nil {
+		return nil, err
+	}
+	runs, err := readRuns(&r, "WELCOME", true, pids)
+	if err != nil {
+		if errors.Is(err, ErrOutOfRange) {
+			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
 		return nil, err
 	}
 	if err := r.done("WELCOME"); err != nil {
 		return nil, err
 	}
-	m.Runs = runs
+	m.Pids, m.Runs = pids, runs
 	if m.Session == 0 {
 		return nil, fmt.Errorf("%w: WELCOME with session 0", ErrProtocol)
 	}
@@ -453,24 +534,27 @@ func DecodeImages(p []byte) (*Images, error) {
 	return m, nil
 }
 
-// Request asks for npages pages at Addr; the id is in the frame header.
+// Request asks for npages pages at Addr of process Pid; the id is in the
+// frame header.
 type Request struct {
+	Pid    uint32
 	Addr   uint64
 	Npages uint32
 }
 
 // Append appends the payload encoding of m to b.
 func (m *Request) Append(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, m.Pid)
 	b = binary.LittleEndian.AppendUint64(b, m.Addr)
 	return binary.LittleEndian.AppendUint32(b, m.Npages)
 }
 
-// DecodeRequest decodes a REQUEST payload. Whether the range is migrated
-// is for the caller to check (Ranges.Check), so that it can refuse the one
-// request and keep the connection.
+// DecodeRequest decodes a REQUEST payload. Whether the process and range
+// are migrated is for the caller to check (Ranges.Key, Ranges.Check), so
+// that it can refuse the one request and keep the connection.
 func DecodeRequest(p []byte) (*Request, error) {
 	r := reader{b: p}
-	m := &Request{Addr: r.u64(), Npages: r.u32()}
+	m := &Request{Pid: r.u32(), Addr: r.u64(), Npages: r.u32()}
 	if err := r.done("REQUEST"); err != nil {
 		return nil, err
 	}
@@ -502,55 +586,69 @@ func DecodeCredit(p []byte) (uint64, error) {
 
 // Pages is a decoded PAGES payload.
 type Pages struct {
-	Addr uint64
+	Addr uint64 // keyed (uffd.SpaceAddr)
 	Data []byte
 }
 
 // Npages is the number of pages in m.
 func (m *Pages) Npages() int { return len(m.Data) / PageSize }
 
-// DecodePagesAddr checks the address word of a PAGES frame whose payload is
-// length bytes, against the lazy runs: it is what the client reads before
-// reading the page data straight into its destination.
-func DecodePagesAddr(addrWord []byte, length uint32, lazy *Ranges) (uint64, int, error) {
-	if len(addrWord) != 8 || length < 8+PageSize || (length-8)%PageSize != 0 || length-8 > MaxFramePages*PageSize {
-		return 0, 0, fmt.Errorf("%w: PAGES payload of %d bytes is not an address and 1 to %d pages", ErrProtocol, length, MaxFramePages)
+// AppendPagesHead appends the head of a PAGES payload (pid and address)
+// for keyed address key; the page data follows it.
+func AppendPagesHead(b []byte, key uint64, lazy *Ranges) []byte {
+	pid, addr := wireAddr(lazy.pids, key)
+	b = binary.LittleEndian.AppendUint32(b, pid)
+	return binary.LittleEndian.AppendUint64(b, addr)
+}
+
+// DecodePagesAddr checks the head (pid and address) of a PAGES frame whose
+// payload is length bytes against the lazy runs and returns the keyed
+// address and the page count: it is what the client reads before reading
+// the page data straight into its destination.
+func DecodePagesAddr(head []byte, length uint32, lazy *Ranges) (uint64, int, error) {
+	if len(head) != pagesHead || length < pagesHead+PageSize || (length-pagesHead)%PageSize != 0 || length-pagesHead > MaxFramePages*PageSize {
+		return 0, 0, fmt.Errorf("%w: PAGES payload of %d bytes is not a pid, an address and 1 to %d pages", ErrProtocol, length, MaxFramePages)
 	}
-	addr := binary.LittleEndian.Uint64(addrWord)
-	n := int(length-8) / PageSize
+	pid, addr := binary.LittleEndian.Uint32(head), binary.LittleEndian.Uint64(head[4:])
+	n := int(length-pagesHead) / PageSize
 	if err := checkRun(uffd.Run{Addr: addr, Npages: uint64(n)}); err != nil {
+		return 0, 0, fmt.Errorf("PAGES: pid %d: %w", pid, err)
+	}
+	key, err := lazy.Key(pid, addr)
+	if err != nil {
 		return 0, 0, fmt.Errorf("PAGES: %w", err)
 	}
-	if err := lazy.Check(addr, uint64(n)); err != nil {
-		return 0, 0, fmt.Errorf("PAGES: %w", err)
+	if err := lazy.Check(key, uint64(n)); err != nil {
+		return 0, 0, fmt.Errorf("PAGES: pid %d: %w", pid, err)
 	}
-	return addr, n, nil
+	return key, n, nil
 }
 
 // DecodePages decodes a whole PAGES payload (the data aliases p).
 func DecodePages(p []byte, lazy *Ranges) (*Pages, error) {
-	if len(p) < 8 || len(p) > MaxPayload {
+	if len(p) < pagesHead || len(p) > MaxPayload {
 		return nil, fmt.Errorf("%w: PAGES payload of %d bytes", ErrProtocol, len(p))
 	}
-	addr, _, err := DecodePagesAddr(p[:8], uint32(len(p)), lazy)
+	key, _, err := DecodePagesAddr(p[:pagesHead], uint32(len(p)), lazy)
 	if err != nil {
 		return nil, err
 	}
-	return &Pages{Addr: addr, Data: p[8:]}, nil
+	return &Pages{Addr: key, Data: p[pagesHead:]}, nil
 }
 
 // Ack lists runs installed (or dropped) by the target.
 type Ack struct {
-	Runs []uffd.Run
+	Runs []uffd.Run // keyed (uffd.SpaceAddr)
 }
 
-// Append appends the payload encoding of m to b.
-func (m *Ack) Append(b []byte) []byte { return appendRuns(b, m.Runs) }
+// Append appends the payload encoding of m to b, naming each run's process
+// as lazy does.
+func (m *Ack) Append(b []byte, lazy *Ranges) []byte { return appendRuns(b, m.Runs, lazy.pids) }
 
 // DecodeAck decodes an ACK payload; every run must lie inside lazy.
 func DecodeAck(p []byte, lazy *Ranges) (*Ack, error) {
 	r := reader{b: p}
-	runs, err := readRuns(&r, "ACK", false)
+	runs, err := readRuns(&r, "ACK", false, lazy.pids)
 	if err != nil {
 		return nil, err
 	}
@@ -586,16 +684,32 @@ func message(s string) []byte {
 	return []byte(s)
 }
 
-// Ranges is a sorted set of disjoint, non-adjacent page runs: the migrated
-// lazy ranges every page address on the wire is checked against.
+// Ranges is a sorted set of disjoint, non-adjacent page runs, keyed by
+// process (uffd.SpaceAddr): the migrated lazy ranges every page address on
+// the wire is checked against, and the pids that name the spaces.
 type Ranges struct {
 	runs  []uffd.Run
 	pages uint64
+	pids  []uint32 // space k is process pids[k]; ascending
 }
 
-// NewRanges sorts and merges runs; they must be page-aligned, non-empty and
-// must not overlap.
-func NewRanges(runs []uffd.Run) (*Ranges, error) {
+// NewRanges sorts and merges the runs of one process, named pid 0 on the
+// wire; they must be page-aligned, non-empty and must not overlap.
+func NewRanges(runs []uffd.Run) (*Ranges, error) { return NewTreeRanges([]uint32{0}, runs) }
+
+// NewTreeRanges sorts and merges keyed runs (uffd.SpaceAddr) of the
+// processes pids (1 to MaxProcesses, ascending; space k is pids[k]). Each
+// run must lie in its space below MaxAddr, page-aligned and non-empty, and
+// runs must not overlap.
+func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
+	if len(pids) == 0 || len(pids) > MaxProcesses {
+		return nil, fmt.Errorf("%w: %d processes (1 to %d)", ErrProtocol, len(pids), MaxProcesses)
+	}
+	for i := 1; i < len(pids); i++ {
+		if pids[i] <= pids[i-1] {
+			return nil, fmt.Errorf("%w: pid %d is not above the previous %d", ErrProtocol, pids[i], pids[i-1])
+		}
+	}
 	rs := slices.Clone(runs)
 	slices.SortFunc(rs, func(a, b uffd.Run) int {
 		switch {
@@ -609,8 +723,12 @@ func NewRanges(runs []uffd.Run) (*Ranges, error) {
 	merged := make([]uffd.Run, 0, len(rs))
 	var pages uint64
 	for _, r := range rs {
-		if err := checkRun(r); err != nil {
-			return nil, err
+		sp, addr := uffd.SplitSpace(r.Addr)
+		if sp >= len(pids) {
+			return nil, fmt.Errorf("%w: lazy run at %#x is in space %d of %d processes", ErrProtocol, r.Addr, sp, len(pids))
+		}
+		if err := checkRun(uffd.Run{Addr: addr, Npages: r.Npages}); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pids[sp], err)
 		}
 		pages += r.Npages
 		if n := len(merged); n > 0 {
@@ -625,7 +743,22 @@ func NewRanges(runs []uffd.Run) (*Ranges, error) {
 		}
 		merged = append(merged, r)
 	}
-	return &Ranges{runs: merged, pages: pages}, nil
+	return &Ranges{runs: merged, pages: pages, pids: slices.Clone(pids)}, nil
+}
+
+// Pids returns the processes, space k being Pids()[k] (callers must not
+// modify them).
+func (s *Ranges) Pids() []uint32 { return s.pids }
+
+// Key keys address addr of process pid, with an error wrapping
+// ErrOutOfRange if the session does not serve pid.
+func (s *Ranges) Key(pid uint32, addr uint64) (uint64, error) {
+	if s != nil {
+		if key, ok := keyOf(s.pids, pid, addr); ok {
+			return key, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: pid %d is not served in this session", ErrOutOfRange, pid)
 }
 
 // Runs returns the merged runs (callers must not modify them).
@@ -659,7 +792,8 @@ func (s *Ranges) Check(addr, npages uint64) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %#x-%#x (%d pages)", ErrOutOfRange, addr, addr+npages*PageSize, npages)
+	sp, a := uffd.SplitSpace(addr)
+	return fmt.Errorf("%w: space %d %#x-%#x (%d pages)", ErrOutOfRange, sp, a, a+npages*PageSize, npages)
 }
 
 // wire is one framed connection: buffered reads, serialized writes.

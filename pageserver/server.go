@@ -27,9 +27,15 @@ type Memory interface {
 
 // ServerConfig configures a page server.
 type ServerConfig struct {
-	Files  map[string][]byte // the image set, served by GET_IMAGES
-	Lazy   []uffd.Run        // the lazy page runs, disjoint
-	Memory Memory            // the frozen process
+	Files map[string][]byte // the image set, served by GET_IMAGES
+	// Lazy are the lazy page runs, disjoint, keyed by process
+	// (uffd.SpaceAddr: space k is Pids[k]).
+	Lazy []uffd.Run
+	// Pids are the processes served, pids in the image, ascending; nil
+	// means one process, named pid 0 on the wire.
+	Pids []uint32
+	// Memory reads the frozen processes at keyed addresses.
+	Memory Memory
 	// Token, if set, is a shared secret a client must present in HELLO.
 	Token []byte
 	// TLS, if set, wraps every connection (see ServerTLS).
@@ -263,7 +269,11 @@ func (s *Server) init() (*lazyIndex, error) {
 	if err := checkImages(files); err != nil {
 		return nil, fmt.Errorf("serve image files: %w", err)
 	}
-	idx, err := newLazyIndex(s.cfg.Lazy)
+	pids := s.cfg.Pids
+	if pids == nil {
+		pids = []uint32{0}
+	}
+	idx, err := newLazyIndex(pids, s.cfg.Lazy)
 	if err != nil {
 		return nil, fmt.Errorf("serve lazy runs: %w", err)
 	}
@@ -436,7 +446,8 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	// A reconnected session pushes at once: it resumed already.
 	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
 	s.mu.Unlock()
-	welcome := &Welcome{Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize, Runs: idx.ranges.Runs()}
+	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
+		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
 		return connResult{err: fmt.Errorf("send WELCOME: %w", err)}
 	}
@@ -482,12 +493,16 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 			if err != nil {
 				break
 			}
-			if rerr := idx.ranges.Check(req.Addr, uint64(req.Npages)); rerr != nil {
+			key, rerr := idx.ranges.Key(req.Pid, req.Addr)
+			if rerr == nil {
+				rerr = idx.ranges.Check(key, uint64(req.Npages))
+			}
+			if rerr != nil {
 				s.res.Refused++
-				cs.errs = append(cs.errs, errFrame{id: h.ID, msg: fmt.Sprintf("request %d: %v", h.ID, rerr)})
+				cs.errs = append(cs.errs, errFrame{id: h.ID, msg: fmt.Sprintf("request %d: pid %d: %v", h.ID, req.Pid, rerr)})
 				break
 			}
-			cs.reqs = append(cs.reqs, queuedRequest{id: h.ID, addr: req.Addr, npages: uint64(req.Npages)})
+			cs.reqs = append(cs.reqs, queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)})
 		case TypeAck:
 			var ack *Ack
 			ack, err = DecodeAck(p, idx.ranges)
@@ -728,15 +743,14 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 		i := idx.run(addr)
 		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
 		data := buf[:n*PageSize]
+		pid, a := wireAddr(idx.ranges.pids, addr)
 		if err := s.cfg.Memory.ReadAt(data, addr); err != nil {
-			msg := fmt.Sprintf("read pages %#x-%#x from the source process: %v", addr, addr+n*PageSize, err)
+			msg := fmt.Sprintf("read pages %#x-%#x of pid %d from the source process: %v", a, a+n*PageSize, pid, err)
 			w.writeFrame(TypeError, r.id, message(msg))
-			return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n*PageSize, err)
+			return fmt.Errorf("read pages %#x-%#x of pid %d: %w", a, a+n*PageSize, pid, err)
 		}
-		var ab [8]byte
-		binary.LittleEndian.PutUint64(ab[:], addr)
-		if err := w.writeFrame(TypePages, r.id, ab[:], data); err != nil {
-			return fmt.Errorf("send pages %#x-%#x: %w", addr, addr+n*PageSize, err)
+		if err := w.writeFrame(TypePages, r.id, AppendPagesHead(nil, addr, idx.ranges), data); err != nil {
+			return fmt.Errorf("send pages %#x-%#x of pid %d: %w", a, a+n*PageSize, pid, err)
 		}
 		s.mu.Lock()
 		if r.id != 0 {

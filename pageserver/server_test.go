@@ -89,7 +89,7 @@ func TestAckedNeverPushed(t *testing.T) {
 	w := rawDial(t, l.Addr().String())
 	mustWelcome(t, w, 0)
 	acked := []uffd.Run{{Addr: testBase + 2*PageSize, Npages: 8}, {Addr: testBase + 25*PageSize, Npages: 15}, {Addr: testBase + 63*PageSize, Npages: 1}}
-	rawSend(t, w, TypeAck, 0, (&Ack{Runs: acked}).Append(nil))
+	rawSend(t, w, TypeAck, 0, (&Ack{Runs: acked}).Append(nil, mustRanges(t, lazy)))
 	rawSend(t, w, TypeResumed, 0, nil)
 	rawExpect(t, w, TypeResumedOK)
 	want := lazyPages(lazy)
@@ -106,13 +106,13 @@ func TestAckedNeverPushed(t *testing.T) {
 		if err == nil || !errors.Is(err, ErrOutOfRange) {
 			t.Fatalf("DecodePages with no ranges: %v", err)
 		}
-		addr := binary.LittleEndian.Uint64(p)
-		for i := 0; i < (len(p)-8)/PageSize; i++ {
+		addr := binary.LittleEndian.Uint64(p[4:])
+		for i := 0; i < (len(p)-pagesHead)/PageSize; i++ {
 			a := addr + uint64(i)*PageSize
 			if !want[a] || got[a] {
 				t.Fatalf("pushed page %#x: acked or sent twice", a)
 			}
-			if !bytes.Equal(p[8+i*PageSize:8+(i+1)*PageSize], mem.page(a)) {
+			if !bytes.Equal(p[pagesHead+i*PageSize:pagesHead+(i+1)*PageSize], mem.page(a)) {
 				t.Fatalf("page %#x has the wrong contents", a)
 			}
 			got[a] = true
@@ -324,7 +324,7 @@ func TestGaveUp(t *testing.T) {
 	w := rawDial(t, l.Addr().String())
 	mustWelcome(t, w, 0)
 	acked := []uffd.Run{{Addr: testBase + 4*PageSize, Npages: 6}, {Addr: testBase + 20*PageSize, Npages: 20}}
-	rawSend(t, w, TypeAck, 0, (&Ack{Runs: acked}).Append(nil))
+	rawSend(t, w, TypeAck, 0, (&Ack{Runs: acked}).Append(nil, mustRanges(t, lazy)))
 	rawSend(t, w, TypeResumed, 0, nil)
 	rawExpect(t, w, TypeResumedOK)
 	w.conn.Close()

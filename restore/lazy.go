@@ -82,3 +82,42 @@ func (r *Process) LazyRegions() []uffd.Region {
 	}
 	return out
 }
+
+// LazyMember is a tree member of a lazy restore other than the root, for
+// the lazy-pages handler: its pid here and in the image, its userfaultfd
+// (past the API handshake, regions not registered) and its lazy regions.
+type LazyMember struct {
+	PID      int
+	ImagePID uint32
+	FD       *uffd.FD
+	Regions  []uffd.Region
+}
+
+// TakeLazyMembers hands over the userfaultfds of the tree's members other
+// than the root (see TakeUserfaultfd): the caller owns them from then on.
+// Zombies have none; a second call returns none.
+func (r *Process) TakeLazyMembers() []LazyMember {
+	if r.tree == nil {
+		return nil
+	}
+	var out []LazyMember
+	for _, m := range r.tree.members {
+		if u := m.TakeUserfaultfd(); u != nil {
+			out = append(out, LazyMember{PID: m.b.pid, ImagePID: m.img.Pid, FD: u, Regions: m.LazyRegions()})
+		}
+	}
+	return out
+}
+
+// closeMemberUffds closes the members' userfaultfds not handed over.
+func (r *Process) closeMemberUffds() {
+	if r.tree == nil {
+		return
+	}
+	for _, m := range r.tree.members {
+		if m.uffd != nil {
+			m.uffd.Close()
+			m.uffd = nil
+		}
+	}
+}

@@ -158,6 +158,15 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore %s: %w", describeSource(opts), err)
 		}
 	}
+	r.tcp = files.NewTCPRestore(opts.Log)
+	if opts.Lazy && set.Root() != nil {
+		// A lazy migration's TCP connections are locked here before
+		// Prepare (netfix) makes their addresses live (files.TCPRestore).
+		if err := r.tcp.LockFor(set.Fds[set.Root().Pid]); err != nil {
+			return nil, fmt.Errorf("restore: lock TCP connections: %w", err)
+		}
+		undo.push(r.tcp.Abort)
+	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
@@ -183,6 +192,12 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		defer pr.Close()
+		// The page data's checksum is checked before any of it is used: a
+		// flipped byte on disk must refuse the restore, not run the process
+		// with one byte of its memory changed.
+		if err := pr.Verify(); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 		r.opts.Pages = pr
 	}
 	if err := failpoint.Check("restore.load"); err != nil {
@@ -228,9 +243,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			{"restore process state", "restore.state", m.restoreState, &r.Stats.State},
 			{"create threads", "restore.threads", m.restoreThreads, &r.Stats.Threads},
 		}
-		if opts.Lazy && m == r {
-			// Only the root's memory is lazy (the members' is all in
-			// the skeleton, see package dump).
+		if opts.Lazy {
+			// Every member's lazy memory is served on its own uffd
+			// (TakeLazyMembers).
 			steps = append(steps, step{"create userfaultfd", "restore.uffd", m.setupUserfaultfd, &r.Stats.Uffd})
 		}
 		return append(steps, step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})
@@ -340,6 +355,9 @@ func (r *Process) Resume() error {
 		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: TCP connections: %w", r.img.Pid, err)
 	}
+	if r.img.StopSignal != 0 {
+		r.b.p.StopOnDetach() // it was in a job-control stop (state T)
+	}
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()
@@ -375,6 +393,7 @@ func (r *Process) Kill() {
 		r.uffd.Close()
 		r.uffd = nil
 	}
+	r.closeMemberUffds()
 }
 
 func (r *Process) stubPath() string {

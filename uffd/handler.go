@@ -53,11 +53,26 @@ type HandlerConfig struct {
 	// handler adopts (e.g. to hand a reference to a keeper); an error is
 	// logged.
 	OnFork func(uffd int) error
+	// Space keys the process's lazy pages towards Source (see SpaceAddr);
+	// 0 for a single process.
+	Space int
+	// Members are the other processes of a restored tree, each with its
+	// own uffd and lazy VMAs, served by the same loop from the same
+	// Source. The handler is done when every member's pages are in.
+	Members []Member
 	// BeforeClose, if set, is called once when the handler is about to
 	// close the uffds for good: every page is in, or every missing page is
 	// poisoned (or its process killed). Another holder of the uffds can let
 	// go then.
 	BeforeClose func()
+}
+
+// Member is one more process of a restored tree for a Handler.
+type Member struct {
+	FD      *FD // its userfaultfd after the API handshake; the handler owns it
+	PID     int
+	Space   int      // its key space towards the Source, unique in the tree
+	Regions []Region // its lazy VMAs, at its dump-time addresses
 }
 
 // A Handler serves the missing-page faults of a restored process (and of
@@ -94,8 +109,7 @@ type Handler struct {
 	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
 	arrGot   []bool // page arrBase+k got installed in some member
 
-	evfd  int // eventfd waking the Run loop: source data, ctx, Close
-	pidfd int // pidfd of cfg.PID (-1 if none): readable once it exited
+	evfd int // eventfd waking the Run loop: source data, ctx, Close
 
 	// life guards the Run/Close handshake.
 	life    sync.Mutex
@@ -137,6 +151,10 @@ type member struct {
 	waiters   map[uint64][]*pending
 	canPoison bool
 	gone      bool
+	// pidfd is the process's pidfd (-1 if none: a forked child), readable
+	// once it exited.
+	pidfd int
+	space int // the space its dump-time addresses are keyed in
 }
 
 // seg maps [cur, cur+len) in the process to [dump, dump+len) at dump time.
@@ -170,16 +188,31 @@ func (h *Handler) dumpOf(i uint64) uint64 {
 }
 
 // NewHandler registers cfg.Regions on fd (after the caller's UFFDIO_API
-// handshake with FeaturesNonCooperative|FeatureThreadID) and returns a
-// handler for them. The handler owns fd from now on, also on error.
+// handshake with FeaturesNonCooperative|FeatureThreadID), and each of
+// cfg.Members' regions on its own uffd, and returns a handler for them. The
+// handler owns fd and every member's FD from now on, also on error.
 func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
-	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1, pidfd: -1,
+	h := &Handler{cfg: cfg, src: cfg.Source, log: cfg.Log, start: time.Now(), evfd: -1,
 		runDone: make(chan struct{}), arm: make(chan struct{}, 1), disarm: make(chan struct{})}
 	if ps, ok := cfg.Source.(PrioritySource); ok {
 		h.replies = ps.Replies()
 	}
+	specs := append([]Member{{FD: fd, PID: cfg.PID, Space: cfg.Space, Regions: cfg.Regions}}, cfg.Members...)
+	var members []*member
 	fail := func(err error) (*Handler, error) {
-		fd.Close()
+		for _, sp := range specs {
+			if sp.FD != nil {
+				sp.FD.Close()
+			}
+		}
+		for _, m := range members {
+			if m.pidfd >= 0 {
+				unix.Close(m.pidfd)
+			}
+		}
+		if h.evfd >= 0 {
+			unix.Close(h.evfd)
+		}
 		return nil, err
 	}
 	if cfg.Source == nil {
@@ -188,54 +221,91 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 	if cfg.FaultAround < 0 {
 		return fail(fmt.Errorf("create lazy-pages handler: negative fault-around %d", cfg.FaultAround))
 	}
-	regions := slices.Clone(cfg.Regions)
-	slices.SortFunc(regions, func(a, b Region) int { return cmpU(a.Start, b.Start) })
-	m := &member{fd: fd, pid: cfg.PID, waiters: map[uint64][]*pending{}, canPoison: true}
-	for k, r := range regions {
-		if r.Start%PageSize != 0 || r.End%PageSize != 0 || r.End <= r.Start || (k > 0 && r.Start < regions[k-1].End) {
-			return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad region [%#x, %#x)", cfg.PID, r.Start, r.End))
+	// Every member's runs, keyed by space, numbered in keyed order.
+	type spaceRun struct{ dump, n uint64 }
+	var all []spaceRun
+	spaces := map[int]int{}
+	for _, sp := range specs {
+		if sp.FD == nil {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: no uffd", sp.PID))
 		}
-		last := r.Start
-		for _, l := range r.Lazy {
-			if l.Addr%PageSize != 0 || l.Addr < last || l.End() > r.End || l.Npages == 0 {
-				return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad lazy run %#x+%d pages in region [%#x, %#x)", cfg.PID, l.Addr, l.Npages, r.Start, r.End))
+		if sp.Space < 0 || sp.Space >= MaxSpaces {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: space %d outside 0..%d", sp.PID, sp.Space, MaxSpaces-1))
+		}
+		if other, ok := spaces[sp.Space]; ok {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: space %d is pid %d's too", sp.PID, sp.Space, other))
+		}
+		spaces[sp.Space] = sp.PID
+		off := SpaceAddr(sp.Space, 0)
+		regions := slices.Clone(sp.Regions)
+		slices.SortFunc(regions, func(a, b Region) int { return cmpU(a.Start, b.Start) })
+		m := &member{fd: sp.FD, pid: sp.PID, waiters: map[uint64][]*pending{}, canPoison: true, pidfd: -1, space: sp.Space}
+		for k, r := range regions {
+			if r.Start%PageSize != 0 || r.End%PageSize != 0 || r.End <= r.Start || r.End > SpaceSize || (k > 0 && r.Start < regions[k-1].End) {
+				return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad region [%#x, %#x)", sp.PID, r.Start, r.End))
 			}
-			h.runs = append(h.runs, lazyRun{dump: l.Addr, n: l.Npages, base: h.total})
-			h.total += l.Npages
-			last = l.End()
+			last := r.Start
+			for _, l := range r.Lazy {
+				if l.Addr%PageSize != 0 || l.Addr < last || l.End() > r.End || l.Npages == 0 {
+					return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad lazy run %#x+%d pages in region [%#x, %#x)", sp.PID, l.Addr, l.Npages, r.Start, r.End))
+				}
+				all = append(all, spaceRun{dump: off + l.Addr, n: l.Npages})
+				last = l.End()
+			}
+			m.segs = append(m.segs, seg{cur: r.Start, dump: off + r.Start, len: r.End - r.Start})
 		}
-		m.segs = append(m.segs, seg{cur: r.Start, dump: r.Start, len: r.End - r.Start})
+		for _, r := range regions {
+			ioctls, err := sp.FD.Register(r.Start, r.End-r.Start, ModeMissing)
+			if err != nil {
+				return fail(fmt.Errorf("create lazy-pages handler for pid %d: %w", sp.PID, err))
+			}
+			if !ioctls.Has(kabi.UFFDIO_NR_COPY) || !ioctls.Has(kabi.UFFDIO_NR_ZEROPAGE) || !ioctls.Has(kabi.UFFDIO_NR_WAKE) {
+				return fail(fmt.Errorf("create lazy-pages handler for pid %d: region [%#x, %#x) lacks COPY/ZEROPAGE/WAKE (ioctls %s)", sp.PID, r.Start, r.End, ioctls))
+			}
+			if !ioctls.Has(kabi.UFFDIO_NR_POISON) {
+				m.canPoison = false
+			}
+		}
+		if sp.PID > 0 {
+			// An exited process is noticed through its pidfd (pidfd_open(2):
+			// readable once it terminated), not only when an ioctl fails
+			// ESRCH: a process that exits between faults must not leave Run
+			// waiting.
+			if pfd, err := unix.PidfdOpen(sp.PID, 0); err == nil {
+				m.pidfd = pfd
+			} else {
+				h.log.Debug().Err(err).Int("pid", sp.PID).Msg("pidfd_open: exit noticed through ESRCH only")
+			}
+		}
+		members = append(members, m)
 	}
-	for _, r := range regions {
-		ioctls, err := fd.Register(r.Start, r.End-r.Start, ModeMissing)
-		if err != nil {
-			return fail(fmt.Errorf("create lazy-pages handler for pid %d: %w", cfg.PID, err))
-		}
-		if !ioctls.Has(kabi.UFFDIO_NR_COPY) || !ioctls.Has(kabi.UFFDIO_NR_ZEROPAGE) || !ioctls.Has(kabi.UFFDIO_NR_WAKE) {
-			return fail(fmt.Errorf("create lazy-pages handler for pid %d: region [%#x, %#x) lacks COPY/ZEROPAGE/WAKE (ioctls %s)", cfg.PID, r.Start, r.End, ioctls))
-		}
-		if !ioctls.Has(kabi.UFFDIO_NR_POISON) {
-			m.canPoison = false
-		}
+	slices.SortFunc(all, func(a, b spaceRun) int { return cmpU(a.dump, b.dump) })
+	for _, r := range all {
+		h.runs = append(h.runs, lazyRun{dump: r.dump, n: r.n, base: h.total})
+		h.total += r.n
 	}
 	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return fail(fmt.Errorf("create lazy-pages handler wakeup eventfd: %w", os.NewSyscallError("eventfd2", err)))
 	}
 	h.evfd = ev
-	if cfg.PID > 0 {
-		// An exited process is noticed through its pidfd (pidfd_open(2):
-		// readable once it terminated), not only when an ioctl fails ESRCH:
-		// a process that exits between faults must not leave Run waiting.
-		if pfd, err := unix.PidfdOpen(cfg.PID, 0); err == nil {
-			h.pidfd = pfd
-		} else {
-			h.log.Debug().Err(err).Int("pid", cfg.PID).Msg("pidfd_open: exit noticed through ESRCH only")
+	h.inflight, h.acked = newBitmap(h.total), newBitmap(h.total)
+	for _, m := range members {
+		// A member needs the pages of its own space; the others' are
+		// never its to fill (dropped from the start).
+		m.installed, m.dropped = newBitmap(h.total), newBitmap(h.total)
+		lo, hi := SpaceAddr(m.space, 0), SpaceAddr(m.space, 0)+SpaceSize-1
+		for _, r := range h.runs {
+			if r.dump >= lo && r.dump <= hi {
+				m.needed += r.n
+				continue
+			}
+			for i := r.base; i < r.base+r.n; i++ {
+				m.dropped.set(i)
+			}
 		}
 	}
-	h.inflight, h.acked = newBitmap(h.total), newBitmap(h.total)
-	m.installed, m.dropped, m.needed = newBitmap(h.total), newBitmap(h.total), h.total
-	h.members, h.primary = []*member{m}, m
+	h.members, h.primary = members, members[0]
 	h.trace = Trace{Start: h.start, PID: cfg.PID}
 	return h, nil
 }
@@ -396,10 +466,6 @@ func (h *Handler) Close() error {
 		err = fmt.Errorf("close eventfd %d: %w", h.evfd, os.NewSyscallError("close", cerr))
 	}
 	h.evfd = -1
-	if h.pidfd >= 0 {
-		unix.Close(h.pidfd)
-		h.pidfd = -1
-	}
 	return err
 }
 
@@ -526,9 +592,13 @@ func (h *Handler) loop(ctx context.Context) error {
 		for _, m := range h.members {
 			pfds = append(pfds, unix.PollFd{Fd: int32(m.fd.Fd()), Events: unix.POLLIN})
 		}
-		watchPID := h.pidfd >= 0 && !h.primary.gone
-		if watchPID {
-			pfds = append(pfds, unix.PollFd{Fd: int32(h.pidfd), Events: unix.POLLIN})
+		// Then each member's pidfd: readable once it exited.
+		var watched []*member
+		for _, m := range h.members {
+			if m.pidfd >= 0 {
+				watched = append(watched, m)
+				pfds = append(pfds, unix.PollFd{Fd: int32(m.pidfd), Events: unix.POLLIN})
+			}
 		}
 		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("wait on uffds of pid %d: %w", h.cfg.PID, os.NewSyscallError("poll", err))
@@ -542,14 +612,17 @@ func (h *Handler) loop(ctx context.Context) error {
 		default:
 		}
 		members := slices.Clone(h.members)
-		if watchPID && pfds[len(pfds)-1].Revents != 0 {
+		for k, m := range watched {
+			if m.gone || pfds[1+len(members)+k].Revents == 0 {
+				continue
+			}
 			// Read what it left first: a fault it raised is answered before
 			// ESRCH would tell, and its events are accounted.
-			if err := h.drain(h.primary, msgs[:]); err != nil {
-				h.log.Warn().Err(err).Int("pid", h.cfg.PID).Msg("read the last events of an exited process")
+			if err := h.drain(m, msgs[:]); err != nil {
+				h.log.Warn().Err(err).Int("pid", m.pid).Msg("read the last events of an exited process")
 			}
-			h.log.Debug().Int("pid", h.cfg.PID).Msg("process exited")
-			h.removeMember(h.primary)
+			h.log.Debug().Int("pid", m.pid).Msg("process exited")
+			h.removeMember(m)
 		}
 		for k, m := range members {
 			if m.gone {
@@ -1159,7 +1232,7 @@ var adoptFork = FromFd
 // UFFDIO_POISON, the child is killed) before the fd is closed, so they
 // never read as zeros.
 func (h *Handler) fork(m *member, ufd int) error {
-	c := &member{segs: slices.Clone(m.segs), installed: slices.Clone(m.installed), parent: m.pid,
+	c := &member{segs: slices.Clone(m.segs), installed: slices.Clone(m.installed), parent: m.pid, pidfd: -1, space: m.space,
 		dropped: slices.Clone(m.dropped), needed: m.needed, waiters: map[uint64][]*pending{}, canPoison: m.canPoison}
 	// A second fd, kept until the child is served or poisoned.
 	raw, err := unix.FcntlInt(uintptr(ufd), unix.F_DUPFD_CLOEXEC, 0)
@@ -1200,6 +1273,13 @@ func (h *Handler) fork(m *member, ufd int) error {
 	return nil
 }
 
+func (m *member) closePidfd() {
+	if m.pidfd >= 0 {
+		unix.Close(m.pidfd)
+		m.pidfd = -1
+	}
+}
+
 // removeMember drops a member whose process is gone.
 func (h *Handler) removeMember(m *member) {
 	if m.gone {
@@ -1213,6 +1293,7 @@ func (h *Handler) removeMember(m *member) {
 	m.waiters = map[uint64][]*pending{}
 	h.members = slices.DeleteFunc(h.members, func(x *member) bool { return x == m })
 	m.fd.Close()
+	m.closePidfd()
 	for _, r := range h.runs {
 		h.ackDone(r.base, r.n)
 	}
@@ -1263,6 +1344,7 @@ func (h *Handler) finish(cause error) error {
 	for _, m := range h.members {
 		m.gone = true
 		m.fd.Close()
+		m.closePidfd()
 	}
 	h.members = nil
 	if cause == nil {

@@ -58,3 +58,29 @@ type PrioritySource interface {
 	PageSource
 	Replies() <-chan PageData
 }
+
+// Address spaces. The processes of a restored tree share one handler and
+// one PageSource, but each has its own memory: the same dump-time address
+// means a different page in each. The handler and the source therefore key
+// a page by its space (a member's number, 0 for a single process) in the
+// top bits and its dump-time address below: x86-64 user addresses are below
+// 2^56 even with 5-level paging (Documentation/arch/x86/x86_64/mm.rst), so
+// a space never overlaps another.
+const (
+	// SpaceShift is where the space number starts in a keyed address.
+	SpaceShift = 56
+	// MaxSpaces is how many spaces (tree members) keyed addresses hold.
+	MaxSpaces = 1 << (64 - SpaceShift)
+	// SpaceSize is the size of one space: every dump-time address of a
+	// space is below it.
+	SpaceSize = uint64(1) << SpaceShift
+)
+
+// SpaceAddr keys dump-time address addr (< SpaceSize) in space.
+func SpaceAddr(space int, addr uint64) uint64 { return uint64(space)<<SpaceShift | addr }
+
+// SplitSpace splits a keyed address into its space and its dump-time
+// address.
+func SplitSpace(key uint64) (space int, addr uint64) {
+	return int(key >> SpaceShift), key & (SpaceSize - 1)
+}

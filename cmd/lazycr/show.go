@@ -144,6 +144,9 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		if len(p.SharedPending) > 0 {
 			fmt.Fprintf(w, "  process-wide pending signals: %d\n", len(p.SharedPending))
 		}
+		if p.StopSignal != 0 {
+			fmt.Fprintf(w, "  stopped (state T) by %s: restored stopped, SIGCONT lets it run\n", unix.SignalName(unix.Signal(p.StopSignal)))
+		}
 		if a := procattr.Show(p); a != "" {
 			fmt.Fprintf(w, "  attributes: %s\n", a)
 		}

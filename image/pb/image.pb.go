@@ -782,7 +782,11 @@ type Process struct {
 	ExitCode int32 `protobuf:"varint,31,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
 	// The nice value (setpriority(2) PRIO_PROCESS) of every thread; unset
 	// in images made before it was recorded (restore then leaves it).
-	Nice          *int32 `protobuf:"varint,32,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
+	Nice *int32 `protobuf:"varint,32,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
+	// The process was in a job-control stop (state T) when dumped: the
+	// signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU); 0 when it
+	// was running. Restore leaves it stopped until a SIGCONT.
+	StopSignal    uint32 `protobuf:"varint,33,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1037,6 +1041,13 @@ func (x *Process) GetExitCode() int32 {
 func (x *Process) GetNice() int32 {
 	if x != nil && x.Nice != nil {
 		return *x.Nice
+	}
+	return 0
+}
+
+func (x *Process) GetStopSignal() uint32 {
+	if x != nil {
+		return x.StopSignal
 	}
 	return 0
 }
@@ -2890,6 +2901,7 @@ type Fd struct {
 	//	*Fd_Memfd
 	//	*Fd_DeletedFile
 	//	*Fd_Inotify
+	//	*Fd_UnixSocket
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3066,6 +3078,15 @@ func (x *Fd) GetInotify() *Inotify {
 	return nil
 }
 
+func (x *Fd) GetUnixSocket() *UnixSocket {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_UnixSocket); ok {
+			return x.UnixSocket
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -3114,6 +3135,10 @@ type Fd_Inotify struct {
 	Inotify *Inotify `protobuf:"bytes,20,opt,name=inotify,proto3,oneof"`
 }
 
+type Fd_UnixSocket struct {
+	UnixSocket *UnixSocket `protobuf:"bytes,21,opt,name=unix_socket,json=unixSocket,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -3135,6 +3160,8 @@ func (*Fd_Memfd) isFd_Kind() {}
 func (*Fd_DeletedFile) isFd_Kind() {}
 
 func (*Fd_Inotify) isFd_Kind() {}
+
+func (*Fd_UnixSocket) isFd_Kind() {}
 
 // FdOwner is who gets an open file description's SIGIO/SIGURG. Only the
 // process itself (F_OWNER_PID or F_OWNER_TID with its pid) is recorded;
@@ -3714,6 +3741,108 @@ func (x *SignalFd) GetSigmask() uint64 {
 	return 0
 }
 
+// UnixSocket is one end of a connected, unnamed AF_UNIX socket pair
+// (socketpair(2)) whose other end is in the same fd table (unix(7)).
+type UnixSocket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
+	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
+	Type          int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
+	Shutdown      uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
+	Sndbuf        int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
+	Rcvbuf        int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
+	Passcred      bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixSocket) Reset() {
+	*x = UnixSocket{}
+	mi := &file_image_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixSocket) ProtoMessage() {}
+
+func (x *UnixSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
+func (*UnixSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *UnixSocket) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPeer() uint64 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetSndbuf() int32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetRcvbuf() int32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPasscred() bool {
+	if x != nil {
+		return x.Passcred
+	}
+	return false
+}
+
 type InetSocket struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Family    int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
@@ -3739,7 +3868,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3880,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3893,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3892,7 +4021,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3904,7 +4033,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3917,7 +4046,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4095,7 +4224,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4107,7 +4236,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4120,7 +4249,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4195,7 +4324,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +4336,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +4349,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4396,7 +4525,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4408,7 +4537,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4421,7 +4550,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4461,7 +4590,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4473,7 +4602,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4486,7 +4615,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MemFd) GetName() string {
@@ -4548,7 +4677,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4560,7 +4689,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4573,7 +4702,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4628,7 +4757,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4640,7 +4769,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4653,7 +4782,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4674,7 +4803,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +4815,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +4828,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4740,7 +4869,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +4881,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +4894,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4860,7 +4989,7 @@ const file_image_proto_rawDesc = "" +
 	"\bTreePipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xeb\b\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\x8c\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4901,7 +5030,9 @@ const file_image_proto_rawDesc = "" +
 	"\x06ns_sid\x18\x1d \x03(\rR\x05nsSid\x12\x16\n" +
 	"\x06zombie\x18\x1e \x01(\bR\x06zombie\x12\x1b\n" +
 	"\texit_code\x18\x1f \x01(\x05R\bexitCode\x12\x17\n" +
-	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01B\a\n" +
+	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
+	"\vstop_signal\x18! \x01(\rR\n" +
+	"stopSignalB\a\n" +
 	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
@@ -5079,7 +5210,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xf5\x05\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xb5\x06\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -5098,7 +5229,9 @@ const file_image_proto_rawDesc = "" +
 	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
 	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfd\x12A\n" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
-	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
+	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotify\x12>\n" +
+	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
+	"unixSocketB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"G\n" +
 	"\aFdOwner\x12\x12\n" +
@@ -5145,7 +5278,17 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\x9e\x03\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xc6\x01\n" +
+	"\n" +
+	"UnixSocket\x12\x14\n" +
+	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\x05R\x04type\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1a\n" +
+	"\bshutdown\x18\x05 \x01(\rR\bshutdown\x12\x16\n" +
+	"\x06sndbuf\x18\x06 \x01(\x05R\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\a \x01(\x05R\x06rcvbuf\x12\x1a\n" +
+	"\bpasscred\x18\b \x01(\bR\bpasscred\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -5301,7 +5444,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
@@ -5343,16 +5486,17 @@ var file_image_proto_goTypes = []any{
 	(*Epoll)(nil),         // 37: lazycr.image.v1.Epoll
 	(*TimerFd)(nil),       // 38: lazycr.image.v1.TimerFd
 	(*SignalFd)(nil),      // 39: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 40: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 41: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 42: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 43: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 44: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 45: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 46: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 47: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 48: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 49: lazycr.image.v1.Device
+	(*UnixSocket)(nil),    // 40: lazycr.image.v1.UnixSocket
+	(*InetSocket)(nil),    // 41: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 42: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 43: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 44: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 45: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 46: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 47: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 48: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 49: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 50: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	9,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -5392,27 +5536,28 @@ var file_image_proto_depIdxs = []int32{
 	37, // 34: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
 	38, // 35: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	39, // 36: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	40, // 37: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	49, // 38: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	45, // 39: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	46, // 40: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	47, // 41: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	26, // 42: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	34, // 43: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	36, // 44: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	43, // 45: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	41, // 46: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	42, // 47: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	44, // 48: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	26, // 49: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	48, // 50: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	26, // 51: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	26, // 52: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	41, // 37: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	50, // 38: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	46, // 39: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	47, // 40: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	48, // 41: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	40, // 42: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	26, // 43: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	34, // 44: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	36, // 45: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	44, // 46: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	42, // 47: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	43, // 48: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	45, // 49: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	26, // 50: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	49, // 51: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	26, // 52: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	26, // 53: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5433,6 +5578,7 @@ func file_image_proto_init() {
 		(*Fd_Memfd)(nil),
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
+		(*Fd_UnixSocket)(nil),
 	}
 	file_image_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
@@ -5441,7 +5587,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,64 @@
+package dump
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/lazycr/lazycr/image/pb"
+)
+
+// LazySpace is the lazy memory of one process of a lazy dump: its pid in
+// the image and the runs of pages left out of the image for the page
+// server, in address order.
+type LazySpace struct {
+	PID  uint32
+	Runs []*pb.PageRun
+}
+
+// LazySpaces lists the lazy memory of every live process of the dump (the
+// root and each tree member, zombies have none), by ascending pid: the
+// page server serves them all in one session, process k of the list being
+// space k (see package pageserver). A process without lazy pages is listed
+// too, with no runs.
+func (cp *Checkpoint) LazySpaces() []LazySpace {
+	var out []LazySpace
+	for _, p := range cp.Set.Tree.Processes {
+		if p.Zombie {
+			continue
+		}
+		sp := LazySpace{PID: p.Pid}
+		if mm := cp.Set.Memory[p.Pid]; mm != nil {
+			for _, v := range mm.Vmas {
+				for _, r := range v.Pages {
+					if r.State == pb.PageState_PAGE_STATE_LAZY {
+						sp.Runs = append(sp.Runs, r)
+					}
+				}
+			}
+		}
+		out = append(out, sp)
+	}
+	slices.SortFunc(out, func(a, b LazySpace) int {
+		switch {
+		case a.PID < b.PID:
+			return -1
+		case a.PID > b.PID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// ReadProcessMemory reads the frozen memory of process pid of the dump
+// (the root or a live tree member) for the page server.
+func (cp *Checkpoint) ReadProcessMemory(pid uint32, addr uint64, b []byte) error {
+	m := cp.member(pid)
+	if m == cp && uint32(cp.pid) != pid {
+		return fmt.Errorf("read memory of pid %d: not a process of the dump of pid %d", pid, cp.pid)
+	}
+	if m.proc == nil {
+		return fmt.Errorf("read memory of pid %d: it is a zombie", pid)
+	}
+	return m.proc.ReadMem(uintptr(addr), b)
+}

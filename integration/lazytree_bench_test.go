@@ -1,0 +1,111 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkLazyTree measures the lazy migration of process trees of 1, 8
+// and 64 processes with 16 MiB of populated memory each (testdata/progs/
+// lazyfill, the init of its own PID namespace), over loopback: dump --lazy
+// and restore --lazy-from --pidns, every member's memory served by the one
+// page server. Each iteration starts a fresh tree outside the timer, and
+// times the migration from the source's start until both lazycr exited.
+// Metrics: ms/freeze-to-resume (the target's own figure: from the freeze
+// on the source to the resume of the whole tree here), ms/all-in (from
+// the resume until every lazy page of every member is in), ms/migration
+// (the timed part), MiB/copied (lazily, per migration).
+func BenchmarkLazyTree(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("lazy migration needs root (ptrace, userfaultfd, clone3 set_tid)")
+	}
+	if lazycrErr != nil {
+		b.Fatal(lazycrErr)
+	}
+	bin := buildCBench(b, "lazyfill")
+	for _, n := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("procs=%d/mem=16MiB", n), func(b *testing.B) {
+			var f2r, allIn, wall time.Duration
+			var copied int64
+			for b.Loop() {
+				b.StopTimer()
+				pid, done := startLazyFill(b, bin, n, 16)
+				b.StartTimer()
+				t0 := time.Now()
+				src := startLazySource(b, nil, pid, "127.0.0.1")
+				dst := startLazyRun(b, "target lazycr restore --pidns", lazyCmd(b, nil, "restore", "--lazy-from", src.addr, "--pidns"))
+				rpid := lazyResumedPID(b, dst)
+				resumed := time.Now()
+				dst.requireExit(b, 0)
+				allIn += time.Since(resumed)
+				src.requireExit(b, 0)
+				wall += time.Since(t0)
+				b.StopTimer()
+				_, e := dst.output()
+				s := parseLazySummary(b, e)
+				f2r += s.freezeToResume
+				copied += s.bytesCopied
+				killAndWait(b, rpid) // the namespace's init: the rest goes with it
+				<-done
+				b.StartTimer()
+			}
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+			b.ReportMetric(ms(f2r), "ms/freeze-to-resume")
+			b.ReportMetric(ms(allIn), "ms/all-in")
+			b.ReportMetric(ms(wall), "ms/migration")
+			b.ReportMetric(float64(copied)/(1<<20)/float64(b.N), "MiB/copied")
+		})
+	}
+}
+
+// startLazyFill starts lazyfill n mib as the init of a new PID namespace
+// and waits for its report (every member filled its memory). The returned
+// channel is closed once it has been reaped (a lazy migration's source
+// kills it at the end).
+func startLazyFill(b *testing.B, bin string, n, mib int) (int, <-chan struct{}) {
+	b.Helper()
+	out := filepath.Join(b.TempDir(), "stdout")
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, strconv.Itoa(n), strconv.Itoa(mib))
+	cmd.Stdout = f
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	b.Cleanup(func() { cmd.Process.Kill(); <-done })
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		data, err := os.ReadFile(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if bytes.Contains(data, []byte("\n")) {
+			return cmd.Process.Pid, done
+		}
+		select {
+		case <-done:
+			b.Fatalf("lazyfill exited before its report: %s", errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("lazyfill %d×%d MiB: no report within %v", n, mib, lazycrTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
