@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -110,13 +111,25 @@ func (s *shmState) object(id uint32) (*pb.ShmObject, int, error) {
 	if o.Kind == pb.ShmKind_SHM_KIND_SYSV {
 		fd, err = s.makeSysv(o)
 	} else {
+		if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE && slices.Contains(s.linked, o.Name) {
+			return nil, -1, fmt.Errorf("%s: two deleted files of that name, both also open as fds, are not restored yet", shmWhat(o))
+		}
 		fd, err = makeShmObject(o)
 	}
 	if err != nil {
 		return nil, -1, err
 	}
 	if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE {
-		s.linked = append(s.linked, o.Name)
+		// Package files opens the fds of it by path: only then must
+		// the name stay until the build ends.
+		if !o.FdContent {
+			if err := unix.Unlink(o.Name); err != nil {
+				unix.Close(fd)
+				return nil, -1, fmt.Errorf("%s: unlink: %w", shmWhat(o), os.NewSyscallError("unlink", err))
+			}
+		} else {
+			s.linked = append(s.linked, o.Name)
+		}
 	}
 	s.fds[id] = fd
 	return o, fd, nil
@@ -214,10 +227,10 @@ func makeAnonShmem(size uint64) (int, error) {
 }
 
 // makeDeletedFile creates path (which must not exist: the dumped file was
-// unlinked, and another file now there is not ours to replace); close
-// unlinks it when the build ends, so its mappings are named "PATH
-// (deleted)" as they were (package files opens the fds of it by path
-// meanwhile, see files/deleted.go).
+// unlinked, and another file now there is not ours to replace); object
+// unlinks it at once, or close when the build ends if package files opens
+// fds of it by path meanwhile (files/deleted.go), so its mappings are
+// named "PATH (deleted)" as they were.
 func makeDeletedFile(path string) (int, error) {
 	if !filepath.IsAbs(path) {
 		return -1, fmt.Errorf("%w: deleted file path %q is not absolute", image.ErrInvalid, path)
