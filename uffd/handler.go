@@ -1113,7 +1113,10 @@ func (h *Handler) ackDone(i0, n uint64) {
 	for i := i0; i < i0+n; i++ {
 		doneAll := !h.acked.get(i) && !h.inflight.get(i)
 		for _, m := range h.members {
-			if doneAll && m.needs(i) {
+			if !doneAll {
+				break // acked pages are the bulk at the end: skip the members
+			}
+			if m.needs(i) {
 				doneAll = false
 			}
 		}
