@@ -73,7 +73,7 @@ func (d *dumper) dumpLocks(l *liveFd, out *pb.Fd) error {
 			fl.Kind = pb.FileLockKind_FILE_LOCK_KIND_FLOCK
 		case "POSIX":
 			fl.Kind = pb.FileLockKind_FILE_LOCK_KIND_POSIX
-			if pl.Pid != d.pid {
+			if pl.Pid != d.pid && pl.Pid != d.tgid() {
 				return fmt.Errorf("%w: %s owned by pid %d, not the process", ErrUnsupported, pl.Describe(), pl.Pid)
 			}
 		case "OFDLCK":
@@ -82,6 +82,16 @@ func (d *dumper) dumpLocks(l *liveFd, out *pb.Fd) error {
 		out.Locks = append(out.Locks, fl)
 	}
 	return nil
+}
+
+// tgid is the process id of d.pid, which is a thread's id when the
+// leader has exited (see [Dump]); a POSIX lock's pid is the process's.
+func (d *dumper) tgid() int {
+	st, err := proc.ReadStatus(d.pid)
+	if err != nil {
+		return d.pid
+	}
+	return st.Tgid
 }
 
 // kindName is the name of f's kind for messages.
