@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -156,7 +157,7 @@ func validLock(l *pb.FileLock) error {
 	switch {
 	case l.Kind < pb.FileLockKind_FILE_LOCK_KIND_FLOCK || l.Kind > pb.FileLockKind_FILE_LOCK_KIND_OFD:
 		return fmt.Errorf("lock kind %d", l.Kind)
-	case l.Start < 0 || l.End < -1 || l.End >= 0 && l.End < l.Start:
+	case l.Start < 0 || l.End < -1 || l.End >= 0 && (l.End < l.Start || l.End-l.Start == math.MaxInt64):
 		return fmt.Errorf("lock range %d-%d", l.Start, l.End)
 	case l.Kind == pb.FileLockKind_FILE_LOCK_KIND_FLOCK && (l.Start != 0 || l.End != -1):
 		return fmt.Errorf("flock range %d-%d (flock locks the whole file)", l.Start, l.End)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,7 @@ func TestValidLock(t *testing.T) {
 		{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Start: -1, End: 3},
 		{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Start: 4, End: 3},
 		{Kind: pb.FileLockKind_FILE_LOCK_KIND_OFD, Start: 0, End: -2},
+		{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Start: 0, End: math.MaxInt64}, // its length overflows
 	}
 	for _, l := range good {
 		if err := validLock(l); err != nil {
@@ -175,4 +177,27 @@ func TestRestoreLocksStub(t *testing.T) {
 	if want := fmt.Sprintf("held by pid %d: flock WRITE lock", a.pid); !strings.Contains(err.Error(), want) {
 		t.Errorf("restore error %q does not name the holder: want %q", err, want)
 	}
+}
+
+// FuzzFileLock: an image lock either fails validLock or encodes to a
+// struct flock whose range is the lock's (l_len 0 exactly for "to EOF"),
+// and describeLock never panics.
+func FuzzFileLock(f *testing.F) {
+	f.Add(int32(1), true, int64(0), int64(-1))
+	f.Add(int32(2), false, int64(10), int64(29))
+	f.Add(int32(3), true, int64(100), int64(-1))
+	f.Add(int32(9), true, int64(-5), int64(-7))
+	f.Add(int32(2), true, int64(0), int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, kind int32, write bool, start, end int64) {
+		l := &pb.FileLock{Kind: pb.FileLockKind(kind), Write: write, Start: start, End: end}
+		_ = describeLock(l)
+		if validLock(l) != nil {
+			return
+		}
+		b := flockStruct(l)
+		s, n := int64(binary.LittleEndian.Uint64(b[8:])), int64(binary.LittleEndian.Uint64(b[16:]))
+		if s != start || n < 0 || (n == 0) != (end == -1) || n > 0 && s+n-1 != end {
+			t.Fatalf("lock %v encodes as start %d len %d", l, s, n)
+		}
+	})
 }
