@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
@@ -178,6 +180,34 @@ func (r *restorer) takeLocks(fds []*pb.Fd) error {
 				return err
 			}
 		}
+		if len(f.Locks) > 0 {
+			if err := r.checkUnwritten(f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkUnwritten refuses a locked file that was written while nobody held
+// its locks (between the dump, which released them, and takeLocks): what
+// the locks protected may have changed under the process (another sqlite3
+// writer committed). The check comes after the locks are taken, so
+// nothing that honours them can write it any more. Size and mtime are
+// compared with the dump's (stat(2)); a file whose recorded mtime is
+// unknown (0) is not checked.
+func (r *restorer) checkUnwritten(f *pb.Fd) error {
+	id := f.GetFile().GetFile()
+	if id == nil || id.MtimeUnixNano == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", r.pid, f.Fd), &st); err != nil {
+		return fmt.Errorf("fd %d (%s): stat: %w", f.Fd, id.Path, os.NewSyscallError("stat", err))
+	}
+	if uint64(st.Size) != id.Size || st.Mtim.Nano() != id.MtimeUnixNano {
+		return fmt.Errorf("fd %d (%s): %w: it was written while its locks were released (size %d, mtime %s; the dump had size %d, mtime %s)",
+			f.Fd, id.Path, ErrFileChanged, st.Size, time.Unix(0, st.Mtim.Nano()).UTC().Format(time.RFC3339Nano), id.Size, time.Unix(0, id.MtimeUnixNano).UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }
