@@ -114,7 +114,7 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	linked := false // the shared memory object is made unlinked
+	linked := false // a shared memory object is unlinked by package restore when it ends
 	if local < 0 {
 		fresh = true
 		fd, err = r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
@@ -157,9 +157,13 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	if err := unix.Fchmod(local, first.Mode&0o7777); err != nil {
 		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode&0o7777, os.NewSyscallError("fchmod", err))
 	}
+	// Each fd is opened by the path, still linked (a shared memory
+	// object's too, until restore ends): through a /proc fd link an
+	// O_NOFOLLOW fd (mkstemp(3), python's tempfile) would fail with
+	// ELOOP, and O_NOFOLLOW cannot be set afterwards.
 	for _, f := range g.fds {
 		df := f.GetDeletedFile()
-		t, err := r.openAt(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), openFlags(f.Flags))
+		t, err := r.openAt(path, openFlags(f.Flags))
 		if err != nil {
 			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
 		}

@@ -17,7 +17,8 @@ import (
 // SharedMemoryFunc returns lazycr's fd of the shared memory object that
 // the memfd (dev 0) or deleted file with the source device and inode is
 // also mapped as, or -1 if it is not mapped; first is true for the first
-// call for that object. The fd stays lazycr's.
+// call for that object. The fd stays lazycr's. A deleted file's object
+// is still linked under its path while the restore runs.
 type SharedMemoryFunc func(dev, inode uint64) (local int, first bool, err error)
 
 // sharedObject opens the shared memory object of (dev, inode), if there

@@ -2,7 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -147,4 +149,48 @@ func TestShmSharedOutsideRefused(t *testing.T) {
 	_, errOut, code := runLazycr(t, "dump", "--pid", fmt.Sprint(r.Child), "-D", filepath.Join(t.TempDir(), "img"))
 	requireExit1(t, "dump of the child alone", errOut, code, fmt.Sprintf(`pid %d, outside the tree, maps the shared memory object`, r.Pid))
 	requireProgress(t, p, keys...)
+}
+
+// TestShmTreeLazyPIDNS migrates shmcheck, the init of its own PID
+// namespace, with dump --lazy / restore --lazy-from --pidns: the shared
+// memory objects travel in the skeleton (eager) and are made once on the
+// target, the members — in a child PID namespace of lazycr's — map them
+// through /proc/<lazycr>/fd. Every object must still be shared.
+func TestShmTreeLazyPIDNS(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(buildC(t, "shmcheck"))
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	keys := []string{"anon", "memfd", "devshm", "sem", "alias", "writer"}
+	requireProgress(t, p, keys...)
+	orig := descendants(t, p.pid)
+
+	progress(t, p)
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, nil, args...))
+	rp := adopt(t, lazyResumedPID(t, dst))
+	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: the child goes with it
+	p.mu.Lock()
+	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
+	for k, v := range p.ticks {
+		rp.ticks[k] = v
+	}
+	p.mu.Unlock()
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	for _, pid := range orig {
+		waitGone(t, pid)
+	}
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, "alias", "writer")
+	if s := rp.stderr(); s != "" {
+		t.Errorf("the tree complains:\n%s", s)
+	}
 }

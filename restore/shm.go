@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -18,7 +19,7 @@ import (
 // memory by mapping /dev/zero shared (mmap(2): the kernel makes the same
 // unlinked "dev/zero" shmem file MAP_SHARED|MAP_ANONYMOUS gets), a memfd
 // with memfd_create(2), an unlinked tmpfs file by creating it at its path
-// and unlinking it at once — and writes the content with pwrite(2) on its
+// and unlinking it when the build ends — and writes the content with pwrite(2) on its
 // own fd: one object, content written once, whatever the number of VMAs
 // or members. Each VMA of it is then mapped in its process from
 // /proc/<lazycr>/fd/N, opened in the process (an open of a /proc fd link
@@ -40,6 +41,7 @@ type shmState struct {
 	fds    map[uint32]int  // lazycr's fd of each object made
 	sysv   []int           // System V segments made (removed if the restore fails)
 	filled map[uint32]bool // objects package files has filled (forFiles)
+	linked []string        // deleted files made, unlinked by close
 }
 
 func newShmState(set *image.Set) (*shmState, error) {
@@ -77,11 +79,16 @@ func (s *shmState) forFiles(dev, inode uint64) (int, bool, error) {
 	return -1, false, nil
 }
 
-// close closes lazycr's fds of the objects (the mappings keep them).
+// close unlinks the deleted files made and closes lazycr's fds of the
+// objects (the mappings keep them).
 func (s *shmState) close() {
 	if s == nil {
 		return
 	}
+	for _, path := range s.linked {
+		unix.Unlink(path)
+	}
+	s.linked = nil
 	for id, fd := range s.fds {
 		unix.Close(fd)
 		delete(s.fds, id)
@@ -104,10 +111,25 @@ func (s *shmState) object(id uint32) (*pb.ShmObject, int, error) {
 	if o.Kind == pb.ShmKind_SHM_KIND_SYSV {
 		fd, err = s.makeSysv(o)
 	} else {
+		if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE && slices.Contains(s.linked, o.Name) {
+			return nil, -1, fmt.Errorf("%s: two deleted files of that name, both also open as fds, are not restored yet", shmWhat(o))
+		}
 		fd, err = makeShmObject(o)
 	}
 	if err != nil {
 		return nil, -1, err
+	}
+	if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE {
+		// Package files opens the fds of it by path: only then must
+		// the name stay until the build ends.
+		if !o.FdContent {
+			if err := unix.Unlink(o.Name); err != nil {
+				unix.Close(fd)
+				return nil, -1, fmt.Errorf("%s: unlink: %w", shmWhat(o), os.NewSyscallError("unlink", err))
+			}
+		} else {
+			s.linked = append(s.linked, o.Name)
+		}
 	}
 	s.fds[id] = fd
 	return o, fd, nil
@@ -139,6 +161,9 @@ func makeShmObject(o *pb.ShmObject) (int, error) {
 	}
 	if err := shapeShmObject(fd, o); err != nil {
 		unix.Close(fd)
+		if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE {
+			unix.Unlink(o.Name)
+		}
 		return -1, fmt.Errorf("shared memory object %d (%s): %w", o.Id, shmWhat(o), err)
 	}
 	return fd, nil
@@ -202,9 +227,10 @@ func makeAnonShmem(size uint64) (int, error) {
 }
 
 // makeDeletedFile creates path (which must not exist: the dumped file was
-// unlinked, and another file now there is not ours to replace) and
-// unlinks it at once, so its mappings are named "PATH (deleted)" as they
-// were.
+// unlinked, and another file now there is not ours to replace); object
+// unlinks it at once, or close when the build ends if package files opens
+// fds of it by path meanwhile (files/deleted.go), so its mappings are
+// named "PATH (deleted)" as they were.
 func makeDeletedFile(path string) (int, error) {
 	if !filepath.IsAbs(path) {
 		return -1, fmt.Errorf("%w: deleted file path %q is not absolute", image.ErrInvalid, path)
@@ -215,10 +241,6 @@ func makeDeletedFile(path string) (int, error) {
 	}
 	if err != nil {
 		return -1, fmt.Errorf("create %s: %w", path, os.NewSyscallError("open", err))
-	}
-	if err := unix.Unlink(path); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("unlink %s: %w", path, os.NewSyscallError("unlink", err))
 	}
 	return fd, nil
 }

@@ -107,6 +107,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 	}
 	tw.Flush()
 	writeTreeSharing(w, s)
+	writeSharedMemory(w, s) // show_shm.go
 
 	for _, p := range s.Tree.Processes {
 		if p.Zombie {
