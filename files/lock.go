@@ -67,9 +67,10 @@ func (d *dumper) dumpLocks(l *liveFd, out *pb.Fd) error {
 		if out.GetFile() == nil {
 			return fmt.Errorf("%w: %s on an fd of kind %s (locks are restored on regular files only)", ErrUnsupported, pl.Describe(), kindName(out))
 		}
-		if !pl.NoInode && (pl.Ino != l.st.Ino || pl.Major != unix.Major(l.st.Dev) || pl.Minor != unix.Minor(l.st.Dev)) {
-			return fmt.Errorf("%w: %s on inode %02x:%02x:%d, the fd has inode %d", ErrUnsupported, pl.Describe(), pl.Major, pl.Minor, pl.Ino, l.st.Ino)
-		}
+		// The line is in this fd's fdinfo, so the lock is on its file
+		// (flc_file is the fd's open file description); its dev:ino is not
+		// compared with fstat's, which differ on btrfs subvolumes and
+		// overlayfs (st_dev is not the superblock's s_dev there).
 		fl := &pb.FileLock{Write: pl.Type == "WRITE", Start: pl.Start, End: pl.End}
 		switch pl.Class {
 		case "FLOCK":
@@ -278,7 +279,11 @@ func (r *restorer) lockHolders(f *pb.Fd, l *pb.FileLock) string {
 	var names []string
 	for i := range all {
 		h := &all[i]
-		if h.Blocked || h.NoInode || h.Ino != st.Ino || h.Major != unix.Major(st.Dev) || h.Minor != unix.Minor(st.Dev) || h.Pid == r.pid {
+		// By inode number only: /proc/locks prints the superblock's
+		// device, which is not stat's st_dev on btrfs subvolumes and
+		// overlayfs. A lock of another file system's inode of the same
+		// number may be named too; this is an error message.
+		if h.Blocked || h.NoInode || h.Ino != st.Ino || h.Pid == r.pid {
 			continue
 		}
 		flock := h.Class == "FLOCK"
