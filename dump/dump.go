@@ -93,14 +93,24 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	if opts.Mode == ModeLazy {
 		return nil, fmt.Errorf("dump pid %d: lazy mode needs Freeze and a page server", opts.PID)
 	}
+	if opts.Mode == ModeKill {
+		if err := canRestore(opts.PID); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	cp, err := Freeze(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := cp.WriteImages(opts.Dir); err != nil {
+	if err := cp.writeImages(ctx, opts.Dir); err != nil {
 		cp.abort()
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil { // interrupted: nothing is lost yet
+		cp.abort()
+		removeOutput(opts.Dir, cp.dirMade)
+		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
 	}
 	if err := failpoint.Check("dump.done"); err != nil {
 		cp.abort()
@@ -109,6 +119,11 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	}
 	switch opts.Mode {
 	case ModeKill:
+		if err := cp.checkNoNewSignals(); err != nil { // signals.go
+			cp.abort()
+			removeOutput(opts.Dir, cp.dirMade)
+			return nil, err
+		}
 		// The held lock first: if it cannot be taken the dump fails as a
 		// whole (the process keeps its connections, no image is left).
 		if err := cp.tcp.Hold(); err != nil {
@@ -160,7 +175,8 @@ type Checkpoint struct {
 	// no proc.
 	members []*Checkpoint
 	zombie  bool
-	tcp     *files.TCPDump // established TCP connections (files/tcp.go)
+	tcp     *files.TCPDump     // established TCP connections (files/tcp.go)
+	shm     map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
@@ -306,7 +322,13 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 
 // WriteImages writes the image set and the eager pages into dir, which must
 // be absent or empty. On failure it removes what it wrote.
-func (cp *Checkpoint) WriteImages(dir string) (err error) {
+func (cp *Checkpoint) WriteImages(dir string) error {
+	return cp.writeImages(context.Background(), dir)
+}
+
+// writeImages is WriteImages that stops, removing what it wrote, when ctx
+// is done.
+func (cp *Checkpoint) writeImages(ctx context.Context, dir string) (err error) {
 	pid := cp.pid
 	made, err := prepareDir(dir)
 	if err != nil {
@@ -324,7 +346,7 @@ func (cp *Checkpoint) WriteImages(dir string) (err error) {
 		if err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
-		if err := cp.writeMemberPages(w, p); err != nil {
+		if err := cp.writeMemberPages(ctx, w, p); err != nil {
 			w.Abort()
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
@@ -382,7 +404,7 @@ func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 	files := map[string][]byte{}
 	for p := range cp.eager {
 		var mb memPages
-		if err := cp.writeMemberPages(&mb, p); err != nil {
+		if err := cp.writeMemberPages(context.Background(), &mb, p); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()

@@ -75,3 +75,16 @@ func (cp *Checkpoint) RefreshGuard() (bool, error) {
 	}
 	return again, nil
 }
+
+// Stopped reports whether the process was in a job-control stop (state T)
+// when it was frozen: Release then leaves it stopped, as it was.
+func (cp *Checkpoint) Stopped() bool { return cp.proc.GroupStop() != 0 }
+
+// HoldTCP keeps the process's TCP connections locked after lazycr exits
+// and silent when the process dies (files.TCPDump.Hold): for an original
+// that is kept stopped because the target may run the process now.
+func (cp *Checkpoint) HoldTCP() error { return cp.tcp.Hold() }
+
+// UnholdTCP removes the held lock of the process's TCP connections once
+// their addresses are gone from this host (files.TCPDump.Unhold).
+func (cp *Checkpoint) UnholdTCP() error { return cp.tcp.Unhold() }

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -214,6 +215,16 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 			}
 		}
 	}
+	shm, isShm, err := cp.shmOf(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if isShm {
+		if cp.shm == nil {
+			cp.shm = map[*pb.Vma]shmRef{}
+		}
+		cp.shm[v] = shm
+	}
 	switch {
 	case m.Path == "[heap]":
 		v.Kind = pb.VmaKind_VMA_KIND_HEAP
@@ -238,6 +249,10 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 		} else {
 			v.Kind = pb.VmaKind_VMA_KIND_SHARED_ANON
 		}
+	case m.Shared && shm.kind != pb.ShmKind_SHM_KIND_UNSPECIFIED:
+		// A memfd or an unlinked tmpfs file mapped shared: its pages
+		// are taken like shared anonymous memory's (shm.go).
+		v.Kind = pb.VmaKind_VMA_KIND_SHARED_ANON
 	case strings.HasPrefix(m.Path, "/memfd:"):
 		return nil, fmt.Errorf("%s: %w: memfd mapping", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/SYSV"):
@@ -445,7 +460,10 @@ func (cp *Checkpoint) anonRuns(v *pb.Vma, regions []proc.PopulatedRegion, hot []
 // differs from zero within its first bytes, and the pages are read anyway.
 // A lazy dump keeps its few eager pages whole (they are there so that the
 // kernel and the first instructions never fault on a registered range).
-func (cp *Checkpoint) writePages(w pageAppender, pid uint32) error {
+//
+// ctx is checked before each chunk: an interrupt (Ctrl-C) stops the
+// writing, and the dump fails as a whole.
+func (cp *Checkpoint) writePages(ctx context.Context, w pageAppender, pid uint32) error {
 	runs := cp.eager[pid]
 	buf := make([]byte, readChunk)
 	split := map[*pb.PageRun][]*pb.PageRun{}
@@ -459,6 +477,9 @@ func (cp *Checkpoint) writePages(w pageAppender, pid uint32) error {
 		var parts []*pb.PageRun
 		for left > 0 {
 			n := min(left, uint64(len(buf)))
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			if err := cp.proc.ReadMem(uintptr(addr), buf[:n]); err != nil {
 				return fmt.Errorf("read pages %#x-%#x: %w", addr, addr+n, err)
 			}

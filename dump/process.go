@@ -100,6 +100,7 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		return nil, fail("read shared pending signals", err)
 	}
 	p.SharedPending = siginfos(shared)
+	p.StopSignal = uint32(cp.proc.GroupStop()) // job-control stop (state T)
 	if err := procattr.Dump(callerOn{cp, leader}, p); err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}

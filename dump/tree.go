@@ -190,6 +190,9 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 		st.PagesFile += m.Stats.PagesFile
 		st.PagesPopulated += m.Stats.PagesPopulated
 	}
+	if err := cp.collectShm(); err != nil {
+		return err
+	}
 	if len(cp.members) == 0 {
 		return nil
 	}
@@ -231,8 +234,8 @@ type liveRef struct {
 
 // collectTree records what members share: pipes between them (made once
 // on restore, with their buffered data), open file descriptions inherited
-// across fork (one description on restore) — and refuses shared anonymous
-// memory between members, which a restore would not keep shared.
+// across fork (one description on restore). Shared memory is recorded by
+// collectShm (shm.go).
 func (cp *Checkpoint) collectTree() error {
 	set := cp.Set
 	var live []*pb.Process
@@ -245,9 +248,6 @@ func (cp *Checkpoint) collectTree() error {
 		if n := m.tcp.Conns(); n > 0 {
 			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not restored yet", cp.pid, ErrUnsupported, m.pid, n)
 		}
-	}
-	if err := refuseSharedMemory(cp.pid, set, live); err != nil {
-		return err
 	}
 	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
 		return err
@@ -381,26 +381,6 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-// refuseSharedMemory refuses shared anonymous memory that more than one
-// member maps (inherited across fork: both map it at the same address):
-// each member's copy would be restored on its own, no longer shared.
-func refuseSharedMemory(root int, set *image.Set, live []*pb.Process) error {
-	at := map[uint64]uint32{}
-	for _, p := range live {
-		for _, v := range set.Memory[p.Pid].GetVmas() {
-			if v.Kind != pb.VmaKind_VMA_KIND_SHARED_ANON {
-				continue
-			}
-			if other, ok := at[v.Start]; ok {
-				return fmt.Errorf("dump pid %d: %w: pid %d and pid %d map shared anonymous memory at %#x-%#x (%s); memory shared between processes of a tree is not restored yet",
-					root, ErrUnsupported, other, p.Pid, v.Start, v.End, v.Name)
-			}
-			at[v.Start] = p.Pid
-		}
-	}
-	return nil
-}
-
 // pipesHeldOutside returns, for each pipe inode of inos that a process
 // outside members (and other than lazycr) holds, one such pid. It scans
 // /proc/*/fd: the members are frozen, but nobody else is, so this is a
@@ -528,13 +508,13 @@ func refuseOtherNamespaces(root int, live []*pb.Process) error {
 // writeMemberPages writes the eager pages of member pid from its own
 // frozen process, and keeps the root's record of them (its eager runs and
 // page counts) in step with what writing them changed.
-func (cp *Checkpoint) writeMemberPages(w pageAppender, pid uint32) error {
+func (cp *Checkpoint) writeMemberPages(ctx context.Context, w pageAppender, pid uint32) error {
 	m := cp.member(pid)
 	if m == cp {
-		return cp.writePages(w, pid)
+		return cp.writePages(ctx, w, pid)
 	}
 	before := m.Stats
-	err := m.writePages(w, pid)
+	err := m.writePages(ctx, w, pid)
 	cp.eager[pid] = m.eager[pid]
 	cp.Stats.PagesEager += m.Stats.PagesEager - before.PagesEager
 	cp.Stats.PagesZero += m.Stats.PagesZero - before.PagesZero

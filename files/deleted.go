@@ -110,25 +110,37 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	}
 	path := first.File.Path
 	what := fmt.Sprintf("deleted file %s of fd %d", path, g.fds[0].Fd)
-	fd, err := r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
-	if errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
-	}
+	fd, local, fresh, err := r.sharedObject(first.File.Dev, first.File.Inode)
 	if err != nil {
-		return fmt.Errorf("recreate %s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	linked := true
+	linked := false // a shared memory object is unlinked by package restore when it ends
+	if local < 0 {
+		fresh = true
+		fd, err = r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
+		}
+		if err != nil {
+			return fmt.Errorf("recreate %s: %w", what, err)
+		}
+		linked = true
+		if local, err = r.getfd(fd); err != nil {
+			r.unlink(path)
+			r.closeRemote(fd)
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	defer func() {
 		if linked {
 			r.unlink(path)
 		}
 		r.closeRemote(fd)
 	}()
-	local, err := r.getfd(fd)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
 	defer unix.Close(local)
+	if !fresh {
+		data = nil // written by the member that opened it first
+	}
 	for off := 0; off < len(data); {
 		n, err := unix.Pwrite(local, data[off:], int64(off))
 		if err == unix.EINTR {
@@ -145,9 +157,13 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	if err := unix.Fchmod(local, first.Mode&0o7777); err != nil {
 		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode&0o7777, os.NewSyscallError("fchmod", err))
 	}
+	// Each fd is opened by the path, still linked (a shared memory
+	// object's too, until restore ends): through a /proc fd link an
+	// O_NOFOLLOW fd (mkstemp(3), python's tempfile) would fail with
+	// ELOOP, and O_NOFOLLOW cannot be set afterwards.
 	for _, f := range g.fds {
 		df := f.GetDeletedFile()
-		t, err := r.openAt(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), openFlags(f.Flags))
+		t, err := r.openAt(path, openFlags(f.Flags))
 		if err != nil {
 			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
 		}
@@ -163,6 +179,9 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
 			return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
 		}
+	}
+	if !linked {
+		return nil
 	}
 	linked = false
 	if err := r.unlink(path); err != nil {

@@ -50,6 +50,9 @@ type dumper struct {
 	deletedTaken map[fileKey]bool
 	// mounts of the process's mount namespace (inotify.go), read once.
 	mounts []mount
+	// unixDiag is sock_diag's view of the unix sockets (unixsock.go),
+	// read once.
+	unixDiag map[uint64]unixDiag
 }
 
 // liveFd is one fd of the process being dumped.
@@ -139,6 +142,7 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 			// The description's kind, without a second copy of its data.
 			dup := proto.CloneOf(orig)
 			dup.Fd, dup.Cloexec, dup.DupOf = out.Fd, out.Cloexec, proto.Int32(orig.Fd)
+			dup.Locks = nil // taken once, through the first fd
 			if p := dup.GetPipe(); p != nil {
 				p.Data = nil
 			}
@@ -160,6 +164,9 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 		l.link, name, l.ino = proc.Kind(f.Target)
 		l.anon = strings.Trim(name, "[]")
 		err = d.dumpOne(l, out)
+		if err == nil {
+			err = d.dumpLocks(l, out) // lock.go
+		}
 		if err == nil {
 			out.Owner, err = d.owner(local)
 		}

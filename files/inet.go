@@ -14,7 +14,7 @@ import (
 )
 
 // inetSocket is an AF_INET/AF_INET6 socket: UDP (bound, connected) or a
-// listening TCP socket, with its options (socket(7), ip(7), ipv6(7)). Other
+// listening TCP or MPTCP socket, with its options (socket(7), ip(7), ipv6(7)). Other
 // families and established TCP connections are refused.
 type inetSocket struct{}
 
@@ -100,7 +100,7 @@ func (d *dumper) diagOf(family, protocol uint8, ino uint64) (diagSock, error) {
 }
 
 // SockProto names the protocol of s as `lazycr show` prints it: udp, tcp,
-// tcp-listen, with a 6 for IPv6.
+// tcp-listen, mptcp-listen, with a 6 for IPv6.
 func SockProto(s *pb.InetSocket) string {
 	p := "udp"
 	if s.Protocol == unix.IPPROTO_UDPLITE {
@@ -108,8 +108,11 @@ func SockProto(s *pb.InetSocket) string {
 	}
 	if s.Type == unix.SOCK_STREAM {
 		p = "tcp"
+		if s.Protocol == unix.IPPROTO_MPTCP {
+			p = "mptcp"
+		}
 		if s.Listening {
-			p = "tcp-listen"
+			p += "-listen"
 		}
 	}
 	if s.Family == unix.AF_INET6 {
@@ -134,6 +137,15 @@ const (
 	udpliteRecvCscov = 11
 )
 
+// mptcpUnsupported reports whether err is an MPTCP socket's refusal of an
+// option it does not implement: net/mptcp/sockopt.c answers EOPNOTSUPP
+// (or ENOPROTOOPT) to getsockopt and setsockopt alike for every option
+// outside its list (mptcp_supported_sockopt), so such an option can only
+// have its default.
+func mptcpUnsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOPROTOOPT)
+}
+
 // getsockoptInt reads an int socket option; a variable so that tests can
 // make one fail.
 var getsockoptInt = unix.GetsockoptInt
@@ -148,8 +160,12 @@ func describeSocket(fd int) (*pb.InetSocket, error) { return describeInet(fd, fa
 // rest).
 func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 	var errs []error
+	mptcp := false
 	geti := func(level, opt int, name string) int32 {
 		v, err := getsockoptInt(fd, level, opt)
+		if mptcp && mptcpUnsupported(err) {
+			return 0 // MPTCP has no such option: it has its default
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
 		}
@@ -173,6 +189,7 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		return nil, fmt.Errorf("%w: fd kind socket of family %d", ErrUnsupported, domain)
 	}
 	s := &pb.InetSocket{Family: domain, Type: typ, Protocol: protocol}
+	mptcp = protocol == unix.IPPROTO_MPTCP
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return nil, os.NewSyscallError("getsockname", err)
@@ -187,6 +204,17 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 	}
 	switch {
 	case typ == unix.SOCK_DGRAM && (protocol == unix.IPPROTO_UDP || protocol == unix.IPPROTO_UDPLITE):
+	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_MPTCP:
+		// Multipath TCP (Go 1.24+ listens with it where the kernel has
+		// it). A listener is made again like a TCP one; an MPTCP
+		// connection (its subflows) cannot be repaired.
+		if acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN"); acc == 0 {
+			if err := errors.Join(errs...); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: fd kind MPTCP socket that is not listening (Go 1.24+ uses MPTCP; GODEBUG=multipathtcp=0 avoids it)", ErrUnsupported)
+		}
+		s.Listening, s.Backlog = true, unix.SOMAXCONN
 	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
 		acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN")
 		if err := errors.Join(errs...); err != nil {

@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// memfd is a memfd_create(2) file held by fds only (a mapped memfd is
-// refused by the memory dump). Its content, seals, permission bits and
+// memfd is a memfd_create(2) file held by fds (one also mapped shared is
+// the shared memory object restore made for the mapping: shmhook.go). Its content, seals, permission bits and
 // name are recorded; restore creates a memfd of the same name, writes the
 // content, opens each fd of it through /proc/PID/fd (one open file
 // description per recorded description, with its flags and offset) and
@@ -143,23 +143,34 @@ func (r *restorer) makeMemfd(g *memfdGroup) error {
 		}
 	}
 	what := fmt.Sprintf("memfd %q of fd %d", first.Name, g.fds[0].Fd)
-	name, err := r.putString(scratchPath, first.Name)
-	if err != nil {
-		return err
-	}
-	fd, err := r.rem.Syscall(unix.SYS_MEMFD_CREATE, name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", what, err)
-	}
-	if fd, err = r.moveHigh(fd); err != nil {
-		return fmt.Errorf("create %s: %w", what, err)
-	}
-	defer r.closeRemote(fd)
-	local, err := r.getfd(fd)
+	fd, local, fresh, err := r.sharedObject(0, first.Inode)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if local < 0 {
+		fresh = true
+		name, err := r.putString(scratchPath, first.Name)
+		if err != nil {
+			return err
+		}
+		fd, err = r.rem.Syscall(unix.SYS_MEMFD_CREATE, name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", what, err)
+		}
+		if fd, err = r.moveHigh(fd); err != nil {
+			return fmt.Errorf("create %s: %w", what, err)
+		}
+		if local, err = r.getfd(fd); err != nil {
+			r.closeRemote(fd)
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	defer r.closeRemote(fd)
 	defer unix.Close(local)
+	if !fresh {
+		// Filled and sealed by the member that opened it first.
+		return r.openMemfds(g, fd, what)
+	}
 	if err := unix.Ftruncate(local, int64(len(data))); err != nil {
 		return fmt.Errorf("size %s to %d bytes: %w", what, len(data), os.NewSyscallError("ftruncate", err))
 	}
@@ -176,20 +187,8 @@ func (r *restorer) makeMemfd(g *memfdGroup) error {
 	if err := unix.Fchmod(local, first.Mode); err != nil {
 		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode, os.NewSyscallError("fchmod", err))
 	}
-	// One description per recorded fd, opened like the process would
-	// reopen it: through /proc (proc(5)).
-	for _, f := range g.fds {
-		m := f.GetMemfd()
-		t, err := r.openAt(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), openFlags(f.Flags))
-		if err != nil {
-			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
-		}
-		if m.Pos != 0 {
-			if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(m.Pos), unix.SEEK_SET); err != nil {
-				return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, m.Pos, err)
-			}
-		}
-		g.temps[f.Fd] = t
+	if err := r.openMemfds(g, fd, what); err != nil {
+		return err
 	}
 	if first.Seals != 0 {
 		if _, err := unix.FcntlInt(uintptr(local), unix.F_ADD_SEALS, int(first.Seals)); err != nil {
@@ -202,6 +201,25 @@ func (r *restorer) makeMemfd(g *memfdGroup) error {
 	}
 	if uint32(seals) != first.Seals {
 		return fmt.Errorf("%s has seals %#x here, the dump had %#x (vm.memfd_noexec?)", what, seals, first.Seals)
+	}
+	return nil
+}
+
+// openMemfds opens one description per recorded fd of g on the memfd at
+// fd, like the process would reopen it: through /proc (proc(5)).
+func (r *restorer) openMemfds(g *memfdGroup, fd uintptr, what string) error {
+	for _, f := range g.fds {
+		m := f.GetMemfd()
+		t, err := r.openAt(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), openFlags(f.Flags))
+		if err != nil {
+			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
+		}
+		if m.Pos != 0 {
+			if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(m.Pos), unix.SEEK_SET); err != nil {
+				return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, m.Pos, err)
+			}
+		}
+		g.temps[f.Fd] = t
 	}
 	return nil
 }

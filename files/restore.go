@@ -44,6 +44,9 @@ type RestoreOptions struct {
 	// TCP receives the re-created TCP connections (tcp.go); without it
 	// an image with one fails.
 	TCP *TCPRestore
+	// SharedMemory gives the objects memfds and deleted files are also
+	// mapped as (shmhook.go).
+	SharedMemory SharedMemoryFunc
 }
 
 // allFds is ~0U, the last fd of close_range(2).
@@ -71,6 +74,7 @@ type restorer struct {
 	inherit  map[int32]bool
 	given    map[int32]int             // image fd → lazycr's fd of its description (RestoreOptions.Given)
 	pipes    map[uint64]*pipeGroup     // pipe.go
+	pairs    map[uint64]*unixPair      // unixsock.go, by the lower inode
 	memfds   map[uint64]*memfdGroup    // memfd.go
 	deleted  map[fileKey]*deletedGroup // deleted.go
 	pidfd    int                       // pidfd of the process, -1 until opened
@@ -82,6 +86,7 @@ type restorer struct {
 	recvFd uintptr
 	sendFd int
 	tcp    *TCPRestore
+	shared SharedMemoryFunc // shmhook.go
 }
 
 // Restore re-creates the image's fd table at its exact numbers in the
@@ -100,8 +105,8 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	if table != nil {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
-	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid}
+	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP
@@ -202,6 +207,9 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 				return err
 			}
 		}
+	}
+	if err := r.takeLocks(fds); err != nil { // lock.go
+		return err
 	}
 	return r.checkTable(fds)
 }

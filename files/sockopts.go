@@ -94,7 +94,12 @@ var sockopts = []sockopt{
 }
 
 // applies reports whether o is read on a socket of family and protocol.
+// The TCP options apply to MPTCP sockets too (those MPTCP implements,
+// tcp(7) level SOL_TCP).
 func (o sockopt) applies(family, protocol int32) bool {
+	if protocol == unix.IPPROTO_MPTCP && o.proto == unix.IPPROTO_TCP {
+		protocol = unix.IPPROTO_TCP
+	}
 	return (o.family == 0 || int32(o.family) == family) && (o.proto == 0 || int32(o.proto) == protocol)
 }
 
@@ -119,7 +124,7 @@ func readMoreSockopts(fd int, s *pb.InetSocket, o *pb.SocketOptions) error {
 			continue
 		}
 		v, err := getsockoptInt(fd, so.level, so.name)
-		if errors.Is(err, unix.ENOPROTOOPT) {
+		if errors.Is(err, unix.ENOPROTOOPT) || (s.Protocol == unix.IPPROTO_MPTCP && mptcpUnsupported(err)) {
 			continue
 		}
 		if err != nil {

@@ -22,17 +22,19 @@ import (
 // CRIU's soccr/soccr.c are the reference for the sequence):
 //
 // Dump: the connection's packets are locked out (netlock) before anything
-// is read, so the state cannot move under the dump; then, on lazycr's
+// is read, so the state cannot move under the dump (nor, as seen by the
+// peer, after it); then, on lazycr's
 // pidfd_getfd(2) copy of the socket, TCP_REPAIR=1 and: TCP_INFO (state,
 // negotiated options, window scales), SIOCINQ/SIOCOUTQ/SIOCOUTQNSD (queue
 // lengths), for each queue TCP_REPAIR_QUEUE + TCP_QUEUE_SEQ and a
 // recv(MSG_PEEK) of its bytes (in repair mode recv on TCP_SEND_QUEUE reads
 // the send queue), TCP_MAXSEG (the MSS clamp in repair mode), TCP_TIMESTAMP
-// and TCP_REPAIR_WINDOW. The socket stays in repair mode: when the killed
+// and TCP_REPAIR_WINDOW; then repair off again while the images are
+// written. Right before the kill repair goes back on: when the killed
 // process's socket is finally closed, __tcp_close → tcp_disconnect sees
 // tp->repair and neither sends a FIN nor a RST (net/ipv4/tcp.c), so the
-// peer sees nothing; on a failed or leave-running dump repair is turned
-// off again and the connection carries on.
+// peer sees nothing; on a failed or leave-running dump the lock goes and
+// the connection carries on.
 //
 // Restore: socket, TCP_REPAIR=1 (which also sets SK_FORCE_REUSE, so the
 // bind succeeds next to a listener of the same port), the options, the
@@ -49,7 +51,8 @@ import (
 // SYN_RECV and the half-closed ones: their FINs are not restored yet), a
 // socket filter (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly),
 // TCP-MD5 or TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP:
-// kTLS...), negotiated ECN (no repair option carries it), and a receive
+// kTLS...), negotiated ECN or microsecond timestamps (no repair option
+// carries them), and a receive
 // queue that cannot be read whole (urgent data stops recv at the mark).
 type tcpConn struct{}
 
@@ -187,6 +190,11 @@ func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts uint8) error {
 	if opts&(kabi.TCPI_OPT_ECN|kabi.TCPI_OPT_ECN_SEEN) != 0 {
 		return fmt.Errorf("%w: ECN was negotiated; TCP repair cannot restore it", ErrUnsupported)
 	}
+	if opts&kabi.TCPI_OPT_USEC_TS != 0 {
+		// Microsecond timestamps (route option tcp_usec_ts, Linux 6.7):
+		// TCP_REPAIR_OPTIONS turns timestamps on in milliseconds only.
+		return fmt.Errorf("%w: microsecond TCP timestamps were negotiated; TCP repair restores millisecond ones", ErrUnsupported)
+	}
 	return nil
 }
 
@@ -283,8 +291,36 @@ func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
 		if err := readStream(k.fd, k.s.Tcp); err != nil {
 			return fmt.Errorf("fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
 		}
+		// Repair goes off again at once, and back on only right before
+		// the kill (Hold): a lazycr killed in between must not leave the
+		// process (which ptrace then lets run) with sockets in repair
+		// mode, where its reads fail EPERM. Under the lock the recorded
+		// state stays what the peer knows: nothing the socket sends from
+		// now on (retransmissions, ACKs, window updates) reaches the peer,
+		// nothing the peer sends reaches the socket, and the process is
+		// frozen.
+		if err := repairOff(k); err != nil {
+			return err
+		}
 	}
 	table.TcpLock = t.name
+	return nil
+}
+
+// repairOff ends repair mode on a dumped socket and gives back
+// SO_REUSEADDR (TCP_REPAIR off resets sk_reuse, do_tcp_setsockopt).
+func repairOff(k *tcpSock) error {
+	if !k.repaired {
+		return nil
+	}
+	errs := []error{setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR")}
+	if k.s.Options.GetReuseaddr() {
+		errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"))
+	}
+	k.repaired = false
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("resume fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
+	}
 	return nil
 }
 
@@ -435,17 +471,7 @@ func (t *TCPDump) Resume() error {
 		if k.fd < 0 {
 			continue
 		}
-		if k.repaired {
-			if err := setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR"); err != nil {
-				errs = append(errs, fmt.Errorf("resume fd %d (TCP connection %s): %w", k.num, connName(k.s), err))
-			}
-			if k.s.Options.GetReuseaddr() {
-				if err := setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"); err != nil {
-					errs = append(errs, fmt.Errorf("resume fd %d: %w", k.num, err))
-				}
-			}
-			k.repaired = false
-		}
+		errs = append(errs, repairOff(k))
 		unix.Close(k.fd)
 		k.fd = -1
 	}
@@ -458,9 +484,11 @@ func (t *TCPDump) Resume() error {
 	return errors.Join(errs...)
 }
 
-// Hold installs the held lock the image names, next to the dump's own: from
-// now on the connections stay locked even after lazycr exits. Call it
-// before killing the process.
+// Hold installs the held lock the image names, next to the dump's own
+// (from now on the connections stay locked even after lazycr exits), and
+// puts the sockets back in repair mode, so that the kill closes them
+// without a FIN or RST. Call it right before killing the process; on
+// failure it undoes both.
 func (t *TCPDump) Hold() error {
 	if t == nil || len(t.socks) == 0 || t.held != "" {
 		return nil
@@ -469,6 +497,18 @@ func (t *TCPDump) Hold() error {
 		return err
 	}
 	t.held = t.name
+	for _, k := range t.socks {
+		if err := setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+			err = fmt.Errorf("fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
+			for _, k := range t.socks {
+				err = errors.Join(err, repairOff(k))
+			}
+			err = errors.Join(err, netlock.RemoveHeld(t.ns, t.held, t.log))
+			t.held = ""
+			return err
+		}
+		k.repaired = true
+	}
 	return nil
 }
 
@@ -491,6 +531,24 @@ func (t *TCPDump) Close() error {
 	}
 	err := t.release()
 	t.closeNS()
+	return err
+}
+
+// Unhold removes the held lock after Close, once nothing can send the
+// connections' packets to this host any more (a migration's source after
+// its addresses were released). It acts in lazycr's own network namespace,
+// where the source of a migration runs.
+func (t *TCPDump) Unhold() error {
+	if t == nil || t.name == "" {
+		return nil
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open lazycr's network namespace: %w", err)
+	}
+	defer ns.Close()
+	err = netlock.RemoveHeld(ns, t.name, t.log)
+	t.held = ""
 	return err
 }
 
@@ -524,22 +582,72 @@ func setInt(fd, level, opt, v int, name string) error {
 // process runs) or [TCPRestore.Abort] (after it was killed). Methods are
 // no-ops on a nil TCPRestore or one without connections.
 type TCPRestore struct {
-	log   zerolog.Logger
-	pid   int
-	lock  string         // the held lock of the image
-	ns    netns.NsHandle // the process's network namespace, opened while it lives
-	socks []*tcpSock
-	done  bool
+	log  zerolog.Logger
+	pid  int
+	lock string         // the held lock of the image
+	ns   netns.NsHandle // the process's network namespace, opened while it lives
+	// owned is the target's own lock of a lazy migration (LockFor), and
+	// conns the 4-tuples it locks: a connection must come back on one of
+	// them.
+	owned *netlock.Lock
+	conns []netlock.Conn
+	// closeLater is the slow half of releasing owned (netlock.Lock.Open),
+	// left for Finish once the process runs.
+	closeLater func() error
+	socks      []*tcpSock
+	done       bool
 }
 
 // NewTCPRestore makes the TCP half of a restore.
 func NewTCPRestore(log zerolog.Logger) *TCPRestore { return &TCPRestore{log: log, ns: netns.None()} }
 
+// LockFor takes the target's own lock for the connections of table, in
+// lazycr's network namespace, for a lazy migration from another host:
+// before anything (netfix's address takeover) makes their local addresses
+// live here, so that a peer's segment arriving before its socket is
+// re-created is dropped, not answered with a reset. Live and Abort release
+// it (and the kernel, if lazycr dies: it is owner-bound).
+func (t *TCPRestore) LockFor(table *pb.FdTable) error {
+	if t == nil || t.owned != nil {
+		return nil
+	}
+	var conns []netlock.Conn
+	for _, f := range table.GetFds() {
+		s := f.GetInetSocket()
+		if s.GetTcp() == nil || f.DupOf != nil {
+			continue
+		}
+		c, err := lockConn(s)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", f.Fd, err)
+		}
+		conns = append(conns, c)
+	}
+	if len(conns) == 0 {
+		return nil
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open lazycr's network namespace: %w", err)
+	}
+	defer ns.Close()
+	if t.owned, err = netlock.Acquire(ns, conns, netlock.Options{Log: t.log}); err != nil {
+		return err
+	}
+	t.conns = conns
+	return nil
+}
+
 // begin records the process and the image's held lock, and opens the
-// process's network namespace: Abort runs after the process is gone.
+// process's network namespace: Abort runs after the process is gone. With
+// a lock of its own (LockFor) the image's held lock is the source host's
+// business, not this restore's.
 func (t *TCPRestore) begin(pid int, lock string) error {
 	t.pid, t.lock = pid, lock
-	if lock == "" || t.ns.IsOpen() {
+	if t.owned != nil {
+		t.lock = ""
+	}
+	if t.lock == "" || t.ns.IsOpen() {
 		return nil
 	}
 	ns, err := netns.GetFromPid(pid)
@@ -547,6 +655,13 @@ func (t *TCPRestore) begin(pid int, lock string) error {
 		return fmt.Errorf("open network namespace of pid %d: %w", pid, err)
 	}
 	t.ns = ns
+	// Without its held lock (removed by `lazycr unlock`, or a restore in
+	// another namespace) a peer that sent anything since the dump has
+	// been answered with a reset: the connection is restored, and the
+	// process will see the reset.
+	if held, err := netlock.ListHeld(ns); err != nil || !slices.Contains(held, lock) {
+		t.log.Warn().Err(err).Str("table", lock).Msg("the image's held network lock is not here: its TCP peers may have been reset since the dump")
+	}
 	return nil
 }
 
@@ -577,6 +692,17 @@ func (t *TCPRestore) Live() error {
 		return err
 	}
 	return t.unlock()
+}
+
+// Finish closes what Live left open so as not to delay the resume (the
+// socket of the target's own lock). Call it once the process runs.
+func (t *TCPRestore) Finish() error {
+	if t == nil || t.closeLater == nil {
+		return nil
+	}
+	f := t.closeLater
+	t.closeLater = nil
+	return f()
 }
 
 // goLive ends repair mode on one restored socket and sets what repair
@@ -611,7 +737,11 @@ func goLive(k *tcpSock) error {
 // nothing. The held lock is removed too (the image's connections are lost:
 // a peer's next segment now meets no socket and is answered with a reset).
 func (t *TCPRestore) Abort() {
-	if t == nil || t.done {
+	if t == nil {
+		return
+	}
+	defer t.Finish()
+	if t.done {
 		return
 	}
 	t.done = true
@@ -631,6 +761,14 @@ func (t *TCPRestore) Abort() {
 // unlock removes the held lock (and sweeps stale ones) in the process's
 // network namespace.
 func (t *TCPRestore) unlock() error {
+	if t.owned != nil {
+		// Packets flow as soon as the table is gone; closing the lock's
+		// socket waits for an RCU grace period and is left for Finish,
+		// after the process runs.
+		closeSocket, err := t.owned.Open()
+		t.owned, t.closeLater = nil, closeSocket
+		return err
+	}
 	if t.lock == "" {
 		return nil
 	}
@@ -638,10 +776,13 @@ func (t *TCPRestore) unlock() error {
 		t.ns.Close()
 		t.ns = netns.None()
 	}()
-	if _, err := netlock.Sweep(t.ns, t.log); err != nil {
-		t.log.Warn().Err(err).Msg("sweep stale network locks")
+	// The held lock first: the peers' packets flow again as soon as its
+	// delete is committed.
+	err := netlock.RemoveHeld(t.ns, t.lock, t.log)
+	if _, serr := netlock.Sweep(t.ns, t.log); serr != nil {
+		t.log.Warn().Err(serr).Msg("sweep stale network locks")
 	}
-	return netlock.RemoveHeld(t.ns, t.lock, t.log)
+	return err
 }
 
 // tcpMaxBuf is what SO_SNDBUFFORCE/SO_RCVBUFFORCE get while the queues are
@@ -659,6 +800,12 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	}
 	if st.State != tcpEstablished {
 		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %d in the image", f.Fd, connName(s), st.State)
+	}
+	if t := r.tcp; t.conns != nil {
+		c, err := lockConn(s)
+		if err != nil || !slices.Contains(t.conns, c) {
+			return 0, fmt.Errorf("socket fd %d: TCP connection %s: its addresses changed since the dump (%v); a connection keeps its 4-tuple: use --net-policy takeover", f.Fd, connName(s), err)
+		}
 	}
 	if int(st.OutqUnsent) > len(st.Outq) {
 		return 0, fmt.Errorf("socket fd %d: %d unsent bytes of a %d-byte send queue in the image", f.Fd, st.OutqUnsent, len(st.Outq))

@@ -310,3 +310,38 @@ func TestTCPRefusesMD5(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTCPRefusesECN: a connection that negotiated ECN (tcp_ecn=1 in the
+// test's own namespace) is refused: no repair option restores it.
+func TestTCPRefusesECN(t *testing.T) {
+	inNewNetns(t, func() error {
+		// /proc/sys/net shows the network namespace of the thread that
+		// opens it: this changes the test's namespace only.
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_ecn", []byte("1"), 0); err != nil {
+			return err
+		}
+		c, a, err := loopbackPair()
+		if err != nil {
+			return err
+		}
+		defer unix.Close(a)
+		defer unix.Close(c)
+		_, opts, _, _, err := tcpInfo(c)
+		if err != nil {
+			return err
+		}
+		if opts&kabi.TCPI_OPT_ECN == 0 {
+			return fmt.Errorf("ECN not negotiated (tcpi_options %#x)", opts)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(c, &st); err != nil {
+			return err
+		}
+		d := &dumper{pid: os.Getpid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
+		err = (tcpConn{}).dump(d, &liveFd{num: 3, link: proc.KindSocket, ino: st.Ino, local: c}, &pb.Fd{})
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "ECN") {
+			return fmt.Errorf("dump of an ECN connection: %v, want a refusal naming ECN", err)
+		}
+		return nil
+	})
+}

@@ -90,7 +90,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 			{Resource: unix.RLIMIT_NOFILE, Name: "nofile", Cur: 1024, Max: 524288},
 			{Resource: unix.RLIMIT_STACK, Name: "stack", Cur: 8 << 20, Max: ^uint64(0)},
 		},
-		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5),
+		Umask: 0o022, Cwd: "/srv/app", Root: "/", Personality: 0, Nice: proto.Int32(5), StopSignal: 19,
 		Sigactions: []*pb.SigAction{
 			{Signo: int32(unix.SIGINT), Handler: 0x401500, Flags: 0x14000000, Restorer: 0x401600, Mask: 1 << 1},
 			{Signo: int32(unix.SIGPIPE), Handler: 1},
@@ -186,7 +186,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(anon, 2, eager, 10, lazy, 4, zero)},
 			{Start: shm, End: shm + 2*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Shared: true, Kind: pb.VmaKind_VMA_KIND_SHARED_ANON,
 				File: fileID("/dev/zero (deleted)", 9, 0), VmFlags: []string{"rd", "wr", "sh", "mr", "mw", "me", "ms"},
-				Pages: tile(shm, 2, eager), Name: "/dev/zero (deleted)"},
+				Pages: tile(shm, 2, eager), Name: "/dev/zero (deleted)", Shm: 1},
 			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
 				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
 			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
@@ -230,7 +230,12 @@ func sampleFds(pid uint32) *pb.FdTable {
 	}
 	return &pb.FdTable{Pid: pid, BootId: "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab", Fds: []*pb.Fd{
 		{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileID("/dev/pts/3", 6, 0), Pos: 0, RdevMajor: 136, RdevMinor: 3, Mode: unix.S_IFCHR | 0o620, CtimeNs: 1_763_999_000_000_000_000}}},
-		{Fd: 1, Flags: unix.O_WRONLY | unix.O_APPEND, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}}},
+		{Fd: 1, Flags: unix.O_WRONLY | unix.O_APPEND, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileID("/var/log/pingpong.log", 77, 4096), Pos: 4096, Mode: unix.S_IFREG | 0o644}},
+			Locks: []*pb.FileLock{
+				{Kind: pb.FileLockKind_FILE_LOCK_KIND_FLOCK, Write: true, Start: 0, End: -1},
+				{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Write: false, Start: 10, End: 29},
+				{Kind: pb.FileLockKind_FILE_LOCK_KIND_OFD, Write: true, Start: 100, End: -1},
+			}},
 		{Fd: 2, Cloexec: true, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, WriteEnd: true, Capacity: 65536}}},
 		{Fd: 3, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Data: []byte("buffered\x00bytes"), Capacity: 65536}}},
 		{Fd: 4, Cloexec: true, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{Count: 7, Semaphore: true}}},
@@ -262,6 +267,9 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Tcp: &pb.TcpStream{State: 1, InqSeq: 0x1000, Inq: []byte("GET /"), OutqSeq: 0xfffffff0, Outq: []byte("HTTP/1.1 200"), OutqUnsent: 4, MssClamp: 1440,
 				Options: 7, SndWscale: 7, RcvWscale: 9, Timestamp: 123456789, Window: &pb.TcpWindow{SndWl1: 0xfff, SndWnd: 65535, MaxWindow: 65535, RcvWnd: 65483, RcvWup: 0xffb},
 				Nodelay: true, Cork: true, Keepidle: 60, Keepintvl: 10, Keepcnt: 5, UserTimeout: 30000, Congestion: "cubic", NotsentLowat: 16384, BufLock: 1, WindowClamp: 32768, Linger2: 60}}}},
+		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
+			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
+		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
@@ -282,6 +290,12 @@ func sampleSet() *Set {
 		},
 			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: rootPid, Fd: 3}, Users: []*pb.FdRef{{Pid: childPid, Fd: 0}}}},
 			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536}},
+			Shm: []*pb.ShmObject{
+				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Dev: 1, Inode: 1229, Size: 2 * PageSize, Mode: 0o777},
+				{Id: 2, Kind: pb.ShmKind_SHM_KIND_MEMFD, Dev: 1, Inode: 1230, Size: PageSize, Name: "ring", Seals: 0x1c, Mode: 0o600, FdContent: true},
+				{Id: 3, Kind: pb.ShmKind_SHM_KIND_DELETED_FILE, Dev: 0x1b, Inode: 8, Size: 32, Name: "/dev/shm/sem.mp-x1", Mode: 0o600, Uid: 1000, Gid: 1000},
+				{Id: 4, Kind: pb.ShmKind_SHM_KIND_SYSV, Dev: 1, Inode: 32769, Size: 56, Mode: 0o1600, SysvKey: 0x0052e2c1, SysvId: 32769},
+			},
 		},
 		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid), zombiePid: {Pid: zombiePid}},
 		Fds: map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid, Fds: []*pb.Fd{

@@ -97,5 +97,45 @@ func (s *Set) validateTree() error {
 			return fmt.Errorf("%s: %w: pipe:[%d] between members has no fd", TreeFile, ErrInvalid, ino)
 		}
 	}
+	return s.validateShm()
+}
+
+// validateShm checks the shared memory objects: ids are unique and not
+// zero, kinds known, sizes bounded, and every VMA that names an object is
+// a shared mapping of an object that exists, inside its size.
+func (s *Set) validateShm() error {
+	objs := map[uint32]*pb.ShmObject{}
+	for _, o := range s.Tree.Shm {
+		if o.Id == 0 || objs[o.Id] != nil {
+			return fmt.Errorf("%s: %w: shared memory object id %d is zero or listed twice", TreeFile, ErrInvalid, o.Id)
+		}
+		switch o.Kind {
+		case pb.ShmKind_SHM_KIND_ANON, pb.ShmKind_SHM_KIND_MEMFD, pb.ShmKind_SHM_KIND_DELETED_FILE, pb.ShmKind_SHM_KIND_SYSV:
+		default:
+			return fmt.Errorf("%s: %w: shared memory object %d has unknown kind %d", TreeFile, ErrInvalid, o.Id, o.Kind)
+		}
+		if o.Size == 0 || o.Size > MaxPagesSize {
+			return fmt.Errorf("%s: %w: shared memory object %d of %d bytes", TreeFile, ErrInvalid, o.Id, o.Size)
+		}
+		if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE && (len(o.Name) == 0 || o.Name[0] != '/') {
+			return fmt.Errorf("%s: %w: shared memory object %d: deleted file path %q is not absolute", TreeFile, ErrInvalid, o.Id, o.Name)
+		}
+		objs[o.Id] = o
+	}
+	for _, p := range s.Tree.Processes {
+		for _, v := range s.Memory[p.Pid].GetVmas() {
+			if v.Shm == 0 {
+				continue
+			}
+			o := objs[v.Shm]
+			if o == nil || !v.Shared {
+				return fmt.Errorf("%s: %w: vma %#x-%#x names shared memory object %d, which is not in the image or not mapped shared", MemoryFile(p.Pid), ErrInvalid, v.Start, v.End, v.Shm)
+			}
+			size := (o.Size + PageSize - 1) &^ (PageSize - 1)
+			if v.Offset%PageSize != 0 || v.Offset > size || v.End-v.Start > size-v.Offset {
+				return fmt.Errorf("%s: %w: vma %#x-%#x maps offset %d of shared memory object %d, past its %d bytes", MemoryFile(p.Pid), ErrInvalid, v.Start, v.End, v.Offset, v.Shm, o.Size)
+			}
+		}
+	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazycr/lazycr/image/pb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -42,6 +43,14 @@ func TestValidateTree(t *testing.T) {
 		{"pipe twice", func(s *Set) { s.Tree.Pipes = append(s.Tree.Pipes, proto.CloneOf(s.Tree.Pipes[0])) }, "listed twice"},
 		{"pipe without fd", func(s *Set) { s.Tree.Pipes[0].Inode = 999 }, "pipe:[999] between members has no fd"},
 		{"pipe too full", func(s *Set) { s.Tree.Pipes[0].Data = make([]byte, MaxTreePipeData+1) }, "holds"},
+		{"shm id zero", func(s *Set) { s.Tree.Shm[1].Id = 0 }, "shared memory object id 0 is zero or listed twice"},
+		{"shm id twice", func(s *Set) { s.Tree.Shm[1].Id = 1 }, "id 1 is zero or listed twice"},
+		{"shm unknown kind", func(s *Set) { s.Tree.Shm[0].Kind = 99 }, "unknown kind 99"},
+		{"shm empty", func(s *Set) { s.Tree.Shm[0].Size = 0 }, "of 0 bytes"},
+		{"shm relative path", func(s *Set) { s.Tree.Shm[2].Name = "sem.x" }, `path "sem.x" is not absolute`},
+		{"vma names a missing object", func(s *Set) { shmVma(s).Shm = 9 }, "names shared memory object 9"},
+		{"private vma names an object", func(s *Set) { shmVma(s).Shared = false }, "not mapped shared"},
+		{"vma past the object", func(s *Set) { shmVma(s).Offset = PageSize }, "past its"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := sampleSet()
@@ -52,4 +61,14 @@ func TestValidateTree(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shmVma is the sample's VMA of shared memory object 1.
+func shmVma(s *Set) *pb.Vma {
+	for _, v := range s.Memory[rootPid].Vmas {
+		if v.Shm == 1 {
+			return v
+		}
+	}
+	panic("the sample has no VMA of shared memory object 1")
 }

@@ -35,6 +35,8 @@ type Process struct {
 	guarded    bool     // the guard SIGSTOP was queued (Guard)
 	guardTaken bool     // and a thread dequeued it since (suppressed)
 	keepStop   bool     // letGo of DetachStopped: the guard must act
+	// stopOnDetach: Detach of a spawned process leaves it in a group-stop.
+	stopOnDetach bool
 }
 
 type thread struct {
@@ -46,6 +48,10 @@ type thread struct {
 	gone    bool            // exited and reaped
 	foreign bool            // a clone child outside the thread group: detach it
 	queued  [][]byte        // siginfos suppressed while frozen, re-delivered at Release
+	// groupStop is the stop signal of the PTRACE_EVENT_STOP the thread
+	// was frozen in when it was in a job-control stop (state T): SIGSTOP,
+	// SIGTSTP, SIGTTIN or SIGTTOU; 0 when it was running (SIGTRAP).
+	groupStop int
 }
 
 const pageSize = 4096
@@ -237,6 +243,13 @@ func (p *Process) settle(th *thread) error {
 		case stopEvent:
 			switch s.event {
 			case unix.PTRACE_EVENT_STOP:
+				// ptrace(2) "Group-stop": a seized tracee in group-stop
+				// reports PTRACE_EVENT_STOP with the stop signal; one
+				// stopped by PTRACE_INTERRUPT reports SIGTRAP.
+				th.groupStop = 0
+				if isStopSignal(s.sig) {
+					th.groupStop = s.sig
+				}
 			case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 				p.adopt(th.tid)
 				again = true

@@ -50,19 +50,18 @@ func (p *Process) letGo(final, keepStopped bool) error {
 	}
 	p.prune()
 	p.keepStop = keepStopped
-	if !keepStopped && !p.spawned {
-		if err := p.unguard(); err != nil {
-			errs = append(errs, err)
-		}
-	}
 
-	// Queue suppressed signals again, inside the process, while every signal
-	// is blocked (so none is taken before the thread is detached).
+	// From here on every thread has every signal blocked until it is
+	// detached (its own mask is put back just before): a signal that
+	// arrives meanwhile, or was queued again below, stays pending instead
+	// of being taken by one of the injected syscalls that follow (the
+	// guard's getpid, the requeue, the scratch munmap) and then dropped,
+	// since nothing would queue it again after them. SIGSTOP and SIGKILL
+	// cannot be blocked: the guard is still taken back.
 	masks := map[*thread]uint64{}
-	stopAfter := false
 	if !p.spawned {
 		for _, th := range p.threads {
-			if len(th.queued) == 0 || th.gone {
+			if th.gone {
 				continue
 			}
 			m, err := getSigMask(th.tid)
@@ -75,6 +74,25 @@ func (p *Process) letGo(final, keepStopped bool) error {
 				continue
 			}
 			masks[th] = m
+		}
+	}
+	if !keepStopped && !p.spawned {
+		if err := p.unguard(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	// Queue suppressed signals again, inside the process, while every signal
+	// is blocked (so none is taken before the thread is detached).
+	stopAfter := false
+	if !p.spawned {
+		for _, th := range p.threads {
+			if len(th.queued) == 0 || th.gone {
+				continue
+			}
+			if _, ok := masks[th]; !ok {
+				continue // its mask could not be blocked: reported above
+			}
 			stop, err := p.requeue(th)
 			stopAfter = stopAfter || stop
 			errs = append(errs, err)
@@ -98,6 +116,7 @@ func (p *Process) letGo(final, keepStopped bool) error {
 		}
 	}
 
+	stopping := p.spawned && p.stopOnDetach
 	for _, th := range p.threads {
 		if th.gone {
 			continue
@@ -109,6 +128,14 @@ func (p *Process) letGo(final, keepStopped bool) error {
 		if p.spawned {
 			if err := setRegs(th.tid, &regs); err != nil {
 				errs = append(errs, fmt.Errorf("set registers of pid %d tid %d: %w", p.Pid, th.tid, err))
+			}
+			if stopping {
+				// The first thread starts the group-stop before any is
+				// detached (groupstop.go).
+				stopping = false
+				if err := p.enterGroupStop(th); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			if err := ptrace(unix.PTRACE_DETACH, th.tid, 0, 0); err != nil {
 				errs = append(errs, fmt.Errorf("detach pid %d tid %d: %w", p.Pid, th.tid, err))

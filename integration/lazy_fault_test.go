@@ -141,10 +141,10 @@ func TestLazyToken(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	good, bad := filepath.Join(dir, "good"), filepath.Join(dir, "bad")
-	if err := os.WriteFile(good, []byte("s3cret-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(good, []byte("s3cret-token-of-the-test\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bad, []byte("not-the-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(bad, []byte("not-the-token-of-the-test\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := start(t, buildC(t, "lazy_verify"), "16")

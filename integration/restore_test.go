@@ -415,3 +415,50 @@ func TestRestorePython(t *testing.T) {
 	checkSequence(t, rp)
 	t.Logf("counter frozen at %d, now %d", frozen, progress(t, rp)["count"])
 }
+
+// TestRestoreGoHTTP (F11): a plain Go HTTP server, whose listener Go 1.24+
+// makes MPTCP, is dumped and restored, and serves again (it requests
+// itself; the served key advances only on a right answer).
+func TestRestoreGoHTTP(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildGo(t, "gohttp"))
+	var r struct {
+		Pid      int `json:"pid"`
+		Port     int `json:"port"`
+		Protocol int `json:"protocol"`
+	}
+	waitReport(t, p, &r)
+	t.Logf("listener protocol %d", r.Protocol)
+	requireProgress(t, p, "served")
+
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	requireProgress(t, rp, "served")
+	checkSequence(t, rp, "served")
+}
+
+// TestRestorePythonAsyncio (F12): an asyncio program, whose event loop
+// holds a socketpair (the self-pipe) woken from another thread, with a
+// TCP server it talks to, is restored and both go on working.
+func TestRestorePythonAsyncio(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 on this machine")
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "progs", "asyncioserve.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, py, "-u", script)
+	var r struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wake", "echo")
+
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	requireProgress(t, rp, "wake", "echo")
+	checkSequence(t, rp, "wake", "echo")
+}

@@ -43,35 +43,43 @@ func (rc *redisConn) write(args ...string) error {
 // integer or a bulk string, as text.
 func (rc *redisConn) reply(t *testing.T) string {
 	t.Helper()
+	r, err := rc.readReply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// readReply is reply for any goroutine: errors come back.
+func (rc *redisConn) readReply() (string, error) {
 	line, err := rc.r.ReadString('\n')
 	if err != nil {
-		t.Fatalf("read reply: %v", err)
+		return "", fmt.Errorf("read reply: %w", err)
 	}
 	line = strings.TrimSuffix(line, "\r\n")
 	if line == "" {
-		t.Fatal("empty reply line")
+		return "", fmt.Errorf("empty reply line")
 	}
 	switch line[0] {
 	case '+', ':':
-		return line[1:]
+		return line[1:], nil
 	case '-':
-		t.Fatalf("redis error: %s", line)
+		return "", fmt.Errorf("redis error: %s", line)
 	case '$':
 		n, err := strconv.Atoi(line[1:])
 		if err != nil || n < -1 {
-			t.Fatalf("bad bulk length %q", line)
+			return "", fmt.Errorf("bad bulk length %q", line)
 		}
 		if n == -1 {
-			return "(nil)"
+			return "(nil)", nil
 		}
 		b := make([]byte, n+2)
 		if _, err := io.ReadFull(rc.r, b); err != nil {
-			t.Fatalf("read bulk: %v", err)
+			return "", fmt.Errorf("read bulk: %w", err)
 		}
-		return string(b[:n])
+		return string(b[:n]), nil
 	}
-	t.Fatalf("unexpected reply %q", line)
-	return ""
+	return "", fmt.Errorf("unexpected reply %q", line)
 }
 
 func (rc *redisConn) do(t *testing.T, args ...string) string {

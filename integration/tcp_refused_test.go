@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/netlock"
 	lzproc "github.com/lazycr/lazycr/proc"
@@ -197,4 +200,62 @@ func TestTCPHoldFails(t *testing.T) {
 	}
 	requireRunning(t, p.pid)
 	echoRoundTrip(t, c, "after the failed dump")
+}
+
+// TestTCPDumpKilled: lazycr killed (SIGKILL) in the middle of a dump, after
+// it locked the connection and read its state, leaves a connection that
+// works: its own lock dies with its socket (owner-bound table) and the
+// socket is not left in repair mode (where the process's reads would fail
+// EPERM once ptrace lets it go). The kill lands somewhere after the step
+// "dump.fds"; if the dump got through to the end instead, the image and its
+// held lock must be complete.
+func TestTCPDumpKilled(t *testing.T) {
+	lazycr := failpointLazycr(t)
+	bin := buildC(t, "tcpecho")
+	p, c, _ := tcpPeer(t, bin, false, "client")
+	echoRoundTrip(t, c, "before")
+	fifo := filepath.Join(t.TempDir(), "steps")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// O_RDWR: the open does not wait for lazycr, and lazycr's writes never
+	// meet a closed reader.
+	steps, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer steps.Close()
+	dir := filepath.Join(t.TempDir(), "img")
+	cmd := exec.Command(lazycr, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
+	cmd.Env = append(os.Environ(), "LAZYCR_FAILPOINT_LOG="+fifo)
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(steps)
+	for sc.Scan() {
+		if sc.Text() == "dump.fds" {
+			break
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	t.Logf("lazycr killed after dump.fds; its stderr:\n%s", errOut.String())
+	if p.exited() {
+		if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err != nil {
+			t.Fatalf("pid %d died after lazycr was killed, with no image (%v); its stderr:\n%s", p.pid, p.waitErr, p.stderr())
+		}
+		// The dump finished first: a complete image with its held lock.
+		lock := show(t, dir).fds(t, p.pid).TcpLock
+		if !heldLockExists(t, lock) {
+			t.Fatalf("the dump completed but its held lock %q is missing", lock)
+		}
+		runLazycr(t, "unlock", lock)
+		t.Skip("lazycr finished the dump before the kill landed")
+	}
+	echoRoundTrip(t, c, "after lazycr was killed")
+	if got := lazycrTables(t, p.pid); len(got) > 0 {
+		t.Errorf("held locks left: %v", got)
+	}
 }

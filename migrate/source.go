@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
@@ -200,6 +201,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		if opts.ReleaseAddresses {
 			changes, rerr := releaseAddresses(cp.Set, opts.Log)
 			out.NetChanges = changes
+			if rerr == nil {
+				// The addresses are gone: no stale packet can reach the
+				// dead sockets here, the held TCP lock has done its job.
+				rerr = cp.UnholdTCP()
+			}
 			if rerr != nil {
 				out.Total = time.Since(start)
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
@@ -217,6 +223,10 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.
+		// Its TCP connections stay locked and silent here.
+		if herr := cp.HoldTCP(); herr != nil {
+			err = errors.Join(err, herr)
+		}
 		if kerr := cp.KeepStopped(); kerr != nil {
 			// Still traced (or half detached): this lazycr's exit lets
 			// the guard stop it, if it is still queued.
@@ -224,8 +234,12 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 		err = &KeptStoppedError{PID: opts.PID, StateDir: stateDir, Err: err}
 	default:
+		how := "it keeps running"
+		if cp.Stopped() {
+			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
+		}
 		release()
-		err = fmt.Errorf("%w; pid %d released, it keeps running", err, opts.PID)
+		err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
 	}
 	out.Total = time.Since(start)
 	return out, err

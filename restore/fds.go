@@ -7,10 +7,11 @@ import (
 // restoreFds re-creates the image's fd table at its exact numbers: see
 // [files.Restore].
 func (r *Process) restoreFds() error {
-	if !r.opts.Lazy {
+	if r.tcp == nil {
 		r.tcp = files.NewTCPRestore(r.opts.Log)
 	}
-	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Given: r.given, Log: r.opts.Log, TCP: r.tcp})
+	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Given: r.given, Log: r.opts.Log, TCP: r.tcp,
+		SharedMemory: r.shm.forFiles})
 }
 
 // remote lends the builder to package files.

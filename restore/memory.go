@@ -272,6 +272,9 @@ func (r *Process) mapVMA(v *pb.Vma) error {
 	}
 	// Mapped with room to write its page data; writePages gives it its
 	// own protection and attributes afterwards (package vmattr).
+	if v.Shm != 0 {
+		return r.mapShm(v, flags) // shm.go
+	}
 	prot := uintptr(vmattr.FillProt(v))
 	fd := ^uintptr(0)
 	switch v.Kind {
@@ -399,6 +402,9 @@ func (r *Process) fillPages() error {
 	}
 	buf := make([]byte, 1<<20)
 	for _, v := range r.mm.Vmas {
+		if v.Shm != 0 {
+			continue // written into its object by mapShm
+		}
 		for _, run := range v.Pages {
 			if run.State != pb.PageState_PAGE_STATE_EAGER {
 				continue

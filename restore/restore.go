@@ -72,6 +72,9 @@ var (
 	// ErrFileChanged: a file the process mapped or had open is not the one
 	// it was.
 	ErrFileChanged = files.ErrFileChanged
+	// ErrSysvTaken: the id or key of a System V shm segment the process
+	// attached is in use here.
+	ErrSysvTaken = errors.New("System V shm id or key is taken")
 )
 
 // Process is a process being built; Resume lets it run.
@@ -97,6 +100,7 @@ type Process struct {
 		start uint64
 	} // the pid takePID gave the process, and its start time
 	tree  *tree         // a process tree's other members (tree.go); nil for one process
+	shm   *shmState     // shared memory objects, shared by the members (shm.go)
 	given map[int32]int // fds whose description lazycr passes in (tree members)
 }
 
@@ -154,6 +158,15 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore %s: %w", describeSource(opts), err)
 		}
 	}
+	r.tcp = files.NewTCPRestore(opts.Log)
+	if opts.Lazy && set.Root() != nil {
+		// A lazy migration's TCP connections are locked here before
+		// Prepare (netfix) makes their addresses live (files.TCPRestore).
+		if err := r.tcp.LockFor(set.Fds[set.Root().Pid]); err != nil {
+			return nil, fmt.Errorf("restore: lock TCP connections: %w", err)
+		}
+		undo.push(r.tcp.Abort)
+	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
@@ -162,6 +175,11 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	if err := checkTreeOptions(set, opts); err != nil {
 		return nil, err
 	}
+	if r.shm, err = newShmState(set); err != nil {
+		return nil, err
+	}
+	defer r.shm.close()
+	undo.push(r.shm.removeSysv)
 	r.img = set.Root()
 	r.mm = set.Memory[r.img.Pid]
 	r.fds = set.Fds[r.img.Pid]
@@ -174,6 +192,12 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		defer pr.Close()
+		// The page data's checksum is checked before any of it is used: a
+		// flipped byte on disk must refuse the restore, not run the process
+		// with one byte of its memory changed.
+		if err := pr.Verify(); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 		r.opts.Pages = pr
 	}
 	if err := failpoint.Check("restore.load"); err != nil {
@@ -268,6 +292,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = r.shm.seal()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -328,9 +355,17 @@ func (r *Process) Resume() error {
 		r.waitClaimedFree()
 		return fmt.Errorf("restore pid %d: TCP connections: %w", r.img.Pid, err)
 	}
+	if r.img.StopSignal != 0 {
+		r.b.p.StopOnDetach() // it was in a job-control stop (state T)
+	}
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()
+	defer func() { // after the resume: the slow half of the TCP unlock
+		if ferr := r.tcp.Finish(); ferr != nil {
+			r.opts.Log.Warn().Err(ferr).Msg("close the TCP lock's socket")
+		}
+	}()
 	if err != nil {
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root

@@ -99,7 +99,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 				return err
 			}
 			m := &Process{opts: r.opts, set: r.set, img: img, mm: r.set.Memory[img.Pid], fds: r.set.Fds[img.Pid],
-				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started,
+				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm,
 				b: &builder{p: c, pid: c.Pid, scratch: scratch}}
 			m.opts.Pages = nil
 			t.members = append(t.members, m)
@@ -265,6 +265,9 @@ func (r *Process) prepareMember(m *Process) error {
 				return fmt.Errorf("restore: %w", err)
 			}
 			t.closers = append(t.closers, func() { pr.Close() })
+			if err := pr.Verify(); err != nil { // see Build
+				return fmt.Errorf("restore: %w", err)
+			}
 			m.opts.Pages = pr
 		default:
 			return fmt.Errorf("restore pid %d: no page data for a tree member (Options.MemberPages)", m.img.Pid)
@@ -418,6 +421,9 @@ func (r *Process) resumeMembers() error {
 	}
 	for i := len(t.members) - 1; i >= 0; i-- {
 		m := t.members[i]
+		if m.img.StopSignal != 0 {
+			m.b.p.StopOnDetach() // it was in a job-control stop (state T)
+		}
 		err := m.b.p.Detach()
 		m.done = true
 		if err == nil && i == len(t.members)-1 {

@@ -55,7 +55,13 @@ for pkg in $(go list ./...); do
 done
 
 echo "== benchmarks compile and run once"
-go test -run '^$' -bench . -benchtime=1x ./... >/dev/null
+benchlog=$(mktemp)
+if ! go test -run '^$' -bench . -benchtime=1x ./... >"$benchlog" 2>&1; then
+	grep -v -E '^(Benchmark|goos|goarch|pkg|cpu|PASS|ok )' "$benchlog" >&2
+	echo "a benchmark failed" >&2
+	exit 1
+fi
+rm -f "$benchlog"
 
 echo "== tests"
 go test -count=1 -timeout 40m ./...

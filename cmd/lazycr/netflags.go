@@ -49,6 +49,14 @@ func (c *connFlags) token() ([]byte, error) {
 	if c.tokenFile == "" {
 		return nil, nil
 	}
+	st, err := os.Stat(c.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	// As ssh does for private keys: a secret others can read is no secret.
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("read token: %s is readable by group or others (mode %#o): chmod 600 it", c.tokenFile, st.Mode().Perm())
+	}
 	b, err := os.ReadFile(c.tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("read token: %w", err)
@@ -57,7 +65,24 @@ func (c *connFlags) token() ([]byte, error) {
 	if t == "" {
 		return nil, fmt.Errorf("read token: %s is empty", c.tokenFile)
 	}
+	if err := checkTokenStrength([]byte(t), c.tokenFile); err != nil {
+		return nil, err
+	}
 	return []byte(t), nil
+}
+
+// minTokenBytes is the shortest secret the page server accepts: the one
+// dump --lazy generates is 16 random bytes. A shorter one can be guessed
+// by trying (the server keeps listening after a wrong token).
+const minTokenBytes = 16
+
+// checkTokenStrength refuses a secret shorter than minTokenBytes; what names
+// where it came from.
+func checkTokenStrength(tok []byte, what string) error {
+	if len(tok) < minTokenBytes {
+		return fmt.Errorf("the secret in %s is %d bytes: at least %d are needed (leave --token and $LAZYCR_TOKEN unset on the source and it makes one)", what, len(tok), minTokenBytes)
+	}
+	return nil
 }
 
 func (c *connFlags) serverTLS() (*tls.Config, error) {

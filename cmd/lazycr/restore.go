@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,7 +46,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		Use:   "restore (-D DIR | --lazy-from HOST:PORT)",
 		Short: "Rebuild a process from an image set and resume it",
 		Long: `restore rebuilds the process saved in an image set and resumes it, then
-prints its pid on stdout and exits; the process runs on as an orphan.
+prints its pid on stdout and exits; the process runs on as an orphan. (With
+--inherit-fd 1 lazycr's stdout becomes the process's own: the pid is printed
+on stderr instead, so it never lands in the process's output stream.)
 
 By default the process gets its original PID and TIDs (clone3 with set_tid);
 if one is taken restore fails and names it. --new-pid accepts new ones;
@@ -148,7 +151,7 @@ target is started before the source.`,
 			}
 			g.log.Info().Int("pid", r.PID()).Uint32("image_pid", r.Image().Pid).Int("threads", len(r.Image().Threads)).
 				Dur("took", r.Stats.Total).Msg("restored and resumed")
-			fmt.Fprintf(g.stdout, "%d\n", r.PID())
+			fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
 			if o.stats {
 				printRestoreStats(g.stderr, &r.Stats)
 			}
@@ -209,7 +212,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
 		Net: o.netOptions(),
 		Resumed: func(pid int) {
-			fmt.Fprintf(g.stdout, "%d\n", pid)
+			fmt.Fprintf(o.pidOut(g), "%d\n", pid)
 			g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
 			detachReady(pid)
 		},
@@ -272,6 +275,9 @@ func lazyToken(c *connFlags, env string) ([]byte, error) {
 	if err != nil || len(b) == 0 {
 		return nil, usagef("%s is not a hex-encoded secret (as printed by lazycr dump --lazy)", tokenEnv)
 	}
+	if err := checkTokenStrength(b, "$"+tokenEnv); err != nil {
+		return nil, usageError{err}
+	}
 	return b, nil
 }
 
@@ -298,4 +304,14 @@ func printTargetSummary(g *globals, o *restoreOptions, res *migrate.TargetResult
 	if o.stats {
 		printRestoreStats(w, &res.Restore)
 	}
+}
+
+// pidOut is where restore prints the restored pid: stdout, unless the
+// process inherits lazycr's stdout (--inherit-fd 1) — then the pid would
+// land in the middle of the process's own output, so it goes to stderr.
+func (o *restoreOptions) pidOut(g *globals) io.Writer {
+	if slices.Contains(o.inheritFds, 1) {
+		return g.stderr
+	}
+	return g.stdout
 }

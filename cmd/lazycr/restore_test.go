@@ -13,7 +13,15 @@ import (
 func TestLazyToken(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "token")
-	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("from-file-16bytes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, []byte("from-file-16bytes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -22,10 +30,13 @@ func TestLazyToken(t *testing.T) {
 		wantErr         bool
 	}{
 		{name: "none"},
-		{name: "env", env: "00ff10", want: "\x00\xff\x10"},
-		{name: "env with newline", env: "6869\n", want: "hi"},
-		{name: "file wins", file: file, env: "6869", want: "from-file"},
+		{name: "env", env: "00ff10aa00ff10aa00ff10aa00ff10aa", want: "\x00\xff\x10\xaa\x00\xff\x10\xaa\x00\xff\x10\xaa\x00\xff\x10\xaa"},
+		{name: "env with newline", env: "6869686968696869686968696869686a\n", want: "hihihihihihihihj"},
+		{name: "file wins", file: file, env: "6869", want: "from-file-16bytes"},
 		{name: "bad hex", env: "xyz", wantErr: true},
+		{name: "short env (QA F10)", env: "00", wantErr: true},
+		{name: "short file (QA F10)", file: short, wantErr: true},
+		{name: "file others can read (QA F10)", file: open, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := lazyToken(&connFlags{tokenFile: tc.file}, tc.env)

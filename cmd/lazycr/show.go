@@ -107,6 +107,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 	}
 	tw.Flush()
 	writeTreeSharing(w, s)
+	writeSharedMemory(w, s) // show_shm.go
 
 	for _, p := range s.Tree.Processes {
 		if p.Zombie {
@@ -142,6 +143,9 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		}
 		if len(p.SharedPending) > 0 {
 			fmt.Fprintf(w, "  process-wide pending signals: %d\n", len(p.SharedPending))
+		}
+		if p.StopSignal != 0 {
+			fmt.Fprintf(w, "  stopped (state T) by %s: restored stopped, SIGCONT lets it run\n", unix.SignalName(unix.Signal(p.StopSignal)))
 		}
 		if a := procattr.Show(p); a != "" {
 			fmt.Fprintf(w, "  attributes: %s\n", a)

@@ -34,8 +34,12 @@ func TestShowTree(t *testing.T) {
 			Processes:   []*pb.Process{proc(10, 1, 10, 1, "bash"), proc(11, 10, 11, 11, "worker"), z},
 			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: 10, Fd: 1}, Users: []*pb.FdRef{{Pid: 11, Fd: 1}}}},
 			Pipes:       []*pb.TreePipe{{Inode: 777, Data: []byte("abc"), Capacity: 65536}},
+			Shm: []*pb.ShmObject{
+				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Size: 8192, Mode: 0o777},
+				{Id: 2, Kind: pb.ShmKind_SHM_KIND_SYSV, Size: 8192, Mode: 0o1640, Uid: 101, Gid: 104, SysvId: 21, SysvKey: 0x98a041},
+			},
 		},
-		Memory: map[uint32]*pb.MemoryMap{10: {Pid: 10}, 11: {Pid: 11}, 12: {Pid: 12}},
+		Memory: map[uint32]*pb.MemoryMap{10: {Pid: 10, Vmas: []*pb.Vma{shmVma(0x7f0000000000, 1)}}, 11: {Pid: 11, Vmas: []*pb.Vma{shmVma(0x7f0000000000, 1), shmVma(0x7f1000000000, 2)}}, 12: {Pid: 12}},
 		Fds: map[uint32]*pb.FdTable{
 			10: {Pid: 10, Fds: []*pb.Fd{file, pipe(3, false)}},
 			11: {Pid: 11, Fds: []*pb.Fd{{Fd: 1, Flags: file.Flags, Kind: file.Kind}, pipe(4, true)}},
@@ -58,6 +62,9 @@ func TestShowTree(t *testing.T) {
 		`(?m)^Shared between members$`,
 		`(?m)^  pipe:\[777\], 3 bytes buffered +pid 10 fd 3 \(read\), pid 11 fd 4 \(write\)$`,
 		`(?m)^  file /tmp/out pos 42 +pid 10 fd 1, pid 11 fd 1$`,
+		`(?m)^Shared memory$`,
+		`(?m)^  1 +anonymous \(/dev/zero\) +8\.0KiB +0777 0:0 +pid 10 7f0000000000-7f0000002000, pid 11 7f0000000000-7f0000002000$`,
+		`(?m)^  2 +System V shmid 21 key 0x98a041 +8\.0KiB +0640 101:104 removed +pid 11 7f1000000000-7f1000002000$`,
 		`(?m)^File descriptors of pid 10$`,
 		`(?m)^File descriptors of pid 11$`,
 	} {
@@ -68,4 +75,11 @@ func TestShowTree(t *testing.T) {
 	if strings.Contains(out, "Threads of pid 12") || strings.Contains(out, "File descriptors of pid 12") {
 		t.Errorf("show prints sections for the zombie pid 12:\n%s", out)
 	}
+}
+
+// shmVma is a 2-page shared VMA of shared memory object id.
+func shmVma(start uint64, id uint32) *pb.Vma {
+	return &pb.Vma{Start: start, End: start + 2*image.PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Shared: true,
+		Kind: pb.VmaKind_VMA_KIND_SHARED_ANON, Shm: id,
+		Pages: []*pb.PageRun{{Addr: start, Npages: 2, State: pb.PageState_PAGE_STATE_ZERO}}}
 }

@@ -36,14 +36,14 @@ lazycr processes that died on a kernel without owner-bound tables (Linux < 5.12)
   lazycr unlock --all --pid 4321          # every held lock in pid 4321's netns`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pid != 0 && nsPath != "" {
-				return usagef("--pid and --netns name the namespace twice: give one")
+				return usagef("--pid and --netns exclude each other")
 			}
 			if all && len(args) > 0 {
-				return usagef("--all and table names: give one")
+				return usagef("--all and table names exclude each other")
 			}
 			for _, a := range args {
 				if !netlock.IsHeldName(a) {
-					return usagef("%q is not a held lock table (lazycr_hold_<pid>_<start>)", a)
+					return usagef("%q is not a held lock table (lazycr_hold_<pid>_<start>); run 'lazycr unlock --help'", a)
 				}
 			}
 			var ns netns.NsHandle

@@ -36,6 +36,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ShmKind int32
+
+const (
+	ShmKind_SHM_KIND_UNSPECIFIED  ShmKind = 0
+	ShmKind_SHM_KIND_ANON         ShmKind = 1 // MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)")
+	ShmKind_SHM_KIND_MEMFD        ShmKind = 2 // memfd_create(2) ("/memfd:NAME (deleted)")
+	ShmKind_SHM_KIND_DELETED_FILE ShmKind = 3 // an unlinked tmpfs file (shm_open then shm_unlink)
+	ShmKind_SHM_KIND_SYSV         ShmKind = 4 // a System V shm segment ("/SYSV%08x (deleted)"), attached with shmat(2)
+)
+
+// Enum value maps for ShmKind.
+var (
+	ShmKind_name = map[int32]string{
+		0: "SHM_KIND_UNSPECIFIED",
+		1: "SHM_KIND_ANON",
+		2: "SHM_KIND_MEMFD",
+		3: "SHM_KIND_DELETED_FILE",
+		4: "SHM_KIND_SYSV",
+	}
+	ShmKind_value = map[string]int32{
+		"SHM_KIND_UNSPECIFIED":  0,
+		"SHM_KIND_ANON":         1,
+		"SHM_KIND_MEMFD":        2,
+		"SHM_KIND_DELETED_FILE": 3,
+		"SHM_KIND_SYSV":         4,
+	}
+)
+
+func (x ShmKind) Enum() *ShmKind {
+	p := new(ShmKind)
+	*p = x
+	return p
+}
+
+func (x ShmKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ShmKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_image_proto_enumTypes[0].Descriptor()
+}
+
+func (ShmKind) Type() protoreflect.EnumType {
+	return &file_image_proto_enumTypes[0]
+}
+
+func (x ShmKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ShmKind.Descriptor instead.
+func (ShmKind) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{0}
+}
+
 type VmaKind int32
 
 const (
@@ -90,11 +145,11 @@ func (x VmaKind) String() string {
 }
 
 func (VmaKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_image_proto_enumTypes[0].Descriptor()
+	return file_image_proto_enumTypes[1].Descriptor()
 }
 
 func (VmaKind) Type() protoreflect.EnumType {
-	return &file_image_proto_enumTypes[0]
+	return &file_image_proto_enumTypes[1]
 }
 
 func (x VmaKind) Number() protoreflect.EnumNumber {
@@ -103,7 +158,7 @@ func (x VmaKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VmaKind.Descriptor instead.
 func (VmaKind) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{0}
+	return file_image_proto_rawDescGZIP(), []int{1}
 }
 
 type PageState int32
@@ -145,11 +200,11 @@ func (x PageState) String() string {
 }
 
 func (PageState) Descriptor() protoreflect.EnumDescriptor {
-	return file_image_proto_enumTypes[1].Descriptor()
+	return file_image_proto_enumTypes[2].Descriptor()
 }
 
 func (PageState) Type() protoreflect.EnumType {
-	return &file_image_proto_enumTypes[1]
+	return &file_image_proto_enumTypes[2]
 }
 
 func (x PageState) Number() protoreflect.EnumNumber {
@@ -158,7 +213,60 @@ func (x PageState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PageState.Descriptor instead.
 func (PageState) EnumDescriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{1}
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+// FileLockKind is the kind of a file lock (fcntl(2), flock(2)).
+type FileLockKind int32
+
+const (
+	FileLockKind_FILE_LOCK_KIND_UNSPECIFIED FileLockKind = 0
+	FileLockKind_FILE_LOCK_KIND_FLOCK       FileLockKind = 1 // flock(2): belongs to the open file description
+	FileLockKind_FILE_LOCK_KIND_POSIX       FileLockKind = 2 // fcntl(2) F_SETLK: belongs to the process
+	FileLockKind_FILE_LOCK_KIND_OFD         FileLockKind = 3 // fcntl(2) F_OFD_SETLK: belongs to the open file description
+)
+
+// Enum value maps for FileLockKind.
+var (
+	FileLockKind_name = map[int32]string{
+		0: "FILE_LOCK_KIND_UNSPECIFIED",
+		1: "FILE_LOCK_KIND_FLOCK",
+		2: "FILE_LOCK_KIND_POSIX",
+		3: "FILE_LOCK_KIND_OFD",
+	}
+	FileLockKind_value = map[string]int32{
+		"FILE_LOCK_KIND_UNSPECIFIED": 0,
+		"FILE_LOCK_KIND_FLOCK":       1,
+		"FILE_LOCK_KIND_POSIX":       2,
+		"FILE_LOCK_KIND_OFD":         3,
+	}
+)
+
+func (x FileLockKind) Enum() *FileLockKind {
+	p := new(FileLockKind)
+	*p = x
+	return p
+}
+
+func (x FileLockKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileLockKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_image_proto_enumTypes[3].Descriptor()
+}
+
+func (FileLockKind) Type() protoreflect.EnumType {
+	return &file_image_proto_enumTypes[3]
+}
+
+func (x FileLockKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileLockKind.Descriptor instead.
+func (FileLockKind) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
 }
 
 // Inventory says where an image set comes from and how to read it.
@@ -296,7 +404,10 @@ type ProcessTree struct {
 	SharedFiles []*SharedFile `protobuf:"bytes,2,rep,name=shared_files,json=sharedFiles,proto3" json:"shared_files,omitempty"`
 	// Anonymous pipes with ends in more than one member and none outside the
 	// tree: restore makes each once, with its buffered data.
-	Pipes         []*TreePipe `protobuf:"bytes,3,rep,name=pipes,proto3" json:"pipes,omitempty"`
+	Pipes []*TreePipe `protobuf:"bytes,3,rep,name=pipes,proto3" json:"pipes,omitempty"`
+	// Shared memory objects (shmem inodes) that VMAs map (Vma.shm): each is
+	// made once on restore and every VMA of it maps that one object.
+	Shm           []*ShmObject `protobuf:"bytes,4,rep,name=shm,proto3" json:"shm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -352,6 +463,162 @@ func (x *ProcessTree) GetPipes() []*TreePipe {
 	return nil
 }
 
+func (x *ProcessTree) GetShm() []*ShmObject {
+	if x != nil {
+		return x.Shm
+	}
+	return nil
+}
+
+// ShmObject is one shared memory object. Its content is the EAGER runs of
+// the VMAs that map it: the first VMA (in tree order, then address order)
+// to map a page of the object holds that page's data; the later ones have
+// FILE runs there (the object holds the data).
+type ShmObject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // Vma.shm of the VMAs that map it; 1, 2, …
+	Kind  ShmKind                `protobuf:"varint,2,opt,name=kind,proto3,enum=lazycr.image.v1.ShmKind" json:"kind,omitempty"`
+	Dev   uint64                 `protobuf:"varint,3,opt,name=dev,proto3" json:"dev,omitempty"` // st_dev and inode on the source
+	Inode uint64                 `protobuf:"varint,4,opt,name=inode,proto3" json:"inode,omitempty"`
+	Size  uint64                 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`   // st_size: a page beyond it faults with SIGBUS
+	Name  string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`    // memfd: its name without "memfd:"; deleted file: its path
+	Seals uint32                 `protobuf:"varint,7,opt,name=seals,proto3" json:"seals,omitempty"` // memfd: F_GET_SEALS
+	Mode  uint32                 `protobuf:"varint,8,opt,name=mode,proto3" json:"mode,omitempty"`   // permission bits
+	Uid   uint32                 `protobuf:"varint,9,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid   uint32                 `protobuf:"varint,10,opt,name=gid,proto3" json:"gid,omitempty"`
+	// System V: the segment's key and id (restore makes it with the same
+	// id, shm_next_id, and refuses if the id or key is taken); mode keeps
+	// SHM_DEST (removed once attached) and SHM_LOCKED.
+	SysvKey int32 `protobuf:"varint,11,opt,name=sysv_key,json=sysvKey,proto3" json:"sysv_key,omitempty"`
+	SysvId  int32 `protobuf:"varint,12,opt,name=sysv_id,json=sysvId,proto3" json:"sysv_id,omitempty"`
+	// A memfd or deleted file also held as an fd: its content is in the fd
+	// images (package files), every run of its VMAs is FILE.
+	FdContent     bool `protobuf:"varint,13,opt,name=fd_content,json=fdContent,proto3" json:"fd_content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShmObject) Reset() {
+	*x = ShmObject{}
+	mi := &file_image_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShmObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShmObject) ProtoMessage() {}
+
+func (x *ShmObject) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShmObject.ProtoReflect.Descriptor instead.
+func (*ShmObject) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ShmObject) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ShmObject) GetKind() ShmKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ShmKind_SHM_KIND_UNSPECIFIED
+}
+
+func (x *ShmObject) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *ShmObject) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *ShmObject) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ShmObject) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ShmObject) GetSeals() uint32 {
+	if x != nil {
+		return x.Seals
+	}
+	return 0
+}
+
+func (x *ShmObject) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *ShmObject) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ShmObject) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *ShmObject) GetSysvKey() int32 {
+	if x != nil {
+		return x.SysvKey
+	}
+	return 0
+}
+
+func (x *ShmObject) GetSysvId() int32 {
+	if x != nil {
+		return x.SysvId
+	}
+	return 0
+}
+
+func (x *ShmObject) GetFdContent() bool {
+	if x != nil {
+		return x.FdContent
+	}
+	return false
+}
+
 // FdRef names one fd of one member.
 type FdRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -363,7 +630,7 @@ type FdRef struct {
 
 func (x *FdRef) Reset() {
 	*x = FdRef{}
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +642,7 @@ func (x *FdRef) String() string {
 func (*FdRef) ProtoMessage() {}
 
 func (x *FdRef) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +655,7 @@ func (x *FdRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdRef.ProtoReflect.Descriptor instead.
 func (*FdRef) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FdRef) GetPid() uint32 {
@@ -418,7 +685,7 @@ type SharedFile struct {
 
 func (x *SharedFile) Reset() {
 	*x = SharedFile{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +697,7 @@ func (x *SharedFile) String() string {
 func (*SharedFile) ProtoMessage() {}
 
 func (x *SharedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +710,7 @@ func (x *SharedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedFile.ProtoReflect.Descriptor instead.
 func (*SharedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SharedFile) GetOwner() *FdRef {
@@ -473,7 +740,7 @@ type TreePipe struct {
 
 func (x *TreePipe) Reset() {
 	*x = TreePipe{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +752,7 @@ func (x *TreePipe) String() string {
 func (*TreePipe) ProtoMessage() {}
 
 func (x *TreePipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +765,7 @@ func (x *TreePipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TreePipe.ProtoReflect.Descriptor instead.
 func (*TreePipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TreePipe) GetInode() uint64 {
@@ -568,14 +835,18 @@ type Process struct {
 	ExitCode int32 `protobuf:"varint,31,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"` // /proc/PID/stat field 52, the wait(2) status
 	// The nice value (setpriority(2) PRIO_PROCESS) of every thread; unset
 	// in images made before it was recorded (restore then leaves it).
-	Nice          *int32 `protobuf:"varint,32,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
+	Nice *int32 `protobuf:"varint,32,opt,name=nice,proto3,oneof" json:"nice,omitempty"`
+	// The process was in a job-control stop (state T) when dumped: the
+	// signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU); 0 when it
+	// was running. Restore leaves it stopped until a SIGCONT.
+	StopSignal    uint32 `protobuf:"varint,33,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +858,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +871,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -827,6 +1098,13 @@ func (x *Process) GetNice() int32 {
 	return 0
 }
 
+func (x *Process) GetStopSignal() uint32 {
+	if x != nil {
+		return x.StopSignal
+	}
+	return 0
+}
+
 // DeletedDir is what is left to see of a removed directory a process is
 // still in: its mode and owner (fstat on ".").
 type DeletedDir struct {
@@ -840,7 +1118,7 @@ type DeletedDir struct {
 
 func (x *DeletedDir) Reset() {
 	*x = DeletedDir{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1130,7 @@ func (x *DeletedDir) String() string {
 func (*DeletedDir) ProtoMessage() {}
 
 func (x *DeletedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1143,7 @@ func (x *DeletedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
 func (*DeletedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeletedDir) GetMode() uint32 {
@@ -908,7 +1186,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1198,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1211,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -1049,7 +1327,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1339,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1352,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1277,7 +1555,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1567,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1580,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1337,7 +1615,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1627,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1640,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1398,7 +1676,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1688,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1701,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1464,7 +1742,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1754,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1767,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1523,7 +1801,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1813,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1826,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -1626,7 +1904,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1916,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1929,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -1696,7 +1974,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1986,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1999,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -1770,7 +2048,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2060,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2073,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -1836,7 +2114,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2126,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2139,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -1944,7 +2222,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2234,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2247,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -2044,7 +2322,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2334,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2347,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -2134,7 +2412,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2424,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2437,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -2202,7 +2480,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2492,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2505,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2322,7 +2600,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2612,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2625,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FileID) GetPath() string {
@@ -2397,13 +2675,14 @@ type Vma struct {
 	VmFlags       []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …): restore re-creates the per-VMA attributes from them (package vmattr)
 	Pages         []*PageRun             `protobuf:"bytes,9,rep,name=pages,proto3" json:"pages,omitempty"`                    // tile [start, end) in order; none for the kernel-provided special mappings ([vdso], [vvar], …), which hold no page data
 	Name          string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                     // the maps path column as the kernel printed it
+	Shm           uint32                 `protobuf:"varint,11,opt,name=shm,proto3" json:"shm,omitempty"`                      // ProcessTree.shm id of the object it maps, 0 if none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2694,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2707,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2501,6 +2780,13 @@ func (x *Vma) GetName() string {
 	return ""
 }
 
+func (x *Vma) GetShm() uint32 {
+	if x != nil {
+		return x.Shm
+	}
+	return 0
+}
+
 type PageRun struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Addr          uint64                 `protobuf:"varint,1,opt,name=addr,proto3" json:"addr,omitempty"`
@@ -2513,7 +2799,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2811,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2824,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -2587,7 +2873,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +2885,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +2898,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -2655,6 +2941,11 @@ type Fd struct {
 	// Signal-driven I/O (fcntl(2) F_SETOWN_EX, F_SETSIG): set when the
 	// description has an owner or a signal.
 	Owner *FdOwner `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The file locks held through this open file description (the "lock:"
+	// lines of /proc/PID/fdinfo/FD, proc(5)), re-taken by restore before
+	// the process runs (files/lock.go). Only on the description's first
+	// fd (dup_of unset).
+	Locks []*FileLock `protobuf:"bytes,9,rep,name=locks,proto3" json:"locks,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2668,6 +2959,7 @@ type Fd struct {
 	//	*Fd_Memfd
 	//	*Fd_DeletedFile
 	//	*Fd_Inotify
+	//	*Fd_UnixSocket
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2675,7 +2967,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2979,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2992,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -2734,6 +3026,13 @@ func (x *Fd) GetDupOf() int32 {
 func (x *Fd) GetOwner() *FdOwner {
 	if x != nil {
 		return x.Owner
+	}
+	return nil
+}
+
+func (x *Fd) GetLocks() []*FileLock {
+	if x != nil {
+		return x.Locks
 	}
 	return nil
 }
@@ -2844,6 +3143,15 @@ func (x *Fd) GetInotify() *Inotify {
 	return nil
 }
 
+func (x *Fd) GetUnixSocket() *UnixSocket {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_UnixSocket); ok {
+			return x.UnixSocket
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -2892,6 +3200,10 @@ type Fd_Inotify struct {
 	Inotify *Inotify `protobuf:"bytes,20,opt,name=inotify,proto3,oneof"`
 }
 
+type Fd_UnixSocket struct {
+	UnixSocket *UnixSocket `protobuf:"bytes,21,opt,name=unix_socket,json=unixSocket,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -2914,6 +3226,78 @@ func (*Fd_DeletedFile) isFd_Kind() {}
 
 func (*Fd_Inotify) isFd_Kind() {}
 
+func (*Fd_UnixSocket) isFd_Kind() {}
+
+// FileLock is one advisory lock held by the process. flock locks cover
+// the whole file (start 0, end -1).
+type FileLock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          FileLockKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=lazycr.image.v1.FileLockKind" json:"kind,omitempty"`
+	Write         bool                   `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"` // F_WRLCK / LOCK_EX; else F_RDLCK / LOCK_SH
+	Start         int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"` // first byte locked
+	End           int64                  `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`     // last byte locked; -1 = to the end of the file, however long
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileLock) Reset() {
+	*x = FileLock{}
+	mi := &file_image_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileLock) ProtoMessage() {}
+
+func (x *FileLock) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
+func (*FileLock) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FileLock) GetKind() FileLockKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FileLockKind_FILE_LOCK_KIND_UNSPECIFIED
+}
+
+func (x *FileLock) GetWrite() bool {
+	if x != nil {
+		return x.Write
+	}
+	return false
+}
+
+func (x *FileLock) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *FileLock) GetEnd() int64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 // FdOwner is who gets an open file description's SIGIO/SIGURG. Only the
 // process itself (F_OWNER_PID or F_OWNER_TID with its pid) is recorded;
 // other owners are refused.
@@ -2928,7 +3312,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3324,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3337,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -2988,7 +3372,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3384,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3397,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3055,7 +3439,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3451,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3464,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3138,7 +3522,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3150,7 +3534,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3163,7 +3547,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3204,7 +3588,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3600,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3613,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3261,7 +3645,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3657,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3670,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3326,7 +3710,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3722,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3735,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3378,7 +3762,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3774,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3787,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3457,7 +3841,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3853,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3866,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3490,6 +3874,108 @@ func (x *SignalFd) GetSigmask() uint64 {
 		return x.Sigmask
 	}
 	return 0
+}
+
+// UnixSocket is one end of a connected, unnamed AF_UNIX socket pair
+// (socketpair(2)) whose other end is in the same fd table (unix(7)).
+type UnixSocket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
+	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
+	Type          int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
+	Shutdown      uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
+	Sndbuf        int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
+	Rcvbuf        int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
+	Passcred      bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixSocket) Reset() {
+	*x = UnixSocket{}
+	mi := &file_image_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixSocket) ProtoMessage() {}
+
+func (x *UnixSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
+func (*UnixSocket) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UnixSocket) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPeer() uint64 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetType() int32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetShutdown() uint32 {
+	if x != nil {
+		return x.Shutdown
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetSndbuf() int32 {
+	if x != nil {
+		return x.Sndbuf
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetRcvbuf() int32 {
+	if x != nil {
+		return x.Rcvbuf
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPasscred() bool {
+	if x != nil {
+		return x.Passcred
+	}
+	return false
 }
 
 type InetSocket struct {
@@ -3517,7 +4003,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3529,7 +4015,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3542,7 +4028,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -3670,7 +4156,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3682,7 +4168,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3695,7 +4181,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -3873,7 +4359,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3885,7 +4371,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3898,7 +4384,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -3973,7 +4459,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4471,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4484,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4174,7 +4660,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4186,7 +4672,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4199,7 +4685,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4239,7 +4725,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4251,7 +4737,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4264,7 +4750,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MemFd) GetName() string {
@@ -4326,7 +4812,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4338,7 +4824,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4351,7 +4837,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4406,7 +4892,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4418,7 +4904,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4431,7 +4917,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4452,7 +4938,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4464,7 +4950,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4477,7 +4963,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4518,7 +5004,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4530,7 +5016,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4543,7 +5029,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -4606,11 +5092,28 @@ const file_image_proto_rawDesc = "" +
 	"xsave_size\x18\t \x01(\rR\txsaveSize\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x04R\bpageSize\x12%\n" +
-	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xb6\x01\n" +
+	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xe4\x01\n" +
 	"\vProcessTree\x126\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
 	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
-	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\")\n" +
+	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\x12,\n" +
+	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\xba\x02\n" +
+	"\tShmObject\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x18.lazycr.image.v1.ShmKindR\x04kind\x12\x10\n" +
+	"\x03dev\x18\x03 \x01(\x04R\x03dev\x12\x14\n" +
+	"\x05inode\x18\x04 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x12\x14\n" +
+	"\x05seals\x18\a \x01(\rR\x05seals\x12\x12\n" +
+	"\x04mode\x18\b \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\t \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\n" +
+	" \x01(\rR\x03gid\x12\x19\n" +
+	"\bsysv_key\x18\v \x01(\x05R\asysvKey\x12\x17\n" +
+	"\asysv_id\x18\f \x01(\x05R\x06sysvId\x12\x1d\n" +
+	"\n" +
+	"fd_content\x18\r \x01(\bR\tfdContent\")\n" +
 	"\x05FdRef\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\"h\n" +
@@ -4621,7 +5124,7 @@ const file_image_proto_rawDesc = "" +
 	"\bTreePipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\xeb\b\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\x8c\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -4662,7 +5165,9 @@ const file_image_proto_rawDesc = "" +
 	"\x06ns_sid\x18\x1d \x03(\rR\x05nsSid\x12\x16\n" +
 	"\x06zombie\x18\x1e \x01(\bR\x06zombie\x12\x1b\n" +
 	"\texit_code\x18\x1f \x01(\x05R\bexitCode\x12\x17\n" +
-	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01B\a\n" +
+	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
+	"\vstop_signal\x18! \x01(\rR\n" +
+	"stopSignalB\a\n" +
 	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
@@ -4817,7 +5322,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x14\n" +
 	"\x05inode\x18\x03 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12&\n" +
-	"\x0fmtime_unix_nano\x18\x05 \x01(\x03R\rmtimeUnixNano\"\xab\x02\n" +
+	"\x0fmtime_unix_nano\x18\x05 \x01(\x03R\rmtimeUnixNano\"\xbd\x02\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -4829,7 +5334,8 @@ const file_image_proto_rawDesc = "" +
 	"\bvm_flags\x18\b \x03(\tR\avmFlags\x12.\n" +
 	"\x05pages\x18\t \x03(\v2\x18.lazycr.image.v1.PageRunR\x05pages\x12\x12\n" +
 	"\x04name\x18\n" +
-	" \x01(\tR\x04name\"\x7f\n" +
+	" \x01(\tR\x04name\x12\x10\n" +
+	"\x03shm\x18\v \x01(\rR\x03shm\"\x7f\n" +
 	"\aPageRun\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
@@ -4839,13 +5345,14 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xf5\x05\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xe6\x06\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
 	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x12.\n" +
-	"\x05owner\x18\x05 \x01(\v2\x18.lazycr.image.v1.FdOwnerR\x05owner\x122\n" +
+	"\x05owner\x18\x05 \x01(\v2\x18.lazycr.image.v1.FdOwnerR\x05owner\x12/\n" +
+	"\x05locks\x18\t \x03(\v2\x19.lazycr.image.v1.FileLockR\x05locks\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -4858,9 +5365,16 @@ const file_image_proto_rawDesc = "" +
 	"\x06device\x18\x11 \x01(\v2\x17.lazycr.image.v1.DeviceH\x00R\x06device\x12.\n" +
 	"\x05memfd\x18\x12 \x01(\v2\x16.lazycr.image.v1.MemFdH\x00R\x05memfd\x12A\n" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
-	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotifyB\x06\n" +
+	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotify\x12>\n" +
+	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
+	"unixSocketB\x06\n" +
 	"\x04kindB\t\n" +
-	"\a_dup_of\"G\n" +
+	"\a_dup_of\"{\n" +
+	"\bFileLock\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.lazycr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
+	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\x03R\x03end\"G\n" +
 	"\aFdOwner\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
@@ -4905,7 +5419,17 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\x9e\x03\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xc6\x01\n" +
+	"\n" +
+	"UnixSocket\x12\x14\n" +
+	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\x05R\x04type\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1a\n" +
+	"\bshutdown\x18\x05 \x01(\rR\bshutdown\x12\x16\n" +
+	"\x06sndbuf\x18\x06 \x01(\x05R\x06sndbuf\x12\x16\n" +
+	"\x06rcvbuf\x18\a \x01(\x05R\x06rcvbuf\x12\x1a\n" +
+	"\bpasscred\x18\b \x01(\bR\bpasscred\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -5023,7 +5547,13 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"rdev_minor\x18\x04 \x01(\rR\trdevMinor\x12\x12\n" +
 	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x19\n" +
-	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*\xe1\x01\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs*x\n" +
+	"\aShmKind\x12\x18\n" +
+	"\x14SHM_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSHM_KIND_ANON\x10\x01\x12\x12\n" +
+	"\x0eSHM_KIND_MEMFD\x10\x02\x12\x19\n" +
+	"\x15SHM_KIND_DELETED_FILE\x10\x03\x12\x11\n" +
+	"\rSHM_KIND_SYSV\x10\x04*\xe1\x01\n" +
 	"\aVmaKind\x12\x18\n" +
 	"\x14VMA_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVMA_KIND_ANON\x10\x01\x12\x11\n" +
@@ -5040,7 +5570,12 @@ const file_image_proto_rawDesc = "" +
 	"\x0fPAGE_STATE_ZERO\x10\x01\x12\x14\n" +
 	"\x10PAGE_STATE_EAGER\x10\x02\x12\x13\n" +
 	"\x0fPAGE_STATE_LAZY\x10\x03\x12\x13\n" +
-	"\x0fPAGE_STATE_FILE\x10\x04B&Z$github.com/lazycr/lazycr/image/pb;pbb\x06proto3"
+	"\x0fPAGE_STATE_FILE\x10\x04*z\n" +
+	"\fFileLockKind\x12\x1e\n" +
+	"\x1aFILE_LOCK_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FILE_LOCK_KIND_FLOCK\x10\x01\x12\x18\n" +
+	"\x14FILE_LOCK_KIND_POSIX\x10\x02\x12\x16\n" +
+	"\x12FILE_LOCK_KIND_OFD\x10\x03B&Z$github.com/lazycr/lazycr/image/pb;pbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -5054,115 +5589,125 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_image_proto_goTypes = []any{
-	(VmaKind)(0),          // 0: lazycr.image.v1.VmaKind
-	(PageState)(0),        // 1: lazycr.image.v1.PageState
-	(*Inventory)(nil),     // 2: lazycr.image.v1.Inventory
-	(*ProcessTree)(nil),   // 3: lazycr.image.v1.ProcessTree
-	(*FdRef)(nil),         // 4: lazycr.image.v1.FdRef
-	(*SharedFile)(nil),    // 5: lazycr.image.v1.SharedFile
-	(*TreePipe)(nil),      // 6: lazycr.image.v1.TreePipe
-	(*Process)(nil),       // 7: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 8: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 9: lazycr.image.v1.Thread
-	(*Registers)(nil),     // 10: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 11: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 12: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 13: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 14: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 15: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 16: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 17: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 18: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 19: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 20: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 21: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 22: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 23: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 24: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 25: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 26: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 27: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 28: lazycr.image.v1.Fd
-	(*FdOwner)(nil),       // 29: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 30: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 31: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 32: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 33: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 34: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 35: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 36: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 37: lazycr.image.v1.SignalFd
-	(*InetSocket)(nil),    // 38: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 39: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 40: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 41: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 42: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 43: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 44: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 45: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 46: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 47: lazycr.image.v1.Device
+	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
+	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
+	(PageState)(0),        // 2: lazycr.image.v1.PageState
+	(FileLockKind)(0),     // 3: lazycr.image.v1.FileLockKind
+	(*Inventory)(nil),     // 4: lazycr.image.v1.Inventory
+	(*ProcessTree)(nil),   // 5: lazycr.image.v1.ProcessTree
+	(*ShmObject)(nil),     // 6: lazycr.image.v1.ShmObject
+	(*FdRef)(nil),         // 7: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),    // 8: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),      // 9: lazycr.image.v1.TreePipe
+	(*Process)(nil),       // 10: lazycr.image.v1.Process
+	(*DeletedDir)(nil),    // 11: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),        // 12: lazycr.image.v1.Thread
+	(*Registers)(nil),     // 13: lazycr.image.v1.Registers
+	(*Siginfo)(nil),       // 14: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),   // 15: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),          // 16: lazycr.image.v1.Rseq
+	(*RobustList)(nil),    // 17: lazycr.image.v1.RobustList
+	(*Credentials)(nil),   // 18: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),        // 19: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),     // 20: lazycr.image.v1.SigAction
+	(*ITimer)(nil),        // 21: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),    // 22: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),    // 23: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),     // 24: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),       // 25: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),      // 26: lazycr.image.v1.MmFields
+	(*FileID)(nil),        // 27: lazycr.image.v1.FileID
+	(*Vma)(nil),           // 28: lazycr.image.v1.Vma
+	(*PageRun)(nil),       // 29: lazycr.image.v1.PageRun
+	(*FdTable)(nil),       // 30: lazycr.image.v1.FdTable
+	(*Fd)(nil),            // 31: lazycr.image.v1.Fd
+	(*FileLock)(nil),      // 32: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),       // 33: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),   // 34: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 35: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 36: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 37: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 38: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 39: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 40: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 41: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),    // 42: lazycr.image.v1.UnixSocket
+	(*InetSocket)(nil),    // 43: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 44: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 45: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 46: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 47: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 48: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 49: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 50: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 51: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 52: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
-	7,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
-	5,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
-	6,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
-	4,  // 3: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
-	4,  // 4: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	9,  // 5: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	15, // 6: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	16, // 7: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	17, // 8: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	18, // 9: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	19, // 10: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	11, // 11: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	20, // 12: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	8,  // 13: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	10, // 14: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	11, // 15: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	12, // 16: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	13, // 17: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	14, // 18: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	25, // 19: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	23, // 20: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	24, // 21: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	22, // 22: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	24, // 23: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	0,  // 24: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	26, // 25: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	1,  // 26: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	28, // 27: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	29, // 28: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	30, // 29: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	31, // 30: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	33, // 31: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	35, // 32: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	36, // 33: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	37, // 34: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	38, // 35: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	47, // 36: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	43, // 37: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	44, // 38: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	45, // 39: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	24, // 40: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	32, // 41: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	34, // 42: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	41, // 43: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	39, // 44: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	40, // 45: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	42, // 46: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	24, // 47: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	46, // 48: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	24, // 49: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	24, // 50: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	10, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
+	8,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
+	9,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
+	6,  // 3: lazycr.image.v1.ProcessTree.shm:type_name -> lazycr.image.v1.ShmObject
+	0,  // 4: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
+	7,  // 5: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
+	7,  // 6: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
+	12, // 7: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	18, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	19, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	20, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	21, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	22, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	14, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	23, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	11, // 15: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	13, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	14, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	15, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	16, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	17, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	28, // 21: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	26, // 22: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	27, // 23: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	25, // 24: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	27, // 25: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 26: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	29, // 27: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 28: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	31, // 29: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	33, // 30: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	32, // 31: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	34, // 32: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	35, // 33: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	37, // 34: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	39, // 35: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	40, // 36: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	41, // 37: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	43, // 38: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	52, // 39: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	48, // 40: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	49, // 41: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	50, // 42: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	42, // 43: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	3,  // 44: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	27, // 45: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	36, // 46: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	38, // 47: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	46, // 48: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	44, // 49: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	45, // 50: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	47, // 51: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	27, // 52: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	51, // 53: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	27, // 54: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	27, // 55: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5170,8 +5715,8 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
-	file_image_proto_msgTypes[5].OneofWrappers = []any{}
-	file_image_proto_msgTypes[26].OneofWrappers = []any{
+	file_image_proto_msgTypes[6].OneofWrappers = []any{}
+	file_image_proto_msgTypes[27].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -5183,15 +5728,16 @@ func file_image_proto_init() {
 		(*Fd_Memfd)(nil),
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
+		(*Fd_UnixSocket)(nil),
 	}
-	file_image_proto_msgTypes[32].OneofWrappers = []any{}
+	file_image_proto_msgTypes[34].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   46,
+			NumEnums:      4,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

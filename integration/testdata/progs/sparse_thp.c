@@ -94,9 +94,13 @@ int main(int argc, char **argv)
 	if (pieces == 0 || len / pieces < HUGE || piece > HUGE || ro > len / 2)
 		die("bad arguments");
 	stride = len / pieces / HUGE * HUGE;
-	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (base == MAP_FAILED)
+	/* Aligned to a huge page, so that each piece lies in one. */
+	unsigned char *m = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
 		die("mmap");
+	base = (unsigned char *)(((unsigned long)m + HUGE - 1) & ~(HUGE - 1));
+	if ((base > m && munmap(m, base - m) < 0) || munmap(base + len, m + HUGE - base) < 0)
+		die("munmap");
 	if (madvise(base, len, MADV_HUGEPAGE) < 0)
 		die("madvise");
 	for (unsigned long k = 0; k < pieces; k++)

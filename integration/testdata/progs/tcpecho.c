@@ -6,6 +6,7 @@
  *                               and the listener (no SO_REUSEADDR) above it
  *   tcpecho 6 server-dual       the same on [::]:0, dual-stack: an IPv4 peer
  *                               is seen as ::ffff:127.0.0.1
+ *   tcpecho 4 server-any        the same on 0.0.0.0:0 (a peer on another host)
  *   tcpecho 4|6 client PORT     connect to the loopback PORT and echo
  *   tcpecho 4|6 bpf PORT        client with a classic BPF socket filter
  *                               (accept all) attached to its connection
@@ -95,6 +96,8 @@ int main(int argc, char **argv)
 		socklen_t l = loopback(&ss, 0);
 		if (!strcmp(mode, "server-dual"))
 			((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_any;
+		if (!strcmp(mode, "server-any"))
+			((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_ANY);
 		if (bind(s, (struct sockaddr *)&ss, l) < 0)
 			die("bind");
 		if (listen(s, 8) < 0)

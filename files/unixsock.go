@@ -1,0 +1,329 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
+)
+
+// unixSocket is one end of a connected, unnamed AF_UNIX socket pair
+// (socketpair(2)) whose other end is also the process's: asyncio's
+// self-pipe, a worker's control channel (unix(7)). Restore makes a new
+// pair, writes back the stream bytes each end had waiting to be read,
+// and gives both ends their shutdown state and options. Refused: named or
+// listening sockets, a peer outside the process, queued datagrams,
+// queued file descriptors (SCM_RIGHTS) or credentials boundaries, and
+// SO_PEEK_OFF or SO_PASSSEC set.
+type unixSocket struct{}
+
+func (unixSocket) name() string { return "unix" }
+
+func (unixSocket) claims(l *liveFd) bool {
+	if l.link != proc.KindSocket {
+		return false
+	}
+	d, err := unix.GetsockoptInt(l.local, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	return err == nil && d == unix.AF_UNIX
+}
+
+func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("%w: fd kind unix socket: "+format, append([]any{ErrUnsupported}, args...)...)
+	}
+	fd := l.local
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("read SO_TYPE of socket:[%d]: %w", l.ino, os.NewSyscallError("getsockopt", err))
+	}
+	if d.unixDiag == nil {
+		if d.unixDiag, err = unixSockets(d.pid); err != nil {
+			return fmt.Errorf("read the state of socket:[%d]: %w", l.ino, err)
+		}
+	}
+	diag, ok := d.unixDiag[l.ino]
+	if !ok {
+		return fmt.Errorf("read the state of socket:[%d]: sock_diag does not list it", l.ino)
+	}
+	if diag.named {
+		return refuse("socket:[%d] is bound to a name", l.ino)
+	}
+	if diag.peer == 0 {
+		return refuse("socket:[%d] is not connected", l.ino)
+	}
+	if !d.holdsSocket(diag.peer) {
+		return refuse("socket:[%d] is connected to socket:[%d], which is not the process's", l.ino, diag.peer)
+	}
+	if peerDiag, ok := d.unixDiag[diag.peer]; !ok || peerDiag.peer != l.ino {
+		return refuse("socket:[%d]'s peer socket:[%d] is not connected back to it (a datagram socket connected to another)", l.ino, diag.peer)
+	}
+	for _, o := range []struct {
+		opt  int
+		what string
+		def  int
+	}{{unix.SO_PEEK_OFF, "SO_PEEK_OFF", -1}, {unix.SO_PASSSEC, "SO_PASSSEC", 0}} {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, o.opt)
+		if err != nil && !errors.Is(err, unix.ENOPROTOOPT) {
+			return fmt.Errorf("read %s of socket:[%d]: %w", o.what, l.ino, os.NewSyscallError("getsockopt", err))
+		}
+		if err == nil && v != o.def {
+			return refuse("socket:[%d] has %s %d", l.ino, o.what, v)
+		}
+	}
+	s := &pb.UnixSocket{Inode: l.ino, Peer: diag.peer, Type: int32(typ), Shutdown: uint32(diag.shutdown)}
+	var errs []error
+	geti := func(opt int, what string) int {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s of socket:[%d]: %w", what, l.ino, os.NewSyscallError("getsockopt", err)))
+		}
+		return v
+	}
+	s.Sndbuf = int32(geti(unix.SO_SNDBUF, "SO_SNDBUF"))
+	s.Rcvbuf = int32(geti(unix.SO_RCVBUF, "SO_RCVBUF"))
+	s.Passcred = geti(unix.SO_PASSCRED, "SO_PASSCRED") != 0
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if s.Data, err = peekUnix(fd, typ, l.ino); err != nil {
+		return err
+	}
+	out.Kind = &pb.Fd_UnixSocket{UnixSocket: s}
+	return nil
+}
+
+// holdsSocket reports whether socket:[ino] is one of the process's fds.
+func (d *dumper) holdsSocket(ino uint64) bool {
+	for _, f := range d.fds {
+		if k, _, i := proc.Kind(f.Target); k == proc.KindSocket && i == ino {
+			return true
+		}
+	}
+	return false
+}
+
+// peekUnix returns the bytes waiting to be read at a unix socket without
+// consuming them (MSG_PEEK). A stream socket's bytes are taken whole; a
+// datagram or seqpacket socket with anything queued is refused (its
+// message boundaries are not carried), and so is a queue holding file
+// descriptors or a credentials boundary (the peek then stops short or
+// brings control messages, unix(7)); such a state is often passing.
+func peekUnix(fd, typ int, ino uint64) ([]byte, error) {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return nil, fmt.Errorf("read the queue length of socket:[%d]: %w", ino, os.NewSyscallError("ioctl SIOCINQ", err))
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if typ != unix.SOCK_STREAM {
+		return nil, fmt.Errorf("%w: %w: fd kind unix socket: socket:[%d] has %d bytes of messages queued", ErrUnsupported, ErrTransient, ino, n)
+	}
+	buf := make([]byte, n)
+	oob := make([]byte, unix.CmsgSpace(64*4))
+	got, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("peek at socket:[%d]: %w", ino, os.NewSyscallError("recvmsg", err))
+	}
+	if oobn > 0 {
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if fds, err := unix.ParseUnixRights(&m); err == nil {
+					for _, f := range fds {
+						unix.Close(f) // the peek gave lazycr copies
+					}
+				}
+			}
+		}
+		return nil, fmt.Errorf("%w: %w: fd kind unix socket: socket:[%d] has file descriptors or credentials queued", ErrUnsupported, ErrTransient, ino)
+	}
+	if got != n {
+		return nil, fmt.Errorf("%w: %w: fd kind unix socket: socket:[%d]: a peek read %d of %d queued bytes (a message boundary)", ErrUnsupported, ErrTransient, ino, got, n)
+	}
+	return buf, nil
+}
+
+func (unixSocket) owns(f *pb.Fd) bool { return f.GetUnixSocket() != nil }
+
+func (unixSocket) show(f *pb.Fd) string {
+	s := f.GetUnixSocket()
+	t := map[int32]string{unix.SOCK_STREAM: "stream", unix.SOCK_DGRAM: "dgram", unix.SOCK_SEQPACKET: "seqpacket"}[s.Type]
+	d := fmt.Sprintf("unix %s socket:[%d] pair with socket:[%d]", t, s.Inode, s.Peer)
+	if len(s.Data) > 0 {
+		d += fmt.Sprintf(", %d bytes waiting", len(s.Data))
+	}
+	if s.Shutdown != 0 {
+		d += fmt.Sprintf(", shutdown %d", s.Shutdown)
+	}
+	if s.Passcred {
+		d += ", passcred"
+	}
+	return d
+}
+
+// unixPair is one socket pair at restore: the image fds of each end.
+type unixPair struct {
+	ends   [2][]*pb.Fd // by inode: ends[0] the lower
+	inodes [2]uint64
+	made   bool
+	fds    [2]uintptr // temporary numbers in the process
+}
+
+func pairKey(s *pb.UnixSocket) (uint64, int) {
+	if s.Inode < s.Peer {
+		return s.Inode, 0
+	}
+	return s.Peer, 1
+}
+
+func (unixSocket) prepare(r *restorer, f *pb.Fd) {
+	s := f.GetUnixSocket()
+	key, i := pairKey(s)
+	p := r.pairs[key]
+	if p == nil {
+		p = &unixPair{}
+		r.pairs[key] = p
+	}
+	p.ends[i] = append(p.ends[i], f)
+	p.inodes[i] = s.Inode
+}
+
+func (unixSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
+	s := f.GetUnixSocket()
+	key, i := pairKey(s)
+	p := r.pairs[key]
+	if !p.made {
+		if err := r.makePair(p); err != nil {
+			return 0, err
+		}
+	}
+	return p.fds[i], nil
+}
+
+// makePair creates the socket pair in the process (non-blocking while
+// lazycr writes the queued bytes; each end then gets its recorded flags
+// from the generic flag step), then options, data and shutdown states.
+// Data waiting at one end is written into the other. Shutdown is applied
+// after the data and on both ends: unix_shutdown also marks the peer
+// (SEND on one end is RCV on the other), and the recorded states already
+// contain what each end's shutdown gave the other, so applying both gives
+// both exactly.
+func (r *restorer) makePair(p *unixPair) error {
+	p.made = true
+	for i := range p.ends {
+		if len(p.ends[i]) == 0 {
+			other := p.ends[1-i][0]
+			return fmt.Errorf("fd %d: unix socket:[%d]'s peer socket:[%d] is not in the image", other.Fd, other.GetUnixSocket().Inode, other.GetUnixSocket().Peer)
+		}
+	}
+	s0, s1 := p.ends[0][0].GetUnixSocket(), p.ends[1][0].GetUnixSocket()
+	what := fmt.Sprintf("unix socket pair of fds %d and %d", p.ends[0][0].Fd, p.ends[1][0].Fd)
+	if s0.Type != s1.Type {
+		return fmt.Errorf("%s: types %d and %d differ in the image", what, s0.Type, s1.Type)
+	}
+	addr, err := r.rem.Put(scratchArgs, make([]byte, 8))
+	if err != nil {
+		return err
+	}
+	if _, err := r.rem.Syscall(unix.SYS_SOCKETPAIR, unix.AF_UNIX, uintptr(s0.Type)|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, addr); err != nil {
+		return fmt.Errorf("create %s: %w", what, err)
+	}
+	a, b, err := r.pair()
+	if err != nil {
+		return err
+	}
+	if p.fds[0], err = r.moveHigh(a); err != nil {
+		r.closeRemote(b)
+		return fmt.Errorf("create %s: %w", what, err)
+	}
+	if p.fds[1], err = r.moveHigh(b); err != nil {
+		return fmt.Errorf("create %s: %w", what, err)
+	}
+	var local [2]int
+	for i := range local {
+		if local[i], err = r.getfd(p.fds[i]); err != nil {
+			if i == 1 {
+				unix.Close(local[0])
+			}
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	defer unix.Close(local[0])
+	defer unix.Close(local[1])
+	socks := [2]*pb.UnixSocket{s0, s1}
+	for i, s := range socks {
+		if err := setUnixOpts(local[i], p.ends[i][0].Fd, s); err != nil {
+			return err
+		}
+	}
+	for i, s := range socks {
+		for data := s.Data; len(data) > 0; {
+			n, err := unix.Write(local[1-i], data)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("write %d bytes waiting at fd %d (%s): %w", len(data), p.ends[i][0].Fd, what, os.NewSyscallError("write", err))
+			}
+			data = data[n:]
+		}
+	}
+	for i, s := range socks {
+		how := -1
+		switch s.Shutdown {
+		case 0:
+		case 1:
+			how = unix.SHUT_RD
+		case 2:
+			how = unix.SHUT_WR
+		case 3:
+			how = unix.SHUT_RDWR
+		default:
+			return fmt.Errorf("fd %d: shutdown state %#x in the image", p.ends[i][0].Fd, s.Shutdown)
+		}
+		if how >= 0 {
+			if err := unix.Shutdown(local[i], how); err != nil {
+				return fmt.Errorf("shut down fd %d (how %d): %w", p.ends[i][0].Fd, how, os.NewSyscallError("shutdown", err))
+			}
+		}
+	}
+	return nil
+}
+
+// setUnixOpts gives one end its buffer sizes (the kernel doubles what is
+// set, the image has the doubled value; socket(7)) and SO_PASSCRED, where
+// they differ from the fresh socket's.
+func setUnixOpts(fd int, num int32, s *pb.UnixSocket) error {
+	for _, o := range []struct {
+		opt  int
+		what string
+		want int
+		set  int
+	}{
+		{unix.SO_SNDBUF, "SO_SNDBUF", int(s.Sndbuf), int(s.Sndbuf / 2)},
+		{unix.SO_RCVBUF, "SO_RCVBUF", int(s.Rcvbuf), int(s.Rcvbuf / 2)},
+		{unix.SO_PASSCRED, "SO_PASSCRED", b2i(s.Passcred), b2i(s.Passcred)},
+	} {
+		have, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, o.opt)
+		if err != nil {
+			return fmt.Errorf("read %s of fd %d: %w", o.what, num, os.NewSyscallError("getsockopt", err))
+		}
+		if have == o.want || (o.opt != unix.SO_PASSCRED && o.want <= 0) {
+			continue
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.set); err != nil {
+			return fmt.Errorf("set %s=%d on fd %d: %w", o.what, o.set, num, os.NewSyscallError("setsockopt", err))
+		}
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
