@@ -119,6 +119,11 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	}
 	switch opts.Mode {
 	case ModeKill:
+		if err := cp.checkNoNewSignals(); err != nil { // signals.go
+			cp.abort()
+			removeOutput(opts.Dir, cp.dirMade)
+			return nil, err
+		}
 		// The held lock first: if it cannot be taken the dump fails as a
 		// whole (the process keeps its connections, no image is left).
 		if err := cp.tcp.Hold(); err != nil {

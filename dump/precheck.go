@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/inject"
 	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
@@ -69,16 +70,18 @@ func precheckFrozen(pid int) error {
 // maxNamedLocks bounds how many locks a refusal names.
 const maxNamedLocks = 8
 
-// checkLocks refuses a process that holds a file lock or lease: a restored
-// process would not hold it, and another process could then take it and
-// write what the lock protected (a sqlite3 transaction's rows). The
-// "lock:" lines of /proc/PID/fdinfo/FD list the flock, POSIX (fcntl) and
-// OFD locks and leases taken through each open file description (proc(5));
-// /proc/locks shows OFD locks with pid -1, so it cannot say whose they are,
-// and reading it takes a system-wide write lock on file locking
-// (locks_start in fs/locks.c, measured here at 0.26-0.8 ms). This runs
-// again while the process is frozen, so each fd costs one short read of
-// the head of its fdinfo, where the lock lines are (seq_show in
+// checkLocks refuses a process that holds a file lock lazycr cannot
+// restore exactly (a lease, a mandatory lock, a waiter: see
+// [files.LockRefusal]): a restored process would not hold it, and another
+// process could then take it and write what the lock protected. Advisory
+// flock, POSIX and OFD locks are recorded by the fd dump and re-taken by
+// restore (files/lock.go). The "lock:" lines of /proc/PID/fdinfo/FD list
+// the locks and leases taken through each open file description
+// (proc(5)); /proc/locks shows OFD locks with pid -1, so it cannot say
+// whose they are, and reading it takes a system-wide write lock on file
+// locking (locks_start in fs/locks.c, measured here at 0.26-0.8 ms). This
+// runs again while the process is frozen, so each fd costs one short read
+// of the head of its fdinfo, where the lock lines are (seq_show in
 // fs/proc/fd.c prints them right after pos, flags, mnt_id and ino); only
 // an fd with a lock line is parsed.
 func checkLocks(pid int) error {
@@ -86,7 +89,7 @@ func checkLocks(pid int) error {
 	if err != nil {
 		return fmt.Errorf("dump pid %d: list fds: %w", pid, err)
 	}
-	var held []string
+	var refused []string
 	n := 0
 	buf := make([]byte, 4096)
 	for _, fd := range fds {
@@ -100,23 +103,24 @@ func checkLocks(pid int) error {
 		if err != nil {
 			return fmt.Errorf("dump pid %d: fd %d (%s): %w", pid, fd.Num, fd.Target, err)
 		}
-		for _, l := range fi.Locks {
-			if l.Blocked {
-				continue // a waiter, not a holder
+		for i := range fi.Locks {
+			lerr := files.LockRefusal(&fi.Locks[i])
+			if lerr == nil {
+				continue
 			}
 			n++
-			if len(held) < maxNamedLocks {
-				held = append(held, fmt.Sprintf("fd %d (%s): %s", fd.Num, fd.Target, l.Describe()))
+			if len(refused) < maxNamedLocks {
+				refused = append(refused, fmt.Sprintf("fd %d (%s): %s", fd.Num, fd.Target, strings.TrimPrefix(lerr.Error(), files.ErrUnsupported.Error()+": ")))
 			}
 		}
 	}
 	if n == 0 {
 		return nil
 	}
-	if n > len(held) {
-		held = append(held, fmt.Sprintf("and %d more", n-len(held)))
+	if n > len(refused) {
+		refused = append(refused, fmt.Sprintf("and %d more", n-len(refused)))
 	}
-	return fmt.Errorf("dump pid %d: %w: it holds %d file locks, which lazycr does not restore yet: %s", pid, ErrUnsupported, n, strings.Join(held, "; "))
+	return fmt.Errorf("dump pid %d: %w: it holds %d file locks or leases that lazycr cannot restore: %s", pid, ErrUnsupported, n, strings.Join(refused, "; "))
 }
 
 // fdinfoHasLock reports whether the head of /proc/PID/fdinfo/FD (read into

@@ -2,7 +2,9 @@ package dump
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,7 +37,8 @@ func BenchmarkCheckLocks(b *testing.B) {
 }
 
 // TestCheckLocks: this process holds no lock, then an flock on a file,
-// which checkLocks names with its fd and path.
+// which is restorable and passes, then a read lease on another file, which
+// checkLocks refuses, naming it with its fd and path.
 func TestCheckLocks(t *testing.T) {
 	if err := checkLocks(os.Getpid()); err != nil {
 		t.Fatalf("checkLocks without locks: %v", err)
@@ -48,11 +51,27 @@ func TestCheckLocks(t *testing.T) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
+	if err := checkLocks(os.Getpid()); err != nil {
+		t.Fatalf("checkLocks with an flock held: %v, want nil (restored)", err)
+	}
+	leased := filepath.Join(t.TempDir(), "leased")
+	if err := os.WriteFile(leased, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := os.Open(leased) // a read lease needs no writer on the file (fcntl(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := unix.FcntlInt(g.Fd(), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
+		t.Fatalf("take a read lease on %s: %v", leased, err)
+	}
+	defer unix.FcntlInt(g.Fd(), unix.F_SETLEASE, unix.F_UNLCK)
 	err = checkLocks(os.Getpid())
 	if err == nil {
-		t.Fatal("checkLocks with an flock held: no error")
+		t.Fatal("checkLocks with a lease held: no error")
 	}
-	want := "(" + f.Name() + "): flock WRITE lock"
+	want := fmt.Sprintf("fd %d (%s): READ lease", g.Fd(), leased)
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("checkLocks: %v, want ErrUnsupported naming %q", err, want)
 	}

@@ -142,6 +142,7 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 			// The description's kind, without a second copy of its data.
 			dup := proto.CloneOf(orig)
 			dup.Fd, dup.Cloexec, dup.DupOf = out.Fd, out.Cloexec, proto.Int32(orig.Fd)
+			dup.Locks = nil // taken once, through the first fd
 			if p := dup.GetPipe(); p != nil {
 				p.Data = nil
 			}
@@ -163,6 +164,9 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 		l.link, name, l.ino = proc.Kind(f.Target)
 		l.anon = strings.Trim(name, "[]")
 		err = d.dumpOne(l, out)
+		if err == nil {
+			err = d.dumpLocks(l, out) // lock.go
+		}
 		if err == nil {
 			out.Owner, err = d.owner(local)
 		}

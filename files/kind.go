@@ -95,6 +95,7 @@ func Show(f *pb.Fd) (kindName, detail string) {
 	if f.DupOf != nil {
 		detail += fmt.Sprintf(" (dup of fd %d)", *f.DupOf)
 	}
+	detail += showLocks(f) // lock.go
 	if o := f.Owner; o != nil {
 		detail += fmt.Sprintf(" (SIGIO owner pid %d, signal %d)", o.Pid, o.Signal)
 	}

@@ -208,6 +208,9 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 			}
 		}
 	}
+	if err := r.takeLocks(fds); err != nil { // lock.go
+		return err
+	}
 	return r.checkTable(fds)
 }
 

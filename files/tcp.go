@@ -591,8 +591,11 @@ type TCPRestore struct {
 	// them.
 	owned *netlock.Lock
 	conns []netlock.Conn
-	socks []*tcpSock
-	done  bool
+	// closeLater is the slow half of releasing owned (netlock.Lock.Open),
+	// left for Finish once the process runs.
+	closeLater func() error
+	socks      []*tcpSock
+	done       bool
 }
 
 // NewTCPRestore makes the TCP half of a restore.
@@ -691,6 +694,17 @@ func (t *TCPRestore) Live() error {
 	return t.unlock()
 }
 
+// Finish closes what Live left open so as not to delay the resume (the
+// socket of the target's own lock). Call it once the process runs.
+func (t *TCPRestore) Finish() error {
+	if t == nil || t.closeLater == nil {
+		return nil
+	}
+	f := t.closeLater
+	t.closeLater = nil
+	return f()
+}
+
 // goLive ends repair mode on one restored socket and sets what repair
 // mode or the queue restore changed: SO_REUSEADDR, the buffer sizes and
 // whether they are locked (SO_BUF_LOCK: an unlocked buffer keeps growing
@@ -723,7 +737,11 @@ func goLive(k *tcpSock) error {
 // nothing. The held lock is removed too (the image's connections are lost:
 // a peer's next segment now meets no socket and is answered with a reset).
 func (t *TCPRestore) Abort() {
-	if t == nil || t.done {
+	if t == nil {
+		return
+	}
+	defer t.Finish()
+	if t.done {
 		return
 	}
 	t.done = true
@@ -744,8 +762,11 @@ func (t *TCPRestore) Abort() {
 // network namespace.
 func (t *TCPRestore) unlock() error {
 	if t.owned != nil {
-		err := t.owned.Unlock()
-		t.owned = nil
+		// Packets flow as soon as the table is gone; closing the lock's
+		// socket waits for an RCU grace period and is left for Finish,
+		// after the process runs.
+		closeSocket, err := t.owned.Open()
+		t.owned, t.closeLater = nil, closeSocket
 		return err
 	}
 	if t.lock == "" {

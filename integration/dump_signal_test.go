@@ -2,10 +2,12 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,19 @@ import (
 // delivered once after the release (they were swallowed before).
 func TestSignalDuringDumpDelivered(t *testing.T) {
 	t.Parallel()
+	signalDuringDump(t, true)
+}
+
+// TestSignalDuringKillDumpRefused (F14): the same during a plain dump,
+// which would kill the process: the image does not have the signals, so
+// the dump fails (exit 1, no image left), and the released process takes
+// each once.
+func TestSignalDuringKillDumpRefused(t *testing.T) {
+	t.Parallel()
+	signalDuringDump(t, false)
+}
+
+func signalDuringDump(t *testing.T, leaveRunning bool) {
 	needRoot(t)
 	if lazycrErr != nil {
 		t.Fatal(lazycrErr)
@@ -32,7 +47,11 @@ func TestSignalDuringDumpDelivered(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "img")
 	var stderr bytes.Buffer
-	cmd := exec.Command(lazycrPath, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir, "--leave-running")
+	args := []string{"dump", "--pid", strconv.Itoa(p.pid), "-D", dir}
+	if leaveRunning {
+		args = append(args, "--leave-running")
+	}
+	cmd := exec.Command(lazycrPath, args...)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -67,11 +86,20 @@ func TestSignalDuringDumpDelivered(t *testing.T) {
 	}
 	select {
 	case err := <-exited:
-		if err != nil {
+		var ee *exec.ExitError
+		switch {
+		case leaveRunning && err != nil:
 			t.Fatalf("dump: %v\n%s", err, stderr.String())
+		case !leaveRunning && (!errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "signal arrived")):
+			t.Fatalf("plain dump with a signal during the freeze: %v, want exit 1 naming the signal\n%s", err, stderr.String())
 		}
 	case <-time.After(lazycrTimeout):
 		t.Fatalf("dump still running after %v", lazycrTimeout)
+	}
+	if !leaveRunning {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("image directory %s left behind (%v)", dir, err)
+		}
 	}
 	requireRunning(t, p.pid)
 	waitTick(t, p, "usr1", 1)

@@ -175,3 +175,40 @@ func TestLazyTreeSourceKilled(t *testing.T) {
 		t.Errorf("the tree had %d members besides the root, want at least 3", len(members))
 	}
 }
+
+// TestLazyTreePendingSIGCHLD migrates lazily, with --pidns, a tree whose
+// root (its namespace's init) has SIGCHLD pending (blocked, its child
+// reaped): a frozen parent whose child exits has the same. The signal is
+// queued again from inside the process with its own ids (lazycr's pid
+// means another process, or none, in the namespace: the restore failed
+// with EPERM before), and the root still sees it pending.
+func TestLazyTreePendingSIGCHLD(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(buildC(t, "pendchld"))
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "pending:ok")
+	progress(t, p)
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, nil, args...))
+	rp := adopt(t, lazyResumedPID(t, dst))
+	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) })
+	p.mu.Lock()
+	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
+	for k, v := range p.ticks {
+		rp.ticks[k] = v
+	}
+	p.mu.Unlock()
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireProgress(t, rp, "pending:ok")
+	if bad := progress(t, rp)["pending:bad"]; bad != 0 {
+		t.Errorf("SIGCHLD not pending after the migration (%d ticks)", bad)
+	}
+}

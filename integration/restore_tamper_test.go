@@ -159,7 +159,8 @@ func TestRestoreTampered(t *testing.T) {
 }
 
 // TestRestoreInheritFd: a program whose stdout is a pipe to the test gets,
-// after the restore, lazycr's own fd 1 (another pipe) as its stdout.
+// after the restore, lazycr's own fd 1 (another pipe) as its stdout; the
+// restored pid is printed on stderr, never into that stream.
 func TestRestoreInheritFd(t *testing.T) {
 	t.Parallel()
 	bin := buildC(t, "memcheck")
@@ -205,25 +206,33 @@ func TestRestoreInheritFd(t *testing.T) {
 		t.Fatalf("lazycr restore --inherit-fd 1: %v\n%s", err, errOut.String())
 	}
 	w2.Close() // the restored program holds the only write end now
-	// lazycr's own stdout (the pid) and the program's ticks share the pipe.
-	lines2 := readLines(r2)
+	// The pid goes to lazycr's stderr: its stdout is now the program's own,
+	// and a pid line there would land in the program's output (QA F13).
 	pid := 0
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		if n, err := strconv.Atoi(strings.TrimSpace(l)); err == nil {
+			pid = n
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("lazycr restore --inherit-fd 1 printed no pid on stderr:\n%s", errOut.String())
+	}
+	adopt(t, pid)
+	lines2 := readLines(r2)
 	deadline := time.After(progressTimeout)
-	for got := 0; pid == 0 || got < 3; {
+	for got := 0; got < 3; {
 		select {
 		case l, ok := <-lines2:
 			if !ok {
 				t.Fatalf("the pipe closed after tick %d (lazycr stderr:\n%s)", last, errOut.String())
 			}
-			if n, err := strconv.Atoi(l); err == nil {
-				pid = n
-				adopt(t, pid)
-				continue
+			if _, err := strconv.Atoi(l); err == nil {
+				t.Fatalf("lazycr wrote %q into the program's inherited stdout", l)
 			}
 			last = checkTickLine(t, l, "check", last)
 			got++
 		case <-deadline:
-			t.Fatalf("no pid or ticks through the inherited fd within %v (last tick %d)", progressTimeout, last)
+			t.Fatalf("no ticks through the inherited fd within %v (last tick %d)", progressTimeout, last)
 		}
 	}
 	if pid != p.pid {

@@ -697,3 +697,30 @@ func TestHeld(t *testing.T) {
 		t.Fatalf("tables after RemoveHeld: %v", got)
 	}
 }
+
+// TestOpen: Open removes the table at once; the returned close finishes
+// the job and is idempotent; Unlock afterwards is a no-op.
+func TestOpen(t *testing.T) {
+	requireRoot(t)
+	h := newHosts(t, "o")[0]
+	ns := openNS(t, h)
+	l, err := Acquire(ns, []Conn{{ap("192.0.2.1:1"), ap("192.0.2.2:2")}}, Options{Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeSocket, err := l.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lockTables(t, ns); len(got) != 0 {
+		t.Fatalf("tables after Open: %v", got)
+	}
+	for range 2 {
+		if err := closeSocket(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+}

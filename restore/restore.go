@@ -361,6 +361,11 @@ func (r *Process) Resume() error {
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()
+	defer func() { // after the resume: the slow half of the TCP unlock
+		if ferr := r.tcp.Finish(); ferr != nil {
+			r.opts.Log.Warn().Err(ferr).Msg("close the TCP lock's socket")
+		}
+	}()
 	if err != nil {
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root

@@ -327,10 +327,21 @@ func (r *Process) requeueSignals() error {
 		if err != nil {
 			return err
 		}
+		// The ids as the process sees them (getpid(2), gettid(2)): with
+		// --pidns lazycr's numbers mean another process, or none, in its
+		// namespace, and queueing a si_code >= 0 to anyone but itself is
+		// EPERM (rt_sigqueueinfo(2)).
+		self, err := b.callOn(tid, unix.SYS_GETPID)
+		if err != nil {
+			return fmt.Errorf("queue signal %d: %w", sig.Signo, err)
+		}
 		if thread {
-			_, err = b.callOn(tid, unix.SYS_RT_TGSIGQUEUEINFO, uintptr(b.pid), uintptr(tid), uintptr(sig.Signo), addr)
+			var me uintptr
+			if me, err = b.callOn(tid, unix.SYS_GETTID); err == nil {
+				_, err = b.callOn(tid, unix.SYS_RT_TGSIGQUEUEINFO, self, me, uintptr(sig.Signo), addr)
+			}
 		} else {
-			_, err = b.call(unix.SYS_RT_SIGQUEUEINFO, uintptr(b.pid), uintptr(sig.Signo), addr)
+			_, err = b.call(unix.SYS_RT_SIGQUEUEINFO, self, uintptr(sig.Signo), addr)
 		}
 		if err != nil {
 			return fmt.Errorf("queue signal %d: %w", sig.Signo, err)

@@ -176,10 +176,23 @@ type retryOp struct {
 
 type bitmap []uint64
 
-func newBitmap(n uint64) bitmap       { return make(bitmap, (n+63)/64) }
-func (b bitmap) get(i uint64) bool    { return b[i/64]&(1<<(i%64)) != 0 }
-func (b bitmap) set(i uint64)         { b[i/64] |= 1 << (i % 64) }
-func (b bitmap) clear(i uint64)       { b[i/64] &^= 1 << (i % 64) }
+func newBitmap(n uint64) bitmap    { return make(bitmap, (n+63)/64) }
+func (b bitmap) get(i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
+func (b bitmap) set(i uint64)      { b[i/64] |= 1 << (i % 64) }
+func (b bitmap) clear(i uint64)    { b[i/64] &^= 1 << (i % 64) }
+
+// setRange sets [i, i+n), whole words at a time where it can.
+func (b bitmap) setRange(i, n uint64) {
+	for ; n > 0 && i%64 != 0; i, n = i+1, n-1 {
+		b.set(i)
+	}
+	for ; n >= 64; i, n = i+64, n-64 {
+		b[i/64] = ^uint64(0)
+	}
+	for ; n > 0; i, n = i+1, n-1 {
+		b.set(i)
+	}
+}
 func (m *member) needs(i uint64) bool { return !m.installed.get(i) && !m.dropped.get(i) }
 func (h *Handler) now() time.Duration { return time.Since(h.start) }
 func (h *Handler) dumpOf(i uint64) uint64 {
@@ -300,9 +313,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 				m.needed += r.n
 				continue
 			}
-			for i := r.base; i < r.base+r.n; i++ {
-				m.dropped.set(i)
-			}
+			m.dropped.setRange(r.base, r.n)
 		}
 	}
 	h.members, h.primary = members, members[0]
@@ -1102,7 +1113,10 @@ func (h *Handler) ackDone(i0, n uint64) {
 	for i := i0; i < i0+n; i++ {
 		doneAll := !h.acked.get(i) && !h.inflight.get(i)
 		for _, m := range h.members {
-			if doneAll && m.needs(i) {
+			if !doneAll {
+				break // acked pages are the bulk at the end: skip the members
+			}
+			if m.needs(i) {
 				doneAll = false
 			}
 		}

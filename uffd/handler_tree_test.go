@@ -134,3 +134,18 @@ func TestHandlerMemberSpaces(t *testing.T) {
 		}
 	}
 }
+
+func TestBitmapSetRange(t *testing.T) {
+	for _, c := range []struct{ i, n uint64 }{{0, 0}, {0, 1}, {3, 200}, {64, 64}, {63, 2}, {5, 59}, {0, 256}} {
+		b, want := newBitmap(300), newBitmap(300)
+		b.setRange(c.i, c.n)
+		for k := c.i; k < c.i+c.n; k++ {
+			want.set(k)
+		}
+		for k := range uint64(300) {
+			if b.get(k) != want.get(k) {
+				t.Fatalf("setRange(%d, %d): bit %d is %v", c.i, c.n, k, b.get(k))
+			}
+		}
+	}
+}

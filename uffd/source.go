@@ -4,7 +4,8 @@ package uffd
 const PageSize = 4096
 
 // A PageSource supplies the contents of lazy pages, addressed by their
-// address at dump time. The lazy-pages handler depends only on this
+// address at dump time keyed by the space of their process (SpaceAddr; a
+// single process is space 0, whose keys are plain addresses). The lazy-pages handler depends only on this
 // interface: the page server client satisfies it over the network, tests
 // satisfy it with local memory.
 //

@@ -216,6 +216,59 @@ func (PageState) EnumDescriptor() ([]byte, []int) {
 	return file_image_proto_rawDescGZIP(), []int{2}
 }
 
+// FileLockKind is the kind of a file lock (fcntl(2), flock(2)).
+type FileLockKind int32
+
+const (
+	FileLockKind_FILE_LOCK_KIND_UNSPECIFIED FileLockKind = 0
+	FileLockKind_FILE_LOCK_KIND_FLOCK       FileLockKind = 1 // flock(2): belongs to the open file description
+	FileLockKind_FILE_LOCK_KIND_POSIX       FileLockKind = 2 // fcntl(2) F_SETLK: belongs to the process
+	FileLockKind_FILE_LOCK_KIND_OFD         FileLockKind = 3 // fcntl(2) F_OFD_SETLK: belongs to the open file description
+)
+
+// Enum value maps for FileLockKind.
+var (
+	FileLockKind_name = map[int32]string{
+		0: "FILE_LOCK_KIND_UNSPECIFIED",
+		1: "FILE_LOCK_KIND_FLOCK",
+		2: "FILE_LOCK_KIND_POSIX",
+		3: "FILE_LOCK_KIND_OFD",
+	}
+	FileLockKind_value = map[string]int32{
+		"FILE_LOCK_KIND_UNSPECIFIED": 0,
+		"FILE_LOCK_KIND_FLOCK":       1,
+		"FILE_LOCK_KIND_POSIX":       2,
+		"FILE_LOCK_KIND_OFD":         3,
+	}
+)
+
+func (x FileLockKind) Enum() *FileLockKind {
+	p := new(FileLockKind)
+	*p = x
+	return p
+}
+
+func (x FileLockKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileLockKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_image_proto_enumTypes[3].Descriptor()
+}
+
+func (FileLockKind) Type() protoreflect.EnumType {
+	return &file_image_proto_enumTypes[3]
+}
+
+func (x FileLockKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileLockKind.Descriptor instead.
+func (FileLockKind) EnumDescriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{3}
+}
+
 // Inventory says where an image set comes from and how to read it.
 type Inventory struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2888,6 +2941,11 @@ type Fd struct {
 	// Signal-driven I/O (fcntl(2) F_SETOWN_EX, F_SETSIG): set when the
 	// description has an owner or a signal.
 	Owner *FdOwner `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The file locks held through this open file description (the "lock:"
+	// lines of /proc/PID/fdinfo/FD, proc(5)), re-taken by restore before
+	// the process runs (files/lock.go). Only on the description's first
+	// fd (dup_of unset).
+	Locks []*FileLock `protobuf:"bytes,9,rep,name=locks,proto3" json:"locks,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Fd_File
@@ -2968,6 +3026,13 @@ func (x *Fd) GetDupOf() int32 {
 func (x *Fd) GetOwner() *FdOwner {
 	if x != nil {
 		return x.Owner
+	}
+	return nil
+}
+
+func (x *Fd) GetLocks() []*FileLock {
+	if x != nil {
+		return x.Locks
 	}
 	return nil
 }
@@ -3163,6 +3228,76 @@ func (*Fd_Inotify) isFd_Kind() {}
 
 func (*Fd_UnixSocket) isFd_Kind() {}
 
+// FileLock is one advisory lock held by the process. flock locks cover
+// the whole file (start 0, end -1).
+type FileLock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          FileLockKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=lazycr.image.v1.FileLockKind" json:"kind,omitempty"`
+	Write         bool                   `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"` // F_WRLCK / LOCK_EX; else F_RDLCK / LOCK_SH
+	Start         int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"` // first byte locked
+	End           int64                  `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`     // last byte locked; -1 = to the end of the file, however long
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileLock) Reset() {
+	*x = FileLock{}
+	mi := &file_image_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileLock) ProtoMessage() {}
+
+func (x *FileLock) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
+func (*FileLock) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FileLock) GetKind() FileLockKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FileLockKind_FILE_LOCK_KIND_UNSPECIFIED
+}
+
+func (x *FileLock) GetWrite() bool {
+	if x != nil {
+		return x.Write
+	}
+	return false
+}
+
+func (x *FileLock) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *FileLock) GetEnd() int64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 // FdOwner is who gets an open file description's SIGIO/SIGURG. Only the
 // process itself (F_OWNER_PID or F_OWNER_TID with its pid) is recorded;
 // other owners are refused.
@@ -3177,7 +3312,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3189,7 +3324,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3202,7 +3337,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -3237,7 +3372,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3249,7 +3384,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3262,7 +3397,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3304,7 +3439,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3451,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3464,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3387,7 +3522,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3399,7 +3534,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3412,7 +3547,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3453,7 +3588,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3600,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3613,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3510,7 +3645,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3522,7 +3657,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3535,7 +3670,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3575,7 +3710,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3722,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3735,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3627,7 +3762,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3774,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3787,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3706,7 +3841,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3718,7 +3853,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3731,7 +3866,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3759,7 +3894,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3771,7 +3906,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3784,7 +3919,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UnixSocket) GetInode() uint64 {
@@ -3868,7 +4003,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4015,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4028,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4021,7 +4156,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4033,7 +4168,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4046,7 +4181,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4224,7 +4359,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4236,7 +4371,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4249,7 +4384,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4324,7 +4459,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4336,7 +4471,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4349,7 +4484,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4525,7 +4660,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +4672,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +4685,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4590,7 +4725,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4602,7 +4737,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4615,7 +4750,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MemFd) GetName() string {
@@ -4677,7 +4812,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4689,7 +4824,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4702,7 +4837,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4757,7 +4892,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4769,7 +4904,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4782,7 +4917,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4803,7 +4938,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4815,7 +4950,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4828,7 +4963,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -4869,7 +5004,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4881,7 +5016,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4894,7 +5029,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5210,13 +5345,14 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xb5\x06\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xe6\x06\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
 	"\x05flags\x18\x03 \x01(\rR\x05flags\x12\x1a\n" +
 	"\x06dup_of\x18\x04 \x01(\x05H\x01R\x05dupOf\x88\x01\x01\x12.\n" +
-	"\x05owner\x18\x05 \x01(\v2\x18.lazycr.image.v1.FdOwnerR\x05owner\x122\n" +
+	"\x05owner\x18\x05 \x01(\v2\x18.lazycr.image.v1.FdOwnerR\x05owner\x12/\n" +
+	"\x05locks\x18\t \x03(\v2\x19.lazycr.image.v1.FileLockR\x05locks\x122\n" +
 	"\x04file\x18\n" +
 	" \x01(\v2\x1c.lazycr.image.v1.RegularFileH\x00R\x04file\x12+\n" +
 	"\x04pipe\x18\v \x01(\v2\x15.lazycr.image.v1.PipeH\x00R\x04pipe\x124\n" +
@@ -5233,7 +5369,12 @@ const file_image_proto_rawDesc = "" +
 	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
 	"unixSocketB\x06\n" +
 	"\x04kindB\t\n" +
-	"\a_dup_of\"G\n" +
+	"\a_dup_of\"{\n" +
+	"\bFileLock\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.lazycr.image.v1.FileLockKindR\x04kind\x12\x14\n" +
+	"\x05write\x18\x02 \x01(\bR\x05write\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\x03R\x03end\"G\n" +
 	"\aFdOwner\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\x05R\x04type\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
@@ -5429,7 +5570,12 @@ const file_image_proto_rawDesc = "" +
 	"\x0fPAGE_STATE_ZERO\x10\x01\x12\x14\n" +
 	"\x10PAGE_STATE_EAGER\x10\x02\x12\x13\n" +
 	"\x0fPAGE_STATE_LAZY\x10\x03\x12\x13\n" +
-	"\x0fPAGE_STATE_FILE\x10\x04B&Z$github.com/lazycr/lazycr/image/pb;pbb\x06proto3"
+	"\x0fPAGE_STATE_FILE\x10\x04*z\n" +
+	"\fFileLockKind\x12\x1e\n" +
+	"\x1aFILE_LOCK_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FILE_LOCK_KIND_FLOCK\x10\x01\x12\x18\n" +
+	"\x14FILE_LOCK_KIND_POSIX\x10\x02\x12\x16\n" +
+	"\x12FILE_LOCK_KIND_OFD\x10\x03B&Z$github.com/lazycr/lazycr/image/pb;pbb\x06proto3"
 
 var (
 	file_image_proto_rawDescOnce sync.Once
@@ -5443,121 +5589,125 @@ func file_image_proto_rawDescGZIP() []byte {
 	return file_image_proto_rawDescData
 }
 
-var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
 	(PageState)(0),        // 2: lazycr.image.v1.PageState
-	(*Inventory)(nil),     // 3: lazycr.image.v1.Inventory
-	(*ProcessTree)(nil),   // 4: lazycr.image.v1.ProcessTree
-	(*ShmObject)(nil),     // 5: lazycr.image.v1.ShmObject
-	(*FdRef)(nil),         // 6: lazycr.image.v1.FdRef
-	(*SharedFile)(nil),    // 7: lazycr.image.v1.SharedFile
-	(*TreePipe)(nil),      // 8: lazycr.image.v1.TreePipe
-	(*Process)(nil),       // 9: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 10: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 11: lazycr.image.v1.Thread
-	(*Registers)(nil),     // 12: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 13: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 14: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 15: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 16: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 17: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 18: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 19: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 20: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 21: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 22: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 23: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 24: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 25: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 26: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 27: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 28: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 29: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 30: lazycr.image.v1.Fd
-	(*FdOwner)(nil),       // 31: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 32: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 33: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 34: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 35: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 36: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 37: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 38: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 39: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),    // 40: lazycr.image.v1.UnixSocket
-	(*InetSocket)(nil),    // 41: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 42: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 43: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 44: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 45: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 46: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 47: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 48: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 49: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 50: lazycr.image.v1.Device
+	(FileLockKind)(0),     // 3: lazycr.image.v1.FileLockKind
+	(*Inventory)(nil),     // 4: lazycr.image.v1.Inventory
+	(*ProcessTree)(nil),   // 5: lazycr.image.v1.ProcessTree
+	(*ShmObject)(nil),     // 6: lazycr.image.v1.ShmObject
+	(*FdRef)(nil),         // 7: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),    // 8: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),      // 9: lazycr.image.v1.TreePipe
+	(*Process)(nil),       // 10: lazycr.image.v1.Process
+	(*DeletedDir)(nil),    // 11: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),        // 12: lazycr.image.v1.Thread
+	(*Registers)(nil),     // 13: lazycr.image.v1.Registers
+	(*Siginfo)(nil),       // 14: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),   // 15: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),          // 16: lazycr.image.v1.Rseq
+	(*RobustList)(nil),    // 17: lazycr.image.v1.RobustList
+	(*Credentials)(nil),   // 18: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),        // 19: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),     // 20: lazycr.image.v1.SigAction
+	(*ITimer)(nil),        // 21: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),    // 22: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),    // 23: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),     // 24: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),       // 25: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),      // 26: lazycr.image.v1.MmFields
+	(*FileID)(nil),        // 27: lazycr.image.v1.FileID
+	(*Vma)(nil),           // 28: lazycr.image.v1.Vma
+	(*PageRun)(nil),       // 29: lazycr.image.v1.PageRun
+	(*FdTable)(nil),       // 30: lazycr.image.v1.FdTable
+	(*Fd)(nil),            // 31: lazycr.image.v1.Fd
+	(*FileLock)(nil),      // 32: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),       // 33: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),   // 34: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 35: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 36: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 37: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 38: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 39: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 40: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 41: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),    // 42: lazycr.image.v1.UnixSocket
+	(*InetSocket)(nil),    // 43: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 44: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 45: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 46: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 47: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 48: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 49: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 50: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 51: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 52: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
-	9,  // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
-	7,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
-	8,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
-	5,  // 3: lazycr.image.v1.ProcessTree.shm:type_name -> lazycr.image.v1.ShmObject
+	10, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
+	8,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
+	9,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
+	6,  // 3: lazycr.image.v1.ProcessTree.shm:type_name -> lazycr.image.v1.ShmObject
 	0,  // 4: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
-	6,  // 5: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
-	6,  // 6: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	11, // 7: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	17, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	18, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	19, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	20, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	21, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	13, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	22, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	10, // 15: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	12, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	13, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	14, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	15, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	16, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	27, // 21: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	25, // 22: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	26, // 23: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	24, // 24: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	26, // 25: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	7,  // 5: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
+	7,  // 6: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
+	12, // 7: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	18, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	19, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	20, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	21, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	22, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	14, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	23, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	11, // 15: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	13, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	14, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	15, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	16, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	17, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	28, // 21: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	26, // 22: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	27, // 23: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	25, // 24: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	27, // 25: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
 	1,  // 26: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	28, // 27: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	29, // 27: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
 	2,  // 28: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	30, // 29: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	31, // 30: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	32, // 31: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	33, // 32: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	35, // 33: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	37, // 34: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	38, // 35: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	39, // 36: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	41, // 37: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	50, // 38: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	46, // 39: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	47, // 40: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	48, // 41: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	40, // 42: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	26, // 43: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	34, // 44: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	36, // 45: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	44, // 46: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	42, // 47: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	43, // 48: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	45, // 49: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	26, // 50: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	49, // 51: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	26, // 52: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	26, // 53: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	31, // 29: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	33, // 30: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	32, // 31: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	34, // 32: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	35, // 33: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	37, // 34: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	39, // 35: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	40, // 36: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	41, // 37: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	43, // 38: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	52, // 39: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	48, // 40: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	49, // 41: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	50, // 42: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	42, // 43: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	3,  // 44: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	27, // 45: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	36, // 46: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	38, // 47: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	46, // 48: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	44, // 49: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	45, // 50: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	47, // 51: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	27, // 52: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	51, // 53: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	27, // 54: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	27, // 55: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5580,14 +5730,14 @@ func file_image_proto_init() {
 		(*Fd_Inotify)(nil),
 		(*Fd_UnixSocket)(nil),
 	}
-	file_image_proto_msgTypes[33].OneofWrappers = []any{}
+	file_image_proto_msgTypes[34].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   48,
+			NumEnums:      4,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

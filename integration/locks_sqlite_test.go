@@ -1,0 +1,104 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// secondWriter runs a second sqlite3 inserting into db and returns its
+// combined output and whether it succeeded.
+func secondWriter(t *testing.T, sqlite, db string, v int) (string, bool) {
+	t.Helper()
+	b, err := exec.Command(sqlite, db, fmt.Sprintf("INSERT INTO t VALUES(%d);", v)).CombinedOutput()
+	return string(b), err == nil
+}
+
+// TestRestoreSqliteTransaction: a sqlite3 shell inside a write transaction
+// (BEGIN IMMEDIATE; INSERT, not committed) holds POSIX locks on its
+// database. It is dumped (-D) and restored (-D) with its locks: a second
+// writer still gets "database is locked" after the restore, then the
+// restored shell commits (its stdin, a pipe this test holds, reconnected)
+// and the row is there, with the second writer's row refused, not lost or
+// interleaved. Failing before: the dump refused the locks.
+func TestRestoreSqliteTransaction(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	sqlite, err := exec.LookPath("sqlite3")
+	if err != nil {
+		t.Skip("sqlite3 not found (CI installs it)")
+	}
+	db := filepath.Join(t.TempDir(), "test.db")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	// Stdin is the pipe's read end itself (no copying goroutine, and
+	// nothing closes pw when sqlite3 is killed by the dump).
+	cmd := exec.Command(sqlite, db)
+	cmd.Stdin = pr
+	p := startCmd(t, cmd)
+	pr.Close()
+	io.WriteString(pw, "CREATE TABLE t(x);\nBEGIN IMMEDIATE;\nINSERT INTO t VALUES(42);\n")
+	// Wait until sqlite holds its RESERVED lock: a lock line in the
+	// fdinfo of the database's fd.
+	deadline := time.Now().Add(reportTimeout)
+	for !holdsLockOn(p.pid, db) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sqlite3 pid %d holds no lock on %s within %v; stderr: %s", p.pid, db, reportTimeout, p.stderr())
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	if out, ok := secondWriter(t, sqlite, db, 7); ok || !strings.Contains(out, "database is locked") {
+		t.Fatalf("second writer before the dump: ok=%v %q, want \"database is locked\"", ok, out)
+	}
+
+	dir := dumpKill(t, p)
+	out, errOut, code := runLazycr(t, "show", dir)
+	if code != 0 || !strings.Contains(out, "POSIX (fcntl)") {
+		t.Errorf("lazycr show (exit %d) lists no POSIX lock:\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runLazycr(t, "restore", "-D", dir)
+	if code != 0 {
+		t.Fatalf("lazycr restore: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
+	}
+	q := adopt(t, pid)
+
+	if out, ok := secondWriter(t, sqlite, db, 7); ok || !strings.Contains(out, "database is locked") {
+		t.Fatalf("second writer after the restore: ok=%v %q, want \"database is locked\" (the restored pid %d lost its locks)", ok, out, pid)
+	}
+	io.WriteString(pw, "COMMIT;\nSELECT 'rows', count(*), sum(x) FROM t;\n")
+	pw.Close()
+	select {
+	case <-q.done:
+	case <-time.After(lazycrTimeout):
+		t.Fatalf("restored sqlite3 pid %d did not finish after COMMIT and EOF (state %s)", pid, procState(pid))
+	}
+	b, err := os.ReadFile(p.outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "rows|1|42" {
+		errb, _ := os.ReadFile(p.errPath)
+		t.Errorf("restored sqlite3 printed %q after COMMIT, want rows|1|42; stderr: %s", got, errb)
+	}
+	// The committed row is in the file, and the database is writable again.
+	if out, ok := secondWriter(t, sqlite, db, 7); !ok {
+		t.Fatalf("second writer after the commit: %q", out)
+	}
+	b, err = exec.Command(sqlite, db, "SELECT count(*), sum(x) FROM t;").CombinedOutput()
+	if got := strings.TrimSpace(string(b)); err != nil || got != "2|49" {
+		t.Errorf("database after both commits: %q (%v), want 2|49", got, err)
+	}
+}
