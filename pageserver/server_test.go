@@ -186,8 +186,12 @@ func TestTokenRefused(t *testing.T) {
 	if rest, err := io.ReadAll(w.br); len(rest) != 0 {
 		t.Fatalf("%d more bytes after the refusal (%v)", len(rest), err)
 	}
-	if _, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Token: []byte("nope")}); !errors.Is(err, ErrRefused) {
+	_, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Token: []byte("nope")})
+	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("Dial with a wrong token: %v, want ErrRefused", err)
+	}
+	if n := strings.Count(err.Error(), ErrRefused.Error()); n != 1 {
+		t.Fatalf("Dial with a wrong token: %q says %q %d times, want once", err, ErrRefused, n)
 	}
 	c := dialClient(t, l.Addr().String(), ClientConfig{Token: []byte("s3cret")})
 	got, err := c.Images(context.Background())
