@@ -495,3 +495,22 @@ func TestAbortAfterResumed(t *testing.T) {
 		t.Error("Resumed() false after RESUMED")
 	}
 }
+
+// TestServeInterruptedBeforeTarget: an interrupt before any target came
+// says so, with no "session 0x0" that means nothing to a user.
+func TestServeInterruptedBeforeTarget(t *testing.T) {
+	mem, lazy, files := testSetup()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = NewServer(ServerConfig{Files: files, Lazy: lazy, Memory: mem, Log: zerolog.Nop()}).Serve(ctx, l)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Serve with a cancelled context: %v, want context.Canceled", err)
+	}
+	if strings.Contains(err.Error(), "0x0") || !strings.Contains(err.Error(), "target") {
+		t.Fatalf("Serve interrupted before a target: %q, want it to say no target came, without a session id", err)
+	}
+}
