@@ -69,7 +69,9 @@ is touched while the rest streams in the background. restore then prints the
 pid, serves faults until every page is in, tells the source DONE, prints a
 fault-latency summary and exits 0. --trace writes a Chrome/Perfetto trace
 (open it in ui.perfetto.dev). --detach returns as soon as the process runs and
-leaves the handler in the background, logging to --log-file.
+leaves the handler in the background, logging to --log-file (default: a
+lazycr-restore-PID.log in the temp directory, removed when the migration
+succeeds and kept when it fails).
 
 The page server's secret is the --token file or, without --token, the hex
 value of the environment variable LAZYCR_TOKEN (dump --lazy prints the
@@ -235,6 +237,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if res != nil && res.PID != 0 {
 		printTargetSummary(g, o, res, err)
 	}
+	detachDone(err)
 	return err
 }
 
