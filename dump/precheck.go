@@ -60,8 +60,9 @@ func precheckFrozen(pid int) error {
 	if err != nil {
 		return fmt.Errorf("dump pid %d: %w", pid, err)
 	}
-	if st.Seccomp != 0 {
-		return fmt.Errorf("dump pid %d: %w: seccomp mode %d with %d filters", pid, ErrUnsupported, st.Seccomp, st.SeccompFilters)
+	if st.Seccomp == 1 {
+		// Filters are dumped per thread (seccomp.go); strict mode is not.
+		return fmt.Errorf("dump pid %d: %w: seccomp strict mode (SECCOMP_MODE_STRICT)", pid, ErrUnsupported)
 	}
 	// Children are not refused: they are members of the tree (tree.go).
 	return checkLocks(pid)

@@ -1182,7 +1182,7 @@ type Thread struct {
 	Comm          string                 `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
 	// seccomp(2) state of this thread: SECCOMP_MODE_* (0 disabled, 1 strict,
 	// 2 filter) and, in filter mode, its filter chain oldest first (the order
-	// they were installed; PTRACE_SECCOMP_GET_FILTER index 0 is the newest).
+	// they were installed in).
 	SeccompMode    uint32           `protobuf:"varint,12,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
 	SeccompFilters []*SeccompFilter `protobuf:"bytes,13,rep,name=seccomp_filters,json=seccompFilters,proto3" json:"seccomp_filters,omitempty"`
 	unknownFields  protoimpl.UnknownFields
