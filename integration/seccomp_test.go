@@ -94,3 +94,23 @@ func TestSeccompRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestSeccompLazy migrates the seccomp program post-copy (dump --lazy /
+// restore --lazy-from, here): the filters come back in force and in order,
+// and the shared filter's kill on munmap and userfaultfd (both injected by
+// the lazy restore, userfaultfd before the filters are installed, munmap
+// after) does not fire.
+func TestSeccompLazy(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "seccomp"), "plain")
+	var r struct {
+		Pid int `json:"pid"`
+		Tid int `json:"tid"`
+	}
+	waitReport(t, p, &r)
+	keys := []string{"main:EACCES:2:2:nnp0", "thread:EPERM:2:1:nnp0", "main-pid:1", "thread-pid:1"}
+	requireProgress(t, p, keys...)
+	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	requireProgress(t, m.restored, keys...)
+	checkSequence(t, m.restored, keys...)
+}
