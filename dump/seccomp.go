@@ -56,17 +56,19 @@ func seccompActions(prog []byte) ([]uint32, error) {
 // the dump's own injected syscalls run with the filters suspended
 // (inject.Process.SuspendSeccomp).
 //
-// Refused, naming why: strict mode (SECCOMP_MODE_STRICT), and a filter
-// that can return SECCOMP_RET_USER_NOTIF, whose listener fd (held by a
-// supervisor, maybe in another process) a restore cannot reconnect; a
-// filter that computes its return value is refused too, since it may.
+// Refused, naming why: a filter that can return SECCOMP_RET_USER_NOTIF,
+// whose listener fd (held by a supervisor, maybe in another process) a
+// restore cannot reconnect; a filter that computes its return value is
+// refused too, since it may.
 func (cp *Checkpoint) collectSeccomp(tid int, t *pb.Thread, mode, count int) error {
 	pid := cp.pid
 	switch mode {
 	case image.SeccompModeDisabled:
 		return nil
 	case image.SeccompModeStrict:
-		return fmt.Errorf("dump pid %d tid %d: %w: seccomp strict mode (SECCOMP_MODE_STRICT)", pid, tid, ErrUnsupported)
+		// Strict mode has no filters; restore sets it on the thread.
+		t.SeccompMode = image.SeccompModeStrict
+		return nil
 	case image.SeccompModeFilter:
 	default:
 		return fmt.Errorf("dump pid %d tid %d: %w: seccomp mode %d", pid, tid, ErrUnsupported, mode)

@@ -48,8 +48,8 @@ func (p *Process) SeccompFilters(tid int) ([]SeccompFilter, error) {
 			if errors.Is(err, unix.ENOENT) {
 				break
 			}
-			if errors.Is(err, unix.EMEDIUMTYPE) && i == 0 {
-				return nil // not in filter mode
+			if errors.Is(err, unix.EINVAL) && i == 0 {
+				return nil // not in filter mode (measured: EINVAL on 6.18)
 			}
 			if err != nil {
 				return fmt.Errorf("read seccomp filter %d of pid %d tid %d: %w", i, p.Pid, tid, err)

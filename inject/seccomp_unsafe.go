@@ -9,15 +9,15 @@ import (
 
 // seccompMetadata is struct seccomp_metadata (include/uapi/linux/ptrace.h).
 type seccompMetadata struct {
-	FilterOff uint64 // in: index of the filter, 0 = the most recent
+	FilterOff uint64 // in: index of the filter, 0 = the oldest (see SeccompFilters)
 	Flags     uint64 // out: SECCOMP_FILTER_FLAG_LOG if the filter logs
 }
 
 // getSeccompFilter copies the classic BPF program of filter index of tid
 // into buf (8 bytes per instruction) and returns its number of
 // instructions; with a nil buf it only returns that number. See ptrace(2),
-// PTRACE_SECCOMP_GET_FILTER: ENOENT past the oldest filter, EMEDIUMTYPE if
-// the thread is not in filter mode, EACCES if the tracer lacks
+// PTRACE_SECCOMP_GET_FILTER: ENOENT past the last filter, EINVAL if the
+// thread is not in filter mode (measured on 6.18), EACCES if the tracer lacks
 // CAP_SYS_ADMIN or is itself under seccomp.
 func getSeccompFilter(tid int, index uint64, buf []byte) (int, error) {
 	var ptr unsafe.Pointer

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -33,6 +35,7 @@ func TestSeccompRestore(t *testing.T) {
 			var r struct {
 				Pid int `json:"pid"`
 				Tid int `json:"tid"`
+				Fd  int `json:"fd"`
 			}
 			waitReport(t, p, &r)
 			keys := []string{"main:EACCES:2:2:" + tc.nnp, "thread:EPERM:2:1:" + tc.nnp, "main-pid:1", "thread-pid:1"}
@@ -62,14 +65,71 @@ func TestSeccompRestore(t *testing.T) {
 	}
 }
 
-// TestSeccompRefused: a thread in seccomp strict mode, and a filter that
-// hands syscalls to a user-space listener (SECCOMP_RET_USER_NOTIF), are
-// refused, naming why, and the process keeps running untouched.
+// TestSeccompStrict round-trips a process with one thread in seccomp
+// strict mode, blocked in read(2) on a pipe: the dump (which injects
+// syscalls into that thread) must leave it alive, and after restore the
+// thread must be in strict mode again (Seccomp: 1 in its status) and still
+// work: each byte written into its pipe makes it tick "strict" with
+// write(2).
+func TestSeccompStrict(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "seccomp"), "strict")
+	var r struct {
+		Pid int `json:"pid"`
+		Tid int `json:"tid"`
+		Fd  int `json:"fd"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "alive")
+	poke := func(pid int) {
+		t.Helper()
+		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, r.Fd), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	strictTids := func(pid int) []int {
+		t.Helper()
+		var out []int
+		for _, tid := range tasks(t, pid) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if statusField(string(b), "Seccomp") == "1" {
+				out = append(out, tid)
+			}
+		}
+		return out
+	}
+	want := strictTids(p.pid)
+	if len(want) != 1 {
+		t.Fatalf("threads in strict mode before the dump: %v, want one", want)
+	}
+	poke(p.pid)
+	waitTick(t, p, "strict", 1)
+
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	if got := strictTids(rp.pid); !slices.Equal(got, want) {
+		t.Errorf("threads in strict mode after restore: %v, want %v", got, want)
+	}
+	poke(rp.pid)
+	waitTick(t, rp, "strict", 2)
+	requireProgress(t, rp, "alive")
+	checkSequence(t, rp, "alive", "strict")
+}
+
+// TestSeccompRefused: a filter that hands syscalls to a user-space
+// listener (SECCOMP_RET_USER_NOTIF) is refused, naming why, and the process
+// keeps running untouched.
 func TestSeccompRefused(t *testing.T) {
 	t.Parallel()
 	bin := buildC(t, "seccomp")
 	for _, tc := range []struct{ mode, want string }{
-		{"strict", `seccomp strict mode`},
 		{"notif", `SECCOMP_RET_USER_NOTIF`},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
@@ -78,6 +138,7 @@ func TestSeccompRefused(t *testing.T) {
 			var r struct {
 				Pid int `json:"pid"`
 				Tid int `json:"tid"`
+				Fd  int `json:"fd"`
 			}
 			waitReport(t, p, &r)
 			requireProgress(t, p, "alive")
@@ -106,6 +167,7 @@ func TestSeccompLazy(t *testing.T) {
 	var r struct {
 		Pid int `json:"pid"`
 		Tid int `json:"tid"`
+		Fd  int `json:"fd"`
 	}
 	waitReport(t, p, &r)
 	keys := []string{"main:EACCES:2:2:nnp0", "thread:EPERM:2:1:nnp0", "main-pid:1", "thread-pid:1"}

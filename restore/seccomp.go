@@ -6,18 +6,21 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
 // seccomp(2) operations and flags (include/uapi/linux/seccomp.h).
 const (
+	seccompSetModeStrict   = 0
 	seccompSetModeFilter   = 1
 	seccompFilterFlagTsync = 1 << 0
 	seccompFilterFlagLog   = 1 << 1
 	sockFprogSize          = 16 // struct sock_fprog: u16 len, pad, filter pointer
 )
 
-// restoreSeccomp installs every thread's seccomp filter chain, oldest first.
+// restoreSeccomp installs every thread's seccomp filter chain, oldest first,
+// and puts threads that were in strict mode back in it.
 //
 // Injected syscalls are subject to the process's filters (the kernel runs
 // seccomp after the ptrace syscall-entry stop), so the process's threads
@@ -38,14 +41,15 @@ const (
 // thread alone. Filters are compared by content, the only view the kernel
 // gives (there is no kcmp for them).
 //
-// Afterwards every thread's chain is read back and compared with the image.
+// Afterwards every thread's mode and chain are read back (status, then
+// PTRACE_SECCOMP_GET_FILTER) and compared with the image.
 func (r *Process) restoreSeccomp() error {
 	threads := r.img.Threads
 	used := false
 	for _, t := range threads {
 		switch t.SeccompMode {
 		case image.SeccompModeDisabled:
-		case image.SeccompModeFilter:
+		case image.SeccompModeFilter, image.SeccompModeStrict:
 			used = true
 		default:
 			return fmt.Errorf("tid %d: %w: seccomp mode %d", t.Tid, ErrIncompatible, t.SeccompMode)
@@ -76,8 +80,28 @@ func (r *Process) restoreSeccomp() error {
 			}
 		}
 	}
+	// Strict mode allows only read, write, _exit and sigreturn (seccomp(2)):
+	// set last, the suspension lets the rest of the restore run.
+	for _, t := range threads {
+		if t.SeccompMode != image.SeccompModeStrict {
+			continue
+		}
+		if _, err := r.b.callOn(r.tids[t.Tid], unix.SYS_SECCOMP, seccompSetModeStrict, 0, 0); err != nil {
+			return fmt.Errorf("set seccomp strict mode on tid %d: %w", r.tids[t.Tid], err)
+		}
+	}
 	for _, t := range threads {
 		tid := r.tids[t.Tid]
+		st, err := proc.ReadTaskStatus(r.b.pid, tid)
+		if err != nil {
+			return err
+		}
+		if st.Seccomp != int(t.SeccompMode) || st.SeccompFilters != len(t.SeccompFilters) {
+			return fmt.Errorf("tid %d: seccomp mode %d with %d filters after restore, image has mode %d with %d", tid, st.Seccomp, st.SeccompFilters, t.SeccompMode, len(t.SeccompFilters))
+		}
+		if t.SeccompMode != image.SeccompModeFilter {
+			continue
+		}
 		got, err := r.b.p.SeccompFilters(tid)
 		if err != nil {
 			return err

@@ -10,13 +10,15 @@
  * argv[1] "log" installs both with SECCOMP_FILTER_FLAG_LOG and sets
  * no_new_privs first; otherwise the process stays without no_new_privs
  * (it runs as root, CAP_SYS_ADMIN lets it install filters).
- * argv[1] "strict": a second thread enters strict mode (it then blocks in
- * read(2) on a pipe nobody writes); "notif": main installs a filter that
- * sends mkdirat to a user-space listener (SECCOMP_RET_USER_NOTIF) and keeps
- * the listener fd. In both the main thread ticks "alive".
+ * argv[1] "strict": a second thread enters strict mode, then for each byte
+ * it reads from a pipe (write end reported as "fd") ticks "strict" with
+ * write(2) alone (strict mode allows read, write, exit and sigreturn);
+ * "notif": main installs a filter that sends mkdirat to a user-space
+ * listener (SECCOMP_RET_USER_NOTIF) and keeps the listener fd (reported as
+ * "fd"). In both the main thread ticks "alive".
  * Each thread ticks "KEY:getppid-errno:Seccomp:Seccomp_filters:nnpN", read
  * by the thread itself (/proc/thread-self/status).
- * Report: {"pid","tid"}.
+ * Report: {"pid","tid","fd"}.
  */
 #include "common.h"
 #include <fcntl.h>
@@ -117,10 +119,17 @@ static void *strict_main(void *arg)
 	(void)arg;
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0))
 		die("PR_SET_SECCOMP strict");
-	char c;
-	while (read(strict_pipe[0], &c, 1) == -1 && errno == EINTR)
-		;
-	syscall(SYS_exit, 1); /* only exit is allowed besides read/write */
+	char c, line[64];
+	for (unsigned long n = 1;;) {
+		ssize_t r = read(strict_pipe[0], &c, 1);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r != 1)
+			syscall(SYS_exit, 1); /* exit is allowed, exit_group is not */
+		int len = snprintf(line, sizeof line, "tick strict %lu\n", n++);
+		if (write(1, line, len) != len)
+			syscall(SYS_exit, 1);
+	}
 	return NULL;
 }
 
@@ -138,7 +147,7 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "strict")) {
 		if (pipe2(strict_pipe, O_CLOEXEC))
 			die("pipe2");
-		emit("{\"pid\":%d,\"tid\":%ld}\n", getpid(), (long)syscall(SYS_gettid));
+		emit("{\"pid\":%d,\"tid\":%ld,\"fd\":%d}\n", getpid(), (long)syscall(SYS_gettid), strict_pipe[1]);
 		pthread_t t;
 		if (pthread_create(&t, NULL, strict_main, NULL))
 			die("pthread_create");
@@ -154,7 +163,7 @@ int main(int argc, char **argv)
 		int listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
 		if (listener < 0)
 			die("seccomp NEW_LISTENER");
-		emit("{\"pid\":%d,\"tid\":%d}\n", getpid(), listener);
+		emit("{\"pid\":%d,\"tid\":%ld,\"fd\":%d}\n", getpid(), (long)syscall(SYS_gettid), listener);
 		alive();
 	}
 	if (!strcmp(mode, "log")) {
@@ -168,7 +177,7 @@ int main(int argc, char **argv)
 	if (pthread_create(&t, NULL, thread_main, NULL))
 		die("pthread_create");
 	install_b();
-	emit("{\"pid\":%d,\"tid\":%ld}\n", getpid(), (long)syscall(SYS_gettid));
+	emit("{\"pid\":%d,\"tid\":%ld,\"fd\":-1}\n", getpid(), (long)syscall(SYS_gettid));
 	pthread_mutex_unlock(&report_done);
 	run("main");
 }
