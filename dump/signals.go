@@ -26,6 +26,9 @@ var ErrSignalArrived = errors.New("a signal arrived while the process was frozen
 // one of the same number (signal(7)): such an arrival is not counted.
 func (cp *Checkpoint) checkNoNewSignals() error {
 	for _, c := range append([]*Checkpoint{cp}, cp.members...) {
+		if c.proc == nil {
+			continue // a zombie member: nothing frozen, no signals to take
+		}
 		var img int
 		found := false
 		for _, p := range cp.Set.Tree.GetProcesses() {
