@@ -203,3 +203,60 @@ func TestLazyDetach(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestLazyDetachDefaultLog: without --log-file, restore --detach logs to
+// lazycr-restore-PID.log in the temp directory; the background handler
+// removes it once the migration succeeded. When the restore fails the log is
+// kept and the error names it.
+func TestLazyDetachDefaultLog(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	logs := func() []string {
+		m, _ := filepath.Glob(filepath.Join(tmp, "lazycr-restore-*.log"))
+		return m
+	}
+
+	// Failure before the resume: nobody listens there.
+	cmd := lazyCmd(t, nil, "restore", "--lazy-from", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--new-pid", "--detach", "--wait-source", "200ms")
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	bad := startLazyRun(t, "target lazycr restore --detach (nobody listens)", cmd)
+	bad.requireExit(t, 1)
+	_, stderr := bad.output()
+	if m := logs(); len(m) != 1 || !strings.Contains(stderr, m[0]) {
+		t.Fatalf("failed restore --detach: logs %v, want one, named in stderr:\n%s", m, stderr)
+	}
+	for _, m := range logs() {
+		os.Remove(m)
+	}
+
+	p := start(t, buildC(t, "lazy_verify"), "32")
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "verify", 1)
+	progress(t, p)
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	cmd = lazyCmd(t, nil, "restore", "--lazy-from", src.addr, "--new-pid", "--detach")
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	dst := startLazyRun(t, "target lazycr restore --detach", cmd)
+	pid := lazyResumedPID(t, dst)
+	dst.requireExit(t, 0)
+	rp := adopt(t, pid)
+	p.mu.Lock()
+	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
+	for k, v := range p.ticks {
+		rp.ticks[k] = v
+	}
+	p.mu.Unlock()
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	lazyRequireRounds(t, rp, "verify", 2)
+	checkSequence(t, rp, "verify")
+	deadline := time.Now().Add(lazycrTimeout)
+	for len(logs()) != 0 {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logs()[0])
+			t.Fatalf("the default log %s is still there after the migration succeeded:\n%s", logs()[0], b)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}

@@ -52,6 +52,7 @@ func (m traceeMemory) ReadAt(b []byte, addr uint64) error { return m.p.ReadMem(u
 // so.
 func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 	start := time.Now()
+	sweepStates(opts.Log)
 	if opts.StateDir == "" {
 		stat, err := proc.ReadStat(opts.PID)
 		if err != nil {

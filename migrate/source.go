@@ -134,6 +134,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	if abs, err := filepath.Abs(stateDir); err == nil {
 		stateDir = abs // it is printed in the --adopt command
 	}
+	sweepStates(opts.Log)
 	image.Warm() // before the freeze: the encoding would otherwise pay for it
 	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})
 	if err != nil {

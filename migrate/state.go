@@ -3,13 +3,19 @@ package migrate
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/pageserver"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -50,7 +56,113 @@ type Run struct {
 // process of the same pid in another PID namespace, or a later one reusing
 // the pid, never shares it.
 func DefaultStateDir(pid int, start uint64) string {
-	return filepath.Join("/run/lazycr", fmt.Sprintf("pid-%d-%d", pid, start))
+	return filepath.Join(StateRoot, fmt.Sprintf("pid-%d-%d", pid, start))
+}
+
+// StateRoot holds the default session state directories (DefaultStateDir).
+const StateRoot = "/run/lazycr"
+
+// SweepStates removes the session state directories in root (StateRoot)
+// whose process is gone, or whose pid now belongs to another process (its
+// start time differs): a session ended by `kill -CONT` or `kill` of the kept
+// original leaves its state, and the token in it, behind. The state of a
+// live original (same pid, same start time), stopped or not, is never
+// touched; nor is anything in root that is not a pid-PID[-START] directory
+// of lazycr's, nor a directory holding files other than the state file. It
+// returns the directories removed; a missing root is no error.
+func SweepStates(root string, log zerolog.Logger) ([]string, error) {
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sweep session states: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		pid, start, ok := parseStateDirName(e.Name())
+		if !ok || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
+		if start == 0 { // pid-PID: the start time is in the state file
+			st, err := ReadState(dir)
+			if err != nil {
+				continue // not a state lazycr can read: left alone
+			}
+			start = st.StartTime
+		}
+		stat, err := proc.ReadStat(pid)
+		switch {
+		case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH):
+		case err != nil:
+			continue // cannot tell: keep it
+		case stat.StartTime == start:
+			continue // the original lives: its state may be adopted
+		}
+		if err := removeStateDir(dir); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Info().Str("dir", dir).Int("pid", pid).Msg("removed the session state of a process that is gone")
+		removed = append(removed, dir)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// sweepStates is SweepStates(StateRoot) for every dump --lazy and --adopt:
+// what it cannot remove is only worth a warning.
+func sweepStates(log zerolog.Logger) {
+	if _, err := SweepStates(StateRoot, log); err != nil {
+		log.Warn().Err(err).Msg("sweep stale session states")
+	}
+}
+
+// parseStateDirName parses "pid-PID-START" (start > 0) or the older
+// "pid-PID" (start 0).
+func parseStateDirName(name string) (pid int, start uint64, ok bool) {
+	rest, found := strings.CutPrefix(name, "pid-")
+	if !found {
+		return 0, 0, false
+	}
+	p, st, hasStart := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(p)
+	if err != nil || pid <= 0 || strconv.Itoa(pid) != p {
+		return 0, 0, false
+	}
+	if !hasStart {
+		return pid, 0, true
+	}
+	start, err = strconv.ParseUint(st, 10, 64)
+	if err != nil || start == 0 || strconv.FormatUint(start, 10) != st {
+		return 0, 0, false
+	}
+	return pid, start, true
+}
+
+// removeStateDir removes a stale state directory: its state file and
+// leftover temporary files of WriteState, then the directory if that left
+// it empty.
+func removeStateDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("remove stale session state %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if e.Name() != StateFile && !strings.HasPrefix(e.Name(), StateFile+".") {
+			return fmt.Errorf("remove stale session state %s: it holds %s, which is not lazycr's: left alone", dir, e.Name())
+		}
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale session state: %w", err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale session state: %w", err)
+	}
+	return nil
 }
 
 func newState(pid int, start uint64, session uint64, token []byte, listen string, pids []uint32, runs []uffd.Run) *SessionState {

@@ -1,11 +1,20 @@
 package migrate
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -77,4 +86,84 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestSweepStates: the state of a process that is gone, or whose pid was
+// reused (start time differs), is removed; a live original's (stopped or
+// running), a foreign directory and a state dir with foreign files stay.
+func TestSweepStates(t *testing.T) {
+	root := t.TempDir()
+	stopped := exec.Command("/bin/sleep", "1000")
+	if err := stopped.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stopped.Process.Kill(); stopped.Wait() }()
+	if err := stopped.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	gone := exec.Command("/bin/true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	self, err := proc.ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := proc.ReadStat(stopped.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneStart := uint64(1)
+	if s, err := proc.ReadStat(gone.Process.Pid); err == nil { // reused already
+		goneStart = s.StartTime + 1
+	}
+	write := func(pid int, start uint64, name string) string {
+		dir := filepath.Join(root, name)
+		if err := WriteState(dir, newState(pid, start, 1, []byte{1}, "127.0.0.1:1", nil, nil)); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	keep := []string{
+		write(os.Getpid(), self.StartTime, fmt.Sprintf("pid-%d-%d", os.Getpid(), self.StartTime)),
+		write(stopped.Process.Pid, st.StartTime, fmt.Sprintf("pid-%d-%d", stopped.Process.Pid, st.StartTime)),
+		write(os.Getpid(), self.StartTime, fmt.Sprintf("pid-%d", os.Getpid())),
+		write(gone.Process.Pid, goneStart, "not-a-state"),
+	}
+	foreign := write(gone.Process.Pid, goneStart, fmt.Sprintf("pid-%d-%d", gone.Process.Pid, goneStart+7))
+	if err := os.WriteFile(filepath.Join(foreign, "notes"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, foreign)
+	remove := []string{
+		write(gone.Process.Pid, goneStart, fmt.Sprintf("pid-%d-%d", gone.Process.Pid, goneStart)),
+		write(os.Getpid(), self.StartTime+1, fmt.Sprintf("pid-%d-%d", os.Getpid(), self.StartTime+1)),
+		write(gone.Process.Pid, goneStart, fmt.Sprintf("pid-%d", gone.Process.Pid)),
+	}
+	// A leftover temporary file of WriteState goes with its state.
+	if err := os.WriteFile(filepath.Join(remove[0], StateFile+".123"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := SweepStates(root, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "notes") {
+		t.Errorf("SweepStates: error %v, want one naming the foreign file", err)
+	}
+	slices.Sort(got)
+	slices.Sort(remove)
+	if !slices.Equal(got, remove) {
+		t.Errorf("SweepStates removed %v, want %v", got, remove)
+	}
+	for _, d := range remove {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there (%v)", d, err)
+		}
+	}
+	for _, d := range keep {
+		if _, err := os.Stat(filepath.Join(d, StateFile)); err != nil {
+			t.Errorf("%s: %v, want it kept", d, err)
+		}
+	}
+	if got, err := SweepStates(filepath.Join(root, "missing"), zerolog.Nop()); err != nil || len(got) != 0 {
+		t.Errorf("SweepStates of a missing root: %v, %v", got, err)
+	}
 }

@@ -243,7 +243,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	stopProgress()
 	res.Handler = h.Stats()
 	if opts.Trace != "" {
-		if err := writeTrace(opts.Trace, h); err != nil {
+		if err := writeTrace(opts.Trace, h.WriteTrace); err != nil {
 			opts.Log.Warn().Err(err).Str("file", opts.Trace).Msg("write fault trace")
 		}
 	}
@@ -327,16 +327,26 @@ func watchInterrupts(opts TargetOptions, h *uffd.Handler, pid, pidfd int, abort 
 	return func() { close(done); <-finished }
 }
 
-func writeTrace(path string, h *uffd.Handler) error {
-	f, err := os.Create(path)
+// writeTrace writes the fault trace to path, mode 0600 even if the file was
+// there before: fault addresses reveal the process's ASLR layout, so the
+// trace is as private as the image files.
+func writeTrace(path string, write func(io.Writer) error) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("write trace: %w", err)
 	}
-	if err := h.WriteTrace(f); err != nil {
+	if err := f.Chmod(0o600); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("write trace %s: %w", path, err)
 	}
-	return f.Close()
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write trace %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write trace %s: %w", path, err)
+	}
+	return nil
 }
 
 // startProgress prints "pages in / total, MB/s" to w every half second

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -239,7 +240,7 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 			if msg == nil {
 				msg = new(string)
 			}
-			err = fmt.Errorf("%w: %s", ErrRefused, *msg)
+			err = fmt.Errorf("%w: %s", ErrRefused, refusal(*msg))
 		case h.Type != TypeWelcome:
 			err = fmt.Errorf("%w: %s instead of WELCOME", ErrProtocol, h.Type)
 		default:
@@ -825,7 +826,7 @@ func (c *Client) readLoop(w *wire) error {
 				return fmt.Errorf("read from page server %s: %w", c.addr, err)
 			}
 			if h.ID == 0 {
-				return fmt.Errorf("page server %s: %w: %s", c.addr, ErrRefused, *msg)
+				return fmt.Errorf("page server %s: %w: %s", c.addr, ErrRefused, refusal(*msg))
 			}
 			c.mu.Lock()
 			delete(c.pending, h.ID)
@@ -931,4 +932,11 @@ func normalizeRuns(runs []uffd.Run) []uffd.Run {
 		out = append(out, r)
 	}
 	return out
+}
+
+// refusal is the reason in a page server's ERROR message: the server sends
+// its own error text, which may start with ErrRefused's words already, and
+// the client wraps ErrRefused itself, so the prefix would read twice.
+func refusal(msg string) string {
+	return strings.TrimPrefix(msg, ErrRefused.Error()+": ")
 }

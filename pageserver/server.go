@@ -241,6 +241,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			if active {
 				<-results // runConn closes its connection on ctx.Done
 			}
+			if session == 0 {
+				return result(), fmt.Errorf("wait for a target to connect: %w", ctx.Err())
+			}
 			return result(), fmt.Errorf("serve session %#x: %w", session, ctx.Err())
 		}
 	}

@@ -186,8 +186,12 @@ func TestTokenRefused(t *testing.T) {
 	if rest, err := io.ReadAll(w.br); len(rest) != 0 {
 		t.Fatalf("%d more bytes after the refusal (%v)", len(rest), err)
 	}
-	if _, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Token: []byte("nope")}); !errors.Is(err, ErrRefused) {
+	_, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Token: []byte("nope")})
+	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("Dial with a wrong token: %v, want ErrRefused", err)
+	}
+	if n := strings.Count(err.Error(), ErrRefused.Error()); n != 1 {
+		t.Fatalf("Dial with a wrong token: %q says %q %d times, want once", err, ErrRefused, n)
 	}
 	c := dialClient(t, l.Addr().String(), ClientConfig{Token: []byte("s3cret")})
 	got, err := c.Images(context.Background())
@@ -489,5 +493,24 @@ func TestAbortAfterResumed(t *testing.T) {
 	}
 	if !s.Resumed() {
 		t.Error("Resumed() false after RESUMED")
+	}
+}
+
+// TestServeInterruptedBeforeTarget: an interrupt before any target came
+// says so, with no "session 0x0" that means nothing to a user.
+func TestServeInterruptedBeforeTarget(t *testing.T) {
+	mem, lazy, files := testSetup()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = NewServer(ServerConfig{Files: files, Lazy: lazy, Memory: mem, Log: zerolog.Nop()}).Serve(ctx, l)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Serve with a cancelled context: %v, want context.Canceled", err)
+	}
+	if strings.Contains(err.Error(), "0x0") || !strings.Contains(err.Error(), "target") {
+		t.Fatalf("Serve interrupted before a target: %q, want it to say no target came, without a session id", err)
 	}
 }

@@ -132,11 +132,10 @@ func infoProbes() []Result {
 		if capErr != nil {
 			return fail(name, false, os.NewSyscallError("capget", capErr))
 		}
-		r := Result{Name: name, OK: true, Detail: no}
-		if hasCap(c) {
-			r.Value, r.Detail = 1, yes
+		if !hasCap(c) {
+			return Result{Name: name, Denied: true, Detail: no}
 		}
-		return r
+		return Result{Name: name, OK: true, Value: 1, Detail: yes}
 	}
 	out := []Result{
 		capResult("cap-sys-resource", unix.CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE present",

@@ -31,7 +31,7 @@ func probeClone3SetTid() Result {
 	case errors.Is(err, unix.EEXIST):
 		return Result{Name: name, OK: true, Detail: "clone3 set_tid supported and permitted (EEXIST for a taken pid)"}
 	case errors.Is(err, unix.EPERM):
-		return Result{Name: name, Detail: "clone3 set_tid not permitted (no CAP_CHECKPOINT_RESTORE): " + err.Error()}
+		return Result{Name: name, Denied: true, Detail: "clone3 set_tid not permitted (no CAP_CHECKPOINT_RESTORE): " + err.Error()}
 	default:
 		return Result{Name: name, Detail: "clone3 set_tid unsupported: " + err.Error()}
 	}

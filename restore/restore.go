@@ -107,6 +107,16 @@ type Process struct {
 // PID is the restored process's pid on this host.
 func (r *Process) PID() int { return r.b.pid }
 
+// who names the process in errors: "pid N" as in the image, and the pid it
+// has here when that differs (--new-pid, --pidns), so that an error about a
+// process being built names the pid to look for on this host.
+func (r *Process) who() string {
+	if r.b != nil && r.b.pid != 0 && r.b.pid != int(r.img.Pid) {
+		return fmt.Sprintf("pid %d (pid %d on this host)", r.img.Pid, r.b.pid)
+	}
+	return fmt.Sprintf("pid %d", r.img.Pid)
+}
+
 // Image is the image of the process being restored.
 func (r *Process) Image() *pb.Process { return r.img }
 
@@ -222,7 +232,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	}
 	if r.tree != nil {
 		if err := failpoint.Check("restore.tree.members"); err != nil {
-			return nil, fmt.Errorf("restore pid %d: %w", r.img.Pid, err)
+			return nil, fmt.Errorf("restore %s: %w", r.who(), err)
 		}
 	}
 	if err := r.makeTreePipes(); err != nil {
@@ -267,7 +277,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		for _, m := range order {
 			if m != r {
 				if err := failpoint.Check("restore.tree.member"); err != nil {
-					return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+					return fmt.Errorf("restore %s: %w", m.who(), err)
 				}
 				if err := r.prepareMember(m); err != nil {
 					return err
@@ -279,14 +289,14 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			}
 			for _, s := range stepsOf(m) {
 				if err := ctx.Err(); err != nil {
-					return fmt.Errorf("restore pid %d: %w", m.img.Pid, err)
+					return fmt.Errorf("restore %s: %w", m.who(), err)
 				}
 				err := s.run()
 				if err == nil {
 					err = failpoint.Check(s.fp)
 				}
 				if err != nil {
-					return fmt.Errorf("restore pid %d: %s: %w", m.img.Pid, s.name, err)
+					return fmt.Errorf("restore %s: %s: %w", m.who(), s.name, err)
 				}
 				mark(s.d)
 				log.Debug().Uint32("image_pid", m.img.Pid).Dur("took", *s.d).Msg(s.name)
@@ -353,12 +363,12 @@ func (r *Process) Resume() error {
 	if err != nil {
 		r.Kill()
 		r.waitClaimedFree()
-		return fmt.Errorf("restore pid %d: set registers: %w", r.img.Pid, err)
+		return fmt.Errorf("restore %s: set registers: %w", r.who(), err)
 	}
 	if err := r.tcp.Live(); err != nil {
 		r.Kill()
 		r.waitClaimedFree()
-		return fmt.Errorf("restore pid %d: TCP connections: %w", r.img.Pid, err)
+		return fmt.Errorf("restore %s: TCP connections: %w", r.who(), err)
 	}
 	if r.img.StopSignal != 0 {
 		r.b.p.StopOnDetach() // it was in a job-control stop (state T)
@@ -374,7 +384,7 @@ func (r *Process) Resume() error {
 	if err != nil {
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root
-		return fmt.Errorf("restore pid %d: resume: %w", r.img.Pid, err)
+		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
 	}
 	r.Stats.Resume = time.Since(t)
 	r.Stats.Total = time.Since(r.started)

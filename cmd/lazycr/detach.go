@@ -20,6 +20,12 @@ import (
 // status fd, never a sleep).
 const detachEnv = "LAZYCR_DETACH_STATUS_FD"
 
+// detachLogEnv tells the background half of `restore --detach` the default
+// log file it writes to (none given with --log-file): it removes the file
+// when the migration succeeds and keeps it, with the error as its last
+// line, when it fails.
+const detachLogEnv = "LAZYCR_DETACH_LOG"
+
 // detachRestore re-executes lazycr in a new session with the same
 // arguments, its output going to a log file, and waits only until the
 // background copy reports that the process runs (or fails).
@@ -36,7 +42,8 @@ func detachRestore(ctx context.Context, g *globals) error {
 			logPath = v
 		}
 	}
-	if logPath == "" {
+	defaultLog := logPath == ""
+	if defaultLog {
 		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("lazycr-restore-%d.log", os.Getpid()))
 	}
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -51,6 +58,9 @@ func detachRestore(ctx context.Context, g *globals) error {
 	defer r.Close()
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), detachEnv+"=3")
+	if defaultLog {
+		cmd.Env = append(cmd.Env, detachLogEnv+"="+logPath)
+	}
 	cmd.Stdin = nil
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -69,7 +79,11 @@ func detachRestore(ctx context.Context, g *globals) error {
 		return fmt.Errorf("restore failed before the process resumed; see the log %s: %w", logPath, errSilentFailureWith(logPath))
 	}
 	fmt.Fprintf(g.stdout, "%d\n", pid)
-	g.log.Info().Int("pid", pid).Int("handler_pid", bg).Str("log", logPath).Msg("process resumed; lazy pages are served in the background")
+	msg := "process resumed; lazy pages are served in the background (the log is kept if they fail)"
+	if !defaultLog {
+		msg = "process resumed; lazy pages are served in the background"
+	}
+	g.log.Info().Int("pid", pid).Int("handler_pid", bg).Str("log", logPath).Msg(msg)
 	return nil
 }
 
@@ -100,4 +114,15 @@ func detachReady(pid int) {
 		fmt.Fprintf(f, "%d\n", pid)
 		f.Close()
 	})
+}
+
+// detachDone is called by the background half of restore --detach when the
+// migration ended: on success its default log file has nothing worth
+// keeping and is removed; on failure it stays, the error its last line.
+func detachDone(err error) {
+	p := os.Getenv(detachLogEnv)
+	if p == "" || os.Getenv(detachEnv) == "" || err != nil {
+		return
+	}
+	os.Remove(p)
 }

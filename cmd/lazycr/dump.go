@@ -65,7 +65,9 @@ serves the stopped original again: a target still reconnecting carries on,
 and the original is killed when it reports DONE. The session state it needs
 (session id, token, lazy page runs) is in -D DIR, or /run/lazycr/pid-PID-START,
 written 0600 in a 0700 directory. If the target never resumed the process,
-"kill -CONT PID" lets the original run on instead.
+"kill -CONT PID" lets the original run on instead. A state in /run/lazycr
+whose process is gone (or whose pid now names another process) is removed by
+the next dump --lazy, or by "lazycr unlock --sweep".
 
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.`,

@@ -6,9 +6,8 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/lazycr/lazycr/internal/earlysig"
 	"github.com/lazycr/lazycr/probe"
 )
 
@@ -16,7 +15,9 @@ func main() {
 	// A probe of `lazycr check` may re-execute this binary as a child to
 	// trace; that child must do nothing else.
 	probe.RunChildIfRequested()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGINT/SIGTERM are caught since package initialisation (earlysig):
+	// an interrupt at any time ends in the command's "interrupted" error.
+	ctx, stop := earlysig.NotifyContext(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

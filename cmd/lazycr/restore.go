@@ -53,6 +53,10 @@ on stderr instead, so it never lands in the process's output stream.)
 By default the process gets its original PID and TIDs (clone3 with set_tid);
 if one is taken restore fails and names it. --new-pid accepts new ones;
 --pidns restores a PID namespace's init into a fresh PID namespace.
+With --new-pid a program that cached its pid or TIDs (glibc's cached TID in
+struct pthread, Node's process.pid, a pid file) still sees the old ones:
+only what asks the kernel again (getpid(2), /proc/self) sees the new pid.
+Errors name both: "pid OLD (pid NEW on this host)".
 
 Files the process had open must be where they were; a file it mapped must be
 the very same file (device, inode, size, modification time). A fd whose peer
@@ -69,7 +73,9 @@ is touched while the rest streams in the background. restore then prints the
 pid, serves faults until every page is in, tells the source DONE, prints a
 fault-latency summary and exits 0. --trace writes a Chrome/Perfetto trace
 (open it in ui.perfetto.dev). --detach returns as soon as the process runs and
-leaves the handler in the background, logging to --log-file.
+leaves the handler in the background, logging to --log-file (default: a
+lazycr-restore-PID.log in the temp directory, removed when the migration
+succeeds and kept when it fails).
 
 The page server's secret is the --token file or, without --token, the hex
 value of the environment variable LAZYCR_TOKEN (dump --lazy prints the
@@ -161,7 +167,7 @@ target is started before the source.`,
 	f := cmd.Flags()
 	f.StringVarP(&o.dir, "images-dir", "D", "", "directory holding the image set")
 	f.StringVar(&o.lazyFrom, "lazy-from", "", "post-copy: fetch the image set and pages from the page server at HOST:PORT")
-	f.BoolVar(&o.newPID, "new-pid", false, "accept a new PID and new TIDs if the original ones are taken")
+	f.BoolVar(&o.newPID, "new-pid", false, "accept a new PID and new TIDs if the original ones are taken (a pid the program cached stays the old one)")
 	f.BoolVar(&o.pidns, "pidns", false, "restore into a fresh PID namespace, with the PIDs the process had in its own namespace")
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
@@ -235,6 +241,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if res != nil && res.PID != 0 {
 		printTargetSummary(g, o, res, err)
 	}
+	detachDone(err)
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
 
+	"github.com/lazycr/lazycr/migrate"
 	"github.com/lazycr/lazycr/netlock"
 )
 
@@ -30,7 +31,10 @@ see their connections reset.
 
 Without arguments unlock lists the held locks of the network namespace. With
 TABLE names, or --all, it removes them. --sweep also removes the lock tables of
-lazycr processes that died on a kernel without owner-bound tables (Linux < 5.12).`,
+lazycr processes that died on a kernel without owner-bound tables (Linux < 5.12),
+and the lazy session states (/run/lazycr/pid-PID-START, with their tokens) of
+processes that are gone or whose pid was reused; every dump --lazy sweeps these
+too. The state of a live original, stopped or not, stays.`,
 		Example: `  lazycr unlock                          # list held locks here
   lazycr unlock lazycr_hold_1234_5678     # remove one
   lazycr unlock --all --pid 4321          # every held lock in pid 4321's netns`,
@@ -80,6 +84,8 @@ lazycr processes that died on a kernel without owner-bound tables (Linux < 5.12)
 			if doSweep {
 				_, err := netlock.Sweep(ns, g.log)
 				errs = append(errs, err)
+				_, err = migrate.SweepStates(migrate.StateRoot, g.log)
+				errs = append(errs, err)
 			}
 			return errors.Join(errs...)
 		},
@@ -88,6 +94,6 @@ lazycr processes that died on a kernel without owner-bound tables (Linux < 5.12)
 	f.IntVar(&pid, "pid", 0, "the network namespace of this process (default: lazycr's)")
 	f.StringVar(&nsPath, "netns", "", "the network namespace at this path (/run/netns/NAME, /proc/PID/ns/net)")
 	f.BoolVar(&all, "all", false, "remove every held lock of the namespace")
-	f.BoolVar(&doSweep, "sweep", false, "also remove the locks of lazycr processes that are gone")
+	f.BoolVar(&doSweep, "sweep", false, "also remove the locks of lazycr processes that are gone, and the session states in /run/lazycr of processes that are gone")
 	return cmd
 }
