@@ -42,6 +42,11 @@ func TestSeccompRestore(t *testing.T) {
 			keys := []string{"main:EACCES:2:2:" + tc.nnp, "thread:EPERM:2:1:" + tc.nnp, "main-pid:1", "thread-pid:1"}
 			requireProgress(t, p, keys...)
 
+			// A dump that lets it run (its filters suspended meanwhile)
+			// leaves the filters in force.
+			dumpLeaveRunning(t, p.pid)
+			requireProgress(t, p, keys...)
+
 			before := mapsOf(t, p.pid)
 			dir := dumpKill(t, p)
 			img := show(t, dir).process(t, r.Pid)
