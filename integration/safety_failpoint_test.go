@@ -189,7 +189,7 @@ func TestFailpointsRestore(t *testing.T) {
 		adopt(t, probe) // killed at the end of the test
 	}
 	steps := failpointSteps(t, logFile, "restore.")
-	for _, want := range []string{"restore.load", "restore.stub", "restore.mm", "restore.pages", "restore.fds", "restore.state", "restore.threads", "restore.creds", "restore.resume"} {
+	for _, want := range []string{"restore.load", "restore.stub", "restore.mm", "restore.pages", "restore.fds", "restore.state", "restore.threads", "restore.seccomp", "restore.creds", "restore.resume"} {
 		if !slices.Contains(steps, want) {
 			t.Errorf("restore did not pass failpoint %s (it passed %v)", want, steps)
 		}

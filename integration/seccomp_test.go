@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -41,6 +42,12 @@ func TestSeccompRestore(t *testing.T) {
 			keys := []string{"main:EACCES:2:2:" + tc.nnp, "thread:EPERM:2:1:" + tc.nnp, "main-pid:1", "thread-pid:1"}
 			requireProgress(t, p, keys...)
 
+			// A dump that lets it run (its filters suspended meanwhile)
+			// leaves the filters in force.
+			dumpLeaveRunning(t, p.pid)
+			requireProgress(t, p, keys...)
+
+			before := mapsOf(t, p.pid)
 			dir := dumpKill(t, p)
 			img := show(t, dir).process(t, r.Pid)
 			if len(img.Threads) != 2 {
@@ -61,6 +68,11 @@ func TestSeccompRestore(t *testing.T) {
 			rp := restoreFrom(t, p, dir)
 			requireProgress(t, rp, keys...)
 			checkSequence(t, rp, keys...)
+			// The filter over a page long went through a temporary mapping
+			// in the process: it must be gone again.
+			if after := mapsOf(t, rp.pid); !slices.Equal(after, before) {
+				t.Errorf("mappings after restore differ:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+			}
 		})
 	}
 }
@@ -175,4 +187,26 @@ func TestSeccompLazy(t *testing.T) {
 	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
 	requireProgress(t, m.restored, keys...)
 	checkSequence(t, m.restored, keys...)
+}
+
+// mapsOf returns pid's mappings as "start-end perms path" lines.
+func mapsOf(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		path := ""
+		if len(f) > 5 {
+			path = f[5]
+		}
+		out = append(out, f[0]+" "+f[1]+" "+path)
+	}
+	return out
 }

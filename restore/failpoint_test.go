@@ -21,7 +21,7 @@ import (
 // restoreSteps are the failpoints of Build and Resume, in order.
 var restoreSteps = []string{
 	"restore.load", "restore.stub", "restore.mm", "restore.pages", "restore.fds",
-	"restore.state", "restore.threads", "restore.creds", "restore.resume",
+	"restore.state", "restore.threads", "restore.seccomp", "restore.creds", "restore.resume",
 }
 
 // TestFailpointsInProcess fails each step of Build (and Resume) in turn,
@@ -41,7 +41,7 @@ func TestFailpointsInProcess(t *testing.T) {
 	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	// Lazy: with a userfaultfd, whose fd must be closed too.
-	lazySteps := append(slices.Clone(restoreSteps[:7]), "restore.uffd", "restore.creds", "restore.resume")
+	lazySteps := append(slices.Clone(restoreSteps[:7]), "restore.uffd", "restore.seccomp", "restore.creds", "restore.resume")
 	for _, c := range []struct {
 		lazy  bool
 		steps []string

@@ -140,7 +140,7 @@ func commonSeccompPrefix(ts []*pb.Thread) int {
 // scratch page when it fits, else into a temporary mapping unmapped again
 // at once. With SECCOMP_FILTER_FLAG_TSYNC a positive result is the id of a
 // thread that could not be synchronized (seccomp(2), RETURN VALUE).
-func (r *Process) installSeccomp(tid int, f *pb.SeccompFilter, flags uintptr) error {
+func (r *Process) installSeccomp(tid int, f *pb.SeccompFilter, flags uintptr) (err error) {
 	b := r.b
 	if err := image.ValidateSeccomp(&pb.Thread{Tid: uint32(tid), SeccompMode: image.SeccompModeFilter, SeccompFilters: []*pb.SeccompFilter{f}}); err != nil {
 		return err
@@ -156,9 +156,9 @@ func (r *Process) installSeccomp(tid int, f *pb.SeccompFilter, flags uintptr) er
 		if err != nil {
 			return fmt.Errorf("map %d bytes for a seccomp filter: %w", size, err)
 		}
-		defer func() {
-			if _, err := b.call(unix.SYS_MUNMAP, addr, size); err != nil {
-				r.opts.Log.Warn().Err(err).Int("pid", b.pid).Msg("unmap the seccomp filter's temporary mapping")
+		defer func() { // left mapped it would be a mapping the original never had
+			if _, uerr := b.call(unix.SYS_MUNMAP, addr, size); uerr != nil && err == nil {
+				err = fmt.Errorf("unmap the seccomp filter's temporary mapping at %#x: %w", addr, uerr)
 			}
 		}()
 		prog = addr

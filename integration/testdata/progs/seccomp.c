@@ -1,7 +1,7 @@
 /*
  * seccomp: a process whose threads run under seccomp filters.
  *   - filter A (installed by main before the thread exists, so both threads
- *     share it): getppid -> EPERM, sigaltstack -> EPERM, munmap and
+ *     share it; over 1024 instructions long): getppid -> EPERM, sigaltstack -> EPERM, munmap and
  *     userfaultfd -> kill the process (lazycr's restore injects both; the
  *     process itself never calls them), everything else allowed;
  *   - filter B (installed by main after the thread exists, main only):
@@ -44,8 +44,13 @@ static void install(struct sock_filter *f, unsigned short n)
 		die("seccomp");
 }
 
+/* PAD_INSNS harmless loads open filter A: 8 KiB of program, more than
+ * lazycr's scratch page holds, like a container runtime's filter. */
+#define PAD_INSNS 1024
+
 static void install_a(void)
 {
+	static struct sock_filter big[PAD_INSNS + 32];
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -57,7 +62,10 @@ static void install_a(void)
 		ALLOW_UNLESS(SYS_userfaultfd, SECCOMP_RET_KILL_PROCESS),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	install(f, sizeof f / sizeof f[0]);
+	for (int i = 0; i < PAD_INSNS; i++)
+		big[i] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+	memcpy(big + PAD_INSNS, f, sizeof f);
+	install(big, PAD_INSNS + sizeof f / sizeof f[0]);
 }
 
 static void install_b(void)
