@@ -56,13 +56,10 @@ func precheck(pid int) error {
 // precheckFrozen holds the checks that are repeated once the process is
 // frozen, when its state can no longer change under us.
 func precheckFrozen(pid int) error {
-	st, err := proc.ReadStatus(pid)
-	if err != nil {
+	if _, err := proc.ReadStatus(pid); err != nil {
 		return fmt.Errorf("dump pid %d: %w", pid, err)
 	}
-	if st.Seccomp != 0 {
-		return fmt.Errorf("dump pid %d: %w: seccomp mode %d with %d filters", pid, ErrUnsupported, st.Seccomp, st.SeccompFilters)
-	}
+	// Seccomp (strict or filters) is dumped per thread (seccomp.go).
 	// Children are not refused: they are members of the tree (tree.go).
 	return checkLocks(pid)
 }

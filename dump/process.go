@@ -131,10 +131,13 @@ func (cp *Checkpoint) thread(tid int) (*pb.Thread, error) {
 		return fmt.Errorf("dump pid %d tid %d: %s: %w", pid, tid, what, err)
 	}
 	t := &pb.Thread{Tid: uint32(tid)}
-	if st, err := proc.ReadTaskStatus(pid, tid); err == nil {
-		t.NsTid = u32s(st.NSpid)
-	} else {
+	st, err := proc.ReadTaskStatus(pid, tid)
+	if err != nil {
 		return nil, fail("read status", err)
+	}
+	t.NsTid = u32s(st.NSpid)
+	if err := cp.collectSeccomp(tid, t, st.Seccomp, st.SeccompFilters); err != nil {
+		return nil, err
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid)); err == nil {
 		t.Comm = strings.TrimSuffix(string(b), "\n")

@@ -26,6 +26,9 @@ var ErrSignalArrived = errors.New("a signal arrived while the process was frozen
 // one of the same number (signal(7)): such an arrival is not counted.
 func (cp *Checkpoint) checkNoNewSignals() error {
 	for _, c := range append([]*Checkpoint{cp}, cp.members...) {
+		if c.zombie || c.proc == nil { // a zombie member takes no signal
+			continue
+		}
 		var img int
 		found := false
 		for _, p := range cp.Set.Tree.GetProcesses() {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -59,11 +60,15 @@ func (cp *Checkpoint) freezeTree() error {
 			}
 			m, err := cp.freezeMember(k)
 			if m == nil && (errors.Is(err, inject.ErrNoProcess) || errors.Is(err, fs.ErrNotExist)) {
-				// Gone between the listing and the seize: reaped by its
-				// parent, not frozen yet (a frozen parent would have left a
-				// zombie), so it is no longer part of the tree.
-				cp.opts.Log.Debug().Int("pid", k).Int("parent", parent.pid).Msg("child exited before it could be frozen")
-				continue
+				// The child is exiting: its parent is frozen, so it becomes
+				// a zombie (recorded as one) unless it is reaped already
+				// (SIGCHLD ignored: then it is no longer part of the tree).
+				var gone bool
+				m, gone, err = cp.freezeExiting(k, err)
+				if gone {
+					cp.opts.Log.Debug().Int("pid", k).Int("parent", parent.pid).Msg("child exited and was reaped before it could be frozen")
+					continue
+				}
 			}
 			if m != nil {
 				// Released with the others whatever happens next.
@@ -79,6 +84,30 @@ func (cp *Checkpoint) freezeTree() error {
 		cp.opts.Log.Debug().Int("pid", cp.pid).Ints("members", cp.memberPids()).Msg("process tree frozen")
 	}
 	return nil
+}
+
+// exitingTimeout bounds how long freezeExiting waits for an exiting child
+// to become a zombie.
+const exitingTimeout = time.Second
+
+// freezeExiting freezes child pid, whose seize failed with err because it
+// is exiting, once it is a zombie; gone reports that it no longer exists
+// (auto-reaped). The parent is frozen: the child cannot be reaped by it.
+func (cp *Checkpoint) freezeExiting(pid int, err error) (m *Checkpoint, gone bool, _ error) {
+	deadline := time.Now().Add(exitingTimeout)
+	for {
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(serr, fs.ErrNotExist) {
+			return nil, true, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, false, fmt.Errorf("dump pid %d: child pid %d exiting for %v without becoming a zombie: %w", cp.pid, pid, exitingTimeout, err)
+		}
+		time.Sleep(time.Millisecond) // poll interval: the exit completes on its own
+		m, err = cp.freezeMember(pid)
+		if m != nil || !(errors.Is(err, inject.ErrNoProcess) || errors.Is(err, fs.ErrNotExist)) {
+			return m, false, err
+		}
+	}
 }
 
 func (cp *Checkpoint) memberPids() []int {
@@ -180,11 +209,20 @@ func zombieProcess(pid int) (*pb.Process, error) {
 	if st.State != 'Z' {
 		return nil, fmt.Errorf("pid %d: state %c, expected a zombie", pid, st.State)
 	}
-	return &pb.Process{
+	z := &pb.Process{
 		Pid: uint32(pid), Ppid: uint32(st.Ppid), Pgid: uint32(st.Pgrp), Sid: uint32(st.Session), Comm: st.Comm,
 		StartTime: st.StartTime, Zombie: true, ExitCode: int32(st.ExitCode),
 		Threads: []*pb.Thread{{Tid: uint32(pid), Regs: &pb.Registers{}}},
-	}, nil
+	}
+	// Its pid in each PID namespace too (a zombie's status still has
+	// them, proc(5)): restored into a fresh namespace it must get the pid
+	// its parent knows it by, or the parent's wait for it fails ECHILD.
+	ids, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read status of zombie pid %d: %w", pid, err)
+	}
+	z.NsPid, z.NsPgid, z.NsSid = u32s(ids.NSpid), u32s(ids.NSpgid), u32s(ids.NSsid)
+	return z, nil
 }
 
 // liveRef is one fd of a member, with its link target.

@@ -7,7 +7,9 @@
 // copy, its image message, rebuilding it by remote syscalls in the restore
 // stub, and its `show` line. What is shared by all kinds lives in dump.go
 // and restore.go: fds sharing an open file description (kcmp(2)), status
-// flags, signal-driven I/O owners. Whatever cannot come back exactly is
+// flags, signal-driven I/O owners, file locks (flock, POSIX and OFD,
+// lock.go: recorded per open file description, re-taken without blocking
+// once every fd has its number). Whatever cannot come back exactly is
 // refused at dump, naming the fd and the object.
 //
 // Adding a kind is one file implementing [kind] plus its entry in [kinds],

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
@@ -65,9 +67,10 @@ func (d *dumper) dumpLocks(l *liveFd, out *pb.Fd) error {
 		if out.GetFile() == nil {
 			return fmt.Errorf("%w: %s on an fd of kind %s (locks are restored on regular files only)", ErrUnsupported, pl.Describe(), kindName(out))
 		}
-		if !pl.NoInode && (pl.Ino != l.st.Ino || pl.Major != unix.Major(l.st.Dev) || pl.Minor != unix.Minor(l.st.Dev)) {
-			return fmt.Errorf("%w: %s on inode %02x:%02x:%d, the fd has inode %d", ErrUnsupported, pl.Describe(), pl.Major, pl.Minor, pl.Ino, l.st.Ino)
-		}
+		// The line is in this fd's fdinfo, so the lock is on its file
+		// (flc_file is the fd's open file description); its dev:ino is not
+		// compared with fstat's, which differ on btrfs subvolumes and
+		// overlayfs (st_dev is not the superblock's s_dev there).
 		fl := &pb.FileLock{Write: pl.Type == "WRITE", Start: pl.Start, End: pl.End}
 		switch pl.Class {
 		case "FLOCK":
@@ -178,6 +181,34 @@ func (r *restorer) takeLocks(fds []*pb.Fd) error {
 				return err
 			}
 		}
+		if len(f.Locks) > 0 {
+			if err := r.checkUnwritten(f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkUnwritten refuses a locked file that was written while nobody held
+// its locks (between the dump, which released them, and takeLocks): what
+// the locks protected may have changed under the process (another sqlite3
+// writer committed). The check comes after the locks are taken, so
+// nothing that honours them can write it any more. Size and mtime are
+// compared with the dump's (stat(2)); a file whose recorded mtime is
+// unknown (0) is not checked.
+func (r *restorer) checkUnwritten(f *pb.Fd) error {
+	id := f.GetFile().GetFile()
+	if id == nil || id.MtimeUnixNano == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", r.pid, f.Fd), &st); err != nil {
+		return fmt.Errorf("fd %d (%s): stat: %w", f.Fd, id.Path, os.NewSyscallError("stat", err))
+	}
+	if uint64(st.Size) != id.Size || st.Mtim.Nano() != id.MtimeUnixNano {
+		return fmt.Errorf("fd %d (%s): %w: it was written while its locks were released (size %d, mtime %s; the dump had size %d, mtime %s)",
+			f.Fd, id.Path, ErrFileChanged, st.Size, time.Unix(0, st.Mtim.Nano()).UTC().Format(time.RFC3339Nano), id.Size, time.Unix(0, id.MtimeUnixNano).UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }
@@ -248,7 +279,11 @@ func (r *restorer) lockHolders(f *pb.Fd, l *pb.FileLock) string {
 	var names []string
 	for i := range all {
 		h := &all[i]
-		if h.Blocked || h.NoInode || h.Ino != st.Ino || h.Major != unix.Major(st.Dev) || h.Minor != unix.Minor(st.Dev) || h.Pid == r.pid {
+		// By inode number only: /proc/locks prints the superblock's
+		// device, which is not stat's st_dev on btrfs subvolumes and
+		// overlayfs. A lock of another file system's inode of the same
+		// number may be named too; this is an error message.
+		if h.Blocked || h.NoInode || h.Ino != st.Ino || h.Pid == r.pid {
 			continue
 		}
 		flock := h.Class == "FLOCK"

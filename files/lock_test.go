@@ -120,11 +120,37 @@ func TestRestoreLocksStub(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	withMtime := func(path string) *pb.FileID {
+		id := fileIDOf(t, path)
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		id.MtimeUnixNano = st.Mtim.Nano()
+		return id
+	}
+	// A file written since the dump (recorded here with another size and
+	// mtime) is refused once its locks are taken.
+	z := fdsStub(t, nil)
+	written := filepath.Join(dir, "written")
+	if err := os.WriteFile(written, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stale := withMtime(written)
+	stale.Size, stale.MtimeUnixNano = 3, stale.MtimeUnixNano-1
+	z.fds = &pb.FdTable{Pid: uint32(z.pid), Fds: []*pb.Fd{
+		{Fd: 4, Flags: unix.O_RDWR | oLargefile, Kind: &pb.Fd_File{File: &pb.RegularFile{File: stale, Mode: unix.S_IFREG | 0o600}},
+			Locks: []*pb.FileLock{{Kind: pb.FileLockKind_FILE_LOCK_KIND_OFD, Write: true, Start: 0, End: -1}}},
+	}}
+	if err := z.restore(); !errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "written while its locks were released") {
+		t.Fatalf("restore of a locked file written since the dump: %v, want ErrFileChanged", err)
+	}
+
 	table := func(pid int) *pb.FdTable {
 		return &pb.FdTable{Pid: uint32(pid), Fds: []*pb.Fd{
-			{Fd: 3, Flags: unix.O_RDWR | oLargefile, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileIDOf(t, flocked), Mode: unix.S_IFREG | 0o600}},
+			{Fd: 3, Flags: unix.O_RDWR | oLargefile, Kind: &pb.Fd_File{File: &pb.RegularFile{File: withMtime(flocked), Mode: unix.S_IFREG | 0o600}},
 				Locks: []*pb.FileLock{{Kind: pb.FileLockKind_FILE_LOCK_KIND_FLOCK, Write: true, Start: 0, End: -1}}},
-			{Fd: 4, Flags: unix.O_RDWR | oLargefile, Kind: &pb.Fd_File{File: &pb.RegularFile{File: fileIDOf(t, ranged), Mode: unix.S_IFREG | 0o600}},
+			{Fd: 4, Flags: unix.O_RDWR | oLargefile, Kind: &pb.Fd_File{File: &pb.RegularFile{File: withMtime(ranged), Mode: unix.S_IFREG | 0o600}},
 				Locks: []*pb.FileLock{
 					{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Write: true, Start: 10, End: 29},
 					{Kind: pb.FileLockKind_FILE_LOCK_KIND_OFD, Start: 100, End: -1},

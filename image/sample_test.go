@@ -72,6 +72,11 @@ func thread(tid uint32) *pb.Thread {
 		ClearChildTid: 0x7f0000001a10,
 		RobustList:    &pb.RobustList{Head: 0x7f0000001a20, Len: 24},
 		Comm:          "worker",
+		SeccompMode:   2,
+		SeccompFilters: []*pb.SeccompFilter{
+			// ld [4] (arch); ret ALLOW
+			{Program: []byte{0x20, 0, 0, 0, 4, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}, Flags: 2},
+		},
 	}
 }
 

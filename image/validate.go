@@ -39,6 +39,9 @@ func (s *Set) Validate() error {
 			if t.Regs == nil {
 				return fmt.Errorf("%s: %w: tid %d has no registers", TreeFile, ErrInvalid, t.Tid)
 			}
+			if err := ValidateSeccomp(t); err != nil {
+				return fmt.Errorf("%s: %w", TreeFile, err)
+			}
 		}
 		mm := s.Memory[p.Pid]
 		if mm == nil {

@@ -161,6 +161,9 @@ func (t *Tracer) seize(pid int) (*Process, error) {
 		}
 		p.leaderGone = true
 	}
+	if err := p.suspendSeccompIfUsed(); err != nil {
+		return nil, err
+	}
 	ok = true
 	return p, nil
 }

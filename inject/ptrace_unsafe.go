@@ -26,6 +26,8 @@ var ptraceRequests = map[int]string{
 	unix.PTRACE_SETSIGMASK:             "ptrace PTRACE_SETSIGMASK",
 	unix.PTRACE_PEEKSIGINFO:            "ptrace PTRACE_PEEKSIGINFO",
 	unix.PTRACE_GET_RSEQ_CONFIGURATION: "ptrace PTRACE_GET_RSEQ_CONFIGURATION",
+	unix.PTRACE_SECCOMP_GET_FILTER:     "ptrace PTRACE_SECCOMP_GET_FILTER",
+	unix.PTRACE_SECCOMP_GET_METADATA:   "ptrace PTRACE_SECCOMP_GET_METADATA",
 }
 
 func ptraceName(req int) string {

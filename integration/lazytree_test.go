@@ -20,7 +20,7 @@ import (
 // target copies more than the members' 88 MiB (with only the root lazy it
 // would copy about 16 MiB), and every member keeps verifying all of its
 // memory (two whole rounds after the migration) without a wrong byte. c2
-// forks a checker child after every MiB it verifies, so some are forked
+// forks a checker child after every 4 MiB it verifies, so some are forked
 // while its memory is still being fetched (the target logs each fork it
 // serves): each must find c2's memory intact.
 func TestLazyTreeMembersServed(t *testing.T) {
@@ -87,7 +87,7 @@ func TestLazyTreeMembersServed(t *testing.T) {
 		t.Errorf("the target copied %d bytes lazily, want at least the members' 88 MiB", s.bytesCopied)
 	}
 	if forks == 0 {
-		t.Errorf("no fork while pages were missing: the test did not test that (c2 forks after every MiB it verified)")
+		t.Errorf("no fork while pages were missing: the test did not test that (c2 forks after every 4 MiB it verified)")
 	}
 	t.Logf("lazy phase: %d bytes copied, %d forks served while pages were missing; freeze to resume %v", s.bytesCopied, forks, s.freezeToResume)
 }
@@ -178,21 +178,24 @@ func TestLazyTreeSourceKilled(t *testing.T) {
 
 // TestLazyTreePendingSIGCHLD migrates lazily, with --pidns, a tree whose
 // root (its namespace's init) has SIGCHLD pending (blocked, its child
-// reaped): a frozen parent whose child exits has the same. The signal is
-// queued again from inside the process with its own ids (lazycr's pid
-// means another process, or none, in the namespace: the restore failed
-// with EPERM before), and the root still sees it pending.
+// reaped) and a zombie child: a frozen parent whose child exits has both.
+// The signal is queued again from inside the process with its own ids
+// (lazycr's pid means another process, or none, in the namespace: the
+// restore failed with EPERM before), and the root still sees it pending;
+// the zombie is restored with the pid the root knows it by (it got
+// lazycr's pid before, and the root's wait failed ECHILD).
 func TestLazyTreePendingSIGCHLD(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command(buildC(t, "pendchld"))
 	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
 	p := startCmd(t, cmd)
 	var r struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
+		Pid    int `json:"pid"`
+		Child  int `json:"child"`
+		Zombie int `json:"zombie"`
 	}
 	waitReport(t, p, &r)
-	requireProgress(t, p, "pending:ok")
+	requireProgress(t, p, "pending:ok", "zombie:ok")
 	progress(t, p)
 	src := startLazySource(t, nil, p.pid, "127.0.0.1")
 	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
@@ -207,8 +210,10 @@ func TestLazyTreePendingSIGCHLD(t *testing.T) {
 	p.mu.Unlock()
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
-	requireProgress(t, rp, "pending:ok")
-	if bad := progress(t, rp)["pending:bad"]; bad != 0 {
-		t.Errorf("SIGCHLD not pending after the migration (%d ticks)", bad)
+	requireProgress(t, rp, "pending:ok", "zombie:ok")
+	for _, k := range []string{"pending:bad", "zombie:bad"} {
+		if bad := progress(t, rp)[k]; bad != 0 {
+			t.Errorf("%s ticked %d times after the migration", k, bad)
+		}
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,6 +117,74 @@ func TestRestoreLocks(t *testing.T) {
 				t.Fatalf("restored pid %d exited: %v", q.pid, q.waitErr)
 			}
 			t.Logf("pid %s restored with its %s locks", strconv.Itoa(q.pid), c.kind)
+		})
+	}
+}
+
+// waitInSyscall waits until pid's thread is blocked in syscall nr
+// (/proc/PID/syscall starts with the number, proc(5)).
+func waitInSyscall(t *testing.T, pid, nr int) {
+	t.Helper()
+	deadline := time.Now().Add(reportTimeout)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		if strings.HasPrefix(string(b), strconv.Itoa(nr)+" ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d is not in syscall %d within %v (/proc/PID/syscall %q)", pid, nr, reportTimeout, b)
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+}
+
+// TestRestoreLockWaiter: a process waiting for a lock this test holds
+// (fcntl F_SETLKW, flock LOCK_EX) is dumped and restored while it waits;
+// the restored process waits again (the interrupted call is restarted),
+// holds nothing meanwhile, and gets the lock once this test lets go.
+func TestRestoreLockWaiter(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "locks_hold")
+	for _, c := range []struct {
+		kind string
+		nr   int
+	}{{"setlkw", unix.SYS_FCNTL}, {"flockw", unix.SYS_FLOCK}} {
+		t.Run(c.kind, func(t *testing.T) {
+			t.Parallel()
+			file := filepath.Join(t.TempDir(), "wanted-"+c.kind)
+			f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if c.kind == "setlkw" {
+				err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK})
+			} else {
+				err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := start(t, bin, c.kind, file)
+			var r struct {
+				Pid int `json:"pid"`
+				Fd  int `json:"fd"`
+			}
+			waitReport(t, p, &r)
+			waitInSyscall(t, p.pid, c.nr)
+
+			dir := dumpKill(t, p)
+			q := restoreFrom(t, p, dir)
+			waitInSyscall(t, q.pid, c.nr)
+			if n := progress(t, q)["main"]; n != 0 {
+				t.Fatalf("restored pid %d ticked %d times while this test holds the lock it waits for", q.pid, n)
+			}
+			f.Close() // lets it in
+			requireProgress(t, q, "main")
+			checkSequence(t, q, "main")
+			if s := q.stderr(); s != "" {
+				t.Errorf("pid %d complains:\n%s", q.pid, s)
+			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,43 @@ func secondWriter(t *testing.T, sqlite, db string, v int) (string, bool) {
 	t.Helper()
 	b, err := exec.Command(sqlite, db, fmt.Sprintf("INSERT INTO t VALUES(%d);", v)).CombinedOutput()
 	return string(b), err == nil
+}
+
+// startSqliteTxn starts a sqlite3 shell on a new database, its stdin a
+// pipe whose write end it returns, and leaves it inside a write
+// transaction (BEGIN IMMEDIATE; INSERT 42), holding its locks; a second
+// writer is refused.
+func startSqliteTxn(t *testing.T, sqlite string) (p *proc, pw *os.File, db string) {
+	t.Helper()
+	db = filepath.Join(t.TempDir(), "test.db")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pw.Close() })
+	// Stdin is the pipe's read end itself (no copying goroutine, and
+	// nothing closes pw when sqlite3 is killed by the dump).
+	cmd := exec.Command(sqlite, db)
+	cmd.Stdin = pr
+	p = startCmd(t, cmd)
+	pr.Close()
+	// The shell touches ready once it has run the INSERT (a lock line
+	// alone could be CREATE TABLE's own transaction), then holds the
+	// transaction's RESERVED lock: a lock line in the database fd's fdinfo.
+	ready := filepath.Join(filepath.Dir(db), "ready")
+	io.WriteString(pw, "CREATE TABLE t(x);\nBEGIN IMMEDIATE;\nINSERT INTO t VALUES(42);\n.system touch "+ready+"\n")
+	deadline := time.Now().Add(reportTimeout)
+	for _, err := os.Stat(ready); err != nil || !holdsLockOn(p.pid, db); _, err = os.Stat(ready) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sqlite3 pid %d holds no lock on %s within %v; stderr: %s", p.pid, db, reportTimeout, p.stderr())
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	if out, ok := secondWriter(t, sqlite, db, 7); ok || !strings.Contains(out, "database is locked") {
+		t.Fatalf("second writer before the dump: ok=%v %q, want \"database is locked\"", ok, out)
+	}
+
+	return p, pw, db
 }
 
 // TestRestoreSqliteTransaction: a sqlite3 shell inside a write transaction
@@ -34,32 +72,7 @@ func TestRestoreSqliteTransaction(t *testing.T) {
 	if err != nil {
 		t.Skip("sqlite3 not found (CI installs it)")
 	}
-	db := filepath.Join(t.TempDir(), "test.db")
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pw.Close()
-	// Stdin is the pipe's read end itself (no copying goroutine, and
-	// nothing closes pw when sqlite3 is killed by the dump).
-	cmd := exec.Command(sqlite, db)
-	cmd.Stdin = pr
-	p := startCmd(t, cmd)
-	pr.Close()
-	io.WriteString(pw, "CREATE TABLE t(x);\nBEGIN IMMEDIATE;\nINSERT INTO t VALUES(42);\n")
-	// Wait until sqlite holds its RESERVED lock: a lock line in the
-	// fdinfo of the database's fd.
-	deadline := time.Now().Add(reportTimeout)
-	for !holdsLockOn(p.pid, db) {
-		if time.Now().After(deadline) {
-			t.Fatalf("sqlite3 pid %d holds no lock on %s within %v; stderr: %s", p.pid, db, reportTimeout, p.stderr())
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval
-	}
-	if out, ok := secondWriter(t, sqlite, db, 7); ok || !strings.Contains(out, "database is locked") {
-		t.Fatalf("second writer before the dump: ok=%v %q, want \"database is locked\"", ok, out)
-	}
-
+	p, pw, db := startSqliteTxn(t, sqlite)
 	dir := dumpKill(t, p)
 	out, errOut, code := runLazycr(t, "show", dir)
 	if code != 0 || !strings.Contains(out, "POSIX (fcntl)") {
@@ -100,5 +113,31 @@ func TestRestoreSqliteTransaction(t *testing.T) {
 	b, err = exec.Command(sqlite, db, "SELECT count(*), sum(x) FROM t;").CombinedOutput()
 	if got := strings.TrimSpace(string(b)); err != nil || got != "2|49" {
 		t.Errorf("database after both commits: %q (%v), want 2|49", got, err)
+	}
+}
+
+// TestRestoreSqliteRefusesWrittenDatabase: between the dump (which released
+// the shell's locks with the process) and the restore, a second writer
+// commits (rolling back the killed shell's hot journal). The restore must
+// refuse, naming the file, rather than let the restored shell commit over
+// it; the second writer's row stays and the uncommitted 42 is gone.
+func TestRestoreSqliteRefusesWrittenDatabase(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	sqlite, err := exec.LookPath("sqlite3")
+	if err != nil {
+		t.Skip("sqlite3 not found (CI installs it)")
+	}
+	p, _, db := startSqliteTxn(t, sqlite)
+	dir := dumpKill(t, p)
+	if out, ok := secondWriter(t, sqlite, db, 7); !ok {
+		t.Fatalf("second writer after the dump: %q", out)
+	}
+	_, errOut, code := runLazycr(t, "restore", "-D", dir)
+	requireExit1(t, "restore after another writer committed", errOut, code, "file changed since the dump", regexp.QuoteMeta(db))
+	t.Logf("restore refused: %s", errOut)
+	b, err := exec.Command(sqlite, db, "SELECT count(*), sum(x) FROM t;").CombinedOutput()
+	if got := strings.TrimSpace(string(b)); err != nil || got != "1|7" {
+		t.Errorf("database after the refused restore: %q (%v), want 1|7", got, err)
 	}
 }

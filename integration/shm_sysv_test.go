@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,4 +74,29 @@ func TestShmSysvRestore(t *testing.T) {
 	if s := rp.stderr(); s != "" {
 		t.Errorf("the tree complains:\n%s", s)
 	}
+}
+
+// TestShmSysvOtherNamespaceRefused dumps sysvcheck started in an IPC
+// namespace of its own: lazycr (in another) cannot read or make its
+// segments by id, so the dump is refused saying so, and the processes run
+// on.
+func TestShmSysvOtherNamespaceRefused(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(buildC(t, "sysvcheck"))
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWIPC}
+	p := startCmd(t, cmd)
+	var r struct {
+		Pid     int `json:"pid"`
+		Child   int `json:"child"`
+		ID      int `json:"id"`
+		Key     int `json:"key"`
+		Private int `json:"private"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	keys := []string{"sysv", "private", "writer"}
+	requireProgress(t, p, keys...)
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+	requireExit1(t, "dump in another IPC namespace", errOut, code, `System V shared memory of IPC namespace \d+, lazycr runs in \d+`)
+	requireProgress(t, p, keys...)
 }

@@ -179,9 +179,10 @@ func fdIn(img *imageSet, pid uint32, fd int32) *pb.Fd {
 	return nil
 }
 
-// TestTreeDumpRefusedMember dumps a shell whose child holds a file lock: the
-// dump is refused naming the lock, and every member of the tree runs on,
-// neither stopped nor traced.
+// TestTreeDumpRefusedMember dumps a shell whose child holds a file lock
+// lazycr cannot restore (an flock on a FIFO: locks are re-taken on regular
+// files only): the dump is refused naming the lock, and every member of
+// the tree runs on, neither stopped nor traced.
 func TestTreeDumpRefusedMember(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
@@ -191,7 +192,10 @@ func TestTreeDumpRefusedMember(t *testing.T) {
 		}
 	}
 	lock := filepath.Join(t.TempDir(), "lock")
-	cmd := exec.Command("bash", "-c", `(flock 9; while true; do sleep 0.05; done) 9>`+lock+` & while true; do sleep 0.05; done`)
+	if err := unix.Mkfifo(lock, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", `(flock 9; while true; do sleep 0.05; done) 9<>`+lock+` & while true; do sleep 0.05; done`)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +227,7 @@ func TestTreeDumpRefusedMember(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "img")
 	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
-	if code != 1 || !strings.Contains(errOut, "lock") || !strings.Contains(errOut, strconv.Itoa(sub)) {
+	if code != 1 || !strings.Contains(errOut, "flock WRITE lock on an fd of kind fifo") || !strings.Contains(errOut, strconv.Itoa(sub)) {
 		t.Fatalf("dump of a tree whose member %d holds a lock: exit %d, want 1 naming the pid and the lock; stderr:\n%s", sub, code, errOut)
 	}
 	requireRunning(t, pid)

@@ -44,6 +44,7 @@ func ptraceProbesLocked() (res []Result) {
 		for _, n := range []string{nameSeize, nameRseq, nameXState, nameProcessVM, namePidfd} {
 			res = append(res, fail(n, true, err))
 		}
+		res = append(res, fail(nameSuspendSeccomp, false, err))
 		return res
 	}
 	defer func() {
@@ -56,11 +57,12 @@ func ptraceProbesLocked() (res []Result) {
 		for _, n := range []string{nameRseq, nameXState, nameProcessVM} {
 			res = append(res, fail(n, true, fmt.Errorf("needs %s", nameSeize)))
 		}
+		res = append(res, fail(nameSuspendSeccomp, false, fmt.Errorf("needs %s", nameSeize)))
 		return append(res, probePidfd(c))
 	}
 	res = append(res, Result{Name: nameSeize, Required: true, OK: true,
 		Detail: fmt.Sprintf("PTRACE_SEIZE+PTRACE_INTERRUPT stopped pid %d", c.pid)})
-	res = append(res, probeRseq(c), probeXState(c), probeProcessVM(c), probePidfd(c))
+	res = append(res, probeRseq(c), probeXState(c), probeProcessVM(c), probePidfd(c), probeSuspendSeccomp(c))
 	return res
 }
 

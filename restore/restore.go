@@ -258,7 +258,12 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			// (TakeLazyMembers).
 			steps = append(steps, step{"create userfaultfd", "restore.uffd", m.setupUserfaultfd, &r.Stats.Uffd})
 		}
-		return append(steps, step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})
+		// Seccomp filters last but for the credentials: installing one needs
+		// CAP_SYS_ADMIN (or no_new_privs), which the credentials may drop
+		// (seccomp.go).
+		return append(steps,
+			step{"restore seccomp filters", "restore.seccomp", m.restoreSeccomp, &r.Stats.State},
+			step{"restore credentials", "restore.creds", m.restoreCreds, &r.Stats.Creds})
 	}
 	// The root, then the other members of a tree in image order (an fd
 	// they share is made by the first that has it).

@@ -17,7 +17,7 @@ func newCheckCmd(g *globals) *cobra.Command {
 		Short: "Probe this kernel for every feature lazy migration uses",
 		Long: `check tries, one by one, every kernel feature lazycr relies on (userfaultfd
 and its features and ioctls, ptrace seize/interrupt, process_vm_readv/writev,
-pidfd_getfd, clone3 with set_tid, PR_SET_MM_MAP, rseq configuration,
+pidfd_getfd, PTRACE_O_SUSPEND_SECCOMP, clone3 with set_tid, PR_SET_MM_MAP, rseq configuration,
 PAGEMAP_SCAN, network namespaces, the special-mapping layout, the XSAVE size)
 by actually using it, never by kernel version. It leaves nothing behind.
 

@@ -115,7 +115,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		}
 		fmt.Fprintf(w, "\nThreads of pid %d\n", p.Pid)
 		tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "  TID\tRIP\tRSP\tFS_BASE\tBLOCKED\tPENDING\tALTSTACK\tRSEQ")
+		fmt.Fprintln(tw, "  TID\tRIP\tRSP\tFS_BASE\tBLOCKED\tPENDING\tALTSTACK\tRSEQ\tSECCOMP")
 		for _, t := range p.Threads {
 			alt := "-"
 			if t.Sigaltstack != nil && t.Sigaltstack.Flags&kabi.SS_DISABLE == 0 && t.Sigaltstack.Size != 0 {
@@ -125,8 +125,8 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 			if t.Rseq != nil && t.Rseq.Addr != 0 {
 				rseq = fmt.Sprintf("%#x", t.Rseq.Addr)
 			}
-			fmt.Fprintf(tw, "  %d\t%#x\t%#x\t%#x\t%s\t%d\t%s\t%s\n", t.Tid, t.Regs.GetRip(), t.Regs.GetRsp(), t.Regs.GetFsBase(),
-				files.Sigset(t.Sigmask), len(t.Pending), alt, rseq)
+			fmt.Fprintf(tw, "  %d\t%#x\t%#x\t%#x\t%s\t%d\t%s\t%s\t%s\n", t.Tid, t.Regs.GetRip(), t.Regs.GetRsp(), t.Regs.GetFsBase(),
+				files.Sigset(t.Sigmask), len(t.Pending), alt, rseq, seccompText(t))
 		}
 		tw.Flush()
 

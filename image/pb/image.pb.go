@@ -1180,8 +1180,13 @@ type Thread struct {
 	ClearChildTid uint64                 `protobuf:"varint,9,opt,name=clear_child_tid,json=clearChildTid,proto3" json:"clear_child_tid,omitempty"`
 	RobustList    *RobustList            `protobuf:"bytes,10,opt,name=robust_list,json=robustList,proto3" json:"robust_list,omitempty"`
 	Comm          string                 `protobuf:"bytes,11,opt,name=comm,proto3" json:"comm,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// seccomp(2) state of this thread: SECCOMP_MODE_* (0 disabled, 1 strict,
+	// 2 filter) and, in filter mode, its filter chain oldest first (the order
+	// they were installed in).
+	SeccompMode    uint32           `protobuf:"varint,12,opt,name=seccomp_mode,json=seccompMode,proto3" json:"seccomp_mode,omitempty"`
+	SeccompFilters []*SeccompFilter `protobuf:"bytes,13,rep,name=seccomp_filters,json=seccompFilters,proto3" json:"seccomp_filters,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Thread) Reset() {
@@ -1291,6 +1296,73 @@ func (x *Thread) GetComm() string {
 	return ""
 }
 
+func (x *Thread) GetSeccompMode() uint32 {
+	if x != nil {
+		return x.SeccompMode
+	}
+	return 0
+}
+
+func (x *Thread) GetSeccompFilters() []*SeccompFilter {
+	if x != nil {
+		return x.SeccompFilters
+	}
+	return nil
+}
+
+// SeccompFilter is one classic BPF program of a seccomp filter chain.
+type SeccompFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Program       []byte                 `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"` // struct sock_filter[], 8 bytes each, as the kernel returns them
+	Flags         uint32                 `protobuf:"varint,2,opt,name=flags,proto3" json:"flags,omitempty"`    // SECCOMP_FILTER_FLAG_LOG from PTRACE_GET_SECCOMP_METADATA
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeccompFilter) Reset() {
+	*x = SeccompFilter{}
+	mi := &file_image_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeccompFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeccompFilter) ProtoMessage() {}
+
+func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeccompFilter.ProtoReflect.Descriptor instead.
+func (*SeccompFilter) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SeccompFilter) GetProgram() []byte {
+	if x != nil {
+		return x.Program
+	}
+	return nil
+}
+
+func (x *SeccompFilter) GetFlags() uint32 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
 // Registers is x86-64 struct user_regs_struct (NT_PRSTATUS), field for field.
 type Registers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1327,7 +1399,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1411,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1424,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1555,7 +1627,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1639,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1652,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1615,7 +1687,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1699,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1712,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1676,7 +1748,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1760,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1773,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1742,7 +1814,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1826,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1839,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1801,7 +1873,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1885,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1898,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -1904,7 +1976,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1988,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2001,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -1974,7 +2046,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2058,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2071,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2048,7 +2120,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2132,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2145,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2114,7 +2186,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2198,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2211,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2222,7 +2294,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2306,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2319,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -2322,7 +2394,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2406,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2419,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -2412,7 +2484,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2496,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2509,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -2480,7 +2552,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2564,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2577,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2600,7 +2672,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2684,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2697,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FileID) GetPath() string {
@@ -2682,7 +2754,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2694,7 +2766,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2707,7 +2779,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2799,7 +2871,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2883,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2896,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -2873,7 +2945,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +2957,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +2970,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -2967,7 +3039,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3051,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3064,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3242,7 +3314,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3326,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3339,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3312,7 +3384,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3396,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3409,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -3372,7 +3444,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3384,7 +3456,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3397,7 +3469,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3439,7 +3511,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3451,7 +3523,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3464,7 +3536,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3522,7 +3594,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3534,7 +3606,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3547,7 +3619,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3588,7 +3660,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3600,7 +3672,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3613,7 +3685,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3645,7 +3717,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3729,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3742,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3710,7 +3782,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +3794,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +3807,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3762,7 +3834,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3774,7 +3846,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3787,7 +3859,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3841,7 +3913,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3853,7 +3925,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3866,7 +3938,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3894,7 +3966,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3906,7 +3978,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3919,7 +3991,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UnixSocket) GetInode() uint64 {
@@ -4003,7 +4075,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4015,7 +4087,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4028,7 +4100,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4156,7 +4228,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4168,7 +4240,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4181,7 +4253,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4359,7 +4431,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4371,7 +4443,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4384,7 +4456,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4459,7 +4531,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +4543,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +4556,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4660,7 +4732,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4672,7 +4744,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4685,7 +4757,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4725,7 +4797,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4737,7 +4809,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4750,7 +4822,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *MemFd) GetName() string {
@@ -4812,7 +4884,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4824,7 +4896,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4837,7 +4909,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4892,7 +4964,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4904,7 +4976,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4917,7 +4989,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -4938,7 +5010,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4950,7 +5022,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4963,7 +5035,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5004,7 +5076,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5016,7 +5088,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5029,7 +5101,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5173,7 +5245,7 @@ const file_image_proto_rawDesc = "" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x03 \x01(\rR\x03gid\"\xaa\x03\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"\x96\x04\n" +
 	"\x06Thread\x12\x10\n" +
 	"\x03tid\x18\x01 \x01(\rR\x03tid\x12\x15\n" +
 	"\x06ns_tid\x18\x02 \x03(\rR\x05nsTid\x12.\n" +
@@ -5187,7 +5259,12 @@ const file_image_proto_rawDesc = "" +
 	"\vrobust_list\x18\n" +
 	" \x01(\v2\x1b.lazycr.image.v1.RobustListR\n" +
 	"robustList\x12\x12\n" +
-	"\x04comm\x18\v \x01(\tR\x04comm\"\xfe\x03\n" +
+	"\x04comm\x18\v \x01(\tR\x04comm\x12!\n" +
+	"\fseccomp_mode\x18\f \x01(\rR\vseccompMode\x12G\n" +
+	"\x0fseccomp_filters\x18\r \x03(\v2\x1e.lazycr.image.v1.SeccompFilterR\x0eseccompFilters\"?\n" +
+	"\rSeccompFilter\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\fR\aprogram\x12\x14\n" +
+	"\x05flags\x18\x02 \x01(\rR\x05flags\"\xfe\x03\n" +
 	"\tRegisters\x12\x10\n" +
 	"\x03r15\x18\x01 \x01(\x04R\x03r15\x12\x10\n" +
 	"\x03r14\x18\x02 \x01(\x04R\x03r14\x12\x10\n" +
@@ -5590,7 +5667,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
@@ -5605,46 +5682,47 @@ var file_image_proto_goTypes = []any{
 	(*Process)(nil),       // 10: lazycr.image.v1.Process
 	(*DeletedDir)(nil),    // 11: lazycr.image.v1.DeletedDir
 	(*Thread)(nil),        // 12: lazycr.image.v1.Thread
-	(*Registers)(nil),     // 13: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 14: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 15: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 16: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 17: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 18: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 19: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 20: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 21: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 22: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 23: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 24: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 25: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 26: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 27: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 28: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 29: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 30: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 31: lazycr.image.v1.Fd
-	(*FileLock)(nil),      // 32: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),       // 33: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 34: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 35: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 36: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 37: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 38: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 39: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 40: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 41: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),    // 42: lazycr.image.v1.UnixSocket
-	(*InetSocket)(nil),    // 43: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 44: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 45: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 46: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 47: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 48: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 49: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 50: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 51: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 52: lazycr.image.v1.Device
+	(*SeccompFilter)(nil), // 13: lazycr.image.v1.SeccompFilter
+	(*Registers)(nil),     // 14: lazycr.image.v1.Registers
+	(*Siginfo)(nil),       // 15: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),   // 16: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),          // 17: lazycr.image.v1.Rseq
+	(*RobustList)(nil),    // 18: lazycr.image.v1.RobustList
+	(*Credentials)(nil),   // 19: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),        // 20: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),     // 21: lazycr.image.v1.SigAction
+	(*ITimer)(nil),        // 22: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),    // 23: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),    // 24: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),     // 25: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),       // 26: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),      // 27: lazycr.image.v1.MmFields
+	(*FileID)(nil),        // 28: lazycr.image.v1.FileID
+	(*Vma)(nil),           // 29: lazycr.image.v1.Vma
+	(*PageRun)(nil),       // 30: lazycr.image.v1.PageRun
+	(*FdTable)(nil),       // 31: lazycr.image.v1.FdTable
+	(*Fd)(nil),            // 32: lazycr.image.v1.Fd
+	(*FileLock)(nil),      // 33: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),       // 34: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),   // 35: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),          // 36: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),    // 37: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),       // 38: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),   // 39: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),         // 40: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),       // 41: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),      // 42: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),    // 43: lazycr.image.v1.UnixSocket
+	(*InetSocket)(nil),    // 44: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),     // 45: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),     // 46: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil), // 47: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),    // 48: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),         // 49: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),   // 50: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),       // 51: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),  // 52: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),        // 53: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	10, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -5655,59 +5733,60 @@ var file_image_proto_depIdxs = []int32{
 	7,  // 5: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
 	7,  // 6: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
 	12, // 7: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	18, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	19, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	20, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	21, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	22, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	14, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	23, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	19, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	20, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	21, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	22, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	23, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	15, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	24, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
 	11, // 15: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	13, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	14, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	15, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	16, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	17, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	28, // 21: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	26, // 22: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	27, // 23: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	25, // 24: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	27, // 25: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 26: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	29, // 27: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 28: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	31, // 29: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	33, // 30: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	32, // 31: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	34, // 32: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	35, // 33: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	37, // 34: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	39, // 35: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	40, // 36: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	41, // 37: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	43, // 38: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	52, // 39: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	48, // 40: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	49, // 41: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	50, // 42: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	42, // 43: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	3,  // 44: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	27, // 45: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	36, // 46: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	38, // 47: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	46, // 48: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	44, // 49: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	45, // 50: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	47, // 51: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	27, // 52: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	51, // 53: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	27, // 54: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	27, // 55: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	14, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	15, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	16, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	17, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	18, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	13, // 21: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
+	29, // 22: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	27, // 23: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	28, // 24: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	26, // 25: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	28, // 26: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 27: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	30, // 28: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 29: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	32, // 30: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	34, // 31: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	33, // 32: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	35, // 33: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	36, // 34: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	38, // 35: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	40, // 36: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	41, // 37: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	42, // 38: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	44, // 39: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	53, // 40: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	49, // 41: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	50, // 42: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	51, // 43: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	43, // 44: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	3,  // 45: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	28, // 46: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	37, // 47: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	39, // 48: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	47, // 49: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	45, // 50: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	46, // 51: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	48, // 52: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	28, // 53: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	52, // 54: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	28, // 55: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	28, // 56: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5716,7 +5795,7 @@ func file_image_proto_init() {
 		return
 	}
 	file_image_proto_msgTypes[6].OneofWrappers = []any{}
-	file_image_proto_msgTypes[27].OneofWrappers = []any{
+	file_image_proto_msgTypes[28].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -5730,14 +5809,14 @@ func file_image_proto_init() {
 		(*Fd_Inotify)(nil),
 		(*Fd_UnixSocket)(nil),
 	}
-	file_image_proto_msgTypes[34].OneofWrappers = []any{}
+	file_image_proto_msgTypes[35].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

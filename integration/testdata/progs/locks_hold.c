@@ -13,6 +13,10 @@
  *            these two, owned by this pid, and nothing on 30-39 or 50-
  *   ofd      fcntl(F_OFD_SETLK) write lock on bytes 100 to EOF: F_OFD_GETLK
  *            sees exactly it (pid -1), and nothing on 0-99
+ *   setlkw   reports first, then waits in fcntl(F_SETLKW) for a write lock
+ *            on the whole file (held by the test), then checks it as posix
+ *   flockw   reports first, then waits in flock(LOCK_EX), then checks it as
+ *            flock
  *
  * Report: {"pid":N,"fd":N} once the locks are held (fd: the locked one).
  * Ticks:  "main", after each check that passed. A failed check prints
@@ -51,7 +55,7 @@ static void probe(off_t start, off_t len, short want_type, pid_t want_pid, off_t
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: locks_hold flock|flocksh|posix|ofd FILE\n");
+		fprintf(stderr, "usage: locks_hold flock|flocksh|posix|ofd|setlkw|flockw FILE\n");
 		return 2;
 	}
 	const char *kind = argv[1];
@@ -81,11 +85,26 @@ int main(int argc, char **argv)
 		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 0};
 		if (fcntl(fd, F_OFD_SETLK, &fl) < 0)
 			die("F_OFD_SETLK");
+	} else if (strcmp(kind, "setlkw") == 0) {
+		k = 4;
+	} else if (strcmp(kind, "flockw") == 0) {
+		k = 5;
 	} else {
 		fprintf(stderr, "unknown lock kind %s\n", kind);
 		return 2;
 	}
 	emit("{\"pid\":%d,\"fd\":%d}\n", getpid(), fd);
+	if (k == 4) {
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+		while (fcntl(fd, F_SETLKW, &fl) < 0)
+			if (errno != EINTR)
+				die("F_SETLKW");
+	} else if (k == 5) {
+		while (flock(fd, LOCK_EX) < 0)
+			if (errno != EINTR)
+				die("flock");
+		k = 0;
+	}
 	for (unsigned long n = 1;; n++) {
 		switch (k) {
 		case 0:
@@ -111,6 +130,9 @@ int main(int argc, char **argv)
 		case 3:
 			probe(0, 0, F_WRLCK, -1, 100, 0);
 			probe(0, 100, F_UNLCK, 0, 0, 0);
+			break;
+		case 4:
+			probe(0, 0, F_WRLCK, getpid(), 0, 0);
 			break;
 		}
 		tick("main", n);
