@@ -167,3 +167,27 @@ func TestSweepStates(t *testing.T) {
 		t.Errorf("SweepStates of a missing root: %v, %v", got, err)
 	}
 }
+
+// FuzzParseStateDirName: a name is taken only in its canonical form, so a
+// sweep never mistakes another directory for a session state.
+func FuzzParseStateDirName(f *testing.F) {
+	for _, s := range []string{"pid-1-2", "pid-42", "pid-01-2", "pid--1-2", "pid-1-0", "pid-1-2-3", "x", "pid-"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		pid, start, ok := parseStateDirName(name)
+		if !ok {
+			return
+		}
+		want := fmt.Sprintf("pid-%d-%d", pid, start)
+		if start == 0 {
+			want = fmt.Sprintf("pid-%d", pid)
+		}
+		if pid <= 0 || name != want {
+			t.Fatalf("parseStateDirName(%q) = %d, %d: not canonical (%q)", name, pid, start, want)
+		}
+		if start != 0 && DefaultStateDir(pid, start) != filepath.Join(StateRoot, name) {
+			t.Fatalf("DefaultStateDir(%d, %d) != %s/%s", pid, start, StateRoot, name)
+		}
+	})
+}

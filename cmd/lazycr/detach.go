@@ -46,7 +46,13 @@ func detachRestore(ctx context.Context, g *globals) error {
 	if defaultLog {
 		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("lazycr-restore-%d.log", os.Getpid()))
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if defaultLog {
+		// In the shared temp directory: never follow a symlink planted
+		// under the predictable name.
+		flags |= syscall.O_NOFOLLOW
+	}
+	logf, err := os.OpenFile(logPath, flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("detach: open log file: %w", err)
 	}
