@@ -365,6 +365,7 @@ func sysvSegment(obj *pb.ShmObject, id uint64) error {
 		return fmt.Errorf("read System V shm segment %d: %w", id, os.NewSyscallError("shmctl IPC_STAT", err))
 	}
 	obj.SysvId, obj.SysvKey = int32(id), d.Perm.Key
+	obj.SysvCuid, obj.SysvCgid = d.Perm.Cuid, d.Perm.Cgid
 	obj.Size, obj.Uid, obj.Gid = d.Segsz, d.Perm.Uid, d.Perm.Gid
 	obj.Mode = d.Perm.Mode & (0o777 | kabi.SHM_DEST | kabi.SHM_LOCKED)
 	if obj.Size == 0 {

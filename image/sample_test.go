@@ -299,7 +299,7 @@ func sampleSet() *Set {
 				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Dev: 1, Inode: 1229, Size: 2 * PageSize, Mode: 0o777},
 				{Id: 2, Kind: pb.ShmKind_SHM_KIND_MEMFD, Dev: 1, Inode: 1230, Size: PageSize, Name: "ring", Seals: 0x1c, Mode: 0o600, FdContent: true},
 				{Id: 3, Kind: pb.ShmKind_SHM_KIND_DELETED_FILE, Dev: 0x1b, Inode: 8, Size: 32, Name: "/dev/shm/sem.mp-x1", Mode: 0o600, Uid: 1000, Gid: 1000},
-				{Id: 4, Kind: pb.ShmKind_SHM_KIND_SYSV, Dev: 1, Inode: 32769, Size: 56, Mode: 0o1600, SysvKey: 0x0052e2c1, SysvId: 32769},
+				{Id: 4, Kind: pb.ShmKind_SHM_KIND_SYSV, Dev: 1, Inode: 32769, Size: 56, Mode: 0o1600, SysvKey: 0x0052e2c1, SysvId: 32769, SysvCuid: 101, SysvCgid: 104},
 			},
 		},
 		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid), zombiePid: {Pid: zombiePid}},

@@ -190,6 +190,17 @@ func TestShmPostgres(t *testing.T) {
 			t.Errorf("postgres process %d is gone after restore", p)
 		}
 	}
+	// The segment is postgres's own again: owner and creator.
+	for _, id := range sysv {
+		var d unix.SysvShmDesc
+		if _, err := unix.SysvShmCtl(int(id), unix.IPC_STAT, &d); err != nil {
+			t.Errorf("System V segment %d after restore: %v", id, err)
+			continue
+		}
+		if d.Perm.Uid != uint32(uid) || d.Perm.Cuid != uint32(uid) || d.Perm.Gid != uint32(gid) || d.Perm.Cgid != uint32(gid) {
+			t.Errorf("System V segment %d after restore: owner %d:%d creator %d:%d, want %d:%d for both", id, d.Perm.Uid, d.Perm.Gid, d.Perm.Cuid, d.Perm.Cgid, uid, gid)
+		}
+	}
 }
 
 // clientBackends counts the children of postmaster pid that serve a

@@ -68,7 +68,7 @@ func (s *shmState) forFiles(dev, inode uint64) (int, bool, error) {
 		if !match {
 			continue
 		}
-		_, fd, err := s.object(id)
+		_, fd, err := s.object(id, nil)
 		if err != nil {
 			return -1, false, err
 		}
@@ -95,8 +95,9 @@ func (s *shmState) close() {
 	}
 }
 
-// object returns lazycr's fd of object id, making it first.
-func (s *shmState) object(id uint32) (*pb.ShmObject, int, error) {
+// object returns lazycr's fd of object id, making it first; a System V
+// segment is created in the process in builds (see makeSysv).
+func (s *shmState) object(id uint32, in *builder) (*pb.ShmObject, int, error) {
 	o := s.objs[id]
 	if o == nil {
 		return nil, -1, fmt.Errorf("%w: no shared memory object %d in the image", image.ErrInvalid, id)
@@ -109,7 +110,7 @@ func (s *shmState) object(id uint32) (*pb.ShmObject, int, error) {
 		err error
 	)
 	if o.Kind == pb.ShmKind_SHM_KIND_SYSV {
-		fd, err = s.makeSysv(o)
+		fd, err = s.makeSysv(o, in)
 	} else {
 		if o.Kind == pb.ShmKind_SHM_KIND_DELETED_FILE && slices.Contains(s.linked, o.Name) {
 			return nil, -1, fmt.Errorf("%s: two deleted files of that name, both also open as fds, are not restored yet", shmWhat(o))
@@ -294,7 +295,7 @@ func (r *Process) writeShm(v *pb.Vma, o *pb.ShmObject, fd int) error {
 // /proc/<lazycr>/fd/N with the access v may have, and mapped at v's
 // address and object offset. The process's fd is cached like a file's.
 func (r *Process) mapShm(v *pb.Vma, flags uintptr) error {
-	o, local, err := r.shm.object(v.Shm)
+	o, local, err := r.shm.object(v.Shm, r.b)
 	if err != nil {
 		return err
 	}
@@ -363,7 +364,7 @@ func (r *Process) attachSysv(v *pb.Vma, o *pb.ShmObject) error {
 // lock; it refuses when the id or key is taken here. It returns an fd of
 // the segment's memory: lazycr attaches it, opens the attach through
 // /proc/self/map_files and detaches again.
-func (s *shmState) makeSysv(o *pb.ShmObject) (int, error) {
+func (s *shmState) makeSysv(o *pb.ShmObject, in *builder) (int, error) {
 	what := shmWhat(o)
 	var d unix.SysvShmDesc
 	if _, err := unix.SysvShmCtl(int(o.SysvId), unix.IPC_STAT, &d); err == nil {
@@ -378,11 +379,22 @@ func (s *shmState) makeSysv(o *pb.ShmObject) (int, error) {
 	if err := os.WriteFile(kabi.ShmNextID, []byte(fmt.Sprint(o.SysvId)), 0); err != nil {
 		return -1, fmt.Errorf("%s: set the next id: %w", what, err)
 	}
-	id, err := unix.SysvShmGet(int(o.SysvKey), int(o.Size), unix.IPC_CREAT|unix.IPC_EXCL|int(o.Mode&0o777))
-	if err != nil {
-		return -1, fmt.Errorf("%s: %w", what, os.NewSyscallError("shmget", err))
+	flags := unix.IPC_CREAT | unix.IPC_EXCL | int(o.Mode&0o777)
+	var id int
+	var err error
+	if in != nil && (o.SysvCuid != 0 || o.SysvCgid != 0) {
+		id, err = shmgetAs(in, o, flags)
+	} else {
+		if id, err = unix.SysvShmGet(int(o.SysvKey), int(o.Size), flags); err != nil {
+			id, err = -1, os.NewSyscallError("shmget", err)
+		}
 	}
-	s.sysv = append(s.sysv, id)
+	if err == nil || id >= 0 {
+		s.sysv = append(s.sysv, id) // removed if the restore fails
+	}
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", what, err)
+	}
 	if id != int(o.SysvId) {
 		return -1, fmt.Errorf("%w: %s: made as segment %d (another shmget took the id meanwhile?)", ErrSysvTaken, what, id)
 	}
@@ -412,6 +424,33 @@ func (s *shmState) makeSysv(o *pb.ShmObject) (int, error) {
 		return -1, fmt.Errorf("%s: open %s: %w", what, path, os.NewSyscallError("open", err))
 	}
 	return fd, nil
+}
+
+// shmgetAs creates segment o in the process b builds (still root: its
+// credentials come last) with o's creator ids, which IPC_SET cannot
+// change (shmctl(2): cuid and cgid are the creator's effective ids): the
+// effective ids are switched to them around an injected shmget(2) and
+// back (the real and saved ids stay 0, so the capabilities come back
+// with the effective uid, capabilities(7)).
+func shmgetAs(b *builder, o *pb.ShmObject, flags int) (int, error) {
+	const keep = ^uintptr(0) // -1: leave the id as it is
+	if _, err := b.call(unix.SYS_SETRESGID, keep, uintptr(o.SysvCgid), keep); err != nil {
+		return -1, fmt.Errorf("setresgid(-1, %d, -1): %w", o.SysvCgid, err)
+	}
+	if _, err := b.call(unix.SYS_SETRESUID, keep, uintptr(o.SysvCuid), keep); err != nil {
+		b.call(unix.SYS_SETRESGID, keep, 0, keep)
+		return -1, fmt.Errorf("setresuid(-1, %d, -1): %w", o.SysvCuid, err)
+	}
+	id, err := b.call(unix.SYS_SHMGET, uintptr(uint32(o.SysvKey)), uintptr(o.Size), uintptr(flags))
+	_, uerr := b.call(unix.SYS_SETRESUID, keep, 0, keep)
+	_, gerr := b.call(unix.SYS_SETRESGID, keep, 0, keep)
+	if err != nil {
+		return -1, fmt.Errorf("injected shmget as %d:%d: %w", o.SysvCuid, o.SysvCgid, err)
+	}
+	if uerr != nil || gerr != nil {
+		return int(id), fmt.Errorf("switch back to root after shmget: %w", errors.Join(uerr, gerr))
+	}
+	return int(id), nil
 }
 
 // removeSysv removes the segments a failed restore made.

@@ -493,7 +493,11 @@ type ShmObject struct {
 	SysvId  int32 `protobuf:"varint,12,opt,name=sysv_id,json=sysvId,proto3" json:"sysv_id,omitempty"`
 	// A memfd or deleted file also held as an fd: its content is in the fd
 	// images (package files), every run of its VMAs is FILE.
-	FdContent     bool `protobuf:"varint,13,opt,name=fd_content,json=fdContent,proto3" json:"fd_content,omitempty"`
+	FdContent bool `protobuf:"varint,13,opt,name=fd_content,json=fdContent,proto3" json:"fd_content,omitempty"`
+	// System V: the creator's ids (shm_perm.cuid/cgid), which restore
+	// creates the segment with.
+	SysvCuid      uint32 `protobuf:"varint,14,opt,name=sysv_cuid,json=sysvCuid,proto3" json:"sysv_cuid,omitempty"`
+	SysvCgid      uint32 `protobuf:"varint,15,opt,name=sysv_cgid,json=sysvCgid,proto3" json:"sysv_cgid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,6 +621,20 @@ func (x *ShmObject) GetFdContent() bool {
 		return x.FdContent
 	}
 	return false
+}
+
+func (x *ShmObject) GetSysvCuid() uint32 {
+	if x != nil {
+		return x.SysvCuid
+	}
+	return 0
+}
+
+func (x *ShmObject) GetSysvCgid() uint32 {
+	if x != nil {
+		return x.SysvCgid
+	}
+	return 0
 }
 
 // FdRef names one fd of one member.
@@ -5169,7 +5187,7 @@ const file_image_proto_rawDesc = "" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
 	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
 	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\x12,\n" +
-	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\xba\x02\n" +
+	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\xf4\x02\n" +
 	"\tShmObject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.lazycr.image.v1.ShmKindR\x04kind\x12\x10\n" +
@@ -5185,7 +5203,9 @@ const file_image_proto_rawDesc = "" +
 	"\bsysv_key\x18\v \x01(\x05R\asysvKey\x12\x17\n" +
 	"\asysv_id\x18\f \x01(\x05R\x06sysvId\x12\x1d\n" +
 	"\n" +
-	"fd_content\x18\r \x01(\bR\tfdContent\")\n" +
+	"fd_content\x18\r \x01(\bR\tfdContent\x12\x1b\n" +
+	"\tsysv_cuid\x18\x0e \x01(\rR\bsysvCuid\x12\x1b\n" +
+	"\tsysv_cgid\x18\x0f \x01(\rR\bsysvCgid\")\n" +
 	"\x05FdRef\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x0e\n" +
 	"\x02fd\x18\x02 \x01(\x05R\x02fd\"h\n" +
