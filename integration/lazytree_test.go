@@ -168,8 +168,18 @@ func TestLazyTreeSourceKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-src.done
+	live := 0
 	for _, pid := range append([]int{p.pid}, members...) {
+		// A short-lived child of c2 that had exited when the tree was
+		// frozen stays a zombie: its frozen parent cannot reap it.
+		if procState(pid) == "Z" {
+			continue
+		}
 		requireStoppedOriginal(t, &proc{pid: pid})
+		live++
+	}
+	if live < 4 {
+		t.Errorf("%d members of the tree (root included) were alive and checked, want at least 4", live)
 	}
 	if len(members) < 3 {
 		t.Errorf("the tree had %d members besides the root, want at least 3", len(members))
