@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -230,4 +231,80 @@ func (m *mcConn) stat(t *testing.T, name string) string {
 		t.Fatalf("stats has no %s", name)
 	}
 	return val
+}
+
+// TestMemcachedLazySameHost: a listening memcached with no client
+// connected migrates lazily to a new pid on the same host (source and
+// target in this network namespace). The frozen original holds the port
+// until the target says DONE, so the target takes the listening socket
+// itself over (files/inet.go); afterwards a new client finds the values
+// set before, on the same port.
+func TestMemcachedLazySameHost(t *testing.T) {
+	needRoot(t)
+	p, port := startMemcached(t)
+	c := dialWait(t, p, port)
+	m := &mcConn{c: c, r: bufio.NewReader(c)}
+	const keys = 500
+	for i := 0; i < keys; i++ {
+		m.set(t, "key:"+strconv.Itoa(i), mcValue(i))
+	}
+	c.Close()
+	deadline := time.Now().Add(progressTimeout)
+	for { // memcached has closed its end: no client is connected at the freeze
+		if !hasTCPConn(t, port) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client's connection to memcached does not go away")
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	dst := startLazyTarget(t, nil, src.addr)
+	r := adopt(t, lazyResumedPID(t, dst))
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	if _, e := dst.output(); !strings.Contains(e, "took the listening socket") {
+		t.Errorf("the target did not take the listening socket over:\n%s", e)
+	} else {
+		t.Logf("target:\n%s", e)
+	}
+
+	c = dialWait(t, r, port)
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(lazycrTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	m = &mcConn{c: c, r: bufio.NewReader(c)}
+	for i := 0; i < keys; i++ {
+		if v, ok := m.get(t, "key:"+strconv.Itoa(i)); !ok || v != mcValue(i) {
+			t.Fatalf("get key:%d after the migration: %.40q %v", i, v, ok)
+		}
+	}
+	m.set(t, "after", "migration")
+	if v, ok := m.get(t, "after"); !ok || v != "migration" {
+		t.Fatalf("get after: %q %v", v, ok)
+	}
+}
+
+// hasTCPConn reports whether /proc/net/tcp has a socket on local port
+// port that is not listening.
+func hasTCPConn(t *testing.T, port int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] == "0A" {
+			continue
+		}
+		_, lp, _ := strings.Cut(f[1], ":")
+		if p, err := strconv.ParseUint(lp, 16, 16); err == nil && int(p) == port {
+			return true
+		}
+	}
+	return false
 }
