@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // mcConn is a memcached text-protocol client on one connection (the
@@ -85,8 +87,9 @@ func mcValue(i int) string {
 }
 
 // startMemcached runs a multi-threaded memcached on a free port of
-// 127.0.0.1 and returns it with its port.
-func startMemcached(t *testing.T) (*proc, int) {
+// 127.0.0.1 (as the init of a new PID namespace with pidns) and returns
+// it with its port.
+func startMemcached(t *testing.T, pidns bool) (*proc, int) {
 	t.Helper()
 	server, err := exec.LookPath("memcached")
 	if err != nil {
@@ -98,7 +101,11 @@ func startMemcached(t *testing.T) (*proc, int) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close() // memcached takes the port next: a free one, never a fixed one
-	p := start(t, server, "-u", "root", "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "4", "-m", "64")
+	adjust := func(*exec.Cmd) {}
+	if pidns {
+		adjust = func(c *exec.Cmd) { c.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID} }
+	}
+	p := startWith(t, adjust, server, "-u", "root", "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "4", "-m", "64")
 	return p, port
 }
 
@@ -125,7 +132,7 @@ func dialWait(t *testing.T, p *proc, port int) net.Conn {
 // and gets keep working on it.
 func TestMemcachedDumpRestore(t *testing.T) {
 	needRoot(t)
-	p, port := startMemcached(t)
+	p, port := startMemcached(t, false)
 	c := dialWait(t, p, port)
 	defer c.Close()
 	if err := c.SetDeadline(time.Now().Add(2 * lazycrTimeout)); err != nil {
@@ -241,7 +248,7 @@ func (m *mcConn) stat(t *testing.T, name string) string {
 // set before, on the same port.
 func TestMemcachedLazySameHost(t *testing.T) {
 	needRoot(t)
-	p, port := startMemcached(t)
+	p, port := startMemcached(t, false)
 	c := dialWait(t, p, port)
 	m := &mcConn{c: c, r: bufio.NewReader(c)}
 	const keys = 500
@@ -307,4 +314,72 @@ func hasTCPConn(t *testing.T, port int) bool {
 		}
 	}
 	return false
+}
+
+// TestMemcachedLazySameHostRollback: memcached, the init of its own PID
+// namespace, migrates lazily with --pidns on one host; the target takes
+// the listening socket over and then fails (failpoint restore.state), so the migration
+// is rolled back: the original, released, still listens and serves on the
+// same port. A second migration, into a new PID namespace, then succeeds.
+func TestMemcachedLazySameHostRollback(t *testing.T) {
+	needRoot(t)
+	fp := failpointLazycr(t)
+	p, port := startMemcached(t, true)
+	c := dialWait(t, p, port)
+	m := &mcConn{c: c, r: bufio.NewReader(c)}
+	const keys = 200
+	for i := 0; i < keys; i++ {
+		m.set(t, "key:"+strconv.Itoa(i), mcValue(i))
+	}
+	c.Close()
+	deadline := time.Now().Add(progressTimeout)
+	for hasTCPConn(t, port) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's connection to memcached does not go away")
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	check := func(what string, srv *proc) {
+		t.Helper()
+		c := dialWait(t, srv, port)
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(lazycrTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		m := &mcConn{c: c, r: bufio.NewReader(c)}
+		for i := 0; i < keys; i++ {
+			if v, ok := m.get(t, "key:"+strconv.Itoa(i)); !ok || v != mcValue(i) {
+				t.Fatalf("get key:%d %s: %.40q %v", i, what, v, ok)
+			}
+		}
+	}
+
+	src := startLazySource(t, nil, p.pid, "127.0.0.1", "--reconnect-timeout", "2s")
+	cmd := lazyCmd(t, nil, "restore", "--lazy-from", src.addr, "--pidns")
+	cmd.Path, cmd.Args[0] = fp, fp
+	cmd.Env = append(cmd.Env, "LAZYCR_FAILPOINT=restore.state")
+	dst := startLazyRun(t, "target with failpoint restore.state", cmd)
+	if code := dst.wait(t, lazycrTimeout); code != 1 {
+		o, e := dst.output()
+		t.Fatalf("target exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, o, e)
+	}
+	if _, e := dst.output(); !strings.Contains(e, "took the listening socket") || !strings.Contains(e, "failpoint restore.state") {
+		t.Errorf("the target did not fail after taking the listening socket over:\n%s", e)
+	}
+	src.requireExit(t, 1)
+	if _, e := src.output(); !strings.Contains(e, "released") {
+		t.Errorf("source stderr does not say the process was released:\n%s", e)
+	}
+	if p.exited() {
+		t.Fatalf("memcached pid %d exited after the rollback: %v", p.pid, p.waitErr)
+	}
+	check("from the original after the rollback", p)
+
+	src = startLazySource(t, nil, p.pid, "127.0.0.1")
+	ok := startLazyRun(t, "target into a new PID namespace", lazyCmd(t, nil, "restore", "--lazy-from", src.addr, "--pidns"))
+	r := adopt(t, lazyResumedPID(t, ok))
+	ok.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	check("after the migration into a new PID namespace", r)
 }
