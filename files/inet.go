@@ -547,8 +547,8 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 // once it is killed the socket lives on in the new process. Taken only if
 // the image comes from this boot and the dumped pid still holds, at that
 // fd, a listening socket with the image's inode and address, in the
-// network namespace of the process being built; anything else is an
-// error.
+// network namespace of the process being built, and it is stopped by its
+// tracer (the source's freeze); anything else is an error.
 func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
 	here, err := BootID()
 	if err != nil {
@@ -574,6 +574,14 @@ func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
 		return 0, fmt.Errorf("fd %d of pid %d is not socket:[%d] (mode %#o inode %d)", f.Fd, pid, s.Inode, st.Mode, st.Ino)
+	}
+	// Only from a frozen original: a running process (a released source)
+	// would go on accepting from the same socket.
+	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
+		if err == nil {
+			err = fmt.Errorf("state %c, tracer pid %d", ps.State, ps.TracerPid)
+		}
+		return 0, fmt.Errorf("pid %d is not frozen by a tracer: %w", pid, err)
 	}
 	if err := sameNetns(local, r.pid); err != nil {
 		return 0, fmt.Errorf("socket:[%d] of pid %d: %w", s.Inode, pid, err)
