@@ -357,6 +357,14 @@ func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		if errors.Is(err, unix.EADDRINUSE) && s.Listening {
 			err = r.bindOverTimeWait(local, la, lap, s, err)
 		}
+		if errors.Is(err, unix.EADDRINUSE) && s.Listening && r.handOver {
+			took, terr := r.takeListener(f, s)
+			if terr != nil {
+				return 0, fmt.Errorf("bind fd %d to %s: %w (taking the source's listener over: %w)", f.Fd, lap, err, terr)
+			}
+			r.closeRemote(fd)
+			return took, nil
+		}
 		if err != nil {
 			return 0, fmt.Errorf("bind fd %d to %s: %w", f.Fd, lap, err)
 		}
@@ -526,4 +534,93 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// takeListener hands the listening socket of image fd f over from the
+// dumped process itself, for a post-copy restore on the host it was dumped
+// on: the source keeps the original frozen, holding its port, until the
+// target is done, so a fresh socket cannot bind. pidfd_getfd(2) copies the
+// original's fd, which shares its open file description, so the process
+// gets the very same socket: its options, backlog and accept queue are
+// exact, and connections that arrive meanwhile wait in it. The original
+// keeps its own fd: if the migration is rolled back it still listens, and
+// once it is killed the socket lives on in the new process. Taken only if
+// the image comes from this boot and the dumped pid still holds, at that
+// fd, a listening socket with the image's inode and address, in the
+// network namespace of the process being built, and it is stopped by its
+// tracer (the source's freeze); anything else is an error.
+func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
+	here, err := BootID()
+	if err != nil {
+		return 0, err
+	}
+	if r.bootID == "" || here != r.bootID {
+		return 0, fmt.Errorf("the image comes from another boot or host (boot id %q, here %q)", r.bootID, here)
+	}
+	pid := int(r.imagePid)
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open dumped pid %d: %w", pid, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, int(f.Fd), 0)
+	if err != nil {
+		return 0, fmt.Errorf("take fd %d of dumped pid %d: %w", f.Fd, pid, os.NewSyscallError("pidfd_getfd", err))
+	}
+	defer unix.Close(local)
+	var st unix.Stat_t
+	if err := unix.Fstat(local, &st); err != nil {
+		return 0, fmt.Errorf("stat fd %d of pid %d: %w", f.Fd, pid, os.NewSyscallError("fstat", err))
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
+		return 0, fmt.Errorf("fd %d of pid %d is not socket:[%d] (mode %#o inode %d)", f.Fd, pid, s.Inode, st.Mode, st.Ino)
+	}
+	// Only from a frozen original: a running process (a released source)
+	// would go on accepting from the same socket.
+	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
+		if err == nil {
+			err = fmt.Errorf("state %c, tracer pid %d", ps.State, ps.TracerPid)
+		}
+		return 0, fmt.Errorf("pid %d is not frozen by a tracer: %w", pid, err)
+	}
+	if err := sameNetns(local, r.pid); err != nil {
+		return 0, fmt.Errorf("socket:[%d] of pid %d: %w", s.Inode, pid, err)
+	}
+	got, err := describeSocket(local)
+	if err != nil {
+		return 0, fmt.Errorf("socket:[%d] of pid %d: %w", s.Inode, pid, err)
+	}
+	if !got.Listening || got.Family != s.Family || got.LocalAddr != s.LocalAddr || got.LocalPort != s.LocalPort {
+		return 0, fmt.Errorf("socket:[%d] of pid %d no longer listens on %s", s.Inode, pid, HostPort(s.LocalAddr, s.LocalPort))
+	}
+	fd, err := r.receive(local, f.Fd)
+	if err != nil {
+		return 0, err
+	}
+	r.log.Info().Int32("fd", f.Fd).Int("source_pid", pid).Uint64("socket", s.Inode).
+		Msgf("fd %d: took the listening socket %s over from the frozen original pid %d", f.Fd, HostPort(s.LocalAddr, s.LocalPort), pid)
+	return fd, nil
+}
+
+// sameNetns checks that socket sock belongs to the network namespace of
+// pid (SIOCGSKNS opens the socket's namespace: see sock_ioctl in
+// net/socket.c).
+func sameNetns(sock int, pid int) error {
+	nsfd, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
+	if err != nil {
+		return fmt.Errorf("open its network namespace: %w", os.NewSyscallError("ioctl SIOCGSKNS", err))
+	}
+	defer unix.Close(nsfd)
+	var have, want unix.Stat_t
+	if err := unix.Fstat(nsfd, &have); err != nil {
+		return fmt.Errorf("stat its network namespace: %w", os.NewSyscallError("fstat", err))
+	}
+	path := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if err := unix.Stat(path, &want); err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if have.Dev != want.Dev || have.Ino != want.Ino {
+		return fmt.Errorf("it is in network namespace %d, pid %d in %d", have.Ino, pid, want.Ino)
+	}
+	return nil
 }

@@ -47,6 +47,10 @@ type RestoreOptions struct {
 	// SharedMemory gives the objects memfds and deleted files are also
 	// mapped as (shmhook.go).
 	SharedMemory SharedMemoryFunc
+	// HandOver lets a listening socket whose port is taken be handed over
+	// from the dumped process itself (inet.go takeListener): for a
+	// post-copy restore, whose source keeps the original frozen.
+	HandOver bool
 }
 
 // allFds is ~0U, the last fd of close_range(2).
@@ -87,6 +91,8 @@ type restorer struct {
 	sendFd int
 	tcp    *TCPRestore
 	shared SharedMemoryFunc // shmhook.go
+	// handOver: RestoreOptions.HandOver.
+	handOver bool
 }
 
 // Restore re-creates the image's fd table at its exact numbers in the
@@ -106,7 +112,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP
