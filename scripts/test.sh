@@ -12,6 +12,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server) # TCP connections across dump/restore (issue 13)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light) # nginx master + workers across dump/restore (issues 12, 13)
 if ((${#need[@]})); then
 	if [[ $(id -u) -eq 0 ]]; then
 		echo "installing: ${need[*]}"
