@@ -313,7 +313,7 @@ func TestNginxKeepAliveRefused(t *testing.T) {
 
 // TestNginxLazyHosts: nginx, the init of its own PID namespace on host B,
 // listening on B's service address, migrates lazily to host C (dump --lazy
-// / restore --lazy-from --pidns, --net-policy takeover): a client on host A
+// / restore --lazy-from --pidns, --net-policy takeover --net-iface): a client on host A
 // gets the file with its checksum before and after from the same address;
 // the master is pid 1 of its namespace again with its 2 workers.
 func TestNginxLazyHosts(t *testing.T) {
@@ -358,7 +358,9 @@ func TestNginxLazyHosts(t *testing.T) {
 	workers := nginxWorkers(t, p.pid, 2)
 
 	src := startLazySource(t, hB, p.pid, hB.Addr.String())
-	args := []string{"restore", "--lazy-from", src.addr, "--pidns", "--net-policy", "takeover"}
+	// Only a listening socket: no peer to find the interface by, and the
+	// hosts have no default route, so the takeover is told where to go.
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns", "--net-policy", "takeover", "--net-iface", hC.Iface}
 	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hC, args...))
 	rp := adopt(t, lazyResumedPID(t, dst))
 	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: the workers go with it
