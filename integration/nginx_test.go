@@ -165,19 +165,36 @@ func waitServing(t *testing.T, p *proc, s *nginxSite, dial func() (net.Conn, err
 	}
 }
 
-// nginxWorkers waits until master has n children and returns them.
+// nginxWorkers waits until master has n children and returns them. They
+// are killed when t ends (killing the master orphans them).
 func nginxWorkers(t *testing.T, master, n int) []int {
 	t.Helper()
 	deadline := time.Now().Add(reportTimeout)
 	for {
 		ws := children(master)
 		if len(ws) == n {
+			killAtEnd(t, ws)
 			return ws
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("nginx master pid %d has children %v, want %d", master, ws, n)
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// killAtEnd SIGKILLs pids when t ends, through pidfds opened now: a pid
+// reused by then is not touched.
+func killAtEnd(t *testing.T, pids []int) {
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone already
+		}
+		t.Cleanup(func() {
+			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			unix.Close(fd)
+		})
 	}
 }
 
@@ -226,9 +243,6 @@ func TestNginxDumpRestore(t *testing.T) {
 		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
 	}
 	r := adopt(t, rpid)
-	for _, w := range workers {
-		t.Cleanup(func() { unix.Kill(w, unix.SIGKILL) })
-	}
 	if rpid != p.pid {
 		t.Errorf("restored master pid %d, want %d", rpid, p.pid)
 	}
@@ -251,9 +265,7 @@ func TestNginxDumpRestore(t *testing.T) {
 	for {
 		ws := children(r.pid)
 		if len(ws) == 2 && !slices.Contains(ws, workers[0]) && !slices.Contains(ws, workers[1]) {
-			for _, w := range ws {
-				t.Cleanup(func() { unix.Kill(w, unix.SIGKILL) })
-			}
+			killAtEnd(t, ws)
 			break
 		}
 		if time.Now().After(deadline) {
