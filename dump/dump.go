@@ -175,8 +175,13 @@ type Checkpoint struct {
 	// no proc.
 	members []*Checkpoint
 	zombie  bool
-	tcp     *files.TCPDump     // established TCP connections (files/tcp.go)
-	shm     map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
+	// treeSockets: the socket inodes every live member holds (tree.go),
+	// for files.DumpOptions.TreeSockets; nil for a single process.
+	treeSockets map[uint64]bool
+	// treePids: the live members' pids, for files.DumpOptions.TreePids.
+	treePids map[int]bool
+	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
+	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.

@@ -156,6 +156,22 @@ func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
 // collectAll reads the root, then every member, into one image set, then
 // what members share.
 func (cp *Checkpoint) collectAll(ctx context.Context) error {
+	if len(cp.members) > 0 {
+		socks, err := cp.memberSockets()
+		if err != nil {
+			return err
+		}
+		pids := map[int]bool{cp.pid: true}
+		for _, m := range cp.members {
+			if !m.zombie {
+				pids[m.pid] = true
+			}
+		}
+		cp.treeSockets, cp.treePids = socks, pids
+		for _, m := range cp.members {
+			m.treeSockets, m.treePids = socks, pids
+		}
+	}
 	if err := cp.collect(ctx); err != nil {
 		return err
 	}
@@ -367,6 +383,70 @@ func (cp *Checkpoint) collectTree() error {
 			set.Tree.SharedFiles = append(set.Tree.SharedFiles, sf)
 		}
 		sf.Users = append(sf.Users, &pb.FdRef{Pid: uint32(r.pid), Fd: r.fd.Fd})
+	}
+	return checkMade(cp.pid, refs, set.Tree.SharedFiles)
+}
+
+// memberSockets lists the socket inodes that the root and its live
+// members hold (all frozen).
+func (cp *Checkpoint) memberSockets() (map[uint64]bool, error) {
+	socks := map[uint64]bool{}
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if m.zombie {
+			continue
+		}
+		fds, err := proc.ReadFds(m.pid)
+		if err != nil {
+			return nil, fmt.Errorf("dump pid %d: list fds of pid %d: %w", cp.pid, m.pid, err)
+		}
+		for _, f := range fds {
+			if k, _, ino := proc.Kind(f.Target); k == proc.KindSocket {
+				socks[ino] = true
+			}
+		}
+	}
+	return socks, nil
+}
+
+// checkMade refuses what no member can make on restore. A unix socket a
+// member makes itself (not a description it takes from another member,
+// not a dup) needs its peer among the sockets that member makes too
+// (files' socketpair); a description a member makes has that member as
+// its signal-driven I/O owner, if any (files' setOwner gives it the
+// restored process's pid). nginx passes: its master holds both ends of
+// every worker's channel, owns them, and the workers share them.
+func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
+	users := map[[2]int64]bool{}
+	for _, sf := range shared {
+		for _, u := range sf.Users {
+			users[[2]int64{int64(u.Pid), int64(u.Fd)}] = true
+		}
+	}
+	made := map[int]map[uint64]bool{} // pid → unix inodes it makes
+	var own []liveRef
+	for _, r := range refs {
+		if r.fd.DupOf != nil || users[[2]int64{int64(r.pid), int64(r.fd.Fd)}] {
+			continue
+		}
+		if o := r.fd.Owner; o != nil && o.Pid != 0 && int(o.Pid) != r.pid {
+			return fmt.Errorf("dump pid %d: %w: pid %d fd %d: its signal-driven I/O owner is pid %d, another member, which does not share the description",
+				root, ErrUnsupported, r.pid, r.fd.Fd, o.Pid)
+		}
+		if r.fd.GetUnixSocket() == nil {
+			continue
+		}
+		if made[r.pid] == nil {
+			made[r.pid] = map[uint64]bool{}
+		}
+		made[r.pid][r.fd.GetUnixSocket().Inode] = true
+		own = append(own, r)
+	}
+	for _, r := range own {
+		s := r.fd.GetUnixSocket()
+		if !made[r.pid][s.Peer] {
+			return fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d], which only another member holds; a socket pair split across members is not restored yet",
+				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer)
+		}
 	}
 	return nil
 }

@@ -20,6 +20,17 @@ type DumpOptions struct {
 	// TCP receives the established TCP connections (tcp.go); without it
 	// they are refused.
 	TCP *TCPDump
+	// TreeSockets are the socket inodes that the members of the tree
+	// being dumped hold (frozen, as this process is): a unix socket
+	// whose peer only another member holds is recorded, and the tree's
+	// pass checks that it is restored from a member holding both ends
+	// (dump/tree.go). Nil for a single process.
+	TreeSockets map[uint64]bool
+	// TreePids are the pids of the tree's members: a description whose
+	// signal-driven I/O owner is another member is recorded (nginx's
+	// worker channels are owned by the master), and the tree's pass checks
+	// that the owner member is the one that makes it on restore.
+	TreePids map[int]bool
 }
 
 // dumper holds the state of one Dump run that kinds share.
@@ -207,7 +218,8 @@ func (d *dumper) sharedWith(i int, recorded []*pb.Fd) (*pb.Fd, error) {
 
 // owner reads who gets the description's SIGIO (fcntl(2) F_GETOWN_EX,
 // F_GETSIG): nil when nobody and the default signal. Only the process
-// itself can be restored as the owner.
+// itself, or in a tree another member (see DumpOptions.TreePids), can be
+// restored as the owner.
 func (d *dumper) owner(local int) (*pb.FdOwner, error) {
 	o, err := kabi.FcntlGetOwnerEx(local)
 	if err != nil {
@@ -220,7 +232,7 @@ func (d *dumper) owner(local int) (*pb.FdOwner, error) {
 	if o.Pid == 0 && sig == 0 {
 		return nil, nil
 	}
-	if o.Pid != 0 && (o.Pid != int32(d.pid) || o.Type == kabi.F_OWNER_PGRP) {
+	if o.Pid != 0 && ((o.Pid != int32(d.pid) && !d.opts.TreePids[int(o.Pid)]) || o.Type == kabi.F_OWNER_PGRP) {
 		return nil, fmt.Errorf("%w: signal-driven I/O owner (type %d) %d is not the process itself", ErrUnsupported, o.Type, o.Pid)
 	}
 	return &pb.FdOwner{Type: o.Type, Pid: o.Pid, Signal: int32(sig)}, nil

@@ -273,7 +273,7 @@ func (r *restorer) setAsync(f *pb.Fd) error {
 }
 
 // setOwner gives the description its signal-driven I/O owner (the
-// process itself, under its pid here) and signal, before O_ASYNC is set.
+// process itself, under its pid in its own PID namespace) and signal, before O_ASYNC is set.
 // struct f_owner_ex is two ints. See fcntl(2) F_SETOWN_EX, F_SETSIG.
 func (r *restorer) setOwner(f *pb.Fd, fd uintptr) error {
 	o := f.Owner
@@ -284,7 +284,14 @@ func (r *restorer) setOwner(f *pb.Fd, fd uintptr) error {
 		if o.Pid != int32(r.imagePid) || (o.Type != kabi.F_OWNER_PID && o.Type != kabi.F_OWNER_TID) {
 			return fmt.Errorf("fd %d: signal-driven I/O owner (type %d) %d is not the process", f.Fd, o.Type, o.Pid)
 		}
-		addr, err := r.rem.Put(scratchArgs, le(o.Type, int32(r.pid)))
+		// fcntl(2) reads the owner's pid in the caller's PID namespace:
+		// the process's own pid there (restore --pidns makes it differ
+		// from r.pid, lazycr's view), from an injected getpid(2).
+		self, err := r.rem.Syscall(unix.SYS_GETPID)
+		if err != nil {
+			return fmt.Errorf("set the owner of fd %d: %w", f.Fd, err)
+		}
+		addr, err := r.rem.Put(scratchArgs, le(o.Type, int32(self)))
 		if err != nil {
 			return err
 		}

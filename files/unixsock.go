@@ -17,7 +17,10 @@ import (
 // and gives both ends their shutdown state and options. Refused: named or
 // listening sockets, a peer outside the process, queued datagrams,
 // queued file descriptors (SCM_RIGHTS) or credentials boundaries, and
-// SO_PEEK_OFF or SO_PASSSEC set.
+// SO_PEEK_OFF or SO_PASSSEC set. In a tree, the peer may be another
+// member's (nginx's master holds both ends of each worker's channel, the
+// worker shares one end's description): dump/tree.go refuses a pair that
+// no single member can make.
 type unixSocket struct{}
 
 func (unixSocket) name() string { return "unix" }
@@ -54,7 +57,7 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	if diag.peer == 0 {
 		return refuse("socket:[%d] is not connected", l.ino)
 	}
-	if !d.holdsSocket(diag.peer) {
+	if !d.holdsSocket(diag.peer) && !d.opts.TreeSockets[diag.peer] {
 		return refuse("socket:[%d] is connected to socket:[%d], which is not the process's", l.ino, diag.peer)
 	}
 	if peerDiag, ok := d.unixDiag[diag.peer]; !ok || peerDiag.peer != l.ino {

@@ -13,6 +13,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server) # TCP connections across dump/restore (issue 13)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)       # TCP connections across dump/restore (issue 13)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light) # nginx master + workers across dump/restore (issues 12, 13)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)       # file locks of an open transaction (issue 11)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql) # SysV + shared memory of a tree (issue 12)
 if ((${#need[@]})); then
 	if [[ $(id -u) -eq 0 ]]; then
 		echo "installing: ${need[*]}"
