@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -38,15 +39,7 @@ func (cp *Checkpoint) LazySpaces() []LazySpace {
 		}
 		out = append(out, sp)
 	}
-	slices.SortFunc(out, func(a, b LazySpace) int {
-		switch {
-		case a.PID < b.PID:
-			return -1
-		case a.PID > b.PID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b LazySpace) int { return cmp.Compare(a.PID, b.PID) })
 	return out
 }
 

@@ -173,14 +173,7 @@ func (c callerOn) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error
 	if err := c.cp.proc.WriteMem(scratch, in); err != nil {
 		return 0, err
 	}
-	a := make([]uintptr, len(args))
-	for i, v := range args {
-		if v == vmattr.In {
-			v = scratch
-		}
-		a[i] = v
-	}
-	return c.cp.proc.Syscall(c.tid, nr, a...)
+	return c.cp.proc.Syscall(c.tid, nr, vmattr.WithIn(args, scratch)...)
 }
 
 // CallOut is injectOut: procattr.Out and outArg are the same marker.

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -343,7 +344,7 @@ func (cp *Checkpoint) collectTree() error {
 	for ino, n := range outside {
 		cp.opts.Log.Debug().Uint64("pipe", ino).Int("holder", n).Msg("pipe between members is also held outside the tree: each member's end is restored on its own")
 	}
-	slices.SortFunc(set.Tree.Pipes, func(a, b *pb.TreePipe) int { return cmpU64(a.Inode, b.Inode) })
+	slices.SortFunc(set.Tree.Pipes, func(a, b *pb.TreePipe) int { return cmp.Compare(a.Inode, b.Inode) })
 
 	// Open file descriptions shared across members (kcmp KCMP_FILE; only
 	// fds with the same link target can share one).
@@ -449,16 +450,6 @@ func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
 		}
 	}
 	return nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // pipesHeldOutside returns, for each pipe inode of inos that a process

@@ -62,42 +62,19 @@ func (deletedFile) show(f *pb.Fd) string {
 	return d
 }
 
-// deletedGroup is one deleted file: the image fds that have it open.
-type deletedGroup struct {
-	fds   []*pb.Fd
-	made  bool
-	temps map[int32]uintptr
-}
-
 func (deletedFile) prepare(r *restorer, f *pb.Fd) {
-	if r.deleted == nil {
-		r.deleted = map[fileKey]*deletedGroup{}
-	}
 	id := f.GetDeletedFile().GetFile()
-	key := fileKey{id.GetDev(), id.GetInode()}
-	g := r.deleted[key]
-	if g == nil {
-		g = &deletedGroup{temps: map[int32]uintptr{}}
-		r.deleted[key] = g
-	}
-	g.fds = append(g.fds, f)
+	addToGroup(&r.deleted, fileKey{id.GetDev(), id.GetInode()}, f)
 }
 
 func (deletedFile) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	id := f.GetDeletedFile().GetFile()
-	g := r.deleted[fileKey{id.GetDev(), id.GetInode()}]
-	if !g.made {
-		g.made = true
-		if err := r.makeDeleted(g); err != nil {
-			return 0, err
-		}
-	}
-	return g.temps[f.Fd], nil
+	return r.deleted[fileKey{id.GetDev(), id.GetInode()}].temp(f, r.makeDeleted)
 }
 
 // makeDeleted recreates the file of g under its old name (O_EXCL), fills
 // it, opens every fd of g and unlinks the name.
-func (r *restorer) makeDeleted(g *deletedGroup) error {
+func (r *restorer) makeDeleted(g *fileGroup) error {
 	first := g.fds[0].GetDeletedFile()
 	if first.GetFile() == nil {
 		return fmt.Errorf("fd %d: %w: no file recorded", g.fds[0].Fd, ErrFileChanged)
@@ -141,15 +118,8 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	if !fresh {
 		data = nil // written by the member that opened it first
 	}
-	for off := 0; off < len(data); {
-		n, err := unix.Pwrite(local, data[off:], int64(off))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("write %s: %w", what, os.NewSyscallError("pwrite", err))
-		}
-		off += n
+	if err := writeAll(local, data, what); err != nil {
+		return err
 	}
 	if err := unix.Fchown(local, int(first.Uid), int(first.Gid)); err != nil {
 		return fmt.Errorf("chown %s to %d:%d: %w", what, first.Uid, first.Gid, os.NewSyscallError("fchown", err))
@@ -161,18 +131,8 @@ func (r *restorer) makeDeleted(g *deletedGroup) error {
 	// object's too, until restore ends): through a /proc fd link an
 	// O_NOFOLLOW fd (mkstemp(3), python's tempfile) would fail with
 	// ELOOP, and O_NOFOLLOW cannot be set afterwards.
-	for _, f := range g.fds {
-		df := f.GetDeletedFile()
-		t, err := r.openAt(path, openFlags(f.Flags))
-		if err != nil {
-			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
-		}
-		if df.Pos != 0 {
-			if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(df.Pos), unix.SEEK_SET); err != nil {
-				return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, df.Pos, err)
-			}
-		}
-		g.temps[f.Fd] = t
+	if err := r.openGroup(g, path, what, func(f *pb.Fd) int64 { return f.GetDeletedFile().GetPos() }); err != nil {
+		return err
 	}
 	if m := first.File.MtimeUnixNano; m != 0 {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}

@@ -185,15 +185,5 @@ func (r *restorer) fillFifo(rfd uintptr, data []byte) error {
 			return fmt.Errorf("grow FIFO to %d bytes: %w", len(data), os.NewSyscallError("fcntl F_SETPIPE_SZ", err))
 		}
 	}
-	for len(data) > 0 {
-		n, err := unix.Write(w, data)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("write", err)
-		}
-		data = data[n:]
-	}
-	return nil
+	return writeFull(w, data)
 }

@@ -101,40 +101,17 @@ func (memfd) show(f *pb.Fd) string {
 	return d
 }
 
-// memfdGroup is one memfd: the image fds that have it open.
-type memfdGroup struct {
-	fds   []*pb.Fd
-	made  bool
-	temps map[int32]uintptr
-}
-
 func (memfd) prepare(r *restorer, f *pb.Fd) {
-	if r.memfds == nil {
-		r.memfds = map[uint64]*memfdGroup{}
-	}
-	ino := f.GetMemfd().Inode
-	g := r.memfds[ino]
-	if g == nil {
-		g = &memfdGroup{temps: map[int32]uintptr{}}
-		r.memfds[ino] = g
-	}
-	g.fds = append(g.fds, f)
+	addToGroup(&r.memfds, f.GetMemfd().Inode, f)
 }
 
 func (memfd) create(r *restorer, f *pb.Fd) (uintptr, error) {
-	g := r.memfds[f.GetMemfd().Inode]
-	if !g.made {
-		g.made = true
-		if err := r.makeMemfd(g); err != nil {
-			return 0, err
-		}
-	}
-	return g.temps[f.Fd], nil
+	return r.memfds[f.GetMemfd().Inode].temp(f, r.makeMemfd)
 }
 
 // makeMemfd creates the memfd of g, fills it, opens every fd of g and
 // seals it. See memfd_create(2), fcntl(2) F_ADD_SEALS.
-func (r *restorer) makeMemfd(g *memfdGroup) error {
+func (r *restorer) makeMemfd(g *fileGroup) error {
 	first := g.fds[0].GetMemfd()
 	var data []byte
 	for _, f := range g.fds {
@@ -174,15 +151,8 @@ func (r *restorer) makeMemfd(g *memfdGroup) error {
 	if err := unix.Ftruncate(local, int64(len(data))); err != nil {
 		return fmt.Errorf("size %s to %d bytes: %w", what, len(data), os.NewSyscallError("ftruncate", err))
 	}
-	for off := 0; off < len(data); {
-		n, err := unix.Pwrite(local, data[off:], int64(off))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("write %s: %w", what, os.NewSyscallError("pwrite", err))
-		}
-		off += n
+	if err := writeAll(local, data, what); err != nil {
+		return err
 	}
 	if err := unix.Fchmod(local, first.Mode); err != nil {
 		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode, os.NewSyscallError("fchmod", err))
@@ -207,19 +177,6 @@ func (r *restorer) makeMemfd(g *memfdGroup) error {
 
 // openMemfds opens one description per recorded fd of g on the memfd at
 // fd, like the process would reopen it: through /proc (proc(5)).
-func (r *restorer) openMemfds(g *memfdGroup, fd uintptr, what string) error {
-	for _, f := range g.fds {
-		m := f.GetMemfd()
-		t, err := r.openAt(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), openFlags(f.Flags))
-		if err != nil {
-			return fmt.Errorf("open fd %d on %s: %w", f.Fd, what, err)
-		}
-		if m.Pos != 0 {
-			if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(m.Pos), unix.SEEK_SET); err != nil {
-				return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, m.Pos, err)
-			}
-		}
-		g.temps[f.Fd] = t
-	}
-	return nil
+func (r *restorer) openMemfds(g *fileGroup, fd uintptr, what string) error {
+	return r.openGroup(g, fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), what, func(f *pb.Fd) int64 { return f.GetMemfd().GetPos() })
 }

@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -258,9 +259,14 @@ func (r *restorer) fillPipe(wfd uintptr, data []byte) error {
 		return err
 	}
 	defer unix.Close(local)
+	return writeFull(local, data)
+}
+
+// writeFull writes all of data to fd (lazycr's own), retrying on EINTR.
+func writeFull(fd int, data []byte) error {
 	for len(data) > 0 {
-		n, err := unix.Write(local, data)
-		if err == unix.EINTR {
+		n, err := unix.Write(fd, data)
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {

@@ -76,14 +76,14 @@ type restorer struct {
 	inImage  map[int32]bool
 	cloexec  map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit  map[int32]bool
-	given    map[int32]int             // image fd → lazycr's fd of its description (RestoreOptions.Given)
-	pipes    map[uint64]*pipeGroup     // pipe.go
-	pairs    map[uint64]*unixPair      // unixsock.go, by the lower inode
-	memfds   map[uint64]*memfdGroup    // memfd.go
-	deleted  map[fileKey]*deletedGroup // deleted.go
-	pidfd    int                       // pidfd of the process, -1 until opened
-	bootID   string                    // the image's boot id
-	imagePid uint32                    // the dumped process's pid
+	given    map[int32]int          // image fd → lazycr's fd of its description (RestoreOptions.Given)
+	pipes    map[uint64]*pipeGroup  // pipe.go
+	pairs    map[uint64]*unixPair   // unixsock.go, by the lower inode
+	memfds   map[uint64]*fileGroup  // memfd.go
+	deleted  map[fileKey]*fileGroup // deleted.go
+	pidfd    int                    // pidfd of the process, -1 until opened
+	bootID   string                 // the image's boot id
+	imagePid uint32                 // the dumped process's pid
 	// The socketpair that carries inherited fds (inherit.go): the
 	// process's receiving end (a temporary number) and lazycr's copy of
 	// the sending end.

@@ -58,11 +58,11 @@ func diagRequest(family, protocol uint8, states, seq uint32) []byte {
 	return b
 }
 
-// parseDiag decodes one datagram of a sock_diag dump reply into out
-// (by socket inode). It reports whether the dump is done; a
-// socket without INET_DIAG_SHUTDOWN is an error (the state cannot be read
-// exactly).
-func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
+// diagWalk walks one datagram of a sock_diag dump reply: it calls fn with
+// the payload of each SOCK_DIAG_BY_FAMILY message, returns a negative
+// NLMSG_ERROR as its errno, skips other types (and a zero NLMSG_ERROR, an
+// acknowledgement) and reports whether NLMSG_DONE came (netlink(7)).
+func diagWalk(b []byte, fn func(msg []byte) error) (done bool, err error) {
 	for len(b) > 0 {
 		if len(b) < nlmsgHdrLen {
 			return false, fmt.Errorf("%w: %d bytes left, a header is %d", errDiagShort, len(b), nlmsgHdrLen)
@@ -88,57 +88,75 @@ func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 			if e := int32(binary.LittleEndian.Uint32(msg)); e < 0 {
 				return false, os.NewSyscallError("sock_diag", syscall.Errno(-e))
 			}
-			continue
 		case unix.SOCK_DIAG_BY_FAMILY:
-		default:
-			continue
+			if err := fn(msg); err != nil {
+				return false, err
+			}
 		}
+	}
+	return false, nil
+}
+
+// diagAttrs calls fn with the type and payload of each rtattr in b (the
+// attributes after a sock_diag message).
+func diagAttrs(b []byte, fn func(typ uint16, payload []byte)) error {
+	for len(b) >= 4 {
+		al := int(binary.LittleEndian.Uint16(b))
+		at := binary.LittleEndian.Uint16(b[2:])
+		if al < 4 || al > len(b) {
+			return fmt.Errorf("%w: attribute length %d of %d bytes", errDiagShort, al, len(b))
+		}
+		fn(at, b[4:al])
+		if a := (al + 3) &^ 3; a < len(b) {
+			b = b[a:]
+		} else {
+			b = nil
+		}
+	}
+	return nil
+}
+
+// parseDiag decodes one datagram of a sock_diag dump reply into out
+// (by socket inode). It reports whether the dump is done; a
+// socket without INET_DIAG_SHUTDOWN is an error (the state cannot be read
+// exactly).
+func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
+	return diagWalk(b, func(msg []byte) error {
 		if len(msg) < inetDiagMsgLen {
-			return false, fmt.Errorf("%w: inet_diag_msg of %d bytes", errDiagShort, len(msg))
+			return fmt.Errorf("%w: inet_diag_msg of %d bytes", errDiagShort, len(msg))
 		}
 		ino := uint64(binary.LittleEndian.Uint32(msg[68:]))
 		rq := binary.LittleEndian.Uint32(msg[56:])
 		found := false
 		v := diagSock{rqueue: rq}
-		for attrs := msg[inetDiagMsgLen:]; len(attrs) >= 4; {
-			al := int(binary.LittleEndian.Uint16(attrs))
-			at := binary.LittleEndian.Uint16(attrs[2:])
-			if al < 4 || al > len(attrs) {
-				return false, fmt.Errorf("%w: attribute length %d of %d bytes", errDiagShort, al, len(attrs))
-			}
+		err := diagAttrs(msg[inetDiagMsgLen:], func(at uint16, p []byte) {
 			switch {
-			case at == inetDiagShutdown && al >= 5:
-				v.shutdown = attrs[4]
+			case at == inetDiagShutdown && len(p) >= 1:
+				v.shutdown = p[0]
 				found = true
 			case at == inetDiagMD5Sig:
 				v.md5 = true
 			}
-			if a := (al + 3) &^ 3; a < len(attrs) {
-				attrs = attrs[a:]
-			} else {
-				attrs = nil
-			}
+		})
+		if err != nil {
+			return err
 		}
 		if !found {
-			return false, fmt.Errorf("%w: socket inode %d without INET_DIAG_SHUTDOWN", errDiagShort, ino)
+			return fmt.Errorf("%w: socket inode %d without INET_DIAG_SHUTDOWN", errDiagShort, ino)
 		}
 		out[ino] = v
-	}
-	return false, nil
+		return nil
+	})
 }
 
 // diagSockets describes every socket of family and protocol in the network
 // namespace of pid, by socket inode.
 func diagSockets(pid int, family, protocol uint8) (map[uint64]diagSock, error) {
-	s, err := diagSocketIn(pid)
+	s, err := diagOpen(pid)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(s)
-	tv := unix.Timeval{Sec: 10}
-	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return nil, os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
-	}
 	states := ^uint32(0)
 	req := diagRequest(family, protocol, states, 1)
 	if protocol == unix.IPPROTO_TCP {
@@ -153,10 +171,35 @@ func diagSockets(pid int, family, protocol uint8) (map[uint64]diagSock, error) {
 		// when it is asked (net/ipv4/inet_diag.c).
 		req[nlmsgHdrLen+2] = 1 << (inetDiagInfo - 1)
 	}
-	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, os.NewSyscallError("sendto sock_diag", err)
-	}
 	out := map[uint64]diagSock{}
+	if err := diagDump(s, req, func(b []byte) (bool, error) { return parseDiag(b, out) }); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// diagOpen opens a NETLINK_SOCK_DIAG socket in the network namespace of pid
+// (diagSocketIn) with a 10 s receive timeout, so that a dump never hangs.
+func diagOpen(pid int) (int, error) {
+	s, err := diagSocketIn(pid)
+	if err != nil {
+		return -1, err
+	}
+	tv := unix.Timeval{Sec: 10}
+	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(s)
+		return -1, os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
+	}
+	return s, nil
+}
+
+// diagDump sends the dump request req on the sock_diag socket s and feeds
+// each datagram of the reply to parse until it reports the dump done;
+// a reply of more than diagMaxReply bytes is refused.
+func diagDump(s int, req []byte, parse func([]byte) (bool, error)) error {
+	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return os.NewSyscallError("sendto sock_diag", err)
+	}
 	buf := make([]byte, 64<<10)
 	for total := 0; total < diagMaxReply; {
 		n, _, err := unix.Recvfrom(s, buf, 0)
@@ -164,18 +207,18 @@ func diagSockets(pid int, family, protocol uint8) (map[uint64]diagSock, error) {
 			continue
 		}
 		if err != nil {
-			return nil, os.NewSyscallError("recvfrom sock_diag", err)
+			return os.NewSyscallError("recvfrom sock_diag", err)
 		}
 		total += n
-		done, err := parseDiag(buf[:n], out)
+		done, err := parse(buf[:n])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if done {
-			return out, nil
+			return nil
 		}
 	}
-	return nil, fmt.Errorf("%w: more than %d bytes", errDiagShort, diagMaxReply)
+	return fmt.Errorf("%w: more than %d bytes", errDiagShort, diagMaxReply)
 }
 
 // diagSocketIn opens a NETLINK_SOCK_DIAG socket in the network namespace of

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,41 +48,12 @@ type twEntry struct {
 // parseTimeWait decodes one datagram of a TIME_WAIT dump reply, appending
 // the entries to out. It reports whether the dump is done.
 func parseTimeWait(b []byte, out []twEntry) ([]twEntry, bool, error) {
-	for len(b) > 0 {
-		if len(b) < nlmsgHdrLen {
-			return out, false, fmt.Errorf("%w: %d bytes left, a header is %d", errDiagShort, len(b), nlmsgHdrLen)
-		}
-		n := int(binary.LittleEndian.Uint32(b))
-		typ := binary.LittleEndian.Uint16(b[4:])
-		if n < nlmsgHdrLen || n > len(b) {
-			return out, false, fmt.Errorf("%w: message length %d of %d bytes", errDiagShort, n, len(b))
-		}
-		msg := b[nlmsgHdrLen:n]
-		if a := (n + 3) &^ 3; a < len(b) {
-			b = b[a:]
-		} else {
-			b = nil
-		}
-		switch typ {
-		case nlmsgDone:
-			return out, true, nil
-		case nlmsgError:
-			if len(msg) < 4 {
-				return out, false, fmt.Errorf("%w: short NLMSG_ERROR", errDiagShort)
-			}
-			if e := int32(binary.LittleEndian.Uint32(msg)); e < 0 {
-				return out, false, os.NewSyscallError("sock_diag", syscall.Errno(-e))
-			}
-			continue
-		case unix.SOCK_DIAG_BY_FAMILY:
-		default:
-			continue
-		}
+	done, err := diagWalk(b, func(msg []byte) error {
 		if len(msg) < inetDiagMsgLen {
-			return out, false, fmt.Errorf("%w: inet_diag_msg of %d bytes", errDiagShort, len(msg))
+			return fmt.Errorf("%w: inet_diag_msg of %d bytes", errDiagShort, len(msg))
 		}
 		if len(out) >= maxTimeWaitEnt {
-			return out, false, fmt.Errorf("%w: more than %d TIME_WAIT sockets", errDiagShort, maxTimeWaitEnt)
+			return fmt.Errorf("%w: more than %d TIME_WAIT sockets", errDiagShort, maxTimeWaitEnt)
 		}
 		e := twEntry{family: msg[0]}
 		copy(e.id[:], msg[diagSockidOff:diagSockidOff+diagSockidLen])
@@ -95,45 +65,34 @@ func parseTimeWait(b []byte, out []twEntry) ([]twEntry, bool, error) {
 		case unix.AF_INET6:
 			addr = netip.AddrFrom16([16]byte(e.id[4:20]))
 		default:
-			return out, false, fmt.Errorf("%w: socket of family %d in an inet dump", errDiagShort, e.family)
+			return fmt.Errorf("%w: socket of family %d in an inet dump", errDiagShort, e.family)
 		}
 		e.local = netip.AddrPortFrom(addr, port)
 		out = append(out, e)
-	}
-	return out, false, nil
+		return nil
+	})
+	return out, done, err
 }
 
 // clearTimeWait removes the TCP TIME_WAIT entries of family whose local
 // port is port (and, unless addr is unspecified, whose local address is
 // addr) in the network namespace of pid. It returns how many it removed.
 func clearTimeWait(pid int, family uint8, addr netip.Addr, port uint16) (int, error) {
-	s, err := diagSocketIn(pid)
+	s, err := diagOpen(pid)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(s)
-	tv := unix.Timeval{Sec: 10}
-	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return 0, os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
+	var all []twEntry
+	err = diagDump(s, diagRequest(family, unix.IPPROTO_TCP, 1<<tcpTimeWait, 1), func(b []byte) (done bool, err error) {
+		all, done, err = parseTimeWait(b, all)
+		return done, err
+	})
+	if err != nil {
+		return 0, err
 	}
 	nl := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
-	if err := unix.Sendto(s, diagRequest(family, unix.IPPROTO_TCP, 1<<tcpTimeWait, 1), 0, nl); err != nil {
-		return 0, os.NewSyscallError("sendto sock_diag", err)
-	}
-	var all []twEntry
 	buf := make([]byte, 64<<10)
-	for done := false; !done; {
-		n, _, err := unix.Recvfrom(s, buf, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return 0, os.NewSyscallError("recvfrom sock_diag", err)
-		}
-		if all, done, err = parseTimeWait(buf[:n], all); err != nil {
-			return 0, err
-		}
-	}
 	removed := 0
 	for _, e := range all {
 		if e.local.Port() != port || (!addr.IsUnspecified() && e.local.Addr().Unmap() != addr) {

@@ -36,12 +36,7 @@ import (
 // 0.46-2.1 GB/s from one minute to the next while a plain UFFDIO_COPY of the
 // same 1 MiB batches into the same kind of memory gave 1.5-3.0 GB/s.
 func BenchmarkLazyTable(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("migration needs root (ptrace, userfaultfd of another process, /proc/PID/mem)")
-	}
-	if lazycrErr != nil {
-		b.Fatal(lazycrErr)
-	}
+	benchPrereq(b, "migration needs root (ptrace, userfaultfd of another process, /proc/PID/mem)")
 	work := buildCBench(b, "bench_workload")
 	raw := buildCBench(b, "bench_rawfloor")
 	sizes := []int{64, 1024}

@@ -34,35 +34,9 @@ func TestDumpInterruptedWhileWriting(t *testing.T) {
 	waitReport(t, p, &r)
 	requireProgress(t, p, "main")
 
-	dir := filepath.Join(t.TempDir(), "img")
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(lazycrPath, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-
-	// Interrupt once page data is being written (the pages file grows
-	// past its header).
-	pages := filepath.Join(dir, image.PagesFile(uint32(p.pid)))
-	deadline := time.Now().Add(lazycrTimeout)
-	for {
-		if st, err := os.Stat(pages); err == nil && st.Size() > image.HeaderSize {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("dump ended (%v) before its pages were seen being written; stderr:\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no page data written to %s within %v", pages, lazycrTimeout)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
+	// Interrupt once page data is being written.
+	d := startDumpWriting(t, p.pid)
+	cmd, exited, stdout, stderr, dir := d.cmd, d.exited, &d.stdout, &d.stderr, d.dir
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -84,4 +58,45 @@ func TestDumpInterruptedWhileWriting(t *testing.T) {
 	}
 	requireRunning(t, p.pid)
 	requireProgress(t, p, "main")
+}
+
+// runningDump is a `lazycr dump` started by startDumpWriting.
+type runningDump struct {
+	cmd            *exec.Cmd
+	dir            string     // the image directory
+	exited         chan error // gets cmd.Wait's result
+	stdout, stderr bytes.Buffer
+}
+
+// startDumpWriting starts `lazycr dump --pid pid -D DIR extra...` and
+// returns once it is writing page data (the pages file grows past its
+// header): after the injected syscalls that read the frozen process's
+// state, before its release. The dump is killed when t ends.
+func startDumpWriting(t *testing.T, pid int, extra ...string) *runningDump {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "img")
+	d := &runningDump{dir: dir, exited: make(chan error, 1)}
+	d.cmd = exec.Command(lazycrPath, append([]string{"dump", "--pid", strconv.Itoa(pid), "-D", dir}, extra...)...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.stdout, &d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { _ = d.cmd.Process.Kill() })
+	pages := filepath.Join(dir, image.PagesFile(uint32(pid)))
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		if st, err := os.Stat(pages); err == nil && st.Size() > image.HeaderSize {
+			return d
+		}
+		select {
+		case err := <-d.exited:
+			t.Fatalf("dump ended (%v) before its pages were seen being written; stderr:\n%s", err, d.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no page data written to %s within %v", pages, lazycrTimeout)
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
 }

@@ -1,17 +1,13 @@
 package integration
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lazycr/lazycr/image"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,39 +41,14 @@ func signalDuringDump(t *testing.T, leaveRunning bool) {
 	waitReport(t, p, &r)
 	requireProgress(t, p, "loop")
 
-	dir := filepath.Join(t.TempDir(), "img")
-	var stderr bytes.Buffer
-	args := []string{"dump", "--pid", strconv.Itoa(p.pid), "-D", dir}
+	var extra []string
 	if leaveRunning {
-		args = append(args, "--leave-running")
+		extra = append(extra, "--leave-running")
 	}
-	cmd := exec.Command(lazycrPath, args...)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-
 	// Signal once the frozen process's pages are being written: after the
 	// dump's injected syscalls that read its state, before the release.
-	pages := filepath.Join(dir, image.PagesFile(uint32(p.pid)))
-	deadline := time.Now().Add(lazycrTimeout)
-	for {
-		if st, err := os.Stat(pages); err == nil && st.Size() > image.HeaderSize {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("dump ended (%v) before its pages were seen being written; stderr:\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no page data written to %s within %v", pages, lazycrTimeout)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
+	d := startDumpWriting(t, p.pid, extra...)
+	exited, stderr, dir := d.exited, &d.stderr, d.dir
 	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}

@@ -150,6 +150,20 @@ type proc struct {
 	ticks map[string]uint64 // highest counter seen per key
 }
 
+// continueOutput makes p's output continue orig's (p is orig restored or
+// migrated): the same files, read on from where orig's reading stopped;
+// with ticks, the ticks orig has seen count as seen for p too.
+func (p *proc) continueOutput(orig *proc, ticks bool) {
+	orig.mu.Lock()
+	defer orig.mu.Unlock()
+	p.outPath, p.errPath, p.off = orig.outPath, orig.errPath, orig.off
+	if ticks {
+		for k, v := range orig.ticks {
+			p.ticks[k] = v
+		}
+	}
+}
+
 // start runs bin with args. The process is killed and reaped when t ends.
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()

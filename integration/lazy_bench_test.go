@@ -1,13 +1,11 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -29,12 +27,7 @@ import (
 // 64 MiB and 1 GiB by default (under a minute with -benchtime=1x); 4 GiB
 // too with LAZYCR_BENCH_4G=1.
 func BenchmarkLazyMigration(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("migration needs root (ptrace, userfaultfd of another process, /proc/PID/mem)")
-	}
-	if lazycrErr != nil {
-		b.Fatal(lazycrErr)
-	}
+	benchPrereq(b, "migration needs root (ptrace, userfaultfd of another process, /proc/PID/mem)")
 	bin := buildCBench(b, "lazy_verify")
 	sizes := []int{64, 1024}
 	if os.Getenv("LAZYCR_BENCH_4G") == "1" {
@@ -96,46 +89,8 @@ func BenchmarkLazyMigration(b *testing.B) {
 // the source kills it, or killed when b ends.
 func startLazyVerifyBench(b *testing.B, bin string, mib int) int {
 	b.Helper()
-	out, err := os.OpenFile(filepath.Join(b.TempDir(), "stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, strconv.Itoa(mib))
-	cmd.Stdout = out
-	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	b.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
-	deadline := time.Now().Add(lazycrTimeout)
-	for {
-		data, err := os.ReadFile(out.Name())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if bytes.Contains(data, []byte("\ntick verify 1\n")) {
-			return cmd.Process.Pid
-		}
-		select {
-		case <-done:
-			b.Fatalf("lazy_verify %d MiB exited before verifying once: %s", mib, errOut.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("lazy_verify %d MiB: no first verification within %v", mib, lazycrTimeout)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	pid, _ := startUntil(b, exec.Command(bin, strconv.Itoa(mib)), "\ntick verify 1\n", fmt.Sprintf("lazy_verify %d MiB", mib))
+	return pid
 }
 
 // lazyLoopbackGBs copies n bytes from one loopback TCP socket to another

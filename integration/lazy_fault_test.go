@@ -113,9 +113,7 @@ func TestLazyReconnect(t *testing.T) {
 	px := startLazyProxy(t, &lazyProxy{upstream: src.addr, cutAt: map[int]int64{1: 32 << 20}})
 	dst := startLazyTarget(t, nil, px.addr(), "--reconnect-timeout", "20s")
 	rp := adopt(t, lazyResumedPID(t, dst))
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	p.mu.Unlock()
+	rp.continueOutput(p, false)
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
 	requireLazySourceGone(t, p)
@@ -175,9 +173,7 @@ func TestLazyToken(t *testing.T) {
 
 	dst := startLazyTarget(t, nil, src.addr, "--token", good)
 	rp := adopt(t, lazyResumedPID(t, dst))
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	p.mu.Unlock()
+	rp.continueOutput(p, false)
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
 	requireLazySourceGone(t, p)

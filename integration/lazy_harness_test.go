@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/lazycr/lazycr/hosts"
+	"golang.org/x/sys/unix"
 )
 
 // Helpers of the post-copy migration tests: lazycr dump --lazy (the source)
@@ -352,12 +354,7 @@ func migrateLazy(t *testing.T, env lazyEnv, orig *proc, srcExtra, dstExtra []str
 	src := startLazySource(t, env.src, orig.pid, env.listenHost(), srcExtra...)
 	dst := startLazyTarget(t, env.dst, src.addr, dstExtra...)
 	p := adopt(t, lazyResumedPID(t, dst))
-	orig.mu.Lock()
-	p.outPath, p.errPath, p.off = orig.outPath, orig.errPath, orig.off
-	for k, v := range orig.ticks {
-		p.ticks[k] = v
-	}
-	orig.mu.Unlock()
+	p.continueOutput(orig, true)
 	t.Logf("pid %d resumed as pid %d", orig.pid, p.pid)
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
@@ -368,6 +365,30 @@ func migrateLazy(t *testing.T, env lazyEnv, orig *proc, srcExtra, dstExtra []str
 	_, e := dst.output()
 	t.Logf("target summary:\n%s", e)
 	return m
+}
+
+// migrateLazyPIDNS moves orig, the init of its own PID namespace, with
+// dump --lazy / restore --lazy-from --pidns (global: lazycr flags before
+// "restore") and waits until both lazycr exited 0 and orig and every
+// process it had below it are gone. The restored init is killed when t
+// ends (its namespace with it); its output continues orig's.
+func migrateLazyPIDNS(t *testing.T, env lazyEnv, orig *proc, global ...string) (*proc, *lazyRun) {
+	t.Helper()
+	below := descendants(t, orig.pid)
+	progress(t, orig) // consume every tick orig wrote before it was frozen
+	src := startLazySource(t, env.src, orig.pid, env.listenHost())
+	args := append(slices.Clip(global), "restore", "--lazy-from", src.addr, "--pidns")
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, env.dst, args...))
+	p := adopt(t, lazyResumedPID(t, dst))
+	t.Cleanup(func() { unix.Kill(p.pid, unix.SIGKILL) })
+	p.continueOutput(orig, true)
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, orig)
+	for _, pid := range below {
+		waitGone(t, pid)
+	}
+	return p, dst
 }
 
 // requireLazySourceGone checks that the migrated original was killed: if it

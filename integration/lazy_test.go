@@ -181,12 +181,7 @@ func TestLazyDetach(t *testing.T) {
 	pid := lazyResumedPID(t, dst)
 	dst.requireExit(t, 0) // returned while the pages may still be arriving
 	rp := adopt(t, pid)
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
+	rp.continueOutput(p, true)
 	src.requireExit(t, 0) // the background handler reported DONE
 	requireLazySourceGone(t, p)
 	lazyRequireRounds(t, rp, "verify", 2)
@@ -241,12 +236,7 @@ func TestLazyDetachDefaultLog(t *testing.T) {
 	pid := lazyResumedPID(t, dst)
 	dst.requireExit(t, 0)
 	rp := adopt(t, pid)
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
+	rp.continueOutput(p, true)
 	src.requireExit(t, 0)
 	requireLazySourceGone(t, p)
 	lazyRequireRounds(t, rp, "verify", 2)

@@ -1,11 +1,8 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -24,12 +21,7 @@ import (
 // the resume until every lazy page of every member is in), ms/migration
 // (the timed part), MiB/copied (lazily, per migration).
 func BenchmarkLazyTree(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("lazy migration needs root (ptrace, userfaultfd, clone3 set_tid)")
-	}
-	if lazycrErr != nil {
-		b.Fatal(lazycrErr)
-	}
+	benchPrereq(b, "lazy migration needs root (ptrace, userfaultfd, clone3 set_tid)")
 	bin := buildCBench(b, "lazyfill")
 	for _, n := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("procs=%d/mem=16MiB", n), func(b *testing.B) {
@@ -72,40 +64,7 @@ func BenchmarkLazyTree(b *testing.B) {
 // kills it at the end).
 func startLazyFill(b *testing.B, bin string, n, mib int) (int, <-chan struct{}) {
 	b.Helper()
-	out := filepath.Join(b.TempDir(), "stdout")
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	cmd := exec.Command(bin, strconv.Itoa(n), strconv.Itoa(mib))
-	cmd.Stdout = f
-	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
 	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	b.Cleanup(func() { cmd.Process.Kill(); <-done })
-	deadline := time.Now().Add(lazycrTimeout)
-	for {
-		data, err := os.ReadFile(out)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if bytes.Contains(data, []byte("\n")) {
-			return cmd.Process.Pid, done
-		}
-		select {
-		case <-done:
-			b.Fatalf("lazyfill exited before its report: %s", errOut.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("lazyfill %d×%d MiB: no report within %v", n, mib, lazycrTimeout)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	return startUntil(b, cmd, "\n", fmt.Sprintf("lazyfill %d×%d MiB", n, mib))
 }

@@ -38,26 +38,7 @@ func TestLazyTreeMembersServed(t *testing.T) {
 	waitReport(t, p, &r)
 	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "fork:ok"}
 	requireProgress(t, p, keys...)
-	orig := descendants(t, p.pid)
-
-	progress(t, p)
-	src := startLazySource(t, env.src, p.pid, env.listenHost())
-	args := []string{"--log-level", "debug", "--log-format", "json", "restore", "--lazy-from", src.addr, "--pidns"}
-	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, env.dst, args...))
-	rp := adopt(t, lazyResumedPID(t, dst))
-	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: the rest goes with it
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
-	dst.requireExit(t, 0)
-	src.requireExit(t, 0)
-	requireLazySourceGone(t, p)
-	for _, pid := range orig {
-		waitGone(t, pid)
-	}
+	rp, dst := migrateLazyPIDNS(t, env, p, "--log-level", "debug", "--log-format", "json")
 	if n := len(descendants(t, rp.pid)); n < 3 {
 		t.Errorf("the restored root has %d descendants, want at least 3", n)
 	}
@@ -212,12 +193,7 @@ func TestLazyTreePendingSIGCHLD(t *testing.T) {
 	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, nil, args...))
 	rp := adopt(t, lazyResumedPID(t, dst))
 	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) })
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
+	rp.continueOutput(p, true)
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
 	requireProgress(t, rp, "pending:ok", "zombie:ok")

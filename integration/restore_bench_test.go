@@ -2,11 +2,9 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -24,33 +22,12 @@ import (
 // once; every iteration restores it with --new-pid and kills the result
 // (outside the timer). Runs within a minute with -benchtime=1x.
 func BenchmarkRestore(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("restore needs root (ptrace, clone3 set_tid, /proc/PID/mem)")
-	}
-	if lazycrErr != nil {
-		b.Fatal(lazycrErr)
-	}
+	benchPrereq(b, "restore needs root (ptrace, clone3 set_tid, /proc/PID/mem)")
 	bin := buildCBench(b, "fill")
 	for _, c := range []struct{ mib, vmas int }{{64, 10}, {1024, 10}, {64, 1000}} {
 		b.Run(fmt.Sprintf("mem=%dMiB/vmas=%d", c.mib, c.vmas), func(b *testing.B) {
 			dir := dumpFill(b, bin, c.mib, c.vmas)
-			sums := map[string]float64{}
-			var wall time.Duration
-			for b.Loop() {
-				t0 := time.Now()
-				pid, stats := restoreStats(b, dir)
-				wall += time.Since(t0)
-				b.StopTimer()
-				killAndWait(b, pid)
-				for k, v := range stats {
-					sums[k] += v
-				}
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(wall.Microseconds())/1000/float64(b.N), "ms/restore")
-			for k, v := range sums {
-				b.ReportMetric(v/float64(b.N), k)
-			}
+			benchRestores(b, dir, "--new-pid")
 		})
 	}
 }
@@ -79,65 +56,16 @@ func buildCBench(b *testing.B, name string) string {
 // returns the image directory.
 func dumpFill(b *testing.B, bin string, mib, vmas int) string {
 	b.Helper()
-	tmp := b.TempDir()
-	out, err := os.OpenFile(filepath.Join(tmp, "stdout"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, strconv.Itoa(mib), strconv.Itoa(vmas))
-	cmd.Stdout = out
-	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-	deadline := time.Now().Add(lazycrTimeout)
-	for {
-		data, err := os.ReadFile(out.Name())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if bytes.Contains(data, []byte("\n")) {
-			break
-		}
-		select {
-		case err := <-done:
-			done <- err
-			b.Fatalf("fill exited (%v) before its report: %s", err, errOut.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("fill %d MiB %d VMAs: no report within %v", mib, vmas, lazycrTimeout)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
-	dir := filepath.Join(tmp, "img")
-	o, e, code := runLazycr(b, "dump", "--pid", strconv.Itoa(cmd.Process.Pid), "-D", dir)
-	if code != 0 {
-		b.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
-	}
+	dir, _ := dumpBenchProg(b, exec.Command(bin, strconv.Itoa(mib), strconv.Itoa(vmas)), fmt.Sprintf("fill %d MiB %d VMAs", mib, vmas))
 	return dir
 }
 
 // statLine is one "name  value" line of `lazycr restore --stats`.
 var statLine = regexp.MustCompile(`^([a-z][a-z ]*[a-z])\s{2,}(\S+)$`)
 
-// restoreStats restores dir with --new-pid --stats and returns the pid and
-// the stats as benchmark metrics: durations in "<phase>-ms", sizes in
-// "<name>" (e.g. "eager-bytes").
-func restoreStats(b *testing.B, dir string) (int, map[string]float64) {
-	b.Helper()
-	return restoreStatsWith(b, dir, "--new-pid")
-}
-
-// restoreStatsWith is restoreStats with flag instead of --new-pid.
+// restoreStatsWith restores dir with flag (--new-pid, --pidns) and
+// --stats and returns the pid and the stats as benchmark metrics:
+// durations in "<phase>-ms", sizes in "<name>" (e.g. "eager-bytes").
 func restoreStatsWith(b *testing.B, dir, flag string) (int, map[string]float64) {
 	b.Helper()
 	out, errOut, code := runLazycr(b, "restore", "-D", dir, flag, "--stats")

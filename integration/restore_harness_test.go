@@ -74,12 +74,7 @@ func restoreFrom(t *testing.T, orig *proc, dir string, extra ...string) *proc {
 		t.Fatalf("lazycr %s: stdout %q is not a pid", strings.Join(args, " "), out)
 	}
 	p := adopt(t, pid)
-	orig.mu.Lock()
-	p.outPath, p.errPath, p.off = orig.outPath, orig.errPath, orig.off
-	for k, v := range orig.ticks {
-		p.ticks[k] = v
-	}
-	orig.mu.Unlock()
+	p.continueOutput(orig, true)
 	t.Logf("restored pid %d (image of pid %d)", pid, orig.pid)
 	return p
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -168,26 +167,7 @@ func TestShmTreeLazyPIDNS(t *testing.T) {
 	waitReport(t, p, &r)
 	keys := []string{"anon", "memfd", "devshm", "sem", "alias", "writer"}
 	requireProgress(t, p, keys...)
-	orig := descendants(t, p.pid)
-
-	progress(t, p)
-	src := startLazySource(t, nil, p.pid, "127.0.0.1")
-	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
-	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, nil, args...))
-	rp := adopt(t, lazyResumedPID(t, dst))
-	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: the child goes with it
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
-	dst.requireExit(t, 0)
-	src.requireExit(t, 0)
-	requireLazySourceGone(t, p)
-	for _, pid := range orig {
-		waitGone(t, pid)
-	}
+	rp, _ := migrateLazyPIDNS(t, lazyEnv{}, p)
 	requireProgress(t, rp, keys...)
 	checkSequence(t, rp, "alias", "writer")
 	if s := rp.stderr(); s != "" {

@@ -176,9 +176,7 @@ func testSourceKilled(t *testing.T, sig syscall.Signal, ph killPhase) {
 	}
 
 	rp := adopt(t, lazyResumedPID(t, dst))
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	p.mu.Unlock()
+	rp.continueOutput(p, false)
 	if ph.cutAt == 0 {
 		hit()
 	}
@@ -279,9 +277,7 @@ func TestSourcePrintsRestoreCommand(t *testing.T) {
 	good.Env = append(withoutToken(good.Env), "LAZYCR_TOKEN="+m[1])
 	dst := startLazyRun(t, "target with the printed token", good)
 	rp := adopt(t, lazyResumedPID(t, dst))
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	p.mu.Unlock()
+	rp.continueOutput(p, false)
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
 	requireLazySourceGone(t, p)
@@ -360,12 +356,7 @@ func TestSourceKilledThreads(t *testing.T) {
 	}})
 	dst := startLazyTarget(t, nil, px.addr(), "--reconnect-timeout", "60s")
 	rp := adopt(t, lazyResumedPID(t, dst))
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
+	rp.continueOutput(p, true)
 	<-src.done
 	requireStoppedOriginal(t, p)
 	if n := len(taskStates(p.pid)); n != r.Threads+1 {

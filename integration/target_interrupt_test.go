@@ -134,9 +134,7 @@ func lazyPausedAt(t *testing.T, srcReconnect string, pauseAt int64, hook func(ds
 	})
 	dst = startLazyTarget(t, nil, px.addr(), "--reconnect-timeout", "60s")
 	cp = adopt(t, lazyResumedPID(t, dst))
-	orig.mu.Lock()
-	cp.outPath, cp.errPath, cp.off = orig.outPath, orig.errPath, orig.off
-	orig.mu.Unlock()
+	cp.continueOutput(orig, false)
 	close(ready)
 	return orig, src, dst, cp
 }

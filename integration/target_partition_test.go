@@ -84,9 +84,7 @@ func TestTargetPartition(t *testing.T) {
 	// --reconnect-timeout 9s: a silent peer is declared dead after 3s.
 	dst = startLazyTarget(t, c, net.JoinHostPort(b.Addr.String(), port), "--reconnect-timeout", "9s")
 	cp := adopt(t, lazyResumedPID(t, dst))
-	orig.mu.Lock()
-	cp.outPath, cp.errPath, cp.off = orig.outPath, orig.errPath, orig.off
-	orig.mu.Unlock()
+	cp.continueOutput(orig, false)
 	close(ready)
 
 	dst.requireExit(t, 0)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,25 +45,7 @@ func tcpQueues(t *testing.T, v6 bool, port int) (tx, rx uint64, ok bool) {
 	if v6 {
 		path = "/proc/net/tcp6"
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[3] != "01" {
-			continue
-		}
-		_, lp, _ := strings.Cut(f[1], ":")
-		if p, err := strconv.ParseUint(lp, 16, 16); err != nil || int(p) != port {
-			continue
-		}
-		txs, rxs, _ := strings.Cut(f[4], ":")
-		tx, _ = strconv.ParseUint(txs, 16, 64)
-		rx, _ = strconv.ParseUint(rxs, 16, 64)
-		return tx, rx, true
-	}
-	return 0, 0, false
+	return tcpQueuesAt(t, path, port)
 }
 
 func loopbackAddr(v6 bool) string {

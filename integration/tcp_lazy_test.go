@@ -263,7 +263,8 @@ func TestTCPLazyRebindRefused(t *testing.T) {
 	}
 }
 
-// tcpQueuesAt is tcpQueues for the IPv4 table at path.
+// tcpQueuesAt is tcpQueues for the table at path (/proc/net/tcp or tcp6,
+// of any network namespace: the two have the same columns).
 func tcpQueuesAt(t *testing.T, path string, port int) (tx, rx uint64, ok bool) {
 	t.Helper()
 	b, err := os.ReadFile(path)

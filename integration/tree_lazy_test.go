@@ -3,7 +3,6 @@ package integration
 import (
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -27,26 +26,7 @@ func TestTreeLazyPIDNS(t *testing.T) {
 	waitReport(t, p, &r)
 	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
 	requireProgress(t, p, keys...)
-	orig := descendants(t, p.pid)
-
-	progress(t, p)
-	src := startLazySource(t, nil, p.pid, "127.0.0.1")
-	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
-	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, nil, args...))
-	rp := adopt(t, lazyResumedPID(t, dst))
-	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: the rest goes with it
-	p.mu.Lock()
-	rp.outPath, rp.errPath, rp.off = p.outPath, p.errPath, p.off
-	for k, v := range p.ticks {
-		rp.ticks[k] = v
-	}
-	p.mu.Unlock()
-	dst.requireExit(t, 0)
-	src.requireExit(t, 0)
-	requireLazySourceGone(t, p)
-	for _, pid := range orig {
-		waitGone(t, pid)
-	}
+	rp, _ := migrateLazyPIDNS(t, lazyEnv{}, p)
 	if n := len(descendants(t, rp.pid)); n != 3 {
 		t.Errorf("the restored root has %d descendants, want 3", n)
 	}

@@ -1,6 +1,7 @@
 package pageserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -912,15 +913,7 @@ const maxAckRuns = min(MaxRuns, (MaxPayload-4)/runSize)
 
 // normalizeRuns sorts runs in place and merges overlapping or adjacent ones.
 func normalizeRuns(runs []uffd.Run) []uffd.Run {
-	slices.SortFunc(runs, func(a, b uffd.Run) int {
-		switch {
-		case a.Addr < b.Addr:
-			return -1
-		case a.Addr > b.Addr:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(runs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
 	out := runs[:0]
 	for _, r := range runs {
 		if n := len(out); n > 0 && r.Addr <= out[n-1].End() {

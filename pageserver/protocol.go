@@ -2,6 +2,7 @@ package pageserver
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -711,15 +712,7 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 		}
 	}
 	rs := slices.Clone(runs)
-	slices.SortFunc(rs, func(a, b uffd.Run) int {
-		switch {
-		case a.Addr < b.Addr:
-			return -1
-		case a.Addr > b.Addr:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(rs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
 	merged := make([]uffd.Run, 0, len(rs))
 	var pages uint64
 	for _, r := range rs {

@@ -361,14 +361,7 @@ func (c builderCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, 
 	if err != nil {
 		return 0, err
 	}
-	a := make([]uintptr, len(args))
-	for i, v := range args {
-		if v == vmattr.In {
-			v = addr
-		}
-		a[i] = v
-	}
-	return c.b.call(nr, a...)
+	return c.b.call(nr, vmattr.WithIn(args, addr)...)
 }
 
 // CallOut passes the start of the scratch page for the argument equal to

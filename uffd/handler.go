@@ -2,6 +2,7 @@ package uffd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -251,7 +252,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		spaces[sp.Space] = sp.PID
 		off := SpaceAddr(sp.Space, 0)
 		regions := slices.Clone(sp.Regions)
-		slices.SortFunc(regions, func(a, b Region) int { return cmpU(a.Start, b.Start) })
+		slices.SortFunc(regions, func(a, b Region) int { return cmp.Compare(a.Start, b.Start) })
 		m := &member{fd: sp.FD, pid: sp.PID, waiters: map[uint64][]*pending{}, canPoison: true, pidfd: -1, space: sp.Space}
 		for k, r := range regions {
 			if r.Start%PageSize != 0 || r.End%PageSize != 0 || r.End <= r.Start || r.End > SpaceSize || (k > 0 && r.Start < regions[k-1].End) {
@@ -292,7 +293,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		}
 		members = append(members, m)
 	}
-	slices.SortFunc(all, func(a, b spaceRun) int { return cmpU(a.dump, b.dump) })
+	slices.SortFunc(all, func(a, b spaceRun) int { return cmp.Compare(a.dump, b.dump) })
 	for _, r := range all {
 		h.runs = append(h.runs, lazyRun{dump: r.dump, n: r.n, base: h.total})
 		h.total += r.n
@@ -319,16 +320,6 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 	h.members, h.primary = members, members[0]
 	h.trace = Trace{Start: h.start, PID: cfg.PID}
 	return h, nil
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // index returns the lazy-page index of dump address a.
@@ -1232,7 +1223,7 @@ func (h *Handler) remap(m *member, r Remap) error {
 		s.cur = s.cur - r.From + r.To
 		m.segs = append(m.segs, s)
 	}
-	slices.SortFunc(m.segs, func(a, b seg) int { return cmpU(a.cur, b.cur) })
+	slices.SortFunc(m.segs, func(a, b seg) int { return cmp.Compare(a.cur, b.cur) })
 	return err
 }
 

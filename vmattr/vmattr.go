@@ -21,6 +21,19 @@ type Caller interface {
 // In marks the argument of [Caller.CallIn] that points to its input.
 const In = ^uintptr(0) - 1
 
+// WithIn returns a copy of args with the argument equal to [In] replaced
+// by addr, for implementations of [Caller.CallIn].
+func WithIn(args []uintptr, addr uintptr) []uintptr {
+	a := make([]uintptr, len(args))
+	for i, v := range args {
+		if v == In {
+			v = addr
+		}
+		a[i] = v
+	}
+	return a
+}
+
 // vmaAttr is one per-VMA attribute.
 type vmaAttr interface {
 	// check refuses a VMA whose attribute cannot be restored exactly

@@ -2,6 +2,7 @@ package vmattr
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -212,4 +213,14 @@ func FuzzVmFlags(f *testing.F) {
 			t.Fatalf("Apply fails on a VMA Check accepts: %v", err)
 		}
 	})
+}
+
+// TestWithIn: only the argument equal to In is replaced, and args is left
+// as it was.
+func TestWithIn(t *testing.T) {
+	args := []uintptr{1, In, 3}
+	got := WithIn(args, 0x7000)
+	if !slices.Equal(got, []uintptr{1, 0x7000, 3}) || !slices.Equal(args, []uintptr{1, In, 3}) {
+		t.Fatalf("WithIn(%v) = %v", args, got)
+	}
 }
