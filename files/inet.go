@@ -146,6 +146,38 @@ func mptcpUnsupported(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOPROTOOPT)
 }
 
+// sockoptReader reads the options of one socket, collecting one error per
+// option it cannot read.
+type sockoptReader struct {
+	fd     int
+	absent func(error) bool // if not nil: true for an error that means the socket has no such option (read as 0)
+	errs   []error
+}
+
+// int reads the int option opt of level, named name in errors.
+func (r *sockoptReader) int(level, opt int, name string) int32 {
+	v, err := getsockoptInt(r.fd, level, opt)
+	if r.absent != nil && r.absent(err) {
+		return 0
+	}
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
+	}
+	return int32(v)
+}
+
+// string reads the string option opt of level, named name in errors.
+func (r *sockoptReader) string(level, opt int, name string) string {
+	v, err := unix.GetsockoptString(r.fd, level, opt)
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
+	}
+	return v
+}
+
+// err is every error so far, joined (nil if none).
+func (r *sockoptReader) err() error { return errors.Join(r.errs...) }
+
 // getsockoptInt reads an int socket option; a variable so that tests can
 // make one fail.
 var getsockoptInt = unix.GetsockoptInt
@@ -159,22 +191,14 @@ func describeSocket(fd int) (*pb.InetSocket, error) { return describeInet(fd, fa
 // established TCP connection's addresses and options (tcp.go reads the
 // rest).
 func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
-	var errs []error
 	mptcp := false
-	geti := func(level, opt int, name string) int32 {
-		v, err := getsockoptInt(fd, level, opt)
-		if mptcp && mptcpUnsupported(err) {
-			return 0 // MPTCP has no such option: it has its default
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
-		}
-		return int32(v)
-	}
-	domain := geti(unix.SOL_SOCKET, unix.SO_DOMAIN, "SO_DOMAIN")
-	typ := geti(unix.SOL_SOCKET, unix.SO_TYPE, "SO_TYPE")
-	protocol := geti(unix.SOL_SOCKET, unix.SO_PROTOCOL, "SO_PROTOCOL")
-	if err := errors.Join(errs...); err != nil {
+	r := &sockoptReader{fd: fd, absent: func(err error) bool {
+		return mptcp && mptcpUnsupported(err) // MPTCP has no such option: it has its default
+	}}
+	domain := r.int(unix.SOL_SOCKET, unix.SO_DOMAIN, "SO_DOMAIN")
+	typ := r.int(unix.SOL_SOCKET, unix.SO_TYPE, "SO_TYPE")
+	protocol := r.int(unix.SOL_SOCKET, unix.SO_PROTOCOL, "SO_PROTOCOL")
+	if err := r.err(); err != nil {
 		return nil, err
 	}
 	switch domain {
@@ -208,16 +232,16 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		// Multipath TCP (Go 1.24+ listens with it where the kernel has
 		// it). A listener is made again like a TCP one; an MPTCP
 		// connection (its subflows) cannot be repaired.
-		if acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN"); acc == 0 {
-			if err := errors.Join(errs...); err != nil {
+		if acc := r.int(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN"); acc == 0 {
+			if err := r.err(); err != nil {
 				return nil, err
 			}
 			return nil, fmt.Errorf("%w: fd kind MPTCP socket that is not listening (Go 1.24+ uses MPTCP; GODEBUG=multipathtcp=0 avoids it)", ErrUnsupported)
 		}
 		s.Listening, s.Backlog = true, unix.SOMAXCONN
 	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
-		acc := geti(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN")
-		if err := errors.Join(errs...); err != nil {
+		acc := r.int(unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN")
+		if err := r.err(); err != nil {
 			return nil, err
 		}
 		if acc == 0 && !(connected && s.PeerAddr != "") {
@@ -238,39 +262,35 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		return nil, fmt.Errorf("%w: fd kind socket type %d protocol %d", ErrUnsupported, typ, protocol)
 	}
 	o := &pb.SocketOptions{}
-	o.Reuseaddr = geti(unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR") != 0
-	o.Reuseport = geti(unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT") != 0
-	o.Broadcast = geti(unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST") != 0
-	o.Keepalive = geti(unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE") != 0
-	o.Sndbuf = geti(unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF")
-	o.Rcvbuf = geti(unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF")
-	o.Priority = geti(unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY")
-	o.Mark = geti(unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK")
-	dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("read SO_BINDTODEVICE: %w", os.NewSyscallError("getsockopt", err)))
-	}
-	o.BindToDevice = strings.TrimRight(dev, "\x00")
+	o.Reuseaddr = r.int(unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR") != 0
+	o.Reuseport = r.int(unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT") != 0
+	o.Broadcast = r.int(unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST") != 0
+	o.Keepalive = r.int(unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE") != 0
+	o.Sndbuf = r.int(unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF")
+	o.Rcvbuf = r.int(unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF")
+	o.Priority = r.int(unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY")
+	o.Mark = r.int(unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK")
+	o.BindToDevice = strings.TrimRight(r.string(unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "SO_BINDTODEVICE"), "\x00")
 	if domain == unix.AF_INET {
-		o.Tos = geti(unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS")
-		o.Ttl = geti(unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL")
-		o.RecvErr = geti(unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR") != 0
-		o.Pktinfo = geti(unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO") != 0
+		o.Tos = r.int(unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS")
+		o.Ttl = r.int(unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL")
+		o.RecvErr = r.int(unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR") != 0
+		o.Pktinfo = r.int(unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO") != 0
 	} else {
-		o.Tos = geti(unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS")
-		o.Ttl = geti(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")
-		o.Ipv6Only = geti(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY") != 0
-		o.RecvErr = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
-		o.Pktinfo = geti(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
+		o.Tos = r.int(unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS")
+		o.Ttl = r.int(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS")
+		o.Ipv6Only = r.int(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY") != 0
+		o.RecvErr = r.int(unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR") != 0
+		o.Pktinfo = r.int(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO") != 0
 	}
 	if err := readMoreSockopts(fd, s, o); err != nil {
-		errs = append(errs, err)
+		r.errs = append(r.errs, err)
 	}
 	if protocol == unix.IPPROTO_UDPLITE {
-		o.UdpliteSendCscov = geti(solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV")
-		o.UdpliteRecvCscov = geti(solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV")
+		o.UdpliteSendCscov = r.int(solUDPLite, udpliteSendCscov, "UDPLITE_SEND_CSCOV")
+		o.UdpliteRecvCscov = r.int(solUDPLite, udpliteRecvCscov, "UDPLITE_RECV_CSCOV")
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := r.err(); err != nil {
 		return nil, err
 	}
 	s.Options = o

@@ -432,30 +432,19 @@ func readQueue(fd, queue, n int) (uint32, []byte, error) {
 
 // readTCPOpts records the TCP-level options a restore must set again.
 func readTCPOpts(fd int, st *pb.TcpStream) error {
-	var errs []error
-	geti := func(level, opt int, name string) int32 {
-		v, err := unix.GetsockoptInt(fd, level, opt)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read %s: %w", name, os.NewSyscallError("getsockopt", err)))
-		}
-		return int32(v)
-	}
-	st.Nodelay = geti(unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY") != 0
-	st.Cork = geti(unix.IPPROTO_TCP, unix.TCP_CORK, "TCP_CORK") != 0
-	st.Keepidle = geti(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE")
-	st.Keepintvl = geti(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL")
-	st.Keepcnt = geti(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT")
-	st.UserTimeout = geti(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")
-	st.NotsentLowat = geti(unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT")
-	st.WindowClamp = geti(unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP")
-	st.Linger2 = geti(unix.IPPROTO_TCP, unix.TCP_LINGER2, "TCP_LINGER2")
-	st.BufLock = geti(unix.SOL_SOCKET, unix.SO_BUF_LOCK, "SO_BUF_LOCK")
-	cc, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("read TCP_CONGESTION: %w", os.NewSyscallError("getsockopt", err)))
-	}
-	st.Congestion = cc
-	return errors.Join(errs...)
+	r := &sockoptReader{fd: fd}
+	st.Nodelay = r.int(unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY") != 0
+	st.Cork = r.int(unix.IPPROTO_TCP, unix.TCP_CORK, "TCP_CORK") != 0
+	st.Keepidle = r.int(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE")
+	st.Keepintvl = r.int(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL")
+	st.Keepcnt = r.int(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT")
+	st.UserTimeout = r.int(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")
+	st.NotsentLowat = r.int(unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT")
+	st.WindowClamp = r.int(unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP")
+	st.Linger2 = r.int(unix.IPPROTO_TCP, unix.TCP_LINGER2, "TCP_LINGER2")
+	st.BufLock = r.int(unix.SOL_SOCKET, unix.SO_BUF_LOCK, "SO_BUF_LOCK")
+	st.Congestion = r.string(unix.IPPROTO_TCP, unix.TCP_CONGESTION, "TCP_CONGESTION")
+	return r.err()
 }
 
 // Resume turns repair off on every connection, gives back SO_REUSEADDR

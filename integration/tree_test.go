@@ -195,36 +195,12 @@ func TestTreeDumpRefusedMember(t *testing.T) {
 	if err := unix.Mkfifo(lock, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("bash", "-c", `(flock 9; while true; do sleep 0.05; done) 9<>`+lock+` & while true; do sleep 0.05; done`)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	pid := cmd.Process.Pid
-	var sub int
-	t.Cleanup(func() {
-		if sub > 0 {
-			unix.Kill(sub, unix.SIGKILL)
-		}
-		cmd.Process.Kill()
-		<-done
-	})
 	// The subshell is the child that holds fd 9 with the lock on it.
-	deadline := time.Now().Add(reportTimeout)
-	for sub == 0 {
-		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		for _, k := range strings.Fields(string(kids)) {
-			c, _ := strconv.Atoi(k)
-			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/9", c)); err == nil && strings.Contains(string(b), "lock:") {
-				sub = c
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no child of pid %d holds the lock", pid)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	pid, sub := startShellChild(t, `(flock 9; while true; do sleep 0.05; done) 9<>`+lock+` & while true; do sleep 0.05; done`,
+		"holds the lock", func(_, c int) bool {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/9", c))
+			return err == nil && strings.Contains(string(b), "lock:")
+		})
 	dir := filepath.Join(t.TempDir(), "img")
 	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
 	if code != 1 || !strings.Contains(errOut, "flock WRITE lock on an fd of kind fifo") || !strings.Contains(errOut, strconv.Itoa(sub)) {
@@ -391,14 +367,32 @@ func TestTreeRefusesOtherNamespace(t *testing.T) {
 			t.Skipf("%s not found", tool)
 		}
 	}
-	cmd := exec.Command("bash", "-c", "unshare --uts sleep 1000 & wait")
+	pid, child := startShellChild(t, "unshare --uts sleep 1000 & wait", "in a UTS namespace of its own", func(pid, c int) bool {
+		own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", pid))
+		theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", c))
+		return theirs != "" && theirs != own
+	})
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
+	if code != 1 || !strings.Contains(errOut, "uts namespace") || !strings.Contains(errOut, strconv.Itoa(child)) {
+		t.Fatalf("dump of a tree with a member in its own UTS namespace: exit %d, want 1 naming pid %d and the namespace; stderr:\n%s", code, child, errOut)
+	}
+	requireRunning(t, pid)
+	requireRunning(t, child)
+}
+
+// startShellChild starts `bash -c script` and waits (polling, reportTimeout)
+// until is(pid, child) says one of its children is the one the test wants
+// (what says what is wanted of it). The shell and that child are killed when t ends.
+func startShellChild(t *testing.T, script, what string, is func(pid, child int) bool) (pid, child int) {
+	t.Helper()
+	cmd := exec.Command("bash", "-c", script)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	pid := cmd.Process.Pid
-	var child int
+	pid = cmd.Process.Pid
 	t.Cleanup(func() {
 		if child > 0 {
 			unix.Kill(child, unix.SIGKILL)
@@ -408,24 +402,16 @@ func TestTreeRefusesOtherNamespace(t *testing.T) {
 	})
 	deadline := time.Now().Add(reportTimeout)
 	for {
-		if kids := descendants(t, pid); len(kids) == 1 {
-			own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", pid))
-			theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", kids[0]))
-			if theirs != "" && theirs != own {
-				child = kids[0]
-				break
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, k := range strings.Fields(string(kids)) {
+			if c, _ := strconv.Atoi(k); c > 0 && is(pid, c) {
+				child = c
+				return pid, child
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pid %d has no child in a UTS namespace of its own", pid)
+			t.Fatalf("no child of pid %d %s", pid, what)
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
-	dir := filepath.Join(t.TempDir(), "img")
-	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
-	if code != 1 || !strings.Contains(errOut, "uts namespace") || !strings.Contains(errOut, strconv.Itoa(child)) {
-		t.Fatalf("dump of a tree with a member in its own UTS namespace: exit %d, want 1 naming pid %d and the namespace; stderr:\n%s", code, child, errOut)
-	}
-	requireRunning(t, pid)
-	requireRunning(t, child)
 }
