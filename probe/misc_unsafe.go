@@ -57,19 +57,19 @@ func probeMmMapSize() Result {
 func probePagemapScan() Result {
 	const name = "pagemap-scan"
 	page := os.Getpagesize()
-	mem, err := unix.Mmap(-1, 0, 4*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	m, err := mapMemory(-1, 4*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return fail(name, false, os.NewSyscallError("mmap", err))
+		return fail(name, false, err)
 	}
-	defer unix.Munmap(mem)
-	mem[0], mem[2*page] = 1, 1
+	defer m.unmap()
+	m.b[0], m.b[2*page] = 1, 1
 	fd, err := unix.Open("/proc/self/pagemap", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fail(name, false, &os.PathError{Op: "open", Path: "/proc/self/pagemap", Err: err})
 	}
 	defer unix.Close(fd)
 	var regions [8]kabi.PageRegion
-	start := addrOf(mem)
+	start := m.addr
 	arg := kabi.PmScanArg{
 		Size:         kabi.SizeofPmScanArg,
 		Start:        start,

@@ -78,12 +78,12 @@ func probeUffdIoctls() Result {
 		return fail(name, true, err)
 	}
 	page := os.Getpagesize()
-	anon, err := unix.Mmap(-1, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	anon, err := mapMemory(-1, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return fail(name, true, fmt.Errorf("map a page: %w", os.NewSyscallError("mmap", err)))
+		return fail(name, true, fmt.Errorf("map a page: %w", err))
 	}
-	defer unix.Munmap(anon)
-	ioctls, err := f.Register(addrOf(anon), uint64(page), uffd.ModeMissing|uffd.ModeWP)
+	defer anon.unmap()
+	ioctls, err := f.Register(anon.addr, uint64(page), uffd.ModeMissing|uffd.ModeWP)
 	if err != nil {
 		return fail(name, true, err)
 	}
@@ -120,12 +120,12 @@ func minorIoctls(f *uffd.FD, page int) (uffd.Ioctls, error) {
 	if err := unix.Ftruncate(mfd, int64(page)); err != nil {
 		return 0, os.NewSyscallError("ftruncate", err)
 	}
-	shm, err := unix.Mmap(mfd, 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	shm, err := mapMemory(mfd, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return 0, os.NewSyscallError("mmap", err)
+		return 0, err
 	}
-	defer unix.Munmap(shm)
-	ioctls, err := f.Register(addrOf(shm), uint64(page), uffd.ModeMinor)
+	defer shm.unmap()
+	ioctls, err := f.Register(shm.addr, uint64(page), uffd.ModeMinor)
 	if errors.Is(err, unix.EINVAL) {
 		return 0, fmt.Errorf("not supported: %w", err)
 	}

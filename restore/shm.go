@@ -218,7 +218,7 @@ func makeAnonShmem(size uint64) (int, error) {
 		return -1, fmt.Errorf("map %d bytes of /dev/zero shared: %w", length, os.NewSyscallError("mmap", err))
 	}
 	defer unix.Munmap(b)
-	start := uintptr(unsafeAddr(b))
+	start := unsafeAddr(b)
 	path := fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+uintptr(length))
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
