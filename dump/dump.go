@@ -440,22 +440,6 @@ func (m *memPages) Append(b []byte) (uint64, error) {
 
 func (m *memPages) Size() uint64 { return uint64(len(m.b)) }
 
-// LazyRuns lists the runs of pages left out of the image for the page
-// server, in address order.
-func (cp *Checkpoint) LazyRuns() []*pb.PageRun {
-	var out []*pb.PageRun
-	for _, mm := range cp.Set.Memory {
-		for _, v := range mm.Vmas {
-			for _, r := range v.Pages {
-				if r.State == pb.PageState_PAGE_STATE_LAZY {
-					out = append(out, r)
-				}
-			}
-		}
-	}
-	return out
-}
-
 // ReadMemory reads the frozen process's memory (used by the page server).
 func (cp *Checkpoint) ReadMemory(addr uint64, b []byte) error {
 	return cp.proc.ReadMem(uintptr(addr), b)

@@ -654,14 +654,6 @@ func (t *TCPRestore) begin(pid int, lock string) error {
 	return nil
 }
 
-// Conns is the number of connections re-created so far.
-func (t *TCPRestore) Conns() int {
-	if t == nil {
-		return 0
-	}
-	return len(t.socks)
-}
-
 // Live turns repair off on every re-created connection (which sends a
 // window probe), gives each its final buffer sizes and SO_REUSEADDR, and
 // then removes the image's held lock: the peers' packets reach the new
