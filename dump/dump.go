@@ -227,10 +227,8 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
-	// Re-check under the freeze: state may have changed since precheck.
-	if err := precheckFrozen(pid); err != nil {
-		return nil, err
-	}
+	// Locks taken since precheck are read with each fd (files.dumpLocks)
+	// under the freeze, and refused there the same way.
 	// The descendants, each frozen before its children are listed.
 	if err := cp.freezeTree(); err != nil {
 		return nil, err

@@ -50,17 +50,9 @@ func precheck(pid int) error {
 	if st.TracerPid != 0 {
 		return fmt.Errorf("dump pid %d: %w by pid %d", pid, inject.ErrTraced, st.TracerPid)
 	}
-	return precheckFrozen(pid)
-}
-
-// precheckFrozen holds the checks that are repeated once the process is
-// frozen, when its state can no longer change under us.
-func precheckFrozen(pid int) error {
-	if _, err := proc.ReadStatus(pid); err != nil {
-		return fmt.Errorf("dump pid %d: %w", pid, err)
-	}
-	// Seccomp (strict or filters) is dumped per thread (seccomp.go).
-	// Children are not refused: they are members of the tree (tree.go).
+	// A lock lazycr cannot restore refuses the dump before the freeze.
+	// Under the freeze files.dumpLocks reads each fd's locks anyway and
+	// refuses the same ones (files.LockRefusal), so this is not repeated.
 	return checkLocks(pid)
 }
 
