@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,15 +77,8 @@ func TestRestoreSqliteTransaction(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "POSIX (fcntl)") {
 		t.Errorf("lazycr show (exit %d) lists no POSIX lock:\n%s%s", code, out, errOut)
 	}
-	out, errOut, code = runLazycr(t, "restore", "-D", dir)
-	if code != 0 {
-		t.Fatalf("lazycr restore: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil {
-		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
-	}
-	q := adopt(t, pid)
+	q := restoreAdopt(t, dir)
+	pid := q.pid
 
 	if out, ok := secondWriter(t, sqlite, db, 7); ok || !strings.Contains(out, "database is locked") {
 		t.Fatalf("second writer after the restore: ok=%v %q, want \"database is locked\" (the restored pid %d lost its locks)", ok, out, pid)

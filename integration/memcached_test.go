@@ -166,27 +166,8 @@ func TestMemcachedDumpRestore(t *testing.T) {
 		}
 		sent <- nil
 	}()
-	deadline := time.Now().Add(progressTimeout)
-	for {
-		if tx, _, ok := tcpQueues(t, false, port); ok && tx > 0 {
-			t.Logf("at dump: memcached's socket has %d bytes to send", tx)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("memcached never had replies queued")
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval
-	}
-	img := dumpKill(t, p)
-	out, errOut, code := runLazycr(t, "restore", "-D", img)
-	if code != 0 {
-		t.Fatalf("lazycr restore -D %s: exit %d\n%s", img, code, errOut)
-	}
-	rpid, err := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil {
-		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
-	}
-	r := adopt(t, rpid)
+	waitRepliesQueued(t, port, "memcached")
+	r := restoreAdopt(t, dumpKill(t, p))
 
 	for i := 0; i < n; i++ {
 		key := "key:" + strconv.Itoa(i%keys)

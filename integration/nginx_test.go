@@ -234,17 +234,9 @@ func TestNginxDumpRestore(t *testing.T) {
 	for _, w := range workers {
 		waitGone(t, w)
 	}
-	out, errOut, code := runLazycr(t, "restore", "-D", img)
-	if code != 0 {
-		t.Fatalf("lazycr restore -D %s: exit %d\n%s", img, code, errOut)
-	}
-	rpid, err := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil {
-		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
-	}
-	r := adopt(t, rpid)
-	if rpid != p.pid {
-		t.Errorf("restored master pid %d, want %d", rpid, p.pid)
+	r := restoreAdopt(t, img)
+	if r.pid != p.pid {
+		t.Errorf("restored master pid %d, want %d", r.pid, p.pid)
 	}
 	if got := nginxWorkers(t, r.pid, 2); !slices.Equal(got, workers) {
 		t.Errorf("restored workers %v, want %v", got, workers)

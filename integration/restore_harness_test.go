@@ -255,3 +255,37 @@ func waitTick(t *testing.T, p *proc, key string, n uint64) {
 		time.Sleep(2 * time.Millisecond) // poll interval
 	}
 }
+
+// restoreAdopt runs `lazycr restore -D dir`, which must succeed, and watches
+// the process whose pid it printed (for programs that write no report;
+// restoreFrom also carries a reporting program's output on).
+func restoreAdopt(t *testing.T, dir string) *proc {
+	t.Helper()
+	out, errOut, code := runLazycr(t, "restore", "-D", dir)
+	if code != 0 {
+		t.Fatalf("lazycr restore -D %s: exit %d\nstdout:\n%s\nstderr:\n%s", dir, code, out, errOut)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
+	}
+	return adopt(t, pid)
+}
+
+// waitRepliesQueued waits until the server side of the local TCP
+// connection on port has bytes queued to send (replies in flight), so
+// that a dump catches them in the socket's send queue.
+func waitRepliesQueued(t *testing.T, port int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		if tx, _, ok := tcpQueues(t, false, port); ok && tx > 0 {
+			t.Logf("at dump: %s's socket has %d bytes to send", what, tx)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never had replies queued", what)
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+}
