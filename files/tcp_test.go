@@ -220,7 +220,7 @@ func TestRepairRoundTrip(t *testing.T) {
 			return err
 		}
 		defer unix.Close(n)
-		if err := repairSocket(n, 9, s); err != nil {
+		if err := repairSocket(n, 9, s, localRaw); err != nil {
 			return err
 		}
 		if err := goLive(&tcpSock{fd: n, num: 9, s: s}); err != nil {
@@ -344,4 +344,215 @@ func TestTCPRefusesECN(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// localRaw opens a raw socket in the calling thread's network namespace.
+func localRaw(family int) (int, error) {
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return -1, os.NewSyscallError("socket SOCK_RAW", err)
+	}
+	return fd, nil
+}
+
+// waitState polls fd's TCP state until it is want.
+func waitState(fd int, want uint8) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		state, _, _, _, err := tcpInfo(fd)
+		if err != nil {
+			return err
+		}
+		if state == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fd %d in state %s, want %s", fd, tcpStates[state], tcpStates[want])
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+}
+
+// readFull reads exactly len(want) bytes from fd (with a receive timeout
+// set) and compares them.
+func readFull(fd int, want string) error {
+	buf := make([]byte, len(want))
+	for got := 0; got < len(want); {
+		n, err := unix.Read(fd, buf[got:])
+		if err != nil {
+			return fmt.Errorf("read fd %d after %q: %w", fd, buf[:got], err)
+		}
+		if n == 0 {
+			return fmt.Errorf("read fd %d: EOF after %q, want %q", fd, buf[:got], want)
+		}
+		got += n
+	}
+	if string(buf) != want {
+		return fmt.Errorf("fd %d reads %q, want %q", fd, buf, want)
+	}
+	return nil
+}
+
+// readEOF checks that fd reads end of stream.
+func readEOF(fd int) error {
+	n, err := unix.Read(fd, make([]byte, 16))
+	if err != nil || n != 0 {
+		return fmt.Errorf("read fd %d: %d bytes, %v; want EOF", fd, n, err)
+	}
+	return nil
+}
+
+// dumpAndRebuild reads c in repair mode, closes it silently and rebuilds
+// it on a fresh socket, which it returns live.
+func dumpAndRebuild(c int) (int, *pb.InetSocket, error) {
+	s, err := describeInet(c, true)
+	if err != nil {
+		unix.Close(c)
+		return -1, nil, err
+	}
+	if err := setInt(c, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+		unix.Close(c)
+		return -1, nil, err
+	}
+	s.Tcp = &pb.TcpStream{}
+	err = readStream(c, s.Tcp)
+	unix.Close(c)
+	if err != nil {
+		return -1, nil, err
+	}
+	n, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := repairSocket(n, 9, s, localRaw); err != nil {
+		unix.Close(n)
+		return -1, nil, err
+	}
+	if err := goLive(&tcpSock{fd: n, num: 9, s: s}); err != nil {
+		unix.Close(n)
+		return -1, nil, err
+	}
+	return n, s, nil
+}
+
+// TestRepairHalfClosed rebuilds one end of a loopback connection in each
+// half-closed state that loopback produces without help, and checks both
+// ends carry on: what was unread is read, then the end of stream exactly
+// where it was; the open direction still carries data; no reset is sent.
+// Without the FIN restore the rebuilt socket would be ESTABLISHED and
+// read no EOF.
+func TestRepairHalfClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// setup brings c (with "x" unread) into the state; a is the peer.
+		setup func(c, a int) error
+		state uint8
+		// after checks the rebuilt n against a.
+		after func(n, a int) error
+	}{
+		{"CLOSE_WAIT", func(c, a int) error {
+			if _, err := unix.Write(a, []byte("tail")); err != nil {
+				return err
+			}
+			return unix.Shutdown(a, unix.SHUT_WR)
+		}, tcpCloseWait, func(n, a int) error {
+			if err := readFull(n, "xtail"); err != nil {
+				return err
+			}
+			if err := readEOF(n); err != nil {
+				return err
+			}
+			if _, err := unix.Write(n, []byte("back")); err != nil {
+				return err
+			}
+			if err := readFull(a, "back"); err != nil {
+				return err
+			}
+			if err := unix.Shutdown(n, unix.SHUT_WR); err != nil {
+				return err
+			}
+			if err := readEOF(a); err != nil {
+				return err
+			}
+			return waitState(n, tcpClose)
+		}},
+		{"FIN_WAIT2", func(c, a int) error {
+			if _, err := unix.Write(c, []byte("last")); err != nil {
+				return err
+			}
+			if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
+				return err
+			}
+			if err := readFull(a, "last"); err != nil {
+				return err
+			}
+			return readEOF(a)
+		}, tcpFinWait2, func(n, a int) error {
+			if _, err := unix.Write(a, []byte("more")); err != nil {
+				return err
+			}
+			if err := readFull(n, "xmore"); err != nil {
+				return err
+			}
+			if _, err := unix.Write(n, []byte("no")); !errors.Is(err, unix.EPIPE) {
+				return fmt.Errorf("write after SHUT_WR: %v, want EPIPE", err)
+			}
+			if err := unix.Shutdown(a, unix.SHUT_WR); err != nil {
+				return err
+			}
+			return readEOF(n)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inNewNetns(t, func() error {
+				c, a, err := loopbackPair() // "x" unread in c
+				if err != nil {
+					return err
+				}
+				defer unix.Close(a)
+				tv := unix.Timeval{Sec: 10}
+				if err := unix.SetsockoptTimeval(a, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+					unix.Close(c)
+					return err
+				}
+				if err := tc.setup(c, a); err != nil {
+					unix.Close(c)
+					return err
+				}
+				if err := waitState(c, tc.state); err != nil {
+					unix.Close(c)
+					return err
+				}
+				_, rsts0, err := tcpCounters()
+				if err != nil {
+					unix.Close(c)
+					return err
+				}
+				n, s, err := dumpAndRebuild(c)
+				if err != nil {
+					return err
+				}
+				defer unix.Close(n)
+				if s.Tcp.State != uint32(tc.state) {
+					return fmt.Errorf("image state %d, want %d", s.Tcp.State, tc.state)
+				}
+				if s.Tcp.Options&kabi.TCPI_OPT_TIMESTAMPS == 0 {
+					return fmt.Errorf("timestamps not negotiated (options %#x): the injected FIN's option is not covered", s.Tcp.Options)
+				}
+				if err := waitState(n, tc.state); err != nil {
+					return err
+				}
+				if err := unix.SetsockoptTimeval(n, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+					return err
+				}
+				if err := tc.after(n, a); err != nil {
+					return err
+				}
+				if _, rsts1, err := tcpCounters(); err != nil || rsts1 != rsts0 {
+					return fmt.Errorf("%d resets sent (%v)", rsts1-rsts0, err)
+				}
+				return nil
+			})
+		})
+	}
 }
