@@ -250,11 +250,11 @@ type rawSocketFunc func(family int) (int, error)
 // returns (in the softirq that runs as the sender re-enables bottom
 // halves), but may wait for ksoftirqd under load.
 func injectSegment(fd int, raw rawSocketFunc, seg tcpSegment, want uint8) error {
-	family := unix.AF_INET
-	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: seg.dst.Addr().As4()}
-	if !seg.dst.Addr().Is4() {
-		family = unix.AF_INET6
-		to = &unix.SockaddrInet6{Addr: seg.dst.Addr().As16()}
+	family := unix.AF_INET6
+	var to unix.Sockaddr = &unix.SockaddrInet6{Addr: seg.dst.Addr().As16()}
+	if seg.dst.Addr().Is4() {
+		family = unix.AF_INET
+		to = &unix.SockaddrInet4{Addr: seg.dst.Addr().As4()}
 	}
 	rs, err := raw(family)
 	if err != nil {
