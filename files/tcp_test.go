@@ -2,9 +2,11 @@ package files
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -14,10 +16,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/netlock"
 	"github.com/lazycr/lazycr/proc"
 )
 
@@ -435,74 +439,136 @@ func dumpAndRebuild(c int) (int, *pb.InetSocket, error) {
 	return n, s, nil
 }
 
-// TestRepairHalfClosed rebuilds one end of a loopback connection in each
-// half-closed state that loopback produces without help, and checks both
-// ends carry on: what was unread is read, then the end of stream exactly
-// where it was; the open direction still carries data; no reset is sent.
-// Without the FIN restore the rebuilt socket would be ESTABLISHED and
-// read no EOF.
-func TestRepairHalfClosed(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		// setup brings c (with "x" unread) into the state; a is the peer.
-		setup func(c, a int) error
-		state uint8
-		// after checks the rebuilt n against a.
-		after func(n, a int) error
-	}{
-		{"CLOSE_WAIT", func(c, a int) error {
-			if _, err := unix.Write(a, []byte("tail")); err != nil {
+// halfCloseCase is one state of TestRepairHalfClosed.
+type halfCloseCase struct {
+	name string
+	// setup brings c (with "x" unread) into the state; a is the peer;
+	// lock locks the connection in the namespace (netlock), from a's end
+	// (c's segments are dropped at a's input: sent, never acknowledged)
+	// or from c's (dropped at c's output: never sent). The lock stays
+	// through the rebuild, as in a restore, and goes before after runs.
+	setup func(c, a int, lock func(fromPeer bool) error) error
+	state uint8
+	// after checks the rebuilt n against a.
+	after func(n, a int) error
+}
+
+// peerSeqs reads, in repair mode, rcv_nxt and write_seq of a: what c has
+// had acknowledged, and where a's FIN would go.
+func peerSeqs(a int) (rcvNxt, writeSeq uint32, err error) {
+	if err := setInt(a, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
+		return 0, 0, err
+	}
+	defer setInt(a, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR")
+	if rcvNxt, _, err = readQueue(a, kabi.TCP_RECV_QUEUE, 0); err != nil {
+		return 0, 0, err
+	}
+	writeSeq, _, err = readQueue(a, kabi.TCP_SEND_QUEUE, 0)
+	return rcvNxt, writeSeq, err
+}
+
+func halfCloseCases() []halfCloseCase {
+	write := func(fd int, s string) error {
+		_, err := unix.Write(fd, []byte(s))
+		return err
+	}
+	shut := func(fd int) error { return unix.Shutdown(fd, unix.SHUT_WR) }
+	all := func(steps ...func() error) error {
+		for _, f := range steps {
+			if err := f(); err != nil {
 				return err
 			}
-			return unix.Shutdown(a, unix.SHUT_WR)
+		}
+		return nil
+	}
+	return []halfCloseCase{
+		{"CLOSE_WAIT", func(c, a int, _ func(bool) error) error {
+			return all(func() error { return write(a, "tail") }, func() error { return shut(a) })
 		}, tcpCloseWait, func(n, a int) error {
-			if err := readFull(n, "xtail"); err != nil {
-				return err
-			}
-			if err := readEOF(n); err != nil {
-				return err
-			}
-			if _, err := unix.Write(n, []byte("back")); err != nil {
-				return err
-			}
-			if err := readFull(a, "back"); err != nil {
-				return err
-			}
-			if err := unix.Shutdown(n, unix.SHUT_WR); err != nil {
-				return err
-			}
-			if err := readEOF(a); err != nil {
-				return err
-			}
-			return waitState(n, tcpClose)
+			return all(func() error { return readFull(n, "xtail") }, func() error { return readEOF(n) },
+				func() error { return write(n, "back") }, func() error { return readFull(a, "back") },
+				func() error { return shut(n) }, func() error { return readEOF(a) },
+				func() error { return waitState(n, tcpClose) })
 		}},
-		{"FIN_WAIT2", func(c, a int) error {
-			if _, err := unix.Write(c, []byte("last")); err != nil {
-				return err
-			}
-			if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
-				return err
-			}
-			if err := readFull(a, "last"); err != nil {
-				return err
-			}
-			return readEOF(a)
+		{"FIN_WAIT2", func(c, a int, _ func(bool) error) error {
+			return all(func() error { return write(c, "last") }, func() error { return shut(c) },
+				func() error { return readFull(a, "last") }, func() error { return readEOF(a) })
 		}, tcpFinWait2, func(n, a int) error {
-			if _, err := unix.Write(a, []byte("more")); err != nil {
-				return err
-			}
-			if err := readFull(n, "xmore"); err != nil {
+			if err := all(func() error { return write(a, "more") }, func() error { return readFull(n, "xmore") }); err != nil {
 				return err
 			}
 			if _, err := unix.Write(n, []byte("no")); !errors.Is(err, unix.EPIPE) {
 				return fmt.Errorf("write after SHUT_WR: %v, want EPIPE", err)
 			}
-			if err := unix.Shutdown(a, unix.SHUT_WR); err != nil {
+			return all(func() error { return shut(a) }, func() error { return readEOF(n) })
+		}},
+		{"FIN_WAIT1", func(c, a int, lock func(bool) error) error {
+			return all(func() error { return lock(true) }, func() error { return write(c, "last") }, func() error { return shut(c) })
+		}, tcpFinWait1, func(n, a int) error {
+			// Retransmitted once the lock is gone.
+			return all(func() error { return readFull(a, "last") }, func() error { return readEOF(a) },
+				func() error { return waitState(n, tcpFinWait2) },
+				func() error { return write(a, "more") }, func() error { return readFull(n, "xmore") },
+				func() error { return shut(a) }, func() error { return readEOF(n) })
+		}},
+		{"FIN_WAIT1-unsent", func(c, a int, lock func(bool) error) error {
+			return all(func() error { return lock(false) }, func() error { return write(c, "last") }, func() error { return shut(c) })
+		}, tcpFinWait1, func(n, a int) error {
+			return all(func() error { return readFull(a, "last") }, func() error { return readEOF(a) },
+				func() error { return waitState(n, tcpFinWait2) }, func() error { return readFull(n, "x") })
+		}},
+		{"LAST_ACK", func(c, a int, lock func(bool) error) error {
+			return all(func() error { return write(a, "tail") }, func() error { return shut(a) },
+				func() error { return waitState(c, tcpCloseWait) },
+				func() error { return lock(true) }, func() error { return write(c, "back") }, func() error { return shut(c) })
+		}, tcpLastAck, func(n, a int) error {
+			return all(func() error { return readFull(n, "xtail") }, func() error { return readEOF(n) },
+				func() error { return readFull(a, "back") }, func() error { return readEOF(a) },
+				func() error { return waitState(n, tcpClose) })
+		}},
+		{"CLOSING", func(c, a int, lock func(bool) error) error {
+			if err := all(func() error { return lock(true) }, func() error { return shut(c) }, func() error { return waitState(c, tcpFinWait1) }); err != nil {
 				return err
 			}
-			return readEOF(n)
+			// a's FIN crossing ours: written into c as a would send it
+			// (a sends its real one, at the same sequence number, later).
+			rcvNxt, writeSeq, err := peerSeqs(a)
+			if err != nil {
+				return err
+			}
+			l, err := unix.Getsockname(a)
+			if err != nil {
+				return err
+			}
+			p, err := unix.Getsockname(c)
+			if err != nil {
+				return err
+			}
+			la, lp := sockaddr(l)
+			pa, pp := sockaddr(p)
+			seg := tcpSegment{src: netip.AddrPortFrom(netip.MustParseAddr(la), uint16(lp)), dst: netip.AddrPortFrom(netip.MustParseAddr(pa), uint16(pp)),
+				seq: writeSeq, ack: rcvNxt, flags: tcpFlagFIN | tcpFlagACK, window: 1024}
+			return injectSegment(c, localRaw, seg, tcpClosing)
+		}, tcpClosing, func(n, a int) error {
+			// a sends the FIN n already has (a duplicate to n, whose ACK
+			// acknowledges it); n's FIN is retransmitted and acknowledged:
+			// TIME_WAIT, and the fd's socket is closed.
+			return all(func() error { return shut(a) },
+				func() error { return readFull(n, "x") }, func() error { return readEOF(n) },
+				func() error { return readEOF(a) }, func() error { return waitState(n, tcpClose) })
 		}},
-	} {
+	}
+}
+
+// TestRepairHalfClosed rebuilds one end of a loopback connection in each
+// half-closed state, with a lock (netlock) where our FIN must stay
+// unacknowledged or unsent, and checks both ends carry on: what was
+// unread is read, then the end of stream exactly where it was; the open
+// direction still carries data; an unacknowledged FIN is retransmitted
+// once the lock goes; no reset is sent. Without the FIN restore the
+// rebuilt socket would be ESTABLISHED.
+func TestRepairHalfClosed(t *testing.T) {
+	for _, tc := range halfCloseCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			inNewNetns(t, func() error {
 				c, a, err := loopbackPair() // "x" unread in c
@@ -515,7 +581,32 @@ func TestRepairHalfClosed(t *testing.T) {
 					unix.Close(c)
 					return err
 				}
-				if err := tc.setup(c, a); err != nil {
+				var l *netlock.Lock
+				unlock := func() error {
+					if l == nil {
+						return nil
+					}
+					return l.Unlock()
+				}
+				defer unlock()
+				lock := func(fromPeer bool) error {
+					ns, err := netns.Get()
+					if err != nil {
+						return err
+					}
+					defer ns.Close()
+					self, peer, err := ends(c)
+					if err != nil {
+						return err
+					}
+					conn := netlock.Conn{Local: self, Remote: peer}
+					if fromPeer {
+						conn = netlock.Conn{Local: peer, Remote: self}
+					}
+					l, err = netlock.Acquire(ns, []netlock.Conn{conn}, netlock.Options{Log: zerolog.Nop()})
+					return err
+				}
+				if err := tc.setup(c, a, lock); err != nil {
 					unix.Close(c)
 					return err
 				}
@@ -542,6 +633,9 @@ func TestRepairHalfClosed(t *testing.T) {
 				if err := waitState(n, tc.state); err != nil {
 					return err
 				}
+				if err := unlock(); err != nil {
+					return err
+				}
 				if err := unix.SetsockoptTimeval(n, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 					return err
 				}
@@ -554,5 +648,170 @@ func TestRepairHalfClosed(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// ends returns the local and peer ends of the connected socket fd.
+func ends(fd int) (local, peer netip.AddrPort, err error) {
+	l, err := unix.Getsockname(fd)
+	if err != nil {
+		return local, peer, err
+	}
+	p, err := unix.Getpeername(fd)
+	if err != nil {
+		return local, peer, err
+	}
+	la, lp := sockaddr(l)
+	pa, pp := sockaddr(p)
+	return netip.AddrPortFrom(netip.MustParseAddr(la), uint16(lp)), netip.AddrPortFrom(netip.MustParseAddr(pa), uint16(pp)), nil
+}
+
+// TestFinsSendData: SIOCOUTQ/SIOCOUTQNSD with our FIN in them, per state.
+func TestFinsSendData(t *testing.T) {
+	for _, tc := range []struct {
+		state              uint32
+		outq, unsent       int
+		data, dataUnsent   int
+		finUnsent, wantErr bool
+	}{
+		{tcpEstablished, 10, 4, 10, 4, false, false},
+		{tcpCloseWait, 10, 0, 10, 0, false, false},
+		{tcpFinWait1, 11, 0, 10, 0, false, false}, // FIN sent, unacknowledged
+		{tcpFinWait1, 11, 5, 10, 4, true, false},  // FIN behind 4 unsent bytes
+		{tcpFinWait1, 1, 1, 0, 0, true, false},    // a lone unsent FIN
+		{tcpFinWait1, 1, 0, 0, 0, false, false},   // a lone FIN in flight
+		{tcpLastAck, 3, 0, 2, 0, false, false},
+		{tcpClosing, 1, 0, 0, 0, false, false},
+		{tcpFinWait2, 0, 0, 0, 0, false, false},
+		{tcpFinWait2, 1, 0, 0, 0, false, true}, // acknowledged FIN still queued
+		{tcpFinWait1, 0, 0, 0, 0, false, true}, // no FIN at all
+		{tcpEstablished, 3, 4, 0, 0, false, true},
+	} {
+		f, ok := finsOf(tc.state)
+		if !ok {
+			t.Fatalf("state %d not handled", tc.state)
+		}
+		data, dataUnsent, finUnsent, err := f.sendData(tc.outq, tc.unsent)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s outq %d unsent %d: error %v, want error %v", tcpStates[uint8(tc.state)], tc.outq, tc.unsent, err, tc.wantErr)
+			continue
+		}
+		if err == nil && (data != tc.data || dataUnsent != tc.dataUnsent || finUnsent != tc.finUnsent) {
+			t.Errorf("%s outq %d unsent %d: %d data, %d unsent, FIN unsent %v; want %d, %d, %v", tcpStates[uint8(tc.state)],
+				tc.outq, tc.unsent, data, dataUnsent, finUnsent, tc.data, tc.dataUnsent, tc.finUnsent)
+		}
+	}
+	for _, s := range []uint32{tcpSynSent, 3, 6, tcpClose, 10, 12} {
+		if _, ok := finsOf(s); ok {
+			t.Errorf("state %d accepted", s)
+		}
+	}
+}
+
+// TestFinsQueueStarts: the queues start where the data starts, the FINs
+// backed off, across the 2^32 wrap.
+func TestFinsQueueStarts(t *testing.T) {
+	st := &pb.TcpStream{InqSeq: 2, Inq: []byte("abc"), OutqSeq: 5, Outq: []byte("de")}
+	for _, tc := range []struct {
+		state      uint32
+		recv, send uint32
+	}{
+		{tcpEstablished, 0xffffffff, 3},
+		{tcpCloseWait, 0xfffffffe, 3},
+		{tcpFinWait1, 0xffffffff, 2},
+		{tcpFinWait2, 0xffffffff, 2},
+		{tcpLastAck, 0xfffffffe, 2},
+		{tcpClosing, 0xfffffffe, 2},
+	} {
+		f, _ := finsOf(tc.state)
+		st.State = tc.state
+		if recv, send := f.queueStarts(st); recv != tc.recv || send != tc.send {
+			t.Errorf("%s: queues start at %#x, %#x; want %#x, %#x", tcpStates[uint8(tc.state)], recv, send, tc.recv, tc.send)
+		}
+	}
+}
+
+// TestFinsWindow: rcv_wup moves back to rcv_nxt before the peer's FIN,
+// the right edge rcv_wup + rcv_wnd stays.
+func TestFinsWindow(t *testing.T) {
+	w := kabi.TCPRepairWindow{SndWl1: 7, SndWnd: 100, MaxWindow: 200, RcvWnd: 1000, RcvWup: 0}
+	cw, _ := finsOf(tcpCloseWait)
+	est, _ := finsOf(tcpEstablished)
+	for _, tc := range []struct {
+		f              tcpFins
+		rcvWup, rcvNxt uint32
+		wantWup        uint32
+		wantWnd        uint32
+	}{
+		{cw, 50, 49, 49, 1001},                // ACK of the FIN advertised from rcv_nxt + 1
+		{cw, 40, 49, 40, 1000},                // older window update: kept
+		{cw, 0, 0xffffffff, 0xffffffff, 1001}, // across the wrap
+		{est, 50, 49, 50, 1000},               // no peer's FIN: untouched
+	} {
+		w.RcvWup = tc.rcvWup
+		got := tc.f.window(w, tc.rcvNxt)
+		if got.RcvWup != tc.wantWup || got.RcvWnd != tc.wantWnd || got.SndWnd != w.SndWnd || got.SndWl1 != w.SndWl1 {
+			t.Errorf("rcv_wup %#x rcv_nxt %#x: %+v, want rcv_wup %#x rcv_wnd %d", tc.rcvWup, tc.rcvNxt, got, tc.wantWup, tc.wantWnd)
+		}
+	}
+}
+
+// TestTCPSegmentEncode checks the injected segment's headers against
+// fixed fields and verifies both checksums the way a receiver does (the
+// sum over the pseudo-header and segment is 0xffff).
+func TestTCPSegmentEncode(t *testing.T) {
+	for _, tc := range []struct {
+		src, dst string
+		ts       bool
+	}{
+		{"127.0.0.1:5000", "127.0.0.2:80", false},
+		{"10.1.2.3:65535", "10.3.2.1:1", true},
+		{"[::1]:4000", "[fd00::1]:443", true},
+	} {
+		seg := tcpSegment{src: netip.MustParseAddrPort(tc.src), dst: netip.MustParseAddrPort(tc.dst),
+			seq: 0xfffffff0, ack: 12345, flags: tcpFlagFIN | tcpFlagACK, window: 512, ts: tc.ts, tsVal: 0, tsEcr: 0xdeadbeef}
+		b := seg.encode()
+		ipLen := 20
+		if !seg.src.Addr().Is4() {
+			ipLen = 40
+		}
+		th := b[ipLen:]
+		wantLen := 20
+		if tc.ts {
+			wantLen = 32
+		}
+		if len(th) != wantLen || int(th[12]>>4)*4 != wantLen {
+			t.Fatalf("%s: TCP header of %d bytes, offset %d", tc.src, len(th), th[12]>>4)
+		}
+		if binary.BigEndian.Uint16(th) != seg.src.Port() || binary.BigEndian.Uint16(th[2:]) != seg.dst.Port() ||
+			binary.BigEndian.Uint32(th[4:]) != seg.seq || binary.BigEndian.Uint32(th[8:]) != seg.ack ||
+			th[13] != seg.flags || binary.BigEndian.Uint16(th[14:]) != seg.window {
+			t.Errorf("%s: header %x", tc.src, th)
+		}
+		if tc.ts && (th[22] != 8 || th[23] != 10 || binary.BigEndian.Uint32(th[28:]) != seg.tsEcr) {
+			t.Errorf("%s: timestamp option %x", tc.src, th[20:])
+		}
+		var pseudo []byte
+		if ipLen == 20 {
+			if b[0] != 0x45 || b[9] != unix.IPPROTO_TCP || int(binary.BigEndian.Uint16(b[2:])) != len(b) ||
+				!bytes.Equal(b[12:16], seg.src.Addr().AsSlice()) || !bytes.Equal(b[16:20], seg.dst.Addr().AsSlice()) {
+				t.Errorf("%s: IPv4 header %x", tc.src, b[:20])
+			}
+			pseudo = append(pseudo, b[12:20]...)
+		} else {
+			if b[0]>>4 != 6 || b[6] != unix.IPPROTO_TCP || int(binary.BigEndian.Uint16(b[4:])) != len(th) ||
+				!bytes.Equal(b[8:24], seg.src.Addr().AsSlice()) || !bytes.Equal(b[24:40], seg.dst.Addr().AsSlice()) {
+				t.Errorf("%s: IPv6 header %x", tc.src, b[:40])
+			}
+			pseudo = append(pseudo, b[8:40]...)
+		}
+		pseudo = append(pseudo, 0, unix.IPPROTO_TCP, 0, byte(len(th)))
+		if sum := inetChecksum(pseudo, th); sum != 0 {
+			t.Errorf("%s: TCP checksum does not verify (%#x)", tc.src, sum)
+		}
+	}
+	// RFC 1071's example: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
+	if got := inetChecksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != ^uint16(0xddf2) {
+		t.Errorf("RFC 1071 example: %#x, want %#x", got, ^uint16(0xddf2))
 	}
 }
