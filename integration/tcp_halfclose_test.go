@@ -1,16 +1,21 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lazycr/lazycr/hosts"
 )
 
 // Half-closed TCP connections across `dump -D` / `restore -D` (files/tcp.go,
@@ -138,5 +143,64 @@ func TestTCPHalfClosedDumpRestore(t *testing.T) {
 			rp := restoreFrom(t, p, dir)
 			checkHalfClosed(t, rp, goFile, cw, fw)
 		})
+	}
+}
+
+// TestTCPHalfClosedLazyMigration: halfclose serves on host B, the test's
+// two connections come from host A to B's service address; the process
+// migrates post-copy to host C (takeover), its half-closed connections
+// (and its connection to itself) with it, locked on both sides meanwhile.
+func TestTCPHalfClosedLazyMigration(t *testing.T) {
+	bin := buildC(t, "halfclose")
+	goFile := filepath.Join(t.TempDir(), "go")
+	l := newLazyTCPWith(t, func(ctx context.Context, hB *hosts.Host) (*proc, int) {
+		p := startCmd(t, hB.Command(ctx, bin, "4", "server", goFile))
+		var rep tcpReport
+		waitReport(t, p, &rep)
+		return p, rep.Port
+	})
+	cw := l.c
+	var fw *net.TCPConn
+	if err := l.hA.Do(func() error {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(l.svc, uint16(l.port)).String(), reportTimeout)
+		if err == nil {
+			fw = c.(*net.TCPConn)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	if _, err := cw.Write([]byte("cw-in")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	fw.SetReadDeadline(time.Now().Add(reportTimeout))
+	if b, err := io.ReadAll(fw); err != nil || string(b) != "fw-out" {
+		t.Fatalf("the test's end of fw read %q, %v; want \"fw-out\" and EOF", b, err)
+	}
+	waitTick(t, l.p, "ready", 1)
+
+	terr, srcErr, dstErr, dstOut := l.migrate(t, "takeover")
+	if terr != nil {
+		e, _ := os.ReadFile(dstErr)
+		s, _ := os.ReadFile(srcErr)
+		t.Fatalf("lazycr restore on C: %v\n%s\nsource:\n%s", terr, e, s)
+	}
+	b, _ := os.ReadFile(dstOut)
+	npid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		t.Fatalf("target stdout %q: no pid", b)
+	}
+	np := adopt(t, npid)
+	np.continueOutput(l.p, true)
+	t.Logf("migrated: pid %d on B is pid %d on C", l.p.pid, np.pid)
+	checkHalfClosed(t, np, goFile, cw, fw)
+	for _, h := range []*hosts.Host{l.hB, l.hC} {
+		if held := heldOn(t, h); len(held) > 0 {
+			t.Errorf("host %s keeps held locks %v", h.Name, held)
+		}
 	}
 }

@@ -2,9 +2,13 @@
  * halfclose: TCP connections held half-closed across a dump, checked by
  * the program itself after the restore.
  *
- *   halfclose 4|6 PORT GOFILE
+ *   halfclose 4|6 PORT GOFILE     connect twice to the test's listener on
+ *                                 the loopback PORT
+ *   halfclose 4 server GOFILE     listen on 0.0.0.0:0 and accept two
+ *                                 connections from the test (on another
+ *                                 host)
  *
- * Connects twice to the test's listener on the loopback PORT:
+ * The two connections with the test, in order:
  *   cw  the test writes "cw-in" and shuts its side down: CLOSE_WAIT here,
  *       with "cw-in" unread before the end of stream;
  *   fw  this end writes "fw-out" and shuts down its side: FIN_WAIT2, still
@@ -13,7 +17,7 @@
  *   a   writes "a-out" and shuts down its side (FIN_WAIT2);
  *   b   its peer (CLOSE_WAIT, "a-out" unread before the end of stream).
  *
- * Report: {"pid":N,"port":N} (the own listener's port), then "tick ready 1"
+ * Report: {"pid":N,"port":N} (the listener's port), then "tick ready 1"
  * once the four sockets are in those states with their bytes queued. It
  * then waits (polling, touching no socket) until GOFILE exists, and checks:
  *   cw  reads "cw-in", then EOF; writes "cw-back" and shuts down ("tick cw 1");
@@ -63,6 +67,15 @@ static int dial(int port)
 		if (errno != EINTR)
 			die("connect");
 	return s;
+}
+
+static int take(int ls)
+{
+	int c;
+	while ((c = accept(ls, NULL, NULL)) < 0)
+		if (errno != EINTR)
+			die("accept");
+	return c;
 }
 
 static void send_all(int fd, const char *s)
@@ -140,29 +153,40 @@ static int inq(int fd)
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: halfclose 4|6 PORT GOFILE\n");
+		fprintf(stderr, "usage: halfclose 4|6 PORT|server GOFILE\n");
 		return 2;
 	}
 	v6 = argv[1][0] == '6';
+	int server = !strcmp(argv[2], "server");
+	if (server && v6) {
+		fprintf(stderr, "halfclose: server mode is IPv4 only\n");
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
-	int cw = dial(atoi(argv[2]));
-	int fw = dial(atoi(argv[2]));
+	int cw = -1, fw = -1;
+	if (!server) {
+		cw = dial(atoi(argv[2]));
+		fw = dial(atoi(argv[2]));
+	}
 
 	struct sockaddr_storage ss;
 	socklen_t l = loopback(&ss, 0);
+	if (server)
+		((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_ANY);
 	int ls = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
-	if (ls < 0 || bind(ls, (struct sockaddr *)&ss, l) < 0 || listen(ls, 1) < 0)
+	if (ls < 0 || bind(ls, (struct sockaddr *)&ss, l) < 0 || listen(ls, 4) < 0)
 		die("listen");
 	l = sizeof ss;
 	if (getsockname(ls, (struct sockaddr *)&ss, &l) < 0)
 		die("getsockname");
 	int port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
 	emit("{\"pid\":%d,\"port\":%d}\n", getpid(), port);
+	if (server) {
+		cw = take(ls);
+		fw = take(ls);
+	}
 	int a = dial(port);
-	int b;
-	while ((b = accept(ls, NULL, NULL)) < 0)
-		if (errno != EINTR)
-			die("accept");
+	int b = take(ls);
 	close(ls);
 
 	send_all(fw, "fw-out");
