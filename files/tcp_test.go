@@ -406,14 +406,26 @@ func readEOF(fd int) error {
 	return nil
 }
 
-// dumpAndRebuild reads c in repair mode, closes it silently and rebuilds
-// it on a fresh socket, which it returns live.
+// dumpAndRebuild reads c in repair mode (and its sk_shutdown through
+// sock_diag, in the calling thread's namespace), closes it silently and
+// rebuilds it on a fresh socket, which it returns live.
 func dumpAndRebuild(c int) (int, *pb.InetSocket, error) {
 	s, err := describeInet(c, true)
 	if err != nil {
 		unix.Close(c)
 		return -1, nil, err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(c, &st); err != nil {
+		unix.Close(c)
+		return -1, nil, err
+	}
+	diag, err := diagSockets(unix.Gettid(), unix.AF_INET, unix.IPPROTO_TCP)
+	if err != nil {
+		unix.Close(c)
+		return -1, nil, err
+	}
+	s.Shutdown = uint32(diag[st.Ino].shutdown)
 	if err := setInt(c, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
 		unix.Close(c)
 		return -1, nil, err
@@ -501,6 +513,13 @@ func halfCloseCases() []halfCloseCase {
 				return fmt.Errorf("write after SHUT_WR: %v, want EPIPE", err)
 			}
 			return all(func() error { return shut(a) }, func() error { return readEOF(n) })
+		}},
+		{"SHUT_RD", func(c, a int, _ func(bool) error) error {
+			return unix.Shutdown(c, unix.SHUT_RD)
+		}, tcpEstablished, func(n, a int) error {
+			// The unread byte, then the end of stream the shutdown set.
+			return all(func() error { return readFull(n, "x") }, func() error { return readEOF(n) },
+				func() error { return write(n, "out") }, func() error { return readFull(a, "out") })
 		}},
 		{"FIN_WAIT1", func(c, a int, lock func(bool) error) error {
 			return all(func() error { return lock(true) }, func() error { return write(c, "last") }, func() error { return shut(c) })
