@@ -796,8 +796,12 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	if r.tcp == nil {
 		return 0, fmt.Errorf("socket fd %d: TCP connection %s: this restore cannot re-create TCP connections", f.Fd, connName(s))
 	}
-	if _, ok := finsOf(st.State); !ok {
+	fins, ok := finsOf(st.State)
+	if !ok {
 		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %d in the image", f.Fd, connName(s), st.State)
+	}
+	if err := fins.check(st); err != nil {
+		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %s in the image: %w", f.Fd, connName(s), tcpStates[uint8(st.State)], err)
 	}
 	if t := r.tcp; t.conns != nil {
 		c, err := lockConn(s)

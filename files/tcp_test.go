@@ -834,3 +834,25 @@ func TestTCPSegmentEncode(t *testing.T) {
 		t.Errorf("RFC 1071 example: %#x, want %#x", got, ^uint16(0xddf2))
 	}
 }
+
+// TestFinsCheck: images whose queues contradict their state are refused.
+func TestFinsCheck(t *testing.T) {
+	for _, tc := range []struct {
+		state uint32
+		st    *pb.TcpStream
+		ok    bool
+	}{
+		{tcpFinWait1, &pb.TcpStream{Outq: []byte("ab"), OutqUnsent: 2, FinUnsent: true}, true},
+		{tcpFinWait1, &pb.TcpStream{Outq: []byte("ab")}, true},
+		{tcpFinWait1, &pb.TcpStream{Outq: []byte("ab"), OutqUnsent: 1}, false},
+		{tcpCloseWait, &pb.TcpStream{FinUnsent: true}, false},
+		{tcpFinWait2, &pb.TcpStream{FinUnsent: true}, false},
+		{tcpFinWait2, &pb.TcpStream{Outq: []byte("a")}, false},
+		{tcpCloseWait, &pb.TcpStream{Outq: []byte("ab"), OutqUnsent: 2}, true},
+	} {
+		f, _ := finsOf(tc.state)
+		if err := f.check(tc.st); (err == nil) != tc.ok {
+			t.Errorf("%s %v: %v, want ok %v", tcpStates[uint8(tc.state)], tc.st, err, tc.ok)
+		}
+	}
+}

@@ -4084,8 +4084,9 @@ type InetSocket struct {
 	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
 	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
 	Shutdown uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
-	// An established TCP connection (files/tcp.go): its state read in
-	// TCP_REPAIR mode. peer_addr/peer_port name the peer.
+	// A TCP connection, established or half-closed (files/tcp.go): its
+	// state read in TCP_REPAIR mode. peer_addr/peer_port name the peer;
+	// shutdown is recorded for it too (a SHUT_RD is restored).
 	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
