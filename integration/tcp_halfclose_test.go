@@ -146,6 +146,19 @@ func TestTCPHalfClosedDumpRestore(t *testing.T) {
 	}
 }
 
+// TestTCPHalfClosedLeaveRunning: a --leave-running dump of half-closed
+// connections gives them back as they were (repair off, lock released).
+func TestTCPHalfClosedLeaveRunning(t *testing.T) {
+	bin := buildC(t, "halfclose")
+	goFile := filepath.Join(t.TempDir(), "go")
+	p, cw, fw := halfClosePeers(t, bin, false, goFile, func(args ...string) *proc { return start(t, bin, args...) })
+	img := dumpLeaveRunning(t, p.pid)
+	if n := len(img.fds(t, p.pid).Fds); n == 0 {
+		t.Fatal("empty fd table in the image")
+	}
+	checkHalfClosed(t, p, goFile, cw, fw)
+}
+
 // TestTCPHalfClosedLazyMigration: halfclose serves on host B, the test's
 // two connections come from host A to B's service address; the process
 // migrates post-copy to host C (takeover), its half-closed connections
