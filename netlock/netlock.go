@@ -84,7 +84,7 @@ const (
 // InjectMark is the packet mark (SO_MARK, socket(7)) that a lock lets
 // through: lazycr's own segments, written from a raw socket into a
 // connection it is re-creating while that connection is locked (the
-// peer's FIN of a half-closed connection, files/tcp.go), carry it. The
+// peer's FIN of a half-closed connection, files/tcpfin.go), carry it. The
 // kernel keeps the mark of a locally generated packet when it loops back
 // to the input hook of the same namespace (a local destination leaves
 // through lo), so both chains see it. Setting a mark needs CAP_NET_ADMIN.
