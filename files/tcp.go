@@ -18,8 +18,9 @@ import (
 )
 
 // tcpConn is a TCP connection (IPv4 or IPv6, either side), established or
-// half-closed, checkpointed with TCP_REPAIR (tcp(7); Documentation/networking and
-// CRIU's soccr/soccr.c are the reference for the sequence):
+// half-closed, checkpointed with TCP_REPAIR (tcp(7);
+// Documentation/networking and CRIU's soccr/soccr.c are the reference for
+// the sequence):
 //
 // Dump: the connection's packets are locked out (netlock) before anything
 // is read, so the state cannot move under the dump (nor, as seen by the
@@ -51,11 +52,12 @@ import (
 // the sockets silently. TIME_WAIT has no fd (timewait.go).
 //
 // Refused, naming the connection: SYN_SENT and SYN_RECV (the handshake is
-// not restored), CLOSE (neither connected nor listening), a socket filter (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly),
-// TCP-MD5 or TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP:
-// kTLS...), negotiated ECN or microsecond timestamps (no repair option
-// carries them), and a receive
-// queue that cannot be read whole (urgent data stops recv at the mark).
+// not restored), CLOSE (neither connected nor listening), a socket filter
+// (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly), TCP-MD5 or
+// TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP: kTLS...),
+// negotiated ECN or microsecond timestamps (no repair option carries
+// them), and a receive queue that cannot be read whole (urgent data stops
+// recv at the mark).
 type tcpConn struct{}
 
 func (tcpConn) name() string { return "socket" }
