@@ -51,8 +51,12 @@ import (
 // process is about to run ([TCPRestore.Live]), so a failed restore closes
 // the sockets silently. TIME_WAIT has no fd (timewait.go).
 //
+// A socket in state CLOSE that was never connected (frozen between
+// socket(2) and connect(2)) is an ordinary socket (inetSocket).
+//
 // Refused, naming the connection: SYN_SENT and SYN_RECV (the handshake is
-// not restored), CLOSE (neither connected nor listening), a socket filter
+// not restored), CLOSE after a connection (reset, failed or disconnected:
+// its error and shutdown state are not restorable), a socket filter
 // (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly), TCP-MD5 or
 // TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP: kTLS...),
 // negotiated ECN or microsecond timestamps (no repair option carries
@@ -108,6 +112,24 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	if err != nil {
 		return err
 	}
+	if state == tcpClose {
+		fresh, err := neverConnected(l.local)
+		if err != nil {
+			return err
+		}
+		if fresh {
+			// Made and perhaps bound, not yet connected (a process
+			// frozen between socket(2) and connect(2)): a plain socket,
+			// made again by inetSocket.create.
+			s, err := describeInet(l.local, true)
+			if err != nil {
+				return err
+			}
+			s.Inode = l.ino
+			out.Kind = &pb.Fd_InetSocket{InetSocket: s}
+			return nil
+		}
+	}
 	if _, ok := finsOf(uint32(state)); !ok {
 		what := "TCP socket"
 		if sa, err := unix.Getsockname(l.local); err == nil {
@@ -126,7 +148,7 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		case tcpSynSent:
 			name += ": still connecting"
 		case tcpClose:
-			name += ": neither connected nor listening"
+			name += ": closed after a connection (reset, failed or disconnected)"
 		}
 		return fmt.Errorf("%w: %s in state %s", ErrUnsupported, what, name)
 	}
@@ -150,6 +172,30 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	d.opts.TCP.socks = append(d.opts.TCP.socks, &tcpSock{fd: local, num: l.num, s: s})
 	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
 	return nil
+}
+
+// neverConnected reports whether the TCP socket fd, in state CLOSE, was
+// never connected: a connect(2) sets the MSS and path MTU fields of
+// tcp_info (tcp_connect_init, tcp_sync_mss), and neither a later error
+// (tcp_done) nor a disconnect (connect to AF_UNSPEC: tcp_disconnect)
+// clears them; a socket it gave up on also has a pending error or a shut
+// down side, which a fresh one would lose. A receive side shut down by
+// shutdown(2) before any connect (which fails ENOTCONN but sets the flag,
+// inet_shutdown) shows as POLLRDHUP and is refused; the send side's flag
+// alone shows nowhere.
+func neverConnected(fd int) (bool, error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return false, fmt.Errorf("read TCP_INFO: %w", os.NewSyscallError("getsockopt", err))
+	}
+	if ti.Advmss != 0 || ti.Pmtu != 0 || ti.Rcv_mss != 0 {
+		return false, nil
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return false, fmt.Errorf("poll socket: %w", os.NewSyscallError("poll", err))
+	}
+	return pfd[0].Revents&unix.POLLRDHUP == 0, nil
 }
 
 // tcpRefusals refuses what a TCP repair cannot carry over exactly. It

@@ -856,3 +856,58 @@ func TestFinsCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestNeverConnected tells a socket frozen between socket(2) and
+// connect(2) (taken as a plain socket) from one closed after a connection
+// attempt (refused) or shut down before it (refused).
+func TestNeverConnected(t *testing.T) {
+	inNewNetns(t, func() error {
+		sock := func() (int, error) { return unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) }
+		lo := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+		for _, tc := range []struct {
+			name  string
+			setup func(fd int) error
+			fresh bool
+		}{
+			{"fresh", func(int) error { return nil }, true},
+			{"bound", func(fd int) error { return unix.Bind(fd, lo) }, true},
+			{"refused", func(fd int) error {
+				// Port 1 on a fresh namespace's loopback: nothing listens.
+				if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: lo.Addr, Port: 1}); !errors.Is(err, unix.ECONNREFUSED) {
+					return fmt.Errorf("connect to port 1: %v, want ECONNREFUSED", err)
+				}
+				return nil
+			}, false},
+			{"shut down", func(fd int) error {
+				if err := unix.Shutdown(fd, unix.SHUT_RD); !errors.Is(err, unix.ENOTCONN) {
+					return fmt.Errorf("shutdown of an unconnected socket: %v, want ENOTCONN", err)
+				}
+				return nil
+			}, false},
+		} {
+			fd, err := sock()
+			if err != nil {
+				return err
+			}
+			err = tc.setup(fd)
+			if err == nil {
+				var state uint8
+				if state, _, _, _, err = tcpInfo(fd); err == nil && state != tcpClose {
+					err = fmt.Errorf("%s: state %s, want CLOSE", tc.name, tcpStates[state])
+				}
+			}
+			var fresh bool
+			if err == nil {
+				fresh, err = neverConnected(fd)
+			}
+			unix.Close(fd)
+			if err != nil {
+				return fmt.Errorf("%s: %w", tc.name, err)
+			}
+			if fresh != tc.fresh {
+				return fmt.Errorf("%s: never connected %v, want %v", tc.name, fresh, tc.fresh)
+			}
+		}
+		return nil
+	})
+}

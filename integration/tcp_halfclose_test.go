@@ -118,7 +118,8 @@ func soError(t *testing.T, c *net.TCPConn) error {
 
 // TestTCPHalfClosedDumpRestore: IPv4 and IPv6, plain dump and restore on
 // one host. Before this was supported the dump refused the CLOSE_WAIT
-// sockets ("in state CLOSE_WAIT").
+// sockets ("in state CLOSE_WAIT"), and the never-connected ones ("in
+// state CLOSE").
 func TestTCPHalfClosedDumpRestore(t *testing.T) {
 	bin := buildC(t, "halfclose")
 	for _, v6 := range []bool{false, true} {
@@ -131,14 +132,18 @@ func TestTCPHalfClosedDumpRestore(t *testing.T) {
 			p, cw, fw := halfClosePeers(t, bin, v6, goFile, func(args ...string) *proc { return start(t, bin, args...) })
 			dir := dumpKill(t, p)
 			states := map[uint32]int{}
+			fresh := 0
 			for _, f := range show(t, dir).fds(t, p.pid).Fds {
-				if st := f.GetInetSocket().GetTcp(); st != nil {
+				s := f.GetInetSocket()
+				if st := s.GetTcp(); st != nil {
 					states[st.State]++
+				} else if s != nil && !s.Listening {
+					fresh++
 				}
 			}
 			// CLOSE_WAIT 8 (cw, b), FIN_WAIT2 5 (fw, a).
-			if states[8] != 2 || states[5] != 2 {
-				t.Fatalf("image holds TCP connections in states %v, want two CLOSE_WAIT (8) and two FIN_WAIT2 (5)", states)
+			if states[8] != 2 || states[5] != 2 || fresh != 2 {
+				t.Fatalf("image holds TCP connections in states %v and %d other sockets, want two CLOSE_WAIT (8), two FIN_WAIT2 (5) and two never connected", states, fresh)
 			}
 			rp := restoreFrom(t, p, dir)
 			checkHalfClosed(t, rp, goFile, cw, fw)

@@ -25,6 +25,9 @@
  *       write fails EPIPE ("tick fw 1");
  *   b   reads "a-out", then EOF; writes "b-back" and shuts down;
  *   a   reads "b-back", then EOF ("tick pair 1");
+ *   two TCP sockets made before the dump and never connected, one of them
+ *   bound to the loopback, connect to the listener and exchange a byte
+ *   ("tick fresh 1");
  * then "tick done 1" and exits 0. Any other outcome is reported on stderr
  * and exits 1.
  */
@@ -187,7 +190,15 @@ int main(int argc, char **argv)
 	}
 	int a = dial(port);
 	int b = take(ls);
-	close(ls);
+	/* Never connected before the dump: state CLOSE. */
+	int fresh[2];
+	for (int i = 0; i < 2; i++)
+		if ((fresh[i] = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0)) < 0)
+			die("socket");
+	struct sockaddr_storage lo;
+	socklen_t lol = loopback(&lo, 0);
+	if (bind(fresh[1], (struct sockaddr *)&lo, lol) < 0)
+		die("bind fresh");
 
 	send_all(fw, "fw-out");
 	if (shutdown(fw, SHUT_WR) < 0)
@@ -223,6 +234,21 @@ int main(int argc, char **argv)
 		die("shutdown b");
 	expect(a, "a", "b-back");
 	tick("pair", 1);
+
+	for (int i = 0; i < 2; i++) {
+		lol = loopback(&lo, port);
+		while (connect(fresh[i], (struct sockaddr *)&lo, lol) < 0)
+			if (errno != EINTR)
+				die("connect fresh");
+		int peer = take(ls);
+		char c = 'f';
+		if (write(fresh[i], &c, 1) != 1 || read(peer, &c, 1) != 1 || c != 'f')
+			fail("fresh", "no byte through the fresh socket's connection");
+		close(peer);
+		close(fresh[i]);
+	}
+	close(ls);
+	tick("fresh", 1);
 	close(cw);
 	close(fw);
 	close(a);
