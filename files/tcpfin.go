@@ -33,8 +33,10 @@ import (
 // in the order the state was reached. Ours by shutdown(SHUT_WR) in repair
 // mode: tcp_send_fin queues it; with TCP_REPAIR_QUEUE = TCP_SEND_QUEUE
 // tcp_write_xmit marks it sent without transmitting it (the "repair" path),
-// as it was at the dump; an unsent one is left to the kernel's normal
-// transmission. The peer's FIN cannot be queued by any socket option: it
+// as it was at the dump; an unsent one goes the normal way: the kernel
+// transmits it at once, the lock drops it at the output hook, which
+// tcp_transmit_skb sees as an error, so it stays queued unsent, and it
+// goes out once the connection is live. The peer's FIN cannot be queued by any socket option: it
 // is a FIN|ACK segment written from a raw socket (raw(7), IP_HDRINCL) with
 // the peer's address as source into the repaired socket, which handles it
 // like any received segment (tcp_rcv_established → tcp_data_queue →
