@@ -652,6 +652,10 @@ func TestRepairHalfClosed(t *testing.T) {
 				if err := waitState(n, tc.state); err != nil {
 					return err
 				}
+				// The rebuilt queues as the ioctls see them, FINs included.
+				if err := sameQueues(n, s.Tcp); err != nil {
+					return err
+				}
 				if err := unlock(); err != nil {
 					return err
 				}
@@ -668,6 +672,31 @@ func TestRepairHalfClosed(t *testing.T) {
 			})
 		})
 	}
+}
+
+// sameQueues compares SIOCINQ, SIOCOUTQ and SIOCOUTQNSD of fd with what
+// they were at the dump of st.
+func sameQueues(fd int, st *pb.TcpStream) error {
+	f, _ := finsOf(st.State)
+	wantOut, wantUnsent := len(st.Outq), int(st.OutqUnsent)
+	if f.ours && !f.oursAcked {
+		wantOut++
+	}
+	if st.FinUnsent {
+		wantUnsent++
+	}
+	var got [3]int
+	for i, req := range []uint{unix.SIOCINQ, unix.SIOCOUTQ, unix.SIOCOUTQNSD} {
+		v, err := unix.IoctlGetInt(fd, req)
+		if err != nil {
+			return err
+		}
+		got[i] = v
+	}
+	if want := [3]int{len(st.Inq), wantOut, wantUnsent}; got != want {
+		return fmt.Errorf("rebuilt queues (in, out, unsent) %v, want %v", got, want)
+	}
+	return nil
 }
 
 // ends returns the local and peer ends of the connected socket fd.
