@@ -8,10 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
@@ -292,23 +291,28 @@ func (cp *Checkpoint) collectTree() error {
 	for _, p := range set.Tree.Processes {
 		members[int(p.Pid)] = true
 	}
-	// Pipes held by more than one member and by nobody else.
+	// Pipes held by more than one member. One that processes outside the
+	// tree hold too is recorded with them: restore rejoins the live pipe
+	// through one of them (on the same boot), so that every member's end
+	// is again the one pipe the outside process reads or writes. Left to
+	// each member's own fds, a member holding both ends would get a fresh
+	// pipe, and members holding one end each would get two.
 	cand := map[uint64]bool{}
 	for ino, ms := range pipeMembers {
 		if len(ms) > 1 {
 			cand[ino] = true
 		}
 	}
-	outside := pipesHeldOutside(cand, members)
+	outside := files.PipeHolders(cand, members)
 	treePipes := map[uint64]*pb.TreePipe{}
 	for _, r := range refs {
 		pp := r.fd.GetPipe()
-		if pp == nil || !cand[pp.Inode] || outside[pp.Inode] != 0 {
+		if pp == nil || !cand[pp.Inode] {
 			continue
 		}
 		tp := treePipes[pp.Inode]
 		if tp == nil {
-			tp = &pb.TreePipe{Inode: pp.Inode}
+			tp = &pb.TreePipe{Inode: pp.Inode, Outside: outside[pp.Inode]}
 			treePipes[pp.Inode] = tp
 			set.Tree.Pipes = append(set.Tree.Pipes, tp)
 		}
@@ -338,8 +342,9 @@ func (cp *Checkpoint) collectTree() error {
 			pp.Data, pp.Holders = nil, nil
 		}
 	}
-	for ino, n := range outside {
-		cp.opts.Log.Debug().Uint64("pipe", ino).Int("holder", n).Msg("pipe between members is also held outside the tree: each member's end is restored on its own")
+	for ino, hs := range outside {
+		cp.opts.Log.Debug().Uint64("pipe", ino).Uint32("holder", hs[0].Pid).Int("holders", len(hs)).
+			Msg("pipe between members is also held outside the tree: restore rejoins the live pipe through a holder")
 	}
 	slices.SortFunc(set.Tree.Pipes, func(a, b *pb.TreePipe) int { return cmp.Compare(a.Inode, b.Inode) })
 
@@ -447,38 +452,6 @@ func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
 		}
 	}
 	return nil
-}
-
-// pipesHeldOutside returns, for each pipe inode of inos that a process
-// outside members (and other than lazycr) holds, one such pid. It scans
-// /proc/*/fd: the members are frozen, but nobody else is, so this is a
-// snapshot (see also files' pipe holders).
-func pipesHeldOutside(inos map[uint64]bool, members map[int]bool) map[uint64]int {
-	out := map[uint64]int{}
-	if len(inos) == 0 {
-		return out
-	}
-	self := os.Getpid()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || members[pid] {
-			continue
-		}
-		fds, err := proc.ReadFds(pid)
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		for _, f := range fds {
-			if !strings.HasPrefix(f.Target, "pipe:[") {
-				continue
-			}
-			if k, _, ino := proc.Kind(f.Target); k == proc.KindPipe && inos[ino] && out[ino] == 0 {
-				out[ino] = pid
-			}
-		}
-	}
-	return out
 }
 
 // peekPipeOf returns the bytes buffered in the pipe whose read end is fd of

@@ -11,6 +11,10 @@ import (
 // what the dumping host allowed; 16 MiB is far above any default).
 const MaxTreePipeData = 16 << 20
 
+// MaxPipeHolders bounds the processes recorded as holding a pipe (the
+// dump records at most 16, files' maxHolders).
+const MaxPipeHolders = 16
+
 // validateTree checks the links of a process tree: every member but the
 // root has a member as parent (so restore can clone it from there) and no
 // member is its own ancestor; a zombie has no children; shared file
@@ -80,6 +84,9 @@ func (s *Set) validateTree() error {
 			return fmt.Errorf("%s: %w: pipe:[%d] listed twice", TreeFile, ErrInvalid, tp.Inode)
 		}
 		pipes[tp.Inode] = true
+		if len(tp.Outside) > MaxPipeHolders {
+			return fmt.Errorf("%s: %w: pipe:[%d] lists %d outside holders, more than %d", TreeFile, ErrInvalid, tp.Inode, len(tp.Outside), MaxPipeHolders)
+		}
 		if len(tp.Data) > MaxTreePipeData {
 			return fmt.Errorf("%s: %w: pipe:[%d] holds %d bytes, more than %d", TreeFile, ErrInvalid, tp.Inode, len(tp.Data), MaxTreePipeData)
 		}

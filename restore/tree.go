@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
@@ -362,20 +363,22 @@ func (r *Process) makeTreePipes() error {
 			}
 		}
 	}
+	boot := r.set.Fds[r.img.Pid].GetBootId()
 	for _, tp := range r.set.Tree.Pipes {
-		var p [2]int
-		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-			return fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
+		p, live, err := r.treePipe(tp, boot)
+		if err != nil {
+			return err
 		}
 		t.closers = append(t.closers, func() { unix.Close(p[0]); unix.Close(p[1]) })
 		t.pipes[tp.Inode] = p
-		if tp.Capacity > 0 {
+		// A live pipe keeps its capacity and the data still in it.
+		if !live && tp.Capacity > 0 {
 			if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, int(tp.Capacity)); err != nil {
 				r.opts.Log.Warn().Err(err).Uint64("pipe", tp.Inode).Uint32("capacity", tp.Capacity).
 					Msg("cannot give the pipe its recorded capacity (fs.pipe-max-size?): keeping the default")
 			}
 		}
-		for data := tp.Data; len(data) > 0; {
+		for data := tp.Data; len(data) > 0 && !live; {
 			n, err := unix.Write(p[1], data)
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -394,6 +397,30 @@ func (r *Process) makeTreePipes() error {
 		}
 	}
 	return nil
+}
+
+// treePipe returns lazycr's read and write ends of pipe tp: the live pipe,
+// rejoined through a process outside the tree that held it at the dump
+// (files.OpenLivePipe), or a fresh pipe. Rejoining is what makes the
+// outside process see the members again (a reader their lines, a writer
+// its data reaching them); when it cannot be done (another boot, the
+// holders gone), the members still share one fresh pipe, and restore
+// says which outside process lost them.
+func (r *Process) treePipe(tp *pb.TreePipe, boot string) (p [2]int, live bool, err error) {
+	log := r.opts.Log.With().Uint64("pipe", tp.Inode).Logger()
+	if len(tp.Outside) > 0 {
+		ends, holder, err := files.OpenLivePipe(tp.Inode, tp.Outside, boot)
+		if err == nil {
+			log.Info().Int("holder", holder).Msgf("pipe:[%d] between members is still alive here (held by pid %d since the dump): members rejoined to it", tp.Inode, holder)
+			return ends, true, nil
+		}
+		log.Warn().Err(err).Uint32("holder", tp.Outside[0].Pid).
+			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid)
+	}
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return p, false, fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
+	}
+	return p, false, nil
 }
 
 // closeTree releases lazycr's copies of shared fds and the pages readers.

@@ -55,6 +55,9 @@ func writeTreeSharing(w io.Writer, s *image.Set) {
 				}
 			}
 		}
+		for _, h := range p.Outside {
+			ends = append(ends, fmt.Sprintf("pid %d (uid %d, outside the tree)", h.Pid, h.Uid))
+		}
 		fmt.Fprintf(tw, "  pipe:[%d], %d bytes buffered\t%s\n", p.Inode, len(p.Data), strings.Join(ends, ", "))
 	}
 	for _, sf := range t.SharedFiles {

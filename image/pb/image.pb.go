@@ -402,8 +402,9 @@ type ProcessTree struct {
 	// fork): restore builds each once, in the first holder, and gives it to
 	// the others.
 	SharedFiles []*SharedFile `protobuf:"bytes,2,rep,name=shared_files,json=sharedFiles,proto3" json:"shared_files,omitempty"`
-	// Anonymous pipes with ends in more than one member and none outside the
-	// tree: restore makes each once, with its buffered data.
+	// Anonymous pipes with ends in more than one member: restore makes each
+	// once, with its buffered data, or rejoins the live pipe when processes
+	// outside the tree hold it too (TreePipe.outside).
 	Pipes []*TreePipe `protobuf:"bytes,3,rep,name=pipes,proto3" json:"pipes,omitempty"`
 	// Shared memory objects (shmem inodes) that VMAs map (Vma.shm): each is
 	// made once on restore and every VMA of it maps that one object.
@@ -748,10 +749,14 @@ func (x *SharedFile) GetUsers() []*FdRef {
 // TreePipe is an anonymous pipe between members: every fd of the tree
 // whose Pipe.inode is inode is one of its two ends.
 type TreePipe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`          // the buffered bytes
-	Capacity      uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"` // F_GETPIPE_SZ
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
+	Data     []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`          // the buffered bytes
+	Capacity uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"` // F_GETPIPE_SZ
+	// Processes outside the tree that held the pipe too (the live pipe
+	// restore rejoins on the same boot, through one of them; data is then
+	// not written again: the live pipe still has it).
+	Outside       []*PipeHolder `protobuf:"bytes,4,rep,name=outside,proto3" json:"outside,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -805,6 +810,13 @@ func (x *TreePipe) GetCapacity() uint32 {
 		return x.Capacity
 	}
 	return 0
+}
+
+func (x *TreePipe) GetOutside() []*PipeHolder {
+	if x != nil {
+		return x.Outside
+	}
+	return nil
 }
 
 type Process struct {
@@ -5212,11 +5224,12 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"SharedFile\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.lazycr.image.v1.FdRefR\x05owner\x12,\n" +
-	"\x05users\x18\x02 \x03(\v2\x16.lazycr.image.v1.FdRefR\x05users\"P\n" +
+	"\x05users\x18\x02 \x03(\v2\x16.lazycr.image.v1.FdRefR\x05users\"\x87\x01\n" +
 	"\bTreePipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\x8c\t\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\x8c\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -5752,61 +5765,62 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 4: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
 	7,  // 5: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
 	7,  // 6: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	12, // 7: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	19, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	20, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	21, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	22, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	23, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	15, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	24, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	11, // 15: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	14, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	15, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	16, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	17, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	18, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	13, // 21: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
-	29, // 22: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	27, // 23: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	28, // 24: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	26, // 25: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	28, // 26: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 27: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	30, // 28: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 29: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	32, // 30: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	34, // 31: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	33, // 32: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	35, // 33: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	36, // 34: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	38, // 35: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	40, // 36: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	41, // 37: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	42, // 38: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	44, // 39: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	53, // 40: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	49, // 41: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	50, // 42: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	51, // 43: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	43, // 44: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	3,  // 45: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	28, // 46: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	37, // 47: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	39, // 48: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	47, // 49: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	45, // 50: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	46, // 51: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	48, // 52: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	28, // 53: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	52, // 54: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	28, // 55: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	28, // 56: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	37, // 7: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
+	12, // 8: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	19, // 9: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	20, // 10: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	21, // 11: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	22, // 12: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	23, // 13: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	15, // 14: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	24, // 15: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	11, // 16: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	14, // 17: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	15, // 18: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	16, // 19: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	17, // 20: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	18, // 21: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	13, // 22: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
+	29, // 23: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	27, // 24: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	28, // 25: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	26, // 26: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	28, // 27: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 28: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	30, // 29: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 30: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	32, // 31: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	34, // 32: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	33, // 33: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	35, // 34: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	36, // 35: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	38, // 36: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	40, // 37: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	41, // 38: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	42, // 39: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	44, // 40: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	53, // 41: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	49, // 42: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	50, // 43: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	51, // 44: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	43, // 45: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	3,  // 46: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	28, // 47: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	37, // 48: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	39, // 49: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	47, // 50: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	45, // 51: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	46, // 52: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	48, // 53: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	28, // 54: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	52, // 55: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	28, // 56: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	28, // 57: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }

@@ -1,0 +1,222 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestTreePipeHeldOutside: two members (root and child) hold both ends of
+// a pipe whose read end the test also holds, and both write lines into it.
+// After dump -D (kill) and restore -D the test's own pipe must carry on
+// with both members' counters, none missing or repeated: the restored
+// members are joined to the live pipe the test still holds, not to a
+// fresh one between them (which the test would never see).
+func TestTreePipeHeldOutside(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.ExtraFiles = []*os.File{r, w} // fds 3 (read end) and 4 (write end)
+	p := startCmd(t, cmd)
+	w.Close()
+	lines := watchPipe(t, r, tickLine)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	lines.waitAll(t, 3, "root", "child")
+
+	dir := dumpKill(t, p)
+	waitGone(t, rep.Child)
+	img := show(t, dir)
+	if n := len(img.Tree.GetPipes()); n != 1 || len(img.Tree.Pipes[0].GetOutside()) == 0 {
+		t.Errorf("the image has %d pipes between members (%v), want 1 with the test as outside holder", n, img.Tree.GetPipes())
+	}
+	before := lines.snapshot()
+	restoreFrom(t, p, dir)
+	if got := statField(t, rep.Child, 4); got != fmt.Sprint(rep.Pid) {
+		t.Errorf("child %d has parent %s after restore, want %d", rep.Child, got, rep.Pid)
+	}
+	lines.waitAll(t, max(before["root"], before["child"])+5, "root", "child")
+	lines.check(t)
+}
+
+// TestTreePipeShellStdout runs `bash -c 'loop'` whose stdout is a pipe the
+// test reads (as a harness would): bash and its sleep share the pipe's
+// write end. After dump -D and restore -D the count must carry on in the
+// test's pipe with no number missing or repeated.
+func TestTreePipeShellStdout(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	for round := range 2 {
+		t.Run(strconv.Itoa(round), func(t *testing.T) {
+			t.Parallel()
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bash, "-c", "i=1; while true; do sleep 0.05; echo count $((i++)); done")
+			cmd.Stdout = w
+			p := startCmd(t, cmd)
+			w.Close()
+			lines := watchPipe(t, r, tickLine)
+			lines.waitAll(t, uint64(3+round), "count")
+			dir := dumpKill(t, p)
+			img := show(t, dir)
+			var members []int
+			for _, m := range img.Tree.GetProcesses() {
+				members = append(members, int(m.Pid))
+			}
+			t.Cleanup(func() {
+				for _, m := range members {
+					unix.Kill(m, unix.SIGKILL)
+				}
+			})
+			for _, m := range members {
+				waitGone(t, m)
+			}
+			n := lines.snapshot()["count"]
+			o, e, code := runLazycr(t, "restore", "-D", dir)
+			if code != 0 {
+				t.Fatalf("lazycr restore: exit %d\n%s%s", code, o, e)
+			}
+			if got := strings.TrimSpace(o); got != strconv.Itoa(p.pid) {
+				t.Fatalf("restored as pid %s, want %d", got, p.pid)
+			}
+			lines.waitAll(t, n+5, "count")
+			lines.check(t)
+		})
+	}
+}
+
+// tickLine parses "tick KEY N" or "KEY N".
+func tickLine(l string) (string, uint64, error) {
+	f := strings.Fields(l)
+	if len(f) == 3 && f[0] == "tick" {
+		f = f[1:]
+	}
+	if len(f) != 2 {
+		return "", 0, fmt.Errorf("line %q is not a counter", l)
+	}
+	n, err := strconv.ParseUint(f[1], 10, 64)
+	return f[0], n, err
+}
+
+// pipeCounters follows the counters written into a pipe the test reads.
+type pipeCounters struct {
+	mu   sync.Mutex
+	last map[string]uint64
+	errs []string
+}
+
+// watchPipe reads r until the test ends, checking each key's counter goes
+// up by one per line. EOF (no writer for now, e.g. between the dump and
+// the restore) is not the end: the pipe is read again after a moment.
+func watchPipe(t *testing.T, r *os.File, parse func(string) (string, uint64, error)) *pipeCounters {
+	c := &pipeCounters{last: map[string]uint64{}}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); r.Close(); <-done })
+	go func() {
+		defer close(done)
+		var pending []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := r.Read(buf)
+			pending = append(pending, buf[:n]...)
+			for {
+				line, rest, ok := bytes.Cut(pending, []byte("\n"))
+				if !ok {
+					break
+				}
+				pending = rest
+				c.add(string(line), parse)
+			}
+			if errors.Is(err, io.EOF) {
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond): // poll interval: no writer yet
+				}
+				continue
+			}
+			if err != nil {
+				return // closed at the end of the test
+			}
+		}
+	}()
+	return c
+}
+
+func (c *pipeCounters) add(l string, parse func(string) (string, uint64, error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, n, err := parse(l)
+	if err != nil {
+		c.errs = append(c.errs, err.Error())
+		return
+	}
+	if last, seen := c.last[k]; seen && n != last+1 {
+		c.errs = append(c.errs, fmt.Sprintf("%s %d follows %d (a skipped or repeated line)", k, n, last))
+	}
+	c.last[k] = n
+}
+
+func (c *pipeCounters) snapshot() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]uint64{}
+	for k, v := range c.last {
+		out[k] = v
+	}
+	return out
+}
+
+// waitAll waits until every key's counter has reached n.
+func (c *pipeCounters) waitAll(t *testing.T, n uint64, keys ...string) {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		s := c.snapshot()
+		ok := true
+		for _, k := range keys {
+			ok = ok && s[k] >= n
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipe's counters are %v after %v, want %v at %d or more", s, progressTimeout, keys, n)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+func (c *pipeCounters) check(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.errs {
+		t.Error(e)
+	}
+}
