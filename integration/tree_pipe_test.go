@@ -57,6 +57,38 @@ func TestTreePipeHeldOutside(t *testing.T) {
 	lines.check(t)
 }
 
+// TestTreePipeHeldOutsideLazy is TestTreePipeHeldOutside migrated with
+// dump --lazy / restore --lazy-from --pidns (the tree is the init of its
+// own PID namespace): the members rejoin the test's pipe while the frozen
+// original still holds it, and carry on once it is gone.
+func TestTreePipeHeldOutsideLazy(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.ExtraFiles = []*os.File{r, w}
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	w.Close()
+	lines := watchPipe(t, r, tickLine)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	lines.waitAll(t, 3, "root", "child")
+	rp, _ := migrateLazyPIDNS(t, lazyEnv{}, p)
+	before := lines.snapshot()
+	if n := len(descendants(t, rp.pid)); n != 1 {
+		t.Errorf("the restored root has %d descendants, want 1", n)
+	}
+	lines.waitAll(t, max(before["root"], before["child"])+5, "root", "child")
+	lines.check(t)
+}
+
 // TestTreePipeShellStdout runs `bash -c 'loop'` whose stdout is a pipe the
 // test reads (as a harness would): bash and its sleep share the pipe's
 // write end. After dump -D and restore -D the count must carry on in the
