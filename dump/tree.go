@@ -387,7 +387,12 @@ func (cp *Checkpoint) collectTree() error {
 		}
 		sf.Users = append(sf.Users, &pb.FdRef{Pid: uint32(r.pid), Fd: r.fd.Fd})
 	}
-	return checkMade(cp.pid, refs, set.Tree.SharedFiles)
+	split, err := checkMade(cp.pid, refs, set.Tree.SharedFiles)
+	if err != nil {
+		return err
+	}
+	set.Tree.SplitPairs = split
+	return nil
 }
 
 // memberSockets lists the socket inodes that the root and its live
@@ -411,14 +416,19 @@ func (cp *Checkpoint) memberSockets() (map[uint64]bool, error) {
 	return socks, nil
 }
 
-// checkMade refuses what no member can make on restore. A unix socket a
-// member makes itself (not a description it takes from another member,
-// not a dup) needs its peer among the sockets that member makes too
-// (files' socketpair); a description a member makes has that member as
-// its signal-driven I/O owner, if any (files' setOwner gives it the
-// restored process's pid). nginx passes: its master holds both ends of
-// every worker's channel, owns them, and the workers share them.
-func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
+// checkMade refuses what no member can make on restore, and returns the
+// unix socket pairs split across members. A unix socket a member makes
+// itself (not a description it takes from another member, not a dup)
+// has its peer among the sockets that member makes too (files'
+// socketpair), or among those another member makes: a split pair
+// (socketpair then fork, each keeping one end), made on restore by the
+// member that comes first in tree order, which gives the other its end.
+// A description a member makes has that member as its signal-driven I/O
+// owner, if any (files' setOwner gives it the restored process's pid);
+// an end of a split pair has none (the end is handed over ready-made).
+// nginx passes: its master holds both ends of every worker's channel,
+// owns them, and the workers share them.
+func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) ([]*pb.SplitPair, error) {
 	users := map[[2]int64]bool{}
 	for _, sf := range shared {
 		for _, u := range sf.Users {
@@ -426,32 +436,54 @@ func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
 		}
 	}
 	made := map[int]map[uint64]bool{} // pid → unix inodes it makes
+	maker := map[uint64]liveRef{}     // unix inode → the fd that makes it
 	var own []liveRef
 	for _, r := range refs {
 		if r.fd.DupOf != nil || users[[2]int64{int64(r.pid), int64(r.fd.Fd)}] {
 			continue
 		}
 		if o := r.fd.Owner; o != nil && o.Pid != 0 && int(o.Pid) != r.pid {
-			return fmt.Errorf("dump pid %d: %w: pid %d fd %d: its signal-driven I/O owner is pid %d, another member, which does not share the description",
+			return nil, fmt.Errorf("dump pid %d: %w: pid %d fd %d: its signal-driven I/O owner is pid %d, another member, which does not share the description",
 				root, ErrUnsupported, r.pid, r.fd.Fd, o.Pid)
 		}
-		if r.fd.GetUnixSocket() == nil {
+		s := r.fd.GetUnixSocket()
+		if s == nil {
 			continue
 		}
 		if made[r.pid] == nil {
 			made[r.pid] = map[uint64]bool{}
 		}
-		made[r.pid][r.fd.GetUnixSocket().Inode] = true
+		made[r.pid][s.Inode] = true
+		if _, ok := maker[s.Inode]; !ok {
+			maker[s.Inode] = r
+		}
 		own = append(own, r)
 	}
+	var split []*pb.SplitPair
+	paired := map[uint64]bool{}
 	for _, r := range own {
 		s := r.fd.GetUnixSocket()
-		if !made[r.pid][s.Peer] {
-			return fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d], which only another member holds; a socket pair split across members is not restored yet",
+		if made[r.pid][s.Peer] || paired[s.Inode] {
+			continue
+		}
+		peer, ok := maker[s.Peer]
+		if !ok {
+			return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d], which no member holds as its own description",
 				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer)
 		}
+		for _, e := range []liveRef{r, peer} {
+			if o := e.fd.Owner; o != nil && o.Pid != 0 {
+				return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) has a signal-driven I/O owner (pid %d) and its pair's other end is another member's; such an end is not restored yet",
+					root, ErrUnsupported, e.pid, e.fd.Fd, e.fd.GetUnixSocket().Inode, o.Pid)
+			}
+		}
+		paired[s.Inode], paired[s.Peer] = true, true
+		split = append(split, &pb.SplitPair{
+			Maker: &pb.FdRef{Pid: uint32(r.pid), Fd: r.fd.Fd},
+			Peer:  &pb.FdRef{Pid: uint32(peer.pid), Fd: peer.fd.Fd},
+		})
 	}
-	return nil
+	return split, nil
 }
 
 // peekPipeOf returns the bytes buffered in the pipe whose read end is fd of

@@ -78,6 +78,9 @@ func (s *Set) validateTree() error {
 			used[k] = true
 		}
 	}
+	if err := s.validateSplitPairs(hasFd, used); err != nil {
+		return err
+	}
 	pipes := map[uint64]bool{}
 	for _, tp := range s.Tree.Pipes {
 		if pipes[tp.Inode] {
@@ -105,6 +108,44 @@ func (s *Set) validateTree() error {
 		}
 	}
 	return s.validateShm()
+}
+
+// validateSplitPairs checks the socket pairs split across members: each
+// names two unix socket fds of two members, connected to each other, in
+// no other split pair and not taken from another member's description
+// (used: the shared files' fds).
+func (s *Set) validateSplitPairs(hasFd func(*pb.FdRef) bool, used map[[2]int64]bool) error {
+	sock := func(r *pb.FdRef) *pb.UnixSocket {
+		for _, f := range s.Fds[r.Pid].GetFds() {
+			if f.Fd == r.Fd && f.DupOf == nil {
+				return f.GetUnixSocket()
+			}
+		}
+		return nil
+	}
+	inPair := map[[2]int64]bool{}
+	for _, sp := range s.Tree.SplitPairs {
+		var ends [2]*pb.UnixSocket
+		for i, r := range []*pb.FdRef{sp.Maker, sp.Peer} {
+			if !hasFd(r) || sock(r) == nil {
+				return fmt.Errorf("%s: %w: split socket pair names pid %d fd %d, which is not a unix socket of the image", TreeFile, ErrInvalid, r.GetPid(), r.GetFd())
+			}
+			k := [2]int64{int64(r.Pid), int64(r.Fd)}
+			if used[k] || inPair[k] {
+				return fmt.Errorf("%s: %w: pid %d fd %d is in two split pairs or also a shared file", TreeFile, ErrInvalid, r.Pid, r.Fd)
+			}
+			inPair[k] = true
+			ends[i] = sock(r)
+		}
+		if sp.Maker.Pid == sp.Peer.Pid {
+			return fmt.Errorf("%s: %w: split socket pair has both ends in pid %d", TreeFile, ErrInvalid, sp.Maker.Pid)
+		}
+		if ends[0].Peer != ends[1].Inode || ends[1].Peer != ends[0].Inode || ends[0].Type != ends[1].Type {
+			return fmt.Errorf("%s: %w: split socket pair: pid %d fd %d (socket:[%d]) and pid %d fd %d (socket:[%d]) are not one pair",
+				TreeFile, ErrInvalid, sp.Maker.Pid, sp.Maker.Fd, ends[0].Inode, sp.Peer.Pid, sp.Peer.Fd, ends[1].Inode)
+		}
+	}
+	return nil
 }
 
 // validateShm checks the shared memory objects: ids are unique and not

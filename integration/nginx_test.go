@@ -390,26 +390,3 @@ func TestNginxLazyHosts(t *testing.T) {
 		}
 	}
 }
-
-// TestTreeSplitPairRefused: a socket pair whose ends two members hold
-// (parent one, child the other: no member can make the pair on restore)
-// is refused with the pid, fd and both sockets named, and both processes
-// carry on talking over it.
-func TestTreeSplitPairRefused(t *testing.T) {
-	t.Parallel()
-	p := start(t, buildC(t, "splitpair"))
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	waitTick(t, p, "pair", 3)
-	dir := filepath.Join(t.TempDir(), "img")
-	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
-	requireExit1(t, "dump of a socket pair split across members", errOut, code,
-		fmt.Sprintf(`pid %d fd 3 \(socket:\[\d+\]\) is connected to socket:\[\d+\], which only another member holds`, p.pid))
-	n := progress(t, p)["pair"]
-	waitTick(t, p, "pair", n+3)
-	requireRunning(t, p.pid)
-	requireRunning(t, rep.Child)
-}

@@ -26,7 +26,10 @@ import (
 // when it wants, as it would have). Each live member is then rebuilt by
 // the same steps as a single process; fds that members share come from
 // the member that made them (pidfd_getfd(2) into lazycr, SCM_RIGHTS into
-// the next), pipes between members are made by lazycr with their data.
+// the next), pipes between members are made by lazycr with their data
+// (or rejoined, when processes outside the tree hold them too), socket
+// pairs split across members are made in the first member holding one
+// end and handed to both.
 
 // tree is the state of a tree restore, held by the root.
 type tree struct {
@@ -34,6 +37,7 @@ type tree struct {
 	members []*Process                 // live members but the root, in image order
 	zombies []*pb.Process
 	pipes   map[uint64][2]int // lazycr's read and write ends of pipes between members
+	split   map[[2]int64]int  // (pid, fd) of an end of a split socket pair → lazycr's copy
 	closers []func()
 }
 
@@ -57,7 +61,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	if len(procs) == 1 {
 		return nil
 	}
-	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}}
+	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}, split: map[[2]int64]int{}}
 	r.tree = t
 	undo.push(func() {
 		for _, m := range t.members {
@@ -156,7 +160,86 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			return err
 		}
 	}
+	return r.makeSplitPairs()
+}
+
+// makeSplitPairs makes each unix socket pair whose ends two members hold
+// inside the member that makes it (still a copy of the stub: the pair's
+// SO_PEERCRED names it, as it named the process that called
+// socketpair(2), unix(7)), takes both ends into lazycr (pidfd_getfd(2))
+// and closes them there, gives them their options, queued bytes and
+// shutdown state (files.ConfigurePair) and each end its status flags
+// (fcntl(2) F_SETFL); each member then gets its end as a given fd.
+func (r *Process) makeSplitPairs() error {
+	t := r.tree
+	fdOf := func(ref *pb.FdRef) *pb.Fd {
+		for _, f := range r.set.Fds[ref.Pid].GetFds() {
+			if f.Fd == ref.Fd {
+				return f
+			}
+		}
+		return nil
+	}
+	for _, sp := range r.set.Tree.SplitPairs {
+		ends := [2]*pb.Fd{fdOf(sp.Maker), fdOf(sp.Peer)}
+		c := t.procs[sp.Maker.Pid]
+		if c == nil || ends[0] == nil || ends[1] == nil {
+			return fmt.Errorf("restore pid %d fd %d: its socket pair with pid %d fd %d is not in the image", sp.Maker.GetPid(), sp.Maker.GetFd(), sp.Peer.GetPid(), sp.Peer.GetFd())
+		}
+		what := fmt.Sprintf("unix socket pair of pid %d fd %d and pid %d fd %d", sp.Maker.Pid, sp.Maker.Fd, sp.Peer.Pid, sp.Peer.Fd)
+		local, err := r.makePairIn(c, ends[0].GetUnixSocket().Type)
+		if err != nil {
+			return fmt.Errorf("restore: create %s: %w", what, err)
+		}
+		t.closers = append(t.closers, func() { unix.Close(local[0]); unix.Close(local[1]) })
+		if err := files.ConfigurePair(local, ends, what); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		for i, f := range ends {
+			if _, err := unix.FcntlInt(uintptr(local[i]), unix.F_SETFL, int(f.Flags&^unix.O_CLOEXEC)); err != nil {
+				return fmt.Errorf("restore: set flags %#o of fd %d (%s): %w", f.Flags, f.Fd, what, os.NewSyscallError("fcntl F_SETFL", err))
+			}
+		}
+		t.split[[2]int64{int64(sp.Maker.Pid), int64(sp.Maker.Fd)}] = local[0]
+		t.split[[2]int64{int64(sp.Peer.Pid), int64(sp.Peer.Fd)}] = local[1]
+		r.opts.Log.Debug().Str("pair", what).Msg("socket pair split across members made")
+	}
 	return nil
+}
+
+// makePairIn runs socketpair(2) (non-blocking, close-on-exec) in c and
+// returns lazycr's copies of both ends; c's own are closed again.
+func (r *Process) makePairIn(c *inject.Process, typ int32) (local [2]int, err error) {
+	scratch, err := c.Scratch()
+	if err != nil {
+		return local, err
+	}
+	if _, err := c.Syscall(c.Pid, unix.SYS_SOCKETPAIR, unix.AF_UNIX, uintptr(typ)|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, scratch); err != nil {
+		return local, err
+	}
+	b := make([]byte, 8)
+	if err := c.ReadMem(scratch, b); err != nil {
+		return local, err
+	}
+	remote := [2]uintptr{uintptr(binary.LittleEndian.Uint32(b)), uintptr(binary.LittleEndian.Uint32(b[4:]))}
+	local = [2]int{-1, -1}
+	for i, fd := range remote {
+		if err == nil {
+			local[i], err = takeFd(c.Pid, int(fd))
+		}
+		if _, cerr := c.Syscall(c.Pid, unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+			err = fmt.Errorf("close fd %d in pid %d: %w", fd, c.Pid, cerr)
+		}
+	}
+	if err != nil {
+		for _, fd := range local {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+		return [2]int{-1, -1}, err
+	}
+	return local, nil
 }
 
 // makeZombie ends the copy that stands for zombie z with z's wait status
@@ -278,8 +361,9 @@ func (r *Process) prepareMember(m *Process) error {
 }
 
 // giveShared fills m.given: the fds of m that are ends of pipes between
-// members (lazycr's ends) or copies of descriptions an earlier member
-// made (taken from it with pidfd_getfd).
+// members (lazycr's ends), ends of socket pairs split across members, or
+// copies of descriptions an earlier member made (taken from it with
+// pidfd_getfd).
 func (r *Process) giveShared(m *Process) error {
 	t := r.tree
 	m.given = map[int32]int{}
@@ -300,6 +384,11 @@ func (r *Process) giveShared(m *Process) error {
 			m.given[f.Fd] = ends[1]
 		} else {
 			m.given[f.Fd] = ends[0]
+		}
+	}
+	for _, f := range m.fds.GetFds() {
+		if local, ok := t.split[[2]int64{int64(m.img.Pid), int64(f.Fd)}]; ok {
+			m.given[f.Fd] = local
 		}
 	}
 	for _, sf := range r.set.Tree.SharedFiles {

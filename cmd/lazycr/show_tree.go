@@ -28,7 +28,7 @@ func processState(p *pb.Process) string {
 // them and open file descriptions inherited across fork.
 func writeTreeSharing(w io.Writer, s *image.Set) {
 	t := s.Tree
-	if len(t.Pipes) == 0 && len(t.SharedFiles) == 0 {
+	if len(t.Pipes) == 0 && len(t.SharedFiles) == 0 && len(t.SplitPairs) == 0 {
 		return
 	}
 	fdOf := func(pid uint32, fd int32) *pb.Fd {
@@ -71,6 +71,14 @@ func writeTreeSharing(w io.Writer, s *image.Set) {
 			holders = append(holders, fmt.Sprintf("pid %d fd %d", u.Pid, u.Fd))
 		}
 		fmt.Fprintf(tw, "  %s\t%s\n", what, strings.Join(holders, ", "))
+	}
+	for _, sp := range t.SplitPairs {
+		what := "unix socket pair"
+		if f := fdOf(sp.Maker.GetPid(), sp.Maker.GetFd()); f != nil {
+			kind, detail := files.Show(f)
+			what = kind + " " + detail
+		}
+		fmt.Fprintf(tw, "  %s (split)\tpid %d fd %d (makes it), pid %d fd %d\n", what, sp.Maker.GetPid(), sp.Maker.GetFd(), sp.Peer.GetPid(), sp.Peer.GetFd())
 	}
 	tw.Flush()
 }
