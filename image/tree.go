@@ -78,7 +78,7 @@ func (s *Set) validateTree() error {
 			used[k] = true
 		}
 	}
-	if err := s.validateSplitPairs(hasFd, used); err != nil {
+	if err := s.validateSplitPairs(hasFd); err != nil {
 		return err
 	}
 	pipes := map[uint64]bool{}
@@ -113,8 +113,15 @@ func (s *Set) validateTree() error {
 // validateSplitPairs checks the socket pairs split across members: each
 // names two unix socket fds of two members, connected to each other, in
 // no other split pair and not taken from another member's description
-// (used: the shared files' fds).
-func (s *Set) validateSplitPairs(hasFd func(*pb.FdRef) bool, used map[[2]int64]bool) error {
+// (a shared file's user; its owner may be an end: the users then take
+// the end from it).
+func (s *Set) validateSplitPairs(hasFd func(*pb.FdRef) bool) error {
+	used := map[[2]int64]bool{}
+	for _, sf := range s.Tree.SharedFiles {
+		for _, u := range sf.Users {
+			used[[2]int64{int64(u.Pid), int64(u.Fd)}] = true
+		}
+	}
 	sock := func(r *pb.FdRef) *pb.UnixSocket {
 		for _, f := range s.Fds[r.Pid].GetFds() {
 			if f.Fd == r.Fd && f.DupOf == nil {
@@ -127,12 +134,12 @@ func (s *Set) validateSplitPairs(hasFd func(*pb.FdRef) bool, used map[[2]int64]b
 	for _, sp := range s.Tree.SplitPairs {
 		var ends [2]*pb.UnixSocket
 		for i, r := range []*pb.FdRef{sp.Maker, sp.Peer} {
+			k := [2]int64{int64(r.GetPid()), int64(r.GetFd())}
+			if used[k] || inPair[k] {
+				return fmt.Errorf("%s: %w: pid %d fd %d is in two split pairs or takes another member's description", TreeFile, ErrInvalid, r.GetPid(), r.GetFd())
+			}
 			if !hasFd(r) || sock(r) == nil {
 				return fmt.Errorf("%s: %w: split socket pair names pid %d fd %d, which is not a unix socket of the image", TreeFile, ErrInvalid, r.GetPid(), r.GetFd())
-			}
-			k := [2]int64{int64(r.Pid), int64(r.Fd)}
-			if used[k] || inPair[k] {
-				return fmt.Errorf("%s: %w: pid %d fd %d is in two split pairs or also a shared file", TreeFile, ErrInvalid, r.Pid, r.Fd)
 			}
 			inPair[k] = true
 			ends[i] = sock(r)

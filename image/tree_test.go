@@ -55,6 +55,7 @@ func TestValidateTree(t *testing.T) {
 		{"split pair of one member", func(s *Set) { s.Tree.SplitPairs[0].Peer = &pb.FdRef{Pid: rootPid, Fd: 21} }, "both ends in pid"},
 		{"split pair not connected", func(s *Set) { s.Tree.SplitPairs[0].Peer = &pb.FdRef{Pid: childPid, Fd: 1} }, "not a unix socket"},
 		{"split pair twice", func(s *Set) { s.Tree.SplitPairs = append(s.Tree.SplitPairs, s.Tree.SplitPairs[0]) }, "in two split pairs"},
+		{"split pair end a shared file's user", func(s *Set) { s.Tree.SplitPairs[0].Peer = &pb.FdRef{Pid: childPid, Fd: 0} }, "takes another member's description"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := sampleSet()

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -56,5 +59,50 @@ func TestTreeSplitPair(t *testing.T) {
 	checkSequence(t, rp, keys...)
 	if s := rp.stderr(); s != "" {
 		t.Errorf("the tree complains:\n%s", s)
+	}
+}
+
+// TestTreeSplitPairPython dumps and restores python's
+// multiprocessing.Pipe between a parent and a forked Process (a duplex
+// Pipe is a socket pair, each process keeping one end), messages in
+// flight: the parent's answers go on, each checked by the program, and
+// the child is still its child.
+func TestTreeSplitPairPython(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 on this machine")
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "progs", "mppipe.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(script); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, py, "-u", script)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	requireProgress(t, p, "pipe")
+	dir := dumpKill(t, p)
+	waitGone(t, rep.Child)
+	if n := len(show(t, dir).Tree.GetSplitPairs()); n == 0 {
+		t.Errorf("the image has no socket pair split across members")
+	}
+	rp := restoreFrom(t, p, dir)
+	if got := statField(t, rep.Child, 4); got != fmt.Sprint(rep.Pid) {
+		t.Errorf("child %d has parent %s after restore, want %d", rep.Child, got, rep.Pid)
+	}
+	requireProgress(t, rp, "pipe")
+	requireProgress(t, rp, "pipe")
+	checkSequence(t, rp, "pipe")
+	requireRunning(t, rep.Child)
+	if s := rp.stderr(); s != "" {
+		t.Errorf("the program complains:\n%s", s)
 	}
 }
