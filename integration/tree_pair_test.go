@@ -106,3 +106,30 @@ func TestTreeSplitPairPython(t *testing.T) {
 		t.Errorf("the program complains:\n%s", s)
 	}
 }
+
+// TestTreeSplitPairLazy is TestTreeSplitPair migrated with dump --lazy /
+// restore --lazy-from --pidns (the pair's parent is the init of its own
+// PID namespace).
+func TestTreeSplitPairLazy(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(buildC(t, "treepair"))
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	keys := []string{"parent", "child"}
+	requireProgress(t, p, keys...)
+	rp, _ := migrateLazyPIDNS(t, lazyEnv{}, p)
+	if n := len(descendants(t, rp.pid)); n != 1 {
+		t.Errorf("the restored parent has %d descendants, want 1", n)
+	}
+	requireProgress(t, rp, keys...)
+	requireProgress(t, rp, keys...)
+	checkSequence(t, rp, keys...)
+	if s := rp.stderr(); s != "" {
+		t.Errorf("the tree complains:\n%s", s)
+	}
+}
