@@ -535,6 +535,18 @@ func (r *Process) resumeMembers() error {
 			return fmt.Errorf("pid %d: %w", m.img.Pid, err)
 		}
 	}
+	// Every member's TCP connections go live (repair off, its held lock
+	// removed) before any member runs: a read it restarts on a socket
+	// still in repair mode fails EPERM (tcp_recvmsg_locked). The root's
+	// first; Resume's own call is then a no-op.
+	if err := r.tcp.Live(); err != nil {
+		return fmt.Errorf("TCP connections of pid %d: %w", r.img.Pid, err)
+	}
+	for _, m := range t.members {
+		if err := m.tcp.Live(); err != nil {
+			return fmt.Errorf("TCP connections of pid %d: %w", m.img.Pid, err)
+		}
+	}
 	for i := len(t.members) - 1; i >= 0; i-- {
 		m := t.members[i]
 		if m.img.StopSignal != 0 {
@@ -564,10 +576,25 @@ func (r *Process) killMembers() {
 			// Already running (a failure during Resume): it must not
 			// run on without the rest of its tree.
 			unixKill(m.b.pid)
+			m.tcp.Abort()
 			continue
 		}
 		m.done = true
 		killTraced(m.b.p, r.opts.Log)
+		m.tcp.Abort() // after the kill: the sockets die in repair mode
+	}
+}
+
+// finishMembers closes what the members' TCP Live left for after the
+// resume (files.TCPRestore.Finish).
+func (r *Process) finishMembers() {
+	if r.tree == nil {
+		return
+	}
+	for _, m := range r.tree.members {
+		if err := m.tcp.Finish(); err != nil {
+			r.opts.Log.Warn().Err(err).Uint32("pid", m.img.Pid).Msg("close the TCP lock's socket")
+		}
 	}
 }
 
