@@ -2,6 +2,9 @@ package integration
 
 import (
 	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"slices"
@@ -62,5 +65,89 @@ func TestTreeTCPNginxKeepAlive(t *testing.T) {
 	}
 	if strings.Contains(s.errorLog(), "[alert]") || strings.Contains(s.errorLog(), "[emerg]") {
 		t.Errorf("nginx's error log:\n%s", s.errorLog())
+	}
+}
+
+// TestTreeTCPForkingServer: a forking server's child serves a connection
+// the root accepted ("worker": the root closed its copy; "shared": the
+// root keeps it, one description held by two members). After dump -D
+// and restore -D the client's connection carries on: a counter sent while
+// the tree was down (held off by the lock, retransmitted) and the next
+// ones come back, and the child's own check of the counters holds.
+func TestTreeTCPForkingServer(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treetcp")
+	for _, mode := range []string{"worker", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, bin, mode)
+			var rep struct {
+				Pid  int `json:"pid"`
+				Port int `json:"port"`
+			}
+			waitReport(t, p, &rep)
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", rep.Port), reportTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.SetDeadline(time.Now().Add(4 * lazycrTimeout)); err != nil {
+				t.Fatal(err)
+			}
+			echo := func(v uint64) {
+				t.Helper()
+				var b [8]byte
+				binary.LittleEndian.PutUint64(b[:], v)
+				if _, err := c.Write(b[:]); err != nil {
+					t.Fatalf("send %d: %v", v, err)
+				}
+				readEcho(t, c, v)
+			}
+			for v := uint64(1); v <= 5; v++ {
+				echo(v)
+			}
+			kids := descendants(t, p.pid)
+			if len(kids) != 1 {
+				t.Fatalf("the server has descendants %v, want one child", kids)
+			}
+			t.Cleanup(func() { unix.Kill(kids[0], unix.SIGKILL) })
+			dir := dumpKill(t, p)
+			waitGone(t, kids[0])
+			img := show(t, dir)
+			if mode == "shared" && len(img.Tree.GetSharedFiles()) == 0 {
+				t.Errorf("the image shares no description between members: %v", img.Tree.GetSharedFiles())
+			}
+			// Sent while nothing serves it: the lock keeps the packet off
+			// the dead socket, the client's kernel sends it again.
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], 6)
+			if _, err := c.Write(b[:]); err != nil {
+				t.Fatalf("send 6 while the tree is down: %v", err)
+			}
+			rp := restoreFrom(t, p, dir)
+			readEcho(t, c, 6)
+			for v := uint64(7); v <= 10; v++ {
+				echo(v)
+			}
+			if got := descendants(t, rp.pid); !slices.Equal(got, kids) {
+				t.Errorf("restored server has descendants %v, want %v", got, kids)
+			}
+			checkSequence(t, rp, "echo")
+			if s := rp.stderr(); s != "" {
+				t.Errorf("the server complains:\n%s", s)
+			}
+		})
+	}
+}
+
+// readEcho reads one 8-byte counter from c, which must be v.
+func readEcho(t *testing.T, c net.Conn, v uint64) {
+	t.Helper()
+	var b [8]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		t.Fatalf("read the echo of %d: %v", v, err)
+	}
+	if got := binary.LittleEndian.Uint64(b[:]); got != v {
+		t.Fatalf("echo %d, want %d", got, v)
 	}
 }
