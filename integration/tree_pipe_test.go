@@ -7,12 +7,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lazycr/lazycr/image"
+	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,6 +57,81 @@ func TestTreePipeHeldOutside(t *testing.T) {
 		t.Errorf("child %d has parent %s after restore, want %d", rep.Child, got, rep.Pid)
 	}
 	lines.waitAll(t, max(before["root"], before["child"])+5, "root", "child")
+	lines.check(t)
+}
+
+// TestTreePipeHeldOutsideForeignBoot: as TestTreePipeHeldOutside, but the
+// image says it comes from another boot, where the pipe and the test's
+// pid mean nothing: restore must not join the test's pipe, and say so
+// naming the test's pid; the two members still share one pipe (a fresh
+// one), not one each.
+func TestTreePipeHeldOutsideForeignBoot(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(r.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.ExtraFiles = []*os.File{r, w}
+	p := startCmd(t, cmd)
+	w.Close()
+	lines := watchPipe(t, r, tickLine)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	lines.waitAll(t, 2, "root", "child")
+	dir := dumpKill(t, p)
+	waitGone(t, rep.Child)
+
+	path := filepath.Join(dir, image.FdsFile(uint32(rep.Pid)))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := &pb.FdTable{}
+	if err := image.Decode(path, b, image.KindFds, fds); err != nil {
+		t.Fatal(err)
+	}
+	fds.BootId = "00000000-0000-4000-8000-000000000000"
+	if b, err = image.Encode(image.KindFds, fds); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, e, code := runLazycr(t, "restore", "-D", dir)
+	if code != 0 {
+		t.Fatalf("lazycr restore: exit %d\n%s%s", code, o, e)
+	}
+	adopt(t, rep.Pid)
+	if want := fmt.Sprintf("held by pid %d outside the tree, which cannot be rejoined", os.Getpid()); !strings.Contains(e, want) {
+		t.Errorf("restore does not say %q:\n%s", want, e)
+	}
+	ours := fmt.Sprintf("pipe:[%d]", st.Ino)
+	var targets []string
+	for _, pid := range []int{rep.Pid, rep.Child} {
+		for _, fd := range []int{3, 4} {
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+			if err != nil {
+				t.Fatal(err)
+			}
+			targets = append(targets, l)
+		}
+	}
+	for _, l := range targets {
+		if l != targets[0] || l == ours {
+			t.Errorf("the restored members' fds 3 and 4 are %v: want one pipe for all, not the test's %s", targets, ours)
+			break
+		}
+	}
 	lines.check(t)
 }
 
