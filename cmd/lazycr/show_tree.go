@@ -75,8 +75,7 @@ func writeTreeSharing(w io.Writer, s *image.Set) {
 	for _, sp := range t.SplitPairs {
 		what := "unix socket pair"
 		if f := fdOf(sp.Maker.GetPid(), sp.Maker.GetFd()); f != nil {
-			kind, detail := files.Show(f)
-			what = kind + " " + detail
+			_, what = files.Show(f) // "unix stream socket:[A] pair with socket:[B]..."
 		}
 		fmt.Fprintf(tw, "  %s (split)\tpid %d fd %d (makes it), pid %d fd %d\n", what, sp.Maker.GetPid(), sp.Maker.GetFd(), sp.Peer.GetPid(), sp.Peer.GetFd())
 	}
