@@ -196,3 +196,54 @@ func TestTreeTCPLazyRefused(t *testing.T) {
 	requireRunning(t, p.pid)
 	requireRunning(t, kids[0])
 }
+
+// TestTreeTCPRestoreFailpoint: a tree restore that fails once every
+// member is built, before any runs (failpoint restore.resume), kills the
+// whole tree, and the child's re-created connection dies in repair mode
+// with its held lock removed (as a single process's does): no held lock
+// of the tree is left behind. Before, a member's connections were never
+// aborted and its held lock stayed.
+func TestTreeTCPRestoreFailpoint(t *testing.T) {
+	t.Parallel()
+	lazycr := failpointLazycr(t)
+	p := start(t, buildC(t, "treetcp"), "worker")
+	var rep struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &rep)
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", rep.Port), reportTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], 1)
+	if _, err := c.Write(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDeadline(time.Now().Add(lazycrTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	readEcho(t, c, 1)
+	kids := descendants(t, p.pid)
+	if len(kids) != 1 {
+		t.Fatalf("the server has descendants %v, want one child", kids)
+	}
+	t.Cleanup(func() { unix.Kill(kids[0], unix.SIGKILL) })
+	dir := dumpKill(t, p)
+	waitGone(t, kids[0])
+	lock := show(t, dir).fds(t, kids[0]).GetTcpLock()
+	if lock == "" || !heldLockExists(t, lock) {
+		t.Fatalf("the child's held lock %q is not in place after the dump", lock)
+	}
+	_, errOut, code := runFailpoint(t, lazycr, "restore.resume", "", "restore", "-D", dir)
+	if code != 1 || !strings.Contains(errOut, "injected") {
+		t.Fatalf("restore with failpoint restore.resume: exit %d, want 1; stderr:\n%s", code, errOut)
+	}
+	waitGone(t, p.pid)
+	waitGone(t, kids[0])
+	if heldLockExists(t, lock) {
+		t.Errorf("the child's held lock %s is still there after the failed restore", lock)
+	}
+}
