@@ -261,6 +261,42 @@ func OpenLivePipe(ino uint64, holders []*pb.PipeHolder, bootID string) (ends [2]
 	return ends, 0, fmt.Errorf("reopen pipe:[%d]: %w", ino, errors.Join(errs...))
 }
 
+// PipeEndsOf returns both ends of the pipe lazycr's own fd n is an end
+// of (end 0: the read end, 1: the write end): that end a duplicate of n
+// (its open file description), the other a new description opened through
+// /proc/self/fd/N (proc(5)), O_NONBLOCK, both close-on-exec. For a tree
+// pipe that --inherit-fd names.
+func PipeEndsOf(n, end int) (ends [2]int, err error) {
+	ends = [2]int{-1, -1}
+	defer func() {
+		if err != nil {
+			for _, fd := range ends {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}
+		}
+	}()
+	var st unix.Stat_t
+	if err := unix.Fstat(n, &st); err != nil {
+		return ends, fmt.Errorf("lazycr has no fd %d open: %w", n, os.NewSyscallError("fstat", err))
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return ends, fmt.Errorf("lazycr's fd %d is not a pipe (mode %#o)", n, st.Mode)
+	}
+	if ends[end], err = unix.FcntlInt(uintptr(n), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+		return ends, fmt.Errorf("duplicate fd %d: %w", n, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+	}
+	// The read end exists now if end is 0; opened first otherwise, it
+	// lets the write end's open succeed (fifo(7)).
+	acc := []int{unix.O_RDONLY, unix.O_WRONLY}[1-end]
+	path := fmt.Sprintf("/proc/self/fd/%d", n)
+	if ends[1-end], err = unix.Open(path, acc|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+		return ends, fmt.Errorf("open %s: %w", path, os.NewSyscallError("open", err))
+	}
+	return ends, nil
+}
+
 // openLiveEnds opens path (a /proc/PID/fd/N link to pipe:[ino]) for
 // reading, then for writing, and checks both are pipe:[ino].
 func openLiveEnds(path string, ino uint64) (ends [2]int, err error) {

@@ -51,6 +51,7 @@ func TestTreePipeHeldOutside(t *testing.T) {
 	if n := len(img.Tree.GetPipes()); n != 1 || len(img.Tree.Pipes[0].GetOutside()) == 0 {
 		t.Errorf("the image has %d pipes between members (%v), want 1 with the test as outside holder", n, img.Tree.GetPipes())
 	}
+	lines.waitEOF(t)
 	before := lines.snapshot()
 	restoreFrom(t, p, dir)
 	if got := statField(t, rep.Child, 4); got != fmt.Sprint(rep.Pid) {
@@ -133,6 +134,69 @@ func TestTreePipeHeldOutsideForeignBoot(t *testing.T) {
 		}
 	}
 	lines.check(t)
+}
+
+// TestTreePipeInheritFd: as TestTreePipeHeldOutside, but restore is given
+// another pipe with --inherit-fd 4 (fd 4 is the members' write end): both
+// members write into that pipe (the inherited description and a new read
+// end of it), and no longer into the test's first pipe, although it is
+// still alive: the caller's choice wins over rejoining.
+func TestTreePipeInheritFd(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.ExtraFiles = []*os.File{r, w}
+	p := startCmd(t, cmd)
+	w.Close()
+	first := watchPipe(t, r, tickLine)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	first.waitAll(t, 2, "root", "child")
+	dir := dumpKill(t, p)
+	waitGone(t, rep.Child)
+	first.waitEOF(t)
+	before := first.snapshot()
+
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := watchPipe(t, r2, tickLine)
+	restore := exec.Command(lazycrPath, "restore", "-D", dir, "--inherit-fd", "4")
+	restore.ExtraFiles = []*os.File{nil, w2} // lazycr's fd 4
+	var out, errOut strings.Builder
+	restore.Stdout, restore.Stderr = &out, &errOut
+	err = restore.Run()
+	w2.Close()
+	if err != nil {
+		t.Fatalf("lazycr restore --inherit-fd 4: %v\n%s", err, errOut.String())
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil || pid != rep.Pid {
+		t.Fatalf("restore printed %q, want pid %d", out.String(), rep.Pid)
+	}
+	adopt(t, pid)
+	second.waitAll(t, max(before["root"], before["child"])+3, "root", "child")
+	if now := first.snapshot(); now["root"] != before["root"] || now["child"] != before["child"] {
+		t.Errorf("the first pipe got lines after the restore (%v, before %v): the inherited pipe was not used", now, before)
+	}
+	second.mu.Lock()
+	for _, k := range []string{"root", "child"} {
+		if second.first[k] != before[k]+1 {
+			t.Errorf("the inherited pipe's first %s line is %d, want %d (the line after the last one the first pipe got)", k, second.first[k], before[k]+1)
+		}
+	}
+	second.mu.Unlock()
+	first.check(t)
+	second.check(t)
 }
 
 // TestTreePipeHeldOutsideLazy is TestTreePipeHeldOutside migrated with
@@ -234,16 +298,18 @@ func tickLine(l string) (string, uint64, error) {
 
 // pipeCounters follows the counters written into a pipe the test reads.
 type pipeCounters struct {
-	mu   sync.Mutex
-	last map[string]uint64
-	errs []string
+	mu    sync.Mutex
+	first map[string]uint64 // the first counter seen per key
+	last  map[string]uint64
+	errs  []string
+	eof   bool // a read found no writer (since the last line)
 }
 
 // watchPipe reads r until the test ends, checking each key's counter goes
 // up by one per line. EOF (no writer for now, e.g. between the dump and
 // the restore) is not the end: the pipe is read again after a moment.
 func watchPipe(t *testing.T, r *os.File, parse func(string) (string, uint64, error)) *pipeCounters {
-	c := &pipeCounters{last: map[string]uint64{}}
+	c := &pipeCounters{first: map[string]uint64{}, last: map[string]uint64{}}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	t.Cleanup(func() { close(stop); r.Close(); <-done })
@@ -263,6 +329,9 @@ func watchPipe(t *testing.T, r *os.File, parse func(string) (string, uint64, err
 				c.add(string(line), parse)
 			}
 			if errors.Is(err, io.EOF) {
+				c.mu.Lock()
+				c.eof = true
+				c.mu.Unlock()
 				select {
 				case <-stop:
 					return
@@ -289,7 +358,29 @@ func (c *pipeCounters) add(l string, parse func(string) (string, uint64, error))
 	if last, seen := c.last[k]; seen && n != last+1 {
 		c.errs = append(c.errs, fmt.Sprintf("%s %d follows %d (a skipped or repeated line)", k, n, last))
 	}
+	if _, seen := c.first[k]; !seen {
+		c.first[k] = n
+	}
 	c.last[k] = n
+	c.eof = false
+}
+
+// waitEOF waits until the pipe has no writer and everything in it is read.
+func (c *pipeCounters) waitEOF(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		c.mu.Lock()
+		eof := c.eof
+		c.mu.Unlock()
+		if eof {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipe still has a writer after %v", progressTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
 }
 
 func (c *pipeCounters) snapshot() map[string]uint64 {

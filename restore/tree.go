@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
@@ -454,7 +455,7 @@ func (r *Process) makeTreePipes() error {
 	}
 	boot := r.set.Fds[r.img.Pid].GetBootId()
 	for _, tp := range r.set.Tree.Pipes {
-		p, live, err := r.treePipe(tp, boot)
+		p, live, inherited, err := r.treePipe(tp, boot)
 		if err != nil {
 			return err
 		}
@@ -479,6 +480,9 @@ func (r *Process) makeTreePipes() error {
 		}
 		if fl := flags[tp.Inode]; fl != nil {
 			for end := range 2 {
+				if end == inherited {
+					continue // the caller's description, as passed (files: inherited fds keep their flags)
+				}
 				if _, err := unix.FcntlInt(uintptr(p[end]), unix.F_SETFL, int(fl[end]&^unix.O_CLOEXEC)); err != nil {
 					return fmt.Errorf("restore: set flags %#o of pipe:[%d]: %w", fl[end], tp.Inode, os.NewSyscallError("fcntl F_SETFL", err))
 				}
@@ -495,21 +499,54 @@ func (r *Process) makeTreePipes() error {
 // its data reaching them); when it cannot be done (another boot, the
 // holders gone), the members still share one fresh pipe, and restore
 // says which outside process lost them.
-func (r *Process) treePipe(tp *pb.TreePipe, boot string) (p [2]int, live bool, err error) {
+//
+// An fd of the pipe that --inherit-fd names (Options.InheritFds) takes
+// precedence, as it does for a single process: the members get the
+// caller's pipe, that end its very description (inherited is its index,
+// else -1), the other end a new description of the same pipe.
+func (r *Process) treePipe(tp *pb.TreePipe, boot string) (p [2]int, live bool, inherited int, err error) {
 	log := r.opts.Log.With().Uint64("pipe", tp.Inode).Logger()
+	if f, pid := r.inheritedPipeFd(tp.Inode); f != nil {
+		end := 0
+		if f.GetPipe().WriteEnd {
+			end = 1
+		}
+		ends, err := files.PipeEndsOf(int(f.Fd), end)
+		if err != nil {
+			return p, false, -1, fmt.Errorf("restore pid %d fd %d (pipe:[%d] between members): --inherit-fd %d: %w", pid, f.Fd, tp.Inode, f.Fd, err)
+		}
+		log.Info().Int32("fd", f.Fd).Msgf("pipe:[%d] between members: fd %d of pid %d is passed with --inherit-fd: every member gets that pipe", tp.Inode, f.Fd, pid)
+		return ends, true, end, nil
+	}
 	if len(tp.Outside) > 0 {
 		ends, holder, err := files.OpenLivePipe(tp.Inode, tp.Outside, boot)
 		if err == nil {
 			log.Info().Int("holder", holder).Msgf("pipe:[%d] between members is still alive here (held by pid %d since the dump): members rejoined to it", tp.Inode, holder)
-			return ends, true, nil
+			return ends, true, -1, nil
 		}
 		log.Warn().Err(err).Uint32("holder", tp.Outside[0].Pid).
 			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid)
 	}
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return p, false, fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
+		return p, false, -1, fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
 	}
-	return p, false, nil
+	return p, false, -1, nil
+}
+
+// inheritedPipeFd returns the first image fd of pipe:[ino], in tree order,
+// whose number --inherit-fd names, and its member's pid.
+func (r *Process) inheritedPipeFd(ino uint64) (*pb.Fd, uint32) {
+	if len(r.opts.InheritFds) == 0 {
+		return nil, 0
+	}
+	for _, p := range r.set.Tree.Processes {
+		for _, f := range r.set.Fds[p.Pid].GetFds() {
+			if pp := f.GetPipe(); pp != nil && pp.Inode == ino && f.DupOf == nil && slices.Contains(r.opts.InheritFds, int(f.Fd)) {
+				return f, p.Pid
+			}
+		}
+	}
+	return nil, 0
 }
 
 // closeTree releases lazycr's copies of shared fds and the pages readers.
