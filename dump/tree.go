@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -272,6 +273,7 @@ func (cp *Checkpoint) collectTree() error {
 	// Every fd of every member, with its /proc link target.
 	var refs []liveRef
 	pipeMembers := map[uint64]map[uint32]bool{}
+	pipeEnds := map[uint64]map[uint32]*[2]bool{} // which ends each member holds (O_RDWR: both)
 	for _, p := range live {
 		fds, err := proc.ReadFds(int(p.Pid))
 		if err != nil {
@@ -288,6 +290,22 @@ func (cp *Checkpoint) collectTree() error {
 					pipeMembers[pp.Inode] = map[uint32]bool{}
 				}
 				pipeMembers[pp.Inode][p.Pid] = true
+				if pipeEnds[pp.Inode] == nil {
+					pipeEnds[pp.Inode] = map[uint32]*[2]bool{}
+				}
+				e := pipeEnds[pp.Inode][p.Pid]
+				if e == nil {
+					e = &[2]bool{}
+					pipeEnds[pp.Inode][p.Pid] = e
+				}
+				switch {
+				case pp.WriteEnd:
+					e[1] = true
+				case f.Flags&unix.O_ACCMODE == unix.O_RDWR:
+					e[0], e[1] = true, true
+				default:
+					e[0] = true
+				}
 			}
 		}
 	}
@@ -300,14 +318,30 @@ func (cp *Checkpoint) collectTree() error {
 	// through one of them (on the same boot), so that every member's end
 	// is again the one pipe the outside process reads or writes. Left to
 	// each member's own fds, a member holding both ends would get a fresh
-	// pipe, and members holding one end each would get two.
-	cand := map[uint64]bool{}
+	// pipe, and members holding one end each would get two. So is a pipe
+	// one member holds both ends of, when outside processes hold it too
+	// (files would give that member a fresh pipe); one end only is left
+	// to files, which rejoins it on its own (livepipe.go).
+	cand, both := map[uint64]bool{}, map[uint64]bool{}
 	for ino, ms := range pipeMembers {
 		if len(ms) > 1 {
 			cand[ino] = true
+			continue
+		}
+		for _, e := range pipeEnds[ino] {
+			if e[0] && e[1] {
+				both[ino] = true
+			}
 		}
 	}
-	outside := files.PipeHolders(cand, members)
+	held := maps.Clone(cand)
+	maps.Copy(held, both)
+	outside := files.PipeHolders(held, members)
+	for ino := range both {
+		if len(outside[ino]) > 0 {
+			cand[ino] = true
+		}
+	}
 	treePipes := map[uint64]*pb.TreePipe{}
 	for _, r := range refs {
 		pp := r.fd.GetPipe()

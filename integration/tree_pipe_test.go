@@ -61,6 +61,44 @@ func TestTreePipeHeldOutside(t *testing.T) {
 	lines.check(t)
 }
 
+// TestTreePipeOneMemberHeldOutside: the root alone holds both ends of the
+// test's pipe (its child closed them): after dump -D and restore -D the
+// root's counter carries on in the test's pipe (a member holding both
+// ends used to get a fresh pipe of its own).
+func TestTreePipeOneMemberHeldOutside(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "rootonly")
+	cmd.ExtraFiles = []*os.File{r, w}
+	p := startCmd(t, cmd)
+	w.Close()
+	lines := watchPipe(t, r, tickLine)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	lines.waitAll(t, 3, "root")
+	dir := dumpKill(t, p)
+	waitGone(t, rep.Child)
+	if n := len(show(t, dir).Tree.GetPipes()); n != 1 {
+		t.Errorf("the image has %d tree pipes, want 1 (the root's, held outside)", n)
+	}
+	lines.waitEOF(t)
+	before := lines.snapshot()
+	restoreFrom(t, p, dir)
+	lines.waitAll(t, before["root"]+5, "root")
+	if n := lines.snapshot()["child"]; n != 0 {
+		t.Errorf("the child wrote %d lines", n)
+	}
+	lines.check(t)
+}
+
 // TestTreePipeHeldOutsideForeignBoot: as TestTreePipeHeldOutside, but the
 // image says it comes from another boot, where the pipe and the test's
 // pid mean nothing: restore must not join the test's pipe, and say so

@@ -9,6 +9,8 @@
  * write(2) (atomic below PIPE_BUF, pipe(7)). The test reads its end: both
  * counters must go on with no gap and no repeat across a dump and restore,
  * which holds only if both restored members write into the test's pipe.
+ * With the argument "rootonly" the child closes fds 3 and 4 and only
+ * waits: the root is the one member holding the pipe (both ends).
  * stdout (a file) gets the report {"pid":P,"child":C}.
  */
 #include "common.h"
@@ -31,8 +33,9 @@ static void writer(const char *key)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	int rootonly = argc > 1 && strcmp(argv[1], "rootonly") == 0;
 	/* Opened both ways: a read end and a write end. */
 	if (fcntl(3, F_GETFD) < 0 || fcntl(4, F_GETFD) < 0)
 		die("fds 3 and 4");
@@ -40,7 +43,12 @@ int main(void)
 	if (c < 0)
 		die("fork");
 	if (c == 0) {
-		writer("child");
+		if (!rootonly)
+			writer("child");
+		close(3);
+		close(4);
+		for (;;)
+			pause();
 	}
 	emit("{\"pid\":%d,\"child\":%d}\n", getpid(), c);
 	writer("root");
