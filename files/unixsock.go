@@ -261,7 +261,7 @@ func (r *restorer) makePair(p *unixPair) error {
 // Shutdown is applied after the data and on both ends: unix_shutdown also
 // marks the peer (SEND on one end is RCV on the other), and the recorded
 // states already contain what each end's shutdown gave the other, so
-// applying both gives both exactly. dump/tree.go's split pairs use it
+// applying both gives both exactly. restore/tree.go's split pairs use it
 // too.
 func ConfigurePair(local [2]int, ends [2]*pb.Fd, what string) error {
 	socks := [2]*pb.UnixSocket{ends[0].GetUnixSocket(), ends[1].GetUnixSocket()}
