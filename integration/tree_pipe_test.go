@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -319,6 +320,40 @@ func TestTreePipeShellStdout(t *testing.T) {
 			lines.check(t)
 		})
 	}
+}
+
+// TestTreePipeShellStdoutLazy is TestTreePipeShellStdout migrated lazily
+// between two network-namespace hosts (bash the init of its own PID
+// namespace, dump --lazy / restore --lazy-from --pidns): the count goes
+// on in the test's pipe.
+func TestTreePipeShellStdoutLazy(t *testing.T) {
+	t.Parallel()
+	env := lazyTwoHosts(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := env.src.Command(context.Background(), bash, "-c", "i=1; while true; do sleep 0.05; echo count $((i++)); done")
+	cmd.Stdout = w
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	w.Close()
+	// The harness follows p's stdout file, report line first: this one
+	// has an empty report and no ticks (the count goes into the pipe).
+	if err := os.WriteFile(p.outPath, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitReport(t, p, &struct{}{})
+	lines := watchPipe(t, r, tickLine)
+	lines.waitAll(t, 3, "count")
+	rp, _ := migrateLazyPIDNS(t, env, p)
+	lines.waitAll(t, lines.snapshot()["count"]+5, "count")
+	requireRunning(t, rp.pid)
+	lines.check(t)
 }
 
 // tickLine parses "tick KEY N" or "KEY N".
