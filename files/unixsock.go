@@ -19,8 +19,8 @@ import (
 // queued file descriptors (SCM_RIGHTS) or credentials boundaries, and
 // SO_PEEK_OFF or SO_PASSSEC set. In a tree, the peer may be another
 // member's (nginx's master holds both ends of each worker's channel, the
-// worker shares one end's description): dump/tree.go refuses a pair that
-// no single member can make.
+// worker shares one end's description); a pair split across members
+// (socketpair then fork) is made by restore/tree.go with ConfigurePair.
 type unixSocket struct{}
 
 func (unixSocket) name() string { return "unix" }
@@ -208,12 +208,8 @@ func (unixSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 
 // makePair creates the socket pair in the process (non-blocking while
 // lazycr writes the queued bytes; each end then gets its recorded flags
-// from the generic flag step), then options, data and shutdown states.
-// Data waiting at one end is written into the other. Shutdown is applied
-// after the data and on both ends: unix_shutdown also marks the peer
-// (SEND on one end is RCV on the other), and the recorded states already
-// contain what each end's shutdown gave the other, so applying both gives
-// both exactly.
+// from the generic flag step), then options, data and shutdown states
+// (ConfigurePair).
 func (r *restorer) makePair(p *unixPair) error {
 	p.made = true
 	for i := range p.ends {
@@ -256,9 +252,21 @@ func (r *restorer) makePair(p *unixPair) error {
 	}
 	defer unix.Close(local[0])
 	defer unix.Close(local[1])
-	socks := [2]*pb.UnixSocket{s0, s1}
+	return ConfigurePair(local, [2]*pb.Fd{p.ends[0][0], p.ends[1][0]}, what)
+}
+
+// ConfigurePair gives a fresh socket pair (lazycr's fds local, of a pair
+// made non-blocking) the state of image fds ends: options, the bytes
+// waiting at each end (written into the other), then the shutdown states.
+// Shutdown is applied after the data and on both ends: unix_shutdown also
+// marks the peer (SEND on one end is RCV on the other), and the recorded
+// states already contain what each end's shutdown gave the other, so
+// applying both gives both exactly. restore/tree.go's split pairs use it
+// too.
+func ConfigurePair(local [2]int, ends [2]*pb.Fd, what string) error {
+	socks := [2]*pb.UnixSocket{ends[0].GetUnixSocket(), ends[1].GetUnixSocket()}
 	for i, s := range socks {
-		if err := setUnixOpts(local[i], p.ends[i][0].Fd, s); err != nil {
+		if err := setUnixOpts(local[i], ends[i].Fd, s); err != nil {
 			return err
 		}
 	}
@@ -269,7 +277,7 @@ func (r *restorer) makePair(p *unixPair) error {
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("write %d bytes waiting at fd %d (%s): %w", len(data), p.ends[i][0].Fd, what, os.NewSyscallError("write", err))
+				return fmt.Errorf("write %d bytes waiting at fd %d (%s): %w", len(data), ends[i].Fd, what, os.NewSyscallError("write", err))
 			}
 			data = data[n:]
 		}
@@ -285,11 +293,11 @@ func (r *restorer) makePair(p *unixPair) error {
 		case 3:
 			how = unix.SHUT_RDWR
 		default:
-			return fmt.Errorf("fd %d: shutdown state %#x in the image", p.ends[i][0].Fd, s.Shutdown)
+			return fmt.Errorf("fd %d: shutdown state %#x in the image", ends[i].Fd, s.Shutdown)
 		}
 		if how >= 0 {
 			if err := unix.Shutdown(local[i], how); err != nil {
-				return fmt.Errorf("shut down fd %d (how %d): %w", p.ends[i][0].Fd, how, os.NewSyscallError("shutdown", err))
+				return fmt.Errorf("shut down fd %d (how %d): %w", ends[i].Fd, how, os.NewSyscallError("shutdown", err))
 			}
 		}
 	}

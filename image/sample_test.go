@@ -278,6 +278,13 @@ func sampleFds(pid uint32) *pb.FdTable {
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
+// withSplitEnd adds to the root's fds its end of the socket pair it
+// shares with the child (Tree.SplitPairs).
+func withSplitEnd(t *pb.FdTable) *pb.FdTable {
+	t.Fds = append(t.Fds, &pb.Fd{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9030, Peer: 9031, Type: unix.SOCK_STREAM, Data: []byte("ping")}}})
+	return t
+}
+
 // sampleSet is a realistic, fully populated image set: a root process with
 // two threads, every VMA kind, every page state and every fd kind, and a
 // child with a small lazy-only memory map and no fds.
@@ -294,7 +301,8 @@ func sampleSet() *Set {
 			zombie(zombiePid, rootPid),
 		},
 			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: rootPid, Fd: 3}, Users: []*pb.FdRef{{Pid: childPid, Fd: 0}}}},
-			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536}},
+			SplitPairs:  []*pb.SplitPair{{Maker: &pb.FdRef{Pid: rootPid, Fd: 22}, Peer: &pb.FdRef{Pid: childPid, Fd: 2}}},
+			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536, Outside: []*pb.PipeHolder{{Pid: 3000, StartTime: 77, Uid: 1000, PidNs: 4026531836}}}},
 			Shm: []*pb.ShmObject{
 				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Dev: 1, Inode: 1229, Size: 2 * PageSize, Mode: 0o777},
 				{Id: 2, Kind: pb.ShmKind_SHM_KIND_MEMFD, Dev: 1, Inode: 1230, Size: PageSize, Name: "ring", Seals: 0x1c, Mode: 0o600, FdContent: true},
@@ -303,9 +311,10 @@ func sampleSet() *Set {
 			},
 		},
 		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid), zombiePid: {Pid: zombiePid}},
-		Fds: map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid, Fds: []*pb.Fd{
+		Fds: map[uint32]*pb.FdTable{rootPid: withSplitEnd(sampleFds(rootPid)), childPid: {Pid: childPid, Fds: []*pb.Fd{
 			{Fd: 0, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Capacity: 65536}}},
 			{Fd: 1, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5010, WriteEnd: true, Capacity: 65536}}},
+			{Fd: 2, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9031, Peer: 9030, Type: unix.SOCK_STREAM, Data: []byte("pong")}}},
 		}}, zombiePid: {Pid: zombiePid}},
 	}
 }

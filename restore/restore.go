@@ -380,6 +380,7 @@ func (r *Process) Resume() error {
 		if ferr := r.tcp.Finish(); ferr != nil {
 			r.opts.Log.Warn().Err(ferr).Msg("close the TCP lock's socket")
 		}
+		r.finishMembers()
 	}()
 	if err != nil {
 		unixKill(r.b.pid)
