@@ -44,6 +44,16 @@ type Options struct {
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
+	// ShellJob attaches a shell job to lazycr's terminal, its stdin
+	// (restore --shell-job; shelljob.go): the process joins lazycr's
+	// session, its fds on its controlling terminal are opened on
+	// lazycr's, and, if it was the foreground job, it is again (then the
+	// caller waits for it with WaitJob). Termios says which terminal
+	// settings it gets.
+	ShellJob bool
+	Termios  TermiosPolicy
+
+	job *shellJob // set by Build; shared with the members of a tree
 }
 
 // Stats are the durations of restore's phases.
@@ -183,6 +193,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	if err := checkTreeOptions(set, opts); err != nil {
+		return nil, err
+	}
+	if r.opts.job, err = newShellJob(set, opts); err != nil {
 		return nil, err
 	}
 	if r.shm, err = newShmState(set); err != nil {
@@ -355,17 +368,22 @@ func (r *Process) Resume() error {
 	t := time.Now()
 	err := failpoint.Check("restore.resume")
 	if err == nil {
+		err = r.takeTerminal() // shelljob.go
+	}
+	if err == nil {
 		err = r.resumeMembers()
 	}
 	if err == nil {
 		err = r.setFinalRegisters()
 	}
 	if err != nil {
+		r.giveBack()
 		r.Kill()
 		r.waitClaimedFree()
 		return fmt.Errorf("restore %s: set registers: %w", r.who(), err)
 	}
 	if err := r.tcp.Live(); err != nil {
+		r.giveBack()
 		r.Kill()
 		r.waitClaimedFree()
 		return fmt.Errorf("restore %s: TCP connections: %w", r.who(), err)
@@ -382,6 +400,7 @@ func (r *Process) Resume() error {
 		}
 	}()
 	if err != nil {
+		r.giveBack()
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
@@ -474,7 +493,7 @@ func (r *Process) takePID(undo *undoStack) error {
 	// The process must be cloned from a process of its session (see
 	// tree_session.go); helpers that stand in for leaders not in the dump
 	// go once it is in its group.
-	ids := wantSession(r.img, r.opts.PIDNS)
+	ids := r.wantSession(r.img)
 	var helpers []*inject.Process
 	defer func() { r.killHelpers(helpers) }()
 	parent, err := r.sessionParent(stub, want, ids, &helpers)

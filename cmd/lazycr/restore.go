@@ -38,6 +38,8 @@ type restoreOptions struct {
 	netPolicy  string
 	netIface   string
 	waitSource time.Duration
+	shellJob   bool
+	termios    string
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -62,6 +64,24 @@ Files the process had open must be where they were; a file it mapped must be
 the very same file (device, inode, size, modification time). A fd whose peer
 was not migrated (a terminal, a shell pipe) can be taken from lazycr's own fd
 of that number with --inherit-fd.
+
+A process that ran as a job of an interactive shell (its controlling
+terminal the shell's, its own process group, the foreground one while it
+ran) comes back as it was only when restore runs from a shell of that same
+terminal. --shell-job (as in CRIU) attaches it to the terminal restore runs
+on instead, another terminal or host: its stdin must be that terminal, the
+shell's. The process joins restore's session, the one exception to keeping
+the session: getsid(2) changes, the process group does not. Every fd that
+was on its controlling terminal (/dev/pts/N, /dev/tty) is opened on this
+one, with its flags. If it was the foreground job it is again, and restore
+stays in between the shell and the job until the job exits, then exits with
+its status (128+N if signal N killed it); ^Z stops the job and restore, and
+fg or bg continue both. The terminal keeps its window size (the job gets a
+SIGWINCH if it differs from the dump's) and, with --shell-job-termios auto,
+its settings, unless the program had left cooked mode (raw or cbreak like an
+editor or less, or no echo): then it gets the settings the program had set,
+which the program puts back itself when it exits. dump needs no option for
+shell jobs.
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
@@ -106,6 +126,7 @@ for --wait-source (5s), then gives up; pass a longer --wait-source when the
 target is started before the source.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
+  lazycr restore -D /tmp/img --shell-job     # a job of the shell on this terminal
   lazycr restore --lazy-from 10.0.0.2:27000
   lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
@@ -137,6 +158,13 @@ target is started before the source.`,
 			if o.trace != "" || o.detach {
 				return usagef("--trace and --detach go with --lazy-from")
 			}
+			termios, err := restore.ParseTermiosPolicy(o.termios)
+			if err != nil {
+				return usageError{fmt.Errorf("--shell-job-termios: %w", err)}
+			}
+			if o.shellJob && o.pidns {
+				return usagef("--shell-job and --pidns exclude each other: a job joins lazycr's session")
+			}
 			nf, err := migrate.NewNetFixer(o.netOptions(), g.log)
 			if err != nil {
 				return err
@@ -144,7 +172,7 @@ target is started before the source.`,
 			defer nf.Close()
 			r, err := restore.Restore(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
-				Prepare: nf.Prepare,
+				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
 			})
 			if err != nil {
 				if uerr := nf.Undo(); uerr != nil {
@@ -160,6 +188,13 @@ target is started before the source.`,
 			fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
 			if o.stats {
 				printRestoreStats(g.stderr, &r.Stats)
+			}
+			if r.Foreground() {
+				code, err := r.WaitJob()
+				if err != nil {
+					return err
+				}
+				return exitCodeError(code)
 			}
 			return nil
 		},
@@ -177,6 +212,8 @@ target is started before the source.`,
 	f.StringVar(&o.netPolicy, "net-policy", "rebind", "a socket whose local address does not exist here: rebind (take this host's source address toward the peer, same port), takeover (add the address here, with a gratuitous ARP) or fail")
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
 	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
+	f.BoolVar(&o.shellJob, "shell-job", false, "attach a shell job to this terminal (stdin): it joins restore's session (getsid changes), its terminal fds open on this terminal, and it is the foreground job again while restore waits for it")
+	f.StringVar(&o.termios, "shell-job-termios", "auto", "the job's terminal settings: auto (the dumped ones if the program had left cooked mode: raw, cbreak, no echo), dump (always the dumped ones) or keep (this terminal's)")
 	o.conn.register(f)
 	return cmd
 }

@@ -160,7 +160,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	var ue usageError
+	var ec exitCodeError
 	switch {
+	case errors.As(err, &ec):
+		return int(ec)
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "lazycr: %v\n", err)
 		return exitUsage
@@ -174,6 +177,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 }
+
+// exitCodeError makes run exit with this code without printing anything:
+// restore --shell-job exits with its job's status.
+type exitCodeError int
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // errSilentFailure makes run exit 1 without printing anything more: the
 // command already said what went wrong.

@@ -1,0 +1,326 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pty is a pseudo-terminal made by the test (pty(7): /dev/ptmx, unlockpt,
+// ptsname): the slave is given to the programs as stdin, stdout and
+// stderr; everything they write is collected from the master.
+type pty struct {
+	master *os.File
+	slave  *os.File
+	path   string // /dev/pts/N
+	dev    uint64 // the slave's device number
+
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+func openPty(t *testing.T) *pty {
+	t.Helper()
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(m)
+		t.Fatalf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		unix.Close(m)
+		t.Fatalf("ptsname: %v", err)
+	}
+	p := &pty{master: os.NewFile(uintptr(m), "ptmx"), path: fmt.Sprintf("/dev/pts/%d", n)}
+	s, err := unix.Open(p.path, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		p.master.Close()
+		t.Fatalf("open %s: %v", p.path, err)
+	}
+	p.slave = os.NewFile(uintptr(s), p.path)
+	var st unix.Stat_t
+	if err := unix.Fstat(s, &st); err != nil {
+		t.Fatal(err)
+	}
+	p.dev = st.Rdev
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := p.master.Read(buf)
+			p.mu.Lock()
+			p.out.Write(buf[:n])
+			p.mu.Unlock()
+			if err != nil {
+				return // EIO once no slave is open, or closed
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		p.slave.Close()
+		p.master.Close()
+		<-done
+	})
+	return p
+}
+
+func (p *pty) setSize(t *testing.T, cols, rows uint16) {
+	t.Helper()
+	if err := unix.IoctlSetWinsize(int(p.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows}); err != nil {
+		t.Fatalf("set the window size of %s: %v", p.path, err)
+	}
+}
+
+func (p *pty) typeIn(t *testing.T, s string) {
+	t.Helper()
+	if _, err := p.master.Write([]byte(s)); err != nil {
+		t.Fatalf("type %q into %s: %v", s, p.path, err)
+	}
+}
+
+func (p *pty) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// waitOutput waits until the terminal has shown s.
+func (p *pty) waitOutput(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for !strings.Contains(p.output(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has not shown %q within %v; it shows:\n%q", p.path, s, progressTimeout, p.output())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// startJobShell runs `jobshell STATUS CMD...` on p: a session leader with
+// p as its controlling terminal that runs CMD as its foreground job.
+func startJobShell(t *testing.T, p *pty, status string, cmd ...string) *exec.Cmd {
+	t.Helper()
+	c := exec.Command(buildCached(t, "jobshell"), append([]string{status}, cmd...)...)
+	c.Stdin, c.Stdout, c.Stderr = p.slave, p.slave, p.slave
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	t.Cleanup(func() { c.Process.Kill(); <-done })
+	return c
+}
+
+var (
+	builtMu sync.Mutex
+	built   = map[string]string{}
+)
+
+// buildCached is buildC once per program for the whole test binary.
+func buildCached(t *testing.T, name string) string {
+	t.Helper()
+	builtMu.Lock()
+	defer builtMu.Unlock()
+	if b, ok := built[name]; ok {
+		return b
+	}
+	b := buildC(t, name)
+	dst := filepath.Join(binDir, name)
+	if err := os.Rename(b, dst); err != nil {
+		t.Fatal(err)
+	}
+	built[name] = dst
+	return dst
+}
+
+// waitLines waits until file has a line starting with prefix and returns
+// that line.
+func waitLine(t *testing.T, file, prefix string) string {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		b, _ := os.ReadFile(file)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no line %q within %v:\n%s", file, prefix, progressTimeout, b)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// ttyReport is one line of ttyjob's report.
+type ttyReport struct {
+	Pid     int       `json:"pid"`
+	Got     string    `json:"got"`
+	Isatty  [4]int    `json:"isatty"`
+	Raw     bool      `json:"raw"`
+	Rows    int       `json:"rows"`
+	Cols    int       `json:"cols"`
+	Fg      bool      `json:"fg"`
+	Pgrp    int       `json:"pgrp"`
+	Sid     int       `json:"sid"`
+	Dev     [4]uint64 `json:"dev"`
+	Flags   int       `json:"flags"`
+	Winch   int       `json:"winch"`
+	Ttyname string    `json:"ttyname"`
+}
+
+// waitTtyReport waits for ttyjob's report of the byte got.
+func waitTtyReport(t *testing.T, file, got string) ttyReport {
+	t.Helper()
+	line := waitLine(t, file, `{"pid":`)
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		b, _ := os.ReadFile(file)
+		for _, l := range strings.Split(string(b), "\n") {
+			var r ttyReport
+			if l == "" || json.Unmarshal([]byte(l), &r) != nil {
+				continue
+			}
+			if r.Got == got {
+				t.Logf("report: %s", l)
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no report of %q within %v; last: %s", got, progressTimeout, line)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// checkOnTerminal checks what ttyjob reports of its terminal p.
+func checkOnTerminal(t *testing.T, r ttyReport, p *pty, cols, rows int) {
+	t.Helper()
+	if r.Isatty != [4]int{1, 1, 1, 1} {
+		t.Errorf("isatty of fds 0, 1, 2 and /dev/tty: %v, want all 1", r.Isatty)
+	}
+	for i, d := range r.Dev {
+		if d != p.dev {
+			t.Errorf("fd %d (%d is /dev/tty) is on terminal %d:%d, want %s (%d:%d)", i, 3, unix.Major(d), unix.Minor(d), p.path, unix.Major(p.dev), unix.Minor(p.dev))
+		}
+	}
+	if r.Ttyname != p.path {
+		t.Errorf("ttyname(0) = %q, want %q", r.Ttyname, p.path)
+	}
+	if !r.Raw {
+		t.Errorf("the terminal is not in raw mode")
+	}
+	if r.Cols != cols || r.Rows != rows {
+		t.Errorf("window %dx%d, want %dx%d", r.Cols, r.Rows, cols, rows)
+	}
+	if !r.Fg || r.Pgrp != r.Pid {
+		t.Errorf("foreground %v, process group %d (pid %d): want the foreground job, leading its group", r.Fg, r.Pgrp, r.Pid)
+	}
+	if r.Flags&unix.O_ACCMODE != unix.O_RDWR {
+		t.Errorf("stdin flags %#o, want O_RDWR", r.Flags)
+	}
+}
+
+// TestTtyShellJob runs a raw-mode terminal program (ttyjob: raw mode, its
+// own window size, /dev/tty open) as the foreground job of a job-control
+// shell on pty A, dumps it, and restores it with `restore --shell-job`
+// run as the foreground job of a shell on pty B: it must come back on B,
+// as B's foreground job, in raw mode, with B's window size (and a
+// SIGWINCH, since A's differed), its reads from B and its writes on B,
+// and restore must exit with its status. Restore without --shell-job must
+// refuse, naming A.
+func TestTtyShellJob(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	statusA := filepath.Join(dir, "status-a")
+	shA := startJobShell(t, a, statusA, job, reports, "111", "33")
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
+	checkOnTerminal(t, r, a, 111, 33)
+	if r.Sid != shA.Process.Pid {
+		t.Errorf("the job is in session %d, want its shell's, %d", r.Sid, shA.Process.Pid)
+	}
+	a.waitOutput(t, "got a")
+	winchA := r.Winch
+
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, r.Pid)
+	set := show(t, img)
+	tty := set.fds(t, r.Pid).Fds[0].GetTty()
+	if tty == nil || !tty.Controlling || tty.FgPgid != uint32(r.Pid) || tty.Winsize.GetCols() != 111 || tty.File.GetPath() != a.path {
+		t.Errorf("fd 0 in the image: %v; want %s, controlling, foreground group %d, 111 columns", tty, a.path, r.Pid)
+	}
+	o, _, _ := runLazycr(t, "show", img)
+	if !strings.Contains(o, a.path) || !strings.Contains(o, "raw") {
+		t.Errorf("lazycr show does not list %s in raw mode:\n%s", a.path, o)
+	}
+
+	// Without --shell-job, from another session: refused, naming A.
+	_, e, code := runLazycr(t, "restore", "-D", img)
+	requireExit1(t, "restore without --shell-job", e, code, a.path, "--shell-job")
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.Pid)); err == nil {
+		t.Fatalf("pid %d exists after a refused restore", r.Pid)
+	}
+
+	b := openPty(t)
+	b.setSize(t, 90, 20)
+	statusB := filepath.Join(dir, "status-b")
+	shB := startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	// The restored program is B's foreground job once its group is B's
+	// foreground group.
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.Pid)); err == nil {
+			f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+			if f[5] == strconv.Itoa(r.Pid) { // tpgid
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			st, _ := os.ReadFile(statusB)
+			t.Fatalf("pid %d is not the foreground job of %s within %v; shell: %s; terminal:\n%s", r.Pid, b.path, lazycrTimeout, st, b.output())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	b.typeIn(t, "b")
+	r2 := waitTtyReport(t, reports, "b")
+	checkOnTerminal(t, r2, b, 90, 20)
+	b.waitOutput(t, "got b")
+	if r2.Pid != r.Pid {
+		t.Errorf("restored as pid %d, want %d", r2.Pid, r.Pid)
+	}
+	if r2.Sid != shB.Process.Pid {
+		t.Errorf("the restored job is in session %d, want the session of the shell on B, %d", r2.Sid, shB.Process.Pid)
+	}
+	if r2.Winch <= winchA {
+		t.Errorf("SIGWINCH count %d after restore, %d before: the window size changed, the job must be told", r2.Winch, winchA)
+	}
+	if strings.Contains(a.output(), "got b") {
+		t.Errorf("pty A shows the restored program's output")
+	}
+	b.typeIn(t, "q")
+	if l := waitLine(t, statusB, "exit "); l != "exit 7" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
+	}
+}
