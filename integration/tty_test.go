@@ -324,3 +324,118 @@ func TestTtyShellJob(t *testing.T) {
 		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
 	}
 }
+
+// numbersOn returns the lines of a terminal's output that are numbers
+// (after the echo of a ^Z or ^C typed, which the next line follows).
+func numbersOn(out string) []int {
+	var ns []int
+	out = strings.NewReplacer("\r", "", "^Z", "", "^C", "").Replace(out)
+	for _, l := range strings.Split(out, "\n") {
+		if n, err := strconv.Atoi(strings.TrimSpace(l)); err == nil {
+			ns = append(ns, n)
+		}
+	}
+	return ns
+}
+
+// waitNumbers waits until p shows at least n numbers and returns them.
+func waitNumbers(t *testing.T, p *pty, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		ns := numbersOn(p.output())
+		if len(ns) >= n {
+			return ns
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s shows %d numbers within %v, want %d:\n%q", p.path, len(ns), progressTimeout, n, p.output())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// TestTtyShellJobBashLoop is what a user does: `bash -c 'while :; do
+// sleep 0.2; echo $((i++)); done'` runs as the foreground job of a shell on
+// pty A (bash and, usually, a sleep: a tree); it is dumped and restored
+// with --shell-job as the foreground job of a shell on pty B. The count
+// must carry on on B from where it stopped on A, with no number missing or
+// repeated; ^Z typed on B stops the job and restore with it (the shell
+// sees its job stopped), fg continues both; ^C ends the job, and restore
+// exits as the job did (130: killed by SIGINT).
+func TestTtyShellJobBashLoop(t *testing.T) {
+	needRoot(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	dir := t.TempDir()
+	a := openPty(t)
+	statusA := filepath.Join(dir, "status-a")
+	startJobShell(t, a, statusA, bash, "-c", "i=0; while :; do sleep 0.2; echo $((i++)); done")
+	pid, err := strconv.Atoi(strings.TrimPrefix(waitLine(t, statusA, "started "), "started "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	waitNumbers(t, a, 3)
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	set := show(t, img)
+	for _, p := range set.Tree.GetProcesses() {
+		t.Logf("member pid %d (%s) pgid %d sid %d", p.Pid, p.Comm, p.Pgid, p.Sid)
+		waitGone(t, int(p.Pid))
+	}
+	before := numbersOn(a.output())
+
+	b := openPty(t)
+	statusB := filepath.Join(dir, "status-b")
+	shB := startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	after := waitNumbers(t, b, 4) // the pid restore prints, then the count
+	if after[0] == pid {
+		after = after[1:]
+	}
+	for i, n := range append(before, after...) {
+		if n != i {
+			t.Fatalf("the count goes %v on A, then %v on B: number %d is %d", before, after, i, n)
+		}
+	}
+	if sid := statField(t, pid, 6); sid != strconv.Itoa(shB.Process.Pid) {
+		t.Errorf("bash is in session %s after restore, want the session of the shell on B, %d", sid, shB.Process.Pid)
+	}
+
+	b.typeIn(t, "\x1a") // ^Z
+	if l := waitLine(t, statusB, "stopped "); l != "stopped 19" {
+		t.Errorf("the shell on B saw %q, want its job (restore) stopped by SIGSTOP", l)
+	}
+	if st := procState(pid); st != "T" {
+		t.Errorf("bash is in state %s after ^Z, want T (stopped)", st)
+		for _, p := range set.Tree.GetProcesses() {
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
+			t.Logf("%s", st)
+		}
+		t.Logf("terminal B:\n%q", b.output())
+	}
+	n := len(numbersOn(b.output()))
+	if err := shB.Process.Signal(unix.SIGUSR1); err != nil { // fg
+		t.Fatal(err)
+	}
+	waitLine(t, statusB, "continued")
+	waitNumbers(t, b, n+2)
+
+	b.typeIn(t, "\x03") // ^C
+	if l := waitLine(t, statusB, "exit "); l != "exit 130" {
+		t.Errorf("the shell on B saw its job end with %q, want exit 130 (bash killed by SIGINT)", l)
+	}
+	waitGone(t, pid)
+	all := append(before, numbersOn(b.output())...)
+	if all[len(before)] == pid {
+		all = append(all[:len(before)], all[len(before)+1:]...)
+	}
+	for i, n := range all {
+		if n != i {
+			t.Fatalf("the count %v: number %d is %d; terminal B shows:\n%q", all, i, n, b.output())
+		}
+	}
+}

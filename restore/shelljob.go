@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
@@ -117,7 +118,7 @@ func newShellJob(set *image.Set, opts Options) (*shellJob, error) {
 			return nil, nil
 		}
 		j.tty, j.policy = ctty, opts.Termios
-		return j, nil
+		return j, j.becomeSubreaper()
 	}
 	if opts.PIDNS {
 		return nil, errors.New("restore: --shell-job: a job joins lazycr's session, which a fresh PID namespace (--pidns) does not show")
@@ -138,13 +139,18 @@ func newShellJob(set *image.Set, opts Options) (*shellJob, error) {
 			return nil, fmt.Errorf("restore: --shell-job: pid %d is in the process group of its session leader (pgid %d: started by a shell without job control); a job has a group of its own", p.Pid, p.Pgid)
 		}
 	}
-	// The job is forked from the stub, which lazycr's exit would leave
-	// to init: as a subreaper lazycr gets it as its child when the stub
-	// goes, and can wait for it (wait4(2) with WUNTRACED).
+	return j, j.becomeSubreaper()
+}
+
+// becomeSubreaper: the job is forked from the stub, whose end would leave
+// it to init; as a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER)
+// lazycr gets it as its child when the stub goes, and can wait for it
+// (wait4(2) with WUNTRACED).
+func (j *shellJob) becomeSubreaper() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("restore: --shell-job: become a child subreaper: %w", os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err))
+		return fmt.Errorf("restore: become a child subreaper to wait for the job: %w", os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err))
 	}
-	return j, nil
+	return nil
 }
 
 // lazycrTerminal describes lazycr's controlling terminal, which must be
@@ -325,8 +331,8 @@ func (r *Process) WaitJob() (int, error) {
 			j.jobPgrp = pgrp
 			r.releaseTerminal(true)
 			r.opts.Log.Debug().Int("pid", pid).Str("signal", unix.SignalName(ws.StopSignal())).Msg("job stopped: lazycr stops too")
-			if err := unix.Kill(unix.Getpid(), unix.SIGSTOP); err != nil {
-				return 0, fmt.Errorf("stop lazycr with its job: %w", err)
+			if err := stopSelf(); err != nil {
+				return 0, err
 			}
 			// Continued by the shell.
 			if fg, err := kabi.TtyGetInt(jobTerminalFd, unix.TIOCGPGRP); err == nil && int(fg) == j.pgrp {
@@ -348,6 +354,25 @@ func (r *Process) WaitJob() (int, error) {
 			}
 		}
 	}
+}
+
+// stopSelf stops lazycr (SIGSTOP) and returns once it is continued. The
+// signal is sent to the calling thread (tgkill(2)), which takes it on its
+// way out of the syscall: a SIGSTOP sent to the process may be taken by
+// another thread later, and this one would run on meanwhile. The SIGCONT
+// that continues lazycr is waited for (signal(7)).
+func stopSelf() error {
+	cont := make(chan os.Signal, 1)
+	signal.Notify(cont, unix.SIGCONT)
+	defer signal.Stop(cont)
+	runtime.LockOSThread()
+	err := unix.Tgkill(unix.Getpid(), unix.Gettid(), unix.SIGSTOP)
+	runtime.UnlockOSThread()
+	if err != nil {
+		return fmt.Errorf("stop lazycr with its job: %w", os.NewSyscallError("tgkill", err))
+	}
+	<-cont
+	return nil
 }
 
 // releaseTerminal gives the terminal back to lazycr's group after the job

@@ -170,24 +170,36 @@ target is started before the source.`,
 				return err
 			}
 			defer nf.Close()
-			r, err := restore.Restore(cmd.Context(), restore.Options{
+			r, err := restore.Build(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
 				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
 			})
+			if err == nil && o.shellJob {
+				// Said before the job may own the terminal.
+				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
+			}
+			if err == nil {
+				err = r.Resume()
+			}
 			if err != nil {
 				if uerr := nf.Undo(); uerr != nil {
 					g.log.Warn().Err(uerr).Msg("undo network changes")
 				}
 				return err
 			}
-			for _, c := range nf.Report() {
-				g.log.Info().Str("change", c).Msg("netfix")
-			}
-			g.log.Info().Int("pid", r.PID()).Uint32("image_pid", r.Image().Pid).Int("threads", len(r.Image().Threads)).
-				Dur("took", r.Stats.Total).Msg("restored and resumed")
-			fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
-			if o.stats {
-				printRestoreStats(g.stderr, &r.Stats)
+			if o.shellJob {
+				// The terminal is the job's now: nothing more is said on it.
+				g.log.Debug().Int("pid", r.PID()).Dur("took", r.Stats.Total).Msg("restored and resumed as a job of this terminal")
+			} else {
+				for _, c := range nf.Report() {
+					g.log.Info().Str("change", c).Msg("netfix")
+				}
+				g.log.Info().Int("pid", r.PID()).Uint32("image_pid", r.Image().Pid).Int("threads", len(r.Image().Threads)).
+					Dur("took", r.Stats.Total).Msg("restored and resumed")
+				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
+				if o.stats {
+					printRestoreStats(g.stderr, &r.Stats)
+				}
 			}
 			if r.Foreground() {
 				code, err := r.WaitJob()
