@@ -147,16 +147,25 @@ func buildCached(t *testing.T, name string) string {
 	return dst
 }
 
-// waitLines waits until file has a line starting with prefix and returns
+// waitLine waits until file has a line starting with prefix and returns
 // that line.
 func waitLine(t *testing.T, file, prefix string) string {
+	t.Helper()
+	return waitNthLine(t, file, prefix, 1)
+}
+
+// waitNthLine is waitLine for the nth such line.
+func waitNthLine(t *testing.T, file, prefix string, nth int) string {
 	t.Helper()
 	deadline := time.Now().Add(progressTimeout)
 	for {
 		b, _ := os.ReadFile(file)
+		n := 0
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(l, prefix) {
-				return l
+				if n++; n == nth {
+					return l
+				}
 			}
 		}
 		if time.Now().After(deadline) {
@@ -202,6 +211,26 @@ func waitTtyReport(t *testing.T, file, got string) ttyReport {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no report of %q within %v; last: %s", got, progressTimeout, line)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// waitForeground waits until pid's group is the foreground group of its
+// controlling terminal (the restored job runs there, p).
+func waitForeground(t *testing.T, pid int, p *pty, status string) {
+	t.Helper()
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+			if f[5] == strconv.Itoa(pid) { // tpgid
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			st, _ := os.ReadFile(status)
+			t.Fatalf("pid %d is not the foreground job of %s within %v; shell: %s; terminal:\n%s", pid, p.path, lazycrTimeout, st, p.output())
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
@@ -287,22 +316,7 @@ func TestTtyShellJob(t *testing.T) {
 	b.setSize(t, 90, 20)
 	statusB := filepath.Join(dir, "status-b")
 	shB := startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
-	// The restored program is B's foreground job once its group is B's
-	// foreground group.
-	deadline := time.Now().Add(lazycrTimeout)
-	for {
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.Pid)); err == nil {
-			f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
-			if f[5] == strconv.Itoa(r.Pid) { // tpgid
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			st, _ := os.ReadFile(statusB)
-			t.Fatalf("pid %d is not the foreground job of %s within %v; shell: %s; terminal:\n%s", r.Pid, b.path, lazycrTimeout, st, b.output())
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	waitForeground(t, r.Pid, b, statusB)
 	b.typeIn(t, "b")
 	r2 := waitTtyReport(t, reports, "b")
 	checkOnTerminal(t, r2, b, 90, 20)
@@ -437,5 +451,43 @@ func TestTtyShellJobBashLoop(t *testing.T) {
 		if n != i {
 			t.Fatalf("the count %v: number %d is %d; terminal B shows:\n%q", all, i, n, b.output())
 		}
+	}
+}
+
+// TestTtySameTerminal restores ttyjob without --shell-job from the shell
+// it ran under (the same terminal, the same session): it comes back
+// exactly, in its session, on the same pty, as the foreground job, and
+// restore waits for it and exits with its status.
+func TestTtySameTerminal(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	status := filepath.Join(dir, "status")
+	img := filepath.Join(dir, "img")
+	sh := startJobShell(t, a, status, job, reports, "111", "33", ";", lazycrPath, "restore", "-D", img)
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, r.Pid)
+	if err := sh.Process.Signal(unix.SIGUSR1); err != nil { // the next job: restore
+		t.Fatal(err)
+	}
+	waitNthLine(t, status, "started ", 2)
+	waitForeground(t, r.Pid, a, status)
+	a.typeIn(t, "c")
+	r2 := waitTtyReport(t, reports, "c")
+	checkOnTerminal(t, r2, a, 111, 33)
+	if r2.Sid != sh.Process.Pid || r2.Pid != r.Pid {
+		t.Errorf("restored as pid %d in session %d, want pid %d in session %d", r2.Pid, r2.Sid, r.Pid, sh.Process.Pid)
+	}
+	a.waitOutput(t, "got c")
+	a.typeIn(t, "q")
+	if l := waitLine(t, status, "exit "); l != "exit 7" {
+		t.Errorf("the shell saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
 	}
 }
