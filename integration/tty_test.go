@@ -491,3 +491,60 @@ func TestTtySameTerminal(t *testing.T) {
 		t.Errorf("the shell saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
 	}
 }
+
+// TestTtyShellJobLazy migrates ttyjob post-copy (dump --lazy, restore
+// --lazy-from --new-pid --shell-job run as the foreground job of a shell
+// on pty B; the frozen original keeps its pid here): it runs on B as B's
+// foreground job, its reads from B, its writes on B, and restore exits
+// with its status once it ends.
+func TestTtyShellJobLazy(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	startJobShell(t, a, filepath.Join(dir, "status-a"), job, reports, "111", "33")
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
+
+	src := startLazySource(t, nil, r.Pid, "127.0.0.1")
+	b := openPty(t)
+	b.setSize(t, 90, 20)
+	statusB := filepath.Join(dir, "status-b")
+	cmd := lazyCmd(t, nil, "restore", "--lazy-from", src.addr, "--new-pid", "--shell-job")
+	// env(1) passes the page server's secret (lazyCmd's LAZYCR_TOKEN).
+	startJobShell(t, b, statusB, append([]string{"env", cmd.Env[len(cmd.Env)-1]}, cmd.Args...)...)
+	// The pid restore prints on the terminal.
+	var pid int
+	deadline := time.Now().Add(lazycrTimeout)
+	for pid == 0 {
+		for _, n := range numbersOn(b.output()) {
+			if n > 1 {
+				pid = n
+			}
+		}
+		if time.Now().After(deadline) {
+			st, _ := os.ReadFile(statusB)
+			t.Fatalf("no pid on %s within %v; shell: %s; terminal:\n%q", b.path, lazycrTimeout, st, b.output())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	waitForeground(t, pid, b, statusB)
+	b.typeIn(t, "b")
+	r2 := waitTtyReport(t, reports, "b")
+	checkOnTerminal(t, r2, b, 90, 20)
+	if r2.Pid != pid {
+		t.Errorf("the report comes from pid %d, want the restored pid %d", r2.Pid, pid)
+	}
+	if r2.Winch <= r.Winch {
+		t.Errorf("SIGWINCH count %d after restore, %d before: the window size changed, the job must be told", r2.Winch, r.Winch)
+	}
+	b.waitOutput(t, "got b")
+	src.requireExit(t, 0)
+	b.typeIn(t, "q")
+	if l := waitLine(t, statusB, "exit "); l != "exit 7" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7; terminal:\n%q", l, b.output())
+	}
+}

@@ -405,6 +405,7 @@ func (r *Process) Resume() error {
 		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
 	}
+	r.tellWindow() // shelljob.go
 	r.Stats.Resume = time.Since(t)
 	r.Stats.Total = time.Since(r.started)
 	return nil

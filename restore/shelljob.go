@@ -274,6 +274,19 @@ func (r *Process) giveBack() {
 	}
 }
 
+// tellWindow sends the job SIGWINCH once it runs if the terminal's window
+// is not the size the program last measured, as a terminal resize does
+// (the kernel sends SIGWINCH to the foreground group, tty_do_resize).
+func (r *Process) tellWindow() {
+	j := r.opts.job
+	if j == nil || !j.winch || j.jobPgrp == 0 {
+		return
+	}
+	if err := unix.Kill(-j.jobPgrp, unix.SIGWINCH); err != nil {
+		r.opts.Log.Warn().Err(err).Int("pgid", j.jobPgrp).Msg("send SIGWINCH to the job")
+	}
+}
+
 // Foreground reports whether the restored process is the foreground job
 // of lazycr's terminal: then the caller waits for it (WaitJob).
 func (r *Process) Foreground() bool {
@@ -293,14 +306,6 @@ func (r *Process) WaitJob() (int, error) {
 		return 0, errors.New("restore: the process is not a foreground job of lazycr's terminal")
 	}
 	pid, pgrp := r.b.pid, j.jobPgrp
-	if j.winch {
-		// The window is not the one the program last measured: tell it, as
-		// a terminal resize does (the kernel sends SIGWINCH to the
-		// foreground group, tty_do_resize).
-		if err := unix.Kill(-pgrp, unix.SIGWINCH); err != nil {
-			r.opts.Log.Warn().Err(err).Int("pgid", pgrp).Msg("send SIGWINCH to the job")
-		}
-	}
 	signal.Ignore(unix.SIGTTOU)
 	defer signal.Reset(unix.SIGTTOU)
 	for {

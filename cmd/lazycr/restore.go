@@ -140,6 +140,9 @@ target is started before the source.`,
 			if o.newPID && o.pidns {
 				return usagef("--new-pid and --pidns exclude each other")
 			}
+			if o.shellJob && o.pidns {
+				return usagef("--shell-job and --pidns exclude each other: a job joins lazycr's session")
+			}
 			if err := o.conn.validate(); err != nil {
 				return err
 			}
@@ -153,6 +156,9 @@ target is started before the source.`,
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
 				}
+				if o.shellJob && o.detach {
+					return usagef("--shell-job and --detach exclude each other: restore stays in between the shell and the job")
+				}
 				return runLazyRestore(cmd.Context(), g, &o)
 			}
 			if o.trace != "" || o.detach {
@@ -161,9 +167,6 @@ target is started before the source.`,
 			termios, err := restore.ParseTermiosPolicy(o.termios)
 			if err != nil {
 				return usageError{fmt.Errorf("--shell-job-termios: %w", err)}
-			}
-			if o.shellJob && o.pidns {
-				return usagef("--shell-job and --pidns exclude each other: a job joins lazycr's session")
 			}
 			nf, err := migrate.NewNetFixer(o.netOptions(), g.log)
 			if err != nil {
@@ -259,13 +262,17 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 		return err
 	}
 	var progress *os.File
-	if f, ok := g.stderr.(*os.File); ok && isTerminal(f) && !o.detach {
-		progress = f
+	if f, ok := g.stderr.(*os.File); ok && isTerminal(f) && !o.detach && !o.shellJob {
+		progress = f // a shell job has the terminal to itself
+	}
+	termios, err := restore.ParseTermiosPolicy(o.termios)
+	if err != nil {
+		return usageError{fmt.Errorf("--shell-job-termios: %w", err)}
 	}
 	opts := migrate.TargetOptions{
 		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
 		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
-		Net: o.netOptions(),
+		Net: o.netOptions(), ShellJob: o.shellJob, Termios: termios,
 		Resumed: func(pid int) {
 			fmt.Fprintf(o.pidOut(g), "%d\n", pid)
 			g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
@@ -287,10 +294,17 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
-	if res != nil && res.PID != 0 {
+	if res != nil && res.PID != 0 && (!o.shellJob || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
 	detachDone(err)
+	if err == nil && res.Job != nil {
+		code, err := res.Job.WaitJob()
+		if err != nil {
+			return err
+		}
+		return exitCodeError(code)
+	}
 	return err
 }
 
