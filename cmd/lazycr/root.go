@@ -63,7 +63,8 @@ the moment the process touches it.
 Exit codes:
   0  the operation succeeded
   1  the operation failed; the error names what and why
-  2  bad usage: unknown command or flag, missing or malformed argument`
+  2  bad usage: unknown command or flag, missing or malformed argument
+  N  restore of a foreground shell job (--shell-job): the job's exit status`
 
 const rootExample = `  lazycr check                              # can this kernel do lazy migration?
   lazycr dump --pid 1234 -D /tmp/img --leave-running
