@@ -333,9 +333,32 @@ func TestTtyShellJob(t *testing.T) {
 	if strings.Contains(a.output(), "got b") {
 		t.Errorf("pty A shows the restored program's output")
 	}
-	b.typeIn(t, "q")
-	if l := waitLine(t, statusB, "exit "); l != "exit 7" {
-		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
+
+	// Once more, from B to C, keeping C's cooked settings
+	// (--shell-job-termios keep): the program then finds its terminal
+	// cooked. Restore on B sees its job killed by the dump and says so.
+	img2 := filepath.Join(dir, "img2")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img2); code != 0 {
+		t.Fatalf("lazycr dump from B: exit %d\n%s%s", code, o, e)
+	}
+	if l := waitLine(t, statusB, "exit "); l != "exit 137" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 137 (its job killed by the dump)", l)
+	}
+	waitGone(t, r.Pid)
+	_, e, code = runLazycr(t, "restore", "-D", img2, "--shell-job")
+	requireExit1(t, "restore --shell-job without a terminal", e, code, "not a terminal")
+	c := openPty(t)
+	statusC := filepath.Join(dir, "status-c")
+	startJobShell(t, c, statusC, lazycrPath, "restore", "-D", img2, "--shell-job", "--shell-job-termios", "keep")
+	waitForeground(t, r.Pid, c, statusC)
+	c.typeIn(t, "c\n") // cooked: the line is read once complete
+	r3 := waitTtyReport(t, reports, "c")
+	if r3.Raw || r3.Ttyname != c.path || !r3.Fg {
+		t.Errorf("on C with --shell-job-termios keep: raw %v, terminal %s, foreground %v; want cooked, %s, foreground", r3.Raw, r3.Ttyname, r3.Fg, c.path)
+	}
+	c.typeIn(t, "q\n")
+	if l := waitLine(t, statusC, "exit "); l != "exit 7" {
+		t.Errorf("the shell on C saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
 	}
 }
 
