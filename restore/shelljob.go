@@ -220,11 +220,16 @@ func (r *Process) takeTerminal() error {
 		r.opts.Log.Debug().Uint32("fg_pgid", j.tty.FgPgid).Msg("the foreground group of the job's terminal was not the job's: it stays in the background")
 		return nil
 	}
+	fd := jobTerminalFd
+	if fg, err := kabi.TtyGetInt(fd, unix.TIOCGPGRP); err != nil || int(fg) != j.pgrp {
+		// lazycr was put in the background meanwhile (^Z, bg).
+		r.opts.Log.Warn().Str("terminal", j.term.Path).Msg("lazycr is not the terminal's foreground job: the job stays in the background")
+		return nil
+	}
 	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return fmt.Errorf("read the process group of pid %d: %w", pid, err)
 	}
-	fd := jobTerminalFd
 	cur, err := kabi.TtyGetTermios(fd)
 	if err != nil {
 		return fmt.Errorf("read the settings of terminal %s: %w", j.term.Path, err)
@@ -306,8 +311,6 @@ func (r *Process) WaitJob() (int, error) {
 		return 0, errors.New("restore: the process is not a foreground job of lazycr's terminal")
 	}
 	pid, pgrp := r.b.pid, j.jobPgrp
-	signal.Ignore(unix.SIGTTOU)
-	defer signal.Reset(unix.SIGTTOU)
 	for {
 		var ws unix.WaitStatus
 		got, err := unix.Wait4(-1, &ws, unix.WUNTRACED, nil)
@@ -339,7 +342,8 @@ func (r *Process) WaitJob() (int, error) {
 			if err := stopSelf(); err != nil {
 				return 0, err
 			}
-			// Continued by the shell.
+			// Continued by the shell: in the foreground (fg), where
+			// lazycr may change the terminal, or not (bg).
 			if fg, err := kabi.TtyGetInt(jobTerminalFd, unix.TIOCGPGRP); err == nil && int(fg) == j.pgrp {
 				if jobTios != nil {
 					if cur, err := kabi.TtyGetTermios(jobTerminalFd); err == nil && cur != *jobTios {
