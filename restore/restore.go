@@ -85,6 +85,9 @@ var (
 	// ErrSysvTaken: the id or key of a System V shm segment the process
 	// attached is in use here.
 	ErrSysvTaken = errors.New("System V shm id or key is taken")
+	// ErrOtherTerminal: the process was a job of a terminal that lazycr
+	// does not run on (restore --shell-job attaches it to lazycr's).
+	ErrOtherTerminal = errors.New("the process is a job of another terminal")
 )
 
 // Process is a process being built; Resume lets it run.

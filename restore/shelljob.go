@@ -109,7 +109,7 @@ func newShellJob(set *image.Set, opts Options) (*shellJob, error) {
 		}
 		if int(ctty.Sid) != own {
 			return nil, fmt.Errorf("restore pid %d: %w: its controlling terminal was %s (terminal %d:%d) in session %d, and lazycr runs in session %d: restore it from a shell on that terminal, or attach it to lazycr's terminal with --shell-job",
-				root.Pid, ErrFileChanged, ctty.File.GetPath(), ctty.TtyMajor, ctty.TtyMinor, ctty.Sid, own)
+				root.Pid, ErrOtherTerminal, ctty.File.GetPath(), ctty.TtyMajor, ctty.TtyMinor, ctty.Sid, own)
 		}
 		j, err := lazycrTerminal()
 		if err != nil || j.term.Dev != unix.Mkdev(ctty.TtyMajor, ctty.TtyMinor) {
