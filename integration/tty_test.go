@@ -571,3 +571,75 @@ func TestTtyShellJobLazy(t *testing.T) {
 		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7; terminal:\n%q", l, b.output())
 	}
 }
+
+// TestTtyShellJobLess moves less(1), paging a file in the foreground of a
+// shell on an 80x24 pty A, to a shell on a 100x40 pty B with --shell-job:
+// less gets its cbreak settings on B (--shell-job-termios auto) and the
+// SIGWINCH of the new size, repaints B with 39 lines of the file, pages on
+// with a space typed on B, and when q is typed it exits 0, which restore
+// passes on, leaving B in the cooked mode less puts back.
+func TestTtyShellJobLess(t *testing.T) {
+	needRoot(t)
+	less, err := exec.LookPath("less")
+	if err != nil {
+		t.Skip("less not found")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "lines")
+	var text strings.Builder
+	for i := 1; i <= 500; i++ {
+		fmt.Fprintf(&text, "line %d\n", i)
+	}
+	if err := os.WriteFile(file, []byte(text.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := openPty(t)
+	a.setSize(t, 80, 24)
+	statusA := filepath.Join(dir, "status-a")
+	startJobShell(t, a, statusA, "env", "TERM=xterm", "LESSHISTFILE=-", "LESS=", less, file)
+	pid, err := strconv.Atoi(strings.TrimPrefix(waitLine(t, statusA, "started "), "started "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	a.waitOutput(t, "line 23")
+	// less has read the whole screen's worth and waits for a key.
+	deadline := time.Now().Add(progressTimeout)
+	for procState(pid) != "S" {
+		if time.Now().After(deadline) {
+			t.Fatalf("less (pid %d) does not wait for input within %v", pid, progressTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, pid)
+
+	b := openPty(t)
+	b.setSize(t, 100, 40)
+	statusB := filepath.Join(dir, "status-b")
+	startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	waitForeground(t, pid, b, statusB)
+	b.waitOutput(t, "line 39") // repainted for 40 rows
+	tios, err := unix.IoctlGetTermios(int(b.slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tios.Lflag&(unix.ICANON|unix.ECHO) != 0 {
+		t.Errorf("B's local modes %#o while less runs: want less's (no ICANON, no ECHO)", tios.Lflag)
+	}
+	b.typeIn(t, " ")
+	b.waitOutput(t, "line 60")
+	b.typeIn(t, "q")
+	if l := waitLine(t, statusB, "exit "); l != "exit 0" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 0 (less's status)", l)
+	}
+	if tios, err = unix.IoctlGetTermios(int(b.slave.Fd()), unix.TCGETS); err != nil {
+		t.Fatal(err)
+	}
+	if tios.Lflag&(unix.ICANON|unix.ECHO) != unix.ICANON|unix.ECHO {
+		t.Errorf("B's local modes %#o after less quit: want cooked (ICANON, ECHO), as less leaves it", tios.Lflag)
+	}
+}
