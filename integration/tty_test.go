@@ -643,3 +643,44 @@ func TestTtyShellJobLess(t *testing.T) {
 		t.Errorf("B's local modes %#o after less quit: want cooked (ICANON, ECHO), as less leaves it", tios.Lflag)
 	}
 }
+
+// TestTtyShellJobRollback fails a --shell-job restore of the raw-mode
+// ttyjob once the terminal was handed over (failpoint restore.resume):
+// restore exits 1, the half-built job is gone, and the terminal has its own
+// cooked settings back.
+func TestTtyShellJobRollback(t *testing.T) {
+	lazycr := failpointLazycr(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	startJobShell(t, a, filepath.Join(dir, "status-a"), job, reports, "111", "33")
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, r.Pid)
+
+	b := openPty(t)
+	before, err := unix.IoctlGetTermios(int(b.slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusB := filepath.Join(dir, "status-b")
+	startJobShell(t, b, statusB, "env", "LAZYCR_FAILPOINT=restore.resume", lazycr, "restore", "-D", img, "--shell-job")
+	if l := waitLine(t, statusB, "exit "); l != "exit 1" {
+		t.Errorf("the shell on B saw restore end with %q, want exit 1", l)
+	}
+	b.waitOutput(t, "injected")
+	waitGone(t, r.Pid)
+	after, err := unix.IoctlGetTermios(int(b.slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *after != *before {
+		t.Errorf("B's settings after the failed restore: lflag %#o iflag %#o; before: lflag %#o iflag %#o", after.Lflag, after.Iflag, before.Lflag, before.Iflag)
+	}
+}

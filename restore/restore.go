@@ -369,9 +369,9 @@ func (r *Process) Resume() error {
 		return errors.New("restore: process already resumed or killed")
 	}
 	t := time.Now()
-	err := failpoint.Check("restore.resume")
+	err := r.takeTerminal() // shelljob.go
 	if err == nil {
-		err = r.takeTerminal() // shelljob.go
+		err = failpoint.Check("restore.resume")
 	}
 	if err == nil {
 		err = r.resumeMembers()
