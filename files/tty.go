@@ -48,15 +48,20 @@ func isTerminalDevice(major, minor uint32) bool {
 func isCtty(major, minor uint32) bool { return major == 5 && minor == 0 }
 
 func (tty) claims(l *liveFd) bool {
-	return l.st.Mode&unix.S_IFMT == unix.S_IFCHR && isPath(l) && isTerminalDevice(unix.Major(l.st.Rdev), unix.Minor(l.st.Rdev))
+	return l.link == proc.KindFile && l.st.Mode&unix.S_IFMT == unix.S_IFCHR && isTerminalDevice(unix.Major(l.st.Rdev), unix.Minor(l.st.Rdev))
 }
 
 func (tty) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	maj, min := unix.Major(l.st.Rdev), unix.Minor(l.st.Rdev)
+	if isDeleted(l) {
+		// A pty slave whose master was closed: hung up, and its
+		// /dev/pts entry gone (pty(7)).
+		return fmt.Errorf("%w: terminal %s was hung up and removed (its pty master was closed)", ErrUnsupported, strings.TrimSuffix(l.target, " (deleted)"))
+	}
 	dev, err := kabi.TtyGetDev(l.local)
 	if err != nil {
 		if errors.Is(err, unix.EIO) || errors.Is(err, unix.ENOTTY) {
-			return fmt.Errorf("%w: terminal %s was hung up (its pty master closed): %w", ErrUnsupported, l.target, err)
+			return fmt.Errorf("%w: terminal %s was hung up (vhangup(2), or its pty master closed): %w", ErrUnsupported, l.target, err)
 		}
 		return fmt.Errorf("read the device of terminal %s: %w", l.target, err)
 	}

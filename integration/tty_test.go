@@ -684,3 +684,27 @@ func TestTtyShellJobRollback(t *testing.T) {
 		t.Errorf("B's settings after the failed restore: lflag %#o iflag %#o; before: lflag %#o iflag %#o", after.Lflag, after.Iflag, before.Lflag, before.Iflag)
 	}
 }
+
+// TestTtyHungUpRefused: a process whose terminal was hung up (its pty
+// master closed) holds fds no restore can give back; dump refuses, naming
+// the terminal, and the process runs on.
+func TestTtyHungUpRefused(t *testing.T) {
+	needRoot(t)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("sleep not found")
+	}
+	p := openPty(t)
+	cmd := exec.Command(sleep, "1000")
+	cmd.Stdin = p.slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	p.master.Close() // hangs the slave up (pty(7))
+	_, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+	requireExit1(t, "dump of a process on a hung-up terminal", e, code, p.path, "hung up")
+	requireRunning(t, cmd.Process.Pid)
+}
