@@ -67,7 +67,7 @@ func (device) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	path := dev.File.Path
 	if isPtySlave(dev.RdevMajor) {
 		// An image of a lazycr that recorded terminals as devices.
-		if err := r.checkPty(f.Fd, path, dev.CtimeNs); err != nil {
+		if err := r.checkPty(f.Fd, path, dev.CtimeNs, false); err != nil {
 			return 0, err
 		}
 	}

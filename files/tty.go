@@ -164,7 +164,7 @@ func (tty) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		}
 		want = r.terminal.Dev
 	case isPtySlave(t.RdevMajor):
-		if err := r.checkPty(f.Fd, path, t.CtimeNs); err != nil {
+		if err := r.checkPty(f.Fd, path, t.CtimeNs, t.Controlling); err != nil {
 			return 0, err
 		}
 	case isPtySlave(t.TtyMajor) && r.bootID != "":
@@ -242,22 +242,27 @@ func (r *restorer) checkControlling(fd int32, t *pb.Tty) error {
 
 // checkPty makes sure the pty slave at path is the one the dump saw (fd
 // is the image fd): same boot, same inode ctime (set when the pty was
-// allocated).
-func (r *restorer) checkPty(fd int32, path string, ctimeNs int64) error {
+// allocated). ctty: it was the process's controlling terminal, which
+// --shell-job can replace (another terminal only through --inherit-fd).
+func (r *restorer) checkPty(fd int32, path string, ctimeNs int64, ctty bool) error {
+	hint := fmt.Sprintf("pass a terminal with --inherit-fd %d", fd)
+	if ctty {
+		hint = "attach the process to this terminal with --shell-job, or " + hint
+	}
 	here, err := BootID()
 	if err != nil {
 		return err
 	}
 	if r.bootID == "" || here != r.bootID {
-		return fmt.Errorf("fd %d: %w: %s is a pseudo-terminal of another boot or host (attach the process to this terminal with --shell-job, or pass one with --inherit-fd %d)", fd, ErrFileChanged, path, fd)
+		return fmt.Errorf("fd %d: %w: %s is a pseudo-terminal of another boot or host (%s)", fd, ErrFileChanged, path, hint)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return fmt.Errorf("fd %d: %w: %s (attach the process to this terminal with --shell-job): %w", fd, ErrFileChanged, path, os.NewSyscallError("stat", err))
+		return fmt.Errorf("fd %d: %w: %s (%s): %w", fd, ErrFileChanged, path, hint, os.NewSyscallError("stat", err))
 	}
 	if st.Ctim.Nano() != ctimeNs {
-		return fmt.Errorf("fd %d: %w: %s is another pseudo-terminal now (allocated at %d, the dump's at %d; attach the process to this terminal with --shell-job, or pass one with --inherit-fd %d)",
-			fd, ErrFileChanged, path, st.Ctim.Nano(), ctimeNs, fd)
+		return fmt.Errorf("fd %d: %w: %s is another pseudo-terminal now (allocated at %d, the dump's at %d; %s)",
+			fd, ErrFileChanged, path, st.Ctim.Nano(), ctimeNs, hint)
 	}
 	return nil
 }

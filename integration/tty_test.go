@@ -708,3 +708,54 @@ func TestTtyHungUpRefused(t *testing.T) {
 	requireExit1(t, "dump of a process on a hung-up terminal", e, code, p.path, "hung up")
 	requireRunning(t, cmd.Process.Pid)
 }
+
+// TestTtyOtherPty: a pty slave that is not the process's controlling
+// terminal comes back on the same pty while that pty lives (restore
+// without options), and once the pty is gone the restore is refused,
+// naming it and --inherit-fd (--shell-job replaces only a controlling
+// terminal).
+func TestTtyOtherPty(t *testing.T) {
+	needRoot(t)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("sleep not found")
+	}
+	p := openPty(t)
+	cmd := exec.Command(sleep, "1000")
+	cmd.Stdin = p.slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL); <-done })
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	<-done
+	waitGone(t, pid)
+	if tty := show(t, img).fds(t, pid).Fds[0].GetTty(); tty == nil || tty.Controlling || tty.File.GetPath() != p.path {
+		t.Fatalf("fd 0 in the image: %v; want %s, not controlling", tty, p.path)
+	}
+	if o, e, code := runLazycr(t, "restore", "-D", img); code != 0 {
+		t.Fatalf("lazycr restore on the same pty: exit %d\n%s%s", code, o, e)
+	}
+	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); err != nil || l != p.path {
+		t.Errorf("fd 0 of the restored pid %d is %q (%v), want %s", pid, l, err, p.path)
+	}
+	img2 := filepath.Join(dir, "img2")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", img2); code != 0 {
+		t.Fatalf("lazycr dump of the restored pid %d: exit %d\n%s%s", pid, code, o, e)
+	}
+	waitGone(t, pid)
+	p.slave.Close()
+	p.master.Close() // the pty goes
+	_, e, code := runLazycr(t, "restore", "-D", img2)
+	requireExit1(t, "restore of a pty that is gone", e, code, p.path, "--inherit-fd 0")
+	if strings.Contains(e, "--shell-job") {
+		t.Errorf("the refusal suggests --shell-job for a terminal that was not the controlling one:\n%s", e)
+	}
+}
