@@ -1,6 +1,10 @@
 package files
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -51,4 +55,76 @@ func FuzzTermiosFromImage(f *testing.F) {
 			t.Fatalf("round trip: %v, want %v", back, p)
 		}
 	})
+}
+
+// TestRestoreTty: a terminal fd is reopened only if it is the same pty
+// (same boot, same allocation time), and the terminal behind the opened fd
+// (TIOCGDEV) must be the recorded one; with a Terminal (--shell-job) the
+// controlling terminal's fd opens on that terminal instead, and a
+// non-controlling one stays as it was.
+func TestRestoreTty(t *testing.T) {
+	pts := func() (string, unix.Stat_t) {
+		m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Skipf("no pty here: %v", err)
+		}
+		t.Cleanup(func() { unix.Close(m) })
+		if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+			t.Fatal(err)
+		}
+		n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := fmt.Sprintf("/dev/pts/%d", n)
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return path, st
+	}
+	path, st := pts()
+	other, ost := pts()
+	boot, err := BootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(ctime int64, major, minor uint32, controlling bool) *pb.Fd {
+		return &pb.Fd{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Tty{Tty: &pb.Tty{File: &pb.FileID{Path: path, Dev: st.Dev, Inode: st.Ino},
+			RdevMajor: unix.Major(st.Rdev), RdevMinor: unix.Minor(st.Rdev), TtyMajor: major, TtyMinor: minor, CtimeNs: ctime, Controlling: controlling}}}
+	}
+	maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	for _, c := range []struct {
+		name     string
+		boot     string
+		fd       *pb.Fd
+		terminal *Terminal
+		want     string // the terminal fd 0 is on; "" = refused
+	}{
+		{"same pty", boot, rec(st.Ctim.Nano(), maj, min, false), nil, path},
+		{"later pty with the same number", boot, rec(st.Ctim.Nano()-1, maj, min, false), nil, ""},
+		{"other boot", "00000000-0000-4000-8000-000000000000", rec(st.Ctim.Nano(), maj, min, false), nil, ""},
+		{"another terminal behind the path", boot, rec(st.Ctim.Nano(), maj, min+1000, false), nil, ""},
+		{"controlling, attached", "00000000-0000-4000-8000-000000000000", rec(0, maj, min, true), &Terminal{Path: other, Dev: ost.Rdev}, other},
+		{"not controlling, not attached", boot, rec(st.Ctim.Nano(), maj, min, false), &Terminal{Path: other, Dev: ost.Rdev}, path},
+		{"attached, but the path is another terminal", boot, rec(0, maj, min, true), &Terminal{Path: path, Dev: ost.Rdev}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := fdsStub(t, nil)
+			r.fds = &pb.FdTable{BootId: c.boot, Fds: []*pb.Fd{c.fd}}
+			err := Restore(r, r.fds, RestoreOptions{Log: r.log, Terminal: c.terminal})
+			if c.want == "" {
+				if !errors.Is(err, ErrFileChanged) || !strings.Contains(err.Error(), "fd 0") {
+					t.Fatalf("Restore = %v, want ErrFileChanged naming fd 0", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", r.pid)); l != c.want {
+				t.Errorf("fd 0 is %s, want %s", l, c.want)
+			}
+		})
+	}
 }
