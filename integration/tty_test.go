@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -757,5 +758,85 @@ func TestTtyOtherPty(t *testing.T) {
 	requireExit1(t, "restore of a pty that is gone", e, code, p.path, "--inherit-fd 0")
 	if strings.Contains(e, "--shell-job") {
 		t.Errorf("the refusal suggests --shell-job for a terminal that was not the controlling one:\n%s", e)
+	}
+}
+
+// startBash runs an interactive bash (job control on) leading a session
+// with p as its controlling terminal, and waits for its prompt.
+func startBash(t *testing.T, bash string, p *pty) *exec.Cmd {
+	t.Helper()
+	c := exec.Command(bash, "--norc", "--noprofile", "-i")
+	c.Env = append(os.Environ(), "TERM=dumb", "PS1=PROMPT$ ", "HISTFILE=/dev/null")
+	c.Stdin, c.Stdout, c.Stderr = p.slave, p.slave, p.slave
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	t.Cleanup(func() { c.Process.Kill(); <-done })
+	p.waitOutput(t, "PROMPT$ ")
+	return c
+}
+
+// TestTtyShellJobInteractiveBash is the user's session with real shells:
+// in an interactive bash on pty A they run the counting loop, lazycr dump
+// takes it, and in an interactive bash on pty B they run `lazycr restore
+// --shell-job`: the count carries on on B; ^Z shows the job stopped in
+// bash's job table, fg continues it, ^C ends it and bash sees status 130.
+func TestTtyShellJobInteractiveBash(t *testing.T) {
+	needRoot(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	a := openPty(t)
+	shA := startBash(t, bash, a)
+	a.typeIn(t, "bash -c 'i=0; while :; do sleep 0.2; echo $((i++)); done'\n")
+	waitNumbers(t, a, 3)
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", shA.Process.Pid, shA.Process.Pid))
+	if err != nil || len(strings.Fields(string(children))) != 1 {
+		t.Fatalf("the job of bash on A: children %q (%v), want one", children, err)
+	}
+	pid, _ := strconv.Atoi(strings.Fields(string(children))[0])
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	img := filepath.Join(t.TempDir(), "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	for _, p := range show(t, img).Tree.GetProcesses() {
+		waitGone(t, int(p.Pid))
+	}
+	before := numbersOn(a.output())
+
+	b := openPty(t)
+	startBash(t, bash, b)
+	b.typeIn(t, lazycrPath+" restore -D "+img+" --shell-job\n")
+	after := waitNumbers(t, b, 4)
+	if after[0] == pid {
+		after = after[1:]
+	}
+	for i, n := range append(before, after...) {
+		if n != i {
+			t.Fatalf("the count goes %v on A, then %v on B: number %d is %d", before, after, i, n)
+		}
+	}
+	b.typeIn(t, "\x1a") // ^Z
+	b.waitOutput(t, "Stopped")
+	n := len(numbersOn(b.output()))
+	b.typeIn(t, "fg\n")
+	waitNumbers(t, b, n+2)
+	b.typeIn(t, "\x03") // ^C
+	waitGone(t, pid)
+	b.typeIn(t, "echo status=$?\n")
+	b.waitOutput(t, "status=130")
+	all := append(before, numbersOn(b.output())...)
+	if all[len(before)] == pid {
+		all = append(all[:len(before)], all[len(before)+1:]...)
+	}
+	for i, n := range all {
+		if n != i {
+			t.Fatalf("the count %v: number %d is %d; terminal B shows:\n%q", all, i, n, b.output())
+		}
 	}
 }
