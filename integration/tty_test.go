@@ -840,3 +840,60 @@ func TestTtyShellJobInteractiveBash(t *testing.T) {
 		}
 	}
 }
+
+// TestTtyShellJobVim moves vim, editing a file on an 80x24 pty A, to a
+// 100x40 pty B with --shell-job: it repaints for B's size, takes the
+// commands typed on B (delete the last line, write, quit) and exits 0
+// through restore; the file has lost its last line.
+func TestTtyShellJobVim(t *testing.T) {
+	needRoot(t)
+	vim, err := exec.LookPath("vim")
+	if err != nil {
+		t.Skip("vim not found")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "lines")
+	var text strings.Builder
+	for i := 1; i <= 300; i++ {
+		fmt.Fprintf(&text, "vimline %d\n", i)
+	}
+	if err := os.WriteFile(file, []byte(text.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := openPty(t)
+	a.setSize(t, 80, 24)
+	statusA := filepath.Join(dir, "status-a")
+	startJobShell(t, a, statusA, "env", "TERM=xterm", "HOME="+dir, vim, "-u", "NONE", "-n", file)
+	pid, err := strconv.Atoi(strings.TrimPrefix(waitLine(t, statusA, "started "), "started "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	a.waitOutput(t, "vimline 23")
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, pid)
+	if strings.Contains(a.output(), "vimline 35") {
+		t.Fatal("A showed line 35 already")
+	}
+
+	b := openPty(t)
+	b.setSize(t, 100, 40)
+	statusB := filepath.Join(dir, "status-b")
+	startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	waitForeground(t, pid, b, statusB)
+	b.waitOutput(t, "vimline 35") // repainted for 40 rows
+	b.typeIn(t, "Gdd:wq\r")
+	if l := waitLine(t, statusB, "exit "); l != "exit 0" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 0 (vim's status)", l)
+	}
+	got, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimSuffix(text.String(), "vimline 300\n"); string(got) != want {
+		t.Errorf("the file after vim's :wq has %d bytes ending %q, want %d bytes ending in vimline 299", len(got), got[max(0, len(got)-30):], len(want))
+	}
+}
