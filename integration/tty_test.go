@@ -897,3 +897,93 @@ func TestTtyShellJobVim(t *testing.T) {
 		t.Errorf("the file after vim's :wq has %d bytes ending %q, want %d bytes ending in vimline 299", len(got), got[max(0, len(got)-30):], len(want))
 	}
 }
+
+// TestTtyShellJobSessionLeader: ttyjob started in a terminal of its own
+// (it leads its session, pty A its controlling terminal, as under
+// script(1) or in a tmux window) is restored with --shell-job as a job of
+// the shell on pty B: it runs there in its own group, in the shell's
+// session (it no longer leads one), as B's foreground job.
+func TestTtyShellJobSessionLeader(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	c := exec.Command(job, reports, "111", "33")
+	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	t.Cleanup(func() { c.Process.Kill(); <-done })
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
+	if r.Sid != r.Pid || !r.Fg {
+		t.Fatalf("on A: session %d, foreground %v; want pid %d leading its session, in the foreground", r.Sid, r.Fg, r.Pid)
+	}
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	<-done
+	b := openPty(t)
+	b.setSize(t, 90, 20)
+	statusB := filepath.Join(dir, "status-b")
+	shB := startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	waitForeground(t, r.Pid, b, statusB)
+	b.typeIn(t, "b")
+	r2 := waitTtyReport(t, reports, "b")
+	checkOnTerminal(t, r2, b, 90, 20)
+	if r2.Sid != shB.Process.Pid {
+		t.Errorf("the restored job is in session %d, want the session of the shell on B, %d", r2.Sid, shB.Process.Pid)
+	}
+	b.typeIn(t, "q")
+	if l := waitLine(t, statusB, "exit "); l != "exit 7" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
+	}
+}
+
+// TestTtyShellJobNoJobControlRefused: a program run by a shell without job
+// control is in its session leader's group; restore --shell-job refuses
+// it, naming the pid and the leader (only that shell could make its group
+// in the restoring shell's session), and nothing is left running.
+func TestTtyShellJobNoJobControlRefused(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	c := exec.Command("/bin/sh", "-c", job+" "+reports+" 111 33; :")
+	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	t.Cleanup(func() { c.Process.Kill(); <-done })
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
+	if r.Pgrp != c.Process.Pid || r.Sid != c.Process.Pid {
+		t.Fatalf("ttyjob in group %d, session %d; want sh's, %d", r.Pgrp, r.Sid, c.Process.Pid)
+	}
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, r.Pid)
+	b := openPty(t)
+	statusB := filepath.Join(dir, "status-b")
+	startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	if l := waitLine(t, statusB, "exit "); l != "exit 1" {
+		t.Errorf("restore --shell-job ended with %q, want exit 1", l)
+	}
+	b.waitOutput(t, fmt.Sprintf("pid %d is in the process group of its session leader pid %d", r.Pid, c.Process.Pid))
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", r.Pid)); err == nil {
+		t.Errorf("pid %d exists after the refused restore", r.Pid)
+	}
+}

@@ -28,14 +28,17 @@ import (
 // --shell-job, named as CRIU's) the process becomes a job of lazycr's
 // session instead, the documented exception to "same session": getsid(2)
 // changes, the process group (usually the job leader's own pid) does not.
-// Every fd that was on its controlling terminal is opened on lazycr's
-// (files.Terminal), and, if lazycr is the terminal's foreground job and the
-// process's group was the foreground group, that group becomes the
-// foreground group and lazycr stays in between the shell and the job until
-// the job exits, as BLCR's cr_restart and `criu restore` without -d do:
-// the shell waits for lazycr, lazycr for the job (it is lazycr's child:
-// lazycr is a child subreaper, prctl(2) PR_SET_CHILD_SUBREAPER), and a job
-// stopped with ^Z stops lazycr too, so the shell's fg and bg work.
+// A process that led its session (a program started in a terminal of its
+// own: script(1), a tmux window, ssh) becomes such a job as well, leading
+// its process group but no longer a session. Every fd that was on its
+// controlling terminal is opened on lazycr's (files.Terminal), and, if
+// lazycr is the terminal's foreground job and the process's group was the
+// foreground group, that group becomes the foreground group and lazycr
+// stays in between the shell and the job until the job exits, as BLCR's
+// cr_restart and `criu restore` without -d do: the shell waits for lazycr,
+// lazycr for the job (it is lazycr's child: lazycr is a child subreaper,
+// prctl(2) PR_SET_CHILD_SUBREAPER), and a job stopped with ^Z stops lazycr
+// too, so the shell's fg and bg work.
 
 // TermiosPolicy says whether a shell job's terminal gets the settings
 // (termios) the process's terminal had at dump time.
@@ -128,15 +131,20 @@ func newShellJob(set *image.Set, opts Options) (*shellJob, error) {
 		return nil, fmt.Errorf("restore: --shell-job: %w", err)
 	}
 	j.attach, j.imageSid, j.tty, j.policy = true, root.Sid, ctty, opts.Termios
+	members := map[uint32]bool{}
+	for _, p := range set.Tree.GetProcesses() {
+		members[p.Pid] = true
+	}
 	for _, p := range set.Tree.GetProcesses() {
 		if p.Sid != root.Sid {
 			continue // a member that leads a session of its own keeps it
 		}
-		if p.Pid == p.Sid {
-			return nil, fmt.Errorf("restore: --shell-job: pid %d leads its session %d (a shell or a daemon, not a job of one): only a job can join lazycr's session", p.Pid, p.Sid)
-		}
-		if p.Pgid == p.Sid {
-			return nil, fmt.Errorf("restore: --shell-job: pid %d is in the process group of its session leader (pgid %d: started by a shell without job control); a job has a group of its own", p.Pid, p.Pgid)
+		// The session leader, if dumped, becomes a job too: its group
+		// (its pid) is made again, in lazycr's session. The group of a
+		// leader that is not dumped is a shell's, which only that shell
+		// could make in lazycr's session.
+		if p.Pgid == p.Sid && !members[p.Sid] {
+			return nil, fmt.Errorf("restore: --shell-job: pid %d is in the process group of its session leader pid %d, which is not in the image (started by a shell without job control); a job has a group of its own", p.Pid, p.Sid)
 		}
 	}
 	return j, j.becomeSubreaper()

@@ -71,7 +71,9 @@ ran) comes back as it was only when restore runs from a shell of that same
 terminal. --shell-job (as in CRIU) attaches it to the terminal restore runs
 on instead, another terminal or host: its stdin must be that terminal, the
 shell's. The process joins restore's session, the one exception to keeping
-the session: getsid(2) changes, the process group does not. Every fd that
+the session: getsid(2) changes, the process group does not (a process that
+led its session, started in a terminal of its own, no longer does; one in
+the group of a shell without job control is refused). Every fd that
 was on its controlling terminal (/dev/pts/N, /dev/tty) is opened on this
 one, with its flags. If it was the foreground job it is again, and restore
 stays in between the shell and the job until the job exits, then exits with
