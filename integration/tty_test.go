@@ -987,3 +987,57 @@ func TestTtyShellJobNoJobControlRefused(t *testing.T) {
 		t.Errorf("pid %d exists after the refused restore", r.Pid)
 	}
 }
+
+// TestTtyShellJobWholeShell moves an interactive bash itself, with a
+// foreground job (sleep) running, from pty A to a shell on pty B: the tree
+// comes back as a job of B's shell, the sleep in the foreground; ^C ends
+// the sleep and bash prompts on B, runs what is typed there, and its exit
+// ends restore with bash's status.
+func TestTtyShellJobWholeShell(t *testing.T) {
+	needRoot(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	a := openPty(t)
+	shA := startBash(t, bash, a)
+	a.typeIn(t, "x=4; sleep 1000\n")
+	var sleepPid int
+	deadline := time.Now().Add(progressTimeout)
+	for sleepPid == 0 {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", shA.Process.Pid, shA.Process.Pid))
+		if f := strings.Fields(string(b)); len(f) == 1 {
+			sleepPid, _ = strconv.Atoi(f[0])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bash on A runs no sleep within %v", progressTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	// sleep has exec'd (its own group is the foreground group).
+	for comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleepPid)); string(comm) != "sleep\n" || statField(t, sleepPid, 8) != strconv.Itoa(sleepPid); comm, _ = os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleepPid)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d is not sleep in the foreground within %v", sleepPid, progressTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(shA.Process.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, sleepPid)
+	t.Cleanup(func() { unix.Kill(shA.Process.Pid, unix.SIGKILL); unix.Kill(sleepPid, unix.SIGKILL) })
+
+	b := openPty(t)
+	statusB := filepath.Join(t.TempDir(), "status-b")
+	startJobShell(t, b, statusB, lazycrPath, "restore", "-D", img, "--shell-job")
+	waitForeground(t, sleepPid, b, statusB)
+	b.typeIn(t, "\x03") // ^C: the sleep, bash's foreground job, ends
+	b.waitOutput(t, "PROMPT$ ")
+	b.typeIn(t, "echo x=$x$x\n")
+	b.waitOutput(t, "x=44")
+	b.typeIn(t, "exit 5\n")
+	if l := waitLine(t, statusB, "exit "); l != "exit 5" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 5 (bash's status)", l)
+	}
+}
