@@ -300,6 +300,11 @@ func (r *Process) tellWindow() {
 	}
 }
 
+// TerminalJob reports whether the process being built is a job of
+// lazycr's terminal (restore --shell-job, or a job restored from a shell of
+// its own terminal): once it runs, the terminal may be its.
+func (r *Process) TerminalJob() bool { return r.opts.job != nil }
+
 // Foreground reports whether the restored process is the foreground job
 // of lazycr's terminal: then the caller waits for it (WaitJob).
 func (r *Process) Foreground() bool {

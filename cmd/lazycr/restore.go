@@ -179,7 +179,8 @@ target is started before the source.`,
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
 				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
 			})
-			if err == nil && o.shellJob {
+			job := err == nil && r.TerminalJob()
+			if job {
 				// Said before the job may own the terminal.
 				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
 			}
@@ -192,8 +193,9 @@ target is started before the source.`,
 				}
 				return err
 			}
-			if o.shellJob {
-				// The terminal is the job's now: nothing more is said on it.
+			if job {
+				// The terminal is the job's now: nothing more is said on it
+				// until the job is over.
 				g.log.Debug().Int("pid", r.PID()).Dur("took", r.Stats.Total).Msg("restored and resumed as a job of this terminal")
 			} else {
 				for _, c := range nf.Report() {
@@ -206,11 +208,16 @@ target is started before the source.`,
 					printRestoreStats(g.stderr, &r.Stats)
 				}
 			}
+			code := 0
 			if r.Foreground() {
-				code, err := r.WaitJob()
-				if err != nil {
+				if code, err = r.WaitJob(); err != nil {
 					return err
 				}
+			}
+			if job && o.stats {
+				printRestoreStats(g.stderr, &r.Stats)
+			}
+			if code != 0 {
 				return exitCodeError(code)
 			}
 			return nil
@@ -296,16 +303,20 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
-	if res != nil && res.PID != 0 && (!o.shellJob || err != nil) {
+	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
 	detachDone(err)
 	if err == nil && res.Job != nil {
+		// The terminal is the job's: the summary waits for its end.
 		code, err := res.Job.WaitJob()
+		printTargetSummary(g, o, res, err)
 		if err != nil {
 			return err
 		}
-		return exitCodeError(code)
+		if code != 0 {
+			return exitCodeError(code)
+		}
 	}
 	return err
 }
