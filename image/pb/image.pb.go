@@ -4100,8 +4100,9 @@ type InetSocket struct {
 	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
 	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
 	Shutdown uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
-	// An established TCP connection (files/tcp.go): its state read in
-	// TCP_REPAIR mode. peer_addr/peer_port name the peer.
+	// A TCP connection, established or half-closed (files/tcp.go): its
+	// state read in TCP_REPAIR mode. peer_addr/peer_port name the peer;
+	// shutdown is recorded for it too (a SHUT_RD is restored).
 	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4228,34 +4229,42 @@ func (x *InetSocket) GetTcp() *TcpStream {
 	return nil
 }
 
-// TcpStream is the TCP state of an established connection, read with the
-// socket in repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers
-// as the kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq.
+// TcpStream is the TCP state of a connection, read with the socket in
+// repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers as the
+// kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq; in the
+// half-closed states they count the FINs (rcv_nxt is one past the peer's
+// FIN, write_seq one past ours), while inq, outq and outq_unsent hold data
+// bytes only.
 type TcpStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                             // TCP_ESTABLISHED (1); other states are refused
-	InqSeq        uint32                 `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
-	Inq           []byte                 `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
-	OutqSeq       uint32                 `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
-	Outq          []byte                 `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
-	OutqUnsent    uint32                 `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
-	MssClamp      uint32                 `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
-	Options       uint32                 `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
-	SndWscale     uint32                 `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
-	RcvWscale     uint32                 `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
-	Timestamp     uint32                 `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
-	Window        *TcpWindow             `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
-	Nodelay       bool                   `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
-	Cork          bool                   `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
-	Keepidle      int32                  `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
-	Keepintvl     int32                  `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
-	Keepcnt       int32                  `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
-	UserTimeout   int32                  `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
-	Congestion    string                 `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
-	NotsentLowat  int32                  `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
-	BufLock       int32                  `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
-	WindowClamp   int32                  `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
-	Linger2       int32                  `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tcp_states.h: ESTABLISHED 1, FIN_WAIT1 4, FIN_WAIT2 5, CLOSE_WAIT 8,
+	// LAST_ACK 9, CLOSING 11; other states are refused.
+	State        uint32     `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`
+	InqSeq       uint32     `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
+	Inq          []byte     `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
+	OutqSeq      uint32     `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
+	Outq         []byte     `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
+	OutqUnsent   uint32     `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
+	MssClamp     uint32     `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
+	Options      uint32     `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
+	SndWscale    uint32     `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale    uint32     `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	Timestamp    uint32     `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
+	Window       *TcpWindow `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
+	Nodelay      bool       `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
+	Cork         bool       `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
+	Keepidle     int32      `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
+	Keepintvl    int32      `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
+	Keepcnt      int32      `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
+	UserTimeout  int32      `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
+	Congestion   string     `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
+	NotsentLowat int32      `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
+	BufLock      int32      `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
+	WindowClamp  int32      `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
+	Linger2      int32      `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	// FIN_WAIT1, CLOSING, LAST_ACK: our FIN is queued behind unsent data or
+	// was never sent (SIOCOUTQNSD counted it).
+	FinUnsent     bool `protobuf:"varint,24,opt,name=fin_unsent,json=finUnsent,proto3" json:"fin_unsent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4449,6 +4458,13 @@ func (x *TcpStream) GetLinger2() int32 {
 		return x.Linger2
 	}
 	return 0
+}
+
+func (x *TcpStream) GetFinUnsent() bool {
+	if x != nil {
+		return x.FinUnsent
+	}
+	return false
 }
 
 // TcpWindow is struct tcp_repair_window.
@@ -5874,7 +5890,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
 	"\bshutdown\x18\f \x01(\rR\bshutdown\x12,\n" +
-	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xa5\x05\n" +
+	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xc4\x05\n" +
 	"\tTcpStream\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x17\n" +
 	"\ainq_seq\x18\x02 \x01(\rR\x06inqSeq\x12\x10\n" +
@@ -5904,7 +5920,9 @@ const file_image_proto_rawDesc = "" +
 	"\rnotsent_lowat\x18\x14 \x01(\x05R\fnotsentLowat\x12\x19\n" +
 	"\bbuf_lock\x18\x15 \x01(\x05R\abufLock\x12!\n" +
 	"\fwindow_clamp\x18\x16 \x01(\x05R\vwindowClamp\x12\x18\n" +
-	"\alinger2\x18\x17 \x01(\x05R\alinger2\"\x8e\x01\n" +
+	"\alinger2\x18\x17 \x01(\x05R\alinger2\x12\x1d\n" +
+	"\n" +
+	"fin_unsent\x18\x18 \x01(\bR\tfinUnsent\"\x8e\x01\n" +
 	"\tTcpWindow\x12\x17\n" +
 	"\asnd_wl1\x18\x01 \x01(\rR\x06sndWl1\x12\x17\n" +
 	"\asnd_wnd\x18\x02 \x01(\rR\x06sndWnd\x12\x1d\n" +
