@@ -1,5 +1,5 @@
 // Package files checkpoints and rebuilds a process's file descriptors: one
-// file per fd kind — regular file, character device, anonymous pipe, FIFO,
+// file per fd kind — regular file, character device, terminal (tty.go), anonymous pipe, FIFO,
 // memfd, file unlinked while open, eventfd, timerfd, signalfd, epoll,
 // inotify, inet socket (UDP, UDP-Lite, listening TCP), established or
 // half-closed TCP connection (TCP_REPAIR, tcp.go and tcpfin.go), inherited

@@ -51,6 +51,10 @@ type RestoreOptions struct {
 	// from the dumped process itself (inet.go takeListener): for a
 	// post-copy restore, whose source keeps the original frozen.
 	HandOver bool
+	// Terminal, if set, is the terminal every fd that was on the
+	// process's controlling terminal is opened on (tty.go; restore
+	// --shell-job).
+	Terminal *Terminal
 }
 
 // allFds is ~0U, the last fd of close_range(2).
@@ -93,6 +97,7 @@ type restorer struct {
 	shared SharedMemoryFunc // shmhook.go
 	// handOver: RestoreOptions.HandOver.
 	handOver bool
+	terminal *Terminal // RestoreOptions.Terminal
 }
 
 // Restore re-creates the image's fd table at its exact numbers in the
@@ -112,7 +117,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, terminal: opts.Terminal}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP

@@ -64,6 +64,11 @@ type TargetOptions struct {
 	// messages go to KeeperStderr.
 	KeeperCommand []string
 	KeeperStderr  io.Writer
+
+	// ShellJob and Termios: see restore.Options. A shell job that is the
+	// terminal's foreground job is TargetResult.Job.
+	ShellJob bool
+	Termios  restore.TermiosPolicy
 }
 
 // DefaultAbortWindow is TargetOptions.AbortWindow's default.
@@ -82,6 +87,9 @@ type TargetResult struct {
 	Handler        uffd.Summary
 	Total          time.Duration
 	NetChanges     []string // what netfix did, for people
+	// Job is the restored process when it is the foreground job of
+	// lazycr's terminal (ShellJob): the caller waits for it (WaitJob).
+	Job *restore.Process
 }
 
 // Target fetches the image set from the source, rebuilds the process,
@@ -148,7 +156,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	defer nf.Close()
 	r, err := restore.Build(ctx, restore.Options{
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
-		InheritFds: opts.InheritFds, Log: opts.Log, Prepare: nf.Prepare,
+		InheritFds: opts.InheritFds, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
 	})
 	if err != nil {
 		if uerr := nf.Undo(); uerr != nil {
@@ -214,6 +222,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	resumed = true
 	res.PID = r.PID()
+	if r.Foreground() {
+		res.Job = r
+	}
 	res.Restore = r.Stats
 	res.FreezeToResume = time.Since(time.Unix(0, set.Inventory.TimeUnixNano))
 	if err := c.Resumed(); err != nil {

@@ -111,7 +111,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			t.members = append(t.members, m)
 		}
 		made = append(made, img)
-		ids, pids := wantSession(img, pidns), wantSession(pimg, pidns)
+		ids, pids := r.wantSession(img), r.wantSession(pimg)
 		switch {
 		case ids.sid == own:
 			if _, err := c.Syscall(c.Pid, unix.SYS_SETSID); err != nil {
@@ -124,7 +124,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	// Groups: the leaders first, so that the others find their group.
 	for _, leaders := range []bool{true, false} {
 		for _, img := range made {
-			ids, own := wantSession(img, pidns), nsPid(img, pidns)
+			ids, own := r.wantSession(img), nsPid(img, pidns)
 			if (ids.pgid == own) != leaders || ids.sid == own || ids.pgid == 0 {
 				continue
 			}
@@ -152,7 +152,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 		}
 	}
 	for _, img := range made {
-		if err := checkSession(t.procs[img.Pid].Pid, wantSession(img, pidns), pidns); err != nil {
+		if err := checkSession(t.procs[img.Pid].Pid, r.wantSession(img), pidns); err != nil {
 			return err
 		}
 	}

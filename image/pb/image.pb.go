@@ -3130,6 +3130,7 @@ type Fd struct {
 	//	*Fd_DeletedFile
 	//	*Fd_Inotify
 	//	*Fd_UnixSocket
+	//	*Fd_Tty
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3322,6 +3323,15 @@ func (x *Fd) GetUnixSocket() *UnixSocket {
 	return nil
 }
 
+func (x *Fd) GetTty() *Tty {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Tty); ok {
+			return x.Tty
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -3374,6 +3384,10 @@ type Fd_UnixSocket struct {
 	UnixSocket *UnixSocket `protobuf:"bytes,21,opt,name=unix_socket,json=unixSocket,proto3,oneof"`
 }
 
+type Fd_Tty struct {
+	Tty *Tty `protobuf:"bytes,22,opt,name=tty,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -3397,6 +3411,8 @@ func (*Fd_DeletedFile) isFd_Kind() {}
 func (*Fd_Inotify) isFd_Kind() {}
 
 func (*Fd_UnixSocket) isFd_Kind() {}
+
+func (*Fd_Tty) isFd_Kind() {}
 
 // FileLock is one advisory lock held by the process. flock locks cover
 // the whole file (start 0, end -1).
@@ -5173,6 +5189,319 @@ func (x *InotifyWatch) GetMask() uint32 {
 	return 0
 }
 
+// Tty is an fd on a terminal (files/tty.go): a pseudo-terminal slave
+// (/dev/pts/N), /dev/tty (whatever terminal was the opener's controlling
+// terminal) or a console or virtual terminal. See tty_ioctl(4).
+type Tty struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`                             // the path it was opened by
+	RdevMajor uint32                 `protobuf:"varint,2,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"` // the inode's device number (5:0 for /dev/tty)
+	RdevMinor uint32                 `protobuf:"varint,3,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
+	// The terminal behind the fd (TIOCGDEV): the pts slave for /dev/tty.
+	TtyMajor uint32 `protobuf:"varint,4,opt,name=tty_major,json=ttyMajor,proto3" json:"tty_major,omitempty"`
+	TtyMinor uint32 `protobuf:"varint,5,opt,name=tty_minor,json=ttyMinor,proto3" json:"tty_minor,omitempty"`
+	// For a pseudo-terminal slave: the inode's ctime, set when the pty was
+	// allocated. With the boot id it tells this pty from a later one that
+	// got the same number.
+	CtimeNs int64    `protobuf:"varint,6,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
+	Termios *Termios `protobuf:"bytes,7,opt,name=termios,proto3" json:"termios,omitempty"` // TCGETS2
+	Winsize *Winsize `protobuf:"bytes,8,opt,name=winsize,proto3" json:"winsize,omitempty"` // TIOCGWINSZ
+	// The terminal is the process's controlling terminal (/proc/PID/stat
+	// tty_nr). Then fg_pgid is the terminal's foreground process group
+	// (tpgid) and sid its session (the process's), in the dumper's PID
+	// namespace; both 0 otherwise (not readable for another terminal).
+	Controlling   bool   `protobuf:"varint,9,opt,name=controlling,proto3" json:"controlling,omitempty"`
+	FgPgid        uint32 `protobuf:"varint,10,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	Sid           uint32 `protobuf:"varint,11,opt,name=sid,proto3" json:"sid,omitempty"`
+	Exclusive     bool   `protobuf:"varint,12,opt,name=exclusive,proto3" json:"exclusive,omitempty"` // TIOCGEXCL: TIOCEXCL was set
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tty) Reset() {
+	*x = Tty{}
+	mi := &file_image_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tty) ProtoMessage() {}
+
+func (x *Tty) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tty.ProtoReflect.Descriptor instead.
+func (*Tty) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *Tty) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *Tty) GetRdevMajor() uint32 {
+	if x != nil {
+		return x.RdevMajor
+	}
+	return 0
+}
+
+func (x *Tty) GetRdevMinor() uint32 {
+	if x != nil {
+		return x.RdevMinor
+	}
+	return 0
+}
+
+func (x *Tty) GetTtyMajor() uint32 {
+	if x != nil {
+		return x.TtyMajor
+	}
+	return 0
+}
+
+func (x *Tty) GetTtyMinor() uint32 {
+	if x != nil {
+		return x.TtyMinor
+	}
+	return 0
+}
+
+func (x *Tty) GetCtimeNs() int64 {
+	if x != nil {
+		return x.CtimeNs
+	}
+	return 0
+}
+
+func (x *Tty) GetTermios() *Termios {
+	if x != nil {
+		return x.Termios
+	}
+	return nil
+}
+
+func (x *Tty) GetWinsize() *Winsize {
+	if x != nil {
+		return x.Winsize
+	}
+	return nil
+}
+
+func (x *Tty) GetControlling() bool {
+	if x != nil {
+		return x.Controlling
+	}
+	return false
+}
+
+func (x *Tty) GetFgPgid() uint32 {
+	if x != nil {
+		return x.FgPgid
+	}
+	return 0
+}
+
+func (x *Tty) GetSid() uint32 {
+	if x != nil {
+		return x.Sid
+	}
+	return 0
+}
+
+func (x *Tty) GetExclusive() bool {
+	if x != nil {
+		return x.Exclusive
+	}
+	return false
+}
+
+// Termios is struct termios2 (asm-generic/termbits.h, TCGETS2).
+type Termios struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iflag         uint32                 `protobuf:"varint,1,opt,name=iflag,proto3" json:"iflag,omitempty"`
+	Oflag         uint32                 `protobuf:"varint,2,opt,name=oflag,proto3" json:"oflag,omitempty"`
+	Cflag         uint32                 `protobuf:"varint,3,opt,name=cflag,proto3" json:"cflag,omitempty"`
+	Lflag         uint32                 `protobuf:"varint,4,opt,name=lflag,proto3" json:"lflag,omitempty"`
+	Line          uint32                 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
+	Cc            []byte                 `protobuf:"bytes,6,opt,name=cc,proto3" json:"cc,omitempty"` // c_cc[NCCS], 19 bytes
+	Ispeed        uint32                 `protobuf:"varint,7,opt,name=ispeed,proto3" json:"ispeed,omitempty"`
+	Ospeed        uint32                 `protobuf:"varint,8,opt,name=ospeed,proto3" json:"ospeed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Termios) Reset() {
+	*x = Termios{}
+	mi := &file_image_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Termios) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Termios) ProtoMessage() {}
+
+func (x *Termios) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Termios.ProtoReflect.Descriptor instead.
+func (*Termios) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Termios) GetIflag() uint32 {
+	if x != nil {
+		return x.Iflag
+	}
+	return 0
+}
+
+func (x *Termios) GetOflag() uint32 {
+	if x != nil {
+		return x.Oflag
+	}
+	return 0
+}
+
+func (x *Termios) GetCflag() uint32 {
+	if x != nil {
+		return x.Cflag
+	}
+	return 0
+}
+
+func (x *Termios) GetLflag() uint32 {
+	if x != nil {
+		return x.Lflag
+	}
+	return 0
+}
+
+func (x *Termios) GetLine() uint32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *Termios) GetCc() []byte {
+	if x != nil {
+		return x.Cc
+	}
+	return nil
+}
+
+func (x *Termios) GetIspeed() uint32 {
+	if x != nil {
+		return x.Ispeed
+	}
+	return 0
+}
+
+func (x *Termios) GetOspeed() uint32 {
+	if x != nil {
+		return x.Ospeed
+	}
+	return 0
+}
+
+// Winsize is struct winsize (TIOCGWINSZ).
+type Winsize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	Xpixel        uint32                 `protobuf:"varint,3,opt,name=xpixel,proto3" json:"xpixel,omitempty"`
+	Ypixel        uint32                 `protobuf:"varint,4,opt,name=ypixel,proto3" json:"ypixel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Winsize) Reset() {
+	*x = Winsize{}
+	mi := &file_image_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Winsize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Winsize) ProtoMessage() {}
+
+func (x *Winsize) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
+func (*Winsize) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *Winsize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Winsize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *Winsize) GetXpixel() uint32 {
+	if x != nil {
+		return x.Xpixel
+	}
+	return 0
+}
+
+func (x *Winsize) GetYpixel() uint32 {
+	if x != nil {
+		return x.Ypixel
+	}
+	return 0
+}
+
 type Device struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -5190,7 +5519,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5202,7 +5531,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5215,7 +5544,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5544,7 +5873,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xe6\x06\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\x90\a\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -5566,7 +5895,8 @@ const file_image_proto_rawDesc = "" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
 	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotify\x12>\n" +
 	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
-	"unixSocketB\x06\n" +
+	"unixSocket\x12(\n" +
+	"\x03tty\x18\x16 \x01(\v2\x14.lazycr.image.v1.TtyH\x00R\x03ttyB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"{\n" +
 	"\bFileLock\x121\n" +
@@ -5739,7 +6069,37 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
 	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
-	"\x04mask\x18\x03 \x01(\rR\x04mask\"\xb4\x01\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x98\x03\n" +
+	"\x03Tty\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x1d\n" +
+	"\n" +
+	"rdev_major\x18\x02 \x01(\rR\trdevMajor\x12\x1d\n" +
+	"\n" +
+	"rdev_minor\x18\x03 \x01(\rR\trdevMinor\x12\x1b\n" +
+	"\ttty_major\x18\x04 \x01(\rR\bttyMajor\x12\x1b\n" +
+	"\ttty_minor\x18\x05 \x01(\rR\bttyMinor\x12\x19\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs\x122\n" +
+	"\atermios\x18\a \x01(\v2\x18.lazycr.image.v1.TermiosR\atermios\x122\n" +
+	"\awinsize\x18\b \x01(\v2\x18.lazycr.image.v1.WinsizeR\awinsize\x12 \n" +
+	"\vcontrolling\x18\t \x01(\bR\vcontrolling\x12\x17\n" +
+	"\afg_pgid\x18\n" +
+	" \x01(\rR\x06fgPgid\x12\x10\n" +
+	"\x03sid\x18\v \x01(\rR\x03sid\x12\x1c\n" +
+	"\texclusive\x18\f \x01(\bR\texclusive\"\xb5\x01\n" +
+	"\aTermios\x12\x14\n" +
+	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
+	"\x05oflag\x18\x02 \x01(\rR\x05oflag\x12\x14\n" +
+	"\x05cflag\x18\x03 \x01(\rR\x05cflag\x12\x14\n" +
+	"\x05lflag\x18\x04 \x01(\rR\x05lflag\x12\x12\n" +
+	"\x04line\x18\x05 \x01(\rR\x04line\x12\x0e\n" +
+	"\x02cc\x18\x06 \x01(\fR\x02cc\x12\x16\n" +
+	"\x06ispeed\x18\a \x01(\rR\x06ispeed\x12\x16\n" +
+	"\x06ospeed\x18\b \x01(\rR\x06ospeed\"a\n" +
+	"\aWinsize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
+	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xb4\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -5791,7 +6151,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
@@ -5847,7 +6207,10 @@ var file_image_proto_goTypes = []any{
 	(*DeletedFile)(nil),   // 51: lazycr.image.v1.DeletedFile
 	(*Inotify)(nil),       // 52: lazycr.image.v1.Inotify
 	(*InotifyWatch)(nil),  // 53: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 54: lazycr.image.v1.Device
+	(*Tty)(nil),           // 54: lazycr.image.v1.Tty
+	(*Termios)(nil),       // 55: lazycr.image.v1.Termios
+	(*Winsize)(nil),       // 56: lazycr.image.v1.Winsize
+	(*Device)(nil),        // 57: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -5894,28 +6257,32 @@ var file_image_proto_depIdxs = []int32{
 	42, // 41: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	43, // 42: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	45, // 43: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	54, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	57, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
 	50, // 45: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
 	51, // 46: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
 	52, // 47: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	44, // 48: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	3,  // 49: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	29, // 50: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	38, // 51: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	40, // 52: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	48, // 53: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	46, // 54: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	47, // 55: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	49, // 56: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	29, // 57: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	53, // 58: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	29, // 59: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	29, // 60: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	61, // [61:61] is the sub-list for method output_type
-	61, // [61:61] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	54, // 49: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 50: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	29, // 51: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	38, // 52: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	40, // 53: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	48, // 54: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	46, // 55: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	47, // 56: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	49, // 57: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	29, // 58: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	53, // 59: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	29, // 60: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	29, // 61: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	55, // 62: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	56, // 63: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	29, // 64: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5937,6 +6304,7 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 		(*Fd_UnixSocket)(nil),
+		(*Fd_Tty)(nil),
 	}
 	file_image_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
@@ -5945,7 +6313,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   51,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
