@@ -216,3 +216,36 @@ func TestStatsFileFailure(t *testing.T) {
 		t.Errorf("failed dump: start %v is not this run's", f.Start)
 	}
 }
+
+// TestStatsFileDemo: `lazycr demo --stats-file` holds both sides of the
+// migration (read from the two lazycr runs' own files) and the client's
+// counters.
+func TestStatsFileDemo(t *testing.T) {
+	work := t.TempDir()
+	path := filepath.Join(work, "demo.json")
+	o, e, code := runLazycr(t, "demo", "--udpp", "go", "--before", "3", "--after", "5", "--interval", "50ms",
+		"--work-dir", filepath.Join(work, "demo"), "--stats-file", path)
+	if code != 0 {
+		t.Fatalf("lazycr demo: exit %d\n%s\n%s", code, o, e)
+	}
+	f := readStats(t, path)
+	if f.Command != "demo" || f.Error != "" || f.Dump == nil || f.Serve == nil || f.Restore == nil || f.Lazy == nil || f.Demo == nil {
+		t.Fatalf("demo stats: %+v, want command demo, no error, every section", f)
+	}
+	positive(t, "demo", map[string]float64{
+		"pid": float64(f.PID), "serve.freeze_to_resume_ms": f.Serve.FreezeToResumeMS, "lazy.freeze_to_resume_ms": f.Lazy.FreezeToResumeMS,
+		"lazy.push_phase_ms": f.Lazy.PushPhaseMS, "restore.total_ms": f.Restore.TotalMS,
+		"demo.freeze_to_first_pong_ms": f.Demo.FreezeToFirstPongMS, "demo.sent": float64(f.Demo.Sent),
+		"demo.received": float64(f.Demo.Received), "demo.server_pings": float64(f.Demo.ServerPings),
+	})
+	if f.Serve.FrozenAt.IsZero() {
+		t.Errorf("demo stats: serve.frozen_at missing")
+	}
+	if d := f.Demo; d.Received+d.Lost != d.Sent || d.Duplicated != 0 || d.Reordered != 0 {
+		t.Errorf("demo stats: client counters %+v", d)
+	}
+	// The first pong on C comes after the resume there.
+	if f.Demo.FreezeToFirstPongMS < f.Lazy.FreezeToResumeMS {
+		t.Errorf("demo stats: first pong %v ms after the freeze, before the resume at %v ms", f.Demo.FreezeToFirstPongMS, f.Lazy.FreezeToResumeMS)
+	}
+}

@@ -46,8 +46,9 @@ type SourceResult struct {
 	// Dump is the dump's statistics; Total is the freeze and the skeleton
 	// (ready to serve), Frozen from the freeze to the original killed after
 	// DONE (0 if it was not).
-	Dump   dump.Stats
-	Served pageserver.Result
+	Dump     dump.Stats
+	Served   pageserver.Result
+	FrozenAt time.Time // when the process was frozen
 	// FreezeToResume is from the freeze to the target's RESUMED arriving
 	// here, on this host's clock (0 if the target never resumed).
 	FreezeToResume time.Duration
@@ -203,7 +204,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
 	stopRefresh()
-	out := &SourceResult{Dump: st, Served: res}
+	out := &SourceResult{Dump: st, Served: res, FrozenAt: cp.FrozenAt()}
 	if !res.ResumedAt.IsZero() {
 		out.FreezeToResume = res.ResumedAt.Sub(cp.FrozenAt())
 		if !res.DoneAt.IsZero() {

@@ -9,14 +9,15 @@ import (
 // new meaning under an old one.
 const Version = 1
 
-// File is the one JSON object a command writes to --stats-file. Exactly
-// one of the sections below it is filled per side: Dump (dump, dump
-// --lazy), Serve (dump --lazy, the serving part), Restore (restore, restore
-// --lazy-from), Lazy (restore --lazy-from, the lazy-pages part). A section
-// the command did not reach is absent.
+// File is the one JSON object a command writes to --stats-file. Its
+// sections: Dump (dump, dump --lazy), Serve (dump --lazy, the serving
+// part), Restore (restore, restore --lazy-from), Lazy (restore
+// --lazy-from, the lazy-pages part); `lazycr demo` runs both sides and
+// fills all of them, and Demo. A section the command did not reach is
+// absent.
 type File struct {
 	Version int    `json:"version"`
-	Command string `json:"command"` // "dump", "dump --lazy", "dump --lazy --adopt", "restore", "restore --lazy-from"
+	Command string `json:"command"` // "dump", "dump --lazy", "dump --lazy --adopt", "restore", "restore --lazy-from", "demo"
 	// PID is the process: the dumped pid on the source, the restored pid
 	// (as it is on this host) on the target; 0 if there was none.
 	PID     int       `json:"pid"`
@@ -29,6 +30,7 @@ type File struct {
 	Serve   *Serve   `json:"serve,omitempty"`
 	Restore *Restore `json:"restore,omitempty"`
 	Lazy    *Lazy    `json:"lazy,omitempty"`
+	Demo    *Demo    `json:"demo,omitempty"`
 }
 
 // Dump is what the dump itself did (dump.Stats; `lazycr dump --stats`).
@@ -53,8 +55,13 @@ type Dump struct {
 }
 
 // Serve is the source of a lazy migration (dump --lazy): what the page
-// server sent, on the source's clock.
+// server sent, on the source's clock. For an adopted session (dump --lazy
+// --adopt) the freeze and RESUMED were another run's: FrozenAt,
+// FreezeToResumeMS and the push phase are zero.
 type Serve struct {
+	// FrozenAt is when the process was frozen (this host's clock), to
+	// line up with what the process or its peers logged.
+	FrozenAt time.Time `json:"frozen_at,omitzero"`
 	// FreezeToResumeMS: freeze → the target's RESUMED arrived here.
 	FreezeToResumeMS float64 `json:"freeze_to_resume_ms"`
 	// PushPhaseMS: RESUMED arrived → DONE arrived, the phase in which
@@ -133,6 +140,21 @@ type Lazy struct {
 	// RemovedLazy: lazy pages the process dropped (MADV_DONTNEED, munmap,
 	// mremap) before they arrived.
 	RemovedLazy uint64 `json:"removed_lazy"`
+}
+
+// Demo is what `lazycr demo` saw besides the two lazycr runs: the UDP
+// client's own counters and the server's log.
+type Demo struct {
+	// FreezeToFirstPongMS: the source's freeze → the first pong the
+	// migrated client printed on the target (one clock: the hosts are
+	// network namespaces of this machine).
+	FreezeToFirstPongMS float64 `json:"freeze_to_first_pong_ms"`
+	Sent                uint64  `json:"sent"` // the client's counters at the end
+	Received            uint64  `json:"received"`
+	Lost                uint64  `json:"lost"`
+	Duplicated          uint64  `json:"duplicated"`
+	Reordered           uint64  `json:"reordered"`
+	ServerPings         int     `json:"server_pings"` // pings the server received
 }
 
 // MS converts d to the milliseconds of a *_ms field (nanosecond

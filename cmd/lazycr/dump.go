@@ -326,7 +326,7 @@ func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions, rec *statsRecorder
 	})
 	if res != nil {
 		s := res.Served
-		rec.serve(s, 0, 0)
+		rec.serve(s, time.Time{}, 0, 0)
 		g.log.Info().Int("pid", o.pid).Uint64("pages_requested", s.RequestPages).Uint64("pages_pushed", s.PushPages).
 			Str("bytes", humanBytes(s.RequestBytes+s.PushBytes)).Dur("serving", s.Duration).Msg("served")
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/lazycr/lazycr/demo"
 	"github.com/lazycr/lazycr/dump"
 	"github.com/lazycr/lazycr/migrate"
 	"github.com/lazycr/lazycr/pageserver"
@@ -83,14 +84,14 @@ func (r *statsRecorder) dump(st *dump.Stats) {
 
 // serve records the page server's side of a lazy migration (adopted: no
 // freeze and no RESUMED in this run).
-func (r *statsRecorder) serve(s pageserver.Result, freezeToResume, pushPhase time.Duration) {
+func (r *statsRecorder) serve(s pageserver.Result, frozenAt time.Time, freezeToResume, pushPhase time.Duration) {
 	if r == nil {
 		return
 	}
 	phaseBytes := s.RequestBytes + s.PushBytes
 	r.f.Serve = &stats.Serve{
-		FreezeToResumeMS: stats.MS(freezeToResume),
-		PushPhaseMS:      stats.MS(pushPhase), PushPhaseBytes: phaseBytes, PushPhaseGBPerS: stats.GBPerS(phaseBytes, pushPhase),
+		FrozenAt: frozenAt, FreezeToResumeMS: stats.MS(freezeToResume),
+		PushPhaseMS: stats.MS(pushPhase), PushPhaseBytes: phaseBytes, PushPhaseGBPerS: stats.GBPerS(phaseBytes, pushPhase),
 		RequestPages: s.RequestPages, RequestBytes: s.RequestBytes, PushPages: s.PushPages, PushBytes: s.PushBytes,
 		Requests: s.Requests, Refused: s.Refused, AckedPages: s.AckedPages, Reconnects: s.Reconnects,
 		ServingMS: stats.MS(s.Duration), Done: s.Done,
@@ -102,7 +103,7 @@ func (r *statsRecorder) source(res *migrate.SourceResult) {
 		return
 	}
 	r.dump(&res.Dump)
-	r.serve(res.Served, res.FreezeToResume, res.PushPhase)
+	r.serve(res.Served, res.FrozenAt, res.FreezeToResume, res.PushPhase)
 }
 
 func (r *statsRecorder) restore(st *restore.Stats, threads int) {
@@ -145,5 +146,29 @@ func (r *statsRecorder) target(res *migrate.TargetResult) {
 		Requests: h.Requests, Reconnects: res.Client.Reconnects,
 		Poisoned: h.Poisoned, Lost: h.Lost, Duplicates: h.Duplicates, Retries: h.Retries, ExistWakes: h.ExistWakes,
 		RemovedLazy: h.RemovedLazy,
+	}
+}
+
+// demo records a demo run: the source's dump and serve sections, the
+// target's restore and lazy sections (from their own stats files) and
+// what the client and server reported, as far as the run got.
+func (r *statsRecorder) demo(res *demo.Result) {
+	if r == nil || res == nil {
+		return
+	}
+	if s := res.SourceStats; s != nil {
+		r.f.Dump, r.f.Serve = s.Dump, s.Serve
+	}
+	if t := res.TargetStats; t != nil {
+		r.f.Restore, r.f.Lazy = t.Restore, t.Lazy
+	}
+	r.setPID(res.TargetPID)
+	if res.Client.Sent == 0 && len(res.Server) == 0 {
+		return
+	}
+	c := res.Client
+	r.f.Demo = &stats.Demo{
+		FreezeToFirstPongMS: stats.MS(res.FreezeToPong), Sent: c.Sent, Received: c.Received, Lost: c.Lost,
+		Duplicated: c.Duplicated, Reordered: c.Reordered, ServerPings: len(res.Server),
 	}
 }
