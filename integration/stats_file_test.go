@@ -249,3 +249,39 @@ func TestStatsFileDemo(t *testing.T) {
 		t.Errorf("demo stats: first pong %v ms after the freeze, before the resume at %v ms", f.Demo.FreezeToFirstPongMS, f.Lazy.FreezeToResumeMS)
 	}
 }
+
+// TestStatsFileDetach: with --detach the background half writes the file
+// when the migration is done (the foreground returned long before).
+func TestStatsFileDetach(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "lazy_verify"), "16")
+	var r lazyVerifyReport
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "verify", 1)
+	progress(t, p)
+	tmp := t.TempDir()
+	path := filepath.Join(tmp, "target.json")
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	dst := startLazyTarget(t, nil, src.addr, "--detach", "--log-file", filepath.Join(tmp, "handler.log"), "--stats-file", path)
+	pid := lazyResumedPID(t, dst)
+	dst.requireExit(t, 0)
+	rp := adopt(t, pid)
+	rp.continueOutput(p, true)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	deadline := time.Now().Add(lazycrTimeout)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(tmp, "handler.log"))
+			t.Fatalf("the background handler wrote no %s within %v; its log:\n%s", path, lazycrTimeout, b)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	f := readStats(t, path)
+	if f.Command != "restore --lazy-from" || f.Error != "" || f.PID != pid || f.Lazy == nil || f.Lazy.PushPhaseBytes < 16<<20 {
+		t.Errorf("detached target stats: %+v, want pid %d, no error, a lazy section with the 16 MiB", f, pid)
+	}
+}
