@@ -40,6 +40,8 @@ type restoreOptions struct {
 	waitSource time.Duration
 	shellJob   bool
 	termios    string
+	statsFile  string
+	rec        *statsRecorder // the --stats-file being recorded, or nil
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -125,16 +127,40 @@ poisoned: the process dies of SIGBUS when it touches one, never reads zeros.
 
 If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
 for --wait-source (5s), then gives up; pass a longer --wait-source when the
-target is started before the source.`,
+target is started before the source.
+
+--stats-file F writes the run's statistics as one JSON object when restore
+ends, also on failure (with "error"): durations in milliseconds with the
+unit in the key ("total_ms", "fault_p99_ms"), sizes in bytes or 4 KiB pages,
+throughput in GB/s (1e9 bytes). With --lazy-from it adds freeze → resume,
+the push phase alone (the source may send → the last page in; no dial,
+fetch or build) with its bytes and throughput, pages by fault and by push,
+the handler's fault latency p50/p90/p99/max and reconnects; with --detach
+the background half writes it. Mode 0600, replaced atomically; the schema
+is Go package github.com/lazycr/lazycr/stats.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
   lazycr restore -D /tmp/img --shell-job     # a job of the shell on this terminal
   lazycr restore --lazy-from 10.0.0.2:27000
   lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if v := os.Getenv(migrate.KeeperFdEnv); v != "" {
 				return runKeeper(g, v)
+			}
+			// With --detach the background half (re-executed with the same
+			// arguments) writes the stats file when it ends.
+			if !(o.detach && os.Getenv(detachEnv) == "") {
+				command := "restore"
+				if o.lazyFrom != "" {
+					command = "restore --lazy-from"
+				}
+				rec, serr := openStats(o.statsFile, command)
+				if serr != nil {
+					return serr
+				}
+				defer func() { err = rec.finish(err) }()
+				o.rec = rec
 			}
 			if (o.dir == "") == (o.lazyFrom == "") {
 				return usagef("restore needs exactly one of -D DIR or --lazy-from HOST:PORT")
@@ -193,6 +219,8 @@ target is started before the source.`,
 				}
 				return err
 			}
+			o.rec.setPID(r.PID())
+			o.rec.restore(&r.Stats, len(r.Image().Threads))
 			if job {
 				// The terminal is the job's now: nothing more is said on it
 				// until the job is over.
@@ -230,6 +258,7 @@ target is started before the source.`,
 	f.BoolVar(&o.pidns, "pidns", false, "restore into a fresh PID namespace, with the PIDs the process had in its own namespace")
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
+	registerStatsFile(f, &o.statsFile)
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
 	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
@@ -303,6 +332,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
+	o.rec.target(res)
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
