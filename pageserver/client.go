@@ -46,8 +46,10 @@ type ClientConfig struct {
 
 // Stats counts what a Client received.
 type Stats struct {
+	// Pages received, and their bytes (ZERO frames carry none).
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // pushed
+	ZeroPages                  uint64 // of those pages, received as ZERO: all zero bytes at the source
 	Requests                   uint64 // REQUEST frames sent (resends included)
 	Refused                    uint64 // requests the source refused
 	AckedPages                 uint64
@@ -591,7 +593,7 @@ func (c *Client) pump(done chan<- struct{}) {
 				break
 			}
 			c.mu.Lock()
-			c.credit += uint64(len(piece.Data))
+			c.credit += uint64(len(piece.Data)) + uint64(piece.Zero)*PageSize
 			due := c.credit >= creditBatch
 			c.mu.Unlock()
 			if due {
@@ -793,29 +795,25 @@ func (c *Client) readLoop(w *wire) error {
 			if _, err := io.ReadFull(w.br, data); err != nil {
 				return fmt.Errorf("read from page server %s: %w", c.addr, unexpectedEOF(err))
 			}
+			c.received(h.ID, uint64(n), uint64(len(data)))
+			if err := c.deliver(uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0, Release: release}); err != nil {
+				return err
+			}
+		case TypeZero:
+			p, err := w.readPayload(h)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			z, err := DecodeZero(p, c.lazy)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			c.received(h.ID, uint64(z.Npages), 0)
 			c.mu.Lock()
-			if h.ID == 0 {
-				c.stats.PushPages += uint64(n)
-				c.stats.PushBytes += uint64(len(data))
-			} else {
-				c.stats.RequestPages += uint64(n)
-				c.stats.RequestBytes += uint64(len(data))
-				if p := c.pending[h.ID]; p != nil {
-					p.remaining -= min(p.remaining, uint64(n))
-					if p.remaining == 0 {
-						delete(c.pending, h.ID)
-					}
-				}
-			}
+			c.stats.ZeroPages += uint64(z.Npages)
 			c.mu.Unlock()
-			ch := c.replies
-			if h.ID == 0 {
-				ch = c.fifo
-			}
-			select {
-			case ch <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0, Release: release}:
-			case <-c.closed:
-				return ErrClosed
+			if err := c.deliver(uffd.PageData{Addr: z.Addr, Zero: int(z.Npages), Pushed: h.ID == 0}); err != nil {
+				return err
 			}
 		case TypeError:
 			p, err := w.readPayload(h)
@@ -839,6 +837,40 @@ func (c *Client) readLoop(w *wire) error {
 		default:
 			return fmt.Errorf("read from page server %s: %w: unexpected %s", c.addr, ErrProtocol, h.Type)
 		}
+	}
+}
+
+// received counts n pages (and their bytes) that arrived for request id (0:
+// pushed).
+func (c *Client) received(id, n, bytes uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == 0 {
+		c.stats.PushPages += n
+		c.stats.PushBytes += bytes
+		return
+	}
+	c.stats.RequestPages += n
+	c.stats.RequestBytes += bytes
+	if p := c.pending[id]; p != nil {
+		p.remaining -= min(p.remaining, n)
+		if p.remaining == 0 {
+			delete(c.pending, id)
+		}
+	}
+}
+
+// deliver hands d on: answers to Replies, pushed pages to the pump.
+func (c *Client) deliver(d uffd.PageData) error {
+	ch := c.replies
+	if d.Pushed {
+		ch = c.fifo
+	}
+	select {
+	case ch <- d:
+		return nil
+	case <-c.closed:
+		return ErrClosed
 	}
 }
 

@@ -19,6 +19,7 @@
 //	REQUEST{id, pid, addr, npages}     ──▶
 //	                                   ◀──   PAGES{id, pid, addr, data}   (answers first)
 //	                                   ◀──   PAGES{0, pid, addr, data}    (background push)
+//	                                   ◀──   ZERO{id or 0, pid, addr, npages} (pages read as zeros)
 //	ACK{runs}                          ──▶   (never pushed again)
 //	DONE                               ──▶
 //	                                   ◀──   DONE, close
@@ -63,11 +64,18 @@
 //	CHUNK      the next bytes of the files listed in IMAGES, concatenated in order
 //	REQUEST    pid u32 | addr u64 | npages u32          (id ≠ 0 in the header)
 //	PAGES      pid u32 | addr u64 | npages × 4096 bytes  (id 0 = pushed)
+//	ZERO       pid u32 | addr u64 | npages u32           (id as PAGES: the pages are all zero bytes)
 //	ACK        n u32 | n × (pid u32, addr u64, npages u64)
 //	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
 //	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
 //
-// Limits: a PAGES frame or REQUEST covers 1 to [MaxFramePages] pages at a
+// The source reads every page it sends and sends a run of pages that hold
+// only zero bytes as one ZERO frame instead of their bytes; the target
+// installs them with UFFDIO_ZEROPAGE (ioctl_userfaultfd(2)). A page reads
+// as zeros on the target only if the source read it as zeros: lazy pages
+// are never guessed.
+//
+// Limits: a PAGES frame, a ZERO frame or a REQUEST covers 1 to [MaxFramePages] pages at a
 // page-aligned address inside the lazy runs announced in WELCOME for that
 // pid (every run ends at most at [MaxAddr]); WELCOME names 1 to
 // [MaxProcesses] pids; push

@@ -21,8 +21,9 @@ const (
 	FrameVersion = 1 // the header's version byte
 	// ProtocolVersion is the version HELLO and WELCOME carry. 2: every
 	// page address on the wire names its process (pid in the image), so
-	// one session serves a whole process tree.
-	ProtocolVersion = 2
+	// one session serves a whole process tree. 3: ZERO frames stand for
+	// pages the source read as all zero bytes.
+	ProtocolVersion = 3
 	HeaderSize      = 16 // frame header bytes
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
@@ -107,10 +108,15 @@ const (
 	// copy: the source must keep it stopped (never release it, never kill
 	// it) so that it can be served again.
 	TypeAbort
+	// TypeZero (server → client, id as PAGES: the request answered, 0 if
+	// pushed; payload: pid u32, addr u64, npages u32) stands for a PAGES
+	// frame whose pages the source read and found all zero bytes: the
+	// target maps them with UFFDIO_ZEROPAGE and no data crosses the wire.
+	TypeZero
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -138,7 +144,7 @@ func fixedSize(t Type) int {
 	switch t {
 	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone:
 		return 0
-	case TypeRequest:
+	case TypeRequest, TypeZero:
 		return 16
 	}
 	return -1
@@ -637,6 +643,46 @@ func DecodePages(p []byte, lazy *Ranges) (*Pages, error) {
 	return &Pages{Addr: key, Data: p[pagesHead:]}, nil
 }
 
+// Zero is a decoded ZERO payload: Npages pages at keyed address Addr that
+// the source read as all zero bytes.
+type Zero struct {
+	Addr   uint64 // keyed (uffd.SpaceAddr)
+	Npages uint32
+}
+
+// Append appends the payload encoding of m to b, naming its process as
+// lazy does.
+func (m *Zero) Append(b []byte, lazy *Ranges) []byte {
+	pid, addr := wireAddr(lazy.pids, m.Addr)
+	b = binary.LittleEndian.AppendUint32(b, pid)
+	b = binary.LittleEndian.AppendUint64(b, addr)
+	return binary.LittleEndian.AppendUint32(b, m.Npages)
+}
+
+// DecodeZero decodes a ZERO payload: 1 to MaxFramePages pages at a
+// page-aligned address inside lazy's runs for that pid.
+func DecodeZero(p []byte, lazy *Ranges) (*Zero, error) {
+	r := reader{b: p}
+	pid, addr, n := r.u32(), r.u64(), r.u32()
+	if err := r.done("ZERO"); err != nil {
+		return nil, err
+	}
+	if n == 0 || n > MaxFramePages {
+		return nil, fmt.Errorf("%w: ZERO for %d pages (1 to %d)", ErrProtocol, n, MaxFramePages)
+	}
+	if err := checkRun(uffd.Run{Addr: addr, Npages: uint64(n)}); err != nil {
+		return nil, fmt.Errorf("ZERO: pid %d: %w", pid, err)
+	}
+	key, err := lazy.Key(pid, addr)
+	if err != nil {
+		return nil, fmt.Errorf("ZERO: %w", err)
+	}
+	if err := lazy.Check(key, uint64(n)); err != nil {
+		return nil, fmt.Errorf("ZERO: pid %d: %w", pid, err)
+	}
+	return &Zero{Addr: key, Npages: n}, nil
+}
+
 // Ack lists runs installed (or dropped) by the target.
 type Ack struct {
 	Runs []uffd.Run // keyed (uffd.SpaceAddr)
@@ -855,6 +901,14 @@ func (w *wire) writeFrame(t Type, id uint64, parts ...[]byte) error {
 			bufs = append(bufs, p)
 		}
 	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	_, err := bufs.WriteTo(w.conn)
+	return err
+}
+
+// writeBuffers writes pre-encoded frames in one writev-like call.
+func (w *wire) writeBuffers(bufs net.Buffers) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	_, err := bufs.WriteTo(w.conn)

@@ -1,6 +1,7 @@
 package pageserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -60,8 +61,11 @@ type ServerConfig struct {
 
 // Result is what a Serve call did.
 type Result struct {
-	RequestPages, RequestBytes uint64 // sent in answer to requests
-	PushPages, PushBytes       uint64 // sent by the background push
+	// Pages answered, and the page bytes sent for them (pages that read as
+	// zeros are sent as ZERO frames, without their bytes).
+	RequestPages, RequestBytes uint64 // in answer to requests
+	PushPages, PushBytes       uint64 // by the background push
+	ZeroPages                  uint64 // of those pages, sent as ZERO: they read as all zero bytes
 	Requests                   uint64 // requests answered
 	Refused                    uint64 // requests refused (outside the lazy runs)
 	AckedPages                 uint64 // lazy pages the target acknowledged
@@ -739,9 +743,16 @@ func (s *Server) sendImages(w *wire) error {
 }
 
 // sendPages reads a range (a request, id ≠ 0, or a push batch) from Memory
-// and sends it, one PAGES frame per run and per MaxFramePages.
+// and sends it, per lazy run and per MaxFramePages: each stretch of pages
+// that read as all zero bytes as one ZERO frame, each other stretch as one
+// PAGES frame, the frames of one read in one write.
 func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest) error {
 	addr, left := r.addr, r.npages
+	var (
+		heads []byte      // the frames' headers and heads
+		parts []framePart // what goes out, in order
+		bufs  net.Buffers
+	)
 	for left > 0 {
 		i := idx.run(addr)
 		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
@@ -752,17 +763,47 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 			w.writeFrame(TypeError, r.id, message(msg))
 			return fmt.Errorf("read pages %#x-%#x of pid %d: %w", a, a+n*PageSize, pid, err)
 		}
-		if err := w.writeFrame(TypePages, r.id, AppendPagesHead(nil, addr, idx.ranges), data); err != nil {
+		heads, parts = heads[:0], parts[:0]
+		var zero uint64
+		for p := uint64(0); p < n; {
+			z := isZeroPage(data[p*PageSize : (p+1)*PageSize])
+			q := p + 1
+			for q < n && isZeroPage(data[q*PageSize:(q+1)*PageSize]) == z {
+				q++
+			}
+			at := addr + p*PageSize
+			h := len(heads)
+			if z {
+				zero += q - p
+				heads = Header{Type: TypeZero, Length: 16, ID: r.id}.Append(heads)
+				heads = (&Zero{Addr: at, Npages: uint32(q - p)}).Append(heads, idx.ranges)
+				parts = append(parts, framePart{head: [2]int{h, len(heads)}})
+			} else {
+				heads = Header{Type: TypePages, Length: uint32(pagesHead + (q-p)*PageSize), ID: r.id}.Append(heads)
+				heads = AppendPagesHead(heads, at, idx.ranges)
+				parts = append(parts, framePart{head: [2]int{h, len(heads)}, data: data[p*PageSize : q*PageSize]})
+			}
+			p = q
+		}
+		bufs = bufs[:0]
+		for _, fp := range parts {
+			bufs = append(bufs, heads[fp.head[0]:fp.head[1]])
+			if len(fp.data) > 0 {
+				bufs = append(bufs, fp.data)
+			}
+		}
+		if err := w.writeBuffers(bufs); err != nil {
 			return fmt.Errorf("send pages %#x-%#x of pid %d: %w", a, a+n*PageSize, pid, err)
 		}
 		s.mu.Lock()
 		if r.id != 0 {
 			s.res.RequestPages += n
-			s.res.RequestBytes += n * PageSize
+			s.res.RequestBytes += (n - zero) * PageSize
 		} else {
 			s.res.PushPages += n
-			s.res.PushBytes += n * PageSize
+			s.res.PushBytes += (n - zero) * PageSize
 		}
+		s.res.ZeroPages += zero
 		s.mu.Unlock()
 		addr += n * PageSize
 		left -= n
@@ -774,3 +815,16 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 	}
 	return nil
 }
+
+// framePart is one frame of sendPages: its header and head in heads, and
+// its page data (none for ZERO).
+type framePart struct {
+	head [2]int
+	data []byte
+}
+
+// isZeroPage reports whether page b holds only zero bytes.
+func isZeroPage(b []byte) bool { return bytes.Equal(b, zeroPage[:]) }
+
+// zeroPage is a page of zeros to compare with.
+var zeroPage [PageSize]byte

@@ -126,6 +126,84 @@ func TestAckedNeverPushed(t *testing.T) {
 	}
 }
 
+// TestZeroPagesSentAsZero: pages that read as all zero bytes go out as
+// ZERO frames, pushed or answering a request (with its id), and only
+// they: every other page comes as PAGES with its bytes.
+func TestZeroPagesSentAsZero(t *testing.T) {
+	mem, lazy, files := testSetup()
+	isZero := map[uint64]bool{}
+	for _, k := range []uint64{0, 1, 2, 9, 55, 57, 63} {
+		isZero[testBase+k*PageSize] = true
+	}
+	for k := uint64(20); k < 40; k++ { // a whole run
+		isZero[testBase+k*PageSize] = true
+	}
+	for a := range isZero {
+		clear(mem.page(a))
+	}
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	ranges := mustRanges(t, lazy)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	rawSend(t, w, TypeRequest, 7, (&Request{Addr: testBase + 54*PageSize, Npages: 5}).Append(nil))
+	want := lazyPages(lazy)
+	got := map[uint64]bool{}
+	var answered, zeroSent uint64
+	for len(got) < len(want) || answered < 5 {
+		h, p, err := w.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var addr uint64
+		var n int
+		switch h.Type {
+		case TypeZero:
+			z, err := DecodeZero(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, n = z.Addr, int(z.Npages)
+			zeroSent += uint64(n)
+		case TypePages:
+			m, err := DecodePages(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, n = m.Addr, m.Npages()
+			for i := range n {
+				if a := addr + uint64(i)*PageSize; !bytes.Equal(m.Data[i*PageSize:(i+1)*PageSize], mem.page(a)) {
+					t.Fatalf("page %#x has the wrong contents", a)
+				}
+			}
+		default:
+			t.Fatalf("got %s, want PAGES or ZERO", h.Type)
+		}
+		for i := range n {
+			a := addr + uint64(i)*PageSize
+			if isZero[a] != (h.Type == TypeZero) {
+				t.Errorf("page %#x (all zeros: %v) came in a %s frame", a, isZero[a], h.Type)
+			}
+			got[a] = true
+		}
+		if h.ID == 7 {
+			answered += uint64(n)
+		} else if h.ID != 0 {
+			t.Fatalf("%s with id %d", h.Type, h.ID)
+		}
+	}
+	rawSend(t, w, TypeDone, 0, nil)
+	rawExpect(t, w, TypeDone)
+	r := wait()
+	if r.err != nil || r.res.ZeroPages != zeroSent || zeroSent < uint64(len(isZero)) {
+		t.Fatalf("Serve: %+v, %v; want %d zero pages (%d sent)", r.res, r.err, len(isZero), zeroSent)
+	}
+	if sent := r.res.PushPages + r.res.RequestPages; r.res.PushBytes+r.res.RequestBytes != (sent-zeroSent)*PageSize {
+		t.Errorf("Serve: %+v: bytes are not those of the %d pages sent with data", r.res, sent-zeroSent)
+	}
+}
+
 func TestRequestOutsideLazyRuns(t *testing.T) {
 	mem, lazy, files := testSetup()
 	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})

@@ -35,6 +35,7 @@ type fakeSource struct {
 	acked     map[uint64]int
 	ackc      chan uint64 // pages acked, if set
 	inline    bool        // Request answers at once, from the caller
+	zeros     bool        // requests are answered as read as zeros (PageData.Zero)
 }
 
 func newFakeSource(base uint64, data []byte, gated bool, opts ...func(*fakeSource)) *fakeSource {
@@ -78,6 +79,9 @@ func (s *fakeSource) serve() {
 }
 
 func (s *fakeSource) page(addr uint64, n int, pushed bool) PageData {
+	if s.zeros && !pushed {
+		return PageData{Addr: addr, Zero: n}
+	}
 	off := addr - s.base
 	return PageData{Addr: addr, Data: s.data[off : off+uint64(n)*PageSize], Pushed: pushed}
 }
@@ -289,6 +293,38 @@ func TestHandlerZeroPage(t *testing.T) {
 	x.src.push(x.addr+2*PageSize, 3)
 	if err := x.result(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHandlerSourceZero: runs the source read as zeros arrive as
+// PageData.Zero, pushed and in answer to a fault, and are mapped with
+// UFFDIO_ZEROPAGE: they read as zeros, are counted as SourceZero and add
+// no bytes copied; the other pages keep their data.
+func TestHandlerSourceZero(t *testing.T) {
+	const pages = 8
+	x := start(t, pages, all(pages), HandlerConfig{}, false, func(s *fakeSource) { s.zeros = true })
+	zero := make([]byte, PageSize)
+	x.check(t, 6, zero) // requested, answered as zeros
+	x.src.push(x.addr, 4)
+	x.src.ch <- PageData{Addr: x.addr + 4*PageSize, Zero: 4, Pushed: true}
+	if err := x.result(t); err != nil {
+		t.Fatal(err)
+	}
+	for k := range pages {
+		want := x.src.data[k*int(PageSize) : (k+1)*int(PageSize)]
+		if k >= 4 {
+			want = zero
+		}
+		if got := x.page(k); !bytes.Equal(got, want) {
+			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
+		}
+	}
+	s := x.h.Stats()
+	if s.Pages.SourceZero != 4 || s.Bytes != 4*PageSize || s.Pages.Fault != 1 || s.Pages.Push != 7 || s.FaultsBy[PathRequest] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	if len(x.src.acked) != pages {
+		t.Errorf("%d pages acked, want %d", len(x.src.acked), pages)
 	}
 }
 
