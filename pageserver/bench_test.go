@@ -112,6 +112,9 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 		pd := <-c.Pages()
 		got += len(pd.Data)/PageSize + pd.Zero
 		c.Ack(pd.Addr, len(pd.Data)/PageSize+pd.Zero)
+		if pd.Release != nil {
+			pd.Release()
+		}
 	}
 	addrs := make([]uint64, 0, len(want))
 	for a := range want {

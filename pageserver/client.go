@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,8 +71,7 @@ type Client struct {
 	cfg     ClientConfig
 	log     zerolog.Logger
 	lazy    *Ranges
-	fifo    chan uffd.PageData // pushed pages read, not yet handed on
-	pages   chan uffd.PageData // pushed pages (and a final error), unbuffered
+	pages   chan uffd.PageData // pushed pages (and a final error)
 	replies chan uffd.PageData // answers to requests, served first by the handler
 
 	session uint64
@@ -101,7 +99,8 @@ type Client struct {
 	ackedAll  []uffd.Run
 	ackedNorm int // len(ackedAll) after its last merge
 	ackDue    bool
-	credit    uint64 // pushed bytes handed on, not yet returned in a CREDIT
+	credit    uint64 // pushed bytes released, not yet returned in a CREDIT
+	conn      uint64 // connections so far: credit of an older one is not returned
 	wantDone  bool
 	sentDone  bool
 	abort     string        // reason of an ABORT to send, "" if none
@@ -137,12 +136,13 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		addr: addr,
 		cfg:  cfg,
 		log:  cfg.Log,
-		// The reader queues pushed data on fifo (bounded by the push
-		// window, so the reader never blocks there and an answer behind
-		// pushed data is read at once); pump hands it to the handler one
-		// frame at a time and returns the credit when the handler took it.
-		fifo:    make(chan uffd.PageData, 2*PushWindow/PageSize+8),
-		pages:   make(chan uffd.PageData),
+		// The reader queues pushed frames on pages, which holds two push
+		// windows (the one of the connection and what is left of a
+		// dropped one), so the reader never blocks there and an answer
+		// behind pushed data is read at once; the handler takes many
+		// frames per wake-up, and its Release of each returns the frame's
+		// bytes to the server as push credit.
+		pages:   make(chan uffd.PageData, 2*PushWindow/PageSize+8),
 		replies: make(chan uffd.PageData, 256),
 		closed:  make(chan struct{}),
 		doneCh:  make(chan error, 1),
@@ -404,21 +404,45 @@ func (c *Client) Request(addr uint64, npages int) error {
 		return fmt.Errorf("request pages: %w", err)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.err != nil {
+		c.mu.Unlock()
 		return c.err
 	}
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = &pendingRequest{addr: addr, npages: uint64(npages), remaining: uint64(npages)}
-	c.queue = append(c.queue, id)
-	c.notify()
+	w := c.w
+	if !c.running || w == nil || len(c.queue) > 0 {
+		// Not serving yet, redialling, or behind queued requests: the
+		// writer sends it.
+		c.queue = append(c.queue, id)
+		c.notify()
+		c.mu.Unlock()
+		return nil
+	}
+	c.stats.Requests++
+	c.mu.Unlock()
+	// Written at once from the caller (the handler), not by waking the
+	// writer: a fault's request goes out without a goroutine hand-off. The
+	// frame is 32 bytes on a socket the source keeps reading, so the write
+	// does not wait. If it fails, the connection is closed: its reader
+	// notices and the reconnect asks again for every pending request.
+	pid, a := wireAddr(c.lazy.pids, addr)
+	var fb [HeaderSize + 16]byte
+	frame := appendFrame(fb[:0], TypeRequest, id, (&Request{Pid: pid, Addr: a, Npages: uint32(npages)}).Append(nil))
+	if err := w.writeRaw(frame); err != nil {
+		c.log.Debug().Err(err).Uint64("request", id).Msg("write request: the connection is lost, it is asked again after the reconnect")
+		w.conn.Close()
+	}
 	return nil
 }
 
 // Pages delivers the pushed pages; a PageData with Err set reports that the
 // source is gone for good. The channel is closed when the client stops
 // (Done, Close, or after that error). Answers to requests come on Replies.
+// The consumer must call each pushed PageData's Release once it installed
+// (or dropped) it: that returns push credit to the server, which stops
+// pushing when a window of pushed pages is not released.
 func (c *Client) Pages() <-chan uffd.PageData { return c.pages }
 
 // Replies delivers the answers to requests (uffd.PrioritySource): the
@@ -555,54 +579,6 @@ func (c *Client) notify() {
 	}
 }
 
-// pump hands pushed pages to the handler one at a time and, once the
-// handler took a frame, returns its bytes to the server as push credit. It
-// closes Pages when the reader is done.
-func (c *Client) pump(done chan<- struct{}) {
-	defer close(done)
-	defer close(c.pages)
-	for d := range c.fifo {
-		// Hand pushed data on in pieces of at most handoffBytes: the handler
-		// looks at replies between pieces, so a fault waits for at most one
-		// piece's UFFDIO_COPY.
-		release := d.Release
-		var refs atomic.Int32
-		refs.Store(int32(max(1, (len(d.Data)+handoffBytes-1)/handoffBytes)))
-		for first := true; first || len(d.Data) > 0; first = false {
-			piece := d
-			if release != nil {
-				piece.Release = func() {
-					if refs.Add(-1) == 0 {
-						release()
-					}
-				}
-			}
-			if len(d.Data) > handoffBytes {
-				piece.Data = d.Data[:handoffBytes]
-				d.Addr += handoffBytes
-				d.Data = d.Data[handoffBytes:]
-			} else {
-				d.Data = nil
-			}
-			select {
-			case c.pages <- piece:
-			case <-c.closed:
-				return
-			}
-			if piece.Err != nil {
-				break
-			}
-			c.mu.Lock()
-			c.credit += uint64(len(piece.Data)) + uint64(piece.Zero)*PageSize
-			due := c.credit >= creditBatch
-			c.mu.Unlock()
-			if due {
-				c.notify()
-			}
-		}
-	}
-}
-
 // bufPool recycles the buffers pushed frames are read into: fresh memory
 // costs a page fault per page, the very thing the handler is racing.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxPushBytes); return &b }}
@@ -617,11 +593,7 @@ func getBuf(n int) ([]byte, func()) {
 	return (*bp)[:n], func() { bufPool.Put(bp) }
 }
 
-// handoffBytes is the largest piece of pushed data handed to the handler at
-// once.
-const handoffBytes = 64 << 10
-
-// creditBatch is how many pushed bytes are handed on before a CREDIT frame
+// creditBatch is how many pushed bytes are released before a CREDIT frame
 // returns them to the server.
 const creditBatch = PushWindow / 4
 
@@ -631,9 +603,8 @@ var errDone = errors.New("done")
 // run serves connections until DONE, Close or a failed reconnect, then
 // closes Pages.
 func (c *Client) run() {
-	pumped := make(chan struct{})
-	go c.pump(pumped)
-	defer func() { close(c.fifo); <-pumped }()
+	// The reader, the only sender, is done whenever serveConn returns.
+	defer close(c.pages)
 	for {
 		c.mu.Lock()
 		w := c.w
@@ -666,7 +637,7 @@ func (c *Client) run() {
 			c.mu.Unlock()
 			c.log.Error().Err(rerr).Msg("page server lost")
 			select {
-			case c.fifo <- uffd.PageData{Err: rerr}:
+			case c.pages <- uffd.PageData{Err: rerr}:
 			case <-c.closed:
 			}
 			c.finish(rerr)
@@ -690,6 +661,7 @@ func (c *Client) run() {
 		c.acks = append(c.acks[:0], c.ackedAll...)
 		c.ackDue = true
 		c.credit = 0 // the new connection starts with a fresh window
+		c.conn++
 		c.mu.Unlock()
 		select {
 		case <-c.closed: // Close raced with the reconnect and missed w
@@ -796,7 +768,7 @@ func (c *Client) readLoop(w *wire) error {
 				return fmt.Errorf("read from page server %s: %w", c.addr, unexpectedEOF(err))
 			}
 			c.received(h.ID, uint64(n), uint64(len(data)))
-			if err := c.deliver(uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0, Release: release}); err != nil {
+			if err := c.deliver(uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0}, release); err != nil {
 				return err
 			}
 		case TypeZero:
@@ -812,7 +784,7 @@ func (c *Client) readLoop(w *wire) error {
 			c.mu.Lock()
 			c.stats.ZeroPages += uint64(z.Npages)
 			c.mu.Unlock()
-			if err := c.deliver(uffd.PageData{Addr: z.Addr, Zero: int(z.Npages), Pushed: h.ID == 0}); err != nil {
+			if err := c.deliver(uffd.PageData{Addr: z.Addr, Zero: int(z.Npages), Pushed: h.ID == 0}, nil); err != nil {
 				return err
 			}
 		case TypeError:
@@ -860,11 +832,33 @@ func (c *Client) received(id, n, bytes uint64) {
 	}
 }
 
-// deliver hands d on: answers to Replies, pushed pages to the pump.
-func (c *Client) deliver(d uffd.PageData) error {
+// deliver hands d on: answers to Replies, pushed pages to Pages. Its
+// Release gives the buffer back (release) and, for pushed pages, returns
+// their bytes to the server as push credit: the server pushes more once
+// the handler installed what it had.
+func (c *Client) deliver(d uffd.PageData, release func()) error {
+	d.Release = release
 	ch := c.replies
 	if d.Pushed {
-		ch = c.fifo
+		ch = c.pages
+		n := uint64(len(d.Data)) + uint64(d.Zero)*PageSize
+		c.mu.Lock()
+		conn := c.conn
+		c.mu.Unlock()
+		d.Release = func() {
+			if release != nil {
+				release()
+			}
+			c.mu.Lock()
+			if c.conn == conn {
+				c.credit += n
+			}
+			due := c.credit >= creditBatch
+			c.mu.Unlock()
+			if due {
+				c.notify()
+			}
+		}
 	}
 	select {
 	case ch <- d:

@@ -69,6 +69,11 @@
 //	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
 //	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
 //
+// Once RESUMED_OK is out the source's reader answers each REQUEST itself,
+// between two frames of the background push (at most [MaxPushBytes] each);
+// the target installs answers before pushed pages and returns push credit
+// (CREDIT) as it installs pushed pages, at most [PushWindow] in flight.
+//
 // The source reads every page it sends and sends a run of pages that hold
 // only zero bytes as one ZERO frame instead of their bytes; the target
 // installs them with UFFDIO_ZEROPAGE (ioctl_userfaultfd(2)). A page reads

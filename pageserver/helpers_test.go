@@ -247,6 +247,9 @@ func collect(t testing.TB, c *Client, mem *fakeMemory, want map[uint64]bool, onF
 				got[a]++
 			}
 			c.Ack(pd.Addr, n)
+			if pd.Release != nil {
+				pd.Release()
+			}
 			if onFirst != nil {
 				onFirst()
 				onFirst = nil
@@ -269,9 +272,12 @@ func drain(t testing.TB, c *Client) {
 	timeout := time.After(20 * time.Second)
 	for {
 		select {
-		case _, ok := <-c.Pages():
+		case pd, ok := <-c.Pages():
 			if !ok {
 				return
+			}
+			if pd.Release != nil {
+				pd.Release()
 			}
 		case <-timeout:
 			t.Fatal("Pages not closed")

@@ -28,10 +28,16 @@ const (
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
 	MaxPayload      = MaxFramePages*PageSize + 64
-	MaxPushBytes    = 256 << 10 // page bytes in one pushed PAGES frame
+	// MaxPushBytes bounds the page bytes of one pushed frame: the source
+	// answers a request between two frames (its reader writes the answer
+	// as soon as the frame being written is out), so an answer never waits
+	// behind more than one.
+	MaxPushBytes = 64 << 10
 	// PushWindow is the push credit a connection starts with: the most
-	// pushed bytes in flight between the server and the handler. Answers to
-	// requests never wait behind more than this (see CREDIT).
+	// pushed bytes in flight between the server and the handler's
+	// installing them (the client returns credit as the handler releases
+	// pushed frames, see CREDIT). Answers never wait behind more than
+	// what of it is still in the socket.
 	PushWindow = 1 << 20
 	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
 	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
@@ -574,8 +580,8 @@ func DecodeRequest(p []byte) (*Request, error) {
 	return m, nil
 }
 
-// AppendCredit appends a CREDIT payload: the client has handed n more
-// pushed bytes to the handler, so the server may push n more.
+// AppendCredit appends a CREDIT payload: the handler has installed (or
+// dropped) n more pushed bytes, so the server may push n more.
 func AppendCredit(b []byte, n uint64) []byte { return binary.LittleEndian.AppendUint64(b, n) }
 
 // DecodeCredit decodes a CREDIT payload.
@@ -845,7 +851,7 @@ type wire struct {
 }
 
 func newWire(c net.Conn) *wire {
-	return &wire{conn: c, br: bufio.NewReaderSize(c, 64<<10)}
+	return &wire{conn: c, br: bufio.NewReaderSize(c, 4<<10)}
 }
 
 // readHeader reads and checks the next frame header.

@@ -414,14 +414,18 @@ type connState struct {
 	reqs       []queuedRequest
 	errs       []errFrame
 	wantImages bool
-	resumedOK  bool   // RESUMED received, RESUMED_OK not yet sent
-	pushing    bool   // RESUMED_OK sent: push may run
-	credit     uint64 // pushed bytes the client can still take (CREDIT)
-	done       bool
-	fail       string
-	abort      string // ABORT received: the target killed its copy
-	readErr    error
-	wake       chan struct{}
+	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
+	pushing    bool // RESUMED_OK sent: push may run
+	// direct: RESUMED_OK is out (or the session had resumed before this
+	// connection): the reader answers requests itself, without waiting for
+	// the writer and the push batch it may be sending.
+	direct  bool
+	credit  uint64 // pushed bytes the client can still take (CREDIT)
+	done    bool
+	fail    string
+	abort   string // ABORT received: the target killed its copy
+	readErr error
+	wake    chan struct{}
 }
 
 type queuedRequest struct {
@@ -451,7 +455,7 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 
 	s.mu.Lock()
 	// A reconnected session pushes at once: it resumed already.
-	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
+	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
 	s.mu.Unlock()
 	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
@@ -478,12 +482,14 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 		s.mu.Unlock()
 		cs.notify()
 	}
+	var buf []byte // for the requests the reader answers
 	for {
 		h, p, err := w.readFrame()
 		if err != nil {
 			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
 			return
 		}
+		var answer *queuedRequest
 		s.mu.Lock()
 		switch h.Type {
 		case TypeGetImages:
@@ -509,7 +515,13 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				cs.errs = append(cs.errs, errFrame{id: h.ID, msg: fmt.Sprintf("request %d: pid %d: %v", h.ID, req.Pid, rerr)})
 				break
 			}
-			cs.reqs = append(cs.reqs, queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)})
+			r := queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)}
+			if cs.direct {
+				s.take(cs, idx, r)
+				answer = &r
+				break
+			}
+			cs.reqs = append(cs.reqs, r)
 		case TypeAck:
 			var ack *Ack
 			ack, err = DecodeAck(p, idx.ranges)
@@ -546,6 +558,12 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 		}
 		stop := cs.done || cs.fail != "" || cs.abort != ""
 		s.mu.Unlock()
+		if err == nil && answer != nil {
+			if need := int(answer.npages * PageSize); len(buf) < need {
+				buf = make([]byte, need)
+			}
+			err = s.sendPages(w, idx, buf, answer)
+		}
 		if err != nil {
 			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
 			return
@@ -596,12 +614,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		r := cs.reqs[0]
 		cs.reqs = cs.reqs[1:]
 		wk.req = &r
-		g := idx.index(r.addr)
-		cs.sent.setRange(g, r.npages)
-		s.cursor = g + r.npages
-		if s.cursor >= idx.total {
-			s.cursor = 0
-		}
+		s.take(cs, idx, r)
 	case cs.pushing && cs.credit >= PageSize:
 		wk.push = s.pushBatch(cs, idx)
 		if wk.push != nil {
@@ -610,6 +623,17 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 	}
 	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
 	return wk, ok
+}
+
+// take marks request r's pages sent and moves the push cursor after them
+// (pages near a fault go first). Called with s.mu held.
+func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
+	g := idx.index(r.addr)
+	cs.sent.setRange(g, r.npages)
+	s.cursor = g + r.npages
+	if s.cursor >= idx.total {
+		s.cursor = 0
+	}
 }
 
 // pushBatch picks the next unsent pages from the cursor onwards (wrapping),
@@ -664,6 +688,9 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			if err := w.writeFrame(TypeResumedOK, 0); err != nil {
 				return connResult{err: fmt.Errorf("send RESUMED_OK: %w", err)}
 			}
+			s.mu.Lock()
+			cs.direct = true
+			s.mu.Unlock()
 		}
 		switch {
 		case wk.abort != "":

@@ -56,6 +56,9 @@ func TestServeImagesRequestsPushDone(t *testing.T) {
 		if pd.Err != nil {
 			t.Fatal(pd.Err)
 		}
+		if pd.Release != nil {
+			pd.Release()
+		}
 	}
 	if err := c.Done(); err != nil {
 		t.Fatal(err)

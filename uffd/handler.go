@@ -595,11 +595,17 @@ func (h *Handler) loop(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// Data already waiting is taken without a wake-up through forward:
+		// poll only looks at the uffds then.
+		ready := len(h.replies) > 0 || len(h.src.Pages()) > 0
 		timeout := -1
-		if len(h.retries) > 0 {
+		switch {
+		case ready:
+			timeout = 0
+		case len(h.retries) > 0:
 			timeout = 1
 		}
-		if !armed {
+		if !armed && !ready {
 			h.arm <- struct{}{}
 			armed = true
 		}
@@ -698,21 +704,14 @@ func (h *Handler) loop(ctx context.Context) error {
 			if d.Err != nil {
 				return fmt.Errorf("page source: %w", d.Err)
 			}
-			if err := h.install(d); err != nil {
-				return err
-			}
-			// Between pushed batches, answer faults first: read new faults
-			// (so their requests go out now) and install replies that came
-			// in meanwhile, instead of waiting for the rest of the queue.
-			if d.Pushed {
-				for _, m := range slices.Clone(h.members) {
-					if err := h.drain(m, msgs[:]); err != nil {
-						return err
-					}
-				}
-				if err := h.installReplies(); err != nil {
+			if !d.Pushed {
+				if err := h.install(d); err != nil {
 					return err
 				}
+				continue
+			}
+			if err := h.installPushed(d, msgs[:]); err != nil {
+				return err
 			}
 		}
 		if len(h.retries) > 0 {
@@ -724,6 +723,45 @@ func (h *Handler) loop(ctx context.Context) error {
 			if err := h.runRetries(); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// pushPiece is the most pushed bytes installed at once: between pieces the
+// handler reads new faults and installs the replies that came, so a fault
+// waits for at most one piece's UFFDIO_COPY (64 KiB: 4.7 GB/s into fresh
+// pages here, against 0.73 GB/s in 4 KiB calls, see DESIGN.md).
+const pushPiece = 64 << 10
+
+// installPushed installs pushed data in pieces of at most pushPiece bytes,
+// answering faults first between them: new faults are read (so their
+// requests go out now) and replies that came in meanwhile are installed.
+func (h *Handler) installPushed(d PageData, msgs []Msg) error {
+	if d.Release != nil {
+		defer d.Release()
+	}
+	whole := d
+	for off := 0; ; {
+		piece := whole
+		piece.Release = nil
+		if whole.Zero == 0 {
+			n := min(len(whole.Data)-off, pushPiece)
+			piece.Addr, piece.Data = whole.Addr+uint64(off), whole.Data[off:off+n]
+			off += n
+		}
+		if err := h.install(piece); err != nil {
+			return err
+		}
+		for _, m := range slices.Clone(h.members) {
+			if err := h.drain(m, msgs); err != nil {
+				return err
+			}
+		}
+		if err := h.installReplies(); err != nil {
+			return err
+		}
+		if off >= len(whole.Data) {
+			return nil
 		}
 	}
 }
