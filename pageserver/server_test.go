@@ -595,3 +595,55 @@ func TestServeInterruptedBeforeTarget(t *testing.T) {
 		t.Fatalf("Serve interrupted before a target: %q, want it to say no target came, without a session id", err)
 	}
 }
+
+// TestPushCreditOnRelease: the server pushes at most PushWindow bytes that
+// the consumer has not released (installed); releasing them lets the push
+// go on to the end.
+func TestPushCreditOnRelease(t *testing.T) {
+	const pages = 3 * PushWindow / PageSize
+	mem := &fakeMemory{base: testBase, data: bytes.Repeat([]byte{0x5a}, pages*PageSize)}
+	lazy := []uffd.Run{{Addr: testBase, Npages: pages}}
+	srv, l, wait := startServer(t, ServerConfig{Lazy: lazy, Memory: mem})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	var held []PageData
+	got := 0
+	timeout := time.After(20 * time.Second)
+	for got < PushWindow {
+		select {
+		case pd := <-c.Pages():
+			if pd.Err != nil {
+				t.Fatal(pd.Err)
+			}
+			got += len(pd.Data) + pd.Zero*PageSize
+			held = append(held, pd)
+		case <-timeout:
+			t.Fatalf("%d bytes pushed, want the %d of the window", got, PushWindow)
+		}
+	}
+	srv.mu.Lock()
+	pushed := srv.res.PushBytes
+	srv.mu.Unlock()
+	if got != PushWindow || pushed != PushWindow {
+		t.Fatalf("with nothing released: %d bytes received, %d pushed; want the window, %d", got, pushed, PushWindow)
+	}
+	for _, pd := range held {
+		c.Ack(pd.Addr, len(pd.Data)/PageSize)
+		pd.Release()
+	}
+	want := lazyPages(lazy)
+	for a := range want {
+		if a < testBase+PushWindow {
+			delete(want, a)
+		}
+	}
+	collect(t, c, mem, want, nil)
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(); r.err != nil || r.res.PushBytes != pages*PageSize {
+		t.Fatalf("Serve: %+v, %v; want every page pushed once", r.res, r.err)
+	}
+}

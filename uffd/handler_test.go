@@ -633,3 +633,64 @@ func TestHandlerRegions(t *testing.T) {
 		t.Errorf("acked %v", src.acked)
 	}
 }
+
+// prioSource is a fakeSource with a replies channel (a PrioritySource).
+type prioSource struct {
+	*fakeSource
+	replies chan PageData
+}
+
+func (s prioSource) Replies() <-chan PageData { return s.replies }
+
+// TestHandlerPushedPieces: a pushed frame is installed in pushPiece
+// pieces, and a reply waiting meanwhile is installed after the first piece,
+// not after the whole frame: a fault never waits behind a large push.
+func TestHandlerPushedPieces(t *testing.T) {
+	needRoot(t)
+	const pages, frame = 128, 64 // a 256 KiB pushed frame
+	addr, mem := region(t, pages)
+	fd := openAPI(t, FeaturesNonCooperative|FeatureThreadID)
+	src := prioSource{newFakeSource(addr, pattern(addr, pages), false), make(chan PageData, 1)}
+	t.Cleanup(src.close)
+	h, err := NewHandler(fd, HandlerConfig{
+		Regions: []Region{{Start: addr, End: addr + pages*PageSize, Lazy: []Run{{addr, pages}}}},
+		Source:  src, PID: os.Getpid(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	m := h.members[0]
+	installed := func(from, n uint64) (k uint64) {
+		for i := from; i < from+n; i++ {
+			if m.installed.get(i) {
+				k++
+			}
+		}
+		return k
+	}
+	atReply := ^uint64(0)
+	reply := src.page(addr+100*PageSize, 1, false)
+	reply.Release = func() { atReply = installed(0, frame) }
+	src.replies <- reply
+	released := false
+	push := src.page(addr, frame, true)
+	push.Release = func() { released = true }
+	if err := h.installPushed(push, make([]Msg, maxRead)); err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(pushPiece / PageSize); atReply >= frame || atReply != want {
+		t.Errorf("the reply was installed with %d pages of the pushed frame in, want %d (one piece)", atReply, want)
+	}
+	if n := installed(0, frame); n != frame || !m.installed.get(100) || !released {
+		t.Errorf("%d of %d pushed pages installed, reply installed %v, frame released %v", n, frame, m.installed.get(100), released)
+	}
+	for k := range frame + 1 {
+		if k == frame {
+			k = 100
+		}
+		if got, want := mem[k*PageSize:(k+1)*PageSize], src.data[k*PageSize:(k+1)*PageSize]; !bytes.Equal(got, want) {
+			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
+		}
+	}
+}
