@@ -85,6 +85,7 @@ type Client struct {
 	// mu guards the fields below.
 	mu       sync.Mutex
 	w        *wire // current connection, nil while redialling
+	rw       *wire // its replies connection, nil if none
 	resumed  bool
 	running  bool
 	nextID   uint64
@@ -164,9 +165,9 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-// dial connects and runs HELLO/WELCOME for session (0 = new).
-func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
-	d := net.Dialer{
+// dialer is the dialer of every connection to the source.
+func (c *Client) dialer() *net.Dialer {
+	return &net.Dialer{
 		// A silent peer (partition, host down) is noticed within
 		// DeadPeerTimeout even when nothing is being sent: keepalive probes
 		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
@@ -183,6 +184,11 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 			return err
 		},
 	}
+}
+
+// dial connects and runs HELLO/WELCOME for session (0 = new).
+func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
+	d := c.dialer()
 	dialOnce := func() (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 		defer cancel()
@@ -261,6 +267,55 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		return nil, nil, fmt.Errorf("hello page server %s: %w", c.addr, err)
 	}
 	return w, welcome, nil
+}
+
+// dialReplies opens the session's replies connection (HELLO_REPLIES,
+// REPLIES_OK): requests written on it are answered on it, never behind the
+// pushed pages queued on the session's connection.
+func (c *Client) dialReplies(ended <-chan struct{}) (*wire, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DialTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, err := c.dialer().DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial page server %s for replies: %w", c.addr, err)
+	}
+	stopClose := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stopClose()
+	if c.cfg.TLS != nil {
+		tc := tls.Client(conn, c.cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("tls handshake with page server %s for replies: %w", c.addr, err)
+		}
+		conn = tc
+	}
+	w := newWire(conn)
+	hello := &Hello{Version: ProtocolVersion, Session: c.session, Token: c.cfg.Token}
+	err = w.writeFrame(TypeHelloReplies, 0, hello.Append(nil))
+	if err == nil {
+		var h *Header
+		var p []byte
+		if h, p, err = w.readFrame(); err == nil {
+			err = expect(h, p, TypeRepliesOK)
+		}
+	}
+	if err == nil && !stopClose() {
+		err = ctx.Err() // the AfterFunc closed conn
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open the replies connection to page server %s: %w", c.addr, err)
+	}
+	return w, nil
 }
 
 // Welcome returns the session's WELCOME: session id and lazy runs.
@@ -412,6 +467,9 @@ func (c *Client) Request(addr uint64, npages int) error {
 	id := c.nextID
 	c.pending[id] = &pendingRequest{addr: addr, npages: uint64(npages), remaining: uint64(npages)}
 	w := c.w
+	if c.rw != nil {
+		w = c.rw
+	}
 	if !c.running || w == nil || len(c.queue) > 0 {
 		// Not serving yet, redialling, or behind queued requests: the
 		// writer sends it.
@@ -423,10 +481,11 @@ func (c *Client) Request(addr uint64, npages int) error {
 	c.stats.Requests++
 	c.mu.Unlock()
 	// Written at once from the caller (the handler), not by waking the
-	// writer: a fault's request goes out without a goroutine hand-off. The
-	// frame is 32 bytes on a socket the source keeps reading, so the write
-	// does not wait. If it fails, the connection is closed: its reader
-	// notices and the reconnect asks again for every pending request.
+	// writer: a fault's request goes out without a goroutine hand-off, on
+	// the replies connection if there is one. The frame is 32 bytes on a
+	// socket the source keeps reading, so the write does not wait. If it
+	// fails, the connection is closed: its reader notices and the
+	// reconnect asks again for every pending request.
 	pid, a := wireAddr(c.lazy.pids, addr)
 	var fb [HeaderSize + 16]byte
 	frame := appendFrame(fb[:0], TypeRequest, id, (&Request{Pid: pid, Addr: a, Npages: uint32(npages)}).Append(nil))
@@ -647,12 +706,7 @@ func (c *Client) run() {
 		c.w = w
 		c.stats.Reconnects++
 		// Answers on the old connection may be lost: ask again.
-		c.queue = c.queue[:0]
-		for id, p := range c.pending {
-			p.remaining = p.npages
-			c.queue = append(c.queue, id)
-		}
-		slices.Sort(c.queue)
+		c.requeue()
 		c.sentDone = false
 		// Announce every ack again (idempotent for a source that kept
 		// its state, essential for one that adopted the session).
@@ -669,6 +723,17 @@ func (c *Client) run() {
 		default:
 		}
 	}
+}
+
+// requeue queues every pending request again, whole: its answer may have
+// been lost with a connection. Called with c.mu held.
+func (c *Client) requeue() {
+	c.queue = c.queue[:0]
+	for id, p := range c.pending {
+		p.remaining = p.npages
+		c.queue = append(c.queue, id)
+	}
+	slices.Sort(c.queue)
 }
 
 func (c *Client) finish(err error) {
@@ -723,9 +788,42 @@ func (c *Client) reconnect(cause error, refusedIsFinal bool) (*wire, error) {
 	return nil, fmt.Errorf("page server %s lost (%w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)", c.addr, last)
 }
 
-// serveConn runs a reader and a writer on w until one fails; errDone when
-// the source acknowledged DONE.
+// serveConn runs a reader and a writer on w, and a reader on its replies
+// connection once it is open, until one of w's fails; errDone when the
+// source acknowledged DONE. Until the replies connection is open (or if
+// the source refuses it) requests and answers share w; if it fails, the
+// requests not yet answered are asked again on w.
 func (c *Client) serveConn(w *wire) error {
+	ended := make(chan struct{})
+	repliesDone := make(chan struct{})
+	go func() {
+		defer close(repliesDone)
+		rw, err := c.dialReplies(ended)
+		if err != nil {
+			c.log.Debug().Err(err).Msg("no replies connection: answers come on the session's connection, behind pushed pages")
+			return
+		}
+		c.mu.Lock()
+		select {
+		case <-ended:
+			c.mu.Unlock()
+			rw.conn.Close()
+			return
+		default:
+		}
+		c.rw = rw
+		c.mu.Unlock()
+		err = c.readLoop(rw)
+		rw.conn.Close()
+		c.mu.Lock()
+		if c.rw == rw {
+			c.rw = nil
+			c.log.Debug().Err(err).Msg("replies connection lost: asking again on the session's connection")
+			c.requeue()
+			c.notify()
+		}
+		c.mu.Unlock()
+	}()
 	var rerr error
 	readerDone := make(chan struct{})
 	go func() {
@@ -734,7 +832,16 @@ func (c *Client) serveConn(w *wire) error {
 	}()
 	werr := c.writeLoop(w, readerDone)
 	w.conn.Close()
+	close(ended)
+	c.mu.Lock()
+	rw := c.rw
+	c.rw = nil
+	c.mu.Unlock()
+	if rw != nil {
+		rw.conn.Close()
+	}
 	<-readerDone
+	<-repliesDone
 	if errors.Is(rerr, errDone) {
 		return errDone
 	}

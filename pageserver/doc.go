@@ -24,6 +24,18 @@
 //	DONE                               ──▶
 //	                                   ◀──   DONE, close
 //
+// After RESUMED the target also opens a replies connection for the
+// session (it may not: everything then shares the one connection):
+//
+//	HELLO_REPLIES{version, session, token} ──▶
+//	                                   ◀──   REPLIES_OK (or ERROR, and close)
+//	REQUEST{id, pid, addr, npages}     ──▶
+//	                                   ◀──   PAGES{id, …} / ZERO{id, …} / ERROR{id}
+//
+// Its answers never queue behind pushed pages in the session's connection;
+// it ends with that connection, and a target whose replies connection
+// failed asks again on the session's connection.
+//
 // Before RESUMED a lost connection or FAIL{reason} ends the session: the
 // source releases the frozen process, which keeps running. After RESUMED the
 // target may reconnect with HELLO{session} within the source's reconnect
@@ -58,6 +70,7 @@
 // payloads:
 //
 //	HELLO      version u32 | session u64 | token length u16 | token (≤ MaxToken)
+//	HELLO_REPLIES as HELLO (session ≠ 0)
 //	WELCOME    version u32 | session u64 | lazy pages u64 | lazy bytes u64 |
 //	           p u32 | p × pid u32 | n u32 | n × (pid u32, addr u64, npages u64)
 //	IMAGES     n u32 | n × (name length u8 | name | size u64)
@@ -67,7 +80,7 @@
 //	ZERO       pid u32 | addr u64 | npages u32           (id as PAGES: the pages are all zero bytes)
 //	ACK        n u32 | n × (pid u32, addr u64, npages u64)
 //	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
-//	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
+//	GET_IMAGES, RESUMED, RESUMED_OK, REPLIES_OK, DONE: empty
 //
 // Once RESUMED_OK is out the source's reader answers each REQUEST itself,
 // between two frames of the background push (at most [MaxPushBytes] each);

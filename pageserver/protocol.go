@@ -119,10 +119,17 @@ const (
 	// frame whose pages the source read and found all zero bytes: the
 	// target maps them with UFFDIO_ZEROPAGE and no data crosses the wire.
 	TypeZero
+	// TypeHelloReplies (client → server, payload as HELLO, session ≠ 0)
+	// opens the replies connection of a session whose connection is
+	// served: REQUEST frames on it are answered on it, never behind the
+	// background push of the session's connection.
+	TypeHelloReplies
+	// TypeRepliesOK (server → client, empty) accepts a replies connection.
+	TypeRepliesOK
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -148,7 +155,7 @@ func (h Header) Append(b []byte) []byte {
 // fixedSize is the exact payload size of fixed-size frames, -1 otherwise.
 func fixedSize(t Type) int {
 	switch t {
-	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone:
+	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone, TypeRepliesOK:
 		return 0
 	case TypeRequest, TypeZero:
 		return 16

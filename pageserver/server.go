@@ -99,8 +99,9 @@ func NewServer(cfg ServerConfig) *Server {
 
 // peer is a connection that passed the handshake.
 type peer struct {
-	w     *wire
-	hello *Hello
+	w       *wire
+	hello   *Hello
+	replies bool // HELLO_REPLIES: the replies connection of a served session
 }
 
 type connResult struct {
@@ -156,6 +157,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		wg.Go(func() { refusePeer(p.w, msg) })
 	}
 	var activeConn, waiting *peer
+	var attach chan *wire // the active connection's replies connection
 	accept := func(p peer) {
 		if session == 0 {
 			session = s.cfg.Session
@@ -175,7 +177,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		}
 		active, activeConn = true, &p
 		s.log.Info().Str("peer", p.w.conn.RemoteAddr().String()).Uint64("session", session).Int("connection", welcomed).Msg("target connected")
-		wg.Go(func() { results <- s.runConn(ctx, p, session, idx) })
+		att := make(chan *wire, 1)
+		attach = att
+		wg.Go(func() { results <- s.runConn(ctx, p, session, idx, att) })
 	}
 	defer func() {
 		if waiting != nil {
@@ -191,6 +195,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 	for {
 		select {
 		case p := <-hellos:
+			if p.replies {
+				// The replies connection of the connection being served
+				// (one per connection); anything else is refused.
+				if !active || session == 0 || p.hello.Session != session || attach == nil {
+					refuse(p, "no connection of this session is served: a replies connection comes after HELLO")
+					continue
+				}
+				attach <- p.w
+				attach = nil
+				continue
+			}
 			switch {
 			case active && session != 0 && p.hello.Session == session:
 				// The target reconnected before this side noticed the old
@@ -214,7 +229,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			}
 			accept(p)
 		case r := <-results:
-			active, activeConn = false, nil
+			active, activeConn, attach = false, nil, nil
 			if r.done {
 				return result(), nil
 			}
@@ -369,7 +384,7 @@ func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
 	}
 	w := newWire(c)
 	h, p, err := w.readFrame()
-	if err == nil && h.Type != TypeHello {
+	if err == nil && h.Type != TypeHello && h.Type != TypeHelloReplies {
 		err = fmt.Errorf("%w: %s before HELLO", ErrProtocol, h.Type)
 	}
 	var hello *Hello
@@ -387,7 +402,7 @@ func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
 		return peer{}, fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err)
 	}
 	c.SetDeadline(time.Time{})
-	return peer{w: w, hello: hello}, nil
+	return peer{w: w, hello: hello, replies: h.Type == TypeHelloReplies}, nil
 }
 
 // tokenOK compares in constant time (hashes first, so the length does not
@@ -446,12 +461,19 @@ func (cs *connState) notify() {
 	}
 }
 
-// runConn serves one connection until DONE, FAIL or an error.
-func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex) connResult {
+// runConn serves one connection until DONE, FAIL or an error, and the
+// replies connection that attach may bring.
+func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex, attach <-chan *wire) connResult {
 	w := p.w
 	defer w.conn.Close()
 	stop := context.AfterFunc(ctx, func() { w.conn.Close() })
 	defer stop()
+	end := make(chan struct{})
+	repliesDone := make(chan struct{})
+	defer func() {
+		close(end)
+		<-repliesDone
+	}()
 
 	s.mu.Lock()
 	// A reconnected session pushes at once: it resumed already.
@@ -460,9 +482,18 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
+		close(repliesDone)
 		return connResult{err: fmt.Errorf("send WELCOME: %w", err)}
 	}
 
+	go func() {
+		defer close(repliesDone)
+		select {
+		case rw := <-attach:
+			s.serveReplies(rw, cs, idx, end)
+		case <-end:
+		}
+	}()
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -472,6 +503,72 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	w.conn.Close()
 	<-readerDone
 	return res
+}
+
+// serveReplies answers the REQUEST frames of a replies connection on it,
+// whatever the session's connection is pushing, until the connection fails
+// or end is closed (the session's connection ended). A request outside the
+// lazy runs gets an ERROR with its id; anything but REQUEST ends it.
+func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-chan struct{}) {
+	stopped := make(chan struct{})
+	defer func() {
+		close(stopped)
+		rw.conn.Close()
+	}()
+	go func() {
+		select {
+		case <-end:
+			rw.conn.Close()
+		case <-stopped:
+		}
+	}()
+	peer := rw.conn.RemoteAddr().String()
+	if err := rw.writeFrame(TypeRepliesOK, 0); err != nil {
+		s.log.Warn().Err(err).Str("peer", peer).Msg("send REPLIES_OK")
+		return
+	}
+	s.log.Debug().Str("peer", peer).Msg("replies connection open")
+	var buf []byte
+	for {
+		h, p, err := rw.readFrame()
+		if err == nil && h.Type != TypeRequest {
+			err = fmt.Errorf("%w: %s on the replies connection", ErrProtocol, h.Type)
+		}
+		var req *Request
+		if err == nil {
+			req, err = DecodeRequest(p)
+		}
+		if err != nil {
+			s.log.Debug().Err(err).Str("peer", peer).Msg("replies connection ends")
+			return
+		}
+		key, rerr := idx.ranges.Key(req.Pid, req.Addr)
+		if rerr == nil {
+			rerr = idx.ranges.Check(key, uint64(req.Npages))
+		}
+		if rerr != nil {
+			s.mu.Lock()
+			s.res.Refused++
+			s.mu.Unlock()
+			msg := fmt.Sprintf("request %d: pid %d: %v", h.ID, req.Pid, rerr)
+			s.log.Warn().Uint64("request", h.ID).Msg("refuse request: " + msg)
+			if err := rw.writeFrame(TypeError, h.ID, message(msg)); err != nil {
+				return
+			}
+			continue
+		}
+		r := queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)}
+		s.mu.Lock()
+		s.take(cs, idx, r)
+		s.mu.Unlock()
+		if need := int(r.npages * PageSize); len(buf) < need {
+			buf = make([]byte, need)
+		}
+		if err := s.sendPages(rw, idx, buf, &r); err != nil {
+			s.log.Warn().Err(err).Str("peer", peer).Msg("answer on the replies connection")
+			return
+		}
+	}
 }
 
 // readLoop decodes the target's frames into cs until DONE, FAIL or an error.

@@ -647,3 +647,66 @@ func TestPushCreditOnRelease(t *testing.T) {
 		t.Fatalf("Serve: %+v, %v; want every page pushed once", r.res, r.err)
 	}
 }
+
+// TestRepliesConnection: after RESUMED the client opens the replies
+// connection and requests are answered on it; when it is cut, the client
+// asks again on the session's connection and the session goes on to DONE.
+func TestRepliesConnection(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	c := dialClient(t, l.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute})
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	<-l.conns // the session's connection
+	var replies net.Conn
+	select {
+	case replies = <-l.conns:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no replies connection")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	rw := func() *wire { c.mu.Lock(); defer c.mu.Unlock(); return c.rw }
+	for rw() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the client does not use the replies connection")
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	reply := func(addr uint64) {
+		t.Helper()
+		if err := c.Request(addr, 1); err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case pd := <-c.Replies():
+				if pd.Addr == addr {
+					if !bytes.Equal(pd.Data, mem.page(addr)) {
+						t.Fatalf("reply for %#x has the wrong contents", addr)
+					}
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no reply for %#x", addr)
+			}
+		}
+	}
+	reply(testBase + 50*PageSize)
+	replies.Close()
+	for rw() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the client keeps the replies connection after it was cut")
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	reply(testBase + 60*PageSize)
+	collect(t, c, mem, lazyPages(lazy), nil)
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(); r.err != nil || r.res.Requests < 2 || r.res.Reconnects != 0 {
+		t.Fatalf("Serve: %+v, %v; want 2 requests answered, no reconnect", r.res, r.err)
+	}
+}
