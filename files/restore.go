@@ -79,6 +79,7 @@ type restorer struct {
 	given    map[int32]int          // image fd → lazycr's fd of its description (RestoreOptions.Given)
 	pipes    map[uint64]*pipeGroup  // pipe.go
 	pairs    map[uint64]*unixPair   // unixsock.go, by the lower inode
+	usocks   *unixRestore           // unixsock.go
 	memfds   map[uint64]*fileGroup  // memfd.go
 	deleted  map[fileKey]*fileGroup // deleted.go
 	pidfd    int                    // pidfd of the process, -1 until opened

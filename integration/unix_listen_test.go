@@ -1,0 +1,83 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// startUnixListen starts testdata/progs/unixlisten.c in a fresh directory
+// and waits until it is set up; it returns the process and its path
+// listener's socket file.
+func startUnixListen(t *testing.T) (*proc, string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lazycr-unix-") // short: sun_path holds 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := start(t, buildC(t, "unixlisten"), dir)
+	var r struct {
+		Pid  int    `json:"pid"`
+		Path string `json:"path"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wait")
+	return p, r.Path
+}
+
+// TestUnixListenRestore: listeners on a path (stream) and an abstract
+// name (seqpacket) with their backlogs, a connection accepted from each
+// (stream bytes unread both ways, a shutdown), a connection waiting in
+// each queue, a bound datagram socket with a client connected to it and
+// an unbound socket come back from dump -D / restore -D: the program
+// checks names, the socket file's mode, SO_PEERCRED, the bytes, the queue
+// order and the backlogs itself, then serves.
+func TestUnixListenRestore(t *testing.T) {
+	t.Parallel()
+	p, path := startUnixListen(t)
+	dir := dumpKill(t, p)
+	out, errOut, code := runLazycr(t, "show", dir)
+	if code != 0 {
+		t.Fatalf("lazycr show: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"listening on " + path + ", backlog 5, 1 connections waiting", "listening on @lazycr-unixlisten-", "accepted from " + path, "bound to " + filepath.Dir(path) + "/d"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lazycr show lacks %q:\n%s", want, out)
+		}
+	}
+	// The killed original left its socket file: restore replaces it.
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatalf("the dumped process's socket file: %v", err)
+	}
+	rp := restoreFrom(t, p, dir)
+	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, rp, "check", "serve")
+	checkSequence(t, rp, "wait", "check", "serve")
+}
+
+// TestUnixListenPathTaken: a restore whose listener path now names another
+// file is refused, naming the path, and leaves the file alone.
+func TestUnixListenPathTaken(t *testing.T) {
+	t.Parallel()
+	p, path := startUnixListen(t)
+	dir := dumpKill(t, p)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("someone else's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runLazycr(t, "restore", "-D", dir)
+	requireExit1(t, "restore over a replaced socket path", errOut, code, regexp.QuoteMeta(path)+`: the path exists .* not the socket file the dump saw`)
+	if b, err := os.ReadFile(path); err != nil || string(b) != "someone else's" {
+		t.Errorf("%s after the refused restore: %q, %v", path, b, err)
+	}
+}
