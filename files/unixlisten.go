@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
@@ -77,8 +78,7 @@ func (d *dumper) dumpUnixPending(l *liveFd, diag unixDiag, s *pb.UnixSocket) err
 		return refuseUnix("socket:[%d] is bound to %s and waits in the queue of socket:[%d] (a bound client)", l.ino, unixName(s.Name), ln)
 	}
 	if !d.holdsSocket(ln) && !d.opts.TreeSockets[ln] {
-		return refuseUnix("socket:[%d] waits to be accepted by listener socket:[%d] on %s%s, which is not the process's",
-			l.ino, ln, unixName([]byte(d.unixDiag[ln].name)), heldBy(ln, d.pid))
+		return d.dumpUnixPendingExternal(l, diag, s, ln) // unixext.go
 	}
 	if diag.wqueue > 0 {
 		return fmt.Errorf("%w: %w: fd kind unix socket: socket:[%d] waits to be accepted by socket:[%d] with data already sent", ErrUnsupported, ErrTransient, l.ino, ln)
@@ -262,7 +262,11 @@ func (r *restorer) bindUnix(fd uintptr, f *pb.Fd) error {
 	if _, err := r.rem.Syscall(unix.SYS_BIND, fd, addr, n); err != nil {
 		return fmt.Errorf("bind fd %d to %s: %w", f.Fd, unixName(s.Name), err)
 	}
-	if !path || s.Path == nil {
+	if !path {
+		return nil
+	}
+	r.ubinds.add(r.pid, string(s.Name))
+	if s.Path == nil {
 		return nil
 	}
 	if err := unix.Chmod(full, s.Path.Mode&0o7777); err != nil {
@@ -341,7 +345,7 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 	}
 	var accepted []*pb.Fd
 	for _, f := range u.byIno {
-		if s := f.GetUnixSocket(); s.Accepted && s.Listener == ln {
+		if s := f.GetUnixSocket(); s.Accepted && s.Listener == ln && s.External == nil {
 			accepted = append(accepted, f)
 		}
 	}
@@ -463,4 +467,59 @@ func (unixSocket) finish(r *restorer, f *pb.Fd) error {
 	}
 	defer unix.Close(local)
 	return shutdownUnix(local, f.Fd, s)
+}
+
+// UnixBinds are the socket files a restore made by binding unix sockets
+// to paths, so that a restore that fails (at any later step) removes them
+// again (Abort): a file left behind would be bound to nothing and would
+// not be the file the dump saw, so the next restore would refuse the
+// path. Only files made in lazycr's own mount namespace are recorded (the
+// stub's path after it is killed is not reachable otherwise). Safe for
+// concurrent use; a nil *UnixBinds records nothing.
+type UnixBinds struct {
+	mu    sync.Mutex
+	files []boundFile
+}
+
+type boundFile struct {
+	path     string
+	dev, ino uint64
+}
+
+// NewUnixBinds returns an empty record.
+func NewUnixBinds() *UnixBinds { return &UnixBinds{} }
+
+// add records the socket file at path (lazycr's view) as made by pid.
+func (u *UnixBinds) add(pid int, path string) {
+	if u == nil {
+		return
+	}
+	var self, stub unix.Stat_t
+	if unix.Stat("/proc/self/ns/mnt", &self) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &stub) != nil || self.Ino != stub.Ino || self.Dev != stub.Dev {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Lstat(path, &st) != nil {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.files = append(u.files, boundFile{path: path, dev: st.Dev, ino: st.Ino})
+}
+
+// Abort removes the socket files recorded that are still the ones the
+// restore made.
+func (u *UnixBinds) Abort() {
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, f := range u.files {
+		var st unix.Stat_t
+		if unix.Lstat(f.path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK && st.Dev == f.dev && st.Ino == f.ino {
+			_ = unix.Unlink(f.path) // best effort: a rollback
+		}
+	}
+	u.files = nil
 }

@@ -105,7 +105,7 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	if err != nil {
 		return err
 	}
-	if !s.Listening {
+	if !s.Listening && s.External == nil { // a client end outside has none (reconnectable), a server end's is dropped with it
 		if s.Data, err = peekUnix(fd, typ, l.ino); err != nil {
 			return err
 		}
