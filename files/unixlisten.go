@@ -329,6 +329,9 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 		return nil
 	}
 	ls := lf.GetUnixSocket()
+	if took, err := r.takeUnixGroup(lf); took || err != nil { // unixtake.go
+		return err
+	}
 	lfd, err := r.newUnixSocket(lf.Fd, ls.Type)
 	if err != nil {
 		return err
@@ -421,6 +424,16 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 	if s.Peer != 0 && s.Type != unix.SOCK_DGRAM {
 		return 0, fmt.Errorf("fd %d: unix socket:[%d] is connected to socket:[%d], which the image does not pair with it", f.Fd, s.Inode, s.Peer)
 	}
+	if len(s.Name) > 0 {
+		// Its name may still be the frozen original's (unixtake.go).
+		if fd, took, err := r.takeUnix(f); took || err != nil {
+			if took {
+				r.unixState().made[s.Inode] = fd
+				r.unixState().taken[s.Inode] = true
+			}
+			return fd, err
+		}
+	}
 	fd, err := r.newUnixSocket(f.Fd, s.Type)
 	if err != nil {
 		return 0, err
@@ -448,7 +461,7 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 // number, then gives it its shutdown state.
 func (unixSocket) finish(r *restorer, f *pb.Fd) error {
 	s := f.GetUnixSocket()
-	if s.Type != unix.SOCK_DGRAM || s.Peer == 0 || s.External != nil || r.isDgramPair(s) {
+	if s.Type != unix.SOCK_DGRAM || s.Peer == 0 || s.External != nil || r.isDgramPair(s) || r.unixState().taken[s.Inode] {
 		return nil
 	}
 	pf := r.unixState().byIno[s.Peer]

@@ -272,12 +272,13 @@ func unixName(name []byte) string {
 type unixRestore struct {
 	byIno map[uint64]*pb.Fd
 	made  map[uint64]uintptr
+	taken map[uint64]bool // taken over from the frozen original (unixtake.go), complete as they are
 }
 
 // unixSockets returns the restore's unix sockets state.
 func (r *restorer) unixState() *unixRestore {
 	if r.usocks == nil {
-		r.usocks = &unixRestore{byIno: map[uint64]*pb.Fd{}, made: map[uint64]uintptr{}}
+		r.usocks = &unixRestore{byIno: map[uint64]*pb.Fd{}, made: map[uint64]uintptr{}, taken: map[uint64]bool{}}
 	}
 	return r.usocks
 }

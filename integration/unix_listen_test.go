@@ -63,6 +63,24 @@ func TestUnixListenRestore(t *testing.T) {
 	checkSequence(t, rp, "wait", "check", "serve")
 }
 
+// TestUnixListenLazy: the same sockets migrate lazily on one host
+// (restore --new-pid): their names are still the frozen original's, so
+// the target takes every named socket, with its listener's connections,
+// over from it; the program's checks pass on the very same sockets.
+func TestUnixListenLazy(t *testing.T) {
+	t.Parallel()
+	p, _ := startUnixListen(t)
+	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	if _, e := m.target.output(); !strings.Contains(e, "over from the frozen original") {
+		t.Errorf("the target took no unix socket over:\n%s", e)
+	}
+	if err := unix.Kill(m.restored.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, m.restored, "check", "serve")
+	checkSequence(t, m.restored, "wait", "check", "serve")
+}
+
 // TestUnixListenPathTaken: a restore whose listener path now names another
 // file is refused, naming the path, and leaves the file alone.
 func TestUnixListenPathTaken(t *testing.T) {
