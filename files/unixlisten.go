@@ -343,7 +343,11 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 	if err := r.unixOpts(lfd, lf); err != nil {
 		return err
 	}
-	if _, err := r.rem.Syscall(unix.SYS_LISTEN, lfd, uintptr(ls.Backlog)); err != nil {
+	err = r.asCred(ls.PeerCred, func() error {
+		_, err := r.rem.Syscall(unix.SYS_LISTEN, lfd, uintptr(ls.Backlog))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("listen on fd %d (%s, backlog %d): %w", lf.Fd, unixName(ls.Name), ls.Backlog, err)
 	}
 	var accepted []*pb.Fd
@@ -365,7 +369,8 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 			return err
 		}
 		u.made[cs.Inode] = cfd
-		if err := r.connectUnix(cfd, cf.Fd, ls.Name); err != nil {
+		// SO_PEERCRED of the accepted end is the connector's.
+		if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, cf.Fd, ls.Name) }); err != nil {
 			return err
 		}
 		afd, err := r.rem.Syscall(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -400,6 +405,45 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 		}
 	}
 	return nil
+}
+
+// asCred runs op (an injected listen or connect) with the effective user
+// and group ids of c, so that SO_PEERCRED (which listen(2) and connect(2)
+// record from the caller's credentials, unix(7)) gives them, then puts the
+// stub's back. The stub runs as root here (the process's credentials are
+// set last): it may take any effective id and take 0 back (its real and
+// saved ids stay 0; setresuid(2)). Nil c, or ids equal to the stub's: op
+// alone.
+func (r *restorer) asCred(c *pb.UnixCred, op func() error) error {
+	if c == nil {
+		return op()
+	}
+	euid, err := r.rem.Syscall(unix.SYS_GETEUID)
+	if err != nil {
+		return fmt.Errorf("read the effective uid: %w", err)
+	}
+	egid, err := r.rem.Syscall(unix.SYS_GETEGID)
+	if err != nil {
+		return fmt.Errorf("read the effective gid: %w", err)
+	}
+	if uint32(euid) == c.Uid && uint32(egid) == c.Gid {
+		return op()
+	}
+	const keep = ^uintptr(0) // -1: unchanged
+	if _, err := r.rem.Syscall(unix.SYS_SETRESGID, keep, uintptr(c.Gid), keep); err != nil {
+		return fmt.Errorf("take effective gid %d for SO_PEERCRED: %w", c.Gid, err)
+	}
+	if _, err := r.rem.Syscall(unix.SYS_SETRESUID, keep, uintptr(c.Uid), keep); err != nil {
+		_, _ = r.rem.Syscall(unix.SYS_SETRESGID, keep, egid, keep)
+		return fmt.Errorf("take effective uid %d for SO_PEERCRED: %w", c.Uid, err)
+	}
+	opErr := op()
+	_, uerr := r.rem.Syscall(unix.SYS_SETRESUID, keep, euid, keep)
+	_, gerr := r.rem.Syscall(unix.SYS_SETRESGID, keep, egid, keep)
+	if uerr != nil || gerr != nil {
+		return errors.Join(opErr, fmt.Errorf("take effective ids %d:%d back: %w", euid, egid, errors.Join(uerr, gerr)))
+	}
+	return opErr
 }
 
 // unixOpts gives the process's socket fd (image fd f) its options and

@@ -105,6 +105,13 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	if err != nil {
 		return err
 	}
+	if diag.listening() || diag.state == tcpEstablished {
+		c, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			return fmt.Errorf("read SO_PEERCRED of socket:[%d]: %w", l.ino, os.NewSyscallError("getsockopt", err))
+		}
+		s.PeerCred = &pb.UnixCred{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid}
+	}
 	if !s.Listening && s.External == nil { // a client end outside has none (reconnectable), a server end's is dropped with it
 		if s.Data, err = peekUnix(fd, typ, l.ino); err != nil {
 			return err

@@ -3998,7 +3998,11 @@ type UnixSocket struct {
 	// by connecting its peer to the listener and accepting).
 	Accepted bool `protobuf:"varint,15,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	// The peer when it is not in the image (files/unixext.go).
-	External      *UnixExternalPeer `protobuf:"bytes,16,opt,name=external,proto3" json:"external,omitempty"`
+	External *UnixExternalPeer `protobuf:"bytes,16,opt,name=external,proto3" json:"external,omitempty"`
+	// SO_PEERCRED (unix(7)): a listener's own credentials from listen(2),
+	// a connected socket's its peer's from connect(2) or listen(2). Restore
+	// makes the listen and connect with these effective ids.
+	PeerCred      *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4145,6 +4149,74 @@ func (x *UnixSocket) GetExternal() *UnixExternalPeer {
 	return nil
 }
 
+func (x *UnixSocket) GetPeerCred() *UnixCred {
+	if x != nil {
+		return x.PeerCred
+	}
+	return nil
+}
+
+// UnixCred is struct ucred.
+type UnixCred struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixCred) Reset() {
+	*x = UnixCred{}
+	mi := &file_image_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixCred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixCred) ProtoMessage() {}
+
+func (x *UnixCred) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
+func (*UnixCred) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *UnixCred) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 // UnixPath is the socket file a unix socket is bound to, as stat(2) saw it
 // through the process's root at dump.
 type UnixPath struct {
@@ -4160,7 +4232,7 @@ type UnixPath struct {
 
 func (x *UnixPath) Reset() {
 	*x = UnixPath{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4172,7 +4244,7 @@ func (x *UnixPath) String() string {
 func (*UnixPath) ProtoMessage() {}
 
 func (x *UnixPath) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4185,7 +4257,7 @@ func (x *UnixPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
 func (*UnixPath) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UnixPath) GetDev() uint64 {
@@ -4237,7 +4309,7 @@ type UnixExternalPeer struct {
 
 func (x *UnixExternalPeer) Reset() {
 	*x = UnixExternalPeer{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4321,7 @@ func (x *UnixExternalPeer) String() string {
 func (*UnixExternalPeer) ProtoMessage() {}
 
 func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4334,7 @@ func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
 func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UnixExternalPeer) GetName() []byte {
@@ -4311,7 +4383,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4323,7 +4395,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4408,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4464,7 +4536,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4476,7 +4548,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4489,7 +4561,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4667,7 +4739,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4679,7 +4751,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4692,7 +4764,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4767,7 +4839,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4779,7 +4851,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4792,7 +4864,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4968,7 +5040,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4980,7 +5052,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4993,7 +5065,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -5033,7 +5105,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5045,7 +5117,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5058,7 +5130,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *MemFd) GetName() string {
@@ -5120,7 +5192,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5204,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5217,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5200,7 +5272,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5212,7 +5284,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5225,7 +5297,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5246,7 +5318,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5258,7 +5330,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5271,7 +5343,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5312,7 +5384,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5324,7 +5396,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5337,7 +5409,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{51}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5734,7 +5806,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xd2\x03\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\x8a\x04\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5753,7 +5825,12 @@ const file_image_proto_rawDesc = "" +
 	"\x04path\x18\r \x01(\v2\x19.lazycr.image.v1.UnixPathR\x04path\x12\x1a\n" +
 	"\blistener\x18\x0e \x01(\x04R\blistener\x12\x1a\n" +
 	"\baccepted\x18\x0f \x01(\bR\baccepted\x12=\n" +
-	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\"j\n" +
+	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
+	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\"@\n" +
+	"\bUnixCred\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"j\n" +
 	"\bUnixPath\x12\x10\n" +
 	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5924,7 +6001,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
@@ -5970,18 +6047,19 @@ var file_image_proto_goTypes = []any{
 	(*TimerFd)(nil),          // 41: lazycr.image.v1.TimerFd
 	(*SignalFd)(nil),         // 42: lazycr.image.v1.SignalFd
 	(*UnixSocket)(nil),       // 43: lazycr.image.v1.UnixSocket
-	(*UnixPath)(nil),         // 44: lazycr.image.v1.UnixPath
-	(*UnixExternalPeer)(nil), // 45: lazycr.image.v1.UnixExternalPeer
-	(*InetSocket)(nil),       // 46: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),        // 47: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),        // 48: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil),    // 49: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),       // 50: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),            // 51: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),      // 52: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),          // 53: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),     // 54: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),           // 55: lazycr.image.v1.Device
+	(*UnixCred)(nil),         // 44: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 45: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 46: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 47: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 48: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 49: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 50: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 51: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 52: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 53: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 54: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 55: lazycr.image.v1.InotifyWatch
+	(*Device)(nil),           // 56: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	10, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -6023,31 +6101,32 @@ var file_image_proto_depIdxs = []int32{
 	40, // 36: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
 	41, // 37: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	42, // 38: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	46, // 39: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	55, // 40: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	51, // 41: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	52, // 42: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	53, // 43: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	47, // 39: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	56, // 40: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	52, // 41: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	53, // 42: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	54, // 43: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	43, // 44: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
 	3,  // 45: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
 	28, // 46: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	37, // 47: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
 	39, // 48: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	44, // 49: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	45, // 50: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	49, // 51: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	47, // 52: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	48, // 53: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	50, // 54: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	28, // 55: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	54, // 56: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	28, // 57: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	28, // 58: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	45, // 49: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	46, // 50: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	44, // 51: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	50, // 52: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	48, // 53: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	49, // 54: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	51, // 55: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	28, // 56: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	55, // 57: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	28, // 58: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	28, // 59: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -6077,7 +6156,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

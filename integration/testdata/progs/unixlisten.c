@@ -11,7 +11,8 @@
  *        accepted (a1 <- c1, each with bytes the other sent still unread,
  *        c1 shut down for writing after its bytes) and one waiting (c2)
  *   lq   seqpacket listener on the abstract name @lazycr-unixlisten-PID,
- *        backlog 3, one connection accepted (qa1 <- qc1), one waiting (qc2)
+ *        backlog 3, one connection accepted (qa1 <- qc1), one waiting (qc2);
+ *        lq listens and qc1 connects with effective ids 65534 (SO_PEERCRED)
  *   dg   datagram socket bound to DIR/d; dc is connected to it
  *   fresh an unbound, unconnected stream socket
  */
@@ -145,11 +146,15 @@ int main(int argc, char **argv)
 		die("connect c2");
 
 	int lq = sock(SOCK_SEQPACKET);
+	if (setresgid(-1, 65534, -1) < 0 || setresuid(-1, 65534, -1) < 0)
+		die("take effective ids 65534");
 	if (bind(lq, (struct sockaddr *)&qa, qal) < 0 || listen(lq, 3) < 0)
 		die("listen on abstract name");
 	int qc1 = sock(SOCK_SEQPACKET);
 	if (connect(qc1, (struct sockaddr *)&qa, qal) < 0)
 		die("connect qc1");
+	if (setresuid(-1, 0, -1) < 0 || setresgid(-1, 0, -1) < 0)
+		die("take effective ids 0 back");
 	int qa1 = accept(lq, NULL, NULL);
 	if (qa1 < 0)
 		die("accept qa1");
@@ -193,6 +198,12 @@ int main(int argc, char **argv)
 	socklen_t crl = sizeof cr;
 	if (getsockopt(a1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != mypid)
 		fail("%s: SO_PEERCRED pid %ld is not the pid that connected", "a1", (long)cr.pid);
+	if (cr.uid != 0 || cr.gid != 0)
+		fail("%s: SO_PEERCRED uid %ld, want root", "a1", (long)cr.uid);
+	if (getsockopt(qa1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.uid != 65534 || cr.gid != 65534)
+		fail("%s: SO_PEERCRED uid %ld, want 65534 (the connector's)", "qa1", (long)cr.uid);
+	if (getsockopt(qc1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.uid != 65534 || cr.gid != 65534)
+		fail("%s: SO_PEERCRED uid %ld, want 65534 (the listener's)", "qc1", (long)cr.uid);
 
 	/* Bytes waiting across the dump, and c1's shutdown. */
 	expect(a1, "from-c1", "a1 reads what c1 sent before the dump");
