@@ -487,6 +487,9 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 		if err := r.bindUnix(fd, f); err != nil {
 			return 0, err
 		}
+		if err := r.sendToBound(f); err != nil { // unixmsg.go
+			return 0, err
+		}
 	}
 	if s.Peer != 0 {
 		// shutdown(2) of a connected datagram socket also marks its peer:
@@ -548,11 +551,7 @@ func NewUnixBinds() *UnixBinds { return &UnixBinds{} }
 
 // add records the socket file at path (lazycr's view) as made by pid.
 func (u *UnixBinds) add(pid int, path string) {
-	if u == nil {
-		return
-	}
-	var self, stub unix.Stat_t
-	if unix.Stat("/proc/self/ns/mnt", &self) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &stub) != nil || self.Ino != stub.Ino || self.Dev != stub.Dev {
+	if u == nil || !sameMountNS(pid) {
 		return
 	}
 	var st unix.Stat_t
@@ -562,6 +561,14 @@ func (u *UnixBinds) add(pid int, path string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.files = append(u.files, boundFile{path: path, dev: st.Dev, ino: st.Ino})
+}
+
+// sameMountNS reports whether pid is in lazycr's mount namespace (a path
+// means the same file to both).
+func sameMountNS(pid int) bool {
+	var self, other unix.Stat_t
+	return unix.Stat("/proc/self/ns/mnt", &self) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &other) == nil &&
+		self.Ino == other.Ino && self.Dev == other.Dev
 }
 
 // Abort removes the socket files recorded that are still the ones the

@@ -113,7 +113,12 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		s.PeerCred = &pb.UnixCred{Pid: c.Pid, Uid: c.Uid, Gid: c.Gid}
 	}
 	if !s.Listening && s.External == nil { // a client end outside has none (reconnectable), a server end's is dropped with it
-		if s.Data, err = peekUnix(fd, typ, l.ino); err != nil {
+		if typ == unix.SOCK_STREAM {
+			s.Data, err = peekUnix(fd, typ, l.ino)
+		} else {
+			s.Messages, err = d.peekUnixMessages(l, diag, s) // unixmsg.go
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -245,6 +250,9 @@ func (unixSocket) show(f *pb.Fd) string {
 	}
 	if len(s.Data) > 0 {
 		d += fmt.Sprintf(", %d bytes waiting", len(s.Data))
+	}
+	if len(s.Messages) > 0 {
+		d += fmt.Sprintf(", %d messages waiting", len(s.Messages))
 	}
 	if s.Shutdown != 0 {
 		d += fmt.Sprintf(", shutdown %d", s.Shutdown)
@@ -449,6 +457,11 @@ func (r *restorer) fillPair(ends [2]*pb.Fd, fds [2]uintptr, what string) error {
 				return fmt.Errorf("write %d bytes waiting at fd %d (%s): %w", len(data), ends[i].Fd, what, os.NewSyscallError("write", err))
 			}
 			data = data[n:]
+		}
+	}
+	for i, s := range socks {
+		if err := sendUnixMessages(local[1-i], nil, s.Messages, ends[i].Fd); err != nil { // unixmsg.go
+			return err
 		}
 	}
 	for i, s := range socks {

@@ -99,3 +99,56 @@ func TestUnixListenPathTaken(t *testing.T) {
 		t.Errorf("%s after the refused restore: %q, %v", path, b, err)
 	}
 }
+
+// startUnixMsg starts testdata/progs/unixmsg.c in a fresh directory and
+// waits until its messages are queued.
+func startUnixMsg(t *testing.T) *proc {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lazycr-unixmsg-") // short: sun_path holds 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := start(t, buildC(t, "unixmsg"), dir)
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wait")
+	return p
+}
+
+// TestUnixMessagesRestore: datagrams waiting at both ends of a datagram
+// pair, seqpacket messages waiting at both ends of an accepted
+// connection, and datagrams from an unnamed sender waiting at a bound
+// socket come back from dump -D / restore -D: the program reads each
+// with its bytes, boundary and sender address, and no more.
+func TestUnixMessagesRestore(t *testing.T) {
+	t.Parallel()
+	p := startUnixMsg(t)
+	dir := dumpKill(t, p)
+	out, _, _ := runLazycr(t, "show", dir)
+	for _, want := range []string{"3 messages waiting", "2 messages waiting", "1 messages waiting"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lazycr show lacks %q:\n%s", want, out)
+		}
+	}
+	rp := restoreFrom(t, p, dir)
+	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, rp, "check", "serve")
+	checkSequence(t, rp, "wait", "check", "serve")
+}
+
+// TestUnixMessagesLeaveRunning: reading the queued messages leaves them
+// to the process: after dump --leave-running it reads every one itself.
+func TestUnixMessagesLeaveRunning(t *testing.T) {
+	t.Parallel()
+	p := startUnixMsg(t)
+	dumpLeaveRunning(t, p.pid)
+	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, p, "check", "serve")
+}

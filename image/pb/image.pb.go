@@ -4002,7 +4002,10 @@ type UnixSocket struct {
 	// SO_PEERCRED (unix(7)): a listener's own credentials from listen(2),
 	// a connected socket's its peer's from connect(2) or listen(2). Restore
 	// makes the listen and connect with these effective ids.
-	PeerCred      *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
+	PeerCred *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
+	// Datagrams or seqpacket messages waiting to be read at this end, in
+	// order (files/unixmsg.go); restore sends them again.
+	Messages      [][]byte `protobuf:"bytes,18,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4152,6 +4155,13 @@ func (x *UnixSocket) GetExternal() *UnixExternalPeer {
 func (x *UnixSocket) GetPeerCred() *UnixCred {
 	if x != nil {
 		return x.PeerCred
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
 	}
 	return nil
 }
@@ -5806,7 +5816,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\x8a\x04\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xa6\x04\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5826,7 +5836,8 @@ const file_image_proto_rawDesc = "" +
 	"\blistener\x18\x0e \x01(\x04R\blistener\x12\x1a\n" +
 	"\baccepted\x18\x0f \x01(\bR\baccepted\x12=\n" +
 	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
-	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\"@\n" +
+	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\x12\x1a\n" +
+	"\bmessages\x18\x12 \x03(\fR\bmessages\"@\n" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
