@@ -18,9 +18,11 @@ import (
 // stream bytes each end had waiting to be read, and gives both ends their
 // shutdown state and options. Listeners, the connections accepted from
 // them or waiting in their queue, and bound or unconnected sockets are in
-// unixlisten.go. Refused: a peer outside the process (unixext.go),
-// queued datagrams, queued file descriptors (SCM_RIGHTS) or credentials
-// boundaries, and SO_PEEK_OFF or SO_PASSSEC set. In a tree, the peer may
+// unixlisten.go, peers outside the dump in unixext.go, queued datagrams
+// and seqpacket messages in unixmsg.go, the take-over of a lazy
+// migration on the same host in unixtake.go. Refused: queued file
+// descriptors (SCM_RIGHTS) or credentials boundaries, and SO_PEEK_OFF or
+// SO_PASSSEC set. In a tree, the peer may
 // be another member's (nginx's master holds both ends of each worker's
 // channel, the worker shares one end's description): dump/tree.go refuses
 // a pair that no single member can make.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -151,4 +152,26 @@ func TestUnixMessagesLeaveRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireProgress(t, p, "check", "serve")
+}
+
+// TestUnixRightsRefused: a file descriptor in flight on a unix socket
+// (SCM_RIGHTS sent, not received) is refused, naming the fd and the
+// socket, and the process keeps running with it still queued.
+func TestUnixRightsRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "unixrights"))
+	var r struct {
+		Pid int `json:"pid"`
+		Fd  int `json:"fd"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "main")
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir, "--leave-running")
+	requireExit1(t, "dump with SCM_RIGHTS in flight", errOut, code,
+		`fd `+strconv.Itoa(r.Fd)+` \(socket:\[\d+\]\).*unix socket: socket:\[\d+\] has file descriptors or credentials queued`)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the failed dump left %s behind (stat: %v)", dir, err)
+	}
+	requireProgress(t, p, "main")
 }
