@@ -275,6 +275,13 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
 			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
 		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
+		{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9012, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
+			Listening: true, Backlog: 128, Pending: []uint64{9014}, Path: &pb.UnixPath{Dev: 0xfe00, Inode: 77, Mode: 0o140640, Uid: 1000, Gid: 1000},
+			PeerCred: &pb.UnixCred{Pid: rootPid, Uid: 1000, Gid: 1000}}}},
+		{Fd: 23, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9013, Peer: 9015, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
+			Listener: 9012, Accepted: true, Messages: [][]byte{[]byte("hello"), []byte("")}}}},
+		{Fd: 24, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9016, Peer: 9017, Type: unix.SOCK_DGRAM,
+			External: &pb.UnixExternalPeer{Name: []byte("\x00journal"), Inode: 9017, Pids: []int32{1}}}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
