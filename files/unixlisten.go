@@ -47,7 +47,10 @@ func (d *dumper) dumpUnixListener(l *liveFd, diag unixDiag, s *pb.UnixSocket) er
 		if c == 0 {
 			return fmt.Errorf("%w: %w: fd kind unix socket: %s whose connecting socket is closed", ErrUnsupported, ErrTransient, what)
 		}
-		if !d.holdsSocket(c) && !d.opts.TreeSockets[c] {
+		if d.otherMember(c) {
+			return refuseUnix("%s from socket:[%d], which another member of the tree holds (a listener's connections split across members are not restored yet)", what, c)
+		}
+		if !d.holdsSocket(c) {
 			return refuseUnix("%s from socket:[%d]%s, which is not the process's", what, c, heldBy(c, d.pid))
 		}
 		if cd := d.unixDiag[c]; cd.wqueue > 0 {
@@ -77,7 +80,10 @@ func (d *dumper) dumpUnixPending(l *liveFd, diag unixDiag, s *pb.UnixSocket) err
 	if diag.named {
 		return refuseUnix("socket:[%d] is bound to %s and waits in the queue of socket:[%d] (a bound client)", l.ino, unixName(s.Name), ln)
 	}
-	if !d.holdsSocket(ln) && !d.opts.TreeSockets[ln] {
+	if d.otherMember(ln) {
+		return refuseUnix("socket:[%d] waits to be accepted by listener socket:[%d], which another member of the tree holds (a listener's connections split across members are not restored yet)", l.ino, ln)
+	}
+	if !d.holdsSocket(ln) {
 		return d.dumpUnixPendingExternal(l, diag, s, ln) // unixext.go
 	}
 	if diag.wqueue > 0 {
@@ -101,13 +107,24 @@ func (d *dumper) unixListenerOf(ino uint64, diag unixDiag) (uint64, error) {
 		if !u.listening() || u.name != diag.name || u.vfsIno != diag.vfsIno || u.vfsDev != diag.vfsDev {
 			continue
 		}
-		if !d.holdsSocket(ln) && !d.opts.TreeSockets[ln] {
+		if d.otherMember(ln) {
+			return 0, refuseUnix("socket:[%d] was accepted from listener socket:[%d] on %s, which another member of the tree holds (a listener's connections split across members are not restored yet)",
+				ino, ln, unixName([]byte(diag.name)))
+		}
+		if !d.holdsSocket(ln) {
 			return 0, refuseUnix("socket:[%d] was accepted from listener socket:[%d] on %s%s, which is not the process's",
 				ino, ln, unixName([]byte(diag.name)), heldBy(ln, d.pid))
 		}
 		return ln, nil
 	}
 	return 0, refuseUnix("socket:[%d] was accepted on %s from a listener that is closed (or it is a bound client)", ino, unixName([]byte(diag.name)))
+}
+
+// otherMember reports whether socket:[ino] is held by another member of
+// the tree being dumped and not by this process: restore makes a
+// listener's whole group in one process (makeUnixListener).
+func (d *dumper) otherMember(ino uint64) bool {
+	return d.opts.TreeSockets[ino] && !d.holdsSocket(ino)
 }
 
 // unixPathOf records the file of a socket bound to a path, as the

@@ -175,3 +175,24 @@ func TestUnixRightsRefused(t *testing.T) {
 	}
 	requireProgress(t, p, "main")
 }
+
+// TestUnixTreeSplitRefused: a listener in one member of a tree with a
+// connection waiting in its queue from another member is refused, naming
+// both sockets, and the tree runs on.
+func TestUnixTreeSplitRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "unixtree"))
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	requireProgress(t, p, "main")
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir, "--leave-running")
+	requireExit1(t, "dump of a listener whose waiting connection another member holds", errOut, code,
+		`socket:\[\d+\].* socket:\[\d+\], which another member of the tree holds`)
+	requireProgress(t, p, "main")
+	requireRunning(t, r.Child)
+}
