@@ -26,9 +26,11 @@ import (
 //     away) and the client, which sees its connection end when the
 //     original is killed, connects again to the restored listener.
 //
-// A peer without a name (one end of a socketpair(2) given to another
-// process) and a bound client are refused at dump: there is nothing to
-// reconnect to.
+// A post-copy restore on the dumping host needs neither: it takes the
+// socket over from the frozen original (unixtake.go), so the connection
+// itself goes on, the peer sees nothing. A peer without a name (one end of
+// a socketpair(2) given to another process) and a bound client are
+// refused at dump: there is nothing to reconnect to.
 
 // dumpUnixExternal records (or refuses) a socket whose peer diag.peer is
 // not in the dump.
@@ -110,6 +112,14 @@ func (d *dumper) dumpUnixPendingExternal(l *liveFd, diag unixDiag, s *pb.UnixSoc
 func (r *restorer) makeUnixExternal(f *pb.Fd) (uintptr, error) {
 	s := f.GetUnixSocket()
 	ext := s.External
+	// A lazy migration on the dumping host keeps the very connection:
+	// its socket is taken over from the frozen original (unixtake.go).
+	if fd, took, err := r.takeUnix(f); took || err != nil {
+		if took {
+			r.unixState().made[s.Inode], r.unixState().taken[s.Inode] = fd, true
+		}
+		return fd, err
+	}
 	if !r.unixReconnect {
 		if s.Accepted {
 			return 0, fmt.Errorf("fd %d: unix socket:[%d] was accepted on %s from a client, socket:[%d] (held by pids %v at dump), which was not dumped: pass --unix-reconnect to restore it closed by its peer (the client connects again)",

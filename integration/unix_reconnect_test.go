@@ -178,3 +178,36 @@ func TestUnixReconnectServer(t *testing.T) {
 		t.Errorf("socket file %s: mode %#o owner %d:%d, before the dump %#o %d:%d", path, st2.Mode, st2.Uid, st2.Gid, st.Mode, st.Uid, st.Gid)
 	}
 }
+
+// TestUnixLazyServerKeepsClient: redis-server on a unix socket with a
+// client outside (the test) migrates lazily on the same host (restore
+// --new-pid, no --unix-reconnect): the target takes the listener and the
+// client's connection over from the frozen original, so the client's
+// very connection goes on (no reconnect) and finds its data.
+func TestUnixLazyServerKeepsClient(t *testing.T) {
+	t.Parallel()
+	p, path := startRedisUnix(t)
+	rc := dialRedisUnix(t, path)
+	if got := rc.do(t, "SET", "before", "migration"); got != "OK" {
+		t.Fatalf("SET: %q", got)
+	}
+	id := rc.do(t, "CLIENT", "ID")
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	dst := startLazyTarget(t, nil, src.addr)
+	rp := adopt(t, lazyResumedPID(t, dst))
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	if _, e := dst.output(); len(regexp.MustCompile(`took unix socket:\[\d+\] \S+ over from the frozen original`).FindAllString(e, -1)) < 2 {
+		t.Errorf("the target did not take the listener and the client's connection over:\n%s", e)
+	}
+	if got := rc.do(t, "GET", "before"); got != "migration" {
+		t.Fatalf("GET before on the same connection after the migration to pid %d: %q", rp.pid, got)
+	}
+	if got := rc.do(t, "CLIENT", "ID"); got != id {
+		t.Errorf("CLIENT ID %s after the migration, %s before: not the same connection", got, id)
+	}
+	if got := rc.do(t, "INFO", "clients"); !strings.Contains(got, "connected_clients:1\r") {
+		t.Errorf("INFO clients:\n%s", got)
+	}
+}
