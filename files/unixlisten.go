@@ -75,7 +75,7 @@ func (d *dumper) dumpUnixPending(l *liveFd, diag unixDiag, s *pb.UnixSocket) err
 	if ln == 0 {
 		// Its peer is gone: unix_release_sock leaves the pointer
 		// to a socket without an inode.
-		return refuseUnix("socket:[%d] is connected to a socket that is closed", l.ino)
+		return d.dumpUnixOrphan(l, diag, s)
 	}
 	if diag.named {
 		return refuseUnix("socket:[%d] is bound to %s and waits in the queue of socket:[%d] (a bound client)", l.ino, unixName(s.Name), ln)
@@ -90,6 +90,25 @@ func (d *dumper) dumpUnixPending(l *liveFd, diag unixDiag, s *pb.UnixSocket) err
 		return fmt.Errorf("%w: %w: fd kind unix socket: socket:[%d] waits to be accepted by socket:[%d] with data already sent", ErrUnsupported, ErrTransient, l.ino, ln)
 	}
 	s.Listener = ln
+	return nil
+}
+
+// dumpUnixOrphan records a connection whose peer has closed: an accepted
+// socket whose client went away (the server has not read the end yet),
+// rebuilt by connecting a client to its listener, accepting, writing the
+// bytes still waiting and closing the client, which leaves it exactly so
+// (its name, the client's, the bytes, then EOF). Its listener must be the
+// dump's. Any other socket whose peer has closed (a client whose server
+// went away: getpeername(2) still names the server) is refused.
+func (d *dumper) dumpUnixOrphan(l *liveFd, diag unixDiag, s *pb.UnixSocket) error {
+	if !diag.named {
+		return refuseUnix("socket:[%d] is connected to a socket that is closed", l.ino)
+	}
+	ln, err := d.unixListenerOf(l.ino, diag)
+	if err != nil {
+		return err
+	}
+	s.Listener, s.Accepted = ln, true
 	return nil
 }
 
@@ -376,6 +395,12 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 	slices.SortFunc(accepted, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) })
 	for _, af := range accepted {
 		as := af.GetUnixSocket()
+		if as.Peer == 0 {
+			if err := r.makeUnixOrphan(lf, lfd, af); err != nil {
+				return err
+			}
+			continue
+		}
 		cf := u.byIno[as.Peer]
 		if cf == nil || cf.GetUnixSocket().Listener != ln || cf.GetUnixSocket().Peer != as.Inode {
 			return fmt.Errorf("fd %d: unix socket:[%d] accepted from fd %d has its peer socket:[%d] missing from the image", af.Fd, as.Inode, lf.Fd, as.Peer)
@@ -461,6 +486,42 @@ func (r *restorer) asCred(c *pb.UnixCred, op func() error) error {
 		return errors.Join(opErr, fmt.Errorf("take effective ids %d:%d back: %w", euid, egid, errors.Join(uerr, gerr)))
 	}
 	return opErr
+}
+
+// makeUnixOrphan rebuilds af, accepted from listener lf (at lfd) and
+// closed by its client since: a client made for the purpose connects,
+// is accepted, sends the bytes or messages that were waiting, and is
+// closed.
+func (r *restorer) makeUnixOrphan(lf *pb.Fd, lfd uintptr, af *pb.Fd) error {
+	as := af.GetUnixSocket()
+	cfd, err := r.newUnixSocket(af.Fd, as.Type)
+	if err != nil {
+		return err
+	}
+	defer r.closeRemote(cfd) // the client goes away, as it had
+	if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, af.Fd, lf.GetUnixSocket().Name) }); err != nil {
+		return err
+	}
+	afd, err := r.rem.Syscall(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("accept fd %d (its client closed) on fd %d: %w", af.Fd, lf.Fd, err)
+	}
+	if afd, err = r.moveHigh(afd); err != nil {
+		return fmt.Errorf("accept fd %d: %w", af.Fd, err)
+	}
+	r.unixState().made[as.Inode] = afd
+	client, err := r.getfd(cfd)
+	if err != nil {
+		return fmt.Errorf("unix socket fd %d: %w", af.Fd, err)
+	}
+	defer unix.Close(client)
+	if err := r.unixOpts(afd, &pb.Fd{Fd: af.Fd, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Sndbuf: as.Sndbuf, Rcvbuf: as.Rcvbuf, Passcred: as.Passcred}}}); err != nil {
+		return err
+	}
+	if err := writeStream(client, as.Data, fmt.Sprintf("fd %d", af.Fd)); err != nil {
+		return err
+	}
+	return sendUnixMessages(client, nil, as.Messages, af.Fd)
 }
 
 // unixOpts gives the process's socket fd (image fd f) its options and

@@ -450,15 +450,8 @@ func (r *restorer) fillPair(ends [2]*pb.Fd, fds [2]uintptr, what string) error {
 		}
 	}
 	for i, s := range socks {
-		for data := s.Data; len(data) > 0; {
-			n, err := unix.Write(local[1-i], data)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("write %d bytes waiting at fd %d (%s): %w", len(data), ends[i].Fd, what, os.NewSyscallError("write", err))
-			}
-			data = data[n:]
+		if err := writeStream(local[1-i], s.Data, fmt.Sprintf("fd %d (%s)", ends[i].Fd, what)); err != nil {
+			return err
 		}
 	}
 	for i, s := range socks {
@@ -470,6 +463,21 @@ func (r *restorer) fillPair(ends [2]*pb.Fd, fds [2]uintptr, what string) error {
 		if err := shutdownUnix(local[i], ends[i].Fd, s); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// writeStream writes data, the bytes waiting at where, into its peer fd.
+func writeStream(fd int, data []byte, where string) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write %d bytes waiting at %s: %w", len(data), where, os.NewSyscallError("write", err))
+		}
+		data = data[n:]
 	}
 	return nil
 }

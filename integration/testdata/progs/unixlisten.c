@@ -9,7 +9,8 @@
  *
  *   ls   stream listener on DIR/s (mode 0640), backlog 5, one connection
  *        accepted (a1 <- c1, each with bytes the other sent still unread,
- *        c1 shut down for writing after its bytes) and one waiting (c2)
+ *        c1 shut down for writing after its bytes), one accepted whose
+ *        client closed after sending "bye" (a3) and one waiting (c2)
  *   lq   seqpacket listener on the abstract name @lazycr-unixlisten-PID,
  *        backlog 3, one connection accepted (qa1 <- qc1), one waiting (qc2);
  *        lq listens and qc1 connects with effective ids 65534 (SO_PEERCRED)
@@ -141,6 +142,14 @@ int main(int argc, char **argv)
 	xwrite(a1, "from-a1");
 	if (shutdown(c1, SHUT_WR) < 0)
 		die("shutdown c1");
+	int c3 = sock(SOCK_STREAM);
+	if (connect(c3, (struct sockaddr *)&pa, pal) < 0)
+		die("connect c3");
+	int a3 = accept(ls, NULL, NULL);
+	if (a3 < 0)
+		die("accept a3");
+	xwrite(c3, "bye");
+	close(c3);
 	int c2 = sock(SOCK_STREAM);
 	if (connect(c2, (struct sockaddr *)&pa, pal) < 0)
 		die("connect c2");
@@ -213,6 +222,10 @@ int main(int argc, char **argv)
 	expect(c1, "from-a1", "c1 reads what a1 sent before the dump");
 	xwrite(a1, "after");
 	expect(c1, "after", "a1 -> c1 after the restore");
+	check_name(a3, 0, &pa, pal, "getsockname of a3, whose client closed");
+	expect(a3, "bye", "a3 reads what its client sent before closing");
+	if (read(a3, &b, 1) != 0)
+		fail("%s: no EOF after its client closed (%ld)", "a3", 0);
 
 	/* The queues: the waiting connection comes first, then the backlog
 	 * is intact. */
