@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -195,4 +196,34 @@ func TestUnixTreeSplitRefused(t *testing.T) {
 		`socket:\[\d+\].* socket:\[\d+\], which another member of the tree holds`)
 	requireProgress(t, p, "main")
 	requireRunning(t, r.Child)
+}
+
+// TestUnixPythonServer: a Python asyncio unix-socket server on a path,
+// with a client connection to itself kept open, is restored; the kept
+// connection and fresh ones go on (each answer checked by the program).
+func TestUnixPythonServer(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 on this machine")
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "progs", "unixserve.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "lazycr-unixpy-") // short: sun_path holds 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := start(t, py, "-u", script, filepath.Join(dir, "s"))
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "kept", "fresh")
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	requireProgress(t, rp, "kept", "fresh")
+	checkSequence(t, rp, "kept", "fresh")
 }
