@@ -36,9 +36,9 @@ import (
 // not in the dump.
 func (d *dumper) dumpUnixExternal(l *liveFd, diag unixDiag, s *pb.UnixSocket) error {
 	pd := d.unixDiag[diag.peer]
-	held := heldBy(diag.peer, d.pid)
-	what := fmt.Sprintf("socket:[%d] is connected to socket:[%d] on %s%s, which is not the process's", l.ino, diag.peer, unixName([]byte(pd.name)), held)
 	ext := &pb.UnixExternalPeer{Inode: diag.peer, Pids: socketHolders(diag.peer, d.pid)}
+	held := holdersText(ext.Pids)
+	what := fmt.Sprintf("socket:[%d] is connected to socket:[%d] on %s%s, which is not the process's", l.ino, diag.peer, unixName([]byte(pd.name)), held)
 	switch {
 	case s.Type == unix.SOCK_DGRAM:
 		if !pd.named {
@@ -94,12 +94,13 @@ func (d *dumper) unixListenerIn(diag unixDiag) (uint64, bool) {
 // dumpUnixPendingExternal records the client end of a connection waiting
 // in the queue of listener ln, which is not in the dump.
 func (d *dumper) dumpUnixPendingExternal(l *liveFd, diag unixDiag, s *pb.UnixSocket, ln uint64) error {
+	pids := socketHolders(ln, d.pid)
 	what := fmt.Sprintf("socket:[%d] waits to be accepted by listener socket:[%d] on %s%s, which is not the process's",
-		l.ino, ln, unixName([]byte(d.unixDiag[ln].name)), heldBy(ln, d.pid))
+		l.ino, ln, unixName([]byte(d.unixDiag[ln].name)), holdersText(pids))
 	if err := d.reconnectable(l.ino, diag, what); err != nil {
 		return err
 	}
-	s.External = &pb.UnixExternalPeer{Name: []byte(d.unixDiag[ln].name), Inode: ln, Pids: socketHolders(ln, d.pid)}
+	s.External = &pb.UnixExternalPeer{Name: []byte(d.unixDiag[ln].name), Inode: ln, Pids: pids}
 	d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint64("listener", ln).
 		Msgf("fd %d: unix socket waiting to be accepted on %s outside the dump: restore needs --unix-reconnect", l.num, unixName(s.External.Name))
 	return nil

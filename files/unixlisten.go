@@ -181,8 +181,10 @@ func sameKernelDev(stDev uint64, kdev uint32) bool {
 
 // heldBy names the processes other than skip that hold socket:[ino]
 // (", held by pid 12 (redis-cli)"), or says nobody does.
-func heldBy(ino uint64, skip int) string {
-	pids := socketHolders(ino, skip)
+func heldBy(ino uint64, skip int) string { return holdersText(socketHolders(ino, skip)) }
+
+// holdersText is heldBy's text for pids.
+func holdersText(pids []int32) string {
 	if len(pids) == 0 {
 		return " (held by no process lazycr can see)"
 	}

@@ -22,10 +22,10 @@ import (
 // and seqpacket messages in unixmsg.go, the take-over of a lazy
 // migration on the same host in unixtake.go. Refused: queued file
 // descriptors (SCM_RIGHTS) or credentials boundaries, and SO_PEEK_OFF or
-// SO_PASSSEC set. In a tree, the peer may
-// be another member's (nginx's master holds both ends of each worker's
+// SO_PASSSEC set. In a tree, the peer may be another member's (nginx's master holds both ends of each worker's
 // channel, the worker shares one end's description): dump/tree.go refuses
-// a pair that no single member can make.
+// a pair that no single member can make, unixlisten.go a listener's
+// connections held by another member.
 type unixSocket struct{}
 
 func (unixSocket) name() string { return "unix" }
@@ -230,8 +230,10 @@ func (unixSocket) show(f *pb.Fd) string {
 		if len(s.Pending) > 0 {
 			d += fmt.Sprintf(", %d connections waiting", len(s.Pending))
 		}
+	case s.External != nil && s.Accepted:
+		d += fmt.Sprintf(" accepted on %s from socket:[%d] outside the dump (held by pids %v)", unixName(s.Name), s.External.Inode, s.External.Pids)
 	case s.External != nil:
-		d += fmt.Sprintf(" connected to %s (socket:[%d] outside the dump, held by %v)", unixName(s.External.Name), s.External.Inode, s.External.Pids)
+		d += fmt.Sprintf(" connected to %s (socket:[%d] outside the dump, held by pids %v)", unixName(s.External.Name), s.External.Inode, s.External.Pids)
 	case s.Accepted:
 		d += fmt.Sprintf(" accepted from %s (socket:[%d]), peer socket:[%d]", unixName(s.Name), s.Listener, s.Peer)
 	case s.Listener != 0 && s.Peer == 0:
