@@ -22,10 +22,11 @@ import (
 // and seqpacket messages in unixmsg.go, the take-over of a lazy
 // migration on the same host in unixtake.go. Refused: queued file
 // descriptors (SCM_RIGHTS) or credentials boundaries, and SO_PEEK_OFF or
-// SO_PASSSEC set. In a tree, the peer may be another member's (nginx's master holds both ends of each worker's
-// channel, the worker shares one end's description): dump/tree.go refuses
-// a pair that no single member can make, unixlisten.go a listener's
-// connections held by another member.
+// SO_PASSSEC set. In a tree, the peer may be another member's (nginx's
+// master holds both ends of each worker's channel, the worker shares one
+// end's description): dump/tree.go refuses a pair that no single member
+// can make, unixlisten.go a listener's connections held by another
+// member.
 type unixSocket struct{}
 
 func (unixSocket) name() string { return "unix" }
