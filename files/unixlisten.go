@@ -338,6 +338,13 @@ func (r *restorer) clearUnixPath(f *pb.Fd, full string) error {
 		return fmt.Errorf("bind fd %d to %s: the path exists (inode %d, mode %#o) and is not the socket file the dump saw (inode %d); remove it if it is stale",
 			f.Fd, s.Name, st.Ino, st.Mode, saw)
 	}
+	// Still bound: the dumped socket is alive (held by the original left
+	// running, or frozen by a lazy source, in any network namespace:
+	// /proc), or another socket of this namespace is bound to the file
+	// (sock_diag).
+	if pids := socketHolders(s.Inode, r.pid); len(pids) > 0 {
+		return fmt.Errorf("bind fd %d to %s: the dumped socket:[%d] is still bound to it%s", f.Fd, s.Name, s.Inode, holdersText(pids))
+	}
 	live, err := unixSockets(r.pid)
 	if err != nil {
 		return fmt.Errorf("bind fd %d to %s: %w", f.Fd, s.Name, err)

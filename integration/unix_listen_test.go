@@ -227,3 +227,49 @@ func TestUnixPythonServer(t *testing.T) {
 	requireProgress(t, rp, "kept", "fresh")
 	checkSequence(t, rp, "kept", "fresh")
 }
+
+// TestUnixListenPathInUse: a restore into another network namespace
+// (host C) of a listener whose original still runs (dump
+// --leave-running on host B) is refused naming the path and the pid that
+// still holds it, and the original's socket file stays.
+func TestUnixListenPathInUse(t *testing.T) {
+	t.Parallel()
+	env := lazyTwoHosts(t)
+	dir, err := os.MkdirTemp("", "lazycr-unix-") // short: sun_path holds 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := env.startProg(t, buildC(t, "unixlisten"), dir)
+	var r struct {
+		Pid  int    `json:"pid"`
+		Path string `json:"path"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wait")
+	img := filepath.Join(t.TempDir(), "img")
+	if out, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", img, "--leave-running"); code != 0 {
+		t.Fatalf("lazycr dump --leave-running: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var before unix.Stat_t
+	if err := unix.Lstat(r.Path, &before); err != nil {
+		t.Fatal(err)
+	}
+	b, err := lazyCmd(t, env.dst, "restore", "-D", img, "--new-pid").CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	requireExit1(t, "restore in host C while the original holds the path", string(b), code,
+		regexp.QuoteMeta(r.Path)+`: the dumped socket:\[\d+\] is still bound to it \(held by pid `+strconv.Itoa(p.pid)+` `)
+	var after unix.Stat_t
+	if err := unix.Lstat(r.Path, &after); err != nil || after.Ino != before.Ino {
+		t.Errorf("the original's socket file %s after the refused restore: inode %d (was %d), %v", r.Path, after.Ino, before.Ino, err)
+	}
+	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, p, "check", "serve")
+}
