@@ -192,3 +192,33 @@ func TestUnixSocketsLive(t *testing.T) {
 		t.Errorf("sock_diag: %d -> %+v, %d -> %+v", st[0].Ino, a, st[1].Ino, b)
 	}
 }
+
+// TestUnixName: paths as they are, abstract names with @ (quoted when not
+// printable), as unix(7) writes them.
+func TestUnixName(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+	}{
+		{"", "(unnamed)"},
+		{"/run/redis.sock", "/run/redis.sock"},
+		{"\x00lazycr-1", "@lazycr-1"},
+		{"\x00a\x00b", `@"a\x00b"`},
+		{"\x00", "@"},
+	} {
+		if got := unixName([]byte(c.in)); got != c.want {
+			t.Errorf("unixName(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestSameKernelDev: UNIX_DIAG_VFS's kernel dev_t against stat(2)'s
+// st_dev (measured here: /tmp on 254:0 is 0xfe00000 and 0xfe00).
+func TestSameKernelDev(t *testing.T) {
+	if !sameKernelDev(0xfe00, 0xfe00000) || !sameKernelDev(unix.Mkdev(8, 300), 8<<20|300) {
+		t.Error("equal devices compare different")
+	}
+	if sameKernelDev(0xfe00, 0xfe00001) || sameKernelDev(unix.Mkdev(8, 1), 9<<20|1) {
+		t.Error("different devices compare equal")
+	}
+}
