@@ -211,3 +211,39 @@ func TestUnixLazyServerKeepsClient(t *testing.T) {
 		t.Errorf("INFO clients:\n%s", got)
 	}
 }
+
+// TestUnixReconnectLazy: the redis client migrates lazily from host B to
+// host C (another network namespace, so nothing is taken over) with
+// restore --unix-reconnect: its socket connects again to the server's
+// path and it goes on.
+func TestUnixReconnectLazy(t *testing.T) {
+	t.Parallel()
+	env := lazyTwoHosts(t)
+	_, path := startRedisUnix(t)
+	key := fmt.Sprintf("unixclient-lazy-%d", os.Getpid())
+	p := env.startProg(t, buildC(t, "unixclient"), path, key)
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "ops")
+	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(progressTimeout)
+	for progress(t, p)["idle"] == 0 {
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("pid %d never went idle (exited %v): %s", p.pid, p.exited(), p.stderr())
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	m := migrateLazy(t, env, p, nil, []string{"--unix-reconnect"})
+	if _, e := m.target.output(); !strings.Contains(e, "connected again to "+path) {
+		t.Errorf("the target did not reconnect to %s:\n%s", path, e)
+	}
+	if err := unix.Kill(m.restored.pid, unix.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, m.restored, "ops")
+	checkSequence(t, m.restored, "ops")
+}
