@@ -91,6 +91,21 @@ func (d *dumper) unixListenerIn(diag unixDiag) (uint64, bool) {
 	return 0, false
 }
 
+// pendingFromOutside records a connection waiting in listener l's queue
+// from client socket c outside the dump: only with nothing sent yet (its
+// bytes would wait in the queued socket, which has no fd).
+func (d *dumper) pendingFromOutside(l *liveFd, c uint64, s *pb.UnixSocket, what string) error {
+	pids := socketHolders(c, d.pid)
+	if cd := d.unixDiag[c]; cd.wqueue > 0 {
+		return fmt.Errorf("%w: %w: fd kind unix socket: %s from socket:[%d]%s, which is not the process's, with data already sent",
+			ErrUnsupported, ErrTransient, what, c, holdersText(pids))
+	}
+	s.PendingExternal = append(s.PendingExternal, &pb.UnixExternalPeer{Inode: c, Pids: pids})
+	d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint64("client", c).Ints32("client_pids", pids).
+		Msgf("fd %d: a connection from outside the dump waits to be accepted on %s: restore needs --unix-reconnect (it is dropped; the client connects again)", l.num, unixName(s.Name))
+	return nil
+}
+
 // dumpUnixPendingExternal records the client end of a connection waiting
 // in the queue of listener ln, which is not in the dump.
 func (d *dumper) dumpUnixPendingExternal(l *liveFd, diag unixDiag, s *pb.UnixSocket, ln uint64) error {
@@ -103,6 +118,24 @@ func (d *dumper) dumpUnixPendingExternal(l *liveFd, diag unixDiag, s *pb.UnixSoc
 	s.External = &pb.UnixExternalPeer{Name: []byte(d.unixDiag[ln].name), Inode: ln, Pids: pids}
 	d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint64("listener", ln).
 		Msgf("fd %d: unix socket waiting to be accepted on %s outside the dump: restore needs --unix-reconnect", l.num, unixName(s.External.Name))
+	return nil
+}
+
+// dropPendingExternal checks the connections from outside that waited in
+// listener lf's queue: refused without --unix-reconnect, else dropped (the
+// client's connection ended with the original; it connects again).
+func (r *restorer) dropPendingExternal(lf *pb.Fd) error {
+	ls := lf.GetUnixSocket()
+	if len(ls.PendingExternal) == 0 {
+		return nil
+	}
+	c := ls.PendingExternal[0]
+	if !r.unixReconnect {
+		return fmt.Errorf("fd %d: %d connections from outside the dump waited to be accepted on %s (the first from socket:[%d], held by pids %v at dump): pass --unix-reconnect to drop them (the clients connect again)",
+			lf.Fd, len(ls.PendingExternal), unixName(ls.Name), c.Inode, c.Pids)
+	}
+	r.log.Info().Int32("fd", lf.Fd).Int("connections", len(ls.PendingExternal)).
+		Msgf("fd %d: %d connections from outside the dump that waited on %s are dropped", lf.Fd, len(ls.PendingExternal), unixName(ls.Name))
 	return nil
 }
 

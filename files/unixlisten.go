@@ -51,13 +51,20 @@ func (d *dumper) dumpUnixListener(l *liveFd, diag unixDiag, s *pb.UnixSocket) er
 			return refuseUnix("%s from socket:[%d], which another member of the tree holds (a listener's connections split across members are not restored yet)", what, c)
 		}
 		if !d.holdsSocket(c) {
-			return refuseUnix("%s from socket:[%d]%s, which is not the process's", what, c, heldBy(c, d.pid))
+			if err := d.pendingFromOutside(l, c, s, what); err != nil {
+				return err
+			}
+			continue
 		}
 		if cd := d.unixDiag[c]; cd.wqueue > 0 {
 			return fmt.Errorf("%w: %w: fd kind unix socket: %s from socket:[%d] with data already sent", ErrUnsupported, ErrTransient, what, c)
 		}
 	}
-	s.Pending = slices.Clone(diag.icons)
+	for _, c := range diag.icons {
+		if d.holdsSocket(c) {
+			s.Pending = append(s.Pending, c)
+		}
+	}
 	return nil
 }
 
@@ -374,7 +381,10 @@ func (r *restorer) makeUnixListener(ln uint64) error {
 		return nil
 	}
 	ls := lf.GetUnixSocket()
-	if took, err := r.takeUnixGroup(lf); took || err != nil { // unixtake.go
+	if took, err := r.takeUnixGroup(lf); took || err != nil { // unixtake.go (its queue as it is)
+		return err
+	}
+	if err := r.dropPendingExternal(lf); err != nil { // unixext.go
 		return err
 	}
 	lfd, err := r.newUnixSocket(lf.Fd, ls.Type)

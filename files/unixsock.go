@@ -231,6 +231,9 @@ func (unixSocket) show(f *pb.Fd) string {
 		if len(s.Pending) > 0 {
 			d += fmt.Sprintf(", %d connections waiting", len(s.Pending))
 		}
+		if len(s.PendingExternal) > 0 {
+			d += fmt.Sprintf(", %d from outside the dump waiting", len(s.PendingExternal))
+		}
 	case s.External != nil && s.Accepted:
 		d += fmt.Sprintf(" accepted on %s from socket:[%d] outside the dump (held by pids %v)", unixName(s.Name), s.External.Inode, s.External.Pids)
 	case s.External != nil:

@@ -276,7 +276,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
 		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
 		{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9012, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
-			Listening: true, Backlog: 128, Pending: []uint64{9014}, Path: &pb.UnixPath{Dev: 0xfe00, Inode: 77, Mode: 0o140640, Uid: 1000, Gid: 1000},
+			Listening: true, Backlog: 128, Pending: []uint64{9014}, PendingExternal: []*pb.UnixExternalPeer{{Inode: 9020, Pids: []int32{77}}}, Path: &pb.UnixPath{Dev: 0xfe00, Inode: 77, Mode: 0o140640, Uid: 1000, Gid: 1000},
 			PeerCred: &pb.UnixCred{Pid: rootPid, Uid: 1000, Gid: 1000}}}},
 		{Fd: 23, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9013, Peer: 9015, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
 			Listener: 9012, Accepted: true, Messages: [][]byte{[]byte("hello"), []byte("")}}}},

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -272,4 +274,34 @@ func TestUnixListenPathInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireProgress(t, p, "check", "serve")
+}
+
+// TestUnixListenPendingOutside: a connection from outside the dump (the
+// test) waiting in a listener's queue is refused at restore, naming the
+// client's pid, unless --unix-reconnect, which drops it: the client sees
+// its connection end, and the program's own queue checks pass.
+func TestUnixListenPendingOutside(t *testing.T) {
+	t.Parallel()
+	p, path := startUnixListen(t)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dir := dumpKill(t, p)
+	if err := c.SetReadDeadline(time.Now().Add(progressTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the connection to the killed original still reads")
+	}
+	_, errOut, code := runLazycr(t, "restore", "-D", dir)
+	requireExit1(t, "restore of a connection from outside waiting on a listener", errOut, code,
+		`1 connections from outside the dump waited to be accepted on `+regexp.QuoteMeta(path)+` \(the first from socket:\[\d+\], held by pids \[[0-9 ]*\b`+strconv.Itoa(os.Getpid())+`\b[0-9 ]*\] at dump\): pass --unix-reconnect`)
+	rp := restoreFrom(t, p, dir, "--unix-reconnect")
+	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, rp, "check", "serve")
+	checkSequence(t, rp, "wait", "check", "serve")
 }

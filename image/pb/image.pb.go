@@ -4005,9 +4005,13 @@ type UnixSocket struct {
 	PeerCred *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
 	// Datagrams or seqpacket messages waiting to be read at this end, in
 	// order (files/unixmsg.go); restore sends them again.
-	Messages      [][]byte `protobuf:"bytes,18,rep,name=messages,proto3" json:"messages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Messages [][]byte `protobuf:"bytes,18,rep,name=messages,proto3" json:"messages,omitempty"`
+	// A listener's connections waiting to be accepted from clients outside
+	// the dump (files/unixext.go): restore drops them (--unix-reconnect; the
+	// client's connection ends with the original) or refuses.
+	PendingExternal []*UnixExternalPeer `protobuf:"bytes,19,rep,name=pending_external,json=pendingExternal,proto3" json:"pending_external,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UnixSocket) Reset() {
@@ -4162,6 +4166,13 @@ func (x *UnixSocket) GetPeerCred() *UnixCred {
 func (x *UnixSocket) GetMessages() [][]byte {
 	if x != nil {
 		return x.Messages
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPendingExternal() []*UnixExternalPeer {
+	if x != nil {
+		return x.PendingExternal
 	}
 	return nil
 }
@@ -5816,7 +5827,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xa6\x04\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf4\x04\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5837,7 +5848,8 @@ const file_image_proto_rawDesc = "" +
 	"\baccepted\x18\x0f \x01(\bR\baccepted\x12=\n" +
 	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
 	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\x12\x1a\n" +
-	"\bmessages\x18\x12 \x03(\fR\bmessages\"@\n" +
+	"\bmessages\x18\x12 \x03(\fR\bmessages\x12L\n" +
+	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\"@\n" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -6125,19 +6137,20 @@ var file_image_proto_depIdxs = []int32{
 	45, // 49: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
 	46, // 50: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
 	44, // 51: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	50, // 52: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	48, // 53: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	49, // 54: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	51, // 55: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	28, // 56: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	55, // 57: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	28, // 58: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	28, // 59: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	46, // 52: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	50, // 53: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	48, // 54: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	49, // 55: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	51, // 56: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	28, // 57: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	55, // 58: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	28, // 59: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	28, // 60: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
