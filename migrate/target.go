@@ -32,6 +32,7 @@ type TargetOptions struct {
 	WaitSource    time.Duration
 	NewPID, PIDNS bool
 	InheritFds    []int
+	UnixReconnect bool // restore.Options.UnixReconnect
 	FaultAround   int
 	Trace         string // write the fault trace (Chrome trace-event JSON) here
 	Log           zerolog.Logger
@@ -168,7 +169,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	defer nf.Close()
 	r, err := restore.Build(ctx, restore.Options{
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
-		InheritFds: opts.InheritFds, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
+		InheritFds: opts.InheritFds, UnixReconnect: opts.UnixReconnect, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
 	})
 	if err != nil {
 		if uerr := nf.Undo(); uerr != nil {

@@ -105,7 +105,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 				return err
 			}
 			m := &Process{opts: r.opts, set: r.set, img: img, mm: r.set.Memory[img.Pid], fds: r.set.Fds[img.Pid],
-				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm,
+				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm, ubinds: r.ubinds,
 				b: &builder{p: c, pid: c.Pid, scratch: scratch}}
 			m.opts.Pages = nil
 			t.members = append(t.members, m)

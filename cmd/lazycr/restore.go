@@ -30,6 +30,7 @@ type restoreOptions struct {
 	newPID     bool
 	pidns      bool
 	inheritFds []int
+	unixReconn bool
 	stats      bool
 	trace      string
 	detach     bool
@@ -86,6 +87,16 @@ its settings, unless the program had left cooked mode (raw or cbreak like an
 editor or less, or no echo): then it gets the settings the program had set,
 which the program puts back itself when it exits. dump needs no option for
 shell jobs.
+
+A unix socket whose peer was not dumped (a client of a server outside, such
+as redis-cli's connection to redis-server --unixsocket, or a server's
+connection from a client outside) is refused, naming the peer, unless
+--unix-reconnect is given: then a client end (stream, seqpacket or datagram)
+connects again to the same path or abstract name, and the server sees a new
+connection; a server's accepted end comes back closed by its peer, so the
+process drops it and the client, whose connection ended when the original
+was killed, connects again to the restored listener. The dump records such a
+client end only with no byte in flight either way.
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
@@ -202,7 +213,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 			}
 			defer nf.Close()
 			r, err := restore.Build(cmd.Context(), restore.Options{
-				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
+				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
 				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
 			})
 			job := err == nil && r.TerminalJob()
@@ -257,6 +268,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.BoolVar(&o.newPID, "new-pid", false, "accept a new PID and new TIDs if the original ones are taken (a pid the program cached stays the old one)")
 	f.BoolVar(&o.pidns, "pidns", false, "restore into a fresh PID namespace, with the PIDs the process had in its own namespace")
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
+	f.BoolVar(&o.unixReconn, "unix-reconnect", false, "a unix socket whose peer was not dumped: connect a client end again to the same name, give a server end back closed by its peer (default: refuse, naming the peer)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
 	registerStatsFile(f, &o.statsFile)
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
@@ -309,7 +321,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	opts := migrate.TargetOptions{
 		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
-		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
+		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Trace: o.trace, Log: g.log,
 		Net: o.netOptions(), ShellJob: o.shellJob, Termios: termios,
 		Resumed: func(pid int) {
 			fmt.Fprintf(o.pidOut(g), "%d\n", pid)

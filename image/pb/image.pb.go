@@ -4065,17 +4065,49 @@ func (x *SignalFd) GetSigmask() uint64 {
 // UnixSocket is one end of a connected, unnamed AF_UNIX socket pair
 // (socketpair(2)) whose other end is in the same fd table (unix(7)).
 type UnixSocket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
-	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
-	Type          int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
-	Shutdown      uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
-	Sndbuf        int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
-	Rcvbuf        int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
-	Passcred      bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
+	Peer     uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
+	Type     int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	Data     []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
+	Shutdown uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
+	Sndbuf   int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
+	Rcvbuf   int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
+	Passcred bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	// The socket's name (sun_path, unix(7)): a path, or an abstract name
+	// starting with a NUL byte; empty when unnamed. An accepted socket has
+	// its listener's name.
+	Name      []byte `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	Listening bool   `protobuf:"varint,10,opt,name=listening,proto3" json:"listening,omitempty"`
+	Backlog   uint32 `protobuf:"varint,11,opt,name=backlog,proto3" json:"backlog,omitempty"` // a listener's backlog (sk_max_ack_backlog)
+	// A listener's connections waiting to be accepted: the inode of each
+	// connecting socket (all in the image), in accept order.
+	Pending []uint64 `protobuf:"varint,12,rep,packed,name=pending,proto3" json:"pending,omitempty"`
+	// The file of a socket bound to a path (not of an accepted socket):
+	// restore replaces a file left at the path only if it is this one.
+	Path *UnixPath `protobuf:"bytes,13,opt,name=path,proto3" json:"path,omitempty"`
+	// The listener (in the image) this socket was accepted from, or, for the
+	// connecting end of a connection waiting in its queue, the listener whose
+	// queue it waits in.
+	Listener uint64 `protobuf:"varint,14,opt,name=listener,proto3" json:"listener,omitempty"`
+	// Set for a socket accepted from listener (the connection is rebuilt
+	// by connecting its peer to the listener and accepting).
+	Accepted bool `protobuf:"varint,15,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The peer when it is not in the image (files/unixext.go).
+	External *UnixExternalPeer `protobuf:"bytes,16,opt,name=external,proto3" json:"external,omitempty"`
+	// SO_PEERCRED (unix(7)): a listener's own credentials from listen(2),
+	// a connected socket's its peer's from connect(2) or listen(2). Restore
+	// makes the listen and connect with these effective ids.
+	PeerCred *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
+	// Datagrams or seqpacket messages waiting to be read at this end, in
+	// order (files/unixmsg.go); restore sends them again.
+	Messages [][]byte `protobuf:"bytes,18,rep,name=messages,proto3" json:"messages,omitempty"`
+	// A listener's connections waiting to be accepted from clients outside
+	// the dump (files/unixext.go): restore drops them (--unix-reconnect; the
+	// client's connection ends with the original) or refuses.
+	PendingExternal []*UnixExternalPeer `protobuf:"bytes,19,rep,name=pending_external,json=pendingExternal,proto3" json:"pending_external,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UnixSocket) Reset() {
@@ -4164,6 +4196,285 @@ func (x *UnixSocket) GetPasscred() bool {
 	return false
 }
 
+func (x *UnixSocket) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetListening() bool {
+	if x != nil {
+		return x.Listening
+	}
+	return false
+}
+
+func (x *UnixSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPending() []uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPath() *UnixPath {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetListener() uint64 {
+	if x != nil {
+		return x.Listener
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *UnixSocket) GetExternal() *UnixExternalPeer {
+	if x != nil {
+		return x.External
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPeerCred() *UnixCred {
+	if x != nil {
+		return x.PeerCred
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPendingExternal() []*UnixExternalPeer {
+	if x != nil {
+		return x.PendingExternal
+	}
+	return nil
+}
+
+// UnixCred is struct ucred.
+type UnixCred struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixCred) Reset() {
+	*x = UnixCred{}
+	mi := &file_image_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixCred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixCred) ProtoMessage() {}
+
+func (x *UnixCred) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
+func (*UnixCred) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *UnixCred) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// UnixPath is the socket file a unix socket is bound to, as stat(2) saw it
+// through the process's root at dump.
+type UnixPath struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode, S_IFSOCK and the permission bits
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixPath) Reset() {
+	*x = UnixPath{}
+	mi := &file_image_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixPath) ProtoMessage() {}
+
+func (x *UnixPath) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
+func (*UnixPath) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UnixPath) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *UnixPath) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixPath) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *UnixPath) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixPath) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// UnixExternalPeer is the peer of a connected unix socket that was not
+// dumped: a server the process is a client of, or a process connected to
+// it. Restore reconnects to name only when told to (--unix-reconnect).
+type UnixExternalPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // the peer's name (getpeername(2)): where to reconnect
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`      // socket:[inode] at dump
+	Pids          []int32                `protobuf:"varint,3,rep,packed,name=pids,proto3" json:"pids,omitempty"` // processes that held it at dump (from /proc/*/fd)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixExternalPeer) Reset() {
+	*x = UnixExternalPeer{}
+	mi := &file_image_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixExternalPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixExternalPeer) ProtoMessage() {}
+
+func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
+func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *UnixExternalPeer) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *UnixExternalPeer) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixExternalPeer) GetPids() []int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
 type InetSocket struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Family    int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
@@ -4190,7 +4501,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4513,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4526,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4351,7 +4662,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4363,7 +4674,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4376,7 +4687,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4561,7 +4872,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4573,7 +4884,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4586,7 +4897,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4661,7 +4972,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4673,7 +4984,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4686,7 +4997,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4862,7 +5173,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4874,7 +5185,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4887,7 +5198,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4927,7 +5238,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4939,7 +5250,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4952,7 +5263,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MemFd) GetName() string {
@@ -5014,7 +5325,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5337,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5350,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5094,7 +5405,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5106,7 +5417,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5119,7 +5430,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5140,7 +5451,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5152,7 +5463,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5165,7 +5476,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5220,7 +5531,7 @@ type Tty struct {
 
 func (x *Tty) Reset() {
 	*x = Tty{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5232,7 +5543,7 @@ func (x *Tty) String() string {
 func (*Tty) ProtoMessage() {}
 
 func (x *Tty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5245,7 +5556,7 @@ func (x *Tty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tty.ProtoReflect.Descriptor instead.
 func (*Tty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Tty) GetFile() *FileID {
@@ -5349,7 +5660,7 @@ type Termios struct {
 
 func (x *Termios) Reset() {
 	*x = Termios{}
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5361,7 +5672,7 @@ func (x *Termios) String() string {
 func (*Termios) ProtoMessage() {}
 
 func (x *Termios) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5374,7 +5685,7 @@ func (x *Termios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Termios.ProtoReflect.Descriptor instead.
 func (*Termios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{51}
+	return file_image_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Termios) GetIflag() uint32 {
@@ -5446,7 +5757,7 @@ type Winsize struct {
 
 func (x *Winsize) Reset() {
 	*x = Winsize{}
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5458,7 +5769,7 @@ func (x *Winsize) String() string {
 func (*Winsize) ProtoMessage() {}
 
 func (x *Winsize) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5471,7 +5782,7 @@ func (x *Winsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
 func (*Winsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{52}
+	return file_image_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Winsize) GetRows() uint32 {
@@ -5519,7 +5830,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5531,7 +5842,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5544,7 +5855,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{53}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5948,7 +6259,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xc6\x01\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf4\x04\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5958,7 +6269,33 @@ const file_image_proto_rawDesc = "" +
 	"\bshutdown\x18\x05 \x01(\rR\bshutdown\x12\x16\n" +
 	"\x06sndbuf\x18\x06 \x01(\x05R\x06sndbuf\x12\x16\n" +
 	"\x06rcvbuf\x18\a \x01(\x05R\x06rcvbuf\x12\x1a\n" +
-	"\bpasscred\x18\b \x01(\bR\bpasscred\"\x9e\x03\n" +
+	"\bpasscred\x18\b \x01(\bR\bpasscred\x12\x12\n" +
+	"\x04name\x18\t \x01(\fR\x04name\x12\x1c\n" +
+	"\tlistening\x18\n" +
+	" \x01(\bR\tlistening\x12\x18\n" +
+	"\abacklog\x18\v \x01(\rR\abacklog\x12\x18\n" +
+	"\apending\x18\f \x03(\x04R\apending\x12-\n" +
+	"\x04path\x18\r \x01(\v2\x19.lazycr.image.v1.UnixPathR\x04path\x12\x1a\n" +
+	"\blistener\x18\x0e \x01(\x04R\blistener\x12\x1a\n" +
+	"\baccepted\x18\x0f \x01(\bR\baccepted\x12=\n" +
+	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
+	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\x12\x1a\n" +
+	"\bmessages\x18\x12 \x03(\fR\bmessages\x12L\n" +
+	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\"@\n" +
+	"\bUnixCred\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"j\n" +
+	"\bUnixPath\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\"P\n" +
+	"\x10UnixExternalPeer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04pids\x18\x03 \x03(\x05R\x04pids\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -6151,66 +6488,69 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_image_proto_goTypes = []any{
-	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
-	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
-	(PageState)(0),        // 2: lazycr.image.v1.PageState
-	(FileLockKind)(0),     // 3: lazycr.image.v1.FileLockKind
-	(*Inventory)(nil),     // 4: lazycr.image.v1.Inventory
-	(*ProcessTree)(nil),   // 5: lazycr.image.v1.ProcessTree
-	(*SplitPair)(nil),     // 6: lazycr.image.v1.SplitPair
-	(*ShmObject)(nil),     // 7: lazycr.image.v1.ShmObject
-	(*FdRef)(nil),         // 8: lazycr.image.v1.FdRef
-	(*SharedFile)(nil),    // 9: lazycr.image.v1.SharedFile
-	(*TreePipe)(nil),      // 10: lazycr.image.v1.TreePipe
-	(*Process)(nil),       // 11: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 12: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 13: lazycr.image.v1.Thread
-	(*SeccompFilter)(nil), // 14: lazycr.image.v1.SeccompFilter
-	(*Registers)(nil),     // 15: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 16: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 17: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 18: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 19: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 20: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 21: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 22: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 23: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 24: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 25: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 26: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 27: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 28: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 29: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 30: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 31: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 32: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 33: lazycr.image.v1.Fd
-	(*FileLock)(nil),      // 34: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),       // 35: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 36: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 37: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 38: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 39: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 40: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 41: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 42: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 43: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),    // 44: lazycr.image.v1.UnixSocket
-	(*InetSocket)(nil),    // 45: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 46: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 47: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 48: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 49: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 50: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 51: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 52: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 53: lazycr.image.v1.InotifyWatch
-	(*Tty)(nil),           // 54: lazycr.image.v1.Tty
-	(*Termios)(nil),       // 55: lazycr.image.v1.Termios
-	(*Winsize)(nil),       // 56: lazycr.image.v1.Winsize
-	(*Device)(nil),        // 57: lazycr.image.v1.Device
+	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
+	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
+	(PageState)(0),           // 2: lazycr.image.v1.PageState
+	(FileLockKind)(0),        // 3: lazycr.image.v1.FileLockKind
+	(*Inventory)(nil),        // 4: lazycr.image.v1.Inventory
+	(*ProcessTree)(nil),      // 5: lazycr.image.v1.ProcessTree
+	(*SplitPair)(nil),        // 6: lazycr.image.v1.SplitPair
+	(*ShmObject)(nil),        // 7: lazycr.image.v1.ShmObject
+	(*FdRef)(nil),            // 8: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),       // 9: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),         // 10: lazycr.image.v1.TreePipe
+	(*Process)(nil),          // 11: lazycr.image.v1.Process
+	(*DeletedDir)(nil),       // 12: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),           // 13: lazycr.image.v1.Thread
+	(*SeccompFilter)(nil),    // 14: lazycr.image.v1.SeccompFilter
+	(*Registers)(nil),        // 15: lazycr.image.v1.Registers
+	(*Siginfo)(nil),          // 16: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),      // 17: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),             // 18: lazycr.image.v1.Rseq
+	(*RobustList)(nil),       // 19: lazycr.image.v1.RobustList
+	(*Credentials)(nil),      // 20: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),           // 21: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),        // 22: lazycr.image.v1.SigAction
+	(*ITimer)(nil),           // 23: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),       // 24: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),       // 25: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),        // 26: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),          // 27: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),         // 28: lazycr.image.v1.MmFields
+	(*FileID)(nil),           // 29: lazycr.image.v1.FileID
+	(*Vma)(nil),              // 30: lazycr.image.v1.Vma
+	(*PageRun)(nil),          // 31: lazycr.image.v1.PageRun
+	(*FdTable)(nil),          // 32: lazycr.image.v1.FdTable
+	(*Fd)(nil),               // 33: lazycr.image.v1.Fd
+	(*FileLock)(nil),         // 34: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),          // 35: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),      // 36: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),             // 37: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),       // 38: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),          // 39: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),      // 40: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),            // 41: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),          // 42: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),         // 43: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),       // 44: lazycr.image.v1.UnixSocket
+	(*UnixCred)(nil),         // 45: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 46: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 47: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 48: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 49: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 50: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 51: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 52: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 53: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 54: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 55: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 56: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 57: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 58: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 59: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 60: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -6256,33 +6596,37 @@ var file_image_proto_depIdxs = []int32{
 	41, // 40: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
 	42, // 41: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	43, // 42: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	45, // 43: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	57, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	50, // 45: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	51, // 46: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	52, // 47: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	48, // 43: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	60, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	53, // 45: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	54, // 46: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	55, // 47: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	44, // 48: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	54, // 49: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	57, // 49: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
 	3,  // 50: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
 	29, // 51: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	38, // 52: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
 	40, // 53: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	48, // 54: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	46, // 55: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	47, // 56: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	49, // 57: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	29, // 58: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	53, // 59: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	29, // 60: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	29, // 61: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	55, // 62: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	56, // 63: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	29, // 64: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	46, // 54: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	47, // 55: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	45, // 56: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	47, // 57: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	51, // 58: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	49, // 59: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	50, // 60: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	52, // 61: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	29, // 62: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	56, // 63: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	29, // 64: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	29, // 65: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	58, // 66: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	59, // 67: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	29, // 68: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	69, // [69:69] is the sub-list for method output_type
+	69, // [69:69] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -6313,7 +6657,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   54,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
