@@ -741,14 +741,23 @@ func (t *TCPRestore) Live() error {
 }
 
 // Finish closes what Live left open so as not to delay the resume (the
-// socket of the target's own lock). Call it once the process runs.
+// socket of the target's own lock). Call it once the process runs. The
+// close waits for an RCU grace period (10–30 ms, netlock.Lock.Open) and
+// runs in the background, its error logged: a lazy migration's target
+// tells the source RESUMED and starts serving the process's page faults
+// only once the restore returns.
 func (t *TCPRestore) Finish() error {
 	if t == nil || t.closeLater == nil {
 		return nil
 	}
 	f := t.closeLater
 	t.closeLater = nil
-	return f()
+	go func() {
+		if err := f(); err != nil {
+			t.log.Warn().Err(err).Msg("close the TCP lock's socket")
+		}
+	}()
+	return nil
 }
 
 // goLive ends repair mode on one restored socket and sets what repair
