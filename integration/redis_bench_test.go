@@ -80,6 +80,12 @@ func BenchmarkRedisClientGap(b *testing.B) {
 			b.ReportMetric(med(func(s redisGapSample) float64 { return s.retrans }), "client-retrans")
 			b.ReportMetric(med(func(s redisGapSample) float64 { return s.errs }), "errors")
 			b.ReportMetric(med(func(s redisGapSample) float64 { return s.reconnects }), "reconnects")
+			var sb strings.Builder
+			fmt.Fprintf(&sb, "where the longest gap went, ms, median of %d (each phase from the end of the one before):\n", len(runs))
+			for i, ph := range gapPhases {
+				fmt.Fprintf(&sb, "%8.1f  %s\n", med(func(s redisGapSample) float64 { return s.phases[i] }), ph.what)
+			}
+			b.Log(sb.String())
 		})
 	}
 }
@@ -94,6 +100,7 @@ type redisGapSample struct {
 	retrans         float64
 	errs            float64
 	reconnects      float64
+	phases          []float64 // gapPhases, each from the end of the one before
 	ops             int
 	load            float64
 	frozenAt, gapAt time.Time
@@ -148,6 +155,7 @@ func redisGapOnce(b *testing.B, keys int) redisGapSample {
 		pkts = pcap.stop(b)
 	}
 	b.Log(gapTimeline(m, pkts, gapStart, run.maxGapEnd))
+	s.phases = phaseTimes(m, gapStart, s.frozenAt, run.maxGapEnd)
 	return s
 }
 
@@ -179,6 +187,55 @@ func gapTimeline(m *redisMigration, pkts []timedLine, from, to time.Time) string
 		fmt.Fprintf(&sb, "%9.2f  %s\n", ms(e.at.Sub(from)), e.what)
 	}
 	return sb.String()
+}
+
+// gapPhases are the steps of the longest gap, each ending at the first log
+// line of side ("source", "target") starting with msg; the first starts at
+// the client's last answer, the last ends at its first answer after.
+var gapPhases = []struct{ side, msg, what string }{
+	{"", "", "last answer → freeze began (negative: the reply was on its way)"},
+	{"source", "process frozen", "source: every thread stopped"},
+	{"source", "memory collected", "source: memory map and pagemap read"},
+	{"source", "process state collected", "source: process state"},
+	{"source", "network lock held for a restore", "source: network lock taken and held"},
+	{"source", "skeleton encoded", "source: fds, skeleton encoded"},
+	{"source", "frozen; serving", "source: state written, serving"},
+	{"target", "image set decoded", "target: connected, image set fetched and decoded"},
+	{"target", "takeover:", "target: network lock, address takeover (netfix)"},
+	{"target", "keeper holds the userfaultfd", "target: process built"},
+	{"target", "network unlocked", "target: TCP live, lock removed"},
+	{"target", "resumed; serving lazy pages", "target: resumed, RESUMED sent, handler starts"},
+	{"", "", "resumed → the client's first answer (its request read, faults served)"},
+}
+
+// phaseTimes is the duration of each of gapPhases in one run, in ms; a
+// phase whose log line is missing gets 0 and the next one spans both.
+func phaseTimes(m *redisMigration, gapStart, frozenAt, gapEnd time.Time) []float64 {
+	logs := map[string][]logEvent{"source": logEvents(m.src), "target": logEvents(m.dst)}
+	out := make([]float64, len(gapPhases))
+	prev := gapStart
+	for i, ph := range gapPhases {
+		end := time.Time{}
+		switch {
+		case i == 0:
+			end = frozenAt
+		case i == len(gapPhases)-1:
+			end = gapEnd
+		default:
+			for _, e := range logs[ph.side] {
+				if strings.HasPrefix(e.Message, ph.msg) && !e.Time.Before(frozenAt) {
+					end = e.Time
+					break
+				}
+			}
+		}
+		if end.IsZero() {
+			continue
+		}
+		out[i] = ms(end.Sub(prev))
+		prev = end
+	}
+	return out
 }
 
 // timedLine is a line of a timeline.
