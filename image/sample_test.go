@@ -275,6 +275,10 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
 			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
 		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
+		{Fd: 30, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Tty{Tty: &pb.Tty{File: fileID("/dev/console", 11, 0), RdevMajor: 5, RdevMinor: 1, TtyMajor: 136, TtyMinor: 3,
+			CtimeNs: 1_763_999_000_000_000_000, Controlling: true, FgPgid: pid, Sid: 100, Exclusive: true,
+			Termios: &pb.Termios{Iflag: unix.ICRNL, Oflag: unix.OPOST, Cflag: unix.CS8 | unix.CREAD, Lflag: unix.ISIG, Line: 1 /* a line discipline dump refuses, but decodes */, Cc: []byte("\x03\x1c\x7f\x15\x04\x00\x01\x00\x11\x13\x1a\x00\x12\x0f\x17\x16\x00\x00\x00"), Ispeed: 38400, Ospeed: 38400},
+			Winsize: &pb.Winsize{Rows: 24, Cols: 80, Xpixel: 640, Ypixel: 384}}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
