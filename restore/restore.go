@@ -39,8 +39,11 @@ type Options struct {
 	NewPID     bool  // accept a new PID and TIDs
 	PIDNS      bool  // a fresh PID namespace
 	InheritFds []int // fd N of the process is lazycr's own fd N
-	Stub       string
-	Log        zerolog.Logger
+	// UnixReconnect: unix sockets whose peer was not dumped are connected
+	// again (files.RestoreOptions.UnixReconnect) instead of refused.
+	UnixReconnect bool
+	Stub          string
+	Log           zerolog.Logger
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
@@ -108,6 +111,7 @@ type Process struct {
 	started time.Time
 	done    bool
 	tcp     *files.TCPRestore // TCP connections in repair mode until Resume (files/tcp.go)
+	ubinds  *files.UnixBinds  // socket files bound to paths, removed if the restore fails (shared by the members)
 	claimed struct {
 		pid   int
 		start uint64
@@ -182,6 +186,8 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.tcp = files.NewTCPRestore(opts.Log)
+	r.ubinds = files.NewUnixBinds()
+	undo.push(r.ubinds.Abort) // after the process is killed (undo runs last first)
 	if opts.Lazy && set.Root() != nil {
 		// A lazy migration's TCP connections are locked here before
 		// Prepare (netfix) makes their addresses live (files.TCPRestore).
@@ -401,6 +407,7 @@ func (r *Process) Resume() error {
 		if ferr := r.tcp.Finish(); ferr != nil {
 			r.opts.Log.Warn().Err(ferr).Msg("close the TCP lock's socket")
 		}
+		r.finishMembers()
 	}()
 	if err != nil {
 		r.giveBack()

@@ -30,6 +30,7 @@ type restoreOptions struct {
 	newPID     bool
 	pidns      bool
 	inheritFds []int
+	unixReconn bool
 	stats      bool
 	trace      string
 	detach     bool
@@ -40,6 +41,8 @@ type restoreOptions struct {
 	waitSource time.Duration
 	shellJob   bool
 	termios    string
+	statsFile  string
+	rec        *statsRecorder // the --stats-file being recorded, or nil
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -85,6 +88,16 @@ editor or less, or no echo): then it gets the settings the program had set,
 which the program puts back itself when it exits. dump needs no option for
 shell jobs.
 
+A unix socket whose peer was not dumped (a client of a server outside, such
+as redis-cli's connection to redis-server --unixsocket, or a server's
+connection from a client outside) is refused, naming the peer, unless
+--unix-reconnect is given: then a client end (stream, seqpacket or datagram)
+connects again to the same path or abstract name, and the server sees a new
+connection; a server's accepted end comes back closed by its peer, so the
+process drops it and the client, whose connection ended when the original
+was killed, connects again to the restored listener. The dump records such a
+client end only with no byte in flight either way.
+
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
 
@@ -125,16 +138,40 @@ poisoned: the process dies of SIGBUS when it touches one, never reads zeros.
 
 If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
 for --wait-source (5s), then gives up; pass a longer --wait-source when the
-target is started before the source.`,
+target is started before the source.
+
+--stats-file F writes the run's statistics as one JSON object when restore
+ends, also on failure (with "error"): durations in milliseconds with the
+unit in the key ("total_ms", "fault_p99_ms"), sizes in bytes or 4 KiB pages,
+throughput in GB/s (1e9 bytes). With --lazy-from it adds freeze → resume,
+the push phase alone (the source may send → the last page in; no dial,
+fetch or build) with its bytes and throughput, pages by fault and by push,
+the handler's fault latency p50/p90/p99/max and reconnects; with --detach
+the background half writes it. Mode 0600, replaced atomically; the schema
+is Go package github.com/lazycr/lazycr/stats.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
   lazycr restore -D /tmp/img --shell-job     # a job of the shell on this terminal
   lazycr restore --lazy-from 10.0.0.2:27000
   lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if v := os.Getenv(migrate.KeeperFdEnv); v != "" {
 				return runKeeper(g, v)
+			}
+			// With --detach the background half (re-executed with the same
+			// arguments) writes the stats file when it ends.
+			if !(o.detach && os.Getenv(detachEnv) == "") {
+				command := "restore"
+				if o.lazyFrom != "" {
+					command = "restore --lazy-from"
+				}
+				rec, serr := openStats(o.statsFile, command)
+				if serr != nil {
+					return serr
+				}
+				defer func() { err = rec.finish(err) }()
+				o.rec = rec
 			}
 			if (o.dir == "") == (o.lazyFrom == "") {
 				return usagef("restore needs exactly one of -D DIR or --lazy-from HOST:PORT")
@@ -176,7 +213,7 @@ target is started before the source.`,
 			}
 			defer nf.Close()
 			r, err := restore.Build(cmd.Context(), restore.Options{
-				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
+				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
 				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
 			})
 			job := err == nil && r.TerminalJob()
@@ -193,6 +230,8 @@ target is started before the source.`,
 				}
 				return err
 			}
+			o.rec.setPID(r.PID())
+			o.rec.restore(&r.Stats, len(r.Image().Threads))
 			if job {
 				// The terminal is the job's now: nothing more is said on it
 				// until the job is over.
@@ -229,7 +268,9 @@ target is started before the source.`,
 	f.BoolVar(&o.newPID, "new-pid", false, "accept a new PID and new TIDs if the original ones are taken (a pid the program cached stays the old one)")
 	f.BoolVar(&o.pidns, "pidns", false, "restore into a fresh PID namespace, with the PIDs the process had in its own namespace")
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
+	f.BoolVar(&o.unixReconn, "unix-reconnect", false, "a unix socket whose peer was not dumped: connect a client end again to the same name, give a server end back closed by its peer (default: refuse, naming the peer)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
+	registerStatsFile(f, &o.statsFile)
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
 	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
@@ -281,7 +322,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	terminalJob := false // the process is a job of this terminal (BeforeResume)
 	opts := migrate.TargetOptions{
 		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
-		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
+		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Trace: o.trace, Log: g.log,
 		Net: o.netOptions(), ShellJob: o.shellJob, Termios: termios,
 		Resumed: func(pid int) {
 			if !terminalJob {
@@ -311,6 +352,7 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
+	o.rec.target(res)
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
