@@ -275,13 +275,27 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
 			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
 		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
+		{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9012, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
+			Listening: true, Backlog: 128, Pending: []uint64{9014}, PendingExternal: []*pb.UnixExternalPeer{{Inode: 9020, Pids: []int32{77}}}, Path: &pb.UnixPath{Dev: 0xfe00, Inode: 77, Mode: 0o140640, Uid: 1000, Gid: 1000},
+			PeerCred: &pb.UnixCred{Pid: rootPid, Uid: 1000, Gid: 1000}}}},
+		{Fd: 23, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9013, Peer: 9015, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
+			Listener: 9012, Accepted: true, Messages: [][]byte{[]byte("hello"), []byte("")}}}},
+		{Fd: 24, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9016, Peer: 9017, Type: unix.SOCK_DGRAM,
+			External: &pb.UnixExternalPeer{Name: []byte("\x00journal"), Inode: 9017, Pids: []int32{1}}}}},
+		{Fd: 25, Flags: unix.O_RDWR, Kind: &pb.Fd_Tty{Tty: &pb.Tty{File: fileID("/dev/pts/3", 6, 0), RdevMajor: 136, RdevMinor: 3, TtyMajor: 136, TtyMinor: 3,
+			CtimeNs: 1_763_999_000_000_000_000, Controlling: true, FgPgid: uint32(pid), Sid: uint32(rootPid), Exclusive: true,
+			Termios: &pb.Termios{Iflag: 0x500, Oflag: 0x5, Cflag: 0xbf, Lflag: 0x8a3b, Line: 2, Cc: []byte("\x03\x1c\x7f\x15\x04\x00\x01\x00\x11\x13\x1a\x00\x12\x0f\x17\x16\x00\x00\x00"), Ispeed: 38400, Ospeed: 38400},
+			Winsize: &pb.Winsize{Rows: 24, Cols: 80, Xpixel: 640, Ypixel: 480}}}},
+		{Fd: 26, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
+			LocalAddr: "10.0.0.2", LocalPort: 8080, PeerAddr: "10.0.0.1", PeerPort: 51235, Inode: 9005,
+			Tcp: &pb.TcpStream{State: 4, InqSeq: 0x2000, OutqSeq: 0x3000, Outq: []byte("bye"), OutqUnsent: 3, FinUnsent: true, MssClamp: 1460}}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
 // withSplitEnd adds to the root's fds its end of the socket pair it
 // shares with the child (Tree.SplitPairs).
 func withSplitEnd(t *pb.FdTable) *pb.FdTable {
-	t.Fds = append(t.Fds, &pb.Fd{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9030, Peer: 9031, Type: unix.SOCK_STREAM, Data: []byte("ping")}}})
+	t.Fds = append(t.Fds, &pb.Fd{Fd: 27, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9030, Peer: 9031, Type: unix.SOCK_STREAM, Data: []byte("ping")}}})
 	return t
 }
 
@@ -301,7 +315,7 @@ func sampleSet() *Set {
 			zombie(zombiePid, rootPid),
 		},
 			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: rootPid, Fd: 3}, Users: []*pb.FdRef{{Pid: childPid, Fd: 0}}}},
-			SplitPairs:  []*pb.SplitPair{{Maker: &pb.FdRef{Pid: rootPid, Fd: 22}, Peer: &pb.FdRef{Pid: childPid, Fd: 2}}},
+			SplitPairs:  []*pb.SplitPair{{Maker: &pb.FdRef{Pid: rootPid, Fd: 27}, Peer: &pb.FdRef{Pid: childPid, Fd: 2}}},
 			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536, Outside: []*pb.PipeHolder{{Pid: 3000, StartTime: 77, Uid: 1000, PidNs: 4026531836}}}},
 			Shm: []*pb.ShmObject{
 				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Dev: 1, Inode: 1229, Size: 2 * PageSize, Mode: 0o777},

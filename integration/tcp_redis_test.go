@@ -15,7 +15,7 @@ import (
 // redisConn is a RESP client on one connection (the test's; never
 // reconnected).
 type redisConn struct {
-	c *net.TCPConn
+	c net.Conn
 	r *bufio.Reader
 }
 

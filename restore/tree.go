@@ -106,13 +106,13 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 				return err
 			}
 			m := &Process{opts: r.opts, set: r.set, img: img, mm: r.set.Memory[img.Pid], fds: r.set.Fds[img.Pid],
-				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm,
+				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm, ubinds: r.ubinds,
 				b: &builder{p: c, pid: c.Pid, scratch: scratch}}
 			m.opts.Pages = nil
 			t.members = append(t.members, m)
 		}
 		made = append(made, img)
-		ids, pids := wantSession(img, pidns), wantSession(pimg, pidns)
+		ids, pids := r.wantSession(img), r.wantSession(pimg)
 		switch {
 		case ids.sid == own:
 			if _, err := c.Syscall(c.Pid, unix.SYS_SETSID); err != nil {
@@ -125,7 +125,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	// Groups: the leaders first, so that the others find their group.
 	for _, leaders := range []bool{true, false} {
 		for _, img := range made {
-			ids, own := wantSession(img, pidns), nsPid(img, pidns)
+			ids, own := r.wantSession(img), nsPid(img, pidns)
 			if (ids.pgid == own) != leaders || ids.sid == own || ids.pgid == 0 {
 				continue
 			}
@@ -153,7 +153,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 		}
 	}
 	for _, img := range made {
-		if err := checkSession(t.procs[img.Pid].Pid, wantSession(img, pidns), pidns); err != nil {
+		if err := checkSession(t.procs[img.Pid].Pid, r.wantSession(img), pidns); err != nil {
 			return err
 		}
 	}

@@ -3130,6 +3130,7 @@ type Fd struct {
 	//	*Fd_DeletedFile
 	//	*Fd_Inotify
 	//	*Fd_UnixSocket
+	//	*Fd_Tty
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3322,6 +3323,15 @@ func (x *Fd) GetUnixSocket() *UnixSocket {
 	return nil
 }
 
+func (x *Fd) GetTty() *Tty {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Tty); ok {
+			return x.Tty
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -3374,6 +3384,10 @@ type Fd_UnixSocket struct {
 	UnixSocket *UnixSocket `protobuf:"bytes,21,opt,name=unix_socket,json=unixSocket,proto3,oneof"`
 }
 
+type Fd_Tty struct {
+	Tty *Tty `protobuf:"bytes,22,opt,name=tty,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -3397,6 +3411,8 @@ func (*Fd_DeletedFile) isFd_Kind() {}
 func (*Fd_Inotify) isFd_Kind() {}
 
 func (*Fd_UnixSocket) isFd_Kind() {}
+
+func (*Fd_Tty) isFd_Kind() {}
 
 // FileLock is one advisory lock held by the process. flock locks cover
 // the whole file (start 0, end -1).
@@ -4049,17 +4065,49 @@ func (x *SignalFd) GetSigmask() uint64 {
 // UnixSocket is one end of a connected, unnamed AF_UNIX socket pair
 // (socketpair(2)) whose other end is in the same fd table (unix(7)).
 type UnixSocket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
-	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
-	Type          int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
-	Shutdown      uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
-	Sndbuf        int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
-	Rcvbuf        int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
-	Passcred      bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
+	Peer     uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
+	Type     int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	Data     []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
+	Shutdown uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
+	Sndbuf   int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
+	Rcvbuf   int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
+	Passcred bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	// The socket's name (sun_path, unix(7)): a path, or an abstract name
+	// starting with a NUL byte; empty when unnamed. An accepted socket has
+	// its listener's name.
+	Name      []byte `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	Listening bool   `protobuf:"varint,10,opt,name=listening,proto3" json:"listening,omitempty"`
+	Backlog   uint32 `protobuf:"varint,11,opt,name=backlog,proto3" json:"backlog,omitempty"` // a listener's backlog (sk_max_ack_backlog)
+	// A listener's connections waiting to be accepted: the inode of each
+	// connecting socket (all in the image), in accept order.
+	Pending []uint64 `protobuf:"varint,12,rep,packed,name=pending,proto3" json:"pending,omitempty"`
+	// The file of a socket bound to a path (not of an accepted socket):
+	// restore replaces a file left at the path only if it is this one.
+	Path *UnixPath `protobuf:"bytes,13,opt,name=path,proto3" json:"path,omitempty"`
+	// The listener (in the image) this socket was accepted from, or, for the
+	// connecting end of a connection waiting in its queue, the listener whose
+	// queue it waits in.
+	Listener uint64 `protobuf:"varint,14,opt,name=listener,proto3" json:"listener,omitempty"`
+	// Set for a socket accepted from listener (the connection is rebuilt
+	// by connecting its peer to the listener and accepting).
+	Accepted bool `protobuf:"varint,15,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The peer when it is not in the image (files/unixext.go).
+	External *UnixExternalPeer `protobuf:"bytes,16,opt,name=external,proto3" json:"external,omitempty"`
+	// SO_PEERCRED (unix(7)): a listener's own credentials from listen(2),
+	// a connected socket's its peer's from connect(2) or listen(2). Restore
+	// makes the listen and connect with these effective ids.
+	PeerCred *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
+	// Datagrams or seqpacket messages waiting to be read at this end, in
+	// order (files/unixmsg.go); restore sends them again.
+	Messages [][]byte `protobuf:"bytes,18,rep,name=messages,proto3" json:"messages,omitempty"`
+	// A listener's connections waiting to be accepted from clients outside
+	// the dump (files/unixext.go): restore drops them (--unix-reconnect; the
+	// client's connection ends with the original) or refuses.
+	PendingExternal []*UnixExternalPeer `protobuf:"bytes,19,rep,name=pending_external,json=pendingExternal,proto3" json:"pending_external,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UnixSocket) Reset() {
@@ -4148,6 +4196,285 @@ func (x *UnixSocket) GetPasscred() bool {
 	return false
 }
 
+func (x *UnixSocket) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetListening() bool {
+	if x != nil {
+		return x.Listening
+	}
+	return false
+}
+
+func (x *UnixSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPending() []uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPath() *UnixPath {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetListener() uint64 {
+	if x != nil {
+		return x.Listener
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *UnixSocket) GetExternal() *UnixExternalPeer {
+	if x != nil {
+		return x.External
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPeerCred() *UnixCred {
+	if x != nil {
+		return x.PeerCred
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPendingExternal() []*UnixExternalPeer {
+	if x != nil {
+		return x.PendingExternal
+	}
+	return nil
+}
+
+// UnixCred is struct ucred.
+type UnixCred struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixCred) Reset() {
+	*x = UnixCred{}
+	mi := &file_image_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixCred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixCred) ProtoMessage() {}
+
+func (x *UnixCred) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
+func (*UnixCred) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *UnixCred) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// UnixPath is the socket file a unix socket is bound to, as stat(2) saw it
+// through the process's root at dump.
+type UnixPath struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode, S_IFSOCK and the permission bits
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixPath) Reset() {
+	*x = UnixPath{}
+	mi := &file_image_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixPath) ProtoMessage() {}
+
+func (x *UnixPath) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
+func (*UnixPath) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UnixPath) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *UnixPath) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixPath) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *UnixPath) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixPath) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// UnixExternalPeer is the peer of a connected unix socket that was not
+// dumped: a server the process is a client of, or a process connected to
+// it. Restore reconnects to name only when told to (--unix-reconnect).
+type UnixExternalPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // the peer's name (getpeername(2)): where to reconnect
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`      // socket:[inode] at dump
+	Pids          []int32                `protobuf:"varint,3,rep,packed,name=pids,proto3" json:"pids,omitempty"` // processes that held it at dump (from /proc/*/fd)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixExternalPeer) Reset() {
+	*x = UnixExternalPeer{}
+	mi := &file_image_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixExternalPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixExternalPeer) ProtoMessage() {}
+
+func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
+func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *UnixExternalPeer) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *UnixExternalPeer) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixExternalPeer) GetPids() []int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
 type InetSocket struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Family    int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
@@ -4164,8 +4491,9 @@ type InetSocket struct {
 	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
 	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
 	Shutdown uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
-	// An established TCP connection (files/tcp.go): its state read in
-	// TCP_REPAIR mode. peer_addr/peer_port name the peer.
+	// A TCP connection, established or half-closed (files/tcp.go): its
+	// state read in TCP_REPAIR mode. peer_addr/peer_port name the peer;
+	// shutdown is recorded for it too (a SHUT_RD is restored).
 	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4173,7 +4501,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4185,7 +4513,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4198,7 +4526,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4292,41 +4620,49 @@ func (x *InetSocket) GetTcp() *TcpStream {
 	return nil
 }
 
-// TcpStream is the TCP state of an established connection, read with the
-// socket in repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers
-// as the kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq.
+// TcpStream is the TCP state of a connection, read with the socket in
+// repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers as the
+// kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq; in the
+// half-closed states they count the FINs (rcv_nxt is one past the peer's
+// FIN, write_seq one past ours), while inq, outq and outq_unsent hold data
+// bytes only.
 type TcpStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                             // TCP_ESTABLISHED (1); other states are refused
-	InqSeq        uint32                 `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
-	Inq           []byte                 `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
-	OutqSeq       uint32                 `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
-	Outq          []byte                 `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
-	OutqUnsent    uint32                 `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
-	MssClamp      uint32                 `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
-	Options       uint32                 `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
-	SndWscale     uint32                 `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
-	RcvWscale     uint32                 `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
-	Timestamp     uint32                 `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
-	Window        *TcpWindow             `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
-	Nodelay       bool                   `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
-	Cork          bool                   `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
-	Keepidle      int32                  `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
-	Keepintvl     int32                  `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
-	Keepcnt       int32                  `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
-	UserTimeout   int32                  `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
-	Congestion    string                 `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
-	NotsentLowat  int32                  `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
-	BufLock       int32                  `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
-	WindowClamp   int32                  `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
-	Linger2       int32                  `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tcp_states.h: ESTABLISHED 1, FIN_WAIT1 4, FIN_WAIT2 5, CLOSE_WAIT 8,
+	// LAST_ACK 9, CLOSING 11; other states are refused.
+	State        uint32     `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`
+	InqSeq       uint32     `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
+	Inq          []byte     `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
+	OutqSeq      uint32     `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
+	Outq         []byte     `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
+	OutqUnsent   uint32     `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
+	MssClamp     uint32     `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
+	Options      uint32     `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
+	SndWscale    uint32     `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale    uint32     `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	Timestamp    uint32     `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
+	Window       *TcpWindow `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
+	Nodelay      bool       `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
+	Cork         bool       `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
+	Keepidle     int32      `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
+	Keepintvl    int32      `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
+	Keepcnt      int32      `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
+	UserTimeout  int32      `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
+	Congestion   string     `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
+	NotsentLowat int32      `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
+	BufLock      int32      `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
+	WindowClamp  int32      `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
+	Linger2      int32      `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	// FIN_WAIT1, CLOSING, LAST_ACK: our FIN is queued behind unsent data or
+	// was never sent (SIOCOUTQNSD counted it).
+	FinUnsent     bool `protobuf:"varint,24,opt,name=fin_unsent,json=finUnsent,proto3" json:"fin_unsent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4338,7 +4674,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4351,7 +4687,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4515,6 +4851,13 @@ func (x *TcpStream) GetLinger2() int32 {
 	return 0
 }
 
+func (x *TcpStream) GetFinUnsent() bool {
+	if x != nil {
+		return x.FinUnsent
+	}
+	return false
+}
+
 // TcpWindow is struct tcp_repair_window.
 type TcpWindow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4529,7 +4872,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4541,7 +4884,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4554,7 +4897,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4629,7 +4972,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4641,7 +4984,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4654,7 +4997,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4830,7 +5173,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4842,7 +5185,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4855,7 +5198,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4895,7 +5238,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5250,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5263,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MemFd) GetName() string {
@@ -4982,7 +5325,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4994,7 +5337,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5007,7 +5350,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5062,7 +5405,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5074,7 +5417,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5087,7 +5430,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5108,7 +5451,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5120,7 +5463,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5133,7 +5476,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5157,6 +5500,319 @@ func (x *InotifyWatch) GetMask() uint32 {
 	return 0
 }
 
+// Tty is an fd on a terminal (files/tty.go): a pseudo-terminal slave
+// (/dev/pts/N), /dev/tty (whatever terminal was the opener's controlling
+// terminal) or a console or virtual terminal. See tty_ioctl(4).
+type Tty struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`                             // the path it was opened by
+	RdevMajor uint32                 `protobuf:"varint,2,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"` // the inode's device number (5:0 for /dev/tty)
+	RdevMinor uint32                 `protobuf:"varint,3,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
+	// The terminal behind the fd (TIOCGDEV): the pts slave for /dev/tty.
+	TtyMajor uint32 `protobuf:"varint,4,opt,name=tty_major,json=ttyMajor,proto3" json:"tty_major,omitempty"`
+	TtyMinor uint32 `protobuf:"varint,5,opt,name=tty_minor,json=ttyMinor,proto3" json:"tty_minor,omitempty"`
+	// For a pseudo-terminal slave: the inode's ctime, set when the pty was
+	// allocated. With the boot id it tells this pty from a later one that
+	// got the same number.
+	CtimeNs int64    `protobuf:"varint,6,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
+	Termios *Termios `protobuf:"bytes,7,opt,name=termios,proto3" json:"termios,omitempty"` // TCGETS2
+	Winsize *Winsize `protobuf:"bytes,8,opt,name=winsize,proto3" json:"winsize,omitempty"` // TIOCGWINSZ
+	// The terminal is the process's controlling terminal (/proc/PID/stat
+	// tty_nr). Then fg_pgid is the terminal's foreground process group
+	// (tpgid) and sid its session (the process's), in the dumper's PID
+	// namespace; both 0 otherwise (not readable for another terminal).
+	Controlling   bool   `protobuf:"varint,9,opt,name=controlling,proto3" json:"controlling,omitempty"`
+	FgPgid        uint32 `protobuf:"varint,10,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	Sid           uint32 `protobuf:"varint,11,opt,name=sid,proto3" json:"sid,omitempty"`
+	Exclusive     bool   `protobuf:"varint,12,opt,name=exclusive,proto3" json:"exclusive,omitempty"` // TIOCGEXCL: TIOCEXCL was set
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tty) Reset() {
+	*x = Tty{}
+	mi := &file_image_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tty) ProtoMessage() {}
+
+func (x *Tty) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tty.ProtoReflect.Descriptor instead.
+func (*Tty) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *Tty) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *Tty) GetRdevMajor() uint32 {
+	if x != nil {
+		return x.RdevMajor
+	}
+	return 0
+}
+
+func (x *Tty) GetRdevMinor() uint32 {
+	if x != nil {
+		return x.RdevMinor
+	}
+	return 0
+}
+
+func (x *Tty) GetTtyMajor() uint32 {
+	if x != nil {
+		return x.TtyMajor
+	}
+	return 0
+}
+
+func (x *Tty) GetTtyMinor() uint32 {
+	if x != nil {
+		return x.TtyMinor
+	}
+	return 0
+}
+
+func (x *Tty) GetCtimeNs() int64 {
+	if x != nil {
+		return x.CtimeNs
+	}
+	return 0
+}
+
+func (x *Tty) GetTermios() *Termios {
+	if x != nil {
+		return x.Termios
+	}
+	return nil
+}
+
+func (x *Tty) GetWinsize() *Winsize {
+	if x != nil {
+		return x.Winsize
+	}
+	return nil
+}
+
+func (x *Tty) GetControlling() bool {
+	if x != nil {
+		return x.Controlling
+	}
+	return false
+}
+
+func (x *Tty) GetFgPgid() uint32 {
+	if x != nil {
+		return x.FgPgid
+	}
+	return 0
+}
+
+func (x *Tty) GetSid() uint32 {
+	if x != nil {
+		return x.Sid
+	}
+	return 0
+}
+
+func (x *Tty) GetExclusive() bool {
+	if x != nil {
+		return x.Exclusive
+	}
+	return false
+}
+
+// Termios is struct termios2 (asm-generic/termbits.h, TCGETS2).
+type Termios struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iflag         uint32                 `protobuf:"varint,1,opt,name=iflag,proto3" json:"iflag,omitempty"`
+	Oflag         uint32                 `protobuf:"varint,2,opt,name=oflag,proto3" json:"oflag,omitempty"`
+	Cflag         uint32                 `protobuf:"varint,3,opt,name=cflag,proto3" json:"cflag,omitempty"`
+	Lflag         uint32                 `protobuf:"varint,4,opt,name=lflag,proto3" json:"lflag,omitempty"`
+	Line          uint32                 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
+	Cc            []byte                 `protobuf:"bytes,6,opt,name=cc,proto3" json:"cc,omitempty"` // c_cc[NCCS], 19 bytes
+	Ispeed        uint32                 `protobuf:"varint,7,opt,name=ispeed,proto3" json:"ispeed,omitempty"`
+	Ospeed        uint32                 `protobuf:"varint,8,opt,name=ospeed,proto3" json:"ospeed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Termios) Reset() {
+	*x = Termios{}
+	mi := &file_image_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Termios) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Termios) ProtoMessage() {}
+
+func (x *Termios) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Termios.ProtoReflect.Descriptor instead.
+func (*Termios) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *Termios) GetIflag() uint32 {
+	if x != nil {
+		return x.Iflag
+	}
+	return 0
+}
+
+func (x *Termios) GetOflag() uint32 {
+	if x != nil {
+		return x.Oflag
+	}
+	return 0
+}
+
+func (x *Termios) GetCflag() uint32 {
+	if x != nil {
+		return x.Cflag
+	}
+	return 0
+}
+
+func (x *Termios) GetLflag() uint32 {
+	if x != nil {
+		return x.Lflag
+	}
+	return 0
+}
+
+func (x *Termios) GetLine() uint32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *Termios) GetCc() []byte {
+	if x != nil {
+		return x.Cc
+	}
+	return nil
+}
+
+func (x *Termios) GetIspeed() uint32 {
+	if x != nil {
+		return x.Ispeed
+	}
+	return 0
+}
+
+func (x *Termios) GetOspeed() uint32 {
+	if x != nil {
+		return x.Ospeed
+	}
+	return 0
+}
+
+// Winsize is struct winsize (TIOCGWINSZ).
+type Winsize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	Xpixel        uint32                 `protobuf:"varint,3,opt,name=xpixel,proto3" json:"xpixel,omitempty"`
+	Ypixel        uint32                 `protobuf:"varint,4,opt,name=ypixel,proto3" json:"ypixel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Winsize) Reset() {
+	*x = Winsize{}
+	mi := &file_image_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Winsize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Winsize) ProtoMessage() {}
+
+func (x *Winsize) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
+func (*Winsize) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *Winsize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Winsize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *Winsize) GetXpixel() uint32 {
+	if x != nil {
+		return x.Xpixel
+	}
+	return 0
+}
+
+func (x *Winsize) GetYpixel() uint32 {
+	if x != nil {
+		return x.Ypixel
+	}
+	return 0
+}
+
 type Device struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -5174,7 +5830,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5186,7 +5842,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5199,7 +5855,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5528,7 +6184,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xe6\x06\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\x90\a\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -5550,7 +6206,8 @@ const file_image_proto_rawDesc = "" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
 	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotify\x12>\n" +
 	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
-	"unixSocketB\x06\n" +
+	"unixSocket\x12(\n" +
+	"\x03tty\x18\x16 \x01(\v2\x14.lazycr.image.v1.TtyH\x00R\x03ttyB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"{\n" +
 	"\bFileLock\x121\n" +
@@ -5602,7 +6259,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xc6\x01\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf4\x04\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5612,7 +6269,33 @@ const file_image_proto_rawDesc = "" +
 	"\bshutdown\x18\x05 \x01(\rR\bshutdown\x12\x16\n" +
 	"\x06sndbuf\x18\x06 \x01(\x05R\x06sndbuf\x12\x16\n" +
 	"\x06rcvbuf\x18\a \x01(\x05R\x06rcvbuf\x12\x1a\n" +
-	"\bpasscred\x18\b \x01(\bR\bpasscred\"\x9e\x03\n" +
+	"\bpasscred\x18\b \x01(\bR\bpasscred\x12\x12\n" +
+	"\x04name\x18\t \x01(\fR\x04name\x12\x1c\n" +
+	"\tlistening\x18\n" +
+	" \x01(\bR\tlistening\x12\x18\n" +
+	"\abacklog\x18\v \x01(\rR\abacklog\x12\x18\n" +
+	"\apending\x18\f \x03(\x04R\apending\x12-\n" +
+	"\x04path\x18\r \x01(\v2\x19.lazycr.image.v1.UnixPathR\x04path\x12\x1a\n" +
+	"\blistener\x18\x0e \x01(\x04R\blistener\x12\x1a\n" +
+	"\baccepted\x18\x0f \x01(\bR\baccepted\x12=\n" +
+	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
+	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\x12\x1a\n" +
+	"\bmessages\x18\x12 \x03(\fR\bmessages\x12L\n" +
+	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\"@\n" +
+	"\bUnixCred\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"j\n" +
+	"\bUnixPath\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\"P\n" +
+	"\x10UnixExternalPeer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04pids\x18\x03 \x03(\x05R\x04pids\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -5630,7 +6313,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
 	"\bshutdown\x18\f \x01(\rR\bshutdown\x12,\n" +
-	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xa5\x05\n" +
+	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xc4\x05\n" +
 	"\tTcpStream\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x17\n" +
 	"\ainq_seq\x18\x02 \x01(\rR\x06inqSeq\x12\x10\n" +
@@ -5660,7 +6343,9 @@ const file_image_proto_rawDesc = "" +
 	"\rnotsent_lowat\x18\x14 \x01(\x05R\fnotsentLowat\x12\x19\n" +
 	"\bbuf_lock\x18\x15 \x01(\x05R\abufLock\x12!\n" +
 	"\fwindow_clamp\x18\x16 \x01(\x05R\vwindowClamp\x12\x18\n" +
-	"\alinger2\x18\x17 \x01(\x05R\alinger2\"\x8e\x01\n" +
+	"\alinger2\x18\x17 \x01(\x05R\alinger2\x12\x1d\n" +
+	"\n" +
+	"fin_unsent\x18\x18 \x01(\bR\tfinUnsent\"\x8e\x01\n" +
 	"\tTcpWindow\x12\x17\n" +
 	"\asnd_wl1\x18\x01 \x01(\rR\x06sndWl1\x12\x17\n" +
 	"\asnd_wnd\x18\x02 \x01(\rR\x06sndWnd\x12\x1d\n" +
@@ -5721,7 +6406,37 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
 	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
-	"\x04mask\x18\x03 \x01(\rR\x04mask\"\xb4\x01\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x98\x03\n" +
+	"\x03Tty\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x1d\n" +
+	"\n" +
+	"rdev_major\x18\x02 \x01(\rR\trdevMajor\x12\x1d\n" +
+	"\n" +
+	"rdev_minor\x18\x03 \x01(\rR\trdevMinor\x12\x1b\n" +
+	"\ttty_major\x18\x04 \x01(\rR\bttyMajor\x12\x1b\n" +
+	"\ttty_minor\x18\x05 \x01(\rR\bttyMinor\x12\x19\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs\x122\n" +
+	"\atermios\x18\a \x01(\v2\x18.lazycr.image.v1.TermiosR\atermios\x122\n" +
+	"\awinsize\x18\b \x01(\v2\x18.lazycr.image.v1.WinsizeR\awinsize\x12 \n" +
+	"\vcontrolling\x18\t \x01(\bR\vcontrolling\x12\x17\n" +
+	"\afg_pgid\x18\n" +
+	" \x01(\rR\x06fgPgid\x12\x10\n" +
+	"\x03sid\x18\v \x01(\rR\x03sid\x12\x1c\n" +
+	"\texclusive\x18\f \x01(\bR\texclusive\"\xb5\x01\n" +
+	"\aTermios\x12\x14\n" +
+	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
+	"\x05oflag\x18\x02 \x01(\rR\x05oflag\x12\x14\n" +
+	"\x05cflag\x18\x03 \x01(\rR\x05cflag\x12\x14\n" +
+	"\x05lflag\x18\x04 \x01(\rR\x05lflag\x12\x12\n" +
+	"\x04line\x18\x05 \x01(\rR\x04line\x12\x0e\n" +
+	"\x02cc\x18\x06 \x01(\fR\x02cc\x12\x16\n" +
+	"\x06ispeed\x18\a \x01(\rR\x06ispeed\x12\x16\n" +
+	"\x06ospeed\x18\b \x01(\rR\x06ospeed\"a\n" +
+	"\aWinsize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
+	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xb4\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -5773,63 +6488,69 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_image_proto_goTypes = []any{
-	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
-	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
-	(PageState)(0),        // 2: lazycr.image.v1.PageState
-	(FileLockKind)(0),     // 3: lazycr.image.v1.FileLockKind
-	(*Inventory)(nil),     // 4: lazycr.image.v1.Inventory
-	(*ProcessTree)(nil),   // 5: lazycr.image.v1.ProcessTree
-	(*SplitPair)(nil),     // 6: lazycr.image.v1.SplitPair
-	(*ShmObject)(nil),     // 7: lazycr.image.v1.ShmObject
-	(*FdRef)(nil),         // 8: lazycr.image.v1.FdRef
-	(*SharedFile)(nil),    // 9: lazycr.image.v1.SharedFile
-	(*TreePipe)(nil),      // 10: lazycr.image.v1.TreePipe
-	(*Process)(nil),       // 11: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 12: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 13: lazycr.image.v1.Thread
-	(*SeccompFilter)(nil), // 14: lazycr.image.v1.SeccompFilter
-	(*Registers)(nil),     // 15: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 16: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 17: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 18: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 19: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 20: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 21: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 22: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 23: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 24: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 25: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 26: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 27: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 28: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 29: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 30: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 31: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 32: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 33: lazycr.image.v1.Fd
-	(*FileLock)(nil),      // 34: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),       // 35: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 36: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 37: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 38: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 39: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 40: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 41: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 42: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 43: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),    // 44: lazycr.image.v1.UnixSocket
-	(*InetSocket)(nil),    // 45: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 46: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 47: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 48: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 49: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 50: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 51: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 52: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 53: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 54: lazycr.image.v1.Device
+	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
+	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
+	(PageState)(0),           // 2: lazycr.image.v1.PageState
+	(FileLockKind)(0),        // 3: lazycr.image.v1.FileLockKind
+	(*Inventory)(nil),        // 4: lazycr.image.v1.Inventory
+	(*ProcessTree)(nil),      // 5: lazycr.image.v1.ProcessTree
+	(*SplitPair)(nil),        // 6: lazycr.image.v1.SplitPair
+	(*ShmObject)(nil),        // 7: lazycr.image.v1.ShmObject
+	(*FdRef)(nil),            // 8: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),       // 9: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),         // 10: lazycr.image.v1.TreePipe
+	(*Process)(nil),          // 11: lazycr.image.v1.Process
+	(*DeletedDir)(nil),       // 12: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),           // 13: lazycr.image.v1.Thread
+	(*SeccompFilter)(nil),    // 14: lazycr.image.v1.SeccompFilter
+	(*Registers)(nil),        // 15: lazycr.image.v1.Registers
+	(*Siginfo)(nil),          // 16: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),      // 17: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),             // 18: lazycr.image.v1.Rseq
+	(*RobustList)(nil),       // 19: lazycr.image.v1.RobustList
+	(*Credentials)(nil),      // 20: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),           // 21: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),        // 22: lazycr.image.v1.SigAction
+	(*ITimer)(nil),           // 23: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),       // 24: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),       // 25: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),        // 26: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),          // 27: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),         // 28: lazycr.image.v1.MmFields
+	(*FileID)(nil),           // 29: lazycr.image.v1.FileID
+	(*Vma)(nil),              // 30: lazycr.image.v1.Vma
+	(*PageRun)(nil),          // 31: lazycr.image.v1.PageRun
+	(*FdTable)(nil),          // 32: lazycr.image.v1.FdTable
+	(*Fd)(nil),               // 33: lazycr.image.v1.Fd
+	(*FileLock)(nil),         // 34: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),          // 35: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),      // 36: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),             // 37: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),       // 38: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),          // 39: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),      // 40: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),            // 41: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),          // 42: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),         // 43: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),       // 44: lazycr.image.v1.UnixSocket
+	(*UnixCred)(nil),         // 45: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 46: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 47: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 48: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 49: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 50: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 51: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 52: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 53: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 54: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 55: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 56: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 57: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 58: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 59: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 60: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -5875,29 +6596,37 @@ var file_image_proto_depIdxs = []int32{
 	41, // 40: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
 	42, // 41: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	43, // 42: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	45, // 43: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	54, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	50, // 45: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	51, // 46: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	52, // 47: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	48, // 43: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	60, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	53, // 45: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	54, // 46: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	55, // 47: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	44, // 48: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	3,  // 49: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	29, // 50: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	38, // 51: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	40, // 52: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	48, // 53: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	46, // 54: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	47, // 55: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	49, // 56: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	29, // 57: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	53, // 58: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	29, // 59: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	29, // 60: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	61, // [61:61] is the sub-list for method output_type
-	61, // [61:61] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	57, // 49: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 50: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	29, // 51: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	38, // 52: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	40, // 53: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	46, // 54: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	47, // 55: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	45, // 56: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	47, // 57: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	51, // 58: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	49, // 59: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	50, // 60: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	52, // 61: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	29, // 62: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	56, // 63: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	29, // 64: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	29, // 65: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	58, // 66: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	59, // 67: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	29, // 68: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	69, // [69:69] is the sub-list for method output_type
+	69, // [69:69] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5919,6 +6648,7 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 		(*Fd_UnixSocket)(nil),
+		(*Fd_Tty)(nil),
 	}
 	file_image_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
@@ -5927,7 +6657,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   51,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
