@@ -553,8 +553,12 @@ func (r *Process) treePipe(tp *pb.TreePipe, boot string) (p [2]int, live bool, i
 			log.Info().Int("holder", holder).Msgf("pipe:[%d] between members is still alive here (held by pid %d since the dump): members rejoined to it", tp.Inode, holder)
 			return ends, true, -1, nil
 		}
+		hint := ""
+		if f, pid := r.firstPipeFd(tp.Inode); f != nil {
+			hint = fmt.Sprintf(" (use --inherit-fd %d to pass one for fd %d of pid %d)", f.Fd, f.Fd, pid)
+		}
 		log.Warn().Err(err).Uint32("holder", tp.Outside[0].Pid).
-			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid)
+			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see%s", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid, hint)
 	}
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return p, false, -1, fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
@@ -575,9 +579,20 @@ func (r *Process) inheritedPipeFd(ino uint64) (*pb.Fd, uint32) {
 	if len(r.opts.InheritFds) == 0 {
 		return nil, 0
 	}
+	return r.pipeFd(ino, func(f *pb.Fd) bool { return slices.Contains(r.opts.InheritFds, int(f.Fd)) })
+}
+
+// firstPipeFd returns the first image fd of pipe:[ino] in tree order.
+func (r *Process) firstPipeFd(ino uint64) (*pb.Fd, uint32) {
+	return r.pipeFd(ino, func(*pb.Fd) bool { return true })
+}
+
+// pipeFd returns the first image fd of pipe:[ino], in tree order, that
+// is no dup and that ok accepts, and its member's pid.
+func (r *Process) pipeFd(ino uint64, ok func(*pb.Fd) bool) (*pb.Fd, uint32) {
 	for _, p := range r.set.Tree.Processes {
 		for _, f := range r.set.Fds[p.Pid].GetFds() {
-			if pp := f.GetPipe(); pp != nil && pp.Inode == ino && f.DupOf == nil && slices.Contains(r.opts.InheritFds, int(f.Fd)) {
+			if pp := f.GetPipe(); pp != nil && pp.Inode == ino && f.DupOf == nil && ok(f) {
 				return f, p.Pid
 			}
 		}
