@@ -282,6 +282,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Listener: 9012, Accepted: true, Messages: [][]byte{[]byte("hello"), []byte("")}}}},
 		{Fd: 24, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9016, Peer: 9017, Type: unix.SOCK_DGRAM,
 			External: &pb.UnixExternalPeer{Name: []byte("\x00journal"), Inode: 9017, Pids: []int32{1}}}}},
+		{Fd: 25, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9018, Type: unix.SOCK_STREAM,
+			PeerClosed: true, DeadPeerName: []byte("/run/gone.sock"), Data: []byte("bye"), Shutdown: 3}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
