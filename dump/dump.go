@@ -474,10 +474,13 @@ func (cp *Checkpoint) Kill() error {
 	if cp.done {
 		return nil
 	}
-	// The held lock goes in before the process dies: its TCP peers must
-	// never meet a missing socket (files.TCPDump).
-	if err := cp.tcp.Hold(); err != nil {
-		return errors.Join(fmt.Errorf("hold TCP connections: %w", err), cp.Release())
+	// The held locks go in before the processes die: their TCP peers
+	// must never meet a missing socket (files.TCPDump). Every member's
+	// too: a member's sockets closed out of repair mode would send a FIN.
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if err := m.tcp.Hold(); err != nil {
+			return errors.Join(fmt.Errorf("hold TCP connections of pid %d: %w", m.pid, err), cp.Release())
+		}
 	}
 	cp.done = true
 	// Descendants first, the deepest last-listed first.

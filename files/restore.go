@@ -51,6 +51,10 @@ type RestoreOptions struct {
 	// from the dumped process itself (inet.go takeListener): for a
 	// post-copy restore, whose source keeps the original frozen.
 	HandOver bool
+	// Terminal, if set, is the terminal every fd that was on the
+	// process's controlling terminal is opened on (tty.go; restore
+	// --shell-job).
+	Terminal *Terminal
 	// UnixReconnect restores unix sockets whose peer was not dumped
 	// (unixext.go): a client end connects again to the same name, a
 	// server end comes back closed by its peer. Without it they are
@@ -103,6 +107,7 @@ type restorer struct {
 	shared SharedMemoryFunc // shmhook.go
 	// handOver: RestoreOptions.HandOver.
 	handOver bool
+	terminal *Terminal // RestoreOptions.Terminal
 	// unixReconnect: RestoreOptions.UnixReconnect.
 	unixReconnect bool
 	ubinds        *UnixBinds // RestoreOptions.UnixBinds
@@ -125,7 +130,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, unixReconnect: opts.UnixReconnect, ubinds: opts.UnixBinds}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, terminal: opts.Terminal, unixReconnect: opts.UnixReconnect, ubinds: opts.UnixBinds}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP

@@ -24,9 +24,9 @@ import (
 // descriptors (SCM_RIGHTS) or credentials boundaries, and SO_PEEK_OFF or
 // SO_PASSSEC set. In a tree, the peer may be another member's (nginx's
 // master holds both ends of each worker's channel, the worker shares one
-// end's description): dump/tree.go refuses a pair that no single member
-// can make, unixlisten.go a listener's connections held by another
-// member.
+// end's description); a pair split across members (socketpair then fork)
+// is made by restore/tree.go with ConfigurePair, and unixlisten.go refuses
+// a listener's connections held by another member.
 type unixSocket struct{}
 
 func (unixSocket) name() string { return "unix" }
@@ -457,6 +457,14 @@ func (r *restorer) fillPair(ends [2]*pb.Fd, fds [2]uintptr, what string) error {
 	}
 	defer unix.Close(local[0])
 	defer unix.Close(local[1])
+	return ConfigurePair(local, ends, what)
+}
+
+// ConfigurePair gives a fresh socket pair (lazycr's fds local, of a pair
+// made non-blocking) the state of image fds ends: options, the bytes or
+// messages waiting at each end (written into the other), then the
+// shutdown states. restore/tree.go's split pairs use it too.
+func ConfigurePair(local [2]int, ends [2]*pb.Fd, what string) error {
 	socks := [2]*pb.UnixSocket{ends[0].GetUnixSocket(), ends[1].GetUnixSocket()}
 	for i, s := range socks {
 		if err := setUnixOpts(local[i], ends[i].Fd, s); err != nil {

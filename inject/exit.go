@@ -75,7 +75,7 @@ func (p *Process) contUntilExit(th *thread, sig unix.Signal) error {
 		switch s.kind {
 		case stopExited:
 			th.gone = true
-			p.done = true
+			p.markDone()
 			return nil
 		case stopSignal:
 			if unix.Signal(s.sig) == sig {

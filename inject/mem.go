@@ -10,7 +10,22 @@ import (
 // ReadMem reads len(b) bytes at addr in the tracee: process_vm_readv(2),
 // falling back to /proc/PID/mem for what it cannot read (r-x and PROT_NONE
 // pages fail with EFAULT there; proc(5) mem reads them).
+//
+// process_vm_readv is no ptrace request: any thread may make it (it needs
+// PTRACE_MODE_ATTACH_REALCREDS, not the tracer). A read it answers in full
+// is made from the caller's thread, without the hop to the tracer thread
+// and without waiting behind it: the page server reads every lazy page
+// here, replies and push at once. The rest (a zombie leader, other pages)
+// goes through the tracer as before.
 func (p *Process) ReadMem(addr uintptr, b []byte) error {
+	if len(b) > 0 && !p.released.Load() {
+		n, err := unix.ProcessVMReadv(p.Pid,
+			[]unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
+			[]unix.RemoteIovec{{Base: addr, Len: len(b)}}, 0)
+		if err == nil && n == len(b) {
+			return nil
+		}
+	}
 	return p.t.Do(func() error {
 		if p.done {
 			return fmt.Errorf("pid %d: %w", p.Pid, ErrReleased)

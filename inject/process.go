@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,11 +31,13 @@ type Process struct {
 	scratch    uintptr // scratch mapping, 0 until mapped
 	scratchLen uintptr
 	mem        *os.File // /proc/PID/mem, opened on first use
-	done       bool     // released, detached or killed
-	leaderGone bool     // the leader is a zombie; other threads run
-	guarded    bool     // the guard SIGSTOP was queued (Guard)
-	guardTaken bool     // and a thread dequeued it since (suppressed)
-	keepStop   bool     // letGo of DetachStopped: the guard must act
+	done       bool     // released, detached or killed (set with markDone)
+	// released mirrors done for ReadMem, which reads without the tracer.
+	released   atomic.Bool
+	leaderGone bool // the leader is a zombie; other threads run
+	guarded    bool // the guard SIGSTOP was queued (Guard)
+	guardTaken bool // and a thread dequeued it since (suppressed)
+	keepStop   bool // letGo of DetachStopped: the guard must act
 	// stopOnDetach: Detach of a spawned process leaves it in a group-stop.
 	stopOnDetach bool
 }
@@ -338,7 +341,13 @@ func (p *Process) abandon() {
 		}
 		_ = ptrace(unix.PTRACE_DETACH, th.tid, 0, 0)
 	}
+	p.markDone()
+}
+
+// markDone records that the process is released, detached or killed.
+func (p *Process) markDone() {
 	p.done = true
+	p.released.Store(true)
 }
 
 func (p *Process) thread(tid int) (*thread, error) {

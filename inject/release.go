@@ -171,7 +171,7 @@ func (p *Process) letGo(final, keepStopped bool) error {
 			errs = append(errs, fmt.Errorf("detach pid %d tid %d: %w", p.Pid, th.tid, err))
 		}
 	}
-	p.done = true
+	p.markDone()
 	if stopAfter {
 		// SIGSTOP cannot be blocked, so it was not queued inside; it carries
 		// no siginfo anyone can see.
@@ -254,7 +254,7 @@ func (p *Process) Kill() error {
 		if p.done {
 			return fmt.Errorf("pid %d: %w", p.Pid, ErrReleased)
 		}
-		p.done = true
+		p.markDone()
 		p.closeMem()
 		if err := unix.Kill(p.Pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("kill pid %d: %w", p.Pid, err)

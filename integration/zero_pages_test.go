@@ -62,9 +62,10 @@ func TestZeroPagesLazy(t *testing.T) {
 	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
 	lazyRequireRounds(t, m.restored, "verify", 2)
 	checkSequence(t, m.restored, "verify")
-	// The huge pages holding data are populated and go over the wire (their
-	// zeros too: the page server does not tell zero pages yet); the pages
-	// that only ever read the huge zero page are answered locally.
+	// The huge pages holding data are populated and go over the wire (the
+	// parts of them that read as zeros as ZERO frames, without their
+	// bytes); the pages that only ever read the huge zero page are
+	// answered locally.
 	_, e := m.target.output()
 	s := parseLazySummary(t, e)
 	if limit := int64(r.Pieces*(2<<20)) + 16<<20; s.bytesCopied > limit {

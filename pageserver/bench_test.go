@@ -42,8 +42,8 @@ func BenchmarkPush(b *testing.B) {
 			if pd.Err != nil {
 				b.Fatal(pd.Err)
 			}
-			got += len(pd.Data)
-			c.Ack(pd.Addr, len(pd.Data)/PageSize)
+			got += len(pd.Data) + pd.Zero*PageSize
+			c.Ack(pd.Addr, len(pd.Data)/PageSize+pd.Zero)
 			if pd.Release != nil {
 				pd.Release()
 			}
@@ -110,8 +110,11 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 	want := lazyPages(lazy)
 	for got := 0; got < len(want); { // let the push finish first
 		pd := <-c.Pages()
-		got += len(pd.Data) / PageSize
-		c.Ack(pd.Addr, len(pd.Data)/PageSize)
+		got += len(pd.Data)/PageSize + pd.Zero
+		c.Ack(pd.Addr, len(pd.Data)/PageSize+pd.Zero)
+		if pd.Release != nil {
+			pd.Release()
+		}
 	}
 	addrs := make([]uint64, 0, len(want))
 	for a := range want {

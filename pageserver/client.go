@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,8 +45,10 @@ type ClientConfig struct {
 
 // Stats counts what a Client received.
 type Stats struct {
+	// Pages received, and their bytes (ZERO frames carry none).
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // pushed
+	ZeroPages                  uint64 // of those pages, received as ZERO: all zero bytes at the source
 	Requests                   uint64 // REQUEST frames sent (resends included)
 	Refused                    uint64 // requests the source refused
 	AckedPages                 uint64
@@ -70,8 +71,7 @@ type Client struct {
 	cfg     ClientConfig
 	log     zerolog.Logger
 	lazy    *Ranges
-	fifo    chan uffd.PageData // pushed pages read, not yet handed on
-	pages   chan uffd.PageData // pushed pages (and a final error), unbuffered
+	pages   chan uffd.PageData // pushed pages (and a final error)
 	replies chan uffd.PageData // answers to requests, served first by the handler
 
 	session uint64
@@ -85,6 +85,7 @@ type Client struct {
 	// mu guards the fields below.
 	mu       sync.Mutex
 	w        *wire // current connection, nil while redialling
+	rw       *wire // its replies connection, nil if none
 	resumed  bool
 	running  bool
 	nextID   uint64
@@ -99,7 +100,8 @@ type Client struct {
 	ackedAll  []uffd.Run
 	ackedNorm int // len(ackedAll) after its last merge
 	ackDue    bool
-	credit    uint64 // pushed bytes handed on, not yet returned in a CREDIT
+	credit    uint64 // pushed bytes released, not yet returned in a CREDIT
+	conn      uint64 // connections so far: credit of an older one is not returned
 	wantDone  bool
 	sentDone  bool
 	abort     string        // reason of an ABORT to send, "" if none
@@ -135,12 +137,13 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		addr: addr,
 		cfg:  cfg,
 		log:  cfg.Log,
-		// The reader queues pushed data on fifo (bounded by the push
-		// window, so the reader never blocks there and an answer behind
-		// pushed data is read at once); pump hands it to the handler one
-		// frame at a time and returns the credit when the handler took it.
-		fifo:    make(chan uffd.PageData, 2*PushWindow/PageSize+8),
-		pages:   make(chan uffd.PageData),
+		// The reader queues pushed frames on pages, which holds two push
+		// windows (the one of the connection and what is left of a
+		// dropped one), so the reader never blocks there and an answer
+		// behind pushed data is read at once; the handler takes many
+		// frames per wake-up, and its Release of each returns the frame's
+		// bytes to the server as push credit.
+		pages:   make(chan uffd.PageData, 2*PushWindow/PageSize+8),
 		replies: make(chan uffd.PageData, 256),
 		closed:  make(chan struct{}),
 		doneCh:  make(chan error, 1),
@@ -162,9 +165,9 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-// dial connects and runs HELLO/WELCOME for session (0 = new).
-func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
-	d := net.Dialer{
+// dialer is the dialer of every connection to the source.
+func (c *Client) dialer() *net.Dialer {
+	return &net.Dialer{
 		// A silent peer (partition, host down) is noticed within
 		// DeadPeerTimeout even when nothing is being sent: keepalive probes
 		// every second, and TCP_USER_TIMEOUT bounds how long sent data or
@@ -181,6 +184,11 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 			return err
 		},
 	}
+}
+
+// dial connects and runs HELLO/WELCOME for session (0 = new).
+func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, error) {
+	d := c.dialer()
 	dialOnce := func() (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 		defer cancel()
@@ -259,6 +267,55 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		return nil, nil, fmt.Errorf("hello page server %s: %w", c.addr, err)
 	}
 	return w, welcome, nil
+}
+
+// dialReplies opens the session's replies connection (HELLO_REPLIES,
+// REPLIES_OK): requests written on it are answered on it, never behind the
+// pushed pages queued on the session's connection.
+func (c *Client) dialReplies(ended <-chan struct{}) (*wire, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DialTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, err := c.dialer().DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial page server %s for replies: %w", c.addr, err)
+	}
+	stopClose := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stopClose()
+	if c.cfg.TLS != nil {
+		tc := tls.Client(conn, c.cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("tls handshake with page server %s for replies: %w", c.addr, err)
+		}
+		conn = tc
+	}
+	w := newWire(conn)
+	hello := &Hello{Version: ProtocolVersion, Session: c.session, Token: c.cfg.Token}
+	err = w.writeFrame(TypeHelloReplies, 0, hello.Append(nil))
+	if err == nil {
+		var h *Header
+		var p []byte
+		if h, p, err = w.readFrame(); err == nil {
+			err = expect(h, p, TypeRepliesOK)
+		}
+	}
+	if err == nil && !stopClose() {
+		err = ctx.Err() // the AfterFunc closed conn
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open the replies connection to page server %s: %w", c.addr, err)
+	}
+	return w, nil
 }
 
 // Welcome returns the session's WELCOME: session id and lazy runs.
@@ -402,21 +459,49 @@ func (c *Client) Request(addr uint64, npages int) error {
 		return fmt.Errorf("request pages: %w", err)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.err != nil {
+		c.mu.Unlock()
 		return c.err
 	}
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = &pendingRequest{addr: addr, npages: uint64(npages), remaining: uint64(npages)}
-	c.queue = append(c.queue, id)
-	c.notify()
+	w := c.w
+	if c.rw != nil {
+		w = c.rw
+	}
+	if !c.running || w == nil || len(c.queue) > 0 {
+		// Not serving yet, redialling, or behind queued requests: the
+		// writer sends it.
+		c.queue = append(c.queue, id)
+		c.notify()
+		c.mu.Unlock()
+		return nil
+	}
+	c.stats.Requests++
+	c.mu.Unlock()
+	// Written at once from the caller (the handler), not by waking the
+	// writer: a fault's request goes out without a goroutine hand-off, on
+	// the replies connection if there is one. The frame is 32 bytes on a
+	// socket the source keeps reading, so the write does not wait. If it
+	// fails, the connection is closed: its reader notices and the
+	// reconnect asks again for every pending request.
+	pid, a := wireAddr(c.lazy.pids, addr)
+	var fb [HeaderSize + 16]byte
+	frame := appendFrame(fb[:0], TypeRequest, id, (&Request{Pid: pid, Addr: a, Npages: uint32(npages)}).Append(nil))
+	if err := w.writeRaw(frame); err != nil {
+		c.log.Debug().Err(err).Uint64("request", id).Msg("write request: the connection is lost, it is asked again after the reconnect")
+		w.conn.Close()
+	}
 	return nil
 }
 
 // Pages delivers the pushed pages; a PageData with Err set reports that the
 // source is gone for good. The channel is closed when the client stops
 // (Done, Close, or after that error). Answers to requests come on Replies.
+// The consumer must call each pushed PageData's Release once it installed
+// (or dropped) it: that returns push credit to the server, which stops
+// pushing when a window of pushed pages is not released.
 func (c *Client) Pages() <-chan uffd.PageData { return c.pages }
 
 // Replies delivers the answers to requests (uffd.PrioritySource): the
@@ -553,54 +638,6 @@ func (c *Client) notify() {
 	}
 }
 
-// pump hands pushed pages to the handler one at a time and, once the
-// handler took a frame, returns its bytes to the server as push credit. It
-// closes Pages when the reader is done.
-func (c *Client) pump(done chan<- struct{}) {
-	defer close(done)
-	defer close(c.pages)
-	for d := range c.fifo {
-		// Hand pushed data on in pieces of at most handoffBytes: the handler
-		// looks at replies between pieces, so a fault waits for at most one
-		// piece's UFFDIO_COPY.
-		release := d.Release
-		var refs atomic.Int32
-		refs.Store(int32(max(1, (len(d.Data)+handoffBytes-1)/handoffBytes)))
-		for first := true; first || len(d.Data) > 0; first = false {
-			piece := d
-			if release != nil {
-				piece.Release = func() {
-					if refs.Add(-1) == 0 {
-						release()
-					}
-				}
-			}
-			if len(d.Data) > handoffBytes {
-				piece.Data = d.Data[:handoffBytes]
-				d.Addr += handoffBytes
-				d.Data = d.Data[handoffBytes:]
-			} else {
-				d.Data = nil
-			}
-			select {
-			case c.pages <- piece:
-			case <-c.closed:
-				return
-			}
-			if piece.Err != nil {
-				break
-			}
-			c.mu.Lock()
-			c.credit += uint64(len(piece.Data))
-			due := c.credit >= creditBatch
-			c.mu.Unlock()
-			if due {
-				c.notify()
-			}
-		}
-	}
-}
-
 // bufPool recycles the buffers pushed frames are read into: fresh memory
 // costs a page fault per page, the very thing the handler is racing.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxPushBytes); return &b }}
@@ -615,11 +652,7 @@ func getBuf(n int) ([]byte, func()) {
 	return (*bp)[:n], func() { bufPool.Put(bp) }
 }
 
-// handoffBytes is the largest piece of pushed data handed to the handler at
-// once.
-const handoffBytes = 64 << 10
-
-// creditBatch is how many pushed bytes are handed on before a CREDIT frame
+// creditBatch is how many pushed bytes are released before a CREDIT frame
 // returns them to the server.
 const creditBatch = PushWindow / 4
 
@@ -629,9 +662,8 @@ var errDone = errors.New("done")
 // run serves connections until DONE, Close or a failed reconnect, then
 // closes Pages.
 func (c *Client) run() {
-	pumped := make(chan struct{})
-	go c.pump(pumped)
-	defer func() { close(c.fifo); <-pumped }()
+	// The reader, the only sender, is done whenever serveConn returns.
+	defer close(c.pages)
 	for {
 		c.mu.Lock()
 		w := c.w
@@ -664,7 +696,7 @@ func (c *Client) run() {
 			c.mu.Unlock()
 			c.log.Error().Err(rerr).Msg("page server lost")
 			select {
-			case c.fifo <- uffd.PageData{Err: rerr}:
+			case c.pages <- uffd.PageData{Err: rerr}:
 			case <-c.closed:
 			}
 			c.finish(rerr)
@@ -674,12 +706,7 @@ func (c *Client) run() {
 		c.w = w
 		c.stats.Reconnects++
 		// Answers on the old connection may be lost: ask again.
-		c.queue = c.queue[:0]
-		for id, p := range c.pending {
-			p.remaining = p.npages
-			c.queue = append(c.queue, id)
-		}
-		slices.Sort(c.queue)
+		c.requeue()
 		c.sentDone = false
 		// Announce every ack again (idempotent for a source that kept
 		// its state, essential for one that adopted the session).
@@ -688,6 +715,7 @@ func (c *Client) run() {
 		c.acks = append(c.acks[:0], c.ackedAll...)
 		c.ackDue = true
 		c.credit = 0 // the new connection starts with a fresh window
+		c.conn++
 		c.mu.Unlock()
 		select {
 		case <-c.closed: // Close raced with the reconnect and missed w
@@ -695,6 +723,17 @@ func (c *Client) run() {
 		default:
 		}
 	}
+}
+
+// requeue queues every pending request again, whole: its answer may have
+// been lost with a connection. Called with c.mu held.
+func (c *Client) requeue() {
+	c.queue = c.queue[:0]
+	for id, p := range c.pending {
+		p.remaining = p.npages
+		c.queue = append(c.queue, id)
+	}
+	slices.Sort(c.queue)
 }
 
 func (c *Client) finish(err error) {
@@ -749,9 +788,42 @@ func (c *Client) reconnect(cause error, refusedIsFinal bool) (*wire, error) {
 	return nil, fmt.Errorf("page server %s lost (%w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)", c.addr, last)
 }
 
-// serveConn runs a reader and a writer on w until one fails; errDone when
-// the source acknowledged DONE.
+// serveConn runs a reader and a writer on w, and a reader on its replies
+// connection once it is open, until one of w's fails; errDone when the
+// source acknowledged DONE. Until the replies connection is open (or if
+// the source refuses it) requests and answers share w; if it fails, the
+// requests not yet answered are asked again on w.
 func (c *Client) serveConn(w *wire) error {
+	ended := make(chan struct{})
+	repliesDone := make(chan struct{})
+	go func() {
+		defer close(repliesDone)
+		rw, err := c.dialReplies(ended)
+		if err != nil {
+			c.log.Debug().Err(err).Msg("no replies connection: answers come on the session's connection, behind pushed pages")
+			return
+		}
+		c.mu.Lock()
+		select {
+		case <-ended:
+			c.mu.Unlock()
+			rw.conn.Close()
+			return
+		default:
+		}
+		c.rw = rw
+		c.mu.Unlock()
+		err = c.readLoop(rw)
+		rw.conn.Close()
+		c.mu.Lock()
+		if c.rw == rw {
+			c.rw = nil
+			c.log.Debug().Err(err).Msg("replies connection lost: asking again on the session's connection")
+			c.requeue()
+			c.notify()
+		}
+		c.mu.Unlock()
+	}()
 	var rerr error
 	readerDone := make(chan struct{})
 	go func() {
@@ -760,7 +832,16 @@ func (c *Client) serveConn(w *wire) error {
 	}()
 	werr := c.writeLoop(w, readerDone)
 	w.conn.Close()
+	close(ended)
+	c.mu.Lock()
+	rw := c.rw
+	c.rw = nil
+	c.mu.Unlock()
+	if rw != nil {
+		rw.conn.Close()
+	}
 	<-readerDone
+	<-repliesDone
 	if errors.Is(rerr, errDone) {
 		return errDone
 	}
@@ -793,29 +874,25 @@ func (c *Client) readLoop(w *wire) error {
 			if _, err := io.ReadFull(w.br, data); err != nil {
 				return fmt.Errorf("read from page server %s: %w", c.addr, unexpectedEOF(err))
 			}
+			c.received(h.ID, uint64(n), uint64(len(data)))
+			if err := c.deliver(uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0}, release); err != nil {
+				return err
+			}
+		case TypeZero:
+			p, err := w.readPayload(h)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			z, err := DecodeZero(p, c.lazy)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			c.received(h.ID, uint64(z.Npages), 0)
 			c.mu.Lock()
-			if h.ID == 0 {
-				c.stats.PushPages += uint64(n)
-				c.stats.PushBytes += uint64(len(data))
-			} else {
-				c.stats.RequestPages += uint64(n)
-				c.stats.RequestBytes += uint64(len(data))
-				if p := c.pending[h.ID]; p != nil {
-					p.remaining -= min(p.remaining, uint64(n))
-					if p.remaining == 0 {
-						delete(c.pending, h.ID)
-					}
-				}
-			}
+			c.stats.ZeroPages += uint64(z.Npages)
 			c.mu.Unlock()
-			ch := c.replies
-			if h.ID == 0 {
-				ch = c.fifo
-			}
-			select {
-			case ch <- uffd.PageData{Addr: addr, Data: data, Pushed: h.ID == 0, Release: release}:
-			case <-c.closed:
-				return ErrClosed
+			if err := c.deliver(uffd.PageData{Addr: z.Addr, Zero: int(z.Npages), Pushed: h.ID == 0}, nil); err != nil {
+				return err
 			}
 		case TypeError:
 			p, err := w.readPayload(h)
@@ -839,6 +916,62 @@ func (c *Client) readLoop(w *wire) error {
 		default:
 			return fmt.Errorf("read from page server %s: %w: unexpected %s", c.addr, ErrProtocol, h.Type)
 		}
+	}
+}
+
+// received counts n pages (and their bytes) that arrived for request id (0:
+// pushed).
+func (c *Client) received(id, n, bytes uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == 0 {
+		c.stats.PushPages += n
+		c.stats.PushBytes += bytes
+		return
+	}
+	c.stats.RequestPages += n
+	c.stats.RequestBytes += bytes
+	if p := c.pending[id]; p != nil {
+		p.remaining -= min(p.remaining, n)
+		if p.remaining == 0 {
+			delete(c.pending, id)
+		}
+	}
+}
+
+// deliver hands d on: answers to Replies, pushed pages to Pages. Its
+// Release gives the buffer back (release) and, for pushed pages, returns
+// their bytes to the server as push credit: the server pushes more once
+// the handler installed what it had.
+func (c *Client) deliver(d uffd.PageData, release func()) error {
+	d.Release = release
+	ch := c.replies
+	if d.Pushed {
+		ch = c.pages
+		n := uint64(len(d.Data)) + uint64(d.Zero)*PageSize
+		c.mu.Lock()
+		conn := c.conn
+		c.mu.Unlock()
+		d.Release = func() {
+			if release != nil {
+				release()
+			}
+			c.mu.Lock()
+			if c.conn == conn {
+				c.credit += n
+			}
+			due := c.credit >= creditBatch
+			c.mu.Unlock()
+			if due {
+				c.notify()
+			}
+		}
+	}
+	select {
+	case ch <- d:
+		return nil
+	case <-c.closed:
+		return ErrClosed
 	}
 }
 

@@ -2,6 +2,7 @@ package pageserver
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 // The source here is a fake speaking the frames by hand: the first
 // connection is cut once an ACK arrived, the second must bring the same
 // pages in an ACK.
+var errNoReplies = errors.New("a replies connection")
+
 func TestReconnectAnnouncesAcks(t *testing.T) {
 	run := uffd.Run{Addr: testBase, Npages: 64}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -39,8 +42,13 @@ func TestReconnectAnnouncesAcks(t *testing.T) {
 			w := newWire(c)
 			var acked []uffd.Run
 			err = func() error {
-				if _, _, err := w.readFrame(); err != nil { // HELLO
+				h, _, err := w.readFrame() // HELLO
+				if err != nil {
 					return err
+				}
+				if h.Type == TypeHelloReplies { // this fake has no replies connection
+					conn--
+					return errNoReplies
 				}
 				wel := &Welcome{Version: ProtocolVersion, Pids: []uint32{0}, Session: 7, LazyPages: run.Npages, LazyBytes: run.Npages * PageSize, Runs: []uffd.Run{run}}
 				if err := w.writeFrame(TypeWelcome, 0, wel.Append(nil)); err != nil {
@@ -66,6 +74,11 @@ func TestReconnectAnnouncesAcks(t *testing.T) {
 					}
 				}
 			}()
+			if errors.Is(err, errNoReplies) {
+				w.writeFrame(TypeError, 0, []byte("no replies connection"))
+				c.Close()
+				continue
+			}
 			c.Close()
 			results <- result{acked: acked, err: err}
 		}

@@ -19,9 +19,22 @@
 //	REQUEST{id, pid, addr, npages}     ──▶
 //	                                   ◀──   PAGES{id, pid, addr, data}   (answers first)
 //	                                   ◀──   PAGES{0, pid, addr, data}    (background push)
+//	                                   ◀──   ZERO{id or 0, pid, addr, npages} (pages read as zeros)
 //	ACK{runs}                          ──▶   (never pushed again)
 //	DONE                               ──▶
 //	                                   ◀──   DONE, close
+//
+// After RESUMED the target also opens a replies connection for the
+// session (it may not: everything then shares the one connection):
+//
+//	HELLO_REPLIES{version, session, token} ──▶
+//	                                   ◀──   REPLIES_OK (or ERROR, and close)
+//	REQUEST{id, pid, addr, npages}     ──▶
+//	                                   ◀──   PAGES{id, …} / ZERO{id, …} / ERROR{id}
+//
+// Its answers never queue behind pushed pages in the session's connection;
+// it ends with that connection, and a target whose replies connection
+// failed asks again on the session's connection.
 //
 // Before RESUMED a lost connection or FAIL{reason} ends the session: the
 // source releases the frozen process, which keeps running. After RESUMED the
@@ -57,17 +70,30 @@
 // payloads:
 //
 //	HELLO      version u32 | session u64 | token length u16 | token (≤ MaxToken)
+//	HELLO_REPLIES as HELLO (session ≠ 0)
 //	WELCOME    version u32 | session u64 | lazy pages u64 | lazy bytes u64 |
 //	           p u32 | p × pid u32 | n u32 | n × (pid u32, addr u64, npages u64)
 //	IMAGES     n u32 | n × (name length u8 | name | size u64)
 //	CHUNK      the next bytes of the files listed in IMAGES, concatenated in order
 //	REQUEST    pid u32 | addr u64 | npages u32          (id ≠ 0 in the header)
 //	PAGES      pid u32 | addr u64 | npages × 4096 bytes  (id 0 = pushed)
+//	ZERO       pid u32 | addr u64 | npages u32           (id as PAGES: the pages are all zero bytes)
 //	ACK        n u32 | n × (pid u32, addr u64, npages u64)
 //	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
-//	GET_IMAGES, RESUMED, RESUMED_OK, DONE: empty
+//	GET_IMAGES, RESUMED, RESUMED_OK, REPLIES_OK, DONE: empty
 //
-// Limits: a PAGES frame or REQUEST covers 1 to [MaxFramePages] pages at a
+// Once RESUMED_OK is out the source's reader answers each REQUEST itself,
+// between two frames of the background push (at most [MaxPushBytes] each);
+// the target installs answers before pushed pages and returns push credit
+// (CREDIT) as it installs pushed pages, at most [PushWindow] in flight.
+//
+// The source reads every page it sends and sends a run of pages that hold
+// only zero bytes as one ZERO frame instead of their bytes; the target
+// installs them with UFFDIO_ZEROPAGE (ioctl_userfaultfd(2)). A page reads
+// as zeros on the target only if the source read it as zeros: lazy pages
+// are never guessed.
+//
+// Limits: a PAGES frame, a ZERO frame or a REQUEST covers 1 to [MaxFramePages] pages at a
 // page-aligned address inside the lazy runs announced in WELCOME for that
 // pid (every run ends at most at [MaxAddr]); WELCOME names 1 to
 // [MaxProcesses] pids; push

@@ -87,6 +87,12 @@ func FuzzDecodePages(f *testing.F) {
 	})
 }
 
+func FuzzDecodeZero(f *testing.F) {
+	f.Fuzz(func(t *testing.T, p []byte) {
+		fuzzRoundTrip(t, p, func(p []byte) (*Zero, error) { return DecodeZero(p, fuzzRanges) }, func(m *Zero) []byte { return m.Append(nil, fuzzRanges) })
+	})
+}
+
 func FuzzDecodeAck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		fuzzRoundTrip(t, p, func(p []byte) (*Ack, error) { return DecodeAck(p, fuzzRanges) }, func(m *Ack) []byte { return m.Append(nil, fuzzRanges) })
@@ -115,6 +121,8 @@ func fuzzSeeds() map[string]map[string][]byte {
 			"bad-magic":    append([]byte("XX"), Header{Type: TypeDone}.Append(nil)[2:]...),
 			"request-id-0": Header{Type: TypeRequest, Length: 16}.Append(nil),
 			"request-v1":   Header{Type: TypeRequest, Length: 12, ID: 1}.Append(nil),
+			"valid-zero":   Header{Type: TypeZero, Length: 16, ID: 3}.Append(nil),
+			"zero-long":    Header{Type: TypeZero, Length: 16 + PageSize}.Append(nil),
 		},
 		"FuzzDecodeHello": {
 			"valid-new":    (&Hello{Version: ProtocolVersion, Token: []byte("tok")}).Append(nil),
@@ -154,6 +162,16 @@ func fuzzSeeds() map[string]map[string][]byte {
 			"unknown-pid": append(pagesHead0(8, 0x10000), page...),
 			"outside":     append(pagesHead0(7, 0x20000), page...),
 			"partial":     append(pagesHead0(7, 0x10000), page[:100]...),
+		},
+		"FuzzDecodeZero": {
+			"valid":       (&Request{Pid: 7, Addr: 0x10000, Npages: 16}).Append(nil),
+			"valid-42":    (&Request{Pid: 42, Addr: 0x13000, Npages: 1}).Append(nil),
+			"outside-42":  (&Request{Pid: 42, Addr: 0x13000, Npages: 2}).Append(nil),
+			"unknown-pid": (&Request{Pid: 8, Addr: 0x10000, Npages: 1}).Append(nil),
+			"none":        (&Request{Pid: 7, Addr: 0x10000}).Append(nil),
+			"too-many":    (&Request{Pid: 7, Addr: 0x10000, Npages: MaxFramePages + 1}).Append(nil),
+			"unaligned":   (&Request{Pid: 7, Addr: 0x10008, Npages: 1}).Append(nil),
+			"short":       (&Request{Pid: 7, Addr: 0x10000, Npages: 1}).Append(nil)[:15],
 		},
 		"FuzzDecodeAck": {
 			"valid":       (&Ack{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x40000, Npages: 4}, {Addr: uffd.SpaceAddr(1, 0x10000), Npages: 4}}}).Append(nil, fuzzRanges),
@@ -205,6 +223,7 @@ func TestValidSeedsDecode(t *testing.T) {
 		"FuzzDecodeRequest": func(p []byte) error { _, err := DecodeRequest(p); return err },
 		"FuzzDecodePages":   func(p []byte) error { _, err := DecodePages(p, fuzzRanges); return err },
 		"FuzzDecodeAck":     func(p []byte) error { _, err := DecodeAck(p, fuzzRanges); return err },
+		"FuzzDecodeZero":    func(p []byte) error { _, err := DecodeZero(p, fuzzRanges); return err },
 		"FuzzDecodeMessage": func(p []byte) error { _, err := DecodeMessage(p); return err },
 	}
 	for target, seeds := range fuzzSeeds() {

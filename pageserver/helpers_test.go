@@ -228,20 +228,28 @@ func collect(t testing.TB, c *Client, mem *fakeMemory, want map[uint64]bool, onF
 			if pd.Err != nil {
 				t.Fatalf("page source failed: %v", pd.Err)
 			}
-			for i := 0; i < len(pd.Data)/PageSize; i++ {
+			n := len(pd.Data)/PageSize + pd.Zero
+			for i := range n {
 				a := pd.Addr + uint64(i)*PageSize
 				if !want[a] {
 					t.Fatalf("page %#x is not lazy", a)
 				}
-				if !bytes.Equal(pd.Data[i*PageSize:(i+1)*PageSize], mem.page(a)) {
-					t.Fatalf("page %#x has the wrong contents", a)
+				page := zeroPage[:]
+				if pd.Zero == 0 {
+					page = pd.Data[i*PageSize : (i+1)*PageSize]
+				}
+				if !bytes.Equal(page, mem.page(a)) {
+					t.Fatalf("page %#x has the wrong contents (sent as zeros: %v)", a, pd.Zero > 0)
 				}
 				if got[a] == 0 {
 					missing--
 				}
 				got[a]++
 			}
-			c.Ack(pd.Addr, len(pd.Data)/PageSize)
+			c.Ack(pd.Addr, n)
+			if pd.Release != nil {
+				pd.Release()
+			}
 			if onFirst != nil {
 				onFirst()
 				onFirst = nil
@@ -264,9 +272,12 @@ func drain(t testing.TB, c *Client) {
 	timeout := time.After(20 * time.Second)
 	for {
 		select {
-		case _, ok := <-c.Pages():
+		case pd, ok := <-c.Pages():
 			if !ok {
 				return
+			}
+			if pd.Release != nil {
+				pd.Release()
 			}
 		case <-timeout:
 			t.Fatal("Pages not closed")

@@ -21,16 +21,23 @@ const (
 	FrameVersion = 1 // the header's version byte
 	// ProtocolVersion is the version HELLO and WELCOME carry. 2: every
 	// page address on the wire names its process (pid in the image), so
-	// one session serves a whole process tree.
-	ProtocolVersion = 2
+	// one session serves a whole process tree. 3: ZERO frames stand for
+	// pages the source read as all zero bytes.
+	ProtocolVersion = 3
 	HeaderSize      = 16 // frame header bytes
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
 	MaxPayload      = MaxFramePages*PageSize + 64
-	MaxPushBytes    = 256 << 10 // page bytes in one pushed PAGES frame
+	// MaxPushBytes bounds the page bytes of one pushed frame: the source
+	// answers a request between two frames (its reader writes the answer
+	// as soon as the frame being written is out), so an answer never waits
+	// behind more than one.
+	MaxPushBytes = 64 << 10
 	// PushWindow is the push credit a connection starts with: the most
-	// pushed bytes in flight between the server and the handler. Answers to
-	// requests never wait behind more than this (see CREDIT).
+	// pushed bytes in flight between the server and the handler's
+	// installing them (the client returns credit as the handler releases
+	// pushed frames, see CREDIT). Answers never wait behind more than
+	// what of it is still in the socket.
 	PushWindow = 1 << 20
 	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
 	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
@@ -107,10 +114,22 @@ const (
 	// copy: the source must keep it stopped (never release it, never kill
 	// it) so that it can be served again.
 	TypeAbort
+	// TypeZero (server → client, id as PAGES: the request answered, 0 if
+	// pushed; payload: pid u32, addr u64, npages u32) stands for a PAGES
+	// frame whose pages the source read and found all zero bytes: the
+	// target maps them with UFFDIO_ZEROPAGE and no data crosses the wire.
+	TypeZero
+	// TypeHelloReplies (client → server, payload as HELLO, session ≠ 0)
+	// opens the replies connection of a session whose connection is
+	// served: REQUEST frames on it are answered on it, never behind the
+	// background push of the session's connection.
+	TypeHelloReplies
+	// TypeRepliesOK (server → client, empty) accepts a replies connection.
+	TypeRepliesOK
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -136,9 +155,9 @@ func (h Header) Append(b []byte) []byte {
 // fixedSize is the exact payload size of fixed-size frames, -1 otherwise.
 func fixedSize(t Type) int {
 	switch t {
-	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone:
+	case TypeGetImages, TypeResumed, TypeResumedOK, TypeDone, TypeRepliesOK:
 		return 0
-	case TypeRequest:
+	case TypeRequest, TypeZero:
 		return 16
 	}
 	return -1
@@ -568,8 +587,8 @@ func DecodeRequest(p []byte) (*Request, error) {
 	return m, nil
 }
 
-// AppendCredit appends a CREDIT payload: the client has handed n more
-// pushed bytes to the handler, so the server may push n more.
+// AppendCredit appends a CREDIT payload: the handler has installed (or
+// dropped) n more pushed bytes, so the server may push n more.
 func AppendCredit(b []byte, n uint64) []byte { return binary.LittleEndian.AppendUint64(b, n) }
 
 // DecodeCredit decodes a CREDIT payload.
@@ -635,6 +654,46 @@ func DecodePages(p []byte, lazy *Ranges) (*Pages, error) {
 		return nil, err
 	}
 	return &Pages{Addr: key, Data: p[pagesHead:]}, nil
+}
+
+// Zero is a decoded ZERO payload: Npages pages at keyed address Addr that
+// the source read as all zero bytes.
+type Zero struct {
+	Addr   uint64 // keyed (uffd.SpaceAddr)
+	Npages uint32
+}
+
+// Append appends the payload encoding of m to b, naming its process as
+// lazy does.
+func (m *Zero) Append(b []byte, lazy *Ranges) []byte {
+	pid, addr := wireAddr(lazy.pids, m.Addr)
+	b = binary.LittleEndian.AppendUint32(b, pid)
+	b = binary.LittleEndian.AppendUint64(b, addr)
+	return binary.LittleEndian.AppendUint32(b, m.Npages)
+}
+
+// DecodeZero decodes a ZERO payload: 1 to MaxFramePages pages at a
+// page-aligned address inside lazy's runs for that pid.
+func DecodeZero(p []byte, lazy *Ranges) (*Zero, error) {
+	r := reader{b: p}
+	pid, addr, n := r.u32(), r.u64(), r.u32()
+	if err := r.done("ZERO"); err != nil {
+		return nil, err
+	}
+	if n == 0 || n > MaxFramePages {
+		return nil, fmt.Errorf("%w: ZERO for %d pages (1 to %d)", ErrProtocol, n, MaxFramePages)
+	}
+	if err := checkRun(uffd.Run{Addr: addr, Npages: uint64(n)}); err != nil {
+		return nil, fmt.Errorf("ZERO: pid %d: %w", pid, err)
+	}
+	key, err := lazy.Key(pid, addr)
+	if err != nil {
+		return nil, fmt.Errorf("ZERO: %w", err)
+	}
+	if err := lazy.Check(key, uint64(n)); err != nil {
+		return nil, fmt.Errorf("ZERO: pid %d: %w", pid, err)
+	}
+	return &Zero{Addr: key, Npages: n}, nil
 }
 
 // Ack lists runs installed (or dropped) by the target.
@@ -799,7 +858,7 @@ type wire struct {
 }
 
 func newWire(c net.Conn) *wire {
-	return &wire{conn: c, br: bufio.NewReaderSize(c, 64<<10)}
+	return &wire{conn: c, br: bufio.NewReaderSize(c, 4<<10)}
 }
 
 // readHeader reads and checks the next frame header.
@@ -855,6 +914,14 @@ func (w *wire) writeFrame(t Type, id uint64, parts ...[]byte) error {
 			bufs = append(bufs, p)
 		}
 	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	_, err := bufs.WriteTo(w.conn)
+	return err
+}
+
+// writeBuffers writes pre-encoded frames in one writev-like call.
+func (w *wire) writeBuffers(bufs net.Buffers) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	_, err := bufs.WriteTo(w.conn)

@@ -1,6 +1,7 @@
 package pageserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -60,14 +61,20 @@ type ServerConfig struct {
 
 // Result is what a Serve call did.
 type Result struct {
-	RequestPages, RequestBytes uint64 // sent in answer to requests
-	PushPages, PushBytes       uint64 // sent by the background push
+	// Pages answered, and the page bytes sent for them (pages that read as
+	// zeros are sent as ZERO frames, without their bytes).
+	RequestPages, RequestBytes uint64 // in answer to requests
+	PushPages, PushBytes       uint64 // by the background push
+	ZeroPages                  uint64 // of those pages, sent as ZERO: they read as all zero bytes
 	Requests                   uint64 // requests answered
 	Refused                    uint64 // requests refused (outside the lazy runs)
 	AckedPages                 uint64 // lazy pages the target acknowledged
 	Reconnects                 int
 	Duration                   time.Duration
 	Done                       bool // the target sent DONE
+	// ResumedAt is when the target's first RESUMED arrived (zero if none
+	// did, and for an adopted session); DoneAt when its DONE did.
+	ResumedAt, DoneAt time.Time
 }
 
 // Server serves one migration: the image files, then the lazy pages to one
@@ -95,8 +102,9 @@ func NewServer(cfg ServerConfig) *Server {
 
 // peer is a connection that passed the handshake.
 type peer struct {
-	w     *wire
-	hello *Hello
+	w       *wire
+	hello   *Hello
+	replies bool // HELLO_REPLIES: the replies connection of a served session
 }
 
 type connResult struct {
@@ -152,6 +160,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		wg.Go(func() { refusePeer(p.w, msg) })
 	}
 	var activeConn, waiting *peer
+	var attach chan *wire // the active connection's replies connection
 	accept := func(p peer) {
 		if session == 0 {
 			session = s.cfg.Session
@@ -171,7 +180,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		}
 		active, activeConn = true, &p
 		s.log.Info().Str("peer", p.w.conn.RemoteAddr().String()).Uint64("session", session).Int("connection", welcomed).Msg("target connected")
-		wg.Go(func() { results <- s.runConn(ctx, p, session, idx) })
+		att := make(chan *wire, 1)
+		attach = att
+		wg.Go(func() { results <- s.runConn(ctx, p, session, idx, att) })
 	}
 	defer func() {
 		if waiting != nil {
@@ -187,6 +198,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 	for {
 		select {
 		case p := <-hellos:
+			if p.replies {
+				// The replies connection of the connection being served
+				// (one per connection); anything else is refused.
+				if !active || session == 0 || p.hello.Session != session || attach == nil {
+					refuse(p, "no connection of this session is served: a replies connection comes after HELLO")
+					continue
+				}
+				attach <- p.w
+				attach = nil
+				continue
+			}
 			switch {
 			case active && session != 0 && p.hello.Session == session:
 				// The target reconnected before this side noticed the old
@@ -210,7 +232,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			}
 			accept(p)
 		case r := <-results:
-			active, activeConn = false, nil
+			active, activeConn, attach = false, nil, nil
 			if r.done {
 				return result(), nil
 			}
@@ -365,7 +387,7 @@ func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
 	}
 	w := newWire(c)
 	h, p, err := w.readFrame()
-	if err == nil && h.Type != TypeHello {
+	if err == nil && h.Type != TypeHello && h.Type != TypeHelloReplies {
 		err = fmt.Errorf("%w: %s before HELLO", ErrProtocol, h.Type)
 	}
 	var hello *Hello
@@ -383,7 +405,7 @@ func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
 		return peer{}, fmt.Errorf("hello from %s: %w", c.RemoteAddr(), err)
 	}
 	c.SetDeadline(time.Time{})
-	return peer{w: w, hello: hello}, nil
+	return peer{w: w, hello: hello, replies: h.Type == TypeHelloReplies}, nil
 }
 
 // tokenOK compares in constant time (hashes first, so the length does not
@@ -410,14 +432,18 @@ type connState struct {
 	reqs       []queuedRequest
 	errs       []errFrame
 	wantImages bool
-	resumedOK  bool   // RESUMED received, RESUMED_OK not yet sent
-	pushing    bool   // RESUMED_OK sent: push may run
-	credit     uint64 // pushed bytes the client can still take (CREDIT)
-	done       bool
-	fail       string
-	abort      string // ABORT received: the target killed its copy
-	readErr    error
-	wake       chan struct{}
+	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
+	pushing    bool // RESUMED_OK sent: push may run
+	// direct: RESUMED_OK is out (or the session had resumed before this
+	// connection): the reader answers requests itself, without waiting for
+	// the writer and the push batch it may be sending.
+	direct  bool
+	credit  uint64 // pushed bytes the client can still take (CREDIT)
+	done    bool
+	fail    string
+	abort   string // ABORT received: the target killed its copy
+	readErr error
+	wake    chan struct{}
 }
 
 type queuedRequest struct {
@@ -438,23 +464,39 @@ func (cs *connState) notify() {
 	}
 }
 
-// runConn serves one connection until DONE, FAIL or an error.
-func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex) connResult {
+// runConn serves one connection until DONE, FAIL or an error, and the
+// replies connection that attach may bring.
+func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex, attach <-chan *wire) connResult {
 	w := p.w
 	defer w.conn.Close()
 	stop := context.AfterFunc(ctx, func() { w.conn.Close() })
 	defer stop()
+	end := make(chan struct{})
+	repliesDone := make(chan struct{})
+	defer func() {
+		close(end)
+		<-repliesDone
+	}()
 
 	s.mu.Lock()
 	// A reconnected session pushes at once: it resumed already.
-	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
+	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
 	s.mu.Unlock()
 	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
+		close(repliesDone)
 		return connResult{err: fmt.Errorf("send WELCOME: %w", err)}
 	}
 
+	go func() {
+		defer close(repliesDone)
+		select {
+		case rw := <-attach:
+			s.serveReplies(rw, cs, idx, end)
+		case <-end:
+		}
+	}()
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -466,6 +508,72 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	return res
 }
 
+// serveReplies answers the REQUEST frames of a replies connection on it,
+// whatever the session's connection is pushing, until the connection fails
+// or end is closed (the session's connection ended). A request outside the
+// lazy runs gets an ERROR with its id; anything but REQUEST ends it.
+func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-chan struct{}) {
+	stopped := make(chan struct{})
+	defer func() {
+		close(stopped)
+		rw.conn.Close()
+	}()
+	go func() {
+		select {
+		case <-end:
+			rw.conn.Close()
+		case <-stopped:
+		}
+	}()
+	peer := rw.conn.RemoteAddr().String()
+	if err := rw.writeFrame(TypeRepliesOK, 0); err != nil {
+		s.log.Warn().Err(err).Str("peer", peer).Msg("send REPLIES_OK")
+		return
+	}
+	s.log.Debug().Str("peer", peer).Msg("replies connection open")
+	var buf []byte
+	for {
+		h, p, err := rw.readFrame()
+		if err == nil && h.Type != TypeRequest {
+			err = fmt.Errorf("%w: %s on the replies connection", ErrProtocol, h.Type)
+		}
+		var req *Request
+		if err == nil {
+			req, err = DecodeRequest(p)
+		}
+		if err != nil {
+			s.log.Debug().Err(err).Str("peer", peer).Msg("replies connection ends")
+			return
+		}
+		key, rerr := idx.ranges.Key(req.Pid, req.Addr)
+		if rerr == nil {
+			rerr = idx.ranges.Check(key, uint64(req.Npages))
+		}
+		if rerr != nil {
+			s.mu.Lock()
+			s.res.Refused++
+			s.mu.Unlock()
+			msg := fmt.Sprintf("request %d: pid %d: %v", h.ID, req.Pid, rerr)
+			s.log.Warn().Uint64("request", h.ID).Msg("refuse request: " + msg)
+			if err := rw.writeFrame(TypeError, h.ID, message(msg)); err != nil {
+				return
+			}
+			continue
+		}
+		r := queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)}
+		s.mu.Lock()
+		s.take(cs, idx, r)
+		s.mu.Unlock()
+		if need := int(r.npages * PageSize); len(buf) < need {
+			buf = make([]byte, need)
+		}
+		if err := s.sendPages(rw, idx, buf, &r); err != nil {
+			s.log.Warn().Err(err).Str("peer", peer).Msg("answer on the replies connection")
+			return
+		}
+	}
+}
+
 // readLoop decodes the target's frames into cs until DONE, FAIL or an error.
 func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 	fail := func(err error) {
@@ -474,12 +582,14 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 		s.mu.Unlock()
 		cs.notify()
 	}
+	var buf []byte // for the requests the reader answers
 	for {
 		h, p, err := w.readFrame()
 		if err != nil {
 			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
 			return
 		}
+		var answer *queuedRequest
 		s.mu.Lock()
 		switch h.Type {
 		case TypeGetImages:
@@ -487,6 +597,7 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 		case TypeResumed:
 			if !s.resumed {
 				s.log.Info().Msg("target resumed the process")
+				s.res.ResumedAt = time.Now()
 			}
 			s.resumed = true
 			cs.resumedOK = true
@@ -505,7 +616,13 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				cs.errs = append(cs.errs, errFrame{id: h.ID, msg: fmt.Sprintf("request %d: pid %d: %v", h.ID, req.Pid, rerr)})
 				break
 			}
-			cs.reqs = append(cs.reqs, queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)})
+			r := queuedRequest{id: h.ID, addr: key, npages: uint64(req.Npages)}
+			if cs.direct {
+				s.take(cs, idx, r)
+				answer = &r
+				break
+			}
+			cs.reqs = append(cs.reqs, r)
 		case TypeAck:
 			var ack *Ack
 			ack, err = DecodeAck(p, idx.ranges)
@@ -542,6 +659,12 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 		}
 		stop := cs.done || cs.fail != "" || cs.abort != ""
 		s.mu.Unlock()
+		if err == nil && answer != nil {
+			if need := int(answer.npages * PageSize); len(buf) < need {
+				buf = make([]byte, need)
+			}
+			err = s.sendPages(w, idx, buf, answer)
+		}
 		if err != nil {
 			fail(fmt.Errorf("read from target %s: %w", w.conn.RemoteAddr(), err))
 			return
@@ -592,12 +715,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		r := cs.reqs[0]
 		cs.reqs = cs.reqs[1:]
 		wk.req = &r
-		g := idx.index(r.addr)
-		cs.sent.setRange(g, r.npages)
-		s.cursor = g + r.npages
-		if s.cursor >= idx.total {
-			s.cursor = 0
-		}
+		s.take(cs, idx, r)
 	case cs.pushing && cs.credit >= PageSize:
 		wk.push = s.pushBatch(cs, idx)
 		if wk.push != nil {
@@ -606,6 +724,17 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 	}
 	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
 	return wk, ok
+}
+
+// take marks request r's pages sent and moves the push cursor after them
+// (pages near a fault go first). Called with s.mu held.
+func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
+	g := idx.index(r.addr)
+	cs.sent.setRange(g, r.npages)
+	s.cursor = g + r.npages
+	if s.cursor >= idx.total {
+		s.cursor = 0
+	}
 }
 
 // pushBatch picks the next unsent pages from the cursor onwards (wrapping),
@@ -660,6 +789,9 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			if err := w.writeFrame(TypeResumedOK, 0); err != nil {
 				return connResult{err: fmt.Errorf("send RESUMED_OK: %w", err)}
 			}
+			s.mu.Lock()
+			cs.direct = true
+			s.mu.Unlock()
 		}
 		switch {
 		case wk.abort != "":
@@ -671,6 +803,7 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 		case wk.done:
 			s.mu.Lock()
 			s.res.Done = true
+			s.res.DoneAt = time.Now()
 			s.mu.Unlock()
 			w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if err := w.writeFrame(TypeDone, 0); err != nil {
@@ -739,9 +872,16 @@ func (s *Server) sendImages(w *wire) error {
 }
 
 // sendPages reads a range (a request, id ≠ 0, or a push batch) from Memory
-// and sends it, one PAGES frame per run and per MaxFramePages.
+// and sends it, per lazy run and per MaxFramePages: each stretch of pages
+// that read as all zero bytes as one ZERO frame, each other stretch as one
+// PAGES frame, the frames of one read in one write.
 func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest) error {
 	addr, left := r.addr, r.npages
+	var (
+		heads []byte      // the frames' headers and heads
+		parts []framePart // what goes out, in order
+		bufs  net.Buffers
+	)
 	for left > 0 {
 		i := idx.run(addr)
 		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
@@ -752,17 +892,47 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 			w.writeFrame(TypeError, r.id, message(msg))
 			return fmt.Errorf("read pages %#x-%#x of pid %d: %w", a, a+n*PageSize, pid, err)
 		}
-		if err := w.writeFrame(TypePages, r.id, AppendPagesHead(nil, addr, idx.ranges), data); err != nil {
+		heads, parts = heads[:0], parts[:0]
+		var zero uint64
+		for p := uint64(0); p < n; {
+			z := isZeroPage(data[p*PageSize : (p+1)*PageSize])
+			q := p + 1
+			for q < n && isZeroPage(data[q*PageSize:(q+1)*PageSize]) == z {
+				q++
+			}
+			at := addr + p*PageSize
+			h := len(heads)
+			if z {
+				zero += q - p
+				heads = Header{Type: TypeZero, Length: 16, ID: r.id}.Append(heads)
+				heads = (&Zero{Addr: at, Npages: uint32(q - p)}).Append(heads, idx.ranges)
+				parts = append(parts, framePart{head: [2]int{h, len(heads)}})
+			} else {
+				heads = Header{Type: TypePages, Length: uint32(pagesHead + (q-p)*PageSize), ID: r.id}.Append(heads)
+				heads = AppendPagesHead(heads, at, idx.ranges)
+				parts = append(parts, framePart{head: [2]int{h, len(heads)}, data: data[p*PageSize : q*PageSize]})
+			}
+			p = q
+		}
+		bufs = bufs[:0]
+		for _, fp := range parts {
+			bufs = append(bufs, heads[fp.head[0]:fp.head[1]])
+			if len(fp.data) > 0 {
+				bufs = append(bufs, fp.data)
+			}
+		}
+		if err := w.writeBuffers(bufs); err != nil {
 			return fmt.Errorf("send pages %#x-%#x of pid %d: %w", a, a+n*PageSize, pid, err)
 		}
 		s.mu.Lock()
 		if r.id != 0 {
 			s.res.RequestPages += n
-			s.res.RequestBytes += n * PageSize
+			s.res.RequestBytes += (n - zero) * PageSize
 		} else {
 			s.res.PushPages += n
-			s.res.PushBytes += n * PageSize
+			s.res.PushBytes += (n - zero) * PageSize
 		}
+		s.res.ZeroPages += zero
 		s.mu.Unlock()
 		addr += n * PageSize
 		left -= n
@@ -774,3 +944,16 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 	}
 	return nil
 }
+
+// framePart is one frame of sendPages: its header and head in heads, and
+// its page data (none for ZERO).
+type framePart struct {
+	head [2]int
+	data []byte
+}
+
+// isZeroPage reports whether page b holds only zero bytes.
+func isZeroPage(b []byte) bool { return bytes.Equal(b, zeroPage[:]) }
+
+// zeroPage is a page of zeros to compare with.
+var zeroPage [PageSize]byte

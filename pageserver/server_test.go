@@ -56,6 +56,9 @@ func TestServeImagesRequestsPushDone(t *testing.T) {
 		if pd.Err != nil {
 			t.Fatal(pd.Err)
 		}
+		if pd.Release != nil {
+			pd.Release()
+		}
 	}
 	if err := c.Done(); err != nil {
 		t.Fatal(err)
@@ -123,6 +126,84 @@ func TestAckedNeverPushed(t *testing.T) {
 	rawExpect(t, w, TypeDone) // nothing else was pushed before it
 	if r := wait(); r.err != nil || r.res.PushPages != uint64(len(want)) {
 		t.Fatalf("Serve: %+v, %v; want %d pushed", r.res, r.err, len(want))
+	}
+}
+
+// TestZeroPagesSentAsZero: pages that read as all zero bytes go out as
+// ZERO frames, pushed or answering a request (with its id), and only
+// they: every other page comes as PAGES with its bytes.
+func TestZeroPagesSentAsZero(t *testing.T) {
+	mem, lazy, files := testSetup()
+	isZero := map[uint64]bool{}
+	for _, k := range []uint64{0, 1, 2, 9, 55, 57, 63} {
+		isZero[testBase+k*PageSize] = true
+	}
+	for k := uint64(20); k < 40; k++ { // a whole run
+		isZero[testBase+k*PageSize] = true
+	}
+	for a := range isZero {
+		clear(mem.page(a))
+	}
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	ranges := mustRanges(t, lazy)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	rawSend(t, w, TypeRequest, 7, (&Request{Addr: testBase + 54*PageSize, Npages: 5}).Append(nil))
+	want := lazyPages(lazy)
+	got := map[uint64]bool{}
+	var answered, zeroSent uint64
+	for len(got) < len(want) || answered < 5 {
+		h, p, err := w.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var addr uint64
+		var n int
+		switch h.Type {
+		case TypeZero:
+			z, err := DecodeZero(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, n = z.Addr, int(z.Npages)
+			zeroSent += uint64(n)
+		case TypePages:
+			m, err := DecodePages(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, n = m.Addr, m.Npages()
+			for i := range n {
+				if a := addr + uint64(i)*PageSize; !bytes.Equal(m.Data[i*PageSize:(i+1)*PageSize], mem.page(a)) {
+					t.Fatalf("page %#x has the wrong contents", a)
+				}
+			}
+		default:
+			t.Fatalf("got %s, want PAGES or ZERO", h.Type)
+		}
+		for i := range n {
+			a := addr + uint64(i)*PageSize
+			if isZero[a] != (h.Type == TypeZero) {
+				t.Errorf("page %#x (all zeros: %v) came in a %s frame", a, isZero[a], h.Type)
+			}
+			got[a] = true
+		}
+		if h.ID == 7 {
+			answered += uint64(n)
+		} else if h.ID != 0 {
+			t.Fatalf("%s with id %d", h.Type, h.ID)
+		}
+	}
+	rawSend(t, w, TypeDone, 0, nil)
+	rawExpect(t, w, TypeDone)
+	r := wait()
+	if r.err != nil || r.res.ZeroPages != zeroSent || zeroSent < uint64(len(isZero)) {
+		t.Fatalf("Serve: %+v, %v; want %d zero pages (%d sent)", r.res, r.err, len(isZero), zeroSent)
+	}
+	if sent := r.res.PushPages + r.res.RequestPages; r.res.PushBytes+r.res.RequestBytes != (sent-zeroSent)*PageSize {
+		t.Errorf("Serve: %+v: bytes are not those of the %d pages sent with data", r.res, sent-zeroSent)
 	}
 }
 
@@ -512,5 +593,120 @@ func TestServeInterruptedBeforeTarget(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "0x0") || !strings.Contains(err.Error(), "target") {
 		t.Fatalf("Serve interrupted before a target: %q, want it to say no target came, without a session id", err)
+	}
+}
+
+// TestPushCreditOnRelease: the server pushes at most PushWindow bytes that
+// the consumer has not released (installed); releasing them lets the push
+// go on to the end.
+func TestPushCreditOnRelease(t *testing.T) {
+	const pages = 3 * PushWindow / PageSize
+	mem := &fakeMemory{base: testBase, data: bytes.Repeat([]byte{0x5a}, pages*PageSize)}
+	lazy := []uffd.Run{{Addr: testBase, Npages: pages}}
+	srv, l, wait := startServer(t, ServerConfig{Lazy: lazy, Memory: mem})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	var held []PageData
+	got := 0
+	timeout := time.After(20 * time.Second)
+	for got < PushWindow {
+		select {
+		case pd := <-c.Pages():
+			if pd.Err != nil {
+				t.Fatal(pd.Err)
+			}
+			got += len(pd.Data) + pd.Zero*PageSize
+			held = append(held, pd)
+		case <-timeout:
+			t.Fatalf("%d bytes pushed, want the %d of the window", got, PushWindow)
+		}
+	}
+	srv.mu.Lock()
+	pushed := srv.res.PushBytes
+	srv.mu.Unlock()
+	if got != PushWindow || pushed != PushWindow {
+		t.Fatalf("with nothing released: %d bytes received, %d pushed; want the window, %d", got, pushed, PushWindow)
+	}
+	for _, pd := range held {
+		c.Ack(pd.Addr, len(pd.Data)/PageSize)
+		pd.Release()
+	}
+	want := lazyPages(lazy)
+	for a := range want {
+		if a < testBase+PushWindow {
+			delete(want, a)
+		}
+	}
+	collect(t, c, mem, want, nil)
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(); r.err != nil || r.res.PushBytes != pages*PageSize {
+		t.Fatalf("Serve: %+v, %v; want every page pushed once", r.res, r.err)
+	}
+}
+
+// TestRepliesConnection: after RESUMED the client opens the replies
+// connection and requests are answered on it; when it is cut, the client
+// asks again on the session's connection and the session goes on to DONE.
+func TestRepliesConnection(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	c := dialClient(t, l.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute})
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	<-l.conns // the session's connection
+	var replies net.Conn
+	select {
+	case replies = <-l.conns:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no replies connection")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	rw := func() *wire { c.mu.Lock(); defer c.mu.Unlock(); return c.rw }
+	for rw() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the client does not use the replies connection")
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	reply := func(addr uint64) {
+		t.Helper()
+		if err := c.Request(addr, 1); err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case pd := <-c.Replies():
+				if pd.Addr == addr {
+					if !bytes.Equal(pd.Data, mem.page(addr)) {
+						t.Fatalf("reply for %#x has the wrong contents", addr)
+					}
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no reply for %#x", addr)
+			}
+		}
+	}
+	reply(testBase + 50*PageSize)
+	replies.Close()
+	for rw() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the client keeps the replies connection after it was cut")
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	reply(testBase + 60*PageSize)
+	collect(t, c, mem, lazyPages(lazy), nil)
+	if err := c.Done(); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(); r.err != nil || r.res.Requests < 2 || r.res.Reconnects != 0 {
+		t.Fatalf("Serve: %+v, %v; want 2 requests answered, no reconnect", r.res, r.err)
 	}
 }

@@ -162,7 +162,7 @@ func TestVersionMismatch(t *testing.T) {
 	w := rawDial(t, l.Addr().String())
 	rawSend(t, w, TypeHello, 0, (&Hello{Version: 1}).Append(nil))
 	_, p := rawExpect(t, w, TypeError)
-	if !strings.Contains(string(p), "target speaks 1, source 2") {
+	if !strings.Contains(string(p), fmt.Sprintf("target speaks 1, source %d", ProtocolVersion)) {
 		t.Errorf("ERROR %q: want both versions named", p)
 	}
 
@@ -181,12 +181,12 @@ func TestVersionMismatch(t *testing.T) {
 		if _, _, err := fw.readFrame(); err != nil {
 			return
 		}
-		wel := &Welcome{Version: 3, Session: 9, LazyPages: 1, LazyBytes: PageSize, Pids: []uint32{1}, Runs: []uffd.Run{{Addr: 0x1000, Npages: 1}}}
+		wel := &Welcome{Version: ProtocolVersion + 1, Session: 9, LazyPages: 1, LazyBytes: PageSize, Pids: []uint32{1}, Runs: []uffd.Run{{Addr: 0x1000, Npages: 1}}}
 		fw.writeFrame(TypeWelcome, 0, wel.Append(nil))
 		fw.readFrame() // until the client closes
 	}()
 	_, err = Dial(t.Context(), fake.Addr().String(), ClientConfig{DialTimeout: 10 * time.Second})
-	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "source speaks protocol 3, this lazycr 2") {
-		t.Fatalf("Dial to a version-3 source: %v; want ErrVersion naming both", err)
+	if want := fmt.Sprintf("source speaks protocol %d, this lazycr %d", ProtocolVersion+1, ProtocolVersion); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Dial to a newer source: %v; want ErrVersion naming both", err)
 	}
 }

@@ -166,14 +166,27 @@ type pending struct {
 	requested bool // this fault sent the request
 }
 
+// retryOp is an install to do again after EAGAIN: data (or zeros pages the
+// source read as zeros) for dump address dump, or, with neither, a zero
+// page for fault p at current address cur.
 type retryOp struct {
 	m      *member
-	dump   uint64 // page data still to copy (nil data: a zero page at cur)
+	dump   uint64
 	data   []byte
+	zeros  uint64
 	pushed bool
 	cur    uint64
 	p      *pending
 }
+
+// how says how markInstalled's page got in.
+type how uint8
+
+const (
+	howCopied  how = iota // UFFDIO_COPY of the source's bytes
+	howZeroed             // UFFDIO_ZEROPAGE: the source read it as zeros
+	howExisted            // EEXIST: another path filled it
+)
 
 type bitmap []uint64
 
@@ -582,11 +595,17 @@ func (h *Handler) loop(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// Data already waiting is taken without a wake-up through forward:
+		// poll only looks at the uffds then.
+		ready := len(h.replies) > 0 || len(h.src.Pages()) > 0
 		timeout := -1
-		if len(h.retries) > 0 {
+		switch {
+		case ready:
+			timeout = 0
+		case len(h.retries) > 0:
 			timeout = 1
 		}
-		if !armed {
+		if !armed && !ready {
 			h.arm <- struct{}{}
 			armed = true
 		}
@@ -685,21 +704,14 @@ func (h *Handler) loop(ctx context.Context) error {
 			if d.Err != nil {
 				return fmt.Errorf("page source: %w", d.Err)
 			}
-			if err := h.install(d); err != nil {
-				return err
-			}
-			// Between pushed batches, answer faults first: read new faults
-			// (so their requests go out now) and install replies that came
-			// in meanwhile, instead of waiting for the rest of the queue.
-			if d.Pushed {
-				for _, m := range slices.Clone(h.members) {
-					if err := h.drain(m, msgs[:]); err != nil {
-						return err
-					}
-				}
-				if err := h.installReplies(); err != nil {
+			if !d.Pushed {
+				if err := h.install(d); err != nil {
 					return err
 				}
+				continue
+			}
+			if err := h.installPushed(d, msgs[:]); err != nil {
+				return err
 			}
 		}
 		if len(h.retries) > 0 {
@@ -711,6 +723,45 @@ func (h *Handler) loop(ctx context.Context) error {
 			if err := h.runRetries(); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// pushPiece is the most pushed bytes installed at once: between pieces the
+// handler reads new faults and installs the replies that came, so a fault
+// waits for at most one piece's UFFDIO_COPY (64 KiB: 4.7 GB/s into fresh
+// pages here, against 0.73 GB/s in 4 KiB calls, see DESIGN.md).
+const pushPiece = 64 << 10
+
+// installPushed installs pushed data in pieces of at most pushPiece bytes,
+// answering faults first between them: new faults are read (so their
+// requests go out now) and replies that came in meanwhile are installed.
+func (h *Handler) installPushed(d PageData, msgs []Msg) error {
+	if d.Release != nil {
+		defer d.Release()
+	}
+	whole := d
+	for off := 0; ; {
+		piece := whole
+		piece.Release = nil
+		if whole.Zero == 0 {
+			n := min(len(whole.Data)-off, pushPiece)
+			piece.Addr, piece.Data = whole.Addr+uint64(off), whole.Data[off:off+n]
+			off += n
+		}
+		if err := h.install(piece); err != nil {
+			return err
+		}
+		for _, m := range slices.Clone(h.members) {
+			if err := h.drain(m, msgs); err != nil {
+				return err
+			}
+		}
+		if err := h.installReplies(); err != nil {
+			return err
+		}
+		if off >= len(whole.Data) {
+			return nil
 		}
 	}
 }
@@ -889,25 +940,33 @@ func (h *Handler) finishFault(p *pending, now time.Duration) {
 	h.mu.Unlock()
 }
 
-// install copies arriving page data into every member that needs it.
+// install copies arriving page data into every member that needs it (or
+// maps zero pages for a run the source read as zeros).
 func (h *Handler) install(d PageData) error {
 	if d.Release != nil {
 		defer d.Release()
 	}
-	if d.Addr%PageSize != 0 || len(d.Data)%PageSize != 0 {
-		h.log.Warn().Uint64("addr", d.Addr).Int("len", len(d.Data)).Msg("page source sent unaligned data, ignored")
+	size := uint64(len(d.Data))
+	if d.Zero > 0 {
+		size = uint64(d.Zero) * PageSize
+	}
+	if d.Addr%PageSize != 0 || len(d.Data)%PageSize != 0 || d.Zero < 0 || (d.Zero > 0 && d.Data != nil) {
+		h.log.Warn().Uint64("addr", d.Addr).Int("len", len(d.Data)).Int("zero", d.Zero).Msg("page source sent unaligned data, ignored")
 		return nil
 	}
 	replied := h.now()
 	var err error
-	h.forLazy(d.Addr, d.Addr+uint64(len(d.Data)), func(i0, n, dump uint64) {
+	h.forLazy(d.Addr, d.Addr+size, func(i0, n, dump uint64) {
 		if err != nil {
 			return
 		}
 		for j := i0; j < i0+n; j++ {
 			h.inflight.clear(j)
 		}
-		data := d.Data[dump-d.Addr : dump-d.Addr+n*PageSize]
+		var data []byte // nil: zero pages
+		if d.Zero == 0 {
+			data = d.Data[dump-d.Addr : dump-d.Addr+n*PageSize]
+		}
 		needed := false
 		err = h.account(i0, n, d.Pushed, func() error {
 			for _, m := range slices.Clone(h.members) {
@@ -931,6 +990,8 @@ func (h *Handler) install(d PageData) error {
 	return err
 }
 
+// installMember installs pages [i0, i0+n) at dump address dump into m
+// where m needs them: data, or zero pages if data is nil.
 func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, pushed bool, replied time.Duration, needed *bool) error {
 	if m.gone {
 		return nil
@@ -949,28 +1010,45 @@ func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, push
 				e++
 			}
 			*needed = true
-			off := (d - dump) + k*PageSize
-			err = h.copyRun(m, cur+k*PageSize, j0+k, data[off:off+(e-k)*PageSize], pushed, replied)
+			var buf []byte
+			if data != nil {
+				off := (d - dump) + k*PageSize
+				buf = data[off : off+(e-k)*PageSize]
+			}
+			err = h.copyRun(m, cur+k*PageSize, j0+k, e-k, buf, pushed, replied)
 			k = e
 		}
 	})
 	return err
 }
 
-// copyRun copies buf to cur (pages j, j+1, ... all needed by m).
-func (h *Handler) copyRun(m *member, cur, j uint64, buf []byte, pushed bool, replied time.Duration) error {
+// copyRun copies buf (npages pages) to cur, or maps npages zero pages
+// there if buf is nil (the source read them as zeros: UFFDIO_ZEROPAGE,
+// ioctl_userfaultfd(2)); pages j, j+1, ... are all needed by m.
+func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed bool, replied time.Duration) error {
 	mode := DontWake
-	for k := uint64(0); k < uint64(len(buf))/PageSize; k++ {
+	for k := uint64(0); k < npages; k++ {
 		if len(m.waiters[j+k]) > 0 {
 			mode = 0
 			break
 		}
 	}
+	kind := howCopied
+	if buf == nil {
+		kind = howZeroed
+	}
+	size := int(npages * PageSize)
 	off := 0
-	for off < len(buf) {
-		nb, err := m.fd.Copy(cur+uint64(off), buf[off:], mode)
+	for off < size {
+		var nb int
+		var err error
+		if buf == nil {
+			nb, err = m.fd.ZeroPage(cur+uint64(off), uint64(size-off), mode)
+		} else {
+			nb, err = m.fd.Copy(cur+uint64(off), buf[off:], mode)
+		}
 		if nb > 0 {
-			h.installed(m, j+uint64(off)/PageSize, uint64(nb)/PageSize, pushed, replied)
+			h.installed(m, j+uint64(off)/PageSize, uint64(nb)/PageSize, pushed, replied, kind)
 			off += nb
 		}
 		if err == nil {
@@ -993,21 +1071,27 @@ func (h *Handler) copyRun(m *member, cur, j uint64, buf []byte, pushed bool, rep
 			h.mu.Lock()
 			h.stats.ExistWakes++
 			h.mu.Unlock()
-			h.markInstalled(m, pg, pushed, replied, 0)
+			h.markInstalled(m, pg, pushed, replied, howExisted)
 			off += PageSize
 		case errors.Is(err, ErrAgain):
 			pg := j + uint64(off)/PageSize
-			for k := pg; k < j+uint64(len(buf))/PageSize; k++ {
+			for k := pg; k < j+npages; k++ {
 				h.inflight.set(k)
 			}
-			// Copy: the source may reuse buf once install returns (Release).
-			h.retries = append(h.retries, retryOp{m: m, dump: h.dumpOf(pg), data: bytes.Clone(buf[off:]), pushed: pushed})
+			op := retryOp{m: m, dump: h.dumpOf(pg), pushed: pushed}
+			if buf == nil {
+				op.zeros = j + npages - pg
+			} else {
+				// Copy: the source may reuse buf once install returns (Release).
+				op.data = bytes.Clone(buf[off:])
+			}
+			h.retries = append(h.retries, op)
 			return nil
 		case errors.Is(err, ErrGone):
 			h.removeMember(m)
 			return nil
 		default:
-			return fmt.Errorf("install %d pages at %#x into pid %d: %w", (len(buf)-off)/int(PageSize), cur+uint64(off), m.pid, err)
+			return fmt.Errorf("install %d pages at %#x into pid %d: %w", (size-off)/int(PageSize), cur+uint64(off), m.pid, err)
 		}
 	}
 	return nil
@@ -1051,14 +1135,14 @@ func (h *Handler) account(i0, n uint64, pushed bool, install func() error) error
 	return err
 }
 
-// installed records that pages [j, j+n) of m were copied in.
-func (h *Handler) installed(m *member, j, n uint64, pushed bool, replied time.Duration) {
+// installed records that pages [j, j+n) of m were copied (or zeroed) in.
+func (h *Handler) installed(m *member, j, n uint64, pushed bool, replied time.Duration, kind how) {
 	for k := j; k < j+n; k++ {
-		h.markInstalled(m, k, pushed, replied, PageSize)
+		h.markInstalled(m, k, pushed, replied, kind)
 	}
 }
 
-func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.Duration, bytes int) {
+func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.Duration, kind how) {
 	if !m.needs(i) {
 		return
 	}
@@ -1066,10 +1150,17 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	m.needed--
 	ws := m.waiters[i]
 	now := h.now()
+	bytes := 0
 	h.mu.Lock()
-	h.stats.Bytes += uint64(bytes)
+	switch kind {
+	case howCopied:
+		bytes = PageSize
+		h.stats.Bytes += PageSize
+	case howZeroed:
+		h.stats.Pages.SourceZero++
+	}
 	h.mu.Unlock()
-	if bytes > 0 && i >= h.arrBase && i-h.arrBase < uint64(len(h.arrGot)) {
+	if kind != howExisted && i >= h.arrBase && i-h.arrBase < uint64(len(h.arrGot)) {
 		h.arrGot[i-h.arrBase] = true
 	}
 	if len(ws) == 0 {
@@ -1269,7 +1360,7 @@ func (h *Handler) fork(m *member, ufd int) error {
 		}
 	}
 	for _, r := range slices.Clone(h.retries) {
-		if r.m == m && r.data != nil {
+		if r.m == m && (r.data != nil || r.zeros > 0) {
 			r.m = c
 			h.retries = append(h.retries, r)
 		}
@@ -1314,7 +1405,7 @@ func (h *Handler) runRetries() error {
 		if op.m.gone {
 			continue
 		}
-		if op.data == nil {
+		if op.data == nil && op.zeros == 0 {
 			if err := h.zero(op.m, op.cur, op.p); err != nil {
 				return err
 			}
@@ -1322,7 +1413,7 @@ func (h *Handler) runRetries() error {
 		}
 		needed := false
 		i0, _ := h.index(op.dump)
-		n := uint64(len(op.data)) / PageSize
+		n := uint64(len(op.data))/PageSize + op.zeros
 		for j := i0; j < i0+n; j++ {
 			h.inflight.clear(j)
 		}

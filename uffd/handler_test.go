@@ -35,6 +35,7 @@ type fakeSource struct {
 	acked     map[uint64]int
 	ackc      chan uint64 // pages acked, if set
 	inline    bool        // Request answers at once, from the caller
+	zeros     bool        // requests are answered as read as zeros (PageData.Zero)
 }
 
 func newFakeSource(base uint64, data []byte, gated bool, opts ...func(*fakeSource)) *fakeSource {
@@ -78,6 +79,9 @@ func (s *fakeSource) serve() {
 }
 
 func (s *fakeSource) page(addr uint64, n int, pushed bool) PageData {
+	if s.zeros && !pushed {
+		return PageData{Addr: addr, Zero: n}
+	}
 	off := addr - s.base
 	return PageData{Addr: addr, Data: s.data[off : off+uint64(n)*PageSize], Pushed: pushed}
 }
@@ -289,6 +293,38 @@ func TestHandlerZeroPage(t *testing.T) {
 	x.src.push(x.addr+2*PageSize, 3)
 	if err := x.result(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHandlerSourceZero: runs the source read as zeros arrive as
+// PageData.Zero, pushed and in answer to a fault, and are mapped with
+// UFFDIO_ZEROPAGE: they read as zeros, are counted as SourceZero and add
+// no bytes copied; the other pages keep their data.
+func TestHandlerSourceZero(t *testing.T) {
+	const pages = 8
+	x := start(t, pages, all(pages), HandlerConfig{}, false, func(s *fakeSource) { s.zeros = true })
+	zero := make([]byte, PageSize)
+	x.check(t, 6, zero) // requested, answered as zeros
+	x.src.push(x.addr, 4)
+	x.src.ch <- PageData{Addr: x.addr + 4*PageSize, Zero: 4, Pushed: true}
+	if err := x.result(t); err != nil {
+		t.Fatal(err)
+	}
+	for k := range pages {
+		want := x.src.data[k*int(PageSize) : (k+1)*int(PageSize)]
+		if k >= 4 {
+			want = zero
+		}
+		if got := x.page(k); !bytes.Equal(got, want) {
+			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
+		}
+	}
+	s := x.h.Stats()
+	if s.Pages.SourceZero != 4 || s.Bytes != 4*PageSize || s.Pages.Fault != 1 || s.Pages.Push != 7 || s.FaultsBy[PathRequest] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	if len(x.src.acked) != pages {
+		t.Errorf("%d pages acked, want %d", len(x.src.acked), pages)
 	}
 }
 
@@ -595,5 +631,66 @@ func TestHandlerRegions(t *testing.T) {
 	defer src.mu.Unlock()
 	if len(src.acked) != 6 {
 		t.Errorf("acked %v", src.acked)
+	}
+}
+
+// prioSource is a fakeSource with a replies channel (a PrioritySource).
+type prioSource struct {
+	*fakeSource
+	replies chan PageData
+}
+
+func (s prioSource) Replies() <-chan PageData { return s.replies }
+
+// TestHandlerPushedPieces: a pushed frame is installed in pushPiece
+// pieces, and a reply waiting meanwhile is installed after the first piece,
+// not after the whole frame: a fault never waits behind a large push.
+func TestHandlerPushedPieces(t *testing.T) {
+	needRoot(t)
+	const pages, frame = 128, 64 // a 256 KiB pushed frame
+	addr, mem := region(t, pages)
+	fd := openAPI(t, FeaturesNonCooperative|FeatureThreadID)
+	src := prioSource{newFakeSource(addr, pattern(addr, pages), false), make(chan PageData, 1)}
+	t.Cleanup(src.close)
+	h, err := NewHandler(fd, HandlerConfig{
+		Regions: []Region{{Start: addr, End: addr + pages*PageSize, Lazy: []Run{{addr, pages}}}},
+		Source:  src, PID: os.Getpid(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	m := h.members[0]
+	installed := func(from, n uint64) (k uint64) {
+		for i := from; i < from+n; i++ {
+			if m.installed.get(i) {
+				k++
+			}
+		}
+		return k
+	}
+	atReply := ^uint64(0)
+	reply := src.page(addr+100*PageSize, 1, false)
+	reply.Release = func() { atReply = installed(0, frame) }
+	src.replies <- reply
+	released := false
+	push := src.page(addr, frame, true)
+	push.Release = func() { released = true }
+	if err := h.installPushed(push, make([]Msg, maxRead)); err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(pushPiece / PageSize); atReply >= frame || atReply != want {
+		t.Errorf("the reply was installed with %d pages of the pushed frame in, want %d (one piece)", atReply, want)
+	}
+	if n := installed(0, frame); n != frame || !m.installed.get(100) || !released {
+		t.Errorf("%d of %d pushed pages installed, reply installed %v, frame released %v", n, frame, m.installed.get(100), released)
+	}
+	for k := range frame + 1 {
+		if k == frame {
+			k = 100
+		}
+		if got, want := mem[k*PageSize:(k+1)*PageSize], src.data[k*PageSize:(k+1)*PageSize]; !bytes.Equal(got, want) {
+			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
+		}
 	}
 }

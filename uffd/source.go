@@ -24,10 +24,15 @@ type PageSource interface {
 
 // PageData is a run of pages from a PageSource.
 type PageData struct {
-	Addr   uint64 // dump-time address of the first page
-	Data   []byte // whole pages
-	Pushed bool   // sent by the background push, not in answer to a request
-	Err    error  // the source failed for good; Addr and Data are unset
+	Addr uint64 // dump-time address of the first page
+	Data []byte // whole pages
+	// Zero, if not 0, is a run of that many pages at Addr that the source
+	// read as all zero bytes (Data is nil): the handler maps them with
+	// UFFDIO_ZEROPAGE. A source sets it only for pages it read as zeros,
+	// never for pages it does not know.
+	Zero   int
+	Pushed bool  // sent by the background push, not in answer to a request
+	Err    error // the source failed for good; Addr and Data are unset
 	// Release, if set, is called once the consumer is done with Data (it
 	// was installed or discarded): the source may then reuse the buffer.
 	Release func()

@@ -187,6 +187,10 @@ type PageCounts struct {
 	FaultAround uint64 // requested as a neighbour of a fault, or waited on while in flight
 	Push        uint64 // sent by the background push
 	Zero        uint64 // zero pages (faults on non-lazy or dropped pages)
+	// SourceZero: of Fault, FaultAround and Push, the pages the source
+	// read as all zero bytes and sent without their bytes, installed
+	// with UFFDIO_ZEROPAGE.
+	SourceZero uint64
 }
 
 // HistogramBucket counts faults with latency in [LowUS, 2*LowUS) µs (the
@@ -267,8 +271,8 @@ func (s Summary) String() string {
 	}
 	fmt.Fprintf(&b, "), next-page faults %d\n", s.NextPage)
 	fmt.Fprintf(&b, "latency p50 %v p90 %v p99 %v max %v\n", s.P50, s.P90, s.P99, s.Max)
-	fmt.Fprintf(&b, "pages: fault %d, fault-around %d, push %d, zero %d; %d bytes copied; %d requests\n",
-		s.Pages.Fault, s.Pages.FaultAround, s.Pages.Push, s.Pages.Zero, s.Bytes, s.Requests)
+	fmt.Fprintf(&b, "pages: fault %d, fault-around %d, push %d, zero %d; zero-filled at the source %d; %d bytes copied; %d requests\n",
+		s.Pages.Fault, s.Pages.FaultAround, s.Pages.Push, s.Pages.Zero, s.Pages.SourceZero, s.Bytes, s.Requests)
 	if s.Lost != 0 || s.Poisoned != 0 {
 		fmt.Fprintf(&b, "LOST %d pages (%d poisoned)\n", s.Lost, s.Poisoned)
 	}
