@@ -120,6 +120,7 @@ func redisGapOnce(b *testing.B, keys int) redisGapSample {
 	c := r.startClient()
 	c.waitOps(b, 100)
 	m := r.migrate(b, lazycrTimeout*time.Duration(1+keys/1000000))
+	defer r.release(b, m)
 	c.waitOps(b, c.ops.Load()+100)
 	run := c.finish()
 	s.errs, s.reconnects = float64(run.errs), float64(run.reconnects)

@@ -26,6 +26,7 @@ import (
 // B's service address svc.
 type lazyTCP struct {
 	ctx        context.Context
+	netw       *hosts.Net
 	hA, hB, hC *hosts.Host
 	svc        netip.Addr
 	p          *proc
@@ -90,7 +91,7 @@ func newLazyTCPWith(t testing.TB, start func(ctx context.Context, hB *hosts.Host
 		}
 	}
 	t.Cleanup(func() { c.Close() })
-	return &lazyTCP{ctx: ctx, hA: hA, hB: hB, hC: hC, svc: svc, p: p, port: port, c: c}
+	return &lazyTCP{ctx: ctx, netw: netw, hA: hA, hB: hB, hC: hC, svc: svc, p: p, port: port, c: c}
 }
 
 // migrate runs `lazycr dump --lazy` on B and `lazycr restore --lazy-from`
