@@ -285,10 +285,20 @@ type redisRun struct {
 	reconnects int
 	firstErr   error
 	// gaps are the times between two successive answered pairs, from the
-	// first pair on; maxGap is the longest, which ended at maxGapEnd.
-	gaps      []time.Duration
-	maxGap    time.Duration
-	maxGapEnd time.Time
+	// first pair on, answers[i+1] - answers[i]; maxGap is the longest.
+	gaps    []time.Duration
+	answers []time.Time
+	maxGap  time.Duration
+}
+
+// gapAt returns the gap (between two successive answers) during which t
+// fell, as its first and last answer; ok is false if t is not inside one.
+func (run *redisRun) gapAt(t time.Time) (from, to time.Time, ok bool) {
+	i, _ := slices.BinarySearchFunc(run.answers, t, func(a, t time.Time) int { return a.Compare(t) })
+	if i == 0 || i == len(run.answers) {
+		return from, to, false
+	}
+	return run.answers[i-1], run.answers[i], true
 }
 
 // p99 is the 99th percentile of the gaps (nearest rank).
@@ -357,10 +367,9 @@ func (c *redisClient) run() {
 		if !last.IsZero() {
 			gap := now.Sub(last)
 			run.gaps = append(run.gaps, gap)
-			if gap > run.maxGap {
-				run.maxGap, run.maxGapEnd = gap, now
-			}
+			run.maxGap = max(run.maxGap, gap)
 		}
+		run.answers = append(run.answers, now)
 		last = now
 		run.ops++
 		c.ops.Store(int64(run.ops))
