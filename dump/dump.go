@@ -182,6 +182,7 @@ type Checkpoint struct {
 	treePids map[int]bool
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
+	released []heldLock         // POSIX locks ReleaseLocks released (fds.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.

@@ -153,12 +153,21 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	}
 	released := false
 	stateWritten := false
+	// release rolls back: the original runs on as it was. If it cannot
+	// have back a POSIX lock given up for the target (cp.ReleaseLocks),
+	// it is kept stopped instead and the error says why.
+	var lockErr error
 	release := func() {
 		if released {
 			return
 		}
 		released = true
-		if err := cp.Release(); err != nil {
+		if lockErr = cp.RetakeLocks(); lockErr != nil {
+			lockErr = fmt.Errorf("%w; pid %d is kept stopped (state T) rather than run without it: `kill -CONT %d` lets it run on regardless", lockErr, opts.PID, opts.PID)
+			if err := cp.KeepStopped(); err != nil {
+				lockErr = errors.Join(lockErr, err)
+			}
+		} else if err := cp.Release(); err != nil {
 			opts.Log.Error().Err(err).Int("pid", opts.PID).Msg("release process")
 		}
 		if stateWritten {
@@ -189,6 +198,12 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		return nil, err
 	}
 	stateWritten = true
+	// The last step before serving (see ReleaseLocks for the window it
+	// opens); a failure has taken back what it released.
+	if err := cp.ReleaseLocks(); err != nil {
+		release()
+		return nil, errors.Join(err, lockErr)
+	}
 	st := cp.Stats
 	st.Total = time.Since(dumpStart) // freeze, state and skeleton: ready to serve
 	opts.Log.Info().Int("pid", opts.PID).Int("threads", st.Threads).Uint64("lazy_pages", st.PagesLazy).
@@ -236,10 +251,16 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		// the freeze, is the only one left. Kept stopped as the target
 		// asks (a target is not trusted to let the original run);
 		// SIGCONT lets it run on here.
+		// It gets back the POSIX locks it gave the target (the killed
+		// copy let go of them).
+		lerr := cp.RetakeLocks()
 		if kerr := cp.KeepStopped(); kerr != nil {
 			err = errors.Join(err, kerr)
 		}
 		err = fmt.Errorf("%w; pid %d, kept stopped (state T), is now the only copy of the process: `kill -CONT %d` lets it run on here", err, opts.PID, opts.PID)
+		if lerr != nil {
+			err = fmt.Errorf("%w; but it lacks a file lock it held: %w", err, lerr)
+		}
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.
@@ -259,7 +280,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
 		}
 		release()
-		err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
+		if lockErr != nil {
+			err = fmt.Errorf("%w; %w", err, lockErr)
+		} else {
+			err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
+		}
 	}
 	out.Total = time.Since(start)
 	return out, err
