@@ -192,3 +192,46 @@ func TestLazySqliteTransaction(t *testing.T) {
 	}
 	t.Logf("sqlite3 pid %d migrated lazily as pid %s with its transaction", p.pid, strconv.Itoa(q.pid))
 }
+
+// TestLazyLocksTakenMeanwhile: a POSIX lock belongs to the process, so the
+// source releases the frozen original's once it serves, for the target to
+// take. This test takes a conflicting lock in that window: the target's
+// restore fails, naming the lock and this test's pid as its holder, and
+// the source cannot give the original its lock back: it keeps it stopped
+// (state T) rather than let it run without, and says which lock it lacks.
+func TestLazyLocksTakenMeanwhile(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	bin := buildC(t, "locks_hold")
+	file := filepath.Join(t.TempDir(), "locked-posix")
+	p := start(t, bin, "posix", file)
+	var r struct {
+		Pid int `json:"pid"`
+		Fd  int `json:"fd"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "main")
+
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	comp, err := lockCompetitor(t, "posix", file)
+	defer comp.Close()
+	if err != nil {
+		t.Fatalf("take the competing lock while the source serves: %v (the source should have released pid %d's POSIX locks)", err, p.pid)
+	}
+	dst := startLazyTarget(t, nil, src.addr)
+	dst.requireExit(t, 1)
+	if _, e := dst.output(); !strings.Contains(e, "lock held by another process") || !strings.Contains(e, "pid "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("target does not name the lock held by pid %d:\n%s", os.Getpid(), e)
+	}
+	src.requireExit(t, 1)
+	_, e := src.output()
+	for _, want := range []string{"take pid " + strconv.Itoa(p.pid) + "'s fd 3: POSIX (fcntl) READ lock on bytes 40-49 back", "kept stopped (state T)"} {
+		if !strings.Contains(e, want) {
+			t.Errorf("source output lacks %q:\n%s", want, e)
+		}
+	}
+	if s := procState(p.pid); !strings.HasPrefix(s, "T") {
+		t.Errorf("original pid %d is in state %q, want T (kept stopped without its lock)", p.pid, s)
+	}
+	t.Logf("source: %s", e[strings.LastIndex(e, "\n")+1:])
+}
