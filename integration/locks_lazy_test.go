@@ -235,3 +235,52 @@ func TestLazyLocksTakenMeanwhile(t *testing.T) {
 	}
 	t.Logf("source: %s", e[strings.LastIndex(e, "\n")+1:])
 }
+
+// TestLazyTreeLocks: a tree, the init of its own PID namespace, whose
+// root holds an flock on a description it shares with its child and a
+// POSIX lock of its own, and whose child holds a POSIX lock on another
+// file, migrates post-copy (--pidns). Each process's own checks pass
+// after the resume (F_OFD_GETLK sees its POSIX lock under its pid, the
+// shared flock keeps a second description out); from here a competitor
+// is refused on both files and the original tree is gone.
+func TestLazyTreeLocks(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	dir := t.TempDir()
+	f1, f2 := filepath.Join(dir, "shared"), filepath.Join(dir, "child")
+	cmd := exec.Command(buildC(t, "locks_tree"), f1, f2)
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var r struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "root", "child")
+
+	q, _ := migrateLazyPIDNS(t, lazyEnv{}, p)
+	requireProgress(t, q, "root", "child")
+	checkSequence(t, q, "root", "child")
+	if s := q.stderr(); s != "" {
+		t.Errorf("the tree complains:\n%s", s)
+	}
+	for _, file := range []string{f1, f2} {
+		f, err := os.OpenFile(file, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl := unix.Flock_t{Type: unix.F_WRLCK}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &fl); err != nil {
+			t.Fatal(err)
+		}
+		if fl.Type != unix.F_WRLCK {
+			t.Errorf("F_GETLK on %s after the migration: type %d, want a write lock", file, fl.Type)
+		}
+		if file == f1 {
+			if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+				t.Errorf("flock on %s after the migration: %v, want EWOULDBLOCK", file, err)
+			}
+		}
+		f.Close()
+	}
+}
