@@ -121,7 +121,10 @@ func kindName(f *pb.Fd) string {
 //     is no moment when nobody holds them. The original keeps its fd: on
 //     a rollback it runs on with the description and its locks (released
 //     only on the description's last close), once killed they live on in
-//     the target.
+//     the target. Until then the original's reference keeps the
+//     description open: a lock the process lets go by closing its last fd
+//     (rather than LOCK_UN or F_UNLCK) is released only when the source
+//     kills the original, at DONE (later, never earlier).
 //   - POSIX (fcntl F_SETLK) locks belong to the process (fcntl(2),
 //     "Record locking": they are associated with a process, not an open
 //     file description), so they cannot be handed over: the source
