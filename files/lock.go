@@ -129,7 +129,7 @@ func kindName(f *pb.Fd) string {
 //     "Record locking": they are associated with a process, not an open
 //     file description), so they cannot be handed over: the source
 //     releases the frozen original's by injected fcntl(F_SETLK, F_UNLCK)
-//     once its image is ready to serve ([PosixLocks], [SetlkArg]), and
+//     when the target asks for the image set ([PosixLocks], [SetlkArg]), and
 //     the target re-takes them as a plain restore does (takeLocks).
 //   - On another host (another boot) the target's file is another file:
 //     every lock is taken afresh by takeLocks, as a plain restore does.

@@ -198,12 +198,6 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		return nil, err
 	}
 	stateWritten = true
-	// The last step before serving (see ReleaseLocks for the window it
-	// opens); a failure has taken back what it released.
-	if err := cp.ReleaseLocks(); err != nil {
-		release()
-		return nil, errors.Join(err, lockErr)
-	}
 	st := cp.Stats
 	st.Total = time.Since(dumpStart) // freeze, state and skeleton: ready to serve
 	opts.Log.Info().Int("pid", opts.PID).Int("threads", st.Threads).Uint64("lazy_pages", st.PagesLazy).
@@ -215,6 +209,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	srv := pageserver.NewServer(pageserver.ServerConfig{
 		Files: files, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
+		// The original's POSIX locks go when the target asks for the
+		// image, just before it builds the process and takes them (the
+		// window ReleaseLocks describes); a failure has taken back what
+		// it released and fails the migration (rolled back below).
+		BeforeImages: cp.ReleaseLocks,
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
