@@ -305,3 +305,66 @@ func TestLazyTreeLocks(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestLazyLocksAbort: the target (this test, a page-server client) fetches
+// the image, which makes the source release the original's POSIX locks,
+// says RESUMED and then ABORT (it killed its copy). The original, kept
+// stopped as the only copy, has its locks back: F_GETLK names it as their
+// holder while it is stopped, and once let run (SIGCONT) its own checks
+// pass.
+func TestLazyLocksAbort(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	bin := buildC(t, "locks_hold")
+	file := filepath.Join(t.TempDir(), "locked-posix")
+	p := start(t, bin, "posix", file)
+	var r struct {
+		Pid int `json:"pid"`
+		Fd  int `json:"fd"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "main")
+
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	token, err := hex.DecodeString(lazyTestToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lazycrTimeout)
+	defer cancel()
+	cl, err := pageserver.Dial(ctx, src.addr, pageserver.ClientConfig{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Images(ctx); err != nil {
+		t.Fatal(err)
+	}
+	comp, err := lockCompetitor(t, "posix", file)
+	comp.Close() // the competitor's lock goes with its close
+	if err != nil {
+		t.Fatalf("take the competing lock once the image is fetched: %v (the source should have released pid %d's POSIX locks)", err, p.pid)
+	}
+	if err := cl.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	if !cl.Abort("this test aborts", lazycrTimeout) {
+		t.Fatal("ABORT not sent")
+	}
+	src.requireExit(t, 1)
+	if _, e := src.output(); !strings.Contains(e, "only copy") || strings.Contains(e, "lacks a file lock") {
+		t.Errorf("source does not say the original is the only copy, with its locks:\n%s", e)
+	}
+	requireStoppedOriginal(t, p)
+	requireLockHolder(t, "posix", file, p.pid)
+	st, err := os.Stat(p.outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(p.pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	progress(t, p)
+	requireProgress(t, p, "main")
+	checkSequenceFrom(t, p, st.Size(), "main")
+}
