@@ -134,6 +134,7 @@ const (
 	eager = pb.PageState_PAGE_STATE_EAGER
 	lazy  = pb.PageState_PAGE_STATE_LAZY
 	file  = pb.PageState_PAGE_STATE_FILE
+	guard = pb.PageState_PAGE_STATE_GUARD
 )
 
 // tile builds runs of the given (pages, state) pairs starting at start.
@@ -195,7 +196,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
 				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
 			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
-				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}, Pages: tile(stack, 29, zero, 2, lazy, 2, eager), Name: "[stack]"},
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "gu", "ac"}, Pages: tile(stack, 1, guard, 28, zero, 2, lazy, 2, eager), Name: "[stack]"},
 			{Start: vvar, End: vvar + 4*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR,
 				VmFlags: []string{"rd", "mr", "pf", "io", "de", "dd"}, Name: "[vvar]"},
 			{Start: vclk, End: vclk + 2*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR_VCLOCK,

@@ -169,6 +169,7 @@ const (
 	PageState_PAGE_STATE_EAGER       PageState = 2 // data in pages-<pid>.img at offset
 	PageState_PAGE_STATE_LAZY        PageState = 3 // populated, fetched on demand from the page server
 	PageState_PAGE_STATE_FILE        PageState = 4 // unmodified file page: mapping the file restores it
+	PageState_PAGE_STATE_GUARD       PageState = 5 // guard region (madvise MADV_GUARD_INSTALL): no data; restore installs the guard again (package vmattr, guard.go)
 )
 
 // Enum value maps for PageState.
@@ -179,6 +180,7 @@ var (
 		2: "PAGE_STATE_EAGER",
 		3: "PAGE_STATE_LAZY",
 		4: "PAGE_STATE_FILE",
+		5: "PAGE_STATE_GUARD",
 	}
 	PageState_value = map[string]int32{
 		"PAGE_STATE_UNSPECIFIED": 0,
@@ -186,6 +188,7 @@ var (
 		"PAGE_STATE_EAGER":       2,
 		"PAGE_STATE_LAZY":        3,
 		"PAGE_STATE_FILE":        4,
+		"PAGE_STATE_GUARD":       5,
 	}
 )
 
@@ -6462,13 +6465,14 @@ const file_image_proto_rawDesc = "" +
 	"\rVMA_KIND_VVAR\x10\x06\x12\x18\n" +
 	"\x14VMA_KIND_VVAR_VCLOCK\x10\a\x12\x15\n" +
 	"\x11VMA_KIND_VSYSCALL\x10\b\x12\x18\n" +
-	"\x14VMA_KIND_SHARED_ANON\x10\t*|\n" +
+	"\x14VMA_KIND_SHARED_ANON\x10\t*\x92\x01\n" +
 	"\tPageState\x12\x1a\n" +
 	"\x16PAGE_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPAGE_STATE_ZERO\x10\x01\x12\x14\n" +
 	"\x10PAGE_STATE_EAGER\x10\x02\x12\x13\n" +
 	"\x0fPAGE_STATE_LAZY\x10\x03\x12\x13\n" +
-	"\x0fPAGE_STATE_FILE\x10\x04*z\n" +
+	"\x0fPAGE_STATE_FILE\x10\x04\x12\x14\n" +
+	"\x10PAGE_STATE_GUARD\x10\x05*z\n" +
 	"\fFileLockKind\x12\x1e\n" +
 	"\x1aFILE_LOCK_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FILE_LOCK_KIND_FLOCK\x10\x01\x12\x18\n" +
