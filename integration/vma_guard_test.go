@@ -72,10 +72,17 @@ func TestVMAGuardLazy(t *testing.T) {
 	t.Parallel()
 	bin := buildC(t, "guardcheck")
 	env := lazyEnv{}
-	p := startGuardcheck(t, bin, env.startProg)
-	m := migrateLazy(t, env, p, nil, nil)
-	requireProgress(t, m.restored, "ok")
-	checkSequence(t, m.restored, "ok")
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{{"plain", nil}, {"mlockall", []string{"lock"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startGuardcheck(t, bin, env.startProg, tc.args...)
+			m := migrateLazy(t, env, p, nil, nil)
+			requireProgress(t, m.restored, "ok")
+			checkSequence(t, m.restored, "ok")
+		})
+	}
 }
 
 // TestVMAGuardSharedRefused: a guard page in a shared anonymous mapping

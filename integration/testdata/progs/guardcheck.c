@@ -108,8 +108,45 @@ static void touch_guard(struct region *r, unsigned long pg, volatile unsigned ch
 		fail("%s page %lu: %d SIGSEGVs, want 2", r->name, pg, (int)(segv - before));
 }
 
+static int locked; /* mlockall(MCL_CURRENT) was called */
+
+/* vmflags copies the VmFlags line of addr's mapping in /proc/self/smaps. */
+static void vmflags(void *addr, char *out, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		die("open smaps");
+	char line[1024];
+	int in = 0;
+	out[0] = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long s, e;
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, ':') > strchr(line, ' ')) {
+			in = (uintptr_t)addr >= s && (uintptr_t)addr < e;
+			continue;
+		}
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			size_t n = strlen(line + 8);
+			if (n >= len)
+				n = len - 1;
+			memcpy(out, line + 8, n);
+			out[n] = 0;
+			break;
+		}
+	}
+	fclose(f);
+}
+
 static void check(void)
 {
+	if (locked) {
+		char fl[256];
+		for (int k = 0; k < nregions; k++) {
+			vmflags(regions[k].p, fl, sizeof fl);
+			if (!strstr(fl, " lo"))
+				fail("%s: VmFlags%s lacks lo after mlockall(MCL_CURRENT)", regions[k].name, fl);
+		}
+	}
 	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (pm < 0)
 		die("open pagemap");
@@ -200,8 +237,11 @@ int main(int argc, char **argv)
 			r->p[i] = pattern(r->tag, i);
 		guard(r, 1);
 	}
-	if (argc > 2 && !strcmp(argv[2], "lock") && mlockall(MCL_CURRENT))
-		die("mlockall");
+	if (argc > 2 && !strcmp(argv[2], "lock")) {
+		if (mlockall(MCL_CURRENT))
+			die("mlockall");
+		locked = 1;
+	}
 
 	check();
 	emit("{\"pid\":%d}\n", getpid());
