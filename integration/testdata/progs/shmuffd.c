@@ -25,7 +25,13 @@
  *   minor_on_cached            with MISSING|MINOR, a page put in the cache
  *                              by pwrite faults MINOR (UFFDIO_CONTINUE
  *                              resolves it) and a page not in it faults
- *                              MISSING.
+ *                              MISSING;
+ *   remove_ambiguous           madvise MADV_DONTNEED (the data stays in the
+ *                              shmem file) and MADV_REMOVE (the data is
+ *                              gone) of a registered shared mapping both
+ *                              send UFFD_EVENT_REMOVE with the same range:
+ *                              the handler cannot tell "refetch" from
+ *                              "now zero" for a page not yet installed.
  * Throughput in GB/s (1e9 bytes/s) over MIB MiB, no faults involved:
  *   copy_{anon,shm}_{4k,64k}   UFFDIO_COPY into a registered private
  *                              anonymous / memfd MAP_SHARED mapping;
@@ -197,6 +203,32 @@ static int answer(int sock, int ms, uint64_t *v)
 	return read(sock, v, sizeof *v) == sizeof *v;
 }
 
+struct advisor {
+	void *p;
+	int advice;
+};
+
+static void *advise_thread(void *arg)
+{
+	struct advisor *a = arg;
+	if (madvise(a->p, PG, a->advice)) die("madvise");
+	return NULL;
+}
+
+/* removed reports whether madvise(advice) of page p sends a REMOVE event of
+ * exactly that page on uffd (madvise waits until the event is read). */
+static int removed(int uffd, void *p, int advice)
+{
+	struct advisor a = {p, advice};
+	pthread_t th;
+	if (pthread_create(&th, NULL, advise_thread, &a)) die("pthread_create");
+	struct uffd_msg m;
+	int ok = event(uffd, 5000, &m) && m.event == UFFD_EVENT_REMOVE &&
+		 m.arg.remove.start == (uintptr_t)p && m.arg.remove.end == (uintptr_t)p + PG;
+	pthread_join(th, NULL);
+	return ok;
+}
+
 struct toucher {
 	volatile uint64_t *p;
 	uint64_t v;
@@ -287,10 +319,29 @@ static void semantics(void)
 		      copy(c, p2 + PG, src + PG, PG) == 0;
 	pthread_join(th, NULL);
 	minor = minor && missing && t.v == 0x1001;
+
+	/* 6: REMOVE events of DONTNEED and REMOVE on installed pages. */
+	int mfd3 = new_memfd(n);
+	unsigned char *p3 = map(mfd3, n);
+	int d = new_uffd(UFFD_FEATURE_EVENT_REMOVE);
+	reg(d, p3, n, UFFDIO_REGISTER_MODE_MISSING);
+	if (copy(d, p3, src, 2 * PG)) die("UFFDIO_COPY pages 0-1");
+	int dontneed = removed(d, p3, MADV_DONTNEED);
+	int keeps = *(volatile uint64_t *)p3 == 0x1000; /* from the cache, no fault */
+	int remove = removed(d, p3 + PG, MADV_REMOVE);
+	t = (struct toucher){(volatile uint64_t *)(p3 + PG), 0};
+	if (pthread_create(&th, NULL, touch_thread, &t)) die("pthread_create");
+	int refetch = event(d, 5000, &m) && m.event == UFFD_EVENT_PAGEFAULT && copy(d, p3 + PG, src + 8 * PG, PG) == 0;
+	pthread_join(th, NULL);
+	int ambiguous = dontneed && keeps && remove && refetch && t.v == 0x1008;
+	munmap(p3, n);
+	close(d);
+	close(mfd3);
 	emit("\"copy_visible_unregistered\":%s,\"unregistered_fills_zero\":%s,\"other_copy_wakes\":%s,"
-	     "\"wake_releases\":%s,\"registered_refault\":%s,\"minor_on_cached\":%s,",
+	     "\"wake_releases\":%s,\"registered_refault\":%s,\"minor_on_cached\":%s,\"remove_ambiguous\":%s,",
 	     visible ? "true" : "false", fillzero ? "true" : "false", otherwakes ? "true" : "false",
-	     released ? "true" : "false", refault ? "true" : "false", minor ? "true" : "false");
+	     released ? "true" : "false", refault ? "true" : "false", minor ? "true" : "false",
+	     ambiguous ? "true" : "false");
 	munmap(p, n);
 	munmap(p2, n);
 	close(a);
