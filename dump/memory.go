@@ -350,7 +350,7 @@ func (cp *Checkpoint) pageState(v *pb.Vma, e proc.PagemapEntry, nearSP bool) pb.
 		// every other mapping sees it without a fault. MINOR mode
 		// (MISSING|MINOR, lazycr pwrite(2)s the object at 2.3–2.6 GB/s,
 		// UFFDIO_CONTINUE maps 64 KiB runs at 13–22 GB/s, a MINOR fault
-		// costs p50 3.1–3.6 µs) saves nothing MISSING does not, and needs
+		// costs p50 3.1–3.6 µs) gains nothing measurable over MISSING and needs
 		// a filled-once map so pwrite never overwrites a page a member
 		// already changed. It is not done yet because, to be exact (all
 		// checked by BenchmarkShmUffd on 6.18; the memory types are in
