@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lazycr/lazycr/hosts"
+	"github.com/lazycr/lazycr/stats"
 	"github.com/lazycr/lazycr/udpp"
 	"github.com/rs/zerolog"
 	"github.com/vishvananda/netlink"
@@ -48,28 +49,30 @@ type Ping struct {
 type Result struct {
 	WorkDir        string
 	A, B, C        netip.Addr
-	Server         []Ping     // every ping the server received, in order
-	Client         udpp.Stats // the client's own counters at the end
-	SourcePID      int        // the client on B
-	TargetPID      int        // the client restored on C
-	SourceGone     bool       // the original is gone from B
-	FreezeToResume string     // as the target reported it
+	Server         []Ping        // every ping the server received, in order
+	Client         udpp.Stats    // the client's own counters at the end
+	SourcePID      int           // the client on B
+	TargetPID      int           // the client restored on C
+	SourceGone     bool          // the original is gone from B
+	FreezeToResume time.Duration // as the target reported it
 	FreezeToPong   time.Duration
 	Faults         string // the target's fault-latency summary
 	Trace          string // the trace file
 	SourceLog      string
 	TargetLog      string
-	NetChanges     []string
-	BStillHasAddr  bool       // takeover: B still holds the service address afterwards
-	Service        netip.Addr // the client's address on B (B's own, or a service address for takeover)
+	// SourceStats and TargetStats are the two lazycr runs' --stats-file
+	// (source-stats.json and target-stats.json in WorkDir).
+	SourceStats, TargetStats *stats.File
+	NetChanges               []string
+	BStillHasAddr            bool       // takeover: B still holds the service address afterwards
+	Service                  netip.Addr // the client's address on B (B's own, or a service address for takeover)
 }
 
 var (
-	reRecv    = regexp.MustCompile(`^Received ping packet from (\S+)$`)
-	reData    = regexp.MustCompile(`^Data: This is ping packet (\d+)$`)
-	reStats   = regexp.MustCompile(`stats sent=(\d+) received=(\d+) lost=(\d+) duplicated=(\d+) reordered=(\d+)`)
-	rePong    = regexp.MustCompile(`^pong (\d+) from (\S+)$`)
-	reFreezTR = regexp.MustCompile(`freeze to resume\s+(\S+)`)
+	reRecv  = regexp.MustCompile(`^Received ping packet from (\S+)$`)
+	reData  = regexp.MustCompile(`^Data: This is ping packet (\d+)$`)
+	reStats = regexp.MustCompile(`stats sent=(\d+) received=(\d+) lost=(\d+) duplicated=(\d+) reordered=(\d+)`)
+	rePong  = regexp.MustCompile(`^pong (\d+) from (\S+)$`)
 	// an empty bucket of the fault-latency histogram
 	reEmptyBucket = regexp.MustCompile(`µs\s+0\s*$`)
 )
@@ -239,7 +242,8 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	// [4] migrate.
 	tl := newTimedTail(path("client.log"))
 	defer tl.stop()
-	dumpArgs := []string{o.Lazycr, "dump", "--lazy", "--pid", strconv.Itoa(res.SourcePID), "--port", strconv.Itoa(o.Port), "--log-format", "json"}
+	dumpArgs := []string{o.Lazycr, "dump", "--lazy", "--pid", strconv.Itoa(res.SourcePID), "--port", strconv.Itoa(o.Port), "--log-format", "json",
+		"--stats-file", path("source-stats.json")}
 	if o.Policy == "takeover" {
 		dumpArgs = append(dumpArgs, "--release-addresses")
 	}
@@ -260,13 +264,14 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	target, err := start(hC, "lazycr restore", []string{o.Lazycr, "restore", "--lazy-from",
 		netip.AddrPortFrom(hB.Addr, uint16(o.Port)).String(), "--new-pid", "--net-policy", o.Policy,
-		"--trace", res.Trace, "--wait-source", "60s"}, "target.out", "target.log", tokenEnv)
+		"--trace", res.Trace, "--wait-source", "60s", "--stats-file", path("target-stats.json")}, "target.out", "target.log", tokenEnv)
 	if err != nil {
 		return res, err
 	}
 	st.say("migrating pid %d from B to C:", res.SourcePID)
 	st.detail("on B: %s", strings.Join(dumpArgs[1:], " "))
-	st.detail("on C: LAZYCR_TOKEN=… lazycr restore --lazy-from %s:%d --new-pid --net-policy %s --trace %s", hB.Addr, o.Port, o.Policy, res.Trace)
+	st.detail("on C: LAZYCR_TOKEN=… lazycr restore --lazy-from %s:%d --new-pid --net-policy %s --trace %s --stats-file %s",
+		hB.Addr, o.Port, o.Policy, res.Trace, path("target-stats.json"))
 	res.SourceLog, res.TargetLog = path("source.log"), path("target.log")
 	terr := waitExit(ctx, target, 90*time.Second)
 	serr := waitExit(ctx, source, 30*time.Second)
@@ -276,10 +281,18 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if b, err := os.ReadFile(path("target.out")); err == nil {
 		res.TargetPID, _ = strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
 	}
-	tlog, _ := os.ReadFile(path("target.log"))
-	if m := reFreezTR.FindSubmatch(tlog); m != nil {
-		res.FreezeToResume = string(m[1])
+	// The numbers come from the stats files, the text for people from the log.
+	if res.SourceStats, err = readRunStats(path("source-stats.json"), "source"); err != nil {
+		return res, err
 	}
+	if res.TargetStats, err = readRunStats(path("target-stats.json"), "target"); err != nil {
+		return res, err
+	}
+	if res.TargetStats.Lazy == nil || res.SourceStats.Serve == nil {
+		return res, errors.New("demo: the lazycr stats files lack the lazy or serve section of a finished migration")
+	}
+	res.FreezeToResume = msDuration(res.TargetStats.Lazy.FreezeToResumeMS)
+	tlog, _ := os.ReadFile(path("target.log"))
 	res.Faults = summaryOf(string(tlog))
 	for _, l := range strings.Split(string(tlog), "\n") {
 		if strings.HasPrefix(l, "netfix") {
@@ -293,7 +306,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	st.detail("source: %s", lastLine(path("source.out")))
 	st.detail("the original (pid %d on B) is gone: %v; the client now runs on C as pid %d", res.SourcePID, res.SourceGone, res.TargetPID)
-	st.detail("freeze to resume: %s", res.FreezeToResume)
+	st.detail("freeze to resume: %s", res.FreezeToResume.Round(10*time.Microsecond))
 	for _, c := range res.NetChanges {
 		st.detail("netfix on C: %s", c)
 	}
@@ -309,7 +322,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		syscall.Kill(res.TargetPID, syscall.SIGTERM)
 		waitFor(ctx, 5*time.Second, func() bool { return !alive(res.TargetPID) })
 	}
-	res.FreezeToPong = tl.gapAfter(freezeTime(path("source.log")))
+	res.FreezeToPong = tl.gapAfter(res.SourceStats.Serve.FrozenAt)
 	res.Client = lastStats(path("client.log"))
 	res.Server = parseServer(path("server.log"))
 	if o.Policy == "takeover" {
@@ -328,6 +341,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		st.detail("%s", l)
 	}
 	st.detail("trace: %s (open it in ui.perfetto.dev)", res.Trace)
+	st.detail("stats: %s, %s", path("source-stats.json"), path("target-stats.json"))
 	return res, nil
 }
 
@@ -523,23 +537,20 @@ func waitExit(ctx context.Context, cmd *exec.Cmd, timeout time.Duration) error {
 	}
 }
 
-// freezeTime reads the time the source froze the process from its JSON log.
-func freezeTime(path string) time.Time {
-	f, err := os.Open(path)
+// readRunStats reads the --stats-file of the source or target lazycr.
+func readRunStats(path, side string) (*stats.File, error) {
+	f, err := stats.ReadFile(path)
 	if err != nil {
-		return time.Time{}
+		return nil, fmt.Errorf("demo: the %s's stats: %w", side, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	re := regexp.MustCompile(`"frozen_at":"([^"]+)"`)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			t, _ := time.Parse(time.RFC3339Nano, m[1])
-			return t
-		}
+	if f.Error != "" {
+		return nil, fmt.Errorf("demo: the %s lazycr exited 0 but its stats file records an error: %s", side, f.Error)
 	}
-	return time.Time{}
+	return f, nil
 }
+
+// msDuration is a *_ms value of a stats file as a duration.
+func msDuration(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
 
 // timedTail timestamps the pong lines of a file as they appear.
 type timedTail struct {

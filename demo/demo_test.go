@@ -70,15 +70,14 @@ trace              /tmp/x.json (open in ui.perfetto.dev)
 	}
 }
 
-func TestFreezeTimeAndGap(t *testing.T) {
-	p := write(t, "source.log", `{"level":"info","frozen_at":"2026-11-27T10:00:00.5Z","message":"frozen; serving"}`+"\n")
-	ft := freezeTime(p)
-	if want := time.Date(2026, 11, 27, 10, 0, 0, 5e8, time.UTC); !ft.Equal(want) {
-		t.Fatalf("freezeTime = %v, want %v", ft, want)
-	}
+func TestGapAfter(t *testing.T) {
+	ft := time.Date(2026, 11, 27, 10, 0, 0, 5e8, time.UTC) // the source's stats: serve.frozen_at
 	tl := &timedTail{done: make(chan struct{}), times: []time.Time{ft.Add(-time.Second), ft.Add(120 * time.Millisecond)}}
 	if gap := tl.gapAfter(ft); gap != 120*time.Millisecond {
 		t.Errorf("gapAfter = %v, want 120ms", gap)
+	}
+	if ms := msDuration(120.5); ms != 120500*time.Microsecond {
+		t.Errorf("msDuration(120.5) = %v", ms)
 	}
 	if gap := tl.gapAfter(time.Time{}); gap != 0 {
 		t.Errorf("gapAfter(zero) = %v, want 0", gap)

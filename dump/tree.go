@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
@@ -258,9 +258,13 @@ func (cp *Checkpoint) collectTree() error {
 			live = append(live, p)
 		}
 	}
+	// Established TCP connections: each member's are locked, held and
+	// restored as a single process's are (its own TCPDump, held lock and
+	// TCPRestore). A lazy migration moves one lock, the root's
+	// (restore's TCPRestore.LockFor): refused there.
 	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
-		if n := m.tcp.Conns(); n > 0 {
-			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not restored yet", cp.pid, ErrUnsupported, m.pid, n)
+		if n := m.tcp.Conns(); n > 0 && cp.opts.Mode == ModeLazy {
+			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not migrated lazily yet (a plain dump -D restores them)", cp.pid, ErrUnsupported, m.pid, n)
 		}
 	}
 	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
@@ -269,6 +273,7 @@ func (cp *Checkpoint) collectTree() error {
 	// Every fd of every member, with its /proc link target.
 	var refs []liveRef
 	pipeMembers := map[uint64]map[uint32]bool{}
+	pipeEnds := map[uint64]map[uint32]*[2]bool{} // which ends each member holds (O_RDWR: both)
 	for _, p := range live {
 		fds, err := proc.ReadFds(int(p.Pid))
 		if err != nil {
@@ -285,6 +290,22 @@ func (cp *Checkpoint) collectTree() error {
 					pipeMembers[pp.Inode] = map[uint32]bool{}
 				}
 				pipeMembers[pp.Inode][p.Pid] = true
+				if pipeEnds[pp.Inode] == nil {
+					pipeEnds[pp.Inode] = map[uint32]*[2]bool{}
+				}
+				e := pipeEnds[pp.Inode][p.Pid]
+				if e == nil {
+					e = &[2]bool{}
+					pipeEnds[pp.Inode][p.Pid] = e
+				}
+				switch {
+				case pp.WriteEnd:
+					e[1] = true
+				case f.Flags&unix.O_ACCMODE == unix.O_RDWR:
+					e[0], e[1] = true, true
+				default:
+					e[0] = true
+				}
 			}
 		}
 	}
@@ -292,23 +313,44 @@ func (cp *Checkpoint) collectTree() error {
 	for _, p := range set.Tree.Processes {
 		members[int(p.Pid)] = true
 	}
-	// Pipes held by more than one member and by nobody else.
-	cand := map[uint64]bool{}
+	// Pipes held by more than one member. One that processes outside the
+	// tree hold too is recorded with them: restore rejoins the live pipe
+	// through one of them (on the same boot), so that every member's end
+	// is again the one pipe the outside process reads or writes. Left to
+	// each member's own fds, a member holding both ends would get a fresh
+	// pipe, and members holding one end each would get two. So is a pipe
+	// one member holds both ends of, when outside processes hold it too
+	// (files would give that member a fresh pipe); one end only is left
+	// to files, which rejoins it on its own (livepipe.go).
+	cand, both := map[uint64]bool{}, map[uint64]bool{}
 	for ino, ms := range pipeMembers {
 		if len(ms) > 1 {
 			cand[ino] = true
+			continue
+		}
+		for _, e := range pipeEnds[ino] {
+			if e[0] && e[1] {
+				both[ino] = true
+			}
 		}
 	}
-	outside := pipesHeldOutside(cand, members)
+	held := maps.Clone(cand)
+	maps.Copy(held, both)
+	outside := files.PipeHolders(held, members)
+	for ino := range both {
+		if len(outside[ino]) > 0 {
+			cand[ino] = true
+		}
+	}
 	treePipes := map[uint64]*pb.TreePipe{}
 	for _, r := range refs {
 		pp := r.fd.GetPipe()
-		if pp == nil || !cand[pp.Inode] || outside[pp.Inode] != 0 {
+		if pp == nil || !cand[pp.Inode] {
 			continue
 		}
 		tp := treePipes[pp.Inode]
 		if tp == nil {
-			tp = &pb.TreePipe{Inode: pp.Inode}
+			tp = &pb.TreePipe{Inode: pp.Inode, Outside: outside[pp.Inode]}
 			treePipes[pp.Inode] = tp
 			set.Tree.Pipes = append(set.Tree.Pipes, tp)
 		}
@@ -338,8 +380,9 @@ func (cp *Checkpoint) collectTree() error {
 			pp.Data, pp.Holders = nil, nil
 		}
 	}
-	for ino, n := range outside {
-		cp.opts.Log.Debug().Uint64("pipe", ino).Int("holder", n).Msg("pipe between members is also held outside the tree: each member's end is restored on its own")
+	for ino, hs := range outside {
+		cp.opts.Log.Debug().Uint64("pipe", ino).Uint32("holder", hs[0].Pid).Int("holders", len(hs)).
+			Msg("pipe between members is also held outside the tree: restore rejoins the live pipe through a holder")
 	}
 	slices.SortFunc(set.Tree.Pipes, func(a, b *pb.TreePipe) int { return cmp.Compare(a.Inode, b.Inode) })
 
@@ -382,7 +425,12 @@ func (cp *Checkpoint) collectTree() error {
 		}
 		sf.Users = append(sf.Users, &pb.FdRef{Pid: uint32(r.pid), Fd: r.fd.Fd})
 	}
-	return checkMade(cp.pid, refs, set.Tree.SharedFiles)
+	split, err := checkMade(cp.pid, refs, set.Tree.SharedFiles)
+	if err != nil {
+		return err
+	}
+	set.Tree.SplitPairs = split
+	return nil
 }
 
 // memberSockets lists the socket inodes that the root and its live
@@ -406,14 +454,26 @@ func (cp *Checkpoint) memberSockets() (map[uint64]bool, error) {
 	return socks, nil
 }
 
-// checkMade refuses what no member can make on restore. A unix socket a
-// member makes itself (not a description it takes from another member,
-// not a dup) needs its peer among the sockets that member makes too
-// (files' socketpair); a description a member makes has that member as
-// its signal-driven I/O owner, if any (files' setOwner gives it the
-// restored process's pid). nginx passes: its master holds both ends of
-// every worker's channel, owns them, and the workers share them.
-func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
+// checkMade refuses what no member can make on restore, and returns the
+// unix socket pairs split across members. A unix socket a member makes
+// itself (not a description it takes from another member, not a dup)
+// has its peer among the sockets that member makes too (files'
+// socketpair), or among those another member makes: a split pair
+// (socketpair then fork, each keeping one end), made on restore by the
+// member that comes first in tree order, which gives the other its end.
+// A description a member makes has that member as its signal-driven I/O
+// owner, if any (files' setOwner gives it the restored process's pid);
+// an end of a split pair has none (the end is handed over ready-made).
+// nginx passes: its master holds both ends of every worker's channel,
+// owns them, and the workers share them.
+// pairEnd tells an end of an unnamed connected pair (socketpair(2)): no
+// name, not a listener or accepted from one, its peer dumped and alive.
+func pairEnd(s *pb.UnixSocket) bool {
+	return s.Peer != 0 && len(s.Name) == 0 && !s.Listening && s.Listener == 0 && !s.Accepted &&
+		s.External == nil && !s.PeerClosed && len(s.DeadPeerName) == 0
+}
+
+func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) ([]*pb.SplitPair, error) {
 	users := map[[2]int64]bool{}
 	for _, sf := range shared {
 		for _, u := range sf.Users {
@@ -421,64 +481,62 @@ func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) error {
 		}
 	}
 	made := map[int]map[uint64]bool{} // pid → unix inodes it makes
+	maker := map[uint64]liveRef{}     // unix inode → the fd that makes it
 	var own []liveRef
 	for _, r := range refs {
 		if r.fd.DupOf != nil || users[[2]int64{int64(r.pid), int64(r.fd.Fd)}] {
 			continue
 		}
 		if o := r.fd.Owner; o != nil && o.Pid != 0 && int(o.Pid) != r.pid {
-			return fmt.Errorf("dump pid %d: %w: pid %d fd %d: its signal-driven I/O owner is pid %d, another member, which does not share the description",
+			return nil, fmt.Errorf("dump pid %d: %w: pid %d fd %d: its signal-driven I/O owner is pid %d, another member, which does not share the description",
 				root, ErrUnsupported, r.pid, r.fd.Fd, o.Pid)
 		}
-		if r.fd.GetUnixSocket() == nil {
+		s := r.fd.GetUnixSocket()
+		if s == nil {
 			continue
 		}
 		if made[r.pid] == nil {
 			made[r.pid] = map[uint64]bool{}
 		}
-		made[r.pid][r.fd.GetUnixSocket().Inode] = true
+		made[r.pid][s.Inode] = true
+		if _, ok := maker[s.Inode]; !ok {
+			maker[s.Inode] = r
+		}
 		own = append(own, r)
 	}
+	var split []*pb.SplitPair
+	paired := map[uint64]bool{}
 	for _, r := range own {
 		s := r.fd.GetUnixSocket()
-		if !made[r.pid][s.Peer] {
-			return fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d], which only another member holds; a socket pair split across members is not restored yet",
-				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer)
-		}
-	}
-	return nil
-}
-
-// pipesHeldOutside returns, for each pipe inode of inos that a process
-// outside members (and other than lazycr) holds, one such pid. It scans
-// /proc/*/fd: the members are frozen, but nobody else is, so this is a
-// snapshot (see also files' pipe holders).
-func pipesHeldOutside(inos map[uint64]bool, members map[int]bool) map[uint64]int {
-	out := map[uint64]int{}
-	if len(inos) == 0 {
-		return out
-	}
-	self := os.Getpid()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || members[pid] {
+		// Listeners, bound or accepted sockets, peers outside the tree
+		// or gone are files' (unixlisten.go, unixext.go, unixdead.go),
+		// which refuses what crosses members; only an unnamed pair end
+		// can be half of a split pair.
+		if !pairEnd(s) || made[r.pid][s.Peer] || paired[s.Inode] {
 			continue
 		}
-		fds, err := proc.ReadFds(pid)
-		if err != nil {
-			continue // gone, or a kernel thread
+		peer, ok := maker[s.Peer]
+		if ok && !pairEnd(peer.fd.GetUnixSocket()) {
+			return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d] of pid %d, a named or accepted socket of another member; not restored across members yet",
+				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer, peer.pid)
 		}
-		for _, f := range fds {
-			if !strings.HasPrefix(f.Target, "pipe:[") {
-				continue
-			}
-			if k, _, ino := proc.Kind(f.Target); k == proc.KindPipe && inos[ino] && out[ino] == 0 {
-				out[ino] = pid
+		if !ok {
+			return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d], which no member holds as its own description",
+				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer)
+		}
+		for _, e := range []liveRef{r, peer} {
+			if o := e.fd.Owner; o != nil && o.Pid != 0 {
+				return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) has a signal-driven I/O owner (pid %d) and its pair's other end is another member's; such an end is not restored yet",
+					root, ErrUnsupported, e.pid, e.fd.Fd, e.fd.GetUnixSocket().Inode, o.Pid)
 			}
 		}
+		paired[s.Inode], paired[s.Peer] = true, true
+		split = append(split, &pb.SplitPair{
+			Maker: &pb.FdRef{Pid: uint32(r.pid), Fd: r.fd.Fd},
+			Peer:  &pb.FdRef{Pid: uint32(peer.pid), Fd: peer.fd.Fd},
+		})
 	}
-	return out
+	return split, nil
 }
 
 // peekPipeOf returns the bytes buffered in the pipe whose read end is fd of

@@ -9,7 +9,7 @@ import (
 )
 
 // device is a character device opened by path (/dev/null, /dev/zero,
-// /dev/urandom, a tty). It is reopened by path and checked to be the same
+// /dev/urandom; terminals are tty.go's). It is reopened by path and checked to be the same
 // major:minor.
 type device struct{}
 
@@ -25,8 +25,6 @@ func (device) claims(l *liveFd) bool {
 // Documentation/admin-guide/devices.txt.
 func cloningDevice(major, minor uint32) string {
 	switch {
-	case major == 5 && minor == 0:
-		return "/dev/tty (the opener's controlling terminal)"
 	case major == 5 && minor == 2:
 		return "a pseudo-terminal master (/dev/ptmx makes a new pty on every open)"
 	case major == 2:
@@ -49,9 +47,6 @@ func (device) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
 		return fmt.Errorf("%w: character device %s (%d:%d) is %s", ErrUnsupported, l.target, maj, min, what)
 	}
 	dev := &pb.Device{File: fileID(l), Pos: l.info.Pos, Mode: l.st.Mode, RdevMajor: maj, RdevMinor: min}
-	if isPtySlave(maj) {
-		dev.CtimeNs = l.st.Ctim.Nano()
-	}
 	out.Kind = &pb.Fd_Device{Device: dev}
 	return nil
 }
@@ -59,29 +54,8 @@ func (device) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
 // isPtySlave: UNIX98 pseudo-terminal slaves have majors 136-143
 // (Documentation/admin-guide/devices.txt). Their numbers are reused: a
 // /dev/pts/N on another host, or after the pty was closed, is someone
-// else's terminal.
+// else's terminal (tty.go checks it is the same pty).
 func isPtySlave(major uint32) bool { return major >= 136 && major <= 143 }
-
-// checkPty makes sure the pty slave at path is the one the dump saw: same
-// boot, same inode ctime (set when the pty was allocated).
-func (r *restorer) checkPty(f *pb.Fd, dev *pb.Device) error {
-	here, err := BootID()
-	if err != nil {
-		return err
-	}
-	if r.bootID == "" || here != r.bootID {
-		return fmt.Errorf("fd %d: %w: %s is a pseudo-terminal of another boot or host (pass a terminal with --inherit-fd %d)", f.Fd, ErrFileChanged, dev.File.Path, f.Fd)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(dev.File.Path, &st); err != nil {
-		return fmt.Errorf("fd %d: %w: %s: %w", f.Fd, ErrFileChanged, dev.File.Path, err)
-	}
-	if st.Ctim.Nano() != dev.CtimeNs {
-		return fmt.Errorf("fd %d: %w: %s is another pseudo-terminal now (allocated at %d, the dump's at %d; pass a terminal with --inherit-fd %d)",
-			f.Fd, ErrFileChanged, dev.File.Path, st.Ctim.Nano(), dev.CtimeNs, f.Fd)
-	}
-	return nil
-}
 
 func (device) owns(f *pb.Fd) bool { return f.GetDevice() != nil }
 
@@ -92,7 +66,8 @@ func (device) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	}
 	path := dev.File.Path
 	if isPtySlave(dev.RdevMajor) {
-		if err := r.checkPty(f, dev); err != nil {
+		// An image of a lazycr that recorded terminals as devices.
+		if err := r.checkPty(f.Fd, path, dev.CtimeNs, false); err != nil {
 			return 0, err
 		}
 	}

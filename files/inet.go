@@ -187,9 +187,9 @@ var getsockoptInt = unix.GetsockoptInt
 // option, and is never recorded as 0.
 func describeSocket(fd int) (*pb.InetSocket, error) { return describeInet(fd, false) }
 
-// describeInet is describeSocket that, with connected, also records an
-// established TCP connection's addresses and options (tcp.go reads the
-// rest).
+// describeInet is describeSocket that, with connected, also takes a TCP
+// socket that is not listening and records its addresses and options
+// (tcp.go, which checked its state, reads the rest).
 func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 	mptcp := false
 	r := &sockoptReader{fd: fd, absent: func(err error) bool {
@@ -244,7 +244,7 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		if err := r.err(); err != nil {
 			return nil, err
 		}
-		if acc == 0 && !(connected && s.PeerAddr != "") {
+		if acc == 0 && !connected {
 			if s.PeerAddr != "" {
 				return nil, fmt.Errorf("%w: fd kind established TCP connection %s -> %s", ErrUnsupported,
 					netip.AddrPortFrom(netip.MustParseAddr(s.LocalAddr), uint16(s.LocalPort)),

@@ -61,6 +61,7 @@ var kinds = []kind{
 	regularFile{},
 	memfd{},
 	deletedFile{},
+	tty{}, // before device, which takes every other character device
 	device{},
 	fifo{},
 	pipe{},

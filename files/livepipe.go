@@ -2,6 +2,7 @@ package files
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -203,4 +204,125 @@ func (r *restorer) reopenLivePipe(ino uint64, g *pipeGroup, what string) bool {
 		return true
 	}
 	return false
+}
+
+// PipeHolders returns, for each pipe inode of inos, the processes other
+// than skip (and lazycr) that hold it open, as the dump records them for
+// a live reconnection (see the top of this file). The tree's pass uses it
+// for pipes between members that processes outside the tree hold too.
+func PipeHolders(inos map[uint64]bool, skip map[int]bool) map[uint64][]*pb.PipeHolder {
+	pids := []int{os.Getpid()}
+	for pid := range skip {
+		pids = append(pids, pid)
+	}
+	return pipeHolders(inos, pids...)
+}
+
+// OpenLivePipe opens, in lazycr, both ends of pipe:[ino] through the
+// first of holders that is still the process the dump saw (same boot,
+// same start time and uid) and still holds it: new open file descriptions
+// of the live pipe, O_NONBLOCK and O_CLOEXEC, the read end opened first
+// so that the write end's open cannot fail ENXIO for want of a reader
+// (fifo(7)). It returns the holder's pid. bootID is the boot the image
+// comes from; another boot never reconnects.
+func OpenLivePipe(ino uint64, holders []*pb.PipeHolder, bootID string) (ends [2]int, holder int, err error) {
+	here, err := BootID()
+	if err != nil {
+		return ends, 0, err
+	}
+	if bootID == "" || here != bootID {
+		return ends, 0, fmt.Errorf("pipe:[%d]: the image comes from another boot or host (boot id %q, here %q)", ino, bootID, here)
+	}
+	var errs []error
+	for _, h := range holders {
+		path, err := holderFd(h, ino)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ends, err = openLiveEnds(path, ino)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open %s: %w", path, err))
+			continue
+		}
+		// The holder is still the same process: its pid was not reused
+		// while the ends were opened.
+		if start, err := proc.ProcessIdentity(int(h.Pid)); err != nil || start != h.StartTime {
+			unix.Close(ends[0])
+			unix.Close(ends[1])
+			errs = append(errs, fmt.Errorf("pid %d changed while pipe:[%d] was opened through it", h.Pid, ino))
+			continue
+		}
+		return ends, int(h.Pid), nil
+	}
+	if len(holders) == 0 {
+		errs = append(errs, fmt.Errorf("no holder recorded"))
+	}
+	return ends, 0, fmt.Errorf("reopen pipe:[%d]: %w", ino, errors.Join(errs...))
+}
+
+// PipeEndsOf returns both ends of the pipe lazycr's own fd n is an end
+// of (end 0: the read end, 1: the write end): that end a duplicate of n
+// (its open file description), the other a new description opened through
+// /proc/self/fd/N (proc(5)), O_NONBLOCK, both close-on-exec. For a tree
+// pipe that --inherit-fd names.
+func PipeEndsOf(n, end int) (ends [2]int, err error) {
+	ends = [2]int{-1, -1}
+	defer func() {
+		if err != nil {
+			for _, fd := range ends {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}
+		}
+	}()
+	var st unix.Stat_t
+	if err := unix.Fstat(n, &st); err != nil {
+		return ends, fmt.Errorf("lazycr has no fd %d open: %w", n, os.NewSyscallError("fstat", err))
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return ends, fmt.Errorf("lazycr's fd %d is not a pipe (mode %#o)", n, st.Mode)
+	}
+	if ends[end], err = unix.FcntlInt(uintptr(n), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+		return ends, fmt.Errorf("duplicate fd %d: %w", n, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err))
+	}
+	// The read end exists now if end is 0; opened first otherwise, it
+	// lets the write end's open succeed (fifo(7)).
+	acc := []int{unix.O_RDONLY, unix.O_WRONLY}[1-end]
+	path := fmt.Sprintf("/proc/self/fd/%d", n)
+	if ends[1-end], err = unix.Open(path, acc|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+		return ends, fmt.Errorf("open %s: %w", path, os.NewSyscallError("open", err))
+	}
+	return ends, nil
+}
+
+// openLiveEnds opens path (a /proc/PID/fd/N link to pipe:[ino]) for
+// reading, then for writing, and checks both are pipe:[ino].
+func openLiveEnds(path string, ino uint64) (ends [2]int, err error) {
+	ends = [2]int{-1, -1}
+	defer func() {
+		if err != nil {
+			for _, fd := range ends {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}
+		}
+	}()
+	for i, acc := range []int{unix.O_RDONLY, unix.O_WRONLY} {
+		fd, err := unix.Open(path, acc|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return ends, os.NewSyscallError("open", err)
+		}
+		ends[i] = fd
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return ends, os.NewSyscallError("fstat", err)
+		}
+		if st.Ino != ino || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			return ends, fmt.Errorf("%s is inode %d (mode %#o), not pipe:[%d]", path, st.Ino, st.Mode, ino)
+		}
+	}
+	return ends, nil
 }

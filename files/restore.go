@@ -51,6 +51,19 @@ type RestoreOptions struct {
 	// from the dumped process itself (inet.go takeListener): for a
 	// post-copy restore, whose source keeps the original frozen.
 	HandOver bool
+	// Terminal, if set, is the terminal every fd that was on the
+	// process's controlling terminal is opened on (tty.go; restore
+	// --shell-job).
+	Terminal *Terminal
+	// UnixReconnect restores unix sockets whose peer was not dumped
+	// (unixext.go): a client end connects again to the same name, a
+	// server end comes back closed by its peer. Without it they are
+	// refused, naming the peer.
+	UnixReconnect bool
+	// UnixBinds records the socket files bound to paths (unixlisten.go),
+	// for the caller to remove if the restore fails later; nil: not
+	// recorded.
+	UnixBinds *UnixBinds
 }
 
 // allFds is ~0U, the last fd of close_range(2).
@@ -79,6 +92,7 @@ type restorer struct {
 	given    map[int32]int          // image fd → lazycr's fd of its description (RestoreOptions.Given)
 	pipes    map[uint64]*pipeGroup  // pipe.go
 	pairs    map[uint64]*unixPair   // unixsock.go, by the lower inode
+	usocks   *unixRestore           // unixsock.go
 	memfds   map[uint64]*fileGroup  // memfd.go
 	deleted  map[fileKey]*fileGroup // deleted.go
 	pidfd    int                    // pidfd of the process, -1 until opened
@@ -93,6 +107,10 @@ type restorer struct {
 	shared SharedMemoryFunc // shmhook.go
 	// handOver: RestoreOptions.HandOver.
 	handOver bool
+	terminal *Terminal // RestoreOptions.Terminal
+	// unixReconnect: RestoreOptions.UnixReconnect.
+	unixReconnect bool
+	ubinds        *UnixBinds // RestoreOptions.UnixBinds
 }
 
 // Restore re-creates the image's fd table at its exact numbers in the
@@ -112,7 +130,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, terminal: opts.Terminal, unixReconnect: opts.UnixReconnect, ubinds: opts.UnixBinds}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP

@@ -119,7 +119,7 @@ func diagAttrs(b []byte, fn func(typ uint16, payload []byte)) error {
 // parseDiag decodes one datagram of a sock_diag dump reply into out
 // (by socket inode). It reports whether the dump is done; a
 // socket without INET_DIAG_SHUTDOWN is an error (the state cannot be read
-// exactly).
+// exactly), one without an inode is skipped.
 func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 	return diagWalk(b, func(msg []byte) error {
 		if len(msg) < inetDiagMsgLen {
@@ -140,6 +140,13 @@ func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 		})
 		if err != nil {
 			return err
+		}
+		if ino == 0 {
+			// No fd refers to it: a TIME_WAIT socket (reported with its
+			// substate, FIN_WAIT2 for one that got there from FIN_WAIT2,
+			// inet_twsk_diag_fill, and without INET_DIAG_SHUTDOWN) or an
+			// orphan.
+			return nil
 		}
 		if !found {
 			return fmt.Errorf("%w: socket inode %d without INET_DIAG_SHUTDOWN", errDiagShort, ino)

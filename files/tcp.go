@@ -17,9 +17,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// tcpConn is an established TCP connection (IPv4 or IPv6, either side),
-// checkpointed with TCP_REPAIR (tcp(7); Documentation/networking and
-// CRIU's soccr/soccr.c are the reference for the sequence):
+// tcpConn is a TCP connection (IPv4 or IPv6, either side), established or
+// half-closed, checkpointed with TCP_REPAIR (tcp(7);
+// Documentation/networking and CRIU's soccr/soccr.c are the reference for
+// the sequence):
 //
 // Dump: the connection's packets are locked out (netlock) before anything
 // is read, so the state cannot move under the dump (nor, as seen by the
@@ -44,16 +45,23 @@ import (
 // window scales, timestamps, MSS clamp), TCP_TIMESTAMP, the queues (the
 // received bytes with TCP_RECV_QUEUE; the sent-unacknowledged bytes with
 // TCP_SEND_QUEUE; the never-sent tail with repair off, as a normal send),
-// TCP_REPAIR_WINDOW. Repair is turned off only when the process is about to
-// run ([TCPRestore.Live]), so a failed restore closes the sockets silently.
+// TCP_REPAIR_WINDOW; then the FINs of a half-closed connection (FIN_WAIT1,
+// FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING: tcpfin.go), and a receive side
+// shut down by shutdown(SHUT_RD). Repair is turned off only when the
+// process is about to run ([TCPRestore.Live]), so a failed restore closes
+// the sockets silently. TIME_WAIT has no fd (timewait.go).
 //
-// Refused, naming the connection: any state but ESTABLISHED (SYN_SENT,
-// SYN_RECV and the half-closed ones: their FINs are not restored yet), a
-// socket filter (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly),
-// TCP-MD5 or TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP:
-// kTLS...), negotiated ECN or microsecond timestamps (no repair option
-// carries them), and a receive
-// queue that cannot be read whole (urgent data stops recv at the mark).
+// A socket in state CLOSE that was never connected (frozen between
+// socket(2) and connect(2)) is an ordinary socket (inetSocket).
+//
+// Refused, naming the connection: SYN_SENT and SYN_RECV (the handshake is
+// not restored), CLOSE after a connection (reset, failed or disconnected:
+// its error and shutdown state are not restorable), a socket filter
+// (SO_ATTACH_FILTER/SO_ATTACH_BPF: not restorable exactly), TCP-MD5 or
+// TCP-AO keys (not readable), an upper-layer protocol (TCP_ULP: kTLS...),
+// negotiated ECN or microsecond timestamps (no repair option carries
+// them), and a receive queue that cannot be read whole (urgent data stops
+// recv at the mark).
 type tcpConn struct{}
 
 func (tcpConn) name() string { return "socket" }
@@ -104,7 +112,25 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	if err != nil {
 		return err
 	}
-	if state != tcpEstablished {
+	if state == tcpClose {
+		fresh, err := neverConnected(l.local)
+		if err != nil {
+			return err
+		}
+		if fresh {
+			// Made and perhaps bound, not yet connected (a process
+			// frozen between socket(2) and connect(2)): a plain socket,
+			// made again by inetSocket.create.
+			s, err := describeInet(l.local, true)
+			if err != nil {
+				return err
+			}
+			s.Inode = l.ino
+			out.Kind = &pb.Fd_InetSocket{InetSocket: s}
+			return nil
+		}
+	}
+	if _, ok := finsOf(uint32(state)); !ok {
 		what := "TCP socket"
 		if sa, err := unix.Getsockname(l.local); err == nil {
 			a, p := sockaddr(sa)
@@ -119,10 +145,10 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 			name = fmt.Sprint(state)
 		}
 		switch state {
-		case 2:
+		case tcpSynSent:
 			name += ": still connecting"
-		case 7:
-			name += ": neither connected nor listening"
+		case tcpClose:
+			name += ": closed after a connection (reset, failed or disconnected)"
 		}
 		return fmt.Errorf("%w: %s in state %s", ErrUnsupported, what, name)
 	}
@@ -132,11 +158,11 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	}
 	s.Inode = l.ino
 	conn := "TCP connection " + connName(s)
-	if err := tcpRefusals(d, l, s, opts); err != nil {
+	if err := tcpRefusals(d, l, s, opts, state); err != nil {
 		return fmt.Errorf("%s: %w", conn, err)
 	}
 	if d.opts.TCP == nil {
-		return fmt.Errorf("%w: established %s: this kind of dump cannot hold its peer yet (lazy mode)", ErrUnsupported, conn)
+		return fmt.Errorf("%w: %s: this kind of dump cannot hold its peer yet (lazy mode)", ErrUnsupported, conn)
 	}
 	local, err := unix.FcntlInt(uintptr(l.local), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -148,8 +174,34 @@ func (tcpConn) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	return nil
 }
 
-// tcpRefusals refuses what a TCP repair cannot carry over exactly.
-func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts uint8) error {
+// neverConnected reports whether the TCP socket fd, in state CLOSE, was
+// never connected: a connect(2) sets the MSS and path MTU fields of
+// tcp_info (tcp_connect_init, tcp_sync_mss), and neither a later error
+// (tcp_done) nor a disconnect (connect to AF_UNSPEC: tcp_disconnect)
+// clears them; a socket it gave up on also has a pending error or a shut
+// down side, which a fresh one would lose. A receive side shut down by
+// shutdown(2) before any connect (which fails ENOTCONN but sets the flag,
+// inet_shutdown) shows as POLLRDHUP and is refused; the send side's flag
+// alone shows nowhere.
+func neverConnected(fd int) (bool, error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return false, fmt.Errorf("read TCP_INFO: %w", os.NewSyscallError("getsockopt", err))
+	}
+	if ti.Advmss != 0 || ti.Pmtu != 0 || ti.Rcv_mss != 0 {
+		return false, nil
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return false, fmt.Errorf("poll socket: %w", os.NewSyscallError("poll", err))
+	}
+	return pfd[0].Revents&unix.POLLRDHUP == 0, nil
+}
+
+// tcpRefusals refuses what a TCP repair cannot carry over exactly. It
+// records sk_shutdown in s.Shutdown: a receive side shut down without the
+// peer's FIN (shutdown(SHUT_RD)) is restored as such.
+func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts, state uint8) error {
 	// SO_GET_FILTER with an empty buffer returns the length of a classic
 	// filter (0: none), and EACCES for an eBPF program, whose original
 	// cannot be read back (sk_get_filter, net/core/filter.c).
@@ -184,9 +236,14 @@ func tcpRefusals(d *dumper, l *liveFd, s *pb.InetSocket, opts uint8) error {
 	if ds.md5 {
 		return fmt.Errorf("%w: TCP-MD5 keys (TCP_MD5SIG) cannot be read back", ErrUnsupported)
 	}
-	if ds.shutdown != 0 {
-		return fmt.Errorf("%w: shut down (%#x) while established", ErrUnsupported, ds.shutdown)
+	// The process is frozen: SEND_SHUTDOWN (its own shutdown(SHUT_WR))
+	// cannot change and goes with its FIN; RCV_SHUTDOWN comes with the
+	// peer's FIN or a shutdown(SHUT_RD), and the peer's FIN may still
+	// arrive until the lock is taken.
+	if fins, _ := finsOf(uint32(state)); ds.shutdown&^3 != 0 || (ds.shutdown&2 != 0) != fins.ours {
+		return fmt.Errorf("%w: shut down (%#x) in state %s", ErrUnsupported, ds.shutdown, tcpStates[state])
 	}
+	s.Shutdown = uint32(ds.shutdown)
 	if opts&(kabi.TCPI_OPT_ECN|kabi.TCPI_OPT_ECN_SEEN) != 0 {
 		return fmt.Errorf("%w: ECN was negotiated; TCP repair cannot restore it", ErrUnsupported)
 	}
@@ -209,7 +266,11 @@ func (tcpConn) late() {}
 func (tcpConn) show(f *pb.Fd) string {
 	s := f.GetInetSocket()
 	t := s.Tcp
-	return fmt.Sprintf("%s %s, %d bytes unread, %d unacknowledged (%d unsent)", SockProto(s), connName(s),
+	state := ""
+	if t.State != tcpEstablished {
+		state = " " + tcpStates[uint8(t.State)]
+	}
+	return fmt.Sprintf("%s %s%s, %d bytes unread, %d unacknowledged (%d unsent)", SockProto(s), connName(s), state,
 		len(t.Inq), len(t.Outq)-int(t.OutqUnsent), t.OutqUnsent)
 }
 
@@ -343,7 +404,8 @@ func readStream(fd int, st *pb.TcpStream) error {
 	if err != nil {
 		return err
 	}
-	if state != tcpEstablished {
+	fins, ok := finsOf(uint32(state))
+	if !ok {
 		return fmt.Errorf("%w: state %s under the lock", ErrUnsupported, tcpStates[state])
 	}
 	st.State = uint32(state)
@@ -352,7 +414,9 @@ func readStream(fd int, st *pb.TcpStream) error {
 		st.SndWscale, st.RcvWscale = uint32(sndWs), uint32(rcvWs)
 	}
 	// Queue lengths (tcp(7) ioctls): SIOCINQ = rcv_nxt - copied_seq,
-	// SIOCOUTQ = write_seq - snd_una, SIOCOUTQNSD = write_seq - snd_nxt.
+	// SIOCOUTQ = write_seq - snd_una, SIOCOUTQNSD = write_seq - snd_nxt;
+	// our FIN is taken out of the last two (tcpfin.go), SIOCINQ never
+	// counts the peer's.
 	inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 	if err != nil {
 		return fmt.Errorf("read SIOCINQ: %w", os.NewSyscallError("ioctl", err))
@@ -365,8 +429,9 @@ func readStream(fd int, st *pb.TcpStream) error {
 	if err != nil {
 		return fmt.Errorf("read SIOCOUTQNSD: %w", os.NewSyscallError("ioctl", err))
 	}
-	if unsent > outq {
-		return fmt.Errorf("send queue of %d bytes with %d unsent", outq, unsent)
+	outq, unsent, st.FinUnsent, err = fins.sendData(outq, unsent)
+	if err != nil {
+		return fmt.Errorf("%s: %w", tcpStates[state], err)
 	}
 	st.OutqUnsent = uint32(unsent)
 	if st.InqSeq, st.Inq, err = readQueue(fd, kabi.TCP_RECV_QUEUE, inq); err != nil {
@@ -779,8 +844,12 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	if r.tcp == nil {
 		return 0, fmt.Errorf("socket fd %d: TCP connection %s: this restore cannot re-create TCP connections", f.Fd, connName(s))
 	}
-	if st.State != tcpEstablished {
+	fins, ok := finsOf(st.State)
+	if !ok {
 		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %d in the image", f.Fd, connName(s), st.State)
+	}
+	if err := fins.check(st); err != nil {
+		return 0, fmt.Errorf("socket fd %d: TCP connection %s in state %s in the image: %w", f.Fd, connName(s), tcpStates[uint8(st.State)], err)
 	}
 	if t := r.tcp; t.conns != nil {
 		c, err := lockConn(s)
@@ -814,17 +883,34 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 		}
 		r.tcp.socks = append(r.tcp.socks, k)
 	}()
-	if err := repairSocket(local, f.Fd, s); err != nil {
+	if err := repairSocket(local, f.Fd, s, r.rawSocket); err != nil {
 		return 0, fmt.Errorf("socket fd %d (TCP connection %s): %w", f.Fd, connName(s), err)
 	}
 	k.repaired = true
 	return fd, nil
 }
 
+// rawSocket opens a raw socket in the process's network namespace: made
+// by the process (a socket belongs to the namespace of its creator) and
+// taken out with pidfd_getfd.
+func (r *restorer) rawSocket(family int) (int, error) {
+	fd, err := r.rem.Syscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return -1, fmt.Errorf("create raw socket: %w", err)
+	}
+	defer r.closeRemote(fd)
+	return r.getfd(fd)
+}
+
 // repairSocket builds the connection of s on the fresh socket fd, in
-// repair mode, which it leaves on.
-func repairSocket(fd int, num int32, s *pb.InetSocket) error {
+// repair mode, which it leaves on; raw opens the raw sockets that put
+// back the peer's FIN of a half-closed connection.
+func repairSocket(fd int, num int32, s *pb.InetSocket, raw rawSocketFunc) error {
 	st := s.Tcp
+	fins, ok := finsOf(st.State)
+	if !ok {
+		return fmt.Errorf("%w: TCP state %d", ErrUnsupported, st.State)
+	}
 	if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR"); err != nil {
 		return err
 	}
@@ -845,11 +931,12 @@ func repairSocket(fd int, num int32, s *pb.InetSocket) error {
 		return err
 	}
 	// The sequence numbers are those of the start of each queue: the
-	// kernel advances them as the queues are filled.
-	if err := setQueueSeq(fd, kabi.TCP_RECV_QUEUE, st.InqSeq-uint32(len(st.Inq))); err != nil {
+	// kernel advances them as the queues are filled (the FINs later).
+	recvStart, sendStart := fins.queueStarts(st)
+	if err := setQueueSeq(fd, kabi.TCP_RECV_QUEUE, recvStart); err != nil {
 		return err
 	}
-	if err := setQueueSeq(fd, kabi.TCP_SEND_QUEUE, st.OutqSeq-uint32(len(st.Outq))); err != nil {
+	if err := setQueueSeq(fd, kabi.TCP_SEND_QUEUE, sendStart); err != nil {
 		return err
 	}
 	la, lap, err := sockaddrOf(s.Family, localAddrFor(s), s.LocalPort)
@@ -905,10 +992,11 @@ func repairSocket(fd int, num int32, s *pb.InetSocket) error {
 			return fmt.Errorf("restore send queue: %w", err)
 		}
 	}
-	if st.Window != nil {
-		w := kabi.TCPRepairWindow{SndWl1: st.Window.SndWl1, SndWnd: st.Window.SndWnd, MaxWindow: st.Window.MaxWindow, RcvWnd: st.Window.RcvWnd, RcvWup: st.Window.RcvWup}
-		if err := kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w.Encode()); err != nil {
-			return fmt.Errorf("set TCP_REPAIR_WINDOW: %w", err)
+	var window kabi.TCPRepairWindow
+	if w := st.Window; w != nil {
+		window = kabi.TCPRepairWindow{SndWl1: w.SndWl1, SndWnd: w.SndWnd, MaxWindow: w.MaxWindow, RcvWnd: w.RcvWnd, RcvWup: w.RcvWup}
+		if err := setWindow(fd, fins.window(window, recvStart+uint32(len(st.Inq)))); err != nil {
+			return err
 		}
 	}
 	if unsent := st.Outq[len(sent):]; len(unsent) > 0 {
@@ -924,7 +1012,57 @@ func repairSocket(fd int, num int32, s *pb.InetSocket) error {
 			return err
 		}
 	}
+	if fins.ours || fins.peers {
+		lap, pap, err := connEnds(s)
+		if err != nil {
+			return err
+		}
+		if err := restoreFins(fd, st, lap, pap, raw); err != nil {
+			return err
+		}
+	}
+	if st.Window != nil && (st.OutqUnsent > 0 || fins.ours || fins.peers) {
+		// What went out since the window was set (the unsent tail and an
+		// unsent FIN, tried and dropped by the lock; the socket's ACK of
+		// the peer's FIN) advertised a window from the repair-time
+		// buffers (tcp_select_window moves rcv_wup and rcv_wnd), and the
+		// injected segments moved snd_wl1 (and, acknowledging our FIN,
+		// snd_wnd): the dumped window again, valid now that rcv_nxt is
+		// past the peer's FIN.
+		if err := setWindow(fd, window); err != nil {
+			return err
+		}
+	}
+	if s.Shutdown&1 != 0 && !fins.peers {
+		// shutdown(SHUT_RD) only marks the receive side (inet_shutdown;
+		// tcp_shutdown acts on SEND_SHUTDOWN only).
+		if err := unix.Shutdown(fd, unix.SHUT_RD); err != nil {
+			return fmt.Errorf("restore shutdown(SHUT_RD): %w", os.NewSyscallError("shutdown", err))
+		}
+	}
 	return setTCPOpts(fd, st)
+}
+
+// connEnds returns the local and peer ends of s as they are on the wire
+// (an IPv4 peer of an IPv6 socket as IPv4).
+func connEnds(s *pb.InetSocket) (local, peer netip.AddrPort, err error) {
+	l, err := netip.ParseAddr(localAddrFor(s))
+	if err != nil {
+		return local, peer, fmt.Errorf("local address %q: %w", localAddrFor(s), err)
+	}
+	p, err := netip.ParseAddr(s.PeerAddr)
+	if err != nil {
+		return local, peer, fmt.Errorf("peer address %q: %w", s.PeerAddr, err)
+	}
+	return netip.AddrPortFrom(l.Unmap(), uint16(s.LocalPort)), netip.AddrPortFrom(p.Unmap(), uint16(s.PeerPort)), nil
+}
+
+// setWindow sets TCP_REPAIR_WINDOW.
+func setWindow(fd int, w kabi.TCPRepairWindow) error {
+	if err := kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w.Encode()); err != nil {
+		return fmt.Errorf("set TCP_REPAIR_WINDOW: %w", err)
+	}
+	return nil
 }
 
 // notForConnection: an option of the generic table (sockopts.go) that a

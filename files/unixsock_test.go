@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -49,21 +51,43 @@ func TestRestoreUnixPair(t *testing.T) {
 
 // unixDiagReply encodes a unix sock_diag dump reply.
 func unixDiagReply(m map[uint64]unixDiag) []byte {
+	attr := func(b []byte, typ uint16, p []byte) []byte {
+		b = binary.LittleEndian.AppendUint16(b, uint16(4+len(p)))
+		b = binary.LittleEndian.AppendUint16(b, typ)
+		b = append(b, p...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
 	var b []byte
 	for ino, v := range m {
-		msg := make([]byte, nlmsgHdrLen+unixDiagMsgLen+8+8)
-		binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
+		msg := make([]byte, nlmsgHdrLen+unixDiagMsgLen)
 		binary.LittleEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
 		o := nlmsgHdrLen
-		msg[o] = unix.AF_UNIX
+		msg[o], msg[o+1], msg[o+2] = unix.AF_UNIX, v.typ, v.state
 		binary.LittleEndian.PutUint32(msg[o+4:], uint32(ino))
-		o += unixDiagMsgLen
-		binary.LittleEndian.PutUint16(msg[o:], 8)
-		binary.LittleEndian.PutUint16(msg[o+2:], unixDiagPeer)
-		binary.LittleEndian.PutUint32(msg[o+4:], uint32(v.peer))
-		binary.LittleEndian.PutUint16(msg[o+8:], 5)
-		binary.LittleEndian.PutUint16(msg[o+10:], unixDiagShutdown)
-		msg[o+12] = v.shutdown
+		if v.named {
+			name := []byte(v.name)
+			if len(name) > 0 && name[0] != 0 {
+				name = append(name, 0) // a path keeps its NUL
+			}
+			msg = attr(msg, unixDiagName, name)
+		}
+		if v.vfsIno != 0 {
+			msg = attr(msg, unixDiagVFS, binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, uint32(v.vfsIno)), v.vfsDev))
+		}
+		msg = attr(msg, unixDiagPeer, binary.LittleEndian.AppendUint32(nil, uint32(v.peer)))
+		if v.icons != nil {
+			var p []byte
+			for _, c := range v.icons {
+				p = binary.LittleEndian.AppendUint32(p, uint32(c))
+			}
+			msg = attr(msg, unixDiagIcons, p)
+		}
+		msg = attr(msg, unixDiagRqlen, binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, v.rqueue), v.wqueue))
+		msg = attr(msg, unixDiagShutdown, []byte{v.shutdown})
+		binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
 		b = append(b, msg...)
 	}
 	done := make([]byte, nlmsgHdrLen+4)
@@ -73,9 +97,11 @@ func unixDiagReply(m map[uint64]unixDiag) []byte {
 }
 
 // FuzzParseUnixDiag: parseUnixDiag never panics, never reports done with
-// an error, and decodes an encoded reply back.
+// an error, and decodes an encoded reply back (names, abstract or path,
+// the file, pending connections and queue lengths included).
 func FuzzParseUnixDiag(f *testing.F) {
 	f.Add(unixDiagReply(map[uint64]unixDiag{7: {peer: 8, shutdown: 1}, 8: {peer: 7}}))
+	f.Add(unixDiagReply(map[uint64]unixDiag{9: {typ: 1, state: tcpListen, named: true, name: "/run/x.sock", vfsIno: 5, vfsDev: 0xfe00000, icons: []uint64{11, 12}, wqueue: 128}}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out := map[uint64]unixDiag{}
@@ -83,18 +109,35 @@ func FuzzParseUnixDiag(f *testing.F) {
 		if err != nil && done {
 			t.Fatalf("done and error %v", err)
 		}
-		if len(data) < 9 {
+		if len(data) < 20 {
 			return
 		}
-		want := map[uint64]unixDiag{uint64(binary.LittleEndian.Uint32(data)): {peer: uint64(binary.LittleEndian.Uint32(data[4:])), shutdown: data[8]}}
+		le32 := func(i int) uint32 { return binary.LittleEndian.Uint32(data[i:]) }
+		v := unixDiag{typ: data[12], state: data[13], peer: uint64(le32(4)), shutdown: data[8], rqueue: le32(14), wqueue: le32(16)}
+		if n := int(data[9] % 16); n > 0 && len(data) >= 20+n {
+			v.named, v.name = true, string(data[20:20+n])
+			if data[20] != 0 {
+				v.name, _, _ = strings.Cut(v.name, "\x00")
+				if v.name == "" {
+					v.named = false
+				}
+			}
+		}
+		if data[10]&1 != 0 && le32(0) != 0 {
+			v.vfsIno, v.vfsDev = uint64(le32(0)), le32(8)
+		}
+		if data[11]%4 > 0 {
+			v.icons = []uint64{uint64(le32(0)), uint64(le32(4))}[:data[11]%4/2+1]
+		}
+		want := map[uint64]unixDiag{uint64(le32(0)): v}
 		got := map[uint64]unixDiag{}
 		done, err = parseUnixDiag(unixDiagReply(want), got)
 		if err != nil || !done || len(got) != 1 {
-			t.Fatalf("round trip of %v: %v, %v, %v", want, got, done, err)
+			t.Fatalf("round trip of %+v: %+v, %v, %v", want, got, done, err)
 		}
-		for k, v := range want {
-			if got[k] != v {
-				t.Fatalf("round trip of %v: %v", want, got)
+		for k, w := range want {
+			if g := got[k]; !reflect.DeepEqual(g, w) {
+				t.Fatalf("round trip of %+v: %+v", w, g)
 			}
 		}
 	})
@@ -147,5 +190,35 @@ func TestUnixSocketsLive(t *testing.T) {
 	a, b := m[st[0].Ino], m[st[1].Ino]
 	if a.peer != st[1].Ino || b.peer != st[0].Ino || a.shutdown != 2 || b.shutdown != 1 || a.named || b.named {
 		t.Errorf("sock_diag: %d -> %+v, %d -> %+v", st[0].Ino, a, st[1].Ino, b)
+	}
+}
+
+// TestUnixName: paths as they are, abstract names with @ (quoted when not
+// printable), as unix(7) writes them.
+func TestUnixName(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+	}{
+		{"", "(unnamed)"},
+		{"/run/redis.sock", "/run/redis.sock"},
+		{"\x00lazycr-1", "@lazycr-1"},
+		{"\x00a\x00b", `@"a\x00b"`},
+		{"\x00", "@"},
+	} {
+		if got := unixName([]byte(c.in)); got != c.want {
+			t.Errorf("unixName(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestSameKernelDev: UNIX_DIAG_VFS's kernel dev_t against stat(2)'s
+// st_dev (measured here: /tmp on 254:0 is 0xfe00000 and 0xfe00).
+func TestSameKernelDev(t *testing.T) {
+	if !sameKernelDev(0xfe00, 0xfe00000) || !sameKernelDev(unix.Mkdev(8, 300), 8<<20|300) {
+		t.Error("equal devices compare different")
+	}
+	if sameKernelDev(0xfe00, 0xfe00001) || sameKernelDev(unix.Mkdev(8, 1), 9<<20|1) {
+		t.Error("different devices compare equal")
 	}
 }

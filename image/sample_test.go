@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"testing/fstest"
 
@@ -118,6 +119,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
+		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
 	}
 }
@@ -134,6 +136,7 @@ const (
 	eager = pb.PageState_PAGE_STATE_EAGER
 	lazy  = pb.PageState_PAGE_STATE_LAZY
 	file  = pb.PageState_PAGE_STATE_FILE
+	guard = pb.PageState_PAGE_STATE_GUARD
 )
 
 // tile builds runs of the given (pages, state) pairs starting at start.
@@ -195,7 +198,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
 				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
 			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
-				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}, Pages: tile(stack, 29, zero, 2, lazy, 2, eager), Name: "[stack]"},
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "gu", "ac"}, Pages: tile(stack, 1, guard, 28, zero, 2, lazy, 2, eager), Name: "[stack]"},
 			{Start: vvar, End: vvar + 4*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR,
 				VmFlags: []string{"rd", "mr", "pf", "io", "de", "dd"}, Name: "[vvar]"},
 			{Start: vclk, End: vclk + 2*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR_VCLOCK,
@@ -275,7 +278,31 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 20, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9010, Peer: 9011, Type: unix.SOCK_STREAM,
 			Data: []byte("\x00"), Shutdown: 2, Sndbuf: 212992, Rcvbuf: 212992, Passcred: true}}},
 		{Fd: 21, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9011, Peer: 9010, Type: unix.SOCK_STREAM, Shutdown: 1}}},
+		{Fd: 22, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9012, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
+			Listening: true, Backlog: 128, Pending: []uint64{9014}, PendingExternal: []*pb.UnixExternalPeer{{Inode: 9020, Pids: []int32{77}}}, Path: &pb.UnixPath{Dev: 0xfe00, Inode: 77, Mode: 0o140640, Uid: 1000, Gid: 1000},
+			PeerCred: &pb.UnixCred{Pid: rootPid, Uid: 1000, Gid: 1000}}}},
+		{Fd: 23, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9013, Peer: 9015, Type: unix.SOCK_SEQPACKET, Name: []byte("/run/app.sock"),
+			Listener: 9012, Accepted: true, Messages: [][]byte{[]byte("hello"), []byte("")}}}},
+		{Fd: 24, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9016, Peer: 9017, Type: unix.SOCK_DGRAM,
+			External: &pb.UnixExternalPeer{Name: []byte("\x00journal"), Inode: 9017, Pids: []int32{1}}}}},
+		{Fd: 25, Flags: unix.O_RDWR, Kind: &pb.Fd_Tty{Tty: &pb.Tty{File: fileID("/dev/pts/3", 6, 0), RdevMajor: 136, RdevMinor: 3, TtyMajor: 136, TtyMinor: 3,
+			CtimeNs: 1_763_999_000_000_000_000, Controlling: true, FgPgid: uint32(pid), Sid: uint32(rootPid), Exclusive: true,
+			Termios: &pb.Termios{Iflag: 0x500, Oflag: 0x5, Cflag: 0xbf, Lflag: 0x8a3b, Line: 2, Cc: []byte("\x03\x1c\x7f\x15\x04\x00\x01\x00\x11\x13\x1a\x00\x12\x0f\x17\x16\x00\x00\x00"), Ispeed: 38400, Ospeed: 38400},
+			Winsize: &pb.Winsize{Rows: 24, Cols: 80, Xpixel: 640, Ypixel: 480}}}},
+		{Fd: 26, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
+			LocalAddr: "10.0.0.2", LocalPort: 8080, PeerAddr: "10.0.0.1", PeerPort: 51235, Inode: 9005,
+			Tcp: &pb.TcpStream{State: 4, InqSeq: 0x2000, OutqSeq: 0x3000, Outq: []byte("bye"), OutqUnsent: 3, FinUnsent: true, MssClamp: 1460}}}},
+		{Fd: 28, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9018, Type: unix.SOCK_STREAM,
+			PeerClosed: true, DeadPeerName: []byte("/run/gone.sock"), Data: []byte("bye"), Shutdown: 3}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
+}
+
+// withSplitEnd adds to the root's fds its end of the socket pair it
+// shares with the child (Tree.SplitPairs).
+func withSplitEnd(t *pb.FdTable) *pb.FdTable {
+	t.Fds = append(t.Fds, &pb.Fd{Fd: 27, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9030, Peer: 9031, Type: unix.SOCK_STREAM, Data: []byte("ping")}}})
+	slices.SortFunc(t.Fds, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) }) // an image lists fds in order
+	return t
 }
 
 // sampleSet is a realistic, fully populated image set: a root process with
@@ -294,7 +321,8 @@ func sampleSet() *Set {
 			zombie(zombiePid, rootPid),
 		},
 			SharedFiles: []*pb.SharedFile{{Owner: &pb.FdRef{Pid: rootPid, Fd: 3}, Users: []*pb.FdRef{{Pid: childPid, Fd: 0}}}},
-			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536}},
+			SplitPairs:  []*pb.SplitPair{{Maker: &pb.FdRef{Pid: rootPid, Fd: 27}, Peer: &pb.FdRef{Pid: childPid, Fd: 2}}},
+			Pipes:       []*pb.TreePipe{{Inode: 5010, Data: []byte("between members"), Capacity: 65536, Outside: []*pb.PipeHolder{{Pid: 3000, StartTime: 77, Uid: 1000, PidNs: 4026531836}}}},
 			Shm: []*pb.ShmObject{
 				{Id: 1, Kind: pb.ShmKind_SHM_KIND_ANON, Dev: 1, Inode: 1229, Size: 2 * PageSize, Mode: 0o777},
 				{Id: 2, Kind: pb.ShmKind_SHM_KIND_MEMFD, Dev: 1, Inode: 1230, Size: PageSize, Name: "ring", Seals: 0x1c, Mode: 0o600, FdContent: true},
@@ -303,9 +331,10 @@ func sampleSet() *Set {
 			},
 		},
 		Memory: map[uint32]*pb.MemoryMap{rootPid: sampleMemory(rootPid), childPid: smallMemory(childPid), zombiePid: {Pid: zombiePid}},
-		Fds: map[uint32]*pb.FdTable{rootPid: sampleFds(rootPid), childPid: {Pid: childPid, Fds: []*pb.Fd{
+		Fds: map[uint32]*pb.FdTable{rootPid: withSplitEnd(sampleFds(rootPid)), childPid: {Pid: childPid, Fds: []*pb.Fd{
 			{Fd: 0, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Capacity: 65536}}},
 			{Fd: 1, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5010, WriteEnd: true, Capacity: 65536}}},
+			{Fd: 2, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9031, Peer: 9030, Type: unix.SOCK_STREAM, Data: []byte("pong")}}},
 		}}, zombiePid: {Pid: zombiePid}},
 	}
 }

@@ -11,6 +11,10 @@ import (
 // what the dumping host allowed; 16 MiB is far above any default).
 const MaxTreePipeData = 16 << 20
 
+// MaxPipeHolders bounds the processes recorded as holding a pipe (the
+// dump records at most 16, files' maxHolders).
+const MaxPipeHolders = 16
+
 // validateTree checks the links of a process tree: every member but the
 // root has a member as parent (so restore can clone it from there) and no
 // member is its own ancestor; a zombie has no children; shared file
@@ -74,12 +78,18 @@ func (s *Set) validateTree() error {
 			used[k] = true
 		}
 	}
+	if err := s.validateSplitPairs(hasFd); err != nil {
+		return err
+	}
 	pipes := map[uint64]bool{}
 	for _, tp := range s.Tree.Pipes {
 		if pipes[tp.Inode] {
 			return fmt.Errorf("%s: %w: pipe:[%d] listed twice", TreeFile, ErrInvalid, tp.Inode)
 		}
 		pipes[tp.Inode] = true
+		if len(tp.Outside) > MaxPipeHolders {
+			return fmt.Errorf("%s: %w: pipe:[%d] lists %d outside holders, more than %d", TreeFile, ErrInvalid, tp.Inode, len(tp.Outside), MaxPipeHolders)
+		}
 		if len(tp.Data) > MaxTreePipeData {
 			return fmt.Errorf("%s: %w: pipe:[%d] holds %d bytes, more than %d", TreeFile, ErrInvalid, tp.Inode, len(tp.Data), MaxTreePipeData)
 		}
@@ -98,6 +108,51 @@ func (s *Set) validateTree() error {
 		}
 	}
 	return s.validateShm()
+}
+
+// validateSplitPairs checks the socket pairs split across members: each
+// names two unix socket fds of two members, connected to each other, in
+// no other split pair and not taken from another member's description
+// (a shared file's user; its owner may be an end: the users then take
+// the end from it).
+func (s *Set) validateSplitPairs(hasFd func(*pb.FdRef) bool) error {
+	used := map[[2]int64]bool{}
+	for _, sf := range s.Tree.SharedFiles {
+		for _, u := range sf.Users {
+			used[[2]int64{int64(u.Pid), int64(u.Fd)}] = true
+		}
+	}
+	sock := func(r *pb.FdRef) *pb.UnixSocket {
+		for _, f := range s.Fds[r.Pid].GetFds() {
+			if f.Fd == r.Fd && f.DupOf == nil {
+				return f.GetUnixSocket()
+			}
+		}
+		return nil
+	}
+	inPair := map[[2]int64]bool{}
+	for _, sp := range s.Tree.SplitPairs {
+		var ends [2]*pb.UnixSocket
+		for i, r := range []*pb.FdRef{sp.Maker, sp.Peer} {
+			k := [2]int64{int64(r.GetPid()), int64(r.GetFd())}
+			if used[k] || inPair[k] {
+				return fmt.Errorf("%s: %w: pid %d fd %d is in two split pairs or takes another member's description", TreeFile, ErrInvalid, r.GetPid(), r.GetFd())
+			}
+			if !hasFd(r) || sock(r) == nil {
+				return fmt.Errorf("%s: %w: split socket pair names pid %d fd %d, which is not a unix socket of the image", TreeFile, ErrInvalid, r.GetPid(), r.GetFd())
+			}
+			inPair[k] = true
+			ends[i] = sock(r)
+		}
+		if sp.Maker.Pid == sp.Peer.Pid {
+			return fmt.Errorf("%s: %w: split socket pair has both ends in pid %d", TreeFile, ErrInvalid, sp.Maker.Pid)
+		}
+		if ends[0].Peer != ends[1].Inode || ends[1].Peer != ends[0].Inode || ends[0].Type != ends[1].Type {
+			return fmt.Errorf("%s: %w: split socket pair: pid %d fd %d (socket:[%d]) and pid %d fd %d (socket:[%d]) are not one pair",
+				TreeFile, ErrInvalid, sp.Maker.Pid, sp.Maker.Fd, ends[0].Inode, sp.Peer.Pid, sp.Peer.Fd, ends[1].Inode)
+		}
+	}
+	return nil
 }
 
 // validateShm checks the shared memory objects: ids are unique and not

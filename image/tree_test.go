@@ -51,6 +51,11 @@ func TestValidateTree(t *testing.T) {
 		{"vma names a missing object", func(s *Set) { shmVma(s).Shm = 9 }, "names shared memory object 9"},
 		{"private vma names an object", func(s *Set) { shmVma(s).Shared = false }, "not mapped shared"},
 		{"vma past the object", func(s *Set) { shmVma(s).Offset = PageSize }, "past its"},
+		{"split pair names a missing fd", func(s *Set) { s.Tree.SplitPairs[0].Peer.Fd = 9 }, "names pid 4250 fd 9, which is not a unix socket"},
+		{"split pair of one member", func(s *Set) { s.Tree.SplitPairs[0].Peer = &pb.FdRef{Pid: rootPid, Fd: 21} }, "both ends in pid"},
+		{"split pair not connected", func(s *Set) { s.Tree.SplitPairs[0].Peer = &pb.FdRef{Pid: childPid, Fd: 1} }, "not a unix socket"},
+		{"split pair twice", func(s *Set) { s.Tree.SplitPairs = append(s.Tree.SplitPairs, s.Tree.SplitPairs[0]) }, "in two split pairs"},
+		{"split pair end a shared file's user", func(s *Set) { s.Tree.SplitPairs[0].Peer = &pb.FdRef{Pid: childPid, Fd: 0} }, "takes another member's description"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := sampleSet()

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/lazycr/lazycr/stats"
 )
 
 // benchPrereq skips b when not root (why names what needs root) and fails
@@ -101,4 +103,36 @@ func benchRestores(b *testing.B, dir, flag string) {
 	for k, v := range sums {
 		b.ReportMetric(v/float64(b.N), k)
 	}
+}
+
+// statsPath is a fresh path for lazycr's --stats-file in tb's temporary
+// directory.
+func statsPath(tb testing.TB, name string) string {
+	tb.Helper()
+	return filepath.Join(tb.TempDir(), name+".json")
+}
+
+// readStatsFile decodes the --stats-file lazycr wrote at path (schema:
+// package stats) and fails tb if it is missing or records an error.
+func readStatsFile(tb testing.TB, path string) *stats.File {
+	tb.Helper()
+	f, err := stats.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if f.Error != "" {
+		tb.Fatalf("%s: lazycr %s recorded an error: %s", path, f.Command, f.Error)
+	}
+	return f
+}
+
+// readLazyStats is readStatsFile for a lazy target, whose lazy section
+// must be there.
+func readLazyStats(tb testing.TB, path string) *stats.Lazy {
+	tb.Helper()
+	f := readStatsFile(tb, path)
+	if f.Lazy == nil {
+		tb.Fatalf("%s: no lazy section (command %s)", path, f.Command)
+	}
+	return f.Lazy
 }

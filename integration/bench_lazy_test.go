@@ -92,11 +92,11 @@ type benchRaw struct {
 type benchSample struct {
 	load           float64 // 1-minute load average at the start
 	proc           benchWorkload
-	freezeToResume float64 // ms, the target's own figure
+	freezeToResume float64 // ms, the target's own figure (stats file)
 	handlerP50US   float64 // the handler's read → installed
 	handlerP99US   float64
-	pushMS         float64 // resumed → migration complete, from the target's log
-	bytes          float64 // bytes the target copied in
+	pushMS         float64 // the target's push phase: RESUMED_OK → last page in
+	bytes          float64 // bytes the target copied in (all in the push phase)
 	pushGBs        float64 // bytes / pushMS
 	rssMiB         float64 // target lazycr's peak RSS
 	raw            benchRaw
@@ -121,8 +121,9 @@ func benchOnce(b *testing.B, work, raw string, mib int) benchSample {
 	// refused dial for --wait-source), as an operator would run both, so
 	// freeze → resume does not include starting lazycr.
 	port := freePort(b)
+	statsFile := statsPath(b, "target")
 	dst := startLazyTarget(b, nil, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		"--wait-source", "2m", "--log-format", "json")
+		"--wait-source", "2m", "--stats-file", statsFile)
 	src := startLazySource(b, nil, pid, "127.0.0.1", "--port", strconv.Itoa(port))
 	newPID := lazyResumedPID(b, dst)
 	timeout := lazycrTimeout * time.Duration(1+mib/1024)
@@ -134,15 +135,13 @@ func benchOnce(b *testing.B, work, raw string, mib int) benchSample {
 		_, e := src.output()
 		b.Fatalf("source exit %d\n%s", code, e)
 	}
-	_, e := dst.output()
-	sum := parseLazySummary(b, e)
-	s.freezeToResume = float64(sum.freezeToResume.Microseconds()) / 1e3
-	s.handlerP50US = float64(sum.p50.Nanoseconds()) / 1e3
-	s.handlerP99US = float64(sum.p99.Nanoseconds()) / 1e3
-	s.bytes = float64(sum.bytesCopied)
-	resumed, done := logTime(b, e, "resumed; serving lazy pages"), logTime(b, e, "migration complete")
-	s.pushMS = float64(done.Sub(resumed).Microseconds()) / 1e3
-	s.pushGBs = s.bytes / (s.pushMS / 1e3) / 1e9
+	l := readLazyStats(b, statsFile)
+	s.freezeToResume = l.FreezeToResumeMS
+	s.handlerP50US = l.FaultP50MS * 1e3
+	s.handlerP99US = l.FaultP99MS * 1e3
+	s.bytes = float64(l.PushPhaseBytes)
+	s.pushMS = l.PushPhaseMS
+	s.pushGBs = l.PushPhaseGBPerS
 	s.rssMiB = float64(dst.maxRSSKiB()) / 1024
 	line := waitOutputLine(b, out, `{"resume_gap_ms"`, timeout)
 	if err := json.Unmarshal([]byte(line), &s.proc); err != nil {
@@ -151,7 +150,7 @@ func benchOnce(b *testing.B, work, raw string, mib int) benchSample {
 	killAndWait(b, newPID)
 	// The floor, same iteration: UFFDIO_COPY over as many bytes (at most
 	// 1 GiB), TCP over exactly the bytes the target copied in.
-	args := []string{strconv.Itoa(min(mib, 1024)), strconv.FormatInt(max(sum.bytesCopied, 1<<20), 10)}
+	args := []string{strconv.Itoa(min(mib, 1024)), strconv.FormatUint(max(l.PushPhaseBytes, 1<<20), 10)}
 	o, err := exec.Command(raw, args...).Output()
 	if err != nil {
 		b.Fatalf("bench_rawfloor %v: %v", args, err)
@@ -220,22 +219,6 @@ func waitOutputLine(b *testing.B, path, prefix string, timeout time.Duration) st
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
-}
-
-// logTime is the time of the JSON log line with the given message.
-func logTime(b *testing.B, stderr, msg string) time.Time {
-	b.Helper()
-	for l := range strings.Lines(stderr) {
-		var m struct {
-			Message string    `json:"message"`
-			Time    time.Time `json:"time"`
-		}
-		if json.Unmarshal([]byte(l), &m) == nil && m.Message == msg {
-			return m.Time
-		}
-	}
-	b.Fatalf("target log lacks %q:\n%s", msg, stderr)
-	return time.Time{}
 }
 
 // loadAvg is the 1-minute load average.
@@ -334,7 +317,7 @@ func benchTable(rows []benchRow) string {
 	line("lazycr: handler read→installed p50 / p99 µs", func(s benchSample) string {
 		return fmt.Sprintf("%.0f / %.0f", s.handlerP50US, s.handlerP99US)
 	})
-	line("lazycr: push phase (resume → complete) ms", f("%.0f", func(s benchSample) float64 { return s.pushMS }))
+	line("lazycr: push phase (RESUMED_OK → all in) ms", f("%.0f", func(s benchSample) float64 { return s.pushMS }))
 	line("lazycr: bytes copied MiB", f("%.0f", func(s benchSample) float64 { return s.bytes / (1 << 20) }))
 	line("lazycr: push-phase throughput GB/s", f("%.2f", func(s benchSample) float64 { return s.pushGBs }))
 	line("raw floor: plain loopback TCP GB/s", f("%.2f", func(s benchSample) float64 { return s.raw.TCPGBs }))

@@ -18,7 +18,8 @@ import (
 //	freeze-to-resume-ms  the target's "freeze to resume" (source freeze to
 //	                     the process running on the target; the target
 //	                     starts as soon as the source logs that it serves)
-//	fault-p50-µs, fault-p99-µs  fault latency from the target's summary
+//	fault-p50-µs, fault-p99-µs  the handler's fault latency (target's
+//	                     --stats-file)
 //	lazy-GB/s            bytes the target copied in / (target start → exit)
 //	tcp-GB/s             a plain io.Copy of as many bytes between two
 //	                     loopback sockets, in the same run, for comparison
@@ -41,6 +42,7 @@ func BenchmarkLazyMigration(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				pid := startLazyVerifyBench(b, bin, mib)
+				statsFile := statsPath(b, "target")
 				b.StartTimer()
 				// The target is started first and waits for the source (it
 				// retries a refused dial for --wait-source), as an operator
@@ -48,7 +50,7 @@ func BenchmarkLazyMigration(b *testing.B) {
 				// starting lazycr.
 				port := freePort(b)
 				t0 := time.Now()
-				dst := startLazyTarget(b, nil, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "--wait-source", "2m")
+				dst := startLazyTarget(b, nil, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "--wait-source", "2m", "--stats-file", statsFile)
 				src := startLazySource(b, nil, pid, "127.0.0.1", "--port", strconv.Itoa(port))
 				newPID := lazyResumedPID(b, dst)
 				timeout := lazycrTimeout * time.Duration(1+mib/1024)
@@ -62,14 +64,13 @@ func BenchmarkLazyMigration(b *testing.B) {
 					b.Fatalf("source exit %d\n%s", code, e)
 				}
 				b.StopTimer()
-				_, e := dst.output()
-				s := parseLazySummary(b, e)
+				l := readLazyStats(b, statsFile)
 				killAndWait(b, newPID)
-				sum.freeze += float64(s.freezeToResume.Microseconds()) / 1000
-				sum.p50 += float64(s.p50.Nanoseconds()) / 1000
-				sum.p99 += float64(s.p99.Nanoseconds()) / 1000
-				sum.lazyGBs += float64(s.bytesCopied) / took.Seconds() / 1e9
-				sum.tcpGBs += lazyLoopbackGBs(b, s.bytesCopied)
+				sum.freeze += l.FreezeToResumeMS
+				sum.p50 += l.FaultP50MS * 1000
+				sum.p99 += l.FaultP99MS * 1000
+				sum.lazyGBs += float64(l.PushPhaseBytes) / took.Seconds() / 1e9
+				sum.tcpGBs += lazyLoopbackGBs(b, int64(l.PushPhaseBytes))
 				sum.rss += float64(dst.maxRSSKiB()) / 1024
 				b.StartTimer()
 			}

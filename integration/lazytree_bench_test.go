@@ -30,10 +30,11 @@ func BenchmarkLazyTree(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				pid, done := startLazyFill(b, bin, n, 16)
+				statsFile := statsPath(b, "target")
 				b.StartTimer()
 				t0 := time.Now()
 				src := startLazySource(b, nil, pid, "127.0.0.1")
-				dst := startLazyRun(b, "target lazycr restore --pidns", lazyCmd(b, nil, "restore", "--lazy-from", src.addr, "--pidns"))
+				dst := startLazyRun(b, "target lazycr restore --pidns", lazyCmd(b, nil, "restore", "--lazy-from", src.addr, "--pidns", "--stats-file", statsFile))
 				rpid := lazyResumedPID(b, dst)
 				resumed := time.Now()
 				dst.requireExit(b, 0)
@@ -41,10 +42,9 @@ func BenchmarkLazyTree(b *testing.B) {
 				src.requireExit(b, 0)
 				wall += time.Since(t0)
 				b.StopTimer()
-				_, e := dst.output()
-				s := parseLazySummary(b, e)
-				f2r += s.freezeToResume
-				copied += s.bytesCopied
+				l := readLazyStats(b, statsFile)
+				f2r += time.Duration(l.FreezeToResumeMS * float64(time.Millisecond))
+				copied += int64(l.PushPhaseBytes)
 				killAndWait(b, rpid) // the namespace's init: the rest goes with it
 				<-done
 				b.StartTimer()

@@ -273,48 +273,6 @@ func TestNginxDumpRestore(t *testing.T) {
 	}
 }
 
-// TestNginxKeepAliveRefused: a keep-alive client connection to a worker
-// is an established TCP connection inside a process tree, which dump
-// refuses (not restored yet): the refusal names it, and nginx keeps
-// serving on that very connection.
-func TestNginxKeepAliveRefused(t *testing.T) {
-	t.Parallel()
-	port := freePort(t)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	s := newNginxSite(t, addr)
-	p := startWith(t, func(c *exec.Cmd) { c.SysProcAttr = &unix.SysProcAttr{Setsid: true} }, "nginx", s.args()...)
-	dial := func() (net.Conn, error) { return net.DialTimeout("tcp", addr, reportTimeout) }
-	waitServing(t, p, s, dial)
-	workers := nginxWorkers(t, p.pid, 2)
-
-	c, err := dial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(2 * lazycrTimeout)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	if sum, err := httpGet(c, br, false); err != nil || sum != s.sum {
-		t.Fatalf("keep-alive GET: %v, checksum %x", err, sum)
-	}
-	dir := filepath.Join(t.TempDir(), "img")
-	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
-	requireExit1(t, "dump of nginx with a keep-alive client", errOut, code, "established TCP connection", "process tree")
-	if p.exited() {
-		t.Fatal("nginx exited after the refused dump")
-	}
-	if got := children(p.pid); !slices.Equal(got, workers) {
-		t.Errorf("after the refused dump nginx has workers %v, want %v", got, workers)
-	}
-	for i := range 3 {
-		if sum, err := httpGet(c, br, false); err != nil || sum != s.sum {
-			t.Fatalf("keep-alive GET %d after the refused dump: %v, checksum %x", i, err, sum)
-		}
-	}
-}
-
 // TestNginxLazyHosts: nginx, the init of its own PID namespace on host B,
 // listening on B's service address, migrates lazily to host C (dump --lazy
 // / restore --lazy-from --pidns, --net-policy takeover --net-iface): a client on host A
@@ -389,27 +347,4 @@ func TestNginxLazyHosts(t *testing.T) {
 			t.Fatalf("GET %d from A after the migration: %v, checksum %x, want %x\n%s", i, err, sum, s.sum, s.errorLog())
 		}
 	}
-}
-
-// TestTreeSplitPairRefused: a socket pair whose ends two members hold
-// (parent one, child the other: no member can make the pair on restore)
-// is refused with the pid, fd and both sockets named, and both processes
-// carry on talking over it.
-func TestTreeSplitPairRefused(t *testing.T) {
-	t.Parallel()
-	p := start(t, buildC(t, "splitpair"))
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	waitTick(t, p, "pair", 3)
-	dir := filepath.Join(t.TempDir(), "img")
-	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
-	requireExit1(t, "dump of a socket pair split across members", errOut, code,
-		fmt.Sprintf(`pid %d fd 3 \(socket:\[\d+\]\) is connected to socket:\[\d+\], which only another member holds`, p.pid))
-	n := progress(t, p)["pair"]
-	waitTick(t, p, "pair", n+3)
-	requireRunning(t, p.pid)
-	requireRunning(t, rep.Child)
 }

@@ -1,24 +1,21 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // BenchmarkRestore measures `lazycr restore` of one image per case: ms per
 // restore (the whole lazycr run, stub start included) and the per-phase
-// durations lazycr reports with --stats. Each case dumps testdata/progs/fill
+// durations lazycr reports with --stats-file. Each case dumps testdata/progs/fill
 // once; every iteration restores it with --new-pid and kills the result
 // (outside the timer). Runs within a minute with -benchtime=1x.
 func BenchmarkRestore(b *testing.B) {
@@ -60,15 +57,14 @@ func dumpFill(b *testing.B, bin string, mib, vmas int) string {
 	return dir
 }
 
-// statLine is one "name  value" line of `lazycr restore --stats`.
-var statLine = regexp.MustCompile(`^([a-z][a-z ]*[a-z])\s{2,}(\S+)$`)
-
 // restoreStatsWith restores dir with flag (--new-pid, --pidns) and
-// --stats and returns the pid and the stats as benchmark metrics:
-// durations in "<phase>-ms", sizes in "<name>" (e.g. "eager-bytes").
+// --stats-file and returns the pid and the per-phase stats as benchmark
+// metrics: durations in "<phase>-ms", sizes in "<name>" (e.g.
+// "eager-bytes"), named as the lines of `lazycr restore --stats`.
 func restoreStatsWith(b *testing.B, dir, flag string) (int, map[string]float64) {
 	b.Helper()
-	out, errOut, code := runLazycr(b, "restore", "-D", dir, flag, "--stats")
+	path := statsPath(b, "restore")
+	out, errOut, code := runLazycr(b, "restore", "-D", dir, flag, "--stats-file", path)
 	if code != 0 {
 		b.Fatalf("lazycr restore: exit %d\n%s", code, errOut)
 	}
@@ -76,24 +72,16 @@ func restoreStatsWith(b *testing.B, dir, flag string) (int, map[string]float64) 
 	if err != nil {
 		b.Fatalf("lazycr restore: stdout %q is not a pid", out)
 	}
-	stats := map[string]float64{}
-	s := bufio.NewScanner(strings.NewReader(errOut))
-	for s.Scan() {
-		m := statLine.FindStringSubmatch(s.Text())
-		if m == nil {
-			continue
-		}
-		name := strings.ReplaceAll(m[1], " ", "-")
-		if d, err := time.ParseDuration(m[2]); err == nil {
-			stats[name+"-ms"] = float64(d.Microseconds()) / 1000
-		} else if n, err := strconv.ParseFloat(m[2], 64); err == nil {
-			stats[name] = n
-		}
+	f := readStatsFile(b, path)
+	r := f.Restore
+	if r == nil || f.PID != pid {
+		b.Fatalf("%s: restore section %v, pid %d; want a restore section and pid %d", path, r, f.PID, pid)
 	}
-	if _, ok := stats["total-ms"]; !ok {
-		b.Fatalf("lazycr restore --stats printed no total:\n%s", errOut)
+	return pid, map[string]float64{
+		"load-images-ms": r.LoadMS, "stub-start-ms": r.StubStartMS, "address-space-ms": r.AddressSpaceMS,
+		"pages-ms": r.PagesMS, "fds-ms": r.FdsMS, "process-state-ms": r.StateMS, "threads-ms": r.ThreadsMS,
+		"credentials-ms": r.CredsMS, "resume-ms": r.ResumeMS, "total-ms": r.TotalMS, "eager-bytes": float64(r.EagerBytes),
 	}
-	return pid, stats
 }
 
 // killAndWait kills pid, which is not our child, and waits until it is gone.

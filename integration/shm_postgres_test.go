@@ -185,10 +185,16 @@ func TestShmPostgres(t *testing.T) {
 	if got, err := psql("INSERT INTO t SELECT generate_series(1, 10); SELECT count(*) FROM t"); err != nil || got != "100010" {
 		t.Fatalf("after restore: insert: %v %q, want 100010", err, got)
 	}
+	gone := false
 	for _, p := range pids {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err != nil {
 			t.Errorf("postgres process %d is gone after restore", p)
+			gone = true
 		}
+	}
+	if gone {
+		b, _ := os.ReadFile(logf.Name())
+		t.Logf("postgres log:\n%s", b)
 	}
 	// The segment is postgres's own again: owner and creator.
 	for _, id := range sysv {

@@ -104,6 +104,13 @@ func testUDPMigration(t *testing.T, build, policy string) {
 		}
 	}
 
+	// The numbers the demo read from the two lazycr stats files.
+	if res.SourceStats == nil || res.SourceStats.Serve == nil || res.TargetStats == nil || res.TargetStats.Lazy == nil {
+		t.Errorf("demo result lacks the lazycr stats: source %+v, target %+v", res.SourceStats, res.TargetStats)
+	} else if res.FreezeToResume <= 0 || res.SourceStats.Serve.FrozenAt.IsZero() || res.TargetStats.PID != res.TargetPID {
+		t.Errorf("demo: freeze to resume %v, frozen at %v, target stats pid %d (client pid %d on C)",
+			res.FreezeToResume, res.SourceStats.Serve.FrozenAt, res.TargetStats.PID, res.TargetPID)
+	}
 	if !res.SourceGone {
 		t.Errorf("the original client pid %d is not gone from B", res.SourcePID)
 	}

@@ -43,8 +43,18 @@ type SourceOptions struct {
 
 // SourceResult describes a finished source half.
 type SourceResult struct {
-	Dump       dump.Stats
-	Served     pageserver.Result
+	// Dump is the dump's statistics; Total is the freeze and the skeleton
+	// (ready to serve), Frozen from the freeze to the original killed after
+	// DONE (0 if it was not).
+	Dump     dump.Stats
+	Served   pageserver.Result
+	FrozenAt time.Time // when the process was frozen
+	// FreezeToResume is from the freeze to the target's RESUMED arriving
+	// here, on this host's clock (0 if the target never resumed).
+	FreezeToResume time.Duration
+	// PushPhase is from RESUMED to DONE arriving here: the phase in which
+	// the lazy pages move (0 unless both arrived).
+	PushPhase  time.Duration
 	Total      time.Duration
 	NetChanges []string // addresses released
 }
@@ -136,6 +146,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	}
 	sweepStates(opts.Log)
 	image.Warm() // before the freeze: the encoding would otherwise pay for it
+	dumpStart := time.Now()
 	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})
 	if err != nil {
 		return nil, err
@@ -179,6 +190,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	}
 	stateWritten = true
 	st := cp.Stats
+	st.Total = time.Since(dumpStart) // freeze, state and skeleton: ready to serve
 	opts.Log.Info().Int("pid", opts.PID).Int("threads", st.Threads).Uint64("lazy_pages", st.PagesLazy).
 		Uint64("eager_pages", st.PagesEager).Str("listen", ln.Addr().String()).Str("state", stateDir).
 		Str("frozen_at", cp.FrozenAt().UTC().Format(time.RFC3339Nano)).Msg("frozen; serving")
@@ -192,12 +204,19 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
 	stopRefresh()
-	out := &SourceResult{Dump: st, Served: res}
+	out := &SourceResult{Dump: st, Served: res, FrozenAt: cp.FrozenAt()}
+	if !res.ResumedAt.IsZero() {
+		out.FreezeToResume = res.ResumedAt.Sub(cp.FrozenAt())
+		if !res.DoneAt.IsZero() {
+			out.PushPhase = res.DoneAt.Sub(res.ResumedAt)
+		}
+	}
 	switch {
 	case err == nil:
 		if kerr := cp.Kill(); kerr != nil {
 			return out, fmt.Errorf("kill the migrated original pid %d: %w", opts.PID, kerr)
 		}
+		out.Dump.Frozen = time.Since(cp.FrozenAt()) // it never ran again
 		removeState(stateDir, opts.Log)
 		if opts.ReleaseAddresses {
 			changes, rerr := releaseAddresses(cp.Set, opts.Log)

@@ -32,6 +32,7 @@ type TargetOptions struct {
 	WaitSource    time.Duration
 	NewPID, PIDNS bool
 	InheritFds    []int
+	UnixReconnect bool // restore.Options.UnixReconnect
 	FaultAround   int
 	Trace         string // write the fault trace (Chrome trace-event JSON) here
 	Log           zerolog.Logger
@@ -64,6 +65,14 @@ type TargetOptions struct {
 	// messages go to KeeperStderr.
 	KeeperCommand []string
 	KeeperStderr  io.Writer
+
+	// ShellJob and Termios: see restore.Options. A shell job that is the
+	// terminal's foreground job is TargetResult.Job.
+	ShellJob bool
+	Termios  restore.TermiosPolicy
+	// BeforeResume, if set, is called with the pid just before a job of
+	// lazycr's terminal runs (after that the terminal may be the job's).
+	BeforeResume func(pid int)
 }
 
 // DefaultAbortWindow is TargetOptions.AbortWindow's default.
@@ -76,12 +85,22 @@ var ErrAborted = errors.New("aborted by a second interrupt")
 // TargetResult describes a finished target half.
 type TargetResult struct {
 	PID            int
+	Threads        int // threads of the restored (root) process
 	Restore        restore.Stats
 	FreezeToResume time.Duration // from the source's freeze to the resume here (clocks of both hosts)
 	Fetch          time.Duration // connect and fetch the image set
-	Handler        uffd.Summary
-	Total          time.Duration
-	NetChanges     []string // what netfix did, for people
+	// PushPhase is from the source's RESUMED_OK (it may send pages from
+	// then on) to the last lazy page installed; dial, fetch and build are
+	// not in it. Every byte the handler installed (Handler.Bytes) moved
+	// in it.
+	PushPhase  time.Duration
+	Handler    uffd.Summary
+	Client     pageserver.Stats // the page-server connection: reconnects, refusals
+	Total      time.Duration
+	NetChanges []string // what netfix did, for people
+	// Job is the restored process when it is the foreground job of
+	// lazycr's terminal (ShellJob): the caller waits for it (WaitJob).
+	Job *restore.Process
 }
 
 // Target fetches the image set from the source, rebuilds the process,
@@ -100,6 +119,11 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	defer c.Close()
+	defer func() {
+		if res != nil {
+			res.Client = c.Stats()
+		}
+	}()
 	var keeper *Keeper
 	if len(opts.KeeperCommand) > 0 {
 		// Started once the source answered (not while it freezes the
@@ -148,7 +172,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	defer nf.Close()
 	r, err := restore.Build(ctx, restore.Options{
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
-		InheritFds: opts.InheritFds, Log: opts.Log, Prepare: nf.Prepare,
+		InheritFds: opts.InheritFds, UnixReconnect: opts.UnixReconnect, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
 	})
 	if err != nil {
 		if uerr := nf.Undo(); uerr != nil {
@@ -209,11 +233,18 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		}
 		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
 	}
+	if opts.BeforeResume != nil && r.TerminalJob() {
+		opts.BeforeResume(r.PID())
+	}
 	if err := r.Resume(); err != nil {
 		return nil, err
 	}
 	resumed = true
 	res.PID = r.PID()
+	res.Threads = len(root.Threads)
+	if r.Foreground() {
+		res.Job = r
+	}
 	res.Restore = r.Stats
 	res.FreezeToResume = time.Since(time.Unix(0, set.Inventory.TimeUnixNano))
 	if err := c.Resumed(); err != nil {
@@ -228,6 +259,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		res.PID = 0
 		return res, fmt.Errorf("%w; the source keeps the original, the copy here (pid %d) was killed so the process does not run twice", err, killed)
 	}
+	pushFrom := time.Now()
 	if opts.Resumed != nil {
 		opts.Resumed(res.PID)
 	}
@@ -238,6 +270,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	var leftAtAbort uint64
 	stopWatch := watchInterrupts(opts, h, res.PID, pidfd, abort, &leftAtAbort)
 	runErr := h.Run(runCtx)
+	res.PushPhase = time.Since(pushFrom)
 	stopWatch()
 	abort(nil)
 	stopProgress()

@@ -135,7 +135,7 @@ func addLockObjects(c *nftables.Conn, name string, k4, k6 [][]byte) error {
 
 // match returns the expressions of
 //
-//	meta nfproto <f> meta l4proto tcp
+//	meta nfproto <f> meta l4proto tcp meta mark != <InjectMark>
 //	<addr@a1> . th@p1 . <addr@a2> . th@p2 @<set> counter drop
 //
 // The concatenation is loaded into consecutive 32-bit registers from
@@ -149,6 +149,8 @@ func (f family) match(a1, a2, p1, p2 uint32) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, InjectMark)},
 		&expr.Payload{DestRegister: reg(0), Base: expr.PayloadBaseNetworkHeader, Offset: a1, Len: f.alen},
 		&expr.Payload{DestRegister: reg(slots), Base: expr.PayloadBaseTransportHeader, Offset: p1, Len: 2},
 		&expr.Payload{DestRegister: reg(slots + 1), Base: expr.PayloadBaseNetworkHeader, Offset: a2, Len: f.alen},

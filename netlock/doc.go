@@ -9,15 +9,16 @@
 //	table inet lazycr_<pid>_<starttime>_<seq> {        # flags owner
 //		set conns4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; elements = { local . lport . remote . rport, … } }
 //		set conns6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; … }
-//		chain in  { type filter hook input  priority raw; ip daddr . tcp dport . ip saddr . tcp sport @conns4 counter drop; (ip6 alike) }
-//		chain out { type filter hook output priority raw; ip saddr . tcp sport . ip daddr . tcp dport @conns4 counter drop; (ip6 alike) }
+//		chain in  { type filter hook input  priority raw; meta mark != 0x6c7a6372 ip daddr . tcp dport . ip saddr . tcp sport @conns4 counter drop; (ip6 alike) }
+//		chain out { type filter hook output priority raw; meta mark != 0x6c7a6372 ip saddr . tcp sport . ip daddr . tcp dport @conns4 counter drop; (ip6 alike) }
 //	}
 //
 // <pid> and <starttime> (field 22 of /proc/PID/stat) identify the owning
 // process even after its pid is reused; <seq> tells apart the locks of one
 // process. A set keyed by the 4-tuple keeps per-packet cost constant however
 // many connections are locked. A set or rule of a family with no connection
-// is left out. The whole table is created in one nftables transaction (one
+// is left out. Packets marked [InjectMark] pass: they are lazycr's own,
+// written into a locked connection while it is re-created. The whole table is created in one nftables transaction (one
 // netlink batch, applied whole or not at all, see nfnetlink_rcv_batch in
 // net/netfilter/nfnetlink.c), so a lock is either complete or absent.
 //

@@ -308,6 +308,45 @@ func TestLockHoldsTCP(t *testing.T) {
 	}
 }
 
+// TestLockPassesInjectMark: a locked connection's packets that carry
+// InjectMark pass the lock (both chains, over lo within one namespace),
+// unmarked ones of the same connection are still dropped.
+func TestLockPassesInjectMark(t *testing.T) {
+	requireRoot(t)
+	srv := newHosts(t, "mrk")[0]
+	s, c := tcpPair(t, srv, srv, srv.Addr)
+	l, err := Acquire(openNS(t, srv), []Conn{connOf(s)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, InjectMark) }); err != nil || serr != nil {
+		t.Fatalf("set SO_MARK: %v %v", err, serr)
+	}
+	write(t, c, "marked")
+	readExactly(t, s, "marked", 10*time.Second)
+	write(t, s, "unmarked")
+	waitFor(t, "the unmarked reply dropped", 30*time.Second, func() bool {
+		_, out, err := l.Dropped()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out > 0
+	})
+	if inq, _ := sockInfo(t, c); inq != 0 {
+		t.Fatalf("%d unmarked bytes passed the lock", inq)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, c, "unmarked", 60*time.Second)
+}
+
 // startHolder starts a child process that locks a connection in h's
 // namespace (with or without the owner flag) and returns it with the name
 // of its table.

@@ -81,6 +81,15 @@ const (
 	set6     = "conns6"
 )
 
+// InjectMark is the packet mark (SO_MARK, socket(7)) that a lock lets
+// through: lazycr's own segments, written from a raw socket into a
+// connection it is re-creating while that connection is locked (the
+// peer's FIN of a half-closed connection, files/tcpfin.go), carry it. The
+// kernel keeps the mark of a locally generated packet when it loops back
+// to the input hook of the same namespace (a local destination leaves
+// through lo), so both chains see it. Setting a mark needs CAP_NET_ADMIN.
+const InjectMark = 0x6c7a6372 // "lzcr"
+
 // ackTimeout bounds the wait for the kernel's answers to one batch; they are
 // sent before the sendmsg(2) that carried the batch returns, so reaching it
 // means a protocol error, not a slow kernel.

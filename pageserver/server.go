@@ -72,6 +72,9 @@ type Result struct {
 	Reconnects                 int
 	Duration                   time.Duration
 	Done                       bool // the target sent DONE
+	// ResumedAt is when the target's first RESUMED arrived (zero if none
+	// did, and for an adopted session); DoneAt when its DONE did.
+	ResumedAt, DoneAt time.Time
 }
 
 // Server serves one migration: the image files, then the lazy pages to one
@@ -607,6 +610,7 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 		case TypeResumed:
 			if !s.resumed {
 				s.log.Info().Msg("target resumed the process")
+				s.res.ResumedAt = time.Now()
 			}
 			s.resumed = true
 			cs.resumedOK = true
@@ -812,6 +816,7 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 		case wk.done:
 			s.mu.Lock()
 			s.res.Done = true
+			s.res.DoneAt = time.Now()
 			s.mu.Unlock()
 			w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if err := w.writeFrame(TypeDone, 0); err != nil {

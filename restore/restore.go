@@ -39,11 +39,24 @@ type Options struct {
 	NewPID     bool  // accept a new PID and TIDs
 	PIDNS      bool  // a fresh PID namespace
 	InheritFds []int // fd N of the process is lazycr's own fd N
-	Stub       string
-	Log        zerolog.Logger
+	// UnixReconnect: unix sockets whose peer was not dumped are connected
+	// again (files.RestoreOptions.UnixReconnect) instead of refused.
+	UnixReconnect bool
+	Stub          string
+	Log           zerolog.Logger
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
+	// ShellJob attaches a shell job to lazycr's terminal, its stdin
+	// (restore --shell-job; shelljob.go): the process joins lazycr's
+	// session, its fds on its controlling terminal are opened on
+	// lazycr's, and, if it was the foreground job, it is again (then the
+	// caller waits for it with WaitJob). Termios says which terminal
+	// settings it gets.
+	ShellJob bool
+	Termios  TermiosPolicy
+
+	job *shellJob // set by Build; shared with the members of a tree
 }
 
 // Stats are the durations of restore's phases.
@@ -75,6 +88,9 @@ var (
 	// ErrSysvTaken: the id or key of a System V shm segment the process
 	// attached is in use here.
 	ErrSysvTaken = errors.New("System V shm id or key is taken")
+	// ErrOtherTerminal: the process was a job of a terminal that lazycr
+	// does not run on (restore --shell-job attaches it to lazycr's).
+	ErrOtherTerminal = errors.New("the process is a job of another terminal")
 )
 
 // Process is a process being built; Resume lets it run.
@@ -95,6 +111,7 @@ type Process struct {
 	started time.Time
 	done    bool
 	tcp     *files.TCPRestore // TCP connections in repair mode until Resume (files/tcp.go)
+	ubinds  *files.UnixBinds  // socket files bound to paths, removed if the restore fails (shared by the members)
 	claimed struct {
 		pid   int
 		start uint64
@@ -169,6 +186,8 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.tcp = files.NewTCPRestore(opts.Log)
+	r.ubinds = files.NewUnixBinds()
+	undo.push(r.ubinds.Abort) // after the process is killed (undo runs last first)
 	if opts.Lazy && set.Root() != nil {
 		// A lazy migration's TCP connections are locked here before
 		// Prepare (netfix) makes their addresses live (files.TCPRestore).
@@ -183,6 +202,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	if err := checkTreeOptions(set, opts); err != nil {
+		return nil, err
+	}
+	if r.opts.job, err = newShellJob(set, opts); err != nil {
 		return nil, err
 	}
 	if r.shm, err = newShmState(set); err != nil {
@@ -353,7 +375,10 @@ func (r *Process) Resume() error {
 		return errors.New("restore: process already resumed or killed")
 	}
 	t := time.Now()
-	err := failpoint.Check("restore.resume")
+	err := r.takeTerminal() // shelljob.go
+	if err == nil {
+		err = failpoint.Check("restore.resume")
+	}
 	if err == nil {
 		err = r.resumeMembers()
 	}
@@ -361,11 +386,13 @@ func (r *Process) Resume() error {
 		err = r.setFinalRegisters()
 	}
 	if err != nil {
+		r.giveBack()
 		r.Kill()
 		r.waitClaimedFree()
 		return fmt.Errorf("restore %s: set registers: %w", r.who(), err)
 	}
 	if err := r.tcp.Live(); err != nil {
+		r.giveBack()
 		r.Kill()
 		r.waitClaimedFree()
 		return fmt.Errorf("restore %s: TCP connections: %w", r.who(), err)
@@ -380,12 +407,15 @@ func (r *Process) Resume() error {
 		if ferr := r.tcp.Finish(); ferr != nil {
 			r.opts.Log.Warn().Err(ferr).Msg("close the TCP lock's socket")
 		}
+		r.finishMembers()
 	}()
 	if err != nil {
+		r.giveBack()
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
 	}
+	r.tellWindow() // shelljob.go
 	r.Stats.Resume = time.Since(t)
 	r.Stats.Total = time.Since(r.started)
 	return nil
@@ -474,7 +504,7 @@ func (r *Process) takePID(undo *undoStack) error {
 	// The process must be cloned from a process of its session (see
 	// tree_session.go); helpers that stand in for leaders not in the dump
 	// go once it is in its group.
-	ids := wantSession(r.img, r.opts.PIDNS)
+	ids := r.wantSession(r.img)
 	var helpers []*inject.Process
 	defer func() { r.killHelpers(helpers) }()
 	parent, err := r.sessionParent(stub, want, ids, &helpers)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/inject"
@@ -25,7 +27,10 @@ import (
 // when it wants, as it would have). Each live member is then rebuilt by
 // the same steps as a single process; fds that members share come from
 // the member that made them (pidfd_getfd(2) into lazycr, SCM_RIGHTS into
-// the next), pipes between members are made by lazycr with their data.
+// the next), pipes between members are made by lazycr with their data
+// (or rejoined, when processes outside the tree hold them too), socket
+// pairs split across members are made in the first member holding one
+// end and handed to both.
 
 // tree is the state of a tree restore, held by the root.
 type tree struct {
@@ -33,6 +38,8 @@ type tree struct {
 	members []*Process                 // live members but the root, in image order
 	zombies []*pb.Process
 	pipes   map[uint64][2]int // lazycr's read and write ends of pipes between members
+	pipeRW  map[uint64]int    // lazycr's read-write description of such a pipe, if an fd has one
+	split   map[[2]int64]int  // (pid, fd) of an end of a split socket pair → lazycr's copy
 	closers []func()
 }
 
@@ -56,7 +63,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	if len(procs) == 1 {
 		return nil
 	}
-	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}}
+	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}, pipeRW: map[uint64]int{}, split: map[[2]int64]int{}}
 	r.tree = t
 	undo.push(func() {
 		for _, m := range t.members {
@@ -99,13 +106,13 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 				return err
 			}
 			m := &Process{opts: r.opts, set: r.set, img: img, mm: r.set.Memory[img.Pid], fds: r.set.Fds[img.Pid],
-				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm,
+				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm, ubinds: r.ubinds,
 				b: &builder{p: c, pid: c.Pid, scratch: scratch}}
 			m.opts.Pages = nil
 			t.members = append(t.members, m)
 		}
 		made = append(made, img)
-		ids, pids := wantSession(img, pidns), wantSession(pimg, pidns)
+		ids, pids := r.wantSession(img), r.wantSession(pimg)
 		switch {
 		case ids.sid == own:
 			if _, err := c.Syscall(c.Pid, unix.SYS_SETSID); err != nil {
@@ -118,7 +125,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	// Groups: the leaders first, so that the others find their group.
 	for _, leaders := range []bool{true, false} {
 		for _, img := range made {
-			ids, own := wantSession(img, pidns), nsPid(img, pidns)
+			ids, own := r.wantSession(img), nsPid(img, pidns)
 			if (ids.pgid == own) != leaders || ids.sid == own || ids.pgid == 0 {
 				continue
 			}
@@ -146,7 +153,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 		}
 	}
 	for _, img := range made {
-		if err := checkSession(t.procs[img.Pid].Pid, wantSession(img, pidns), pidns); err != nil {
+		if err := checkSession(t.procs[img.Pid].Pid, r.wantSession(img), pidns); err != nil {
 			return err
 		}
 	}
@@ -155,7 +162,86 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			return err
 		}
 	}
+	return r.makeSplitPairs()
+}
+
+// makeSplitPairs makes each unix socket pair whose ends two members hold
+// inside the member that makes it (still a copy of the stub: the pair's
+// SO_PEERCRED names it, as it named the process that called
+// socketpair(2), unix(7)), takes both ends into lazycr (pidfd_getfd(2))
+// and closes them there, gives them their options, queued bytes and
+// shutdown state (files.ConfigurePair) and each end its status flags
+// (fcntl(2) F_SETFL); each member then gets its end as a given fd.
+func (r *Process) makeSplitPairs() error {
+	t := r.tree
+	fdOf := func(ref *pb.FdRef) *pb.Fd {
+		for _, f := range r.set.Fds[ref.Pid].GetFds() {
+			if f.Fd == ref.Fd {
+				return f
+			}
+		}
+		return nil
+	}
+	for _, sp := range r.set.Tree.SplitPairs {
+		ends := [2]*pb.Fd{fdOf(sp.Maker), fdOf(sp.Peer)}
+		c := t.procs[sp.Maker.Pid]
+		if c == nil || ends[0] == nil || ends[1] == nil {
+			return fmt.Errorf("restore pid %d fd %d: its socket pair with pid %d fd %d is not in the image", sp.Maker.GetPid(), sp.Maker.GetFd(), sp.Peer.GetPid(), sp.Peer.GetFd())
+		}
+		what := fmt.Sprintf("unix socket pair of pid %d fd %d and pid %d fd %d", sp.Maker.Pid, sp.Maker.Fd, sp.Peer.Pid, sp.Peer.Fd)
+		local, err := r.makePairIn(c, ends[0].GetUnixSocket().Type)
+		if err != nil {
+			return fmt.Errorf("restore: create %s: %w", what, err)
+		}
+		t.closers = append(t.closers, func() { unix.Close(local[0]); unix.Close(local[1]) })
+		if err := files.ConfigurePair(local, ends, what); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		for i, f := range ends {
+			if _, err := unix.FcntlInt(uintptr(local[i]), unix.F_SETFL, int(f.Flags&^unix.O_CLOEXEC)); err != nil {
+				return fmt.Errorf("restore: set flags %#o of fd %d (%s): %w", f.Flags, f.Fd, what, os.NewSyscallError("fcntl F_SETFL", err))
+			}
+		}
+		t.split[[2]int64{int64(sp.Maker.Pid), int64(sp.Maker.Fd)}] = local[0]
+		t.split[[2]int64{int64(sp.Peer.Pid), int64(sp.Peer.Fd)}] = local[1]
+		r.opts.Log.Debug().Str("pair", what).Msg("socket pair split across members made")
+	}
 	return nil
+}
+
+// makePairIn runs socketpair(2) (non-blocking, close-on-exec) in c and
+// returns lazycr's copies of both ends; c's own are closed again.
+func (r *Process) makePairIn(c *inject.Process, typ int32) (local [2]int, err error) {
+	scratch, err := c.Scratch()
+	if err != nil {
+		return local, err
+	}
+	if _, err := c.Syscall(c.Pid, unix.SYS_SOCKETPAIR, unix.AF_UNIX, uintptr(typ)|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, scratch); err != nil {
+		return local, err
+	}
+	b := make([]byte, 8)
+	if err := c.ReadMem(scratch, b); err != nil {
+		return local, err
+	}
+	remote := [2]uintptr{uintptr(binary.LittleEndian.Uint32(b)), uintptr(binary.LittleEndian.Uint32(b[4:]))}
+	local = [2]int{-1, -1}
+	for i, fd := range remote {
+		if err == nil {
+			local[i], err = takeFd(c.Pid, int(fd))
+		}
+		if _, cerr := c.Syscall(c.Pid, unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+			err = fmt.Errorf("close fd %d in pid %d: %w", fd, c.Pid, cerr)
+		}
+	}
+	if err != nil {
+		for _, fd := range local {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+		return [2]int{-1, -1}, err
+	}
+	return local, nil
 }
 
 // makeZombie ends the copy that stands for zombie z with z's wait status
@@ -277,8 +363,9 @@ func (r *Process) prepareMember(m *Process) error {
 }
 
 // giveShared fills m.given: the fds of m that are ends of pipes between
-// members (lazycr's ends) or copies of descriptions an earlier member
-// made (taken from it with pidfd_getfd).
+// members (lazycr's ends), ends of socket pairs split across members, or
+// copies of descriptions an earlier member made (taken from it with
+// pidfd_getfd).
 func (r *Process) giveShared(m *Process) error {
 	t := r.tree
 	m.given = map[int32]int{}
@@ -295,10 +382,18 @@ func (r *Process) giveShared(m *Process) error {
 		if !ok {
 			return fmt.Errorf("restore pid %d fd %d: pipe:[%d] between members was not made", m.img.Pid, f.Fd, p.Inode)
 		}
-		if p.WriteEnd {
+		switch {
+		case p.WriteEnd:
 			m.given[f.Fd] = ends[1]
-		} else {
+		case isRdwrPipe(f):
+			m.given[f.Fd] = t.pipeRW[p.Inode]
+		default:
 			m.given[f.Fd] = ends[0]
+		}
+	}
+	for _, f := range m.fds.GetFds() {
+		if local, ok := t.split[[2]int64{int64(m.img.Pid), int64(f.Fd)}]; ok {
+			m.given[f.Fd] = local
 		}
 	}
 	for _, sf := range r.set.Tree.SharedFiles {
@@ -343,7 +438,10 @@ func (r *Process) makeTreePipes() error {
 	if t == nil {
 		return nil
 	}
-	flags := map[uint64]*[2]uint32{}
+	// The status flags of each end, and of a read-write description
+	// (index 2: an fd opened O_RDWR on the pipe, both ends at once).
+	flags := map[uint64]*[3]uint32{}
+	rw := map[uint64]bool{}
 	for _, p := range r.set.Tree.Processes {
 		for _, f := range r.set.Fds[p.Pid].GetFds() {
 			pp := f.GetPipe()
@@ -352,30 +450,36 @@ func (r *Process) makeTreePipes() error {
 			}
 			fl := flags[pp.Inode]
 			if fl == nil {
-				fl = &[2]uint32{unix.O_RDONLY, unix.O_WRONLY}
+				fl = &[3]uint32{unix.O_RDONLY, unix.O_WRONLY, unix.O_RDWR}
 				flags[pp.Inode] = fl
 			}
-			if pp.WriteEnd {
+			switch {
+			case pp.WriteEnd:
 				fl[1] = f.Flags
-			} else {
+			case isRdwrPipe(f):
+				fl[2] = f.Flags
+				rw[pp.Inode] = true
+			default:
 				fl[0] = f.Flags
 			}
 		}
 	}
+	boot := r.set.Fds[r.img.Pid].GetBootId()
 	for _, tp := range r.set.Tree.Pipes {
-		var p [2]int
-		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-			return fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
+		p, live, inherited, err := r.treePipe(tp, boot)
+		if err != nil {
+			return err
 		}
 		t.closers = append(t.closers, func() { unix.Close(p[0]); unix.Close(p[1]) })
 		t.pipes[tp.Inode] = p
-		if tp.Capacity > 0 {
+		// A live pipe keeps its capacity and the data still in it.
+		if !live && tp.Capacity > 0 {
 			if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, int(tp.Capacity)); err != nil {
 				r.opts.Log.Warn().Err(err).Uint64("pipe", tp.Inode).Uint32("capacity", tp.Capacity).
 					Msg("cannot give the pipe its recorded capacity (fs.pipe-max-size?): keeping the default")
 			}
 		}
-		for data := tp.Data; len(data) > 0; {
+		for data := tp.Data; len(data) > 0 && !live; {
 			n, err := unix.Write(p[1], data)
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -385,15 +489,115 @@ func (r *Process) makeTreePipes() error {
 			}
 			data = data[n:]
 		}
+		if rw[tp.Inode] {
+			// A new description of the same pipe, opened read-write
+			// through lazycr's read end (pipe_open in fs/pipe.c allows
+			// it; fifo(7): such an open never blocks).
+			path := fmt.Sprintf("/proc/self/fd/%d", p[0])
+			fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("restore: reopen pipe:[%d] read-write: %w", tp.Inode, os.NewSyscallError("open", err))
+			}
+			t.closers = append(t.closers, func() { unix.Close(fd) })
+			t.pipeRW[tp.Inode] = fd
+		}
 		if fl := flags[tp.Inode]; fl != nil {
-			for end := range 2 {
-				if _, err := unix.FcntlInt(uintptr(p[end]), unix.F_SETFL, int(fl[end]&^unix.O_CLOEXEC)); err != nil {
+			for end := range 3 {
+				fd := t.pipeRW[tp.Inode]
+				switch {
+				case end == inherited:
+					continue // the caller's description, as passed (files: inherited fds keep their flags)
+				case end < 2:
+					fd = p[end]
+				case !rw[tp.Inode]:
+					continue
+				}
+				if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(fl[end]&^unix.O_CLOEXEC)); err != nil {
 					return fmt.Errorf("restore: set flags %#o of pipe:[%d]: %w", fl[end], tp.Inode, os.NewSyscallError("fcntl F_SETFL", err))
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// treePipe returns lazycr's read and write ends of pipe tp: the live pipe,
+// rejoined through a process outside the tree that held it at the dump
+// (files.OpenLivePipe), or a fresh pipe. Rejoining is what makes the
+// outside process see the members again (a reader their lines, a writer
+// its data reaching them); when it cannot be done (another boot, the
+// holders gone), the members still share one fresh pipe, and restore
+// says which outside process lost them.
+//
+// An fd of the pipe that --inherit-fd names (Options.InheritFds) takes
+// precedence, as it does for a single process: the members get the
+// caller's pipe, that end its very description (inherited is its index,
+// else -1), the other end a new description of the same pipe.
+func (r *Process) treePipe(tp *pb.TreePipe, boot string) (p [2]int, live bool, inherited int, err error) {
+	log := r.opts.Log.With().Uint64("pipe", tp.Inode).Logger()
+	if f, pid := r.inheritedPipeFd(tp.Inode); f != nil {
+		end := 0
+		if f.GetPipe().WriteEnd {
+			end = 1
+		}
+		ends, err := files.PipeEndsOf(int(f.Fd), end)
+		if err != nil {
+			return p, false, -1, fmt.Errorf("restore pid %d fd %d (pipe:[%d] between members): --inherit-fd %d: %w", pid, f.Fd, tp.Inode, f.Fd, err)
+		}
+		log.Info().Int32("fd", f.Fd).Msgf("pipe:[%d] between members: fd %d of pid %d is passed with --inherit-fd: every member gets that pipe", tp.Inode, f.Fd, pid)
+		return ends, true, end, nil
+	}
+	if len(tp.Outside) > 0 {
+		ends, holder, err := files.OpenLivePipe(tp.Inode, tp.Outside, boot)
+		if err == nil {
+			log.Info().Int("holder", holder).Msgf("pipe:[%d] between members is still alive here (held by pid %d since the dump): members rejoined to it", tp.Inode, holder)
+			return ends, true, -1, nil
+		}
+		hint := ""
+		if f, pid := r.firstPipeFd(tp.Inode); f != nil {
+			hint = fmt.Sprintf(" (use --inherit-fd %d to pass one for fd %d of pid %d)", f.Fd, f.Fd, pid)
+		}
+		log.Warn().Err(err).Uint32("holder", tp.Outside[0].Pid).
+			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see%s", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid, hint)
+	}
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return p, false, -1, fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
+	}
+	return p, false, -1, nil
+}
+
+// isRdwrPipe reports whether image fd f is a pipe opened O_RDWR (both
+// ends in one description; files' pipe.go records it as a read end).
+func isRdwrPipe(f *pb.Fd) bool {
+	p := f.GetPipe()
+	return p != nil && !p.WriteEnd && f.Flags&unix.O_ACCMODE == unix.O_RDWR
+}
+
+// inheritedPipeFd returns the first image fd of pipe:[ino], in tree order,
+// whose number --inherit-fd names, and its member's pid.
+func (r *Process) inheritedPipeFd(ino uint64) (*pb.Fd, uint32) {
+	if len(r.opts.InheritFds) == 0 {
+		return nil, 0
+	}
+	return r.pipeFd(ino, func(f *pb.Fd) bool { return slices.Contains(r.opts.InheritFds, int(f.Fd)) })
+}
+
+// firstPipeFd returns the first image fd of pipe:[ino] in tree order.
+func (r *Process) firstPipeFd(ino uint64) (*pb.Fd, uint32) {
+	return r.pipeFd(ino, func(*pb.Fd) bool { return true })
+}
+
+// pipeFd returns the first image fd of pipe:[ino], in tree order, that
+// is no dup and that ok accepts, and its member's pid.
+func (r *Process) pipeFd(ino uint64, ok func(*pb.Fd) bool) (*pb.Fd, uint32) {
+	for _, p := range r.set.Tree.Processes {
+		for _, f := range r.set.Fds[p.Pid].GetFds() {
+			if pp := f.GetPipe(); pp != nil && pp.Inode == ino && f.DupOf == nil && ok(f) {
+				return f, p.Pid
+			}
+		}
+	}
+	return nil, 0
 }
 
 // closeTree releases lazycr's copies of shared fds and the pages readers.
@@ -417,6 +621,18 @@ func (r *Process) resumeMembers() error {
 	for _, m := range t.members {
 		if err := m.setFinalRegisters(); err != nil {
 			return fmt.Errorf("pid %d: %w", m.img.Pid, err)
+		}
+	}
+	// Every member's TCP connections go live (repair off, its held lock
+	// removed) before any member runs: a read it restarts on a socket
+	// still in repair mode fails EPERM (tcp_recvmsg_locked). The root's
+	// first; Resume's own call is then a no-op.
+	if err := r.tcp.Live(); err != nil {
+		return fmt.Errorf("TCP connections of pid %d: %w", r.img.Pid, err)
+	}
+	for _, m := range t.members {
+		if err := m.tcp.Live(); err != nil {
+			return fmt.Errorf("TCP connections of pid %d: %w", m.img.Pid, err)
 		}
 	}
 	for i := len(t.members) - 1; i >= 0; i-- {
@@ -448,10 +664,25 @@ func (r *Process) killMembers() {
 			// Already running (a failure during Resume): it must not
 			// run on without the rest of its tree.
 			unixKill(m.b.pid)
+			m.tcp.Abort()
 			continue
 		}
 		m.done = true
 		killTraced(m.b.p, r.opts.Log)
+		m.tcp.Abort() // after the kill: the sockets die in repair mode
+	}
+}
+
+// finishMembers closes what the members' TCP Live left for after the
+// resume (files.TCPRestore.Finish).
+func (r *Process) finishMembers() {
+	if r.tree == nil {
+		return
+	}
+	for _, m := range r.tree.members {
+		if err := m.tcp.Finish(); err != nil {
+			r.opts.Log.Warn().Err(err).Uint32("pid", m.img.Pid).Msg("close the TCP lock's socket")
+		}
 	}
 }
 

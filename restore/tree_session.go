@@ -44,9 +44,15 @@ type sessionIDs struct {
 	sid, pgid int
 }
 
-// wantSession returns the ids img must have: the dumper's numbers, or in
-// a fresh PID namespace (--pidns) those of the process's own namespace.
-func wantSession(img *pb.Process, pidns bool) sessionIDs {
+// wantSession returns the ids img must have: sessionOf, but a shell job
+// (--shell-job) is in lazycr's session (shelljob.go).
+func (r *Process) wantSession(img *pb.Process) sessionIDs {
+	return r.opts.job.mapSession(sessionOf(img, r.opts.PIDNS))
+}
+
+// sessionOf returns the ids img had: the dumper's numbers, or in a fresh
+// PID namespace (--pidns) those of the process's own namespace.
+func sessionOf(img *pb.Process, pidns bool) sessionIDs {
 	if !pidns {
 		return sessionIDs{sid: int(img.Sid), pgid: int(img.Pgid)}
 	}

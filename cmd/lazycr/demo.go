@@ -13,6 +13,7 @@ import (
 
 func newDemoCmd(g *globals) *cobra.Command {
 	var o demo.Options
+	var statsFile string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Migrate a UDP ping-pong client between three namespace hosts and tell the story",
@@ -25,12 +26,23 @@ B's with --policy takeover), the client's own counters, the freeze-to-resume
 time, the fault-latency summary and where the trace file is. It removes the
 hosts and processes it made, Ctrl-C included, and keeps its logs.
 
+Both lazycr runs write --stats-file (source-stats.json, target-stats.json in
+the work directory); the demo reads its numbers from there. --stats-file F
+writes one JSON object holding both sides' sections and the client's own
+counters ("demo"), in the units of dump/restore --stats-file (milliseconds
+with the unit in the key), also on failure (with "error").
+
 Needs root.`,
 		Example: `  sudo lazycr demo
   sudo lazycr demo --policy takeover
   sudo lazycr demo --udpp c --work-dir /tmp/demo`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			rec, err := openStats(statsFile, "demo")
+			if err != nil {
+				return err
+			}
+			defer func() { err = rec.finish(err) }()
 			if o.Policy != "rebind" && o.Policy != "takeover" {
 				return usagef("--policy %q: use rebind or takeover", o.Policy)
 			}
@@ -39,7 +51,8 @@ Needs root.`,
 			}
 			o.Out = g.stdout
 			o.Log = g.log
-			_, err := demo.Run(cmd.Context(), o)
+			res, err := demo.Run(cmd.Context(), o)
+			rec.demo(res)
 			return err
 		},
 	}
@@ -51,6 +64,7 @@ Needs root.`,
 	f.DurationVar(&o.Interval, "interval", 100*time.Millisecond, "ping interval")
 	f.StringVar(&o.WorkDir, "work-dir", "", "where logs and the fault trace go (default: a new temporary directory)")
 	f.IntVar(&o.Port, "port", 27000, "page server port on B")
+	registerStatsFile(f, &statsFile)
 	return cmd
 }
 

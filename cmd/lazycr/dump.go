@@ -31,6 +31,7 @@ type dumpOptions struct {
 	releaseAddrs bool
 	insecure     bool
 	adopt        int
+	statsFile    string
 }
 
 func newDumpCmd(g *globals) *cobra.Command {
@@ -70,7 +71,14 @@ whose process is gone (or whose pid now names another process) is removed by
 the next dump --lazy, or by "lazycr unlock --sweep".
 
 If anything fails, the process is released exactly as it was, the partial
-image directory is removed, and dump exits 1 with the reason.`,
+image directory is removed, and dump exits 1 with the reason.
+
+--stats-file F writes the run's statistics as one JSON object when dump
+ends, also on failure (with "error"): durations in milliseconds with the
+unit in the key ("freeze_ms", "frozen_ms"), sizes in bytes or 4 KiB pages,
+throughput in GB/s (1e9 bytes); with --lazy also freeze → resume and the
+push phase as the source sees them. Mode 0600, replaced atomically; the
+schema is Go package github.com/lazycr/lazycr/stats.`,
 		Example: `  lazycr dump --pid 1234 -D /tmp/img                  # checkpoint and kill
   lazycr dump --pid 1234 -D /tmp/img --leave-running  # checkpoint, keep running
   lazycr dump --pid 1234 -D /tmp/img --stats
@@ -78,7 +86,20 @@ image directory is removed, and dump exits 1 with the reason.`,
   lazycr dump --lazy --pid 1234 --port 27000 --token /etc/lazycr/token
   lazycr dump --lazy --adopt 1234                     # serve a stopped original again`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			command := "dump"
+			switch {
+			case o.lazy && o.adopt != 0:
+				command = "dump --lazy --adopt"
+			case o.lazy:
+				command = "dump --lazy"
+			}
+			rec, err := openStats(o.statsFile, command)
+			if err != nil {
+				return err
+			}
+			defer func() { err = rec.finish(err) }()
+			rec.setPID(max(o.pid, o.adopt))
 			if o.adopt != 0 {
 				if o.adopt < 0 || !o.lazy {
 					return usagef("--adopt PID needs --lazy and a positive process id")
@@ -116,10 +137,10 @@ image directory is removed, and dump exits 1 with the reason.`,
 				return usagef("--insecure and --token or TLS exclude each other")
 			}
 			if o.adopt != 0 {
-				return runAdopt(cmd, g, &o)
+				return runAdopt(cmd, g, &o, rec)
 			}
 			if o.lazy {
-				return runLazyDump(cmd.Context(), g, &o)
+				return runLazyDump(cmd.Context(), g, &o, rec)
 			}
 			mode := dump.ModeKill
 			if o.leaveRunning {
@@ -128,6 +149,7 @@ image directory is removed, and dump exits 1 with the reason.`,
 			st, err := dump.Dump(cmd.Context(), dump.Options{
 				PID: o.pid, Dir: o.dir, Mode: mode, Version: lazycrVersion(), Log: g.log,
 			})
+			rec.dump(st)
 			if err != nil {
 				return err
 			}
@@ -155,6 +177,7 @@ image directory is removed, and dump exits 1 with the reason.`,
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
+	registerStatsFile(f, &o.statsFile)
 	return cmd
 }
 
@@ -174,7 +197,7 @@ func printDumpStats(w io.Writer, st *dump.Stats) {
 	tw.Flush()
 }
 
-func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
+func runLazyDump(ctx context.Context, g *globals, o *dumpOptions, rec *statsRecorder) error {
 	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
@@ -213,6 +236,7 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions) error {
 		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
 		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs, Listening: listening,
 	})
+	rec.source(res)
 	if res != nil {
 		s := res.Served
 		g.log.Info().Int("pid", o.pid).Uint64("pages_requested", s.RequestPages).Uint64("pages_pushed", s.PushPages).
@@ -283,7 +307,7 @@ func adoptDirFlag(dir string) string {
 }
 
 // runAdopt serves a stopped original again (migrate.Adopt).
-func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions) error {
+func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions, rec *statsRecorder) error {
 	token, err := lazyToken(&o.conn, os.Getenv(tokenEnv))
 	if err != nil {
 		return err
@@ -302,6 +326,7 @@ func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions) error {
 	})
 	if res != nil {
 		s := res.Served
+		rec.serve(s, time.Time{}, 0, 0)
 		g.log.Info().Int("pid", o.pid).Uint64("pages_requested", s.RequestPages).Uint64("pages_pushed", s.PushPages).
 			Str("bytes", humanBytes(s.RequestBytes+s.PushBytes)).Dur("serving", s.Duration).Msg("served")
 	}

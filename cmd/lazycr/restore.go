@@ -30,6 +30,7 @@ type restoreOptions struct {
 	newPID     bool
 	pidns      bool
 	inheritFds []int
+	unixReconn bool
 	stats      bool
 	trace      string
 	detach     bool
@@ -38,6 +39,10 @@ type restoreOptions struct {
 	netPolicy  string
 	netIface   string
 	waitSource time.Duration
+	shellJob   bool
+	termios    string
+	statsFile  string
+	rec        *statsRecorder // the --stats-file being recorded, or nil
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -62,6 +67,36 @@ Files the process had open must be where they were; a file it mapped must be
 the very same file (device, inode, size, modification time). A fd whose peer
 was not migrated (a terminal, a shell pipe) can be taken from lazycr's own fd
 of that number with --inherit-fd.
+
+A process that ran as a job of an interactive shell (its controlling
+terminal the shell's, its own process group, the foreground one while it
+ran) comes back as it was only when restore runs from a shell of that same
+terminal. --shell-job (as in CRIU) attaches it to the terminal restore runs
+on instead, another terminal or host: its stdin must be that terminal, the
+shell's. The process joins restore's session, the one exception to keeping
+the session: getsid(2) changes, the process group does not (a process that
+led its session, started in a terminal of its own, no longer does; one in
+the group of a shell without job control is refused). Every fd that
+was on its controlling terminal (/dev/pts/N, /dev/tty) is opened on this
+one, with its flags. If it was the foreground job it is again, and restore
+stays in between the shell and the job until the job exits, then exits with
+its status (128+N if signal N killed it); ^Z stops the job and restore, and
+fg or bg continue both. The terminal keeps its window size (the job gets a
+SIGWINCH if it differs from the dump's) and, with --shell-job-termios auto,
+its settings, unless the program had left cooked mode (raw or cbreak like an
+editor or less, or no echo): then it gets the settings the program had set,
+which the program puts back itself when it exits. dump needs no option for
+shell jobs.
+
+A unix socket whose peer was not dumped (a client of a server outside, such
+as redis-cli's connection to redis-server --unixsocket, or a server's
+connection from a client outside) is refused, naming the peer, unless
+--unix-reconnect is given: then a client end (stream, seqpacket or datagram)
+connects again to the same path or abstract name, and the server sees a new
+connection; a server's accepted end comes back closed by its peer, so the
+process drops it and the client, whose connection ended when the original
+was killed, connects again to the restored listener. The dump records such a
+client end only with no byte in flight either way.
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
@@ -103,21 +138,49 @@ poisoned: the process dies of SIGBUS when it touches one, never reads zeros.
 
 If nobody listens at HOST:PORT yet, restore says so at once and keeps trying
 for --wait-source (5s), then gives up; pass a longer --wait-source when the
-target is started before the source.`,
+target is started before the source.
+
+--stats-file F writes the run's statistics as one JSON object when restore
+ends, also on failure (with "error"): durations in milliseconds with the
+unit in the key ("total_ms", "fault_p99_ms"), sizes in bytes or 4 KiB pages,
+throughput in GB/s (1e9 bytes). With --lazy-from it adds freeze → resume,
+the push phase alone (the source may send → the last page in; no dial,
+fetch or build) with its bytes and throughput, pages by fault and by push,
+the handler's fault latency p50/p90/p99/max and reconnects; with --detach
+the background half writes it. Mode 0600, replaced atomically; the schema
+is Go package github.com/lazycr/lazycr/stats.`,
 		Example: `  lazycr restore -D /tmp/img
   lazycr restore -D /tmp/img --new-pid
+  lazycr restore -D /tmp/img --shell-job     # a job of the shell on this terminal
   lazycr restore --lazy-from 10.0.0.2:27000
   lazycr restore --lazy-from 10.0.0.2:27000 --trace faults.json --token /etc/lazycr/token`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if v := os.Getenv(migrate.KeeperFdEnv); v != "" {
 				return runKeeper(g, v)
+			}
+			// With --detach the background half (re-executed with the same
+			// arguments) writes the stats file when it ends.
+			if !(o.detach && os.Getenv(detachEnv) == "") {
+				command := "restore"
+				if o.lazyFrom != "" {
+					command = "restore --lazy-from"
+				}
+				rec, serr := openStats(o.statsFile, command)
+				if serr != nil {
+					return serr
+				}
+				defer func() { err = rec.finish(err) }()
+				o.rec = rec
 			}
 			if (o.dir == "") == (o.lazyFrom == "") {
 				return usagef("restore needs exactly one of -D DIR or --lazy-from HOST:PORT")
 			}
 			if o.newPID && o.pidns {
 				return usagef("--new-pid and --pidns exclude each other")
+			}
+			if o.shellJob && o.pidns {
+				return usagef("--shell-job and --pidns exclude each other: a job joins lazycr's session")
 			}
 			if err := o.conn.validate(); err != nil {
 				return err
@@ -132,34 +195,69 @@ target is started before the source.`,
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
 				}
+				if o.shellJob && o.detach {
+					return usagef("--shell-job and --detach exclude each other: restore stays in between the shell and the job")
+				}
 				return runLazyRestore(cmd.Context(), g, &o)
 			}
 			if o.trace != "" || o.detach {
 				return usagef("--trace and --detach go with --lazy-from")
+			}
+			termios, err := restore.ParseTermiosPolicy(o.termios)
+			if err != nil {
+				return usageError{fmt.Errorf("--shell-job-termios: %w", err)}
 			}
 			nf, err := migrate.NewNetFixer(o.netOptions(), g.log)
 			if err != nil {
 				return err
 			}
 			defer nf.Close()
-			r, err := restore.Restore(cmd.Context(), restore.Options{
-				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Log: g.log,
-				Prepare: nf.Prepare,
+			r, err := restore.Build(cmd.Context(), restore.Options{
+				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
+				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
 			})
+			job := err == nil && r.TerminalJob()
+			if job {
+				// Said before the job may own the terminal.
+				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
+			}
+			if err == nil {
+				err = r.Resume()
+			}
 			if err != nil {
 				if uerr := nf.Undo(); uerr != nil {
 					g.log.Warn().Err(uerr).Msg("undo network changes")
 				}
 				return err
 			}
-			for _, c := range nf.Report() {
-				g.log.Info().Str("change", c).Msg("netfix")
+			o.rec.setPID(r.PID())
+			o.rec.restore(&r.Stats, len(r.Image().Threads))
+			if job {
+				// The terminal is the job's now: nothing more is said on it
+				// until the job is over.
+				g.log.Debug().Int("pid", r.PID()).Dur("took", r.Stats.Total).Msg("restored and resumed as a job of this terminal")
+			} else {
+				for _, c := range nf.Report() {
+					g.log.Info().Str("change", c).Msg("netfix")
+				}
+				g.log.Info().Int("pid", r.PID()).Uint32("image_pid", r.Image().Pid).Int("threads", len(r.Image().Threads)).
+					Dur("took", r.Stats.Total).Msg("restored and resumed")
+				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
+				if o.stats {
+					printRestoreStats(g.stderr, &r.Stats)
+				}
 			}
-			g.log.Info().Int("pid", r.PID()).Uint32("image_pid", r.Image().Pid).Int("threads", len(r.Image().Threads)).
-				Dur("took", r.Stats.Total).Msg("restored and resumed")
-			fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
-			if o.stats {
+			code := 0
+			if r.Foreground() {
+				if code, err = r.WaitJob(); err != nil {
+					return err
+				}
+			}
+			if job && o.stats {
 				printRestoreStats(g.stderr, &r.Stats)
+			}
+			if code != 0 {
+				return exitCodeError(code)
 			}
 			return nil
 		},
@@ -170,13 +268,17 @@ target is started before the source.`,
 	f.BoolVar(&o.newPID, "new-pid", false, "accept a new PID and new TIDs if the original ones are taken (a pid the program cached stays the old one)")
 	f.BoolVar(&o.pidns, "pidns", false, "restore into a fresh PID namespace, with the PIDs the process had in its own namespace")
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
+	f.BoolVar(&o.unixReconn, "unix-reconnect", false, "a unix socket whose peer was not dumped: connect a client end again to the same name, give a server end back closed by its peer (default: refuse, naming the peer)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
+	registerStatsFile(f, &o.statsFile)
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
 	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
 	f.StringVar(&o.netPolicy, "net-policy", "rebind", "a socket whose local address does not exist here: rebind (take this host's source address toward the peer, same port), takeover (add the address here, with a gratuitous ARP) or fail")
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
 	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
+	f.BoolVar(&o.shellJob, "shell-job", false, "attach a shell job to this terminal (stdin): it joins restore's session (getsid changes), its terminal fds open on this terminal, and it is the foreground job again while restore waits for it")
+	f.StringVar(&o.termios, "shell-job-termios", "auto", "the job's terminal settings: auto (the dumped ones if the program had left cooked mode: raw, cbreak, no echo), dump (always the dumped ones) or keep (this terminal's)")
 	o.conn.register(f)
 	return cmd
 }
@@ -210,17 +312,29 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 		return err
 	}
 	var progress *os.File
-	if f, ok := g.stderr.(*os.File); ok && isTerminal(f) && !o.detach {
-		progress = f
+	if f, ok := g.stderr.(*os.File); ok && isTerminal(f) && !o.detach && !o.shellJob {
+		progress = f // a shell job has the terminal to itself
 	}
+	termios, err := restore.ParseTermiosPolicy(o.termios)
+	if err != nil {
+		return usageError{fmt.Errorf("--shell-job-termios: %w", err)}
+	}
+	terminalJob := false // the process is a job of this terminal (BeforeResume)
 	opts := migrate.TargetOptions{
 		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
-		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, Trace: o.trace, Log: g.log,
-		Net: o.netOptions(),
+		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Trace: o.trace, Log: g.log,
+		Net: o.netOptions(), ShellJob: o.shellJob, Termios: termios,
 		Resumed: func(pid int) {
-			fmt.Fprintf(o.pidOut(g), "%d\n", pid)
-			g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
+			if !terminalJob {
+				fmt.Fprintf(o.pidOut(g), "%d\n", pid)
+				g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
+			}
 			detachReady(pid)
+		},
+		BeforeResume: func(pid int) {
+			// Said before the job may own the terminal.
+			terminalJob = true
+			fmt.Fprintf(o.pidOut(g), "%d\n", pid)
 		},
 	}
 	if progress != nil {
@@ -238,10 +352,22 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	}
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
-	if res != nil && res.PID != 0 {
+	o.rec.target(res)
+	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
 	detachDone(err)
+	if err == nil && res.Job != nil {
+		// The terminal is the job's: the summary waits for its end.
+		code, err := res.Job.WaitJob()
+		printTargetSummary(g, o, res, err)
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return exitCodeError(code)
+		}
+	}
 	return err
 }
 

@@ -63,7 +63,8 @@ the moment the process touches it.
 Exit codes:
   0  the operation succeeded
   1  the operation failed; the error names what and why
-  2  bad usage: unknown command or flag, missing or malformed argument`
+  2  bad usage: unknown command or flag, missing or malformed argument
+  N  restore of a foreground shell job (--shell-job): the job's exit status`
 
 const rootExample = `  lazycr check                              # can this kernel do lazy migration?
   lazycr dump --pid 1234 -D /tmp/img --leave-running
@@ -160,7 +161,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	var ue usageError
+	var ec exitCodeError
 	switch {
+	case errors.As(err, &ec):
+		return int(ec)
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "lazycr: %v\n", err)
 		return exitUsage
@@ -174,6 +178,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 }
+
+// exitCodeError makes run exit with this code without printing anything:
+// restore --shell-job exits with its job's status.
+type exitCodeError int
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // errSilentFailure makes run exit 1 without printing anything more: the
 // command already said what went wrong.

@@ -28,7 +28,7 @@ func processState(p *pb.Process) string {
 // them and open file descriptions inherited across fork.
 func writeTreeSharing(w io.Writer, s *image.Set) {
 	t := s.Tree
-	if len(t.Pipes) == 0 && len(t.SharedFiles) == 0 {
+	if len(t.Pipes) == 0 && len(t.SharedFiles) == 0 && len(t.SplitPairs) == 0 {
 		return
 	}
 	fdOf := func(pid uint32, fd int32) *pb.Fd {
@@ -55,6 +55,9 @@ func writeTreeSharing(w io.Writer, s *image.Set) {
 				}
 			}
 		}
+		for _, h := range p.Outside {
+			ends = append(ends, fmt.Sprintf("pid %d (uid %d, outside the tree)", h.Pid, h.Uid))
+		}
 		fmt.Fprintf(tw, "  pipe:[%d], %d bytes buffered\t%s\n", p.Inode, len(p.Data), strings.Join(ends, ", "))
 	}
 	for _, sf := range t.SharedFiles {
@@ -68,6 +71,13 @@ func writeTreeSharing(w io.Writer, s *image.Set) {
 			holders = append(holders, fmt.Sprintf("pid %d fd %d", u.Pid, u.Fd))
 		}
 		fmt.Fprintf(tw, "  %s\t%s\n", what, strings.Join(holders, ", "))
+	}
+	for _, sp := range t.SplitPairs {
+		what := "unix socket pair"
+		if f := fdOf(sp.Maker.GetPid(), sp.Maker.GetFd()); f != nil {
+			_, what = files.Show(f) // "unix stream socket:[A] pair with socket:[B]..."
+		}
+		fmt.Fprintf(tw, "  %s (split)\tpid %d fd %d (makes it), pid %d fd %d\n", what, sp.Maker.GetPid(), sp.Maker.GetFd(), sp.Peer.GetPid(), sp.Peer.GetFd())
 	}
 	tw.Flush()
 }

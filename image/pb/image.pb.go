@@ -169,6 +169,7 @@ const (
 	PageState_PAGE_STATE_EAGER       PageState = 2 // data in pages-<pid>.img at offset
 	PageState_PAGE_STATE_LAZY        PageState = 3 // populated, fetched on demand from the page server
 	PageState_PAGE_STATE_FILE        PageState = 4 // unmodified file page: mapping the file restores it
+	PageState_PAGE_STATE_GUARD       PageState = 5 // guard region (madvise MADV_GUARD_INSTALL): no data; restore installs the guard again (package vmattr, guard.go)
 )
 
 // Enum value maps for PageState.
@@ -179,6 +180,7 @@ var (
 		2: "PAGE_STATE_EAGER",
 		3: "PAGE_STATE_LAZY",
 		4: "PAGE_STATE_FILE",
+		5: "PAGE_STATE_GUARD",
 	}
 	PageState_value = map[string]int32{
 		"PAGE_STATE_UNSPECIFIED": 0,
@@ -186,6 +188,7 @@ var (
 		"PAGE_STATE_EAGER":       2,
 		"PAGE_STATE_LAZY":        3,
 		"PAGE_STATE_FILE":        4,
+		"PAGE_STATE_GUARD":       5,
 	}
 )
 
@@ -402,12 +405,16 @@ type ProcessTree struct {
 	// fork): restore builds each once, in the first holder, and gives it to
 	// the others.
 	SharedFiles []*SharedFile `protobuf:"bytes,2,rep,name=shared_files,json=sharedFiles,proto3" json:"shared_files,omitempty"`
-	// Anonymous pipes with ends in more than one member and none outside the
-	// tree: restore makes each once, with its buffered data.
+	// Anonymous pipes with ends in more than one member: restore makes each
+	// once, with its buffered data, or rejoins the live pipe when processes
+	// outside the tree hold it too (TreePipe.outside).
 	Pipes []*TreePipe `protobuf:"bytes,3,rep,name=pipes,proto3" json:"pipes,omitempty"`
 	// Shared memory objects (shmem inodes) that VMAs map (Vma.shm): each is
 	// made once on restore and every VMA of it maps that one object.
-	Shm           []*ShmObject `protobuf:"bytes,4,rep,name=shm,proto3" json:"shm,omitempty"`
+	Shm []*ShmObject `protobuf:"bytes,4,rep,name=shm,proto3" json:"shm,omitempty"`
+	// Unix socket pairs whose two ends different members hold (socketpair
+	// then fork, each keeping one end): restore makes each pair once.
+	SplitPairs    []*SplitPair `protobuf:"bytes,5,rep,name=split_pairs,json=splitPairs,proto3" json:"split_pairs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -470,6 +477,71 @@ func (x *ProcessTree) GetShm() []*ShmObject {
 	return nil
 }
 
+func (x *ProcessTree) GetSplitPairs() []*SplitPair {
+	if x != nil {
+		return x.SplitPairs
+	}
+	return nil
+}
+
+// SplitPair is a connected unix socket pair (socketpair(2)) of which
+// member maker.pid holds one end as fd maker.fd and another member the
+// other end as peer.fd. Restore makes the pair inside maker (the member
+// that comes first in tree order: usually the parent that made it, so
+// SO_PEERCRED names it again), with each end's options, queued bytes and
+// shutdown state from its fd's UnixSocket, and gives peer its end.
+type SplitPair struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Maker         *FdRef                 `protobuf:"bytes,1,opt,name=maker,proto3" json:"maker,omitempty"`
+	Peer          *FdRef                 `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitPair) Reset() {
+	*x = SplitPair{}
+	mi := &file_image_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitPair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitPair) ProtoMessage() {}
+
+func (x *SplitPair) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitPair.ProtoReflect.Descriptor instead.
+func (*SplitPair) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SplitPair) GetMaker() *FdRef {
+	if x != nil {
+		return x.Maker
+	}
+	return nil
+}
+
+func (x *SplitPair) GetPeer() *FdRef {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
 // ShmObject is one shared memory object. Its content is the EAGER runs of
 // the VMAs that map it: the first VMA (in tree order, then address order)
 // to map a page of the object holds that page's data; the later ones have
@@ -504,7 +576,7 @@ type ShmObject struct {
 
 func (x *ShmObject) Reset() {
 	*x = ShmObject{}
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +588,7 @@ func (x *ShmObject) String() string {
 func (*ShmObject) ProtoMessage() {}
 
 func (x *ShmObject) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[2]
+	mi := &file_image_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +601,7 @@ func (x *ShmObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShmObject.ProtoReflect.Descriptor instead.
 func (*ShmObject) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{2}
+	return file_image_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ShmObject) GetId() uint32 {
@@ -648,7 +720,7 @@ type FdRef struct {
 
 func (x *FdRef) Reset() {
 	*x = FdRef{}
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +732,7 @@ func (x *FdRef) String() string {
 func (*FdRef) ProtoMessage() {}
 
 func (x *FdRef) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[3]
+	mi := &file_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +745,7 @@ func (x *FdRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdRef.ProtoReflect.Descriptor instead.
 func (*FdRef) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{3}
+	return file_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FdRef) GetPid() uint32 {
@@ -703,7 +775,7 @@ type SharedFile struct {
 
 func (x *SharedFile) Reset() {
 	*x = SharedFile{}
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +787,7 @@ func (x *SharedFile) String() string {
 func (*SharedFile) ProtoMessage() {}
 
 func (x *SharedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[4]
+	mi := &file_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +800,7 @@ func (x *SharedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedFile.ProtoReflect.Descriptor instead.
 func (*SharedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{4}
+	return file_image_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SharedFile) GetOwner() *FdRef {
@@ -748,17 +820,21 @@ func (x *SharedFile) GetUsers() []*FdRef {
 // TreePipe is an anonymous pipe between members: every fd of the tree
 // whose Pipe.inode is inode is one of its two ends.
 type TreePipe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`          // the buffered bytes
-	Capacity      uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"` // F_GETPIPE_SZ
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
+	Data     []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`          // the buffered bytes
+	Capacity uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"` // F_GETPIPE_SZ
+	// Processes outside the tree that held the pipe too (the live pipe
+	// restore rejoins on the same boot, through one of them; data is then
+	// not written again: the live pipe still has it).
+	Outside       []*PipeHolder `protobuf:"bytes,4,rep,name=outside,proto3" json:"outside,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TreePipe) Reset() {
 	*x = TreePipe{}
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +846,7 @@ func (x *TreePipe) String() string {
 func (*TreePipe) ProtoMessage() {}
 
 func (x *TreePipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[5]
+	mi := &file_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +859,7 @@ func (x *TreePipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TreePipe.ProtoReflect.Descriptor instead.
 func (*TreePipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{5}
+	return file_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TreePipe) GetInode() uint64 {
@@ -805,6 +881,13 @@ func (x *TreePipe) GetCapacity() uint32 {
 		return x.Capacity
 	}
 	return 0
+}
+
+func (x *TreePipe) GetOutside() []*PipeHolder {
+	if x != nil {
+		return x.Outside
+	}
+	return nil
 }
 
 type Process struct {
@@ -857,14 +940,19 @@ type Process struct {
 	// The process was in a job-control stop (state T) when dumped: the
 	// signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU); 0 when it
 	// was running. Restore leaves it stopped until a SIGCONT.
-	StopSignal    uint32 `protobuf:"varint,33,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopSignal uint32 `protobuf:"varint,33,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// Set when the root directory (chroot(2)) had been removed (root ends
+	// in " (deleted)"): restore makes a directory like it, makes it the
+	// root and removes it again; when cwd is the same removed directory it
+	// is entered first (cwd_deleted) and made the root from inside.
+	RootDeleted   *DeletedDir `protobuf:"bytes,40,opt,name=root_deleted,json=rootDeleted,proto3" json:"root_deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +964,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[6]
+	mi := &file_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +977,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{6}
+	return file_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -1123,6 +1211,13 @@ func (x *Process) GetStopSignal() uint32 {
 	return 0
 }
 
+func (x *Process) GetRootDeleted() *DeletedDir {
+	if x != nil {
+		return x.RootDeleted
+	}
+	return nil
+}
+
 // DeletedDir is what is left to see of a removed directory a process is
 // still in: its mode and owner (fstat on ".").
 type DeletedDir struct {
@@ -1136,7 +1231,7 @@ type DeletedDir struct {
 
 func (x *DeletedDir) Reset() {
 	*x = DeletedDir{}
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1243,7 @@ func (x *DeletedDir) String() string {
 func (*DeletedDir) ProtoMessage() {}
 
 func (x *DeletedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[7]
+	mi := &file_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1256,7 @@ func (x *DeletedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
 func (*DeletedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{7}
+	return file_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeletedDir) GetMode() uint32 {
@@ -1209,7 +1304,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1316,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1329,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -1339,7 +1434,7 @@ type SeccompFilter struct {
 
 func (x *SeccompFilter) Reset() {
 	*x = SeccompFilter{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1446,7 @@ func (x *SeccompFilter) String() string {
 func (*SeccompFilter) ProtoMessage() {}
 
 func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1459,7 @@ func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeccompFilter.ProtoReflect.Descriptor instead.
 func (*SeccompFilter) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SeccompFilter) GetProgram() []byte {
@@ -1417,7 +1512,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1524,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1537,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1645,7 +1740,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1752,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1765,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1705,7 +1800,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +1812,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +1825,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1766,7 +1861,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1873,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1886,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1832,7 +1927,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +1939,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +1952,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1891,7 +1986,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +1998,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2011,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -1994,7 +2089,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2101,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2114,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -2064,7 +2159,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2171,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2184,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2138,7 +2233,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2245,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2258,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2204,7 +2299,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2311,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2324,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2312,7 +2407,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2419,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2432,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -2412,7 +2507,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2519,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2532,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -2502,7 +2597,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +2609,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +2622,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -2570,7 +2665,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2582,7 +2677,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2595,7 +2690,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2690,7 +2785,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2797,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2810,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FileID) GetPath() string {
@@ -2772,7 +2867,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2879,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2892,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2889,7 +2984,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +2996,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +3009,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -2963,7 +3058,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3070,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3083,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -3050,6 +3145,7 @@ type Fd struct {
 	//	*Fd_DeletedFile
 	//	*Fd_Inotify
 	//	*Fd_UnixSocket
+	//	*Fd_Tty
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3057,7 +3153,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3165,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3178,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3242,6 +3338,15 @@ func (x *Fd) GetUnixSocket() *UnixSocket {
 	return nil
 }
 
+func (x *Fd) GetTty() *Tty {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_Tty); ok {
+			return x.Tty
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -3294,6 +3399,10 @@ type Fd_UnixSocket struct {
 	UnixSocket *UnixSocket `protobuf:"bytes,21,opt,name=unix_socket,json=unixSocket,proto3,oneof"`
 }
 
+type Fd_Tty struct {
+	Tty *Tty `protobuf:"bytes,22,opt,name=tty,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -3318,6 +3427,8 @@ func (*Fd_Inotify) isFd_Kind() {}
 
 func (*Fd_UnixSocket) isFd_Kind() {}
 
+func (*Fd_Tty) isFd_Kind() {}
+
 // FileLock is one advisory lock held by the process. flock locks cover
 // the whole file (start 0, end -1).
 type FileLock struct {
@@ -3332,7 +3443,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3455,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3468,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3402,7 +3513,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3414,7 +3525,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3427,7 +3538,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -3462,7 +3573,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +3585,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +3598,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3529,7 +3640,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3652,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3665,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3612,7 +3723,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3735,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3748,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3678,7 +3789,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3690,7 +3801,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3703,7 +3814,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3735,7 +3846,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +3858,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +3871,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3800,7 +3911,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +3923,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +3936,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3852,7 +3963,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +3975,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +3988,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -3931,7 +4042,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3943,7 +4054,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3956,7 +4067,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -3969,22 +4080,60 @@ func (x *SignalFd) GetSigmask() uint64 {
 // UnixSocket is one end of a connected, unnamed AF_UNIX socket pair
 // (socketpair(2)) whose other end is in the same fd table (unix(7)).
 type UnixSocket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
-	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
-	Type          int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
-	Shutdown      uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
-	Sndbuf        int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
-	Rcvbuf        int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
-	Passcred      bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`       // socket:[inode]
+	Peer     uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`         // the other end's inode
+	Type     int32                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`         // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+	Data     []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`          // stream bytes waiting to be read at this end
+	Shutdown uint32                 `protobuf:"varint,5,opt,name=shutdown,proto3" json:"shutdown,omitempty"` // sk_shutdown: 1 RCV_SHUTDOWN, 2 SEND_SHUTDOWN
+	Sndbuf   int32                  `protobuf:"varint,6,opt,name=sndbuf,proto3" json:"sndbuf,omitempty"`     // SO_SNDBUF as read (the doubled value)
+	Rcvbuf   int32                  `protobuf:"varint,7,opt,name=rcvbuf,proto3" json:"rcvbuf,omitempty"`     // SO_RCVBUF as read
+	Passcred bool                   `protobuf:"varint,8,opt,name=passcred,proto3" json:"passcred,omitempty"` // SO_PASSCRED
+	// The socket's name (sun_path, unix(7)): a path, or an abstract name
+	// starting with a NUL byte; empty when unnamed. An accepted socket has
+	// its listener's name.
+	Name      []byte `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	Listening bool   `protobuf:"varint,10,opt,name=listening,proto3" json:"listening,omitempty"`
+	Backlog   uint32 `protobuf:"varint,11,opt,name=backlog,proto3" json:"backlog,omitempty"` // a listener's backlog (sk_max_ack_backlog)
+	// A listener's connections waiting to be accepted: the inode of each
+	// connecting socket (all in the image), in accept order.
+	Pending []uint64 `protobuf:"varint,12,rep,packed,name=pending,proto3" json:"pending,omitempty"`
+	// The file of a socket bound to a path (not of an accepted socket):
+	// restore replaces a file left at the path only if it is this one.
+	Path *UnixPath `protobuf:"bytes,13,opt,name=path,proto3" json:"path,omitempty"`
+	// The listener (in the image) this socket was accepted from, or, for the
+	// connecting end of a connection waiting in its queue, the listener whose
+	// queue it waits in.
+	Listener uint64 `protobuf:"varint,14,opt,name=listener,proto3" json:"listener,omitempty"`
+	// Set for a socket accepted from listener (the connection is rebuilt
+	// by connecting its peer to the listener and accepting).
+	Accepted bool `protobuf:"varint,15,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The peer when it is not in the image (files/unixext.go).
+	External *UnixExternalPeer `protobuf:"bytes,16,opt,name=external,proto3" json:"external,omitempty"`
+	// SO_PEERCRED (unix(7)): a listener's own credentials from listen(2),
+	// a connected socket's its peer's from connect(2) or listen(2). Restore
+	// makes the listen and connect with these effective ids.
+	PeerCred *UnixCred `protobuf:"bytes,17,opt,name=peer_cred,json=peerCred,proto3" json:"peer_cred,omitempty"`
+	// Datagrams or seqpacket messages waiting to be read at this end, in
+	// order (files/unixmsg.go); restore sends them again.
+	Messages [][]byte `protobuf:"bytes,18,rep,name=messages,proto3" json:"messages,omitempty"`
+	// A listener's connections waiting to be accepted from clients outside
+	// the dump (files/unixext.go): restore drops them (--unix-reconnect; the
+	// client's connection ends with the original) or refuses.
+	PendingExternal []*UnixExternalPeer `protobuf:"bytes,19,rep,name=pending_external,json=pendingExternal,proto3" json:"pending_external,omitempty"`
+	// The peer has closed (files/unixdead.go): a client whose server went
+	// away, a datagram socket connected to one that is gone. dead_peer_name
+	// is the gone peer's name (getpeername(2) still returns it), empty when
+	// it had none.
+	PeerClosed    bool   `protobuf:"varint,20,opt,name=peer_closed,json=peerClosed,proto3" json:"peer_closed,omitempty"`
+	DeadPeerName  []byte `protobuf:"bytes,21,opt,name=dead_peer_name,json=deadPeerName,proto3" json:"dead_peer_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3996,7 +4145,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4009,7 +4158,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UnixSocket) GetInode() uint64 {
@@ -4068,6 +4217,299 @@ func (x *UnixSocket) GetPasscred() bool {
 	return false
 }
 
+func (x *UnixSocket) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetListening() bool {
+	if x != nil {
+		return x.Listening
+	}
+	return false
+}
+
+func (x *UnixSocket) GetBacklog() uint32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetPending() []uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPath() *UnixPath {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetListener() uint64 {
+	if x != nil {
+		return x.Listener
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *UnixSocket) GetExternal() *UnixExternalPeer {
+	if x != nil {
+		return x.External
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPeerCred() *UnixCred {
+	if x != nil {
+		return x.PeerCred
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPendingExternal() []*UnixExternalPeer {
+	if x != nil {
+		return x.PendingExternal
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPeerClosed() bool {
+	if x != nil {
+		return x.PeerClosed
+	}
+	return false
+}
+
+func (x *UnixSocket) GetDeadPeerName() []byte {
+	if x != nil {
+		return x.DeadPeerName
+	}
+	return nil
+}
+
+// UnixCred is struct ucred.
+type UnixCred struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixCred) Reset() {
+	*x = UnixCred{}
+	mi := &file_image_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixCred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixCred) ProtoMessage() {}
+
+func (x *UnixCred) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
+func (*UnixCred) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *UnixCred) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixCred) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// UnixPath is the socket file a unix socket is bound to, as stat(2) saw it
+// through the process's root at dump.
+type UnixPath struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"` // st_mode, S_IFSOCK and the permission bits
+	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixPath) Reset() {
+	*x = UnixPath{}
+	mi := &file_image_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixPath) ProtoMessage() {}
+
+func (x *UnixPath) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
+func (*UnixPath) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UnixPath) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *UnixPath) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixPath) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *UnixPath) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UnixPath) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+// UnixExternalPeer is the peer of a connected unix socket that was not
+// dumped: a server the process is a client of, or a process connected to
+// it. Restore reconnects to name only when told to (--unix-reconnect).
+type UnixExternalPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`         // the peer's name (getpeername(2)): where to reconnect
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`      // socket:[inode] at dump
+	Pids          []int32                `protobuf:"varint,3,rep,packed,name=pids,proto3" json:"pids,omitempty"` // processes that held it at dump (from /proc/*/fd)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnixExternalPeer) Reset() {
+	*x = UnixExternalPeer{}
+	mi := &file_image_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnixExternalPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnixExternalPeer) ProtoMessage() {}
+
+func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
+func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *UnixExternalPeer) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *UnixExternalPeer) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *UnixExternalPeer) GetPids() []int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
 type InetSocket struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Family    int32                  `protobuf:"varint,1,opt,name=family,proto3" json:"family,omitempty"` // AF_INET, AF_INET6
@@ -4084,8 +4526,9 @@ type InetSocket struct {
 	// sk_shutdown as sock_diag reports it (INET_DIAG_SHUTDOWN): bit 0 =
 	// receive side shut down (SHUT_RD), bit 1 = send side (SHUT_WR).
 	Shutdown uint32 `protobuf:"varint,12,opt,name=shutdown,proto3" json:"shutdown,omitempty"`
-	// An established TCP connection (files/tcp.go): its state read in
-	// TCP_REPAIR mode. peer_addr/peer_port name the peer.
+	// A TCP connection, established or half-closed (files/tcp.go): its
+	// state read in TCP_REPAIR mode. peer_addr/peer_port name the peer;
+	// shutdown is recorded for it too (a SHUT_RD is restored).
 	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4093,7 +4536,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4548,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4561,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4212,41 +4655,49 @@ func (x *InetSocket) GetTcp() *TcpStream {
 	return nil
 }
 
-// TcpStream is the TCP state of an established connection, read with the
-// socket in repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers
-// as the kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq.
+// TcpStream is the TCP state of a connection, read with the socket in
+// repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers as the
+// kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq; in the
+// half-closed states they count the FINs (rcv_nxt is one past the peer's
+// FIN, write_seq one past ours), while inq, outq and outq_unsent hold data
+// bytes only.
 type TcpStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         uint32                 `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`                             // TCP_ESTABLISHED (1); other states are refused
-	InqSeq        uint32                 `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
-	Inq           []byte                 `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
-	OutqSeq       uint32                 `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
-	Outq          []byte                 `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
-	OutqUnsent    uint32                 `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
-	MssClamp      uint32                 `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
-	Options       uint32                 `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
-	SndWscale     uint32                 `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
-	RcvWscale     uint32                 `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
-	Timestamp     uint32                 `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
-	Window        *TcpWindow             `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
-	Nodelay       bool                   `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
-	Cork          bool                   `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
-	Keepidle      int32                  `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
-	Keepintvl     int32                  `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
-	Keepcnt       int32                  `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
-	UserTimeout   int32                  `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
-	Congestion    string                 `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
-	NotsentLowat  int32                  `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
-	BufLock       int32                  `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
-	WindowClamp   int32                  `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
-	Linger2       int32                  `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tcp_states.h: ESTABLISHED 1, FIN_WAIT1 4, FIN_WAIT2 5, CLOSE_WAIT 8,
+	// LAST_ACK 9, CLOSING 11; other states are refused.
+	State        uint32     `protobuf:"varint,1,opt,name=state,proto3" json:"state,omitempty"`
+	InqSeq       uint32     `protobuf:"varint,2,opt,name=inq_seq,json=inqSeq,proto3" json:"inq_seq,omitempty"`             // rcv_nxt
+	Inq          []byte     `protobuf:"bytes,3,opt,name=inq,proto3" json:"inq,omitempty"`                                  // received, not read: copied_seq..rcv_nxt
+	OutqSeq      uint32     `protobuf:"varint,4,opt,name=outq_seq,json=outqSeq,proto3" json:"outq_seq,omitempty"`          // write_seq
+	Outq         []byte     `protobuf:"bytes,5,opt,name=outq,proto3" json:"outq,omitempty"`                                // written, not acknowledged: snd_una..write_seq
+	OutqUnsent   uint32     `protobuf:"varint,6,opt,name=outq_unsent,json=outqUnsent,proto3" json:"outq_unsent,omitempty"` // the tail of outq never sent (SIOCOUTQNSD)
+	MssClamp     uint32     `protobuf:"varint,7,opt,name=mss_clamp,json=mssClamp,proto3" json:"mss_clamp,omitempty"`       // TCP_MAXSEG in repair mode
+	Options      uint32     `protobuf:"varint,8,opt,name=options,proto3" json:"options,omitempty"`                         // tcpi_options: TCPI_OPT_TIMESTAMPS|SACK|WSCALE
+	SndWscale    uint32     `protobuf:"varint,9,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale    uint32     `protobuf:"varint,10,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	Timestamp    uint32     `protobuf:"varint,11,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // TCP_TIMESTAMP (with TCPI_OPT_TIMESTAMPS)
+	Window       *TcpWindow `protobuf:"bytes,12,opt,name=window,proto3" json:"window,omitempty"`        // TCP_REPAIR_WINDOW
+	Nodelay      bool       `protobuf:"varint,13,opt,name=nodelay,proto3" json:"nodelay,omitempty"`
+	Cork         bool       `protobuf:"varint,14,opt,name=cork,proto3" json:"cork,omitempty"`
+	Keepidle     int32      `protobuf:"varint,15,opt,name=keepidle,proto3" json:"keepidle,omitempty"`
+	Keepintvl    int32      `protobuf:"varint,16,opt,name=keepintvl,proto3" json:"keepintvl,omitempty"`
+	Keepcnt      int32      `protobuf:"varint,17,opt,name=keepcnt,proto3" json:"keepcnt,omitempty"`
+	UserTimeout  int32      `protobuf:"varint,18,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
+	Congestion   string     `protobuf:"bytes,19,opt,name=congestion,proto3" json:"congestion,omitempty"` // TCP_CONGESTION
+	NotsentLowat int32      `protobuf:"varint,20,opt,name=notsent_lowat,json=notsentLowat,proto3" json:"notsent_lowat,omitempty"`
+	BufLock      int32      `protobuf:"varint,21,opt,name=buf_lock,json=bufLock,proto3" json:"buf_lock,omitempty"` // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
+	WindowClamp  int32      `protobuf:"varint,22,opt,name=window_clamp,json=windowClamp,proto3" json:"window_clamp,omitempty"`
+	Linger2      int32      `protobuf:"varint,23,opt,name=linger2,proto3" json:"linger2,omitempty"`
+	// FIN_WAIT1, CLOSING, LAST_ACK: our FIN is queued behind unsent data or
+	// was never sent (SIOCOUTQNSD counted it).
+	FinUnsent     bool `protobuf:"varint,24,opt,name=fin_unsent,json=finUnsent,proto3" json:"fin_unsent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4258,7 +4709,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4271,7 +4722,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4435,6 +4886,13 @@ func (x *TcpStream) GetLinger2() int32 {
 	return 0
 }
 
+func (x *TcpStream) GetFinUnsent() bool {
+	if x != nil {
+		return x.FinUnsent
+	}
+	return false
+}
+
 // TcpWindow is struct tcp_repair_window.
 type TcpWindow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4449,7 +4907,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4461,7 +4919,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4474,7 +4932,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -4549,7 +5007,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4561,7 +5019,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4574,7 +5032,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -4750,7 +5208,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4762,7 +5220,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4775,7 +5233,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -4815,7 +5273,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4827,7 +5285,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4840,7 +5298,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MemFd) GetName() string {
@@ -4902,7 +5360,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4914,7 +5372,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4927,7 +5385,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -4982,7 +5440,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4994,7 +5452,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5007,7 +5465,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5028,7 +5486,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5040,7 +5498,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5053,7 +5511,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5077,6 +5535,319 @@ func (x *InotifyWatch) GetMask() uint32 {
 	return 0
 }
 
+// Tty is an fd on a terminal (files/tty.go): a pseudo-terminal slave
+// (/dev/pts/N), /dev/tty (whatever terminal was the opener's controlling
+// terminal) or a console or virtual terminal. See tty_ioctl(4).
+type Tty struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`                             // the path it was opened by
+	RdevMajor uint32                 `protobuf:"varint,2,opt,name=rdev_major,json=rdevMajor,proto3" json:"rdev_major,omitempty"` // the inode's device number (5:0 for /dev/tty)
+	RdevMinor uint32                 `protobuf:"varint,3,opt,name=rdev_minor,json=rdevMinor,proto3" json:"rdev_minor,omitempty"`
+	// The terminal behind the fd (TIOCGDEV): the pts slave for /dev/tty.
+	TtyMajor uint32 `protobuf:"varint,4,opt,name=tty_major,json=ttyMajor,proto3" json:"tty_major,omitempty"`
+	TtyMinor uint32 `protobuf:"varint,5,opt,name=tty_minor,json=ttyMinor,proto3" json:"tty_minor,omitempty"`
+	// For a pseudo-terminal slave: the inode's ctime, set when the pty was
+	// allocated. With the boot id it tells this pty from a later one that
+	// got the same number.
+	CtimeNs int64    `protobuf:"varint,6,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
+	Termios *Termios `protobuf:"bytes,7,opt,name=termios,proto3" json:"termios,omitempty"` // TCGETS2
+	Winsize *Winsize `protobuf:"bytes,8,opt,name=winsize,proto3" json:"winsize,omitempty"` // TIOCGWINSZ
+	// The terminal is the process's controlling terminal (/proc/PID/stat
+	// tty_nr). Then fg_pgid is the terminal's foreground process group
+	// (tpgid) and sid its session (the process's), in the dumper's PID
+	// namespace; both 0 otherwise (not readable for another terminal).
+	Controlling   bool   `protobuf:"varint,9,opt,name=controlling,proto3" json:"controlling,omitempty"`
+	FgPgid        uint32 `protobuf:"varint,10,opt,name=fg_pgid,json=fgPgid,proto3" json:"fg_pgid,omitempty"`
+	Sid           uint32 `protobuf:"varint,11,opt,name=sid,proto3" json:"sid,omitempty"`
+	Exclusive     bool   `protobuf:"varint,12,opt,name=exclusive,proto3" json:"exclusive,omitempty"` // TIOCGEXCL: TIOCEXCL was set
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tty) Reset() {
+	*x = Tty{}
+	mi := &file_image_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tty) ProtoMessage() {}
+
+func (x *Tty) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tty.ProtoReflect.Descriptor instead.
+func (*Tty) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *Tty) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *Tty) GetRdevMajor() uint32 {
+	if x != nil {
+		return x.RdevMajor
+	}
+	return 0
+}
+
+func (x *Tty) GetRdevMinor() uint32 {
+	if x != nil {
+		return x.RdevMinor
+	}
+	return 0
+}
+
+func (x *Tty) GetTtyMajor() uint32 {
+	if x != nil {
+		return x.TtyMajor
+	}
+	return 0
+}
+
+func (x *Tty) GetTtyMinor() uint32 {
+	if x != nil {
+		return x.TtyMinor
+	}
+	return 0
+}
+
+func (x *Tty) GetCtimeNs() int64 {
+	if x != nil {
+		return x.CtimeNs
+	}
+	return 0
+}
+
+func (x *Tty) GetTermios() *Termios {
+	if x != nil {
+		return x.Termios
+	}
+	return nil
+}
+
+func (x *Tty) GetWinsize() *Winsize {
+	if x != nil {
+		return x.Winsize
+	}
+	return nil
+}
+
+func (x *Tty) GetControlling() bool {
+	if x != nil {
+		return x.Controlling
+	}
+	return false
+}
+
+func (x *Tty) GetFgPgid() uint32 {
+	if x != nil {
+		return x.FgPgid
+	}
+	return 0
+}
+
+func (x *Tty) GetSid() uint32 {
+	if x != nil {
+		return x.Sid
+	}
+	return 0
+}
+
+func (x *Tty) GetExclusive() bool {
+	if x != nil {
+		return x.Exclusive
+	}
+	return false
+}
+
+// Termios is struct termios2 (asm-generic/termbits.h, TCGETS2).
+type Termios struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iflag         uint32                 `protobuf:"varint,1,opt,name=iflag,proto3" json:"iflag,omitempty"`
+	Oflag         uint32                 `protobuf:"varint,2,opt,name=oflag,proto3" json:"oflag,omitempty"`
+	Cflag         uint32                 `protobuf:"varint,3,opt,name=cflag,proto3" json:"cflag,omitempty"`
+	Lflag         uint32                 `protobuf:"varint,4,opt,name=lflag,proto3" json:"lflag,omitempty"`
+	Line          uint32                 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
+	Cc            []byte                 `protobuf:"bytes,6,opt,name=cc,proto3" json:"cc,omitempty"` // c_cc[NCCS], 19 bytes
+	Ispeed        uint32                 `protobuf:"varint,7,opt,name=ispeed,proto3" json:"ispeed,omitempty"`
+	Ospeed        uint32                 `protobuf:"varint,8,opt,name=ospeed,proto3" json:"ospeed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Termios) Reset() {
+	*x = Termios{}
+	mi := &file_image_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Termios) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Termios) ProtoMessage() {}
+
+func (x *Termios) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Termios.ProtoReflect.Descriptor instead.
+func (*Termios) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *Termios) GetIflag() uint32 {
+	if x != nil {
+		return x.Iflag
+	}
+	return 0
+}
+
+func (x *Termios) GetOflag() uint32 {
+	if x != nil {
+		return x.Oflag
+	}
+	return 0
+}
+
+func (x *Termios) GetCflag() uint32 {
+	if x != nil {
+		return x.Cflag
+	}
+	return 0
+}
+
+func (x *Termios) GetLflag() uint32 {
+	if x != nil {
+		return x.Lflag
+	}
+	return 0
+}
+
+func (x *Termios) GetLine() uint32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *Termios) GetCc() []byte {
+	if x != nil {
+		return x.Cc
+	}
+	return nil
+}
+
+func (x *Termios) GetIspeed() uint32 {
+	if x != nil {
+		return x.Ispeed
+	}
+	return 0
+}
+
+func (x *Termios) GetOspeed() uint32 {
+	if x != nil {
+		return x.Ospeed
+	}
+	return 0
+}
+
+// Winsize is struct winsize (TIOCGWINSZ).
+type Winsize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	Xpixel        uint32                 `protobuf:"varint,3,opt,name=xpixel,proto3" json:"xpixel,omitempty"`
+	Ypixel        uint32                 `protobuf:"varint,4,opt,name=ypixel,proto3" json:"ypixel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Winsize) Reset() {
+	*x = Winsize{}
+	mi := &file_image_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Winsize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Winsize) ProtoMessage() {}
+
+func (x *Winsize) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
+func (*Winsize) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *Winsize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Winsize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *Winsize) GetXpixel() uint32 {
+	if x != nil {
+		return x.Xpixel
+	}
+	return 0
+}
+
+func (x *Winsize) GetYpixel() uint32 {
+	if x != nil {
+		return x.Ypixel
+	}
+	return 0
+}
+
 type Device struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	File      *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
@@ -5094,7 +5865,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5106,7 +5877,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5119,7 +5890,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -5182,12 +5953,17 @@ const file_image_proto_rawDesc = "" +
 	"xsave_size\x18\t \x01(\rR\txsaveSize\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x04R\bpageSize\x12%\n" +
-	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xe4\x01\n" +
+	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xa1\x02\n" +
 	"\vProcessTree\x126\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
 	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
 	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\x12,\n" +
-	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\"\xf4\x02\n" +
+	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\x12;\n" +
+	"\vsplit_pairs\x18\x05 \x03(\v2\x1a.lazycr.image.v1.SplitPairR\n" +
+	"splitPairs\"e\n" +
+	"\tSplitPair\x12,\n" +
+	"\x05maker\x18\x01 \x01(\v2\x16.lazycr.image.v1.FdRefR\x05maker\x12*\n" +
+	"\x04peer\x18\x02 \x01(\v2\x16.lazycr.image.v1.FdRefR\x04peer\"\xf4\x02\n" +
 	"\tShmObject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.lazycr.image.v1.ShmKindR\x04kind\x12\x10\n" +
@@ -5212,11 +5988,12 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"SharedFile\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.lazycr.image.v1.FdRefR\x05owner\x12,\n" +
-	"\x05users\x18\x02 \x03(\v2\x16.lazycr.image.v1.FdRefR\x05users\"P\n" +
+	"\x05users\x18\x02 \x03(\v2\x16.lazycr.image.v1.FdRefR\x05users\"\x87\x01\n" +
 	"\bTreePipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
-	"\bcapacity\x18\x03 \x01(\rR\bcapacity\"\x8c\t\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xcc\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -5259,7 +6036,8 @@ const file_image_proto_rawDesc = "" +
 	"\texit_code\x18\x1f \x01(\x05R\bexitCode\x12\x17\n" +
 	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
 	"\vstop_signal\x18! \x01(\rR\n" +
-	"stopSignalB\a\n" +
+	"stopSignal\x12>\n" +
+	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeletedB\a\n" +
 	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
@@ -5442,7 +6220,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\xe6\x06\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\x90\a\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -5464,7 +6242,8 @@ const file_image_proto_rawDesc = "" +
 	"\fdeleted_file\x18\x13 \x01(\v2\x1c.lazycr.image.v1.DeletedFileH\x00R\vdeletedFile\x124\n" +
 	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotify\x12>\n" +
 	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
-	"unixSocketB\x06\n" +
+	"unixSocket\x12(\n" +
+	"\x03tty\x18\x16 \x01(\v2\x14.lazycr.image.v1.TtyH\x00R\x03ttyB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"{\n" +
 	"\bFileLock\x121\n" +
@@ -5516,7 +6295,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xc6\x01\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xbb\x05\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -5526,7 +6305,36 @@ const file_image_proto_rawDesc = "" +
 	"\bshutdown\x18\x05 \x01(\rR\bshutdown\x12\x16\n" +
 	"\x06sndbuf\x18\x06 \x01(\x05R\x06sndbuf\x12\x16\n" +
 	"\x06rcvbuf\x18\a \x01(\x05R\x06rcvbuf\x12\x1a\n" +
-	"\bpasscred\x18\b \x01(\bR\bpasscred\"\x9e\x03\n" +
+	"\bpasscred\x18\b \x01(\bR\bpasscred\x12\x12\n" +
+	"\x04name\x18\t \x01(\fR\x04name\x12\x1c\n" +
+	"\tlistening\x18\n" +
+	" \x01(\bR\tlistening\x12\x18\n" +
+	"\abacklog\x18\v \x01(\rR\abacklog\x12\x18\n" +
+	"\apending\x18\f \x03(\x04R\apending\x12-\n" +
+	"\x04path\x18\r \x01(\v2\x19.lazycr.image.v1.UnixPathR\x04path\x12\x1a\n" +
+	"\blistener\x18\x0e \x01(\x04R\blistener\x12\x1a\n" +
+	"\baccepted\x18\x0f \x01(\bR\baccepted\x12=\n" +
+	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
+	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\x12\x1a\n" +
+	"\bmessages\x18\x12 \x03(\fR\bmessages\x12L\n" +
+	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\x12\x1f\n" +
+	"\vpeer_closed\x18\x14 \x01(\bR\n" +
+	"peerClosed\x12$\n" +
+	"\x0edead_peer_name\x18\x15 \x01(\fR\fdeadPeerName\"@\n" +
+	"\bUnixCred\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"j\n" +
+	"\bUnixPath\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\"P\n" +
+	"\x10UnixExternalPeer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04pids\x18\x03 \x03(\x05R\x04pids\"\x9e\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -5544,7 +6352,7 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
 	"\bshutdown\x18\f \x01(\rR\bshutdown\x12,\n" +
-	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xa5\x05\n" +
+	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xc4\x05\n" +
 	"\tTcpStream\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x17\n" +
 	"\ainq_seq\x18\x02 \x01(\rR\x06inqSeq\x12\x10\n" +
@@ -5574,7 +6382,9 @@ const file_image_proto_rawDesc = "" +
 	"\rnotsent_lowat\x18\x14 \x01(\x05R\fnotsentLowat\x12\x19\n" +
 	"\bbuf_lock\x18\x15 \x01(\x05R\abufLock\x12!\n" +
 	"\fwindow_clamp\x18\x16 \x01(\x05R\vwindowClamp\x12\x18\n" +
-	"\alinger2\x18\x17 \x01(\x05R\alinger2\"\x8e\x01\n" +
+	"\alinger2\x18\x17 \x01(\x05R\alinger2\x12\x1d\n" +
+	"\n" +
+	"fin_unsent\x18\x18 \x01(\bR\tfinUnsent\"\x8e\x01\n" +
 	"\tTcpWindow\x12\x17\n" +
 	"\asnd_wl1\x18\x01 \x01(\rR\x06sndWl1\x12\x17\n" +
 	"\asnd_wnd\x18\x02 \x01(\rR\x06sndWnd\x12\x1d\n" +
@@ -5635,7 +6445,37 @@ const file_image_proto_rawDesc = "" +
 	"\fInotifyWatch\x12\x0e\n" +
 	"\x02wd\x18\x01 \x01(\x05R\x02wd\x12+\n" +
 	"\x04file\x18\x02 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x12\n" +
-	"\x04mask\x18\x03 \x01(\rR\x04mask\"\xb4\x01\n" +
+	"\x04mask\x18\x03 \x01(\rR\x04mask\"\x98\x03\n" +
+	"\x03Tty\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x1d\n" +
+	"\n" +
+	"rdev_major\x18\x02 \x01(\rR\trdevMajor\x12\x1d\n" +
+	"\n" +
+	"rdev_minor\x18\x03 \x01(\rR\trdevMinor\x12\x1b\n" +
+	"\ttty_major\x18\x04 \x01(\rR\bttyMajor\x12\x1b\n" +
+	"\ttty_minor\x18\x05 \x01(\rR\bttyMinor\x12\x19\n" +
+	"\bctime_ns\x18\x06 \x01(\x03R\actimeNs\x122\n" +
+	"\atermios\x18\a \x01(\v2\x18.lazycr.image.v1.TermiosR\atermios\x122\n" +
+	"\awinsize\x18\b \x01(\v2\x18.lazycr.image.v1.WinsizeR\awinsize\x12 \n" +
+	"\vcontrolling\x18\t \x01(\bR\vcontrolling\x12\x17\n" +
+	"\afg_pgid\x18\n" +
+	" \x01(\rR\x06fgPgid\x12\x10\n" +
+	"\x03sid\x18\v \x01(\rR\x03sid\x12\x1c\n" +
+	"\texclusive\x18\f \x01(\bR\texclusive\"\xb5\x01\n" +
+	"\aTermios\x12\x14\n" +
+	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
+	"\x05oflag\x18\x02 \x01(\rR\x05oflag\x12\x14\n" +
+	"\x05cflag\x18\x03 \x01(\rR\x05cflag\x12\x14\n" +
+	"\x05lflag\x18\x04 \x01(\rR\x05lflag\x12\x12\n" +
+	"\x04line\x18\x05 \x01(\rR\x04line\x12\x0e\n" +
+	"\x02cc\x18\x06 \x01(\fR\x02cc\x12\x16\n" +
+	"\x06ispeed\x18\a \x01(\rR\x06ispeed\x12\x16\n" +
+	"\x06ospeed\x18\b \x01(\rR\x06ospeed\"a\n" +
+	"\aWinsize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x16\n" +
+	"\x06xpixel\x18\x03 \x01(\rR\x06xpixel\x12\x16\n" +
+	"\x06ypixel\x18\x04 \x01(\rR\x06ypixel\"\xb4\x01\n" +
 	"\x06Device\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x1d\n" +
@@ -5661,13 +6501,14 @@ const file_image_proto_rawDesc = "" +
 	"\rVMA_KIND_VVAR\x10\x06\x12\x18\n" +
 	"\x14VMA_KIND_VVAR_VCLOCK\x10\a\x12\x15\n" +
 	"\x11VMA_KIND_VSYSCALL\x10\b\x12\x18\n" +
-	"\x14VMA_KIND_SHARED_ANON\x10\t*|\n" +
+	"\x14VMA_KIND_SHARED_ANON\x10\t*\x92\x01\n" +
 	"\tPageState\x12\x1a\n" +
 	"\x16PAGE_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPAGE_STATE_ZERO\x10\x01\x12\x14\n" +
 	"\x10PAGE_STATE_EAGER\x10\x02\x12\x13\n" +
 	"\x0fPAGE_STATE_LAZY\x10\x03\x12\x13\n" +
-	"\x0fPAGE_STATE_FILE\x10\x04*z\n" +
+	"\x0fPAGE_STATE_FILE\x10\x04\x12\x14\n" +
+	"\x10PAGE_STATE_GUARD\x10\x05*z\n" +
 	"\fFileLockKind\x12\x1e\n" +
 	"\x1aFILE_LOCK_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FILE_LOCK_KIND_FLOCK\x10\x01\x12\x18\n" +
@@ -5687,126 +6528,146 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_image_proto_goTypes = []any{
-	(ShmKind)(0),          // 0: lazycr.image.v1.ShmKind
-	(VmaKind)(0),          // 1: lazycr.image.v1.VmaKind
-	(PageState)(0),        // 2: lazycr.image.v1.PageState
-	(FileLockKind)(0),     // 3: lazycr.image.v1.FileLockKind
-	(*Inventory)(nil),     // 4: lazycr.image.v1.Inventory
-	(*ProcessTree)(nil),   // 5: lazycr.image.v1.ProcessTree
-	(*ShmObject)(nil),     // 6: lazycr.image.v1.ShmObject
-	(*FdRef)(nil),         // 7: lazycr.image.v1.FdRef
-	(*SharedFile)(nil),    // 8: lazycr.image.v1.SharedFile
-	(*TreePipe)(nil),      // 9: lazycr.image.v1.TreePipe
-	(*Process)(nil),       // 10: lazycr.image.v1.Process
-	(*DeletedDir)(nil),    // 11: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),        // 12: lazycr.image.v1.Thread
-	(*SeccompFilter)(nil), // 13: lazycr.image.v1.SeccompFilter
-	(*Registers)(nil),     // 14: lazycr.image.v1.Registers
-	(*Siginfo)(nil),       // 15: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),   // 16: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),          // 17: lazycr.image.v1.Rseq
-	(*RobustList)(nil),    // 18: lazycr.image.v1.RobustList
-	(*Credentials)(nil),   // 19: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),        // 20: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),     // 21: lazycr.image.v1.SigAction
-	(*ITimer)(nil),        // 22: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),    // 23: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),    // 24: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),     // 25: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),       // 26: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),      // 27: lazycr.image.v1.MmFields
-	(*FileID)(nil),        // 28: lazycr.image.v1.FileID
-	(*Vma)(nil),           // 29: lazycr.image.v1.Vma
-	(*PageRun)(nil),       // 30: lazycr.image.v1.PageRun
-	(*FdTable)(nil),       // 31: lazycr.image.v1.FdTable
-	(*Fd)(nil),            // 32: lazycr.image.v1.Fd
-	(*FileLock)(nil),      // 33: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),       // 34: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),   // 35: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),          // 36: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),    // 37: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),       // 38: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),   // 39: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),         // 40: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),       // 41: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),      // 42: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),    // 43: lazycr.image.v1.UnixSocket
-	(*InetSocket)(nil),    // 44: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),     // 45: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),     // 46: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil), // 47: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),    // 48: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),         // 49: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),   // 50: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),       // 51: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),  // 52: lazycr.image.v1.InotifyWatch
-	(*Device)(nil),        // 53: lazycr.image.v1.Device
+	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
+	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
+	(PageState)(0),           // 2: lazycr.image.v1.PageState
+	(FileLockKind)(0),        // 3: lazycr.image.v1.FileLockKind
+	(*Inventory)(nil),        // 4: lazycr.image.v1.Inventory
+	(*ProcessTree)(nil),      // 5: lazycr.image.v1.ProcessTree
+	(*SplitPair)(nil),        // 6: lazycr.image.v1.SplitPair
+	(*ShmObject)(nil),        // 7: lazycr.image.v1.ShmObject
+	(*FdRef)(nil),            // 8: lazycr.image.v1.FdRef
+	(*SharedFile)(nil),       // 9: lazycr.image.v1.SharedFile
+	(*TreePipe)(nil),         // 10: lazycr.image.v1.TreePipe
+	(*Process)(nil),          // 11: lazycr.image.v1.Process
+	(*DeletedDir)(nil),       // 12: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),           // 13: lazycr.image.v1.Thread
+	(*SeccompFilter)(nil),    // 14: lazycr.image.v1.SeccompFilter
+	(*Registers)(nil),        // 15: lazycr.image.v1.Registers
+	(*Siginfo)(nil),          // 16: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),      // 17: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),             // 18: lazycr.image.v1.Rseq
+	(*RobustList)(nil),       // 19: lazycr.image.v1.RobustList
+	(*Credentials)(nil),      // 20: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),           // 21: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),        // 22: lazycr.image.v1.SigAction
+	(*ITimer)(nil),           // 23: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),       // 24: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),       // 25: lazycr.image.v1.Namespaces
+	(*MemoryMap)(nil),        // 26: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),          // 27: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),         // 28: lazycr.image.v1.MmFields
+	(*FileID)(nil),           // 29: lazycr.image.v1.FileID
+	(*Vma)(nil),              // 30: lazycr.image.v1.Vma
+	(*PageRun)(nil),          // 31: lazycr.image.v1.PageRun
+	(*FdTable)(nil),          // 32: lazycr.image.v1.FdTable
+	(*Fd)(nil),               // 33: lazycr.image.v1.Fd
+	(*FileLock)(nil),         // 34: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),          // 35: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),      // 36: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),             // 37: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),       // 38: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),          // 39: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),      // 40: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),            // 41: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),          // 42: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),         // 43: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),       // 44: lazycr.image.v1.UnixSocket
+	(*UnixCred)(nil),         // 45: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 46: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 47: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 48: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 49: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 50: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 51: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 52: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 53: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 54: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 55: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 56: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 57: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 58: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 59: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 60: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
-	10, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
-	8,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
-	9,  // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
-	6,  // 3: lazycr.image.v1.ProcessTree.shm:type_name -> lazycr.image.v1.ShmObject
-	0,  // 4: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
-	7,  // 5: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
-	7,  // 6: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	12, // 7: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	19, // 8: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	20, // 9: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	21, // 10: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	22, // 11: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	23, // 12: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	15, // 13: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	24, // 14: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	11, // 15: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	14, // 16: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	15, // 17: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	16, // 18: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	17, // 19: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	18, // 20: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	13, // 21: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
-	29, // 22: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	27, // 23: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	28, // 24: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	26, // 25: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	28, // 26: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 27: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	30, // 28: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 29: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	32, // 30: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	34, // 31: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	33, // 32: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	35, // 33: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	36, // 34: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	38, // 35: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	40, // 36: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	41, // 37: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	42, // 38: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	44, // 39: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	53, // 40: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	49, // 41: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	50, // 42: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	51, // 43: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	43, // 44: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	3,  // 45: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	28, // 46: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	37, // 47: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	39, // 48: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	47, // 49: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	45, // 50: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	46, // 51: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	48, // 52: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	28, // 53: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	52, // 54: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	28, // 55: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	28, // 56: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
+	9,  // 1: lazycr.image.v1.ProcessTree.shared_files:type_name -> lazycr.image.v1.SharedFile
+	10, // 2: lazycr.image.v1.ProcessTree.pipes:type_name -> lazycr.image.v1.TreePipe
+	7,  // 3: lazycr.image.v1.ProcessTree.shm:type_name -> lazycr.image.v1.ShmObject
+	6,  // 4: lazycr.image.v1.ProcessTree.split_pairs:type_name -> lazycr.image.v1.SplitPair
+	8,  // 5: lazycr.image.v1.SplitPair.maker:type_name -> lazycr.image.v1.FdRef
+	8,  // 6: lazycr.image.v1.SplitPair.peer:type_name -> lazycr.image.v1.FdRef
+	0,  // 7: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
+	8,  // 8: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
+	8,  // 9: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
+	38, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
+	13, // 11: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	20, // 12: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	21, // 13: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	22, // 14: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	23, // 15: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	24, // 16: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	16, // 17: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	25, // 18: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	12, // 19: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	12, // 20: lazycr.image.v1.Process.root_deleted:type_name -> lazycr.image.v1.DeletedDir
+	15, // 21: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	16, // 22: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	17, // 23: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	18, // 24: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	19, // 25: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	14, // 26: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
+	30, // 27: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	28, // 28: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	29, // 29: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	27, // 30: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	29, // 31: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 32: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	31, // 33: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 34: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	33, // 35: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	35, // 36: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	34, // 37: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	36, // 38: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	37, // 39: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	39, // 40: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	41, // 41: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	42, // 42: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	43, // 43: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	48, // 44: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	60, // 45: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	53, // 46: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	54, // 47: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	55, // 48: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	44, // 49: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	57, // 50: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 51: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	29, // 52: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	38, // 53: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	40, // 54: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	46, // 55: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	47, // 56: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	45, // 57: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	47, // 58: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	51, // 59: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	49, // 60: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	50, // 61: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	52, // 62: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	29, // 63: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	56, // 64: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	29, // 65: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	29, // 66: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	58, // 67: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	59, // 68: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	29, // 69: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -5814,8 +6675,8 @@ func file_image_proto_init() {
 	if File_image_proto != nil {
 		return
 	}
-	file_image_proto_msgTypes[6].OneofWrappers = []any{}
-	file_image_proto_msgTypes[28].OneofWrappers = []any{
+	file_image_proto_msgTypes[7].OneofWrappers = []any{}
+	file_image_proto_msgTypes[29].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -5828,15 +6689,16 @@ func file_image_proto_init() {
 		(*Fd_DeletedFile)(nil),
 		(*Fd_Inotify)(nil),
 		(*Fd_UnixSocket)(nil),
+		(*Fd_Tty)(nil),
 	}
-	file_image_proto_msgTypes[35].OneofWrappers = []any{}
+	file_image_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   50,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

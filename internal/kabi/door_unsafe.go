@@ -37,6 +37,24 @@ func IoctlName(req uintptr) string {
 		return "USERFAULTFD_IOC_NEW"
 	case PAGEMAP_SCAN:
 		return "PAGEMAP_SCAN"
+	case unix.TCGETS2:
+		return "TCGETS2"
+	case unix.TCSETS2:
+		return "TCSETS2"
+	case unix.TIOCGWINSZ:
+		return "TIOCGWINSZ"
+	case unix.TIOCGDEV:
+		return "TIOCGDEV"
+	case unix.TIOCGEXCL:
+		return "TIOCGEXCL"
+	case unix.TIOCGETD:
+		return "TIOCGETD"
+	case unix.TIOCGPGRP:
+		return "TIOCGPGRP"
+	case unix.TIOCSPGRP:
+		return "TIOCSPGRP"
+	case unix.TIOCGSID:
+		return "TIOCGSID"
 	}
 	return "0x" + strconv.FormatUint(uint64(req), 16)
 }

@@ -58,6 +58,8 @@ func TestSizes(t *testing.T) {
 		{"uffdio_continue", unsafe.Sizeof(UffdioContinue{}), 32},
 		{"uffdio_poison", unsafe.Sizeof(UffdioPoison{}), 32},
 		{"uffdio_move", unsafe.Sizeof(UffdioMove{}), 40},
+		{"termios2", unsafe.Sizeof(Termios2{}), 44},
+		{"winsize", unsafe.Sizeof(unix.Winsize{}), 8},
 		{"uffd_msg", unsafe.Sizeof(UffdMsg{}), 32},
 		{"page_region", unsafe.Sizeof(PageRegion{}), 24},
 		{"pm_scan_arg", unsafe.Sizeof(PmScanArg{}), 96},
