@@ -3611,13 +3611,14 @@ type Pipe struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // identifies the pipe: fds with the same inode share it
 	WriteEnd bool                   `protobuf:"varint,2,opt,name=write_end,json=writeEnd,proto3" json:"write_end,omitempty"`
-	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the read end, when both ends were dumped
+	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the first read end (a rejoined live pipe keeps its own)
 	Capacity uint32                 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`                // F_GETPIPE_SZ
 	FifoPath string                 `protobuf:"bytes,5,opt,name=fifo_path,json=fifoPath,proto3" json:"fifo_path,omitempty"` // set for a named FIFO
-	// Processes outside the dump that held this pipe when it was dumped
-	// (only for a pipe with one end in the image). Restore reconnects to
-	// one of them only on the same boot and if it is provably the same
-	// process with the same owner.
+	// Processes outside the dump that held this pipe or FIFO when it was
+	// dumped. Restore rejoins the live pipe through one of them only on the
+	// same boot and if it is provably the same process with the same
+	// owner; otherwise a lone end gets a fresh pipe, both ends are refused
+	// unless --inherit-fd (files/livepipe.go, files/fifo.go).
 	Holders       []*PipeHolder `protobuf:"bytes,6,rep,name=holders,proto3" json:"holders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
