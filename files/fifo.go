@@ -151,7 +151,7 @@ func (r *restorer) liveFifoHolder(holders []*pb.PipeHolder, path string, key fil
 		return 0, fmt.Errorf("%w (boot id %q, here %q)", errForeignBoot, r.bootID, here)
 	}
 	var errs []error
-	for _, h := range holders[:min(len(holders), maxHolders)] {
+	for _, h := range holders {
 		_, err := liveHolderFd(h, path, func(pid int, f proc.Fd) bool {
 			return f.Target == path && sameFile(fmt.Sprintf("/proc/%d/fd/%d", pid, f.Num), key)
 		})
@@ -184,9 +184,9 @@ func (fifo) create(r *restorer, f *pb.Fd) (uintptr, error) {
 			f.Fd, ErrFileChanged, p.FifoPath, st.Mode&unix.S_IFMT, st.Ino, p.Inode)
 	}
 	live := false
-	if len(p.Holders) > 0 {
+	if holders := p.Holders[:min(len(p.Holders), maxHolders)]; len(holders) > 0 {
 		log := r.log.With().Int32("fd", f.Fd).Str("fifo", p.FifoPath).Logger()
-		holder, err := r.liveFifoHolder(p.Holders, p.FifoPath, fileKey{st.Dev, st.Ino})
+		holder, err := r.liveFifoHolder(holders, p.FifoPath, fileKey{st.Dev, st.Ino})
 		switch {
 		case err == nil:
 			live = true
@@ -194,10 +194,10 @@ func (fifo) create(r *restorer, f *pb.Fd) (uintptr, error) {
 				Msgf("fd %d: FIFO %s is still held by pid %d, as at the dump: reopened, the live FIFO with its data", f.Fd, p.FifoPath, holder)
 		case len(p.Data) > 0:
 			return 0, fmt.Errorf("fd %d: FIFO %s %w: %d bytes were buffered in it at the dump, kept by %s, but %w; reopened, they would be lost or read twice: pass the FIFO with --inherit-fd %d",
-				f.Fd, p.FifoPath, ErrHeldOutside, len(p.Data), holderList(p.Holders), err, f.Fd)
+				f.Fd, p.FifoPath, ErrHeldOutside, len(p.Data), holderList(holders), err, f.Fd)
 		default:
 			log.Warn().Err(err).
-				Msgf("fd %d: FIFO %s was also held by %s, which cannot be found here: reopened by its name, whoever opens it now is its peer", f.Fd, p.FifoPath, holderList(p.Holders))
+				Msgf("fd %d: FIFO %s was also held by %s, which cannot be found here: reopened by its name, whoever opens it now is its peer", f.Fd, p.FifoPath, holderList(holders))
 		}
 	}
 	flags := openFlags(f.Flags) | unix.O_NONBLOCK

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -236,4 +237,93 @@ func TestRestoreLivePipeBothEnds(t *testing.T) {
 			}
 		}
 	})
+}
+
+// BenchmarkPipeHolders: the /proc scan a dump makes, inside the freeze,
+// for a process that has a pipe (every process's fd table is read).
+func BenchmarkPipeHolders(b *testing.B) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	var st unix.Stat_t
+	if err := unix.Fstat(p[0], &st); err != nil {
+		b.Fatal(err)
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		pipeHolders(map[uint64]bool{st.Ino: true})
+	}
+	b.ReportMetric(float64(len(procs)), "proc-entries")
+}
+
+// TestRestoreFifoHeldOutside: a FIFO the test holds open (with "live" in
+// it) is reopened on the same boot without the image's data written again;
+// on another boot it is refused when the dump saw data buffered (naming
+// the test's pid and --inherit-fd), and reopened by its name when not.
+func TestRestoreFifoHeldOutside(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(hold)
+	if _, err := unix.Write(hold, []byte("live")); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(hold, &st); err != nil {
+		t.Fatal(err)
+	}
+	boot, err := BootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := proc.ProcessIdentity(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := pidNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := &pb.PipeHolder{Pid: uint32(os.Getpid()), StartTime: start, Uid: uint32(os.Getuid()), PidNs: ns}
+	table := func(boot, data string) *pb.FdTable {
+		return &pb.FdTable{BootId: boot, Fds: []*pb.Fd{
+			{Fd: 3, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: st.Ino, FifoPath: path, Data: []byte(data), Holders: []*pb.PipeHolder{self}}}},
+		}}
+	}
+	foreign := "00000000-0000-4000-8000-000000000000"
+
+	r := fdsStub(t, nil)
+	r.fds = table(boot, "old")
+	if err := r.restore(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Read(takeFd(t, r.pid, 3), buf); err != nil || string(buf[:n]) != "live" {
+		t.Errorf("the rejoined FIFO holds %q (%v), want only the live %q", buf[:max(n, 0)], err, "live")
+	}
+
+	r = fdsStub(t, nil)
+	r.fds = table(foreign, "old")
+	err = r.restore()
+	if !errors.Is(err, ErrHeldOutside) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) || !strings.Contains(err.Error(), "--inherit-fd 3") {
+		t.Errorf("restore of a foreign boot's FIFO with data: %v, want ErrHeldOutside naming pid %d and --inherit-fd 3", err, os.Getpid())
+	}
+
+	r = fdsStub(t, nil)
+	r.fds = table(foreign, "")
+	if err := r.restore(); err != nil {
+		t.Errorf("restore of a foreign boot's empty FIFO: %v, want it reopened by name", err)
+	}
 }
