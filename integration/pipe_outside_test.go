@@ -38,15 +38,19 @@ type pingPong struct {
 // Close wakes the reader) until the test ends.
 func newPingPong(t *testing.T, ping, pong *os.File) *pingPong {
 	pp := &pingPong{ping: ping, pongs: make(chan string, 64), next: 1, want: 1}
-	done := make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(pong)
 		for sc.Scan() {
-			pp.pongs <- sc.Text()
+			select {
+			case pp.pongs <- sc.Text():
+			case <-stop:
+				return
+			}
 		}
 	}()
-	t.Cleanup(func() { pong.Close(); <-done })
+	t.Cleanup(func() { close(stop); pong.Close(); <-done })
 	return pp
 }
 
