@@ -129,9 +129,15 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 		}
 	}
 
+	// The processes outside that hold each pipe (a /proc scan, in the
+	// freeze). A tree member's pipe whose both ends it holds is the tree
+	// pass's to check (dump/tree.go records its outside holders): only
+	// its lone ends are looked up here.
 	pipes := map[uint64]bool{}
-	for ino := range d.ends {
-		pipes[ino] = true
+	for ino, e := range d.ends {
+		if opts.TreePids == nil || !e[0] || !e[1] {
+			pipes[ino] = true
+		}
 	}
 	d.holders = pipeHolders(pipes, pid, os.Getpid())
 	boot, err := BootID()
