@@ -51,6 +51,7 @@ func (fifo) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	}
 	s := d.fifo(l)
 	p.Holders = s.holders
+	p.SharedHolder, p.SharedFd = sharedWithHolder(d.pid, l.num, l.target, p.Holders)
 	if !p.WriteEnd && (s.own || len(s.holders) > 0) && !s.dataTaken {
 		data, err := peekPipe(l.local, int(p.Capacity))
 		if err != nil {
@@ -198,6 +199,12 @@ func (fifo) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		default:
 			log.Warn().Err(err).
 				Msgf("fd %d: FIFO %s was also held by %s, which cannot be found here: reopened by its name, whoever opens it now is its peer", f.Fd, p.FifoPath, holderList(holders))
+		}
+	}
+	if live {
+		// The very description it shared with a holder, if it did.
+		if fd, ok := r.sharedDescription(f, p.FifoPath); ok {
+			return fd, nil
 		}
 	}
 	flags := openFlags(f.Flags) | unix.O_NONBLOCK

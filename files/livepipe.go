@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
@@ -292,4 +293,84 @@ func openLiveEnds(path string, ino uint64) (ends [2]int, err error) {
 		}
 	}
 	return ends, nil
+}
+
+// sharedWithHolder returns the first of holders, and its fd, whose open
+// file description fd fd of pid is (kcmp(2) KCMP_FILE; only the holder's
+// fds with the same /proc link target can be it), or nil.
+func sharedWithHolder(pid, fd int, target string, holders []*pb.PipeHolder) (*pb.PipeHolder, int32) {
+	for _, h := range holders {
+		fds, err := proc.ReadFds(int(h.Pid))
+		if err != nil {
+			continue
+		}
+		for _, f := range fds {
+			if f.Target != target {
+				continue
+			}
+			if same, err := kabi.KcmpFile(pid, int(h.Pid), fd, f.Num); err == nil && same {
+				return h, int32(f.Num)
+			}
+		}
+	}
+	return nil, 0
+}
+
+// sharedDescription passes into the process the open file description
+// image fd f shared with a holder at the dump (Pipe.shared_holder), taken
+// from the holder with pidfd_getfd(2), if the holder is still the process
+// the dump saw, still has it at that fd on the object target (pipe:[INO]
+// or the FIFO's path) and with the status flags f had: then the fd is one
+// description with the holder's again, as before the dump. It reports
+// false otherwise (f gets a description of its own). A description with
+// O_ASYNC is not taken: restore sets O_ASYNC last, clearing it meanwhile,
+// which the holder would see.
+func (r *restorer) sharedDescription(f *pb.Fd, target string) (uintptr, bool) {
+	p := f.GetPipe()
+	h := p.GetSharedHolder()
+	if h == nil || f.Flags&unix.O_ASYNC != 0 {
+		return 0, false
+	}
+	log := r.log.With().Int32("fd", f.Fd).Uint32("holder", h.Pid).Int32("holder_fd", p.SharedFd).Logger()
+	if _, err := liveHolderFd(h, target, func(_ int, x proc.Fd) bool { return x.Num == int(p.SharedFd) && x.Target == target }); err != nil {
+		log.Debug().Err(err).Msg("the description shared with the holder is not there: the fd gets its own")
+		return 0, false
+	}
+	local, err := takeHolderFd(int(h.Pid), int(p.SharedFd))
+	if err != nil {
+		log.Debug().Err(err).Msg("take the description shared with the holder")
+		return 0, false
+	}
+	defer unix.Close(local)
+	var st unix.Stat_t
+	flags, ferr := unix.FcntlInt(uintptr(local), unix.F_GETFL, 0)
+	start, serr := proc.ProcessIdentity(int(h.Pid))
+	if unix.Fstat(local, &st) != nil || st.Ino != p.Inode || st.Mode&unix.S_IFMT != unix.S_IFIFO ||
+		ferr != nil || serr != nil || start != h.StartTime ||
+		uint32(flags)&^ignoreFlags != f.Flags&^ignoreFlags {
+		log.Debug().Int("flags", flags).Uint32("image_flags", f.Flags).Msg("the holder's description changed since the dump: the fd gets its own")
+		return 0, false
+	}
+	fd, err := r.receive(local, f.Fd)
+	if err != nil {
+		log.Debug().Err(err).Msg("pass the description shared with the holder")
+		return 0, false
+	}
+	log.Debug().Msgf("fd %d is again one open file description with fd %d of pid %d", f.Fd, p.SharedFd, h.Pid)
+	return fd, true
+}
+
+// takeHolderFd duplicates fd of pid into lazycr: pidfd_getfd(2), which
+// needs ptrace access to pid (PTRACE_MODE_ATTACH_REALCREDS).
+func takeHolderFd(pid, fd int) (int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open pidfd of pid %d: %w", pid, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return -1, fmt.Errorf("take fd %d of pid %d: %w", fd, pid, os.NewSyscallError("pidfd_getfd", err))
+	}
+	return local, nil
 }

@@ -159,10 +159,23 @@ func TestRestoreLivePipeBothEnds(t *testing.T) {
 	t.Run("same boot", func(t *testing.T) {
 		r := fdsStub(t, nil)
 		r.fds = table(boot, self)
+		// Fds 50 and 52 shared the test's read end at the dump: 52 has
+		// its flags (O_NONBLOCK) and gets it again; 50 (blocking) does
+		// not, the description having other flags now.
+		for _, f := range r.fds.Fds {
+			if f.Fd == 50 || f.Fd == 52 {
+				f.GetPipe().SharedHolder, f.GetPipe().SharedFd = self, int32(p[0])
+			}
+		}
 		if err := r.restore(); err != nil {
 			t.Fatal(err)
 		}
 		checkJoined(t, r.pid, ours)
+		for fd, want := range map[int]bool{50: false, 52: true} {
+			if same, err := kabi.KcmpFile(os.Getpid(), r.pid, p[0], fd); err != nil || same != want {
+				t.Errorf("fd %d is the test's read end's description: %v (%v), want %v", fd, same, err, want)
+			}
+		}
 		// The live pipe's data, not the image's: "old" is not written again.
 		buf := make([]byte, 16)
 		n, err := unix.Read(takeFd(t, r.pid, 52), buf)

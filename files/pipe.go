@@ -45,6 +45,7 @@ func (pipe) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	// Processes outside the dump that hold the pipe too: restore rejoins
 	// it through one of them (livepipe.go).
 	p.Holders = d.holders[l.ino]
+	p.SharedHolder, p.SharedFd = sharedWithHolder(d.pid, l.num, l.target, p.Holders)
 	out.Kind = &pb.Fd_Pipe{Pipe: p}
 	return nil
 }
@@ -133,6 +134,10 @@ type pipeEnds struct {
 	fd   [2]uintptr
 	used [2]bool
 	live bool // the pipe existed before: its capacity and data are its own
+	// rejoined: the live pipe of the dump, through a holder (not one
+	// --inherit-fd passed): fds that shared a holder's description may
+	// get it again.
+	rejoined bool
 }
 
 // makePipe gives every image fd of pipe:[ino] its open file description
@@ -177,6 +182,12 @@ func (r *restorer) makePipe(ino uint64, g *pipeGroup) error {
 		acc int
 	}{{g.read, 0, unix.O_RDONLY}, {g.write, 1, unix.O_WRONLY}, {g.rdwr, -1, unix.O_RDWR}} {
 		for _, f := range set.fds {
+			if ends.rejoined {
+				if fd, ok := r.sharedDescription(f, fmt.Sprintf("pipe:[%d]", ino)); ok {
+					g.desc[f.Fd] = fd
+					continue
+				}
+			}
 			var fd uintptr
 			if set.end >= 0 && !ends.used[set.end] {
 				fd, ends.used[set.end] = ends.fd[set.end], true
@@ -274,7 +285,7 @@ func (r *restorer) livePipe(ino uint64, holders []*pb.PipeHolder, all []*pb.Fd, 
 	if err != nil {
 		return ends, false, fmt.Errorf("pipe:[%d] of fd %d: %w", ino, first.Fd, err)
 	}
-	ends.live = true
+	ends.live, ends.rejoined = true, true
 	log.Info().Int("holder", holder).
 		Msgf("fd %d: its pipe was also held by pid %d since the dump and is still alive here: reconnected to it (fds %s)", first.Fd, holder, fdList(all))
 	return ends, true, nil

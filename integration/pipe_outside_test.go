@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"golang.org/x/sys/unix"
 )
 
@@ -166,10 +168,39 @@ func requireHolders(t *testing.T, img *imageSet, pid int) {
 	}
 }
 
+// requireSharedWithTest checks that fds 3-6 of pid are again the very
+// open file descriptions the test passed it (kcmp(2) KCMP_FILE), and
+// that its own fds 7 and 8 are none of them.
+func requireSharedWithTest(t *testing.T, pid int, po *pipeOutside) {
+	t.Helper()
+	ours := []*os.File{po.a[0], po.a[1], po.b[0], po.b[1]}
+	for fd := 3; fd <= 8; fd++ {
+		var shared []int
+		for i, f := range ours {
+			same, err := kabi.KcmpFile(os.Getpid(), pid, int(f.Fd()), fd)
+			if err != nil {
+				t.Fatalf("kcmp fd %d of pid %d: %v", fd, pid, err)
+			}
+			if same {
+				shared = append(shared, 3+i)
+			}
+		}
+		want := []int{fd}
+		if fd > 6 {
+			want = nil
+		}
+		if !slices.Equal(shared, want) {
+			t.Errorf("fd %d of pid %d is the description the test passed as fds %v, want %v", fd, pid, shared, want)
+		}
+	}
+}
+
 // TestPipeOutside: dump -D (kill) and restore -D of a process holding
 // both ends of two pipes the test holds too. A ping buffered in A at the
 // dump (the process was stopped) and one written while it was gone are
-// each answered once, and the conversation goes on both ways.
+// each answered once, and the conversation goes on both ways; fds 3-6
+// are again the open file descriptions the test passed (os/exec), shared
+// with the test.
 func TestPipeOutside(t *testing.T) {
 	t.Parallel()
 	po := startPipeOutside(t)
@@ -185,6 +216,7 @@ func TestPipeOutside(t *testing.T) {
 	po.pp.expect(t, rp) // 4
 	po.pp.expect(t, rp) // 5
 	po.pp.rounds(t, rp, 5)
+	requireSharedWithTest(t, rp.pid, po)
 	for i, fd := range []int{3, 5} {
 		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", rp.pid, fd)); err != nil || l != fmt.Sprintf("pipe:[%d]", po.ino[i]) {
 			t.Errorf("restored fd %d is %s (%v), want the test's pipe:[%d]", fd, l, err, po.ino[i])
@@ -205,6 +237,7 @@ func TestPipeOutsideLazy(t *testing.T) {
 	po.pp.expect(t, m.restored)
 	po.pp.expect(t, m.restored)
 	po.pp.rounds(t, m.restored, 5)
+	requireSharedWithTest(t, m.restored.pid, po)
 	checkSequence(t, m.restored, "ping")
 }
 
