@@ -119,6 +119,10 @@ type Process struct {
 	tree  *tree         // a process tree's other members (tree.go); nil for one process
 	shm   *shmState     // shared memory objects, shared by the members (shm.go)
 	given map[int32]int // fds whose description lazycr passes in (tree members)
+	// memberTCP: a lazy tree restore's TCP halves of the members, by
+	// image pid, each holding its member's lock from before Prepare
+	// (lockMembersTCP, tree.go).
+	memberTCP map[uint32]*files.TCPRestore
 }
 
 // PID is the restored process's pid on this host.
@@ -195,6 +199,9 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: lock TCP connections: %w", err)
 		}
 		undo.push(r.tcp.Abort)
+		if err := r.lockMembersTCP(&undo); err != nil { // tree.go
+			return nil, err
+		}
 	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {

@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lazycr/lazycr/hosts"
+)
+
+// newTreeTCPHosts makes hosts A, B and C of the lazy tree TCP tests, with
+// a service address on B.
+func newTreeTCPHosts(t *testing.T, prefix string) (hA, hB, hC *hosts.Host, svc netip.Addr) {
+	t.Helper()
+	needRoot(t)
+	buildLazycr()
+	if lazycrErr != nil {
+		t.Fatal(lazycrErr)
+	}
+	netw, err := hosts.New(hosts.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netw.Close() })
+	var hs []*hosts.Host
+	for _, name := range []string{"a", "b", "c"} {
+		h, err := netw.AddHost(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	return hs[0], hs[1], hs[2], serviceAddr(t, hs[1], netw.Subnet)
+}
+
+// migrateTreeTCP migrates the tree of pid (the init of a PID namespace on
+// B) lazily to C with the takeover policy, the source releasing the
+// service address after DONE, and returns the restored root and the
+// running target; the caller waits for both halves.
+func migrateTreeTCP(t *testing.T, hB, hC *hosts.Host, pid int) (*proc, *lazyRun, *lazySource) {
+	t.Helper()
+	src := startLazySource(t, hB, pid, hB.Addr.String(), "--release-addresses")
+	// The listener has no peer to find the interface by, and the hosts
+	// have no default route: the takeover is told where to go.
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns", "--net-policy", "takeover", "--net-iface", hC.Iface}
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hC, args...))
+	rp := adopt(t, lazyResumedPID(t, dst))
+	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init: its members go with it
+	return rp, dst, src
+}
+
+// requireNoHeldLocks fails t if a host keeps a held network lock.
+func requireNoHeldLocks(t *testing.T, hs ...*hosts.Host) {
+	t.Helper()
+	for _, h := range hs {
+		if held := heldOn(t, h); len(held) > 0 {
+			t.Errorf("host %s keeps held locks %v", h.Name, held)
+		}
+	}
+}
+
+// TestTreeTCPLazyNginxHosts: nginx (master + 2 workers) on host B, with a
+// keep-alive client on host A whose connection a worker (a member of the
+// tree, not the root) holds, migrates lazily to host C (--pidns, takeover
+// of the service address). The same client connection keeps getting the
+// file with its checksum, during the lazy phase and after it, without an
+// error; both workers come back; no held lock is left on B or C (before,
+// the lazy dump was refused: TestTreeTCPLazyRefused).
+func TestTreeTCPLazyNginxHosts(t *testing.T) {
+	t.Parallel()
+	hA, hB, hC, svc := newTreeTCPHosts(t, "ttcn")
+	const port = 8080 // inside the hosts' own fresh namespaces
+	addr := netip.AddrPortFrom(svc, port).String()
+	s := newNginxSite(t, addr) // skips without nginx
+	path, _ := exec.LookPath("nginx")
+	cmd := hB.Command(context.Background(), path, s.args()...)
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	dial := func() (net.Conn, error) {
+		var c net.Conn
+		err := hA.Do(func() error {
+			var err error
+			c, err = net.DialTimeout("tcp", addr, reportTimeout)
+			return err
+		})
+		return c, err
+	}
+	waitServing(t, p, s, dial)
+	workers := nginxWorkers(t, p.pid, 2)
+	c, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(4 * lazycrTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	get := func(when string, i int) {
+		t.Helper()
+		if sum, err := httpGet(c, br, false); err != nil || sum != s.sum {
+			t.Fatalf("keep-alive GET %d %s: %v, checksum %x, want %x\n%s", i, when, err, sum, s.sum, s.errorLog())
+		}
+	}
+	get("before the migration", 0)
+
+	rp, dst, src := migrateTreeTCP(t, hB, hC, p.pid)
+	get("once the target resumed", 1)
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	for _, w := range workers {
+		waitGone(t, w)
+	}
+	if got := nginxWorkers(t, rp.pid, 2); len(got) != 2 {
+		t.Errorf("restored workers %v", got)
+	}
+	if n := lazyNetnsOf(t, rp.pid); n != lazyHostNetns(t, hC) {
+		t.Errorf("restored nginx is in network namespace %s, want host C's %s", n, lazyHostNetns(t, hC))
+	}
+	for i := 2; i < 5; i++ {
+		get("after the migration", i)
+	}
+	if sum, err := fetchOnce(dial); err != nil || sum != s.sum {
+		t.Fatalf("GET on a new connection after the migration: %v, checksum %x\n%s", err, sum, s.errorLog())
+	}
+	if l := s.errorLog(); strings.Contains(l, "[alert]") || strings.Contains(l, "[emerg]") || strings.Contains(l, "[crit]") {
+		t.Errorf("nginx's error log:\n%s", l)
+	}
+	// On C the worker's connection is locked before its address moves
+	// there and unlocked once it is live, before anything runs; on B it
+	// is held from the freeze until the address is gone.
+	_, de := dst.output()
+	requireInOrder(t, "target", de, "network locked conns=1", "takeover: "+svc.String()+" moved to this host", "network unlocked", "resumed; serving lazy pages")
+	_, se := src.output()
+	requireInOrder(t, "source", se, "network lock held for a restore", "target resumed the process", "held network lock removed")
+	requireNoHeldLocks(t, hB, hC)
+}
+
+// requireInOrder checks that log (of who) has each of msgs, in that order.
+func requireInOrder(t *testing.T, who, log string, msgs ...string) {
+	t.Helper()
+	rest := log
+	for _, m := range msgs {
+		i := strings.Index(rest, m)
+		if i < 0 {
+			t.Fatalf("%s log: no %q after the messages before it:\n%s", who, m, log)
+		}
+		rest = rest[i+len(m):]
+	}
+}
