@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -43,10 +44,14 @@ func newTreeTCPHosts(t *testing.T, prefix string) (hA, hB, hC *hosts.Host, svc n
 // migrateTreeTCP migrates the tree of pid (the init of a PID namespace on
 // B) lazily to C with the takeover policy, the source releasing the
 // service address after DONE, and returns the restored root and the
-// running target; the caller waits for both halves.
-func migrateTreeTCP(t *testing.T, hB, hC *hosts.Host, pid int) (*proc, *lazyRun, *lazySource) {
+// running target; the caller waits for both halves. whileFrozen, if not
+// nil, runs once the tree is frozen, before the target starts.
+func migrateTreeTCP(t *testing.T, hB, hC *hosts.Host, pid int, whileFrozen func()) (*proc, *lazyRun, *lazySource) {
 	t.Helper()
 	src := startLazySource(t, hB, pid, hB.Addr.String(), "--release-addresses")
+	if whileFrozen != nil {
+		whileFrozen()
+	}
 	// The listener has no peer to find the interface by, and the hosts
 	// have no default route: the takeover is told where to go.
 	args := []string{"restore", "--lazy-from", src.addr, "--pidns", "--net-policy", "takeover", "--net-iface", hC.Iface}
@@ -111,7 +116,7 @@ func TestTreeTCPLazyNginxHosts(t *testing.T) {
 	}
 	get("before the migration", 0)
 
-	rp, dst, src := migrateTreeTCP(t, hB, hC, p.pid)
+	rp, dst, src := migrateTreeTCP(t, hB, hC, p.pid, nil)
 	get("once the target resumed", 1)
 	dst.requireExit(t, 0)
 	src.requireExit(t, 0)
@@ -142,6 +147,90 @@ func TestTreeTCPLazyNginxHosts(t *testing.T) {
 	_, se := src.output()
 	requireInOrder(t, "source", se, "network lock held for a restore", "target resumed the process", "held network lock removed")
 	requireNoHeldLocks(t, hB, hC)
+}
+
+// TestTreeTCPLazyForkingServerHosts: the forking server of
+// TestTreeTCPForkingServer on host B (the init of a PID namespace), its
+// child serving a connection from host A that the root accepted
+// ("worker": the root closed its copy; "shared": one description held by
+// both members), migrates lazily to host C (--pidns, takeover). The
+// client's connection carries on: a counter sent while the tree is frozen
+// (dropped by the lock, retransmitted) and the next ones come back, the
+// child's own check of the counters holds, and no held lock is left.
+func TestTreeTCPLazyForkingServerHosts(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treetcp")
+	for _, mode := range []string{"worker", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			hA, hB, hC, svc := newTreeTCPHosts(t, "ttc"+mode[:1])
+			cmd := hB.Command(context.Background(), bin, mode, "any")
+			cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+			p := startCmd(t, cmd)
+			var rep struct {
+				Pid  int `json:"pid"` // 1: the namespace's init
+				Port int `json:"port"`
+			}
+			waitReport(t, p, &rep)
+			var c net.Conn
+			if err := hA.Do(func() error {
+				var err error
+				c, err = net.DialTimeout("tcp", netip.AddrPortFrom(svc, uint16(rep.Port)).String(), reportTimeout)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.SetDeadline(time.Now().Add(4 * lazycrTimeout)); err != nil {
+				t.Fatal(err)
+			}
+			send := func(v uint64) {
+				t.Helper()
+				var b [8]byte
+				binary.LittleEndian.PutUint64(b[:], v)
+				if _, err := c.Write(b[:]); err != nil {
+					t.Fatalf("send %d: %v", v, err)
+				}
+			}
+			for v := uint64(1); v <= 5; v++ {
+				send(v)
+				readEcho(t, c, v)
+			}
+			kids := descendants(t, p.pid)
+			if len(kids) != 1 {
+				t.Fatalf("the server has descendants %v, want one child", kids)
+			}
+			// Sent while the tree is frozen: the source's lock keeps it
+			// off, the client's kernel sends it again until it reaches C.
+			rp, dst, src := migrateTreeTCP(t, hB, hC, p.pid, func() { send(6) })
+			readEcho(t, c, 6)
+			for v := uint64(7); v <= 10; v++ {
+				send(v)
+				readEcho(t, c, v)
+			}
+			dst.requireExit(t, 0)
+			src.requireExit(t, 0)
+			requireLazySourceGone(t, p)
+			waitGone(t, kids[0])
+			if got := descendants(t, rp.pid); len(got) != 1 {
+				t.Errorf("restored server has descendants %v, want one child", got)
+			}
+			for v := uint64(11); v <= 15; v++ {
+				send(v)
+				readEcho(t, c, v)
+			}
+			rp.continueOutput(p, false)
+			checkSequence(t, rp, "echo")
+			if s := rp.stderr(); s != "" {
+				t.Errorf("the server complains:\n%s", s)
+			}
+			_, de := dst.output()
+			requireInOrder(t, "target", de, "network locked", "takeover: "+svc.String()+" moved to this host", "network unlocked", "resumed; serving lazy pages")
+			_, se := src.output()
+			requireInOrder(t, "source", se, "network lock held for a restore", "target resumed the process", "held network lock removed")
+			requireNoHeldLocks(t, hB, hC)
+		})
+	}
 }
 
 // requireInOrder checks that log (of who) has each of msgs, in that order.
