@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -231,6 +232,79 @@ func TestTreeTCPLazyForkingServerHosts(t *testing.T) {
 			requireNoHeldLocks(t, hB, hC)
 		})
 	}
+}
+
+// TestTreeTCPLazyTargetFails: a lazy tree migration whose target fails
+// once every member is built, before any runs (failpoint
+// restore.resume), is rolled back: the target aborts the child's
+// re-created connection (its lock goes, the socket dies in repair mode
+// with neither FIN nor RST) and gives the service address back, the
+// source releases the tree, and the client's connection carries on with
+// the original child on B, a counter sent meanwhile included. No lock is
+// left on either host.
+func TestTreeTCPLazyTargetFails(t *testing.T) {
+	t.Parallel()
+	fp := failpointLazycr(t)
+	bin := buildC(t, "treetcp")
+	hA, hB, hC, svc := newTreeTCPHosts(t, "ttcf")
+	cmd := hB.Command(context.Background(), bin, "worker", "any")
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var rep struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &rep)
+	var c net.Conn
+	if err := hA.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(svc, uint16(rep.Port)).String(), reportTimeout)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(4 * lazycrTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	send := func(v uint64) {
+		t.Helper()
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], v)
+		if _, err := c.Write(b[:]); err != nil {
+			t.Fatalf("send %d: %v", v, err)
+		}
+	}
+	send(1)
+	readEcho(t, c, 1)
+	kids := descendants(t, p.pid)
+	if len(kids) != 1 {
+		t.Fatalf("the server has descendants %v, want one child", kids)
+	}
+	src := startLazySource(t, hB, p.pid, hB.Addr.String(), "--release-addresses")
+	send(2)
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns", "--net-policy", "takeover", "--net-iface", hC.Iface}
+	tc := hC.Command(context.Background(), fp, args...)
+	tc.Env = append(os.Environ(), "LAZYCR_TOKEN="+lazyTestToken, "LAZYCR_FAILPOINT=restore.resume")
+	dst := startLazyRun(t, "target lazycr (failpoint restore.resume) "+strings.Join(args, " "), tc)
+	dst.requireExit(t, 1)
+	src.requireExit(t, 1)
+	_, de := dst.output()
+	if !strings.Contains(de, "injected") {
+		t.Fatalf("the target did not fail at the failpoint:\n%s", de)
+	}
+	requireInOrder(t, "target", de, "network locked conns=1", "takeover: "+svc.String()+" moved to this host", "network unlocked")
+	rolledBack := time.Now()
+	readEcho(t, c, 2)
+	t.Logf("the counter sent during the migration came back %v after the rollback", time.Since(rolledBack).Round(time.Millisecond))
+	for v := uint64(3); v <= 6; v++ {
+		send(v)
+		readEcho(t, c, v)
+	}
+	requireRunning(t, p.pid)
+	requireRunning(t, kids[0])
+	requireNoHeldLocks(t, hB, hC)
+	checkSequence(t, p, "echo")
 }
 
 // requireInOrder checks that log (of who) has each of msgs, in that order.

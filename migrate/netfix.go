@@ -3,7 +3,9 @@ package migrate
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -11,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NetOptions say how sockets whose local address does not exist here are
@@ -132,12 +135,15 @@ func (f *NetFixer) Prepare(set *image.Set) error {
 	return nil
 }
 
-// Undo reverts the network changes (restore failed after Prepare).
+// Undo reverts the network changes (restore failed after Prepare); a
+// second call has nothing left to undo.
 func (f *NetFixer) Undo() error {
 	if f.Result == nil || len(f.Result.Changes) == 0 {
 		return nil
 	}
-	return netfix.Undo(f.nl, f.Result.Changes)
+	err := netfix.Undo(f.nl, f.Result.Changes)
+	f.Result.Changes = nil
+	return err
 }
 
 // Report lists, for people, what netfix did.
@@ -185,4 +191,64 @@ func releaseAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
 		out = append(out, c.Cmd)
 	}
 	return out, err
+}
+
+// announceAddresses sends a gratuitous ARP for each IPv4 local address of
+// the image's sockets that is on this host, out of the link holding it:
+// after a takeover migration was rolled back the target gave the address
+// up, but the peers' neighbour caches still name the target's link
+// address, and without an announcement they find their way back only when
+// those entries go stale (tens of seconds, in which their TCP
+// retransmissions are lost). Equivalent to, per address: `arping -U -c 1
+// -I $link $addr`. Links without ARP and IPv6 addresses are left alone.
+func announceAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
+	var want []netip.Addr
+	for _, a := range netfix.Addresses(Sockets(set)) {
+		if a.Is4() {
+			want = append(want, a)
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	return announce(netfix.NewNetlink(h, netns.None()), want, log)
+}
+
+// announce is announceAddresses on h.
+func announce(h netfix.Netlink, want []netip.Addr, log zerolog.Logger) ([]string, error) {
+	list, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	var out []string
+	var errs []error
+	for _, la := range list {
+		ip, ok := netip.AddrFromSlice(la.IP)
+		if !ok || !slices.Contains(want, ip.Unmap()) {
+			continue
+		}
+		ip = ip.Unmap()
+		link, err := h.LinkByIndex(la.LinkIndex)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: find link %d: %w", ip, la.LinkIndex, err))
+			continue
+		}
+		at := link.Attrs()
+		if len(at.HardwareAddr) != 6 || at.Flags&net.FlagLoopback != 0 || at.RawFlags&unix.IFF_NOARP != 0 {
+			continue
+		}
+		if err := h.Announce(link, ip); err != nil {
+			errs = append(errs, fmt.Errorf("announce %s on %s: %w", ip, at.Name, err))
+			continue
+		}
+		cmd := fmt.Sprintf("arping -U -c 1 -I %s %s", at.Name, ip)
+		log.Info().Str("cmd", cmd).Msg("address announced again")
+		out = append(out, cmd)
+	}
+	return out, errors.Join(errs...)
 }

@@ -173,6 +173,11 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	r, err := restore.Build(ctx, restore.Options{
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
 		InheritFds: opts.InheritFds, UnixReconnect: opts.UnixReconnect, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
+		Unprepare: func() {
+			if err := nf.Undo(); err != nil {
+				opts.Log.Warn().Err(err).Msg("undo network changes")
+			}
+		},
 	})
 	if err != nil {
 		if uerr := nf.Undo(); uerr != nil {
