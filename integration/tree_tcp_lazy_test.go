@@ -307,6 +307,76 @@ func TestTreeTCPLazyTargetFails(t *testing.T) {
 	checkSequence(t, p, "echo")
 }
 
+// TestTreeTCPLazyOneHostRefused: a lazy migration of the forking server on
+// one host (into a fresh PID namespace, same network namespace) cannot
+// move the child's connection, which the frozen original holds until the
+// target is done: the target refuses it before building anything, naming
+// the member, its fd and the connection; the source releases the tree and
+// the client's connection carries on. Before, the restore failed half-way
+// with "connect ... in repair mode: cannot assign requested address".
+func TestTreeTCPLazyOneHostRefused(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treetcp")
+	buildLazycr()
+	if lazycrErr != nil {
+		t.Fatal(lazycrErr)
+	}
+	cmd := exec.Command(bin, "worker")
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var rep struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &rep)
+	c, err := net.DialTimeout("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(rep.Port)).String(), reportTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(4 * lazycrTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	send := func(v uint64) {
+		t.Helper()
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], v)
+		if _, err := c.Write(b[:]); err != nil {
+			t.Fatalf("send %d: %v", v, err)
+		}
+	}
+	send(1)
+	readEcho(t, c, 1)
+	kids := descendants(t, p.pid)
+	if len(kids) != 1 {
+		t.Fatalf("the server has descendants %v, want one child", kids)
+	}
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	send(2)
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, nil, args...))
+	dst.requireExit(t, 1)
+	src.requireExit(t, 1)
+	_, de := dst.output()
+	local := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(rep.Port)).String()
+	for _, want := range []string{"fd ", "TCP connection " + local + " -> ", "still exists in this network namespace", "another network namespace"} {
+		if !strings.Contains(de, want) {
+			t.Fatalf("target's error does not say %q:\n%s", want, de)
+		}
+	}
+	if strings.Contains(de, "repair mode") {
+		t.Errorf("the target built the connection before refusing it:\n%s", de)
+	}
+	readEcho(t, c, 2)
+	for v := uint64(3); v <= 5; v++ {
+		send(v)
+		readEcho(t, c, v)
+	}
+	requireRunning(t, p.pid)
+	requireRunning(t, kids[0])
+	checkSequence(t, p, "echo")
+}
+
 // requireInOrder checks that log (of who) has each of msgs, in that order.
 func requireInOrder(t *testing.T, who, log string, msgs ...string) {
 	t.Helper()

@@ -165,6 +165,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	if err := checkTakeover(opts, set); err != nil {
 		return nil, err
 	}
+	if err := checkConnectionsFree(set); err != nil { // tcpcheck.go
+		return nil, err
+	}
 	nf, err := NewNetFixer(opts.Net, opts.Log)
 	if err != nil {
 		return nil, err
