@@ -203,8 +203,10 @@ func TestTreeTCPLazyForkingServerHosts(t *testing.T) {
 			}
 			// Sent while the tree is frozen: the source's lock keeps it
 			// off, the client's kernel sends it again until it reaches C.
-			rp, dst, src := migrateTreeTCP(t, hB, hC, p.pid, func() { send(6) })
+			var sent time.Time
+			rp, dst, src := migrateTreeTCP(t, hB, hC, p.pid, func() { sent = time.Now(); send(6) })
 			readEcho(t, c, 6)
+			gap := time.Since(sent)
 			for v := uint64(7); v <= 10; v++ {
 				send(v)
 				readEcho(t, c, v)
@@ -227,6 +229,7 @@ func TestTreeTCPLazyForkingServerHosts(t *testing.T) {
 			}
 			_, de := dst.output()
 			requireInOrder(t, "target", de, "network locked", "takeover: "+svc.String()+" moved to this host", "network unlocked", "resumed; serving lazy pages")
+			t.Logf("counter sent while frozen echoed after %v; freeze->resume %v", gap.Round(time.Millisecond), parseLazySummary(t, de).freezeToResume)
 			_, se := src.output()
 			requireInOrder(t, "source", se, "network lock held for a restore", "target resumed the process", "held network lock removed")
 			requireNoHeldLocks(t, hB, hC)
