@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"testing/fstest"
 
@@ -118,6 +119,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
+		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
 	}
 }
@@ -134,6 +136,7 @@ const (
 	eager = pb.PageState_PAGE_STATE_EAGER
 	lazy  = pb.PageState_PAGE_STATE_LAZY
 	file  = pb.PageState_PAGE_STATE_FILE
+	guard = pb.PageState_PAGE_STATE_GUARD
 )
 
 // tile builds runs of the given (pages, state) pairs starting at start.
@@ -195,7 +198,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
 				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
 			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
-				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}, Pages: tile(stack, 29, zero, 2, lazy, 2, eager), Name: "[stack]"},
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "gu", "ac"}, Pages: tile(stack, 1, guard, 28, zero, 2, lazy, 2, eager), Name: "[stack]"},
 			{Start: vvar, End: vvar + 4*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR,
 				VmFlags: []string{"rd", "mr", "pf", "io", "de", "dd"}, Name: "[vvar]"},
 			{Start: vclk, End: vclk + 2*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR_VCLOCK,
@@ -289,6 +292,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 26, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
 			LocalAddr: "10.0.0.2", LocalPort: 8080, PeerAddr: "10.0.0.1", PeerPort: 51235, Inode: 9005,
 			Tcp: &pb.TcpStream{State: 4, InqSeq: 0x2000, OutqSeq: 0x3000, Outq: []byte("bye"), OutqUnsent: 3, FinUnsent: true, MssClamp: 1460}}}},
+		{Fd: 28, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9018, Type: unix.SOCK_STREAM,
+			PeerClosed: true, DeadPeerName: []byte("/run/gone.sock"), Data: []byte("bye"), Shutdown: 3}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
@@ -296,6 +301,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 // shares with the child (Tree.SplitPairs).
 func withSplitEnd(t *pb.FdTable) *pb.FdTable {
 	t.Fds = append(t.Fds, &pb.Fd{Fd: 27, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9030, Peer: 9031, Type: unix.SOCK_STREAM, Data: []byte("ping")}}})
+	slices.SortFunc(t.Fds, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) }) // an image lists fds in order
 	return t
 }
 
