@@ -279,6 +279,13 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
 		}
 		release()
+		// The target may have taken the sockets' addresses over and given
+		// them back: the peers learn at once that they are here again.
+		if changes, aerr := announceAddresses(cp.Set, opts.Log); aerr != nil {
+			opts.Log.Warn().Err(aerr).Msg("announce the addresses again after the rollback")
+		} else {
+			out.NetChanges = changes
+		}
 		if lockErr != nil {
 			err = fmt.Errorf("%w; %w", err, lockErr)
 		} else {

@@ -166,7 +166,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		wg.Go(func() { refusePeer(p.w, msg) })
 	}
 	var activeConn, waiting *peer
-	var attach chan *wire // the active connection's replies connection
+	// attach hands the active connection its replies connection, once
+	// (attachOpen until then).
+	var attach chan *wire
+	attachOpen := false
 	accept := func(p peer) {
 		if session == 0 {
 			session = s.cfg.Session
@@ -187,12 +190,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		active, activeConn = true, &p
 		s.log.Info().Str("peer", p.w.conn.RemoteAddr().String()).Uint64("session", session).Int("connection", welcomed).Msg("target connected")
 		att := make(chan *wire, 1)
-		attach = att
+		attach, attachOpen = att, true
 		wg.Go(func() { results <- s.runConn(ctx, p, session, idx, att) })
 	}
 	defer func() {
 		if waiting != nil {
 			waiting.w.conn.Close()
+		}
+		select {
+		case rw := <-attach: // its connection ended before taking it
+			rw.conn.Close()
+		default:
 		}
 	}()
 	if s.cfg.Adopted {
@@ -207,12 +215,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			if p.replies {
 				// The replies connection of the connection being served
 				// (one per connection); anything else is refused.
-				if !active || session == 0 || p.hello.Session != session || attach == nil {
+				if !active || session == 0 || p.hello.Session != session || !attachOpen {
 					refuse(p, "no connection of this session is served: a replies connection comes after HELLO")
 					continue
 				}
 				attach <- p.w
-				attach = nil
+				attachOpen = false
 				continue
 			}
 			switch {
@@ -238,7 +246,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			}
 			accept(p)
 		case r := <-results:
-			active, activeConn, attach = false, nil, nil
+			select {
+			case rw := <-attach: // came too late for its connection
+				rw.conn.Close()
+			default:
+			}
+			active, activeConn, attach, attachOpen = false, nil, nil, false
 			if r.done {
 				return result(), nil
 			}
