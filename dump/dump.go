@@ -173,7 +173,7 @@ type Checkpoint struct {
 	tracer    *inject.Tracer
 	proc      *inject.Process
 	frozenAt  time.Time
-	killedAt  *time.Time // when Kill returned (a kill-mode dump)
+	killedAt  *time.Time            // when Kill returned (a kill-mode dump)
 	startTime uint64                // the process's start time (/proc/PID/stat field 22): with pid, its identity
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
