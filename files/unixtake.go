@@ -8,8 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A post-copy restore on the host the process was dumped on (same boot,
-// same network namespace) finds the names of its unix sockets still taken:
+// A post-copy restore on the host the process was dumped on (same boot;
+// the same network namespace, or any for a path name) finds the names of
+// its unix sockets still taken:
 // the source keeps the original frozen, holding them, until the target is
 // done. Like a TCP listener (inet.go takeListener), a named unix socket
 // is then handed over instead of rebuilt: pidfd_getfd(2) copies the
@@ -26,9 +27,13 @@ import (
 // it can be: RestoreOptions.HandOver, the image from this boot, the
 // dumped pid stopped by its tracer (the source's freeze) and holding at
 // that fd the socket with the image's inode, in the network namespace of
-// the process being built. ok is false (and err nil) when any of that
-// does not hold: the socket is then made afresh.
-func (r *restorer) takeUnix(f *pb.Fd) (fd uintptr, ok bool, err error) {
+// the process being built or, when name (its own, or its listener's for
+// a socket of a listener's group) is a path, in any network namespace: a
+// path name is found through the filesystem from every network
+// namespace (unix(7): only abstract names belong to one), so the taken
+// socket is reached by its name exactly as before. ok is false (and err
+// nil) when any of that does not hold: the socket is then made afresh.
+func (r *restorer) takeUnix(f *pb.Fd, name []byte) (fd uintptr, ok bool, err error) {
 	s := f.GetUnixSocket()
 	if !r.handOver {
 		return 0, false, nil
@@ -54,7 +59,7 @@ func (r *restorer) takeUnix(f *pb.Fd) (fd uintptr, ok bool, err error) {
 	if err := unix.Fstat(local, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
 		return 0, false, nil
 	}
-	if err := sameNetns(local, r.pid); err != nil {
+	if err := sameNetns(local, r.pid); err != nil && (len(name) == 0 || name[0] == 0) {
 		return 0, false, nil
 	}
 	if fd, err = r.receive(local, f.Fd); err != nil {
@@ -72,7 +77,7 @@ func (r *restorer) takeUnix(f *pb.Fd) (fd uintptr, ok bool, err error) {
 func (r *restorer) takeUnixGroup(lf *pb.Fd) (ok bool, err error) {
 	u := r.unixState()
 	ls := lf.GetUnixSocket()
-	fd, ok, err := r.takeUnix(lf)
+	fd, ok, err := r.takeUnix(lf, ls.Name)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -82,7 +87,7 @@ func (r *restorer) takeUnixGroup(lf *pb.Fd) (ok bool, err error) {
 		if s.Listener != ls.Inode || s.Inode == ls.Inode {
 			continue
 		}
-		fd, ok, err := r.takeUnix(f)
+		fd, ok, err := r.takeUnix(f, ls.Name)
 		if err != nil {
 			return false, err
 		}

@@ -1,0 +1,67 @@
+package integration
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// startUnixFix starts testdata/progs/unixfix.c with group in env's source
+// host (a fresh directory, short: sun_path holds 107 bytes) and waits
+// until it is set up.
+func startUnixFix(t *testing.T, env lazyEnv, group string) *proc {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lazycr-ufx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := env.startProg(t, buildC(t, "unixfix"), dir, group)
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wait")
+	return p
+}
+
+// requireUnixFixChecks lets the restored program check its sockets and
+// serve over them.
+func requireUnixFixChecks(t *testing.T, p *proc) {
+	t.Helper()
+	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	requireProgress(t, p, "check", "serve")
+	checkSequence(t, p, "wait", "check", "serve")
+}
+
+// TestUnixSeqpacketLastMessage: a seqpacket socket whose peer sent a last
+// message and then shut down writing is dumped (the peek past the message
+// is end of stream, not a zero-length message: QA2 Q3) and restored with
+// the message and the end of stream after it, in that order.
+func TestUnixSeqpacketLastMessage(t *testing.T) {
+	t.Parallel()
+	p := startUnixFix(t, lazyEnv{}, "seqlast")
+	dir := dumpKill(t, p)
+	rp := restoreFrom(t, p, dir)
+	requireUnixFixChecks(t, rp)
+}
+
+// TestUnixPathLazyNetns: a lazy migration between two network namespaces
+// of one host takes a listener on a path (and its connection) over from
+// the frozen original, as in one namespace: the path is reached from any
+// network namespace (QA2 Q12). The program reads its queued bytes and
+// connects to its path anew.
+func TestUnixPathLazyNetns(t *testing.T) {
+	t.Parallel()
+	env := lazyTwoHosts(t)
+	p := startUnixFix(t, env, "path")
+	m := migrateLazy(t, env, p, nil, nil)
+	if _, e := m.target.output(); !strings.Contains(e, "over from the frozen original") {
+		t.Errorf("the target took no unix socket over:\n%s", e)
+	}
+	requireUnixFixChecks(t, m.restored)
+}
