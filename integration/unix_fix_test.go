@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,4 +66,49 @@ func TestUnixPathLazyNetns(t *testing.T) {
 		t.Errorf("the target took no unix socket over:\n%s", e)
 	}
 	requireUnixFixChecks(t, m.restored)
+}
+
+// TestUnixDeadPeerServerLives: a client whose server closed its connection
+// but lives on, still listening on its path (an HTTP/1.0-style daemon), is
+// restored while that server runs: its closed peer is rebuilt under a
+// temporary name, since the path is taken (QA2 Q8); the program reads the
+// server's bytes, then end of stream.
+func TestUnixDeadPeerServerLives(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	dir, err := os.MkdirTemp("", "lazycr-ufx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	p := start(t, buildC(t, "unixfix"), dir, "deadpeer")
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "wait")
+	img := dumpKill(t, p)
+	rp := restoreFrom(t, p, img)
+	requireUnixFixChecks(t, rp)
+	// The server still serves on its path.
+	c, err := net.Dial("unix", filepath.Join(dir, "s.sock"))
+	if err != nil {
+		t.Fatalf("the server's path after the restore: %v", err)
+	}
+	c.Close()
 }

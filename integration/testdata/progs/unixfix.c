@@ -14,10 +14,14 @@
  *            "hello" and "world" unread either way
  *   path     a stream listener on DIR/l.sock with an accepted connection
  *            ("ping" unread); the check also connects to DIR/l.sock anew
+ *   deadpeer a client of the test's server on DIR/s.sock, which sent
+ *            "hi" and closed the connection (and goes on listening); the
+ *            check reads "hi" then end of stream; serve only ticks
  */
 #include "common.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -98,6 +102,16 @@ int main(int argc, char **argv)
 		if ((a = accept(l, NULL, NULL)) < 0)
 			die("accept");
 		put(b, "ping");
+	} else if (strcmp(group, "deadpeer") == 0) {
+		snprintf(ua.sun_path, sizeof ua.sun_path, "%s/s.sock", argv[1]);
+		b = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (b < 0 || connect(b, (struct sockaddr *)&ua, sizeof ua) < 0)
+			die("connect");
+		struct pollfd p = {b, POLLRDHUP, 0}; /* until the server closed */
+		while (poll(&p, 1, -1) < 0)
+			if (errno != EINTR)
+				die("poll");
+		oneway = -1;
 	} else {
 		fprintf(stderr, "unixfix: unknown group %s\n", group);
 		return 2;
@@ -120,6 +134,12 @@ int main(int argc, char **argv)
 	} else if (strcmp(group, "tcpself") == 0) {
 		get(a, "hello", "tcpself: bytes client -> server");
 		get(b, "world", "tcpself: bytes server -> client");
+	} else if (strcmp(group, "deadpeer") == 0) {
+		get(b, "hi", "deadpeer: the bytes the server sent");
+		char c;
+		ssize_t n = recv(b, &c, 1, MSG_DONTWAIT);
+		if (n != 0)
+			fail("deadpeer: after the server's bytes", n < 0 ? strerror(errno) : "more data, not end of stream");
 	} else {
 		get(a, "ping", "path: the queued bytes");
 		int c = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -135,6 +155,11 @@ int main(int argc, char **argv)
 	}
 	tick("check", 1);
 	for (unsigned long n = 1;; n++) {
+		if (oneway < 0) { /* nothing to serve over */
+			tick("serve", n);
+			pace();
+			continue;
+		}
 		put(b, "x");
 		get(a, "x", "serve: round trip");
 		if (!oneway) {
