@@ -112,3 +112,18 @@ func TestUnixDeadPeerServerLives(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestUnixSelfConnectedLazy: a lazy migration on one host (--new-pid)
+// takes a listener on a path over from the frozen original, but makes the
+// connection accepted from it whose both ends are in the process afresh:
+// SO_PEERCRED of either end names the migrated process, not the original
+// (QA2 Q4), and the bytes queued on it come along.
+func TestUnixSelfConnectedLazy(t *testing.T) {
+	t.Parallel()
+	p := startUnixFix(t, lazyEnv{}, "path")
+	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	if _, e := m.target.output(); !strings.Contains(e, "rebuilt 1 connections accepted from") {
+		t.Errorf("the target rebuilt no connection within the process:\n%s", e)
+	}
+	requireUnixFixChecks(t, m.restored)
+}

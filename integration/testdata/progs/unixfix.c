@@ -13,7 +13,8 @@
  *   tcpself  a loopback TCP connection with both ends in the process,
  *            "hello" and "world" unread either way
  *   path     a stream listener on DIR/l.sock with an accepted connection
- *            ("ping" unread); the check also connects to DIR/l.sock anew
+ *            ("ping" unread; SO_PEERCRED of both ends must name the
+ *            process as it is now); the check also connects to DIR/l.sock anew
  *   deadpeer a client of the test's server on DIR/s.sock, which sent
  *            "hi" and closed the connection (and goes on listening); the
  *            check reads "hi" then end of stream; serve only ticks
@@ -141,6 +142,14 @@ int main(int argc, char **argv)
 		if (n != 0)
 			fail("deadpeer: after the server's bytes", n < 0 ? strerror(errno) : "more data, not end of stream");
 	} else {
+		/* Both ends in the process: SO_PEERCRED names the process as it
+		 * is now (a --new-pid migration: its new pid). */
+		struct ucred cr;
+		socklen_t crl = sizeof cr;
+		if (getsockopt(a, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != getpid())
+			fail("path: SO_PEERCRED of the accepted end", "not this process's pid");
+		if (getsockopt(b, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != getpid())
+			fail("path: SO_PEERCRED of the client", "not this process's pid");
 		get(a, "ping", "path: the queued bytes");
 		int c = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (c < 0 || connect(c, (struct sockaddr *)&ua, sizeof ua) < 0)
