@@ -50,6 +50,19 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 	if err != nil {
 		return nil, fmt.Errorf("read the queue length of socket:[%d]: %w", l.ino, os.NewSyscallError("ioctl SIOCINQ", err))
 	}
+	if n == 0 && diag.shutdown&1 != 0 && s.Type == unix.SOCK_SEQPACKET && pfd[0].Revents&unix.POLLIN != 0 {
+		// SIOCINQ of a seqpacket socket is the bytes of every queued
+		// message: none, but zero-length messages may wait before the
+		// end of stream (see below).
+		zero, err := peekZeroLength(fd, l.ino)
+		if err != nil {
+			return nil, err
+		}
+		if zero {
+			return nil, transient("has a zero-length message queued")
+		}
+		return nil, nil
+	}
 	if pfd[0].Revents&unix.POLLIN == 0 || (n == 0 && diag.shutdown&1 != 0) {
 		return nil, nil // nothing queued (a receive shutdown makes POLLIN too)
 	}
@@ -128,6 +141,46 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 			return nil, transient("has a message queued from %s, a named sender it cannot be sent from again", sa.Name)
 		}
 		msgs = append(msgs, append([]byte(nil), buf[:got]...))
+	}
+}
+
+// peekZeroLength reports whether a message waits at fd, a seqpacket
+// socket shut down for receiving with no byte queued: a peek then
+// returns 0 for a zero-length message and for the end of stream alike,
+// but only a message comes with its sender's credentials under
+// SO_PASSCRED (set for the peek, and put back: the process's own
+// setting is read from the socket first).
+func peekZeroLength(fd int, ino uint64) (zero bool, err error) {
+	had, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED)
+	if err != nil {
+		return false, fmt.Errorf("read SO_PASSCRED of socket:[%d]: %w", ino, os.NewSyscallError("getsockopt", err))
+	}
+	if had == 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+			return false, fmt.Errorf("set SO_PASSCRED of socket:[%d]: %w", ino, os.NewSyscallError("setsockopt", err))
+		}
+		defer func() {
+			if perr := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 0); perr != nil {
+				err = errors.Join(err, fmt.Errorf("put SO_PASSCRED of socket:[%d] back to 0: %w", ino, os.NewSyscallError("setsockopt", perr)))
+			}
+		}()
+	}
+	oob := make([]byte, unix.CmsgSpace(64*4)+unix.CmsgSpace(unix.SizeofUcred))
+	for {
+		_, oobn, _, _, err := unix.Recvmsg(fd, make([]byte, 1), oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("peek at socket:[%d]: %w", ino, os.NewSyscallError("recvmsg", err))
+		}
+		if oobn > 0 {
+			closeRights(oob[:oobn])
+		}
+		return oobn > 0, nil
 	}
 }
 

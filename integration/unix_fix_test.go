@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -126,4 +127,16 @@ func TestUnixSelfConnectedLazy(t *testing.T) {
 		t.Errorf("the target rebuilt no connection within the process:\n%s", e)
 	}
 	requireUnixFixChecks(t, m.restored)
+}
+
+// TestUnixSeqpacketZeroLengthRefused: a zero-length message waiting
+// before the end of stream of a seqpacket socket is not taken for the end
+// of stream (nothing queued): the dump refuses it, naming it, and the
+// process runs on.
+func TestUnixSeqpacketZeroLengthRefused(t *testing.T) {
+	t.Parallel()
+	p := startUnixFix(t, lazyEnv{}, "seqzero")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", filepath.Join(t.TempDir(), "img"))
+	requireExit1(t, "dump of a zero-length seqpacket message", errOut, code, `zero-length message queued`)
+	requireProgress(t, p, "wait")
 }

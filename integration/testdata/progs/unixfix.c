@@ -10,6 +10,9 @@
  *
  *   seqlast  a seqpacket pair: "last" sent from sv[0], then sv[0] shut
  *            down for writing; the check reads "last" then end of stream
+ *   seqzero  the same with a zero-length message instead of "last", which
+ *            the dump refuses (files/unixmsg.go), without taking it for
+ *            the end of stream
  *   tcpself  a loopback TCP connection with both ends in the process,
  *            "hello" and "world" unread either way
  *   path     a stream listener on DIR/l.sock with an accepted connection
@@ -75,6 +78,15 @@ int main(int argc, char **argv)
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
 			die("socketpair");
 		put(sv[0], "last");
+		if (shutdown(sv[0], SHUT_WR) < 0)
+			die("shutdown");
+		a = sv[1], b = sv[0];
+	} else if (strcmp(group, "seqzero") == 0) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
+			die("socketpair");
+		if (send(sv[0], "", 0, 0) != 0)
+			die("send a zero-length message");
 		if (shutdown(sv[0], SHUT_WR) < 0)
 			die("shutdown");
 		a = sv[1], b = sv[0];
