@@ -99,6 +99,12 @@ func (r *restorer) takeUnixGroup(lf *pb.Fd) (ok bool, err error) {
 			}
 			continue
 		}
+		if s.Accepted && selfConnected(u, s) {
+			// An abstract name cannot be bound a second time in this
+			// network namespace for a rebuild: taken, as it is.
+			r.log.Warn().Int32("fd", f.Fd).Int32("peer_fd", u.byIno[s.Peer].Fd).Uint32("original_pid", r.imagePid).
+				Msgf("fds %d and %d: connection accepted from %s within the process, taken over: SO_PEERCRED of both ends still names the original pid %d", f.Fd, u.byIno[s.Peer].Fd, unixName(ls.Name), r.imagePid)
+		}
 		fd, ok, err := r.takeUnix(f, ls.Name)
 		if err != nil {
 			return false, err
