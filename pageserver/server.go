@@ -56,7 +56,13 @@ type ServerConfig struct {
 	// comes within ReconnectTimeout. Nothing is acknowledged yet, so pages
 	// the target already has may be sent again (it ignores them).
 	Adopted bool
-	Log     zerolog.Logger
+	// BeforeImages, if set, runs once, when the target first asks for the
+	// image set and before it is sent: the source's last step before the
+	// target builds the process (migrate releases the frozen process's
+	// POSIX locks there, for the target to take). Its error goes to the
+	// target as ERROR and ends Serve.
+	BeforeImages func() error
+	Log          zerolog.Logger
 }
 
 // Result is what a Serve call did.
@@ -794,6 +800,10 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			}
 		}
 		if wk.images {
+			if err := s.beforeImages(); err != nil {
+				_ = w.writeFrame(TypeError, 0, message(err.Error()))
+				return connResult{err: err}
+			}
 			if err := s.sendImages(w); err != nil {
 				return connResult{err: err}
 			}
@@ -838,6 +848,18 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 }
 
 // sendImages sends the IMAGES manifest and the files in CHUNK frames.
+// beforeImages runs ServerConfig.BeforeImages, the first time only.
+func (s *Server) beforeImages() error {
+	s.mu.Lock()
+	f := s.cfg.BeforeImages
+	s.cfg.BeforeImages = nil
+	s.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f()
+}
+
 func (s *Server) sendImages(w *wire) error {
 	m := &Images{}
 	for name, b := range s.cfg.Files {
