@@ -622,41 +622,6 @@ func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
 	return fd, nil
 }
 
-// originalHolds reports whether the frozen original of a lazy migration
-// on this host (same boot, stopped by its tracer, the source's freeze)
-// still holds socket:[ino] at image fd f in the network namespace of the
-// process being built: a TCP connection's 4-tuple is then taken there.
-// (Such a connection is not taken over like a listener: the source puts
-// it in repair mode right before it kills the original, which would stop
-// the very socket in the process here.)
-func (r *restorer) originalHolds(f *pb.Fd, ino uint64) (pid int, held bool) {
-	if !r.handOver {
-		return 0, false
-	}
-	if here, err := BootID(); err != nil || r.bootID == "" || here != r.bootID {
-		return 0, false
-	}
-	pid = int(r.imagePid)
-	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
-		return 0, false
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return 0, false
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, int(f.Fd), 0)
-	if err != nil {
-		return 0, false
-	}
-	defer unix.Close(local)
-	var st unix.Stat_t
-	if err := unix.Fstat(local, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != ino {
-		return 0, false
-	}
-	return pid, sameNetns(local, r.pid) == nil
-}
-
 // sameNetns checks that socket sock belongs to the network namespace of
 // pid (SIOCGSKNS opens the socket's namespace: see sock_ioctl in
 // net/socket.c).

@@ -860,9 +860,6 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	if int(st.OutqUnsent) > len(st.Outq) {
 		return 0, fmt.Errorf("socket fd %d: %d unsent bytes of a %d-byte send queue in the image", f.Fd, st.OutqUnsent, len(st.Outq))
 	}
-	if pid, held := r.originalHolds(f, s.Inode); held {
-		return 0, fmt.Errorf("socket fd %d: TCP connection %s: the frozen original pid %d still holds it in this network namespace: a lazy migration on one host cannot rebuild a TCP connection (its 4-tuple is taken) while the original holds it; use dump -D and restore -D, or migrate to another host or network namespace", f.Fd, connName(s), pid)
-	}
 	typ := uintptr(unix.SOCK_STREAM) | unix.SOCK_CLOEXEC
 	if f.Flags&unix.O_NONBLOCK != 0 {
 		typ |= unix.SOCK_NONBLOCK

@@ -8,8 +8,10 @@ import (
 // TestTCPSameHostLazyRefused: a lazy migration on one host (--new-pid) of
 // a process with a loopback TCP connection both ends of which are its own
 // cannot rebuild the connection while the frozen original holds its
-// 4-tuple: the target refuses it, saying why and what to do instead (QA2
-// Q2), and the original is released and runs on with its connection.
+// 4-tuple: the target refuses it before building anything, saying why and
+// what to do instead (QA2 Q2; migrate's checkConnectionsFree), and the
+// original is released and runs on with its connection, both ends of
+// which still carry their bytes.
 func TestTCPSameHostLazyRefused(t *testing.T) {
 	t.Parallel()
 	p := startUnixFix(t, lazyEnv{}, "tcpself")
@@ -18,7 +20,7 @@ func TestTCPSameHostLazyRefused(t *testing.T) {
 	dst := startLazyTarget(t, nil, src.addr)
 	dst.requireExit(t, 1)
 	_, e := dst.output()
-	for _, want := range []string{"the frozen original pid", "a lazy migration on one host cannot rebuild a TCP connection", "use dump -D"} {
+	for _, want := range []string{"the connection still exists in this network namespace", "a lazy migration cannot move an established connection within one network namespace", "use dump -D"} {
 		if !strings.Contains(e, want) {
 			t.Errorf("target stderr lacks %q:\n%s", want, e)
 		}
