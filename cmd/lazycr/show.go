@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/bits"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -126,7 +127,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 				rseq = fmt.Sprintf("%#x", t.Rseq.Addr)
 			}
 			fmt.Fprintf(tw, "  %d\t%#x\t%#x\t%#x\t%s\t%d\t%s\t%s\t%s\n", t.Tid, t.Regs.GetRip(), t.Regs.GetRsp(), t.Regs.GetFsBase(),
-				files.Sigset(t.Sigmask), len(t.Pending), alt, rseq, seccompText(t))
+				blockedText(t.Sigmask), len(t.Pending), alt, rseq, seccompText(t))
 		}
 		tw.Flush()
 
@@ -281,4 +282,22 @@ func humanBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// blockedText renders a thread's blocked set: "-" for none, the names when
+// few are blocked, else "all" or "all but" the few that are not (a thread
+// that blocks everything would otherwise print some 60 names). "All" is
+// every signal but SIGKILL and SIGSTOP, which cannot be blocked
+// (sigprocmask(2)); glibc's sigfillset leaves out its internal signals 32
+// and 33, so such a thread shows "all but SIG32,SIG33".
+func blockedText(m uint64) string {
+	const unblockable = 1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1)
+	if bits.OnesCount64(m) <= 32 {
+		return files.Sigset(m)
+	}
+	missing := ^uint64(unblockable) &^ m
+	if missing == 0 {
+		return "all"
+	}
+	return "all but " + files.Sigset(missing)
 }
