@@ -29,7 +29,14 @@ func newShowCmd(g *globals) *cobra.Command {
 		Long: `show reads the image set in DIR, checks it (format version, checksums, sizes,
 consistency) and prints a summary for people, or with --json the whole image
 set as JSON (protobuf field names; 64-bit integers are strings, as protojson
-writes them).`,
+writes them).
+
+The summary has a table per section: the process tree; each process's
+threads (registers, blocked and pending signals, alternate stack, rseq,
+seccomp), memory areas, fds (with their file locks) and sockets; shared
+memory and what members of a tree share. A thread's BLOCKED column names
+its blocked signals, or says "all" (every signal but SIGKILL and SIGSTOP,
+which cannot be blocked) or "all but" the few it does not block.`,
 		Example: `  lazycr show /tmp/img
   lazycr show --json /tmp/img | jq '.tree.processes[0].threads | length'`,
 		Args: exactArgs(1, "exactly one image directory"),
