@@ -100,7 +100,11 @@ client end only with no byte in flight either way.
 
 File locks the process held (flock, POSIX, OFD) are taken again before it
 runs, without waiting: if another process holds one now, restore fails
-naming the lock and its holder (restore again once it let go).
+naming the lock and its holder (restore again once it let go). With
+--lazy-from on the source's own host the POSIX ones pass from the frozen
+original to the process here; if another process took one in between, the
+source keeps the original stopped rather than let it run without its lock
+("kill -CONT PID" lets it run regardless).
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
