@@ -612,7 +612,7 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 	}
 	if len(s.Name) > 0 {
 		// Its name may still be the frozen original's (unixtake.go).
-		if fd, took, err := r.takeUnix(f); took || err != nil {
+		if fd, took, err := r.takeUnix(f, s.Name); took || err != nil {
 			if took {
 				r.unixState().made[s.Inode] = fd
 				r.unixState().taken[s.Inode] = true
