@@ -81,9 +81,17 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // completes. A client that got the SYN-ACK has sent its ACK, which reaches
 // the listener within a round trip, frozen or not (the kernel completes
 // handshakes in softirq), and then waits in the accept queue, where this
-// check sees it. Only an ACK still in flight after the last check is lost:
-// its later segments meet a listener without the request and are reset
-// (RFC 793 section 3.4, half-open connections), as for a server restart.
+// check sees it.
+//
+// Not exact yet: the kernel goes on completing handshakes while the process
+// is frozen, so a connection that enters the queue after this check (the
+// memory and the rest of the state are read and written meanwhile) or
+// whose ACK is still in flight is reset when the dump kills the process
+// (inet_csk_listen_stop) or meets a listener without its request (RFC 793
+// section 3.4, half-open connections), as for a server restart. Closing that
+// window needs the listener's port in the network lock (dropping new SYNs
+// from this check to the restore, so the clients retransmit them to the
+// restored listener); a busy listener may be refused over every try.
 func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 	what := fmt.Sprintf("fd %d (%s %s)", l.num, SockProto(s), HostPort(s.LocalAddr, s.LocalPort))
 	switch {
