@@ -94,18 +94,22 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // restored listener); a busy listener may be refused over every try.
 func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 	what := fmt.Sprintf("fd %d (%s %s)", l.num, SockProto(s), HostPort(s.LocalAddr, s.LocalPort))
+	conns := fmt.Sprintf("%d connections wait", n)
+	if n == 1 {
+		conns = "1 connection waits"
+	}
 	switch {
 	case d.opts.LazyListeners:
 		d.opts.Log.Info().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
-			Msgf("%s: %d connections wait to be accepted: a restore on this host takes the listener over with them; on another host they are lost", what, n)
+			Msgf("%s: %s to be accepted: a restore on this host takes the listener over with its queue; on another host the queue is lost", what, conns)
 		return nil
 	case d.opts.DropQueuedConnections:
 		d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
-			Msgf("%s: %d connections waiting to be accepted are not carried over (--drop-queued-connections: the clients get a reset)", what, n)
+			Msgf("%s: %s to be accepted, dropped (--drop-queued-connections: the clients get a reset)", what, conns)
 		return nil
 	}
-	return fmt.Errorf("%w: %w: listening socket %s has %d connections waiting to be accepted (pass --drop-queued-connections to drop them)",
-		ErrUnsupported, ErrTransient, what, n)
+	return fmt.Errorf("%w: %w: listening socket %s: %s to be accepted (the program does not accept; pass --drop-queued-connections to drop them)",
+		ErrUnsupported, ErrTransient, what, conns)
 }
 
 func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }

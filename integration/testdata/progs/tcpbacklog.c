@@ -3,9 +3,11 @@
  * queue the test fills, for `lazycr dump` of a listener with connections
  * waiting to be accepted.
  *
- * Usage: tcpbacklog gate GOFILE   accept nothing until GOFILE exists, then
- *                                 accept and serve every connection
- *        tcpbacklog loop          accept and serve connections at once
+ * Usage: tcpbacklog gate GOFILE [mptcp]  accept nothing until GOFILE exists,
+ *                                        then accept and serve every
+ *                                        connection (an MPTCP listener with
+ *                                        mptcp)
+ *        tcpbacklog loop                 accept and serve connections at once
  * Serving a connection: read one line, answer "ok N\n" (N counts the
  * connections served), close.
  * Report: {"pid":N,"port":P} once listening.
@@ -48,12 +50,13 @@ static void serve(int c)
 
 int main(int argc, char **argv)
 {
-	int gate = argc == 3 && strcmp(argv[1], "gate") == 0;
-	if (!gate && !(argc == 2 && strcmp(argv[1], "loop") == 0)) {
-		fprintf(stderr, "usage: tcpbacklog gate GOFILE | tcpbacklog loop\n");
+	int gate = (argc == 3 || argc == 4) && strcmp(argv[1], "gate") == 0;
+	int mptcp = gate && argc == 4 && strcmp(argv[3], "mptcp") == 0;
+	if ((!gate && !(argc == 2 && strcmp(argv[1], "loop") == 0)) || (argc == 4 && !mptcp)) {
+		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop\n");
 		return 2;
 	}
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, mptcp ? 262 /* IPPROTO_MPTCP */ : 0);
 	if (l < 0)
 		die("socket");
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
