@@ -22,6 +22,9 @@ import (
 // refuses naming the listener; `dump --drop-queued-connections` accepts the
 // loss (files/inet.go listenQueue).
 
+// thinkTime is the load client's pause between two connections.
+var thinkTime = 20 * time.Millisecond
+
 type backlogReport struct {
 	Pid  int `json:"pid"`
 	Port int `json:"port"`
@@ -229,6 +232,14 @@ func TestDumpAcceptingServerUnderLoad(t *testing.T) {
 			}
 			mu.Unlock()
 			c.Close()
+			// A load loop's think time (a shell loop of curl takes
+			// milliseconds per request): a pace, not a synchronisation.
+			// The dump reads the listener's queue tens of ms after the
+			// freeze on a loaded machine, and every connection that
+			// completes meanwhile waits in the queue: with 0-5 ms here
+			// the dump took 1-5 tries and ran out of tries in 1 of 25
+			// runs; with 20 ms, 1 try in 19 of 20 runs, 2 in one.
+			time.Sleep(thinkTime)
 		}
 	}()
 	t.Cleanup(func() { close(stop); wg.Wait() })
