@@ -59,6 +59,10 @@ type Dump struct {
 	// TotalMS is the dump proper: the plain dump to its image on disk;
 	// with --lazy the freeze, state and skeleton, until it can serve.
 	TotalMS float64 `json:"total_ms"`
+	// FreezeAttempts is how many freezes the dump took: more than one when
+	// a passing state (unread inotify events, connections waiting to be
+	// accepted …) was refused and the process ran on briefly in between.
+	FreezeAttempts int `json:"freeze_attempts,omitempty"`
 }
 
 // Serve is the source of a lazy migration (dump --lazy): what the page

@@ -32,6 +32,7 @@ type dumpOptions struct {
 	insecure     bool
 	adopt        int
 	statsFile    string
+	dropQueued   bool
 }
 
 func newDumpCmd(g *globals) *cobra.Command {
@@ -69,6 +70,14 @@ written 0600 in a 0700 directory. If the target never resumed the process,
 "kill -CONT PID" lets the original run on instead. A state in /run/lazycr
 whose process is gone (or whose pid now names another process) is removed by
 the next dump --lazy, or by "lazycr unlock --sweep".
+
+A passing state that cannot be restored exactly — unread inotify events, a
+TCP listener with connections waiting to be accepted — makes dump let the
+process run for a moment and freeze it again, up to 5 times (about 150 ms),
+then refuse, naming it. --drop-queued-connections accepts the loss of a
+listener's queued connections instead (their clients get a reset, as if
+the server had restarted); a lazy migration on one host keeps them (the
+target takes the listening socket over with its queue).
 
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.
@@ -150,6 +159,9 @@ github.com/lazycr/lazycr/stats.`,
 			if o.insecure && (o.conn.tokenFile != "" || o.conn.tlsCert != "") {
 				return usagef("--insecure and --token or TLS exclude each other")
 			}
+			if o.dropQueued && o.lazy {
+				return usagef("--drop-queued-connections goes with a plain dump (-D): --lazy keeps a listener's queue on one host")
+			}
 			if o.adopt != 0 {
 				return runAdopt(cmd, g, &o, rec)
 			}
@@ -162,6 +174,7 @@ github.com/lazycr/lazycr/stats.`,
 			}
 			st, err := dump.Dump(cmd.Context(), dump.Options{
 				PID: o.pid, Dir: o.dir, Mode: mode, Version: lazycrVersion(), Log: g.log,
+				DropQueuedConnections: o.dropQueued,
 			})
 			rec.dump(st)
 			if err != nil {
@@ -190,6 +203,7 @@ github.com/lazycr/lazycr/stats.`,
 	f.IntVar(&o.adopt, "adopt", 0, "with --lazy: serve again the stopped original PID of a session whose source died or gave up after the target resumed (state in -D DIR, default /run/lazycr/pid-PID-START)")
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
+	f.BoolVar(&o.dropQueued, "drop-queued-connections", false, "dump a TCP listener even if connections wait in its accept queue: they are dropped and their clients get a reset (without it the dump retries, then refuses)")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
 	registerStatsFile(f, &o.statsFile, "frozen_ms")
 	return cmd
