@@ -55,6 +55,10 @@ type Options struct {
 	// settings it gets.
 	ShellJob bool
 	Termios  TermiosPolicy
+	// NetnsChange accepts restoring a process of another network
+	// namespace of this host, which still exists, in lazycr's (restore
+	// --netns-change; precheck.go). Without it restore refuses.
+	NetnsChange bool
 
 	job *shellJob // set by Build; shared with the members of a tree
 }
@@ -119,6 +123,9 @@ type Process struct {
 	tree  *tree         // a process tree's other members (tree.go); nil for one process
 	shm   *shmState     // shared memory objects, shared by the members (shm.go)
 	given map[int32]int // fds whose description lazycr passes in (tree members)
+	// leftNet is the network namespace the process left (--netns-change):
+	// the image's held lock there is removed once the process runs.
+	leftNet *leftNetns
 }
 
 // PID is the restored process's pid on this host.
@@ -179,6 +186,11 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.set = set
+	// Every refusal the image and the options settle comes first, before
+	// anything is locked, built or torn down (precheck.go).
+	if r.leftNet, err = precheck(set, opts); err != nil {
+		return nil, err
+	}
 	if !opts.Lazy {
 		// Without a page server, lazy runs would come back as zero pages.
 		if err := set.CheckComplete(); err != nil {
@@ -416,6 +428,7 @@ func (r *Process) Resume() error {
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
 	}
 	r.tellWindow() // shelljob.go
+	r.leftNet.release(r.opts)
 	r.Stats.Resume = time.Since(t)
 	r.Stats.Total = time.Since(r.started)
 	return nil

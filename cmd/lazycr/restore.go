@@ -41,6 +41,7 @@ type restoreOptions struct {
 	waitSource time.Duration
 	shellJob   bool
 	termios    string
+	netnsMove  bool
 	statsFile  string
 	rec        *statsRecorder // the --stats-file being recorded, or nil
 }
@@ -97,6 +98,21 @@ connection; a server's accepted end comes back closed by its peer, so the
 process drops it and the client, whose connection ended when the original
 was killed, connects again to the restored listener. The dump records such a
 client end only with no byte in flight either way.
+
+A process dumped in another network namespace of this host (ip netns, a
+container, PrivateNetwork=) is refused while that namespace still exists,
+naming it and the command to restore it there (ip netns exec NAME lazycr
+restore ...): restored in lazycr's namespace it would listen on the wrong
+network. --netns-change accepts the move; the TCP connections held for the
+restore in the old namespace are then released, so their peers see them end
+(a reset) instead of waiting forever. A namespace that is gone, an image of
+another boot and --lazy-from restore where lazycr runs. Mount, UTS and IPC
+namespaces that differ are logged.
+
+Every refusal that depends only on the image and the options (--unix-reconnect,
+--shell-job, --inherit-fd, --netns-change) is decided before anything is
+built or torn down, so the network lock a dump held for the image's TCP
+connections stays and the retry with the option finds the peers waiting.
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
@@ -214,7 +230,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 			defer nf.Close()
 			r, err := restore.Build(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
-				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
+				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios, NetnsChange: o.netnsMove,
 			})
 			job := err == nil && r.TerminalJob()
 			if job {
@@ -278,6 +294,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
 	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
 	f.BoolVar(&o.shellJob, "shell-job", false, "attach a shell job to this terminal (stdin): it joins restore's session (getsid changes), its terminal fds open on this terminal, and it is the foreground job again while restore waits for it")
+	f.BoolVar(&o.netnsMove, "netns-change", false, "restore a process dumped in another network namespace of this host, which still exists, in lazycr's own (default: refuse, naming the namespace and the ip netns exec command to restore it there)")
 	f.StringVar(&o.termios, "shell-job-termios", "auto", "the job's terminal settings: auto (the dumped ones if the program had left cooked mode: raw, cbreak, no echo), dump (always the dumped ones) or keep (this terminal's)")
 	o.conn.register(f)
 	return cmd
