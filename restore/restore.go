@@ -59,6 +59,13 @@ type Options struct {
 	// namespace of this host, which still exists, in lazycr's (restore
 	// --netns-change; precheck.go). Without it restore refuses.
 	NetnsChange bool
+	// Running, if set, is called with the pid once every step of Resume
+	// that can fail is done, just before the process runs: a caller that
+	// prints the pid there never hands out the pid of a process that is
+	// then killed. For a job of lazycr's terminal, the terminal may be
+	// the job's already: lazycr ignores SIGTTOU meanwhile, so a write to
+	// it goes through even with TOSTOP (tty_check_change).
+	Running func(pid int)
 
 	job *shellJob // set by Build; shared with the members of a tree
 }
@@ -412,6 +419,7 @@ func (r *Process) Resume() error {
 	if r.img.StopSignal != 0 {
 		r.b.p.StopOnDetach() // it was in a job-control stop (state T)
 	}
+	r.tellRunning()
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()

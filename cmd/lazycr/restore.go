@@ -228,15 +228,22 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				return err
 			}
 			defer nf.Close()
+			// A job of this terminal's pid is printed by Running; the
+			// others' once Resume returned.
+			printJob := false
 			r, err := restore.Build(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
 				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios, NetnsChange: o.netnsMove,
+				Running: func(pid int) {
+					if printJob {
+						// Said once nothing can fail any more, before the
+						// job runs and may write to the terminal.
+						fmt.Fprintf(o.pidOut(g), "%d\n", pid)
+					}
+				},
 			})
 			job := err == nil && r.TerminalJob()
-			if job {
-				// Said before the job may own the terminal.
-				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
-			}
+			printJob = job
 			if err == nil {
 				err = r.Resume()
 			}
