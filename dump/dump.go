@@ -173,7 +173,7 @@ type Checkpoint struct {
 	tracer    *inject.Tracer
 	proc      *inject.Process
 	frozenAt  time.Time
-	killedAt  *time.Time // when Kill returned (a kill-mode dump)
+	killedAt  *time.Time            // when Kill returned (a kill-mode dump)
 	startTime uint64                // the process's start time (/proc/PID/stat field 22): with pid, its identity
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
@@ -190,6 +190,7 @@ type Checkpoint struct {
 	treePids map[int]bool
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
+	released []heldLock         // POSIX locks ReleaseLocks released (fds.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.

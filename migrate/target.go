@@ -166,6 +166,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	if err := checkTakeover(opts, set); err != nil {
 		return nil, err
 	}
+	if err := checkConnectionsFree(set); err != nil { // tcpcheck.go
+		return nil, err
+	}
 	nf, err := NewNetFixer(opts.Net, opts.Log)
 	if err != nil {
 		return nil, err
@@ -180,6 +183,11 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		Running: func(pid int) {
 			if opts.BeforeResume != nil && r.TerminalJob() {
 				opts.BeforeResume(pid)
+			}
+		},
+		Unprepare: func() {
+			if err := nf.Undo(); err != nil {
+				opts.Log.Warn().Err(err).Msg("undo network changes")
 			}
 		},
 	})

@@ -47,6 +47,13 @@ type Options struct {
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
+	// Unprepare, if set, undoes a Prepare that succeeded when the restore
+	// fails (a failed build, or a resume that failed or was killed): it
+	// runs before the TCP connections' locks go (files.TCPRestore.Abort),
+	// so that a peer's segment arriving then meets no address taken over
+	// here (dropped, retransmitted to wherever the address is again)
+	// rather than an address without its socket (answered with a reset).
+	Unprepare func()
 	// ShellJob attaches a shell job to lazycr's terminal, its stdin
 	// (restore --shell-job; shelljob.go): the process joins lazycr's
 	// session, its fds on its controlling terminal are opened on
@@ -133,6 +140,10 @@ type Process struct {
 	// leftNet is the network namespace the process left (--netns-change):
 	// the image's held lock there is removed once the process runs.
 	leftNet *leftNetns
+	// memberTCP: a lazy tree restore's TCP halves of the members, by
+	// image pid, each holding its member's lock from before Prepare
+	// (lockMembersTCP, tree.go).
+	memberTCP map[uint32]*files.TCPRestore
 }
 
 // PID is the restored process's pid on this host.
@@ -214,11 +225,15 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: lock TCP connections: %w", err)
 		}
 		undo.push(r.tcp.Abort)
+		if err := r.lockMembersTCP(&undo); err != nil { // tree.go
+			return nil, err
+		}
 	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
+		undo.push(r.unprepare)
 	}
 	if err := checkTreeOptions(set, opts); err != nil {
 		return nil, err
@@ -431,6 +446,7 @@ func (r *Process) Resume() error {
 	}()
 	if err != nil {
 		r.giveBack()
+		r.unprepare()
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
@@ -450,6 +466,7 @@ func (r *Process) Kill() {
 		return
 	}
 	r.done = true
+	r.unprepare() // before the TCP locks go (Options.Unprepare)
 	r.killMembers()
 	if r.b != nil {
 		if err := r.b.p.Kill(); err != nil {
@@ -465,6 +482,14 @@ func (r *Process) Kill() {
 		r.uffd = nil
 	}
 	r.closeMemberUffds()
+}
+
+// unprepare runs Options.Unprepare, once.
+func (r *Process) unprepare() {
+	if f := r.opts.Unprepare; f != nil {
+		r.opts.Unprepare = nil
+		f()
+	}
 }
 
 func (r *Process) stubPath() string {
