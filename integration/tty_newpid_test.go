@@ -99,3 +99,67 @@ func TestTtyShellJobSessionLeaderNewPID(t *testing.T) {
 		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7 (the program's status)", l)
 	}
 }
+
+// TestTtyShellJobLazySessionLeader (QA2 Q6): the same session leader
+// migrates lazily on one host (restore --lazy-from --new-pid --shell-job
+// on pty B; the frozen original keeps its pid): it runs on B as B's
+// foreground job, leading a new group in the shell's session, the pid
+// restore prints is its, the source exits 0 and restore exits with the
+// job's status. Before, TIOCSPGRP failed with EPERM after the pid was
+// printed, and the source released the original.
+func TestTtyShellJobLazySessionLeader(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	c := exec.Command(job, reports, "111", "33")
+	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	t.Cleanup(func() { c.Process.Kill(); <-done })
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	if r.Sid != r.Pid {
+		t.Fatalf("on A: session %d; want pid %d leading its session", r.Sid, r.Pid)
+	}
+
+	src := startLazySource(t, nil, r.Pid, "127.0.0.1")
+	b := openPty(t)
+	b.setSize(t, 90, 20)
+	statusB := filepath.Join(dir, "status-b")
+	cmd := lazyCmd(t, nil, "restore", "--lazy-from", src.addr, "--new-pid", "--shell-job")
+	// env(1) passes the page server's secret (lazyCmd's LAZYCR_TOKEN).
+	shB := startJobShell(t, b, statusB, append([]string{"env", cmd.Env[len(cmd.Env)-1]}, cmd.Args...)...)
+	var pid int
+	deadline := time.Now().Add(lazycrTimeout)
+	for pid == 0 {
+		for _, n := range numbersOn(b.output()) {
+			if n > 1 {
+				pid = n
+			}
+		}
+		if st, _ := os.ReadFile(statusB); time.Now().After(deadline) || strings.Contains(string(st), "exit ") {
+			t.Fatalf("no pid on %s within %v; shell: %s; terminal:\n%q", b.path, lazycrTimeout, st, b.output())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	waitForeground(t, pid, b, statusB)
+	b.typeIn(t, "b")
+	r2 := waitTtyReport(t, reports, "b")
+	checkOnTerminal(t, r2, b, 90, 20)
+	if r2.Pid != pid || r2.Sid != shB.Process.Pid {
+		t.Errorf("the report comes from pid %d in session %d, want the printed pid %d in the shell's session %d", r2.Pid, r2.Sid, pid, shB.Process.Pid)
+	}
+	b.waitOutput(t, "got b")
+	src.requireExit(t, 0)
+	b.typeIn(t, "q")
+	if l := waitLine(t, statusB, "exit "); l != "exit 7" {
+		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7; terminal:\n%q", l, b.output())
+	}
+}
