@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -161,5 +162,36 @@ func TestTtyShellJobLazySessionLeader(t *testing.T) {
 	b.typeIn(t, "q")
 	if l := waitLine(t, statusB, "exit "); l != "exit 7" {
 		t.Errorf("the shell on B saw its job (lazycr restore) end with %q, want exit 7; terminal:\n%q", l, b.output())
+	}
+}
+
+// TestTtyShellJobRollbackNoPid (QA2 Q6): a --shell-job restore that fails
+// once the terminal was handed over (failpoint restore.resume) never
+// printed the pid of the process it then killed: restore prints a job's
+// pid only once nothing can fail any more.
+func TestTtyShellJobRollbackNoPid(t *testing.T) {
+	lazycr := failpointLazycr(t)
+	dir := t.TempDir()
+	job := buildCached(t, "ttyjob")
+	a := openPty(t)
+	reports := filepath.Join(dir, "reports")
+	startJobShell(t, a, filepath.Join(dir, "status-a"), job, reports, "111", "33")
+	a.typeIn(t, "a")
+	r := waitTtyReport(t, reports, "a")
+	t.Cleanup(func() { syscall.Kill(r.Pid, syscall.SIGKILL) })
+	img := filepath.Join(dir, "img")
+	if o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(r.Pid), "-D", img); code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	waitGone(t, r.Pid)
+	b := openPty(t)
+	statusB := filepath.Join(dir, "status-b")
+	startJobShell(t, b, statusB, "env", "LAZYCR_FAILPOINT=restore.resume", lazycr, "restore", "-D", img, "--shell-job")
+	if l := waitLine(t, statusB, "exit "); l != "exit 1" {
+		t.Errorf("the shell on B saw restore end with %q, want exit 1", l)
+	}
+	b.waitOutput(t, "injected")
+	if slices.Contains(numbersOn(b.output()), r.Pid) {
+		t.Errorf("the failed restore printed pid %d:\n%q", r.Pid, b.output())
 	}
 }
