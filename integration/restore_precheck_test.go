@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,5 +87,38 @@ func TestRestorePrecheckKeepsTCPLock(t *testing.T) {
 	}
 	if got := tcp.do(t, "INCR", "streamed"); got != "3" {
 		t.Fatalf("INCR after the restore: %q", got)
+	}
+}
+
+// TestRestoreFailBeforeTCPKeepsLock (QA2 Q1): a restore that fails in the
+// fd step before it made any of the image's TCP connections (here: the
+// file at its stdout was moved away, found only when fd 1 is opened)
+// leaves the held network lock: once the file is back, the retry
+// restores the connection and the peer's echo goes on.
+func TestRestoreFailBeforeTCPKeepsLock(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "tcpecho")
+	p, c, _ := tcpPeer(t, bin, false, "server")
+	echoRoundTrip(t, c, "before the dump")
+	dir := dumpKill(t, p)
+	if got := lazycrTables(t, p.pid); len(got) != 1 {
+		t.Fatalf("held locks after the dump: %v; want one", got)
+	}
+	moved := p.outPath + ".moved"
+	if err := os.Rename(p.outPath, moved); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runLazycr(t, "restore", "-D", dir)
+	requireExit1(t, "restore with its stdout file moved away", errOut, code, `fd 1\b.*`+regexp.QuoteMeta(p.outPath))
+	if got := lazycrTables(t, p.pid); len(got) != 1 {
+		t.Fatalf("held locks after a restore that failed before the TCP connections: %v; want the dump's\n%s", got, errOut)
+	}
+	if err := os.Rename(moved, p.outPath); err != nil {
+		t.Fatal(err)
+	}
+	rp := restoreFrom(t, p, dir)
+	echoRoundTrip(t, c, "after the retry")
+	if got := lazycrTables(t, rp.pid); len(got) != 0 {
+		t.Errorf("held locks after the restore: %v", got)
 	}
 }
