@@ -119,6 +119,9 @@ func TestRestoreNetnsRefused(t *testing.T) {
 	if ns := show(t, dir).process(t, p.pid).GetNamespaces(); ns.GetNet() != ino || ns.GetNetName() != h.NsName {
 		t.Errorf("image namespaces %v; want net %d named %s", ns, ino, h.NsName)
 	}
+	if out, _, _ := runLazycr(t, "show", dir); !strings.Contains(out, fmt.Sprintf("net:[%d] (%s)", ino, h.NsName)) {
+		t.Errorf("lazycr show does not name network namespace %s:\n%s", h.NsName, out)
+	}
 
 	_, errOut, code := runLazycr(t, "restore", "-D", dir)
 	requireExit1(t, "restore from another network namespace", errOut, code,
