@@ -67,9 +67,10 @@ type Options struct {
 	// --netns-change; precheck.go). Without it restore refuses.
 	NetnsChange bool
 	// Running, if set, is called with the pid once every step of Resume
-	// that can fail is done, just before the process runs: a caller that
-	// prints the pid there never hands out the pid of a process that is
-	// then killed. For a job of lazycr's terminal, the terminal may be
+	// that can fail is done but the detach itself (PTRACE_DETACH of a
+	// stopped tracee), just before the process runs: a caller that prints
+	// the pid there does not hand out the pid of a process that a later
+	// step kills. For a job of lazycr's terminal, the terminal may be
 	// the job's already: lazycr ignores SIGTTOU meanwhile, so a write to
 	// it goes through even with TOSTOP (tty_check_change).
 	Running func(pid int)
