@@ -211,6 +211,9 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
 				}
+				if o.netnsMove {
+					return usagef("--netns-change goes with -D: --lazy-from restores where lazycr runs")
+				}
 				if o.shellJob && o.detach {
 					return usagef("--shell-job and --detach exclude each other: restore stays in between the shell and the job")
 				}
