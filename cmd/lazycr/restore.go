@@ -212,7 +212,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
 				}
 				if o.netnsMove {
-					return usagef("--netns-change goes with -D: --lazy-from restores where lazycr runs")
+					return usagef("--netns-change and --lazy-from exclude each other: a post-copy restore runs where lazycr runs")
 				}
 				if o.shellJob && o.detach {
 					return usagef("--shell-job and --detach exclude each other: restore stays in between the shell and the job")
