@@ -650,6 +650,11 @@ type TCPRestore struct {
 	closeLater func() error
 	socks      []*tcpSock
 	done       bool
+	// made: a socket for one of the image's connections was created. A
+	// restore that fails before (another fd refused, the stub gone)
+	// leaves the held lock: the connections are intact in the image,
+	// and a retry finds their peers waiting.
+	made bool
 }
 
 // NewTCPRestore makes the TCP half of a restore.
@@ -824,7 +829,10 @@ func goLive(k *tcpSock) error {
 // Abort forgets the re-created connections after the process was killed:
 // lazycr's copies are closed still in repair mode, so the kernel sends
 // nothing. The held lock is removed too (the image's connections are lost:
-// a peer's next segment now meets no socket and is answered with a reset).
+// a peer's next segment now meets no socket and is answered with a reset),
+// unless the restore failed before it created a socket for any of them:
+// then the image's connections are intact, and the lock stays for the
+// next restore.
 func (t *TCPRestore) Abort() {
 	if t == nil {
 		return
@@ -839,6 +847,12 @@ func (t *TCPRestore) Abort() {
 			unix.Close(k.fd)
 			k.fd = -1
 		}
+	}
+	if !t.made && t.owned == nil && t.lock != "" {
+		t.log.Info().Str("table", t.lock).Msg("restore failed before re-creating the image's TCP connections: the held network lock stays for the next restore (lazycr unlock removes it)")
+		t.ns.Close()
+		t.ns = netns.None()
+		return
 	}
 	if err := t.unlock(); err != nil {
 		t.log.Warn().Err(err).Str("table", t.lock).Msg("remove held network lock after a failed restore")
@@ -911,6 +925,7 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("create socket fd %d (TCP connection %s): %w", f.Fd, connName(s), err)
 	}
+	r.tcp.made = true
 	if fd, err = r.moveHigh(fd); err != nil {
 		return 0, fmt.Errorf("create socket fd %d: %w", f.Fd, err)
 	}

@@ -257,7 +257,8 @@ func TestUnixListenPathInUse(t *testing.T) {
 	if err := unix.Lstat(r.Path, &before); err != nil {
 		t.Fatal(err)
 	}
-	b, err := lazyCmd(t, env.dst, "restore", "-D", img, "--new-pid").CombinedOutput()
+	// Into host C on purpose: --netns-change.
+	b, err := lazyCmd(t, env.dst, "restore", "-D", img, "--new-pid", "--netns-change").CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()

@@ -71,7 +71,8 @@ type TargetOptions struct {
 	ShellJob bool
 	Termios  restore.TermiosPolicy
 	// BeforeResume, if set, is called with the pid just before a job of
-	// lazycr's terminal runs (after that the terminal may be the job's).
+	// lazycr's terminal runs, once nothing in its resume can fail any
+	// more (restore.Options.Running).
 	BeforeResume func(pid int)
 }
 
@@ -173,9 +174,17 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	defer nf.Close()
-	r, err := restore.Build(ctx, restore.Options{
+	var r *restore.Process
+	r, err = restore.Build(ctx, restore.Options{
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
 		InheritFds: opts.InheritFds, UnixReconnect: opts.UnixReconnect, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
+		// Once nothing in Resume can fail any more (a pid printed for a
+		// job is then the pid of a running process).
+		Running: func(pid int) {
+			if opts.BeforeResume != nil && r.TerminalJob() {
+				opts.BeforeResume(pid)
+			}
+		},
 		Unprepare: func() {
 			if err := nf.Undo(); err != nil {
 				opts.Log.Warn().Err(err).Msg("undo network changes")
@@ -240,9 +249,6 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			}
 		}
 		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
-	}
-	if opts.BeforeResume != nil && r.TerminalJob() {
-		opts.BeforeResume(r.PID())
 	}
 	if err := r.Resume(); err != nil {
 		return nil, err

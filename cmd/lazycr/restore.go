@@ -41,6 +41,7 @@ type restoreOptions struct {
 	waitSource time.Duration
 	shellJob   bool
 	termios    string
+	netnsMove  bool
 	statsFile  string
 	rec        *statsRecorder // the --stats-file being recorded, or nil
 }
@@ -105,6 +106,21 @@ naming the lock and its holder (restore again once it let go). With
 original to the process here; if another process took one in between, the
 source keeps the original stopped rather than let it run without its lock
 ("kill -CONT PID" lets it run regardless).
+
+A process dumped in another network namespace of this host (ip netns, a
+container, PrivateNetwork=) is refused while that namespace still exists,
+naming it and the command to restore it there (ip netns exec NAME lazycr
+restore ...): restored in lazycr's namespace it would listen on the wrong
+network. --netns-change accepts the move; the TCP connections held for the
+restore in the old namespace are then released, so their peers see them end
+(a reset) instead of waiting forever. A namespace that is gone, an image of
+another boot and --lazy-from restore where lazycr runs. Mount, UTS and IPC
+namespaces that differ are logged.
+
+Every refusal that depends only on the image and the options (--unix-reconnect,
+--shell-job, --inherit-fd, --netns-change) is decided before anything is
+built or torn down, so the network lock a dump held for the image's TCP
+connections stays and the retry with the option finds the peers waiting.
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
@@ -203,6 +219,9 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
 				}
+				if o.netnsMove {
+					return usagef("--netns-change and --lazy-from exclude each other: a post-copy restore runs where lazycr runs")
+				}
 				if o.shellJob && o.detach {
 					return usagef("--shell-job and --detach exclude each other: restore stays in between the shell and the job")
 				}
@@ -220,15 +239,22 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				return err
 			}
 			defer nf.Close()
+			// A job of this terminal's pid is printed by Running; the
+			// others' once Resume returned.
+			printJob := false
 			r, err := restore.Build(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
-				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
+				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios, NetnsChange: o.netnsMove,
+				Running: func(pid int) {
+					if printJob {
+						// Said once nothing can fail any more, before the
+						// job runs and may write to the terminal.
+						fmt.Fprintf(o.pidOut(g), "%d\n", pid)
+					}
+				},
 			})
 			job := err == nil && r.TerminalJob()
-			if job {
-				// Said before the job may own the terminal.
-				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
-			}
+			printJob = job
 			if err == nil {
 				err = r.Resume()
 			}
@@ -286,6 +312,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
 	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
 	f.BoolVar(&o.shellJob, "shell-job", false, "attach a shell job to this terminal (stdin): it joins restore's session (getsid changes), its terminal fds open on this terminal, and it is the foreground job again while restore waits for it")
+	f.BoolVar(&o.netnsMove, "netns-change", false, "restore a process dumped in another network namespace of this host, which still exists, in lazycr's own (default: refuse, naming the namespace and the ip netns exec command to restore it there)")
 	f.StringVar(&o.termios, "shell-job-termios", "auto", "the job's terminal settings: auto (the dumped ones if the program had left cooked mode: raw, cbreak, no echo), dump (always the dumped ones) or keep (this terminal's)")
 	o.conn.register(f, false)
 	return cmd

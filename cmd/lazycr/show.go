@@ -114,6 +114,13 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		fmt.Fprintf(tw, "  %d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", p.Pid, joinU32(p.NsPid), p.Ppid, p.Pgid, p.Sid, len(p.Threads), processState(p), p.Comm, p.Cwd)
 	}
 	tw.Flush()
+	if ns := s.Root().GetNamespaces(); ns != nil {
+		net := fmt.Sprintf("net:[%d]", ns.Net)
+		if ns.NetName != "" {
+			net += " (" + ns.NetName + ")" // restore refuses another namespace while this one exists
+		}
+		fmt.Fprintf(w, "  namespaces %s mnt:[%d] uts:[%d] ipc:[%d] pid:[%d]\n", net, ns.Mnt, ns.Uts, ns.Ipc, ns.Pid)
+	}
 	writeTreeSharing(w, s)
 	writeSharedMemory(w, s) // show_shm.go
 
