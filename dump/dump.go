@@ -124,9 +124,9 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 			removeOutput(opts.Dir, cp.dirMade)
 			return nil, err
 		}
-		// The held lock first: if it cannot be taken the dump fails as a
-		// whole (the process keeps its connections, no image is left).
-		if err := cp.tcp.Hold(); err != nil {
+		// The held locks first: if one cannot be taken the dump fails as
+		// a whole (the processes keep their connections, no image is left).
+		if err := cp.holdTCP(); err != nil {
 			cp.abort()
 			removeOutput(opts.Dir, cp.dirMade)
 			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", opts.PID, err)
@@ -475,12 +475,9 @@ func (cp *Checkpoint) Kill() error {
 		return nil
 	}
 	// The held locks go in before the processes die: their TCP peers
-	// must never meet a missing socket (files.TCPDump). Every member's
-	// too: a member's sockets closed out of repair mode would send a FIN.
-	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
-		if err := m.tcp.Hold(); err != nil {
-			return errors.Join(fmt.Errorf("hold TCP connections of pid %d: %w", m.pid, err), cp.Release())
-		}
+	// must never meet a missing socket (files.TCPDump).
+	if err := cp.holdTCP(); err != nil {
+		return errors.Join(fmt.Errorf("hold TCP connections: %w", err), cp.Release())
 	}
 	cp.done = true
 	// Descendants first, the deepest last-listed first.
@@ -497,6 +494,18 @@ func (cp *Checkpoint) Kill() error {
 		errs = append(errs, m.tcp.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// holdTCP holds the TCP connections of the root and of every member (a
+// member's sockets closed out of repair mode would send a FIN); on
+// failure the ones it held are resumed by the caller's Release.
+func (cp *Checkpoint) holdTCP() error {
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if err := m.tcp.Hold(); err != nil {
+			return fmt.Errorf("pid %d: %w", m.pid, err)
+		}
+	}
+	return nil
 }
 
 // parentOf names the parent of pid (zero if unknown).

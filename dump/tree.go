@@ -466,6 +466,13 @@ func (cp *Checkpoint) memberSockets() (map[uint64]bool, error) {
 // an end of a split pair has none (the end is handed over ready-made).
 // nginx passes: its master holds both ends of every worker's channel,
 // owns them, and the workers share them.
+// pairEnd tells an end of an unnamed connected pair (socketpair(2)): no
+// name, not a listener or accepted from one, its peer dumped and alive.
+func pairEnd(s *pb.UnixSocket) bool {
+	return s.Peer != 0 && len(s.Name) == 0 && !s.Listening && s.Listener == 0 && !s.Accepted &&
+		s.External == nil && !s.PeerClosed && len(s.DeadPeerName) == 0
+}
+
 func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) ([]*pb.SplitPair, error) {
 	users := map[[2]int64]bool{}
 	for _, sf := range shared {
@@ -501,10 +508,18 @@ func checkMade(root int, refs []liveRef, shared []*pb.SharedFile) ([]*pb.SplitPa
 	paired := map[uint64]bool{}
 	for _, r := range own {
 		s := r.fd.GetUnixSocket()
-		if made[r.pid][s.Peer] || paired[s.Inode] {
+		// Listeners, bound or accepted sockets, peers outside the tree
+		// or gone are files' (unixlisten.go, unixext.go, unixdead.go),
+		// which refuses what crosses members; only an unnamed pair end
+		// can be half of a split pair.
+		if !pairEnd(s) || made[r.pid][s.Peer] || paired[s.Inode] {
 			continue
 		}
 		peer, ok := maker[s.Peer]
+		if ok && !pairEnd(peer.fd.GetUnixSocket()) {
+			return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d] of pid %d, a named or accepted socket of another member; not restored across members yet",
+				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer, peer.pid)
+		}
 		if !ok {
 			return nil, fmt.Errorf("dump pid %d: %w: fd kind unix socket: pid %d fd %d (socket:[%d]) is connected to socket:[%d], which no member holds as its own description",
 				root, ErrUnsupported, r.pid, r.fd.Fd, s.Inode, s.Peer)

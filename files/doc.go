@@ -4,8 +4,9 @@
 // inotify, inet socket (UDP, UDP-Lite, listening TCP), established or
 // half-closed TCP connection (TCP_REPAIR, tcp.go and tcpfin.go), unix
 // socket (pairs unixsock.go, listeners and named sockets unixlisten.go,
-// peers outside unixext.go, take-over on the dumping host unixtake.go),
-// inherited fd — each
+// peers outside unixext.go, queued messages unixmsg.go, closed peers
+// unixdead.go, take-over on the dumping host unixtake.go), inherited fd —
+// each
 // holding both halves: reading the fd from /proc and a pidfd_getfd(2)
 // copy, its image message, rebuilding it by remote syscalls in the restore
 // stub, and its `show` line. What is shared by all kinds lives in dump.go

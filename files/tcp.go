@@ -992,11 +992,11 @@ func repairSocket(fd int, num int32, s *pb.InetSocket, raw rawSocketFunc) error 
 			return fmt.Errorf("restore send queue: %w", err)
 		}
 	}
-	if st.Window != nil {
-		w := kabi.TCPRepairWindow{SndWl1: st.Window.SndWl1, SndWnd: st.Window.SndWnd, MaxWindow: st.Window.MaxWindow, RcvWnd: st.Window.RcvWnd, RcvWup: st.Window.RcvWup}
-		w = fins.window(w, recvStart+uint32(len(st.Inq)))
-		if err := kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w.Encode()); err != nil {
-			return fmt.Errorf("set TCP_REPAIR_WINDOW: %w", err)
+	var window kabi.TCPRepairWindow
+	if w := st.Window; w != nil {
+		window = kabi.TCPRepairWindow{SndWl1: w.SndWl1, SndWnd: w.SndWnd, MaxWindow: w.MaxWindow, RcvWnd: w.RcvWnd, RcvWup: w.RcvWup}
+		if err := setWindow(fd, fins.window(window, recvStart+uint32(len(st.Inq)))); err != nil {
+			return err
 		}
 	}
 	if unsent := st.Outq[len(sent):]; len(unsent) > 0 {
@@ -1018,6 +1018,18 @@ func repairSocket(fd int, num int32, s *pb.InetSocket, raw rawSocketFunc) error 
 			return err
 		}
 		if err := restoreFins(fd, st, lap, pap, raw); err != nil {
+			return err
+		}
+	}
+	if st.Window != nil && (st.OutqUnsent > 0 || fins.ours || fins.peers) {
+		// What went out since the window was set (the unsent tail and an
+		// unsent FIN, tried and dropped by the lock; the socket's ACK of
+		// the peer's FIN) advertised a window from the repair-time
+		// buffers (tcp_select_window moves rcv_wup and rcv_wnd), and the
+		// injected segments moved snd_wl1 (and, acknowledging our FIN,
+		// snd_wnd): the dumped window again, valid now that rcv_nxt is
+		// past the peer's FIN.
+		if err := setWindow(fd, window); err != nil {
 			return err
 		}
 	}
@@ -1043,6 +1055,14 @@ func connEnds(s *pb.InetSocket) (local, peer netip.AddrPort, err error) {
 		return local, peer, fmt.Errorf("peer address %q: %w", s.PeerAddr, err)
 	}
 	return netip.AddrPortFrom(l.Unmap(), uint16(s.LocalPort)), netip.AddrPortFrom(p.Unmap(), uint16(s.PeerPort)), nil
+}
+
+// setWindow sets TCP_REPAIR_WINDOW.
+func setWindow(fd int, w kabi.TCPRepairWindow) error {
+	if err := kabi.SetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w.Encode()); err != nil {
+		return fmt.Errorf("set TCP_REPAIR_WINDOW: %w", err)
+	}
+	return nil
 }
 
 // notForConnection: an option of the generic table (sockopts.go) that a

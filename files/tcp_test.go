@@ -444,6 +444,21 @@ func dumpAndRebuild(c int) (int, *pb.InetSocket, error) {
 		unix.Close(n)
 		return -1, nil, err
 	}
+	// Still in repair mode: the window is the dumped one. (Read alone: a
+	// peek at the receive queue, as readStream does, lets the kernel
+	// advertise the repair-time 1 GiB buffer, tcp_cleanup_rbuf.)
+	wb := make([]byte, kabi.TCPRepairWindowLen)
+	k, err := kabi.GetsockoptBytes(n, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, wb)
+	if err != nil {
+		unix.Close(n)
+		return -1, nil, err
+	}
+	w, _ := kabi.DecodeTCPRepairWindow(wb[:k])
+	if want := s.Tcp.Window; w.SndWl1 != want.SndWl1 || w.SndWnd != want.SndWnd || w.MaxWindow != want.MaxWindow ||
+		w.RcvWnd != want.RcvWnd || w.RcvWup != want.RcvWup {
+		unix.Close(n)
+		return -1, nil, fmt.Errorf("rebuilt window %+v, want %v", w, want)
+	}
 	if err := goLive(&tcpSock{fd: n, num: 9, s: s}); err != nil {
 		unix.Close(n)
 		return -1, nil, err

@@ -108,8 +108,8 @@ func (d *dumper) dumpUnixPending(l *liveFd, diag unixDiag, s *pb.UnixSocket) err
 // dump's. Any other socket whose peer has closed (a client whose server
 // went away: getpeername(2) still names the server) is refused.
 func (d *dumper) dumpUnixOrphan(l *liveFd, diag unixDiag, s *pb.UnixSocket) error {
-	if !diag.named {
-		return refuseUnix("socket:[%d] is connected to a socket that is closed", l.ino)
+	if _, accepted := d.unixListenerIn(diag); !diag.named || !accepted {
+		return d.dumpUnixDeadPeer(l, diag, s) // unixdead.go
 	}
 	ln, err := d.unixListenerOf(l.ino, diag)
 	if err != nil {

@@ -102,6 +102,10 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		// socket others connected to is TCP_ESTABLISHED too:
 		// unix_dgram_connect marks both.)
 		err = d.dumpUnixPending(l, diag, s) // unixlisten.go
+	case diag.state == tcpEstablished:
+		// A datagram socket connected to one that is gone, or one that
+		// others connected to (unixdead.go tells them apart).
+		err = d.dumpUnixDeadPeer(l, diag, s)
 	default:
 		err = d.dumpUnixUnconnected(l, diag, s) // unixlisten.go
 	}
@@ -234,6 +238,8 @@ func (unixSocket) show(f *pb.Fd) string {
 		if len(s.PendingExternal) > 0 {
 			d += fmt.Sprintf(", %d from outside the dump waiting", len(s.PendingExternal))
 		}
+	case s.PeerClosed:
+		d += fmt.Sprintf(" connected to %s, which has closed", unixName(s.DeadPeerName))
 	case s.External != nil && s.Accepted:
 		d += fmt.Sprintf(" accepted on %s from socket:[%d] outside the dump (held by pids %v)", unixName(s.Name), s.External.Inode, s.External.Pids)
 	case s.External != nil:
@@ -354,6 +360,8 @@ func (unixSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	switch {
 	case s.External != nil:
 		return r.makeUnixExternal(f) // unixext.go
+	case s.PeerClosed:
+		return r.makeUnixDeadPeer(f) // unixdead.go
 	case s.Listening:
 		if err := r.makeUnixListener(s.Inode); err != nil { // unixlisten.go
 			return 0, err

@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"testing/fstest"
 
@@ -289,6 +290,8 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 26, Flags: unix.O_RDWR, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_STREAM, Protocol: unix.IPPROTO_TCP,
 			LocalAddr: "10.0.0.2", LocalPort: 8080, PeerAddr: "10.0.0.1", PeerPort: 51235, Inode: 9005,
 			Tcp: &pb.TcpStream{State: 4, InqSeq: 0x2000, OutqSeq: 0x3000, Outq: []byte("bye"), OutqUnsent: 3, FinUnsent: true, MssClamp: 1460}}}},
+		{Fd: 28, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9018, Type: unix.SOCK_STREAM,
+			PeerClosed: true, DeadPeerName: []byte("/run/gone.sock"), Data: []byte("bye"), Shutdown: 3}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
@@ -296,6 +299,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 // shares with the child (Tree.SplitPairs).
 func withSplitEnd(t *pb.FdTable) *pb.FdTable {
 	t.Fds = append(t.Fds, &pb.Fd{Fd: 27, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9030, Peer: 9031, Type: unix.SOCK_STREAM, Data: []byte("ping")}}})
+	slices.SortFunc(t.Fds, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) }) // an image lists fds in order
 	return t
 }
 

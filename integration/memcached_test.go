@@ -149,7 +149,13 @@ func TestMemcachedDumpRestore(t *testing.T) {
 	totalBefore, currBefore := m.stat(t, "total_connections"), m.stat(t, "curr_connections")
 
 	// A pipeline the test does not read yet: replies pile up in
-	// memcached's socket (and the test's), requests in flight.
+	// memcached's socket (and the test's), requests in flight. The
+	// test's receive buffer is fixed small (SO_RCVBUF turns autotuning
+	// off, tcp(7)) so that memcached's socket keeps replies queued until
+	// the dump (TestTCPRedisDumpRestore says why).
+	if err := c.(*net.TCPConn).SetReadBuffer(128 << 10); err != nil {
+		t.Fatal(err)
+	}
 	const n = 20000
 	sent := make(chan error, 1)
 	go func() {

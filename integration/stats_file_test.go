@@ -149,9 +149,12 @@ func TestStatsFileLazy(t *testing.T) {
 	if l.PushPhaseBytes < mib<<20 {
 		t.Errorf("target: push phase installed %d bytes, want at least the %d MiB populated", l.PushPhaseBytes, mib)
 	}
-	if got := (l.PagesFault + l.PagesFaultAround + l.PagesPush) * 4096; got != l.PushPhaseBytes {
-		t.Errorf("target: pages by fault %d + fault-around %d + push %d = %d bytes, push_phase_bytes %d",
-			l.PagesFault, l.PagesFaultAround, l.PagesPush, got, l.PushPhaseBytes)
+	if got := (l.PagesFault + l.PagesFaultAround + l.PagesPush - l.PagesSourceZero) * 4096; got != l.PushPhaseBytes {
+		t.Errorf("target: pages by fault %d + fault-around %d + push %d - zero at the source %d = %d bytes, push_phase_bytes %d",
+			l.PagesFault, l.PagesFaultAround, l.PagesPush, l.PagesSourceZero, got, l.PushPhaseBytes)
+	}
+	if l.PagesSourceZero > sv.ZeroPages { // fewer if some arrived twice (a push racing a fault)
+		t.Errorf("target installed %d pages the source sent as zero, the source sent only %d", l.PagesSourceZero, sv.ZeroPages)
 	}
 	if l.Lost != 0 || l.Poisoned != 0 {
 		t.Errorf("target: lost %d, poisoned %d pages in a clean migration", l.Lost, l.Poisoned)

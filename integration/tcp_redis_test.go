@@ -133,7 +133,14 @@ func TestTCPRedisDumpRestore(t *testing.T) {
 	}
 
 	// A pipeline the test does not read yet: replies pile up in redis's
-	// socket (and the test's), requests in flight.
+	// socket (and the test's), requests in flight. The test's receive
+	// buffer is fixed small (SO_RCVBUF turns autotuning off, tcp(7)), so
+	// the ~6 MB of replies cannot all sit in it (net.ipv4.tcp_rmem's max
+	// is 32 MiB here): redis's socket must keep some queued, however fast
+	// it and the test ran, until the dump.
+	if err := c.(*net.TCPConn).SetReadBuffer(128 << 10); err != nil {
+		t.Fatal(err)
+	}
 	const n = 20000
 	sent := make(chan error, 1)
 	go func() {

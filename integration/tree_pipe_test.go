@@ -62,6 +62,66 @@ func TestTreePipeHeldOutside(t *testing.T) {
 	lines.check(t)
 }
 
+// TestTreePipeRdwrHeldOutside: as TestTreePipeHeldOutside, but both
+// members write through a read-write description of the test's pipe
+// (fd 5, reopened O_RDWR through /proc): restored, that fd must still be
+// writable and still the test's pipe.
+func TestTreePipeRdwrHeldOutside(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "rdwr")
+	cmd.ExtraFiles = []*os.File{r, w}
+	p := startCmd(t, cmd)
+	w.Close()
+	lines := watchPipe(t, r, tickLine)
+	var rep struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+	waitReport(t, p, &rep)
+	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	lines.waitAll(t, 3, "root", "child")
+	dir := dumpKill(t, p)
+	waitGone(t, rep.Child)
+	lines.waitEOF(t)
+	before := lines.snapshot()
+	rp := restoreFrom(t, p, dir)
+	lines.waitAll(t, max(before["root"], before["child"])+5, "root", "child")
+	for _, pid := range []int{rep.Pid, rep.Child} {
+		if fl := statusFlags(t, pid, 5); fl&unix.O_ACCMODE != unix.O_RDWR {
+			t.Errorf("pid %d fd 5 has flags %#o after restore, want O_RDWR", pid, fl)
+		}
+	}
+	lines.check(t)
+	if s := rp.stderr(); s != "" {
+		t.Errorf("the tree complains:\n%s", s)
+	}
+}
+
+// statusFlags returns the flags /proc/PID/fdinfo/FD shows.
+func statusFlags(t *testing.T, pid, fd int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "flags:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+			if err != nil {
+				t.Fatalf("fdinfo of pid %d fd %d: flags %q: %v", pid, fd, v, err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("fdinfo of pid %d fd %d has no flags: %s", pid, fd, b)
+	return 0
+}
+
 // TestTreePipeOneMemberHeldOutside: the root alone holds both ends of the
 // test's pipe (its child closed them): after dump -D and restore -D the
 // root's counter carries on in the test's pipe (a member holding both
@@ -152,8 +212,13 @@ func TestTreePipeHeldOutsideForeignBoot(t *testing.T) {
 		t.Fatalf("lazycr restore: exit %d\n%s%s", code, o, e)
 	}
 	adopt(t, rep.Pid)
-	if want := fmt.Sprintf("held by pid %d outside the tree, which cannot be rejoined", os.Getpid()); !strings.Contains(e, want) {
-		t.Errorf("restore does not say %q:\n%s", want, e)
+	for _, want := range []string{
+		fmt.Sprintf("held by pid %d outside the tree, which cannot be rejoined", os.Getpid()),
+		fmt.Sprintf("use --inherit-fd 3 to pass one for fd 3 of pid %d", rep.Pid),
+	} {
+		if !strings.Contains(e, want) {
+			t.Errorf("restore does not say %q:\n%s", want, e)
+		}
 	}
 	ours := fmt.Sprintf("pipe:[%d]", st.Ino)
 	var targets []string

@@ -70,6 +70,9 @@ type TargetOptions struct {
 	// terminal's foreground job is TargetResult.Job.
 	ShellJob bool
 	Termios  restore.TermiosPolicy
+	// BeforeResume, if set, is called with the pid just before a job of
+	// lazycr's terminal runs (after that the terminal may be the job's).
+	BeforeResume func(pid int)
 }
 
 // DefaultAbortWindow is TargetOptions.AbortWindow's default.
@@ -229,6 +232,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			}
 		}
 		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
+	}
+	if opts.BeforeResume != nil && r.TerminalJob() {
+		opts.BeforeResume(r.PID())
 	}
 	if err := r.Resume(); err != nil {
 		return nil, err

@@ -623,9 +623,18 @@ func TestPushCreditOnRelease(t *testing.T) {
 			t.Fatalf("%d bytes pushed, want the %d of the window", got, PushWindow)
 		}
 	}
-	srv.mu.Lock()
-	pushed := srv.res.PushBytes
-	srv.mu.Unlock()
+	// The server counts a frame after its write returns, which may be
+	// after the client read it: wait for the count (bounded).
+	var pushed int64
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		srv.mu.Lock()
+		pushed = int64(srv.res.PushBytes)
+		srv.mu.Unlock()
+		if pushed >= PushWindow || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
 	if got != PushWindow || pushed != PushWindow {
 		t.Fatalf("with nothing released: %d bytes received, %d pushed; want the window, %d", got, pushed, PushWindow)
 	}

@@ -38,6 +38,7 @@ type tree struct {
 	members []*Process                 // live members but the root, in image order
 	zombies []*pb.Process
 	pipes   map[uint64][2]int // lazycr's read and write ends of pipes between members
+	pipeRW  map[uint64]int    // lazycr's read-write description of such a pipe, if an fd has one
 	split   map[[2]int64]int  // (pid, fd) of an end of a split socket pair → lazycr's copy
 	closers []func()
 }
@@ -62,7 +63,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 	if len(procs) == 1 {
 		return nil
 	}
-	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}, split: map[[2]int64]int{}}
+	t := &tree{procs: map[uint32]*inject.Process{r.img.Pid: r.b.p}, pipes: map[uint64][2]int{}, pipeRW: map[uint64]int{}, split: map[[2]int64]int{}}
 	r.tree = t
 	undo.push(func() {
 		for _, m := range t.members {
@@ -381,9 +382,12 @@ func (r *Process) giveShared(m *Process) error {
 		if !ok {
 			return fmt.Errorf("restore pid %d fd %d: pipe:[%d] between members was not made", m.img.Pid, f.Fd, p.Inode)
 		}
-		if p.WriteEnd {
+		switch {
+		case p.WriteEnd:
 			m.given[f.Fd] = ends[1]
-		} else {
+		case isRdwrPipe(f):
+			m.given[f.Fd] = t.pipeRW[p.Inode]
+		default:
 			m.given[f.Fd] = ends[0]
 		}
 	}
@@ -434,7 +438,10 @@ func (r *Process) makeTreePipes() error {
 	if t == nil {
 		return nil
 	}
-	flags := map[uint64]*[2]uint32{}
+	// The status flags of each end, and of a read-write description
+	// (index 2: an fd opened O_RDWR on the pipe, both ends at once).
+	flags := map[uint64]*[3]uint32{}
+	rw := map[uint64]bool{}
 	for _, p := range r.set.Tree.Processes {
 		for _, f := range r.set.Fds[p.Pid].GetFds() {
 			pp := f.GetPipe()
@@ -443,12 +450,16 @@ func (r *Process) makeTreePipes() error {
 			}
 			fl := flags[pp.Inode]
 			if fl == nil {
-				fl = &[2]uint32{unix.O_RDONLY, unix.O_WRONLY}
+				fl = &[3]uint32{unix.O_RDONLY, unix.O_WRONLY, unix.O_RDWR}
 				flags[pp.Inode] = fl
 			}
-			if pp.WriteEnd {
+			switch {
+			case pp.WriteEnd:
 				fl[1] = f.Flags
-			} else {
+			case isRdwrPipe(f):
+				fl[2] = f.Flags
+				rw[pp.Inode] = true
+			default:
 				fl[0] = f.Flags
 			}
 		}
@@ -478,12 +489,30 @@ func (r *Process) makeTreePipes() error {
 			}
 			data = data[n:]
 		}
+		if rw[tp.Inode] {
+			// A new description of the same pipe, opened read-write
+			// through lazycr's read end (pipe_open in fs/pipe.c allows
+			// it; fifo(7): such an open never blocks).
+			path := fmt.Sprintf("/proc/self/fd/%d", p[0])
+			fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("restore: reopen pipe:[%d] read-write: %w", tp.Inode, os.NewSyscallError("open", err))
+			}
+			t.closers = append(t.closers, func() { unix.Close(fd) })
+			t.pipeRW[tp.Inode] = fd
+		}
 		if fl := flags[tp.Inode]; fl != nil {
-			for end := range 2 {
-				if end == inherited {
+			for end := range 3 {
+				fd := t.pipeRW[tp.Inode]
+				switch {
+				case end == inherited:
 					continue // the caller's description, as passed (files: inherited fds keep their flags)
+				case end < 2:
+					fd = p[end]
+				case !rw[tp.Inode]:
+					continue
 				}
-				if _, err := unix.FcntlInt(uintptr(p[end]), unix.F_SETFL, int(fl[end]&^unix.O_CLOEXEC)); err != nil {
+				if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(fl[end]&^unix.O_CLOEXEC)); err != nil {
 					return fmt.Errorf("restore: set flags %#o of pipe:[%d]: %w", fl[end], tp.Inode, os.NewSyscallError("fcntl F_SETFL", err))
 				}
 			}
@@ -524,13 +553,24 @@ func (r *Process) treePipe(tp *pb.TreePipe, boot string) (p [2]int, live bool, i
 			log.Info().Int("holder", holder).Msgf("pipe:[%d] between members is still alive here (held by pid %d since the dump): members rejoined to it", tp.Inode, holder)
 			return ends, true, -1, nil
 		}
+		hint := ""
+		if f, pid := r.firstPipeFd(tp.Inode); f != nil {
+			hint = fmt.Sprintf(" (use --inherit-fd %d to pass one for fd %d of pid %d)", f.Fd, f.Fd, pid)
+		}
 		log.Warn().Err(err).Uint32("holder", tp.Outside[0].Pid).
-			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid)
+			Msgf("pipe:[%d] between members was also held by pid %d outside the tree, which cannot be rejoined: the members share a fresh pipe that pid %d does not see%s", tp.Inode, tp.Outside[0].Pid, tp.Outside[0].Pid, hint)
 	}
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return p, false, -1, fmt.Errorf("restore: create pipe:[%d]: %w", tp.Inode, os.NewSyscallError("pipe2", err))
 	}
 	return p, false, -1, nil
+}
+
+// isRdwrPipe reports whether image fd f is a pipe opened O_RDWR (both
+// ends in one description; files' pipe.go records it as a read end).
+func isRdwrPipe(f *pb.Fd) bool {
+	p := f.GetPipe()
+	return p != nil && !p.WriteEnd && f.Flags&unix.O_ACCMODE == unix.O_RDWR
 }
 
 // inheritedPipeFd returns the first image fd of pipe:[ino], in tree order,
@@ -539,9 +579,20 @@ func (r *Process) inheritedPipeFd(ino uint64) (*pb.Fd, uint32) {
 	if len(r.opts.InheritFds) == 0 {
 		return nil, 0
 	}
+	return r.pipeFd(ino, func(f *pb.Fd) bool { return slices.Contains(r.opts.InheritFds, int(f.Fd)) })
+}
+
+// firstPipeFd returns the first image fd of pipe:[ino] in tree order.
+func (r *Process) firstPipeFd(ino uint64) (*pb.Fd, uint32) {
+	return r.pipeFd(ino, func(*pb.Fd) bool { return true })
+}
+
+// pipeFd returns the first image fd of pipe:[ino], in tree order, that
+// is no dup and that ok accepts, and its member's pid.
+func (r *Process) pipeFd(ino uint64, ok func(*pb.Fd) bool) (*pb.Fd, uint32) {
 	for _, p := range r.set.Tree.Processes {
 		for _, f := range r.set.Fds[p.Pid].GetFds() {
-			if pp := f.GetPipe(); pp != nil && pp.Inode == ino && f.DupOf == nil && slices.Contains(r.opts.InheritFds, int(f.Fd)) {
+			if pp := f.GetPipe(); pp != nil && pp.Inode == ino && f.DupOf == nil && ok(f) {
 				return f, p.Pid
 			}
 		}

@@ -22,7 +22,8 @@
 //	  "lazy": {
 //	    "freeze_to_resume_ms": 31.2, "fetch_ms": 3.1,
 //	    "push_phase_ms": 702.4, "push_phase_bytes": 1073741824, "push_phase_gb_per_s": 1.53,
-//	    "pages_fault": 12, "pages_fault_around": 180, "pages_push": 261952, "pages_zero": 0,
+//	    "pages_fault": 12, "pages_fault_around": 180, "pages_push": 261952,
+//	    "pages_source_zero": 0, "pages_zero": 0,
 //	    "faults": 14, "faults_by": {"request": 12, "push": 2},
 //	    "fault_p50_ms": 0.081, "fault_p90_ms": 0.2, "fault_p99_ms": 0.9, "fault_max_ms": 0.9,
 //	    "requests": 12, "reconnects": 0, "poisoned": 0, "lost": 0, …

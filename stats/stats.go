@@ -24,13 +24,17 @@ type File struct {
 	Start   time.Time `json:"start"`    // when the command started (RFC 3339, this host's clock)
 	TotalMS float64   `json:"total_ms"` // the whole command, start to the file being written
 	// Error is the command's error message; absent exactly when the
-	// command succeeded (exit 0).
-	Error   string   `json:"error,omitempty"`
-	Dump    *Dump    `json:"dump,omitempty"`
-	Serve   *Serve   `json:"serve,omitempty"`
-	Restore *Restore `json:"restore,omitempty"`
-	Lazy    *Lazy    `json:"lazy,omitempty"`
-	Demo    *Demo    `json:"demo,omitempty"`
+	// command succeeded.
+	Error string `json:"error,omitempty"`
+	// JobExitStatus is, for restore --shell-job, the exit status of the
+	// foreground job restore waited for, when not 0 (lazycr exits with it;
+	// the restore itself succeeded).
+	JobExitStatus int      `json:"job_exit_status,omitempty"`
+	Dump          *Dump    `json:"dump,omitempty"`
+	Serve         *Serve   `json:"serve,omitempty"`
+	Restore       *Restore `json:"restore,omitempty"`
+	Lazy          *Lazy    `json:"lazy,omitempty"`
+	Demo          *Demo    `json:"demo,omitempty"`
 }
 
 // Dump is what the dump itself did (dump.Stats; `lazycr dump --stats`).
@@ -70,16 +74,20 @@ type Serve struct {
 	PushPhaseMS     float64 `json:"push_phase_ms"`
 	PushPhaseBytes  uint64  `json:"push_phase_bytes"`
 	PushPhaseGBPerS float64 `json:"push_phase_gb_per_s"`
-	RequestPages    uint64  `json:"request_pages"` // sent in answer to the target's requests (faults)
-	RequestBytes    uint64  `json:"request_bytes"`
-	PushPages       uint64  `json:"push_pages"` // sent by the background push
-	PushBytes       uint64  `json:"push_bytes"`
-	Requests        uint64  `json:"requests"`    // requests answered
-	Refused         uint64  `json:"refused"`     // requests refused (outside the lazy runs)
-	AckedPages      uint64  `json:"acked_pages"` // lazy pages the target acknowledged
-	Reconnects      int     `json:"reconnects"`
-	ServingMS       float64 `json:"serving_ms"` // the page server's whole run
-	Done            bool    `json:"done"`       // the target reported DONE
+	// Pages sent in answer to the target's requests (faults) and by the
+	// background push, with their bytes; ZeroPages of them read as all
+	// zero bytes and went without their bytes (a ZERO frame).
+	RequestPages uint64  `json:"request_pages"`
+	RequestBytes uint64  `json:"request_bytes"`
+	PushPages    uint64  `json:"push_pages"`
+	PushBytes    uint64  `json:"push_bytes"`
+	ZeroPages    uint64  `json:"zero_pages"`
+	Requests     uint64  `json:"requests"`    // requests answered
+	Refused      uint64  `json:"refused"`     // requests refused (outside the lazy runs)
+	AckedPages   uint64  `json:"acked_pages"` // lazy pages the target acknowledged
+	Reconnects   int     `json:"reconnects"`
+	ServingMS    float64 `json:"serving_ms"` // the page server's whole run
+	Done         bool    `json:"done"`       // the target reported DONE
 }
 
 // Restore is the build of the process (restore.Stats; `lazycr restore
@@ -118,7 +126,10 @@ type Lazy struct {
 	PagesFault       uint64 `json:"pages_fault"`        // requested by a fault, which waited for them
 	PagesFaultAround uint64 `json:"pages_fault_around"` // neighbours of a fault, or in flight when it came
 	PagesPush        uint64 `json:"pages_push"`         // the background push
-	PagesZero        uint64 `json:"pages_zero"`         // zero pages, no transfer
+	// PagesSourceZero: of the three above, the pages the source read as
+	// all zero bytes, installed with UFFDIO_ZEROPAGE (no bytes moved).
+	PagesSourceZero uint64 `json:"pages_source_zero"`
+	PagesZero       uint64 `json:"pages_zero"` // faults on pages that were never lazy or were dropped: zero, no request
 	// Faults read from the uffds, and by how each was served: keys
 	// "request", "fault-around", "push", "present", "zero", "aborted"
 	// (only those that occurred).

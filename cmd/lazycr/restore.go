@@ -319,14 +319,22 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--shell-job-termios: %w", err)}
 	}
+	terminalJob := false // the process is a job of this terminal (BeforeResume)
 	opts := migrate.TargetOptions{
 		From: o.lazyFrom, Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout, WaitSource: o.waitSource,
 		NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Trace: o.trace, Log: g.log,
 		Net: o.netOptions(), ShellJob: o.shellJob, Termios: termios,
 		Resumed: func(pid int) {
-			fmt.Fprintf(o.pidOut(g), "%d\n", pid)
-			g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
+			if !terminalJob {
+				fmt.Fprintf(o.pidOut(g), "%d\n", pid)
+				g.log.Info().Int("pid", pid).Msg("resumed; serving lazy pages")
+			}
 			detachReady(pid)
+		},
+		BeforeResume: func(pid int) {
+			// Said before the job may own the terminal.
+			terminalJob = true
+			fmt.Fprintf(o.pidOut(g), "%d\n", pid)
 		},
 	}
 	if progress != nil {

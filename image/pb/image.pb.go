@@ -4106,8 +4106,14 @@ type UnixSocket struct {
 	// the dump (files/unixext.go): restore drops them (--unix-reconnect; the
 	// client's connection ends with the original) or refuses.
 	PendingExternal []*UnixExternalPeer `protobuf:"bytes,19,rep,name=pending_external,json=pendingExternal,proto3" json:"pending_external,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The peer has closed (files/unixdead.go): a client whose server went
+	// away, a datagram socket connected to one that is gone. dead_peer_name
+	// is the gone peer's name (getpeername(2) still returns it), empty when
+	// it had none.
+	PeerClosed    bool   `protobuf:"varint,20,opt,name=peer_closed,json=peerClosed,proto3" json:"peer_closed,omitempty"`
+	DeadPeerName  []byte `protobuf:"bytes,21,opt,name=dead_peer_name,json=deadPeerName,proto3" json:"dead_peer_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnixSocket) Reset() {
@@ -4269,6 +4275,20 @@ func (x *UnixSocket) GetMessages() [][]byte {
 func (x *UnixSocket) GetPendingExternal() []*UnixExternalPeer {
 	if x != nil {
 		return x.PendingExternal
+	}
+	return nil
+}
+
+func (x *UnixSocket) GetPeerClosed() bool {
+	if x != nil {
+		return x.PeerClosed
+	}
+	return false
+}
+
+func (x *UnixSocket) GetDeadPeerName() []byte {
+	if x != nil {
+		return x.DeadPeerName
 	}
 	return nil
 }
@@ -6259,7 +6279,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xf4\x04\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xbb\x05\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -6281,7 +6301,10 @@ const file_image_proto_rawDesc = "" +
 	"\bexternal\x18\x10 \x01(\v2!.lazycr.image.v1.UnixExternalPeerR\bexternal\x126\n" +
 	"\tpeer_cred\x18\x11 \x01(\v2\x19.lazycr.image.v1.UnixCredR\bpeerCred\x12\x1a\n" +
 	"\bmessages\x18\x12 \x03(\fR\bmessages\x12L\n" +
-	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\"@\n" +
+	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\x12\x1f\n" +
+	"\vpeer_closed\x18\x14 \x01(\bR\n" +
+	"peerClosed\x12$\n" +
+	"\x0edead_peer_name\x18\x15 \x01(\fR\fdeadPeerName\"@\n" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +

@@ -10,11 +10,16 @@
  * counters must go on with no gap and no repeat across a dump and restore,
  * which holds only if both restored members write into the test's pipe.
  * With the argument "rootonly" the child closes fds 3 and 4 and only
- * waits: the root is the one member holding the pipe (both ends).
+ * waits: the root is the one member holding the pipe (both ends). With
+ * "rdwr" the root first reopens the pipe read-write as fd 5 (open(2) of
+ * /proc/self/fd/4, proc(5)) and closes fds 3 and 4; both members write
+ * through fd 5.
  * stdout (a file) gets the report {"pid":P,"child":C}.
  */
 #include "common.h"
 #include <fcntl.h>
+
+static int out = 4;
 
 static void writer(const char *key)
 {
@@ -22,12 +27,12 @@ static void writer(const char *key)
 		char buf[64];
 		int len = snprintf(buf, sizeof buf, "tick %s %lu\n", key, n);
 		for (;;) {
-			ssize_t w = write(4, buf, len);
+			ssize_t w = write(out, buf, len);
 			if (w == len)
 				break;
 			if (w < 0 && errno == EINTR)
 				continue;
-			die("write fd 4");
+			die("write the pipe");
 		}
 		pace();
 	}
@@ -39,6 +44,13 @@ int main(int argc, char **argv)
 	/* Opened both ways: a read end and a write end. */
 	if (fcntl(3, F_GETFD) < 0 || fcntl(4, F_GETFD) < 0)
 		die("fds 3 and 4");
+	if (argc > 1 && strcmp(argv[1], "rdwr") == 0) {
+		if (open("/proc/self/fd/4", O_RDWR) != 5)
+			die("reopen the pipe read-write as fd 5");
+		close(3);
+		close(4);
+		out = 5;
+	}
 	pid_t c = fork();
 	if (c < 0)
 		die("fork");
