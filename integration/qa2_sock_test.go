@@ -165,3 +165,27 @@ func TestQA2SocketsUnixLazyOneHost(t *testing.T) {
 	m := migrateLazy(t, lazyEnv{}, s.proc, nil, nil)
 	s.verdicts(t, m.restored, "abs-peercred-server", "abs-peercred-client", "path-peercred-server")
 }
+
+// TestQA2SocketsRounds: three dump/restore rounds back to back, each
+// restoring the image of the process the previous round restored.
+func TestQA2SocketsRounds(t *testing.T) {
+	t.Parallel()
+	s := startQA2Sock(t, lazyEnv{}, "unix", "tcp")
+	p := s.proc
+	for range 3 {
+		p = restoreFrom(t, p, dumpKill(t, p))
+		requireProgress(t, p, "main")
+	}
+	s.verdicts(t, p)
+}
+
+// TestQA2SocketsLazyThenPlain: a process migrated post-copy on one host is
+// then dumped and restored plainly; the plain restore rebuilds the
+// connections, so even the peer credentials name the process again.
+func TestQA2SocketsLazyThenPlain(t *testing.T) {
+	t.Parallel()
+	s := startQA2Sock(t, lazyEnv{}, "unix")
+	m := migrateLazy(t, lazyEnv{}, s.proc, nil, nil)
+	rp := restoreFrom(t, m.restored, dumpKill(t, m.restored))
+	s.verdicts(t, rp)
+}
