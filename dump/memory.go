@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/probe"
 	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
@@ -83,6 +84,13 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	}
 	defer pm.Close()
 
+	// Guard pages (vmattr/guard.go): which VMAs to scan for them depends
+	// on what this kernel shows.
+	guards, _ := probe.GuardRegions()
+	scan := func(start, end, mask uint64) ([]proc.Range, error) {
+		return proc.ScanCategory(pm, start, end, mask)
+	}
+
 	var runs []eagerRun
 	for i := range maps {
 		m := &maps[i]
@@ -95,6 +103,13 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		}
 		if err := cp.classifyPages(pm, m, v, hot); err != nil {
 			return nil, nil, err
+		}
+		if err := vmattr.DumpGuards(v, guards, scan); err != nil {
+			where := fmt.Sprintf("dump pid %d: vma %#x-%#x %s", pid, m.Start, m.End, m.Path)
+			if errors.Is(err, vmattr.ErrRefused) {
+				return nil, nil, fmt.Errorf("%s: %w: %w", where, ErrUnsupported, err)
+			}
+			return nil, nil, fmt.Errorf("%s: %w", where, err)
 		}
 		for _, r := range v.Pages {
 			if r.State == pb.PageState_PAGE_STATE_EAGER {

@@ -65,6 +65,9 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	if p.Root, err = proc.ReadRoot(pp); err != nil {
 		return nil, fail("read root", err)
 	}
+	if err := cp.rootDeleted(p); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pp)); err == nil {
 		for _, a := range strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00") {
 			p.Argv = append(p.Argv, a)
@@ -348,4 +351,36 @@ func u32s(v []int) []uint32 {
 		out[i] = uint32(x)
 	}
 	return out
+}
+
+// rootDeleted records what is left of a root directory (chroot(2)) that
+// was removed while the process had it: restore makes one like it, makes
+// it the root and removes it (restore/state.go restoreRoot). Refused: a
+// removed current directory that is another directory of the same path,
+// or lies inside the removed root (it cannot be made again there).
+func (cp *Checkpoint) rootDeleted(p *pb.Process) error {
+	root, ok := strings.CutSuffix(p.Root, " (deleted)")
+	if !ok {
+		return nil
+	}
+	pp := cp.proc.ProcPid()
+	var rst, cst unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/root", pp), &rst); err != nil {
+		return fmt.Errorf("stat removed root directory %s: %w", p.Root, err)
+	}
+	p.RootDeleted = &pb.DeletedDir{Mode: rst.Mode & 0o7777, Uid: rst.Uid, Gid: rst.Gid}
+	if p.CwdDeleted == nil {
+		return nil
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/cwd", pp), &cst); err != nil {
+		return fmt.Errorf("stat removed current directory %s: %w", p.Cwd, err)
+	}
+	same := rst.Dev == cst.Dev && rst.Ino == cst.Ino
+	switch {
+	case p.Cwd == p.Root && !same:
+		return fmt.Errorf("%w: the removed root directory %s and the removed current directory are two directories of one path", ErrUnsupported, root)
+	case p.Cwd != p.Root && strings.HasPrefix(p.Cwd, root+"/"):
+		return fmt.Errorf("%w: the removed current directory %s lies inside the removed root directory %s", ErrUnsupported, p.Cwd, root)
+	}
+	return nil
 }

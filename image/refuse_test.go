@@ -387,7 +387,7 @@ func TestCountPages(t *testing.T) {
 		total = total.Add(c)
 	}
 	// From the layout in sampleMemory.
-	want := PageCounts{Zero: 1 + 4 + 4 + 29 + 4 + 2, Eager: 10, Lazy: 2 + 10 + 2, File: 1 + 1 + 1}
+	want := PageCounts{Zero: 1 + 4 + 4 + 28 + 4 + 2, Eager: 10, Lazy: 2 + 10 + 2, File: 1 + 1 + 1, Guard: 1}
 	if total != want {
 		t.Errorf("CountPages over the sample = %+v, want %+v", total, want)
 	}

@@ -119,6 +119,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
+		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
 	}
 }
@@ -135,6 +136,7 @@ const (
 	eager = pb.PageState_PAGE_STATE_EAGER
 	lazy  = pb.PageState_PAGE_STATE_LAZY
 	file  = pb.PageState_PAGE_STATE_FILE
+	guard = pb.PageState_PAGE_STATE_GUARD
 )
 
 // tile builds runs of the given (pages, state) pairs starting at start.
@@ -196,7 +198,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 			{Start: lib, End: lib + 4*PageSize, Prot: unix.PROT_READ, Offset: 0x2000, File: fileID("/usr/lib/libc.so.6", 4711, 0x200000),
 				Kind: pb.VmaKind_VMA_KIND_FILE, VmFlags: []string{"rd", "mr", "mw", "me"}, Name: "/usr/lib/libc.so.6"}, // no runs: all zero
 			{Start: stack, End: stack + 33*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_STACK,
-				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}, Pages: tile(stack, 29, zero, 2, lazy, 2, eager), Name: "[stack]"},
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "gu", "ac"}, Pages: tile(stack, 1, guard, 28, zero, 2, lazy, 2, eager), Name: "[stack]"},
 			{Start: vvar, End: vvar + 4*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR,
 				VmFlags: []string{"rd", "mr", "pf", "io", "de", "dd"}, Name: "[vvar]"},
 			{Start: vclk, End: vclk + 2*PageSize, Prot: unix.PROT_READ, Kind: pb.VmaKind_VMA_KIND_VVAR_VCLOCK,

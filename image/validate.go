@@ -84,7 +84,7 @@ func ValidateMemory(mm *pb.MemoryMap) error {
 				return fmt.Errorf("%w: vma %#x-%#x: page run at %#x of %d pages does not fit", ErrInvalid, v.Start, v.End, r.Addr, r.Npages)
 			}
 			switch r.State {
-			case pb.PageState_PAGE_STATE_ZERO, pb.PageState_PAGE_STATE_LAZY, pb.PageState_PAGE_STATE_FILE:
+			case pb.PageState_PAGE_STATE_ZERO, pb.PageState_PAGE_STATE_LAZY, pb.PageState_PAGE_STATE_FILE, pb.PageState_PAGE_STATE_GUARD:
 			case pb.PageState_PAGE_STATE_EAGER:
 				n := r.Npages * PageSize
 				if r.Offset%PageSize != 0 || r.Offset+n < r.Offset || r.Offset+n > mm.PagesBytes {
@@ -131,17 +131,18 @@ func validateFds(t *pb.FdTable) error {
 // PageCounts counts a VMA's pages by state.
 type PageCounts struct {
 	Zero, Eager, Lazy, File uint64
+	Guard                   uint64 // guard pages (MADV_GUARD_INSTALL): no data
 }
 
 // Total is the number of pages counted.
-func (c PageCounts) Total() uint64 { return c.Zero + c.Eager + c.Lazy + c.File }
+func (c PageCounts) Total() uint64 { return c.Zero + c.Eager + c.Lazy + c.File + c.Guard }
 
 // Populated is the number of pages that held data (everything but zero).
 func (c PageCounts) Populated() uint64 { return c.Eager + c.Lazy + c.File }
 
 // Add returns the sum of c and d.
 func (c PageCounts) Add(d PageCounts) PageCounts {
-	return PageCounts{c.Zero + d.Zero, c.Eager + d.Eager, c.Lazy + d.Lazy, c.File + d.File}
+	return PageCounts{c.Zero + d.Zero, c.Eager + d.Eager, c.Lazy + d.Lazy, c.File + d.File, c.Guard + d.Guard}
 }
 
 // CountPages counts v's pages by state. Pages no run covers count as zero.
@@ -157,6 +158,8 @@ func CountPages(v *pb.Vma) PageCounts {
 			c.Lazy += r.Npages
 		case pb.PageState_PAGE_STATE_FILE:
 			c.File += r.Npages
+		case pb.PageState_PAGE_STATE_GUARD:
+			c.Guard += r.Npages
 		default:
 			c.Zero += r.Npages
 		}

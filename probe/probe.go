@@ -62,6 +62,7 @@ func All(ctx context.Context) []Result {
 		func() []Result { return []Result{probeClone3SetTid()} },
 		func() []Result { return []Result{probeMmMapSize()} },
 		func() []Result { return []Result{probePagemapScan()} },
+		func() []Result { _, r := GuardRegions(); return []Result{r} },
 		func() []Result { return []Result{probeNetns()} },
 		func() []Result { return []Result{probeSpecialLayout()} },
 		func() []Result { return []Result{probeXSaveCPUID()} },

@@ -20,6 +20,11 @@ func (e PagemapEntry) Swapped() bool { return e&(1<<62) != 0 }
 // FileOrSharedAnon reports bit 61: the page is file-mapped or shared anonymous.
 func (e PagemapEntry) FileOrSharedAnon() bool { return e&(1<<61) != 0 }
 
+// Guard reports bit 58: the pte is a guard region marker (madvise(2)
+// MADV_GUARD_INSTALL, since Linux 6.15). A guard page also has bit 62
+// set, as if swapped: it is a non-present pte that is not none.
+func (e PagemapEntry) Guard() bool { return e&(1<<58) != 0 }
+
 // UffdWP reports bit 57: the pte is userfaultfd write-protected.
 func (e PagemapEntry) UffdWP() bool { return e&(1<<57) != 0 }
 

@@ -62,3 +62,46 @@ func ScanPopulated(f *os.File, start, end uint64) ([]PopulatedRegion, error) {
 	}
 	return out, nil
 }
+
+// Range is an address range [Start, End).
+type Range struct{ Start, End uint64 }
+
+// ScanCategory lists the pages of [start, end) that are in every category
+// of mask (kabi.PAGE_IS_*), merged into ranges, with the PAGEMAP_SCAN
+// ioctl on an open /proc/PID/pagemap. A kernel that does not know a
+// category of mask refuses the scan with EINVAL ([ErrScanUnsupported]):
+// PAGE_IS_GUARD came in Linux 6.15 (Documentation/admin-guide/mm/pagemap.rst).
+func ScanCategory(f *os.File, start, end, mask uint64) ([]Range, error) {
+	var out []Range
+	vec := make([]kabi.PageRegion, 64)
+	for start < end {
+		arg := kabi.PmScanArg{
+			Size:         kabi.SizeofPmScanArg,
+			Start:        start,
+			End:          end,
+			Vec:          unsafe.Pointer(&vec[0]),
+			VecLen:       uint64(len(vec)),
+			CategoryMask: mask,
+			ReturnMask:   mask,
+		}
+		n, err := kabi.IoctlRet(int(f.Fd()), kabi.PAGEMAP_SCAN, unsafe.Pointer(&arg))
+		if err != nil {
+			if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
+				return nil, fmt.Errorf("scan %s %#x-%#x for categories %#x: %w: %v", f.Name(), start, end, mask, ErrScanUnsupported, err)
+			}
+			return nil, fmt.Errorf("scan %s %#x-%#x for categories %#x: %w", f.Name(), start, end, mask, err)
+		}
+		for _, r := range vec[:n] {
+			if k := len(out); k > 0 && out[k-1].End == r.Start {
+				out[k-1].End = r.End
+				continue
+			}
+			out = append(out, Range{Start: r.Start, End: r.End})
+		}
+		if arg.WalkEnd <= start {
+			return nil, fmt.Errorf("scan %s %#x-%#x: the walk did not advance", f.Name(), start, end)
+		}
+		start = arg.WalkEnd
+	}
+	return out, nil
+}

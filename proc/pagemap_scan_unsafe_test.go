@@ -3,8 +3,11 @@ package proc
 import (
 	"errors"
 	"os"
+	"slices"
 	"testing"
+	"unsafe"
 
+	"github.com/lazycr/lazycr/internal/kabi"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,5 +72,61 @@ func TestScanPopulatedStackGrowth(t *testing.T) {
 				t.Fatalf("depth %d: regions %+v, want %+v", depth, r, want)
 			}
 		}
+	}
+}
+
+// TestScanCategoryGuard: guard pages installed here come back as one
+// merged range, and ScanPopulated still lists them (as swapped): the dump
+// must carve them out (vmattr.DumpGuards).
+func TestScanCategoryGuard(t *testing.T) {
+	const page = 4096
+	b, err := unix.Mmap(-1, 0, 6*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	for i := range b {
+		b[i] = 1
+	}
+	if err := unix.Madvise(b[page:3*page], unix.MADV_GUARD_INSTALL); errors.Is(err, unix.EINVAL) {
+		t.Skip("no MADV_GUARD_INSTALL (Linux < 6.13)")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Madvise(b[5*page:], unix.MADV_GUARD_INSTALL); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenPagemap(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	start := uint64(uintptr(unsafe.Pointer(&b[0])))
+	got, err := ScanCategory(f, start, start+6*page, kabi.PAGE_IS_GUARD)
+	if errors.Is(err, ErrScanUnsupported) {
+		t.Skipf("no PAGE_IS_GUARD (Linux < 6.15): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Range{{start + page, start + 3*page}, {start + 5*page, start + 6*page}}
+	if !slices.Equal(got, want) {
+		t.Errorf("guard ranges %#x, want %#x", got, want)
+	}
+	e, err := ReadPagemap(f, start, start+6*page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range e {
+		if g := i == 1 || i == 2 || i == 5; x.Guard() != g || (g && !x.Populated()) {
+			t.Errorf("page %d: pagemap %#x, guard %v, populated %v", i, uint64(x), x.Guard(), x.Populated())
+		}
+	}
+	pop, err := ScanPopulated(f, start, start+6*page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pop) != 1 || pop[0].Start != start || pop[0].End != start+6*page {
+		t.Errorf("populated %+v, want the whole range (guard pages read as swapped)", pop)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -29,16 +30,13 @@ func (r *Process) restoreState() error {
 	if _, err := b.call(unix.SYS_UMASK, uintptr(p.Umask)); err != nil {
 		return fmt.Errorf("umask %#o: %w", p.Umask, err)
 	}
-	if p.Root != "" && p.Root != "/" {
-		path, err := b.putString(0, p.Root)
-		if err != nil {
-			return err
-		}
-		if _, err := b.call(unix.SYS_CHROOT, path); err != nil {
-			return fmt.Errorf("chroot %s: %w", p.Root, err)
-		}
-	}
+	// The current directory first: its path is the dumper's, as
+	// /proc/PID/cwd showed it (proc(5): relative to the reader's root), and
+	// chroot(2) leaves the current directory where it is.
 	if err := r.restoreCwd(); err != nil {
+		return err
+	}
+	if err := r.restoreRoot(); err != nil {
 		return err
 	}
 	if err := r.restoreRlimits(); err != nil {
@@ -137,6 +135,100 @@ func (r *Process) restoreCwd() error {
 			b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR) // best effort: the error below matters
 			return fmt.Errorf("current directory %s was removed; %s it again: %w", cwd, s.what, err)
 		}
+	}
+	return nil
+}
+
+// restoreRoot changes the root directory (chroot(2)), after restoreCwd.
+// A root directory that had been removed is made again at its path, with
+// its mode and owner, made the root and removed, through a descriptor of
+// its parent (once it is the root, its path leads inside it; unlinkat(2)
+// of a directory that is a process's root is allowed, only "/" itself
+// gives EBUSY, rmdir(2)). When the current directory is that same removed
+// directory (the dump checked), restoreCwd has made, entered and removed
+// it already: it becomes the root with chroot("."). If something else has
+// the path now, the restore is refused, as for the current directory.
+func (r *Process) restoreRoot() error {
+	b := r.b
+	p := r.img
+	if p.Root == "" || p.Root == "/" {
+		return nil
+	}
+	root, deleted := strings.CutSuffix(p.Root, deletedSuffix)
+	if !deleted || p.RootDeleted == nil {
+		path, err := b.putString(0, p.Root)
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_CHROOT, path); err != nil {
+			return fmt.Errorf("chroot %s: %w", p.Root, err)
+		}
+		return nil
+	}
+	if p.Cwd == p.Root && p.CwdDeleted != nil {
+		dot, err := b.putString(0, ".")
+		if err != nil {
+			return err
+		}
+		if _, err := b.call(unix.SYS_CHROOT, dot); err != nil {
+			return fmt.Errorf("root directory %s was removed; chroot into it again from inside: %w", root, err)
+		}
+		return nil
+	}
+	d := p.RootDeleted
+	path, err := b.putString(0, root)
+	if err != nil {
+		return err
+	}
+	if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("root directory %s was removed, and %s exists again here: %w", root, root, err)
+		}
+		return fmt.Errorf("root directory %s was removed; make it again: %w", root, err)
+	}
+	undo := func() {
+		if path, err := b.putString(0, root); err == nil {
+			b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR) // best effort: the error returned matters
+		}
+	}
+	for _, s := range []struct {
+		what string
+		nr   uintptr
+		args []uintptr
+	}{
+		{"chown", unix.SYS_FCHOWNAT, []uintptr{atFdcwd, path, uintptr(d.Uid), uintptr(d.Gid), 0}},
+		{"chmod", unix.SYS_FCHMODAT, []uintptr{atFdcwd, path, uintptr(d.Mode & 0o7777)}},
+	} {
+		if _, err := b.call(s.nr, s.args...); err != nil {
+			undo()
+			return fmt.Errorf("root directory %s was removed; %s it again: %w", root, s.what, err)
+		}
+	}
+	parent, err := b.putString(0, filepath.Dir(root))
+	if err != nil {
+		undo()
+		return err
+	}
+	fd, err := b.call(unix.SYS_OPENAT, atFdcwd, parent, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		undo()
+		return fmt.Errorf("root directory %s was removed; open its parent: %w", root, err)
+	}
+	defer b.call(unix.SYS_CLOSE, fd)
+	if path, err = b.putString(0, root); err != nil {
+		undo()
+		return err
+	}
+	if _, err := b.call(unix.SYS_CHROOT, path); err != nil {
+		undo()
+		return fmt.Errorf("root directory %s was removed; chroot into it again: %w", root, err)
+	}
+	base, err := b.putString(0, filepath.Base(root))
+	if err != nil {
+		return err
+	}
+	if _, err := b.call(unix.SYS_UNLINKAT, fd, base, unix.AT_REMOVEDIR); err != nil {
+		return fmt.Errorf("root directory %s was removed; remove it again: %w", root, err)
 	}
 	return nil
 }

@@ -14,9 +14,11 @@
 //	thp.go      MADV_HUGEPAGE/NOHUGEPAGE and prctl(PR_SET_THP_DISABLE)
 //	ksm.go      MADV_MERGEABLE and prctl(PR_SET_MEMORY_MERGE)
 //	anonname.go the name of an anonymous mapping (prctl PR_SET_VMA_ANON_NAME)
+//	guard.go    guard pages (madvise MADV_GUARD_INSTALL), found with PAGEMAP_SCAN
 //	mlock.go    mlock/mlock2(MLOCK_ONFAULT) and mlockall(MCL_FUTURE)
 //
-// The per-VMA half reads nothing new: the image's Vma.vm_flags are the
+// The per-VMA half reads nothing new (but for guard pages, which only the
+// pagemap shows): the image's Vma.vm_flags are the
 // kernel's own record (the VmFlags line of /proc/PID/smaps, see proc(5)),
 // so the dump half only refuses what cannot come back, and the restore
 // half turns flags into injected syscalls. The address-space half

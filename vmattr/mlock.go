@@ -1,7 +1,10 @@
 package vmattr
 
 import (
+	"errors"
 	"slices"
+
+	"github.com/lazycr/lazycr/image"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
@@ -35,7 +38,27 @@ func (mlockAttr) apply(c Caller, v *pb.Vma) error {
 		flags, name = unix.MLOCK_ONFAULT, "mlock2(MLOCK_ONFAULT)"
 	}
 	_, err := call(c, name, unix.SYS_MLOCK2, uintptr(v.Start), uintptr(v.End-v.Start), flags)
+	if errors.Is(err, unix.ENOMEM) && flags == 0 && lockedDespiteGuard(c, v) {
+		return nil
+	}
 	return err
+}
+
+// lockedDespiteGuard reports whether mlock2 that failed with ENOMEM on v
+// locked it all the same. mlock(2) first sets VM_LOCKED on the range, then
+// populates it, and the populate stops at a guard page with ENOMEM — as it
+// did in the original, which is how a VMA with guard pages came to be
+// locked (mlockall(MCL_CURRENT) ignores that error). ENOMEM also means
+// RLIMIT_MEMLOCK, which leaves the VMA unlocked; the kernel tells the two
+// apart for us: it refuses MADV_GUARD_INSTALL in a VM_LOCKED VMA (EINVAL),
+// and installing a guard over a guard page changes nothing otherwise.
+func lockedDespiteGuard(c Caller, v *pb.Vma) bool {
+	g := guardRuns(v)
+	if len(g) == 0 {
+		return false
+	}
+	_, err := c.Call(unix.SYS_MADVISE, uintptr(g[0].Addr), uintptr(image.PageSize), unix.MADV_GUARD_INSTALL)
+	return errors.Is(err, unix.EINVAL)
 }
 
 func (mlockAttr) show(v *pb.Vma) string {

@@ -166,6 +166,8 @@ var allowed = map[uintptr]bool{unix.SYS_MPROTECT: true, unix.SYS_MADVISE: true, 
 var allowedAdvice = map[uintptr]bool{
 	unix.MADV_SEQUENTIAL: true, unix.MADV_RANDOM: true, unix.MADV_DONTFORK: true, unix.MADV_WIPEONFORK: true,
 	unix.MADV_DONTDUMP: true, unix.MADV_HUGEPAGE: true, unix.MADV_NOHUGEPAGE: true, unix.MADV_MERGEABLE: true,
+	// Zaps the range, but only GUARD runs get it, which hold no data.
+	unix.MADV_GUARD_INSTALL: true,
 }
 
 type checkingCaller struct{ t *testing.T }

@@ -169,6 +169,7 @@ const (
 	PageState_PAGE_STATE_EAGER       PageState = 2 // data in pages-<pid>.img at offset
 	PageState_PAGE_STATE_LAZY        PageState = 3 // populated, fetched on demand from the page server
 	PageState_PAGE_STATE_FILE        PageState = 4 // unmodified file page: mapping the file restores it
+	PageState_PAGE_STATE_GUARD       PageState = 5 // guard region (madvise MADV_GUARD_INSTALL): no data; restore installs the guard again (package vmattr, guard.go)
 )
 
 // Enum value maps for PageState.
@@ -179,6 +180,7 @@ var (
 		2: "PAGE_STATE_EAGER",
 		3: "PAGE_STATE_LAZY",
 		4: "PAGE_STATE_FILE",
+		5: "PAGE_STATE_GUARD",
 	}
 	PageState_value = map[string]int32{
 		"PAGE_STATE_UNSPECIFIED": 0,
@@ -186,6 +188,7 @@ var (
 		"PAGE_STATE_EAGER":       2,
 		"PAGE_STATE_LAZY":        3,
 		"PAGE_STATE_FILE":        4,
+		"PAGE_STATE_GUARD":       5,
 	}
 )
 
@@ -937,7 +940,12 @@ type Process struct {
 	// The process was in a job-control stop (state T) when dumped: the
 	// signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU); 0 when it
 	// was running. Restore leaves it stopped until a SIGCONT.
-	StopSignal    uint32 `protobuf:"varint,33,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopSignal uint32 `protobuf:"varint,33,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// Set when the root directory (chroot(2)) had been removed (root ends
+	// in " (deleted)"): restore makes a directory like it, makes it the
+	// root and removes it again; when cwd is the same removed directory it
+	// is entered first (cwd_deleted) and made the root from inside.
+	RootDeleted   *DeletedDir `protobuf:"bytes,40,opt,name=root_deleted,json=rootDeleted,proto3" json:"root_deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1201,6 +1209,13 @@ func (x *Process) GetStopSignal() uint32 {
 		return x.StopSignal
 	}
 	return 0
+}
+
+func (x *Process) GetRootDeleted() *DeletedDir {
+	if x != nil {
+		return x.RootDeleted
+	}
+	return nil
 }
 
 // DeletedDir is what is left to see of a removed directory a process is
@@ -5978,7 +5993,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\x8c\t\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xcc\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6021,7 +6036,8 @@ const file_image_proto_rawDesc = "" +
 	"\texit_code\x18\x1f \x01(\x05R\bexitCode\x12\x17\n" +
 	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
 	"\vstop_signal\x18! \x01(\rR\n" +
-	"stopSignalB\a\n" +
+	"stopSignal\x12>\n" +
+	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeletedB\a\n" +
 	"\x05_nice\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
@@ -6485,13 +6501,14 @@ const file_image_proto_rawDesc = "" +
 	"\rVMA_KIND_VVAR\x10\x06\x12\x18\n" +
 	"\x14VMA_KIND_VVAR_VCLOCK\x10\a\x12\x15\n" +
 	"\x11VMA_KIND_VSYSCALL\x10\b\x12\x18\n" +
-	"\x14VMA_KIND_SHARED_ANON\x10\t*|\n" +
+	"\x14VMA_KIND_SHARED_ANON\x10\t*\x92\x01\n" +
 	"\tPageState\x12\x1a\n" +
 	"\x16PAGE_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPAGE_STATE_ZERO\x10\x01\x12\x14\n" +
 	"\x10PAGE_STATE_EAGER\x10\x02\x12\x13\n" +
 	"\x0fPAGE_STATE_LAZY\x10\x03\x12\x13\n" +
-	"\x0fPAGE_STATE_FILE\x10\x04*z\n" +
+	"\x0fPAGE_STATE_FILE\x10\x04\x12\x14\n" +
+	"\x10PAGE_STATE_GUARD\x10\x05*z\n" +
 	"\fFileLockKind\x12\x1e\n" +
 	"\x1aFILE_LOCK_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14FILE_LOCK_KIND_FLOCK\x10\x01\x12\x18\n" +
@@ -6596,60 +6613,61 @@ var file_image_proto_depIdxs = []int32{
 	16, // 17: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
 	25, // 18: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
 	12, // 19: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	15, // 20: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	16, // 21: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	17, // 22: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	18, // 23: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	19, // 24: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	14, // 25: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
-	30, // 26: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	28, // 27: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	29, // 28: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	27, // 29: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	29, // 30: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 31: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	31, // 32: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 33: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	33, // 34: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	35, // 35: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	34, // 36: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	36, // 37: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	37, // 38: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	39, // 39: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	41, // 40: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	42, // 41: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	43, // 42: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	48, // 43: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	60, // 44: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	53, // 45: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	54, // 46: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	55, // 47: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	44, // 48: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	57, // 49: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
-	3,  // 50: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	29, // 51: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	38, // 52: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	40, // 53: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	46, // 54: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	47, // 55: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	45, // 56: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	47, // 57: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	51, // 58: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	49, // 59: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	50, // 60: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	52, // 61: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	29, // 62: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	56, // 63: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	29, // 64: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	29, // 65: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	58, // 66: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	59, // 67: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	29, // 68: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	69, // [69:69] is the sub-list for method output_type
-	69, // [69:69] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	12, // 20: lazycr.image.v1.Process.root_deleted:type_name -> lazycr.image.v1.DeletedDir
+	15, // 21: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	16, // 22: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	17, // 23: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	18, // 24: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	19, // 25: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	14, // 26: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
+	30, // 27: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	28, // 28: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	29, // 29: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	27, // 30: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	29, // 31: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 32: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	31, // 33: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 34: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	33, // 35: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	35, // 36: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	34, // 37: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	36, // 38: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	37, // 39: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	39, // 40: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	41, // 41: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	42, // 42: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	43, // 43: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	48, // 44: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	60, // 45: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	53, // 46: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	54, // 47: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	55, // 48: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	44, // 49: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	57, // 50: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 51: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	29, // 52: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	38, // 53: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	40, // 54: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	46, // 55: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	47, // 56: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	45, // 57: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	47, // 58: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	51, // 59: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	49, // 60: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	50, // 61: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	52, // 62: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	29, // 63: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	56, // 64: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	29, // 65: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	29, // 66: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	58, // 67: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	59, // 68: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	29, // 69: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
