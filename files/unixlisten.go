@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -567,7 +568,7 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 	}
 	if len(s.Name) > 0 {
 		// Its name may still be the frozen original's (unixtake.go).
-		if fd, took, err := r.takeUnix(f); took || err != nil {
+		if fd, took, err := r.takeUnix(f, s.Name); took || err != nil {
 			if took {
 				r.unixState().made[s.Inode] = fd
 				r.unixState().taken[s.Inode] = true
@@ -663,8 +664,9 @@ func (u *UnixBinds) add(pid int, path string) {
 // sameMountNS reports whether pid is in lazycr's mount namespace (a path
 // means the same file to both).
 func sameMountNS(pid int) bool {
-	var self, other unix.Stat_t
-	return unix.Stat("/proc/self/ns/mnt", &self) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &other) == nil &&
+	var other unix.Stat_t
+	self, err := proc.SelfNs("mnt")
+	return err == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &other) == nil &&
 		self.Ino == other.Ino && self.Dev == other.Dev
 }
 
