@@ -155,6 +155,10 @@ func (d *dumper) dumpUnixConnected(l *liveFd, diag unixDiag, s *pb.UnixSocket) e
 	case !diag.named && !peerDiag.named:
 		return nil // a pair
 	case diag.named && !peerDiag.named:
+		if d.selfConnected(diag, diag.peer) { // unixlisten.go
+			s.Accepted, s.SelfConnected = true, true
+			return nil
+		}
 		ln, err := d.unixListenerOf(l.ino, diag)
 		if err != nil {
 			return err
@@ -162,6 +166,10 @@ func (d *dumper) dumpUnixConnected(l *liveFd, diag unixDiag, s *pb.UnixSocket) e
 		s.Listener, s.Accepted = ln, true
 		return nil
 	case !diag.named && peerDiag.named:
+		if d.selfConnected(peerDiag, l.ino) {
+			s.SelfConnected = true
+			return nil
+		}
 		ln, err := d.unixListenerOf(diag.peer, peerDiag)
 		if err != nil {
 			return err
@@ -244,6 +252,10 @@ func (unixSocket) show(f *pb.Fd) string {
 		d += fmt.Sprintf(" accepted on %s from socket:[%d] outside the dump (held by pids %v)", unixName(s.Name), s.External.Inode, s.External.Pids)
 	case s.External != nil:
 		d += fmt.Sprintf(" connected to %s (socket:[%d] outside the dump, held by pids %v)", unixName(s.External.Name), s.External.Inode, s.External.Pids)
+	case s.SelfConnected && s.Accepted:
+		d += fmt.Sprintf(" accepted from %s (a listener not in the image), peer socket:[%d]", unixName(s.Name), s.Peer)
+	case s.SelfConnected:
+		d += fmt.Sprintf(" connected to socket:[%d] accepted from a listener not in the image", s.Peer)
 	case s.Accepted:
 		d += fmt.Sprintf(" accepted from %s (socket:[%d]), peer socket:[%d]", unixName(s.Name), s.Listener, s.Peer)
 	case s.Listener != 0 && s.Peer == 0:
@@ -314,7 +326,7 @@ func (r *restorer) unixState() *unixRestore {
 
 // isPair: s is one end of an unnamed pair (socketpair(2)).
 func isPair(s *pb.UnixSocket) bool {
-	return s.Peer != 0 && s.Listener == 0 && !s.Listening && s.External == nil && len(s.Name) == 0 && len(s.Pending) == 0
+	return s.Peer != 0 && s.Listener == 0 && !s.Listening && s.External == nil && len(s.Name) == 0 && len(s.Pending) == 0 && !s.SelfConnected
 }
 
 // unixPair is one socket pair at restore: the image fds of each end.
@@ -362,6 +374,10 @@ func (unixSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		return r.makeUnixExternal(f) // unixext.go
 	case s.PeerClosed:
 		return r.makeUnixDeadPeer(f) // unixdead.go
+	case s.SelfConnected:
+		if err := r.makeUnixSelfConnected(f); err != nil { // unixtake.go
+			return 0, err
+		}
 	case s.Listening:
 		if err := r.makeUnixListener(s.Inode); err != nil { // unixlisten.go
 			return 0, err

@@ -115,9 +115,12 @@ func (r *restorer) takeUnixGroup(lf *pb.Fd) (ok bool, err error) {
 		u.made[s.Inode], u.taken[s.Inode] = fd, true
 	}
 	if len(self) > 0 {
-		if err := r.rebuildSelfConnected(lf, self); err != nil {
+		what := fmt.Sprintf("fd %d: rebuild the connections accepted from %s within the process", lf.Fd, unixName(ls.Name))
+		if err := r.rebuildSelfConnected(ls.Name, ls.Type, ls.PeerCred, self, what); err != nil {
 			return false, err
 		}
+		r.log.Info().Int32("fd", lf.Fd).Int("connections", len(self)).
+			Msgf("fd %d: rebuilt %d connections accepted from %s within the process (their SO_PEERCRED names it)", lf.Fd, len(self), unixName(ls.Name))
 	}
 	return true, nil
 }
@@ -134,9 +137,39 @@ func selfConnected(u *unixRestore, s *pb.UnixSocket) bool {
 	return p != nil && p.Peer == s.Inode && p.Listener == s.Listener && p.External == nil && p.Accepted != s.Accepted
 }
 
-// rebuildSelfConnected makes the connections accepted from lf, a listener
-// on a path taken over from the frozen original, whose both ends are in
-// the process (accepted, the image fds of their accepted ends), afresh
+// makeUnixSelfConnected makes the connection within the process that
+// image fd f is an end of, whose listener is not in the image
+// (SelfConnected, unixlisten.go selfConnected): as rebuildSelfConnected
+// makes those of a listener taken over. The client end's SO_PEERCRED,
+// the credentials listen(2) recorded, is the temporary listener's.
+func (r *restorer) makeUnixSelfConnected(f *pb.Fd) error {
+	u := r.unixState()
+	s := f.GetUnixSocket()
+	af, cf := f, u.byIno[s.Peer]
+	if !s.Accepted {
+		af, cf = cf, f
+	}
+	if af == nil || cf == nil {
+		return fmt.Errorf("fd %d: unix socket:[%d]'s peer socket:[%d] is not in the image", f.Fd, s.Inode, s.Peer)
+	}
+	as, cs := af.GetUnixSocket(), cf.GetUnixSocket()
+	if !as.Accepted || !as.SelfConnected || !cs.SelfConnected || cs.Accepted || as.Peer != cs.Inode || cs.Peer != as.Inode ||
+		as.Type != cs.Type || !isPathName(as.Name) || as.Name[0] != '/' {
+		return fmt.Errorf("fd %d: unix socket:[%d] and its peer socket:[%d] are not the two ends of a connection accepted from a path in the image", f.Fd, s.Inode, s.Peer)
+	}
+	what := fmt.Sprintf("fds %d and %d: rebuild their connection accepted from %s within the process", af.Fd, cf.Fd, unixName(as.Name))
+	if err := r.rebuildSelfConnected(as.Name, as.Type, cs.PeerCred, []*pb.Fd{af}, what); err != nil {
+		return err
+	}
+	r.log.Debug().Int32("fd", af.Fd).Int32("peer_fd", cf.Fd).
+		Msgf("fds %d and %d: rebuilt their connection accepted from %s (its listener is not in the image) through a temporary listener", af.Fd, cf.Fd, unixName(as.Name))
+	return nil
+}
+
+// rebuildSelfConnected makes the connections accepted from the path lname
+// (of socket type typ) whose both ends are in the process (accepted, the
+// image fds of their accepted ends; what names the step in errors). For
+// a listener taken over from the frozen original they are made afresh
 // instead of taking them over: SO_PEERCRED of such a socket names the
 // process that listened or connected (unix(7); copied at connect(2), not
 // changed later), which for a taken one is the original, killed once the
@@ -148,12 +181,13 @@ func selfConnected(u *unixRestore, s *pb.UnixSocket) bool {
 // to the socket file (chroot(2), the stub runs as root and alone), where
 // the name leads to the temporary listener, then put back (the real
 // listener, reached by the same name from everywhere else, never sees
-// these connections).
-func (r *restorer) rebuildSelfConnected(lf *pb.Fd, accepted []*pb.Fd) (err error) {
+// these connections). The temporary listener listens with listenCred,
+// which SO_PEERCRED of each client end gives. A connection whose
+// listener is not in the image at all (SelfConnected) is made the same
+// way: nothing of the listener shows at its ends.
+func (r *restorer) rebuildSelfConnected(lname []byte, typ int32, listenCred *pb.UnixCred, accepted []*pb.Fd, what string) (err error) {
 	u := r.unixState()
-	ls := lf.GetUnixSocket()
-	name := string(ls.Name)
-	what := fmt.Sprintf("fd %d: rebuild the connections accepted from %s within the process", lf.Fd, name)
+	name := string(lname)
 	proot := fmt.Sprintf("/proc/%d/root", r.pid)
 	top, err := os.MkdirTemp(proot+filepath.Dir(name), ".lazycr-self-")
 	if err != nil {
@@ -193,19 +227,19 @@ func (r *restorer) rebuildSelfConnected(lf *pb.Fd, accepted []*pb.Fd) (err error
 			err = errors.Join(err, fmt.Errorf("%s: put the root directory back: %w", what, perr))
 		}
 	}()
-	lfd, err := r.newUnixSocket(lf.Fd, ls.Type)
+	lfd, err := r.newUnixSocket(accepted[0].Fd, typ)
 	if err != nil {
 		return err
 	}
 	defer r.closeRemote(lfd)
-	sa, n, err := r.putSockaddrUnix(ls.Name)
+	sa, n, err := r.putSockaddrUnix(lname)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if _, err := r.rem.Syscall(unix.SYS_BIND, lfd, sa, n); err != nil {
 		return fmt.Errorf("%s: bind a temporary listener: %w", what, err)
 	}
-	err = r.asCred(ls.PeerCred, func() error {
+	err = r.asCred(listenCred, func() error {
 		_, err := r.rem.Syscall(unix.SYS_LISTEN, lfd, uintptr(len(accepted)))
 		return err
 	})
@@ -223,7 +257,7 @@ func (r *restorer) rebuildSelfConnected(lf *pb.Fd, accepted []*pb.Fd) (err error
 		}
 		u.made[cs.Inode] = cfd
 		// SO_PEERCRED of the accepted end is the connector's.
-		if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, cf.Fd, ls.Name) }); err != nil {
+		if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, cf.Fd, lname) }); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		afd, err := r.rem.Syscall(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
@@ -234,12 +268,10 @@ func (r *restorer) rebuildSelfConnected(lf *pb.Fd, accepted []*pb.Fd) (err error
 			return fmt.Errorf("accept fd %d: %w", af.Fd, err)
 		}
 		u.made[as.Inode] = afd
-		conn := fmt.Sprintf("unix connection of fds %d and %d (accepted from fd %d)", af.Fd, cf.Fd, lf.Fd)
+		conn := fmt.Sprintf("unix connection of fds %d and %d (accepted from %s)", af.Fd, cf.Fd, name)
 		if err := r.fillPair([2]*pb.Fd{af, cf}, [2]uintptr{afd, cfd}, conn); err != nil {
 			return err
 		}
 	}
-	r.log.Info().Int32("fd", lf.Fd).Int("connections", len(accepted)).
-		Msgf("fd %d: rebuilt %d connections accepted from %s within the process (their SO_PEERCRED names it)", lf.Fd, len(accepted), name)
 	return nil
 }

@@ -184,15 +184,11 @@ func TestQA2SocketsRounds(t *testing.T) {
 // TestQA2SocketsLazyThenPlain: a process migrated post-copy on one host is
 // then dumped and restored plainly; the plain restore rebuilds the
 // connections, so even the peer credentials name the process again.
-//
-// Skipped until QA2 finding Q16 is fixed (it passed before cc831c8: the
-// connection rebuilt through a temporary listener cannot be dumped again,
-// "accepted ... from a listener that is closed"); LAZYCR_QA2_Q16=1 runs it.
+// QA2 finding Q16: the connection the lazy restore rebuilt through a
+// temporary listener was refused by this dump ("accepted ... from a
+// listener that is closed").
 func TestQA2SocketsLazyThenPlain(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("LAZYCR_QA2_Q16") == "" {
-		t.Skip("QA2 finding Q16: after a lazy migration on one host the process cannot be dumped again; set LAZYCR_QA2_Q16=1 to run")
-	}
 	s := startQA2Sock(t, lazyEnv{}, "unix")
 	m := migrateLazy(t, lazyEnv{}, s.proc, nil, nil)
 	rp := restoreFrom(t, m.restored, dumpKill(t, m.restored))

@@ -4157,8 +4157,16 @@ type UnixSocket struct {
 	// away, a datagram socket connected to one that is gone. dead_peer_name
 	// is the gone peer's name (getpeername(2) still returns it), empty when
 	// it had none.
-	PeerClosed    bool   `protobuf:"varint,20,opt,name=peer_closed,json=peerClosed,proto3" json:"peer_closed,omitempty"`
-	DeadPeerName  []byte `protobuf:"bytes,21,opt,name=dead_peer_name,json=deadPeerName,proto3" json:"dead_peer_name,omitempty"`
+	PeerClosed   bool   `protobuf:"varint,20,opt,name=peer_closed,json=peerClosed,proto3" json:"peer_closed,omitempty"`
+	DeadPeerName []byte `protobuf:"bytes,21,opt,name=dead_peer_name,json=deadPeerName,proto3" json:"dead_peer_name,omitempty"`
+	// Set on both ends of a stream or seqpacket connection within the
+	// process (both ends in the image) whose accepted end has a path name
+	// but whose listener is not in the image: closed since, or a listener
+	// of the same name other than the one the process holds (a lazy
+	// migration on one host rebuilt the connection through a temporary
+	// one, files/unixtake.go). Restore rebuilds it the same way: a
+	// temporary listener bound to that name, connect, accept.
+	SelfConnected bool `protobuf:"varint,22,opt,name=self_connected,json=selfConnected,proto3" json:"self_connected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4338,6 +4346,13 @@ func (x *UnixSocket) GetDeadPeerName() []byte {
 		return x.DeadPeerName
 	}
 	return nil
+}
+
+func (x *UnixSocket) GetSelfConnected() bool {
+	if x != nil {
+		return x.SelfConnected
+	}
+	return false
 }
 
 // UnixCred is struct ucred.
@@ -6330,7 +6345,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xbb\x05\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xe2\x05\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -6355,7 +6370,8 @@ const file_image_proto_rawDesc = "" +
 	"\x10pending_external\x18\x13 \x03(\v2!.lazycr.image.v1.UnixExternalPeerR\x0fpendingExternal\x12\x1f\n" +
 	"\vpeer_closed\x18\x14 \x01(\bR\n" +
 	"peerClosed\x12$\n" +
-	"\x0edead_peer_name\x18\x15 \x01(\fR\fdeadPeerName\"@\n" +
+	"\x0edead_peer_name\x18\x15 \x01(\fR\fdeadPeerName\x12%\n" +
+	"\x0eself_connected\x18\x16 \x01(\bR\rselfConnected\"@\n" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
