@@ -193,6 +193,46 @@ func diagOpen(pid int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	return diagTimeout(s)
+}
+
+// diagOpenOf opens a NETLINK_SOCK_DIAG socket in the network namespace
+// the socket sock belongs to (SIOCGSKNS on it opens that namespace: see
+// sock_ioctl in net/socket.c), which may be neither lazycr's nor its
+// holder's: a lazy migration between network namespaces of one host
+// hands the original's path sockets over (unixtake.go). ns is that
+// namespace's inode (net:[ns]). The socket has diagOpen's timeout.
+func diagOpenOf(sock int) (s int, ns uint64, err error) {
+	nsfd, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
+	if err != nil {
+		return -1, 0, fmt.Errorf("open its network namespace: %w", os.NewSyscallError("ioctl SIOCGSKNS", err))
+	}
+	defer unix.Close(nsfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(nsfd, &st); err != nil {
+		return -1, 0, fmt.Errorf("stat its network namespace: %w", os.NewSyscallError("fstat", err))
+	}
+	self, err := proc.SelfNs("net")
+	if err != nil {
+		return -1, st.Ino, fmt.Errorf("stat lazycr's network namespace: %w", err)
+	}
+	if self.Ino == st.Ino && self.Dev == st.Dev {
+		s, err = diagSocket()
+	} else {
+		// The thread that joins it opens the namespace again by
+		// this fd, which all of lazycr's threads share.
+		s, err = diagSocketJoin(fmt.Sprintf("/proc/self/fd/%d", nsfd), fmt.Sprintf("network namespace net:[%d]", st.Ino))
+	}
+	if err != nil {
+		return -1, st.Ino, err
+	}
+	s, err = diagTimeout(s)
+	return s, st.Ino, err
+}
+
+// diagTimeout gives sock_diag socket s a 10 s receive timeout (closing
+// it on an error).
+func diagTimeout(s int) (int, error) {
 	tv := unix.Timeval{Sec: 10}
 	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		unix.Close(s)
@@ -231,17 +271,8 @@ func diagDump(s int, req []byte, parse func([]byte) (bool, error)) error {
 
 // diagSocketIn opens a NETLINK_SOCK_DIAG socket in the network namespace of
 // pid: sock_diag answers for the namespace its socket was created in. When
-// that is not lazycr's, the socket is made on a throwaway OS thread that
-// joins the namespace with setns(2) and is never handed back to the Go
-// scheduler (the goroutine exits locked, so the thread ends).
+// that is not lazycr's, the socket is made in it by diagSocketJoin.
 func diagSocketIn(pid int) (int, error) {
-	open := func() (int, error) {
-		s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-		if err != nil {
-			return -1, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
-		}
-		return s, nil
-	}
 	var target unix.Stat_t
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
 	self, err := proc.SelfNs("net")
@@ -252,8 +283,26 @@ func diagSocketIn(pid int) (int, error) {
 		return -1, fmt.Errorf("stat %s: %w", nsPath, err)
 	}
 	if self.Ino == target.Ino && self.Dev == target.Dev {
-		return open()
+		return diagSocket()
 	}
+	return diagSocketJoin(nsPath, fmt.Sprintf("network namespace of pid %d", pid))
+}
+
+// diagSocket opens a NETLINK_SOCK_DIAG socket in the calling thread's
+// network namespace.
+func diagSocket() (int, error) {
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return -1, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+	}
+	return s, nil
+}
+
+// diagSocketJoin opens a NETLINK_SOCK_DIAG socket on a throwaway OS
+// thread that joins the network namespace at nsPath (what names it in
+// errors) with setns(2) and is never handed back to the Go scheduler (the
+// goroutine exits locked, so the thread ends).
+func diagSocketJoin(nsPath, what string) (int, error) {
 	type result struct {
 		fd  int
 		err error
@@ -269,10 +318,10 @@ func diagSocketIn(pid int) (int, error) {
 		err = unix.Setns(ns, unix.CLONE_NEWNET)
 		unix.Close(ns)
 		if err != nil {
-			ch <- result{-1, fmt.Errorf("join network namespace of pid %d: %w", pid, os.NewSyscallError("setns", err))}
+			ch <- result{-1, fmt.Errorf("join the %s: %w", what, os.NewSyscallError("setns", err))}
 			return
 		}
-		fd, err := open()
+		fd, err := diagSocket()
 		ch <- result{fd, err}
 	}()
 	r := <-ch

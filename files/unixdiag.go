@@ -131,6 +131,24 @@ func unixSockets(pid int) (map[uint64]unixDiag, error) {
 		return nil, err
 	}
 	defer unix.Close(s)
+	return unixSocketsOn(s)
+}
+
+// unixSocketsOf describes every unix socket in the network namespace the
+// socket sock belongs to (diagOpenOf), by inode; ns is its inode.
+func unixSocketsOf(sock int) (m map[uint64]unixDiag, ns uint64, err error) {
+	s, ns, err := diagOpenOf(sock)
+	if err != nil {
+		return nil, ns, err
+	}
+	defer unix.Close(s)
+	m, err = unixSocketsOn(s)
+	return m, ns, err
+}
+
+// unixSocketsOn dumps the unix sockets of the network namespace of the
+// sock_diag socket s.
+func unixSocketsOn(s int) (map[uint64]unixDiag, error) {
 	req := make([]byte, nlmsgHdrLen+unixDiagReqLen)
 	binary.LittleEndian.PutUint32(req[0:], uint32(len(req)))
 	binary.LittleEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
@@ -51,13 +52,13 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		return fmt.Errorf("read SO_TYPE of socket:[%d]: %w", l.ino, os.NewSyscallError("getsockopt", err))
 	}
 	if d.unixDiag == nil {
-		if d.unixDiag, err = unixSockets(d.pid); err != nil {
+		if err := d.loadUnixDiag(); err != nil {
 			return fmt.Errorf("read the state of socket:[%d]: %w", l.ino, err)
 		}
 	}
-	diag, ok := d.unixDiag[l.ino]
-	if !ok {
-		return fmt.Errorf("read the state of socket:[%d]: sock_diag does not list it", l.ino)
+	diag, err := d.unixDiagOf(l)
+	if err != nil {
+		return err
 	}
 	for _, o := range []struct {
 		opt  int
@@ -131,6 +132,81 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	}
 	out.Kind = &pb.Fd_UnixSocket{UnixSocket: s}
 	return nil
+}
+
+// loadUnixDiag reads sock_diag's view of the unix sockets: those of the
+// process's network namespace and of every other network namespace one
+// of the process's unix sockets belongs to (after a lazy migration
+// between network namespaces of one host, the original's path listener
+// and its group are taken over: unixtake.go), so that a socket finds its
+// listener or peer whatever the order of the fds.
+func (d *dumper) loadUnixDiag() error {
+	m, err := unixSockets(d.pid)
+	if err != nil {
+		return err
+	}
+	d.unixDiag = m
+	for _, f := range d.fds {
+		k, _, ino := proc.Kind(f.Target)
+		if _, ok := d.unixDiag[ino]; ok || k != proc.KindSocket {
+			continue
+		}
+		local, err := unix.PidfdGetfd(d.pidfd, f.Num, 0)
+		if err != nil {
+			continue // the fd's own dump says why
+		}
+		if dom, err := unix.GetsockoptInt(local, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && dom == unix.AF_UNIX {
+			err = d.addUnixDiagOf(local, ino)
+		}
+		unix.Close(local)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addUnixDiagOf adds the unix sockets of the network namespace of the
+// socket sock (socket:[ino], not in the process's) to d.unixDiag.
+func (d *dumper) addUnixDiagOf(sock int, ino uint64) error {
+	m, ns, err := unixSocketsOf(sock)
+	if err != nil {
+		return fmt.Errorf("socket:[%d] is not in the network namespace of pid %d, and sock_diag of its own (net:[%d]) cannot be read: %w", ino, d.pid, ns, err)
+	}
+	if _, ok := m[ino]; !ok {
+		return fmt.Errorf("sock_diag lists socket:[%d] neither in the network namespace of pid %d nor in its own (net:[%d])", ino, d.pid, ns)
+	}
+	for i, u := range m {
+		if _, ok := d.unixDiag[i]; !ok {
+			d.unixDiag[i] = u
+		}
+	}
+	d.opts.Log.Debug().Uint64("socket", ino).Uint64("netns", ns).
+		Msgf("socket:[%d] is in network namespace net:[%d], not the process's: its unix sockets read there", ino, ns)
+	return nil
+}
+
+// unixDiagOf returns what sock_diag says about l's socket, in the
+// process's network namespace or in its own (loadUnixDiag). A path socket of
+// another namespace is restored in the process's, as the lazy migration
+// took it: it is reached through the filesystem from every network
+// namespace (unix(7)). An abstract name is not (it belongs to a network
+// namespace): refused.
+func (d *dumper) unixDiagOf(l *liveFd) (unixDiag, error) {
+	diag, ok := d.unixDiag[l.ino]
+	if !ok {
+		// Not listed at the start: a socket the process got since.
+		if err := d.addUnixDiagOf(l.local, l.ino); err != nil {
+			return diag, fmt.Errorf("read the state of socket:[%d]: %w", l.ino, err)
+		}
+		diag = d.unixDiag[l.ino]
+	}
+	if diag.named && strings.HasPrefix(diag.name, "\x00") {
+		if err := sameNetns(l.local, d.pid); err != nil {
+			return diag, refuseUnix("socket:[%d] has the abstract name %s, which belongs to another network namespace than the process's (%v): a restore would bind it in the process's", l.ino, unixName([]byte(diag.name)), err)
+		}
+	}
+	return diag, nil
 }
 
 // dumpUnixConnected records a socket connected to a peer the dump holds:

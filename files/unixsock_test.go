@@ -4,11 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -244,5 +247,60 @@ func TestUnixPathDiff(t *testing.T) {
 	}
 	if got := unixPathDiff(&unix.Stat_t{Dev: unix.Mkdev(8, 1), Ino: 5, Mode: unix.S_IFREG | 0o600}, nil); !strings.Contains(got, "a regular file (mode 0600) on device 8:1, inode 5") {
 		t.Errorf("no recorded file: %s", got)
+	}
+}
+
+// TestUnixSocketsOfOtherNetns: a unix socket made in another network
+// namespace is not listed by the sock_diag of lazycr's (or the process's)
+// namespace, but by that of its own, which SIOCGSKNS finds from the
+// socket (QA2 Q16: the copy of a lazy migration between namespaces holds
+// the original's listener).
+func TestUnixSocketsOfOtherNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (unshare CLONE_NEWNET)")
+	}
+	type made struct {
+		fd  int
+		err error
+	}
+	ch := make(chan made, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in the new namespace
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- made{-1, err}
+			return
+		}
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		ch <- made{fd, err}
+	}()
+	m := <-ch
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	defer unix.Close(m.fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(m.fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	here, err := unixSockets(unix.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := here[st.Ino]; ok {
+		t.Errorf("socket %d of another network namespace listed in lazycr's", st.Ino)
+	}
+	there, ns, err := unixSocketsOf(m.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := proc.SelfNs("net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns == 0 || ns == self.Ino {
+		t.Errorf("socket's network namespace net:[%d], lazycr's net:[%d]", ns, self.Ino)
+	}
+	if _, ok := there[st.Ino]; !ok {
+		t.Errorf("socket %d not listed in its own network namespace net:[%d] (%d sockets)", st.Ino, ns, len(there))
 	}
 }

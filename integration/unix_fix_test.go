@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,6 +68,42 @@ func TestUnixPathLazyNetns(t *testing.T) {
 		t.Errorf("the target took no unix socket over:\n%s", e)
 	}
 	requireUnixFixChecks(t, m.restored)
+}
+
+// TestUnixPathLazyNetnsDumpAgain: the copy a lazy migration between two
+// network namespaces made holds the original's listener, which lives in
+// the source's network namespace, and a connection within the process
+// rebuilt through a temporary listener of the same path (QA2 Q16): a
+// plain dump of the copy, run in the target's namespace, reads the
+// listener in its own namespace and rebuilds the connection again; the
+// restored program reads its queued bytes, finds SO_PEERCRED naming it,
+// and connects to its path anew.
+func TestUnixPathLazyNetnsDumpAgain(t *testing.T) {
+	t.Parallel()
+	env := lazyTwoHosts(t)
+	p := startUnixFix(t, env, "path")
+	m := migrateLazy(t, env, p, nil, nil)
+	cp := m.restored
+	dir := filepath.Join(t.TempDir(), "img")
+	dump := []string{"dump", "--pid", strconv.Itoa(cp.pid), "-D", dir}
+	startLazyRun(t, "lazycr "+strings.Join(dump, " ")+" in the target's namespace", lazyCmd(t, env.dst, dump...)).requireExit(t, 0)
+	select {
+	case <-cp.done:
+	case <-time.After(goneTimeout):
+		t.Fatalf("pid %d still runs %v after `lazycr dump` (state %s)", cp.pid, goneTimeout, procState(cp.pid))
+	}
+	waitGone(t, cp.pid)
+	progress(t, cp) // consume every tick the copy wrote before it was frozen
+	r := startLazyRun(t, "lazycr restore -D "+dir+" in the target's namespace", lazyCmd(t, env.dst, "restore", "-D", dir))
+	r.requireExit(t, 0)
+	out, _ := r.output()
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil || pid <= 0 {
+		t.Fatalf("lazycr restore: stdout %q is not a pid", out)
+	}
+	rp := adopt(t, pid)
+	rp.continueOutput(cp, true)
+	requireUnixFixChecks(t, rp)
 }
 
 // TestUnixDeadPeerServerLives: a client whose server closed its connection
