@@ -265,12 +265,27 @@ func TestUnixSocketsOfOtherNetns(t *testing.T) {
 	}
 	ch := make(chan made, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends in the new namespace
+		// The thread goes back to its namespace before it is unlocked
+		// (it may be the main thread, whose namespace /proc/PID/ns
+		// shows); the socket keeps the new one alive.
+		runtime.LockOSThread()
+		back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- made{-1, err}
+			return // locked: the thread ends
+		}
+		defer unix.Close(back)
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- made{-1, err}
 			return
 		}
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err := unix.Setns(back, unix.CLONE_NEWNET); err != nil {
+			ch <- made{-1, fmt.Errorf("setns back: %w", err)}
+			return // locked, in the new namespace: the thread ends
+		}
+		runtime.UnlockOSThread()
 		ch <- made{fd, err}
 	}()
 	m := <-ch
@@ -287,7 +302,7 @@ func TestUnixSocketsOfOtherNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, ok := here[st.Ino]; ok {
-		t.Errorf("socket %d of another network namespace listed in lazycr's", st.Ino)
+		t.Errorf("socket %d of another network namespace listed in lazycr's: %+v (%d listed)", st.Ino, here[st.Ino], len(here))
 	}
 	there, ns, err := unixSocketsOf(m.fd)
 	if err != nil {
