@@ -29,8 +29,19 @@ import (
 // Refused: messages carrying file descriptors or credentials, a receiver
 // with SO_PASSCRED (each message carries its sender's pid and ids, which a
 // replay would change), a message from a named sender to a bound socket, a
-// zero-length datagram (the peek offset cannot step over it), and more
-// than maxUnixMessages messages.
+// zero-length message, and more than maxUnixMessages messages.
+//
+// A zero-length message (a datagram or seqpacket "wake-up token") is
+// refused at once, not as a passing state (QA2 Q17: the process may keep
+// it queued forever): the peek offset cannot step over it. A peek with
+// SO_PEEK_OFF at 0 returns it and moves the offset by its length, 0, so
+// the next peek returns it again; with the offset past the messages
+// before it, the walk skips it but also skips into the next message
+// (__skb_try_recv_from_queue in net/core/datagram.c). What follows it
+// cannot be read without consuming it, and nothing tells how many
+// messages wait (SIOCINQ and UNIX_DIAG_RQLEN give a datagram socket's
+// first message's length, a seqpacket socket's bytes: unix_inq_len in
+// net/unix/af_unix.c), so it cannot be carried exactly.
 const (
 	maxUnixMessages   = 4096
 	maxUnixMessageLen = 4 << 20 // larger than any SO_SNDBUF lets through
@@ -41,6 +52,9 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 	fd := l.local
 	transient := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %w: fd kind unix socket: socket:[%d] "+format, append([]any{ErrUnsupported, ErrTransient, l.ino}, args...)...)
+	}
+	zeroLength := func(after int) error { // see above
+		return refuseUnix("socket:[%d] has a zero-length message queued after %d others: the dump cannot read past it without consuming it (zero-length messages are not supported)", l.ino, after)
 	}
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	if _, err := unix.Poll(pfd, 0); err != nil {
@@ -59,7 +73,7 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 			return nil, err
 		}
 		if zero {
-			return nil, transient("has a zero-length message queued")
+			return nil, zeroLength(0)
 		}
 		return nil, nil
 	}
@@ -67,7 +81,7 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 		return nil, nil // nothing queued (a receive shutdown makes POLLIN too)
 	}
 	if n == 0 {
-		return nil, transient("has a zero-length message queued")
+		return nil, zeroLength(0)
 	}
 	// A connection rebuilt with both ends: a seqpacket one, or an unnamed
 	// datagram pair (restored by socketpair, unixsock.go).
@@ -131,7 +145,7 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 		}
 		switch {
 		case got == 0:
-			return nil, transient("has a zero-length message queued (after %d)", len(msgs))
+			return nil, zeroLength(len(msgs))
 		case flags&unix.MSG_TRUNC != 0 || got > len(buf):
 			return nil, transient("has a message of %d bytes queued", got)
 		case len(msgs) == maxUnixMessages:

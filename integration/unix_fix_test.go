@@ -106,6 +106,21 @@ func TestUnixPathLazyNetnsDumpAgain(t *testing.T) {
 	requireUnixFixChecks(t, rp)
 }
 
+// TestUnixDgramZeroLengthRefused: a zero-length datagram waiting at a
+// datagram pair (a wake-up token the program may keep queued forever) is
+// refused at once, naming it, not as a passing state retried five times
+// (QA2 Q17); the process runs on.
+func TestUnixDgramZeroLengthRefused(t *testing.T) {
+	t.Parallel()
+	p := startUnixFix(t, lazyEnv{}, "dgramzero")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", filepath.Join(t.TempDir(), "img"))
+	requireExit1(t, "dump of a zero-length datagram", errOut, code, `zero-length message queued after 0 others`)
+	if strings.Contains(errOut, "passing state") || strings.Contains(errOut, "tries") {
+		t.Errorf("dump of a zero-length datagram retried it as a passing state:\n%s", errOut)
+	}
+	requireProgress(t, p, "wait")
+}
+
 // TestUnixDeadPeerServerLives: a client whose server closed its connection
 // but lives on, still listening on its path (an HTTP/1.0-style daemon), is
 // restored while that server runs: its closed peer is rebuilt under a

@@ -13,6 +13,9 @@
  *   seqzero  the same with a zero-length message instead of "last", which
  *            the dump refuses (files/unixmsg.go), without taking it for
  *            the end of stream
+ *   dgramzero a datagram pair with "", "x" and "" queued at sv[1] (a
+ *            wake-up token), which the dump refuses at once, not as a
+ *            passing state (files/unixmsg.go)
  *   tcpself  a loopback TCP connection with both ends in the process,
  *            "hello" and "world" unread either way
  *   path     a stream listener on DIR/l.sock with an accepted connection
@@ -90,6 +93,13 @@ int main(int argc, char **argv)
 		if (shutdown(sv[0], SHUT_WR) < 0)
 			die("shutdown");
 		a = sv[1], b = sv[0];
+	} else if (strcmp(group, "dgramzero") == 0) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
+			die("socketpair");
+		if (send(sv[0], "", 0, 0) != 0 || send(sv[0], "x", 1, 0) != 1 || send(sv[0], "", 0, 0) != 0)
+			die("send the datagrams");
+		a = sv[1], b = sv[0];
 	} else if (strcmp(group, "tcpself") == 0) {
 		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 		socklen_t sl = sizeof sa;
@@ -144,6 +154,13 @@ int main(int argc, char **argv)
 		int t = a; /* serve one way: from the end that can still send */
 		a = b, b = t;
 		oneway = 1;
+	} else if (strcmp(group, "dgramzero") == 0) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
+			die("socketpair");
+		if (send(sv[0], "", 0, 0) != 0 || send(sv[0], "x", 1, 0) != 1 || send(sv[0], "", 0, 0) != 0)
+			die("send the datagrams");
+		a = sv[1], b = sv[0];
 	} else if (strcmp(group, "tcpself") == 0) {
 		get(a, "hello", "tcpself: bytes client -> server");
 		get(b, "world", "tcpself: bytes server -> client");
