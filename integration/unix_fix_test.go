@@ -181,6 +181,20 @@ func TestUnixSelfConnectedLazy(t *testing.T) {
 	requireUnixFixChecks(t, m.restored)
 }
 
+// TestUnixPathClosedListener: a connection within the process accepted
+// from a path listener the process has closed since was refused ("from a
+// listener that is closed"); it is now rebuilt through a temporary
+// listener of that path, as after a lazy migration on one host (QA2
+// Q16): plainly, then lazily on one host. The program reads its queued
+// bytes and finds the path at both ends and SO_PEERCRED naming it.
+func TestUnixPathClosedListener(t *testing.T) {
+	t.Parallel()
+	p := startUnixFix(t, lazyEnv{}, "pathclosed")
+	rp := restoreFrom(t, p, dumpKill(t, p))
+	m := migrateLazy(t, lazyEnv{}, rp, nil, nil)
+	requireUnixFixChecks(t, m.restored)
+}
+
 // TestUnixSeqpacketZeroLengthRefused: a zero-length message waiting
 // before the end of stream of a seqpacket socket is not taken for the end
 // of stream (nothing queued): the dump refuses it, naming it, and the

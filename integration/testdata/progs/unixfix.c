@@ -20,7 +20,12 @@
  *            "hello" and "world" unread either way
  *   path     a stream listener on DIR/l.sock with an accepted connection
  *            ("ping" unread; SO_PEERCRED of both ends must name the
- *            process as it is now); the check also connects to DIR/l.sock anew
+ *            process as it is now, getsockname of the accepted end and
+ *            getpeername of the client DIR/l.sock); the check also
+ *            connects to DIR/l.sock anew
+ *   pathclosed the same, but the listener is closed after the accept (the
+ *            connection within the process is dumped without it); no new
+ *            connection in the check
  *   deadpeer a client of the test's server on DIR/s.sock, which sent
  *            "hi" and closed the connection (and goes on listening); the
  *            check reads "hi" then end of stream; serve only ticks
@@ -114,7 +119,7 @@ int main(int argc, char **argv)
 			die("accept");
 		put(b, "hello");
 		put(a, "world");
-	} else if (strcmp(group, "path") == 0) {
+	} else if (strcmp(group, "path") == 0 || strcmp(group, "pathclosed") == 0) {
 		snprintf(ua.sun_path, sizeof ua.sun_path, "%s/l.sock", argv[1]);
 		l = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (l < 0 || bind(l, (struct sockaddr *)&ua, sizeof ua) < 0 || listen(l, 4) < 0)
@@ -125,6 +130,10 @@ int main(int argc, char **argv)
 		if ((a = accept(l, NULL, NULL)) < 0)
 			die("accept");
 		put(b, "ping");
+		if (strcmp(group, "pathclosed") == 0) {
+			close(l);
+			l = -1;
+		}
 	} else if (strcmp(group, "deadpeer") == 0) {
 		snprintf(ua.sun_path, sizeof ua.sun_path, "%s/s.sock", argv[1]);
 		b = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -154,13 +163,6 @@ int main(int argc, char **argv)
 		int t = a; /* serve one way: from the end that can still send */
 		a = b, b = t;
 		oneway = 1;
-	} else if (strcmp(group, "dgramzero") == 0) {
-		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
-			die("socketpair");
-		if (send(sv[0], "", 0, 0) != 0 || send(sv[0], "x", 1, 0) != 1 || send(sv[0], "", 0, 0) != 0)
-			die("send the datagrams");
-		a = sv[1], b = sv[0];
 	} else if (strcmp(group, "tcpself") == 0) {
 		get(a, "hello", "tcpself: bytes client -> server");
 		get(b, "world", "tcpself: bytes server -> client");
@@ -179,17 +181,26 @@ int main(int argc, char **argv)
 			fail("path: SO_PEERCRED of the accepted end", "not this process's pid");
 		if (getsockopt(b, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != getpid())
 			fail("path: SO_PEERCRED of the client", "not this process's pid");
+		/* Both ends show the listener's path, whatever listener it was. */
+		struct sockaddr_un na = {0}, pa = {0};
+		socklen_t nl = sizeof na, pl = sizeof pa;
+		if (getsockname(a, (struct sockaddr *)&na, &nl) < 0 || strcmp(na.sun_path, ua.sun_path) != 0)
+			fail("path: getsockname of the accepted end", na.sun_path);
+		if (getpeername(b, (struct sockaddr *)&pa, &pl) < 0 || strcmp(pa.sun_path, ua.sun_path) != 0)
+			fail("path: getpeername of the client", pa.sun_path);
 		get(a, "ping", "path: the queued bytes");
-		int c = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (c < 0 || connect(c, (struct sockaddr *)&ua, sizeof ua) < 0)
-			fail("path: connect to the listener's path again", strerror(errno));
-		int d = accept(l, NULL, NULL);
-		if (d < 0)
-			fail("path: accept the new connection", strerror(errno));
-		put(c, "new");
-		get(d, "new", "path: bytes over the new connection");
-		close(c);
-		close(d);
+		if (l >= 0) { /* not pathclosed: connect to the path anew */
+			int c = socket(AF_UNIX, SOCK_STREAM, 0);
+			if (c < 0 || connect(c, (struct sockaddr *)&ua, sizeof ua) < 0)
+				fail("path: connect to the listener's path again", strerror(errno));
+			int d = accept(l, NULL, NULL);
+			if (d < 0)
+				fail("path: accept the new connection", strerror(errno));
+			put(c, "new");
+			get(d, "new", "path: bytes over the new connection");
+			close(c);
+			close(d);
+		}
 	}
 	tick("check", 1);
 	for (unsigned long n = 1;; n++) {
