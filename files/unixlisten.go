@@ -148,19 +148,20 @@ func (d *dumper) unixListenerOf(ino uint64, diag unixDiag) (uint64, error) {
 	return 0, refuseUnix("socket:[%d] was accepted on %s from a listener that is closed (or it is a bound client)", ino, unixName([]byte(diag.name)))
 }
 
-// selfConnected reports whether the connection whose accepted end is
-// named as diag says and whose client end is socket:[client] is one
-// within the process whose listener the dump does not have: no listener
+// selfConnected reports whether the connection whose accepted end,
+// socket:[accepted], is named as diag says and whose client end is
+// socket:[client] is one within the process (both ends its own, not
+// another tree member's) whose listener the dump does not have: no listener
 // with that name and socket file is listed (it was closed, or, after a
 // lazy migration on one host, the connection was rebuilt through a
-// temporary listener of the same name: unixtake.go), the name is an
-// absolute path and the client end is the process's. Such a connection
+// temporary listener of the same name: unixtake.go) and the name is an
+// absolute path. Such a connection
 // is rebuilt as the lazy migration rebuilds it: its ends show nothing
 // of the listener they came from (getsockname(2) of the accepted end
 // and getpeername(2) of the client give the name, SO_PEERCRED the
 // credentials of the listen and the connect).
-func (d *dumper) selfConnected(diag unixDiag, client uint64) bool {
-	if !strings.HasPrefix(diag.name, "/") || !d.holdsSocket(client) {
+func (d *dumper) selfConnected(diag unixDiag, accepted, client uint64) bool {
+	if !strings.HasPrefix(diag.name, "/") || !d.holdsSocket(accepted) || !d.holdsSocket(client) {
 		return false
 	}
 	for _, u := range d.unixDiag {

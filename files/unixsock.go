@@ -231,7 +231,7 @@ func (d *dumper) dumpUnixConnected(l *liveFd, diag unixDiag, s *pb.UnixSocket) e
 	case !diag.named && !peerDiag.named:
 		return nil // a pair
 	case diag.named && !peerDiag.named:
-		if d.selfConnected(diag, diag.peer) { // unixlisten.go
+		if d.selfConnected(diag, l.ino, diag.peer) { // unixlisten.go
 			s.Accepted, s.SelfConnected = true, true
 			return nil
 		}
@@ -242,7 +242,7 @@ func (d *dumper) dumpUnixConnected(l *liveFd, diag unixDiag, s *pb.UnixSocket) e
 		s.Listener, s.Accepted = ln, true
 		return nil
 	case !diag.named && peerDiag.named:
-		if d.selfConnected(peerDiag, l.ino) {
+		if d.selfConnected(peerDiag, diag.peer, l.ino) {
 			s.SelfConnected = true
 			return nil
 		}

@@ -195,6 +195,18 @@ func TestUnixPathClosedListener(t *testing.T) {
 	requireUnixFixChecks(t, m.restored)
 }
 
+// TestUnixSelfConnectedLazyTwice: a process migrated lazily on one host
+// is migrated lazily again (back, say): the listener is taken over again,
+// and the connection the first migration rebuilt through a temporary
+// listener is rebuilt again (QA2 Q16).
+func TestUnixSelfConnectedLazyTwice(t *testing.T) {
+	t.Parallel()
+	p := startUnixFix(t, lazyEnv{}, "path")
+	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	m2 := migrateLazy(t, lazyEnv{}, m.restored, nil, nil)
+	requireUnixFixChecks(t, m2.restored)
+}
+
 // TestUnixSeqpacketZeroLengthRefused: a zero-length message waiting
 // before the end of stream of a seqpacket socket is not taken for the end
 // of stream (nothing queued): the dump refuses it, naming it, and the
