@@ -295,6 +295,9 @@ func sampleFds(pid uint32) *pb.FdTable {
 			Tcp: &pb.TcpStream{State: 4, InqSeq: 0x2000, OutqSeq: 0x3000, Outq: []byte("bye"), OutqUnsent: 3, FinUnsent: true, MssClamp: 1460}}}},
 		{Fd: 28, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9018, Type: unix.SOCK_STREAM,
 			PeerClosed: true, DeadPeerName: []byte("/run/gone.sock"), Data: []byte("bye"), Shutdown: 3}}},
+		{Fd: 29, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9021, Peer: 9022, Type: unix.SOCK_STREAM, Name: []byte("/run/old.sock"),
+			Accepted: true, SelfConnected: true, Data: []byte("ping")}}},
+		{Fd: 30, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9022, Peer: 9021, Type: unix.SOCK_STREAM, SelfConnected: true}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
