@@ -188,6 +188,64 @@ func (r *restorer) makeUnixSelfConnected(f *pb.Fd) error {
 func (r *restorer) rebuildSelfConnected(lname []byte, typ int32, listenCred *pb.UnixCred, accepted []*pb.Fd, what string) (err error) {
 	u := r.unixState()
 	name := string(lname)
+	return r.inTempRoot(name, what, func(string) error {
+		lfd, err := r.newUnixSocket(accepted[0].Fd, typ)
+		if err != nil {
+			return err
+		}
+		defer r.closeRemote(lfd)
+		sa, n, err := r.putSockaddrUnix(lname)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if _, err := r.rem.Syscall(unix.SYS_BIND, lfd, sa, n); err != nil {
+			return fmt.Errorf("%s: bind a temporary listener: %w", what, err)
+		}
+		err = r.asCred(listenCred, func() error {
+			_, err := r.rem.Syscall(unix.SYS_LISTEN, lfd, uintptr(len(accepted)))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%s: listen: %w", what, err)
+		}
+		slices.SortFunc(accepted, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) })
+		for _, af := range accepted {
+			as := af.GetUnixSocket()
+			cf := u.byIno[as.Peer]
+			cs := cf.GetUnixSocket()
+			cfd, err := r.newUnixSocket(cf.Fd, cs.Type)
+			if err != nil {
+				return err
+			}
+			u.made[cs.Inode] = cfd
+			// SO_PEERCRED of the accepted end is the connector's.
+			if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, cf.Fd, lname) }); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			afd, err := r.rem.Syscall(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+			if err != nil {
+				return fmt.Errorf("%s: accept fd %d's connection from fd %d: %w", what, af.Fd, cf.Fd, err)
+			}
+			if afd, err = r.moveHigh(afd); err != nil {
+				return fmt.Errorf("accept fd %d: %w", af.Fd, err)
+			}
+			u.made[as.Inode] = afd
+			conn := fmt.Sprintf("unix connection of fds %d and %d (accepted from %s)", af.Fd, cf.Fd, name)
+			if err := r.fillPair([2]*pb.Fd{af, cf}, [2]uintptr{afd, cfd}, conn); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// inTempRoot runs fn with the process's root directory moved to a fresh
+// directory top (lazycr's path to it: /proc/PID/root and the directory
+// of name, then the temporary one), in which the directories of name
+// are made: for fn, the stub's name leads into top, where nothing is yet
+// (chroot(2): the stub runs as root and alone). The root and the
+// current directory are put back and top removed after fn.
+func (r *restorer) inTempRoot(name, what string, fn func(top string) error) (err error) {
 	proot := fmt.Sprintf("/proc/%d/root", r.pid)
 	top, err := os.MkdirTemp(proot+filepath.Dir(name), ".lazycr-self-")
 	if err != nil {
@@ -227,51 +285,5 @@ func (r *restorer) rebuildSelfConnected(lname []byte, typ int32, listenCred *pb.
 			err = errors.Join(err, fmt.Errorf("%s: put the root directory back: %w", what, perr))
 		}
 	}()
-	lfd, err := r.newUnixSocket(accepted[0].Fd, typ)
-	if err != nil {
-		return err
-	}
-	defer r.closeRemote(lfd)
-	sa, n, err := r.putSockaddrUnix(lname)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if _, err := r.rem.Syscall(unix.SYS_BIND, lfd, sa, n); err != nil {
-		return fmt.Errorf("%s: bind a temporary listener: %w", what, err)
-	}
-	err = r.asCred(listenCred, func() error {
-		_, err := r.rem.Syscall(unix.SYS_LISTEN, lfd, uintptr(len(accepted)))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("%s: listen: %w", what, err)
-	}
-	slices.SortFunc(accepted, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) })
-	for _, af := range accepted {
-		as := af.GetUnixSocket()
-		cf := u.byIno[as.Peer]
-		cs := cf.GetUnixSocket()
-		cfd, err := r.newUnixSocket(cf.Fd, cs.Type)
-		if err != nil {
-			return err
-		}
-		u.made[cs.Inode] = cfd
-		// SO_PEERCRED of the accepted end is the connector's.
-		if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, cf.Fd, lname) }); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		afd, err := r.rem.Syscall(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
-		if err != nil {
-			return fmt.Errorf("%s: accept fd %d's connection from fd %d: %w", what, af.Fd, cf.Fd, err)
-		}
-		if afd, err = r.moveHigh(afd); err != nil {
-			return fmt.Errorf("accept fd %d: %w", af.Fd, err)
-		}
-		u.made[as.Inode] = afd
-		conn := fmt.Sprintf("unix connection of fds %d and %d (accepted from %s)", af.Fd, cf.Fd, name)
-		if err := r.fillPair([2]*pb.Fd{af, cf}, [2]uintptr{afd, cfd}, conn); err != nil {
-			return err
-		}
-	}
-	return nil
+	return fn(top)
 }
