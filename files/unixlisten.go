@@ -384,6 +384,13 @@ func (r *restorer) bindUnix(fd uintptr, f *pb.Fd) error {
 	if !path {
 		return nil
 	}
+	return r.boundFile(f, full)
+}
+
+// boundFile records the socket file full (lazycr's path) just bound for
+// image fd f and gives it its recorded mode and owner.
+func (r *restorer) boundFile(f *pb.Fd, full string) error {
+	s := f.GetUnixSocket()
 	r.ubinds.add(r.pid, string(s.Name))
 	if s.Path == nil {
 		return nil
@@ -650,7 +657,12 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 		return 0, err
 	}
 	r.unixState().made[s.Inode] = fd
-	if len(s.Name) > 0 {
+	switch {
+	case isPathName(s.Name) && len(s.Messages) > 0:
+		if err := r.bindUnixQueued(fd, f); err != nil { // unixmsg.go
+			return 0, err
+		}
+	case len(s.Name) > 0:
 		if err := r.bindUnix(fd, f); err != nil {
 			return 0, err
 		}

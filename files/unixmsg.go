@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
@@ -237,6 +238,54 @@ func sendUnixMessages(sender int, to unix.Sockaddr, msgs [][]byte, num int32) er
 	return nil
 }
 
+// bindUnixQueued binds the process's socket fd (image fd f, a datagram
+// socket with messages waiting, on a path) to its name and sends its
+// messages to it again before anybody else can: a sender outside that
+// retries while the process is away (a syslog client) would otherwise
+// queue its datagrams first, out of order, or fill the queue. The socket
+// is bound in a temporary root (inTempRoot), where its file is made
+// under a fresh directory, getsockname(2) giving the name as recorded;
+// the messages are sent there, and the file is then renamed to the path
+// (rename(2), atomic, refusing to replace a file made there meanwhile):
+// from then on the name leads to the socket, with its queue complete.
+func (r *restorer) bindUnixQueued(fd uintptr, f *pb.Fd) error {
+	s := f.GetUnixSocket()
+	full := fmt.Sprintf("/proc/%d/root%s", r.pid, s.Name)
+	if err := r.clearUnixPath(f, full); err != nil {
+		return err
+	}
+	name := string(s.Name)
+	what := fmt.Sprintf("bind fd %d to %s with its %d queued messages", f.Fd, name, len(s.Messages))
+	err := r.inTempRoot(name, what, func(root, top int) error {
+		addr, n, err := r.putSockaddrUnix(s.Name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if _, err := r.rem.Syscall(unix.SYS_BIND, fd, addr, n); err != nil {
+			return fmt.Errorf("%s: bind: %w", what, err)
+		}
+		// sun_path holds 107 bytes: the temporary file is reached
+		// through lazycr's fd of its directory.
+		rel := name[1:]
+		dir, err := unix.Openat(top, filepath.Dir(rel), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, &os.PathError{Op: "open", Path: "(temporary root)" + filepath.Dir(name), Err: err})
+		}
+		defer unix.Close(dir)
+		if err := r.sendToBoundAt(f, fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(name))); err != nil {
+			return err
+		}
+		if err := unix.Renameat2(top, rel, root, rel, unix.RENAME_NOREPLACE); err != nil {
+			return fmt.Errorf("%s: move the socket file to its path: %w", what, &os.LinkError{Op: "rename", Old: "(temporary root)" + name, New: name, Err: err})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return r.boundFile(f, full)
+}
+
 // sendToBound sends the messages of image fd f, a bound datagram socket,
 // to it again from an unnamed socket made in the process (its network
 // namespace: an abstract name is looked up there) and used from lazycr.
@@ -245,6 +294,22 @@ func (r *restorer) sendToBound(f *pb.Fd) error {
 	if len(s.Messages) == 0 {
 		return nil
 	}
+	name := string(s.Name)
+	switch {
+	case name[0] == 0:
+		name = "@" + name[1:] // x/sys/unix's abstract notation; the length is kept
+	case !sameMountNS(r.pid):
+		if name = fmt.Sprintf("/proc/%d/root%s", r.pid, name); len(name) > 107 {
+			return fmt.Errorf("unix socket fd %d: send the messages queued at %s again: the path through /proc is %d bytes, more than sun_path holds", f.Fd, s.Name, len(name))
+		}
+	}
+	return r.sendToBoundAt(f, name)
+}
+
+// sendToBoundAt is sendToBound's sending, to the socket named (as
+// x/sys/unix names: an abstract name with @) name in lazycr.
+func (r *restorer) sendToBoundAt(f *pb.Fd, name string) error {
+	s := f.GetUnixSocket()
 	tmp, err := r.newUnixSocket(f.Fd, unix.SOCK_DGRAM)
 	if err != nil {
 		return err
@@ -261,15 +326,6 @@ func (r *restorer) sendToBound(f *pb.Fd) error {
 	}
 	if err := unix.SetsockoptInt(local, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, total); err != nil {
 		return fmt.Errorf("unix socket fd %d: make room for %d queued bytes: %w", f.Fd, total, os.NewSyscallError("setsockopt SO_SNDBUFFORCE", err))
-	}
-	name := string(s.Name)
-	switch {
-	case name[0] == 0:
-		name = "@" + name[1:] // x/sys/unix's abstract notation; the length is kept
-	case !sameMountNS(r.pid):
-		if name = fmt.Sprintf("/proc/%d/root%s", r.pid, name); len(name) > 107 {
-			return fmt.Errorf("unix socket fd %d: send the messages queued at %s again: the path through /proc is %d bytes, more than sun_path holds", f.Fd, s.Name, len(name))
-		}
 	}
 	return sendUnixMessages(local, &unix.SockaddrUnix{Name: name}, s.Messages, f.Fd)
 }

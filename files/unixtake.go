@@ -188,7 +188,7 @@ func (r *restorer) makeUnixSelfConnected(f *pb.Fd) error {
 func (r *restorer) rebuildSelfConnected(lname []byte, typ int32, listenCred *pb.UnixCred, accepted []*pb.Fd, what string) (err error) {
 	u := r.unixState()
 	name := string(lname)
-	return r.inTempRoot(name, what, func(string) error {
+	return r.inTempRoot(name, what, func(int, int) error {
 		lfd, err := r.newUnixSocket(accepted[0].Fd, typ)
 		if err != nil {
 			return err
@@ -240,12 +240,13 @@ func (r *restorer) rebuildSelfConnected(lname []byte, typ int32, listenCred *pb.
 }
 
 // inTempRoot runs fn with the process's root directory moved to a fresh
-// directory top (lazycr's path to it: /proc/PID/root and the directory
-// of name, then the temporary one), in which the directories of name
-// are made: for fn, the stub's name leads into top, where nothing is yet
-// (chroot(2): the stub runs as root and alone). The root and the
-// current directory are put back and top removed after fn.
-func (r *restorer) inTempRoot(name, what string, fn func(top string) error) (err error) {
+// directory top, made next to name's file, in which the directories of
+// name are made: for fn, the stub's name leads into top, where nothing
+// is yet (chroot(2): the stub runs as root and alone). fn gets lazycr's
+// O_PATH fds of the process's real root and of top: /proc/PID/root leads
+// to top meanwhile. The root and the current directory are put back and
+// top removed after fn.
+func (r *restorer) inTempRoot(name, what string, fn func(root, top int) error) (err error) {
 	proot := fmt.Sprintf("/proc/%d/root", r.pid)
 	top, err := os.MkdirTemp(proot+filepath.Dir(name), ".lazycr-self-")
 	if err != nil {
@@ -255,6 +256,17 @@ func (r *restorer) inTempRoot(name, what string, fn func(top string) error) (err
 	if err := os.MkdirAll(top+filepath.Dir(name), 0o700); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	var dirs [2]int
+	for i, d := range []string{proot, top} {
+		if dirs[i], err = unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			if i == 1 {
+				unix.Close(dirs[0])
+			}
+			return fmt.Errorf("%s: %w", what, &os.PathError{Op: "open", Path: d, Err: err})
+		}
+	}
+	defer unix.Close(dirs[0])
+	defer unix.Close(dirs[1])
 	rootFd, err := r.openAt("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("%s: open the root directory: %w", what, err)
@@ -285,5 +297,5 @@ func (r *restorer) inTempRoot(name, what string, fn func(top string) error) (err
 			err = errors.Join(err, fmt.Errorf("%s: put the root directory back: %w", what, perr))
 		}
 	}()
-	return fn(top)
+	return fn(dirs[0], dirs[1])
 }
