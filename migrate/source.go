@@ -179,7 +179,21 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		return nil, err
 	}
 	t := time.Now()
-	files, err := cp.ImageFiles(opts.Dir)
+	// Without -D the pages files are streamed from the frozen process as
+	// they are sent (dump.PagesStream says why); with -D they are written
+	// there and sent from memory.
+	var files map[string][]byte
+	var streams map[string]pageserver.FileStream
+	if opts.Dir == "" {
+		var ps map[string]*dump.PagesStream
+		files, ps, err = cp.SkeletonFiles()
+		streams = make(map[string]pageserver.FileStream, len(ps))
+		for name, s := range ps {
+			streams[name] = s
+		}
+	} else {
+		files, err = cp.ImageFiles(opts.Dir)
+	}
 	if err != nil {
 		release()
 		return nil, err
@@ -207,7 +221,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		opts.Listening(ln.Addr(), session)
 	}
 	srv := pageserver.NewServer(pageserver.ServerConfig{
-		Files: files, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
+		Files: files, Streams: streams, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
 		// The original's POSIX locks go when the target asks for the
 		// image, just before it builds the process and takes them (the
