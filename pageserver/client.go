@@ -356,6 +356,9 @@ func (c *Client) images(w *wire) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkHold(m.Total()); err != nil {
+		return nil, err
+	}
 	// Read the CHUNK frames straight into one buffer, then slice it.
 	all := make([]byte, m.Total())
 	for off := 0; off < len(all); {

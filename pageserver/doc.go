@@ -100,7 +100,9 @@
 // frames hold at most [MaxPushBytes]; WELCOME and ACK list at most [MaxRuns]
 // runs, sorted and disjoint; IMAGES lists at most [MaxFiles] files with plain
 // names (no '/', no "..", at most 64 bytes) and at most [MaxImagesSize] bytes
-// in total, sent in CHUNK frames of at most [ChunkSize] bytes. Every decoder
+// in total, sent in CHUNK frames of at most [ChunkSize] bytes; the client
+// takes image files only if twice their total fits in its host's
+// MemAvailable (they and the process built from them). Every decoder
 // checks these bounds and returns an error wrapping [ErrProtocol] (or
 // [ErrOutOfRange]) rather than trusting a length.
 package pageserver

@@ -43,9 +43,16 @@ const (
 	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
 	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
 	// few of its own.
-	MaxFiles      = 4096
-	MaxFileName   = 64
-	MaxImagesSize = 256 << 20
+	MaxFiles    = 4096
+	MaxFileName = 64
+	// MaxImagesSize bounds the image files' total any IMAGES may announce
+	// (the decoders' bound). It no longer limits what migrates: the
+	// source streams its pages files (ServerConfig.Streams) and the
+	// target accepts what it can hold (checkHold, from MemAvailable); a
+	// skeleton holds every eager page, shared memory included (1 GiB of
+	// postgres shared_buffers is 1 GiB of skeleton). 1 TiB, as
+	// image.MaxPagesSize.
+	MaxImagesSize = 1 << 40
 	ChunkSize     = 1 << 20
 	MaxToken      = 256
 	MaxMessage    = 1024

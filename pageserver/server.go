@@ -814,6 +814,21 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 				return connResult{err: err}
 			}
 			if err := s.sendImages(w); err != nil {
+				// The target may have refused the image files (FAIL,
+				// e.g. more than it can hold) and closed while they were
+				// being sent: its reason beats the broken pipe. The
+				// reader ends on that FAIL or on the broken connection.
+				w.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if readerDone != nil {
+					<-readerDone
+				}
+				s.mu.Lock()
+				fail := cs.fail
+				s.mu.Unlock()
+				if fail != "" {
+					s.log.Warn().Str("reason", fail).Msg("target reports the restore failed")
+					return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, fail)}
+				}
 				return connResult{err: err}
 			}
 		}
