@@ -120,7 +120,12 @@ func lazySpaces(cp *dump.Checkpoint) ([]uint32, []uffd.Run, error) {
 // dump --lazy --adopt` serve it again. If the target is lost after it
 // resumed and does not come back in time, the original is kept stopped the
 // same way and Source returns a *KeptStoppedError.
-func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
+//
+// A failure before it serves (the dump refused the process, the skeleton
+// could not be built) is told to a target that connected meanwhile, or
+// connects within pageserver.RefuseWait, as ERROR: it prints the source's
+// reason, not a reset or refused connection.
+func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr error) {
 	start := time.Now()
 	ln := opts.Listener
 	if ln == nil {
@@ -130,6 +135,12 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	}
 	defer ln.Close()
+	serving := false
+	defer func() {
+		if retErr != nil && !serving {
+			pageserver.Refuse(ln, pageserver.ServerConfig{Token: opts.Token, TLS: opts.TLS, Log: opts.Log}, retErr.Error(), pageserver.RefuseWait)
+		}
+	}()
 	stat, err := proc.ReadStat(opts.PID)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
@@ -230,6 +241,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		BeforeImages: cp.ReleaseLocks,
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
+	serving = true // Serve tells the target itself
 	res, err := srv.Serve(ctx, ln)
 	stopRefresh()
 	out := &SourceResult{Dump: st, Served: res, FrozenAt: cp.FrozenAt()}

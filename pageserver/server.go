@@ -146,7 +146,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 	start := time.Now()
 	idx, err := s.init()
 	if err != nil {
-		l.Close()
+		Refuse(l, s.cfg, err.Error(), RefuseWait)
 		return Result{}, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -497,7 +497,18 @@ func (cs *connState) notify() {
 func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex, attach <-chan *wire) connResult {
 	w := p.w
 	defer w.conn.Close()
-	stop := context.AfterFunc(ctx, func() { w.conn.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		// Stopped (interrupted) before the process resumed: the target
+		// hears why rather than a reset connection.
+		s.mu.Lock()
+		resumed := s.resumed
+		s.mu.Unlock()
+		if !resumed {
+			w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = w.writeFrame(TypeError, 0, message(fmt.Sprintf("the source stopped serving before the process resumed: %v", context.Cause(ctx))))
+		}
+		w.conn.Close()
+	})
 	defer stop()
 	end := make(chan struct{})
 	repliesDone := make(chan struct{})
