@@ -54,3 +54,21 @@ func TestRefuseTellsTheTarget(t *testing.T) {
 		t.Errorf("Images from an interrupted source: %v, want its reason", err)
 	}
 }
+
+// TestProtocolErrorTellsTheTarget: a target that sends what the source
+// cannot take before RESUMED hears why in an ERROR before the connection
+// closes.
+func TestProtocolErrorTellsTheTarget(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	rawSend(t, w, TypeWelcome, 0, nil)
+	_, p := rawExpect(t, w, TypeError)
+	if !strings.Contains(string(p), "unexpected WELCOME from the target") {
+		t.Errorf("ERROR %q, want the protocol violation", p)
+	}
+	if r := wait(); r.err == nil || !strings.Contains(r.err.Error(), "unexpected WELCOME") {
+		t.Errorf("Serve: %v", r.err)
+	}
+}

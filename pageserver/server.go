@@ -869,6 +869,15 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			}
 			return connResult{done: true}
 		case wk.readErr != nil:
+			s.mu.Lock()
+			resumed := s.resumed
+			s.mu.Unlock()
+			if !resumed && (errors.Is(wk.readErr, ErrProtocol) || errors.Is(wk.readErr, ErrOutOfRange)) {
+				// The target sent what the source cannot take: it
+				// hears why. (After RESUMED it reconnects instead.)
+				w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = w.writeFrame(TypeError, 0, message(wk.readErr.Error()))
+			}
 			return connResult{err: wk.readErr}
 		case wk.req != nil:
 			if err := s.sendPages(w, idx, buf, wk.req); err != nil {
