@@ -245,7 +245,15 @@ func TestMalformedFrameEndsConnection(t *testing.T) {
 	if err := w.writeRaw(hb); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := w.readFrame(); err == nil {
+	h, p, err := w.readFrame()
+	if err == nil {
+		// Before RESUMED the source first says why.
+		if h.Type != TypeError || !strings.Contains(string(p), "exceeds") {
+			t.Fatalf("got %s %q after an oversized frame, want ERROR naming it", h.Type, p)
+		}
+		_, _, err = w.readFrame()
+	}
+	if err == nil {
 		t.Fatal("connection still open after an oversized frame")
 	}
 	if r := wait(); !errors.Is(r.err, ErrLostBeforeResume) || !errors.Is(r.err, ErrProtocol) {
