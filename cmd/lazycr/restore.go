@@ -62,6 +62,12 @@ if one is taken restore fails and names it. --new-pid accepts new ones;
 With --new-pid a program that cached its pid or TIDs (glibc's cached TID in
 struct pthread, Node's process.pid, a pid file) still sees the old ones:
 only what asks the kernel again (getpid(2), /proc/self) sees the new pid.
+Some runtimes fail on that: Python's asyncio ties its running loop to the
+pid (a fork guard), so an asyncio program dies with "bound to a different
+event loop" after a --new-pid restore. Such a program keeps its pid if it
+runs as the init of its own PID namespace (start it with "unshare --pid
+--fork", dump it, restore with --pidns), also for a lazy migration on one
+host.
 Errors name both: "pid OLD (pid NEW on this host)".
 
 Files the process had open must be where they were; a file it mapped must be
