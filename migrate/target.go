@@ -15,6 +15,7 @@ import (
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/netfix"
 	"github.com/lazycr/lazycr/pageserver"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/restore"
 	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
@@ -101,6 +102,11 @@ type TargetResult struct {
 	// Job is the restored process when it is the foreground job of
 	// lazycr's terminal (ShellJob): the caller waits for it (WaitJob).
 	Job *restore.Process
+	// Exited, when not empty, says the process exited here before its last
+	// lazy pages were needed ("pid N exited (status S) before its last M
+	// pages were needed"): a finished migration, the source was told
+	// (EXITED) and ends the original.
+	Exited string
 }
 
 // Target fetches the image set from the source, rebuilds the process,
@@ -233,6 +239,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		}
 		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
 	}
+	// Identifies the process for reading its exit status later (a pid
+	// alone could be reused).
+	startTime := startTimeOf(r.PID())
 	if opts.BeforeResume != nil && r.TerminalJob() {
 		opts.BeforeResume(r.PID())
 	}
@@ -290,6 +299,19 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			told = "the source could not be told; it keeps the original stopped when it loses the target"
 		}
 		return res, fmt.Errorf("%w: the copy here (pid %d) was killed with %d of %d lazy pages not fetched; %s", ErrAborted, killed, leftAtAbort, total, told)
+	}
+	if exited := (*uffd.ExitedError)(nil); errors.As(runErr, &exited) {
+		// Every process exited on its own: the pages left are needed by
+		// nobody and the migration is over. The original must never run
+		// again (it would repeat what the copy did after the checkpoint):
+		// the source ends it as on DONE.
+		res.Exited = fmt.Sprintf("pid %d %s before its last %d pages were needed", res.PID, exitStatus(res.PID, startTime), exited.Unneeded)
+		opts.Log.Info().Int("pid", res.PID).Uint64("pages_not_needed", exited.Unneeded).Msg(res.Exited)
+		if err := c.Exited(res.Exited); err != nil {
+			return res, fmt.Errorf("tell the source EXITED (%s): %w", res.Exited, err)
+		}
+		res.Total = time.Since(start)
+		return res, nil
 	}
 	if runErr != nil {
 		return res, runErr
@@ -431,4 +453,32 @@ func checkTakeover(opts TargetOptions, set *image.Set) error {
 		}
 	}
 	return nil
+}
+
+// startTimeOf is pid's start time (/proc/PID/stat field 22), 0 if unknown.
+func startTimeOf(pid int) uint64 {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return 0
+	}
+	return st.StartTime
+}
+
+// exitStatus says how pid (started at start) ended: "exited (status N)" or
+// "was killed by SIGX", read from its zombie's /proc/PID/stat exit_code
+// (field 52, the wait(2) status; proc(5)) before its parent reaps it;
+// "exited (status unknown: already reaped)" once it is gone.
+func exitStatus(pid int, start uint64) string {
+	st, err := proc.ReadStat(pid)
+	if err != nil || st.StartTime != start || st.State != 'Z' {
+		return "exited (status unknown: already reaped)"
+	}
+	ws := unix.WaitStatus(st.ExitCode)
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exited (status %d)", ws.ExitStatus())
+	case ws.Signaled():
+		return fmt.Sprintf("was killed by %s", unix.SignalName(ws.Signal()))
+	}
+	return fmt.Sprintf("exited (wait status %#x)", st.ExitCode)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"slices"
 	"sort"
@@ -30,7 +31,27 @@ var (
 	// pages not installed were poisoned (an access raises SIGBUS). The
 	// returned error wraps it together with the cause.
 	ErrPagesLost = errors.New("pages lost")
+	// ErrExited: every process the handler served exited on its own
+	// before all its lazy pages were installed; nobody needs the rest.
+	// Run's error is then an *ExitedError.
+	ErrExited = errors.New("every served process exited before its last lazy pages were needed")
 )
+
+// ExitedError is Run's answer when every served process exited (none was
+// killed by the handler) before every lazy page was installed: the
+// migration is over, not failed. Unneeded is how many lazy pages were never
+// installed in any process.
+type ExitedError struct {
+	PID      int // the restored (root) process
+	Unneeded uint64
+}
+
+func (e *ExitedError) Error() string {
+	return fmt.Sprintf("serve lazy pages: pid %d exited with %d lazy pages never needed: %v", e.PID, e.Unneeded, ErrExited)
+}
+
+// Unwrap makes errors.Is(err, ErrExited) true.
+func (e *ExitedError) Unwrap() error { return ErrExited }
 
 // HandlerConfig configures a Handler.
 type HandlerConfig struct {
@@ -107,6 +128,11 @@ type Handler struct {
 	retries  []retryOp
 	primary  *member
 	lostGone uint64 // pages the primary still needed when it went away
+	// everyone is every member served so far, removed ones included (for
+	// the pages no process ever needed); killed is set once the handler
+	// signalled one (a gone member then is not one that exited on its own).
+	everyone []*member
+	killed   bool
 	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
 	arrGot   []bool // page arrBase+k got installed in some member
 
@@ -331,6 +357,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		}
 	}
 	h.members, h.primary = members, members[0]
+	h.everyone = slices.Clone(members)
 	h.trace = Trace{Start: h.start, PID: cfg.PID}
 	return h, nil
 }
@@ -583,9 +610,18 @@ func (h *Handler) loop(ctx context.Context) error {
 		armed bool // a token is on h.arm or held by forward
 	)
 	for {
-		if len(h.members) == 0 || h.complete() {
-			if h.lostGone > 0 {
+		if len(h.members) > 0 && h.complete() {
+			return nil // every process still there has all its pages
+		}
+		if len(h.members) == 0 {
+			// Every process is gone. One the handler killed lost pages;
+			// otherwise they exited on their own and the pages left are
+			// needed by nobody: the migration is over.
+			if h.killed && h.lostGone > 0 {
 				return fmt.Errorf("serve lazy pages: pid %d gone with %d pages not installed: %w", h.cfg.PID, h.lostGone, ErrGone)
+			}
+			if n := h.unneeded(); n > 0 && !h.killed {
+				return &ExitedError{PID: h.cfg.PID, Unneeded: n}
 			}
 			return nil
 		}
@@ -1354,6 +1390,7 @@ func (h *Handler) fork(m *member, ufd int) error {
 	}
 	c.fd = fd
 	h.members = append(h.members, c)
+	h.everyone = append(h.everyone, c)
 	if h.cfg.OnFork != nil {
 		if err := h.cfg.OnFork(fd.Fd()); err != nil {
 			h.log.Warn().Err(err).Int("parent", m.pid).Msg("hand the forked child's uffd over")
@@ -1430,7 +1467,7 @@ func (h *Handler) runRetries() error {
 // finish poisons what is left when cause is not nil, and closes the uffds.
 func (h *Handler) finish(cause error) error {
 	var lost uint64
-	if cause != nil && !errors.Is(cause, ErrGone) {
+	if cause != nil && !errors.Is(cause, ErrGone) && !errors.Is(cause, ErrExited) {
 		lost = h.poisonAll()
 	}
 	if h.cfg.BeforeClose != nil {
@@ -1446,10 +1483,23 @@ func (h *Handler) finish(cause error) error {
 	if cause == nil {
 		return nil
 	}
-	if errors.Is(cause, ErrGone) {
+	if errors.Is(cause, ErrGone) || errors.Is(cause, ErrExited) {
 		return cause
 	}
 	return fmt.Errorf("serve lazy pages of pid %d: %d lazy %w: %w", h.cfg.PID, lost, ErrPagesLost, cause)
+}
+
+// unneeded counts the lazy pages installed in no member ever served.
+func (h *Handler) unneeded() uint64 {
+	var got uint64
+	for w := range h.acked {
+		var word uint64
+		for _, m := range h.everyone {
+			word |= m.installed[w]
+		}
+		got += uint64(bits.OnesCount64(word))
+	}
+	return h.total - min(got, h.total)
 }
 
 // poisonAll poisons every page some member still needs and returns how
@@ -1533,6 +1583,7 @@ func (h *Handler) killChild(m *member, sig unix.Signal) {
 		h.log.Error().Int("parent", m.parent).Msg("forked child with lost pages not found: it may read zeros")
 		return
 	}
+	h.killed = true
 	for _, pid := range pids {
 		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 			h.log.Error().Err(err).Int("pid", pid).Stringer("signal", sig).Msg("kill a process with lost pages")
