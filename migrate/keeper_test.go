@@ -3,6 +3,7 @@ package migrate
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -102,6 +103,11 @@ func TestKeeperKillsWhenHandlerDies(t *testing.T) {
 	if err := f.k.HoldChild(f.u.Fd()); err != nil { // any uffd will do
 		t.Fatal(err)
 	}
+	// Its pid known (else the keeper waits for its first fault to know
+	// whom to kill).
+	if err := f.k.ChildPID(f.u.Fd(), f.child.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
 	f.k.Close()
 	if err := f.keeperResult(t); !errors.Is(err, ErrHandlerDied) {
 		t.Errorf("RunKeeper = %v, want ErrHandlerDied", err)
@@ -143,7 +149,7 @@ func TestKeeperProcessExited(t *testing.T) {
 	// The keeper notices the exit through the pidfd; give it the chance
 	// before the socket closes by asking it something (it answers in
 	// order).
-	if err := f.k.HoldChild(f.u.Fd()); err != nil {
+	if err := f.k.HoldMember(f.u.Fd(), f.child.Process.Pid, f.pidfd); err != nil {
 		t.Fatal(err)
 	}
 	f.k.Close()
@@ -152,27 +158,87 @@ func TestKeeperProcessExited(t *testing.T) {
 	}
 }
 
+// TestKeeperGuardsMembersAfterRootExit: the restored process exits while
+// another process of its tree (a member held with its pid, and a forked
+// child whose pid came later) still runs on lazy memory; when the handler
+// then dies, the keeper kills them: they are no longer the root's
+// descendants, but must not run on zero pages either.
+func TestKeeperGuardsMembersAfterRootExit(t *testing.T) {
+	f := newKeeperFixture(t)
+	var others []*exec.Cmd
+	for range 2 {
+		c := exec.Command("sleep", "600")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		others = append(others, c)
+	}
+	member, err := unix.PidfdOpen(others[0].Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(member)
+	u2, err := uffd.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u2.Close()
+	if err := f.k.HoldMember(f.u.Fd(), others[0].Process.Pid, member); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.k.HoldChild(u2.Fd()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.k.ChildPID(u2.Fd(), others[1].Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	f.child.Process.Signal(syscall.SIGTERM) // the root exits
+	f.child.Wait()
+	f.k.Close()
+	if err := f.keeperResult(t); !errors.Is(err, ErrHandlerDied) {
+		t.Errorf("RunKeeper = %v, want ErrHandlerDied", err)
+	}
+	for _, c := range others {
+		err := c.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("pid %d ended with %v, want killed by SIGKILL", c.Process.Pid, err)
+		}
+	}
+	if !strings.Contains(f.out.String(), fmt.Sprintf("pid %d", others[1].Process.Pid)) {
+		t.Errorf("the keeper did not name the processes it kills: %q", f.out.String())
+	}
+}
+
 func FuzzParseKeeperMsg(f *testing.F) {
 	f.Add([]byte("hold 123"), 2)
 	f.Add([]byte("child"), 1)
+	f.Add([]byte("child 77"), 2)
+	f.Add([]byte("pid 0 77"), 1)
 	f.Add([]byte("release"), 0)
 	f.Add([]byte("hold -1"), 2)
+	f.Add([]byte("pid 01 7"), 1)
 	f.Fuzz(func(t *testing.T, b []byte, nfds int) {
-		kind, pid, err := parseKeeperMsg(b, nfds)
-		if (err == nil) == (kind == 0) {
-			t.Fatalf("parseKeeperMsg(%q, %d) = %v, %d, %v: error iff no kind", b, nfds, kind, pid, err)
+		m, err := parseKeeperMsg(b, nfds)
+		if (err == nil) == (m.kind == 0) {
+			t.Fatalf("parseKeeperMsg(%q, %d) = %+v, %v: error iff no kind", b, nfds, m, err)
 		}
-		switch kind {
+		switch m.kind {
 		case keeperHold:
-			if pid <= 0 || nfds != 2 {
-				t.Fatalf("hold of pid %d with %d fds accepted", pid, nfds)
+			if m.pid <= 0 || nfds != 2 {
+				t.Fatalf("hold of pid %d with %d fds accepted", m.pid, nfds)
 			}
 		case keeperChild:
-			if nfds != 1 || pid != 0 {
-				t.Fatalf("child with %d fds accepted", nfds)
+			if (m.pid == 0 && nfds != 1) || (m.pid != 0 && (m.pid < 0 || nfds != 2)) {
+				t.Fatalf("child of pid %d with %d fds accepted", m.pid, nfds)
+			}
+		case keeperPID:
+			if m.pid <= 0 || m.index < 0 || nfds != 1 {
+				t.Fatalf("pid %d for child %d with %d fds accepted", m.pid, m.index, nfds)
 			}
 		case keeperRelease:
-			if nfds != 0 || pid != 0 {
+			if nfds != 0 || m.pid != 0 {
 				t.Fatalf("release with %d fds accepted", nfds)
 			}
 		}

@@ -203,6 +203,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	if keeper != nil {
 		hcfg.OnFork = keeper.HoldChild
+		hcfg.OnChildPID = keeper.ChildPID
 		hcfg.BeforeClose = func() {
 			if err := keeper.Release(); err != nil {
 				opts.Log.Warn().Err(err).Msg("release the keeper")
@@ -230,9 +231,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			return nil, fmt.Errorf("hand pid %d's userfaultfd to the keeper (which guards it should this lazycr die): %w", r.PID(), err)
 		}
 		for _, m := range members {
-			// The members are the root's descendants: the keeper kills
-			// them with it.
-			if err := keeper.HoldChild(m.FD.Fd()); err != nil {
+			// With their pids: once the root exited they are no longer
+			// its descendants, and still guarded.
+			if err := holdMember(keeper, m.FD.Fd(), m.PID); err != nil {
 				r.Kill()
 				return nil, fmt.Errorf("hand tree member pid %d's userfaultfd to the keeper: %w", m.PID, err)
 			}
@@ -481,4 +482,14 @@ func exitStatus(pid int, start uint64) string {
 		return fmt.Sprintf("was killed by %s", unix.SignalName(ws.Signal()))
 	}
 	return fmt.Sprintf("exited (wait status %#x)", st.ExitCode)
+}
+
+// holdMember hands tree member pid's uffd and a pidfd of it to keeper.
+func holdMember(keeper *Keeper, uffd, pid int) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return os.NewSyscallError("pidfd_open", err)
+	}
+	defer unix.Close(pidfd)
+	return keeper.HoldMember(uffd, pid, pidfd)
 }

@@ -75,6 +75,12 @@ type HandlerConfig struct {
 	// handler adopts (e.g. to hand a reference to a keeper); an error is
 	// logged.
 	OnFork func(uffd int) error
+	// OnChildPID, if set, is called once the pid (thread-group id) of a
+	// forked child adopted through OnFork is known, with the uffd OnFork
+	// got: the child can then be watched and killed by pid even after its
+	// parent exited (it is no longer found among the parent's children
+	// then). An error is logged.
+	OnChildPID func(uffd, pid int) error
 	// Space keys the process's lazy pages towards Source (see SpaceAddr);
 	// 0 for a single process.
 	Space int
@@ -668,6 +674,7 @@ func (h *Handler) loop(ctx context.Context) error {
 			armed = false
 		default:
 		}
+		h.resolveChildren()
 		members := slices.Clone(h.members)
 		for k, m := range watched {
 			if m.gone || pfds[1+len(members)+k].Revents == 0 {
@@ -866,9 +873,8 @@ func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
 
 func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 	if m.pid == 0 && pf.TID > 0 {
-		// A thread of the child: kill(2) of a thread id signals its whole
-		// thread group, which is what the SIGBUS fallback needs.
-		m.pid = pf.TID
+		// A thread of the child: its thread group is the child.
+		h.learnPID(m, tgidOf(pf.TID))
 	}
 	addr := pf.Addr &^ (PageSize - 1)
 	p := &pending{rec: FaultRecord{Addr: addr, PID: m.pid, TID: pf.TID, Read: now}}
@@ -1404,6 +1410,75 @@ func (h *Handler) fork(m *member, ufd int) error {
 	}
 	h.log.Debug().Int("pid", m.pid).Int("uffd", fd.Fd()).Uint64("needed", c.needed).Msg("process forked: serving the child's uffd")
 	return nil
+}
+
+// tgidOf is the thread-group id of thread tid (the Tgid line of
+// /proc/TID/status, proc(5)); tid itself if that cannot be read (kill(2) of
+// a thread id still signals its whole thread group).
+func tgidOf(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
+				return pid
+			}
+		}
+	}
+	return tid
+}
+
+// learnPID records pid as forked child m's pid: its exit is then noticed
+// through a pidfd, and OnChildPID is told.
+func (h *Handler) learnPID(m *member, pid int) {
+	if m.pid != 0 || pid <= 0 {
+		return
+	}
+	m.pid = pid
+	if m.pidfd < 0 {
+		if pfd, err := unix.PidfdOpen(pid, 0); err == nil {
+			m.pidfd = pfd
+		}
+	}
+	h.log.Debug().Int("pid", pid).Int("parent", m.parent).Msg("forked child's pid learnt")
+	if h.cfg.OnChildPID != nil {
+		if err := h.cfg.OnChildPID(m.fd.Fd(), pid); err != nil {
+			h.log.Warn().Err(err).Int("pid", pid).Msg("hand the forked child's pid over")
+		}
+	}
+}
+
+// resolveChildren looks up the pid of forked children whose pid is not
+// known yet, while their parent still has them as children (once it
+// exited they are re-parented and no longer found there): a child is
+// named when it is its parent's only live child not accounted for and the
+// only member of that parent without a pid (the FORK event comes before
+// the child has a pid, see dup_mmap in the kernel).
+func (h *Handler) resolveChildren() {
+	unknown := map[int]int{} // parent → members without a pid
+	for _, m := range h.members {
+		if m.pid == 0 && m.parent > 0 {
+			unknown[m.parent]++
+		}
+	}
+	for _, m := range slices.Clone(h.members) {
+		if m.pid != 0 || m.parent <= 0 || unknown[m.parent] != 1 {
+			continue
+		}
+		var live []int
+		for _, c := range h.unknownChildren(m.parent) {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c)); err == nil {
+				if i := bytes.LastIndexByte(st, ')'); i > 0 && i+2 < len(st) && st[i+2] != 'Z' && st[i+2] != 'X' {
+					live = append(live, c)
+				}
+			}
+		}
+		if len(live) == 1 {
+			h.learnPID(m, live[0])
+		}
+	}
 }
 
 func (m *member) closePidfd() {

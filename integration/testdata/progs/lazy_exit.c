@@ -13,6 +13,8 @@
  *       exits with status 0 at once; the child waits until its parent is
  *       gone, checks every word of its memory, ticks "verified 1", then
  *       ticks "alive N" until killed.
+ * forkwait: as fork, but the child also waits for the file GOFILE2 (the
+ *       go file's name with "2" appended) before it checks its memory.
  * A wrong word writes "verify FAIL page X word J: got V, want W" to stderr
  * and exits with status 1.
  */
@@ -82,6 +84,12 @@ int main(int argc, char **argv)
 	}
 	while (getppid() == parent)
 		nap();
+	if (strcmp(mode, "forkwait") == 0) {
+		char go2[4096];
+		snprintf(go2, sizeof go2, "%s2", gofile);
+		while (access(go2, F_OK) != 0)
+			nap();
+	}
 	for (unsigned long i = 0; i < pages; i++)
 		check(base, i);
 	tick("verified", 1);
