@@ -2,11 +2,13 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -110,4 +112,95 @@ func TestLazyExitParentForked(t *testing.T) {
 	}
 	_, e := dst.output()
 	t.Logf("target:\n%s", e)
+}
+
+// TestLazyExitParentForkedHandlerKilled: the daemon pattern, then the
+// target lazycr (the lazy-pages handler) is SIGKILLed while the child still
+// waits to read its memory, most of which is on the source (the push is
+// paused). The child is no longer the restored process's descendant, yet
+// the keeper must not let it run on zero pages: it is killed, loudly, and
+// never reports its memory (right or wrong).
+func TestLazyExitParentForkedHandlerKilled(t *testing.T) {
+	gofile := filepath.Join(t.TempDir(), "go")
+	orig := start(t, buildC(t, "lazy_exit"), "256", "forkwait", gofile)
+	var r struct {
+		Pid   int    `json:"pid"`
+		Pages uint64 `json:"pages"`
+	}
+	waitReport(t, orig, &r)
+	lazyWaitTick(t, orig, "ready", 1)
+	src := startLazySource(t, nil, orig.pid, "127.0.0.1", "--reconnect-timeout", "2s")
+	if err := os.WriteFile(gofile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	var dst *lazyRun
+	var cp *proc
+	childPID := 0
+	hooked := make(chan struct{})
+	startPausingProxy(t, ln, func() (net.Conn, error) { return net.Dial("tcp", src.addr) }, 4<<20, func() {
+		defer close(hooked)
+		<-ready
+		// The copy forks and exits at once; its child waits for go2.
+		select {
+		case <-cp.done:
+		case <-time.After(lazycrTimeout):
+			t.Errorf("the copy pid %d did not exit after forking", cp.pid)
+			return
+		}
+		childPID = int(progress(t, orig)["child"])
+		if childPID <= 0 {
+			t.Errorf("the copy did not report its child")
+			return
+		}
+		t.Cleanup(func() { unix.Kill(childPID, unix.SIGKILL) })
+		pidfd, err := unix.PidfdOpen(dst.cmd.Process.Pid, 0)
+		if err != nil {
+			t.Errorf("pidfd of the target: %v", err)
+			return
+		}
+		defer unix.Close(pidfd)
+		if err := dst.cmd.Process.Kill(); err != nil {
+			t.Errorf("kill the target: %v", err)
+			return
+		}
+		// Its stderr stays open in the keeper: wait for the target itself.
+		if _, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, int(lazycrTimeout.Milliseconds())); err != nil {
+			t.Errorf("wait for the target's end: %v", err)
+		}
+		if err := os.WriteFile(gofile+"2", nil, 0o600); err != nil {
+			t.Error(err)
+		}
+	})
+	dst = startLazyTarget(t, nil, ln.Addr().String(), "--reconnect-timeout", "60s")
+	cp = adopt(t, lazyResumedPID(t, dst))
+	close(ready)
+	<-hooked
+	if t.Failed() {
+		return
+	}
+	waitGone(t, childPID)
+	if code := dst.wait(t, lazycrTimeout); code != -1 {
+		t.Errorf("target exit %d, want -1 (killed)", code)
+	}
+	_, e := dst.output()
+	t.Logf("target:\n%s", e)
+	if b, _ := os.ReadFile(orig.errPath); len(b) > 0 {
+		t.Errorf("the program's stderr (the child read its memory without its handler):\n%s", b)
+	}
+	if n := countLines(t, orig, "tick verified 1"); n != 0 {
+		t.Errorf("the child verified its memory %d times without its handler", n)
+	}
+	if !strings.Contains(e, fmt.Sprintf("pid %d", childPID)) || !strings.Contains(e, "keeper") {
+		t.Errorf("nothing on the target's stderr says the keeper killed the child pid %d:\n%s", childPID, e)
+	}
+	// The source gives up on the target and keeps the original stopped.
+	if code := src.wait(t, lazycrTimeout); code == 0 {
+		t.Errorf("source exit 0 although the target never said DONE")
+	}
+	requireStoppedOriginal(t, orig)
 }
