@@ -1,9 +1,11 @@
 package migrate
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -208,6 +210,122 @@ func TestKeeperGuardsMembersAfterRootExit(t *testing.T) {
 	}
 	if !strings.Contains(f.out.String(), fmt.Sprintf("pid %d", others[1].Process.Pid)) {
 		t.Errorf("the keeper did not name the processes it kills: %q", f.out.String())
+	}
+}
+
+const faultingChildEnv = "LAZYCR_MIGRATE_TEST_FAULTING_CHILD"
+
+// runFaultingChildIfRequested is the other process of
+// TestKeeperKillsUnknownChildAtFault: it creates a uffd and maps a page,
+// prints "fd addr", and once a line comes on stdin reads the page and
+// prints what it read.
+func runFaultingChildIfRequested() {
+	if os.Getenv(faultingChildEnv) != "1" {
+		return
+	}
+	r, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+	if errno != 0 {
+		fmt.Println("userfaultfd:", errno)
+		os.Exit(1)
+	}
+	addr, _, errno := unix.Syscall6(unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if errno != 0 {
+		fmt.Println("mmap:", errno)
+		os.Exit(1)
+	}
+	fmt.Printf("%d %d\n", r, addr)
+	var line string
+	fmt.Scanln(&line)
+	// Its own reference goes, as restore closes the restored process's.
+	unix.Close(int(r))
+	// write(2) from the page reads it (a fault the uffd sees, as a
+	// user-space read would).
+	fmt.Print("read ")
+	unix.Syscall(unix.SYS_WRITE, 1, addr, 1)
+	os.Exit(0)
+}
+
+// TestKeeperKillsUnknownChildAtFault: the handler dies while the keeper
+// holds the uffd of a forked child whose pid was never learnt (its parent
+// exited before). The keeper reads that uffd itself: the child's first
+// fault on a page that never arrived gets it killed, never a zero page.
+func TestKeeperKillsUnknownChildAtFault(t *testing.T) {
+	f := newKeeperFixture(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), faultingChildEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	defer func() {
+		if !waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	br := bufio.NewReader(stdout)
+	var childFd int
+	var addr uint64
+	if _, err := fmt.Fscanln(br, &childFd, &addr); err != nil {
+		t.Fatalf("read the child's fd and address: %v", err)
+	}
+	copied := make(chan struct{})
+	go func() { io.Copy(&out, br); close(copied) }()
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := unix.PidfdGetfd(pidfd, childFd, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := uffd.FromFd(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, _, err := u.API(uffd.FeaturesNonCooperative | uffd.FeatureThreadID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Register(addr, 4096, uffd.ModeMissing); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.k.HoldChild(u.Fd()); err != nil { // its pid never follows
+		t.Fatal(err)
+	}
+	u.Close() // the handler's reference goes with the handler
+	f.k.Close()
+	if err := f.child.Wait(); err == nil {
+		t.Errorf("the held process was not killed when the handler died")
+	}
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	waited = true
+	<-copied
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the child ended with %v (output %q), want killed by SIGKILL at its fault", err, out.String())
+	}
+	if o := out.String(); o != "read " {
+		t.Errorf("the child's output %q, want %q: it read its page without a handler", o, "read ")
+	}
+	if err := f.keeperResult(t); !errors.Is(err, ErrHandlerDied) {
+		t.Errorf("RunKeeper = %v, want ErrHandlerDied", err)
+	}
+	if want := fmt.Sprintf("pid %d (forked during the lazy phase) touched a page that never arrived", cmd.Process.Pid); !strings.Contains(f.out.String(), want) {
+		t.Errorf("the keeper did not say %q: %q", want, f.out.String())
 	}
 }
 
