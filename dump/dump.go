@@ -133,6 +133,10 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 		}
 		parent := parentOf(opts.PID)
 		err = cp.Kill()
+		// Frozen ends at the kill: the wait for the parent's reap below
+		// is somebody else's time, not the process's.
+		killedAt := time.Now()
+		cp.killedAt = &killedAt
 		if err == nil {
 			cp.waitReaped(parent)
 			for _, m := range cp.members {
@@ -147,6 +151,9 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 	}
 	st := cp.Stats
 	st.Frozen = time.Since(cp.frozenAt)
+	if cp.killedAt != nil {
+		st.Frozen = cp.killedAt.Sub(cp.frozenAt)
+	}
 	st.Total = time.Since(start)
 	opts.Log.Debug().Int("pid", opts.PID).Int("threads", st.Threads).Int("vmas", st.VMAs).
 		Uint64("pages_populated", st.PagesPopulated).Uint64("pages_eager", st.PagesEager).
@@ -166,6 +173,7 @@ type Checkpoint struct {
 	tracer    *inject.Tracer
 	proc      *inject.Process
 	frozenAt  time.Time
+	killedAt  *time.Time            // when Kill returned (a kill-mode dump)
 	startTime uint64                // the process's start time (/proc/PID/stat field 22): with pid, its identity
 	eager     map[uint32][]eagerRun // pages to write, by pid
 	dirMade   bool
@@ -182,6 +190,7 @@ type Checkpoint struct {
 	treePids map[int]bool
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
+	released []heldLock         // POSIX locks ReleaseLocks released (fds.go)
 }
 
 // eagerRun is a run of pages whose data goes into the pages file.
@@ -537,6 +546,14 @@ func (cp *Checkpoint) waitReaped(parent procIdentity) {
 	if timeout <= 0 {
 		timeout = DefaultReapTimeout
 	}
+	// A parent that is lazycr's own ancestor (a harness or script
+	// blocked in waitpid on lazycr, such as Python's subprocess.run) can
+	// reap only after lazycr exits: waiting for it is a deadlock broken
+	// by the timeout. Say so after a short grace instead.
+	ancestor := isAncestor(parent.pid)
+	if ancestor && timeout > ancestorReapGrace {
+		timeout = ancestorReapGrace
+	}
 	start := time.Now()
 	deadline := start.Add(timeout)
 	for {
@@ -548,6 +565,11 @@ func (cp *Checkpoint) waitReaped(parent procIdentity) {
 			}
 			return
 		}
+		if time.Now().After(deadline) && ancestor {
+			cp.opts.Log.Warn().Int("pid", cp.pid).Int("parent", st.Ppid).Str("parent_comm", parent.comm).
+				Msgf("pid %d is a zombie until its parent pid %d (%s), which runs lazycr, reaps it after lazycr exits; a restore that keeps pid %d works from then on", cp.pid, st.Ppid, parent.comm, cp.pid)
+			return
+		}
 		if time.Now().After(deadline) {
 			cp.opts.Log.Warn().Int("pid", cp.pid).Int("parent", st.Ppid).Str("parent_comm", parent.comm).Dur("waited", timeout).
 				Msgf("pid %d is still a zombie: its parent pid %d (%s) has not reaped it; a restore that keeps pid %d fails until it does", cp.pid, st.Ppid, parent.comm, cp.pid)
@@ -555,6 +577,28 @@ func (cp *Checkpoint) waitReaped(parent procIdentity) {
 		}
 		time.Sleep(2 * time.Millisecond) // poll interval
 	}
+}
+
+// ancestorReapGrace bounds the reap wait when the parent is lazycr's own
+// ancestor (a shell that reaps any child while it waits still makes it).
+const ancestorReapGrace = 100 * time.Millisecond
+
+// isAncestor tells whether pid is lazycr's parent or one of its ancestors.
+func isAncestor(pid int) bool {
+	if pid <= 1 {
+		return false
+	}
+	for p, n := os.Getppid(), 0; p > 1 && n < 64; n++ {
+		if p == pid {
+			return true
+		}
+		st, err := proc.ReadStat(p)
+		if err != nil {
+			return false
+		}
+		p = st.Ppid
+	}
+	return false
 }
 
 // abort releases the process after a failure, logging a release error since

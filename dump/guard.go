@@ -80,11 +80,21 @@ func (cp *Checkpoint) RefreshGuard() (bool, error) {
 // when it was frozen: Release then leaves it stopped, as it was.
 func (cp *Checkpoint) Stopped() bool { return cp.proc.GroupStop() != 0 }
 
-// HoldTCP keeps the process's TCP connections locked after lazycr exits
-// and silent when the process dies (files.TCPDump.Hold): for an original
-// that is kept stopped because the target may run the process now.
-func (cp *Checkpoint) HoldTCP() error { return cp.tcp.Hold() }
+// HoldTCP keeps the TCP connections of the process and of every member
+// of its tree locked after lazycr exits and silent when they die
+// (files.TCPDump.Hold): for an original that is kept stopped because the
+// target may run the process now.
+func (cp *Checkpoint) HoldTCP() error { return cp.holdTCP() }
 
-// UnholdTCP removes the held lock of the process's TCP connections once
-// their addresses are gone from this host (files.TCPDump.Unhold).
-func (cp *Checkpoint) UnholdTCP() error { return cp.tcp.Unhold() }
+// UnholdTCP removes the held locks of the TCP connections of the process
+// and of every member of its tree once their addresses are gone from this
+// host (files.TCPDump.Unhold).
+func (cp *Checkpoint) UnholdTCP() error {
+	var errs []error
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if err := m.tcp.Unhold(); err != nil {
+			errs = append(errs, fmt.Errorf("pid %d: %w", m.pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}

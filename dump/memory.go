@@ -324,6 +324,51 @@ func (cp *Checkpoint) pageState(v *pb.Vma, e proc.PagemapEntry, nearSP bool) pb.
 	case pb.VmaKind_VMA_KIND_SHARED_ANON:
 		// Shared memory pages may exist in the shmem object without being
 		// mapped here; take the whole mapping.
+		//
+		// Eager even in a lazy dump: shared memory is in the skeleton and
+		// written before the resume, so freeze→resume grows with it.
+		// Measured on this 2-vCPU VM (loopback, shared with other jobs;
+		// mean of 5, ms): a parent and child sharing MAP_SHARED anonymous
+		// memory, against the same bytes in private memory (served
+		// lazily), freeze→resume:
+		//
+		//	16 MiB   227 shared  77 private
+		//	128 MiB 1445 shared 130 private (shared runs: 808–1857)
+		//	1 GiB   refused     210 private (all lazy pages in: 1922)
+		//
+		// 1 GiB is refused after the freeze: the skeleton's image files
+		// may not exceed pageserver.MaxImagesSize (256 MiB).
+		// Command: cd integration && LAZYCR_BENCH_SHM_GIB=1 go test
+		// -run '^$' -bench BenchmarkLazyShm -benchtime=5x .
+		//
+		// So shared memory should be served lazily: BenchmarkShmUffd
+		// (testdata/progs/shmuffd, 128 MiB and 1 GiB) has UFFDIO_COPY into
+		// shmem at 2.2–2.6 GB/s (4 and 64 KiB calls; anonymous 2.4–3.0)
+		// and a fault answered from another process at p50 4.6–4.8 µs
+		// (4 KiB), as for private memory. MISSING mode fits: a page copied
+		// through any one member's uffd lands in the shmem page cache and
+		// every other mapping sees it without a fault. MINOR mode
+		// (MISSING|MINOR, lazycr pwrite(2)s the object at 2.3–2.6 GB/s,
+		// UFFDIO_CONTINUE maps 64 KiB runs at 13–22 GB/s, a MINOR fault
+		// costs p50 3.1–3.6 µs) gains nothing measurable over MISSING and needs
+		// a filled-once map so pwrite never overwrites a page a member
+		// already changed. It is not done yet because, to be exact (all
+		// checked by BenchmarkShmUffd on 6.18; the memory types are in
+		// Documentation/admin-guide/mm/userfaultfd.rst, "MISSING_SHMEM"):
+		//   - every mapping of the object in every member must stay
+		//     registered until the object is complete: a mapping not
+		//     registered (or whose uffd closed) fills a missing page with
+		//     zeros, silently, and a later UFFDIO_COPY fails EEXIST;
+		//   - a fault blocked on member B's uffd is not woken by a copy
+		//     through A's: the handler must UFFDIO_WAKE B's;
+		//   - UFFD_EVENT_REMOVE is the same for MADV_DONTNEED (the data
+		//     stays in the object: refetch) and MADV_REMOVE (gone: zero),
+		//     so the private-memory rule "removed, never fill" is wrong
+		//     for one of them;
+		//   - read(2)/write(2)/fallocate(2) through an fd of the object
+		//     never fault: only objects reachable through mappings alone
+		//     (anonymous shared, System V, a memfd or /dev/shm file no
+		//     process holds open) could be lazy.
 		return pb.PageState_PAGE_STATE_EAGER
 	default: // private anonymous: anon, heap, stack
 		if !e.Populated() {

@@ -260,13 +260,8 @@ func (cp *Checkpoint) collectTree() error {
 	}
 	// Established TCP connections: each member's are locked, held and
 	// restored as a single process's are (its own TCPDump, held lock and
-	// TCPRestore). A lazy migration moves one lock, the root's
-	// (restore's TCPRestore.LockFor): refused there.
-	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
-		if n := m.tcp.Conns(); n > 0 && cp.opts.Mode == ModeLazy {
-			return fmt.Errorf("dump pid %d: %w: pid %d holds %d established TCP connections; TCP connections in a process tree are not migrated lazily yet (a plain dump -D restores them)", cp.pid, ErrUnsupported, m.pid, n)
-		}
-	}
+	// TCPRestore, which a lazy target takes per member: restore's
+	// TCPRestore.LockFor).
 	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
 		return err
 	}

@@ -39,13 +39,12 @@ type dumper struct {
 	pidfd int // the process's pidfd, for pidfd_getfd(2)
 	opts  DumpOptions
 	// ends records, per pipe inode, whether a read ([0]) and a write ([1])
-	// end are among the process's fds: a pipe with one end only may be
-	// reconnected to its live peer (livepipe.go).
+	// end are among the process's fds.
 	ends map[uint64][2]bool
 	// dataTaken: the pipe's buffered data is already in the image.
 	dataTaken map[uint64]bool
-	// holders are the other processes that hold a pipe of which the
-	// process has one end only (livepipe.go).
+	// holders are the other processes that hold a pipe of the process
+	// (livepipe.go).
 	holders map[uint64][]*pb.PipeHolder
 	// fds and infos are the process's fds and their fdinfo.
 	fds   []proc.Fd
@@ -130,13 +129,17 @@ func Dump(pid int, opts DumpOptions) (_ *pb.FdTable, err error) {
 		}
 	}
 
-	lone := map[uint64]bool{}
+	// The processes outside that hold each pipe (a /proc scan, in the
+	// freeze). A tree member's pipe whose both ends it holds is the tree
+	// pass's to check (dump/tree.go records its outside holders): only
+	// its lone ends are looked up here.
+	pipes := map[uint64]bool{}
 	for ino, e := range d.ends {
-		if !e[0] || !e[1] {
-			lone[ino] = true
+		if opts.TreePids == nil || !e[0] || !e[1] {
+			pipes[ino] = true
 		}
 	}
-	d.holders = pipeHolders(lone, pid, os.Getpid())
+	d.holders = pipeHolders(pipes, pid, os.Getpid())
 	boot, err := BootID()
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)

@@ -9,19 +9,41 @@ import (
 	"strconv"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
-// A pipe of which the image has one end only (its peer was not dumped: a
-// shell pipeline, a harness reading stdout) can be reconnected on restore
-// to the live peer, but never by guessing: a pipe inode number means
-// nothing on another host or after a reboot, and any process holding a
-// pipe with that number could be joined. The dump records the boot id and
-// the processes that held the pipe (pid, start time, real uid); restore
-// reconnects only on the same boot, through a holder that is still the
-// same process with the same owner and still holds pipe:[INO]. Anything
-// else gets a fresh pipe (or what --inherit-fd names).
+// A pipe that processes outside the dump hold too (a shell pipeline, a
+// harness reading stdout, a parent that passed both ends of a pipe to its
+// child) can be rejoined on restore, but never by guessing: a pipe inode
+// number means nothing on another host or after a reboot, and any process
+// holding a pipe with that number could be joined. The dump records the
+// boot id and the processes that held the pipe (pid, start time, real
+// uid, pid namespace); restore rejoins it only on the same boot, through
+// a holder that is still the same process with the same owner and still
+// holds pipe:[INO], opening new descriptions of it through
+// /proc/PID/fd/N (proc(5)). Otherwise:
+//   - a lone end (its peer not dumped) gets a fresh pipe with no peer,
+//     which is what it would see had the peer closed it;
+//   - a pipe whose both ends are in the image is refused
+//     ([ErrHeldOutside]): a fresh pipe would carry on between the
+//     process's own ends and never reach the outside holder again, a
+//     silent change. --inherit-fd N passes a pipe for it instead.
+//
+// The buffered data of a rejoined pipe is the live pipe's: what the
+// image recorded is never written again (the holder may have read it).
+// FIFOs (fifo.go) follow the same rules through their path.
+
+// ErrHeldOutside: a pipe or FIFO that processes outside the dump held
+// too cannot be rejoined on restore (another boot or host, the holders
+// gone), and giving the process a fresh one would silently cut it off
+// from them. Restore names the holders and --inherit-fd.
+var ErrHeldOutside = errors.New("held outside the dump and not rejoinable")
+
+// errForeignBoot: the image comes from another boot or host, where its
+// pipes and pids mean nothing.
+var errForeignBoot = errors.New("the image comes from another boot or host")
 
 // maxHolders bounds the holders recorded per pipe.
 const maxHolders = 16
@@ -39,13 +61,13 @@ func BootID() (string, error) {
 	return string(bytes.TrimSpace(b)), nil
 }
 
-// pipeHolders returns, for each inode of lone, the processes other than
+// pipeHolders returns, for each inode of inos, the processes other than
 // skip that hold pipe:[INO] open. It reads every process's fd table, so it
-// runs only when the process has a lone pipe end (it adds to the freeze:
-// about 2 ms with a few hundred processes here).
-func pipeHolders(lone map[uint64]bool, skip ...int) map[uint64][]*pb.PipeHolder {
+// runs only when the process has a pipe (it adds to the freeze: about
+// 2 ms with a few hundred processes here).
+func pipeHolders(inos map[uint64]bool, skip ...int) map[uint64][]*pb.PipeHolder {
 	out := map[uint64][]*pb.PipeHolder{}
-	if len(lone) == 0 {
+	if len(inos) == 0 {
 		return out
 	}
 	procs, err := os.ReadDir("/proc")
@@ -63,7 +85,7 @@ func pipeHolders(lone map[uint64]bool, skip ...int) map[uint64][]*pb.PipeHolder 
 		}
 		seen := map[uint64]bool{}
 		for _, ino := range pipesHeldBy(pid) {
-			if !lone[ino] || seen[ino] || len(out[ino]) >= maxHolders {
+			if !inos[ino] || seen[ino] || len(out[ino]) >= maxHolders {
 				continue
 			}
 			seen[ino] = true
@@ -110,6 +132,14 @@ func pipesHeldBy(pid int) []uint64 {
 // holderFd returns /proc/PID/fd/N of h if h is still the process the dump
 // saw (same start time, same real uid) and holds pipe:[ino].
 func holderFd(h *pb.PipeHolder, ino uint64) (string, error) {
+	want := fmt.Sprintf("pipe:[%d]", ino)
+	return liveHolderFd(h, want, func(_ int, f proc.Fd) bool { return f.Target == want })
+}
+
+// liveHolderFd returns /proc/PID/fd/N of h if h is still the process the
+// dump saw (same pid namespace, start time and real uid) and one of its
+// fds, f, satisfies holds (what names the object for errors).
+func liveHolderFd(h *pb.PipeHolder, what string, holds func(pid int, f proc.Fd) bool) (string, error) {
 	pid := int(h.Pid)
 	ns, err := pidNS()
 	if err != nil {
@@ -136,74 +166,12 @@ func holderFd(h *pb.PipeHolder, ino uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	want := fmt.Sprintf("pipe:[%d]", ino)
 	for _, f := range fds {
-		if f.Target == want {
+		if holds(pid, f) {
 			return fmt.Sprintf("/proc/%d/fd/%d", pid, f.Num), nil
 		}
 	}
-	return "", fmt.Errorf("pid %d no longer holds pipe:[%d]", pid, ino)
-}
-
-// reopenLivePipe reconnects the lone end of pipe:[ino] to a recorded
-// holder (see the top of this file), opening it through /proc/PID/fd/N —
-// a pipe reopened through /proc is the same pipe, with the access mode
-// asked for (proc(5), /proc/pid/fd). It reports whether it did.
-func (r *restorer) reopenLivePipe(ino uint64, g *pipeGroup, what string) bool {
-	end, fds, acc := &g.r, g.read, unix.O_RDONLY
-	if len(g.read) == 0 {
-		end, fds, acc = &g.w, g.write, unix.O_WRONLY
-	}
-	holders := fds[0].GetPipe().Holders
-	if len(holders) == 0 {
-		return false
-	}
-	log := r.log.With().Int32("fd", fds[0].Fd).Uint64("pipe", ino).Logger()
-	here, err := BootID()
-	if err != nil || r.bootID == "" || here != r.bootID {
-		log.Warn().Str("image_boot_id", r.bootID).Str("boot_id", here).
-			Msgf("fd %d: not reconnected to the processes that held its pipe: the image comes from another boot or host", fds[0].Fd)
-		return false
-	}
-	for _, h := range holders {
-		holder, err := holderFd(h, ino)
-		if err != nil {
-			log.Debug().Err(err).Msg("reopen " + what)
-			continue
-		}
-		path, err := r.putString(scratchPath, holder)
-		if err != nil {
-			return false
-		}
-		// O_NONBLOCK: opening a pipe for writing with no reader would
-		// block (it fails ENXIO instead, and a fresh pipe is made).
-		fd, err := r.rem.Syscall(unix.SYS_OPENAT, atFdcwd, path, uintptr(acc|unix.O_CLOEXEC|unix.O_NONBLOCK), 0)
-		if err != nil {
-			log.Debug().Err(err).Str("holder", holder).Msg("reopen " + what)
-			continue
-		}
-		if fd, err = r.moveHigh(fd); err != nil {
-			return false
-		}
-		// What was opened is pipe:[ino], and the holder is still the same
-		// process (its pid was not reused during the open).
-		var st unix.Stat_t
-		err = unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", r.pid, fd), &st)
-		start, serr := proc.ProcessIdentity(int(h.Pid))
-		if err != nil || st.Ino != ino || serr != nil || start != h.StartTime {
-			r.closeRemote(fd)
-			continue
-		}
-		if err := r.setfl(fd, fds[0].Flags); err != nil {
-			r.closeRemote(fd)
-			return false
-		}
-		*end = fd
-		log.Info().Str("via", holder).
-			Msgf("fd %d: its pipe's peer was not dumped but the pipe is still alive here (held by pid %d, uid %d, since the dump): reconnected to it", fds[0].Fd, h.Pid, h.Uid)
-		return true
-	}
-	return false
+	return "", fmt.Errorf("pid %d no longer holds %s", pid, what)
 }
 
 // PipeHolders returns, for each pipe inode of inos, the processes other
@@ -231,7 +199,7 @@ func OpenLivePipe(ino uint64, holders []*pb.PipeHolder, bootID string) (ends [2]
 		return ends, 0, err
 	}
 	if bootID == "" || here != bootID {
-		return ends, 0, fmt.Errorf("pipe:[%d]: the image comes from another boot or host (boot id %q, here %q)", ino, bootID, here)
+		return ends, 0, fmt.Errorf("pipe:[%d]: %w (boot id %q, here %q)", ino, errForeignBoot, bootID, here)
 	}
 	var errs []error
 	for _, h := range holders {
@@ -325,4 +293,84 @@ func openLiveEnds(path string, ino uint64) (ends [2]int, err error) {
 		}
 	}
 	return ends, nil
+}
+
+// sharedWithHolder returns the first of holders, and its fd, whose open
+// file description fd fd of pid is (kcmp(2) KCMP_FILE; only the holder's
+// fds with the same /proc link target can be it), or nil.
+func sharedWithHolder(pid, fd int, target string, holders []*pb.PipeHolder) (*pb.PipeHolder, int32) {
+	for _, h := range holders {
+		fds, err := proc.ReadFds(int(h.Pid))
+		if err != nil {
+			continue
+		}
+		for _, f := range fds {
+			if f.Target != target {
+				continue
+			}
+			if same, err := kabi.KcmpFile(pid, int(h.Pid), fd, f.Num); err == nil && same {
+				return h, int32(f.Num)
+			}
+		}
+	}
+	return nil, 0
+}
+
+// sharedDescription passes into the process the open file description
+// image fd f shared with a holder at the dump (Pipe.shared_holder), taken
+// from the holder with pidfd_getfd(2), if the holder is still the process
+// the dump saw, still has it at that fd on the object target (pipe:[INO]
+// or the FIFO's path) and with the status flags f had: then the fd is one
+// description with the holder's again, as before the dump. It reports
+// false otherwise (f gets a description of its own). A description with
+// O_ASYNC is not taken: restore sets O_ASYNC last, clearing it meanwhile,
+// which the holder would see.
+func (r *restorer) sharedDescription(f *pb.Fd, target string) (uintptr, bool) {
+	p := f.GetPipe()
+	h := p.GetSharedHolder()
+	if h == nil || f.Flags&unix.O_ASYNC != 0 {
+		return 0, false
+	}
+	log := r.log.With().Int32("fd", f.Fd).Uint32("holder", h.Pid).Int32("holder_fd", p.SharedFd).Logger()
+	if _, err := liveHolderFd(h, target, func(_ int, x proc.Fd) bool { return x.Num == int(p.SharedFd) && x.Target == target }); err != nil {
+		log.Debug().Err(err).Msg("the description shared with the holder is not there: the fd gets its own")
+		return 0, false
+	}
+	local, err := takeHolderFd(int(h.Pid), int(p.SharedFd))
+	if err != nil {
+		log.Debug().Err(err).Msg("take the description shared with the holder")
+		return 0, false
+	}
+	defer unix.Close(local)
+	var st unix.Stat_t
+	flags, ferr := unix.FcntlInt(uintptr(local), unix.F_GETFL, 0)
+	start, serr := proc.ProcessIdentity(int(h.Pid))
+	if unix.Fstat(local, &st) != nil || st.Ino != p.Inode || st.Mode&unix.S_IFMT != unix.S_IFIFO ||
+		ferr != nil || serr != nil || start != h.StartTime ||
+		uint32(flags)&^ignoreFlags != f.Flags&^ignoreFlags {
+		log.Debug().Int("flags", flags).Uint32("image_flags", f.Flags).Msg("the holder's description changed since the dump: the fd gets its own")
+		return 0, false
+	}
+	fd, err := r.receive(local, f.Fd)
+	if err != nil {
+		log.Debug().Err(err).Msg("pass the description shared with the holder")
+		return 0, false
+	}
+	log.Debug().Msgf("fd %d is again one open file description with fd %d of pid %d", f.Fd, p.SharedFd, h.Pid)
+	return fd, true
+}
+
+// takeHolderFd duplicates fd of pid into lazycr: pidfd_getfd(2), which
+// needs ptrace access to pid (PTRACE_MODE_ATTACH_REALCREDS).
+func takeHolderFd(pid, fd int) (int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open pidfd of pid %d: %w", pid, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return -1, fmt.Errorf("take fd %d of pid %d: %w", fd, pid, os.NewSyscallError("pidfd_getfd", err))
+	}
+	return local, nil
 }

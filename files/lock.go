@@ -1,10 +1,12 @@
 package files
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,17 +108,127 @@ func kindName(f *pb.Fd) string {
 	return "unknown"
 }
 
-// HeldLocks describes the locks of table, one string per lock ("fd 3:
-// POSIX (fcntl) WRITE lock on bytes 10-29"), for a caller that refuses
-// them (a lazy dump).
-func HeldLocks(table *pb.FdTable) []string {
-	var out []string
+// A post-copy migration (restore --lazy-from) resumes the process on the
+// target while the source keeps the original frozen, holding its locks,
+// until the target says DONE; the locks must move to the target before it
+// runs, exactly, and come back to the original on a rollback.
+//
+//   - flock and OFD locks belong to the open file description (flock(2);
+//     fcntl(2), "Open file description locks (non-POSIX)"): on the host
+//     the process was dumped on (same boot, the same file by device and
+//     inode) the target takes the original's description itself with
+//     pidfd_getfd(2) (takeLockedFile), and the locks move with it; there
+//     is no moment when nobody holds them. The original keeps its fd: on
+//     a rollback it runs on with the description and its locks (released
+//     only on the description's last close), once killed they live on in
+//     the target. Until then the original's reference keeps the
+//     description open: a lock the process lets go by closing its last fd
+//     (rather than LOCK_UN or F_UNLCK) is released only when the source
+//     kills the original, at DONE (later, never earlier).
+//   - POSIX (fcntl F_SETLK) locks belong to the process (fcntl(2),
+//     "Record locking": they are associated with a process, not an open
+//     file description), so they cannot be handed over: the source
+//     releases the frozen original's by injected fcntl(F_SETLK, F_UNLCK)
+//     when the target asks for the image set ([PosixLocks], [SetlkArg]), and
+//     the target re-takes them as a plain restore does (takeLocks).
+//   - On another host (another boot) the target's file is another file:
+//     every lock is taken afresh by takeLocks, as a plain restore does.
+//     A file shared between the hosts (NFS) whose lock the original still
+//     holds fails takeLocks (held by another process): refused, the
+//     source rolled back.
+
+// FdLock is a lock of the image with the fd it was listed on.
+type FdLock struct {
+	Fd   int32
+	Lock *pb.FileLock
+}
+
+// PosixLocks lists table's POSIX locks, each once: fdinfo lists a
+// process's POSIX lock on every fd of its file (locks_show_fdinfo in
+// fs/locks.c), any of which can release or take it.
+func PosixLocks(table *pb.FdTable) []FdLock {
+	type key struct {
+		dev, ino   uint64
+		start, end int64
+		write      bool
+	}
+	seen := map[key]bool{}
+	var out []FdLock
 	for _, f := range table.GetFds() {
+		id := f.GetFile().GetFile()
 		for _, l := range f.Locks {
-			out = append(out, fmt.Sprintf("fd %d: %s", f.Fd, describeLock(l)))
+			if l.Kind != pb.FileLockKind_FILE_LOCK_KIND_POSIX || validLock(l) != nil {
+				continue
+			}
+			k := key{id.GetDev(), id.GetInode(), l.Start, l.End, l.Write}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			out = append(out, FdLock{Fd: f.Fd, Lock: l})
 		}
 	}
 	return out
+}
+
+// DescribeLock says what fl is in words ("fd 3: POSIX (fcntl) WRITE lock
+// on bytes 10-29").
+func DescribeLock(fl FdLock) string {
+	return fmt.Sprintf("fd %d: %s", fl.Fd, describeLock(fl.Lock))
+}
+
+// SetlkArg is the struct flock of fcntl(fd, F_SETLK, arg) that takes l
+// again, or with unlock releases its range (F_UNLCK).
+func SetlkArg(l *pb.FileLock, unlock bool) []byte {
+	b := flockStruct(l)
+	if unlock {
+		binary.LittleEndian.PutUint16(b, unix.F_UNLCK)
+	}
+	return b
+}
+
+// takeLockedFile takes image fd f's open file description over from the
+// frozen original when it holds flock or OFD locks that the original
+// still holds (see above): RestoreOptions.HandOver, the image from this
+// boot, the dumped pid stopped by its tracer (the source's freeze) and
+// holding at that fd the image's file (device and inode). ok is false
+// (and err nil) when any of that does not hold: the file is then opened
+// afresh and takeLocks takes its locks, failing if the original still
+// holds them.
+func (r *restorer) takeLockedFile(f *pb.Fd) (fd uintptr, ok bool, err error) {
+	id := f.GetFile().GetFile()
+	if !r.handOver || id == nil || !slices.ContainsFunc(f.Locks, func(l *pb.FileLock) bool {
+		return l.Kind == pb.FileLockKind_FILE_LOCK_KIND_FLOCK || l.Kind == pb.FileLockKind_FILE_LOCK_KIND_OFD
+	}) {
+		return 0, false, nil
+	}
+	if here, err := BootID(); err != nil || r.bootID == "" || here != r.bootID {
+		return 0, false, nil
+	}
+	pid := int(r.imagePid)
+	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
+		return 0, false, nil
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return 0, false, nil
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, int(f.Fd), 0)
+	if err != nil {
+		return 0, false, nil
+	}
+	defer unix.Close(local)
+	var st unix.Stat_t
+	if err := unix.Fstat(local, &st); err != nil || st.Ino != id.Inode || st.Dev != id.Dev {
+		return 0, false, nil
+	}
+	if fd, err = r.receive(local, f.Fd); err != nil {
+		return 0, false, err
+	}
+	r.log.Info().Int32("fd", f.Fd).Int("source_pid", pid).Str("path", id.Path).
+		Msgf("fd %d: took %s over from the frozen original pid %d with its locks (%s)", f.Fd, id.Path, pid, strings.TrimSuffix(strings.TrimPrefix(showLocks(f), " (holds "), ")"))
+	return fd, true, nil
 }
 
 // describeLock says what l is in words, as [proc.Lock.Describe] does.

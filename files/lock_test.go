@@ -42,6 +42,39 @@ func TestFlockStruct(t *testing.T) {
 	}
 }
 
+// TestPosixLocks: each POSIX lock once (fdinfo lists it on every fd of
+// its file), flock and OFD locks and invalid ones left out; SetlkArg
+// unlocks exactly the lock's range.
+func TestPosixLocks(t *testing.T) {
+	file := func(ino uint64) *pb.Fd_File {
+		return &pb.Fd_File{File: &pb.RegularFile{File: &pb.FileID{Path: "/f", Dev: 1, Inode: ino}}}
+	}
+	w := &pb.FileLock{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Write: true, Start: 10, End: 29}
+	r := &pb.FileLock{Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Start: 40, End: 49}
+	table := &pb.FdTable{Fds: []*pb.Fd{
+		{Fd: 3, Kind: file(7), Locks: []*pb.FileLock{w, r, {Kind: pb.FileLockKind_FILE_LOCK_KIND_OFD, Start: 100, End: -1}}},
+		{Fd: 4, Kind: file(7), Locks: []*pb.FileLock{w, r}},
+		{Fd: 5, Kind: file(8), Locks: []*pb.FileLock{w, {Kind: pb.FileLockKind_FILE_LOCK_KIND_POSIX, Start: 5, End: 2}}},
+		{Fd: 6, Kind: file(9), Locks: []*pb.FileLock{{Kind: pb.FileLockKind_FILE_LOCK_KIND_FLOCK, End: -1}}},
+	}}
+	var got []string
+	for _, fl := range PosixLocks(table) {
+		got = append(got, DescribeLock(fl))
+	}
+	want := []string{"fd 3: POSIX (fcntl) WRITE lock on bytes 10-29", "fd 3: POSIX (fcntl) READ lock on bytes 40-49", "fd 5: POSIX (fcntl) WRITE lock on bytes 10-29"}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("PosixLocks: %q, want %q", got, want)
+	}
+	b := SetlkArg(w, true)
+	le := binary.LittleEndian
+	if typ, s, n := int16(le.Uint16(b)), int64(le.Uint64(b[8:])), int64(le.Uint64(b[16:])); typ != unix.F_UNLCK || s != 10 || n != 20 {
+		t.Errorf("SetlkArg unlock: l_type %d bytes %d+%d, want %d 10+20", typ, s, n, unix.F_UNLCK)
+	}
+	if typ := int16(le.Uint16(SetlkArg(r, false))); typ != unix.F_RDLCK {
+		t.Errorf("SetlkArg take: l_type %d, want F_RDLCK", typ)
+	}
+}
+
 func TestValidLock(t *testing.T) {
 	good := []*pb.FileLock{
 		{Kind: pb.FileLockKind_FILE_LOCK_KIND_FLOCK, Write: true, Start: 0, End: -1},

@@ -34,6 +34,9 @@ func (regularFile) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	if err := checkFdFile(f.Fd, file.File, file.Mode); err != nil {
 		return 0, err
 	}
+	if fd, ok, err := r.takeLockedFile(f); err != nil || ok { // lock.go
+		return fd, err
+	}
 	fd, err := r.openAt(file.File.Path, openFlags(f.Flags))
 	if err != nil {
 		return 0, fmt.Errorf("open fd %d %s: %w", f.Fd, file.File.Path, err)

@@ -86,6 +86,7 @@ type restorer struct {
 	log      zerolog.Logger
 	base     uintptr           // first temporary fd number: highest image fd + 1
 	temp     map[int32]uintptr // image fd → its object at a temporary number
+	fds      []*pb.Fd          // the image's fds
 	inImage  map[int32]bool
 	cloexec  map[int32]bool // the image's FD_CLOEXEC per fd
 	inherit  map[int32]bool
@@ -129,7 +130,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	if table != nil {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
-	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
+	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, fds: fds, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
 		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, terminal: opts.Terminal, unixReconnect: opts.UnixReconnect, ubinds: opts.UnixBinds}
 	defer r.close()
 	if opts.TCP != nil {

@@ -46,8 +46,8 @@ func lockCompetitor(t *testing.T, kind, file string) (*os.File, error) {
 // the dump refused every lock, and earlier still dropped them). Between
 // dump and restore, when this test holds a conflicting lock, the restore
 // refuses, naming the lock and the holder; once released, the restore
-// succeeds and this test, as a competitor, is refused. A lazy dump of the
-// process refuses its locks and leaves it running with them.
+// succeeds and this test, as a competitor, is refused. A lazy migration
+// carries the locks: locks_lazy_test.go.
 func TestRestoreLocks(t *testing.T) {
 	t.Parallel()
 	bin := buildC(t, "locks_hold")
@@ -78,14 +78,6 @@ func TestRestoreLocks(t *testing.T) {
 				f.Close()
 			}
 
-			// A lazy dump refuses: the frozen original would keep the
-			// locks while the target runs. The source runs on, its
-			// locks held (its own checks go on passing).
-			lazyDir := filepath.Join(t.TempDir(), "lazy")
-			_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", lazyDir, "--lazy", "--address", "127.0.0.1", "--port", "0")
-			requireExit1(t, "lazy dump", errOut, code, "unsupported", "a lazy migration cannot hand over", fmt.Sprintf(`fd %d: %s`, r.Fd, c.want))
-			requireProgress(t, p, "main")
-
 			dir := dumpKill(t, p)
 			out, _, code := runLazycr(t, "show", dir)
 			if code != 0 || !regexp.MustCompile(`holds [^\n]*`+c.want).MatchString(out) {
@@ -99,7 +91,7 @@ func TestRestoreLocks(t *testing.T) {
 				comp.Close()
 				t.Fatalf("take the competing lock after the dump: %v (the dump should have released pid %d's)", err, p.pid)
 			}
-			_, errOut, code = runLazycr(t, "restore", "-D", dir)
+			_, errOut, code := runLazycr(t, "restore", "-D", dir)
 			requireExit1(t, "restore with the lock taken", errOut, code,
 				"lock held by another process", fmt.Sprintf(`fd %d \(%s\): take %s`, r.Fd, regexp.QuoteMeta(file), c.want), c.who)
 			waitGone(t, p.pid) // the failed restore's process is gone

@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"bytes"
+	"context"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -74,5 +77,44 @@ func TestDumpZombieNotReaped(t *testing.T) {
 	requireExit1(t, "restore over a zombie's pid", errOut, code, "pid is taken", "zombie", "parent pid "+ppid, "has not reaped")
 	if strings.Contains(errOut, "use --new-pid") {
 		t.Errorf("restore suggests --new-pid for a zombie:\n%s", errOut)
+	}
+}
+
+// TestDumpChildOfCaller: a harness (here python's subprocess) starts the
+// process and runs `lazycr dump` on it, blocked in waitpid on lazycr: it
+// cannot reap the killed process before lazycr exits. dump says so after
+// a short grace (not after the full reap bound, a deadlock broken by a
+// timeout), and the process's frozen time ends at the kill.
+func TestDumpChildOfCaller(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	if lazycrErr != nil {
+		t.Fatal(lazycrErr)
+	}
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 on this machine")
+	}
+	dir := filepath.Join(t.TempDir(), "img")
+	script := `import subprocess, sys
+p = subprocess.Popen(["sleep", "100"])
+r = subprocess.run([sys.argv[1], "dump", "--pid", str(p.pid), "-D", sys.argv[2]], capture_output=True)
+sys.stdout.write("%d %d\n" % (r.returncode, p.pid))
+sys.stderr.write(r.stderr.decode())
+p.wait()
+`
+	ctx, cancel := context.WithTimeout(context.Background(), lazycrTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, py, "-c", script, lazycrPath, dir)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("harness: %v\n%s", err, stderr.String())
+	}
+	if !strings.HasPrefix(stdout.String(), "0 ") {
+		t.Fatalf("lazycr dump in the harness: %q\n%s", stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "which runs lazycr") || strings.Contains(stderr.String(), "has not reaped") {
+		t.Errorf("dump's output does not say the parent runs lazycr (and reaps after it):\n%s", stderr.String())
 	}
 }

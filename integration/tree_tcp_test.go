@@ -152,51 +152,6 @@ func readEcho(t *testing.T, c net.Conn, v uint64) {
 	}
 }
 
-// TestTreeTCPLazyRefused: a lazy migration of a tree whose child holds an
-// established TCP connection is refused (one lock moves, the root's),
-// naming the member and saying a plain dump restores it; the server and
-// its connection carry on.
-func TestTreeTCPLazyRefused(t *testing.T) {
-	t.Parallel()
-	p := start(t, buildC(t, "treetcp"), "worker")
-	var rep struct {
-		Pid  int `json:"pid"`
-		Port int `json:"port"`
-	}
-	waitReport(t, p, &rep)
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", rep.Port), reportTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(4 * lazycrTimeout)); err != nil {
-		t.Fatal(err)
-	}
-	send := func(v uint64) {
-		t.Helper()
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], v)
-		if _, err := c.Write(b[:]); err != nil {
-			t.Fatalf("send %d: %v", v, err)
-		}
-		readEcho(t, c, v)
-	}
-	send(1)
-	kids := descendants(t, p.pid)
-	if len(kids) != 1 {
-		t.Fatalf("the server has descendants %v, want one child", kids)
-	}
-	t.Cleanup(func() { unix.Kill(kids[0], unix.SIGKILL) })
-	_, errOut, code := runLazycr(t, "dump", "--lazy", "--pid", strconv.Itoa(p.pid), "--address", "127.0.0.1", "--port", "0")
-	requireExit1(t, "lazy dump of a tree with a member's TCP connection", errOut, code,
-		fmt.Sprintf("pid %d holds 1 established TCP connections", kids[0]), "not migrated lazily yet", "plain dump")
-	for v := uint64(2); v <= 4; v++ {
-		send(v)
-	}
-	requireRunning(t, p.pid)
-	requireRunning(t, kids[0])
-}
-
 // TestTreeTCPRestoreFailpoint: a tree restore that fails once every
 // member is built, before any runs (failpoint restore.resume), kills the
 // whole tree, and the child's re-created connection dies in repair mode

@@ -1,8 +1,11 @@
 package migrate
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -10,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NetOptions say how sockets whose local address does not exist here are
@@ -29,6 +33,10 @@ type NetFixer struct {
 	h      *netlink.Handle
 	nl     netfix.Netlink
 	Result *netfix.Result
+	// pids[i] is the image pid of Result.Sockets[i]'s process; tree: the
+	// image set has several processes (Report names them).
+	pids []uint32
+	tree bool
 }
 
 // NewNetFixer opens a netlink handle in the current network namespace.
@@ -53,14 +61,21 @@ func (f *NetFixer) Close() {
 	}
 }
 
-// Sockets lists the inet sockets of the image set's root process.
+// Sockets lists the inet sockets of every process of the image set: the
+// root's, then those of a tree's other members in image order (a
+// description several members share is listed once per member).
 func Sockets(set *image.Set) []netfix.Socket {
 	var out []netfix.Socket
-	root := set.Root()
-	if root == nil || set.Fds[root.Pid] == nil {
-		return nil
+	for _, p := range set.Tree.GetProcesses() {
+		out = append(out, processSockets(set, p.Pid)...)
 	}
-	for _, fd := range set.Fds[root.Pid].Fds {
+	return out
+}
+
+// processSockets lists the inet sockets of process pid of the image set.
+func processSockets(set *image.Set, pid uint32) []netfix.Socket {
+	var out []netfix.Socket
+	for _, fd := range set.Fds[pid].GetFds() {
 		if s := fd.GetInetSocket(); s != nil {
 			out = append(out, netfix.Socket{Fd: fd.Fd, Sock: s})
 		}
@@ -69,39 +84,66 @@ func Sockets(set *image.Set) []netfix.Socket {
 }
 
 // Prepare is a restore.Options.Prepare hook: it fixes every socket's local
-// address for this host, rewriting the image set in memory.
+// address for this host, rewriting the image set in memory. Each process
+// of a tree is fixed in turn (fd numbers name sockets within one
+// process): a tree member's connection needs its address here as much as
+// the root's sockets do. A failure undoes what the earlier processes
+// changed.
 func (f *NetFixer) Prepare(set *image.Set) error {
 	if f.opts.Skip {
 		return nil
 	}
-	socks := Sockets(set)
-	if len(socks) == 0 {
-		return nil
-	}
-	res, err := netfix.Fix(f.nl, socks, netfix.Options{Policy: f.opts.Policy, Iface: f.opts.Iface, Log: f.log})
-	if err != nil {
-		return fmt.Errorf("netfix: %w", err)
-	}
-	f.Result = res
-	byFd := map[int32]*pb.InetSocket{}
-	for _, s := range socks {
-		byFd[s.Fd] = s.Sock
-	}
-	for _, sf := range res.Sockets {
-		if s := byFd[sf.Fd]; s != nil && sf.New.IsValid() && sf.New != sf.Old {
-			s.LocalAddr = sf.New.Addr().String()
-			f.log.Info().Int32("fd", sf.Fd).Stringer("old", sf.Old).Stringer("new", sf.New).Str("why", sf.Reason).Msg("socket rebound")
+	procs := set.Tree.GetProcesses()
+	for _, p := range procs {
+		socks := processSockets(set, p.Pid)
+		if len(socks) == 0 {
+			continue
+		}
+		log := f.log
+		if len(procs) > 1 {
+			log = f.log.With().Uint32("pid", p.Pid).Logger()
+		}
+		res, err := netfix.Fix(f.nl, socks, netfix.Options{Policy: f.opts.Policy, Iface: f.opts.Iface, Log: log})
+		if err != nil {
+			if uerr := f.Undo(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo network changes: %w", uerr))
+			}
+			f.Result, f.pids = nil, nil
+			if len(procs) > 1 {
+				return fmt.Errorf("netfix pid %d: %w", p.Pid, err)
+			}
+			return fmt.Errorf("netfix: %w", err)
+		}
+		if f.Result == nil {
+			f.Result = &netfix.Result{}
+		}
+		f.Result.Changes = append(f.Result.Changes, res.Changes...)
+		byFd := map[int32]*pb.InetSocket{}
+		for _, s := range socks {
+			byFd[s.Fd] = s.Sock
+		}
+		for _, sf := range res.Sockets {
+			f.Result.Sockets = append(f.Result.Sockets, sf)
+			f.pids = append(f.pids, p.Pid)
+			if s := byFd[sf.Fd]; s != nil && sf.New.IsValid() && sf.New != sf.Old {
+				s.LocalAddr = sf.New.Addr().String()
+				log.Info().Int32("fd", sf.Fd).Stringer("old", sf.Old).Stringer("new", sf.New).Str("why", sf.Reason).Msg("socket rebound")
+			}
 		}
 	}
+	f.tree = len(procs) > 1
 	return nil
 }
 
-// Undo reverts the network changes (restore failed after Prepare).
+// Undo reverts the network changes (restore failed after Prepare); a
+// second call has nothing left to undo.
 func (f *NetFixer) Undo() error {
 	if f.Result == nil || len(f.Result.Changes) == 0 {
 		return nil
 	}
-	return netfix.Undo(f.nl, f.Result.Changes)
+	err := netfix.Undo(f.nl, f.Result.Changes)
+	f.Result.Changes = nil
+	return err
 }
 
 // Report lists, for people, what netfix did.
@@ -110,9 +152,13 @@ func (f *NetFixer) Report() []string {
 		return nil
 	}
 	var out []string
-	for _, sf := range f.Result.Sockets {
+	for i, sf := range f.Result.Sockets {
 		if sf.New != sf.Old {
-			out = append(out, fmt.Sprintf("fd %d: %s -> %s (%s)", sf.Fd, sf.Old, sf.New, sf.Reason))
+			who := fmt.Sprintf("fd %d", sf.Fd)
+			if f.tree {
+				who = fmt.Sprintf("pid %d fd %d", f.pids[i], sf.Fd)
+			}
+			out = append(out, fmt.Sprintf("%s: %s -> %s (%s)", who, sf.Old, sf.New, sf.Reason))
 		}
 	}
 	for _, c := range f.Result.Changes {
@@ -145,4 +191,64 @@ func releaseAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
 		out = append(out, c.Cmd)
 	}
 	return out, err
+}
+
+// announceAddresses sends a gratuitous ARP for each IPv4 local address of
+// the image's sockets that is on this host, out of the link holding it:
+// after a takeover migration was rolled back the target gave the address
+// up, but the peers' neighbour caches still name the target's link
+// address, and without an announcement they find their way back only when
+// those entries go stale (tens of seconds, in which their TCP
+// retransmissions are lost). Equivalent to, per address: `arping -U -c 1
+// -I $link $addr`. Links without ARP and IPv6 addresses are left alone.
+func announceAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
+	var want []netip.Addr
+	for _, a := range netfix.Addresses(Sockets(set)) {
+		if a.Is4() {
+			want = append(want, a)
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	return announce(netfix.NewNetlink(h, netns.None()), want, log)
+}
+
+// announce is announceAddresses on h.
+func announce(h netfix.Netlink, want []netip.Addr, log zerolog.Logger) ([]string, error) {
+	list, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	var out []string
+	var errs []error
+	for _, la := range list {
+		ip, ok := netip.AddrFromSlice(la.IP)
+		if !ok || !slices.Contains(want, ip.Unmap()) {
+			continue
+		}
+		ip = ip.Unmap()
+		link, err := h.LinkByIndex(la.LinkIndex)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: find link %d: %w", ip, la.LinkIndex, err))
+			continue
+		}
+		at := link.Attrs()
+		if len(at.HardwareAddr) != 6 || at.Flags&net.FlagLoopback != 0 || at.RawFlags&unix.IFF_NOARP != 0 {
+			continue
+		}
+		if err := h.Announce(link, ip); err != nil {
+			errs = append(errs, fmt.Errorf("announce %s on %s: %w", ip, at.Name, err))
+			continue
+		}
+		cmd := fmt.Sprintf("arping -U -c 1 -I %s %s", at.Name, ip)
+		log.Info().Str("cmd", cmd).Msg("address announced again")
+		out = append(out, cmd)
+	}
+	return out, errors.Join(errs...)
 }

@@ -29,6 +29,23 @@ func TestSockets(t *testing.T) {
 	}
 }
 
+// Sockets lists every process's inet sockets, the root's first: a tree
+// member's connection needs its address on the target too.
+func TestSocketsTree(t *testing.T) {
+	set := setWithSocket("10.0.0.2")
+	set.Tree.Processes = append(set.Tree.Processes, &pb.Process{Pid: 9, Ppid: 7})
+	set.Fds[9] = &pb.FdTable{Pid: 9, Fds: []*pb.Fd{
+		{Fd: 5, Kind: &pb.Fd_InetSocket{InetSocket: &pb.InetSocket{Family: 2, Type: 1, Protocol: 6, LocalAddr: "10.0.0.3", LocalPort: 80, PeerAddr: "10.0.0.1", PeerPort: 4000}}},
+	}}
+	s := Sockets(set)
+	if len(s) != 2 || s[0].Sock.LocalAddr != "10.0.0.2" || s[1].Sock.LocalAddr != "10.0.0.3" {
+		t.Fatalf("Sockets = %+v, want the root's fd 5 then the member's fd 5", s)
+	}
+	if err := checkTakeover(TargetOptions{From: "10.0.0.3:27000", Net: NetOptions{Policy: netfix.Takeover}}, set); err == nil {
+		t.Fatal("checkTakeover moves the member's address 10.0.0.3, the page server's, without an error")
+	}
+}
+
 // checkTakeover refuses to move the page server's own address to the
 // target: the migration would cut itself off.
 func TestCheckTakeover(t *testing.T) {

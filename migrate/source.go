@@ -153,12 +153,21 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	}
 	released := false
 	stateWritten := false
+	// release rolls back: the original runs on as it was. If it cannot
+	// have back a POSIX lock given up for the target (cp.ReleaseLocks),
+	// it is kept stopped instead and the error says why.
+	var lockErr error
 	release := func() {
 		if released {
 			return
 		}
 		released = true
-		if err := cp.Release(); err != nil {
+		if lockErr = cp.RetakeLocks(); lockErr != nil {
+			lockErr = fmt.Errorf("%w; pid %d is kept stopped (state T) rather than run without it: `kill -CONT %d` lets it run on regardless", lockErr, opts.PID, opts.PID)
+			if err := cp.KeepStopped(); err != nil {
+				lockErr = errors.Join(lockErr, err)
+			}
+		} else if err := cp.Release(); err != nil {
 			opts.Log.Error().Err(err).Int("pid", opts.PID).Msg("release process")
 		}
 		if stateWritten {
@@ -200,6 +209,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	srv := pageserver.NewServer(pageserver.ServerConfig{
 		Files: files, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
+		// The original's POSIX locks go when the target asks for the
+		// image, just before it builds the process and takes them (the
+		// window ReleaseLocks describes); a failure has taken back what
+		// it released and fails the migration (rolled back below).
+		BeforeImages: cp.ReleaseLocks,
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
@@ -241,10 +255,16 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		// the freeze, is the only one left. Kept stopped as the target
 		// asks (a target is not trusted to let the original run);
 		// SIGCONT lets it run on here.
+		// It gets back the POSIX locks it gave the target (the killed
+		// copy let go of them).
+		lerr := cp.RetakeLocks()
 		if kerr := cp.KeepStopped(); kerr != nil {
 			err = errors.Join(err, kerr)
 		}
 		err = fmt.Errorf("%w; pid %d, kept stopped (state T), is now the only copy of the process: `kill -CONT %d` lets it run on here", err, opts.PID, opts.PID)
+		if lerr != nil {
+			err = fmt.Errorf("%w; but it lacks a file lock it held: %w", err, lerr)
+		}
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.
@@ -264,7 +284,18 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
 		}
 		release()
-		err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
+		// The target may have taken the sockets' addresses over and given
+		// them back: the peers learn at once that they are here again.
+		if changes, aerr := announceAddresses(cp.Set, opts.Log); aerr != nil {
+			opts.Log.Warn().Err(aerr).Msg("announce the addresses again after the rollback")
+		} else {
+			out.NetChanges = changes
+		}
+		if lockErr != nil {
+			err = fmt.Errorf("%w; %w", err, lockErr)
+		} else {
+			err = fmt.Errorf("%w; pid %d released, %s", err, opts.PID, how)
+		}
 	}
 	out.Total = time.Since(start)
 	return out, err

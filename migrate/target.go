@@ -171,6 +171,9 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	if err := checkTakeover(opts, set); err != nil {
 		return nil, err
 	}
+	if err := checkConnectionsFree(set); err != nil { // tcpcheck.go
+		return nil, err
+	}
 	nf, err := NewNetFixer(opts.Net, opts.Log)
 	if err != nil {
 		return nil, err
@@ -179,6 +182,11 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	r, err := restore.Build(ctx, restore.Options{
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
 		InheritFds: opts.InheritFds, UnixReconnect: opts.UnixReconnect, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
+		Unprepare: func() {
+			if err := nf.Undo(); err != nil {
+				opts.Log.Warn().Err(err).Msg("undo network changes")
+			}
+		},
 	})
 	if err != nil {
 		if uerr := nf.Undo(); uerr != nil {

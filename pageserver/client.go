@@ -467,13 +467,10 @@ func (c *Client) Request(addr uint64, npages int) error {
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = &pendingRequest{addr: addr, npages: uint64(npages), remaining: uint64(npages)}
-	w := c.w
-	if c.rw != nil {
-		w = c.rw
-	}
+	w := c.rw
 	if !c.running || w == nil || len(c.queue) > 0 {
-		// Not serving yet, redialling, or behind queued requests: the
-		// writer sends it.
+		// Not serving yet, no replies connection, or behind queued
+		// requests: the writer sends it on the session's connection.
 		c.queue = append(c.queue, id)
 		c.notify()
 		c.mu.Unlock()
@@ -481,17 +478,20 @@ func (c *Client) Request(addr uint64, npages int) error {
 	}
 	c.stats.Requests++
 	c.mu.Unlock()
-	// Written at once from the caller (the handler), not by waking the
-	// writer: a fault's request goes out without a goroutine hand-off, on
-	// the replies connection if there is one. The frame is 32 bytes on a
-	// socket the source keeps reading, so the write does not wait. If it
-	// fails, the connection is closed: its reader notices and the
-	// reconnect asks again for every pending request.
+	// Written at once on the replies connection from the caller (the
+	// handler), not by waking the writer: a fault's request goes out
+	// without a goroutine hand-off. Nothing else is written there and the
+	// source reads each request as it answers the one before, so the
+	// 32-byte write finds room in the socket: filling it would take tens
+	// of thousands of unanswered requests, and the handler has one per
+	// faulting thread. If the write fails, the replies connection is
+	// closed: its reader notices and every pending request is asked again
+	// on the session's connection.
 	pid, a := wireAddr(c.lazy.pids, addr)
 	var fb [HeaderSize + 16]byte
 	frame := appendFrame(fb[:0], TypeRequest, id, (&Request{Pid: pid, Addr: a, Npages: uint32(npages)}).Append(nil))
 	if err := w.writeRaw(frame); err != nil {
-		c.log.Debug().Err(err).Uint64("request", id).Msg("write request: the connection is lost, it is asked again after the reconnect")
+		c.log.Debug().Err(err).Uint64("request", id).Msg("write request on the replies connection: lost, asked again on the session's connection")
 		w.conn.Close()
 	}
 	return nil

@@ -115,14 +115,17 @@ func fuzzSeeds() map[string]map[string][]byte {
 	page := bytes.Repeat([]byte{0xab}, PageSize)
 	return map[string]map[string][]byte{
 		"FuzzDecodeHeader": {
-			"valid-pages":  Header{Type: TypePages, Length: pagesHead + PageSize, ID: 3}.Append(nil),
-			"valid-done":   Header{Type: TypeDone}.Append(nil),
-			"bad-length":   Header{Type: TypeAck, Length: MaxPayload + 1}.Append(nil),
-			"bad-magic":    append([]byte("XX"), Header{Type: TypeDone}.Append(nil)[2:]...),
-			"request-id-0": Header{Type: TypeRequest, Length: 16}.Append(nil),
-			"request-v1":   Header{Type: TypeRequest, Length: 12, ID: 1}.Append(nil),
-			"valid-zero":   Header{Type: TypeZero, Length: 16, ID: 3}.Append(nil),
-			"zero-long":    Header{Type: TypeZero, Length: 16 + PageSize}.Append(nil),
+			"valid-pages":         Header{Type: TypePages, Length: pagesHead + PageSize, ID: 3}.Append(nil),
+			"valid-done":          Header{Type: TypeDone}.Append(nil),
+			"bad-length":          Header{Type: TypeAck, Length: MaxPayload + 1}.Append(nil),
+			"bad-magic":           append([]byte("XX"), Header{Type: TypeDone}.Append(nil)[2:]...),
+			"request-id-0":        Header{Type: TypeRequest, Length: 16}.Append(nil),
+			"request-v1":          Header{Type: TypeRequest, Length: 12, ID: 1}.Append(nil),
+			"valid-zero":          Header{Type: TypeZero, Length: 16, ID: 3}.Append(nil),
+			"zero-long":           Header{Type: TypeZero, Length: 16 + PageSize}.Append(nil),
+			"valid-replies-ok":    Header{Type: TypeRepliesOK}.Append(nil),
+			"replies-ok-long":     Header{Type: TypeRepliesOK, Length: 1}.Append(nil),
+			"valid-hello-replies": Header{Type: TypeHelloReplies, Length: 14}.Append(nil),
 		},
 		"FuzzDecodeHello": {
 			"valid-new":    (&Hello{Version: ProtocolVersion, Token: []byte("tok")}).Append(nil),

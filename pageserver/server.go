@@ -56,7 +56,13 @@ type ServerConfig struct {
 	// comes within ReconnectTimeout. Nothing is acknowledged yet, so pages
 	// the target already has may be sent again (it ignores them).
 	Adopted bool
-	Log     zerolog.Logger
+	// BeforeImages, if set, runs once, when the target first asks for the
+	// image set and before it is sent: the source's last step before the
+	// target builds the process (migrate releases the frozen process's
+	// POSIX locks there, for the target to take). Its error goes to the
+	// target as ERROR and ends Serve.
+	BeforeImages func() error
+	Log          zerolog.Logger
 }
 
 // Result is what a Serve call did.
@@ -163,7 +169,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		wg.Go(func() { refusePeer(p.w, msg) })
 	}
 	var activeConn, waiting *peer
-	var attach chan *wire // the active connection's replies connection
+	// attach hands the active connection its replies connection, once
+	// (attachOpen until then).
+	var attach chan *wire
+	attachOpen := false
 	accept := func(p peer) {
 		if session == 0 {
 			session = s.cfg.Session
@@ -184,12 +193,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		active, activeConn = true, &p
 		s.log.Info().Str("peer", p.w.conn.RemoteAddr().String()).Uint64("session", session).Int("connection", welcomed).Msg("target connected")
 		att := make(chan *wire, 1)
-		attach = att
+		attach, attachOpen = att, true
 		wg.Go(func() { results <- s.runConn(ctx, p, session, idx, att) })
 	}
 	defer func() {
 		if waiting != nil {
 			waiting.w.conn.Close()
+		}
+		select {
+		case rw := <-attach: // its connection ended before taking it
+			rw.conn.Close()
+		default:
 		}
 	}()
 	if s.cfg.Adopted {
@@ -204,12 +218,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			if p.replies {
 				// The replies connection of the connection being served
 				// (one per connection); anything else is refused.
-				if !active || session == 0 || p.hello.Session != session || attach == nil {
+				if !active || session == 0 || p.hello.Session != session || !attachOpen {
 					refuse(p, "no connection of this session is served: a replies connection comes after HELLO")
 					continue
 				}
 				attach <- p.w
-				attach = nil
+				attachOpen = false
 				continue
 			}
 			switch {
@@ -235,7 +249,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 			}
 			accept(p)
 		case r := <-results:
-			active, activeConn, attach = false, nil, nil
+			select {
+			case rw := <-attach: // came too late for its connection
+				rw.conn.Close()
+			default:
+			}
+			active, activeConn, attach, attachOpen = false, nil, nil, false
 			if r.done {
 				return result(), nil
 			}
@@ -793,6 +812,10 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			}
 		}
 		if wk.images {
+			if err := s.beforeImages(); err != nil {
+				_ = w.writeFrame(TypeError, 0, message(err.Error()))
+				return connResult{err: err}
+			}
 			if err := s.sendImages(w); err != nil {
 				return connResult{err: err}
 			}
@@ -837,6 +860,18 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 }
 
 // sendImages sends the IMAGES manifest and the files in CHUNK frames.
+// beforeImages runs ServerConfig.BeforeImages, the first time only.
+func (s *Server) beforeImages() error {
+	s.mu.Lock()
+	f := s.cfg.BeforeImages
+	s.cfg.BeforeImages = nil
+	s.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f()
+}
+
 func (s *Server) sendImages(w *wire) error {
 	m := &Images{}
 	for name, b := range s.cfg.Files {

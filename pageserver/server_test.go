@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -740,5 +741,37 @@ func TestExitedAfterResumed(t *testing.T) {
 	r := wait()
 	if r.err != nil || !r.res.Done || r.res.Exited != why {
 		t.Fatalf("Serve: %+v, %v; want done with Exited %q", r.res, r.err, why)
+	}
+}
+
+// TestBeforeImages: ServerConfig.BeforeImages runs once, when the target
+// asks for the image set and before it is sent (the source releases the
+// frozen process's POSIX locks there); its error reaches the target as
+// ERROR and ends Serve.
+func TestBeforeImages(t *testing.T) {
+	mem, lazy, files := testSetup()
+	var calls atomic.Int32
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, BeforeImages: func() error { calls.Add(1); return nil }})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("BeforeImages ran %d times before the images were asked for", n)
+	}
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("BeforeImages ran %d times, want 1", n)
+	}
+	c.Fail("done with the test")
+	wait()
+
+	boom := errors.New("release pid 7's lock: boom")
+	_, l, wait = startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, BeforeImages: func() error { return boom }})
+	c = dialClient(t, l.Addr().String(), ClientConfig{})
+	if _, err := c.Images(context.Background()); err == nil || !strings.Contains(err.Error(), "source says: release pid 7's lock: boom") {
+		t.Errorf("Images with a failing BeforeImages: %v, want the source's error", err)
+	}
+	if r := wait(); !errors.Is(r.err, boom) {
+		t.Errorf("Serve: %v, want the BeforeImages error", r.err)
 	}
 }

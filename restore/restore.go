@@ -47,6 +47,13 @@ type Options struct {
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
+	// Unprepare, if set, undoes a Prepare that succeeded when the restore
+	// fails (a failed build, or a resume that failed or was killed): it
+	// runs before the TCP connections' locks go (files.TCPRestore.Abort),
+	// so that a peer's segment arriving then meets no address taken over
+	// here (dropped, retransmitted to wherever the address is again)
+	// rather than an address without its socket (answered with a reset).
+	Unprepare func()
 	// ShellJob attaches a shell job to lazycr's terminal, its stdin
 	// (restore --shell-job; shelljob.go): the process joins lazycr's
 	// session, its fds on its controlling terminal are opened on
@@ -119,6 +126,10 @@ type Process struct {
 	tree  *tree         // a process tree's other members (tree.go); nil for one process
 	shm   *shmState     // shared memory objects, shared by the members (shm.go)
 	given map[int32]int // fds whose description lazycr passes in (tree members)
+	// memberTCP: a lazy tree restore's TCP halves of the members, by
+	// image pid, each holding its member's lock from before Prepare
+	// (lockMembersTCP, tree.go).
+	memberTCP map[uint32]*files.TCPRestore
 }
 
 // PID is the restored process's pid on this host.
@@ -195,11 +206,15 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			return nil, fmt.Errorf("restore: lock TCP connections: %w", err)
 		}
 		undo.push(r.tcp.Abort)
+		if err := r.lockMembersTCP(&undo); err != nil { // tree.go
+			return nil, err
+		}
 	}
 	if opts.Prepare != nil {
 		if err := opts.Prepare(set); err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
+		undo.push(r.unprepare)
 	}
 	if err := checkTreeOptions(set, opts); err != nil {
 		return nil, err
@@ -411,6 +426,7 @@ func (r *Process) Resume() error {
 	}()
 	if err != nil {
 		r.giveBack()
+		r.unprepare()
 		unixKill(r.b.pid)
 		r.killMembers() // running already: not without their root
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
@@ -429,6 +445,7 @@ func (r *Process) Kill() {
 		return
 	}
 	r.done = true
+	r.unprepare() // before the TCP locks go (Options.Unprepare)
 	r.killMembers()
 	if r.b != nil {
 		if err := r.b.p.Kill(); err != nil {
@@ -444,6 +461,14 @@ func (r *Process) Kill() {
 		r.uffd = nil
 	}
 	r.closeMemberUffds()
+}
+
+// unprepare runs Options.Unprepare, once.
+func (r *Process) unprepare() {
+	if f := r.opts.Unprepare; f != nil {
+		r.opts.Unprepare = nil
+		f()
+	}
 }
 
 func (r *Process) stubPath() string {

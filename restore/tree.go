@@ -56,6 +56,34 @@ func checkTreeOptions(set *image.Set, opts Options) error {
 	return nil
 }
 
+// lockMembersTCP takes, for a lazy migration, each live member's own lock
+// of its TCP connections in lazycr's network namespace, as Build does the
+// root's (files.TCPRestore.LockFor): before Prepare (netfix's address
+// takeover) makes their local addresses live here, so that a peer's
+// segment arriving before its connection is re-created is dropped, not
+// answered with a reset. Each member's connections then go live, and its
+// lock goes, in resumeMembers; a failed restore aborts them (the undo
+// pushed here, and killMembers).
+func (r *Process) lockMembersTCP(undo *undoStack) error {
+	procs := r.set.Tree.GetProcesses()
+	if len(procs) < 2 {
+		return nil
+	}
+	r.memberTCP = map[uint32]*files.TCPRestore{}
+	for _, img := range procs[1:] {
+		if img.Zombie {
+			continue
+		}
+		t := files.NewTCPRestore(r.opts.Log)
+		if err := t.LockFor(r.set.Fds[img.Pid]); err != nil {
+			return fmt.Errorf("restore: lock TCP connections of pid %d: %w", img.Pid, err)
+		}
+		undo.push(t.Abort)
+		r.memberTCP[img.Pid] = t
+	}
+	return nil
+}
+
 // cloneMembers creates every member but the root from inside its parent
 // and puts it into its session and process group; zombies exit.
 func (r *Process) cloneMembers(undo *undoStack) error {
@@ -109,6 +137,7 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 				tracer: r.tracer, tids: map[uint32]int{}, stubExe: r.stubExe, started: r.started, shm: r.shm, ubinds: r.ubinds,
 				b: &builder{p: c, pid: c.Pid, scratch: scratch}}
 			m.opts.Pages = nil
+			m.tcp = r.memberTCP[img.Pid] // nil: restoreFds makes one
 			t.members = append(t.members, m)
 		}
 		made = append(made, img)

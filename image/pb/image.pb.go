@@ -3626,14 +3626,21 @@ type Pipe struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Inode    uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // identifies the pipe: fds with the same inode share it
 	WriteEnd bool                   `protobuf:"varint,2,opt,name=write_end,json=writeEnd,proto3" json:"write_end,omitempty"`
-	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the read end, when both ends were dumped
+	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // buffered bytes, on the first read end (a rejoined live pipe keeps its own)
 	Capacity uint32                 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`                // F_GETPIPE_SZ
 	FifoPath string                 `protobuf:"bytes,5,opt,name=fifo_path,json=fifoPath,proto3" json:"fifo_path,omitempty"` // set for a named FIFO
-	// Processes outside the dump that held this pipe when it was dumped
-	// (only for a pipe with one end in the image). Restore reconnects to
-	// one of them only on the same boot and if it is provably the same
-	// process with the same owner.
-	Holders       []*PipeHolder `protobuf:"bytes,6,rep,name=holders,proto3" json:"holders,omitempty"`
+	// Processes outside the dump that held this pipe or FIFO when it was
+	// dumped. Restore rejoins the live pipe through one of them only on the
+	// same boot and if it is provably the same process with the same
+	// owner; otherwise a lone end gets a fresh pipe, both ends are refused
+	// unless --inherit-fd (files/livepipe.go, files/fifo.go).
+	Holders []*PipeHolder `protobuf:"bytes,6,rep,name=holders,proto3" json:"holders,omitempty"`
+	// The holder whose fd shared_fd was this fd's very open file
+	// description at the dump (inherited across fork, passed over a unix
+	// socket): restore gives the fd that description again when the pipe
+	// is rejoined and the holder still has it with the same flags.
+	SharedHolder  *PipeHolder `protobuf:"bytes,7,opt,name=shared_holder,json=sharedHolder,proto3" json:"shared_holder,omitempty"`
+	SharedFd      int32       `protobuf:"varint,8,opt,name=shared_fd,json=sharedFd,proto3" json:"shared_fd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3708,6 +3715,20 @@ func (x *Pipe) GetHolders() []*PipeHolder {
 		return x.Holders
 	}
 	return nil
+}
+
+func (x *Pipe) GetSharedHolder() *PipeHolder {
+	if x != nil {
+		return x.SharedHolder
+	}
+	return nil
+}
+
+func (x *Pipe) GetSharedFd() int32 {
+	if x != nil {
+		return x.SharedFd
+	}
+	return 0
 }
 
 // PipeHolder identifies a live process by pid, start time and owner.
@@ -6258,14 +6279,16 @@ const file_image_proto_rawDesc = "" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xbd\x01\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x9c\x02\n" +
 	"\x04Pipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1b\n" +
 	"\twrite_end\x18\x02 \x01(\bR\bwriteEnd\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x04 \x01(\rR\bcapacity\x12\x1b\n" +
 	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\x125\n" +
-	"\aholders\x18\x06 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aholders\"f\n" +
+	"\aholders\x18\x06 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aholders\x12@\n" +
+	"\rshared_holder\x18\a \x01(\v2\x1b.lazycr.image.v1.PipeHolderR\fsharedHolder\x12\x1b\n" +
+	"\tshared_fd\x18\b \x01(\x05R\bsharedFd\"f\n" +
 	"\n" +
 	"PipeHolder\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x1d\n" +
@@ -6647,27 +6670,28 @@ var file_image_proto_depIdxs = []int32{
 	3,  // 51: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
 	29, // 52: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	38, // 53: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	40, // 54: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	46, // 55: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	47, // 56: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	45, // 57: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	47, // 58: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	51, // 59: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	49, // 60: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	50, // 61: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	52, // 62: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	29, // 63: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	56, // 64: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	29, // 65: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	29, // 66: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	58, // 67: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	59, // 68: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	29, // 69: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	38, // 54: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
+	40, // 55: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	46, // 56: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	47, // 57: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	45, // 58: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	47, // 59: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	51, // 60: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	49, // 61: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	50, // 62: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	52, // 63: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	29, // 64: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	56, // 65: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	29, // 66: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	29, // 67: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	58, // 68: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	59, // 69: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	29, // 70: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	71, // [71:71] is the sub-list for method output_type
+	71, // [71:71] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }

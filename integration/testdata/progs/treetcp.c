@@ -5,7 +5,8 @@
  * the counter itself: the child checks there is no gap). With "shared"
  * the root keeps its copy of the connection (one open file description,
  * two members); with "worker" it closes it (the child's alone, as an
- * nginx worker's). The root then waits in pause(2).
+ * nginx worker's). The root then waits in pause(2). A second argument
+ * "any" listens on 0.0.0.0:0 instead (a client on another host).
  * Report: {"pid":P,"port":N}.
  */
 #include "common.h"
@@ -17,8 +18,9 @@
 int main(int argc, char **argv)
 {
 	int shared = argc > 1 && strcmp(argv[1], "shared") == 0;
+	int any = argc > 2 && strcmp(argv[2], "any") == 0;
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(any ? INADDR_ANY : INADDR_LOOPBACK)};
 	socklen_t n = sizeof a;
 	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4) < 0 ||
 	    getsockname(l, (struct sockaddr *)&a, &n) < 0)
