@@ -86,6 +86,25 @@ func TestLazyExitDuringPush(t *testing.T) {
 	}
 }
 
+// TestLazyExitExec: the copy runs another program (execve) right after the
+// resume: its old memory is needed by nobody. A finished migration too,
+// and the new program runs on (it is not reported as exited).
+func TestLazyExitExec(t *testing.T) {
+	orig, src, dst, pid := startLazyExit(t, "exec")
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, orig)
+	_, e := dst.output()
+	t.Logf("target:\n%s", e)
+	if strings.Contains(e, "exited (") {
+		t.Errorf("target says pid %d exited; it runs another program:\n%s", pid, e)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.HasPrefix(string(b), "sleep\x00600") {
+		t.Errorf("pid %d runs %q (%v), want sleep 600", pid, b, err)
+	}
+}
+
 // TestLazyExitParentForked: the daemon pattern. The copy forks and its
 // parent exits at once; the child then reads all of its 256 MiB. The child
 // is served to the end (every word right), the target exits 0, the source

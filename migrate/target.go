@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/lazycr/lazycr/image"
@@ -314,8 +315,13 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		// nobody and the migration is over. The original must never run
 		// again (it would repeat what the copy did after the checkpoint):
 		// the source ends it as on DONE.
-		res.Exited = fmt.Sprintf("pid %d %s before its last %d pages were needed", res.PID, exitStatus(res.PID, startTime), exited.Unneeded)
-		opts.Log.Info().Int("pid", res.PID).Uint64("pages_not_needed", exited.Unneeded).Msg(res.Exited)
+		how := exitStatus(res.PID, pidfd, startTime)
+		res.Exited = fmt.Sprintf("pid %d %s before its last %d pages were needed", res.PID, how, exited.Unneeded)
+		ev := opts.Log.Info()
+		if strings.HasPrefix(how, "was killed") {
+			ev = opts.Log.Warn() // by a signal lazycr did not send: say it louder
+		}
+		ev.Int("pid", res.PID).Uint64("pages_not_needed", exited.Unneeded).Msg(res.Exited)
 		if err := c.Exited(res.Exited); err != nil {
 			return res, fmt.Errorf("tell the source EXITED (%s): %w", res.Exited, err)
 		}
@@ -464,6 +470,13 @@ func checkTakeover(opts TargetOptions, set *image.Set) error {
 	return nil
 }
 
+// exitStatusWait bounds (ms) the wait for an exiting process to be a
+// zombie whose status can be read.
+const exitStatusWait = 5000
+
+// exitStatusSlice is how often (ms) exitStatus looks for an execve.
+const exitStatusSlice = 20
+
 // startTimeOf is pid's start time (/proc/PID/stat field 22), 0 if unknown.
 func startTimeOf(pid int) uint64 {
 	st, err := proc.ReadStat(pid)
@@ -473,11 +486,33 @@ func startTimeOf(pid int) uint64 {
 	return st.StartTime
 }
 
-// exitStatus says how pid (started at start) ended: "exited (status N)" or
-// "was killed by SIGX", read from its zombie's /proc/PID/stat exit_code
-// (field 52, the wait(2) status; proc(5)) before its parent reaps it;
-// "exited (status unknown: already reaped)" once it is gone.
-func exitStatus(pid int, start uint64) string {
+// exitStatus says how pid (started at start, pidfd a pidfd of it) ended,
+// once the handler saw its memory go: "exited (status N)" or "was killed
+// by SIGX", read from its zombie's /proc/PID/stat exit_code (field 52, the
+// wait(2) status; proc(5)) before its parent reaps it; "exited (status
+// unknown: already reaped)" once it is gone; "replaced its program
+// (execve)" if it has memory again: it runs a new program.
+func exitStatus(pid, pidfd int, start uint64) string {
+	// Its memory goes (ESRCH from an ioctl: exit_mm) before it is a
+	// zombie (exit_notify, later in do_exit), and an execve drops it too:
+	// wait until the pidfd is readable (pidfd_open(2): once the process
+	// terminated) or it has memory again (/proc/PID/status shows VmSize
+	// only for a task with an mm; proc(5)).
+	pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for waited := 0; waited < exitStatusWait; waited += exitStatusSlice {
+		n, err := unix.Poll(pfd, exitStatusSlice)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n > 0 {
+			break
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil && strings.Contains(string(b), "\nVmSize:") {
+			if st, err := proc.ReadStat(pid); err == nil && st.StartTime == start {
+				return "replaced its program (execve)"
+			}
+		}
+	}
 	st, err := proc.ReadStat(pid)
 	if err != nil || st.StartTime != start || st.State != 'Z' {
 		return "exited (status unknown: already reaped)"

@@ -15,6 +15,8 @@
  *       ticks "alive N" until killed.
  * forkwait: as fork, but the child also waits for the file GOFILE2 (the
  *       go file's name with "2" appended) before it checks its memory.
+ * exec: once the file is there it ticks "exec 1" and runs /bin/sleep 600
+ *       in its place (execve: its memory is no longer needed).
  * A wrong word writes "verify FAIL page X word J: got V, want W" to stderr
  * and exits with status 1.
  */
@@ -73,6 +75,11 @@ int main(int argc, char **argv)
 			check(base, k * (pages / 64));
 		tick("ran", 1);
 		return 7;
+	}
+	if (strcmp(mode, "exec") == 0) {
+		tick("exec", 1);
+		execl("/bin/sleep", "sleep", "600", (char *)NULL);
+		die("execl /bin/sleep");
 	}
 	pid_t parent = getpid();
 	pid_t child = fork();
