@@ -311,9 +311,9 @@ func TestKeeperKillsUnknownChildAtFault(t *testing.T) {
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		t.Fatal(err)
 	}
+	<-copied // to the end before Wait closes the pipe (os/exec)
 	err = cmd.Wait()
 	waited = true
-	<-copied
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Errorf("the child ended with %v (output %q), want killed by SIGKILL at its fault", err, out.String())
