@@ -136,7 +136,8 @@ type Handler struct {
 	lostGone uint64 // pages the primary still needed when it went away
 	// everyone is every member served so far, removed ones included (for
 	// the pages no process ever needed); killed is set once the handler
-	// signalled one (a gone member then is not one that exited on its own).
+	// signalled one or poisoned its pages (a gone member then may not have
+	// ended on its own).
 	everyone []*member
 	killed   bool
 	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
@@ -1626,6 +1627,9 @@ func (h *Handler) poisonMember(m *member) uint64 {
 		if m.needed > 0 && !m.gone {
 			h.log.Error().Int("pid", m.pid).Uint64("pages", m.needed).Msg("cannot poison lost pages: killing the process with SIGBUS")
 			h.killChild(m, unix.SIGBUS)
+		}
+		if poisoned > 0 {
+			h.killed = true // its end is the handler's doing, not its own
 		}
 		h.mu.Lock()
 		h.stats.Poisoned += poisoned
