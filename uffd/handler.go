@@ -504,8 +504,12 @@ func (h *Handler) Close() error {
 		<-h.runDone
 	} else {
 		if h.done.Load() < h.total && len(h.members) > 0 {
+			// Closed before Run: no fault was served, so the process never
+			// ran on a lazy page; its caller gave up on it (a failed
+			// restore) and the source still has every page. Not a loss.
+			left := h.total - h.done.Load()
 			if lerr := h.finish(os.ErrClosed); lerr != nil {
-				h.log.Warn().Err(lerr).Msg("closed before Run")
+				h.log.Info().Int("pid", h.cfg.PID).Uint64("pages", left).Msg("lazy pages never served: closed before the process ran on them (they stay at the source); the pages not fetched are poisoned here")
 			}
 		} else {
 			h.finish(nil)

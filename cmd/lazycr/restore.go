@@ -98,6 +98,14 @@ process drops it and the client, whose connection ended when the original
 was killed, connects again to the restored listener. The dump records such a
 client end only with no byte in flight either way.
 
+File locks the process held (flock, POSIX, OFD) are taken again before it
+runs, without waiting: if another process holds one now, restore fails
+naming the lock and its holder (restore again once it let go). With
+--lazy-from on the source's own host the POSIX ones pass from the frozen
+original to the process here; if another process took one in between, the
+source keeps the original stopped rather than let it run without its lock
+("kill -CONT PID" lets it run regardless).
+
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
 
@@ -270,7 +278,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
 	f.BoolVar(&o.unixReconn, "unix-reconnect", false, "a unix socket whose peer was not dumped: connect a client end again to the same name, give a server end back closed by its peer (default: refuse, naming the peer)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
-	registerStatsFile(f, &o.statsFile)
+	registerStatsFile(f, &o.statsFile, "fault_p99_ms")
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
 	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
@@ -279,7 +287,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
 	f.BoolVar(&o.shellJob, "shell-job", false, "attach a shell job to this terminal (stdin): it joins restore's session (getsid changes), its terminal fds open on this terminal, and it is the foreground job again while restore waits for it")
 	f.StringVar(&o.termios, "shell-job-termios", "auto", "the job's terminal settings: auto (the dumped ones if the program had left cooked mode: raw, cbreak, no echo), dump (always the dumped ones) or keep (this terminal's)")
-	o.conn.register(f)
+	o.conn.register(f, false)
 	return cmd
 }
 
