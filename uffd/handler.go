@@ -1462,6 +1462,9 @@ func (h *Handler) learnPID(m *member, pid int) {
 // only member of that parent without a pid (the FORK event comes before
 // the child has a pid, see dup_mmap in the kernel).
 func (h *Handler) resolveChildren() {
+	if !slices.ContainsFunc(h.members, func(m *member) bool { return m.pid == 0 && m.parent > 0 }) {
+		return // the usual case: nothing to look up, nothing allocated
+	}
 	unknown := map[int]int{} // parent → members without a pid
 	for _, m := range h.members {
 		if m.pid == 0 && m.parent > 0 {
