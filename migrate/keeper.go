@@ -358,7 +358,9 @@ func RunKeeper(fd int, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "lazycr keeper: %v\n", perr)
 			if live() {
 				// Not our handler talking: safer to end the processes
-				// than to go on guarding them blind.
+				// than to go on guarding them blind. The talker hears
+				// no more from us (it would wait for an answer).
+				unix.Shutdown(fd, unix.SHUT_RDWR)
 				killHeld(root, children, stderr)
 				dead = true
 				continue
