@@ -394,6 +394,9 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
 	o.rec.target(res)
+	if err == nil && res.Exited != "" {
+		fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+	}
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
