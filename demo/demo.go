@@ -322,7 +322,14 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		syscall.Kill(res.TargetPID, syscall.SIGTERM)
 		waitFor(ctx, 5*time.Second, func() bool { return !alive(res.TargetPID) })
 	}
-	res.FreezeToPong = tl.gapAfter(res.SourceStats.Serve.FrozenAt)
+	// The freeze starts at frozen_at but the server answers until its
+	// last thread stops (freeze_ms later, tens of ms on a loaded machine):
+	// the first pong from C is the first one after that.
+	frozenAt, stopped := res.SourceStats.Serve.FrozenAt, res.SourceStats.Serve.FrozenAt
+	if d := res.SourceStats.Dump; d != nil {
+		stopped = stopped.Add(time.Duration(d.FreezeMS * float64(time.Millisecond)))
+	}
+	res.FreezeToPong = tl.gapAfter(frozenAt, stopped)
 	res.Client = lastStats(path("client.log"))
 	res.Server = parseServer(path("server.log"))
 	if o.Policy == "takeover" {
@@ -595,15 +602,16 @@ func (t *timedTail) stop() {
 	t.wg.Wait()
 }
 
-// gapAfter is the time from freeze to the first pong seen after it.
-func (t *timedTail) gapAfter(freeze time.Time) time.Duration {
+// gapAfter is the time from freeze to the first pong seen after stopped
+// (when the process had stopped answering).
+func (t *timedTail) gapAfter(freeze, stopped time.Time) time.Duration {
 	if freeze.IsZero() {
 		return 0
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, ts := range t.times {
-		if ts.After(freeze) {
+		if ts.After(stopped) {
 			return ts.Sub(freeze)
 		}
 	}

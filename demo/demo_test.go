@@ -72,14 +72,19 @@ trace              /tmp/x.json (open in ui.perfetto.dev)
 
 func TestGapAfter(t *testing.T) {
 	ft := time.Date(2026, 11, 27, 10, 0, 0, 5e8, time.UTC) // the source's stats: serve.frozen_at
-	tl := &timedTail{done: make(chan struct{}), times: []time.Time{ft.Add(-time.Second), ft.Add(120 * time.Millisecond)}}
-	if gap := tl.gapAfter(ft); gap != 120*time.Millisecond {
-		t.Errorf("gapAfter = %v, want 120ms", gap)
+	tl := &timedTail{done: make(chan struct{}), times: []time.Time{ft.Add(-time.Second), ft.Add(40 * time.Millisecond), ft.Add(120 * time.Millisecond)}}
+	if gap := tl.gapAfter(ft, ft); gap != 40*time.Millisecond {
+		t.Errorf("gapAfter = %v, want 40ms", gap)
+	}
+	// A pong while the freeze was still stopping threads (60 ms) is the
+	// original's, not C's.
+	if gap := tl.gapAfter(ft, ft.Add(60*time.Millisecond)); gap != 120*time.Millisecond {
+		t.Errorf("gapAfter with a 60 ms freeze = %v, want 120ms", gap)
 	}
 	if ms := msDuration(120.5); ms != 120500*time.Microsecond {
 		t.Errorf("msDuration(120.5) = %v", ms)
 	}
-	if gap := tl.gapAfter(time.Time{}); gap != 0 {
+	if gap := tl.gapAfter(time.Time{}, time.Time{}); gap != 0 {
 		t.Errorf("gapAfter(zero) = %v, want 0", gap)
 	}
 }

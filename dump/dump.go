@@ -56,6 +56,11 @@ type Options struct {
 	// process's parent to reap it, so that its pid is free for a restore
 	// (default DefaultReapTimeout).
 	ReapTimeout time.Duration
+	// DropQueuedConnections: connections waiting in a TCP or MPTCP
+	// listener's accept queue are dropped with a warning (their clients get
+	// a reset) instead of refusing the dump when the queue stays non-empty
+	// over every try (files.DumpOptions.DropQueuedConnections).
+	DropQueuedConnections bool
 }
 
 // DefaultReapTimeout is the default of Options.ReapTimeout.
@@ -74,6 +79,9 @@ type Stats struct {
 	Freeze         time.Duration // from the first PTRACE_SEIZE to every thread stopped
 	Frozen         time.Duration // how long the process was stopped (full and leave-running dumps)
 	Total          time.Duration
+	// FreezeAttempts is how many freezes the dump took: more than one when
+	// a passing state was refused and the process ran on briefly (retry.go).
+	FreezeAttempts int
 }
 
 // Errors a dump refuses with; wrapped with the pid and the detail.

@@ -326,8 +326,10 @@ func readNamespaces(pid int) *pb.Namespaces {
 		}
 		return st.Ino
 	}
-	return &pb.Namespaces{Net: ino("net"), Pid: ino("pid"), Mnt: ino("mnt"), Uts: ino("uts"),
+	ns := &pb.Namespaces{Net: ino("net"), Pid: ino("pid"), Mnt: ino("mnt"), Uts: ino("uts"),
 		Ipc: ino("ipc"), User: ino("user"), Cgroup: ino("cgroup"), Time: ino("time")}
+	ns.NetName = proc.NetnsName(ns.Net) // restore names it when it refuses another one
+	return ns
 }
 
 func siginfos(raw [][]byte) []*pb.Siginfo {

@@ -21,7 +21,8 @@ const (
 // The process stays frozen until Release, Kill or a failure (which releases it).
 //
 // A refusal of a passing state — an inotify instance holding events the
-// program has not read yet, which cannot be queued again on restore — is
+// program has not read yet, which cannot be queued again on restore, or a
+// TCP listener with connections waiting to be accepted — is
 // not final: the process is released untouched, runs for a moment (a
 // program that watches files reads its events within microseconds) and is
 // frozen again, a few times, before the refusal is returned.
@@ -29,6 +30,9 @@ func Freeze(ctx context.Context, opts Options) (*Checkpoint, error) {
 	pause := freezeRetryPause
 	for attempt := 1; ; attempt++ {
 		cp, err := freezeOnce(ctx, opts)
+		if err == nil {
+			cp.Stats.FreezeAttempts = attempt
+		}
 		if err == nil || !errors.Is(err, files.ErrTransient) || attempt == freezeAttempts {
 			if err != nil && attempt > 1 {
 				err = fmt.Errorf("%w (after %d tries)", err, attempt)

@@ -377,9 +377,9 @@ func sysvSegment(obj *pb.ShmObject, id uint64) error {
 // sameIPCNamespace refuses a process whose System V IPC namespace is not
 // lazycr's: its segments are read (and made again) by id in lazycr's own.
 func sameIPCNamespace(p *pb.Process) error {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/ipc", &st); err != nil {
-		return fmt.Errorf("stat /proc/self/ns/ipc: %w", os.NewSyscallError("stat", err))
+	st, err := proc.SelfNs("ipc")
+	if err != nil {
+		return fmt.Errorf("stat lazycr's IPC namespace: %w", os.NewSyscallError("stat", err))
 	}
 	if ns := p.GetNamespaces().GetIpc(); ns != 0 && ns != st.Ino {
 		return fmt.Errorf("%w: System V shared memory of IPC namespace %d, lazycr runs in %d: run lazycr in the process's IPC namespace", ErrUnsupported, ns, st.Ino)

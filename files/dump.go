@@ -31,6 +31,14 @@ type DumpOptions struct {
 	// worker channels are owned by the master), and the tree's pass checks
 	// that the owner member is the one that makes it on restore.
 	TreePids map[int]bool
+	// DropQueuedConnections: a TCP or MPTCP listener's connections waiting
+	// to be accepted are dropped with a warning (the clients get a reset)
+	// instead of refusing the dump (inet.go listenQueue).
+	DropQueuedConnections bool
+	// LazyListeners: the dump is the source of a lazy migration, whose
+	// target on this host takes the listeners over with their accept
+	// queues (inet.go takeListener): a queue is no refusal.
+	LazyListeners bool
 }
 
 // dumper holds the state of one Dump run that kinds share.

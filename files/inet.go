@@ -29,9 +29,10 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	}
 	s.Inode = l.ino
 	// UDP: the shutdown state must be read exactly. Datagrams waiting to
-	// be read, and connections waiting in a listener's accept queue, are
-	// not carried over (the peer sees them lost, as on the network): the
-	// dump says so.
+	// be read are not carried over and the dump says so: a lost datagram
+	// is what the network does anyway (udp(7): no delivery guarantee), so
+	// the peer is not misled. Connections waiting in a listener's accept
+	// queue are another matter (listenQueue).
 	ds, err := d.diagOf(uint8(s.Family), uint8(s.Protocol), l.ino)
 	switch {
 	case err != nil && s.Type == unix.SOCK_DGRAM:
@@ -42,17 +43,73 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		if s.Type == unix.SOCK_DGRAM {
 			s.Shutdown = uint32(ds.shutdown)
 		}
-		if ds.rqueue > 0 {
-			what := "bytes of datagrams waiting to be read"
-			if s.Listening {
-				what = "connections waiting to be accepted"
+		switch {
+		case ds.rqueue > 0 && s.Listening:
+			if err := d.listenQueue(l, s, ds.rqueue); err != nil {
+				return err
 			}
+		case ds.rqueue > 0:
 			d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", ds.rqueue).
-				Msgf("fd %d: %d %s are not carried over (lost, as on the network)", l.num, ds.rqueue, what)
+				Msgf("fd %d: %d bytes of datagrams waiting to be read are not carried over (lost, as on the network)", l.num, ds.rqueue)
 		}
 	}
 	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
 	return nil
+}
+
+// listenQueue decides on a TCP or MPTCP listener with n connections
+// waiting in its accept queue (sock_diag's idiag_rqueue of a listener is
+// sk_ack_backlog, sock_diag(7)). Those connections are established: the
+// kernel completed the clients' handshakes, and the clients may already
+// have sent data. A rebuilt listener has an empty queue, so the clients
+// would get a reset on their next segment: not exact. So the queue is a
+// passing state ([ErrTransient]): a server accepts within microseconds
+// once it runs, and the dump thaws the process and tries again
+// (dump/retry.go); after the last try the dump refuses, naming the
+// listener. The user may accept the loss (DumpOptions.DropQueuedConnections,
+// `dump --drop-queued-connections`): then the dump warns, as before.
+// A lazy migration (DumpOptions.LazyListeners) keeps the queue on the host
+// it was dumped on: the target takes the very listening socket over
+// (takeListener), queue included.
+//
+// Connections still in the handshake (request sockets in SYN_RECV, which
+// hang off the listener and are not in the accept queue yet) are neither
+// counted nor dumped: they go with the listener, silently (the request
+// timer drops them once the listener is no longer in LISTEN). A client
+// whose SYN-ACK was lost holds SYN_SENT and retransmits its SYN (tcp(7)
+// tcp_syn_retries): the restored listener answers it and the handshake
+// completes. A client that got the SYN-ACK has sent its ACK, which reaches
+// the listener within a round trip, frozen or not (the kernel completes
+// handshakes in softirq), and then waits in the accept queue, where this
+// check sees it.
+//
+// Not exact yet: the kernel goes on completing handshakes while the process
+// is frozen, so a connection that enters the queue after this check (the
+// memory and the rest of the state are read and written meanwhile) or
+// whose ACK is still in flight is reset when the dump kills the process
+// (inet_csk_listen_stop) or meets a listener without its request (RFC 793
+// section 3.4, half-open connections), as for a server restart. Closing that
+// window needs the listener's port in the network lock (dropping new SYNs
+// from this check to the restore, so the clients retransmit them to the
+// restored listener); a busy listener may be refused over every try.
+func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
+	what := fmt.Sprintf("fd %d (%s %s)", l.num, SockProto(s), HostPort(s.LocalAddr, s.LocalPort))
+	conns := fmt.Sprintf("%d connections wait", n)
+	if n == 1 {
+		conns = "1 connection waits"
+	}
+	switch {
+	case d.opts.LazyListeners:
+		d.opts.Log.Info().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
+			Msgf("%s: %s to be accepted: a restore on this host takes the listener over with its queue; on another host the queue is lost", what, conns)
+		return nil
+	case d.opts.DropQueuedConnections:
+		d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
+			Msgf("%s: %s to be accepted, dropped (--drop-queued-connections: the clients get a reset)", what, conns)
+		return nil
+	}
+	return fmt.Errorf("%w: %w: listening socket %s: %s to be accepted (the program does not accept; pass --drop-queued-connections to drop them)",
+		ErrUnsupported, ErrTransient, what, conns)
 }
 
 func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }

@@ -106,9 +106,9 @@ func pipeHolders(inos map[uint64]bool, skip ...int) map[uint64][]*pb.PipeHolder 
 // pidNS is the inode of the pid namespace /proc numbers pids in (lazycr's
 // own; see pid_namespaces(7)).
 func pidNS() (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
-		return 0, fmt.Errorf("stat /proc/self/ns/pid: %w", err)
+	st, err := proc.SelfNs("pid")
+	if err != nil {
+		return 0, fmt.Errorf("stat lazycr's PID namespace: %w", err)
 	}
 	return st.Ino, nil
 }

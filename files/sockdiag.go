@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -241,10 +242,11 @@ func diagSocketIn(pid int) (int, error) {
 		}
 		return s, nil
 	}
-	var self, target unix.Stat_t
+	var target unix.Stat_t
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
-	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
-		return -1, fmt.Errorf("stat /proc/self/ns/net: %w", err)
+	self, err := proc.SelfNs("net")
+	if err != nil {
+		return -1, fmt.Errorf("stat lazycr's network namespace: %w", err)
 	}
 	if err := unix.Stat(nsPath, &target); err != nil {
 		return -1, fmt.Errorf("stat %s: %w", nsPath, err)

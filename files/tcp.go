@@ -650,6 +650,11 @@ type TCPRestore struct {
 	closeLater func() error
 	socks      []*tcpSock
 	done       bool
+	// made: a socket for one of the image's connections was created. A
+	// restore that fails before (another fd refused, the stub gone)
+	// leaves the held lock: the connections are intact in the image,
+	// and a retry finds their peers waiting.
+	made bool
 }
 
 // NewTCPRestore makes the TCP half of a restore.
@@ -723,6 +728,17 @@ func (t *TCPRestore) begin(pid int, lock string) error {
 // window probe), gives each its final buffer sizes and SO_REUSEADDR, and
 // then removes the image's held lock: the peers' packets reach the new
 // sockets. Stale locks of crashed lazycr processes are swept on the way.
+//
+// The window probe of repair off goes out while the lock still drops
+// every packet, so each connection then sends another one (reprobe): the
+// peer answers a probe with an ACK of what it has and its window
+// (tcp_send_window_probe sends snd_una - 1; RFC 9293 3.10.7.4), which
+// otherwise the restored socket would only learn from its next
+// retransmission. A restored socket has no RTT estimate (the repair-mode
+// connect takes no sample), so its retransmission timer is the kernel's
+// fallback, 3 s (tcp_init_metrics, TCP_TIMEOUT_FALLBACK): data the peer
+// had received but whose ACK the lock dropped, or a window update it
+// dropped, held the connection still that long.
 func (t *TCPRestore) Live() error {
 	if t == nil || t.done {
 		return nil
@@ -731,24 +747,56 @@ func (t *TCPRestore) Live() error {
 	var errs []error
 	for _, k := range t.socks {
 		errs = append(errs, goLive(k))
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		err = t.unlock()
+	}
+	for _, k := range t.socks {
+		if err == nil {
+			err = reprobe(k)
+		}
 		unix.Close(k.fd)
 		k.fd = -1
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	return err
+}
+
+// reprobe makes the live socket k send a window probe: TCP_REPAIR on and
+// off again (the process is not running yet, so nothing sees the moment
+// in repair mode). Repair off resets sk_reuse: SO_REUSEADDR is set again.
+func reprobe(k *tcpSock) error {
+	errs := []error{setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1, "TCP_REPAIR")}
+	if errs[0] == nil {
+		errs = append(errs, setInt(k.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0, "TCP_REPAIR"))
+		if o := k.s.Options; o != nil && o.Reuseaddr {
+			errs = append(errs, setInt(k.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"))
+		}
 	}
-	return t.unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("socket fd %d (TCP connection %s): send a window probe: %w", k.num, connName(k.s), err)
+	}
+	return nil
 }
 
 // Finish closes what Live left open so as not to delay the resume (the
-// socket of the target's own lock). Call it once the process runs.
+// socket of the target's own lock). Call it once the process runs. The
+// close waits for an RCU grace period (10–30 ms, netlock.Lock.Open) and
+// runs in the background, its error logged: a lazy migration's target
+// tells the source RESUMED and starts serving the process's page faults
+// only once the restore returns.
 func (t *TCPRestore) Finish() error {
 	if t == nil || t.closeLater == nil {
 		return nil
 	}
 	f := t.closeLater
 	t.closeLater = nil
-	return f()
+	go func() {
+		if err := f(); err != nil {
+			t.log.Warn().Err(err).Msg("close the TCP lock's socket")
+		}
+	}()
+	return nil
 }
 
 // goLive ends repair mode on one restored socket and sets what repair
@@ -781,7 +829,10 @@ func goLive(k *tcpSock) error {
 // Abort forgets the re-created connections after the process was killed:
 // lazycr's copies are closed still in repair mode, so the kernel sends
 // nothing. The held lock is removed too (the image's connections are lost:
-// a peer's next segment now meets no socket and is answered with a reset).
+// a peer's next segment now meets no socket and is answered with a reset),
+// unless the restore failed before it created a socket for any of them:
+// then the image's connections are intact, and the lock stays for the
+// next restore.
 func (t *TCPRestore) Abort() {
 	if t == nil {
 		return
@@ -796,6 +847,12 @@ func (t *TCPRestore) Abort() {
 			unix.Close(k.fd)
 			k.fd = -1
 		}
+	}
+	if !t.made && t.owned == nil && t.lock != "" {
+		t.log.Info().Str("table", t.lock).Msg("restore failed before re-creating the image's TCP connections: the held network lock stays for the next restore (lazycr unlock removes it)")
+		t.ns.Close()
+		t.ns = netns.None()
+		return
 	}
 	if err := t.unlock(); err != nil {
 		t.log.Warn().Err(err).Str("table", t.lock).Msg("remove held network lock after a failed restore")
@@ -868,6 +925,7 @@ func (tcpConn) create(r *restorer, f *pb.Fd) (_ uintptr, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("create socket fd %d (TCP connection %s): %w", f.Fd, connName(s), err)
 	}
+	r.tcp.made = true
 	if fd, err = r.moveHigh(fd); err != nil {
 		return 0, fmt.Errorf("create socket fd %d: %w", f.Fd, err)
 	}

@@ -302,7 +302,9 @@ func TestTCPRefusesMD5(t *testing.T) {
 		if err := unix.Fstat(c, &st); err != nil {
 			return err
 		}
-		d := &dumper{pid: os.Getpid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
+		// This thread's /proc entry: its network namespace is the one
+		// the sockets live in (the leader's is the test's original).
+		d := &dumper{pid: unix.Gettid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
 		l0 := &liveFd{num: 3, link: proc.KindSocket, ino: st.Ino, local: c}
 		if !(tcpConn{}).claims(l0) {
 			return fmt.Errorf("the connection is not claimed as a TCP connection")
@@ -341,7 +343,9 @@ func TestTCPRefusesECN(t *testing.T) {
 		if err := unix.Fstat(c, &st); err != nil {
 			return err
 		}
-		d := &dumper{pid: os.Getpid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
+		// This thread's /proc entry: its network namespace is the one
+		// the sockets live in (the leader's is the test's original).
+		d := &dumper{pid: unix.Gettid(), opts: DumpOptions{TCP: NewTCPDump(zerolog.Nop())}}
 		err = (tcpConn{}).dump(d, &liveFd{num: 3, link: proc.KindSocket, ino: st.Ino, local: c}, &pb.Fd{})
 		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "ECN") {
 			return fmt.Errorf("dump of an ECN connection: %v, want a refusal naming ECN", err)

@@ -17,8 +17,10 @@ import (
 // makes the same state: a peer made for the purpose, with the dead one's
 // name, to which the socket connects, that sends what was unread and is
 // closed (a temporary listener, accepted from, for a stream socket); a
-// path peer's file is removed again. When the name is taken here (a
-// restarted server, or its file still there) this is refused, naming it.
+// path peer's file is removed again. When the name is taken here (the
+// server lives on and only closed this connection, a restarted server, a
+// stale file) the peer is made under a temporary abstract name instead:
+// only getpeername(2) then differs (makeUnixDeadPeer).
 // (The dump reads the name with x/sys/unix's Getpeername, which cuts an
 // abstract name at a NUL byte inside it.)
 
@@ -88,20 +90,39 @@ func (r *restorer) makeUnixDeadPeer(f *pb.Fd) (uintptr, error) {
 	defer r.closeRemote(peer)
 	name := s.DeadPeerName
 	what := fmt.Sprintf("fd %d: rebuild its closed peer %s", f.Fd, unixName(name))
+	// A name taken here (the server lives on, still bound to it, and
+	// only closed this connection; a stale socket file) cannot be bound
+	// again: the peer is then made under a temporary abstract name of
+	// its own, gone with it. Everything the socket shows stays exact
+	// (bytes, end of stream, shutdown, SO_PEERCRED's ids) but
+	// getpeername(2), which now names the temporary name.
+	temp := fmt.Appendf([]byte{0}, "lazycr-deadpeer-%d-%d", r.pid, s.Inode)
 	var full string
 	if name[0] != 0 {
 		full = fmt.Sprintf("/proc/%d/root%s", r.pid, name)
 		var st unix.Stat_t
 		if err := unix.Lstat(full, &st); err == nil {
-			return 0, fmt.Errorf("%s: the path exists here (inode %d): it cannot be bound again for the rebuild", what, st.Ino)
+			r.log.Warn().Int32("fd", f.Fd).Str("peer", unixName(name)).Uint64("inode", st.Ino).
+				Msgf("fd %d: its closed peer's path %s exists here (inode %d): the peer is rebuilt under %s, which getpeername(2) returns from now on", f.Fd, unixName(name), st.Ino, unixName(temp))
+			name, full = temp, ""
 		}
 	}
 	addr, n, err := r.putSockaddrUnix(name)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
-	if _, err := r.rem.Syscall(unix.SYS_BIND, peer, addr, n); err != nil {
-		return 0, fmt.Errorf("%s: bind: %w (the name is taken here)", what, err)
+	_, err = r.rem.Syscall(unix.SYS_BIND, peer, addr, n)
+	if errors.Is(err, unix.EADDRINUSE) && name[0] == 0 && string(name) != string(temp) {
+		r.log.Warn().Int32("fd", f.Fd).Str("peer", unixName(name)).
+			Msgf("fd %d: its closed peer's abstract name %s is taken here: the peer is rebuilt under %s, which getpeername(2) returns from now on", f.Fd, unixName(name), unixName(temp))
+		name = temp
+		if addr, n, err = r.putSockaddrUnix(name); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+		_, err = r.rem.Syscall(unix.SYS_BIND, peer, addr, n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: bind %s: %w", what, unixName(name), err)
 	}
 	if full != "" {
 		var st unix.Stat_t

@@ -148,7 +148,7 @@ func (r *restorer) makeUnixExternal(f *pb.Fd) (uintptr, error) {
 	ext := s.External
 	// A lazy migration on the dumping host keeps the very connection:
 	// its socket is taken over from the frozen original (unixtake.go).
-	if fd, took, err := r.takeUnix(f); took || err != nil {
+	if fd, took, err := r.takeUnix(f, s.Name); took || err != nil {
 		if took {
 			r.unixState().made[s.Inode], r.unixState().taken[s.Inode] = fd, true
 		}

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -179,6 +181,54 @@ func (d *dumper) unixPathOf(l *liveFd, diag unixDiag, s *pb.UnixSocket) error {
 	return nil
 }
 
+// unixPathDiff says how the file st at a socket's path differs from the
+// socket file p the dump saw: its type, device and inode, naming an inode
+// number that is the same (a new file can get the number of a removed one).
+func unixPathDiff(st *unix.Stat_t, p *pb.UnixPath) string {
+	here := fmt.Sprintf("%s (mode %#o) on device %d:%d, inode %d", fileTypeName(st.Mode), st.Mode&0o7777, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	if p == nil {
+		return "the dump recorded no socket file; the path is now " + here
+	}
+	var d []string
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		d = append(d, fmt.Sprintf("it is %s (mode %#o), not a socket", fileTypeName(st.Mode), st.Mode&0o7777))
+	}
+	if st.Dev != p.Dev {
+		d = append(d, fmt.Sprintf("it is on device %d:%d, the dump saw %d:%d", unix.Major(st.Dev), unix.Minor(st.Dev), unix.Major(p.Dev), unix.Minor(p.Dev)))
+	}
+	switch {
+	case st.Ino != p.Inode:
+		d = append(d, fmt.Sprintf("it is inode %d, the dump saw inode %d", st.Ino, p.Inode))
+	case len(d) > 0:
+		d = append(d, fmt.Sprintf("only its inode number %d is the same (reused after the socket file was removed)", st.Ino))
+	}
+	if len(d) == 0 {
+		return "the path is now " + here
+	}
+	return strings.Join(d, "; ")
+}
+
+// fileTypeName names the file type in mode (st_mode), as stat(1) does.
+func fileTypeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symbolic link"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFIFO:
+		return "a fifo"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	}
+	return fmt.Sprintf("a file of type %#o", mode&unix.S_IFMT)
+}
+
 // sameKernelDev compares stat(2)'s st_dev with a kernel dev_t (major in
 // the top 12 bits, minor in the low 20: include/linux/kdev_t.h), which is
 // what UNIX_DIAG_VFS reports.
@@ -338,12 +388,8 @@ func (r *restorer) clearUnixPath(f *pb.Fd, full string) error {
 		return fmt.Errorf("bind fd %d to %s: %w", f.Fd, s.Name, &os.PathError{Op: "lstat", Path: full, Err: err})
 	}
 	if s.Path == nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Dev != s.Path.Dev || st.Ino != s.Path.Inode {
-		var saw uint64
-		if s.Path != nil {
-			saw = s.Path.Inode
-		}
-		return fmt.Errorf("bind fd %d to %s: the path exists (inode %d, mode %#o) and is not the socket file the dump saw (inode %d); remove it if it is stale",
-			f.Fd, s.Name, st.Ino, st.Mode, saw)
+		return fmt.Errorf("bind fd %d to %s: the path exists and is not the socket file the dump saw: %s; remove it if it is stale",
+			f.Fd, s.Name, unixPathDiff(&st, s.Path))
 	}
 	// Still bound: the dumped socket is alive (held by the original left
 	// running, or frozen by a lazy source, in any network namespace:
@@ -567,7 +613,7 @@ func (r *restorer) makeUnixSingle(f *pb.Fd) (uintptr, error) {
 	}
 	if len(s.Name) > 0 {
 		// Its name may still be the frozen original's (unixtake.go).
-		if fd, took, err := r.takeUnix(f); took || err != nil {
+		if fd, took, err := r.takeUnix(f, s.Name); took || err != nil {
 			if took {
 				r.unixState().made[s.Inode] = fd
 				r.unixState().taken[s.Inode] = true
@@ -663,8 +709,9 @@ func (u *UnixBinds) add(pid int, path string) {
 // sameMountNS reports whether pid is in lazycr's mount namespace (a path
 // means the same file to both).
 func sameMountNS(pid int) bool {
-	var self, other unix.Stat_t
-	return unix.Stat("/proc/self/ns/mnt", &self) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &other) == nil &&
+	var other unix.Stat_t
+	self, err := proc.SelfNs("mnt")
+	return err == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &other) == nil &&
 		self.Ino == other.Ino && self.Dev == other.Dev
 }
 

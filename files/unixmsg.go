@@ -50,6 +50,19 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 	if err != nil {
 		return nil, fmt.Errorf("read the queue length of socket:[%d]: %w", l.ino, os.NewSyscallError("ioctl SIOCINQ", err))
 	}
+	if n == 0 && diag.shutdown&1 != 0 && s.Type == unix.SOCK_SEQPACKET && pfd[0].Revents&unix.POLLIN != 0 {
+		// SIOCINQ of a seqpacket socket is the bytes of every queued
+		// message: none, but zero-length messages may wait before the
+		// end of stream (see below).
+		zero, err := peekZeroLength(fd, l.ino)
+		if err != nil {
+			return nil, err
+		}
+		if zero {
+			return nil, transient("has a zero-length message queued")
+		}
+		return nil, nil
+	}
 	if pfd[0].Revents&unix.POLLIN == 0 || (n == 0 && diag.shutdown&1 != 0) {
 		return nil, nil // nothing queued (a receive shutdown makes POLLIN too)
 	}
@@ -75,8 +88,28 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 			msgs = nil
 		}
 	}()
+	// A seqpacket socket whose peer shut down writing answers a peek past
+	// its last message with 0, as it answers a zero-length message
+	// (unix_dgram_recvmsg: an empty queue with RCV_SHUTDOWN is end of
+	// stream). SO_PASSCRED tells them apart: every queued message then
+	// carries its sender's credentials (unix(7), SCM_CREDENTIALS; the
+	// kernel records them with every message it queues), the end of
+	// stream none. Set only while peeking (SO_PASSCRED set by the process
+	// is refused above), nobody can send meanwhile (the peer shut down).
+	endOfStream := s.Type == unix.SOCK_SEQPACKET && diag.shutdown&1 != 0
+	if endOfStream {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+			return nil, fmt.Errorf("set SO_PASSCRED of socket:[%d]: %w", l.ino, os.NewSyscallError("setsockopt", err))
+		}
+		defer func() {
+			if perr := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 0); perr != nil {
+				err = errors.Join(err, fmt.Errorf("put SO_PASSCRED of socket:[%d] back to 0: %w", l.ino, os.NewSyscallError("setsockopt", perr)))
+				msgs = nil
+			}
+		}()
+	}
 	buf := make([]byte, maxUnixMessageLen)
-	oob := make([]byte, unix.CmsgSpace(64*4))
+	oob := make([]byte, unix.CmsgSpace(64*4)+unix.CmsgSpace(unix.SizeofUcred))
 	for {
 		got, oobn, flags, from, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC|unix.MSG_TRUNC)
 		if errors.Is(err, unix.EAGAIN) {
@@ -88,9 +121,13 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 		if err != nil {
 			return nil, fmt.Errorf("peek at socket:[%d]: %w", l.ino, os.NewSyscallError("recvmsg", err))
 		}
+		if endOfStream && got == 0 && oobn == 0 {
+			return msgs, nil // end of stream, no message (see above)
+		}
 		if oobn > 0 {
-			closeRights(oob[:oobn])
-			return nil, transient("has file descriptors or credentials queued")
+			if other := closeRights(oob[:oobn]); other || !endOfStream {
+				return nil, transient("has file descriptors or credentials queued")
+			}
 		}
 		switch {
 		case got == 0:
@@ -107,11 +144,52 @@ func (d *dumper) peekUnixMessages(l *liveFd, diag unixDiag, s *pb.UnixSocket) (m
 	}
 }
 
-// closeRights closes the file descriptors a peek gave lazycr.
-func closeRights(oob []byte) {
+// peekZeroLength reports whether a message waits at fd, a seqpacket
+// socket shut down for receiving with no byte queued: a peek then
+// returns 0 for a zero-length message and for the end of stream alike,
+// but only a message comes with its sender's credentials under
+// SO_PASSCRED (set for the peek, and put back: the process's own
+// setting is read from the socket first).
+func peekZeroLength(fd int, ino uint64) (zero bool, err error) {
+	had, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED)
+	if err != nil {
+		return false, fmt.Errorf("read SO_PASSCRED of socket:[%d]: %w", ino, os.NewSyscallError("getsockopt", err))
+	}
+	if had == 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+			return false, fmt.Errorf("set SO_PASSCRED of socket:[%d]: %w", ino, os.NewSyscallError("setsockopt", err))
+		}
+		defer func() {
+			if perr := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 0); perr != nil {
+				err = errors.Join(err, fmt.Errorf("put SO_PASSCRED of socket:[%d] back to 0: %w", ino, os.NewSyscallError("setsockopt", perr)))
+			}
+		}()
+	}
+	oob := make([]byte, unix.CmsgSpace(64*4)+unix.CmsgSpace(unix.SizeofUcred))
+	for {
+		_, oobn, _, _, err := unix.Recvmsg(fd, make([]byte, 1), oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("peek at socket:[%d]: %w", ino, os.NewSyscallError("recvmsg", err))
+		}
+		if oobn > 0 {
+			closeRights(oob[:oobn])
+		}
+		return oobn > 0, nil
+	}
+}
+
+// closeRights closes the file descriptors a peek gave lazycr; it reports
+// whether oob held anything but credentials (or could not be parsed).
+func closeRights(oob []byte) (other bool) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return
+		return true
 	}
 	for _, m := range msgs {
 		if fds, err := unix.ParseUnixRights(&m); err == nil {
@@ -119,7 +197,11 @@ func closeRights(oob []byte) {
 				unix.Close(f)
 			}
 		}
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_CREDENTIALS {
+			other = true
+		}
 	}
+	return other
 }
 
 // sendUnixMessages sends msgs (waiting at image fd num) through sender,

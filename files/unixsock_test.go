@@ -222,3 +222,27 @@ func TestSameKernelDev(t *testing.T) {
 		t.Error("different devices compare equal")
 	}
 }
+
+// TestUnixPathDiff: the refusal of a replaced socket path names what
+// differs (QA2 Q10: it named the same, reused, inode number twice).
+func TestUnixPathDiff(t *testing.T) {
+	saw := &pb.UnixPath{Dev: unix.Mkdev(8, 1), Inode: 10003935, Mode: unix.S_IFSOCK | 0o755}
+	for _, c := range []struct {
+		st   unix.Stat_t
+		want string
+	}{
+		{unix.Stat_t{Dev: unix.Mkdev(8, 1), Ino: 10003935, Mode: unix.S_IFREG | 0o644},
+			"it is a regular file (mode 0644), not a socket; only its inode number 10003935 is the same (reused after the socket file was removed)"},
+		{unix.Stat_t{Dev: unix.Mkdev(0, 45), Ino: 77, Mode: unix.S_IFSOCK | 0o755},
+			"it is on device 0:45, the dump saw 8:1; it is inode 77, the dump saw inode 10003935"},
+		{unix.Stat_t{Dev: unix.Mkdev(8, 1), Ino: 12, Mode: unix.S_IFDIR | 0o700},
+			"it is a directory (mode 0700), not a socket; it is inode 12, the dump saw inode 10003935"},
+	} {
+		if got := unixPathDiff(&c.st, saw); got != c.want {
+			t.Errorf("unixPathDiff(%+v):\n got %s\nwant %s", c.st, got, c.want)
+		}
+	}
+	if got := unixPathDiff(&unix.Stat_t{Dev: unix.Mkdev(8, 1), Ino: 5, Mode: unix.S_IFREG | 0o600}, nil); !strings.Contains(got, "a regular file (mode 0600) on device 8:1, inode 5") {
+		t.Errorf("no recorded file: %s", got)
+	}
+}

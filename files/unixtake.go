@@ -1,15 +1,21 @@
 package files
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
-// A post-copy restore on the host the process was dumped on (same boot,
-// same network namespace) finds the names of its unix sockets still taken:
+// A post-copy restore on the host the process was dumped on (same boot;
+// the same network namespace, or any for a path name) finds the names of
+// its unix sockets still taken:
 // the source keeps the original frozen, holding them, until the target is
 // done. Like a TCP listener (inet.go takeListener), a named unix socket
 // is then handed over instead of rebuilt: pidfd_getfd(2) copies the
@@ -26,9 +32,13 @@ import (
 // it can be: RestoreOptions.HandOver, the image from this boot, the
 // dumped pid stopped by its tracer (the source's freeze) and holding at
 // that fd the socket with the image's inode, in the network namespace of
-// the process being built. ok is false (and err nil) when any of that
-// does not hold: the socket is then made afresh.
-func (r *restorer) takeUnix(f *pb.Fd) (fd uintptr, ok bool, err error) {
+// the process being built or, when name (its own, or its listener's for
+// a socket of a listener's group) is a path, in any network namespace: a
+// path name is found through the filesystem from every network
+// namespace (unix(7): only abstract names belong to one), so the taken
+// socket is reached by its name exactly as before. ok is false (and err
+// nil) when any of that does not hold: the socket is then made afresh.
+func (r *restorer) takeUnix(f *pb.Fd, name []byte) (fd uintptr, ok bool, err error) {
 	s := f.GetUnixSocket()
 	if !r.handOver {
 		return 0, false, nil
@@ -54,7 +64,7 @@ func (r *restorer) takeUnix(f *pb.Fd) (fd uintptr, ok bool, err error) {
 	if err := unix.Fstat(local, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
 		return 0, false, nil
 	}
-	if err := sameNetns(local, r.pid); err != nil {
+	if err := sameNetns(local, r.pid); err != nil && (len(name) == 0 || name[0] == 0) {
 		return 0, false, nil
 	}
 	if fd, err = r.receive(local, f.Fd); err != nil {
@@ -72,17 +82,30 @@ func (r *restorer) takeUnix(f *pb.Fd) (fd uintptr, ok bool, err error) {
 func (r *restorer) takeUnixGroup(lf *pb.Fd) (ok bool, err error) {
 	u := r.unixState()
 	ls := lf.GetUnixSocket()
-	fd, ok, err := r.takeUnix(lf)
+	fd, ok, err := r.takeUnix(lf, ls.Name)
 	if err != nil || !ok {
 		return false, err
 	}
 	u.made[ls.Inode], u.taken[ls.Inode] = fd, true
+	var self []*pb.Fd // accepted ends of connections within the process
 	for _, f := range u.byIno {
 		s := f.GetUnixSocket()
 		if s.Listener != ls.Inode || s.Inode == ls.Inode {
 			continue
 		}
-		fd, ok, err := r.takeUnix(f)
+		if isPathName(ls.Name) && selfConnected(u, s) {
+			if s.Accepted {
+				self = append(self, f)
+			}
+			continue
+		}
+		if s.Accepted && selfConnected(u, s) {
+			// An abstract name cannot be bound a second time in this
+			// network namespace for a rebuild: taken, as it is.
+			r.log.Warn().Int32("fd", f.Fd).Int32("peer_fd", u.byIno[s.Peer].Fd).Uint32("original_pid", r.imagePid).
+				Msgf("fds %d and %d: connection accepted from %s within the process, taken over: SO_PEERCRED of both ends still names the original pid %d", f.Fd, u.byIno[s.Peer].Fd, unixName(ls.Name), r.imagePid)
+		}
+		fd, ok, err := r.takeUnix(f, ls.Name)
 		if err != nil {
 			return false, err
 		}
@@ -91,5 +114,132 @@ func (r *restorer) takeUnixGroup(lf *pb.Fd) (ok bool, err error) {
 		}
 		u.made[s.Inode], u.taken[s.Inode] = fd, true
 	}
+	if len(self) > 0 {
+		if err := r.rebuildSelfConnected(lf, self); err != nil {
+			return false, err
+		}
+	}
 	return true, nil
+}
+
+func isPathName(name []byte) bool { return len(name) > 0 && name[0] != 0 }
+
+// selfConnected: s is an end of a connection accepted from its listener
+// whose other end is in the image too (both ends in the process).
+func selfConnected(u *unixRestore, s *pb.UnixSocket) bool {
+	if s.Peer == 0 || s.External != nil {
+		return false
+	}
+	p := u.byIno[s.Peer].GetUnixSocket()
+	return p != nil && p.Peer == s.Inode && p.Listener == s.Listener && p.External == nil && p.Accepted != s.Accepted
+}
+
+// rebuildSelfConnected makes the connections accepted from lf, a listener
+// on a path taken over from the frozen original, whose both ends are in
+// the process (accepted, the image fds of their accepted ends), afresh
+// instead of taking them over: SO_PEERCRED of such a socket names the
+// process that listened or connected (unix(7); copied at connect(2), not
+// changed later), which for a taken one is the original, killed once the
+// migration is done, while a restore's is the process itself. They are
+// made as makeUnixListener makes them, on a temporary listener bound to
+// the very same name, so getsockname(2) of the accepted end and
+// getpeername(2) of the client give it exactly: the process's root
+// directory is moved, for the time it takes, to a fresh directory next
+// to the socket file (chroot(2), the stub runs as root and alone), where
+// the name leads to the temporary listener, then put back (the real
+// listener, reached by the same name from everywhere else, never sees
+// these connections).
+func (r *restorer) rebuildSelfConnected(lf *pb.Fd, accepted []*pb.Fd) (err error) {
+	u := r.unixState()
+	ls := lf.GetUnixSocket()
+	name := string(ls.Name)
+	what := fmt.Sprintf("fd %d: rebuild the connections accepted from %s within the process", lf.Fd, name)
+	proot := fmt.Sprintf("/proc/%d/root", r.pid)
+	top, err := os.MkdirTemp(proot+filepath.Dir(name), ".lazycr-self-")
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer os.RemoveAll(top)
+	if err := os.MkdirAll(top+filepath.Dir(name), 0o700); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	rootFd, err := r.openAt("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("%s: open the root directory: %w", what, err)
+	}
+	defer r.closeRemote(rootFd)
+	cwdFd, err := r.openAt(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("%s: open the current directory: %w", what, err)
+	}
+	defer r.closeRemote(cwdFd)
+	addr, err := r.putString(scratchPath, strings.TrimPrefix(top, proot))
+	if err != nil {
+		return err
+	}
+	if _, err := r.rem.Syscall(unix.SYS_CHROOT, addr); err != nil {
+		return fmt.Errorf("%s: chroot %s: %w", what, strings.TrimPrefix(top, proot), err)
+	}
+	defer func() {
+		_, e1 := r.rem.Syscall(unix.SYS_FCHDIR, rootFd)
+		var e2, e3 error
+		if dot, perr := r.putString(scratchPath, "."); perr != nil {
+			e2 = perr
+		} else {
+			_, e2 = r.rem.Syscall(unix.SYS_CHROOT, dot)
+		}
+		_, e3 = r.rem.Syscall(unix.SYS_FCHDIR, cwdFd)
+		if perr := errors.Join(e1, e2, e3); perr != nil {
+			err = errors.Join(err, fmt.Errorf("%s: put the root directory back: %w", what, perr))
+		}
+	}()
+	lfd, err := r.newUnixSocket(lf.Fd, ls.Type)
+	if err != nil {
+		return err
+	}
+	defer r.closeRemote(lfd)
+	sa, n, err := r.putSockaddrUnix(ls.Name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := r.rem.Syscall(unix.SYS_BIND, lfd, sa, n); err != nil {
+		return fmt.Errorf("%s: bind a temporary listener: %w", what, err)
+	}
+	err = r.asCred(ls.PeerCred, func() error {
+		_, err := r.rem.Syscall(unix.SYS_LISTEN, lfd, uintptr(len(accepted)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listen: %w", what, err)
+	}
+	slices.SortFunc(accepted, func(a, b *pb.Fd) int { return int(a.Fd - b.Fd) })
+	for _, af := range accepted {
+		as := af.GetUnixSocket()
+		cf := u.byIno[as.Peer]
+		cs := cf.GetUnixSocket()
+		cfd, err := r.newUnixSocket(cf.Fd, cs.Type)
+		if err != nil {
+			return err
+		}
+		u.made[cs.Inode] = cfd
+		// SO_PEERCRED of the accepted end is the connector's.
+		if err := r.asCred(as.PeerCred, func() error { return r.connectUnix(cfd, cf.Fd, ls.Name) }); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		afd, err := r.rem.Syscall(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("%s: accept fd %d's connection from fd %d: %w", what, af.Fd, cf.Fd, err)
+		}
+		if afd, err = r.moveHigh(afd); err != nil {
+			return fmt.Errorf("accept fd %d: %w", af.Fd, err)
+		}
+		u.made[as.Inode] = afd
+		conn := fmt.Sprintf("unix connection of fds %d and %d (accepted from fd %d)", af.Fd, cf.Fd, lf.Fd)
+		if err := r.fillPair([2]*pb.Fd{af, cf}, [2]uintptr{afd, cfd}, conn); err != nil {
+			return err
+		}
+	}
+	r.log.Info().Int32("fd", lf.Fd).Int("connections", len(accepted)).
+		Msgf("fd %d: rebuilt %d connections accepted from %s within the process (their SO_PEERCRED names it)", lf.Fd, len(accepted), name)
+	return nil
 }

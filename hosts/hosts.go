@@ -321,13 +321,25 @@ func (h *Host) Handle() (*netlink.Handle, error) {
 func (h *Host) Do(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// Never unlocked: when this goroutine exits, its thread exits too.
 		runtime.LockOSThread()
+		back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", h.NsName, os.NewSyscallError("open /proc/thread-self/ns/net", err))
+			return
+		}
+		defer unix.Close(back)
 		if err := setnsPath(h.NsPath()); err != nil {
 			errc <- fmt.Errorf("enter netns %s: %w", h.NsName, err)
 			return
 		}
 		errc <- f()
+		// Back to where the thread was, then unlocked. Only if that fails
+		// does the goroutine end locked, which ends the thread — or, were
+		// it the main thread, parks it for good in the host's namespace,
+		// and /proc/self/net would show the host's tables from then on.
+		if unix.Setns(back, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	return <-errc
 }

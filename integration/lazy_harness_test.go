@@ -423,7 +423,7 @@ type lazySummary struct {
 
 var (
 	lazyFreezeRE  = regexp.MustCompile(`(?m)^freeze to resume\s+(\S+)$`)
-	lazyLatencyRE = regexp.MustCompile(`(?m)^latency p50 (\S+) p90 (\S+) p99 (\S+) max (\S+)$`)
+	lazyLatencyRE = regexp.MustCompile(`(?m)^latency (?:p50 (\S+) p90 (\S+) p99 (\S+) max (\S+)|: no faults)$`)
 	lazyCopiedRE  = regexp.MustCompile(`(?m); (\d+) bytes copied;`)
 )
 
@@ -444,7 +444,9 @@ func parseLazySummary(t testing.TB, stderr string) lazySummary {
 		t.Fatalf("target stderr lacks the summary (freeze to resume, latency, bytes copied):\n%s", stderr)
 	}
 	s.freezeToResume = dur(m[1])
-	s.p50, s.p90, s.p99, s.max = dur(l[1]), dur(l[2]), dur(l[3]), dur(l[4])
+	if l[1] != "" { // else "latency: no faults": all zero
+		s.p50, s.p90, s.p99, s.max = dur(l[1]), dur(l[2]), dur(l[3]), dur(l[4])
+	}
 	s.bytesCopied, _ = strconv.ParseInt(c[1], 10, 64)
 	return s
 }

@@ -81,7 +81,7 @@ func restoreFrom(t *testing.T, orig *proc, dir string, extra ...string) *proc {
 
 // adopt watches pid, a process that is not our child: done closes when it
 // exits, and it is killed when t ends.
-func adopt(t *testing.T, pid int) *proc {
+func adopt(t testing.TB, pid int) *proc {
 	t.Helper()
 	p := &proc{pid: pid, done: make(chan struct{}), ticks: map[string]uint64{}}
 	pidfd, err := unix.PidfdOpen(pid, 0)
@@ -201,7 +201,7 @@ func procsRunning(t *testing.T, exe string) []int {
 // startCmd is start for a prepared command (namespaces, other stdout): it
 // runs cmd, reaps it in the background and kills it when t ends. Unless
 // cmd.Stdout is set, stdout and stderr are files as with start.
-func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+func startCmd(t testing.TB, cmd *exec.Cmd) *proc {
 	t.Helper()
 	dir := t.TempDir()
 	p := &proc{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,13 +39,19 @@ func streamByte(off int64) byte {
 }
 
 // tcpQueues reads the send and receive queue sizes of the established
-// socket with local port port from /proc/net/tcp{,6} (proc(5)).
+// socket with local port port from the test's network namespace's
+// tcp{,6} table (proc(5)). It reads /proc/thread-self/net, on a locked
+// thread, not /proc/net (/proc/self/net: the main thread's namespace):
+// a hosts.Host.Do whose goroutine ran on the main thread leaves that
+// thread, wedged by the runtime, in the host's namespace.
 func tcpQueues(t *testing.T, v6 bool, port int) (tx, rx uint64, ok bool) {
 	t.Helper()
-	path := "/proc/net/tcp"
+	path := "/proc/thread-self/net/tcp"
 	if v6 {
-		path = "/proc/net/tcp6"
+		path = "/proc/thread-self/net/tcp6"
 	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	return tcpQueuesAt(t, path, port)
 }
 

@@ -8,12 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 // B's service address svc.
 type lazyTCP struct {
 	ctx        context.Context
+	netw       *hosts.Net
 	hA, hB, hC *hosts.Host
 	svc        netip.Addr
 	p          *proc
@@ -50,7 +49,7 @@ func newLazyTCP(t *testing.T) *lazyTCP {
 
 // newLazyTCPWith is newLazyTCP for any server: start runs it on B and
 // returns it with its port.
-func newLazyTCPWith(t *testing.T, start func(ctx context.Context, hB *hosts.Host) (*proc, int)) *lazyTCP {
+func newLazyTCPWith(t testing.TB, start func(ctx context.Context, hB *hosts.Host) (*proc, int)) *lazyTCP {
 	buildLazycr()
 	if lazycrErr != nil {
 		t.Fatal(lazycrErr)
@@ -92,7 +91,7 @@ func newLazyTCPWith(t *testing.T, start func(ctx context.Context, hB *hosts.Host
 		}
 	}
 	t.Cleanup(func() { c.Close() })
-	return &lazyTCP{ctx: ctx, hA: hA, hB: hB, hC: hC, svc: svc, p: p, port: port, c: c}
+	return &lazyTCP{ctx: ctx, netw: netw, hA: hA, hB: hB, hC: hC, svc: svc, p: p, port: port, c: c}
 }
 
 // migrate runs `lazycr dump --lazy` on B and `lazycr restore --lazy-from`
@@ -301,7 +300,7 @@ func mustCreate(t *testing.T, path string) *os.File {
 // serviceAddr gives host h a second address (.100 of the subnet), the one a
 // takeover migration moves, as the preferred source of the subnet route.
 // Equivalent to: ip addr add $svc/24 dev eth0; ip route replace $subnet dev eth0 src $svc
-func serviceAddr(t *testing.T, h *hosts.Host, subnet netip.Prefix) netip.Addr {
+func serviceAddr(t testing.TB, h *hosts.Host, subnet netip.Prefix) netip.Addr {
 	t.Helper()
 	b := subnet.Masked().Addr().As4()
 	b[3] = 100
@@ -340,123 +339,4 @@ func requireOrder(t *testing.T, path string, msgs ...string) {
 			t.Fatalf("%s: no %q after the earlier steps %q:\n%s", filepath.Base(path), m, msgs, b)
 		}
 	}
-}
-
-// TestTCPLazyRedis: redis-server on B with 100 000 keys (about 40 MiB;
-// $LAZYCR_TCP_REDIS_KEYS overrides, for measurements)
-// migrates lazily to C (takeover) while a client on A keeps one connection
-// doing SET/GET: no error, no reconnect, every GET reads the SET before it,
-// and DEBUG DIGEST is the same afterwards. It logs the longest gap the
-// client saw between two replies next to the migration's freeze→resume.
-func TestTCPLazyRedis(t *testing.T) {
-	needRoot(t)
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not found (scripts/test.sh installs it)")
-	}
-	l := newLazyTCPWith(t, func(ctx context.Context, hB *hosts.Host) (*proc, int) {
-		const port = 6379 // inside B's own fresh namespace
-		p := startCmd(t, hB.Command(ctx, server, "--port", strconv.Itoa(port), "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
-			"--dir", t.TempDir(), "--enable-debug-command", "yes", "--protected-mode", "no", "--daemonize", "no"))
-		return p, port
-	})
-	rc := &redisConn{c: l.c, r: bufio.NewReaderSize(l.c, 1<<20)}
-	if err := l.c.SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	keys := "100000"
-	if k := os.Getenv("LAZYCR_TCP_REDIS_KEYS"); k != "" {
-		keys = k // a measurement: 3000000 is the issue's 1 GiB
-	}
-	if got := rc.do(t, "DEBUG", "POPULATE", keys, "key", "300"); got != "OK" {
-		t.Fatalf("DEBUG POPULATE: %q", got)
-	}
-	want := rc.do(t, "DEBUG", "DIGEST")
-
-	type result struct {
-		ops    int
-		maxGap time.Duration
-		err    error
-	}
-	stop := make(chan struct{})
-	done := make(chan result, 1)
-	var ops atomic.Int64
-	go func() {
-		var r result
-		last := time.Now()
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				done <- r
-				return
-			default:
-			}
-			v := strconv.Itoa(i)
-			if err := rc.write("SET", "client", v); err == nil {
-				err = rc.write("GET", "client")
-			}
-			var got [2]string
-			for k := range got {
-				if r.err == nil {
-					got[k], r.err = rc.readReply()
-				}
-			}
-			now := time.Now()
-			r.maxGap = max(r.maxGap, now.Sub(last))
-			last = now
-			if r.err == nil && (got[0] != "OK" || got[1] != v) {
-				r.err = fmt.Errorf("op %d: SET/GET replied %q, %q", i, got[0], got[1])
-			}
-			if r.err != nil {
-				done <- r
-				return
-			}
-			r.ops = i
-			ops.Store(int64(i))
-		}
-	}()
-	waitOps := func(n int64) {
-		deadline := time.Now().Add(progressTimeout)
-		for ops.Load() < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("the client is stuck at %d operations", ops.Load())
-			}
-			time.Sleep(time.Millisecond) // poll interval
-		}
-	}
-	waitOps(100)
-	terr, srcErr, dstErr, dstOut := l.migrate(t, "takeover")
-	if terr != nil {
-		e, _ := os.ReadFile(dstErr)
-		t.Fatalf("lazycr restore on C: %v\n%s", terr, e)
-	}
-	b, _ := os.ReadFile(dstOut)
-	npid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if err != nil {
-		t.Fatalf("target stdout %q: no pid", b)
-	}
-	adopt(t, npid)
-	waitOps(ops.Load() + 100)
-	close(stop)
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("client after %d operations: %v", r.ops, r.err)
-	}
-	if got := rc.do(t, "DEL", "client"); got != "1" {
-		t.Fatalf("DEL client: %q", got)
-	}
-	if got := rc.do(t, "DEBUG", "DIGEST"); got != want {
-		t.Fatalf("DEBUG DIGEST after the migration %s, before %s", got, want)
-	}
-	if got := rc.do(t, "INFO", "clients"); !strings.Contains(got, "connected_clients:1") {
-		t.Errorf("INFO clients:\n%s", got)
-	}
-	tlog, _ := os.ReadFile(dstErr)
-	ftr := "?"
-	if m := regexp.MustCompile(`freeze_to_resume=(\S+)`).FindSubmatch(tlog); m != nil {
-		ftr = string(m[1])
-	}
-	t.Logf("redis, %s keys, lazy B -> C: %d client operations, longest gap between replies %v, freeze->resume %s",
-		keys, r.ops, r.maxGap.Round(time.Microsecond), ftr)
-	requireOrder(t, srcErr, "network lock held for a restore", "target resumed the process", "held network lock removed")
 }

@@ -98,7 +98,7 @@ func TestUnixListenPathTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code := runLazycr(t, "restore", "-D", dir)
-	requireExit1(t, "restore over a replaced socket path", errOut, code, regexp.QuoteMeta(path)+`: the path exists .* not the socket file the dump saw`)
+	requireExit1(t, "restore over a replaced socket path", errOut, code, regexp.QuoteMeta(path)+`: the path exists .* not the socket file the dump saw: it is a regular file \(mode 0600\), not a socket`)
 	if b, err := os.ReadFile(path); err != nil || string(b) != "someone else's" {
 		t.Errorf("%s after the refused restore: %q, %v", path, b, err)
 	}
@@ -257,7 +257,8 @@ func TestUnixListenPathInUse(t *testing.T) {
 	if err := unix.Lstat(r.Path, &before); err != nil {
 		t.Fatal(err)
 	}
-	b, err := lazyCmd(t, env.dst, "restore", "-D", img, "--new-pid").CombinedOutput()
+	// Into host C on purpose: --netns-change.
+	b, err := lazyCmd(t, env.dst, "restore", "-D", img, "--new-pid", "--netns-change").CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()

@@ -63,17 +63,21 @@ func dialRedisUnix(t *testing.T, path string) *redisConn {
 
 // restoreReconnect runs `lazycr restore -D dir` without --unix-reconnect,
 // which must be refused naming the peer (its path and the pid holding
-// it), then with it, and returns the restored pid. A socket file the
-// refused restore bound at peerPath (the process's own listener) is gone
-// again after it.
+// it), then with it, and returns the restored pid. The refused restore
+// touches nothing (it is refused before anything is built): the socket
+// file at peerPath (the process's own listener) is the one the dump left,
+// or none, never one it bound.
 func restoreReconnect(t *testing.T, dir, peerPath string, peerPid int) int {
 	t.Helper()
+	var before unix.Stat_t
+	beforeErr := unix.Lstat(peerPath, &before)
 	_, errOut, code := runLazycr(t, "restore", "-D", dir)
 	requireExit1(t, "restore of a unix socket whose peer was not dumped", errOut, code,
 		`unix socket:\[\d+\] was (connected to|accepted on) `+regexp.QuoteMeta(peerPath)+`.*held by pids \[[0-9 ]*\b`+strconv.Itoa(peerPid)+`\b[0-9 ]*\] at dump.*pass --unix-reconnect`)
 	if peerPid == os.Getpid() {
-		if _, err := os.Lstat(peerPath); !os.IsNotExist(err) {
-			t.Errorf("after the refused restore %s is there (%v): the rollback left the socket file it bound", peerPath, err)
+		var after unix.Stat_t
+		if err := unix.Lstat(peerPath, &after); err == nil && (beforeErr != nil || after.Ino != before.Ino) {
+			t.Errorf("after the refused restore %s is inode %d (before it: %d, %v): the rollback left the socket file it bound", peerPath, after.Ino, before.Ino, beforeErr)
 		}
 	}
 	out, errOut, code := runLazycr(t, "restore", "-D", dir, "--unix-reconnect")

@@ -253,6 +253,11 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 	}
 	switch {
 	case err == nil:
+		if res.Exited != "" {
+			// The copy ran to its end on the target: the original, which
+			// never ran since the freeze, must not repeat that.
+			opts.Log.Info().Int("pid", opts.PID).Str("target", res.Exited).Msg("the migrated process exited on the target; killing the original")
+		}
 		if kerr := cp.Kill(); kerr != nil {
 			return out, fmt.Errorf("kill the migrated original pid %d: %w", opts.PID, kerr)
 		}

@@ -47,6 +47,7 @@ func checkFds(t *testing.T) {
 	}
 	before := count()
 	t.Cleanup(func() {
+		closing.Wait() // Announce closes its packet socket in the background
 		if after := count(); after != before {
 			t.Errorf("open fds: %d before the test, %d after", before, after)
 		}

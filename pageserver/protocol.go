@@ -133,10 +133,16 @@ const (
 	TypeHelloReplies
 	// TypeRepliesOK (server → client, empty) accepts a replies connection.
 	TypeRepliesOK
+	// TypeExited (client → server, after RESUMED; payload: UTF-8 text, as
+	// FAIL) is DONE for a process that exited on the target before all its
+	// lazy pages were needed: the migration is over, the source ends the
+	// original and answers DONE. The text ("pid N exited (status S) …")
+	// is for the source's log.
+	TypeExited
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK", "EXITED"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -205,7 +211,7 @@ func DecodeHeader(b []byte) (*Header, error) {
 		if h.Length == 0 || h.Length > ChunkSize {
 			return nil, fmt.Errorf("%w: CHUNK of %d bytes (1 to %d)", ErrProtocol, h.Length, ChunkSize)
 		}
-	case TypeFail, TypeError:
+	case TypeFail, TypeError, TypeExited:
 		if h.Length > MaxMessage {
 			return nil, fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrProtocol, h.Type, h.Length, MaxMessage)
 		}

@@ -90,7 +90,10 @@ type Result struct {
 	AckedPages                 uint64 // lazy pages the target acknowledged
 	Reconnects                 int
 	Duration                   time.Duration
-	Done                       bool // the target sent DONE
+	Done                       bool // the target sent DONE (or EXITED)
+	// Exited is the target's EXITED text: the process exited there
+	// before all its lazy pages were needed ("" after a plain DONE).
+	Exited string
 	// ResumedAt is when the target's first RESUMED arrived (zero if none
 	// did, and for an adopted session); DoneAt when its DONE did.
 	ResumedAt, DoneAt time.Time
@@ -680,6 +683,15 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 			}
 		case TypeDone:
 			cs.done = true
+		case TypeExited:
+			var msg *string
+			if msg, err = DecodeMessage(p); err == nil {
+				cs.done = true
+				s.res.Exited = *msg
+				if s.res.Exited == "" {
+					s.res.Exited = "the process exited"
+				}
+			}
 		case TypeFail:
 			var msg *string
 			if msg, err = DecodeMessage(p); err == nil {

@@ -729,6 +729,29 @@ func TestRepliesConnection(t *testing.T) {
 	}
 }
 
+// TestExitedAfterResumed: a client's Exited (the process exited on the
+// target before its last lazy pages were needed) ends the session like
+// DONE, and the source gets the target's text.
+func TestExitedAfterResumed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: time.Hour})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	why := "pid 42 exited (status 0) before its last 46 pages were needed"
+	if err := c.Exited(why); err != nil {
+		t.Fatal(err)
+	}
+	r := wait()
+	if r.err != nil || !r.res.Done || r.res.Exited != why {
+		t.Fatalf("Serve: %+v, %v; want done with Exited %q", r.res, r.err, why)
+	}
+}
+
 // TestBeforeImages: ServerConfig.BeforeImages runs once, when the target
 // asks for the image set and before it is sent (the source releases the
 // frozen process's POSIX locks there); its error reaches the target as

@@ -62,6 +62,18 @@ type Options struct {
 	// settings it gets.
 	ShellJob bool
 	Termios  TermiosPolicy
+	// NetnsChange accepts restoring a process of another network
+	// namespace of this host, which still exists, in lazycr's (restore
+	// --netns-change; precheck.go). Without it restore refuses.
+	NetnsChange bool
+	// Running, if set, is called with the pid once every step of Resume
+	// that can fail is done but the detach itself (PTRACE_DETACH of a
+	// stopped tracee), just before the process runs: a caller that prints
+	// the pid there does not hand out the pid of a process that a later
+	// step kills. For a job of lazycr's terminal, the terminal may be
+	// the job's already: lazycr ignores SIGTTOU meanwhile, so a write to
+	// it goes through even with TOSTOP (tty_check_change).
+	Running func(pid int)
 
 	job *shellJob // set by Build; shared with the members of a tree
 }
@@ -126,6 +138,9 @@ type Process struct {
 	tree  *tree         // a process tree's other members (tree.go); nil for one process
 	shm   *shmState     // shared memory objects, shared by the members (shm.go)
 	given map[int32]int // fds whose description lazycr passes in (tree members)
+	// leftNet is the network namespace the process left (--netns-change):
+	// the image's held lock there is removed once the process runs.
+	leftNet *leftNetns
 	// memberTCP: a lazy tree restore's TCP halves of the members, by
 	// image pid, each holding its member's lock from before Prepare
 	// (lockMembersTCP, tree.go).
@@ -190,6 +205,11 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.set = set
+	// Every refusal the image and the options settle comes first, before
+	// anything is locked, built or torn down (precheck.go).
+	if r.leftNet, err = precheck(set, opts); err != nil {
+		return nil, err
+	}
 	if !opts.Lazy {
 		// Without a page server, lazy runs would come back as zero pages.
 		if err := set.CheckComplete(); err != nil {
@@ -415,6 +435,7 @@ func (r *Process) Resume() error {
 	if r.img.StopSignal != 0 {
 		r.b.p.StopOnDetach() // it was in a job-control stop (state T)
 	}
+	r.tellRunning()
 	err = r.b.p.Detach()
 	r.done = true
 	r.tracer.Close()
@@ -432,6 +453,7 @@ func (r *Process) Resume() error {
 		return fmt.Errorf("restore %s: resume: %w", r.who(), err)
 	}
 	r.tellWindow() // shelljob.go
+	r.leftNet.release(r.opts)
 	r.Stats.Resume = time.Since(t)
 	r.Stats.Total = time.Since(r.started)
 	return nil

@@ -407,3 +407,16 @@ func (r *Process) releaseTerminal(restoreSettings bool) {
 	}
 	r.giveBack()
 }
+
+// tellRunning calls Options.Running, with SIGTTOU ignored while the
+// terminal is the job's.
+func (r *Process) tellRunning() {
+	if r.opts.Running == nil {
+		return
+	}
+	if j := r.opts.job; j != nil && j.jobPgrp != 0 {
+		signal.Ignore(unix.SIGTTOU)
+		defer signal.Reset(unix.SIGTTOU)
+	}
+	r.opts.Running(r.b.pid)
+}

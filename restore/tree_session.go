@@ -208,10 +208,20 @@ func (r *Process) killHelpers(helpers []*inject.Process) {
 // newPIDSession is the session step of --new-pid, where the stub itself
 // becomes the process under a new pid: a process that led its session (or
 // group) leads a new one, numbered by its new pid; otherwise it stays in
-// lazycr's session and group.
+// lazycr's session and group. A session leader attached to lazycr's
+// terminal (--shell-job) joins lazycr's session instead, as it does
+// without --new-pid: its old group id cannot be kept, so it leads a new
+// group there, which can then be the terminal's foreground group
+// (tcsetpgrp(3) wants a group of the terminal's session: EPERM otherwise).
 func (r *Process) newPIDSession() error {
 	p := r.b.p
+	j := r.opts.job
+	attached := j != nil && j.attach && r.img.Sid == j.imageSid
 	switch {
+	case r.img.Sid == r.img.Pid && attached:
+		if _, err := p.Syscall(p.Pid, unix.SYS_SETPGID, 0, 0); err != nil {
+			return fmt.Errorf("restore: setpgid(0, 0) in pid %d (a session leader made a job of lazycr's session): %w", p.Pid, err)
+		}
 	case r.img.Sid == r.img.Pid:
 		if _, err := p.Syscall(p.Pid, unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("restore: setsid in pid %d: %w", p.Pid, err)

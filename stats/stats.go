@@ -50,12 +50,19 @@ type Dump struct {
 	FreezeMS       float64 `json:"freeze_ms"` // first PTRACE_SEIZE → every thread stopped
 	// FrozenMS is how long the original was stopped: freeze → killed or
 	// released (plain dump), freeze → killed after the target's DONE (dump
-	// --lazy; 0 if it was not killed). Serve.FreezeToResumeMS is the part
-	// the process itself waited.
+	// --lazy; 0 if it was not killed). With --lazy it therefore runs
+	// through the whole migration, the push phase included, while the
+	// process already runs on the target: it is not comparable with a
+	// plain dump's. Serve.FreezeToResumeMS is the part the process itself
+	// waited.
 	FrozenMS float64 `json:"frozen_ms"`
 	// TotalMS is the dump proper: the plain dump to its image on disk;
 	// with --lazy the freeze, state and skeleton, until it can serve.
 	TotalMS float64 `json:"total_ms"`
+	// FreezeAttempts is how many freezes the dump took: more than one when
+	// a passing state (unread inotify events, connections waiting to be
+	// accepted …) was refused and the process ran on briefly in between.
+	FreezeAttempts int `json:"freeze_attempts,omitempty"`
 }
 
 // Serve is the source of a lazy migration (dump --lazy): what the page
@@ -136,6 +143,10 @@ type Lazy struct {
 	Faults   uint64            `json:"faults"`
 	FaultsBy map[string]uint64 `json:"faults_by,omitempty"`
 	// Fault latency measured by the handler: uffd read → page installed.
+	// The four come from one set of samples: every fault of Faults except
+	// the "aborted" ones. The percentiles are nearest-rank (the smallest
+	// sample with at least p% of the samples at or below it), so with
+	// fewer than 100 samples p99 is the max; all 0 when there were none.
 	FaultP50MS float64 `json:"fault_p50_ms"`
 	FaultP90MS float64 `json:"fault_p90_ms"`
 	FaultP99MS float64 `json:"fault_p99_ms"`
@@ -143,10 +154,21 @@ type Lazy struct {
 	Requests   uint64  `json:"requests"`   // requests the handler sent to the source
 	Reconnects int     `json:"reconnects"` // to the page server
 	// Trouble: all 0 in a clean run.
-	Poisoned   uint64 `json:"poisoned"`   // pages poisoned when the source failed
-	Lost       uint64 `json:"lost"`       // pages that could not be installed
-	Duplicates uint64 `json:"duplicates"` // pages that arrived when nothing needed them
-	Retries    uint64 `json:"retries"`    // copies retried after EAGAIN
+	Poisoned uint64 `json:"poisoned"` // pages poisoned when the source failed
+	Lost     uint64 `json:"lost"`     // pages that could not be installed
+	// Duplicates: pages that arrived when nothing needed them any more.
+	// Not trouble: a fault's request and the background push cross on
+	// the wire (the push installs the page, the fault counts in faults_by
+	// "push", then the request's answer arrives for nothing), so a clean
+	// run has up to about as many as faults_by "push" (328 with 329 such
+	// faults in a 64 MiB run that writes while it migrates); each page is
+	// installed once either way.
+	Duplicates uint64 `json:"duplicates"`
+	// Retries (copies retried after EAGAIN: the address space changed
+	// under the copy) and ExistWakes (UFFDIO_COPY found the page already
+	// there and woke the waiter instead) are the kernel's normal answers
+	// to races with the running process, not errors.
+	Retries    uint64 `json:"retries"`
 	ExistWakes uint64 `json:"exist_wakes"`
 	// RemovedLazy: lazy pages the process dropped (MADV_DONTNEED, munmap,
 	// mremap) before they arrived.

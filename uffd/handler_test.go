@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
 
@@ -692,5 +693,33 @@ func TestHandlerPushedPieces(t *testing.T) {
 		if got, want := mem[k*PageSize:(k+1)*PageSize], src.data[k*PageSize:(k+1)*PageSize]; !bytes.Equal(got, want) {
 			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
 		}
+	}
+}
+
+// TestHandlerCloseBeforeRun: a handler closed before Run (its restore
+// failed before the process ran on a lazy page) poisons the pages and says
+// so calmly, without "lost" (QA2 Q10: a WRN "1357 lazy pages lost" in a
+// failure where the source kept every page).
+func TestHandlerCloseBeforeRun(t *testing.T) {
+	needRoot(t)
+	addr, _ := region(t, 2)
+	fd := openAPI(t, FeaturesNonCooperative|FeatureThreadID)
+	src := newFakeSource(addr, pattern(addr, 2), true)
+	defer src.close()
+	var log bytes.Buffer
+	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{addr, addr + 2*PageSize, []Run{{addr, 2}}}}, Source: src,
+		PID: os.Getpid(), Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Run(context.Background()); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Run after Close = %v", err)
+	}
+	got := log.String()
+	if !strings.Contains(got, `"level":"info"`) || !strings.Contains(got, "never served") || !strings.Contains(got, `"pages":2`) || strings.Contains(got, "lost") {
+		t.Errorf("log of Close before Run: %s", got)
 	}
 }

@@ -234,7 +234,9 @@ func (s *Summary) setLatency(lat []time.Duration) {
 		return
 	}
 	slices.Sort(lat)
-	pct := func(p int) time.Duration { return lat[(len(lat)-1)*p/100] }
+	// Nearest rank: the smallest sample with at least p% of the samples
+	// at or below it, so p99 of two samples is the larger (the max).
+	pct := func(p int) time.Duration { return lat[(len(lat)*p+99)/100-1] }
 	s.P50, s.P90, s.P99, s.Max = pct(50), pct(90), pct(99), lat[len(lat)-1]
 	var counts [64]uint64
 	top := 0
@@ -270,7 +272,12 @@ func (s Summary) String() string {
 		}
 	}
 	fmt.Fprintf(&b, "), next-page faults %d\n", s.NextPage)
-	fmt.Fprintf(&b, "latency p50 %v p90 %v p99 %v max %v\n", s.P50, s.P90, s.P99, s.Max)
+	if len(s.Histogram) == 0 {
+		// No latency sample: no fault, or only aborted ones.
+		b.WriteString("latency: no faults\n")
+	} else {
+		fmt.Fprintf(&b, "latency p50 %v p90 %v p99 %v max %v\n", s.P50, s.P90, s.P99, s.Max)
+	}
 	fmt.Fprintf(&b, "pages: fault %d, fault-around %d, push %d, zero %d; zero-filled at the source %d; %d bytes copied; %d requests\n",
 		s.Pages.Fault, s.Pages.FaultAround, s.Pages.Push, s.Pages.Zero, s.Pages.SourceZero, s.Bytes, s.Requests)
 	if s.Lost != 0 || s.Poisoned != 0 {

@@ -104,3 +104,26 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("WriteJSON: %v, valid %v", err, json.Valid(buf.Bytes()))
 	}
 }
+
+// TestSummarizeFewSamples: the percentiles and the max come from one set of
+// samples, so with two faults p99 is the larger one (QA2 Q9: p99 was the
+// smaller, below the max); with none the summary says so instead of
+// printing zero latencies.
+func TestSummarizeFewSamples(t *testing.T) {
+	recs := []FaultRecord{
+		{Addr: 0x1000, TID: 1, Read: 0, Done: 840 * time.Microsecond, Path: PathPush},
+		{Addr: 0x5000, TID: 1, Read: 0, Done: 5400 * time.Microsecond, Path: PathRequest},
+	}
+	s := Summarize(recs)
+	if s.P50 != 840*time.Microsecond || s.P90 != s.Max || s.P99 != s.Max || s.Max != 5400*time.Microsecond {
+		t.Errorf("two samples: p50 %v p90 %v p99 %v max %v, want p50 840µs and p90 = p99 = max = 5.4ms", s.P50, s.P90, s.P99, s.Max)
+	}
+	one := Summarize(recs[:1])
+	if one.P50 != one.Max || one.P99 != one.Max {
+		t.Errorf("one sample: p50 %v p99 %v max %v, want all equal", one.P50, one.P99, one.Max)
+	}
+	none := Summarize(nil).String()
+	if !strings.Contains(none, "latency: no faults\n") || strings.Contains(none, "p50") {
+		t.Errorf("no faults:\n%s", none)
+	}
+}

@@ -64,7 +64,7 @@ Needs root.`,
 	f.DurationVar(&o.Interval, "interval", 100*time.Millisecond, "ping interval")
 	f.StringVar(&o.WorkDir, "work-dir", "", "where logs and the fault trace go (default: a new temporary directory)")
 	f.IntVar(&o.Port, "port", 27000, "page server port on B")
-	registerStatsFile(f, &statsFile)
+	registerStatsFile(f, &statsFile, "freeze_to_first_pong_ms")
 	return cmd
 }
 

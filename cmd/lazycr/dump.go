@@ -32,6 +32,7 @@ type dumpOptions struct {
 	insecure     bool
 	adopt        int
 	statsFile    string
+	dropQueued   bool
 }
 
 func newDumpCmd(g *globals) *cobra.Command {
@@ -70,15 +71,37 @@ written 0600 in a 0700 directory. If the target never resumed the process,
 whose process is gone (or whose pid now names another process) is removed by
 the next dump --lazy, or by "lazycr unlock --sweep".
 
+A passing state that cannot be restored exactly — unread inotify events, a
+TCP listener with connections waiting to be accepted — makes dump let the
+process run for a moment and freeze it again, up to 5 times (about 150 ms),
+then refuse, naming it. --drop-queued-connections accepts the loss of a
+listener's queued connections instead (their clients get a reset, as if
+the server had restarted); a lazy migration on one host keeps them (the
+target takes the listening socket over with its queue).
+
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.
+
+Some processes need a restore option, never a dump option: a job of an
+interactive shell, to come back on another terminal, needs restore
+--shell-job; a unix socket whose peer is outside the dump, restore
+--unix-reconnect (without it the restore refuses, naming the peer); a pipe
+or terminal fd whose other end stays behind, restore --inherit-fd.
+
+File locks (flock, POSIX, OFD) are recorded and taken again by the restore
+before the process runs; with --lazy on this host the target takes over
+the original's open file descriptions, so flock and OFD locks move with
+them, and the original's POSIX locks are released only when the target
+asks for the image.
 
 --stats-file F writes the run's statistics as one JSON object when dump
 ends, also on failure (with "error"): durations in milliseconds with the
 unit in the key ("freeze_ms", "frozen_ms"), sizes in bytes or 4 KiB pages,
 throughput in GB/s (1e9 bytes); with --lazy also freeze → resume and the
-push phase as the source sees them. Mode 0600, replaced atomically; the
-schema is Go package github.com/lazycr/lazycr/stats.`,
+push phase as the source sees them, and frozen_ms runs until the original
+is killed after the target's DONE (the process ran on the target
+meanwhile). Mode 0600, replaced atomically; the schema is Go package
+github.com/lazycr/lazycr/stats.`,
 		Example: `  lazycr dump --pid 1234 -D /tmp/img                  # checkpoint and kill
   lazycr dump --pid 1234 -D /tmp/img --leave-running  # checkpoint, keep running
   lazycr dump --pid 1234 -D /tmp/img --stats
@@ -136,6 +159,9 @@ schema is Go package github.com/lazycr/lazycr/stats.`,
 			if o.insecure && (o.conn.tokenFile != "" || o.conn.tlsCert != "") {
 				return usagef("--insecure and --token or TLS exclude each other")
 			}
+			if o.dropQueued && o.lazy {
+				return usagef("--drop-queued-connections goes with a plain dump (-D): --lazy keeps a listener's queue on one host")
+			}
 			if o.adopt != 0 {
 				return runAdopt(cmd, g, &o, rec)
 			}
@@ -148,6 +174,7 @@ schema is Go package github.com/lazycr/lazycr/stats.`,
 			}
 			st, err := dump.Dump(cmd.Context(), dump.Options{
 				PID: o.pid, Dir: o.dir, Mode: mode, Version: lazycrVersion(), Log: g.log,
+				DropQueuedConnections: o.dropQueued,
 			})
 			rec.dump(st)
 			if err != nil {
@@ -170,14 +197,15 @@ schema is Go package github.com/lazycr/lazycr/stats.`,
 	f.StringVarP(&o.dir, "images-dir", "D", "", "directory to write the image set to (created; must be empty or absent)")
 	f.BoolVar(&o.leaveRunning, "leave-running", false, "let the process continue after the dump instead of killing it")
 	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
-	o.conn.register(f)
+	o.conn.register(f, true)
 	f.BoolVar(&o.releaseAddrs, "release-addresses", false, "with --lazy: after DONE, remove the migrated sockets' local addresses from this host (the target took them over with --net-policy takeover)")
 	f.BoolVar(&o.insecure, "insecure", false, "with --lazy: serve without any secret (no --token, no TLS, none generated): anyone who can reach the port can read the process's memory")
 	f.IntVar(&o.adopt, "adopt", 0, "with --lazy: serve again the stopped original PID of a session whose source died or gave up after the target resumed (state in -D DIR, default /run/lazycr/pid-PID-START)")
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
 	f.IntVar(&o.port, "port", 27000, "with --lazy: TCP port to listen on")
+	f.BoolVar(&o.dropQueued, "drop-queued-connections", false, "dump a TCP listener even if connections wait in its accept queue: they are dropped and their clients get a reset (without it the dump retries, then refuses)")
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
-	registerStatsFile(f, &o.statsFile)
+	registerStatsFile(f, &o.statsFile, "frozen_ms")
 	return cmd
 }
 
@@ -254,6 +282,9 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions, rec *statsReco
 	}
 	if err != nil {
 		return err
+	}
+	if res.Served.Exited != "" {
+		fmt.Fprintf(g.stdout, "the migrated process exited on the target (%s); the original pid %d was killed\n", res.Served.Exited, o.pid)
 	}
 	fmt.Fprintf(g.stdout, "migrated pid %d: %d pages on request, %d pushed, %s in %s\n", o.pid,
 		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))
@@ -332,6 +363,9 @@ func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions, rec *statsRecorder
 	}
 	if err != nil {
 		return err
+	}
+	if res.Served.Exited != "" {
+		fmt.Fprintf(g.stdout, "the migrated process exited on the target (%s); the original pid %d was killed\n", res.Served.Exited, o.pid)
 	}
 	fmt.Fprintf(g.stdout, "migrated pid %d (adopted): %d pages on request, %d pushed, %s in %s\n", o.pid,
 		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))

@@ -153,6 +153,7 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"restore"}, exitUsage, "-D DIR or --lazy-from"},
 		{[]string{"restore", "-D", dir, "--lazy-from", "h:1"}, exitUsage, "exactly one of"},
 		{[]string{"restore", "-D", dir, "--new-pid", "--pidns"}, exitUsage, "exclude each other"},
+		{[]string{"restore", "--lazy-from", "h:1", "--netns-change"}, exitUsage, "--netns-change and --lazy-from exclude each other"},
 		{[]string{"unlock", "--pid", "1", "--netns", "/proc/1/ns/net"}, exitUsage, "exclude each other"},
 		{[]string{"unlock", "--all", "lazycr_hold_1_2"}, exitUsage, "exclude each other"},
 		{[]string{"unlock", "lazycr_1_2_3"}, exitUsage, "is not a held lock table"},

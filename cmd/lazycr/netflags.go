@@ -19,12 +19,18 @@ type connFlags struct {
 	reconnectTimeout       time.Duration
 }
 
-func (c *connFlags) register(f *pflag.FlagSet) {
-	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate (PEM) for the page-server connection; needs --tls-key and --tls-ca (mutual TLS)")
-	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key (PEM)")
-	f.StringVar(&c.tlsCA, "tls-ca", "", "CA certificate (PEM) the peer's certificate must be signed by")
-	f.StringVar(&c.tokenFile, "token", "", "file holding a shared secret the target must present before anything is served (or set $LAZYCR_TOKEN to it, hex-encoded)")
-	f.DurationVar(&c.reconnectTimeout, "reconnect-timeout", 30*time.Second, "after the process resumed, how long a broken connection may take to come back")
+// register adds the flags; source says which side's help to write: dump
+// (--lazy, which serves) or restore (--lazy-from, which dials).
+func (c *connFlags) register(f *pflag.FlagSet, source bool) {
+	with, token := "with --lazy-from: ", "file holding the shared secret to present to the source (default: $LAZYCR_TOKEN, hex-encoded, as dump --lazy prints it)"
+	if source {
+		with, token = "with --lazy: ", "file holding a shared secret the target must present before anything is served (or set $LAZYCR_TOKEN to it, hex-encoded; with neither nor TLS, a one-time secret is made and printed)"
+	}
+	f.StringVar(&c.tlsCert, "tls-cert", "", with+"TLS certificate (PEM) for the page-server connection; needs --tls-key and --tls-ca (mutual TLS)")
+	f.StringVar(&c.tlsKey, "tls-key", "", with+"TLS private key (PEM)")
+	f.StringVar(&c.tlsCA, "tls-ca", "", with+"CA certificate (PEM) the peer's certificate must be signed by")
+	f.StringVar(&c.tokenFile, "token", "", with+token)
+	f.DurationVar(&c.reconnectTimeout, "reconnect-timeout", 30*time.Second, with+"after the process resumed, how long a broken connection may take to come back")
 }
 
 func (c *connFlags) validate() error {

@@ -41,6 +41,7 @@ type restoreOptions struct {
 	waitSource time.Duration
 	shellJob   bool
 	termios    string
+	netnsMove  bool
 	statsFile  string
 	rec        *statsRecorder // the --stats-file being recorded, or nil
 }
@@ -61,6 +62,12 @@ if one is taken restore fails and names it. --new-pid accepts new ones;
 With --new-pid a program that cached its pid or TIDs (glibc's cached TID in
 struct pthread, Node's process.pid, a pid file) still sees the old ones:
 only what asks the kernel again (getpid(2), /proc/self) sees the new pid.
+Some runtimes fail on that: Python's asyncio ties its running loop to the
+pid (a fork guard), so an asyncio program dies with "bound to a different
+event loop" after a --new-pid restore. Such a program keeps its pid if it
+runs as the init of its own PID namespace (start it with "unshare --pid
+--fork", dump it, restore with --pidns), also for a lazy migration on one
+host.
 Errors name both: "pid OLD (pid NEW on this host)".
 
 Files the process had open must be where they were; a file it mapped must be
@@ -97,6 +104,29 @@ connection; a server's accepted end comes back closed by its peer, so the
 process drops it and the client, whose connection ended when the original
 was killed, connects again to the restored listener. The dump records such a
 client end only with no byte in flight either way.
+
+File locks the process held (flock, POSIX, OFD) are taken again before it
+runs, without waiting: if another process holds one now, restore fails
+naming the lock and its holder (restore again once it let go). With
+--lazy-from on the source's own host the POSIX ones pass from the frozen
+original to the process here; if another process took one in between, the
+source keeps the original stopped rather than let it run without its lock
+("kill -CONT PID" lets it run regardless).
+
+A process dumped in another network namespace of this host (ip netns, a
+container, PrivateNetwork=) is refused while that namespace still exists,
+naming it and the command to restore it there (ip netns exec NAME lazycr
+restore ...): restored in lazycr's namespace it would listen on the wrong
+network. --netns-change accepts the move; the TCP connections held for the
+restore in the old namespace are then released, so their peers see them end
+(a reset) instead of waiting forever. A namespace that is gone, an image of
+another boot and --lazy-from restore where lazycr runs. Mount, UTS and IPC
+namespaces that differ are logged.
+
+Every refusal that depends only on the image and the options (--unix-reconnect,
+--shell-job, --inherit-fd, --netns-change) is decided before anything is
+built or torn down, so the network lock a dump held for the image's TCP
+connections stays and the retry with the option finds the peers waiting.
 
 Restore is atomic: on any failure the half-built process is killed and the
 error names the step and the object.
@@ -195,6 +225,9 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
 				}
+				if o.netnsMove {
+					return usagef("--netns-change and --lazy-from exclude each other: a post-copy restore runs where lazycr runs")
+				}
 				if o.shellJob && o.detach {
 					return usagef("--shell-job and --detach exclude each other: restore stays in between the shell and the job")
 				}
@@ -212,15 +245,22 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				return err
 			}
 			defer nf.Close()
+			// A job of this terminal's pid is printed by Running; the
+			// others' once Resume returned.
+			printJob := false
 			r, err := restore.Build(cmd.Context(), restore.Options{
 				Dir: o.dir, NewPID: o.newPID, PIDNS: o.pidns, InheritFds: o.inheritFds, UnixReconnect: o.unixReconn, Log: g.log,
-				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios,
+				Prepare: nf.Prepare, ShellJob: o.shellJob, Termios: termios, NetnsChange: o.netnsMove,
+				Running: func(pid int) {
+					if printJob {
+						// Said once nothing can fail any more, before the
+						// job runs and may write to the terminal.
+						fmt.Fprintf(o.pidOut(g), "%d\n", pid)
+					}
+				},
 			})
 			job := err == nil && r.TerminalJob()
-			if job {
-				// Said before the job may own the terminal.
-				fmt.Fprintf(o.pidOut(g), "%d\n", r.PID())
-			}
+			printJob = job
 			if err == nil {
 				err = r.Resume()
 			}
@@ -270,7 +310,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.IntSliceVar(&o.inheritFds, "inherit-fd", nil, "fd N of the restored process is lazycr's own fd N (repeatable)")
 	f.BoolVar(&o.unixReconn, "unix-reconnect", false, "a unix socket whose peer was not dumped: connect a client end again to the same name, give a server end back closed by its peer (default: refuse, naming the peer)")
 	f.BoolVar(&o.stats, "stats", false, "print per-phase durations when done")
-	registerStatsFile(f, &o.statsFile)
+	registerStatsFile(f, &o.statsFile, "fault_p99_ms")
 	f.StringVar(&o.trace, "trace", "", "with --lazy-from: write the fault-latency trace (Chrome trace-event JSON) to this file")
 	f.BoolVar(&o.detach, "detach", false, "with --lazy-from: return once the process runs; the page handler continues in the background")
 	f.StringVar(&o.logFile, "log-file", "", "with --detach: where the background handler logs (default lazycr-restore-PID.log in the temp directory)")
@@ -278,8 +318,9 @@ is Go package github.com/lazycr/lazycr/stats.`,
 	f.StringVar(&o.netIface, "net-iface", "", "with --net-policy takeover: the interface to add addresses to (default: the one toward the peer)")
 	f.DurationVar(&o.waitSource, "wait-source", pageserver.DefaultWaitSource, "with --lazy-from: how long to keep trying while nobody listens at HOST:PORT yet (the target may be started before the source)")
 	f.BoolVar(&o.shellJob, "shell-job", false, "attach a shell job to this terminal (stdin): it joins restore's session (getsid changes), its terminal fds open on this terminal, and it is the foreground job again while restore waits for it")
+	f.BoolVar(&o.netnsMove, "netns-change", false, "restore a process dumped in another network namespace of this host, which still exists, in lazycr's own (default: refuse, naming the namespace and the ip netns exec command to restore it there)")
 	f.StringVar(&o.termios, "shell-job-termios", "auto", "the job's terminal settings: auto (the dumped ones if the program had left cooked mode: raw, cbreak, no echo), dump (always the dumped ones) or keep (this terminal's)")
-	o.conn.register(f)
+	o.conn.register(f, false)
 	return cmd
 }
 
@@ -353,6 +394,9 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
 	o.rec.target(res)
+	if err == nil && res.Exited != "" {
+		fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+	}
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/bits"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,7 +29,14 @@ func newShowCmd(g *globals) *cobra.Command {
 		Long: `show reads the image set in DIR, checks it (format version, checksums, sizes,
 consistency) and prints a summary for people, or with --json the whole image
 set as JSON (protobuf field names; 64-bit integers are strings, as protojson
-writes them).`,
+writes them).
+
+The summary has a table per section: the process tree; each process's
+threads (registers, blocked and pending signals, alternate stack, rseq,
+seccomp), memory areas, fds (with their file locks) and sockets; shared
+memory and what members of a tree share. A thread's BLOCKED column names
+its blocked signals, or says "all" (every signal but SIGKILL and SIGSTOP,
+which cannot be blocked) or "all but" the few it does not block.`,
 		Example: `  lazycr show /tmp/img
   lazycr show --json /tmp/img | jq '.tree.processes[0].threads | length'`,
 		Args: exactArgs(1, "exactly one image directory"),
@@ -106,6 +114,13 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 		fmt.Fprintf(tw, "  %d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", p.Pid, joinU32(p.NsPid), p.Ppid, p.Pgid, p.Sid, len(p.Threads), processState(p), p.Comm, p.Cwd)
 	}
 	tw.Flush()
+	if ns := s.Root().GetNamespaces(); ns != nil {
+		net := fmt.Sprintf("net:[%d]", ns.Net)
+		if ns.NetName != "" {
+			net += " (" + ns.NetName + ")" // restore refuses another namespace while this one exists
+		}
+		fmt.Fprintf(w, "  namespaces %s mnt:[%d] uts:[%d] ipc:[%d] pid:[%d]\n", net, ns.Mnt, ns.Uts, ns.Ipc, ns.Pid)
+	}
 	writeTreeSharing(w, s)
 	writeSharedMemory(w, s) // show_shm.go
 
@@ -126,7 +141,7 @@ func writeSetText(w io.Writer, dir string, s *image.Set) error {
 				rseq = fmt.Sprintf("%#x", t.Rseq.Addr)
 			}
 			fmt.Fprintf(tw, "  %d\t%#x\t%#x\t%#x\t%s\t%d\t%s\t%s\t%s\n", t.Tid, t.Regs.GetRip(), t.Regs.GetRsp(), t.Regs.GetFsBase(),
-				files.Sigset(t.Sigmask), len(t.Pending), alt, rseq, seccompText(t))
+				blockedText(t.Sigmask), len(t.Pending), alt, rseq, seccompText(t))
 		}
 		tw.Flush()
 
@@ -281,4 +296,22 @@ func humanBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// blockedText renders a thread's blocked set: "-" for none, the names when
+// few are blocked, else "all" or "all but" the few that are not (a thread
+// that blocks everything would otherwise print some 60 names). "All" is
+// every signal but SIGKILL and SIGSTOP, which cannot be blocked
+// (sigprocmask(2)); glibc's sigfillset leaves out its internal signals 32
+// and 33, so such a thread shows "all but SIG32,SIG33".
+func blockedText(m uint64) string {
+	const unblockable = 1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1)
+	if bits.OnesCount64(m) <= 32 {
+		return files.Sigset(m)
+	}
+	missing := ^uint64(unblockable) &^ m
+	if missing == 0 {
+		return "all"
+	}
+	return "all but " + files.Sigset(missing)
 }

@@ -15,12 +15,11 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// statsFileUsage is the --stats-file help, shared by dump and restore.
-const statsFileUsage = "write the run's statistics to this file as one JSON object when the command ends, also on failure (with \"error\"); " +
-	"durations in milliseconds with the unit in the key (\"frozen_ms\"), sizes in bytes or pages, throughput in GB/s; mode 0600, replaced atomically"
-
-func registerStatsFile(f *pflag.FlagSet, path *string) {
-	f.StringVar(path, "stats-file", "", statsFileUsage)
+// registerStatsFile adds --stats-file; key is one of the command's own
+// keys, for the help's example of a unit in a key.
+func registerStatsFile(f *pflag.FlagSet, path *string, key string) {
+	f.StringVar(path, "stats-file", "", "write the run's statistics to this file as one JSON object when the command ends, also on failure (with \"error\"); "+
+		"durations in milliseconds with the unit in the key (\""+key+"\"), sizes in bytes or pages, throughput in GB/s; mode 0600, replaced atomically")
 }
 
 // statsRecorder collects a command's stats.File and writes it at the end.
@@ -83,6 +82,7 @@ func (r *statsRecorder) dump(st *dump.Stats) {
 		Threads: st.Threads, VMAs: st.VMAs, PagesPopulated: st.PagesPopulated, PagesEager: st.PagesEager,
 		PagesLazy: st.PagesLazy, PagesZero: st.PagesZero, PagesFile: st.PagesFile, BytesWritten: st.BytesWritten,
 		FreezeMS: stats.MS(st.Freeze), FrozenMS: stats.MS(st.Frozen), TotalMS: stats.MS(st.Total),
+		FreezeAttempts: st.FreezeAttempts,
 	}
 }
 

@@ -2392,15 +2392,19 @@ func (x *PosixTimer) GetOverrun() int32 {
 
 // Namespaces holds the inode numbers of the process's namespaces.
 type Namespaces struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Net           uint64                 `protobuf:"varint,1,opt,name=net,proto3" json:"net,omitempty"`
-	Pid           uint64                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
-	Mnt           uint64                 `protobuf:"varint,3,opt,name=mnt,proto3" json:"mnt,omitempty"`
-	Uts           uint64                 `protobuf:"varint,4,opt,name=uts,proto3" json:"uts,omitempty"`
-	Ipc           uint64                 `protobuf:"varint,5,opt,name=ipc,proto3" json:"ipc,omitempty"`
-	User          uint64                 `protobuf:"varint,6,opt,name=user,proto3" json:"user,omitempty"`
-	Cgroup        uint64                 `protobuf:"varint,7,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
-	Time          uint64                 `protobuf:"varint,8,opt,name=time,proto3" json:"time,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Net    uint64                 `protobuf:"varint,1,opt,name=net,proto3" json:"net,omitempty"`
+	Pid    uint64                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	Mnt    uint64                 `protobuf:"varint,3,opt,name=mnt,proto3" json:"mnt,omitempty"`
+	Uts    uint64                 `protobuf:"varint,4,opt,name=uts,proto3" json:"uts,omitempty"`
+	Ipc    uint64                 `protobuf:"varint,5,opt,name=ipc,proto3" json:"ipc,omitempty"`
+	User   uint64                 `protobuf:"varint,6,opt,name=user,proto3" json:"user,omitempty"`
+	Cgroup uint64                 `protobuf:"varint,7,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	Time   uint64                 `protobuf:"varint,8,opt,name=time,proto3" json:"time,omitempty"`
+	// The name the network namespace is bind-mounted under in /run/netns
+	// (ip netns add NAME), if any: restore names it in a refusal
+	// ("ip netns exec NAME lazycr restore ...").
+	NetName       string `protobuf:"bytes,9,opt,name=net_name,json=netName,proto3" json:"net_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2489,6 +2493,13 @@ func (x *Namespaces) GetTime() uint64 {
 		return x.Time
 	}
 	return 0
+}
+
+func (x *Namespaces) GetNetName() string {
+	if x != nil {
+		return x.NetName
+	}
+	return ""
 }
 
 // MemoryMap is one process's address space.
@@ -6172,7 +6183,7 @@ const file_image_proto_rawDesc = "" +
 	"\bvalue_ns\x18\a \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\b \x01(\x03R\n" +
 	"intervalNs\x12\x18\n" +
-	"\aoverrun\x18\t \x01(\x05R\aoverrun\"\xa6\x01\n" +
+	"\aoverrun\x18\t \x01(\x05R\aoverrun\"\xc1\x01\n" +
 	"\n" +
 	"Namespaces\x12\x10\n" +
 	"\x03net\x18\x01 \x01(\x04R\x03net\x12\x10\n" +
@@ -6182,7 +6193,8 @@ const file_image_proto_rawDesc = "" +
 	"\x03ipc\x18\x05 \x01(\x04R\x03ipc\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\x04R\x04user\x12\x16\n" +
 	"\x06cgroup\x18\a \x01(\x04R\x06cgroup\x12\x12\n" +
-	"\x04time\x18\b \x01(\x04R\x04time\"\x82\x02\n" +
+	"\x04time\x18\b \x01(\x04R\x04time\x12\x19\n" +
+	"\bnet_name\x18\t \x01(\tR\anetName\"\x82\x02\n" +
 	"\tMemoryMap\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12(\n" +
 	"\x04vmas\x18\x02 \x03(\v2\x14.lazycr.image.v1.VmaR\x04vmas\x12)\n" +

@@ -121,7 +121,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: unixlisten DIR\n");
 		return 2;
 	}
-	pid_t mypid = getpid(); /* the pid that made the connections (a --new-pid restore gets another) */
 	char path[200], dpath[200], abs[64];
 	snprintf(path, sizeof path, "%s/s", argv[1]);
 	snprintf(dpath, sizeof dpath, "%s/d", argv[1]);
@@ -205,8 +204,12 @@ int main(int argc, char **argv)
 		fail("%s: not listening (%ld)", "ls", acc);
 	struct ucred cr;
 	socklen_t crl = sizeof cr;
-	if (getsockopt(a1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != mypid)
-		fail("%s: SO_PEERCRED pid %ld is not the pid that connected", "a1", (long)cr.pid);
+	/* The process's own connection names the process as it is now (a
+	 * --new-pid restore or migration: its new pid, as if it had made it). */
+	if (getsockopt(a1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != getpid())
+		fail("%s: SO_PEERCRED pid %ld is not this process's", "a1", (long)cr.pid);
+	if (getsockopt(c1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.pid != getpid())
+		fail("%s: SO_PEERCRED pid %ld is not this process's", "c1", (long)cr.pid);
 	if (cr.uid != 0 || cr.gid != 0)
 		fail("%s: SO_PEERCRED uid %ld, want root", "a1", (long)cr.uid);
 	if (getsockopt(qa1, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.uid != 65534 || cr.gid != 65534)
