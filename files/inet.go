@@ -28,6 +28,15 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		return err
 	}
 	s.Inode = l.ino
+	// A TCP listener of a dump that kills the process: new connections
+	// are held off from here on (lockListener), before its accept queue is
+	// checked below. A lazy migration's target takes the very listener
+	// over, queue included (takeListener), on this host.
+	if s.Listening && !d.opts.LazyListeners {
+		if err := d.opts.TCP.lockListener(d.pid, s); err != nil {
+			return fmt.Errorf("hold new connections to %s %s: %w", SockProto(s), HostPort(s.LocalAddr, s.LocalPort), err)
+		}
+	}
 	// UDP: the shutdown state must be read exactly. Datagrams waiting to
 	// be read are not carried over and the dump says so: a lost datagram
 	// is what the network does anyway (udp(7): no delivery guarantee), so
