@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -197,6 +198,29 @@ func TestListenerLockedWhileFrozen(t *testing.T) {
 	for _, h := range held {
 		if strings.HasPrefix(h, netlock.TablePrefix+"hold_"+strconv.Itoa(p.pid)+"_") {
 			t.Errorf("held network lock %s left after the restore", h)
+		}
+	}
+}
+
+// removeHeldOf removes the held network locks of the images of pid left in
+// the test's network namespace (an image the test did not restore).
+func removeHeldOf(t *testing.T, pid int) {
+	ns, err := netns.Get()
+	if err != nil {
+		t.Errorf("open network namespace: %v", err)
+		return
+	}
+	defer ns.Close()
+	held, err := netlock.ListHeld(ns)
+	if err != nil {
+		t.Errorf("list held locks: %v", err)
+		return
+	}
+	for _, h := range held {
+		if strings.HasPrefix(h, netlock.TablePrefix+"hold_"+strconv.Itoa(pid)+"_") {
+			if err := netlock.RemoveHeld(ns, h, zerolog.Nop()); err != nil {
+				t.Errorf("remove held lock %s: %v", h, err)
+			}
 		}
 	}
 }
