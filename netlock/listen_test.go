@@ -40,53 +40,87 @@ func TestLockKeysOfListeners(t *testing.T) {
 // TestLockListener: a locked listener gets no new connection (the SYN is
 // dropped: the client stays in SYN_SENT, nothing reaches the accept
 // queue), while a connection it accepted before keeps exchanging data;
-// after Unlock the client's retransmitted SYN connects. For a listener on
-// one address and one on every address.
+// after Unlock the client's retransmitted SYN connects. For IPv4 and IPv6
+// listeners on one address and on every address, and an IPv6 listener on
+// :: (not V6ONLY) that an IPv4 client connects to.
 func TestLockListener(t *testing.T) {
 	requireRoot(t)
 	hs := newHosts(t, "srv", "cli")
 	srv, cli := hs[0], hs[1]
+	ula := addULA(t, srv, cli)
 	ns := openNS(t, srv)
-	for _, wild := range []bool{false, true} {
-		var lfd int
-		var port int
+	for _, tc := range []struct {
+		name   string
+		listen netip.Addr // bound by the listener
+		v6only bool
+		dial   netip.Addr // the client connects to it
+	}{
+		{"v4", srv.Addr, false, srv.Addr},
+		{"any4", netip.IPv4Unspecified(), false, srv.Addr},
+		{"v6", ula[0], false, ula[0]},
+		{"any6", netip.IPv6Unspecified(), true, ula[0]},
+		{"any6 dual", netip.IPv6Unspecified(), false, srv.Addr},
+	} {
+		sockaddr := func(a netip.Addr, port int) unix.Sockaddr {
+			if a.Is4() {
+				return &unix.SockaddrInet4{Addr: a.As4(), Port: port}
+			}
+			return &unix.SockaddrInet6{Addr: a.As16(), Port: port}
+		}
+		family := func(a netip.Addr) int {
+			if a.Is4() {
+				return unix.AF_INET
+			}
+			return unix.AF_INET6
+		}
+		var lfd, port int
 		if err := srv.Do(func() error {
 			var err error
-			lfd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			lfd, err = unix.Socket(family(tc.listen), unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 			if err != nil {
 				return err
 			}
-			sa := &unix.SockaddrInet4{Addr: srv.Addr.As4()}
-			if wild {
-				sa.Addr = [4]byte{}
+			if tc.listen.Is6() {
+				v := 0
+				if tc.v6only {
+					v = 1
+				}
+				if err := unix.SetsockoptInt(lfd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v); err != nil {
+					return err
+				}
 			}
-			if err := unix.Bind(lfd, sa); err != nil {
+			if err := unix.Bind(lfd, sockaddr(tc.listen, 0)); err != nil {
 				return err
 			}
 			if err := unix.Listen(lfd, 8); err != nil {
 				return err
 			}
 			got, err := unix.Getsockname(lfd)
-			port = got.(*unix.SockaddrInet4).Port
+			switch sa := got.(type) {
+			case *unix.SockaddrInet4:
+				port = sa.Port
+			case *unix.SockaddrInet6:
+				port = sa.Port
+			}
 			return err
 		}); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: listen: %v", tc.name, err)
 		}
 		defer unix.Close(lfd)
 		dial := func() int {
 			var fd int
 			if err := cli.Do(func() error {
 				var err error
-				fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+				fd, err = unix.Socket(family(tc.dial), unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 				if err != nil {
 					return err
 				}
-				if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: srv.Addr.As4(), Port: port}); !errors.Is(err, unix.EINPROGRESS) {
+				if err := unix.Connect(fd, sockaddr(tc.dial, port)); !errors.Is(err, unix.EINPROGRESS) {
 					return err
 				}
 				return nil
 			}); err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: connect: %v", tc.name, err)
 			}
 			return fd
 		}
@@ -100,7 +134,7 @@ func TestLockListener(t *testing.T) {
 		const established, synSent = 1, 2
 		accept := func() int {
 			var nfd int
-			waitFor(t, "a connection to accept", 30*time.Second, func() bool {
+			waitFor(t, tc.name+": a connection to accept", 30*time.Second, func() bool {
 				var err error
 				nfd, _, err = unix.Accept4(lfd, unix.SOCK_CLOEXEC)
 				return err == nil
@@ -110,22 +144,18 @@ func TestLockListener(t *testing.T) {
 		// A connection made before the lock.
 		before := dial()
 		defer unix.Close(before)
-		waitFor(t, "the first connection", 30*time.Second, func() bool { return state(before) == established })
+		waitFor(t, tc.name+": the first connection", 30*time.Second, func() bool { return state(before) == established })
 		acc := accept()
 		defer unix.Close(acc)
 
-		local := netip.AddrPortFrom(srv.Addr, uint16(port))
-		if wild {
-			local = netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port))
-		}
-		l, err := Acquire(ns, nil, Options{Log: testLog(t), Listeners: []Listener{{Local: local}}})
+		l, err := Acquire(ns, nil, Options{Log: testLog(t), Listeners: []Listener{{Local: netip.AddrPortFrom(tc.listen, uint16(port)), V6Only: tc.v6only}}})
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", tc.name, err)
 		}
 		defer l.Unlock()
 		locked := dial()
 		defer unix.Close(locked)
-		waitFor(t, "the SYN dropped", 30*time.Second, func() bool {
+		waitFor(t, tc.name+": the SYN dropped", 30*time.Second, func() bool {
 			in, _, err := l.Dropped()
 			if err != nil {
 				t.Fatal(err)
@@ -133,24 +163,24 @@ func TestLockListener(t *testing.T) {
 			return in > 0
 		})
 		if st := state(locked); st != synSent {
-			t.Fatalf("wild %v: client state while locked: %d, want SYN_SENT", wild, st)
+			t.Fatalf("%s: client state while locked: %d, want SYN_SENT", tc.name, st)
 		}
 		if _, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC); !errors.Is(err, unix.EAGAIN) {
-			t.Fatalf("wild %v: accept while locked: %v, want EAGAIN", wild, err)
+			t.Fatalf("%s: accept while locked: %v, want EAGAIN", tc.name, err)
 		}
 		// The earlier connection still works: only SYNs are dropped.
 		if _, err := unix.Write(before, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 		buf := make([]byte, 1)
-		waitFor(t, "data on the earlier connection", 30*time.Second, func() bool {
+		waitFor(t, tc.name+": data on the earlier connection", 30*time.Second, func() bool {
 			n, err := unix.Read(acc, buf)
 			return n == 1 && err == nil
 		})
 		if err := l.Unlock(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the retransmitted SYN to connect", 60*time.Second, func() bool { return state(locked) == established })
+		waitFor(t, tc.name+": the retransmitted SYN to connect", 60*time.Second, func() bool { return state(locked) == established })
 		unix.Close(accept())
 	}
 }
