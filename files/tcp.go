@@ -664,10 +664,28 @@ func (t *TCPDump) release() error {
 		errs = append(errs, t.lock.Unlock())
 		t.lock = nil
 	}
+	// The listeners' locks open at once (their tables deleted, about 50 µs
+	// each), and their sockets, whose close waits for an RCU grace period
+	// (about 15 ms each, netlock.Lock.Open), close in the background: a
+	// failed, retried or leave-running dump releases the process right
+	// after this.
+	var closers []func() error
 	for _, l := range t.llocks {
-		errs = append(errs, l.Unlock())
+		c, err := l.Open()
+		errs = append(errs, err)
+		closers = append(closers, c)
 	}
 	t.llocks = nil
+	if len(closers) > 0 {
+		log := t.log
+		go func() {
+			for _, c := range closers {
+				if err := c(); err != nil {
+					log.Warn().Err(err).Msg("close a listener lock's socket")
+				}
+			}
+		}()
+	}
 	return errors.Join(errs...)
 }
 
