@@ -242,6 +242,12 @@ func diagSocketIn(pid int) (int, error) {
 		}
 		return s, nil
 	}
+	if pid == os.Getpid() {
+		// lazycr's own sockets (the probes'): made by goroutines on
+		// threads in lazycr's namespace. /proc/PID/ns/net would name the
+		// main thread's, which may be parked in another (proc.SelfNs).
+		return open()
+	}
 	var target unix.Stat_t
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
 	self, err := proc.SelfNs("net")
