@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -41,12 +42,14 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	pp := cp.proc.ProcPid() // a live thread's /proc when the leader has exited
 	type smapsRead struct {
 		maps []proc.Mapping
+		took time.Duration
 		err  error
 	}
+	t0, cpu0 := time.Now(), processCPU()
 	smaps := make(chan smapsRead, 1)
 	go func() {
 		maps, err := proc.ReadSmaps(pp)
-		smaps <- smapsRead{maps, err}
+		smaps <- smapsRead{maps, time.Since(t0), err}
 	}()
 	pm, err := proc.OpenPagemap(pp)
 	if err != nil {
@@ -55,11 +58,17 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	}
 	defer pm.Close()
 	scanned := prescan(pp, pm)
+	scanTook := time.Since(t0)
 	sr := <-smaps
 	maps, err := sr.maps, sr.err
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
+	// cpu is all of collectMemory's CPU time, the walks included.
+	defer func() {
+		cp.opts.Log.Debug().Int("pid", pid).Dur("smaps", sr.took).Dur("scan", scanTook).
+			Dur("cpu", processCPU()-cpu0).Msg("memory map read")
+	}()
 	stat, err := proc.ReadStat(pp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
@@ -422,6 +431,16 @@ func prescan(pp int, pm *os.File) map[span]*[]proc.PopulatedRegion {
 		out[span{m.Start, m.End}] = &regions
 	}
 	return out
+}
+
+// processCPU is the CPU time (user and system) this process has used so
+// far, see getrusage(2): the smaps walk is charged to the reading thread.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // privateAnon reports whether vmaOf makes m an ANON, HEAP or STACK Vma.
