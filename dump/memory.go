@@ -31,8 +31,8 @@ const readChunk = 1 << 20
 // must be written to the pages file.
 //
 // smaps is the costly read: the kernel walks every mapping's page tables
-// for its counters (smap_gather_stats in fs/proc/task_mmu.c), about 15 ms
-// of CPU per GiB of 4 KiB pages here. Only its VmFlags and ProtectionKey
+// for its counters (smap_gather_stats in fs/proc/task_mmu.c), 13–19 ms of
+// CPU per GiB of 4 KiB pages here. Only its VmFlags and ProtectionKey
 // lines are used, and no other file has them, so it is read while frozen;
 // meanwhile the populated ranges of the private anonymous mappings, which
 // /proc/PID/maps names without a walk, are scanned on this goroutine
