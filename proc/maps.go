@@ -362,9 +362,10 @@ const smapsReadSize = 1024
 // mapping (4 KiB pages; median of 9): 30–33 ms in 4 KiB or 64 KiB reads,
 // 15.8–16.4 ms in 512 B–2 KiB reads, 14.4–14.9 ms for smaps_rollup (each
 // mapping walked once). In a lazy dump of it (the "memory map read" debug
-// line's cpu, median of 5): 32.2 → 19.0 ms at 1 GiB, 102.0 → 55.2 ms at
-// 4 GiB; with the same memory in 24 mappings, where the large records
-// happen to fall better, 20.6 → 19.7 ms and 60.1 → 54.1 ms (median of 7).
+// line's cpu, all of the memory step; median of 5): 32.2 → 18.8 ms at
+// 1 GiB, 102.0 → 55.2 ms at 4 GiB; with the same memory in 24 mappings,
+// where the large records happen to fall better, 20.9 → 20.9 ms and
+// 60.6 → 56.3 ms (median of 7).
 // BenchmarkReadSmapsReadSize compares read sizes.
 type smallReads struct {
 	R io.Reader
