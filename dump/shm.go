@@ -77,9 +77,9 @@ func (cp *Checkpoint) shmOf(m *proc.Mapping) (shmRef, bool, error) {
 func (cp *Checkpoint) collectShm() error {
 	set := cp.Set
 	objs := map[[2]uint64]*pb.ShmObject{}
-	covered := map[uint32]pages{}   // object id → object pages taken
+	covered := map[uint32]*pages{}  // object id → object pages taken
 	attaches := map[uint32]uint64{} // object id → VMAs of it in the tree
-	withData := map[uint32]pages{}  // object id → its pages that hold data
+	withData := map[uint32]*pages{} // object id → its pages that hold data
 	fdInodes := map[uint64]bool{}   // memfds and deleted files held as fds
 	for _, t := range set.Fds {
 		for _, f := range t.GetFds() {
@@ -111,7 +111,7 @@ func (cp *Checkpoint) collectShm() error {
 					}
 				}
 				var (
-					data pages
+					data *pages
 					err  error
 				)
 				if obj, data, err = shmObject(ref, uint32(len(set.Tree.Shm)+1)); err != nil {
@@ -123,7 +123,7 @@ func (cp *Checkpoint) collectShm() error {
 					obj.FdContent = true
 				}
 				objs[key] = obj
-				covered[obj.Id] = pages{}
+				covered[obj.Id] = &pages{}
 				set.Tree.Shm = append(set.Tree.Shm, obj)
 			}
 			v.Shm = obj.Id
@@ -223,20 +223,20 @@ func (cp *Checkpoint) refuseShmOutside(objs map[[2]uint64]*pb.ShmObject, attache
 // (not in data; nil data: no hole) into ZERO pages — a fresh object
 // reads zero there; it marks v's object pages as held and returns how
 // many pages it turned into FILE and into ZERO.
-func takeShmPages(v *pb.Vma, held pageSet, data pages) (toFile, toZero uint64) {
+func takeShmPages(v *pb.Vma, held pageSet, data *pages) (toFile, toZero uint64) {
 	// Runs have no pages-file offset yet (writePages gives them one):
 	// neighbours of one state merge by address alone.
 	var out []*pb.PageRun
-	add := func(r *pb.PageRun) {
-		if k := len(out); k > 0 && out[k-1].State == r.State && out[k-1].Addr+out[k-1].Npages*image.PageSize == r.Addr {
-			out[k-1].Npages += r.Npages
+	add := func(addr, n uint64, st pb.PageState) {
+		if k := len(out); k > 0 && out[k-1].State == st && out[k-1].Addr+out[k-1].Npages*image.PageSize == addr {
+			out[k-1].Npages += n
 			return
 		}
-		out = append(out, r)
+		out = append(out, &pb.PageRun{Addr: addr, Npages: n, State: st})
 	}
 	for _, r := range v.Pages {
 		if r.State != pb.PageState_PAGE_STATE_EAGER {
-			add(&pb.PageRun{Addr: r.Addr, Npages: r.Npages, State: r.State})
+			add(r.Addr, r.Npages, r.State)
 			continue
 		}
 		for i := range r.Npages {
@@ -247,11 +247,11 @@ func takeShmPages(v *pb.Vma, held pageSet, data pages) (toFile, toZero uint64) {
 			case held.has(pg):
 				st = pb.PageState_PAGE_STATE_FILE
 				toFile++
-			case data != nil && !data[pg]:
+			case data != nil && !data.has(pg):
 				st = pb.PageState_PAGE_STATE_ZERO
 				toZero++
 			}
-			add(&pb.PageRun{Addr: addr, Npages: 1, State: st})
+			add(addr, 1, st)
 		}
 	}
 	for a := v.Start; a < v.End; a += image.PageSize {
@@ -268,8 +268,8 @@ func takeShmPages(v *pb.Vma, held pageSet, data pages) (toFile, toZero uint64) {
 // and swap (a hole was never written, or was punched). Reading the holes
 // through a mapping instead would allocate them (a shmem read fault
 // allocates a page, mm/shmem.c), growing the dumped process's memory.
-func dataPages(fd int, size uint64) (pages, error) {
-	out := pages{}
+func dataPages(fd int, size uint64) (*pages, error) {
+	out := &pages{}
 	for off := int64(0); uint64(off) < size; {
 		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
@@ -283,7 +283,7 @@ func dataPages(fd int, size uint64) (pages, error) {
 			return nil, os.NewSyscallError("lseek SEEK_HOLE", err)
 		}
 		for pg := uint64(d) / image.PageSize; pg*image.PageSize < uint64(h); pg++ {
-			out[pg] = true
+			out.add(pg)
 		}
 		off = h
 	}
@@ -308,7 +308,7 @@ func alignUp(n uint64) uint64 { return (n + image.PageSize - 1) &^ (image.PageSi
 // shmObject reads what restore needs to make the object again: its size,
 // owner and mode (stat of the map_files link, which opens the object
 // itself), and a memfd's seals (fcntl(2) F_GET_SEALS).
-func shmObject(ref shmRef, id uint32) (*pb.ShmObject, pages, error) {
+func shmObject(ref shmRef, id uint32) (*pb.ShmObject, *pages, error) {
 	f, err := os.OpenFile(ref.via, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open shared memory object: %w", err)
@@ -393,11 +393,23 @@ type pageSet interface {
 	add(uint64)
 }
 
-// pages is a pageSet.
-type pages map[uint64]bool
+// pages is a pageSet: a bitmap of object page numbers (a map of them cost
+// a fifth of a lazy dump of 1 GiB of shared memory: takeShmPages looks up
+// and adds every page).
+type pages struct{ bits []uint64 }
 
-func (p pages) has(n uint64) bool { return p[n] }
-func (p pages) add(n uint64)      { p[n] = true }
+func (p *pages) has(n uint64) bool {
+	i := n / 64
+	return p != nil && i < uint64(len(p.bits)) && p.bits[i]&(1<<(n%64)) != 0
+}
+
+func (p *pages) add(n uint64) {
+	i := n / 64
+	if i >= uint64(len(p.bits)) {
+		p.bits = append(p.bits, make([]uint64, i+1-uint64(len(p.bits)))...)
+	}
+	p.bits[i] |= 1 << (n % 64)
+}
 
 // allHeld holds every page: the object's content is elsewhere.
 type allHeld struct{}

@@ -21,7 +21,7 @@ func TestTakeShmPages(t *testing.T) {
 		}
 		return s
 	}
-	held := pages{}
+	held := &pages{}
 	// Object pages 0-3 at 0x10000.
 	a := &pb.Vma{Start: 0x10000, End: 0x10000 + 4*P, Pages: []*pb.PageRun{
 		{Addr: 0x10000, Npages: 3, State: eager}, {Addr: 0x10000 + 3*P, Npages: 1, State: zero}}}
@@ -40,10 +40,32 @@ func TestTakeShmPages(t *testing.T) {
 	}
 	// Object pages 6-9, of which 7 and 8 hold data.
 	d := &pb.Vma{Start: 0xa0000, End: 0xa0000 + 4*P, Offset: 6 * P, Pages: []*pb.PageRun{{Addr: 0xa0000, Npages: 4, State: eager}}}
-	if f, z := takeShmPages(d, held, pages{7: true, 8: true}); f != 0 || z != 2 || runs(d) != "0:1Z 1:2E 3:1Z " {
+	data := &pages{}
+	data.add(7)
+	data.add(8)
+	if f, z := takeShmPages(d, held, data); f != 0 || z != 2 || runs(d) != "0:1Z 1:2E 3:1Z " {
 		t.Errorf("fourth vma: %d to file, %d to zero, runs %s", f, z, runs(d))
 	}
 	if err := image.ValidateMemory(&pb.MemoryMap{Vmas: []*pb.Vma{c}}); err != nil {
 		t.Errorf("third vma: %v", err)
+	}
+}
+
+// The pages bitmap: a nil set holds nothing, add grows it, 64-page words
+// keep their neighbours.
+func TestPagesBitmap(t *testing.T) {
+	var none *pages
+	if none.has(0) || none.has(1<<40) {
+		t.Error("a nil pages holds a page")
+	}
+	p := &pages{}
+	want := map[uint64]bool{0: true, 63: true, 64: true, 1000: true, 262143: true}
+	for n := range want {
+		p.add(n)
+	}
+	for n := uint64(0); n < 262200; n++ {
+		if p.has(n) != want[n] {
+			t.Fatalf("page %d: has %v, want %v", n, p.has(n), want[n])
+		}
 	}
 }

@@ -28,6 +28,15 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		return err
 	}
 	s.Inode = l.ino
+	// A TCP listener of a dump that kills the process: new connections
+	// are held off from here on (lockListener), before its accept queue is
+	// checked below. A lazy migration's target takes the very listener
+	// over, queue included (takeListener), on this host.
+	if s.Listening && !d.opts.LazyListeners {
+		if err := d.opts.TCP.lockListener(d.pid, s); err != nil {
+			return fmt.Errorf("hold new connections to %s %s: %w", SockProto(s), HostPort(s.LocalAddr, s.LocalPort), err)
+		}
+	}
 	// UDP: the shutdown state must be read exactly. Datagrams waiting to
 	// be read are not carried over and the dump says so: a lost datagram
 	// is what the network does anyway (udp(7): no delivery guarantee), so
@@ -83,15 +92,17 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // handshakes in softirq), and then waits in the accept queue, where this
 // check sees it.
 //
-// Not exact yet: the kernel goes on completing handshakes while the process
-// is frozen, so a connection that enters the queue after this check (the
-// memory and the rest of the state are read and written meanwhile) or
-// whose ACK is still in flight is reset when the dump kills the process
-// (inet_csk_listen_stop) or meets a listener without its request (RFC 793
-// section 3.4, half-open connections), as for a server restart. Closing that
-// window needs the listener's port in the network lock (dropping new SYNs
-// from this check to the restore, so the clients retransmit them to the
-// restored listener); a busy listener may be refused over every try.
+// The kernel goes on completing handshakes while the process is frozen: a
+// connection that entered the queue after this check would be reset when
+// the dump kills the process (inet_csk_listen_stop), as for a server
+// restart. So a dump that kills takes the listener into the network lock
+// right before this check (TCPDump.lockListener): new SYNs are dropped from
+// here to the restore, and the clients retransmit them to the restored
+// listener. Not exact yet: a client whose handshake began before the lock
+// and whose ACK is still in flight at the check meets a listener without
+// its request (RFC 793 section 3.4, half-open connections) and is reset; a
+// lazy migration between hosts locks no listener; a busy listener may be
+// refused over every try.
 func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 	what := fmt.Sprintf("fd %d (%s %s)", l.num, SockProto(s), HostPort(s.LocalAddr, s.LocalPort))
 	conns := fmt.Sprintf("%d connections wait", n)

@@ -273,6 +273,12 @@ func diagDump(s int, req []byte, parse func([]byte) (bool, error)) error {
 // pid: sock_diag answers for the namespace its socket was created in. When
 // that is not lazycr's, the socket is made in it by diagSocketJoin.
 func diagSocketIn(pid int) (int, error) {
+	if pid == os.Getpid() {
+		// lazycr's own sockets (the probes'): made by goroutines on
+		// threads in lazycr's namespace. /proc/PID/ns/net would name the
+		// main thread's, which may be parked in another (proc.SelfNs).
+		return diagSocket()
+	}
 	var target unix.Stat_t
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
 	self, err := proc.SelfNs("net")

@@ -303,8 +303,12 @@ type TCPDump struct {
 	ns    netns.NsHandle
 	lock  *netlock.Lock
 	conns []netlock.Conn
-	held  string // the held lock's name, set once Hold installed it
-	name  string // the name the held lock will have
+	// listeners are the dumped TCP listeners whose new connections are
+	// held off (lockListener), each by its own lock in llocks.
+	listeners []netlock.Listener
+	llocks    []*netlock.Lock
+	held      string // the held lock's name, set once Hold installed it
+	name      string // the name the held lock will have
 }
 
 // NewTCPDump makes the TCP half of a dump.
@@ -323,7 +327,7 @@ func (t *TCPDump) Conns() int {
 // process's sockets still receive and acknowledge, and a byte acknowledged
 // after its queue was read would be lost.
 func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
-	if t == nil || len(t.socks) == 0 {
+	if t == nil || len(t.socks) == 0 && len(t.listeners) == 0 {
 		return nil
 	}
 	start, err := proc.ProcessIdentity(pid)
@@ -331,6 +335,10 @@ func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
 		return fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
 	t.name = netlock.HeldName(pid, start)
+	table.TcpLock = t.name
+	if len(t.socks) == 0 {
+		return nil
+	}
 	for _, k := range t.socks {
 		c, err := lockConn(k.s)
 		if err != nil {
@@ -338,8 +346,8 @@ func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
 		}
 		t.conns = append(t.conns, c)
 	}
-	if t.ns, err = netns.GetFromPid(pid); err != nil {
-		return fmt.Errorf("open network namespace of pid %d: %w", pid, err)
+	if err := t.openNS(pid); err != nil {
+		return err
 	}
 	if t.lock, err = netlock.Acquire(t.ns, t.conns, netlock.Options{Log: t.log}); err != nil {
 		return err
@@ -364,7 +372,51 @@ func (t *TCPDump) freeze(pid int, table *pb.FdTable) error {
 			return err
 		}
 	}
-	table.TcpLock = t.name
+	return nil
+}
+
+// openNS opens pid's network namespace for the locks, once.
+func (t *TCPDump) openNS(pid int) error {
+	if t.ns.IsOpen() {
+		return nil
+	}
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return fmt.Errorf("open network namespace of pid %d: %w", pid, err)
+	}
+	t.ns = ns
+	return nil
+}
+
+// lockListener holds off new connections to the TCP listener s of the
+// frozen process pid (their SYNs are dropped, netlock.Listener) from now
+// until the held lock of the image is removed by the restore, or the dump
+// is resumed. The frozen process's kernel would otherwise go on completing
+// handshakes into an accept queue that dies with the process (its clients
+// get a reset: inet_csk_listen_stop); a dropped SYN is retransmitted by
+// the client (tcp(7) tcp_syn_retries: after 1 s, then 3 s, 7 s, …) and
+// the retransmission meets the restored listener. Call it before the
+// accept-queue check (listenQueue), so that no connection slips in
+// between: the check sees every connection that completed before the
+// lock, the lock stops every later one.
+func (t *TCPDump) lockListener(pid int, s *pb.InetSocket) error {
+	if t == nil {
+		return nil
+	}
+	a, err := netip.ParseAddr(s.LocalAddr)
+	if err != nil {
+		return fmt.Errorf("local address %q: %w", s.LocalAddr, err)
+	}
+	l := netlock.Listener{Local: netip.AddrPortFrom(a, uint16(s.LocalPort)), V6Only: s.Options.GetIpv6Only()}
+	if err := t.openNS(pid); err != nil {
+		return err
+	}
+	lk, err := netlock.Acquire(t.ns, nil, netlock.Options{Log: t.log, Listeners: []netlock.Listener{l}})
+	if err != nil {
+		return err
+	}
+	t.listeners = append(t.listeners, l)
+	t.llocks = append(t.llocks, lk)
 	return nil
 }
 
@@ -544,10 +596,10 @@ func (t *TCPDump) Resume() error {
 // without a FIN or RST. Call it right before killing the process; on
 // failure it undoes both.
 func (t *TCPDump) Hold() error {
-	if t == nil || len(t.socks) == 0 || t.held != "" {
+	if t == nil || len(t.socks) == 0 && len(t.listeners) == 0 || t.held != "" {
 		return nil
 	}
-	if err := netlock.Hold(t.ns, t.name, t.conns, t.log); err != nil {
+	if err := netlock.HoldWith(t.ns, t.name, t.conns, t.listeners, t.log); err != nil {
 		return err
 	}
 	t.held = t.name
@@ -607,12 +659,34 @@ func (t *TCPDump) Unhold() error {
 }
 
 func (t *TCPDump) release() error {
-	if t.lock == nil {
-		return nil
+	var errs []error
+	if t.lock != nil {
+		errs = append(errs, t.lock.Unlock())
+		t.lock = nil
 	}
-	err := t.lock.Unlock()
-	t.lock = nil
-	return err
+	// The listeners' locks open at once (their tables deleted, about 50 µs
+	// each), and their sockets, whose close waits for an RCU grace period
+	// (about 15 ms each, netlock.Lock.Open), close in the background: a
+	// failed, retried or leave-running dump releases the process right
+	// after this.
+	var closers []func() error
+	for _, l := range t.llocks {
+		c, err := l.Open()
+		errs = append(errs, err)
+		closers = append(closers, c)
+	}
+	t.llocks = nil
+	if len(closers) > 0 {
+		log := t.log
+		go func() {
+			for _, c := range closers {
+				if err := c(); err != nil {
+					log.Warn().Err(err).Msg("close a listener lock's socket")
+				}
+			}
+		}()
+	}
+	return errors.Join(errs...)
 }
 
 func (t *TCPDump) closeNS() {

@@ -175,3 +175,14 @@ func EncodePages(data []byte) []byte {
 	h := Header{Kind: KindPages, Version: FormatVersion, Length: uint64(len(data)), CRC: crc32.Checksum(data, castagnoli)}
 	return append(h.MarshalBinary(), data...)
 }
+
+// NewPagesHash returns the checksum a pages file's header carries, to be
+// fed the page data in order (for a pages file streamed, never held whole:
+// see PagesHeader).
+func NewPagesHash() hash.Hash32 { return crc32.New(castagnoli) }
+
+// PagesHeader is the header of a pages file holding length bytes of page
+// data whose NewPagesHash sum is crc: what EncodePages puts before the data.
+func PagesHeader(length uint64, crc uint32) []byte {
+	return Header{Kind: KindPages, Version: FormatVersion, Length: length, CRC: crc}.MarshalBinary()
+}

@@ -423,7 +423,7 @@ type lazySummary struct {
 
 var (
 	lazyFreezeRE  = regexp.MustCompile(`(?m)^freeze to resume\s+(\S+)$`)
-	lazyLatencyRE = regexp.MustCompile(`(?m)^latency (?:p50 (\S+) p90 (\S+) p99 (\S+) max (\S+)|: no faults)$`)
+	lazyLatencyRE = regexp.MustCompile(`(?m)^latency(?: p50 (\S+) p90 (\S+) p99 (\S+) max (\S+)|: no faults)$`)
 	lazyCopiedRE  = regexp.MustCompile(`(?m); (\d+) bytes copied;`)
 )
 

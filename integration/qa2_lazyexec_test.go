@@ -14,16 +14,12 @@ import (
 // finished migration: both lazycr exit 0, the original is killed and the
 // copy runs the new program.
 //
-// Skipped until QA2 finding Q13 (/work/briefs/qa2-findings.md) is fixed:
-// today the target sees the old address space go away, reports "pid N gone
-// with M pages not installed: process gone" and exits 1, and the source
-// keeps the original stopped. Remove the skip with the fix.
+// Before the fix of QA2 finding Q13 the target saw the old address space
+// go away, reported "pid N gone with M pages not installed" and exited 1,
+// and the source kept the original stopped.
 func TestQA2LazyExecDuringPush(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
-	if os.Getenv("LAZYCR_QA2_Q13") == "" {
-		t.Skip("QA2 finding Q13: an exec (or exit) during the push fails the migration; set LAZYCR_QA2_Q13=1 to run")
-	}
 	bin := buildC(t, "qa2_execlazy")
 	gofile := filepath.Join(t.TempDir(), "go")
 	p := start(t, bin, "256", gofile)

@@ -40,6 +40,10 @@ func dumpKill(t *testing.T, p *proc, extra ...string) string {
 		t.Fatalf("pid %d still runs %v after `lazycr dump` (state %s)", p.pid, goneTimeout, procState(p.pid))
 	}
 	waitGone(t, p.pid)
+	// An image that the test does not restore leaves its held lock, which
+	// would drop SYNs to its listeners' ports: a later test's server on a
+	// reused ephemeral port would hang.
+	t.Cleanup(func() { removeHeldOf(t, p.pid) })
 	return dir
 }
 

@@ -29,8 +29,9 @@ const shmLazyGiBEnv = "LAZYCR_BENCH_SHM_GIB"
 // private memory. Each size runs twice: "shared", and "private" (the same
 // bytes in the child's private memory, which is served lazily: what lazy
 // shared memory could approach). Sizes 16 and 128 MiB; 1 GiB with
-// LAZYCR_BENCH_SHM_GIB=1 (shared is skipped there: the skeleton cannot
-// carry it, see pageserver.MaxImagesSize).
+// LAZYCR_BENCH_SHM_GIB=1 (shared runs there only if the skeleton may
+// carry it, see pageserver.MaxImagesSize; since the pages files are
+// streamed it may).
 // Metrics as BenchmarkLazyTree's, plus MiB/eager (the target's
 // restore.eager_bytes) and ms/pages (restore.pages_ms: writing them).
 // BenchmarkShmUffd measures the alternative, serving shmem by userfaultfd.

@@ -6,11 +6,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/lazycr/lazycr/uffd"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +42,9 @@ import (
 // answered "ok" by the keeper:
 //
 //	"hold PID"   + SCM_RIGHTS [pidfd, uffd]   the restored process
-//	"child"      + SCM_RIGHTS [uffd]          a forked child's uffd
+//	"child"      + SCM_RIGHTS [uffd]          a forked child's uffd (numbered 0, 1, … with the next)
+//	"child PID"  + SCM_RIGHTS [uffd, pidfd]   another process of a restored tree
+//	"pid K PID"  + SCM_RIGHTS [pidfd]         child number K is PID (learnt later)
 //	"release"                                 the handler is done; let go
 
 // KeeperFdEnv names the environment variable that makes a re-executed
@@ -56,6 +60,10 @@ type Keeper struct {
 	fd   int // our end of the socketpair; -1 once closed
 	pid  int
 	held bool
+	// children numbers the uffds sent with "child" by their fd here, in
+	// the order sent (the keeper numbers them the same way), for ChildPID.
+	children map[int]int
+	nchild   int
 }
 
 // StartKeeper starts argv (lazycr, re-executed so it runs RunKeeper) in a
@@ -125,8 +133,51 @@ func (k *Keeper) Hold(pid, pidfd, uffd int) error {
 	return nil
 }
 
-// HoldChild gives the keeper a reference to a forked child's uffd.
-func (k *Keeper) HoldChild(uffd int) error { return k.send("child", uffd) }
+// HoldChild gives the keeper a reference to a forked child's uffd; its pid
+// follows with ChildPID once known.
+func (k *Keeper) HoldChild(uffd int) error {
+	if err := k.send("child", uffd); err != nil {
+		return err
+	}
+	k.number(uffd)
+	return nil
+}
+
+// HoldMember gives the keeper a reference to the uffd of another process
+// of a restored tree, pid, and a pidfd of it: it is killed should the
+// handler die, also once the root exited (it is no longer the root's
+// descendant then).
+func (k *Keeper) HoldMember(uffd, pid, pidfd int) error {
+	if err := k.send("child "+strconv.Itoa(pid), uffd, pidfd); err != nil {
+		return err
+	}
+	k.number(uffd)
+	return nil
+}
+
+func (k *Keeper) number(uffd int) {
+	if k.children == nil {
+		k.children = map[int]int{}
+	}
+	k.children[uffd] = k.nchild
+	k.nchild++
+}
+
+// ChildPID tells the keeper the pid of the forked child whose uffd (fd
+// number here) went with HoldChild.
+func (k *Keeper) ChildPID(uffd, pid int) error {
+	idx, ok := k.children[uffd]
+	if !ok {
+		return fmt.Errorf("tell keeper %d pid %d: uffd %d was not handed over", k.pid, pid, uffd)
+	}
+	delete(k.children, uffd)
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("tell keeper %d pid %d: %w", k.pid, pid, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+	return k.send(fmt.Sprintf("pid %d %d", idx, pid), pidfd)
+}
 
 // Release tells the keeper the handler is done (every page is in, or the
 // missing ones are poisoned): it drops its references and exits. Call it
@@ -155,32 +206,89 @@ func (k *Keeper) Close() error {
 	return nil
 }
 
+// kept is a process the keeper guards: its uffd, and its pid and pidfd
+// once known (a forked child's pid is learnt after its uffd).
+type kept struct {
+	pid, pidfd int
+	uffd       *uffd.FD
+	gone       bool
+}
+
+// drop closes k's fds: its process exited, or the keeper is released.
+func (k *kept) drop() {
+	if k.uffd != nil {
+		k.uffd.Close()
+		k.uffd = nil
+	}
+	if k.pidfd >= 0 {
+		unix.Close(k.pidfd)
+		k.pidfd = -1
+	}
+	k.gone = true
+}
+
 // RunKeeper is the keeper process: it serves the socket fd until release
 // (exit 0) or until the handler's end closes (the handler died: kill the
-// held process, exit 1). Messages for people go to stderr.
+// held processes, exit 1). Messages for people go to stderr.
+//
+// A process it holds that exits is let go (its uffd and pidfd closed).
+// The restored process exiting does not end the guard while other
+// processes of the tree (restored members, forked children) live: they
+// are still served, and still need guarding. When the handler dies, every
+// held process whose pid is known is killed; a forked child whose pid the
+// handler never learnt (it forked and its parent exited before) is killed
+// at its first fault on a page that never arrived (the fault names its
+// thread): the keeper then reads its uffd itself, until it is gone.
 func RunKeeper(fd int, stderr io.Writer) error {
 	var (
-		pid     int
-		pidfd   = -1
-		uffds   []int
-		release = func() {
-			for _, u := range uffds {
-				unix.Close(u)
-			}
-			uffds = nil
-			if pidfd >= 0 {
-				unix.Close(pidfd)
-				pidfd = -1
+		root     = &kept{pidfd: -1, gone: true}
+		children []*kept
+		dead     bool // the handler died
+	)
+	releaseAll := func() {
+		root.drop()
+		for _, c := range children {
+			c.drop()
+		}
+		children = nil
+	}
+	defer releaseAll()
+	live := func() bool {
+		if !root.gone {
+			return true
+		}
+		for _, c := range children {
+			if !c.gone {
+				return true
 			}
 		}
-	)
-	defer release()
+		return false
+	}
 	buf := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(2*4))
+	var msgs [16]uffd.Msg
 	for {
-		pfds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if pidfd >= 0 {
-			pfds = append(pfds, unix.PollFd{Fd: int32(pidfd), Events: unix.POLLIN})
+		if dead && !live() {
+			return fmt.Errorf("%w: pid %d was killed", ErrHandlerDied, root.pid)
+		}
+		var pfds []unix.PollFd
+		var who []*kept // who[i] owns pfds[i]; nil: the socket
+		var isUffd []bool
+		if !dead {
+			pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+			who, isUffd = append(who, nil), append(isUffd, false)
+		}
+		for _, k := range append([]*kept{root}, children...) {
+			if k.gone {
+				continue
+			}
+			if k.pidfd >= 0 {
+				pfds = append(pfds, unix.PollFd{Fd: int32(k.pidfd), Events: unix.POLLIN})
+				who, isUffd = append(who, k), append(isUffd, false)
+			} else if dead && k.uffd != nil {
+				pfds = append(pfds, unix.PollFd{Fd: int32(k.uffd.Fd()), Events: unix.POLLIN})
+				who, isUffd = append(who, k), append(isUffd, true)
+			}
 		}
 		if _, err := unix.Poll(pfds, -1); err != nil {
 			if errors.Is(err, unix.EINTR) {
@@ -188,12 +296,20 @@ func RunKeeper(fd int, stderr io.Writer) error {
 			}
 			return fmt.Errorf("keeper: %w", os.NewSyscallError("poll", err))
 		}
-		if len(pfds) > 1 && pfds[1].Revents != 0 {
-			// The process exited: nothing left to guard.
-			release()
-			pid = 0
+		sock := false
+		for i, k := range who {
+			switch {
+			case pfds[i].Revents == 0:
+			case k == nil:
+				sock = true
+			case !isUffd[i]:
+				// The process exited: nothing left to guard there.
+				k.drop()
+			default:
+				children = append(children, killFaulting(k, msgs[:], stderr)...)
+			}
 		}
-		if pfds[0].Revents == 0 {
+		if !sock {
 			continue
 		}
 		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
@@ -202,11 +318,12 @@ func RunKeeper(fd int, stderr io.Writer) error {
 		}
 		if err != nil || n == 0 {
 			// The handler is gone without releasing us.
-			if pid == 0 || pidfd < 0 {
+			if !live() {
 				return nil
 			}
-			killHeld(pid, pidfd, stderr)
-			return fmt.Errorf("%w: pid %d was killed", ErrHandlerDied, pid)
+			dead = true
+			killHeld(root, children, stderr)
+			continue
 		}
 		var got []int
 		if oobn > 0 {
@@ -219,27 +336,56 @@ func RunKeeper(fd int, stderr io.Writer) error {
 				}
 			}
 		}
-		kind, p, perr := parseKeeperMsg(buf[:n], len(got))
-		if perr == nil && kind == keeperHold && pidfd >= 0 {
+		m, perr := parseKeeperMsg(buf[:n], len(got))
+		if perr == nil && m.kind == keeperHold && root.pid != 0 {
 			perr = errors.New("a second hold")
+		}
+		if perr == nil && m.kind == keeperPID && (m.index >= len(children) || children[m.index].pid != 0) {
+			perr = fmt.Errorf("pid %d for child %d of %d, or one named before", m.pid, m.index, len(children))
+		}
+		var u *uffd.FD
+		if perr == nil && (m.kind == keeperHold || m.kind == keeperChild) {
+			uf := got[len(got)-1]
+			if m.kind == keeperChild && len(got) == 2 {
+				uf = got[0]
+			}
+			if u, perr = uffd.FromFd(uf); perr != nil {
+				got = slices.DeleteFunc(got, func(f int) bool { return f == uf }) // FromFd closed it
+			}
 		}
 		if perr != nil {
 			closeAll(got)
-			if pid > 0 && pidfd >= 0 {
-				// Not our handler talking: safer to end the process than
-				// to go on guarding it blind.
-				killHeld(pid, pidfd, stderr)
+			fmt.Fprintf(stderr, "lazycr keeper: %v\n", perr)
+			if live() {
+				// Not our handler talking: safer to end the processes
+				// than to go on guarding them blind. The talker hears
+				// no more from us (it would wait for an answer).
+				unix.Shutdown(fd, unix.SHUT_RDWR)
+				killHeld(root, children, stderr)
+				dead = true
+				continue
 			}
 			return fmt.Errorf("keeper: %w", perr)
 		}
-		switch kind {
+		switch m.kind {
 		case keeperHold:
-			pid, pidfd = p, got[0]
-			uffds = append(uffds, got[1])
+			root.pid, root.pidfd, root.uffd, root.gone = m.pid, got[0], u, false
 		case keeperChild:
-			uffds = append(uffds, got[0])
+			c := &kept{pidfd: -1, uffd: u}
+			if len(got) == 2 {
+				c.pid, c.pidfd = m.pid, got[1]
+			}
+			children = append(children, c)
+		case keeperPID:
+			c := children[m.index]
+			c.pid = m.pid
+			if c.gone {
+				unix.Close(got[0])
+			} else {
+				c.pidfd = got[0]
+			}
 		case keeperRelease:
-			release()
+			releaseAll()
 			unix.Sendmsg(fd, []byte("ok"), nil, nil, 0)
 			return nil
 		}
@@ -257,25 +403,48 @@ const (
 	keeperHold keeperMsg = 1 + iota
 	keeperChild
 	keeperRelease
+	keeperPID
 )
 
+// parsedKeeperMsg is a decoded message to the keeper.
+type parsedKeeperMsg struct {
+	kind  keeperMsg
+	pid   int // hold, child with a pid, pid
+	index int // pid: the child it names, in the order of the child messages
+}
+
 // parseKeeperMsg decodes a message to the keeper that came with nfds fds:
-// "hold PID" (2 fds), "child" (1 fd) or "release" (none).
-func parseKeeperMsg(b []byte, nfds int) (kind keeperMsg, pid int, err error) {
+// "hold PID" (2 fds: pidfd, uffd), "child" (1 fd: uffd), "child PID" (2
+// fds: uffd, pidfd), "pid INDEX PID" (1 fd: pidfd) or "release" (none).
+func parseKeeperMsg(b []byte, nfds int) (parsedKeeperMsg, error) {
 	msg := string(b)
-	switch {
-	case strings.HasPrefix(msg, "hold "):
-		p, perr := strconv.Atoi(strings.TrimPrefix(msg, "hold "))
-		if perr != nil || p <= 0 || nfds != 2 {
-			return 0, 0, fmt.Errorf("bad message %q with %d fds", msg, nfds)
-		}
-		return keeperHold, p, nil
-	case msg == "child" && nfds == 1:
-		return keeperChild, 0, nil
-	case msg == "release" && nfds == 0:
-		return keeperRelease, 0, nil
+	bad := fmt.Errorf("bad message %q with %d fds", msg, nfds)
+	f := strings.Fields(msg)
+	num := func(s string, min int) (int, bool) {
+		v, err := strconv.Atoi(s)
+		return v, err == nil && v >= min && strconv.Itoa(v) == s
 	}
-	return 0, 0, fmt.Errorf("bad message %q with %d fds", msg, nfds)
+	switch {
+	case len(f) == 2 && f[0] == "hold" && nfds == 2 && msg == f[0]+" "+f[1]:
+		if p, ok := num(f[1], 1); ok {
+			return parsedKeeperMsg{kind: keeperHold, pid: p}, nil
+		}
+	case msg == "child" && nfds == 1:
+		return parsedKeeperMsg{kind: keeperChild}, nil
+	case len(f) == 2 && f[0] == "child" && nfds == 2 && msg == f[0]+" "+f[1]:
+		if p, ok := num(f[1], 1); ok {
+			return parsedKeeperMsg{kind: keeperChild, pid: p}, nil
+		}
+	case len(f) == 3 && f[0] == "pid" && nfds == 1 && msg == f[0]+" "+f[1]+" "+f[2]:
+		k, ok1 := num(f[1], 0)
+		p, ok2 := num(f[2], 1)
+		if ok1 && ok2 {
+			return parsedKeeperMsg{kind: keeperPID, pid: p, index: k}, nil
+		}
+	case msg == "release" && nfds == 0:
+		return parsedKeeperMsg{kind: keeperRelease}, nil
+	}
+	return parsedKeeperMsg{}, bad
 }
 
 func closeAll(fds []int) {
@@ -284,25 +453,109 @@ func closeAll(fds []int) {
 	}
 }
 
-// killHeld kills pid (through its pidfd, so a recycled pid is never hit)
-// and the descendants it has now, children first listed before the parent
-// dies (they are re-parented after), and says so on stderr.
-func killHeld(pid, pidfd int, stderr io.Writer) {
-	kids := descendants(pid)
-	fmt.Fprintf(stderr, "lazycr keeper: %s: the lazy-pages handler of pid %d died while part of its memory was still on the source; killing pid %d", time.Now().Format(time.TimeOnly+".000"), pid, pid)
+// killHeld kills every held process whose pid is known (through its
+// pidfd, so a recycled pid is never hit) and the descendants each has now,
+// listed before it dies (they are re-parented after), and says so on
+// stderr. A forked child whose pid is not known is killed later, at its
+// first fault (killFaulting).
+func killHeld(root *kept, children []*kept, stderr io.Writer) {
+	var pids, unknown []int
+	var targets []*kept
+	for _, k := range append([]*kept{root}, children...) {
+		switch {
+		case k.gone:
+		case k.pidfd >= 0:
+			targets = append(targets, k)
+			pids = append(pids, k.pid)
+		default:
+			unknown = append(unknown, len(unknown))
+		}
+	}
+	var kids []int
+	for _, k := range targets {
+		for _, d := range descendants(k.pid) {
+			if !slices.Contains(pids, d) && !slices.Contains(kids, d) {
+				kids = append(kids, d)
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "lazycr keeper: %s: the lazy-pages handler of pid %d died while part of its memory was still on the source; killing", time.Now().Format(time.TimeOnly+".000"), root.pid)
+	for _, p := range pids {
+		fmt.Fprintf(stderr, " pid %d", p)
+	}
 	if len(kids) > 0 {
 		fmt.Fprintf(stderr, " and its children %v", kids)
 	}
-	fmt.Fprintln(stderr, " so that it never runs on zero pages; the source keeps the original stopped")
-	if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		fmt.Fprintf(stderr, "lazycr keeper: kill pid %d: %v\n", pid, err)
+	if len(unknown) > 0 {
+		fmt.Fprintf(stderr, "; %d forked process(es) whose pid is unknown die at their first fault on a missing page", len(unknown))
 	}
-	for _, k := range kids {
-		// Forked during the lazy phase, they share its lazy memory.
-		if err := unix.Kill(k, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-			fmt.Fprintf(stderr, "lazycr keeper: kill child pid %d: %v\n", k, err)
+	fmt.Fprintln(stderr, " so that nothing runs on zero pages; the source keeps the original stopped")
+	for _, k := range targets {
+		if err := unix.PidfdSendSignal(k.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			fmt.Fprintf(stderr, "lazycr keeper: kill pid %d: %v\n", k.pid, err)
 		}
 	}
+	for _, d := range kids {
+		// Forked during the lazy phase, they share its lazy memory.
+		if err := unix.Kill(d, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			fmt.Fprintf(stderr, "lazycr keeper: kill child pid %d: %v\n", d, err)
+		}
+	}
+}
+
+// killFaulting reads k's uffd after the handler died (k is a forked child
+// whose pid was never learnt): a page fault there is on a page that never
+// arrived, and its thread's process is killed; a fork adds the new child's
+// uffd (returned, to be guarded the same way); other events need no answer.
+// See ioctl_userfaultfd(2) and userfaultfd(2) for the messages.
+func killFaulting(k *kept, msgs []uffd.Msg, stderr io.Writer) []*kept {
+	var added []*kept
+	for k.uffd != nil {
+		got, err := k.uffd.ReadMsgs(msgs)
+		if err != nil || len(got) == 0 {
+			return added
+		}
+		for _, m := range got {
+			switch m.Event {
+			case uffd.EventFork:
+				if u, err := uffd.FromFd(m.Fork.UFD); err == nil {
+					added = append(added, &kept{pidfd: -1, uffd: u})
+				}
+			case uffd.EventPageFault:
+				if k.pidfd >= 0 {
+					continue // killed already; its exit closes the uffd
+				}
+				pid := tgidOf(m.PageFault.TID)
+				pfd, err := unix.PidfdOpen(pid, 0)
+				if err != nil {
+					continue // already gone
+				}
+				k.pid, k.pidfd = pid, pfd
+				fmt.Fprintf(stderr, "lazycr keeper: %s: pid %d (forked during the lazy phase) touched a page that never arrived after its handler died: killing it\n", time.Now().Format(time.TimeOnly+".000"), pid)
+				if err := unix.PidfdSendSignal(pfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+					fmt.Fprintf(stderr, "lazycr keeper: kill pid %d: %v\n", pid, err)
+				}
+			}
+		}
+	}
+	return added
+}
+
+// tgidOf is the thread-group id of thread tid (the Tgid line of
+// /proc/TID/status, proc(5)), tid itself if that cannot be read.
+func tgidOf(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
+				return pid
+			}
+		}
+	}
+	return tid
 }
 
 // descendants lists pid's descendants from /proc/PID/task/*/children

@@ -1,8 +1,11 @@
 package migrate
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -102,6 +105,11 @@ func TestKeeperKillsWhenHandlerDies(t *testing.T) {
 	if err := f.k.HoldChild(f.u.Fd()); err != nil { // any uffd will do
 		t.Fatal(err)
 	}
+	// Its pid known (else the keeper waits for its first fault to know
+	// whom to kill).
+	if err := f.k.ChildPID(f.u.Fd(), f.child.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
 	f.k.Close()
 	if err := f.keeperResult(t); !errors.Is(err, ErrHandlerDied) {
 		t.Errorf("RunKeeper = %v, want ErrHandlerDied", err)
@@ -143,7 +151,7 @@ func TestKeeperProcessExited(t *testing.T) {
 	// The keeper notices the exit through the pidfd; give it the chance
 	// before the socket closes by asking it something (it answers in
 	// order).
-	if err := f.k.HoldChild(f.u.Fd()); err != nil {
+	if err := f.k.HoldMember(f.u.Fd(), f.child.Process.Pid, f.pidfd); err != nil {
 		t.Fatal(err)
 	}
 	f.k.Close()
@@ -152,27 +160,203 @@ func TestKeeperProcessExited(t *testing.T) {
 	}
 }
 
+// TestKeeperGuardsMembersAfterRootExit: the restored process exits while
+// another process of its tree (a member held with its pid, and a forked
+// child whose pid came later) still runs on lazy memory; when the handler
+// then dies, the keeper kills them: they are no longer the root's
+// descendants, but must not run on zero pages either.
+func TestKeeperGuardsMembersAfterRootExit(t *testing.T) {
+	f := newKeeperFixture(t)
+	var others []*exec.Cmd
+	for range 2 {
+		c := exec.Command("sleep", "600")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		others = append(others, c)
+	}
+	member, err := unix.PidfdOpen(others[0].Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(member)
+	u2, err := uffd.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u2.Close()
+	if err := f.k.HoldMember(f.u.Fd(), others[0].Process.Pid, member); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.k.HoldChild(u2.Fd()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.k.ChildPID(u2.Fd(), others[1].Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	f.child.Process.Signal(syscall.SIGTERM) // the root exits
+	f.child.Wait()
+	f.k.Close()
+	if err := f.keeperResult(t); !errors.Is(err, ErrHandlerDied) {
+		t.Errorf("RunKeeper = %v, want ErrHandlerDied", err)
+	}
+	for _, c := range others {
+		err := c.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("pid %d ended with %v, want killed by SIGKILL", c.Process.Pid, err)
+		}
+	}
+	if !strings.Contains(f.out.String(), fmt.Sprintf("pid %d", others[1].Process.Pid)) {
+		t.Errorf("the keeper did not name the processes it kills: %q", f.out.String())
+	}
+}
+
+const faultingChildEnv = "LAZYCR_MIGRATE_TEST_FAULTING_CHILD"
+
+// runFaultingChildIfRequested is the other process of
+// TestKeeperKillsUnknownChildAtFault: it creates a uffd and maps a page,
+// prints "fd addr", and once a line comes on stdin reads the page and
+// prints what it read.
+func runFaultingChildIfRequested() {
+	if os.Getenv(faultingChildEnv) != "1" {
+		return
+	}
+	r, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+	if errno != 0 {
+		fmt.Println("userfaultfd:", errno)
+		os.Exit(1)
+	}
+	addr, _, errno := unix.Syscall6(unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if errno != 0 {
+		fmt.Println("mmap:", errno)
+		os.Exit(1)
+	}
+	fmt.Printf("%d %d\n", r, addr)
+	var line string
+	fmt.Scanln(&line)
+	// Its own reference goes, as restore closes the restored process's.
+	unix.Close(int(r))
+	// write(2) from the page reads it (a fault the uffd sees, as a
+	// user-space read would).
+	fmt.Print("read ")
+	unix.Syscall(unix.SYS_WRITE, 1, addr, 1)
+	os.Exit(0)
+}
+
+// TestKeeperKillsUnknownChildAtFault: the handler dies while the keeper
+// holds the uffd of a forked child whose pid was never learnt (its parent
+// exited before). The keeper reads that uffd itself: the child's first
+// fault on a page that never arrived gets it killed, never a zero page.
+func TestKeeperKillsUnknownChildAtFault(t *testing.T) {
+	f := newKeeperFixture(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), faultingChildEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	defer func() {
+		if !waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	br := bufio.NewReader(stdout)
+	var childFd int
+	var addr uint64
+	if _, err := fmt.Fscanln(br, &childFd, &addr); err != nil {
+		t.Fatalf("read the child's fd and address: %v", err)
+	}
+	copied := make(chan struct{})
+	go func() { io.Copy(&out, br); close(copied) }()
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := unix.PidfdGetfd(pidfd, childFd, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := uffd.FromFd(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, _, err := u.API(uffd.FeaturesNonCooperative | uffd.FeatureThreadID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Register(addr, 4096, uffd.ModeMissing); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.k.HoldChild(u.Fd()); err != nil { // its pid never follows
+		t.Fatal(err)
+	}
+	u.Close() // the handler's reference goes with the handler
+	f.k.Close()
+	if err := f.child.Wait(); err == nil {
+		t.Errorf("the held process was not killed when the handler died")
+	}
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-copied // to the end before Wait closes the pipe (os/exec)
+	err = cmd.Wait()
+	waited = true
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the child ended with %v (output %q), want killed by SIGKILL at its fault", err, out.String())
+	}
+	if o := out.String(); o != "read " {
+		t.Errorf("the child's output %q, want %q: it read its page without a handler", o, "read ")
+	}
+	if err := f.keeperResult(t); !errors.Is(err, ErrHandlerDied) {
+		t.Errorf("RunKeeper = %v, want ErrHandlerDied", err)
+	}
+	if want := fmt.Sprintf("pid %d (forked during the lazy phase) touched a page that never arrived", cmd.Process.Pid); !strings.Contains(f.out.String(), want) {
+		t.Errorf("the keeper did not say %q: %q", want, f.out.String())
+	}
+}
+
 func FuzzParseKeeperMsg(f *testing.F) {
 	f.Add([]byte("hold 123"), 2)
 	f.Add([]byte("child"), 1)
+	f.Add([]byte("child 77"), 2)
+	f.Add([]byte("pid 0 77"), 1)
 	f.Add([]byte("release"), 0)
 	f.Add([]byte("hold -1"), 2)
+	f.Add([]byte("pid 01 7"), 1)
 	f.Fuzz(func(t *testing.T, b []byte, nfds int) {
-		kind, pid, err := parseKeeperMsg(b, nfds)
-		if (err == nil) == (kind == 0) {
-			t.Fatalf("parseKeeperMsg(%q, %d) = %v, %d, %v: error iff no kind", b, nfds, kind, pid, err)
+		m, err := parseKeeperMsg(b, nfds)
+		if (err == nil) == (m.kind == 0) {
+			t.Fatalf("parseKeeperMsg(%q, %d) = %+v, %v: error iff no kind", b, nfds, m, err)
 		}
-		switch kind {
+		switch m.kind {
 		case keeperHold:
-			if pid <= 0 || nfds != 2 {
-				t.Fatalf("hold of pid %d with %d fds accepted", pid, nfds)
+			if m.pid <= 0 || nfds != 2 {
+				t.Fatalf("hold of pid %d with %d fds accepted", m.pid, nfds)
 			}
 		case keeperChild:
-			if nfds != 1 || pid != 0 {
-				t.Fatalf("child with %d fds accepted", nfds)
+			if (m.pid == 0 && nfds != 1) || (m.pid != 0 && (m.pid < 0 || nfds != 2)) {
+				t.Fatalf("child of pid %d with %d fds accepted", m.pid, nfds)
+			}
+		case keeperPID:
+			if m.pid <= 0 || m.index < 0 || nfds != 1 {
+				t.Fatalf("pid %d for child %d with %d fds accepted", m.pid, m.index, nfds)
 			}
 		case keeperRelease:
-			if nfds != 0 || pid != 0 {
+			if nfds != 0 || m.pid != 0 {
 				t.Fatalf("release with %d fds accepted", nfds)
 			}
 		}

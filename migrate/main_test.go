@@ -7,4 +7,7 @@ import (
 )
 
 // TestMain fails the run if a test leaks a goroutine or a file descriptor.
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+func TestMain(m *testing.M) {
+	runFaultingChildIfRequested()
+	leakcheck.Main(m)
+}

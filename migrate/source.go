@@ -120,7 +120,12 @@ func lazySpaces(cp *dump.Checkpoint) ([]uint32, []uffd.Run, error) {
 // dump --lazy --adopt` serve it again. If the target is lost after it
 // resumed and does not come back in time, the original is kept stopped the
 // same way and Source returns a *KeptStoppedError.
-func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
+//
+// A failure before it serves (the dump refused the process, the skeleton
+// could not be built) is told to a target that connected meanwhile, or
+// connects within pageserver.RefuseWait, as ERROR: it prints the source's
+// reason, not a reset or refused connection.
+func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr error) {
 	start := time.Now()
 	ln := opts.Listener
 	if ln == nil {
@@ -130,6 +135,12 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		}
 	}
 	defer ln.Close()
+	serving := false
+	defer func() {
+		if retErr != nil && !serving {
+			pageserver.Refuse(ln, pageserver.ServerConfig{Token: opts.Token, TLS: opts.TLS, Log: opts.Log}, retErr.Error(), pageserver.RefuseWait)
+		}
+	}()
 	stat, err := proc.ReadStat(opts.PID)
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", opts.PID, err)
@@ -179,7 +190,21 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		return nil, err
 	}
 	t := time.Now()
-	files, err := cp.ImageFiles(opts.Dir)
+	// Without -D the pages files are streamed from the frozen process as
+	// they are sent (dump.PagesStream says why); with -D they are written
+	// there and sent from memory.
+	var files map[string][]byte
+	var streams map[string]pageserver.FileStream
+	if opts.Dir == "" {
+		var ps map[string]*dump.PagesStream
+		files, ps, err = cp.SkeletonFiles()
+		streams = make(map[string]pageserver.FileStream, len(ps))
+		for name, s := range ps {
+			streams[name] = s
+		}
+	} else {
+		files, err = cp.ImageFiles(opts.Dir)
+	}
 	if err != nil {
 		release()
 		return nil, err
@@ -207,7 +232,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		opts.Listening(ln.Addr(), session)
 	}
 	srv := pageserver.NewServer(pageserver.ServerConfig{
-		Files: files, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
+		Files: files, Streams: streams, Lazy: lazy, Pids: pids, Memory: processMemory{cp, pids}, Token: opts.Token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Log: opts.Log,
 		// The original's POSIX locks go when the target asks for the
 		// image, just before it builds the process and takes them (the
@@ -216,6 +241,7 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 		BeforeImages: cp.ReleaseLocks,
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
+	serving = true // Serve tells the target itself
 	res, err := srv.Serve(ctx, ln)
 	stopRefresh()
 	out := &SourceResult{Dump: st, Served: res, FrozenAt: cp.FrozenAt()}
@@ -227,6 +253,11 @@ func Source(ctx context.Context, opts SourceOptions) (*SourceResult, error) {
 	}
 	switch {
 	case err == nil:
+		if res.Exited != "" {
+			// The copy ran to its end on the target: the original, which
+			// never ran since the freeze, must not repeat that.
+			opts.Log.Info().Int("pid", opts.PID).Str("target", res.Exited).Msg("the migrated process exited on the target; killing the original")
+		}
 		if kerr := cp.Kill(); kerr != nil {
 			return out, fmt.Errorf("kill the migrated original pid %d: %w", opts.PID, kerr)
 		}

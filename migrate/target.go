@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/netfix"
 	"github.com/lazycr/lazycr/pageserver"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/restore"
 	"github.com/lazycr/lazycr/uffd"
 	"github.com/rs/zerolog"
@@ -102,6 +104,11 @@ type TargetResult struct {
 	// Job is the restored process when it is the foreground job of
 	// lazycr's terminal (ShellJob): the caller waits for it (WaitJob).
 	Job *restore.Process
+	// Exited, when not empty, says the process exited here before its last
+	// lazy pages were needed ("pid N exited (status S) before its last M
+	// pages were needed"): a finished migration, the source was told
+	// (EXITED) and ends the original.
+	Exited string
 }
 
 // Target fetches the image set from the source, rebuilds the process,
@@ -214,6 +221,7 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 	}
 	if keeper != nil {
 		hcfg.OnFork = keeper.HoldChild
+		hcfg.OnChildPID = keeper.ChildPID
 		hcfg.BeforeClose = func() {
 			if err := keeper.Release(); err != nil {
 				opts.Log.Warn().Err(err).Msg("release the keeper")
@@ -241,15 +249,18 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			return nil, fmt.Errorf("hand pid %d's userfaultfd to the keeper (which guards it should this lazycr die): %w", r.PID(), err)
 		}
 		for _, m := range members {
-			// The members are the root's descendants: the keeper kills
-			// them with it.
-			if err := keeper.HoldChild(m.FD.Fd()); err != nil {
+			// With their pids: once the root exited they are no longer
+			// its descendants, and still guarded.
+			if err := holdMember(keeper, m.FD.Fd(), m.PID); err != nil {
 				r.Kill()
 				return nil, fmt.Errorf("hand tree member pid %d's userfaultfd to the keeper: %w", m.PID, err)
 			}
 		}
 		opts.Log.Debug().Int("keeper", keeper.PID()).Dur("took", time.Since(held)).Dur("since_start", time.Since(start)).Msg("keeper holds the userfaultfd")
 	}
+	// Identifies the process for reading its exit status later (a pid
+	// alone could be reused).
+	startTime := startTimeOf(r.PID())
 	if err := r.Resume(); err != nil {
 		return nil, err
 	}
@@ -304,6 +315,24 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			told = "the source could not be told; it keeps the original stopped when it loses the target"
 		}
 		return res, fmt.Errorf("%w: the copy here (pid %d) was killed with %d of %d lazy pages not fetched; %s", ErrAborted, killed, leftAtAbort, total, told)
+	}
+	if exited := (*uffd.ExitedError)(nil); errors.As(runErr, &exited) {
+		// Every process exited on its own: the pages left are needed by
+		// nobody and the migration is over. The original must never run
+		// again (it would repeat what the copy did after the checkpoint):
+		// the source ends it as on DONE.
+		how := exitStatus(res.PID, pidfd, startTime)
+		res.Exited = fmt.Sprintf("pid %d %s before its last %d pages were needed", res.PID, how, exited.Unneeded)
+		ev := opts.Log.Info()
+		if strings.HasPrefix(how, "was killed") {
+			ev = opts.Log.Warn() // by a signal lazycr did not send: say it louder
+		}
+		ev.Int("pid", res.PID).Uint64("pages_not_needed", exited.Unneeded).Msg(res.Exited)
+		if err := c.Exited(res.Exited); err != nil {
+			return res, fmt.Errorf("tell the source EXITED (%s): %w", res.Exited, err)
+		}
+		res.Total = time.Since(start)
+		return res, nil
 	}
 	if runErr != nil {
 		return res, runErr
@@ -445,4 +474,71 @@ func checkTakeover(opts TargetOptions, set *image.Set) error {
 		}
 	}
 	return nil
+}
+
+// exitStatusWait bounds (ms) the wait for an exiting process to be a
+// zombie whose status can be read.
+const exitStatusWait = 5000
+
+// exitStatusSlice is how often (ms) exitStatus looks for an execve.
+const exitStatusSlice = 20
+
+// startTimeOf is pid's start time (/proc/PID/stat field 22), 0 if unknown.
+func startTimeOf(pid int) uint64 {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return 0
+	}
+	return st.StartTime
+}
+
+// exitStatus says how pid (started at start, pidfd a pidfd of it) ended,
+// once the handler saw its memory go: "exited (status N)" or "was killed
+// by SIGX", read from its zombie's /proc/PID/stat exit_code (field 52, the
+// wait(2) status; proc(5)) before its parent reaps it; "exited (status
+// unknown: already reaped)" once it is gone; "replaced its program
+// (execve)" if it has memory again: it runs a new program.
+func exitStatus(pid, pidfd int, start uint64) string {
+	// Its memory goes (ESRCH from an ioctl: exit_mm) before it is a
+	// zombie (exit_notify, later in do_exit), and an execve drops it too:
+	// wait until the pidfd is readable (pidfd_open(2): once the process
+	// terminated) or it has memory again (/proc/PID/status shows VmSize
+	// only for a task with an mm; proc(5)).
+	pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for waited := 0; waited < exitStatusWait; waited += exitStatusSlice {
+		n, err := unix.Poll(pfd, exitStatusSlice)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n > 0 {
+			break
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil && strings.Contains(string(b), "\nVmSize:") {
+			if st, err := proc.ReadStat(pid); err == nil && st.StartTime == start {
+				return "replaced its program (execve)"
+			}
+		}
+	}
+	st, err := proc.ReadStat(pid)
+	if err != nil || st.StartTime != start || st.State != 'Z' {
+		return "exited (status unknown: already reaped)"
+	}
+	ws := unix.WaitStatus(st.ExitCode)
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exited (status %d)", ws.ExitStatus())
+	case ws.Signaled():
+		return fmt.Sprintf("was killed by %s", unix.SignalName(ws.Signal()))
+	}
+	return fmt.Sprintf("exited (wait status %#x)", st.ExitCode)
+}
+
+// holdMember hands tree member pid's uffd and a pidfd of it to keeper.
+func holdMember(keeper *Keeper, uffd, pid int) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return os.NewSyscallError("pidfd_open", err)
+	}
+	defer unix.Close(pidfd)
+	return keeper.HoldMember(uffd, pid, pidfd)
 }

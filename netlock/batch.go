@@ -41,6 +41,11 @@ func nfgenmsg(family byte, resID uint16) []byte {
 // NFT_TABLE_F_OWNER flag), then the sets, chains and rules as
 // github.com/google/nftables encodes them.
 func encodeLock(name string, owned bool, k4, k6 [][]byte) ([]netlink.Message, error) {
+	return encodeKeys(name, owned, lockKeys{c4: k4, c6: k6})
+}
+
+// encodeKeys is encodeLock for the connections and listeners of k.
+func encodeKeys(name string, owned bool, k lockKeys) ([]netlink.Message, error) {
 	var flags [4]byte
 	if owned {
 		binary.BigEndian.PutUint32(flags[:], ownerFlag)
@@ -59,7 +64,7 @@ func encodeLock(name string, owned bool, k4, k6 [][]byte) ([]netlink.Message, er
 		},
 		Data: append(nfgenmsg(byte(tableFamily), 0), attrs...),
 	}
-	rest, err := record(func(c *nftables.Conn) error { return addLockObjects(c, name, k4, k6) })
+	rest, err := record(func(c *nftables.Conn) error { return addLockObjects(c, name, k) })
 	if err != nil {
 		return nil, fmt.Errorf("encode table %s: %w", name, err)
 	}
@@ -86,8 +91,9 @@ var (
 )
 
 // addLockObjects queues on c the sets (with their elements), the two base
-// chains and one rule per chain and family present.
-func addLockObjects(c *nftables.Conn, name string, k4, k6 [][]byte) error {
+// chains and one rule per chain and family present, then the listeners'
+// sets and rules (listen.go).
+func addLockObjects(c *nftables.Conn, name string, k lockKeys) error {
 	t := &nftables.Table{Name: name, Family: tableFamily}
 	accept := nftables.ChainPolicyAccept
 	in := c.AddChain(&nftables.Chain{
@@ -101,7 +107,7 @@ func addLockObjects(c *nftables.Conn, name string, k4, k6 [][]byte) error {
 	for _, fk := range []struct {
 		f    family
 		keys [][]byte
-	}{{fam4, k4}, {fam6, k6}} {
+	}{{fam4, k.c4}, {fam6, k.c6}} {
 		if len(fk.keys) == 0 {
 			continue
 		}
@@ -130,7 +136,7 @@ func addLockObjects(c *nftables.Conn, name string, k4, k6 [][]byte) error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: f.match(f.daddr, f.saddr, 2, 0)})
 		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: f.match(f.saddr, f.daddr, 0, 2)})
 	}
-	return nil
+	return addListenObjects(c, t, in, k)
 }
 
 // match returns the expressions of

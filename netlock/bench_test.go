@@ -74,3 +74,30 @@ func BenchmarkLock(b *testing.B) {
 		b.Fatalf("lock tables left: %v", got)
 	}
 }
+
+// BenchmarkLockListener measures Acquire and Unlock of one listener (what a
+// dump adds per TCP listener, before its accept-queue check).
+func BenchmarkLockListener(b *testing.B) {
+	requireRoot(b)
+	h := newHosts(b, "benchl")[0]
+	ns := openNS(b, h)
+	ls := []Listener{{Local: netip.MustParseAddrPort("127.0.0.1:6379")}}
+	var lockT time.Duration
+	ops := 0
+	for b.Loop() {
+		t0 := time.Now()
+		l, err := Acquire(ns, nil, Options{Listeners: ls})
+		if err != nil {
+			b.Fatal(err)
+		}
+		lockT += time.Since(t0)
+		ops++
+		if err := l.Unlock(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(lockT.Microseconds())/float64(ops), "lock-µs")
+	if got := lockTables(b, ns); len(got) != 0 {
+		b.Fatalf("lock tables left: %v", got)
+	}
+}

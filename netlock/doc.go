@@ -11,6 +11,9 @@
 //		set conns6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; … }
 //		chain in  { type filter hook input  priority raw; meta mark != 0x6c7a6372 ip daddr . tcp dport . ip saddr . tcp sport @conns4 counter drop; (ip6 alike) }
 //		chain out { type filter hook output priority raw; meta mark != 0x6c7a6372 ip saddr . tcp sport . ip daddr . tcp dport @conns4 counter drop; (ip6 alike) }
+//		# listening sockets (Options.Listeners, HoldWith): new connections' SYNs only
+//		set listen4 { type ipv4_addr . inet_service; … }   set lports4 { type inet_service; … }   (listen6, lports6 alike)
+//		chain in  { … tcp flags & (syn|ack) == syn ip daddr . tcp dport @listen4 counter drop; … tcp dport @lports4 counter drop }
 //	}
 //
 // <pid> and <starttime> (field 22 of /proc/PID/stat) identify the owning

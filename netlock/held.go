@@ -62,24 +62,30 @@ func IsHeldName(name string) bool {
 // Equivalent to `nft -f` of the table in the package doc, without `flags
 // owner`.
 func Hold(ns netns.NsHandle, name string, conns []Conn, log zerolog.Logger) error {
+	return HoldWith(ns, name, conns, nil, log)
+}
+
+// HoldWith is Hold for connections and listeners (see [Listener]): the held
+// lock also drops new connections' SYNs to listeners until [RemoveHeld].
+func HoldWith(ns netns.NsHandle, name string, conns []Conn, listeners []Listener, log zerolog.Logger) error {
 	if !IsHeldName(name) {
 		return fmt.Errorf("hold %d connections as table inet %s: %w", len(conns), name, ErrNotHeld)
 	}
 	if !ns.IsOpen() {
 		return fmt.Errorf("hold %d connections: %w", len(conns), ErrNoNetns)
 	}
-	k4, k6, err := keys(conns)
+	k, err := lockKeysOf(conns, listeners)
 	if err != nil {
-		return fmt.Errorf("hold %d connections in netns %s: %w", len(conns), ns.UniqueId(), err)
+		return fmt.Errorf("hold %d connections and %d listeners in netns %s: %w", len(conns), len(listeners), ns.UniqueId(), err)
 	}
-	nft, err := install(ns, name, false, k4, k6)
+	nft, err := install(ns, name, false, k)
 	if err != nil {
-		return fmt.Errorf("hold %d connections in netns %s: install table inet %s: %w", len(k4)+len(k6), ns.UniqueId(), name, err)
+		return fmt.Errorf("hold %d connections and %d listeners in netns %s: install table inet %s: %w", k.conns(), k.listeners(), ns.UniqueId(), name, err)
 	}
 	if err := nft.CloseLasting(); err != nil {
 		return fmt.Errorf("close nftables socket of table inet %s: %w", name, err)
 	}
-	log.Info().Str("table", name).Str("netns", ns.UniqueId()).Int("conns", len(k4)+len(k6)).Msg("network lock held for a restore")
+	log.Info().Str("table", name).Str("netns", ns.UniqueId()).Int("conns", k.conns()).Int("listeners", k.listeners()).Msg("network lock held for a restore")
 	return nil
 }
 

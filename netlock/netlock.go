@@ -45,6 +45,10 @@ type Options struct {
 	// when the kernel cannot bind the table to its socket.
 	Log zerolog.Logger
 
+	// Listeners are listening sockets whose new connections the lock
+	// holds off too (their SYNs are dropped, see [Listener]).
+	Listeners []Listener
+
 	// noOwner creates the table without NFT_TABLE_F_OWNER, as on a kernel
 	// older than 5.12 (tests only).
 	noOwner bool
@@ -111,9 +115,9 @@ func Acquire(ns netns.NsHandle, conns []Conn, opts Options) (*Lock, error) {
 	if !ns.IsOpen() {
 		return nil, fmt.Errorf("lock %d connections: %w", len(conns), ErrNoNetns)
 	}
-	k4, k6, err := keys(conns)
+	k, err := lockKeysOf(conns, opts.Listeners)
 	if err != nil {
-		return nil, fmt.Errorf("lock %d connections in netns %s: %w", len(conns), nsName, err)
+		return nil, fmt.Errorf("lock %d connections and %d listeners in netns %s: %w", len(conns), len(opts.Listeners), nsName, err)
 	}
 	pid := os.Getpid()
 	start, err := proc.ProcessIdentity(pid)
@@ -123,24 +127,24 @@ func Acquire(ns netns.NsHandle, conns []Conn, opts Options) (*Lock, error) {
 	name := tableName{pid: pid, start: start, seq: seq.Add(1)}.String()
 
 	owned := !opts.noOwner
-	nft, err := install(ns, name, owned, k4, k6)
+	nft, err := install(ns, name, owned, k)
 	if owned && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
 		// Kernels before 5.12 know no NFT_TABLE_F_OWNER: nf_tables_newtable
 		// rejects flags other than NFT_TABLE_F_DORMANT with EINVAL (later
 		// kernels answer unknown flags with EOPNOTSUPP). Retry without the
 		// flag; only the flag differs, so if that works the flag was the
 		// cause, and the table must be cleaned up by Sweep after a crash.
-		if nft2, err2 := install(ns, name, false, k4, k6); err2 == nil {
+		if nft2, err2 := install(ns, name, false, k); err2 == nil {
 			opts.Log.Warn().Str("table", name).Str("netns", nsName).AnErr("owner_err", err).
 				Msg("kernel has no owner-bound nftables tables: a killed lazycr leaves this lock until netlock.Sweep")
 			nft, err, owned = nft2, nil, false
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("lock %d connections in netns %s: install table inet %s: %w", len(k4)+len(k6), nsName, name, err)
+		return nil, fmt.Errorf("lock %d connections and %d listeners in netns %s: install table inet %s: %w", k.conns(), k.listeners(), nsName, name, err)
 	}
-	l := &Lock{table: name, owned: owned, conns: len(k4) + len(k6), ns: nsName, log: opts.Log, nft: nft}
-	opts.Log.Info().Str("table", name).Str("netns", nsName).Int("conns", l.conns).Bool("owned", owned).Msg("network locked")
+	l := &Lock{table: name, owned: owned, conns: k.conns(), ns: nsName, log: opts.Log, nft: nft}
+	opts.Log.Info().Str("table", name).Str("netns", nsName).Int("conns", l.conns).Int("listeners", k.listeners()).Bool("owned", owned).Msg("network locked")
 	return l, nil
 }
 
@@ -308,8 +312,8 @@ func setKey(c Conn) []byte {
 
 // install dials an nftables socket in ns and creates the lock's table in one
 // batch on it. On success the returned lasting Conn holds that socket.
-func install(ns netns.NsHandle, name string, owned bool, k4, k6 [][]byte) (*nftables.Conn, error) {
-	msgs, err := encodeLock(name, owned, k4, k6)
+func install(ns netns.NsHandle, name string, owned bool, k lockKeys) (*nftables.Conn, error) {
+	msgs, err := encodeKeys(name, owned, k)
 	if err != nil {
 		return nil, err
 	}

@@ -104,6 +104,7 @@ type Client struct {
 	conn      uint64 // connections so far: credit of an older one is not returned
 	wantDone  bool
 	sentDone  bool
+	exited    string        // with wantDone: send EXITED with this text instead of DONE
 	abort     string        // reason of an ABORT to send, "" if none
 	aborted   chan struct{} // closed once ABORT was written
 	sentAbrt  bool
@@ -356,6 +357,9 @@ func (c *Client) images(w *wire) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkHold(m.Total()); err != nil {
+		return nil, err
+	}
 	// Read the CHUNK frames straight into one buffer, then slice it.
 	all := make([]byte, m.Total())
 	for off := 0; off < len(all); {
@@ -544,24 +548,36 @@ func (c *Client) Ack(addr uint64, npages int) {
 // source then ends the frozen original. If the connection drops first, DONE
 // is sent again after a reconnect; a source that exited after DONE without
 // its answer arriving makes Done fail after ReconnectTimeout.
-func (c *Client) Done() error {
+func (c *Client) Done() error { return c.end("DONE", "") }
+
+// Exited is Done for a process that exited before all its lazy pages were
+// needed: it sends EXITED with why (for the source's log) instead of DONE;
+// the source ends the original as on DONE.
+func (c *Client) Exited(why string) error {
+	if why == "" {
+		why = "the process exited"
+	}
+	return c.end("EXITED", why)
+}
+
+func (c *Client) end(frame, exited string) error {
 	c.mu.Lock()
 	if !c.running {
 		c.mu.Unlock()
-		return fmt.Errorf("send DONE to %s: %w", c.addr, ErrClosed)
+		return fmt.Errorf("send %s to %s: %w", frame, c.addr, ErrClosed)
 	}
-	c.wantDone, c.ackDue = true, true
+	c.wantDone, c.ackDue, c.exited = true, true, exited
 	c.notify()
 	c.mu.Unlock()
 	select {
 	case err := <-c.doneCh:
 		c.doneCh <- err
 		if err != nil {
-			return fmt.Errorf("send DONE to %s: %w", c.addr, err)
+			return fmt.Errorf("send %s to %s: %w", frame, c.addr, err)
 		}
 		return nil
 	case <-c.closed:
-		return fmt.Errorf("send DONE to %s: %w", c.addr, ErrClosed)
+		return fmt.Errorf("send %s to %s: %w", frame, c.addr, ErrClosed)
 	}
 }
 
@@ -1007,7 +1023,11 @@ func (c *Client) writeLoop(w *wire, readerDone <-chan struct{}) error {
 			c.credit = 0
 		}
 		if c.wantDone && !c.sentDone {
-			buf = appendFrame(buf, TypeDone, 0, nil)
+			if c.exited != "" {
+				buf = appendFrame(buf, TypeExited, 0, message(c.exited))
+			} else {
+				buf = appendFrame(buf, TypeDone, 0, nil)
+			}
 			c.sentDone = true
 		}
 		abort := c.abort != "" && !c.sentAbrt

@@ -24,6 +24,11 @@
 //	DONE                               ──▶
 //	                                   ◀──   DONE, close
 //
+// EXITED{text} stands for DONE when the process exited on the target
+// before all its lazy pages were needed: the migration is over (the text,
+// "pid N exited (status S) …", is for the source's log); the source ends
+// the original and answers DONE.
+//
 // After RESUMED the target also opens a replies connection for the
 // session (it may not: everything then shares the one connection):
 //
@@ -79,7 +84,7 @@
 //	PAGES      pid u32 | addr u64 | npages × 4096 bytes  (id 0 = pushed)
 //	ZERO       pid u32 | addr u64 | npages u32           (id as PAGES: the pages are all zero bytes)
 //	ACK        n u32 | n × (pid u32, addr u64, npages u64)
-//	FAIL/ERROR/ABORT UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
+//	FAIL/ERROR/ABORT/EXITED UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
 //	GET_IMAGES, RESUMED, RESUMED_OK, REPLIES_OK, DONE: empty
 //
 // Once RESUMED_OK is out the source's reader answers each REQUEST itself,
@@ -100,7 +105,9 @@
 // frames hold at most [MaxPushBytes]; WELCOME and ACK list at most [MaxRuns]
 // runs, sorted and disjoint; IMAGES lists at most [MaxFiles] files with plain
 // names (no '/', no "..", at most 64 bytes) and at most [MaxImagesSize] bytes
-// in total, sent in CHUNK frames of at most [ChunkSize] bytes. Every decoder
+// in total, sent in CHUNK frames of at most [ChunkSize] bytes; the client
+// takes image files only if twice their total fits in its host's
+// MemAvailable (they and the process built from them). Every decoder
 // checks these bounds and returns an error wrapping [ErrProtocol] (or
 // [ErrOutOfRange]) rather than trusting a length.
 package pageserver

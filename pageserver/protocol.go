@@ -43,9 +43,16 @@ const (
 	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
 	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
 	// few of its own.
-	MaxFiles      = 4096
-	MaxFileName   = 64
-	MaxImagesSize = 256 << 20
+	MaxFiles    = 4096
+	MaxFileName = 64
+	// MaxImagesSize bounds the image files' total any IMAGES may announce
+	// (the decoders' bound). It no longer limits what migrates: the
+	// source streams its pages files (ServerConfig.Streams) and the
+	// target accepts what it can hold (checkHold, from MemAvailable); a
+	// skeleton holds every eager page, shared memory included (1 GiB of
+	// postgres shared_buffers is 1 GiB of skeleton). 1 TiB, as
+	// image.MaxPagesSize.
+	MaxImagesSize = 1 << 40
 	ChunkSize     = 1 << 20
 	MaxToken      = 256
 	MaxMessage    = 1024
@@ -126,10 +133,16 @@ const (
 	TypeHelloReplies
 	// TypeRepliesOK (server → client, empty) accepts a replies connection.
 	TypeRepliesOK
+	// TypeExited (client → server, after RESUMED; payload: UTF-8 text, as
+	// FAIL) is DONE for a process that exited on the target before all its
+	// lazy pages were needed: the migration is over, the source ends the
+	// original and answers DONE. The text ("pid N exited (status S) …")
+	// is for the source's log.
+	TypeExited
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK", "EXITED"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -198,7 +211,7 @@ func DecodeHeader(b []byte) (*Header, error) {
 		if h.Length == 0 || h.Length > ChunkSize {
 			return nil, fmt.Errorf("%w: CHUNK of %d bytes (1 to %d)", ErrProtocol, h.Length, ChunkSize)
 		}
-	case TypeFail, TypeError:
+	case TypeFail, TypeError, TypeExited:
 		if h.Length > MaxMessage {
 			return nil, fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrProtocol, h.Type, h.Length, MaxMessage)
 		}

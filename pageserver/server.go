@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,9 +27,21 @@ type Memory interface {
 	ReadAt(b []byte, addr uint64) error
 }
 
+// FileStream is an image file read as it is sent, never held whole (a
+// lazy skeleton's pages file, read from the frozen process).
+type FileStream interface {
+	Size() uint64
+	// ReadAt fills all of b from offset off of the file or returns an
+	// error.
+	ReadAt(b []byte, off uint64) error
+}
+
 // ServerConfig configures a page server.
 type ServerConfig struct {
 	Files map[string][]byte // the image set, served by GET_IMAGES
+	// Streams are more files of the image set, read as they are sent;
+	// their names must differ from Files'.
+	Streams map[string]FileStream
 	// Lazy are the lazy page runs, disjoint, keyed by process
 	// (uffd.SpaceAddr: space k is Pids[k]).
 	Lazy []uffd.Run
@@ -77,7 +90,10 @@ type Result struct {
 	AckedPages                 uint64 // lazy pages the target acknowledged
 	Reconnects                 int
 	Duration                   time.Duration
-	Done                       bool // the target sent DONE
+	Done                       bool // the target sent DONE (or EXITED)
+	// Exited is the target's EXITED text: the process exited there
+	// before all its lazy pages were needed ("" after a plain DONE).
+	Exited string
 	// ResumedAt is when the target's first RESUMED arrived (zero if none
 	// did, and for an adopted session); DoneAt when its DONE did.
 	ResumedAt, DoneAt time.Time
@@ -133,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 	start := time.Now()
 	idx, err := s.init()
 	if err != nil {
-		l.Close()
+		Refuse(l, s.cfg, err.Error(), RefuseWait)
 		return Result{}, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -306,11 +322,7 @@ func (s *Server) init() (*lazyIndex, error) {
 	if s.cfg.Adopted && s.cfg.Session == 0 {
 		return nil, errors.New("serve an adopted session: no session id")
 	}
-	files := make([]FileEntry, 0, len(s.cfg.Files))
-	for name, b := range s.cfg.Files {
-		files = append(files, FileEntry{Name: name, Size: uint64(len(b))})
-	}
-	if err := checkImages(files); err != nil {
+	if err := checkImages(s.manifest().Files); err != nil {
 		return nil, fmt.Errorf("serve image files: %w", err)
 	}
 	pids := s.cfg.Pids
@@ -488,7 +500,18 @@ func (cs *connState) notify() {
 func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex, attach <-chan *wire) connResult {
 	w := p.w
 	defer w.conn.Close()
-	stop := context.AfterFunc(ctx, func() { w.conn.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		// Stopped (interrupted) before the process resumed: the target
+		// hears why rather than a reset connection.
+		s.mu.Lock()
+		resumed := s.resumed
+		s.mu.Unlock()
+		if !resumed {
+			w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = w.writeFrame(TypeError, 0, message(fmt.Sprintf("the source stopped serving before the process resumed: %v", context.Cause(ctx))))
+		}
+		w.conn.Close()
+	})
 	defer stop()
 	end := make(chan struct{})
 	repliesDone := make(chan struct{})
@@ -660,6 +683,15 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 			}
 		case TypeDone:
 			cs.done = true
+		case TypeExited:
+			var msg *string
+			if msg, err = DecodeMessage(p); err == nil {
+				cs.done = true
+				s.res.Exited = *msg
+				if s.res.Exited == "" {
+					s.res.Exited = "the process exited"
+				}
+			}
 		case TypeFail:
 			var msg *string
 			if msg, err = DecodeMessage(p); err == nil {
@@ -805,6 +837,21 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 				return connResult{err: err}
 			}
 			if err := s.sendImages(w); err != nil {
+				// The target may have refused the image files (FAIL,
+				// e.g. more than it can hold) and closed while they were
+				// being sent: its reason beats the broken pipe. The
+				// reader ends on that FAIL or on the broken connection.
+				w.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if readerDone != nil {
+					<-readerDone
+				}
+				s.mu.Lock()
+				fail := cs.fail
+				s.mu.Unlock()
+				if fail != "" {
+					s.log.Warn().Str("reason", fail).Msg("target reports the restore failed")
+					return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, fail)}
+				}
 				return connResult{err: err}
 			}
 		}
@@ -834,6 +881,15 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			}
 			return connResult{done: true}
 		case wk.readErr != nil:
+			s.mu.Lock()
+			resumed := s.resumed
+			s.mu.Unlock()
+			if !resumed && (errors.Is(wk.readErr, ErrProtocol) || errors.Is(wk.readErr, ErrOutOfRange)) {
+				// The target sent what the source cannot take: it
+				// hears why. (After RESUMED it reconnects instead.)
+				w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = w.writeFrame(TypeError, 0, message(wk.readErr.Error()))
+			}
 			return connResult{err: wk.readErr}
 		case wk.req != nil:
 			if err := s.sendPages(w, idx, buf, wk.req); err != nil {
@@ -847,7 +903,6 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 	}
 }
 
-// sendImages sends the IMAGES manifest and the files in CHUNK frames.
 // beforeImages runs ServerConfig.BeforeImages, the first time only.
 func (s *Server) beforeImages() error {
 	s.mu.Lock()
@@ -860,17 +915,25 @@ func (s *Server) beforeImages() error {
 	return f()
 }
 
-func (s *Server) sendImages(w *wire) error {
-	m := &Images{}
+// manifest lists Files and Streams, sorted by name (a name in both is
+// listed twice, which checkImages refuses).
+func (s *Server) manifest() *Images {
+	m := &Images{Files: make([]FileEntry, 0, len(s.cfg.Files)+len(s.cfg.Streams))}
 	for name, b := range s.cfg.Files {
 		m.Files = append(m.Files, FileEntry{Name: name, Size: uint64(len(b))})
 	}
-	slices.SortFunc(m.Files, func(a, b FileEntry) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		return 1
-	})
+	for name, f := range s.cfg.Streams {
+		m.Files = append(m.Files, FileEntry{Name: name, Size: f.Size()})
+	}
+	slices.SortStableFunc(m.Files, func(a, b FileEntry) int { return strings.Compare(a.Name, b.Name) })
+	return m
+}
+
+// sendImages sends the IMAGES manifest and the files in CHUNK frames. A
+// stream is read into one reused buffer, a chunk at a time; if it cannot be
+// read, the target gets an ERROR saying why.
+func (s *Server) sendImages(w *wire) error {
+	m := s.manifest()
 	if err := w.writeFrame(TypeImages, 0, m.Append(nil)); err != nil {
 		return fmt.Errorf("send IMAGES: %w", err)
 	}
@@ -885,7 +948,29 @@ func (s *Server) sendImages(w *wire) error {
 		parts, n = parts[:0], 0
 		return err
 	}
+	var sbuf []byte
 	for _, f := range m.Files {
+		if st, ok := s.cfg.Streams[f.Name]; ok {
+			if err := flush(); err != nil {
+				return fmt.Errorf("send image files: %w", err)
+			}
+			if sbuf == nil {
+				sbuf = make([]byte, ChunkSize)
+			}
+			for off := uint64(0); off < f.Size; {
+				k := min(f.Size-off, ChunkSize)
+				if err := st.ReadAt(sbuf[:k], off); err != nil {
+					err = fmt.Errorf("read image %s: %w", f.Name, err)
+					_ = w.writeFrame(TypeError, 0, message(err.Error()))
+					return err
+				}
+				if err := w.writeFrame(TypeChunk, 0, sbuf[:k]); err != nil {
+					return fmt.Errorf("send image %s: %w", f.Name, err)
+				}
+				off += k
+			}
+			continue
+		}
 		b := s.cfg.Files[f.Name]
 		for len(b) > 0 {
 			k := min(len(b), ChunkSize-n)

@@ -245,7 +245,15 @@ func TestMalformedFrameEndsConnection(t *testing.T) {
 	if err := w.writeRaw(hb); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := w.readFrame(); err == nil {
+	h, p, err := w.readFrame()
+	if err == nil {
+		// Before RESUMED the source first says why.
+		if h.Type != TypeError || !strings.Contains(string(p), "exceeds") {
+			t.Fatalf("got %s %q after an oversized frame, want ERROR naming it", h.Type, p)
+		}
+		_, _, err = w.readFrame()
+	}
+	if err == nil {
 		t.Fatal("connection still open after an oversized frame")
 	}
 	if r := wait(); !errors.Is(r.err, ErrLostBeforeResume) || !errors.Is(r.err, ErrProtocol) {
@@ -718,6 +726,29 @@ func TestRepliesConnection(t *testing.T) {
 	}
 	if r := wait(); r.err != nil || r.res.Requests < 2 || r.res.Reconnects != 0 {
 		t.Fatalf("Serve: %+v, %v; want 2 requests answered, no reconnect", r.res, r.err)
+	}
+}
+
+// TestExitedAfterResumed: a client's Exited (the process exited on the
+// target before its last lazy pages were needed) ends the session like
+// DONE, and the source gets the target's text.
+func TestExitedAfterResumed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, ReconnectTimeout: time.Hour})
+	c := dialClient(t, l.Addr().String(), ClientConfig{})
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	why := "pid 42 exited (status 0) before its last 46 pages were needed"
+	if err := c.Exited(why); err != nil {
+		t.Fatal(err)
+	}
+	r := wait()
+	if r.err != nil || !r.res.Done || r.res.Exited != why {
+		t.Fatalf("Serve: %+v, %v; want done with Exited %q", r.res, r.err, why)
 	}
 }
 

@@ -11,15 +11,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// probeNetns creates a network namespace on a throwaway OS thread. The
-// goroutine returns without UnlockOSThread, so the runtime ends the thread
-// and the namespace with it.
+// probeNetns creates a network namespace on a thread held for it, then
+// puts the thread back into lazycr's namespace (the new one goes with its
+// last reference). Only if that fails does the goroutine end locked, which
+// ends the thread — or parks it for good were it the main thread, whose
+// namespace /proc/self/ns shows (proc.SelfNs).
 func probeNetns() Result {
 	const name = "netns"
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with its netns
-		done <- os.NewSyscallError("unshare", unix.Unshare(unix.CLONE_NEWNET))
+		runtime.LockOSThread()
+		back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- os.NewSyscallError("open /proc/thread-self/ns/net", err)
+			return
+		}
+		defer unix.Close(back)
+		err = unix.Unshare(unix.CLONE_NEWNET)
+		done <- os.NewSyscallError("unshare", err)
+		if err == nil && unix.Setns(back, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	if err := <-done; err != nil {
 		return fail(name, false, fmt.Errorf("create network namespace: %w", err))

@@ -3,6 +3,7 @@ package proc
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"reflect"
@@ -338,5 +339,35 @@ func TestParseChildrenPersonality(t *testing.T) {
 	}
 	if _, err := ParsePersonality([]byte("zz\n")); !errors.Is(err, ErrMalformed) {
 		t.Error(err)
+	}
+}
+
+// capReader records the largest read asked of it.
+type capReader struct {
+	r   io.Reader
+	max int
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	c.max = max(c.max, len(p))
+	return c.r.Read(p)
+}
+
+func TestSmallReadsSmaps(t *testing.T) {
+	sample := mustRead(t, "smaps_sleep.txt")
+	want, err := ParseSmaps(bytes.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := &capReader{r: bytes.NewReader(sample)}
+	got, err := ParseSmaps(smallReads{R: cr, N: smapsReadSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.max > smapsReadSize {
+		t.Errorf("a read of %d bytes, want at most %d", cr.max, smapsReadSize)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parsed in small reads:\n%+v\nwhole:\n%+v", got, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"slices"
 	"sort"
@@ -30,7 +31,27 @@ var (
 	// pages not installed were poisoned (an access raises SIGBUS). The
 	// returned error wraps it together with the cause.
 	ErrPagesLost = errors.New("pages lost")
+	// ErrExited: every process the handler served exited on its own
+	// before all its lazy pages were installed; nobody needs the rest.
+	// Run's error is then an *ExitedError.
+	ErrExited = errors.New("every served process exited before its last lazy pages were needed")
 )
+
+// ExitedError is Run's answer when every served process exited (none was
+// killed by the handler) before every lazy page was installed: the
+// migration is over, not failed. Unneeded is how many lazy pages were never
+// installed in any process.
+type ExitedError struct {
+	PID      int // the restored (root) process
+	Unneeded uint64
+}
+
+func (e *ExitedError) Error() string {
+	return fmt.Sprintf("serve lazy pages: pid %d exited with %d lazy pages never needed: %v", e.PID, e.Unneeded, ErrExited)
+}
+
+// Unwrap makes errors.Is(err, ErrExited) true.
+func (e *ExitedError) Unwrap() error { return ErrExited }
 
 // HandlerConfig configures a Handler.
 type HandlerConfig struct {
@@ -54,6 +75,12 @@ type HandlerConfig struct {
 	// handler adopts (e.g. to hand a reference to a keeper); an error is
 	// logged.
 	OnFork func(uffd int) error
+	// OnChildPID, if set, is called once the pid (thread-group id) of a
+	// forked child adopted through OnFork is known, with the uffd OnFork
+	// got: the child can then be watched and killed by pid even after its
+	// parent exited (it is no longer found among the parent's children
+	// then). An error is logged.
+	OnChildPID func(uffd, pid int) error
 	// Space keys the process's lazy pages towards Source (see SpaceAddr);
 	// 0 for a single process.
 	Space int
@@ -107,6 +134,12 @@ type Handler struct {
 	retries  []retryOp
 	primary  *member
 	lostGone uint64 // pages the primary still needed when it went away
+	// everyone is every member served so far, removed ones included (for
+	// the pages no process ever needed); killed is set once the handler
+	// signalled one or poisoned its pages (a gone member then may not have
+	// ended on its own).
+	everyone []*member
+	killed   bool
 	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
 	arrGot   []bool // page arrBase+k got installed in some member
 
@@ -331,6 +364,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		}
 	}
 	h.members, h.primary = members, members[0]
+	h.everyone = slices.Clone(members)
 	h.trace = Trace{Start: h.start, PID: cfg.PID}
 	return h, nil
 }
@@ -587,9 +621,18 @@ func (h *Handler) loop(ctx context.Context) error {
 		armed bool // a token is on h.arm or held by forward
 	)
 	for {
-		if len(h.members) == 0 || h.complete() {
-			if h.lostGone > 0 {
+		if len(h.members) > 0 && h.complete() {
+			return nil // every process still there has all its pages
+		}
+		if len(h.members) == 0 {
+			// Every process is gone. One the handler killed lost pages;
+			// otherwise they exited on their own and the pages left are
+			// needed by nobody: the migration is over.
+			if h.killed && h.lostGone > 0 {
 				return fmt.Errorf("serve lazy pages: pid %d gone with %d pages not installed: %w", h.cfg.PID, h.lostGone, ErrGone)
+			}
+			if n := h.unneeded(); n > 0 && !h.killed {
+				return &ExitedError{PID: h.cfg.PID, Unneeded: n}
 			}
 			return nil
 		}
@@ -636,6 +679,7 @@ func (h *Handler) loop(ctx context.Context) error {
 			armed = false
 		default:
 		}
+		h.resolveChildren()
 		members := slices.Clone(h.members)
 		for k, m := range watched {
 			if m.gone || pfds[1+len(members)+k].Revents == 0 {
@@ -834,9 +878,8 @@ func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
 
 func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 	if m.pid == 0 && pf.TID > 0 {
-		// A thread of the child: kill(2) of a thread id signals its whole
-		// thread group, which is what the SIGBUS fallback needs.
-		m.pid = pf.TID
+		// A thread of the child: its thread group is the child.
+		h.learnPID(m, tgidOf(pf.TID))
 	}
 	addr := pf.Addr &^ (PageSize - 1)
 	p := &pending{rec: FaultRecord{Addr: addr, PID: m.pid, TID: pf.TID, Read: now}}
@@ -1358,6 +1401,7 @@ func (h *Handler) fork(m *member, ufd int) error {
 	}
 	c.fd = fd
 	h.members = append(h.members, c)
+	h.everyone = append(h.everyone, c)
 	if h.cfg.OnFork != nil {
 		if err := h.cfg.OnFork(fd.Fd()); err != nil {
 			h.log.Warn().Err(err).Int("parent", m.pid).Msg("hand the forked child's uffd over")
@@ -1371,6 +1415,78 @@ func (h *Handler) fork(m *member, ufd int) error {
 	}
 	h.log.Debug().Int("pid", m.pid).Int("uffd", fd.Fd()).Uint64("needed", c.needed).Msg("process forked: serving the child's uffd")
 	return nil
+}
+
+// tgidOf is the thread-group id of thread tid (the Tgid line of
+// /proc/TID/status, proc(5)); tid itself if that cannot be read (kill(2) of
+// a thread id still signals its whole thread group).
+func tgidOf(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
+				return pid
+			}
+		}
+	}
+	return tid
+}
+
+// learnPID records pid as forked child m's pid: its exit is then noticed
+// through a pidfd, and OnChildPID is told.
+func (h *Handler) learnPID(m *member, pid int) {
+	if m.pid != 0 || pid <= 0 {
+		return
+	}
+	m.pid = pid
+	if m.pidfd < 0 {
+		if pfd, err := unix.PidfdOpen(pid, 0); err == nil {
+			m.pidfd = pfd
+		}
+	}
+	h.log.Debug().Int("pid", pid).Int("parent", m.parent).Msg("forked child's pid learnt")
+	if h.cfg.OnChildPID != nil {
+		if err := h.cfg.OnChildPID(m.fd.Fd(), pid); err != nil {
+			h.log.Warn().Err(err).Int("pid", pid).Msg("hand the forked child's pid over")
+		}
+	}
+}
+
+// resolveChildren looks up the pid of forked children whose pid is not
+// known yet, while their parent still has them as children (once it
+// exited they are re-parented and no longer found there): a child is
+// named when it is its parent's only live child not accounted for and the
+// only member of that parent without a pid (the FORK event comes before
+// the child has a pid, see dup_mmap in the kernel).
+func (h *Handler) resolveChildren() {
+	if !slices.ContainsFunc(h.members, func(m *member) bool { return m.pid == 0 && m.parent > 0 }) {
+		return // the usual case: nothing to look up, nothing allocated
+	}
+	unknown := map[int]int{} // parent → members without a pid
+	for _, m := range h.members {
+		if m.pid == 0 && m.parent > 0 {
+			unknown[m.parent]++
+		}
+	}
+	for _, m := range slices.Clone(h.members) {
+		if m.pid != 0 || m.parent <= 0 || unknown[m.parent] != 1 {
+			continue
+		}
+		var live []int
+		for _, c := range h.unknownChildren(m.parent) {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c)); err == nil {
+				if i := bytes.LastIndexByte(st, ')'); i > 0 && i+2 < len(st) && st[i+2] != 'Z' && st[i+2] != 'X' {
+					live = append(live, c)
+				}
+			}
+		}
+		if len(live) == 1 {
+			h.learnPID(m, live[0])
+		}
+	}
 }
 
 func (m *member) closePidfd() {
@@ -1434,7 +1550,7 @@ func (h *Handler) runRetries() error {
 // finish poisons what is left when cause is not nil, and closes the uffds.
 func (h *Handler) finish(cause error) error {
 	var lost uint64
-	if cause != nil && !errors.Is(cause, ErrGone) {
+	if cause != nil && !errors.Is(cause, ErrGone) && !errors.Is(cause, ErrExited) {
 		lost = h.poisonAll()
 	}
 	if h.cfg.BeforeClose != nil {
@@ -1450,10 +1566,23 @@ func (h *Handler) finish(cause error) error {
 	if cause == nil {
 		return nil
 	}
-	if errors.Is(cause, ErrGone) {
+	if errors.Is(cause, ErrGone) || errors.Is(cause, ErrExited) {
 		return cause
 	}
 	return fmt.Errorf("serve lazy pages of pid %d: %d lazy %w: %w", h.cfg.PID, lost, ErrPagesLost, cause)
+}
+
+// unneeded counts the lazy pages installed in no member ever served.
+func (h *Handler) unneeded() uint64 {
+	var got uint64
+	for w := range h.acked {
+		var word uint64
+		for _, m := range h.everyone {
+			word |= m.installed[w]
+		}
+		got += uint64(bits.OnesCount64(word))
+	}
+	return h.total - min(got, h.total)
 }
 
 // poisonAll poisons every page some member still needs and returns how
@@ -1506,6 +1635,9 @@ func (h *Handler) poisonMember(m *member) uint64 {
 			h.log.Error().Int("pid", m.pid).Uint64("pages", m.needed).Msg("cannot poison lost pages: killing the process with SIGBUS")
 			h.killChild(m, unix.SIGBUS)
 		}
+		if poisoned > 0 {
+			h.killed = true // its end is the handler's doing, not its own
+		}
 		h.mu.Lock()
 		h.stats.Poisoned += poisoned
 		h.mu.Unlock()
@@ -1537,6 +1669,7 @@ func (h *Handler) killChild(m *member, sig unix.Signal) {
 		h.log.Error().Int("parent", m.parent).Msg("forked child with lost pages not found: it may read zeros")
 		return
 	}
+	h.killed = true
 	for _, pid := range pids {
 		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 			h.log.Error().Err(err).Int("pid", pid).Stringer("signal", sig).Msg("kill a process with lost pages")

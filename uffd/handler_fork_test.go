@@ -106,11 +106,51 @@ func TestHandlerForkAdoptFails(t *testing.T) {
 		t.Errorf("workload ended with %v (exit status %d), want exit 13 (child killed by a signal; 20 = child read zeros)", ws, ws.ExitStatus())
 	}
 	t.Logf("Run = %v", runErr)
+	if errors.Is(runErr, ErrExited) {
+		t.Errorf("Run = %v: a child poisoned by the handler did not end on its own", runErr)
+	}
+}
+
+// quitProg reads lazy pages 0..3 and exits with status 5: the other 60
+// are never needed.
+const quitProg = `
+#include <stdint.h>
+#define BASE 0x200000000UL
+#define PS 4096
+int main(void) {
+	for (int k = 0; k < 4; k++) {
+		volatile unsigned char *p = (unsigned char *)(BASE + (unsigned long)k * PS);
+		if (*(volatile uint64_t *)p != (uint64_t)(unsigned long)p || p[100] != (unsigned char)(k + 1))
+			return 10;
+	}
+	return 5;
+}
+`
+
+// TestHandlerProcessExits: the process exits with most of its lazy pages
+// never needed. Run returns an *ExitedError (ErrExited) counting them: a
+// finished migration, not a failure.
+func TestHandlerProcessExits(t *testing.T) {
+	ws, runErr, _, _ := runProg(t, quitProg)
+	if !ws.Exited() || ws.ExitStatus() != 5 {
+		t.Errorf("workload ended with %v (exit status %d), want 5", ws, ws.ExitStatus())
+	}
+	var ex *ExitedError
+	if !errors.As(runErr, &ex) || !errors.Is(runErr, ErrExited) || ex.Unneeded != 60 {
+		t.Fatalf("Run = %v, want an ExitedError with 60 pages never needed", runErr)
+	}
 }
 
 // runForker runs forkProg served by a Handler until the workload exits and
 // Run returns.
 func runForker(t *testing.T) (unix.WaitStatus, error, *Handler, *fakeSource) {
+	t.Helper()
+	return runProg(t, forkProg)
+}
+
+// runProg runs the C program prog on 64 lazy pages at 0x200000000 served
+// by a Handler until the workload exits and Run returns.
+func runProg(t *testing.T, prog string) (unix.WaitStatus, error, *Handler, *fakeSource) {
 	t.Helper()
 	needRoot(t)
 	gcc, err := exec.LookPath("gcc")
@@ -120,7 +160,7 @@ func runForker(t *testing.T) (unix.WaitStatus, error, *Handler, *fakeSource) {
 	const base, pages = 0x200000000, 64
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "forker")
-	if err := os.WriteFile(bin+".c", []byte(forkProg), 0o644); err != nil {
+	if err := os.WriteFile(bin+".c", []byte(prog), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(gcc, "-O2", "-static", "-o", bin, bin+".c").CombinedOutput(); err != nil {

@@ -283,6 +283,9 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions, rec *statsReco
 	if err != nil {
 		return err
 	}
+	if res.Served.Exited != "" {
+		fmt.Fprintf(g.stdout, "the migrated process exited on the target (%s); the original pid %d was killed\n", res.Served.Exited, o.pid)
+	}
 	fmt.Fprintf(g.stdout, "migrated pid %d: %d pages on request, %d pushed, %s in %s\n", o.pid,
 		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))
 	return nil
@@ -360,6 +363,9 @@ func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions, rec *statsRecorder
 	}
 	if err != nil {
 		return err
+	}
+	if res.Served.Exited != "" {
+		fmt.Fprintf(g.stdout, "the migrated process exited on the target (%s); the original pid %d was killed\n", res.Served.Exited, o.pid)
 	}
 	fmt.Fprintf(g.stdout, "migrated pid %d (adopted): %d pages on request, %d pushed, %s in %s\n", o.pid,
 		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))

@@ -62,6 +62,12 @@ if one is taken restore fails and names it. --new-pid accepts new ones;
 With --new-pid a program that cached its pid or TIDs (glibc's cached TID in
 struct pthread, Node's process.pid, a pid file) still sees the old ones:
 only what asks the kernel again (getpid(2), /proc/self) sees the new pid.
+Some runtimes fail on that: Python's asyncio ties its running loop to the
+pid (a fork guard), so an asyncio program dies with "bound to a different
+event loop" after a --new-pid restore. Such a program keeps its pid if it
+runs as the init of its own PID namespace (start it with "unshare --pid
+--fork", dump it, restore with --pidns), also for a lazy migration on one
+host.
 Errors name both: "pid OLD (pid NEW on this host)".
 
 Files the process had open must be where they were; a file it mapped must be
@@ -388,6 +394,9 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	opts.KeeperCommand, opts.KeeperStderr = []string{exe, "restore"}, g.stderr
 	res, err := migrate.Target(ctx, opts)
 	o.rec.target(res)
+	if err == nil && res.Exited != "" {
+		fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+	}
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
 	}
