@@ -808,6 +808,44 @@ func (s *Server) pushBatch(cs *connState, idx *lazyIndex) *queuedRequest {
 	return &queuedRequest{addr: idx.runs[i].Addr + (g-idx.first[i])*PageSize, npages: n}
 }
 
+// sendFailed decides what a failed send of pages means. A target that
+// ends the session (ABORT after a double Ctrl-C, DONE, EXITED, FAIL) and
+// closes with pushed pages still unread in its socket resets the
+// connection (tcp(7): a close with unread data sends RST), so the send
+// may fail before the reader took the frame that says why, though it
+// arrived first and is still readable: let the reader finish (bounded),
+// then the target's word wins over the broken connection.
+func (s *Server) sendFailed(w *wire, cs *connState, readerDone <-chan struct{}, err error) connResult {
+	s.mu.Lock()
+	said := cs.abort != "" || cs.fail != "" || cs.done
+	s.mu.Unlock()
+	if !said && readerDone != nil {
+		w.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		select {
+		case <-readerDone:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	s.mu.Lock()
+	abort, fail, done := cs.abort, cs.fail, cs.done
+	if done {
+		s.res.Done = true
+		s.res.DoneAt = time.Now()
+	}
+	s.mu.Unlock()
+	switch {
+	case abort != "":
+		s.log.Warn().Str("reason", abort).Msg("target aborted: it killed its copy of the process")
+		return connResult{err: fmt.Errorf("%w: %s", ErrTargetAborted, abort)}
+	case fail != "":
+		s.log.Warn().Str("reason", fail).Msg("target reports the restore failed")
+		return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, fail)}
+	case done:
+		return connResult{done: true}
+	}
+	return connResult{err: err}
+}
+
 // writeLoop sends what next picks, waiting for the reader when idle.
 func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *lazyIndex, readerDone <-chan struct{}) connResult {
 	buf := make([]byte, MaxFramePages*PageSize)
@@ -893,11 +931,11 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			return connResult{err: wk.readErr}
 		case wk.req != nil:
 			if err := s.sendPages(w, idx, buf, wk.req); err != nil {
-				return connResult{err: err}
+				return s.sendFailed(w, cs, readerDone, err)
 			}
 		case wk.push != nil:
 			if err := s.sendPages(w, idx, buf, wk.push); err != nil {
-				return connResult{err: err}
+				return s.sendFailed(w, cs, readerDone, err)
 			}
 		}
 	}
