@@ -202,25 +202,13 @@ func (r *restorer) takeLockedFile(f *pb.Fd) (fd uintptr, ok bool, err error) {
 	}) {
 		return 0, false, nil
 	}
-	if here, err := BootID(); err != nil || r.bootID == "" || here != r.bootID {
-		return 0, false, nil
-	}
 	pid := int(r.imagePid)
-	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
-		return 0, false, nil
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return 0, false, nil
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, int(f.Fd), 0)
-	if err != nil {
+	local, st, ok := r.fdOfFrozenOriginal(f.Fd)
+	if !ok {
 		return 0, false, nil
 	}
 	defer unix.Close(local)
-	var st unix.Stat_t
-	if err := unix.Fstat(local, &st); err != nil || st.Ino != id.Inode || st.Dev != id.Dev {
+	if st.Ino != id.Inode || st.Dev != id.Dev {
 		return 0, false, nil
 	}
 	if fd, err = r.receive(local, f.Fd); err != nil {

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
-	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,25 +42,13 @@ func (r *restorer) takeUnix(f *pb.Fd, name []byte) (fd uintptr, ok bool, err err
 	if !r.handOver {
 		return 0, false, nil
 	}
-	if here, err := BootID(); err != nil || r.bootID == "" || here != r.bootID {
-		return 0, false, nil
-	}
 	pid := int(r.imagePid)
-	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
-		return 0, false, nil
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return 0, false, nil
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, int(f.Fd), 0)
-	if err != nil {
+	local, st, ok := r.fdOfFrozenOriginal(f.Fd)
+	if !ok {
 		return 0, false, nil
 	}
 	defer unix.Close(local)
-	var st unix.Stat_t
-	if err := unix.Fstat(local, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
 		return 0, false, nil
 	}
 	if err := sameNetns(local, r.pid); err != nil && (len(name) == 0 || name[0] == 0) {
