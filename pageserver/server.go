@@ -500,7 +500,9 @@ func (cs *connState) notify() {
 func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyIndex, attach <-chan *wire) connResult {
 	w := p.w
 	defer w.conn.Close()
+	afterDone := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(afterDone)
 		// Stopped (interrupted) before the process resumed: the target
 		// hears why rather than a reset connection.
 		s.mu.Lock()
@@ -512,7 +514,13 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 		}
 		w.conn.Close()
 	})
-	defer stop()
+	// The hook runs on a goroutine of its own: the close deferred above
+	// must not overtake its ERROR (the target then read a bare EOF).
+	defer func() {
+		if !stop() {
+			<-afterDone
+		}
+	}()
 	end := make(chan struct{})
 	repliesDone := make(chan struct{})
 	defer func() {
