@@ -50,11 +50,11 @@ func TestServeStreams(t *testing.T) {
 			t.Errorf("%s: %q, want %q", name, got[name], b)
 		}
 	}
+	c.Fail("done with the test")
+	wait() // the server is done with the stream: its count is final
 	if want := (len(big) + ChunkSize - 1) / ChunkSize; st.reads != want {
 		t.Errorf("stream read %d times, want %d (a chunk at a time)", st.reads, want)
 	}
-	c.Fail("done with the test")
-	wait()
 
 	_, l, wait = startServer(t, ServerConfig{Files: files, Streams: map[string]FileStream{"pages-42.img": &bytesStream{b: big, failAt: ChunkSize + 5}}, Lazy: lazy, Memory: mem})
 	c = dialClient(t, l.Addr().String(), ClientConfig{})
