@@ -91,9 +91,45 @@ func (p *Process) Syscall(tid int, nr uintptr, args ...uintptr) (uintptr, error)
 	return ret, err
 }
 
-// inject runs one syscall on th; at its syscall-exit stop th gets back its
-// saved registers, with any syscall restart applied.
+// maxRestarts bounds the runs of one injected syscall that came back with a
+// restart code.
+const maxRestarts = 16
+
+// isRestartCode tells an injected syscall's error that is a kernel-internal
+// restart code, never seen in user space.
+func isRestartCode(err error) bool {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlk:
+		return true
+	}
+	return false
+}
+
+// inject runs one syscall on th (injectOnce). A signal that arrives while
+// it runs can make it return a kernel-internal restart code (fork's
+// -ERESTARTNOINTR when a signal is pending: copy_process in kernel/fork.c)
+// that the kernel turns into a restart on the way back to user space.
+// Injected, the code reaches us at the syscall-exit stop; the signal is
+// taken (and kept for Release) on the next resume, so running the call
+// again is what the kernel would have done. Bounded, for a signal that
+// keeps coming.
 func (p *Process) inject(th *thread, nr uintptr, args ...uintptr) (uintptr, error) {
+	for try := 0; ; try++ {
+		ret, err := p.injectOnce(th, nr, args...)
+		if try < maxRestarts && isRestartCode(err) {
+			continue
+		}
+		return ret, err
+	}
+}
+
+// injectOnce runs one syscall on th; at its syscall-exit stop th gets back
+// its saved registers, with any syscall restart applied.
+func (p *Process) injectOnce(th *thread, nr uintptr, args ...uintptr) (uintptr, error) {
 	name := syscallName(nr)
 	if len(args) > 6 {
 		return 0, fmt.Errorf("pid %d tid %d: inject %s: %d arguments, at most 6", p.Pid, th.tid, name, len(args))
