@@ -120,10 +120,15 @@ func TestQA2SocketsPlain(t *testing.T) {
 
 // TestQA2SocketsLeaveRunning: two --leave-running dumps back to back leave
 // the sockets untouched for the running process; the second image, restored
-// after the original is killed, passes every check too.
+// after the original is killed, passes every check too. Unix sockets only:
+// the original, killed by the test rather than by the dump (which closes
+// TCP sockets in repair mode, silently), leaves orphan TCP sockets still
+// exchanging FINs on the very 4-tuples the restore rebuilds, and a late
+// one resets the rebuilt connection (a CI failure: "write: Broken pipe").
+// TestQA2SocketsPlain and TestTCPHalfClosedLeaveRunning cover TCP.
 func TestQA2SocketsLeaveRunning(t *testing.T) {
 	t.Parallel()
-	s := startQA2Sock(t, lazyEnv{}, "unix", "tcp")
+	s := startQA2Sock(t, lazyEnv{}, "unix")
 	dumpLeaveRunning(t, s.pid)
 	requireProgress(t, s.proc, "main")
 	set := dumpLeaveRunning(t, s.pid)
