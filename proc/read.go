@@ -56,7 +56,24 @@ func newLineReader(r io.Reader, file string, maxLine, maxLines int) *lineReader 
 		initial = maxLine
 	}
 	sc.Buffer(make([]byte, 0, initial), maxLine)
+	sc.Split(scanLF)
 	return &lineReader{sc: sc, file: file, maxLines: maxLines}
+}
+
+// scanLF is bufio.ScanLines without dropping a '\r' before the newline:
+// /proc writes none, but a path may end in one (a file name can hold any
+// byte but '/' and NUL), and it is part of the name.
+func scanLF(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	if atEOF && len(data) == 0 {
+		return 0, nil, nil
+	}
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 // next returns the next line without its newline; the slice is valid until
