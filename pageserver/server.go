@@ -843,15 +843,25 @@ func (s *Server) sendFailed(w *wire, cs *connState, readerDone <-chan struct{}, 
 	s.mu.Unlock()
 	switch {
 	case abort != "":
-		s.log.Warn().Str("reason", abort).Msg("target aborted: it killed its copy of the process")
-		return connResult{err: fmt.Errorf("%w: %s", ErrTargetAborted, abort)}
+		return s.targetAborted(abort)
 	case fail != "":
-		s.log.Warn().Str("reason", fail).Msg("target reports the restore failed")
-		return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, fail)}
+		return s.restoreFailed(fail)
 	case done:
 		return connResult{done: true}
 	}
 	return connResult{err: err}
+}
+
+// targetAborted ends a connection on the target's ABORT.
+func (s *Server) targetAborted(reason string) connResult {
+	s.log.Warn().Str("reason", reason).Msg("target aborted: it killed its copy of the process")
+	return connResult{err: fmt.Errorf("%w: %s", ErrTargetAborted, reason)}
+}
+
+// restoreFailed ends a connection on the target's FAIL.
+func (s *Server) restoreFailed(reason string) connResult {
+	s.log.Warn().Str("reason", reason).Msg("target reports the restore failed")
+	return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, reason)}
 }
 
 // writeLoop sends what next picks, waiting for the reader when idle.
@@ -895,8 +905,7 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 				fail := cs.fail
 				s.mu.Unlock()
 				if fail != "" {
-					s.log.Warn().Str("reason", fail).Msg("target reports the restore failed")
-					return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, fail)}
+					return s.restoreFailed(fail)
 				}
 				return connResult{err: err}
 			}
@@ -911,11 +920,9 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 		}
 		switch {
 		case wk.abort != "":
-			s.log.Warn().Str("reason", wk.abort).Msg("target aborted: it killed its copy of the process")
-			return connResult{err: fmt.Errorf("%w: %s", ErrTargetAborted, wk.abort)}
+			return s.targetAborted(wk.abort)
 		case wk.fail != "":
-			s.log.Warn().Str("reason", wk.fail).Msg("target reports the restore failed")
-			return connResult{err: fmt.Errorf("%w: %s", ErrRestoreFailed, wk.fail)}
+			return s.restoreFailed(wk.fail)
 		case wk.done:
 			s.mu.Lock()
 			s.res.Done = true
