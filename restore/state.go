@@ -72,6 +72,11 @@ func (r *Process) restoreState() error {
 	if err := procattr.Restore(builderCaller{b}, p); err != nil {
 		return err
 	}
+	// CPU affinity, scheduling policy, I/O priority, timer slack: set from
+	// lazycr on the main thread, before the threads, which inherit them.
+	if err := procattr.RestoreSched(b.pid, p); err != nil {
+		return err
+	}
 	if p.OomScoreAdj != 0 {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
 			r.opts.Log.Warn().Err(err).Int32("oom_score_adj", p.OomScoreAdj).Msg("set oom_score_adj")
