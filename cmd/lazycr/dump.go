@@ -309,6 +309,7 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 		if h, err := os.Hostname(); err == nil && h != "" {
 			host = h
 		}
+		host = advertisedHost(host, lookupHost, net.InterfaceAddrs)
 	}
 	port := strconv.Itoa(o.port)
 	if ta, ok := addr.(*net.TCPAddr); ok {
@@ -325,6 +326,51 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 		cmd += " --tls-cert CERT --tls-key KEY --tls-ca CA"
 	}
 	return cmd
+}
+
+// lookupHost resolves a name for advertisedHost, not waiting long for a
+// resolver: /etc/hosts answers at once.
+func lookupHost(name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	return net.DefaultResolver.LookupHost(ctx, name)
+}
+
+// advertisedHost is the host the printed restore command names for a
+// source listening on every address: the host name, unless it resolves
+// only to loopback addresses (many images map it to 127.0.0.1 or
+// 127.0.1.1 in /etc/hosts) or not at all, since the target would then dial
+// itself; then the first global unicast address of this network
+// namespace's interfaces (IPv4 first), if there is one.
+func advertisedHost(name string, lookup func(string) ([]string, error), addrs func() ([]net.Addr, error)) string {
+	if ips, err := lookup(name); err == nil {
+		for _, s := range ips {
+			if ip := net.ParseIP(s); ip != nil && !ip.IsLoopback() {
+				return name
+			}
+		}
+	}
+	as, err := addrs()
+	if err != nil {
+		return name
+	}
+	var v6 string
+	for _, a := range as {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP.String()
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	if v6 != "" {
+		return v6
+	}
+	return name
 }
 
 func adoptDirFlag(dir string) string {

@@ -945,7 +945,11 @@ type Process struct {
 	// in " (deleted)"): restore makes a directory like it, makes it the
 	// root and removes it again; when cwd is the same removed directory it
 	// is entered first (cwd_deleted) and made the root from inside.
-	RootDeleted   *DeletedDir `protobuf:"bytes,40,opt,name=root_deleted,json=rootDeleted,proto3" json:"root_deleted,omitempty"`
+	RootDeleted *DeletedDir `protobuf:"bytes,40,opt,name=root_deleted,json=rootDeleted,proto3" json:"root_deleted,omitempty"`
+	// The main thread's scheduling attributes, which the restored threads
+	// inherit as its clones; unset in images made before they were recorded
+	// (restore then leaves lazycr's).
+	Sched         *Sched `protobuf:"bytes,50,opt,name=sched,proto3" json:"sched,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1222,98 @@ func (x *Process) GetRootDeleted() *DeletedDir {
 	return nil
 }
 
+func (x *Process) GetSched() *Sched {
+	if x != nil {
+		return x.Sched
+	}
+	return nil
+}
+
+// Scheduling attributes of a thread: sched_setaffinity(2),
+// sched_setscheduler(2), ioprio_set(2), prctl(2) PR_SET_TIMERSLACK.
+type Sched struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The CPU affinity mask as sched_getaffinity(2) gives it, CPU n at bit
+	// n%64 of word n/64.
+	Cpus []uint64 `protobuf:"varint,1,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
+	// The policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5), with
+	// SCHED_RESET_ON_FORK (0x40000000) when set, and the real-time priority.
+	Policy   uint32 `protobuf:"varint,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	Priority uint32 `protobuf:"varint,3,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The I/O priority, ioprio_get(2) IOPRIO_WHO_PROCESS of the thread:
+	// class << 13 | level; 0 when none was set.
+	Ioprio uint32 `protobuf:"varint,4,opt,name=ioprio,proto3" json:"ioprio,omitempty"`
+	// The timer slack in nanoseconds (PR_GET_TIMERSLACK).
+	TimerSlackNs  uint64 `protobuf:"varint,5,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sched) Reset() {
+	*x = Sched{}
+	mi := &file_image_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sched) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sched) ProtoMessage() {}
+
+func (x *Sched) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sched.ProtoReflect.Descriptor instead.
+func (*Sched) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Sched) GetCpus() []uint64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
+}
+
+func (x *Sched) GetPolicy() uint32 {
+	if x != nil {
+		return x.Policy
+	}
+	return 0
+}
+
+func (x *Sched) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Sched) GetIoprio() uint32 {
+	if x != nil {
+		return x.Ioprio
+	}
+	return 0
+}
+
+func (x *Sched) GetTimerSlackNs() uint64 {
+	if x != nil {
+		return x.TimerSlackNs
+	}
+	return 0
+}
+
 // DeletedDir is what is left to see of a removed directory a process is
 // still in: its mode and owner (fstat on ".").
 type DeletedDir struct {
@@ -1231,7 +1327,7 @@ type DeletedDir struct {
 
 func (x *DeletedDir) Reset() {
 	*x = DeletedDir{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1339,7 @@ func (x *DeletedDir) String() string {
 func (*DeletedDir) ProtoMessage() {}
 
 func (x *DeletedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1352,7 @@ func (x *DeletedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
 func (*DeletedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeletedDir) GetMode() uint32 {
@@ -1304,7 +1400,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1412,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1425,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -1434,7 +1530,7 @@ type SeccompFilter struct {
 
 func (x *SeccompFilter) Reset() {
 	*x = SeccompFilter{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1542,7 @@ func (x *SeccompFilter) String() string {
 func (*SeccompFilter) ProtoMessage() {}
 
 func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1555,7 @@ func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeccompFilter.ProtoReflect.Descriptor instead.
 func (*SeccompFilter) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SeccompFilter) GetProgram() []byte {
@@ -1512,7 +1608,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1620,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1633,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1740,7 +1836,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1848,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1861,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1800,7 +1896,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1908,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1921,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1861,7 +1957,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +1969,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +1982,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1927,7 +2023,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2035,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2048,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1986,7 +2082,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2094,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2107,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -2089,7 +2185,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2197,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2210,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -2159,7 +2255,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2267,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2280,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2233,7 +2329,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2341,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2354,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2299,7 +2395,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2407,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2420,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2417,7 +2513,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2525,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2538,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -2526,7 +2622,7 @@ type TimeOffsets struct {
 
 func (x *TimeOffsets) Reset() {
 	*x = TimeOffsets{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2634,7 @@ func (x *TimeOffsets) String() string {
 func (*TimeOffsets) ProtoMessage() {}
 
 func (x *TimeOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2647,7 @@ func (x *TimeOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeOffsets.ProtoReflect.Descriptor instead.
 func (*TimeOffsets) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TimeOffsets) GetMonotonicNs() int64 {
@@ -2584,7 +2680,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2692,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2705,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -2674,7 +2770,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2782,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2795,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -2742,7 +2838,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2850,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2863,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2862,7 +2958,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +2970,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +2983,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FileID) GetPath() string {
@@ -2944,7 +3040,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2956,7 +3052,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2969,7 +3065,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -3061,7 +3157,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3169,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3182,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -3135,7 +3231,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3147,7 +3243,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3160,7 +3256,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -3230,7 +3326,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3242,7 +3338,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3255,7 +3351,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3520,7 +3616,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3628,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3641,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3590,7 +3686,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3602,7 +3698,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3615,7 +3711,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -3650,7 +3746,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3758,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3771,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3724,7 +3820,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3736,7 +3832,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3749,7 +3845,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3821,7 +3917,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +3929,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +3942,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3887,7 +3983,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3899,7 +3995,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3912,7 +4008,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3944,7 +4040,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3956,7 +4052,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3969,7 +4065,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -4009,7 +4105,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4117,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4130,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -4061,7 +4157,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4073,7 +4169,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4086,7 +4182,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -4140,7 +4236,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4152,7 +4248,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4165,7 +4261,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -4239,7 +4335,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4251,7 +4347,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4264,7 +4360,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UnixSocket) GetInode() uint64 {
@@ -4433,7 +4529,7 @@ type UnixCred struct {
 
 func (x *UnixCred) Reset() {
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +4541,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +4554,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -4497,7 +4593,7 @@ type UnixPath struct {
 
 func (x *UnixPath) Reset() {
 	*x = UnixPath{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4509,7 +4605,7 @@ func (x *UnixPath) String() string {
 func (*UnixPath) ProtoMessage() {}
 
 func (x *UnixPath) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4522,7 +4618,7 @@ func (x *UnixPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
 func (*UnixPath) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UnixPath) GetDev() uint64 {
@@ -4574,7 +4670,7 @@ type UnixExternalPeer struct {
 
 func (x *UnixExternalPeer) Reset() {
 	*x = UnixExternalPeer{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4682,7 @@ func (x *UnixExternalPeer) String() string {
 func (*UnixExternalPeer) ProtoMessage() {}
 
 func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4695,7 @@ func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
 func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UnixExternalPeer) GetName() []byte {
@@ -4649,7 +4745,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4661,7 +4757,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4674,7 +4770,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4810,7 +4906,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4822,7 +4918,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4835,7 +4931,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -5020,7 +5116,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5032,7 +5128,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5045,7 +5141,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -5120,7 +5216,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5228,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5241,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -5321,7 +5417,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5333,7 +5429,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5346,7 +5442,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -5386,7 +5482,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5398,7 +5494,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5411,7 +5507,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MemFd) GetName() string {
@@ -5473,7 +5569,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5485,7 +5581,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5498,7 +5594,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{51}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5553,7 +5649,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5565,7 +5661,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5578,7 +5674,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{52}
+	return file_image_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5599,7 +5695,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5611,7 +5707,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5624,7 +5720,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{53}
+	return file_image_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5679,7 +5775,7 @@ type Tty struct {
 
 func (x *Tty) Reset() {
 	*x = Tty{}
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5691,7 +5787,7 @@ func (x *Tty) String() string {
 func (*Tty) ProtoMessage() {}
 
 func (x *Tty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5704,7 +5800,7 @@ func (x *Tty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tty.ProtoReflect.Descriptor instead.
 func (*Tty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{54}
+	return file_image_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Tty) GetFile() *FileID {
@@ -5808,7 +5904,7 @@ type Termios struct {
 
 func (x *Termios) Reset() {
 	*x = Termios{}
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5820,7 +5916,7 @@ func (x *Termios) String() string {
 func (*Termios) ProtoMessage() {}
 
 func (x *Termios) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5833,7 +5929,7 @@ func (x *Termios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Termios.ProtoReflect.Descriptor instead.
 func (*Termios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{55}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Termios) GetIflag() uint32 {
@@ -5905,7 +6001,7 @@ type Winsize struct {
 
 func (x *Winsize) Reset() {
 	*x = Winsize{}
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5917,7 +6013,7 @@ func (x *Winsize) String() string {
 func (*Winsize) ProtoMessage() {}
 
 func (x *Winsize) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5930,7 +6026,7 @@ func (x *Winsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
 func (*Winsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{56}
+	return file_image_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Winsize) GetRows() uint32 {
@@ -5978,7 +6074,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[57]
+	mi := &file_image_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5990,7 +6086,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[57]
+	mi := &file_image_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6003,7 +6099,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{57}
+	return file_image_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -6106,7 +6202,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xcc\t\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xfa\t\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6150,8 +6246,15 @@ const file_image_proto_rawDesc = "" +
 	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
 	"\vstop_signal\x18! \x01(\rR\n" +
 	"stopSignal\x12>\n" +
-	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeletedB\a\n" +
-	"\x05_nice\"D\n" +
+	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeleted\x12,\n" +
+	"\x05sched\x182 \x01(\v2\x16.lazycr.image.v1.SchedR\x05schedB\a\n" +
+	"\x05_nice\"\x8d\x01\n" +
+	"\x05Sched\x12\x12\n" +
+	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\rR\x06policy\x12\x1a\n" +
+	"\bpriority\x18\x03 \x01(\rR\bpriority\x12\x16\n" +
+	"\x06ioprio\x18\x04 \x01(\rR\x06ioprio\x12$\n" +
+	"\x0etimer_slack_ns\x18\x05 \x01(\x04R\ftimerSlackNs\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -6651,7 +6754,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
@@ -6665,56 +6768,57 @@ var file_image_proto_goTypes = []any{
 	(*SharedFile)(nil),       // 9: lazycr.image.v1.SharedFile
 	(*TreePipe)(nil),         // 10: lazycr.image.v1.TreePipe
 	(*Process)(nil),          // 11: lazycr.image.v1.Process
-	(*DeletedDir)(nil),       // 12: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),           // 13: lazycr.image.v1.Thread
-	(*SeccompFilter)(nil),    // 14: lazycr.image.v1.SeccompFilter
-	(*Registers)(nil),        // 15: lazycr.image.v1.Registers
-	(*Siginfo)(nil),          // 16: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),      // 17: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),             // 18: lazycr.image.v1.Rseq
-	(*RobustList)(nil),       // 19: lazycr.image.v1.RobustList
-	(*Credentials)(nil),      // 20: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),           // 21: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),        // 22: lazycr.image.v1.SigAction
-	(*ITimer)(nil),           // 23: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),       // 24: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),       // 25: lazycr.image.v1.Namespaces
-	(*TimeOffsets)(nil),      // 26: lazycr.image.v1.TimeOffsets
-	(*MemoryMap)(nil),        // 27: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),          // 28: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),         // 29: lazycr.image.v1.MmFields
-	(*FileID)(nil),           // 30: lazycr.image.v1.FileID
-	(*Vma)(nil),              // 31: lazycr.image.v1.Vma
-	(*PageRun)(nil),          // 32: lazycr.image.v1.PageRun
-	(*FdTable)(nil),          // 33: lazycr.image.v1.FdTable
-	(*Fd)(nil),               // 34: lazycr.image.v1.Fd
-	(*FileLock)(nil),         // 35: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),          // 36: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),      // 37: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),             // 38: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),       // 39: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),          // 40: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),      // 41: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),            // 42: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),          // 43: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),         // 44: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),       // 45: lazycr.image.v1.UnixSocket
-	(*UnixCred)(nil),         // 46: lazycr.image.v1.UnixCred
-	(*UnixPath)(nil),         // 47: lazycr.image.v1.UnixPath
-	(*UnixExternalPeer)(nil), // 48: lazycr.image.v1.UnixExternalPeer
-	(*InetSocket)(nil),       // 49: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),        // 50: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),        // 51: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil),    // 52: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),       // 53: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),            // 54: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),      // 55: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),          // 56: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),     // 57: lazycr.image.v1.InotifyWatch
-	(*Tty)(nil),              // 58: lazycr.image.v1.Tty
-	(*Termios)(nil),          // 59: lazycr.image.v1.Termios
-	(*Winsize)(nil),          // 60: lazycr.image.v1.Winsize
-	(*Device)(nil),           // 61: lazycr.image.v1.Device
+	(*Sched)(nil),            // 12: lazycr.image.v1.Sched
+	(*DeletedDir)(nil),       // 13: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),           // 14: lazycr.image.v1.Thread
+	(*SeccompFilter)(nil),    // 15: lazycr.image.v1.SeccompFilter
+	(*Registers)(nil),        // 16: lazycr.image.v1.Registers
+	(*Siginfo)(nil),          // 17: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),      // 18: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),             // 19: lazycr.image.v1.Rseq
+	(*RobustList)(nil),       // 20: lazycr.image.v1.RobustList
+	(*Credentials)(nil),      // 21: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),           // 22: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),        // 23: lazycr.image.v1.SigAction
+	(*ITimer)(nil),           // 24: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),       // 25: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),       // 26: lazycr.image.v1.Namespaces
+	(*TimeOffsets)(nil),      // 27: lazycr.image.v1.TimeOffsets
+	(*MemoryMap)(nil),        // 28: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),          // 29: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),         // 30: lazycr.image.v1.MmFields
+	(*FileID)(nil),           // 31: lazycr.image.v1.FileID
+	(*Vma)(nil),              // 32: lazycr.image.v1.Vma
+	(*PageRun)(nil),          // 33: lazycr.image.v1.PageRun
+	(*FdTable)(nil),          // 34: lazycr.image.v1.FdTable
+	(*Fd)(nil),               // 35: lazycr.image.v1.Fd
+	(*FileLock)(nil),         // 36: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),          // 37: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),      // 38: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),             // 39: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),       // 40: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),          // 41: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),      // 42: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),            // 43: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),          // 44: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),         // 45: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),       // 46: lazycr.image.v1.UnixSocket
+	(*UnixCred)(nil),         // 47: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 48: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 49: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 50: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 51: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 52: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 53: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 54: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 55: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 56: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 57: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 58: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 59: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 60: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 61: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 62: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -6727,73 +6831,74 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 7: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
 	8,  // 8: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
 	8,  // 9: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	39, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
-	13, // 11: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	20, // 12: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	21, // 13: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	22, // 14: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	23, // 15: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	24, // 16: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	16, // 17: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	25, // 18: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	12, // 19: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	12, // 20: lazycr.image.v1.Process.root_deleted:type_name -> lazycr.image.v1.DeletedDir
-	15, // 21: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	16, // 22: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	17, // 23: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	18, // 24: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	19, // 25: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	14, // 26: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
-	26, // 27: lazycr.image.v1.Namespaces.time_offsets:type_name -> lazycr.image.v1.TimeOffsets
-	31, // 28: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	29, // 29: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	30, // 30: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	28, // 31: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	30, // 32: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 33: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	32, // 34: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 35: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	34, // 36: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	36, // 37: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	35, // 38: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	37, // 39: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	38, // 40: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	40, // 41: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	42, // 42: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	43, // 43: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	44, // 44: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	49, // 45: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	61, // 46: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	54, // 47: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	55, // 48: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	56, // 49: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	45, // 50: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	58, // 51: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
-	3,  // 52: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	30, // 53: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	39, // 54: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	39, // 55: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
-	41, // 56: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	47, // 57: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	48, // 58: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	46, // 59: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	48, // 60: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	52, // 61: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	50, // 62: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	51, // 63: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	53, // 64: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	30, // 65: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	57, // 66: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	30, // 67: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	30, // 68: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	59, // 69: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	60, // 70: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	30, // 71: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	72, // [72:72] is the sub-list for method output_type
-	72, // [72:72] is the sub-list for method input_type
-	72, // [72:72] is the sub-list for extension type_name
-	72, // [72:72] is the sub-list for extension extendee
-	0,  // [0:72] is the sub-list for field type_name
+	40, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
+	14, // 11: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	21, // 12: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	22, // 13: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	23, // 14: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	24, // 15: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	25, // 16: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	17, // 17: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	26, // 18: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	13, // 19: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	13, // 20: lazycr.image.v1.Process.root_deleted:type_name -> lazycr.image.v1.DeletedDir
+	12, // 21: lazycr.image.v1.Process.sched:type_name -> lazycr.image.v1.Sched
+	16, // 22: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	17, // 23: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	18, // 24: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	19, // 25: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	20, // 26: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	15, // 27: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
+	27, // 28: lazycr.image.v1.Namespaces.time_offsets:type_name -> lazycr.image.v1.TimeOffsets
+	32, // 29: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	30, // 30: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	31, // 31: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	29, // 32: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	31, // 33: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 34: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	33, // 35: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 36: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	35, // 37: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	37, // 38: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	36, // 39: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	38, // 40: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	39, // 41: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	41, // 42: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	43, // 43: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	44, // 44: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	45, // 45: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	50, // 46: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	62, // 47: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	55, // 48: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	56, // 49: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	57, // 50: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	46, // 51: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	59, // 52: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 53: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	31, // 54: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	40, // 55: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	40, // 56: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
+	42, // 57: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	48, // 58: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	49, // 59: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	47, // 60: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	49, // 61: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	53, // 62: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	51, // 63: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	52, // 64: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	54, // 65: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	31, // 66: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	58, // 67: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	31, // 68: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	31, // 69: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	60, // 70: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	61, // 71: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	31, // 72: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -6802,7 +6907,7 @@ func file_image_proto_init() {
 		return
 	}
 	file_image_proto_msgTypes[7].OneofWrappers = []any{}
-	file_image_proto_msgTypes[30].OneofWrappers = []any{
+	file_image_proto_msgTypes[31].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -6817,14 +6922,14 @@ func file_image_proto_init() {
 		(*Fd_UnixSocket)(nil),
 		(*Fd_Tty)(nil),
 	}
-	file_image_proto_msgTypes[37].OneofWrappers = []any{}
+	file_image_proto_msgTypes[38].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
