@@ -180,7 +180,7 @@ type member struct {
 	installed lazypages.Bitmap
 	dropped   lazypages.Bitmap
 	needed    uint64 // lazy pages neither installed nor dropped
-	waiters   map[uint64][]*pending
+	waiters   lazypages.Waiters[*pending]
 	canPoison bool
 	gone      bool
 	// pidfd is the process's pidfd (-1 if none: a forked child), readable
@@ -270,7 +270,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		off := SpaceAddr(sp.Space, 0)
 		regions := slices.Clone(sp.Regions)
 		slices.SortFunc(regions, func(a, b Region) int { return cmp.Compare(a.Start, b.Start) })
-		m := &member{fd: sp.FD, pid: sp.PID, waiters: map[uint64][]*pending{}, canPoison: true, pidfd: -1, space: sp.Space}
+		m := &member{fd: sp.FD, pid: sp.PID, canPoison: true, pidfd: -1, space: sp.Space}
 		var segs []lazypages.Seg
 		for k, r := range regions {
 			if r.Start%PageSize != 0 || r.End%PageSize != 0 || r.End <= r.Start || r.End > SpaceSize || (k > 0 && r.Start < regions[k-1].End) {
@@ -800,7 +800,7 @@ func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 		h.finishFault(p, h.now())
 		return nil
 	}
-	m.waiters[i] = append(m.waiters[i], p)
+	m.waiters.Add(i, p)
 	if h.inflight.Get(i) {
 		p.rec.Path = PathFaultAround
 		return nil
@@ -967,11 +967,8 @@ func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, push
 // ioctl_userfaultfd(2)); pages j, j+1, ... are all needed by m.
 func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed bool, replied time.Duration) error {
 	mode := DontWake
-	for k := uint64(0); k < npages; k++ {
-		if len(m.waiters[j+k]) > 0 {
-			mode = 0
-			break
-		}
+	if m.waiters.AnyIn(j, npages) {
+		mode = 0
 	}
 	kind := howCopied
 	if buf == nil {
@@ -1002,7 +999,7 @@ func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed b
 			// Filled by another path: it is there, wake its waiters; never
 			// retry the copy.
 			pg := j + uint64(off)/PageSize
-			hadWaiters := len(m.waiters[pg]) > 0
+			hadWaiters := m.waiters.Waiting(pg)
 			if hadWaiters {
 				if werr := h.wake(m, cur+uint64(off)); werr != nil {
 					return fmt.Errorf("install page %#x into pid %d: %w", cur+uint64(off), m.pid, werr)
@@ -1041,11 +1038,11 @@ func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed b
 func (h *Handler) account(i0, n uint64, pushed bool, install func() error) error {
 	waited := make([]bool, n)
 	for _, m := range h.members {
-		if len(m.waiters) == 0 {
+		if m.waiters.Pages() == 0 {
 			continue
 		}
 		for k := range n {
-			if len(m.waiters[i0+k]) > 0 {
+			if m.waiters.Waiting(i0 + k) {
 				waited[k] = true
 			}
 		}
@@ -1086,7 +1083,7 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	}
 	m.installed.Set(i)
 	m.needed--
-	ws := m.waiters[i]
+	ws := m.waiters.Take(i)
 	now := h.now()
 	bytes := 0
 	h.mu.Lock()
@@ -1104,7 +1101,6 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	if len(ws) == 0 {
 		return
 	}
-	delete(m.waiters, i)
 	for _, p := range ws {
 		switch {
 		case pushed:
@@ -1191,8 +1187,7 @@ func (h *Handler) drop(m *member, a, b uint64, removed bool) error {
 				}
 				m.installed.Clear(i)
 				m.dropped.Set(i)
-				if ws := m.waiters[i]; len(ws) > 0 {
-					delete(m.waiters, i)
+				if ws := m.waiters.Take(i); len(ws) > 0 {
 					at := cur + (d - dump) + (i-i0)*PageSize
 					for _, p := range ws {
 						if removed {
@@ -1231,7 +1226,7 @@ func (h *Handler) remap(m *member, r Remap) error {
 	m.tr.ByCur(r.From, r.From+r.Len, func(cur, dump, n uint64) {
 		h.idx.Each(dump, dump+n, func(i0, cnt, d uint64) {
 			for i := i0; i < i0+cnt; i++ {
-				ws := m.waiters[i]
+				ws := m.waiters.Take(i)
 				if len(ws) == 0 {
 					continue
 				}
@@ -1239,7 +1234,6 @@ func (h *Handler) remap(m *member, r Remap) error {
 				if e := h.wake(m, old); e != nil && err == nil {
 					err = fmt.Errorf("wake fault at %#x of pid %d after mremap: %w", old, m.pid, e)
 				}
-				delete(m.waiters, i)
 				for _, p := range ws {
 					p.rec.Path = PathAborted
 					h.finishFault(p, h.now())
@@ -1262,7 +1256,7 @@ var adoptFork = FromFd
 // never read as zeros.
 func (h *Handler) fork(m *member, ufd int) error {
 	c := &member{tr: m.tr.Clone(), installed: slices.Clone(m.installed), parent: m.pid, pidfd: -1, space: m.space,
-		dropped: slices.Clone(m.dropped), needed: m.needed, waiters: map[uint64][]*pending{}, canPoison: m.canPoison}
+		dropped: slices.Clone(m.dropped), needed: m.needed, canPoison: m.canPoison}
 	// A second fd, kept until the child is served or poisoned.
 	raw, err := unix.FcntlInt(uintptr(ufd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -1392,7 +1386,7 @@ func (h *Handler) removeMember(m *member) {
 		h.lostGone = m.needed
 	}
 	h.log.Debug().Int("pid", m.pid).Uint64("needed", m.needed).Msg("process gone: no longer served")
-	m.waiters = map[uint64][]*pending{}
+	m.waiters = lazypages.Waiters[*pending]{} // nobody to answer: the process is gone
 	h.members = slices.DeleteFunc(h.members, func(x *member) bool { return x == m })
 	m.fd.Close()
 	m.closePidfd()
@@ -1523,13 +1517,10 @@ func (h *Handler) poisonMember(m *member) uint64 {
 		h.mu.Lock()
 		h.stats.Poisoned += poisoned
 		h.mu.Unlock()
-		for _, ws := range m.waiters {
-			for _, p := range ws {
-				p.rec.Path = PathAborted
-				h.finishFault(p, h.now())
-			}
+		for _, p := range m.waiters.TakeAll() {
+			p.rec.Path = PathAborted
+			h.finishFault(p, h.now())
 		}
-		m.waiters = map[uint64][]*pending{}
 	}
 	return lost
 }
