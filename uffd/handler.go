@@ -108,12 +108,13 @@ type Member struct {
 // post-copy restore. See Documentation/admin-guide/mm/userfaultfd.rst,
 // "Non-cooperative userfaultfd".
 //
-// Page state is kept per member (the process and each forked child) as
-// bitmaps over the lazy pages, indexed in dump-time order; a page is needed,
-// installed or dropped in each member and in flight (requested, not yet
-// arrived) for the whole group, so it is requested once. Each member keeps a
-// translation from its current addresses to dump-time addresses that follows
-// mremap(2).
+// Page state (package lazypages) is kept per member (the process and each
+// forked child) as bitmaps over the lazy pages, numbered in keyed dump-time
+// order by one lazypages.Index; a page is needed, installed or dropped in
+// each member and in flight (requested, not yet arrived) for the whole
+// group, so it is requested once. Each member keeps a
+// lazypages.Translation from its current addresses to dump-time addresses
+// that follows mremap(2), and the faults waiting for each page.
 type Handler struct {
 	cfg HandlerConfig
 	src PageSource
