@@ -13,6 +13,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -761,9 +762,8 @@ func message(s string) []byte {
 // process (uffd.SpaceAddr): the migrated lazy ranges every page address on
 // the wire is checked against, and the pids that name the spaces.
 type Ranges struct {
-	runs  []uffd.Run
-	pages uint64
-	pids  []uint32 // space k is process pids[k]; ascending
+	idx  *lazypages.Index // the merged runs
+	pids []uint32         // space k is process pids[k]; ascending
 }
 
 // NewRanges sorts and merges the runs of one process, named pid 0 on the
@@ -786,7 +786,6 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 	rs := slices.Clone(runs)
 	slices.SortFunc(rs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
 	merged := make([]uffd.Run, 0, len(rs))
-	var pages uint64
 	for _, r := range rs {
 		sp, addr := uffd.SplitSpace(r.Addr)
 		if sp >= len(pids) {
@@ -795,7 +794,6 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 		if err := checkRun(uffd.Run{Addr: addr, Npages: r.Npages}); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", pids[sp], err)
 		}
-		pages += r.Npages
 		if n := len(merged); n > 0 {
 			last := &merged[n-1]
 			if r.Addr < last.End() {
@@ -808,7 +806,11 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 		}
 		merged = append(merged, r)
 	}
-	return &Ranges{runs: merged, pages: pages, pids: slices.Clone(pids)}, nil
+	idx, err := lazypages.NewIndex(merged)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return &Ranges{idx: idx, pids: slices.Clone(pids)}, nil
 }
 
 // Pids returns the processes, space k being Pids()[k] (callers must not
@@ -827,33 +829,16 @@ func (s *Ranges) Key(pid uint32, addr uint64) (uint64, error) {
 }
 
 // Runs returns the merged runs (callers must not modify them).
-func (s *Ranges) Runs() []uffd.Run { return s.runs }
+func (s *Ranges) Runs() []uffd.Run { return s.idx.Runs() }
 
 // Pages is the number of pages in s.
-func (s *Ranges) Pages() uint64 { return s.pages }
-
-// find returns the index of the run containing addr, or -1.
-func (s *Ranges) find(addr uint64) int {
-	i, _ := slices.BinarySearchFunc(s.runs, addr, func(r uffd.Run, a uint64) int {
-		switch {
-		case r.End() <= a:
-			return -1
-		case r.Addr > a:
-			return 1
-		}
-		return 0
-	})
-	if i < len(s.runs) && s.runs[i].Addr <= addr && addr < s.runs[i].End() {
-		return i
-	}
-	return -1
-}
+func (s *Ranges) Pages() uint64 { return s.idx.Pages() }
 
 // Check reports whether [addr, addr+npages pages) lies inside s, with an
 // error wrapping ErrOutOfRange naming the range.
 func (s *Ranges) Check(addr, npages uint64) error {
-	if s != nil && npages > 0 && addr%PageSize == 0 && npages <= (^uint64(0)-addr)/PageSize {
-		if i := s.find(addr); i >= 0 && addr+npages*PageSize <= s.runs[i].End() {
+	if s != nil && npages > 0 && addr%PageSize == 0 {
+		if g, ok := s.idx.Lookup(addr); ok && npages <= s.idx.RunEnd(g)-g {
 			return nil
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -108,9 +109,9 @@ type Server struct {
 	// mu guards everything below and the connState of the active connection.
 	mu      sync.Mutex
 	idx     *lazyIndex
-	acked   bitmap // pages the target acknowledged: never sent again
-	resumed bool   // the target said RESUMED
-	cursor  uint64 // global index the push continues from
+	acked   lazypages.Bitmap // pages the target acknowledged: never sent again
+	resumed bool             // the target said RESUMED
+	cursor  uint64           // global index the push continues from
 	res     Result
 }
 
@@ -342,7 +343,7 @@ func (s *Server) init() (*lazyIndex, error) {
 		return nil, errors.New("serve: this server already served")
 	}
 	s.idx = idx
-	s.acked = newBitmap(idx.total)
+	s.acked = lazypages.NewBitmap(idx.Pages())
 	s.resumed = s.cfg.Adopted
 	return idx, nil
 }
@@ -459,7 +460,7 @@ func refusePeer(w *wire, msg string) {
 // connState is the per-connection state shared by its reader and writer.
 // Guarded by Server.mu.
 type connState struct {
-	sent       bitmap // sent on this connection or acked
+	sent       lazypages.Bitmap // sent on this connection or acked
 	reqs       []queuedRequest
 	errs       []errFrame
 	wantImages bool
@@ -535,7 +536,7 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	// A reconnected session pushes at once: it resumed already.
 	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
 	s.mu.Unlock()
-	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
+	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.Pages(), LazyBytes: idx.Pages() * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
 		close(repliesDone)
@@ -686,9 +687,9 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				break
 			}
 			for _, r := range ack.Runs {
-				g := idx.index(r.Addr)
-				s.res.AckedPages += s.acked.setRange(g, r.Npages)
-				cs.sent.setRange(g, r.Npages)
+				g, _ := idx.Lookup(r.Addr) // inside idx.ranges: DecodeAck checked
+				s.res.AckedPages += s.acked.SetRange(g, r.Npages)
+				cs.sent.SetRange(g, r.Npages)
 			}
 		case TypeCredit:
 			var n uint64
@@ -794,10 +795,10 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 // take marks request r's pages sent and moves the push cursor after them
 // (pages near a fault go first). Called with s.mu held.
 func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
-	g := idx.index(r.addr)
-	cs.sent.setRange(g, r.npages)
+	g, _ := idx.Lookup(r.addr) // inside idx.ranges: checked when read
+	cs.sent.SetRange(g, r.npages)
 	s.cursor = g + r.npages
-	if s.cursor >= idx.total {
+	if s.cursor >= idx.Pages() {
 		s.cursor = 0
 	}
 }
@@ -805,21 +806,20 @@ func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
 // pushBatch picks the next unsent pages from the cursor onwards (wrapping),
 // contiguous inside one run, up to MaxPushBytes, and marks them sent.
 func (s *Server) pushBatch(cs *connState, idx *lazyIndex) *queuedRequest {
-	g, ok := cs.sent.nextClear(s.cursor, idx.total)
+	g, ok := cs.sent.NextClear(s.cursor, idx.Pages())
 	if !ok {
-		if g, ok = cs.sent.nextClear(0, s.cursor); !ok {
+		if g, ok = cs.sent.NextClear(0, s.cursor); !ok {
 			return nil
 		}
 	}
-	i := idx.runOf(g)
-	left := idx.first[i] + idx.runs[i].Npages - g
-	n := cs.sent.clearRun(g, min(left, MaxPushBytes/PageSize, max(cs.credit/PageSize, 1)))
-	cs.sent.setRange(g, n)
+	left := idx.RunEnd(g) - g
+	n := cs.sent.ClearRun(g, min(left, MaxPushBytes/PageSize, max(cs.credit/PageSize, 1)))
+	cs.sent.SetRange(g, n)
 	s.cursor = g + n
-	if s.cursor >= idx.total {
+	if s.cursor >= idx.Pages() {
 		s.cursor = 0
 	}
-	return &queuedRequest{addr: idx.runs[i].Addr + (g-idx.first[i])*PageSize, npages: n}
+	return &queuedRequest{addr: idx.Addr(g), npages: n}
 }
 
 // sendFailed decides what a failed send of pages means. A target that
@@ -1062,8 +1062,8 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 		bufs  net.Buffers
 	)
 	for left > 0 {
-		i := idx.run(addr)
-		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
+		g, _ := idx.Lookup(addr) // inside idx.ranges: checked by the caller
+		n := min(left, idx.RunEnd(g)-g, MaxFramePages)
 		data := buf[:n*PageSize]
 		pid, a := wireAddr(idx.ranges.pids, addr)
 		if err := s.cfg.Memory.ReadAt(data, addr); err != nil {
