@@ -500,6 +500,12 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 			return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
 		}
 	}
+	if v.Kind == pb.VmaKind_VMA_KIND_FILE && v.Shared {
+		// Every page is the file's (pageState): no need to read 8 bytes of
+		// pagemap per page of what may be a large mapped file.
+		v.Pages = append(v.Pages, &pb.PageRun{Addr: m.Start, Npages: (m.End - m.Start) / image.PageSize, State: pb.PageState_PAGE_STATE_FILE})
+		return nil
+	}
 	entries, err := proc.ReadPagemap(pm, m.Start, m.End)
 	if err != nil {
 		return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
