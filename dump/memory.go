@@ -506,6 +506,34 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 		v.Pages = append(v.Pages, &pb.PageRun{Addr: m.Start, Npages: (m.End - m.Start) / image.PageSize, State: pb.PageState_PAGE_STATE_FILE})
 		return nil
 	}
+	if v.Kind == pb.VmaKind_VMA_KIND_FILE {
+		// A private file mapping: only the pages copied on write are its
+		// own (pageState); ask for those (costs what is populated) rather
+		// than read the pagemap of the whole mapping.
+		copied, err := proc.ScanCopied(pm, m.Start, m.End)
+		if err == nil {
+			at := m.Start
+			add := func(s, e uint64, st pb.PageState) {
+				if s < e {
+					v.Pages = append(v.Pages, &pb.PageRun{Addr: s, Npages: (e - s) / image.PageSize, State: st})
+				}
+			}
+			for _, r := range copied {
+				s, e := max(r.Start, m.Start), min(r.End, m.End)
+				if s >= e {
+					continue
+				}
+				add(at, s, pb.PageState_PAGE_STATE_FILE)
+				add(s, e, pb.PageState_PAGE_STATE_EAGER)
+				at = e
+			}
+			add(at, m.End, pb.PageState_PAGE_STATE_FILE)
+			return nil
+		}
+		if !errors.Is(err, proc.ErrScanUnsupported) {
+			return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
+		}
+	}
 	entries, err := proc.ReadPagemap(pm, m.Start, m.End)
 	if err != nil {
 		return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
