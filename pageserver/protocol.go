@@ -23,8 +23,9 @@ const (
 	// ProtocolVersion is the version HELLO and WELCOME carry. 2: every
 	// page address on the wire names its process (pid in the image), so
 	// one session serves a whole process tree. 3: ZERO frames stand for
-	// pages the source read as all zero bytes.
-	ProtocolVersion = 3
+	// pages the source read as all zero bytes. 4: ABSENT frames name the
+	// lazy pages the source never had.
+	ProtocolVersion = 4
 	HeaderSize      = 16 // frame header bytes
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
@@ -140,10 +141,19 @@ const (
 	// original and answers DONE. The text ("pid N exited (status S) …")
 	// is for the source's log.
 	TypeExited
+	// TypeAbsent (server → client, after RESUMED_OK; payload: runs as in
+	// ACK, at most MaxAbsentRuns, each inside the lazy runs) names lazy
+	// pages the source never had: the frozen process never populated them
+	// (not present, not swapped out) or they map the shared zero page, so
+	// they read as zeros there. The source finds them after the resume
+	// (a whole lazy VMA is announced before anyone scanned it) and never
+	// pushes them; the target needs them no more: a fault there is
+	// answered with a zero page, as at the source.
+	TypeAbsent
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK", "EXITED"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK", "EXITED", "ABSENT"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -735,6 +745,41 @@ func DecodeAck(p []byte, lazy *Ranges) (*Ack, error) {
 		}
 	}
 	return &Ack{Runs: runs}, nil
+}
+
+// MaxAbsentRuns bounds the runs of one ABSENT frame (the source sends
+// as many frames as it needs).
+const MaxAbsentRuns = 1 << 14
+
+// Absent lists lazy runs the source never had (see TypeAbsent).
+type Absent struct {
+	Runs []uffd.Run // keyed (uffd.SpaceAddr), sorted, disjoint
+}
+
+// Append appends the payload encoding of m to b, naming each run's process
+// as lazy does.
+func (m *Absent) Append(b []byte, lazy *Ranges) []byte { return appendRuns(b, m.Runs, lazy.pids) }
+
+// DecodeAbsent decodes an ABSENT payload: 1 to MaxAbsentRuns sorted,
+// disjoint runs, each inside lazy.
+func DecodeAbsent(p []byte, lazy *Ranges) (*Absent, error) {
+	r := reader{b: p}
+	runs, err := readRuns(&r, "ABSENT", false, lazy.pids)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.done("ABSENT"); err != nil {
+		return nil, err
+	}
+	if len(runs) == 0 || len(runs) > MaxAbsentRuns {
+		return nil, fmt.Errorf("%w: ABSENT lists %d runs (1 to %d)", ErrProtocol, len(runs), MaxAbsentRuns)
+	}
+	for _, run := range runs {
+		if err := lazy.Check(run.Addr, run.Npages); err != nil {
+			return nil, fmt.Errorf("ABSENT: %w", err)
+		}
+	}
+	return &Absent{Runs: runs}, nil
 }
 
 // DecodeMessage decodes a FAIL or ERROR payload.

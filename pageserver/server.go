@@ -2,6 +2,7 @@ package pageserver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -76,7 +77,17 @@ type ServerConfig struct {
 	// POSIX locks there, for the target to take). Its error goes to the
 	// target as ERROR and ends Serve.
 	BeforeImages func() error
-	Log          zerolog.Logger
+	// Absent, if set, lists keyed runs inside Lazy that the source never
+	// had: the frozen process never populated them, they read as zeros
+	// (see TypeAbsent). A lazy VMA may then be announced whole, unscanned:
+	// Absent is called once, on a goroutine of its own, when the target
+	// first says RESUMED (at once for an Adopted session), so its scan
+	// costs the freeze nothing. Until it returns the push waits (requests
+	// are answered); its runs are never pushed and go to the target in
+	// ABSENT frames. If it fails, the error is logged and every page is
+	// pushed (read, and sent as ZERO where it holds zeros).
+	Absent func() ([]uffd.Run, error)
+	Log    zerolog.Logger
 }
 
 // Result is what a Serve call did.
@@ -86,6 +97,7 @@ type Result struct {
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // by the background push
 	ZeroPages                  uint64 // of those pages, sent as ZERO: they read as all zero bytes
+	AbsentPages                uint64 // lazy pages the source never had (ServerConfig.Absent): never sent
 	Requests                   uint64 // requests answered
 	Refused                    uint64 // requests refused (outside the lazy runs)
 	AckedPages                 uint64 // lazy pages the target acknowledged
@@ -113,7 +125,21 @@ type Server struct {
 	resumed bool             // the target said RESUMED
 	cursor  uint64           // global index the push continues from
 	res     Result
+	// absent: the pages ServerConfig.Absent named, once absentState is
+	// absentKnown (as runs for ABSENT, and as global indexes).
+	absentState int
+	absent      []uffd.Run
+	absentBits  lazypages.Bitmap
+	live        *connState // the connection being served, if any
+	scans       sync.WaitGroup
 }
+
+// absentState values.
+const (
+	absentNone     = iota // ServerConfig.Absent not called yet
+	absentScanning        // it runs: the push waits
+	absentKnown           // done (or failed, or not configured)
+)
 
 // NewServer returns a server for cfg; the configuration is checked by Serve.
 func NewServer(cfg ServerConfig) *Server {
@@ -160,8 +186,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		cancel()
 		l.Close()
 		wg.Wait()
+		s.scans.Wait()
 	}()
 	wg.Go(func() { s.acceptLoop(ctx, l, hellos, &wg) })
+	if s.cfg.Adopted {
+		s.mu.Lock()
+		s.startAbsent(idx)
+		s.mu.Unlock()
+	}
 
 	var (
 		session  uint64
@@ -345,7 +377,53 @@ func (s *Server) init() (*lazyIndex, error) {
 	s.idx = idx
 	s.acked = lazypages.NewBitmap(idx.Pages())
 	s.resumed = s.cfg.Adopted
+	if s.cfg.Absent == nil {
+		s.absentState = absentKnown
+	}
 	return idx, nil
+}
+
+// startAbsent calls ServerConfig.Absent on a goroutine of its own, the
+// first time only, and wakes the connection being served when it is done.
+// Called with s.mu held.
+func (s *Server) startAbsent(idx *lazyIndex) {
+	if s.absentState != absentNone {
+		return
+	}
+	s.absentState = absentScanning
+	s.scans.Go(func() {
+		t := time.Now()
+		runs, err := s.cfg.Absent()
+		bits := lazypages.NewBitmap(idx.Pages())
+		var pages uint64
+		if err == nil {
+			slices.SortFunc(runs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
+			for k, r := range runs {
+				if err = idx.ranges.Check(r.Addr, r.Npages); err == nil && k > 0 && r.Addr < runs[k-1].End() {
+					err = fmt.Errorf("absent run at %#x overlaps the one ending %#x", r.Addr, runs[k-1].End())
+				}
+				if err != nil {
+					break
+				}
+				// Inside the merged ranges, which the index's runs tile.
+				idx.Each(r.Addr, r.End(), func(i0, n, _ uint64) { pages += bits.SetRange(i0, n) })
+			}
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("find the lazy pages the source never had: every lazy page is pushed")
+		} else {
+			s.absent, s.absentBits = runs, bits
+			s.res.AbsentPages = pages
+			s.log.Debug().Int("runs", len(runs)).Uint64("pages", pages).Dur("took", time.Since(t)).Msg("lazy pages the source never had")
+		}
+		s.absentState = absentKnown
+		live := s.live
+		s.mu.Unlock()
+		if live != nil {
+			live.notify()
+		}
+	})
 }
 
 // NewSessionID returns a random non-zero session id.
@@ -466,6 +544,7 @@ type connState struct {
 	wantImages bool
 	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
 	pushing    bool // RESUMED_OK sent: push may run
+	absentSent bool // the absent runs went out (or there are none)
 	// direct: RESUMED_OK is out (or the session had resumed before this
 	// connection): the reader answers requests itself, without waiting for
 	// the writer and the push batch it may be sending.
@@ -535,7 +614,15 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	s.mu.Lock()
 	// A reconnected session pushes at once: it resumed already.
 	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
+	s.live = cs
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.live == cs {
+			s.live = nil
+		}
+		s.mu.Unlock()
+	}()
 	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.Pages(), LazyBytes: idx.Pages() * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
@@ -657,6 +744,7 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				s.res.ResumedAt = time.Now()
 			}
 			s.resumed = true
+			s.startAbsent(idx)
 			cs.resumedOK = true
 		case TypeRequest:
 			var req *Request
@@ -747,6 +835,7 @@ type work struct {
 	errs      []errFrame
 	images    bool
 	resumedOK bool
+	absent    []uffd.Run // to send as ABSENT frames
 	req       *queuedRequest
 	push      *queuedRequest // a batch [addr, npages) inside one run
 	done      bool
@@ -767,6 +856,15 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.pushing = true
 		cs.credit = PushWindow
 	}
+	if cs.pushing && !cs.absentSent && s.absentState == absentKnown {
+		cs.absentSent = true
+		if len(s.absent) > 0 {
+			wk.absent = s.absent
+			for i, w := range s.absentBits {
+				cs.sent[i] |= w
+			}
+		}
+	}
 	switch {
 	case cs.abort != "":
 		wk.abort = cs.abort
@@ -782,13 +880,13 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.reqs = cs.reqs[1:]
 		wk.req = &r
 		s.take(cs, idx, r)
-	case cs.pushing && cs.credit >= PageSize:
+	case cs.pushing && cs.credit >= PageSize && cs.absentSent:
 		wk.push = s.pushBatch(cs, idx)
 		if wk.push != nil {
 			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
 		}
 	}
-	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
+	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.absent != nil || wk.req != nil || wk.push != nil
 	return wk, ok
 }
 
@@ -923,6 +1021,13 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			s.mu.Lock()
 			cs.direct = true
 			s.mu.Unlock()
+		}
+		for runs := wk.absent; len(runs) > 0; {
+			k := min(len(runs), MaxAbsentRuns)
+			if err := w.writeFrame(TypeAbsent, 0, (&Absent{Runs: runs[:k]}).Append(nil, idx.ranges)); err != nil {
+				return s.sendFailed(w, cs, readerDone, fmt.Errorf("send ABSENT: %w", err))
+			}
+			runs = runs[k:]
 		}
 		switch {
 		case wk.abort != "":

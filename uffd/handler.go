@@ -889,6 +889,9 @@ func (h *Handler) install(d PageData) error {
 	if d.Release != nil {
 		defer d.Release()
 	}
+	if d.Absent > 0 {
+		return h.absent(d)
+	}
 	size := uint64(len(d.Data))
 	if d.Zero > 0 {
 		size = uint64(d.Zero) * PageSize
@@ -929,6 +932,37 @@ func (h *Handler) install(d PageData) error {
 	})
 	h.sample()
 	return err
+}
+
+// absent marks the pages of d (PageData.Absent) that a member still needs
+// as needed no more (dropped): the source never had them. A fault there
+// then gets a zero page (fault). Pages in flight or with a fault waiting
+// are left to their answer, which is zeros.
+func (h *Handler) absent(d PageData) error {
+	if d.Addr%PageSize != 0 || d.Data != nil || d.Zero != 0 || d.Absent > (^uint64(0)-d.Addr)/PageSize {
+		h.log.Warn().Uint64("addr", d.Addr).Uint64("absent", d.Absent).Msg("page source sent a bad absent run, ignored")
+		return nil
+	}
+	var marked uint64
+	h.idx.Each(d.Addr, d.Addr+d.Absent*PageSize, func(i0, n, _ uint64) {
+		for i := i0; i < i0+n; i++ {
+			if h.inflight.Get(i) {
+				continue
+			}
+			for _, m := range h.members {
+				if m.needs(i) && !m.waiters.Waiting(i) {
+					m.dropped.Set(i)
+					m.needed--
+					marked++
+				}
+			}
+		}
+		h.ackDone(i0, n)
+	})
+	h.mu.Lock()
+	h.stats.Pages.Absent += marked
+	h.mu.Unlock()
+	return nil
 }
 
 // installMember installs pages [i0, i0+n) at dump address dump into m

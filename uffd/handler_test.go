@@ -723,3 +723,38 @@ func TestHandlerCloseBeforeRun(t *testing.T) {
 		t.Errorf("log of Close before Run: %s", got)
 	}
 }
+
+// TestHandlerAbsent: a run the source never had arrives as
+// PageData.Absent: nothing is installed there, the pages are acked and
+// count as done, a fault there gets a zero page without a request, and
+// Run returns once the other pages are in, though the absent pages were
+// never filled. After Close (the uffd released) they still read as zeros.
+func TestHandlerAbsent(t *testing.T) {
+	const pages = 8
+	x := start(t, pages, all(pages), HandlerConfig{}, true) // requests held: faults are not answered
+	x.src.ch <- PageData{Addr: x.addr + 4*PageSize, Absent: 4, Pushed: true}
+	waitFor(t, "4 absent pages done", func() bool { in, _ := x.h.Progress(); return in == 4 })
+	zero := make([]byte, PageSize)
+	x.check(t, 5, zero) // answered locally: no request
+	waitFor(t, "a zero-page fault", func() bool { return x.h.Stats().FaultsBy[PathZero] == 1 })
+	if s := x.h.Stats(); s.Requests != 0 || s.Pages.Absent != 4 {
+		t.Errorf("stats %+v", s)
+	}
+	x.src.push(x.addr, 4)
+	if err := x.result(t); err != nil {
+		t.Fatal(err)
+	}
+	x.h.Close()
+	for k := range pages {
+		want := x.src.data[k*int(PageSize) : (k+1)*int(PageSize)]
+		if k >= 4 {
+			want = zero
+		}
+		if got := x.page(k); !bytes.Equal(got, want) {
+			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
+		}
+	}
+	if len(x.src.acked) != pages {
+		t.Errorf("%d pages acked, want %d", len(x.src.acked), pages)
+	}
+}

@@ -32,7 +32,16 @@ type PageData struct {
 	// read as all zero bytes (Data is nil): the handler maps them with
 	// UFFDIO_ZEROPAGE. A source sets it only for pages it read as zeros,
 	// never for pages it does not know.
-	Zero   int
+	Zero int
+	// Absent, if not 0, is a run of that many pages at Addr that the
+	// source never had (Data is nil, Zero 0): the frozen process never
+	// populated them, so they read as zeros there. The handler installs
+	// nothing: no process needs them any more, and a fault there gets a
+	// zero page, from the handler while it runs and from the kernel once
+	// it closed the uffds (userfaultfd_release in fs/userfaultfd.c clears
+	// the VMAs' registration: a missing page then faults in as for any
+	// anonymous mapping, a zero page; mmap(2) MAP_ANONYMOUS).
+	Absent uint64
 	Pushed bool  // sent by the background push, not in answer to a request
 	Err    error // the source failed for good; Addr and Data are unset
 	// Release, if set, is called once the consumer is done with Data (it
