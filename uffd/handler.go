@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/internal/schedslice"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -585,7 +587,20 @@ func (h *Handler) Run(ctx context.Context) error {
 		defer wg.Done()
 		h.forward(stop)
 	}()
-	err := h.loop(ctx)
+	// The loop runs on an OS thread of its own that asks for a short
+	// scheduler slice: woken by a fault or an answer, it preempts the
+	// threads moving the push instead of waiting for the end of their
+	// slice (see internal/schedslice). The goroutine ends locked, so Go
+	// ends the thread and no other goroutine inherits the slice.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := schedslice.Request(schedslice.Min); err != nil {
+			h.log.Debug().Err(err).Msg("fault loop keeps the default scheduler slice")
+		}
+		errc <- h.loop(ctx)
+	}()
+	err := <-errc
 	close(stop)
 	wg.Wait()
 	return h.finish(err)
