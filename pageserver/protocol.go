@@ -30,24 +30,15 @@ const (
 	MaxPayload      = MaxFramePages*PageSize + 64
 	// MaxPushBytes bounds the page bytes of one pushed frame: the source
 	// answers a request between two frames (its reader writes the answer
-	// as soon as the frame being written is out), so an answer on the
-	// session's connection never waits behind more than one; answers on
-	// the replies connection wait behind none. 1 MiB, not less: pushed in
-	// 64 KiB frames the same bytes move at about half the rate (the
-	// target reads and wakes 16 times as often; BenchmarkPushPath,
-	// readvz→copy 64K against 512K/1024K).
-	MaxPushBytes = 1 << 20
+	// as soon as the frame being written is out), so an answer never waits
+	// behind more than one.
+	MaxPushBytes = 64 << 10
 	// PushWindow is the push credit a connection starts with: the most
 	// pushed bytes in flight between the server and the handler's
 	// installing them (the client returns credit as the handler releases
-	// pushed frames, see CREDIT). Eight frames: with four the source
-	// still waited for CREDIT a fifth of the push (BenchmarkLazyTable at
-	// 1 GiB, loaded machine: 0.82-0.90 GB/s with four, 0.95-1.06 with
-	// eight, 0.64-0.75 with the earlier 64 KiB frames and 1 MiB window).
-	// Answers on the
-	// session's connection never wait behind more than what of it is
-	// still in the socket.
-	PushWindow = 8 * MaxPushBytes
+	// pushed frames, see CREDIT). Answers never wait behind more than
+	// what of it is still in the socket.
+	PushWindow = 1 << 20
 	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
 	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
 	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
