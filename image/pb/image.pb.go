@@ -4220,9 +4220,10 @@ type TimerFd struct {
 	ValueNs      int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
 	IntervalNs   int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
 	Ticks        uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
-	// For an absolute (TFD_TIMER_ABSTIME) timer on CLOCK_REALTIME or
-	// CLOCK_REALTIME_ALARM: the deadline on that clock, as the dump computed
-	// it (now + value_ns; fdinfo shows only the time left).
+	// For an absolute (TFD_TIMER_ABSTIME) timer: the deadline on its clock,
+	// as the dump computed it (lazycr's now + value_ns; fdinfo shows only the
+	// time left). A wall-clock timer is re-armed at it; another clock's on
+	// the same boot with the time left to it.
 	DeadlineNs    int64 `protobuf:"varint,6,opt,name=deadline_ns,json=deadlineNs,proto3" json:"deadline_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
