@@ -110,6 +110,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		Namespaces: &pb.Namespaces{
 			Net: 4026531840, Pid: 4026531836, Mnt: 4026531841, Uts: 4026531838,
 			Ipc: 4026531839, User: 4026531837, Cgroup: 4026531835, Time: 4026531834, NetName: "web",
+			TimeOffsets: &pb.TimeOffsets{MonotonicNs: 86400e9, BoottimeNs: -5e8},
 		},
 		StartTime:      987654,
 		Argv:           []string{"/usr/local/bin/pingpong", "-peer", "10.0.0.1:9000"},

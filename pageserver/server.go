@@ -514,13 +514,16 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 		}
 		w.conn.Close()
 	})
-	// The hook runs on a goroutine of its own: the close deferred above
-	// must not overtake its ERROR (the target then read a bare EOF).
-	defer func() {
+	// The hook runs on a goroutine of its own: no close of w may overtake
+	// its ERROR (the target then read a bare EOF), neither the one deferred
+	// above nor the one once writeLoop has returned (it returns as soon as
+	// ctx is done: TestRefuseTellsTheTarget failed 10 in 200 under load).
+	hookDone := sync.OnceFunc(func() {
 		if !stop() {
 			<-afterDone
 		}
-	}()
+	})
+	defer hookDone()
 	end := make(chan struct{})
 	repliesDone := make(chan struct{})
 	defer func() {
@@ -553,6 +556,9 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 		s.readLoop(w, cs, idx)
 	}()
 	res := s.writeLoop(ctx, w, cs, idx, readerDone)
+	if ctx.Err() != nil {
+		hookDone()
+	}
 	w.conn.Close()
 	<-readerDone
 	return res

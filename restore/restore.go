@@ -531,6 +531,27 @@ func (r *Process) startStub(undo *undoStack) error {
 // process; with --pidns the child is created in a fresh PID namespace with
 // the PID the process had in its own namespace.
 func (r *Process) takePID(undo *undoStack) error {
+	if r.opts.NewPID && r.img.GetNamespaces().GetTimeOffsets() != nil {
+		// The stub cannot enter a time namespace itself: its child,
+		// with any pid, becomes the process.
+		stub := r.b.p
+		if err := r.timeNamespace(stub); err != nil {
+			return err
+		}
+		child, err := stub.CloneProcess(0, 0)
+		if err != nil {
+			return fmt.Errorf("restore: create the process in its time namespace: %w", err)
+		}
+		undo.push(func() { killTraced(child, r.opts.Log) })
+		if err := stub.Kill(); err != nil {
+			r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
+		}
+		scratch, err := child.Scratch()
+		if err != nil {
+			return err
+		}
+		r.b = &builder{p: child, pid: child.Pid, scratch: scratch}
+	}
 	if r.opts.NewPID {
 		return r.newPIDSession()
 	}
@@ -556,6 +577,9 @@ func (r *Process) takePID(undo *undoStack) error {
 	defer func() { r.killHelpers(helpers) }()
 	parent, err := r.sessionParent(stub, want, ids, &helpers)
 	if err != nil {
+		return err
+	}
+	if err := r.timeNamespace(parent); err != nil {
 		return err
 	}
 	child, err := parent.CloneProcess(want, flags)

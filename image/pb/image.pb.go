@@ -2500,7 +2500,13 @@ type Namespaces struct {
 	// The name the network namespace is bind-mounted under in /run/netns
 	// (ip netns add NAME), if any: restore names it in a refusal
 	// ("ip netns exec NAME lazycr restore ...").
-	NetName       string `protobuf:"bytes,9,opt,name=net_name,json=netName,proto3" json:"net_name,omitempty"`
+	NetName string `protobuf:"bytes,9,opt,name=net_name,json=netName,proto3" json:"net_name,omitempty"`
+	// The offsets of the process's time namespace (time_namespaces(7),
+	// /proc/PID/timens_offsets) when it is not lazycr's: restore makes a
+	// time namespace with the same offsets for the process, so that its
+	// CLOCK_MONOTONIC and CLOCK_BOOTTIME read as before (on the same boot
+	// exactly). Zero in the initial time namespace.
+	TimeOffsets   *TimeOffsets `protobuf:"bytes,10,opt,name=time_offsets,json=timeOffsets,proto3" json:"time_offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2598,6 +2604,66 @@ func (x *Namespaces) GetNetName() string {
 	return ""
 }
 
+func (x *Namespaces) GetTimeOffsets() *TimeOffsets {
+	if x != nil {
+		return x.TimeOffsets
+	}
+	return nil
+}
+
+// TimeOffsets are a time namespace's clock offsets.
+type TimeOffsets struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MonotonicNs   int64                  `protobuf:"varint,1,opt,name=monotonic_ns,json=monotonicNs,proto3" json:"monotonic_ns,omitempty"`
+	BoottimeNs    int64                  `protobuf:"varint,2,opt,name=boottime_ns,json=boottimeNs,proto3" json:"boottime_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeOffsets) Reset() {
+	*x = TimeOffsets{}
+	mi := &file_image_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeOffsets) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeOffsets) ProtoMessage() {}
+
+func (x *TimeOffsets) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeOffsets.ProtoReflect.Descriptor instead.
+func (*TimeOffsets) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TimeOffsets) GetMonotonicNs() int64 {
+	if x != nil {
+		return x.MonotonicNs
+	}
+	return 0
+}
+
+func (x *TimeOffsets) GetBoottimeNs() int64 {
+	if x != nil {
+		return x.BoottimeNs
+	}
+	return 0
+}
+
 // MemoryMap is one process's address space.
 type MemoryMap struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2614,7 +2680,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +2692,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +2705,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -2704,7 +2770,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2782,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2795,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -2772,7 +2838,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2850,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2863,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2892,7 +2958,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +2970,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +2983,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FileID) GetPath() string {
@@ -2974,7 +3040,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3052,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3065,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -3091,7 +3157,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3103,7 +3169,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3116,7 +3182,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -3165,7 +3231,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3243,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3256,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -3260,7 +3326,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3272,7 +3338,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3285,7 +3351,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3550,7 +3616,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3562,7 +3628,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3575,7 +3641,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3620,7 +3686,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3698,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3711,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -3680,7 +3746,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3692,7 +3758,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3705,7 +3771,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3754,7 +3820,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3766,7 +3832,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3779,7 +3845,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3851,7 +3917,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3863,7 +3929,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3876,7 +3942,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3917,7 +3983,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3929,7 +3995,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3942,7 +4008,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3974,7 +4040,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3986,7 +4052,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3999,7 +4065,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -4039,7 +4105,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4051,7 +4117,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4064,7 +4130,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -4091,7 +4157,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4103,7 +4169,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4116,7 +4182,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -4170,7 +4236,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4182,7 +4248,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4195,7 +4261,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -4269,7 +4335,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4281,7 +4347,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4294,7 +4360,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UnixSocket) GetInode() uint64 {
@@ -4463,7 +4529,7 @@ type UnixCred struct {
 
 func (x *UnixCred) Reset() {
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4475,7 +4541,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4488,7 +4554,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -4527,7 +4593,7 @@ type UnixPath struct {
 
 func (x *UnixPath) Reset() {
 	*x = UnixPath{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4539,7 +4605,7 @@ func (x *UnixPath) String() string {
 func (*UnixPath) ProtoMessage() {}
 
 func (x *UnixPath) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4552,7 +4618,7 @@ func (x *UnixPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
 func (*UnixPath) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UnixPath) GetDev() uint64 {
@@ -4604,7 +4670,7 @@ type UnixExternalPeer struct {
 
 func (x *UnixExternalPeer) Reset() {
 	*x = UnixExternalPeer{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4616,7 +4682,7 @@ func (x *UnixExternalPeer) String() string {
 func (*UnixExternalPeer) ProtoMessage() {}
 
 func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4629,7 +4695,7 @@ func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
 func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UnixExternalPeer) GetName() []byte {
@@ -4679,7 +4745,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4691,7 +4757,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4704,7 +4770,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4840,7 +4906,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4852,7 +4918,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4865,7 +4931,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -5050,7 +5116,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5062,7 +5128,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5075,7 +5141,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -5150,7 +5216,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5162,7 +5228,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5175,7 +5241,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -5351,7 +5417,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5363,7 +5429,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5376,7 +5442,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -5416,7 +5482,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5428,7 +5494,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5441,7 +5507,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MemFd) GetName() string {
@@ -5503,7 +5569,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5515,7 +5581,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5528,7 +5594,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{51}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5583,7 +5649,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5595,7 +5661,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5608,7 +5674,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{52}
+	return file_image_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5629,7 +5695,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5641,7 +5707,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5654,7 +5720,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{53}
+	return file_image_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5709,7 +5775,7 @@ type Tty struct {
 
 func (x *Tty) Reset() {
 	*x = Tty{}
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5721,7 +5787,7 @@ func (x *Tty) String() string {
 func (*Tty) ProtoMessage() {}
 
 func (x *Tty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5734,7 +5800,7 @@ func (x *Tty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tty.ProtoReflect.Descriptor instead.
 func (*Tty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{54}
+	return file_image_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Tty) GetFile() *FileID {
@@ -5838,7 +5904,7 @@ type Termios struct {
 
 func (x *Termios) Reset() {
 	*x = Termios{}
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5850,7 +5916,7 @@ func (x *Termios) String() string {
 func (*Termios) ProtoMessage() {}
 
 func (x *Termios) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5863,7 +5929,7 @@ func (x *Termios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Termios.ProtoReflect.Descriptor instead.
 func (*Termios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{55}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Termios) GetIflag() uint32 {
@@ -5935,7 +6001,7 @@ type Winsize struct {
 
 func (x *Winsize) Reset() {
 	*x = Winsize{}
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5947,7 +6013,7 @@ func (x *Winsize) String() string {
 func (*Winsize) ProtoMessage() {}
 
 func (x *Winsize) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5960,7 +6026,7 @@ func (x *Winsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
 func (*Winsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{56}
+	return file_image_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Winsize) GetRows() uint32 {
@@ -6008,7 +6074,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[57]
+	mi := &file_image_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6020,7 +6086,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[57]
+	mi := &file_image_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6033,7 +6099,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{57}
+	return file_image_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -6301,7 +6367,7 @@ const file_image_proto_rawDesc = "" +
 	"\bvalue_ns\x18\a \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\b \x01(\x03R\n" +
 	"intervalNs\x12\x18\n" +
-	"\aoverrun\x18\t \x01(\x05R\aoverrun\"\xc1\x01\n" +
+	"\aoverrun\x18\t \x01(\x05R\aoverrun\"\x82\x02\n" +
 	"\n" +
 	"Namespaces\x12\x10\n" +
 	"\x03net\x18\x01 \x01(\x04R\x03net\x12\x10\n" +
@@ -6312,7 +6378,13 @@ const file_image_proto_rawDesc = "" +
 	"\x04user\x18\x06 \x01(\x04R\x04user\x12\x16\n" +
 	"\x06cgroup\x18\a \x01(\x04R\x06cgroup\x12\x12\n" +
 	"\x04time\x18\b \x01(\x04R\x04time\x12\x19\n" +
-	"\bnet_name\x18\t \x01(\tR\anetName\"\x82\x02\n" +
+	"\bnet_name\x18\t \x01(\tR\anetName\x12?\n" +
+	"\ftime_offsets\x18\n" +
+	" \x01(\v2\x1c.lazycr.image.v1.TimeOffsetsR\vtimeOffsets\"Q\n" +
+	"\vTimeOffsets\x12!\n" +
+	"\fmonotonic_ns\x18\x01 \x01(\x03R\vmonotonicNs\x12\x1f\n" +
+	"\vboottime_ns\x18\x02 \x01(\x03R\n" +
+	"boottimeNs\"\x82\x02\n" +
 	"\tMemoryMap\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12(\n" +
 	"\x04vmas\x18\x02 \x03(\v2\x14.lazycr.image.v1.VmaR\x04vmas\x12)\n" +
@@ -6682,7 +6754,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
@@ -6711,41 +6783,42 @@ var file_image_proto_goTypes = []any{
 	(*ITimer)(nil),           // 24: lazycr.image.v1.ITimer
 	(*PosixTimer)(nil),       // 25: lazycr.image.v1.PosixTimer
 	(*Namespaces)(nil),       // 26: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),        // 27: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),          // 28: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),         // 29: lazycr.image.v1.MmFields
-	(*FileID)(nil),           // 30: lazycr.image.v1.FileID
-	(*Vma)(nil),              // 31: lazycr.image.v1.Vma
-	(*PageRun)(nil),          // 32: lazycr.image.v1.PageRun
-	(*FdTable)(nil),          // 33: lazycr.image.v1.FdTable
-	(*Fd)(nil),               // 34: lazycr.image.v1.Fd
-	(*FileLock)(nil),         // 35: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),          // 36: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),      // 37: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),             // 38: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),       // 39: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),          // 40: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),      // 41: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),            // 42: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),          // 43: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),         // 44: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),       // 45: lazycr.image.v1.UnixSocket
-	(*UnixCred)(nil),         // 46: lazycr.image.v1.UnixCred
-	(*UnixPath)(nil),         // 47: lazycr.image.v1.UnixPath
-	(*UnixExternalPeer)(nil), // 48: lazycr.image.v1.UnixExternalPeer
-	(*InetSocket)(nil),       // 49: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),        // 50: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),        // 51: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil),    // 52: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),       // 53: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),            // 54: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),      // 55: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),          // 56: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),     // 57: lazycr.image.v1.InotifyWatch
-	(*Tty)(nil),              // 58: lazycr.image.v1.Tty
-	(*Termios)(nil),          // 59: lazycr.image.v1.Termios
-	(*Winsize)(nil),          // 60: lazycr.image.v1.Winsize
-	(*Device)(nil),           // 61: lazycr.image.v1.Device
+	(*TimeOffsets)(nil),      // 27: lazycr.image.v1.TimeOffsets
+	(*MemoryMap)(nil),        // 28: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),          // 29: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),         // 30: lazycr.image.v1.MmFields
+	(*FileID)(nil),           // 31: lazycr.image.v1.FileID
+	(*Vma)(nil),              // 32: lazycr.image.v1.Vma
+	(*PageRun)(nil),          // 33: lazycr.image.v1.PageRun
+	(*FdTable)(nil),          // 34: lazycr.image.v1.FdTable
+	(*Fd)(nil),               // 35: lazycr.image.v1.Fd
+	(*FileLock)(nil),         // 36: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),          // 37: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),      // 38: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),             // 39: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),       // 40: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),          // 41: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),      // 42: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),            // 43: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),          // 44: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),         // 45: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),       // 46: lazycr.image.v1.UnixSocket
+	(*UnixCred)(nil),         // 47: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 48: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 49: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 50: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 51: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 52: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 53: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 54: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 55: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 56: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 57: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 58: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 59: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 60: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 61: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 62: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -6758,7 +6831,7 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 7: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
 	8,  // 8: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
 	8,  // 9: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	39, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
+	40, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
 	14, // 11: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
 	21, // 12: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
 	22, // 13: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
@@ -6776,55 +6849,56 @@ var file_image_proto_depIdxs = []int32{
 	19, // 25: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
 	20, // 26: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
 	15, // 27: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
-	31, // 28: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	29, // 29: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	30, // 30: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	28, // 31: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	30, // 32: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 33: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	32, // 34: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 35: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	34, // 36: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	36, // 37: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	35, // 38: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	37, // 39: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	38, // 40: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	40, // 41: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	42, // 42: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	43, // 43: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	44, // 44: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	49, // 45: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	61, // 46: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	54, // 47: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	55, // 48: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	56, // 49: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	45, // 50: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	58, // 51: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
-	3,  // 52: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	30, // 53: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	39, // 54: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	39, // 55: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
-	41, // 56: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	47, // 57: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	48, // 58: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	46, // 59: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	48, // 60: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	52, // 61: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	50, // 62: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	51, // 63: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	53, // 64: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	30, // 65: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	57, // 66: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	30, // 67: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	30, // 68: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	59, // 69: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	60, // 70: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	30, // 71: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	72, // [72:72] is the sub-list for method output_type
-	72, // [72:72] is the sub-list for method input_type
-	72, // [72:72] is the sub-list for extension type_name
-	72, // [72:72] is the sub-list for extension extendee
-	0,  // [0:72] is the sub-list for field type_name
+	27, // 28: lazycr.image.v1.Namespaces.time_offsets:type_name -> lazycr.image.v1.TimeOffsets
+	32, // 29: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	30, // 30: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	31, // 31: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	29, // 32: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	31, // 33: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 34: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	33, // 35: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 36: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	35, // 37: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	37, // 38: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	36, // 39: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	38, // 40: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	39, // 41: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	41, // 42: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	43, // 43: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	44, // 44: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	45, // 45: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	50, // 46: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	62, // 47: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	55, // 48: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	56, // 49: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	57, // 50: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	46, // 51: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	59, // 52: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 53: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	31, // 54: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	40, // 55: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	40, // 56: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
+	42, // 57: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	48, // 58: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	49, // 59: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	47, // 60: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	49, // 61: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	53, // 62: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	51, // 63: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	52, // 64: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	54, // 65: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	31, // 66: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	58, // 67: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	31, // 68: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	31, // 69: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	60, // 70: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	61, // 71: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	31, // 72: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -6833,7 +6907,7 @@ func file_image_proto_init() {
 		return
 	}
 	file_image_proto_msgTypes[7].OneofWrappers = []any{}
-	file_image_proto_msgTypes[30].OneofWrappers = []any{
+	file_image_proto_msgTypes[31].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -6848,14 +6922,14 @@ func file_image_proto_init() {
 		(*Fd_UnixSocket)(nil),
 		(*Fd_Tty)(nil),
 	}
-	file_image_proto_msgTypes[37].OneofWrappers = []any{}
+	file_image_proto_msgTypes[38].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
