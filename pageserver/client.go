@@ -49,6 +49,7 @@ type Stats struct {
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // pushed
 	ZeroPages                  uint64 // of those pages, received as ZERO: all zero bytes at the source
+	AbsentPages                uint64 // lazy pages named in ABSENT: the source never had them
 	Requests                   uint64 // REQUEST frames sent (resends included)
 	Refused                    uint64 // requests the source refused
 	AckedPages                 uint64
@@ -909,6 +910,25 @@ func (c *Client) readLoop(w *wire) error {
 			c.mu.Unlock()
 			if err := c.deliver(uffd.PageData{Addr: z.Addr, Zero: int(z.Npages), Pushed: h.ID == 0}, nil); err != nil {
 				return err
+			}
+		case TypeAbsent:
+			p, err := w.readPayload(h)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			a, err := DecodeAbsent(p, c.lazy)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			for _, r := range a.Runs {
+				c.mu.Lock()
+				c.stats.AbsentPages += r.Npages
+				c.mu.Unlock()
+				// Pushed: behind the answers, and no push credit (the
+				// source spent none on it).
+				if err := c.deliver(uffd.PageData{Addr: r.Addr, Absent: r.Npages, Pushed: true}, nil); err != nil {
+					return err
+				}
 			}
 		case TypeError:
 			p, err := w.readPayload(h)

@@ -2,6 +2,7 @@ package pageserver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -75,7 +77,17 @@ type ServerConfig struct {
 	// POSIX locks there, for the target to take). Its error goes to the
 	// target as ERROR and ends Serve.
 	BeforeImages func() error
-	Log          zerolog.Logger
+	// Absent, if set, lists keyed runs inside Lazy that the source never
+	// had: the frozen process never populated them, they read as zeros
+	// (see TypeAbsent). A lazy VMA may then be announced whole, unscanned:
+	// Absent is called once, on a goroutine of its own, when the target
+	// first says RESUMED (at once for an Adopted session), so its scan
+	// costs the freeze nothing. Until it returns the push waits (requests
+	// are answered); its runs are never pushed and go to the target in
+	// ABSENT frames. If it fails, the error is logged and every page is
+	// pushed (read, and sent as ZERO where it holds zeros).
+	Absent func() ([]uffd.Run, error)
+	Log    zerolog.Logger
 }
 
 // Result is what a Serve call did.
@@ -85,6 +97,7 @@ type Result struct {
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // by the background push
 	ZeroPages                  uint64 // of those pages, sent as ZERO: they read as all zero bytes
+	AbsentPages                uint64 // lazy pages the source never had (ServerConfig.Absent): never sent
 	Requests                   uint64 // requests answered
 	Refused                    uint64 // requests refused (outside the lazy runs)
 	AckedPages                 uint64 // lazy pages the target acknowledged
@@ -108,11 +121,25 @@ type Server struct {
 	// mu guards everything below and the connState of the active connection.
 	mu      sync.Mutex
 	idx     *lazyIndex
-	acked   bitmap // pages the target acknowledged: never sent again
-	resumed bool   // the target said RESUMED
-	cursor  uint64 // global index the push continues from
+	acked   lazypages.Bitmap // pages the target acknowledged: never sent again
+	resumed bool             // the target said RESUMED
+	cursor  uint64           // global index the push continues from
 	res     Result
+	// absent: the pages ServerConfig.Absent named, once absentState is
+	// absentKnown (as runs for ABSENT, and as global indexes).
+	absentState int
+	absent      []uffd.Run
+	absentBits  lazypages.Bitmap
+	live        *connState // the connection being served, if any
+	scans       sync.WaitGroup
 }
+
+// absentState values.
+const (
+	absentNone     = iota // ServerConfig.Absent not called yet
+	absentScanning        // it runs: the push waits
+	absentKnown           // done (or failed, or not configured)
+)
 
 // NewServer returns a server for cfg; the configuration is checked by Serve.
 func NewServer(cfg ServerConfig) *Server {
@@ -159,8 +186,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		cancel()
 		l.Close()
 		wg.Wait()
+		s.scans.Wait()
 	}()
 	wg.Go(func() { s.acceptLoop(ctx, l, hellos, &wg) })
+	if s.cfg.Adopted {
+		s.mu.Lock()
+		s.startAbsent(idx)
+		s.mu.Unlock()
+	}
 
 	var (
 		session  uint64
@@ -342,9 +375,55 @@ func (s *Server) init() (*lazyIndex, error) {
 		return nil, errors.New("serve: this server already served")
 	}
 	s.idx = idx
-	s.acked = newBitmap(idx.total)
+	s.acked = lazypages.NewBitmap(idx.Pages())
 	s.resumed = s.cfg.Adopted
+	if s.cfg.Absent == nil {
+		s.absentState = absentKnown
+	}
 	return idx, nil
+}
+
+// startAbsent calls ServerConfig.Absent on a goroutine of its own, the
+// first time only, and wakes the connection being served when it is done.
+// Called with s.mu held.
+func (s *Server) startAbsent(idx *lazyIndex) {
+	if s.absentState != absentNone {
+		return
+	}
+	s.absentState = absentScanning
+	s.scans.Go(func() {
+		t := time.Now()
+		runs, err := s.cfg.Absent()
+		bits := lazypages.NewBitmap(idx.Pages())
+		var pages uint64
+		if err == nil {
+			slices.SortFunc(runs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
+			for k, r := range runs {
+				if err = idx.ranges.Check(r.Addr, r.Npages); err == nil && k > 0 && r.Addr < runs[k-1].End() {
+					err = fmt.Errorf("absent run at %#x overlaps the one ending %#x", r.Addr, runs[k-1].End())
+				}
+				if err != nil {
+					break
+				}
+				// Inside the merged ranges, which the index's runs tile.
+				idx.Each(r.Addr, r.End(), func(i0, n, _ uint64) { pages += bits.SetRange(i0, n) })
+			}
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("find the lazy pages the source never had: every lazy page is pushed")
+		} else {
+			s.absent, s.absentBits = runs, bits
+			s.res.AbsentPages = pages
+			s.log.Debug().Int("runs", len(runs)).Uint64("pages", pages).Dur("took", time.Since(t)).Msg("lazy pages the source never had")
+		}
+		s.absentState = absentKnown
+		live := s.live
+		s.mu.Unlock()
+		if live != nil {
+			live.notify()
+		}
+	})
 }
 
 // NewSessionID returns a random non-zero session id.
@@ -459,12 +538,13 @@ func refusePeer(w *wire, msg string) {
 // connState is the per-connection state shared by its reader and writer.
 // Guarded by Server.mu.
 type connState struct {
-	sent       bitmap // sent on this connection or acked
+	sent       lazypages.Bitmap // sent on this connection or acked
 	reqs       []queuedRequest
 	errs       []errFrame
 	wantImages bool
 	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
 	pushing    bool // RESUMED_OK sent: push may run
+	absentSent bool // the absent runs went out (or there are none)
 	// direct: RESUMED_OK is out (or the session had resumed before this
 	// connection): the reader answers requests itself, without waiting for
 	// the writer and the push batch it may be sending.
@@ -534,8 +614,16 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	s.mu.Lock()
 	// A reconnected session pushes at once: it resumed already.
 	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
+	s.live = cs
 	s.mu.Unlock()
-	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
+	defer func() {
+		s.mu.Lock()
+		if s.live == cs {
+			s.live = nil
+		}
+		s.mu.Unlock()
+	}()
+	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.Pages(), LazyBytes: idx.Pages() * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
 		close(repliesDone)
@@ -656,6 +744,7 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				s.res.ResumedAt = time.Now()
 			}
 			s.resumed = true
+			s.startAbsent(idx)
 			cs.resumedOK = true
 		case TypeRequest:
 			var req *Request
@@ -686,9 +775,9 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				break
 			}
 			for _, r := range ack.Runs {
-				g := idx.index(r.Addr)
-				s.res.AckedPages += s.acked.setRange(g, r.Npages)
-				cs.sent.setRange(g, r.Npages)
+				g, _ := idx.Lookup(r.Addr) // inside idx.ranges: DecodeAck checked
+				s.res.AckedPages += s.acked.SetRange(g, r.Npages)
+				cs.sent.SetRange(g, r.Npages)
 			}
 		case TypeCredit:
 			var n uint64
@@ -746,6 +835,7 @@ type work struct {
 	errs      []errFrame
 	images    bool
 	resumedOK bool
+	absent    []uffd.Run // to send as ABSENT frames
 	req       *queuedRequest
 	push      *queuedRequest // a batch [addr, npages) inside one run
 	done      bool
@@ -766,6 +856,15 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.pushing = true
 		cs.credit = PushWindow
 	}
+	if cs.pushing && !cs.absentSent && s.absentState == absentKnown {
+		cs.absentSent = true
+		if len(s.absent) > 0 {
+			wk.absent = s.absent
+			for i, w := range s.absentBits {
+				cs.sent[i] |= w
+			}
+		}
+	}
 	switch {
 	case cs.abort != "":
 		wk.abort = cs.abort
@@ -781,23 +880,23 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.reqs = cs.reqs[1:]
 		wk.req = &r
 		s.take(cs, idx, r)
-	case cs.pushing && cs.credit >= PageSize:
+	case cs.pushing && cs.credit >= PageSize && cs.absentSent:
 		wk.push = s.pushBatch(cs, idx)
 		if wk.push != nil {
 			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
 		}
 	}
-	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
+	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.absent != nil || wk.req != nil || wk.push != nil
 	return wk, ok
 }
 
 // take marks request r's pages sent and moves the push cursor after them
 // (pages near a fault go first). Called with s.mu held.
 func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
-	g := idx.index(r.addr)
-	cs.sent.setRange(g, r.npages)
+	g, _ := idx.Lookup(r.addr) // inside idx.ranges: checked when read
+	cs.sent.SetRange(g, r.npages)
 	s.cursor = g + r.npages
-	if s.cursor >= idx.total {
+	if s.cursor >= idx.Pages() {
 		s.cursor = 0
 	}
 }
@@ -805,21 +904,20 @@ func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
 // pushBatch picks the next unsent pages from the cursor onwards (wrapping),
 // contiguous inside one run, up to MaxPushBytes, and marks them sent.
 func (s *Server) pushBatch(cs *connState, idx *lazyIndex) *queuedRequest {
-	g, ok := cs.sent.nextClear(s.cursor, idx.total)
+	g, ok := cs.sent.NextClear(s.cursor, idx.Pages())
 	if !ok {
-		if g, ok = cs.sent.nextClear(0, s.cursor); !ok {
+		if g, ok = cs.sent.NextClear(0, s.cursor); !ok {
 			return nil
 		}
 	}
-	i := idx.runOf(g)
-	left := idx.first[i] + idx.runs[i].Npages - g
-	n := cs.sent.clearRun(g, min(left, MaxPushBytes/PageSize, max(cs.credit/PageSize, 1)))
-	cs.sent.setRange(g, n)
+	left := idx.RunEnd(g) - g
+	n := cs.sent.ClearRun(g, min(left, MaxPushBytes/PageSize, max(cs.credit/PageSize, 1)))
+	cs.sent.SetRange(g, n)
 	s.cursor = g + n
-	if s.cursor >= idx.total {
+	if s.cursor >= idx.Pages() {
 		s.cursor = 0
 	}
-	return &queuedRequest{addr: idx.runs[i].Addr + (g-idx.first[i])*PageSize, npages: n}
+	return &queuedRequest{addr: idx.Addr(g), npages: n}
 }
 
 // sendFailed decides what a failed send of pages means. A target that
@@ -923,6 +1021,13 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			s.mu.Lock()
 			cs.direct = true
 			s.mu.Unlock()
+		}
+		for runs := wk.absent; len(runs) > 0; {
+			k := min(len(runs), MaxAbsentRuns)
+			if err := w.writeFrame(TypeAbsent, 0, (&Absent{Runs: runs[:k]}).Append(nil, idx.ranges)); err != nil {
+				return s.sendFailed(w, cs, readerDone, fmt.Errorf("send ABSENT: %w", err))
+			}
+			runs = runs[k:]
 		}
 		switch {
 		case wk.abort != "":
@@ -1062,8 +1167,8 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 		bufs  net.Buffers
 	)
 	for left > 0 {
-		i := idx.run(addr)
-		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
+		g, _ := idx.Lookup(addr) // inside idx.ranges: checked by the caller
+		n := min(left, idx.RunEnd(g)-g, MaxFramePages)
 		data := buf[:n*PageSize]
 		pid, a := wireAddr(idx.ranges.pids, addr)
 		if err := s.cfg.Memory.ReadAt(data, addr); err != nil {

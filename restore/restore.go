@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/lazycr/lazycr/files"
@@ -43,7 +44,11 @@ type Options struct {
 	// again (files.RestoreOptions.UnixReconnect) instead of refused.
 	UnixReconnect bool
 	Stub          string
-	Log           zerolog.Logger
+	// Started, if set, is a stub started ahead (StartStub, with the same
+	// Stub path) that Build takes instead of starting one: a lazy target
+	// starts it while it waits for the image set.
+	Started *Started
+	Log     zerolog.Logger
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
@@ -500,26 +505,85 @@ func (r *Process) stubPath() string {
 	return "/proc/self/exe"
 }
 
-// startStub starts the tracer thread and the stub, and makes the stub the
-// process being built (takePID); each piece's undo goes on undo.
-func (r *Process) startStub(undo *undoStack) error {
+// Started is a tracer thread and a stub started ahead of Build
+// (Options.Started), stopped at its execve: nothing of the image is needed
+// to start it. Build takes it; Close kills what Build did not take.
+type Started struct {
+	mu     sync.Mutex
+	tracer *inject.Tracer
+	p      *inject.Process
+	exe    string
+	log    zerolog.Logger
+}
+
+// StartStub starts a tracer thread and the stub at path ("" for lazycr
+// itself, as Options.Stub) for a Build to come.
+func StartStub(path string, log zerolog.Logger) (*Started, error) {
+	t, p, exe, err := spawnStub(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Started{tracer: t, p: p, exe: exe, log: log}, nil
+}
+
+// take hands the tracer and the stub over (nil, nil once taken or closed).
+func (s *Started) take() (*inject.Tracer, *inject.Process, string) {
+	if s == nil {
+		return nil, nil, ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, p := s.tracer, s.p
+	s.tracer, s.p = nil, nil
+	return t, p, s.exe
+}
+
+// Close kills the stub and ends the tracer unless a Build took them.
+func (s *Started) Close() {
+	t, p, _ := s.take()
+	if p != nil {
+		killTraced(p, s.log)
+	}
+	if t != nil {
+		t.Close()
+	}
+}
+
+// spawnStub starts a tracer thread and the stub at path ("": lazycr).
+func spawnStub(path string) (*inject.Tracer, *inject.Process, string, error) {
 	t, err := inject.NewTracer()
 	if err != nil {
-		return fmt.Errorf("restore: start tracer: %w", err)
+		return nil, nil, "", fmt.Errorf("restore: start tracer: %w", err)
 	}
-	r.tracer = t
-	undo.push(func() { t.Close() })
-	stub := r.stubPath()
-	if stub == "/proc/self/exe" {
+	stub := path
+	if stub == "" || stub == "/proc/self/exe" {
+		stub = "/proc/self/exe"
 		if exe, err := os.Executable(); err == nil {
 			stub = exe
 		}
 	}
-	r.stubExe = stub
 	p, err := t.Spawn(stub, []string{"lazycr-stub"}, []string{})
 	if err != nil {
-		return fmt.Errorf("restore: start stub %s: %w", stub, err)
+		t.Close()
+		return nil, nil, "", fmt.Errorf("restore: start stub %s: %w", stub, err)
 	}
+	return t, p, stub, nil
+}
+
+// startStub starts the tracer thread and the stub (or takes those started
+// ahead, Options.Started), and makes the stub the process being built
+// (takePID); each piece's undo goes on undo.
+func (r *Process) startStub(undo *undoStack) error {
+	t, p, stub := r.opts.Started.take()
+	if p == nil || stub == "" {
+		var err error
+		if t, p, stub, err = spawnStub(r.stubPath()); err != nil {
+			return err
+		}
+	}
+	r.tracer = t
+	undo.push(func() { t.Close() })
+	r.stubExe = stub
 	undo.push(func() { killTraced(p, r.opts.Log) })
 	r.b = &builder{p: p, pid: p.Pid}
 	return r.takePID(undo)

@@ -96,7 +96,7 @@ func (r *statsRecorder) serve(s pageserver.Result, frozenAt time.Time, freezeToR
 	r.f.Serve = &stats.Serve{
 		FrozenAt: frozenAt, FreezeToResumeMS: stats.MS(freezeToResume),
 		PushPhaseMS: stats.MS(pushPhase), PushPhaseBytes: phaseBytes, PushPhaseGBPerS: stats.GBPerS(phaseBytes, pushPhase),
-		RequestPages: s.RequestPages, RequestBytes: s.RequestBytes, PushPages: s.PushPages, PushBytes: s.PushBytes, ZeroPages: s.ZeroPages,
+		RequestPages: s.RequestPages, RequestBytes: s.RequestBytes, PushPages: s.PushPages, PushBytes: s.PushBytes, ZeroPages: s.ZeroPages, AbsentPages: s.AbsentPages,
 		Requests: s.Requests, Refused: s.Refused, AckedPages: s.AckedPages, Reconnects: s.Reconnects,
 		ServingMS: stats.MS(s.Duration), Done: s.Done,
 	}
@@ -145,7 +145,7 @@ func (r *statsRecorder) target(res *migrate.TargetResult) {
 		FreezeToResumeMS: stats.MS(res.FreezeToResume), FetchMS: stats.MS(res.Fetch),
 		PushPhaseMS: stats.MS(res.PushPhase), PushPhaseBytes: h.Bytes, PushPhaseGBPerS: stats.GBPerS(h.Bytes, res.PushPhase),
 		PagesFault: h.Pages.Fault, PagesFaultAround: h.Pages.FaultAround, PagesPush: h.Pages.Push,
-		PagesSourceZero: h.Pages.SourceZero, PagesZero: h.Pages.Zero,
+		PagesSourceZero: h.Pages.SourceZero, PagesAbsent: h.Pages.Absent, PagesZero: h.Pages.Zero,
 		Faults: h.Faults, FaultsBy: by,
 		FaultP50MS: stats.MS(h.P50), FaultP90MS: stats.MS(h.P90), FaultP99MS: stats.MS(h.P99), FaultMaxMS: stats.MS(h.Max),
 		Requests: h.Requests, Reconnects: res.Client.Reconnects,
