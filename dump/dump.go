@@ -82,6 +82,11 @@ type Stats struct {
 	// FreezeAttempts is how many freezes the dump took: more than one when
 	// a passing state was refused and the process ran on briefly (retry.go).
 	FreezeAttempts int
+	// Held are the network locks a dump that killed left in place for the
+	// restore (one per process with TCP connections or listeners): they
+	// outlive lazycr until a restore of the image in that network
+	// namespace, or lazycr unlock, removes them.
+	Held []files.HeldLock
 }
 
 // Errors a dump refuses with; wrapped with the pid and the detail.
@@ -140,6 +145,7 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", opts.PID, err)
 		}
 		parent := parentOf(opts.PID)
+		cp.Stats.Held = cp.heldLocks()
 		err = cp.Kill()
 		// Frozen ends at the kill: the wait for the parent's reap below
 		// is somebody else's time, not the process's.
@@ -551,6 +557,17 @@ func (cp *Checkpoint) holdTCP() error {
 		}
 	}
 	return nil
+}
+
+// heldLocks describes the held locks of cp and its members.
+func (cp *Checkpoint) heldLocks() []files.HeldLock {
+	var out []files.HeldLock
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if h := m.tcp.Held(); h != nil {
+			out = append(out, *h)
+		}
+	}
+	return out
 }
 
 // parentOf names the parent of pid (zero if unknown).

@@ -84,9 +84,13 @@ type Client struct {
 	wg        sync.WaitGroup
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	w        *wire // current connection, nil while redialling
-	rw       *wire // its replies connection, nil if none
+	mu sync.Mutex
+	w  *wire // current connection, nil while redialling
+	rw *wire // its replies connection, nil if none
+	// prw is rw when the handler polls it (PollReplies), else nil;
+	// pollKick, set by PollReplies, tells the handler it changed.
+	prw      *polledReplies
+	pollKick func()
 	resumed  bool
 	running  bool
 	nextID   uint64
@@ -829,17 +833,36 @@ func (c *Client) serveConn(w *wire) error {
 		default:
 		}
 		c.rw = rw
+		// The handler reads it itself if it asked to (and it can be
+		// polled); else the reader here delivers on Replies.
+		pr := c.polledConn(rw)
+		c.prw = pr
+		kick := c.pollKick
 		c.mu.Unlock()
-		err = c.readLoop(rw)
+		if pr != nil {
+			c.log.Debug().Int("fd", pr.fd).Msg("replies connection open, read by the lazy-pages handler's poll loop")
+			kick()
+			select {
+			case <-pr.dead:
+				err = pr.err
+			case <-ended:
+				err = ErrClosed
+			}
+		} else {
+			err = c.readLoop(rw)
+		}
 		rw.conn.Close()
 		c.mu.Lock()
 		if c.rw == rw {
-			c.rw = nil
+			c.rw, c.prw = nil, nil
 			c.log.Debug().Err(err).Msg("replies connection lost: asking again on the session's connection")
 			c.requeue()
 			c.notify()
 		}
 		c.mu.Unlock()
+		if pr != nil {
+			kick()
+		}
 	}()
 	var rerr error
 	readerDone := make(chan struct{})
@@ -852,7 +875,7 @@ func (c *Client) serveConn(w *wire) error {
 	close(ended)
 	c.mu.Lock()
 	rw := c.rw
-	c.rw = nil
+	c.rw, c.prw = nil, nil
 	c.mu.Unlock()
 	if rw != nil {
 		rw.conn.Close()

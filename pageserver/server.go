@@ -12,13 +12,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
+	"github.com/lazycr/lazycr/internal/schedslice"
 	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
@@ -656,7 +661,23 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 // whatever the session's connection is pushing, until the connection fails
 // or end is closed (the session's connection ended). A request outside the
 // lazy runs gets an ERROR with its id; anything but REQUEST ends it.
+//
+// It runs on an OS thread of its own that asks for a short scheduler slice
+// (internal/schedslice) and, on plain TCP, waits for the next request in
+// poll(2) on the socket rather than in Go's netpoller: a request wakes this
+// thread directly and it preempts the push, instead of waiting for the
+// netpoller to be looked at and for a free P. The caller's goroutine ends
+// after it, still locked, and Go ends the thread with it.
 func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-chan struct{}) {
+	runtime.LockOSThread()
+	if err := schedslice.Request(schedslice.Min); err != nil {
+		s.log.Debug().Err(err).Msg("replies connection keeps the default scheduler slice")
+	}
+	tc, _ := rw.conn.(*net.TCPConn)
+	var rc syscall.RawConn
+	if tc != nil {
+		rc, _ = tc.SyscallConn()
+	}
 	stopped := make(chan struct{})
 	defer func() {
 		close(stopped)
@@ -665,6 +686,9 @@ func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-cha
 	go func() {
 		select {
 		case <-end:
+			if tc != nil {
+				tc.CloseRead() // wakes the poll below: Close waits for it
+			}
 			rw.conn.Close()
 		case <-stopped:
 		}
@@ -677,6 +701,12 @@ func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-cha
 	s.log.Debug().Str("peer", peer).Msg("replies connection open")
 	var buf []byte
 	for {
+		if rc != nil && rw.br.Buffered() == 0 {
+			if err := waitReadable(rc); err != nil {
+				s.log.Debug().Err(err).Str("peer", peer).Msg("replies connection ends")
+				return
+			}
+		}
 		h, p, err := rw.readFrame()
 		if err == nil && h.Type != TypeRequest {
 			err = fmt.Errorf("%w: %s on the replies connection", ErrProtocol, h.Type)
@@ -717,6 +747,37 @@ func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-cha
 		}
 	}
 }
+
+// waitReadable waits in poll(2), on the calling thread, until rc's socket
+// is readable (or at its end, or in error: the read that follows says
+// which). The fd stays open while poll runs (a Close waits for it), so
+// each poll lasts at most pollSlice and a Close waits at most that long;
+// the session's end shuts the socket down first, which wakes it at once.
+func waitReadable(rc syscall.RawConn) error {
+	for {
+		var n int
+		var perr error
+		err := rc.Read(func(fd uintptr) bool {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			for {
+				if n, perr = unix.Poll(pfd, int(pollSlice.Milliseconds())); !errors.Is(perr, unix.EINTR) {
+					return true
+				}
+			}
+		})
+		switch {
+		case err != nil:
+			return err
+		case perr != nil:
+			return os.NewSyscallError("poll", perr)
+		case n > 0:
+			return nil
+		}
+	}
+}
+
+// pollSlice bounds one poll of waitReadable.
+const pollSlice = 20 * time.Millisecond
 
 // readLoop decodes the target's frames into cs until DONE, FAIL or an error.
 func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/internal/schedslice"
 	"github.com/lazycr/lazycr/lazypages"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -121,8 +123,11 @@ type Handler struct {
 	// replies carries answers to requests when src is a PrioritySource
 	// (nil otherwise: a nil channel is never ready).
 	replies <-chan PageData
-	log     zerolog.Logger
-	start   time.Time
+	// polled reads the answers in the Run loop when src is a
+	// PolledSource that agreed to it (nil otherwise).
+	polled PolledSource
+	log    zerolog.Logger
+	start  time.Time
 
 	idx   *lazypages.Index // every member's lazy runs (keyed dump addresses), numbered
 	total uint64           // lazy pages: idx.Pages()
@@ -151,6 +156,8 @@ type Handler struct {
 	running bool
 	closed  bool
 	runDone chan struct{}
+	// evClosed: the eventfd is closed, a source's kick must not write it.
+	evClosed bool
 
 	closing atomic.Bool
 	done    atomic.Uint64 // pages installed or dropped in every member (acked)
@@ -340,6 +347,11 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 	h.members, h.primary = members, members[0]
 	h.everyone = slices.Clone(members)
 	h.trace = Trace{Start: h.start, PID: cfg.PID}
+	// Last, once nothing can fail: the source then leaves its answers to
+	// the Run loop.
+	if ps, ok := cfg.Source.(PolledSource); ok && ps.PollReplies(h.sourceKick) {
+		h.polled = ps
+	}
 	return h, nil
 }
 
@@ -382,6 +394,16 @@ func (h *Handler) kick() {
 	unix.Write(h.evfd, one[:]) // EAGAIN only if the counter is saturated: already awake
 }
 
+// sourceKick wakes the Run loop for a PolledSource whose ReplyFD changed;
+// it may come at any time, also after Close.
+func (h *Handler) sourceKick() {
+	h.life.Lock()
+	defer h.life.Unlock()
+	if !h.evClosed {
+		h.kick()
+	}
+}
+
 // Close stops the handler. A running Run poisons the pages not yet
 // installed, closes the uffds and returns an error wrapping os.ErrClosed
 // and ErrPagesLost; Close waits for it. Without Run, Close poisons and
@@ -413,10 +435,13 @@ func (h *Handler) Close() error {
 			h.finish(nil)
 		}
 	}
+	h.life.Lock()
+	h.evClosed = true
 	if cerr := unix.Close(h.evfd); cerr != nil && err == nil {
 		err = fmt.Errorf("close eventfd %d: %w", h.evfd, os.NewSyscallError("close", cerr))
 	}
 	h.evfd = -1
+	h.life.Unlock()
 	return err
 }
 
@@ -460,7 +485,20 @@ func (h *Handler) Run(ctx context.Context) error {
 		defer wg.Done()
 		h.forward(stop)
 	}()
-	err := h.loop(ctx)
+	// The loop runs on an OS thread of its own that asks for a short
+	// scheduler slice: woken by a fault or an answer, it preempts the
+	// threads moving the push instead of waiting for the end of their
+	// slice (see internal/schedslice). The goroutine ends locked, so Go
+	// ends the thread and no other goroutine inherits the slice.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := schedslice.Request(schedslice.Min); err != nil {
+			h.log.Debug().Err(err).Msg("fault loop keeps the default scheduler slice")
+		}
+		errc <- h.loop(ctx)
+	}()
+	err := <-errc
 	close(stop)
 	wg.Wait()
 	return h.finish(err)
@@ -566,6 +604,13 @@ func (h *Handler) loop(ctx context.Context) error {
 				pfds = append(pfds, unix.PollFd{Fd: int32(m.pidfd), Events: unix.POLLIN})
 			}
 		}
+		// Last, the connection the answers come on, if the loop reads it.
+		rfd, ri := -1, len(pfds)
+		if h.polled != nil {
+			if rfd = h.polled.ReplyFD(); rfd >= 0 {
+				pfds = append(pfds, unix.PollFd{Fd: int32(rfd), Events: unix.POLLIN})
+			}
+		}
 		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("wait on uffds of pid %d: %w", h.cfg.PID, os.NewSyscallError("poll", err))
 		}
@@ -590,6 +635,12 @@ func (h *Handler) loop(ctx context.Context) error {
 			}
 			h.log.Debug().Int("pid", m.pid).Msg("process exited")
 			h.removeMember(m)
+		}
+		// Answers first: their threads wait already. Then the new faults.
+		if rfd >= 0 && pfds[ri].Revents != 0 {
+			if err := h.installReplies(); err != nil {
+				return err
+			}
 		}
 		for k, m := range members {
 			if m.gone {
@@ -712,9 +763,20 @@ func (h *Handler) installPushed(d PageData, msgs []Msg) error {
 	}
 }
 
-// installReplies installs the answers already waiting on the replies
-// channel.
+// installReplies installs the answers already waiting: on the replies
+// channel, and on the connection the loop reads itself.
 func (h *Handler) installReplies() error {
+	if h.polled != nil {
+		err := h.polled.ReadReplies(func(d PageData) error {
+			if d.Err != nil {
+				return fmt.Errorf("page source: %w", d.Err)
+			}
+			return h.install(d)
+		})
+		if err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case d := <-h.replies:

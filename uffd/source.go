@@ -70,6 +70,30 @@ type PrioritySource interface {
 	Replies() <-chan PageData
 }
 
+// A PolledSource lets the handler read the answers to its requests
+// itself, in the poll loop that waits on the uffds, instead of through
+// Replies: the answer is installed by the thread that poll woke for it,
+// with no reader goroutine, channel or eventfd on the way (CRIU's
+// criu/uffd.c handle_requests polls its page-server socket together with
+// the uffds the same way).
+type PolledSource interface {
+	PrioritySource
+	// PollReplies switches the answers to polling and reports whether the
+	// source can (false: they keep coming on Replies). From then on the
+	// source calls kick whenever ReplyFD may have changed (a connection
+	// opened or lost), so a poll on an old fd does not wait for good.
+	// Answers may still come on Replies (before the switch, or while no
+	// polled connection is open).
+	PollReplies(kick func()) bool
+	// ReplyFD is the fd to poll for answers, -1 if there is none now.
+	ReplyFD() int
+	// ReadReplies reads the answers that arrived, without blocking, and
+	// calls install for each in order; the PageData's Data is valid only
+	// during the call. A broken connection is the source's business (it
+	// asks again elsewhere): ReadReplies returns only install's error.
+	ReadReplies(install func(PageData) error) error
+}
+
 // Address spaces. The processes of a restored tree share one handler and
 // one PageSource, but each has its own memory: a page is keyed by its space
 // (a member's number, 0 for a single process) in the top bits and its

@@ -10,12 +10,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/migrate"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 )
 
@@ -78,6 +81,13 @@ then refuse, naming it. --drop-queued-connections accepts the loss of a
 listener's queued connections instead (their clients get a reset, as if
 the server had restarted); a lazy migration on one host keeps them (the
 target takes the listening socket over with its queue).
+
+A dump that kills a process with TCP connections or listening sockets
+leaves a network lock (an nftables table) in its network namespace, so that
+its peers see neither a reset nor a refusal until the restore: their packets
+and new connections to its listening ports are dropped (and retransmitted)
+until "lazycr restore -D DIR" runs there. Restoring elsewhere, or not at
+all? "lazycr unlock TABLE" lifts it; the dump names the table.
 
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.
@@ -186,6 +196,9 @@ github.com/lazycr/lazycr/stats.`,
 			}
 			g.log.Info().Int("pid", o.pid).Str("dir", o.dir).Int("threads", st.Threads).Int("vmas", st.VMAs).
 				Str("written", humanBytes(st.BytesWritten)).Dur("frozen", st.Frozen).Msgf("dumped; process %s", after)
+			for _, h := range st.Held {
+				warnHeld(g.log, o.dir, h)
+			}
 			if o.stats {
 				printDumpStats(g.stdout, st)
 			}
@@ -207,6 +220,22 @@ github.com/lazycr/lazycr/stats.`,
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
 	registerStatsFile(f, &o.statsFile, "frozen_ms")
 	return cmd
+}
+
+// warnHeld says what the network lock a dump left for the restore keeps
+// blocked, and how to lift it: a user who restores elsewhere (or not at
+// all) would otherwise find the ports silently black-holed.
+func warnHeld(log zerolog.Logger, dir string, h files.HeldLock) {
+	var what []string
+	if h.Conns > 0 {
+		what = append(what, fmt.Sprintf("its %d TCP connections", h.Conns))
+	}
+	if len(h.Listeners) > 0 {
+		what = append(what, "new connections to "+strings.Join(h.Listeners, ", "))
+	}
+	log.Warn().Str("table", h.Table).Int("conns", h.Conns).Strs("listeners", h.Listeners).
+		Msgf("the network lock stays after lazycr exits: %s are held (their packets dropped) in this network namespace until `lazycr restore -D %s` runs here; if the image is not restored here, `lazycr unlock %s` lifts it",
+			strings.Join(what, " and "), dir, h.Table)
 }
 
 func printDumpStats(w io.Writer, st *dump.Stats) {
