@@ -111,9 +111,11 @@ type Server struct {
 	acked   bitmap // pages the target acknowledged: never sent again
 	resumed bool   // the target said RESUMED
 	cursor  uint64 // global index the push continues from
-	// lastRequest is when the last request was taken: until pushQuiet
-	// after it the push keeps at most PushWindow in flight.
+	// lastRequest is when the last request was taken (or the push
+	// started): until pushQuiet after it the push keeps at most
+	// PushWindow in flight.
 	lastRequest time.Time
+	quiet       time.Duration // pushQuiet (tests lengthen it)
 	res         Result
 }
 
@@ -131,7 +133,7 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
-	return &Server{cfg: cfg, log: cfg.Log}
+	return &Server{cfg: cfg, log: cfg.Log, quiet: pushQuiet}
 }
 
 // peer is a connection that passed the handshake.
@@ -541,7 +543,11 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	}()
 
 	s.mu.Lock()
-	// A reconnected session pushes at once: it resumed already.
+	// A reconnected session pushes at once: it resumed already (and, as
+	// when it resumed, is assumed to fault until it has not for pushQuiet).
+	if s.resumed {
+		s.lastRequest = time.Now()
+	}
 	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
 	s.mu.Unlock()
 	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
@@ -771,6 +777,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 	if wk.resumedOK {
 		cs.pushing = true
 		cs.credit = QuietPushWindow
+		s.lastRequest = time.Now() // the process starts to run: assume it faults
 	}
 	switch {
 	case cs.abort != "":
@@ -817,7 +824,7 @@ func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
 func (s *Server) pushRoom(cs *connState) uint64 {
 	inflight := QuietPushWindow - min(cs.credit, QuietPushWindow)
 	limit := uint64(QuietPushWindow)
-	if !s.lastRequest.IsZero() && time.Since(s.lastRequest) < pushQuiet {
+	if !s.lastRequest.IsZero() && time.Since(s.lastRequest) < s.quiet {
 		limit = PushWindow
 	}
 	if inflight >= limit {

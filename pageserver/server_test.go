@@ -605,14 +605,18 @@ func TestServeInterruptedBeforeTarget(t *testing.T) {
 	}
 }
 
-// TestPushCreditOnRelease: the server pushes at most QuietPushWindow bytes
-// that the consumer has not released (installed) while it requests
-// nothing; releasing them lets the push go on to the end.
+// TestPushCreditOnRelease: the server pushes at most PushWindow bytes that
+// the consumer has not released (installed) as the push starts (the
+// process is assumed to fault until it has not for pushQuiet); releasing
+// them lets the push go on to the end.
 func TestPushCreditOnRelease(t *testing.T) {
-	const pages = 3 * QuietPushWindow / PageSize
+	const pages = 3 * PushWindow / PageSize
 	mem := &fakeMemory{base: testBase, data: bytes.Repeat([]byte{0x5a}, pages*PageSize)}
 	lazy := []uffd.Run{{Addr: testBase, Npages: pages}}
 	srv, l, wait := startServer(t, ServerConfig{Lazy: lazy, Memory: mem})
+	srv.mu.Lock()
+	srv.quiet = time.Hour // the window must not open while pages are held
+	srv.mu.Unlock()
 	c := dialClient(t, l.Addr().String(), ClientConfig{})
 	if err := c.Resumed(); err != nil {
 		t.Fatal(err)
@@ -620,7 +624,7 @@ func TestPushCreditOnRelease(t *testing.T) {
 	var held []PageData
 	got := 0
 	timeout := time.After(20 * time.Second)
-	for got < QuietPushWindow {
+	for got < PushWindow {
 		select {
 		case pd := <-c.Pages():
 			if pd.Err != nil {
@@ -629,7 +633,7 @@ func TestPushCreditOnRelease(t *testing.T) {
 			got += len(pd.Data) + pd.Zero*PageSize
 			held = append(held, pd)
 		case <-timeout:
-			t.Fatalf("%d bytes pushed, want the %d of the window", got, QuietPushWindow)
+			t.Fatalf("%d bytes pushed, want the %d of the window", got, PushWindow)
 		}
 	}
 	// The server counts a frame after its write returns, which may be
@@ -639,13 +643,13 @@ func TestPushCreditOnRelease(t *testing.T) {
 		srv.mu.Lock()
 		pushed = int64(srv.res.PushBytes)
 		srv.mu.Unlock()
-		if pushed >= QuietPushWindow || time.Now().After(deadline) {
+		if pushed >= PushWindow || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Millisecond) // poll interval
 	}
-	if got != QuietPushWindow || pushed != QuietPushWindow {
-		t.Fatalf("with nothing released: %d bytes received, %d pushed; want the window, %d", got, pushed, QuietPushWindow)
+	if got != PushWindow || pushed != PushWindow {
+		t.Fatalf("with nothing released: %d bytes received, %d pushed; want the window, %d", got, pushed, PushWindow)
 	}
 	for _, pd := range held {
 		c.Ack(pd.Addr, len(pd.Data)/PageSize)
@@ -653,7 +657,7 @@ func TestPushCreditOnRelease(t *testing.T) {
 	}
 	want := lazyPages(lazy)
 	for a := range want {
-		if a < testBase+QuietPushWindow {
+		if a < testBase+PushWindow {
 			delete(want, a)
 		}
 	}
