@@ -564,8 +564,9 @@ const wholeLazySlack = 64 << 20
 
 // wholeLazy reports whether the lazy private anonymous mapping m is made
 // one lazy run (but its hot pages) without scanning its page tables while
-// frozen: when at most half of it, or at most wholeLazySlack, was never
-// populated, by smaps' Rss and Swap (read anyway for VmFlags). A sparse
+// frozen: when some of it but at most half of it, or at most
+// wholeLazySlack, was never populated, by smaps' Rss and Swap (read anyway
+// for VmFlags; Rss does not count the shared zero page). A sparse
 // mapping (a large reservation with little touched) is scanned instead:
 // PAGEMAP_SCAN skips unpopulated page tables, so that costs what is
 // populated, and the lazy runs (the page server's and the handler's
@@ -574,6 +575,11 @@ const wholeLazySlack = 64 << 20
 func wholeLazy(m *proc.Mapping) bool {
 	size := m.End - m.Start
 	used := (m.Rss + m.Swap) << 10
+	if used == 0 {
+		// Nothing populated (a PROT_NONE reservation, glibc's arena
+		// tails): the scan finds no page tables to walk.
+		return false
+	}
 	if used >= size {
 		return true
 	}

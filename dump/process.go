@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/lazycr/lazycr/cgroup"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
@@ -89,6 +90,9 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	}
 	if p.Namespaces, err = readNamespaces(pp); err != nil {
 		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	if p.Cgroups, err = cgroup.Dump(pp); err != nil {
+		return nil, fail("read cgroups", err)
 	}
 
 	if p.Sigactions, err = cp.sigactions(leader, st.SigCgt|st.SigIgn); err != nil {

@@ -123,6 +123,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
 		Sched:          &pb.Sched{Cpus: []uint64{0b1010}, Policy: 0x40000001, Priority: 10, Ioprio: 3 << 13, TimerSlackNs: 123456},
+		Cgroups:        []*pb.Cgroup{{Hierarchy: 8, Controllers: "pids", Path: "/harness/job"}, {Hierarchy: 0, Path: "/user.slice"}},
 	}
 }
 

@@ -20,7 +20,14 @@ import (
 //	go test -run '^$' -bench BenchmarkPushPath -benchtime=3x ./integration/
 //
 // 256 MiB per variant; LAZYCR_BENCH_PUSHPATH_MIB sets another size.
-// Nothing of lazycr runs: it is the evidence for how lazycr pushes.
+// Nothing of lazycr runs: it is the evidence for how lazycr pushes. The
+// ratios move with the machine's load (it is shared); compare variants
+// within one run. Seen here (2 vCPUs, 1 GiB, load 1.5-3.5): today's path
+// (readvz→copy 64K) 0.48-0.60x plain TCP; 1 MiB frames 0.78-0.83x; two
+// streams, each with its own installing thread, 0.66-0.93x; a second
+// target thread (pipe) no better than one; vmsplice+splice on the source
+// slower than process_vm_readv in every run once the target installs
+// (splice→copy 1024K 0.47-0.60x against readvz→copy 0.67-0.83x).
 func BenchmarkPushPath(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("userfaultfd of kernel-mode faults needs root (vm.unprivileged_userfaultfd)")

@@ -124,3 +124,37 @@ func clockLines(t *testing.T, file string) int {
 	}
 	return strings.Count(string(b), "\n")
 }
+
+// TestTimerfdAbsoluteDeadline: an absolute CLOCK_MONOTONIC timerfd keeps
+// its deadline across a dump and a restore on the same boot, as a blocked
+// clock_nanosleep(TIMER_ABSTIME) does (QA3 R9: it was re-armed with the
+// time it had left at the dump, so it fired the downtime late). The
+// program prints how far its timer's deadline drifted; the test makes a
+// downtime of a second between dump and restore.
+func TestTimerfdAbsoluteDeadline(t *testing.T) {
+	needRoot(t)
+	p := startCmd(t, exec.Command(buildC(t, "abstimerfd")))
+	waitFor(t, "the timer program", func() bool { return clockLines(t, p.outPath) > 2 })
+	dir := dumpKill(t, p)
+	const downtime = time.Second
+	time.Sleep(downtime) // the downtime the timer must not add
+	before := clockLines(t, p.outPath)
+	if o, e, code := runLazycr(t, "restore", "-D", dir); code != 0 {
+		t.Fatalf("lazycr restore: exit %d\n%s%s", code, o, e)
+	}
+	q := adopt(t, p.pid)
+	waitFor(t, "lines after the restore", func() bool { return clockLines(t, p.outPath) > before+2 })
+	requireRunning(t, q.pid)
+	b, err := os.ReadFile(p.outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var drift int64
+	if _, err := fmt.Sscanf(lines[len(lines)-1], "drift %d", &drift); err != nil {
+		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+	}
+	if d := time.Duration(drift); d > downtime/2 || d < -downtime/2 {
+		t.Errorf("after a %v downtime the timer's deadline moved by %v, want it kept", downtime, d)
+	}
+}

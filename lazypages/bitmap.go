@@ -87,6 +87,13 @@ func (b Bitmap) ClearRun(i, limit uint64) uint64 {
 	return min(n, limit)
 }
 
+// Or adds every index of o (made for the same n) to b.
+func (b Bitmap) Or(o Bitmap) {
+	for i, w := range o[:min(len(o), len(b))] {
+		b[i] |= w
+	}
+}
+
 // Count returns how many indexes are in the set.
 func (b Bitmap) Count() uint64 {
 	var n uint64

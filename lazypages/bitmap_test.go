@@ -60,6 +60,15 @@ func TestBitmapBasics(t *testing.T) {
 	if _, ok := b.NextClear(0, 60); ok {
 		t.Fatal("NextClear(0, 60) found a clear index")
 	}
+	o := NewBitmap(130)
+	o.Set(61)
+	o.Set(128)
+	b.Or(o)
+	if b.Count() != 62 || !b.Get(61) || !b.Get(128) || !b.Get(59) || b.Get(60) || o.Count() != 2 {
+		t.Fatalf("after Or: %x (other %x)", []uint64(b), []uint64(o))
+	}
+	b.Clear(61)
+	b.Clear(128)
 	b.Set(100)
 	for _, tc := range []struct{ i, limit, want uint64 }{
 		{60, 70, 40}, {60, 30, 30}, {101, 29, 29}, {59, 10, 0}, {100, 1, 0}, {61, 0, 0},

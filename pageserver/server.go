@@ -921,9 +921,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.absentSent = true
 		if len(s.absent) > 0 {
 			wk.absent = s.absent
-			for i, w := range s.absentBits {
-				cs.sent[i] |= w
-			}
+			cs.sent.Or(s.absentBits)
 		}
 	}
 	switch {

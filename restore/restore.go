@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lazycr/lazycr/cgroup"
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -586,7 +587,13 @@ func (r *Process) startStub(undo *undoStack) error {
 	r.stubExe = stub
 	undo.push(func() { killTraced(p, r.opts.Log) })
 	r.b = &builder{p: p, pid: p.Pid}
-	return r.takePID(undo)
+	if err := r.takePID(undo); err != nil {
+		return err
+	}
+	if err := cgroup.Restore(r.b.pid, r.img.GetCgroups(), r.opts.Log); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
 }
 
 // takePID makes the process being built carry its original PID: the stub

@@ -20,6 +20,7 @@
  *                   does the vmsplice itself; in lazycr it is an injected
  *                   syscall in the frozen process (a ptrace round trip per
  *                   pipe-full, not counted here).
+ *           splicenm the same without MSG_MORE/SPLICE_F_MORE (no corking)
  *   target  recv    read(2) into a buffer, nothing else (plain TCP)
  *           copy    read, then UFFDIO_COPY into fresh pages registered
  *                   MISSING, one thread (today's target)
@@ -155,7 +156,8 @@ static void *sender(void *arg)
 	int pfd[2] = {-1, -1};
 	if (!strcmp(s->mode, "readv") || !strcmp(s->mode, "readvz"))
 		buf = malloc(s->frame);
-	if (!strcmp(s->mode, "splice")) {
+	int more = strcmp(s->mode, "splicenm") ? SPLICE_F_MORE : 0;
+	if (!strncmp(s->mode, "splice", 6)) {
 		if (pipe2(pfd, O_CLOEXEC))
 			die("pipe2");
 		if (fcntl(pfd[1], F_SETPIPE_SZ, (int)s->frame) < (int)s->frame)
@@ -190,10 +192,10 @@ static void *sender(void *arg)
 				v.iov_len -= k;
 				done += k;
 			}
-			if (send(s->fd, hdr, HDR, MSG_MORE) != HDR)
+			if (send(s->fd, hdr, HDR, more ? MSG_MORE : 0) != HDR)
 				die("send header");
 			for (size_t left = n; left > 0;) {
-				ssize_t k = splice(pfd[0], NULL, s->fd, NULL, left, SPLICE_F_MOVE | SPLICE_F_MORE);
+				ssize_t k = splice(pfd[0], NULL, s->fd, NULL, left, SPLICE_F_MOVE | more);
 				if (k <= 0)
 					die("splice");
 				left -= k;
