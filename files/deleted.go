@@ -19,6 +19,12 @@ import (
 // /proc/PID/fd, and unlinks the name again. (CRIU calls these ghost
 // files.) A file still linked under another name is refused: that name
 // cannot be found from the fd.
+//
+// An O_TMPFILE file (open(2); tmpfile(3), Python's TemporaryFile), which
+// never had a name, is one too: its /proc link reads "DIR/#INODE
+// (deleted)" and it is made again under that name. It comes back without
+// O_TMPFILE in its status flags, and linkat(2) can no longer give it a
+// name (only an O_TMPFILE inode is linkable once unlinked): restore warns.
 type deletedFile struct{}
 
 func (deletedFile) name() string { return "deleted file" }
@@ -149,6 +155,12 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	// ELOOP, and O_NOFOLLOW cannot be set afterwards.
 	if err := r.openGroup(g, path, what, func(f *pb.Fd) int64 { return f.GetDeletedFile().GetPos() }); err != nil {
 		return err
+	}
+	for _, f := range g.fds {
+		if f.Flags&oTmpfileOnly != 0 {
+			r.log.Warn().Int32("fd", f.Fd).Str("file", path).
+				Msgf("fd %d was opened O_TMPFILE: it comes back as an unlinked file, which linkat(2) cannot give a name any more", f.Fd)
+		}
 	}
 	if m := first.File.MtimeUnixNano; m != 0 {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}
