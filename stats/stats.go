@@ -41,11 +41,11 @@ type File struct {
 type Dump struct {
 	Threads        int     `json:"threads"`
 	VMAs           int     `json:"vmas"`
-	PagesPopulated uint64  `json:"pages_populated"` // with --lazy, less the pages the source found it never had (Serve.AbsentPages)
-	PagesEager     uint64  `json:"pages_eager"`     // in the image (or skeleton)
-	PagesLazy      uint64  `json:"pages_lazy"`      // served by the page server (dump --lazy)
-	PagesZero      uint64  `json:"pages_zero"`      // populated but zero-filled: not stored
-	PagesFile      uint64  `json:"pages_file"`      // unmodified file pages: not stored
+	PagesPopulated uint64  `json:"pages_populated"`
+	PagesEager     uint64  `json:"pages_eager"` // in the image (or skeleton)
+	PagesLazy      uint64  `json:"pages_lazy"`  // served by the page server (dump --lazy)
+	PagesZero      uint64  `json:"pages_zero"`  // populated but zero-filled: not stored
+	PagesFile      uint64  `json:"pages_file"`  // unmodified file pages: not stored
 	BytesWritten   uint64  `json:"bytes_written"`
 	FreezeMS       float64 `json:"freeze_ms"` // first PTRACE_SEIZE → every thread stopped
 	// FrozenMS is how long the original was stopped: freeze → killed or
