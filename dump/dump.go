@@ -82,6 +82,11 @@ type Stats struct {
 	// FreezeAttempts is how many freezes the dump took: more than one when
 	// a passing state was refused and the process ran on briefly (retry.go).
 	FreezeAttempts int
+	// Held are the network locks a dump that killed left in place for the
+	// restore (one per process with TCP connections or listeners): they
+	// outlive lazycr until a restore of the image in that network
+	// namespace, or lazycr unlock, removes them.
+	Held []files.HeldLock
 }
 
 // Errors a dump refuses with; wrapped with the pid and the detail.
@@ -140,6 +145,7 @@ func Dump(ctx context.Context, opts Options) (*Stats, error) {
 			return nil, fmt.Errorf("dump pid %d: hold TCP connections: %w", opts.PID, err)
 		}
 		parent := parentOf(opts.PID)
+		cp.Stats.Held = cp.heldLocks()
 		err = cp.Kill()
 		// Frozen ends at the kill: the wait for the parent's reap below
 		// is somebody else's time, not the process's.
@@ -284,6 +290,37 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	}
 	cp.Set = set
 
+	// The fds are read on a goroutine of their own meanwhile: files.Dump
+	// injects no syscall (it reads /proc, takes fds with pidfd_getfd(2)
+	// and asks sock_diag), and its /proc scans (the holders of a pipe
+	// read every process's fd table) overlap the smaps walk below, the
+	// freeze's longest step.
+	type fdsRead struct {
+		fds  *pb.FdTable
+		err  error
+		took time.Duration
+	}
+	fdsc := make(chan fdsRead, 1)
+	go func() {
+		t := time.Now()
+		fds, err := cp.collectFds()
+		if err == nil {
+			err = failpoint.Check("dump.fds")
+		}
+		fdsc <- fdsRead{fds, err, time.Since(t)}
+	}()
+	fdsTaken := false
+	takeFds := func() fdsRead {
+		fdsTaken = true
+		return <-fdsc
+	}
+	defer func() {
+		if !fdsTaken {
+			// Failed before: wait for it, so its TCP connections (cp.tcp)
+			// are there for the rollback (Release) to resume.
+			takeFds()
+		}
+	}()
 	// Memory first: the scratch page injected syscalls use must not appear
 	// in (or merge into) the recorded VMAs.
 	t := time.Now()
@@ -310,15 +347,12 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		return err
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("process state collected")
-	t = time.Now()
-	fds, err := cp.collectFds()
-	if err == nil {
-		err = failpoint.Check("dump.fds")
+	fr := takeFds()
+	if fr.err != nil {
+		return fr.err
 	}
-	if err != nil {
-		return err
-	}
-	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("fds collected")
+	fds := fr.fds
+	cp.opts.Log.Debug().Int("pid", pid).Dur("took", fr.took).Msg("fds collected")
 	set.Tree.Processes = []*pb.Process{process}
 	set.Memory[uint32(pid)] = mm
 	set.Fds[uint32(pid)] = fds
@@ -523,6 +557,17 @@ func (cp *Checkpoint) holdTCP() error {
 		}
 	}
 	return nil
+}
+
+// heldLocks describes the held locks of cp and its members.
+func (cp *Checkpoint) heldLocks() []files.HeldLock {
+	var out []files.HeldLock
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if h := m.tcp.Held(); h != nil {
+			out = append(out, *h)
+		}
+	}
+	return out
 }
 
 // parentOf names the parent of pid (zero if unknown).

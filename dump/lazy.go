@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
 )
 
 // LazySpace is the lazy memory of one process of a lazy dump: its pid in
@@ -54,4 +56,34 @@ func (cp *Checkpoint) ReadProcessMemory(pid uint32, addr uint64, b []byte) error
 		return fmt.Errorf("read memory of pid %d: it is a zombie", pid)
 	}
 	return m.proc.ReadMem(uintptr(addr), b)
+}
+
+// AbsentRuns lists the parts of runs (lazy runs of process pid of the
+// dump, in address order) that hold no data (proc.ScanAbsent): they read
+// as zeros, so the page server need not read or send them
+// (pageserver.ServerConfig.Absent). A lazy dump makes a whole private
+// anonymous VMA one lazy run without scanning it while frozen (wholeLazy);
+// this is the scan, done after the resume.
+func (cp *Checkpoint) AbsentRuns(pid uint32, runs []*pb.PageRun) ([]proc.Range, error) {
+	m := cp.member(pid)
+	if m == cp && uint32(cp.pid) != pid {
+		return nil, fmt.Errorf("scan memory of pid %d: not a process of the dump of pid %d", pid, cp.pid)
+	}
+	if m.proc == nil || len(runs) == 0 {
+		return nil, nil
+	}
+	pm, err := proc.OpenPagemap(m.proc.ProcPid())
+	if err != nil {
+		return nil, fmt.Errorf("scan memory of pid %d: %w", pid, err)
+	}
+	defer pm.Close()
+	var out []proc.Range
+	for _, r := range runs {
+		rs, err := proc.ScanAbsent(pm, r.Addr, r.Addr+r.Npages*image.PageSize)
+		if err != nil {
+			return nil, fmt.Errorf("scan memory of pid %d: %w", pid, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
 }

@@ -32,11 +32,14 @@ const readChunk = 1 << 20
 //
 // smaps is the costly read: the kernel walks every mapping's page tables
 // for its counters (smap_gather_stats in fs/proc/task_mmu.c), 13–19 ms of
-// CPU per GiB of 4 KiB pages here. Only its VmFlags and ProtectionKey
-// lines are used, and no other file has them, so it is read while frozen;
-// meanwhile the populated ranges of the private anonymous mappings, which
-// /proc/PID/maps names without a walk, are scanned on this goroutine
-// (prescan), so the two page-table walks overlap.
+// CPU per GiB of 4 KiB pages here. Only its VmFlags, ProtectionKey, Rss
+// and Swap lines are used, and no other file has the first two, so it is
+// read while frozen. A full dump meanwhile scans the populated ranges of
+// the private anonymous mappings, which /proc/PID/maps names without a
+// walk, on this goroutine (prescan), so the two page-table walks overlap.
+// A lazy dump scans none of them while frozen but the sparse ones
+// (wholeLazy): a dense one is one lazy run, and the page server learns
+// which of its pages exist after the resume (AbsentRuns).
 func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	pid := cp.pid
 	pp := cp.proc.ProcPid() // a live thread's /proc when the leader has exited
@@ -57,7 +60,13 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	defer pm.Close()
-	scanned := prescan(pp, pm)
+	// A lazy dump scans nothing while frozen but its sparse mappings
+	// (classifyPages, wholeLazy): the populated pages of the rest are found
+	// after the resume (AbsentRuns).
+	var scanned map[span]*[]proc.PopulatedRegion
+	if cp.opts.Mode != ModeLazy {
+		scanned = prescan(pp, pm)
+	}
 	scanTook := time.Since(t0)
 	sr := <-smaps
 	maps, err := sr.maps, sr.err
@@ -468,6 +477,13 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 	}
 	switch v.Kind {
 	case pb.VmaKind_VMA_KIND_ANON, pb.VmaKind_VMA_KIND_HEAP, pb.VmaKind_VMA_KIND_STACK:
+		if cp.lazy(v) && wholeLazy(m) {
+			// The whole VMA is lazy (but its hot pages): which pages it
+			// populated is found after the resume (AbsentRuns), so the
+			// freeze does not walk its page tables at all.
+			cp.anonRuns(v, []proc.PopulatedRegion{{Start: v.Start, End: v.End}}, hot)
+			return nil
+		}
 		// Private anonymous memory only needs "populated or not": ask for
 		// ranges (PAGEMAP_SCAN) instead of reading 8 bytes per page, so
 		// the freeze does not grow with the size of the memory.
@@ -478,6 +494,40 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 		regions, err := proc.ScanPopulated(pm, m.Start, m.End)
 		if err == nil {
 			cp.anonRuns(v, regions, hot)
+			return nil
+		}
+		if !errors.Is(err, proc.ErrScanUnsupported) {
+			return fmt.Errorf("dump pid %d: vma %#x-%#x: %w", cp.pid, m.Start, m.End, err)
+		}
+	}
+	if v.Kind == pb.VmaKind_VMA_KIND_FILE && v.Shared {
+		// Every page is the file's (pageState): no need to read 8 bytes of
+		// pagemap per page of what may be a large mapped file.
+		v.Pages = append(v.Pages, &pb.PageRun{Addr: m.Start, Npages: (m.End - m.Start) / image.PageSize, State: pb.PageState_PAGE_STATE_FILE})
+		return nil
+	}
+	if v.Kind == pb.VmaKind_VMA_KIND_FILE {
+		// A private file mapping: only the pages copied on write are its
+		// own (pageState); ask for those (costs what is populated) rather
+		// than read the pagemap of the whole mapping.
+		copied, err := proc.ScanCopied(pm, m.Start, m.End)
+		if err == nil {
+			at := m.Start
+			add := func(s, e uint64, st pb.PageState) {
+				if s < e {
+					v.Pages = append(v.Pages, &pb.PageRun{Addr: s, Npages: (e - s) / image.PageSize, State: st})
+				}
+			}
+			for _, r := range copied {
+				s, e := max(r.Start, m.Start), min(r.End, m.End)
+				if s >= e {
+					continue
+				}
+				add(at, s, pb.PageState_PAGE_STATE_FILE)
+				add(s, e, pb.PageState_PAGE_STATE_EAGER)
+				at = e
+			}
+			add(at, m.End, pb.PageState_PAGE_STATE_FILE)
 			return nil
 		}
 		if !errors.Is(err, proc.ErrScanUnsupported) {
@@ -505,6 +555,35 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 		v.Pages = append(v.Pages, cur)
 	}
 	return nil
+}
+
+// wholeLazySlack is how much of a private anonymous mapping may be
+// unpopulated (by smaps' Rss and Swap) and the mapping still be made one
+// lazy run without a scan (wholeLazy).
+const wholeLazySlack = 64 << 20
+
+// wholeLazy reports whether the lazy private anonymous mapping m is made
+// one lazy run (but its hot pages) without scanning its page tables while
+// frozen: when some of it but at most half of it, or at most
+// wholeLazySlack, was never populated, by smaps' Rss and Swap (read anyway
+// for VmFlags; Rss does not count the shared zero page). A sparse
+// mapping (a large reservation with little touched) is scanned instead:
+// PAGEMAP_SCAN skips unpopulated page tables, so that costs what is
+// populated, and the lazy runs (the page server's and the handler's
+// bitmaps, one bit per page each) stay the size of the data rather than
+// of the reservation.
+func wholeLazy(m *proc.Mapping) bool {
+	size := m.End - m.Start
+	used := (m.Rss + m.Swap) << 10
+	if used == 0 {
+		// Nothing populated (a PROT_NONE reservation, glibc's arena
+		// tails): the scan finds no page tables to walk.
+		return false
+	}
+	if used >= size {
+		return true
+	}
+	return size-used <= max(used, wholeLazySlack)
 }
 
 // pageAppender is where eager page data goes: a pages file or memory.

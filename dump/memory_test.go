@@ -26,3 +26,28 @@ func TestPrivateAnon(t *testing.T) {
 		}
 	}
 }
+
+// TestWholeLazy: which private anonymous mappings a lazy dump makes one
+// lazy run without a scan (smaps Rss and Swap in kB).
+func TestWholeLazy(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		size, rssKB, swapKB uint64
+		want                bool
+	}{
+		{4096 * mib, 4096 * 1024, 0, true},           // dense
+		{4096 * mib, 2048 * 1024, 0, true},           // half populated
+		{4096 * mib, 1024 * 1024, 1024 * 1024, true}, // half, swap counts
+		{4096 * mib, 1024 * 1024, 0, false},          // sparse: 3 GiB unpopulated
+		{8 * mib, 4, 0, true},                        // a thread stack: within the slack
+		{64 * mib, 4, 0, true},                       // a malloc arena
+		{65 * mib, 4, 0, false},                      // beyond the slack
+		{64 * mib, 0, 0, false},                      // nothing populated: the scan is free
+		{1 << 40, 1024, 0, false},                    // a reservation
+	} {
+		m := &proc.Mapping{Start: 0x7f0000000000, End: 0x7f0000000000 + c.size, Rss: c.rssKB, Swap: c.swapKB}
+		if got := wholeLazy(m); got != c.want {
+			t.Errorf("size %d MiB, rss %d kB, swap %d kB: wholeLazy %v, want %v", c.size/mib, c.rssKB, c.swapKB, got, c.want)
+		}
+	}
+}

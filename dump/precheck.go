@@ -22,6 +22,9 @@ func precheck(pid int) error {
 	if pid == os.Getpid() {
 		return fmt.Errorf("dump pid %d: %w: that is lazycr itself", pid, ErrRefused)
 	}
+	if isAncestor(pid) {
+		return fmt.Errorf("dump pid %d: %w: it is an ancestor of this lazycr (pid %d): a dump takes a process with all its descendants, lazycr among them", pid, ErrRefused, os.Getpid())
+	}
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

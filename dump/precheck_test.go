@@ -76,3 +76,13 @@ func TestCheckLocks(t *testing.T) {
 		t.Fatalf("checkLocks: %v, want ErrUnsupported naming %q", err, want)
 	}
 }
+
+// TestPrecheckAncestor: lazycr's parent (here the test's: go test) is
+// refused before anything touches it, saying it is an ancestor (QA3 R13:
+// the refusal was a bare PTRACE_SEIZE EPERM on lazycr's own shell).
+func TestPrecheckAncestor(t *testing.T) {
+	err := precheck(os.Getppid())
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "ancestor of this lazycr") {
+		t.Errorf("precheck of the parent: %v, want a refusal naming it lazycr's ancestor", err)
+	}
+}

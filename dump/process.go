@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/lazycr/lazycr/cgroup"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/proc"
@@ -87,7 +88,12 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		p.Rlimits = append(p.Rlimits, &pb.Rlimit{Resource: int32(res), Name: rlimitNames[res],
 			Cur: binary.LittleEndian.Uint64(b[0:]), Max: binary.LittleEndian.Uint64(b[8:])})
 	}
-	p.Namespaces = readNamespaces(pp)
+	if p.Namespaces, err = readNamespaces(pp); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	}
+	if p.Cgroups, err = cgroup.Dump(pp); err != nil {
+		return nil, fail("read cgroups", err)
+	}
 
 	if p.Sigactions, err = cp.sigactions(leader, st.SigCgt|st.SigIgn); err != nil {
 		return nil, err
@@ -318,7 +324,7 @@ func (cp *Checkpoint) posixTimers(tid int) ([]*pb.PosixTimer, error) {
 	return out, nil
 }
 
-func readNamespaces(pid int) *pb.Namespaces {
+func readNamespaces(pid int) (*pb.Namespaces, error) {
 	ino := func(name string) uint64 {
 		var st unix.Stat_t
 		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, name), &st); err != nil {
@@ -329,7 +335,39 @@ func readNamespaces(pid int) *pb.Namespaces {
 	ns := &pb.Namespaces{Net: ino("net"), Pid: ino("pid"), Mnt: ino("mnt"), Uts: ino("uts"),
 		Ipc: ino("ipc"), User: ino("user"), Cgroup: ino("cgroup"), Time: ino("time")}
 	ns.NetName = proc.NetnsName(ns.Net) // restore names it when it refuses another one
-	return ns
+	offsets, err := timeOffsets(pid, ns.Time, ino("time_for_children"))
+	if offsets != nil {
+		ns.TimeOffsets = &pb.TimeOffsets{MonotonicNs: int64(offsets.Monotonic), BoottimeNs: int64(offsets.Boottime)}
+	}
+	return ns, err
+}
+
+// timeOffsets returns the offsets of pid's time namespace own when it is
+// not lazycr's, nil when it is. A process in another time namespace reads
+// CLOCK_MONOTONIC and CLOCK_BOOTTIME shifted by its offsets
+// (time_namespaces(7)): restored in lazycr's, every monotonic deadline it
+// holds (an absolute clock_nanosleep, a condition variable's timeout, an
+// event loop's timers) would move by that much, silently; restore makes it
+// a time namespace with the same offsets. The offsets are read from
+// /proc/PID/timens_offsets, which shows time_for_children's: refused when
+// that is not the process's own (it called unshare(CLONE_NEWTIME) and has
+// not forked since: its next child would start in a namespace restore
+// does not make).
+func timeOffsets(pid int, own, forChildren uint64) (*proc.TimeOffsets, error) {
+	if own == 0 {
+		return nil, nil // no time namespaces here
+	}
+	if forChildren != own {
+		return nil, fmt.Errorf("%w: the process unshared a time namespace (time_for_children time:[%d]) it is not in (time:[%d]); its children would start there", ErrUnsupported, forChildren, own)
+	}
+	if mine, err := proc.SelfNs("time"); err != nil || own == mine.Ino {
+		return nil, nil // lazycr's own
+	}
+	o, err := proc.ReadTimeOffsets(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read the offsets of its time namespace time:[%d]: %w", own, err)
+	}
+	return &o, nil
 }
 
 func siginfos(raw [][]byte) []*pb.Siginfo {

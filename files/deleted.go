@@ -94,7 +94,23 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	linked := false // a shared memory object is unlinked by package restore when it ends
 	if local < 0 {
 		fresh = true
-		fd, err = r.openAt(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOCTTY)
+		const flags = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOCTTY
+		fd, err = r.openAt(path, flags)
+		if errors.Is(err, unix.ENOENT) {
+			// Its directory was removed too (rm -r): made again for
+			// the time it takes, removed after the name (deferred
+			// first, so it runs last).
+			undo, perr := MakeParents(path, r.mkdir, r.rmdir)
+			if perr != nil {
+				return fmt.Errorf("recreate %s: %w", what, perr)
+			}
+			defer func() {
+				if err := undo(); err != nil {
+					r.log.Warn().Err(err).Str("file", path).Msg("directories made for a deleted file left behind")
+				}
+			}()
+			fd, err = r.openAt(path, flags)
+		}
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
 		}

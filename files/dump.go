@@ -254,6 +254,15 @@ func (d *dumper) dumpOne(l *liveFd, out *pb.Fd) error {
 	if err := unix.Fstat(l.local, &l.st); err != nil {
 		return os.NewSyscallError("fstat", err)
 	}
+	if l.link == proc.KindFile {
+		// A POSIX message queue (mq_open(3)) is a file of the kernel's
+		// own mqueue mount: its link reads "/NAME", which names nothing
+		// to reopen, and its messages would be lost.
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(l.local, &fs); err == nil && fs.Type == mqueueMagic {
+			return fmt.Errorf("%w: POSIX message queue %s (mq_open): its queue and messages are not recorded", ErrUnsupported, l.target)
+		}
+	}
 	for _, k := range kinds {
 		if k.claims(l) {
 			return k.dump(d, l, out)
@@ -261,6 +270,10 @@ func (d *dumper) dumpOne(l *liveFd, out *pb.Fd) error {
 	}
 	return refusal(l)
 }
+
+// mqueueMagic is MQUEUE_MAGIC (include/uapi/linux/magic.h), the f_type
+// statfs(2) gives for a message queue.
+const mqueueMagic = 0x19800202
 
 // refusal says why no kind claimed l.
 func refusal(l *liveFd) error {

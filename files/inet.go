@@ -638,38 +638,14 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 // network namespace of the process being built, and it is stopped by its
 // tracer (the source's freeze); anything else is an error.
 func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
-	here, err := BootID()
+	pid := int(r.imagePid)
+	local, st, err := r.fdOfFrozenOriginal(f.Fd)
 	if err != nil {
 		return 0, err
 	}
-	if r.bootID == "" || here != r.bootID {
-		return 0, fmt.Errorf("the image comes from another boot or host (boot id %q, here %q)", r.bootID, here)
-	}
-	pid := int(r.imagePid)
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return 0, fmt.Errorf("open dumped pid %d: %w", pid, os.NewSyscallError("pidfd_open", err))
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, int(f.Fd), 0)
-	if err != nil {
-		return 0, fmt.Errorf("take fd %d of dumped pid %d: %w", f.Fd, pid, os.NewSyscallError("pidfd_getfd", err))
-	}
 	defer unix.Close(local)
-	var st unix.Stat_t
-	if err := unix.Fstat(local, &st); err != nil {
-		return 0, fmt.Errorf("stat fd %d of pid %d: %w", f.Fd, pid, os.NewSyscallError("fstat", err))
-	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != s.Inode {
 		return 0, fmt.Errorf("fd %d of pid %d is not socket:[%d] (mode %#o inode %d)", f.Fd, pid, s.Inode, st.Mode, st.Ino)
-	}
-	// Only from a frozen original: a running process (a released source)
-	// would go on accepting from the same socket.
-	if ps, err := proc.ReadStatus(pid); err != nil || ps.State != 't' || ps.TracerPid == 0 {
-		if err == nil {
-			err = fmt.Errorf("state %c, tracer pid %d", ps.State, ps.TracerPid)
-		}
-		return 0, fmt.Errorf("pid %d is not frozen by a tracer: %w", pid, err)
 	}
 	if err := sameNetns(local, r.pid); err != nil {
 		return 0, fmt.Errorf("socket:[%d] of pid %d: %w", s.Inode, pid, err)

@@ -2,6 +2,8 @@ package files
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
@@ -31,6 +33,9 @@ func (regularFile) owns(f *pb.Fd) bool { return f.GetFile() != nil }
 
 func (regularFile) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	file := f.GetFile()
+	if self, ok := r.ownProcPath(file.File); ok {
+		return r.openOwnProc(f, self)
+	}
 	if err := checkFdFile(f.Fd, file.File, file.Mode); err != nil {
 		return 0, err
 	}
@@ -85,4 +90,49 @@ func checkFdFile(fd int32, id *pb.FileID, mode uint32) error {
 			fd, ErrFileChanged, id.Path, st.Ino, st.Dev, id.Inode, id.Dev)
 	}
 	return nil
+}
+
+// ownProcPath tells whether id is a file of the process's own /proc/PID
+// directory (or that directory): /proc/self/status, /proc/self/mountinfo
+// or /proc/self itself held open. The restored process has a directory of
+// its own there, with other inodes (and another pid after --new-pid):
+// the fd is reopened through /proc/self by the process itself, not checked
+// against the dumped inode, which belonged to the dead original. It
+// returns the path under /proc/self. Threads' /proc/PID/task/TID files are
+// not among them (their tids may change).
+func (r *restorer) ownProcPath(id *pb.FileID) (string, bool) {
+	if id == nil || r.imagePid == 0 {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(id.Path, "/proc/"+strconv.Itoa(int(r.imagePid)))
+	if !ok || rest != "" && rest[0] != '/' || strings.HasPrefix(rest, "/task/") {
+		return "", false
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs("/proc/self", &fs); err != nil || fs.Type != unix.PROC_SUPER_MAGIC {
+		return "", false
+	}
+	// The dumped file must have been on a procfs too: the device of
+	// this lazycr's /proc.
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self", &st); err != nil || st.Dev != id.Dev {
+		return "", false
+	}
+	return "/proc/self" + rest, true
+}
+
+// openOwnProc opens path (under /proc/self) in the process being built,
+// with f's flags and offset.
+func (r *restorer) openOwnProc(f *pb.Fd, path string) (uintptr, error) {
+	file := f.GetFile()
+	fd, err := r.openAt(path, openFlags(f.Flags))
+	if err != nil {
+		return 0, fmt.Errorf("open fd %d %s (%s of the process itself): %w", f.Fd, path, file.File.Path, err)
+	}
+	if file.Pos != 0 && f.Flags&unix.O_PATH == 0 {
+		if _, err := r.rem.Syscall(unix.SYS_LSEEK, fd, uintptr(file.Pos), unix.SEEK_SET); err != nil {
+			return 0, fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, path, file.Pos, err)
+		}
+	}
+	return fd, nil
 }

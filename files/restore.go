@@ -2,6 +2,7 @@ package files
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -171,7 +172,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 	if len(fds) == 0 {
 		return r.checkTable(nil)
 	}
-	restoreLimit, err := r.raiseNofile(len(fds))
+	restoreLimit, early, err := r.raiseNofile(len(fds))
 	if err != nil {
 		return err
 	}
@@ -186,6 +187,11 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 			if isLate == late {
 				if err := r.create(f); err != nil {
 					return err
+				}
+				if early {
+					if err := r.placeEarly(f); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -206,6 +212,9 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		var flags uintptr
 		if f.Cloexec {
 			flags = unix.O_CLOEXEC
+		}
+		if r.temp[f.Fd] == uintptr(f.Fd) {
+			continue // placed early
 		}
 		if _, err := rem.Syscall(unix.SYS_DUP3, r.temp[f.Fd], uintptr(f.Fd), flags); err != nil {
 			return fmt.Errorf("dup3 fd %d to %d: %w", r.temp[f.Fd], f.Fd, err)
@@ -377,25 +386,74 @@ func (r *restorer) checkTable(want []*pb.Fd) error {
 // RLIMIT_NOFILE lazycr started with, which may be below base+n. It returns
 // the function that puts the old limit back (restore then sets the
 // image's). See prlimit(2).
-func (r *restorer) raiseNofile(n int) (func(), error) {
+//
+// Raising the hard limit needs CAP_SYS_RESOURCE, which root lacks in many
+// containers: when base+n is above lazycr's hard limit (a process with
+// about half as many fds as that limit) and it cannot be raised, the soft
+// limit goes up to the hard one and early is true: each fd is then placed
+// at its number as soon as it is made (placeEarly), so the temporary
+// numbers are freed as they go instead of adding up to n.
+func (r *restorer) raiseNofile(n int) (restoreLimit func(), early bool, err error) {
 	pid := r.pid
 	var old unix.Rlimit
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
-		return nil, fmt.Errorf("read RLIMIT_NOFILE of pid %d: %w", pid, os.NewSyscallError("prlimit64", err))
+		return nil, false, fmt.Errorf("read RLIMIT_NOFILE of pid %d: %w", pid, os.NewSyscallError("prlimit64", err))
 	}
 	need := uint64(r.base) + uint64(n) + 16
 	if old.Cur >= need {
-		return func() {}, nil
+		return func() {}, false, nil
 	}
-	lim := unix.Rlimit{Cur: need, Max: max(old.Max, need)}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
-		return nil, fmt.Errorf("raise RLIMIT_NOFILE of pid %d to %d for fds up to %d: %w", pid, need, r.base-1, os.NewSyscallError("prlimit64", err))
-	}
-	return func() {
+	restoreLimit = func() {
 		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
 			r.log.Warn().Err(err).Int("pid", pid).Msg("put back RLIMIT_NOFILE")
 		}
-	}, nil
+	}
+	lim := unix.Rlimit{Cur: need, Max: max(old.Max, need)}
+	err = unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil)
+	if err == nil {
+		return restoreLimit, false, nil
+	}
+	if errors.Is(err, unix.EPERM) && need > old.Max && old.Max >= uint64(r.base)+16 {
+		lim = unix.Rlimit{Cur: old.Max, Max: old.Max}
+		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+			return nil, false, fmt.Errorf("raise RLIMIT_NOFILE of pid %d to %d for fds up to %d: %w", pid, old.Max, r.base-1, os.NewSyscallError("prlimit64", err))
+		}
+		r.log.Debug().Int("pid", pid).Uint64("hard_limit", old.Max).Uint64("wanted", need).
+			Msg("RLIMIT_NOFILE cannot be raised above the hard limit (CAP_SYS_RESOURCE): fds placed at their numbers as they are made")
+		return restoreLimit, true, nil
+	}
+	return nil, false, fmt.Errorf("raise RLIMIT_NOFILE of pid %d to %d for fds up to %d (raising the hard limit %d needs CAP_SYS_RESOURCE): %w",
+		pid, need, r.base-1, old.Max, os.NewSyscallError("prlimit64", err))
+}
+
+// placeEarly moves f's object from its temporary number to f's own number
+// (dup3 with f's FD_CLOEXEC) and frees the temporary one, when that number
+// is still free: no object is made there, since every fd made is moved to
+// base or above (moveHigh) and the stub's own fds are closed. r.temp then
+// names the final number, which phase 2 skips.
+func (r *restorer) placeEarly(f *pb.Fd) error {
+	fd := r.temp[f.Fd]
+	if fd == uintptr(f.Fd) {
+		return nil
+	}
+	if _, err := r.rem.Syscall(unix.SYS_FCNTL, uintptr(f.Fd), unix.F_GETFD); !errors.Is(err, unix.EBADF) {
+		if err != nil {
+			return fmt.Errorf("check fd %d is free: %w", f.Fd, err)
+		}
+		return nil // taken for now: dup3'd in phase 2
+	}
+	var flags uintptr
+	if f.Cloexec {
+		flags = unix.O_CLOEXEC
+	}
+	if _, err := r.rem.Syscall(unix.SYS_DUP3, fd, uintptr(f.Fd), flags); err != nil {
+		return fmt.Errorf("dup3 fd %d to %d: %w", fd, f.Fd, err)
+	}
+	r.temp[f.Fd] = uintptr(f.Fd)
+	if _, err := r.rem.Syscall(unix.SYS_CLOSE, fd); err != nil {
+		return fmt.Errorf("close temporary fd %d of fd %d: %w", fd, f.Fd, err)
+	}
+	return nil
 }
 
 // close releases lazycr's own fds.

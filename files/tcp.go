@@ -618,6 +618,27 @@ func (t *TCPDump) Hold() error {
 	return nil
 }
 
+// HeldLock describes the held lock Hold installed, if any: its table
+// (for lazycr unlock), how many connections it holds and the listening
+// addresses whose new connections it drops.
+type HeldLock struct {
+	Table     string
+	Conns     int
+	Listeners []string
+}
+
+// Held returns the held lock Hold installed, nil if none.
+func (t *TCPDump) Held() *HeldLock {
+	if t == nil || t.held == "" {
+		return nil
+	}
+	h := &HeldLock{Table: t.held, Conns: len(t.conns)}
+	for _, l := range t.listeners {
+		h.Listeners = append(h.Listeners, l.Local.String())
+	}
+	return h
+}
+
 // Close ends the dump's hold on the connections once the process is dead:
 // its own lock goes (the held one stays) and its copies of the sockets are
 // closed while still in repair mode, so the kernel sends neither FIN nor

@@ -32,7 +32,7 @@ func (timerfd) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
 		Clockid: int32(t.Clockid), SettimeFlags: int32(t.SettimeFlags), Ticks: t.Ticks,
 		ValueNs: t.ValueSec*1e9 + t.ValueNsec, IntervalNs: t.IntervalSec*1e9 + t.IntervalNsec,
 	}
-	if wallAbsolute(tf) {
+	if tf.SettimeFlags&unix.TFD_TIMER_ABSTIME != 0 {
 		var now unix.Timespec
 		if err := unix.ClockGettime(tf.Clockid, &now); err != nil {
 			return fmt.Errorf("read clock %d: %w", tf.Clockid, os.NewSyscallError("clock_gettime", err))
@@ -52,7 +52,9 @@ func (timerfd) dump(_ *dumper, l *liveFd, out *pb.Fd) error {
 // wallAbsolute: an absolute timer on a wall clock, which means the same
 // on any host, so it is re-armed absolute (with TFD_TIMER_CANCEL_ON_SET if
 // it had it). Other clocks differ between hosts: their timers are re-armed
-// relative, with the time they had left.
+// relative, with the time they had left at the dump; but an absolute one
+// (TFD_TIMER_ABSTIME) restored on the boot it was dumped on keeps its
+// deadline, as a blocked clock_nanosleep(TIMER_ABSTIME) does (monoLeft).
 func wallAbsolute(t *pb.TimerFd) bool {
 	return t.SettimeFlags&unix.TFD_TIMER_ABSTIME != 0 &&
 		(t.Clockid == unix.CLOCK_REALTIME || t.Clockid == unix.CLOCK_REALTIME_ALARM)
@@ -88,6 +90,8 @@ func (timerfd) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	}
 	if setFlags != 0 {
 		value = t.DeadlineNs
+	} else if left, ok := r.monoLeft(t); ok {
+		value = left
 	}
 	if value > 0 {
 		spec := le(t.IntervalNs/1e9, t.IntervalNs%1e9, value/1e9, value%1e9) // struct itimerspec
@@ -110,6 +114,32 @@ func (timerfd) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		}
 	}
 	return fd, nil
+}
+
+// monoLeft is the time an absolute timer on a clock other than a wall
+// clock (CLOCK_MONOTONIC, CLOCK_BOOTTIME) has left now to its dumped
+// deadline, on the boot it was dumped on, where that clock runs on
+// (through the dump and the downtime): the timer is armed with it, so it
+// fires at its deadline, not that much later. At least 1 ns: a deadline
+// passed meanwhile fires at once, its expiry counted as the kernel would.
+// ok is false on another boot (the clock means nothing there) or for a
+// relative timer, re-armed with what it had left.
+//
+// The deadline is in lazycr's view of the clock at the dump and now: a
+// process in a time namespace of its own sees it shifted by its offsets,
+// but the time left is the same in every view.
+func (r *restorer) monoLeft(t *pb.TimerFd) (int64, bool) {
+	if t.SettimeFlags&unix.TFD_TIMER_ABSTIME == 0 || wallAbsolute(t) || t.DeadlineNs == 0 {
+		return 0, false
+	}
+	if here, err := BootID(); err != nil || r.bootID == "" || here != r.bootID {
+		return 0, false
+	}
+	var now unix.Timespec
+	if err := unix.ClockGettime(t.Clockid, &now); err != nil {
+		return 0, false
+	}
+	return max(1, t.DeadlineNs-now.Nano()), true
 }
 
 func (timerfd) show(f *pb.Fd) string {

@@ -43,8 +43,9 @@ func (r *restorer) takeUnix(f *pb.Fd, name []byte) (fd uintptr, ok bool, err err
 		return 0, false, nil
 	}
 	pid := int(r.imagePid)
-	local, st, ok := r.fdOfFrozenOriginal(f.Fd)
-	if !ok {
+	local, st, err := r.fdOfFrozenOriginal(f.Fd)
+	if err != nil {
+		r.log.Debug().Err(err).Int32("fd", f.Fd).Msg("not taken over from the original")
 		return 0, false, nil
 	}
 	defer unix.Close(local)

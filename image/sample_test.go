@@ -110,6 +110,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		Namespaces: &pb.Namespaces{
 			Net: 4026531840, Pid: 4026531836, Mnt: 4026531841, Uts: 4026531838,
 			Ipc: 4026531839, User: 4026531837, Cgroup: 4026531835, Time: 4026531834, NetName: "web",
+			TimeOffsets: &pb.TimeOffsets{MonotonicNs: 86400e9, BoottimeNs: -5e8},
 		},
 		StartTime:      987654,
 		Argv:           []string{"/usr/local/bin/pingpong", "-peer", "10.0.0.1:9000"},
@@ -121,6 +122,8 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
 		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
+		Sched:          &pb.Sched{Cpus: []uint64{0b1010}, Policy: 0x40000001, Priority: 10, Ioprio: 3 << 13, TimerSlackNs: 123456},
+		Cgroups:        []*pb.Cgroup{{Hierarchy: 8, Controllers: "pids", Path: "/harness/job"}, {Hierarchy: 0, Path: "/user.slice"}},
 	}
 }
 

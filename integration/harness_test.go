@@ -597,3 +597,16 @@ func startWith(t *testing.T, adjust func(*exec.Cmd), bin string, args ...string)
 	})
 	return p
 }
+
+// waitFor polls cond until it holds, failing the test after
+// progressTimeout with what (what is awaited).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(progressTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", progressTimeout, what)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}

@@ -203,10 +203,12 @@ func gapTimeline(m *redisMigration, pkts []timedLine, from, to time.Time) string
 var gapPhases = []struct{ side, msg, what string }{
 	{"", "", "last answer → freeze began (negative: the reply was on its way)"},
 	{"source", "process frozen", "source: every thread stopped"},
-	{"source", "memory collected", "source: memory map and pagemap read"},
+	// The fds (and the network lock taken with them) are read while the
+	// memory map is (dump.collect): what of them the smaps walk did not
+	// hide is in "fds, skeleton encoded".
+	{"source", "memory collected", "source: memory map read (smaps; the fds read meanwhile)"},
 	{"source", "process state collected", "source: process state"},
-	{"source", "network lock held for a restore", "source: network lock taken and held"},
-	{"source", "skeleton encoded", "source: fds, skeleton encoded"},
+	{"source", "skeleton encoded", "source: fds (the rest), network lock, skeleton encoded"},
 	{"source", "frozen; serving", "source: state written, serving"},
 	{"target", "image set decoded", "target: connected, image set fetched and decoded"},
 	{"target", "takeover:", "target: network lock, address takeover (netfix)"},

@@ -210,7 +210,8 @@ func TestShmPostgres(t *testing.T) {
 }
 
 // clientBackends counts the children of postmaster pid that serve a
-// client ("postgres: USER DB HOST(PORT) ..." in their cmdline).
+// client ("postgres: USER DB HOST(PORT) ..." in their cmdline) or are
+// exiting (an empty cmdline).
 func clientBackends(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil {
@@ -219,7 +220,9 @@ func clientBackends(pid int) int {
 	n := 0
 	for _, c := range strings.Fields(string(b)) {
 		cmd, _ := os.ReadFile("/proc/" + c + "/cmdline")
-		if strings.Contains(string(cmd), "127.0.0.1(") {
+		// An exiting backend has no memory any more: its cmdline reads
+		// empty. Dumped, it is a zombie the restored postmaster reaps.
+		if strings.Contains(string(cmd), "127.0.0.1(") || len(cmd) == 0 {
 			n++
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -268,4 +269,31 @@ func listenerLocked(t *testing.T, port int) bool {
 		}
 	}
 	return false
+}
+
+// TestDumpSaysLockHeld: a dump that kills a TCP server says that its
+// listening port stays held after lazycr exits, until a restore here or
+// `lazycr unlock TABLE` (QA3 R4: a user who started the server afresh
+// found the port silently black-holed).
+func TestDumpSaysLockHeld(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "tcpbacklog"), "loop")
+	var r backlogReport
+	waitReport(t, p, &r)
+	dir := filepath.Join(t.TempDir(), "img")
+	t.Cleanup(func() { removeHeldOf(t, p.pid) })
+	o, e, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
+	if code != 0 {
+		t.Fatalf("lazycr dump: exit %d\n%s%s", code, o, e)
+	}
+	for _, want := range []string{
+		"the network lock stays after lazycr exits: new connections to ",
+		fmt.Sprintf(":%d are held", r.Port),
+		"until `lazycr restore -D " + dir + "` runs here",
+		"`lazycr unlock lazycr_hold_",
+	} {
+		if !strings.Contains(e, want) {
+			t.Errorf("dump does not say %q:\n%s", want, e)
+		}
+	}
 }

@@ -28,22 +28,8 @@ import (
 // fresh one between them (which the test would never see).
 func TestTreePipeHeldOutside(t *testing.T) {
 	t.Parallel()
-	bin := buildC(t, "treepipeout")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	cmd.ExtraFiles = []*os.File{r, w} // fds 3 (read end) and 4 (write end)
-	p := startCmd(t, cmd)
-	w.Close()
-	lines := watchPipe(t, r, tickLine)
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	tp := startTreePipeOut(t, nil)
+	p, lines, rep := tp.p, tp.lines, tp.rep
 	lines.waitAll(t, 3, "root", "child")
 
 	dir := dumpKill(t, p)
@@ -68,22 +54,8 @@ func TestTreePipeHeldOutside(t *testing.T) {
 // writable and still the test's pipe.
 func TestTreePipeRdwrHeldOutside(t *testing.T) {
 	t.Parallel()
-	bin := buildC(t, "treepipeout")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "rdwr")
-	cmd.ExtraFiles = []*os.File{r, w}
-	p := startCmd(t, cmd)
-	w.Close()
-	lines := watchPipe(t, r, tickLine)
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	tp := startTreePipeOut(t, nil, "rdwr")
+	p, lines, rep := tp.p, tp.lines, tp.rep
 	lines.waitAll(t, 3, "root", "child")
 	dir := dumpKill(t, p)
 	waitGone(t, rep.Child)
@@ -100,6 +72,51 @@ func TestTreePipeRdwrHeldOutside(t *testing.T) {
 	if s := rp.stderr(); s != "" {
 		t.Errorf("the tree complains:\n%s", s)
 	}
+}
+
+// treePipeOut is treepipeout running as a root and a child that write tick
+// lines into a pipe the test holds the read end of (their fds 3 and 4 are
+// the pipe's read and write ends).
+type treePipeOut struct {
+	p     *proc
+	lines *pipeCounters
+	ino   uint64 // the test's pipe
+	rep   struct {
+		Pid   int `json:"pid"`
+		Child int `json:"child"`
+	}
+}
+
+// startTreePipeOut starts treepipeout with args (a mode, or none), with
+// prep applied to its command (nil for none), and waits for its report.
+// The child is killed at the end of the test, unless the tree has its own
+// PID namespace (its pids mean other processes here; the namespace ends
+// with its init).
+func startTreePipeOut(t *testing.T, prep func(*exec.Cmd), args ...string) *treePipeOut {
+	t.Helper()
+	bin := buildC(t, "treepipeout")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(r.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{r, w} // fds 3 (read end) and 4 (write end)
+	if prep != nil {
+		prep(cmd)
+	}
+	tp := &treePipeOut{ino: st.Ino}
+	tp.p = startCmd(t, cmd)
+	w.Close()
+	tp.lines = watchPipe(t, r, tickLine)
+	waitReport(t, tp.p, &tp.rep)
+	if cmd.SysProcAttr == nil || cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWPID == 0 {
+		t.Cleanup(func() { unix.Kill(tp.rep.Child, unix.SIGKILL) })
+	}
+	return tp
 }
 
 // statusFlags returns the flags /proc/PID/fdinfo/FD shows.
@@ -128,22 +145,8 @@ func statusFlags(t *testing.T, pid, fd int) int {
 // ends used to get a fresh pipe of its own).
 func TestTreePipeOneMemberHeldOutside(t *testing.T) {
 	t.Parallel()
-	bin := buildC(t, "treepipeout")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "rootonly")
-	cmd.ExtraFiles = []*os.File{r, w}
-	p := startCmd(t, cmd)
-	w.Close()
-	lines := watchPipe(t, r, tickLine)
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	tp := startTreePipeOut(t, nil, "rootonly")
+	p, lines, rep := tp.p, tp.lines, tp.rep
 	lines.waitAll(t, 3, "root")
 	dir := dumpKill(t, p)
 	waitGone(t, rep.Child)
@@ -167,26 +170,9 @@ func TestTreePipeOneMemberHeldOutside(t *testing.T) {
 // one), not one each.
 func TestTreePipeHeldOutsideForeignBoot(t *testing.T) {
 	t.Parallel()
-	bin := buildC(t, "treepipeout")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(r.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	cmd.ExtraFiles = []*os.File{r, w}
-	p := startCmd(t, cmd)
-	w.Close()
-	lines := watchPipe(t, r, tickLine)
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	tp := startTreePipeOut(t, nil)
+	p, lines, rep := tp.p, tp.lines, tp.rep
+	st := unix.Stat_t{Ino: tp.ino}
 	lines.waitAll(t, 2, "root", "child")
 	dir := dumpKill(t, p)
 	waitGone(t, rep.Child)
@@ -247,22 +233,8 @@ func TestTreePipeHeldOutsideForeignBoot(t *testing.T) {
 // still alive: the caller's choice wins over rejoining.
 func TestTreePipeInheritFd(t *testing.T) {
 	t.Parallel()
-	bin := buildC(t, "treepipeout")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	cmd.ExtraFiles = []*os.File{r, w}
-	p := startCmd(t, cmd)
-	w.Close()
-	first := watchPipe(t, r, tickLine)
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
-	t.Cleanup(func() { unix.Kill(rep.Child, unix.SIGKILL) })
+	tp := startTreePipeOut(t, nil)
+	p, first, rep := tp.p, tp.lines, tp.rep
 	first.waitAll(t, 2, "root", "child")
 	dir := dumpKill(t, p)
 	waitGone(t, rep.Child)
@@ -309,22 +281,8 @@ func TestTreePipeInheritFd(t *testing.T) {
 // original still holds it, and carry on once it is gone.
 func TestTreePipeHeldOutsideLazy(t *testing.T) {
 	t.Parallel()
-	bin := buildC(t, "treepipeout")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	cmd.ExtraFiles = []*os.File{r, w}
-	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
-	p := startCmd(t, cmd)
-	w.Close()
-	lines := watchPipe(t, r, tickLine)
-	var rep struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &rep)
+	tp := startTreePipeOut(t, func(c *exec.Cmd) { c.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID} })
+	p, lines := tp.p, tp.lines
 	lines.waitAll(t, 3, "root", "child")
 	rp, _ := migrateLazyPIDNS(t, lazyEnv{}, p)
 	before := lines.snapshot()

@@ -40,14 +40,7 @@ func TestTtyShellJobSessionLeaderNewPID(t *testing.T) {
 	a := openPty(t)
 	reports := filepath.Join(dir, "reports")
 	c := exec.Command(job, reports, "111", "33")
-	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
-	t.Cleanup(func() { c.Process.Kill(); <-done })
+	done := startOnTerminal(t, a, c)
 	a.typeIn(t, "a")
 	r := waitTtyReport(t, reports, "a")
 	t.Cleanup(func() { syscall.Kill(r.Pid, syscall.SIGKILL) })
@@ -115,14 +108,7 @@ func TestTtyShellJobLazySessionLeader(t *testing.T) {
 	a := openPty(t)
 	reports := filepath.Join(dir, "reports")
 	c := exec.Command(job, reports, "111", "33")
-	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
-	t.Cleanup(func() { c.Process.Kill(); <-done })
+	startOnTerminal(t, a, c)
 	a.typeIn(t, "a")
 	r := waitTtyReport(t, reports, "a")
 	if r.Sid != r.Pid {

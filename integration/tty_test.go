@@ -761,20 +761,30 @@ func TestTtyOtherPty(t *testing.T) {
 	}
 }
 
+// startOnTerminal starts c leading a new session with p as its
+// controlling terminal and its stdin, stdout and stderr, as a terminal
+// emulator or script(1) starts a shell. done is closed once c was reaped;
+// c is killed and reaped at the end of the test.
+func startOnTerminal(t *testing.T, p *pty, c *exec.Cmd) (done <-chan struct{}) {
+	t.Helper()
+	c.Stdin, c.Stdout, c.Stderr = p.slave, p.slave, p.slave
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reaped := make(chan struct{})
+	go func() { c.Wait(); close(reaped) }()
+	t.Cleanup(func() { c.Process.Kill(); <-reaped })
+	return reaped
+}
+
 // startBash runs an interactive bash (job control on) leading a session
 // with p as its controlling terminal, and waits for its prompt.
 func startBash(t *testing.T, bash string, p *pty) *exec.Cmd {
 	t.Helper()
 	c := exec.Command(bash, "--norc", "--noprofile", "-i")
 	c.Env = append(os.Environ(), "TERM=dumb", "PS1=PROMPT$ ", "HISTFILE=/dev/null")
-	c.Stdin, c.Stdout, c.Stderr = p.slave, p.slave, p.slave
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
-	t.Cleanup(func() { c.Process.Kill(); <-done })
+	startOnTerminal(t, p, c)
 	p.waitOutput(t, "PROMPT$ ")
 	return c
 }
@@ -910,14 +920,7 @@ func TestTtyShellJobSessionLeader(t *testing.T) {
 	a := openPty(t)
 	reports := filepath.Join(dir, "reports")
 	c := exec.Command(job, reports, "111", "33")
-	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
-	t.Cleanup(func() { c.Process.Kill(); <-done })
+	done := startOnTerminal(t, a, c)
 	a.typeIn(t, "a")
 	r := waitTtyReport(t, reports, "a")
 	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })
@@ -957,14 +960,7 @@ func TestTtyShellJobNoJobControlRefused(t *testing.T) {
 	a := openPty(t)
 	reports := filepath.Join(dir, "reports")
 	c := exec.Command("/bin/sh", "-c", job+" "+reports+" 111 33; :")
-	c.Stdin, c.Stdout, c.Stderr = a.slave, a.slave, a.slave
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
-	t.Cleanup(func() { c.Process.Kill(); <-done })
+	startOnTerminal(t, a, c)
 	a.typeIn(t, "a")
 	r := waitTtyReport(t, reports, "a")
 	t.Cleanup(func() { unix.Kill(r.Pid, unix.SIGKILL) })

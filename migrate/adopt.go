@@ -124,6 +124,7 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 	srv := pageserver.NewServer(pageserver.ServerConfig{
 		Files: map[string][]byte{}, Lazy: lazy, Pids: st.ProcessPids(), Memory: traceeMemory{p}, Token: token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Adopted: true, Log: opts.Log,
+		Absent: func() ([]uffd.Run, error) { return absentOf(opts.PID, lazy) },
 	})
 	stopRefresh := refreshGuard(p.RefreshGuard, opts.PID, opts.Log)
 	res, err := srv.Serve(ctx, ln)
@@ -199,4 +200,25 @@ func listenRetry(ctx context.Context, addr string) (net.Listener, error) {
 			t.Stop()
 		}
 	}
+}
+
+// absentOf lists the parts of a single process's lazy runs (space 0) that
+// pid never had (proc.ScanAbsent), for ServerConfig.Absent.
+func absentOf(pid int, lazy []uffd.Run) ([]uffd.Run, error) {
+	pm, err := proc.OpenPagemap(pid)
+	if err != nil {
+		return nil, fmt.Errorf("scan memory of pid %d: %w", pid, err)
+	}
+	defer pm.Close()
+	var out []uffd.Run
+	for _, r := range lazy {
+		rs, err := proc.ScanAbsent(pm, r.Addr, r.End())
+		if err != nil {
+			return nil, fmt.Errorf("scan memory of pid %d: %w", pid, err)
+		}
+		for _, a := range rs {
+			out = append(out, uffd.Run{Addr: a.Start, Npages: (a.End - a.Start) / uffd.PageSize})
+		}
+	}
+	return out, nil
 }

@@ -111,6 +111,23 @@ func lazySpaces(cp *dump.Checkpoint) ([]uint32, []uffd.Run, error) {
 	return pids, lazy, nil
 }
 
+// absentSpaces lists the lazy pages every process of the dump never had
+// (dump.Checkpoint.AbsentRuns), keyed by space as lazySpaces keys them: the
+// page server's ServerConfig.Absent, scanned after the resume.
+func absentSpaces(cp *dump.Checkpoint) ([]uffd.Run, error) {
+	var out []uffd.Run
+	for k, sp := range cp.LazySpaces() {
+		rs, err := cp.AbsentRuns(sp.PID, sp.Runs)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			out = append(out, uffd.Run{Addr: uffd.SpaceAddr(k, r.Start), Npages: (r.End - r.Start) / uffd.PageSize})
+		}
+	}
+	return out, nil
+}
+
 // Source freezes opts.PID, serves its image set and lazy pages until the
 // target reports DONE, then kills the frozen original. If anything fails
 // before the target resumed the process, the original is released and keeps
@@ -239,6 +256,9 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		// window ReleaseLocks describes); a failure has taken back what
 		// it released and fails the migration (rolled back below).
 		BeforeImages: cp.ReleaseLocks,
+		// Whole lazy VMAs were announced unscanned: which of their pages
+		// exist is found after the resume, off the critical path.
+		Absent: func() ([]uffd.Run, error) { return absentSpaces(cp) },
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	serving = true // Serve tells the target itself

@@ -132,6 +132,28 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 			res.Client = c.Stats()
 		}
 	}()
+	// The stub the process is built in needs nothing of the image: it is
+	// started while the image set is fetched (not earlier, while the
+	// source freezes the process: both would compete for the CPUs).
+	stubc := make(chan *restore.Started, 1)
+	go func() {
+		st, err := restore.StartStub("", opts.Log)
+		if err != nil {
+			// Build starts one itself, and says why if it cannot.
+			opts.Log.Debug().Err(err).Msg("start the stub ahead")
+		}
+		stubc <- st
+	}()
+	stubTaken := false
+	takeStub := func() *restore.Started {
+		stubTaken = true
+		return <-stubc
+	}
+	defer func() {
+		if !stubTaken {
+			takeStub().Close()
+		}
+	}()
 	var keeper *Keeper
 	if len(opts.KeeperCommand) > 0 {
 		// Started once the source answered (not while it freezes the
@@ -181,8 +203,10 @@ func Target(ctx context.Context, opts TargetOptions) (res *TargetResult, err err
 		return nil, err
 	}
 	defer nf.Close()
+	started := takeStub()
+	defer started.Close() // unless Build took it
 	var r *restore.Process
-	r, err = restore.Build(ctx, restore.Options{
+	r, err = restore.Build(ctx, restore.Options{Started: started,
 		Set: set, Pages: pages, MemberPages: memberPages(files), Lazy: true, NewPID: opts.NewPID, PIDNS: opts.PIDNS,
 		InheritFds: opts.InheritFds, UnixReconnect: opts.UnixReconnect, Log: opts.Log, Prepare: nf.Prepare, ShellJob: opts.ShellJob, Termios: opts.Termios,
 		// Once nothing in Resume can fail any more (a pid printed for a

@@ -49,6 +49,7 @@ type Stats struct {
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // pushed
 	ZeroPages                  uint64 // of those pages, received as ZERO: all zero bytes at the source
+	AbsentPages                uint64 // lazy pages named in ABSENT: the source never had them
 	Requests                   uint64 // REQUEST frames sent (resends included)
 	Refused                    uint64 // requests the source refused
 	AckedPages                 uint64
@@ -83,9 +84,13 @@ type Client struct {
 	wg        sync.WaitGroup
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	w        *wire // current connection, nil while redialling
-	rw       *wire // its replies connection, nil if none
+	mu sync.Mutex
+	w  *wire // current connection, nil while redialling
+	rw *wire // its replies connection, nil if none
+	// prw is rw when the handler polls it (PollReplies), else nil;
+	// pollKick, set by PollReplies, tells the handler it changed.
+	prw      *polledReplies
+	pollKick func()
 	resumed  bool
 	running  bool
 	nextID   uint64
@@ -828,17 +833,36 @@ func (c *Client) serveConn(w *wire) error {
 		default:
 		}
 		c.rw = rw
+		// The handler reads it itself if it asked to (and it can be
+		// polled); else the reader here delivers on Replies.
+		pr := c.polledConn(rw)
+		c.prw = pr
+		kick := c.pollKick
 		c.mu.Unlock()
-		err = c.readLoop(rw)
+		if pr != nil {
+			c.log.Debug().Int("fd", pr.fd).Msg("replies connection open, read by the lazy-pages handler's poll loop")
+			kick()
+			select {
+			case <-pr.dead:
+				err = pr.err
+			case <-ended:
+				err = ErrClosed
+			}
+		} else {
+			err = c.readLoop(rw)
+		}
 		rw.conn.Close()
 		c.mu.Lock()
 		if c.rw == rw {
-			c.rw = nil
+			c.rw, c.prw = nil, nil
 			c.log.Debug().Err(err).Msg("replies connection lost: asking again on the session's connection")
 			c.requeue()
 			c.notify()
 		}
 		c.mu.Unlock()
+		if pr != nil {
+			kick()
+		}
 	}()
 	var rerr error
 	readerDone := make(chan struct{})
@@ -851,7 +875,7 @@ func (c *Client) serveConn(w *wire) error {
 	close(ended)
 	c.mu.Lock()
 	rw := c.rw
-	c.rw = nil
+	c.rw, c.prw = nil, nil
 	c.mu.Unlock()
 	if rw != nil {
 		rw.conn.Close()
@@ -909,6 +933,25 @@ func (c *Client) readLoop(w *wire) error {
 			c.mu.Unlock()
 			if err := c.deliver(uffd.PageData{Addr: z.Addr, Zero: int(z.Npages), Pushed: h.ID == 0}, nil); err != nil {
 				return err
+			}
+		case TypeAbsent:
+			p, err := w.readPayload(h)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			a, err := DecodeAbsent(p, c.lazy)
+			if err != nil {
+				return fmt.Errorf("read from page server %s: %w", c.addr, err)
+			}
+			for _, r := range a.Runs {
+				c.mu.Lock()
+				c.stats.AbsentPages += r.Npages
+				c.mu.Unlock()
+				// Pushed: behind the answers, and no push credit (the
+				// source spent none on it).
+				if err := c.deliver(uffd.PageData{Addr: r.Addr, Absent: r.Npages, Pushed: true}, nil); err != nil {
+					return err
+				}
 			}
 		case TypeError:
 			p, err := w.readPayload(h)

@@ -20,6 +20,7 @@
 //	                                   ◀──   PAGES{id, pid, addr, data}   (answers first)
 //	                                   ◀──   PAGES{0, pid, addr, data}    (background push)
 //	                                   ◀──   ZERO{id or 0, pid, addr, npages} (pages read as zeros)
+//	                                   ◀──   ABSENT{runs}  (lazy pages the source never had)
 //	ACK{runs}                          ──▶   (never pushed again)
 //	DONE                               ──▶
 //	                                   ◀──   DONE, close
@@ -84,6 +85,7 @@
 //	PAGES      pid u32 | addr u64 | npages × 4096 bytes  (id 0 = pushed)
 //	ZERO       pid u32 | addr u64 | npages u32           (id as PAGES: the pages are all zero bytes)
 //	ACK        n u32 | n × (pid u32, addr u64, npages u64)
+//	ABSENT     as ACK (1 to MaxAbsentRuns runs)
 //	FAIL/ERROR/ABORT/EXITED UTF-8 text (≤ MaxMessage bytes); an ERROR with an id refuses that request
 //	GET_IMAGES, RESUMED, RESUMED_OK, REPLIES_OK, DONE: empty
 //
@@ -98,7 +100,11 @@
 // only zero bytes as one ZERO frame instead of their bytes; the target
 // installs them with UFFDIO_ZEROPAGE (ioctl_userfaultfd(2)). A page reads
 // as zeros on the target only if the source read it as zeros: lazy pages
-// are never guessed.
+// are never guessed. A lazy VMA may be announced whole, before the source
+// knows which of its pages exist ([ServerConfig.Absent]): once it has
+// scanned them (after the resume) it names the pages the frozen process
+// never had in ABSENT frames, never pushes them, and the target answers a
+// fault there with a zero page, as the source's kernel would have.
 //
 // Limits: a PAGES frame, a ZERO frame or a REQUEST covers 1 to [MaxFramePages] pages at a
 // page-aligned address inside the lazy runs announced in WELCOME for that

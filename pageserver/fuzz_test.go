@@ -99,6 +99,12 @@ func FuzzDecodeAck(f *testing.F) {
 	})
 }
 
+func FuzzDecodeAbsent(f *testing.F) {
+	f.Fuzz(func(t *testing.T, p []byte) {
+		fuzzRoundTrip(t, p, func(p []byte) (*Absent, error) { return DecodeAbsent(p, fuzzRanges) }, func(m *Absent) []byte { return m.Append(nil, fuzzRanges) })
+	})
+}
+
 func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		fuzzRoundTrip(t, p, DecodeMessage, func(m *string) []byte { return []byte(*m) })
@@ -183,6 +189,13 @@ func fuzzSeeds() map[string]map[string][]byte {
 			"outside-42":  (&Ack{Runs: []uffd.Run{{Addr: uffd.SpaceAddr(1, 0x40000), Npages: 1}}}).Append(nil, fuzzRanges),
 			"unknown-pid": (&Ack{Runs: []uffd.Run{{Addr: uffd.SpaceAddr(2, 0x10000), Npages: 1}}}).Append(nil, fuzzRanges),
 		},
+		"FuzzDecodeAbsent": {
+			"valid":       (&Absent{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x40000, Npages: 4}, {Addr: uffd.SpaceAddr(1, 0x10000), Npages: 4}}}).Append(nil, fuzzRanges),
+			"none":        (&Absent{}).Append(nil, fuzzRanges),
+			"overlap":     (&Absent{Runs: []uffd.Run{{Addr: 0x10000, Npages: 2}, {Addr: 0x11000, Npages: 4}}}).Append(nil, fuzzRanges),
+			"outside":     (&Absent{Runs: []uffd.Run{{Addr: 0x50000, Npages: 1}}}).Append(nil, fuzzRanges),
+			"unknown-pid": (&Absent{Runs: []uffd.Run{{Addr: uffd.SpaceAddr(2, 0x10000), Npages: 1}}}).Append(nil, fuzzRanges),
+		},
 		"FuzzDecodeMessage": {
 			"valid":    []byte("restore of pid 7 failed"),
 			"not-utf8": {0xff, 0xfe},
@@ -227,6 +240,7 @@ func TestValidSeedsDecode(t *testing.T) {
 		"FuzzDecodePages":   func(p []byte) error { _, err := DecodePages(p, fuzzRanges); return err },
 		"FuzzDecodeAck":     func(p []byte) error { _, err := DecodeAck(p, fuzzRanges); return err },
 		"FuzzDecodeZero":    func(p []byte) error { _, err := DecodeZero(p, fuzzRanges); return err },
+		"FuzzDecodeAbsent":  func(p []byte) error { _, err := DecodeAbsent(p, fuzzRanges); return err },
 		"FuzzDecodeMessage": func(p []byte) error { _, err := DecodeMessage(p); return err },
 	}
 	for target, seeds := range fuzzSeeds() {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -22,8 +23,9 @@ const (
 	// ProtocolVersion is the version HELLO and WELCOME carry. 2: every
 	// page address on the wire names its process (pid in the image), so
 	// one session serves a whole process tree. 3: ZERO frames stand for
-	// pages the source read as all zero bytes.
-	ProtocolVersion = 3
+	// pages the source read as all zero bytes. 4: ABSENT frames name the
+	// lazy pages the source never had.
+	ProtocolVersion = 4
 	HeaderSize      = 16 // frame header bytes
 	PageSize        = uffd.PageSize
 	MaxFramePages   = 2048 // pages in one PAGES frame or REQUEST (8 MiB)
@@ -148,10 +150,19 @@ const (
 	// original and answers DONE. The text ("pid N exited (status S) …")
 	// is for the source's log.
 	TypeExited
+	// TypeAbsent (server → client, after RESUMED_OK; payload: runs as in
+	// ACK, at most MaxAbsentRuns, each inside the lazy runs) names lazy
+	// pages the source never had: the frozen process never populated them
+	// (not present, not swapped out) or they map the shared zero page, so
+	// they read as zeros there. The source finds them after the resume
+	// (a whole lazy VMA is announced before anyone scanned it) and never
+	// pushes them; the target needs them no more: a fault there is
+	// answered with a zero page, as at the source.
+	TypeAbsent
 	typeEnd
 )
 
-var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK", "EXITED"}
+var typeNames = [...]string{"", "HELLO", "WELCOME", "GET_IMAGES", "IMAGES", "CHUNK", "RESUMED", "RESUMED_OK", "REQUEST", "PAGES", "ACK", "DONE", "FAIL", "ERROR", "CREDIT", "ABORT", "ZERO", "HELLO_REPLIES", "REPLIES_OK", "EXITED", "ABSENT"}
 
 func (t Type) String() string {
 	if t > 0 && t < typeEnd {
@@ -745,6 +756,41 @@ func DecodeAck(p []byte, lazy *Ranges) (*Ack, error) {
 	return &Ack{Runs: runs}, nil
 }
 
+// MaxAbsentRuns bounds the runs of one ABSENT frame (the source sends
+// as many frames as it needs).
+const MaxAbsentRuns = 1 << 14
+
+// Absent lists lazy runs the source never had (see TypeAbsent).
+type Absent struct {
+	Runs []uffd.Run // keyed (uffd.SpaceAddr), sorted, disjoint
+}
+
+// Append appends the payload encoding of m to b, naming each run's process
+// as lazy does.
+func (m *Absent) Append(b []byte, lazy *Ranges) []byte { return appendRuns(b, m.Runs, lazy.pids) }
+
+// DecodeAbsent decodes an ABSENT payload: 1 to MaxAbsentRuns sorted,
+// disjoint runs, each inside lazy.
+func DecodeAbsent(p []byte, lazy *Ranges) (*Absent, error) {
+	r := reader{b: p}
+	runs, err := readRuns(&r, "ABSENT", false, lazy.pids)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.done("ABSENT"); err != nil {
+		return nil, err
+	}
+	if len(runs) == 0 || len(runs) > MaxAbsentRuns {
+		return nil, fmt.Errorf("%w: ABSENT lists %d runs (1 to %d)", ErrProtocol, len(runs), MaxAbsentRuns)
+	}
+	for _, run := range runs {
+		if err := lazy.Check(run.Addr, run.Npages); err != nil {
+			return nil, fmt.Errorf("ABSENT: %w", err)
+		}
+	}
+	return &Absent{Runs: runs}, nil
+}
+
 // DecodeMessage decodes a FAIL or ERROR payload.
 func DecodeMessage(p []byte) (*string, error) {
 	if len(p) > MaxMessage {
@@ -770,9 +816,8 @@ func message(s string) []byte {
 // process (uffd.SpaceAddr): the migrated lazy ranges every page address on
 // the wire is checked against, and the pids that name the spaces.
 type Ranges struct {
-	runs  []uffd.Run
-	pages uint64
-	pids  []uint32 // space k is process pids[k]; ascending
+	idx  *lazypages.Index // the merged runs
+	pids []uint32         // space k is process pids[k]; ascending
 }
 
 // NewRanges sorts and merges the runs of one process, named pid 0 on the
@@ -795,7 +840,6 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 	rs := slices.Clone(runs)
 	slices.SortFunc(rs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
 	merged := make([]uffd.Run, 0, len(rs))
-	var pages uint64
 	for _, r := range rs {
 		sp, addr := uffd.SplitSpace(r.Addr)
 		if sp >= len(pids) {
@@ -804,7 +848,6 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 		if err := checkRun(uffd.Run{Addr: addr, Npages: r.Npages}); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", pids[sp], err)
 		}
-		pages += r.Npages
 		if n := len(merged); n > 0 {
 			last := &merged[n-1]
 			if r.Addr < last.End() {
@@ -817,7 +860,11 @@ func NewTreeRanges(pids []uint32, runs []uffd.Run) (*Ranges, error) {
 		}
 		merged = append(merged, r)
 	}
-	return &Ranges{runs: merged, pages: pages, pids: slices.Clone(pids)}, nil
+	idx, err := lazypages.NewIndex(merged)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return &Ranges{idx: idx, pids: slices.Clone(pids)}, nil
 }
 
 // Pids returns the processes, space k being Pids()[k] (callers must not
@@ -836,33 +883,16 @@ func (s *Ranges) Key(pid uint32, addr uint64) (uint64, error) {
 }
 
 // Runs returns the merged runs (callers must not modify them).
-func (s *Ranges) Runs() []uffd.Run { return s.runs }
+func (s *Ranges) Runs() []uffd.Run { return s.idx.Runs() }
 
 // Pages is the number of pages in s.
-func (s *Ranges) Pages() uint64 { return s.pages }
-
-// find returns the index of the run containing addr, or -1.
-func (s *Ranges) find(addr uint64) int {
-	i, _ := slices.BinarySearchFunc(s.runs, addr, func(r uffd.Run, a uint64) int {
-		switch {
-		case r.End() <= a:
-			return -1
-		case r.Addr > a:
-			return 1
-		}
-		return 0
-	})
-	if i < len(s.runs) && s.runs[i].Addr <= addr && addr < s.runs[i].End() {
-		return i
-	}
-	return -1
-}
+func (s *Ranges) Pages() uint64 { return s.idx.Pages() }
 
 // Check reports whether [addr, addr+npages pages) lies inside s, with an
 // error wrapping ErrOutOfRange naming the range.
 func (s *Ranges) Check(addr, npages uint64) error {
-	if s != nil && npages > 0 && addr%PageSize == 0 && npages <= (^uint64(0)-addr)/PageSize {
-		if i := s.find(addr); i >= 0 && addr+npages*PageSize <= s.runs[i].End() {
+	if s != nil && npages > 0 && addr%PageSize == 0 {
+		if g, ok := s.idx.Lookup(addr); ok && npages <= s.idx.RunEnd(g)-g {
 			return nil
 		}
 	}

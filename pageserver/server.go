@@ -2,6 +2,7 @@ package pageserver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,13 +12,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
+	"github.com/lazycr/lazycr/internal/schedslice"
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -75,7 +82,17 @@ type ServerConfig struct {
 	// POSIX locks there, for the target to take). Its error goes to the
 	// target as ERROR and ends Serve.
 	BeforeImages func() error
-	Log          zerolog.Logger
+	// Absent, if set, lists keyed runs inside Lazy that the source never
+	// had: the frozen process never populated them, they read as zeros
+	// (see TypeAbsent). A lazy VMA may then be announced whole, unscanned:
+	// Absent is called once, on a goroutine of its own, when the target
+	// first says RESUMED (at once for an Adopted session), so its scan
+	// costs the freeze nothing. Until it returns the push waits (requests
+	// are answered); its runs are never pushed and go to the target in
+	// ABSENT frames. If it fails, the error is logged and every page is
+	// pushed (read, and sent as ZERO where it holds zeros).
+	Absent func() ([]uffd.Run, error)
+	Log    zerolog.Logger
 }
 
 // Result is what a Serve call did.
@@ -85,6 +102,7 @@ type Result struct {
 	RequestPages, RequestBytes uint64 // in answer to requests
 	PushPages, PushBytes       uint64 // by the background push
 	ZeroPages                  uint64 // of those pages, sent as ZERO: they read as all zero bytes
+	AbsentPages                uint64 // lazy pages the source never had (ServerConfig.Absent): never sent
 	Requests                   uint64 // requests answered
 	Refused                    uint64 // requests refused (outside the lazy runs)
 	AckedPages                 uint64 // lazy pages the target acknowledged
@@ -108,16 +126,30 @@ type Server struct {
 	// mu guards everything below and the connState of the active connection.
 	mu      sync.Mutex
 	idx     *lazyIndex
-	acked   bitmap // pages the target acknowledged: never sent again
-	resumed bool   // the target said RESUMED
-	cursor  uint64 // global index the push continues from
+	acked   lazypages.Bitmap // pages the target acknowledged: never sent again
+	resumed bool             // the target said RESUMED
+	cursor  uint64           // global index the push continues from
+	res     Result
+	// absent: the pages ServerConfig.Absent named, once absentState is
+	// absentKnown (as runs for ABSENT, and as global indexes).
+	absentState int
+	absent      []uffd.Run
+	absentBits  lazypages.Bitmap
+	live        *connState // the connection being served, if any
+	scans       sync.WaitGroup
 	// lastRequest is when the last request was taken (or the push
-	// started): until pushQuiet after it the push keeps at most
+	// started): until quiet (pushQuiet) after it the push keeps at most
 	// PushWindow in flight.
 	lastRequest time.Time
 	quiet       time.Duration // pushQuiet (tests lengthen it)
-	res         Result
 }
+
+// absentState values.
+const (
+	absentNone     = iota // ServerConfig.Absent not called yet
+	absentScanning        // it runs: the push waits
+	absentKnown           // done (or failed, or not configured)
+)
 
 // pushQuiet is how long after a request the push keeps to PushWindow
 // before it opens to QuietPushWindow. Pushed bytes in flight delay the
@@ -173,8 +205,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 		cancel()
 		l.Close()
 		wg.Wait()
+		s.scans.Wait()
 	}()
 	wg.Go(func() { s.acceptLoop(ctx, l, hellos, &wg) })
+	if s.cfg.Adopted {
+		s.mu.Lock()
+		s.startAbsent(idx)
+		s.mu.Unlock()
+	}
 
 	var (
 		session  uint64
@@ -356,9 +394,55 @@ func (s *Server) init() (*lazyIndex, error) {
 		return nil, errors.New("serve: this server already served")
 	}
 	s.idx = idx
-	s.acked = newBitmap(idx.total)
+	s.acked = lazypages.NewBitmap(idx.Pages())
 	s.resumed = s.cfg.Adopted
+	if s.cfg.Absent == nil {
+		s.absentState = absentKnown
+	}
 	return idx, nil
+}
+
+// startAbsent calls ServerConfig.Absent on a goroutine of its own, the
+// first time only, and wakes the connection being served when it is done.
+// Called with s.mu held.
+func (s *Server) startAbsent(idx *lazyIndex) {
+	if s.absentState != absentNone {
+		return
+	}
+	s.absentState = absentScanning
+	s.scans.Go(func() {
+		t := time.Now()
+		runs, err := s.cfg.Absent()
+		bits := lazypages.NewBitmap(idx.Pages())
+		var pages uint64
+		if err == nil {
+			slices.SortFunc(runs, func(a, b uffd.Run) int { return cmp.Compare(a.Addr, b.Addr) })
+			for k, r := range runs {
+				if err = idx.ranges.Check(r.Addr, r.Npages); err == nil && k > 0 && r.Addr < runs[k-1].End() {
+					err = fmt.Errorf("absent run at %#x overlaps the one ending %#x", r.Addr, runs[k-1].End())
+				}
+				if err != nil {
+					break
+				}
+				// Inside the merged ranges, which the index's runs tile.
+				idx.Each(r.Addr, r.End(), func(i0, n, _ uint64) { pages += bits.SetRange(i0, n) })
+			}
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("find the lazy pages the source never had: every lazy page is pushed")
+		} else {
+			s.absent, s.absentBits = runs, bits
+			s.res.AbsentPages = pages
+			s.log.Debug().Int("runs", len(runs)).Uint64("pages", pages).Dur("took", time.Since(t)).Msg("lazy pages the source never had")
+		}
+		s.absentState = absentKnown
+		live := s.live
+		s.mu.Unlock()
+		if live != nil {
+			live.notify()
+		}
+	})
 }
 
 // NewSessionID returns a random non-zero session id.
@@ -473,12 +557,13 @@ func refusePeer(w *wire, msg string) {
 // connState is the per-connection state shared by its reader and writer.
 // Guarded by Server.mu.
 type connState struct {
-	sent       bitmap // sent on this connection or acked
+	sent       lazypages.Bitmap // sent on this connection or acked
 	reqs       []queuedRequest
 	errs       []errFrame
 	wantImages bool
 	resumedOK  bool // RESUMED received, RESUMED_OK not yet sent
 	pushing    bool // RESUMED_OK sent: push may run
+	absentSent bool // the absent runs went out (or there are none)
 	// direct: RESUMED_OK is out (or the session had resumed before this
 	// connection): the reader answers requests itself, without waiting for
 	// the writer and the push batch it may be sending.
@@ -528,13 +613,16 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 		}
 		w.conn.Close()
 	})
-	// The hook runs on a goroutine of its own: the close deferred above
-	// must not overtake its ERROR (the target then read a bare EOF).
-	defer func() {
+	// The hook runs on a goroutine of its own: no close of w may overtake
+	// its ERROR (the target then read a bare EOF), neither the one deferred
+	// above nor the one once writeLoop has returned (it returns as soon as
+	// ctx is done: TestRefuseTellsTheTarget failed 10 in 200 under load).
+	hookDone := sync.OnceFunc(func() {
 		if !stop() {
 			<-afterDone
 		}
-	}()
+	})
+	defer hookDone()
 	end := make(chan struct{})
 	repliesDone := make(chan struct{})
 	defer func() {
@@ -549,8 +637,16 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 		s.lastRequest = time.Now()
 	}
 	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
+	s.live = cs
 	s.mu.Unlock()
-	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.total, LazyBytes: idx.total * PageSize,
+	defer func() {
+		s.mu.Lock()
+		if s.live == cs {
+			s.live = nil
+		}
+		s.mu.Unlock()
+	}()
+	welcome := &Welcome{Version: ProtocolVersion, Session: session, LazyPages: idx.Pages(), LazyBytes: idx.Pages() * PageSize,
 		Pids: idx.ranges.Pids(), Runs: idx.ranges.Runs()}
 	if err := w.writeFrame(TypeWelcome, 0, welcome.Append(nil)); err != nil {
 		close(repliesDone)
@@ -571,6 +667,9 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 		s.readLoop(w, cs, idx)
 	}()
 	res := s.writeLoop(ctx, w, cs, idx, readerDone)
+	if ctx.Err() != nil {
+		hookDone()
+	}
 	w.conn.Close()
 	<-readerDone
 	return res
@@ -580,7 +679,23 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 // whatever the session's connection is pushing, until the connection fails
 // or end is closed (the session's connection ended). A request outside the
 // lazy runs gets an ERROR with its id; anything but REQUEST ends it.
+//
+// It runs on an OS thread of its own that asks for a short scheduler slice
+// (internal/schedslice) and, on plain TCP, waits for the next request in
+// poll(2) on the socket rather than in Go's netpoller: a request wakes this
+// thread directly and it preempts the push, instead of waiting for the
+// netpoller to be looked at and for a free P. The caller's goroutine ends
+// after it, still locked, and Go ends the thread with it.
 func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-chan struct{}) {
+	runtime.LockOSThread()
+	if err := schedslice.Request(schedslice.Min); err != nil {
+		s.log.Debug().Err(err).Msg("replies connection keeps the default scheduler slice")
+	}
+	tc, _ := rw.conn.(*net.TCPConn)
+	var rc syscall.RawConn
+	if tc != nil {
+		rc, _ = tc.SyscallConn()
+	}
 	stopped := make(chan struct{})
 	defer func() {
 		close(stopped)
@@ -589,6 +704,9 @@ func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-cha
 	go func() {
 		select {
 		case <-end:
+			if tc != nil {
+				tc.CloseRead() // wakes the poll below: Close waits for it
+			}
 			rw.conn.Close()
 		case <-stopped:
 		}
@@ -601,6 +719,12 @@ func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-cha
 	s.log.Debug().Str("peer", peer).Msg("replies connection open")
 	var buf []byte
 	for {
+		if rc != nil && rw.br.Buffered() == 0 {
+			if err := waitReadable(rc); err != nil {
+				s.log.Debug().Err(err).Str("peer", peer).Msg("replies connection ends")
+				return
+			}
+		}
 		h, p, err := rw.readFrame()
 		if err == nil && h.Type != TypeRequest {
 			err = fmt.Errorf("%w: %s on the replies connection", ErrProtocol, h.Type)
@@ -642,6 +766,37 @@ func (s *Server) serveReplies(rw *wire, cs *connState, idx *lazyIndex, end <-cha
 	}
 }
 
+// waitReadable waits in poll(2), on the calling thread, until rc's socket
+// is readable (or at its end, or in error: the read that follows says
+// which). The fd stays open while poll runs (a Close waits for it), so
+// each poll lasts at most pollSlice and a Close waits at most that long;
+// the session's end shuts the socket down first, which wakes it at once.
+func waitReadable(rc syscall.RawConn) error {
+	for {
+		var n int
+		var perr error
+		err := rc.Read(func(fd uintptr) bool {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			for {
+				if n, perr = unix.Poll(pfd, int(pollSlice.Milliseconds())); !errors.Is(perr, unix.EINTR) {
+					return true
+				}
+			}
+		})
+		switch {
+		case err != nil:
+			return err
+		case perr != nil:
+			return os.NewSyscallError("poll", perr)
+		case n > 0:
+			return nil
+		}
+	}
+}
+
+// pollSlice bounds one poll of waitReadable.
+const pollSlice = 20 * time.Millisecond
+
 // readLoop decodes the target's frames into cs until DONE, FAIL or an error.
 func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 	fail := func(err error) {
@@ -668,6 +823,7 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				s.res.ResumedAt = time.Now()
 			}
 			s.resumed = true
+			s.startAbsent(idx)
 			cs.resumedOK = true
 		case TypeRequest:
 			var req *Request
@@ -698,9 +854,9 @@ func (s *Server) readLoop(w *wire, cs *connState, idx *lazyIndex) {
 				break
 			}
 			for _, r := range ack.Runs {
-				g := idx.index(r.Addr)
-				s.res.AckedPages += s.acked.setRange(g, r.Npages)
-				cs.sent.setRange(g, r.Npages)
+				g, _ := idx.Lookup(r.Addr) // inside idx.ranges: DecodeAck checked
+				s.res.AckedPages += s.acked.SetRange(g, r.Npages)
+				cs.sent.SetRange(g, r.Npages)
 			}
 		case TypeCredit:
 			var n uint64
@@ -758,6 +914,7 @@ type work struct {
 	errs      []errFrame
 	images    bool
 	resumedOK bool
+	absent    []uffd.Run // to send as ABSENT frames
 	req       *queuedRequest
 	push      *queuedRequest // a batch [addr, npages) inside one run
 	done      bool
@@ -779,6 +936,13 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.credit = QuietPushWindow
 		s.lastRequest = time.Now() // the process starts to run: assume it faults
 	}
+	if cs.pushing && !cs.absentSent && s.absentState == absentKnown {
+		cs.absentSent = true
+		if len(s.absent) > 0 {
+			wk.absent = s.absent
+			cs.sent.Or(s.absentBits)
+		}
+	}
 	switch {
 	case cs.abort != "":
 		wk.abort = cs.abort
@@ -794,13 +958,13 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.reqs = cs.reqs[1:]
 		wk.req = &r
 		s.take(cs, idx, r)
-	case cs.pushing && s.pushRoom(cs) >= PageSize:
+	case cs.pushing && s.pushRoom(cs) >= PageSize && cs.absentSent:
 		wk.push = s.pushBatch(cs, idx, s.pushRoom(cs))
 		if wk.push != nil {
 			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
 		}
 	}
-	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.req != nil || wk.push != nil
+	ok = wk.abort != "" || wk.fail != "" || wk.done || wk.readErr != nil || len(wk.errs) > 0 || wk.images || wk.resumedOK || wk.absent != nil || wk.req != nil || wk.push != nil
 	return wk, ok
 }
 
@@ -808,10 +972,10 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 // (pages near a fault go first). Called with s.mu held.
 func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
 	s.lastRequest = time.Now()
-	g := idx.index(r.addr)
-	cs.sent.setRange(g, r.npages)
+	g, _ := idx.Lookup(r.addr) // inside idx.ranges: checked when read
+	cs.sent.SetRange(g, r.npages)
 	s.cursor = g + r.npages
-	if s.cursor >= idx.total {
+	if s.cursor >= idx.Pages() {
 		s.cursor = 0
 	}
 }
@@ -837,21 +1001,20 @@ func (s *Server) pushRoom(cs *connState) uint64 {
 // contiguous inside one run, up to MaxPushBytes and room, and marks them
 // sent.
 func (s *Server) pushBatch(cs *connState, idx *lazyIndex, room uint64) *queuedRequest {
-	g, ok := cs.sent.nextClear(s.cursor, idx.total)
+	g, ok := cs.sent.NextClear(s.cursor, idx.Pages())
 	if !ok {
-		if g, ok = cs.sent.nextClear(0, s.cursor); !ok {
+		if g, ok = cs.sent.NextClear(0, s.cursor); !ok {
 			return nil
 		}
 	}
-	i := idx.runOf(g)
-	left := idx.first[i] + idx.runs[i].Npages - g
-	n := cs.sent.clearRun(g, min(left, MaxPushBytes/PageSize, max(room/PageSize, 1)))
-	cs.sent.setRange(g, n)
+	left := idx.RunEnd(g) - g
+	n := cs.sent.ClearRun(g, min(left, MaxPushBytes/PageSize, max(room/PageSize, 1)))
+	cs.sent.SetRange(g, n)
 	s.cursor = g + n
-	if s.cursor >= idx.total {
+	if s.cursor >= idx.Pages() {
 		s.cursor = 0
 	}
-	return &queuedRequest{addr: idx.runs[i].Addr + (g-idx.first[i])*PageSize, npages: n}
+	return &queuedRequest{addr: idx.Addr(g), npages: n}
 }
 
 // sendFailed decides what a failed send of pages means. A target that
@@ -955,6 +1118,13 @@ func (s *Server) writeLoop(ctx context.Context, w *wire, cs *connState, idx *laz
 			s.mu.Lock()
 			cs.direct = true
 			s.mu.Unlock()
+		}
+		for runs := wk.absent; len(runs) > 0; {
+			k := min(len(runs), MaxAbsentRuns)
+			if err := w.writeFrame(TypeAbsent, 0, (&Absent{Runs: runs[:k]}).Append(nil, idx.ranges)); err != nil {
+				return s.sendFailed(w, cs, readerDone, fmt.Errorf("send ABSENT: %w", err))
+			}
+			runs = runs[k:]
 		}
 		switch {
 		case wk.abort != "":
@@ -1094,8 +1264,8 @@ func (s *Server) sendPages(w *wire, idx *lazyIndex, buf []byte, r *queuedRequest
 		bufs  net.Buffers
 	)
 	for left > 0 {
-		i := idx.run(addr)
-		n := min(left, (idx.runs[i].End()-addr)/PageSize, MaxFramePages)
+		g, _ := idx.Lookup(addr) // inside idx.ranges: checked by the caller
+		n := min(left, idx.RunEnd(g)-g, MaxFramePages)
 		data := buf[:n*PageSize]
 		pid, a := wireAddr(idx.ranges.pids, addr)
 		if err := s.cfg.Memory.ReadAt(data, addr); err != nil {

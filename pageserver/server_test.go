@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -682,7 +684,7 @@ func TestPushWindowWhileFaulting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := &connState{sent: newBitmap(idx.total), pushing: true, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
+	cs := &connState{sent: lazypages.NewBitmap(idx.Pages()), pushing: true, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
 	// drain takes push batches until the server has nothing to send and
 	// returns their bytes.
 	drain := func() uint64 {
@@ -853,5 +855,107 @@ func TestBeforeImages(t *testing.T) {
 	}
 	if r := wait(); !errors.Is(r.err, boom) {
 		t.Errorf("Serve: %v, want the BeforeImages error", r.err)
+	}
+}
+
+// TestAbsentNeverPushed: the runs ServerConfig.Absent names (one crossing
+// two adjacent lazy runs) go out as ABSENT after RESUMED_OK, before any
+// pushed page, and are never pushed; a request for one is still answered.
+func TestAbsentNeverPushed(t *testing.T) {
+	mem, lazy, files := testSetup()
+	absent := []uffd.Run{
+		{Addr: testBase + 22*PageSize, Npages: 8},
+		{Addr: testBase + 2*PageSize, Npages: 4},
+		{Addr: testBase + 6*PageSize, Npages: 4}, // 2 pages of each adjacent run
+	}
+	called := make(chan struct{})
+	cfg := ServerConfig{Files: files, Lazy: lazy, Memory: mem, Absent: func() ([]uffd.Run, error) {
+		close(called)
+		return slices.Clone(absent), nil
+	}}
+	_, l, wait := startServer(t, cfg)
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	select {
+	case <-called:
+		t.Fatal("Absent called before RESUMED")
+	default:
+	}
+	ranges := mustRanges(t, lazy)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	isAbsent := map[uint64]bool{}
+	for _, r := range absent {
+		for k := range r.Npages {
+			isAbsent[r.Addr+k*PageSize] = true
+		}
+	}
+	want := lazyPages(lazy)
+	got := map[uint64]bool{}
+	sawAbsent := false
+	for len(got) < len(want) {
+		h, p, err := w.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var addr uint64
+		var n int
+		switch h.Type {
+		case TypeAbsent:
+			a, err := DecodeAbsent(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sawAbsent = true
+			for _, r := range a.Runs {
+				for k := range r.Npages {
+					if !isAbsent[r.Addr+k*PageSize] {
+						t.Errorf("ABSENT names page %#x, which is not absent", r.Addr+k*PageSize)
+					}
+					got[r.Addr+k*PageSize] = true
+				}
+			}
+			// A request for an absent page is answered all the same.
+			rawSend(t, w, TypeRequest, 9, (&Request{Addr: testBase + 23*PageSize, Npages: 1}).Append(nil))
+			continue
+		case TypeZero:
+			z, err := DecodeZero(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, n = z.Addr, int(z.Npages)
+		case TypePages:
+			m, err := DecodePages(p, ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, n = m.Addr, m.Npages()
+		default:
+			t.Fatalf("got %s, want PAGES, ZERO or ABSENT", h.Type)
+		}
+		if !sawAbsent {
+			t.Fatalf("%s (id %d) at %#x before ABSENT", h.Type, h.ID, addr)
+		}
+		for i := range n {
+			a := addr + uint64(i)*PageSize
+			if isAbsent[a] && h.ID == 0 {
+				t.Errorf("absent page %#x was pushed", a)
+			}
+			got[a] = true
+		}
+	}
+	rawSend(t, w, TypeDone, 0, nil)
+	for {
+		h, _, err := w.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Type == TypeDone {
+			break
+		}
+	}
+	r := wait()
+	if r.err != nil || r.res.AbsentPages != uint64(len(isAbsent)) {
+		t.Fatalf("Serve: %+v, %v; want %d absent pages", r.res, r.err, len(isAbsent))
 	}
 }

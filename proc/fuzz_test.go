@@ -142,3 +142,21 @@ func FuzzParsePagemap(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseTimeOffsets(f *testing.F) {
+	f.Add([]byte("monotonic       86400         0\nboottime          100         0\n"))
+	f.Add([]byte("1 -5 999999999\n7 0 1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := ParseTimeOffsets(b)
+		if err != nil {
+			if !o.IsZero() {
+				t.Fatalf("error %v with offsets %+v", err, o)
+			}
+			return
+		}
+		again, err := ParseTimeOffsets([]byte(o.String()))
+		if err != nil || again != o {
+			t.Fatalf("round trip of %q: %+v, %v; want %+v", o.String(), again, err, o)
+		}
+	})
+}

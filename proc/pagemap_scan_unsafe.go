@@ -105,3 +105,47 @@ func ScanCategory(f *os.File, start, end, mask uint64) ([]Range, error) {
 	}
 	return out, nil
 }
+
+// ScanCopied lists the pages of [start, end) that are present or swapped
+// out and not file pages (PAGE_IS_FILE clear, inverted in the scan), as
+// merged ranges: in a private file mapping, the pages copied on write,
+// whose data is no longer the file's. One PAGEMAP_SCAN walk, which skips
+// page tables that do not exist (Documentation/admin-guide/mm/pagemap.rst:
+// category_inverted applies before category_mask and
+// category_anyof_mask).
+func ScanCopied(f *os.File, start, end uint64) ([]Range, error) {
+	var out []Range
+	vec := make([]kabi.PageRegion, 64)
+	for start < end {
+		arg := kabi.PmScanArg{
+			Size:              kabi.SizeofPmScanArg,
+			Start:             start,
+			End:               end,
+			Vec:               unsafe.Pointer(&vec[0]),
+			VecLen:            uint64(len(vec)),
+			CategoryInverted:  kabi.PAGE_IS_FILE,
+			CategoryMask:      kabi.PAGE_IS_FILE,
+			CategoryAnyofMask: kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
+			ReturnMask:        kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
+		}
+		n, err := kabi.IoctlRet(int(f.Fd()), kabi.PAGEMAP_SCAN, unsafe.Pointer(&arg))
+		if err != nil {
+			if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
+				return nil, fmt.Errorf("scan %s %#x-%#x: %w: %v", f.Name(), start, end, ErrScanUnsupported, err)
+			}
+			return nil, fmt.Errorf("scan %s %#x-%#x: %w", f.Name(), start, end, err)
+		}
+		for _, r := range vec[:n] {
+			if k := len(out); k > 0 && out[k-1].End == r.Start {
+				out[k-1].End = r.End
+				continue
+			}
+			out = append(out, Range{Start: r.Start, End: r.End})
+		}
+		if arg.WalkEnd <= start {
+			return nil, fmt.Errorf("scan %s %#x-%#x: the walk did not advance", f.Name(), start, end)
+		}
+		start = arg.WalkEnd
+	}
+	return out, nil
+}

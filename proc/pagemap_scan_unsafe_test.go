@@ -130,3 +130,61 @@ func TestScanCategoryGuard(t *testing.T) {
 		t.Errorf("populated %+v, want the whole range (guard pages read as swapped)", pop)
 	}
 }
+
+// TestScanCopiedPrivateFile: in a private mapping of a file whose pages
+// were all read (file pages, present), the pages written since (copied on
+// write) are exactly those ScanCopied lists, and those the pagemap shows
+// populated without bit 61 (the reference the dump used before).
+func TestScanCopiedPrivateFile(t *testing.T) {
+	page := os.Getpagesize()
+	path := t.TempDir() + "/data"
+	if err := os.WriteFile(path, make([]byte, 8*page), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	mem, err := unix.Mmap(int(fd.Fd()), 0, 8*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	var sink byte
+	for k := range 8 {
+		sink += mem[k*page] // a file page each
+	}
+	_ = sink
+	mem[2*page], mem[5*page], mem[6*page] = 1, 1, 1
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	start := uint64(uintptrOf(mem))
+	end := start + uint64(8*page)
+	p := uint64(page)
+	got, err := ScanCopied(f, start, end)
+	if errors.Is(err, ErrScanUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Range{{Start: start + 2*p, End: start + 3*p}, {Start: start + 5*p, End: start + 7*p}}
+	if !slices.Equal(got, want) {
+		t.Errorf("ScanCopied: %x, want %x", got, want)
+	}
+	entries, err := ReadPagemap(f, start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, e := range entries {
+		a := start + uint64(k)*p
+		copied := slices.ContainsFunc(got, func(r Range) bool { return r.Start <= a && a < r.End })
+		if ref := e.Populated() && !e.FileOrSharedAnon(); ref != copied {
+			t.Errorf("page %d: pagemap says copied %v, ScanCopied %v", k, ref, copied)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 type fakeProcess struct {
 	personality, dumpable, pdeathsig, subreaper, nnp uintptr
 	nice                                             int // of the calling thread
+	cpus, policy, priority, ioprio, slack            uintptr
 	threadNice                                       map[int]int
 	calls                                            []string
 }
@@ -36,6 +37,12 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 	case nr == unix.SYS_SETPRIORITY && args[0] == unix.PRIO_PROCESS && args[1] == 0:
 		f.nice = int(int32(args[2]))
 		return 0, nil
+	case nr == unix.SYS_SCHED_GETSCHEDULER && args[0] == 0:
+		return f.policy, nil
+	case nr == unix.SYS_IOPRIO_GET && args[0] == ioprioWhoProcess && args[1] == 0:
+		return f.ioprio, nil
+	case nr == unix.SYS_PRCTL && args[0] == unix.PR_GET_TIMERSLACK:
+		return f.slack, nil
 	case nr != unix.SYS_PRCTL:
 		return 0, unix.ENOSYS
 	}
@@ -62,6 +69,14 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 }
 
 func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
+	switch {
+	case nr == unix.SYS_SCHED_GETAFFINITY && args[0] == 0 && args[2] == Out:
+		binary.LittleEndian.PutUint64(out, uint64(f.cpus))
+		return nil
+	case nr == unix.SYS_SCHED_GETPARAM && args[0] == 0 && args[1] == Out:
+		binary.LittleEndian.PutUint32(out, uint32(f.priority))
+		return nil
+	}
 	if nr != unix.SYS_PRCTL || args[1] != Out {
 		return unix.EINVAL
 	}
@@ -77,12 +92,13 @@ func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 }
 
 func TestRoundTrip(t *testing.T) {
-	src := &fakeProcess{personality: 0x0040000, dumpable: 0, pdeathsig: uintptr(unix.SIGTERM), subreaper: 1, nnp: 1, nice: -3}
+	src := &fakeProcess{personality: 0x0040000, dumpable: 0, pdeathsig: uintptr(unix.SIGTERM), subreaper: 1, nnp: 1, nice: -3,
+		cpus: 0b11 << 62, policy: unix.SCHED_FIFO | schedResetOnFork, priority: 10, ioprio: 3 << ioprioClassShift, slack: 123456}
 	p := &pb.Process{}
 	if err := Dump(src, p); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := Show(p), "personality 0x40000, dumpable 0, parent-death signal SIGTERM, child subreaper, no_new_privs, nice -3"; got != want {
+	if got, want := Show(p), "personality 0x40000, dumpable 0, parent-death signal SIGTERM, child subreaper, no_new_privs, nice -3, scheduling policy 1073741825 priority 10, I/O priority class 3 level 0, CPUs 62-63"; got != want {
 		t.Errorf("Show = %q, want %q", got, want)
 	}
 	dst := &fakeProcess{dumpable: 1, nice: 5}
@@ -165,5 +181,27 @@ func TestDumpableTwoRefusedUnlessCredsBroughtIt(t *testing.T) {
 	f.dumpable = 2 // the credential change did it
 	if err := AfterCreds(f, p); err != nil {
 		t.Errorf("AfterCreds with the mode in place: %v", err)
+	}
+}
+
+// TestSchedDump: the leader's affinity, policy (with reset-on-fork),
+// priority, I/O priority and timer slack are recorded; SCHED_DEADLINE is
+// refused, naming it.
+func TestSchedDump(t *testing.T) {
+	src := &fakeProcess{dumpable: 1, cpus: 0b1010, policy: unix.SCHED_BATCH, ioprio: 2<<ioprioClassShift | 7, slack: 50000}
+	p := &pb.Process{}
+	if err := Dump(src, p); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Sched
+	if s == nil || len(s.Cpus) != 1 || s.Cpus[0] != 0b1010 || s.Policy != unix.SCHED_BATCH || s.Ioprio != 2<<ioprioClassShift|7 || s.TimerSlackNs != 50000 {
+		t.Errorf("dumped %v", s)
+	}
+	if got := cpuList([]uint64{0b1011, 1 << 2}); got != "0-1,3,66" {
+		t.Errorf("cpuList = %q, want 0-1,3,66", got)
+	}
+	src.policy = schedDeadline
+	if err := Dump(src, &pb.Process{}); err == nil || !strings.Contains(err.Error(), "SCHED_DEADLINE") {
+		t.Errorf("dump of a SCHED_DEADLINE process: %v, want a refusal naming it", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/lazycr/lazycr/inject"
+	"golang.org/x/sys/unix"
 )
 
 // builder runs injected syscalls in the process being built. All arguments
@@ -69,3 +70,25 @@ func le(vals ...any) []byte {
 
 // atFdcwd is AT_FDCWD (-100) as a syscall argument.
 const atFdcwd = ^uintptr(99)
+
+// mkdir makes dir (mode 0700) in the process's mount namespace; it uses
+// the scratch page's offset 0.
+func (b *builder) mkdir(dir string) error {
+	path, err := b.putString(0, dir)
+	if err != nil {
+		return err
+	}
+	_, err = b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700)
+	return err
+}
+
+// rmdir removes the empty directory dir in the process's mount namespace;
+// it uses the scratch page's offset 0.
+func (b *builder) rmdir(dir string) error {
+	path, err := b.putString(0, dir)
+	if err != nil {
+		return err
+	}
+	_, err = b.call(unix.SYS_UNLINKAT, atFdcwd, path, unix.AT_REMOVEDIR)
+	return err
+}

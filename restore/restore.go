@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/lazycr/lazycr/cgroup"
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -43,7 +45,11 @@ type Options struct {
 	// again (files.RestoreOptions.UnixReconnect) instead of refused.
 	UnixReconnect bool
 	Stub          string
-	Log           zerolog.Logger
+	// Started, if set, is a stub started ahead (StartStub, with the same
+	// Stub path) that Build takes instead of starting one: a lazy target
+	// starts it while it waits for the image set.
+	Started *Started
+	Log     zerolog.Logger
 	// Prepare, if set, may adjust the loaded image set before anything is
 	// built (netfix rewrites socket addresses here). An error aborts.
 	Prepare func(set *image.Set) error
@@ -500,29 +506,94 @@ func (r *Process) stubPath() string {
 	return "/proc/self/exe"
 }
 
-// startStub starts the tracer thread and the stub, and makes the stub the
-// process being built (takePID); each piece's undo goes on undo.
-func (r *Process) startStub(undo *undoStack) error {
+// Started is a tracer thread and a stub started ahead of Build
+// (Options.Started), stopped at its execve: nothing of the image is needed
+// to start it. Build takes it; Close kills what Build did not take.
+type Started struct {
+	mu     sync.Mutex
+	tracer *inject.Tracer
+	p      *inject.Process
+	exe    string
+	log    zerolog.Logger
+}
+
+// StartStub starts a tracer thread and the stub at path ("" for lazycr
+// itself, as Options.Stub) for a Build to come.
+func StartStub(path string, log zerolog.Logger) (*Started, error) {
+	t, p, exe, err := spawnStub(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Started{tracer: t, p: p, exe: exe, log: log}, nil
+}
+
+// take hands the tracer and the stub over (nil, nil once taken or closed).
+func (s *Started) take() (*inject.Tracer, *inject.Process, string) {
+	if s == nil {
+		return nil, nil, ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, p := s.tracer, s.p
+	s.tracer, s.p = nil, nil
+	return t, p, s.exe
+}
+
+// Close kills the stub and ends the tracer unless a Build took them.
+func (s *Started) Close() {
+	t, p, _ := s.take()
+	if p != nil {
+		killTraced(p, s.log)
+	}
+	if t != nil {
+		t.Close()
+	}
+}
+
+// spawnStub starts a tracer thread and the stub at path ("": lazycr).
+func spawnStub(path string) (*inject.Tracer, *inject.Process, string, error) {
 	t, err := inject.NewTracer()
 	if err != nil {
-		return fmt.Errorf("restore: start tracer: %w", err)
+		return nil, nil, "", fmt.Errorf("restore: start tracer: %w", err)
 	}
-	r.tracer = t
-	undo.push(func() { t.Close() })
-	stub := r.stubPath()
-	if stub == "/proc/self/exe" {
+	stub := path
+	if stub == "" || stub == "/proc/self/exe" {
+		stub = "/proc/self/exe"
 		if exe, err := os.Executable(); err == nil {
 			stub = exe
 		}
 	}
-	r.stubExe = stub
 	p, err := t.Spawn(stub, []string{"lazycr-stub"}, []string{})
 	if err != nil {
-		return fmt.Errorf("restore: start stub %s: %w", stub, err)
+		t.Close()
+		return nil, nil, "", fmt.Errorf("restore: start stub %s: %w", stub, err)
 	}
+	return t, p, stub, nil
+}
+
+// startStub starts the tracer thread and the stub (or takes those started
+// ahead, Options.Started), and makes the stub the process being built
+// (takePID); each piece's undo goes on undo.
+func (r *Process) startStub(undo *undoStack) error {
+	t, p, stub := r.opts.Started.take()
+	if p == nil || stub == "" {
+		var err error
+		if t, p, stub, err = spawnStub(r.stubPath()); err != nil {
+			return err
+		}
+	}
+	r.tracer = t
+	undo.push(func() { t.Close() })
+	r.stubExe = stub
 	undo.push(func() { killTraced(p, r.opts.Log) })
 	r.b = &builder{p: p, pid: p.Pid}
-	return r.takePID(undo)
+	if err := r.takePID(undo); err != nil {
+		return err
+	}
+	if err := cgroup.Restore(r.b.pid, r.img.GetCgroups(), r.opts.Log); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
 }
 
 // takePID makes the process being built carry its original PID: the stub
@@ -531,6 +602,27 @@ func (r *Process) startStub(undo *undoStack) error {
 // process; with --pidns the child is created in a fresh PID namespace with
 // the PID the process had in its own namespace.
 func (r *Process) takePID(undo *undoStack) error {
+	if r.opts.NewPID && r.img.GetNamespaces().GetTimeOffsets() != nil {
+		// The stub cannot enter a time namespace itself: its child,
+		// with any pid, becomes the process.
+		stub := r.b.p
+		if err := r.timeNamespace(stub); err != nil {
+			return err
+		}
+		child, err := stub.CloneProcess(0, 0)
+		if err != nil {
+			return fmt.Errorf("restore: create the process in its time namespace: %w", err)
+		}
+		undo.push(func() { killTraced(child, r.opts.Log) })
+		if err := stub.Kill(); err != nil {
+			r.opts.Log.Warn().Err(err).Int("stub", stub.Pid).Msg("kill stub")
+		}
+		scratch, err := child.Scratch()
+		if err != nil {
+			return err
+		}
+		r.b = &builder{p: child, pid: child.Pid, scratch: scratch}
+	}
 	if r.opts.NewPID {
 		return r.newPIDSession()
 	}
@@ -556,6 +648,9 @@ func (r *Process) takePID(undo *undoStack) error {
 	defer func() { r.killHelpers(helpers) }()
 	parent, err := r.sessionParent(stub, want, ids, &helpers)
 	if err != nil {
+		return err
+	}
+	if err := r.timeNamespace(parent); err != nil {
 		return err
 	}
 	child, err := parent.CloneProcess(want, flags)

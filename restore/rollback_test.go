@@ -170,3 +170,33 @@ func waitZombie(t *testing.T, pid int) {
 		time.Sleep(time.Millisecond) // poll interval
 	}
 }
+
+// TestStartedStubRollsBack: a stub started ahead (StartStub) is taken by
+// a Build that then fails (the pid is taken) and goes with its rollback;
+// one that no Build took goes with Close. Neither leaves a child, the
+// tracer thread or an fd behind.
+func TestStartedStubRollsBack(t *testing.T) {
+	dir, _ := dumpSleep(t)
+	children, fds := ourChildren(t), leakcheck.Fds()
+	ignore := goleak.IgnoreCurrent()
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	st, err := StartStub("", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ourChildren(t); len(got) != len(children)+1 {
+		t.Fatalf("children after StartStub: %v, before %v: want one more (the stub)", got, children)
+	}
+	if _, err := Build(context.Background(), Options{Dir: dir, Started: st, Log: log}); !errors.Is(err, ErrPIDTaken) {
+		t.Fatalf("Build over the running pid: %v, want ErrPIDTaken", err)
+	}
+	st.Close() // taken: nothing left to do
+	requireNothingLeft(t, children, fds, ignore)
+
+	unused, err := StartStub("", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unused.Close()
+	requireNothingLeft(t, children, fds, ignore)
+}

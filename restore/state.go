@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
@@ -71,6 +72,11 @@ func (r *Process) restoreState() error {
 	if err := procattr.Restore(builderCaller{b}, p); err != nil {
 		return err
 	}
+	// CPU affinity, scheduling policy, I/O priority, timer slack: set from
+	// lazycr on the main thread, before the threads, which inherit them.
+	if err := procattr.RestoreSched(b.pid, p); err != nil {
+		return err
+	}
 	if p.OomScoreAdj != 0 {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", b.pid), []byte(strconv.Itoa(int(p.OomScoreAdj))), 0); err != nil {
 			r.opts.Log.Warn().Err(err).Int32("oom_score_adj", p.OomScoreAdj).Msg("set oom_score_adj")
@@ -112,7 +118,25 @@ func (r *Process) restoreCwd() error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700); err != nil {
+	_, err = b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700)
+	if errors.Is(err, unix.ENOENT) {
+		// Its parent was removed too (rm -r of a tree): the missing
+		// directories are made for the time it takes and removed after.
+		undo, perr := files.MakeParents(cwd, b.mkdir, b.rmdir)
+		if perr != nil {
+			return fmt.Errorf("current directory %s was removed with its parent; make it again: %w", cwd, perr)
+		}
+		defer func() {
+			if err := undo(); err != nil {
+				r.opts.Log.Warn().Err(err).Str("cwd", cwd).Msg("directories made for the removed current directory left behind")
+			}
+		}()
+		if path, err = b.putString(0, cwd); err != nil {
+			return err
+		}
+		_, err = b.call(unix.SYS_MKDIRAT, atFdcwd, path, 0o700)
+	}
+	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			// Another name would show in /proc/PID/cwd: refused, not
 			// approximated.

@@ -131,13 +131,38 @@ func finalRegs(t *pb.Thread) unix.PtraceRegs {
 	regs := image.RegsFromPB(t.Regs)
 	if int64(regs.Orig_rax) >= 0 {
 		switch -int64(regs.Rax) {
-		case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlock:
+		case errRestartRestartBlock:
+			sleepRemaining(&regs)
+			fallthrough
+		case errRestartSys, errRestartNoIntr, errRestartNoHand:
 			regs.Rax = regs.Orig_rax
 			regs.Rip -= 2
 		}
 	}
 	regs.Orig_rax = ^uint64(0)
 	return regs
+}
+
+// sleepRemaining makes a relative sleep that the dump interrupted sleep
+// what was left of it, not its whole length again: the kernel's restart
+// block, which holds the deadline, stays behind, but when the caller gave
+// a rem pointer the kernel wrote the time remaining there as the sleep was
+// interrupted (kernel/time/hrtimer.c, do_nanosleep and nanosleep_copyout;
+// nanosleep(2) "rem"), and that memory is in the image. The re-executed
+// call then takes rem as its request, as a caller looping on EINTR would.
+// Without rem (or for poll(2) and futex(2), whose restart blocks keep the
+// deadline only in the kernel) the call starts again whole.
+func sleepRemaining(regs *unix.PtraceRegs) {
+	switch regs.Orig_rax {
+	case unix.SYS_NANOSLEEP: // nanosleep(req, rem)
+		if regs.Rsi != 0 {
+			regs.Rdi = regs.Rsi
+		}
+	case unix.SYS_CLOCK_NANOSLEEP: // clock_nanosleep(clock, flags, req, rem)
+		if regs.Rsi&unix.TIMER_ABSTIME == 0 && regs.R10 != 0 {
+			regs.Rdx = regs.R10
+		}
+	}
 }
 
 // setFinalRegisters loads every thread's registers, XSAVE area and signal

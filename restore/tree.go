@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/lazycr/lazycr/cgroup"
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
@@ -124,6 +125,10 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			return fmt.Errorf("restore pid %d: clone it from its parent pid %d: %w", img.Pid, img.Ppid, err)
 		}
 		t.procs[img.Pid] = c
+		if err := cgroup.RestoreChild(c.Pid, img.GetCgroups(), pimg.GetCgroups(), r.opts.Log); err != nil {
+			killTraced(c, r.opts.Log)
+			return fmt.Errorf("restore pid %d: %w", img.Pid, err)
+		}
 		if img.Zombie {
 			t.zombies = append(t.zombies, img)
 			undo.push(func() { killTraced(c, r.opts.Log) })

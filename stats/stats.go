@@ -41,11 +41,11 @@ type File struct {
 type Dump struct {
 	Threads        int     `json:"threads"`
 	VMAs           int     `json:"vmas"`
-	PagesPopulated uint64  `json:"pages_populated"`
-	PagesEager     uint64  `json:"pages_eager"` // in the image (or skeleton)
-	PagesLazy      uint64  `json:"pages_lazy"`  // served by the page server (dump --lazy)
-	PagesZero      uint64  `json:"pages_zero"`  // populated but zero-filled: not stored
-	PagesFile      uint64  `json:"pages_file"`  // unmodified file pages: not stored
+	PagesPopulated uint64  `json:"pages_populated"` // with --lazy, less the pages the source found it never had (Serve.AbsentPages)
+	PagesEager     uint64  `json:"pages_eager"`     // in the image (or skeleton)
+	PagesLazy      uint64  `json:"pages_lazy"`      // served by the page server (dump --lazy)
+	PagesZero      uint64  `json:"pages_zero"`      // populated but zero-filled: not stored
+	PagesFile      uint64  `json:"pages_file"`      // unmodified file pages: not stored
 	BytesWritten   uint64  `json:"bytes_written"`
 	FreezeMS       float64 `json:"freeze_ms"` // first PTRACE_SEIZE → every thread stopped
 	// FrozenMS is how long the original was stopped: freeze → killed or
@@ -84,17 +84,20 @@ type Serve struct {
 	// Pages sent in answer to the target's requests (faults) and by the
 	// background push, with their bytes; ZeroPages of them read as all
 	// zero bytes and went without their bytes (a ZERO frame).
-	RequestPages uint64  `json:"request_pages"`
-	RequestBytes uint64  `json:"request_bytes"`
-	PushPages    uint64  `json:"push_pages"`
-	PushBytes    uint64  `json:"push_bytes"`
-	ZeroPages    uint64  `json:"zero_pages"`
-	Requests     uint64  `json:"requests"`    // requests answered
-	Refused      uint64  `json:"refused"`     // requests refused (outside the lazy runs)
-	AckedPages   uint64  `json:"acked_pages"` // lazy pages the target acknowledged
-	Reconnects   int     `json:"reconnects"`
-	ServingMS    float64 `json:"serving_ms"` // the page server's whole run
-	Done         bool    `json:"done"`       // the target reported DONE
+	RequestPages uint64 `json:"request_pages"`
+	RequestBytes uint64 `json:"request_bytes"`
+	PushPages    uint64 `json:"push_pages"`
+	PushBytes    uint64 `json:"push_bytes"`
+	ZeroPages    uint64 `json:"zero_pages"`
+	// AbsentPages: lazy pages the source found it never had (after the
+	// resume): never read or sent, named to the target as absent.
+	AbsentPages uint64  `json:"absent_pages"`
+	Requests    uint64  `json:"requests"`    // requests answered
+	Refused     uint64  `json:"refused"`     // requests refused (outside the lazy runs)
+	AckedPages  uint64  `json:"acked_pages"` // lazy pages the target acknowledged
+	Reconnects  int     `json:"reconnects"`
+	ServingMS   float64 `json:"serving_ms"` // the page server's whole run
+	Done        bool    `json:"done"`       // the target reported DONE
 }
 
 // Restore is the build of the process (restore.Stats; `lazycr restore
@@ -136,7 +139,10 @@ type Lazy struct {
 	// PagesSourceZero: of the three above, the pages the source read as
 	// all zero bytes, installed with UFFDIO_ZEROPAGE (no bytes moved).
 	PagesSourceZero uint64 `json:"pages_source_zero"`
-	PagesZero       uint64 `json:"pages_zero"` // faults on pages that were never lazy or were dropped: zero, no request
+	// PagesAbsent: lazy pages the source said it never had: not
+	// installed, a fault there gets a zero page (per process).
+	PagesAbsent uint64 `json:"pages_absent"`
+	PagesZero   uint64 `json:"pages_zero"` // faults on pages that were never lazy or were dropped: zero, no request
 	// Faults read from the uffds, and by how each was served: keys
 	// "request", "fault-around", "push", "present", "zero", "aborted"
 	// (only those that occurred).

@@ -9,8 +9,8 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/internal/schedslice"
+	"github.com/lazycr/lazycr/lazypages"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -108,28 +110,32 @@ type Member struct {
 // post-copy restore. See Documentation/admin-guide/mm/userfaultfd.rst,
 // "Non-cooperative userfaultfd".
 //
-// Page state is kept per member (the process and each forked child) as
-// bitmaps over the lazy pages, indexed in dump-time order; a page is needed,
-// installed or dropped in each member and in flight (requested, not yet
-// arrived) for the whole group, so it is requested once. Each member keeps a
-// translation from its current addresses to dump-time addresses that follows
-// mremap(2).
+// Page state (package lazypages) is kept per member (the process and each
+// forked child) as bitmaps over the lazy pages, numbered in keyed dump-time
+// order by one lazypages.Index; a page is needed, installed or dropped in
+// each member and in flight (requested, not yet arrived) for the whole
+// group, so it is requested once. Each member keeps a
+// lazypages.Translation from its current addresses to dump-time addresses
+// that follows mremap(2), and the faults waiting for each page.
 type Handler struct {
 	cfg HandlerConfig
 	src PageSource
 	// replies carries answers to requests when src is a PrioritySource
 	// (nil otherwise: a nil channel is never ready).
 	replies <-chan PageData
-	log     zerolog.Logger
-	start   time.Time
+	// polled reads the answers in the Run loop when src is a
+	// PolledSource that agreed to it (nil otherwise).
+	polled PolledSource
+	log    zerolog.Logger
+	start  time.Time
 
-	runs  []lazyRun // every lazy run, sorted by dump address
-	total uint64    // lazy pages
+	idx   *lazypages.Index // every member's lazy runs (keyed dump addresses), numbered
+	total uint64           // lazy pages: idx.Pages()
 
 	// Owned by the Run goroutine (and by NewHandler/Close when Run never
 	// runs).
-	inflight bitmap
-	acked    bitmap
+	inflight lazypages.Bitmap
+	acked    lazypages.Bitmap
 	members  []*member
 	retries  []retryOp
 	primary  *member
@@ -150,6 +156,8 @@ type Handler struct {
 	running bool
 	closed  bool
 	runDone chan struct{}
+	// evClosed: the eventfd is closed, a source's kick must not write it.
+	evClosed bool
 
 	closing atomic.Bool
 	done    atomic.Uint64 // pages installed or dropped in every member (acked)
@@ -167,8 +175,6 @@ type Handler struct {
 	trace Trace
 }
 
-type lazyRun struct{ dump, n, base uint64 }
-
 // member is one process served by the handler: the restored process or a
 // child it forked (with its own uffd).
 type member struct {
@@ -177,12 +183,12 @@ type member struct {
 	// (the FORK event comes before the child has a pid: it is learnt from
 	// its first fault's thread id, or looked up among parent's children).
 	pid       int
-	parent    int   // a forked child's parent pid (0 for the restored process)
-	segs      []seg // current → dump-time translation, sorted by cur
-	installed bitmap
-	dropped   bitmap
+	parent    int                    // a forked child's parent pid (0 for the restored process)
+	tr        *lazypages.Translation // current → dump-time (keyed) addresses
+	installed lazypages.Bitmap
+	dropped   lazypages.Bitmap
 	needed    uint64 // lazy pages neither installed nor dropped
-	waiters   map[uint64][]*pending
+	waiters   lazypages.Waiters[*pending]
 	canPoison bool
 	gone      bool
 	// pidfd is the process's pidfd (-1 if none: a forked child), readable
@@ -190,9 +196,6 @@ type member struct {
 	pidfd int
 	space int // the space its dump-time addresses are keyed in
 }
-
-// seg maps [cur, cur+len) in the process to [dump, dump+len) at dump time.
-type seg struct{ cur, dump, len uint64 }
 
 type pending struct {
 	rec       FaultRecord
@@ -221,31 +224,8 @@ const (
 	howExisted            // EEXIST: another path filled it
 )
 
-type bitmap []uint64
-
-func newBitmap(n uint64) bitmap    { return make(bitmap, (n+63)/64) }
-func (b bitmap) get(i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
-func (b bitmap) set(i uint64)      { b[i/64] |= 1 << (i % 64) }
-func (b bitmap) clear(i uint64)    { b[i/64] &^= 1 << (i % 64) }
-
-// setRange sets [i, i+n), whole words at a time where it can.
-func (b bitmap) setRange(i, n uint64) {
-	for ; n > 0 && i%64 != 0; i, n = i+1, n-1 {
-		b.set(i)
-	}
-	for ; n >= 64; i, n = i+64, n-64 {
-		b[i/64] = ^uint64(0)
-	}
-	for ; n > 0; i, n = i+1, n-1 {
-		b.set(i)
-	}
-}
-func (m *member) needs(i uint64) bool { return !m.installed.get(i) && !m.dropped.get(i) }
+func (m *member) needs(i uint64) bool { return !m.installed.Get(i) && !m.dropped.Get(i) }
 func (h *Handler) now() time.Duration { return time.Since(h.start) }
-func (h *Handler) dumpOf(i uint64) uint64 {
-	r := h.runs[h.runOf(i)]
-	return r.dump + (i-r.base)*PageSize
-}
 
 // NewHandler registers cfg.Regions on fd (after the caller's UFFDIO_API
 // handshake with FeaturesNonCooperative|FeatureThreadID), and each of
@@ -282,8 +262,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		return fail(fmt.Errorf("create lazy-pages handler: negative fault-around %d", cfg.FaultAround))
 	}
 	// Every member's runs, keyed by space, numbered in keyed order.
-	type spaceRun struct{ dump, n uint64 }
-	var all []spaceRun
+	var all []lazypages.Run
 	spaces := map[int]int{}
 	for _, sp := range specs {
 		if sp.FD == nil {
@@ -299,7 +278,8 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		off := SpaceAddr(sp.Space, 0)
 		regions := slices.Clone(sp.Regions)
 		slices.SortFunc(regions, func(a, b Region) int { return cmp.Compare(a.Start, b.Start) })
-		m := &member{fd: sp.FD, pid: sp.PID, waiters: map[uint64][]*pending{}, canPoison: true, pidfd: -1, space: sp.Space}
+		m := &member{fd: sp.FD, pid: sp.PID, canPoison: true, pidfd: -1, space: sp.Space}
+		var segs []lazypages.Seg
 		for k, r := range regions {
 			if r.Start%PageSize != 0 || r.End%PageSize != 0 || r.End <= r.Start || r.End > SpaceSize || (k > 0 && r.Start < regions[k-1].End) {
 				return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad region [%#x, %#x)", sp.PID, r.Start, r.End))
@@ -309,11 +289,16 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 				if l.Addr%PageSize != 0 || l.Addr < last || l.End() > r.End || l.Npages == 0 {
 					return fail(fmt.Errorf("create lazy-pages handler for pid %d: bad lazy run %#x+%d pages in region [%#x, %#x)", sp.PID, l.Addr, l.Npages, r.Start, r.End))
 				}
-				all = append(all, spaceRun{dump: off + l.Addr, n: l.Npages})
+				all = append(all, lazypages.Run{Addr: off + l.Addr, Npages: l.Npages})
 				last = l.End()
 			}
-			m.segs = append(m.segs, seg{cur: r.Start, dump: off + r.Start, len: r.End - r.Start})
+			segs = append(segs, lazypages.Seg{Cur: r.Start, Dump: off + r.Start, Len: r.End - r.Start})
 		}
+		tr, err := lazypages.NewTranslation(segs)
+		if err != nil {
+			return fail(fmt.Errorf("create lazy-pages handler for pid %d: %w", sp.PID, err))
+		}
+		m.tr = tr
 		for _, r := range regions {
 			ioctls, err := sp.FD.Register(r.Start, r.End-r.Start, ModeMissing)
 			if err != nil {
@@ -339,110 +324,35 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 		}
 		members = append(members, m)
 	}
-	slices.SortFunc(all, func(a, b spaceRun) int { return cmp.Compare(a.dump, b.dump) })
-	for _, r := range all {
-		h.runs = append(h.runs, lazyRun{dump: r.dump, n: r.n, base: h.total})
-		h.total += r.n
+	idx, err := lazypages.NewIndex(all)
+	if err != nil {
+		return fail(fmt.Errorf("create lazy-pages handler for pid %d: %w", cfg.PID, err))
 	}
+	h.idx, h.total = idx, idx.Pages()
 	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return fail(fmt.Errorf("create lazy-pages handler wakeup eventfd: %w", os.NewSyscallError("eventfd2", err)))
 	}
 	h.evfd = ev
-	h.inflight, h.acked = newBitmap(h.total), newBitmap(h.total)
+	h.inflight, h.acked = lazypages.NewBitmap(h.total), lazypages.NewBitmap(h.total)
 	for _, m := range members {
 		// A member needs the pages of its own space; the others' are
 		// never its to fill (dropped from the start).
-		m.installed, m.dropped = newBitmap(h.total), newBitmap(h.total)
-		lo, hi := SpaceAddr(m.space, 0), SpaceAddr(m.space, 0)+SpaceSize-1
-		for _, r := range h.runs {
-			if r.dump >= lo && r.dump <= hi {
-				m.needed += r.n
-				continue
-			}
-			m.dropped.setRange(r.base, r.n)
-		}
+		m.installed, m.dropped = lazypages.NewBitmap(h.total), lazypages.NewBitmap(h.total)
+		lo, hi := h.idx.SpacePages(m.space)
+		m.needed = hi - lo
+		m.dropped.SetRange(0, lo)
+		m.dropped.SetRange(hi, h.total-hi)
 	}
 	h.members, h.primary = members, members[0]
 	h.everyone = slices.Clone(members)
 	h.trace = Trace{Start: h.start, PID: cfg.PID}
+	// Last, once nothing can fail: the source then leaves its answers to
+	// the Run loop.
+	if ps, ok := cfg.Source.(PolledSource); ok && ps.PollReplies(h.sourceKick) {
+		h.polled = ps
+	}
 	return h, nil
-}
-
-// index returns the lazy-page index of dump address a.
-func (h *Handler) index(a uint64) (uint64, bool) {
-	k := sort.Search(len(h.runs), func(k int) bool { return h.runs[k].dump+h.runs[k].n*PageSize > a })
-	if k < len(h.runs) && h.runs[k].dump <= a {
-		return h.runs[k].base + (a-h.runs[k].dump)/PageSize, true
-	}
-	return 0, false
-}
-
-func (h *Handler) runOf(i uint64) int {
-	return sort.Search(len(h.runs), func(k int) bool { return h.runs[k].base+h.runs[k].n > i })
-}
-
-// forLazy calls fn for each part of [a, b) (dump addresses) in a lazy run.
-func (h *Handler) forLazy(a, b uint64, fn func(i0, n, dump uint64)) {
-	k := sort.Search(len(h.runs), func(k int) bool { return h.runs[k].dump+h.runs[k].n*PageSize > a })
-	for ; k < len(h.runs) && h.runs[k].dump < b; k++ {
-		r := h.runs[k]
-		lo, hi := max(a, r.dump), min(b, r.dump+r.n*PageSize)
-		if lo < hi {
-			fn(r.base+(lo-r.dump)/PageSize, (hi-lo)/PageSize, lo)
-		}
-	}
-}
-
-func (m *member) toDump(cur uint64) (uint64, bool) {
-	k := sort.Search(len(m.segs), func(k int) bool { return m.segs[k].cur+m.segs[k].len > cur })
-	if k < len(m.segs) && m.segs[k].cur <= cur {
-		return m.segs[k].dump + cur - m.segs[k].cur, true
-	}
-	return 0, false
-}
-
-// forCur calls fn for each part of dump range [a, b) mapped in m, with its
-// current address.
-func (m *member) forCur(a, b uint64, fn func(cur, dump, n uint64)) {
-	for _, s := range m.segs {
-		lo, hi := max(a, s.dump), min(b, s.dump+s.len)
-		if lo < hi {
-			fn(s.cur+lo-s.dump, lo, hi-lo)
-		}
-	}
-}
-
-// forDump calls fn for each part of current range [a, b) mapped in m.
-func (m *member) forDump(a, b uint64, fn func(cur, dump, n uint64)) {
-	for _, s := range m.segs {
-		lo, hi := max(a, s.cur), min(b, s.cur+s.len)
-		if lo < hi {
-			fn(lo, s.dump+lo-s.cur, hi-lo)
-		}
-	}
-}
-
-// cut removes current range [a, b) from m's translation and returns the
-// removed pieces.
-func (m *member) cut(a, b uint64) []seg {
-	var keep, cut []seg
-	for _, s := range m.segs {
-		lo, hi := max(a, s.cur), min(b, s.cur+s.len)
-		if lo >= hi {
-			keep = append(keep, s)
-			continue
-		}
-		if s.cur < lo {
-			keep = append(keep, seg{cur: s.cur, dump: s.dump, len: lo - s.cur})
-		}
-		cut = append(cut, seg{cur: lo, dump: s.dump + lo - s.cur, len: hi - lo})
-		if hi < s.cur+s.len {
-			keep = append(keep, seg{cur: hi, dump: s.dump + hi - s.cur, len: s.cur + s.len - hi})
-		}
-	}
-	m.segs = keep
-	return cut
 }
 
 // Progress returns the lazy pages installed (or dropped by the process) in
@@ -484,6 +394,16 @@ func (h *Handler) kick() {
 	unix.Write(h.evfd, one[:]) // EAGAIN only if the counter is saturated: already awake
 }
 
+// sourceKick wakes the Run loop for a PolledSource whose ReplyFD changed;
+// it may come at any time, also after Close.
+func (h *Handler) sourceKick() {
+	h.life.Lock()
+	defer h.life.Unlock()
+	if !h.evClosed {
+		h.kick()
+	}
+}
+
 // Close stops the handler. A running Run poisons the pages not yet
 // installed, closes the uffds and returns an error wrapping os.ErrClosed
 // and ErrPagesLost; Close waits for it. Without Run, Close poisons and
@@ -515,10 +435,13 @@ func (h *Handler) Close() error {
 			h.finish(nil)
 		}
 	}
+	h.life.Lock()
+	h.evClosed = true
 	if cerr := unix.Close(h.evfd); cerr != nil && err == nil {
 		err = fmt.Errorf("close eventfd %d: %w", h.evfd, os.NewSyscallError("close", cerr))
 	}
 	h.evfd = -1
+	h.life.Unlock()
 	return err
 }
 
@@ -562,7 +485,20 @@ func (h *Handler) Run(ctx context.Context) error {
 		defer wg.Done()
 		h.forward(stop)
 	}()
-	err := h.loop(ctx)
+	// The loop runs on an OS thread of its own that asks for a short
+	// scheduler slice: woken by a fault or an answer, it preempts the
+	// threads moving the push instead of waiting for the end of their
+	// slice (see internal/schedslice). The goroutine ends locked, so Go
+	// ends the thread and no other goroutine inherits the slice.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := schedslice.Request(schedslice.Min); err != nil {
+			h.log.Debug().Err(err).Msg("fault loop keeps the default scheduler slice")
+		}
+		errc <- h.loop(ctx)
+	}()
+	err := <-errc
 	close(stop)
 	wg.Wait()
 	return h.finish(err)
@@ -668,6 +604,13 @@ func (h *Handler) loop(ctx context.Context) error {
 				pfds = append(pfds, unix.PollFd{Fd: int32(m.pidfd), Events: unix.POLLIN})
 			}
 		}
+		// Last, the connection the answers come on, if the loop reads it.
+		rfd, ri := -1, len(pfds)
+		if h.polled != nil {
+			if rfd = h.polled.ReplyFD(); rfd >= 0 {
+				pfds = append(pfds, unix.PollFd{Fd: int32(rfd), Events: unix.POLLIN})
+			}
+		}
 		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("wait on uffds of pid %d: %w", h.cfg.PID, os.NewSyscallError("poll", err))
 		}
@@ -692,6 +635,12 @@ func (h *Handler) loop(ctx context.Context) error {
 			}
 			h.log.Debug().Int("pid", m.pid).Msg("process exited")
 			h.removeMember(m)
+		}
+		// Answers first: their threads wait already. Then the new faults.
+		if rfd >= 0 && pfds[ri].Revents != 0 {
+			if err := h.installReplies(); err != nil {
+				return err
+			}
 		}
 		for k, m := range members {
 			if m.gone {
@@ -814,9 +763,20 @@ func (h *Handler) installPushed(d PageData, msgs []Msg) error {
 	}
 }
 
-// installReplies installs the answers already waiting on the replies
-// channel.
+// installReplies installs the answers already waiting: on the replies
+// channel, and on the connection the loop reads itself.
 func (h *Handler) installReplies() error {
+	if h.polled != nil {
+		err := h.polled.ReadReplies(func(d PageData) error {
+			if d.Err != nil {
+				return fmt.Errorf("page source: %w", d.Err)
+			}
+			return h.install(d)
+		})
+		if err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case d := <-h.replies:
@@ -864,7 +824,7 @@ func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
 		return h.drop(m, msg.Remove.Start, msg.Remove.End, true)
 	case EventUnmap:
 		err := h.drop(m, msg.Unmap.Start, msg.Unmap.End, false)
-		m.cut(msg.Unmap.Start, msg.Unmap.End)
+		m.tr.Cut(msg.Unmap.Start, msg.Unmap.End)
 		return err
 	case EventRemap:
 		return h.remap(m, msg.Remap)
@@ -886,16 +846,16 @@ func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 	h.mu.Lock()
 	h.stats.Faults++
 	h.mu.Unlock()
-	dump, ok := m.toDump(addr)
+	dump, ok := m.tr.ToDump(addr)
 	var i uint64
 	if ok {
 		p.rec.DumpAddr = dump
-		i, ok = h.index(dump)
+		i, ok = h.idx.Lookup(dump)
 	}
-	if !ok || m.dropped.get(i) {
+	if !ok || m.dropped.Get(i) {
 		return h.zero(m, addr, p)
 	}
-	if m.installed.get(i) {
+	if m.installed.Get(i) {
 		if err := h.wake(m, addr); err != nil {
 			return fmt.Errorf("serve fault at %#x of pid %d: %w", addr, m.pid, err)
 		}
@@ -903,19 +863,17 @@ func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 		h.finishFault(p, h.now())
 		return nil
 	}
-	m.waiters[i] = append(m.waiters[i], p)
-	if h.inflight.get(i) {
+	m.waiters.Add(i, p)
+	if h.inflight.Get(i) {
 		p.rec.Path = PathFaultAround
 		return nil
 	}
 	n := uint64(1)
-	r := h.runs[h.runOf(i)]
-	for j := i + 1; j < r.base+r.n && n <= uint64(h.cfg.FaultAround) && m.needs(j) && !h.inflight.get(j); j++ {
+	end := h.idx.RunEnd(i)
+	for j := i + 1; j < end && n <= uint64(h.cfg.FaultAround) && m.needs(j) && !h.inflight.Get(j); j++ {
 		n++
 	}
-	for j := i; j < i+n; j++ {
-		h.inflight.set(j)
-	}
+	h.inflight.SetRange(i, n)
 	p.requested = true
 	p.rec.Path = PathRequest
 	if err := h.src.Request(dump, int(n)); err != nil {
@@ -993,6 +951,9 @@ func (h *Handler) install(d PageData) error {
 	if d.Release != nil {
 		defer d.Release()
 	}
+	if d.Absent > 0 {
+		return h.absent(d)
+	}
 	size := uint64(len(d.Data))
 	if d.Zero > 0 {
 		size = uint64(d.Zero) * PageSize
@@ -1003,13 +964,11 @@ func (h *Handler) install(d PageData) error {
 	}
 	replied := h.now()
 	var err error
-	h.forLazy(d.Addr, d.Addr+size, func(i0, n, dump uint64) {
+	h.idx.Each(d.Addr, d.Addr+size, func(i0, n, dump uint64) {
 		if err != nil {
 			return
 		}
-		for j := i0; j < i0+n; j++ {
-			h.inflight.clear(j)
-		}
+		h.inflight.ClearRange(i0, n)
 		var data []byte // nil: zero pages
 		if d.Zero == 0 {
 			data = d.Data[dump-d.Addr : dump-d.Addr+n*PageSize]
@@ -1037,6 +996,37 @@ func (h *Handler) install(d PageData) error {
 	return err
 }
 
+// absent marks the pages of d (PageData.Absent) that a member still needs
+// as needed no more (dropped): the source never had them. A fault there
+// then gets a zero page (fault). Pages in flight or with a fault waiting
+// are left to their answer, which is zeros.
+func (h *Handler) absent(d PageData) error {
+	if d.Addr%PageSize != 0 || d.Data != nil || d.Zero != 0 || d.Absent > (^uint64(0)-d.Addr)/PageSize {
+		h.log.Warn().Uint64("addr", d.Addr).Uint64("absent", d.Absent).Msg("page source sent a bad absent run, ignored")
+		return nil
+	}
+	var marked uint64
+	h.idx.Each(d.Addr, d.Addr+d.Absent*PageSize, func(i0, n, _ uint64) {
+		for i := i0; i < i0+n; i++ {
+			if h.inflight.Get(i) {
+				continue
+			}
+			for _, m := range h.members {
+				if m.needs(i) && !m.waiters.Waiting(i) {
+					m.dropped.Set(i)
+					m.needed--
+					marked++
+				}
+			}
+		}
+		h.ackDone(i0, n)
+	})
+	h.mu.Lock()
+	h.stats.Pages.Absent += marked
+	h.mu.Unlock()
+	return nil
+}
+
 // installMember installs pages [i0, i0+n) at dump address dump into m
 // where m needs them: data, or zero pages if data is nil.
 func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, pushed bool, replied time.Duration, needed *bool) error {
@@ -1044,7 +1034,7 @@ func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, push
 		return nil
 	}
 	var err error
-	m.forCur(dump, dump+n*PageSize, func(cur, d, ln uint64) {
+	m.tr.ByDump(dump, dump+n*PageSize, func(cur, d, ln uint64) {
 		j0 := i0 + (d-dump)/PageSize
 		cnt := ln / PageSize
 		for k := uint64(0); k < cnt && err == nil && !m.gone; {
@@ -1074,11 +1064,8 @@ func (h *Handler) installMember(m *member, dump, i0, n uint64, data []byte, push
 // ioctl_userfaultfd(2)); pages j, j+1, ... are all needed by m.
 func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed bool, replied time.Duration) error {
 	mode := DontWake
-	for k := uint64(0); k < npages; k++ {
-		if len(m.waiters[j+k]) > 0 {
-			mode = 0
-			break
-		}
+	if m.waiters.AnyIn(j, npages) {
+		mode = 0
 	}
 	kind := howCopied
 	if buf == nil {
@@ -1109,7 +1096,7 @@ func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed b
 			// Filled by another path: it is there, wake its waiters; never
 			// retry the copy.
 			pg := j + uint64(off)/PageSize
-			hadWaiters := len(m.waiters[pg]) > 0
+			hadWaiters := m.waiters.Waiting(pg)
 			if hadWaiters {
 				if werr := h.wake(m, cur+uint64(off)); werr != nil {
 					return fmt.Errorf("install page %#x into pid %d: %w", cur+uint64(off), m.pid, werr)
@@ -1122,10 +1109,8 @@ func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed b
 			off += PageSize
 		case errors.Is(err, ErrAgain):
 			pg := j + uint64(off)/PageSize
-			for k := pg; k < j+npages; k++ {
-				h.inflight.set(k)
-			}
-			op := retryOp{m: m, dump: h.dumpOf(pg), pushed: pushed}
+			h.inflight.SetRange(pg, j+npages-pg)
+			op := retryOp{m: m, dump: h.idx.Addr(pg), pushed: pushed}
 			if buf == nil {
 				op.zeros = j + npages - pg
 			} else {
@@ -1150,11 +1135,11 @@ func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed b
 func (h *Handler) account(i0, n uint64, pushed bool, install func() error) error {
 	waited := make([]bool, n)
 	for _, m := range h.members {
-		if len(m.waiters) == 0 {
+		if m.waiters.Pages() == 0 {
 			continue
 		}
 		for k := range n {
-			if len(m.waiters[i0+k]) > 0 {
+			if m.waiters.Waiting(i0 + k) {
 				waited[k] = true
 			}
 		}
@@ -1193,9 +1178,9 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	if !m.needs(i) {
 		return
 	}
-	m.installed.set(i)
+	m.installed.Set(i)
 	m.needed--
-	ws := m.waiters[i]
+	ws := m.waiters.Take(i)
 	now := h.now()
 	bytes := 0
 	h.mu.Lock()
@@ -1213,7 +1198,6 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	if len(ws) == 0 {
 		return
 	}
-	delete(m.waiters, i)
 	for _, p := range ws {
 		switch {
 		case pushed:
@@ -1231,16 +1215,16 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 
 // ackDone acks the pages of [i0, i0+n) no member needs any more.
 func (h *Handler) ackDone(i0, n uint64) {
-	start, cnt := uint64(0), uint64(0)
+	start, cnt, end := uint64(0), uint64(0), uint64(0) // end: start's run's end
 	flush := func() {
 		if cnt > 0 {
-			h.src.Ack(h.dumpOf(start), int(cnt))
+			h.src.Ack(h.idx.Addr(start), int(cnt))
 			h.done.Add(cnt)
 		}
 		cnt = 0
 	}
 	for i := i0; i < i0+n; i++ {
-		doneAll := !h.acked.get(i) && !h.inflight.get(i)
+		doneAll := !h.acked.Get(i) && !h.inflight.Get(i)
 		for _, m := range h.members {
 			if !doneAll {
 				break // acked pages are the bulk at the end: skip the members
@@ -1253,13 +1237,13 @@ func (h *Handler) ackDone(i0, n uint64) {
 			flush()
 			continue
 		}
-		h.acked.set(i)
-		if cnt > 0 && start+cnt == i && h.runOf(i) == h.runOf(start) {
+		h.acked.Set(i)
+		if cnt > 0 && start+cnt == i && i < end {
 			cnt++
 			continue
 		}
 		flush()
-		start, cnt = i, 1
+		start, cnt, end = i, 1, h.idx.RunEnd(i)
 	}
 	flush()
 }
@@ -1289,8 +1273,8 @@ func (h *Handler) drop(m *member, a, b uint64, removed bool) error {
 	a &^= PageSize - 1
 	var ackRuns [][2]uint64
 	var err error
-	m.forDump(a, b, func(cur, dump, n uint64) {
-		h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+	m.tr.ByCur(a, b, func(cur, dump, n uint64) {
+		h.idx.Each(dump, dump+n, func(i0, cnt, d uint64) {
 			for i := i0; i < i0+cnt; i++ {
 				if m.needs(i) {
 					m.needed--
@@ -1298,10 +1282,9 @@ func (h *Handler) drop(m *member, a, b uint64, removed bool) error {
 					h.stats.RemovedLazy++
 					h.mu.Unlock()
 				}
-				m.installed.clear(i)
-				m.dropped.set(i)
-				if ws := m.waiters[i]; len(ws) > 0 {
-					delete(m.waiters, i)
+				m.installed.Clear(i)
+				m.dropped.Set(i)
+				if ws := m.waiters.Take(i); len(ws) > 0 {
 					at := cur + (d - dump) + (i-i0)*PageSize
 					for _, p := range ws {
 						if removed {
@@ -1336,11 +1319,11 @@ func (h *Handler) remap(m *member, r Remap) error {
 	}
 	// Whatever was at the destination was unmapped first.
 	err := h.drop(m, r.To, r.To+r.Len, false)
-	m.cut(r.To, r.To+r.Len)
-	m.forDump(r.From, r.From+r.Len, func(cur, dump, n uint64) {
-		h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+	m.tr.Cut(r.To, r.To+r.Len)
+	m.tr.ByCur(r.From, r.From+r.Len, func(cur, dump, n uint64) {
+		h.idx.Each(dump, dump+n, func(i0, cnt, d uint64) {
 			for i := i0; i < i0+cnt; i++ {
-				ws := m.waiters[i]
+				ws := m.waiters.Take(i)
 				if len(ws) == 0 {
 					continue
 				}
@@ -1348,7 +1331,6 @@ func (h *Handler) remap(m *member, r Remap) error {
 				if e := h.wake(m, old); e != nil && err == nil {
 					err = fmt.Errorf("wake fault at %#x of pid %d after mremap: %w", old, m.pid, e)
 				}
-				delete(m.waiters, i)
 				for _, p := range ws {
 					p.rec.Path = PathAborted
 					h.finishFault(p, h.now())
@@ -1356,12 +1338,7 @@ func (h *Handler) remap(m *member, r Remap) error {
 			}
 		})
 	})
-	moved := m.cut(r.From, r.From+r.Len)
-	for _, s := range moved {
-		s.cur = s.cur - r.From + r.To
-		m.segs = append(m.segs, s)
-	}
-	slices.SortFunc(m.segs, func(a, b seg) int { return cmp.Compare(a.cur, b.cur) })
+	m.tr.Move(r.From, r.To, r.Len)
 	return err
 }
 
@@ -1375,8 +1352,8 @@ var adoptFork = FromFd
 // UFFDIO_POISON, the child is killed) before the fd is closed, so they
 // never read as zeros.
 func (h *Handler) fork(m *member, ufd int) error {
-	c := &member{segs: slices.Clone(m.segs), installed: slices.Clone(m.installed), parent: m.pid, pidfd: -1, space: m.space,
-		dropped: slices.Clone(m.dropped), needed: m.needed, waiters: map[uint64][]*pending{}, canPoison: m.canPoison}
+	c := &member{tr: m.tr.Clone(), installed: slices.Clone(m.installed), parent: m.pid, pidfd: -1, space: m.space,
+		dropped: slices.Clone(m.dropped), needed: m.needed, canPoison: m.canPoison}
 	// A second fd, kept until the child is served or poisoned.
 	raw, err := unix.FcntlInt(uintptr(ufd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -1506,13 +1483,11 @@ func (h *Handler) removeMember(m *member) {
 		h.lostGone = m.needed
 	}
 	h.log.Debug().Int("pid", m.pid).Uint64("needed", m.needed).Msg("process gone: no longer served")
-	m.waiters = map[uint64][]*pending{}
+	m.waiters = lazypages.Waiters[*pending]{} // nobody to answer: the process is gone
 	h.members = slices.DeleteFunc(h.members, func(x *member) bool { return x == m })
 	m.fd.Close()
 	m.closePidfd()
-	for _, r := range h.runs {
-		h.ackDone(r.base, r.n)
-	}
+	h.ackDone(0, h.total)
 }
 
 func (h *Handler) runRetries() error {
@@ -1532,11 +1507,9 @@ func (h *Handler) runRetries() error {
 			continue
 		}
 		needed := false
-		i0, _ := h.index(op.dump)
+		i0, _ := h.idx.Lookup(op.dump)
 		n := uint64(len(op.data))/PageSize + op.zeros
-		for j := i0; j < i0+n; j++ {
-			h.inflight.clear(j)
-		}
+		h.inflight.ClearRange(i0, n)
 		if err := h.account(i0, n, op.pushed, func() error {
 			return h.installMember(op.m, op.dump, i0, n, op.data, op.pushed, h.now(), &needed)
 		}); err != nil {
@@ -1609,8 +1582,8 @@ func (h *Handler) poisonMember(m *member) uint64 {
 		// are marked dropped, so the next pass only does what is left.
 		for pass := 0; pass < 8 && m.needed > 0 && !m.gone && m.canPoison; pass++ {
 			changed := false
-			m.forDump(0, ^uint64(0), func(cur, dump, n uint64) {
-				h.forLazy(dump, dump+n, func(i0, cnt, d uint64) {
+			m.tr.ByCur(0, ^uint64(0), func(cur, dump, n uint64) {
+				h.idx.Each(dump, dump+n, func(i0, cnt, d uint64) {
 					for k := uint64(0); k < cnt && !m.gone && !changed; {
 						if !m.needs(i0 + k) {
 							k++
@@ -1641,13 +1614,10 @@ func (h *Handler) poisonMember(m *member) uint64 {
 		h.mu.Lock()
 		h.stats.Poisoned += poisoned
 		h.mu.Unlock()
-		for _, ws := range m.waiters {
-			for _, p := range ws {
-				p.rec.Path = PathAborted
-				h.finishFault(p, h.now())
-			}
+		for _, p := range m.waiters.TakeAll() {
+			p.rec.Path = PathAborted
+			h.finishFault(p, h.now())
 		}
-		m.waiters = map[uint64][]*pending{}
 	}
 	return lost
 }
@@ -1717,7 +1687,7 @@ func (h *Handler) poison(m *member, at, i, cnt uint64) (uint64, bool) {
 			if m.needs(i + j) {
 				m.needed--
 			}
-			m.dropped.set(i + j) // never to be filled
+			m.dropped.Set(i + j) // never to be filled
 		}
 		k += np
 		done += np
@@ -1728,7 +1698,7 @@ func (h *Handler) poison(m *member, at, i, cnt uint64) (uint64, bool) {
 			}
 		case errors.Is(err, ErrExist):
 			if m.needs(i + k) { // filled by someone else: keep it
-				m.installed.set(i + k)
+				m.installed.Set(i + k)
 				m.needed--
 			}
 			k++

@@ -216,7 +216,7 @@ func runProg(t *testing.T, prog string) (unix.WaitStatus, error, *Handler, *fake
 	}
 	src := newFakeSource(base, pattern(base, pages), false)
 	t.Cleanup(src.close)
-	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{Start: base, End: base + pages*PageSize, Lazy: []Run{{base, pages}}}},
+	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{Start: base, End: base + pages*PageSize, Lazy: []Run{{Addr: base, Npages: pages}}}},
 		Source: src, PID: p.Pid, Trace: true})
 	if err != nil {
 		t.Fatal(err)

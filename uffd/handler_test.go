@@ -97,7 +97,7 @@ func (s *fakeSource) Request(addr uint64, n int) error {
 		s.ch <- s.page(addr, n, false)
 		return nil
 	}
-	s.reqs <- Run{addr, uint64(n)}
+	s.reqs <- Run{Addr: addr, Npages: uint64(n)}
 	return nil
 }
 
@@ -156,7 +156,7 @@ func start(t testing.TB, pages int, lazy []Run, cfg HandlerConfig, gated bool, o
 	t.Cleanup(x.src.close)
 	r := Region{Start: x.addr, End: x.addr + uint64(pages)*PageSize}
 	for _, l := range lazy {
-		r.Lazy = append(r.Lazy, Run{x.addr + l.Addr*PageSize, l.Npages})
+		r.Lazy = append(r.Lazy, Run{Addr: x.addr + l.Addr*PageSize, Npages: l.Npages})
 	}
 	cfg.Regions = []Region{r}
 	cfg.Source = x.src
@@ -213,7 +213,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func all(pages int) []Run { return []Run{{0, uint64(pages)}} }
+func all(pages int) []Run { return []Run{{Addr: 0, Npages: uint64(pages)}} }
 
 // TestHandlerFaults touches every page from several threads at once and
 // checks contents, that each page was requested once and that Run returns
@@ -283,7 +283,7 @@ func TestHandlerFaultAround(t *testing.T) {
 // TestHandlerZeroPage: a fault outside the lazy runs gets a zero page with
 // no request.
 func TestHandlerZeroPage(t *testing.T) {
-	x := start(t, 8, []Run{{2, 3}}, HandlerConfig{}, false)
+	x := start(t, 8, []Run{{Addr: 2, Npages: 3}}, HandlerConfig{}, false)
 	x.check(t, 0, make([]byte, PageSize))
 	x.check(t, 6, make([]byte, PageSize))
 	waitFor(t, "2 zero-page faults", func() bool { return x.h.Stats().FaultsBy[PathZero] == 2 })
@@ -539,7 +539,7 @@ func TestHandlerCancel(t *testing.T) {
 		t.Fatal("NewHandler accepted lazy runs at page indices outside the region")
 	}
 	fd = openAPI(t, FeaturesNonCooperative|FeatureThreadID)
-	h, err = NewHandler(fd, HandlerConfig{Regions: []Region{{addr, addr + 2*PageSize, []Run{{addr, 2}}}}, Source: src})
+	h, err = NewHandler(fd, HandlerConfig{Regions: []Region{{addr, addr + 2*PageSize, []Run{{Addr: addr, Npages: 2}}}}, Source: src})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -604,8 +604,8 @@ func TestHandlerRegions(t *testing.T) {
 	defer src.close()
 	at := func(k uint64) uint64 { return addr + k*PageSize }
 	h, err := NewHandler(fd, HandlerConfig{Source: src, Regions: []Region{
-		{Start: at(8), End: at(16), Lazy: []Run{{at(9), 2}}},
-		{Start: at(0), End: at(8), Lazy: []Run{{at(0), 2}, {at(4), 2}}},
+		{Start: at(8), End: at(16), Lazy: []Run{{Addr: at(9), Npages: 2}}},
+		{Start: at(0), End: at(8), Lazy: []Run{{Addr: at(0), Npages: 2}, {Addr: at(4), Npages: 2}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -654,7 +654,7 @@ func TestHandlerPushedPieces(t *testing.T) {
 	src := prioSource{newFakeSource(addr, pattern(addr, pages), false), make(chan PageData, 1)}
 	t.Cleanup(src.close)
 	h, err := NewHandler(fd, HandlerConfig{
-		Regions: []Region{{Start: addr, End: addr + pages*PageSize, Lazy: []Run{{addr, pages}}}},
+		Regions: []Region{{Start: addr, End: addr + pages*PageSize, Lazy: []Run{{Addr: addr, Npages: pages}}}},
 		Source:  src, PID: os.Getpid(),
 	})
 	if err != nil {
@@ -664,7 +664,7 @@ func TestHandlerPushedPieces(t *testing.T) {
 	m := h.members[0]
 	installed := func(from, n uint64) (k uint64) {
 		for i := from; i < from+n; i++ {
-			if m.installed.get(i) {
+			if m.installed.Get(i) {
 				k++
 			}
 		}
@@ -683,8 +683,8 @@ func TestHandlerPushedPieces(t *testing.T) {
 	if want := uint64(pushPiece / PageSize); atReply >= frame || atReply != want {
 		t.Errorf("the reply was installed with %d pages of the pushed frame in, want %d (one piece)", atReply, want)
 	}
-	if n := installed(0, frame); n != frame || !m.installed.get(100) || !released {
-		t.Errorf("%d of %d pushed pages installed, reply installed %v, frame released %v", n, frame, m.installed.get(100), released)
+	if n := installed(0, frame); n != frame || !m.installed.Get(100) || !released {
+		t.Errorf("%d of %d pushed pages installed, reply installed %v, frame released %v", n, frame, m.installed.Get(100), released)
 	}
 	for k := range frame + 1 {
 		if k == frame {
@@ -707,7 +707,7 @@ func TestHandlerCloseBeforeRun(t *testing.T) {
 	src := newFakeSource(addr, pattern(addr, 2), true)
 	defer src.close()
 	var log bytes.Buffer
-	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{addr, addr + 2*PageSize, []Run{{addr, 2}}}}, Source: src,
+	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{addr, addr + 2*PageSize, []Run{{Addr: addr, Npages: 2}}}}, Source: src,
 		PID: os.Getpid(), Log: zerolog.New(&log)})
 	if err != nil {
 		t.Fatal(err)
@@ -721,5 +721,40 @@ func TestHandlerCloseBeforeRun(t *testing.T) {
 	got := log.String()
 	if !strings.Contains(got, `"level":"info"`) || !strings.Contains(got, "never served") || !strings.Contains(got, `"pages":2`) || strings.Contains(got, "lost") {
 		t.Errorf("log of Close before Run: %s", got)
+	}
+}
+
+// TestHandlerAbsent: a run the source never had arrives as
+// PageData.Absent: nothing is installed there, the pages are acked and
+// count as done, a fault there gets a zero page without a request, and
+// Run returns once the other pages are in, though the absent pages were
+// never filled. After Close (the uffd released) they still read as zeros.
+func TestHandlerAbsent(t *testing.T) {
+	const pages = 8
+	x := start(t, pages, all(pages), HandlerConfig{}, true) // requests held: faults are not answered
+	x.src.ch <- PageData{Addr: x.addr + 4*PageSize, Absent: 4, Pushed: true}
+	waitFor(t, "4 absent pages done", func() bool { in, _ := x.h.Progress(); return in == 4 })
+	zero := make([]byte, PageSize)
+	x.check(t, 5, zero) // answered locally: no request
+	waitFor(t, "a zero-page fault", func() bool { return x.h.Stats().FaultsBy[PathZero] == 1 })
+	if s := x.h.Stats(); s.Requests != 0 || s.Pages.Absent != 4 {
+		t.Errorf("stats %+v", s)
+	}
+	x.src.push(x.addr, 4)
+	if err := x.result(t); err != nil {
+		t.Fatal(err)
+	}
+	x.h.Close()
+	for k := range pages {
+		want := x.src.data[k*int(PageSize) : (k+1)*int(PageSize)]
+		if k >= 4 {
+			want = zero
+		}
+		if got := x.page(k); !bytes.Equal(got, want) {
+			t.Errorf("page %d reads %x..., want %x...", k, got[:16], want[:16])
+		}
+	}
+	if len(x.src.acked) != pages {
+		t.Errorf("%d pages acked, want %d", len(x.src.acked), pages)
 	}
 }

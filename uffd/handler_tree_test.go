@@ -61,10 +61,10 @@ func TestHandlerTreeMembers(t *testing.T) {
 	src := &spaceSource{base: map[int]uint64{0: addrA, 7: addrB}, data: map[int][]byte{0: dataA, 7: dataB},
 		ch: make(chan PageData, 64), reqs: map[uint64]int{}, acked: map[uint64]int{}}
 	h, err := NewHandler(fdA, HandlerConfig{
-		Regions: []Region{{Start: addrA, End: addrA + pages*PageSize, Lazy: []Run{{addrA, pages}}}},
+		Regions: []Region{{Start: addrA, End: addrA + pages*PageSize, Lazy: []Run{{Addr: addrA, Npages: pages}}}},
 		Source:  src, PID: os.Getpid(),
 		Members: []Member{{FD: fdB, PID: os.Getpid(), Space: 7,
-			Regions: []Region{{Start: addrB, End: addrB + pages*PageSize, Lazy: []Run{{addrB, pages}}}}}},
+			Regions: []Region{{Start: addrB, End: addrB + pages*PageSize, Lazy: []Run{{Addr: addrB, Npages: pages}}}}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,28 +124,13 @@ func TestHandlerMemberSpaces(t *testing.T) {
 		fdB := openAPI(t, FeaturesNonCooperative)
 		src := &spaceSource{ch: make(chan PageData)}
 		_, err := NewHandler(fdA, HandlerConfig{Source: src,
-			Regions: []Region{{Start: addr, End: addr + PageSize, Lazy: []Run{{addr, 1}}}},
+			Regions: []Region{{Start: addr, End: addr + PageSize, Lazy: []Run{{Addr: addr, Npages: 1}}}},
 			Members: []Member{{FD: fdB, Space: sp}}})
 		if err == nil {
 			t.Errorf("member in space %d: accepted", sp)
 		}
 		if fdA.Fd() >= 0 || fdB.Fd() >= 0 {
 			t.Errorf("member in space %d: uffds %d, %d left open", sp, fdA.Fd(), fdB.Fd())
-		}
-	}
-}
-
-func TestBitmapSetRange(t *testing.T) {
-	for _, c := range []struct{ i, n uint64 }{{0, 0}, {0, 1}, {3, 200}, {64, 64}, {63, 2}, {5, 59}, {0, 256}} {
-		b, want := newBitmap(300), newBitmap(300)
-		b.setRange(c.i, c.n)
-		for k := c.i; k < c.i+c.n; k++ {
-			want.set(k)
-		}
-		for k := range uint64(300) {
-			if b.get(k) != want.get(k) {
-				t.Fatalf("setRange(%d, %d): bit %d is %v", c.i, c.n, k, b.get(k))
-			}
 		}
 	}
 }

@@ -191,6 +191,9 @@ type PageCounts struct {
 	// read as all zero bytes and sent without their bytes, installed
 	// with UFFDIO_ZEROPAGE.
 	SourceZero uint64
+	// Absent: lazy pages the source never had (PageData.Absent), not
+	// installed and needed no more, counted once per process.
+	Absent uint64
 }
 
 // HistogramBucket counts faults with latency in [LowUS, 2*LowUS) µs (the
@@ -278,8 +281,8 @@ func (s Summary) String() string {
 	} else {
 		fmt.Fprintf(&b, "latency p50 %v p90 %v p99 %v max %v\n", s.P50, s.P90, s.P99, s.Max)
 	}
-	fmt.Fprintf(&b, "pages: fault %d, fault-around %d, push %d, zero %d; zero-filled at the source %d; %d bytes copied; %d requests\n",
-		s.Pages.Fault, s.Pages.FaultAround, s.Pages.Push, s.Pages.Zero, s.Pages.SourceZero, s.Bytes, s.Requests)
+	fmt.Fprintf(&b, "pages: fault %d, fault-around %d, push %d, zero %d; zero-filled at the source %d; never populated at the source %d; %d bytes copied; %d requests\n",
+		s.Pages.Fault, s.Pages.FaultAround, s.Pages.Push, s.Pages.Zero, s.Pages.SourceZero, s.Pages.Absent, s.Bytes, s.Requests)
 	if s.Lost != 0 || s.Poisoned != 0 {
 		fmt.Fprintf(&b, "LOST %d pages (%d poisoned)\n", s.Lost, s.Poisoned)
 	}

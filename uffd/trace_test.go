@@ -12,7 +12,7 @@ import (
 // one complete event per fault with its address, and the counter track.
 func TestHandlerTrace(t *testing.T) {
 	const pages = 6
-	x := start(t, pages+2, []Run{{0, pages}}, HandlerConfig{Trace: true}, false)
+	x := start(t, pages+2, []Run{{Addr: 0, Npages: pages}}, HandlerConfig{Trace: true}, false)
 	for k := range 3 {
 		x.check(t, k, nil)
 	}

@@ -68,7 +68,9 @@ var mmAttrs = []mmAttr{thpDisableAttr{}, memoryMergeAttr{}, mlockallAttr{}}
 var refused = map[string]string{
 	"ss": "shadow stack",
 	"sl": "sealed mapping (mseal)",
-	"um": "registered with a userfaultfd of the process (missing mode)",
+	// A userfaultfd in missing mode is also what a lazy migration's page
+	// handler registers: a copy whose memory is still arriving.
+	"um": "registered with a userfaultfd in missing mode: the process's own, or the page handler of a lazy migration still bringing its memory in (dump it once `lazycr restore --lazy-from` has finished)",
 	"uw": "registered with a userfaultfd of the process (write-protect mode)",
 	"ui": "registered with a userfaultfd of the process (minor mode)",
 	"sf": "synchronous page faults (MAP_SYNC)",

@@ -10,12 +10,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/lazycr/lazycr/dump"
+	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/migrate"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 )
 
@@ -78,6 +81,13 @@ then refuse, naming it. --drop-queued-connections accepts the loss of a
 listener's queued connections instead (their clients get a reset, as if
 the server had restarted); a lazy migration on one host keeps them (the
 target takes the listening socket over with its queue).
+
+A dump that kills a process with TCP connections or listening sockets
+leaves a network lock (an nftables table) in its network namespace, so that
+its peers see neither a reset nor a refusal until the restore: their packets
+and new connections to its listening ports are dropped (and retransmitted)
+until "lazycr restore -D DIR" runs there. Restoring elsewhere, or not at
+all? "lazycr unlock TABLE" lifts it; the dump names the table.
 
 If anything fails, the process is released exactly as it was, the partial
 image directory is removed, and dump exits 1 with the reason.
@@ -186,6 +196,9 @@ github.com/lazycr/lazycr/stats.`,
 			}
 			g.log.Info().Int("pid", o.pid).Str("dir", o.dir).Int("threads", st.Threads).Int("vmas", st.VMAs).
 				Str("written", humanBytes(st.BytesWritten)).Dur("frozen", st.Frozen).Msgf("dumped; process %s", after)
+			for _, h := range st.Held {
+				warnHeld(g.log, o.dir, h)
+			}
 			if o.stats {
 				printDumpStats(g.stdout, st)
 			}
@@ -207,6 +220,22 @@ github.com/lazycr/lazycr/stats.`,
 	f.BoolVar(&o.stats, "stats", false, "print statistics (threads, VMAs, pages, bytes, freeze and dump time)")
 	registerStatsFile(f, &o.statsFile, "frozen_ms")
 	return cmd
+}
+
+// warnHeld says what the network lock a dump left for the restore keeps
+// blocked, and how to lift it: a user who restores elsewhere (or not at
+// all) would otherwise find the ports silently black-holed.
+func warnHeld(log zerolog.Logger, dir string, h files.HeldLock) {
+	var what []string
+	if h.Conns > 0 {
+		what = append(what, fmt.Sprintf("its %d TCP connections", h.Conns))
+	}
+	if len(h.Listeners) > 0 {
+		what = append(what, "new connections to "+strings.Join(h.Listeners, ", "))
+	}
+	log.Warn().Str("table", h.Table).Int("conns", h.Conns).Strs("listeners", h.Listeners).
+		Msgf("the network lock stays after lazycr exits: %s are held (their packets dropped) in this network namespace until `lazycr restore -D %s` runs here; if the image is not restored here, `lazycr unlock %s` lifts it",
+			strings.Join(what, " and "), dir, h.Table)
 }
 
 func printDumpStats(w io.Writer, st *dump.Stats) {
@@ -309,6 +338,7 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 		if h, err := os.Hostname(); err == nil && h != "" {
 			host = h
 		}
+		host = advertisedHost(host, lookupHost, net.InterfaceAddrs)
 	}
 	port := strconv.Itoa(o.port)
 	if ta, ok := addr.(*net.TCPAddr); ok {
@@ -325,6 +355,51 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 		cmd += " --tls-cert CERT --tls-key KEY --tls-ca CA"
 	}
 	return cmd
+}
+
+// lookupHost resolves a name for advertisedHost, not waiting long for a
+// resolver: /etc/hosts answers at once.
+func lookupHost(name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	return net.DefaultResolver.LookupHost(ctx, name)
+}
+
+// advertisedHost is the host the printed restore command names for a
+// source listening on every address: the host name, unless it resolves
+// only to loopback addresses (many images map it to 127.0.0.1 or
+// 127.0.1.1 in /etc/hosts) or not at all, since the target would then dial
+// itself; then the first global unicast address of this network
+// namespace's interfaces (IPv4 first), if there is one.
+func advertisedHost(name string, lookup func(string) ([]string, error), addrs func() ([]net.Addr, error)) string {
+	if ips, err := lookup(name); err == nil {
+		for _, s := range ips {
+			if ip := net.ParseIP(s); ip != nil && !ip.IsLoopback() {
+				return name
+			}
+		}
+	}
+	as, err := addrs()
+	if err != nil {
+		return name
+	}
+	var v6 string
+	for _, a := range as {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP.String()
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	if v6 != "" {
+		return v6
+	}
+	return name
 }
 
 func adoptDirFlag(dir string) string {

@@ -154,6 +154,7 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"restore", "-D", dir, "--lazy-from", "h:1"}, exitUsage, "exactly one of"},
 		{[]string{"restore", "-D", dir, "--new-pid", "--pidns"}, exitUsage, "exclude each other"},
 		{[]string{"restore", "--lazy-from", "h:1", "--netns-change"}, exitUsage, "--netns-change and --lazy-from exclude each other"},
+		{[]string{"restore", "-D", dir, "--inherit-fd", "-1"}, exitUsage, "--inherit-fd -1 is not a file descriptor number"},
 		{[]string{"unlock", "--pid", "1", "--netns", "/proc/1/ns/net"}, exitUsage, "exclude each other"},
 		{[]string{"unlock", "--all", "lazycr_hold_1_2"}, exitUsage, "exclude each other"},
 		{[]string{"unlock", "lazycr_1_2_3"}, exitUsage, "is not a held lock table"},

@@ -221,6 +221,11 @@ is Go package github.com/lazycr/lazycr/stats.`,
 			if o.waitSource <= 0 {
 				return usagef("--wait-source must be positive")
 			}
+			for _, n := range o.inheritFds {
+				if n < 0 {
+					return usagef("--inherit-fd %d is not a file descriptor number; run 'lazycr restore --help'", n)
+				}
+			}
 			if o.lazyFrom != "" {
 				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)

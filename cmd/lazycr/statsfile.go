@@ -96,7 +96,7 @@ func (r *statsRecorder) serve(s pageserver.Result, frozenAt time.Time, freezeToR
 	r.f.Serve = &stats.Serve{
 		FrozenAt: frozenAt, FreezeToResumeMS: stats.MS(freezeToResume),
 		PushPhaseMS: stats.MS(pushPhase), PushPhaseBytes: phaseBytes, PushPhaseGBPerS: stats.GBPerS(phaseBytes, pushPhase),
-		RequestPages: s.RequestPages, RequestBytes: s.RequestBytes, PushPages: s.PushPages, PushBytes: s.PushBytes, ZeroPages: s.ZeroPages,
+		RequestPages: s.RequestPages, RequestBytes: s.RequestBytes, PushPages: s.PushPages, PushBytes: s.PushBytes, ZeroPages: s.ZeroPages, AbsentPages: s.AbsentPages,
 		Requests: s.Requests, Refused: s.Refused, AckedPages: s.AckedPages, Reconnects: s.Reconnects,
 		ServingMS: stats.MS(s.Duration), Done: s.Done,
 	}
@@ -108,6 +108,13 @@ func (r *statsRecorder) source(res *migrate.SourceResult) {
 	}
 	r.dump(&res.Dump)
 	r.serve(res.Served, res.FrozenAt, res.FreezeToResume, res.PushPhase)
+	// A dense private anonymous mapping is a lazy run as a whole, scanned
+	// after the resume (dump/memory.go): the pages it found the process
+	// never had were counted as populated by the dump (they stay lazy
+	// pages: the target acknowledges them as absent).
+	if d, a := r.f.Dump, res.Served.AbsentPages; d != nil && a > 0 {
+		d.PagesPopulated -= min(a, d.PagesPopulated)
+	}
 }
 
 func (r *statsRecorder) restore(st *restore.Stats, threads int) {
@@ -145,7 +152,7 @@ func (r *statsRecorder) target(res *migrate.TargetResult) {
 		FreezeToResumeMS: stats.MS(res.FreezeToResume), FetchMS: stats.MS(res.Fetch),
 		PushPhaseMS: stats.MS(res.PushPhase), PushPhaseBytes: h.Bytes, PushPhaseGBPerS: stats.GBPerS(h.Bytes, res.PushPhase),
 		PagesFault: h.Pages.Fault, PagesFaultAround: h.Pages.FaultAround, PagesPush: h.Pages.Push,
-		PagesSourceZero: h.Pages.SourceZero, PagesZero: h.Pages.Zero,
+		PagesSourceZero: h.Pages.SourceZero, PagesAbsent: h.Pages.Absent, PagesZero: h.Pages.Zero,
 		Faults: h.Faults, FaultsBy: by,
 		FaultP50MS: stats.MS(h.P50), FaultP90MS: stats.MS(h.P90), FaultP99MS: stats.MS(h.P99), FaultMaxMS: stats.MS(h.Max),
 		Requests: h.Requests, Reconnects: res.Client.Reconnects,

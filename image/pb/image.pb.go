@@ -945,7 +945,14 @@ type Process struct {
 	// in " (deleted)"): restore makes a directory like it, makes it the
 	// root and removes it again; when cwd is the same removed directory it
 	// is entered first (cwd_deleted) and made the root from inside.
-	RootDeleted   *DeletedDir `protobuf:"bytes,40,opt,name=root_deleted,json=rootDeleted,proto3" json:"root_deleted,omitempty"`
+	RootDeleted *DeletedDir `protobuf:"bytes,40,opt,name=root_deleted,json=rootDeleted,proto3" json:"root_deleted,omitempty"`
+	// The main thread's scheduling attributes, which the restored threads
+	// inherit as its clones; unset in images made before they were recorded
+	// (restore then leaves lazycr's).
+	Sched *Sched `protobuf:"bytes,50,opt,name=sched,proto3" json:"sched,omitempty"`
+	// The control groups the process was in where they differ from the
+	// dumping lazycr's (package cgroup): restore moves it into them.
+	Cgroups       []*Cgroup `protobuf:"bytes,51,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1225,105 @@ func (x *Process) GetRootDeleted() *DeletedDir {
 	return nil
 }
 
+func (x *Process) GetSched() *Sched {
+	if x != nil {
+		return x.Sched
+	}
+	return nil
+}
+
+func (x *Process) GetCgroups() []*Cgroup {
+	if x != nil {
+		return x.Cgroups
+	}
+	return nil
+}
+
+// Scheduling attributes of a thread: sched_setaffinity(2),
+// sched_setscheduler(2), ioprio_set(2), prctl(2) PR_SET_TIMERSLACK.
+type Sched struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The CPU affinity mask as sched_getaffinity(2) gives it, CPU n at bit
+	// n%64 of word n/64.
+	Cpus []uint64 `protobuf:"varint,1,rep,packed,name=cpus,proto3" json:"cpus,omitempty"`
+	// The policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5), with
+	// SCHED_RESET_ON_FORK (0x40000000) when set, and the real-time priority.
+	Policy   uint32 `protobuf:"varint,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	Priority uint32 `protobuf:"varint,3,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The I/O priority, ioprio_get(2) IOPRIO_WHO_PROCESS of the thread:
+	// class << 13 | level; 0 when none was set.
+	Ioprio uint32 `protobuf:"varint,4,opt,name=ioprio,proto3" json:"ioprio,omitempty"`
+	// The timer slack in nanoseconds (PR_GET_TIMERSLACK).
+	TimerSlackNs  uint64 `protobuf:"varint,5,opt,name=timer_slack_ns,json=timerSlackNs,proto3" json:"timer_slack_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sched) Reset() {
+	*x = Sched{}
+	mi := &file_image_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sched) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sched) ProtoMessage() {}
+
+func (x *Sched) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sched.ProtoReflect.Descriptor instead.
+func (*Sched) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Sched) GetCpus() []uint64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
+}
+
+func (x *Sched) GetPolicy() uint32 {
+	if x != nil {
+		return x.Policy
+	}
+	return 0
+}
+
+func (x *Sched) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Sched) GetIoprio() uint32 {
+	if x != nil {
+		return x.Ioprio
+	}
+	return 0
+}
+
+func (x *Sched) GetTimerSlackNs() uint64 {
+	if x != nil {
+		return x.TimerSlackNs
+	}
+	return 0
+}
+
 // DeletedDir is what is left to see of a removed directory a process is
 // still in: its mode and owner (fstat on ".").
 type DeletedDir struct {
@@ -1231,7 +1337,7 @@ type DeletedDir struct {
 
 func (x *DeletedDir) Reset() {
 	*x = DeletedDir{}
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1349,7 @@ func (x *DeletedDir) String() string {
 func (*DeletedDir) ProtoMessage() {}
 
 func (x *DeletedDir) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[8]
+	mi := &file_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1362,7 @@ func (x *DeletedDir) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedDir.ProtoReflect.Descriptor instead.
 func (*DeletedDir) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{8}
+	return file_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeletedDir) GetMode() uint32 {
@@ -1304,7 +1410,7 @@ type Thread struct {
 
 func (x *Thread) Reset() {
 	*x = Thread{}
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1422,7 @@ func (x *Thread) String() string {
 func (*Thread) ProtoMessage() {}
 
 func (x *Thread) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[9]
+	mi := &file_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1435,7 @@ func (x *Thread) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thread.ProtoReflect.Descriptor instead.
 func (*Thread) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{9}
+	return file_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Thread) GetTid() uint32 {
@@ -1434,7 +1540,7 @@ type SeccompFilter struct {
 
 func (x *SeccompFilter) Reset() {
 	*x = SeccompFilter{}
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1552,7 @@ func (x *SeccompFilter) String() string {
 func (*SeccompFilter) ProtoMessage() {}
 
 func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[10]
+	mi := &file_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1565,7 @@ func (x *SeccompFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeccompFilter.ProtoReflect.Descriptor instead.
 func (*SeccompFilter) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{10}
+	return file_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SeccompFilter) GetProgram() []byte {
@@ -1512,7 +1618,7 @@ type Registers struct {
 
 func (x *Registers) Reset() {
 	*x = Registers{}
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1630,7 @@ func (x *Registers) String() string {
 func (*Registers) ProtoMessage() {}
 
 func (x *Registers) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[11]
+	mi := &file_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1643,7 @@ func (x *Registers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registers.ProtoReflect.Descriptor instead.
 func (*Registers) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{11}
+	return file_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Registers) GetR15() uint64 {
@@ -1740,7 +1846,7 @@ type Siginfo struct {
 
 func (x *Siginfo) Reset() {
 	*x = Siginfo{}
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1858,7 @@ func (x *Siginfo) String() string {
 func (*Siginfo) ProtoMessage() {}
 
 func (x *Siginfo) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[12]
+	mi := &file_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1871,7 @@ func (x *Siginfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Siginfo.ProtoReflect.Descriptor instead.
 func (*Siginfo) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{12}
+	return file_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Siginfo) GetSigno() int32 {
@@ -1800,7 +1906,7 @@ type SigAltStack struct {
 
 func (x *SigAltStack) Reset() {
 	*x = SigAltStack{}
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1918,7 @@ func (x *SigAltStack) String() string {
 func (*SigAltStack) ProtoMessage() {}
 
 func (x *SigAltStack) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[13]
+	mi := &file_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1931,7 @@ func (x *SigAltStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAltStack.ProtoReflect.Descriptor instead.
 func (*SigAltStack) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{13}
+	return file_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SigAltStack) GetSp() uint64 {
@@ -1861,7 +1967,7 @@ type Rseq struct {
 
 func (x *Rseq) Reset() {
 	*x = Rseq{}
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +1979,7 @@ func (x *Rseq) String() string {
 func (*Rseq) ProtoMessage() {}
 
 func (x *Rseq) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[14]
+	mi := &file_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +1992,7 @@ func (x *Rseq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rseq.ProtoReflect.Descriptor instead.
 func (*Rseq) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{14}
+	return file_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rseq) GetAddr() uint64 {
@@ -1927,7 +2033,7 @@ type RobustList struct {
 
 func (x *RobustList) Reset() {
 	*x = RobustList{}
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2045,7 @@ func (x *RobustList) String() string {
 func (*RobustList) ProtoMessage() {}
 
 func (x *RobustList) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[15]
+	mi := &file_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2058,7 @@ func (x *RobustList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobustList.ProtoReflect.Descriptor instead.
 func (*RobustList) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{15}
+	return file_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RobustList) GetHead() uint64 {
@@ -1986,7 +2092,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2104,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[16]
+	mi := &file_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2117,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{16}
+	return file_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Credentials) GetUid() []uint32 {
@@ -2089,7 +2195,7 @@ type Rlimit struct {
 
 func (x *Rlimit) Reset() {
 	*x = Rlimit{}
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2207,7 @@ func (x *Rlimit) String() string {
 func (*Rlimit) ProtoMessage() {}
 
 func (x *Rlimit) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[17]
+	mi := &file_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2220,7 @@ func (x *Rlimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rlimit.ProtoReflect.Descriptor instead.
 func (*Rlimit) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{17}
+	return file_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Rlimit) GetResource() int32 {
@@ -2159,7 +2265,7 @@ type SigAction struct {
 
 func (x *SigAction) Reset() {
 	*x = SigAction{}
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2277,7 @@ func (x *SigAction) String() string {
 func (*SigAction) ProtoMessage() {}
 
 func (x *SigAction) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[18]
+	mi := &file_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2290,7 @@ func (x *SigAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigAction.ProtoReflect.Descriptor instead.
 func (*SigAction) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{18}
+	return file_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SigAction) GetSigno() int32 {
@@ -2233,7 +2339,7 @@ type ITimer struct {
 
 func (x *ITimer) Reset() {
 	*x = ITimer{}
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2351,7 @@ func (x *ITimer) String() string {
 func (*ITimer) ProtoMessage() {}
 
 func (x *ITimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[19]
+	mi := &file_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2364,7 @@ func (x *ITimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ITimer.ProtoReflect.Descriptor instead.
 func (*ITimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{19}
+	return file_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ITimer) GetWhich() int32 {
@@ -2299,7 +2405,7 @@ type PosixTimer struct {
 
 func (x *PosixTimer) Reset() {
 	*x = PosixTimer{}
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2417,7 @@ func (x *PosixTimer) String() string {
 func (*PosixTimer) ProtoMessage() {}
 
 func (x *PosixTimer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[20]
+	mi := &file_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2430,7 @@ func (x *PosixTimer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PosixTimer.ProtoReflect.Descriptor instead.
 func (*PosixTimer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{20}
+	return file_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PosixTimer) GetId() int32 {
@@ -2404,14 +2510,20 @@ type Namespaces struct {
 	// The name the network namespace is bind-mounted under in /run/netns
 	// (ip netns add NAME), if any: restore names it in a refusal
 	// ("ip netns exec NAME lazycr restore ...").
-	NetName       string `protobuf:"bytes,9,opt,name=net_name,json=netName,proto3" json:"net_name,omitempty"`
+	NetName string `protobuf:"bytes,9,opt,name=net_name,json=netName,proto3" json:"net_name,omitempty"`
+	// The offsets of the process's time namespace (time_namespaces(7),
+	// /proc/PID/timens_offsets) when it is not lazycr's: restore makes a
+	// time namespace with the same offsets for the process, so that its
+	// CLOCK_MONOTONIC and CLOCK_BOOTTIME read as before (on the same boot
+	// exactly). Zero in the initial time namespace.
+	TimeOffsets   *TimeOffsets `protobuf:"bytes,10,opt,name=time_offsets,json=timeOffsets,proto3" json:"time_offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2535,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[21]
+	mi := &file_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2548,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{21}
+	return file_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Namespaces) GetNet() uint64 {
@@ -2502,6 +2614,129 @@ func (x *Namespaces) GetNetName() string {
 	return ""
 }
 
+func (x *Namespaces) GetTimeOffsets() *TimeOffsets {
+	if x != nil {
+		return x.TimeOffsets
+	}
+	return nil
+}
+
+// Cgroup is one line of /proc/PID/cgroup (cgroups(7)): a hierarchy, its
+// controllers ("" for the unified hierarchy, name=X for a named one) and
+// the process's cgroup in it.
+type Cgroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hierarchy     uint32                 `protobuf:"varint,1,opt,name=hierarchy,proto3" json:"hierarchy,omitempty"`
+	Controllers   string                 `protobuf:"bytes,2,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cgroup) Reset() {
+	*x = Cgroup{}
+	mi := &file_image_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cgroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cgroup) ProtoMessage() {}
+
+func (x *Cgroup) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cgroup.ProtoReflect.Descriptor instead.
+func (*Cgroup) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Cgroup) GetHierarchy() uint32 {
+	if x != nil {
+		return x.Hierarchy
+	}
+	return 0
+}
+
+func (x *Cgroup) GetControllers() string {
+	if x != nil {
+		return x.Controllers
+	}
+	return ""
+}
+
+func (x *Cgroup) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// TimeOffsets are a time namespace's clock offsets.
+type TimeOffsets struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MonotonicNs   int64                  `protobuf:"varint,1,opt,name=monotonic_ns,json=monotonicNs,proto3" json:"monotonic_ns,omitempty"`
+	BoottimeNs    int64                  `protobuf:"varint,2,opt,name=boottime_ns,json=boottimeNs,proto3" json:"boottime_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeOffsets) Reset() {
+	*x = TimeOffsets{}
+	mi := &file_image_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeOffsets) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeOffsets) ProtoMessage() {}
+
+func (x *TimeOffsets) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeOffsets.ProtoReflect.Descriptor instead.
+func (*TimeOffsets) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TimeOffsets) GetMonotonicNs() int64 {
+	if x != nil {
+		return x.MonotonicNs
+	}
+	return 0
+}
+
+func (x *TimeOffsets) GetBoottimeNs() int64 {
+	if x != nil {
+		return x.BoottimeNs
+	}
+	return 0
+}
+
 // MemoryMap is one process's address space.
 type MemoryMap struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2518,7 +2753,7 @@ type MemoryMap struct {
 
 func (x *MemoryMap) Reset() {
 	*x = MemoryMap{}
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2530,7 +2765,7 @@ func (x *MemoryMap) String() string {
 func (*MemoryMap) ProtoMessage() {}
 
 func (x *MemoryMap) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[22]
+	mi := &file_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2543,7 +2778,7 @@ func (x *MemoryMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryMap.ProtoReflect.Descriptor instead.
 func (*MemoryMap) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{22}
+	return file_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MemoryMap) GetPid() uint32 {
@@ -2608,7 +2843,7 @@ type MmAttrs struct {
 
 func (x *MmAttrs) Reset() {
 	*x = MmAttrs{}
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +2855,7 @@ func (x *MmAttrs) String() string {
 func (*MmAttrs) ProtoMessage() {}
 
 func (x *MmAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[23]
+	mi := &file_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +2868,7 @@ func (x *MmAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmAttrs.ProtoReflect.Descriptor instead.
 func (*MmAttrs) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{23}
+	return file_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MmAttrs) GetMlockall() uint32 {
@@ -2676,7 +2911,7 @@ type MmFields struct {
 
 func (x *MmFields) Reset() {
 	*x = MmFields{}
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2923,7 @@ func (x *MmFields) String() string {
 func (*MmFields) ProtoMessage() {}
 
 func (x *MmFields) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[24]
+	mi := &file_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2936,7 @@ func (x *MmFields) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MmFields.ProtoReflect.Descriptor instead.
 func (*MmFields) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{24}
+	return file_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MmFields) GetStartCode() uint64 {
@@ -2796,7 +3031,7 @@ type FileID struct {
 
 func (x *FileID) Reset() {
 	*x = FileID{}
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3043,7 @@ func (x *FileID) String() string {
 func (*FileID) ProtoMessage() {}
 
 func (x *FileID) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[25]
+	mi := &file_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3056,7 @@ func (x *FileID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileID.ProtoReflect.Descriptor instead.
 func (*FileID) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{25}
+	return file_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FileID) GetPath() string {
@@ -2878,7 +3113,7 @@ type Vma struct {
 
 func (x *Vma) Reset() {
 	*x = Vma{}
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3125,7 @@ func (x *Vma) String() string {
 func (*Vma) ProtoMessage() {}
 
 func (x *Vma) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[26]
+	mi := &file_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3138,7 @@ func (x *Vma) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vma.ProtoReflect.Descriptor instead.
 func (*Vma) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{26}
+	return file_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Vma) GetStart() uint64 {
@@ -2995,7 +3230,7 @@ type PageRun struct {
 
 func (x *PageRun) Reset() {
 	*x = PageRun{}
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3242,7 @@ func (x *PageRun) String() string {
 func (*PageRun) ProtoMessage() {}
 
 func (x *PageRun) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[27]
+	mi := &file_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3255,7 @@ func (x *PageRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRun.ProtoReflect.Descriptor instead.
 func (*PageRun) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{27}
+	return file_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PageRun) GetAddr() uint64 {
@@ -3069,7 +3304,7 @@ type FdTable struct {
 
 func (x *FdTable) Reset() {
 	*x = FdTable{}
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3316,7 @@ func (x *FdTable) String() string {
 func (*FdTable) ProtoMessage() {}
 
 func (x *FdTable) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[28]
+	mi := &file_image_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3329,7 @@ func (x *FdTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdTable.ProtoReflect.Descriptor instead.
 func (*FdTable) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{28}
+	return file_image_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FdTable) GetPid() uint32 {
@@ -3164,7 +3399,7 @@ type Fd struct {
 
 func (x *Fd) Reset() {
 	*x = Fd{}
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3411,7 @@ func (x *Fd) String() string {
 func (*Fd) ProtoMessage() {}
 
 func (x *Fd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[29]
+	mi := &file_image_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3424,7 @@ func (x *Fd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fd.ProtoReflect.Descriptor instead.
 func (*Fd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{29}
+	return file_image_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Fd) GetFd() int32 {
@@ -3454,7 +3689,7 @@ type FileLock struct {
 
 func (x *FileLock) Reset() {
 	*x = FileLock{}
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3466,7 +3701,7 @@ func (x *FileLock) String() string {
 func (*FileLock) ProtoMessage() {}
 
 func (x *FileLock) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[30]
+	mi := &file_image_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3479,7 +3714,7 @@ func (x *FileLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
 func (*FileLock) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{30}
+	return file_image_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FileLock) GetKind() FileLockKind {
@@ -3524,7 +3759,7 @@ type FdOwner struct {
 
 func (x *FdOwner) Reset() {
 	*x = FdOwner{}
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3536,7 +3771,7 @@ func (x *FdOwner) String() string {
 func (*FdOwner) ProtoMessage() {}
 
 func (x *FdOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[31]
+	mi := &file_image_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3549,7 +3784,7 @@ func (x *FdOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FdOwner.ProtoReflect.Descriptor instead.
 func (*FdOwner) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{31}
+	return file_image_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FdOwner) GetType() int32 {
@@ -3584,7 +3819,7 @@ type RegularFile struct {
 
 func (x *RegularFile) Reset() {
 	*x = RegularFile{}
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +3831,7 @@ func (x *RegularFile) String() string {
 func (*RegularFile) ProtoMessage() {}
 
 func (x *RegularFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[32]
+	mi := &file_image_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +3844,7 @@ func (x *RegularFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegularFile.ProtoReflect.Descriptor instead.
 func (*RegularFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{32}
+	return file_image_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RegularFile) GetFile() *FileID {
@@ -3658,7 +3893,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3670,7 +3905,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[33]
+	mi := &file_image_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3683,7 +3918,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{33}
+	return file_image_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Pipe) GetInode() uint64 {
@@ -3755,7 +3990,7 @@ type PipeHolder struct {
 
 func (x *PipeHolder) Reset() {
 	*x = PipeHolder{}
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3767,7 +4002,7 @@ func (x *PipeHolder) String() string {
 func (*PipeHolder) ProtoMessage() {}
 
 func (x *PipeHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[34]
+	mi := &file_image_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3780,7 +4015,7 @@ func (x *PipeHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeHolder.ProtoReflect.Descriptor instead.
 func (*PipeHolder) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{34}
+	return file_image_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PipeHolder) GetPid() uint32 {
@@ -3821,7 +4056,7 @@ type EventFd struct {
 
 func (x *EventFd) Reset() {
 	*x = EventFd{}
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +4068,7 @@ func (x *EventFd) String() string {
 func (*EventFd) ProtoMessage() {}
 
 func (x *EventFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[35]
+	mi := &file_image_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +4081,7 @@ func (x *EventFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFd.ProtoReflect.Descriptor instead.
 func (*EventFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{35}
+	return file_image_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EventFd) GetCount() uint64 {
@@ -3878,7 +4113,7 @@ type EpollTarget struct {
 
 func (x *EpollTarget) Reset() {
 	*x = EpollTarget{}
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3890,7 +4125,7 @@ func (x *EpollTarget) String() string {
 func (*EpollTarget) ProtoMessage() {}
 
 func (x *EpollTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[36]
+	mi := &file_image_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3903,7 +4138,7 @@ func (x *EpollTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpollTarget.ProtoReflect.Descriptor instead.
 func (*EpollTarget) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{36}
+	return file_image_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EpollTarget) GetFd() int32 {
@@ -3943,7 +4178,7 @@ type Epoll struct {
 
 func (x *Epoll) Reset() {
 	*x = Epoll{}
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3955,7 +4190,7 @@ func (x *Epoll) String() string {
 func (*Epoll) ProtoMessage() {}
 
 func (x *Epoll) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[37]
+	mi := &file_image_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3968,7 +4203,7 @@ func (x *Epoll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Epoll.ProtoReflect.Descriptor instead.
 func (*Epoll) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{37}
+	return file_image_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Epoll) GetTargets() []*EpollTarget {
@@ -3985,9 +4220,10 @@ type TimerFd struct {
 	ValueNs      int64                  `protobuf:"varint,3,opt,name=value_ns,json=valueNs,proto3" json:"value_ns,omitempty"` // time left until expiry, 0 = disarmed
 	IntervalNs   int64                  `protobuf:"varint,4,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
 	Ticks        uint64                 `protobuf:"varint,5,opt,name=ticks,proto3" json:"ticks,omitempty"` // expirations not yet read
-	// For an absolute (TFD_TIMER_ABSTIME) timer on CLOCK_REALTIME or
-	// CLOCK_REALTIME_ALARM: the deadline on that clock, as the dump computed
-	// it (now + value_ns; fdinfo shows only the time left).
+	// For an absolute (TFD_TIMER_ABSTIME) timer: the deadline on its clock,
+	// as the dump computed it (lazycr's now + value_ns; fdinfo shows only the
+	// time left). A wall-clock timer is re-armed at it; another clock's on
+	// the same boot with the time left to it.
 	DeadlineNs    int64 `protobuf:"varint,6,opt,name=deadline_ns,json=deadlineNs,proto3" json:"deadline_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3995,7 +4231,7 @@ type TimerFd struct {
 
 func (x *TimerFd) Reset() {
 	*x = TimerFd{}
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4243,7 @@ func (x *TimerFd) String() string {
 func (*TimerFd) ProtoMessage() {}
 
 func (x *TimerFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[38]
+	mi := &file_image_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4256,7 @@ func (x *TimerFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimerFd.ProtoReflect.Descriptor instead.
 func (*TimerFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{38}
+	return file_image_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TimerFd) GetClockid() int32 {
@@ -4074,7 +4310,7 @@ type SignalFd struct {
 
 func (x *SignalFd) Reset() {
 	*x = SignalFd{}
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4086,7 +4322,7 @@ func (x *SignalFd) String() string {
 func (*SignalFd) ProtoMessage() {}
 
 func (x *SignalFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[39]
+	mi := &file_image_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4099,7 +4335,7 @@ func (x *SignalFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalFd.ProtoReflect.Descriptor instead.
 func (*SignalFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{39}
+	return file_image_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SignalFd) GetSigmask() uint64 {
@@ -4173,7 +4409,7 @@ type UnixSocket struct {
 
 func (x *UnixSocket) Reset() {
 	*x = UnixSocket{}
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4185,7 +4421,7 @@ func (x *UnixSocket) String() string {
 func (*UnixSocket) ProtoMessage() {}
 
 func (x *UnixSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[40]
+	mi := &file_image_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4198,7 +4434,7 @@ func (x *UnixSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixSocket.ProtoReflect.Descriptor instead.
 func (*UnixSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{40}
+	return file_image_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UnixSocket) GetInode() uint64 {
@@ -4367,7 +4603,7 @@ type UnixCred struct {
 
 func (x *UnixCred) Reset() {
 	*x = UnixCred{}
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4379,7 +4615,7 @@ func (x *UnixCred) String() string {
 func (*UnixCred) ProtoMessage() {}
 
 func (x *UnixCred) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[41]
+	mi := &file_image_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4392,7 +4628,7 @@ func (x *UnixCred) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixCred.ProtoReflect.Descriptor instead.
 func (*UnixCred) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{41}
+	return file_image_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UnixCred) GetPid() int32 {
@@ -4431,7 +4667,7 @@ type UnixPath struct {
 
 func (x *UnixPath) Reset() {
 	*x = UnixPath{}
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4443,7 +4679,7 @@ func (x *UnixPath) String() string {
 func (*UnixPath) ProtoMessage() {}
 
 func (x *UnixPath) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[42]
+	mi := &file_image_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4456,7 +4692,7 @@ func (x *UnixPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixPath.ProtoReflect.Descriptor instead.
 func (*UnixPath) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{42}
+	return file_image_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UnixPath) GetDev() uint64 {
@@ -4508,7 +4744,7 @@ type UnixExternalPeer struct {
 
 func (x *UnixExternalPeer) Reset() {
 	*x = UnixExternalPeer{}
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4520,7 +4756,7 @@ func (x *UnixExternalPeer) String() string {
 func (*UnixExternalPeer) ProtoMessage() {}
 
 func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[43]
+	mi := &file_image_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4533,7 +4769,7 @@ func (x *UnixExternalPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixExternalPeer.ProtoReflect.Descriptor instead.
 func (*UnixExternalPeer) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{43}
+	return file_image_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UnixExternalPeer) GetName() []byte {
@@ -4583,7 +4819,7 @@ type InetSocket struct {
 
 func (x *InetSocket) Reset() {
 	*x = InetSocket{}
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4595,7 +4831,7 @@ func (x *InetSocket) String() string {
 func (*InetSocket) ProtoMessage() {}
 
 func (x *InetSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[44]
+	mi := &file_image_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4608,7 +4844,7 @@ func (x *InetSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InetSocket.ProtoReflect.Descriptor instead.
 func (*InetSocket) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{44}
+	return file_image_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InetSocket) GetFamily() int32 {
@@ -4744,7 +4980,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4756,7 +4992,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[45]
+	mi := &file_image_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4769,7 +5005,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{45}
+	return file_image_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -4954,7 +5190,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4966,7 +5202,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[46]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4979,7 +5215,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{46}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -5054,7 +5290,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5066,7 +5302,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[47]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5079,7 +5315,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{47}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -5255,7 +5491,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5267,7 +5503,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5280,7 +5516,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -5320,7 +5556,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5332,7 +5568,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5345,7 +5581,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *MemFd) GetName() string {
@@ -5407,7 +5643,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5419,7 +5655,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5432,7 +5668,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5487,7 +5723,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5499,7 +5735,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5512,7 +5748,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{51}
+	return file_image_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5533,7 +5769,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5545,7 +5781,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5558,7 +5794,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{52}
+	return file_image_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5613,7 +5849,7 @@ type Tty struct {
 
 func (x *Tty) Reset() {
 	*x = Tty{}
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5625,7 +5861,7 @@ func (x *Tty) String() string {
 func (*Tty) ProtoMessage() {}
 
 func (x *Tty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5638,7 +5874,7 @@ func (x *Tty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tty.ProtoReflect.Descriptor instead.
 func (*Tty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{53}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Tty) GetFile() *FileID {
@@ -5742,7 +5978,7 @@ type Termios struct {
 
 func (x *Termios) Reset() {
 	*x = Termios{}
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5754,7 +5990,7 @@ func (x *Termios) String() string {
 func (*Termios) ProtoMessage() {}
 
 func (x *Termios) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5767,7 +6003,7 @@ func (x *Termios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Termios.ProtoReflect.Descriptor instead.
 func (*Termios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{54}
+	return file_image_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Termios) GetIflag() uint32 {
@@ -5839,7 +6075,7 @@ type Winsize struct {
 
 func (x *Winsize) Reset() {
 	*x = Winsize{}
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5851,7 +6087,7 @@ func (x *Winsize) String() string {
 func (*Winsize) ProtoMessage() {}
 
 func (x *Winsize) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5864,7 +6100,7 @@ func (x *Winsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
 func (*Winsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{55}
+	return file_image_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Winsize) GetRows() uint32 {
@@ -5912,7 +6148,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5924,7 +6160,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5937,7 +6173,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{56}
+	return file_image_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -6040,7 +6276,8 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xcc\t\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xad\n" +
+	"\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6084,8 +6321,16 @@ const file_image_proto_rawDesc = "" +
 	"\x04nice\x18  \x01(\x05H\x00R\x04nice\x88\x01\x01\x12\x1f\n" +
 	"\vstop_signal\x18! \x01(\rR\n" +
 	"stopSignal\x12>\n" +
-	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeletedB\a\n" +
-	"\x05_nice\"D\n" +
+	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeleted\x12,\n" +
+	"\x05sched\x182 \x01(\v2\x16.lazycr.image.v1.SchedR\x05sched\x121\n" +
+	"\acgroups\x183 \x03(\v2\x17.lazycr.image.v1.CgroupR\acgroupsB\a\n" +
+	"\x05_nice\"\x8d\x01\n" +
+	"\x05Sched\x12\x12\n" +
+	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\rR\x06policy\x12\x1a\n" +
+	"\bpriority\x18\x03 \x01(\rR\bpriority\x12\x16\n" +
+	"\x06ioprio\x18\x04 \x01(\rR\x06ioprio\x12$\n" +
+	"\x0etimer_slack_ns\x18\x05 \x01(\x04R\ftimerSlackNs\"D\n" +
 	"\n" +
 	"DeletedDir\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
@@ -6198,7 +6443,7 @@ const file_image_proto_rawDesc = "" +
 	"\bvalue_ns\x18\a \x01(\x03R\avalueNs\x12\x1f\n" +
 	"\vinterval_ns\x18\b \x01(\x03R\n" +
 	"intervalNs\x12\x18\n" +
-	"\aoverrun\x18\t \x01(\x05R\aoverrun\"\xc1\x01\n" +
+	"\aoverrun\x18\t \x01(\x05R\aoverrun\"\x82\x02\n" +
 	"\n" +
 	"Namespaces\x12\x10\n" +
 	"\x03net\x18\x01 \x01(\x04R\x03net\x12\x10\n" +
@@ -6209,7 +6454,17 @@ const file_image_proto_rawDesc = "" +
 	"\x04user\x18\x06 \x01(\x04R\x04user\x12\x16\n" +
 	"\x06cgroup\x18\a \x01(\x04R\x06cgroup\x12\x12\n" +
 	"\x04time\x18\b \x01(\x04R\x04time\x12\x19\n" +
-	"\bnet_name\x18\t \x01(\tR\anetName\"\x82\x02\n" +
+	"\bnet_name\x18\t \x01(\tR\anetName\x12?\n" +
+	"\ftime_offsets\x18\n" +
+	" \x01(\v2\x1c.lazycr.image.v1.TimeOffsetsR\vtimeOffsets\"\\\n" +
+	"\x06Cgroup\x12\x1c\n" +
+	"\thierarchy\x18\x01 \x01(\rR\thierarchy\x12 \n" +
+	"\vcontrollers\x18\x02 \x01(\tR\vcontrollers\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"Q\n" +
+	"\vTimeOffsets\x12!\n" +
+	"\fmonotonic_ns\x18\x01 \x01(\x03R\vmonotonicNs\x12\x1f\n" +
+	"\vboottime_ns\x18\x02 \x01(\x03R\n" +
+	"boottimeNs\"\x82\x02\n" +
 	"\tMemoryMap\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12(\n" +
 	"\x04vmas\x18\x02 \x03(\v2\x14.lazycr.image.v1.VmaR\x04vmas\x12)\n" +
@@ -6579,7 +6834,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
@@ -6593,55 +6848,58 @@ var file_image_proto_goTypes = []any{
 	(*SharedFile)(nil),       // 9: lazycr.image.v1.SharedFile
 	(*TreePipe)(nil),         // 10: lazycr.image.v1.TreePipe
 	(*Process)(nil),          // 11: lazycr.image.v1.Process
-	(*DeletedDir)(nil),       // 12: lazycr.image.v1.DeletedDir
-	(*Thread)(nil),           // 13: lazycr.image.v1.Thread
-	(*SeccompFilter)(nil),    // 14: lazycr.image.v1.SeccompFilter
-	(*Registers)(nil),        // 15: lazycr.image.v1.Registers
-	(*Siginfo)(nil),          // 16: lazycr.image.v1.Siginfo
-	(*SigAltStack)(nil),      // 17: lazycr.image.v1.SigAltStack
-	(*Rseq)(nil),             // 18: lazycr.image.v1.Rseq
-	(*RobustList)(nil),       // 19: lazycr.image.v1.RobustList
-	(*Credentials)(nil),      // 20: lazycr.image.v1.Credentials
-	(*Rlimit)(nil),           // 21: lazycr.image.v1.Rlimit
-	(*SigAction)(nil),        // 22: lazycr.image.v1.SigAction
-	(*ITimer)(nil),           // 23: lazycr.image.v1.ITimer
-	(*PosixTimer)(nil),       // 24: lazycr.image.v1.PosixTimer
-	(*Namespaces)(nil),       // 25: lazycr.image.v1.Namespaces
-	(*MemoryMap)(nil),        // 26: lazycr.image.v1.MemoryMap
-	(*MmAttrs)(nil),          // 27: lazycr.image.v1.MmAttrs
-	(*MmFields)(nil),         // 28: lazycr.image.v1.MmFields
-	(*FileID)(nil),           // 29: lazycr.image.v1.FileID
-	(*Vma)(nil),              // 30: lazycr.image.v1.Vma
-	(*PageRun)(nil),          // 31: lazycr.image.v1.PageRun
-	(*FdTable)(nil),          // 32: lazycr.image.v1.FdTable
-	(*Fd)(nil),               // 33: lazycr.image.v1.Fd
-	(*FileLock)(nil),         // 34: lazycr.image.v1.FileLock
-	(*FdOwner)(nil),          // 35: lazycr.image.v1.FdOwner
-	(*RegularFile)(nil),      // 36: lazycr.image.v1.RegularFile
-	(*Pipe)(nil),             // 37: lazycr.image.v1.Pipe
-	(*PipeHolder)(nil),       // 38: lazycr.image.v1.PipeHolder
-	(*EventFd)(nil),          // 39: lazycr.image.v1.EventFd
-	(*EpollTarget)(nil),      // 40: lazycr.image.v1.EpollTarget
-	(*Epoll)(nil),            // 41: lazycr.image.v1.Epoll
-	(*TimerFd)(nil),          // 42: lazycr.image.v1.TimerFd
-	(*SignalFd)(nil),         // 43: lazycr.image.v1.SignalFd
-	(*UnixSocket)(nil),       // 44: lazycr.image.v1.UnixSocket
-	(*UnixCred)(nil),         // 45: lazycr.image.v1.UnixCred
-	(*UnixPath)(nil),         // 46: lazycr.image.v1.UnixPath
-	(*UnixExternalPeer)(nil), // 47: lazycr.image.v1.UnixExternalPeer
-	(*InetSocket)(nil),       // 48: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),        // 49: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),        // 50: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil),    // 51: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),       // 52: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),            // 53: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),      // 54: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),          // 55: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),     // 56: lazycr.image.v1.InotifyWatch
-	(*Tty)(nil),              // 57: lazycr.image.v1.Tty
-	(*Termios)(nil),          // 58: lazycr.image.v1.Termios
-	(*Winsize)(nil),          // 59: lazycr.image.v1.Winsize
-	(*Device)(nil),           // 60: lazycr.image.v1.Device
+	(*Sched)(nil),            // 12: lazycr.image.v1.Sched
+	(*DeletedDir)(nil),       // 13: lazycr.image.v1.DeletedDir
+	(*Thread)(nil),           // 14: lazycr.image.v1.Thread
+	(*SeccompFilter)(nil),    // 15: lazycr.image.v1.SeccompFilter
+	(*Registers)(nil),        // 16: lazycr.image.v1.Registers
+	(*Siginfo)(nil),          // 17: lazycr.image.v1.Siginfo
+	(*SigAltStack)(nil),      // 18: lazycr.image.v1.SigAltStack
+	(*Rseq)(nil),             // 19: lazycr.image.v1.Rseq
+	(*RobustList)(nil),       // 20: lazycr.image.v1.RobustList
+	(*Credentials)(nil),      // 21: lazycr.image.v1.Credentials
+	(*Rlimit)(nil),           // 22: lazycr.image.v1.Rlimit
+	(*SigAction)(nil),        // 23: lazycr.image.v1.SigAction
+	(*ITimer)(nil),           // 24: lazycr.image.v1.ITimer
+	(*PosixTimer)(nil),       // 25: lazycr.image.v1.PosixTimer
+	(*Namespaces)(nil),       // 26: lazycr.image.v1.Namespaces
+	(*Cgroup)(nil),           // 27: lazycr.image.v1.Cgroup
+	(*TimeOffsets)(nil),      // 28: lazycr.image.v1.TimeOffsets
+	(*MemoryMap)(nil),        // 29: lazycr.image.v1.MemoryMap
+	(*MmAttrs)(nil),          // 30: lazycr.image.v1.MmAttrs
+	(*MmFields)(nil),         // 31: lazycr.image.v1.MmFields
+	(*FileID)(nil),           // 32: lazycr.image.v1.FileID
+	(*Vma)(nil),              // 33: lazycr.image.v1.Vma
+	(*PageRun)(nil),          // 34: lazycr.image.v1.PageRun
+	(*FdTable)(nil),          // 35: lazycr.image.v1.FdTable
+	(*Fd)(nil),               // 36: lazycr.image.v1.Fd
+	(*FileLock)(nil),         // 37: lazycr.image.v1.FileLock
+	(*FdOwner)(nil),          // 38: lazycr.image.v1.FdOwner
+	(*RegularFile)(nil),      // 39: lazycr.image.v1.RegularFile
+	(*Pipe)(nil),             // 40: lazycr.image.v1.Pipe
+	(*PipeHolder)(nil),       // 41: lazycr.image.v1.PipeHolder
+	(*EventFd)(nil),          // 42: lazycr.image.v1.EventFd
+	(*EpollTarget)(nil),      // 43: lazycr.image.v1.EpollTarget
+	(*Epoll)(nil),            // 44: lazycr.image.v1.Epoll
+	(*TimerFd)(nil),          // 45: lazycr.image.v1.TimerFd
+	(*SignalFd)(nil),         // 46: lazycr.image.v1.SignalFd
+	(*UnixSocket)(nil),       // 47: lazycr.image.v1.UnixSocket
+	(*UnixCred)(nil),         // 48: lazycr.image.v1.UnixCred
+	(*UnixPath)(nil),         // 49: lazycr.image.v1.UnixPath
+	(*UnixExternalPeer)(nil), // 50: lazycr.image.v1.UnixExternalPeer
+	(*InetSocket)(nil),       // 51: lazycr.image.v1.InetSocket
+	(*TcpStream)(nil),        // 52: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 53: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 54: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 55: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 56: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 57: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 58: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 59: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 60: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 61: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 62: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 63: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -6654,72 +6912,75 @@ var file_image_proto_depIdxs = []int32{
 	0,  // 7: lazycr.image.v1.ShmObject.kind:type_name -> lazycr.image.v1.ShmKind
 	8,  // 8: lazycr.image.v1.SharedFile.owner:type_name -> lazycr.image.v1.FdRef
 	8,  // 9: lazycr.image.v1.SharedFile.users:type_name -> lazycr.image.v1.FdRef
-	38, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
-	13, // 11: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
-	20, // 12: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
-	21, // 13: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
-	22, // 14: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
-	23, // 15: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
-	24, // 16: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
-	16, // 17: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
-	25, // 18: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
-	12, // 19: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
-	12, // 20: lazycr.image.v1.Process.root_deleted:type_name -> lazycr.image.v1.DeletedDir
-	15, // 21: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
-	16, // 22: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
-	17, // 23: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
-	18, // 24: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
-	19, // 25: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
-	14, // 26: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
-	30, // 27: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
-	28, // 28: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
-	29, // 29: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
-	27, // 30: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
-	29, // 31: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
-	1,  // 32: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
-	31, // 33: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
-	2,  // 34: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
-	33, // 35: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
-	35, // 36: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
-	34, // 37: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
-	36, // 38: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
-	37, // 39: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
-	39, // 40: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
-	41, // 41: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
-	42, // 42: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
-	43, // 43: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
-	48, // 44: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	60, // 45: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	53, // 46: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	54, // 47: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	55, // 48: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
-	44, // 49: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	57, // 50: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
-	3,  // 51: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	29, // 52: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	38, // 53: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	38, // 54: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
-	40, // 55: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	46, // 56: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	47, // 57: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	45, // 58: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	47, // 59: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	51, // 60: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	49, // 61: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	50, // 62: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	52, // 63: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	29, // 64: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	56, // 65: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	29, // 66: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	29, // 67: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	58, // 68: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	59, // 69: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	29, // 70: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	71, // [71:71] is the sub-list for method output_type
-	71, // [71:71] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	41, // 10: lazycr.image.v1.TreePipe.outside:type_name -> lazycr.image.v1.PipeHolder
+	14, // 11: lazycr.image.v1.Process.threads:type_name -> lazycr.image.v1.Thread
+	21, // 12: lazycr.image.v1.Process.creds:type_name -> lazycr.image.v1.Credentials
+	22, // 13: lazycr.image.v1.Process.rlimits:type_name -> lazycr.image.v1.Rlimit
+	23, // 14: lazycr.image.v1.Process.sigactions:type_name -> lazycr.image.v1.SigAction
+	24, // 15: lazycr.image.v1.Process.itimers:type_name -> lazycr.image.v1.ITimer
+	25, // 16: lazycr.image.v1.Process.posix_timers:type_name -> lazycr.image.v1.PosixTimer
+	17, // 17: lazycr.image.v1.Process.shared_pending:type_name -> lazycr.image.v1.Siginfo
+	26, // 18: lazycr.image.v1.Process.namespaces:type_name -> lazycr.image.v1.Namespaces
+	13, // 19: lazycr.image.v1.Process.cwd_deleted:type_name -> lazycr.image.v1.DeletedDir
+	13, // 20: lazycr.image.v1.Process.root_deleted:type_name -> lazycr.image.v1.DeletedDir
+	12, // 21: lazycr.image.v1.Process.sched:type_name -> lazycr.image.v1.Sched
+	27, // 22: lazycr.image.v1.Process.cgroups:type_name -> lazycr.image.v1.Cgroup
+	16, // 23: lazycr.image.v1.Thread.regs:type_name -> lazycr.image.v1.Registers
+	17, // 24: lazycr.image.v1.Thread.pending:type_name -> lazycr.image.v1.Siginfo
+	18, // 25: lazycr.image.v1.Thread.sigaltstack:type_name -> lazycr.image.v1.SigAltStack
+	19, // 26: lazycr.image.v1.Thread.rseq:type_name -> lazycr.image.v1.Rseq
+	20, // 27: lazycr.image.v1.Thread.robust_list:type_name -> lazycr.image.v1.RobustList
+	15, // 28: lazycr.image.v1.Thread.seccomp_filters:type_name -> lazycr.image.v1.SeccompFilter
+	28, // 29: lazycr.image.v1.Namespaces.time_offsets:type_name -> lazycr.image.v1.TimeOffsets
+	33, // 30: lazycr.image.v1.MemoryMap.vmas:type_name -> lazycr.image.v1.Vma
+	31, // 31: lazycr.image.v1.MemoryMap.mm:type_name -> lazycr.image.v1.MmFields
+	32, // 32: lazycr.image.v1.MemoryMap.exe:type_name -> lazycr.image.v1.FileID
+	30, // 33: lazycr.image.v1.MemoryMap.attrs:type_name -> lazycr.image.v1.MmAttrs
+	32, // 34: lazycr.image.v1.Vma.file:type_name -> lazycr.image.v1.FileID
+	1,  // 35: lazycr.image.v1.Vma.kind:type_name -> lazycr.image.v1.VmaKind
+	34, // 36: lazycr.image.v1.Vma.pages:type_name -> lazycr.image.v1.PageRun
+	2,  // 37: lazycr.image.v1.PageRun.state:type_name -> lazycr.image.v1.PageState
+	36, // 38: lazycr.image.v1.FdTable.fds:type_name -> lazycr.image.v1.Fd
+	38, // 39: lazycr.image.v1.Fd.owner:type_name -> lazycr.image.v1.FdOwner
+	37, // 40: lazycr.image.v1.Fd.locks:type_name -> lazycr.image.v1.FileLock
+	39, // 41: lazycr.image.v1.Fd.file:type_name -> lazycr.image.v1.RegularFile
+	40, // 42: lazycr.image.v1.Fd.pipe:type_name -> lazycr.image.v1.Pipe
+	42, // 43: lazycr.image.v1.Fd.eventfd:type_name -> lazycr.image.v1.EventFd
+	44, // 44: lazycr.image.v1.Fd.epoll:type_name -> lazycr.image.v1.Epoll
+	45, // 45: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
+	46, // 46: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
+	51, // 47: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
+	63, // 48: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	56, // 49: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	57, // 50: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	58, // 51: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	47, // 52: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
+	60, // 53: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	3,  // 54: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	32, // 55: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	41, // 56: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	41, // 57: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
+	43, // 58: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	49, // 59: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	50, // 60: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	48, // 61: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	50, // 62: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	54, // 63: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	52, // 64: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	53, // 65: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	55, // 66: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	32, // 67: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	59, // 68: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	32, // 69: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	32, // 70: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	61, // 71: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	62, // 72: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	32, // 73: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	74, // [74:74] is the sub-list for method output_type
+	74, // [74:74] is the sub-list for method input_type
+	74, // [74:74] is the sub-list for extension type_name
+	74, // [74:74] is the sub-list for extension extendee
+	0,  // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -6728,7 +6989,7 @@ func file_image_proto_init() {
 		return
 	}
 	file_image_proto_msgTypes[7].OneofWrappers = []any{}
-	file_image_proto_msgTypes[29].OneofWrappers = []any{
+	file_image_proto_msgTypes[32].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),
 		(*Fd_Eventfd)(nil),
@@ -6743,14 +7004,14 @@ func file_image_proto_init() {
 		(*Fd_UnixSocket)(nil),
 		(*Fd_Tty)(nil),
 	}
-	file_image_proto_msgTypes[36].OneofWrappers = []any{}
+	file_image_proto_msgTypes[39].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   57,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
