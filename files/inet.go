@@ -581,7 +581,6 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 		setIf(o.Reuseport, unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT", 1),
 		setIf(o.Broadcast, unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST", 1),
 		setIf(o.Keepalive, unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE", 1),
-		setIf(o.Priority != 0, unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY", int(o.Priority)),
 		setIf(o.Mark != 0, unix.SOL_SOCKET, unix.SO_MARK, "SO_MARK", int(o.Mark)),
 		setBuf(unix.SO_SNDBUF, "SO_SNDBUF", o.Sndbuf),
 		setBuf(unix.SO_RCVBUF, "SO_RCVBUF", o.Rcvbuf),
@@ -621,6 +620,10 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 			errs = append(errs, setDiff(unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL", int(o.Ttl)))
 		}
 	}
+	// The priority last: setting IP_TOS sets it too, from the TOS
+	// (ip(7) IP_TOS; rt_tos2priority), and the record is the value the
+	// process had in the end.
+	errs = append(errs, setDiff(unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY", int(o.Priority)))
 	return errors.Join(errs...)
 }
 

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/lazycr/lazycr/image/pb"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,5 +36,30 @@ func TestSameNetns(t *testing.T) {
 		t.Fatalf("a socket of this network namespace matched pid %d in a fresh one", child.Process.Pid)
 	} else {
 		t.Log(err)
+	}
+}
+
+// TestSockoptsPriorityAfterTOS: IP_TOS sets SO_PRIORITY from the TOS, so a
+// socket whose program set the TOS and then its own priority (QA3: IP_TOS
+// 0x10 then SO_PRIORITY 5) must get the priority after the TOS, or it
+// comes back with the TOS's (6).
+func TestSockoptsPriorityAfterTOS(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	s := &pb.InetSocket{Family: unix.AF_INET, Type: unix.SOCK_DGRAM, Protocol: unix.IPPROTO_UDP,
+		Options: &pb.SocketOptions{Tos: 0x10, Priority: 5}}
+	if err := setSockopts(fd, 3, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		level, opt, want int
+		what             string
+	}{{unix.IPPROTO_IP, unix.IP_TOS, 0x10, "IP_TOS"}, {unix.SOL_SOCKET, unix.SO_PRIORITY, 5, "SO_PRIORITY"}} {
+		if got, err := unix.GetsockoptInt(fd, c.level, c.opt); err != nil || got != c.want {
+			t.Errorf("%s = %d (%v), want %d", c.what, got, err, c.want)
+		}
 	}
 }

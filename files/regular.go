@@ -68,6 +68,11 @@ const oTmpfileOnly = unix.O_TMPFILE &^ unix.O_DIRECTORY
 // set by dup3) and O_NOCTTY (a tty must not become the stub's controlling
 // terminal by accident).
 func openFlags(flags uint32) uintptr {
+	if flags&oTmpfileOnly != 0 {
+		// O_TMPFILE includes O_DIRECTORY: the file is reopened by its
+		// name, not made in a directory (deletedFile).
+		flags &^= unix.O_DIRECTORY
+	}
 	return uintptr(flags&^(unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL|oTmpfileOnly)) | unix.O_CLOEXEC | unix.O_NOCTTY
 }
 

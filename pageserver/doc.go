@@ -40,7 +40,12 @@
 //
 // Its answers never queue behind pushed pages in the session's connection;
 // it ends with that connection, and a target whose replies connection
-// failed asks again on the session's connection.
+// failed asks again on the session's connection. On the target, the
+// lazy-pages handler reads it in the poll loop that waits on the uffds
+// (uffd.PolledSource, plain TCP only); on the source, a thread of its own
+// waits for requests in poll(2) and answers each at once. Both threads ask
+// for a short scheduler slice (internal/schedslice), so a fault's round
+// trip preempts the push at each of its wake-ups.
 //
 // Before RESUMED a lost connection or FAIL{reason} ends the session: the
 // source releases the frozen process, which keeps running. After RESUMED the
@@ -92,7 +97,9 @@
 // Once RESUMED_OK is out the source's reader answers each REQUEST itself,
 // between two frames of the background push (at most [MaxPushBytes] each);
 // the target installs answers before pushed pages and returns push credit
-// (CREDIT) as it installs pushed pages, at most [PushWindow] in flight.
+// (CREDIT) as it installs pushed pages. The source keeps at most
+// [PushWindow] pushed bytes in flight while the target asks for pages, and
+// at most [QuietPushWindow] once it has asked for none for a while.
 //
 // The source reads every page it sends and sends a run of pages that hold
 // only zero bytes as one ZERO frame instead of their bytes; the target

@@ -45,8 +45,13 @@ const (
 	// GOMAXPROCS=4), an 8 MiB one 5-9 ms, whatever the frame size (64 KiB
 	// to 1 MiB).
 	PushWindow = 1 << 20
-	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
-	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
+	// QuietPushWindow is the push window while the target asks for no
+	// pages (no REQUEST for a while, see Server): nothing waits behind
+	// the push then, and the source need not stop for CREDIT every
+	// PushWindow (with 1 MiB it waited for CREDIT a fifth of the push).
+	QuietPushWindow = 8 << 20
+	MaxCredit       = 64 << 20 // bytes one CREDIT frame may grant
+	MaxRuns         = 1 << 19  // runs in WELCOME or ACK
 	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
 	// few of its own.
 	MaxFiles    = 4096

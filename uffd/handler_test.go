@@ -758,3 +758,139 @@ func TestHandlerAbsent(t *testing.T) {
 		t.Errorf("%d pages acked, want %d", len(x.src.acked), pages)
 	}
 }
+
+// polledSource is a fakeSource whose answers come on a pipe that the
+// handler polls and reads through ReadReplies (a PolledSource): Request
+// writes the run asked for into the pipe, ReadReplies answers each run it
+// reads. swap replaces the pipe, as a reconnect replaces the connection.
+type polledSource struct {
+	*fakeSource
+	pmu    sync.Mutex
+	r, w   int
+	kick   func()
+	polled int // answers installed through ReadReplies
+}
+
+func newPolledSource(t *testing.T, base uint64, data []byte) *polledSource {
+	s := &polledSource{fakeSource: newFakeSource(base, data, false), r: -1, w: -1}
+	s.swap(t)
+	t.Cleanup(func() {
+		s.close()
+		s.pmu.Lock()
+		unix.Close(s.r)
+		unix.Close(s.w)
+		s.pmu.Unlock()
+	})
+	return s
+}
+
+func (s *polledSource) swap(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	s.pmu.Lock()
+	if s.r >= 0 {
+		unix.Close(s.r)
+		unix.Close(s.w)
+	}
+	s.r, s.w = p[0], p[1]
+	kick := s.kick
+	s.pmu.Unlock()
+	if kick != nil {
+		kick()
+	}
+}
+
+func (s *polledSource) Replies() <-chan PageData { return nil }
+
+func (s *polledSource) PollReplies(kick func()) bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	s.kick = kick
+	return true
+}
+
+func (s *polledSource) ReplyFD() int {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.r
+}
+
+func (s *polledSource) Request(addr uint64, n int) error {
+	s.mu.Lock()
+	for k := range n {
+		s.requested[addr+uint64(k)*PageSize]++
+	}
+	s.mu.Unlock()
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:], addr)
+	binary.LittleEndian.PutUint64(b[8:], uint64(n))
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	_, err := unix.Write(s.w, b[:])
+	return err
+}
+
+func (s *polledSource) ReadReplies(install func(PageData) error) error {
+	s.pmu.Lock() // swap must not close the fd under the read
+	defer s.pmu.Unlock()
+	for {
+		var b [16]byte
+		if n, err := unix.Read(s.r, b[:]); n != len(b) || err != nil {
+			return nil // EAGAIN: all read (a record is written whole)
+		}
+		s.polled++
+		if err := install(s.page(binary.LittleEndian.Uint64(b[:]), int(binary.LittleEndian.Uint64(b[8:])), false)); err != nil {
+			return err
+		}
+	}
+}
+
+// TestHandlerPolledSource: with a PolledSource, answers are read by the
+// Run loop from the fd it polls (none come on a channel), and after the
+// source replaced its fd (a reconnect) the new one is polled.
+func TestHandlerPolledSource(t *testing.T) {
+	needRoot(t)
+	const pages = 16
+	addr, mem := region(t, pages)
+	fd := openAPI(t, FeaturesNonCooperative|FeatureThreadID)
+	src := newPolledSource(t, addr, pattern(addr, pages))
+	h, err := NewHandler(fd, HandlerConfig{
+		Regions: []Region{{Start: addr, End: addr + pages*PageSize, Lazy: []Run{{Addr: addr, Npages: pages}}}},
+		Source:  src, PID: os.Getpid(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.polled == nil {
+		t.Fatal("the handler does not poll a PolledSource")
+	}
+	run := make(chan error, 1)
+	go func() { run <- h.Run(context.Background()) }()
+	t.Cleanup(func() {
+		h.Close()
+		<-run
+	})
+	x := &fixture{addr: addr, mem: mem, src: src.fakeSource, h: h, run: run}
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for k := g; k < pages/2; k += 2 {
+				x.check(t, k, nil)
+			}
+		})
+	}
+	wg.Wait()
+	src.swap(t)
+	for k := pages / 2; k < pages; k++ {
+		x.check(t, k, nil)
+	}
+	if err := x.result(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	s := h.Stats()
+	if src.polled != int(s.Requests) || s.Requests == 0 || s.Pages.Fault != pages {
+		t.Errorf("%d answers read through ReadReplies, stats %+v: want one per request, every page by fault", src.polled, s)
+	}
+}
