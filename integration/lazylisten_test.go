@@ -132,8 +132,29 @@ func lazyListenerClients(h *hosts.Host, addr string, burst int, start, stop <-ch
 // were reset when the source killed it after DONE.
 func TestLazyListenerNewClientsHosts(t *testing.T) {
 	t.Parallel()
+	testLazyListenerClients(t, "lls", false)
+}
+
+// TestLazyListenerTargetFailsHosts: the same migration, but the target
+// fails once the process is built, before it runs (failpoint
+// restore.resume): the target gives the service address back, the source
+// releases the original, and every client (those that connected while it
+// was frozen included) is served by the original; it serves new clients
+// after the rollback, and no lock is left on B or C.
+func TestLazyListenerTargetFailsHosts(t *testing.T) {
+	t.Parallel()
+	testLazyListenerClients(t, "llf", true)
+}
+
+// testLazyListenerClients runs the lazy listener tests: fail makes the
+// target fail at the failpoint restore.resume.
+func testLazyListenerClients(t *testing.T, prefix string, fail bool) {
 	bin := buildC(t, "tcpbacklog")
-	hA, hB, hC, svc := newTreeTCPHosts(t, "lls")
+	hA, hB, hC, svc := newTreeTCPHosts(t, prefix)
+	fp := ""
+	if fail {
+		fp = failpointLazycr(t)
+	}
 	p := startCmd(t, hB.Command(context.Background(), bin, "loop", "any"))
 	var rep backlogReport
 	waitReport(t, p, &rep)
@@ -164,12 +185,24 @@ func TestLazyListenerNewClientsHosts(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // poll interval
 	}
 	args := []string{"restore", "--lazy-from", src.addr, "--new-pid", "--net-policy", "takeover", "--net-iface", hC.Iface}
-	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hC, args...))
-	rp := adopt(t, lazyResumedPID(t, dst))
-	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) })
-	dst.requireExit(t, 0)
-	src.requireExit(t, 0)
-	requireLazySourceGone(t, p)
+	if fail {
+		tc := hC.Command(context.Background(), fp, args...)
+		tc.Env = append(os.Environ(), "LAZYCR_TOKEN="+lazyTestToken, "LAZYCR_FAILPOINT=restore.resume")
+		dst := startLazyRun(t, "target lazycr (failpoint restore.resume) "+strings.Join(args, " "), tc)
+		dst.requireExit(t, 1)
+		src.requireExit(t, 1)
+		if _, de := dst.output(); !strings.Contains(de, "injected") {
+			t.Fatalf("the target did not fail at the failpoint:\n%s", de)
+		}
+		requireRunning(t, p.pid)
+	} else {
+		dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hC, args...))
+		rp := adopt(t, lazyResumedPID(t, dst))
+		t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) })
+		dst.requireExit(t, 0)
+		src.requireExit(t, 0)
+		requireLazySourceGone(t, p)
+	}
 	close(stop)
 	stopped = true
 	served, errs := wait()
