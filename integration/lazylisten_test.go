@@ -75,11 +75,12 @@ func clientConnsTo(t *testing.T, h *hosts.Host, port int) int {
 }
 
 // lazyListenerClients runs the clients of the lazy listener tests against
-// addr from host h: a loop opening one new connection after another until
-// stop is closed, and, once start is closed, burst clients at once. It
+// addr from host h: with loop, one opening one new connection after
+// another until stop is closed, and, once start is closed, burst clients
+// at once. It
 // returns a function that waits for them all and returns every client's
 // outcome (nil: served).
-func lazyListenerClients(h *hosts.Host, addr string, burst int, start, stop <-chan struct{}) func() (served int, errs []error) {
+func lazyListenerClients(h *hosts.Host, addr string, loop bool, burst int, start, stop <-chan struct{}) func() (served int, errs []error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	served := 0
@@ -94,7 +95,7 @@ func lazyListenerClients(h *hosts.Host, addr string, burst int, start, stop <-ch
 		}
 	}
 	wg.Go(func() {
-		for {
+		for loop {
 			select {
 			case <-stop:
 				return
@@ -132,7 +133,7 @@ func lazyListenerClients(h *hosts.Host, addr string, burst int, start, stop <-ch
 // were reset when the source killed it after DONE.
 func TestLazyListenerNewClientsHosts(t *testing.T) {
 	t.Parallel()
-	testLazyListenerClients(t, "lls", false)
+	testLazyListenerClients(t, "lls", "hosts")
 }
 
 // TestLazyListenerTargetFailsHosts: the same migration, but the target
@@ -143,12 +144,27 @@ func TestLazyListenerNewClientsHosts(t *testing.T) {
 // after the rollback, and no lock is left on B or C.
 func TestLazyListenerTargetFailsHosts(t *testing.T) {
 	t.Parallel()
-	testLazyListenerClients(t, "llf", true)
+	testLazyListenerClients(t, "llf", "fail")
 }
 
-// testLazyListenerClients runs the lazy listener tests: fail makes the
-// target fail at the failpoint restore.resume.
-func testLazyListenerClients(t *testing.T, prefix string, fail bool) {
+// TestLazyListenerNewClientsSameHost: the same server migrates lazily on
+// its host B (--new-pid): the target takes the listening socket over from
+// the frozen original and removes the source's lock on it before the
+// process runs (the target logs the removal before it resumes: without it
+// the lock stayed until the source's end), the clients on A that connected
+// while it was frozen are served, and no lock is left on B. No looping
+// client: a connection the server holds at the freeze is refused on one
+// host (TestTCPSameHostLazyRefused).
+func TestLazyListenerNewClientsSameHost(t *testing.T) {
+	t.Parallel()
+	testLazyListenerClients(t, "llh", "samehost")
+}
+
+// testLazyListenerClients runs the lazy listener tests: mode "hosts"
+// migrates from B to C, "fail" too with the target failing at the
+// failpoint restore.resume, "samehost" from B to B.
+func testLazyListenerClients(t *testing.T, prefix, mode string) {
+	fail := mode == "fail"
 	bin := buildC(t, "tcpbacklog")
 	hA, hB, hC, svc := newTreeTCPHosts(t, prefix)
 	fp := ""
@@ -164,7 +180,9 @@ func testLazyListenerClients(t *testing.T, prefix string, fail bool) {
 	}
 	before := clientConnsTo(t, hA, rep.Port)
 	start, stop := make(chan struct{}), make(chan struct{})
-	wait := lazyListenerClients(hA, addr, 3, start, stop)
+	// On one host a connection the server holds at the freeze (the
+	// loop's) is refused (TestTCPSameHostLazyRefused): the burst only.
+	wait := lazyListenerClients(hA, addr, mode != "samehost", 3, start, stop)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -172,7 +190,11 @@ func testLazyListenerClients(t *testing.T, prefix string, fail bool) {
 		}
 	}()
 
-	src := startLazySource(t, hB, p.pid, hB.Addr.String(), "--release-addresses")
+	var srcExtra []string
+	if mode != "samehost" {
+		srcExtra = []string{"--release-addresses"}
+	}
+	src := startLazySource(t, hB, p.pid, hB.Addr.String(), srcExtra...)
 	// Frozen: the burst's connections are opened (SYN sent or, without a
 	// lock, handshake completed by the frozen kernel) before the target
 	// starts.
@@ -195,6 +217,16 @@ func testLazyListenerClients(t *testing.T, prefix string, fail bool) {
 			t.Fatalf("the target did not fail at the failpoint:\n%s", de)
 		}
 		requireRunning(t, p.pid)
+	} else if mode == "samehost" {
+		args = []string{"restore", "--lazy-from", src.addr, "--new-pid"}
+		dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hB, args...))
+		rp := adopt(t, lazyResumedPID(t, dst))
+		t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) })
+		dst.requireExit(t, 0)
+		src.requireExit(t, 0)
+		requireLazySourceGone(t, p)
+		_, de := dst.output()
+		requireInOrder(t, "target", de, "took the listening socket", "held network lock removed (it held listeners only)", "resumed; serving lazy pages")
 	} else {
 		dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hC, args...))
 		rp := adopt(t, lazyResumedPID(t, dst))
