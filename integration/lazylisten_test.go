@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/hosts"
+	"github.com/lazycr/lazycr/netlock"
 )
 
 // listenClient opens one new connection from host h to addr, sends a line
@@ -246,4 +248,68 @@ func testLazyListenerClients(t *testing.T, prefix, mode string) {
 	}
 	t.Logf("%d clients served during the migration, %d failed", served, len(errs))
 	requireNoHeldLocks(t, hB, hC)
+}
+
+// TestLazyListenerSourceKilled: the source lazycr of a lazy migration of
+// the server on host B is killed (SIGKILL) once it froze the server,
+// before any target came. The original stays stopped (the guard), and its
+// listener stays locked by the held lock: a client on A that connects
+// meanwhile is not queued in the stopped original's accept queue (where
+// it would be reset if the user then killed it) but kept waiting in
+// SYN_SENT. `lazycr unlock --all` on B removes the lock, `kill -CONT` lets
+// the original run on, and the waiting client is served by it. Before, a
+// lazy dump locked no listener: no held lock was there.
+func TestLazyListenerSourceKilled(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "tcpbacklog")
+	hA, hB, _, svc := newTreeTCPHosts(t, "llk")
+	p := startCmd(t, hB.Command(context.Background(), bin, "loop", "any"))
+	var rep backlogReport
+	waitReport(t, p, &rep)
+	addr := netip.AddrPortFrom(svc, uint16(rep.Port)).String()
+	if err := listenClient(hA, addr, progressTimeout); err != nil {
+		t.Fatalf("client before the migration: %v", err)
+	}
+	src := startLazySource(t, hB, p.pid, hB.Addr.String())
+	if err := src.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-src.done
+	requireStoppedOriginal(t, p)
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(st)
+	start, err := strconv.ParseUint(strings.Fields(s[strings.LastIndexByte(s, ')')+2:])[19], 10, 64) // field 22
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := netlock.HeldName(p.pid, start)
+	if held := heldOn(t, hB); !slices.Equal(held, []string{want}) {
+		t.Fatalf("held locks on B after the source was killed: %v, want [%s]", held, want)
+	}
+	served := make(chan error, 1)
+	go func() { served <- listenClient(hA, addr, lazycrTimeout) }()
+	deadline := time.Now().Add(progressTimeout)
+	for clientConnsTo(t, hA, rep.Port) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the client on A never opened its connection")
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	out, err := lazyCmd(t, hB, "unlock", "--all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("lazycr unlock --all on B: %v\n%s", err, out)
+	}
+	requireNoHeldLocks(t, hB)
+	if err := unix.Kill(p.pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("client that connected while the source was dead: %v", err)
+	}
+	if err := listenClient(hA, addr, progressTimeout); err != nil {
+		t.Errorf("client after the original was continued: %v", err)
+	}
 }
