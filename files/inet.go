@@ -667,9 +667,6 @@ func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	if r.tcp != nil && s.Type == unix.SOCK_STREAM {
-		r.tcp.took = true // the source's lock on it goes before the process runs
-	}
 	r.log.Info().Int32("fd", f.Fd).Int("source_pid", pid).Uint64("socket", s.Inode).
 		Msgf("fd %d: took the listening socket %s over from the frozen original pid %d", f.Fd, HostPort(s.LocalAddr, s.LocalPort), pid)
 	return fd, nil

@@ -778,13 +778,15 @@ type TCPRestore struct {
 	log  zerolog.Logger
 	pid  int
 	lock string // the held lock of the image, for this restore to remove
-	// image is the image's held lock whatever lock is, and took says a
-	// listener was taken over from the frozen original on this host
-	// (takeListener): the held lock then lives in the process's network
-	// namespace and holds off the very socket the process will serve
-	// on, so Live removes its listeners.
+	// image is the image's held lock whatever lock is, and local says
+	// the image (a lazy migration's, LockFor) comes from this boot and
+	// has TCP listeners: in the process's network namespace, if it is
+	// the original's, that held lock holds off the listeners the
+	// process will serve on (the very sockets, taken over from the
+	// frozen original: takeListener, or shared with a tree member that
+	// took them), so Live removes its listeners.
 	image string
-	took  bool
+	local bool
 	ns    netns.NsHandle // the process's network namespace, opened while it lives
 	// owned is the target's own lock of a lazy migration (LockFor), and
 	// conns the 4-tuples it locks: a connection must come back on one of
@@ -842,6 +844,13 @@ func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 	}
 	if len(conns) == 0 && len(listeners) == 0 {
 		return nil
+	}
+	if len(listeners) > 0 {
+		here, err := BootID()
+		if err != nil {
+			return err
+		}
+		t.local = table.BootId != "" && table.BootId == here
 	}
 	ns, err := netns.Get()
 	if err != nil {
@@ -926,14 +935,17 @@ func (t *TCPRestore) Live() error {
 	return err
 }
 
-// unholdTaken removes, after a listener was taken over from the frozen
-// original on this host (takeListener), the listeners of the image's held
-// lock in the process's network namespace (the original's): the source
-// locked them at the freeze, and the taken socket is the one they hold
-// off. Called before the process runs: a connection that completes from
-// here on waits in the taken socket's queue for the process.
+// unholdTaken removes, for a lazy migration on the host of its source
+// whose image has TCP listeners, the listeners of the image's held lock in
+// the process's network namespace: the source locked them at the freeze,
+// and in the original's namespace the process serves on the very sockets
+// they hold off (taken over from the frozen original, takeListener). In
+// another namespace there is no such lock here (the source removes its
+// own after DONE). Called before the process runs: a connection that
+// completes from here on waits in the taken socket's queue for the
+// process.
 func (t *TCPRestore) unholdTaken() error {
-	if !t.took || t.image == "" {
+	if !t.local || t.image == "" {
 		return nil
 	}
 	ns, err := netns.GetFromPid(t.pid)
