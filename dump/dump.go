@@ -308,9 +308,6 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	go func() {
 		t := time.Now()
 		fds, err := cp.collectFds()
-		if err == nil {
-			err = failpoint.Check("dump.fds")
-		}
 		fdsc <- fdsRead{fds, err, time.Since(t)}
 	}()
 	fdsTaken := false
@@ -352,6 +349,15 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("process state collected")
 	fr := takeFds()
+	if fr.err == nil {
+		// The step is done once the dump takes its result, after the
+		// memory and process steps and their injected syscalls: a test
+		// that kills lazycr "after dump.fds" must not land in one (a
+		// tracer that dies in an injected syscall leaves the process with
+		// the injection's registers: TestTCPDumpKilled, "write: Bad
+		// address").
+		fr.err = failpoint.Check("dump.fds")
+	}
 	if fr.err != nil {
 		return fr.err
 	}
