@@ -47,6 +47,9 @@ func (m Mode) String() string {
 
 // Options configure a dump.
 type Options struct {
+	// lastTry is set by Freeze on its last try (retry.go): a lazy dump
+	// then keeps a listener's accept queue for a target on this host.
+	lastTry bool
 	PID     int
 	Dir     string // image directory; must be absent or empty
 	Mode    Mode
