@@ -190,6 +190,10 @@ type Checkpoint struct {
 	killedAt  *time.Time            // when Kill returned (a kill-mode dump)
 	startTime uint64                // the process's start time (/proc/PID/stat field 22): with pid, its identity
 	eager     map[uint32][]eagerRun // pages to write, by pid
+	// unscanned is how many pages of the VMAs made one lazy run without a
+	// scan (wholeLazy) smaps says were never populated (Rss and Swap): in
+	// the lazy runs, but not populated (Stats.PagesPopulated).
+	unscanned uint64
 	dirMade   bool
 	done      bool
 	// members are the root's descendants, in tree order (tree.go); each
@@ -371,6 +375,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		cp.Stats.PagesFile += c.File
 		cp.Stats.PagesPopulated += c.Eager + c.Lazy
 	}
+	// A VMA made one lazy run unscanned counts only what smaps says it
+	// populated: the rest of its run is what the source later finds absent.
+	cp.Stats.PagesPopulated -= min(cp.unscanned, cp.Stats.PagesPopulated)
 	return nil
 }
 

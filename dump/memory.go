@@ -43,6 +43,7 @@ const readChunk = 1 << 20
 func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	pid := cp.pid
 	pp := cp.proc.ProcPid() // a live thread's /proc when the leader has exited
+	cp.unscanned = 0
 	type smapsRead struct {
 		maps []proc.Mapping
 		took time.Duration
@@ -482,6 +483,9 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 			// populated is found after the resume (AbsentRuns), so the
 			// freeze does not walk its page tables at all.
 			cp.anonRuns(v, []proc.PopulatedRegion{{Start: v.Start, End: v.End}}, hot)
+			if used := (m.Rss + m.Swap) << 10; used < m.End-m.Start {
+				cp.unscanned += (m.End - m.Start - used) / image.PageSize
+			}
 			return nil
 		}
 		// Private anonymous memory only needs "populated or not": ask for

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -22,9 +23,11 @@ import (
 //
 // An O_TMPFILE file (open(2); tmpfile(3), Python's TemporaryFile), which
 // never had a name, is one too: its /proc link reads "DIR/#INODE
-// (deleted)" and it is made again under that name. It comes back without
-// O_TMPFILE in its status flags, and linkat(2) can no longer give it a
-// name (only an O_TMPFILE inode is linkable once unlinked): restore warns.
+// (deleted)". Held by one open description, it is made again with
+// O_TMPFILE in DIR (makeTmpfile), so its status flags and linkat(2)'s
+// power to name it are kept; one also reopened through /proc is made
+// under that name and comes back without O_TMPFILE, unlinkable (only an
+// O_TMPFILE inode can be linked once nameless): restore warns.
 type deletedFile struct{}
 
 func (deletedFile) name() string { return "deleted file" }
@@ -97,6 +100,9 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if local < 0 && len(g.fds) == 1 && g.fds[0].Flags&oTmpfileOnly != 0 {
+		return r.makeTmpfile(g, path, what, data)
+	}
 	linked := false // a shared memory object is unlinked by package restore when it ends
 	if local < 0 {
 		fresh = true
@@ -159,7 +165,7 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	for _, f := range g.fds {
 		if f.Flags&oTmpfileOnly != 0 {
 			r.log.Warn().Int32("fd", f.Fd).Str("file", path).
-				Msgf("fd %d was opened O_TMPFILE: it comes back as an unlinked file, which linkat(2) cannot give a name any more", f.Fd)
+				Msgf("fd %d was opened O_TMPFILE and shares its file with other open descriptions: it comes back as an unlinked file, which linkat(2) cannot give a name any more", f.Fd)
 		}
 	}
 	if m := first.File.MtimeUnixNano; m != 0 {
@@ -174,6 +180,64 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	linked = false
 	if err := r.unlink(path); err != nil {
 		return fmt.Errorf("unlink %s again: %w", what, err)
+	}
+	return nil
+}
+
+// makeTmpfile makes a file opened O_TMPFILE again as it was (open(2)): a
+// new unnamed inode in the same directory, opened O_TMPFILE with the fd's
+// flags (so linkat(2) can still give it a name, unless O_EXCL), with its
+// data, owner, mode, mtime and offset. Only for a file one open
+// description had (the usual case: tmpfile(3), Python's TemporaryFile);
+// one reopened through /proc is made by name (makeDeleted).
+func (r *restorer) makeTmpfile(g *fileGroup, path, what string, data []byte) error {
+	f := g.fds[0]
+	first := f.GetDeletedFile()
+	dir := filepath.Dir(path)
+	flags := uintptr(f.Flags&^(unix.O_CREAT|unix.O_TRUNC)) | unix.O_CLOEXEC | unix.O_NOCTTY
+	t, err := r.openAt(dir, flags)
+	if errors.Is(err, unix.ENOENT) {
+		// Its directory was removed too: made again for the time it
+		// takes, as for a named deleted file.
+		undo, perr := MakeParents(filepath.Join(dir, "x"), r.mkdir, r.rmdir)
+		if perr != nil {
+			return fmt.Errorf("recreate %s: %w", what, perr)
+		}
+		defer func() {
+			if err := undo(); err != nil {
+				r.log.Warn().Err(err).Str("dir", dir).Msg("directories made for an O_TMPFILE file left behind")
+			}
+		}()
+		t, err = r.openAt(dir, flags)
+	}
+	if err != nil {
+		return fmt.Errorf("recreate %s: open %s O_TMPFILE: %w", what, dir, err)
+	}
+	g.temps[f.Fd] = t // closed with the group's temporaries on failure
+	local, err := r.getfd(t)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer unix.Close(local)
+	if err := writeAll(local, data, what); err != nil {
+		return err
+	}
+	if err := unix.Fchown(local, int(first.Uid), int(first.Gid)); err != nil {
+		return fmt.Errorf("chown %s to %d:%d: %w", what, first.Uid, first.Gid, os.NewSyscallError("fchown", err))
+	}
+	if err := unix.Fchmod(local, first.Mode&0o7777); err != nil {
+		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode&0o7777, os.NewSyscallError("fchmod", err))
+	}
+	if m := first.File.MtimeUnixNano; m != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
+			return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
+		}
+	}
+	if p := first.GetPos(); p != 0 {
+		if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(p), unix.SEEK_SET); err != nil {
+			return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, p, err)
+		}
 	}
 	return nil
 }

@@ -274,8 +274,8 @@ func (r *restorer) checkFlags(f *pb.Fd) error {
 	// O_ASYNC is set last, at the final number: the kernel reports the fd
 	// number O_ASYNC was set through in SIGIO's si_fd (fasync_helper).
 	want := uintptr(f.Flags) &^ unix.O_ASYNC
-	if f.GetDeletedFile() != nil && want&oTmpfileOnly != 0 {
-		want &^= unix.O_TMPFILE // made again by name: see makeDeleted
+	if f.GetDeletedFile() != nil && want&oTmpfileOnly != 0 && got&oTmpfileOnly == 0 {
+		want &^= unix.O_TMPFILE // made again by name, not by makeTmpfile: see makeDeleted
 	}
 	if (got^want)&setflFlags != 0 {
 		if _, err := r.rem.Syscall(unix.SYS_FCNTL, fd, unix.F_SETFL, got&^setflFlags|want&setflFlags); err != nil {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -69,7 +70,8 @@ func TestLazyAbsentPages(t *testing.T) {
 	}
 	waitReport(t, p, &r)
 	lazyWaitTick(t, p, "verify", 1)
-	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	statsFile := filepath.Join(t.TempDir(), "source.json")
+	m := migrateLazy(t, lazyEnv{}, p, []string{"--stats-file", statsFile}, nil)
 	lazyRequireRounds(t, m.restored, "verify", 3)
 	checkSequence(t, m.restored, "verify")
 	_, e := m.target.output()
@@ -88,5 +90,16 @@ func TestLazyAbsentPages(t *testing.T) {
 	}
 	if limit := data + 4<<20; s.bytesCopied > limit {
 		t.Errorf("target copied %d bytes, more than the %d bytes of data pages (+4 MiB)", s.bytesCopied, data)
+	}
+	// The dump's pages_populated counts what the process populated, not
+	// the whole of a mapping made one lazy run unscanned (QA4 F1: it
+	// counted every page of the holed mapping, holes included).
+	ds := readStats(t, statsFile).Dump
+	if ds == nil {
+		t.Fatal("source stats file has no dump section")
+	}
+	dataPages := uint64(data) / 4096
+	if ds.PagesPopulated < dataPages || ds.PagesPopulated > dataPages+2048 {
+		t.Errorf("dump pages_populated %d, want the process's %d data pages (+8 MiB of its other memory at most)", ds.PagesPopulated, dataPages)
 	}
 }

@@ -39,15 +39,20 @@ type File struct {
 
 // Dump is what the dump itself did (dump.Stats; `lazycr dump --stats`).
 type Dump struct {
-	Threads        int     `json:"threads"`
-	VMAs           int     `json:"vmas"`
-	PagesPopulated uint64  `json:"pages_populated"` // with --lazy, less the pages the source found it never had (Serve.AbsentPages)
-	PagesEager     uint64  `json:"pages_eager"`     // in the image (or skeleton)
-	PagesLazy      uint64  `json:"pages_lazy"`      // served by the page server (dump --lazy)
-	PagesZero      uint64  `json:"pages_zero"`      // populated but zero-filled: not stored
-	PagesFile      uint64  `json:"pages_file"`      // unmodified file pages: not stored
-	BytesWritten   uint64  `json:"bytes_written"`
-	FreezeMS       float64 `json:"freeze_ms"` // first PTRACE_SEIZE → every thread stopped
+	Threads int `json:"threads"`
+	VMAs    int `json:"vmas"`
+	// PagesPopulated: pages that held data (present or swapped out); of a
+	// VMA dump --lazy makes one lazy run without a scan, what smaps counts.
+	PagesPopulated uint64 `json:"pages_populated"`
+	PagesEager     uint64 `json:"pages_eager"` // in the image (or skeleton)
+	// PagesLazy: in the lazy runs the page server serves (dump --lazy),
+	// which include the pages the source finds never populated after the
+	// resume (serve.absent_pages).
+	PagesLazy    uint64  `json:"pages_lazy"`
+	PagesZero    uint64  `json:"pages_zero"` // not stored: never populated, only read (the zero page), or read as zeros by a full dump
+	PagesFile    uint64  `json:"pages_file"` // unmodified file pages: not stored
+	BytesWritten uint64  `json:"bytes_written"`
+	FreezeMS     float64 `json:"freeze_ms"` // first PTRACE_SEIZE → every thread stopped
 	// FrozenMS is how long the original was stopped: freeze → killed or
 	// released (plain dump), freeze → killed after the target's DONE (dump
 	// --lazy; 0 if it was not killed). With --lazy it therefore runs

@@ -148,6 +148,11 @@ type Handler struct {
 	killed   bool
 	arrBase  uint64 // pages [arrBase, arrBase+len(arrGot)) are being installed
 	arrGot   []bool // page arrBase+k got installed in some member
+	arrZero  []bool // page arrBase+k got zeroed (UFFDIO_ZEROPAGE) in some member
+	// counted: the pages Stats.Pages counted already. A page arrives once
+	// even when it is installed in a second member later: a retry after
+	// EAGAIN (a fork copying the address space), a child that needed it too.
+	counted lazypages.Bitmap
 
 	evfd int // eventfd waking the Run loop: source data, ctx, Close
 
@@ -335,6 +340,7 @@ func NewHandler(fd *FD, cfg HandlerConfig) (*Handler, error) {
 	}
 	h.evfd = ev
 	h.inflight, h.acked = lazypages.NewBitmap(h.total), lazypages.NewBitmap(h.total)
+	h.counted = lazypages.NewBitmap(h.total)
 	for _, m := range members {
 		// A member needs the pages of its own space; the others' are
 		// never its to fill (dropped from the start).
@@ -1144,12 +1150,15 @@ func (h *Handler) account(i0, n uint64, pushed bool, install func() error) error
 			}
 		}
 	}
-	h.arrBase, h.arrGot = i0, make([]bool, n)
+	h.arrBase, h.arrGot, h.arrZero = i0, make([]bool, n), make([]bool, n)
 	err := install()
-	var push, fault, around uint64
+	var push, fault, around, zero uint64
 	for k, got := range h.arrGot {
+		if !got || h.counted.Get(i0+uint64(k)) {
+			continue
+		}
+		h.counted.Set(i0 + uint64(k))
 		switch {
-		case !got:
 		case pushed:
 			push++
 		case waited[k]:
@@ -1157,12 +1166,16 @@ func (h *Handler) account(i0, n uint64, pushed bool, install func() error) error
 		default:
 			around++
 		}
+		if h.arrZero[k] {
+			zero++
+		}
 	}
-	h.arrGot = nil
+	h.arrGot, h.arrZero = nil, nil
 	h.mu.Lock()
 	h.stats.Pages.Push += push
 	h.stats.Pages.Fault += fault
 	h.stats.Pages.FaultAround += around
+	h.stats.Pages.SourceZero += zero
 	h.mu.Unlock()
 	return err
 }
@@ -1188,12 +1201,11 @@ func (h *Handler) markInstalled(m *member, i uint64, pushed bool, replied time.D
 	case howCopied:
 		bytes = PageSize
 		h.stats.Bytes += PageSize
-	case howZeroed:
-		h.stats.Pages.SourceZero++
 	}
 	h.mu.Unlock()
 	if kind != howExisted && i >= h.arrBase && i-h.arrBase < uint64(len(h.arrGot)) {
 		h.arrGot[i-h.arrBase] = true
+		h.arrZero[i-h.arrBase] = kind == howZeroed
 	}
 	if len(ws) == 0 {
 		return

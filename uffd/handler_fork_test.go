@@ -91,6 +91,57 @@ func TestHandlerFork(t *testing.T) {
 	t.Logf("next-page faults %d of %d\n%s", Summarize(tr2.Faults).NextPage, len(tr2.Faults), s)
 }
 
+// forkZeroProg forks before touching its lazy pages; the child reads pages
+// 0..31 (the source reads them as zeros: installed in both) and exits, the
+// parent then reads 0..63. Every page must read as zeros.
+const forkZeroProg = `
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#define BASE 0x200000000UL
+#define PS 4096
+static int zero(int k) {
+	volatile uint64_t *p = (uint64_t *)(BASE + (unsigned long)k * PS);
+	for (int i = 0; i < PS / 8; i++)
+		if (p[i]) return 0;
+	return 1;
+}
+int main(void) {
+	pid_t c = fork();
+	if (c < 0) return 11;
+	if (c == 0) {
+		for (int k = 0; k < 32; k++)
+			if (!zero(k)) _exit(20);
+		_exit(0);
+	}
+	int st;
+	if (waitpid(c, &st, 0) != c || !WIFEXITED(st)) return 12;
+	if (WEXITSTATUS(st) != 0) return WEXITSTATUS(st);
+	for (int k = 0; k < 64; k++)
+		if (!zero(k)) return 30;
+	return 0;
+}
+`
+
+// TestHandlerForkSourceZero: pages the source read as zeros, installed in
+// a parent and its child by one answer, count once as SourceZero, as they
+// count once as faults (QA4 F2: each member counted them, and
+// pages_source_zero exceeded the pages that arrived).
+func TestHandlerForkSourceZero(t *testing.T) {
+	const pages = 64
+	ws, runErr, h, _ := runProg(t, forkZeroProg, func(s *fakeSource) { s.zeros = true })
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("workload ended with %v (exit status %d)", ws, ws.ExitStatus())
+	}
+	if runErr != nil {
+		t.Errorf("Run = %v", runErr)
+	}
+	s := h.Stats()
+	if s.Pages.Fault != pages || s.Pages.SourceZero != pages || s.Bytes != 0 {
+		t.Errorf("pages fault %d, source zero %d, bytes %d: want %d, %d, 0\n%s", s.Pages.Fault, s.Pages.SourceZero, s.Bytes, pages, pages, s)
+	}
+}
+
 // TestHandlerForkAdoptFails: the child's uffd cannot be adopted. Its lazy
 // pages must not read as zeros (the child would _exit(20)): they are
 // poisoned, the child dies of SIGBUS on the first one and the parent
@@ -150,7 +201,7 @@ func runForker(t *testing.T) (unix.WaitStatus, error, *Handler, *fakeSource) {
 
 // runProg runs the C program prog on 64 lazy pages at 0x200000000 served
 // by a Handler until the workload exits and Run returns.
-func runProg(t *testing.T, prog string) (unix.WaitStatus, error, *Handler, *fakeSource) {
+func runProg(t *testing.T, prog string, setup ...func(*fakeSource)) (unix.WaitStatus, error, *Handler, *fakeSource) {
 	t.Helper()
 	needRoot(t)
 	gcc, err := exec.LookPath("gcc")
@@ -215,6 +266,9 @@ func runProg(t *testing.T, prog string) (unix.WaitStatus, error, *Handler, *fake
 		t.Fatal(err)
 	}
 	src := newFakeSource(base, pattern(base, pages), false)
+	for _, f := range setup {
+		f(src)
+	}
 	t.Cleanup(src.close)
 	h, err := NewHandler(fd, HandlerConfig{Regions: []Region{{Start: base, End: base + pages*PageSize, Lazy: []Run{{Addr: base, Npages: pages}}}},
 		Source: src, PID: p.Pid, Trace: true})

@@ -108,13 +108,6 @@ func (r *statsRecorder) source(res *migrate.SourceResult) {
 	}
 	r.dump(&res.Dump)
 	r.serve(res.Served, res.FrozenAt, res.FreezeToResume, res.PushPhase)
-	// A dense private anonymous mapping is a lazy run as a whole, scanned
-	// after the resume (dump/memory.go): the pages it found the process
-	// never had were counted as populated by the dump (they stay lazy
-	// pages: the target acknowledges them as absent).
-	if d, a := r.f.Dump, res.Served.AbsentPages; d != nil && a > 0 {
-		d.PagesPopulated -= min(a, d.PagesPopulated)
-	}
 }
 
 func (r *statsRecorder) restore(st *restore.Stats, threads int) {

@@ -2,7 +2,9 @@
  * qa3_tmpfile: a process with an unnamed temporary file (open(2)
  * O_TMPFILE in DIR, argv[1]) as fd 3, holding "qa3 tmpfile data" at offset
  * 4, and a tmpfile(3) stream (glibc makes it with O_TMPFILE too) holding
- * "stream". It keeps checking both: content, offset, no links.
+ * "stream". It keeps checking both: content, offset, no links, status
+ * flags (O_TMPFILE among them: an O_TMPFILE file made without O_EXCL can
+ * still be given a name by linkat(2), once).
  *
  * Report: {"pid":N}. Ticks: "ok". A failed check writes "FAIL ..." to
  * stderr and exits 1.
@@ -12,6 +14,7 @@
 #include <sys/stat.h>
 
 static FILE *tf;
+static int flags3, flagsTf; /* F_GETFL at the start */
 
 static void fail(const char *fmt, ...)
 {
@@ -39,6 +42,8 @@ static void check(void)
 		fail("the tmpfile(3) stream does not hold \"stream\"");
 	if (fstat(fd, &st) || st.st_nlink != 0)
 		fail("the tmpfile(3) stream's file has %ld links", (long)st.st_nlink);
+	if (fcntl(3, F_GETFL) != flags3 || fcntl(fd, F_GETFL) != flagsTf)
+		fail("status flags %#o and %#o, want %#o and %#o", fcntl(3, F_GETFL), fcntl(fd, F_GETFL), flags3, flagsTf);
 }
 
 int main(int argc, char **argv)
@@ -53,6 +58,8 @@ int main(int argc, char **argv)
 	tf = tmpfile();
 	if (!tf || fputs("stream", tf) < 0 || fflush(tf))
 		die("tmpfile");
+	flags3 = fcntl(3, F_GETFL);
+	flagsTf = fcntl(fileno(tf), F_GETFL);
 	check();
 	emit("{\"pid\":%d}\n", getpid());
 	for (unsigned long n = 1;; n++) {
