@@ -1,15 +1,19 @@
 package integration
 
 import (
+	"path/filepath"
+	"strconv"
 	"testing"
 )
 
 // TestQA3UserNamespaceRefused: a process of a user namespace of its own
-// (root there, with every capability over that namespace only) is not
-// restored into lazycr's: there its uids and capabilities would be this
-// namespace's. The restore fails, naming both namespaces, and leaves no
-// process. Before, it came back as root of lazycr's namespace with all of
-// lazycr's capabilities (and after QA3 R24 a mapped non-root one too).
+// (root there, with every capability over that namespace only) is refused
+// by the dump, naming both namespaces, and runs on: restored into
+// lazycr's namespace its uids and capabilities would be this namespace's
+// (before, it came back as root of lazycr's namespace with all of
+// lazycr's capabilities; then the restore refused it after the dump had
+// killed it). TestRestoreTampered's "another user namespace" checks the
+// restore's own refusal.
 func TestQA3UserNamespaceRefused(t *testing.T) {
 	t.Parallel()
 	p := start(t, buildC(t, "qa3_userns"))
@@ -18,9 +22,8 @@ func TestQA3UserNamespaceRefused(t *testing.T) {
 	}
 	waitReport(t, p, &r)
 	waitTick(t, p, "ok", 1)
-	dir := dumpKill(t, p)
-	_, errOut, code := runLazycr(t, "restore", "-D", dir)
-	requireExit1(t, "restore of a process of another user namespace", errOut, code,
-		`ran in user namespace user:\[\d+\], not lazycr's user:\[\d+\]`)
-	waitGone(t, p.pid)
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", filepath.Join(t.TempDir(), "img"))
+	requireExit1(t, "dump of a process of another user namespace", errOut, code,
+		`runs in user namespace user:\[\d+\], not lazycr's user:\[\d+\]`)
+	requireProgress(t, p, "ok")
 }
