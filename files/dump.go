@@ -73,6 +73,10 @@ type dumper struct {
 	// unixDiag is sock_diag's view of the unix sockets (unixsock.go),
 	// read once.
 	unixDiag map[uint64]unixDiag
+	// mcast are the multicast groups in use in the process's network
+	// namespace (mcast.go), read once (mcastRead).
+	mcast     []mcastGroup
+	mcastRead bool
 }
 
 // liveFd is one fd of the process being dumped.

@@ -65,6 +65,17 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 				Msgf("fd %d: %d bytes of datagrams waiting to be read are not carried over (lost, as on the network)", l.num, ds.rqueue)
 		}
 	}
+	if s.Type == unix.SOCK_DGRAM {
+		if !d.mcastRead {
+			if d.mcast, err = mcastGroups(d.pid); err != nil {
+				return fmt.Errorf("read the multicast groups of pid %d's network namespace: %w", d.pid, err)
+			}
+			d.mcastRead = true
+		}
+		if s.Memberships, err = dumpMemberships(l.local, int(s.Family), d.mcast); err != nil {
+			return err
+		}
+	}
 	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
 	return nil
 }
@@ -149,6 +160,16 @@ func (inetSocket) show(f *pb.Fd) string {
 	}
 	if o := s.Options; o != nil && (o.UdpliteSendCscov != 0 || o.UdpliteRecvCscov != 0) {
 		d += fmt.Sprintf(", checksum coverage send %d recv %d", o.UdpliteSendCscov, o.UdpliteRecvCscov)
+	}
+	for _, m := range s.Memberships {
+		d += fmt.Sprintf(", member of %s on %s", m.Group, m.Interface)
+		if m.Include || len(m.Sources) > 0 {
+			mode := "excluding"
+			if m.Include {
+				mode = "including"
+			}
+			d += fmt.Sprintf(" %s %s", mode, strings.Join(m.Sources, " "))
+		}
 	}
 	return d
 }
@@ -480,6 +501,9 @@ func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		}
 	case s.PeerAddr != "":
 		return 0, fmt.Errorf("socket fd %d: connected socket of type %d cannot be restored", f.Fd, s.Type)
+	}
+	if err := restoreMemberships(local, f.Fd, s.Memberships); err != nil {
+		return 0, err
 	}
 	if err := shutdownSocket(local, f.Fd, s); err != nil {
 		return 0, err

@@ -4812,7 +4812,9 @@ type InetSocket struct {
 	// A TCP connection, established or half-closed (files/tcp.go): its
 	// state read in TCP_REPAIR mode. peer_addr/peer_port name the peer;
 	// shutdown is recorded for it too (a SHUT_RD is restored).
-	Tcp           *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	Tcp *TcpStream `protobuf:"bytes,30,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	// The multicast groups a datagram socket joined (files/mcast.go).
+	Memberships   []*McastMembership `protobuf:"bytes,31,rep,name=memberships,proto3" json:"memberships,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4938,6 +4940,84 @@ func (x *InetSocket) GetTcp() *TcpStream {
 	return nil
 }
 
+func (x *InetSocket) GetMemberships() []*McastMembership {
+	if x != nil {
+		return x.Memberships
+	}
+	return nil
+}
+
+// McastMembership is one multicast group a socket joined on one
+// interface, with its source filter (ip(7) IP_ADD_MEMBERSHIP,
+// MCAST_MSFILTER; RFC 3678).
+type McastMembership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interface     string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"` // the interface's name (its index differs between hosts)
+	Group         string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`         // the group address
+	Include       bool                   `protobuf:"varint,3,opt,name=include,proto3" json:"include,omitempty"`    // MCAST_INCLUDE (else MCAST_EXCLUDE, a plain join's)
+	Sources       []string               `protobuf:"bytes,4,rep,name=sources,proto3" json:"sources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *McastMembership) Reset() {
+	*x = McastMembership{}
+	mi := &file_image_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *McastMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*McastMembership) ProtoMessage() {}
+
+func (x *McastMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use McastMembership.ProtoReflect.Descriptor instead.
+func (*McastMembership) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *McastMembership) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *McastMembership) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *McastMembership) GetInclude() bool {
+	if x != nil {
+		return x.Include
+	}
+	return false
+}
+
+func (x *McastMembership) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
 // TcpStream is the TCP state of a connection, read with the socket in
 // repair mode (tcp(7) TCP_REPAIR; CRIU's soccr). Sequence numbers as the
 // kernel keeps them: inq_seq = rcv_nxt, outq_seq = write_seq; in the
@@ -4980,7 +5060,7 @@ type TcpStream struct {
 
 func (x *TcpStream) Reset() {
 	*x = TcpStream{}
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4992,7 +5072,7 @@ func (x *TcpStream) String() string {
 func (*TcpStream) ProtoMessage() {}
 
 func (x *TcpStream) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[48]
+	mi := &file_image_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5005,7 +5085,7 @@ func (x *TcpStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpStream.ProtoReflect.Descriptor instead.
 func (*TcpStream) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{48}
+	return file_image_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TcpStream) GetState() uint32 {
@@ -5190,7 +5270,7 @@ type TcpWindow struct {
 
 func (x *TcpWindow) Reset() {
 	*x = TcpWindow{}
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5202,7 +5282,7 @@ func (x *TcpWindow) String() string {
 func (*TcpWindow) ProtoMessage() {}
 
 func (x *TcpWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[49]
+	mi := &file_image_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5215,7 +5295,7 @@ func (x *TcpWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpWindow.ProtoReflect.Descriptor instead.
 func (*TcpWindow) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{49}
+	return file_image_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TcpWindow) GetSndWl1() uint32 {
@@ -5290,7 +5370,7 @@ type SocketOptions struct {
 
 func (x *SocketOptions) Reset() {
 	*x = SocketOptions{}
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5302,7 +5382,7 @@ func (x *SocketOptions) String() string {
 func (*SocketOptions) ProtoMessage() {}
 
 func (x *SocketOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[50]
+	mi := &file_image_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5315,7 +5395,7 @@ func (x *SocketOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketOptions.ProtoReflect.Descriptor instead.
 func (*SocketOptions) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{50}
+	return file_image_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SocketOptions) GetReuseaddr() bool {
@@ -5491,7 +5571,7 @@ type IntSockopt struct {
 
 func (x *IntSockopt) Reset() {
 	*x = IntSockopt{}
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5503,7 +5583,7 @@ func (x *IntSockopt) String() string {
 func (*IntSockopt) ProtoMessage() {}
 
 func (x *IntSockopt) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[51]
+	mi := &file_image_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5516,7 +5596,7 @@ func (x *IntSockopt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntSockopt.ProtoReflect.Descriptor instead.
 func (*IntSockopt) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{51}
+	return file_image_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *IntSockopt) GetLevel() int32 {
@@ -5556,7 +5636,7 @@ type MemFd struct {
 
 func (x *MemFd) Reset() {
 	*x = MemFd{}
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5568,7 +5648,7 @@ func (x *MemFd) String() string {
 func (*MemFd) ProtoMessage() {}
 
 func (x *MemFd) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[52]
+	mi := &file_image_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5581,7 +5661,7 @@ func (x *MemFd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemFd.ProtoReflect.Descriptor instead.
 func (*MemFd) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{52}
+	return file_image_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MemFd) GetName() string {
@@ -5643,7 +5723,7 @@ type DeletedFile struct {
 
 func (x *DeletedFile) Reset() {
 	*x = DeletedFile{}
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5655,7 +5735,7 @@ func (x *DeletedFile) String() string {
 func (*DeletedFile) ProtoMessage() {}
 
 func (x *DeletedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[53]
+	mi := &file_image_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5668,7 +5748,7 @@ func (x *DeletedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletedFile.ProtoReflect.Descriptor instead.
 func (*DeletedFile) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{53}
+	return file_image_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeletedFile) GetFile() *FileID {
@@ -5723,7 +5803,7 @@ type Inotify struct {
 
 func (x *Inotify) Reset() {
 	*x = Inotify{}
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5735,7 +5815,7 @@ func (x *Inotify) String() string {
 func (*Inotify) ProtoMessage() {}
 
 func (x *Inotify) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[54]
+	mi := &file_image_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5748,7 +5828,7 @@ func (x *Inotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inotify.ProtoReflect.Descriptor instead.
 func (*Inotify) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{54}
+	return file_image_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Inotify) GetWatches() []*InotifyWatch {
@@ -5769,7 +5849,7 @@ type InotifyWatch struct {
 
 func (x *InotifyWatch) Reset() {
 	*x = InotifyWatch{}
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5781,7 +5861,7 @@ func (x *InotifyWatch) String() string {
 func (*InotifyWatch) ProtoMessage() {}
 
 func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[55]
+	mi := &file_image_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5794,7 +5874,7 @@ func (x *InotifyWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InotifyWatch.ProtoReflect.Descriptor instead.
 func (*InotifyWatch) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{55}
+	return file_image_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *InotifyWatch) GetWd() int32 {
@@ -5849,7 +5929,7 @@ type Tty struct {
 
 func (x *Tty) Reset() {
 	*x = Tty{}
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5861,7 +5941,7 @@ func (x *Tty) String() string {
 func (*Tty) ProtoMessage() {}
 
 func (x *Tty) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[56]
+	mi := &file_image_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5874,7 +5954,7 @@ func (x *Tty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tty.ProtoReflect.Descriptor instead.
 func (*Tty) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{56}
+	return file_image_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Tty) GetFile() *FileID {
@@ -5978,7 +6058,7 @@ type Termios struct {
 
 func (x *Termios) Reset() {
 	*x = Termios{}
-	mi := &file_image_proto_msgTypes[57]
+	mi := &file_image_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5990,7 +6070,7 @@ func (x *Termios) String() string {
 func (*Termios) ProtoMessage() {}
 
 func (x *Termios) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[57]
+	mi := &file_image_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6003,7 +6083,7 @@ func (x *Termios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Termios.ProtoReflect.Descriptor instead.
 func (*Termios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{57}
+	return file_image_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Termios) GetIflag() uint32 {
@@ -6075,7 +6155,7 @@ type Winsize struct {
 
 func (x *Winsize) Reset() {
 	*x = Winsize{}
-	mi := &file_image_proto_msgTypes[58]
+	mi := &file_image_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6087,7 +6167,7 @@ func (x *Winsize) String() string {
 func (*Winsize) ProtoMessage() {}
 
 func (x *Winsize) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[58]
+	mi := &file_image_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6100,7 +6180,7 @@ func (x *Winsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
 func (*Winsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{58}
+	return file_image_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Winsize) GetRows() uint32 {
@@ -6148,7 +6228,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[59]
+	mi := &file_image_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6160,7 +6240,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[59]
+	mi := &file_image_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6173,7 +6253,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{59}
+	return file_image_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -6640,7 +6720,7 @@ const file_image_proto_rawDesc = "" +
 	"\x10UnixExternalPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x12\n" +
-	"\x04pids\x18\x03 \x03(\x05R\x04pids\"\x9e\x03\n" +
+	"\x04pids\x18\x03 \x03(\x05R\x04pids\"\xe2\x03\n" +
 	"\n" +
 	"InetSocket\x12\x16\n" +
 	"\x06family\x18\x01 \x01(\x05R\x06family\x12\x12\n" +
@@ -6658,7 +6738,13 @@ const file_image_proto_rawDesc = "" +
 	" \x01(\v2\x1e.lazycr.image.v1.SocketOptionsR\aoptions\x12\x14\n" +
 	"\x05inode\x18\v \x01(\x04R\x05inode\x12\x1a\n" +
 	"\bshutdown\x18\f \x01(\rR\bshutdown\x12,\n" +
-	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\"\xc4\x05\n" +
+	"\x03tcp\x18\x1e \x01(\v2\x1a.lazycr.image.v1.TcpStreamR\x03tcp\x12B\n" +
+	"\vmemberships\x18\x1f \x03(\v2 .lazycr.image.v1.McastMembershipR\vmemberships\"y\n" +
+	"\x0fMcastMembership\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x18\n" +
+	"\ainclude\x18\x03 \x01(\bR\ainclude\x12\x18\n" +
+	"\asources\x18\x04 \x03(\tR\asources\"\xc4\x05\n" +
 	"\tTcpStream\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\rR\x05state\x12\x17\n" +
 	"\ainq_seq\x18\x02 \x01(\rR\x06inqSeq\x12\x10\n" +
@@ -6834,7 +6920,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
@@ -6888,18 +6974,19 @@ var file_image_proto_goTypes = []any{
 	(*UnixPath)(nil),         // 49: lazycr.image.v1.UnixPath
 	(*UnixExternalPeer)(nil), // 50: lazycr.image.v1.UnixExternalPeer
 	(*InetSocket)(nil),       // 51: lazycr.image.v1.InetSocket
-	(*TcpStream)(nil),        // 52: lazycr.image.v1.TcpStream
-	(*TcpWindow)(nil),        // 53: lazycr.image.v1.TcpWindow
-	(*SocketOptions)(nil),    // 54: lazycr.image.v1.SocketOptions
-	(*IntSockopt)(nil),       // 55: lazycr.image.v1.IntSockopt
-	(*MemFd)(nil),            // 56: lazycr.image.v1.MemFd
-	(*DeletedFile)(nil),      // 57: lazycr.image.v1.DeletedFile
-	(*Inotify)(nil),          // 58: lazycr.image.v1.Inotify
-	(*InotifyWatch)(nil),     // 59: lazycr.image.v1.InotifyWatch
-	(*Tty)(nil),              // 60: lazycr.image.v1.Tty
-	(*Termios)(nil),          // 61: lazycr.image.v1.Termios
-	(*Winsize)(nil),          // 62: lazycr.image.v1.Winsize
-	(*Device)(nil),           // 63: lazycr.image.v1.Device
+	(*McastMembership)(nil),  // 52: lazycr.image.v1.McastMembership
+	(*TcpStream)(nil),        // 53: lazycr.image.v1.TcpStream
+	(*TcpWindow)(nil),        // 54: lazycr.image.v1.TcpWindow
+	(*SocketOptions)(nil),    // 55: lazycr.image.v1.SocketOptions
+	(*IntSockopt)(nil),       // 56: lazycr.image.v1.IntSockopt
+	(*MemFd)(nil),            // 57: lazycr.image.v1.MemFd
+	(*DeletedFile)(nil),      // 58: lazycr.image.v1.DeletedFile
+	(*Inotify)(nil),          // 59: lazycr.image.v1.Inotify
+	(*InotifyWatch)(nil),     // 60: lazycr.image.v1.InotifyWatch
+	(*Tty)(nil),              // 61: lazycr.image.v1.Tty
+	(*Termios)(nil),          // 62: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 63: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 64: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -6950,12 +7037,12 @@ var file_image_proto_depIdxs = []int32{
 	45, // 45: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	46, // 46: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	51, // 47: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	63, // 48: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
-	56, // 49: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
-	57, // 50: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
-	58, // 51: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
+	64, // 48: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	57, // 49: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
+	58, // 50: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
+	59, // 51: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	47, // 52: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
-	60, // 53: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
+	61, // 53: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
 	3,  // 54: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
 	32, // 55: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
 	41, // 56: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
@@ -6965,22 +7052,23 @@ var file_image_proto_depIdxs = []int32{
 	50, // 60: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
 	48, // 61: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
 	50, // 62: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	54, // 63: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	52, // 64: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	53, // 65: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	55, // 66: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	32, // 67: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	59, // 68: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	32, // 69: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	32, // 70: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	61, // 71: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	62, // 72: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	32, // 73: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	55, // 63: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	53, // 64: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	52, // 65: lazycr.image.v1.InetSocket.memberships:type_name -> lazycr.image.v1.McastMembership
+	54, // 66: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	56, // 67: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	32, // 68: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	60, // 69: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	32, // 70: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	32, // 71: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	62, // 72: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	63, // 73: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	32, // 74: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	75, // [75:75] is the sub-list for method output_type
+	75, // [75:75] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -7011,7 +7099,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   60,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
