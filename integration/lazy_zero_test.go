@@ -103,3 +103,23 @@ func TestLazyAbsentPages(t *testing.T) {
 		t.Errorf("dump pages_populated %d, want the process's %d data pages (+8 MiB of its other memory at most)", ds.PagesPopulated, dataPages)
 	}
 }
+
+// TestLazyMapOps migrates qa4_mapops, which right after the resume, on
+// memory that has not arrived yet, moves part of a region away with
+// MREMAP_DONTUNMAP, shrinks and grows one in place, populates one with
+// MADV_POPULATE_WRITE, mlocks one, read(2)s into the middle of pages,
+// stores one word into pages and opens data it had made PROT_NONE, and
+// checks every word of all of it, zeros where the map change left none.
+func TestLazyMapOps(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "qa4_mapops"))
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "round", 1)
+	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	lazyWaitTick(t, m.restored, "ops", 1)
+	lazyRequireRounds(t, m.restored, "round", 2)
+	checkSequence(t, m.restored, "round")
+}
