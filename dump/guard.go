@@ -98,3 +98,16 @@ func (cp *Checkpoint) UnholdTCP() error {
 	}
 	return errors.Join(errs...)
 }
+
+// UnholdListeners ends the listener half of the held locks of the process
+// and of every member of its tree (files.TCPDump.UnholdListeners): their
+// connections stay held.
+func (cp *Checkpoint) UnholdListeners() error {
+	var errs []error
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if err := m.tcp.UnholdListeners(); err != nil {
+			errs = append(errs, fmt.Errorf("pid %d: %w", m.pid, err))
+		}
+	}
+	return errors.Join(errs...)
+}

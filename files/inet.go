@@ -28,11 +28,14 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		return err
 	}
 	s.Inode = l.ino
-	// A TCP listener of a dump that kills the process: new connections
-	// are held off from here on (lockListener), before its accept queue is
-	// checked below. A lazy migration's target takes the very listener
-	// over, queue included (takeListener), on this host.
-	if s.Listening && !d.opts.LazyListeners {
+	// A TCP listener: new connections are held off from here on
+	// (lockListener), before its accept queue is checked below. A lazy
+	// migration too: between the freeze and the moment its target
+	// listens, the frozen kernel would complete handshakes into a queue
+	// that dies with the original. On this host the target takes the
+	// very listener over, queue included (takeListener), and removes
+	// the lock before it serves (TCPRestore.Live).
+	if s.Listening {
 		if err := d.opts.TCP.lockListener(d.pid, s); err != nil {
 			return fmt.Errorf("hold new connections to %s %s: %w", SockProto(s), HostPort(s.LocalAddr, s.LocalPort), err)
 		}
@@ -98,11 +101,14 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // restart. So a dump that kills takes the listener into the network lock
 // right before this check (TCPDump.lockListener): new SYNs are dropped from
 // here to the restore, and the clients retransmit them to the restored
-// listener. Not exact yet: a client whose handshake began before the lock
-// and whose ACK is still in flight at the check meets a listener without
-// its request (RFC 793 section 3.4, half-open connections) and is reset; a
-// lazy migration between hosts locks no listener; a busy listener may be
-// refused over every try.
+// listener. A lazy migration's source locks its listeners the same way:
+// on another host the target's listener answers the retransmitted SYNs
+// once it has the address; on this host the target takes the listener
+// over and removes the lock (TCPRestore.Live). Not exact yet: a client
+// whose handshake began before the lock and whose ACK is still in flight
+// at the check meets a listener without its request (RFC 793 section 3.4,
+// half-open connections) and is reset; a busy listener may be refused
+// over every try.
 func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 	what := fmt.Sprintf("fd %d (%s %s)", l.num, SockProto(s), HostPort(s.LocalAddr, s.LocalPort))
 	conns := fmt.Sprintf("%d connections wait", n)

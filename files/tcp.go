@@ -403,11 +403,10 @@ func (t *TCPDump) lockListener(pid int, s *pb.InetSocket) error {
 	if t == nil {
 		return nil
 	}
-	a, err := netip.ParseAddr(s.LocalAddr)
+	l, err := lockListenerOf(s)
 	if err != nil {
-		return fmt.Errorf("local address %q: %w", s.LocalAddr, err)
+		return err
 	}
-	l := netlock.Listener{Local: netip.AddrPortFrom(a, uint16(s.LocalPort)), V6Only: s.Options.GetIpv6Only()}
 	if err := t.openNS(pid); err != nil {
 		return err
 	}
@@ -435,6 +434,15 @@ func repairOff(k *tcpSock) error {
 		return fmt.Errorf("resume fd %d (TCP connection %s): %w", k.num, connName(k.s), err)
 	}
 	return nil
+}
+
+// lockListenerOf is the listening socket s for the lock.
+func lockListenerOf(s *pb.InetSocket) (netlock.Listener, error) {
+	a, err := netip.ParseAddr(s.LocalAddr)
+	if err != nil {
+		return netlock.Listener{}, fmt.Errorf("local address %q: %w", s.LocalAddr, err)
+	}
+	return netlock.Listener{Local: netip.AddrPortFrom(a, uint16(s.LocalPort)), V6Only: s.Options.GetIpv6Only()}, nil
 }
 
 // lockConn is the 4-tuple of s for the lock.
@@ -615,7 +623,12 @@ func (t *TCPDump) Hold() error {
 		}
 		k.repaired = true
 	}
-	return nil
+	// The held lock drops the listeners' new connections from now on:
+	// their own locks go. A lazy migration's target that takes a
+	// listener over on this host removes the held lock's listeners
+	// (TCPRestore.Live), and must not be left behind a lock of this
+	// lazycr's that it cannot remove.
+	return t.openListeners()
 }
 
 // HeldLock describes the held lock Hold installed, if any: its table
@@ -679,12 +692,43 @@ func (t *TCPDump) Unhold() error {
 	return err
 }
 
+// UnholdListeners ends the listener half of the held lock once the
+// process is dead or is the only copy again, in lazycr's own network
+// namespace (as Unhold): a lazy migration's source after the target
+// listens (on another host, without --release-addresses: the addresses
+// stay here, and a SYN that still arrives here meets no listener either
+// way), or after the target gave up its copy (the original, kept
+// stopped, accepts new connections again once continued). The
+// connections stay held (netlock.UnholdListeners).
+func (t *TCPDump) UnholdListeners() error {
+	if t == nil || t.name == "" || len(t.listeners) == 0 {
+		return nil
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open lazycr's network namespace: %w", err)
+	}
+	defer ns.Close()
+	err = netlock.UnholdListeners(ns, t.name, t.log)
+	if err == nil && len(t.conns) == 0 {
+		t.held = ""
+	}
+	return err
+}
+
 func (t *TCPDump) release() error {
 	var errs []error
 	if t.lock != nil {
 		errs = append(errs, t.lock.Unlock())
 		t.lock = nil
 	}
+	errs = append(errs, t.openListeners())
+	return errors.Join(errs...)
+}
+
+// openListeners removes the listeners' own locks.
+func (t *TCPDump) openListeners() error {
+	var errs []error
 	// The listeners' locks open at once (their tables deleted, about 50 µs
 	// each), and their sockets, whose close waits for an RCU grace period
 	// (about 15 ms each, netlock.Lock.Open), close in the background: a
@@ -733,8 +777,17 @@ func setInt(fd, level, opt, v int, name string) error {
 type TCPRestore struct {
 	log  zerolog.Logger
 	pid  int
-	lock string         // the held lock of the image
-	ns   netns.NsHandle // the process's network namespace, opened while it lives
+	lock string // the held lock of the image, for this restore to remove
+	// image is the image's held lock whatever lock is, and local says
+	// the image (a lazy migration's, LockFor) comes from this boot and
+	// has TCP listeners: in the process's network namespace, if it is
+	// the original's, that held lock holds off the listeners the
+	// process will serve on (the very sockets, taken over from the
+	// frozen original: takeListener, or shared with a tree member that
+	// took them), so Live removes its listeners.
+	image string
+	local bool
+	ns    netns.NsHandle // the process's network namespace, opened while it lives
 	// owned is the target's own lock of a lazy migration (LockFor), and
 	// conns the 4-tuples it locks: a connection must come back on one of
 	// them.
@@ -766,9 +819,21 @@ func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 		return nil
 	}
 	var conns []netlock.Conn
+	var listeners []netlock.Listener
 	for _, f := range table.GetFds() {
 		s := f.GetInetSocket()
-		if s.GetTcp() == nil || f.DupOf != nil {
+		if f.DupOf != nil {
+			continue
+		}
+		if s.GetListening() && s.Type == unix.SOCK_STREAM {
+			l, err := lockListenerOf(s)
+			if err != nil {
+				return fmt.Errorf("fd %d: %w", f.Fd, err)
+			}
+			listeners = append(listeners, l)
+			continue
+		}
+		if s.GetTcp() == nil {
 			continue
 		}
 		c, err := lockConn(s)
@@ -777,15 +842,25 @@ func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 		}
 		conns = append(conns, c)
 	}
-	if len(conns) == 0 {
+	if len(conns) == 0 && len(listeners) == 0 {
 		return nil
+	}
+	if len(listeners) > 0 {
+		here, err := BootID()
+		if err != nil {
+			return err
+		}
+		t.local = table.BootId != "" && table.BootId == here
 	}
 	ns, err := netns.Get()
 	if err != nil {
 		return fmt.Errorf("open lazycr's network namespace: %w", err)
 	}
 	defer ns.Close()
-	if t.owned, err = netlock.Acquire(ns, conns, netlock.Options{Log: t.log}); err != nil {
+	// Listeners too: a SYN that reaches this host once the address is
+	// here, before the restored listener listens, would be answered
+	// with a reset; dropped, it is retransmitted and meets the listener.
+	if t.owned, err = netlock.Acquire(ns, conns, netlock.Options{Log: t.log, Listeners: listeners}); err != nil {
 		return err
 	}
 	t.conns = conns
@@ -797,7 +872,7 @@ func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 // a lock of its own (LockFor) the image's held lock is the source host's
 // business, not this restore's.
 func (t *TCPRestore) begin(pid int, lock string) error {
-	t.pid, t.lock = pid, lock
+	t.pid, t.lock, t.image = pid, lock, lock
 	if t.owned != nil {
 		t.lock = ""
 	}
@@ -845,6 +920,9 @@ func (t *TCPRestore) Live() error {
 	}
 	err := errors.Join(errs...)
 	if err == nil {
+		err = t.unholdTaken()
+	}
+	if err == nil {
 		err = t.unlock()
 	}
 	for _, k := range t.socks {
@@ -855,6 +933,30 @@ func (t *TCPRestore) Live() error {
 		k.fd = -1
 	}
 	return err
+}
+
+// unholdTaken removes, for a lazy migration on the host of its source
+// whose image has TCP listeners, the listeners of the image's held lock in
+// the process's network namespace: the source locked them at the freeze,
+// and in the original's namespace the process serves on the very sockets
+// they hold off (taken over from the frozen original, takeListener). In
+// another namespace there is no such lock here (the source removes its
+// own after DONE). Called before the process runs: a connection that
+// completes from here on waits in the taken socket's queue for the
+// process.
+func (t *TCPRestore) unholdTaken() error {
+	if !t.local || t.image == "" {
+		return nil
+	}
+	ns, err := netns.GetFromPid(t.pid)
+	if err != nil {
+		return fmt.Errorf("open network namespace of pid %d: %w", t.pid, err)
+	}
+	defer ns.Close()
+	if err := netlock.UnholdListeners(ns, t.image, t.log); err != nil {
+		return fmt.Errorf("release the source's lock of the listeners taken over: %w", err)
+	}
+	return nil
 }
 
 // reprobe makes the live socket k send a window probe: TCP_REPAIR on and

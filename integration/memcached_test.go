@@ -283,10 +283,10 @@ func TestMemcachedLazySameHost(t *testing.T) {
 }
 
 // hasTCPConn reports whether /proc/net/tcp has a socket on local port
-// port that is not listening.
+// port that is not listening (through /proc/thread-self, as acceptQueue).
 func hasTCPConn(t *testing.T, port int) bool {
 	t.Helper()
-	b, err := os.ReadFile("/proc/net/tcp")
+	b, err := os.ReadFile("/proc/thread-self/net/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

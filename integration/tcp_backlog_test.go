@@ -58,10 +58,13 @@ func backlogClients(t *testing.T, port, n int) []net.Conn {
 
 // acceptQueue is the number of connections waiting in the accept queue of
 // the listener on 127.0.0.1:port: for a listening socket /proc/net/tcp's
-// rx_queue is its accept queue's length (proc(5), sk_ack_backlog).
+// rx_queue is its accept queue's length (proc(5), sk_ack_backlog). Read
+// through /proc/thread-self: /proc/net is the main thread's view, and the
+// main thread may be inside a host's namespace for a parallel test's
+// hosts.Do.
 func acceptQueue(t *testing.T, port int) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/net/tcp")
+	b, err := os.ReadFile("/proc/thread-self/net/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/vishvananda/netns"
 
 	"github.com/lazycr/lazycr/inject"
+	"github.com/lazycr/lazycr/netlock"
 	"github.com/lazycr/lazycr/pageserver"
 	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/uffd"
@@ -136,6 +138,11 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 			return out, fmt.Errorf("kill the migrated original pid %d: %w", opts.PID, kerr)
 		}
 		removeState(opts.StateDir, opts.Log)
+		// The target listens: the listeners' part of the original's
+		// held lock has done its job, as after Source's DONE.
+		if uerr := unholdListeners(opts.PID, st.StartTime, opts.Log); uerr != nil {
+			return out, fmt.Errorf("release the listeners' lock after the migration: %w", uerr)
+		}
 		return out, nil
 	}
 	return out, &KeptStoppedError{PID: opts.PID, StateDir: opts.StateDir, Err: errors.Join(err, leave())}
@@ -221,4 +228,16 @@ func absentOf(pid int, lazy []uffd.Run) ([]uffd.Run, error) {
 		}
 	}
 	return out, nil
+}
+
+// unholdListeners ends the listener half of the held lock of the original
+// pid (start time start) in lazycr's network namespace, where its source
+// runs (netlock.UnholdListeners): its connections stay held.
+func unholdListeners(pid int, start uint64, log zerolog.Logger) error {
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open lazycr's network namespace: %w", err)
+	}
+	defer ns.Close()
+	return netlock.UnholdListeners(ns, netlock.HeldName(pid, start), log)
 }

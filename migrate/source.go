@@ -295,6 +295,13 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 				out.Total = time.Since(start)
 				return out, fmt.Errorf("release addresses after the migration: %w", rerr)
 			}
+		} else if uerr := cp.UnholdListeners(); uerr != nil {
+			// The target listens (on this host it took the listeners
+			// over and removed their lock itself): the listeners'
+			// lock has done its job. The connections' stays, as the
+			// addresses do.
+			out.Total = time.Since(start)
+			return out, fmt.Errorf("release the listeners' lock after the migration: %w", uerr)
 		}
 	case errors.Is(err, pageserver.ErrTargetAborted):
 		// The target killed its copy: the original, which never ran since
@@ -306,6 +313,11 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		lerr := cp.RetakeLocks()
 		if kerr := cp.KeepStopped(); kerr != nil {
 			err = errors.Join(err, kerr)
+		}
+		// Its listeners take new connections into their queues again,
+		// to be accepted once it is continued.
+		if uerr := cp.UnholdListeners(); uerr != nil {
+			err = errors.Join(err, uerr)
 		}
 		err = fmt.Errorf("%w; pid %d, kept stopped (state T), is now the only copy of the process: `kill -CONT %d` lets it run on here", err, opts.PID, opts.PID)
 		if lerr != nil {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // madeUpConns returns n distinct connections of family v6 (else IPv4).
@@ -97,6 +99,57 @@ func BenchmarkLockListener(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(lockT.Microseconds())/float64(ops), "lock-µs")
+	if got := lockTables(b, ns); len(got) != 0 {
+		b.Fatalf("lock tables left: %v", got)
+	}
+}
+
+// BenchmarkLazyListenerFreeze measures what a lazy dump's freeze now pays
+// per TCP listener: its own lock before the accept-queue check (Acquire),
+// the held lock that replaces it (HoldWith, listeners only) and the open
+// of its own lock (Open; its socket's close, about an RCU grace period,
+// runs in the background in the dump and is not counted). Per operation:
+// lock-µs, hold-µs, open-µs and freeze-µs (their sum).
+func BenchmarkLazyListenerFreeze(b *testing.B) {
+	requireRoot(b)
+	h := newHosts(b, "benchz")[0]
+	ns := openNS(b, h)
+	ls := []Listener{{Local: netip.MustParseAddrPort("0.0.0.0:6379")}}
+	name := HeldName(1, 1)
+	var lockT, holdT, openT time.Duration
+	ops := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		l, err := Acquire(ns, nil, Options{Listeners: ls})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := HoldWith(ns, name, nil, ls, zerolog.Nop()); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		closeSocket, err := l.Open()
+		if err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		lockT += t1.Sub(t0)
+		holdT += t2.Sub(t1)
+		openT += t3.Sub(t2)
+		ops++
+		b.StopTimer()
+		if err := errors.Join(closeSocket(), RemoveHeld(ns, name, zerolog.Nop())); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(ops) }
+	b.ReportMetric(us(lockT), "lock-µs")
+	b.ReportMetric(us(holdT), "hold-µs")
+	b.ReportMetric(us(openT), "open-µs")
+	b.ReportMetric(us(lockT+holdT+openT), "freeze-µs")
 	if got := lockTables(b, ns); len(got) != 0 {
 		b.Fatalf("lock tables left: %v", got)
 	}

@@ -3,6 +3,7 @@ package netlock
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -147,4 +148,76 @@ func ListHeld(ns netns.NsHandle) (_ []string, err error) {
 		}
 	}
 	return out, nil
+}
+
+// UnholdListeners ends the listener half of the held lock name in ns: the
+// listeners it holds off serve new connections again (their SYNs pass),
+// here or after a takeover of the very socket on this host. A held lock
+// that holds no connection is removed whole (as [RemoveHeld]); one that
+// does keeps holding them, its listener sets emptied. A lock that is not
+// there, or holds no listener, is success.
+//
+// Equivalent to: nft delete table inet <name>, or, with connections,
+// nft flush set inet <name> listen4 (and listen6, lports4, lports6).
+func UnholdListeners(ns netns.NsHandle, name string, log zerolog.Logger) (err error) {
+	if !IsHeldName(name) {
+		return fmt.Errorf("unhold listeners of table inet %s: %w", name, ErrNotHeld)
+	}
+	if !ns.IsOpen() {
+		return fmt.Errorf("unhold listeners of table inet %s: %w", name, ErrNoNetns)
+	}
+	nft, sock, err := dial(ns)
+	if err != nil {
+		return fmt.Errorf("unhold listeners of table inet %s in netns %s: %w", name, ns.UniqueId(), err)
+	}
+	defer func() {
+		if cerr := nft.CloseLasting(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close nftables socket in netns %s: %w", ns.UniqueId(), cerr))
+		}
+	}()
+	// The library reports GetSets' errno as text only (google/nftables
+	// v0.3.0 set.go formats it with %v): a missing table is found by
+	// listing the tables first.
+	tables, err := listTables(sock)
+	if err != nil {
+		return fmt.Errorf("unhold listeners of table inet %s in netns %s: %w", name, ns.UniqueId(), err)
+	}
+	if !slices.ContainsFunc(tables, func(t tableInfo) bool { return t.name == name }) {
+		return nil
+	}
+	table := &nftables.Table{Name: name, Family: tableFamily}
+	sets, err := nft.GetSets(table)
+	if err != nil {
+		return fmt.Errorf("list sets of table inet %s in netns %s: %w", name, ns.UniqueId(), err)
+	}
+	conns := false
+	var listen []*nftables.Set
+	for _, s := range sets {
+		switch s.Name {
+		case set4, set6:
+			conns = true
+		case setListen4, setListen6, setPorts4, setPorts6:
+			listen = append(listen, s)
+		}
+	}
+	if len(listen) == 0 {
+		return nil
+	}
+	what := "held network lock removed (it held listeners only)"
+	if conns {
+		what = "held network lock's listeners released (its connections stay held)"
+		for _, s := range listen {
+			nft.FlushSet(&nftables.Set{Table: table, Name: s.Name})
+		}
+	} else {
+		nft.DelTable(table)
+	}
+	switch err := nft.Flush(); {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("unhold listeners of table inet %s in netns %s: %w", name, ns.UniqueId(), err)
+	}
+	log.Info().Str("table", name).Str("netns", ns.UniqueId()).Int("listener_sets", len(listen)).Msg(what)
+	return nil
 }

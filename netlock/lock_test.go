@@ -763,3 +763,67 @@ func TestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnholdListeners: a held lock of listeners only is removed whole; one
+// that also holds connections keeps them (and its table), its listener
+// sets emptied; a missing lock, or one without listeners, is success.
+func TestUnholdListeners(t *testing.T) {
+	requireRoot(t)
+	h := newHosts(t, "ul")[0]
+	ns := openNS(t, h)
+	log := testLog(t)
+	c := []Conn{{ap("192.0.2.1:1"), ap("192.0.2.2:2")}}
+	ls := []Listener{{Local: ap("192.0.2.1:80")}, {Local: ap("0.0.0.0:81")}}
+	only := HeldName(os.Getpid(), 2)
+	both := HeldName(os.Getpid(), 3)
+	conns := HeldName(os.Getpid(), 4)
+	if err := HoldWith(ns, only, nil, ls, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := HoldWith(ns, both, c, ls, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := Hold(ns, conns, c, log); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{only, both, conns, HeldName(os.Getpid(), 5)} {
+		for range 2 {
+			if err := UnholdListeners(ns, name, log); err != nil {
+				t.Fatalf("UnholdListeners(%s): %v", name, err)
+			}
+		}
+	}
+	if got, err := ListHeld(ns); err != nil || !slices.Equal(got, []string{both, conns}) && !slices.Equal(got, []string{conns, both}) {
+		t.Fatalf("ListHeld = %v, %v; want %s and %s", got, err, both, conns)
+	}
+	nft, _, err := dial(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nft.CloseLasting()
+	sets, err := nft.GetSets(&nftables.Table{Name: both, Family: tableFamily})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sets {
+		el, err := nft.GetSetElements(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if s.Name == set4 {
+			want = 1
+		}
+		if len(el) != want {
+			t.Errorf("set %s of %s has %d elements, want %d", s.Name, both, len(el), want)
+		}
+	}
+	if err := UnholdListeners(ns, "lazycr_1_2_3", log); !errors.Is(err, ErrNotHeld) {
+		t.Errorf("UnholdListeners of a non-held name: %v, want ErrNotHeld", err)
+	}
+	for _, name := range []string{both, conns} {
+		if err := RemoveHeld(ns, name, log); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -91,6 +91,9 @@ type Client struct {
 	// pollKick, set by PollReplies, tells the handler it changed.
 	prw      *polledReplies
 	pollKick func()
+	// early delivers the replies connection Resumed dialled (nil if that
+	// failed), for the first connection's serveConn.
+	early    chan *wire
 	resumed  bool
 	running  bool
 	nextID   uint64
@@ -430,8 +433,28 @@ func (c *Client) Resumed() error {
 	if resumed || w == nil {
 		return fmt.Errorf("report resume to %s: %w", c.addr, ErrClosed)
 	}
+	// The replies connection is dialled while RESUMED is on its way: the
+	// process runs already, and its first faults should not ask on the
+	// session's connection, behind the push that RESUMED_OK starts.
+	early := make(chan *wire, 1)
+	go func() {
+		rw, err := c.dialReplies(nil)
+		if err != nil {
+			c.log.Debug().Err(err).Msg("replies connection not opened with RESUMED: dialled again after it")
+		}
+		early <- rw
+	}()
+	dropEarly := func() {
+		go func() {
+			if rw := <-early; rw != nil {
+				rw.conn.Close()
+			}
+		}()
+	}
 	err := c.sendResumed(w)
+	fresh := err == nil
 	if err != nil {
+		dropEarly() // it belongs to the connection that failed
 		// The source may have heard RESUMED and lost only the answer: then
 		// it waits for this session to come back. If it did not hear it, it
 		// released the original and the session is gone: the caller must
@@ -453,6 +476,19 @@ func (c *Client) Resumed() error {
 	c.mu.Lock()
 	c.w = w
 	c.resumed, c.running = true, true
+	if fresh {
+		// Not reconnected: if it is open already, the handler polls it
+		// from its first fault on; else the first connection's replies
+		// reader waits for it.
+		select {
+		case rw := <-early:
+			if rw != nil {
+				c.rw, c.prw = rw, c.polledConn(rw)
+			}
+		default:
+			c.early = early
+		}
+	}
 	c.mu.Unlock()
 	c.wg.Go(c.run)
 	return nil
@@ -819,26 +855,48 @@ func (c *Client) serveConn(w *wire) error {
 	repliesDone := make(chan struct{})
 	go func() {
 		defer close(repliesDone)
-		rw, err := c.dialReplies(ended)
-		if err != nil {
-			c.log.Debug().Err(err).Msg("no replies connection: answers come on the session's connection, behind pushed pages")
-			return
-		}
 		c.mu.Lock()
-		select {
-		case <-ended:
-			c.mu.Unlock()
-			rw.conn.Close()
-			return
-		default:
-		}
-		c.rw = rw
-		// The handler reads it itself if it asked to (and it can be
-		// polled); else the reader here delivers on Replies.
-		pr := c.polledConn(rw)
-		c.prw = pr
-		kick := c.pollKick
+		// Resumed may have opened it for the first connection already
+		// (rw set), or may still be dialling it (early).
+		rw, pr, early, kick := c.rw, c.prw, c.early, c.pollKick
+		c.early = nil
 		c.mu.Unlock()
+		var err error
+		if rw == nil {
+			if early != nil {
+				select {
+				case rw = <-early:
+				case <-ended:
+					go func() { // the dial ends by DialTimeout or Close
+						if rw := <-early; rw != nil {
+							rw.conn.Close()
+						}
+					}()
+					return
+				}
+			}
+			if rw == nil {
+				rw, err = c.dialReplies(ended)
+			}
+			if err != nil {
+				c.log.Debug().Err(err).Msg("no replies connection: answers come on the session's connection, behind pushed pages")
+				return
+			}
+			c.mu.Lock()
+			select {
+			case <-ended:
+				c.mu.Unlock()
+				rw.conn.Close()
+				return
+			default:
+			}
+			c.rw = rw
+			// The handler reads it itself if it asked to (and it can be
+			// polled); else the reader here delivers on Replies.
+			pr = c.polledConn(rw)
+			c.prw = pr
+			c.mu.Unlock()
+		}
 		if pr != nil {
 			c.log.Debug().Int("fd", pr.fd).Msg("replies connection open, read by the lazy-pages handler's poll loop")
 			kick()

@@ -129,12 +129,7 @@ type Server struct {
 	acked   lazypages.Bitmap // pages the target acknowledged: never sent again
 	resumed bool             // the target said RESUMED
 	cursor  uint64           // global index the push continues from
-	// lastRequest is when the last request was taken (or the push
-	// started): until pushQuiet after it the push keeps at most
-	// PushWindow in flight.
-	lastRequest time.Time
-	quiet       time.Duration // pushQuiet (tests lengthen it)
-	res         Result
+	res     Result
 	// absent: the pages ServerConfig.Absent named, once absentState is
 	// absentKnown (as runs for ABSENT, and as global indexes).
 	absentState int
@@ -142,6 +137,11 @@ type Server struct {
 	absentBits  lazypages.Bitmap
 	live        *connState // the connection being served, if any
 	scans       sync.WaitGroup
+	// lastRequest is when the last request was taken (or the push
+	// started): until quiet (pushQuiet) after it the push keeps at most
+	// PushWindow in flight.
+	lastRequest time.Time
+	quiet       time.Duration // pushQuiet (tests lengthen it)
 }
 
 // absentState values.

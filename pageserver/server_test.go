@@ -684,7 +684,7 @@ func TestPushWindowWhileFaulting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := &connState{sent: lazypages.NewBitmap(idx.Pages()), absentSent: true, pushing: true, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
+	cs := &connState{sent: lazypages.NewBitmap(idx.Pages()), pushing: true, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
 	// drain takes push batches until the server has nothing to send and
 	// returns their bytes.
 	drain := func() uint64 {

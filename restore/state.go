@@ -10,6 +10,7 @@ import (
 
 	"github.com/lazycr/lazycr/files"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/procattr"
 	"golang.org/x/sys/unix"
 )
@@ -390,11 +391,47 @@ func (r *Process) setCreds() error {
 			allRoot = false
 		}
 	}
-	if allRoot && len(c.Groups) == 0 {
+	// The capabilities lazycr can give are those the stub has (lazycr's):
+	// the image's are clamped to them, narrower, never wider, with a
+	// warning (a host whose root lacks CAP_SYS_RESOURCE, say).
+	stub, err := proc.ReadStatus(r.b.pid)
+	if err != nil {
+		return fmt.Errorf("read the capabilities of pid %d: %w", r.b.pid, err)
+	}
+	perm, eff := c.CapPermitted&stub.CapPrm, c.CapEffective&stub.CapPrm
+	inh := c.CapInheritable & (stub.CapInh | stub.CapPrm)
+	amb := c.CapAmbient & perm & inh
+	drop := stub.CapBnd &^ c.CapBounding // bounding set: only dropped
+	if lost := (c.CapPermitted &^ perm) | (c.CapInheritable &^ inh) | (c.CapAmbient &^ amb); lost != 0 {
+		r.opts.Log.Warn().Str("capabilities", fmt.Sprintf("%#x", lost)).
+			Msg("capabilities the process had are not lazycr's here: restored without them")
+	}
+	capsDiffer := perm != stub.CapPrm || eff != stub.CapEff || inh != stub.CapInh || amb != 0 || drop != 0
+	if allRoot && len(c.Groups) == 0 && !capsDiffer {
 		return nil
 	}
+	// Leaving uid 0 for others clears the permitted and effective sets
+	// unless SECBIT_KEEP_CAPS is on (capabilities(7), "Effect of user ID
+	// changes on capabilities"): a process that kept capabilities as
+	// another user (setcap, systemd AmbientCapabilities=) needs them kept
+	// through setresuid, then set with capset(2).
+	keep := perm != 0 && c.Uid[0] != 0 && c.Uid[1] != 0 && c.Uid[2] != 0
 	b := r.b
 	for _, tid := range r.threadOrder() {
+		// The bounding set first, while CAP_SETPCAP is effective
+		// (prctl(2) PR_CAPBSET_DROP).
+		for cp := uintptr(0); cp < 64; cp++ {
+			if drop&(1<<cp) != 0 {
+				if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, cp); err != nil {
+					return fmt.Errorf("drop capability %d from the bounding set of tid %d: %w", cp, tid, err)
+				}
+			}
+		}
+		if keep {
+			if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
+				return fmt.Errorf("prctl(PR_SET_KEEPCAPS) on tid %d: %w", tid, err)
+			}
+		}
 		groups := make([]byte, 0, 4*len(c.Groups))
 		for _, g := range c.Groups {
 			groups = append(groups, le(g)...)
@@ -416,8 +453,7 @@ func (r *Process) setCreds() error {
 			return fmt.Errorf("setresuid on tid %d: %w", tid, err)
 		}
 		// capset(2): header {version 3, pid 0}, two data structs {effective, permitted, inheritable} (low, high words).
-		data := le(uint32(c.CapEffective), uint32(c.CapPermitted), uint32(c.CapInheritable),
-			uint32(c.CapEffective>>32), uint32(c.CapPermitted>>32), uint32(c.CapInheritable>>32))
+		data := le(uint32(eff), uint32(perm), uint32(inh), uint32(eff>>32), uint32(perm>>32), uint32(inh>>32))
 		hdr, err := b.put(0, le(uint32(unix.LINUX_CAPABILITY_VERSION_3), int32(0)))
 		if err != nil {
 			return err
@@ -429,9 +465,26 @@ func (r *Process) setCreds() error {
 		if _, err := b.callOn(tid, unix.SYS_CAPSET, hdr, dat); err != nil {
 			return fmt.Errorf("capset on tid %d: %w", tid, err)
 		}
+		// Ambient capabilities last: each must be permitted and
+		// inheritable (prctl(2) PR_CAP_AMBIENT_RAISE).
+		for cp := uintptr(0); cp < 64; cp++ {
+			if amb&(1<<cp) != 0 {
+				if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, cp, 0, 0); err != nil {
+					return fmt.Errorf("raise ambient capability %d of tid %d: %w", cp, tid, err)
+				}
+			}
+		}
+		if keep && c.Securebits&secbitKeepCaps == 0 {
+			if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
+				return fmt.Errorf("prctl(PR_SET_KEEPCAPS, 0) on tid %d: %w", tid, err)
+			}
+		}
 	}
 	return nil
 }
+
+// secbitKeepCaps is SECBIT_KEEP_CAPS (include/uapi/linux/securebits.h).
+const secbitKeepCaps = 1 << 4
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,
 // with their siginfo (rt_sigqueueinfo/rt_tgsigqueueinfo from inside the

@@ -24,8 +24,12 @@ func newUnlockCmd(g *globals) *cobra.Command {
 		Long: `A plain dump (lazycr dump -D) of a process with established TCP connections
 leaves a held network lock: an nftables table, inet lazycr_hold_<pid>_<start>,
 that silently drops the connections' packets so that their peers see no reset
-while the process lives only in its image. lazycr restore removes it once the
-connections are live again (and also when the restore fails). An image that
+while the process lives only in its image (and new connections' SYNs to its
+listeners, which the clients retransmit). lazycr restore removes it once the
+connections are live again (and also when the restore fails). A lazy dump
+(dump --lazy) holds the same lock from the freeze, so that a killed source
+leaves the connections silent and the listeners held off while the original
+is kept stopped. An image that
 will never be restored keeps its lock until it is removed here; its peers then
 see their connections reset.
 

@@ -7,7 +7,9 @@
  *                                        then accept and serve every
  *                                        connection (an MPTCP listener with
  *                                        mptcp)
- *        tcpbacklog loop                 accept and serve connections at once
+ *        tcpbacklog loop [any]           accept and serve connections at once
+ *                                        (with any: on 0.0.0.0, for a client
+ *                                        on another host)
  * Serving a connection: read one line, answer "ok N\n" (N counts the
  * connections served), close.
  * Report: {"pid":N,"port":P} once listening.
@@ -52,14 +54,16 @@ int main(int argc, char **argv)
 {
 	int gate = (argc == 3 || argc == 4) && strcmp(argv[1], "gate") == 0;
 	int mptcp = gate && argc == 4 && strcmp(argv[3], "mptcp") == 0;
-	if ((!gate && !(argc == 2 && strcmp(argv[1], "loop") == 0)) || (argc == 4 && !mptcp)) {
-		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop\n");
+	int loop = (argc == 2 || argc == 3) && strcmp(argv[1], "loop") == 0;
+	int any = loop && argc == 3 && strcmp(argv[2], "any") == 0;
+	if ((!gate && !loop) || (argc == 4 && !mptcp) || (loop && argc == 3 && !any)) {
+		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop [any]\n");
 		return 2;
 	}
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, mptcp ? 262 /* IPPROTO_MPTCP */ : 0);
 	if (l < 0)
 		die("socket");
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(any ? INADDR_ANY : INADDR_LOOPBACK)};
 	socklen_t al = sizeof a;
 	if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 64) < 0 ||
 	    getsockname(l, (struct sockaddr *)&a, &al) < 0)
