@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // lazyZeroRE is the target summary's count of pages the source sent as
@@ -122,4 +124,30 @@ func TestLazyMapOps(t *testing.T) {
 	lazyWaitTick(t, m.restored, "ops", 1)
 	lazyRequireRounds(t, m.restored, "round", 2)
 	checkSequence(t, m.restored, "round")
+}
+
+// TestLazyForkRemoteRead migrates qa4_remote over a slow link (a proxy
+// capping the source at 16 MB/s): in the lazy phase it forks pairs of
+// children, the second reading the first's memory with process_vm_readv
+// and exiting before the first touches it. The handler took the reader for
+// the child (the fault named the reader's tid) and closed the child's uffd
+// when the reader exited: the child read zeros (QA4 F0).
+func TestLazyForkRemoteRead(t *testing.T) {
+	t.Parallel()
+	orig := start(t, buildC(t, "qa4_remote"), "64")
+	var r struct {
+		Pid   int    `json:"pid"`
+		Pairs uint64 `json:"pairs"`
+	}
+	waitReport(t, orig, &r)
+	progress(t, orig)
+	src := startLazySource(t, nil, orig.pid, "127.0.0.1")
+	proxy := startLazyProxy(t, &lazyProxy{upstream: src.addr, rate: 16 << 20})
+	dst := startLazyTarget(t, nil, proxy.addr())
+	p := adopt(t, lazyResumedPID(t, dst))
+	p.continueOutput(orig, true)
+	t.Cleanup(func() { unix.Kill(p.pid, unix.SIGKILL) })
+	lazyWaitTick(t, p, "pair", r.Pairs)
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
 }
