@@ -47,6 +47,9 @@ func (m Mode) String() string {
 
 // Options configure a dump.
 type Options struct {
+	// lastTry is set by Freeze on its last try (retry.go): a lazy dump
+	// then keeps a listener's accept queue for a target on this host.
+	lastTry bool
 	PID     int
 	Dir     string // image directory; must be absent or empty
 	Mode    Mode
@@ -308,9 +311,6 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	go func() {
 		t := time.Now()
 		fds, err := cp.collectFds()
-		if err == nil {
-			err = failpoint.Check("dump.fds")
-		}
 		fdsc <- fdsRead{fds, err, time.Since(t)}
 	}()
 	fdsTaken := false
@@ -352,6 +352,15 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("process state collected")
 	fr := takeFds()
+	if fr.err == nil {
+		// The step is done once the dump takes its result, after the
+		// memory and process steps and their injected syscalls: a test
+		// that kills lazycr "after dump.fds" must not land in one (a
+		// tracer that dies in an injected syscall leaves the process with
+		// the injection's registers: TestTCPDumpKilled, "write: Bad
+		// address").
+		fr.err = failpoint.Check("dump.fds")
+	}
 	if fr.err != nil {
 		return fr.err
 	}

@@ -17,7 +17,7 @@ func (cp *Checkpoint) collectFds() (*pb.FdTable, error) {
 	// (resumed) or Kill (held for the restore, closed in repair mode).
 	cp.tcp = files.NewTCPDump(cp.opts.Log)
 	opts := files.DumpOptions{Log: cp.opts.Log, TCP: cp.tcp, TreeSockets: cp.treeSockets, TreePids: cp.treePids,
-		DropQueuedConnections: cp.opts.DropQueuedConnections, LazyListeners: cp.opts.Mode == ModeLazy}
+		DropQueuedConnections: cp.opts.DropQueuedConnections, LazyListeners: cp.opts.Mode == ModeLazy && cp.opts.lastTry}
 	t, err := files.Dump(cp.proc.ProcPid(), opts)
 	if err != nil {
 		return nil, err

@@ -53,6 +53,16 @@ func precheck(pid int) error {
 	if st.TracerPid != 0 {
 		return fmt.Errorf("dump pid %d: %w by pid %d", pid, inject.ErrTraced, st.TracerPid)
 	}
+	// Credentials and capabilities are relative to the process's user
+	// namespace (user_namespaces(7)): a process of a user namespace of its
+	// own (a rootless container's) cannot be restored with them (restore
+	// refuses such an image, restore/state.go setCreds), so it is not
+	// dumped, and above all not killed, either.
+	if theirs, err := proc.NamespaceInode(pid, "user"); err == nil {
+		if mine, err := proc.SelfNs("user"); err == nil && theirs != mine.Ino {
+			return fmt.Errorf("dump pid %d: %w: it runs in user namespace user:[%d], not lazycr's user:[%d]: its uids and capabilities are that namespace's, which restore does not make", pid, ErrUnsupported, theirs, mine.Ino)
+		}
+	}
 	// A lock lazycr cannot restore refuses the dump before the freeze.
 	// Under the freeze files.dumpLocks reads each fd's locks anyway and
 	// refuses the same ones (files.LockRefusal), so this is not repeated.

@@ -29,7 +29,9 @@ const (
 func Freeze(ctx context.Context, opts Options) (*Checkpoint, error) {
 	pause := freezeRetryPause
 	for attempt := 1; ; attempt++ {
-		cp, err := freezeOnce(ctx, opts)
+		try := opts
+		try.lastTry = attempt == freezeAttempts
+		cp, err := freezeOnce(ctx, try)
 		if err == nil {
 			cp.Stats.FreezeAttempts = attempt
 		}

@@ -35,9 +35,11 @@ type DumpOptions struct {
 	// to be accepted are dropped with a warning (the clients get a reset)
 	// instead of refusing the dump (inet.go listenQueue).
 	DropQueuedConnections bool
-	// LazyListeners: the dump is the source of a lazy migration, whose
-	// target on this host takes the listeners over with their accept
-	// queues (inet.go takeListener): a queue is no refusal.
+	// LazyListeners: the dump is the last try of the source of a lazy
+	// migration, whose target on this host takes the listeners over
+	// with their accept queues (inet.go takeListener): a queue is no
+	// refusal then. Earlier tries refuse it as a passing state, as a
+	// plain dump does: between hosts a queued connection is lost.
 	LazyListeners bool
 }
 

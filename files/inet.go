@@ -80,9 +80,11 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // (dump/retry.go); after the last try the dump refuses, naming the
 // listener. The user may accept the loss (DumpOptions.DropQueuedConnections,
 // `dump --drop-queued-connections`): then the dump warns, as before.
-// A lazy migration (DumpOptions.LazyListeners) keeps the queue on the host
-// it was dumped on: the target takes the very listening socket over
-// (takeListener), queue included.
+// A lazy migration refuses it the same way, but on the last try
+// (DumpOptions.LazyListeners) keeps the queue: on the host it was dumped
+// on the target takes the very listening socket over (takeListener),
+// queue included; between hosts the queued connections are lost, and the
+// dump says so.
 //
 // Connections still in the handshake (request sockets in SYN_RECV, which
 // hang off the listener and are not in the accept queue yet) are neither
@@ -117,8 +119,8 @@ func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 	}
 	switch {
 	case d.opts.LazyListeners:
-		d.opts.Log.Info().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
-			Msgf("%s: %s to be accepted: a restore on this host takes the listener over with its queue; on another host the queue is lost", what, conns)
+		d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
+			Msgf("%s: %s to be accepted over every try: a restore on this host takes the listener over with its queue; on another host the queue is lost (the clients get a reset)", what, conns)
 		return nil
 	case d.opts.DropQueuedConnections:
 		d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).

@@ -313,3 +313,70 @@ func TestLazyListenerSourceKilled(t *testing.T) {
 		t.Errorf("client after the original was continued: %v", err)
 	}
 }
+
+// TestLazyListenerTreeSameHost: a prefork server (tcpbacklog loop any
+// fork: the init of a PID namespace and its child accept on one listening
+// socket) migrates lazily on its host B (--pidns). Each process's held
+// lock names the listener; the target takes the socket over and removes
+// both processes' locks before any runs (two removals logged before the
+// resume), the clients on A that connected while the tree was frozen are
+// served, and no lock is left on B. Before, only the process that took
+// the socket over removed its lock: the other's held new clients off
+// until the source's end.
+func TestLazyListenerTreeSameHost(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "tcpbacklog")
+	hA, hB, _, svc := newTreeTCPHosts(t, "llt")
+	cmd := hB.Command(context.Background(), bin, "loop", "any", "fork")
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var rep struct {
+		backlogReport
+		Child int `json:"child"` // in the namespace
+	}
+	waitReport(t, p, &rep)
+	addr := netip.AddrPortFrom(svc, uint16(rep.Port)).String()
+	deadline := time.Now().Add(progressTimeout)
+	for len(descendants(t, p.pid)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server has descendants %v, want one child", descendants(t, p.pid))
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	kid := descendants(t, p.pid)[0]
+	if err := listenClient(hA, addr, progressTimeout); err != nil {
+		t.Fatalf("client before the migration: %v", err)
+	}
+	before := clientConnsTo(t, hA, rep.Port)
+	start, stop := make(chan struct{}), make(chan struct{})
+	wait := lazyListenerClients(hA, addr, false, 3, start, stop)
+	src := startLazySource(t, hB, p.pid, hB.Addr.String())
+	close(start)
+	for clientConnsTo(t, hA, rep.Port) < before+3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the burst clients on A never opened their connections (%d sockets)", clientConnsTo(t, hA, rep.Port))
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	args := []string{"restore", "--lazy-from", src.addr, "--pidns"}
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hB, args...))
+	rp := adopt(t, lazyResumedPID(t, dst))
+	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) }) // the namespace's init
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	waitGone(t, kid)
+	close(stop)
+	served, errs := wait()
+	for _, err := range errs {
+		t.Errorf("client: %v", err)
+	}
+	if err := listenClient(hA, addr, progressTimeout); err != nil {
+		t.Errorf("client after the migration: %v", err)
+	}
+	_, de := dst.output()
+	const removed = "held network lock removed (it held listeners only)"
+	requireInOrder(t, "target", de, "took the listening socket", removed, removed, "resumed; serving lazy pages")
+	t.Logf("%d clients served during the migration, %d failed", served, len(errs))
+	requireNoHeldLocks(t, hB)
+}

@@ -134,6 +134,28 @@ func TestRestoreTampered(t *testing.T) {
 			}
 		}, []string{regexp.QuoteMeta(image.PagesFile(pid)), `(?i)no such file`}},
 
+		// QA3 R26: an image says the process ran in another user
+		// namespace (dump refuses such a process, so only a tampered or
+		// foreign image says so): restore refuses, naming both.
+		{"another user namespace", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, image.TreeFile)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tree := &pb.ProcessTree{}
+			if err := image.Decode(path, b, image.KindTree, tree); err != nil {
+				t.Fatal(err)
+			}
+			tree.Processes[0].Namespaces.User++
+			if b, err = image.Encode(image.KindTree, tree); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{`ran in user namespace user:\[\d+\], not lazycr's user:\[\d+\]`}},
+
 		// Last: it changes the program's binary, which every image maps.
 		{"mapped file changed", func(t *testing.T, dir string) {
 			later := time.Now().Add(time.Hour)

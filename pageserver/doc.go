@@ -97,9 +97,7 @@
 // Once RESUMED_OK is out the source's reader answers each REQUEST itself,
 // between two frames of the background push (at most [MaxPushBytes] each);
 // the target installs answers before pushed pages and returns push credit
-// (CREDIT) as it installs pushed pages. The source keeps at most
-// [PushWindow] pushed bytes in flight while the target asks for pages, and
-// at most [QuietPushWindow] once it has asked for none for a while.
+// (CREDIT) as it installs pushed pages, at most [PushWindow] in flight.
 //
 // The source reads every page it sends and sends a run of pages that hold
 // only zero bytes as one ZERO frame instead of their bytes; the target

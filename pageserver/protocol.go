@@ -45,17 +45,8 @@ const (
 	// GOMAXPROCS=4), an 8 MiB one 5-9 ms, whatever the frame size (64 KiB
 	// to 1 MiB).
 	PushWindow = 1 << 20
-	// QuietPushWindow is the push window while the target asks for no
-	// pages (no REQUEST for a while, see Server): nothing waits behind
-	// the push then, and the source need not stop for CREDIT every
-	// PushWindow (with 1 MiB it waited for CREDIT a fifth of the push).
-	// 4 MiB: the first fault after a quiet spell waits behind it (about 4
-	// ms at 1 GB/s); 8 MiB pushed no faster (BenchmarkLazyTable at 1 GiB
-	// with the process idle during the push, loaded machine: 1 MiB
-	// 0.47/0.84 GB/s, 4 MiB 0.71/0.89, 8 MiB 0.52/0.74).
-	QuietPushWindow = 4 << 20
-	MaxCredit       = 64 << 20 // bytes one CREDIT frame may grant
-	MaxRuns         = 1 << 19  // runs in WELCOME or ACK
+	MaxCredit  = 64 << 20 // bytes one CREDIT frame may grant
+	MaxRuns    = 1 << 19  // runs in WELCOME or ACK
 	// MaxFiles: a tree of MaxProcesses processes has 3 files each, and a
 	// few of its own.
 	MaxFiles    = 4096

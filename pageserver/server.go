@@ -137,11 +137,6 @@ type Server struct {
 	absentBits  lazypages.Bitmap
 	live        *connState // the connection being served, if any
 	scans       sync.WaitGroup
-	// lastRequest is when the last request was taken (or the push
-	// started): until quiet (pushQuiet) after it the push keeps at most
-	// PushWindow in flight.
-	lastRequest time.Time
-	quiet       time.Duration // pushQuiet (tests lengthen it)
 }
 
 // absentState values.
@@ -151,21 +146,12 @@ const (
 	absentKnown           // done (or failed, or not configured)
 )
 
-// pushQuiet is how long after a request the push keeps to PushWindow
-// before it opens to QuietPushWindow. Pushed bytes in flight delay the
-// answers to requests (the same CPUs, and on loopback the same per-CPU
-// backlog, carry them): the process's fault p99 grew with the window
-// (BenchmarkLazyTable, 1 GiB: about 2 ms at 1 MiB, 4.5 ms at 4 MiB, 5-9
-// ms at 8 MiB), so the window is small while the process faults and
-// large only while it does not.
-const pushQuiet = 50 * time.Millisecond
-
 // NewServer returns a server for cfg; the configuration is checked by Serve.
 func NewServer(cfg ServerConfig) *Server {
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
-	return &Server{cfg: cfg, log: cfg.Log, quiet: pushQuiet}
+	return &Server{cfg: cfg, log: cfg.Log}
 }
 
 // peer is a connection that passed the handshake.
@@ -631,12 +617,8 @@ func (s *Server) runConn(ctx context.Context, p peer, session uint64, idx *lazyI
 	}()
 
 	s.mu.Lock()
-	// A reconnected session pushes at once: it resumed already (and, as
-	// when it resumed, is assumed to fault until it has not for pushQuiet).
-	if s.resumed {
-		s.lastRequest = time.Now()
-	}
-	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
+	// A reconnected session pushes at once: it resumed already.
+	cs := &connState{sent: slices.Clone(s.acked), pushing: s.resumed, direct: s.resumed, credit: PushWindow, wake: make(chan struct{}, 1)}
 	s.live = cs
 	s.mu.Unlock()
 	defer func() {
@@ -933,8 +915,7 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 	wk.resumedOK, cs.resumedOK = cs.resumedOK, false
 	if wk.resumedOK {
 		cs.pushing = true
-		cs.credit = QuietPushWindow
-		s.lastRequest = time.Now() // the process starts to run: assume it faults
+		cs.credit = PushWindow
 	}
 	if cs.pushing && !cs.absentSent && s.absentState == absentKnown {
 		cs.absentSent = true
@@ -958,8 +939,8 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 		cs.reqs = cs.reqs[1:]
 		wk.req = &r
 		s.take(cs, idx, r)
-	case cs.pushing && s.pushRoom(cs) >= PageSize && cs.absentSent:
-		wk.push = s.pushBatch(cs, idx, s.pushRoom(cs))
+	case cs.pushing && cs.credit >= PageSize && cs.absentSent:
+		wk.push = s.pushBatch(cs, idx)
 		if wk.push != nil {
 			cs.credit -= min(cs.credit, wk.push.npages*PageSize)
 		}
@@ -971,7 +952,6 @@ func (s *Server) next(cs *connState, idx *lazyIndex) (wk work, ok bool) {
 // take marks request r's pages sent and moves the push cursor after them
 // (pages near a fault go first). Called with s.mu held.
 func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
-	s.lastRequest = time.Now()
 	g, _ := idx.Lookup(r.addr) // inside idx.ranges: checked when read
 	cs.sent.SetRange(g, r.npages)
 	s.cursor = g + r.npages
@@ -980,27 +960,9 @@ func (s *Server) take(cs *connState, idx *lazyIndex, r queuedRequest) {
 	}
 }
 
-// pushRoom is how many more bytes the push may send now: the credit the
-// client gave, within a window of QuietPushWindow, or of PushWindow while
-// the target asks for pages (a request taken within pushQuiet). What is in
-// flight is what the connection's credit lacks of QuietPushWindow, which
-// it started with. Called with s.mu held.
-func (s *Server) pushRoom(cs *connState) uint64 {
-	inflight := QuietPushWindow - min(cs.credit, QuietPushWindow)
-	limit := uint64(QuietPushWindow)
-	if !s.lastRequest.IsZero() && time.Since(s.lastRequest) < s.quiet {
-		limit = PushWindow
-	}
-	if inflight >= limit {
-		return 0
-	}
-	return min(limit-inflight, cs.credit)
-}
-
 // pushBatch picks the next unsent pages from the cursor onwards (wrapping),
-// contiguous inside one run, up to MaxPushBytes and room, and marks them
-// sent.
-func (s *Server) pushBatch(cs *connState, idx *lazyIndex, room uint64) *queuedRequest {
+// contiguous inside one run, up to MaxPushBytes, and marks them sent.
+func (s *Server) pushBatch(cs *connState, idx *lazyIndex) *queuedRequest {
 	g, ok := cs.sent.NextClear(s.cursor, idx.Pages())
 	if !ok {
 		if g, ok = cs.sent.NextClear(0, s.cursor); !ok {
@@ -1008,7 +970,7 @@ func (s *Server) pushBatch(cs *connState, idx *lazyIndex, room uint64) *queuedRe
 		}
 	}
 	left := idx.RunEnd(g) - g
-	n := cs.sent.ClearRun(g, min(left, MaxPushBytes/PageSize, max(room/PageSize, 1)))
+	n := cs.sent.ClearRun(g, min(left, MaxPushBytes/PageSize, max(cs.credit/PageSize, 1)))
 	cs.sent.SetRange(g, n)
 	s.cursor = g + n
 	if s.cursor >= idx.Pages() {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/lazycr/lazycr/lazypages"
 	"github.com/lazycr/lazycr/uffd"
 )
 
@@ -608,17 +607,13 @@ func TestServeInterruptedBeforeTarget(t *testing.T) {
 }
 
 // TestPushCreditOnRelease: the server pushes at most PushWindow bytes that
-// the consumer has not released (installed) as the push starts (the
-// process is assumed to fault until it has not for pushQuiet); releasing
-// them lets the push go on to the end.
+// the consumer has not released (installed); releasing them lets the push
+// go on to the end.
 func TestPushCreditOnRelease(t *testing.T) {
 	const pages = 3 * PushWindow / PageSize
 	mem := &fakeMemory{base: testBase, data: bytes.Repeat([]byte{0x5a}, pages*PageSize)}
 	lazy := []uffd.Run{{Addr: testBase, Npages: pages}}
 	srv, l, wait := startServer(t, ServerConfig{Lazy: lazy, Memory: mem})
-	srv.mu.Lock()
-	srv.quiet = time.Hour // the window must not open while pages are held
-	srv.mu.Unlock()
 	c := dialClient(t, l.Addr().String(), ClientConfig{})
 	if err := c.Resumed(); err != nil {
 		t.Fatal(err)
@@ -669,74 +664,6 @@ func TestPushCreditOnRelease(t *testing.T) {
 	}
 	if r := wait(); r.err != nil || r.res.PushBytes != pages*PageSize {
 		t.Fatalf("Serve: %+v, %v; want every page pushed once", r.res, r.err)
-	}
-}
-
-// TestPushWindowWhileFaulting: while requests come (one taken within
-// pushQuiet), the push keeps at most PushWindow bytes in flight; once they
-// stopped for pushQuiet it opens to QuietPushWindow, and the credit the
-// client returns is what it may send again.
-func TestPushWindowWhileFaulting(t *testing.T) {
-	const pages = 2 * QuietPushWindow / PageSize
-	lazy := []uffd.Run{{Addr: testBase, Npages: pages}}
-	srv := NewServer(ServerConfig{Lazy: lazy, Memory: &fakeMemory{base: testBase, data: make([]byte, pages*PageSize)}})
-	idx, err := srv.init()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := &connState{sent: lazypages.NewBitmap(idx.Pages()), pushing: true, credit: QuietPushWindow, wake: make(chan struct{}, 1)}
-	// drain takes push batches until the server has nothing to send and
-	// returns their bytes.
-	drain := func() uint64 {
-		var n uint64
-		for {
-			wk, ok := srv.next(cs, idx)
-			if !ok {
-				return n
-			}
-			if wk.push == nil {
-				t.Fatalf("next: %+v, want a push batch or nothing", wk)
-			}
-			n += wk.push.npages * PageSize
-		}
-	}
-	srv.mu.Lock()
-	srv.take(cs, idx, queuedRequest{id: 1, addr: testBase, npages: 1})
-	srv.mu.Unlock()
-	if n := drain(); n != PushWindow {
-		t.Fatalf("pushed %d bytes right after a request, want PushWindow (%d)", n, PushWindow)
-	}
-	// The client installed and returned 256 KiB: as much goes again.
-	srv.mu.Lock()
-	cs.credit += 256 << 10
-	srv.mu.Unlock()
-	if n := drain(); n != 256<<10 {
-		t.Fatalf("pushed %d bytes after 256 KiB of credit, want 256 KiB", n)
-	}
-	// No request for pushQuiet: the window opens.
-	srv.mu.Lock()
-	srv.lastRequest = time.Now().Add(-pushQuiet)
-	srv.mu.Unlock()
-	if n := drain(); n != QuietPushWindow-PushWindow {
-		t.Fatalf("pushed %d more bytes once quiet, want the rest of QuietPushWindow (%d)", n, QuietPushWindow-PushWindow)
-	}
-	if cs.credit != 0 {
-		t.Fatalf("credit %d left with QuietPushWindow in flight, want 0", cs.credit)
-	}
-	// A request again: nothing more goes until what is in flight is
-	// back under PushWindow.
-	srv.mu.Lock()
-	srv.take(cs, idx, queuedRequest{id: 2, addr: testBase + PageSize, npages: 1})
-	cs.credit += QuietPushWindow - PushWindow
-	srv.mu.Unlock()
-	if n := drain(); n != 0 {
-		t.Fatalf("pushed %d bytes with PushWindow in flight while faulting, want none", n)
-	}
-	srv.mu.Lock()
-	cs.credit += 64 << 10
-	srv.mu.Unlock()
-	if n := drain(); n != 64<<10 {
-		t.Fatalf("pushed %d bytes after 64 KiB of credit while faulting, want 64 KiB", n)
 	}
 }
 

@@ -381,6 +381,21 @@ func (r *Process) restoreCreds() error {
 }
 
 func (r *Process) setCreds() error {
+	// Credentials and capabilities are relative to the process's user
+	// namespace (user_namespaces(7)): one that ran in a namespace of its
+	// own (a rootless container: root inside, uid 100000 outside, all
+	// capabilities over that namespace only) would get them over lazycr's
+	// namespace here. Refused, naming both.
+	if ns := r.img.Namespaces; ns != nil && ns.User != 0 {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/user", &st); err != nil {
+			return fmt.Errorf("read lazycr's user namespace: %w", err)
+		}
+		if st.Ino != ns.User {
+			return fmt.Errorf("pid %d ran in user namespace user:[%d], not lazycr's user:[%d]: its uids and capabilities are that namespace's, and here they would be this one's: not restored",
+				r.img.Pid, ns.User, st.Ino)
+		}
+	}
 	c := r.img.Creds
 	if c == nil || len(c.Uid) != 4 || len(c.Gid) != 4 {
 		return nil

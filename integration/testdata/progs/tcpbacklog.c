@@ -7,9 +7,12 @@
  *                                        then accept and serve every
  *                                        connection (an MPTCP listener with
  *                                        mptcp)
- *        tcpbacklog loop [any]           accept and serve connections at once
+ *        tcpbacklog loop [any] [fork]    accept and serve connections at once
  *                                        (with any: on 0.0.0.0, for a client
- *                                        on another host)
+ *                                        on another host; with fork: a child
+ *                                        forked once listening accepts on
+ *                                        the same socket too, a prefork
+ *                                        server)
  * Serving a connection: read one line, answer "ok N\n" (N counts the
  * connections served), close.
  * Report: {"pid":N,"port":P} once listening.
@@ -54,10 +57,18 @@ int main(int argc, char **argv)
 {
 	int gate = (argc == 3 || argc == 4) && strcmp(argv[1], "gate") == 0;
 	int mptcp = gate && argc == 4 && strcmp(argv[3], "mptcp") == 0;
-	int loop = (argc == 2 || argc == 3) && strcmp(argv[1], "loop") == 0;
-	int any = loop && argc == 3 && strcmp(argv[2], "any") == 0;
-	if ((!gate && !loop) || (argc == 4 && !mptcp) || (loop && argc == 3 && !any)) {
-		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop [any]\n");
+	int loop = argc >= 2 && argc <= 4 && strcmp(argv[1], "loop") == 0;
+	int any = 0, forked = 0, bad = 0;
+	for (int i = 2; loop && i < argc; i++) {
+		if (strcmp(argv[i], "any") == 0)
+			any = 1;
+		else if (strcmp(argv[i], "fork") == 0)
+			forked = 1;
+		else
+			bad = 1;
+	}
+	if ((!gate && !loop) || (gate && argc == 4 && !mptcp) || bad) {
+		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop [any] [fork]\n");
 		return 2;
 	}
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, mptcp ? 262 /* IPPROTO_MPTCP */ : 0);
@@ -68,7 +79,15 @@ int main(int argc, char **argv)
 	if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 64) < 0 ||
 	    getsockname(l, (struct sockaddr *)&a, &al) < 0)
 		die("listen");
-	emit("{\"pid\":%d,\"port\":%d}\n", getpid(), ntohs(a.sin_port));
+	if (forked) {
+		pid_t k = fork();
+		if (k < 0)
+			die("fork");
+		if (k > 0)
+			emit("{\"pid\":%d,\"port\":%d,\"child\":%d}\n", getpid(), ntohs(a.sin_port), k);
+	} else {
+		emit("{\"pid\":%d,\"port\":%d}\n", getpid(), ntohs(a.sin_port));
+	}
 	if (gate) {
 		struct stat st;
 		for (unsigned long n = 1; stat(argv[2], &st) < 0; n++) {
