@@ -486,6 +486,9 @@ type lazyProxy struct {
 	// target must not get through: the first such frame is dropped and
 	// both sides of its connection are reset.
 	cutOnClientFrame uint8
+	// rate, if not zero, caps what the source sends to that many bytes a
+	// second (a slow link: the lazy phase lasts).
+	rate int64
 
 	mu       sync.Mutex
 	accepted int
@@ -582,7 +585,11 @@ func (p *lazyProxy) forward(n int, c net.Conn) {
 	}()
 	limit, cut := p.cutAt[n]
 	if !cut {
-		io.Copy(c, up)
+		if p.rate > 0 {
+			copyRate(c, up, p.rate)
+		} else {
+			io.Copy(c, up)
+		}
 		c.(*net.TCPConn).CloseWrite()
 		<-upDone // the target closes its side too
 		return
@@ -604,6 +611,27 @@ func (p *lazyProxy) forward(n int, c net.Conn) {
 	up.(*net.TCPConn).SetLinger(0)
 	c.Close()
 	up.Close()
+}
+
+// copyRate copies src to dst at about rate bytes a second, 64 KiB at a time.
+func copyRate(dst io.Writer, src io.Reader, rate int64) {
+	buf := make([]byte, 64<<10)
+	start, sent := time.Now(), int64(0)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			sent += int64(n)
+			if ahead := time.Duration(sent*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead) // pacing the link, not synchronisation
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // copyFrames forwards whole frames from the target to the source until the

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // lazyZeroRE is the target summary's count of pages the source sent as
@@ -102,4 +104,50 @@ func TestLazyAbsentPages(t *testing.T) {
 	if ds.PagesPopulated < dataPages || ds.PagesPopulated > dataPages+2048 {
 		t.Errorf("dump pages_populated %d, want the process's %d data pages (+8 MiB of its other memory at most)", ds.PagesPopulated, dataPages)
 	}
+}
+
+// TestLazyMapOps migrates qa4_mapops, which right after the resume, on
+// memory that has not arrived yet, moves part of a region away with
+// MREMAP_DONTUNMAP, shrinks and grows one in place, populates one with
+// MADV_POPULATE_WRITE, mlocks one, read(2)s into the middle of pages,
+// stores one word into pages and opens data it had made PROT_NONE, and
+// checks every word of all of it, zeros where the map change left none.
+func TestLazyMapOps(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "qa4_mapops"))
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	lazyWaitTick(t, p, "round", 1)
+	m := migrateLazy(t, lazyEnv{}, p, nil, nil)
+	lazyWaitTick(t, m.restored, "ops", 1)
+	lazyRequireRounds(t, m.restored, "round", 2)
+	checkSequence(t, m.restored, "round")
+}
+
+// TestLazyForkRemoteRead migrates qa4_remote over a slow link (a proxy
+// capping the source at 16 MB/s): in the lazy phase it forks pairs of
+// children, the second reading the first's memory with process_vm_readv
+// and exiting before the first touches it. The handler took the reader for
+// the child (the fault named the reader's tid) and closed the child's uffd
+// when the reader exited: the child read zeros (QA4 F0).
+func TestLazyForkRemoteRead(t *testing.T) {
+	t.Parallel()
+	orig := start(t, buildC(t, "qa4_remote"), "64")
+	var r struct {
+		Pid   int    `json:"pid"`
+		Pairs uint64 `json:"pairs"`
+	}
+	waitReport(t, orig, &r)
+	progress(t, orig)
+	src := startLazySource(t, nil, orig.pid, "127.0.0.1")
+	proxy := startLazyProxy(t, &lazyProxy{upstream: src.addr, rate: 16 << 20})
+	dst := startLazyTarget(t, nil, proxy.addr())
+	p := adopt(t, lazyResumedPID(t, dst))
+	p.continueOutput(orig, true)
+	t.Cleanup(func() { unix.Kill(p.pid, unix.SIGKILL) })
+	lazyWaitTick(t, p, "pair", r.Pairs)
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
 }

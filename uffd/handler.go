@@ -844,8 +844,18 @@ func (h *Handler) handle(m *member, msg Msg, now time.Duration) error {
 
 func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 	if m.pid == 0 && pf.TID > 0 {
-		// A thread of the child: its thread group is the child.
-		h.learnPID(m, tgidOf(pf.TID))
+		// A thread of the child: its thread group is the child, unless
+		// another process reached into the child's memory
+		// (process_vm_readv(2), /proc/PID/mem, ptrace): the fault then
+		// names the accessing task (uffd_msg.ptid) and nothing tells it
+		// apart. So the pid is learnt only when it can be no other: a
+		// child of m's parent that no member is, m being the parent's
+		// only member without a pid (QA4 F0: a sibling that read the
+		// child's memory was taken for the child, and its exit closed
+		// the child's uffd, whose missing pages then read as zeros).
+		if pid := tgidOf(pf.TID); h.onlyCandidate(m, pid) {
+			h.learnPID(m, pid)
+		}
 	}
 	addr := pf.Addr &^ (PageSize - 1)
 	p := &pending{rec: FaultRecord{Addr: addr, PID: m.pid, TID: pf.TID, Read: now}}
@@ -1422,6 +1432,18 @@ func tgidOf(tid int) int {
 		}
 	}
 	return tid
+}
+
+// onlyCandidate reports whether pid can only be forked child m: a live
+// child of m's parent that is no member, while m is the only member of
+// that parent without a pid.
+func (h *Handler) onlyCandidate(m *member, pid int) bool {
+	for _, o := range h.members {
+		if o != m && o.pid == 0 && o.parent == m.parent {
+			return false
+		}
+	}
+	return slices.Contains(h.unknownChildren(m.parent), pid)
 }
 
 // learnPID records pid as forked child m's pid: its exit is then noticed
