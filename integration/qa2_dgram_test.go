@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -102,7 +103,8 @@ func TestQA2UnixDgramReceiver(t *testing.T) {
 			t.Fatalf("sender: %v", err)
 		}
 	case <-time.After(lazycrTimeout):
-		t.Fatalf("the sender did not finish within %v", lazycrTimeout)
+		out, _ := os.ReadFile(rp.outPath)
+		t.Fatalf("the sender did not finish within %v; the receiver (state %s) wrote:\n%s%s", lazycrTimeout, procState(rp.pid), out, rp.stderr())
 	}
 	lazyWaitTick(t, rp, "seq", total/500)
 	checkSequence(t, rp, "seq")
