@@ -60,6 +60,19 @@ static inline void pace(void)
 		;
 }
 
+/* failf reports a failed check as "FAIL <message>" on stderr (the test
+ * shows the program's stderr) and exits 1. */
+static inline void failf(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "FAIL %s\n", buf);
+	exit(1);
+}
+
 /* pattern is the byte at offset i of a buffer filled for tag; the tests
  * compute the same function (integration/harness_test.go, pattern). */
 static inline unsigned char pattern(unsigned tag, unsigned long i)
