@@ -19,7 +19,7 @@
  *   prctl DIR   PR_SET_THP_DISABLE, PR_SET_NAME, PR_SET_DUMPABLE 0,
  *               PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, a personality,
  *               /proc/self/coredump_filter 0x7b (core(5); kernels with
- *               CONFIG_ELF_CORE).
+ *               CONFIG_ELF_CORE), PR_SET_KEEPCAPS 1.
  *   timers DIR  POSIX timers: SIGEV_THREAD_ID to a worker thread,
  *               SIGEV_NONE armed, SIGEV_SIGNAL to the process.
  *   cwd DIR     the current directory DIR/gone was removed: getcwd fails
@@ -340,7 +340,7 @@ static void prctl_setup(void)
 		close(fd);
 	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_NAME, "vmachk-named") ||
 	    prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-	    prctl(PR_SET_DUMPABLE, 0))
+	    prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) || prctl(PR_SET_DUMPABLE, 0))
 		die("prctl");
 	if (personality(PERSONA) < 0)
 		die("personality");
@@ -358,6 +358,8 @@ static void prctl_check(void)
 		fail("child subreaper %d", sub);
 	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
 		fail("no_new_privs off");
+	if (prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0) != 1)
+		fail("PR_GET_KEEPCAPS = %d, want 1", prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0));
 	if (prctl(PR_GET_DUMPABLE) != 0)
 		fail("dumpable %d, want 0", prctl(PR_GET_DUMPABLE));
 	if (ksm_all && prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) != 1)
