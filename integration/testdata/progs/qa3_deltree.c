@@ -83,10 +83,5 @@ int main(int argc, char **argv)
 	if (unlink(fpath) || rmdir(cwdpath) || rmdir(a) || rmdir(top))
 		die("remove DIR/t");
 	check();
-	emit("{\"pid\":%d}\n", getpid());
-	for (unsigned long n = 1;; n++) {
-		check();
-		tick("ok", n);
-		pace();
-	}
+	check_forever(check);
 }

@@ -51,10 +51,5 @@ int main(int argc, char **argv)
 	flags3 = fcntl(3, F_GETFL);
 	flagsTf = fcntl(fileno(tf), F_GETFL);
 	check();
-	emit("{\"pid\":%d}\n", getpid());
-	for (unsigned long n = 1;; n++) {
-		check();
-		tick("ok", n);
-		pace();
-	}
+	check_forever(check);
 }
