@@ -234,6 +234,17 @@ func (c callerOn) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 	return c.cp.injectOut(c.tid, out, nr, args...)
 }
 
+// ReadProc reads /proc/PID/name of the process (its leader, or a live
+// thread when the leader has exited).
+func (c callerOn) ReadProc(name string) ([]byte, error) {
+	return proc.ReadPidFile(c.cp.proc.ProcPid(), name)
+}
+
+// WriteProc writes /proc/PID/name of the process (the dump only reads).
+func (c callerOn) WriteProc(name string, data []byte) error {
+	return proc.WritePidFile(c.cp.proc.ProcPid(), name, data)
+}
+
 // vmaOf turns one smaps entry into a Vma, refusing what lazycr cannot
 // restore.
 func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {

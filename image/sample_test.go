@@ -219,7 +219,7 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 		},
 		Auxv:  []uint64{33, vdso, 6, 4096, 3, text + 64, 4, 56, 5, 9, 9, text + 0x100, 25, stack + 32*PageSize + 0x300, 0, 0},
 		Exe:   exe,
-		Attrs: &pb.MmAttrs{Mlockall: unix.MCL_FUTURE | unix.MCL_ONFAULT, ThpDisable: 1, MemoryMerge: true},
+		Attrs: &pb.MmAttrs{Mlockall: unix.MCL_FUTURE | unix.MCL_ONFAULT, ThpDisable: 1, MemoryMerge: true, CoredumpFilter: proto.Uint32(0x7b)},
 	}
 	assignOffsets(mm)
 	return mm

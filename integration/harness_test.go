@@ -217,6 +217,18 @@ func waitReport(t *testing.T, p *proc, v any) {
 	}
 }
 
+// startTicking starts bin with args through startProg (start, or a
+// lazyEnv's startProg), waits for its report (any fields) and for its tick
+// key to reach n.
+func startTicking(t *testing.T, startProg func(*testing.T, string, ...string) *proc, key string, n uint64, bin string, args ...string) *proc {
+	t.Helper()
+	p := startProg(t, bin, args...)
+	var r map[string]any
+	waitReport(t, p, &r)
+	waitTick(t, p, key, n)
+	return p
+}
+
 // progress reads the tick lines written since the last call and returns the
 // highest counter seen so far for each key.
 func progress(t *testing.T, p *proc) map[string]uint64 {

@@ -16,12 +16,7 @@ func TestQA3Capabilities(t *testing.T) {
 	bin := buildC(t, "qa3_caps")
 	for _, mode := range []string{"user", "root"} {
 		t.Run(mode, func(t *testing.T) {
-			p := start(t, bin, mode)
-			var r struct {
-				Pid int `json:"pid"`
-			}
-			waitReport(t, p, &r)
-			waitTick(t, p, "ok", 2)
+			p := startTicking(t, start, "ok", 2, bin, mode)
 			rp := restoreFrom(t, p, dumpKill(t, p))
 			requireProgress(t, rp, "ok")
 			checkSequence(t, rp, "ok")

@@ -10,20 +10,9 @@ import (
 // ("current directory DIR/t/a/b was removed; make it again: ... no such
 // file or directory"): only the innermost directory was made again.
 
-func startDeltree(t *testing.T, startProg func(*testing.T, string, ...string) *proc) *proc {
-	t.Helper()
-	p := startProg(t, buildC(t, "qa3_deltree"), t.TempDir())
-	var r struct {
-		Pid int `json:"pid"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 2)
-	return p
-}
-
 func TestQA3RemovedTreeRestore(t *testing.T) {
 	t.Parallel()
-	p := startDeltree(t, start)
+	p := startTicking(t, start, "ok", 2, buildC(t, "qa3_deltree"), t.TempDir())
 	was := readRoot(t, p.pid)
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	requireProgress(t, rp, "ok")
@@ -34,7 +23,7 @@ func TestQA3RemovedTreeRestore(t *testing.T) {
 func TestQA3RemovedTreeLazy(t *testing.T) {
 	t.Parallel()
 	env := lazyEnv{}
-	p := startDeltree(t, env.startProg)
+	p := startTicking(t, env.startProg, "ok", 2, buildC(t, "qa3_deltree"), t.TempDir())
 	was := readRoot(t, p.pid)
 	m := migrateLazy(t, env, p, nil, nil)
 	requireProgress(t, m.restored, "ok")

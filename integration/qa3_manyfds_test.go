@@ -29,13 +29,7 @@ func TestQA3ManyFds(t *testing.T) {
 	if err := os.WriteFile(file, make([]byte, 64), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, buildC(t, "qa3_manyfds"), strconv.Itoa(n), file)
-	var r struct {
-		Pid int `json:"pid"`
-		Fds int `json:"fds"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 1)
+	p := startTicking(t, start, "ok", 1, buildC(t, "qa3_manyfds"), strconv.Itoa(n), file)
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	requireProgress(t, rp, "ok")
 	checkSequence(t, rp, "ok")

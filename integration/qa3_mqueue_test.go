@@ -21,12 +21,7 @@ func TestQA3MqueueRefused(t *testing.T) {
 	name := fmt.Sprintf("/lazycr-qa3-%d", os.Getpid())
 	bin := buildC(t, "qa3_mqueue", "-lrt")
 	t.Cleanup(func() { exec.Command(bin, "-u", name).Run() })
-	p := start(t, bin, name)
-	var r struct {
-		Pid int `json:"pid"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 1)
+	p := startTicking(t, start, "ok", 1, bin, name)
 	dir := filepath.Join(t.TempDir(), "img")
 	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", dir)
 	requireExit1(t, "dump of a process with a message queue", errOut, code,

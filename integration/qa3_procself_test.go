@@ -10,20 +10,9 @@ import (
 // changed since the dump: /proc/PID/status is now inode ...": the new
 // process has new /proc inodes, and another pid after --new-pid).
 
-func startProcself(t *testing.T, startProg func(*testing.T, string, ...string) *proc) *proc {
-	t.Helper()
-	p := startProg(t, buildC(t, "qa3_procself"))
-	var r struct {
-		Pid int `json:"pid"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 2)
-	return p
-}
-
 func TestQA3ProcSelfRestore(t *testing.T) {
 	t.Parallel()
-	p := startProcself(t, start)
+	p := startTicking(t, start, "ok", 2, buildC(t, "qa3_procself"))
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	requireProgress(t, rp, "ok")
 	checkSequence(t, rp, "ok")
@@ -34,7 +23,7 @@ func TestQA3ProcSelfRestore(t *testing.T) {
 func TestQA3ProcSelfLazy(t *testing.T) {
 	t.Parallel()
 	env := lazyEnv{}
-	p := startProcself(t, env.startProg)
+	p := startTicking(t, env.startProg, "ok", 2, buildC(t, "qa3_procself"))
 	m := migrateLazy(t, env, p, nil, nil)
 	requireProgress(t, m.restored, "ok")
 	checkSequence(t, m.restored, "ok")

@@ -11,12 +11,7 @@ import (
 // saw. Before, both sleeps started again whole (QA3 R2).
 func TestQA3SleepRemaining(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "qa3_sleeprem"), "4")
-	var r struct {
-		Pid int `json:"pid"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "up", 75) // 1.5 s of the 4 s slept
+	p := startTicking(t, start, "up", 75, buildC(t, "qa3_sleeprem"), "4") // 1.5 s of the 4 s slept
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	waitTick(t, rp, "nanosleep", 1)
 	waitTick(t, rp, "clock_nanosleep", 1)

@@ -11,20 +11,9 @@ import (
 // injected openat: not a directory": the recorded O_TMPFILE flags, which
 // include O_DIRECTORY, were used to reopen it).
 
-func startTmpfile(t *testing.T, startProg func(*testing.T, string, ...string) *proc) *proc {
-	t.Helper()
-	p := startProg(t, buildC(t, "qa3_tmpfile"), t.TempDir())
-	var r struct {
-		Pid int `json:"pid"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 2)
-	return p
-}
-
 func TestQA3TmpfileRestore(t *testing.T) {
 	t.Parallel()
-	p := startTmpfile(t, start)
+	p := startTicking(t, start, "ok", 2, buildC(t, "qa3_tmpfile"), t.TempDir())
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	requireProgress(t, rp, "ok")
 	checkSequence(t, rp, "ok")
@@ -33,7 +22,7 @@ func TestQA3TmpfileRestore(t *testing.T) {
 func TestQA3TmpfileLazy(t *testing.T) {
 	t.Parallel()
 	env := lazyEnv{}
-	p := startTmpfile(t, env.startProg)
+	p := startTicking(t, env.startProg, "ok", 2, buildC(t, "qa3_tmpfile"), t.TempDir())
 	m := migrateLazy(t, env, p, nil, nil)
 	requireProgress(t, m.restored, "ok")
 	checkSequence(t, m.restored, "ok")

@@ -16,12 +16,7 @@ import (
 // restore's own refusal.
 func TestQA3UserNamespaceRefused(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "qa3_userns"))
-	var r struct {
-		Pid int `json:"pid"`
-	}
-	waitReport(t, p, &r)
-	waitTick(t, p, "ok", 1)
+	p := startTicking(t, start, "ok", 1, buildC(t, "qa3_userns"))
 	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", filepath.Join(t.TempDir(), "img"))
 	requireExit1(t, "dump of a process of another user namespace", errOut, code,
 		`runs in user namespace user:\[\d+\], not lazycr's user:\[\d+\]`)

@@ -128,33 +128,29 @@ func check(t testing.TB, tr *Translation, m model, universe uint64) {
 			t.Fatalf("ToDump(%#x) = %#x, %v; want %#x, %v (segs %v)", p*P, d, ok, wd, wok, tr.Segs())
 		}
 	}
-	got := model{}
-	lastCur := uint64(0)
-	for _, pc := range collect(tr.ByCur, 0, ^uint64(0)) {
-		if pc.cur < lastCur || pc.n == 0 {
-			t.Fatalf("ByCur out of order or empty at %v (segs %v)", pc, tr.Segs())
+	// ByCur and ByDump each cover the model once, in order of their key.
+	for _, w := range []struct {
+		name string
+		each func(a, b uint64, fn func(cur, dump, n uint64))
+		key  func(piece) uint64
+	}{
+		{"ByCur", tr.ByCur, func(pc piece) uint64 { return pc.cur }},
+		{"ByDump", tr.ByDump, func(pc piece) uint64 { return pc.dump }},
+	} {
+		got := model{}
+		last := uint64(0)
+		for _, pc := range collect(w.each, 0, ^uint64(0)) {
+			if w.key(pc) < last || pc.n == 0 {
+				t.Fatalf("%s out of order, overlapping or empty at %v (segs %v)", w.name, pc, tr.Segs())
+			}
+			last = w.key(pc) + pc.n
+			for k := uint64(0); k < pc.n; k += P {
+				got[pc.cur+k] = pc.dump + k
+			}
 		}
-		lastCur = pc.cur + pc.n
-		for k := uint64(0); k < pc.n; k += P {
-			got[pc.cur+k] = pc.dump + k
+		if !maps.Equal(got, m) {
+			t.Fatalf("%s covers %v, want %v", w.name, got, m)
 		}
-	}
-	if !maps.Equal(got, m) {
-		t.Fatalf("ByCur covers %v, want %v", got, m)
-	}
-	got = model{}
-	lastDump := uint64(0)
-	for _, pc := range collect(tr.ByDump, 0, ^uint64(0)) {
-		if pc.dump < lastDump || pc.n == 0 {
-			t.Fatalf("ByDump out of order, overlapping or empty at %v (segs %v)", pc, tr.Segs())
-		}
-		lastDump = pc.dump + pc.n
-		for k := uint64(0); k < pc.n; k += P {
-			got[pc.cur+k] = pc.dump + k
-		}
-	}
-	if !maps.Equal(got, m) {
-		t.Fatalf("ByDump covers %v, want %v", got, m)
 	}
 }
 

@@ -66,6 +66,29 @@ func testSetup() (*fakeMemory, []uffd.Run, map[string][]byte) {
 	return mem, lazy, files
 }
 
+// frameRun decodes a PAGES or ZERO frame into the pages it covers; data
+// holds them for PAGES and is nil for ZERO. Any other frame fails t.
+func frameRun(t testing.TB, h *Header, p []byte, ranges *Ranges) (addr uint64, n int, data []byte) {
+	t.Helper()
+	switch h.Type {
+	case TypeZero:
+		z, err := DecodeZero(p, ranges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return z.Addr, int(z.Npages), nil
+	case TypePages:
+		m, err := DecodePages(p, ranges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Addr, m.Npages(), m.Data
+	}
+	t.Fatalf("got %s, want PAGES or ZERO", h.Type)
+	return 0, 0, nil
+}
+
+// lazyPages returns the set of pages of runs.
 func lazyPages(lazy []uffd.Run) map[uint64]bool {
 	m := make(map[uint64]bool)
 	for _, r := range lazy {

@@ -161,29 +161,14 @@ func TestZeroPagesSentAsZero(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var addr uint64
-		var n int
-		switch h.Type {
-		case TypeZero:
-			z, err := DecodeZero(p, ranges)
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr, n = z.Addr, int(z.Npages)
+		addr, n, data := frameRun(t, h, p, ranges)
+		if h.Type == TypeZero {
 			zeroSent += uint64(n)
-		case TypePages:
-			m, err := DecodePages(p, ranges)
-			if err != nil {
-				t.Fatal(err)
+		}
+		for i := range len(data) / PageSize {
+			if a := addr + uint64(i)*PageSize; !bytes.Equal(data[i*PageSize:(i+1)*PageSize], mem.page(a)) {
+				t.Fatalf("page %#x has the wrong contents", a)
 			}
-			addr, n = m.Addr, m.Npages()
-			for i := range n {
-				if a := addr + uint64(i)*PageSize; !bytes.Equal(m.Data[i*PageSize:(i+1)*PageSize], mem.page(a)) {
-					t.Fatalf("page %#x has the wrong contents", a)
-				}
-			}
-		default:
-			t.Fatalf("got %s, want PAGES or ZERO", h.Type)
 		}
 		for i := range n {
 			a := addr + uint64(i)*PageSize
@@ -811,12 +796,7 @@ func TestAbsentNeverPushed(t *testing.T) {
 	ranges := mustRanges(t, lazy)
 	rawSend(t, w, TypeResumed, 0, nil)
 	rawExpect(t, w, TypeResumedOK)
-	isAbsent := map[uint64]bool{}
-	for _, r := range absent {
-		for k := range r.Npages {
-			isAbsent[r.Addr+k*PageSize] = true
-		}
-	}
+	isAbsent := lazyPages(absent)
 	want := lazyPages(lazy)
 	got := map[uint64]bool{}
 	sawAbsent := false
@@ -825,10 +805,7 @@ func TestAbsentNeverPushed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var addr uint64
-		var n int
-		switch h.Type {
-		case TypeAbsent:
+		if h.Type == TypeAbsent {
 			a, err := DecodeAbsent(p, ranges)
 			if err != nil {
 				t.Fatal(err)
@@ -845,21 +822,8 @@ func TestAbsentNeverPushed(t *testing.T) {
 			// A request for an absent page is answered all the same.
 			rawSend(t, w, TypeRequest, 9, (&Request{Addr: testBase + 23*PageSize, Npages: 1}).Append(nil))
 			continue
-		case TypeZero:
-			z, err := DecodeZero(p, ranges)
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr, n = z.Addr, int(z.Npages)
-		case TypePages:
-			m, err := DecodePages(p, ranges)
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr, n = m.Addr, m.Npages()
-		default:
-			t.Fatalf("got %s, want PAGES, ZERO or ABSENT", h.Type)
 		}
+		addr, n, _ := frameRun(t, h, p, ranges)
 		if !sawAbsent {
 			t.Fatalf("%s (id %d) at %#x before ABSENT", h.Type, h.ID, addr)
 		}

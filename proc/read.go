@@ -21,6 +21,29 @@ func taskPath(pid, tid int, name string) string {
 	return Root + "/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/" + name
 }
 
+// ReadPidFile reads /proc/PID/name, a small file (at most 4096 bytes).
+func ReadPidFile(pid int, name string) ([]byte, error) {
+	return readFileLimit(pidPath(pid, name), 4096)
+}
+
+// WritePidFile writes data to /proc/PID/name with one write(2), as procfs
+// files that parse what they are given expect.
+func WritePidFile(pid int, name string, data []byte) error {
+	path := pidPath(pid, name)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %q to %s: %w", data, path, err)
+	}
+	return nil
+}
+
 // readFileLimit reads a whole file, refusing files larger than limit bytes.
 // /proc files report size 0, so the size is only known after reading.
 func readFileLimit(path string, limit int64) ([]byte, error) {

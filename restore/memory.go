@@ -364,6 +364,16 @@ func (c builderCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, 
 	return c.b.call(nr, vmattr.WithIn(args, addr)...)
 }
 
+// ReadProc reads /proc/PID/name of the process being built.
+func (c builderCaller) ReadProc(name string) ([]byte, error) {
+	return proc.ReadPidFile(c.b.pid, name)
+}
+
+// WriteProc writes /proc/PID/name of the process being built.
+func (c builderCaller) WriteProc(name string, data []byte) error {
+	return proc.WritePidFile(c.b.pid, name, data)
+}
+
 // CallOut passes the start of the scratch page for the argument equal to
 // procattr.Out.
 func (c builderCaller) CallOut(out []byte, nr uintptr, args ...uintptr) error {

@@ -422,7 +422,18 @@ func (r *Process) setCreds() error {
 			Msg("capabilities the process had are not lazycr's here: restored without them")
 	}
 	capsDiffer := perm != stub.CapPrm || eff != stub.CapEff || inh != stub.CapInh || amb != 0 || drop != 0
+	// SECBIT_KEEP_CAPS is what prctl(PR_SET_KEEPCAPS) sets and
+	// PR_GET_KEEPCAPS reads (prctl(2)); the stub has it off.
+	wantKeep := c.Securebits&secbitKeepCaps != 0
 	if allRoot && len(c.Groups) == 0 && !capsDiffer {
+		if !wantKeep {
+			return nil
+		}
+		for _, tid := range r.threadOrder() {
+			if _, err := r.b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
+				return fmt.Errorf("prctl(PR_SET_KEEPCAPS) on tid %d: %w", tid, err)
+			}
+		}
 		return nil
 	}
 	// Leaving uid 0 for others clears the permitted and effective sets
@@ -489,9 +500,13 @@ func (r *Process) setCreds() error {
 				}
 			}
 		}
-		if keep && c.Securebits&secbitKeepCaps == 0 {
-			if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
-				return fmt.Errorf("prctl(PR_SET_KEEPCAPS, 0) on tid %d: %w", tid, err)
+		if keep != wantKeep {
+			on := uintptr(0)
+			if wantKeep {
+				on = 1
+			}
+			if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, on); err != nil {
+				return fmt.Errorf("prctl(PR_SET_KEEPCAPS, %d) on tid %d: %w", on, tid, err)
 			}
 		}
 	}

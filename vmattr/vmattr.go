@@ -16,6 +16,11 @@ type Caller interface {
 	// CallIn runs nr with args, the argument equal to [In] replaced by the
 	// address of a copy of in inside the process.
 	CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error)
+	// ReadProc reads the file name of the process's directory in
+	// lazycr's /proc (/proc/PID/name), for what no syscall reaches.
+	ReadProc(name string) ([]byte, error)
+	// WriteProc writes data to /proc/PID/name with one write(2).
+	WriteProc(name string, data []byte) error
 }
 
 // In marks the argument of [Caller.CallIn] that points to its input.
@@ -62,7 +67,7 @@ type mmAttr interface {
 	show(a *pb.MmAttrs) string
 }
 
-var mmAttrs = []mmAttr{thpDisableAttr{}, memoryMergeAttr{}, mlockallAttr{}}
+var mmAttrs = []mmAttr{thpDisableAttr{}, memoryMergeAttr{}, coredumpFilterAttr{}, mlockallAttr{}}
 
 // refused are VmFlags lazycr cannot re-create, with the reason.
 var refused = map[string]string{

@@ -2,6 +2,7 @@ package vmattr
 
 import (
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,8 @@ type fakeCaller struct {
 	calls   []string
 	results map[uintptr]uintptr
 	errs    map[uintptr]error
+	// procFiles are the process's /proc files ReadProc answers with.
+	procFiles map[string][]byte
 }
 
 func (f *fakeCaller) Call(nr uintptr, args ...uintptr) (uintptr, error) {
@@ -31,6 +34,19 @@ func (f *fakeCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, er
 	r, err := f.Call(nr, args...)
 	f.calls[len(f.calls)-1] += fmt.Sprintf(" in=%q", in)
 	return r, err
+}
+
+// ReadProc answers from procFiles.
+func (f *fakeCaller) ReadProc(name string) ([]byte, error) {
+	if b, ok := f.procFiles[name]; ok {
+		return b, nil
+	}
+	return nil, fs.ErrNotExist
+}
+
+func (f *fakeCaller) WriteProc(name string, data []byte) error {
+	f.calls = append(f.calls, fmt.Sprintf("write %s %s", name, data))
+	return nil
 }
 
 func vma(prot uint32, flags ...string) *pb.Vma {
@@ -128,12 +144,13 @@ func TestCheckRefuses(t *testing.T) {
 }
 
 func TestMM(t *testing.T) {
-	f := fakeCaller{results: map[uintptr]uintptr{unix.SYS_PRCTL: 1}}
+	f := fakeCaller{results: map[uintptr]uintptr{unix.SYS_PRCTL: 1},
+		procFiles: map[string][]byte{"coredump_filter": []byte("0000007b\n")}}
 	a, err := DumpMM(&f, []string{"rd", "wr", "lo", "lf"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Mlockall != unix.MCL_FUTURE|unix.MCL_ONFAULT || a.ThpDisable != 1 || !a.MemoryMerge {
+	if a.Mlockall != unix.MCL_FUTURE|unix.MCL_ONFAULT || a.ThpDisable != 1 || !a.MemoryMerge || a.GetCoredumpFilter() != 0x7b {
 		t.Fatalf("DumpMM = %v", a)
 	}
 	f.calls = nil
@@ -143,13 +160,24 @@ func TestMM(t *testing.T) {
 	want := []string{
 		fmt.Sprintf("%d %#x 0x1 0x0 0x0 0x0", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE),
 		fmt.Sprintf("%d %#x 0x1 0x0 0x0 0x0", unix.SYS_PRCTL, unix.PR_SET_MEMORY_MERGE),
+		"write coredump_filter 0x7b", // hex with 0x: the kernel parses it with base 0
 		fmt.Sprintf("%d %#x", unix.SYS_MLOCKALL, unix.MCL_FUTURE|unix.MCL_ONFAULT),
 	}
 	if got := strings.Join(f.calls, "\n"); got != strings.Join(want, "\n") {
 		t.Errorf("ApplyMM syscalls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
-	if s := ShowMM(a); s != "THP disabled, KSM for every mapping, mlockall(MCL_FUTURE|MCL_ONFAULT)" {
+	if s := ShowMM(a); s != "THP disabled, KSM for every mapping, coredump_filter 0x7b, mlockall(MCL_FUTURE|MCL_ONFAULT)" {
 		t.Errorf("ShowMM = %q", s)
+	}
+	// An image from before coredump_filter was recorded leaves it alone.
+	f.calls = nil
+	a.CoredumpFilter = nil
+	if err := ApplyMM(&f, a); err != nil || slices.ContainsFunc(f.calls, func(c string) bool { return strings.HasPrefix(c, "write") }) {
+		t.Errorf("ApplyMM without coredump_filter: %v, %q", err, f.calls)
+	}
+	f = fakeCaller{procFiles: map[string][]byte{"coredump_filter": []byte("7b\n7b")}}
+	if _, err := DumpMM(&f, nil); err == nil {
+		t.Error("a malformed coredump_filter is accepted")
 	}
 	// Without KSM the kernel says EINVAL: nothing to restore.
 	f = fakeCaller{errs: map[uintptr]error{unix.SYS_PRCTL: unix.EINVAL}}
@@ -192,6 +220,16 @@ func (c checkingCaller) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr,
 	return c.Call(nr, args...)
 }
 
+func (c checkingCaller) ReadProc(name string) ([]byte, error) {
+	c.t.Fatalf("ReadProc(%q) while restoring a VMA", name)
+	return nil, nil
+}
+
+func (c checkingCaller) WriteProc(name string, _ []byte) error {
+	c.t.Fatalf("WriteProc(%q) while restoring a VMA", name)
+	return nil
+}
+
 // FuzzVmFlags feeds arbitrary VmFlags and protections: Check, Show and
 // Apply never panic, and Apply injects only whitelisted calls on the VMA's
 // own range.
@@ -225,4 +263,23 @@ func TestWithIn(t *testing.T) {
 	if !slices.Equal(got, []uintptr{1, 0x7000, 3}) || !slices.Equal(args, []uintptr{1, In, 3}) {
 		t.Fatalf("WithIn(%v) = %v", args, got)
 	}
+}
+
+// FuzzCoredumpFilter: parseCoredumpFilter never panics, and what it
+// accepts reads back the same in the kernel's format.
+func FuzzCoredumpFilter(f *testing.F) {
+	f.Add([]byte("00000033\n"))
+	f.Add([]byte("0000007b"))
+	f.Add([]byte("-1\n"))
+	f.Add([]byte("1ffffffff\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := parseCoredumpFilter(b)
+		if err != nil {
+			return
+		}
+		w, err := parseCoredumpFilter(fmt.Appendf(nil, "%08x\n", v))
+		if err != nil || w != v {
+			t.Fatalf("%#x does not read back: %#x, %v", v, w, err)
+		}
+	})
 }

@@ -2833,12 +2833,13 @@ func (x *MemoryMap) GetAttrs() *MmAttrs {
 // MmAttrs are the address space's own attributes, beside the per-VMA ones
 // (which are the Vma's vm_flags). Package vmattr reads and restores them.
 type MmAttrs struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mlockall      uint32                 `protobuf:"varint,1,opt,name=mlockall,proto3" json:"mlockall,omitempty"`                          // MCL_FUTURE|MCL_ONFAULT in force (mm->def_flags)
-	ThpDisable    uint32                 `protobuf:"varint,2,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`    // prctl(PR_GET_THP_DISABLE): 0, 1, or 1|PR_THP_DISABLE_EXCEPT_ADVISED
-	MemoryMerge   bool                   `protobuf:"varint,3,opt,name=memory_merge,json=memoryMerge,proto3" json:"memory_merge,omitempty"` // prctl(PR_GET_MEMORY_MERGE): KSM for every VMA
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Mlockall       uint32                 `protobuf:"varint,1,opt,name=mlockall,proto3" json:"mlockall,omitempty"`                                         // MCL_FUTURE|MCL_ONFAULT in force (mm->def_flags)
+	ThpDisable     uint32                 `protobuf:"varint,2,opt,name=thp_disable,json=thpDisable,proto3" json:"thp_disable,omitempty"`                   // prctl(PR_GET_THP_DISABLE): 0, 1, or 1|PR_THP_DISABLE_EXCEPT_ADVISED
+	MemoryMerge    bool                   `protobuf:"varint,3,opt,name=memory_merge,json=memoryMerge,proto3" json:"memory_merge,omitempty"`                // prctl(PR_GET_MEMORY_MERGE): KSM for every VMA
+	CoredumpFilter *uint32                `protobuf:"varint,4,opt,name=coredump_filter,json=coredumpFilter,proto3,oneof" json:"coredump_filter,omitempty"` // /proc/PID/coredump_filter (core(5)); unset in older images
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MmAttrs) Reset() {
@@ -2890,6 +2891,13 @@ func (x *MmAttrs) GetMemoryMerge() bool {
 		return x.MemoryMerge
 	}
 	return false
+}
+
+func (x *MmAttrs) GetCoredumpFilter() uint32 {
+	if x != nil && x.CoredumpFilter != nil {
+		return *x.CoredumpFilter
+	}
+	return 0
 }
 
 type MmFields struct {
@@ -6553,12 +6561,14 @@ const file_image_proto_rawDesc = "" +
 	"\x03exe\x18\x05 \x01(\v2\x17.lazycr.image.v1.FileIDR\x03exe\x12\x1f\n" +
 	"\vpages_bytes\x18\x06 \x01(\x04R\n" +
 	"pagesBytes\x12.\n" +
-	"\x05attrs\x18\a \x01(\v2\x18.lazycr.image.v1.MmAttrsR\x05attrs\"i\n" +
+	"\x05attrs\x18\a \x01(\v2\x18.lazycr.image.v1.MmAttrsR\x05attrs\"\xab\x01\n" +
 	"\aMmAttrs\x12\x1a\n" +
 	"\bmlockall\x18\x01 \x01(\rR\bmlockall\x12\x1f\n" +
 	"\vthp_disable\x18\x02 \x01(\rR\n" +
 	"thpDisable\x12!\n" +
-	"\fmemory_merge\x18\x03 \x01(\bR\vmemoryMerge\"\xba\x02\n" +
+	"\fmemory_merge\x18\x03 \x01(\bR\vmemoryMerge\x12,\n" +
+	"\x0fcoredump_filter\x18\x04 \x01(\rH\x00R\x0ecoredumpFilter\x88\x01\x01B\x12\n" +
+	"\x10_coredump_filter\"\xba\x02\n" +
 	"\bMmFields\x12\x1d\n" +
 	"\n" +
 	"start_code\x18\x01 \x01(\x04R\tstartCode\x12\x19\n" +
@@ -7077,6 +7087,7 @@ func file_image_proto_init() {
 		return
 	}
 	file_image_proto_msgTypes[7].OneofWrappers = []any{}
+	file_image_proto_msgTypes[26].OneofWrappers = []any{}
 	file_image_proto_msgTypes[32].OneofWrappers = []any{
 		(*Fd_File)(nil),
 		(*Fd_Pipe)(nil),

@@ -60,6 +60,32 @@ static inline void pace(void)
 		;
 }
 
+/* failf reports a failed check as "FAIL <message>" on stderr (the test
+ * shows the program's stderr) and exits 1. */
+static inline void failf(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "FAIL %s\n", buf);
+	exit(1);
+}
+
+/* check_forever writes the report {"pid":N}, then for ever calls check
+ * (unless NULL; it exits on a failed check) and ticks "ok". */
+static inline __attribute__((noreturn)) void check_forever(void (*check)(void))
+{
+	emit("{\"pid\":%d}\n", getpid());
+	for (unsigned long n = 1;; n++) {
+		if (check)
+			check();
+		tick("ok", n);
+		pace();
+	}
+}
+
 /* pattern is the byte at offset i of a buffer filled for tag; the tests
  * compute the same function (integration/harness_test.go, pattern). */
 static inline unsigned char pattern(unsigned tag, unsigned long i)

@@ -22,27 +22,17 @@
 static char top[512], cwdpath[1024], fpath[1100];
 static int fd, fd2;
 
-static void fail(const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "FAIL %s\n", buf);
-	exit(1);
-}
 
 static void link_is(const char *link, const char *path)
 {
 	char buf[1024], want[1024];
 	ssize_t n = readlink(link, buf, sizeof buf - 1);
 	if (n < 0)
-		fail("readlink %s: %s", link, strerror(errno));
+		failf("readlink %s: %s", link, strerror(errno));
 	buf[n] = 0;
 	snprintf(want, sizeof want, "%s (deleted)", path);
 	if (strcmp(buf, want))
-		fail("%s is %s, want %s", link, buf, want);
+		failf("%s is %s, want %s", link, buf, want);
 }
 
 static void check(void)
@@ -50,25 +40,25 @@ static void check(void)
 	struct stat st, st2;
 	char buf[64];
 	if (stat(".", &st))
-		fail("stat .: %s", strerror(errno));
+		failf("stat .: %s", strerror(errno));
 	if (!S_ISDIR(st.st_mode) || st.st_nlink != 0 || (st.st_mode & 07777) != 0751)
-		fail(".: %ld links, mode %#o; want a removed directory, 0751", (long)st.st_nlink, st.st_mode);
+		failf(".: %ld links, mode %#o; want a removed directory, 0751", (long)st.st_nlink, st.st_mode);
 	if (getcwd(buf, sizeof buf) != NULL || errno != ENOENT)
-		fail("getcwd: %s (%s), want ENOENT", buf, strerror(errno));
+		failf("getcwd: %s (%s), want ENOENT", buf, strerror(errno));
 	link_is("/proc/self/cwd", cwdpath);
 	link_is("/proc/self/fd/3", fpath);
 	if (fstat(fd, &st) || fstat(fd2, &st2))
-		fail("fstat: %s", strerror(errno));
+		failf("fstat: %s", strerror(errno));
 	if (st.st_nlink != 0 || (st.st_mode & 07777) != 0640 || st.st_ino != st2.st_ino || st.st_dev != st2.st_dev)
-		fail("fd 3: %ld links, mode %#o, fd 4 inode %lu of %lu; want a removed file, 0640, the same", (long)st.st_nlink,
+		failf("fd 3: %ld links, mode %#o, fd 4 inode %lu of %lu; want a removed file, 0640, the same", (long)st.st_nlink,
 		     st.st_mode, (unsigned long)st2.st_ino, (unsigned long)st.st_ino);
 	if (lseek(fd, 0, SEEK_CUR) != 4)
-		fail("fd 3 offset %ld, want 4", (long)lseek(fd, 0, SEEK_CUR));
+		failf("fd 3 offset %ld, want 4", (long)lseek(fd, 0, SEEK_CUR));
 	ssize_t n = pread(fd2, buf, sizeof buf, 0);
 	if (n != 8 || memcmp(buf, "qa3 data", 8))
-		fail("fd 4 reads %zd bytes, want \"qa3 data\"", n);
+		failf("fd 4 reads %zd bytes, want \"qa3 data\"", n);
 	if (access(top, F_OK) == 0 || errno != ENOENT)
-		fail("%s exists again", top);
+		failf("%s exists again", top);
 }
 
 int main(int argc, char **argv)
@@ -93,10 +83,5 @@ int main(int argc, char **argv)
 	if (unlink(fpath) || rmdir(cwdpath) || rmdir(a) || rmdir(top))
 		die("remove DIR/t");
 	check();
-	emit("{\"pid\":%d}\n", getpid());
-	for (unsigned long n = 1;; n++) {
-		check();
-		tick("ok", n);
-		pace();
-	}
+	check_forever(check);
 }

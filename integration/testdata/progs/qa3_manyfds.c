@@ -18,16 +18,6 @@
 
 static int n;
 
-static void fail(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "FAIL %s\n", buf);
-	exit(1);
-}
 
 static void check(void)
 {
@@ -35,21 +25,21 @@ static void check(void)
 		switch (fd % 3) {
 		case 0:
 			if (lseek(fd, 0, SEEK_CUR) != fd % 16)
-				fail("fd %d at offset %ld, want %d", fd, (long)lseek(fd, 0, SEEK_CUR), fd % 16);
+				failf("fd %d at offset %ld, want %d", fd, (long)lseek(fd, 0, SEEK_CUR), fd % 16);
 			break;
 		case 1: {
 			uint64_t v = 0;
 			if (read(fd, &v, 8) != 8 || v != (uint64_t)fd)
-				fail("eventfd %d holds %llu, want %d", fd, (unsigned long long)v, fd);
+				failf("eventfd %d holds %llu, want %d", fd, (unsigned long long)v, fd);
 			if (write(fd, &v, 8) != 8)
-				fail("write eventfd %d: %s", fd, strerror(errno));
+				failf("write eventfd %d: %s", fd, strerror(errno));
 			break;
 		}
 		case 2:
 			/* a dup of fd-2: one description */
 			if (lseek(fd, 1, SEEK_CUR) != (fd - 2) % 16 + 1 || lseek(fd - 2, 0, SEEK_CUR) != (fd - 2) % 16 + 1 ||
 			    lseek(fd, -1, SEEK_CUR) != (fd - 2) % 16)
-				fail("fd %d is not a dup of fd %d", fd, fd - 2);
+				failf("fd %d is not a dup of fd %d", fd, fd - 2);
 			break;
 		}
 	}

@@ -11,36 +11,26 @@
 #include "common.h"
 #include <fcntl.h>
 
-static void fail(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "FAIL %s\n", buf);
-	exit(1);
-}
 
 static void check(void)
 {
 	char buf[4096], want[64];
 	ssize_t n = pread(3, buf, sizeof buf - 1, 0);
 	if (n <= 0)
-		fail("read fd 3 (/proc/self/status): %s", n < 0 ? strerror(errno) : "empty");
+		failf("read fd 3 (/proc/self/status): %s", n < 0 ? strerror(errno) : "empty");
 	buf[n] = 0;
 	snprintf(want, sizeof want, "\nPid:\t%d\n", getpid());
 	if (!strstr(buf, want)) {
 		char *p = strstr(buf, "\nPid:");
-		fail("fd 3 describes %.16s, want pid %d", p ? p + 1 : "no pid", getpid());
+		failf("fd 3 describes %.16s, want pid %d", p ? p + 1 : "no pid", getpid());
 	}
 	int st = openat(4, "stat", O_RDONLY | O_CLOEXEC);
 	if (st < 0)
-		fail("openat(fd 4, \"stat\"): %s", strerror(errno));
+		failf("openat(fd 4, \"stat\"): %s", strerror(errno));
 	n = read(st, buf, sizeof buf - 1);
 	close(st);
 	if (n <= 0 || atoi(buf) != getpid())
-		fail("stat through fd 4 starts with %.12s, want pid %d", n > 0 ? buf : "", getpid());
+		failf("stat through fd 4 starts with %.12s, want pid %d", n > 0 ? buf : "", getpid());
 }
 
 int main(void)
@@ -48,10 +38,5 @@ int main(void)
 	if (open("/proc/self/status", O_RDONLY) != 3 || open("/proc/self", O_RDONLY | O_DIRECTORY) != 4)
 		die("open /proc/self/status and /proc/self as fds 3 and 4");
 	check();
-	emit("{\"pid\":%d}\n", getpid());
-	for (unsigned long n = 1;; n++) {
-		check();
-		tick("ok", n);
-		pace();
-	}
+	check_forever(check);
 }

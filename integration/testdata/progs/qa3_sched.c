@@ -20,31 +20,21 @@
 
 static cpu_set_t want;
 
-static void fail(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "FAIL %s\n", buf);
-	exit(1);
-}
 
 static void check(const char *who)
 {
 	cpu_set_t got;
 	if (sched_getaffinity(0, sizeof got, &got) || !CPU_EQUAL(&got, &want))
-		fail("%s: CPU affinity of %d CPUs, want the one CPU set", who, CPU_COUNT(&got));
+		failf("%s: CPU affinity of %d CPUs, want the one CPU set", who, CPU_COUNT(&got));
 	int pol = sched_getscheduler(0);
 	if (pol != SCHED_BATCH)
-		fail("%s: scheduling policy %d, want SCHED_BATCH (%d)", who, pol, SCHED_BATCH);
+		failf("%s: scheduling policy %d, want SCHED_BATCH (%d)", who, pol, SCHED_BATCH);
 	long io = syscall(SYS_ioprio_get, 1, 0);
 	if (io != IOPRIO_IDLE)
-		fail("%s: I/O priority %#lx, want %#x (idle class)", who, io, IOPRIO_IDLE);
+		failf("%s: I/O priority %#lx, want %#x (idle class)", who, io, IOPRIO_IDLE);
 	int slack = prctl(PR_GET_TIMERSLACK);
 	if (slack != SLACK)
-		fail("%s: timer slack %d ns, want %d", who, slack, SLACK);
+		failf("%s: timer slack %d ns, want %d", who, slack, SLACK);
 }
 
 static void *thread(void *arg)

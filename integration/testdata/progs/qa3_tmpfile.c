@@ -16,34 +16,24 @@
 static FILE *tf;
 static int flags3, flagsTf; /* F_GETFL at the start */
 
-static void fail(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "FAIL %s\n", buf);
-	exit(1);
-}
 
 static void check(void)
 {
 	char buf[64];
 	struct stat st;
 	if (pread(3, buf, sizeof buf, 0) != 16 || memcmp(buf, "qa3 tmpfile data", 16))
-		fail("fd 3 does not hold \"qa3 tmpfile data\"");
+		failf("fd 3 does not hold \"qa3 tmpfile data\"");
 	if (lseek(3, 0, SEEK_CUR) != 4)
-		fail("fd 3 at offset %ld, want 4", (long)lseek(3, 0, SEEK_CUR));
+		failf("fd 3 at offset %ld, want 4", (long)lseek(3, 0, SEEK_CUR));
 	if (fstat(3, &st) || st.st_nlink != 0 || (st.st_mode & 07777) != 0600)
-		fail("fd 3: %ld links, mode %#o; want an unnamed file, 0600", (long)st.st_nlink, st.st_mode);
+		failf("fd 3: %ld links, mode %#o; want an unnamed file, 0600", (long)st.st_nlink, st.st_mode);
 	int fd = fileno(tf);
 	if (pread(fd, buf, sizeof buf, 0) != 6 || memcmp(buf, "stream", 6))
-		fail("the tmpfile(3) stream does not hold \"stream\"");
+		failf("the tmpfile(3) stream does not hold \"stream\"");
 	if (fstat(fd, &st) || st.st_nlink != 0)
-		fail("the tmpfile(3) stream's file has %ld links", (long)st.st_nlink);
+		failf("the tmpfile(3) stream's file has %ld links", (long)st.st_nlink);
 	if (fcntl(3, F_GETFL) != flags3 || fcntl(fd, F_GETFL) != flagsTf)
-		fail("status flags %#o and %#o, want %#o and %#o", fcntl(3, F_GETFL), fcntl(fd, F_GETFL), flags3, flagsTf);
+		failf("status flags %#o and %#o, want %#o and %#o", fcntl(3, F_GETFL), fcntl(fd, F_GETFL), flags3, flagsTf);
 }
 
 int main(int argc, char **argv)
@@ -61,10 +51,5 @@ int main(int argc, char **argv)
 	flags3 = fcntl(3, F_GETFL);
 	flagsTf = fcntl(fileno(tf), F_GETFL);
 	check();
-	emit("{\"pid\":%d}\n", getpid());
-	for (unsigned long n = 1;; n++) {
-		check();
-		tick("ok", n);
-		pace();
-	}
+	check_forever(check);
 }

@@ -17,7 +17,9 @@
  *               mlockall(MCL_FUTURE) and then setresuid(65534): "lo"/"lf"
  *               on the ranges and on a new mapping, locked data intact.
  *   prctl DIR   PR_SET_THP_DISABLE, PR_SET_NAME, PR_SET_DUMPABLE 0,
- *               PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, a personality.
+ *               PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, a personality,
+ *               /proc/self/coredump_filter 0x7b (core(5); kernels with
+ *               CONFIG_ELF_CORE), PR_SET_KEEPCAPS 1.
  *   timers DIR  POSIX timers: SIGEV_THREAD_ID to a worker thread,
  *               SIGEV_NONE armed, SIGEV_SIGNAL to the process.
  *   cwd DIR     the current directory DIR/gone was removed: getcwd fails
@@ -313,13 +315,32 @@ static void mlock_check(void)
 #define PERSONA (PER_LINUX | ADDR_NO_RANDOMIZE | UNAME26)
 
 static int ksm_all; /* PR_SET_MEMORY_MERGE worked (a kernel with KSM) */
+static int has_cdf; /* /proc/self/coredump_filter exists (CONFIG_ELF_CORE) */
+
+/* The address space's core dump filter, read as "%08x\n" (core(5)). */
+static unsigned coredump_filter(void)
+{
+	char buf[32] = {0};
+	int fd = open("/proc/self/coredump_filter", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
+		fail("read /proc/self/coredump_filter: %s", strerror(errno));
+	close(fd);
+	return (unsigned)strtoul(buf, NULL, 16);
+}
 
 static void prctl_setup(void)
 {
 	ksm_all = prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0;
+	/* Before PR_SET_DUMPABLE 0, which makes /proc/self root's. */
+	int fd = open("/proc/self/coredump_filter", O_WRONLY | O_CLOEXEC);
+	has_cdf = fd >= 0;
+	if (has_cdf && write(fd, "0x7b", 4) != 4)
+		die("write /proc/self/coredump_filter");
+	if (has_cdf)
+		close(fd);
 	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || prctl(PR_SET_NAME, "vmachk-named") ||
 	    prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
-	    prctl(PR_SET_DUMPABLE, 0))
+	    prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) || prctl(PR_SET_DUMPABLE, 0))
 		die("prctl");
 	if (personality(PERSONA) < 0)
 		die("personality");
@@ -337,10 +358,14 @@ static void prctl_check(void)
 		fail("child subreaper %d", sub);
 	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
 		fail("no_new_privs off");
+	if (prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0) != 1)
+		fail("PR_GET_KEEPCAPS = %d, want 1", prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0));
 	if (prctl(PR_GET_DUMPABLE) != 0)
 		fail("dumpable %d, want 0", prctl(PR_GET_DUMPABLE));
 	if (ksm_all && prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) != 1)
 		fail("PR_GET_MEMORY_MERGE = %d, want 1", prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0));
+	if (has_cdf && coredump_filter() != 0x7b)
+		fail("coredump_filter %#x, want 0x7b", coredump_filter());
 	int p = personality(0xffffffff);
 	if (p != PERSONA)
 		fail("personality %#x, want %#x", p, PERSONA);
