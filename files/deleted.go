@@ -107,22 +107,9 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	if local < 0 {
 		fresh = true
 		const flags = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOCTTY
-		fd, err = r.openAt(path, flags)
-		if errors.Is(err, unix.ENOENT) {
-			// Its directory was removed too (rm -r): made again for
-			// the time it takes, removed after the name (deferred
-			// first, so it runs last).
-			undo, perr := MakeParents(path, r.mkdir, r.rmdir)
-			if perr != nil {
-				return fmt.Errorf("recreate %s: %w", what, perr)
-			}
-			defer func() {
-				if err := undo(); err != nil {
-					r.log.Warn().Err(err).Str("file", path).Msg("directories made for a deleted file left behind")
-				}
-			}()
-			fd, err = r.openAt(path, flags)
-		}
+		var undo func()
+		fd, undo, err = r.openMakingParents(path, path, flags)
+		defer undo() // deferred first, so it runs last: after the name goes
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("recreate %s: %w: the name is taken by another file now (the fd's link would name a different path)", what, ErrFileChanged)
 		}
@@ -146,14 +133,8 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 	if !fresh {
 		data = nil // written by the member that opened it first
 	}
-	if err := writeAll(local, data, what); err != nil {
+	if err := fillDeleted(local, data, first, what); err != nil {
 		return err
-	}
-	if err := unix.Fchown(local, int(first.Uid), int(first.Gid)); err != nil {
-		return fmt.Errorf("chown %s to %d:%d: %w", what, first.Uid, first.Gid, os.NewSyscallError("fchown", err))
-	}
-	if err := unix.Fchmod(local, first.Mode&0o7777); err != nil {
-		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode&0o7777, os.NewSyscallError("fchmod", err))
 	}
 	// Each fd is opened by the path, still linked (a shared memory
 	// object's too, until restore ends): through a /proc fd link an
@@ -168,11 +149,8 @@ func (r *restorer) makeDeleted(g *fileGroup) error {
 				Msgf("fd %d was opened O_TMPFILE and shares its file with other open descriptions: it comes back as an unlinked file, which linkat(2) cannot give a name any more", f.Fd)
 		}
 	}
-	if m := first.File.MtimeUnixNano; m != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
-			return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
-		}
+	if err := setMtime(local, first, what); err != nil {
+		return err
 	}
 	if !linked {
 		return nil
@@ -195,21 +173,8 @@ func (r *restorer) makeTmpfile(g *fileGroup, path, what string, data []byte) err
 	first := f.GetDeletedFile()
 	dir := filepath.Dir(path)
 	flags := uintptr(f.Flags&^(unix.O_CREAT|unix.O_TRUNC)) | unix.O_CLOEXEC | unix.O_NOCTTY
-	t, err := r.openAt(dir, flags)
-	if errors.Is(err, unix.ENOENT) {
-		// Its directory was removed too: made again for the time it
-		// takes, as for a named deleted file.
-		undo, perr := MakeParents(filepath.Join(dir, "x"), r.mkdir, r.rmdir)
-		if perr != nil {
-			return fmt.Errorf("recreate %s: %w", what, perr)
-		}
-		defer func() {
-			if err := undo(); err != nil {
-				r.log.Warn().Err(err).Str("dir", dir).Msg("directories made for an O_TMPFILE file left behind")
-			}
-		}()
-		t, err = r.openAt(dir, flags)
-	}
+	t, undo, err := r.openMakingParents(dir, filepath.Join(dir, "x"), flags)
+	defer undo()
 	if err != nil {
 		return fmt.Errorf("recreate %s: open %s O_TMPFILE: %w", what, dir, err)
 	}
@@ -219,25 +184,69 @@ func (r *restorer) makeTmpfile(g *fileGroup, path, what string, data []byte) err
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer unix.Close(local)
-	if err := writeAll(local, data, what); err != nil {
+	if err := fillDeleted(local, data, first, what); err != nil {
 		return err
 	}
-	if err := unix.Fchown(local, int(first.Uid), int(first.Gid)); err != nil {
-		return fmt.Errorf("chown %s to %d:%d: %w", what, first.Uid, first.Gid, os.NewSyscallError("fchown", err))
-	}
-	if err := unix.Fchmod(local, first.Mode&0o7777); err != nil {
-		return fmt.Errorf("chmod %s to %#o: %w", what, first.Mode&0o7777, os.NewSyscallError("fchmod", err))
-	}
-	if m := first.File.MtimeUnixNano; m != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
-			return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
-		}
+	if err := setMtime(local, first, what); err != nil {
+		return err
 	}
 	if p := first.GetPos(); p != 0 {
 		if _, err := r.rem.Syscall(unix.SYS_LSEEK, t, uintptr(p), unix.SEEK_SET); err != nil {
 			return fmt.Errorf("seek fd %d %s to %d: %w", f.Fd, what, p, err)
 		}
+	}
+	return nil
+}
+
+// openMakingParents opens path in the process with flags; if that fails
+// ENOENT because the directories above name (the file to be made) were
+// removed too (rm -r), it makes them for the time it takes and tries
+// again. undo removes them again (it logs what it cannot); call it once
+// the name is gone.
+func (r *restorer) openMakingParents(path, name string, flags uintptr) (fd uintptr, undo func(), err error) {
+	undo = func() {}
+	fd, err = r.openAt(path, flags)
+	if !errors.Is(err, unix.ENOENT) {
+		return fd, undo, err
+	}
+	rm, perr := MakeParents(name, r.mkdir, r.rmdir)
+	if perr != nil {
+		return 0, undo, perr
+	}
+	undo = func() {
+		if err := rm(); err != nil {
+			r.log.Warn().Err(err).Str("file", name).Msg("directories made for a deleted file left behind")
+		}
+	}
+	fd, err = r.openAt(path, flags)
+	return fd, undo, err
+}
+
+// fillDeleted writes a remade deleted file's data (at lazycr's fd local)
+// and gives it its owner and mode.
+func fillDeleted(local int, data []byte, df *pb.DeletedFile, what string) error {
+	if err := writeAll(local, data, what); err != nil {
+		return err
+	}
+	if err := unix.Fchown(local, int(df.Uid), int(df.Gid)); err != nil {
+		return fmt.Errorf("chown %s to %d:%d: %w", what, df.Uid, df.Gid, os.NewSyscallError("fchown", err))
+	}
+	if err := unix.Fchmod(local, df.Mode&0o7777); err != nil {
+		return fmt.Errorf("chmod %s to %#o: %w", what, df.Mode&0o7777, os.NewSyscallError("fchmod", err))
+	}
+	return nil
+}
+
+// setMtime gives a remade deleted file its modification time, last (the
+// writes above set it).
+func setMtime(local int, df *pb.DeletedFile, what string) error {
+	m := df.GetFile().GetMtimeUnixNano()
+	if m == 0 {
+		return nil
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(m)}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", local), ts, 0); err != nil {
+		return fmt.Errorf("set mtime of %s: %w", what, os.NewSyscallError("utimensat", err))
 	}
 	return nil
 }

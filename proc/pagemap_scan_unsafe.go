@@ -72,38 +72,7 @@ type Range struct{ Start, End uint64 }
 // category of mask refuses the scan with EINVAL ([ErrScanUnsupported]):
 // PAGE_IS_GUARD came in Linux 6.15 (Documentation/admin-guide/mm/pagemap.rst).
 func ScanCategory(f *os.File, start, end, mask uint64) ([]Range, error) {
-	var out []Range
-	vec := make([]kabi.PageRegion, 64)
-	for start < end {
-		arg := kabi.PmScanArg{
-			Size:         kabi.SizeofPmScanArg,
-			Start:        start,
-			End:          end,
-			Vec:          unsafe.Pointer(&vec[0]),
-			VecLen:       uint64(len(vec)),
-			CategoryMask: mask,
-			ReturnMask:   mask,
-		}
-		n, err := kabi.IoctlRet(int(f.Fd()), kabi.PAGEMAP_SCAN, unsafe.Pointer(&arg))
-		if err != nil {
-			if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
-				return nil, fmt.Errorf("scan %s %#x-%#x for categories %#x: %w: %v", f.Name(), start, end, mask, ErrScanUnsupported, err)
-			}
-			return nil, fmt.Errorf("scan %s %#x-%#x for categories %#x: %w", f.Name(), start, end, mask, err)
-		}
-		for _, r := range vec[:n] {
-			if k := len(out); k > 0 && out[k-1].End == r.Start {
-				out[k-1].End = r.End
-				continue
-			}
-			out = append(out, Range{Start: r.Start, End: r.End})
-		}
-		if arg.WalkEnd <= start {
-			return nil, fmt.Errorf("scan %s %#x-%#x: the walk did not advance", f.Name(), start, end)
-		}
-		start = arg.WalkEnd
-	}
-	return out, nil
+	return scanRanges(f, start, end, kabi.PmScanArg{CategoryMask: mask, ReturnMask: mask})
 }
 
 // ScanCopied lists the pages of [start, end) that are present or swapped
@@ -114,26 +83,30 @@ func ScanCategory(f *os.File, start, end, mask uint64) ([]Range, error) {
 // category_inverted applies before category_mask and
 // category_anyof_mask).
 func ScanCopied(f *os.File, start, end uint64) ([]Range, error) {
+	return scanRanges(f, start, end, kabi.PmScanArg{
+		CategoryInverted:  kabi.PAGE_IS_FILE,
+		CategoryMask:      kabi.PAGE_IS_FILE,
+		CategoryAnyofMask: kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
+		ReturnMask:        kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
+	})
+}
+
+// scanRanges runs PAGEMAP_SCAN over [start, end) with the categories of
+// q (its Size, range and vector are filled in here) and merges what it
+// returns into ranges.
+func scanRanges(f *os.File, start, end uint64, q kabi.PmScanArg) ([]Range, error) {
 	var out []Range
 	vec := make([]kabi.PageRegion, 64)
 	for start < end {
-		arg := kabi.PmScanArg{
-			Size:              kabi.SizeofPmScanArg,
-			Start:             start,
-			End:               end,
-			Vec:               unsafe.Pointer(&vec[0]),
-			VecLen:            uint64(len(vec)),
-			CategoryInverted:  kabi.PAGE_IS_FILE,
-			CategoryMask:      kabi.PAGE_IS_FILE,
-			CategoryAnyofMask: kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
-			ReturnMask:        kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
-		}
+		arg := q
+		arg.Size, arg.Start, arg.End = kabi.SizeofPmScanArg, start, end
+		arg.Vec, arg.VecLen = unsafe.Pointer(&vec[0]), uint64(len(vec))
 		n, err := kabi.IoctlRet(int(f.Fd()), kabi.PAGEMAP_SCAN, unsafe.Pointer(&arg))
 		if err != nil {
 			if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
-				return nil, fmt.Errorf("scan %s %#x-%#x: %w: %v", f.Name(), start, end, ErrScanUnsupported, err)
+				return nil, fmt.Errorf("scan %s %#x-%#x for categories %#x: %w: %v", f.Name(), start, end, q.CategoryMask, ErrScanUnsupported, err)
 			}
-			return nil, fmt.Errorf("scan %s %#x-%#x: %w", f.Name(), start, end, err)
+			return nil, fmt.Errorf("scan %s %#x-%#x for categories %#x: %w", f.Name(), start, end, q.CategoryMask, err)
 		}
 		for _, r := range vec[:n] {
 			if k := len(out); k > 0 && out[k-1].End == r.Start {
