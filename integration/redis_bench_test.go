@@ -206,9 +206,9 @@ var gapPhases = []struct{ side, msg, what string }{
 	// The fds (and the network lock taken with them) are read while the
 	// memory map is (dump.collect): what of them the smaps walk did not
 	// hide is in "fds, skeleton encoded".
-	{"source", "memory collected", "source: memory map read (smaps; the fds read meanwhile)"},
+	{"source", "memory collected", "source: memory map read (smaps)"},
 	{"source", "process state collected", "source: process state"},
-	{"source", "skeleton encoded", "source: fds (the rest), network lock, skeleton encoded"},
+	{"source", "skeleton encoded", "source: fds, network lock, skeleton encoded"},
 	{"source", "frozen; serving", "source: state written, serving"},
 	{"target", "image set decoded", "target: connected, image set fetched and decoded"},
 	{"target", "takeover:", "target: network lock, address takeover (netfix)"},
