@@ -203,9 +203,8 @@ func gapTimeline(m *redisMigration, pkts []timedLine, from, to time.Time) string
 var gapPhases = []struct{ side, msg, what string }{
 	{"", "", "last answer → freeze began (negative: the reply was on its way)"},
 	{"source", "process frozen", "source: every thread stopped"},
-	// The fds (and the network lock taken with them) are read while the
-	// memory map is (dump.collect): what of them the smaps walk did not
-	// hide is in "fds, skeleton encoded".
+	// The fds (and the network lock taken with them) are read last,
+	// after the process state (dump.collect).
 	{"source", "memory collected", "source: memory map read (smaps)"},
 	{"source", "process state collected", "source: process state"},
 	{"source", "skeleton encoded", "source: fds, network lock, skeleton encoded"},
