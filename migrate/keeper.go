@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lazycr/lazycr/proc"
 	"github.com/lazycr/lazycr/uffd"
 	"golang.org/x/sys/unix"
 )
@@ -525,7 +526,7 @@ func killFaulting(k *kept, msgs []uffd.Msg, stderr io.Writer) []*kept {
 				if k.pidfd >= 0 {
 					continue // killed already; its exit closes the uffd
 				}
-				pid := tgidOf(m.PageFault.TID)
+				pid := proc.Tgid(m.PageFault.TID)
 				pfd, err := unix.PidfdOpen(pid, 0)
 				if err != nil {
 					continue // already gone
@@ -539,23 +540,6 @@ func killFaulting(k *kept, msgs []uffd.Msg, stderr io.Writer) []*kept {
 		}
 	}
 	return added
-}
-
-// tgidOf is the thread-group id of thread tid (the Tgid line of
-// /proc/TID/status, proc(5)), tid itself if that cannot be read.
-func tgidOf(tid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return tid
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
-			if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
-				return pid
-			}
-		}
-	}
-	return tid
 }
 
 // descendants lists pid's descendants from /proc/PID/task/*/children

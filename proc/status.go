@@ -233,3 +233,13 @@ func ReadStatus(pid int) (*Status, error) { return readParsed(pidPath(pid, "stat
 func ReadTaskStatus(pid, tid int) (*Status, error) {
 	return readParsed(taskPath(pid, tid, "status"), ParseStatus)
 }
+
+// Tgid is the thread-group id of thread tid (the Tgid line of
+// /proc/TID/status, proc(5)); tid itself if that cannot be read (kill(2) of
+// a thread id still signals its whole thread group).
+func Tgid(tid int) int {
+	if st, err := ReadStatus(tid); err == nil && st.Tgid > 0 {
+		return st.Tgid
+	}
+	return tid
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/internal/schedslice"
 	"github.com/lazycr/lazycr/lazypages"
+	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -853,7 +854,7 @@ func (h *Handler) fault(m *member, pf PageFault, now time.Duration) error {
 		// only member without a pid (QA4 F0: a sibling that read the
 		// child's memory was taken for the child, and its exit closed
 		// the child's uffd, whose missing pages then read as zeros).
-		if pid := tgidOf(pf.TID); h.onlyCandidate(m, pid) {
+		if pid := proc.Tgid(pf.TID); h.onlyCandidate(m, pid) {
 			h.learnPID(m, pid)
 		}
 	}
@@ -1414,24 +1415,6 @@ func (h *Handler) fork(m *member, ufd int) error {
 	}
 	h.log.Debug().Int("pid", m.pid).Int("uffd", fd.Fd()).Uint64("needed", c.needed).Msg("process forked: serving the child's uffd")
 	return nil
-}
-
-// tgidOf is the thread-group id of thread tid (the Tgid line of
-// /proc/TID/status, proc(5)); tid itself if that cannot be read (kill(2) of
-// a thread id still signals its whole thread group).
-func tgidOf(tid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return tid
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
-			if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
-				return pid
-			}
-		}
-	}
-	return tid
 }
 
 // onlyCandidate reports whether pid can only be forked child m: a live
