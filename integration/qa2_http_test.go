@@ -50,29 +50,7 @@ func qa2Get(t *testing.T, r *bufio.Reader, what string) {
 // headers.
 func TestQA2PythonHTTPMidRequest(t *testing.T) {
 	t.Parallel()
-	needRoot(t)
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("python3 not installed: %v", err)
-	}
-	script, err := filepath.Abs(filepath.Join("testdata", "progs", "qa2_httpserve.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startCmd(t, exec.Command(py, script))
-	var r struct {
-		Pid  int `json:"pid"`
-		Port int `json:"port"`
-	}
-	waitReport(t, p, &r)
-	if r.Pid != p.pid {
-		t.Fatalf("server reports pid %d, started as %d", r.Pid, p.pid)
-	}
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port)), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	p, conn := startPyServer(t, "qa2_httpserve.py")
 	conn.SetDeadline(time.Now().Add(lazycrTimeout))
 	br := bufio.NewReader(conn)
 	// A first request on the keep-alive connection, answered in full.
@@ -96,4 +74,35 @@ func TestQA2PythonHTTPMidRequest(t *testing.T) {
 	}
 	qa2Get(t, br, "third request")
 	requireRunning(t, rp.pid)
+}
+
+// startPyServer runs the Python program testdata/progs/NAME, which
+// reports {"pid": N, "port": P} and listens on 127.0.0.1:P, and returns it
+// with a connection to it (closed at the end of the test).
+func startPyServer(t *testing.T, name string) (*proc, net.Conn) {
+	t.Helper()
+	needRoot(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skipf("python3 not installed: %v", err)
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "progs", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startCmd(t, exec.Command(py, script))
+	var r struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &r)
+	if r.Pid != p.pid {
+		t.Fatalf("%s reports pid %d, started as %d", name, r.Pid, p.pid)
+	}
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port)), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return p, conn
 }

@@ -6,9 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,29 +21,7 @@ import (
 // queues or the restore.
 func TestQA2TCPBulkAcrossDumps(t *testing.T) {
 	t.Parallel()
-	needRoot(t)
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skipf("python3 not installed: %v", err)
-	}
-	script, err := filepath.Abs(filepath.Join("testdata", "progs", "qa2_tcprecv.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startCmd(t, exec.Command(py, script))
-	var r struct {
-		Pid  int `json:"pid"`
-		Port int `json:"port"`
-	}
-	waitReport(t, p, &r)
-	if r.Pid != p.pid {
-		t.Fatalf("receiver reports pid %d, started as %d", r.Pid, p.pid)
-	}
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port)), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	p, conn := startPyServer(t, "qa2_tcprecv.py")
 	conn.SetDeadline(time.Now().Add(3 * lazycrTimeout))
 
 	const blocks = 4096 // of 64 KiB: 256 MiB
