@@ -48,13 +48,7 @@ func TestLazySkeletonBigShm(t *testing.T) {
 // refused" or a reset, and both processes run on, never left stopped.
 func TestLazySourceRefusalReachesTarget(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "shmcheck"))
-	var r struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &r)
-	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	p, r := startShmcheck(t)
 	keys := []string{"anon", "memfd", "devshm", "sem", "writer"}
 	requireProgress(t, p, keys...)
 	// A free port for both command lines (the target connects first).

@@ -20,13 +20,7 @@ import (
 // each object once, its content once.
 func TestShmTreeRestore(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "shmcheck"))
-	var r struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &r)
-	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	p, r := startShmcheck(t)
 	keys := []string{"anon", "memfd", "devshm", "sem", "alias", "writer"}
 	requireProgress(t, p, keys...)
 
@@ -136,13 +130,7 @@ func TestShmFdRestore(t *testing.T) {
 // on, the memory still shared.
 func TestShmSharedOutsideRefused(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "shmcheck"))
-	var r struct {
-		Pid   int `json:"pid"`
-		Child int `json:"child"`
-	}
-	waitReport(t, p, &r)
-	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	p, r := startShmcheck(t)
 	keys := []string{"anon", "memfd", "devshm", "sem", "writer"}
 	requireProgress(t, p, keys...)
 	_, errOut, code := runLazycr(t, "dump", "--pid", fmt.Sprint(r.Child), "-D", filepath.Join(t.TempDir(), "img"))
@@ -173,4 +161,21 @@ func TestShmTreeLazyPIDNS(t *testing.T) {
 	if s := rp.stderr(); s != "" {
 		t.Errorf("the tree complains:\n%s", s)
 	}
+}
+
+// shmReport is shmcheck's report: the parent and its child sharing memory.
+type shmReport struct {
+	Pid   int `json:"pid"`
+	Child int `json:"child"`
+}
+
+// startShmcheck starts shmcheck and waits for its report; its child is
+// killed at the end of the test.
+func startShmcheck(t *testing.T) (*proc, shmReport) {
+	t.Helper()
+	p := start(t, buildC(t, "shmcheck"))
+	var r shmReport
+	waitReport(t, p, &r)
+	t.Cleanup(func() { unix.Kill(r.Child, unix.SIGKILL) })
+	return p, r
 }
