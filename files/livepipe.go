@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/lazycr/lazycr/image/pb"
 	"github.com/lazycr/lazycr/internal/kabi"
@@ -53,13 +54,17 @@ const maxHolders = 16
 const bootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // BootID returns this boot's id.
-func BootID() (string, error) {
+func BootID() (string, error) { return bootID() }
+
+// bootID reads the boot id once: it cannot change while lazycr runs, and
+// the fd kinds ask for it one fd after another, in the freeze too.
+var bootID = sync.OnceValues(func() (string, error) {
 	b, err := os.ReadFile(bootIDPath)
 	if err != nil {
 		return "", fmt.Errorf("read boot id: %w", err)
 	}
 	return string(bytes.TrimSpace(b)), nil
-}
+})
 
 // pipeHolders returns, for each inode of inos, the processes other than
 // skip that hold pipe:[INO] open. It reads every process's fd table, so it
