@@ -38,3 +38,15 @@ func TestQA5SemUndoRefused(t *testing.T) {
 	}
 	requireProgress(t, p, "held")
 }
+
+// TestQA5MdweKept: memory-deny-write-execute (PR_SET_MDWE, systemd's
+// MemoryDenyWriteExecute=) comes back: the restored process still cannot
+// make writable memory executable. It was silently dropped (a hardening
+// lost; the program's own check failed after the restore).
+func TestQA5MdweKept(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "qa5_mdwe"))
+	dir := dumpKill(t, p)
+	r := restoreFrom(t, p, dir)
+	requireProgress(t, r, "ok")
+}

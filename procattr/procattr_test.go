@@ -17,6 +17,7 @@ type fakeProcess struct {
 	nice                                             int // of the calling thread
 	cpus, policy, priority, ioprio, slack            uintptr
 	threadNice                                       map[int]int
+	mdwe                                             *uintptr // nil: a kernel without PR_GET_MDWE
 	calls                                            []string
 }
 
@@ -62,6 +63,16 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.nnp, nil
 	case unix.PR_SET_NO_NEW_PRIVS:
 		f.nnp = args[1]
+	case unix.PR_GET_MDWE:
+		if f.mdwe == nil {
+			return 0, unix.EINVAL
+		}
+		return *f.mdwe, nil
+	case unix.PR_SET_MDWE:
+		if f.mdwe == nil {
+			return 0, unix.EINVAL
+		}
+		*f.mdwe = args[1]
 	default:
 		return 0, unix.EINVAL
 	}
@@ -203,5 +214,36 @@ func TestSchedDump(t *testing.T) {
 	src.policy = schedDeadline
 	if err := Dump(src, &pb.Process{}); err == nil || !strings.Contains(err.Error(), "SCHED_DEADLINE") {
 		t.Errorf("dump of a SCHED_DEADLINE process: %v, want a refusal naming it", err)
+	}
+}
+
+// TestMdwe (qa5): memory-deny-write-execute is recorded, shown, left alone
+// by Restore (it would refuse restore's own mappings) and set by
+// RestoreLast; a kernel without it (EINVAL) records 0 and RestoreLast of 0
+// injects nothing.
+func TestMdwe(t *testing.T) {
+	on := uintptr(unix.PR_MDWE_REFUSE_EXEC_GAIN)
+	p := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, mdwe: &on}, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Mdwe != unix.PR_MDWE_REFUSE_EXEC_GAIN || !strings.Contains(Show(p), "memory-deny-write-execute") {
+		t.Fatalf("dumped mdwe %#x, show %q", p.Mdwe, Show(p))
+	}
+	var off uintptr
+	dst := &fakeProcess{dumpable: 1, mdwe: &off}
+	if err := Restore(dst, p); err != nil || off != 0 {
+		t.Fatalf("Restore: %v, mdwe %#x: want it left for RestoreLast", err, off)
+	}
+	if err := RestoreLast(dst, p); err != nil || off != unix.PR_MDWE_REFUSE_EXEC_GAIN {
+		t.Errorf("RestoreLast: %v, mdwe %#x, want %#x", err, off, unix.PR_MDWE_REFUSE_EXEC_GAIN)
+	}
+	old := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1}, old); err != nil || old.Mdwe != 0 {
+		t.Errorf("dump on a kernel without MDWE: %v, mdwe %#x", err, old.Mdwe)
+	}
+	none := &fakeProcess{}
+	if err := RestoreLast(none, old); err != nil || len(none.calls) != 0 {
+		t.Errorf("RestoreLast without MDWE: %v, calls %v", err, none.calls)
 	}
 }

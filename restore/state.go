@@ -377,7 +377,11 @@ func (r *Process) restoreCreds() error {
 	// Changing the effective ids resets the mm's dumpable flag to
 	// fs.suid_dumpable (commit_creds): check it and put the dumped value
 	// back.
-	return procattr.AfterCreds(builderCaller{r.b}, r.img)
+	if err := procattr.AfterCreds(builderCaller{r.b}, r.img); err != nil {
+		return err
+	}
+	// Memory-deny-write-execute last: nothing after this maps memory.
+	return procattr.RestoreLast(builderCaller{r.b}, r.img)
 }
 
 func (r *Process) setCreds() error {

@@ -952,7 +952,10 @@ type Process struct {
 	Sched *Sched `protobuf:"bytes,50,opt,name=sched,proto3" json:"sched,omitempty"`
 	// The control groups the process was in where they differ from the
 	// dumping lazycr's (package cgroup): restore moves it into them.
-	Cgroups       []*Cgroup `protobuf:"bytes,51,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
+	Cgroups []*Cgroup `protobuf:"bytes,51,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
+	// prctl(PR_GET_MDWE) (memory-deny-write-execute, Linux 6.3): its
+	// PR_MDWE_* flags, 0 when unset. Restore sets it last (procattr).
+	Mdwe          uint32 `protobuf:"varint,60,opt,name=mdwe,proto3" json:"mdwe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1237,6 +1240,13 @@ func (x *Process) GetCgroups() []*Cgroup {
 		return x.Cgroups
 	}
 	return nil
+}
+
+func (x *Process) GetMdwe() uint32 {
+	if x != nil {
+		return x.Mdwe
+	}
+	return 0
 }
 
 // Scheduling attributes of a thread: sched_setaffinity(2),
@@ -6364,7 +6374,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xad\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xc1\n" +
 	"\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
@@ -6411,7 +6421,8 @@ const file_image_proto_rawDesc = "" +
 	"stopSignal\x12>\n" +
 	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeleted\x12,\n" +
 	"\x05sched\x182 \x01(\v2\x16.lazycr.image.v1.SchedR\x05sched\x121\n" +
-	"\acgroups\x183 \x03(\v2\x17.lazycr.image.v1.CgroupR\acgroupsB\a\n" +
+	"\acgroups\x183 \x03(\v2\x17.lazycr.image.v1.CgroupR\acgroups\x12\x12\n" +
+	"\x04mdwe\x18< \x01(\rR\x04mdweB\a\n" +
 	"\x05_nice\"\x8d\x01\n" +
 	"\x05Sched\x12\x12\n" +
 	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
