@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestQA5SemUndoRefused: a process holding a System V semaphore taken with
@@ -49,4 +53,51 @@ func TestQA5MdweKept(t *testing.T) {
 	dir := dumpKill(t, p)
 	r := restoreFrom(t, p, dir)
 	requireProgress(t, r, "ok")
+}
+
+// TestQA5LazyUDPSameHost: a UDP server migrates lazily on one host. The
+// frozen original holds its port until the target is done, so a fresh
+// socket cannot bind (the migration failed with "bind fd 3 to
+// 127.0.0.1:PORT: address already in use"); the target takes the very
+// socket over, as it does a TCP listener, and a datagram sent while the
+// process was frozen is answered by the migrated process.
+func TestQA5LazyUDPSameHost(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	p := start(t, buildC(t, "qa5_udpecho"))
+	var r struct {
+		Pid  int `json:"pid"`
+		Port int `json:"port"`
+	}
+	waitReport(t, p, &r)
+	c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: r.Port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src := startLazySource(t, nil, p.pid, "127.0.0.1")
+	if _, err := c.Write([]byte("while frozen")); err != nil {
+		t.Fatal(err)
+	}
+	dst := startLazyTarget(t, nil, src.addr)
+	moved := adopt(t, lazyResumedPID(t, dst))
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	if _, e := dst.output(); !strings.Contains(e, "took the udp socket") {
+		t.Errorf("the target did not take the UDP socket over:\n%s", e)
+	}
+	if _, err := c.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(lazycrTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{fmt.Sprintf("n=1 pid=%d", moved.pid), fmt.Sprintf("n=2 pid=%d", moved.pid)} {
+		b := make([]byte, 64)
+		n, err := c.Read(b)
+		if err != nil || string(b[:n]) != want {
+			t.Fatalf("reply %d: %q, %v; want %q", i+1, b[:n], err, want)
+		}
+	}
 }
