@@ -208,3 +208,38 @@ func TestShowBrokenImages(t *testing.T) {
 		})
 	}
 }
+
+// TestRunJSONErrors checks that with --log-format json the error a
+// command ends with is a JSON line like the rest of stderr (qa6 G2: it was
+// plain "lazycr: ..." text), for failures and usage errors alike.
+func TestRunJSONErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--log-format", "json", "show", dir + "/missing"}, exitFailed, "missing"},
+		{[]string{"--log-format", "json", "--log-level", "error", "restore", "-D", dir}, exitFailed, "inventory.img"},
+		{[]string{"--log-format", "json", "show", "--bogus", dir}, exitUsage, "unknown flag: --bogus"},
+		{[]string{"--log-format", "json", "dump", "--pid", "1"}, exitUsage, "-D DIR"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), tc.args, &stdout, &stderr); code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+			var last map[string]any
+			for _, l := range lines {
+				last = nil
+				if err := json.Unmarshal([]byte(l), &last); err != nil {
+					t.Fatalf("stderr line %q is not JSON: %v", l, err)
+				}
+			}
+			if last["level"] != "error" || last["exit_code"] != float64(tc.code) || !strings.Contains(fmt.Sprint(last["message"]), tc.msg) {
+				t.Errorf("last stderr line %v: want level error, exit_code %d, a message with %q", last, tc.code, tc.msg)
+			}
+		})
+	}
+}

@@ -400,7 +400,11 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	res, err := migrate.Target(ctx, opts)
 	o.rec.target(res)
 	if err == nil && res.Exited != "" {
-		fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+		if g.logFormat == "json" {
+			g.log.Info().Msgf("%s; the migration is complete", res.Exited)
+		} else {
+			fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+		}
 	}
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)
