@@ -154,6 +154,8 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"restore", "-D", dir, "--lazy-from", "h:1"}, exitUsage, "exactly one of"},
 		{[]string{"restore", "-D", dir, "--new-pid", "--pidns"}, exitUsage, "exclude each other"},
 		{[]string{"restore", "--lazy-from", "h:1", "--netns-change"}, exitUsage, "--netns-change and --lazy-from exclude each other"},
+		{[]string{"restore", "--lazy-from", "[::1]:0"}, exitUsage, `"0" is not a TCP port`},
+		{[]string{"restore", "--lazy-from", "h:99999"}, exitUsage, `"99999" is not a TCP port`},
 		{[]string{"restore", "-D", dir, "--inherit-fd", "-1"}, exitUsage, "--inherit-fd -1 is not a file descriptor number"},
 		{[]string{"unlock", "--pid", "1", "--netns", "/proc/1/ns/net"}, exitUsage, "exclude each other"},
 		{[]string{"unlock", "--all", "lazycr_hold_1_2"}, exitUsage, "exclude each other"},

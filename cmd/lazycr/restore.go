@@ -227,8 +227,12 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				}
 			}
 			if o.lazyFrom != "" {
-				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
+				_, port, err := net.SplitHostPort(o.lazyFrom)
+				if err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
+				}
+				if n, err := net.LookupPort("tcp", port); err != nil || n == 0 {
+					return usagef("--lazy-from %q: %q is not a TCP port; run 'lazycr restore --help'", o.lazyFrom, port)
 				}
 				if o.netnsMove {
 					return usagef("--netns-change and --lazy-from exclude each other: a post-copy restore runs where lazycr runs")
