@@ -247,7 +247,10 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if o.Policy == "takeover" {
 		dumpArgs = append(dumpArgs, "--release-addresses")
 	}
-	source, err := start(hB, "lazycr dump", dumpArgs, "source.out", "source.log")
+	// An empty $LAZYCR_TOKEN: the source makes a one-time secret and prints
+	// it, even when the user's environment holds one (that one it would not
+	// print).
+	source, err := start(hB, "lazycr dump", dumpArgs, "source.out", "source.log", "LAZYCR_TOKEN=")
 	if err != nil {
 		return res, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/lazycr/lazycr/files"
@@ -85,6 +86,11 @@ type Stats struct {
 	// FreezeAttempts is how many freezes the dump took: more than one when
 	// a passing state was refused and the process ran on briefly (retry.go).
 	FreezeAttempts int
+	// VMARead is how the root process's VMA flags were read in the freeze
+	// (VMAReadBPF or VMAReadSmaps, vmaread.go) and VMAReadTime how long
+	// that took (frozen time, in parallel with the pagemap scan).
+	VMARead     string
+	VMAReadTime time.Duration
 	// Held are the network locks a dump that killed left in place for the
 	// restore (one per process with TCP connections or listeners): they
 	// outlive lazycr until a restore of the image in that network
@@ -209,6 +215,9 @@ type Checkpoint struct {
 	treeSockets map[uint64]bool
 	// treePids: the live members' pids, for files.DumpOptions.TreePids.
 	treePids map[int]bool
+	// pre is the VMA read made before the freeze (vmaread.go); nil for
+	// the members, which take the smaps path.
+	pre      *preFreeze
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
 	released []heldLock         // POSIX locks ReleaseLocks released (fds.go)
@@ -234,6 +243,10 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: start tracer: %w", pid, err)
 	}
+	// While the process still runs: prepare the VMA read that spares the
+	// freeze a walk of every page table (vmaread.go).
+	pre := readBeforeFreeze(pid, opts.Log)
+	defer pre.close()
 	t0 := time.Now()
 	p, err := tracer.Seize(pid)
 	if err != nil {
@@ -242,7 +255,7 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	}
 	cp := &Checkpoint{
 		pid: pid, opts: opts, tracer: tracer, proc: p, frozenAt: t0,
-		eager: map[uint32][]eagerRun{},
+		eager: map[uint32][]eagerRun{}, pre: pre,
 	}
 	cp.Stats.Freeze = time.Since(t0)
 	if st, err := proc.ReadStat(pid); err == nil {
@@ -271,6 +284,7 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err := tracer.Do(func() error { return cp.collectAll(ctx) }); err != nil {
 		return nil, err
 	}
+	cp.pre = nil // closed on return
 	return cp, nil
 }
 
@@ -655,21 +669,60 @@ func prepareDir(dir string) (bool, error) {
 	if dir == "" {
 		return false, errors.New("no image directory given")
 	}
-	ents, err := os.ReadDir(dir)
-	switch {
+	made := false
+	switch err := os.Mkdir(dir, 0o700); {
 	case err == nil:
-		if len(ents) > 0 {
-			return false, fmt.Errorf("image directory %s is not empty", dir)
-		}
-		return false, nil
-	case errors.Is(err, os.ErrNotExist):
+		made = true
+	case errors.Is(err, os.ErrNotExist): // a parent is missing
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return false, fmt.Errorf("create image directory: %w", err)
 		}
+		made = true
+	case !errors.Is(err, os.ErrExist):
+		return false, fmt.Errorf("create image directory: %w", err)
+	}
+	// Whoever else can write the directory can replace the image (which
+	// restore, run as root, then runs) or plant a symbolic link where a
+	// file is about to be written: refuse it, as ssh refuses a key another
+	// user could change. This also holds for a directory MkdirAll found
+	// made by someone else in between (a name in /tmp).
+	if err := checkImageDirOwner(dir, os.Geteuid()); err != nil {
+		return false, err
+	}
+	if made {
 		return true, nil
-	default:
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
 		return false, fmt.Errorf("open image directory: %w", err)
 	}
+	if len(ents) > 0 {
+		return false, fmt.Errorf("image directory %s is not empty", dir)
+	}
+	return false, nil
+}
+
+// checkImageDirOwner refuses an image directory that is not a directory
+// of euid's or that group or others may write.
+func checkImageDirOwner(dir string, euid int) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("open image directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("image directory %s is not a directory", dir)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("image directory %s: no owner in its stat", dir)
+	}
+	if int(sys.Uid) != euid {
+		return fmt.Errorf("image directory %s belongs to uid %d, not to this user (uid %d): its owner could replace the image or plant links in it; use a directory of your own, or a new name (created mode 0700)", dir, sys.Uid, euid)
+	}
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("image directory %s is writable by group or others (mode %#o): they could replace the image or plant links in it; chmod go-w it, or use a new name (created mode 0700)", dir, perm)
+	}
+	return nil
 }
 
 // removeOutput removes the directory if the dump made it, else its contents.

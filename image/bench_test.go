@@ -1,6 +1,8 @@
 package image
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -29,6 +31,7 @@ func BenchmarkPagesWrite(b *testing.B) {
 		if err := w.Close(); err != nil {
 			b.Fatal(err)
 		}
+		os.Remove(filepath.Join(dir, PagesFile(1))) // CreatePages makes a new file
 	}
 }
 

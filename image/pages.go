@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // PagesWriter appends page data to a pages file and hands out the offset of
@@ -23,7 +24,9 @@ type PagesWriter struct {
 // CreatePages creates pid's pages file in dir.
 func CreatePages(dir string, pid uint32) (*PagesWriter, error) {
 	path := filepath.Join(dir, PagesFile(pid))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	// O_EXCL|O_NOFOLLOW: never through a link planted in the directory
+	// (see writeFileAtomic).
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}

@@ -360,3 +360,31 @@ func equalStrings(a, b []string) bool {
 	}
 	return true
 }
+
+// TestWriteRefusesPlantedLinks (qa6 G8): a symbolic link planted in the
+// image directory where a file is about to be written (its temporary name,
+// or a pages file) is never followed: the write fails and the file the
+// link names is untouched (lazycr, as root, overwrote it before).
+func TestWriteRefusesPlantedLinks(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("ORIGINAL"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, InventoryFile+".tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, InventoryFile), []byte("image data")); err == nil {
+		t.Error("writeFileAtomic wrote through a planted link")
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, PagesFile(7))); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := CreatePages(dir, 7); err == nil {
+		w.Abort()
+		t.Error("CreatePages opened a planted link")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "ORIGINAL" {
+		t.Errorf("the linked file now holds %q", b)
+	}
+}

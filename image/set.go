@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"syscall"
 	"testing/fstest"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -109,7 +110,10 @@ func Save(dir string, s *Set) error {
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// O_EXCL|O_NOFOLLOW: never through a link or into a file someone else
+	// put there (a symbolic link planted in the directory would otherwise
+	// make lazycr, as root, overwrite what it points to).
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

@@ -239,7 +239,7 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 		tc := tls.Client(conn, c.cfg.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, nil, fmt.Errorf("tls handshake with page server %s: %w", c.addr, err)
+			return nil, nil, fmt.Errorf("tls handshake with page server %s: %w", c.addr, c.silent(ctx, err))
 		}
 		conn = tc
 	}
@@ -273,9 +273,21 @@ func (c *Client) dial(ctx context.Context, session uint64) (*wire, *Welcome, err
 	}
 	if err != nil {
 		conn.Close()
-		return nil, nil, fmt.Errorf("hello page server %s: %w", c.addr, err)
+		return nil, nil, fmt.Errorf("hello page server %s: %w", c.addr, c.silent(ctx, err))
 	}
 	return w, welcome, nil
+}
+
+// silent turns the error of a read or write that the handshake's deadline
+// (ctx, DialTimeout) cut short — the context closed the connection, so err
+// is "use of closed network connection" — into one that says what
+// happened: whatever accepted the connection did not answer in time (a
+// stopped source, or a port that is no lazycr page server).
+func (c *Client) silent(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrRefused) && !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrVersion) {
+		return fmt.Errorf("no answer within %s (is this lazycr dump --lazy, and is it running?): %w", c.cfg.DialTimeout, context.DeadlineExceeded)
+	}
+	return err
 }
 
 // dialReplies opens the session's replies connection (HELLO_REPLIES,

@@ -93,3 +93,31 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestDialSilentPeer (qa6 G5): whatever listens accepts the connection and
+// never answers HELLO (a stopped source, a port that is no page server).
+// Dial gives up after DialTimeout with an error saying so, not with the
+// "use of closed network connection" of the read the deadline cut short.
+func TestDialSilentPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	_, err = Dial(context.Background(), ln.Addr().String(), ClientConfig{DialTimeout: 200 * time.Millisecond, Log: zerolog.Nop()})
+	select {
+	case c := <-accepted:
+		c.Close()
+	default:
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer within 200ms") || strings.Contains(err.Error(), "closed network connection") {
+		t.Fatalf("Dial = %v, want no answer within 200ms (context.DeadlineExceeded)", err)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -42,5 +43,25 @@ func TestAdvertisedHost(t *testing.T) {
 		if got := advertisedHost("vm", tc.lookup, tc.addrs); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestRestoreCommandSecret (qa6 G3): the printed restore command carries a
+// secret dump made itself, never one the user gave in $LAZYCR_TOKEN (it was
+// echoed to stdout, which job runners keep in their logs) nor a --token file's.
+func TestRestoreCommandSecret(t *testing.T) {
+	addr := &net.TCPAddr{IP: net.ParseIP("10.0.0.1"), Port: 27000}
+	tok := []byte("0123456789abcdef")
+	o := &dumpOptions{address: "10.0.0.1", port: 27000}
+	if got, want := restoreCommand(addr, o, tok, true), "LAZYCR_TOKEN=30313233343536373839616263646566 lazycr restore --lazy-from 10.0.0.1:27000"; got != want {
+		t.Errorf("made secret: %q, want %q", got, want)
+	}
+	got := restoreCommand(addr, o, tok, false)
+	if strings.Contains(got, "3031323334") || !strings.Contains(got, "$LAZYCR_TOKEN") {
+		t.Errorf("secret from $LAZYCR_TOKEN: %q prints it or does not say the target needs it", got)
+	}
+	o.conn.tokenFile = "/etc/lazycr/token"
+	if got := restoreCommand(addr, o, tok, false); strings.Contains(got, "3031323334") || !strings.Contains(got, "--token /etc/lazycr/token") {
+		t.Errorf("--token file: %q", got)
 	}
 }

@@ -266,10 +266,14 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions, rec *statsReco
 	if err != nil {
 		return err
 	}
+	// Only a secret made here is printed: one the user chose ($LAZYCR_TOKEN)
+	// may be long-lived and shared, and stdout often ends up in a log.
+	made := false
 	if token == nil && tlsConf == nil && !o.insecure {
 		if token, err = newToken(); err != nil {
 			return err
 		}
+		made = true
 	}
 	if o.insecure {
 		where := "every address"
@@ -280,7 +284,7 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions, rec *statsReco
 			Msg("--insecure: serving the process's memory without a token or TLS: anyone who can reach this port can read it")
 	}
 	listening := func(addr net.Addr, session uint64) {
-		fmt.Fprintf(g.stdout, "serving pid %d on %s; on the target run:\n  %s\n", o.pid, addr, restoreCommand(addr, o, token))
+		fmt.Fprintf(g.stdout, "serving pid %d on %s; on the target run:\n  %s\n", o.pid, addr, restoreCommand(addr, o, token, made))
 		tlsFlags := ""
 		if o.conn.tlsCert != "" {
 			tlsFlags = " --tls-cert CERT --tls-key KEY --tls-ca CA"
@@ -330,8 +334,10 @@ func newToken() ([]byte, error) {
 }
 
 // restoreCommand is the command line the target runs: the token travels
-// in $LAZYCR_TOKEN (not in /proc/*/cmdline) unless it came from a file.
-func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
+// in $LAZYCR_TOKEN (not in /proc/*/cmdline) unless it came from a file. A
+// secret lazycr made (made) is printed; one from $LAZYCR_TOKEN is not, the
+// command only says that the target needs the same.
+func restoreCommand(addr net.Addr, o *dumpOptions, token []byte, made bool) string {
 	host := o.address
 	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
 		host = "HOST"
@@ -348,8 +354,10 @@ func restoreCommand(addr net.Addr, o *dumpOptions, token []byte) string {
 	switch {
 	case o.conn.tokenFile != "":
 		cmd += " --token " + o.conn.tokenFile + " # a copy of the file"
-	case len(token) > 0:
+	case len(token) > 0 && made:
 		cmd = tokenEnv + "=" + hex.EncodeToString(token) + " " + cmd
+	case len(token) > 0:
+		cmd += " # with $" + tokenEnv + " set to the same secret as here"
 	}
 	if o.conn.tlsCert != "" {
 		cmd += " --tls-cert CERT --tls-key KEY --tls-ca CA"

@@ -154,6 +154,8 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"restore", "-D", dir, "--lazy-from", "h:1"}, exitUsage, "exactly one of"},
 		{[]string{"restore", "-D", dir, "--new-pid", "--pidns"}, exitUsage, "exclude each other"},
 		{[]string{"restore", "--lazy-from", "h:1", "--netns-change"}, exitUsage, "--netns-change and --lazy-from exclude each other"},
+		{[]string{"restore", "--lazy-from", "[::1]:0"}, exitUsage, `"0" is not a TCP port`},
+		{[]string{"restore", "--lazy-from", "h:99999"}, exitUsage, `"99999" is not a TCP port`},
 		{[]string{"restore", "-D", dir, "--inherit-fd", "-1"}, exitUsage, "--inherit-fd -1 is not a file descriptor number"},
 		{[]string{"unlock", "--pid", "1", "--netns", "/proc/1/ns/net"}, exitUsage, "exclude each other"},
 		{[]string{"unlock", "--all", "lazycr_hold_1_2"}, exitUsage, "exclude each other"},
@@ -204,6 +206,41 @@ func TestShowBrokenImages(t *testing.T) {
 				if stdout.Len() != 0 {
 					t.Errorf("%q: wrote %q to stdout", args, stdout.String())
 				}
+			}
+		})
+	}
+}
+
+// TestRunJSONErrors checks that with --log-format json the error a
+// command ends with is a JSON line like the rest of stderr (qa6 G2: it was
+// plain "lazycr: ..." text), for failures and usage errors alike.
+func TestRunJSONErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--log-format", "json", "show", dir + "/missing"}, exitFailed, "missing"},
+		{[]string{"--log-format", "json", "--log-level", "error", "restore", "-D", dir}, exitFailed, "inventory.img"},
+		{[]string{"--log-format", "json", "show", "--bogus", dir}, exitUsage, "unknown flag: --bogus"},
+		{[]string{"--log-format", "json", "dump", "--pid", "1"}, exitUsage, "-D DIR"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), tc.args, &stdout, &stderr); code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+			var last map[string]any
+			for _, l := range lines {
+				last = nil
+				if err := json.Unmarshal([]byte(l), &last); err != nil {
+					t.Fatalf("stderr line %q is not JSON: %v", l, err)
+				}
+			}
+			if last["level"] != "error" || last["exit_code"] != float64(tc.code) || !strings.Contains(fmt.Sprint(last["message"]), tc.msg) {
+				t.Errorf("last stderr line %v: want level error, exit_code %d, a message with %q", last, tc.code, tc.msg)
 			}
 		})
 	}

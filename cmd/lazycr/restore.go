@@ -227,8 +227,12 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				}
 			}
 			if o.lazyFrom != "" {
-				if _, _, err := net.SplitHostPort(o.lazyFrom); err != nil {
+				_, port, err := net.SplitHostPort(o.lazyFrom)
+				if err != nil {
 					return usagef("--lazy-from %q: want HOST:PORT", o.lazyFrom)
+				}
+				if n, err := net.LookupPort("tcp", port); err != nil || n == 0 {
+					return usagef("--lazy-from %q: %q is not a TCP port; run 'lazycr restore --help'", o.lazyFrom, port)
 				}
 				if o.netnsMove {
 					return usagef("--netns-change and --lazy-from exclude each other: a post-copy restore runs where lazycr runs")
@@ -400,7 +404,11 @@ func runLazyRestore(ctx context.Context, g *globals, o *restoreOptions) error {
 	res, err := migrate.Target(ctx, opts)
 	o.rec.target(res)
 	if err == nil && res.Exited != "" {
-		fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+		if g.logFormat == "json" {
+			g.log.Info().Msgf("%s; the migration is complete", res.Exited)
+		} else {
+			fmt.Fprintf(g.stderr, "lazycr: %s; the migration is complete\n", res.Exited)
+		}
 	}
 	if res != nil && res.PID != 0 && (res.Job == nil || err != nil) {
 		printTargetSummary(g, o, res, err)

@@ -166,17 +166,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ec):
 		return int(ec)
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "lazycr: %v\n", err)
+		reportError(stderr, g.logFormat, exitUsage, err.Error())
 		return exitUsage
 	case errors.Is(err, errSilentFailure):
 		return exitFailed
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
-		fmt.Fprintf(stderr, "lazycr: interrupted: %v\n", err)
+		reportError(stderr, g.logFormat, exitFailed, "interrupted: "+err.Error())
 		return exitFailed
 	default:
-		fmt.Fprintf(stderr, "lazycr: %v\n", err)
+		reportError(stderr, g.logFormat, exitFailed, err.Error())
 		return exitFailed
 	}
+}
+
+// reportError prints the error a command ends with: "lazycr: msg" for
+// people or, with --log-format json, one JSON object like every other
+// line on stderr ({"level":"error","exit_code":1,"message":msg}), so that a
+// machine reading the log gets the reason too. It is printed whatever
+// --log-level says.
+func reportError(stderr io.Writer, format string, code int, msg string) {
+	if format == "json" {
+		l := zerolog.New(stderr).With().Timestamp().Logger()
+		l.Error().Int("exit_code", code).Msg(msg)
+		return
+	}
+	fmt.Fprintf(stderr, "lazycr: %s\n", msg)
 }
 
 // exitCodeError makes run exit with this code without printing anything:
