@@ -351,6 +351,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		return err
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("fds collected")
+	if err := refuseHiddenFiles(pid, process, mm, fds); err != nil {
+		return err
+	}
 	set.Tree.Processes = []*pb.Process{process}
 	set.Memory[uint32(pid)] = mm
 	set.Fds[uint32(pid)] = fds
