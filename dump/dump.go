@@ -351,7 +351,7 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		return err
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("fds collected")
-	if err := refuseHiddenFiles(pid, process, mm, fds); err != nil {
+	if err := refuseHiddenFiles(pid, cp.proc.ProcPid(), process, mm, fds); err != nil {
 		return err
 	}
 	set.Tree.Processes = []*pb.Process{process}

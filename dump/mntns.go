@@ -22,8 +22,9 @@ import (
 // check restore makes, made before the kill. Files of /proc (reopened
 // through the restored process's own /proc/self, or checked at restore)
 // and deleted files (their content is in the image) are left to the
-// restore.
-func refuseHiddenFiles(pid int, p *pb.Process, mm *pb.MemoryMap, fds *pb.FdTable) error {
+// restore. procPid is the pid whose /proc directory shows the process
+// (a live thread's when the leader has exited).
+func refuseHiddenFiles(pid, procPid int, p *pb.Process, mm *pb.MemoryMap, fds *pb.FdTable) error {
 	ns := p.GetNamespaces().GetMnt()
 	if ns == 0 {
 		return nil
@@ -55,6 +56,21 @@ func refuseHiddenFiles(pid int, p *pb.Process, mm *pb.MemoryMap, fds *pb.FdTable
 		}
 		return fmt.Errorf("dump pid %d: %w: %s (%s, inode %d on device %#x) is visible only in the process's mount namespace mnt:[%d]: at that path lazycr's mnt:[%d] has %s, and restore opens files in lazycr's mount namespace",
 			pid, ErrUnsupported, what, id.Path, id.Inode, id.Dev, ns, mine.Ino, here)
+	}
+	// The current and root directories are recorded by path only: one
+	// that resolves to another directory here (a mount over a directory
+	// lazycr has too) would be entered silently.
+	for _, d := range []struct{ what, link, path string }{{"the current directory", "cwd", p.Cwd}, {"the root directory", "root", p.Root}} {
+		if d.path == "" || strings.HasSuffix(d.path, " (deleted)") {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/%s", procPid, d.link), &st); err != nil {
+			return fmt.Errorf("dump pid %d: stat %s: %w", pid, d.what, err)
+		}
+		if err := check(d.what, &pb.FileID{Path: d.path, Dev: st.Dev, Inode: st.Ino}, false); err != nil {
+			return err
+		}
 	}
 	for _, f := range fds.GetFds() {
 		if rf := f.GetFile(); rf != nil {

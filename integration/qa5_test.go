@@ -103,26 +103,39 @@ func TestQA5LazyUDPSameHost(t *testing.T) {
 }
 
 // TestQA5HiddenMountRefused: a process of a mount namespace of its own
-// (`unshare -m`) holding a file on a mount only that namespace has is
-// refused, naming the fd and the namespace: restore opens files in
-// lazycr's mount namespace, so the image could never be restored (the dump
-// killed the process, then the restore said "fd 3: file changed since the
-// dump: DIR/f: no such file or directory"). The process keeps running.
+// (`unshare -m`) holding a file on a mount only that namespace has, or in
+// such a directory, is refused, naming the fd or the directory and the
+// namespace: restore opens files in lazycr's mount namespace, so the image
+// could never be restored (the dump killed the process, then the restore
+// said "fd 3: file changed since the dump: DIR/f: no such file or
+// directory"), and a current directory is entered by path: the restored
+// process found itself silently in the directory under the mount. The
+// process keeps running.
 func TestQA5HiddenMountRefused(t *testing.T) {
 	t.Parallel()
 	bin := buildC(t, "qa5_openfile")
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare(1) not found")
 	}
-	dir := t.TempDir()
-	p := startTicking(t, start, "ok", 1, "unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mount -t tmpfs qa5 "$1" && echo x > "$1/f" && exec "$2" "$1/f"`, "sh", dir, bin)
-	img := filepath.Join(t.TempDir(), "img")
-	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", img)
-	requireExit1(t, "dump of a process with a file on a mount of its own", errOut, code,
-		`fd 3 \(`+regexp.QuoteMeta(dir)+`/f, .*\) is visible only in the process's mount namespace mnt:\[\d+\]`)
-	if _, err := os.Stat(img); !os.IsNotExist(err) {
-		t.Errorf("the failed dump left %s behind (stat: %v)", img, err)
+	visible := filepath.Join(t.TempDir(), "x")
+	if err := os.WriteFile(visible, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	requireProgress(t, p, "ok")
+	for _, c := range []struct{ name, script, want string }{
+		{"fd", `mount -t tmpfs qa5 "$1" && echo x > "$1/f" && exec "$2" "$1/f"`, `fd 3 \(DIR/f, .*\)`},
+		{"cwd", `mount -t tmpfs qa5 "$1" && cd "$1" && exec "$2" "$3"`, `the current directory \(DIR, .*\)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := startTicking(t, start, "ok", 1, "unshare", "-m", "--propagation", "private", "sh", "-c", c.script, "sh", dir, bin, visible)
+			img := filepath.Join(t.TempDir(), "img")
+			_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", img)
+			requireExit1(t, "dump of a process with a mount of its own", errOut, code,
+				strings.ReplaceAll(c.want, "DIR", regexp.QuoteMeta(dir))+` is visible only in the process's mount namespace mnt:\[\d+\]`)
+			if _, err := os.Stat(img); !os.IsNotExist(err) {
+				t.Errorf("the failed dump left %s behind (stat: %v)", img, err)
+			}
+			requireProgress(t, p, "ok")
+		})
+	}
 }
