@@ -18,6 +18,7 @@ import (
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // Mode says what happens to the process after its state is read.
@@ -280,6 +281,10 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	host, _ := os.Hostname()
+	setID, err := image.NewSetID()
+	if err != nil {
+		return fmt.Errorf("dump pid %d: %w", pid, err)
+	}
 	set := &image.Set{
 		Inventory: &pb.Inventory{
 			FormatVersion: image.FormatVersion,
@@ -291,6 +296,7 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 			Lazy:          cp.opts.Mode == ModeLazy,
 			RootPid:       uint32(pid),
 			PageSize:      image.PageSize,
+			SetId:         setID,
 		},
 		Tree:   &pb.ProcessTree{},
 		Memory: map[uint32]*pb.MemoryMap{},
@@ -393,6 +399,7 @@ func (cp *Checkpoint) writeImages(ctx context.Context, dir string) (err error) {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = w.Size()
+		cp.Set.Memory[p].PagesCrc32C = proto.Uint32(w.Sum())
 		written += w.Size() + image.HeaderSize
 		if err := w.Close(); err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
@@ -450,6 +457,7 @@ func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()
+		cp.Set.Memory[p].PagesCrc32C = proto.Uint32(image.PagesChecksum(mb.b))
 		files[image.PagesFile(p)] = image.EncodePages(mb.b)
 	}
 	if err := cp.Set.Validate(); err != nil {
