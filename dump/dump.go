@@ -2,6 +2,7 @@ package dump
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -732,16 +733,16 @@ func removeOutput(dir string, made bool) {
 	}
 }
 
-// xsaveFeatures returns the xfeatures word of the software-reserved bytes
-// of an XSAVE area as ptrace reports it (struct _fpx_sw_bytes at offset 464:
-// magic1, extended_size, xfeatures, …; arch/x86/include/uapi/asm/sigcontext.h).
+// xsaveFeatures returns the XSAVE features the kernel enabled for user
+// space (XCR0) as PTRACE_GETREGSET NT_X86_XSTATE reports it: in bytes
+// 464..471 of the area, the first 8 of the software-usable bytes
+// (arch/x86/include/asm/user.h: "bytes 464..471 of the sw_usable_bytes
+// will be set to OS enabled xstate mask"; gdb reads XCR0 there too). The
+// signal frame's struct _fpx_sw_bytes (magic1 first, xfeatures at 472) is
+// another layout: read there, every image recorded 0.
 func xsaveFeatures(x []byte) uint64 {
-	if len(x) < 480 {
+	if len(x) < 472 {
 		return 0
 	}
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(x[472+i])
-	}
-	return v
+	return binary.LittleEndian.Uint64(x[464:472])
 }
