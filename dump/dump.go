@@ -88,6 +88,11 @@ type Stats struct {
 	// FreezeAttempts is how many freezes the dump took: more than one when
 	// a passing state was refused and the process ran on briefly (retry.go).
 	FreezeAttempts int
+	// VMARead is how the root process's VMA flags were read in the freeze
+	// (VMAReadBPF or VMAReadSmaps, vmaread.go) and VMAReadTime how long
+	// that took (frozen time, in parallel with the pagemap scan).
+	VMARead     string
+	VMAReadTime time.Duration
 	// Held are the network locks a dump that killed left in place for the
 	// restore (one per process with TCP connections or listeners): they
 	// outlive lazycr until a restore of the image in that network
@@ -212,6 +217,9 @@ type Checkpoint struct {
 	treeSockets map[uint64]bool
 	// treePids: the live members' pids, for files.DumpOptions.TreePids.
 	treePids map[int]bool
+	// pre is the VMA read made before the freeze (vmaread.go); nil for
+	// the members, which take the smaps path.
+	pre      *preFreeze
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
 	released []heldLock         // POSIX locks ReleaseLocks released (fds.go)
@@ -237,6 +245,10 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("dump pid %d: start tracer: %w", pid, err)
 	}
+	// While the process still runs: prepare the VMA read that spares the
+	// freeze a walk of every page table (vmaread.go).
+	pre := readBeforeFreeze(pid, opts.Log)
+	defer pre.close()
 	t0 := time.Now()
 	p, err := tracer.Seize(pid)
 	if err != nil {
@@ -245,7 +257,7 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	}
 	cp := &Checkpoint{
 		pid: pid, opts: opts, tracer: tracer, proc: p, frozenAt: t0,
-		eager: map[uint32][]eagerRun{},
+		eager: map[uint32][]eagerRun{}, pre: pre,
 	}
 	cp.Stats.Freeze = time.Since(t0)
 	if st, err := proc.ReadStat(pid); err == nil {
@@ -274,6 +286,7 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 	if err := tracer.Do(func() error { return cp.collectAll(ctx) }); err != nil {
 		return nil, err
 	}
+	cp.pre = nil // closed on return
 	return cp, nil
 }
 

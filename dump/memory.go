@@ -26,38 +26,44 @@ const stackEagerPages = 2
 // readChunk is the most page data read from the process at once.
 const readChunk = 1 << 20
 
-// collectMemory reads the VMAs (smaps), classifies every page with
+// collectMemory reads the VMAs, classifies every page with
 // /proc/PID/pagemap and returns the memory map plus the runs whose data
 // must be written to the pages file.
 //
-// smaps is the costly read: the kernel walks every mapping's page tables
-// for its counters (smap_gather_stats in fs/proc/task_mmu.c), 13–19 ms of
-// CPU per GiB of 4 KiB pages here. Only its VmFlags, ProtectionKey, Rss
-// and Swap lines are used, and no other file has the first two, so it is
-// read while frozen. A full dump meanwhile scans the populated ranges of
-// the private anonymous mappings, which /proc/PID/maps names without a
-// walk, on this goroutine (prescan), so the two page-table walks overlap.
-// A lazy dump scans none of them while frozen but the sparse ones
-// (wholeLazy): a dense one is one lazy run, and the page server learns
-// which of its pages exist after the resume (AbsentRuns).
+// The VMAs' flags (VmFlags, ProtectionKey) come from /proc/PID/maps and a
+// BPF task_vma iterator prepared before the freeze (vmaread.go, package
+// vmaflags), which walks no page table; only if that path is not
+// available, or a VMA has a vm_flags bit whose name was not verified
+// against smaps before the freeze, is /proc/PID/smaps read in the freeze
+// as before. smaps is the costly read: the kernel walks every mapping's
+// page tables for its counters (smap_gather_stats in fs/proc/task_mmu.c),
+// 13–19 ms of CPU per GiB of 4 KiB pages here. Measured here
+// (BenchmarkReadVMAs, median of 5, a process with 4 GiB in one mapping):
+// smaps VMAREAD_SMAPS, maps + iterator VMAREAD_BPF.
+//
+// A full dump meanwhile scans the populated ranges of the private
+// anonymous mappings, which /proc/PID/maps names without a walk, on this
+// goroutine (prescan), so the reads overlap. A lazy dump scans none of
+// them while frozen but the sparse ones (wholeLazy): a dense one is one
+// lazy run, and the page server learns which of its pages exist after the
+// resume (AbsentRuns).
 func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	pid := cp.pid
 	pp := cp.proc.ProcPid() // a live thread's /proc when the leader has exited
 	cp.unscanned = 0
-	type smapsRead struct {
-		maps []proc.Mapping
-		took time.Duration
-		err  error
+	type vmasRead struct {
+		r   vmaRead
+		err error
 	}
 	t0, cpu0 := time.Now(), processCPU()
-	smaps := make(chan smapsRead, 1)
+	read := make(chan vmasRead, 1)
 	go func() {
-		maps, err := proc.ReadSmaps(pp)
-		smaps <- smapsRead{maps, time.Since(t0), err}
+		r, err := readVMAs(pp, cp.pre)
+		read <- vmasRead{r, err}
 	}()
 	pm, err := proc.OpenPagemap(pp)
 	if err != nil {
-		<-smaps
+		<-read
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
 	}
 	defer pm.Close()
@@ -69,14 +75,20 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		scanned = prescan(pp, pm)
 	}
 	scanTook := time.Since(t0)
-	sr := <-smaps
-	maps, err := sr.maps, sr.err
-	if err != nil {
-		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, err)
+	vr := <-read
+	if vr.err != nil {
+		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, vr.err)
 	}
+	maps, used := vr.r.maps, vr.r.used
+	cp.Stats.VMARead, cp.Stats.VMAReadTime = vr.r.how, vr.r.took
+	ev := cp.opts.Log.Debug().Int("pid", pid).Str("path", vr.r.how).Dur("took", vr.r.took)
+	if vr.r.why != "" {
+		ev = ev.Str("why", vr.r.why)
+	}
+	ev.Msg("vma flags read")
 	// cpu is all of collectMemory's CPU time, the walks included.
 	defer func() {
-		cp.opts.Log.Debug().Int("pid", pid).Dur("smaps", sr.took).Dur("scan", scanTook).
+		cp.opts.Log.Debug().Int("pid", pid).Dur("vmas", vr.r.took).Dur("scan", scanTook).
 			Dur("cpu", processCPU()-cpu0).Msg("memory map read")
 	}()
 	stat, err := proc.ReadStat(pp)
@@ -139,7 +151,8 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		if v.Kind == pb.VmaKind_VMA_KIND_HEAP {
 			mm.Mm.Brk = v.End
 		}
-		if err := cp.classifyPages(pm, m, v, hot, scanned[span{m.Start, m.End}]); err != nil {
+		u, known := used[span{m.Start, m.End}]
+		if err := cp.classifyPages(pm, m, v, hot, scanned[span{m.Start, m.End}], u, known); err != nil {
 			return nil, nil, err
 		}
 		if err := vmattr.DumpGuards(v, guards, scan); err != nil {
@@ -166,7 +179,8 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 // VmFlags mm->def_flags gives new mappings are read off the scratch
 // mapping, made now that the VMAs are recorded; only when something is
 // locked (VmLck in /proc/PID/status, which counts the scratch too if
-// mlockall(MCL_FUTURE) is on) is smaps read again to see them.
+// mlockall(MCL_FUTURE) is on) are they read, through the iterator when its
+// bits are verified, else from smaps (flagsAt).
 func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
 	pid, pp := cp.pid, cp.proc.ProcPid()
 	scratch, err := cp.proc.Scratch()
@@ -179,14 +193,8 @@ func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
 	}
 	var fresh []string
 	if lck := st.Other["VmLck"]; lck != "" && lck != "0 kB" {
-		maps, err := proc.ReadSmaps(pp)
-		if err != nil {
+		if fresh, err = flagsAt(pp, cp.pre, uint64(scratch)); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", pid, err)
-		}
-		for _, m := range maps {
-			if m.Start <= uint64(scratch) && uint64(scratch) < m.End {
-				fresh = m.VmFlags
-			}
 		}
 	}
 	a, err := vmattr.DumpMM(callerOn{cp, cp.live()}, fresh)
@@ -481,20 +489,21 @@ func privateAnon(m *proc.Mapping) bool {
 
 // classifyPages tiles v with page runs. scanned, when not nil, is the
 // populated ranges of exactly [m.Start, m.End), scanned while frozen
-// (prescan).
-func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot []uint64, scanned *[]proc.PopulatedRegion) error {
+// (prescan). used is how many bytes of the mapping were populated, by
+// smaps' Rss and Swap, if known (vmaRead.used).
+func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot []uint64, scanned *[]proc.PopulatedRegion, used uint64, known bool) error {
 	switch v.Kind {
 	case pb.VmaKind_VMA_KIND_VDSO, pb.VmaKind_VMA_KIND_VVAR, pb.VmaKind_VMA_KIND_VVAR_VCLOCK, pb.VmaKind_VMA_KIND_VSYSCALL:
 		return nil
 	}
 	switch v.Kind {
 	case pb.VmaKind_VMA_KIND_ANON, pb.VmaKind_VMA_KIND_HEAP, pb.VmaKind_VMA_KIND_STACK:
-		if cp.lazy(v) && wholeLazy(m) {
+		if cp.lazy(v) && known && wholeLazy(m.End-m.Start, used) {
 			// The whole VMA is lazy (but its hot pages): which pages it
 			// populated is found after the resume (AbsentRuns), so the
 			// freeze does not walk its page tables at all.
 			cp.anonRuns(v, []proc.PopulatedRegion{{Start: v.Start, End: v.End}}, hot)
-			if used := (m.Rss + m.Swap) << 10; used < m.End-m.Start {
+			if used < m.End-m.Start {
 				cp.unscanned += (m.End - m.Start - used) / image.PageSize
 			}
 			return nil
@@ -577,19 +586,22 @@ func (cp *Checkpoint) classifyPages(pm *os.File, m *proc.Mapping, v *pb.Vma, hot
 // lazy run without a scan (wholeLazy).
 const wholeLazySlack = 64 << 20
 
-// wholeLazy reports whether the lazy private anonymous mapping m is made
-// one lazy run (but its hot pages) without scanning its page tables while
-// frozen: when some of it but at most half of it, or at most
-// wholeLazySlack, was never populated, by smaps' Rss and Swap (read anyway
-// for VmFlags; Rss does not count the shared zero page). A sparse
+// wholeLazy reports whether a lazy private anonymous mapping of size bytes,
+// used of them populated, is made one lazy run (but its hot pages) without
+// scanning its page tables while frozen: when some of it but at most half
+// of it, or at most wholeLazySlack, was never populated, by smaps' Rss and
+// Swap (Rss does not count the shared zero page). On the BPF path
+// (vmaread.go) used is smaps' from before the freeze: a hint, since the
+// choice only trades scan time against the size of the lazy runs, and
+// correctness does not depend on it (a page counted but unpopulated is an
+// absent page the page server finds after the resume; one populated since
+// is in the run all the same). A mapping without a hint is scanned. A sparse
 // mapping (a large reservation with little touched) is scanned instead:
 // PAGEMAP_SCAN skips unpopulated page tables, so that costs what is
 // populated, and the lazy runs (the page server's and the handler's
 // bitmaps, one bit per page each) stay the size of the data rather than
 // of the reservation.
-func wholeLazy(m *proc.Mapping) bool {
-	size := m.End - m.Start
-	used := (m.Rss + m.Swap) << 10
+func wholeLazy(size, used uint64) bool {
 	if used == 0 {
 		// Nothing populated (a PROT_NONE reservation, glibc's arena
 		// tails): the scan finds no page tables to walk.

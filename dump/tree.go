@@ -154,20 +154,23 @@ func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
 // collectAll reads the root, then every member, into one image set, then
 // what members share.
 func (cp *Checkpoint) collectAll(ctx context.Context) error {
+	live := map[int]bool{cp.pid: true}
+	for _, m := range cp.members {
+		if !m.zombie {
+			live[m.pid] = true
+		}
+	}
+	if err := cp.refuseSemUndo(live); err != nil {
+		return err
+	}
 	if len(cp.members) > 0 {
 		socks, err := cp.memberSockets()
 		if err != nil {
 			return err
 		}
-		pids := map[int]bool{cp.pid: true}
+		cp.treeSockets, cp.treePids = socks, live
 		for _, m := range cp.members {
-			if !m.zombie {
-				pids[m.pid] = true
-			}
-		}
-		cp.treeSockets, cp.treePids = socks, pids
-		for _, m := range cp.members {
-			m.treeSockets, m.treePids = socks, pids
+			m.treeSockets, m.treePids = socks, live
 		}
 	}
 	if err := cp.collect(ctx); err != nil {

@@ -63,6 +63,7 @@ func All(ctx context.Context) []Result {
 		func() []Result { return []Result{probeMmMapSize()} },
 		func() []Result { return []Result{probePagemapScan()} },
 		func() []Result { _, r := GuardRegions(); return []Result{r} },
+		func() []Result { return []Result{probeVMAFlags()} },
 		func() []Result { return []Result{probeNetns()} },
 		func() []Result { return []Result{probeSpecialLayout()} },
 		func() []Result { return []Result{probeXSaveCPUID()} },

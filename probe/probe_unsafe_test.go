@@ -99,7 +99,7 @@ func TestAll(t *testing.T) {
 	}
 	for _, want := range []string{"userfaultfd", "dev-userfaultfd", "uffd-features", "uffd-ioctls",
 		"ptrace-seize", "ptrace-rseq", "ptrace-xstate", "process-vm", "pidfd-getfd", "ptrace-suspend-seccomp", "clone3-set-tid",
-		"prctl-mm-map", "pagemap-scan", "guard-regions", "netns", "special-mappings", "xsave-cpuid",
+		"prctl-mm-map", "pagemap-scan", "guard-regions", "bpf-vma-flags", "netns", "special-mappings", "xsave-cpuid",
 		"cap-sys-resource", "cap-checkpoint-restore", "pipe-max-size", "rlimit-nofile"} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("probe %s missing", want)

@@ -68,6 +68,13 @@ type Dump struct {
 	// a passing state (unread inotify events, connections waiting to be
 	// accepted …) was refused and the process ran on briefly in between.
 	FreezeAttempts int `json:"freeze_attempts,omitempty"`
+	// VMARead is how the VMAs' flags were read while frozen: "bpf"
+	// (/proc/PID/maps and a BPF task_vma iterator, no page table walked)
+	// or "smaps" (/proc/PID/smaps, which walks every page table: the BPF
+	// path was not available or not verified; the debug log says why).
+	// VMAReadMS is how long that read took (while frozen).
+	VMARead   string  `json:"vma_read,omitempty"`
+	VMAReadMS float64 `json:"vma_read_ms,omitempty"`
 }
 
 // Serve is the source of a lazy migration (dump --lazy): what the page

@@ -82,7 +82,7 @@ func (r *statsRecorder) dump(st *dump.Stats) {
 		Threads: st.Threads, VMAs: st.VMAs, PagesPopulated: st.PagesPopulated, PagesEager: st.PagesEager,
 		PagesLazy: st.PagesLazy, PagesZero: st.PagesZero, PagesFile: st.PagesFile, BytesWritten: st.BytesWritten,
 		FreezeMS: stats.MS(st.Freeze), FrozenMS: stats.MS(st.Frozen), TotalMS: stats.MS(st.Total),
-		FreezeAttempts: st.FreezeAttempts,
+		FreezeAttempts: st.FreezeAttempts, VMARead: st.VMARead, VMAReadMS: stats.MS(st.VMAReadTime),
 	}
 }
 

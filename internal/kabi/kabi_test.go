@@ -50,6 +50,8 @@ func TestSizes(t *testing.T) {
 		{"uffdio_register", unsafe.Sizeof(UffdioRegister{}), 32},
 		{"kcmp_epoll_slot", unsafe.Sizeof(KcmpEpollSlot{}), 12},
 		{"f_owner_ex", unsafe.Sizeof(FOwnerEx{}), 8},
+		{"semid64_ds", unsafe.Sizeof(SemidDs{}), 104},
+		{"seminfo", unsafe.Sizeof(semInfo{}), 40},
 		{"tcp_repair_window", unsafe.Sizeof(TCPRepairWindow{}), TCPRepairWindowLen},
 		{"tcp_repair_opt", unsafe.Sizeof(TCPRepairOpt{}), TCPRepairOptLen},
 		{"uffdio_copy", unsafe.Sizeof(UffdioCopy{}), 40},
@@ -58,6 +60,9 @@ func TestSizes(t *testing.T) {
 		{"uffdio_continue", unsafe.Sizeof(UffdioContinue{}), 32},
 		{"uffdio_poison", unsafe.Sizeof(UffdioPoison{}), 32},
 		{"uffdio_move", unsafe.Sizeof(UffdioMove{}), 40},
+		{"bpf_attr link_create (iterator)", unsafe.Sizeof(BpfLinkCreateIter{}), 32},
+		{"bpf_iter_link_info", unsafe.Sizeof(BpfIterLinkInfoTask{}), 16},
+		{"bpf_attr iter_create", unsafe.Sizeof(BpfIterCreate{}), 8},
 		{"termios2", unsafe.Sizeof(Termios2{}), 44},
 		{"winsize", unsafe.Sizeof(unix.Winsize{}), 8},
 		{"uffd_msg", unsafe.Sizeof(UffdMsg{}), 32},
@@ -221,4 +226,48 @@ func FuzzDecodeTCPRepairWindow(f *testing.F) {
 			t.Fatalf("decoded %+v, in place %+v", w, in)
 		}
 	})
+}
+
+// TestSemStatAny makes a semaphore set, operates on it and finds it by
+// index with its nsems, otime and the caller as GETPID.
+func TestSemStatAny(t *testing.T) {
+	id, _, errno := unix.Syscall(unix.SYS_SEMGET, 0 /* IPC_PRIVATE */, 2, 0o600)
+	if errno != 0 {
+		t.Skipf("semget: %v", errno)
+	}
+	defer unix.Syscall6(unix.SYS_SEMCTL, id, 0, unix.IPC_RMID, 0, 0, 0)
+	op := [3]uint16{1, 1, 0} // sem_num 1, sem_op +1, sem_flg 0
+	if _, _, errno := unix.Syscall(unix.SYS_SEMOP, id, uintptr(unsafe.Pointer(&op)), 1); errno != 0 {
+		t.Fatalf("semop: %v", errno)
+	}
+	maxIdx, err := SemMaxIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i := 0; i <= maxIdx; i++ {
+		var ds SemidDs
+		got, err := SemStatAny(i, &ds)
+		if errors.Is(err, unix.EINVAL) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != int(id) {
+			continue
+		}
+		found = true
+		if ds.Nsems != 2 || ds.Otime == 0 {
+			t.Errorf("set %d: nsems %d otime %d, want 2 and non-zero", id, ds.Nsems, ds.Otime)
+		}
+	}
+	if !found {
+		t.Fatalf("set %d not found among indexes 0..%d", id, maxIdx)
+	}
+	for num, want := range []int{0, os.Getpid()} {
+		if pid, err := SemGetPid(int(id), num); err != nil || pid != want {
+			t.Errorf("GETPID of semaphore %d: %d, %v; want %d", num, pid, err, want)
+		}
+	}
 }

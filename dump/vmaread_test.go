@@ -1,0 +1,84 @@
+package dump
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// TestReadVMAsPaths reads this process's VMAs the way a dump does: by the
+// BPF path when the pre-freeze read verified every bit, by smaps when a VMA
+// got a bit after it that it did not verify, or with no pre-freeze read.
+func TestReadVMAsPaths(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loading a BPF iterator takes CAP_BPF and CAP_PERFMON")
+	}
+	pid := os.Getpid()
+	// The Go runtime may map memory between two reads: try a few times.
+	var pre *preFreeze
+	var r vmaRead
+	for range 5 {
+		pre.close()
+		pre = readBeforeFreeze(pid, zerolog.Nop())
+		if pre.iter == nil {
+			t.Fatalf("bpf path not prepared: %s", pre.why)
+		}
+		var err error
+		if r, err = readVMAs(pid, pre); err != nil {
+			t.Fatal(err)
+		}
+		if r.how == VMAReadBPF {
+			break
+		}
+	}
+	defer pre.close()
+	if r.how != VMAReadBPF {
+		t.Fatalf("read by %s, want bpf: %s", r.how, r.why)
+	}
+	for _, m := range r.maps {
+		if m.VmFlags == nil {
+			t.Errorf("vma %#x-%#x %s: no VmFlags", m.Start, m.End, m.Path)
+		}
+	}
+
+	// A flag no VMA had before: the freeze must not trust its name.
+	var advice int
+	for _, c := range []struct {
+		bit    uint
+		advice int
+	}{{25, unix.MADV_WIPEONFORK}, {26, unix.MADV_DONTDUMP}, {16, unix.MADV_RANDOM}, {15, unix.MADV_SEQUENTIAL}, {17, unix.MADV_DONTFORK}} {
+		if uint64(pre.verified)&(1<<c.bit) == 0 {
+			advice = c.advice
+			break
+		}
+	}
+	if advice == 0 {
+		t.Skipf("every candidate bit already verified (%#x)", uint64(pre.verified))
+	}
+	b, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	if err := unix.Madvise(b, advice); err != nil {
+		t.Fatal(err)
+	}
+	r, err = readVMAs(pid, pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.how != VMAReadSmaps || !strings.Contains(r.why, "not verified") {
+		t.Errorf("after madvise(%d): read by %s (%s), want smaps for a bit not verified", advice, r.how, r.why)
+	}
+
+	r, err = readVMAs(pid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.how != VMAReadSmaps || !strings.Contains(r.why, "no read before the freeze") {
+		t.Errorf("without a pre-freeze read: read by %s (%s), want smaps", r.how, r.why)
+	}
+}
