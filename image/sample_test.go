@@ -119,6 +119,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		ChildSubreaper: pid == rootPid,
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
+		Mdwe:           1,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
 		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
