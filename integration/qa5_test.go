@@ -139,3 +139,21 @@ func TestQA5HiddenMountRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestQA5SecurebitsKept: securebits other than KEEP_CAPS (SECBIT_NOROOT,
+// NO_SETUID_FIXUP, the locks) come back, for a root process and for one
+// that kept its capabilities as another user with a locked KEEP_CAPS. They
+// were recorded but dropped: a SECBIT_NOROOT sandbox came back as plain
+// root (securebits 0x5 before, 0x0 after).
+func TestQA5SecurebitsKept(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "qa5_securebits")
+	for _, mode := range []string{"root", "user"} {
+		t.Run(mode, func(t *testing.T) {
+			p := startTicking(t, start, "ok", 1, bin, mode)
+			dir := dumpKill(t, p)
+			r := restoreFrom(t, p, dir)
+			requireProgress(t, r, "ok")
+		})
+	}
+}
