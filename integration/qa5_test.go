@@ -7,10 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestQA5SemUndoRefused: a process holding a System V semaphore taken with
@@ -156,4 +159,52 @@ func TestQA5SecurebitsKept(t *testing.T) {
 			requireProgress(t, r, "ok")
 		})
 	}
+}
+
+// TestQA5KeyringNotInherited: a process restored from a session whose
+// keyring holds a key must not possess that keyring. The stub inherited
+// lazycr's session keyring, so the restored process (of any uid) could
+// read the keys of whoever restored it ("found key N of the restorer's
+// session keyring"); it now gets a keyring of its own.
+func TestQA5KeyringNotInherited(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "qa5_keyring"))
+	dir := dumpKill(t, p)
+	progress(t, p)
+	type result struct {
+		out, errOut string
+		err         error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Session keyrings belong to a thread's credentials: this
+		// thread joins a new one, holding a key, and runs the restore,
+		// whose fork inherits them. It is never unlocked, so the
+		// runtime ends it with the goroutine.
+		runtime.LockOSThread()
+		if _, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 {
+			done <- result{err: fmt.Errorf("keyctl JOIN_SESSION_KEYRING: %w", errno)}
+			return
+		}
+		if _, err := unix.AddKey("user", "qa5-restorer-secret", []byte("secret"), unix.KEY_SPEC_SESSION_KEYRING); err != nil {
+			done <- result{err: fmt.Errorf("add_key: %w", err)}
+			return
+		}
+		var o, e strings.Builder
+		cmd := exec.Command(lazycrPath, "restore", "-D", dir)
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		done <- result{o.String(), e.String(), err}
+	}()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("restore from a session with a key: %v\nstderr:\n%s", res.err, res.errOut)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(res.out))
+	if err != nil {
+		t.Fatalf("restore printed %q, not a pid", res.out)
+	}
+	r := adopt(t, pid)
+	r.continueOutput(p, true)
+	requireProgress(t, r, "ok")
 }

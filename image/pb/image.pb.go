@@ -955,9 +955,19 @@ type Process struct {
 	Cgroups []*Cgroup `protobuf:"bytes,51,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
 	// prctl(PR_GET_MDWE) (memory-deny-write-execute, Linux 6.3): its
 	// PR_MDWE_* flags, 0 when unset. Restore sets it last (procattr).
-	Mdwe          uint32 `protobuf:"varint,60,opt,name=mdwe,proto3" json:"mdwe,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mdwe uint32 `protobuf:"varint,60,opt,name=mdwe,proto3" json:"mdwe,omitempty"`
+	// The session keyring (keyrings(7)): its serial as keyctl(2)
+	// KEYCTL_GET_KEYRING_ID gave it (0: not recorded) and how many keys it
+	// held. Restore keeps it only if the restoring lazycr has the very same
+	// one, else gives the process a new, empty one (never lazycr's own).
+	SessionKeyring     int32  `protobuf:"varint,61,opt,name=session_keyring,json=sessionKeyring,proto3" json:"session_keyring,omitempty"`
+	SessionKeyringKeys uint32 `protobuf:"varint,62,opt,name=session_keyring_keys,json=sessionKeyringKeys,proto3" json:"session_keyring_keys,omitempty"`
+	// The process had a session keyring of its own; false when it had none
+	// and keyctl named its uid's user-session keyring ("_uid_ses.UID",
+	// user-session-keyring(7)), whose keys are not counted.
+	SessionKeyringOwn bool `protobuf:"varint,63,opt,name=session_keyring_own,json=sessionKeyringOwn,proto3" json:"session_keyring_own,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -1247,6 +1257,27 @@ func (x *Process) GetMdwe() uint32 {
 		return x.Mdwe
 	}
 	return 0
+}
+
+func (x *Process) GetSessionKeyring() int32 {
+	if x != nil {
+		return x.SessionKeyring
+	}
+	return 0
+}
+
+func (x *Process) GetSessionKeyringKeys() uint32 {
+	if x != nil {
+		return x.SessionKeyringKeys
+	}
+	return 0
+}
+
+func (x *Process) GetSessionKeyringOwn() bool {
+	if x != nil {
+		return x.SessionKeyringOwn
+	}
+	return false
 }
 
 // Scheduling attributes of a thread: sched_setaffinity(2),
@@ -6374,8 +6405,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xc1\n" +
-	"\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xcc\v\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6422,7 +6452,10 @@ const file_image_proto_rawDesc = "" +
 	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeleted\x12,\n" +
 	"\x05sched\x182 \x01(\v2\x16.lazycr.image.v1.SchedR\x05sched\x121\n" +
 	"\acgroups\x183 \x03(\v2\x17.lazycr.image.v1.CgroupR\acgroups\x12\x12\n" +
-	"\x04mdwe\x18< \x01(\rR\x04mdweB\a\n" +
+	"\x04mdwe\x18< \x01(\rR\x04mdwe\x12'\n" +
+	"\x0fsession_keyring\x18= \x01(\x05R\x0esessionKeyring\x120\n" +
+	"\x14session_keyring_keys\x18> \x01(\rR\x12sessionKeyringKeys\x12.\n" +
+	"\x13session_keyring_own\x18? \x01(\bR\x11sessionKeyringOwnB\a\n" +
 	"\x05_nice\"\x8d\x01\n" +
 	"\x05Sched\x12\x12\n" +
 	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
