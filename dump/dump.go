@@ -2,6 +2,7 @@ package dump
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 )
 
 // Mode says what happens to the process after its state is read.
@@ -86,9 +88,10 @@ type Stats struct {
 	// FreezeAttempts is how many freezes the dump took: more than one when
 	// a passing state was refused and the process ran on briefly (retry.go).
 	FreezeAttempts int
-	// VMARead is how the root process's VMA flags were read in the freeze
-	// (VMAReadBPF or VMAReadSmaps, vmaread.go) and VMAReadTime how long
-	// that took (frozen time, in parallel with the pagemap scan).
+	// VMARead is how the VMA flags were read in the freeze (vmaread.go):
+	// VMAReadBPF when every process of the tree was read so, else
+	// VMAReadSmaps; VMAReadTime is how long those reads took, added up
+	// (frozen time, each in parallel with its pagemap scan).
 	VMARead     string
 	VMAReadTime time.Duration
 	// Held are the network locks a dump that killed left in place for the
@@ -215,8 +218,8 @@ type Checkpoint struct {
 	treeSockets map[uint64]bool
 	// treePids: the live members' pids, for files.DumpOptions.TreePids.
 	treePids map[int]bool
-	// pre is the VMA read made before the freeze (vmaread.go); nil for
-	// the members, which take the smaps path.
+	// pre is the VMA read made before the freeze (vmaread.go), shared by
+	// the root and the members.
 	pre      *preFreeze
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
@@ -293,6 +296,10 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	host, _ := os.Hostname()
+	setID, err := image.NewSetID()
+	if err != nil {
+		return fmt.Errorf("dump pid %d: %w", pid, err)
+	}
 	set := &image.Set{
 		Inventory: &pb.Inventory{
 			FormatVersion: image.FormatVersion,
@@ -304,6 +311,7 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 			Lazy:          cp.opts.Mode == ModeLazy,
 			RootPid:       uint32(pid),
 			PageSize:      image.PageSize,
+			SetId:         setID,
 		},
 		Tree:   &pb.ProcessTree{},
 		Memory: map[uint32]*pb.MemoryMap{},
@@ -409,6 +417,7 @@ func (cp *Checkpoint) writeImages(ctx context.Context, dir string) (err error) {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = w.Size()
+		cp.Set.Memory[p].PagesCrc32C = proto.Uint32(w.Sum())
 		written += w.Size() + image.HeaderSize
 		if err := w.Close(); err != nil {
 			return fmt.Errorf("dump pid %d: %w", pid, err)
@@ -466,6 +475,7 @@ func (cp *Checkpoint) imageFilesInMemory() (map[string][]byte, error) {
 			return nil, fmt.Errorf("dump pid %d: %w", cp.pid, err)
 		}
 		cp.Set.Memory[p].PagesBytes = mb.Size()
+		cp.Set.Memory[p].PagesCrc32C = proto.Uint32(image.PagesChecksum(mb.b))
 		files[image.PagesFile(p)] = image.EncodePages(mb.b)
 	}
 	if err := cp.Set.Validate(); err != nil {
@@ -740,16 +750,16 @@ func removeOutput(dir string, made bool) {
 	}
 }
 
-// xsaveFeatures returns the xfeatures word of the software-reserved bytes
-// of an XSAVE area as ptrace reports it (struct _fpx_sw_bytes at offset 464:
-// magic1, extended_size, xfeatures, …; arch/x86/include/uapi/asm/sigcontext.h).
+// xsaveFeatures returns the XSAVE features the kernel enabled for user
+// space (XCR0) as PTRACE_GETREGSET NT_X86_XSTATE reports it: in bytes
+// 464..471 of the area, the first 8 of the software-usable bytes
+// (arch/x86/include/asm/user.h: "bytes 464..471 of the sw_usable_bytes
+// will be set to OS enabled xstate mask"; gdb reads XCR0 there too). The
+// signal frame's struct _fpx_sw_bytes (magic1 first, xfeatures at 472) is
+// another layout: read there, every image recorded 0.
 func xsaveFeatures(x []byte) uint64 {
-	if len(x) < 480 {
+	if len(x) < 472 {
 		return 0
 	}
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(x[472+i])
-	}
-	return v
+	return binary.LittleEndian.Uint64(x[464:472])
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/inject"
+	"google.golang.org/protobuf/proto"
 )
 
 // PagesStream is one process's pages file of a lazy skeleton, read from the
@@ -119,6 +120,7 @@ func (cp *Checkpoint) SkeletonFiles() (map[string][]byte, map[string]*PagesStrea
 			return nil, nil, fmt.Errorf("dump pid %d: pages of pid %d: runs hold %d bytes, %d read", cp.pid, p, at, sum.n)
 		}
 		cp.Set.Memory[p].PagesBytes = sum.n
+		cp.Set.Memory[p].PagesCrc32C = proto.Uint32(sum.h.Sum32())
 		streams[image.PagesFile(p)] = s
 	}
 	if err := cp.Set.Validate(); err != nil {

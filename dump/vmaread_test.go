@@ -23,11 +23,11 @@ func TestReadVMAsPaths(t *testing.T) {
 	for range 5 {
 		pre.close()
 		pre = readBeforeFreeze(pid, zerolog.Nop())
-		if pre.iter == nil {
+		if pre.prog == nil {
 			t.Fatalf("bpf path not prepared: %s", pre.why)
 		}
 		var err error
-		if r, err = readVMAs(pid, pre); err != nil {
+		if r, err = readVMAs(pid, pid, pre); err != nil {
 			t.Fatal(err)
 		}
 		if r.how == VMAReadBPF {
@@ -66,7 +66,7 @@ func TestReadVMAsPaths(t *testing.T) {
 	if err := unix.Madvise(b, advice); err != nil {
 		t.Fatal(err)
 	}
-	r, err = readVMAs(pid, pre)
+	r, err = readVMAs(pid, pid, pre)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestReadVMAsPaths(t *testing.T) {
 		t.Errorf("after madvise(%d): read by %s (%s), want smaps for a bit not verified", advice, r.how, r.why)
 	}
 
-	r, err = readVMAs(pid, nil)
+	r, err = readVMAs(pid, pid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

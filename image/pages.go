@@ -53,6 +53,13 @@ func (w *PagesWriter) Append(b []byte) (uint64, error) {
 	return off, nil
 }
 
+// Sum is the CRC-32C of the page bytes written so far, the one Close puts
+// in the header (MemoryMap.pages_crc32c records it).
+func (w *PagesWriter) Sum() uint32 { return w.crc.Sum32() }
+
+// PagesChecksum is the CRC-32C EncodePages puts in the header of data.
+func PagesChecksum(data []byte) uint32 { return crc32.Checksum(data, castagnoli) }
+
 // Size is the number of page bytes written so far.
 func (w *PagesWriter) Size() uint64 { return w.off }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -386,5 +387,84 @@ func TestWriteRefusesPlantedLinks(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(victim); string(b) != "ORIGINAL" {
 		t.Errorf("the linked file now holds %q", b)
+	}
+}
+
+// TestLoadRefusesMixedDumps (qa6 G1): the files of two dumps of the same
+// process have the same names; one copied over from the other dump used to
+// load silently (only the pages file's length was checked), so a restore
+// ran registers of one dump on memory of the other. Every file now carries
+// the inventory's set id and the memory map the pages file's CRC.
+func TestLoadRefusesMixedDumps(t *testing.T) {
+	save := func(dir string) *Set {
+		s := sampleSet()
+		id, err := NewSetID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Inventory.SetId = id
+		for _, mm := range s.Memory {
+			mm.PagesCrc32C = proto.Uint32(PagesChecksum(pageData(mm)))
+		}
+		saveSample(t, dir, s)
+		return s
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	s := save(dirA)
+	save(dirB)
+	if _, err := LoadDir(dirA); err != nil {
+		t.Fatalf("LoadDir of a whole dump: %v", err)
+	}
+	var pid uint32
+	for p, mm := range s.Memory {
+		if mm.PagesBytes > 0 {
+			pid = p
+		}
+	}
+	for _, name := range []string{TreeFile, MemoryFile(pid), FdsFile(pid)} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyDir(t, dirA, dir)
+			copyFile(t, filepath.Join(dirB, name), filepath.Join(dir, name))
+			if _, err := LoadDir(dir); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "another dump") {
+				t.Fatalf("LoadDir with %s of another dump = %v, want ErrInvalid naming another dump", name, err)
+			}
+		})
+	}
+	t.Run("pages", func(t *testing.T) {
+		// Pages of another dump: same length, a header CRC right for its
+		// own data, other bytes.
+		dir := t.TempDir()
+		copyDir(t, dirA, dir)
+		data := pageData(s.Memory[pid])
+		data[0] ^= 0xff
+		if err := os.WriteFile(filepath.Join(dir, PagesFile(pid)), EncodePages(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadDir(dir); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), PagesFile(pid)) {
+			t.Fatalf("LoadDir with the pages of another dump = %v, want ErrInvalid naming %s", err, PagesFile(pid))
+		}
+	})
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		copyFile(t, filepath.Join(from, e.Name()), filepath.Join(to, e.Name()))
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -119,6 +119,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		ChildSubreaper: pid == rootPid,
 		NoNewPrivs:     true,
 		OomScoreAdj:    -100,
+		Mdwe:           1,
 		CwdDeleted:     &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
 		RootDeleted:    &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:   pid != rootPid,
@@ -317,11 +318,11 @@ func withSplitEnd(t *pb.FdTable) *pb.FdTable {
 // two threads, every VMA kind, every page state and every fd kind, and a
 // child with a small lazy-only memory map and no fds.
 func sampleSet() *Set {
-	return &Set{
+	s := &Set{
 		Inventory: &pb.Inventory{
 			FormatVersion: FormatVersion, LazycrVersion: "v0.1.0-test", KernelRelease: "6.18.0-lazycr", Arch: "amd64",
 			Hostname: "host-b", TimeUnixNano: 1_764_000_000_000_000_000, Lazy: true, RootPid: rootPid, XsaveSize: 2432,
-			PageSize: PageSize, XsaveFeatures: 0x2e7,
+			PageSize: PageSize, XsaveFeatures: 0x2e7, SetId: []byte("sample-set-id-16"),
 		},
 		Tree: &pb.ProcessTree{Processes: []*pb.Process{
 			process(rootPid, 1, thread(rootPid), thread(rootPid+1)),
@@ -344,6 +345,19 @@ func sampleSet() *Set {
 			{Fd: 1, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5010, WriteEnd: true, Capacity: 65536}}},
 			{Fd: 2, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9031, Peer: 9030, Type: unix.SOCK_STREAM, Data: []byte("pong")}}},
 		}}, zombiePid: {Pid: zombiePid}},
+	}
+	s.stampSetID()
+	setPagesCRC(s)
+	return s
+}
+
+// setPagesCRC records in each memory map the CRC of the page data
+// pageData makes for it (as dump records what it wrote).
+func setPagesCRC(s *Set) {
+	for _, mm := range s.Memory {
+		if mm.PagesBytes > 0 {
+			mm.PagesCrc32C = proto.Uint32(PagesChecksum(pageData(mm)))
+		}
 	}
 }
 
@@ -408,6 +422,7 @@ func writePages(t testing.TB, dir string, mm *pb.MemoryMap) {
 // saveSample writes s and the pages files of its processes with page data.
 func saveSample(t testing.TB, dir string, s *Set) {
 	t.Helper()
+	setPagesCRC(s) // a test may have changed the maps since sampleSet
 	if err := Save(dir, s); err != nil {
 		t.Fatal(err)
 	}
@@ -421,6 +436,7 @@ func saveSample(t testing.TB, dir string, s *Set) {
 // sampleFS returns the sample set as an in-memory file system.
 func sampleFS(t testing.TB, s *Set) fstest.MapFS {
 	t.Helper()
+	setPagesCRC(s)
 	files, err := s.Files()
 	if err != nil {
 		t.Fatal(err)

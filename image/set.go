@@ -1,6 +1,8 @@
 package image
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -50,8 +52,10 @@ func (s *Set) Root() *pb.Process {
 	return s.Tree.Processes[0]
 }
 
-// Files encodes every protobuf file of the set, by name.
+// Files encodes every protobuf file of the set, by name. Each file
+// carries the inventory's set id (if it has one), which Load checks.
 func (s *Set) Files() (map[string][]byte, error) {
+	s.stampSetID()
 	out := map[string][]byte{}
 	add := func(name string, kind Kind, m proto.Message) error {
 		b, err := Encode(kind, m)
@@ -78,6 +82,63 @@ func (s *Set) Files() (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// NewSetID makes the random id a dump gives its image set
+// (Inventory.SetId): Files writes it into every file of the set, and Load
+// refuses a file whose id differs, one of another dump.
+func NewSetID() ([]byte, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("make an image set id: %w", err)
+	}
+	return b, nil
+}
+
+// stampSetID copies the inventory's set id into every other file's message.
+func (s *Set) stampSetID() {
+	if s.Inventory == nil || len(s.Inventory.SetId) == 0 {
+		return
+	}
+	id := s.Inventory.SetId
+	if s.Tree != nil {
+		s.Tree.SetId = id
+	}
+	for _, mm := range s.Memory {
+		mm.SetId = id
+	}
+	for _, fds := range s.Fds {
+		fds.SetId = id
+	}
+}
+
+// checkSetID refuses a set whose files were written by different dumps
+// (a file copied over from another dump of the same process): their set
+// ids differ from the inventory's. An inventory without one (an older
+// image) is not checked.
+func (s *Set) checkSetID() error {
+	id := s.Inventory.SetId
+	if len(id) == 0 {
+		return nil
+	}
+	check := func(name string, got []byte) error {
+		if !bytes.Equal(got, id) {
+			return fmt.Errorf("%s: %w: it is from another dump than %s (set id %x, %s has %x): do not mix the files of two dumps", name, ErrInvalid, InventoryFile, got, InventoryFile, id)
+		}
+		return nil
+	}
+	if err := check(TreeFile, s.Tree.SetId); err != nil {
+		return err
+	}
+	for _, p := range s.Tree.Processes {
+		if err := check(MemoryFile(p.Pid), s.Memory[p.Pid].GetSetId()); err != nil {
+			return err
+		}
+		if err := check(FdsFile(p.Pid), s.Fds[p.Pid].GetSetId()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Save validates s and writes its protobuf files into dir (created if
@@ -182,11 +243,14 @@ func Load(fsys fs.FS) (*Set, error) {
 		}
 		s.Fds[p.Pid] = fds
 	}
+	if err := s.checkSetID(); err != nil {
+		return nil, err
+	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	for _, p := range s.Tree.Processes {
-		if err := checkPagesFile(fsys, p.Pid, s.Memory[p.Pid].PagesBytes); err != nil {
+		if err := checkPagesFile(fsys, p.Pid, s.Memory[p.Pid]); err != nil {
 			return nil, err
 		}
 	}
@@ -206,7 +270,8 @@ func readMessage(fsys fs.FS, name string, kind Kind, m proto.Message) error {
 	return Decode(name, data, kind, m)
 }
 
-func checkPagesFile(fsys fs.FS, pid uint32, want uint64) error {
+func checkPagesFile(fsys fs.FS, pid uint32, mm *pb.MemoryMap) error {
+	want := mm.PagesBytes
 	name := PagesFile(pid)
 	f, err := fsys.Open(name)
 	if err != nil {
@@ -238,6 +303,9 @@ func checkPagesFile(fsys fs.FS, pid uint32, want uint64) error {
 	}
 	if h.Length != want {
 		return fmt.Errorf("read %s: %w: holds %d page bytes, %s says %d", name, ErrInvalid, h.Length, MemoryFile(pid), want)
+	}
+	if mm.PagesCrc32C != nil && h.CRC != mm.GetPagesCrc32C() {
+		return fmt.Errorf("read %s: %w: it is from another dump than %s (page data CRC %#08x, %s says %#08x): do not mix the files of two dumps", name, ErrInvalid, MemoryFile(pid), h.CRC, MemoryFile(pid), mm.GetPagesCrc32C())
 	}
 	return nil
 }

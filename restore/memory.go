@@ -33,6 +33,13 @@ func (r *Process) checkHost() error {
 	if inv.Arch != "" && inv.Arch != "amd64" {
 		return fmt.Errorf("restore: %w: image is for %s, lazycr restores amd64", ErrIncompatible, inv.Arch)
 	}
+	if inv.XsaveFeatures != 0 {
+		if host, err := hostXfeatures(); err == nil {
+			if err := checkXfeatures(inv.XsaveFeatures, host); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		}
+	}
 	for _, v := range r.mm.Vmas {
 		if v.Kind != pb.VmaKind_VMA_KIND_FILE {
 			continue

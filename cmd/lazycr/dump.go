@@ -207,7 +207,7 @@ github.com/lazycr/lazycr/stats.`,
 	}
 	f := cmd.Flags()
 	f.IntVarP(&o.pid, "pid", "p", 0, "process to dump")
-	f.StringVarP(&o.dir, "images-dir", "D", "", "directory to write the image set to (created; must be empty or absent)")
+	f.StringVarP(&o.dir, "images-dir", "D", "", "directory to write the image set to (created mode 0700; an existing one must be empty, owned by this user and not writable by group or others)")
 	f.BoolVar(&o.leaveRunning, "leave-running", false, "let the process continue after the dump instead of killing it")
 	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
 	o.conn.register(f, true)

@@ -286,6 +286,10 @@ type Inventory struct {
 	XsaveSize     uint32                 `protobuf:"varint,9,opt,name=xsave_size,json=xsaveSize,proto3" json:"xsave_size,omitempty"`            // NT_X86_XSTATE size on the source CPU
 	PageSize      uint64                 `protobuf:"varint,10,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	XsaveFeatures uint64                 `protobuf:"varint,11,opt,name=xsave_features,json=xsaveFeatures,proto3" json:"xsave_features,omitempty"` // XCR0 of the source: restore refuses a CPU lacking one
+	// Random bytes a dump makes; tree.img, every mm-PID.img and fds-PID.img
+	// carry the same (set_id 100 there), so a file of another dump dropped
+	// into the directory is refused. Empty in older images: not checked.
+	SetId         []byte `protobuf:"bytes,100,opt,name=set_id,json=setId,proto3" json:"set_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -397,6 +401,13 @@ func (x *Inventory) GetXsaveFeatures() uint64 {
 	return 0
 }
 
+func (x *Inventory) GetSetId() []byte {
+	if x != nil {
+		return x.SetId
+	}
+	return nil
+}
+
 // ProcessTree lists every dumped process, root first.
 type ProcessTree struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -415,6 +426,7 @@ type ProcessTree struct {
 	// Unix socket pairs whose two ends different members hold (socketpair
 	// then fork, each keeping one end): restore makes each pair once.
 	SplitPairs    []*SplitPair `protobuf:"bytes,5,rep,name=split_pairs,json=splitPairs,proto3" json:"split_pairs,omitempty"`
+	SetId         []byte       `protobuf:"bytes,100,opt,name=set_id,json=setId,proto3" json:"set_id,omitempty"` // Inventory.set_id of the dump that wrote it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +492,13 @@ func (x *ProcessTree) GetShm() []*ShmObject {
 func (x *ProcessTree) GetSplitPairs() []*SplitPair {
 	if x != nil {
 		return x.SplitPairs
+	}
+	return nil
+}
+
+func (x *ProcessTree) GetSetId() []byte {
+	if x != nil {
+		return x.SetId
 	}
 	return nil
 }
@@ -2780,14 +2799,18 @@ func (x *TimeOffsets) GetBoottimeNs() int64 {
 
 // MemoryMap is one process's address space.
 type MemoryMap struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Vmas          []*Vma                 `protobuf:"bytes,2,rep,name=vmas,proto3" json:"vmas,omitempty"` // sorted by start, non-overlapping
-	Mm            *MmFields              `protobuf:"bytes,3,opt,name=mm,proto3" json:"mm,omitempty"`
-	Auxv          []uint64               `protobuf:"varint,4,rep,packed,name=auxv,proto3" json:"auxv,omitempty"` // (type, value) pairs, AT_NULL included
-	Exe           *FileID                `protobuf:"bytes,5,opt,name=exe,proto3" json:"exe,omitempty"`
-	PagesBytes    uint64                 `protobuf:"varint,6,opt,name=pages_bytes,json=pagesBytes,proto3" json:"pages_bytes,omitempty"` // the size of pages-<pid>.img's data
-	Attrs         *MmAttrs               `protobuf:"bytes,7,opt,name=attrs,proto3" json:"attrs,omitempty"`                              // address-space-wide attributes (package vmattr)
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Pid        uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Vmas       []*Vma                 `protobuf:"bytes,2,rep,name=vmas,proto3" json:"vmas,omitempty"` // sorted by start, non-overlapping
+	Mm         *MmFields              `protobuf:"bytes,3,opt,name=mm,proto3" json:"mm,omitempty"`
+	Auxv       []uint64               `protobuf:"varint,4,rep,packed,name=auxv,proto3" json:"auxv,omitempty"` // (type, value) pairs, AT_NULL included
+	Exe        *FileID                `protobuf:"bytes,5,opt,name=exe,proto3" json:"exe,omitempty"`
+	PagesBytes uint64                 `protobuf:"varint,6,opt,name=pages_bytes,json=pagesBytes,proto3" json:"pages_bytes,omitempty"` // the size of pages-<pid>.img's data
+	Attrs      *MmAttrs               `protobuf:"bytes,7,opt,name=attrs,proto3" json:"attrs,omitempty"`                              // address-space-wide attributes (package vmattr)
+	SetId      []byte                 `protobuf:"bytes,100,opt,name=set_id,json=setId,proto3" json:"set_id,omitempty"`               // Inventory.set_id of the dump that wrote it
+	// The CRC-32C of pages-<pid>.img's data, as its header says: ties the
+	// pages file to this map (unset in older images: not checked).
+	PagesCrc32C   *uint32 `protobuf:"varint,101,opt,name=pages_crc32c,json=pagesCrc32c,proto3,oneof" json:"pages_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2869,6 +2892,20 @@ func (x *MemoryMap) GetAttrs() *MmAttrs {
 		return x.Attrs
 	}
 	return nil
+}
+
+func (x *MemoryMap) GetSetId() []byte {
+	if x != nil {
+		return x.SetId
+	}
+	return nil
+}
+
+func (x *MemoryMap) GetPagesCrc32C() uint32 {
+	if x != nil && x.PagesCrc32C != nil {
+		return *x.PagesCrc32C
+	}
+	return 0
 }
 
 // MmAttrs are the address space's own attributes, beside the per-VMA ones
@@ -3347,6 +3384,7 @@ type FdTable struct {
 	// process's TCP connections from seeing a reset until a restore
 	// re-creates them; empty without TCP connections.
 	TcpLock       string `protobuf:"bytes,20,opt,name=tcp_lock,json=tcpLock,proto3" json:"tcp_lock,omitempty"`
+	SetId         []byte `protobuf:"bytes,100,opt,name=set_id,json=setId,proto3" json:"set_id,omitempty"` // Inventory.set_id of the dump that wrote it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3407,6 +3445,13 @@ func (x *FdTable) GetTcpLock() string {
 		return x.TcpLock
 	}
 	return ""
+}
+
+func (x *FdTable) GetSetId() []byte {
+	if x != nil {
+		return x.SetId
+	}
+	return nil
 }
 
 type Fd struct {
@@ -6351,7 +6396,7 @@ var File_image_proto protoreflect.FileDescriptor
 
 const file_image_proto_rawDesc = "" +
 	"\n" +
-	"\vimage.proto\x12\x0flazycr.image.v1\"\xe8\x02\n" +
+	"\vimage.proto\x12\x0flazycr.image.v1\"\xff\x02\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12%\n" +
 	"\x0elazycr_version\x18\x02 \x01(\tR\rlazycrVersion\x12%\n" +
@@ -6365,14 +6410,16 @@ const file_image_proto_rawDesc = "" +
 	"xsave_size\x18\t \x01(\rR\txsaveSize\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x04R\bpageSize\x12%\n" +
-	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\"\xa1\x02\n" +
+	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\x12\x15\n" +
+	"\x06set_id\x18d \x01(\fR\x05setId\"\xb8\x02\n" +
 	"\vProcessTree\x126\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
 	"\fshared_files\x18\x02 \x03(\v2\x1b.lazycr.image.v1.SharedFileR\vsharedFiles\x12/\n" +
 	"\x05pipes\x18\x03 \x03(\v2\x19.lazycr.image.v1.TreePipeR\x05pipes\x12,\n" +
 	"\x03shm\x18\x04 \x03(\v2\x1a.lazycr.image.v1.ShmObjectR\x03shm\x12;\n" +
 	"\vsplit_pairs\x18\x05 \x03(\v2\x1a.lazycr.image.v1.SplitPairR\n" +
-	"splitPairs\"e\n" +
+	"splitPairs\x12\x15\n" +
+	"\x06set_id\x18d \x01(\fR\x05setId\"e\n" +
 	"\tSplitPair\x12,\n" +
 	"\x05maker\x18\x01 \x01(\v2\x16.lazycr.image.v1.FdRefR\x05maker\x12*\n" +
 	"\x04peer\x18\x02 \x01(\v2\x16.lazycr.image.v1.FdRefR\x04peer\"\xf4\x02\n" +
@@ -6596,7 +6643,7 @@ const file_image_proto_rawDesc = "" +
 	"\vTimeOffsets\x12!\n" +
 	"\fmonotonic_ns\x18\x01 \x01(\x03R\vmonotonicNs\x12\x1f\n" +
 	"\vboottime_ns\x18\x02 \x01(\x03R\n" +
-	"boottimeNs\"\x82\x02\n" +
+	"boottimeNs\"\xd2\x02\n" +
 	"\tMemoryMap\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12(\n" +
 	"\x04vmas\x18\x02 \x03(\v2\x14.lazycr.image.v1.VmaR\x04vmas\x12)\n" +
@@ -6605,7 +6652,10 @@ const file_image_proto_rawDesc = "" +
 	"\x03exe\x18\x05 \x01(\v2\x17.lazycr.image.v1.FileIDR\x03exe\x12\x1f\n" +
 	"\vpages_bytes\x18\x06 \x01(\x04R\n" +
 	"pagesBytes\x12.\n" +
-	"\x05attrs\x18\a \x01(\v2\x18.lazycr.image.v1.MmAttrsR\x05attrs\"\xab\x01\n" +
+	"\x05attrs\x18\a \x01(\v2\x18.lazycr.image.v1.MmAttrsR\x05attrs\x12\x15\n" +
+	"\x06set_id\x18d \x01(\fR\x05setId\x12&\n" +
+	"\fpages_crc32c\x18e \x01(\rH\x00R\vpagesCrc32c\x88\x01\x01B\x0f\n" +
+	"\r_pages_crc32c\"\xab\x01\n" +
 	"\aMmAttrs\x12\x1a\n" +
 	"\bmlockall\x18\x01 \x01(\rR\bmlockall\x12\x1f\n" +
 	"\vthp_disable\x18\x02 \x01(\rR\n" +
@@ -6652,12 +6702,13 @@ const file_image_proto_rawDesc = "" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x1a.lazycr.image.v1.PageStateR\x05state\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"v\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"\x8d\x01\n" +
 	"\aFdTable\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12%\n" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
-	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\"\x90\a\n" +
+	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\x12\x15\n" +
+	"\x06set_id\x18d \x01(\fR\x05setId\"\x90\a\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -7131,6 +7182,7 @@ func file_image_proto_init() {
 		return
 	}
 	file_image_proto_msgTypes[7].OneofWrappers = []any{}
+	file_image_proto_msgTypes[25].OneofWrappers = []any{}
 	file_image_proto_msgTypes[26].OneofWrappers = []any{}
 	file_image_proto_msgTypes[32].OneofWrappers = []any{
 		(*Fd_File)(nil),
