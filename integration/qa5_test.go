@@ -208,3 +208,31 @@ func TestQA5KeyringNotInherited(t *testing.T) {
 	r.continueOutput(p, true)
 	requireProgress(t, r, "ok")
 }
+
+// TestQA5ListenBacklogKept: a TCP listener's backlog (listen(fd, 7)) comes
+// back as it was; it came back as SOMAXCONN (4096), so a server that sheds
+// load with a short queue silently took 4096 waiting connections. The
+// backlog is read from sock_diag (a listener's idiag_wqueue); checked in a
+// second dump of the restored process.
+func TestQA5ListenBacklogKept(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "qa5_listen"))
+	backlog := func(s *imageSet, pid int) int32 {
+		for _, f := range s.fds(t, pid).Fds {
+			if is := f.GetInetSocket(); is != nil && is.Listening {
+				return is.Backlog
+			}
+		}
+		t.Fatalf("no listening socket in the image of pid %d", pid)
+		return 0
+	}
+	if b := backlog(dumpLeaveRunning(t, p.pid), p.pid); b != 7 {
+		t.Errorf("dumped backlog %d, want 7", b)
+	}
+	dir := dumpKill(t, p)
+	r := restoreFrom(t, p, dir)
+	requireProgress(t, r, "ok")
+	if b := backlog(dumpLeaveRunning(t, r.pid), r.pid); b != 7 {
+		t.Errorf("restored listener's backlog %d, want 7", b)
+	}
+}
