@@ -241,7 +241,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 		Reuseaddr: true, Reuseport: true, Broadcast: true, Sndbuf: 212992, Rcvbuf: 425984, Tos: 0x10, Ttl: 64,
 		BindToDevice: "veth0", Ipv6Only: true, Keepalive: true, Priority: 6, Mark: 0x42, RecvErr: true, Pktinfo: true,
 		More:       []*pb.IntSockopt{{Level: unix.IPPROTO_IP, Name: unix.IP_MULTICAST_TTL, Value: 5}, {Level: unix.SOL_SOCKET, Name: unix.SO_TIMESTAMPNS, Value: 1}},
-		RcvtimeoUs: 1_500_000, SndtimeoUs: 250_000, Linger: true, LingerSec: 3, Filter: []byte{0x06, 0, 0, 0, 0xff, 0x7f, 0, 0}, LockFilter: true,
+		RcvtimeoUs: 1_500_000, SndtimeoUs: 250_000, Linger: true, LingerSec: 3, Filter: []byte{0x06, 0, 0, 0, 0xff, 0x7f, 0, 0}, LockFilter: true, TcpCongestion: "reno",
 	}
 	return &pb.FdTable{Pid: pid, BootId: "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab", Fds: []*pb.Fd{
 		{Fd: 0, Flags: unix.O_RDWR, Kind: &pb.Fd_Device{Device: &pb.Device{File: fileID("/dev/pts/3", 6, 0), Pos: 0, RdevMajor: 136, RdevMinor: 3, Mode: unix.S_IFCHR | 0o620, CtimeNs: 1_763_999_000_000_000_000}}},

@@ -209,12 +209,15 @@ func TestQA5KeyringNotInherited(t *testing.T) {
 	requireProgress(t, r, "ok")
 }
 
-// TestQA5ListenBacklogKept: a TCP listener's backlog (listen(fd, 7)) comes
-// back as it was; it came back as SOMAXCONN (4096), so a server that sheds
-// load with a short queue silently took 4096 waiting connections. The
-// backlog is read from sock_diag (a listener's idiag_wqueue); checked in a
-// second dump of the restored process.
-func TestQA5ListenBacklogKept(t *testing.T) {
+// TestQA5ListenerKept: a TCP listener's backlog (listen(fd, 7)) and
+// congestion control (TCP_CONGESTION reno, inherited by what it accepts)
+// come back as they were. The backlog came back as SOMAXCONN (4096), so a
+// server that sheds load with a short queue silently took 4096 waiting
+// connections; it is read from sock_diag (a listener's idiag_wqueue),
+// checked in a second dump of the restored process. The congestion
+// control came back as the namespace's default ("FAIL TCP_CONGESTION bbr,
+// want reno" here); the program checks it.
+func TestQA5ListenerKept(t *testing.T) {
 	t.Parallel()
 	p := startTicking(t, start, "ok", 1, buildC(t, "qa5_listen"))
 	backlog := func(s *imageSet, pid int) int32 {

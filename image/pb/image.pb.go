@@ -5456,8 +5456,11 @@ type SocketOptions struct {
 	LingerSec  int32         `protobuf:"varint,21,opt,name=linger_sec,json=lingerSec,proto3" json:"linger_sec,omitempty"`    // SO_LINGER l_linger
 	// The classic BPF filter (SO_ATTACH_FILTER), struct sock_filter
 	// little-endian, 8 bytes per instruction; empty = none.
-	Filter        []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
-	LockFilter    bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
+	Filter     []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
+	LockFilter bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
+	// TCP_CONGESTION (tcp(7)): the congestion control algorithm, "" when not
+	// read (not TCP). A listener's is inherited by the connections it accepts.
+	TcpCongestion string `protobuf:"bytes,24,opt,name=tcp_congestion,json=tcpCongestion,proto3" json:"tcp_congestion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5651,6 +5654,13 @@ func (x *SocketOptions) GetLockFilter() bool {
 		return x.LockFilter
 	}
 	return false
+}
+
+func (x *SocketOptions) GetTcpCongestion() string {
+	if x != nil {
+		return x.TcpCongestion
+	}
+	return ""
 }
 
 // IntSockopt is one int socket option: getsockopt(level, name) = value.
@@ -6888,7 +6898,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\x03 \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x04 \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xc2\x05\n" +
+	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xe9\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -6917,7 +6927,8 @@ const file_image_proto_rawDesc = "" +
 	"linger_sec\x18\x15 \x01(\x05R\tlingerSec\x12\x16\n" +
 	"\x06filter\x18\x16 \x01(\fR\x06filter\x12\x1f\n" +
 	"\vlock_filter\x18\x17 \x01(\bR\n" +
-	"lockFilter\"L\n" +
+	"lockFilter\x12%\n" +
+	"\x0etcp_congestion\x18\x18 \x01(\tR\rtcpCongestion\"L\n" +
 	"\n" +
 	"IntSockopt\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
