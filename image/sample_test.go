@@ -252,7 +252,7 @@ func sampleFds(pid uint32) *pb.FdTable {
 				{Kind: pb.FileLockKind_FILE_LOCK_KIND_OFD, Write: true, Start: 100, End: -1},
 			}},
 		{Fd: 2, Cloexec: true, Flags: unix.O_WRONLY, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, WriteEnd: true, Capacity: 65536}}},
-		{Fd: 3, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Data: []byte("buffered\x00bytes"), Capacity: 65536}}},
+		{Fd: 3, Cloexec: true, Flags: unix.O_RDONLY | unix.O_NONBLOCK, Kind: &pb.Fd_Pipe{Pipe: &pb.Pipe{Inode: 5001, Data: []byte("buffered\x00bytes"), Packets: []uint32{8, 1, 5}, Capacity: 65536}}},
 		{Fd: 4, Cloexec: true, Flags: unix.O_RDWR | unix.O_NONBLOCK, Kind: &pb.Fd_Eventfd{Eventfd: &pb.EventFd{Count: 7, Semaphore: true}}},
 		{Fd: 5, Cloexec: true, Flags: unix.O_RDWR, Kind: &pb.Fd_Epoll{Epoll: &pb.Epoll{Targets: []*pb.EpollTarget{
 			{Fd: 3, Events: unix.EPOLLIN, Data: 3}, {Fd: 4, Events: unix.EPOLLIN | unix.EPOLLET, Data: 0xfeed}, {Fd: 8, Events: unix.EPOLLIN | unix.EPOLLERR, Data: 8},

@@ -239,3 +239,15 @@ func TestQA5ListenerKept(t *testing.T) {
 		t.Errorf("restored listener's backlog %d, want 7", b)
 	}
 }
+
+// TestQA5PacketPipeKept: the packets buffered in a packet-mode pipe
+// (pipe2 O_DIRECT) come back as packets. They were written back as one
+// stream, so the restored reader got "abbccc" as one packet (or, with
+// only some buffered, blocked for ever in its next read).
+func TestQA5PacketPipeKept(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "qa5_pktpipe"))
+	dir := dumpKill(t, p)
+	r := restoreFrom(t, p, dir)
+	requireProgress(t, r, "ok")
+}

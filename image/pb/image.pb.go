@@ -3979,8 +3979,12 @@ type Pipe struct {
 	// description at the dump (inherited across fork, passed over a unix
 	// socket): restore gives the fd that description again when the pipe
 	// is rejoined and the holder still has it with the same flags.
-	SharedHolder  *PipeHolder `protobuf:"bytes,7,opt,name=shared_holder,json=sharedHolder,proto3" json:"shared_holder,omitempty"`
-	SharedFd      int32       `protobuf:"varint,8,opt,name=shared_fd,json=sharedFd,proto3" json:"shared_fd,omitempty"`
+	SharedHolder *PipeHolder `protobuf:"bytes,7,opt,name=shared_holder,json=sharedHolder,proto3" json:"shared_holder,omitempty"`
+	SharedFd     int32       `protobuf:"varint,8,opt,name=shared_fd,json=sharedFd,proto3" json:"shared_fd,omitempty"`
+	// Packet mode (pipe2(2) O_DIRECT): the lengths of the packets data
+	// holds, in order, each read(2) returning one; empty when data is one
+	// stream. Restore writes each packet by itself into a packet-mode pipe.
+	Packets       []uint32 `protobuf:"varint,9,rep,packed,name=packets,proto3" json:"packets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4069,6 +4073,13 @@ func (x *Pipe) GetSharedFd() int32 {
 		return x.SharedFd
 	}
 	return 0
+}
+
+func (x *Pipe) GetPackets() []uint32 {
+	if x != nil {
+		return x.Packets
+	}
+	return nil
 }
 
 // PipeHolder identifies a live process by pid, start time and owner.
@@ -6756,7 +6767,7 @@ const file_image_proto_rawDesc = "" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x9c\x02\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xb6\x02\n" +
 	"\x04Pipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1b\n" +
 	"\twrite_end\x18\x02 \x01(\bR\bwriteEnd\x12\x12\n" +
@@ -6765,7 +6776,8 @@ const file_image_proto_rawDesc = "" +
 	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\x125\n" +
 	"\aholders\x18\x06 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aholders\x12@\n" +
 	"\rshared_holder\x18\a \x01(\v2\x1b.lazycr.image.v1.PipeHolderR\fsharedHolder\x12\x1b\n" +
-	"\tshared_fd\x18\b \x01(\x05R\bsharedFd\"f\n" +
+	"\tshared_fd\x18\b \x01(\x05R\bsharedFd\x12\x18\n" +
+	"\apackets\x18\t \x03(\rR\apackets\"f\n" +
 	"\n" +
 	"PipeHolder\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x1d\n" +
