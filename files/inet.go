@@ -55,6 +55,12 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		if s.Type == unix.SOCK_DGRAM {
 			s.Shutdown = uint32(ds.shutdown)
 		}
+		if s.Listening {
+			// A listener's idiag_wqueue is its backlog, sk_max_ack_backlog
+			// as listen(2) left it (tcp_diag_get_info in
+			// net/ipv4/tcp_diag.c), which getsockopt cannot read.
+			s.Backlog = int32(ds.wqueue)
+		}
 		switch {
 		case ds.rqueue > 0 && s.Listening:
 			if err := d.listenQueue(l, s, ds.rqueue); err != nil {
@@ -351,8 +357,9 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		}
 		if acc != 0 {
 			s.Listening = true
-			// The backlog is not readable back from the kernel with getsockopt;
-			// SOMAXCONN is what listen(2) clamps to anyway.
+			// The backlog is not readable back with getsockopt: the dump
+			// takes it from sock_diag (inetSocket.dump); SOMAXCONN, what
+			// listen(2) clamps to, stands if sock_diag does not list it.
 			s.Backlog = unix.SOMAXCONN
 		}
 	default:
