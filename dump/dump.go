@@ -88,9 +88,10 @@ type Stats struct {
 	// FreezeAttempts is how many freezes the dump took: more than one when
 	// a passing state was refused and the process ran on briefly (retry.go).
 	FreezeAttempts int
-	// VMARead is how the root process's VMA flags were read in the freeze
-	// (VMAReadBPF or VMAReadSmaps, vmaread.go) and VMAReadTime how long
-	// that took (frozen time, in parallel with the pagemap scan).
+	// VMARead is how the VMA flags were read in the freeze (vmaread.go):
+	// VMAReadBPF when every process of the tree was read so, else
+	// VMAReadSmaps; VMAReadTime is how long those reads took, added up
+	// (frozen time, each in parallel with its pagemap scan).
 	VMARead     string
 	VMAReadTime time.Duration
 	// Held are the network locks a dump that killed left in place for the
@@ -217,8 +218,8 @@ type Checkpoint struct {
 	treeSockets map[uint64]bool
 	// treePids: the live members' pids, for files.DumpOptions.TreePids.
 	treePids map[int]bool
-	// pre is the VMA read made before the freeze (vmaread.go); nil for
-	// the members, which take the smaps path.
+	// pre is the VMA read made before the freeze (vmaread.go), shared by
+	// the root and the members.
 	pre      *preFreeze
 	tcp      *files.TCPDump     // established TCP connections (files/tcp.go)
 	shm      map[*pb.Vma]shmRef // VMAs of shared memory objects (shm.go)
@@ -358,6 +359,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		return err
 	}
 	cp.opts.Log.Debug().Int("pid", pid).Dur("took", time.Since(t)).Msg("fds collected")
+	if err := refuseHiddenFiles(pid, cp.proc.ProcPid(), process, mm, fds); err != nil {
+		return err
+	}
 	set.Tree.Processes = []*pb.Process{process}
 	set.Memory[uint32(pid)] = mm
 	set.Fds[uint32(pid)] = fds

@@ -37,9 +37,19 @@ const readChunk = 1 << 20
 // against smaps before the freeze, is /proc/PID/smaps read in the freeze
 // as before. smaps is the costly read: the kernel walks every mapping's
 // page tables for its counters (smap_gather_stats in fs/proc/task_mmu.c),
-// 13–19 ms of CPU per GiB of 4 KiB pages here. Measured here
-// (BenchmarkReadVMAs, median of 5, a process with 4 GiB in one mapping):
-// smaps VMAREAD_SMAPS, maps + iterator VMAREAD_BPF.
+// 10–15 ms of CPU per GiB of 4 KiB pages here. Measured on this VM
+// (BenchmarkReadVMAs, fill.c with the memory in one mapping, median of 3
+// runs of 5 reads; LAZYCR_BENCH_4G=1 go test -run '^$' -bench
+// BenchmarkReadVMAs -benchtime=5x -count=3 ./dump/), ms per read:
+//
+//	         64 MiB   1 GiB   4 GiB
+//	smaps     0.82    11.3    43.6
+//	bpf       0.049   0.047   0.089   (maps + iterator, flat)
+//
+// and the process's own resume gap in BenchmarkLazyTable (medians of 3,
+// LAZYCR_BENCH_4G=1 … -bench BenchmarkLazyTable -benchtime=3x
+// ./integration/), ms: smaps 24.6 / 36.5 / 85.8, bpf 21.7 / 20.0 / 22.4
+// at 64 MiB / 1 GiB / 4 GiB.
 //
 // A full dump meanwhile scans the populated ranges of the private
 // anonymous mappings, which /proc/PID/maps names without a walk, on this
@@ -58,7 +68,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	t0, cpu0 := time.Now(), processCPU()
 	read := make(chan vmasRead, 1)
 	go func() {
-		r, err := readVMAs(pp, cp.pre)
+		r, err := readVMAs(pid, pp, cp.pre)
 		read <- vmasRead{r, err}
 	}()
 	pm, err := proc.OpenPagemap(pp)
@@ -193,7 +203,7 @@ func (cp *Checkpoint) mmAttrs() (*pb.MmAttrs, error) {
 	}
 	var fresh []string
 	if lck := st.Other["VmLck"]; lck != "" && lck != "0 kB" {
-		if fresh, err = flagsAt(pp, cp.pre, uint64(scratch)); err != nil {
+		if fresh, err = flagsAt(pid, pp, cp.pre, uint64(scratch)); err != nil {
 			return nil, fmt.Errorf("dump pid %d: %w", pid, err)
 		}
 	}

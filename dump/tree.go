@@ -121,7 +121,7 @@ func (cp *Checkpoint) memberPids() []int {
 
 // freezeMember freezes descendant pid, or records it as a zombie.
 func (cp *Checkpoint) freezeMember(pid int) (*Checkpoint, error) {
-	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}}
+	m := &Checkpoint{pid: pid, opts: cp.opts, tracer: cp.tracer, frozenAt: cp.frozenAt, eager: map[uint32][]eagerRun{}, pre: cp.pre}
 	m.opts.PID = pid
 	// In a lazy dump every member's memory is served lazily too (see
 	// lazy.go); each stays frozen with the root until DONE.
@@ -206,6 +206,10 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 		st.PagesZero += m.Stats.PagesZero
 		st.PagesFile += m.Stats.PagesFile
 		st.PagesPopulated += m.Stats.PagesPopulated
+		st.VMAReadTime += m.Stats.VMAReadTime
+		if m.Stats.VMARead == VMAReadSmaps {
+			st.VMARead = VMAReadSmaps
+		}
 	}
 	if err := cp.collectShm(); err != nil {
 		return err

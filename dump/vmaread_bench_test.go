@@ -33,7 +33,7 @@ func BenchmarkReadVMAs(b *testing.B) {
 					if path == VMAReadBPF {
 						pre = readBeforeFreeze(pid, zerolog.Nop())
 						defer pre.close()
-						if pre.iter == nil {
+						if pre.prog == nil {
 							b.Skipf("bpf path not available: %s", pre.why)
 						}
 					}
@@ -42,7 +42,7 @@ func BenchmarkReadVMAs(b *testing.B) {
 					n := 0
 					for b.Loop() {
 						c0 := processCPU()
-						r, err := readVMAs(pid, pre)
+						r, err := readVMAs(pid, pid, pre)
 						cpu += processCPU() - c0
 						if err != nil {
 							b.Fatal(err)

@@ -55,6 +55,12 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 		if s.Type == unix.SOCK_DGRAM {
 			s.Shutdown = uint32(ds.shutdown)
 		}
+		if s.Listening {
+			// A listener's idiag_wqueue is its backlog, sk_max_ack_backlog
+			// as listen(2) left it (tcp_diag_get_info in
+			// net/ipv4/tcp_diag.c), which getsockopt cannot read.
+			s.Backlog = int32(ds.wqueue)
+		}
 		switch {
 		case ds.rqueue > 0 && s.Listening:
 			if err := d.listenQueue(l, s, ds.rqueue); err != nil {
@@ -351,8 +357,9 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		}
 		if acc != 0 {
 			s.Listening = true
-			// The backlog is not readable back from the kernel with getsockopt;
-			// SOMAXCONN is what listen(2) clamps to anyway.
+			// The backlog is not readable back with getsockopt: the dump
+			// takes it from sock_diag (inetSocket.dump); SOMAXCONN, what
+			// listen(2) clamps to, stands if sock_diag does not list it.
 			s.Backlog = unix.SOMAXCONN
 		}
 	default:
@@ -474,10 +481,10 @@ func (inetSocket) create(r *restorer, f *pb.Fd) (uintptr, error) {
 		if errors.Is(err, unix.EADDRINUSE) && s.Listening {
 			err = r.bindOverTimeWait(local, la, lap, s, err)
 		}
-		if errors.Is(err, unix.EADDRINUSE) && s.Listening && r.handOver {
+		if errors.Is(err, unix.EADDRINUSE) && (s.Listening || s.Type == unix.SOCK_DGRAM) && r.handOver {
 			took, terr := r.takeListener(f, s)
 			if terr != nil {
-				return 0, fmt.Errorf("bind fd %d to %s: %w (taking the source's listener over: %w)", f.Fd, lap, err, terr)
+				return 0, fmt.Errorf("bind fd %d to %s: %w (taking the source's socket over: %w)", f.Fd, lap, err, terr)
 			}
 			r.closeRemote(fd)
 			return took, nil
@@ -665,11 +672,13 @@ func setSockopts(fd int, num int32, s *pb.InetSocket) error {
 // target is done, so a fresh socket cannot bind. pidfd_getfd(2) copies the
 // original's fd, which shares its open file description, so the process
 // gets the very same socket: its options, backlog and accept queue are
-// exact, and connections that arrive meanwhile wait in it. The original
+// exact, and connections that arrive meanwhile wait in it. A bound UDP
+// socket is taken over the same way (its options, memberships and shutdown
+// state exact, datagrams that arrive meanwhile wait in it). The original
 // keeps its own fd: if the migration is rolled back it still listens, and
 // once it is killed the socket lives on in the new process. Taken only if
 // the image comes from this boot and the dumped pid still holds, at that
-// fd, a listening socket with the image's inode and address, in the
+// fd, a socket of the image's inode, kind and addresses, in the
 // network namespace of the process being built, and it is stopped by its
 // tracer (the source's freeze); anything else is an error.
 func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
@@ -689,15 +698,20 @@ func (r *restorer) takeListener(f *pb.Fd, s *pb.InetSocket) (uintptr, error) {
 	if err != nil {
 		return 0, fmt.Errorf("socket:[%d] of pid %d: %w", s.Inode, pid, err)
 	}
-	if !got.Listening || got.Family != s.Family || got.LocalAddr != s.LocalAddr || got.LocalPort != s.LocalPort {
-		return 0, fmt.Errorf("socket:[%d] of pid %d no longer listens on %s", s.Inode, pid, HostPort(s.LocalAddr, s.LocalPort))
+	if got.Listening != s.Listening || got.Type != s.Type || got.Family != s.Family || got.LocalAddr != s.LocalAddr || got.LocalPort != s.LocalPort ||
+		got.PeerAddr != s.PeerAddr || got.PeerPort != s.PeerPort {
+		return 0, fmt.Errorf("socket:[%d] of pid %d is no longer the dumped %s", s.Inode, pid, SockProto(s)+" "+HostPort(s.LocalAddr, s.LocalPort))
 	}
 	fd, err := r.receive(local, f.Fd)
 	if err != nil {
 		return 0, err
 	}
+	kind := "listening socket"
+	if !s.Listening {
+		kind = SockProto(s) + " socket"
+	}
 	r.log.Info().Int32("fd", f.Fd).Int("source_pid", pid).Uint64("socket", s.Inode).
-		Msgf("fd %d: took the listening socket %s over from the frozen original pid %d", f.Fd, HostPort(s.LocalAddr, s.LocalPort), pid)
+		Msgf("fd %d: took the %s %s over from the frozen original pid %d", f.Fd, kind, HostPort(s.LocalAddr, s.LocalPort), pid)
 	return fd, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	lzproc "github.com/lazycr/lazycr/proc"
+	"golang.org/x/sys/unix"
 )
 
 // VMA flags read without smaps in the freeze (package vmaflags,
@@ -83,5 +84,34 @@ func requireSmapsFlags(t *testing.T, pid int, img *imageSet) {
 	}
 	if len(mm.Vmas) != len(sm) {
 		t.Errorf("image has %d vmas, smaps %d", len(mm.Vmas), len(sm))
+	}
+}
+
+// TestVMAFlagsBPFTree: a dump of a process tree (treecheck: a root, two
+// children, a grandchild) reads every member's VMA flags by the BPF path
+// and records each member's VMAs with smaps' VmFlags.
+func TestVMAFlagsBPFTree(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
+	var r struct {
+		Pid int `json:"pid"`
+		C1  int `json:"c1"`
+		C2  int `json:"c2"`
+		G   int `json:"g"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() {
+		for _, pid := range []int{r.C1, r.C2, r.G} {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	requireProgress(t, p, "root:ok", "c1:ok", "c2:ok", "g:ok")
+	statsFile := statsPath(t, "dump")
+	img := dumpLeaveRunning(t, r.Pid, "--stats-file", statsFile)
+	if got := readStatsFile(t, statsFile).Dump.VMARead; got != "bpf" {
+		t.Errorf("dump read the vma flags by %q, want \"bpf\"", got)
+	}
+	for _, pid := range []int{r.Pid, r.C1, r.C2, r.G} {
+		requireSmapsFlags(t, pid, img)
 	}
 }

@@ -20,7 +20,14 @@ func probeVMAFlags() Result {
 	const without = "dump reads /proc/PID/smaps in the freeze, which walks every page table (freeze grows with memory)"
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	it, err := vmaflags.Open(unix.Gettid())
+	prog, err := vmaflags.Load()
+	if err != nil {
+		r := fail(name, false, err)
+		r.Detail = without + ": " + r.Detail
+		return r
+	}
+	defer prog.Close()
+	it, err := prog.Open(unix.Gettid())
 	if err != nil {
 		r := fail(name, false, err)
 		r.Detail = without + ": " + r.Detail

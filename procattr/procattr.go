@@ -32,7 +32,7 @@ type attr interface {
 }
 
 // attrs in restore order.
-var attrs = []attr{personalityAttr{}, dumpableAttr{}, pdeathsigAttr{}, subreaperAttr{}, noNewPrivsAttr{}, niceAttr{}, schedAttr{}}
+var attrs = []attr{personalityAttr{}, dumpableAttr{}, pdeathsigAttr{}, subreaperAttr{}, noNewPrivsAttr{}, niceAttr{}, schedAttr{}, mdweAttr{}, keyringAttr{}}
 
 // Dump reads every process-level attribute into p.
 func Dump(c Caller, p *pb.Process) error {

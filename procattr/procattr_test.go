@@ -17,6 +17,10 @@ type fakeProcess struct {
 	nice                                             int // of the calling thread
 	cpus, policy, priority, ioprio, slack            uintptr
 	threadNice                                       map[int]int
+	mdwe                                             *uintptr          // nil: a kernel without PR_GET_MDWE
+	keyrings                                         map[int32][]int32 // keyctl: KEY_SPEC_* -> serial, then key serials; nil: ENOSYS
+	joined, linked                                   int               // KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_LINK calls
+	sesName                                          string            // the session keyring's name (KEYCTL_DESCRIBE)
 	calls                                            []string
 }
 
@@ -43,6 +47,29 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.ioprio, nil
 	case nr == unix.SYS_PRCTL && args[0] == unix.PR_GET_TIMERSLACK:
 		return f.slack, nil
+	case nr == unix.SYS_KEYCTL && f.keyrings != nil:
+		k, ok := f.keyrings[int32(uint32(args[1]))]
+		switch args[0] {
+		case unix.KEYCTL_JOIN_SESSION_KEYRING:
+			f.joined++
+			f.keyrings[unix.KEY_SPEC_SESSION_KEYRING] = []int32{777}
+			f.sesName = ""
+			return 777, nil
+		case unix.KEYCTL_LINK:
+			f.linked++
+			return 0, nil
+		case unix.KEYCTL_GET_KEYRING_ID:
+			if !ok {
+				return 0, unix.ENOKEY
+			}
+			return uintptr(k[0]), nil
+		case unix.KEYCTL_READ:
+			if !ok {
+				return 0, unix.ENOKEY
+			}
+			return uintptr(4 * (len(k) - 1)), nil
+		}
+		return 0, unix.EINVAL
 	case nr != unix.SYS_PRCTL:
 		return 0, unix.ENOSYS
 	}
@@ -62,6 +89,16 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.nnp, nil
 	case unix.PR_SET_NO_NEW_PRIVS:
 		f.nnp = args[1]
+	case unix.PR_GET_MDWE:
+		if f.mdwe == nil {
+			return 0, unix.EINVAL
+		}
+		return *f.mdwe, nil
+	case unix.PR_SET_MDWE:
+		if f.mdwe == nil {
+			return 0, unix.EINVAL
+		}
+		*f.mdwe = args[1]
 	default:
 		return 0, unix.EINVAL
 	}
@@ -75,6 +112,10 @@ func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 		return nil
 	case nr == unix.SYS_SCHED_GETPARAM && args[0] == 0 && args[1] == Out:
 		binary.LittleEndian.PutUint32(out, uint32(f.priority))
+		return nil
+	}
+	if nr == unix.SYS_KEYCTL && args[0] == unix.KEYCTL_DESCRIBE && f.keyrings != nil {
+		copy(out, "keyring;0;0;3f030000;"+f.sesName+"\x00")
 		return nil
 	}
 	if nr != unix.SYS_PRCTL || args[1] != Out {
@@ -203,5 +244,95 @@ func TestSchedDump(t *testing.T) {
 	src.policy = schedDeadline
 	if err := Dump(src, &pb.Process{}); err == nil || !strings.Contains(err.Error(), "SCHED_DEADLINE") {
 		t.Errorf("dump of a SCHED_DEADLINE process: %v, want a refusal naming it", err)
+	}
+}
+
+// TestMdwe (qa5): memory-deny-write-execute is recorded, shown, left alone
+// by Restore (it would refuse restore's own mappings) and set by
+// RestoreLast; a kernel without it (EINVAL) records 0 and RestoreLast of 0
+// injects nothing.
+func TestMdwe(t *testing.T) {
+	on := uintptr(unix.PR_MDWE_REFUSE_EXEC_GAIN)
+	p := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, mdwe: &on}, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Mdwe != unix.PR_MDWE_REFUSE_EXEC_GAIN || !strings.Contains(Show(p), "memory-deny-write-execute") {
+		t.Fatalf("dumped mdwe %#x, show %q", p.Mdwe, Show(p))
+	}
+	var off uintptr
+	dst := &fakeProcess{dumpable: 1, mdwe: &off}
+	if err := Restore(dst, p); err != nil || off != 0 {
+		t.Fatalf("Restore: %v, mdwe %#x: want it left for RestoreLast", err, off)
+	}
+	if err := RestoreLast(dst, p); err != nil || off != unix.PR_MDWE_REFUSE_EXEC_GAIN {
+		t.Errorf("RestoreLast: %v, mdwe %#x, want %#x", err, off, unix.PR_MDWE_REFUSE_EXEC_GAIN)
+	}
+	old := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1}, old); err != nil || old.Mdwe != 0 {
+		t.Errorf("dump on a kernel without MDWE: %v, mdwe %#x", err, old.Mdwe)
+	}
+	none := &fakeProcess{}
+	if err := RestoreLast(none, old); err != nil || len(none.calls) != 0 {
+		t.Errorf("RestoreLast without MDWE: %v, calls %v", err, none.calls)
+	}
+}
+
+// TestKeyrings (qa5): the session keyring's serial and key count are
+// recorded; a process or thread keyring with keys is refused; restore
+// keeps the session keyring when the stub has the very same one, joins a
+// new empty one otherwise (never lazycr's), and refuses one that held
+// keys. A process that had none (its uid's user-session keyring) is left
+// to fall back to it, or, when the stub has one of its own, gets a new one
+// linked to its user keyring.
+func TestKeyrings(t *testing.T) {
+	src := &fakeProcess{dumpable: 1, sesName: "myses", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {41, 1, 2}}}
+	p := &pb.Process{}
+	if err := Dump(src, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.SessionKeyring != 41 || p.SessionKeyringKeys != 2 || !p.SessionKeyringOwn {
+		t.Fatalf("dumped session keyring %d with %d keys (own %v), want 41 with 2 (own)", p.SessionKeyring, p.SessionKeyringKeys, p.SessionKeyringOwn)
+	}
+	same := &fakeProcess{dumpable: 1, sesName: "myses", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {41}}}
+	if err := Restore(same, p); err != nil || same.joined != 0 {
+		t.Errorf("restore with the same session keyring: %v, joined %d, want kept", err, same.joined)
+	}
+	other := &fakeProcess{dumpable: 1, sesName: "admin", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {99, 5}}}
+	if err := Restore(other, p); err == nil || !strings.Contains(err.Error(), "session keyring 41 held 2 keys") {
+		t.Errorf("restore of a keyring with keys elsewhere: %v, want a refusal naming it", err)
+	}
+	p.SessionKeyringKeys = 0
+	if err := Restore(other, p); err != nil || other.joined != 1 {
+		t.Errorf("restore of an empty keyring elsewhere: %v, joined %d, want a new one", err, other.joined)
+	}
+	if err := RestoreLast(other, p); err != nil || other.linked != 0 {
+		t.Errorf("RestoreLast of an own keyring: %v, linked %d, want nothing", err, other.linked)
+	}
+	own := &fakeProcess{dumpable: 1, sesName: "s", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {41}, unix.KEY_SPEC_PROCESS_KEYRING: {50, 7}}}
+	if err := Dump(own, &pb.Process{}); err == nil || !strings.Contains(err.Error(), "process keyring 50 holds 1 keys") {
+		t.Errorf("dump with a process keyring holding a key: %v, want a refusal naming it", err)
+	}
+
+	none := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, sesName: "_uid_ses.65534", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {60, 61}}}, none); err != nil {
+		t.Fatal(err)
+	}
+	if none.SessionKeyring != 60 || none.SessionKeyringKeys != 0 || none.SessionKeyringOwn {
+		t.Fatalf("dumped user-session keyring %d with %d keys (own %v), want 60, 0 keys, not own", none.SessionKeyring, none.SessionKeyringKeys, none.SessionKeyringOwn)
+	}
+	fallback := &fakeProcess{dumpable: 1, sesName: "_uid_ses.0", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {70}}}
+	if err := Restore(fallback, none); err != nil || fallback.joined != 0 {
+		t.Errorf("restore without keyrings on either side: %v, joined %d, want nothing", err, fallback.joined)
+	}
+	if err := RestoreLast(fallback, none); err != nil || fallback.linked != 0 {
+		t.Errorf("RestoreLast without keyrings on either side: %v, linked %d, want nothing", err, fallback.linked)
+	}
+	login := &fakeProcess{dumpable: 1, sesName: "admin", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {80, 1}}}
+	if err := Restore(login, none); err != nil || login.joined != 1 {
+		t.Errorf("restore from a stub with a keyring of its own: %v, joined %d, want a new one", err, login.joined)
+	}
+	if err := RestoreLast(login, none); err != nil || login.linked != 1 {
+		t.Errorf("RestoreLast: %v, linked %d, want the user keyring linked", err, login.linked)
 	}
 }

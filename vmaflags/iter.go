@@ -32,45 +32,68 @@ const recordSize = 24
 // (proc.MaxMappings is the same bound for /proc/PID/maps).
 const MaxVMAs = 1 << 20
 
-// Iter reads the VMAs of one thread's address space. It holds the loaded
-// program and an iterator link bound to the thread; each Read runs the
-// iterator once. Open costs the BTF parse and the program load (tens of
-// ms); a Read costs what the VMAs are, no page table is walked.
-type Iter struct {
-	tid  int
+// Program is the loaded iterator program; Open binds it to a thread.
+// Loading costs the BTF parse and the verifier (about 100 ms the first time
+// in a process here, 20 ms after); binding and reading cost what the VMAs
+// are, no page table is walked.
+type Program struct {
 	prog *ebpf.Program // owned
-	link *os.File      // owned: the BPF link fd
 }
 
-// Open loads the iterator program and binds it to thread tid (a thread of
-// the process in the caller's pid namespace).
-func Open(tid int) (*Iter, error) {
+// Load loads the iterator program.
+func Load() (*Program, error) {
 	spec, err := programSpec()
 	if err != nil {
-		return nil, fmt.Errorf("open vma iterator for tid %d: %w: %w", tid, ErrNotSupported, err)
+		return nil, fmt.Errorf("load vma iterator: %w: %w", ErrNotSupported, err)
 	}
 	prog, err := ebpf.NewProgramWithOptions(spec, ebpf.ProgramOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("open vma iterator for tid %d: load program: %w: %w", tid, ErrNotSupported, err)
+		return nil, fmt.Errorf("load vma iterator: %w: %w", ErrNotSupported, err)
 	}
-	fd, err := kabi.BpfLinkIterTask(prog.FD(), tid)
-	if err != nil {
-		prog.Close()
-		// EINVAL: a kernel without bpf_iter_link_info.task (< 6.1). The
-		// thread is not looked up here but on each read.
-		return nil, fmt.Errorf("open vma iterator for tid %d: %w: %w", tid, ErrNotSupported, err)
-	}
-	return &Iter{tid: tid, prog: prog, link: os.NewFile(uintptr(fd), "bpf-link")}, nil
+	return &Program{prog: prog}, nil
 }
 
-// Close releases the program and the link.
+// Close releases the program; Iters opened from it keep working until
+// they are closed (the link holds the program).
+func (p *Program) Close() error {
+	if p == nil || p.prog == nil {
+		return nil
+	}
+	err := p.prog.Close()
+	p.prog = nil
+	return err
+}
+
+// Iter reads the VMAs of one thread's address space: each Read runs the
+// iterator once.
+type Iter struct {
+	tid  int
+	link *os.File // owned: the BPF link fd
+}
+
+// Open binds the program to thread tid (a thread of the process in the
+// caller's pid namespace). The thread is not looked up here but on each
+// Read (task_seq_get_next in kernel/bpf/task_iter.c): a thread that does
+// not exist, or no longer does, has no VMAs.
+func (p *Program) Open(tid int) (*Iter, error) {
+	if p == nil || p.prog == nil {
+		return nil, fmt.Errorf("open vma iterator for tid %d: %w", tid, os.ErrClosed)
+	}
+	fd, err := kabi.BpfLinkIterTask(p.prog.FD(), tid)
+	if err != nil {
+		// EINVAL: a kernel without bpf_iter_link_info.task (< 6.1).
+		return nil, fmt.Errorf("open vma iterator for tid %d: %w: %w", tid, ErrNotSupported, err)
+	}
+	return &Iter{tid: tid, link: os.NewFile(uintptr(fd), "bpf-link")}, nil
+}
+
+// Close releases the link.
 func (it *Iter) Close() error {
-	if it == nil || it.prog == nil {
+	if it == nil || it.link == nil {
 		return nil
 	}
 	err := it.link.Close()
-	it.prog.Close()
-	it.prog, it.link = nil, nil
+	it.link = nil
 	return err
 }
 
@@ -80,7 +103,7 @@ func (it *Iter) Close() error {
 // resumes after the last VMA it showed (task_vma_seq_get_next): a VMA that
 // changes meanwhile may be seen in either state, as with smaps.
 func (it *Iter) Read() ([]VMA, error) {
-	if it == nil || it.prog == nil {
+	if it == nil || it.link == nil {
 		return nil, fmt.Errorf("read vmas of tid %d: %w", it.tidOrZero(), os.ErrClosed)
 	}
 	fd, err := kabi.BpfIterNew(int(it.link.Fd()))
@@ -158,8 +181,9 @@ func ParseRecords(b []byte) ([]VMA, error) {
 
 const pageSize = 4096
 
-// The kernel's BTF is parsed once per process; the program spec built
-// from it is kept.
+// The program spec is built from the kernel's BTF once per process (the
+// spec keeps only the offsets; cilium/ebpf looks AttachTo up in the
+// kernel's BTF again at each load).
 var (
 	specOnce sync.Once
 	spec     *ebpf.ProgramSpec
@@ -169,11 +193,7 @@ var (
 // programSpec builds the iterator program with the field offsets of this
 // kernel's vm_area_struct, bpf_iter__task_vma and bpf_iter_meta.
 func programSpec() (*ebpf.ProgramSpec, error) {
-	specOnce.Do(func() {
-		spec, specErr = buildSpec()
-		// The parsed kernel BTF is large; the program spec holds what it
-		// needs (cilium/ebpf resolves AttachTo at load from its own copy).
-	})
+	specOnce.Do(func() { spec, specErr = buildSpec() })
 	if specErr != nil {
 		return nil, specErr
 	}

@@ -18,6 +18,23 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// open loads the program and binds it to tid; both are closed at the end
+// of the test.
+func open(t *testing.T, tid int) *Iter {
+	t.Helper()
+	p, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	it, err := p.Open(tid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { it.Close() })
+	return it
+}
+
 // mapWith maps n pages private anonymous memory (or shared), touches them
 // and gives them one attribute; it returns the mapping's start.
 func mapWith(t *testing.T, shared bool, set func(b []byte) error) uint64 {
@@ -77,11 +94,7 @@ func TestIterMatchesSmaps(t *testing.T) {
 	} {
 		want = append(want, mapWith(t, c.shared, c.set))
 	}
-	it, err := Open(unix.Gettid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
+	it := open(t, unix.Gettid())
 	before, err := it.Read()
 	if err != nil {
 		t.Fatal(err)
@@ -130,29 +143,40 @@ func TestIterMatchesSmaps(t *testing.T) {
 // thread: the kernel looks it up on each read, task_seq_get_next).
 func TestNoThread(t *testing.T) {
 	needRoot(t)
-	it, err := Open(1 << 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	vmas, err := it.Read()
+	vmas, err := open(t, 1<<30).Read()
 	if err != nil || len(vmas) != 0 {
 		t.Errorf("Read = %v, %v; want no vma", vmas, err)
 	}
 }
 
-// TestReadAfterClose: Read on a closed Iter is os.ErrClosed.
-func TestReadAfterClose(t *testing.T) {
+// TestClose: an Iter works after its Program is closed (the link holds
+// the program); Read on a closed Iter and Open on a closed Program are
+// os.ErrClosed.
+func TestClose(t *testing.T) {
 	needRoot(t)
-	it, err := Open(unix.Gettid())
+	p, err := Load()
 	if err != nil {
 		t.Fatal(err)
+	}
+	it, err := p.Open(unix.Gettid())
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if vmas, err := it.Read(); err != nil || len(vmas) == 0 {
+		t.Errorf("Read after the program's Close = %d vmas, %v; want this process's", len(vmas), err)
 	}
 	if err := it.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := it.Read(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Read after Close = %v, want os.ErrClosed", err)
+	}
+	if _, err := p.Open(unix.Gettid()); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Open after Close = %v, want os.ErrClosed", err)
 	}
 }
 
