@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -24,6 +25,10 @@ func TestLazyToken(t *testing.T) {
 	if err := os.WriteFile(short, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, file, env string
 		want            string
@@ -37,6 +42,7 @@ func TestLazyToken(t *testing.T) {
 		{name: "short env (QA F10)", env: "00", wantErr: true},
 		{name: "short file (QA F10)", file: short, wantErr: true},
 		{name: "file others can read (QA F10)", file: open, wantErr: true},
+		{name: "a FIFO (qa6: the read blocked for good)", file: fifo, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := lazyToken(&connFlags{tokenFile: tc.file}, tc.env)
