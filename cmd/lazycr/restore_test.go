@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 func TestLazyToken(t *testing.T) {
@@ -77,5 +79,25 @@ func TestRestoreWaitsForSource(t *testing.T) {
 	}
 	if stdout.Len() != 0 {
 		t.Errorf("stdout %q: no process was restored", stdout.String())
+	}
+}
+
+// TestWarnImageDirWriters (qa6 G8): restore warns when others could have
+// changed the image (its directory writable by them), not when the
+// directory is this user's alone.
+func TestWarnImageDirWriters(t *testing.T) {
+	var logs bytes.Buffer
+	g := &globals{log: zerolog.New(&logs)}
+	dir := t.TempDir()
+	warnImageDirWriters(g, dir)
+	if logs.Len() != 0 {
+		t.Errorf("warned about a 0700 directory of this user: %s", logs.String())
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	warnImageDirWriters(g, dir)
+	if !strings.Contains(logs.String(), "writable by others") {
+		t.Errorf("no warning for a directory others may write: %q", logs.String())
 	}
 }
