@@ -733,6 +733,15 @@ var errDone = errors.New("done")
 func (c *Client) run() {
 	// The reader, the only sender, is done whenever serveConn returns.
 	defer close(c.pages)
+	// A source that accepts every reconnect and fails it at once (a read
+	// of its process that keeps failing) must not be redialled in a
+	// tight loop forever: connections that end within quickFail of being
+	// made are redialled after a growing pause, and after
+	// ReconnectTimeout of nothing but such connections the source counts
+	// as lost, as one that refuses them would.
+	upAt := time.Now() // when the current connection was made
+	var quick int
+	var stormSince time.Time
 	for {
 		c.mu.Lock()
 		w := c.w
@@ -758,7 +767,31 @@ func (c *Client) run() {
 		} else {
 			c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
 		}
-		w, rerr := c.reconnect(err, false)
+		if time.Since(upAt) < quickFail {
+			if quick == 0 {
+				stormSince = time.Now()
+			}
+			quick++
+		} else {
+			quick = 0
+		}
+		var rerr error
+		switch {
+		case quick > 0 && time.Since(stormSince) >= c.cfg.ReconnectTimeout:
+			rerr = fmt.Errorf("page server %s lost (every connection for %s failed within %s of being made: %w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)",
+				c.addr, c.cfg.ReconnectTimeout, quickFail, err)
+		case quick > 0:
+			t := time.NewTimer(min(quickFail/64<<min(quick, 6), quickFail))
+			select {
+			case <-t.C:
+			case <-c.closed:
+				t.Stop()
+			}
+			fallthrough
+		default:
+			w, rerr = c.reconnect(err, false)
+		}
+		upAt = time.Now()
 		if rerr != nil {
 			c.mu.Lock()
 			c.err = rerr
@@ -793,6 +826,10 @@ func (c *Client) run() {
 		}
 	}
 }
+
+// quickFail: a connection that ends sooner than this after it was made
+// failed at once (see run).
+const quickFail = time.Second
 
 // requeue queues every pending request again, whole: its answer may have
 // been lost with a connection. Called with c.mu held.
