@@ -226,6 +226,9 @@ func LoadFiles(files map[string][]byte) (*Set, error) {
 func Load(fsys fs.FS) (*Set, error) {
 	s := &Set{Inventory: &pb.Inventory{}, Tree: &pb.ProcessTree{}, Memory: map[uint32]*pb.MemoryMap{}, Fds: map[uint32]*pb.FdTable{}}
 	if err := readMessage(fsys, InventoryFile, KindInventory, s.Inventory); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("not an image set (no %s): %w", InventoryFile, err)
+		}
 		return nil, err
 	}
 	if err := readMessage(fsys, TreeFile, KindTree, s.Tree); err != nil {

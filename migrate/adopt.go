@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -75,6 +76,9 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 		opts.StateDir = DefaultStateDir(opts.PID, stat.StartTime)
 	}
 	st, err := ReadState(opts.StateDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("adopt pid %d: no lazy migration of it to serve again (no %s): %w", opts.PID, filepath.Join(opts.StateDir, StateFile), err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -519,7 +519,11 @@ func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
 		err = fmt.Errorf("%w: target speaks %d, source %d", ErrVersion, hello.Version, ProtocolVersion)
 	}
 	if err == nil && !tokenOK(hello.Token, s.cfg.Token) {
-		err = fmt.Errorf("%w: wrong token", ErrRefused)
+		what := "wrong token"
+		if len(hello.Token) == 0 {
+			what = "no token (the source has a secret: $LAZYCR_TOKEN or --token)"
+		}
+		err = fmt.Errorf("%w: %s", ErrRefused, what)
 	}
 	if err != nil {
 		refusePeer(w, err.Error())

@@ -876,3 +876,18 @@ func TestMemoryGoneEndsSession(t *testing.T) {
 		t.Fatalf("Serve: %v, want ErrMemoryGone at once (not a wait for a reconnect)", r.err)
 	}
 }
+
+// TestNoTokenSaysSo (qa6 G12): a target that presents no secret to a
+// source that has one hears "no token", not "wrong token".
+func TestNoTokenSaysSo(t *testing.T) {
+	mem, lazy, files := testSetup()
+	startServerNoWait := func() string {
+		_, l, _ := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, Token: []byte("s3cret-s3cret-16")})
+		return l.Addr().String()
+	}
+	addr := startServerNoWait()
+	_, err := Dial(context.Background(), addr, ClientConfig{Log: zerolog.Nop()})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "no token") {
+		t.Errorf("Dial without a token: %v, want ErrRefused saying no token", err)
+	}
+}
