@@ -163,3 +163,36 @@ func TestReconnectStormGivesUp(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentSourceWarned (qa6 G4): the source answers nothing (stopped,
+// hung) while the connection stays up, so TCP notices nothing. The client
+// warns, naming the waiting requests, instead of waiting without a word.
+func TestSilentSourceWarned(t *testing.T) {
+	mem, lazy, files := testSetup()
+	gate := &gatedMemory{fakeMemory: mem, from: testBase, gate: make(chan struct{})}
+	_, l, _ := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: gate, ReconnectTimeout: time.Minute})
+	var logs syncBuffer
+	c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute, DeadPeerTimeout: 50 * time.Millisecond, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Request(testBase, 1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "requests wait") {
+		if time.Now().After(deadline) {
+			close(gate.gate)
+			t.Fatalf("no warning while the source is silent:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	close(gate.gate)
+}
