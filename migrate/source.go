@@ -268,7 +268,14 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	serving = true // Serve tells the target itself
-	res, err := srv.Serve(ctx, ln)
+	// The original killed here before a target resumed it: nothing is
+	// left to serve, do not wait for a target (after the resume a failed
+	// read ends the session: pageserver.ErrMemoryGone).
+	sctx, cancelServe := context.WithCancelCause(ctx)
+	stopWatch := watchOriginal(cp, uint32(opts.PID), srv.Resumed, cancelServe)
+	res, err := srv.Serve(sctx, ln)
+	stopWatch()
+	cancelServe(nil)
 	stopRefresh()
 	out := &SourceResult{Dump: st, Served: res, FrozenAt: cp.FrozenAt()}
 	if !res.ResumedAt.IsZero() {
@@ -354,6 +361,12 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		if cp.Stopped() {
 			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
 		}
+		if cp.ProcessGone(uint32(opts.PID)) {
+			how = "but it is dead: it was killed on this host while frozen, so nothing was migrated"
+			if errors.Is(context.Cause(sctx), errOriginalDied) {
+				err = errOriginalDied
+			}
+		}
 		release()
 		// The target may have taken the sockets' addresses over and given
 		// them back: the peers learn at once that they are here again.
@@ -370,6 +383,35 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 	}
 	out.Total = time.Since(start)
 	return out, err
+}
+
+// errOriginalDied ends Serve when the frozen original dies before a target
+// resumed it.
+var errOriginalDied = errors.New("the frozen original died on this host before a target resumed it")
+
+// watchOriginal cancels Serve (cancel, with errOriginalDied) once process
+// pid of cp is gone while no target has resumed it (resumed false); it
+// returns the function that stops watching.
+func watchOriginal(cp *dump.Checkpoint, pid uint32, resumed func() bool, cancel context.CancelCauseFunc) func() {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(guardRefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if !resumed() && cp.ProcessGone(pid) {
+					cancel(errOriginalDied)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // removeState removes the session state file once nothing can need it.
