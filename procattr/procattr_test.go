@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,6 +22,8 @@ type fakeProcess struct {
 	keyrings                                         map[int32][]int32 // keyctl: KEY_SPEC_* -> serial, then key serials; nil: ENOSYS
 	joined, linked                                   int               // KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_LINK calls
 	sesName                                          string            // the session keyring's name (KEYCTL_DESCRIBE)
+	mempolicy                                        uint32            // get_mempolicy mode; set_mempolicy sets it
+	mempolicyNodes                                   []byte
 	calls                                            []string
 }
 
@@ -112,6 +115,17 @@ func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 		return nil
 	case nr == unix.SYS_SCHED_GETPARAM && args[0] == 0 && args[1] == Out:
 		binary.LittleEndian.PutUint32(out, uint32(f.priority))
+		return nil
+	}
+	if nr == unix.SYS_GET_MEMPOLICY {
+		switch {
+		case args[0] == Out:
+			binary.LittleEndian.PutUint32(out, f.mempolicy)
+		case args[1] == Out:
+			copy(out, f.mempolicyNodes)
+		default:
+			return unix.EINVAL
+		}
 		return nil
 	}
 	if nr == unix.SYS_KEYCTL && args[0] == unix.KEYCTL_DESCRIBE && f.keyrings != nil {
@@ -334,5 +348,44 @@ func TestKeyrings(t *testing.T) {
 	}
 	if err := RestoreLast(login, none); err != nil || login.linked != 1 {
 		t.Errorf("RestoreLast: %v, linked %d, want the user keyring linked", err, login.linked)
+	}
+}
+
+func (f *fakeProcess) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	f.calls = append(f.calls, fmt.Sprint(nr, args))
+	if nr == unix.SYS_SET_MEMPOLICY && args[1] == In && args[2] == uintptr(len(in)*8+1) {
+		f.mempolicy, f.mempolicyNodes = uint32(args[0]), append([]byte(nil), in...)
+		return 0, nil
+	}
+	return 0, unix.EINVAL
+}
+
+// TestMempolicy (qa5): the leader's NUMA memory policy (numactl
+// --membind) is recorded with its node mask and set again; the default
+// costs nothing; procattr.In is vmattr.In, so one caller serves both.
+func TestMempolicy(t *testing.T) {
+	if In != vmattr.In {
+		t.Fatalf("procattr.In %#x, vmattr.In %#x", In, vmattr.In)
+	}
+	nodes := make([]byte, 128)
+	nodes[0] = 0b101
+	src := &fakeProcess{dumpable: 1, mempolicy: 2 | 1<<15, mempolicyNodes: nodes} // MPOL_BIND|MPOL_F_STATIC_NODES
+	p := &pb.Process{}
+	if err := Dump(src, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Mempolicy != 2|1<<15 || len(p.MempolicyNodes) != 128 || p.MempolicyNodes[0] != 0b101 {
+		t.Fatalf("dumped policy %#x nodes %x", p.Mempolicy, p.MempolicyNodes)
+	}
+	if s := Show(p); !strings.Contains(s, "memory policy 0x8002 nodes 0,2") {
+		t.Errorf("Show = %q", s)
+	}
+	dst := &fakeProcess{dumpable: 1}
+	if err := Restore(dst, p); err != nil || dst.mempolicy != p.Mempolicy || dst.mempolicyNodes[0] != 0b101 {
+		t.Errorf("restored policy %#x nodes %x (%v)", dst.mempolicy, dst.mempolicyNodes, err)
+	}
+	def := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1}, def); err != nil || def.Mempolicy != 0 || def.MempolicyNodes != nil {
+		t.Errorf("default policy dumped as %#x %x (%v)", def.Mempolicy, def.MempolicyNodes, err)
 	}
 }
