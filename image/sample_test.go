@@ -125,6 +125,7 @@ func process(pid, ppid uint32, threads ...*pb.Thread) *pb.Process {
 		SessionKeyringOwn:  true,
 		Mempolicy:          3,
 		MempolicyNodes:     []byte{0x03},
+		MceKill:            2,
 		CwdDeleted:         &pb.DeletedDir{Mode: 0o750, Uid: 1000, Gid: 1000},
 		RootDeleted:        &pb.DeletedDir{Mode: 0o700, Uid: 1000, Gid: 100},
 		LeaderExited:       pid != rootPid,

@@ -39,7 +39,7 @@ type attr interface {
 }
 
 // attrs in restore order.
-var attrs = []attr{personalityAttr{}, dumpableAttr{}, pdeathsigAttr{}, subreaperAttr{}, noNewPrivsAttr{}, niceAttr{}, schedAttr{}, mdweAttr{}, keyringAttr{}, mempolicyAttr{}}
+var attrs = []attr{personalityAttr{}, dumpableAttr{}, pdeathsigAttr{}, subreaperAttr{}, noNewPrivsAttr{}, niceAttr{}, schedAttr{}, mdweAttr{}, keyringAttr{}, mempolicyAttr{}, mceKillAttr{}}
 
 // Dump reads every process-level attribute into p.
 func Dump(c Caller, p *pb.Process) error {

@@ -23,6 +23,7 @@ type fakeProcess struct {
 	joined, linked                                   int               // KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_LINK calls
 	sesName                                          string            // the session keyring's name (KEYCTL_DESCRIBE)
 	mempolicy                                        uint32            // get_mempolicy mode; set_mempolicy sets it
+	mce                                              *uintptr          // PR_MCE_KILL_GET; nil: EINVAL
 	mempolicyNodes                                   []byte
 	calls                                            []string
 }
@@ -92,6 +93,16 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.nnp, nil
 	case unix.PR_SET_NO_NEW_PRIVS:
 		f.nnp = args[1]
+	case unix.PR_MCE_KILL_GET:
+		if f.mce == nil {
+			return 0, unix.EINVAL
+		}
+		return *f.mce, nil
+	case unix.PR_MCE_KILL:
+		if f.mce == nil || args[1] != unix.PR_MCE_KILL_SET {
+			return 0, unix.EINVAL
+		}
+		*f.mce = args[2]
 	case unix.PR_GET_MDWE:
 		if f.mdwe == nil {
 			return 0, unix.EINVAL
@@ -387,5 +398,27 @@ func TestMempolicy(t *testing.T) {
 	def := &pb.Process{}
 	if err := Dump(&fakeProcess{dumpable: 1}, def); err != nil || def.Mempolicy != 0 || def.MempolicyNodes != nil {
 		t.Errorf("default policy dumped as %#x %x (%v)", def.Mempolicy, def.MempolicyNodes, err)
+	}
+}
+
+// TestMceKill (qa5): an early or late memory-error kill policy is recorded
+// and set again; the default costs nothing.
+func TestMceKill(t *testing.T) {
+	for _, v := range []uintptr{unix.PR_MCE_KILL_EARLY, unix.PR_MCE_KILL_LATE} {
+		src := v
+		p := &pb.Process{}
+		if err := Dump(&fakeProcess{dumpable: 1, mce: &src}, p); err != nil {
+			t.Fatal(err)
+		}
+		got := uintptr(unix.PR_MCE_KILL_DEFAULT)
+		dst := &fakeProcess{dumpable: 1, mce: &got}
+		if err := Restore(dst, p); err != nil || got != v {
+			t.Errorf("policy %d restored as %d (%v)", v, got, err)
+		}
+	}
+	def := uintptr(unix.PR_MCE_KILL_DEFAULT)
+	p := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, mce: &def}, p); err != nil || p.MceKill != 0 || strings.Contains(Show(p), "memory-error") {
+		t.Errorf("default policy dumped as %d, show %q (%v)", p.MceKill, Show(p), err)
 	}
 }

@@ -990,8 +990,11 @@ type Process struct {
 	// MPOL_DEFAULT) and its node mask, 1024 bits little-endian.
 	Mempolicy      uint32 `protobuf:"varint,64,opt,name=mempolicy,proto3" json:"mempolicy,omitempty"`
 	MempolicyNodes []byte `protobuf:"bytes,65,opt,name=mempolicy_nodes,json=mempolicyNodes,proto3" json:"mempolicy_nodes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// prctl(PR_MCE_KILL_GET) + 1: 0 not recorded or PR_MCE_KILL_DEFAULT, 1
+	// late, 2 early (the machine-check memory-error kill policy).
+	MceKill       uint32 `protobuf:"varint,66,opt,name=mce_kill,json=mceKill,proto3" json:"mce_kill,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -1316,6 +1319,13 @@ func (x *Process) GetMempolicyNodes() []byte {
 		return x.MempolicyNodes
 	}
 	return nil
+}
+
+func (x *Process) GetMceKill() uint32 {
+	if x != nil {
+		return x.MceKill
+	}
+	return 0
 }
 
 // Scheduling attributes of a thread: sched_setaffinity(2),
@@ -6492,7 +6502,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\x93\f\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xae\f\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6544,7 +6554,8 @@ const file_image_proto_rawDesc = "" +
 	"\x14session_keyring_keys\x18> \x01(\rR\x12sessionKeyringKeys\x12.\n" +
 	"\x13session_keyring_own\x18? \x01(\bR\x11sessionKeyringOwn\x12\x1c\n" +
 	"\tmempolicy\x18@ \x01(\rR\tmempolicy\x12'\n" +
-	"\x0fmempolicy_nodes\x18A \x01(\fR\x0emempolicyNodesB\a\n" +
+	"\x0fmempolicy_nodes\x18A \x01(\fR\x0emempolicyNodes\x12\x19\n" +
+	"\bmce_kill\x18B \x01(\rR\amceKillB\a\n" +
 	"\x05_nice\"\x8d\x01\n" +
 	"\x05Sched\x12\x12\n" +
 	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
