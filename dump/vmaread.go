@@ -53,7 +53,7 @@ type preFreeze struct {
 type prePid struct {
 	iter  *vmaflags.Iter // owned, bound to tid
 	tid   int
-	smaps map[span]*proc.Mapping
+	smaps *preSmaps // nil for a member bound in the freeze
 }
 
 // maxPreFreeze bounds how many processes of the tree are read before the
@@ -126,11 +126,7 @@ func readOne(prog *vmaflags.Program, pid int) (*prePid, vmaflags.Verified, []vma
 		return nil, 0, nil, err
 	}
 	v, bad := vmaflags.Verify(before, after, sm)
-	pp := &prePid{iter: it, tid: tid, smaps: make(map[span]*proc.Mapping, len(sm))}
-	for i := range sm {
-		pp.smaps[span{sm[i].Start, sm[i].End}] = &sm[i]
-	}
-	return pp, v, bad, nil
+	return &prePid{iter: it, tid: tid, smaps: newPreSmaps(sm)}, v, bad, nil
 }
 
 // descendants lists pid's descendants (children first, breadth first), at
@@ -191,7 +187,7 @@ func (p *preFreeze) close() {
 // one whose /proc the dump reads), binding one now if the pre-freeze read
 // has none for that thread, and the process's pre-freeze smaps (nil if
 // none).
-func (p *preFreeze) iterFor(pid, tid int) (*vmaflags.Iter, map[span]*proc.Mapping, error) {
+func (p *preFreeze) iterFor(pid, tid int) (*vmaflags.Iter, *preSmaps, error) {
 	pp := p.procs[pid]
 	if pp != nil && pp.tid == tid {
 		return pp.iter, pp.smaps, nil
@@ -280,8 +276,8 @@ func readVMAsBPF(pid, pp int, pre *preFreeze) (vmaRead, error) {
 	for i := range maps {
 		m := &maps[i]
 		k := span{m.Start, m.End}
-		if s, ok := smaps[k]; ok {
-			r.used[k] = (s.Rss + s.Swap) << 10
+		if u, ok := smaps.used(m.Start, m.End); ok {
+			r.used[k] = u
 		}
 		if j < len(vmas) && vmas[j].Start == m.Start {
 			v := vmas[j]
@@ -307,7 +303,7 @@ func readVMAsBPF(pid, pp int, pre *preFreeze) (vmaRead, error) {
 		// the kernel's, fixed at boot (gate_vma,
 		// arch/x86/entry/vsyscall/vsyscall_64.c): smaps before the
 		// freeze showed them.
-		if s, ok := smaps[k]; ok && m.Path == "[vsyscall]" && s.Path == m.Path {
+		if s, ok := smaps.at(m.Start, m.End); ok && m.Path == "[vsyscall]" && s.Path == m.Path {
 			m.VmFlags, m.ProtectionKey = s.VmFlags, s.ProtectionKey
 			continue
 		}
@@ -317,6 +313,64 @@ func readVMAsBPF(pid, pp int, pre *preFreeze) (vmaRead, error) {
 		return vmaRead{}, fmt.Errorf("%w: the iterator saw vma %#x-%#x that maps does not list", errNoBPF, vmas[j].Start, vmas[j].End)
 	}
 	return r, nil
+}
+
+// preSmaps is one process's smaps as read before the freeze, by range and
+// by either end.
+type preSmaps struct {
+	span       map[span]*proc.Mapping
+	start, end map[uint64]*proc.Mapping
+}
+
+func newPreSmaps(sm []proc.Mapping) *preSmaps {
+	p := &preSmaps{span: make(map[span]*proc.Mapping, len(sm)),
+		start: make(map[uint64]*proc.Mapping, len(sm)), end: make(map[uint64]*proc.Mapping, len(sm))}
+	for i := range sm {
+		m := &sm[i]
+		p.span[span{m.Start, m.End}] = m
+		p.start[m.Start] = m
+		p.end[m.End] = m
+	}
+	return p
+}
+
+// at returns the mapping of exactly [start, end), if any.
+func (p *preSmaps) at(start, end uint64) (*proc.Mapping, bool) {
+	if p == nil {
+		return nil, false
+	}
+	m, ok := p.span[span{start, end}]
+	return m, ok
+}
+
+// used is how many bytes of the VMA [start, end) were populated by smaps
+// before the freeze (Rss + Swap), for wholeLazy: exactly that VMA's, or,
+// when it has grown since at one end (a heap grown by brk, a mapping
+// merged with a neighbour), what the part it was then had, a lower bound.
+// A VMA that shrank, split or is new has no hint (it is scanned).
+func (p *preSmaps) used(start, end uint64) (uint64, bool) {
+	if p == nil {
+		return 0, false
+	}
+	if m, ok := p.span[span{start, end}]; ok {
+		return (m.Rss + m.Swap) << 10, true
+	}
+	a, b := p.start[start], p.end[end]
+	if a != nil && a.End > end {
+		a = nil
+	}
+	if b != nil && b.Start < start {
+		b = nil
+	}
+	switch {
+	case a != nil && b != nil:
+		return (a.Rss + a.Swap + b.Rss + b.Swap) << 10, true // grown in the middle: both parts
+	case a != nil:
+		return (a.Rss + a.Swap) << 10, true
+	case b != nil:
+		return (b.Rss + b.Swap) << 10, true
+	}
+	return 0, false
 }
 
 // flagsAt returns the VmFlags of the VMA holding addr in the frozen

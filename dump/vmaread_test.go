@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
@@ -80,5 +81,40 @@ func TestReadVMAsPaths(t *testing.T) {
 	}
 	if r.how != VMAReadSmaps || !strings.Contains(r.why, "no read before the freeze") {
 		t.Errorf("without a pre-freeze read: read by %s (%s), want smaps", r.how, r.why)
+	}
+}
+
+// TestPreSmapsUsed: the density hint for wholeLazy from smaps before the
+// freeze: exact for the same range, a lower bound for a VMA grown at
+// either end, none for one that shrank, split or is new.
+func TestPreSmapsUsed(t *testing.T) {
+	const kib, mib = 1 << 10, 1 << 20
+	p := newPreSmaps([]proc.Mapping{
+		{Start: 0x10000000, End: 0x20000000, Rss: 1024, Swap: 1024}, // 256 MiB, 2 MiB used
+		{Start: 0x30000000, End: 0x30100000, Rss: 64},
+		{Start: 0x30200000, End: 0x30300000, Rss: 32},
+	})
+	for _, c := range []struct {
+		name       string
+		start, end uint64
+		want       uint64
+		ok         bool
+	}{
+		{"same", 0x10000000, 0x20000000, 2 * mib, true},
+		{"grown up (brk)", 0x10000000, 0x28000000, 2 * mib, true},
+		{"grown down", 0x08000000, 0x20000000, 2 * mib, true},
+		{"merged both", 0x30000000, 0x30300000, 96 * kib, true},
+		{"shrunk", 0x10000000, 0x18000000, 0, false},
+		{"split tail", 0x18000000, 0x20000000 - 0x1000, 0, false},
+		{"new", 0x40000000, 0x40001000, 0, false},
+	} {
+		got, ok := p.used(c.start, c.end)
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: used(%#x, %#x) = %d, %v; want %d, %v", c.name, c.start, c.end, got, ok, c.want, c.ok)
+		}
+	}
+	var none *preSmaps
+	if _, ok := none.used(0x10000000, 0x20000000); ok {
+		t.Error("a member bound in the freeze has a hint")
 	}
 }

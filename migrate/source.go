@@ -90,7 +90,13 @@ func (m processMemory) ReadAt(b []byte, key uint64) error {
 	if sp >= len(m.pids) {
 		return fmt.Errorf("read pages at %#x: no process in space %d", addr, sp)
 	}
-	return m.cp.ReadProcessMemory(m.pids[sp], addr, b)
+	err := m.cp.ReadProcessMemory(m.pids[sp], addr, b)
+	if err != nil && m.cp.ProcessGone(m.pids[sp]) {
+		// Killed on the source (kill -9 of the frozen original): no
+		// reconnect can bring its pages back.
+		return fmt.Errorf("%w: pid %d: %w", pageserver.ErrMemoryGone, m.pids[sp], err)
+	}
+	return err
 }
 
 // lazySpaces keys every process's lazy runs by its space (its index in
@@ -323,6 +329,13 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		if lerr != nil {
 			err = fmt.Errorf("%w; but it lacks a file lock it held: %w", err, lerr)
 		}
+	case errors.Is(err, pageserver.ErrMemoryGone):
+		// The original was killed here (by someone else) while the
+		// target still needed its pages: nothing is kept, nothing can be
+		// adopted; the target gives up after its reconnect timeout and
+		// its copy dies at its first missing page (SIGBUS, never zeros).
+		removeState(stateDir, opts.Log)
+		err = fmt.Errorf("%w; the original pid %d died on this host after the target resumed it: the lazy pages it still held are lost, and the target's copy will die (SIGBUS) at its first fault on one of them", err, opts.PID)
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.

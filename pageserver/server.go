@@ -320,6 +320,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 				}
 				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
 			}
+			if errors.Is(r.err, ErrMemoryGone) {
+				// Every reconnect would be served from the same dead
+				// process: the target and this server looped, reconnecting
+				// thousands of times a second, the copy waiting forever.
+				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
+			}
 			if waiting != nil {
 				p := *waiting
 				waiting = nil

@@ -23,7 +23,9 @@
 //	| vm_start | vm_end   | vm_flags |   u64 each, one record per VMA,
 //	+----------+----------+----------+   in address order
 //
-// Iter needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) and the kernel's
+// Load needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) and the kernel's
 // BTF (/sys/kernel/btf/vmlinux, for the offsets of vm_area_struct's
-// fields); without them Open fails with an error wrapping ErrNotSupported.
+// fields and the task_vma iterator's id); without them, or when the
+// verifier refuses the program, it fails with an error wrapping
+// ErrNotSupported, and so does Program.Open on a kernel older than 6.1.
 package vmaflags

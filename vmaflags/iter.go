@@ -181,8 +181,9 @@ func ParseRecords(b []byte) ([]VMA, error) {
 
 const pageSize = 4096
 
-// The kernel's BTF is parsed once per process; the program spec built
-// from it is kept.
+// The program spec is built from the kernel's BTF once per process (the
+// spec keeps only the offsets; cilium/ebpf looks AttachTo up in the
+// kernel's BTF again at each load).
 var (
 	specOnce sync.Once
 	spec     *ebpf.ProgramSpec
@@ -192,11 +193,7 @@ var (
 // programSpec builds the iterator program with the field offsets of this
 // kernel's vm_area_struct, bpf_iter__task_vma and bpf_iter_meta.
 func programSpec() (*ebpf.ProgramSpec, error) {
-	specOnce.Do(func() {
-		spec, specErr = buildSpec()
-		// The parsed kernel BTF is large; the program spec holds what it
-		// needs (cilium/ebpf resolves AttachTo at load from its own copy).
-	})
+	specOnce.Do(func() { spec, specErr = buildSpec() })
 	if specErr != nil {
 		return nil, specErr
 	}
