@@ -1,6 +1,7 @@
 package procattr
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -23,23 +24,50 @@ const (
 )
 
 func (mempolicyAttr) dump(c Caller, p *pb.Process) error {
+	m, nodes, err := getMempolicy(c)
+	if err != nil {
+		return err
+	}
+	p.Mempolicy, p.MempolicyNodes = m, nodes
+	return nil
+}
+
+// getMempolicy reads the calling thread's policy: its mode with flags and,
+// unless it is MPOL_DEFAULT, its node mask (nil for MPOL_DEFAULT or a
+// kernel without NUMA).
+func getMempolicy(c Caller) (uint32, []byte, error) {
 	var mode [4]byte
 	err := c.CallOut(mode[:], unix.SYS_GET_MEMPOLICY, Out, 0, 0, 0, 0)
 	if errors.Is(err, unix.ENOSYS) {
-		return nil // a kernel without NUMA
+		return 0, nil, nil // a kernel without NUMA
 	}
 	if err != nil {
-		return fmt.Errorf("injected get_mempolicy: %w", err)
+		return 0, nil, fmt.Errorf("injected get_mempolicy: %w", err)
 	}
 	m := uint32(mode[0]) | uint32(mode[1])<<8 | uint32(mode[2])<<16 | uint32(mode[3])<<24
-	if m&^mpolModeFlags == mpolDefault && m&mpolModeFlags == 0 {
-		return nil
+	if m == mpolDefault {
+		return 0, nil, nil
 	}
 	nodes := make([]byte, mempolicyMaxNode/8)
 	if err := c.CallOut(nodes, unix.SYS_GET_MEMPOLICY, 0, Out, mempolicyMaxNode, 0, 0); err != nil {
-		return fmt.Errorf("injected get_mempolicy (node mask): %w", err)
+		return 0, nil, fmt.Errorf("injected get_mempolicy (node mask): %w", err)
 	}
-	p.Mempolicy, p.MempolicyNodes = m, nodes
+	return m, nodes, nil
+}
+
+// ThreadMempolicy checks that the thread c runs on has the leader's
+// memory policy p recorded: the restored threads inherit the leader's, so
+// one that set its own (a database binding each worker to a node) is
+// refused rather than restored with the leader's.
+func ThreadMempolicy(c Caller, p *pb.Process, tid int) error {
+	m, nodes, err := getMempolicy(c)
+	if err != nil {
+		return err
+	}
+	if m != p.Mempolicy || !bytes.Equal(nodes, p.MempolicyNodes) {
+		return fmt.Errorf("thread %d has memory policy %#x nodes %s, the main thread %#x nodes %s: per-thread memory policies are not restored",
+			tid, m, cpuListBytes(nodes), p.Mempolicy, cpuListBytes(p.MempolicyNodes))
+	}
 	return nil
 }
 

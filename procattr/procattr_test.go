@@ -422,3 +422,21 @@ func TestMceKill(t *testing.T) {
 		t.Errorf("default policy dumped as %d, show %q (%v)", p.MceKill, Show(p), err)
 	}
 }
+
+// TestThreadMempolicy (qa5): a thread with the leader's memory policy
+// passes; one with a policy of its own is refused, naming both.
+func TestThreadMempolicy(t *testing.T) {
+	nodes := make([]byte, 128)
+	nodes[0] = 1
+	p := &pb.Process{Mempolicy: 2, MempolicyNodes: nodes}
+	if err := ThreadMempolicy(&fakeProcess{mempolicy: 2, mempolicyNodes: nodes}, p, 101); err != nil {
+		t.Errorf("thread with the leader's policy: %v", err)
+	}
+	err := ThreadMempolicy(&fakeProcess{mempolicy: 1, mempolicyNodes: nodes}, p, 102)
+	if err == nil || !strings.Contains(err.Error(), "thread 102 has memory policy 0x1 nodes 0, the main thread 0x2 nodes 0") {
+		t.Errorf("thread with its own policy: %v, want a refusal naming both", err)
+	}
+	if err := ThreadMempolicy(&fakeProcess{}, &pb.Process{}, 103); err != nil {
+		t.Errorf("default policy everywhere: %v", err)
+	}
+}
