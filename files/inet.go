@@ -47,6 +47,13 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	// queue are another matter (listenQueue).
 	ds, err := d.diagOf(uint8(s.Family), uint8(s.Protocol), l.ino)
 	switch {
+	case err != nil && s.Type == unix.SOCK_DGRAM && s.LocalPort == 0 && s.PeerAddr == "":
+		// udp_diag walks the UDP hash tables, which hold bound sockets
+		// only: a socket made but not used yet (a metrics client before
+		// its first datagram) is in none, and its shutdown state
+		// (shutdown(2) sets it even unconnected, answering ENOTCONN) has
+		// no other reader.
+		return fmt.Errorf("%w: an unbound %s socket (no port yet): sock_diag lists only bound ones, so its shutdown state cannot be read", ErrUnsupported, SockProto(s))
 	case err != nil && s.Type == unix.SOCK_DGRAM:
 		return err
 	case err != nil:

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,6 +22,9 @@ type fakeProcess struct {
 	keyrings                                         map[int32][]int32 // keyctl: KEY_SPEC_* -> serial, then key serials; nil: ENOSYS
 	joined, linked                                   int               // KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_LINK calls
 	sesName                                          string            // the session keyring's name (KEYCTL_DESCRIBE)
+	mempolicy                                        uint32            // get_mempolicy mode; set_mempolicy sets it
+	mce                                              *uintptr          // PR_MCE_KILL_GET; nil: EINVAL
+	mempolicyNodes                                   []byte
 	calls                                            []string
 }
 
@@ -89,6 +93,16 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.nnp, nil
 	case unix.PR_SET_NO_NEW_PRIVS:
 		f.nnp = args[1]
+	case unix.PR_MCE_KILL_GET:
+		if f.mce == nil {
+			return 0, unix.EINVAL
+		}
+		return *f.mce, nil
+	case unix.PR_MCE_KILL:
+		if f.mce == nil || args[1] != unix.PR_MCE_KILL_SET {
+			return 0, unix.EINVAL
+		}
+		*f.mce = args[2]
 	case unix.PR_GET_MDWE:
 		if f.mdwe == nil {
 			return 0, unix.EINVAL
@@ -112,6 +126,17 @@ func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 		return nil
 	case nr == unix.SYS_SCHED_GETPARAM && args[0] == 0 && args[1] == Out:
 		binary.LittleEndian.PutUint32(out, uint32(f.priority))
+		return nil
+	}
+	if nr == unix.SYS_GET_MEMPOLICY {
+		switch {
+		case args[0] == Out:
+			binary.LittleEndian.PutUint32(out, f.mempolicy)
+		case args[1] == Out:
+			copy(out, f.mempolicyNodes)
+		default:
+			return unix.EINVAL
+		}
 		return nil
 	}
 	if nr == unix.SYS_KEYCTL && args[0] == unix.KEYCTL_DESCRIBE && f.keyrings != nil {
@@ -334,5 +359,84 @@ func TestKeyrings(t *testing.T) {
 	}
 	if err := RestoreLast(login, none); err != nil || login.linked != 1 {
 		t.Errorf("RestoreLast: %v, linked %d, want the user keyring linked", err, login.linked)
+	}
+}
+
+func (f *fakeProcess) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	f.calls = append(f.calls, fmt.Sprint(nr, args))
+	if nr == unix.SYS_SET_MEMPOLICY && args[1] == In && args[2] == uintptr(len(in)*8+1) {
+		f.mempolicy, f.mempolicyNodes = uint32(args[0]), append([]byte(nil), in...)
+		return 0, nil
+	}
+	return 0, unix.EINVAL
+}
+
+// TestMempolicy (qa5): the leader's NUMA memory policy (numactl
+// --membind) is recorded with its node mask and set again; the default
+// costs nothing; procattr.In is vmattr.In, so one caller serves both.
+func TestMempolicy(t *testing.T) {
+	if In != vmattr.In {
+		t.Fatalf("procattr.In %#x, vmattr.In %#x", In, vmattr.In)
+	}
+	nodes := make([]byte, 128)
+	nodes[0] = 0b101
+	src := &fakeProcess{dumpable: 1, mempolicy: 2 | 1<<15, mempolicyNodes: nodes} // MPOL_BIND|MPOL_F_STATIC_NODES
+	p := &pb.Process{}
+	if err := Dump(src, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Mempolicy != 2|1<<15 || len(p.MempolicyNodes) != 128 || p.MempolicyNodes[0] != 0b101 {
+		t.Fatalf("dumped policy %#x nodes %x", p.Mempolicy, p.MempolicyNodes)
+	}
+	if s := Show(p); !strings.Contains(s, "memory policy 0x8002 nodes 0,2") {
+		t.Errorf("Show = %q", s)
+	}
+	dst := &fakeProcess{dumpable: 1}
+	if err := Restore(dst, p); err != nil || dst.mempolicy != p.Mempolicy || dst.mempolicyNodes[0] != 0b101 {
+		t.Errorf("restored policy %#x nodes %x (%v)", dst.mempolicy, dst.mempolicyNodes, err)
+	}
+	def := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1}, def); err != nil || def.Mempolicy != 0 || def.MempolicyNodes != nil {
+		t.Errorf("default policy dumped as %#x %x (%v)", def.Mempolicy, def.MempolicyNodes, err)
+	}
+}
+
+// TestMceKill (qa5): an early or late memory-error kill policy is recorded
+// and set again; the default costs nothing.
+func TestMceKill(t *testing.T) {
+	for _, v := range []uintptr{unix.PR_MCE_KILL_EARLY, unix.PR_MCE_KILL_LATE} {
+		src := v
+		p := &pb.Process{}
+		if err := Dump(&fakeProcess{dumpable: 1, mce: &src}, p); err != nil {
+			t.Fatal(err)
+		}
+		got := uintptr(unix.PR_MCE_KILL_DEFAULT)
+		dst := &fakeProcess{dumpable: 1, mce: &got}
+		if err := Restore(dst, p); err != nil || got != v {
+			t.Errorf("policy %d restored as %d (%v)", v, got, err)
+		}
+	}
+	def := uintptr(unix.PR_MCE_KILL_DEFAULT)
+	p := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, mce: &def}, p); err != nil || p.MceKill != 0 || strings.Contains(Show(p), "memory-error") {
+		t.Errorf("default policy dumped as %d, show %q (%v)", p.MceKill, Show(p), err)
+	}
+}
+
+// TestThreadMempolicy (qa5): a thread with the leader's memory policy
+// passes; one with a policy of its own is refused, naming both.
+func TestThreadMempolicy(t *testing.T) {
+	nodes := make([]byte, 128)
+	nodes[0] = 1
+	p := &pb.Process{Mempolicy: 2, MempolicyNodes: nodes}
+	if err := ThreadMempolicy(&fakeProcess{mempolicy: 2, mempolicyNodes: nodes}, p, 101); err != nil {
+		t.Errorf("thread with the leader's policy: %v", err)
+	}
+	err := ThreadMempolicy(&fakeProcess{mempolicy: 1, mempolicyNodes: nodes}, p, 102)
+	if err == nil || !strings.Contains(err.Error(), "thread 102 has memory policy 0x1 nodes 0, the main thread 0x2 nodes 0") {
+		t.Errorf("thread with its own policy: %v, want a refusal naming both", err)
+	}
+	if err := ThreadMempolicy(&fakeProcess{}, &pb.Process{}, 103); err != nil {
+		t.Errorf("default policy everywhere: %v", err)
 	}
 }

@@ -985,8 +985,16 @@ type Process struct {
 	// and keyctl named its uid's user-session keyring ("_uid_ses.UID",
 	// user-session-keyring(7)), whose keys are not counted.
 	SessionKeyringOwn bool `protobuf:"varint,63,opt,name=session_keyring_own,json=sessionKeyringOwn,proto3" json:"session_keyring_own,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The leader's NUMA memory policy (set_mempolicy(2)), which the threads
+	// it creates inherit: the mode with its MPOL_F_* flags (0:
+	// MPOL_DEFAULT) and its node mask, 1024 bits little-endian.
+	Mempolicy      uint32 `protobuf:"varint,64,opt,name=mempolicy,proto3" json:"mempolicy,omitempty"`
+	MempolicyNodes []byte `protobuf:"bytes,65,opt,name=mempolicy_nodes,json=mempolicyNodes,proto3" json:"mempolicy_nodes,omitempty"`
+	// prctl(PR_MCE_KILL_GET) + 1: 0 not recorded or PR_MCE_KILL_DEFAULT, 1
+	// late, 2 early (the machine-check memory-error kill policy).
+	MceKill       uint32 `protobuf:"varint,66,opt,name=mce_kill,json=mceKill,proto3" json:"mce_kill,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -1297,6 +1305,27 @@ func (x *Process) GetSessionKeyringOwn() bool {
 		return x.SessionKeyringOwn
 	}
 	return false
+}
+
+func (x *Process) GetMempolicy() uint32 {
+	if x != nil {
+		return x.Mempolicy
+	}
+	return 0
+}
+
+func (x *Process) GetMempolicyNodes() []byte {
+	if x != nil {
+		return x.MempolicyNodes
+	}
+	return nil
+}
+
+func (x *Process) GetMceKill() uint32 {
+	if x != nil {
+		return x.MceKill
+	}
+	return 0
 }
 
 // Scheduling attributes of a thread: sched_setaffinity(2),
@@ -6473,7 +6502,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xcc\v\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xae\f\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6523,7 +6552,10 @@ const file_image_proto_rawDesc = "" +
 	"\x04mdwe\x18< \x01(\rR\x04mdwe\x12'\n" +
 	"\x0fsession_keyring\x18= \x01(\x05R\x0esessionKeyring\x120\n" +
 	"\x14session_keyring_keys\x18> \x01(\rR\x12sessionKeyringKeys\x12.\n" +
-	"\x13session_keyring_own\x18? \x01(\bR\x11sessionKeyringOwnB\a\n" +
+	"\x13session_keyring_own\x18? \x01(\bR\x11sessionKeyringOwn\x12\x1c\n" +
+	"\tmempolicy\x18@ \x01(\rR\tmempolicy\x12'\n" +
+	"\x0fmempolicy_nodes\x18A \x01(\fR\x0emempolicyNodes\x12\x19\n" +
+	"\bmce_kill\x18B \x01(\rR\amceKillB\a\n" +
 	"\x05_nice\"\x8d\x01\n" +
 	"\x05Sched\x12\x12\n" +
 	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
