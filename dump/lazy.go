@@ -58,6 +58,19 @@ func (cp *Checkpoint) ReadProcessMemory(pid uint32, addr uint64, b []byte) error
 	return m.proc.ReadMem(uintptr(addr), b)
 }
 
+// ProcessGone reports whether process pid of the dump no longer exists as
+// the process that was dumped: /proc/PID gone, a zombie, or its pid taken
+// by a new process (another start time). Its memory, which a failed read
+// could not give, is then lost for good.
+func (cp *Checkpoint) ProcessGone(pid uint32) bool {
+	m := cp.member(pid)
+	if m == cp && uint32(cp.pid) != pid {
+		return false
+	}
+	st, err := proc.ReadStat(m.pid)
+	return err != nil || st.State == 'Z' || st.State == 'X' || st.StartTime != m.startTime
+}
+
 // AbsentRuns lists the parts of runs (lazy runs of process pid of the
 // dump, in address order) that hold no data (proc.ScanAbsent): they read
 // as zeros, so the page server need not read or send them

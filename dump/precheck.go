@@ -25,6 +25,9 @@ func precheck(pid int) error {
 	if isAncestor(pid) {
 		return fmt.Errorf("dump pid %d: %w: it is an ancestor of this lazycr (pid %d): a dump takes a process with all its descendants, lazycr among them", pid, ErrRefused, os.Getpid())
 	}
+	if cmd := lazycrCommand(pid); cmd != "" {
+		return fmt.Errorf("dump pid %d: %w: it is lazycr %s, another run of lazycr: its image would hold that run's session (its secret, the processes it acts on), and a restored copy would act on them a second time", pid, ErrRefused, cmd)
+	}
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -67,6 +70,28 @@ func precheck(pid int) error {
 	// Under the freeze files.dumpLocks reads each fd's locks anyway and
 	// refuses the same ones (files.LockRefusal), so this is not repeated.
 	return checkLocks(pid)
+}
+
+// lazycrCommand returns "dump" or "restore" if pid runs this lazycr
+// executable (the same file as /proc/self/exe) with that command (a lazy
+// source serving, a lazy target or its keeper), else "". lazycr running
+// anything else (the demo's `lazycr udpp` client) is an ordinary process.
+func lazycrCommand(pid int) string {
+	var mine, theirs unix.Stat_t
+	if unix.Stat("/proc/self/exe", &mine) != nil || unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &theirs) != nil ||
+		mine.Dev != theirs.Dev || mine.Ino != theirs.Ino {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	for _, a := range bytes.Split(b, []byte{0}) {
+		if s := string(a); s == "dump" || s == "restore" {
+			return s
+		}
+	}
+	return ""
 }
 
 // maxNamedLocks bounds how many locks a refusal names.

@@ -3,10 +3,13 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,4 +88,49 @@ func TestPrecheckAncestor(t *testing.T) {
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "ancestor of this lazycr") {
 		t.Errorf("precheck of the parent: %v, want a refusal naming it lazycr's ancestor", err)
 	}
+}
+
+// TestPrecheckLazycr (qa6 G15): another lazycr dump or restore (a lazy
+// source serving, a target, its keeper) is refused: its image held that
+// run's session and its restored copy served the same process again.
+// The test binary stands in for lazycr: the child runs it with a "dump"
+// argument; run with another one it is an ordinary process.
+func TestPrecheckLazycr(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		arg     string
+		refused bool
+	}{{"dump", true}, {"udpp", false}} {
+		cmd := exec.Command(exe, "-test.run=^TestPrecheckLazycrChild$", tc.arg)
+		cmd.Env = append(os.Environ(), "LAZYCR_PRECHECK_CHILD=1")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(out, buf); err != nil { // "ready": the child runs the test binary
+			t.Fatal(err)
+		}
+		got := lazycrCommand(cmd.Process.Pid)
+		cmd.Process.Kill()
+		cmd.Wait()
+		if tc.refused && got != tc.arg || !tc.refused && got != "" {
+			t.Errorf("lazycrCommand of the test binary run with %q = %q", tc.arg, got)
+		}
+	}
+}
+
+// TestPrecheckLazycrChild is the child of TestPrecheckLazycr.
+func TestPrecheckLazycrChild(t *testing.T) {
+	if os.Getenv("LAZYCR_PRECHECK_CHILD") == "" {
+		t.Skip("run by TestPrecheckLazycr")
+	}
+	os.Stdout.WriteString("ready")
+	time.Sleep(time.Hour) // until killed; never a synchronisation
 }

@@ -3,6 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/lazycr/lazycr/internal/kabi"
 	"github.com/lazycr/lazycr/proc"
@@ -52,6 +53,20 @@ func (cp *Checkpoint) refuseSemUndo(pids map[int]bool) error {
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
 				break
 			}
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+				// lazycr may not read the set (an unprivileged dump).
+				// An undo adjustment needs alter permission (semop(2)):
+				// a set none of the processes could alter holds none
+				// of theirs; one they could is refused, unread.
+				could, cerr := couldAlter(pids, &ds.Perm)
+				if cerr != nil {
+					return fmt.Errorf("dump pid %d: read System V semaphore set %d: %w", cp.pid, id, cerr)
+				}
+				if !could {
+					break
+				}
+				return fmt.Errorf("dump pid %d: %w: System V semaphore set %d (key %#x) cannot be read by lazycr (%w) and the process could have operated on it: an undo (SEM_UNDO) adjustment it may hold cannot be checked", cp.pid, ErrUnsupported, id, uint32(ds.Perm.Key), err)
+			}
 			if err != nil {
 				return fmt.Errorf("dump pid %d: read System V semaphore %d of set %d: %w", cp.pid, num, id, err)
 			}
@@ -61,4 +76,33 @@ func (cp *Checkpoint) refuseSemUndo(pids map[int]bool) error {
 		}
 	}
 	return nil
+}
+
+// couldAlter reports whether any of pids may alter a System V IPC object
+// with permissions perm: ipcperms() in ipc/util.c picks the owner bits for
+// the owner or creator uid, else the group bits for the owner or creator
+// group, else the others' bits, and CAP_IPC_OWNER passes every check.
+func couldAlter(pids map[int]bool, perm *unix.SysvIpcPerm) (bool, error) {
+	const capIPCOwner = 15 // CAP_IPC_OWNER, include/uapi/linux/capability.h
+	for pid := range pids {
+		st, err := proc.ReadStatus(pid)
+		if err != nil {
+			return false, fmt.Errorf("read credentials of pid %d: %w", pid, err)
+		}
+		if st.CapEff&(1<<capIPCOwner) != 0 {
+			return true, nil
+		}
+		euid, egid := st.Uid[1], st.Gid[1]
+		mode := perm.Mode
+		switch {
+		case euid == perm.Uid || euid == perm.Cuid:
+			mode >>= 6
+		case egid == perm.Gid || egid == perm.Cgid || slices.Contains(st.Groups, perm.Gid) || slices.Contains(st.Groups, perm.Cgid):
+			mode >>= 3
+		}
+		if mode&0o2 != 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -53,7 +53,7 @@ func (fifo) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	p.Holders = s.holders
 	p.SharedHolder, p.SharedFd = sharedWithHolder(d.pid, l.num, l.target, p.Holders)
 	if !p.WriteEnd && (s.own || len(s.holders) > 0) && !s.dataTaken {
-		data, err := peekPipe(l.local, int(p.Capacity))
+		data, _, err := peekPipe(l.local, int(p.Capacity))
 		if err != nil {
 			return fmt.Errorf("copy FIFO %s data: %w", l.target, err)
 		}

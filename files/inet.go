@@ -47,6 +47,13 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	// queue are another matter (listenQueue).
 	ds, err := d.diagOf(uint8(s.Family), uint8(s.Protocol), l.ino)
 	switch {
+	case err != nil && s.Type == unix.SOCK_DGRAM && s.LocalPort == 0 && s.PeerAddr == "":
+		// udp_diag walks the UDP hash tables, which hold bound sockets
+		// only: a socket made but not used yet (a metrics client before
+		// its first datagram) is in none, and its shutdown state
+		// (shutdown(2) sets it even unconnected, answering ENOTCONN) has
+		// no other reader.
+		return fmt.Errorf("%w: an unbound %s socket (no port yet): sock_diag lists only bound ones, so its shutdown state cannot be read", ErrUnsupported, SockProto(s))
 	case err != nil && s.Type == unix.SOCK_DGRAM:
 		return err
 	case err != nil:
@@ -54,6 +61,12 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	default:
 		if s.Type == unix.SOCK_DGRAM {
 			s.Shutdown = uint32(ds.shutdown)
+		}
+		if s.Listening {
+			// A listener's idiag_wqueue is its backlog, sk_max_ack_backlog
+			// as listen(2) left it (tcp_diag_get_info in
+			// net/ipv4/tcp_diag.c), which getsockopt cannot read.
+			s.Backlog = int32(ds.wqueue)
 		}
 		switch {
 		case ds.rqueue > 0 && s.Listening:
@@ -351,8 +364,9 @@ func describeInet(fd int, connected bool) (*pb.InetSocket, error) {
 		}
 		if acc != 0 {
 			s.Listening = true
-			// The backlog is not readable back from the kernel with getsockopt;
-			// SOMAXCONN is what listen(2) clamps to anyway.
+			// The backlog is not readable back with getsockopt: the dump
+			// takes it from sock_diag (inetSocket.dump); SOMAXCONN, what
+			// listen(2) clamps to, stands if sock_diag does not list it.
 			s.Backlog = unix.SOMAXCONN
 		}
 	default:

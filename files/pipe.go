@@ -35,11 +35,11 @@ func (pipe) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	// is not the process's: restore writes it back only into a fresh
 	// pipe (a reconnected live pipe still has it).
 	if !p.WriteEnd && !d.dataTaken[l.ino] {
-		data, err := peekPipe(l.local, int(p.Capacity))
+		data, packets, err := peekPipe(l.local, int(p.Capacity))
 		if err != nil {
 			return fmt.Errorf("copy pipe:[%d] data: %w", l.ino, err)
 		}
-		p.Data = data
+		p.Data, p.Packets = data, packets
 		d.dataTaken[l.ino] = true
 	}
 	// Processes outside the dump that hold the pipe too: restore rejoins
@@ -322,7 +322,7 @@ func (r *restorer) freshPipe(g *pipeGroup, all []*pb.Fd, what string) (pipeEnds,
 	// O_DIRECT ("packet mode", pipe(7)) can only be set by pipe2(2).
 	pflags := uintptr(unix.O_CLOEXEC | unix.O_NONBLOCK)
 	for _, f := range all {
-		if f.Flags&unix.O_DIRECT != 0 {
+		if f.Flags&unix.O_DIRECT != 0 || len(f.GetPipe().GetPackets()) > 0 {
 			pflags |= unix.O_DIRECT
 		}
 	}
@@ -343,11 +343,12 @@ func (r *restorer) freshPipe(g *pipeGroup, all []*pb.Fd, what string) (pipeEnds,
 
 	var capacity uint32
 	var data []byte
+	var packets []uint32
 	for _, f := range all {
 		p := f.GetPipe()
 		capacity = max(capacity, p.Capacity)
 		if len(p.Data) > 0 {
-			data = p.Data
+			data, packets = p.Data, p.Packets
 		}
 	}
 	if capacity > 0 {
@@ -357,7 +358,7 @@ func (r *restorer) freshPipe(g *pipeGroup, all []*pb.Fd, what string) (pipeEnds,
 		}
 	}
 	if len(data) > 0 {
-		if err := r.fillPipe(ends.fd[1], data); err != nil {
+		if err := r.fillPipe(ends.fd[1], data, packets); err != nil {
 			return ends, fmt.Errorf("write %d buffered bytes into %s: %w", len(data), what, err)
 		}
 	}
@@ -410,14 +411,38 @@ func holderList(hs []*pb.PipeHolder) string {
 
 // fillPipe writes data into the process's pipe write end wfd from lazycr,
 // through a copy taken with pidfd_getfd. The end is O_NONBLOCK: data that
-// does not fit fails with EAGAIN instead of blocking.
-func (r *restorer) fillPipe(wfd uintptr, data []byte) error {
+// does not fit fails with EAGAIN instead of blocking. With packets (a
+// packet-mode pipe) each packet is one write(2), so one packet again.
+func (r *restorer) fillPipe(wfd uintptr, data []byte, packets []uint32) error {
 	local, err := r.getfd(wfd)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(local)
-	return writeFull(local, data)
+	if len(packets) == 0 {
+		return writeFull(local, data)
+	}
+	var sum uint64
+	for _, n := range packets {
+		sum += uint64(n)
+	}
+	if sum != uint64(len(data)) {
+		return fmt.Errorf("the image's %d packets hold %d bytes, its data %d", len(packets), sum, len(data))
+	}
+	for _, n := range packets {
+		w, err := unix.Write(local, data[:n])
+		for errors.Is(err, unix.EINTR) {
+			w, err = unix.Write(local, data[:n])
+		}
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		if w != int(n) {
+			return fmt.Errorf("wrote %d of a %d-byte packet", w, n)
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 // writeFull writes all of data to fd (lazycr's own), retrying on EINTR.
@@ -436,18 +461,22 @@ func writeFull(fd int, data []byte) error {
 }
 
 // peekPipe returns the bytes buffered in the pipe whose read end is fd,
-// without consuming them: tee(2) duplicates them into a pipe of ours.
-func peekPipe(fd int, capacity int) ([]byte, error) {
+// without consuming them: tee(2) duplicates them into a pipe of ours. The
+// copies keep their packet flag (link_pipe in fs/splice.c), so in a
+// packet-mode pipe (pipe2(2) O_DIRECT, pipe(7)) each read of ours returns
+// one packet, as the process's would: packets lists their lengths when
+// there is more than one read, nil for one stream.
+func peekPipe(fd int, capacity int) (data []byte, packets []uint32, err error) {
 	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
 	if err != nil {
-		return nil, os.NewSyscallError("ioctl FIONREAD", err)
+		return nil, nil, os.NewSyscallError("ioctl FIONREAD", err)
 	}
 	if n == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, os.NewSyscallError("pipe2", err)
+		return nil, nil, os.NewSyscallError("pipe2", err)
 	}
 	defer unix.Close(p[0])
 	defer unix.Close(p[1])
@@ -455,25 +484,30 @@ func peekPipe(fd int, capacity int) ([]byte, error) {
 		capacity = n
 	}
 	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, capacity); err != nil {
-		return nil, fmt.Errorf("grow pipe to %d bytes (fs.pipe-max-size?): %w", capacity, os.NewSyscallError("fcntl F_SETPIPE_SZ", err))
+		return nil, nil, fmt.Errorf("grow pipe to %d bytes (fs.pipe-max-size?): %w", capacity, os.NewSyscallError("fcntl F_SETPIPE_SZ", err))
 	}
 	got, err := unix.Tee(fd, p[1], n, unix.SPLICE_F_NONBLOCK)
 	if err != nil {
-		return nil, os.NewSyscallError("tee", err)
+		return nil, nil, os.NewSyscallError("tee", err)
 	}
 	buf := make([]byte, got)
+	var reads []uint32
 	for off := 0; off < int(got); {
 		m, err := unix.Read(p[0], buf[off:])
 		if err != nil {
-			return nil, os.NewSyscallError("read", err)
+			return nil, nil, os.NewSyscallError("read", err)
 		}
 		if m == 0 {
 			break
 		}
+		reads = append(reads, uint32(m))
 		off += m
 	}
 	if int(got) < n {
-		return nil, fmt.Errorf("tee copied %d of %d buffered bytes", got, n)
+		return nil, nil, fmt.Errorf("tee copied %d of %d buffered bytes", got, n)
 	}
-	return buf, nil
+	if len(reads) > 1 {
+		packets = reads
+	}
+	return buf, packets, nil
 }

@@ -39,6 +39,7 @@ const (
 type diagSock struct {
 	shutdown uint8  // INET_DIAG_SHUTDOWN
 	rqueue   uint32 // bytes queued for reading (a listener: connections waiting for accept)
+	wqueue   uint32 // bytes queued for sending (a listener: its backlog, sk_max_ack_backlog)
 	md5      bool   // INET_DIAG_MD5SIG present: the socket has TCP-MD5 keys (RFC 2385)
 }
 
@@ -129,7 +130,7 @@ func parseDiag(b []byte, out map[uint64]diagSock) (done bool, err error) {
 		ino := uint64(binary.LittleEndian.Uint32(msg[68:]))
 		rq := binary.LittleEndian.Uint32(msg[56:])
 		found := false
-		v := diagSock{rqueue: rq}
+		v := diagSock{rqueue: rq, wqueue: binary.LittleEndian.Uint32(msg[60:])}
 		err := diagAttrs(msg[inetDiagMsgLen:], func(at uint16, p []byte) {
 			switch {
 			case at == inetDiagShutdown && len(p) >= 1:

@@ -22,6 +22,7 @@ func diagReply(socks map[uint64]diagSock) []byte {
 		binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
 		binary.LittleEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
 		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+56:], ds.rqueue)
+		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+60:], ds.wqueue)
 		binary.LittleEndian.PutUint32(msg[nlmsgHdrLen+68:], uint32(ino))
 		a := msg[nlmsgHdrLen+inetDiagMsgLen:]
 		binary.LittleEndian.PutUint16(a, 8) // INET_DIAG_MARK-like u32 attribute
@@ -41,7 +42,7 @@ func diagReply(socks map[uint64]diagSock) []byte {
 }
 
 func TestParseDiag(t *testing.T) {
-	want := map[uint64]diagSock{7: {}, 9001: {shutdown: 1, rqueue: 768}, 0xfffffffe: {shutdown: 3}, 12: {md5: true}}
+	want := map[uint64]diagSock{7: {}, 9001: {shutdown: 1, rqueue: 768, wqueue: 511}, 0xfffffffe: {shutdown: 3}, 12: {md5: true}}
 	got := map[uint64]diagSock{}
 	done, err := parseDiag(diagReply(want), got)
 	if err != nil || !done {
@@ -161,7 +162,7 @@ func FuzzParseDiag(f *testing.F) {
 		}
 		if len(data) >= 8 {
 			// Round trip: an encoded reply of what the input says.
-			want := map[uint64]diagSock{uint64(binary.LittleEndian.Uint32(data)): {shutdown: data[4], rqueue: uint32(data[6])},
+			want := map[uint64]diagSock{uint64(binary.LittleEndian.Uint32(data)): {shutdown: data[4], rqueue: uint32(data[6]), wqueue: uint32(data[5])},
 				uint64(binary.LittleEndian.Uint16(data[5:])): {shutdown: data[7]}}
 			delete(want, 0) // no inode: skipped
 			got := map[uint64]diagSock{}

@@ -114,7 +114,7 @@ func sockoptName(level, name int32) string {
 }
 
 // readMoreSockopts records the table's options and SO_RCVTIMEO,
-// SO_SNDTIMEO and SO_LINGER. An option this kernel does not have
+// SO_SNDTIMEO, SO_LINGER and TCP_CONGESTION. An option this kernel does not have
 // (ENOPROTOOPT) cannot have been set: it is left out. Any other failure
 // fails the dump.
 func readMoreSockopts(fd int, s *pb.InetSocket, o *pb.SocketOptions) error {
@@ -159,6 +159,16 @@ func readMoreSockopts(fd int, s *pb.InetSocket, o *pb.SocketOptions) error {
 		errs = append(errs, fmt.Errorf("read SO_LOCK_FILTER: %w", os.NewSyscallError("getsockopt", err)))
 	}
 	o.LockFilter = lock != 0
+	if s.Type == unix.SOCK_STREAM {
+		cc, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		switch {
+		case s.Protocol == unix.IPPROTO_MPTCP && mptcpUnsupported(err):
+		case err != nil:
+			errs = append(errs, fmt.Errorf("read TCP_CONGESTION: %w", os.NewSyscallError("getsockopt", err)))
+		default:
+			o.TcpCongestion = cc
+		}
+	}
 	l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("read SO_LINGER: %w", os.NewSyscallError("getsockopt", err)))
@@ -219,6 +229,19 @@ func setMoreSockopts(fd int, num int32, o *pb.SocketOptions) error {
 		tv := unix.NsecToTimeval(t.us * 1000)
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt, &tv); err != nil {
 			errs = append(errs, fmt.Errorf("set %s=%dµs on socket fd %d: %w", t.what, t.us, num, os.NewSyscallError("setsockopt", err)))
+		}
+	}
+	if o.TcpCongestion != "" {
+		// Set only where the fresh socket has another algorithm (this
+		// network namespace's default differs): one this kernel lacks
+		// fails the restore, naming it.
+		have, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read TCP_CONGESTION of socket fd %d: %w", num, os.NewSyscallError("getsockopt", err)))
+		} else if have != o.TcpCongestion {
+			if err := unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, o.TcpCongestion); err != nil {
+				errs = append(errs, fmt.Errorf("set TCP_CONGESTION=%s on socket fd %d: %w", o.TcpCongestion, num, os.NewSyscallError("setsockopt", err)))
+			}
 		}
 	}
 	if o.Linger {

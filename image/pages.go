@@ -96,11 +96,16 @@ type PagesReader struct {
 // OpenPages opens pid's pages file in dir and checks its header and size.
 func OpenPages(dir string, pid uint32) (*PagesReader, error) {
 	path := filepath.Join(dir, PagesFile(pid))
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO put in its place must not block the open (a
+	// regular file ignores the flag); it is then refused as not regular.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%w: not a regular file but %s", ErrCorrupt, fileKind(st.Mode()))
+	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)

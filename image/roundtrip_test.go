@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
@@ -466,5 +467,50 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoadRefusesSpecialFiles (qa6 G14): an image file that is a FIFO (or a
+// link to a device) is refused, naming it. A FIFO used to block restore
+// in open(2) for good, deaf to SIGTERM (timeout(1) could not stop it).
+func TestLoadRefusesSpecialFiles(t *testing.T) {
+	src := t.TempDir()
+	s := sampleSet()
+	saveSample(t, src, s)
+	var pid uint32
+	for p, mm := range s.Memory {
+		if mm.PagesBytes > 0 {
+			pid = p
+		}
+	}
+	for _, name := range []string{InventoryFile, TreeFile, MemoryFile(pid), PagesFile(pid)} {
+		for _, kind := range []string{"fifo", "device"} {
+			t.Run(name+"/"+kind, func(t *testing.T) {
+				dir := t.TempDir()
+				copyDir(t, src, dir)
+				path := filepath.Join(dir, name)
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				if kind == "fifo" {
+					err = syscall.Mkfifo(path, 0o600)
+				} else {
+					err = os.Symlink("/dev/zero", path)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := LoadDir(dir); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) {
+					t.Errorf("LoadDir = %v, want ErrCorrupt naming %s", err, name)
+				}
+				if name == PagesFile(pid) {
+					if r, err := OpenPages(dir, pid); err == nil {
+						r.Close()
+						t.Error("OpenPages opened a special file")
+					}
+				}
+			})
+		}
 	}
 }

@@ -226,6 +226,9 @@ func LoadFiles(files map[string][]byte) (*Set, error) {
 func Load(fsys fs.FS) (*Set, error) {
 	s := &Set{Inventory: &pb.Inventory{}, Tree: &pb.ProcessTree{}, Memory: map[uint32]*pb.MemoryMap{}, Fds: map[uint32]*pb.FdTable{}}
 	if err := readMessage(fsys, InventoryFile, KindInventory, s.Inventory); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("not an image set (no %s): %w", InventoryFile, err)
+		}
 		return nil, err
 	}
 	if err := readMessage(fsys, TreeFile, KindTree, s.Tree); err != nil {
@@ -257,7 +260,40 @@ func Load(fsys fs.FS) (*Set, error) {
 	return s, nil
 }
 
+// checkRegular refuses an image file that is not a regular file (a FIFO,
+// whose open would block restore for good, a device, a link to either).
+func checkRegular(fsys fs.FS, name string) error {
+	st, err := fs.Stat(fsys, name)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w: not a regular file but %s", ErrCorrupt, fileKind(st.Mode()))
+	}
+	return nil
+}
+
+// fileKind names the type of a file that is not regular.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "type " + m.Type().String()
+}
+
 func readMessage(fsys fs.FS, name string, kind Kind, m proto.Message) error {
+	if err := checkRegular(fsys, name); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
 	f, err := fsys.Open(name)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
@@ -273,11 +309,14 @@ func readMessage(fsys fs.FS, name string, kind Kind, m proto.Message) error {
 func checkPagesFile(fsys fs.FS, pid uint32, mm *pb.MemoryMap) error {
 	want := mm.PagesBytes
 	name := PagesFile(pid)
-	f, err := fsys.Open(name)
-	if err != nil {
+	if err := checkRegular(fsys, name); err != nil {
 		if errors.Is(err, fs.ErrNotExist) && want == 0 {
 			return nil
 		}
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
 	defer f.Close()

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // TestDumpUnprivilegedRefused (QA F8): a user may ptrace their own process,
@@ -40,6 +41,11 @@ func TestDumpUnprivilegedRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A root-only semaphore set someone operated on: the unprivileged
+	// dump cannot read it (semctl GETPID: EACCES) and must not fail on it,
+	// since nobody could not have operated on it (CI failed so once, with
+	// a set another test left).
+	rootSem(t)
 	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
 	p := startWith(t, func(c *exec.Cmd) { c.SysProcAttr = nobody }, filepath.Join(pub, filepath.Base(bin)))
 	var r struct {
@@ -78,4 +84,19 @@ func TestDumpUnprivilegedRefused(t *testing.T) {
 		t.Fatalf("unprivileged dump --leave-running: exit %d\n%s", code, errOut)
 	}
 	requireProgress(t, p, "check")
+}
+
+// rootSem makes a System V semaphore set only root may use, with one
+// semop(2) done on it (so its otime is set), removed when t ends.
+func rootSem(t *testing.T) {
+	t.Helper()
+	id, _, errno := syscall.Syscall(syscall.SYS_SEMGET, 0 /* IPC_PRIVATE */, 1, 0o600)
+	if errno != 0 {
+		t.Fatalf("semget: %v", errno)
+	}
+	t.Cleanup(func() { syscall.Syscall(syscall.SYS_SEMCTL, id, 0, 0 /* IPC_RMID */) })
+	op := [3]int16{0, 1, 0} // struct sembuf: sem_num 0, sem_op +1, no flags
+	if _, _, errno := syscall.Syscall(syscall.SYS_SEMOP, id, uintptr(unsafe.Pointer(&op)), 1); errno != 0 {
+		t.Fatalf("semop: %v", errno)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -39,10 +40,22 @@ type AdoptOptions struct {
 // the target resumed from.
 var ErrNotStopped = errors.New("process is not stopped")
 
-// traceeMemory reads a seized process's memory.
-type traceeMemory struct{ p *inject.Process }
+// traceeMemory reads a seized process's memory; start is its start time,
+// to tell a process killed since (its pages lost) from a failed read.
+type traceeMemory struct {
+	p     *inject.Process
+	start uint64
+}
 
-func (m traceeMemory) ReadAt(b []byte, addr uint64) error { return m.p.ReadMem(uintptr(addr), b) }
+func (m traceeMemory) ReadAt(b []byte, addr uint64) error {
+	err := m.p.ReadMem(uintptr(addr), b)
+	if err != nil {
+		if st, serr := proc.ReadStat(m.p.Pid); serr != nil || st.State == 'Z' || st.State == 'X' || st.StartTime != m.start {
+			return fmt.Errorf("%w: pid %d: %w", pageserver.ErrMemoryGone, m.p.Pid, err)
+		}
+	}
+	return err
+}
 
 // Adopt serves again the session of a source that died or gave up after
 // its target resumed the process: the original, kept stopped by the guard
@@ -63,6 +76,9 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 		opts.StateDir = DefaultStateDir(opts.PID, stat.StartTime)
 	}
 	st, err := ReadState(opts.StateDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("adopt pid %d: no lazy migration of it to serve again (no %s): %w", opts.PID, filepath.Join(opts.StateDir, StateFile), err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +140,7 @@ func Adopt(ctx context.Context, opts AdoptOptions) (*SourceResult, error) {
 		opts.Listening(ln.Addr(), session)
 	}
 	srv := pageserver.NewServer(pageserver.ServerConfig{
-		Files: map[string][]byte{}, Lazy: lazy, Pids: st.ProcessPids(), Memory: traceeMemory{p}, Token: token, TLS: opts.TLS,
+		Files: map[string][]byte{}, Lazy: lazy, Pids: st.ProcessPids(), Memory: traceeMemory{p, st.StartTime}, Token: token, TLS: opts.TLS,
 		ReconnectTimeout: opts.ReconnectTimeout, Session: session, Adopted: true, Log: opts.Log,
 		Absent: func() ([]uffd.Run, error) { return absentOf(opts.PID, lazy) },
 	})

@@ -90,7 +90,13 @@ func (m processMemory) ReadAt(b []byte, key uint64) error {
 	if sp >= len(m.pids) {
 		return fmt.Errorf("read pages at %#x: no process in space %d", addr, sp)
 	}
-	return m.cp.ReadProcessMemory(m.pids[sp], addr, b)
+	err := m.cp.ReadProcessMemory(m.pids[sp], addr, b)
+	if err != nil && m.cp.ProcessGone(m.pids[sp]) {
+		// Killed on the source (kill -9 of the frozen original): no
+		// reconnect can bring its pages back.
+		return fmt.Errorf("%w: pid %d: %w", pageserver.ErrMemoryGone, m.pids[sp], err)
+	}
+	return err
 }
 
 // lazySpaces keys every process's lazy runs by its space (its index in
@@ -262,7 +268,14 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 	})
 	stopRefresh := refreshGuard(cp.RefreshGuard, opts.PID, opts.Log)
 	serving = true // Serve tells the target itself
-	res, err := srv.Serve(ctx, ln)
+	// The original killed here before a target resumed it: nothing is
+	// left to serve, do not wait for a target (after the resume a failed
+	// read ends the session: pageserver.ErrMemoryGone).
+	sctx, cancelServe := context.WithCancelCause(ctx)
+	stopWatch := watchOriginal(cp, uint32(opts.PID), srv.Resumed, cancelServe)
+	res, err := srv.Serve(sctx, ln)
+	stopWatch()
+	cancelServe(nil)
 	stopRefresh()
 	out := &SourceResult{Dump: st, Served: res, FrozenAt: cp.FrozenAt()}
 	if !res.ResumedAt.IsZero() {
@@ -323,6 +336,13 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		if lerr != nil {
 			err = fmt.Errorf("%w; but it lacks a file lock it held: %w", err, lerr)
 		}
+	case errors.Is(err, pageserver.ErrMemoryGone):
+		// The original was killed here (by someone else) while the
+		// target still needed its pages: nothing is kept, nothing can be
+		// adopted; the target gives up after its reconnect timeout and
+		// its copy dies at its first missing page (SIGBUS, never zeros).
+		removeState(stateDir, opts.Log)
+		err = fmt.Errorf("%w; the original pid %d died on this host after the target resumed it: the lazy pages it still held are lost, and the target's copy will die (SIGBUS) at its first fault on one of them", err, opts.PID)
 	case errors.Is(err, pageserver.ErrGaveUp) || srv.Resumed():
 		// The target runs the process now (or may): the original must
 		// never run again, but its memory is all the target can still get.
@@ -341,6 +361,12 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		if cp.Stopped() {
 			how = "it stays stopped (state T) as it was; `kill -CONT " + strconv.Itoa(opts.PID) + "` lets it run"
 		}
+		if cp.ProcessGone(uint32(opts.PID)) {
+			how = "but it is dead: it was killed on this host while frozen, so nothing was migrated"
+			if errors.Is(context.Cause(sctx), errOriginalDied) {
+				err = errOriginalDied
+			}
+		}
 		release()
 		// The target may have taken the sockets' addresses over and given
 		// them back: the peers learn at once that they are here again.
@@ -357,6 +383,35 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 	}
 	out.Total = time.Since(start)
 	return out, err
+}
+
+// errOriginalDied ends Serve when the frozen original dies before a target
+// resumed it.
+var errOriginalDied = errors.New("the frozen original died on this host before a target resumed it")
+
+// watchOriginal cancels Serve (cancel, with errOriginalDied) once process
+// pid of cp is gone while no target has resumed it (resumed false); it
+// returns the function that stops watching.
+func watchOriginal(cp *dump.Checkpoint, pid uint32, resumed func() bool, cancel context.CancelCauseFunc) func() {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(guardRefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if !resumed() && cp.ProcessGone(pid) {
+					cancel(errOriginalDied)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // removeState removes the session state file once nothing can need it.

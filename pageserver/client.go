@@ -119,6 +119,7 @@ type Client struct {
 	stats     Stats
 	err       error // the session failed for good
 	wake      chan struct{}
+	lastRecv  time.Time // when a page (or zero, absent run) last arrived
 }
 
 type pendingRequest struct {
@@ -164,6 +165,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.lastRecv = time.Now() // the silence watch counts from here
 	lazy, err := NewTreeRanges(welcome.Pids, welcome.Runs)
 	if err != nil {
 		w.conn.Close()
@@ -733,6 +735,18 @@ var errDone = errors.New("done")
 func (c *Client) run() {
 	// The reader, the only sender, is done whenever serveConn returns.
 	defer close(c.pages)
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go c.watchSilence(stopWatch)
+	// A source that accepts every reconnect and fails it at once (a read
+	// of its process that keeps failing) must not be redialled in a
+	// tight loop forever: connections that end within quickFail of being
+	// made are redialled after a growing pause, and after
+	// ReconnectTimeout of nothing but such connections the source counts
+	// as lost, as one that refuses them would.
+	upAt := time.Now() // when the current connection was made
+	var quick int
+	var stormSince time.Time
 	for {
 		c.mu.Lock()
 		w := c.w
@@ -758,7 +772,31 @@ func (c *Client) run() {
 		} else {
 			c.log.Warn().Err(err).Str("source", c.addr).Msg("page server connection lost, reconnecting")
 		}
-		w, rerr := c.reconnect(err, false)
+		if time.Since(upAt) < quickFail {
+			if quick == 0 {
+				stormSince = time.Now()
+			}
+			quick++
+		} else {
+			quick = 0
+		}
+		var rerr error
+		switch {
+		case quick > 0 && time.Since(stormSince) >= c.cfg.ReconnectTimeout:
+			rerr = fmt.Errorf("page server %s lost (every connection for %s failed within %s of being made: %w); the lazy pages not fetched are only in the original, which the source keeps stopped (lazycr dump --lazy --adopt serves them again)",
+				c.addr, c.cfg.ReconnectTimeout, quickFail, err)
+		case quick > 0:
+			t := time.NewTimer(min(quickFail/64<<min(quick, 6), quickFail))
+			select {
+			case <-t.C:
+			case <-c.closed:
+				t.Stop()
+			}
+			fallthrough
+		default:
+			w, rerr = c.reconnect(err, false)
+		}
+		upAt = time.Now()
 		if rerr != nil {
 			c.mu.Lock()
 			c.err = rerr
@@ -793,6 +831,35 @@ func (c *Client) run() {
 		}
 	}
 }
+
+// watchSilence warns, every DeadPeerTimeout at most, while requests wait
+// and no page has arrived for DeadPeerTimeout: the connection is up, so
+// TCP does not notice (a dead host or a partition is noticed and
+// redialled), but the source lazycr answers nothing — stopped (SIGSTOP, a
+// debugger), hung or starved. The process waits at its fault meanwhile;
+// nothing is lost, but the user should hear why.
+func (c *Client) watchSilence(stop <-chan struct{}) {
+	t := time.NewTicker(c.cfg.DeadPeerTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		waiting, since := len(c.pending), time.Since(c.lastRecv)
+		c.mu.Unlock()
+		if waiting > 0 && since >= c.cfg.DeadPeerTimeout {
+			c.log.Warn().Str("source", c.addr).Int("requests_waiting", waiting).Dur("silent_for", since.Round(time.Millisecond)).
+				Msgf("no page from the source for %s while %d requests wait: is lazycr dump on the source stopped or hung? (the process waits at its fault; nothing is lost)", since.Round(time.Second), waiting)
+		}
+	}
+}
+
+// quickFail: a connection that ends sooner than this after it was made
+// failed at once (see run).
+const quickFail = time.Second
 
 // requeue queues every pending request again, whole: its answer may have
 // been lost with a connection. Called with c.mu held.
@@ -1053,6 +1120,7 @@ func (c *Client) readLoop(w *wire) error {
 func (c *Client) received(id, n, bytes uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastRecv = time.Now()
 	if id == 0 {
 		c.stats.PushPages += n
 		c.stats.PushBytes += bytes

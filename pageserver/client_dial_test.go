@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -120,4 +121,78 @@ func TestDialSilentPeer(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer within 200ms") || strings.Contains(err.Error(), "closed network connection") {
 		t.Fatalf("Dial = %v, want no answer within 200ms (context.DeadlineExceeded)", err)
 	}
+}
+
+// failingMemory fails every read, as a source process that cannot be read
+// for a reason the server does not know to be final.
+type failingMemory struct{}
+
+func (failingMemory) ReadAt(b []byte, addr uint64) error {
+	return fmt.Errorf("read %#x: %w", addr, syscall.EIO)
+}
+
+// TestReconnectStormGivesUp (qa6 G13): a source that accepts every
+// reconnect and fails it at once. The client pauses between such
+// connections and gives up after ReconnectTimeout of nothing else, as for
+// a source that refuses; it used to redial in a tight loop forever.
+func TestReconnectStormGivesUp(t *testing.T) {
+	_, lazy, files := testSetup()
+	_, l, _ := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: failingMemory{}, ReconnectTimeout: time.Hour})
+	c := dialClient(t, l.Addr().String(), ClientConfig{ReconnectTimeout: 300 * time.Millisecond})
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second) // a hang fails the test, never a threshold
+	for {
+		select {
+		case pd, ok := <-c.Pages():
+			if !ok {
+				t.Fatal("pages closed without an error")
+			}
+			if pd.Err != nil {
+				if !strings.Contains(pd.Err.Error(), "failed within") {
+					t.Errorf("gave up with %v, want the quick failures named", pd.Err)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("the client still reconnects after 30 s of connections that fail at once")
+		}
+	}
+}
+
+// TestSilentSourceWarned (qa6 G4): the source answers nothing (stopped,
+// hung) while the connection stays up, so TCP notices nothing. The client
+// warns, naming the waiting requests, instead of waiting without a word.
+func TestSilentSourceWarned(t *testing.T) {
+	mem, lazy, files := testSetup()
+	gate := &gatedMemory{fakeMemory: mem, from: testBase, gate: make(chan struct{})}
+	_, l, _ := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: gate, ReconnectTimeout: time.Minute})
+	var logs syncBuffer
+	c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{ReconnectTimeout: time.Minute, DeadPeerTimeout: 50 * time.Millisecond, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Images(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resumed(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Request(testBase, 1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "requests wait") {
+		if time.Now().After(deadline) {
+			close(gate.gate)
+			t.Fatalf("no warning while the source is silent:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	close(gate.gate)
 }

@@ -92,6 +92,11 @@ var (
 	ErrGaveUp = errors.New("target did not reconnect in time")
 	// ErrRestoreFailed: the target sent FAIL: the restore failed.
 	ErrRestoreFailed = errors.New("target reported the restore failed")
+	// ErrMemoryGone: the frozen process whose memory is served is gone
+	// (killed on the source): its lazy pages are lost for good. A Memory
+	// says so by wrapping it; Serve then ends the session at once rather
+	// than wait for a target whose every reconnect would fail the same way.
+	ErrMemoryGone = errors.New("the process on the source is gone")
 	// ErrLostBeforeResume: the connection dropped before the target resumed
 	// the process; the caller should release the frozen process.
 	ErrLostBeforeResume = errors.New("connection lost before the target resumed")

@@ -320,6 +320,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) (Result, error) {
 				}
 				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
 			}
+			if errors.Is(r.err, ErrMemoryGone) {
+				// Every reconnect would be served from the same dead
+				// process: the target and this server looped, reconnecting
+				// thousands of times a second, the copy waiting forever.
+				return result(), fmt.Errorf("serve session %#x: %w", session, r.err)
+			}
 			if waiting != nil {
 				p := *waiting
 				waiting = nil
@@ -513,7 +519,11 @@ func (s *Server) handshake(ctx context.Context, c net.Conn) (peer, error) {
 		err = fmt.Errorf("%w: target speaks %d, source %d", ErrVersion, hello.Version, ProtocolVersion)
 	}
 	if err == nil && !tokenOK(hello.Token, s.cfg.Token) {
-		err = fmt.Errorf("%w: wrong token", ErrRefused)
+		what := "wrong token"
+		if len(hello.Token) == 0 {
+			what = "no token (the source has a secret: $LAZYCR_TOKEN or --token)"
+		}
+		err = fmt.Errorf("%w: %s", ErrRefused, what)
 	}
 	if err != nil {
 		refusePeer(w, err.Error())

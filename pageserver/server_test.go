@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -848,5 +849,45 @@ func TestAbsentNeverPushed(t *testing.T) {
 	r := wait()
 	if r.err != nil || r.res.AbsentPages != uint64(len(isAbsent)) {
 		t.Fatalf("Serve: %+v, %v; want %d absent pages", r.res, r.err, len(isAbsent))
+	}
+}
+
+// goneMemory is a frozen process killed on the source: every read fails
+// the way it does then.
+type goneMemory struct{}
+
+func (goneMemory) ReadAt(b []byte, addr uint64) error {
+	return fmt.Errorf("read %#x: open memory of pid 42: %w: %w", addr, syscall.ESRCH, ErrMemoryGone)
+}
+
+// TestMemoryGoneEndsSession (qa6 G13): the frozen original is killed on
+// the source after the target resumed. Serve ends the session with
+// ErrMemoryGone at once; it used to take each failed read for a lost
+// connection, accept the target's reconnect and fail again, a loop of
+// 138,000 connections in 10 minutes with the copy waiting forever.
+func TestMemoryGoneEndsSession(t *testing.T) {
+	_, lazy, files := testSetup()
+	_, l, wait := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: goneMemory{}, ReconnectTimeout: time.Hour})
+	w := rawDial(t, l.Addr().String())
+	mustWelcome(t, w, 0)
+	rawSend(t, w, TypeResumed, 0, nil)
+	rawExpect(t, w, TypeResumedOK)
+	if r := wait(); !errors.Is(r.err, ErrMemoryGone) {
+		t.Fatalf("Serve: %v, want ErrMemoryGone at once (not a wait for a reconnect)", r.err)
+	}
+}
+
+// TestNoTokenSaysSo (qa6 G12): a target that presents no secret to a
+// source that has one hears "no token", not "wrong token".
+func TestNoTokenSaysSo(t *testing.T) {
+	mem, lazy, files := testSetup()
+	startServerNoWait := func() string {
+		_, l, _ := startServer(t, ServerConfig{Files: files, Lazy: lazy, Memory: mem, Token: []byte("s3cret-s3cret-16")})
+		return l.Addr().String()
+	}
+	addr := startServerNoWait()
+	_, err := Dial(context.Background(), addr, ClientConfig{Log: zerolog.Nop()})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "no token") {
+		t.Errorf("Dial without a token: %v, want ErrRefused saying no token", err)
 	}
 }

@@ -1,7 +1,7 @@
 // Package procattr keeps the process-level attributes set with prctl(2),
 // personality(2) and setpriority(2) — personality, dumpable, parent-death
 // signal, child subreaper, no_new_privs, nice value, memory-deny-write-execute
-// (set last, [RestoreLast]) — one file each, holding both halves: read from
+// (set last, [RestoreLast]), keyrings, NUMA memory policy, memory-error kill policy — one file each, holding both halves: read from
 // the frozen process by injected syscalls, set in the process being
 // restored by injected syscalls, and the words `lazycr show` prints.
 //

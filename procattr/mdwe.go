@@ -45,9 +45,13 @@ func (mdweAttr) show(p *pb.Process) string {
 }
 
 // RestoreLast sets what must come after everything else restore does in
-// the process: memory-deny-write-execute, which would refuse restore's own
-// mappings.
+// the process, its credentials included: the link to the user keyring of
+// a new session keyring (linkUserKeyring), then memory-deny-write-execute,
+// which would refuse restore's own mappings.
 func RestoreLast(c Caller, p *pb.Process) error {
+	if err := linkUserKeyring(c, p); err != nil {
+		return err
+	}
 	if p.Mdwe == 0 {
 		return nil
 	}

@@ -15,10 +15,17 @@ type Caller interface {
 	// by the address of len(out) zeroed bytes in the process, which are
 	// copied into out after the call.
 	CallOut(out []byte, nr uintptr, args ...uintptr) error
+	// CallIn runs nr with args; the argument equal to [In] is replaced by
+	// the address of a copy of in in the process.
+	CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error)
 }
 
 // Out marks the argument of [Caller.CallOut] that points to the result.
 const Out = ^uintptr(0)
+
+// In marks the argument of [Caller.CallIn] that points to the input; the
+// same marker as vmattr.In, so one caller serves both packages.
+const In = ^uintptr(0) - 1
 
 // attr is one process-level attribute.
 type attr interface {
@@ -32,7 +39,7 @@ type attr interface {
 }
 
 // attrs in restore order.
-var attrs = []attr{personalityAttr{}, dumpableAttr{}, pdeathsigAttr{}, subreaperAttr{}, noNewPrivsAttr{}, niceAttr{}, schedAttr{}, mdweAttr{}}
+var attrs = []attr{personalityAttr{}, dumpableAttr{}, pdeathsigAttr{}, subreaperAttr{}, noNewPrivsAttr{}, niceAttr{}, schedAttr{}, mdweAttr{}, keyringAttr{}, mempolicyAttr{}, mceKillAttr{}}
 
 // Dump reads every process-level attribute into p.
 func Dump(c Caller, p *pb.Process) error {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/vmattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,7 +18,13 @@ type fakeProcess struct {
 	nice                                             int // of the calling thread
 	cpus, policy, priority, ioprio, slack            uintptr
 	threadNice                                       map[int]int
-	mdwe                                             *uintptr // nil: a kernel without PR_GET_MDWE
+	mdwe                                             *uintptr          // nil: a kernel without PR_GET_MDWE
+	keyrings                                         map[int32][]int32 // keyctl: KEY_SPEC_* -> serial, then key serials; nil: ENOSYS
+	joined, linked                                   int               // KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_LINK calls
+	sesName                                          string            // the session keyring's name (KEYCTL_DESCRIBE)
+	mempolicy                                        uint32            // get_mempolicy mode; set_mempolicy sets it
+	mce                                              *uintptr          // PR_MCE_KILL_GET; nil: EINVAL
+	mempolicyNodes                                   []byte
 	calls                                            []string
 }
 
@@ -44,6 +51,29 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.ioprio, nil
 	case nr == unix.SYS_PRCTL && args[0] == unix.PR_GET_TIMERSLACK:
 		return f.slack, nil
+	case nr == unix.SYS_KEYCTL && f.keyrings != nil:
+		k, ok := f.keyrings[int32(uint32(args[1]))]
+		switch args[0] {
+		case unix.KEYCTL_JOIN_SESSION_KEYRING:
+			f.joined++
+			f.keyrings[unix.KEY_SPEC_SESSION_KEYRING] = []int32{777}
+			f.sesName = ""
+			return 777, nil
+		case unix.KEYCTL_LINK:
+			f.linked++
+			return 0, nil
+		case unix.KEYCTL_GET_KEYRING_ID:
+			if !ok {
+				return 0, unix.ENOKEY
+			}
+			return uintptr(k[0]), nil
+		case unix.KEYCTL_READ:
+			if !ok {
+				return 0, unix.ENOKEY
+			}
+			return uintptr(4 * (len(k) - 1)), nil
+		}
+		return 0, unix.EINVAL
 	case nr != unix.SYS_PRCTL:
 		return 0, unix.ENOSYS
 	}
@@ -63,6 +93,16 @@ func (f *fakeProcess) Call(nr uintptr, args ...uintptr) (uintptr, error) {
 		return f.nnp, nil
 	case unix.PR_SET_NO_NEW_PRIVS:
 		f.nnp = args[1]
+	case unix.PR_MCE_KILL_GET:
+		if f.mce == nil {
+			return 0, unix.EINVAL
+		}
+		return *f.mce, nil
+	case unix.PR_MCE_KILL:
+		if f.mce == nil || args[1] != unix.PR_MCE_KILL_SET {
+			return 0, unix.EINVAL
+		}
+		*f.mce = args[2]
 	case unix.PR_GET_MDWE:
 		if f.mdwe == nil {
 			return 0, unix.EINVAL
@@ -86,6 +126,21 @@ func (f *fakeProcess) CallOut(out []byte, nr uintptr, args ...uintptr) error {
 		return nil
 	case nr == unix.SYS_SCHED_GETPARAM && args[0] == 0 && args[1] == Out:
 		binary.LittleEndian.PutUint32(out, uint32(f.priority))
+		return nil
+	}
+	if nr == unix.SYS_GET_MEMPOLICY {
+		switch {
+		case args[0] == Out:
+			binary.LittleEndian.PutUint32(out, f.mempolicy)
+		case args[1] == Out:
+			copy(out, f.mempolicyNodes)
+		default:
+			return unix.EINVAL
+		}
+		return nil
+	}
+	if nr == unix.SYS_KEYCTL && args[0] == unix.KEYCTL_DESCRIBE && f.keyrings != nil {
+		copy(out, "keyring;0;0;3f030000;"+f.sesName+"\x00")
 		return nil
 	}
 	if nr != unix.SYS_PRCTL || args[1] != Out {
@@ -245,5 +300,143 @@ func TestMdwe(t *testing.T) {
 	none := &fakeProcess{}
 	if err := RestoreLast(none, old); err != nil || len(none.calls) != 0 {
 		t.Errorf("RestoreLast without MDWE: %v, calls %v", err, none.calls)
+	}
+}
+
+// TestKeyrings (qa5): the session keyring's serial and key count are
+// recorded; a process or thread keyring with keys is refused; restore
+// keeps the session keyring when the stub has the very same one, joins a
+// new empty one otherwise (never lazycr's), and refuses one that held
+// keys. A process that had none (its uid's user-session keyring) is left
+// to fall back to it, or, when the stub has one of its own, gets a new one
+// linked to its user keyring.
+func TestKeyrings(t *testing.T) {
+	src := &fakeProcess{dumpable: 1, sesName: "myses", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {41, 1, 2}}}
+	p := &pb.Process{}
+	if err := Dump(src, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.SessionKeyring != 41 || p.SessionKeyringKeys != 2 || !p.SessionKeyringOwn {
+		t.Fatalf("dumped session keyring %d with %d keys (own %v), want 41 with 2 (own)", p.SessionKeyring, p.SessionKeyringKeys, p.SessionKeyringOwn)
+	}
+	same := &fakeProcess{dumpable: 1, sesName: "myses", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {41}}}
+	if err := Restore(same, p); err != nil || same.joined != 0 {
+		t.Errorf("restore with the same session keyring: %v, joined %d, want kept", err, same.joined)
+	}
+	other := &fakeProcess{dumpable: 1, sesName: "admin", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {99, 5}}}
+	if err := Restore(other, p); err == nil || !strings.Contains(err.Error(), "session keyring 41 held 2 keys") {
+		t.Errorf("restore of a keyring with keys elsewhere: %v, want a refusal naming it", err)
+	}
+	p.SessionKeyringKeys = 0
+	if err := Restore(other, p); err != nil || other.joined != 1 {
+		t.Errorf("restore of an empty keyring elsewhere: %v, joined %d, want a new one", err, other.joined)
+	}
+	if err := RestoreLast(other, p); err != nil || other.linked != 0 {
+		t.Errorf("RestoreLast of an own keyring: %v, linked %d, want nothing", err, other.linked)
+	}
+	own := &fakeProcess{dumpable: 1, sesName: "s", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {41}, unix.KEY_SPEC_PROCESS_KEYRING: {50, 7}}}
+	if err := Dump(own, &pb.Process{}); err == nil || !strings.Contains(err.Error(), "process keyring 50 holds 1 keys") {
+		t.Errorf("dump with a process keyring holding a key: %v, want a refusal naming it", err)
+	}
+
+	none := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, sesName: "_uid_ses.65534", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {60, 61}}}, none); err != nil {
+		t.Fatal(err)
+	}
+	if none.SessionKeyring != 60 || none.SessionKeyringKeys != 0 || none.SessionKeyringOwn {
+		t.Fatalf("dumped user-session keyring %d with %d keys (own %v), want 60, 0 keys, not own", none.SessionKeyring, none.SessionKeyringKeys, none.SessionKeyringOwn)
+	}
+	fallback := &fakeProcess{dumpable: 1, sesName: "_uid_ses.0", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {70}}}
+	if err := Restore(fallback, none); err != nil || fallback.joined != 0 {
+		t.Errorf("restore without keyrings on either side: %v, joined %d, want nothing", err, fallback.joined)
+	}
+	if err := RestoreLast(fallback, none); err != nil || fallback.linked != 0 {
+		t.Errorf("RestoreLast without keyrings on either side: %v, linked %d, want nothing", err, fallback.linked)
+	}
+	login := &fakeProcess{dumpable: 1, sesName: "admin", keyrings: map[int32][]int32{unix.KEY_SPEC_SESSION_KEYRING: {80, 1}}}
+	if err := Restore(login, none); err != nil || login.joined != 1 {
+		t.Errorf("restore from a stub with a keyring of its own: %v, joined %d, want a new one", err, login.joined)
+	}
+	if err := RestoreLast(login, none); err != nil || login.linked != 1 {
+		t.Errorf("RestoreLast: %v, linked %d, want the user keyring linked", err, login.linked)
+	}
+}
+
+func (f *fakeProcess) CallIn(in []byte, nr uintptr, args ...uintptr) (uintptr, error) {
+	f.calls = append(f.calls, fmt.Sprint(nr, args))
+	if nr == unix.SYS_SET_MEMPOLICY && args[1] == In && args[2] == uintptr(len(in)*8+1) {
+		f.mempolicy, f.mempolicyNodes = uint32(args[0]), append([]byte(nil), in...)
+		return 0, nil
+	}
+	return 0, unix.EINVAL
+}
+
+// TestMempolicy (qa5): the leader's NUMA memory policy (numactl
+// --membind) is recorded with its node mask and set again; the default
+// costs nothing; procattr.In is vmattr.In, so one caller serves both.
+func TestMempolicy(t *testing.T) {
+	if In != vmattr.In {
+		t.Fatalf("procattr.In %#x, vmattr.In %#x", In, vmattr.In)
+	}
+	nodes := make([]byte, 128)
+	nodes[0] = 0b101
+	src := &fakeProcess{dumpable: 1, mempolicy: 2 | 1<<15, mempolicyNodes: nodes} // MPOL_BIND|MPOL_F_STATIC_NODES
+	p := &pb.Process{}
+	if err := Dump(src, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Mempolicy != 2|1<<15 || len(p.MempolicyNodes) != 128 || p.MempolicyNodes[0] != 0b101 {
+		t.Fatalf("dumped policy %#x nodes %x", p.Mempolicy, p.MempolicyNodes)
+	}
+	if s := Show(p); !strings.Contains(s, "memory policy 0x8002 nodes 0,2") {
+		t.Errorf("Show = %q", s)
+	}
+	dst := &fakeProcess{dumpable: 1}
+	if err := Restore(dst, p); err != nil || dst.mempolicy != p.Mempolicy || dst.mempolicyNodes[0] != 0b101 {
+		t.Errorf("restored policy %#x nodes %x (%v)", dst.mempolicy, dst.mempolicyNodes, err)
+	}
+	def := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1}, def); err != nil || def.Mempolicy != 0 || def.MempolicyNodes != nil {
+		t.Errorf("default policy dumped as %#x %x (%v)", def.Mempolicy, def.MempolicyNodes, err)
+	}
+}
+
+// TestMceKill (qa5): an early or late memory-error kill policy is recorded
+// and set again; the default costs nothing.
+func TestMceKill(t *testing.T) {
+	for _, v := range []uintptr{unix.PR_MCE_KILL_EARLY, unix.PR_MCE_KILL_LATE} {
+		src := v
+		p := &pb.Process{}
+		if err := Dump(&fakeProcess{dumpable: 1, mce: &src}, p); err != nil {
+			t.Fatal(err)
+		}
+		got := uintptr(unix.PR_MCE_KILL_DEFAULT)
+		dst := &fakeProcess{dumpable: 1, mce: &got}
+		if err := Restore(dst, p); err != nil || got != v {
+			t.Errorf("policy %d restored as %d (%v)", v, got, err)
+		}
+	}
+	def := uintptr(unix.PR_MCE_KILL_DEFAULT)
+	p := &pb.Process{}
+	if err := Dump(&fakeProcess{dumpable: 1, mce: &def}, p); err != nil || p.MceKill != 0 || strings.Contains(Show(p), "memory-error") {
+		t.Errorf("default policy dumped as %d, show %q (%v)", p.MceKill, Show(p), err)
+	}
+}
+
+// TestThreadMempolicy (qa5): a thread with the leader's memory policy
+// passes; one with a policy of its own is refused, naming both.
+func TestThreadMempolicy(t *testing.T) {
+	nodes := make([]byte, 128)
+	nodes[0] = 1
+	p := &pb.Process{Mempolicy: 2, MempolicyNodes: nodes}
+	if err := ThreadMempolicy(&fakeProcess{mempolicy: 2, mempolicyNodes: nodes}, p, 101); err != nil {
+		t.Errorf("thread with the leader's policy: %v", err)
+	}
+	err := ThreadMempolicy(&fakeProcess{mempolicy: 1, mempolicyNodes: nodes}, p, 102)
+	if err == nil || !strings.Contains(err.Error(), "thread 102 has memory policy 0x1 nodes 0, the main thread 0x2 nodes 0") {
+		t.Errorf("thread with its own policy: %v, want a refusal naming both", err)
+	}
+	if err := ThreadMempolicy(&fakeProcess{}, &pb.Process{}, 103); err != nil {
+		t.Errorf("default policy everywhere: %v", err)
 	}
 }

@@ -429,13 +429,38 @@ func (r *Process) setCreds() error {
 	// SECBIT_KEEP_CAPS is what prctl(PR_SET_KEEPCAPS) sets and
 	// PR_GET_KEEPCAPS reads (prctl(2)); the stub has it off.
 	wantKeep := c.Securebits&secbitKeepCaps != 0
-	if allRoot && len(c.Groups) == 0 && !capsDiffer {
-		if !wantKeep {
+	// The other securebits (SECBIT_NOROOT, NO_SETUID_FIXUP,
+	// NO_CAP_AMBIENT_RAISE and their locks: capabilities(7), "The
+	// securebits flags") are set with PR_SET_SECUREBITS, which needs
+	// CAP_SETPCAP: before the capabilities are set. A locked KEEP_CAPS
+	// is set there once and for all, at its dumped value.
+	secure := c.Securebits
+	keepLocked := secure&secbitKeepCapsLocked != 0
+	if secure&secbitNoCapAmbientRaise != 0 && amb != 0 {
+		return fmt.Errorf("pid %d had ambient capabilities %#x and SECBIT_NO_CAP_AMBIENT_RAISE (securebits %#x): restore cannot raise them with the bit set, nor set the bit once its CAP_SETPCAP is gone", r.img.Pid, amb, secure)
+	}
+	setSecure := func(tid int, keep bool) error {
+		if secure&^secbitKeepCaps == 0 {
 			return nil
 		}
+		bits := secure &^ secbitKeepCaps
+		if keep || (keepLocked && wantKeep) {
+			bits |= secbitKeepCaps
+		}
+		if _, err := r.b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uintptr(bits)); err != nil {
+			return fmt.Errorf("prctl(PR_SET_SECUREBITS, %#x) on tid %d: %w", bits, tid, err)
+		}
+		return nil
+	}
+	if allRoot && len(c.Groups) == 0 && !capsDiffer {
 		for _, tid := range r.threadOrder() {
-			if _, err := r.b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
-				return fmt.Errorf("prctl(PR_SET_KEEPCAPS) on tid %d: %w", tid, err)
+			if err := setSecure(tid, wantKeep); err != nil {
+				return err
+			}
+			if wantKeep && !keepLocked {
+				if _, err := r.b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
+					return fmt.Errorf("prctl(PR_SET_KEEPCAPS) on tid %d: %w", tid, err)
+				}
 			}
 		}
 		return nil
@@ -457,7 +482,10 @@ func (r *Process) setCreds() error {
 				}
 			}
 		}
-		if keep {
+		if err := setSecure(tid, keep); err != nil {
+			return err
+		}
+		if keep && !keepLocked {
 			if _, err := b.callOn(tid, unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
 				return fmt.Errorf("prctl(PR_SET_KEEPCAPS) on tid %d: %w", tid, err)
 			}
@@ -504,7 +532,7 @@ func (r *Process) setCreds() error {
 				}
 			}
 		}
-		if keep != wantKeep {
+		if keep != wantKeep && !keepLocked {
 			on := uintptr(0)
 			if wantKeep {
 				on = 1
@@ -517,8 +545,12 @@ func (r *Process) setCreds() error {
 	return nil
 }
 
-// secbitKeepCaps is SECBIT_KEEP_CAPS (include/uapi/linux/securebits.h).
-const secbitKeepCaps = 1 << 4
+// Securebits (include/uapi/linux/securebits.h).
+const (
+	secbitKeepCaps          = 1 << 4 // SECBIT_KEEP_CAPS
+	secbitKeepCapsLocked    = 1 << 5 // SECBIT_KEEP_CAPS_LOCKED
+	secbitNoCapAmbientRaise = 1 << 6 // SECBIT_NO_CAP_AMBIENT_RAISE
+)
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,
 // with their siginfo (rt_sigqueueinfo/rt_tgsigqueueinfo from inside the

@@ -59,6 +59,10 @@ func (c *connFlags) token() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read token: %w", err)
 	}
+	// A FIFO would block the read for good (and SIGTERM with it).
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read token: %s is not a regular file", c.tokenFile)
+	}
 	// As ssh does for private keys: a secret others can read is no secret.
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("read token: %s is readable by group or others (mode %#o): chmod 600 it", c.tokenFile, st.Mode().Perm())

@@ -254,6 +254,7 @@ is Go package github.com/lazycr/lazycr/stats.`,
 				return err
 			}
 			defer nf.Close()
+			warnImageDirWriters(g, o.dir)
 			// A job of this terminal's pid is printed by Running; the
 			// others' once Resume returned.
 			printJob := false
@@ -469,6 +470,26 @@ func lazyToken(c *connFlags, env string) ([]byte, error) {
 		return nil, usageError{err}
 	}
 	return b, nil
+}
+
+// warnImageDirWriters warns when someone other than this user could have
+// changed the image set: the directory belongs to another user or group
+// or others may write it (dump refuses to write into such a directory;
+// an image made elsewhere may have been copied into one). The restored
+// process gets the credentials the image names, root's included.
+func warnImageDirWriters(g *globals, dir string) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return // restore names the problem
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return
+	}
+	if int(sys.Uid) != os.Geteuid() || st.Mode().Perm()&0o022 != 0 {
+		g.log.Warn().Str("dir", dir).Uint32("owner", sys.Uid).Str("mode", fmt.Sprintf("%#o", st.Mode().Perm())).
+			Msgf("image directory %s belongs to uid %d or is writable by others (mode %#o): whoever can write it could have replaced the image, and the process runs with the credentials it names", dir, sys.Uid, st.Mode().Perm())
+	}
 }
 
 func (o *restoreOptions) netOptions() migrate.NetOptions {

@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 func TestLazyToken(t *testing.T) {
@@ -24,6 +27,10 @@ func TestLazyToken(t *testing.T) {
 	if err := os.WriteFile(short, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, file, env string
 		want            string
@@ -37,6 +44,7 @@ func TestLazyToken(t *testing.T) {
 		{name: "short env (QA F10)", env: "00", wantErr: true},
 		{name: "short file (QA F10)", file: short, wantErr: true},
 		{name: "file others can read (QA F10)", file: open, wantErr: true},
+		{name: "a FIFO (qa6: the read blocked for good)", file: fifo, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := lazyToken(&connFlags{tokenFile: tc.file}, tc.env)
@@ -71,5 +79,25 @@ func TestRestoreWaitsForSource(t *testing.T) {
 	}
 	if stdout.Len() != 0 {
 		t.Errorf("stdout %q: no process was restored", stdout.String())
+	}
+}
+
+// TestWarnImageDirWriters (qa6 G8): restore warns when others could have
+// changed the image (its directory writable by them), not when the
+// directory is this user's alone.
+func TestWarnImageDirWriters(t *testing.T) {
+	var logs bytes.Buffer
+	g := &globals{log: zerolog.New(&logs)}
+	dir := t.TempDir()
+	warnImageDirWriters(g, dir)
+	if logs.Len() != 0 {
+		t.Errorf("warned about a 0700 directory of this user: %s", logs.String())
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	warnImageDirWriters(g, dir)
+	if !strings.Contains(logs.String(), "writable by others") {
+		t.Errorf("no warning for a directory others may write: %q", logs.String())
 	}
 }

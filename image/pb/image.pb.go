@@ -974,7 +974,25 @@ type Process struct {
 	Cgroups []*Cgroup `protobuf:"bytes,51,rep,name=cgroups,proto3" json:"cgroups,omitempty"`
 	// prctl(PR_GET_MDWE) (memory-deny-write-execute, Linux 6.3): its
 	// PR_MDWE_* flags, 0 when unset. Restore sets it last (procattr).
-	Mdwe          uint32 `protobuf:"varint,60,opt,name=mdwe,proto3" json:"mdwe,omitempty"`
+	Mdwe uint32 `protobuf:"varint,60,opt,name=mdwe,proto3" json:"mdwe,omitempty"`
+	// The session keyring (keyrings(7)): its serial as keyctl(2)
+	// KEYCTL_GET_KEYRING_ID gave it (0: not recorded) and how many keys it
+	// held. Restore keeps it only if the restoring lazycr has the very same
+	// one, else gives the process a new, empty one (never lazycr's own).
+	SessionKeyring     int32  `protobuf:"varint,61,opt,name=session_keyring,json=sessionKeyring,proto3" json:"session_keyring,omitempty"`
+	SessionKeyringKeys uint32 `protobuf:"varint,62,opt,name=session_keyring_keys,json=sessionKeyringKeys,proto3" json:"session_keyring_keys,omitempty"`
+	// The process had a session keyring of its own; false when it had none
+	// and keyctl named its uid's user-session keyring ("_uid_ses.UID",
+	// user-session-keyring(7)), whose keys are not counted.
+	SessionKeyringOwn bool `protobuf:"varint,63,opt,name=session_keyring_own,json=sessionKeyringOwn,proto3" json:"session_keyring_own,omitempty"`
+	// The leader's NUMA memory policy (set_mempolicy(2)), which the threads
+	// it creates inherit: the mode with its MPOL_F_* flags (0:
+	// MPOL_DEFAULT) and its node mask, 1024 bits little-endian.
+	Mempolicy      uint32 `protobuf:"varint,64,opt,name=mempolicy,proto3" json:"mempolicy,omitempty"`
+	MempolicyNodes []byte `protobuf:"bytes,65,opt,name=mempolicy_nodes,json=mempolicyNodes,proto3" json:"mempolicy_nodes,omitempty"`
+	// prctl(PR_MCE_KILL_GET) + 1: 0 not recorded or PR_MCE_KILL_DEFAULT, 1
+	// late, 2 early (the machine-check memory-error kill policy).
+	MceKill       uint32 `protobuf:"varint,66,opt,name=mce_kill,json=mceKill,proto3" json:"mce_kill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1264,6 +1282,48 @@ func (x *Process) GetCgroups() []*Cgroup {
 func (x *Process) GetMdwe() uint32 {
 	if x != nil {
 		return x.Mdwe
+	}
+	return 0
+}
+
+func (x *Process) GetSessionKeyring() int32 {
+	if x != nil {
+		return x.SessionKeyring
+	}
+	return 0
+}
+
+func (x *Process) GetSessionKeyringKeys() uint32 {
+	if x != nil {
+		return x.SessionKeyringKeys
+	}
+	return 0
+}
+
+func (x *Process) GetSessionKeyringOwn() bool {
+	if x != nil {
+		return x.SessionKeyringOwn
+	}
+	return false
+}
+
+func (x *Process) GetMempolicy() uint32 {
+	if x != nil {
+		return x.Mempolicy
+	}
+	return 0
+}
+
+func (x *Process) GetMempolicyNodes() []byte {
+	if x != nil {
+		return x.MempolicyNodes
+	}
+	return nil
+}
+
+func (x *Process) GetMceKill() uint32 {
+	if x != nil {
+		return x.MceKill
 	}
 	return 0
 }
@@ -3948,8 +4008,12 @@ type Pipe struct {
 	// description at the dump (inherited across fork, passed over a unix
 	// socket): restore gives the fd that description again when the pipe
 	// is rejoined and the holder still has it with the same flags.
-	SharedHolder  *PipeHolder `protobuf:"bytes,7,opt,name=shared_holder,json=sharedHolder,proto3" json:"shared_holder,omitempty"`
-	SharedFd      int32       `protobuf:"varint,8,opt,name=shared_fd,json=sharedFd,proto3" json:"shared_fd,omitempty"`
+	SharedHolder *PipeHolder `protobuf:"bytes,7,opt,name=shared_holder,json=sharedHolder,proto3" json:"shared_holder,omitempty"`
+	SharedFd     int32       `protobuf:"varint,8,opt,name=shared_fd,json=sharedFd,proto3" json:"shared_fd,omitempty"`
+	// Packet mode (pipe2(2) O_DIRECT): the lengths of the packets data
+	// holds, in order, each read(2) returning one; empty when data is one
+	// stream. Restore writes each packet by itself into a packet-mode pipe.
+	Packets       []uint32 `protobuf:"varint,9,rep,packed,name=packets,proto3" json:"packets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4038,6 +4102,13 @@ func (x *Pipe) GetSharedFd() int32 {
 		return x.SharedFd
 	}
 	return 0
+}
+
+func (x *Pipe) GetPackets() []uint32 {
+	if x != nil {
+		return x.Packets
+	}
+	return nil
 }
 
 // PipeHolder identifies a live process by pid, start time and owner.
@@ -5425,8 +5496,11 @@ type SocketOptions struct {
 	LingerSec  int32         `protobuf:"varint,21,opt,name=linger_sec,json=lingerSec,proto3" json:"linger_sec,omitempty"`    // SO_LINGER l_linger
 	// The classic BPF filter (SO_ATTACH_FILTER), struct sock_filter
 	// little-endian, 8 bytes per instruction; empty = none.
-	Filter        []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
-	LockFilter    bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
+	Filter     []byte `protobuf:"bytes,22,opt,name=filter,proto3" json:"filter,omitempty"`
+	LockFilter bool   `protobuf:"varint,23,opt,name=lock_filter,json=lockFilter,proto3" json:"lock_filter,omitempty"` // SO_LOCK_FILTER
+	// TCP_CONGESTION (tcp(7)): the congestion control algorithm, "" when not
+	// read (not TCP). A listener's is inherited by the connections it accepts.
+	TcpCongestion string `protobuf:"bytes,24,opt,name=tcp_congestion,json=tcpCongestion,proto3" json:"tcp_congestion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5620,6 +5694,13 @@ func (x *SocketOptions) GetLockFilter() bool {
 		return x.LockFilter
 	}
 	return false
+}
+
+func (x *SocketOptions) GetTcpCongestion() string {
+	if x != nil {
+		return x.TcpCongestion
+	}
+	return ""
 }
 
 // IntSockopt is one int socket option: getsockopt(level, name) = value.
@@ -6421,8 +6502,7 @@ const file_image_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x125\n" +
-	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xc1\n" +
-	"\n" +
+	"\aoutside\x18\x04 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aoutside\"\xae\f\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x15\n" +
 	"\x06ns_pid\x18\x02 \x03(\rR\x05nsPid\x12\x12\n" +
@@ -6469,7 +6549,13 @@ const file_image_proto_rawDesc = "" +
 	"\froot_deleted\x18( \x01(\v2\x1b.lazycr.image.v1.DeletedDirR\vrootDeleted\x12,\n" +
 	"\x05sched\x182 \x01(\v2\x16.lazycr.image.v1.SchedR\x05sched\x121\n" +
 	"\acgroups\x183 \x03(\v2\x17.lazycr.image.v1.CgroupR\acgroups\x12\x12\n" +
-	"\x04mdwe\x18< \x01(\rR\x04mdweB\a\n" +
+	"\x04mdwe\x18< \x01(\rR\x04mdwe\x12'\n" +
+	"\x0fsession_keyring\x18= \x01(\x05R\x0esessionKeyring\x120\n" +
+	"\x14session_keyring_keys\x18> \x01(\rR\x12sessionKeyringKeys\x12.\n" +
+	"\x13session_keyring_own\x18? \x01(\bR\x11sessionKeyringOwn\x12\x1c\n" +
+	"\tmempolicy\x18@ \x01(\rR\tmempolicy\x12'\n" +
+	"\x0fmempolicy_nodes\x18A \x01(\fR\x0emempolicyNodes\x12\x19\n" +
+	"\bmce_kill\x18B \x01(\rR\amceKillB\a\n" +
 	"\x05_nice\"\x8d\x01\n" +
 	"\x05Sched\x12\x12\n" +
 	"\x04cpus\x18\x01 \x03(\x04R\x04cpus\x12\x16\n" +
@@ -6713,7 +6799,7 @@ const file_image_proto_rawDesc = "" +
 	"\vRegularFile\x12+\n" +
 	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x10\n" +
 	"\x03pos\x18\x02 \x01(\x03R\x03pos\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\rR\x04mode\"\x9c\x02\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xb6\x02\n" +
 	"\x04Pipe\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1b\n" +
 	"\twrite_end\x18\x02 \x01(\bR\bwriteEnd\x12\x12\n" +
@@ -6722,7 +6808,8 @@ const file_image_proto_rawDesc = "" +
 	"\tfifo_path\x18\x05 \x01(\tR\bfifoPath\x125\n" +
 	"\aholders\x18\x06 \x03(\v2\x1b.lazycr.image.v1.PipeHolderR\aholders\x12@\n" +
 	"\rshared_holder\x18\a \x01(\v2\x1b.lazycr.image.v1.PipeHolderR\fsharedHolder\x12\x1b\n" +
-	"\tshared_fd\x18\b \x01(\x05R\bsharedFd\"f\n" +
+	"\tshared_fd\x18\b \x01(\x05R\bsharedFd\x12\x18\n" +
+	"\apackets\x18\t \x03(\rR\apackets\"f\n" +
 	"\n" +
 	"PipeHolder\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x1d\n" +
@@ -6855,7 +6942,7 @@ const file_image_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\x03 \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x04 \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xc2\x05\n" +
+	"\arcv_wup\x18\x05 \x01(\rR\x06rcvWup\"\xe9\x05\n" +
 	"\rSocketOptions\x12\x1c\n" +
 	"\treuseaddr\x18\x01 \x01(\bR\treuseaddr\x12\x1c\n" +
 	"\treuseport\x18\x02 \x01(\bR\treuseport\x12\x1c\n" +
@@ -6884,7 +6971,8 @@ const file_image_proto_rawDesc = "" +
 	"linger_sec\x18\x15 \x01(\x05R\tlingerSec\x12\x16\n" +
 	"\x06filter\x18\x16 \x01(\fR\x06filter\x12\x1f\n" +
 	"\vlock_filter\x18\x17 \x01(\bR\n" +
-	"lockFilter\"L\n" +
+	"lockFilter\x12%\n" +
+	"\x0etcp_congestion\x18\x18 \x01(\tR\rtcpCongestion\"L\n" +
 	"\n" +
 	"IntSockopt\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\x05R\x05level\x12\x12\n" +
