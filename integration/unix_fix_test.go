@@ -38,7 +38,7 @@ func requireUnixFixChecks(t *testing.T, p *proc) {
 	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, p, "check", "serve")
+	requireCheckedServing(t, p)
 	checkSequence(t, p, "wait", "check", "serve")
 }
 

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -63,7 +64,7 @@ func TestUnixListenRestore(t *testing.T) {
 	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, rp, "check", "serve")
+	requireCheckedServing(t, rp)
 	checkSequence(t, rp, "wait", "check", "serve")
 }
 
@@ -81,7 +82,7 @@ func TestUnixListenLazy(t *testing.T) {
 	if err := unix.Kill(m.restored.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, m.restored, "check", "serve")
+	requireCheckedServing(t, m.restored)
 	checkSequence(t, m.restored, "wait", "check", "serve")
 }
 
@@ -141,7 +142,7 @@ func TestUnixMessagesRestore(t *testing.T) {
 	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, rp, "check", "serve")
+	requireCheckedServing(t, rp)
 	checkSequence(t, rp, "wait", "check", "serve")
 }
 
@@ -154,7 +155,7 @@ func TestUnixMessagesLeaveRunning(t *testing.T) {
 	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, p, "check", "serve")
+	requireCheckedServing(t, p)
 }
 
 // TestUnixRightsRefused: a file descriptor in flight on a unix socket
@@ -274,7 +275,7 @@ func TestUnixListenPathInUse(t *testing.T) {
 	if err := unix.Kill(p.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, p, "check", "serve")
+	requireCheckedServing(t, p)
 }
 
 // TestUnixListenPendingOutside: a connection from outside the dump (the
@@ -303,7 +304,7 @@ func TestUnixListenPendingOutside(t *testing.T) {
 	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, rp, "check", "serve")
+	requireCheckedServing(t, rp)
 	checkSequence(t, rp, "wait", "check", "serve")
 }
 
@@ -334,7 +335,7 @@ func TestUnixDeadPeerRestore(t *testing.T) {
 	if err := unix.Kill(rp.pid, unix.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	requireProgress(t, rp, "check", "serve")
+	requireCheckedServing(t, rp)
 	checkSequence(t, rp, "wait", "check", "serve")
 }
 
@@ -357,4 +358,20 @@ func TestUnixTreeListener(t *testing.T) {
 	requireProgress(t, rp, "main", "self")
 	checkSequence(t, rp, "main", "self")
 	requireRunning(t, r.Child)
+}
+
+// requireCheckedServing waits for a unixmsg-style program's one "check 1"
+// tick (it checked every queued message after SIGUSR1), then for its
+// "serve" counter to move. "check" ticks once, so it may already be 1 when
+// this is called: requireProgress on it would wait for a second tick that
+// never comes (TestUnixMessagesLeaveRunning failed so in CI).
+func requireCheckedServing(t *testing.T, p *proc) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("pid %d to tick check", p.pid), func() bool {
+		if p.exited() {
+			t.Fatalf("pid %d exited (%v); stderr:\n%s", p.pid, p.waitErr, p.stderr())
+		}
+		return progress(t, p)["check"] >= 1
+	})
+	requireProgress(t, p, "serve")
 }
