@@ -482,6 +482,12 @@ type lazyProxy struct {
 	cutAt      map[int]int64
 	beforeCut  func(n int)
 	refuseFrom int
+	// cutTotal, if not zero, cuts every connection once that many bytes
+	// from the source went through all of them together (beforeCut(n)
+	// is called first, n the connection that crossed it): which
+	// connection carries the pages (the push on the session's, the
+	// answers to faults on the replies') depends on the machine's load.
+	cutTotal int64
 	// cutOnClientFrame, if not zero, is a frame type (pageserver.Type) the
 	// target must not get through: the first such frame is dropped and
 	// both sides of its connection are reset.
@@ -493,6 +499,7 @@ type lazyProxy struct {
 	mu       sync.Mutex
 	accepted int
 	cut      int
+	total    int64 // bytes from the source, all connections (cutTotal)
 	conns    []net.Conn
 	wg       sync.WaitGroup
 }
@@ -584,6 +591,13 @@ func (p *lazyProxy) forward(n int, c net.Conn) {
 		up.(*net.TCPConn).CloseWrite()
 	}()
 	limit, cut := p.cutAt[n]
+	if !cut && p.cutTotal > 0 {
+		if p.copyCounted(n, c, up) {
+			p.resetAll()
+		}
+		<-upDone
+		return
+	}
 	if !cut {
 		if p.rate > 0 {
 			copyRate(c, up, p.rate)
@@ -611,6 +625,64 @@ func (p *lazyProxy) forward(n int, c net.Conn) {
 	up.(*net.TCPConn).SetLinger(0)
 	c.Close()
 	up.Close()
+}
+
+// copyCounted copies what the source sends on connection n to the target
+// until the source closes (false) or the bytes of all connections reach
+// cutTotal (true: beforeCut has run, nothing past the limit forwarded).
+// Once the cut happened, connections forward whole.
+func (p *lazyProxy) copyCounted(n int, dst io.Writer, src io.Reader) bool {
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			p.mu.Lock()
+			if p.total >= p.cutTotal {
+				// Cut already (by another connection): a connection
+				// made since is forwarded whole.
+				p.mu.Unlock()
+				if _, werr := dst.Write(buf[:k]); werr != nil {
+					return false
+				}
+				if err != nil {
+					return false
+				}
+				continue
+			}
+			room := p.cutTotal - p.total
+			crossed := int64(k) >= room
+			if crossed {
+				k = int(room)
+			}
+			p.total += int64(k)
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return false
+			}
+			if crossed {
+				if p.beforeCut != nil {
+					p.beforeCut(n)
+				}
+				return true
+			}
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// resetAll resets every connection of the proxy, as a dead peer would.
+func (p *lazyProxy) resetAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut++
+	for _, c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
 }
 
 // copyRate copies src to dst at about rate bytes a second, 64 KiB at a time.
