@@ -94,6 +94,9 @@ type Stats struct {
 	// (frozen time, each in parallel with its pagemap scan).
 	VMARead     string
 	VMAReadTime time.Duration
+	// VMAPrepareTime is the VMA read made before the freeze, while the
+	// process still ran (program load, smaps): not frozen time.
+	VMAPrepareTime time.Duration
 	// Held are the network locks a dump that killed left in place for the
 	// restore (one per process with TCP connections or listeners): they
 	// outlive lazycr until a restore of the image in that network
@@ -260,6 +263,7 @@ func freezeOnce(ctx context.Context, opts Options) (_ *Checkpoint, err error) {
 		pid: pid, opts: opts, tracer: tracer, proc: p, frozenAt: t0,
 		eager: map[uint32][]eagerRun{}, pre: pre,
 	}
+	cp.Stats.VMAPrepareTime = pre.took
 	cp.Stats.Freeze = time.Since(t0)
 	if st, err := proc.ReadStat(pid); err == nil {
 		cp.startTime = st.StartTime

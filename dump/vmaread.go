@@ -46,6 +46,7 @@ type preFreeze struct {
 	verified vmaflags.Verified
 	procs    map[int]*prePid // by pid; owned
 	why      string
+	took     time.Duration // the whole pre-freeze read
 }
 
 // prePid is one process of the tree as read before the freeze, or bound
@@ -66,6 +67,7 @@ const maxPreFreeze = 256
 func readBeforeFreeze(pid int, log zerolog.Logger) *preFreeze {
 	t0 := time.Now()
 	p := &preFreeze{procs: map[int]*prePid{}}
+	defer func() { p.took = time.Since(t0) }()
 	if err := failpoint.Check(failBPF); err != nil {
 		p.why = err.Error()
 		return p

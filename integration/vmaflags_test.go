@@ -35,8 +35,12 @@ func TestVMAFlagsBPF(t *testing.T) {
 			p := startVmacheck(t, bin, c, start)
 			statsFile := statsPath(t, "dump")
 			img := dumpLeaveRunning(t, p.pid, "--stats-file", statsFile)
-			if got := readStatsFile(t, statsFile).Dump.VMARead; got != "bpf" {
-				t.Errorf("dump read the vma flags by %q, want \"bpf\"", got)
+			d := readStatsFile(t, statsFile).Dump
+			if d.VMARead != "bpf" {
+				t.Errorf("dump read the vma flags by %q, want \"bpf\"", d.VMARead)
+			}
+			if d.VMAReadMS <= 0 || d.VMAPrepareMS <= 0 {
+				t.Errorf("stats vma_read_ms %v, vma_prepare_ms %v: want both timed", d.VMAReadMS, d.VMAPrepareMS)
 			}
 			requireSmapsFlags(t, p.pid, img)
 

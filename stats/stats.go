@@ -72,9 +72,13 @@ type Dump struct {
 	// (/proc/PID/maps and a BPF task_vma iterator, no page table walked)
 	// or "smaps" (/proc/PID/smaps, which walks every page table: the BPF
 	// path was not available or not verified; the debug log says why).
-	// VMAReadMS is how long that read took (while frozen).
-	VMARead   string  `json:"vma_read,omitempty"`
-	VMAReadMS float64 `json:"vma_read_ms,omitempty"`
+	// VMAReadMS is how long that read took (while frozen);
+	// VMAPrepareMS how long the read before the freeze took, which checks
+	// the iterator's bit names against smaps while the process still runs
+	// (not frozen time).
+	VMARead      string  `json:"vma_read,omitempty"`
+	VMAReadMS    float64 `json:"vma_read_ms,omitempty"`
+	VMAPrepareMS float64 `json:"vma_prepare_ms,omitempty"`
 }
 
 // Serve is the source of a lazy migration (dump --lazy): what the page

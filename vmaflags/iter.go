@@ -130,9 +130,23 @@ func (it *Iter) tidOrZero() int {
 	return it.tid
 }
 
-// readAll reads f to its end, at most MaxVMAs records.
+// readAll reads f until its end or until the iterator starts over, at
+// most MaxVMAs records.
+//
+// Starting over: on this kernel (6.18) a task_vma iterator limited to one
+// thread whose output spans several read(2) calls (more than a seq_file
+// buffer, 8 pages: about 1,365 VMAs) does not end after the thread's last
+// VMA but visits the thread again from an earlier VMA on every further
+// read, without end. Measured with 40,023 VMAs: the first pass complete
+// and in address order, then the same tail of 438 VMAs on each read. A
+// record that starts below the previous one's end is therefore the end of
+// the pass. The pass is not trusted on that alone: the dump compares it
+// with /proc/PID/maps read in the same freeze, VMA by VMA, and Verify uses
+// only VMAs seen the same in two reads.
 func readAll(f *os.File) ([]byte, error) {
 	buf := make([]byte, 0, 64<<10)
+	checked := 0 // bytes of whole records checked for order
+	var prevEnd uint64
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) >= MaxVMAs*recordSize {
@@ -142,6 +156,13 @@ func readAll(f *os.File) ([]byte, error) {
 		}
 		n, err := f.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		for ; checked+recordSize <= len(buf); checked += recordSize {
+			start := binary.NativeEndian.Uint64(buf[checked:])
+			if checked > 0 && start < prevEnd {
+				return buf[:checked], nil // the iterator started over
+			}
+			prevEnd = binary.NativeEndian.Uint64(buf[checked+8:])
+		}
 		if err == io.EOF {
 			return buf, nil
 		}

@@ -188,3 +188,55 @@ func mlockOnFault(b []byte) error {
 	}
 	return nil
 }
+
+// TestReadManyVMAs: a thread with more VMAs than one seq_file buffer holds
+// (here 4,000 more: several read(2) calls) is read once, completely, in
+// address order, as /proc/PID/maps lists them (the iterator starts over
+// after the last VMA on this kernel; readAll stops there).
+func TestReadManyVMAs(t *testing.T) {
+	needRoot(t)
+	const n = 4000
+	b, err := unix.Mmap(-1, 0, 2*n*4096, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	for i := range n {
+		if err := unix.Mprotect(b[2*i*4096:(2*i+1)*4096], unix.PROT_READ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	it := open(t, unix.Gettid())
+	for try := 0; ; try++ {
+		vmas, err := it.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps, err := proc.ReadMaps(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []VMA
+		for _, m := range maps {
+			if m.Path != "[vsyscall]" {
+				want = append(want, VMA{Start: m.Start, End: m.End})
+			}
+		}
+		got := make([]VMA, len(vmas))
+		for i, v := range vmas {
+			got[i] = VMA{Start: v.Start, End: v.End}
+		}
+		if slices.Equal(got, want) {
+			if len(got) < 2*n {
+				t.Fatalf("%d vmas, want at least %d", len(got), 2*n)
+			}
+			return
+		}
+		// The Go runtime may map memory between the two reads.
+		if try == 3 {
+			t.Fatalf("iterator saw %d vmas, maps lists %d", len(got), len(want))
+		}
+	}
+}

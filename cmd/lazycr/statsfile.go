@@ -83,6 +83,7 @@ func (r *statsRecorder) dump(st *dump.Stats) {
 		PagesLazy: st.PagesLazy, PagesZero: st.PagesZero, PagesFile: st.PagesFile, BytesWritten: st.BytesWritten,
 		FreezeMS: stats.MS(st.Freeze), FrozenMS: stats.MS(st.Frozen), TotalMS: stats.MS(st.Total),
 		FreezeAttempts: st.FreezeAttempts, VMARead: st.VMARead, VMAReadMS: stats.MS(st.VMAReadTime),
+		VMAPrepareMS: stats.MS(st.VMAPrepareTime),
 	}
 }
 
