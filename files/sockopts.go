@@ -207,7 +207,13 @@ func setMoreSockopts(fd int, num int32, o *pb.SocketOptions) error {
 			errs = append(errs, fmt.Errorf("read %s of socket fd %d: %w", name, num, os.NewSyscallError("getsockopt", err)))
 			continue
 		}
-		if have == int(m.Value) {
+		if have == int(m.Value) || (m.Level == unix.SOL_SOCKET && m.Name == unix.SO_RCVLOWAT && m.Value == 0 && have == 1) {
+			// A TCP connection accepted from an MPTCP listener that fell
+			// back to plain TCP (every Go 1.24+ server's, from a client
+			// without MPTCP) reads SO_RCVLOWAT 0, which setsockopt cannot
+			// give (it stores val ?: 1); the kernel acts on 0 as on 1
+			// (sock_rcvlowat returns v ?: 1, net/core/sock.c), so the
+			// fresh socket's 1 is the same.
 			continue
 		}
 		if err := unix.SetsockoptInt(fd, int(m.Level), int(m.Name), int(m.Value)); err != nil {

@@ -109,6 +109,11 @@ func (f *NetFixer) Prepare(set *image.Set) error {
 				err = errors.Join(err, fmt.Errorf("undo network changes: %w", uerr))
 			}
 			f.Result, f.pids = nil, nil
+			if errors.Is(err, netfix.ErrNoRoute) && f.opts.Policy == netfix.Takeover && f.opts.Iface == "" {
+				// A host without a default route (a bridge of its own):
+				// the takeover cannot pick the interface by itself.
+				err = fmt.Errorf("%w (--net-iface names the interface to add the address to)", err)
+			}
 			if len(procs) > 1 {
 				return fmt.Errorf("netfix pid %d: %w", p.Pid, err)
 			}

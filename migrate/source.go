@@ -296,6 +296,9 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 		}
 		out.Dump.Frozen = time.Since(cp.FrozenAt()) // it never ran again
 		removeState(stateDir, opts.Log)
+		if serr := removeSysvLeft(cp.Set, opts.Log); serr != nil {
+			opts.Log.Warn().Err(serr).Msg("System V shm segments of the migrated process are left here")
+		}
 		if opts.ReleaseAddresses {
 			changes, rerr := releaseAddresses(cp.Set, opts.Log)
 			out.NetChanges = changes

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -492,10 +493,17 @@ func checkTakeover(opts TargetOptions, set *image.Set) error {
 	if err != nil {
 		return nil // a name: resolved elsewhere, cannot compare
 	}
-	for _, a := range netfix.Addresses(Sockets(set)) {
-		if a.Unmap() == src.Unmap() {
-			return fmt.Errorf("--net-policy takeover would move %s, the address the page server is reached at, to this host and cut the migration; give the migrating service an address of its own, or use --net-policy rebind", src)
+	for _, s := range Sockets(set) {
+		as := netfix.Addresses([]netfix.Socket{s})
+		if len(as) == 0 || as[0].Unmap() != src.Unmap() {
+			continue
 		}
+		if s.Sock.Type == unix.SOCK_STREAM && !s.Sock.Listening && s.Sock.PeerAddr != "" {
+			// rebind is refused for a TCP connection too (its
+			// 4-tuple cannot change): do not offer it.
+			return fmt.Errorf("--net-policy takeover would move %s, the address the page server is reached at, to this host and cut the migration: fd %d is a TCP connection %s -> %s from it; give the migrating service an address of its own (bind its outgoing connections to it)", src, s.Fd, net.JoinHostPort(s.Sock.LocalAddr, strconv.Itoa(int(s.Sock.LocalPort))), net.JoinHostPort(s.Sock.PeerAddr, strconv.Itoa(int(s.Sock.PeerPort))))
+		}
+		return fmt.Errorf("--net-policy takeover would move %s, the address the page server is reached at, to this host and cut the migration; give the migrating service an address of its own, or use --net-policy rebind", src)
 	}
 	return nil
 }
