@@ -9,7 +9,7 @@ import (
 // TestQA7LazyForkDuringPush migrates qa7_forkpush over a slow link (a
 // proxy capped at 32 MB/s, so the push lasts seconds) and has it fork
 // children in turn while its pages are pushed, each checking every word
-// of the memory at once. QA7 F1: with the push reader installing pushed
+// of the memory at once. QA7 F1 (on the unmerged push2 branch): with the push reader installing pushed
 // frames itself, a piece retried after EAGAIN (the fork's mmap_changing
 // window) was installed by the fault loop in the parent only, after the
 // push reader had read the FORK event and before the loop handled it; the
