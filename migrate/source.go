@@ -396,19 +396,30 @@ var errOriginalDied = errors.New("the frozen original died on this host before a
 // pid of cp is gone while no target has resumed it (resumed false); it
 // returns the function that stops watching.
 func watchOriginal(cp *dump.Checkpoint, pid uint32, resumed func() bool, cancel context.CancelCauseFunc) func() {
+	return every(guardRefreshInterval, func() bool {
+		if !resumed() && cp.ProcessGone(pid) {
+			cancel(errOriginalDied)
+			return false
+		}
+		return true
+	})
+}
+
+// every calls f every interval, in a goroutine of its own, until f returns
+// false or the returned function is called (which waits for the goroutine).
+func every(interval time.Duration, f func() bool) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(guardRefreshInterval)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				if !resumed() && cp.ProcessGone(pid) {
-					cancel(errOriginalDied)
+				if !f() {
 					return
 				}
 			}
@@ -434,25 +445,13 @@ const guardRefreshInterval = 500 * time.Millisecond
 // frozen original meanwhile discards the guard, and lazycr's death would
 // then let the original run.
 func refreshGuard(refresh func() (bool, error), pid int, log zerolog.Logger) func() {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(guardRefreshInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				again, err := refresh()
-				if err != nil {
-					log.Warn().Err(err).Int("pid", pid).Msg("refresh the guard SIGSTOP")
-				} else if again {
-					log.Warn().Int("pid", pid).Msg("the guard SIGSTOP was discarded (a SIGCONT was sent to the frozen process): queued again")
-				}
-			}
+	return every(guardRefreshInterval, func() bool {
+		again, err := refresh()
+		if err != nil {
+			log.Warn().Err(err).Int("pid", pid).Msg("refresh the guard SIGSTOP")
+		} else if again {
+			log.Warn().Int("pid", pid).Msg("the guard SIGSTOP was discarded (a SIGCONT was sent to the frozen process): queued again")
 		}
-	}()
-	return func() { close(done); <-finished }
+		return true
+	})
 }
