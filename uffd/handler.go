@@ -139,6 +139,7 @@ type Handler struct {
 	acked    lazypages.Bitmap
 	members  []*member
 	retries  []retryOp
+	retrying *retryOp // the op runRetries is installing, nil outside it
 	primary  *member
 	lostGone uint64 // pages the primary still needed when it went away
 	// everyone is every member served so far, removed ones included (for
@@ -219,7 +220,15 @@ type retryOp struct {
 	pushed bool
 	cur    uint64
 	p      *pending
+	// noVMASince: when a copy of this op first found no registered VMA
+	// at its address (ENOENT, see copyRun); zero if it never did.
+	noVMASince time.Time
 }
+
+// noVMAPatience bounds how long a copy that finds no registered VMA at
+// its address (ENOENT) is retried as if the address space were changing
+// before it fails as it did before.
+const noVMAPatience = 5 * time.Second
 
 // how says how markInstalled's page got in.
 type how uint8
@@ -1124,10 +1133,23 @@ func (h *Handler) copyRun(m *member, cur, j, npages uint64, buf []byte, pushed b
 			h.mu.Unlock()
 			h.markInstalled(m, pg, pushed, replied, howExisted)
 			off += PageSize
-		case errors.Is(err, ErrAgain):
+		case errors.Is(err, ErrAgain), errors.Is(err, unix.ENOENT) && time.Since(h.noVMASince()) < noVMAPatience:
+			// ENOENT: no registered VMA at the address. mfill_atomic
+			// (mm/userfaultfd.c) looks the VMA up before it checks
+			// mmap_changing, so a copy to a range an mremap(2) just
+			// moved fails ENOENT, not EAGAIN, until the REMAP event is
+			// read and the translation follows it (QA7's fork+mremap
+			// test, on main: 'UFFDIO_COPY: no such file or directory'
+			// and the process killed). Retried as EAGAIN, after the
+			// events, from the dump address; a range really unmapped
+			// is no longer needed then. A copy that keeps failing so
+			// fails after noVMAPatience.
 			pg := j + uint64(off)/PageSize
 			h.inflight.SetRange(pg, j+npages-pg)
 			op := retryOp{m: m, dump: h.idx.Addr(pg), pushed: pushed}
+			if errors.Is(err, unix.ENOENT) {
+				op.noVMASince = h.noVMASince()
+			}
 			if buf == nil {
 				op.zeros = j + npages - pg
 			} else {
@@ -1507,16 +1529,27 @@ func (h *Handler) removeMember(m *member) {
 	h.ackDone(0, h.total)
 }
 
+// noVMASince is when the copy being retried first found no VMA (ENOENT),
+// or now for a first failure.
+func (h *Handler) noVMASince() time.Time {
+	if h.retrying != nil && !h.retrying.noVMASince.IsZero() {
+		return h.retrying.noVMASince
+	}
+	return time.Now()
+}
+
 func (h *Handler) runRetries() error {
 	ops := h.retries
 	h.retries = nil
 	h.mu.Lock()
 	h.stats.Retries += uint64(len(ops))
 	h.mu.Unlock()
+	defer func() { h.retrying = nil }()
 	for _, op := range ops {
 		if op.m.gone {
 			continue
 		}
+		h.retrying = &op
 		if op.data == nil && op.zeros == 0 {
 			if err := h.zero(op.m, op.cur, op.p); err != nil {
 				return err
