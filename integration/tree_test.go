@@ -117,19 +117,7 @@ func TestTreeZombie(t *testing.T) {
 // runs on untraced, its checks holding.
 func TestTreeLeaveRunning(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
-	var r struct {
-		Pid int `json:"pid"`
-		C1  int `json:"c1"`
-		C2  int `json:"c2"`
-		G   int `json:"g"`
-	}
-	waitReport(t, p, &r)
-	t.Cleanup(func() {
-		for _, pid := range []int{r.C1, r.C2, r.G} {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-	})
+	p, r := startTreecheck(t)
 	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
 	requireProgress(t, p, keys...)
 	img := dumpLeaveRunning(t, r.Pid)
@@ -220,20 +208,8 @@ func TestTreeDumpRefusedMember(t *testing.T) {
 func TestTreeRestoreFailpoints(t *testing.T) {
 	t.Parallel()
 	lazycr := failpointLazycr(t)
-	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
-	var r struct {
-		Pid int `json:"pid"`
-		C1  int `json:"c1"`
-		C2  int `json:"c2"`
-		G   int `json:"g"`
-	}
-	waitReport(t, p, &r)
+	p, r := startTreecheck(t)
 	pids := []int{r.Pid, r.C1, r.C2, r.G}
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-	})
 	keys := []string{"root:ok", "c1:ok", "c2:ok", "g:ok", "pipe", "file"}
 	requireProgress(t, p, keys...)
 	dir := dumpKill(t, p)
@@ -414,4 +390,28 @@ func startShellChild(t *testing.T, script, what string, is func(pid, child int) 
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
+}
+
+// treecheckReport is what treecheck reports: the root and its members.
+type treecheckReport struct {
+	Pid int `json:"pid"`
+	C1  int `json:"c1"`
+	C2  int `json:"c2"`
+	G   int `json:"g"`
+}
+
+// startTreecheck starts the self-checking tree (a root, two children, a
+// grandchild) and waits for its report; the members are killed when t
+// ends (the root by start).
+func startTreecheck(t *testing.T) (*proc, treecheckReport) {
+	t.Helper()
+	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
+	var r treecheckReport
+	waitReport(t, p, &r)
+	t.Cleanup(func() {
+		for _, pid := range []int{r.C1, r.C2, r.G} {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	return p, r
 }

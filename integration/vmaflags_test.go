@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	lzproc "github.com/lazycr/lazycr/proc"
-	"golang.org/x/sys/unix"
 )
 
 // VMA flags read without smaps in the freeze (package vmaflags,
@@ -96,19 +95,7 @@ func requireSmapsFlags(t *testing.T, pid int, img *imageSet) {
 // and records each member's VMAs with smaps' VmFlags.
 func TestVMAFlagsBPFTree(t *testing.T) {
 	t.Parallel()
-	p := start(t, buildC(t, "treecheck"), filepath.Join(t.TempDir(), "records"))
-	var r struct {
-		Pid int `json:"pid"`
-		C1  int `json:"c1"`
-		C2  int `json:"c2"`
-		G   int `json:"g"`
-	}
-	waitReport(t, p, &r)
-	t.Cleanup(func() {
-		for _, pid := range []int{r.C1, r.C2, r.G} {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-	})
+	p, r := startTreecheck(t)
 	requireProgress(t, p, "root:ok", "c1:ok", "c2:ok", "g:ok")
 	statsFile := statsPath(t, "dump")
 	img := dumpLeaveRunning(t, r.Pid, "--stats-file", statsFile)
