@@ -1,0 +1,162 @@
+package integration
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lazycr/lazycr/hosts"
+)
+
+// A busy listener (qa8 Q8): clients open new connections so often that
+// every freeze of the server finds one waiting in its accept queue. A
+// queued connection is a passing state (files/inet.go listenQueue): the
+// dump lets the process run a moment and freezes it again. Before, each
+// refused try dropped the listener's lock with the try, so during every
+// pause new handshakes completed and the next freeze found a fresh
+// connection queued, over every try; the lazy migration's last try then
+// kept the queue, which on another host dies with the original: its
+// client was reset. Now the refused listener stays locked over the pauses
+// (dump/retry.go): new SYNs wait to be retransmitted while the process
+// accepts its queue, and the next try finds it empty.
+
+// busyLoops is how many clients open connections back to back at once:
+// the server serves one connection at a time, so the others wait in its
+// accept queue nearly all the time.
+const busyLoops = 4
+
+// listenBacklog reads the backlog of the TCP listener on port in host h:
+// for a listening socket ss's Send-Q is sk_max_ack_backlog (tcp_diag).
+//
+// Equivalent to: ss -ltnH sport = :PORT (inside h)
+func listenBacklog(t *testing.T, h *hosts.Host, port int) int {
+	t.Helper()
+	out, err := h.Command(context.Background(), "ss", "-ltnH", "sport = :"+strconv.Itoa(port)).Output()
+	if err != nil {
+		t.Fatalf("ss -ltn in host %s: %v", h.Name, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 3 || f[0] != "LISTEN" {
+		t.Fatalf("host %s: no listener on port %d: %q", h.Name, port, out)
+	}
+	n, err := strconv.Atoi(f[2])
+	if err != nil {
+		t.Fatalf("host %s: ss line %q: %v", h.Name, out, err)
+	}
+	return n
+}
+
+// TestBusyListenerMigratesHosts: a server (tcpbacklog loop, on the service
+// address) on host B
+// with busyLoops clients on host A opening new connections back to back
+// migrates lazily to host C (--new-pid, takeover, the source releasing the
+// service address). Every client is served, by the original or by the
+// migrated process: none is reset; the source never keeps a queue on its
+// last try; the restored listener's backlog is the original's; no lock is
+// left on B or C. Before the fix the source logged "to be accepted over
+// every try" and a client was reset (connection reset by peer).
+func TestBusyListenerMigratesHosts(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "tcpbacklog")
+	hA, hB, hC, svc := newTreeTCPHosts(t, "lbz")
+	// On the service address: the takeover moves the addresses the
+	// sockets are bound to (a listener on 0.0.0.0 with no connection
+	// at the freeze names none).
+	p := startCmd(t, hB.Command(context.Background(), bin, "loop", svc.String()))
+	var rep backlogReport
+	waitReport(t, p, &rep)
+	addr := netip.AddrPortFrom(svc, uint16(rep.Port)).String()
+	backlog := listenBacklog(t, hB, rep.Port)
+
+	var (
+		mu     sync.Mutex
+		served int
+		errs   []error
+		wg     sync.WaitGroup
+		stop   = make(chan struct{})
+	)
+	for range busyLoops {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := listenClient(hA, addr, lazycrTimeout)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					served++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	stopped := false
+	stopClients := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+			wg.Wait()
+		}
+	}
+	defer stopClients()
+	waitTick(t, p, "served", 50)
+
+	src := startLazySource(t, hB, p.pid, hB.Addr.String(), "--release-addresses")
+	args := []string{"restore", "--lazy-from", src.addr, "--new-pid", "--net-policy", "takeover", "--net-iface", hC.Iface}
+	dst := startLazyRun(t, "target lazycr "+strings.Join(args, " "), lazyCmd(t, hC, args...))
+	rp := adopt(t, lazyResumedPID(t, dst))
+	t.Cleanup(func() { unix.Kill(rp.pid, unix.SIGKILL) })
+	rp.continueOutput(p, true)
+	dst.requireExit(t, 0)
+	src.requireExit(t, 0)
+	requireLazySourceGone(t, p)
+	// Clients go on against the migrated server until it served more.
+	mu.Lock()
+	n := served
+	mu.Unlock()
+	deadline := time.Now().Add(progressTimeout)
+	for {
+		mu.Lock()
+		m, e := served, len(errs)
+		mu.Unlock()
+		if m >= n+20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, se := src.output()
+			_, de := dst.output()
+			t.Fatalf("the clients got %d replies, %d errors in %v after the migration (restored pid %d state %s)\nsource:\n%s\ntarget:\n%s",
+				m-n, e, progressTimeout, rp.pid, procState(rp.pid), se, de)
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval
+	}
+	requireRunning(t, rp.pid)
+	stopClients()
+
+	_, se := src.output()
+	tries := strings.Count(se, "passing state refused")
+	t.Logf("%d clients served, %d failed; the source was refused %d times", served, len(errs), tries)
+	for _, err := range errs {
+		t.Errorf("client: %v", err)
+	}
+	if strings.Contains(se, "to be accepted over every try") {
+		t.Errorf("the source kept a listener's queue on its last try (lost on another host):\n%s", se)
+	}
+	if got := listenBacklog(t, hC, rep.Port); got != backlog {
+		t.Errorf("restored listener's backlog %d, want %d (the original's)", got, backlog)
+	}
+	if err := listenClient(hA, addr, progressTimeout); err != nil {
+		t.Errorf("client after the migration: %v", err)
+	}
+	requireNoHeldLocks(t, hB, hC)
+}
