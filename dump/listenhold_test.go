@@ -9,7 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/rs/zerolog"
@@ -27,8 +29,10 @@ import (
 
 // queuedListener starts /bin/sleep holding a TCP listener on 127.0.0.1
 // with one connection waiting in its accept queue, and returns the
-// sleeper and the listener's port. Both go when t ends.
-func queuedListener(t *testing.T) (*exec.Cmd, int) {
+// sleeper and the listener's port. Both go when t ends. With tree, the
+// process returned is a shell whose child, the sleeper, alone holds the
+// listener (a member of the dumped tree refuses).
+func queuedListener(t *testing.T, tree bool) (*exec.Cmd, int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,20 +44,60 @@ func queuedListener(t *testing.T) (*exec.Cmd, int) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("/bin/sleep", "1000")
+	if tree {
+		cmd = exec.Command("/bin/sh", "-c", "/bin/sleep 1000 & exec 3<&-; wait")
+	}
 	cmd.ExtraFiles = []*os.File{f}
 	err = cmd.Start()
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		if tree {
+			for _, k := range children(cmd.Process.Pid) {
+				syscall.Kill(k, syscall.SIGKILL)
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
 	port := ln.Addr().(*net.TCPAddr).Port
+	if tree {
+		// The shell holds fd 3 until its exec, the sleeper from its fork:
+		// wait until the shell closed it and the sleeper has it.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(children(cmd.Process.Pid)) != 1 || holdsFd3(cmd.Process.Pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("shell %d: children %v, holds fd 3 %v", cmd.Process.Pid, children(cmd.Process.Pid), holdsFd3(cmd.Process.Pid))
+			}
+			time.Sleep(time.Millisecond) // poll interval
+		}
+	}
 	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return cmd, port
+}
+
+// children lists the children of pid (/proc/PID/task/PID/children).
+func children(pid int) []int {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// holdsFd3 reports whether pid has an fd 3.
+func holdsFd3(pid int) bool {
+	_, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/3")
+	return err == nil
 }
 
 // ownListenLocks names the lock tables of this process that hold off the
@@ -134,7 +178,7 @@ func needRootForListenHold(t *testing.T) {
 // untraced.
 func TestFreezeInterruptedBetweenTriesUnlocks(t *testing.T) {
 	needRootForListenHold(t)
-	cmd, port := queuedListener(t)
+	cmd, port := queuedListener(t, false)
 	for _, mode := range []Mode{ModeLeaveRunning, ModeLazy} {
 		t.Run(mode.String(), func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -172,9 +216,19 @@ func TestFreezeInterruptedBetweenTriesUnlocks(t *testing.T) {
 // image goes too).
 func TestFreezeRefusedUnlocks(t *testing.T) {
 	needRootForListenHold(t)
-	cmd, port := queuedListener(t)
-	for _, mode := range []Mode{ModeLeaveRunning, ModeKill, ModeLazy} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mode Mode
+		tree bool
+	}{
+		{"leave-running", ModeLeaveRunning, false},
+		{"kill", ModeKill, false},
+		{"lazy", ModeLazy, false},
+		{"tree", ModeKill, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mode := c.mode
+			cmd, port := queuedListener(t, c.tree)
 			var locked []int
 			w := &refusalWatch{}
 			w.onRefused = func(int) { locked = append(locked, len(ownListenLocks(t, port))) }
@@ -192,6 +246,9 @@ func TestFreezeRefusedUnlocks(t *testing.T) {
 				}
 				t.Fatalf("Freeze: %v; want the queue refused after 5 tries", err)
 			}
+			if kids := children(cmd.Process.Pid); c.tree && (len(kids) != 1 || !strings.Contains(err.Error(), "dump pid "+strconv.Itoa(kids[0])+" fd 3")) {
+				t.Errorf("Freeze of the tree: %v; want the refusal of the sleeper %v's fd 3", err, kids)
+			}
 			if len(locked) != freezeAttempts-1 || w.kept < freezeAttempts-1 {
 				t.Errorf("%d refusals (%d listener locks kept), want %d", len(locked), w.kept, freezeAttempts-1)
 			}
@@ -207,6 +264,9 @@ func TestFreezeRefusedUnlocks(t *testing.T) {
 				t.Errorf("held locks %v of pid %d left", held, cmd.Process.Pid)
 			}
 			untracedRunning(t, cmd.Process.Pid)
+			for _, k := range children(cmd.Process.Pid) {
+				untracedRunning(t, k)
+			}
 		})
 	}
 }

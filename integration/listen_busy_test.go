@@ -2,7 +2,11 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,4 +163,113 @@ func TestBusyListenerMigratesHosts(t *testing.T) {
 		t.Errorf("client after the migration: %v", err)
 	}
 	requireNoHeldLocks(t, hB, hC)
+}
+
+// nftRuleset is `nft list ruleset` inside host h.
+func nftRuleset(t *testing.T, h *hosts.Host) string {
+	t.Helper()
+	out, err := h.Command(context.Background(), "nft", "list", "ruleset").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list ruleset in host %s: %v\n%s", h.Name, err, out)
+	}
+	return string(out)
+}
+
+// TestBusyListenerFailedDumpLeavesNothing: a server in host B that does
+// not accept (tcpbacklog gate) keeps two connections queued over every
+// try, so the listener stays locked over the pauses between the tries.
+// A refused plain dump, a refused --leave-running dump and a dump
+// interrupted (SIGINT) in a pause each leave B's ruleset empty (`nft list
+// ruleset`) and the server running; once its gate opens it serves the
+// queued clients and a new one.
+func TestBusyListenerFailedDumpLeavesNothing(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "tcpbacklog")
+	netw, err := hosts.New(hosts.Options{Prefix: "lbf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netw.Close() })
+	hB, err := netw.AddHost("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	gofile := filepath.Join(tmp, "go")
+	p := startCmd(t, hB.Command(context.Background(), bin, "gate", gofile))
+	var rep backlogReport
+	waitReport(t, p, &rep)
+	var cs []net.Conn
+	for i := range 2 {
+		if err := hB.Do(func() error {
+			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(rep.Port)))
+			if err != nil {
+				return err
+			}
+			cs = append(cs, c)
+			_, err = fmt.Fprintf(c, "hello %d\n", i)
+			return err
+		}); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	})
+	if rs := nftRuleset(t, hB); strings.TrimSpace(rs) != "" {
+		t.Fatalf("host B has a ruleset before the dump:\n%s", rs)
+	}
+
+	pid := strconv.Itoa(p.pid)
+	for _, c := range []struct {
+		name  string
+		extra []string
+		sig   bool
+	}{
+		{"refused", nil, false},
+		{"leave-running", []string{"--leave-running"}, false},
+		{"interrupted", nil, true},
+	} {
+		dir := filepath.Join(tmp, "img-"+c.name)
+		args := append([]string{"dump", "--pid", pid, "-D", dir}, c.extra...)
+		r := startLazyRun(t, "lazycr "+strings.Join(args, " "), lazyCmd(t, hB, args...))
+		want := []string{"new connections stay held off until the next try"}
+		if c.sig {
+			r.waitLine(t, true, `the "passing state refused" log line`, lazycrTimeout, func(l string) bool {
+				return strings.Contains(l, "passing state refused")
+			})
+			if err := r.cmd.Process.Signal(unix.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, "interrupted")
+		} else {
+			want = append(want, fmt.Sprintf(`tcp-listen 127\.0\.0\.1:%d\): 2 connections wait to be accepted`, rep.Port), "after 5 tries")
+		}
+		r.wait(t, lazycrTimeout)
+		_, se := r.output()
+		requireExit1(t, c.name+" dump", se, r.code, want...)
+		if rs := nftRuleset(t, hB); strings.TrimSpace(rs) != "" {
+			t.Errorf("%s dump left a ruleset in host B:\n%s", c.name, rs)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s dump left %s behind (%v)", c.name, dir, err)
+		}
+		requireRunning(t, p.pid)
+	}
+	requireProgress(t, p, "wait")
+
+	if err := os.WriteFile(gofile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cs {
+		line, err := readReply(c)
+		if err != nil || !strings.HasPrefix(line, "ok ") {
+			t.Errorf("queued client %d: reply %q, %v; want ok N", i, line, err)
+		}
+	}
+	if err := listenClient(hB, net.JoinHostPort("127.0.0.1", strconv.Itoa(rep.Port)), progressTimeout); err != nil {
+		t.Errorf("new client after the failed dumps: %v", err)
+	}
 }
