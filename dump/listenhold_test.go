@@ -249,7 +249,7 @@ func TestFreezeRefusedUnlocks(t *testing.T) {
 			if kids := children(cmd.Process.Pid); c.tree && (len(kids) != 1 || !strings.Contains(err.Error(), "dump pid "+strconv.Itoa(kids[0])+" fd 3")) {
 				t.Errorf("Freeze of the tree: %v; want the refusal of the sleeper %v's fd 3", err, kids)
 			}
-			if len(locked) != freezeAttempts-1 || w.kept < freezeAttempts-1 {
+			if len(locked) != freezeAttempts-1 || w.kept != freezeAttempts-1 {
 				t.Errorf("%d refusals (%d listener locks kept), want %d", len(locked), w.kept, freezeAttempts-1)
 			}
 			for i, n := range locked {

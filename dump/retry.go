@@ -57,7 +57,9 @@ func Freeze(ctx context.Context, opts Options) (cp *Checkpoint, err error) {
 	for attempt := 1; ; attempt++ {
 		try := opts
 		try.lastTry = attempt == freezeAttempts
-		try.listenerHold = hold
+		if !try.lastTry {
+			try.listenerHold = hold // no pause follows the last
+		}
 		cp, err = freezeOnce(ctx, try)
 		if err == nil {
 			cp.Stats.FreezeAttempts = attempt
