@@ -214,6 +214,9 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 	if err := cp.collectShm(); err != nil {
 		return err
 	}
+	if err := files.CheckPtys(cp.Set.Tree.Processes, cp.Set.Fds); err != nil {
+		return fmt.Errorf("dump pid %d: %w", cp.pid, err)
+	}
 	if len(cp.members) == 0 {
 		return nil
 	}

@@ -309,6 +309,9 @@ func sampleFds(pid uint32) *pb.FdTable {
 		{Fd: 29, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9021, Peer: 9022, Type: unix.SOCK_STREAM, Name: []byte("/run/old.sock"),
 			Accepted: true, SelfConnected: true, Data: []byte("ping")}}},
 		{Fd: 30, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9022, Peer: 9021, Type: unix.SOCK_STREAM, SelfConnected: true}}},
+		{Fd: 31, Flags: unix.O_RDWR, Kind: &pb.Fd_PtyMaster{PtyMaster: &pb.PtyMaster{File: fileID("/dev/ptmx", 6, 0), Index: 7, Packet: true, Locked: true,
+			Termios: &pb.Termios{Iflag: 0x500, Oflag: 0x5, Cflag: 0xbf, Lflag: 0x8a3b, Cc: []byte("\x03\x1c\x7f\x15\x04\x00\x01\x00\x11\x13\x1a\x00\x12\x0f\x17\x16\x00\x00\x00"), Ispeed: 38400, Ospeed: 38400},
+			Winsize: &pb.Winsize{Rows: 50, Cols: 132}}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 
