@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -137,5 +139,52 @@ func TestDumprefAccountKept(t *testing.T) {
 		requireProgress(t, p, "ok")
 		check(t, want, flagsAt(t, p.pid, r))
 		sameData(t, data, dataAt(t, p.pid, r))
+	})
+}
+
+// TestDumprefMempolicyKept dumps dumpref_mbind (ranges with NUMA memory
+// policies of their own, mbind(2): MPOL_PREFERRED, MPOL_BIND with
+// MPOL_F_STATIC_NODES in the middle of a mapping, MPOL_LOCAL; and one
+// without) and restores it, plain and lazily: the program checks every
+// range's policy (get_mempolicy(2) MPOL_F_ADDR) and its data each round.
+// The VMA policies were neither recorded nor refused: the restored ranges
+// came back with the default policy, silently.
+func TestDumprefMempolicyKept(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "dumpref_mbind")
+	t.Run("plain", func(t *testing.T) {
+		orig := startTicking(t, start, "ok", 1, bin)
+		dir := dumpKill(t, orig)
+		p := restoreFrom(t, orig, dir, "--new-pid")
+		requireProgress(t, p, "ok")
+	})
+	// The dump forced onto the smaps path (failpoint vmaflags.bpf, as
+	// when the BPF iterator is not available) finds them in numa_maps.
+	t.Run("smaps", func(t *testing.T) {
+		fp := failpointLazycr(t)
+		orig := startTicking(t, start, "ok", 1, bin)
+		dir := filepath.Join(t.TempDir(), "img")
+		stats := statsPath(t, "dump")
+		if _, e, code := runFailpoint(t, fp, "vmaflags.bpf", "", "dump", "--pid", strconv.Itoa(orig.pid), "-D", dir,
+			"--leave-running", "--stats-file", stats); code != 0 {
+			t.Fatalf("dump with failpoint vmaflags.bpf: exit %d\n%s", code, e)
+		}
+		if got := readStatsFile(t, stats).Dump.VMARead; got != "smaps" {
+			t.Fatalf("dump with failpoint vmaflags.bpf read the vma flags by %q, want \"smaps\"", got)
+		}
+		p := restoreFrom(t, orig, dir, "--new-pid")
+		requireProgress(t, p, "ok")
+	})
+	t.Run("lazy", func(t *testing.T) {
+		orig := startTicking(t, start, "ok", 1, bin)
+		src := startLazySource(t, nil, orig.pid, "127.0.0.1")
+		dst := startLazyTarget(t, nil, src.addr)
+		p := adopt(t, lazyResumedPID(t, dst))
+		p.continueOutput(orig, true)
+		t.Cleanup(func() { unix.Kill(p.pid, unix.SIGKILL) })
+		requireProgress(t, p, "ok")
+		dst.requireExit(t, 0)
+		src.requireExit(t, 0)
+		requireProgress(t, p, "ok")
 	})
 }

@@ -341,3 +341,79 @@ func FuzzCoredumpFilter(f *testing.F) {
 		}
 	})
 }
+
+// outCaller answers CallOut from outs, one per call, in order.
+type outCaller struct {
+	calls []string
+	outs  [][]byte
+}
+
+func (f *outCaller) CallOut(out []byte, nr uintptr, args ...uintptr) error {
+	s := fmt.Sprint(nr)
+	for _, a := range args {
+		s += fmt.Sprintf(" %#x", a)
+	}
+	f.calls = append(f.calls, s)
+	copy(out, f.outs[0])
+	f.outs = f.outs[1:]
+	return nil
+}
+
+// TestDumpPolicyBind: a VMA's policy is read with get_mempolicy(2)
+// MPOL_F_ADDR (mode, then node mask, trimmed) and bound with mbind(2) at
+// the VMA's range with maxnode one more than the mask's bits; MPOL_DEFAULT
+// records nothing and binds nothing, MPOL_LOCAL passes no mask.
+func TestDumpPolicyBind(t *testing.T) {
+	v := vma(3)
+	f := &outCaller{outs: [][]byte{{2, 0x80, 0, 0}, {1}}} // MPOL_BIND|MPOL_F_STATIC_NODES, node 0
+	if err := DumpPolicy(f, v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Mempolicy != 2|1<<15 || string(v.MempolicyNodes) != "\x01" {
+		t.Fatalf("recorded policy %#x nodes %x", v.Mempolicy, v.MempolicyNodes)
+	}
+	wantCalls := []string{
+		fmt.Sprintf("%d %#x 0x0 0x0 0x10000 0x2", unix.SYS_GET_MEMPOLICY, Out),
+		fmt.Sprintf("%d 0x0 %#x 0x400 0x10000 0x2", unix.SYS_GET_MEMPOLICY, Out),
+	}
+	if !slices.Equal(f.calls, wantCalls) {
+		t.Errorf("dump calls %q, want %q", f.calls, wantCalls)
+	}
+	if got := Show(v); got != "mempolicy=bind=static:0" {
+		t.Errorf("Show = %q", got)
+	}
+	var c fakeCaller
+	if err := Bind(&c, v); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d 0x10000 0x4000 0x8002 %#x 0x9 0x0 in=\"\\x01\"", unix.SYS_MBIND, In); len(c.calls) != 1 || c.calls[0] != want {
+		t.Errorf("bind calls %q, want %q", c.calls, want)
+	}
+
+	local := vma(3)
+	if err := DumpPolicy(&outCaller{outs: [][]byte{{4, 0, 0, 0}, {}}}, local); err != nil {
+		t.Fatal(err)
+	}
+	c = fakeCaller{}
+	if err := Bind(&c, local); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d 0x10000 0x4000 0x4 0x0 0x0 0x0", unix.SYS_MBIND); len(c.calls) != 1 || c.calls[0] != want {
+		t.Errorf("bind calls for MPOL_LOCAL %q, want %q", c.calls, want)
+	}
+
+	none := vma(3)
+	none.Mempolicy, none.MempolicyNodes = 7, []byte{1}
+	if err := DumpPolicy(&outCaller{outs: [][]byte{{0, 0, 0, 0}}}, none); err != nil {
+		t.Fatal(err)
+	}
+	c = fakeCaller{}
+	if none.Mempolicy != 0 || none.MempolicyNodes != nil || Bind(&c, none) != nil || len(c.calls) != 0 {
+		t.Errorf("MPOL_DEFAULT: recorded %#x %x, bind calls %q", none.Mempolicy, none.MempolicyNodes, c.calls)
+	}
+	big := vma(3)
+	big.Mempolicy, big.MempolicyNodes = 2, make([]byte, 200)
+	if err := Bind(&c, big); err == nil {
+		t.Error("a node mask larger than the kernel's is bound")
+	}
+}
