@@ -188,3 +188,76 @@ func TestDumprefMempolicyKept(t *testing.T) {
 		requireProgress(t, p, "ok")
 	})
 }
+
+// dumpRefused runs a plain `lazycr dump` of pid (which kills the process
+// when it succeeds) and requires it to be refused with stderr matching
+// every pattern, leaving no image behind.
+func dumpRefused(t *testing.T, what string, pid int, patterns ...string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "img")
+	_, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(pid), "-D", dir)
+	requireExit1(t, what, errOut, code, patterns...)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused dump left %s behind (stat: %v)", dir, err)
+	}
+}
+
+// TestDumprefAmbientRefused: ambient capabilities with
+// SECBIT_NO_CAP_AMBIENT_RAISE are refused by the dump, naming them, and
+// the process runs on. Before, the dump took it (and killed it) and only
+// the restore refused: the process was lost.
+func TestDumprefAmbientRefused(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "dumpref_ambient"))
+	dumpRefused(t, "dump of a process with ambient capabilities and SECBIT_NO_CAP_AMBIENT_RAISE", p.pid,
+		`unsupported: pid `+strconv.Itoa(p.pid)+` had ambient capabilities 0x400 and SECBIT_NO_CAP_AMBIENT_RAISE`)
+	requireProgress(t, p, "ok")
+}
+
+// TestDumprefForeignSessionRefused: a tree whose grandchild is in a
+// session other than its parent's that it does not lead is refused by the
+// dump, naming the member, and every process runs on. Before, the dump
+// took it (and killed the tree) and only the restore refused.
+func TestDumprefForeignSessionRefused(t *testing.T) {
+	t.Parallel()
+	p := start(t, buildC(t, "dumpref_session"))
+	var r struct {
+		Pid        int `json:"pid"`
+		Child      int `json:"child"`
+		Grandchild int `json:"grandchild"`
+	}
+	waitReport(t, p, &r)
+	t.Cleanup(func() {
+		unix.Kill(r.Grandchild, unix.SIGKILL)
+		unix.Kill(r.Child, unix.SIGKILL)
+	})
+	waitTick(t, p, "ok", 1)
+	dumpRefused(t, "dump of a tree with a member in its grandparent's session", p.pid,
+		fmt.Sprintf(`unsupported: pid %d is in session \d+, its parent pid %d in session %d, and it does not lead its session`, r.Grandchild, r.Child, r.Child))
+	requireProgress(t, p, "ok")
+	for _, pid := range []int{r.Child, r.Grandchild} {
+		requireRunning(t, pid)
+	}
+}
+
+// TestDumprefOneshotLimit: an epoll fd with more disarmed EPOLLONESHOT
+// entries than restore re-creates (170) is refused by the dump, naming the
+// count, and the process runs on (before, only the restore refused it);
+// with 170 it is dumped and restored, every entry still disarmed (the
+// program fails if one fires).
+func TestDumprefOneshotLimit(t *testing.T) {
+	t.Parallel()
+	bin := buildC(t, "dumpref_oneshot")
+	t.Run("over", func(t *testing.T) {
+		p := startTicking(t, start, "ok", 1, bin, "171")
+		dumpRefused(t, "dump of an epoll fd with 171 disarmed entries", p.pid,
+			`unsupported: 171 disarmed EPOLLONESHOT entries, more than lazycr can re-create at once \(170\)`)
+		requireProgress(t, p, "ok")
+	})
+	t.Run("limit", func(t *testing.T) {
+		p := startTicking(t, start, "ok", 1, bin, "170")
+		dir := dumpKill(t, p)
+		r := restoreFrom(t, p, dir, "--new-pid")
+		requireProgress(t, r, "ok")
+	})
+}
