@@ -3210,20 +3210,26 @@ func (x *FileID) GetMtimeUnixNano() int64 {
 }
 
 type Vma struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
-	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	Prot          uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`     // PROT_READ|PROT_WRITE|PROT_EXEC
-	Shared        bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"` // MAP_SHARED, else MAP_PRIVATE
-	Offset        uint64                 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"` // file offset in bytes
-	File          *FileID                `protobuf:"bytes,6,opt,name=file,proto3" json:"file,omitempty"`      // file-backed VMAs
-	Kind          VmaKind                `protobuf:"varint,7,opt,name=kind,proto3,enum=lazycr.image.v1.VmaKind" json:"kind,omitempty"`
-	VmFlags       []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …): restore re-creates the per-VMA attributes from them (package vmattr)
-	Pages         []*PageRun             `protobuf:"bytes,9,rep,name=pages,proto3" json:"pages,omitempty"`                    // tile [start, end) in order; none for the kernel-provided special mappings ([vdso], [vvar], …), which hold no page data
-	Name          string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                     // the maps path column as the kernel printed it
-	Shm           uint32                 `protobuf:"varint,11,opt,name=shm,proto3" json:"shm,omitempty"`                      // ProcessTree.shm id of the object it maps, 0 if none
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Start   uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End     uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Prot    uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`     // PROT_READ|PROT_WRITE|PROT_EXEC
+	Shared  bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"` // MAP_SHARED, else MAP_PRIVATE
+	Offset  uint64                 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"` // file offset in bytes
+	File    *FileID                `protobuf:"bytes,6,opt,name=file,proto3" json:"file,omitempty"`      // file-backed VMAs
+	Kind    VmaKind                `protobuf:"varint,7,opt,name=kind,proto3,enum=lazycr.image.v1.VmaKind" json:"kind,omitempty"`
+	VmFlags []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …): restore re-creates the per-VMA attributes from them (package vmattr)
+	Pages   []*PageRun             `protobuf:"bytes,9,rep,name=pages,proto3" json:"pages,omitempty"`                    // tile [start, end) in order; none for the kernel-provided special mappings ([vdso], [vvar], …), which hold no page data
+	Name    string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                     // the maps path column as the kernel printed it
+	Shm     uint32                 `protobuf:"varint,11,opt,name=shm,proto3" json:"shm,omitempty"`                      // ProcessTree.shm id of the object it maps, 0 if none
+	// The VMA's own NUMA memory policy (mbind(2)): its mode with the
+	// MPOL_F_STATIC_NODES/RELATIVE_NODES flags as get_mempolicy(2)
+	// MPOL_F_ADDR reports it, and its node mask (little-endian bits); 0 and
+	// empty when it has none (MPOL_DEFAULT). See package vmattr, mempolicy.go.
+	Mempolicy      uint32 `protobuf:"varint,12,opt,name=mempolicy,proto3" json:"mempolicy,omitempty"`
+	MempolicyNodes []byte `protobuf:"bytes,13,opt,name=mempolicy_nodes,json=mempolicyNodes,proto3" json:"mempolicy_nodes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Vma) Reset() {
@@ -3331,6 +3337,20 @@ func (x *Vma) GetShm() uint32 {
 		return x.Shm
 	}
 	return 0
+}
+
+func (x *Vma) GetMempolicy() uint32 {
+	if x != nil {
+		return x.Mempolicy
+	}
+	return 0
+}
+
+func (x *Vma) GetMempolicyNodes() []byte {
+	if x != nil {
+		return x.MempolicyNodes
+	}
+	return nil
 }
 
 type PageRun struct {
@@ -6842,7 +6862,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x14\n" +
 	"\x05inode\x18\x03 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12&\n" +
-	"\x0fmtime_unix_nano\x18\x05 \x01(\x03R\rmtimeUnixNano\"\xbd\x02\n" +
+	"\x0fmtime_unix_nano\x18\x05 \x01(\x03R\rmtimeUnixNano\"\x84\x03\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -6855,7 +6875,9 @@ const file_image_proto_rawDesc = "" +
 	"\x05pages\x18\t \x03(\v2\x18.lazycr.image.v1.PageRunR\x05pages\x12\x12\n" +
 	"\x04name\x18\n" +
 	" \x01(\tR\x04name\x12\x10\n" +
-	"\x03shm\x18\v \x01(\rR\x03shm\"\x7f\n" +
+	"\x03shm\x18\v \x01(\rR\x03shm\x12\x1c\n" +
+	"\tmempolicy\x18\f \x01(\rR\tmempolicy\x12'\n" +
+	"\x0fmempolicy_nodes\x18\r \x01(\fR\x0emempolicyNodes\"\x7f\n" +
 	"\aPageRun\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
