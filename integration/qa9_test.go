@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // qa9Groups are the qa9_state groups that come back exactly today, plain
@@ -100,6 +103,25 @@ func TestQA9StateLazyTwoHosts(t *testing.T) {
 	p, gofile := qa9Start(t, env, qa9Groups...)
 	m := migrateLazy(t, env, p, nil, nil)
 	qa9RequireOK(t, qa9Verdicts(t, m.restored, gofile))
+}
+
+// TestQA9StateLazyPIDNS: the same state and the stopped child, the program
+// the init of a PID namespace of its own, after dump --lazy / restore
+// --lazy-from --pidns between two network-namespace hosts.
+func TestQA9StateLazyPIDNS(t *testing.T) {
+	t.Parallel()
+	env := lazyTwoHosts(t)
+	gofile := filepath.Join(t.TempDir(), "go")
+	cmd := env.src.Command(context.Background(), buildC(t, "qa9_state"), append([]string{gofile, "stopped-child"}, qa9Groups...)...)
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	p := startCmd(t, cmd)
+	var r struct {
+		Pid int `json:"pid"`
+	}
+	waitReport(t, p, &r)
+	requireProgress(t, p, "main")
+	rp, _ := migrateLazyPIDNS(t, env, p)
+	qa9RequireOK(t, qa9Verdicts(t, rp, gofile))
 }
 
 // TestQA9Refused: state that restore would not bring back is refused at

@@ -816,22 +816,15 @@ static void setup_stopped_child(void)
 		for (;;)
 			pause();
 	}
-	/* wait until the kernel says T, without consuming the report */
-	char path[64], buf[256];
-	snprintf(path, sizeof path, "/proc/%d/stat", stopped_child);
-	for (;;) {
-		int fd = open(path, O_RDONLY);
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-		if (fd >= 0)
-			close(fd);
-		if (n > 0) {
-			buf[n] = 0;
-			char *c = strrchr(buf, ')');
-			if (c && c[2] == 'T')
-				break;
-		}
-		pace();
-	}
+	/* wait until it stopped, without consuming the report (WNOWAIT):
+	 * /proc may be another PID namespace's, so its state is not read there */
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	while (waitid(P_PID, stopped_child, &si, WSTOPPED | WNOWAIT) < 0)
+		if (errno != EINTR)
+			die("waitid WSTOPPED|WNOWAIT");
+	if (si.si_code != CLD_STOPPED)
+		failf("stopped child: si_code %d, want CLD_STOPPED", si.si_code);
 }
 
 static void check_stopped_child(void)
