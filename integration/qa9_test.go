@@ -16,7 +16,8 @@ import (
 // and lazily (see /work/briefs/qa9-findings.md for the ones that do not).
 // stopped-child makes a tree, which a lazy --new-pid restore refuses, so
 // it runs plain only.
-var qa9Groups = []string{"rlimits", "sigaction", "creds", "timerfd", "udpopt", "mem", "thread-name", "tcpopt", "unixopt", "epoll-oneshot"}
+var qa9Groups = []string{"rlimits", "sigaction", "creds", "timerfd", "udpopt", "mem", "thread-name", "tcpopt", "unixopt",
+	"epoll-oneshot", "timer-tid", "procfields", "reuseport", "dirpos", "epoll-closed", "epoll-nested"}
 
 // qa9Start starts qa9_state with groups (in env's source host) and waits
 // for its report; the returned path is the file whose creation makes it
@@ -24,7 +25,7 @@ var qa9Groups = []string{"rlimits", "sigaction", "creds", "timerfd", "udpopt", "
 func qa9Start(t *testing.T, env lazyEnv, groups ...string) (*proc, string) {
 	t.Helper()
 	gofile := filepath.Join(t.TempDir(), "go")
-	p := env.startProg(t, buildC(t, "qa9_state"), append([]string{gofile}, groups...)...)
+	p := env.startProg(t, buildC(t, "qa9_state", "-lrt"), append([]string{gofile}, groups...)...)
 	var r struct {
 		Pid int `json:"pid"`
 	}
@@ -112,7 +113,7 @@ func TestQA9StateLazyPIDNS(t *testing.T) {
 	t.Parallel()
 	env := lazyTwoHosts(t)
 	gofile := filepath.Join(t.TempDir(), "go")
-	cmd := env.src.Command(context.Background(), buildC(t, "qa9_state"), append([]string{gofile, "stopped-child"}, qa9Groups...)...)
+	cmd := env.src.Command(context.Background(), buildC(t, "qa9_state", "-lrt"), append([]string{gofile, "stopped-child"}, qa9Groups...)...)
 	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
 	p := startCmd(t, cmd)
 	var r struct {
@@ -130,8 +131,10 @@ func TestQA9StateLazyPIDNS(t *testing.T) {
 // failed dump. Before qa9, syscall user dispatch, rdtsc/cpuid faulting, a
 // thread's own CPU affinity or scheduling policy and memory, fd tables or
 // cwd shared with another process (clone without CLONE_THREAD) were
-// silently lost, and a thread whose selector blocked syscalls failed the
-// dump with a SIGSYS raised by an injected syscall.
+// silently lost, a thread whose selector blocked syscalls failed the dump
+// with a SIGSYS raised by an injected syscall, and the bytes behind unread
+// urgent TCP data were left out of the image (SIOCINQ and recv stop at the
+// urgent mark).
 func TestQA9Refused(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ group, want string }{
@@ -143,6 +146,8 @@ func TestQA9Refused(t *testing.T) {
 		{"thread-policy", `thread \d+: .*its scheduling policy 5 priority 0 differ`},
 		{"clonevm", `pid \d+ shares its memory \(clone\(2\) CLONE_VM.* with pid \d+`},
 		{"clonefiles", `pid \d+ shares its (file descriptor table|current directory).* with pid \d+`},
+		{"tcp-oob", `fd 5 \(TCP connection 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+\): unsupported: urgent data \(MSG_OOB\) in the receive queue after byte 3 of 7`},
+		{"fsetown-tid", `fd 3 \(pipe:\[\d+\]\).*goes to thread \d+, not to the process itself`},
 		{"secretmem", `/secretmem \(deleted\): .*memfd_secret memory`},
 		{"io_uring", `fd 3 \(anon_inode:\[io_uring\]\).*io_uring`},
 		{"perf", `fd 3 \(anon_inode:\[perf_event\]\).*perf_event`},

@@ -7,7 +7,8 @@
  *   GROUPs: sud tsc spec ioflusher rlimits uclamp thread-name thread-nice
  *   thread-affinity thread-policy sigaction creds timerfd tcpopt tcpclamp
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
- *   sud-block and, for refusals: io_uring perf bpf pidfd secretmem uffd.
+ *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
+ *   epoll-nested udp-soerror tcp-oob and, for refusals: io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
  *   not exist. Once it exists every check runs once and prints
@@ -32,6 +33,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <poll.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -982,6 +984,429 @@ static void setup_sud_block(void)
 		pace();
 }
 
+
+/* ---- signals aimed at one thread: SIGEV_THREAD_ID timer, F_SETOWN_EX F_OWNER_TID ---- */
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+static volatile int tt_ready, tt_query;
+static volatile pid_t tt_tid_now;       /* the worker's tid as it reads it now */
+static volatile pid_t tt_timer_tid, tt_io_tid; /* gettid() in the handler */
+static volatile int tt_timer_hits, tt_io_hits;
+static int tt_pipe[2];
+static timer_t tt_timer;
+static int tt_what; /* 1 timer, 2 fsetown */
+
+static void tt_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)si;
+	(void)uc;
+	if (sig == SIGRTMIN + 5) {
+		tt_timer_tid = gettid();
+		tt_timer_hits++;
+	} else {
+		tt_io_tid = gettid();
+		tt_io_hits++;
+	}
+}
+
+static void *tt_main(void *arg)
+{
+	(void)arg;
+	sigset_t m;
+	sigemptyset(&m);
+	pthread_sigmask(SIG_SETMASK, &m, NULL);
+	tt_tid_now = gettid();
+	tt_ready = 1;
+	for (;;) {
+		if (tt_query)
+			tt_tid_now = gettid();
+		pace();
+	}
+	return NULL;
+}
+
+static void setup_thread_signals(void)
+{
+	struct sigaction sa = {0};
+	sa.sa_sigaction = tt_handler;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigaction(SIGRTMIN + 5, &sa, NULL);
+	sigaction(SIGRTMIN + 6, &sa, NULL);
+	/* only the worker takes them: the main thread blocks both */
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 5);
+	sigaddset(&m, SIGRTMIN + 6);
+	pthread_sigmask(SIG_BLOCK, &m, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, tt_main, NULL))
+		die("pthread_create");
+	while (!tt_ready)
+		pace();
+	if (tt_what & 1) {
+		struct sigevent ev = {0};
+		ev.sigev_notify = SIGEV_THREAD_ID;
+		ev.sigev_signo = SIGRTMIN + 5;
+		ev.sigev_notify_thread_id = tt_tid_now;
+		if (timer_create(CLOCK_MONOTONIC, &ev, &tt_timer) < 0)
+			die("timer_create SIGEV_THREAD_ID");
+		struct itimerspec its = {.it_value = {0, 20000000}, .it_interval = {0, 20000000}};
+		if (timer_settime(tt_timer, 0, &its, NULL) < 0)
+			die("timer_settime");
+	}
+	if (tt_what & 2) {
+		if (pipe2(tt_pipe, O_NONBLOCK) < 0)
+			die("pipe");
+		struct f_owner_ex own = {.type = F_OWNER_TID, .pid = tt_tid_now};
+		if (fcntl(tt_pipe[0], F_SETOWN_EX, &own) < 0 || fcntl(tt_pipe[0], F_SETSIG, SIGRTMIN + 6) < 0 ||
+		    fcntl(tt_pipe[0], F_SETFL, O_ASYNC | O_NONBLOCK) < 0)
+			die("F_SETOWN_EX");
+	}
+}
+
+static void setup_timer_tid(void) { tt_what = 1; setup_thread_signals(); }
+static void setup_fsetown_tid(void) { tt_what = 2; setup_thread_signals(); }
+
+static void check_thread_signals(void)
+{
+	tt_query = 1;
+	int i;
+	for (i = 0; i < 100; i++)
+		pace();
+	pid_t now = tt_tid_now;
+	if (tt_what & 1) {
+		int h0 = tt_timer_hits;
+		for (i = 0; i < 400 && tt_timer_hits < h0 + 3; i++)
+			pace();
+		verdict("timer-thread-id", tt_timer_hits >= h0 + 3 && tt_timer_tid == now,
+			"%d SIGEV_THREAD_ID expirations since, last in tid %d, the worker is tid %d", tt_timer_hits - h0, tt_timer_tid, now);
+	}
+	if (tt_what & 2) {
+		int h0 = tt_io_hits;
+		if (write(tt_pipe[1], "x", 1) != 1)
+			die("write");
+		for (i = 0; i < 400 && tt_io_hits == h0; i++)
+			pace();
+		struct f_owner_ex own = {0};
+		fcntl(tt_pipe[0], F_GETOWN_EX, &own);
+		verdict("fsetown-thread", tt_io_hits > h0 && tt_io_tid == now && own.type == F_OWNER_TID && own.pid == now,
+			"SIGIO-style signals %d (in tid %d), owner type %d pid %d, the worker is tid %d", tt_io_hits - h0, tt_io_tid, own.type, own.pid, now);
+	}
+}
+
+/* ---- what /proc shows of the process itself: exe, auxv, mm fields ---- */
+static char pf_exe[512];
+static unsigned char pf_auxv[4096];
+static ssize_t pf_auxv_n;
+static char pf_stat_mm[512];
+
+static void stat_mm_fields(char *out, size_t n)
+{
+	char buf[2048] = "";
+	int fd = open("/proc/self/stat", O_RDONLY);
+	ssize_t r = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (r <= 0) {
+		snprintf(out, n, "?");
+		return;
+	}
+	buf[r] = 0;
+	/* fields after ")": 3 state ... 26 startcode 27 endcode 28 startstack,
+	 * 45 start_data 46 end_data 47 start_brk 48 arg_start 49 arg_end 50 env_start 51 env_end */
+	char *p = strrchr(buf, ')') + 2;
+	size_t off = 0;
+	for (int f = 3; *p && f <= 51; f++) {
+		char *e = strchr(p, ' ');
+		if (!e)
+			e = p + strlen(p);
+		if ((f >= 26 && f <= 28) || (f >= 45 && f <= 51))
+			off += snprintf(out + off, n - off, "%d=%.*s ", f, (int)(e - p), p);
+		p = *e ? e + 1 : e;
+	}
+}
+
+static void setup_procfields(void)
+{
+	ssize_t n = readlink("/proc/self/exe", pf_exe, sizeof pf_exe - 1);
+	if (n > 0)
+		pf_exe[n] = 0;
+	int fd = open("/proc/self/auxv", O_RDONLY);
+	pf_auxv_n = read(fd, pf_auxv, sizeof pf_auxv);
+	close(fd);
+	stat_mm_fields(pf_stat_mm, sizeof pf_stat_mm);
+}
+
+static void check_procfields(void)
+{
+	char exe[512] = "";
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0)
+		exe[n] = 0;
+	verdict("proc-exe", strcmp(exe, pf_exe) == 0, "/proc/self/exe %s, was %s", exe, pf_exe);
+	unsigned char a[4096];
+	int fd = open("/proc/self/auxv", O_RDONLY);
+	ssize_t an = read(fd, a, sizeof a);
+	close(fd);
+	char diff[256] = "";
+	if (an != pf_auxv_n) {
+		snprintf(diff, sizeof diff, "%zd bytes, was %zd", an, pf_auxv_n);
+	} else {
+		size_t off = 0;
+		for (ssize_t i = 0; i + 16 <= an && off < sizeof diff - 40; i += 16) {
+			uint64_t k, v0, v1;
+			memcpy(&k, a + i, 8);
+			memcpy(&v1, a + i + 8, 8);
+			memcpy(&v0, pf_auxv + i + 8, 8);
+			if (v0 != v1)
+				off += snprintf(diff + off, sizeof diff - off, " AT_%lu %#lx->%#lx", (unsigned long)k, (unsigned long)v0, (unsigned long)v1);
+		}
+	}
+	verdict("proc-auxv", diff[0] == 0, "/proc/self/auxv differs:%s", diff);
+	char mm[512];
+	stat_mm_fields(mm, sizeof mm);
+	verdict("proc-stat-mm-fields", strcmp(mm, pf_stat_mm) == 0, "now %s was %s", mm, pf_stat_mm);
+}
+
+/* ---- two UDP sockets in one SO_REUSEPORT group ---- */
+static int rp_a, rp_b;
+static struct sockaddr_in rp_addr;
+
+static void setup_reuseport(void)
+{
+	rp_a = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	rp_b = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	seti(rp_a, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT a");
+	seti(rp_b, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT b");
+	rp_addr.sin_family = AF_INET;
+	rp_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(rp_a, (void *)&rp_addr, sizeof rp_addr) < 0)
+		die("bind a");
+	socklen_t l = sizeof rp_addr;
+	getsockname(rp_a, (void *)&rp_addr, &l);
+	if (bind(rp_b, (void *)&rp_addr, sizeof rp_addr) < 0)
+		die("bind b");
+}
+
+static void check_reuseport(void)
+{
+	struct sockaddr_in a, b;
+	socklen_t l = sizeof a;
+	getsockname(rp_a, (void *)&a, &l);
+	l = sizeof b;
+	getsockname(rp_b, (void *)&b, &l);
+	verdict("reuseport-same-port", a.sin_port == rp_addr.sin_port && b.sin_port == rp_addr.sin_port, "ports %d %d, want %d",
+		ntohs(a.sin_port), ntohs(b.sin_port), ntohs(rp_addr.sin_port));
+	/* 64 datagrams from different source ports: every one reaches a or b */
+	int got = 0;
+	for (int i = 0; i < 64; i++) {
+		int c = socket(AF_INET, SOCK_DGRAM, 0);
+		sendto(c, "d", 1, 0, (void *)&rp_addr, sizeof rp_addr);
+		close(c);
+	}
+	char d;
+	for (int tries = 0; tries < 200 && got < 64; tries++) {
+		while (recv(rp_a, &d, 1, 0) == 1)
+			got++;
+		while (recv(rp_b, &d, 1, 0) == 1)
+			got++;
+		if (got < 64)
+			pace();
+	}
+	verdict("reuseport-delivery", got == 64, "%d of 64 datagrams arrived", got);
+}
+
+
+/* ---- a directory read half-way (getdents64 position) ---- */
+static int dp_fd;
+static char dp_rest[8192];
+static char dp_dir[256];
+
+static size_t dents_names(int fd, char *out, size_t n, int max)
+{
+	/* reads entries one small buffer at a time, so no more than asked
+	 * are consumed (a buffer of one entry's size) */
+	size_t off = 0;
+	int got = 0;
+	char buf[64] __attribute__((aligned(8)));
+	while (got < max) {
+		long r = syscall(SYS_getdents64, fd, buf, sizeof buf);
+		if (r <= 0)
+			break;
+		for (long i = 0; i < r;) {
+			unsigned short reclen;
+			memcpy(&reclen, buf + i + 16, 2);
+			off += snprintf(out + off, n - off, "%s,", buf + i + 19);
+			i += reclen;
+			got++;
+		}
+	}
+	return off;
+}
+
+static void setup_dirpos(const char *gofile)
+{
+	snprintf(dp_dir, sizeof dp_dir, "%s.dir", gofile);
+	if (mkdir(dp_dir, 0700) < 0 && errno != EEXIST)
+		die("mkdir");
+	for (int i = 0; i < 40; i++) {
+		char f[300];
+		snprintf(f, sizeof f, "%s/entry-%02d", dp_dir, i);
+		int fd = open(f, O_CREAT | O_WRONLY, 0600);
+		if (fd < 0)
+			die("create");
+		close(fd);
+	}
+	/* what a second reader sees after 15 entries is the expected rest */
+	int ref = open(dp_dir, O_RDONLY | O_DIRECTORY);
+	char skip[8192];
+	dents_names(ref, skip, sizeof skip, 15);
+	dents_names(ref, dp_rest, sizeof dp_rest, 1000);
+	close(ref);
+	dp_fd = open(dp_dir, O_RDONLY | O_DIRECTORY);
+	dents_names(dp_fd, skip, sizeof skip, 15);
+}
+
+static void check_dirpos(void)
+{
+	char rest[8192] = "";
+	dents_names(dp_fd, rest, sizeof rest, 1000);
+	verdict("dir-position", strcmp(rest, dp_rest) == 0, "the rest of the listing: %.120s..., want %.120s...", rest, dp_rest);
+}
+
+/* ---- epoll: a target whose fd number was closed (dup kept), nested epoll ---- */
+static int ec_ep, ec_pipe[2], ec_dup, en_outer, en_inner, en_pipe[2];
+
+static void setup_epoll_closed(void)
+{
+	if (pipe2(ec_pipe, O_NONBLOCK) < 0)
+		die("pipe");
+	ec_ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0xabcdef};
+	if (epoll_ctl(ec_ep, EPOLL_CTL_ADD, ec_pipe[0], &ev) < 0)
+		die("epoll_ctl");
+	ec_dup = dup(ec_pipe[0]);
+	close(ec_pipe[0]); /* epoll keeps watching the file, registered under the old number */
+}
+
+static void check_epoll_closed(void)
+{
+	struct epoll_event out;
+	int n0 = epoll_wait(ec_ep, &out, 1, 0);
+	if (write(ec_pipe[1], "x", 1) != 1)
+		die("write");
+	int n = epoll_wait(ec_ep, &out, 1, 1000);
+	verdict("epoll-closed-target", n0 == 0 && n == 1 && out.data.u64 == 0xabcdef, "before %d, after a write %d (data %llx)", n0, n,
+		(unsigned long long)out.data.u64);
+}
+
+static void setup_epoll_nested(void)
+{
+	if (pipe2(en_pipe, O_NONBLOCK) < 0)
+		die("pipe");
+	en_inner = epoll_create1(0);
+	en_outer = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 7};
+	if (epoll_ctl(en_inner, EPOLL_CTL_ADD, en_pipe[0], &ev) < 0)
+		die("epoll_ctl inner");
+	ev.data.u64 = 9;
+	if (epoll_ctl(en_outer, EPOLL_CTL_ADD, en_inner, &ev) < 0)
+		die("epoll_ctl outer");
+}
+
+static void check_epoll_nested(void)
+{
+	struct epoll_event out;
+	int n0 = epoll_wait(en_outer, &out, 1, 0);
+	if (write(en_pipe[1], "x", 1) != 1)
+		die("write");
+	int n = epoll_wait(en_outer, &out, 1, 1000);
+	int n2 = n == 1 ? epoll_wait(en_inner, &out, 1, 0) : -1;
+	verdict("epoll-nested", n0 == 0 && n == 1 && n2 == 1 && out.data.u64 == 7, "outer before %d, after %d, inner %d (data %llu)", n0, n, n2,
+		(unsigned long long)out.data.u64);
+}
+
+/* ---- a UDP socket's pending error (ICMP port unreachable) ---- */
+static int ue_s, ue_r;
+
+static void setup_udp_soerror(void)
+{
+	/* a port nobody listens on: bind a socket, note its port, close it */
+	int tmp = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	bind(tmp, (void *)&a, sizeof a);
+	socklen_t l = sizeof a;
+	getsockname(tmp, (void *)&a, &l);
+	close(tmp);
+	ue_s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	ue_r = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	seti(ue_r, IPPROTO_IP, IP_RECVERR, 1, "IP_RECVERR");
+	if (connect(ue_s, (void *)&a, sizeof a) < 0 || connect(ue_r, (void *)&a, sizeof a) < 0)
+		die("connect udp");
+	if (send(ue_s, "x", 1, 0) != 1 || send(ue_r, "y", 1, 0) != 1)
+		die("send udp");
+	/* wait until the ICMP error arrived, without consuming it */
+	struct pollfd p[2] = {{ue_s, POLLERR, 0}, {ue_r, POLLERR, 0}};
+	for (int i = 0; i < 200; i++) {
+		poll(p, 2, 10);
+		if ((p[0].revents & POLLERR) && (p[1].revents & POLLERR))
+			return;
+	}
+	failf("no ICMP error on the UDP sockets");
+}
+
+static void check_udp_soerror(void)
+{
+	int e = geti(ue_s, SOL_SOCKET, SO_ERROR);
+	verdict("udp-pending-error", e == ECONNREFUSED, "SO_ERROR %d, want ECONNREFUSED %d", e, ECONNREFUSED);
+	char b[64], cb[256];
+	struct iovec iov = {b, sizeof b};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb, .msg_controllen = sizeof cb};
+	ssize_t n = recvmsg(ue_r, &m, MSG_ERRQUEUE);
+	verdict("udp-error-queue", n == 1 && b[0] == 'y', "recvmsg(MSG_ERRQUEUE) %zd (errno %d)", n, n < 0 ? errno : 0);
+}
+
+/* ---- TCP urgent data not read yet ---- */
+static int to_l, to_c, to_a;
+
+static void setup_tcp_oob(void)
+{
+	to_l = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(to_l, (void *)&a, sizeof a) < 0 || listen(to_l, 4) < 0)
+		die("listen");
+	socklen_t l = sizeof a;
+	getsockname(to_l, (void *)&a, &l);
+	to_c = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(to_c, (void *)&a, sizeof a) < 0)
+		die("connect");
+	to_a = accept(to_l, NULL, NULL);
+	if (send(to_c, "abc", 3, 0) != 3 || send(to_c, "!", 1, MSG_OOB) != 1 || send(to_c, "def", 3, 0) != 3)
+		die("send oob");
+	/* wait until the 7 bytes (one urgent) arrived */
+	for (int i = 0; i < 200; i++) {
+		int n = 0;
+		ioctl(to_a, FIONREAD, &n);
+		if (n >= 6)
+			break;
+		pace();
+	}
+}
+
+static void check_tcp_oob(void)
+{
+	char o = 0;
+	ssize_t n = recv(to_a, &o, 1, MSG_OOB | MSG_DONTWAIT);
+	verdict("tcp-urgent-byte", n == 1 && o == '!', "recv(MSG_OOB) %zd '%c' (errno %d)", n, o ? o : '?', n < 0 ? errno : 0);
+	char b[16] = "";
+	n = recv(to_a, b, sizeof b - 1, MSG_DONTWAIT);
+	verdict("tcp-urgent-inline-data", n == 3 && memcmp(b, "abc", 3) == 0, "recv %zd \"%s\", want \"abc\" (up to the mark)", n, b);
+	memset(b, 0, sizeof b);
+	n = recv(to_a, b, sizeof b - 1, MSG_DONTWAIT);
+	verdict("tcp-urgent-rest", n == 3 && memcmp(b, "def", 3) == 0, "recv %zd \"%s\", want \"def\" (the urgent byte is not in the stream)", n, b);
+}
+
 /* ---- kinds that must be refused ---- */
 static void setup_io_uring(void)
 {
@@ -1082,6 +1507,15 @@ static const struct qgroup groups[] = {
 	{"clonefiles", setup_clonefiles, check_clonefiles},
 	{"epoll-oneshot", setup_epoll_oneshot, check_epoll_oneshot},
 	{"sud-block", setup_sud_block, nothing},
+	{"timer-tid", setup_timer_tid, check_thread_signals},
+	{"fsetown-tid", setup_fsetown_tid, check_thread_signals},
+	{"procfields", setup_procfields, check_procfields},
+	{"reuseport", setup_reuseport, check_reuseport},
+	{"epoll-closed", setup_epoll_closed, check_epoll_closed},
+	{"epoll-nested", setup_epoll_nested, check_epoll_nested},
+	{"udp-soerror", setup_udp_soerror, check_udp_soerror},
+	{"tcp-oob", setup_tcp_oob, check_tcp_oob},
+	{"dirpos", NULL, check_dirpos}, /* set up with GOFILE's name */
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
@@ -1110,8 +1544,12 @@ int main(int argc, char **argv)
 		}
 		sel[nsel++] = &groups[g];
 	}
-	for (int i = 0; i < nsel; i++)
-		sel[i]->setup();
+	for (int i = 0; i < nsel; i++) {
+		if (sel[i]->setup == NULL)
+			setup_dirpos(gofile);
+		else
+			sel[i]->setup();
+	}
 	brk0 = sbrk(0);
 	emit("{\"pid\":%d}\n", getpid());
 	unsigned long n = 0;
