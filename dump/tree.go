@@ -160,6 +160,12 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 			live[m.pid] = true
 		}
 	}
+	if err := cp.refuseSyscallUserDispatch(); err != nil {
+		return err
+	}
+	if err := refuseSharedContexts(cp.pid, live); err != nil {
+		return err
+	}
 	if err := cp.refuseSemUndo(live); err != nil {
 		return err
 	}

@@ -4573,6 +4573,9 @@ type UnixSocket struct {
 	// one, files/unixtake.go). Restore rebuilds it the same way: a
 	// temporary listener bound to that name, connect, accept.
 	SelfConnected bool `protobuf:"varint,22,opt,name=self_connected,json=selfConnected,proto3" json:"self_connected,omitempty"`
+	// SO_RCVTIMEO and SO_SNDTIMEO (socket(7)) in microseconds, 0 for none.
+	RcvtimeoUs    int64 `protobuf:"varint,23,opt,name=rcvtimeo_us,json=rcvtimeoUs,proto3" json:"rcvtimeo_us,omitempty"`
+	SndtimeoUs    int64 `protobuf:"varint,24,opt,name=sndtimeo_us,json=sndtimeoUs,proto3" json:"sndtimeo_us,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4759,6 +4762,20 @@ func (x *UnixSocket) GetSelfConnected() bool {
 		return x.SelfConnected
 	}
 	return false
+}
+
+func (x *UnixSocket) GetRcvtimeoUs() int64 {
+	if x != nil {
+		return x.RcvtimeoUs
+	}
+	return 0
+}
+
+func (x *UnixSocket) GetSndtimeoUs() int64 {
+	if x != nil {
+		return x.SndtimeoUs
+	}
+	return 0
 }
 
 // UnixCred is struct ucred.
@@ -6968,7 +6985,7 @@ const file_image_proto_rawDesc = "" +
 	"\vdeadline_ns\x18\x06 \x01(\x03R\n" +
 	"deadlineNs\"$\n" +
 	"\bSignalFd\x12\x18\n" +
-	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xe2\x05\n" +
+	"\asigmask\x18\x01 \x01(\x04R\asigmask\"\xa4\x06\n" +
 	"\n" +
 	"UnixSocket\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x12\n" +
@@ -6994,7 +7011,11 @@ const file_image_proto_rawDesc = "" +
 	"\vpeer_closed\x18\x14 \x01(\bR\n" +
 	"peerClosed\x12$\n" +
 	"\x0edead_peer_name\x18\x15 \x01(\fR\fdeadPeerName\x12%\n" +
-	"\x0eself_connected\x18\x16 \x01(\bR\rselfConnected\"@\n" +
+	"\x0eself_connected\x18\x16 \x01(\bR\rselfConnected\x12\x1f\n" +
+	"\vrcvtimeo_us\x18\x17 \x01(\x03R\n" +
+	"rcvtimeoUs\x12\x1f\n" +
+	"\vsndtimeo_us\x18\x18 \x01(\x03R\n" +
+	"sndtimeoUs\"@\n" +
 	"\bUnixCred\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
