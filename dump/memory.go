@@ -90,7 +90,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	if vr.err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, vr.err)
 	}
-	maps, used := vr.r.maps, vr.r.used
+	maps, used, policy := vr.r.maps, vr.r.used, vr.r.policy
 	cp.Stats.VMARead, cp.Stats.VMAReadTime = vr.r.how, vr.r.took
 	ev := cp.opts.Log.Debug().Int("pid", pid).Str("path", vr.r.how).Dur("took", vr.r.took)
 	if vr.r.why != "" {
@@ -161,6 +161,13 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		}
 		if v.Kind == pb.VmaKind_VMA_KIND_HEAP {
 			mm.Mm.Brk = v.End
+		}
+		// A NUMA memory policy of its own (mbind): read for the few VMAs
+		// that have one (vmaRead.policy), restored when it is mapped.
+		if policy[m.Start] {
+			if err := vmattr.DumpPolicy(callerOn{cp, cp.live()}, v); err != nil {
+				return nil, nil, fmt.Errorf("dump pid %d: vma %#x-%#x %s: %w", pid, m.Start, m.End, m.Path, err)
+			}
 		}
 		u, known := used[span{m.Start, m.End}]
 		if err := cp.classifyPages(pm, m, v, hot, scanned[span{m.Start, m.End}], u, known); err != nil {
@@ -333,6 +340,11 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 		return nil, fmt.Errorf("%s: %w: memfd mapping", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/SYSV"):
 		return nil, fmt.Errorf("%s: %w: System V shared memory", where, ErrUnsupported)
+	case m.Path == "/secretmem (deleted)":
+		// memfd_secret(2) memory (mm/secretmem.c names its files
+		// "secretmem"): removed from the kernel's direct map, so neither
+		// ptrace nor /proc/PID/mem can read it.
+		return nil, fmt.Errorf("%s: %w: memfd_secret memory, which no other process can read", where, ErrUnsupported)
 	case m.Deleted():
 		return nil, fmt.Errorf("%s: %w: the mapped file was deleted", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/"):

@@ -118,6 +118,11 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	} else {
 		return nil, fail("injected prctl(PR_GET_SECUREBITS)", err)
 	}
+	// What restore would refuse on any host is refused here, while the
+	// original still runs.
+	if err := procattr.AmbientRefused(p.Pid, p.Creds.CapAmbient, p.Creds.Securebits); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
+	}
 
 	for _, tid := range cp.proc.Threads() {
 		t, err := cp.thread(tid)
@@ -127,6 +132,12 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		// Asked of the thread itself (who 0, getpriority(2)): its tid as
 		// lazycr sees it means nothing inside another PID namespace.
 		if err := procattr.ThreadNice(callerOn{cp, tid}, p, 0); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
+		}
+		if err := procattr.ThreadSched(callerOn{cp, tid}, p); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
+		}
+		if err := procattr.ThreadTSC(callerOn{cp, tid}); err != nil {
 			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
 		if tid != leader {

@@ -65,10 +65,11 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	case err != nil && s.Type == unix.SOCK_DGRAM && s.LocalPort == 0 && s.PeerAddr == "":
 		// udp_diag walks the UDP hash tables, which hold bound sockets
 		// only: a socket made but not used yet (a metrics client before
-		// its first datagram) is in none, and its shutdown state
-		// (shutdown(2) sets it even unconnected, answering ENOTCONN) has
-		// no other reader.
-		return fmt.Errorf("%w: an unbound %s socket (no port yet): sock_diag lists only bound ones, so its shutdown state cannot be read", ErrUnsupported, SockProto(s))
+		// its first datagram) is in none. Its shutdown state (shutdown(2)
+		// sets it even unconnected, answering ENOTCONN) is read with poll.
+		if s.Shutdown, err = unboundShutdown(l.local); err != nil {
+			return fmt.Errorf("read the shutdown state of unbound %s socket fd %d: %w", SockProto(s), l.num, err)
+		}
 	case err != nil && s.Type == unix.SOCK_DGRAM:
 		return err
 	case err != nil:
@@ -106,6 +107,35 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	}
 	out.Kind = &pb.Fd_InetSocket{InetSocket: s}
 	return nil
+}
+
+// unboundShutdown reads the sk_shutdown of an unbound, unconnected
+// datagram socket from poll(2): datagram_poll (net/core/datagram.c) sets
+// EPOLLRDHUP for RCV_SHUTDOWN and EPOLLHUP for both directions. A
+// SEND_SHUTDOWN alone shows nowhere but in a send failing EPIPE, and any
+// send would bind the socket (inet_send_prepare autobinds first): it is
+// recorded as none, a documented limit (no program shuts down the sending
+// side of a socket that never sent; shutdown(2) answers it ENOTCONN).
+func unboundShutdown(fd int) (uint32, error) {
+	const rcv, send = 1, 2 // RCV_SHUTDOWN, SEND_SHUTDOWN (include/net/sock.h)
+	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	for {
+		_, err := unix.Poll(p, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("poll", err)
+		}
+		break
+	}
+	switch {
+	case p[0].Revents&unix.POLLHUP != 0:
+		return rcv | send, nil
+	case p[0].Revents&unix.POLLRDHUP != 0:
+		return rcv, nil
+	}
+	return 0, nil
 }
 
 // listenQueue decides on a TCP or MPTCP listener with n connections
