@@ -340,6 +340,11 @@ func (cp *Checkpoint) vmaOf(m *proc.Mapping) (*pb.Vma, error) {
 		return nil, fmt.Errorf("%s: %w: memfd mapping", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/SYSV"):
 		return nil, fmt.Errorf("%s: %w: System V shared memory", where, ErrUnsupported)
+	case m.Path == "/secretmem (deleted)":
+		// memfd_secret(2) memory (mm/secretmem.c names its files
+		// "secretmem"): removed from the kernel's direct map, so neither
+		// ptrace nor /proc/PID/mem can read it.
+		return nil, fmt.Errorf("%s: %w: memfd_secret memory, which no other process can read", where, ErrUnsupported)
 	case m.Deleted():
 		return nil, fmt.Errorf("%s: %w: the mapped file was deleted", where, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/"):

@@ -134,6 +134,12 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err := procattr.ThreadNice(callerOn{cp, tid}, p, 0); err != nil {
 			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
+		if err := procattr.ThreadSched(callerOn{cp, tid}, p); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
+		}
+		if err := procattr.ThreadTSC(callerOn{cp, tid}); err != nil {
+			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
+		}
 		if tid != leader {
 			if err := procattr.ThreadMempolicy(callerOn{cp, tid}, p, tid); err != nil {
 				return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)

@@ -160,6 +160,12 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 			live[m.pid] = true
 		}
 	}
+	if err := cp.refuseSyscallUserDispatch(); err != nil {
+		return err
+	}
+	if err := refuseSharedContexts(cp.pid, live); err != nil {
+		return err
+	}
 	if err := cp.refuseSemUndo(live); err != nil {
 		return err
 	}
@@ -213,6 +219,9 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 	}
 	if err := cp.collectShm(); err != nil {
 		return err
+	}
+	if err := files.CheckPtys(cp.Set.Tree.Processes, cp.Set.Fds); err != nil {
+		return fmt.Errorf("dump pid %d: %w", cp.pid, err)
 	}
 	if len(cp.members) == 0 {
 		return nil

@@ -41,6 +41,11 @@ type DumpOptions struct {
 	// refusal then. Earlier tries refuse it as a passing state, as a
 	// plain dump does: between hosts a queued connection is lost.
 	LazyListeners bool
+	// ListenerHold, if not nil, receives the lock of a listener whose
+	// accept queue refuses the dump (inet.go listenQueue), instead of
+	// the failed dump removing it: the caller keeps it over the pause
+	// before its next try and releases it when its tries end.
+	ListenerHold *ListenerHold
 }
 
 // dumper holds the state of one Dump run that kinds share.
@@ -250,7 +255,11 @@ func (d *dumper) owner(local int) (*pb.FdOwner, error) {
 		return nil, nil
 	}
 	if o.Pid != 0 && ((o.Pid != int32(d.pid) && !d.opts.TreePids[int(o.Pid)]) || o.Type == kabi.F_OWNER_PGRP) {
-		return nil, fmt.Errorf("%w: signal-driven I/O owner (type %d) %d is not the process itself", ErrUnsupported, o.Type, o.Pid)
+		kind := map[int32]string{kabi.F_OWNER_TID: "thread", kabi.F_OWNER_PID: "process", kabi.F_OWNER_PGRP: "process group"}[o.Type]
+		if kind == "" {
+			kind = fmt.Sprintf("owner of type %d", o.Type)
+		}
+		return nil, fmt.Errorf("%w: its signal-driven I/O (F_SETOWN_EX) goes to %s %d, not to the process itself: only the process (or a member of the dumped tree) is restored as the owner", ErrUnsupported, kind, o.Pid)
 	}
 	return &pb.FdOwner{Type: o.Type, Pid: o.Pid, Signal: int32(sig)}, nil
 }

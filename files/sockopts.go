@@ -91,6 +91,7 @@ var sockopts = []sockopt{
 	{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", 0, unix.IPPROTO_TCP},
 	{unix.IPPROTO_TCP, unix.TCP_FASTOPEN, "TCP_FASTOPEN", 0, unix.IPPROTO_TCP},
 	{unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", 0, unix.IPPROTO_TCP},
+	{unix.IPPROTO_TCP, unix.TCP_THIN_LINEAR_TIMEOUTS, "TCP_THIN_LINEAR_TIMEOUTS", 0, unix.IPPROTO_TCP},
 }
 
 // applies reports whether o is read on a socket of family and protocol.

@@ -481,6 +481,9 @@ func readStream(fd int, st *pb.TcpStream) error {
 	if err != nil {
 		return fmt.Errorf("read SIOCINQ: %w", os.NewSyscallError("ioctl", err))
 	}
+	if err := refuseUrgent(fd, inq); err != nil {
+		return err
+	}
 	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
 	if err != nil {
 		return fmt.Errorf("read SIOCOUTQ: %w", os.NewSyscallError("ioctl", err))
@@ -527,6 +530,37 @@ func readStream(fd int, st *pb.TcpStream) error {
 	}
 	st.Window = &pb.TcpWindow{SndWl1: w.SndWl1, SndWnd: w.SndWnd, MaxWindow: w.MaxWindow, RcvWnd: w.RcvWnd, RcvWup: w.RcvWup}
 	return readTCPOpts(fd, st)
+}
+
+// refuseUrgent refuses a connection with urgent data (send(2) MSG_OOB)
+// in its receive queue, read or not. Without SO_OOBINLINE both SIOCINQ and
+// recv stop at the urgent mark (tcp_ioctl answers urg_seq - copied_seq,
+// tcp_recvmsg breaks there), so the bytes behind it were silently left out
+// of the image, and a restored queue cannot carry the urgent pointer (nor
+// the hole a byte read with MSG_OOB leaves). With SO_OOBINLINE set SIOCINQ
+// counts the whole queue: set for the question, put back after.
+func refuseUrgent(fd, inq int) error {
+	inline, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE)
+	if err != nil {
+		return fmt.Errorf("read SO_OOBINLINE: %w", os.NewSyscallError("getsockopt", err))
+	}
+	if inline != 0 {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE, 1); err != nil {
+		return fmt.Errorf("set SO_OOBINLINE: %w", os.NewSyscallError("setsockopt", err))
+	}
+	all, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if perr := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE, 0); perr != nil {
+		return fmt.Errorf("put SO_OOBINLINE back to 0: %w", os.NewSyscallError("setsockopt", perr))
+	}
+	if err != nil {
+		return fmt.Errorf("read SIOCINQ: %w", os.NewSyscallError("ioctl", err))
+	}
+	if all != inq {
+		return fmt.Errorf("%w: urgent data (MSG_OOB) in the receive queue after byte %d of %d: the urgent mark cannot be restored", ErrUnsupported, inq, all)
+	}
+	return nil
 }
 
 // readQueue reads the sequence number and the n bytes of one queue. It

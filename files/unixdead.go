@@ -182,7 +182,8 @@ func (r *restorer) fillFromDeadPeer(f *pb.Fd, fd, peer uintptr) error {
 	// socket) comes with its close; what the socket had of its own is
 	// applied now.
 	return r.unixOpts(fd, &pb.Fd{Fd: f.Fd, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{
-		Sndbuf: s.Sndbuf, Rcvbuf: s.Rcvbuf, Passcred: s.Passcred, Shutdown: s.Shutdown &^ deadShutdown(s)}}})
+		Sndbuf: s.Sndbuf, Rcvbuf: s.Rcvbuf, Passcred: s.Passcred, RcvtimeoUs: s.RcvtimeoUs, SndtimeoUs: s.SndtimeoUs,
+		Shutdown: s.Shutdown &^ deadShutdown(s)}}})
 }
 
 // noFd: no peer fd to send from.

@@ -611,7 +611,8 @@ func (r *restorer) makeUnixOrphan(lf *pb.Fd, lfd uintptr, af *pb.Fd) error {
 		return fmt.Errorf("unix socket fd %d: %w", af.Fd, err)
 	}
 	defer unix.Close(client)
-	if err := r.unixOpts(afd, &pb.Fd{Fd: af.Fd, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Sndbuf: as.Sndbuf, Rcvbuf: as.Rcvbuf, Passcred: as.Passcred}}}); err != nil {
+	if err := r.unixOpts(afd, &pb.Fd{Fd: af.Fd, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Sndbuf: as.Sndbuf, Rcvbuf: as.Rcvbuf, Passcred: as.Passcred,
+		RcvtimeoUs: as.RcvtimeoUs, SndtimeoUs: as.SndtimeoUs}}}); err != nil {
 		return err
 	}
 	if err := writeStream(client, as.Data, fmt.Sprintf("fd %d", af.Fd)); err != nil {

@@ -88,6 +88,18 @@ func (unixSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	s.Sndbuf = int32(geti(unix.SO_SNDBUF, "SO_SNDBUF"))
 	s.Rcvbuf = int32(geti(unix.SO_RCVBUF, "SO_RCVBUF"))
 	s.Passcred = geti(unix.SO_PASSCRED, "SO_PASSCRED") != 0
+	for _, t := range []struct {
+		opt  int
+		what string
+		dst  *int64
+	}{{unix.SO_RCVTIMEO, "SO_RCVTIMEO", &s.RcvtimeoUs}, {unix.SO_SNDTIMEO, "SO_SNDTIMEO", &s.SndtimeoUs}} {
+		tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read %s of socket:[%d]: %w", t.what, l.ino, os.NewSyscallError("getsockopt", err)))
+			continue
+		}
+		*t.dst = tv.Sec*1e6 + tv.Usec
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -641,6 +653,19 @@ func setUnixOpts(fd int, num int32, s *pb.UnixSocket) error {
 		}
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.set); err != nil {
 			return fmt.Errorf("set %s=%d on fd %d: %w", o.what, o.set, num, os.NewSyscallError("setsockopt", err))
+		}
+	}
+	for _, t := range []struct {
+		opt  int
+		what string
+		us   int64
+	}{{unix.SO_RCVTIMEO, "SO_RCVTIMEO", s.RcvtimeoUs}, {unix.SO_SNDTIMEO, "SO_SNDTIMEO", s.SndtimeoUs}} {
+		if t.us <= 0 {
+			continue
+		}
+		tv := unix.NsecToTimeval(t.us * 1000)
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt, &tv); err != nil {
+			return fmt.Errorf("set %s=%dµs on fd %d: %w", t.what, t.us, num, os.NewSyscallError("setsockopt", err))
 		}
 	}
 	return nil

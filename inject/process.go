@@ -511,6 +511,31 @@ func (p *Process) PendingSignals(tid int, shared bool) ([][]byte, error) {
 	return out, err
 }
 
+// SyscallUserDispatch reports whether tid has syscall user dispatch on
+// (prctl(2) PR_SET_SYSCALL_USER_DISPATCH), read with
+// PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, which needs no injected syscall:
+// one injected into a thread whose selector blocks syscalls would raise
+// SIGSYS instead of running. A kernel without the request (before 6.4,
+// EIO) cannot tell: ok is false then.
+func (p *Process) SyscallUserDispatch(tid int) (on, ok bool, err error) {
+	err = p.t.Do(func() error {
+		th, err := p.thread(tid)
+		if err != nil {
+			return err
+		}
+		c, err := getSudConfig(th.tid)
+		if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read syscall user dispatch of pid %d tid %d: %w", p.Pid, tid, err)
+		}
+		on, ok = c.Mode != 0, true
+		return nil
+	})
+	return on, ok, err
+}
+
 // Rseq returns tid's rseq(2) registration (PTRACE_GET_RSEQ_CONFIGURATION).
 func (p *Process) Rseq(tid int) (RseqConfig, error) {
 	var c RseqConfig

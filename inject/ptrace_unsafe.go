@@ -10,24 +10,25 @@ import (
 
 // ptraceRequests names the requests this package makes, for error messages.
 var ptraceRequests = map[int]string{
-	unix.PTRACE_SEIZE:                  "ptrace PTRACE_SEIZE",
-	unix.PTRACE_INTERRUPT:              "ptrace PTRACE_INTERRUPT",
-	unix.PTRACE_DETACH:                 "ptrace PTRACE_DETACH",
-	unix.PTRACE_CONT:                   "ptrace PTRACE_CONT",
-	unix.PTRACE_SYSCALL:                "ptrace PTRACE_SYSCALL",
-	unix.PTRACE_GETREGS:                "ptrace PTRACE_GETREGS",
-	unix.PTRACE_SETREGS:                "ptrace PTRACE_SETREGS",
-	unix.PTRACE_GETREGSET:              "ptrace PTRACE_GETREGSET",
-	unix.PTRACE_SETREGSET:              "ptrace PTRACE_SETREGSET",
-	unix.PTRACE_SETOPTIONS:             "ptrace PTRACE_SETOPTIONS",
-	unix.PTRACE_GETEVENTMSG:            "ptrace PTRACE_GETEVENTMSG",
-	unix.PTRACE_GETSIGINFO:             "ptrace PTRACE_GETSIGINFO",
-	unix.PTRACE_GETSIGMASK:             "ptrace PTRACE_GETSIGMASK",
-	unix.PTRACE_SETSIGMASK:             "ptrace PTRACE_SETSIGMASK",
-	unix.PTRACE_PEEKSIGINFO:            "ptrace PTRACE_PEEKSIGINFO",
-	unix.PTRACE_GET_RSEQ_CONFIGURATION: "ptrace PTRACE_GET_RSEQ_CONFIGURATION",
-	unix.PTRACE_SECCOMP_GET_FILTER:     "ptrace PTRACE_SECCOMP_GET_FILTER",
-	unix.PTRACE_SECCOMP_GET_METADATA:   "ptrace PTRACE_SECCOMP_GET_METADATA",
+	unix.PTRACE_SEIZE:                            "ptrace PTRACE_SEIZE",
+	unix.PTRACE_INTERRUPT:                        "ptrace PTRACE_INTERRUPT",
+	unix.PTRACE_DETACH:                           "ptrace PTRACE_DETACH",
+	unix.PTRACE_CONT:                             "ptrace PTRACE_CONT",
+	unix.PTRACE_SYSCALL:                          "ptrace PTRACE_SYSCALL",
+	unix.PTRACE_GETREGS:                          "ptrace PTRACE_GETREGS",
+	unix.PTRACE_SETREGS:                          "ptrace PTRACE_SETREGS",
+	unix.PTRACE_GETREGSET:                        "ptrace PTRACE_GETREGSET",
+	unix.PTRACE_SETREGSET:                        "ptrace PTRACE_SETREGSET",
+	unix.PTRACE_SETOPTIONS:                       "ptrace PTRACE_SETOPTIONS",
+	unix.PTRACE_GETEVENTMSG:                      "ptrace PTRACE_GETEVENTMSG",
+	unix.PTRACE_GETSIGINFO:                       "ptrace PTRACE_GETSIGINFO",
+	unix.PTRACE_GETSIGMASK:                       "ptrace PTRACE_GETSIGMASK",
+	unix.PTRACE_SETSIGMASK:                       "ptrace PTRACE_SETSIGMASK",
+	unix.PTRACE_PEEKSIGINFO:                      "ptrace PTRACE_PEEKSIGINFO",
+	unix.PTRACE_GET_RSEQ_CONFIGURATION:           "ptrace PTRACE_GET_RSEQ_CONFIGURATION",
+	unix.PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG: "ptrace PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG",
+	unix.PTRACE_SECCOMP_GET_FILTER:               "ptrace PTRACE_SECCOMP_GET_FILTER",
+	unix.PTRACE_SECCOMP_GET_METADATA:             "ptrace PTRACE_SECCOMP_GET_METADATA",
 }
 
 func ptraceName(req int) string {
@@ -140,6 +141,12 @@ func peekSigInfo(tid int, off uint64, shared bool, b []byte) (int, error) {
 	}
 	n, err := ptraceRaw(unix.PTRACE_PEEKSIGINFO, tid, unsafe.Pointer(&a), unsafe.Pointer(&b[0]))
 	return int(n), err
+}
+
+func getSudConfig(tid int) (kabi.PtraceSudConfig, error) {
+	var c kabi.PtraceSudConfig
+	_, err := ptraceData(unix.PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, tid, unsafe.Sizeof(c), unsafe.Pointer(&c))
+	return c, err
 }
 
 func getRseqConfig(tid int) (RseqConfig, error) {

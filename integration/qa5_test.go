@@ -274,3 +274,15 @@ func TestQA5MempolicyKept(t *testing.T) {
 		`thread \d+ has memory policy 0x1 nodes 0, the main thread 0x2 nodes 0`)
 	requireProgress(t, q, "ok")
 }
+
+// TestUnboundUDPRestored (qa5 S8): UDP sockets made but not bound yet —
+// one as made, one shut down for reading, one both ways — were refused
+// ("sock_diag lists only bound ones"); their shutdown state is read with
+// poll, and the program finds each unbound and polling as before.
+func TestUnboundUDPRestored(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "udp_unbound"))
+	dir := dumpKill(t, p)
+	r := restoreFrom(t, p, dir)
+	requireProgress(t, r, "ok")
+}

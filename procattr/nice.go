@@ -70,6 +70,9 @@ func ThreadNice(c Caller, p *pb.Process, tid int) error {
 	if err != nil {
 		return err
 	}
+	if n != *p.Nice && tid == 0 {
+		return fmt.Errorf("its nice value %d differs from the main thread's %d: per-thread nice values are not restored", n, *p.Nice)
+	}
 	if n != *p.Nice {
 		return fmt.Errorf("thread %d has nice value %d, the main thread %d: per-thread nice values are not restored", tid, n, *p.Nice)
 	}

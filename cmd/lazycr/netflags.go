@@ -55,13 +55,9 @@ func (c *connFlags) token() ([]byte, error) {
 	if c.tokenFile == "" {
 		return nil, nil
 	}
-	st, err := os.Stat(c.tokenFile)
+	st, err := statRegular("read token", c.tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("read token: %w", err)
-	}
-	// A FIFO would block the read for good (and SIGTERM with it).
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read token: %s is not a regular file", c.tokenFile)
+		return nil, err
 	}
 	// As ssh does for private keys: a secret others can read is no secret.
 	if st.Mode().Perm()&0o077 != 0 {
@@ -95,9 +91,37 @@ func checkTokenStrength(tok []byte, what string) error {
 	return nil
 }
 
+// statRegular stats the file at path, which the command is about to read
+// (what says for what), and refuses anything but a regular file: a FIFO
+// would block the read for good (and SIGTERM with it), a directory or
+// device is no key, certificate or secret.
+func statRegular(what, path string) (os.FileInfo, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %s is not a regular file (%s)", what, path, st.Mode().Type())
+	}
+	return st, nil
+}
+
+// tlsFiles checks that --tls-cert, --tls-key and --tls-ca are regular files.
+func (c *connFlags) tlsFiles() error {
+	for _, f := range []struct{ flag, path string }{{"--tls-cert", c.tlsCert}, {"--tls-key", c.tlsKey}, {"--tls-ca", c.tlsCA}} {
+		if _, err := statRegular("read "+f.flag, f.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *connFlags) serverTLS() (*tls.Config, error) {
 	if c.tlsCert == "" {
 		return nil, nil
+	}
+	if err := c.tlsFiles(); err != nil {
+		return nil, err
 	}
 	return pageserver.ServerTLS(c.tlsCert, c.tlsKey, c.tlsCA)
 }
@@ -105,6 +129,9 @@ func (c *connFlags) serverTLS() (*tls.Config, error) {
 func (c *connFlags) clientTLS(serverName string) (*tls.Config, error) {
 	if c.tlsCert == "" {
 		return nil, nil
+	}
+	if err := c.tlsFiles(); err != nil {
+		return nil, err
 	}
 	return pageserver.ClientTLS(c.tlsCert, c.tlsKey, c.tlsCA, serverName)
 }

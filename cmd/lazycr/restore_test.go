@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -99,5 +100,45 @@ func TestWarnImageDirWriters(t *testing.T) {
 	warnImageDirWriters(g, dir)
 	if !strings.Contains(logs.String(), "writable by others") {
 		t.Errorf("no warning for a directory others may write: %q", logs.String())
+	}
+}
+
+// TestTLSFilesRegular (stop 18 note): a FIFO given as --tls-cert, --tls-key
+// or --tls-ca blocked dump and restore for good (SIGTERM too); anything but
+// a regular file is refused, naming the flag.
+func TestTLSFilesRegular(t *testing.T) {
+	dir := t.TempDir()
+	reg := filepath.Join(dir, "pem")
+	if err := os.WriteFile(reg, []byte("not PEM\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flag string
+		c    connFlags
+	}{
+		{"--tls-cert", connFlags{tlsCert: fifo, tlsKey: reg, tlsCA: reg}},
+		{"--tls-key", connFlags{tlsCert: reg, tlsKey: fifo, tlsCA: reg}},
+		{"--tls-ca", connFlags{tlsCert: reg, tlsKey: reg, tlsCA: fifo}},
+		{"--tls-ca", connFlags{tlsCert: reg, tlsKey: reg, tlsCA: dir}},
+	} {
+		for side, load := range map[string]func() error{
+			"server": func() error { _, err := tc.c.serverTLS(); return err },
+			"client": func() error { _, err := tc.c.clientTLS("src"); return err },
+		} {
+			errc := make(chan error, 1)
+			go func() { errc <- load() }()
+			select {
+			case err := <-errc:
+				if err == nil || !strings.Contains(err.Error(), tc.flag) || !strings.Contains(err.Error(), "not a regular file") {
+					t.Errorf("%s TLS with %s not a regular file: %v, want it refused naming %s", side, tc.flag, err, tc.flag)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s TLS with %s a FIFO: still blocked after 30s", side, tc.flag)
+			}
+		}
 	}
 }

@@ -69,6 +69,7 @@ func TestSizes(t *testing.T) {
 		{"page_region", unsafe.Sizeof(PageRegion{}), 24},
 		{"pm_scan_arg", unsafe.Sizeof(PmScanArg{}), 96},
 		{"ptrace_rseq_configuration", unsafe.Sizeof(PtraceRseqConfiguration{}), 24},
+		{"ptrace_sud_config", unsafe.Sizeof(PtraceSudConfig{}), 32},
 		{"prctl_mm_map", unsafe.Sizeof(PrctlMmMap{}), 104},
 		{"clone_args", unsafe.Sizeof(CloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},
 		{"clone_args (remote)", unsafe.Sizeof(RemoteCloneArgs{}), unix.CLONE_ARGS_SIZE_VER2},

@@ -11,8 +11,22 @@ import (
 // kcmp(2) types, include/uapi/linux/kcmp.h.
 const (
 	KCMP_FILE      = 0
+	KCMP_VM        = 1
+	KCMP_FILES     = 2
+	KCMP_FS        = 3
 	KCMP_EPOLL_TFD = 7
 )
+
+// Kcmp wraps kcmp(pid1, pid2, typ, 0, 0) for the types that compare a
+// whole resource of the two processes (KCMP_VM, KCMP_FILES, KCMP_FS): it
+// reports whether they share it. See kcmp(2).
+func Kcmp(pid1, pid2, typ int) (bool, error) {
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), 0, 0, 0)
+	if errno != 0 {
+		return false, os.NewSyscallError("kcmp", errno)
+	}
+	return r == 0, nil
+}
 
 // KcmpEpollSlot is struct kcmp_epoll_slot (include/uapi/linux/kcmp.h): the
 // target registered in epoll fd Efd under fd number Tfd; Toff picks among
