@@ -153,6 +153,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	}
 
 	var runs []eagerRun
+	var withPolicy []*pb.Vma
 	for i := range maps {
 		m := &maps[i]
 		v, err := cp.vmaOf(m)
@@ -162,12 +163,8 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		if v.Kind == pb.VmaKind_VMA_KIND_HEAP {
 			mm.Mm.Brk = v.End
 		}
-		// A NUMA memory policy of its own (mbind): read for the few VMAs
-		// that have one (vmaRead.policy), restored when it is mapped.
 		if policy[m.Start] {
-			if err := vmattr.DumpPolicy(callerOn{cp, cp.live()}, v); err != nil {
-				return nil, nil, fmt.Errorf("dump pid %d: vma %#x-%#x %s: %w", pid, m.Start, m.End, m.Path, err)
-			}
+			withPolicy = append(withPolicy, v)
 		}
 		u, known := used[span{m.Start, m.End}]
 		if err := cp.classifyPages(pm, m, v, hot, scanned[span{m.Start, m.End}], u, known); err != nil {
@@ -186,6 +183,15 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 			}
 		}
 		mm.Vmas = append(mm.Vmas, v)
+	}
+	// A NUMA memory policy of its own (mbind): read for the few VMAs that
+	// have one (vmaRead.policy) with injected syscalls, now that every VMA
+	// is recorded (the scratch page they use is mapped on the first),
+	// restored when the VMA is mapped.
+	for _, v := range withPolicy {
+		if err := vmattr.DumpPolicy(callerOn{cp, cp.live()}, v); err != nil {
+			return nil, nil, fmt.Errorf("dump pid %d: vma %#x-%#x %s: %w", pid, v.Start, v.End, v.Name, err)
+		}
 	}
 	if mm.Attrs, err = cp.mmAttrs(); err != nil {
 		return nil, nil, err

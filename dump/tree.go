@@ -636,7 +636,7 @@ func refuseForeignSessions(root int, procs []*pb.Process) error {
 			continue
 		}
 		if ps, ok := sid[p.Ppid]; ok && p.Sid != ps && p.Sid != p.Pid {
-			return fmt.Errorf("dump pid %d: %w: pid %d is in session %d, its parent pid %d in session %d, and it does not lead its session: not restored yet",
+			return fmt.Errorf("dump pid %d: %w: pid %d is in session %d, its parent pid %d in session %d, and it does not lead its session: not supported yet",
 				root, ErrUnsupported, p.Pid, p.Sid, p.Ppid, ps)
 		}
 	}

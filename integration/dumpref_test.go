@@ -144,8 +144,8 @@ func TestDumprefAccountKept(t *testing.T) {
 
 // TestDumprefMempolicyKept dumps dumpref_mbind (ranges with NUMA memory
 // policies of their own, mbind(2): MPOL_PREFERRED, MPOL_BIND with
-// MPOL_F_STATIC_NODES in the middle of a mapping, MPOL_LOCAL; and one
-// without) and restores it, plain and lazily: the program checks every
+// MPOL_F_STATIC_NODES in the middle of a mapping, MPOL_LOCAL, one on
+// MAP_SHARED anonymous memory; and one without) and restores it, plain and lazily: the program checks every
 // range's policy (get_mempolicy(2) MPOL_F_ADDR) and its data each round.
 // The VMA policies were neither recorded nor refused: the restored ranges
 // came back with the default policy, silently.

@@ -6,6 +6,8 @@
  *              2 pages of an 8-page mapping (the mapping is split in three)
  *   local:     4 pages, MPOL_LOCAL, never written
  *   plain:     4 pages, no policy of its own (MPOL_DEFAULT)
+ *   shared:    4 pages of MAP_SHARED anonymous memory, MPOL_PREFERRED
+ *              node 0 (shmem keeps it in the object too), written
  * Every round it checks get_mempolicy(2) MPOL_F_ADDR on each range (and
  * that the pages around "bind" have none) and the data written.
  *
@@ -24,7 +26,7 @@
 #define MPOL_F_ADDR (1 << 1)
 #define PG 4096UL
 
-static char *preferred, *bind8, *local, *plain;
+static char *preferred, *bind8, *local, *plain, *shared;
 
 static char *region(size_t pages)
 {
@@ -58,8 +60,9 @@ static void check(void)
 	expect("after bind", bind8 + 7 * PG, MPOL_DEFAULT, 0);
 	expect("local", local, MPOL_LOCAL, 0);
 	expect("plain", plain, MPOL_DEFAULT, 0);
+	expect("shared", shared, MPOL_PREFERRED, 1);
 	for (size_t i = 0; i < 4 * PG; i++)
-		if (preferred[i] != (char)(i % 251) || bind8[2 * PG + i] != (char)(i % 241))
+		if (preferred[i] != (char)(i % 251) || bind8[2 * PG + i] != (char)(i % 241) || shared[i] != (char)(i % 239))
 			failf("data at byte %zu changed", i);
 }
 
@@ -69,6 +72,10 @@ int main(void)
 	bind8 = region(8);
 	local = region(4);
 	plain = region(4);
+	shared = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared == MAP_FAILED)
+		die("mmap shared");
+	mbind_range(shared, 4, MPOL_PREFERRED, 1);
 	mbind_range(preferred, 4, MPOL_PREFERRED, 1);
 	mbind_range(bind8 + 2 * PG, 4, MPOL_BIND | MPOL_F_STATIC_NODES, 1);
 	mbind_range(local, 4, MPOL_LOCAL, 0);
@@ -76,6 +83,7 @@ int main(void)
 		preferred[i] = (char)(i % 251);
 		bind8[2 * PG + i] = (char)(i % 241);
 		plain[i] = 1;
+		shared[i] = (char)(i % 239);
 	}
 	check_forever(check);
 }
