@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -71,6 +72,9 @@ type Options struct {
 	// a reset) instead of refusing the dump when the queue stays non-empty
 	// over every try (files.DumpOptions.DropQueuedConnections).
 	DropQueuedConnections bool
+	// ServiceAddresses are recorded in the inventory (dump --net-address,
+	// pb.Inventory.ServiceAddresses).
+	ServiceAddresses []netip.Addr
 }
 
 // DefaultReapTimeout is the default of Options.ReapTimeout.
@@ -324,6 +328,9 @@ func (cp *Checkpoint) collect(ctx context.Context) error {
 		Tree:   &pb.ProcessTree{},
 		Memory: map[uint32]*pb.MemoryMap{},
 		Fds:    map[uint32]*pb.FdTable{},
+	}
+	for _, a := range cp.opts.ServiceAddresses {
+		set.Inventory.ServiceAddresses = append(set.Inventory.ServiceAddresses, a.String())
 	}
 	cp.Set = set
 

@@ -332,7 +332,7 @@ func sampleSet() *Set {
 		Inventory: &pb.Inventory{
 			FormatVersion: FormatVersion, LazycrVersion: "v0.1.0-test", KernelRelease: "6.18.0-lazycr", Arch: "amd64",
 			Hostname: "host-b", TimeUnixNano: 1_764_000_000_000_000_000, Lazy: true, RootPid: rootPid, XsaveSize: 2432,
-			PageSize: PageSize, XsaveFeatures: 0x2e7, SetId: []byte("sample-set-id-16"),
+			PageSize: PageSize, XsaveFeatures: 0x2e7, SetId: []byte("sample-set-id-16"), ServiceAddresses: []string{"10.0.0.80", "fd00::80"},
 		},
 		Tree: &pb.ProcessTree{Processes: []*pb.Process{
 			process(rootPid, 1, thread(rootPid), thread(rootPid+1)),

@@ -138,6 +138,18 @@ func TestLazyListenerNewClientsHosts(t *testing.T) {
 	testLazyListenerClients(t, "lls", "hosts")
 }
 
+// TestLazyListenerWildcardHosts: the same migration of a server
+// listening on every address (0.0.0.0, as nginx's "listen 80"): its
+// sockets name no address to move, so the service address is given to
+// the dump (--net-address); the target takes it over, the source releases
+// it, and the clients on A (the burst while frozen, one after)
+// are served. Without it the address stayed on B with nothing listening
+// (no connection was being served at the freeze to name it).
+func TestLazyListenerWildcardHosts(t *testing.T) {
+	t.Parallel()
+	testLazyListenerClients(t, "llw", "wildcard")
+}
+
 // TestLazyListenerTargetFailsHosts: the same migration, but the target
 // fails once the process is built, before it runs (failpoint
 // restore.resume): the target gives the service address back, the source
@@ -163,10 +175,12 @@ func TestLazyListenerNewClientsSameHost(t *testing.T) {
 }
 
 // testLazyListenerClients runs the lazy listener tests: mode "hosts"
-// migrates from B to C, "fail" too with the target failing at the
-// failpoint restore.resume, "samehost" from B to B.
+// migrates from B to C, "wildcard" too with the server on every address
+// and the service address given to the dump, "fail" from B to C with the
+// target failing at the failpoint restore.resume, "samehost" from B to B.
 func testLazyListenerClients(t *testing.T, prefix, mode string) {
 	fail := mode == "fail"
+	var srcSvc []string
 	bin := buildC(t, "tcpbacklog")
 	hA, hB, hC, svc := newTreeTCPHosts(t, prefix)
 	fp := ""
@@ -185,6 +199,13 @@ func testLazyListenerClients(t *testing.T, prefix, mode string) {
 	if mode == "hosts" {
 		listen = svc.String()
 	}
+	wildcard := mode == "wildcard"
+	if wildcard {
+		// No looping client either: a connection served at the freeze
+		// would name the address.
+		mode = "hosts"
+		srcSvc = []string{"--net-address", svc.String()}
+	}
 	p := startCmd(t, hB.Command(context.Background(), bin, "loop", listen))
 	var rep backlogReport
 	waitReport(t, p, &rep)
@@ -196,7 +217,7 @@ func testLazyListenerClients(t *testing.T, prefix, mode string) {
 	start, stop := make(chan struct{}), make(chan struct{})
 	// On one host a connection the server holds at the freeze (the
 	// loop's) is refused (TestTCPSameHostLazyRefused): the burst only.
-	wait := lazyListenerClients(hA, addr, mode != "samehost", 3, start, stop)
+	wait := lazyListenerClients(hA, addr, mode != "samehost" && !wildcard, 3, start, stop)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -204,9 +225,9 @@ func testLazyListenerClients(t *testing.T, prefix, mode string) {
 		}
 	}()
 
-	var srcExtra []string
+	srcExtra := srcSvc
 	if mode != "samehost" {
-		srcExtra = []string{"--release-addresses"}
+		srcExtra = append(srcExtra, "--release-addresses")
 	}
 	src := startLazySource(t, hB, p.pid, hB.Addr.String(), srcExtra...)
 	// Frozen: the burst's connections are opened (SYN sent or, without a

@@ -94,6 +94,17 @@ func (f *NetFixer) Prepare(set *image.Set) error {
 		return nil
 	}
 	procs := set.Tree.GetProcesses()
+	svc := ServiceAddresses(set)
+	if len(svc) > 0 {
+		res, err := netfix.Fix(f.nl, nil, netfix.Options{Policy: f.opts.Policy, Iface: f.opts.Iface, Log: f.log, Addresses: svc})
+		if err != nil {
+			if errors.Is(err, netfix.ErrNoRoute) && f.opts.Policy == netfix.Takeover && f.opts.Iface == "" {
+				err = fmt.Errorf("%w (--net-iface names the interface to add the address to)", err)
+			}
+			return fmt.Errorf("netfix: %w", err)
+		}
+		f.Result = &netfix.Result{Changes: res.Changes}
+	}
 	for _, p := range procs {
 		socks := processSockets(set, p.Pid)
 		if len(socks) == 0 {
@@ -103,7 +114,7 @@ func (f *NetFixer) Prepare(set *image.Set) error {
 		if len(procs) > 1 {
 			log = f.log.With().Uint32("pid", p.Pid).Logger()
 		}
-		res, err := netfix.Fix(f.nl, socks, netfix.Options{Policy: f.opts.Policy, Iface: f.opts.Iface, Log: log})
+		res, err := netfix.Fix(f.nl, socks, netfix.Options{Policy: f.opts.Policy, Iface: f.opts.Iface, Log: log, Quiet: len(svc) > 0})
 		if err != nil {
 			if uerr := f.Undo(); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("undo network changes: %w", uerr))
@@ -172,10 +183,36 @@ func (f *NetFixer) Report() []string {
 	return out
 }
 
+// ServiceAddresses are the image's service addresses (dump
+// --net-address, pb.Inventory.ServiceAddresses); one that does not parse
+// is left out (dump checked them).
+func ServiceAddresses(set *image.Set) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range set.Inventory.GetServiceAddresses() {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap().WithZone(""))
+		}
+	}
+	return out
+}
+
+// addresses are the local addresses of the image's sockets and its
+// service addresses.
+func addresses(set *image.Set) []netip.Addr {
+	out := netfix.Addresses(Sockets(set))
+	for _, a := range ServiceAddresses(set) {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // releaseAddresses removes from this host the local addresses of the
-// image's sockets (after a takeover migration moved them to the target).
+// image's sockets and its service addresses (after a takeover migration
+// moved them to the target).
 func releaseAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
-	addrs := netfix.Addresses(Sockets(set))
+	addrs := addresses(set)
 	var keep []netip.Addr
 	for _, a := range addrs {
 		if !a.IsLoopback() && !a.IsUnspecified() {
@@ -208,7 +245,7 @@ func releaseAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
 // -I $link $addr`. Links without ARP and IPv6 addresses are left alone.
 func announceAddresses(set *image.Set, log zerolog.Logger) ([]string, error) {
 	var want []netip.Addr
-	for _, a := range netfix.Addresses(Sockets(set)) {
+	for _, a := range addresses(set) {
 		if a.Is4() {
 			want = append(want, a)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,6 +40,10 @@ type SourceOptions struct {
 	// ReleaseAddresses removes the sockets' local addresses from this host
 	// after DONE (the target took them over).
 	ReleaseAddresses bool
+	// ServiceAddresses are addresses the process serves at through
+	// sockets on every address (dump.Options.ServiceAddresses): the
+	// target's takeover moves them, ReleaseAddresses releases them.
+	ServiceAddresses []netip.Addr
 }
 
 // SourceResult describes a finished source half.
@@ -181,7 +186,7 @@ func Source(ctx context.Context, opts SourceOptions) (_ *SourceResult, retErr er
 	sweepStates(opts.Log)
 	image.Warm() // before the freeze: the encoding would otherwise pay for it
 	dumpStart := time.Now()
-	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log})
+	cp, err := dump.Freeze(ctx, dump.Options{PID: opts.PID, Mode: dump.ModeLazy, Version: opts.Version, Log: opts.Log, ServiceAddresses: opts.ServiceAddresses})
 	if err != nil {
 		return nil, err
 	}

@@ -75,6 +75,15 @@ type Options struct {
 	// default route for a socket without a peer).
 	Iface string
 	Log   zerolog.Logger
+	// Addresses are service addresses to move with the process whatever
+	// its sockets name (dump --net-address): a Takeover adds each that is
+	// not here, as for a socket bound to it without a peer, before the
+	// sockets are fixed; Fail refuses one that is not here; Rebind leaves
+	// them (its servers on every address serve at this host's).
+	Addresses []netip.Addr
+	// Quiet: no warning that no socket names an address to move (the
+	// caller moves service addresses in another call).
+	Quiet bool
 }
 
 // Socket is one inet socket of the image with the fd number it has in the
@@ -135,15 +144,47 @@ func Fix(h Netlink, sockets []Socket, opts Options) (_ *Result, err error) {
 			f.have[ip] = true
 		}
 	}
+	for _, a := range opts.Addresses {
+		if err := f.address(a); err != nil {
+			return nil, err
+		}
+	}
 	for _, s := range sockets {
 		if err := f.socket(s); err != nil {
 			return nil, err
 		}
 	}
-	if opts.Policy == Takeover {
+	if opts.Policy == Takeover && !opts.Quiet && len(opts.Addresses) == 0 {
 		f.warnNothingToTake(sockets)
 	}
 	return f.res, nil
+}
+
+// address moves service address a here (Options.Addresses).
+func (f *fixer) address(a netip.Addr) error {
+	a = a.Unmap().WithZone("")
+	if f.have[a] {
+		return nil
+	}
+	switch f.opts.Policy {
+	case Fail:
+		return fmt.Errorf("service address %s: %w (network policy fail)", a, ErrAddrNotHere)
+	case Rebind:
+		f.log.Warn().Stringer("address", a).Msgf("service address %s is not on this host and stays where it is (--net-policy rebind; takeover would move it)", a)
+		return nil
+	}
+	k := sock{fd: -1, family: familyOf(a), local: netip.AddrPortFrom(a, 0)}
+	var route *netlink.Route
+	if f.opts.Iface == "" {
+		var err error
+		if route, err = f.defaultRoute(k.family, "", 0); err != nil {
+			return fmt.Errorf("service address %s: %w", a, err)
+		}
+	}
+	if err := f.takeover(k, route); err != nil {
+		return fmt.Errorf("take over service address %s: %w", a, err)
+	}
+	return nil
 }
 
 // warnNothingToTake warns when the image's servers (TCP listeners, UDP
@@ -170,7 +211,7 @@ func (f *fixer) warnNothingToTake(sockets []Socket) {
 	}
 	if len(wild) > 0 {
 		f.log.Warn().Strs("sockets", wild).
-			Msgf("takeover: no socket names an address to move here; its servers on every address (%s) serve at this host's own addresses only (bind the service address in the program to move it with the process)", strings.Join(wild, ", "))
+			Msgf("takeover: no socket names an address to move here; its servers on every address (%s) serve at this host's own addresses only (name the service address with dump --net-address, or bind it in the program, to move it with the process)", strings.Join(wild, ", "))
 	}
 }
 

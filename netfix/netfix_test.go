@@ -433,3 +433,54 @@ func TestFixWarnsNothingToTake(t *testing.T) {
 		}
 	}
 }
+
+// TestFixServiceAddresses: service addresses (dump --net-address) are
+// moved by a takeover whatever the sockets name (a listener on every
+// address names none), out of the default route's link or --net-iface;
+// one already here is left alone; fail refuses one that is not here;
+// rebind leaves it, saying so; no "nothing to take" warning then.
+func TestFixServiceAddresses(t *testing.T) {
+	wild := []Socket{sk(3, "tcp", "0.0.0.0:8080", "")}
+	for _, tc := range []struct {
+		name    string
+		policy  Policy
+		iface   string
+		addrs   []string
+		want    []string // commands
+		wantErr bool
+		log     string
+	}{
+		{name: "takeover, default route's link", policy: Takeover, addrs: []string{"10.0.0.50"},
+			want: []string{"ip addr replace 10.0.0.50/24 dev eth0"}},
+		{name: "takeover, --net-iface", policy: Takeover, iface: "eth2", addrs: []string{"10.2.0.9", "10.1.0.2"},
+			want: []string{"ip addr replace 10.2.0.9/24 dev eth2"}},
+		{name: "fail", policy: Fail, addrs: []string{"10.0.0.50"}, wantErr: true},
+		{name: "rebind", policy: Rebind, addrs: []string{"10.0.0.50"}, log: "stays where it is"},
+	} {
+		h := newFakeHost(t, testHost)
+		var logs bytes.Buffer
+		var addrs []netip.Addr
+		for _, a := range tc.addrs {
+			addrs = append(addrs, netip.MustParseAddr(a))
+		}
+		res, err := Fix(h, wild, Options{Policy: tc.policy, Iface: tc.iface, Log: zerolog.New(&logs), Addresses: addrs})
+		if (err != nil) != tc.wantErr {
+			t.Fatalf("%s: Fix: %v, want error %v", tc.name, err, tc.wantErr)
+		}
+		if err != nil {
+			continue
+		}
+		var got []string
+		for _, c := range cmds(res.Changes) {
+			if strings.HasPrefix(c, "ip addr") {
+				got = append(got, c)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: address changes %q, want %q", tc.name, got, tc.want)
+		}
+		if l := logs.String(); strings.Contains(l, "no socket names an address") || !strings.Contains(l, tc.log) {
+			t.Errorf("%s: log:\n%s", tc.name, l)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,6 +33,8 @@ type dumpOptions struct {
 	stats        bool
 	conn         connFlags
 	releaseAddrs bool
+	netAddrs     []string
+	svcAddrs     []netip.Addr // netAddrs, parsed
 	insecure     bool
 	adopt        int
 	statsFile    string
@@ -143,6 +146,9 @@ github.com/lazycr/lazycr/stats.`,
 				if o.releaseAddrs {
 					return usagef("--release-addresses and --adopt exclude each other")
 				}
+				if len(o.netAddrs) > 0 {
+					return usagef("--net-address and --adopt exclude each other: the session's image names its addresses")
+				}
 				o.pid = o.adopt
 			}
 			if o.pid <= 0 {
@@ -159,6 +165,9 @@ github.com/lazycr/lazycr/stats.`,
 			}
 			if o.releaseAddrs && !o.lazy {
 				return usagef("--release-addresses goes with --lazy")
+			}
+			if o.svcAddrs, err = parseServiceAddresses(o.netAddrs); err != nil {
+				return err
 			}
 			if o.leaveRunning && o.lazy {
 				return usagef("--leave-running and --lazy exclude each other")
@@ -184,7 +193,7 @@ github.com/lazycr/lazycr/stats.`,
 			}
 			st, err := dump.Dump(cmd.Context(), dump.Options{
 				PID: o.pid, Dir: o.dir, Mode: mode, Version: lazycrVersion(), Log: g.log,
-				DropQueuedConnections: o.dropQueued,
+				DropQueuedConnections: o.dropQueued, ServiceAddresses: o.svcAddrs,
 			})
 			rec.dump(st)
 			if err != nil {
@@ -212,6 +221,7 @@ github.com/lazycr/lazycr/stats.`,
 	f.BoolVar(&o.lazy, "lazy", false, "post-copy: write the skeleton only and serve the remaining pages to the target")
 	o.conn.register(f, true)
 	f.BoolVar(&o.releaseAddrs, "release-addresses", false, "with --lazy: after DONE, remove the migrated sockets' local addresses from this host (the target took them over with --net-policy takeover)")
+	f.StringSliceVar(&o.netAddrs, "net-address", nil, "an address the process serves at through sockets bound to every address (0.0.0.0, ::), which name none: restore --net-policy takeover moves it with the process and --release-addresses releases it here (repeat or comma-separate for several)")
 	f.BoolVar(&o.insecure, "insecure", false, "with --lazy: serve without any secret (no --token, no TLS, none generated): anyone who can reach the port can read the process's memory")
 	f.IntVar(&o.adopt, "adopt", 0, "with --lazy: serve again the stopped original PID of a session whose source died or gave up after the target resumed (state in -D DIR, default /run/lazycr/pid-PID-START)")
 	f.StringVar(&o.address, "address", "", "with --lazy: address to listen on (default all)")
@@ -295,7 +305,7 @@ func runLazyDump(ctx context.Context, g *globals, o *dumpOptions, rec *statsReco
 	res, err := migrate.Source(ctx, migrate.SourceOptions{
 		PID: o.pid, Dir: o.dir, Listen: net.JoinHostPort(o.address, strconv.Itoa(o.port)),
 		Token: token, TLS: tlsConf, ReconnectTimeout: o.conn.reconnectTimeout,
-		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs, Listening: listening,
+		Version: lazycrVersion(), Log: g.log, ReleaseAddresses: o.releaseAddrs, ServiceAddresses: o.svcAddrs, Listening: listening,
 	})
 	rec.source(res)
 	if res != nil {
@@ -453,4 +463,23 @@ func runAdopt(cmd *cobra.Command, g *globals, o *dumpOptions, rec *statsRecorder
 	fmt.Fprintf(g.stdout, "migrated pid %d (adopted): %d pages on request, %d pushed, %s in %s\n", o.pid,
 		res.Served.RequestPages, res.Served.PushPages, humanBytes(res.Served.RequestBytes+res.Served.PushBytes), res.Total.Round(time.Millisecond))
 	return nil
+}
+
+// parseServiceAddresses parses --net-address values: unicast addresses a
+// host can hold and another can take over (not every-address, loopback,
+// link-local or multicast).
+func parseServiceAddresses(vals []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, v := range vals {
+		a, err := netip.ParseAddr(strings.TrimSpace(v))
+		if err != nil {
+			return nil, usagef("--net-address %q is not an IP address", v)
+		}
+		a = a.Unmap()
+		if a.IsUnspecified() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.Zone() != "" {
+			return nil, usagef("--net-address %s: not an address a host can hand over (every-address, loopback, link-local or multicast)", v)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }

@@ -286,6 +286,11 @@ type Inventory struct {
 	XsaveSize     uint32                 `protobuf:"varint,9,opt,name=xsave_size,json=xsaveSize,proto3" json:"xsave_size,omitempty"`            // NT_X86_XSTATE size on the source CPU
 	PageSize      uint64                 `protobuf:"varint,10,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	XsaveFeatures uint64                 `protobuf:"varint,11,opt,name=xsave_features,json=xsaveFeatures,proto3" json:"xsave_features,omitempty"` // XCR0 of the source: restore refuses a CPU lacking one
+	// Addresses the process serves at through sockets bound to every
+	// address (0.0.0.0, ::), which name none (dump --net-address): a
+	// restore with --net-policy takeover moves them as it moves a socket's
+	// own local address, and the source's --release-addresses releases them.
+	ServiceAddresses []string `protobuf:"bytes,12,rep,name=service_addresses,json=serviceAddresses,proto3" json:"service_addresses,omitempty"`
 	// Random bytes a dump makes; tree.img, every mm-PID.img and fds-PID.img
 	// carry the same (set_id 100 there), so a file of another dump dropped
 	// into the directory is refused. Empty in older images: not checked.
@@ -399,6 +404,13 @@ func (x *Inventory) GetXsaveFeatures() uint64 {
 		return x.XsaveFeatures
 	}
 	return 0
+}
+
+func (x *Inventory) GetServiceAddresses() []string {
+	if x != nil {
+		return x.ServiceAddresses
+	}
+	return nil
 }
 
 func (x *Inventory) GetSetId() []byte {
@@ -6588,7 +6600,7 @@ var File_image_proto protoreflect.FileDescriptor
 
 const file_image_proto_rawDesc = "" +
 	"\n" +
-	"\vimage.proto\x12\x0flazycr.image.v1\"\xff\x02\n" +
+	"\vimage.proto\x12\x0flazycr.image.v1\"\xac\x03\n" +
 	"\tInventory\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12%\n" +
 	"\x0elazycr_version\x18\x02 \x01(\tR\rlazycrVersion\x12%\n" +
@@ -6602,7 +6614,8 @@ const file_image_proto_rawDesc = "" +
 	"xsave_size\x18\t \x01(\rR\txsaveSize\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x04R\bpageSize\x12%\n" +
-	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\x12\x15\n" +
+	"\x0exsave_features\x18\v \x01(\x04R\rxsaveFeatures\x12+\n" +
+	"\x11service_addresses\x18\f \x03(\tR\x10serviceAddresses\x12\x15\n" +
 	"\x06set_id\x18d \x01(\fR\x05setId\"\xb8\x02\n" +
 	"\vProcessTree\x126\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x18.lazycr.image.v1.ProcessR\tprocesses\x12>\n" +
