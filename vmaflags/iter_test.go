@@ -43,11 +43,18 @@ func mapWith(t *testing.T, shared bool, set func(b []byte) error) uint64 {
 	if shared {
 		flags = unix.MAP_SHARED | unix.MAP_ANONYMOUS
 	}
-	b, err := unix.Mmap(-1, 0, 4*4096, unix.PROT_READ|unix.PROT_WRITE, flags)
+	// Inside a PROT_NONE reservation, so that it is a VMA of its own: a
+	// fresh private mapping next to one of the runtime's with the same
+	// flags merges with it (mm/vma.c), and smaps then shows neither alone.
+	r, err := unix.Mmap(-1, 0, 6*4096, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Munmap(b) })
+	t.Cleanup(func() { unix.Munmap(r) })
+	b, err := mmapFixed(r[4096:5*4096], unix.PROT_READ|unix.PROT_WRITE, flags)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range b {
 		b[i] = 1
 	}
