@@ -30,16 +30,13 @@ import (
 // but not ended yet is not counted by TIOCINQ (n_tty inq_canon counts whole
 // lines) and not carried over: a documented limit (README).
 //
-// Restore makes a new pty with the same number, so its slave is
-// /dev/pts/N again: lazycr opens the process's ptmx (through
-// /proc/PID/root, its mount namespace's devpts) until the kernel hands out
-// that number (devpts gives the lowest free one, ida_alloc_max), holding
-// the lower ones meanwhile; a number taken on this host refuses the
-// restore, naming it. It gives the pty the recorded settings, window size,
-// packet mode and lock, then passes the master to the process. The fds on
-// the slave are opened by path as for any terminal (tty.go), after the
-// master (the tty kind is late), and a session leader whose controlling
-// terminal it was gets it again by that open (tty_open_proc_set_tty).
+// Restore makes a new pty with the same number (MakePty), so its slave is
+// /dev/pts/N again, before any process of the tree is built; the master's
+// holder gets lazycr's fd on it as its description, the fds on the slave
+// are opened by path as for any terminal (tty.go), and package restore
+// makes it the controlling terminal of the session it was (a session
+// leader's open without O_NOCTTY, before its session's members are
+// cloned).
 type ptyMaster struct{}
 
 func (ptyMaster) name() string { return "pty master" }
@@ -274,58 +271,35 @@ func PtyMasters(tables ...*pb.FdTable) map[uint64]*pb.PtyMaster {
 }
 
 // CheckPtys refuses a dump whose ptys restore could not make again as
-// they were: procs are the dump's processes in restore order (the root,
-// then the members, parents first), tables their fds. A pty whose master
-// is in the dump is made when its master's holder is restored, so no
-// process restored earlier may hold its slave; and it is a session's
-// controlling terminal again only if that session's leader, dumped and
-// restored first, opens it (tty_open_proc_set_tty).
+// they were: procs are the dump's processes, tables their fds. A pty whose
+// master is in the dump is a session's controlling terminal again only if
+// that session's leader is restored too: only a session leader can take a
+// controlling terminal (tty_open_proc_set_tty, TIOCSCTTY), and the other
+// members of the session get it from it at fork.
 func CheckPtys(procs []*pb.Process, tables map[uint32]*pb.FdTable) error {
-	remade := map[uint64]uint32{} // slave device → the pid holding the master
+	remade := map[uint64]bool{}
 	for _, p := range procs {
 		for _, f := range tables[p.Pid].GetFds() {
 			if m := f.GetPtyMaster(); m != nil {
-				if _, ok := remade[PtySlaveDev(m.Index)]; !ok {
-					remade[PtySlaveDev(m.Index)] = p.Pid
-				}
+				remade[PtySlaveDev(m.Index)] = true
 			}
 		}
 	}
 	if len(remade) == 0 {
 		return nil
 	}
-	done := map[uint32]bool{} // restored before the process at hand
-	byPid := map[uint32]*pb.Process{}
+	live := map[uint32]bool{}
 	for _, p := range procs {
-		byPid[p.Pid] = p
+		live[p.Pid] = !p.Zombie
 	}
 	for _, p := range procs {
-		done[p.Pid] = true
-		for _, f := range tables[p.Pid].GetFds() {
-			t := f.GetTty()
-			if t == nil {
-				continue
-			}
-			dev := unix.Mkdev(t.TtyMajor, t.TtyMinor)
-			holder, ok := remade[dev]
-			if !ok {
-				continue
-			}
-			if !done[holder] {
-				return fmt.Errorf("%w: pid %d fd %d is on %s, the slave of a pty whose master pid %d holds, which restore makes after pid %d (a parent's slave of its child's pty)",
-					ErrUnsupported, p.Pid, f.Fd, t.File.GetPath(), holder, p.Pid)
-			}
-			if !t.Controlling {
-				continue
-			}
-			if l := byPid[p.Sid]; l == nil || l.Zombie {
-				return fmt.Errorf("%w: %s, the controlling terminal of pid %d, is a pty whose master the dump holds, but the leader of its session %d is not in the dump: only that leader could make it the session's terminal again",
-					ErrUnsupported, t.File.GetPath(), p.Pid, p.Sid)
-			}
-			if !done[p.Sid] {
-				return fmt.Errorf("%w: %s, the controlling terminal of pid %d, is a pty whose master the dump holds, but the leader of its session, pid %d, is restored after it",
-					ErrUnsupported, t.File.GetPath(), p.Pid, p.Sid)
-			}
+		t := ControllingTty(tables[p.Pid])
+		if t == nil || !remade[unix.Mkdev(t.TtyMajor, t.TtyMinor)] {
+			continue
+		}
+		if !live[p.Sid] {
+			return fmt.Errorf("%w: %s, the controlling terminal of pid %d, is a pty whose master the dump holds, but the leader of its session %d is not in the dump: only that leader could make it the session's terminal again",
+				ErrUnsupported, t.File.GetPath(), p.Pid, p.Sid)
 		}
 	}
 	return nil

@@ -186,20 +186,11 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 
 	// Phase 1: every object at a temporary number; kinds that observe
 	// the others (inotify) last, so that what the restore does is not
-	// what they report, and terminals (tty.go). A /dev/tty fd opens the controlling terminal, which a session
-	// leader gets by opening its pty slave (tty.go): after every other.
-	pass := func(f *pb.Fd) int {
-		if _, late := kindOfImage(f).(lateKind); !late {
-			return 0
-		}
-		if t := f.GetTty(); t != nil && isCtty(t.RdevMajor, t.RdevMinor) {
-			return 2
-		}
-		return 1
-	}
-	for p := range 3 {
+	// what they report.
+	for _, late := range []bool{false, true} {
 		for _, f := range fds {
-			if pass(f) == p {
+			_, isLate := kindOfImage(f).(lateKind)
+			if isLate == late {
 				if err := r.create(f); err != nil {
 					return err
 				}

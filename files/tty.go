@@ -146,11 +146,6 @@ type Terminal struct {
 
 func (tty) owns(f *pb.Fd) bool { return f.GetTty() != nil }
 
-// late: a terminal is opened after the other fds of the process, so that
-// the master of a pty the restore makes (ptmx.go) exists before its slave
-// is opened by path.
-func (tty) late() {}
-
 func (tty) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	t := f.GetTty()
 	if t.File == nil {
