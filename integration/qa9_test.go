@@ -130,7 +130,8 @@ func TestQA9StateLazyPIDNS(t *testing.T) {
 // untouched: its own checks (where the group has any) still pass after the
 // failed dump. Before qa9, syscall user dispatch, rdtsc/cpuid faulting, a
 // thread's own CPU affinity or scheduling policy and memory, fd tables or
-// cwd shared with another process (clone without CLONE_THREAD) were
+// cwd shared with another process (clone without CLONE_THREAD) or a
+// thread's own (unshare in the thread) were
 // silently lost, a thread whose selector blocked syscalls failed the dump
 // with a SIGSYS raised by an injected syscall, and the bytes behind unread
 // urgent TCP data were left out of the image (SIOCINQ and recv stop at the
@@ -145,9 +146,11 @@ func TestQA9Refused(t *testing.T) {
 		{"thread-affinity", `thread \d+: .*its CPU affinity 0 differs from the main thread's`},
 		{"thread-policy", `thread \d+: .*its scheduling policy 5 priority 0 differ`},
 		{"clonevm", `pid \d+ shares its memory \(clone\(2\) CLONE_VM.* with pid \d+`},
-		{"clonefiles", `pid \d+ shares its (file descriptor table|current directory).* with pid \d+`},
+		{"clonefiles", `pid \d+ shares its (file descriptor table|current directory).* \(clone\(2\) CLONE_F(ILE)?S\) with pid \d+`},
 		{"tcp-oob", `fd 5 \(TCP connection 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+\): unsupported: urgent data \(MSG_OOB\) in the receive queue after byte 3 of 7`},
 		{"fsetown-tid", `fd 3 \(pipe:\[\d+\]\).*goes to thread \d+, not to the process itself`},
+		{"thread-fs", `pid \d+ thread \d+ does not share its current directory, root and umask with thread \d+ \(unshare\(2\) CLONE_FS`},
+		{"thread-files", `pid \d+ thread \d+ does not share its file descriptor table with thread \d+ \(unshare\(2\) CLONE_FILES`},
 		{"secretmem", `/secretmem \(deleted\): .*memfd_secret memory`},
 		{"io_uring", `fd 3 \(anon_inode:\[io_uring\]\).*io_uring`},
 		{"perf", `fd 3 \(anon_inode:\[perf_event\]\).*perf_event`},

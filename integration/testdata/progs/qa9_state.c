@@ -8,7 +8,8 @@
  *   thread-affinity thread-policy sigaction creds timerfd tcpopt tcpclamp
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
- *   epoll-nested udp-soerror tcp-oob and, for refusals: io_uring perf bpf pidfd secretmem uffd.
+ *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file
+ *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
  *   not exist. Once it exists every check runs once and prints
@@ -36,6 +37,7 @@
 #include <poll.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1407,6 +1409,132 @@ static void check_tcp_oob(void)
 	verdict("tcp-urgent-rest", n == 3 && memcmp(b, "def", 3) == 0, "recv %zd \"%s\", want \"def\" (the urgent byte is not in the stream)", n, b);
 }
 
+
+/* ---- a thread with its own cwd or fd table (unshare in the thread) ---- */
+static volatile int tu_ready, tu_query, tu_answer_cwd, tu_answer_fd;
+static int tu_what, tu_fd = -1;
+
+static void *tu_main(void *arg)
+{
+	(void)arg;
+	if (tu_what == 1) {
+		if (unshare(CLONE_FS) < 0 || chdir("/tmp") < 0)
+			die("unshare CLONE_FS");
+	} else {
+		if (unshare(CLONE_FILES) < 0)
+			die("unshare CLONE_FILES");
+		tu_fd = open("/dev/null", O_RDONLY); /* only in this thread's table */
+	}
+	tu_ready = 1;
+	while (!tu_query)
+		pace();
+	char cwd[256] = "";
+	if (!getcwd(cwd, sizeof cwd))
+		cwd[0] = 0;
+	tu_answer_cwd = strcmp(cwd, "/tmp") == 0 ? 1 : -1;
+	tu_answer_fd = fcntl(tu_fd, F_GETFD) >= 0 ? 1 : -1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void start_tu(int what)
+{
+	tu_what = what;
+	if (chdir("/") < 0)
+		die("chdir /");
+	pthread_t t;
+	if (pthread_create(&t, NULL, tu_main, NULL))
+		die("pthread_create");
+	while (!tu_ready)
+		pace();
+}
+
+static void setup_thread_fs(void) { start_tu(1); }
+static void setup_thread_files(void) { start_tu(2); }
+
+static void check_thread_unshare(void)
+{
+	tu_query = 1;
+	while (!tu_answer_cwd)
+		pace();
+	if (tu_what == 1) {
+		char cwd[256] = "";
+		if (!getcwd(cwd, sizeof cwd))
+			cwd[0] = 0;
+		verdict("thread-own-cwd", tu_answer_cwd == 1 && strcmp(cwd, "/") == 0, "the thread's cwd is /tmp: %d, the main thread's %s", tu_answer_cwd, cwd);
+	} else {
+		verdict("thread-own-fd-table", tu_answer_fd == 1 && fcntl(tu_fd, F_GETFD) < 0,
+			"fd %d in the thread: %d, in the main thread: %d (want only the thread's)", tu_fd, tu_answer_fd, fcntl(tu_fd, F_GETFD) >= 0);
+	}
+}
+
+
+/* ---- oom_score_adj ---- */
+static void setup_oom(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+	if (fd < 0 || write(fd, "345", 3) != 3)
+		die("oom_score_adj");
+	close(fd);
+}
+
+static void check_oom(void)
+{
+	char b[16] = "";
+	int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+	if (fd < 0 || read(fd, b, sizeof b - 1) < 0)
+		b[0] = 0;
+	close(fd);
+	verdict("oom-score-adj", atoi(b) == 345, "oom_score_adj %s, want 345", b);
+}
+
+/* ---- a child this process traces (PTRACE_TRACEME) ---- */
+static void setup_ptrace_child(void)
+{
+	pid_t c = fork();
+	if (c == 0) {
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		for (;;)
+			pause();
+	}
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	while (waitid(P_PID, c, &si, WSTOPPED | WNOWAIT) < 0)
+		if (errno != EINTR)
+			die("waitid traced child");
+}
+
+/* ---- remap_file_pages: a shared file mapping with its pages rearranged ---- */
+static unsigned char *rf_map;
+
+static void setup_remap_file(const char *gofile)
+{
+	char f[300];
+	snprintf(f, sizeof f, "%s.remap", gofile);
+	int fd = open(f, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, 4 * PAGE) < 0)
+		die("remap file");
+	for (int i = 0; i < 4; i++) {
+		unsigned char b[PAGE];
+		memset(b, 'A' + i, PAGE);
+		if (pwrite(fd, b, PAGE, (off_t)i * PAGE) != PAGE)
+			die("pwrite");
+	}
+	rf_map = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	/* page 0 now shows file page 3, page 3 file page 0 (emulated: two new VMAs) */
+	if (remap_file_pages(rf_map, PAGE, 0, 3, 0) < 0 || remap_file_pages(rf_map + 3 * PAGE, PAGE, 0, 0, 0) < 0)
+		die("remap_file_pages");
+}
+
+static void check_remap_file(void)
+{
+	char got[5] = {rf_map[0], rf_map[PAGE], rf_map[2 * PAGE], rf_map[3 * PAGE], 0};
+	verdict("remap-file-pages", strcmp(got, "DBCA") == 0, "pages read %s, want DBCA", got);
+}
+
 /* ---- kinds that must be refused ---- */
 static void setup_io_uring(void)
 {
@@ -1516,6 +1644,11 @@ static const struct qgroup groups[] = {
 	{"udp-soerror", setup_udp_soerror, check_udp_soerror},
 	{"tcp-oob", setup_tcp_oob, check_tcp_oob},
 	{"dirpos", NULL, check_dirpos}, /* set up with GOFILE's name */
+	{"thread-fs", setup_thread_fs, check_thread_unshare},
+	{"thread-files", setup_thread_files, check_thread_unshare},
+	{"oom", setup_oom, check_oom},
+	{"ptrace-child", setup_ptrace_child, nothing},
+	{"remap-file", NULL, check_remap_file}, /* set up with GOFILE's name */
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
@@ -1545,8 +1678,10 @@ int main(int argc, char **argv)
 		sel[nsel++] = &groups[g];
 	}
 	for (int i = 0; i < nsel; i++) {
-		if (sel[i]->setup == NULL)
+		if (sel[i]->setup == NULL && sel[i]->check == check_dirpos)
 			setup_dirpos(gofile);
+		else if (sel[i]->setup == NULL)
+			setup_remap_file(gofile);
 		else
 			sel[i]->setup();
 	}
