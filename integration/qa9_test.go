@@ -14,10 +14,12 @@ import (
 
 // qa9Groups are the qa9_state groups that come back exactly today, plain
 // and lazily (see /work/briefs/qa9-findings.md for the ones that do not).
-// stopped-child makes a tree, which a lazy --new-pid restore refuses, so
-// it runs plain only.
 var qa9Groups = []string{"rlimits", "sigaction", "creds", "timerfd", "udpopt", "mem", "thread-name", "tcpopt", "unixopt",
-	"epoll-oneshot", "timer-tid", "procfields", "reuseport", "dirpos", "epoll-closed", "epoll-nested"}
+	"epoll-oneshot", "timer-tid", "procfields", "reuseport", "dirpos", "epoll-closed", "epoll-nested", "oom", "remap-file"}
+
+// qa9TreeGroups fork a child (a stopped one; one a thread waits for), so
+// they run plain and with --pidns only.
+var qa9TreeGroups = []string{"stopped-child", "blocking"}
 
 // qa9Start starts qa9_state with groups (in env's source host) and waits
 // for its report; the returned path is the file whose creation makes it
@@ -85,23 +87,27 @@ func qa9RequireOK(t *testing.T, v map[string]string) {
 
 // TestQA9StatePlain: every rlimit, signal dispositions and flags, SIGCHLD
 // ignored (children auto-reaped), supplementary groups and saved gid,
-// timerfds (CANCEL_ON_SET, CLOCK_BOOTTIME), TCP/UDP socket options, a
+// timerfds (CANCEL_ON_SET, CLOCK_BOOTTIME), TCP/UDP/unix socket options, a
 // paged-out region, MAP_NORESERVE, READ_IMPLIES_EXEC, the heap break, a
-// stopped child whose stop its parent has not collected yet and a thread's
-// own name come back from dump / restore -D.
+// thread's own name, epoll corner cases, a SIGEV_THREAD_ID timer, /proc's
+// view of the process, a directory read half-way, oom_score_adj, pages
+// rearranged with remap_file_pages, a stopped child whose stop its parent
+// has not collected yet, and ten threads blocked in syscalls (none may
+// return EINTR) come back from dump / restore -D.
 func TestQA9StatePlain(t *testing.T) {
 	t.Parallel()
-	p, gofile := qa9Start(t, lazyEnv{}, append(qa9Groups, "stopped-child")...)
+	p, gofile := qa9Start(t, lazyEnv{}, append(qa9Groups, qa9TreeGroups...)...)
 	rp := restoreFrom(t, p, dumpKill(t, p))
 	qa9RequireOK(t, qa9Verdicts(t, rp, gofile))
 }
 
 // TestQA9StateLazyTwoHosts: the same state after dump --lazy / restore
-// --lazy-from between two network-namespace hosts (--new-pid).
+// --lazy-from between two network-namespace hosts (--new-pid; the blocked
+// threads without the child, which would make a tree).
 func TestQA9StateLazyTwoHosts(t *testing.T) {
 	t.Parallel()
 	env := lazyTwoHosts(t)
-	p, gofile := qa9Start(t, env, qa9Groups...)
+	p, gofile := qa9Start(t, env, append(qa9Groups, "blocking1")...)
 	m := migrateLazy(t, env, p, nil, nil)
 	qa9RequireOK(t, qa9Verdicts(t, m.restored, gofile))
 }
@@ -113,7 +119,7 @@ func TestQA9StateLazyPIDNS(t *testing.T) {
 	t.Parallel()
 	env := lazyTwoHosts(t)
 	gofile := filepath.Join(t.TempDir(), "go")
-	cmd := env.src.Command(context.Background(), buildC(t, "qa9_state", "-lrt"), append([]string{gofile, "stopped-child"}, qa9Groups...)...)
+	cmd := env.src.Command(context.Background(), buildC(t, "qa9_state", "-lrt"), append(append([]string{gofile}, qa9TreeGroups...), qa9Groups...)...)
 	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
 	p := startCmd(t, cmd)
 	var r struct {

@@ -8,7 +8,8 @@
  *   thread-affinity thread-policy sigaction creds timerfd tcpopt tcpclamp
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
- *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file
+ *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file blocking
+ *   blocking1
  *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
@@ -18,9 +19,11 @@
  */
 #include "common.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/bpf.h>
+#include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
 #include <linux/userfaultfd.h>
@@ -39,6 +42,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1535,6 +1539,271 @@ static void check_remap_file(void)
 	verdict("remap-file-pages", strcmp(got, "DBCA") == 0, "pages read %s, want DBCA", got);
 }
 
+
+/* ---- threads blocked in syscalls across the dump: woken after it, each
+ * must see its call succeed, never EINTR (no signal reached them); the
+ * pause thread gets a signal and must return EINTR after its handler ---- */
+enum { BL_READ, BL_EPOLL, BL_POLL, BL_SELECT, BL_FUTEX, BL_SIGWAIT, BL_ACCEPT, BL_WAITPID, BL_RECV, BL_PAUSE, BL_N };
+static const char *bl_names[BL_N] = {"read", "epoll_wait", "poll", "select", "futex", "sigwaitinfo", "accept", "waitpid", "recv", "pause"};
+static volatile long bl_ret[BL_N];
+static volatile int bl_errno[BL_N], bl_done[BL_N], bl_started[BL_N];
+static volatile pid_t bl_tid[BL_N];
+static int bl_pipe[2], bl_ep, bl_epipe[2], bl_ppipe[2], bl_spipe[2], bl_l, bl_udp, bl_cwait[2];
+static struct sockaddr_in bl_laddr, bl_uaddr;
+static pid_t bl_child;
+static volatile uint32_t bl_futex;
+static volatile int bl_pause_hits, bl_ignored_chld;
+static int bl_nochild; /* blocking1: no child, so no tree (lazy --new-pid) */
+
+static void bl_usr2(int sig)
+{
+	(void)sig;
+	bl_pause_hits++;
+}
+
+static void *bl_main(void *arg)
+{
+	long i = (long)arg;
+	sigset_t m;
+	sigemptyset(&m);
+	if (i == BL_PAUSE) {
+		sigaddset(&m, SIGUSR2);
+		pthread_sigmask(SIG_UNBLOCK, &m, NULL);
+	}
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 7);
+	char tname[16];
+	snprintf(tname, sizeof tname, "qa9-bl-%ld", i);
+	prctl(PR_SET_NAME, tname, 0, 0, 0);
+	bl_tid[i] = gettid();
+	bl_started[i] = 1;
+	long r = -1;
+	char b[8];
+	struct epoll_event ev;
+	struct pollfd pf = {bl_ppipe[0], POLLIN, 0};
+	fd_set rs;
+	siginfo_t si;
+	int st;
+	switch (i) {
+	case BL_READ: r = read(bl_pipe[0], b, 1); break;
+	case BL_EPOLL:
+		/* signal(7): epoll_wait and sigwaitinfo fail with EINTR after a
+		 * ptrace stop even with no handler (as under strace, or a dump
+		 * with --leave-running): a program retries them */
+		while ((r = epoll_wait(bl_ep, &ev, 1, -1)) < 0 && errno == EINTR)
+			;
+		break;
+	case BL_POLL: r = poll(&pf, 1, -1); break;
+	case BL_SELECT:
+		FD_ZERO(&rs);
+		FD_SET(bl_spipe[0], &rs);
+		r = select(bl_spipe[0] + 1, &rs, NULL, NULL, NULL);
+		break;
+	case BL_FUTEX:
+		do
+			r = syscall(SYS_futex, &bl_futex, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+		while (r == -1 && errno == EAGAIN && bl_futex == 0);
+		break;
+	case BL_SIGWAIT:
+		while ((r = sigwaitinfo(&m, &si)) < 0 && errno == EINTR)
+			;
+		break;
+	case BL_ACCEPT: r = accept(bl_l, NULL, NULL); break;
+	case BL_WAITPID: r = waitpid(bl_child, &st, 0); break;
+	case BL_RECV: r = recv(bl_udp, b, sizeof b, 0); break;
+	case BL_PAUSE: r = pause(); break;
+	}
+	bl_errno[i] = r < 0 ? errno : 0;
+	bl_ret[i] = r;
+	bl_done[i] = 1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* the id under which /proc (maybe another PID namespace's) lists thread
+ * tid of this process's namespace: the task whose NSpid ends with tid */
+static int proc_tid(pid_t tid)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int found = tid;
+	while (d && (e = readdir(d))) {
+		char path[300], line[256];
+		snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+		FILE *f = fopen(path, "r");
+		while (f && fgets(line, sizeof line, f)) {
+			if (strncmp(line, "NSpid:", 6) != 0)
+				continue;
+			char *last = strrchr(line, '\t');
+			if (last && atoi(last + 1) == tid)
+				found = atoi(e->d_name);
+			break;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* the current id (in this process's namespace) of the thread named name:
+ * tids change with restore --new-pid, names do not */
+static pid_t tid_by_name(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t found = -1;
+	while (d && found < 0 && (e = readdir(d))) {
+		char path[300], line[256] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (!fgets(line, sizeof line, f))
+			line[0] = 0;
+		fclose(f);
+		line[strcspn(line, "\n")] = 0;
+		if (strcmp(line, name) != 0)
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+		f = fopen(path, "r");
+		while (f && fgets(line, sizeof line, f))
+			if (strncmp(line, "NSpid:", 6) == 0) {
+				found = atoi(strrchr(line, '\t') + 1);
+				break;
+			}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* the thread sleeps in the kernel (state S) */
+static int bl_sleeping(int i)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", proc_tid(bl_tid[i]));
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *c = strrchr(buf, ')');
+	return c && c[2] == 'S';
+}
+
+static void setup_blocking(void)
+{
+	struct sigaction sa = {0};
+	sa.sa_handler = bl_usr2; /* no SA_RESTART */
+	sigaction(SIGUSR2, &sa, NULL);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGUSR2);
+	sigaddset(&m, SIGRTMIN + 7);
+	pthread_sigmask(SIG_BLOCK, &m, NULL); /* inherited: only pause unblocks SIGUSR2 */
+	if (pipe(bl_pipe) < 0 || pipe(bl_epipe) < 0 || pipe(bl_ppipe) < 0 || pipe(bl_spipe) < 0 || pipe(bl_cwait) < 0)
+		die("pipe");
+	bl_ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN};
+	epoll_ctl(bl_ep, EPOLL_CTL_ADD, bl_epipe[0], &ev);
+	bl_l = socket(AF_INET, SOCK_STREAM, 0);
+	bl_laddr.sin_family = AF_INET;
+	bl_laddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(bl_l, (void *)&bl_laddr, sizeof bl_laddr) < 0 || listen(bl_l, 4) < 0)
+		die("listen");
+	socklen_t l = sizeof bl_laddr;
+	getsockname(bl_l, (void *)&bl_laddr, &l);
+	bl_udp = socket(AF_INET, SOCK_DGRAM, 0);
+	bl_uaddr.sin_family = AF_INET;
+	bl_uaddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(bl_udp, (void *)&bl_uaddr, sizeof bl_uaddr) < 0)
+		die("bind udp");
+	l = sizeof bl_uaddr;
+	getsockname(bl_udp, (void *)&bl_uaddr, &l);
+	bl_child = bl_nochild ? -1 : fork();
+	if (bl_child == 0) {
+		char c;
+		close(bl_cwait[1]);
+		while (read(bl_cwait[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(7);
+	}
+	close(bl_cwait[0]);
+	for (long i = 0; i < BL_N; i++) {
+		if (i == BL_WAITPID && bl_nochild)
+			continue;
+		pthread_t t;
+		if (pthread_create(&t, NULL, bl_main, (void *)i))
+			die("pthread_create");
+		while (!bl_started[i])
+			pace();
+	}
+	for (int i = 0; i < BL_N; i++)
+		while (!(i == BL_WAITPID && bl_nochild) && !bl_sleeping(i))
+			pace();
+}
+
+static void setup_blocking_nochild(void)
+{
+	bl_nochild = 1;
+	setup_blocking();
+}
+
+static void check_blocking(void)
+{
+	char early[256] = "";
+	size_t off = 0;
+	for (int i = 0; i < BL_N; i++)
+		if (bl_done[i])
+			off += snprintf(early + off, sizeof early - off, " %s=%ld/errno %d", bl_names[i], bl_ret[i], bl_errno[i]);
+	verdict("blocking-none-returned", early[0] == 0, "returned before they were woken:%s", early);
+	if (write(bl_pipe[1], "r", 1) != 1 || write(bl_epipe[1], "e", 1) != 1 || write(bl_ppipe[1], "p", 1) != 1 ||
+	    write(bl_spipe[1], "s", 1) != 1)
+		die("write");
+	bl_futex = 1;
+	syscall(SYS_futex, &bl_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	/* to the thread itself: threads of other groups may not block it */
+	char tname[16];
+	snprintf(tname, sizeof tname, "qa9-bl-%d", BL_SIGWAIT);
+	syscall(SYS_tgkill, getpid(), tid_by_name(tname), SIGRTMIN + 7);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(c, (void *)&bl_laddr, sizeof bl_laddr) < 0)
+		die("connect");
+	struct sigaction cur;
+	sigaction(SIGCHLD, NULL, &cur);
+	bl_ignored_chld = cur.sa_handler == SIG_IGN;
+	close(bl_cwait[1]); /* the child exits 7 */
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	sendto(u, "u", 1, 0, (void *)&bl_uaddr, sizeof bl_uaddr);
+	snprintf(tname, sizeof tname, "qa9-bl-%d", BL_PAUSE);
+	syscall(SYS_tgkill, getpid(), tid_by_name(tname), SIGUSR2);
+	for (int i = 0; i < BL_N; i++) {
+		if (i == BL_WAITPID && bl_nochild)
+			continue;
+		for (int t = 0; t < 400 && !bl_done[i]; t++)
+			pace();
+		char name[64];
+		snprintf(name, sizeof name, "blocking-%s", bl_names[i]);
+		if (i == BL_PAUSE)
+			verdict(name, bl_done[i] && bl_ret[i] == -1 && bl_errno[i] == EINTR && bl_pause_hits == 1,
+				"done %d ret %ld errno %d handler ran %d times", bl_done[i], bl_ret[i], bl_errno[i], bl_pause_hits);
+		else if (i == BL_WAITPID && bl_ignored_chld)
+			/* SIGCHLD ignored (the sigaction group): the kernel reaps the
+			 * child, the wait ends with ECHILD once it exited */
+			verdict(name, bl_done[i] && bl_ret[i] == -1 && bl_errno[i] == ECHILD, "done %d ret %ld errno %d (woken after the restore)",
+				bl_done[i], bl_ret[i], bl_errno[i]);
+		else
+			verdict(name, bl_done[i] && bl_ret[i] >= 0, "done %d ret %ld errno %d (woken after the restore)", bl_done[i], bl_ret[i], bl_errno[i]);
+	}
+}
+
 /* ---- kinds that must be refused ---- */
 static void setup_io_uring(void)
 {
@@ -1649,6 +1918,8 @@ static const struct qgroup groups[] = {
 	{"oom", setup_oom, check_oom},
 	{"ptrace-child", setup_ptrace_child, nothing},
 	{"remap-file", NULL, check_remap_file}, /* set up with GOFILE's name */
+	{"blocking", setup_blocking, check_blocking},
+	{"blocking1", setup_blocking_nochild, check_blocking},
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
@@ -1677,13 +1948,21 @@ int main(int argc, char **argv)
 		}
 		sel[nsel++] = &groups[g];
 	}
-	for (int i = 0; i < nsel; i++) {
-		if (sel[i]->setup == NULL && sel[i]->check == check_dirpos)
-			setup_dirpos(gofile);
-		else if (sel[i]->setup == NULL)
-			setup_remap_file(gofile);
-		else
-			sel[i]->setup();
+	/* the blocked threads last: a later setresgid or setgroups is
+	 * broadcast by glibc to every thread with a signal (SIGSETXID), which
+	 * would end their poll, select or pause with EINTR before the dump */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < nsel; i++) {
+			int last = sel[i]->setup == setup_blocking || sel[i]->setup == setup_blocking_nochild;
+			if (last != pass)
+				continue;
+			if (sel[i]->setup == NULL && sel[i]->check == check_dirpos)
+				setup_dirpos(gofile);
+			else if (sel[i]->setup == NULL)
+				setup_remap_file(gofile);
+			else
+				sel[i]->setup();
+		}
 	}
 	brk0 = sbrk(0);
 	emit("{\"pid\":%d}\n", getpid());
