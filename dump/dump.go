@@ -53,6 +53,10 @@ type Options struct {
 	// lastTry is set by Freeze on its last try (retry.go): a lazy dump
 	// then keeps a listener's accept queue for a target on this host.
 	lastTry bool
+	// listenerHold is set by Freeze (retry.go): it keeps the locks of
+	// listeners refused for their accept queue over the pauses.
+	listenerHold *files.ListenerHold
+
 	PID     int
 	Dir     string // image directory; must be absent or empty
 	Mode    Mode

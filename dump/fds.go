@@ -17,7 +17,8 @@ func (cp *Checkpoint) collectFds() (*pb.FdTable, error) {
 	// (resumed) or Kill (held for the restore, closed in repair mode).
 	cp.tcp = files.NewTCPDump(cp.opts.Log)
 	opts := files.DumpOptions{Log: cp.opts.Log, TCP: cp.tcp, TreeSockets: cp.treeSockets, TreePids: cp.treePids,
-		DropQueuedConnections: cp.opts.DropQueuedConnections, LazyListeners: cp.opts.Mode == ModeLazy && cp.opts.lastTry}
+		DropQueuedConnections: cp.opts.DropQueuedConnections, LazyListeners: cp.opts.Mode == ModeLazy && cp.opts.lastTry,
+		ListenerHold: cp.opts.listenerHold}
 	t, err := files.Dump(cp.proc.ProcPid(), opts)
 	if err != nil {
 		return nil, err

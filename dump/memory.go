@@ -90,7 +90,7 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 	if vr.err != nil {
 		return nil, nil, fmt.Errorf("dump pid %d: %w", pid, vr.err)
 	}
-	maps, used := vr.r.maps, vr.r.used
+	maps, used, policy := vr.r.maps, vr.r.used, vr.r.policy
 	cp.Stats.VMARead, cp.Stats.VMAReadTime = vr.r.how, vr.r.took
 	ev := cp.opts.Log.Debug().Int("pid", pid).Str("path", vr.r.how).Dur("took", vr.r.took)
 	if vr.r.why != "" {
@@ -161,6 +161,13 @@ func (cp *Checkpoint) collectMemory() (*pb.MemoryMap, []eagerRun, error) {
 		}
 		if v.Kind == pb.VmaKind_VMA_KIND_HEAP {
 			mm.Mm.Brk = v.End
+		}
+		// A NUMA memory policy of its own (mbind): read for the few VMAs
+		// that have one (vmaRead.policy), restored when it is mapped.
+		if policy[m.Start] {
+			if err := vmattr.DumpPolicy(callerOn{cp, cp.live()}, v); err != nil {
+				return nil, nil, fmt.Errorf("dump pid %d: vma %#x-%#x %s: %w", pid, m.Start, m.End, m.Path, err)
+			}
 		}
 		u, known := used[span{m.Start, m.End}]
 		if err := cp.classifyPages(pm, m, v, hot, scanned[span{m.Start, m.End}], u, known); err != nil {

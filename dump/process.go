@@ -118,6 +118,11 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 	} else {
 		return nil, fail("injected prctl(PR_GET_SECUREBITS)", err)
 	}
+	// What restore would refuse on any host is refused here, while the
+	// original still runs.
+	if err := procattr.AmbientRefused(p.Pid, p.Creds.CapAmbient, p.Creds.Securebits); err != nil {
+		return nil, fmt.Errorf("dump pid %d: %w: %w", pid, ErrUnsupported, err)
+	}
 
 	for _, tid := range cp.proc.Threads() {
 		t, err := cp.thread(tid)

@@ -26,12 +26,41 @@ const (
 // not final: the process is released untouched, runs for a moment (a
 // program that watches files reads its events within microseconds) and is
 // frozen again, a few times, before the refusal is returned.
-func Freeze(ctx context.Context, opts Options) (*Checkpoint, error) {
+//
+// A listener refused for its accept queue stays locked from that try to
+// the end of the last (files.ListenerHold): new connections' SYNs are
+// dropped over the pauses, so the process, running, empties its queue and
+// no new connection fills it again before the next freeze (a busy
+// listener was refused over every try, and a lazy migration to another
+// host then lost the connections queued at its last: qa8 Q8). The
+// clients retransmit their SYNs (tcp(7) tcp_syn_retries: after 1 s), as
+// they do after the final freeze. Freeze removes those locks whatever its
+// outcome: a successful try has taken its own lock on every listener by
+// then (files.TCPDump.lockListener), and after a failure the process
+// serves as before.
+func Freeze(ctx context.Context, opts Options) (cp *Checkpoint, err error) {
+	hold := files.NewListenerHold(opts.Log)
+	defer func() {
+		rerr := hold.Release()
+		switch {
+		case rerr == nil:
+		case err != nil:
+			err = errors.Join(err, fmt.Errorf("dump pid %d: remove the locks kept on listeners between tries: %w", opts.PID, rerr))
+		default:
+			// The frozen process has its own locks by now; an owned
+			// table still goes with its socket, closed in the
+			// background.
+			opts.Log.Warn().Err(rerr).Int("pid", opts.PID).Msg("remove the locks kept on listeners between tries")
+		}
+	}()
 	pause := freezeRetryPause
 	for attempt := 1; ; attempt++ {
 		try := opts
 		try.lastTry = attempt == freezeAttempts
-		cp, err := freezeOnce(ctx, try)
+		if !try.lastTry {
+			try.listenerHold = hold // no pause follows the last
+		}
+		cp, err = freezeOnce(ctx, try)
 		if err == nil {
 			cp.Stats.FreezeAttempts = attempt
 		}

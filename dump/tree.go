@@ -223,6 +223,9 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 	if err := cp.collectShm(); err != nil {
 		return err
 	}
+	if err := files.CheckPtys(cp.Set.Tree.Processes, cp.Set.Fds); err != nil {
+		return fmt.Errorf("dump pid %d: %w", cp.pid, err)
+	}
 	if len(cp.members) == 0 {
 		return nil
 	}
@@ -279,6 +282,9 @@ func (cp *Checkpoint) collectTree() error {
 	// TCPRestore, which a lazy target takes per member: restore's
 	// TCPRestore.LockFor).
 	if err := refuseOtherNamespaces(cp.pid, live); err != nil {
+		return err
+	}
+	if err := refuseForeignSessions(cp.pid, set.Tree.Processes); err != nil {
 		return err
 	}
 	// Every fd of every member, with its /proc link target.
@@ -616,6 +622,28 @@ func (cp *Checkpoint) member(pid uint32) *Checkpoint {
 		}
 	}
 	return cp
+}
+
+// refuseForeignSessions refuses a member (zombies included) in a session
+// other than its parent's that it does not lead (its parent made a session
+// of its own after forking it, setsid(2)): restore clones every member from
+// its parent, so a member can only be in its parent's session or one it
+// makes itself (restore/tree.go refuses the same).
+func refuseForeignSessions(root int, procs []*pb.Process) error {
+	sid := map[uint32]uint32{}
+	for _, p := range procs {
+		sid[p.Pid] = p.Sid
+	}
+	for _, p := range procs {
+		if int(p.Pid) == root {
+			continue
+		}
+		if ps, ok := sid[p.Ppid]; ok && p.Sid != ps && p.Sid != p.Pid {
+			return fmt.Errorf("dump pid %d: %w: pid %d is in session %d, its parent pid %d in session %d, and it does not lead its session: not restored yet",
+				root, ErrUnsupported, p.Pid, p.Sid, p.Ppid, ps)
+		}
+	}
+	return nil
 }
 
 // refuseOtherNamespaces refuses a member in namespaces other than the

@@ -1,10 +1,14 @@
 package dump
 
 import (
+	"bytes"
+	"maps"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -117,4 +121,48 @@ func TestPreSmapsUsed(t *testing.T) {
 	if _, ok := none.used(0x10000000, 0x20000000); ok {
 		t.Error("a member bound in the freeze has a hint")
 	}
+}
+
+// TestParseNumaPolicies: the VMAs whose numa_maps policy is not "default"
+// are listed by start address; a malformed line is an error.
+func TestParseNumaPolicies(t *testing.T) {
+	in := "557da6f72000 default file=/usr/bin/head mapped=2 N0=2 kernelpagesize_kB=4\n" +
+		"7f86381a1000 bind=static:0 anon=4 dirty=4 active=0 N0=4 kernelpagesize_kB=4\n" +
+		"7f863838d000 local\n" +
+		"7f8638391000 prefer:0 anon=4 dirty=4 active=0 N0=4 kernelpagesize_kB=4\n"
+	got, err := parseNumaPolicies(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]bool{0x7f86381a1000: true, 0x7f863838d000: true, 0x7f8638391000: true}
+	if !maps.Equal(got, want) {
+		t.Errorf("parseNumaPolicies = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"7f86381a1000\n", "zz default\n", "7f86381a1001 bind:0\n", "7f86381a1000  bind:0\n"} {
+		if got, err := parseNumaPolicies(strings.NewReader(bad)); err == nil {
+			t.Errorf("parseNumaPolicies(%q) = %v, want an error", bad, got)
+		}
+	}
+}
+
+// FuzzParseNumaPolicies: an error exactly when no result; every address
+// listed is page-aligned and starts a line whose policy is not "default".
+func FuzzParseNumaPolicies(f *testing.F) {
+	f.Add([]byte("557da6f72000 default file=/usr/bin/head mapped=2 N0=2\n7f863838d000 local\n"))
+	f.Add([]byte("7f8638391000 prefer:0 anon=4\n"))
+	f.Add([]byte("1000"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parseNumaPolicies(bytes.NewReader(b))
+		if (err != nil) == (got != nil) {
+			t.Fatalf("parseNumaPolicies = %v, %v: want exactly one of them", got, err)
+		}
+		for a := range got {
+			if a%image.PageSize != 0 {
+				t.Fatalf("address %#x is not page-aligned", a)
+			}
+			if !bytes.Contains(b, []byte(strconv.FormatUint(a, 16))) && !bytes.Contains(bytes.ToLower(b), []byte(strconv.FormatUint(a, 16))) {
+				t.Fatalf("address %#x is not in the input", a)
+			}
+		}
+	})
 }

@@ -25,8 +25,6 @@ func (device) claims(l *liveFd) bool {
 // Documentation/admin-guide/devices.txt.
 func cloningDevice(major, minor uint32) string {
 	switch {
-	case major == 5 && minor == 2:
-		return "a pseudo-terminal master (/dev/ptmx makes a new pty on every open)"
 	case major == 2:
 		return "a BSD pseudo-terminal master"
 	case major == 1 && minor == 11:

@@ -41,6 +41,11 @@ type DumpOptions struct {
 	// refusal then. Earlier tries refuse it as a passing state, as a
 	// plain dump does: between hosts a queued connection is lost.
 	LazyListeners bool
+	// ListenerHold, if not nil, receives the lock of a listener whose
+	// accept queue refuses the dump (inet.go listenQueue), instead of
+	// the failed dump removing it: the caller keeps it over the pause
+	// before its next try and releases it when its tries end.
+	ListenerHold *ListenerHold
 }
 
 // dumper holds the state of one Dump run that kinds share.

@@ -32,6 +32,15 @@ func (epoll) claims(l *liveFd) bool { return l.link == proc.KindAnonInode && l.a
 func (epoll) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	ep := &pb.Epoll{}
 	toff := map[int]uint32{}
+	n := 0
+	for _, t := range l.info.Epoll {
+		if disarmed(t.Events) {
+			n++
+		}
+	}
+	if n > maxDisarmed {
+		return fmt.Errorf("%w: %d disarmed EPOLLONESHOT entries, more than lazycr can re-create at once (%d)", ErrUnsupported, n, maxDisarmed)
+	}
 	for _, t := range l.info.Epoll {
 		et := &pb.EpollTarget{Fd: int32(t.Tfd), Events: t.Events, Data: t.Data}
 		slot := &kabi.KcmpEpollSlot{Efd: uint32(l.num), Tfd: uint32(t.Tfd), Toff: toff[t.Tfd]}
@@ -190,16 +199,24 @@ func (r *restorer) epollAdd(epfd int32, t *pb.EpollTarget, events uint32) error 
 	return nil
 }
 
+// maxDisarmed is how many disarmed EPOLLONESHOT entries of one epoll fd
+// fireOneshots re-creates: their struct epoll_event (12 bytes, packed on
+// x86-64) fill the scratch page from scratchArgs to 1 KiB past
+// scratchMsg. The dump refuses more, while the process still runs.
+const maxDisarmed = (scratchMsg + 1024 - scratchArgs) / epollEventSize
+
+// epollEventSize is sizeof(struct epoll_event) on x86-64.
+const epollEventSize = 12
+
 // fireOneshots runs epoll_wait(epfd, timeout 0) in the process, with only
 // the oneshot entries in the set, and checks through fdinfo that each is
 // disarmed now.
 func (r *restorer) fireOneshots(epfd int32, oneshots []*pb.EpollTarget) error {
-	const evSize = 12
 	n := len(oneshots)
-	if scratchArgs+n*evSize > scratchMsg+1024 {
-		return fmt.Errorf("epoll fd %d: %d disarmed EPOLLONESHOT entries, more than lazycr can re-create at once", epfd, n)
+	if n > maxDisarmed {
+		return fmt.Errorf("epoll fd %d: %d disarmed EPOLLONESHOT entries, more than lazycr can re-create at once (%d)", epfd, n, maxDisarmed)
 	}
-	addr, err := r.rem.Put(scratchArgs, make([]byte, n*evSize))
+	addr, err := r.rem.Put(scratchArgs, make([]byte, n*epollEventSize))
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/netlock"
 	"github.com/lazycr/lazycr/proc"
-	"golang.org/x/sys/unix"
 )
 
 // inetSocket is an AF_INET/AF_INET6 socket: UDP (bound, connected) or a
@@ -43,7 +48,15 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	// UDP: the shutdown state must be read exactly. Datagrams waiting to
 	// be read are not carried over and the dump says so: a lost datagram
 	// is what the network does anyway (udp(7): no delivery guarantee), so
-	// the peer is not misled. Connections waiting in a listener's accept
+	// the peer is not misled. Nor are those that reach the frozen socket
+	// after this read: no network lock holds UDP (netlock matches TCP
+	// only), so they queue in the socket and die with it at the kill
+	// (a lazy migration between hosts: until its address moved; 20-35
+	// datagrams sent every 200 µs in a test here), as silently for the
+	// sender as a loss on the wire. sock_diag's idiag_rqueue of a UDP
+	// socket is its receive buffer's charge (sk_rmem_alloc: each
+	// datagram's skb truesize, 832 bytes for 8 bytes of data here), not
+	// the bytes of data. Connections waiting in a listener's accept
 	// queue are another matter (listenQueue).
 	ds, err := d.diagOf(uint8(s.Family), uint8(s.Protocol), l.ino)
 	switch {
@@ -76,7 +89,7 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 			}
 		case ds.rqueue > 0:
 			d.opts.Log.Warn().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", ds.rqueue).
-				Msgf("fd %d: %d bytes of datagrams waiting to be read are not carried over (lost, as on the network)", l.num, ds.rqueue)
+				Msgf("fd %d: the datagrams waiting to be read (%d bytes of receive buffer), and any that reach the socket until the process is killed, are not carried over (lost, as on the network)", l.num, ds.rqueue)
 		}
 	}
 	if s.Type == unix.SOCK_DGRAM {
@@ -163,8 +176,16 @@ func unboundShutdown(fd int) (uint32, error) {
 // over and removes the lock (TCPRestore.Live). Not exact yet: a client
 // whose handshake began before the lock and whose ACK is still in flight
 // at the check meets a listener without its request (RFC 793 section 3.4,
-// half-open connections) and is reset; a busy listener may be refused
-// over every try.
+// half-open connections) and is reset.
+//
+// A busy listener (clients opening new connections all the time) has a
+// connection queued at every freeze if its lock went with each refused
+// try: during the pause new handshakes complete as fast as the process
+// accepts. So a refusal hands the listener's lock over to the retries
+// (DumpOptions.ListenerHold): from the first refused try to the last,
+// new SYNs to it are dropped and retransmitted by the clients (1 s
+// later, as after the final freeze anyway), while the running process
+// accepts what its queue holds, and the next try finds it empty.
 func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 	what := fmt.Sprintf("fd %d (%s %s)", l.num, SockProto(s), HostPort(s.LocalAddr, s.LocalPort))
 	conns := fmt.Sprintf("%d connections wait", n)
@@ -181,8 +202,108 @@ func (d *dumper) listenQueue(l *liveFd, s *pb.InetSocket, n uint32) error {
 			Msgf("%s: %s to be accepted, dropped (--drop-queued-connections: the clients get a reset)", what, conns)
 		return nil
 	}
+	if d.opts.ListenerHold != nil && d.opts.TCP.keepListenerLock(s, d.opts.ListenerHold) {
+		d.opts.Log.Info().Int("fd", l.num).Uint64("socket", l.ino).Uint32("queued", n).
+			Msgf("%s: %s to be accepted; new connections stay held off until the next try, while the process accepts", what, conns)
+	}
 	return fmt.Errorf("%w: %w: listening socket %s: %s to be accepted (the program does not accept; pass --drop-queued-connections to drop them)",
 		ErrUnsupported, ErrTransient, what, conns)
+}
+
+// ListenerHold keeps the locks of listeners whose accept queue refused a
+// try of a dump (listenQueue) over the pauses between the tries
+// (dump/retry.go Freeze), so that the process drains its queue while no
+// new connection enters it. Its methods are safe for concurrent use; a
+// nil ListenerHold keeps nothing.
+type ListenerHold struct {
+	log   zerolog.Logger
+	mu    sync.Mutex
+	locks []heldListener
+}
+
+// heldListener is one lock a ListenerHold keeps: on listener l in the
+// network namespace ns (netns.NsHandle.UniqueId).
+type heldListener struct {
+	ns   string
+	l    netlock.Listener
+	lock *netlock.Lock
+}
+
+// NewListenerHold makes an empty ListenerHold.
+func NewListenerHold(log zerolog.Logger) *ListenerHold { return &ListenerHold{log: log} }
+
+// Len is the number of listener locks h keeps.
+func (h *ListenerHold) Len() int {
+	if h == nil {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.locks)
+}
+
+// Release removes every lock h keeps: new connections reach the listeners
+// again at once (their tables are deleted); the locks' sockets, whose close
+// waits for an RCU grace period (netlock.Lock.Open), close in the
+// background, as TCPDump.openListeners does. The dump calls it when its
+// tries end, whatever their outcome; h is empty again afterwards.
+func (h *ListenerHold) Release() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	locks := h.locks
+	h.locks = nil
+	h.mu.Unlock()
+	var errs []error
+	var closers []func() error
+	for _, h := range locks {
+		c, err := h.lock.Open()
+		errs = append(errs, err)
+		closers = append(closers, c)
+	}
+	if len(closers) > 0 {
+		log := h.log
+		go func() {
+			for _, c := range closers {
+				if err := c(); err != nil {
+					log.Warn().Err(err).Msg("close a listener lock's socket")
+				}
+			}
+		}()
+	}
+	return errors.Join(errs...)
+}
+
+// keepListenerLock hands the lock lockListener took on the listener s over
+// to h (the dump's failure then leaves it in place, see ListenerHold), and
+// reports whether the listener is locked in h now. A listener h holds
+// already (refused at an earlier try too) keeps that lock: the new one
+// goes with the failed try.
+func (t *TCPDump) keepListenerLock(s *pb.InetSocket, h *ListenerHold) bool {
+	if t == nil {
+		return false
+	}
+	l, err := lockListenerOf(s)
+	if err != nil {
+		return false
+	}
+	for i := len(t.listeners) - 1; i >= 0; i-- {
+		if t.listeners[i] != l {
+			continue
+		}
+		ns := t.ns.UniqueId()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if slices.ContainsFunc(h.locks, func(k heldListener) bool { return k.ns == ns && k.l == l }) {
+			return true
+		}
+		h.locks = append(h.locks, heldListener{ns: ns, l: l, lock: t.llocks[i]})
+		t.listeners = slices.Delete(t.listeners, i, i+1)
+		t.llocks = slices.Delete(t.llocks, i, i+1)
+		return true
+	}
+	return false
 }
 
 func (inetSocket) owns(f *pb.Fd) bool { return f.GetInetSocket() != nil }

@@ -61,7 +61,8 @@ var kinds = []kind{
 	regularFile{},
 	memfd{},
 	deletedFile{},
-	tty{}, // before device, which takes every other character device
+	tty{},       // before device, which takes every other character device
+	ptyMaster{}, // before device too
 	device{},
 	fifo{},
 	pipe{},

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/lazycr/lazycr/image/pb"
+	"golang.org/x/sys/unix"
 )
 
 // CheckNeeds refuses an fd table that [Restore] would refuse for a
@@ -42,7 +43,7 @@ func CheckNeeds(table *pb.FdTable, opts RestoreOptions) error {
 					f.Fd, s.Inode, unixName(ext.Name), ext.Inode, ext.Pids, unixName(ext.Name))
 			}
 		}
-		if t := f.GetTty(); t != nil && isPtySlave(t.RdevMajor) && !(t.Controlling && opts.Terminal != nil) {
+		if t := f.GetTty(); t != nil && isPtySlave(t.RdevMajor) && !(t.Controlling && opts.Terminal != nil) && !remade(opts.Ptys, t) {
 			// A pseudo-terminal of another boot or host is gone (tty.go
 			// checkPty).
 			if table.BootId == "" || here == "" || here != table.BootId {
@@ -55,4 +56,11 @@ func CheckNeeds(table *pb.FdTable, opts RestoreOptions) error {
 		}
 	}
 	return nil
+}
+
+// remade reports whether terminal t is a pty this restore makes afresh
+// (RestoreOptions.Ptys).
+func remade(ptys map[uint64]*Pty, t *pb.Tty) bool {
+	_, ok := ptys[unix.Mkdev(t.TtyMajor, t.TtyMinor)]
+	return ok
 }

@@ -65,6 +65,11 @@ type RestoreOptions struct {
 	// for the caller to remove if the restore fails later; nil: not
 	// recorded.
 	UnixBinds *UnixBinds
+	// Ptys are the ptys this restore makes afresh, by their slave's
+	// device number ([PtyMasters]: their master is in the image set). A
+	// master fd is given its pty's; a slave of one is not checked against
+	// the dump's pty, and is never replaced by Terminal.
+	Ptys map[uint64]*Pty
 }
 
 // allFds is ~0U, the last fd of close_range(2).
@@ -109,7 +114,8 @@ type restorer struct {
 	shared SharedMemoryFunc // shmhook.go
 	// handOver: RestoreOptions.HandOver.
 	handOver bool
-	terminal *Terminal // RestoreOptions.Terminal
+	terminal *Terminal       // RestoreOptions.Terminal
+	ptys     map[uint64]*Pty // RestoreOptions.Ptys
 	// unixReconnect: RestoreOptions.UnixReconnect.
 	unixReconnect bool
 	ubinds        *UnixBinds // RestoreOptions.UnixBinds
@@ -132,7 +138,7 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 		fds, bootID, imagePid = table.Fds, table.BootId, table.Pid
 	}
 	r := &restorer{rem: rem, pid: rem.Pid(), log: opts.Log, fds: fds, temp: map[int32]uintptr{}, pipes: map[uint64]*pipeGroup{}, pairs: map[uint64]*unixPair{},
-		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, terminal: opts.Terminal, unixReconnect: opts.UnixReconnect, ubinds: opts.UnixBinds}
+		inImage: map[int32]bool{}, inherit: map[int32]bool{}, given: opts.Given, pidfd: -1, sendFd: -1, bootID: bootID, imagePid: imagePid, shared: opts.SharedMemory, handOver: opts.HandOver, terminal: opts.Terminal, ptys: opts.Ptys, unixReconnect: opts.UnixReconnect, ubinds: opts.UnixBinds}
 	defer r.close()
 	if opts.TCP != nil {
 		r.tcp = opts.TCP
@@ -180,11 +186,20 @@ func Restore(rem Remote, table *pb.FdTable, opts RestoreOptions) error {
 
 	// Phase 1: every object at a temporary number; kinds that observe
 	// the others (inotify) last, so that what the restore does is not
-	// what they report.
-	for _, late := range []bool{false, true} {
+	// what they report, and terminals (tty.go). A /dev/tty fd opens the controlling terminal, which a session
+	// leader gets by opening its pty slave (tty.go): after every other.
+	pass := func(f *pb.Fd) int {
+		if _, late := kindOfImage(f).(lateKind); !late {
+			return 0
+		}
+		if t := f.GetTty(); t != nil && isCtty(t.RdevMajor, t.RdevMinor) {
+			return 2
+		}
+		return 1
+	}
+	for p := range 3 {
 		for _, f := range fds {
-			_, isLate := kindOfImage(f).(lateKind)
-			if isLate == late {
+			if pass(f) == p {
 				if err := r.create(f); err != nil {
 					return err
 				}

@@ -146,6 +146,11 @@ type Terminal struct {
 
 func (tty) owns(f *pb.Fd) bool { return f.GetTty() != nil }
 
+// late: a terminal is opened after the other fds of the process, so that
+// the master of a pty the restore makes (ptmx.go) exists before its slave
+// is opened by path.
+func (tty) late() {}
+
 func (tty) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	t := f.GetTty()
 	if t.File == nil {
@@ -153,8 +158,10 @@ func (tty) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	}
 	path := t.File.Path
 	want := unix.Mkdev(t.TtyMajor, t.TtyMinor)
-	attach := t.Controlling && r.terminal != nil
+	own := remade(r.ptys, t) // a pty this restore made (ptmx.go): nothing to compare with the dump's
+	attach := t.Controlling && r.terminal != nil && !own
 	switch {
+	case own:
 	case attach:
 		// The job's terminal is now the restoring shell's. /dev/tty
 		// opens the session's controlling terminal: that one, since the
@@ -205,7 +212,9 @@ func (tty) create(r *restorer, f *pb.Fd) (uintptr, error) {
 	if got != want {
 		return 0, fmt.Errorf("fd %d: %w: %s is terminal %d:%d, want %d:%d", f.Fd, ErrFileChanged, path, unix.Major(got), unix.Minor(got), unix.Major(want), unix.Minor(want))
 	}
-	if t.Controlling && !attach {
+	// A pty made by this restore becomes the session's terminal once
+	// every fd is in place (package restore: the leader's may be given).
+	if t.Controlling && !attach && !own {
 		if err := r.checkControlling(f.Fd, t); err != nil {
 			return 0, err
 		}

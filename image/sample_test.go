@@ -197,7 +197,8 @@ func sampleMemory(pid uint32) *pb.MemoryMap {
 			{Start: text, End: text + 0x1000, Prot: unix.PROT_READ | unix.PROT_EXEC, File: exe, Kind: pb.VmaKind_VMA_KIND_FILE,
 				VmFlags: []string{"rd", "ex", "mr", "mw", "me", "dw"}, Pages: tile(text, 1, file), Name: exe.Path},
 			{Start: data, End: data + 0x2000, Prot: unix.PROT_READ | unix.PROT_WRITE, Offset: 0x1000, File: exe, Kind: pb.VmaKind_VMA_KIND_FILE,
-				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(data, 1, eager, 1, file), Name: exe.Path},
+				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(data, 1, eager, 1, file), Name: exe.Path,
+				Mempolicy: 1, MempolicyNodes: []byte{1, 0, 0, 0, 0, 0, 0, 0}},
 			{Start: heap, End: heap + 0x4000, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_HEAP,
 				VmFlags: []string{"rd", "wr", "mr", "mw", "me", "ac"}, Pages: tile(heap, 2, lazy, 1, zero, 1, eager), Name: "[heap]"},
 			{Start: anon, End: anon + 16*PageSize, Prot: unix.PROT_READ | unix.PROT_WRITE, Kind: pb.VmaKind_VMA_KIND_ANON,
@@ -308,7 +309,10 @@ func sampleFds(pid uint32) *pb.FdTable {
 			PeerClosed: true, DeadPeerName: []byte("/run/gone.sock"), Data: []byte("bye"), Shutdown: 3}}},
 		{Fd: 29, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9021, Peer: 9022, Type: unix.SOCK_STREAM, Name: []byte("/run/old.sock"),
 			Accepted: true, SelfConnected: true, Data: []byte("ping")}}},
-		{Fd: 30, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9022, Peer: 9021, Type: unix.SOCK_STREAM, SelfConnected: true}}},
+		{Fd: 30, Flags: unix.O_RDWR, Kind: &pb.Fd_UnixSocket{UnixSocket: &pb.UnixSocket{Inode: 9022, Peer: 9021, Type: unix.SOCK_STREAM, SelfConnected: true, RcvtimeoUs: 1_500_000, SndtimeoUs: 250_000}}},
+		{Fd: 31, Flags: unix.O_RDWR, Kind: &pb.Fd_PtyMaster{PtyMaster: &pb.PtyMaster{File: fileID("/dev/ptmx", 6, 0), Index: 7, Packet: true, Locked: true,
+			Termios: &pb.Termios{Iflag: 0x500, Oflag: 0x5, Cflag: 0xbf, Lflag: 0x8a3b, Cc: []byte("\x03\x1c\x7f\x15\x04\x00\x01\x00\x11\x13\x1a\x00\x12\x0f\x17\x16\x00\x00\x00"), Ispeed: 38400, Ospeed: 38400},
+			Winsize: &pb.Winsize{Rows: 50, Cols: 132}}}},
 	}, TcpLock: "lazycr_hold_4242_987654"}
 }
 

@@ -136,7 +136,10 @@ func addLockObjects(c *nftables.Conn, name string, k lockKeys) error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: f.match(f.daddr, f.saddr, 2, 0)})
 		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: f.match(f.saddr, f.daddr, 0, 2)})
 	}
-	return addListenObjects(c, t, in, k)
+	if err := addListenObjects(c, t, in, k); err != nil {
+		return err
+	}
+	return addUDPObjects(c, t, out, k.udp)
 }
 
 // match returns the expressions of

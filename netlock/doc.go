@@ -14,6 +14,9 @@
 //		# listening sockets (Options.Listeners, HoldWith): new connections' SYNs only
 //		set listen4 { type ipv4_addr . inet_service; … }   set lports4 { type inet_service; … }   (listen6, lports6 alike)
 //		chain in  { … tcp flags & (syn|ack) == syn ip daddr . tcp dport @listen4 counter drop; … tcp dport @lports4 counter drop }
+//		# UDP ports (Options.UDPPorts): the ICMP port unreachable errors that quote a datagram to them
+//		set udp4 { type ipv4_addr . inet_service; … }   set udpports4 { type inet_service; … }   (udp6, udpports6 alike)
+//		chain out { … icmp type 3 code 3, quoting UDP: <quoted daddr> . <quoted dport> @udp4 counter drop; … <quoted dport> @udpports4 counter drop }
 //	}
 //
 // <pid> and <starttime> (field 22 of /proc/PID/stat) identify the owning

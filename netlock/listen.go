@@ -45,6 +45,7 @@ const (
 // listeners on one address (l4, l6) and on every address (w4, w6).
 type lockKeys struct {
 	c4, c6, l4, l6, w4, w6 [][]byte
+	udp                    udpKeys // udp.go
 }
 
 func (k lockKeys) conns() int { return len(k.c4) + len(k.c6) }
@@ -54,9 +55,19 @@ func (k lockKeys) listeners() int { return len(k.l4) + len(k.l6) + len(k.w4) + l
 // lockKeysOf validates conns and listeners and returns their set keys; at
 // least one of them must be given.
 func lockKeysOf(conns []Conn, listeners []Listener) (lockKeys, error) {
+	return lockKeysWith(conns, listeners, nil)
+}
+
+// lockKeysWith is lockKeysOf with UDP ports (udp.go); at least one
+// connection, listener or port must be given.
+func lockKeysWith(conns []Conn, listeners []Listener, udp []UDPPort) (lockKeys, error) {
 	var k lockKeys
-	if len(conns) == 0 && len(listeners) == 0 {
+	if len(conns) == 0 && len(listeners) == 0 && len(udp) == 0 {
 		return k, ErrNoConns
+	}
+	var err error
+	if k.udp, err = udpKeysOf(udp); err != nil {
+		return k, err
 	}
 	if len(conns) > 0 {
 		var err error

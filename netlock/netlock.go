@@ -49,6 +49,10 @@ type Options struct {
 	// holds off too (their SYNs are dropped, see [Listener]).
 	Listeners []Listener
 
+	// UDPPorts are bound UDP sockets about to be re-created whose
+	// port-unreachable errors the lock drops (see [UDPPort]).
+	UDPPorts []UDPPort
+
 	// noOwner creates the table without NFT_TABLE_F_OWNER, as on a kernel
 	// older than 5.12 (tests only).
 	noOwner bool
@@ -115,9 +119,9 @@ func Acquire(ns netns.NsHandle, conns []Conn, opts Options) (*Lock, error) {
 	if !ns.IsOpen() {
 		return nil, fmt.Errorf("lock %d connections: %w", len(conns), ErrNoNetns)
 	}
-	k, err := lockKeysOf(conns, opts.Listeners)
+	k, err := lockKeysWith(conns, opts.Listeners, opts.UDPPorts)
 	if err != nil {
-		return nil, fmt.Errorf("lock %d connections and %d listeners in netns %s: %w", len(conns), len(opts.Listeners), nsName, err)
+		return nil, fmt.Errorf("lock %d connections, %d listeners and %d UDP ports in netns %s: %w", len(conns), len(opts.Listeners), len(opts.UDPPorts), nsName, err)
 	}
 	pid := os.Getpid()
 	start, err := proc.ProcessIdentity(pid)
@@ -144,7 +148,7 @@ func Acquire(ns netns.NsHandle, conns []Conn, opts Options) (*Lock, error) {
 		return nil, fmt.Errorf("lock %d connections and %d listeners in netns %s: install table inet %s: %w", k.conns(), k.listeners(), nsName, name, err)
 	}
 	l := &Lock{table: name, owned: owned, conns: k.conns(), ns: nsName, log: opts.Log, nft: nft}
-	opts.Log.Info().Str("table", name).Str("netns", nsName).Int("conns", l.conns).Int("listeners", k.listeners()).Bool("owned", owned).Msg("network locked")
+	opts.Log.Info().Str("table", name).Str("netns", nsName).Int("conns", l.conns).Int("listeners", k.listeners()).Int("udp_ports", k.udp.n()).Bool("owned", owned).Msg("network locked")
 	return l, nil
 }
 

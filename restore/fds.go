@@ -11,7 +11,7 @@ func (r *Process) restoreFds() error {
 		r.tcp = files.NewTCPRestore(r.opts.Log)
 	}
 	return files.Restore(remote{r.b}, r.fds, files.RestoreOptions{Inherit: r.opts.InheritFds, Given: r.given, Log: r.opts.Log, TCP: r.tcp,
-		SharedMemory: r.shm.forFiles, HandOver: r.opts.Lazy, Terminal: r.opts.job.terminal(), UnixReconnect: r.opts.UnixReconnect, UnixBinds: r.ubinds})
+		SharedMemory: r.shm.forFiles, HandOver: r.opts.Lazy, Terminal: r.opts.job.terminal(), UnixReconnect: r.opts.UnixReconnect, UnixBinds: r.ubinds, Ptys: r.opts.ptys})
 }
 
 // remote lends the builder to package files.

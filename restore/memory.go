@@ -137,6 +137,11 @@ func (r *Process) buildAddressSpace() error {
 		if err := r.mapVMA(v); err != nil {
 			return fmt.Errorf("map vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 		}
+		// Its memory policy before any page is written, so the pages go
+		// where the original's went (vmattr/mempolicy.go).
+		if err := vmattr.Bind(builderCaller{b}, v); err != nil {
+			return fmt.Errorf("map vma %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		}
 	}
 	return nil
 }

@@ -82,6 +82,9 @@ type Options struct {
 	Running func(pid int)
 
 	job *shellJob // set by Build; shared with the members of a tree
+	// ptys: files.RestoreOptions.Ptys, made by Build (pty.go); the map
+	// is shared with the members of a tree.
+	ptys map[uint64]*files.Pty
 }
 
 // Stats are the durations of restore's phases.
@@ -290,7 +293,20 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	log := opts.Log.With().Int("pid", r.b.pid).Logger()
 	log.Debug().Uint32("image_pid", r.img.Pid).Msg("stub ready")
 	defer func() { r.tree.close() }()
-	if err := r.tracer.Do(func() error { return r.cloneMembers(&undo) }); err != nil {
+	r.opts.ptys = remadePtys(set)
+	if err := r.makePtys(&undo); err != nil {
+		return nil, err
+	}
+	defer r.closePtys()
+	if err := r.tracer.Do(func() error {
+		if err := r.takeCtty(); err != nil {
+			return err
+		}
+		return r.cloneMembers(&undo)
+	}); err != nil {
+		return nil, err
+	}
+	if err := r.ptyForegrounds(); err != nil {
 		return nil, err
 	}
 	if r.tree != nil {
@@ -313,6 +329,7 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 			{"build address space", "restore.mm", m.buildAddressSpace, &r.Stats.AddressSpace},
 			{"write pages", "restore.pages", m.writePages, &r.Stats.Pages},
 			{"restore fds", "restore.fds", m.restoreFds, &r.Stats.Fds},
+			{"restore the controlling terminal", "restore.ctty", m.restoreCtty, &r.Stats.Fds},
 			{"restore process state", "restore.state", m.restoreState, &r.Stats.State},
 			{"create threads", "restore.threads", m.restoreThreads, &r.Stats.Threads},
 		}

@@ -436,8 +436,8 @@ func (r *Process) setCreds() error {
 	// is set there once and for all, at its dumped value.
 	secure := c.Securebits
 	keepLocked := secure&secbitKeepCapsLocked != 0
-	if secure&secbitNoCapAmbientRaise != 0 && amb != 0 {
-		return fmt.Errorf("pid %d had ambient capabilities %#x and SECBIT_NO_CAP_AMBIENT_RAISE (securebits %#x): restore cannot raise them with the bit set, nor set the bit once its CAP_SETPCAP is gone", r.img.Pid, amb, secure)
+	if err := procattr.AmbientRefused(r.img.Pid, amb, secure); err != nil {
+		return err
 	}
 	setSecure := func(tid int, keep bool) error {
 		if secure&^secbitKeepCaps == 0 {
@@ -547,9 +547,8 @@ func (r *Process) setCreds() error {
 
 // Securebits (include/uapi/linux/securebits.h).
 const (
-	secbitKeepCaps          = 1 << 4 // SECBIT_KEEP_CAPS
-	secbitKeepCapsLocked    = 1 << 5 // SECBIT_KEEP_CAPS_LOCKED
-	secbitNoCapAmbientRaise = 1 << 6 // SECBIT_NO_CAP_AMBIENT_RAISE
+	secbitKeepCaps       = 1 << 4 // SECBIT_KEEP_CAPS
+	secbitKeepCapsLocked = 1 << 5 // SECBIT_KEEP_CAPS_LOCKED
 )
 
 // signalsToQueue re-queues pending signals, process-wide and per thread,

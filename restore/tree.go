@@ -152,6 +152,11 @@ func (r *Process) cloneMembers(undo *undoStack) error {
 			if _, err := c.Syscall(c.Pid, unix.SYS_SETSID); err != nil {
 				return fmt.Errorf("restore pid %d: setsid: %w", img.Pid, err)
 			}
+			if !img.Zombie {
+				if err := t.members[len(t.members)-1].takeCtty(); err != nil {
+					return err
+				}
+			}
 		case ids.sid != pids.sid:
 			return fmt.Errorf("restore pid %d: it is in session %d, its parent pid %d in session %d, and it does not lead its session: not supported yet", img.Pid, ids.sid, img.Ppid, pids.sid)
 		}

@@ -16,6 +16,7 @@ command -v memcached >/dev/null 2>&1 || need+=(memcached)       # TCP connection
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light) # nginx master + workers across dump/restore (issues 12, 13)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)       # file locks of an open transaction (issue 11)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql) # SysV + shared memory of a tree (issue 12)
+command -v tmux >/dev/null 2>&1 || need+=(tmux) # a terminal emulator holding pty masters (tmux server)
 if ((${#need[@]})); then
 	if [[ $(id -u) -eq 0 ]]; then
 		echo "installing: ${need[*]}"

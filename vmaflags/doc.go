@@ -17,11 +17,16 @@
 // is left out) and says which bits it has seen named right; a caller uses
 // the iterator only for VMAs whose every bit is verified.
 //
-// Records the program writes, 24 bytes each, native byte order:
+// It also says whether a VMA has a NUMA memory policy of its own
+// (vm_policy set, mbind(2)), which no /proc file shows without walking the
+// page tables (numa_maps walks them for its page counts, show_numa_map).
 //
-//	+----------+----------+----------+
-//	| vm_start | vm_end   | vm_flags |   u64 each, one record per VMA,
-//	+----------+----------+----------+   in address order
+// Records the program writes, 32 bytes each, native byte order:
+//
+//	+----------+----------+----------+--------+
+//	| vm_start | vm_end   | vm_flags | policy |   u64 each, one record per
+//	+----------+----------+----------+--------+   VMA, in address order;
+//	                                               policy is 1 or 0
 //
 // Load needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) and the kernel's
 // BTF (/sys/kernel/btf/vmlinux, for the offsets of vm_area_struct's

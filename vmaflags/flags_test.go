@@ -36,8 +36,8 @@ func TestMnemonics(t *testing.T) {
 func TestVerify(t *testing.T) {
 	rw := uint64(0x73)
 	locked := rw | 1<<13
-	before := []VMA{{0x1000, 0x2000, rw}, {0x3000, 0x4000, rw}}
-	after := []VMA{{0x1000, 0x2000, rw}, {0x3000, 0x4000, locked}}
+	before := []VMA{{Start: 0x1000, End: 0x2000, Flags: rw}, {Start: 0x3000, End: 0x4000, Flags: rw}}
+	after := []VMA{{Start: 0x1000, End: 0x2000, Flags: rw}, {Start: 0x3000, End: 0x4000, Flags: locked}}
 	sm := []proc.Mapping{
 		{Start: 0x1000, End: 0x2000, VmFlags: []string{"rd", "wr", "mr", "mw", "me"}},
 		{Start: 0x3000, End: 0x4000, VmFlags: []string{"rd", "wr", "mr", "mw", "me", "lo"}},
@@ -69,21 +69,35 @@ func record(start, end, flags uint64) []byte {
 	return b
 }
 
+// recordOf is v's record.
+func recordOf(v VMA) []byte {
+	b := record(v.Start, v.End, v.Flags)
+	if v.Policy {
+		b[24] = 1
+	}
+	return b
+}
+
 func TestParseRecords(t *testing.T) {
 	good := append(record(0x1000, 0x3000, 0x73), record(0x3000, 0x4000, 0x75)...)
 	vmas, err := ParseRecords(good)
-	if err != nil || !slices.Equal(vmas, []VMA{{0x1000, 0x3000, 0x73}, {0x3000, 0x4000, 0x75}}) {
+	if err != nil || !slices.Equal(vmas, []VMA{{0x1000, 0x3000, 0x73, false}, {0x3000, 0x4000, 0x75, false}}) {
 		t.Fatalf("ParseRecords = %v, %v", vmas, err)
+	}
+	pol := recordOf(VMA{Start: 0x1000, End: 0x2000, Flags: 0x73, Policy: true})
+	if vmas, err := ParseRecords(pol); err != nil || len(vmas) != 1 || !vmas[0].Policy {
+		t.Errorf("ParseRecords of a VMA with a policy = %v, %v", vmas, err)
 	}
 	if vmas, err := ParseRecords(nil); err != nil || len(vmas) != 0 {
 		t.Errorf("ParseRecords(nil) = %v, %v; want none", vmas, err)
 	}
 	for name, b := range map[string][]byte{
-		"short":       good[:30],
+		"short":       good[:40],
 		"empty range": record(0x1000, 0x1000, 0),
 		"unaligned":   record(0x1000, 0x1800, 0),
 		"overlap":     append(record(0x1000, 0x3000, 0), record(0x2000, 0x4000, 0)...),
 		"backwards":   append(record(0x3000, 0x4000, 0), record(0x1000, 0x2000, 0)...),
+		"policy word": func() []byte { b := record(0x1000, 0x2000, 0); b[25] = 1; return b }(),
 	} {
 		if vmas, err := ParseRecords(b); err == nil {
 			t.Errorf("%s: ParseRecords = %v, want an error", name, vmas)
@@ -96,6 +110,7 @@ func TestParseRecords(t *testing.T) {
 func FuzzParseRecords(f *testing.F) {
 	f.Add(append(record(0x1000, 0x3000, 0x73), record(0x3000, 0x4000, 0x75)...))
 	f.Add(record(0, 0x1000, 1<<42))
+	f.Add(recordOf(VMA{Start: 0x1000, End: 0x2000, Flags: 0x73, Policy: true}))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		vmas, err := ParseRecords(b)
@@ -112,7 +127,7 @@ func FuzzParseRecords(f *testing.F) {
 				t.Fatalf("bad vma %+v after %#x", v, prev)
 			}
 			prev = v.End
-			enc = append(enc, record(v.Start, v.End, v.Flags)...)
+			enc = append(enc, recordOf(v)...)
 		}
 		if !slices.Equal(enc, b) {
 			t.Fatalf("round trip: %x != %x", enc, b)

@@ -23,10 +23,14 @@ var ErrNotSupported = errors.New("bpf task_vma iterator not supported")
 type VMA struct {
 	Start, End uint64
 	Flags      uint64 // vm_flags, raw
+	// Policy: the VMA has a NUMA memory policy of its own (vm_policy is
+	// set: mbind(2), or inherited from the VMA it was split or copied
+	// from); never on a kernel without CONFIG_NUMA.
+	Policy bool
 }
 
 // recordSize is the size of one record the program writes (package doc).
-const recordSize = 24
+const recordSize = 32
 
 // MaxVMAs bounds what Read accepts: vm.max_map_count defaults to 65530
 // (proc.MaxMappings is the same bound for /proc/PID/maps).
@@ -194,6 +198,13 @@ func ParseRecords(b []byte) ([]VMA, error) {
 		if v.End <= v.Start || v.Start%pageSize != 0 || v.End%pageSize != 0 || v.Start < prevEnd {
 			return nil, fmt.Errorf("parse vma records: record %d: range %#x-%#x after %#x", i, v.Start, v.End, prevEnd)
 		}
+		switch binary.NativeEndian.Uint64(r[24:]) {
+		case 0:
+		case 1:
+			v.Policy = true
+		default:
+			return nil, fmt.Errorf("parse vma records: record %d: policy word %#x, want 0 or 1", i, binary.NativeEndian.Uint64(r[24:]))
+		}
 		prevEnd = v.End
 		out = append(out, v)
 	}
@@ -240,7 +251,7 @@ func buildSpec() (*ebpf.ProgramSpec, error) {
 		}
 		return int16(o), nil
 	}
-	var o struct{ meta, vma, seq, start, end, flags int16 }
+	var o struct{ meta, vma, seq, start, end, flags, policy int16 }
 	for _, f := range []struct {
 		dst         *int16
 		typ, member string
@@ -256,8 +267,15 @@ func buildSpec() (*ebpf.ProgramSpec, error) {
 			return nil, err
 		}
 	}
+	// vm_policy exists only with CONFIG_NUMA; without it no VMA has a
+	// policy, and the program writes 0.
+	numa := true
+	if o.policy, err = off("vm_area_struct", "vm_policy"); err != nil {
+		numa = false
+	}
 	// r6 = ctx; r7 = ctx->vma (NULL after the last VMA); if set, copy
-	// vm_start, vm_end, vm_flags to the stack and bpf_seq_write them to
+	// vm_start, vm_end, vm_flags and whether vm_policy is set (1 or 0,
+	// never the pointer) to the stack and bpf_seq_write them to
 	// ctx->meta->seq. The loads through r7 are BTF pointer loads the
 	// verifier checks against the member offsets.
 	insns := asm.Instructions{
@@ -267,11 +285,22 @@ func buildSpec() (*ebpf.ProgramSpec, error) {
 		asm.LoadMem(asm.R8, asm.R6, o.meta, asm.DWord),
 		asm.LoadMem(asm.R8, asm.R8, o.seq, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R7, o.start, asm.DWord),
-		asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, -32, asm.R1, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R7, o.end, asm.DWord),
-		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R7, o.flags, asm.DWord),
-		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R2, 0),
+	}
+	if numa {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.R7, o.policy, asm.DWord),
+			asm.JEq.Imm(asm.R1, 0, "policy"),
+			asm.Mov.Imm(asm.R2, 1),
+		)
+	}
+	insns = append(insns,
+		asm.StoreMem(asm.RFP, -8, asm.R2, asm.DWord).WithSymbol("policy"),
 		asm.Mov.Reg(asm.R1, asm.R8),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -recordSize),
@@ -279,7 +308,7 @@ func buildSpec() (*ebpf.ProgramSpec, error) {
 		asm.FnSeqWrite.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
-	}
+	)
 	return &ebpf.ProgramSpec{
 		Name:         "lazycr_vmas",
 		Type:         ebpf.Tracing,

@@ -138,6 +138,52 @@ func TestIterMatchesSmaps(t *testing.T) {
 	t.Logf("%d vmas checked, verified bits %#x", checked, uint64(v))
 }
 
+// TestIterPolicy: a mapping given a NUMA memory policy with mbind(2)
+// (MPOL_PREFERRED node 0) is seen with Policy, a plain one and a range
+// whose policy was set back to MPOL_DEFAULT without.
+func TestIterPolicy(t *testing.T) {
+	needRoot(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	mbind := func(mode int, nodes uint64) func([]byte) error {
+		return func(b []byte) error {
+			buf := []byte{byte(nodes), 0, 0, 0, 0, 0, 0, 0}
+			var mask, maxnode uintptr
+			if nodes != 0 {
+				mask, maxnode = uintptr(unsafePointer(buf)), 64
+			}
+			_, _, errno := unix.Syscall6(unix.SYS_MBIND, uintptr(unsafePointer(b)), uintptr(len(b)), uintptr(mode), mask, maxnode, 0)
+			runtime.KeepAlive(buf)
+			if errno != 0 {
+				return errno
+			}
+			return nil
+		}
+	}
+	const mpolDefault, mpolPreferred = 0, 1
+	plain := mapWith(t, false, nil)
+	bound := mapWith(t, false, mbind(mpolPreferred, 1))
+	reset := mapWith(t, false, func(b []byte) error {
+		if err := mbind(mpolPreferred, 1)(b); err != nil {
+			return err
+		}
+		return mbind(mpolDefault, 0)(b)
+	})
+	vmas, err := open(t, unix.Gettid()).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[uint64]bool{plain: false, bound: true, reset: false} {
+		i := slices.IndexFunc(vmas, func(v VMA) bool { return v.Start <= addr && addr < v.End })
+		if i < 0 {
+			t.Fatalf("no vma at %#x", addr)
+		}
+		if vmas[i].Policy != want {
+			t.Errorf("vma %#x-%#x: policy %v, want %v", vmas[i].Start, vmas[i].End, vmas[i].Policy, want)
+		}
+	}
+}
+
 // TestNoThread: the iterator of a thread that does not exist (or exited)
 // sees no VMA; the caller finds them missing (the link does not check the
 // thread: the kernel looks it up on each read, task_seq_get_next).

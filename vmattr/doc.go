@@ -17,9 +17,11 @@
 //	guard.go    guard pages (madvise MADV_GUARD_INSTALL), found with PAGEMAP_SCAN
 //	mlock.go    mlock/mlock2(MLOCK_ONFAULT) and mlockall(MCL_FUTURE)
 //	coredump.go /proc/PID/coredump_filter, read and written by lazycr
+//	mempolicy.go the NUMA memory policy of a range (mbind), set when mapped
 //
 // The per-VMA half reads nothing new (but for guard pages, which only the
-// pagemap shows): the image's Vma.vm_flags are the
+// pagemap shows, and memory policies, read with get_mempolicy(2) for the
+// VMAs that have one): the image's Vma.vm_flags are the
 // kernel's own record (the VmFlags line of /proc/PID/smaps, see proc(5)),
 // so the dump half only refuses what cannot come back, and the restore
 // half turns flags into injected syscalls. The address-space half

@@ -55,7 +55,7 @@ type vmaAttr interface {
 // vmaAttrs in restore order: the final protection first (mlock populates
 // according to it, as it did in the original), then advice, then guard
 // pages (refused in a locked VMA), then locking.
-var vmaAttrs = []vmaAttr{protAttr{}, madviseAttr{}, thpAttr{}, ksmAttr{}, anonNameAttr{}, guardAttr{}, mlockAttr{}}
+var vmaAttrs = []vmaAttr{protAttr{}, madviseAttr{}, thpAttr{}, ksmAttr{}, anonNameAttr{}, guardAttr{}, mlockAttr{}, mempolicyAttr{}}
 
 // mmAttr is one address-space-wide attribute.
 type mmAttr interface {

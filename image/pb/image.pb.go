@@ -3210,20 +3210,26 @@ func (x *FileID) GetMtimeUnixNano() int64 {
 }
 
 type Vma struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
-	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	Prot          uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`     // PROT_READ|PROT_WRITE|PROT_EXEC
-	Shared        bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"` // MAP_SHARED, else MAP_PRIVATE
-	Offset        uint64                 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"` // file offset in bytes
-	File          *FileID                `protobuf:"bytes,6,opt,name=file,proto3" json:"file,omitempty"`      // file-backed VMAs
-	Kind          VmaKind                `protobuf:"varint,7,opt,name=kind,proto3,enum=lazycr.image.v1.VmaKind" json:"kind,omitempty"`
-	VmFlags       []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …): restore re-creates the per-VMA attributes from them (package vmattr)
-	Pages         []*PageRun             `protobuf:"bytes,9,rep,name=pages,proto3" json:"pages,omitempty"`                    // tile [start, end) in order; none for the kernel-provided special mappings ([vdso], [vvar], …), which hold no page data
-	Name          string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                     // the maps path column as the kernel printed it
-	Shm           uint32                 `protobuf:"varint,11,opt,name=shm,proto3" json:"shm,omitempty"`                      // ProcessTree.shm id of the object it maps, 0 if none
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Start   uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End     uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Prot    uint32                 `protobuf:"varint,3,opt,name=prot,proto3" json:"prot,omitempty"`     // PROT_READ|PROT_WRITE|PROT_EXEC
+	Shared  bool                   `protobuf:"varint,4,opt,name=shared,proto3" json:"shared,omitempty"` // MAP_SHARED, else MAP_PRIVATE
+	Offset  uint64                 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"` // file offset in bytes
+	File    *FileID                `protobuf:"bytes,6,opt,name=file,proto3" json:"file,omitempty"`      // file-backed VMAs
+	Kind    VmaKind                `protobuf:"varint,7,opt,name=kind,proto3,enum=lazycr.image.v1.VmaKind" json:"kind,omitempty"`
+	VmFlags []string               `protobuf:"bytes,8,rep,name=vm_flags,json=vmFlags,proto3" json:"vm_flags,omitempty"` // smaps VmFlags ("gd", "dd", "lo", …): restore re-creates the per-VMA attributes from them (package vmattr)
+	Pages   []*PageRun             `protobuf:"bytes,9,rep,name=pages,proto3" json:"pages,omitempty"`                    // tile [start, end) in order; none for the kernel-provided special mappings ([vdso], [vvar], …), which hold no page data
+	Name    string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                     // the maps path column as the kernel printed it
+	Shm     uint32                 `protobuf:"varint,11,opt,name=shm,proto3" json:"shm,omitempty"`                      // ProcessTree.shm id of the object it maps, 0 if none
+	// The VMA's own NUMA memory policy (mbind(2)): its mode with the
+	// MPOL_F_STATIC_NODES/RELATIVE_NODES flags as get_mempolicy(2)
+	// MPOL_F_ADDR reports it, and its node mask (little-endian bits); 0 and
+	// empty when it has none (MPOL_DEFAULT). See package vmattr, mempolicy.go.
+	Mempolicy      uint32 `protobuf:"varint,12,opt,name=mempolicy,proto3" json:"mempolicy,omitempty"`
+	MempolicyNodes []byte `protobuf:"bytes,13,opt,name=mempolicy_nodes,json=mempolicyNodes,proto3" json:"mempolicy_nodes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Vma) Reset() {
@@ -3331,6 +3337,20 @@ func (x *Vma) GetShm() uint32 {
 		return x.Shm
 	}
 	return 0
+}
+
+func (x *Vma) GetMempolicy() uint32 {
+	if x != nil {
+		return x.Mempolicy
+	}
+	return 0
+}
+
+func (x *Vma) GetMempolicyNodes() []byte {
+	if x != nil {
+		return x.MempolicyNodes
+	}
+	return nil
 }
 
 type PageRun struct {
@@ -3515,6 +3535,7 @@ type Fd struct {
 	//	*Fd_Inotify
 	//	*Fd_UnixSocket
 	//	*Fd_Tty
+	//	*Fd_PtyMaster
 	Kind          isFd_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3716,6 +3737,15 @@ func (x *Fd) GetTty() *Tty {
 	return nil
 }
 
+func (x *Fd) GetPtyMaster() *PtyMaster {
+	if x != nil {
+		if x, ok := x.Kind.(*Fd_PtyMaster); ok {
+			return x.PtyMaster
+		}
+	}
+	return nil
+}
+
 type isFd_Kind interface {
 	isFd_Kind()
 }
@@ -3772,6 +3802,10 @@ type Fd_Tty struct {
 	Tty *Tty `protobuf:"bytes,22,opt,name=tty,proto3,oneof"`
 }
 
+type Fd_PtyMaster struct {
+	PtyMaster *PtyMaster `protobuf:"bytes,23,opt,name=pty_master,json=ptyMaster,proto3,oneof"`
+}
+
 func (*Fd_File) isFd_Kind() {}
 
 func (*Fd_Pipe) isFd_Kind() {}
@@ -3797,6 +3831,8 @@ func (*Fd_Inotify) isFd_Kind() {}
 func (*Fd_UnixSocket) isFd_Kind() {}
 
 func (*Fd_Tty) isFd_Kind() {}
+
+func (*Fd_PtyMaster) isFd_Kind() {}
 
 // FileLock is one advisory lock held by the process. flock locks cover
 // the whole file (start 0, end -1).
@@ -6202,6 +6238,95 @@ func (x *Tty) GetExclusive() bool {
 	return false
 }
 
+// PtyMaster is an fd on the master side of a UNIX 98 pseudo-terminal
+// (pty(7): opened through /dev/ptmx). Restore makes a new pty with the
+// same number (its slave is /dev/pts/INDEX again) and the same settings;
+// the fds on its slave are opened by path as for any terminal. Nothing may
+// wait in either direction at the dump (the dump retries, then refuses).
+type PtyMaster struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileID                `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`       // the ptmx it was opened by (/dev/ptmx, /dev/pts/ptmx)
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`    // TIOCGPTN: the slave is /dev/pts/INDEX
+	Termios       *Termios               `protobuf:"bytes,3,opt,name=termios,proto3" json:"termios,omitempty"` // the pty's settings (TCGETS2 on the master reads the slave's)
+	Winsize       *Winsize               `protobuf:"bytes,4,opt,name=winsize,proto3" json:"winsize,omitempty"` // TIOCGWINSZ
+	Packet        bool                   `protobuf:"varint,5,opt,name=packet,proto3" json:"packet,omitempty"`  // TIOCGPKT: packet mode
+	Locked        bool                   `protobuf:"varint,6,opt,name=locked,proto3" json:"locked,omitempty"`  // TIOCGPTLCK: not unlocked yet (unlockpt(3))
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PtyMaster) Reset() {
+	*x = PtyMaster{}
+	mi := &file_image_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PtyMaster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PtyMaster) ProtoMessage() {}
+
+func (x *PtyMaster) ProtoReflect() protoreflect.Message {
+	mi := &file_image_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PtyMaster.ProtoReflect.Descriptor instead.
+func (*PtyMaster) Descriptor() ([]byte, []int) {
+	return file_image_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *PtyMaster) GetFile() *FileID {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *PtyMaster) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PtyMaster) GetTermios() *Termios {
+	if x != nil {
+		return x.Termios
+	}
+	return nil
+}
+
+func (x *PtyMaster) GetWinsize() *Winsize {
+	if x != nil {
+		return x.Winsize
+	}
+	return nil
+}
+
+func (x *PtyMaster) GetPacket() bool {
+	if x != nil {
+		return x.Packet
+	}
+	return false
+}
+
+func (x *PtyMaster) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
 // Termios is struct termios2 (asm-generic/termbits.h, TCGETS2).
 type Termios struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -6219,7 +6344,7 @@ type Termios struct {
 
 func (x *Termios) Reset() {
 	*x = Termios{}
-	mi := &file_image_proto_msgTypes[58]
+	mi := &file_image_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6231,7 +6356,7 @@ func (x *Termios) String() string {
 func (*Termios) ProtoMessage() {}
 
 func (x *Termios) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[58]
+	mi := &file_image_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6244,7 +6369,7 @@ func (x *Termios) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Termios.ProtoReflect.Descriptor instead.
 func (*Termios) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{58}
+	return file_image_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Termios) GetIflag() uint32 {
@@ -6316,7 +6441,7 @@ type Winsize struct {
 
 func (x *Winsize) Reset() {
 	*x = Winsize{}
-	mi := &file_image_proto_msgTypes[59]
+	mi := &file_image_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6328,7 +6453,7 @@ func (x *Winsize) String() string {
 func (*Winsize) ProtoMessage() {}
 
 func (x *Winsize) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[59]
+	mi := &file_image_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6341,7 +6466,7 @@ func (x *Winsize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Winsize.ProtoReflect.Descriptor instead.
 func (*Winsize) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{59}
+	return file_image_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Winsize) GetRows() uint32 {
@@ -6389,7 +6514,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_image_proto_msgTypes[60]
+	mi := &file_image_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6401,7 +6526,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_image_proto_msgTypes[60]
+	mi := &file_image_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6414,7 +6539,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_image_proto_rawDescGZIP(), []int{60}
+	return file_image_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Device) GetFile() *FileID {
@@ -6754,7 +6879,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x14\n" +
 	"\x05inode\x18\x03 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12&\n" +
-	"\x0fmtime_unix_nano\x18\x05 \x01(\x03R\rmtimeUnixNano\"\xbd\x02\n" +
+	"\x0fmtime_unix_nano\x18\x05 \x01(\x03R\rmtimeUnixNano\"\x84\x03\n" +
 	"\x03Vma\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x12\n" +
@@ -6767,7 +6892,9 @@ const file_image_proto_rawDesc = "" +
 	"\x05pages\x18\t \x03(\v2\x18.lazycr.image.v1.PageRunR\x05pages\x12\x12\n" +
 	"\x04name\x18\n" +
 	" \x01(\tR\x04name\x12\x10\n" +
-	"\x03shm\x18\v \x01(\rR\x03shm\"\x7f\n" +
+	"\x03shm\x18\v \x01(\rR\x03shm\x12\x1c\n" +
+	"\tmempolicy\x18\f \x01(\rR\tmempolicy\x12'\n" +
+	"\x0fmempolicy_nodes\x18\r \x01(\fR\x0emempolicyNodes\"\x7f\n" +
 	"\aPageRun\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\x04R\x04addr\x12\x16\n" +
 	"\x06npages\x18\x02 \x01(\x04R\x06npages\x120\n" +
@@ -6778,7 +6905,7 @@ const file_image_proto_rawDesc = "" +
 	"\x03fds\x18\x02 \x03(\v2\x13.lazycr.image.v1.FdR\x03fds\x12\x17\n" +
 	"\aboot_id\x18\x03 \x01(\tR\x06bootId\x12\x19\n" +
 	"\btcp_lock\x18\x14 \x01(\tR\atcpLock\x12\x15\n" +
-	"\x06set_id\x18d \x01(\fR\x05setId\"\x90\a\n" +
+	"\x06set_id\x18d \x01(\fR\x05setId\"\xcd\a\n" +
 	"\x02Fd\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\x05R\x02fd\x12\x18\n" +
 	"\acloexec\x18\x02 \x01(\bR\acloexec\x12\x14\n" +
@@ -6801,7 +6928,9 @@ const file_image_proto_rawDesc = "" +
 	"\ainotify\x18\x14 \x01(\v2\x18.lazycr.image.v1.InotifyH\x00R\ainotify\x12>\n" +
 	"\vunix_socket\x18\x15 \x01(\v2\x1b.lazycr.image.v1.UnixSocketH\x00R\n" +
 	"unixSocket\x12(\n" +
-	"\x03tty\x18\x16 \x01(\v2\x14.lazycr.image.v1.TtyH\x00R\x03ttyB\x06\n" +
+	"\x03tty\x18\x16 \x01(\v2\x14.lazycr.image.v1.TtyH\x00R\x03tty\x12;\n" +
+	"\n" +
+	"pty_master\x18\x17 \x01(\v2\x1a.lazycr.image.v1.PtyMasterH\x00R\tptyMasterB\x06\n" +
 	"\x04kindB\t\n" +
 	"\a_dup_of\"{\n" +
 	"\bFileLock\x121\n" +
@@ -7034,7 +7163,14 @@ const file_image_proto_rawDesc = "" +
 	"\afg_pgid\x18\n" +
 	" \x01(\rR\x06fgPgid\x12\x10\n" +
 	"\x03sid\x18\v \x01(\rR\x03sid\x12\x1c\n" +
-	"\texclusive\x18\f \x01(\bR\texclusive\"\xb5\x01\n" +
+	"\texclusive\x18\f \x01(\bR\texclusive\"\xe6\x01\n" +
+	"\tPtyMaster\x12+\n" +
+	"\x04file\x18\x01 \x01(\v2\x17.lazycr.image.v1.FileIDR\x04file\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x122\n" +
+	"\atermios\x18\x03 \x01(\v2\x18.lazycr.image.v1.TermiosR\atermios\x122\n" +
+	"\awinsize\x18\x04 \x01(\v2\x18.lazycr.image.v1.WinsizeR\awinsize\x12\x16\n" +
+	"\x06packet\x18\x05 \x01(\bR\x06packet\x12\x16\n" +
+	"\x06locked\x18\x06 \x01(\bR\x06locked\"\xb5\x01\n" +
 	"\aTermios\x12\x14\n" +
 	"\x05iflag\x18\x01 \x01(\rR\x05iflag\x12\x14\n" +
 	"\x05oflag\x18\x02 \x01(\rR\x05oflag\x12\x14\n" +
@@ -7101,7 +7237,7 @@ func file_image_proto_rawDescGZIP() []byte {
 }
 
 var file_image_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_image_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_image_proto_goTypes = []any{
 	(ShmKind)(0),             // 0: lazycr.image.v1.ShmKind
 	(VmaKind)(0),             // 1: lazycr.image.v1.VmaKind
@@ -7165,9 +7301,10 @@ var file_image_proto_goTypes = []any{
 	(*Inotify)(nil),          // 59: lazycr.image.v1.Inotify
 	(*InotifyWatch)(nil),     // 60: lazycr.image.v1.InotifyWatch
 	(*Tty)(nil),              // 61: lazycr.image.v1.Tty
-	(*Termios)(nil),          // 62: lazycr.image.v1.Termios
-	(*Winsize)(nil),          // 63: lazycr.image.v1.Winsize
-	(*Device)(nil),           // 64: lazycr.image.v1.Device
+	(*PtyMaster)(nil),        // 62: lazycr.image.v1.PtyMaster
+	(*Termios)(nil),          // 63: lazycr.image.v1.Termios
+	(*Winsize)(nil),          // 64: lazycr.image.v1.Winsize
+	(*Device)(nil),           // 65: lazycr.image.v1.Device
 }
 var file_image_proto_depIdxs = []int32{
 	11, // 0: lazycr.image.v1.ProcessTree.processes:type_name -> lazycr.image.v1.Process
@@ -7218,38 +7355,42 @@ var file_image_proto_depIdxs = []int32{
 	45, // 45: lazycr.image.v1.Fd.timerfd:type_name -> lazycr.image.v1.TimerFd
 	46, // 46: lazycr.image.v1.Fd.signalfd:type_name -> lazycr.image.v1.SignalFd
 	51, // 47: lazycr.image.v1.Fd.inet_socket:type_name -> lazycr.image.v1.InetSocket
-	64, // 48: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
+	65, // 48: lazycr.image.v1.Fd.device:type_name -> lazycr.image.v1.Device
 	57, // 49: lazycr.image.v1.Fd.memfd:type_name -> lazycr.image.v1.MemFd
 	58, // 50: lazycr.image.v1.Fd.deleted_file:type_name -> lazycr.image.v1.DeletedFile
 	59, // 51: lazycr.image.v1.Fd.inotify:type_name -> lazycr.image.v1.Inotify
 	47, // 52: lazycr.image.v1.Fd.unix_socket:type_name -> lazycr.image.v1.UnixSocket
 	61, // 53: lazycr.image.v1.Fd.tty:type_name -> lazycr.image.v1.Tty
-	3,  // 54: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
-	32, // 55: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
-	41, // 56: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
-	41, // 57: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
-	43, // 58: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
-	49, // 59: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
-	50, // 60: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
-	48, // 61: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
-	50, // 62: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
-	55, // 63: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
-	53, // 64: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
-	52, // 65: lazycr.image.v1.InetSocket.memberships:type_name -> lazycr.image.v1.McastMembership
-	54, // 66: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
-	56, // 67: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
-	32, // 68: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
-	60, // 69: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
-	32, // 70: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
-	32, // 71: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
-	62, // 72: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
-	63, // 73: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
-	32, // 74: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
-	75, // [75:75] is the sub-list for method output_type
-	75, // [75:75] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	62, // 54: lazycr.image.v1.Fd.pty_master:type_name -> lazycr.image.v1.PtyMaster
+	3,  // 55: lazycr.image.v1.FileLock.kind:type_name -> lazycr.image.v1.FileLockKind
+	32, // 56: lazycr.image.v1.RegularFile.file:type_name -> lazycr.image.v1.FileID
+	41, // 57: lazycr.image.v1.Pipe.holders:type_name -> lazycr.image.v1.PipeHolder
+	41, // 58: lazycr.image.v1.Pipe.shared_holder:type_name -> lazycr.image.v1.PipeHolder
+	43, // 59: lazycr.image.v1.Epoll.targets:type_name -> lazycr.image.v1.EpollTarget
+	49, // 60: lazycr.image.v1.UnixSocket.path:type_name -> lazycr.image.v1.UnixPath
+	50, // 61: lazycr.image.v1.UnixSocket.external:type_name -> lazycr.image.v1.UnixExternalPeer
+	48, // 62: lazycr.image.v1.UnixSocket.peer_cred:type_name -> lazycr.image.v1.UnixCred
+	50, // 63: lazycr.image.v1.UnixSocket.pending_external:type_name -> lazycr.image.v1.UnixExternalPeer
+	55, // 64: lazycr.image.v1.InetSocket.options:type_name -> lazycr.image.v1.SocketOptions
+	53, // 65: lazycr.image.v1.InetSocket.tcp:type_name -> lazycr.image.v1.TcpStream
+	52, // 66: lazycr.image.v1.InetSocket.memberships:type_name -> lazycr.image.v1.McastMembership
+	54, // 67: lazycr.image.v1.TcpStream.window:type_name -> lazycr.image.v1.TcpWindow
+	56, // 68: lazycr.image.v1.SocketOptions.more:type_name -> lazycr.image.v1.IntSockopt
+	32, // 69: lazycr.image.v1.DeletedFile.file:type_name -> lazycr.image.v1.FileID
+	60, // 70: lazycr.image.v1.Inotify.watches:type_name -> lazycr.image.v1.InotifyWatch
+	32, // 71: lazycr.image.v1.InotifyWatch.file:type_name -> lazycr.image.v1.FileID
+	32, // 72: lazycr.image.v1.Tty.file:type_name -> lazycr.image.v1.FileID
+	63, // 73: lazycr.image.v1.Tty.termios:type_name -> lazycr.image.v1.Termios
+	64, // 74: lazycr.image.v1.Tty.winsize:type_name -> lazycr.image.v1.Winsize
+	32, // 75: lazycr.image.v1.PtyMaster.file:type_name -> lazycr.image.v1.FileID
+	63, // 76: lazycr.image.v1.PtyMaster.termios:type_name -> lazycr.image.v1.Termios
+	64, // 77: lazycr.image.v1.PtyMaster.winsize:type_name -> lazycr.image.v1.Winsize
+	32, // 78: lazycr.image.v1.Device.file:type_name -> lazycr.image.v1.FileID
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_image_proto_init() }
@@ -7274,6 +7415,7 @@ func file_image_proto_init() {
 		(*Fd_Inotify)(nil),
 		(*Fd_UnixSocket)(nil),
 		(*Fd_Tty)(nil),
+		(*Fd_PtyMaster)(nil),
 	}
 	file_image_proto_msgTypes[39].OneofWrappers = []any{}
 	type x struct{}
@@ -7282,7 +7424,7 @@ func file_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_image_proto_rawDesc), len(file_image_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   61,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

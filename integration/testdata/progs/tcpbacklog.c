@@ -7,9 +7,11 @@
  *                                        then accept and serve every
  *                                        connection (an MPTCP listener with
  *                                        mptcp)
- *        tcpbacklog loop [any] [fork]    accept and serve connections at once
+ *        tcpbacklog loop [any|ADDR] [fork]
+ *                                        accept and serve connections at once
  *                                        (with any: on 0.0.0.0, for a client
- *                                        on another host; with fork: a child
+ *                                        on another host; with an IPv4
+ *                                        address: on it; with fork: a child
  *                                        forked once listening accepts on
  *                                        the same socket too, a prefork
  *                                        server)
@@ -59,22 +61,23 @@ int main(int argc, char **argv)
 	int mptcp = gate && argc == 4 && strcmp(argv[3], "mptcp") == 0;
 	int loop = argc >= 2 && argc <= 4 && strcmp(argv[1], "loop") == 0;
 	int any = 0, forked = 0, bad = 0;
+	struct in_addr at = {.s_addr = htonl(INADDR_LOOPBACK)};
 	for (int i = 2; loop && i < argc; i++) {
 		if (strcmp(argv[i], "any") == 0)
 			any = 1;
 		else if (strcmp(argv[i], "fork") == 0)
 			forked = 1;
-		else
+		else if (inet_pton(AF_INET, argv[i], &at) != 1)
 			bad = 1;
 	}
 	if ((!gate && !loop) || (gate && argc == 4 && !mptcp) || bad) {
-		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop [any] [fork]\n");
+		fprintf(stderr, "usage: tcpbacklog gate GOFILE [mptcp] | tcpbacklog loop [any|ADDR] [fork]\n");
 		return 2;
 	}
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, mptcp ? 262 /* IPPROTO_MPTCP */ : 0);
 	if (l < 0)
 		die("socket");
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(any ? INADDR_ANY : INADDR_LOOPBACK)};
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = any ? htonl(INADDR_ANY) : at.s_addr};
 	socklen_t al = sizeof a;
 	if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 64) < 0 ||
 	    getsockname(l, (struct sockaddr *)&a, &al) < 0)
