@@ -9,7 +9,7 @@
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
  *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file blocking
- *   blocking1
+ *   blocking1 truncated-map fifo forkadvice
  *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
@@ -32,6 +32,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -901,7 +902,7 @@ static void check_clonevm(void)
 {
 	cv_parent = 77;
 	int i;
-	for (i = 0; i < 400 && cv_child != 77; i++)
+	for (i = 0; i < 12000 && cv_child != 77; i++)
 		pace();
 	verdict("clone-vm-shared", cv_child == 77, "the CLONE_VM child echoes %ld, want 77 (memory no longer shared)", cv_child);
 }
@@ -925,7 +926,7 @@ static void check_clonefiles(void)
 		die("chdir");
 	cres[4] = 1;
 	int i;
-	for (i = 0; i < 400 && (cres[0] == 0 || cres[1] == 0); i++)
+	for (i = 0; i < 12000 && (cres[0] == 0 || cres[1] == 0); i++)
 		pace();
 	verdict("clone-files-shared", cres[0] == 1, "the CLONE_FILES child does not see fd %d the parent opened (%d)", cf_fd, cres[0]);
 	verdict("clone-fs-shared", cres[1] == 1, "the CLONE_FS child's cwd is not the parent's new one (%d)", cres[1]);
@@ -961,7 +962,10 @@ static void check_epoll_oneshot(void)
 		(unsigned long long)out.data.u64);
 }
 
-/* ---- syscall user dispatch blocking in a thread at the freeze ---- */
+/* ---- syscall user dispatch blocking in a thread at the freeze: the thread
+ * spins in user space with every syscall blocked (by hand only: it burns a
+ * CPU; a thread asleep in a syscall instead dies of SIGSYS at the restart
+ * after any stop, SIGSTOP/SIGCONT too) ---- */
 static volatile char sudb_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
 static volatile int sudb_ready;
 
@@ -976,8 +980,8 @@ static void *sudb_main(void *arg)
 		die("PR_SET_SYSCALL_USER_DISPATCH");
 	sudb_selector = SYSCALL_DISPATCH_FILTER_BLOCK;
 	sudb_ready = 1;
-	for (;;) /* spins in user space with every syscall blocked */
-		__asm__ volatile("" ::: "memory");
+	for (;;)
+		__asm__ volatile("pause" ::: "memory");
 	return NULL;
 }
 
@@ -990,12 +994,11 @@ static void setup_sud_block(void)
 		pace();
 }
 
-
 /* ---- signals aimed at one thread: SIGEV_THREAD_ID timer, F_SETOWN_EX F_OWNER_TID ---- */
 #ifndef sigev_notify_thread_id
 #define sigev_notify_thread_id _sigev_un._tid
 #endif
-static volatile int tt_ready, tt_query;
+static volatile int tt_ready, tt_query, tt_answered;
 static volatile pid_t tt_tid_now;       /* the worker's tid as it reads it now */
 static volatile pid_t tt_timer_tid, tt_io_tid; /* gettid() in the handler */
 static volatile int tt_timer_hits, tt_io_hits;
@@ -1025,8 +1028,10 @@ static void *tt_main(void *arg)
 	tt_tid_now = gettid();
 	tt_ready = 1;
 	for (;;) {
-		if (tt_query)
+		if (tt_query) {
 			tt_tid_now = gettid();
+			tt_answered = 1;
+		}
 		pace();
 	}
 	return NULL;
@@ -1077,13 +1082,13 @@ static void setup_fsetown_tid(void) { tt_what = 2; setup_thread_signals(); }
 static void check_thread_signals(void)
 {
 	tt_query = 1;
-	int i;
-	for (i = 0; i < 100; i++)
+	while (!tt_answered)
 		pace();
 	pid_t now = tt_tid_now;
+	int i;
 	if (tt_what & 1) {
 		int h0 = tt_timer_hits;
-		for (i = 0; i < 400 && tt_timer_hits < h0 + 3; i++)
+		for (i = 0; i < 12000 && tt_timer_hits < h0 + 3; i++)
 			pace();
 		verdict("timer-thread-id", tt_timer_hits >= h0 + 3 && tt_timer_tid == now,
 			"%d SIGEV_THREAD_ID expirations since, last in tid %d, the worker is tid %d", tt_timer_hits - h0, tt_timer_tid, now);
@@ -1092,7 +1097,7 @@ static void check_thread_signals(void)
 		int h0 = tt_io_hits;
 		if (write(tt_pipe[1], "x", 1) != 1)
 			die("write");
-		for (i = 0; i < 400 && tt_io_hits == h0; i++)
+		for (i = 0; i < 12000 && tt_io_hits == h0; i++)
 			pace();
 		struct f_owner_ex own = {0};
 		fcntl(tt_pipe[0], F_GETOWN_EX, &own);
@@ -1212,7 +1217,7 @@ static void check_reuseport(void)
 		close(c);
 	}
 	char d;
-	for (int tries = 0; tries < 200 && got < 64; tries++) {
+	for (int tries = 0; tries < 12000 && got < 64; tries++) {
 		while (recv(rp_a, &d, 1, 0) == 1)
 			got++;
 		while (recv(rp_b, &d, 1, 0) == 1)
@@ -1354,7 +1359,7 @@ static void setup_udp_soerror(void)
 		die("send udp");
 	/* wait until the ICMP error arrived, without consuming it */
 	struct pollfd p[2] = {{ue_s, POLLERR, 0}, {ue_r, POLLERR, 0}};
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 6000; i++) {
 		poll(p, 2, 10);
 		if ((p[0].revents & POLLERR) && (p[1].revents & POLLERR))
 			return;
@@ -1390,11 +1395,14 @@ static void setup_tcp_oob(void)
 	to_a = accept(to_l, NULL, NULL);
 	if (send(to_c, "abc", 3, 0) != 3 || send(to_c, "!", 1, MSG_OOB) != 1 || send(to_c, "def", 3, 0) != 3)
 		die("send oob");
-	/* wait until the 7 bytes (one urgent) arrived */
-	for (int i = 0; i < 200; i++) {
+	/* wait until the 7 bytes (one urgent) arrived: FIONREAD stops at the
+	 * urgent mark unless SO_OOBINLINE is set, so set it for the question */
+	for (;;) {
 		int n = 0;
+		seti(to_a, SOL_SOCKET, SO_OOBINLINE, 1, "SO_OOBINLINE");
 		ioctl(to_a, FIONREAD, &n);
-		if (n >= 6)
+		seti(to_a, SOL_SOCKET, SO_OOBINLINE, 0, "SO_OOBINLINE");
+		if (n >= 7)
 			break;
 		pace();
 	}
@@ -1787,7 +1795,7 @@ static void check_blocking(void)
 	for (int i = 0; i < BL_N; i++) {
 		if (i == BL_WAITPID && bl_nochild)
 			continue;
-		for (int t = 0; t < 400 && !bl_done[i]; t++)
+		for (int t = 0; t < 12000 && !bl_done[i]; t++)
 			pace();
 		char name[64];
 		snprintf(name, sizeof name, "blocking-%s", bl_names[i]);
@@ -1802,6 +1810,121 @@ static void check_blocking(void)
 		else
 			verdict(name, bl_done[i] && bl_ret[i] >= 0, "done %d ret %ld errno %d (woken after the restore)", bl_done[i], bl_ret[i], bl_errno[i]);
 	}
+}
+
+/* ---- a file mapping that reaches past the end of its (truncated) file:
+ * touching the pages past EOF raises SIGBUS, before and after ---- */
+static unsigned char *tm_map;
+static sigjmp_buf tm_jmp;
+static volatile int tm_bus;
+
+static void tm_sigbus(int sig)
+{
+	(void)sig;
+	tm_bus++;
+	siglongjmp(tm_jmp, 1);
+}
+
+static int tm_touch(volatile unsigned char *p)
+{
+	struct sigaction sa = {0}, old;
+	sa.sa_handler = tm_sigbus;
+	sigaction(SIGBUS, &sa, &old);
+	int bus = 0;
+	if (sigsetjmp(tm_jmp, 1) == 0)
+		(void)*p;
+	else
+		bus = 1;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+static void setup_truncated_map(const char *gofile)
+{
+	char f[300];
+	snprintf(f, sizeof f, "%s.trunc", gofile);
+	int fd = open(f, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, 4 * PAGE) < 0)
+		die("trunc file");
+	tm_map = mmap(NULL, 4 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (tm_map == MAP_FAILED)
+		die("mmap trunc");
+	(void)tm_map[3 * PAGE];
+	if (ftruncate(fd, PAGE) < 0)
+		die("ftruncate");
+	close(fd);
+	if (!tm_touch(tm_map + 2 * PAGE))
+		failf("no SIGBUS past EOF before the dump");
+}
+
+static void check_truncated_map(void)
+{
+	int in = tm_touch(tm_map);
+	int past = tm_touch(tm_map + 2 * PAGE);
+	verdict("mmap-past-eof-sigbus", !in && past, "page 0 SIGBUS %d (want 0), page 2 past EOF SIGBUS %d (want 1)", in, past);
+}
+
+/* ---- SCHED_FIFO for the process ---- */
+static int fifo_ok;
+
+static void setup_fifo(void)
+{
+	struct sched_param sp = {.sched_priority = 3};
+	fifo_ok = sched_setscheduler(0, SCHED_FIFO, &sp) == 0;
+	if (!fifo_ok)
+		fprintf(stderr, "skip sched-fifo %s\n", strerror(errno));
+}
+
+static void check_fifo(void)
+{
+	if (!fifo_ok)
+		return;
+	struct sched_param sp = {0};
+	int p = sched_getscheduler(0);
+	sched_getparam(0, &sp);
+	verdict("sched-fifo", p == SCHED_FIFO && sp.sched_priority == 3, "policy %d priority %d, want SCHED_FIFO 3", p, sp.sched_priority);
+}
+
+
+/* ---- MADV_WIPEONFORK / MADV_DONTFORK act on a fork made after the restore ---- */
+static unsigned char *wf_wipe, *wf_dont;
+
+static void setup_forkadvice(void)
+{
+	wf_wipe = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	wf_dont = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(wf_wipe, 0x77, 2 * PAGE);
+	memset(wf_dont, 0x66, 2 * PAGE);
+	if (madvise(wf_wipe, 2 * PAGE, MADV_WIPEONFORK) < 0 || madvise(wf_dont, 2 * PAGE, MADV_DONTFORK) < 0)
+		die("madvise fork advice");
+}
+
+static void check_forkadvice(void)
+{
+	int ps[2];
+	if (pipe(ps) < 0)
+		die("pipe");
+	pid_t c = fork();
+	if (c == 0) {
+		/* 1: wiped in the child; 2: the DONTFORK range is not mapped here */
+		unsigned char r = 0;
+		if (wf_wipe[0] == 0 && wf_wipe[PAGE + 5] == 0)
+			r |= 1;
+		if (msync(wf_dont, PAGE, MS_ASYNC) < 0 && errno == ENOMEM)
+			r |= 2;
+		if (write(ps[1], &r, 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	unsigned char r = 0xff;
+	if (read(ps[0], &r, 1) != 1)
+		r = 0xff;
+	waitpid(c, NULL, 0);
+	close(ps[0]);
+	close(ps[1]);
+	verdict("wipeonfork-child", r != 0xff && (r & 1), "the child of a fork after the restore reads %#x in the WIPEONFORK range", wf_wipe[0]);
+	verdict("dontfork-child", r != 0xff && (r & 2), "the DONTFORK range is mapped in the child of a fork after the restore");
+	verdict("fork-advice-parent", wf_wipe[0] == 0x77 && wf_dont[0] == 0x66, "the parent's ranges changed: %#x %#x", wf_wipe[0], wf_dont[0]);
 }
 
 /* ---- kinds that must be refused ---- */
@@ -1920,6 +2043,9 @@ static const struct qgroup groups[] = {
 	{"remap-file", NULL, check_remap_file}, /* set up with GOFILE's name */
 	{"blocking", setup_blocking, check_blocking},
 	{"blocking1", setup_blocking_nochild, check_blocking},
+	{"truncated-map", NULL, check_truncated_map}, /* set up with GOFILE's name */
+	{"fifo", setup_fifo, check_fifo},
+	{"forkadvice", setup_forkadvice, check_forkadvice},
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
@@ -1958,6 +2084,8 @@ int main(int argc, char **argv)
 				continue;
 			if (sel[i]->setup == NULL && sel[i]->check == check_dirpos)
 				setup_dirpos(gofile);
+			else if (sel[i]->setup == NULL && sel[i]->check == check_truncated_map)
+				setup_truncated_map(gofile);
 			else if (sel[i]->setup == NULL)
 				setup_remap_file(gofile);
 			else
