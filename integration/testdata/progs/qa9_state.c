@@ -9,7 +9,7 @@
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
  *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file blocking
- *   blocking1 truncated-map fifo forkadvice
+ *   blocking1 truncated-map fifo forkadvice sockdev
  *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
@@ -1927,6 +1927,68 @@ static void check_forkadvice(void)
 	verdict("fork-advice-parent", wf_wipe[0] == 0x77 && wf_dont[0] == 0x66, "the parent's ranges changed: %#x %#x", wf_wipe[0], wf_dont[0]);
 }
 
+
+/* ---- more socket state: SO_BINDTODEVICE, IPV6_V6ONLY, a TCP listener's options ---- */
+static int sd_udp, sd_v6, sd_l, sd_rcvbuf0;
+
+static void setup_sockdev(void)
+{
+	sd_udp = socket(AF_INET, SOCK_DGRAM, 0);
+	if (setsockopt(sd_udp, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) < 0)
+		die("SO_BINDTODEVICE");
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(sd_udp, (void *)&a, sizeof a) < 0)
+		die("bind");
+	sd_v6 = socket(AF_INET6, SOCK_DGRAM, 0);
+	seti(sd_v6, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+	seti(sd_v6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 17, "IPV6_UNICAST_HOPS");
+	seti(sd_v6, IPPROTO_IPV6, IPV6_TCLASS, 0x20, "IPV6_TCLASS");
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	if (bind(sd_v6, (void *)&a6, sizeof a6) < 0)
+		die("bind v6");
+	sd_l = socket(AF_INET, SOCK_STREAM, 0);
+	seti(sd_l, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE listener");
+	seti(sd_l, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY listener");
+	seti(sd_l, IPPROTO_TCP, TCP_KEEPIDLE, 99, "TCP_KEEPIDLE listener");
+	seti(sd_l, IPPROTO_TCP, TCP_FASTOPEN, 5, "TCP_FASTOPEN");
+	seti(sd_l, IPPROTO_IP, IP_TOS, 0x08, "IP_TOS listener");
+	seti(sd_l, SOL_SOCKET, SO_RCVBUF, 80000, "SO_RCVBUF listener");
+	if (bind(sd_l, (void *)&a, sizeof a) < 0 || listen(sd_l, 9) < 0)
+		die("listen");
+	sd_rcvbuf0 = geti(sd_l, SOL_SOCKET, SO_RCVBUF);
+}
+
+static void check_sockdev(void)
+{
+	char dev[16] = "";
+	socklen_t l = sizeof dev;
+	getsockopt(sd_udp, SOL_SOCKET, SO_BINDTODEVICE, dev, &l);
+	verdict("sock-bindtodevice", strcmp(dev, "lo") == 0, "SO_BINDTODEVICE \"%s\"", dev);
+	verdict("sock-v6only", geti(sd_v6, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "IPV6_V6ONLY %d", geti(sd_v6, IPPROTO_IPV6, IPV6_V6ONLY));
+	verdict("sock-v6-hops", geti(sd_v6, IPPROTO_IPV6, IPV6_UNICAST_HOPS) == 17, "IPV6_UNICAST_HOPS %d", geti(sd_v6, IPPROTO_IPV6, IPV6_UNICAST_HOPS));
+	verdict("sock-v6-tclass", geti(sd_v6, IPPROTO_IPV6, IPV6_TCLASS) == 0x20, "IPV6_TCLASS %#x", geti(sd_v6, IPPROTO_IPV6, IPV6_TCLASS));
+	verdict("listener-keepalive", geti(sd_l, SOL_SOCKET, SO_KEEPALIVE) == 1, "%d", geti(sd_l, SOL_SOCKET, SO_KEEPALIVE));
+	verdict("listener-nodelay", geti(sd_l, IPPROTO_TCP, TCP_NODELAY) == 1, "%d", geti(sd_l, IPPROTO_TCP, TCP_NODELAY));
+	verdict("listener-keepidle", geti(sd_l, IPPROTO_TCP, TCP_KEEPIDLE) == 99, "%d", geti(sd_l, IPPROTO_TCP, TCP_KEEPIDLE));
+	verdict("listener-fastopen", geti(sd_l, IPPROTO_TCP, TCP_FASTOPEN) == 5, "%d", geti(sd_l, IPPROTO_TCP, TCP_FASTOPEN));
+	verdict("listener-tos", geti(sd_l, IPPROTO_IP, IP_TOS) == 0x08, "%#x", geti(sd_l, IPPROTO_IP, IP_TOS));
+	verdict("listener-rcvbuf", geti(sd_l, SOL_SOCKET, SO_RCVBUF) == sd_rcvbuf0, "%d want %d", geti(sd_l, SOL_SOCKET, SO_RCVBUF), sd_rcvbuf0);
+	/* an accepted connection inherits the listener's options */
+	struct sockaddr_in a;
+	l = sizeof a;
+	getsockname(sd_l, (void *)&a, &l);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	int ok = connect(c, (void *)&a, sizeof a) == 0;
+	int s2 = ok ? accept(sd_l, NULL, NULL) : -1;
+	verdict("listener-accepted-inherits", s2 >= 0 && geti(s2, SOL_SOCKET, SO_KEEPALIVE) == 1 && geti(s2, IPPROTO_TCP, TCP_NODELAY) == 1 &&
+						     geti(s2, IPPROTO_TCP, TCP_KEEPIDLE) == 99,
+		"accepted fd %d keepalive %d nodelay %d keepidle %d", s2, geti(s2, SOL_SOCKET, SO_KEEPALIVE), geti(s2, IPPROTO_TCP, TCP_NODELAY),
+		geti(s2, IPPROTO_TCP, TCP_KEEPIDLE));
+	close(c);
+	if (s2 >= 0)
+		close(s2);
+}
+
 /* ---- kinds that must be refused ---- */
 static void setup_io_uring(void)
 {
@@ -2046,6 +2108,7 @@ static const struct qgroup groups[] = {
 	{"truncated-map", NULL, check_truncated_map}, /* set up with GOFILE's name */
 	{"fifo", setup_fifo, check_fifo},
 	{"forkadvice", setup_forkadvice, check_forkadvice},
+	{"sockdev", setup_sockdev, check_sockdev},
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
