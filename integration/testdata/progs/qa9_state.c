@@ -9,7 +9,7 @@
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
  *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file blocking
- *   blocking1 truncated-map fifo forkadvice sockdev
+ *   blocking1 truncated-map fifo forkadvice sockdev epoll-et sigev-thread
  *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
@@ -1989,6 +1989,70 @@ static void check_sockdev(void)
 		close(s2);
 }
 
+
+/* ---- an edge-triggered epoll whose edge was consumed, data still unread ---- */
+static int et_ep, et_pipe[2];
+
+static void setup_epoll_et(void)
+{
+	if (pipe2(et_pipe, O_NONBLOCK) < 0)
+		die("pipe");
+	et_ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = 0x5151};
+	if (epoll_ctl(et_ep, EPOLL_CTL_ADD, et_pipe[0], &ev) < 0)
+		die("epoll_ctl");
+	if (write(et_pipe[1], "xy", 2) != 2)
+		die("write");
+	struct epoll_event out;
+	if (epoll_wait(et_ep, &out, 1, 1000) != 1)
+		die("epoll_wait et");
+	if (epoll_wait(et_ep, &out, 1, 0) != 0)
+		failf("edge reported twice before the dump");
+}
+
+/* ---- POSIX timer with SIGEV_THREAD (glibc's helper thread) ---- */
+static volatile int st_hits;
+static timer_t st_timer;
+
+static void st_cb(union sigval v)
+{
+	(void)v;
+	st_hits++;
+}
+
+static void setup_sigev_thread(void)
+{
+	struct sigevent ev = {0};
+	ev.sigev_notify = SIGEV_THREAD;
+	ev.sigev_notify_function = st_cb;
+	if (timer_create(CLOCK_MONOTONIC, &ev, &st_timer) < 0)
+		die("timer_create SIGEV_THREAD");
+	struct itimerspec its = {.it_value = {0, 20000000}, .it_interval = {0, 20000000}};
+	if (timer_settime(st_timer, 0, &its, NULL) < 0)
+		die("timer_settime");
+	while (st_hits < 2)
+		pace();
+}
+
+static void check_sigev_thread(void)
+{
+	int h0 = st_hits;
+	for (int i = 0; i < 12000 && st_hits < h0 + 3; i++)
+		pace();
+	verdict("timer-sigev-thread", st_hits >= h0 + 3, "%d SIGEV_THREAD callbacks since the restore", st_hits - h0);
+}
+
+static void check_epoll_et(void)
+{
+	struct epoll_event out;
+	int n = epoll_wait(et_ep, &out, 1, 0);
+	verdict("epoll-et-no-new-edge", n == 0, "epoll_wait %d: an edge consumed before the dump was reported again", n);
+	if (write(et_pipe[1], "z", 1) != 1)
+		die("write");
+	n = epoll_wait(et_ep, &out, 1, 1000);
+	verdict("epoll-et-new-edge", n == 1 && out.data.u64 == 0x5151, "after a write epoll_wait %d data %llx", n, (unsigned long long)out.data.u64);
+}
+
 /* ---- kinds that must be refused ---- */
 static void setup_io_uring(void)
 {
@@ -2109,6 +2173,8 @@ static const struct qgroup groups[] = {
 	{"fifo", setup_fifo, check_fifo},
 	{"forkadvice", setup_forkadvice, check_forkadvice},
 	{"sockdev", setup_sockdev, check_sockdev},
+	{"epoll-et", setup_epoll_et, check_epoll_et},
+	{"sigev-thread", setup_sigev_thread, check_sigev_thread},
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
