@@ -15,7 +15,7 @@ import (
 // qa9Groups are the qa9_state groups that come back exactly today, plain
 // and lazily (see /work/briefs/qa9-findings.md for the ones that do not).
 var qa9Groups = []string{"rlimits", "sigaction", "creds", "timerfd", "udpopt", "mem", "thread-name", "tcpopt", "unixopt",
-	"epoll-oneshot", "timer-tid", "procfields", "reuseport", "dirpos", "epoll-closed", "epoll-nested", "oom", "remap-file", "truncated-map", "forkadvice", "sockdev", "sigev-thread"}
+	"epoll-oneshot", "timer-tid", "procfields", "reuseport", "dirpos", "epoll-closed", "epoll-nested", "oom", "remap-file", "truncated-map", "forkadvice", "sockdev", "sigev-thread", "altstack-handler"}
 
 // qa9TreeGroups fork a child (a stopped one; one a thread waits for), so
 // they run plain and with --pidns only.

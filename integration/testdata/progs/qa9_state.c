@@ -10,6 +10,7 @@
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
  *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file blocking
  *   blocking1 truncated-map fifo forkadvice sockdev epoll-et sigev-thread
+ *   altstack-handler
  *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
@@ -2053,6 +2054,80 @@ static void check_epoll_et(void)
 	verdict("epoll-et-new-edge", n == 1 && out.data.u64 == 0x5151, "after a write epoll_wait %d data %llx", n, (unsigned long long)out.data.u64);
 }
 
+
+/* ---- a thread frozen inside a signal handler running on its alternate
+ * stack: after the restore it is still on it and returns from the handler
+ * to where it was interrupted ---- */
+static volatile int as_in_handler, as_release, as_returned, as_flags_in, as_flags_after;
+static stack_t as_stack;
+static volatile pid_t as_tid;
+
+static void as_handler(int sig)
+{
+	(void)sig;
+	as_in_handler = 1;
+	while (!as_release)
+		pace();
+	stack_t cur;
+	sigaltstack(NULL, &cur);
+	as_flags_in = cur.ss_flags; /* read after the restore: SS_ONSTACK */
+}
+
+static void *as_main(void *arg)
+{
+	(void)arg;
+	as_stack.ss_sp = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	as_stack.ss_size = 64 * 1024;
+	as_stack.ss_flags = 0;
+	if (sigaltstack(&as_stack, NULL) < 0)
+		die("sigaltstack");
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 8);
+	pthread_sigmask(SIG_UNBLOCK, &m, NULL);
+	volatile int marker = 0x600d;
+	as_tid = gettid();
+	while (!as_in_handler)
+		pace();
+	/* back here once the handler returned */
+	stack_t cur;
+	sigaltstack(NULL, &cur);
+	as_flags_after = cur.ss_flags;
+	as_returned = marker == 0x600d ? 1 : -1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void setup_altstack_handler(void)
+{
+	struct sigaction sa = {0};
+	sa.sa_handler = as_handler;
+	sa.sa_flags = SA_ONSTACK;
+	sigaction(SIGRTMIN + 8, &sa, NULL);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 8);
+	pthread_sigmask(SIG_BLOCK, &m, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, as_main, NULL))
+		die("pthread_create");
+	while (!as_tid)
+		pace();
+	syscall(SYS_tgkill, getpid(), as_tid, SIGRTMIN + 8);
+	while (!as_in_handler)
+		pace();
+}
+
+static void check_altstack_handler(void)
+{
+	as_release = 1;
+	for (int i = 0; i < 12000 && !as_returned; i++)
+		pace();
+	verdict("altstack-in-handler", as_flags_in == SS_ONSTACK, "ss_flags inside the handler %d, want SS_ONSTACK", as_flags_in);
+	verdict("altstack-handler-returned", as_returned == 1 && as_flags_after == 0, "returned %d, ss_flags after %d", as_returned, as_flags_after);
+}
+
 /* ---- kinds that must be refused ---- */
 static void setup_io_uring(void)
 {
@@ -2175,6 +2250,7 @@ static const struct qgroup groups[] = {
 	{"sockdev", setup_sockdev, check_sockdev},
 	{"epoll-et", setup_epoll_et, check_epoll_et},
 	{"sigev-thread", setup_sigev_thread, check_sigev_thread},
+	{"altstack-handler", setup_altstack_handler, check_altstack_handler},
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
