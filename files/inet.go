@@ -49,8 +49,10 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 	// be read are not carried over and the dump says so: a lost datagram
 	// is what the network does anyway (udp(7): no delivery guarantee), so
 	// the peer is not misled. Nor are those that reach the frozen socket
-	// after this read: no network lock holds UDP (netlock matches TCP
-	// only), so they queue in the socket and die with it at the kill
+	// after this read: no network lock holds datagrams (a target's lock
+	// drops only the port unreachable errors answering those that come
+	// before its socket: netlock.UDPPort), so they queue in the frozen
+	// socket and die with it at the kill
 	// (a lazy migration between hosts: until its address moved; 20-35
 	// datagrams sent every 200 µs in a test here), as silently for the
 	// sender as a loss on the wire. sock_diag's idiag_rqueue of a UDP

@@ -846,17 +846,32 @@ func NewTCPRestore(log zerolog.Logger) *TCPRestore { return &TCPRestore{log: log
 // lazycr's network namespace, for a lazy migration from another host:
 // before anything (netfix's address takeover) makes their local addresses
 // live here, so that a peer's segment arriving before its socket is
-// re-created is dropped, not answered with a reset. Live and Abort release
-// it (and the kernel, if lazycr dies: it is owner-bound).
+// re-created is dropped, not answered with a reset. Its bound UDP sockets'
+// ports too: the port unreachable errors answering datagrams that come
+// before their sockets are dropped (netlock.UDPPort). Live and Abort
+// release it (and the kernel, if lazycr dies: it is owner-bound).
 func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 	if t == nil || t.owned != nil {
 		return nil
 	}
 	var conns []netlock.Conn
 	var listeners []netlock.Listener
+	var udp []netlock.UDPPort
 	for _, f := range table.GetFds() {
 		s := f.GetInetSocket()
 		if f.DupOf != nil {
+			continue
+		}
+		if s.GetType() == unix.SOCK_DGRAM && s.Protocol == unix.IPPROTO_UDP && s.LocalPort != 0 {
+			// A datagram that reaches the address once it is live here,
+			// before the socket is bound again, would be answered with
+			// a port unreachable, and a connected sender would fail
+			// ECONNREFUSED: the error is dropped (netlock.UDPPort).
+			a, err := netip.ParseAddr(s.LocalAddr)
+			if err != nil {
+				return fmt.Errorf("fd %d: local address %q: %w", f.Fd, s.LocalAddr, err)
+			}
+			udp = append(udp, netlock.UDPPort{Local: netip.AddrPortFrom(a, uint16(s.LocalPort)), V6Only: s.Options.GetIpv6Only()})
 			continue
 		}
 		if s.GetListening() && s.Type == unix.SOCK_STREAM {
@@ -876,7 +891,7 @@ func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 		}
 		conns = append(conns, c)
 	}
-	if len(conns) == 0 && len(listeners) == 0 {
+	if len(conns) == 0 && len(listeners) == 0 && len(udp) == 0 {
 		return nil
 	}
 	if len(listeners) > 0 {
@@ -894,7 +909,7 @@ func (t *TCPRestore) LockFor(table *pb.FdTable) error {
 	// Listeners too: a SYN that reaches this host once the address is
 	// here, before the restored listener listens, would be answered
 	// with a reset; dropped, it is retransmitted and meets the listener.
-	if t.owned, err = netlock.Acquire(ns, conns, netlock.Options{Log: t.log, Listeners: listeners}); err != nil {
+	if t.owned, err = netlock.Acquire(ns, conns, netlock.Options{Log: t.log, Listeners: listeners, UDPPorts: udp}); err != nil {
 		return err
 	}
 	t.conns = conns

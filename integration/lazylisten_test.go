@@ -123,10 +123,10 @@ func lazyListenerClients(h *hosts.Host, addr string, loop bool, burst int, start
 }
 
 // TestLazyListenerNewClientsHosts: a server accepting one new connection
-// after another (tcpbacklog loop, on 0.0.0.0) migrates lazily from host B
-// to host C (--new-pid, takeover of the service address, the source
-// releasing it after DONE) while a client on host A keeps opening new
-// connections to the service address, three of them while the process is
+// after another (tcpbacklog loop, on the service address) migrates lazily
+// from host B to host C (--new-pid, takeover of the service address, the
+// source releasing it after DONE) while a client on host A keeps opening
+// new connections to the service address, three of them while the process is
 // frozen and before the target exists. Every client is served, by the
 // original or by the migrated process: none is reset or refused, and no
 // lock is left on B or C. Before, the frozen original's kernel completed
@@ -173,7 +173,19 @@ func testLazyListenerClients(t *testing.T, prefix, mode string) {
 	if fail {
 		fp = failpointLazycr(t)
 	}
-	p := startCmd(t, hB.Command(context.Background(), bin, "loop", "any"))
+	// Between hosts the server listens on the service address: the
+	// takeover moves the addresses the sockets are bound to, and a
+	// listener on 0.0.0.0 names none. It worked only when the freeze
+	// caught a connection being served (whose local address is the
+	// service address); now that a listener refused for its queue stays
+	// locked over the pauses between the tries, the process is more
+	// often idle at the try that succeeds (the address stayed on B,
+	// nothing listened there: "connection refused").
+	listen := "any"
+	if mode == "hosts" {
+		listen = svc.String()
+	}
+	p := startCmd(t, hB.Command(context.Background(), bin, "loop", listen))
 	var rep backlogReport
 	waitReport(t, p, &rep)
 	addr := netip.AddrPortFrom(svc, uint16(rep.Port)).String()

@@ -140,7 +140,38 @@ func Fix(h Netlink, sockets []Socket, opts Options) (_ *Result, err error) {
 			return nil, err
 		}
 	}
+	if opts.Policy == Takeover {
+		f.warnNothingToTake(sockets)
+	}
 	return f.res, nil
+}
+
+// warnNothingToTake warns when the image's servers (TCP listeners, UDP
+// sockets without a peer) are bound to every address (0.0.0.0, ::) and no
+// socket names an address the takeover could move: the process serves
+// here at this host's own addresses only, and its clients, who reach the
+// service address, find nothing there once the original is gone (a
+// listener names its address to the takeover only through a connection
+// it holds at the freeze, which a server between clients has not).
+func (f *fixer) warnNothingToTake(sockets []Socket) {
+	var wild []string
+	for _, s := range sockets {
+		k, err := parseSocket(s)
+		if err != nil {
+			continue
+		}
+		a := k.local.Addr()
+		switch {
+		case !a.IsUnspecified() && !a.IsLoopback():
+			return // an address to move
+		case a.IsUnspecified() && k.local.Port() != 0 && !k.peer.IsValid() && (s.Sock.Listening || s.Sock.Type == unix.SOCK_DGRAM):
+			wild = append(wild, fmt.Sprintf("fd %d %s", k.fd, k.local))
+		}
+	}
+	if len(wild) > 0 {
+		f.log.Warn().Strs("sockets", wild).
+			Msgf("takeover: no socket names an address to move here; its servers on every address (%s) serve at this host's own addresses only (bind the service address in the program to move it with the process)", strings.Join(wild, ", "))
+	}
 }
 
 type fixer struct {

@@ -398,3 +398,38 @@ func TestARPAnnouncement(t *testing.T) {
 		t.Error("ARP announcement without a MAC: no error")
 	}
 }
+
+// TestFixWarnsNothingToTake: a takeover whose servers listen on every
+// address and whose sockets name no address moves nothing, and says so,
+// naming them; a socket bound to an address to move, or another policy,
+// makes no such warning.
+func TestFixWarnsNothingToTake(t *testing.T) {
+	const warning = "takeover: no socket names an address to move here"
+	for _, tc := range []struct {
+		name    string
+		sockets []Socket
+		policy  Policy
+		want    []string // in the log; nil: no warning
+	}{
+		{"wildcard listener and UDP", []Socket{sk(3, "tcp", "0.0.0.0:8080", ""), sk(4, "udp", "[::]:53", ""), sk(5, "udp", "127.0.0.1:9", "")}, Takeover,
+			[]string{warning, "fd 3 0.0.0.0:8080", "fd 4 [::]:53"}},
+		{"a connection names the address", []Socket{sk(3, "tcp", "0.0.0.0:8080", ""), sk(4, "udp", "10.9.0.2:4000", "10.1.0.9:5000")}, Takeover, nil},
+		{"rebind", []Socket{sk(3, "tcp", "0.0.0.0:8080", "")}, Rebind, nil},
+		{"unbound client only", []Socket{sk(3, "udp", "0.0.0.0:0", "10.1.0.9:5000")}, Takeover, nil},
+	} {
+		h := newFakeHost(t, testHost)
+		var logs bytes.Buffer
+		if _, err := Fix(h, tc.sockets, Options{Policy: tc.policy, Iface: "eth2", Log: zerolog.New(&logs)}); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := logs.String()
+		if tc.want == nil && strings.Contains(got, warning) {
+			t.Errorf("%s: warned:\n%s", tc.name, got)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: log lacks %q:\n%s", tc.name, w, got)
+			}
+		}
+	}
+}
