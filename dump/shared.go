@@ -60,6 +60,12 @@ func (cp *Checkpoint) refuseSharedContexts() error {
 				if err != nil {
 					return fmt.Errorf("dump pid %d: compare pid %d with pid %d: %w", cp.pid, m.pid, o, err)
 				}
+				if same && kernelThread(o) {
+					// A kernel thread may borrow a process's memory for
+					// a moment (kthread_use_mm: a kworker finishing its
+					// I/O): not a sharer.
+					break
+				}
 				if same {
 					return fmt.Errorf("dump pid %d: %w: pid %d shares %s (clone(2) %s) with pid %d: restored, each would have its own (%s)",
 						cp.pid, ErrUnsupported, m.pid, k.short, k.flag, o, k.lost)
@@ -70,15 +76,19 @@ func (cp *Checkpoint) refuseSharedContexts() error {
 	return nil
 }
 
-// liveThread is the leader's id, or, when the leader exited
-// (pthread_exit) and the others run on, the first other thread's.
+// kernelThread reports whether pid is a kernel thread.
+func kernelThread(pid int) bool {
+	st, err := proc.ReadStatus(pid)
+	return err == nil && st.Kthread
+}
+
+// liveThread is the id of the leader, or of the first other thread when
+// the leader exited (pthread_exit) and the others run on: a thread that
+// exited has no memory, fd table or fs left, and kcmp finds two such
+// missing ones equal.
 func (m *Checkpoint) liveThread() int {
-	st, err := proc.ReadStatus(m.pid)
-	if err != nil || st.State != 'Z' {
-		return m.pid
-	}
-	for _, tid := range m.proc.Threads() {
-		if tid != m.pid {
+	for _, tid := range append([]int{m.pid}, m.proc.Threads()...) {
+		if st, err := proc.ReadTaskStatus(m.pid, tid); err == nil && st.State != 'Z' && st.State != 'X' {
 			return tid
 		}
 	}
