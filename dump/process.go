@@ -137,7 +137,7 @@ func (cp *Checkpoint) collectProcess() (*pb.Process, error) {
 		if err := procattr.ThreadSched(callerOn{cp, tid}, p); err != nil {
 			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
-		if err := procattr.ThreadTSC(callerOn{cp, tid}); err != nil {
+		if err := procattr.ThreadTSC(callerOn{cp, tid}, t.SeccompMode == image.SeccompModeStrict); err != nil {
 			return nil, fmt.Errorf("dump pid %d: thread %d: %w: %w", pid, tid, ErrUnsupported, err)
 		}
 		if tid != leader {

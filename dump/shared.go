@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/lazycr/lazycr/internal/kabi"
+	"github.com/lazycr/lazycr/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,12 +17,12 @@ import (
 // longer reach the other, silently. CLONE_SIGHAND needs CLONE_VM, so the
 // memory check covers it. See clone(2), kcmp(2).
 var sharedKinds = []struct {
-	typ        int
-	what, lost string
+	typ               int
+	short, flag, lost string
 }{
-	{kabi.KCMP_VM, "its memory (clone(2) CLONE_VM without CLONE_THREAD: vfork, posix_spawn, a hand-made clone)", "a write of one would no longer reach the other"},
-	{kabi.KCMP_FILES, "its file descriptor table (clone(2) CLONE_FILES)", "an fd one opens or closes would no longer be the other's"},
-	{kabi.KCMP_FS, "its current directory, root and umask (clone(2) CLONE_FS)", "a chdir of one would no longer move the other"},
+	{kabi.KCMP_VM, "its memory", "CLONE_VM without CLONE_THREAD: vfork, posix_spawn, a hand-made clone", "a write of one would no longer reach the other"},
+	{kabi.KCMP_FILES, "its file descriptor table", "CLONE_FILES", "an fd one opens or closes would no longer be the other's"},
+	{kabi.KCMP_FS, "its current directory, root and umask", "CLONE_FS", "a chdir of one would no longer move the other"},
 }
 
 // refuseSharedContexts refuses a live member that shares its memory, fd
@@ -29,10 +30,12 @@ var sharedKinds = []struct {
 // restore makes each member's anew. Every process of the host is compared
 // (kcmp(2), no injection; one a permission hides cannot be compared and is
 // passed over). Run under the freeze: the members cannot clone meanwhile.
-func refuseSharedContexts(root int, live map[int]bool) error {
+// A member is compared through a live thread: a leader that exited has no
+// memory left, and kcmp finds two such (or a kernel thread's) equal.
+func (cp *Checkpoint) refuseSharedContexts() error {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return fmt.Errorf("dump pid %d: list processes: %w", root, err)
+		return fmt.Errorf("dump pid %d: list processes: %w", cp.pid, err)
 	}
 	var others []int
 	for _, e := range ents {
@@ -40,22 +43,81 @@ func refuseSharedContexts(root int, live map[int]bool) error {
 			others = append(others, pid)
 		}
 	}
-	for pid := range live {
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if m.zombie {
+			continue
+		}
+		ref := m.liveThread()
 		for _, o := range others {
-			if o == pid {
+			if o == m.pid {
 				continue
 			}
 			for _, k := range sharedKinds {
-				same, err := kabi.Kcmp(pid, o, k.typ)
+				same, err := kabi.Kcmp(ref, o, k.typ)
 				if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 					break
 				}
 				if err != nil {
-					return fmt.Errorf("dump pid %d: compare pid %d with pid %d: %w", root, pid, o, err)
+					return fmt.Errorf("dump pid %d: compare pid %d with pid %d: %w", cp.pid, m.pid, o, err)
+				}
+				if same && kernelThread(o) {
+					// A kernel thread may borrow a process's memory for
+					// a moment (kthread_use_mm: a kworker finishing its
+					// I/O): not a sharer.
+					break
 				}
 				if same {
-					return fmt.Errorf("dump pid %d: %w: pid %d shares %s with pid %d: restored, each would have its own (%s)",
-						root, ErrUnsupported, pid, k.what, o, k.lost)
+					return fmt.Errorf("dump pid %d: %w: pid %d shares %s (clone(2) %s) with pid %d: restored, each would have its own (%s)",
+						cp.pid, ErrUnsupported, m.pid, k.short, k.flag, o, k.lost)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// kernelThread reports whether pid is a kernel thread.
+func kernelThread(pid int) bool {
+	st, err := proc.ReadStatus(pid)
+	return err == nil && st.Kthread
+}
+
+// liveThread is the id of the leader, or of the first other thread when
+// the leader exited (pthread_exit) and the others run on: a thread that
+// exited has no memory, fd table or fs left, and kcmp finds two such
+// missing ones equal.
+func (m *Checkpoint) liveThread() int {
+	for _, tid := range append([]int{m.pid}, m.proc.Threads()...) {
+		if st, err := proc.ReadTaskStatus(m.pid, tid); err == nil && st.State != 'Z' && st.State != 'X' {
+			return tid
+		}
+	}
+	return m.pid
+}
+
+// refuseThreadContexts refuses a thread whose fd table or filesystem
+// context is not its process's: one that called unshare(2) CLONE_FILES or
+// CLONE_FS (or was cloned without them). Restore makes threads that share
+// the leader's, so the thread's own fds would be gone and its cwd the
+// leader's. kcmp(2) takes thread ids as well as process ids.
+func (cp *Checkpoint) refuseThreadContexts() error {
+	for _, m := range append([]*Checkpoint{cp}, cp.members...) {
+		if m.zombie {
+			continue
+		}
+		ref := m.liveThread()
+		for _, tid := range m.proc.Threads() {
+			if tid == ref || tid == m.pid && ref != m.pid {
+				continue
+			}
+			for _, k := range sharedKinds[1:] {
+				same, err := kabi.Kcmp(ref, tid, k.typ)
+				if err != nil {
+					return fmt.Errorf("dump pid %d: compare thread %d with thread %d: %w", cp.pid, tid, ref, err)
+				}
+				if !same {
+					return fmt.Errorf("dump pid %d: %w: pid %d thread %d does not share %s with thread %d (unshare(2) %s in the thread): restored threads all share one",
+						cp.pid, ErrUnsupported, m.pid, tid, k.short, ref, k.flag)
 				}
 			}
 		}

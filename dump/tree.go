@@ -163,7 +163,10 @@ func (cp *Checkpoint) collectAll(ctx context.Context) error {
 	if err := cp.refuseSyscallUserDispatch(); err != nil {
 		return err
 	}
-	if err := refuseSharedContexts(cp.pid, live); err != nil {
+	if err := cp.refuseSharedContexts(); err != nil {
+		return err
+	}
+	if err := cp.refuseThreadContexts(); err != nil {
 		return err
 	}
 	if err := cp.refuseSemUndo(live); err != nil {

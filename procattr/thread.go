@@ -45,13 +45,16 @@ const (
 // PR_SET_TSC PR_TSC_SIGSEGV, arch_prctl(2) ARCH_SET_CPUID 0 (a sandbox, a
 // record/replay tool such as rr). Both are a thread's own and restore sets
 // neither, so the restored thread would read the time stamp counter and
-// the CPU's identity where it asked to be stopped.
-func ThreadTSC(c Caller) error {
+// the CPU's identity where it asked to be stopped. Strict seccomp mode
+// makes rdtsc fault too (kernel/seccomp.c, seccomp_assign_mode: TIF_NOTSC),
+// and restore sets strict mode again: such a thread's rdtsc is not
+// refused.
+func ThreadTSC(c Caller, strictSeccomp bool) error {
 	var tsc [4]byte
 	if err := c.CallOut(tsc[:], unix.SYS_PRCTL, unix.PR_GET_TSC, Out); err != nil {
 		return fmt.Errorf("injected prctl(PR_GET_TSC): %w", err)
 	}
-	if v := binary.LittleEndian.Uint32(tsc[:]); v != unix.PR_TSC_ENABLE {
+	if v := binary.LittleEndian.Uint32(tsc[:]); v != unix.PR_TSC_ENABLE && !strictSeccomp {
 		return fmt.Errorf("rdtsc faults for it (prctl PR_SET_TSC %d), which restore does not set again", v)
 	}
 	// ARCH_GET_CPUID returns 1 while cpuid runs (also where the CPU

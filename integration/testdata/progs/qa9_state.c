@@ -8,7 +8,10 @@
  *   thread-affinity thread-policy sigaction creds timerfd tcpopt tcpclamp
  *   udpopt unixopt mem stopped-child clonevm clonefiles epoll-oneshot
  *   sud-block timer-tid fsetown-tid procfields reuseport dirpos epoll-closed
- *   epoll-nested udp-soerror tcp-oob and, for refusals: io_uring perf bpf pidfd secretmem uffd.
+ *   epoll-nested udp-soerror tcp-oob thread-fs thread-files oom remap-file blocking
+ *   blocking1 truncated-map fifo forkadvice sockdev epoll-et sigev-thread
+ *   altstack-handler
+ *   and, for refusals: ptrace-child io_uring perf bpf pidfd secretmem uffd.
  *   A check the kernel does not offer prints "skip NAME why" on stderr.
  *   The first stdout line is {"pid":N}; then "tick main N" while GOFILE does
  *   not exist. Once it exists every check runs once and prints
@@ -17,9 +20,11 @@
  */
 #include "common.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/bpf.h>
+#include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
 #include <linux/userfaultfd.h>
@@ -28,6 +33,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -36,7 +42,9 @@
 #include <poll.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -895,7 +903,7 @@ static void check_clonevm(void)
 {
 	cv_parent = 77;
 	int i;
-	for (i = 0; i < 400 && cv_child != 77; i++)
+	for (i = 0; i < 12000 && cv_child != 77; i++)
 		pace();
 	verdict("clone-vm-shared", cv_child == 77, "the CLONE_VM child echoes %ld, want 77 (memory no longer shared)", cv_child);
 }
@@ -919,7 +927,7 @@ static void check_clonefiles(void)
 		die("chdir");
 	cres[4] = 1;
 	int i;
-	for (i = 0; i < 400 && (cres[0] == 0 || cres[1] == 0); i++)
+	for (i = 0; i < 12000 && (cres[0] == 0 || cres[1] == 0); i++)
 		pace();
 	verdict("clone-files-shared", cres[0] == 1, "the CLONE_FILES child does not see fd %d the parent opened (%d)", cf_fd, cres[0]);
 	verdict("clone-fs-shared", cres[1] == 1, "the CLONE_FS child's cwd is not the parent's new one (%d)", cres[1]);
@@ -955,7 +963,10 @@ static void check_epoll_oneshot(void)
 		(unsigned long long)out.data.u64);
 }
 
-/* ---- syscall user dispatch blocking in a thread at the freeze ---- */
+/* ---- syscall user dispatch blocking in a thread at the freeze: the thread
+ * spins in user space with every syscall blocked (by hand only: it burns a
+ * CPU; a thread asleep in a syscall instead dies of SIGSYS at the restart
+ * after any stop, SIGSTOP/SIGCONT too) ---- */
 static volatile char sudb_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
 static volatile int sudb_ready;
 
@@ -970,8 +981,8 @@ static void *sudb_main(void *arg)
 		die("PR_SET_SYSCALL_USER_DISPATCH");
 	sudb_selector = SYSCALL_DISPATCH_FILTER_BLOCK;
 	sudb_ready = 1;
-	for (;;) /* spins in user space with every syscall blocked */
-		__asm__ volatile("" ::: "memory");
+	for (;;)
+		__asm__ volatile("pause" ::: "memory");
 	return NULL;
 }
 
@@ -984,12 +995,11 @@ static void setup_sud_block(void)
 		pace();
 }
 
-
 /* ---- signals aimed at one thread: SIGEV_THREAD_ID timer, F_SETOWN_EX F_OWNER_TID ---- */
 #ifndef sigev_notify_thread_id
 #define sigev_notify_thread_id _sigev_un._tid
 #endif
-static volatile int tt_ready, tt_query;
+static volatile int tt_ready, tt_query, tt_answered;
 static volatile pid_t tt_tid_now;       /* the worker's tid as it reads it now */
 static volatile pid_t tt_timer_tid, tt_io_tid; /* gettid() in the handler */
 static volatile int tt_timer_hits, tt_io_hits;
@@ -1019,8 +1029,10 @@ static void *tt_main(void *arg)
 	tt_tid_now = gettid();
 	tt_ready = 1;
 	for (;;) {
-		if (tt_query)
+		if (tt_query) {
 			tt_tid_now = gettid();
+			tt_answered = 1;
+		}
 		pace();
 	}
 	return NULL;
@@ -1071,13 +1083,13 @@ static void setup_fsetown_tid(void) { tt_what = 2; setup_thread_signals(); }
 static void check_thread_signals(void)
 {
 	tt_query = 1;
-	int i;
-	for (i = 0; i < 100; i++)
+	while (!tt_answered)
 		pace();
 	pid_t now = tt_tid_now;
+	int i;
 	if (tt_what & 1) {
 		int h0 = tt_timer_hits;
-		for (i = 0; i < 400 && tt_timer_hits < h0 + 3; i++)
+		for (i = 0; i < 12000 && tt_timer_hits < h0 + 3; i++)
 			pace();
 		verdict("timer-thread-id", tt_timer_hits >= h0 + 3 && tt_timer_tid == now,
 			"%d SIGEV_THREAD_ID expirations since, last in tid %d, the worker is tid %d", tt_timer_hits - h0, tt_timer_tid, now);
@@ -1086,7 +1098,7 @@ static void check_thread_signals(void)
 		int h0 = tt_io_hits;
 		if (write(tt_pipe[1], "x", 1) != 1)
 			die("write");
-		for (i = 0; i < 400 && tt_io_hits == h0; i++)
+		for (i = 0; i < 12000 && tt_io_hits == h0; i++)
 			pace();
 		struct f_owner_ex own = {0};
 		fcntl(tt_pipe[0], F_GETOWN_EX, &own);
@@ -1206,7 +1218,7 @@ static void check_reuseport(void)
 		close(c);
 	}
 	char d;
-	for (int tries = 0; tries < 200 && got < 64; tries++) {
+	for (int tries = 0; tries < 12000 && got < 64; tries++) {
 		while (recv(rp_a, &d, 1, 0) == 1)
 			got++;
 		while (recv(rp_b, &d, 1, 0) == 1)
@@ -1348,7 +1360,7 @@ static void setup_udp_soerror(void)
 		die("send udp");
 	/* wait until the ICMP error arrived, without consuming it */
 	struct pollfd p[2] = {{ue_s, POLLERR, 0}, {ue_r, POLLERR, 0}};
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 6000; i++) {
 		poll(p, 2, 10);
 		if ((p[0].revents & POLLERR) && (p[1].revents & POLLERR))
 			return;
@@ -1384,11 +1396,14 @@ static void setup_tcp_oob(void)
 	to_a = accept(to_l, NULL, NULL);
 	if (send(to_c, "abc", 3, 0) != 3 || send(to_c, "!", 1, MSG_OOB) != 1 || send(to_c, "def", 3, 0) != 3)
 		die("send oob");
-	/* wait until the 7 bytes (one urgent) arrived */
-	for (int i = 0; i < 200; i++) {
+	/* wait until the 7 bytes (one urgent) arrived: FIONREAD stops at the
+	 * urgent mark unless SO_OOBINLINE is set, so set it for the question */
+	for (;;) {
 		int n = 0;
+		seti(to_a, SOL_SOCKET, SO_OOBINLINE, 1, "SO_OOBINLINE");
 		ioctl(to_a, FIONREAD, &n);
-		if (n >= 6)
+		seti(to_a, SOL_SOCKET, SO_OOBINLINE, 0, "SO_OOBINLINE");
+		if (n >= 7)
 			break;
 		pace();
 	}
@@ -1405,6 +1420,712 @@ static void check_tcp_oob(void)
 	memset(b, 0, sizeof b);
 	n = recv(to_a, b, sizeof b - 1, MSG_DONTWAIT);
 	verdict("tcp-urgent-rest", n == 3 && memcmp(b, "def", 3) == 0, "recv %zd \"%s\", want \"def\" (the urgent byte is not in the stream)", n, b);
+}
+
+
+/* ---- a thread with its own cwd or fd table (unshare in the thread) ---- */
+static volatile int tu_ready, tu_query, tu_answer_cwd, tu_answer_fd;
+static int tu_what, tu_fd = -1;
+
+static void *tu_main(void *arg)
+{
+	(void)arg;
+	if (tu_what == 1) {
+		if (unshare(CLONE_FS) < 0 || chdir("/tmp") < 0)
+			die("unshare CLONE_FS");
+	} else {
+		if (unshare(CLONE_FILES) < 0)
+			die("unshare CLONE_FILES");
+		tu_fd = open("/dev/null", O_RDONLY); /* only in this thread's table */
+	}
+	tu_ready = 1;
+	while (!tu_query)
+		pace();
+	char cwd[256] = "";
+	if (!getcwd(cwd, sizeof cwd))
+		cwd[0] = 0;
+	tu_answer_cwd = strcmp(cwd, "/tmp") == 0 ? 1 : -1;
+	tu_answer_fd = fcntl(tu_fd, F_GETFD) >= 0 ? 1 : -1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void start_tu(int what)
+{
+	tu_what = what;
+	if (chdir("/") < 0)
+		die("chdir /");
+	pthread_t t;
+	if (pthread_create(&t, NULL, tu_main, NULL))
+		die("pthread_create");
+	while (!tu_ready)
+		pace();
+}
+
+static void setup_thread_fs(void) { start_tu(1); }
+static void setup_thread_files(void) { start_tu(2); }
+
+static void check_thread_unshare(void)
+{
+	tu_query = 1;
+	while (!tu_answer_cwd)
+		pace();
+	if (tu_what == 1) {
+		char cwd[256] = "";
+		if (!getcwd(cwd, sizeof cwd))
+			cwd[0] = 0;
+		verdict("thread-own-cwd", tu_answer_cwd == 1 && strcmp(cwd, "/") == 0, "the thread's cwd is /tmp: %d, the main thread's %s", tu_answer_cwd, cwd);
+	} else {
+		verdict("thread-own-fd-table", tu_answer_fd == 1 && fcntl(tu_fd, F_GETFD) < 0,
+			"fd %d in the thread: %d, in the main thread: %d (want only the thread's)", tu_fd, tu_answer_fd, fcntl(tu_fd, F_GETFD) >= 0);
+	}
+}
+
+
+/* ---- oom_score_adj ---- */
+static void setup_oom(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+	if (fd < 0 || write(fd, "345", 3) != 3)
+		die("oom_score_adj");
+	close(fd);
+}
+
+static void check_oom(void)
+{
+	char b[16] = "";
+	int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+	if (fd < 0 || read(fd, b, sizeof b - 1) < 0)
+		b[0] = 0;
+	close(fd);
+	verdict("oom-score-adj", atoi(b) == 345, "oom_score_adj %s, want 345", b);
+}
+
+/* ---- a child this process traces (PTRACE_TRACEME) ---- */
+static void setup_ptrace_child(void)
+{
+	pid_t c = fork();
+	if (c == 0) {
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		for (;;)
+			pause();
+	}
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	while (waitid(P_PID, c, &si, WSTOPPED | WNOWAIT) < 0)
+		if (errno != EINTR)
+			die("waitid traced child");
+}
+
+/* ---- remap_file_pages: a shared file mapping with its pages rearranged ---- */
+static unsigned char *rf_map;
+
+static void setup_remap_file(const char *gofile)
+{
+	char f[300];
+	snprintf(f, sizeof f, "%s.remap", gofile);
+	int fd = open(f, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, 4 * PAGE) < 0)
+		die("remap file");
+	for (int i = 0; i < 4; i++) {
+		unsigned char b[PAGE];
+		memset(b, 'A' + i, PAGE);
+		if (pwrite(fd, b, PAGE, (off_t)i * PAGE) != PAGE)
+			die("pwrite");
+	}
+	rf_map = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	/* page 0 now shows file page 3, page 3 file page 0 (emulated: two new VMAs) */
+	if (remap_file_pages(rf_map, PAGE, 0, 3, 0) < 0 || remap_file_pages(rf_map + 3 * PAGE, PAGE, 0, 0, 0) < 0)
+		die("remap_file_pages");
+}
+
+static void check_remap_file(void)
+{
+	char got[5] = {rf_map[0], rf_map[PAGE], rf_map[2 * PAGE], rf_map[3 * PAGE], 0};
+	verdict("remap-file-pages", strcmp(got, "DBCA") == 0, "pages read %s, want DBCA", got);
+}
+
+
+/* ---- threads blocked in syscalls across the dump: woken after it, each
+ * must see its call succeed, never EINTR (no signal reached them); the
+ * pause thread gets a signal and must return EINTR after its handler ---- */
+enum { BL_READ, BL_EPOLL, BL_POLL, BL_SELECT, BL_FUTEX, BL_SIGWAIT, BL_ACCEPT, BL_WAITPID, BL_RECV, BL_PAUSE, BL_N };
+static const char *bl_names[BL_N] = {"read", "epoll_wait", "poll", "select", "futex", "sigwaitinfo", "accept", "waitpid", "recv", "pause"};
+static volatile long bl_ret[BL_N];
+static volatile int bl_errno[BL_N], bl_done[BL_N], bl_started[BL_N];
+static volatile pid_t bl_tid[BL_N];
+static int bl_pipe[2], bl_ep, bl_epipe[2], bl_ppipe[2], bl_spipe[2], bl_l, bl_udp, bl_cwait[2];
+static struct sockaddr_in bl_laddr, bl_uaddr;
+static pid_t bl_child;
+static volatile uint32_t bl_futex;
+static volatile int bl_pause_hits, bl_ignored_chld;
+static int bl_nochild; /* blocking1: no child, so no tree (lazy --new-pid) */
+
+static void bl_usr2(int sig)
+{
+	(void)sig;
+	bl_pause_hits++;
+}
+
+static void *bl_main(void *arg)
+{
+	long i = (long)arg;
+	sigset_t m;
+	sigemptyset(&m);
+	if (i == BL_PAUSE) {
+		sigaddset(&m, SIGUSR2);
+		pthread_sigmask(SIG_UNBLOCK, &m, NULL);
+	}
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 7);
+	char tname[16];
+	snprintf(tname, sizeof tname, "qa9-bl-%ld", i);
+	prctl(PR_SET_NAME, tname, 0, 0, 0);
+	bl_tid[i] = gettid();
+	bl_started[i] = 1;
+	long r = -1;
+	char b[8];
+	struct epoll_event ev;
+	struct pollfd pf = {bl_ppipe[0], POLLIN, 0};
+	fd_set rs;
+	siginfo_t si;
+	int st;
+	switch (i) {
+	case BL_READ: r = read(bl_pipe[0], b, 1); break;
+	case BL_EPOLL:
+		/* signal(7): epoll_wait and sigwaitinfo fail with EINTR after a
+		 * ptrace stop even with no handler (as under strace, or a dump
+		 * with --leave-running): a program retries them */
+		while ((r = epoll_wait(bl_ep, &ev, 1, -1)) < 0 && errno == EINTR)
+			;
+		break;
+	case BL_POLL: r = poll(&pf, 1, -1); break;
+	case BL_SELECT:
+		FD_ZERO(&rs);
+		FD_SET(bl_spipe[0], &rs);
+		r = select(bl_spipe[0] + 1, &rs, NULL, NULL, NULL);
+		break;
+	case BL_FUTEX:
+		do
+			r = syscall(SYS_futex, &bl_futex, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+		while (r == -1 && errno == EAGAIN && bl_futex == 0);
+		break;
+	case BL_SIGWAIT:
+		while ((r = sigwaitinfo(&m, &si)) < 0 && errno == EINTR)
+			;
+		break;
+	case BL_ACCEPT: r = accept(bl_l, NULL, NULL); break;
+	case BL_WAITPID: r = waitpid(bl_child, &st, 0); break;
+	case BL_RECV: r = recv(bl_udp, b, sizeof b, 0); break;
+	case BL_PAUSE: r = pause(); break;
+	}
+	bl_errno[i] = r < 0 ? errno : 0;
+	bl_ret[i] = r;
+	bl_done[i] = 1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* the id under which /proc (maybe another PID namespace's) lists thread
+ * tid of this process's namespace: the task whose NSpid ends with tid */
+static int proc_tid(pid_t tid)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int found = tid;
+	while (d && (e = readdir(d))) {
+		char path[300], line[256];
+		snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+		FILE *f = fopen(path, "r");
+		while (f && fgets(line, sizeof line, f)) {
+			if (strncmp(line, "NSpid:", 6) != 0)
+				continue;
+			char *last = strrchr(line, '\t');
+			if (last && atoi(last + 1) == tid)
+				found = atoi(e->d_name);
+			break;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* the current id (in this process's namespace) of the thread named name:
+ * tids change with restore --new-pid, names do not */
+static pid_t tid_by_name(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t found = -1;
+	while (d && found < 0 && (e = readdir(d))) {
+		char path[300], line[256] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (!fgets(line, sizeof line, f))
+			line[0] = 0;
+		fclose(f);
+		line[strcspn(line, "\n")] = 0;
+		if (strcmp(line, name) != 0)
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+		f = fopen(path, "r");
+		while (f && fgets(line, sizeof line, f))
+			if (strncmp(line, "NSpid:", 6) == 0) {
+				found = atoi(strrchr(line, '\t') + 1);
+				break;
+			}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* the thread sleeps in the kernel (state S) */
+static int bl_sleeping(int i)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", proc_tid(bl_tid[i]));
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *c = strrchr(buf, ')');
+	return c && c[2] == 'S';
+}
+
+static void setup_blocking(void)
+{
+	struct sigaction sa = {0};
+	sa.sa_handler = bl_usr2; /* no SA_RESTART */
+	sigaction(SIGUSR2, &sa, NULL);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGUSR2);
+	sigaddset(&m, SIGRTMIN + 7);
+	pthread_sigmask(SIG_BLOCK, &m, NULL); /* inherited: only pause unblocks SIGUSR2 */
+	if (pipe(bl_pipe) < 0 || pipe(bl_epipe) < 0 || pipe(bl_ppipe) < 0 || pipe(bl_spipe) < 0 || pipe(bl_cwait) < 0)
+		die("pipe");
+	bl_ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN};
+	epoll_ctl(bl_ep, EPOLL_CTL_ADD, bl_epipe[0], &ev);
+	bl_l = socket(AF_INET, SOCK_STREAM, 0);
+	bl_laddr.sin_family = AF_INET;
+	bl_laddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(bl_l, (void *)&bl_laddr, sizeof bl_laddr) < 0 || listen(bl_l, 4) < 0)
+		die("listen");
+	socklen_t l = sizeof bl_laddr;
+	getsockname(bl_l, (void *)&bl_laddr, &l);
+	bl_udp = socket(AF_INET, SOCK_DGRAM, 0);
+	bl_uaddr.sin_family = AF_INET;
+	bl_uaddr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(bl_udp, (void *)&bl_uaddr, sizeof bl_uaddr) < 0)
+		die("bind udp");
+	l = sizeof bl_uaddr;
+	getsockname(bl_udp, (void *)&bl_uaddr, &l);
+	bl_child = bl_nochild ? -1 : fork();
+	if (bl_child == 0) {
+		char c;
+		close(bl_cwait[1]);
+		while (read(bl_cwait[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(7);
+	}
+	close(bl_cwait[0]);
+	for (long i = 0; i < BL_N; i++) {
+		if (i == BL_WAITPID && bl_nochild)
+			continue;
+		pthread_t t;
+		if (pthread_create(&t, NULL, bl_main, (void *)i))
+			die("pthread_create");
+		while (!bl_started[i])
+			pace();
+	}
+	for (int i = 0; i < BL_N; i++)
+		while (!(i == BL_WAITPID && bl_nochild) && !bl_sleeping(i))
+			pace();
+}
+
+static void setup_blocking_nochild(void)
+{
+	bl_nochild = 1;
+	setup_blocking();
+}
+
+static void check_blocking(void)
+{
+	char early[256] = "";
+	size_t off = 0;
+	for (int i = 0; i < BL_N; i++)
+		if (bl_done[i])
+			off += snprintf(early + off, sizeof early - off, " %s=%ld/errno %d", bl_names[i], bl_ret[i], bl_errno[i]);
+	verdict("blocking-none-returned", early[0] == 0, "returned before they were woken:%s", early);
+	if (write(bl_pipe[1], "r", 1) != 1 || write(bl_epipe[1], "e", 1) != 1 || write(bl_ppipe[1], "p", 1) != 1 ||
+	    write(bl_spipe[1], "s", 1) != 1)
+		die("write");
+	bl_futex = 1;
+	syscall(SYS_futex, &bl_futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	/* to the thread itself: threads of other groups may not block it */
+	char tname[16];
+	snprintf(tname, sizeof tname, "qa9-bl-%d", BL_SIGWAIT);
+	syscall(SYS_tgkill, getpid(), tid_by_name(tname), SIGRTMIN + 7);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(c, (void *)&bl_laddr, sizeof bl_laddr) < 0)
+		die("connect");
+	struct sigaction cur;
+	sigaction(SIGCHLD, NULL, &cur);
+	bl_ignored_chld = cur.sa_handler == SIG_IGN;
+	close(bl_cwait[1]); /* the child exits 7 */
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	sendto(u, "u", 1, 0, (void *)&bl_uaddr, sizeof bl_uaddr);
+	snprintf(tname, sizeof tname, "qa9-bl-%d", BL_PAUSE);
+	syscall(SYS_tgkill, getpid(), tid_by_name(tname), SIGUSR2);
+	for (int i = 0; i < BL_N; i++) {
+		if (i == BL_WAITPID && bl_nochild)
+			continue;
+		for (int t = 0; t < 12000 && !bl_done[i]; t++)
+			pace();
+		char name[64];
+		snprintf(name, sizeof name, "blocking-%s", bl_names[i]);
+		if (i == BL_PAUSE)
+			verdict(name, bl_done[i] && bl_ret[i] == -1 && bl_errno[i] == EINTR && bl_pause_hits == 1,
+				"done %d ret %ld errno %d handler ran %d times", bl_done[i], bl_ret[i], bl_errno[i], bl_pause_hits);
+		else if (i == BL_WAITPID && bl_ignored_chld)
+			/* SIGCHLD ignored (the sigaction group): the kernel reaps the
+			 * child, the wait ends with ECHILD once it exited */
+			verdict(name, bl_done[i] && bl_ret[i] == -1 && bl_errno[i] == ECHILD, "done %d ret %ld errno %d (woken after the restore)",
+				bl_done[i], bl_ret[i], bl_errno[i]);
+		else
+			verdict(name, bl_done[i] && bl_ret[i] >= 0, "done %d ret %ld errno %d (woken after the restore)", bl_done[i], bl_ret[i], bl_errno[i]);
+	}
+}
+
+/* ---- a file mapping that reaches past the end of its (truncated) file:
+ * touching the pages past EOF raises SIGBUS, before and after ---- */
+static unsigned char *tm_map;
+static sigjmp_buf tm_jmp;
+static volatile int tm_bus;
+
+static void tm_sigbus(int sig)
+{
+	(void)sig;
+	tm_bus++;
+	siglongjmp(tm_jmp, 1);
+}
+
+static int tm_touch(volatile unsigned char *p)
+{
+	struct sigaction sa = {0}, old;
+	sa.sa_handler = tm_sigbus;
+	sigaction(SIGBUS, &sa, &old);
+	int bus = 0;
+	if (sigsetjmp(tm_jmp, 1) == 0)
+		(void)*p;
+	else
+		bus = 1;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+static void setup_truncated_map(const char *gofile)
+{
+	char f[300];
+	snprintf(f, sizeof f, "%s.trunc", gofile);
+	int fd = open(f, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, 4 * PAGE) < 0)
+		die("trunc file");
+	tm_map = mmap(NULL, 4 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (tm_map == MAP_FAILED)
+		die("mmap trunc");
+	(void)tm_map[3 * PAGE];
+	if (ftruncate(fd, PAGE) < 0)
+		die("ftruncate");
+	close(fd);
+	if (!tm_touch(tm_map + 2 * PAGE))
+		failf("no SIGBUS past EOF before the dump");
+}
+
+static void check_truncated_map(void)
+{
+	int in = tm_touch(tm_map);
+	int past = tm_touch(tm_map + 2 * PAGE);
+	verdict("mmap-past-eof-sigbus", !in && past, "page 0 SIGBUS %d (want 0), page 2 past EOF SIGBUS %d (want 1)", in, past);
+}
+
+/* ---- SCHED_FIFO for the process ---- */
+static int fifo_ok;
+
+static void setup_fifo(void)
+{
+	struct sched_param sp = {.sched_priority = 3};
+	fifo_ok = sched_setscheduler(0, SCHED_FIFO, &sp) == 0;
+	if (!fifo_ok)
+		fprintf(stderr, "skip sched-fifo %s\n", strerror(errno));
+}
+
+static void check_fifo(void)
+{
+	if (!fifo_ok)
+		return;
+	struct sched_param sp = {0};
+	int p = sched_getscheduler(0);
+	sched_getparam(0, &sp);
+	verdict("sched-fifo", p == SCHED_FIFO && sp.sched_priority == 3, "policy %d priority %d, want SCHED_FIFO 3", p, sp.sched_priority);
+}
+
+
+/* ---- MADV_WIPEONFORK / MADV_DONTFORK act on a fork made after the restore ---- */
+static unsigned char *wf_wipe, *wf_dont;
+
+static void setup_forkadvice(void)
+{
+	wf_wipe = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	wf_dont = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(wf_wipe, 0x77, 2 * PAGE);
+	memset(wf_dont, 0x66, 2 * PAGE);
+	if (madvise(wf_wipe, 2 * PAGE, MADV_WIPEONFORK) < 0 || madvise(wf_dont, 2 * PAGE, MADV_DONTFORK) < 0)
+		die("madvise fork advice");
+}
+
+static void check_forkadvice(void)
+{
+	int ps[2];
+	if (pipe(ps) < 0)
+		die("pipe");
+	pid_t c = fork();
+	if (c == 0) {
+		/* 1: wiped in the child; 2: the DONTFORK range is not mapped here */
+		unsigned char r = 0;
+		if (wf_wipe[0] == 0 && wf_wipe[PAGE + 5] == 0)
+			r |= 1;
+		if (msync(wf_dont, PAGE, MS_ASYNC) < 0 && errno == ENOMEM)
+			r |= 2;
+		if (write(ps[1], &r, 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	unsigned char r = 0xff;
+	if (read(ps[0], &r, 1) != 1)
+		r = 0xff;
+	waitpid(c, NULL, 0);
+	close(ps[0]);
+	close(ps[1]);
+	verdict("wipeonfork-child", r != 0xff && (r & 1), "the child of a fork after the restore reads %#x in the WIPEONFORK range", wf_wipe[0]);
+	verdict("dontfork-child", r != 0xff && (r & 2), "the DONTFORK range is mapped in the child of a fork after the restore");
+	verdict("fork-advice-parent", wf_wipe[0] == 0x77 && wf_dont[0] == 0x66, "the parent's ranges changed: %#x %#x", wf_wipe[0], wf_dont[0]);
+}
+
+
+/* ---- more socket state: SO_BINDTODEVICE, IPV6_V6ONLY, a TCP listener's options ---- */
+static int sd_udp, sd_v6, sd_l, sd_rcvbuf0;
+
+static void setup_sockdev(void)
+{
+	sd_udp = socket(AF_INET, SOCK_DGRAM, 0);
+	if (setsockopt(sd_udp, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) < 0)
+		die("SO_BINDTODEVICE");
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(sd_udp, (void *)&a, sizeof a) < 0)
+		die("bind");
+	sd_v6 = socket(AF_INET6, SOCK_DGRAM, 0);
+	seti(sd_v6, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+	seti(sd_v6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 17, "IPV6_UNICAST_HOPS");
+	seti(sd_v6, IPPROTO_IPV6, IPV6_TCLASS, 0x20, "IPV6_TCLASS");
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	if (bind(sd_v6, (void *)&a6, sizeof a6) < 0)
+		die("bind v6");
+	sd_l = socket(AF_INET, SOCK_STREAM, 0);
+	seti(sd_l, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE listener");
+	seti(sd_l, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY listener");
+	seti(sd_l, IPPROTO_TCP, TCP_KEEPIDLE, 99, "TCP_KEEPIDLE listener");
+	seti(sd_l, IPPROTO_TCP, TCP_FASTOPEN, 5, "TCP_FASTOPEN");
+	seti(sd_l, IPPROTO_IP, IP_TOS, 0x08, "IP_TOS listener");
+	seti(sd_l, SOL_SOCKET, SO_RCVBUF, 80000, "SO_RCVBUF listener");
+	if (bind(sd_l, (void *)&a, sizeof a) < 0 || listen(sd_l, 9) < 0)
+		die("listen");
+	sd_rcvbuf0 = geti(sd_l, SOL_SOCKET, SO_RCVBUF);
+}
+
+static void check_sockdev(void)
+{
+	char dev[16] = "";
+	socklen_t l = sizeof dev;
+	getsockopt(sd_udp, SOL_SOCKET, SO_BINDTODEVICE, dev, &l);
+	verdict("sock-bindtodevice", strcmp(dev, "lo") == 0, "SO_BINDTODEVICE \"%s\"", dev);
+	verdict("sock-v6only", geti(sd_v6, IPPROTO_IPV6, IPV6_V6ONLY) == 1, "IPV6_V6ONLY %d", geti(sd_v6, IPPROTO_IPV6, IPV6_V6ONLY));
+	verdict("sock-v6-hops", geti(sd_v6, IPPROTO_IPV6, IPV6_UNICAST_HOPS) == 17, "IPV6_UNICAST_HOPS %d", geti(sd_v6, IPPROTO_IPV6, IPV6_UNICAST_HOPS));
+	verdict("sock-v6-tclass", geti(sd_v6, IPPROTO_IPV6, IPV6_TCLASS) == 0x20, "IPV6_TCLASS %#x", geti(sd_v6, IPPROTO_IPV6, IPV6_TCLASS));
+	verdict("listener-keepalive", geti(sd_l, SOL_SOCKET, SO_KEEPALIVE) == 1, "%d", geti(sd_l, SOL_SOCKET, SO_KEEPALIVE));
+	verdict("listener-nodelay", geti(sd_l, IPPROTO_TCP, TCP_NODELAY) == 1, "%d", geti(sd_l, IPPROTO_TCP, TCP_NODELAY));
+	verdict("listener-keepidle", geti(sd_l, IPPROTO_TCP, TCP_KEEPIDLE) == 99, "%d", geti(sd_l, IPPROTO_TCP, TCP_KEEPIDLE));
+	verdict("listener-fastopen", geti(sd_l, IPPROTO_TCP, TCP_FASTOPEN) == 5, "%d", geti(sd_l, IPPROTO_TCP, TCP_FASTOPEN));
+	verdict("listener-tos", geti(sd_l, IPPROTO_IP, IP_TOS) == 0x08, "%#x", geti(sd_l, IPPROTO_IP, IP_TOS));
+	verdict("listener-rcvbuf", geti(sd_l, SOL_SOCKET, SO_RCVBUF) == sd_rcvbuf0, "%d want %d", geti(sd_l, SOL_SOCKET, SO_RCVBUF), sd_rcvbuf0);
+	/* an accepted connection inherits the listener's options */
+	struct sockaddr_in a;
+	l = sizeof a;
+	getsockname(sd_l, (void *)&a, &l);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	int ok = connect(c, (void *)&a, sizeof a) == 0;
+	int s2 = ok ? accept(sd_l, NULL, NULL) : -1;
+	verdict("listener-accepted-inherits", s2 >= 0 && geti(s2, SOL_SOCKET, SO_KEEPALIVE) == 1 && geti(s2, IPPROTO_TCP, TCP_NODELAY) == 1 &&
+						     geti(s2, IPPROTO_TCP, TCP_KEEPIDLE) == 99,
+		"accepted fd %d keepalive %d nodelay %d keepidle %d", s2, geti(s2, SOL_SOCKET, SO_KEEPALIVE), geti(s2, IPPROTO_TCP, TCP_NODELAY),
+		geti(s2, IPPROTO_TCP, TCP_KEEPIDLE));
+	close(c);
+	if (s2 >= 0)
+		close(s2);
+}
+
+
+/* ---- an edge-triggered epoll whose edge was consumed, data still unread ---- */
+static int et_ep, et_pipe[2];
+
+static void setup_epoll_et(void)
+{
+	if (pipe2(et_pipe, O_NONBLOCK) < 0)
+		die("pipe");
+	et_ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = 0x5151};
+	if (epoll_ctl(et_ep, EPOLL_CTL_ADD, et_pipe[0], &ev) < 0)
+		die("epoll_ctl");
+	if (write(et_pipe[1], "xy", 2) != 2)
+		die("write");
+	struct epoll_event out;
+	if (epoll_wait(et_ep, &out, 1, 1000) != 1)
+		die("epoll_wait et");
+	if (epoll_wait(et_ep, &out, 1, 0) != 0)
+		failf("edge reported twice before the dump");
+}
+
+/* ---- POSIX timer with SIGEV_THREAD (glibc's helper thread) ---- */
+static volatile int st_hits;
+static timer_t st_timer;
+
+static void st_cb(union sigval v)
+{
+	(void)v;
+	st_hits++;
+}
+
+static void setup_sigev_thread(void)
+{
+	struct sigevent ev = {0};
+	ev.sigev_notify = SIGEV_THREAD;
+	ev.sigev_notify_function = st_cb;
+	if (timer_create(CLOCK_MONOTONIC, &ev, &st_timer) < 0)
+		die("timer_create SIGEV_THREAD");
+	struct itimerspec its = {.it_value = {0, 20000000}, .it_interval = {0, 20000000}};
+	if (timer_settime(st_timer, 0, &its, NULL) < 0)
+		die("timer_settime");
+	while (st_hits < 2)
+		pace();
+}
+
+static void check_sigev_thread(void)
+{
+	int h0 = st_hits;
+	for (int i = 0; i < 12000 && st_hits < h0 + 3; i++)
+		pace();
+	verdict("timer-sigev-thread", st_hits >= h0 + 3, "%d SIGEV_THREAD callbacks since the restore", st_hits - h0);
+}
+
+static void check_epoll_et(void)
+{
+	struct epoll_event out;
+	int n = epoll_wait(et_ep, &out, 1, 0);
+	verdict("epoll-et-no-new-edge", n == 0, "epoll_wait %d: an edge consumed before the dump was reported again", n);
+	if (write(et_pipe[1], "z", 1) != 1)
+		die("write");
+	n = epoll_wait(et_ep, &out, 1, 1000);
+	verdict("epoll-et-new-edge", n == 1 && out.data.u64 == 0x5151, "after a write epoll_wait %d data %llx", n, (unsigned long long)out.data.u64);
+}
+
+
+/* ---- a thread frozen inside a signal handler running on its alternate
+ * stack: after the restore it is still on it and returns from the handler
+ * to where it was interrupted ---- */
+static volatile int as_in_handler, as_release, as_returned, as_flags_in, as_flags_after;
+static stack_t as_stack;
+static volatile pid_t as_tid;
+
+static void as_handler(int sig)
+{
+	(void)sig;
+	as_in_handler = 1;
+	while (!as_release)
+		pace();
+	stack_t cur;
+	sigaltstack(NULL, &cur);
+	as_flags_in = cur.ss_flags; /* read after the restore: SS_ONSTACK */
+}
+
+static void *as_main(void *arg)
+{
+	(void)arg;
+	as_stack.ss_sp = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	as_stack.ss_size = 64 * 1024;
+	as_stack.ss_flags = 0;
+	if (sigaltstack(&as_stack, NULL) < 0)
+		die("sigaltstack");
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 8);
+	pthread_sigmask(SIG_UNBLOCK, &m, NULL);
+	volatile int marker = 0x600d;
+	as_tid = gettid();
+	while (!as_in_handler)
+		pace();
+	/* back here once the handler returned */
+	stack_t cur;
+	sigaltstack(NULL, &cur);
+	as_flags_after = cur.ss_flags;
+	as_returned = marker == 0x600d ? 1 : -1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void setup_altstack_handler(void)
+{
+	struct sigaction sa = {0};
+	sa.sa_handler = as_handler;
+	sa.sa_flags = SA_ONSTACK;
+	sigaction(SIGRTMIN + 8, &sa, NULL);
+	sigset_t m;
+	sigemptyset(&m);
+	sigaddset(&m, SIGRTMIN + 8);
+	pthread_sigmask(SIG_BLOCK, &m, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, as_main, NULL))
+		die("pthread_create");
+	while (!as_tid)
+		pace();
+	syscall(SYS_tgkill, getpid(), as_tid, SIGRTMIN + 8);
+	while (!as_in_handler)
+		pace();
+}
+
+static void check_altstack_handler(void)
+{
+	as_release = 1;
+	for (int i = 0; i < 12000 && !as_returned; i++)
+		pace();
+	verdict("altstack-in-handler", as_flags_in == SS_ONSTACK, "ss_flags inside the handler %d, want SS_ONSTACK", as_flags_in);
+	verdict("altstack-handler-returned", as_returned == 1 && as_flags_after == 0, "returned %d, ss_flags after %d", as_returned, as_flags_after);
 }
 
 /* ---- kinds that must be refused ---- */
@@ -1516,6 +2237,20 @@ static const struct qgroup groups[] = {
 	{"udp-soerror", setup_udp_soerror, check_udp_soerror},
 	{"tcp-oob", setup_tcp_oob, check_tcp_oob},
 	{"dirpos", NULL, check_dirpos}, /* set up with GOFILE's name */
+	{"thread-fs", setup_thread_fs, check_thread_unshare},
+	{"thread-files", setup_thread_files, check_thread_unshare},
+	{"oom", setup_oom, check_oom},
+	{"ptrace-child", setup_ptrace_child, nothing},
+	{"remap-file", NULL, check_remap_file}, /* set up with GOFILE's name */
+	{"blocking", setup_blocking, check_blocking},
+	{"blocking1", setup_blocking_nochild, check_blocking},
+	{"truncated-map", NULL, check_truncated_map}, /* set up with GOFILE's name */
+	{"fifo", setup_fifo, check_fifo},
+	{"forkadvice", setup_forkadvice, check_forkadvice},
+	{"sockdev", setup_sockdev, check_sockdev},
+	{"epoll-et", setup_epoll_et, check_epoll_et},
+	{"sigev-thread", setup_sigev_thread, check_sigev_thread},
+	{"altstack-handler", setup_altstack_handler, check_altstack_handler},
 	{"io_uring", setup_io_uring, nothing},
 	{"perf", setup_perf, nothing},
 	{"bpf", setup_bpf, nothing},
@@ -1544,11 +2279,23 @@ int main(int argc, char **argv)
 		}
 		sel[nsel++] = &groups[g];
 	}
-	for (int i = 0; i < nsel; i++) {
-		if (sel[i]->setup == NULL)
-			setup_dirpos(gofile);
-		else
-			sel[i]->setup();
+	/* the blocked threads last: a later setresgid or setgroups is
+	 * broadcast by glibc to every thread with a signal (SIGSETXID), which
+	 * would end their poll, select or pause with EINTR before the dump */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < nsel; i++) {
+			int last = sel[i]->setup == setup_blocking || sel[i]->setup == setup_blocking_nochild;
+			if (last != pass)
+				continue;
+			if (sel[i]->setup == NULL && sel[i]->check == check_dirpos)
+				setup_dirpos(gofile);
+			else if (sel[i]->setup == NULL && sel[i]->check == check_truncated_map)
+				setup_truncated_map(gofile);
+			else if (sel[i]->setup == NULL)
+				setup_remap_file(gofile);
+			else
+				sel[i]->setup();
+		}
 	}
 	brk0 = sbrk(0);
 	emit("{\"pid\":%d}\n", getpid());
