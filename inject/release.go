@@ -124,6 +124,8 @@ func (p *Process) letGo(final, keepStopped bool) error {
 		regs := th.saved
 		if final {
 			regs = th.final
+		} else if m, ok := masks[th]; ok && !p.spawned && !p.signalsWaiting(th, m) {
+			RestartInterrupted(&regs) // eintr.go
 		}
 		if p.spawned {
 			if err := setRegs(th.tid, &regs); err != nil {

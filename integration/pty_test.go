@@ -101,3 +101,21 @@ func TestTmuxServerRestored(t *testing.T) {
 		t.Errorf("after split-window the restored server lists %d panes, want 2", panes)
 	}
 }
+
+// TestEINTRAfterFreeze: threads blocked in the calls that fail EINTR
+// after any stop, even without a handler (epoll_wait, epoll_pwait,
+// sigwaitinfo, sigtimedwait, accept/recv/read with SO_RCVTIMEO; signal(7)),
+// stay blocked across a dump that leaves the process running and across a
+// dump and restore: the freeze made each fail EINTR (eintr.c exited "FAIL
+// epoll_wait returned (Interrupted system call)").
+func TestEINTRAfterFreeze(t *testing.T) {
+	t.Parallel()
+	p := startTicking(t, start, "ok", 1, buildC(t, "eintr"))
+	if out, errOut, code := runLazycr(t, "dump", "--pid", strconv.Itoa(p.pid), "-D", filepath.Join(t.TempDir(), "img"), "--leave-running"); code != 0 {
+		t.Fatalf("dump --leave-running: exit %d\n%s\n%s", code, out, errOut)
+	}
+	requireProgress(t, p, "ok")
+	dir := dumpKill(t, p)
+	r := restoreFrom(t, p, dir)
+	requireProgress(t, r, "ok")
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/lazycr/lazycr/image"
 	"github.com/lazycr/lazycr/image/pb"
+	"github.com/lazycr/lazycr/inject"
 	"github.com/lazycr/lazycr/internal/kabi"
 	"golang.org/x/sys/unix"
 )
@@ -127,7 +128,12 @@ func (r *Process) threadState(t *pb.Thread) error {
 // inside an interrupted syscall re-executes it: the new process has no
 // restart block, so leaving the restart code would make the syscall fail
 // with EINTR (see DESIGN, "Interrupted syscalls").
-func finalRegs(t *pb.Thread) unix.PtraceRegs {
+//
+// A call that failed EINTR only because of the freeze (epoll_wait and the
+// few others of inject.RestartInterrupted) is made again too, unless a
+// signal the thread does not block is pending for it or for the process
+// (shared): that signal's handler runs and the EINTR is right.
+func finalRegs(t *pb.Thread, shared []*pb.Siginfo) unix.PtraceRegs {
 	regs := image.RegsFromPB(t.Regs)
 	if int64(regs.Orig_rax) >= 0 {
 		switch -int64(regs.Rax) {
@@ -137,10 +143,28 @@ func finalRegs(t *pb.Thread) unix.PtraceRegs {
 		case errRestartSys, errRestartNoIntr, errRestartNoHand:
 			regs.Rax = regs.Orig_rax
 			regs.Rip -= 2
+		default:
+			if !signalWaiting(t.Sigmask, t.Pending, shared) {
+				inject.RestartInterrupted(&regs)
+			}
 		}
 	}
 	regs.Orig_rax = ^uint64(0)
 	return regs
+}
+
+// signalWaiting reports whether a signal that mask does not block is in
+// the thread's pending queue or the process's (SIGSTOP aside: after a
+// job-control stop the call goes on).
+func signalWaiting(mask uint64, queues ...[]*pb.Siginfo) bool {
+	for _, q := range queues {
+		for _, si := range q {
+			if s := si.GetSigno(); s > 0 && s <= 64 && s != int32(unix.SIGSTOP) && mask&(1<<(s-1)) == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // sleepRemaining makes a relative sleep that the dump interrupted sleep
@@ -185,7 +209,7 @@ func (r *Process) setFinalRegisters() error {
 	}
 	for _, t := range r.img.Threads {
 		tid := r.tids[t.Tid]
-		if err := p.SetRegs(tid, finalRegs(t)); err != nil {
+		if err := p.SetRegs(tid, finalRegs(t, r.img.SharedPending)); err != nil {
 			return fmt.Errorf("tid %d: %w", tid, err)
 		}
 	}
