@@ -118,21 +118,14 @@ func (inetSocket) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // side of a socket that never sent; shutdown(2) answers it ENOTCONN).
 func unboundShutdown(fd int) (uint32, error) {
 	const rcv, send = 1, 2 // RCV_SHUTDOWN, SEND_SHUTDOWN (include/net/sock.h)
-	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-	for {
-		_, err := unix.Poll(p, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return 0, os.NewSyscallError("poll", err)
-		}
-		break
+	ev, err := pollNow(fd, unix.POLLIN|unix.POLLRDHUP)
+	if err != nil {
+		return 0, err
 	}
 	switch {
-	case p[0].Revents&unix.POLLHUP != 0:
+	case ev&unix.POLLHUP != 0:
 		return rcv | send, nil
-	case p[0].Revents&unix.POLLRDHUP != 0:
+	case ev&unix.POLLRDHUP != 0:
 		return rcv, nil
 	}
 	return 0, nil

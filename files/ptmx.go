@@ -107,16 +107,8 @@ func (ptyMaster) dump(d *dumper, l *liveFd, out *pb.Fd) error {
 // (TIOCINQ), after a poll(2) that moves what waits in the flip buffer into
 // the line discipline.
 func ttyQueued(fd int) (int, error) {
-	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(p, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return 0, os.NewSyscallError("poll", err)
-		}
-		break
+	if _, err := pollNow(fd, unix.POLLIN); err != nil {
+		return 0, err
 	}
 	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
 	if err != nil {
@@ -303,4 +295,20 @@ func CheckPtys(procs []*pb.Process, tables map[uint32]*pb.FdTable) error {
 		}
 	}
 	return nil
+}
+
+// pollNow polls fd for events without waiting (poll(2), timeout 0) and
+// returns what it reports.
+func pollNow(fd int, events int16) (int16, error) {
+	p := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	for {
+		_, err := unix.Poll(p, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("poll", err)
+		}
+		return p[0].Revents, nil
+	}
 }
