@@ -75,35 +75,48 @@ func lockKeysWith(conns []Conn, listeners []Listener, udp []UDPPort) (lockKeys, 
 			return k, err
 		}
 	}
+	for _, l := range listeners {
+		if err := addPortKey(&k.l4, &k.l6, &k.w4, &k.w6, l, l.Local, l.V6Only); err != nil {
+			return k, err
+		}
+	}
+	return k, nil
+}
+
+// addPortKey adds the set key of a socket bound to local (what names it
+// in errors): its port alone to w4 or w6 when it is on every address (an
+// IPv6 one without v6only to both: ipv6(7)), else its address . port (with
+// the two bytes of padding a concatenation of a 2-byte key takes) to a4
+// or a6. An IPv4-mapped address counts as IPv4; a key already there is
+// not added again.
+func addPortKey(a4, a6, w4, w6 *[][]byte, what fmt.Stringer, local netip.AddrPort, v6only bool) error {
 	add := func(dst *[][]byte, key []byte) {
 		if !slices.ContainsFunc(*dst, func(b []byte) bool { return bytes.Equal(b, key) }) {
 			*dst = append(*dst, key)
 		}
 	}
-	for _, l := range listeners {
-		a, p := l.Local.Addr().Unmap().WithZone(""), l.Local.Port()
-		switch {
-		case !a.IsValid():
-			return k, fmt.Errorf("%s: address missing: %w", l, ErrBadConn)
-		case p == 0:
-			return k, fmt.Errorf("%s: port 0: %w", l, ErrBadConn)
-		}
-		port := []byte{byte(p >> 8), byte(p)}
-		switch {
-		case a.IsUnspecified() && a.Is4():
-			add(&k.w4, port)
-		case a.IsUnspecified():
-			add(&k.w6, port)
-			if !l.V6Only {
-				add(&k.w4, port)
-			}
-		case a.Is4():
-			add(&k.l4, append(a.AsSlice(), port[0], port[1], 0, 0))
-		default:
-			add(&k.l6, append(a.AsSlice(), port[0], port[1], 0, 0))
-		}
+	a, p := local.Addr().Unmap().WithZone(""), local.Port()
+	switch {
+	case !a.IsValid():
+		return fmt.Errorf("%s: address missing: %w", what, ErrBadConn)
+	case p == 0:
+		return fmt.Errorf("%s: port 0: %w", what, ErrBadConn)
 	}
-	return k, nil
+	port := []byte{byte(p >> 8), byte(p)}
+	switch {
+	case a.IsUnspecified() && a.Is4():
+		add(w4, port)
+	case a.IsUnspecified():
+		add(w6, port)
+		if !v6only {
+			add(w4, port)
+		}
+	case a.Is4():
+		add(a4, append(a.AsSlice(), port[0], port[1], 0, 0))
+	default:
+		add(a6, append(a.AsSlice(), port[0], port[1], 0, 0))
+	}
+	return nil
 }
 
 // addListenObjects queues on c, for the input chain in of table t, the

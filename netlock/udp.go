@@ -57,32 +57,9 @@ func (k udpKeys) n() int { return len(k.a4) + len(k.a6) + len(k.w4) + len(k.w6) 
 // udpKeysOf validates ports and returns their set keys.
 func udpKeysOf(ports []UDPPort) (udpKeys, error) {
 	var k udpKeys
-	add := func(dst *[][]byte, key []byte) {
-		if !slices.ContainsFunc(*dst, func(b []byte) bool { return string(b) == string(key) }) {
-			*dst = append(*dst, key)
-		}
-	}
 	for _, u := range ports {
-		a, p := u.Local.Addr().Unmap().WithZone(""), u.Local.Port()
-		switch {
-		case !a.IsValid():
-			return k, fmt.Errorf("%s: address missing: %w", u, ErrBadConn)
-		case p == 0:
-			return k, fmt.Errorf("%s: port 0: %w", u, ErrBadConn)
-		}
-		port := []byte{byte(p >> 8), byte(p)}
-		switch {
-		case a.IsUnspecified() && a.Is4():
-			add(&k.w4, port)
-		case a.IsUnspecified():
-			add(&k.w6, port)
-			if !u.V6Only {
-				add(&k.w4, port)
-			}
-		case a.Is4():
-			add(&k.a4, append(a.AsSlice(), port[0], port[1], 0, 0))
-		default:
-			add(&k.a6, append(a.AsSlice(), port[0], port[1], 0, 0))
+		if err := addPortKey(&k.a4, &k.a6, &k.w4, &k.w6, u, u.Local, u.V6Only); err != nil {
+			return k, err
 		}
 	}
 	return k, nil
