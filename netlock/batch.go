@@ -112,24 +112,12 @@ func addLockObjects(c *nftables.Conn, name string, k lockKeys) error {
 			continue
 		}
 		f := fk.f
-		elems := make([]nftables.SetElement, len(fk.keys))
-		for i, k := range fk.keys {
-			elems[i] = nftables.SetElement{Key: k}
-		}
 		s := &nftables.Set{
 			Table: t, ID: f.setID, Name: f.set, Concatenation: true,
 			KeyType: nftables.MustConcatSetType(f.addr, nftables.TypeInetService, f.addr, nftables.TypeInetService),
 		}
-		if err := c.AddSet(s, nil); err != nil {
-			return fmt.Errorf("add set %s: %w", f.set, err)
-		}
-		// The element list is one netlink attribute, whose length is 16
-		// bits (struct nlattr, <linux/netlink.h>): spread the elements over
-		// messages of at most elemsPerMsg.
-		for chunk := range slices.Chunk(elems, elemsPerMsg) {
-			if err := c.SetAddElements(s, chunk); err != nil {
-				return fmt.Errorf("add %d elements to set %s: %w", len(chunk), f.set, err)
-			}
+		if err := addSet(c, s, fk.keys); err != nil {
+			return err
 		}
 		// Incoming packets carry the remote end as source, outgoing ones
 		// the local end: the set key is local . lport . remote . rport.
@@ -319,4 +307,35 @@ func forceSndbuf(sock *netlink.Conn, n int) error {
 		return fmt.Errorf("grow send buffer of nftables socket to %d: %w", n, os.NewSyscallError("setsockopt SO_SNDBUFFORCE", serr))
 	}
 	return nil
+}
+
+// addSet queues set s with keys as its elements. The element list is one
+// netlink attribute, whose length is 16 bits (struct nlattr,
+// <linux/netlink.h>): the elements are spread over messages of at most
+// elemsPerMsg.
+func addSet(c *nftables.Conn, s *nftables.Set, keys [][]byte) error {
+	if err := c.AddSet(s, nil); err != nil {
+		return fmt.Errorf("add set %s: %w", s.Name, err)
+	}
+	elems := make([]nftables.SetElement, len(keys))
+	for i, k := range keys {
+		elems[i] = nftables.SetElement{Key: k}
+	}
+	for chunk := range slices.Chunk(elems, elemsPerMsg) {
+		if err := c.SetAddElements(s, chunk); err != nil {
+			return fmt.Errorf("add %d elements to set %s: %w", len(chunk), s.Name, err)
+		}
+	}
+	return nil
+}
+
+// portSet is a set of port keys (addPortKey): address . port with byAddr
+// (addr the family's address type), the port alone otherwise.
+func portSet(t *nftables.Table, name string, id uint32, addr nftables.SetDatatype, byAddr bool) *nftables.Set {
+	s := &nftables.Set{Table: t, ID: id, Name: name, KeyType: nftables.TypeInetService}
+	if byAddr {
+		s.Concatenation = true
+		s.KeyType = nftables.MustConcatSetType(addr, nftables.TypeInetService)
+	}
+	return s
 }

@@ -140,22 +140,8 @@ func addListenObjects(c *nftables.Conn, t *nftables.Table, in *nftables.Chain, k
 		if len(s.keys) == 0 {
 			continue
 		}
-		set := &nftables.Set{Table: t, ID: s.id, Name: s.name, KeyType: nftables.TypeInetService}
-		if s.byAddr {
-			set.Concatenation = true
-			set.KeyType = nftables.MustConcatSetType(s.f.addr, nftables.TypeInetService)
-		}
-		if err := c.AddSet(set, nil); err != nil {
-			return fmt.Errorf("add set %s: %w", s.name, err)
-		}
-		elems := make([]nftables.SetElement, len(s.keys))
-		for i, key := range s.keys {
-			elems[i] = nftables.SetElement{Key: key}
-		}
-		for chunk := range slices.Chunk(elems, elemsPerMsg) {
-			if err := c.SetAddElements(set, chunk); err != nil {
-				return fmt.Errorf("add %d elements to set %s: %w", len(chunk), s.name, err)
-			}
+		if err := addSet(c, portSet(t, s.name, s.id, s.f.addr, s.byAddr), s.keys); err != nil {
+			return err
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: s.f.matchSYN(s.name, s.id, s.byAddr)})
 	}
