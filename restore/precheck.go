@@ -43,10 +43,9 @@ func precheck(set *image.Set, opts Options) (*leftNetns, error) {
 	if opts.ShellJob {
 		term = &files.Terminal{} // stands for --shell-job: only its presence counts here
 	}
-	ptys := remadePtys(set)
 	for _, p := range set.Tree.GetProcesses() {
 		err := files.CheckNeeds(set.Fds[p.Pid], files.RestoreOptions{Inherit: opts.InheritFds, HandOver: opts.Lazy,
-			Terminal: term, UnixReconnect: opts.UnixReconnect, Ptys: ptys})
+			Terminal: term, UnixReconnect: opts.UnixReconnect, Ptys: opts.ptys})
 		if err != nil {
 			return nil, fmt.Errorf("restore pid %d: restore fds: %w", p.Pid, err)
 		}

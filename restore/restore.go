@@ -214,6 +214,10 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 		}
 	}
 	r.set = set
+	// The ptys the set makes afresh (pty.go), once for every step that
+	// asks.
+	opts.ptys = remadePtys(set)
+	r.opts.ptys = opts.ptys
 	// Every refusal the image and the options settle comes first, before
 	// anything is locked, built or torn down (precheck.go).
 	if r.leftNet, err = precheck(set, opts); err != nil {
@@ -293,7 +297,6 @@ func Build(ctx context.Context, opts Options) (_ *Process, err error) {
 	log := opts.Log.With().Int("pid", r.b.pid).Logger()
 	log.Debug().Uint32("image_pid", r.img.Pid).Msg("stub ready")
 	defer func() { r.tree.close() }()
-	r.opts.ptys = remadePtys(set)
 	if err := r.makePtys(&undo); err != nil {
 		return nil, err
 	}

@@ -97,10 +97,10 @@ type shellJob struct {
 func newShellJob(set *image.Set, opts Options) (*shellJob, error) {
 	root := set.Root()
 	var ctty *pb.Tty
-	ptys := remadePtys(set) // a pty of the tree's own is no job's terminal
 	for _, p := range set.Tree.GetProcesses() {
 		c := files.ControllingTty(set.Fds[p.Pid])
-		if _, own := ptys[unix.Mkdev(c.GetTtyMajor(), c.GetTtyMinor())]; c != nil && !own {
+		// a pty of the tree's own is no job's terminal
+		if _, own := opts.ptys[unix.Mkdev(c.GetTtyMajor(), c.GetTtyMinor())]; c != nil && !own {
 			ctty = c
 			break
 		}
