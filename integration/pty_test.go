@@ -6,9 +6,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
+
+// ptyNumbers is held while a test makes a pty (openPty), and by a test
+// whose dump frees a pty number its restore must get again: a pty made
+// meanwhile by a parallel test would take that number (devpts hands out
+// the lowest free one) and the restore would rightly refuse ("is in use
+// here"; TestTmuxServerRestored failed so in 3 of 3 runs next to the tty
+// tests).
+var ptyNumbers sync.Mutex
 
 // TestPtyPairRestored: a pty whose master and slave the tree holds (as
 // tmux, script or sshd hold theirs) was refused ("a pseudo-terminal
@@ -18,7 +27,10 @@ import (
 // it (ptypair.c checks each from inside).
 func TestPtyPairRestored(t *testing.T) {
 	t.Parallel()
-	p := startTicking(t, start, "ok", 1, buildC(t, "ptypair"))
+	bin := buildC(t, "ptypair")
+	ptyNumbers.Lock()
+	defer ptyNumbers.Unlock()
+	p := startTicking(t, start, "ok", 1, bin)
 	dir := dumpKill(t, p)
 	r := restoreFrom(t, p, dir)
 	requireProgress(t, r, "ok")
@@ -35,6 +47,8 @@ func TestTmuxServerRestored(t *testing.T) {
 		t.Skip("tmux is not installed (scripts/test.sh installs it)")
 	}
 	t.Parallel()
+	ptyNumbers.Lock()
+	defer ptyNumbers.Unlock()
 	sock := filepath.Join(t.TempDir(), "tmux.sock")
 	run := func(args ...string) string {
 		t.Helper()

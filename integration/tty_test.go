@@ -32,7 +32,9 @@ type pty struct {
 
 func openPty(t *testing.T) *pty {
 	t.Helper()
+	ptyNumbers.Lock()
 	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	ptyNumbers.Unlock()
 	if err != nil {
 		t.Fatalf("open /dev/ptmx: %v", err)
 	}
